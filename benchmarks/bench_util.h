@@ -1,0 +1,105 @@
+// Shared benchmark plumbing: CUDA-event timing of one iteration (manual time), an L2 flush
+// between iterations so each run starts cold, device skip, and bandwidth/FLOP counters.
+#pragma once
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <functional>
+
+#include "engine/cuda_check.h"
+#include "engine/device.h"
+
+namespace kiln::bench {
+
+// Writes a buffer larger than L2 (H100: 50 MB) so the timed op does not start warm.
+inline void flush_l2() {
+  static void* buf = nullptr;
+  static size_t bytes = 0;
+  if (!buf) {
+    int dev = 0, l2 = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev);
+    bytes = static_cast<size_t>(l2) * 2;
+    KILN_CUDA_CHECK(cudaMalloc(&buf, bytes));
+  }
+  KILN_CUDA_CHECK(cudaMemsetAsync(buf, 0, bytes, nullptr));
+}
+
+// Runs fn once per iteration on the default stream between two events and reports its time.
+// fn must enqueue its work on the stream it is given.
+inline void time_cuda(benchmark::State& state, cudaStream_t stream, const std::function<void()>& fn,
+                      bool flush = true) {
+  cudaEvent_t a, b;
+  KILN_CUDA_CHECK(cudaEventCreate(&a));
+  KILN_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) fn();  // warm-up
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  for (auto _ : state) {
+    if (flush) flush_l2();
+    KILN_CUDA_CHECK(cudaDeviceSynchronize());
+    KILN_CUDA_CHECK(cudaEventRecord(a, stream));
+    fn();
+    KILN_CUDA_CHECK(cudaEventRecord(b, stream));
+    KILN_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    state.SetIterationTime(ms / 1e3);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+}
+
+inline void set_bytes(benchmark::State& state, double bytes_per_iter) {
+  state.counters["GB/s"] = benchmark::Counter(bytes_per_iter * 1e-9 * state.iterations(),
+                                              benchmark::Counter::kIsRate);
+}
+inline void set_flops(benchmark::State& state, double flops_per_iter) {
+  state.counters["GFLOP/s"] = benchmark::Counter(flops_per_iter * 1e-9 * state.iterations(),
+                                                 benchmark::Counter::kIsRate);
+}
+
+// Measured device-to-device copy bandwidth (GB/s, read+write counted), the ceiling that
+// bandwidth-bound kernels are reported against.
+inline double measured_copy_bandwidth() {
+  static double gbs = 0;
+  if (gbs > 0) return gbs;
+  size_t n = size_t(1) << 28;  // 256 MiB
+  void *s, *d;
+  KILN_CUDA_CHECK(cudaMalloc(&s, n));
+  KILN_CUDA_CHECK(cudaMalloc(&d, n));
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  for (int i = 0; i < 3; ++i) cudaMemcpy(d, s, n, cudaMemcpyDeviceToDevice);
+  float best = 1e30f;
+  for (int i = 0; i < 10; ++i) {
+    cudaEventRecord(a);
+    cudaMemcpyAsync(d, s, n, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float ms;
+    cudaEventElapsedTime(&ms, a, b);
+    best = std::min(best, ms);
+  }
+  cudaFree(s);
+  cudaFree(d);
+  gbs = 2.0 * n / (best * 1e-3) * 1e-9;
+  return gbs;
+}
+
+}  // namespace kiln::bench
+
+// main() for every bench binary: exits 0 with a note when no GPU answers.
+#define KILN_BENCH_MAIN()                                                      \
+  int main(int argc, char** argv) {                                            \
+    if (!::kiln::cuda_available()) {                                           \
+      std::printf("no CUDA device answers: benchmarks skipped\n");            \
+      return 0;                                                                \
+    }                                                                          \
+    benchmark::Initialize(&argc, argv);                                        \
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;          \
+    benchmark::RunSpecifiedBenchmarks();                                       \
+    benchmark::Shutdown();                                                     \
+    return 0;                                                                  \
+  }

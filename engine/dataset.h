@@ -1,0 +1,88 @@
+// Datasets: MNIST / Fashion-MNIST (IDX, raw or .gz) and CIFAR-10 (binary batches). A dataset
+// is loaded once, normalised, and held whole on its device; batches are gathered on that
+// device through a permutation (no per-batch host copies).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/buffer.h"
+#include "engine/tensor.h"
+
+namespace kiln {
+
+// One IDX file: dims and the raw uint8 payload. Validates the magic (0x00000800 | ndim for
+// unsigned bytes), dims, and that the file holds exactly the declared payload; errors name the
+// file and the byte offset.
+struct IdxArray {
+  std::vector<int64_t> dims;
+  std::vector<uint8_t> data;
+};
+IdxArray read_idx(const std::string& path);
+// Reads a whole file, inflating it when it is gzip (by magic, not by name).
+std::vector<uint8_t> read_file_maybe_gz(const std::string& path);
+
+struct Dataset {
+  std::string name;        // "mnist/train"
+  Tensor images;           // [N, C, H, W], float32, normalised when asked
+  std::shared_ptr<Buffer> labels;  // int32 [N], same device as images
+  std::vector<int32_t> host_labels;
+  int num_classes = 10;
+  int64_t size() const { return images.ndim() ? images.dim(0) : 0; }
+  Shape sample_shape() const { return Shape(images.shape().begin() + 1, images.shape().end()); }
+  const int32_t* label_data() const { return static_cast<const int32_t*>(labels->data()); }
+  Device device() const { return images.device(); }
+  Dataset to(Device d) const;
+};
+
+struct DataOptions {
+  std::string dataset = "mnist";  // mnist | fashion-mnist | cifar10
+  std::string data_dir = "data";  // holds mnist/, fashion-mnist/, cifar10/ (or the files)
+  bool normalize = true;          // per-dataset mean/std (per channel for CIFAR-10)
+  int64_t train_limit = 0;        // 0: all
+  int64_t test_limit = 0;
+  bool augment = false;           // CIFAR: random crop (pad 4) + horizontal flip, on the device
+};
+
+// Per-channel mean/std used by normalize for a dataset name.
+void dataset_stats(const std::string& dataset, std::vector<float>& mean, std::vector<float>& std);
+
+// Loads split "train" or "test" of opts.dataset, looking for the files in opts.data_dir/<dataset>/
+// then opts.data_dir itself; errors name the file and what is wrong.
+Dataset load_dataset(const DataOptions& opts, const std::string& split, Device device);
+
+// MNIST-style pair of IDX files -> Dataset (N,1,H,W).
+Dataset load_idx_pair(const std::string& images_path, const std::string& labels_path,
+                      const std::string& name, int64_t limit, bool normalize,
+                      const std::vector<float>& mean, const std::vector<float>& std, Device device);
+// CIFAR-10 binary batch files (each record: 1 label byte + 3072 pixel bytes) -> (N,3,32,32).
+Dataset load_cifar_files(const std::vector<std::string>& paths, const std::string& name,
+                         int64_t limit, bool normalize, Device device);
+
+// Batches in a seeded random (or sequential) order. The permutation lives on the dataset's
+// device; next() gathers one batch of images and labels into reusable tensors on the device.
+class BatchIterator {
+ public:
+  BatchIterator(const Dataset& ds, int64_t batch_size, bool shuffle, uint64_t seed,
+                bool augment = false);
+  // Starts epoch `epoch` (the order depends only on seed and epoch, so runs resume exactly).
+  void start_epoch(int epoch, cudaStream_t stream = nullptr);
+  // Gathers batch b (0-based) of the current epoch. Returns false past the end.
+  bool batch(int64_t b, Tensor& images, Buffer& labels, int64_t& count,
+             cudaStream_t stream = nullptr);
+  int64_t batches_per_epoch() const;
+  void set_batch_size(int64_t bs) { batch_size_ = bs; }
+  int64_t batch_size() const { return batch_size_; }
+
+ private:
+  const Dataset& ds_;
+  int64_t batch_size_;
+  bool shuffle_, augment_;
+  uint64_t seed_;
+  int epoch_ = 0;
+  std::vector<int32_t> host_perm_;
+  std::shared_ptr<Buffer> perm_;  // int32 [N] on the dataset's device
+};
+
+}  // namespace kiln

@@ -1,0 +1,27 @@
+#include "engine/error.h"
+
+#include <cstring>
+
+namespace kiln {
+
+namespace {
+// Keep the last two path components ("engine/tensor.cpp"): enough to find the line, and stable
+// across build machines.
+std::string short_path(const char* file) {
+  std::string f(file ? file : "?");
+  size_t last = f.rfind('/');
+  if (last == std::string::npos || last == 0) return f;
+  size_t prev = f.rfind('/', last - 1);
+  return prev == std::string::npos ? f : f.substr(prev + 1);
+}
+}  // namespace
+
+Error::Error(ErrorKind kind, const std::string& msg, const char* file, int line)
+    : std::runtime_error(msg), kind_(kind), message_(msg),
+      where_(short_path(file) + ":" + std::to_string(line)) {}
+
+void throw_error(ErrorKind kind, const std::string& msg, const char* file, int line) {
+  throw Error(kind, msg, file, line);
+}
+
+}  // namespace kiln

@@ -1,0 +1,50 @@
+// kiln::Error: the one exception type of the library. It carries the kind (a runtime failure,
+// exit 1, or a usage error such as a bad option or a shape mismatch, exit 2) and where it was
+// raised. A library never exits or prints; apps catch Error and print what() on one line.
+#pragma once
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace kiln {
+
+enum class ErrorKind { Runtime, Usage };
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorKind kind, const std::string& msg, const char* file, int line);
+  ErrorKind kind() const { return kind_; }
+  const std::string& message() const { return message_; }  // without the location
+  const std::string& where() const { return where_; }      // "engine/tensor.cpp:42"
+
+ private:
+  ErrorKind kind_;
+  std::string message_, where_;
+};
+
+[[noreturn]] void throw_error(ErrorKind kind, const std::string& msg, const char* file, int line);
+
+}  // namespace kiln
+
+// KILN_CHECK(cond, "message " << value): a runtime error (exit 1) when cond is false.
+#define KILN_CHECK(cond, msg)                                                            \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
+      std::ostringstream kiln_os_;                                                       \
+      kiln_os_ << msg;                                                                   \
+      ::kiln::throw_error(::kiln::ErrorKind::Runtime, kiln_os_.str(), __FILE__, __LINE__); \
+    }                                                                                    \
+  } while (0)
+
+// KILN_USAGE_CHECK: the same, for errors the user made (bad option, shape, config): exit 2.
+#define KILN_USAGE_CHECK(cond, msg)                                                     \
+  do {                                                                                  \
+    if (!(cond)) {                                                                      \
+      std::ostringstream kiln_os_;                                                      \
+      kiln_os_ << msg;                                                                  \
+      ::kiln::throw_error(::kiln::ErrorKind::Usage, kiln_os_.str(), __FILE__, __LINE__); \
+    }                                                                                   \
+  } while (0)
+
+#define KILN_FAIL(msg) KILN_CHECK(false, msg)
+#define KILN_USAGE_FAIL(msg) KILN_USAGE_CHECK(false, msg)

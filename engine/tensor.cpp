@@ -1,0 +1,119 @@
+#include "engine/tensor.h"
+
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace kiln {
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+Tensor Tensor::empty(const Shape& shape, Device device) {
+  for (int64_t d : shape) KILN_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
+  Tensor t;
+  t.buf_ = std::make_shared<Buffer>(static_cast<size_t>(shape_numel(shape)) * sizeof(float), device);
+  t.data_ = static_cast<float*>(t.buf_->data());
+  t.shape_ = shape;
+  t.device_ = device;
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, Device device) {
+  Tensor t = empty(shape, device);
+  t.zero_();
+  return t;
+}
+
+Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& shape, Device device) {
+  KILN_CHECK(static_cast<int64_t>(v.size()) == shape_numel(shape),
+             "from_vector: " << v.size() << " values for shape " << shape_str(shape));
+  Tensor t = empty(shape, device);
+  copy_bytes(t.data_, device, v.data(), Device::CPU, t.bytes());
+  return t;
+}
+
+Tensor Tensor::wrap(float* data, const Shape& shape, Device device) {
+  Tensor t;
+  t.data_ = data;
+  t.shape_ = shape;
+  t.device_ = device;
+  return t;
+}
+
+Tensor Tensor::reshape(const Shape& shape) const {
+  KILN_CHECK(shape_numel(shape) == numel(),
+             "reshape " << shape_str(shape_) << " -> " << shape_str(shape) << ": sizes differ");
+  Tensor t = *this;
+  t.shape_ = shape;
+  return t;
+}
+
+Tensor Tensor::rows(int64_t begin, int64_t end) const {
+  KILN_CHECK(ndim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0],
+             "rows(" << begin << ", " << end << ") out of range for " << shape_str(shape_));
+  Tensor t = *this;
+  int64_t row = shape_[0] ? numel() / shape_[0] : 0;
+  t.data_ = data_ + begin * row;
+  t.shape_[0] = end - begin;
+  return t;
+}
+
+Tensor Tensor::to(Device device) const {
+  Tensor t = empty(shape_, device);
+  copy_bytes(t.data_, device, data_, device_, bytes());
+  return t;
+}
+
+Tensor Tensor::clone() const { return to(device_); }
+
+std::vector<float> Tensor::to_vector() const {
+  std::vector<float> v(static_cast<size_t>(numel()));
+  copy_bytes(v.data(), Device::CPU, data_, device_, bytes());
+  return v;
+}
+
+void Tensor::copy_from(const Tensor& src, cudaStream_t stream) {
+  KILN_CHECK(src.numel() == numel(),
+             "copy_from: " << shape_str(src.shape_) << " into " << shape_str(shape_));
+  copy_bytes(data_, device_, src.data_, src.device_, bytes(), stream);
+}
+
+void Tensor::zero_(cudaStream_t stream) { zero_bytes(data_, device_, bytes(), stream); }
+
+size_t Tensor::capacity_bytes() const {
+  if (!buf_) return 0;
+  auto* base = static_cast<char*>(buf_->data());
+  return buf_->bytes() - static_cast<size_t>(reinterpret_cast<char*>(data_) - base);
+}
+
+Tensor Tensor::view_as(const Shape& shape) const {
+  size_t need = static_cast<size_t>(shape_numel(shape)) * sizeof(float);
+  KILN_CHECK(need <= capacity_bytes() || (need == bytes() && !buf_),
+             "view_as " << shape_str(shape) << " exceeds the storage of " << shape_str(shape_));
+  Tensor t = *this;
+  t.shape_ = shape;
+  return t;
+}
+
+void ensure(Tensor& t, const Shape& shape, Device device) {
+  size_t need = static_cast<size_t>(shape_numel(shape)) * sizeof(float);
+  if (t.data() && t.device() == device && t.capacity_bytes() >= need) {
+    if (t.shape() != shape) t = t.view_as(shape);
+    return;
+  }
+  t = Tensor::empty(shape, device);
+}
+
+}  // namespace kiln

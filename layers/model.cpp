@@ -1,0 +1,167 @@
+// Model: shape checking, flat parameter layout, initialisation, forward/backward, summary.
+#include "layers/model.h"
+
+#include <cmath>
+#include <iomanip>
+#include <random>
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace kiln {
+
+InitScheme parse_init_scheme(const std::string& s) {
+  if (s == "default" || s == "pytorch") return InitScheme::Default;
+  if (s == "kaiming" || s == "kaiming_uniform" || s == "he") return InitScheme::KaimingUniform;
+  if (s == "kaiming_normal" || s == "he_normal") return InitScheme::KaimingNormal;
+  if (s == "xavier" || s == "xavier_uniform" || s == "glorot") return InitScheme::XavierUniform;
+  if (s == "xavier_normal" || s == "glorot_normal") return InitScheme::XavierNormal;
+  KILN_USAGE_FAIL("unknown init '" << s << "' (expected default|kaiming|kaiming_normal|xavier|xavier_normal)");
+}
+
+Init weight_init(InitScheme s, int64_t fan_in, int64_t fan_out) {
+  double fi = static_cast<double>(std::max<int64_t>(fan_in, 1));
+  double fo = static_cast<double>(std::max<int64_t>(fan_out, 1));
+  switch (s) {
+    case InitScheme::Default: return Init::uniform(1.0 / std::sqrt(fi));  // kaiming_uniform(a=sqrt 5)
+    case InitScheme::KaimingUniform: return Init::uniform(std::sqrt(6.0 / fi));  // gain sqrt 2
+    case InitScheme::KaimingNormal: return Init::normal(std::sqrt(2.0 / fi));
+    case InitScheme::XavierUniform: return Init::uniform(std::sqrt(6.0 / (fi + fo)));
+    case InitScheme::XavierNormal: return Init::normal(std::sqrt(2.0 / (fi + fo)));
+  }
+  return Init::zeros();
+}
+
+Layer& Model::add(LayerPtr layer) {
+  KILN_CHECK(!built_, "Model::add after build");
+  layer->set_name(std::to_string(layers_.size()));
+  layers_.push_back(std::move(layer));
+  return *layers_.back();
+}
+
+std::vector<Layer*> Model::layers() {
+  std::vector<Layer*> v;
+  for (auto& l : layers_) v.push_back(l.get());
+  return v;
+}
+
+void Model::collect(Layer* l, const std::string& prefix) {
+  all_layers_.emplace_back(prefix, l);
+  for (auto& p : l->params()) param_refs_.push_back({prefix + "." + p.name, &p, prefix, l->type()});
+  for (auto& [cname, child] : l->children()) collect(child, prefix + "." + cname);
+}
+
+void Model::build(Device device, uint64_t seed) {
+  KILN_CHECK(!built_, "Model::build called twice");
+  KILN_USAGE_CHECK(!layers_.empty(), "model has no layers");
+  device_ = device;
+  // 1. shapes, parameters declared, receptive field
+  Shape s = input_shape_;
+  ReceptiveField rf;
+  for (auto& l : layers_) {
+    s = l->setup(s);
+    rf = l->receptive_field(rf);
+    int64_t n = 0;
+    std::vector<std::pair<std::string, Layer*>> stack{{l->name(), l.get()}};
+    while (!stack.empty()) {
+      auto [nm, cur] = stack.back();
+      stack.pop_back();
+      for (auto& p : cur->params()) n += shape_numel(p.shape);
+      for (auto& c : cur->children()) stack.push_back(c);
+    }
+    summary_.push_back({l->name(), l->describe(), s, n, rf});
+  }
+  output_shape_ = s;
+  for (auto& l : layers_) collect(l.get(), l->name());
+  layers_.front()->need_dx = false;
+
+  // 2. flat layout: every tensor starts on a 64-byte boundary (16 floats) for vector access
+  int64_t off = 0;
+  for (auto& r : param_refs_) {
+    r.param->offset = off;
+    off += (shape_numel(r.param->shape) + 15) / 16 * 16;
+  }
+  num_params_ = 0;
+  for (auto& r : param_refs_) num_params_ += shape_numel(r.param->shape);
+
+  // 3. initialise on the host from the seed, in registration order, then upload once
+  std::vector<float> host(static_cast<size_t>(off), 0.0f);
+  std::mt19937_64 gen(seed);
+  for (auto& r : param_refs_) {
+    Param& p = *r.param;
+    float* dst = host.data() + p.offset;
+    int64_t n = shape_numel(p.shape);
+    switch (p.init.kind) {
+      case Init::Zeros: break;
+      case Init::Ones: std::fill(dst, dst + n, 1.0f); break;
+      case Init::Uniform: {
+        std::uniform_real_distribution<double> u(-p.init.a, p.init.a);
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(u(gen));
+        break;
+      }
+      case Init::Normal: {
+        std::normal_distribution<double> g(0.0, p.init.a);
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(g(gen));
+        break;
+      }
+    }
+  }
+  flat_params_ = Tensor::from_vector(host, {off}, device);
+  flat_grads_ = Tensor::zeros({off}, device);
+  for (auto& r : param_refs_) {
+    Param& p = *r.param;
+    int64_t n = shape_numel(p.shape);
+    p.value = flat_params_.rows(p.offset, p.offset + n).reshape(p.shape);
+    p.grad = flat_grads_.rows(p.offset, p.offset + n).reshape(p.shape);
+  }
+  for (auto& [nm, l] : all_layers_) l->bind(device);
+  built_ = true;
+}
+
+Tensor Model::forward(Context& ctx, const Tensor& x) {
+  KILN_CHECK(built_, "Model::forward before build");
+  Shape want = input_shape_;
+  want.insert(want.begin(), x.ndim() ? x.dim(0) : 0);
+  KILN_USAGE_CHECK(x.shape() == want, "model input: expected " << shape_str(want) << ", got "
+                                                               << shape_str(x.shape()));
+  KILN_CHECK(x.device() == device_, "model input on " << device_name(x.device())
+                                                      << ", model on " << device_name(device_));
+  Tensor h = x;
+  for (auto& l : layers_) h = l->forward(ctx, h);
+  return h;
+}
+
+Tensor Model::backward(Context& ctx, const Tensor& dlogits) {
+  Tensor d = dlogits;
+  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) d = (*it)->backward(ctx, d);
+  return d;
+}
+
+std::vector<std::pair<std::string, Tensor>> Model::state_dict() {
+  std::vector<std::pair<std::string, Tensor>> sd;
+  for (auto& [prefix, l] : all_layers_) {
+    for (auto& p : l->params()) sd.emplace_back(prefix + "." + p.name, p.value);
+    for (auto& [bn, t] : l->buffers()) sd.emplace_back(prefix + "." + bn, t);
+  }
+  return sd;
+}
+
+std::vector<SummaryRow> Model::summary() const { return summary_; }
+
+std::string Model::summary_table() const {
+  std::ostringstream os;
+  os << std::left << std::setw(6) << "layer" << std::setw(40) << "type" << std::setw(18) << "output"
+     << std::right << std::setw(10) << "params" << std::setw(8) << "RF" << std::setw(7) << "jump" << "\n";
+  os << std::left << std::setw(6) << "input" << std::setw(40) << "" << std::setw(18)
+     << shape_str(input_shape_) << std::right << std::setw(10) << 0 << std::setw(8) << 1
+     << std::setw(7) << 1 << "\n";
+  for (const auto& r : summary_) {
+    os << std::left << std::setw(6) << r.name << std::setw(40) << r.description << std::setw(18)
+       << shape_str(r.out_shape) << std::right << std::setw(10) << r.params << std::setw(8)
+       << r.rf.size << std::setw(7) << r.rf.jump << "\n";
+  }
+  os << "total parameters: " << num_params_ << "\n";
+  return os.str();
+}
+
+}  // namespace kiln

@@ -1,0 +1,69 @@
+// Model: a Sequential graph of layers over one flat parameter buffer and one flat gradient
+// buffer. build() checks every shape, lays the parameters out (each tensor 64-byte aligned),
+// initialises them from the seed and binds every layer's views.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "layers/layer.h"
+
+namespace kiln {
+
+// One parameter tensor as the optimizer and checkpoints see it.
+struct ParamRef {
+  std::string name;  // full state_dict name: "0.weight", "3.body.1.bias"
+  Param* param;
+  std::string layer; // layer name ("0") and type, for diagnostics
+  std::string layer_type;
+};
+
+struct SummaryRow {
+  std::string name, description;
+  Shape out_shape;
+  int64_t params;
+  ReceptiveField rf;
+};
+
+class Model {
+ public:
+  explicit Model(Shape input_shape) : input_shape_(std::move(input_shape)) {}
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  Layer& add(LayerPtr layer);  // named by index, like nn.Sequential
+  void build(Device device, uint64_t seed);
+  bool built() const { return built_; }
+
+  Tensor forward(Context& ctx, const Tensor& x);
+  Tensor backward(Context& ctx, const Tensor& dlogits);
+
+  void train(Context& ctx) { ctx.training = true; }
+  void eval(Context& ctx) { ctx.training = false; }
+
+  Device device() const { return device_; }
+  const Shape& input_shape() const { return input_shape_; }
+  const Shape& output_shape() const { return output_shape_; }
+  int64_t num_params() const { return num_params_; }
+  Tensor& flat_params() { return flat_params_; }
+  Tensor& flat_grads() { return flat_grads_; }
+  const std::vector<ParamRef>& param_refs() const { return param_refs_; }
+  std::vector<Layer*> layers();
+  // Parameters and buffers under PyTorch state_dict names, in registration order.
+  std::vector<std::pair<std::string, Tensor>> state_dict();
+  std::vector<SummaryRow> summary() const;
+  std::string summary_table() const;
+
+ private:
+  void collect(Layer* l, const std::string& prefix);
+  Shape input_shape_, output_shape_;
+  std::vector<LayerPtr> layers_;
+  std::vector<ParamRef> param_refs_;
+  std::vector<std::pair<std::string, Layer*>> all_layers_;  // prefix-named, depth-first
+  std::vector<SummaryRow> summary_;
+  Tensor flat_params_, flat_grads_;
+  int64_t num_params_ = 0;
+  Device device_ = Device::CPU;
+  bool built_ = false;
+};
+
+}  // namespace kiln

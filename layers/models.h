@@ -1,0 +1,39 @@
+// Model builders: mlp, cnn (the assignment-style MNIST net), cifar. Normalisation, activation
+// and dropout are appended through the add_* helpers so every builder honours --norm,
+// --norm-position, --groups, --dropout and --activation the same way.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "layers/model.h"
+
+namespace kiln {
+
+struct ModelOptions {
+  std::string model = "cnn";        // mlp | cnn | cifar
+  int width = 128;                  // mlp hidden width / cnn base channels (0: builder default)
+  int depth = 2;                    // mlp hidden layers
+  std::string activation = "relu";  // relu | sigmoid | tanh
+  std::string norm = "none";        // none | batch | group
+  int groups = 2;                   // group norm groups
+  std::string norm_position = "before";  // before | after the activation
+  float dropout = 0.0f;             // dropout probability after each block (0: none)
+  std::string init = "default";     // default | kaiming | kaiming_normal | xavier | xavier_normal
+  void validate() const;
+};
+
+// Builds (but does not build()) the model for per-sample input shape `input`.
+std::unique_ptr<Model> make_model(const ModelOptions& opts, const Shape& input, int num_classes);
+std::unique_ptr<Model> make_mlp(const ModelOptions& opts, const Shape& input, int num_classes);
+std::unique_ptr<Model> make_cnn(const ModelOptions& opts, const Shape& input, int num_classes);
+std::unique_ptr<Model> make_cifar(const ModelOptions& opts, const Shape& input, int num_classes);
+
+// Block tail after a Linear/Conv with `features` channels: norm and activation in the order
+// opts.norm_position says, then dropout. spatial: the input is (C,H,W) (BatchNorm2d, channel
+// dropout) rather than (F).
+void add_block_tail(Model& m, const ModelOptions& opts, int64_t features, bool spatial);
+void add_activation(Model& m, const std::string& activation);
+void add_norm(Model& m, const ModelOptions& opts, int64_t features, bool spatial);
+void add_dropout(Model& m, const ModelOptions& opts, bool spatial);
+
+}  // namespace kiln

@@ -1,0 +1,57 @@
+// Learning-rate (and momentum) schedules with PyTorch/Keras semantics. A schedule is asked
+// for the lr at (epoch, step-in-run) and told about epoch ends (for plateau and manual files).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+struct ScheduleOptions {
+  std::string name = "constant";  // constant|step|multistep|exponential|inverse-time|
+                                  // inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|
+                                  // cyclic|one-cycle|plateau|manual
+  float gamma = 0.1f;             // step/multistep/exponential factor
+  int step_size = 10;             // StepLR period in epochs
+  std::vector<int> milestones;    // MultiStepLR epochs
+  float decay = 0.0f;             // inverse-time d
+  float k = 1.0f;                 // inverse-sqrt multiplier
+  int t_max = 0;                  // cosine period in epochs (0: the run's epochs)
+  int t_mult = 1;                 // cosine warm restarts period multiplier
+  float eta_min = 0.0f;
+  float max_lr = 0.0f;            // cyclic/one-cycle peak (0: 10x base for cyclic, lr for one-cycle)
+  float base_lr = 0.0f;           // cyclic lower bound (0: lr)
+  int step_size_up = 0;           // cyclic half cycle in steps (0: 2 epochs)
+  std::string cyclic_mode = "triangular";  // triangular|triangular2|exp_range
+  bool cycle_momentum = true;     // cyclic/one-cycle momentum cycling
+  float base_momentum = 0.85f, max_momentum = 0.95f;
+  float pct_start = 0.3f, div_factor = 25.0f, final_div_factor = 1e4f;  // one-cycle
+  std::string anneal_strategy = "cos";
+  float factor = 0.1f;            // plateau
+  int patience = 10, cooldown = 0;
+  float min_lr = 0.0f, threshold = 1e-4f;
+  std::string mode = "min";       // plateau watches test_loss (min) or test_acc (max)
+  std::string file;               // manual: "epoch lr" lines, re-read every epoch
+  int warmup_steps = 0;           // linear warm-up composed with any schedule
+  int warmup_epochs = 0;
+  void validate() const;
+};
+
+class Schedule {
+ public:
+  virtual ~Schedule() = default;
+  // epoch is 0-based; step counts optimizer steps since the start of the run.
+  virtual float lr(int epoch, long long step) = 0;
+  // Momentum for this step, or < 0 when the schedule does not drive momentum.
+  virtual float momentum(int /*epoch*/, long long /*step*/) { return -1.0f; }
+  // After each epoch with the metric the plateau schedule watches.
+  virtual void on_epoch_end(int /*epoch*/, float /*metric*/) {}
+  // True when the LR is a function of the step within the epoch, not just of the epoch.
+  virtual bool per_step() const { return false; }
+};
+
+// base_lr: the optimizer's lr; steps_per_epoch and epochs: of the whole run.
+std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& opts, float base_lr,
+                                        long long steps_per_epoch, int epochs);
+
+}  // namespace kiln

@@ -1,0 +1,101 @@
+// Shared test helpers: seeded random inputs, poisoned outputs, GPU-vs-reference comparison that
+// prints the first mismatches, central-difference gradient checks in double precision, and the
+// skip used by every GPU test on a machine without a device.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/tensor.h"
+
+#define KILN_SKIP_WITHOUT_GPU()                                          \
+  do {                                                                   \
+    if (!::kiln::cuda_available()) GTEST_SKIP() << "no CUDA device answers"; \
+  } while (0)
+
+namespace kiln::test {
+
+// Fresh random values in [lo, hi); each test passes its own seed.
+template <typename T = float>
+std::vector<T> random_vec(size_t n, uint64_t seed, double lo = -1.0, double hi = 1.0) {
+  std::mt19937_64 g(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(u(g));
+  return v;
+}
+
+// A tensor on `device` filled with NaN, so any element a kernel fails to write shows up.
+inline Tensor poisoned(const Shape& s, Device d) {
+  std::vector<float> v(static_cast<size_t>(shape_numel(s)), std::numeric_limits<float>::quiet_NaN());
+  return Tensor::from_vector(v, s, d);
+}
+
+// |got - want| <= atol + rtol*|want| element-wise; prints the first 10 mismatches.
+inline ::testing::AssertionResult all_close(const std::vector<float>& got,
+                                            const std::vector<float>& want, double atol,
+                                            double rtol) {
+  if (got.size() != want.size())
+    return ::testing::AssertionFailure() << "size " << got.size() << " vs " << want.size();
+  size_t bad = 0;
+  std::string first;
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    double g = got[i], w = want[i];
+    double err = std::fabs(g - w);
+    bool ok = std::isfinite(g) == std::isfinite(w) && (!std::isfinite(w) ? g == w : err <= atol + rtol * std::fabs(w));
+    if (!ok) {
+      if (bad < 10) first += "\n  [" + std::to_string(i) + "] got " + std::to_string(g) + " want " + std::to_string(w);
+      ++bad;
+    }
+    if (std::isfinite(err)) worst = std::max(worst, err);
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << got.size()
+                                       << " elements differ (max abs err " << worst << "):" << first;
+}
+
+// Central-difference gradient check of a scalar function f(x) against an analytic gradient.
+// Tolerance thr * max(|a|, |n|, 1), as in DESIGN.md. Inputs should avoid kinks.
+inline ::testing::AssertionResult grad_check(const std::function<double(const std::vector<double>&)>& f,
+                                             std::vector<double> x, const std::vector<double>& analytic,
+                                             double h = 1e-6, double thr = 1e-6) {
+  if (x.size() != analytic.size()) return ::testing::AssertionFailure() << "size mismatch";
+  size_t bad = 0;
+  std::string first;
+  for (size_t i = 0; i < x.size(); ++i) {
+    double keep = x[i];
+    x[i] = keep + h;
+    double fp = f(x);
+    x[i] = keep - h;
+    double fm = f(x);
+    x[i] = keep;
+    double num = (fp - fm) / (2 * h);
+    double a = analytic[i];
+    double tol = thr * std::max({std::fabs(a), std::fabs(num), 1.0});
+    if (!(std::fabs(a - num) <= tol)) {
+      if (bad < 10) first += "\n  [" + std::to_string(i) + "] analytic " + std::to_string(a) + " numeric " + std::to_string(num);
+      ++bad;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << x.size() << " gradients differ:" << first;
+}
+
+// sum_i w_i * y_i: a random linear functional turns an op's output into a scalar loss whose
+// gradient wrt y is w, so backward can be checked with dy = w.
+template <typename T>
+double dot(const std::vector<T>& a, const std::vector<T>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  return s;
+}
+
+}  // namespace kiln::test
