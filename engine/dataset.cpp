@@ -1,0 +1,232 @@
+// Dataset loading (MNIST / Fashion-MNIST IDX pairs, CIFAR-10 binary batches), normalisation,
+// device upload, and the BatchIterator that gathers shuffled batches on the dataset's device.
+// Everything is validated on the host once; after upload no batch touches host memory except
+// the once-per-epoch permutation.
+#include "engine/dataset.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <climits>
+#include <random>
+#include <sstream>
+
+#include "engine/data_reader.h"
+#include "engine/error.h"
+#include "kernels/data/data.h"
+
+namespace kiln {
+
+// ---- statistics and normalisation -------------------------------------------------------------
+void dataset_stats(const std::string& dataset, std::vector<float>& mean, std::vector<float>& std) {
+  // Means/stds of the training sets in [0, 1] units, the values torchvision examples use.
+  if (dataset == "mnist") {
+    mean = {0.1307f};
+    std = {0.3081f};
+  } else if (dataset == "fashion-mnist") {
+    mean = {0.2860f};
+    std = {0.3530f};
+  } else if (dataset == "cifar10") {
+    mean = {0.4914f, 0.4822f, 0.4465f};
+    std = {0.2470f, 0.2435f, 0.2616f};
+  } else {
+    KILN_USAGE_FAIL("unknown dataset '" << dataset << "' (expected mnist, fashion-mnist or cifar10)");
+  }
+}
+
+// u8 [n, c, plane] -> float (x/255 - mean[c]) / std[c], or x/255.
+static void to_float(const uint8_t* src, int64_t n, int64_t c, int64_t plane, bool normalize,
+                     const std::vector<float>& mean, const std::vector<float>& std, float* dst) {
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const float m = normalize ? mean[mean.size() == 1 ? 0 : ch] : 0.f;
+    const float s = normalize ? std[std.size() == 1 ? 0 : ch] : 1.f;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint8_t* in = src + (i * c + ch) * plane;
+      float* out = dst + (i * c + ch) * plane;
+      for (int64_t k = 0; k < plane; ++k) out[k] = (static_cast<float>(in[k]) / 255.f - m) / s;
+    }
+  }
+}
+
+static Dataset make_host_dataset(const std::string& name, const Shape& shape,
+                                 const std::vector<int32_t>& labels) {
+  Dataset ds;
+  ds.name = name;
+  ds.images = Tensor::empty(shape, Device::CPU);
+  ds.host_labels = labels;
+  ds.labels = std::make_shared<Buffer>(labels.size() * sizeof(int32_t), Device::CPU);
+  copy_bytes(ds.labels->data(), Device::CPU, labels.data(), Device::CPU,
+             labels.size() * sizeof(int32_t));
+  return ds;
+}
+
+Dataset Dataset::to(Device d) const {
+  Dataset out;
+  out.name = name;
+  out.num_classes = num_classes;
+  out.host_labels = host_labels;
+  out.images = images.to(d);
+  const size_t bytes = host_labels.size() * sizeof(int32_t);
+  out.labels = std::make_shared<Buffer>(bytes, d);
+  copy_bytes(out.labels->data(), d, host_labels.data(), Device::CPU, bytes);
+  return out;
+}
+
+// ---- IDX pairs --------------------------------------------------------------------------------
+Dataset load_idx_pair(const std::string& images_path, const std::string& labels_path,
+                      const std::string& name, int64_t limit, bool normalize,
+                      const std::vector<float>& mean, const std::vector<float>& std, Device device) {
+  IdxArray im = read_idx(images_path);
+  KILN_CHECK(im.dims.size() == 3 || im.dims.size() == 4,
+             images_path << ": expected an image file with dims (N, rows, cols) or (N, C, rows, "
+                            "cols), found "
+                         << shape_str(im.dims));
+  IdxArray lb = read_idx(labels_path);
+  KILN_CHECK(lb.dims.size() == 1,
+             labels_path << ": expected a label file with dims (N), found " << shape_str(lb.dims));
+  const int64_t n_all = im.dims[0];
+  KILN_CHECK(n_all == lb.dims[0], images_path << " holds " << n_all << " images but "
+                                              << labels_path << " holds " << lb.dims[0]
+                                              << " labels");
+  KILN_CHECK(n_all > 0, images_path << ": holds no images");
+  KILN_CHECK(n_all <= INT32_MAX, images_path << ": " << n_all << " images exceed int32 indices");
+  for (int64_t i = 0; i < n_all; ++i)
+    KILN_CHECK(lb.data[i] < 10, labels_path << ": label " << int(lb.data[i]) << " of record " << i
+                                            << " (byte " << 8 + i << ") is outside 0..9");
+  const int64_t c = im.dims.size() == 4 ? im.dims[1] : 1;
+  const int64_t h = im.dims[im.dims.size() - 2], w = im.dims.back();
+  KILN_CHECK(c > 0 && h > 0 && w > 0, images_path << ": empty image dims " << shape_str(im.dims));
+  KILN_USAGE_CHECK(!normalize || ((mean.size() == 1 || int64_t(mean.size()) == c) &&
+                                  mean.size() == std.size()),
+                   name << ": " << mean.size() << " means / " << std.size() << " stds for " << c
+                        << " channels");
+  const int64_t n = limit > 0 ? std::min(limit, n_all) : n_all;
+  Dataset ds = make_host_dataset(name, {n, c, h, w},
+                                 std::vector<int32_t>(lb.data.begin(), lb.data.begin() + n));
+  to_float(im.data.data(), n, c, h * w, normalize, mean, std, ds.images.data());
+  return device == Device::CPU ? ds : ds.to(device);
+}
+
+// ---- CIFAR-10 ---------------------------------------------------------------------------------
+Dataset load_cifar_files(const std::vector<std::string>& paths, const std::string& name,
+                         int64_t limit, bool normalize, Device device) {
+  constexpr int64_t kRecord = 3073, kPixels = 3072;
+  // Real batches hold 10000 records; the cap keeps a hostile .gz from filling memory.
+  constexpr int64_t kMaxRecordsPerFile = 1000000;
+  KILN_USAGE_CHECK(!paths.empty(), name << ": no CIFAR-10 files given");
+  std::vector<uint8_t> pixels;
+  std::vector<int32_t> labels;
+  std::vector<uint8_t> rec(kRecord);
+  for (const std::string& path : paths) {
+    if (limit > 0 && static_cast<int64_t>(labels.size()) >= limit) break;
+    DataReader r(path);
+    const int64_t size = r.raw_size();
+    KILN_CHECK(size != 0, path << ": empty file (expected 3073-byte CIFAR-10 records)");
+    if (size > 0) {
+      KILN_CHECK(size % kRecord == 0,
+                 path << ": size " << size << " is not a multiple of the 3073-byte CIFAR-10 record: "
+                      << "record " << size / kRecord << " (at byte " << size / kRecord * kRecord
+                      << ") has only " << size % kRecord << " bytes");
+      pixels.reserve(pixels.size() + size / kRecord * kPixels);
+    }
+    for (int64_t i = 0;; ++i) {
+      if (limit > 0 && static_cast<int64_t>(labels.size()) >= limit) break;
+      size_t got = r.read(rec.data(), kRecord);
+      if (got == 0) {
+        KILN_CHECK(i > 0, path << ": empty file (expected 3073-byte CIFAR-10 records)");
+        break;
+      }
+      KILN_CHECK(got == static_cast<size_t>(kRecord),
+                 path << ": data is not a multiple of the 3073-byte CIFAR-10 record: record " << i
+                      << " (at byte " << i * kRecord << (r.gzip() ? ", uncompressed" : "")
+                      << ") has only " << got << " bytes");
+      KILN_CHECK(i < kMaxRecordsPerFile,
+                 path << ": more than " << kMaxRecordsPerFile << " records; not a CIFAR-10 batch");
+      KILN_CHECK(rec[0] < 10, path << ": record " << i << " (at byte " << i * kRecord
+                                   << ") has label " << int(rec[0]) << ", expected 0..9");
+      labels.push_back(rec[0]);
+      pixels.insert(pixels.end(), rec.begin() + 1, rec.end());
+    }
+  }
+  std::vector<float> mean, std;
+  dataset_stats("cifar10", mean, std);
+  const int64_t n = static_cast<int64_t>(labels.size());
+  Dataset ds = make_host_dataset(name, {n, 3, 32, 32}, labels);
+  to_float(pixels.data(), n, 3, 1024, normalize, mean, std, ds.images.data());
+  return device == Device::CPU ? ds : ds.to(device);
+}
+
+// ---- finding files ----------------------------------------------------------------------------
+static bool is_file(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// First existing <dir>/<base>[.gz] over the candidate dirs; records every path tried.
+static std::string find_file(const std::vector<std::string>& dirs, const std::string& base,
+                             std::vector<std::string>& tried) {
+  for (const std::string& d : dirs)
+    for (const char* ext : {"", ".gz"}) {
+      std::string p = d + "/" + base + ext;
+      if (is_file(p)) return p;
+      tried.push_back(p);
+    }
+  return "";
+}
+
+static std::string join(const std::vector<std::string>& v, const char* sep) {
+  std::ostringstream os;
+  for (size_t i = 0; i < v.size(); ++i) os << (i ? sep : "") << v[i];
+  return os.str();
+}
+
+Dataset load_dataset(const DataOptions& opts, const std::string& split, Device device) {
+  std::vector<float> mean, std;
+  dataset_stats(opts.dataset, mean, std);
+  KILN_USAGE_CHECK(split == "train" || split == "test",
+                   "unknown split '" << split << "' (expected train or test)");
+  const int64_t limit = split == "train" ? opts.train_limit : opts.test_limit;
+  KILN_USAGE_CHECK(limit >= 0, split << " limit must be >= 0, got " << limit);
+  const std::string name = opts.dataset + "/" + split;
+  std::vector<std::string> dirs = {opts.data_dir + "/" + opts.dataset, opts.data_dir};
+  const bool cifar = opts.dataset == "cifar10";
+  if (cifar) {
+    // The official tarball unpacks to cifar-10-batches-bin/.
+    dirs.insert(dirs.begin() + 1, opts.data_dir + "/cifar10/cifar-10-batches-bin");
+    dirs.push_back(opts.data_dir + "/cifar-10-batches-bin");
+  }
+  std::vector<std::string> bases;
+  if (cifar) {
+    if (split == "train")
+      for (int i = 1; i <= 5; ++i) bases.push_back("data_batch_" + std::to_string(i) + ".bin");
+    else
+      bases.push_back("test_batch.bin");
+  } else {
+    const std::string pre = split == "train" ? "train" : "t10k";
+    bases = {pre + "-images-idx3-ubyte", pre + "-labels-idx1-ubyte"};
+  }
+  std::vector<std::string> found, missing, tried;
+  for (const std::string& b : bases) {
+    std::vector<std::string> t;
+    std::string p = find_file(dirs, b, t);
+    if (p.empty()) {
+      missing.push_back(b);
+      tried.insert(tried.end(), t.begin(), t.end());
+    } else {
+      found.push_back(p);
+    }
+  }
+  KILN_CHECK(missing.empty(),
+             name << ": cannot find " << join(missing, ", ") << " (tried " << join(tried, ", ")
+                  << "); "
+                  << (cifar ? "CIFAR-10 must be supplied: scripts/fetch_data.sh --cifar-dir DIR"
+                            : "run scripts/fetch_data.sh to download it"));
+  if (cifar) return load_cifar_files(found, name, limit, opts.normalize, device);
+  Dataset ds = load_idx_pair(found[0], found[1], name, limit, opts.normalize, mean, std, Device::CPU);
+  KILN_CHECK(ds.images.dim(1) == 1 && ds.images.dim(2) == 28 && ds.images.dim(3) == 28,
+             found[0] << ": images are " << shape_str(ds.sample_shape()) << ", expected [1, 28, 28] for "
+                      << opts.dataset);
+  return device == Device::CPU ? ds : ds.to(device);
+}
+
+}  // namespace kiln

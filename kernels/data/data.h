@@ -1,0 +1,82 @@
+// Data kernels: gathering a batch of dataset rows (images and int32 labels) through an index
+// array, and CIFAR-style augmentation (random crop from a zero-padded image + horizontal flip)
+// fused into that gather. The random choices come from a counter-based hash of
+// (seed, epoch, dataset index), defined here for host and device, so the CPU reference and the
+// GPU kernel pick the same crop and flip for every sample, independent of batch size or order.
+#pragma once
+#include <cstdint>
+
+#include "engine/device.h"
+
+#if defined(__CUDACC__)
+#define KILN_DATA_HD __host__ __device__
+#else
+#define KILN_DATA_HD
+#endif
+
+namespace kiln {
+
+// ---- counter-based randomness -----------------------------------------------------------------
+// SplitMix64 finaliser: a bijective mix with good avalanche, cheap enough to recompute per pixel.
+KILN_DATA_HD inline uint64_t data_mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+KILN_DATA_HD inline uint64_t augment_hash(uint64_t seed, uint64_t epoch, uint64_t index) {
+  return data_mix64(data_mix64(data_mix64(seed) ^ epoch) ^ index);
+}
+
+// The augmentation of one sample: crop offset (oy, ox) into the image padded by `pad` on every
+// side (each in [0, 2*pad]; pad,pad is the uncropped image) and whether to mirror it.
+struct CropFlip {
+  int oy, ox;
+  bool flip;
+};
+
+KILN_DATA_HD inline CropFlip augment_params(uint64_t seed, uint64_t epoch, uint64_t index, int pad) {
+  uint64_t h = augment_hash(seed, epoch, index);
+  unsigned span = 2u * static_cast<unsigned>(pad) + 1u;
+  CropFlip p;
+  p.oy = static_cast<int>((h & 0xFFFFFFu) % span);
+  p.ox = static_cast<int>(((h >> 24) & 0xFFFFFFu) % span);
+  p.flip = ((h >> 63) & 1u) != 0;
+  return p;
+}
+
+// ---- shapes -----------------------------------------------------------------------------------
+// Gather `count` rows of `row` elements each: dst[j] = src[idx[j]], labels likewise.
+struct GatherShape {
+  int64_t n_src = 0;  // rows in the source (indices must be in [0, n_src))
+  int64_t count = 0;  // rows gathered
+  int64_t row = 0;    // elements per row
+};
+
+// Gather with crop/flip: samples are (c, h, w) images; out-of-image pixels of the padded view
+// read as 0 (in the stored, normalised space).
+struct CropFlipShape {
+  int64_t n_src = 0, count = 0;
+  int c = 0, h = 0, w = 0;
+  int pad = 4;
+  uint64_t seed = 0, epoch = 0;
+};
+
+// ---- CUDA launchers (built with CUDA only) ----------------------------------------------------
+// labels / dst_labels may both be null to gather images only.
+void gather_rows_fwd(const float* src, const int32_t* labels, const int32_t* idx,
+                     const GatherShape& s, float* dst, int32_t* dst_labels, cudaStream_t stream);
+void crop_flip_gather_fwd(const float* src, const int32_t* labels, const int32_t* idx,
+                          const CropFlipShape& s, float* dst, int32_t* dst_labels,
+                          cudaStream_t stream);
+
+// ---- CPU references (float and double); they also check every index is in range --------------
+template <typename T>
+void gather_rows_fwd_ref(const T* src, const int32_t* labels, const int32_t* idx,
+                         const GatherShape& s, T* dst, int32_t* dst_labels);
+template <typename T>
+void crop_flip_gather_fwd_ref(const T* src, const int32_t* labels, const int32_t* idx,
+                              const CropFlipShape& s, T* dst, int32_t* dst_labels);
+
+}  // namespace kiln

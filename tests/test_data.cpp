@@ -1,0 +1,543 @@
+// Datasets: IDX and CIFAR-10 readers (round trips, the real MNIST subset, every bad-file case of
+// tests/bad_inputs/), the BatchIterator's order and coverage, the crop/flip augmentation against
+// an independent re-derivation, and the GPU gather/augmentation against the CPU reference.
+#include <zlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <unistd.h>
+
+#include "engine/dataset.h"
+#include "engine/error.h"
+#include "kernels/data/data.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using namespace kiln;
+
+namespace {
+
+// A fresh directory per test, removed afterwards.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path = fs::temp_directory_path() /
+           ("kiln_data_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" +
+            std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<uint8_t> gzip_bytes(const std::vector<uint8_t>& in) {
+  z_stream zs{};
+  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::vector<uint8_t> out(deflateBound(&zs, in.size()) + 64);
+  zs.next_in = const_cast<uint8_t*>(in.data());
+  zs.avail_in = static_cast<uInt>(in.size());
+  zs.next_out = out.data();
+  zs.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+std::vector<uint8_t> make_idx(const std::vector<uint32_t>& dims, const std::vector<uint8_t>& payload) {
+  std::vector<uint8_t> b = {0, 0, 8, static_cast<uint8_t>(dims.size())};
+  for (uint32_t d : dims)
+    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(d >> s));
+  b.insert(b.end(), payload.begin(), payload.end());
+  return b;
+}
+
+std::vector<uint8_t> pattern(size_t n, int mul = 7) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>((i * mul + 3) % 256);
+  return v;
+}
+
+// The message of the kiln::Error fn throws (fails the test if it throws nothing else).
+template <typename F>
+std::string error_of(F&& fn, ErrorKind want = ErrorKind::Runtime) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), want) << e.what();
+    return e.message();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw a non-kiln exception: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "did not throw";
+  return "";
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// A CPU dataset whose sample i is filled with the value i (so a gathered row names its source).
+Dataset indexed_dataset(int64_t n, const Shape& sample) {
+  Shape shape = {n};
+  shape.insert(shape.end(), sample.begin(), sample.end());
+  int64_t row = shape_numel(sample);
+  std::vector<float> v(static_cast<size_t>(n * row));
+  for (int64_t i = 0; i < n; ++i) std::fill_n(v.begin() + i * row, row, static_cast<float>(i));
+  Dataset ds;
+  ds.name = "synthetic";
+  ds.images = Tensor::from_vector(v, shape, Device::CPU);
+  for (int64_t i = 0; i < n; ++i) ds.host_labels.push_back(static_cast<int32_t>((i * 3) % 10));
+  ds.labels = std::make_shared<Buffer>(n * sizeof(int32_t), Device::CPU);
+  copy_bytes(ds.labels->data(), Device::CPU, ds.host_labels.data(), Device::CPU, n * sizeof(int32_t));
+  return ds;
+}
+
+Dataset random_dataset(int64_t n, const Shape& sample, uint64_t seed) {
+  Dataset ds = indexed_dataset(n, sample);
+  ds.images = Tensor::from_vector(test::random_vec(ds.images.numel(), seed), ds.images.shape(),
+                                  Device::CPU);
+  return ds;
+}
+
+// All sample indices of one epoch, in order, read back from an indexed_dataset.
+std::vector<int64_t> epoch_order(BatchIterator& it, int epoch) {
+  it.start_epoch(epoch);
+  std::vector<int64_t> order;
+  Tensor images;
+  Buffer labels;
+  int64_t count = 0;
+  for (int64_t b = 0; it.batch(b, images, labels, count); ++b) {
+    std::vector<float> v = images.to_vector();
+    int64_t row = images.numel() / count;
+    for (int64_t j = 0; j < count; ++j) order.push_back(static_cast<int64_t>(v[j * row]));
+  }
+  return order;
+}
+
+const fs::path kBad = fs::path(KILN_SOURCE_DIR) / "tests" / "bad_inputs";
+
+}  // namespace
+
+// ---- IDX --------------------------------------------------------------------------------------
+TEST(Idx, RoundTripRawAndGz) {
+  TempDir t;
+  std::vector<uint8_t> payload = pattern(5 * 3 * 4);
+  std::vector<uint8_t> file = make_idx({5, 3, 4}, payload);
+  write_file(t.file("a.idx"), file);
+  write_file(t.file("a.idx.gz"), gzip_bytes(file));
+  for (const char* name : {"a.idx", "a.idx.gz"}) {
+    IdxArray a = read_idx(t.file(name));
+    EXPECT_EQ(a.dims, (std::vector<int64_t>{5, 3, 4})) << name;
+    EXPECT_EQ(a.data, payload) << name;
+    EXPECT_EQ(read_file_maybe_gz(t.file(name)), file) << name;
+  }
+}
+
+TEST(Idx, MultiMemberGzipAndOneDim) {
+  TempDir t;
+  std::vector<uint8_t> file = make_idx({70000}, pattern(70000, 11));
+  std::vector<uint8_t> first(file.begin(), file.begin() + 1000), rest(file.begin() + 1000, file.end());
+  std::vector<uint8_t> gz = gzip_bytes(first), gz2 = gzip_bytes(rest);
+  gz.insert(gz.end(), gz2.begin(), gz2.end());  // `cat a.gz b.gz` is one valid gzip file
+  write_file(t.file("l.gz"), gz);
+  IdxArray a = read_idx(t.file("l.gz"));
+  EXPECT_EQ(a.dims, (std::vector<int64_t>{70000}));
+  EXPECT_EQ(a.data, std::vector<uint8_t>(file.begin() + 8, file.end()));
+}
+
+TEST(Idx, MissingFileNamesIt) {
+  std::string m = error_of([] { read_idx("/nonexistent/kiln/x-idx3-ubyte"); });
+  EXPECT_NE(m.find("/nonexistent/kiln/x-idx3-ubyte: cannot open"), std::string::npos) << m;
+}
+
+// A gzip file whose header claims 2e9 bytes but inflates to 64: truncated, found without
+// allocating what the header claims (reads grow with the data actually present).
+TEST(Idx, GzipLyingHeaderIsTruncatedError) {
+  TempDir t;
+  write_file(t.file("big.gz"), gzip_bytes(make_idx({2000000000u, 1, 1}, pattern(64))));
+  std::string m = error_of([&] { read_idx(t.file("big.gz")); });
+  EXPECT_NE(m.find("big.gz: truncated: expected 2000000000 bytes of data after the 16-byte header, "
+                   "found 64"), std::string::npos) << m;
+}
+
+// Every case of tests/bad_inputs/idx: read through load_dataset (as the apps do), it fails with
+// a runtime error naming the broken file and saying what is wrong.
+TEST(IdxBadInputs, EveryCaseNamesFileAndProblem) {
+  int cases = 0;
+  for (const auto& entry : fs::directory_iterator(kBad / "idx")) {
+    if (!entry.is_directory()) continue;
+    ++cases;
+    std::string expect = read_text(entry.path() / "expect");
+    expect = expect.substr(expect.find('\n') + 1);
+    expect.erase(expect.find_last_not_of('\n') + 1);
+    DataOptions o;
+    o.data_dir = entry.path().string();
+    std::string m = error_of([&] { load_dataset(o, "train", Device::CPU); });
+    SCOPED_TRACE(entry.path().filename().string() + ": " + m);
+    EXPECT_NE(m.find(expect), std::string::npos);
+    EXPECT_TRUE(m.find("train-images-idx3-ubyte") != std::string::npos ||
+                m.find("train-labels-idx1-ubyte") != std::string::npos);
+    EXPECT_EQ(m.find('\n'), std::string::npos);
+    // The test split of every case is intact, so the error really is the broken file's.
+    EXPECT_EQ(load_dataset(o, "test", Device::CPU).size(), 3);
+  }
+  EXPECT_GE(cases, 14);
+}
+
+// ---- MNIST subset and load_dataset ------------------------------------------------------------
+TEST(MnistSubset, TrainShapeLabelsAndNormalisation) {
+  DataOptions o;
+  o.data_dir = KILN_TEST_DATA_DIR;
+  Dataset ds = load_dataset(o, "train", Device::CPU);
+  EXPECT_EQ(ds.images.shape(), (Shape{2000, 1, 28, 28}));
+  EXPECT_EQ(ds.name, "mnist/train");
+  ASSERT_EQ(ds.host_labels.size(), 2000u);
+  // The first labels of the real MNIST training set.
+  EXPECT_EQ(std::vector<int32_t>(ds.host_labels.begin(), ds.host_labels.begin() + 5),
+            (std::vector<int32_t>{5, 0, 4, 1, 9}));
+  std::vector<int> hist(10);
+  for (int32_t l : ds.host_labels) ++hist.at(l);
+  for (int c = 0; c < 10; ++c) EXPECT_TRUE(hist[c] > 150 && hist[c] < 260) << "class " << c << ": " << hist[c];
+  double sum = 0, sq = 0;
+  std::vector<float> v = ds.images.to_vector();
+  for (float x : v) sum += x, sq += double(x) * x;
+  double mean = sum / v.size(), sd = std::sqrt(sq / v.size() - mean * mean);
+  EXPECT_NEAR(mean, 0.0, 0.03);
+  EXPECT_NEAR(sd, 1.0, 0.03);
+  EXPECT_EQ(std::memcmp(ds.label_data(), ds.host_labels.data(), 2000 * sizeof(int32_t)), 0);
+}
+
+TEST(MnistSubset, TestSplitLimitAndNoNormalisation) {
+  DataOptions o;
+  o.data_dir = KILN_TEST_DATA_DIR;
+  o.normalize = false;
+  o.test_limit = 100;
+  Dataset ds = load_dataset(o, "test", Device::CPU);
+  EXPECT_EQ(ds.images.shape(), (Shape{100, 1, 28, 28}));
+  EXPECT_EQ(std::vector<int32_t>(ds.host_labels.begin(), ds.host_labels.begin() + 5),
+            (std::vector<int32_t>{7, 2, 1, 0, 4}));
+  // Unnormalised pixels are bytes / 255 and match the file.
+  IdxArray raw = read_idx(std::string(KILN_TEST_DATA_DIR) + "/mnist/t10k-images-idx3-ubyte.gz");
+  std::vector<float> v = ds.images.to_vector();
+  for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], raw.data[i] / 255.f) << i;
+  o.normalize = true;
+  std::vector<float> n = load_dataset(o, "test", Device::CPU).images.to_vector();
+  EXPECT_FLOAT_EQ(n[0], (0.f - 0.1307f) / 0.3081f);
+  EXPECT_FLOAT_EQ(n[202], (raw.data[202] / 255.f - 0.1307f) / 0.3081f);
+}
+
+TEST(LoadDataset, UsageErrorsAndMissingFiles) {
+  DataOptions o;
+  o.dataset = "imagenet";
+  std::string m = error_of([&] { load_dataset(o, "train", Device::CPU); }, ErrorKind::Usage);
+  EXPECT_NE(m.find("mnist, fashion-mnist or cifar10"), std::string::npos) << m;
+  o.dataset = "mnist";
+  m = error_of([&] { load_dataset(o, "validation", Device::CPU); }, ErrorKind::Usage);
+  TempDir t;
+  o.data_dir = t.path.string();
+  m = error_of([&] { load_dataset(o, "train", Device::CPU); });
+  EXPECT_NE(m.find(t.file("mnist/train-images-idx3-ubyte.gz")), std::string::npos) << m;
+  EXPECT_NE(m.find(t.file("train-labels-idx1-ubyte")), std::string::npos) << m;
+  EXPECT_NE(m.find("scripts/fetch_data.sh"), std::string::npos) << m;
+  o.dataset = "cifar10";
+  m = error_of([&] { load_dataset(o, "test", Device::CPU); });
+  EXPECT_NE(m.find("test_batch.bin"), std::string::npos) << m;
+  EXPECT_NE(m.find("--cifar-dir"), std::string::npos) << m;
+}
+
+// ---- CIFAR-10 ---------------------------------------------------------------------------------
+TEST(Cifar, GeneratedFilesLoadWithLayoutAndNormalisation) {
+  TempDir t;
+  // Records per train file 3, 2, 1, 1, 2 (labels i % 10, pixels a function of (i, k)); test: 4.
+  const int per_file[5] = {3, 2, 1, 1, 2};
+  std::vector<std::vector<uint8_t>> records;
+  auto record = [](int i) {
+    std::vector<uint8_t> r(3073);
+    r[0] = static_cast<uint8_t>(i % 10);
+    for (int k = 0; k < 3072; ++k) r[1 + k] = static_cast<uint8_t>((i * 31 + k * 5) % 256);
+    return r;
+  };
+  int i = 0;
+  for (int f = 0; f < 5; ++f) {
+    std::vector<uint8_t> bytes;
+    for (int r = 0; r < per_file[f]; ++r, ++i) {
+      records.push_back(record(i));
+      bytes.insert(bytes.end(), records.back().begin(), records.back().end());
+    }
+    std::string name = "cifar10/data_batch_" + std::to_string(f + 1) + ".bin";
+    write_file(t.file(name), f == 2 ? gzip_bytes(bytes) : bytes);  // gzip is fine too
+  }
+  std::vector<uint8_t> test_bytes;
+  for (int r = 0; r < 4; ++r) {
+    std::vector<uint8_t> rec = record(100 + r);
+    test_bytes.insert(test_bytes.end(), rec.begin(), rec.end());
+  }
+  write_file(t.file("cifar10/test_batch.bin"), test_bytes);
+
+  DataOptions o;
+  o.dataset = "cifar10";
+  o.data_dir = t.path.string();
+  Dataset ds = load_dataset(o, "train", Device::CPU);
+  ASSERT_EQ(ds.images.shape(), (Shape{9, 3, 32, 32}));
+  const float mean[3] = {0.4914f, 0.4822f, 0.4465f}, sd[3] = {0.2470f, 0.2435f, 0.2616f};
+  std::vector<float> v = ds.images.to_vector();
+  for (int n = 0; n < 9; ++n) {
+    EXPECT_EQ(ds.host_labels[n], n % 10);
+    for (int c = 0; c < 3; ++c)
+      for (int p : {0, 33, 1023}) {
+        float want = (records[n][1 + c * 1024 + p] / 255.f - mean[c]) / sd[c];
+        ASSERT_FLOAT_EQ(v[(n * 3 + c) * 1024 + p], want) << n << " " << c << " " << p;
+      }
+  }
+  o.train_limit = 4;  // spans the first two files
+  Dataset lim = load_dataset(o, "train", Device::CPU);
+  EXPECT_EQ(lim.size(), 4);
+  EXPECT_EQ(lim.images.to_vector(), std::vector<float>(v.begin(), v.begin() + 4 * 3072));
+  Dataset test = load_dataset(o, "test", Device::CPU);
+  EXPECT_EQ(test.size(), 4);
+  EXPECT_EQ(test.host_labels[0], 0);  // 100 % 10
+}
+
+TEST(CifarBadInputs, EveryCaseNamesFileAndRecord) {
+  int cases = 0;
+  for (const auto& entry : fs::directory_iterator(kBad / "cifar")) {
+    if (!entry.is_directory()) continue;
+    ++cases;
+    std::string expect = read_text(entry.path() / "expect");
+    expect = expect.substr(expect.find('\n') + 1);
+    expect.erase(expect.find_last_not_of('\n') + 1);
+    DataOptions o;
+    o.dataset = "cifar10";
+    o.data_dir = entry.path().string();
+    std::string m = error_of([&] { load_dataset(o, "train", Device::CPU); });
+    SCOPED_TRACE(entry.path().filename().string() + ": " + m);
+    EXPECT_NE(m.find(expect), std::string::npos);
+    EXPECT_NE(m.find("data_batch_"), std::string::npos);
+    EXPECT_EQ(load_dataset(o, "test", Device::CPU).size(), 1);
+  }
+  EXPECT_GE(cases, 4);
+}
+
+TEST(Cifar, BadSizeCaughtBeforeReadingRecords) {
+  TempDir t;
+  write_file(t.file("b.bin"), std::vector<uint8_t>(3073 * 2 + 5));
+  std::string m = error_of([&] { load_cifar_files({t.file("b.bin")}, "x", 0, true, Device::CPU); });
+  EXPECT_NE(m.find(t.file("b.bin") + ": size 6151 is not a multiple"), std::string::npos) << m;
+  EXPECT_NE(m.find("record 2 (at byte 6146) has only 5 bytes"), std::string::npos) << m;
+}
+
+// ---- BatchIterator ----------------------------------------------------------------------------
+TEST(BatchIterator, CoversEverySampleOncePartialLastBatch) {
+  Dataset ds = indexed_dataset(103, {1, 2, 3});
+  BatchIterator it(ds, 10, true, 42);
+  EXPECT_EQ(it.batches_per_epoch(), 11);
+  it.start_epoch(0);
+  Tensor images;
+  Buffer labels;
+  int64_t count = 0;
+  std::vector<int> seen(103);
+  const float* first_ptr = nullptr;
+  for (int64_t b = 0; b < 11; ++b) {
+    ASSERT_TRUE(it.batch(b, images, labels, count));
+    EXPECT_EQ(count, b == 10 ? 3 : 10);
+    EXPECT_EQ(images.shape(), (Shape{count, 1, 2, 3}));
+    if (b == 0) first_ptr = images.data();
+    EXPECT_EQ(images.data(), first_ptr) << "batch tensor must be reused";
+    EXPECT_GE(labels.bytes(), 10 * sizeof(int32_t));
+    std::vector<float> v = images.to_vector();
+    for (int64_t j = 0; j < count; ++j) {
+      int64_t i = static_cast<int64_t>(v[j * 6]);
+      for (int k = 0; k < 6; ++k) ASSERT_EQ(v[j * 6 + k], float(i));
+      ++seen.at(i);
+      EXPECT_EQ(static_cast<int32_t*>(labels.data())[j], ds.host_labels[i]);
+    }
+  }
+  for (int i = 0; i < 103; ++i) EXPECT_EQ(seen[i], 1) << "sample " << i;
+  EXPECT_FALSE(it.batch(11, images, labels, count));
+  EXPECT_FALSE(it.batch(-1, images, labels, count));
+}
+
+TEST(BatchIterator, OrderDependsOnlyOnSeedAndEpoch) {
+  Dataset ds = indexed_dataset(50, {1, 1, 4});
+  BatchIterator a(ds, 7, true, 123), b(ds, 16, true, 123), c(ds, 7, true, 124);
+  std::vector<int64_t> a0 = epoch_order(a, 0), a1 = epoch_order(a, 1);
+  EXPECT_EQ(a0, epoch_order(b, 0));  // batch size does not change the order
+  EXPECT_EQ(a1, epoch_order(b, 1));
+  EXPECT_EQ(a0, epoch_order(a, 0));  // revisiting an epoch repeats it (resume)
+  EXPECT_NE(a0, a1);
+  EXPECT_NE(a0, epoch_order(c, 0));
+  std::vector<int64_t> sorted = a0;
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t i = 0; i < 50; ++i) EXPECT_EQ(sorted[i], i);
+  BatchIterator seq(ds, 7, false, 123);
+  EXPECT_EQ(epoch_order(seq, 3), sorted);
+}
+
+TEST(BatchIterator, UsageErrors) {
+  Dataset ds = indexed_dataset(5, {1, 28, 28});
+  error_of([&] { BatchIterator it(ds, 0, true, 1); }, ErrorKind::Usage);
+  std::string m = error_of([&] { BatchIterator it(ds, 2, true, 1, true); }, ErrorKind::Usage);
+  EXPECT_NE(m.find("3x32x32"), std::string::npos) << m;
+}
+
+// ---- augmentation -----------------------------------------------------------------------------
+// The reference against a literal re-derivation: pad with zeros to 40x40, crop 32x32 at the
+// hashed offset, then mirror if the hash says so.
+TEST(Augment, CropFlipMatchesExplicitPadCropFlip) {
+  Dataset ds = random_dataset(23, {3, 32, 32}, 7);
+  const uint64_t seed = 99;
+  BatchIterator it(ds, 8, true, seed, true);
+  std::vector<float> src = ds.images.to_vector();
+  int flips = 0, shifted = 0;
+  for (int epoch : {0, 5}) {
+    it.start_epoch(epoch);
+    Tensor images;
+    Buffer labels;
+    int64_t count;
+    for (int64_t b = 0; it.batch(b, images, labels, count); ++b) {
+      std::vector<float> got = images.to_vector();
+      for (int64_t j = 0; j < count; ++j) {
+        // Labels come through the same permutation; recover the index from them and the data.
+        int32_t lab = static_cast<int32_t*>(labels.data())[j];
+        bool matched = false;
+        for (int64_t i = 0; i < ds.size() && !matched; ++i) {
+          if (ds.host_labels[i] != lab) continue;
+          CropFlip p = augment_params(seed, epoch, i, 4);
+          std::vector<float> padded(3 * 40 * 40, 0.f), want(3 * 1024);
+          for (int c = 0; c < 3; ++c)
+            for (int y = 0; y < 32; ++y)
+              for (int x = 0; x < 32; ++x)
+                padded[(c * 40 + y + 4) * 40 + x + 4] = src[((i * 3 + c) * 32 + y) * 32 + x];
+          for (int c = 0; c < 3; ++c)
+            for (int y = 0; y < 32; ++y)
+              for (int x = 0; x < 32; ++x) {
+                float v = padded[(c * 40 + y + p.oy) * 40 + x + p.ox];
+                want[(c * 32 + y) * 32 + (p.flip ? 31 - x : x)] = v;
+              }
+          matched = std::equal(want.begin(), want.end(), got.begin() + j * 3072);
+          if (matched) flips += p.flip, shifted += (p.oy != 4 || p.ox != 4);
+        }
+        EXPECT_TRUE(matched) << "epoch " << epoch << " batch " << b << " row " << j;
+      }
+    }
+  }
+  EXPECT_GT(flips, 5);
+  EXPECT_GT(shifted, 30);
+}
+
+TEST(Augment, HashCoversAllOffsetsAndIsBalanced) {
+  std::set<int> oy, ox;
+  int flips = 0;
+  for (uint64_t i = 0; i < 4000; ++i) {
+    CropFlip p = augment_params(1, 2, i, 4);
+    ASSERT_TRUE(p.oy >= 0 && p.oy <= 8 && p.ox >= 0 && p.ox <= 8);
+    oy.insert(p.oy), ox.insert(p.ox), flips += p.flip;
+  }
+  EXPECT_EQ(oy.size(), 9u);
+  EXPECT_EQ(ox.size(), 9u);
+  EXPECT_NEAR(flips / 4000.0, 0.5, 0.04);
+  CropFlip a = augment_params(1, 2, 3, 4), b = augment_params(1, 3, 3, 4);
+  EXPECT_NE(augment_hash(1, 2, 3), augment_hash(1, 3, 3));
+  (void)a, (void)b;
+}
+
+TEST(Augment, DoubleReferenceMatchesFloat) {
+  std::vector<float> src = test::random_vec(4 * 2 * 5 * 6, 3);
+  std::vector<double> srcd(src.begin(), src.end());
+  std::vector<int32_t> idx = {3, 0, 3, 1}, labels = {0, 1, 2, 3};
+  CropFlipShape s;
+  s.n_src = 4, s.count = 4, s.c = 2, s.h = 5, s.w = 6, s.pad = 2, s.seed = 5, s.epoch = 1;
+  std::vector<float> out(src.size());
+  std::vector<double> outd(src.size());
+  std::vector<int32_t> l1(4), l2(4);
+  crop_flip_gather_fwd_ref(src.data(), labels.data(), idx.data(), s, out.data(), l1.data());
+  crop_flip_gather_fwd_ref(srcd.data(), labels.data(), idx.data(), s, outd.data(), l2.data());
+  for (size_t k = 0; k < out.size(); ++k) ASSERT_EQ(out[k], static_cast<float>(outd[k]));
+  EXPECT_EQ(l1, (std::vector<int32_t>{3, 0, 3, 1}));
+  idx[2] = 4;  // out of range: the reference refuses instead of reading past the end
+  error_of([&] { crop_flip_gather_fwd_ref(src.data(), labels.data(), idx.data(), s, out.data(), l1.data()); });
+}
+
+// ---- GPU --------------------------------------------------------------------------------------
+// The device iterator (gather kernel, float4 and scalar paths; crop/flip kernel) against the CPU
+// iterator with the same seed, outputs poisoned, awkward shapes and partial batches.
+static void compare_iterators(const Dataset& host, int64_t bs, bool augment, uint64_t seed) {
+  Dataset dev = host.to(Device::CUDA);
+  BatchIterator ci(host, bs, true, seed, augment), gi(dev, bs, true, seed, augment);
+  for (int epoch : {0, 1}) {
+    ci.start_epoch(epoch);
+    gi.start_epoch(epoch);
+    Tensor cimg, gimg;
+    Buffer clab, glab;
+    int64_t cc = 0, gc = 0;
+    for (int64_t b = 0; b < ci.batches_per_epoch(); ++b) {
+      Shape s = host.images.shape();
+      s[0] = std::min(bs, host.size() - b * bs);
+      gimg = test::poisoned(s, Device::CUDA);
+      glab = Buffer(bs * sizeof(int32_t), Device::CUDA);
+      std::vector<int32_t> poison(bs, -7);
+      copy_bytes(glab.data(), Device::CUDA, poison.data(), Device::CPU, bs * sizeof(int32_t));
+      ASSERT_TRUE(ci.batch(b, cimg, clab, cc));
+      ASSERT_TRUE(gi.batch(b, gimg, glab, gc));
+      ASSERT_EQ(cc, gc);
+      EXPECT_TRUE(test::all_close(gimg.to_vector(), cimg.to_vector(), 0, 0)) << "epoch " << epoch << " batch " << b;
+      std::vector<int32_t> gl(gc);
+      copy_bytes(gl.data(), Device::CPU, glab.data(), Device::CUDA, gc * sizeof(int32_t));
+      EXPECT_EQ(gl, std::vector<int32_t>(static_cast<int32_t*>(clab.data()),
+                                         static_cast<int32_t*>(clab.data()) + cc));
+    }
+  }
+}
+
+TEST(DataGpu, GatherFloat4RowsMatchesReference) {
+  KILN_SKIP_WITHOUT_GPU();
+  compare_iterators(random_dataset(1001, {1, 28, 28}, 11), 128, false, 5);
+}
+
+TEST(DataGpu, GatherOddRowsMatchesReference) {
+  KILN_SKIP_WITHOUT_GPU();
+  compare_iterators(random_dataset(37, {1, 5, 3}, 12), 8, false, 6);
+  compare_iterators(random_dataset(1, {1, 1, 1}, 13), 3, false, 7);
+}
+
+TEST(DataGpu, CropFlipMatchesReference) {
+  KILN_SKIP_WITHOUT_GPU();
+  compare_iterators(random_dataset(301, {3, 32, 32}, 14), 64, true, 8);
+}
+
+// The launcher on an unaligned destination (a view one float in) must take the scalar path.
+TEST(DataGpu, GatherUnalignedDestination) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  Dataset host = random_dataset(9, {1, 2, 4}, 15), dev = host.to(Device::CUDA);
+  std::vector<int32_t> idx = {8, 0, 4, 4, 2};
+  Buffer didx(idx.size() * sizeof(int32_t), Device::CUDA);
+  copy_bytes(didx.data(), Device::CUDA, idx.data(), Device::CPU, idx.size() * sizeof(int32_t));
+  Tensor out = test::poisoned({1 + 5 * 8}, Device::CUDA);
+  GatherShape s;
+  s.n_src = 9, s.count = 5, s.row = 8;
+  gather_rows_fwd(dev.images.data(), nullptr, static_cast<int32_t*>(didx.data()), s, out.data() + 1,
+                  nullptr, nullptr);
+  stream_sync(nullptr);
+  std::vector<float> want(5 * 8);
+  gather_rows_fwd_ref(host.images.data(), nullptr, idx.data(), s, want.data(), nullptr);
+  std::vector<float> got = out.to_vector();
+  EXPECT_TRUE(std::isnan(got[0]));
+  EXPECT_TRUE(test::all_close(std::vector<float>(got.begin() + 1, got.end()), want, 0, 0));
+#endif
+}
