@@ -1,0 +1,53 @@
+// Convolution family API: 2-D convolution over NCHW tensors with any kernel size, one stride
+// and one zero padding for both axes, optional bias. Weights are [K, C, kh, kw] like PyTorch.
+// CPU references (suffix _ref, float and double) use im2col + GEMM; the CUDA launchers are
+// hand-written implicit-GEMM kernels (conv.cu), with a separate GEMM-over-channels path for
+// 1x1/stride 1/no padding convolutions. Every op overwrites its outputs (no accumulation).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/device.h"
+
+namespace kiln {
+
+struct ConvShape {
+  int64_t n = 1, c = 1, h = 1, w = 1;  // input  [n, c, h, w]
+  int64_t k = 1;                       // output channels
+  int64_t kh = 1, kw = 1;              // kernel size
+  int64_t stride = 1, pad = 0;
+  int64_t p() const { return (h + 2 * pad - kh) / stride + 1; }  // output height
+  int64_t q() const { return (w + 2 * pad - kw) / stride + 1; }  // output width
+  bool is_1x1() const { return kh == 1 && kw == 1 && stride == 1 && pad == 0; }
+  int64_t x_numel() const { return n * c * h * w; }
+  int64_t w_numel() const { return k * c * kh * kw; }
+  int64_t y_numel() const { return n * k * p() * q(); }
+  // Multiply-adds of the forward pass (backward-data and backward-filter do the same number).
+  double macs() const { return double(n) * k * p() * q() * c * kh * kw; }
+};
+
+// ---- CPU references (templates instantiated for float and double) ----------------------------
+// y = conv(x, w) + b; b may be null.
+template <typename T>
+void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y);
+// dx = d(sum dy*y)/dx.
+template <typename T>
+void conv2d_bwd_data_ref(const ConvShape& s, const T* dy, const T* w, T* dx);
+// dw = d/dw, db = d/db (db may be null).
+template <typename T>
+void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T* db);
+
+// ---- CUDA launchers (conv.cu; call only when built with CUDA) ---------------------------------
+// General shapes use implicit GEMM; 1x1/stride 1/pad 0 shapes take the GEMM-over-channels path
+// automatically. All results are deterministic (no order-dependent atomics).
+void conv2d_fwd(const ConvShape& s, const float* x, const float* w, const float* b, float* y,
+                cudaStream_t stream);
+void conv2d_bwd_data(const ConvShape& s, const float* dy, const float* w, float* dx,
+                     cudaStream_t stream);
+// Floats of scratch conv2d_bwd_filter needs for its fixed split-K partial sums (may be 0).
+size_t conv2d_bwd_filter_workspace(const ConvShape& s);
+// dw (and db when non-null); workspace holds conv2d_bwd_filter_workspace(s) floats.
+void conv2d_bwd_filter(const ConvShape& s, const float* x, const float* dy, float* dw, float* db,
+                       float* workspace, cudaStream_t stream);
+
+}  // namespace kiln

