@@ -18,6 +18,7 @@ struct ModelOptions {
   int groups = 2;                   // group norm groups
   std::string norm_position = "before";  // before | after the activation
   float dropout = 0.0f;             // dropout probability after each block (0: none)
+  std::string dropout_kind = "element";  // element | channel (Dropout2d after spatial blocks)
   std::string init = "default";     // default | kaiming | kaiming_normal | xavier | xavier_normal
   void validate() const;
 };
@@ -35,5 +36,8 @@ void add_block_tail(Model& m, const ModelOptions& opts, int64_t features, bool s
 void add_activation(Model& m, const std::string& activation);
 void add_norm(Model& m, const ModelOptions& opts, int64_t features, bool spatial);
 void add_dropout(Model& m, const ModelOptions& opts, bool spatial);
+// Usage checks of the block-tail options (dropout_kind; norm/dropout ranges are also checked by
+// ModelOptions::validate). Called by validate().
+void validate_block_options(const ModelOptions& opts);
 
 }  // namespace kiln

@@ -1,0 +1,33 @@
+// Dropout (inverted): y = x * keep(i) / (1 - p), keep(i) from the counter hash in hash.h. The
+// forward writes only y (no mask tensor); backward applies the same recomputed mask to dy.
+// Element-wise dropout draws once per element; channel dropout (Dropout2d) once per (n, c)
+// plane of hw elements.
+#pragma once
+#include <cstdint>
+
+#include "engine/device.h"
+
+namespace kiln {
+
+struct DropoutShape {
+  int64_t n = 1, c = 1, hw = 1;  // [n, c, hw]; element-wise dropout only uses the product
+  int64_t numel() const { return n * c * hw; }
+};
+
+struct DropoutParams {
+  uint64_t key = 0;        // dropout_key(seed, step, salt)
+  uint32_t threshold = 0;  // dropout_threshold(p)
+  float scale = 1.0f;      // 1 / (1 - p)
+  bool channelwise = false;
+};
+
+template <typename T>
+void dropout_fwd_ref(const T* x, T* y, const DropoutParams& p, const DropoutShape& s);
+template <typename T>
+void dropout_bwd_ref(const T* dy, T* dx, const DropoutParams& p, const DropoutShape& s);
+void dropout_fwd(const float* x, float* y, const DropoutParams& p, const DropoutShape& s,
+                 cudaStream_t stream);
+void dropout_bwd(const float* dy, float* dx, const DropoutParams& p, const DropoutShape& s,
+                 cudaStream_t stream);
+
+}  // namespace kiln

@@ -1,0 +1,34 @@
+// CPU reference for dropout: the same hash as the CUDA kernel, so masks agree bit for bit.
+#include "kernels/dropout/dropout.h"
+#include "kernels/dropout/hash.h"
+
+namespace kiln {
+
+namespace {
+template <typename T>
+void apply_mask(const T* in, T* out, const DropoutParams& p, const DropoutShape& s) {
+  const int64_t total = s.numel();
+  const T scale = static_cast<T>(p.scale);
+  for (int64_t i = 0; i < total; ++i) {
+    const uint64_t ctr = p.channelwise ? static_cast<uint64_t>(i / s.hw) : static_cast<uint64_t>(i);
+    out[i] = dropout_keep(p.key, ctr, p.threshold) ? in[i] * scale : T(0);
+  }
+}
+}  // namespace
+
+template <typename T>
+void dropout_fwd_ref(const T* x, T* y, const DropoutParams& p, const DropoutShape& s) {
+  apply_mask(x, y, p, s);
+}
+
+template <typename T>
+void dropout_bwd_ref(const T* dy, T* dx, const DropoutParams& p, const DropoutShape& s) {
+  apply_mask(dy, dx, p, s);
+}
+
+template void dropout_fwd_ref<float>(const float*, float*, const DropoutParams&, const DropoutShape&);
+template void dropout_fwd_ref<double>(const double*, double*, const DropoutParams&, const DropoutShape&);
+template void dropout_bwd_ref<float>(const float*, float*, const DropoutParams&, const DropoutShape&);
+template void dropout_bwd_ref<double>(const double*, double*, const DropoutParams&, const DropoutShape&);
+
+}  // namespace kiln

@@ -1,0 +1,85 @@
+// Batch norm and group norm: forward/backward on NCHW (or N,F with hw = 1) float tensors.
+// CUDA launchers (norm.cu) and CPU references (norm_ref.cpp, float and double) share one
+// signature per op. All reductions are deterministic: the CUDA kernels reduce per channel (or
+// per sample and group) in a fixed order, with partial sums kept in double, and never use float
+// atomics. The workspace is scratch device memory of *_workspace_bytes(shape) bytes (the CPU
+// references ignore it and may be given nullptr).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/device.h"
+
+namespace kiln {
+
+// x is [n, c, hw] in memory (hw = H*W; 1 for BatchNorm1d / GroupNorm on features).
+struct NormShape {
+  int64_t n = 1, c = 1, hw = 1;
+  int64_t groups = 1;  // group norm only
+  int64_t numel() const { return n * c * hw; }
+};
+
+// ---- batch norm --------------------------------------------------------------------------------
+// Training forward: normalises with the batch statistics (biased variance), writes the per-channel
+// mean and 1/sqrt(var + eps) for backward, and, when running_mean is not null, updates the running
+// statistics as PyTorch does (running = (1 - momentum) * running + momentum * batch, with the
+// unbiased batch variance) and adds 1 to *num_batches_tracked (when not null). Needs n*hw >= 2.
+template <typename T>
+void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
+                             T* save_invstd, T* running_mean, T* running_var,
+                             T* num_batches_tracked, double momentum, double eps,
+                             const NormShape& s, void* workspace);
+void batchnorm_fwd_train(const float* x, const float* weight, const float* bias, float* y,
+                         float* save_mean, float* save_invstd, float* running_mean,
+                         float* running_var, float* num_batches_tracked, double momentum,
+                         double eps, const NormShape& s, void* workspace, cudaStream_t stream);
+
+// Eval forward: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias.
+template <typename T>
+void batchnorm_fwd_eval_ref(const T* x, const T* weight, const T* bias, const T* running_mean,
+                            const T* running_var, T* y, double eps, const NormShape& s);
+void batchnorm_fwd_eval(const float* x, const float* weight, const float* bias,
+                        const float* running_mean, const float* running_var, float* y, double eps,
+                        const NormShape& s, cudaStream_t stream);
+
+// Backward. Training mode: mean/invstd are the saved batch statistics and dx includes the terms
+// through the statistics. Eval mode (train = false): mean/invstd are the running statistics
+// (invstd = 1/sqrt(running_var + eps)) and dx = dy * weight * invstd. dweight and dbias are
+// overwritten; dx may be null (not needed).
+template <typename T>
+void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, const T* invstd,
+                       T* dx, T* dweight, T* dbias, bool train, const NormShape& s,
+                       void* workspace);
+void batchnorm_bwd(const float* x, const float* dy, const float* weight, const float* mean,
+                   const float* invstd, float* dx, float* dweight, float* dbias, bool train,
+                   const NormShape& s, void* workspace, cudaStream_t stream);
+// invstd[c] = 1/sqrt(var[c] + eps): turns running_var into what batchnorm_bwd takes in eval mode.
+template <typename T>
+void batchnorm_invstd_ref(const T* var, T* invstd, double eps, int64_t c);
+void batchnorm_invstd(const float* var, float* invstd, double eps, int64_t c, cudaStream_t stream);
+
+// The CUDA statistics kernels split each channel's n*hw elements into this many blocks (a
+// function of the shape only, so results do not depend on the GPU model).
+int64_t batchnorm_splits(const NormShape& s);
+size_t batchnorm_workspace_bytes(const NormShape& s);
+
+// ---- group norm --------------------------------------------------------------------------------
+// Statistics per (sample, group) over c/groups channels x hw; affine per channel. Same in train
+// and eval. save_mean/save_invstd hold n*groups values.
+template <typename T>
+void groupnorm_fwd_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
+                       T* save_invstd, double eps, const NormShape& s);
+void groupnorm_fwd(const float* x, const float* weight, const float* bias, float* y,
+                   float* save_mean, float* save_invstd, double eps, const NormShape& s,
+                   cudaStream_t stream);
+
+template <typename T>
+void groupnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, const T* invstd,
+                       T* dx, T* dweight, T* dbias, const NormShape& s, void* workspace);
+void groupnorm_bwd(const float* x, const float* dy, const float* weight, const float* mean,
+                   const float* invstd, float* dx, float* dweight, float* dbias,
+                   const NormShape& s, void* workspace, cudaStream_t stream);
+
+size_t groupnorm_workspace_bytes(const NormShape& s);
+
+}  // namespace kiln

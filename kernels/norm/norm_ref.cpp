@@ -1,0 +1,189 @@
+// CPU references for batch norm and group norm (float and double). Straightforward loops with
+// double accumulation; the double instantiation is what the gradient checks differentiate.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/norm/norm.h"
+
+namespace kiln {
+
+namespace {
+// Element (n, c, k) of an [n, c, hw] tensor.
+inline int64_t at(const NormShape& s, int64_t n, int64_t c, int64_t k) {
+  return (n * s.c + c) * s.hw + k;
+}
+}  // namespace
+
+int64_t batchnorm_splits(const NormShape& s) {
+  const int64_t m = s.n * s.hw;
+  return std::clamp<int64_t>((m + 8191) / 8192, 1, 64);
+}
+
+size_t batchnorm_workspace_bytes(const NormShape& s) {
+  // per (channel, split): two double partial sums; per channel: three float dx coefficients
+  return static_cast<size_t>(s.c * batchnorm_splits(s)) * 2 * sizeof(double) +
+         static_cast<size_t>(s.c) * 3 * sizeof(float);
+}
+
+size_t groupnorm_workspace_bytes(const NormShape& s) {
+  return static_cast<size_t>(s.n * s.c) * 2 * sizeof(float);
+}
+
+// ---- batch norm --------------------------------------------------------------------------------
+template <typename T>
+void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
+                             T* save_invstd, T* running_mean, T* running_var,
+                             T* num_batches_tracked, double momentum, double eps,
+                             const NormShape& s, void* /*workspace*/) {
+  const double m = static_cast<double>(s.n * s.hw);
+  for (int64_t c = 0; c < s.c; ++c) {
+    double sum = 0;
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t k = 0; k < s.hw; ++k) sum += x[at(s, n, c, k)];
+    const double mean = sum / m;
+    double sq = 0;
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t k = 0; k < s.hw; ++k) {
+        double d = x[at(s, n, c, k)] - mean;
+        sq += d * d;
+      }
+    const double var = sq / m;
+    const double invstd = 1.0 / std::sqrt(var + eps);
+    const double w = weight[c], b = bias[c];
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t k = 0; k < s.hw; ++k) {
+        int64_t i = at(s, n, c, k);
+        y[i] = static_cast<T>((x[i] - mean) * invstd * w + b);
+      }
+    save_mean[c] = static_cast<T>(mean);
+    save_invstd[c] = static_cast<T>(invstd);
+    if (running_mean) {
+      const double unbiased = m > 1 ? sq / (m - 1) : var;
+      running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
+      running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * unbiased);
+    }
+  }
+  if (num_batches_tracked) *num_batches_tracked += T(1);
+}
+
+template <typename T>
+void batchnorm_fwd_eval_ref(const T* x, const T* weight, const T* bias, const T* running_mean,
+                            const T* running_var, T* y, double eps, const NormShape& s) {
+  for (int64_t c = 0; c < s.c; ++c) {
+    const double scale = weight[c] / std::sqrt(static_cast<double>(running_var[c]) + eps);
+    const double shift = bias[c] - running_mean[c] * scale;
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t k = 0; k < s.hw; ++k) {
+        int64_t i = at(s, n, c, k);
+        y[i] = static_cast<T>(x[i] * scale + shift);
+      }
+  }
+}
+
+template <typename T>
+void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, const T* invstd,
+                       T* dx, T* dweight, T* dbias, bool train, const NormShape& s,
+                       void* /*workspace*/) {
+  const double m = static_cast<double>(s.n * s.hw);
+  for (int64_t c = 0; c < s.c; ++c) {
+    const double mu = mean[c], is = invstd[c], w = weight[c];
+    double sdy = 0, sdyx = 0;
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t k = 0; k < s.hw; ++k) {
+        int64_t i = at(s, n, c, k);
+        sdy += dy[i];
+        sdyx += dy[i] * (x[i] - mu) * is;
+      }
+    dweight[c] = static_cast<T>(sdyx);
+    dbias[c] = static_cast<T>(sdy);
+    if (!dx) continue;
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t k = 0; k < s.hw; ++k) {
+        int64_t i = at(s, n, c, k);
+        double g = dy[i];
+        if (train) g -= (sdy + (x[i] - mu) * is * sdyx) / m;
+        dx[i] = static_cast<T>(w * is * g);
+      }
+  }
+}
+
+template <typename T>
+void batchnorm_invstd_ref(const T* var, T* invstd, double eps, int64_t c) {
+  for (int64_t i = 0; i < c; ++i)
+    invstd[i] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(var[i]) + eps));
+}
+
+// ---- group norm --------------------------------------------------------------------------------
+template <typename T>
+void groupnorm_fwd_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
+                       T* save_invstd, double eps, const NormShape& s) {
+  const int64_t cpg = s.c / s.groups, len = cpg * s.hw;
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const int64_t base = (n * s.c + g * cpg) * s.hw;  // a group is contiguous in NCHW
+      double sum = 0;
+      for (int64_t i = 0; i < len; ++i) sum += x[base + i];
+      const double mean = sum / len;
+      double sq = 0;
+      for (int64_t i = 0; i < len; ++i) sq += (x[base + i] - mean) * (x[base + i] - mean);
+      const double invstd = 1.0 / std::sqrt(sq / len + eps);
+      for (int64_t i = 0; i < len; ++i) {
+        const int64_t c = g * cpg + i / s.hw;
+        y[base + i] = static_cast<T>((x[base + i] - mean) * invstd * weight[c] + bias[c]);
+      }
+      save_mean[n * s.groups + g] = static_cast<T>(mean);
+      save_invstd[n * s.groups + g] = static_cast<T>(invstd);
+    }
+}
+
+template <typename T>
+void groupnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, const T* invstd,
+                       T* dx, T* dweight, T* dbias, const NormShape& s, void* /*workspace*/) {
+  const int64_t cpg = s.c / s.groups;
+  const double len = static_cast<double>(cpg * s.hw);
+  std::vector<double> dw(s.c, 0.0), db(s.c, 0.0);
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const double mu = mean[n * s.groups + g], is = invstd[n * s.groups + g];
+      // sums over the group of dxhat = dy * weight and of dxhat * xhat
+      double sg = 0, sgx = 0;
+      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c)
+        for (int64_t k = 0; k < s.hw; ++k) {
+          int64_t i = at(s, n, c, k);
+          const double xh = (x[i] - mu) * is;
+          sg += dy[i] * weight[c];
+          sgx += dy[i] * weight[c] * xh;
+          dw[c] += dy[i] * xh;
+          db[c] += dy[i];
+        }
+      if (!dx) continue;
+      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c)
+        for (int64_t k = 0; k < s.hw; ++k) {
+          int64_t i = at(s, n, c, k);
+          const double xh = (x[i] - mu) * is;
+          dx[i] = static_cast<T>(is * (dy[i] * weight[c] - (sg + xh * sgx) / len));
+        }
+    }
+  for (int64_t c = 0; c < s.c; ++c) {
+    dweight[c] = static_cast<T>(dw[c]);
+    dbias[c] = static_cast<T>(db[c]);
+  }
+}
+
+#define KILN_NORM_INSTANTIATE(T)                                                              \
+  template void batchnorm_fwd_train_ref<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*,  \
+                                           T*, double, double, const NormShape&, void*);      \
+  template void batchnorm_fwd_eval_ref<T>(const T*, const T*, const T*, const T*, const T*,   \
+                                          T*, double, const NormShape&);                      \
+  template void batchnorm_bwd_ref<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, \
+                                     T*, bool, const NormShape&, void*);                      \
+  template void batchnorm_invstd_ref<T>(const T*, T*, double, int64_t);                       \
+  template void groupnorm_fwd_ref<T>(const T*, const T*, const T*, T*, T*, T*, double,        \
+                                     const NormShape&);                                       \
+  template void groupnorm_bwd_ref<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, \
+                                     T*, const NormShape&, void*);
+KILN_NORM_INSTANTIATE(float)
+KILN_NORM_INSTANTIATE(double)
+
+}  // namespace kiln

@@ -1,0 +1,196 @@
+// BatchNorm and GroupNorm layers: shape checks, running statistics, dispatch to the CUDA
+// launchers or the CPU references in kernels/norm.
+#include "layers/norm.h"
+
+#include <sstream>
+
+#include "engine/error.h"
+#include "kernels/norm/norm.h"
+
+namespace kiln {
+
+namespace {
+// Per-sample shape (F) or (C,H,W) -> channels and spatial size; usage error naming the layer.
+int64_t spatial_size(const Layer& l, const Shape& in, bool spatial, int64_t channels) {
+  const char* want = spatial ? "(C, H, W)" : "(F)";
+  KILN_USAGE_CHECK(in.size() == (spatial ? 3u : 1u), "layer " << l.name() << " (" << l.describe()
+                       << "): expects a per-sample input " << want << ", got " << shape_str(in));
+  KILN_USAGE_CHECK(in[0] == channels, "layer " << l.name() << " (" << l.describe() << "): expects "
+                       << channels << " channels, got input " << shape_str(in));
+  return spatial ? in[1] * in[2] : 1;
+}
+
+// Scratch for the CUDA kernels (the CPU references need none).
+void* workspace_for(Tensor& ws, size_t bytes, Device d) {
+  if (d != Device::CUDA) return nullptr;
+  ensure(ws, {static_cast<int64_t>((bytes + sizeof(double) - 1) / sizeof(float))}, d);
+  return ws.data();
+}
+}  // namespace
+
+// ---- BatchNorm ---------------------------------------------------------------------------------
+BatchNorm::BatchNorm(int64_t features, bool spatial, double momentum, double eps)
+    : features_(features), spatial_(spatial), momentum_(momentum), eps_(eps) {
+  KILN_USAGE_CHECK(features > 0, type() << ": features must be positive, got " << features);
+}
+
+std::string BatchNorm::describe() const { return type() + "(" + std::to_string(features_) + ")"; }
+
+Shape BatchNorm::setup(const Shape& in) {
+  hw_ = spatial_size(*this, in, spatial_, features_);
+  add_param("weight", {features_}, Init::ones(), false);
+  add_param("bias", {features_}, Init::zeros(), false);
+  return in;
+}
+
+void BatchNorm::bind(Device device) {
+  running_mean_ = Tensor::zeros({features_}, device);
+  running_var_ = Tensor::from_vector(std::vector<float>(features_, 1.0f), {features_}, device);
+  num_batches_tracked_ = Tensor::zeros({1}, device);
+}
+
+std::vector<std::pair<std::string, Tensor>> BatchNorm::buffers() {
+  return {{"running_mean", running_mean_},
+          {"running_var", running_var_},
+          {"num_batches_tracked", num_batches_tracked_}};
+}
+
+Tensor BatchNorm::forward(Context& ctx, const Tensor& x) {
+  KILN_CHECK(running_mean_.defined(), "layer " << name() << " (" << describe() << "): forward before bind");
+  const Device d = x.device();
+  const NormShape s{x.dim(0), features_, hw_, 1};
+  KILN_USAGE_CHECK(!ctx.training || s.n * s.hw > 1,
+                   "layer " << name() << " (" << describe()
+                            << "): training needs more than 1 value per channel, got input "
+                            << shape_str(x.shape()));
+  x_ = x;
+  ensure(out_, x.shape(), d);
+  ensure(mean_, {features_}, d);
+  ensure(invstd_, {features_}, d);
+  const float* w = value(0).data();
+  const float* b = value(1).data();
+  trained_forward_ = ctx.training;
+  if (ctx.training) {
+    void* ws = workspace_for(workspace_, batchnorm_workspace_bytes(s), d);
+    (void)ws;  // used by the CUDA path only
+    if (d == Device::CUDA) {
+#ifdef KILN_WITH_CUDA
+      batchnorm_fwd_train(x.data(), w, b, out_.data(), mean_.data(), invstd_.data(),
+                          running_mean_.data(), running_var_.data(), num_batches_tracked_.data(),
+                          momentum_, eps_, s, ws, ctx.stream());
+#endif
+    } else {
+      batchnorm_fwd_train_ref<float>(x.data(), w, b, out_.data(), mean_.data(), invstd_.data(),
+                                     running_mean_.data(), running_var_.data(),
+                                     num_batches_tracked_.data(), momentum_, eps_, s, nullptr);
+    }
+  } else if (d == Device::CUDA) {
+#ifdef KILN_WITH_CUDA
+    batchnorm_fwd_eval(x.data(), w, b, running_mean_.data(), running_var_.data(), out_.data(),
+                       eps_, s, ctx.stream());
+#endif
+  } else {
+    batchnorm_fwd_eval_ref<float>(x.data(), w, b, running_mean_.data(), running_var_.data(),
+                                  out_.data(), eps_, s);
+  }
+  return out_;
+}
+
+Tensor BatchNorm::backward(Context& ctx, const Tensor& dy) {
+  const Device d = dy.device();
+  const NormShape s{dy.dim(0), features_, hw_, 1};
+  KILN_CHECK(x_.defined() && x_.shape() == dy.shape(),
+             "layer " << name() << " (" << describe() << "): backward without a matching forward");
+  float* dx = nullptr;
+  if (need_dx) {
+    ensure(dx_, dy.shape(), d);
+    dx = dx_.data();
+  }
+  void* ws = workspace_for(workspace_, batchnorm_workspace_bytes(s), d);
+  (void)ws;
+  (void)ctx;
+  const bool train = trained_forward_;
+  if (d == Device::CUDA) {
+#ifdef KILN_WITH_CUDA
+    if (!train) batchnorm_invstd(running_var_.data(), invstd_.data(), eps_, features_, ctx.stream());
+    batchnorm_bwd(x_.data(), dy.data(), value(0).data(), train ? mean_.data() : running_mean_.data(),
+                  invstd_.data(), dx, grad(0).data(), grad(1).data(), train, s, ws,
+                  ctx.stream());
+#endif
+  } else {
+    if (!train) batchnorm_invstd_ref<float>(running_var_.data(), invstd_.data(), eps_, features_);
+    batchnorm_bwd_ref<float>(x_.data(), dy.data(), value(0).data(),
+                             train ? mean_.data() : running_mean_.data(), invstd_.data(), dx,
+                             grad(0).data(), grad(1).data(), train, s, nullptr);
+  }
+  return need_dx ? dx_ : Tensor();
+}
+
+// ---- GroupNorm ---------------------------------------------------------------------------------
+GroupNorm::GroupNorm(int64_t groups, int64_t channels, double eps)
+    : groups_(groups), channels_(channels), eps_(eps) {}
+
+std::string GroupNorm::describe() const {
+  std::ostringstream os;
+  os << "GroupNorm(" << groups_ << " groups, " << channels_ << " channels)";
+  return os.str();
+}
+
+Shape GroupNorm::setup(const Shape& in) {
+  KILN_USAGE_CHECK(groups_ > 0, "layer " << name() << " (" << describe()
+                                         << "): the number of groups must be positive");
+  KILN_USAGE_CHECK(channels_ % groups_ == 0,
+                   "layer " << name() << " (" << describe() << "): " << channels_
+                            << " channels are not divisible by " << groups_ << " groups");
+  hw_ = spatial_size(*this, in, in.size() == 3, channels_);
+  add_param("weight", {channels_}, Init::ones(), false);
+  add_param("bias", {channels_}, Init::zeros(), false);
+  return in;
+}
+
+Tensor GroupNorm::forward(Context& ctx, const Tensor& x) {
+  const Device d = x.device();
+  const NormShape s{x.dim(0), channels_, hw_, groups_};
+  x_ = x;
+  ensure(out_, x.shape(), d);
+  ensure(mean_, {s.n * groups_}, d);
+  ensure(invstd_, {s.n * groups_}, d);
+  if (d == Device::CUDA) {
+#ifdef KILN_WITH_CUDA
+    groupnorm_fwd(x.data(), value(0).data(), value(1).data(), out_.data(), mean_.data(),
+                  invstd_.data(), eps_, s, ctx.stream());
+#endif
+  } else {
+    groupnorm_fwd_ref<float>(x.data(), value(0).data(), value(1).data(), out_.data(),
+                             mean_.data(), invstd_.data(), eps_, s);
+  }
+  (void)ctx;
+  return out_;
+}
+
+Tensor GroupNorm::backward(Context& ctx, const Tensor& dy) {
+  const Device d = dy.device();
+  const NormShape s{dy.dim(0), channels_, hw_, groups_};
+  KILN_CHECK(x_.defined() && x_.shape() == dy.shape(),
+             "layer " << name() << " (" << describe() << "): backward without a matching forward");
+  float* dx = nullptr;
+  if (need_dx) {
+    ensure(dx_, dy.shape(), d);
+    dx = dx_.data();
+  }
+  void* ws = workspace_for(workspace_, groupnorm_workspace_bytes(s), d);
+  (void)ws;
+  if (d == Device::CUDA) {
+#ifdef KILN_WITH_CUDA
+    groupnorm_bwd(x_.data(), dy.data(), value(0).data(), mean_.data(), invstd_.data(), dx,
+                  grad(0).data(), grad(1).data(), s, ws, ctx.stream());
+#endif
+  } else {
+    groupnorm_bwd_ref<float>(x_.data(), dy.data(), value(0).data(), mean_.data(),
+                             invstd_.data(), dx, grad(0).data(), grad(1).data(), s, nullptr);
+  }
+  (void)ctx;
+  return need_dx ? dx_ : Tensor();
+}
+
+}  // namespace kiln

@@ -1,0 +1,192 @@
+// Dropout: the CPU mask equals a re-derivation from the hash, the drop rate is p, kept values
+// are scaled by 1/(1-p), eval and p=0 are the identity, backward applies the same mask, masks
+// change with step and layer, Dropout2d drops whole planes; on a GPU the masks are bit-identical.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/dropout/dropout.h"
+#include "kernels/dropout/hash.h"
+#include "layers/dropout.h"
+#include "layers/model.h"
+#include "test_util.h"
+
+namespace kiln {
+namespace {
+
+using test::random_vec;
+
+DropoutParams params(double p, uint64_t seed, uint64_t step, uint64_t salt, bool channel = false) {
+  return {dropout_key(seed, step, salt), dropout_threshold(p), static_cast<float>(1.0 / (1.0 - p)),
+          channel};
+}
+
+TEST(DropoutHash, ThresholdAndKeysBehave) {
+  EXPECT_EQ(dropout_threshold(0.0), 0u);
+  EXPECT_EQ(dropout_threshold(0.5), 0x80000000u);
+  EXPECT_EQ(dropout_threshold(0.25), 0x40000000u);
+  EXPECT_NE(dropout_key(1, 0, 0), dropout_key(1, 1, 0));
+  EXPECT_NE(dropout_key(1, 0, 0), dropout_key(1, 0, 1));
+  EXPECT_NE(dropout_key(1, 0, 0), dropout_key(2, 0, 0));
+  EXPECT_NE(dropout_bits(7, 0), dropout_bits(7, 1));
+  // threshold 0 keeps everything
+  for (uint64_t i = 0; i < 1000; ++i) EXPECT_TRUE(dropout_keep(123, i, 0));
+}
+
+TEST(DropoutRef, MaskEqualsRederivationFromHash) {
+  const DropoutShape s{3, 5, 7};
+  const auto p = params(0.4, 99, 17, 3);
+  auto x = random_vec(s.numel(), 1, 0.5, 1.5);  // nonzero, so a kept element is never 0
+  std::vector<float> y(x.size());
+  dropout_fwd_ref<float>(x.data(), y.data(), p, s);
+  const uint64_t key = dropout_key(99, 17, 3);
+  const uint32_t thr = static_cast<uint32_t>(0.4 * 4294967296.0);
+  int dropped = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const bool keep = static_cast<uint32_t>(mix64(key + i * 0x9E3779B97F4A7C15ull) >> 32) >= thr;
+    ASSERT_EQ(y[i], keep ? x[i] * p.scale : 0.0f) << "element " << i;
+    dropped += !keep;
+  }
+  EXPECT_GT(dropped, 0);
+  EXPECT_LT(dropped, static_cast<int>(x.size()));
+}
+
+TEST(DropoutRef, RateIsPAndKeptValuesScaled) {
+  for (double prob : {0.1, 0.5, 0.9}) {
+    const DropoutShape s{1, 1, 200000};
+    const auto p = params(prob, 5, 1, 0);
+    std::vector<float> x(s.numel(), 1.0f), y(x.size());
+    dropout_fwd_ref<float>(x.data(), y.data(), p, s);
+    size_t dropped = 0;
+    for (float v : y) {
+      if (v == 0.0f) ++dropped;
+      else ASSERT_EQ(v, static_cast<float>(1.0 / (1.0 - prob)));
+    }
+    // binomial std sqrt(p(1-p)/n) <= 0.0012: 5 sigma
+    EXPECT_NEAR(static_cast<double>(dropped) / y.size(), prob, 0.006) << "p " << prob;
+  }
+}
+
+TEST(DropoutRef, ChannelwiseDropsWholePlanes) {
+  const DropoutShape s{50, 40, 9};
+  const auto p = params(0.3, 8, 2, 1, true);
+  std::vector<float> x(s.numel(), 2.0f), y(x.size());
+  dropout_fwd_ref<float>(x.data(), y.data(), p, s);
+  size_t dropped = 0;
+  for (int64_t plane = 0; plane < s.n * s.c; ++plane) {
+    const bool keep = dropout_keep(p.key, plane, p.threshold);
+    dropped += !keep;
+    for (int64_t k = 0; k < s.hw; ++k)
+      ASSERT_EQ(y[plane * s.hw + k], keep ? 2.0f * p.scale : 0.0f) << "plane " << plane;
+  }
+  EXPECT_NEAR(static_cast<double>(dropped) / (s.n * s.c), 0.3, 0.06);
+}
+
+TEST(DropoutLayer, EvalAndZeroPAreIdentityAndBackwardUsesSameMask) {
+  Model m({4, 6, 6});
+  auto& d = static_cast<Dropout&>(m.add(std::make_unique<Dropout>(0.5)));
+  m.add(std::make_unique<Dropout>(0.0));
+  m.build(Device::CPU, 1);
+  Context ctx(Device::CPU, 1234);
+  ctx.step = 9;
+  auto xv = random_vec(2 * 144, 3, 0.5, 1.5);
+  Tensor x = Tensor::from_vector(xv, {2, 4, 6, 6}, Device::CPU);
+  ctx.training = false;
+  EXPECT_EQ(m.forward(ctx, x).to_vector(), xv);
+  ctx.training = true;
+  auto y = m.forward(ctx, x).to_vector();
+  // the layer's mask is the hash of (ctx.seed, ctx.step, its salt)
+  std::vector<float> want(xv.size());
+  dropout_fwd_ref<float>(xv.data(), want.data(), d.params_for(ctx), {2, 4, 36});
+  EXPECT_EQ(y, want);
+  auto dyv = random_vec(xv.size(), 4, 0.5, 1.5);
+  d.need_dx = true;
+  auto dx = d.backward(ctx, Tensor::from_vector(dyv, {2, 4, 6, 6}, Device::CPU)).to_vector();
+  for (size_t i = 0; i < dx.size(); ++i)
+    ASSERT_EQ(dx[i], y[i] == 0.0f ? 0.0f : dyv[i] * 2.0f) << i;
+  // the next step draws a different mask
+  ctx.step = 10;
+  EXPECT_NE(m.forward(ctx, x).to_vector(), y);
+}
+
+TEST(DropoutLayer, TwoLayersDrawDifferentMasks) {
+  Dropout a(0.5, false, 1), b(0.5, false, 2);
+  Context ctx(Device::CPU, 7);
+  EXPECT_NE(a.params_for(ctx).key, b.params_for(ctx).key);
+}
+
+TEST(DropoutLayer, POutsideRangeIsUsageErrorNamingLayer) {
+  for (double p : {1.0, 1.5, -0.1}) {
+    Model m({4});
+    m.add(std::make_unique<Dropout>(p));
+    try {
+      m.build(Device::CPU, 1);
+      FAIL() << "p " << p;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_NE(e.message().find("layer 0 (Dropout(p="), std::string::npos) << e.message();
+    }
+  }
+  Model m({12});
+  m.add(std::make_unique<Dropout2d>(0.2));
+  EXPECT_THROW(m.build(Device::CPU, 1), Error);  // Dropout2d needs (C, H, W)
+}
+
+// ---- GPU: bit-identical masks ------------------------------------------------------------------
+void gpu_matches_cpu(DropoutShape s, const DropoutParams& p, uint64_t seed) {
+  auto x = random_vec(s.numel(), seed, -2, 2);
+  std::vector<float> y(x.size()), dx(x.size());
+  dropout_fwd_ref<float>(x.data(), y.data(), p, s);
+  dropout_bwd_ref<float>(x.data(), dx.data(), p, s);
+  Tensor gx = Tensor::from_vector(x, {s.numel()}, Device::CUDA);
+  Tensor gy = test::poisoned({s.numel()}, Device::CUDA);
+  Tensor gdx = test::poisoned({s.numel()}, Device::CUDA);
+#ifdef KILN_WITH_CUDA
+  dropout_fwd(gx.data(), gy.data(), p, s, nullptr);
+  dropout_bwd(gx.data(), gdx.data(), p, s, nullptr);
+#endif
+  auto a = gy.to_vector(), b = gdx.to_vector();
+  ASSERT_EQ(a.size(), y.size());
+  // bit for bit: compare the representations
+  EXPECT_EQ(std::memcmp(a.data(), y.data(), a.size() * sizeof(float)), 0)
+      << test::all_close(a, y, 0, 0).message();
+  EXPECT_EQ(std::memcmp(b.data(), dx.data(), b.size() * sizeof(float)), 0)
+      << test::all_close(b, dx, 0, 0).message();
+}
+
+TEST(DropoutGpu, MasksBitIdenticalToCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  gpu_matches_cpu({128, 16, 784}, params(0.1, 1, 0, 4), 1);
+  gpu_matches_cpu({1, 1, 1}, params(0.5, 2, 3, 4), 2);
+  gpu_matches_cpu({3, 7, 13}, params(0.37, 3, 5, 6), 3);      // odd numel
+  gpu_matches_cpu({1, 1, 1000003}, params(0.9, 4, 1, 2), 4);  // prime, large
+}
+
+TEST(DropoutGpu, ChannelMasksBitIdenticalToCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  gpu_matches_cpu({32, 16, 196}, params(0.2, 1, 7, 4, true), 5);
+  gpu_matches_cpu({3, 5, 7}, params(0.5, 2, 3, 1, true), 6);  // odd plane size
+  gpu_matches_cpu({2, 3, 1}, params(0.5, 2, 3, 1, true), 7);
+}
+
+TEST(DropoutGpu, UnalignedViewMatchesCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  // a view starting one float into a buffer: the kernel must not assume 16-byte alignment
+  const DropoutShape s{1, 1, 1001};
+  const auto p = params(0.3, 9, 9, 9);
+  auto x = random_vec(1002, 8);
+  std::vector<float> y(1001);
+  dropout_fwd_ref<float>(x.data() + 1, y.data(), p, s);
+  Tensor gx = Tensor::from_vector(x, {1002}, Device::CUDA);
+  Tensor gy = test::poisoned({1002}, Device::CUDA);
+#ifdef KILN_WITH_CUDA
+  dropout_fwd(gx.data() + 1, gy.data() + 1, p, s, nullptr);
+#endif
+  auto a = gy.to_vector();
+  EXPECT_TRUE(std::isnan(a[0]));  // nothing written before the view
+  EXPECT_TRUE(test::all_close(std::vector<float>(a.begin() + 1, a.end()), y, 0, 0));
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,391 @@
+// Batch norm and group norm: hand-computed values, running statistics, double-precision gradient
+// checks of the CPU references, the GroupNorm divisibility error, the block-tail builders, and
+// GPU-vs-reference comparisons (skipped without a GPU; cuDNN as a second oracle when present).
+#include <cmath>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/norm/norm.h"
+#include "layers/models.h"
+#include "layers/norm.h"
+#include "test_util.h"
+
+#ifdef KILN_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+#ifdef KILN_HAVE_CUDNN
+#include <cudnn.h>
+#endif
+
+namespace kiln {
+namespace {
+
+using test::dot;
+using test::random_vec;
+
+// ---- CPU: values ------------------------------------------------------------------------------
+TEST(BatchNormRef, TrainForwardMatchesHandFormula) {
+  // n=2, c=2, hw=2: channel 0 holds {1,2,3,4}, channel 1 holds {-1,1,-1,1}.
+  NormShape s{2, 2, 2, 1};
+  std::vector<float> x = {1, 2, -1, 1, 3, 4, -1, 1}, w = {2, 1}, b = {0.5f, -1};
+  std::vector<float> y(8), mean(2), invstd(2), rm = {0, 0}, rv = {1, 1}, nbt = {0};
+  batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(),
+                                 invstd.data(), rm.data(), rv.data(), nbt.data(), 0.1, 1e-5, s,
+                                 nullptr);
+  const double is0 = 1 / std::sqrt(1.25 + 1e-5), is1 = 1 / std::sqrt(1.0 + 1e-5);
+  std::vector<float> want = {float((1 - 2.5) * is0 * 2 + 0.5), float((2 - 2.5) * is0 * 2 + 0.5),
+                             float(-1 * is1 - 1), float(1 * is1 - 1),
+                             float((3 - 2.5) * is0 * 2 + 0.5), float((4 - 2.5) * is0 * 2 + 0.5),
+                             float(-1 * is1 - 1), float(1 * is1 - 1)};
+  EXPECT_TRUE(test::all_close(y, want, 1e-6, 1e-6));
+  EXPECT_TRUE(test::all_close(mean, {2.5f, 0.0f}, 1e-7, 0));
+  // running_var uses the unbiased variance: 5/3 and 4/3
+  EXPECT_TRUE(test::all_close(rm, {0.25f, 0.0f}, 1e-7, 1e-6));
+  EXPECT_TRUE(test::all_close(rv, {float(0.9 + 0.1 * 5.0 / 3), float(0.9 + 0.1 * 4.0 / 3)}, 1e-7, 1e-6));
+  EXPECT_EQ(nbt[0], 1.0f);
+}
+
+TEST(BatchNormLayer, EvalUsesRunningStatsAfterTwoTrainingSteps) {
+  Model m({1});
+  auto& bn = static_cast<BatchNorm&>(m.add(std::make_unique<BatchNorm>(1, false)));
+  m.build(Device::CPU, 1);
+  Context ctx(Device::CPU);
+  ctx.training = true;
+  // step 1: {1, 3}: mean 2, unbiased var 2 -> running_mean 0.2, running_var 0.9 + 0.2 = 1.1
+  m.forward(ctx, Tensor::from_vector({1, 3}, {2, 1}, Device::CPU));
+  // step 2: {2, 6}: mean 4, unbiased var 8 -> running_mean 0.18 + 0.4 = 0.58,
+  //                                           running_var 0.99 + 0.8 = 1.79
+  m.forward(ctx, Tensor::from_vector({2, 6}, {2, 1}, Device::CPU));
+  EXPECT_NEAR(bn.running_mean().to_vector()[0], 0.58, 1e-6);
+  EXPECT_NEAR(bn.running_var().to_vector()[0], 1.79, 1e-6);
+  EXPECT_EQ(bn.num_batches_tracked().to_vector()[0], 2.0f);
+  ctx.training = false;
+  auto y = m.forward(ctx, Tensor::from_vector({0.58f, 2.0f, -1.0f}, {3, 1}, Device::CPU)).to_vector();
+  const double sd = std::sqrt(1.79 + 1e-5);
+  EXPECT_NEAR(y[0], 0.0, 1e-6);
+  EXPECT_NEAR(y[1], (2.0 - 0.58) / sd, 1e-6);
+  EXPECT_NEAR(y[2], (-1.0 - 0.58) / sd, 1e-6);
+  // eval mode leaves the running statistics alone
+  EXPECT_NEAR(bn.running_mean().to_vector()[0], 0.58, 1e-6);
+  EXPECT_EQ(bn.num_batches_tracked().to_vector()[0], 2.0f);
+  auto names = m.state_dict();
+  ASSERT_EQ(names.size(), 5u);
+  EXPECT_EQ(names[0].first, "0.weight");
+  EXPECT_EQ(names[2].first, "0.running_mean");
+  EXPECT_EQ(names[4].first, "0.num_batches_tracked");
+}
+
+TEST(GroupNormRef, ForwardMatchesHandFormula) {
+  // n=1, c=4, groups=2, hw=1: groups {1,3} (mean 2, var 1) and {0,4} (mean 2, var 4)
+  NormShape s{1, 4, 1, 2};
+  std::vector<float> x = {1, 3, 0, 4}, w = {1, 2, 1, 1}, b = {0, 0, 1, 0}, y(4), mean(2), is(2);
+  groupnorm_fwd_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(), 1e-5, s);
+  const double i0 = 1 / std::sqrt(1 + 1e-5), i1 = 1 / std::sqrt(4 + 1e-5);
+  EXPECT_TRUE(test::all_close(y, {float(-i0), float(2 * i0), float(-2 * i1 + 1), float(2 * i1)}, 1e-6, 1e-6));
+  EXPECT_TRUE(test::all_close(mean, {2, 2}, 0, 0));
+}
+
+// ---- CPU: gradient checks in double ------------------------------------------------------------
+enum class Op { BnTrain, BnEval, Gn };
+
+// Loss = <r, norm(x; w, b)>; checks d/dx, d/dw, d/db of the reference backward.
+void check_grads(Op op, NormShape s, uint64_t seed) {
+  const size_t n = static_cast<size_t>(s.numel()), c = static_cast<size_t>(s.c);
+  auto x = random_vec<double>(n, seed, -2, 2);
+  auto w = random_vec<double>(c, seed + 1, 0.5, 1.5);
+  auto b = random_vec<double>(c, seed + 2, -0.5, 0.5);
+  auto r = random_vec<double>(n, seed + 3);
+  auto rm = random_vec<double>(c, seed + 4, -0.5, 0.5);
+  auto rv = random_vec<double>(c, seed + 5, 0.5, 2.0);
+  const size_t stats = op == Op::Gn ? static_cast<size_t>(s.n * s.groups) : c;
+  auto loss = [&](const std::vector<double>& xx, const std::vector<double>& ww,
+                  const std::vector<double>& bb) {
+    std::vector<double> y(n), mean(stats), is(stats);
+    if (op == Op::BnTrain)
+      batchnorm_fwd_train_ref<double>(xx.data(), ww.data(), bb.data(), y.data(), mean.data(),
+                                      is.data(), nullptr, nullptr, nullptr, 0.1, 1e-5, s, nullptr);
+    else if (op == Op::BnEval)
+      batchnorm_fwd_eval_ref<double>(xx.data(), ww.data(), bb.data(), rm.data(), rv.data(),
+                                     y.data(), 1e-5, s);
+    else
+      groupnorm_fwd_ref<double>(xx.data(), ww.data(), bb.data(), y.data(), mean.data(), is.data(),
+                                1e-5, s);
+    return dot(r, y);
+  };
+  std::vector<double> y(n), mean(stats), is(stats), dx(n), dw(c), db(c);
+  if (op == Op::BnTrain) {
+    batchnorm_fwd_train_ref<double>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(),
+                                    nullptr, nullptr, nullptr, 0.1, 1e-5, s, nullptr);
+    batchnorm_bwd_ref<double>(x.data(), r.data(), w.data(), mean.data(), is.data(), dx.data(),
+                              dw.data(), db.data(), true, s, nullptr);
+  } else if (op == Op::BnEval) {
+    batchnorm_invstd_ref<double>(rv.data(), is.data(), 1e-5, s.c);
+    batchnorm_bwd_ref<double>(x.data(), r.data(), w.data(), rm.data(), is.data(), dx.data(),
+                              dw.data(), db.data(), false, s, nullptr);
+  } else {
+    groupnorm_fwd_ref<double>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(), 1e-5, s);
+    groupnorm_bwd_ref<double>(x.data(), r.data(), w.data(), mean.data(), is.data(), dx.data(),
+                              dw.data(), db.data(), s, nullptr);
+  }
+  EXPECT_TRUE(test::grad_check([&](const std::vector<double>& v) { return loss(v, w, b); }, x, dx));
+  EXPECT_TRUE(test::grad_check([&](const std::vector<double>& v) { return loss(x, v, b); }, w, dw));
+  EXPECT_TRUE(test::grad_check([&](const std::vector<double>& v) { return loss(x, w, v); }, b, db));
+}
+
+TEST(BatchNormRef, GradCheckTrain1d) { check_grads(Op::BnTrain, {5, 3, 1, 1}, 11); }
+TEST(BatchNormRef, GradCheckTrain2d) { check_grads(Op::BnTrain, {2, 3, 6, 1}, 12); }
+TEST(BatchNormRef, GradCheckTrain2dN1) { check_grads(Op::BnTrain, {1, 2, 7, 1}, 13); }
+TEST(BatchNormRef, GradCheckEval2d) { check_grads(Op::BnEval, {3, 2, 5, 1}, 14); }
+TEST(GroupNormRef, GradCheck2d) { check_grads(Op::Gn, {2, 6, 5, 3}, 15); }
+TEST(GroupNormRef, GradCheck1d) { check_grads(Op::Gn, {3, 4, 1, 2}, 16); }
+TEST(GroupNormRef, GradCheckOneGroupIsLayerNorm) { check_grads(Op::Gn, {2, 3, 4, 1}, 17); }
+
+// ---- errors and builders -----------------------------------------------------------------------
+TEST(GroupNormLayer, GroupsNotDividingChannelsIsUsageErrorNamingLayer) {
+  ModelOptions o;
+  o.model = "mlp";
+  o.width = 8;
+  o.depth = 1;
+  o.norm = "group";
+  o.groups = 3;
+  auto m = make_model(o, {1, 4, 4}, 10);
+  try {
+    m->build(Device::CPU, 1);
+    FAIL() << "expected a usage error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("layer 2 (GroupNorm(3 groups, 8 channels)): 8 channels are not "
+                               "divisible by 3 groups"),
+              std::string::npos)
+        << e.message();
+  }
+}
+
+TEST(BatchNormLayer, WrongChannelsAndSingleValueTrainingAreUsageErrors) {
+  Model m({4, 3, 3});
+  m.add(std::make_unique<BatchNorm>(5, true));
+  try {
+    m.build(Device::CPU, 1);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("BatchNorm2d(5)"), std::string::npos) << e.message();
+  }
+  Model m1({3});
+  m1.add(std::make_unique<BatchNorm>(3, false));
+  m1.build(Device::CPU, 1);
+  Context ctx(Device::CPU);
+  EXPECT_THROW(m1.forward(ctx, Tensor::zeros({1, 3}, Device::CPU)), Error);
+}
+
+TEST(ModelBlocks, NormPositionAndKinds) {
+  ModelOptions o;
+  o.model = "mlp";
+  o.width = 6;
+  o.depth = 1;
+  o.norm = "batch";
+  o.dropout = 0.25f;
+  auto types = [](Model& m) {
+    std::string t;
+    for (auto* l : m.layers()) t += l->type() + " ";
+    return t;
+  };
+  auto m = make_model(o, {4}, 3);
+  EXPECT_EQ(types(*m), "Flatten Linear BatchNorm1d ReLU Dropout Linear ");
+  o.norm_position = "after";
+  o.norm = "group";
+  m = make_model(o, {4}, 3);
+  EXPECT_EQ(types(*m), "Flatten Linear ReLU GroupNorm Dropout Linear ");
+  Model sp({8, 5, 5});
+  o.dropout_kind = "channel";
+  o.norm = "batch";
+  add_block_tail(sp, o, 8, true);
+  EXPECT_EQ(types(sp), "ReLU BatchNorm2d Dropout2d ");
+  o.norm = "layer";
+  Model bad({4});
+  EXPECT_THROW(add_norm(bad, o, 4, false), Error);
+  o.norm = "none";
+  o.dropout_kind = "spatial";
+  EXPECT_THROW(add_dropout(bad, o, false), Error);
+}
+
+// ---- GPU vs reference ---------------------------------------------------------------------------
+#ifdef KILN_WITH_CUDA
+struct Dev {
+  float* p = nullptr;
+  explicit Dev(const std::vector<float>& v) {
+    EXPECT_EQ(cudaMalloc(&p, std::max<size_t>(v.size(), 1) * sizeof(float)), cudaSuccess);
+    cudaMemcpy(p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice);
+  }
+  explicit Dev(size_t n) : Dev(std::vector<float>(n, std::nanf(""))) {}  // poisoned
+  ~Dev() { cudaFree(p); }
+  std::vector<float> get(size_t n) const {
+    std::vector<float> v(n);
+    cudaMemcpy(v.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost);
+    return v;
+  }
+};
+
+void* dev_workspace(size_t bytes) {
+  void* w = nullptr;
+  EXPECT_EQ(cudaMalloc(&w, std::max<size_t>(bytes, 16)), cudaSuccess);
+  return w;
+}
+
+void bn_gpu_vs_ref(NormShape s, uint64_t seed, double offset = 0) {
+  const size_t n = s.numel(), c = s.c;
+  auto x = random_vec(n, seed, -3 + offset, 3 + offset);
+  auto w = random_vec(c, seed + 1, 0.5, 1.5), b = random_vec(c, seed + 2);
+  auto dy = random_vec(n, seed + 3);
+  auto rm = random_vec(c, seed + 4), rv = random_vec(c, seed + 5, 0.5, 2);
+  std::vector<float> y(n), mean(c), is(c), dx(n), dw(c), db(c), rm_ref = rm, rv_ref = rv, nbt = {3};
+  batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(),
+                                 rm_ref.data(), rv_ref.data(), nbt.data(), 0.1, 1e-5, s, nullptr);
+  batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(), dx.data(),
+                           dw.data(), db.data(), true, s, nullptr);
+  Dev gx(x), gw(w), gb(b), gdy(dy), grm(rm), grv(rv), gnbt(std::vector<float>{3});
+  Dev gy(n), gmean(c), gis(c), gdx(n), gdw(c), gdb(c);
+  void* ws = dev_workspace(batchnorm_workspace_bytes(s));
+  batchnorm_fwd_train(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, grm.p, grv.p, gnbt.p, 0.1, 1e-5, s,
+                      ws, nullptr);
+  batchnorm_bwd(gx.p, gdy.p, gw.p, gmean.p, gis.p, gdx.p, gdw.p, gdb.p, true, s, ws, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_TRUE(test::all_close(gy.get(n), y, 1e-5, 1e-4));
+  EXPECT_TRUE(test::all_close(gmean.get(c), mean, 1e-5, 1e-5));
+  EXPECT_TRUE(test::all_close(gis.get(c), is, 1e-5, 1e-4));
+  EXPECT_TRUE(test::all_close(grm.get(c), rm_ref, 1e-5, 1e-5));
+  EXPECT_TRUE(test::all_close(grv.get(c), rv_ref, 1e-5, 1e-4));
+  EXPECT_EQ(gnbt.get(1)[0], 4.0f);
+  const double m = static_cast<double>(s.n * s.hw);
+  EXPECT_TRUE(test::all_close(gdx.get(n), dx, 1e-4, 1e-3));
+  EXPECT_TRUE(test::all_close(gdw.get(c), dw, 1e-5 * m, 1e-4));
+  EXPECT_TRUE(test::all_close(gdb.get(c), db, 1e-5 * m, 1e-4));
+  // eval mode: forward with the running statistics, affine-only backward
+  std::vector<float> ye(n), ise(c);
+  batchnorm_fwd_eval_ref<float>(x.data(), w.data(), b.data(), rm.data(), rv.data(), ye.data(), 1e-5, s);
+  batchnorm_invstd_ref<float>(rv.data(), ise.data(), 1e-5, s.c);
+  batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), rm.data(), ise.data(), dx.data(),
+                           dw.data(), db.data(), false, s, nullptr);
+  Dev grm0(rm), grv0(rv), gye(n), gise(c), gdxe(n);
+  batchnorm_fwd_eval(gx.p, gw.p, gb.p, grm0.p, grv0.p, gye.p, 1e-5, s, nullptr);
+  batchnorm_invstd(grv0.p, gise.p, 1e-5, s.c, nullptr);
+  batchnorm_bwd(gx.p, gdy.p, gw.p, grm0.p, gise.p, gdxe.p, gdw.p, gdb.p, false, s, ws, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_TRUE(test::all_close(gye.get(n), ye, 1e-5, 1e-5));
+  EXPECT_TRUE(test::all_close(gdxe.get(n), dx, 1e-5, 1e-5));
+  EXPECT_TRUE(test::all_close(gdw.get(c), dw, 1e-5 * m, 1e-4));
+  EXPECT_TRUE(test::all_close(gdb.get(c), db, 1e-5 * m, 1e-4));
+  cudaFree(ws);
+}
+
+void gn_gpu_vs_ref(NormShape s, uint64_t seed) {
+  const size_t n = s.numel(), c = s.c, st = s.n * s.groups;
+  auto x = random_vec(n, seed, -2, 4), w = random_vec(c, seed + 1, 0.5, 1.5);
+  auto b = random_vec(c, seed + 2), dy = random_vec(n, seed + 3);
+  std::vector<float> y(n), mean(st), is(st), dx(n), dw(c), db(c);
+  groupnorm_fwd_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(), 1e-5, s);
+  groupnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(), dx.data(),
+                           dw.data(), db.data(), s, nullptr);
+  Dev gx(x), gw(w), gb(b), gdy(dy), gy(n), gmean(st), gis(st), gdx(n), gdw(c), gdb(c);
+  void* ws = dev_workspace(groupnorm_workspace_bytes(s));
+  groupnorm_fwd(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, 1e-5, s, nullptr);
+  groupnorm_bwd(gx.p, gdy.p, gw.p, gmean.p, gis.p, gdx.p, gdw.p, gdb.p, s, ws, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_TRUE(test::all_close(gy.get(n), y, 1e-5, 1e-4));
+  EXPECT_TRUE(test::all_close(gmean.get(st), mean, 1e-5, 1e-5));
+  EXPECT_TRUE(test::all_close(gis.get(st), is, 1e-5, 1e-4));
+  EXPECT_TRUE(test::all_close(gdx.get(n), dx, 1e-4, 1e-3));
+  const double m = static_cast<double>(s.n * s.hw);
+  EXPECT_TRUE(test::all_close(gdw.get(c), dw, 1e-5 * m, 1e-4));
+  EXPECT_TRUE(test::all_close(gdb.get(c), db, 1e-5 * m, 1e-4));
+  cudaFree(ws);
+}
+#endif
+
+TEST(BatchNormGpu, Mnist2d) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  bn_gpu_vs_ref({64, 16, 28 * 28, 1}, 21);
+#endif
+}
+TEST(BatchNormGpu, AwkwardShapes) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  bn_gpu_vs_ref({1, 3, 7 * 5, 1}, 22);        // N=1, odd spatial, C=3
+  bn_gpu_vs_ref({3, 5, 13 * 13, 1}, 23);      // odd everything
+  bn_gpu_vs_ref({2, 1, 33, 1}, 24);           // one channel
+  bn_gpu_vs_ref({7, 300, 1, 1}, 25);          // BatchNorm1d, not a multiple of anything
+  bn_gpu_vs_ref({4, 520, 3 * 3, 1}, 26);      // large C
+  bn_gpu_vs_ref({5, 8, 64 * 64, 1}, 27, 50);  // many splits per channel, mean far from 0
+#endif
+}
+TEST(GroupNormGpu, AwkwardShapes) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  gn_gpu_vs_ref({8, 16, 28 * 28, 4}, 31);
+  gn_gpu_vs_ref({1, 6, 7 * 5, 3}, 32);    // N=1, odd spatial
+  gn_gpu_vs_ref({3, 9, 13, 3}, 33);
+  gn_gpu_vs_ref({5, 64, 1, 8}, 34);       // features, hw = 1
+  gn_gpu_vs_ref({2, 512, 7 * 7, 1}, 35);  // one group of many channels
+  gn_gpu_vs_ref({2, 32, 56 * 56, 32}, 36);
+#endif
+}
+
+TEST(BatchNormGpu, LayerRunningStatsMatchCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  Model cpu({3, 5, 5}), gpu({3, 5, 5});
+  auto& bc = static_cast<BatchNorm&>(cpu.add(std::make_unique<BatchNorm>(3, true)));
+  auto& bg = static_cast<BatchNorm&>(gpu.add(std::make_unique<BatchNorm>(3, true)));
+  cpu.build(Device::CPU, 5);
+  gpu.build(Device::CUDA, 5);
+  Context cc(Device::CPU), gc(Device::CUDA);
+  for (int step = 0; step < 3; ++step) {
+    auto x = random_vec(4 * 75, 40 + step, -1, 3);
+    cpu.forward(cc, Tensor::from_vector(x, {4, 3, 5, 5}, Device::CPU));
+    gpu.forward(gc, Tensor::from_vector(x, {4, 3, 5, 5}, Device::CUDA));
+  }
+  gc.sync();
+  EXPECT_TRUE(test::all_close(bg.running_mean().to_vector(), bc.running_mean().to_vector(), 1e-6, 1e-5));
+  EXPECT_TRUE(test::all_close(bg.running_var().to_vector(), bc.running_var().to_vector(), 1e-6, 1e-5));
+  EXPECT_EQ(bg.num_batches_tracked().to_vector()[0], 3.0f);
+}
+
+#ifdef KILN_HAVE_CUDNN
+// cuDNN's spatial batch norm as a second oracle for the training forward and running stats.
+TEST(BatchNormGpu, MatchesCudnnTrainingForward) {
+  KILN_SKIP_WITHOUT_GPU();
+  NormShape s{6, 5, 9 * 11, 1};
+  const size_t n = s.numel(), c = s.c;
+  auto x = random_vec(n, 51, -1, 2), w = random_vec(c, 52, 0.5, 1.5), b = random_vec(c, 53);
+  auto rm = random_vec(c, 54), rv = random_vec(c, 55, 0.5, 2);
+  Dev gx(x), gw(w), gb(b), grm(rm), grv(rv), grm2(rm), grv2(rv), gy(n), gy2(n), gm(c), gi(c),
+      gm2(c), gi2(c), gnbt(std::vector<float>{0});
+  void* ws = dev_workspace(batchnorm_workspace_bytes(s));
+  batchnorm_fwd_train(gx.p, gw.p, gb.p, gy.p, gm.p, gi.p, grm.p, grv.p, gnbt.p, 0.1, 1e-5, s, ws, nullptr);
+  cudnnHandle_t h;
+  ASSERT_EQ(cudnnCreate(&h), CUDNN_STATUS_SUCCESS);
+  cudnnTensorDescriptor_t xd, pd;
+  cudnnCreateTensorDescriptor(&xd);
+  cudnnCreateTensorDescriptor(&pd);
+  cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s.n, s.c, 9, 11);
+  cudnnSetTensor4dDescriptor(pd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, s.c, 1, 1);
+  const float one = 1, zero = 0;
+  ASSERT_EQ(cudnnBatchNormalizationForwardTraining(h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, xd, gx.p,
+                                                   xd, gy2.p, pd, gw.p, gb.p, 0.1, grm2.p, grv2.p,
+                                                   1e-5, gm2.p, gi2.p),
+            CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_TRUE(test::all_close(gy.get(n), gy2.get(n), 1e-5, 1e-4));
+  EXPECT_TRUE(test::all_close(gm.get(c), gm2.get(c), 1e-6, 1e-5));
+  EXPECT_TRUE(test::all_close(gi.get(c), gi2.get(c), 1e-5, 1e-4));
+  EXPECT_TRUE(test::all_close(grm.get(c), grm2.get(c), 1e-6, 1e-5));
+  EXPECT_TRUE(test::all_close(grv.get(c), grv2.get(c), 1e-6, 1e-4));
+  cudnnDestroyTensorDescriptor(xd);
+  cudnnDestroyTensorDescriptor(pd);
+  cudnnDestroy(h);
+  cudaFree(ws);
+}
+#endif
+
+}  // namespace
+}  // namespace kiln
