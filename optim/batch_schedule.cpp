@@ -1,0 +1,50 @@
+// Batch-size schedule parsing and lookup, and linear LR scaling.
+#include "optim/batch_schedule.h"
+
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace kiln {
+
+std::vector<std::pair<int, int>> parse_batch_schedule(const std::string& text) {
+  std::vector<std::pair<int, int>> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    auto colon = item.find(':');
+    long long e = -1, b = -1;
+    bool ok = colon != std::string::npos;
+    if (ok) {
+      std::istringstream es(item.substr(0, colon)), bs(item.substr(colon + 1));
+      std::string rest;
+      ok = (es >> e) && !(es >> rest) && (bs >> b) && !(bs >> rest);
+    }
+    KILN_USAGE_CHECK(ok && e >= 0 && e <= 1000000 && b > 0 && b <= (1 << 30),
+                     "--batch-schedule '" << text << "': bad entry '" << item
+                                          << "' (expected epoch:batch with epoch >= 0, batch > 0)");
+    KILN_USAGE_CHECK(out.empty() || e > out.back().first,
+                     "--batch-schedule '" << text << "': epochs must increase (" << e << " after "
+                                          << out.back().first << ")");
+    out.emplace_back(static_cast<int>(e), static_cast<int>(b));
+  }
+  KILN_USAGE_CHECK(!out.empty() && out.front().first == 0,
+                   "--batch-schedule '" << text << "': must start at epoch 0 (e.g. 0:512,5:256)");
+  return out;
+}
+
+int batch_size_at(const std::vector<std::pair<int, int>>& schedule, int epoch) {
+  KILN_CHECK(!schedule.empty(), "batch_size_at: empty batch schedule");
+  int b = schedule.front().second;
+  for (const auto& [e, size] : schedule)
+    if (e <= epoch) b = size;
+  return b;
+}
+
+float scale_lr_linear(float lr, int base_batch, int batch) {
+  KILN_USAGE_CHECK(base_batch > 0 && batch > 0,
+                   "linear LR scaling: batch sizes must be > 0, got " << base_batch << " and " << batch);
+  return static_cast<float>(double(lr) * batch / base_batch);
+}
+
+}  // namespace kiln

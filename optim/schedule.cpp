@@ -1,0 +1,365 @@
+// LR schedules with PyTorch/Keras semantics. Each class states its formula and whether it is a
+// function of the epoch (per-epoch: constant over an epoch) or of the optimizer step (per-step).
+// `epoch` is 0-based; `step` counts optimizer steps since the start of the run (0-based).
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "engine/error.h"
+#include "optim/schedule.h"
+
+namespace kiln {
+
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+// Per-epoch: lr0.
+class ConstantLR : public Schedule {
+ public:
+  explicit ConstantLR(float lr0) : lr0_(lr0) {}
+  float lr(int, long long) override { return lr0_; }
+
+ private:
+  float lr0_;
+};
+
+// Per-epoch: StepLR lr0 * gamma^floor(epoch / step_size).
+class StepLR : public Schedule {
+ public:
+  StepLR(float lr0, float gamma, int step_size) : lr0_(lr0), gamma_(gamma), step_size_(step_size) {}
+  float lr(int epoch, long long) override {
+    return static_cast<float>(lr0_ * std::pow(double(gamma_), epoch / step_size_));
+  }
+
+ private:
+  float lr0_, gamma_;
+  int step_size_;
+};
+
+// Per-epoch: MultiStepLR lr0 * gamma^(number of milestones <= epoch).
+class MultiStepLR : public Schedule {
+ public:
+  MultiStepLR(float lr0, float gamma, std::vector<int> m) : lr0_(lr0), gamma_(gamma), m_(std::move(m)) {}
+  float lr(int epoch, long long) override {
+    int n = static_cast<int>(std::count_if(m_.begin(), m_.end(), [&](int e) { return e <= epoch; }));
+    return static_cast<float>(lr0_ * std::pow(double(gamma_), n));
+  }
+
+ private:
+  float lr0_, gamma_;
+  std::vector<int> m_;
+};
+
+// Per-epoch: ExponentialLR lr0 * gamma^epoch.
+class ExponentialLR : public Schedule {
+ public:
+  ExponentialLR(float lr0, float gamma) : lr0_(lr0), gamma_(gamma) {}
+  float lr(int epoch, long long) override { return static_cast<float>(lr0_ * std::pow(double(gamma_), epoch)); }
+
+ private:
+  float lr0_, gamma_;
+};
+
+// Per-epoch: Keras InverseTimeDecay (staircase by epoch) lr0 / (1 + d * epoch).
+class InverseTimeLR : public Schedule {
+ public:
+  InverseTimeLR(float lr0, float d) : lr0_(lr0), d_(d) {}
+  float lr(int epoch, long long) override { return static_cast<float>(lr0_ / (1.0 + double(d_) * epoch)); }
+
+ private:
+  float lr0_, d_;
+};
+
+// k / sqrt(t + 1) * lr0 with t the 0-based epoch (per-epoch) or optimizer step (per-step). The
+// +1 makes the first epoch/step 1-based (k/sqrt(1) = k), so t = 0 does not divide by zero.
+class InverseSqrtLR : public Schedule {
+ public:
+  InverseSqrtLR(float lr0, float k, bool by_step) : lr0_(lr0), k_(k), by_step_(by_step) {}
+  float lr(int epoch, long long step) override {
+    double t = by_step_ ? double(step) : double(epoch);
+    return static_cast<float>(k_ / std::sqrt(t + 1.0) * lr0_);
+  }
+  bool per_step() const override { return by_step_; }
+
+ private:
+  float lr0_, k_;
+  bool by_step_;
+};
+
+// Per-epoch: CosineAnnealingLR closed form eta_min + (lr0 - eta_min) * (1 + cos(pi*e/T)) / 2
+// with T = t_max (the run's epochs when 0). Past T the closed form rises again, as PyTorch's.
+class CosineLR : public Schedule {
+ public:
+  CosineLR(float lr0, float eta_min, int t_max) : lr0_(lr0), eta_min_(eta_min), t_max_(t_max) {}
+  float lr(int epoch, long long) override {
+    return static_cast<float>(eta_min_ + (lr0_ - eta_min_) * (1 + std::cos(kPi * epoch / t_max_)) / 2);
+  }
+
+ private:
+  float lr0_, eta_min_;
+  int t_max_;
+};
+
+// Per-epoch: SGDR (CosineAnnealingWarmRestarts) with T_0 = t_max, T_i = T_0 * t_mult^i:
+// eta_min + (lr0 - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2, T_cur = epochs since the restart.
+class CosineRestartsLR : public Schedule {
+ public:
+  CosineRestartsLR(float lr0, float eta_min, int t0, int t_mult)
+      : lr0_(lr0), eta_min_(eta_min), t0_(t0), t_mult_(t_mult) {}
+  float lr(int epoch, long long) override {
+    long long cur = epoch, ti = t0_;
+    while (cur >= ti) {  // walk the periods: exact in integers, unlike the log formula
+      cur -= ti;
+      ti *= t_mult_;
+    }
+    return static_cast<float>(eta_min_ + (lr0_ - eta_min_) * (1 + std::cos(kPi * cur / ti)) / 2);
+  }
+
+ private:
+  float lr0_, eta_min_;
+  int t0_, t_mult_;
+};
+
+// Per-step: CyclicLR. cycle = floor(1 + t/(2s)), x = 1 + t/(2s) - cycle, scale = x <= 0.5 ? 2x :
+// 2(1-x); lr = base + (max - base) * scale * f, f = 1 (triangular), 1/2^(cycle-1) (triangular2),
+// gamma^t (exp_range). Momentum (cycle_momentum) = max_m - (max_m - base_m) * scale * f.
+class CyclicLR : public Schedule {
+ public:
+  CyclicLR(const ScheduleOptions& o, float base, float max, long long s)
+      : o_(o), base_(base), max_(max), s_(s) {}
+  float lr(int, long long t) override { return static_cast<float>(base_ + (max_ - base_) * height(t)); }
+  float momentum(int, long long t) override {
+    if (!o_.cycle_momentum) return -1.0f;
+    return static_cast<float>(o_.max_momentum - (o_.max_momentum - o_.base_momentum) * height(t));
+  }
+  bool per_step() const override { return true; }
+
+ private:
+  double height(long long t) const {
+    double c = std::floor(1.0 + double(t) / (2.0 * s_));
+    double x = 1.0 + double(t) / (2.0 * s_) - c;
+    double scale = x <= 0.5 ? x / 0.5 : (x - 1.0) / (0.5 - 1.0);
+    double f = 1.0;
+    if (o_.cyclic_mode == "triangular2") f = 1.0 / std::pow(2.0, c - 1);
+    else if (o_.cyclic_mode == "exp_range") f = std::pow(double(o_.gamma), double(t));
+    return scale * f;
+  }
+  ScheduleOptions o_;
+  double base_, max_;
+  long long s_;
+};
+
+// Per-step: OneCycleLR (two phases). total = epochs * steps_per_epoch; initial = max/div_factor,
+// final = initial/final_div_factor. Phase 1 (steps 0 .. pct_start*total - 1): initial -> max,
+// momentum max_m -> base_m; phase 2 (.. total - 1): max -> final, momentum base_m -> max_m.
+// anneal cos(a, b, p) = b + (a - b)/2 * (1 + cos(pi p)); linear: a + (b - a) p.
+class OneCycleLR : public Schedule {
+ public:
+  OneCycleLR(const ScheduleOptions& o, float max_lr, long long total) : o_(o), total_(total) {
+    max_ = max_lr;
+    initial_ = max_ / o.div_factor;
+    final_ = initial_ / o.final_div_factor;
+    end1_ = double(o.pct_start) * double(total) - 1.0;
+    end2_ = double(total) - 1.0;
+  }
+  float lr(int, long long t) override { return static_cast<float>(at(t, initial_, max_, final_)); }
+  float momentum(int, long long t) override {
+    if (!o_.cycle_momentum) return -1.0f;
+    return static_cast<float>(at(t, o_.max_momentum, o_.base_momentum, o_.max_momentum));
+  }
+  bool per_step() const override { return true; }
+
+ private:
+  double anneal(double a, double b, double p) const {
+    if (o_.anneal_strategy == "linear") return a + (b - a) * p;
+    return b + (a - b) / 2.0 * (1.0 + std::cos(kPi * p));
+  }
+  double at(long long t, double a, double peak, double b) const {
+    double s = double(std::min(t, total_ - 1));  // past the end: hold the last value
+    if (s <= end1_) return anneal(a, peak, end1_ > 0 ? s / end1_ : 1.0);
+    return anneal(peak, b, (s - end1_) / (end2_ - end1_));
+  }
+  ScheduleOptions o_;
+  long long total_;
+  double max_, initial_, final_, end1_, end2_;
+};
+
+// Per-epoch: ReduceLROnPlateau. After each epoch: better = metric < best*(1 - threshold) (min)
+// or > best*(1 + threshold) (max); a non-better epoch counts as bad; in cooldown bad epochs are
+// not counted; more than `patience` bad epochs: lr = max(lr*factor, min_lr), cooldown starts.
+class PlateauLR : public Schedule {
+ public:
+  PlateauLR(const ScheduleOptions& o, float lr0) : o_(o), lr_(lr0) {
+    best_ = o.mode == "max" ? -INFINITY : INFINITY;
+  }
+  float lr(int, long long) override { return lr_; }
+  void on_epoch_end(int, float metric) override {
+    double m = metric;
+    bool better = o_.mode == "max" ? m > best_ * (1.0 + o_.threshold) : m < best_ * (1.0 - o_.threshold);
+    if (better) {
+      best_ = m;
+      bad_ = 0;
+    } else {
+      ++bad_;
+    }
+    if (cooldown_left_ > 0) {
+      --cooldown_left_;
+      bad_ = 0;
+    }
+    if (bad_ > o_.patience) {
+      float next = std::max(lr_ * o_.factor, o_.min_lr);
+      if (lr_ - next > 1e-8f) lr_ = next;
+      cooldown_left_ = o_.cooldown;
+      bad_ = 0;
+    }
+  }
+
+ private:
+  ScheduleOptions o_;
+  float lr_;
+  double best_;
+  int bad_ = 0, cooldown_left_ = 0;
+};
+
+// Per-epoch: a file of "epoch lr" lines ('#' comments, blank lines allowed), read at start and
+// re-read at each epoch end so the lr can be changed while training runs. The lr for epoch e is
+// that of the line with the largest epoch <= e (the later line on ties); before any line: lr0.
+class ManualLR : public Schedule {
+ public:
+  ManualLR(std::string file, float lr0) : file_(std::move(file)), lr0_(lr0) { load(); }
+  float lr(int epoch, long long) override {
+    float v = lr0_;
+    int best = -1;
+    for (auto& [e, l] : entries_)
+      if (e <= epoch && e >= best) {
+        best = e;
+        v = l;
+      }
+    return v;
+  }
+  void on_epoch_end(int, float) override { load(); }
+
+ private:
+  void load() {
+    std::ifstream in(file_);
+    KILN_CHECK(in, "schedule file " << file_ << ": cannot open");
+    std::vector<std::pair<int, float>> entries;
+    std::string line;
+    for (int n = 1; std::getline(in, line); ++n) {
+      auto hash = line.find('#');
+      if (hash != std::string::npos) line.erase(hash);
+      std::istringstream ls(line);
+      std::string first;
+      if (!(ls >> first)) continue;
+      std::istringstream row(line);
+      long long e;
+      double l;
+      std::string rest;
+      bool ok = static_cast<bool>(row >> e >> l) && !(row >> rest);
+      KILN_CHECK(ok && e >= 0 && e <= 1000000000 && std::isfinite(l) && l >= 0,
+                 "schedule file " << file_ << ":" << n << ": expected 'epoch lr' (epoch >= 0, lr >= 0), got '"
+                                  << line << "'");
+      entries.emplace_back(static_cast<int>(e), static_cast<float>(l));
+    }
+    entries_ = std::move(entries);
+  }
+  std::string file_;
+  float lr0_;
+  std::vector<std::pair<int, float>> entries_;
+};
+
+// Linear warm-up composed with any schedule: for step t < W (W = warmup_steps, or
+// warmup_epochs * steps_per_epoch), lr = inner(epoch, t) * (t + 1) / W; then inner unchanged.
+class WarmupLR : public Schedule {
+ public:
+  WarmupLR(std::unique_ptr<Schedule> inner, long long w) : inner_(std::move(inner)), w_(w) {}
+  float lr(int epoch, long long t) override {
+    float v = inner_->lr(epoch, t);
+    if (t < w_) v = static_cast<float>(double(v) * double(t + 1) / double(w_));
+    return v;
+  }
+  float momentum(int epoch, long long t) override { return inner_->momentum(epoch, t); }
+  void on_epoch_end(int epoch, float metric) override { inner_->on_epoch_end(epoch, metric); }
+  bool per_step() const override { return true; }
+
+ private:
+  std::unique_ptr<Schedule> inner_;
+  long long w_;
+};
+
+}  // namespace
+
+void ScheduleOptions::validate() const {
+  static const char* names[] = {"constant", "step", "multistep", "exponential", "inverse-time",
+                                "inverse-sqrt-epoch", "inverse-sqrt-step", "cosine", "cosine-restarts",
+                                "cyclic", "one-cycle", "plateau", "manual"};
+  bool known = std::any_of(std::begin(names), std::end(names), [&](const char* n) { return name == n; });
+  KILN_USAGE_CHECK(known, "unknown schedule '" << name
+                                               << "' (expected constant|step|multistep|exponential|inverse-time|"
+                                                  "inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|"
+                                                  "cyclic|one-cycle|plateau|manual)");
+  KILN_USAGE_CHECK(gamma > 0, "--gamma must be > 0, got " << gamma);
+  KILN_USAGE_CHECK(name != "step" || step_size > 0, "--step-size must be > 0, got " << step_size);
+  for (int m : milestones) KILN_USAGE_CHECK(m >= 0, "--milestones must be >= 0, got " << m);
+  KILN_USAGE_CHECK(decay >= 0, "--decay must be >= 0, got " << decay);
+  KILN_USAGE_CHECK(k > 0, "--k must be > 0, got " << k);
+  KILN_USAGE_CHECK(t_max >= 0, "--t-max must be >= 0, got " << t_max);
+  KILN_USAGE_CHECK(t_mult >= 1, "--t-mult must be >= 1, got " << t_mult);
+  KILN_USAGE_CHECK(eta_min >= 0, "--eta-min must be >= 0, got " << eta_min);
+  KILN_USAGE_CHECK(max_lr >= 0 && base_lr >= 0, "--max-lr/--base-lr must be >= 0, got " << max_lr << "/" << base_lr);
+  KILN_USAGE_CHECK(step_size_up >= 0, "--step-size-up must be >= 0, got " << step_size_up);
+  KILN_USAGE_CHECK(cyclic_mode == "triangular" || cyclic_mode == "triangular2" || cyclic_mode == "exp_range",
+                   "unknown --cyclic-mode '" << cyclic_mode << "' (expected triangular|triangular2|exp_range)");
+  KILN_USAGE_CHECK(base_momentum >= 0 && max_momentum >= base_momentum && max_momentum < 1,
+                   "momentum range must satisfy 0 <= base (" << base_momentum << ") <= max (" << max_momentum << ") < 1");
+  KILN_USAGE_CHECK(pct_start > 0 && pct_start < 1, "--pct-start must be in (0, 1), got " << pct_start);
+  KILN_USAGE_CHECK(div_factor > 0 && final_div_factor > 0,
+                   "--div-factor/--final-div-factor must be > 0, got " << div_factor << "/" << final_div_factor);
+  KILN_USAGE_CHECK(anneal_strategy == "cos" || anneal_strategy == "linear",
+                   "unknown --anneal-strategy '" << anneal_strategy << "' (expected cos|linear)");
+  KILN_USAGE_CHECK(factor > 0 && factor < 1, "--factor must be in (0, 1), got " << factor);
+  KILN_USAGE_CHECK(patience >= 0 && cooldown >= 0, "--patience/--cooldown must be >= 0");
+  KILN_USAGE_CHECK(min_lr >= 0, "--min-lr must be >= 0, got " << min_lr);
+  KILN_USAGE_CHECK(threshold >= 0, "--threshold must be >= 0, got " << threshold);
+  KILN_USAGE_CHECK(mode == "min" || mode == "max", "--mode must be min or max, got '" << mode << "'");
+  KILN_USAGE_CHECK(name != "manual" || !file.empty(), "--schedule manual needs --schedule-file");
+  KILN_USAGE_CHECK(warmup_steps >= 0 && warmup_epochs >= 0, "--warmup-steps/--warmup-epochs must be >= 0");
+  KILN_USAGE_CHECK(warmup_steps == 0 || warmup_epochs == 0,
+                   "--warmup-steps and --warmup-epochs are mutually exclusive");
+}
+
+std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& o, float base_lr, long long steps_per_epoch,
+                                        int epochs) {
+  o.validate();
+  KILN_USAGE_CHECK(base_lr >= 0, "--lr must be >= 0, got " << base_lr);
+  long long spe = std::max<long long>(steps_per_epoch, 1);
+  int run_epochs = std::max(epochs, 1);
+  std::unique_ptr<Schedule> s;
+  const std::string& n = o.name;
+  if (n == "constant") s = std::make_unique<ConstantLR>(base_lr);
+  else if (n == "step") s = std::make_unique<StepLR>(base_lr, o.gamma, o.step_size);
+  else if (n == "multistep") s = std::make_unique<MultiStepLR>(base_lr, o.gamma, o.milestones);
+  else if (n == "exponential") s = std::make_unique<ExponentialLR>(base_lr, o.gamma);
+  else if (n == "inverse-time") s = std::make_unique<InverseTimeLR>(base_lr, o.decay);
+  else if (n == "inverse-sqrt-epoch") s = std::make_unique<InverseSqrtLR>(base_lr, o.k, false);
+  else if (n == "inverse-sqrt-step") s = std::make_unique<InverseSqrtLR>(base_lr, o.k, true);
+  else if (n == "cosine") s = std::make_unique<CosineLR>(base_lr, o.eta_min, o.t_max > 0 ? o.t_max : run_epochs);
+  else if (n == "cosine-restarts")
+    s = std::make_unique<CosineRestartsLR>(base_lr, o.eta_min, o.t_max > 0 ? o.t_max : run_epochs, o.t_mult);
+  else if (n == "cyclic") {
+    float base = o.base_lr > 0 ? o.base_lr : base_lr;
+    float max = o.max_lr > 0 ? o.max_lr : 10.0f * base;
+    long long up = o.step_size_up > 0 ? o.step_size_up : 2 * spe;
+    s = std::make_unique<CyclicLR>(o, base, max, up);
+  } else if (n == "one-cycle") {
+    s = std::make_unique<OneCycleLR>(o, o.max_lr > 0 ? o.max_lr : base_lr, spe * run_epochs);
+  } else if (n == "plateau") s = std::make_unique<PlateauLR>(o, base_lr);
+  else s = std::make_unique<ManualLR>(o.file, base_lr);
+  long long w = o.warmup_steps > 0 ? o.warmup_steps : static_cast<long long>(o.warmup_epochs) * spe;
+  if (w > 0) s = std::make_unique<WarmupLR>(std::move(s), w);
+  return s;
+}
+
+}  // namespace kiln
