@@ -1,0 +1,250 @@
+// LR schedules: each sequence against its formula written out by hand (PyTorch/Keras
+// semantics), momentum cycling, plateau patience/cooldown, manual file re-read, warm-up
+// composition; batch-size schedules and linear LR scaling.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include "engine/error.h"
+#include "optim/batch_schedule.h"
+#include "optim/schedule.h"
+
+using namespace kiln;
+
+namespace {
+
+std::unique_ptr<Schedule> sched(ScheduleOptions o, float lr0 = 0.1f, long long spe = 10, int epochs = 10) {
+  return make_schedule(o, lr0, spe, epochs);
+}
+ScheduleOptions named(const std::string& n) {
+  ScheduleOptions o;
+  o.name = n;
+  return o;
+}
+// lr at epochs 0.. (step = epoch * 10, i.e. the first step of the epoch).
+void expect_epochs(Schedule& s, const std::vector<double>& want) {
+  for (size_t e = 0; e < want.size(); ++e)
+    EXPECT_NEAR(s.lr(static_cast<int>(e), 10 * static_cast<long long>(e)), want[e], 1e-6) << "epoch " << e;
+}
+void expect_steps(Schedule& s, const std::vector<std::pair<long long, double>>& want, bool momentum = false) {
+  for (auto [t, v] : want) {
+    float got = momentum ? s.momentum(0, t) : s.lr(0, t);
+    EXPECT_NEAR(got, v, 1e-6 * std::max(1.0, std::fabs(v))) << (momentum ? "momentum" : "lr") << " at step " << t;
+  }
+}
+
+}  // namespace
+
+TEST(Schedule, ConstantStepMultistepExponential) {
+  auto c = sched(named("constant"));
+  expect_epochs(*c, {0.1, 0.1, 0.1});
+  EXPECT_FALSE(c->per_step());
+  EXPECT_LT(c->momentum(0, 0), 0.0f);
+  ScheduleOptions o = named("step");  // 0.1 * 0.5^floor(e/3)
+  o.gamma = 0.5f;
+  o.step_size = 3;
+  expect_epochs(*sched(o), {0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025});
+  o = named("multistep");  // 0.1 * 0.1^(#milestones <= e), milestones {2, 5}
+  o.milestones = {2, 5};
+  expect_epochs(*sched(o), {0.1, 0.1, 0.01, 0.01, 0.01, 0.001});
+  o = named("exponential");  // 0.1 * 0.95^e: 0.1, 0.095, 0.09025, 0.0857375
+  o.gamma = 0.95f;
+  expect_epochs(*sched(o), {0.1, 0.095, 0.09025, 0.0857375});
+}
+
+TEST(Schedule, InverseTimeAndInverseSqrt) {
+  ScheduleOptions o = named("inverse-time");  // 0.1/(1 + 0.5e): 0.1, 0.0666667, 0.05, 0.04
+  o.decay = 0.5f;
+  expect_epochs(*sched(o), {0.1, 0.1 / 1.5, 0.05, 0.04});
+  o = named("inverse-sqrt-epoch");  // k/sqrt(e+1)*lr0 with k 2: 0.2, 0.1414214, 0.1154701, 0.1
+  o.k = 2.0f;
+  auto s = sched(o);
+  expect_epochs(*s, {0.2, 0.1414214, 0.1154701, 0.1});
+  EXPECT_FALSE(s->per_step());
+  o = named("inverse-sqrt-step");  // k/sqrt(t+1)*lr0 by mini-batch: t 0 -> 0.1, 3 -> 0.05, 15 -> 0.025
+  s = sched(o);
+  EXPECT_TRUE(s->per_step());
+  expect_steps(*s, {{0, 0.1}, {3, 0.05}, {15, 0.025}});
+}
+
+TEST(Schedule, CosineAndWarmRestarts) {
+  ScheduleOptions o = named("cosine");  // 0.01 + 0.09*(1 + cos(pi e/4))/2
+  o.t_max = 4;
+  o.eta_min = 0.01f;
+  expect_epochs(*sched(o), {0.1, 0.0868198, 0.055, 0.0231802, 0.01});
+  o.t_max = 0;  // the run's epochs (10): e5 is the midpoint 0.055
+  EXPECT_NEAR(sched(o)->lr(5, 0), 0.055, 1e-6);
+  o = named("cosine-restarts");  // T0 2, t_mult 2: periods [0,2) [2,6) [6,14)
+  o.t_max = 2;
+  o.t_mult = 2;
+  // e1: 0.1*(1+cos(pi/2))/2 = 0.05; e3: T_cur 1 of 4: 0.0853553; e5: T_cur 3 of 4: 0.0146447
+  expect_epochs(*sched(o), {0.1, 0.05, 0.1, 0.0853553, 0.05, 0.0146447, 0.1});
+}
+
+TEST(Schedule, CyclicTriangularModesAndMomentum) {
+  ScheduleOptions o = named("cyclic");
+  o.base_lr = 0.1f;
+  o.max_lr = 1.0f;
+  o.step_size_up = 4;
+  auto s = sched(o);
+  EXPECT_TRUE(s->per_step());
+  // triangular: up 0.1 -> 1.0 over 4 steps, down over 4: t2 = 0.1 + 0.9*0.5 = 0.55
+  expect_steps(*s, {{0, 0.1}, {2, 0.55}, {4, 1.0}, {6, 0.55}, {8, 0.1}, {12, 1.0}});
+  // momentum cycles inversely: 0.95 - 0.1*scale
+  expect_steps(*s, {{0, 0.95}, {2, 0.9}, {4, 0.85}, {8, 0.95}}, true);
+  o.cyclic_mode = "triangular2";  // amplitude halves each cycle: peaks 1.0, 0.55, 0.325
+  s = sched(o);
+  expect_steps(*s, {{4, 1.0}, {12, 0.55}, {14, 0.325}, {20, 0.325}, {16, 0.1}});
+  o.cyclic_mode = "exp_range";  // amplitude * gamma^t: t2 = 0.1 + 0.9*0.5*0.81 = 0.4645
+  o.gamma = 0.9f;
+  expect_steps(*sched(o), {{2, 0.4645}, {4, 0.1 + 0.9 * 0.6561}});
+  o = named("cyclic");  // defaults: base = lr, max = 10*lr, half cycle = 2 epochs (20 steps)
+  o.cycle_momentum = false;
+  s = sched(o);
+  expect_steps(*s, {{0, 0.1}, {20, 1.0}, {40, 0.1}});
+  EXPECT_LT(s->momentum(0, 5), 0.0f);
+}
+
+TEST(Schedule, OneCycleFirstPeakLastAndMomentum) {
+  // max 1, 2 epochs x 50 steps = 100; initial 1/25 = 0.04, final 0.04/1e4 = 4e-6; the peak is at
+  // step 0.3*100 - 1 = 29. Mid phase 2 (step 64, pct 0.5): (1 + 4e-6)/2, momentum 0.9.
+  ScheduleOptions o = named("one-cycle");
+  o.max_lr = 1.0f;
+  auto s = sched(o, 0.1f, 50, 2);
+  EXPECT_TRUE(s->per_step());
+  expect_steps(*s, {{0, 0.04}, {29, 1.0}, {64, 0.500002}, {99, 4e-6}});
+  // inside phase 1 (step 14, pct 14/29): cos anneal from 0.04 to 1
+  double p = 14.0 / 29.0;
+  expect_steps(*s, {{14, 1.0 + (0.04 - 1.0) / 2 * (1 + std::cos(3.14159265358979323846 * p))}});
+  expect_steps(*s, {{0, 0.95}, {29, 0.85}, {64, 0.9}, {99, 0.95}}, true);
+  o.max_lr = 0;  // max_lr defaults to the optimizer's lr
+  EXPECT_NEAR(sched(o, 0.1f, 50, 2)->lr(0, 29), 0.1, 1e-7);
+}
+
+TEST(Schedule, PlateauPatienceCooldownMinLr) {
+  // factor 0.5, patience 2: a 4th epoch without improvement reduces; cooldown 1 skips counting
+  // the epoch after a reduction, so the next reduction comes one epoch later.
+  for (int cooldown : {0, 1}) {
+    ScheduleOptions o = named("plateau");
+    o.factor = 0.5f;
+    o.patience = 2;
+    o.cooldown = cooldown;
+    auto s = sched(o, 1.0f);
+    std::vector<float> lrs;
+    for (int e = 0; e < 9; ++e) {
+      s->on_epoch_end(e, e == 8 ? 0.5f : 1.0f);
+      lrs.push_back(s->lr(e + 1, 0));
+    }
+    std::vector<float> want = cooldown ? std::vector<float>{1, 1, 1, 0.5f, 0.5f, 0.5f, 0.5f, 0.25f, 0.25f}
+                                       : std::vector<float>{1, 1, 1, 0.5f, 0.5f, 0.5f, 0.25f, 0.25f, 0.25f};
+    EXPECT_EQ(lrs, want) << "cooldown " << cooldown;
+  }
+  ScheduleOptions o = named("plateau");  // min_lr floor; mode max: rising accuracy is better
+  o.factor = 0.5f;
+  o.patience = 0;
+  o.min_lr = 0.3f;
+  auto s = sched(o, 1.0f);
+  for (int e = 0; e < 4; ++e) s->on_epoch_end(e, 1.0f);  // e0 sets best, e1.. each reduce
+  EXPECT_NEAR(s->lr(4, 0), 0.3f, 1e-7);
+  o.mode = "max";
+  s = sched(o, 1.0f);
+  for (int e = 0; e < 4; ++e) s->on_epoch_end(e, 0.5f + 0.1f * e);
+  EXPECT_EQ(s->lr(4, 0), 1.0f);
+}
+
+TEST(Schedule, ManualFileReReadAndErrors) {
+  std::string path = ::testing::TempDir() + "kiln_manual_schedule.txt";
+  { std::ofstream(path) << "# epoch lr\n1 0.1\n3 0.05\n\n5 0.01  # late\n"; }
+  ScheduleOptions o = named("manual");
+  o.file = path;
+  auto s = sched(o, 0.5f);
+  expect_epochs(*s, {0.5, 0.1, 0.1, 0.05, 0.05, 0.01, 0.01});
+  { std::ofstream(path) << "0 0.1\n2 0.02\n"; }  // a person lowers the lr mid-run
+  EXPECT_NEAR(s->lr(3, 0), 0.05, 1e-7);          // not before the epoch ends
+  s->on_epoch_end(2, 0);
+  EXPECT_NEAR(s->lr(3, 0), 0.02, 1e-7);
+  { std::ofstream(path) << "0 0.1\n3 abc\n"; }
+  try {
+    s->on_epoch_end(3, 0);
+    ADD_FAILURE() << "bad line accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Runtime);
+    EXPECT_NE(e.message().find(path + ":2"), std::string::npos) << e.message();
+  }
+  std::remove(path.c_str());
+  try {
+    sched(o);
+    ADD_FAILURE() << "missing file accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find(path), std::string::npos) << e.message();
+  }
+}
+
+TEST(Schedule, LinearWarmupComposes) {
+  ScheduleOptions o = named("constant");  // (t+1)/4 * 0.1 for t < 4
+  o.warmup_steps = 4;
+  auto s = sched(o);
+  EXPECT_TRUE(s->per_step());
+  expect_steps(*s, {{0, 0.025}, {1, 0.05}, {3, 0.1}, {4, 0.1}, {100, 0.1}});
+  o = named("step");  // warm-up of 1 epoch (10 steps) over StepLR(step 1, gamma 0.5)
+  o.step_size = 1;
+  o.gamma = 0.5f;
+  o.warmup_epochs = 1;
+  s = sched(o);
+  EXPECT_NEAR(s->lr(0, 4), 0.1 * 5 / 10, 1e-7);
+  EXPECT_NEAR(s->lr(1, 10), 0.05, 1e-7);
+  o = named("one-cycle");  // momentum passes through the warm-up wrapper
+  o.max_lr = 1.0f;
+  o.warmup_steps = 10;
+  s = sched(o, 0.1f, 50, 2);
+  EXPECT_NEAR(s->lr(0, 0), 0.04 * 0.1, 1e-7);
+  EXPECT_NEAR(s->momentum(0, 29), 0.85, 1e-6);
+  o = named("plateau");  // on_epoch_end passes through too
+  o.warmup_steps = 1;
+  o.patience = 0;
+  s = sched(o, 1.0f);
+  s->on_epoch_end(0, 1.0f);
+  s->on_epoch_end(1, 1.0f);
+  EXPECT_NEAR(s->lr(2, 100), 0.1, 1e-7);
+}
+
+TEST(Schedule, ValidateRejectsBadOptions) {
+  EXPECT_THROW(sched(named("linear-ish")), Error);
+  ScheduleOptions o = named("cyclic");
+  o.cyclic_mode = "sawtooth";
+  EXPECT_THROW(sched(o), Error);
+  o = named("manual");
+  EXPECT_THROW(sched(o), Error);  // no file
+  o = named("constant");
+  o.warmup_steps = 5;
+  o.warmup_epochs = 1;
+  EXPECT_THROW(sched(o), Error);
+  try {
+    sched(named("linear-ish"));
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("linear-ish"), std::string::npos);
+  }
+}
+
+TEST(BatchSchedule, ParseLookupAndLinearScaling) {
+  auto s = parse_batch_schedule("0:512,5:256,10:128");
+  ASSERT_EQ(s.size(), 3u);
+  EXPECT_EQ(s[1], std::make_pair(5, 256));
+  EXPECT_EQ(batch_size_at(s, 0), 512);
+  EXPECT_EQ(batch_size_at(s, 4), 512);
+  EXPECT_EQ(batch_size_at(s, 5), 256);
+  EXPECT_EQ(batch_size_at(s, 12), 128);
+  EXPECT_FLOAT_EQ(scale_lr_linear(0.1f, 256, 512), 0.2f);
+  EXPECT_FLOAT_EQ(scale_lr_linear(0.1f, 512, 128), 0.025f);
+  for (const char* bad : {"5:256", "0:512,0:256", "0:x", "0:0", "0:512,,5:2", "0:512;5:256", ""}) {
+    try {
+      parse_batch_schedule(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage) << bad;
+    }
+  }
+}
