@@ -1,0 +1,504 @@
+// CUDA batch norm and group norm. Deterministic by construction: every reduction runs in a fixed
+// order (per-thread sums, warp butterflies, one block combine; per-split partials combined in
+// split order by a second kernel), partial sums are doubles, and nothing uses float atomics.
+//
+// Batch norm (train): bn_partial (grid splits x channels; sums of x - shift, shift = the
+// channel's first element, so the variance does not cancel when |mean| >> std) ->
+// bn_finalize (one thread per channel: statistics, running stats, affine coefficients) ->
+// bn_apply (element-wise). Backward: the same three steps over dy and dy * (x - mean).
+// Group norm: one block per (sample, group), whose elements are contiguous in NCHW.
+// Indices within a channel or group are 32-bit (the launchers check sizes < 2^31).
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include "engine/cuda_check.h"
+#include "kernels/norm/norm.h"
+
+namespace kiln {
+
+namespace {
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr unsigned kFull = 0xffffffffu;
+
+struct Sum2 {
+  double a, b;
+};
+
+// Sum of (a, b) over the block, returned to every thread. blockDim.x must be kThreads.
+__device__ Sum2 block_sum2(double a, double b) {
+  __shared__ double sa[kWarps + 1], sb[kWarps + 1];
+  for (int o = 16; o > 0; o >>= 1) {
+    a += __shfl_xor_sync(kFull, a, o);
+    b += __shfl_xor_sync(kFull, b, o);
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    sa[warp] = a;
+    sb[warp] = b;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    a = lane < kWarps ? sa[lane] : 0.0;
+    b = lane < kWarps ? sb[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) {
+      a += __shfl_xor_sync(kFull, a, o);
+      b += __shfl_xor_sync(kFull, b, o);
+    }
+    if (lane == 0) {
+      sa[kWarps] = a;
+      sb[kWarps] = b;
+    }
+  }
+  __syncthreads();
+  const Sum2 r{sa[kWarps], sb[kWarps]};
+  __syncthreads();  // the next call may overwrite the slots
+  return r;
+}
+
+__device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+
+bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+unsigned grid_for(int64_t work) {
+  return static_cast<unsigned>(std::clamp<int64_t>((work + kThreads - 1) / kThreads, 1, 1 << 16));
+}
+
+// ---- batch norm ----------------------------------------------------------------------------------
+// Per (split, channel) partial sums over the channel's elements j in [0, n*hw), j = n_*hw + k.
+// Forward (BWD = false): a = sum(x - shift), b = sum((x - shift)^2), shift = x[0, c, 0].
+// Backward: a = sum(dy), b = sum(dy * (x - mean[c])).
+template <bool BWD, bool VEC>
+__global__ void __launch_bounds__(kThreads)
+    bn_partial_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                      const float* __restrict__ mean, int C, unsigned hw, unsigned m,
+                      unsigned per_split, double* __restrict__ pa, double* __restrict__ pb) {
+  const int c = blockIdx.y;
+  const unsigned split = blockIdx.x;
+  const float ctr = BWD ? mean[c] : x[static_cast<int64_t>(c) * hw];
+  const unsigned begin = split * per_split;
+  const unsigned end = min(m, begin + per_split);
+  double a = 0, b = 0;
+  if (VEC) {  // hw % 4 == 0: four consecutive j lie in one row
+    for (unsigned j = begin + 4 * threadIdx.x; j < end; j += 4 * kThreads) {
+      const unsigned n = j / hw, k = j - n * hw;
+      const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
+      const float4 v = ld4(x + i);
+      const float d0 = v.x - ctr, d1 = v.y - ctr, d2 = v.z - ctr, d3 = v.w - ctr;
+      if (BWD) {
+        const float4 g = ld4(dy + i);
+        a += (g.x + g.y) + (g.z + g.w);
+        b += (g.x * d0 + g.y * d1) + (g.z * d2 + g.w * d3);
+      } else {
+        a += (d0 + d1) + (d2 + d3);
+        b += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+      }
+    }
+  } else {
+    for (unsigned j = begin + threadIdx.x; j < end; j += kThreads) {
+      const unsigned n = j / hw, k = j - n * hw;
+      const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
+      const float d = x[i] - ctr;
+      if (BWD) {
+        a += dy[i];
+        b += dy[i] * d;
+      } else {
+        a += d;
+        b += d * d;
+      }
+    }
+  }
+  const Sum2 r = block_sum2(a, b);
+  if (threadIdx.x == 0) {
+    pa[static_cast<int64_t>(c) * gridDim.x + split] = r.a;
+    pb[static_cast<int64_t>(c) * gridDim.x + split] = r.b;
+  }
+}
+
+// One thread per channel: batch statistics, running statistics, and coef = (mean, scale, bias)
+// for bn_apply.
+__global__ void bn_finalize_fwd_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                       const float* __restrict__ bias, int C, unsigned hw,
+                                       unsigned m, int splits, const double* __restrict__ pa,
+                                       const double* __restrict__ pb, float* save_mean,
+                                       float* save_invstd, float* coef, float* running_mean,
+                                       float* running_var, float* nbt, double momentum,
+                                       double eps) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double a = 0, b = 0;
+  for (int s = 0; s < splits; ++s) {
+    a += pa[static_cast<int64_t>(c) * splits + s];
+    b += pb[static_cast<int64_t>(c) * splits + s];
+  }
+  const double dm = a / m;
+  const double mean = static_cast<double>(x[static_cast<int64_t>(c) * hw]) + dm;
+  const double var = fmax(b / m - dm * dm, 0.0);
+  const double invstd = 1.0 / sqrt(var + eps);
+  save_mean[c] = static_cast<float>(mean);
+  save_invstd[c] = static_cast<float>(invstd);
+  coef[c] = static_cast<float>(mean);
+  coef[C + c] = static_cast<float>(w[c] * invstd);
+  coef[2 * C + c] = bias[c];
+  if (running_mean) {
+    const double unbiased = m > 1 ? var * m / (m - 1) : var;
+    running_mean[c] = static_cast<float>((1 - momentum) * running_mean[c] + momentum * mean);
+    running_var[c] = static_cast<float>((1 - momentum) * running_var[c] + momentum * unbiased);
+  }
+  if (nbt && c == 0) nbt[0] += 1.0f;
+}
+
+// One thread per channel: dweight, dbias and coef = (k1, k2, k3) with
+// dx = k1 * dy + k2 * (x - mean) + k3.
+__global__ void bn_finalize_bwd_kernel(const float* __restrict__ w, const float* __restrict__ invstd,
+                                       int C, unsigned m, int splits, const double* __restrict__ pa,
+                                       const double* __restrict__ pb, float* dweight, float* dbias,
+                                       float* coef, bool train) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double sdy = 0, sdyx = 0;
+  for (int s = 0; s < splits; ++s) {
+    sdy += pa[static_cast<int64_t>(c) * splits + s];
+    sdyx += pb[static_cast<int64_t>(c) * splits + s];
+  }
+  const double is = invstd[c];
+  const double dw = sdyx * is;
+  dweight[c] = static_cast<float>(dw);
+  dbias[c] = static_cast<float>(sdy);
+  const double k1 = w[c] * is;
+  coef[c] = static_cast<float>(k1);
+  coef[C + c] = train ? static_cast<float>(-k1 * is * dw / m) : 0.0f;
+  coef[2 * C + c] = train ? static_cast<float>(-k1 * sdy / m) : 0.0f;
+}
+
+enum class Apply { Norm, Eval, Dx };
+
+// Element-wise pass. Norm: y = (x - p0[c]) * p0[C+c] + p0[2C+c] (p0 = forward coef).
+// Eval: y = (x - p0[c]) * p2[c] / sqrt(p1[c] + eps) + p3[c] (running mean/var, weight, bias).
+// Dx: out = p0[c] * dy + p0[C+c] * (x - p1[c]) + p0[2C+c] (p0 = backward coef, p1 = mean).
+template <Apply MODE>
+struct ChannelOp {
+  const float *p0, *p1, *p2, *p3;
+  int C;
+  float eps;
+  __device__ __forceinline__ void coef(int c, float& u, float& s, float& t, float& v) const {
+    if (MODE == Apply::Norm) {
+      u = p0[c], s = p0[C + c], t = p0[2 * C + c], v = 0;
+    } else if (MODE == Apply::Eval) {
+      u = p0[c], s = p2[c] / sqrtf(p1[c] + eps), t = p3[c], v = 0;
+    } else {
+      v = p0[c], s = p0[C + c], t = p0[2 * C + c], u = p1[c];
+    }
+  }
+  // Norm/Eval: (x - u) * s + t.  Dx: v * g + s * (x - u) + t.
+  __device__ __forceinline__ float op(float xv, float g, float u, float s, float t, float v) const {
+    return MODE == Apply::Dx ? v * g + s * (xv - u) + t : (xv - u) * s + t;
+  }
+};
+
+template <Apply MODE, bool VEC>
+__global__ void __launch_bounds__(kThreads)
+    bn_apply_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                    float* __restrict__ out, ChannelOp<MODE> f, unsigned hw, unsigned total) {
+  const unsigned stride = gridDim.x * kThreads;
+  if (VEC) {
+    for (unsigned q = blockIdx.x * kThreads + threadIdx.x; q < total / 4; q += stride) {
+      const unsigned i = 4 * q;
+      const int c = static_cast<int>((i / hw) % f.C);
+      float u, s, t, v;
+      f.coef(c, u, s, t, v);
+      const float4 xv = ld4(x + i);
+      const float4 g = MODE == Apply::Dx ? ld4(dy + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+      st4(out + i, make_float4(f.op(xv.x, g.x, u, s, t, v), f.op(xv.y, g.y, u, s, t, v),
+                               f.op(xv.z, g.z, u, s, t, v), f.op(xv.w, g.w, u, s, t, v)));
+    }
+  } else {
+    for (unsigned i = blockIdx.x * kThreads + threadIdx.x; i < total; i += stride) {
+      const int c = static_cast<int>((i / hw) % f.C);
+      float u, s, t, v;
+      f.coef(c, u, s, t, v);
+      out[i] = f.op(x[i], MODE == Apply::Dx ? dy[i] : 0.0f, u, s, t, v);
+    }
+  }
+}
+
+template <Apply MODE>
+void launch_apply(const float* x, const float* dy, float* out, ChannelOp<MODE> f,
+                  const NormShape& s, cudaStream_t stream) {
+  const unsigned hw = static_cast<unsigned>(s.hw), total = static_cast<unsigned>(s.numel());
+  const bool vec = s.hw % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(out);
+  if (vec) {
+    bn_apply_kernel<MODE, true><<<grid_for(total / 4), kThreads, 0, stream>>>(x, dy, out, f, hw, total);
+  } else {
+    bn_apply_kernel<MODE, false><<<grid_for(total), kThreads, 0, stream>>>(x, dy, out, f, hw, total);
+  }
+  KILN_LAUNCH_CHECK();
+}
+
+void check_shape(const NormShape& s, const char* op) {
+  KILN_CHECK(s.n > 0 && s.c > 0 && s.hw > 0 && s.numel() < INT_MAX,
+             op << ": unsupported shape n=" << s.n << " c=" << s.c << " hw=" << s.hw
+                << " (each dimension >= 1, at most 2^31 - 1 elements)");
+}
+
+struct BnWorkspace {
+  double *pa, *pb;
+  float* coef;
+  int splits;
+  unsigned per_split;
+};
+
+BnWorkspace bn_workspace(void* ws, const NormShape& s) {
+  BnWorkspace w;
+  w.splits = static_cast<int>(batchnorm_splits(s));
+  const int64_t m = s.n * s.hw;
+  w.per_split = static_cast<unsigned>(((m + w.splits - 1) / w.splits + 3) / 4 * 4);
+  w.pa = static_cast<double*>(ws);
+  w.pb = w.pa + s.c * w.splits;
+  w.coef = reinterpret_cast<float*>(w.pb + s.c * w.splits);
+  return w;
+}
+
+template <bool BWD>
+void launch_partial(const float* x, const float* dy, const float* mean, const NormShape& s,
+                    const BnWorkspace& w, cudaStream_t stream) {
+  const dim3 grid(w.splits, static_cast<unsigned>(s.c));
+  const unsigned hw = static_cast<unsigned>(s.hw), m = static_cast<unsigned>(s.n * s.hw);
+  const int C = static_cast<int>(s.c);
+  if (s.hw % 4 == 0 && aligned16(x) && aligned16(dy)) {
+    bn_partial_kernel<BWD, true><<<grid, kThreads, 0, stream>>>(x, dy, mean, C, hw, m, w.per_split, w.pa, w.pb);
+  } else {
+    bn_partial_kernel<BWD, false><<<grid, kThreads, 0, stream>>>(x, dy, mean, C, hw, m, w.per_split, w.pa, w.pb);
+  }
+  KILN_LAUNCH_CHECK();
+}
+
+// ---- group norm ----------------------------------------------------------------------------------
+// One block per (sample, group): shifted sums, statistics, then the normalised output.
+template <bool VEC>
+__global__ void __launch_bounds__(kThreads)
+    gn_fwd_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                  const float* __restrict__ bias, float* __restrict__ y, float* mean_out,
+                  float* invstd_out, int groups, unsigned hw, unsigned cpg, double eps) {
+  const unsigned ng = blockIdx.x, g = ng % groups, len = cpg * hw;
+  const int64_t base = static_cast<int64_t>(ng) * len;  // (n*C + g*cpg)*hw
+  const float* xr = x + base;
+  const float shift = xr[0];
+  double a = 0, b = 0;
+  if (VEC) {
+    for (unsigned j = 4 * threadIdx.x; j < len; j += 4 * kThreads) {
+      const float4 v = ld4(xr + j);
+      const float d0 = v.x - shift, d1 = v.y - shift, d2 = v.z - shift, d3 = v.w - shift;
+      a += (d0 + d1) + (d2 + d3);
+      b += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+    }
+  } else {
+    for (unsigned j = threadIdx.x; j < len; j += kThreads) {
+      const float d = xr[j] - shift;
+      a += d;
+      b += d * d;
+    }
+  }
+  const Sum2 r = block_sum2(a, b);
+  const double dm = r.a / len;
+  const double mean = shift + dm;
+  const double invstd = 1.0 / sqrt(fmax(r.b / len - dm * dm, 0.0) + eps);
+  if (threadIdx.x == 0) {
+    mean_out[ng] = static_cast<float>(mean);
+    invstd_out[ng] = static_cast<float>(invstd);
+  }
+  const float fm = static_cast<float>(mean), fi = static_cast<float>(invstd);
+  const unsigned c0 = g * cpg;
+  float* yr = y + base;
+  if (VEC) {
+    for (unsigned j = 4 * threadIdx.x; j < len; j += 4 * kThreads) {
+      const float4 v = ld4(xr + j);
+      float o[4];
+      const float in[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const unsigned c = c0 + (j + e) / hw;
+        o[e] = (in[e] - fm) * (fi * w[c]) + bias[c];
+      }
+      st4(yr + j, make_float4(o[0], o[1], o[2], o[3]));
+    }
+  } else {
+    for (unsigned j = threadIdx.x; j < len; j += kThreads) {
+      const unsigned c = c0 + j / hw;
+      yr[j] = (xr[j] - fm) * (fi * w[c]) + bias[c];
+    }
+  }
+}
+
+// One block per (sample, group): per-channel sums of dy and dy * xhat (to the workspace, for
+// dweight/dbias), their weighted group totals, then dx.
+__global__ void __launch_bounds__(kThreads)
+    gn_bwd_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                  const float* __restrict__ w, const float* __restrict__ mean,
+                  const float* __restrict__ invstd, float* __restrict__ dx, float* ws_dw,
+                  float* ws_db, int C, int groups, unsigned hw, unsigned cpg) {
+  const unsigned ng = blockIdx.x, n = ng / groups, g = ng % groups, len = cpg * hw;
+  const int64_t base = static_cast<int64_t>(ng) * len;
+  const float* xr = x + base;
+  const float* gr = dy + base;
+  const float mu = mean[ng], is = invstd[ng];
+  const unsigned c0 = g * cpg;
+  double sg = 0, sgx = 0;  // sum over the group of dy*w and dy*w*xhat
+  if (hw >= 32) {
+    // a whole block per channel
+    for (unsigned ci = 0; ci < cpg; ++ci) {
+      double a = 0, b = 0;
+      for (unsigned k = threadIdx.x; k < hw; k += kThreads) {
+        const float gv = gr[ci * hw + k];
+        a += gv;
+        b += gv * (xr[ci * hw + k] - mu);
+      }
+      const Sum2 r = block_sum2(a, b);
+      const double dwc = r.b * is;
+      const unsigned c = c0 + ci;
+      if (threadIdx.x == 0) {
+        ws_db[static_cast<int64_t>(n) * C + c] = static_cast<float>(r.a);
+        ws_dw[static_cast<int64_t>(n) * C + c] = static_cast<float>(dwc);
+      }
+      sg += w[c] * r.a;
+      sgx += w[c] * dwc;
+    }
+  } else {
+    // a thread per channel, then one block sum
+    for (unsigned ci = threadIdx.x; ci < cpg; ci += kThreads) {
+      double a = 0, b = 0;
+      for (unsigned k = 0; k < hw; ++k) {
+        const float gv = gr[ci * hw + k];
+        a += gv;
+        b += gv * (xr[ci * hw + k] - mu);
+      }
+      const double dwc = b * is;
+      const unsigned c = c0 + ci;
+      ws_db[static_cast<int64_t>(n) * C + c] = static_cast<float>(a);
+      ws_dw[static_cast<int64_t>(n) * C + c] = static_cast<float>(dwc);
+      sg += w[c] * a;
+      sgx += w[c] * dwc;
+    }
+    const Sum2 r = block_sum2(sg, sgx);
+    sg = r.a;
+    sgx = r.b;
+  }
+  if (!dx) return;
+  const float fsg = static_cast<float>(sg / len), fsgx = static_cast<float>(sgx / len);
+  float* dr = dx + base;
+  for (unsigned j = threadIdx.x; j < len; j += kThreads) {
+    const unsigned c = c0 + j / hw;
+    const float xh = (xr[j] - mu) * is;
+    dr[j] = is * (w[c] * gr[j] - fsg - xh * fsgx);
+  }
+}
+
+// One thread per channel: dweight/dbias summed over the samples in order.
+__global__ void gn_param_grad_kernel(const float* __restrict__ ws_dw, const float* __restrict__ ws_db,
+                                     float* dweight, float* dbias, int N, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double a = 0, b = 0;
+  for (int n = 0; n < N; ++n) {
+    a += ws_dw[static_cast<int64_t>(n) * C + c];
+    b += ws_db[static_cast<int64_t>(n) * C + c];
+  }
+  dweight[c] = static_cast<float>(a);
+  dbias[c] = static_cast<float>(b);
+}
+
+__global__ void bn_invstd_kernel(const float* var, float* invstd, double eps, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c < C) invstd[c] = static_cast<float>(1.0 / sqrt(static_cast<double>(var[c]) + eps));
+}
+
+unsigned channel_blocks(int64_t c) { return static_cast<unsigned>((c + 127) / 128); }
+}  // namespace
+
+// ---- launchers -----------------------------------------------------------------------------------
+void batchnorm_fwd_train(const float* x, const float* weight, const float* bias, float* y,
+                         float* save_mean, float* save_invstd, float* running_mean,
+                         float* running_var, float* num_batches_tracked, double momentum,
+                         double eps, const NormShape& s, void* workspace, cudaStream_t stream) {
+  check_shape(s, "batchnorm_fwd_train");
+  const BnWorkspace w = bn_workspace(workspace, s);
+  launch_partial<false>(x, nullptr, nullptr, s, w, stream);
+  bn_finalize_fwd_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
+      x, weight, bias, static_cast<int>(s.c), static_cast<unsigned>(s.hw),
+      static_cast<unsigned>(s.n * s.hw), w.splits, w.pa, w.pb, save_mean, save_invstd, w.coef,
+      running_mean, running_var, num_batches_tracked, momentum, eps);
+  KILN_LAUNCH_CHECK();
+  launch_apply<Apply::Norm>(x, nullptr, y, {w.coef, nullptr, nullptr, nullptr, static_cast<int>(s.c), 0.f},
+                            s, stream);
+}
+
+void batchnorm_fwd_eval(const float* x, const float* weight, const float* bias,
+                        const float* running_mean, const float* running_var, float* y, double eps,
+                        const NormShape& s, cudaStream_t stream) {
+  check_shape(s, "batchnorm_fwd_eval");
+  launch_apply<Apply::Eval>(
+      x, nullptr, y,
+      {running_mean, running_var, weight, bias, static_cast<int>(s.c), static_cast<float>(eps)}, s,
+      stream);
+}
+
+void batchnorm_bwd(const float* x, const float* dy, const float* weight, const float* mean,
+                   const float* invstd, float* dx, float* dweight, float* dbias, bool train,
+                   const NormShape& s, void* workspace, cudaStream_t stream) {
+  check_shape(s, "batchnorm_bwd");
+  const BnWorkspace w = bn_workspace(workspace, s);
+  launch_partial<true>(x, dy, mean, s, w, stream);
+  bn_finalize_bwd_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
+      weight, invstd, static_cast<int>(s.c), static_cast<unsigned>(s.n * s.hw), w.splits, w.pa,
+      w.pb, dweight, dbias, w.coef, train);
+  KILN_LAUNCH_CHECK();
+  if (dx)
+    launch_apply<Apply::Dx>(x, dy, dx, {w.coef, mean, nullptr, nullptr, static_cast<int>(s.c), 0.f},
+                            s, stream);
+}
+
+void batchnorm_invstd(const float* var, float* invstd, double eps, int64_t c, cudaStream_t stream) {
+  if (c == 0) return;
+  bn_invstd_kernel<<<channel_blocks(c), 128, 0, stream>>>(var, invstd, eps, static_cast<int>(c));
+  KILN_LAUNCH_CHECK();
+}
+
+void groupnorm_fwd(const float* x, const float* weight, const float* bias, float* y,
+                   float* save_mean, float* save_invstd, double eps, const NormShape& s,
+                   cudaStream_t stream) {
+  check_shape(s, "groupnorm_fwd");
+  KILN_CHECK(s.groups > 0 && s.c % s.groups == 0,
+             "groupnorm_fwd: " << s.c << " channels are not divisible by " << s.groups << " groups");
+  const unsigned cpg = static_cast<unsigned>(s.c / s.groups), hw = static_cast<unsigned>(s.hw);
+  const unsigned blocks = static_cast<unsigned>(s.n * s.groups);
+  if ((cpg * hw) % 4 == 0 && aligned16(x) && aligned16(y)) {
+    gn_fwd_kernel<true><<<blocks, kThreads, 0, stream>>>(x, weight, bias, y, save_mean, save_invstd,
+                                                         static_cast<int>(s.groups), hw, cpg, eps);
+  } else {
+    gn_fwd_kernel<false><<<blocks, kThreads, 0, stream>>>(x, weight, bias, y, save_mean, save_invstd,
+                                                          static_cast<int>(s.groups), hw, cpg, eps);
+  }
+  KILN_LAUNCH_CHECK();
+}
+
+void groupnorm_bwd(const float* x, const float* dy, const float* weight, const float* mean,
+                   const float* invstd, float* dx, float* dweight, float* dbias,
+                   const NormShape& s, void* workspace, cudaStream_t stream) {
+  check_shape(s, "groupnorm_bwd");
+  KILN_CHECK(s.groups > 0 && s.c % s.groups == 0,
+             "groupnorm_bwd: " << s.c << " channels are not divisible by " << s.groups << " groups");
+  float* ws_dw = static_cast<float*>(workspace);
+  float* ws_db = ws_dw + s.n * s.c;
+  gn_bwd_kernel<<<static_cast<unsigned>(s.n * s.groups), kThreads, 0, stream>>>(
+      x, dy, weight, mean, invstd, dx, ws_dw, ws_db, static_cast<int>(s.c),
+      static_cast<int>(s.groups), static_cast<unsigned>(s.hw), static_cast<unsigned>(s.c / s.groups));
+  KILN_LAUNCH_CHECK();
+  gn_param_grad_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(ws_dw, ws_db, dweight, dbias,
+                                                                static_cast<int>(s.n),
+                                                                static_cast<int>(s.c));
+  KILN_LAUNCH_CHECK();
+}
+
+}  // namespace kiln
