@@ -407,7 +407,13 @@ TEST(OptimChunks, ChunksStayInsideTensors) {
   EXPECT_EQ(ch[3].begin, 16 + 2 * kOptimChunk);
   EXPECT_EQ(ch[3].len, 5);
   EXPECT_EQ(ch[3].tensor, 3);
-  EXPECT_THROW(optim_build_chunks({{3, 4, 1, 1}}), Error);  // misaligned offset
+  EXPECT_EQ(ts[0].chunk_begin, 0);
+  EXPECT_EQ(ts[0].chunk_end, 0);
+  EXPECT_EQ(ts[2].chunk_begin, 1);
+  EXPECT_EQ(ts[2].chunk_end, 2);
+  EXPECT_EQ(ts[3].chunk_end, 4);
+  std::vector<OptimTensor> bad = {{3, 4, 1, 1}};
+  EXPECT_THROW(optim_build_chunks(bad), Error);  // misaligned offset
 }
 
 // ---- GPU: fused step vs CPU reference ------------------------------------------------------------

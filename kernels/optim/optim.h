@@ -37,6 +37,7 @@ struct OptimTensor {
   int64_t numel = 0;
   int decay = 1;       // weight decay applies
   int penalize = 1;    // L1/L2 penalties apply
+  int32_t chunk_begin = 0, chunk_end = 0;  // its chunks [begin, end), set by optim_build_chunks
 };
 
 struct OptimHyper {
@@ -86,8 +87,9 @@ struct OptimChunk {
   int32_t tensor = 0;
 };
 
-// The chunk table for a tensor table (built on the host once, then uploaded).
-std::vector<OptimChunk> optim_build_chunks(const std::vector<OptimTensor>& tensors);
+// The chunk table for a tensor table (built on the host once, then uploaded); also sets each
+// tensor's chunk range.
+std::vector<OptimChunk> optim_build_chunks(std::vector<OptimTensor>& tensors);
 
 // Device memory one optimizer needs besides its state buffers; offsets in bytes.
 struct OptimWorkspaceLayout {

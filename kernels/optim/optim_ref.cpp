@@ -79,15 +79,18 @@ template void optim_step_ref<double>(double*, const double*, double*, double*, c
 template double optim_penalty_ref<float>(const float*, float*, int64_t, float, float);
 template double optim_penalty_ref<double>(const double*, double*, int64_t, float, float);
 
-std::vector<OptimChunk> optim_build_chunks(const std::vector<OptimTensor>& tensors) {
+std::vector<OptimChunk> optim_build_chunks(std::vector<OptimTensor>& tensors) {
   std::vector<OptimChunk> chunks;
   for (size_t t = 0; t < tensors.size(); ++t) {
+    tensors[t].chunk_begin = static_cast<int32_t>(chunks.size());
     KILN_CHECK(tensors[t].offset % 16 == 0,
                "optimizer tensor " << t << " offset " << tensors[t].offset << " not 64-byte aligned");
     for (int64_t b = 0; b < tensors[t].numel; b += kOptimChunk) {
       int64_t len = std::min<int64_t>(kOptimChunk, tensors[t].numel - b);
       chunks.push_back({tensors[t].offset + b, static_cast<int32_t>(len), static_cast<int32_t>(t)});
     }
+    KILN_CHECK(chunks.size() < (size_t(1) << 31), "optimizer: too many chunks (" << chunks.size() << ")");
+    tensors[t].chunk_end = static_cast<int32_t>(chunks.size());
   }
   return chunks;
 }

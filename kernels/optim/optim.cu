@@ -1,0 +1,230 @@
+// Fused optimizer step: two launches per step whatever the number of tensors.
+//   Pass 1 (optim_stats_kernel): one block per chunk (a chunk lies inside one tensor) sums
+//   g_eff^2, w^2, |w| and counts non-finite g_eff, writing one float4 partial to its own slot.
+//   The last block to finish (threadfence + atomic ticket, reset by that block) reduces the
+//   partials in a fixed order (one warp per tensor, lanes striding over the tensor's chunks, a
+//   fixed butterfly, then warps in index order) into per-tensor norms, the global norm, the
+//   penalty values, the per-tensor clip factors and the skip flag: deterministic, no float
+//   atomics. Pass 2 (optim_update_kernel): one block per chunk applies clip, decay and update,
+//   float4-vectorised, reading the clip factor and the skip flag from device memory.
+// lr, momentum and the step count are kernel arguments, so a step never waits for the host.
+#include "engine/cuda_check.h"
+#include "kernels/optim/optim.h"
+#include "kernels/optim/optim_math.h"
+
+namespace kiln {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+
+struct WsPtrs {
+  float4* partials;
+  float* stats;  // G, l1_penalty, l2_penalty, ||g||_t (T), ||w||_t (T)
+  int* skip;
+  int* sticky;
+  unsigned* ticket;
+  float* factors;
+};
+
+WsPtrs ws_ptrs(void* ws, int nchunks, int ntensors) {
+  OptimWorkspaceLayout l = optim_workspace_layout(nchunks, ntensors);
+  char* b = static_cast<char*>(ws);
+  return {reinterpret_cast<float4*>(b + l.partials), reinterpret_cast<float*>(b + l.stats),
+          reinterpret_cast<int*>(b + l.skip), reinterpret_cast<int*>(b + l.sticky),
+          reinterpret_cast<unsigned*>(b + l.ticket), reinterpret_cast<float*>(b + l.factors)};
+}
+
+__device__ __forceinline__ void accumulate(float w, float g, int pen, float l1, float l2, float& sg, float& sw,
+                                           float& sa, int& bad) {
+  float ge = optim_penalised_grad(g, w, pen, l1, l2);
+  bad |= !isfinite(ge);
+  sg = fmaf(ge, ge, sg);
+  sw = fmaf(w, w, sw);
+  sa += fabsf(w);
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+static __global__ void __launch_bounds__(kThreads)
+    optim_stats_kernel(const float* __restrict__ w, const float* __restrict__ g, const OptimChunk* __restrict__ chunks,
+                       const OptimTensor* __restrict__ tensors, int ntensors, float l1, float l2, ClipMode clip,
+                       float clip_value, WsPtrs ws) {
+  __shared__ float red[4][kWarps];
+  __shared__ double dred[4][kWarps];
+  __shared__ bool is_last;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  // ---- this block's chunk
+  const OptimChunk c = chunks[blockIdx.x];
+  const int pen = tensors[c.tensor].penalize;
+  float sg = 0, sw = 0, sa = 0;
+  int bad = 0;
+  const int nvec = c.len / 4;  // c.begin is a multiple of 4: tensors are 64-byte aligned
+  const float4* w4 = reinterpret_cast<const float4*>(w + c.begin);
+  const float4* g4 = reinterpret_cast<const float4*>(g + c.begin);
+  for (int i = tid; i < nvec; i += kThreads) {
+    float4 a = w4[i], b = g4[i];
+    accumulate(a.x, b.x, pen, l1, l2, sg, sw, sa, bad);
+    accumulate(a.y, b.y, pen, l1, l2, sg, sw, sa, bad);
+    accumulate(a.z, b.z, pen, l1, l2, sg, sw, sa, bad);
+    accumulate(a.w, b.w, pen, l1, l2, sg, sw, sa, bad);
+  }
+  for (int i = nvec * 4 + tid; i < c.len; i += kThreads)
+    accumulate(w[c.begin + i], g[c.begin + i], pen, l1, l2, sg, sw, sa, bad);
+  sg = warp_sum(sg);
+  sw = warp_sum(sw);
+  sa = warp_sum(sa);
+  bad = __any_sync(0xffffffffu, bad);
+  if (lane == 0) {
+    red[0][warp] = sg;
+    red[1][warp] = sw;
+    red[2][warp] = sa;
+    red[3][warp] = static_cast<float>(bad);
+  }
+  __syncthreads();
+  if (tid == 0) {
+    float4 p = make_float4(0, 0, 0, 0);
+    for (int k = 0; k < kWarps; ++k) {
+      p.x += red[0][k];
+      p.y += red[1][k];
+      p.z += red[2][k];
+      p.w += red[3][k];
+    }
+    ws.partials[blockIdx.x] = p;
+    __threadfence();  // the partial is visible device-wide before the ticket is taken
+    unsigned t = atomicAdd(ws.ticket, 1u);
+    is_last = (t == gridDim.x - 1);
+  }
+  __syncthreads();
+  if (!is_last) return;
+
+  // ---- the last block: per-tensor sums, one warp per tensor, lanes over its chunks
+  __threadfence();
+  double tot_g = 0, tot_l1 = 0, tot_l2 = 0, tot_bad = 0;  // meaningful on lane 0
+  for (int t = warp; t < ntensors; t += kWarps) {
+    const OptimTensor ts = tensors[t];
+    double a = 0, b = 0, s = 0, n = 0;
+    for (int k = ts.chunk_begin + lane; k < ts.chunk_end; k += 32) {
+      float4 p = __ldcg(&ws.partials[k]);  // written by other blocks: read from L2
+      a += p.x;
+      b += p.y;
+      s += p.z;
+      n += p.w;
+    }
+    a = warp_sum(a);
+    b = warp_sum(b);
+    s = warp_sum(s);
+    n = warp_sum(n);
+    if (lane == 0) {
+      ws.stats[3 + t] = static_cast<float>(sqrt(a));
+      ws.stats[3 + ntensors + t] = static_cast<float>(sqrt(b));
+      ws.factors[t] = static_cast<float>(optim_clip_factor(clip, clip_value, a, 0.0));
+      tot_g += a;
+      tot_bad += n;
+      if (ts.penalize) {
+        tot_l1 += s;
+        tot_l2 += b;
+      }
+    }
+  }
+  if (lane == 0) {
+    dred[0][warp] = tot_g;
+    dred[1][warp] = tot_l1;
+    dred[2][warp] = tot_l2;
+    dred[3][warp] = tot_bad;
+  }
+  __syncthreads();
+  __shared__ double global_norm;
+  if (tid == 0) {
+    double G = 0, L1 = 0, L2 = 0, B = 0;
+    for (int k = 0; k < kWarps; ++k) {
+      G += dred[0][k];
+      L1 += dred[1][k];
+      L2 += dred[2][k];
+      B += dred[3][k];
+    }
+    G = sqrt(G);
+    global_norm = G;
+    ws.stats[0] = static_cast<float>(G);
+    ws.stats[1] = static_cast<float>(double(l1) * L1);
+    ws.stats[2] = static_cast<float>(double(l2) * L2);
+    *ws.skip = B > 0 ? 1 : 0;
+    if (B > 0) *ws.sticky = 1;
+    *ws.ticket = 0u;  // ready for the next step
+  }
+  __syncthreads();
+  if (clip == ClipMode::GlobalNorm)
+    for (int t = tid; t < ntensors; t += kThreads)
+      ws.factors[t] = static_cast<float>(optim_clip_factor(clip, clip_value, 0.0, global_norm));
+}
+
+__device__ __forceinline__ void update_one(float& w, float g, float* s1, float* s2, int pen, int decay, float factor,
+                                           const OptimHyper& h, const OptimScalars& sc) {
+  float ge = optim_penalised_grad(g, w, pen, h.l1, h.l2);
+  ge = optim_clip(ge, h.clip, h.clip_value, factor);
+  optim_update(w, ge, s1, s2, decay, h, sc);
+}
+
+static __global__ void __launch_bounds__(kThreads)
+    optim_update_kernel(float* __restrict__ w, const float* __restrict__ g, float* __restrict__ s1,
+                        float* __restrict__ s2, const OptimChunk* __restrict__ chunks,
+                        const OptimTensor* __restrict__ tensors, const float* __restrict__ factors,
+                        const int* __restrict__ skip, OptimHyper h, OptimScalars sc, int use1, int use2) {
+  if (*skip) return;
+  const OptimChunk c = chunks[blockIdx.x];
+  const OptimTensor ts = tensors[c.tensor];
+  const float f = factors[c.tensor];
+  const int nvec = c.len / 4;
+  float4* w4 = reinterpret_cast<float4*>(w + c.begin);
+  const float4* g4 = reinterpret_cast<const float4*>(g + c.begin);
+  float4* a4 = use1 ? reinterpret_cast<float4*>(s1 + c.begin) : nullptr;
+  float4* b4 = use2 ? reinterpret_cast<float4*>(s2 + c.begin) : nullptr;
+  for (int i = threadIdx.x; i < nvec; i += kThreads) {
+    float4 wv = w4[i], gv = g4[i];
+    float4 av = use1 ? a4[i] : make_float4(0, 0, 0, 0);
+    float4 bv = use2 ? b4[i] : make_float4(0, 0, 0, 0);
+    update_one(wv.x, gv.x, &av.x, &bv.x, ts.penalize, ts.decay, f, h, sc);
+    update_one(wv.y, gv.y, &av.y, &bv.y, ts.penalize, ts.decay, f, h, sc);
+    update_one(wv.z, gv.z, &av.z, &bv.z, ts.penalize, ts.decay, f, h, sc);
+    update_one(wv.w, gv.w, &av.w, &bv.w, ts.penalize, ts.decay, f, h, sc);
+    w4[i] = wv;
+    if (use1) a4[i] = av;
+    if (use2) b4[i] = bv;
+  }
+  for (int i = nvec * 4 + threadIdx.x; i < c.len; i += kThreads) {
+    const int64_t k = c.begin + i;
+    float wv = w[k], av = use1 ? s1[k] : 0.0f, bv = use2 ? s2[k] : 0.0f;
+    update_one(wv, g[k], &av, &bv, ts.penalize, ts.decay, f, h, sc);
+    w[k] = wv;
+    if (use1) s1[k] = av;
+    if (use2) s2[k] = bv;
+  }
+}
+
+}  // namespace
+
+void optim_step(float* w, const float* g, float* s1, float* s2, const OptimPlan& plan, const OptimHyper& h,
+                cudaStream_t stream) {
+  if (plan.nchunks == 0) return;  // no parameters: nothing to launch
+  WsPtrs ws = ws_ptrs(plan.workspace, plan.nchunks, plan.ntensors);
+  optim_stats_kernel<<<plan.nchunks, kThreads, 0, stream>>>(w, g, plan.chunks, plan.tensors, plan.ntensors, h.l1,
+                                                            h.l2, h.clip, h.clip_value, ws);
+  KILN_LAUNCH_CHECK();
+  optim_count_launch();
+  // Which state buffers this kind reads and writes (same rule as optim_update).
+  const bool adam = h.kind == OptimKind::Adam || h.kind == OptimKind::AdamW;
+  int use1 = (h.kind == OptimKind::SGD ? h.momentum != 0.0f : 1) && s1 != nullptr;
+  int use2 = (adam || (h.kind == OptimKind::RMSprop && h.momentum > 0.0f)) && s2 != nullptr;
+  optim_update_kernel<<<plan.nchunks, kThreads, 0, stream>>>(w, g, s1, s2, plan.chunks, plan.tensors, ws.factors,
+                                                             ws.skip, h, optim_scalars(h), use1, use2);
+  KILN_LAUNCH_CHECK();
+  optim_count_launch();
+}
+
+}  // namespace kiln
