@@ -20,6 +20,8 @@ Error::Error(ErrorKind kind, const std::string& msg, const char* file, int line)
     : std::runtime_error(msg), kind_(kind), message_(msg),
       where_(short_path(file) + ":" + std::to_string(line)) {}
 
+int exit_code(ErrorKind k) { return k == ErrorKind::Usage ? 2 : k == ErrorKind::Diverged ? 3 : 1; }
+
 void throw_error(ErrorKind kind, const std::string& msg, const char* file, int line) {
   throw Error(kind, msg, file, line);
 }

@@ -1,6 +1,8 @@
 // kiln::Error: the one exception type of the library. It carries the kind (a runtime failure,
 // exit 1, or a usage error such as a bad option or a shape mismatch, exit 2) and where it was
 // raised. A library never exits or prints; apps catch Error and print what() on one line.
+// Exit codes used by the apps: Runtime 1, Usage 2, Diverged 3 (a non-finite loss, like
+// Keras TerminateOnNaN), Interrupted 130/143 by signal.
 #pragma once
 #include <sstream>
 #include <stdexcept>
@@ -8,7 +10,8 @@
 
 namespace kiln {
 
-enum class ErrorKind { Runtime, Usage };
+enum class ErrorKind { Runtime, Usage, Diverged };
+int exit_code(ErrorKind k);
 
 class Error : public std::runtime_error {
  public:

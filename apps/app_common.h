@@ -1,0 +1,33 @@
+// Shared main() plumbing for the apps: the exit-code contract (0 ok, 1 runtime error, 2 usage
+// error, 3 diverged) and one-line error messages.
+#pragma once
+#include <unistd.h>
+
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <new>
+#include <string>
+
+#include "engine/error.h"
+
+namespace kiln::app {
+
+inline int guarded_main(const char* prog, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "\n%s: error: %s\n", prog, e.message().c_str());
+    return exit_code(e.kind());
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "\n%s: error: out of memory\n", prog);
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "\n%s: error: %s\n", prog, e.what());
+    return 1;
+  }
+}
+
+inline bool stderr_is_tty() { return isatty(fileno(stderr)) != 0; }
+
+}  // namespace kiln::app

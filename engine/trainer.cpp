@@ -1,0 +1,282 @@
+#include "engine/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iomanip>
+#include <sstream>
+
+#include "engine/error.h"
+#include "engine/json.h"
+#include "kernels/loss/loss.h"
+
+#ifdef KILN_WITH_CUDA
+#include "engine/cuda_check.h"
+#endif
+
+namespace kiln {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+}  // namespace
+
+void TrainOptions::validate() const {
+  KILN_USAGE_CHECK(epochs >= 0, "--epochs " << epochs << ": must be >= 0");
+  KILN_USAGE_CHECK(batch_size >= 1, "--batch-size " << batch_size << ": must be >= 1");
+  KILN_USAGE_CHECK(eval_batch_size >= 1, "--eval-batch-size " << eval_batch_size << ": must be >= 1");
+  KILN_USAGE_CHECK(log_every >= 0, "--log-every " << log_every << ": must be >= 0");
+  KILN_USAGE_CHECK(target_acc >= 0 && target_acc <= 1,
+                   "--target-acc " << target_acc << ": must be in [0, 1]");
+}
+
+std::string EpochRecord::to_json() const {
+  JsonObject j;
+  j.add("type", "epoch").add("epoch", epoch).add("step", step).add("lr", lr);
+  if (momentum >= 0) j.add("momentum", momentum);
+  j.add("batch_size", batch_size).add("train_loss", train_loss).add("train_acc", train_acc)
+      .add("test_loss", test_loss).add("test_acc", test_acc).add("grad_norm", grad_norm)
+      .add("l1_penalty", l1_penalty).add("l2_penalty", l2_penalty).add("seconds", seconds)
+      .add("images_per_s", images_per_s);
+  return j.str();
+}
+
+Trainer::Trainer(Model& model, Optimizer& opt, Schedule& sched, Context& ctx, const TrainOptions& opts)
+    : model_(model), opt_(opt), sched_(sched), ctx_(ctx), opts_(opts) {
+  opts_.validate();
+  acc_ = std::make_shared<Buffer>(3 * sizeof(double), ctx.device());
+#ifdef KILN_WITH_CUDA
+  if (ctx.cuda()) {
+    KILN_CUDA_CHECK(cudaMallocHost(&host_flag_, sizeof(int)));
+    *host_flag_ = 0;
+    KILN_CUDA_CHECK(cudaEventCreateWithFlags(&flag_event_, cudaEventDisableTiming));
+  }
+#endif
+}
+
+Trainer::~Trainer() {
+#ifdef KILN_WITH_CUDA
+  if (host_flag_) cudaFreeHost(host_flag_);
+  if (flag_event_) cudaEventDestroy(flag_event_);
+#endif
+}
+
+// One step on a gathered batch. Metrics go into acc_ on the device.
+void Trainer::step_batch(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum) {
+  Tensor logits = model_.forward(ctx_, x);
+  int64_t k = logits.dim(1);
+  Device d = ctx_.device();
+  ensure(dlogits_, {n, k}, d);
+  ensure(sample_loss_, {n}, d);
+  ensure(sample_correct_, {n}, d);
+  const auto* y = static_cast<const int32_t*>(labels.data());
+  float scale = 1.0f / static_cast<float>(n);
+  if (ctx_.cuda()) {
+#ifdef KILN_WITH_CUDA
+    softmax_xent(logits.data(), y, n, k, scale, dlogits_.data(), sample_loss_.data(),
+                 sample_correct_.data(), ctx_.stream());
+    accumulate_sums(sample_loss_.data(), sample_correct_.data(), n, static_cast<double*>(acc_->data()),
+                    ctx_.stream());
+#endif
+  } else {
+    softmax_xent_ref<float>(logits.data(), y, n, k, scale, dlogits_.data(), sample_loss_.data(),
+                            sample_correct_.data());
+    accumulate_sums_ref(sample_loss_.data(), sample_correct_.data(), n, static_cast<double*>(acc_->data()));
+  }
+  model_.backward(ctx_, dlogits_);
+  opt_.step(ctx_, lr, momentum);
+  ++step_;
+  ctx_.step = static_cast<uint64_t>(step_);
+#ifdef KILN_WITH_CUDA
+  if (ctx_.cuda()) {
+    KILN_CUDA_CHECK(cudaMemcpyAsync(host_flag_, opt_.nonfinite_flag(), sizeof(int),
+                                    cudaMemcpyDeviceToHost, ctx_.stream()));
+    KILN_CUDA_CHECK(cudaEventRecord(flag_event_, ctx_.stream()));
+  }
+#endif
+}
+
+float Trainer::last_loss() {
+  std::vector<float> l = sample_loss_.to_vector();
+  double s = 0;
+  for (float v : l) s += v;
+  return l.empty() ? NAN : static_cast<float>(s / l.size());
+}
+
+// Throws Diverged when the optimizer has seen a non-finite gradient. Without sync, looks only
+// at a flag copy that has already landed (a step or so late, harmless: bad steps are skipped).
+void Trainer::check_nonfinite(bool sync, int epoch) {
+  bool bad = false;
+  if (ctx_.cuda()) {
+#ifdef KILN_WITH_CUDA
+    if (sync) KILN_CUDA_CHECK(cudaEventSynchronize(flag_event_));
+    if (sync || cudaEventQuery(flag_event_) == cudaSuccess) bad = *host_flag_ != 0;
+#endif
+  } else {
+    bad = *opt_.nonfinite_flag() != 0;
+  }
+  if (!bad) return;
+  StepStats st = opt_.stats(ctx_);
+  const auto& refs = model_.param_refs();
+  std::string where = "no single layer identified (the gradients of the last step are finite)";
+  for (size_t i = refs.size(); i-- > 0;) {
+    if (i < st.tensor_grad_norms.size() && !std::isfinite(st.tensor_grad_norms[i])) {
+      where = "first non-finite gradient in backward order: layer " + refs[i].layer + " (" +
+              refs[i].layer_type + ") " + refs[i].name;
+      break;
+    }
+  }
+  throw_error(ErrorKind::Diverged,
+              "training diverged: non-finite loss/gradient at epoch " + std::to_string(epoch + 1) +
+                  " step " + std::to_string(step_) + "; " + where +
+                  " (try a lower --lr or --global-clipnorm)",
+              __FILE__, __LINE__);
+}
+
+EvalResult Trainer::evaluate(const Dataset& ds) {
+  bool was_training = ctx_.training;
+  model_.eval(ctx_);
+  Buffer acc(3 * sizeof(double), ctx_.device());
+  zero_bytes(acc.data(), ctx_.device(), acc.bytes(), ctx_.stream());
+  BatchIterator it(ds, opts_.eval_batch_size, false, 0);
+  it.start_epoch(0, ctx_.stream());
+  Tensor x;
+  Buffer y;
+  int64_t n = 0;
+  for (int64_t b = 0; it.batch(b, x, y, n, ctx_.stream()); ++b) {
+    Tensor logits = model_.forward(ctx_, x);
+    int64_t k = logits.dim(1);
+    ensure(sample_loss_, {n}, ctx_.device());
+    ensure(sample_correct_, {n}, ctx_.device());
+    const auto* lab = static_cast<const int32_t*>(y.data());
+    if (ctx_.cuda()) {
+#ifdef KILN_WITH_CUDA
+      softmax_xent(logits.data(), lab, n, k, 1.f, nullptr, sample_loss_.data(), sample_correct_.data(), ctx_.stream());
+      accumulate_sums(sample_loss_.data(), sample_correct_.data(), n, static_cast<double*>(acc.data()), ctx_.stream());
+#endif
+    } else {
+      softmax_xent_ref<float>(logits.data(), lab, n, k, 1.f, nullptr, sample_loss_.data(), sample_correct_.data());
+      accumulate_sums_ref(sample_loss_.data(), sample_correct_.data(), n, static_cast<double*>(acc.data()));
+    }
+  }
+  double h[3];
+  copy_bytes(h, Device::CPU, acc.data(), ctx_.device(), sizeof(h), ctx_.stream());
+  ctx_.sync();
+  ctx_.training = was_training;
+  EvalResult r;
+  r.count = static_cast<int64_t>(h[2]);
+  r.loss = h[2] > 0 ? h[0] / h[2] : NAN;
+  r.acc = h[2] > 0 ? h[1] / h[2] : NAN;
+  return r;
+}
+
+std::string Trainer::grad_report() const {
+  StepStats st = opt_.stats(ctx_);
+  std::ostringstream os;
+  os << "  per-layer norms (last step):\n  " << std::left << std::setw(24) << "tensor" << std::right
+     << std::setw(14) << "grad_norm" << std::setw(14) << "weight_norm" << "\n";
+  const auto& refs = model_.param_refs();
+  for (size_t i = 0; i < refs.size(); ++i) {
+    os << "  " << std::left << std::setw(24) << refs[i].name << std::right << std::setw(14)
+       << std::setprecision(4) << (i < st.tensor_grad_norms.size() ? st.tensor_grad_norms[i] : NAN)
+       << std::setw(14) << (i < st.tensor_weight_norms.size() ? st.tensor_weight_norms[i] : NAN) << "\n";
+  }
+  return os.str();
+}
+
+std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test, int start_epoch) {
+  JsonlWriter jsonl(opts_.log_path, start_epoch > 0);
+  BatchIterator it(train, opts_.batch_size, opts_.shuffle, ctx_.seed);
+  std::vector<EpochRecord> out;
+  bool tty = opts_.progress == 1;
+  for (int epoch = start_epoch; epoch < opts_.epochs; ++epoch) {
+    auto t0 = Clock::now();
+    model_.train(ctx_);
+    zero_bytes(acc_->data(), ctx_.device(), acc_->bytes(), ctx_.stream());
+    it.start_epoch(epoch, ctx_.stream());
+    int64_t nb = it.batches_per_epoch();
+    float lr = 0, mom = -1;
+    int64_t n = 0, seen = 0;
+    for (int64_t b = 0; it.batch(b, batch_x_, batch_y_, n, ctx_.stream()); ++b) {
+      check_nonfinite(opts_.detect_anomaly, epoch);
+      lr = sched_.lr(epoch, step_);
+      mom = sched_.momentum(epoch, step_);
+      step_batch(batch_x_, batch_y_, n, lr, mom);
+      seen += n;
+      if (opts_.detect_anomaly) {
+        float l = last_loss();
+        check_nonfinite(true, epoch);
+        if (!std::isfinite(l))
+          throw_error(ErrorKind::Diverged, "training diverged: loss is " + std::to_string(l) + " at step " +
+                      std::to_string(step_), __FILE__, __LINE__);
+      }
+      if (opts_.log_every > 0 && step_ % opts_.log_every == 0 && jsonl.open()) {
+        StepStats st = opt_.stats(ctx_);
+        JsonObject j, layers;
+        const auto& refs = model_.param_refs();
+        for (size_t i = 0; i < refs.size() && i < st.tensor_grad_norms.size(); ++i) {
+          JsonObject l;
+          l.add("grad_norm", st.tensor_grad_norms[i]).add("weight_norm", st.tensor_weight_norms[i]);
+          layers.add_raw(refs[i].name, l.str());
+        }
+        j.add("type", "step").add("epoch", epoch + 1).add("step", step_).add("lr", lr);
+        if (mom >= 0) j.add("momentum", mom);
+        j.add("loss", last_loss()).add("grad_norm", st.grad_norm).add_raw("layers", layers.str());
+        jsonl.write(j.str());
+      }
+      if (on_step && !on_step(step_, lr)) break;
+      if (tty && log && (b % 20 == 0 || b + 1 == nb)) {
+        double el = seconds_since(t0);
+        double ips = seen / std::max(el, 1e-9);
+        double eta = (nb - b - 1) * el / (b + 1);
+        int w = 30, filled = static_cast<int>(w * (b + 1) / nb);
+        std::ostringstream os;
+        os << "\repoch " << epoch + 1 << "/" << opts_.epochs << " [" << std::string(filled, '=')
+           << std::string(w - filled, ' ') << "] " << b + 1 << "/" << nb << "  " << std::fixed
+           << std::setprecision(0) << ips << " img/s  ETA " << std::setprecision(1) << eta << "s";
+        log(os.str());
+      }
+    }
+    // Epoch end: one synchronisation, then metrics.
+    double h[3];
+    copy_bytes(h, Device::CPU, acc_->data(), ctx_.device(), sizeof(h), ctx_.stream());
+    ctx_.sync();
+    check_nonfinite(true, epoch);
+    EpochRecord r;
+    r.epoch = epoch + 1;
+    r.step = step_;
+    r.lr = lr;
+    r.momentum = mom;
+    r.batch_size = it.batch_size();
+    r.train_loss = h[2] > 0 ? h[0] / h[2] : NAN;
+    r.train_acc = h[2] > 0 ? h[1] / h[2] : NAN;
+    if (!std::isfinite(r.train_loss))
+      throw_error(ErrorKind::Diverged, "training diverged: train loss is " + std::to_string(r.train_loss) +
+                  " in epoch " + std::to_string(epoch + 1), __FILE__, __LINE__);
+    double train_seconds = seconds_since(t0);
+    StepStats st = opt_.stats(ctx_);
+    r.grad_norm = st.grad_norm;
+    r.l1_penalty = st.l1_penalty;
+    r.l2_penalty = st.l2_penalty;
+    if (test) {
+      EvalResult e = evaluate(*test);
+      r.test_loss = e.loss;
+      r.test_acc = e.acc;
+    }
+    r.seconds = train_seconds;
+    r.images_per_s = seen / std::max(train_seconds, 1e-9);
+    sched_.on_epoch_end(epoch, static_cast<float>(test ? r.test_loss : r.train_loss));
+    if (jsonl.open()) jsonl.write(r.to_json());
+    history_.push_back(r);
+    out.push_back(r);
+    if (opts_.grad_report && log) log(grad_report());
+    bool go_on = on_epoch ? on_epoch(r) : true;
+    if (opts_.target_acc > 0 && test && r.test_acc >= opts_.target_acc) break;
+    if (!go_on) break;
+  }
+  return out;
+}
+
+}  // namespace kiln

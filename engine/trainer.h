@@ -1,0 +1,95 @@
+// Trainer: epochs over a device-resident dataset. Per step: gather batch, forward, fused
+// softmax-CE (+ accuracy, summed on the device), backward, optimizer step. Nothing inside an
+// epoch waits for the device except where asked (--detect-anomaly, per-step logging): the
+// non-finite flag is copied back asynchronously and checked a step later, which is safe
+// because the fused step skips non-finite updates on the device.
+#pragma once
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/context.h"
+#include "engine/dataset.h"
+#include "layers/model.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+
+namespace kiln {
+
+struct TrainOptions {
+  int epochs = 1;
+  int64_t batch_size = 64;
+  int64_t eval_batch_size = 1000;
+  bool shuffle = true;
+  std::string batch_schedule;    // "0:512,5:256,10:128" (epoch:batch), empty: fixed
+  bool scale_lr_with_batch = false;  // lr * batch / first batch (linear scaling rule)
+  int log_every = 0;             // steps between per-step JSONL records (0: per epoch only)
+  bool detect_anomaly = false;   // check every step; name the first non-finite layer
+  bool grad_report = false;      // per-layer gradient/weight norm table after each epoch
+  float target_acc = 0.0f;       // stop once test accuracy reaches it (0: off)
+  std::string log_path;          // JSONL metrics
+  int progress = -1;             // 1 bar, 0 plain lines, -1 auto (bar on a TTY)
+  void validate() const;
+};
+
+struct EpochRecord {
+  int epoch = 0;  // 1-based, as printed
+  long long step = 0;
+  double lr = 0, momentum = -1;
+  double train_loss = 0, train_acc = 0, test_loss = NAN, test_acc = NAN;
+  double grad_norm = 0, l1_penalty = 0, l2_penalty = 0;
+  double seconds = 0, images_per_s = 0;
+  int64_t batch_size = 0;
+  std::string to_json() const;
+};
+
+struct EvalResult {
+  double loss = 0, acc = 0;
+  int64_t count = 0;
+};
+
+class Trainer {
+ public:
+  Trainer(Model& model, Optimizer& opt, Schedule& sched, Context& ctx, const TrainOptions& opts);
+  ~Trainer();
+
+  EvalResult evaluate(const Dataset& ds);
+  // Runs epochs [start_epoch, opts.epochs); returns the records. Throws Error(Diverged) on a
+  // non-finite loss/gradient, naming the first layer (backward order) that went non-finite.
+  std::vector<EpochRecord> fit(const Dataset& train, const Dataset* test, int start_epoch = 0);
+
+  // Hooks for apps: called after each epoch (record written to JSONL already), and with log
+  // lines meant for the user (progress, grad reports). Return false from on_epoch to stop.
+  std::function<bool(const EpochRecord&)> on_epoch;
+  std::function<void(const std::string&)> log;
+  // Called after every optimizer step (the LR finder records losses through it; it may sync).
+  std::function<bool(long long step, float lr)> on_step;
+  // Loss of the last step, read synchronously (for per-step users such as the LR finder).
+  float last_loss();
+  long long step() const { return step_; }
+  void set_step(long long s) { step_ = s; }
+  const std::vector<EpochRecord>& history() const { return history_; }
+
+ private:
+  void step_batch(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum);
+  void check_nonfinite(bool sync, int epoch);
+  std::string grad_report() const;
+
+  Model& model_;
+  Optimizer& opt_;
+  Schedule& sched_;
+  Context& ctx_;
+  TrainOptions opts_;
+  long long step_ = 0;
+  Tensor batch_x_;
+  Buffer batch_y_;
+  Tensor dlogits_, sample_loss_, sample_correct_;
+  std::shared_ptr<Buffer> acc_;  // double[3]: loss sum, correct, count (device)
+  int* host_flag_ = nullptr;     // pinned copy of the optimizer's non-finite flag
+  cudaEvent_t flag_event_ = nullptr;
+  std::vector<EpochRecord> history_;
+};
+
+}  // namespace kiln

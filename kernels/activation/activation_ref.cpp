@@ -1,0 +1,59 @@
+#include <cmath>
+
+#include "engine/error.h"
+#include "kernels/activation/activation.h"
+
+namespace kiln {
+
+Act parse_act(const std::string& s) {
+  if (s == "relu") return Act::ReLU;
+  if (s == "sigmoid") return Act::Sigmoid;
+  if (s == "tanh") return Act::Tanh;
+  KILN_USAGE_FAIL("unknown activation '" << s << "' (expected relu|sigmoid|tanh)");
+}
+
+const char* act_name(Act a) {
+  switch (a) {
+    case Act::ReLU: return "ReLU";
+    case Act::Sigmoid: return "Sigmoid";
+    case Act::Tanh: return "Tanh";
+  }
+  return "?";
+}
+
+template <typename T>
+void activation_fwd_ref(Act a, const T* x, T* y, int64_t n) {
+  switch (a) {
+    case Act::ReLU:
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+      break;
+    case Act::Sigmoid:
+      for (int64_t i = 0; i < n; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
+      break;
+    case Act::Tanh:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+      break;
+  }
+}
+
+template <typename T>
+void activation_bwd_ref(Act a, const T* y, const T* dy, T* dx, int64_t n) {
+  switch (a) {
+    case Act::ReLU:
+      for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
+      break;
+    case Act::Sigmoid:
+      for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (T(1) - y[i]);
+      break;
+    case Act::Tanh:
+      for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - y[i] * y[i]);
+      break;
+  }
+}
+
+template void activation_fwd_ref<float>(Act, const float*, float*, int64_t);
+template void activation_fwd_ref<double>(Act, const double*, double*, int64_t);
+template void activation_bwd_ref<float>(Act, const float*, const float*, float*, int64_t);
+template void activation_bwd_ref<double>(Act, const double*, const double*, double*, int64_t);
+
+}  // namespace kiln

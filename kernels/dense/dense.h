@@ -1,0 +1,29 @@
+// Dense family: row-major GEMM (CPU reference through OpenBLAS when present, cuBLAS on the
+// GPU) and the bias ops of the Linear layer. The row-major convention is PyTorch's:
+// Linear computes y[N,out] = x[N,in] * W[out,in]^T + b.
+#pragma once
+#include <cstdint>
+
+#include "engine/device.h"
+
+namespace kiln {
+
+// C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, all row-major with leading dims.
+template <typename T>
+void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+// The same through cuBLAS on the handle's stream (float; TF32 off: exact fp32).
+void gemm_cuda(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+               float alpha, const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+               float* C, int64_t ldc);
+
+// y[r, c] += b[c] for r < rows, c < cols.
+template <typename T>
+void bias_add_ref(T* y, const T* b, int64_t rows, int64_t cols);
+void bias_add(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream);
+// db[c] = sum_r dy[r, c]; a fixed summation order, so the result is deterministic.
+template <typename T>
+void bias_grad_ref(const T* dy, T* db, int64_t rows, int64_t cols);
+void bias_grad(const float* dy, float* db, int64_t rows, int64_t cols, cudaStream_t stream);
+
+}  // namespace kiln

@@ -1,0 +1,22 @@
+// Linear (nn.Linear): y = x W^T + b, weight [out, in], bias [out]. cuBLAS on the GPU.
+#pragma once
+#include "layers/layer.h"
+
+namespace kiln {
+
+class Linear : public Layer {
+ public:
+  Linear(int64_t in, int64_t out, bool bias = true, InitScheme init = InitScheme::Default);
+  std::string type() const override { return "Linear"; }
+  std::string describe() const override;
+  Shape setup(const Shape& in) override;
+  Tensor forward(Context& ctx, const Tensor& x) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+
+ private:
+  int64_t in_, out_;
+  bool bias_;
+  Tensor x_, y_, dx_;
+};
+
+}  // namespace kiln

@@ -1,0 +1,49 @@
+// make_model / make_mlp and option validation. The convolutional builders live in
+// models_cnn.cpp; the block tails (norm, activation, dropout) in model_blocks.cpp.
+#include "layers/models.h"
+
+#include "engine/error.h"
+#include "kernels/activation/activation.h"
+#include "layers/activation.h"
+#include "layers/linear.h"
+
+namespace kiln {
+
+void ModelOptions::validate() const {
+  KILN_USAGE_CHECK(model == "mlp" || model == "cnn" || model == "cifar",
+                   "--model " << model << ": expected mlp|cnn|cifar");
+  KILN_USAGE_CHECK(width > 0 && width <= 65536, "--width " << width << ": must be in [1, 65536]");
+  KILN_USAGE_CHECK(depth >= 0 && depth <= 1000, "--depth " << depth << ": must be in [0, 1000]");
+  parse_act(activation);
+  parse_init_scheme(init);
+  KILN_USAGE_CHECK(norm_position == "before" || norm_position == "after",
+                   "--norm-position " << norm_position << ": expected before|after");
+  KILN_USAGE_CHECK(norm == "none" || norm == "batch" || norm == "group",
+                   "--norm " << norm << ": expected none|batch|group");
+  KILN_USAGE_CHECK(groups >= 1, "--groups " << groups << ": must be >= 1");
+  KILN_USAGE_CHECK(dropout >= 0.0f && dropout < 1.0f, "--dropout " << dropout << ": must be in [0, 1)");
+}
+
+std::unique_ptr<Model> make_model(const ModelOptions& opts, const Shape& input, int num_classes) {
+  opts.validate();
+  if (opts.model == "mlp") return make_mlp(opts, input, num_classes);
+  if (opts.model == "cnn") return make_cnn(opts, input, num_classes);
+  return make_cifar(opts, input, num_classes);
+}
+
+// Flatten, then `depth` hidden Linear(width) blocks, then Linear(num_classes).
+std::unique_ptr<Model> make_mlp(const ModelOptions& opts, const Shape& input, int num_classes) {
+  auto m = std::make_unique<Model>(input);
+  InitScheme init = parse_init_scheme(opts.init);
+  m->add(std::make_unique<Flatten>());
+  int64_t f = shape_numel(input);
+  for (int i = 0; i < opts.depth; ++i) {
+    m->add(std::make_unique<Linear>(f, opts.width, true, init));
+    add_block_tail(*m, opts, opts.width, false);
+    f = opts.width;
+  }
+  m->add(std::make_unique<Linear>(f, num_classes, true, init));
+  return m;
+}
+
+}  // namespace kiln

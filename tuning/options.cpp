@@ -1,0 +1,346 @@
+// The option table. Each row binds a name to a field of RunConfig through a setter/getter,
+// parsing the text by type with errors that name the option and the bad value.
+#include "tuning/options.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <iomanip>
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace kiln {
+
+namespace {
+
+double parse_float(const std::string& v, const std::string& origin) {
+  char* end = nullptr;
+  errno = 0;
+  double d = std::strtod(v.c_str(), &end);
+  KILN_USAGE_CHECK(!v.empty() && end && *end == 0 && errno == 0 && std::isfinite(d),
+                   origin << ": '" << v << "' is not a finite number");
+  return d;
+}
+
+long long parse_int(const std::string& v, const std::string& origin) {
+  char* end = nullptr;
+  errno = 0;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  if (end && *end != 0) {  // accept 1e3-style integers from YAML/sweeps when exact
+    double d = parse_float(v, origin);
+    KILN_USAGE_CHECK(d == std::floor(d) && std::fabs(d) < 9e15, origin << ": '" << v << "' is not an integer");
+    return static_cast<long long>(d);
+  }
+  KILN_USAGE_CHECK(!v.empty() && errno == 0, origin << ": '" << v << "' is not an integer");
+  return x;
+}
+
+bool parse_bool(const std::string& v, const std::string& origin) {
+  std::string s = v;
+  std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+  if (s == "true" || s == "1" || s == "yes" || s == "on") return true;
+  if (s == "false" || s == "0" || s == "no" || s == "off") return false;
+  KILN_USAGE_FAIL(origin << ": '" << v << "' is not a boolean (true|false)");
+}
+
+std::string fmt(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// Row builders: the accessor returns a reference to the field.
+template <typename F>
+OptionSpec opt_float(const std::string& name, const std::string& help, F field) {
+  return {name, "float", help,
+          [field](RunConfig& c, const std::string& v) { field(c) = static_cast<float>(parse_float(v, "")); },
+          [field](const RunConfig& c) { return fmt(field(const_cast<RunConfig&>(c))); }};
+}
+template <typename F>
+OptionSpec opt_int(const std::string& name, const std::string& help, F field) {
+  return {name, "int", help,
+          [field](RunConfig& c, const std::string& v) {
+            using T = std::remove_reference_t<decltype(field(c))>;
+            field(c) = static_cast<T>(parse_int(v, ""));
+          },
+          [field](const RunConfig& c) { return std::to_string(field(const_cast<RunConfig&>(c))); }};
+}
+template <typename F>
+OptionSpec opt_bool(const std::string& name, const std::string& help, F field) {
+  return {name, "bool", help, [field](RunConfig& c, const std::string& v) { field(c) = parse_bool(v, ""); },
+          [field](const RunConfig& c) { return std::string(field(const_cast<RunConfig&>(c)) ? "true" : "false"); }};
+}
+template <typename F>
+OptionSpec opt_str(const std::string& name, const std::string& help, F field) {
+  return {name, "string", help, [field](RunConfig& c, const std::string& v) { field(c) = v; },
+          [field](const RunConfig& c) { return field(const_cast<RunConfig&>(c)); }};
+}
+
+OptionTable build_table() {
+  OptionTable t;
+  // data
+  t.add(opt_str("dataset", "mnist | fashion-mnist | cifar10", [](RunConfig& c) -> std::string& { return c.data.dataset; }));
+  t.add(opt_str("data-dir", "directory holding the datasets (scripts/fetch_data.sh fills data/)", [](RunConfig& c) -> std::string& { return c.data.data_dir; }));
+  t.add(opt_bool("normalize", "per-dataset mean/std input normalisation", [](RunConfig& c) -> bool& { return c.data.normalize; }));
+  t.add(opt_int("train-limit", "use only the first N training samples (0: all)", [](RunConfig& c) -> int64_t& { return c.data.train_limit; }));
+  t.add(opt_int("test-limit", "use only the first N test samples (0: all)", [](RunConfig& c) -> int64_t& { return c.data.test_limit; }));
+  t.add(opt_bool("augment", "CIFAR-10 random crop + flip on the device", [](RunConfig& c) -> bool& { return c.data.augment; }));
+  // model
+  t.add(opt_str("model", "mlp | cnn | cifar", [](RunConfig& c) -> std::string& { return c.model.model; }));
+  t.add(opt_int("width", "MLP hidden width", [](RunConfig& c) -> int& { return c.model.width; }));
+  t.add(opt_int("depth", "MLP hidden layers", [](RunConfig& c) -> int& { return c.model.depth; }));
+  t.add(opt_str("activation", "relu | sigmoid | tanh", [](RunConfig& c) -> std::string& { return c.model.activation; }));
+  t.add(opt_str("norm", "none | batch | group", [](RunConfig& c) -> std::string& { return c.model.norm; }));
+  t.add(opt_int("groups", "group norm groups", [](RunConfig& c) -> int& { return c.model.groups; }));
+  t.add(opt_str("norm-position", "before | after the activation", [](RunConfig& c) -> std::string& { return c.model.norm_position; }));
+  t.add(opt_float("dropout", "dropout probability after each block", [](RunConfig& c) -> float& { return c.model.dropout; }));
+  t.add(opt_str("init", "default | kaiming | kaiming_normal | xavier | xavier_normal", [](RunConfig& c) -> std::string& { return c.model.init; }));
+  // optimizer
+  t.add(opt_str("optimizer", "sgd | adam | adamw | rmsprop", [](RunConfig& c) -> std::string& { return c.optim.name; }));
+  t.add(opt_float("lr", "learning rate", [](RunConfig& c) -> float& { return c.optim.lr; }));
+  t.add(opt_float("momentum", "SGD/RMSprop momentum", [](RunConfig& c) -> float& { return c.optim.momentum; }));
+  t.add(opt_float("dampening", "SGD dampening", [](RunConfig& c) -> float& { return c.optim.dampening; }));
+  t.add(opt_bool("nesterov", "Nesterov momentum", [](RunConfig& c) -> bool& { return c.optim.nesterov; }));
+  t.add(opt_float("beta1", "Adam beta1", [](RunConfig& c) -> float& { return c.optim.beta1; }));
+  t.add(opt_float("beta2", "Adam beta2", [](RunConfig& c) -> float& { return c.optim.beta2; }));
+  t.add(opt_float("eps", "Adam/RMSprop epsilon", [](RunConfig& c) -> float& { return c.optim.eps; }));
+  t.add(opt_float("alpha", "RMSprop smoothing", [](RunConfig& c) -> float& { return c.optim.alpha; }));
+  t.add(opt_float("weight-decay", "weight decay (coupled for sgd/adam/rmsprop, decoupled for adamw)", [](RunConfig& c) -> float& { return c.optim.weight_decay; }));
+  t.add(opt_bool("decay-all", "also decay biases and norm parameters", [](RunConfig& c) -> bool& { return c.optim.decay_all; }));
+  t.add(opt_float("clipnorm", "clip each gradient tensor to this L2 norm (Keras clipnorm)", [](RunConfig& c) -> float& { return c.optim.clipnorm; }));
+  t.add(opt_float("global-clipnorm", "clip the global gradient norm (clip_grad_norm_)", [](RunConfig& c) -> float& { return c.optim.global_clipnorm; }));
+  t.add(opt_float("clipvalue", "clip each gradient element to [-x, x]", [](RunConfig& c) -> float& { return c.optim.clipvalue; }));
+  t.add(opt_float("l1", "L1 penalty on weights", [](RunConfig& c) -> float& { return c.optim.l1; }));
+  t.add(opt_float("l2", "L2 penalty on weights (l2 * sum w^2 added to the loss)", [](RunConfig& c) -> float& { return c.optim.l2; }));
+  t.add(opt_bool("penalize-all", "L1/L2 on biases and norm parameters too", [](RunConfig& c) -> bool& { return c.optim.penalize_all; }));
+  // schedule
+  t.add(opt_str("schedule", "constant|step|multistep|exponential|inverse-time|inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|cyclic|one-cycle|plateau|manual", [](RunConfig& c) -> std::string& { return c.sched.name; }));
+  t.add(opt_float("gamma", "step/multistep/exponential/exp_range factor", [](RunConfig& c) -> float& { return c.sched.gamma; }));
+  t.add(opt_int("step-size", "StepLR period (epochs)", [](RunConfig& c) -> int& { return c.sched.step_size; }));
+  t.add({"milestones", "list", "MultiStepLR epochs, e.g. 30,60",
+         [](RunConfig& c, const std::string& v) {
+           c.sched.milestones.clear();
+           std::stringstream ss(v);
+           std::string item;
+           while (std::getline(ss, item, ','))
+             if (!item.empty()) c.sched.milestones.push_back(static_cast<int>(parse_int(item, "")));
+         },
+         [](const RunConfig& c) {
+           std::string s;
+           for (int m : c.sched.milestones) s += (s.empty() ? "" : ",") + std::to_string(m);
+           return s;
+         }});
+  t.add(opt_float("decay", "inverse-time decay d: lr0/(1+d*epoch)", [](RunConfig& c) -> float& { return c.sched.decay; }));
+  t.add(opt_float("k", "inverse-sqrt multiplier: k/sqrt(t)*lr0", [](RunConfig& c) -> float& { return c.sched.k; }));
+  t.add(opt_int("t-max", "cosine period in epochs (0: the run)", [](RunConfig& c) -> int& { return c.sched.t_max; }));
+  t.add(opt_int("t-mult", "cosine warm-restart period multiplier", [](RunConfig& c) -> int& { return c.sched.t_mult; }));
+  t.add(opt_float("eta-min", "cosine minimum lr", [](RunConfig& c) -> float& { return c.sched.eta_min; }));
+  t.add(opt_float("max-lr", "cyclic/one-cycle peak lr", [](RunConfig& c) -> float& { return c.sched.max_lr; }));
+  t.add(opt_float("base-lr", "cyclic lower lr (0: --lr)", [](RunConfig& c) -> float& { return c.sched.base_lr; }));
+  t.add(opt_int("step-size-up", "cyclic half cycle in steps (0: 2 epochs)", [](RunConfig& c) -> int& { return c.sched.step_size_up; }));
+  t.add(opt_str("cyclic-mode", "triangular | triangular2 | exp_range", [](RunConfig& c) -> std::string& { return c.sched.cyclic_mode; }));
+  t.add(opt_bool("cycle-momentum", "cycle momentum inversely to lr (cyclic, one-cycle)", [](RunConfig& c) -> bool& { return c.sched.cycle_momentum; }));
+  t.add(opt_float("base-momentum", "lower momentum when cycling", [](RunConfig& c) -> float& { return c.sched.base_momentum; }));
+  t.add(opt_float("max-momentum", "upper momentum when cycling", [](RunConfig& c) -> float& { return c.sched.max_momentum; }));
+  t.add(opt_float("pct-start", "one-cycle warm-up fraction", [](RunConfig& c) -> float& { return c.sched.pct_start; }));
+  t.add(opt_float("div-factor", "one-cycle initial lr = max_lr/div_factor", [](RunConfig& c) -> float& { return c.sched.div_factor; }));
+  t.add(opt_float("final-div-factor", "one-cycle final lr = initial/final_div_factor", [](RunConfig& c) -> float& { return c.sched.final_div_factor; }));
+  t.add(opt_str("anneal-strategy", "one-cycle cos | linear", [](RunConfig& c) -> std::string& { return c.sched.anneal_strategy; }));
+  t.add(opt_float("factor", "plateau reduction factor", [](RunConfig& c) -> float& { return c.sched.factor; }));
+  t.add(opt_int("patience", "plateau patience (epochs)", [](RunConfig& c) -> int& { return c.sched.patience; }));
+  t.add(opt_int("cooldown", "plateau cooldown (epochs)", [](RunConfig& c) -> int& { return c.sched.cooldown; }));
+  t.add(opt_float("min-lr", "plateau lower bound", [](RunConfig& c) -> float& { return c.sched.min_lr; }));
+  t.add(opt_float("threshold", "plateau relative improvement threshold", [](RunConfig& c) -> float& { return c.sched.threshold; }));
+  t.add(opt_str("plateau-mode", "plateau watches test loss (min) or accuracy (max)", [](RunConfig& c) -> std::string& { return c.sched.mode; }));
+  t.add(opt_str("schedule-file", "manual schedule: 'epoch lr' lines, re-read every epoch", [](RunConfig& c) -> std::string& { return c.sched.file; }));
+  t.add(opt_int("warmup-steps", "linear warm-up steps", [](RunConfig& c) -> int& { return c.sched.warmup_steps; }));
+  t.add(opt_int("warmup-epochs", "linear warm-up epochs", [](RunConfig& c) -> int& { return c.sched.warmup_epochs; }));
+  // training
+  t.add(opt_int("epochs", "training epochs", [](RunConfig& c) -> int& { return c.train.epochs; }));
+  t.add(opt_int("batch-size", "mini-batch size", [](RunConfig& c) -> int64_t& { return c.train.batch_size; }));
+  t.add(opt_int("eval-batch-size", "batch size for evaluation", [](RunConfig& c) -> int64_t& { return c.train.eval_batch_size; }));
+  t.add(opt_bool("shuffle", "shuffle the training set every epoch", [](RunConfig& c) -> bool& { return c.train.shuffle; }));
+  t.add(opt_str("batch-schedule", "epoch:batch list, e.g. 0:512,5:256,10:128", [](RunConfig& c) -> std::string& { return c.train.batch_schedule; }));
+  t.add(opt_bool("scale-lr", "scale lr linearly with the batch size of the batch schedule", [](RunConfig& c) -> bool& { return c.train.scale_lr_with_batch; }));
+  t.add(opt_int("log-every", "write per-step records (per-layer norms) every N steps", [](RunConfig& c) -> int& { return c.train.log_every; }));
+  t.add(opt_bool("detect-anomaly", "stop at the first non-finite loss or gradient, naming the layer", [](RunConfig& c) -> bool& { return c.train.detect_anomaly; }));
+  t.add(opt_bool("grad-report", "per-layer gradient/weight norm table after each epoch", [](RunConfig& c) -> bool& { return c.train.grad_report; }));
+  t.add(opt_float("target-acc", "stop once test accuracy reaches this", [](RunConfig& c) -> float& { return c.train.target_acc; }));
+  t.add(opt_str("log", "JSONL metrics file", [](RunConfig& c) -> std::string& { return c.train.log_path; }));
+  // run
+  t.add(opt_str("device", "auto | cpu | cuda", [](RunConfig& c) -> std::string& { return c.device; }));
+  t.add(opt_int("seed", "seed for init, shuffling and dropout", [](RunConfig& c) -> uint64_t& { return c.seed; }));
+  t.add(opt_bool("deterministic", "fixed algorithms, no order-dependent atomics", [](RunConfig& c) -> bool& { return c.deterministic; }));
+  t.add(opt_bool("summary", "print the per-layer table (shapes, params, receptive field) and exit", [](RunConfig& c) -> bool& { return c.summary; }));
+  t.add(opt_str("save", "write the final checkpoint (safetensors) here", [](RunConfig& c) -> std::string& { return c.save; }));
+  t.add(opt_str("resume", "resume from this checkpoint", [](RunConfig& c) -> std::string& { return c.resume; }));
+  t.add(opt_str("checkpoint-dir", "directory for periodic checkpoints", [](RunConfig& c) -> std::string& { return c.checkpoint_dir; }));
+  t.add(opt_int("checkpoint-every", "write a checkpoint every N epochs", [](RunConfig& c) -> int& { return c.checkpoint_every; }));
+  t.add(opt_int("keep-last", "keep only the last K periodic checkpoints (0: all)", [](RunConfig& c) -> int& { return c.keep_last; }));
+  t.add(opt_bool("lr-find", "run the LR range test instead of training", [](RunConfig& c) -> bool& { return c.lr_find; }));
+  t.add(opt_float("start-lr", "LR range test start", [](RunConfig& c) -> float& { return c.start_lr; }));
+  t.add(opt_float("end-lr", "LR range test end", [](RunConfig& c) -> float& { return c.end_lr; }));
+  t.add(opt_int("num-it", "LR range test steps (0: use --epochs)", [](RunConfig& c) -> int& { return c.num_it; }));
+  t.add(opt_str("lr-find-csv", "LR range test CSV output", [](RunConfig& c) -> std::string& { return c.lr_find_csv; }));
+  return t;
+}
+
+}  // namespace
+
+std::string normalize_key(const std::string& k) {
+  std::string s = k;
+  std::replace(s.begin(), s.end(), '_', '-');
+  return s;
+}
+
+void OptionTable::add(OptionSpec spec) { specs_.push_back(std::move(spec)); }
+
+const OptionSpec* OptionTable::find(const std::string& name) const {
+  std::string n = normalize_key(name);
+  for (const auto& s : specs_)
+    if (s.name == n) return &s;
+  return nullptr;
+}
+
+std::string OptionTable::closest(const std::string& name) const {
+  std::string n = normalize_key(name), best;
+  size_t bd = 3;  // suggest only near misses
+  for (const auto& s : specs_) {
+    size_t d = edit_distance(n, s.name);
+    if (d < bd) {
+      bd = d;
+      best = s.name;
+    }
+  }
+  return best;
+}
+
+void OptionTable::set(RunConfig& cfg, const std::string& key, const std::string& value,
+                      const std::string& origin) const {
+  const OptionSpec* s = find(key);
+  if (!s) {
+    std::string near = closest(key);
+    KILN_USAGE_FAIL(origin << ": unknown option '" << key << "'"
+                           << (near.empty() ? "" : " (did you mean '" + near + "'?)"));
+  }
+  try {
+    s->set(cfg, value);
+  } catch (const Error& e) {
+    // The row parsers do not know where the value came from; say it here.
+    std::string m = e.message();
+    if (m.rfind(": ", 0) == 0) m = m.substr(2);
+    KILN_USAGE_FAIL(origin << ": " << m);
+  }
+}
+
+std::string OptionTable::help() const {
+  std::ostringstream os;
+  for (const auto& s : specs_) {
+    std::string flag = "--" + s.name + (s.type == "bool" ? "" : " <" + s.type + ">");
+    os << "  " << std::left << std::setw(30) << flag << s.help << "\n";
+  }
+  return os.str();
+}
+
+const OptionTable& run_options() {
+  static const OptionTable t = build_table();
+  return t;
+}
+
+Device resolve_device(const std::string& d) {
+  if (d == "auto") return cuda_available() ? Device::CUDA : Device::CPU;
+  return parse_device(d);
+}
+
+void RunConfig::validate() const {
+  KILN_USAGE_CHECK(device == "auto" || device == "cpu" || device == "cuda",
+                   "--device " << device << ": expected auto|cpu|cuda");
+  KILN_USAGE_CHECK(data.dataset == "mnist" || data.dataset == "fashion-mnist" || data.dataset == "cifar10",
+                   "--dataset " << data.dataset << ": expected mnist|fashion-mnist|cifar10");
+  KILN_USAGE_CHECK(data.train_limit >= 0, "--train-limit " << data.train_limit << ": must be >= 0");
+  KILN_USAGE_CHECK(data.test_limit >= 0, "--test-limit " << data.test_limit << ": must be >= 0");
+  KILN_USAGE_CHECK(checkpoint_every >= 0, "--checkpoint-every " << checkpoint_every << ": must be >= 0");
+  KILN_USAGE_CHECK(keep_last >= 0, "--keep-last " << keep_last << ": must be >= 0");
+  KILN_USAGE_CHECK(start_lr > 0 && end_lr > start_lr,
+                   "--start-lr " << start_lr << " / --end-lr " << end_lr << ": need 0 < start < end");
+  KILN_USAGE_CHECK(num_it >= 0, "--num-it " << num_it << ": must be >= 0");
+  model.validate();
+  optim.validate();
+  sched.validate();
+  train.validate();
+}
+
+ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& table) {
+  ParsedArgs out;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  // --config first, so every flag overrides the file whatever the order
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config") {
+      KILN_USAGE_CHECK(i + 1 < args.size(), "--config needs a file");
+      apply_yaml_config(cfg, args[i + 1]);
+      cfg.config_path = args[i + 1];
+    } else if (args[i].rfind("--config=", 0) == 0) {
+      cfg.config_path = args[i].substr(9);
+      apply_yaml_config(cfg, cfg.config_path);
+    }
+  }
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      out.help = true;
+      continue;
+    }
+    if (a == "--config") {
+      ++i;
+      continue;
+    }
+    if (a.rfind("--config=", 0) == 0) continue;
+    if (a.rfind("--", 0) != 0) {
+      out.positional.push_back(a);
+      continue;
+    }
+    std::string key = a.substr(2), value;
+    bool has_value = false;
+    size_t eq = key.find('=');
+    if (eq != std::string::npos) {
+      value = key.substr(eq + 1);
+      key = key.substr(0, eq);
+      has_value = true;
+    }
+    const OptionSpec* s = table.find(key);
+    if (!s && key.rfind("no-", 0) == 0) {
+      const OptionSpec* b = table.find(key.substr(3));
+      if (b && b->type == "bool" && !has_value) {
+        table.set(cfg, b->name, "false", "--" + key);
+        continue;
+      }
+    }
+    if (!s) table.set(cfg, key, "", "--" + key);  // throws with a suggestion
+    if (!has_value) {
+      if (s->type == "bool") {
+        value = "true";
+      } else {
+        KILN_USAGE_CHECK(i + 1 < args.size(), "--" << key << " needs a value (" << s->type << ")");
+        value = args[++i];
+      }
+    }
+    table.set(cfg, s->name, value, "--" + s->name);
+  }
+  return out;
+}
+
+}  // namespace kiln

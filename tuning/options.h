@@ -1,0 +1,86 @@
+// RunConfig and the option table: one list of named options that the command line
+// (--batch-size 128), YAML configs (batch_size: 128) and sweep parameters all set through, so
+// a name means the same thing everywhere and a misspelled key is caught with a suggestion.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/dataset.h"
+#include "engine/trainer.h"
+#include "layers/models.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+
+namespace kiln {
+
+struct RunConfig {
+  DataOptions data;
+  ModelOptions model;
+  OptimOptions optim;
+  ScheduleOptions sched;
+  TrainOptions train;
+  std::string device = "auto";  // auto | cpu | cuda
+  uint64_t seed = 0;
+  bool deterministic = false;
+  bool summary = false;         // print the per-layer table and exit
+  // Checkpoints
+  std::string save;             // final checkpoint path
+  std::string resume;           // checkpoint to resume from
+  std::string checkpoint_dir;   // periodic checkpoints go here
+  int checkpoint_every = 0;     // epochs (0: off)
+  int keep_last = 0;            // periodic checkpoints kept (0: all)
+  // LR range test
+  bool lr_find = false;
+  float start_lr = 1e-7f, end_lr = 10.0f;
+  int num_it = 100;
+  std::string lr_find_csv;
+  // Where the run came from, for checkpoint metadata
+  std::string config_path;
+  void validate() const;
+};
+
+struct OptionSpec {
+  std::string name;     // canonical, hyphenated: "batch-size" (YAML may write batch_size)
+  std::string type;     // float | int | bool | string | list
+  std::string help;
+  std::function<void(RunConfig&, const std::string&)> set;  // value parsed by type first
+  std::function<std::string(const RunConfig&)> get;
+};
+
+class OptionTable {
+ public:
+  void add(OptionSpec spec);
+  const OptionSpec* find(const std::string& name) const;  // accepts '_' for '-'
+  // Sets key=value; `origin` ("--lr", "config.yaml: key 'lr'") prefixes any error.
+  void set(RunConfig& cfg, const std::string& key, const std::string& value,
+           const std::string& origin) const;
+  std::string closest(const std::string& name) const;  // best suggestion for a typo, or ""
+  std::string help() const;
+  const std::vector<OptionSpec>& specs() const { return specs_; }
+
+ private:
+  std::vector<OptionSpec> specs_;
+};
+
+// All options of train_mnist/train_cifar/lr_find/sweep trials.
+const OptionTable& run_options();
+std::string normalize_key(const std::string& k);  // "batch_size" -> "batch-size"
+
+// Applies a flat YAML mapping of option: value (lists allowed for list options). Unknown keys,
+// wrong types and unreadable files are errors naming the file and the key.
+void apply_yaml_config(RunConfig& cfg, const std::string& path);
+
+struct ParsedArgs {
+  bool help = false;
+  std::vector<std::string> positional;
+};
+// --key value, --key=value, --flag / --no-flag for bools; --config FILE applied first so
+// flags override it. Unknown flags are usage errors with a suggestion.
+ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& table);
+
+// Resolves "auto" to cuda when a GPU answers.
+Device resolve_device(const std::string& d);
+
+}  // namespace kiln

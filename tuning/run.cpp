@@ -1,0 +1,49 @@
+#include "tuning/run.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "engine/error.h"
+
+namespace kiln {
+
+std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
+  cfg.validate();
+  auto s = std::make_unique<RunSession>();
+  s->cfg = cfg;
+  s->device = resolve_device(cfg.device);
+  Shape in = cfg.data.dataset == "cifar10" ? Shape{3, 32, 32} : Shape{1, 28, 28};
+  if (load_data) {
+    s->train = load_dataset(cfg.data, "train", s->device);
+    s->test = load_dataset(cfg.data, "test", s->device);
+    in = s->train.sample_shape();
+  }
+  s->model = make_model(cfg.model, in, 10);
+  s->model->build(s->device, cfg.seed);
+  if (!load_data) return s;
+  s->ctx = std::make_unique<Context>(s->device, cfg.seed);
+  s->ctx->deterministic = cfg.deterministic;
+  s->opt = make_optimizer(cfg.optim, *s->model);
+  long long spe = (s->train.size() + cfg.train.batch_size - 1) / cfg.train.batch_size;
+  s->sched = make_schedule(cfg.sched, cfg.optim.lr, std::max(1LL, spe), cfg.train.epochs);
+  s->trainer = std::make_unique<Trainer>(*s->model, *s->opt, *s->sched, *s->ctx, cfg.train);
+  return s;
+}
+
+RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
+  auto s = make_session(cfg);
+  s->trainer->log = hooks.log;
+  s->trainer->on_epoch = hooks.on_epoch;
+  RunResult r;
+  r.device = s->device;
+  r.num_params = s->model->num_params();
+  r.epochs = s->trainer->fit(s->train, &s->test);
+  for (const auto& e : r.epochs) r.train_seconds += e.seconds;
+  if (!r.epochs.empty()) {
+    r.test_acc = r.epochs.back().test_acc;
+    r.test_loss = r.epochs.back().test_loss;
+  }
+  return r;
+}
+
+}  // namespace kiln

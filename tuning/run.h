@@ -1,0 +1,43 @@
+// run_training: the whole of a training run from a RunConfig (data, model, optimizer,
+// schedule, trainer, checkpoints), shared by train_mnist, train_cifar, lr_find and sweep trials.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/trainer.h"
+#include "tuning/options.h"
+
+namespace kiln {
+
+struct RunHooks {
+  std::function<void(const std::string&)> log;           // user-facing lines
+  std::function<bool(const EpochRecord&)> on_epoch;       // false stops the run
+};
+
+struct RunResult {
+  Device device = Device::CPU;
+  std::vector<EpochRecord> epochs;
+  double test_acc = NAN, test_loss = NAN, train_seconds = 0;
+  int64_t num_params = 0;
+};
+
+// Everything a run holds, built from a config; apps that need more than run_training (the LR
+// finder) build one and drive its parts.
+struct RunSession {
+  RunConfig cfg;
+  Device device;
+  std::unique_ptr<Context> ctx;
+  Dataset train, test;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Optimizer> opt;
+  std::unique_ptr<Schedule> sched;
+  std::unique_ptr<Trainer> trainer;
+};
+// load_data false: only the model (for --summary).
+std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data = true);
+
+RunResult run_training(const RunConfig& cfg, const RunHooks& hooks);
+
+}  // namespace kiln

@@ -1,0 +1,54 @@
+// YAML run configs: a flat mapping of option: value, the same names as the flags (hyphens or
+// underscores). Lists are accepted for list options (milestones: [30, 60]).
+#include <fstream>
+
+#include "engine/error.h"
+#include "tuning/options.h"
+
+#ifdef KILN_HAVE_YAML
+#include <yaml-cpp/yaml.h>
+#endif
+
+namespace kiln {
+
+void apply_yaml_config(RunConfig& cfg, const std::string& path) {
+#ifdef KILN_HAVE_YAML
+  std::ifstream probe(path);
+  KILN_USAGE_CHECK(probe.good(), path << ": cannot open config file");
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    KILN_USAGE_FAIL(path << ": not valid YAML at line " << e.mark.line + 1 << ": " << e.msg);
+  }
+  if (root.IsNull()) return;  // an empty file changes nothing
+  KILN_USAGE_CHECK(root.IsMap(), path << ": expected a mapping of option: value at the top level");
+  const OptionTable& table = run_options();
+  for (const auto& kv : root) {
+    std::string key = kv.first.as<std::string>();
+    std::string origin = path + ": key '" + key + "'";
+    const YAML::Node& v = kv.second;
+    std::string value;
+    if (v.IsScalar()) {
+      value = v.as<std::string>();
+    } else if (v.IsSequence()) {
+      const OptionSpec* s = table.find(key);
+      KILN_USAGE_CHECK(!s || s->type == "list", origin << ": expected a single " << s->type << ", got a list");
+      for (const auto& item : v) {
+        KILN_USAGE_CHECK(item.IsScalar(), origin << ": list items must be scalars");
+        value += (value.empty() ? "" : ",") + item.as<std::string>();
+      }
+    } else if (v.IsNull()) {
+      KILN_USAGE_FAIL(origin << ": has no value");
+    } else {
+      KILN_USAGE_FAIL(origin << ": nested mappings are not options (write option: value)");
+    }
+    table.set(cfg, key, value, origin);
+  }
+#else
+  (void)cfg;
+  KILN_USAGE_FAIL(path << ": this kiln was built without yaml-cpp; install libyaml-cpp-dev");
+#endif
+}
+
+}  // namespace kiln
