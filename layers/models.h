@@ -37,7 +37,7 @@ void add_activation(Model& m, const std::string& activation);
 void add_norm(Model& m, const ModelOptions& opts, int64_t features, bool spatial);
 void add_dropout(Model& m, const ModelOptions& opts, bool spatial);
 // Usage checks of the block-tail options (dropout_kind; norm/dropout ranges are also checked by
-// ModelOptions::validate). Called by validate().
+// ModelOptions::validate). Called by add_dropout; validate() may call it too.
 void validate_block_options(const ModelOptions& opts);
 
 }  // namespace kiln
