@@ -13,21 +13,22 @@
 
 namespace kiln::app {
 
+inline bool stderr_is_tty() { return isatty(fileno(stderr)) != 0; }
+
 inline int guarded_main(const char* prog, const std::function<int()>& body) {
   try {
     return body();
   } catch (const Error& e) {
-    std::fprintf(stderr, "\n%s: error: %s\n", prog, e.message().c_str());
+    std::fprintf(stderr, "%s%s: error: %s\n", stderr_is_tty() ? "\n" : "", prog, e.message().c_str());
     return exit_code(e.kind());
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "\n%s: error: out of memory\n", prog);
+    std::fprintf(stderr, "%s: error: out of memory\n", prog);
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "\n%s: error: %s\n", prog, e.what());
+    std::fprintf(stderr, "%s: error: %s\n", prog, e.what());
     return 1;
   }
 }
 
-inline bool stderr_is_tty() { return isatty(fileno(stderr)) != 0; }
 
 }  // namespace kiln::app

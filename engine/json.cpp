@@ -40,12 +40,23 @@ std::string json_number(double v) {
   return b;
 }
 
+std::string json_number(float v) {
+  if (!std::isfinite(v)) return "null";
+  char b[32];
+  for (int prec = 6; prec <= 9; ++prec) {
+    std::snprintf(b, sizeof b, "%.*g", prec, static_cast<double>(v));
+    if (std::strtof(b, nullptr) == v) break;
+  }
+  return b;
+}
+
 void JsonObject::key(const std::string& k) {
   if (!body_.empty()) body_ += ",";
   body_ += json_escape(k) + ":";
 }
 JsonObject& JsonObject::add(const std::string& k, const std::string& v) { key(k); body_ += json_escape(v); return *this; }
 JsonObject& JsonObject::add(const std::string& k, double v) { key(k); body_ += json_number(v); return *this; }
+JsonObject& JsonObject::add(const std::string& k, float v) { key(k); body_ += json_number(v); return *this; }
 JsonObject& JsonObject::add(const std::string& k, long long v) { key(k); body_ += std::to_string(v); return *this; }
 JsonObject& JsonObject::add(const std::string& k, bool v) { key(k); body_ += v ? "true" : "false"; return *this; }
 JsonObject& JsonObject::add_raw(const std::string& k, const std::string& j) { key(k); body_ += j; return *this; }

@@ -10,13 +10,14 @@ namespace kiln {
 
 std::string json_escape(const std::string& s);  // with the surrounding quotes
 std::string json_number(double v);              // shortest round-trip form; null if not finite
+std::string json_number(float v);
 
 class JsonObject {
  public:
   JsonObject& add(const std::string& key, const std::string& v);
   JsonObject& add(const std::string& key, const char* v) { return add(key, std::string(v)); }
   JsonObject& add(const std::string& key, double v);
-  JsonObject& add(const std::string& key, float v) { return add(key, static_cast<double>(v)); }
+  JsonObject& add(const std::string& key, float v);  // shortest form that reads back as this float
   JsonObject& add(const std::string& key, int v) { return add(key, static_cast<long long>(v)); }
   JsonObject& add(const std::string& key, long v) { return add(key, static_cast<long long>(v)); }
   JsonObject& add(const std::string& key, long long v);

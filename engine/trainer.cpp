@@ -9,6 +9,7 @@
 #include "engine/error.h"
 #include "engine/json.h"
 #include "kernels/loss/loss.h"
+#include "optim/batch_schedule.h"
 
 #ifdef KILN_WITH_CUDA
 #include "engine/cuda_check.h"
@@ -28,6 +29,7 @@ void TrainOptions::validate() const {
   KILN_USAGE_CHECK(batch_size >= 1, "--batch-size " << batch_size << ": must be >= 1");
   KILN_USAGE_CHECK(eval_batch_size >= 1, "--eval-batch-size " << eval_batch_size << ": must be >= 1");
   KILN_USAGE_CHECK(log_every >= 0, "--log-every " << log_every << ": must be >= 0");
+  if (!batch_schedule.empty()) parse_batch_schedule(batch_schedule);
   KILN_USAGE_CHECK(target_acc >= 0 && target_acc <= 1,
                    "--target-acc " << target_acc << ": must be in [0, 1]");
 }
@@ -189,19 +191,29 @@ std::string Trainer::grad_report() const {
 std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test, int start_epoch) {
   JsonlWriter jsonl(opts_.log_path, start_epoch > 0);
   BatchIterator it(train, opts_.batch_size, opts_.shuffle, ctx_.seed);
+  std::vector<std::pair<int, int>> bsched;
+  if (!opts_.batch_schedule.empty()) bsched = parse_batch_schedule(opts_.batch_schedule);
   std::vector<EpochRecord> out;
   bool tty = opts_.progress == 1;
   for (int epoch = start_epoch; epoch < opts_.epochs; ++epoch) {
     auto t0 = Clock::now();
     model_.train(ctx_);
     zero_bytes(acc_->data(), ctx_.device(), acc_->bytes(), ctx_.stream());
+    // Batch-size schedule: the batch in force this epoch; with scale_lr the schedule's lr is
+    // scaled by batch / first batch (the linear scaling rule).
+    float lr_scale = 1.0f;
+    if (!bsched.empty()) {
+      int bs = batch_size_at(bsched, epoch);
+      it.set_batch_size(bs);
+      if (opts_.scale_lr_with_batch) lr_scale = scale_lr_linear(1.0f, bsched.front().second, bs);
+    }
     it.start_epoch(epoch, ctx_.stream());
     int64_t nb = it.batches_per_epoch();
     float lr = 0, mom = -1;
     int64_t n = 0, seen = 0;
     for (int64_t b = 0; it.batch(b, batch_x_, batch_y_, n, ctx_.stream()); ++b) {
       check_nonfinite(opts_.detect_anomaly, epoch);
-      lr = sched_.lr(epoch, step_);
+      lr = sched_.lr(epoch, step_) * lr_scale;
       mom = sched_.momentum(epoch, step_);
       step_batch(batch_x_, batch_y_, n, lr, mom);
       seen += n;

@@ -37,7 +37,7 @@ struct TrainOptions {
 struct EpochRecord {
   int epoch = 0;  // 1-based, as printed
   long long step = 0;
-  double lr = 0, momentum = -1;
+  float lr = 0, momentum = -1;  // as the optimizer used them
   double train_loss = 0, train_acc = 0, test_loss = NAN, test_acc = NAN;
   double grad_norm = 0, l1_penalty = 0, l2_penalty = 0;
   double seconds = 0, images_per_s = 0;

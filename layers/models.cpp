@@ -22,6 +22,7 @@ void ModelOptions::validate() const {
                    "--norm " << norm << ": expected none|batch|group");
   KILN_USAGE_CHECK(groups >= 1, "--groups " << groups << ": must be >= 1");
   KILN_USAGE_CHECK(dropout >= 0.0f && dropout < 1.0f, "--dropout " << dropout << ": must be in [0, 1)");
+  validate_block_options(*this);
 }
 
 std::unique_ptr<Model> make_model(const ModelOptions& opts, const Shape& input, int num_classes) {
