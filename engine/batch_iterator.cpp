@@ -25,6 +25,7 @@ BatchIterator::BatchIterator(const Dataset& ds, int64_t batch_size, bool shuffle
 }
 
 int64_t BatchIterator::batches_per_epoch() const {
+  KILN_USAGE_CHECK(batch_size_ > 0, ds_.name << ": batch size must be > 0, got " << batch_size_);
   return (ds_.size() + batch_size_ - 1) / batch_size_;
 }
 
@@ -46,7 +47,8 @@ void BatchIterator::start_epoch(int epoch, cudaStream_t stream) {
     // n / 2^64, negligible.
     std::mt19937_64 g(data_mix64(data_mix64(seed_) + static_cast<uint64_t>(epoch)));
     for (int64_t i = n - 1; i > 0; --i)
-      std::swap(host_perm_[i], host_perm_[static_cast<int64_t>(g() % static_cast<uint64_t>(i + 1))]);
+      std::swap(host_perm_[i],
+                host_perm_[static_cast<int64_t>(g() % static_cast<uint64_t>(i + 1))]);
   }
   copy_bytes(perm_->data(), ds_.device(), host_perm_.data(), Device::CPU,
              host_perm_.size() * sizeof(int32_t), stream);

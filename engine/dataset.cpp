@@ -30,7 +30,8 @@ void dataset_stats(const std::string& dataset, std::vector<float>& mean, std::ve
     mean = {0.4914f, 0.4822f, 0.4465f};
     std = {0.2470f, 0.2435f, 0.2616f};
   } else {
-    KILN_USAGE_FAIL("unknown dataset '" << dataset << "' (expected mnist, fashion-mnist or cifar10)");
+    KILN_USAGE_FAIL("unknown dataset '" << dataset
+                                        << "' (expected mnist, fashion-mnist or cifar10)");
   }
 }
 
@@ -75,7 +76,8 @@ Dataset Dataset::to(Device d) const {
 // ---- IDX pairs --------------------------------------------------------------------------------
 Dataset load_idx_pair(const std::string& images_path, const std::string& labels_path,
                       const std::string& name, int64_t limit, bool normalize,
-                      const std::vector<float>& mean, const std::vector<float>& std, Device device) {
+                      const std::vector<float>& mean, const std::vector<float>& std,
+                      Device device) {
   IdxArray im = read_idx(images_path);
   KILN_CHECK(im.dims.size() == 3 || im.dims.size() == 4,
              images_path << ": expected an image file with dims (N, rows, cols) or (N, C, rows, "
@@ -85,9 +87,8 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
   KILN_CHECK(lb.dims.size() == 1,
              labels_path << ": expected a label file with dims (N), found " << shape_str(lb.dims));
   const int64_t n_all = im.dims[0];
-  KILN_CHECK(n_all == lb.dims[0], images_path << " holds " << n_all << " images but "
-                                              << labels_path << " holds " << lb.dims[0]
-                                              << " labels");
+  KILN_CHECK(n_all == lb.dims[0], images_path << " holds " << n_all << " images but " << labels_path
+                                              << " holds " << lb.dims[0] << " labels");
   KILN_CHECK(n_all > 0, images_path << ": holds no images");
   KILN_CHECK(n_all <= INT32_MAX, images_path << ": " << n_all << " images exceed int32 indices");
   for (int64_t i = 0; i < n_all; ++i)
@@ -96,10 +97,9 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
   const int64_t c = im.dims.size() == 4 ? im.dims[1] : 1;
   const int64_t h = im.dims[im.dims.size() - 2], w = im.dims.back();
   KILN_CHECK(c > 0 && h > 0 && w > 0, images_path << ": empty image dims " << shape_str(im.dims));
-  KILN_USAGE_CHECK(!normalize || ((mean.size() == 1 || int64_t(mean.size()) == c) &&
-                                  mean.size() == std.size()),
-                   name << ": " << mean.size() << " means / " << std.size() << " stds for " << c
-                        << " channels");
+  KILN_USAGE_CHECK(
+      !normalize || ((mean.size() == 1 || int64_t(mean.size()) == c) && mean.size() == std.size()),
+      name << ": " << mean.size() << " means / " << std.size() << " stds for " << c << " channels");
   const int64_t n = limit > 0 ? std::min(limit, n_all) : n_all;
   Dataset ds = make_host_dataset(name, {n, c, h, w},
                                  std::vector<int32_t>(lb.data.begin(), lb.data.begin() + n));
@@ -124,7 +124,8 @@ Dataset load_cifar_files(const std::vector<std::string>& paths, const std::strin
     KILN_CHECK(size != 0, path << ": empty file (expected 3073-byte CIFAR-10 records)");
     if (size > 0) {
       KILN_CHECK(size % kRecord == 0,
-                 path << ": size " << size << " is not a multiple of the 3073-byte CIFAR-10 record: "
+                 path << ": size " << size
+                      << " is not a multiple of the 3073-byte CIFAR-10 record: "
                       << "record " << size / kRecord << " (at byte " << size / kRecord * kRecord
                       << ") has only " << size % kRecord << " bytes");
       pixels.reserve(pixels.size() + size / kRecord * kPixels);
@@ -222,10 +223,11 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
                   << (cifar ? "CIFAR-10 must be supplied: scripts/fetch_data.sh --cifar-dir DIR"
                             : "run scripts/fetch_data.sh to download it"));
   if (cifar) return load_cifar_files(found, name, limit, opts.normalize, device);
-  Dataset ds = load_idx_pair(found[0], found[1], name, limit, opts.normalize, mean, std, Device::CPU);
+  Dataset ds =
+      load_idx_pair(found[0], found[1], name, limit, opts.normalize, mean, std, Device::CPU);
   KILN_CHECK(ds.images.dim(1) == 1 && ds.images.dim(2) == 28 && ds.images.dim(3) == 28,
-             found[0] << ": images are " << shape_str(ds.sample_shape()) << ", expected [1, 28, 28] for "
-                      << opts.dataset);
+             found[0] << ": images are " << shape_str(ds.sample_shape())
+                      << ", expected [1, 28, 28] for " << opts.dataset);
   return device == Device::CPU ? ds : ds.to(device);
 }
 

@@ -45,8 +45,7 @@ DataReader::DataReader(const std::string& path) : impl_(new Impl), path_(path) {
   d.f = std::fopen(path.c_str(), "rb");
   KILN_CHECK(d.f, path << ": cannot open: " << std::strerror(errno));
   struct stat st {};
-  KILN_CHECK(fstat(fileno(d.f), &st) == 0 && S_ISREG(st.st_mode),
-             path << ": not a regular file");
+  KILN_CHECK(fstat(fileno(d.f), &st) == 0 && S_ISREG(st.st_mode), path << ": not a regular file");
   if (std::fseek(d.f, 0, SEEK_END) == 0) d.size = std::ftell(d.f);
   std::rewind(d.f);
   d.refill();
@@ -59,8 +58,12 @@ DataReader::DataReader(const std::string& path) : impl_(new Impl), path_(path) {
 
 DataReader::~DataReader() = default;
 
-bool DataReader::gzip() const { return impl_->gz; }
-int64_t DataReader::raw_size() const { return impl_->gz ? -1 : impl_->size; }
+bool DataReader::gzip() const {
+  return impl_->gz;
+}
+int64_t DataReader::raw_size() const {
+  return impl_->gz ? -1 : impl_->size;
+}
 
 size_t DataReader::read(uint8_t* dst, size_t n) {
   Impl& d = *impl_;
@@ -88,8 +91,7 @@ size_t DataReader::read(uint8_t* dst, size_t n) {
     }
     if (!d.refill()) {
       KILN_FAIL(path_ << ": truncated gzip stream: compressed data ends at byte "
-                      << d.compressed_consumed << " after " << offset_ + got
-                      << " inflated bytes");
+                      << d.compressed_consumed << " after " << offset_ + got << " inflated bytes");
     }
     d.zs.next_in = d.in + d.in_pos;
     d.zs.avail_in = static_cast<uInt>(d.in_len - d.in_pos);
@@ -105,8 +107,8 @@ size_t DataReader::read(uint8_t* dst, size_t n) {
       d.stream_end = true;
     } else {
       KILN_CHECK(rc == Z_OK || rc == Z_BUF_ERROR,
-                 path_ << ": corrupt gzip data near compressed byte offset " << d.compressed_consumed
-                       << ": " << (d.zs.msg ? d.zs.msg : zError(rc)));
+                 path_ << ": corrupt gzip data near compressed byte offset "
+                       << d.compressed_consumed << ": " << (d.zs.msg ? d.zs.msg : zError(rc)));
     }
   }
   offset_ += got;
@@ -197,8 +199,8 @@ IdxArray read_idx(const std::string& path) {
     size_t got = r.read(a.data.data() + old, want);
     KILN_CHECK(got == want, path << ": truncated: expected " << expected
                                  << " bytes of data after the " << header << "-byte header, found "
-                                 << old + got << " (file ends at byte " << header + old + got
-                                 << unc << ")");
+                                 << old + got << " (file ends at byte " << header + old + got << unc
+                                 << ")");
   }
   // Reading on to the end also makes zlib verify the gzip CRC of the whole stream.
   const uint64_t extra = r.skip(64u << 20);

@@ -17,14 +17,18 @@ constexpr int kThreads = 256;
 constexpr long long kMaxBlocks = 4096;
 
 unsigned grid_for(long long work) {
-  return static_cast<unsigned>(std::max(1LL, std::min<long long>(ceil_div(work, kThreads), kMaxBlocks)));
+  return static_cast<unsigned>(
+      std::max(1LL, std::min<long long>(ceil_div(work, kThreads), kMaxBlocks)));
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 }  // namespace
 
 template <typename V>
-static __global__ void gather_rows_kernel(const V* __restrict__ src, const int32_t* __restrict__ labels,
+static __global__ void gather_rows_kernel(const V* __restrict__ src,
+                                          const int32_t* __restrict__ labels,
                                           const int32_t* __restrict__ idx, int64_t count,
                                           int64_t row_v, V* __restrict__ dst,
                                           int32_t* __restrict__ dst_labels) {
@@ -58,8 +62,10 @@ static __global__ void crop_flip_gather_kernel(const float* __restrict__ src,
     int sy = y + p.oy - s.pad;
     int sx = (p.flip ? s.w - 1 - x : x) + p.ox - s.pad;
     bool inside = sy >= 0 && sy < s.h && sx >= 0 && sx < s.w;
-    dst[e] = inside ? src[static_cast<int64_t>(i) * row + c * plane + static_cast<int64_t>(sy) * s.w + sx]
-                    : 0.0f;
+    dst[e] =
+        inside
+            ? src[static_cast<int64_t>(i) * row + c * plane + static_cast<int64_t>(sy) * s.w + sx]
+            : 0.0f;
   }
   if (labels && dst_labels)
     for (int64_t j = tid; j < s.count; j += stride) dst_labels[j] = labels[idx[j]];
@@ -86,7 +92,7 @@ void crop_flip_gather_fwd(const float* src, const int32_t* labels, const int32_t
   if (s.count <= 0) return;
   const long long total = s.count * static_cast<long long>(s.c) * s.h * s.w;
   crop_flip_gather_kernel<<<grid_for(total), kThreads, 0, stream>>>(src, labels, idx, s, dst,
-                                                                     dst_labels);
+                                                                    dst_labels);
   KILN_LAUNCH_CHECK();
 }
 

@@ -36,7 +36,8 @@ struct CropFlip {
   bool flip;
 };
 
-KILN_DATA_HD inline CropFlip augment_params(uint64_t seed, uint64_t epoch, uint64_t index, int pad) {
+KILN_DATA_HD inline CropFlip augment_params(uint64_t seed, uint64_t epoch, uint64_t index,
+                                            int pad) {
   uint64_t h = augment_hash(seed, epoch, index);
   unsigned span = 2u * static_cast<unsigned>(pad) + 1u;
   CropFlip p;

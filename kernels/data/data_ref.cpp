@@ -9,8 +9,8 @@ namespace kiln {
 
 static void check_indices(const int32_t* idx, int64_t count, int64_t n_src, const char* op) {
   for (int64_t j = 0; j < count; ++j)
-    KILN_CHECK(idx[j] >= 0 && idx[j] < n_src,
-               op << ": index " << idx[j] << " at position " << j << " outside [0, " << n_src << ")");
+    KILN_CHECK(idx[j] >= 0 && idx[j] < n_src, op << ": index " << idx[j] << " at position " << j
+                                                 << " outside [0, " << n_src << ")");
 }
 
 static void gather_labels(const int32_t* labels, const int32_t* idx, int64_t count,
