@@ -45,7 +45,7 @@ void BatchIterator::start_epoch(int epoch, cudaStream_t stream) {
     // Not std::uniform_int_distribution / std::shuffle: their output differs between standard
     // libraries, and the order must be reproducible anywhere. g() % (i+1) has a bias below
     // n / 2^64, negligible.
-    std::mt19937_64 g(data_mix64(data_mix64(seed_) + static_cast<uint64_t>(epoch)));
+    std::mt19937_64 g(mix64(mix64(seed_ + 0x9E3779B97F4A7C15ull) + static_cast<uint64_t>(epoch)));
     for (int64_t i = n - 1; i > 0; --i)
       std::swap(host_perm_[i],
                 host_perm_[static_cast<int64_t>(g() % static_cast<uint64_t>(i + 1))]);

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "engine/device.h"
+#include "kernels/dropout/hash.h"
 
 #if defined(__CUDACC__)
 #define KILN_DATA_HD __host__ __device__
@@ -17,16 +18,13 @@
 namespace kiln {
 
 // ---- counter-based randomness -----------------------------------------------------------------
-// SplitMix64 finaliser: a bijective mix with good avalanche, cheap enough to recompute per pixel.
-KILN_DATA_HD inline uint64_t data_mix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
+// The splitmix64 finaliser shared with dropout (kernels/dropout/hash.h): a bijective mix with good
+// avalanche, cheap enough to recompute per pixel. Each of seed, epoch and index is offset by a
+// different odd constant before mixing so that zeros do not map to zero.
 KILN_DATA_HD inline uint64_t augment_hash(uint64_t seed, uint64_t epoch, uint64_t index) {
-  return data_mix64(data_mix64(data_mix64(seed) ^ epoch) ^ index);
+  uint64_t k = mix64(seed + 0x9E3779B97F4A7C15ull);
+  k = mix64(k ^ (epoch + 0xD1B54A32D192ED03ull));
+  return mix64(k ^ (index + 0xA24BAED4963EE407ull));
 }
 
 // The augmentation of one sample: crop offset (oy, ox) into the image padded by `pad` on every
