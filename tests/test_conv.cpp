@@ -13,6 +13,9 @@
 #include "layers/model.h"
 #include "layers/models.h"
 #include "tests/test_util.h"
+#if defined(KILN_WITH_CUDA) && defined(KILN_HAVE_CUDNN)
+#include "kernels/conv/conv_cudnn.h"
+#endif
 
 namespace kiln {
 namespace {
@@ -218,6 +221,132 @@ TEST(CnnModel, CifarBuildsAndRuns) {
   Context ctx(Device::CPU);
   Tensor y = m->forward(ctx, Tensor::from_vector(test::random_vec<float>(3 * 32 * 32, 4), {1, 3, 32, 32}, Device::CPU));
   for (float v : y.to_vector()) EXPECT_TRUE(std::isfinite(v));
+}
+
+// ---- GPU vs reference (and cuDNN) -------------------------------------------------------------
+
+std::vector<NamedShape> gpu_shapes() {
+  auto v = awkward_shapes();
+  v.push_back({"Channels13to35", make_shape(2, 13, 6, 7, 35, 3, 3, 1, 1)});
+  v.push_back({"Channels33to65Pad1", make_shape(2, 33, 9, 9, 65, 3, 3, 1, 1)});
+  v.push_back({"Batch3Mnist28", make_shape(3, 1, 28, 28, 8, 3, 3, 1, 0)});
+  v.push_back({"K5Stride2Pad2", make_shape(2, 4, 13, 12, 6, 5, 5, 2, 2)});
+  v.push_back({"OneByOneWide", make_shape(3, 40, 7, 9, 70, 1, 1, 1, 0)});
+  v.push_back({"SplitKFilter", make_shape(16, 8, 24, 24, 16, 3, 3, 1, 0)});
+  v.push_back({"SplitKOneByOne", make_shape(16, 16, 22, 22, 8, 1, 1, 1, 0)});
+  return v;
+}
+
+// Reference results in double, returned as float.
+struct RefResults {
+  std::vector<float> y, dx, dw, db;
+};
+RefResults reference(const ConvShape& s, const std::vector<float>& x, const std::vector<float>& w,
+                     const std::vector<float>& b, const std::vector<float>& g) {
+  std::vector<double> xd(x.begin(), x.end()), wd(w.begin(), w.end()), bd(b.begin(), b.end()),
+      gd(g.begin(), g.end()), y(s.y_numel()), dx(s.x_numel()), dw(s.w_numel()), db(s.k);
+  conv2d_fwd_ref<double>(s, xd.data(), wd.data(), bd.data(), y.data());
+  conv2d_bwd_data_ref<double>(s, gd.data(), wd.data(), dx.data());
+  conv2d_bwd_filter_ref<double>(s, xd.data(), gd.data(), dw.data(), db.data());
+  auto f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+  return {f(y), f(dx), f(dw), f(db)};
+}
+
+class ConvGpu : public ::testing::TestWithParam<NamedShape> {};
+
+TEST_P(ConvGpu, MatchesReference) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  const ConvShape s = GetParam().s;
+  auto x = test::random_vec<float>(s.x_numel(), 21), w = test::random_vec<float>(s.w_numel(), 22);
+  auto b = test::random_vec<float>(s.k, 23), g = test::random_vec<float>(s.y_numel(), 24);
+  RefResults want = reference(s, x, w, b, g);
+  Tensor X = Tensor::from_vector(x, {s.x_numel()}, Device::CUDA);
+  Tensor Wt = Tensor::from_vector(w, {s.w_numel()}, Device::CUDA);
+  Tensor B = Tensor::from_vector(b, {s.k}, Device::CUDA);
+  Tensor G = Tensor::from_vector(g, {s.y_numel()}, Device::CUDA);
+  Tensor Y = test::poisoned({s.y_numel()}, Device::CUDA);
+  Tensor DX = test::poisoned({s.x_numel()}, Device::CUDA);
+  Tensor DW = test::poisoned({s.w_numel()}, Device::CUDA);
+  Tensor DB = test::poisoned({s.k}, Device::CUDA);
+  Tensor WS = test::poisoned({std::max<int64_t>(1, int64_t(conv2d_bwd_filter_workspace(s)))}, Device::CUDA);
+  conv2d_fwd(s, X.data(), Wt.data(), B.data(), Y.data(), nullptr);
+  conv2d_bwd_data(s, G.data(), Wt.data(), DX.data(), nullptr);
+  conv2d_bwd_filter(s, X.data(), G.data(), DW.data(), DB.data(), WS.data(), nullptr);
+  EXPECT_TRUE(test::all_close(Y.to_vector(), want.y, 1e-4, 1e-4)) << "forward";
+  EXPECT_TRUE(test::all_close(DX.to_vector(), want.dx, 1e-4, 1e-4)) << "backward-data";
+  EXPECT_TRUE(test::all_close(DW.to_vector(), want.dw, 1e-3, 1e-4)) << "backward-filter";
+  EXPECT_TRUE(test::all_close(DB.to_vector(), want.db, 1e-3, 1e-4)) << "bias";
+  // without bias: forward adds nothing, db stays untouched, dw is bit-identical (deterministic)
+  Tensor Y2 = test::poisoned({s.y_numel()}, Device::CUDA), DW2 = test::poisoned({s.w_numel()}, Device::CUDA);
+  conv2d_fwd(s, X.data(), Wt.data(), nullptr, Y2.data(), nullptr);
+  conv2d_bwd_filter(s, X.data(), G.data(), DW2.data(), nullptr, WS.data(), nullptr);
+  auto y2 = Y2.to_vector(), y1 = Y.to_vector();
+  int64_t pq = s.p() * s.q();
+  for (size_t i = 0; i < y2.size(); ++i) y2[i] += b[(i / pq) % s.k];
+  EXPECT_TRUE(test::all_close(y2, y1, 1e-5, 1e-5)) << "forward without bias";
+  EXPECT_TRUE(test::all_close(DW2.to_vector(), DW.to_vector(), 0, 0)) << "backward-filter not deterministic";
+#endif
+}
+
+#if defined(KILN_WITH_CUDA) && defined(KILN_HAVE_CUDNN)
+TEST_P(ConvGpu, MatchesCudnn) {
+  KILN_SKIP_WITHOUT_GPU();
+  const ConvShape s = GetParam().s;
+  auto x = test::random_vec<float>(s.x_numel(), 31), w = test::random_vec<float>(s.w_numel(), 32);
+  auto b = test::random_vec<float>(s.k, 33), g = test::random_vec<float>(s.y_numel(), 34);
+  Tensor X = Tensor::from_vector(x, {s.x_numel()}, Device::CUDA);
+  Tensor Wt = Tensor::from_vector(w, {s.w_numel()}, Device::CUDA);
+  Tensor B = Tensor::from_vector(b, {s.k}, Device::CUDA);
+  Tensor G = Tensor::from_vector(g, {s.y_numel()}, Device::CUDA);
+  Tensor WS = Tensor::zeros({std::max<int64_t>(1, int64_t(conv2d_bwd_filter_workspace(s)))}, Device::CUDA);
+  Tensor Y[2], DX[2], DW[2], DB[2];
+  for (int i = 0; i < 2; ++i) {
+    Y[i] = test::poisoned({s.y_numel()}, Device::CUDA);
+    DX[i] = test::poisoned({s.x_numel()}, Device::CUDA);
+    DW[i] = test::poisoned({s.w_numel()}, Device::CUDA);
+    DB[i] = test::poisoned({s.k}, Device::CUDA);
+  }
+  conv2d_fwd(s, X.data(), Wt.data(), B.data(), Y[0].data(), nullptr);
+  conv2d_bwd_data(s, G.data(), Wt.data(), DX[0].data(), nullptr);
+  conv2d_bwd_filter(s, X.data(), G.data(), DW[0].data(), DB[0].data(), WS.data(), nullptr);
+  cudnn_conv::Conv ref(s, nullptr);
+  ref.fwd(X.data(), Wt.data(), B.data(), Y[1].data());
+  ref.bwd_data(G.data(), Wt.data(), DX[1].data());
+  ref.bwd_filter(X.data(), G.data(), DW[1].data(), DB[1].data());
+  EXPECT_TRUE(test::all_close(Y[0].to_vector(), Y[1].to_vector(), 1e-4, 1e-4)) << "forward";
+  EXPECT_TRUE(test::all_close(DX[0].to_vector(), DX[1].to_vector(), 1e-4, 1e-4)) << "backward-data";
+  EXPECT_TRUE(test::all_close(DW[0].to_vector(), DW[1].to_vector(), 1e-3, 1e-4)) << "backward-filter";
+  EXPECT_TRUE(test::all_close(DB[0].to_vector(), DB[1].to_vector(), 1e-3, 1e-4)) << "bias";
+}
+#endif
+
+INSTANTIATE_TEST_SUITE_P(Shapes, ConvGpu, ::testing::ValuesIn(gpu_shapes()),
+                         [](const ::testing::TestParamInfo<NamedShape>& i) { return i.param.name; });
+
+TEST(Conv2dLayerGpu, ModelForwardBackwardMatchCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  // the same model, same seed, on both devices: outputs and every gradient agree
+  auto run = [](Device d, std::vector<float>* out, std::vector<float>* grads) {
+    Model m({3, 11, 10});
+    m.add(std::make_unique<Conv2d>(3, 6, 3, 2, 1));
+    m.add(std::make_unique<Conv2d>(6, 5, 1));
+    m.add(std::make_unique<Conv2d>(5, 4, 3, 1, 0, false, InitScheme::KaimingUniform));
+    m.build(d, 9);
+    Context ctx(d);
+    Tensor x = Tensor::from_vector(test::random_vec<float>(2 * 3 * 110, 41), {2, 3, 11, 10}, d);
+    Tensor y = m.forward(ctx, x);
+    ctx.sync();
+    *out = y.to_vector();
+    m.backward(ctx, Tensor::from_vector(test::random_vec<float>(y.numel(), 42), y.shape(), d));
+    ctx.sync();
+    *grads = m.flat_grads().to_vector();
+  };
+  std::vector<float> yc, gc, yg, gg;
+  run(Device::CPU, &yc, &gc);
+  run(Device::CUDA, &yg, &gg);
+  EXPECT_TRUE(test::all_close(yg, yc, 1e-4, 1e-4));
+  EXPECT_TRUE(test::all_close(gg, gc, 1e-3, 1e-4));
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
@@ -167,6 +169,66 @@ TEST(PoolLayer, ShapesAndReceptiveFields) {
   Tensor dx = m.backward(ctx, Tensor::from_vector(std::vector<float>(6, 1.0f), {2, 3}, Device::CPU));
   EXPECT_FALSE(dx.defined());
 }
+
+// ---- GPU vs reference --------------------------------------------------------------------------
+
+class PoolGpu : public ::testing::TestWithParam<NamedPool> {};
+
+TEST_P(PoolGpu, MatchesReferenceIncludingTies) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  const PoolShape s = GetParam().s;
+  // small integers: many ties, which must resolve the same way on both devices
+  auto x = test::random_vec<float>(s.x_numel(), 51, -3, 3);
+  for (auto& v : x) v = std::floor(v);
+  auto g = test::random_vec<float>(s.y_numel(), 52);
+  std::vector<float> y(s.y_numel()), dx(s.x_numel()), ya(s.y_numel()), dxa(s.x_numel());
+  std::vector<int32_t> arg(s.y_numel());
+  maxpool2d_fwd_ref<float>(s, x.data(), y.data(), arg.data());
+  maxpool2d_bwd_ref<float>(s, g.data(), arg.data(), dx.data());
+  avgpool2d_fwd_ref<float>(s, x.data(), ya.data());
+  avgpool2d_bwd_ref<float>(s, g.data(), dxa.data());
+
+  Tensor X = Tensor::from_vector(x, {s.x_numel()}, Device::CUDA);
+  Tensor G = Tensor::from_vector(g, {s.y_numel()}, Device::CUDA);
+  Tensor Y = test::poisoned({s.y_numel()}, Device::CUDA), A = test::poisoned({s.y_numel()}, Device::CUDA);
+  Tensor DX = test::poisoned({s.x_numel()}, Device::CUDA);
+  maxpool2d_fwd(s, X.data(), Y.data(), reinterpret_cast<int32_t*>(A.data()), nullptr);
+  maxpool2d_bwd(s, G.data(), reinterpret_cast<const int32_t*>(A.data()), DX.data(), nullptr);
+  EXPECT_TRUE(test::all_close(Y.to_vector(), y, 0, 0)) << "maxpool forward";
+  auto av = A.to_vector();
+  std::vector<int32_t> ag(av.size());
+  std::memcpy(ag.data(), av.data(), av.size() * sizeof(float));
+  EXPECT_EQ(ag, arg) << "argmax (tie rule)";
+  EXPECT_TRUE(test::all_close(DX.to_vector(), dx, 1e-6, 1e-6)) << "maxpool backward";
+
+  Tensor YA = test::poisoned({s.y_numel()}, Device::CUDA), DXA = test::poisoned({s.x_numel()}, Device::CUDA);
+  avgpool2d_fwd(s, X.data(), YA.data(), nullptr);
+  avgpool2d_bwd(s, G.data(), DXA.data(), nullptr);
+  EXPECT_TRUE(test::all_close(YA.to_vector(), ya, 1e-6, 1e-6)) << "avgpool forward";
+  EXPECT_TRUE(test::all_close(DXA.to_vector(), dxa, 1e-6, 1e-6)) << "avgpool backward";
+
+  const int64_t planes = s.n * s.c, hw = s.h * s.w;
+  std::vector<float> yg(planes), dxg(s.x_numel());
+  global_avgpool_fwd_ref<float>(planes, hw, x.data(), yg.data());
+  global_avgpool_bwd_ref<float>(planes, hw, g.data(), dxg.data());  // first `planes` of g as dy
+  Tensor YG = test::poisoned({planes}, Device::CUDA), DXG = test::poisoned({s.x_numel()}, Device::CUDA);
+  global_avgpool_fwd(planes, hw, X.data(), YG.data(), nullptr);
+  global_avgpool_bwd(planes, hw, G.data(), DXG.data(), nullptr);
+  EXPECT_TRUE(test::all_close(YG.to_vector(), yg, 1e-5, 1e-5)) << "global avgpool forward";
+  EXPECT_TRUE(test::all_close(DXG.to_vector(), dxg, 1e-6, 1e-6)) << "global avgpool backward";
+#endif
+}
+
+std::vector<NamedPool> gpu_pool_shapes() {
+  auto v = pool_shapes();
+  v.push_back({"Cnn128x8x22", make_pool(128, 8, 22, 22, 2, 2, 0)});
+  v.push_back({"K3S2Pad1Odd", make_pool(3, 7, 15, 13, 3, 2, 1)});
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, PoolGpu, ::testing::ValuesIn(gpu_pool_shapes()),
+                         [](const ::testing::TestParamInfo<NamedPool>& i) { return i.param.name; });
 
 }  // namespace
 }  // namespace kiln

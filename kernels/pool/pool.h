@@ -14,8 +14,8 @@ namespace kiln {
 struct PoolShape {
   int64_t n = 1, c = 1, h = 1, w = 1;  // input [n, c, h, w]
   int64_t kh = 2, kw = 2, stride = 2, pad = 0;
-  int64_t p() const { return (h + 2 * pad - kh) / stride + 1; }
-  int64_t q() const { return (w + 2 * pad - kw) / stride + 1; }
+  constexpr int64_t p() const { return (h + 2 * pad - kh) / stride + 1; }
+  constexpr int64_t q() const { return (w + 2 * pad - kw) / stride + 1; }
   int64_t x_numel() const { return n * c * h * w; }
   int64_t y_numel() const { return n * c * p() * q(); }
 };

@@ -1,0 +1,405 @@
+// CUDA convolution: one tiled GEMM kernel (shared-memory tiles of BM x 64 outputs over 16-deep
+// slices of the reduction, 256 threads, TM x 4 register micro-tiles, the next slice prefetched
+// into registers while the current one is multiplied) instantiated with "operand gatherers"
+// that read the GEMM operands straight out of the NCHW tensors (implicit GEMM, no im2col
+// buffer):
+//   forward          M = K_out  N = n*P*Q   R = C*kh*kw     A = weights, B = gathered input
+//   backward-data    M = C      N = n*H*W   R = K_out*kh*kw A = weights^T, B = gathered dy
+//                    (the flipped-filter convolution; for stride > 1 the taps that do not
+//                    land on an output position read as 0)
+//   backward-filter  M = K_out  N = C*kh*kw R = n*P*Q       A = dy, B = gathered input
+// 1x1/stride 1/pad 0 convolutions use dedicated gatherers (a GEMM over channels with the
+// spatial positions of all images as the long axis, no window arithmetic). BM is 16, 32 or 64
+// depending on M, since these nets have as few as 8 output channels. Backward-filter's long
+// reduction is split into a fixed number of chunks written to a workspace and summed in a fixed
+// order by a second pass; the bias gradient is a fixed-shape tree reduction: all results are
+// deterministic.
+#include <algorithm>
+
+#include "engine/cuda_check.h"
+#include "kernels/conv/conv.h"
+
+namespace kiln {
+namespace {
+
+constexpr int BN = 64, BK = 16, NT = 256;
+
+template <int TM, class Op>
+__global__ void __launch_bounds__(NT) conv_igemm_kernel(const Op op, int M, int N, int R,
+                                                        int r_chunk) {
+  constexpr int BM = 16 * TM;
+  __shared__ __align__(16) float As[BK][BM + 4];
+  __shared__ __align__(16) float Bs[BK][BN + 4];
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int rbeg = blockIdx.z * r_chunk, rend = min(R, rbeg + r_chunk);
+
+  // Load mapping: A is read along the reduction (contiguous in every gatherer); B along N,
+  // or along the reduction where that is the contiguous direction (backward-filter).
+  const int a_r = tid % BK, a_m = tid / BK;
+  int b_r[4], b_n[4];
+  typename Op::Col col[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if (Op::kBAlongR) {
+      b_r[i] = tid % BK;
+      b_n[i] = tid / BK + 16 * i;
+    } else {
+      b_n[i] = tid % BN;
+      b_r[i] = tid / BN + 4 * i;
+    }
+    col[i] = op.col(n0 + b_n[i]);  // Col.ok is false past N
+  }
+
+  float ra[TM], rb[4], acc[TM][4];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+
+  auto load = [&](int r0) {
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+      const int m = m0 + a_m + 16 * i, r = r0 + a_r;
+      ra[i] = (m < M && r < rend) ? op.a(m, r) : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = r0 + b_r[i];
+      rb[i] = (r < rend) ? op.b(col[i], r) : 0.f;
+    }
+  };
+
+  load(rbeg);
+  for (int r0 = rbeg; r0 < rend; r0 += BK) {
+#pragma unroll
+    for (int i = 0; i < TM; ++i) As[a_r][a_m + 16 * i] = ra[i];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) Bs[b_r[i]][b_n[i]] = rb[i];
+    __syncthreads();
+    if (r0 + BK < rend) load(r0 + BK);  // in flight while this slice is multiplied
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      float av[TM];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) av[i] = As[kk][ty * TM + i];
+      const float4 bv = *reinterpret_cast<const float4*>(&Bs[kk][tx * 4]);
+#pragma unroll
+      for (int i = 0; i < TM; ++i) {
+        acc[i][0] += av[i] * bv.x;
+        acc[i][1] += av[i] * bv.y;
+        acc[i][2] += av[i] * bv.z;
+        acc[i][3] += av[i] * bv.w;
+      }
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const int m = m0 + ty * TM + i;
+    if (m >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int n = n0 + tx * 4 + j;
+      if (n < N) op.store(m, n, acc[i][j], blockIdx.z);
+    }
+  }
+}
+
+// ---- operand gatherers -------------------------------------------------------------------------
+
+struct Dims {
+  int n, C, H, W, K, P, Q, kh, kw, stride, pad, HW, PQ, RS;
+  explicit Dims(const ConvShape& s)
+      : n(int(s.n)), C(int(s.c)), H(int(s.h)), W(int(s.w)), K(int(s.k)), P(int(s.p())),
+        Q(int(s.q())), kh(int(s.kh)), kw(int(s.kw)), stride(int(s.stride)), pad(int(s.pad)),
+        HW(H * W), PQ(P * Q), RS(kh * kw) {}
+};
+
+__device__ __forceinline__ bool inside(int i, int n) { return static_cast<unsigned>(i) < static_cast<unsigned>(n); }
+
+// Forward: A[m][r] = w[m][r]; B[r=(c,u,v)][col=(img,p,q)] = x[img][c][p*s-pad+u][q*s-pad+v].
+struct FwdOp {
+  static constexpr bool kBAlongR = false;
+  Dims d;
+  const float* __restrict__ x;
+  const float* __restrict__ w;
+  const float* __restrict__ bias;
+  float* __restrict__ y;
+  struct Col { int base, h0, w0; bool ok; };
+  __device__ Col col(int n) const {
+    Col c;
+    c.ok = n < d.n * d.PQ;
+    const int img = c.ok ? n / d.PQ : 0, pq = c.ok ? n - img * d.PQ : 0, p = pq / d.Q;
+    c.base = img * d.C * d.HW;
+    c.h0 = p * d.stride - d.pad;
+    c.w0 = (pq - p * d.Q) * d.stride - d.pad;
+    return c;
+  }
+  __device__ float a(int m, int r) const { return w[m * d.C * d.RS + r]; }
+  __device__ float b(const Col& c, int r) const {
+    if (!c.ok) return 0.f;
+    const int ch = r / d.RS, rs = r - ch * d.RS, u = rs / d.kw, v = rs - u * d.kw;
+    const int h = c.h0 + u, ww = c.w0 + v;
+    return (inside(h, d.H) && inside(ww, d.W)) ? x[c.base + (ch * d.H + h) * d.W + ww] : 0.f;
+  }
+  __device__ void store(int m, int n, float v, int) const {
+    const int img = n / d.PQ;
+    y[(img * d.K + m) * d.PQ + (n - img * d.PQ)] = v + (bias ? bias[m] : 0.f);
+  }
+};
+
+// Backward-data: A[c][r=(k,u,v)] = w[k][c][u][v];
+// B[r][col=(img,h,w)] = dy[img][k][(h+pad-u)/s][(w+pad-v)/s] where that divides and lands inside.
+struct BwdDataOp {
+  static constexpr bool kBAlongR = false;
+  Dims d;
+  const float* __restrict__ dy;
+  const float* __restrict__ w;
+  float* __restrict__ dx;
+  struct Col { int base, hp, wp; bool ok; };
+  __device__ Col col(int n) const {
+    Col c;
+    c.ok = n < d.n * d.HW;
+    const int img = c.ok ? n / d.HW : 0, hw = c.ok ? n - img * d.HW : 0, h = hw / d.W;
+    c.base = img * d.K * d.PQ;
+    c.hp = h + d.pad;
+    c.wp = hw - h * d.W + d.pad;
+    return c;
+  }
+  __device__ float a(int m, int r) const {
+    const int k = r / d.RS;
+    return w[(k * d.C + m) * d.RS + (r - k * d.RS)];
+  }
+  __device__ float b(const Col& c, int r) const {
+    if (!c.ok) return 0.f;
+    const int k = r / d.RS, rs = r - k * d.RS, u = rs / d.kw, v = rs - u * d.kw;
+    int ph = c.hp - u, pw = c.wp - v;
+    if (ph < 0 || pw < 0) return 0.f;
+    if (d.stride > 1) {
+      if (ph % d.stride || pw % d.stride) return 0.f;
+      ph /= d.stride;
+      pw /= d.stride;
+    }
+    return (ph < d.P && pw < d.Q) ? dy[c.base + (k * d.P + ph) * d.Q + pw] : 0.f;
+  }
+  __device__ void store(int m, int n, float v, int) const {
+    const int img = n / d.HW;
+    dx[(img * d.C + m) * d.HW + (n - img * d.HW)] = v;
+  }
+};
+
+// Backward-filter: A[m][r=(img,p,q)] = dy[img][m][p][q];
+// B[r][col=(c,u,v)] = x[img][c][p*s-pad+u][q*s-pad+v]. Partial sums go to out + z*M*N.
+struct BwdFilterOp {
+  static constexpr bool kBAlongR = true;
+  Dims d;
+  const float* __restrict__ x;
+  const float* __restrict__ dy;
+  float* __restrict__ out;
+  struct Col { int coff, u, v; bool ok; };
+  __device__ Col col(int n) const {
+    Col c;
+    c.ok = n < d.C * d.RS;
+    const int ch = c.ok ? n / d.RS : 0, rs = c.ok ? n - ch * d.RS : 0;
+    c.coff = ch * d.HW;
+    c.u = rs / d.kw;
+    c.v = rs - c.u * d.kw;
+    return c;
+  }
+  __device__ float a(int m, int r) const {
+    const int img = r / d.PQ;
+    return dy[(img * d.K + m) * d.PQ + (r - img * d.PQ)];
+  }
+  __device__ float b(const Col& c, int r) const {
+    if (!c.ok) return 0.f;
+    const int img = r / d.PQ, pq = r - img * d.PQ, p = pq / d.Q, q = pq - p * d.Q;
+    const int h = p * d.stride - d.pad + c.u, ww = q * d.stride - d.pad + c.v;
+    return (inside(h, d.H) && inside(ww, d.W)) ? x[(img * d.C) * d.HW + c.coff + h * d.W + ww] : 0.f;
+  }
+  __device__ void store(int m, int n, float v, int z) const {
+    out[(size_t(z) * d.K + m) * (d.C * d.RS) + n] = v;
+  }
+};
+
+// 1x1: out[img][m][j] = sum_k A[m][k] in[img][k][j] (+ bias[m]); A[m][k] = a_[m*sm + k*sk].
+// Forward: A = w [K, C]; backward-data: A = w^T (sm = 1, sk = C), in = dy.
+struct ChanGemmOp {
+  static constexpr bool kBAlongR = false;
+  int n, HW, Kin, Mout, sm, sk;
+  const float* __restrict__ amat;
+  const float* __restrict__ in;
+  const float* __restrict__ bias;
+  float* __restrict__ out;
+  struct Col { int base; bool ok; };
+  __device__ Col col(int j) const {
+    Col c;
+    c.ok = j < n * HW;
+    const int img = c.ok ? j / HW : 0;
+    c.base = img * Kin * HW + (c.ok ? j - img * HW : 0);
+    return c;
+  }
+  __device__ float a(int m, int k) const { return amat[m * sm + k * sk]; }
+  __device__ float b(const Col& c, int k) const { return c.ok ? in[c.base + k * HW] : 0.f; }
+  __device__ void store(int m, int j, float v, int) const {
+    const int img = j / HW;
+    out[(img * Mout + m) * HW + (j - img * HW)] = v + (bias ? bias[m] : 0.f);
+  }
+};
+
+// 1x1 backward-filter: dw[m][c] = sum_{img,j} dy[img][m][j] x[img][c][j].
+struct ChanFilterOp {
+  static constexpr bool kBAlongR = true;
+  int n, HW, C, K;
+  const float* __restrict__ x;
+  const float* __restrict__ dy;
+  float* __restrict__ out;
+  struct Col { int c; bool ok; };
+  __device__ Col col(int j) const { return Col{j, j < C}; }
+  __device__ float a(int m, int r) const {
+    const int img = r / HW;
+    return dy[(img * K + m) * HW + (r - img * HW)];
+  }
+  __device__ float b(const Col& c, int r) const {
+    if (!c.ok) return 0.f;
+    const int img = r / HW;
+    return x[(img * C + c.c) * HW + (r - img * HW)];
+  }
+  __device__ void store(int m, int j, float v, int z) const { out[(size_t(z) * K + m) * C + j] = v; }
+};
+
+// ---- launch helpers, split-K plan, reductions --------------------------------------------------
+
+int tile_m(int64_t M) { return M <= 16 ? 16 : M <= 32 ? 32 : 64; }
+
+template <class Op>
+void launch_igemm(const Op& op, int64_t M, int64_t N, int64_t R, int splits, int r_chunk,
+                  cudaStream_t stream) {
+  const int bm = tile_m(M);
+  dim3 grid(ceil_div(N, BN), ceil_div(M, bm), splits);
+  const int m = int(M), n = int(N), r = int(R);
+  if (bm == 16)
+    conv_igemm_kernel<1><<<grid, NT, 0, stream>>>(op, m, n, r, r_chunk);
+  else if (bm == 32)
+    conv_igemm_kernel<2><<<grid, NT, 0, stream>>>(op, m, n, r, r_chunk);
+  else
+    conv_igemm_kernel<4><<<grid, NT, 0, stream>>>(op, m, n, r, r_chunk);
+  KILN_LAUNCH_CHECK();
+}
+
+// Backward-filter's reduction (n*P*Q) is long and its output (K x C*kh*kw) small: split it so
+// ~512 blocks run, each chunk at least 512 deep. Depends only on the shape (reproducible).
+struct SplitPlan {
+  int splits = 1, chunk = 0;
+};
+SplitPlan plan_filter_split(const ConvShape& s) {
+  const int64_t M = s.k, N = s.c * s.kh * s.kw, R = s.n * s.p() * s.q();
+  const int64_t tiles = ((M + tile_m(M) - 1) / tile_m(M)) * ((N + BN - 1) / BN);
+  const int64_t want = std::max<int64_t>(1, (512 + tiles - 1) / tiles);
+  const int64_t most = std::max<int64_t>(1, R / 512);
+  int64_t splits = std::min(want, most);
+  int64_t chunk = (R + splits - 1) / splits;
+  chunk = (chunk + BK - 1) / BK * BK;
+  SplitPlan p;
+  p.chunk = int(chunk);
+  p.splits = int((R + chunk - 1) / chunk);
+  return p;
+}
+
+__global__ void splitk_sum_kernel(const float* __restrict__ ws, int splits, int mn,
+                                  float* __restrict__ out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= mn) return;
+  float s = 0.f;
+  for (int z = 0; z < splits; ++z) s += ws[size_t(z) * mn + i];  // fixed order
+  out[i] = s;
+}
+
+// db[m] = sum over images and positions of dy[img][m][:]: one block per channel, fixed tree.
+__global__ void bias_grad_kernel(const float* __restrict__ dy, int n, int K, int PQ,
+                                 float* __restrict__ db) {
+  __shared__ float part[NT];
+  const int m = blockIdx.x;
+  float s = 0.f;
+  for (int i = threadIdx.x; i < n * PQ; i += NT) {
+    const int img = i / PQ;
+    s += dy[(img * K + m) * PQ + (i - img * PQ)];
+  }
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int w = NT / 2; w > 0; w /= 2) {
+    if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) db[m] = part[0];
+}
+
+void check_int_range(const ConvShape& s) {
+  const int64_t lim = int64_t(1) << 31;
+  KILN_CHECK(s.x_numel() < lim && s.y_numel() < lim && s.w_numel() < lim,
+             "conv: tensors above 2^31 elements are not supported (x " << s.x_numel() << ", y "
+                                                                       << s.y_numel() << ")");
+}
+
+}  // namespace
+
+void conv2d_fwd(const ConvShape& s, const float* x, const float* w, const float* b, float* y,
+                cudaStream_t stream) {
+  check_int_range(s);
+  if (s.is_1x1()) {
+    ChanGemmOp op{int(s.n), int(s.h * s.w), int(s.c), int(s.k), int(s.c), 1, w, x, b, y};
+    launch_igemm(op, s.k, s.n * s.h * s.w, s.c, 1, int(s.c), stream);
+    return;
+  }
+  FwdOp op{Dims(s), x, w, b, y};
+  const int64_t R = s.c * s.kh * s.kw;
+  launch_igemm(op, s.k, s.n * s.p() * s.q(), R, 1, int(R), stream);
+}
+
+void conv2d_bwd_data(const ConvShape& s, const float* dy, const float* w, float* dx,
+                     cudaStream_t stream) {
+  check_int_range(s);
+  if (s.is_1x1()) {
+    ChanGemmOp op{int(s.n), int(s.h * s.w), int(s.k), int(s.c), 1, int(s.c), w, dy, nullptr, dx};
+    launch_igemm(op, s.c, s.n * s.h * s.w, s.k, 1, int(s.k), stream);
+    return;
+  }
+  BwdDataOp op{Dims(s), dy, w, dx};
+  const int64_t R = s.k * s.kh * s.kw;
+  launch_igemm(op, s.c, s.n * s.h * s.w, R, 1, int(R), stream);
+}
+
+size_t conv2d_bwd_filter_workspace(const ConvShape& s) {
+  const SplitPlan p = plan_filter_split(s);
+  return p.splits > 1 ? size_t(p.splits) * s.w_numel() : 0;
+}
+
+void conv2d_bwd_filter(const ConvShape& s, const float* x, const float* dy, float* dw, float* db,
+                       float* workspace, cudaStream_t stream) {
+  check_int_range(s);
+  const SplitPlan p = plan_filter_split(s);
+  KILN_CHECK(p.splits == 1 || workspace, "conv2d_bwd_filter: needs a workspace of "
+                                             << conv2d_bwd_filter_workspace(s) << " floats");
+  float* out = p.splits > 1 ? workspace : dw;
+  const int64_t N = s.c * s.kh * s.kw, R = s.n * s.p() * s.q();
+  if (s.is_1x1()) {
+    ChanFilterOp op{int(s.n), int(s.h * s.w), int(s.c), int(s.k), x, dy, out};
+    launch_igemm(op, s.k, N, R, p.splits, p.chunk, stream);
+  } else {
+    BwdFilterOp op{Dims(s), x, dy, out};
+    launch_igemm(op, s.k, N, R, p.splits, p.chunk, stream);
+  }
+  if (p.splits > 1) {
+    const int mn = int(s.w_numel());
+    splitk_sum_kernel<<<ceil_div(mn, 256), 256, 0, stream>>>(workspace, p.splits, mn, dw);
+    KILN_LAUNCH_CHECK();
+  }
+  if (db) {
+    bias_grad_kernel<<<unsigned(s.k), NT, 0, stream>>>(dy, int(s.n), int(s.k),
+                                                       int(s.p() * s.q()), db);
+    KILN_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace kiln

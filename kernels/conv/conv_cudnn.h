@@ -1,0 +1,135 @@
+// cuDNN convolution wrapper used as the second oracle (tests/test_conv.cpp) and the baseline
+// (benchmarks/bench_conv.cpp). Header-only and never part of the kiln library: include it only
+// where KILN_HAVE_CUDNN and KILN_WITH_CUDA are defined. Math is pinned to FP32 FMA
+// (CUDNN_FMA_MATH, no TF32) so results and timings compare like with like against kiln's FP32
+// kernels.
+#pragma once
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <algorithm>
+
+#include "engine/cuda_check.h"
+#include "kernels/conv/conv.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+#define KILN_CUDNN_CHECK(expr)                                                             \
+  do {                                                                                     \
+    cudnnStatus_t kiln_st_ = (expr);                                                       \
+    KILN_CHECK(kiln_st_ == CUDNN_STATUS_SUCCESS,                                           \
+               "cuDNN error in " #expr ": " << cudnnGetErrorString(kiln_st_));             \
+  } while (0)
+
+namespace kiln::cudnn_conv {
+
+class Conv {
+ public:
+  Conv(const ConvShape& s, cudaStream_t stream) : s_(s) {
+    KILN_CUDNN_CHECK(cudnnCreate(&h_));
+    KILN_CUDNN_CHECK(cudnnSetStream(h_, stream));
+    KILN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&xd_));
+    KILN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&yd_));
+    KILN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&bd_));
+    KILN_CUDNN_CHECK(cudnnCreateFilterDescriptor(&wd_));
+    KILN_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&cd_));
+    KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(xd_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(s.n),
+                                                int(s.c), int(s.h), int(s.w)));
+    KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(yd_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(s.n),
+                                                int(s.k), int(s.p()), int(s.q())));
+    KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(bd_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1,
+                                                int(s.k), 1, 1));
+    KILN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(wd_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, int(s.k),
+                                                int(s.c), int(s.kh), int(s.kw)));
+    KILN_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(cd_, int(s.pad), int(s.pad), int(s.stride),
+                                                     int(s.stride), 1, 1, CUDNN_CROSS_CORRELATION,
+                                                     CUDNN_DATA_FLOAT));
+    KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(cd_, CUDNN_FMA_MATH));
+    reserve_for_algos();
+  }
+  ~Conv() {
+    if (ws_) cudaFree(ws_);
+    cudnnDestroyConvolutionDescriptor(cd_);
+    cudnnDestroyFilterDescriptor(wd_);
+    cudnnDestroyTensorDescriptor(bd_);
+    cudnnDestroyTensorDescriptor(yd_);
+    cudnnDestroyTensorDescriptor(xd_);
+    cudnnDestroy(h_);
+  }
+  Conv(const Conv&) = delete;
+  Conv& operator=(const Conv&) = delete;
+
+  // Benchmarks the algorithms on these buffers (cudnnFind*AlgorithmEx, up to 256 MiB of
+  // workspace) and keeps the fastest of each op.
+  void find_best(const float* x, const float* w, float* y, const float* dy, float* dx, float* dw) {
+    const size_t cap = size_t(256) << 20;
+    void* tmp = nullptr;
+    KILN_CUDA_CHECK(cudaMalloc(&tmp, cap));
+    int got = 0;
+    cudnnConvolutionFwdAlgoPerf_t fp[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    KILN_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+        h_, xd_, x, wd_, w, cd_, yd_, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, fp, tmp, cap));
+    for (int i = 0; i < got; ++i)
+      if (fp[i].status == CUDNN_STATUS_SUCCESS) { fwd_ = fp[i].algo; break; }
+    cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    KILN_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+        h_, wd_, w, yd_, dy, cd_, xd_, dx, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, dp, tmp, cap));
+    for (int i = 0; i < got; ++i)
+      if (dp[i].status == CUDNN_STATUS_SUCCESS) { data_ = dp[i].algo; break; }
+    cudnnConvolutionBwdFilterAlgoPerf_t wp[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    KILN_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+        h_, xd_, x, yd_, dy, cd_, wd_, dw, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, wp, tmp, cap));
+    for (int i = 0; i < got; ++i)
+      if (wp[i].status == CUDNN_STATUS_SUCCESS) { filter_ = wp[i].algo; break; }
+    cudaFree(tmp);
+    reserve_for_algos();
+  }
+
+  void fwd(const float* x, const float* w, const float* b, float* y) {
+    const float one = 1.f, zero = 0.f;
+    KILN_CUDNN_CHECK(cudnnConvolutionForward(h_, &one, xd_, x, wd_, w, cd_, fwd_, ws_, ws_bytes_,
+                                             &zero, yd_, y));
+    if (b) KILN_CUDNN_CHECK(cudnnAddTensor(h_, &one, bd_, b, &one, yd_, y));
+  }
+  void bwd_data(const float* dy, const float* w, float* dx) {
+    const float one = 1.f, zero = 0.f;
+    KILN_CUDNN_CHECK(cudnnConvolutionBackwardData(h_, &one, wd_, w, yd_, dy, cd_, data_, ws_,
+                                                  ws_bytes_, &zero, xd_, dx));
+  }
+  void bwd_filter(const float* x, const float* dy, float* dw, float* db) {
+    const float one = 1.f, zero = 0.f;
+    KILN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h_, &one, xd_, x, yd_, dy, cd_, filter_, ws_,
+                                                    ws_bytes_, &zero, wd_, dw));
+    if (db) KILN_CUDNN_CHECK(cudnnConvolutionBackwardBias(h_, &one, yd_, dy, &zero, bd_, db));
+  }
+
+ private:
+  void reserve_for_algos() {
+    size_t a = 0, b = 0, c = 0;
+    KILN_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h_, xd_, wd_, cd_, yd_, fwd_, &a));
+    KILN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h_, wd_, yd_, cd_, xd_, data_, &b));
+    KILN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h_, xd_, yd_, cd_, wd_, filter_, &c));
+    const size_t need = std::max({a, b, c, size_t(1)});
+    if (need > ws_bytes_) {
+      if (ws_) cudaFree(ws_);
+      KILN_CUDA_CHECK(cudaMalloc(&ws_, need));
+      ws_bytes_ = need;
+    }
+  }
+  ConvShape s_;
+  cudnnHandle_t h_ = nullptr;
+  cudnnTensorDescriptor_t xd_ = nullptr, yd_ = nullptr, bd_ = nullptr;
+  cudnnFilterDescriptor_t wd_ = nullptr;
+  cudnnConvolutionDescriptor_t cd_ = nullptr;
+  // Deterministic implicit-GEMM defaults until find_best picks others.
+  cudnnConvolutionFwdAlgo_t fwd_ = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+  cudnnConvolutionBwdDataAlgo_t data_ = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+  cudnnConvolutionBwdFilterAlgo_t filter_ = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
+  void* ws_ = nullptr;
+  size_t ws_bytes_ = 0;
+};
+
+}  // namespace kiln::cudnn_conv
+
+#pragma GCC diagnostic pop
