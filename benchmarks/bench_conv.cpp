@@ -1,0 +1,219 @@
+// Convolution benchmarks: kiln's forward, backward-data, backward-filter (+bias) and their sum
+// (one training step of the layer) against cuDNN (fastest algorithm from
+// cudnnFind*AlgorithmEx, workspace allowed, FP32 FMA math) and, for 1x1 layers, cuBLAS strided
+// batched GEMM (forward and backward-data; backward-filter sums over the batch, which is not a
+// strided batched GEMM). Shapes are the real conv layers of make_cnn (1x28x28) and make_cifar
+// (3x32x32) at batch 128 and 512. Counters: GFLOP/s (2 FLOPs per multiply-add) and, on kiln
+// rows, kiln/cuDNN (mean time ratio over 20 cold runs; < 1 means kiln is faster).
+#include <benchmark/benchmark.h>
+#include <cublas_v2.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "benchmarks/bench_util.h"
+#include "engine/tensor.h"
+#include "kernels/conv/conv.h"
+#include "layers/conv.h"
+#include "layers/models.h"
+#ifdef KILN_HAVE_CUDNN
+#include "kernels/conv/conv_cudnn.h"
+#endif
+
+namespace kiln {
+namespace {
+
+Tensor random_device(int64_t n, uint64_t seed) {
+  std::vector<float> v(static_cast<size_t>(n));
+  std::mt19937_64 g(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (auto& x : v) x = u(g);
+  return Tensor::from_vector(v, {n}, Device::CUDA);
+}
+
+// All buffers of one layer shape, created on first use and shared by its benchmarks.
+struct Case {
+  ConvShape s;
+  Tensor x, w, b, y, dy, dx, dw, db, ws;
+#ifdef KILN_HAVE_CUDNN
+  std::unique_ptr<cudnn_conv::Conv> cudnn;
+#endif
+  cublasHandle_t cublas = nullptr;
+  explicit Case(const ConvShape& sh) : s(sh) {
+    x = random_device(s.x_numel(), 1);
+    w = random_device(s.w_numel(), 2);
+    b = random_device(s.k, 3);
+    dy = random_device(s.y_numel(), 4);
+    y = Tensor::zeros({s.y_numel()}, Device::CUDA);
+    dx = Tensor::zeros({s.x_numel()}, Device::CUDA);
+    dw = Tensor::zeros({s.w_numel()}, Device::CUDA);
+    db = Tensor::zeros({s.k}, Device::CUDA);
+    ws = Tensor::zeros({std::max<int64_t>(1, int64_t(conv2d_bwd_filter_workspace(s)))}, Device::CUDA);
+#ifdef KILN_HAVE_CUDNN
+    cudnn = std::make_unique<cudnn_conv::Conv>(s, nullptr);
+    cudnn->find_best(x.data(), w.data(), y.data(), dy.data(), dx.data(), dw.data());
+#endif
+    KILN_CUBLAS_CHECK(cublasCreate(&cublas));
+    KILN_CUBLAS_CHECK(cublasSetMathMode(cublas, CUBLAS_PEDANTIC_MATH));  // FP32, no TF32
+  }
+};
+
+Case& get_case(const ConvShape& s) {
+  static std::map<std::string, std::unique_ptr<Case>> cases;
+  const std::string key = std::to_string(s.n) + "," + std::to_string(s.c) + "," + std::to_string(s.h) +
+                          "," + std::to_string(s.w) + "," + std::to_string(s.k) + "," + std::to_string(s.kh) +
+                          "," + std::to_string(s.stride) + "," + std::to_string(s.pad);
+  auto& c = cases[key];
+  if (!c) c = std::make_unique<Case>(s);
+  return *c;
+}
+
+enum class Op { Fwd, BwdData, BwdFilter, Step };
+enum class Impl { Kiln, Cudnn, Cublas };
+const char* op_name(Op o) {
+  switch (o) {
+    case Op::Fwd: return "fwd";
+    case Op::BwdData: return "bwd_data";
+    case Op::BwdFilter: return "bwd_filter";
+    case Op::Step: return "fwd+bwd";
+  }
+  return "";
+}
+
+std::function<void()> kiln_fn(Case& c, Op op) {
+  const ConvShape& s = c.s;
+  auto fwd = [&c, s] { conv2d_fwd(s, c.x.data(), c.w.data(), c.b.data(), c.y.data(), nullptr); };
+  auto data = [&c, s] { conv2d_bwd_data(s, c.dy.data(), c.w.data(), c.dx.data(), nullptr); };
+  auto filt = [&c, s] {
+    conv2d_bwd_filter(s, c.x.data(), c.dy.data(), c.dw.data(), c.db.data(), c.ws.data(), nullptr);
+  };
+  switch (op) {
+    case Op::Fwd: return fwd;
+    case Op::BwdData: return data;
+    case Op::BwdFilter: return filt;
+    case Op::Step: return [=] { fwd(); data(); filt(); };
+  }
+  return {};
+}
+
+#ifdef KILN_HAVE_CUDNN
+std::function<void()> cudnn_fn(Case& c, Op op) {
+  auto fwd = [&c] { c.cudnn->fwd(c.x.data(), c.w.data(), c.b.data(), c.y.data()); };
+  auto data = [&c] { c.cudnn->bwd_data(c.dy.data(), c.w.data(), c.dx.data()); };
+  auto filt = [&c] { c.cudnn->bwd_filter(c.x.data(), c.dy.data(), c.dw.data(), c.db.data()); };
+  switch (op) {
+    case Op::Fwd: return fwd;
+    case Op::BwdData: return data;
+    case Op::BwdFilter: return filt;
+    case Op::Step: return [=] { fwd(); data(); filt(); };
+  }
+  return {};
+}
+#endif
+
+// 1x1 as row-major Y[n] = W X[n] (forward) and dX[n] = W^T dY[n] (backward-data), written in
+// cuBLAS's column-major terms as Y[n]^T = X[n]^T W^T etc., one strided batched call each.
+std::function<void()> cublas_fn(Case& c, Op op) {
+  const ConvShape& s = c.s;
+  const int hw = int(s.h * s.w), C = int(s.c), K = int(s.k), n = int(s.n);
+  if (op == Op::Fwd)
+    return [&c, hw, C, K, n] {
+      const float one = 1.f, zero = 0.f;
+      KILN_CUBLAS_CHECK(cublasSgemmStridedBatched(c.cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, K, C, &one,
+                                                  c.x.data(), hw, int64_t(C) * hw, c.w.data(), C, 0,
+                                                  &zero, c.y.data(), hw, int64_t(K) * hw, n));
+    };
+  return [&c, hw, C, K, n] {
+    const float one = 1.f, zero = 0.f;
+    KILN_CUBLAS_CHECK(cublasSgemmStridedBatched(c.cublas, CUBLAS_OP_N, CUBLAS_OP_T, hw, C, K, &one,
+                                                c.dy.data(), hw, int64_t(K) * hw, c.w.data(), C, 0,
+                                                &zero, c.dx.data(), hw, int64_t(C) * hw, n));
+  };
+}
+
+// Mean milliseconds over `reps` cold runs (L2 flushed before each), for the ratio counter.
+double mean_ms(const std::function<void()>& fn, int reps = 20) {
+  cudaEvent_t a, b;
+  KILN_CUDA_CHECK(cudaEventCreate(&a));
+  KILN_CUDA_CHECK(cudaEventCreate(&b));
+  fn();
+  double total = 0;
+  for (int i = 0; i < reps; ++i) {
+    bench::flush_l2();
+    KILN_CUDA_CHECK(cudaEventRecord(a, nullptr));
+    fn();
+    KILN_CUDA_CHECK(cudaEventRecord(b, nullptr));
+    KILN_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    total += ms;
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return total / reps;
+}
+
+void run(benchmark::State& state, ConvShape s, Op op, Impl impl) {
+  Case& c = get_case(s);
+  std::function<void()> fn;
+  if (impl == Impl::Kiln) fn = kiln_fn(c, op);
+  if (impl == Impl::Cublas) fn = cublas_fn(c, op);
+#ifdef KILN_HAVE_CUDNN
+  if (impl == Impl::Cudnn) fn = cudnn_fn(c, op);
+#endif
+  bench::time_cuda(state, nullptr, fn);
+  bench::set_flops(state, 2.0 * s.macs() * (op == Op::Step ? 3 : 1));
+#ifdef KILN_HAVE_CUDNN
+  if (impl == Impl::Kiln) state.counters["kiln/cuDNN"] = mean_ms(fn) / mean_ms(cudnn_fn(c, op));
+#endif
+  if (impl == Impl::Kiln && s.is_1x1() && (op == Op::Fwd || op == Op::BwdData))
+    state.counters["kiln/cuBLAS"] = mean_ms(fn) / mean_ms(cublas_fn(c, op));
+}
+
+std::string shape_label(const ConvShape& s) {
+  return std::to_string(s.c) + "->" + std::to_string(s.k) + "_k" + std::to_string(s.kh) + "s" +
+         std::to_string(s.stride) + "p" + std::to_string(s.pad) + "_" + std::to_string(s.h) + "x" +
+         std::to_string(s.w) + "/b" + std::to_string(s.n);
+}
+
+// Registers every distinct conv layer shape of the cnn and cifar models.
+int register_all() {
+  ModelOptions o;
+  const std::pair<const char*, std::unique_ptr<Model>> models[] = {
+      {"cnn", make_cnn(o, {1, 28, 28}, 10)}, {"cifar", make_cifar(o, {3, 32, 32}, 10)}};
+  for (const auto& [mname, m] : models) {
+    m->build(Device::CPU, 1);
+    for (int64_t batch : {128, 512})
+      for (Layer* l : m->layers()) {
+        auto* conv = dynamic_cast<Conv2d*>(l);
+        if (!conv) continue;
+        const ConvShape s = conv->conv_shape(batch);
+        for (Op op : {Op::Fwd, Op::BwdData, Op::BwdFilter, Op::Step}) {
+          const std::string base = std::string("conv/") + mname + "." + l->name() + "/" +
+                                   shape_label(s) + "/" + op_name(op) + "/";
+          std::vector<std::pair<std::string, Impl>> impls;
+#ifdef KILN_HAVE_CUDNN
+          impls.emplace_back("cudnn", Impl::Cudnn);
+#endif
+          if (s.is_1x1() && (op == Op::Fwd || op == Op::BwdData)) impls.emplace_back("cublas", Impl::Cublas);
+          impls.emplace_back(s.is_1x1() ? "kiln_1x1" : "kiln", Impl::Kiln);
+          for (const auto& [iname, impl] : impls)
+            benchmark::RegisterBenchmark((base + iname).c_str(), run, s, op, impl)
+                ->UseManualTime()
+                ->Unit(benchmark::kMicrosecond);
+        }
+      }
+  }
+  return 0;
+}
+
+const int registered = register_all();
+
+}  // namespace
+}  // namespace kiln
+
+KILN_BENCH_MAIN()
