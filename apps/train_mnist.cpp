@@ -1,5 +1,6 @@
 // train_mnist: train a model on MNIST / Fashion-MNIST (or CIFAR-10 via --dataset) and print
 // one line per epoch and a final "test_acc=... test_loss=... seconds=..." line.
+#include <csignal>
 #include <cstdio>
 #include <string>
 
@@ -60,6 +61,12 @@ int main(int argc, char** argv) {
       return true;
     };
     RunResult res = run_training(cfg, hooks);
+    if (res.stop_signal) {  // SIGINT 130, SIGTERM 143, after the checkpoint
+      std::fprintf(stderr, "train_mnist: interrupted by %s; checkpoint written to %s (continue with --resume %s)\n",
+                   res.stop_signal == SIGINT ? "SIGINT" : "SIGTERM", res.last_checkpoint.c_str(),
+                   res.last_checkpoint.c_str());
+      return 128 + res.stop_signal;
+    }
     std::printf("test_acc=%.4f test_loss=%.4f seconds=%.2f\n", res.test_acc, res.test_loss, res.train_seconds);
     return 0;
   });

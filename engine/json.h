@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace kiln {
 
@@ -44,5 +46,36 @@ class JsonlWriter {
   std::FILE* f_ = nullptr;
   std::string path_;
 };
+
+}  // namespace kiln
+
+// ---- Parsing (checkpoint headers, tool outputs) -----------------------------------------------
+namespace kiln {
+
+// A parsed JSON value. Objects keep their key order; numbers keep their source text so
+// integers beyond 2^53 (byte offsets) read back exactly through as_int64().
+struct JsonValue {
+  enum class Type { Null, Bool, Number, String, Array, Object };
+  Type type = Type::Null;
+  bool boolean = false;
+  double number = 0;
+  std::string text;  // the string's value, or a number's source text
+  std::vector<JsonValue> items;                             // Array
+  std::vector<std::pair<std::string, JsonValue>> members;   // Object
+
+  bool is_object() const { return type == Type::Object; }
+  bool is_array() const { return type == Type::Array; }
+  bool is_string() const { return type == Type::String; }
+  bool is_number() const { return type == Type::Number; }
+  const JsonValue* find(const std::string& key) const;  // nullptr when absent (or not an object)
+  // The number as an exact integer; throws when it is not one or does not fit.
+  int64_t as_int64() const;
+};
+const char* json_type_name(JsonValue::Type t);
+
+// Strict RFC 8259: one value, optional surrounding whitespace, no trailing commas, no
+// comments, no NaN, duplicate object keys rejected, nesting limited to 512 levels. Errors are
+// runtime Errors "JSON at offset N: <what>", which callers prefix with the file name.
+JsonValue parse_json(const std::string& text);
 
 }  // namespace kiln

@@ -188,17 +188,45 @@ std::string Trainer::grad_report() const {
   return os.str();
 }
 
+TrainPosition Trainer::position() {
+  TrainPosition p = pos_;
+  if (p.batch > 0) {  // mid-epoch: the metric sums so far live on the device
+    copy_bytes(p.train_sums, Device::CPU, acc_->data(), ctx_.device(), sizeof(p.train_sums), ctx_.stream());
+    ctx_.sync();
+  }
+  return p;
+}
+
 std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test, int start_epoch) {
-  JsonlWriter jsonl(opts_.log_path, start_epoch > 0);
+  TrainPosition from;
+  from.epoch = start_epoch;
+  from.step = step_;
+  return fit(train, test, from);
+}
+
+std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test, const TrainPosition& from) {
+  JsonlWriter jsonl(opts_.log_path, from.epoch > 0 || from.batch > 0);
+  set_step(from.step);
+  pos_ = from;
+  stopped_ = false;
+  auto stop_requested = [this] { return stop_flag && *stop_flag != 0; };
+  auto checkpoint = [this](const char* why) {
+    if (on_checkpoint) on_checkpoint(position(), why);
+  };
   BatchIterator it(train, opts_.batch_size, opts_.shuffle, ctx_.seed);
   std::vector<std::pair<int, int>> bsched;
   if (!opts_.batch_schedule.empty()) bsched = parse_batch_schedule(opts_.batch_schedule);
   std::vector<EpochRecord> out;
   bool tty = opts_.progress == 1;
-  for (int epoch = start_epoch; epoch < opts_.epochs; ++epoch) {
+  for (int epoch = from.epoch; epoch < opts_.epochs; ++epoch) {
     auto t0 = Clock::now();
     model_.train(ctx_);
+    bool resuming = epoch == from.epoch && from.batch > 0;
     zero_bytes(acc_->data(), ctx_.device(), acc_->bytes(), ctx_.stream());
+    if (resuming) {
+      copy_bytes(acc_->data(), ctx_.device(), from.train_sums, Device::CPU, sizeof(from.train_sums), ctx_.stream());
+      ctx_.sync();
+    }
     // Batch-size schedule: the batch in force this epoch; with scale_lr the schedule's lr is
     // scaled by batch / first batch (the linear scaling rule).
     float lr_scale = 1.0f;
@@ -209,9 +237,11 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     }
     it.start_epoch(epoch, ctx_.stream());
     int64_t nb = it.batches_per_epoch();
-    float lr = 0, mom = -1;
+    float lr = resuming ? from.last_lr : 0, mom = resuming ? from.last_momentum : -1;
     int64_t n = 0, seen = 0;
-    for (int64_t b = 0; it.batch(b, batch_x_, batch_y_, n, ctx_.stream()); ++b) {
+    int64_t first = resuming ? from.batch : 0;  // batches a resumed epoch already did
+    pos_ = TrainPosition{epoch, first, step_, {0, 0, 0}, lr, mom};
+    for (int64_t b = first; it.batch(b, batch_x_, batch_y_, n, ctx_.stream()); ++b) {
       check_nonfinite(opts_.detect_anomaly, epoch);
       lr = sched_.lr(epoch, step_) * lr_scale;
       mom = sched_.momentum(epoch, step_);
@@ -237,6 +267,17 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
         if (mom >= 0) j.add("momentum", mom);
         j.add("loss", last_loss()).add("grad_norm", st.grad_norm).add_raw("layers", layers.str());
         jsonl.write(j.str());
+      }
+      pos_.batch = b + 1;
+      pos_.step = step_;
+      pos_.last_lr = lr;
+      pos_.last_momentum = mom;
+      bool stop = stop_requested();
+      if (stop || (checkpoint_every_steps > 0 && step_ % checkpoint_every_steps == 0))
+        checkpoint(stop ? "signal" : "step");
+      if (stop) {
+        stopped_ = true;
+        return out;
       }
       if (on_step && !on_step(step_, lr)) break;
       if (tty && log && (b % 20 == 0 || b + 1 == nb)) {
@@ -285,6 +326,16 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     out.push_back(r);
     if (opts_.grad_report && log) log(grad_report());
     bool go_on = on_epoch ? on_epoch(r) : true;
+    // Checkpoint after the JSONL record: a kill in between repeats the record on resume
+    // rather than losing it.
+    pos_ = TrainPosition{epoch + 1, 0, step_, {0, 0, 0}, lr, mom};
+    bool stop = stop_requested() && epoch + 1 < opts_.epochs;
+    if (stop || (checkpoint_every_epochs > 0 && (epoch + 1) % checkpoint_every_epochs == 0))
+      checkpoint(stop ? "signal" : "epoch");
+    if (stop) {
+      stopped_ = true;
+      return out;
+    }
     if (opts_.target_acc > 0 && test && r.test_acc >= opts_.target_acc) break;
     if (!go_on) break;
   }

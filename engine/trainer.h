@@ -5,11 +5,13 @@
 // because the fused step skips non-finite updates on the device.
 #pragma once
 #include <cmath>
+#include <csignal>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "engine/checkpoint.h"
 #include "engine/context.h"
 #include "engine/dataset.h"
 #include "layers/model.h"
@@ -59,6 +61,9 @@ class Trainer {
   // Runs epochs [start_epoch, opts.epochs); returns the records. Throws Error(Diverged) on a
   // non-finite loss/gradient, naming the first layer (backward order) that went non-finite.
   std::vector<EpochRecord> fit(const Dataset& train, const Dataset* test, int start_epoch = 0);
+  // Continues from a checkpoint's position: skips the batches of `from.epoch` already done
+  // (same permutation), restores the epoch's train-metric sums, appends to the JSONL log.
+  std::vector<EpochRecord> fit(const Dataset& train, const Dataset* test, const TrainPosition& from);
 
   // Hooks for apps: called after each epoch (record written to JSONL already), and with log
   // lines meant for the user (progress, grad reports). Return false from on_epoch to stop.
@@ -69,7 +74,22 @@ class Trainer {
   // Loss of the last step, read synchronously (for per-step users such as the LR finder).
   float last_loss();
   long long step() const { return step_; }
-  void set_step(long long s) { step_ = s; }
+  void set_step(long long s) {
+    step_ = s;
+    ctx_.step = static_cast<uint64_t>(s);  // dropout masks hash the step
+  }
+
+  // Checkpointing, driven by the caller: every N epochs and/or N steps the trainer waits for
+  // the device and calls on_checkpoint with its position (reason "epoch", "step" or "signal").
+  int checkpoint_every_epochs = 0;
+  long long checkpoint_every_steps = 0;
+  std::function<void(const TrainPosition&, const std::string& reason)> on_checkpoint;
+  // Polled after every step and epoch (a signal handler sets it): when non-zero the trainer
+  // checkpoints (reason "signal") and returns; stopped() then says so.
+  const volatile std::sig_atomic_t* stop_flag = nullptr;
+  bool stopped() const { return stopped_; }
+  // The position after the last completed step or epoch (train_sums read from the device).
+  TrainPosition position();
   const std::vector<EpochRecord>& history() const { return history_; }
 
  private:
@@ -90,6 +110,8 @@ class Trainer {
   int* host_flag_ = nullptr;     // pinned copy of the optimizer's non-finite flag
   cudaEvent_t flag_event_ = nullptr;
   std::vector<EpochRecord> history_;
+  TrainPosition pos_;
+  bool stopped_ = false;
 };
 
 }  // namespace kiln

@@ -3,6 +3,8 @@
 // `epoch` is 0-based; `step` counts optimizer steps since the start of the run (0-based).
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -215,6 +217,24 @@ class PlateauLR : public Schedule {
       bad_ = 0;
     }
   }
+  // Hex floats: exact round trip, and inf (the initial best) reads back.
+  std::string state() const override {
+    char b[160];
+    std::snprintf(b, sizeof b, "plateau %a %a %d %d", static_cast<double>(lr_), best_, bad_, cooldown_left_);
+    return b;
+  }
+  void set_state(const std::string& s) override {
+    std::istringstream in(s);
+    std::string tag, lr, best;
+    int bad = -1, cd = -1;
+    in >> tag >> lr >> best >> bad >> cd;
+    KILN_CHECK(tag == "plateau" && bad >= 0 && cd >= 0 && !lr.empty() && !best.empty(),
+               "plateau schedule state '" << s << "' is not readable");
+    lr_ = static_cast<float>(std::strtod(lr.c_str(), nullptr));
+    best_ = std::strtod(best.c_str(), nullptr);
+    bad_ = bad;
+    cooldown_left_ = cd;
+  }
 
  private:
   ScheduleOptions o_;
@@ -283,6 +303,8 @@ class WarmupLR : public Schedule {
   float momentum(int epoch, long long t) override { return inner_->momentum(epoch, t); }
   void on_epoch_end(int epoch, float metric) override { inner_->on_epoch_end(epoch, metric); }
   bool per_step() const override { return true; }
+  std::string state() const override { return inner_->state(); }
+  void set_state(const std::string& s) override { inner_->set_state(s); }
 
  private:
   std::unique_ptr<Schedule> inner_;

@@ -48,6 +48,10 @@ class Schedule {
   virtual void on_epoch_end(int /*epoch*/, float /*metric*/) {}
   // True when the LR is a function of the step within the epoch, not just of the epoch.
   virtual bool per_step() const { return false; }
+  // Mutable state for checkpoints: "" for schedules that are pure functions of (epoch, step);
+  // set_state() takes what state() returned and throws on text it cannot read.
+  virtual std::string state() const { return ""; }
+  virtual void set_state(const std::string& /*s*/) {}
 };
 
 // base_lr: the optimizer's lr; steps_per_epoch and epochs: of the whole run.

@@ -190,6 +190,7 @@ OptionTable build_table() {
   t.add(opt_str("resume", "resume from this checkpoint", [](RunConfig& c) -> std::string& { return c.resume; }));
   t.add(opt_str("checkpoint-dir", "directory for periodic checkpoints", [](RunConfig& c) -> std::string& { return c.checkpoint_dir; }));
   t.add(opt_int("checkpoint-every", "write a checkpoint every N epochs", [](RunConfig& c) -> int& { return c.checkpoint_every; }));
+  t.add(opt_int("checkpoint-every-steps", "also write a checkpoint every N optimizer steps (resumes mid-epoch exactly)", [](RunConfig& c) -> long long& { return c.checkpoint_every_steps; }));
   t.add(opt_int("keep-last", "keep only the last K periodic checkpoints (0: all)", [](RunConfig& c) -> int& { return c.keep_last; }));
   t.add(opt_bool("lr-find", "run the LR range test instead of training", [](RunConfig& c) -> bool& { return c.lr_find; }));
   t.add(opt_float("start-lr", "LR range test start", [](RunConfig& c) -> float& { return c.start_lr; }));
@@ -275,6 +276,8 @@ void RunConfig::validate() const {
   KILN_USAGE_CHECK(data.test_limit >= 0, "--test-limit " << data.test_limit << ": must be >= 0");
   KILN_USAGE_CHECK(checkpoint_every >= 0, "--checkpoint-every " << checkpoint_every << ": must be >= 0");
   KILN_USAGE_CHECK(keep_last >= 0, "--keep-last " << keep_last << ": must be >= 0");
+  KILN_USAGE_CHECK(checkpoint_every_steps >= 0,
+                   "--checkpoint-every-steps " << checkpoint_every_steps << ": must be >= 0");
   KILN_USAGE_CHECK(start_lr > 0 && end_lr > start_lr,
                    "--start-lr " << start_lr << " / --end-lr " << end_lr << ": need 0 < start < end");
   KILN_USAGE_CHECK(num_it >= 0, "--num-it " << num_it << ": must be >= 0");

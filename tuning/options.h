@@ -30,6 +30,7 @@ struct RunConfig {
   std::string resume;           // checkpoint to resume from
   std::string checkpoint_dir;   // periodic checkpoints go here
   int checkpoint_every = 0;     // epochs (0: off)
+  long long checkpoint_every_steps = 0;  // optimizer steps (0: off); mid-epoch, resumes exactly
   int keep_last = 0;            // periodic checkpoints kept (0: all)
   // LR range test
   bool lr_find = false;

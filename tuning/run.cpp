@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "engine/error.h"
+#include "tuning/run_checkpoint.h"
 
 namespace kiln {
 
@@ -31,13 +32,29 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
 }
 
 RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
+  cfg.validate();
+  check_output_paths(cfg);  // before hours of training, not after
   auto s = make_session(cfg);
   s->trainer->log = hooks.log;
   s->trainer->on_epoch = hooks.on_epoch;
   RunResult r;
   r.device = s->device;
   r.num_params = s->model->num_params();
-  r.epochs = s->trainer->fit(s->train, &s->test);
+  // Inputs first (the resume checkpoint), outputs (log, checkpoints) only once they are good.
+  TrainPosition from;
+  from.step = s->trainer->step();
+  if (!cfg.resume.empty()) from = resume_session(*s, hooks.log);
+  StopSignals signals;
+  Trainer& tr = *s->trainer;
+  tr.checkpoint_every_epochs = cfg.checkpoint_every;
+  tr.checkpoint_every_steps = cfg.checkpoint_every_steps;
+  tr.stop_flag = StopSignals::flag();
+  tr.on_checkpoint = [&](const TrainPosition& p, const std::string&) {
+    r.last_checkpoint = write_periodic_checkpoint(*s, p);
+  };
+  r.epochs = tr.fit(s->train, &s->test, from);
+  if (tr.stopped()) r.stop_signal = *StopSignals::flag();
+  else if (!cfg.save.empty()) write_session_checkpoint(*s, cfg.save, tr.position());
   for (const auto& e : r.epochs) r.train_seconds += e.seconds;
   if (!r.epochs.empty()) {
     r.test_acc = r.epochs.back().test_acc;

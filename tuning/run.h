@@ -21,6 +21,8 @@ struct RunResult {
   std::vector<EpochRecord> epochs;
   double test_acc = NAN, test_loss = NAN, train_seconds = 0;
   int64_t num_params = 0;
+  int stop_signal = 0;          // SIGINT/SIGTERM stopped the run (after a checkpoint)
+  std::string last_checkpoint;  // the newest checkpoint this run wrote (periodic or signal)
 };
 
 // Everything a run holds, built from a config; apps that need more than run_training (the LR

@@ -1,0 +1,241 @@
+// kiln checkpoints on top of the safetensors container: which tensors and metadata keys a
+// checkpoint holds, the checksums, and validate-everything-then-restore loading (a failed
+// load leaves the model and optimizer untouched).
+#include "engine/checkpoint.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+#include "engine/error.h"
+#include "engine/json.h"
+
+#ifndef KILN_VERSION_STRING
+#define KILN_VERSION_STRING "unknown"
+#endif
+
+namespace kiln {
+
+namespace {
+
+bool is_step_counter(const std::string& name) {
+  const std::string s = "num_batches_tracked";
+  return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+}
+
+// Host copy of a (possibly device) tensor as safetensors bytes. PyTorch keeps
+// num_batches_tracked as a 0-dim int64; kiln keeps it in a float [1] buffer, so it is
+// converted to match torch's state_dict exactly.
+StTensor to_st(const std::string& name, const Tensor& t) {
+  std::vector<float> v = t.to_vector();
+  StTensor s;
+  s.name = name;
+  if (is_step_counter(name) && v.size() == 1) {
+    s.dtype = "I64";
+    int64_t c = static_cast<int64_t>(std::llround(v[0]));
+    s.data.resize(8);
+    std::memcpy(s.data.data(), &c, 8);
+    return s;
+  }
+  s.dtype = "F32";
+  s.shape = t.shape();
+  s.data.resize(v.size() * sizeof(float));
+  if (!v.empty()) std::memcpy(s.data.data(), v.data(), s.data.size());
+  return s;
+}
+
+// The metadata checksum covers every key except itself, in sorted order, NUL-separated.
+uint32_t meta_crc(std::vector<std::pair<std::string, std::string>> m) {
+  std::sort(m.begin(), m.end());
+  uint32_t c = 0;
+  for (const auto& [k, v] : m) {
+    if (k == "meta_crc32") continue;
+    c = crc32(k.data(), k.size(), c);
+    c = crc32("", 1, c);
+    c = crc32(v.data(), v.size(), c);
+    c = crc32("", 1, c);
+  }
+  return c;
+}
+
+std::string hex32(uint32_t v) {
+  char b[16];
+  std::snprintf(b, sizeof b, "%08x", v);
+  return b;
+}
+
+std::string meta_or_fail(const SafetensorsFile& f, const std::string& key, const std::string& what) {
+  const std::string* v = f.meta(key);
+  KILN_CHECK(v, what << ": __metadata__ has no '" << key << "'");
+  return *v;
+}
+
+long long meta_int(const SafetensorsFile& f, const std::string& key, const std::string& what) {
+  std::string v = meta_or_fail(f, key, what);
+  errno = 0;
+  char* end = nullptr;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  KILN_CHECK(!v.empty() && end && *end == 0 && errno == 0 && x >= 0,
+             what << ": __metadata__ " << key << " '" << v << "' is not a non-negative integer");
+  return x;
+}
+
+double meta_double(const std::string& v, const std::string& key, const std::string& what) {
+  if (v == "null") return NAN;
+  char* end = nullptr;
+  double x = std::strtod(v.c_str(), &end);
+  KILN_CHECK(!v.empty() && end && *end == 0, what << ": __metadata__ " << key << " '" << v << "' is not a number");
+  return x;
+}
+
+// One expected tensor: found, right dtype, right shape; returns the values as floats.
+std::vector<float> expect_tensor(const SafetensorsFile& f, const std::string& name, const Tensor& t,
+                                 const std::string& what, const char* owner) {
+  const StTensor* s = f.find(name);
+  KILN_USAGE_CHECK(s, what << ": missing tensor " << name << " (the " << owner << " expects "
+                           << shape_str(t.shape()) << "): saved from a different model or optimizer?");
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  if (is_step_counter(name) && s->dtype == "I64") {
+    KILN_USAGE_CHECK(shape_numel(s->shape) == 1 && t.numel() == 1,
+                     what << ": tensor " << name << " has shape " << shape_str(s->shape) << ", the " << owner
+                          << " expects " << shape_str(t.shape()));
+    int64_t c;
+    std::memcpy(&c, s->data.data(), 8);
+    out[0] = static_cast<float>(c);
+    return out;
+  }
+  KILN_CHECK(s->dtype == "F32", what << ": tensor " << name << " has dtype " << s->dtype << ", expected F32");
+  KILN_USAGE_CHECK(s->shape == t.shape(), what << ": tensor " << name << " has shape " << shape_str(s->shape)
+                                               << ", the " << owner << " expects " << shape_str(t.shape()));
+  if (!out.empty()) std::memcpy(out.data(), s->data.data(), s->data.size());
+  return out;
+}
+
+}  // namespace
+
+const char* kiln_version() { return KILN_VERSION_STRING; }
+
+std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* opt, const Schedule* sched,
+                                       const CheckpointInfo& info) {
+  ctx.sync();
+  SafetensorsFile f;
+  for (auto& [name, t] : model.state_dict()) f.tensors.push_back(to_st(name, t));
+  if (opt)
+    for (auto& [name, t] : opt->state()) f.tensors.push_back(to_st("optimizer." + name, t));
+  uint32_t dcrc = 0;
+  for (const auto& t : f.tensors) dcrc = crc32(t.data.data(), t.data.size(), dcrc);
+  const TrainPosition& p = info.pos;
+  std::string sums = "[" + json_number(p.train_sums[0]) + "," + json_number(p.train_sums[1]) + "," +
+                     json_number(p.train_sums[2]) + "]";
+  auto& m = f.metadata;
+  m = {{"format", "kiln.checkpoint"},
+       {"format_version", std::to_string(kCheckpointFormatVersion)},
+       {"kiln_version", kiln_version()},
+       {"config", info.config.empty() ? "{}" : info.config},
+       {"epoch", std::to_string(p.epoch)},
+       {"batch", std::to_string(p.batch)},
+       {"step", std::to_string(p.step)},
+       {"seed", std::to_string(info.seed)},
+       {"train_sums", sums},
+       {"last_lr", json_number(p.last_lr)},
+       {"last_momentum", json_number(p.last_momentum)},
+       {"optimizer", opt ? opt->options().name : ""},
+       {"optimizer_steps", std::to_string(opt ? opt->steps_taken() : 0)},
+       {"schedule_state", sched ? sched->state() : ""},
+       {"data_crc32", hex32(dcrc)}};
+  m.emplace_back("meta_crc32", hex32(meta_crc(m)));
+  return encode_safetensors(f);
+}
+
+void save_checkpoint(const std::string& path, Context& ctx, Model& model, Optimizer* opt, const Schedule* sched,
+                     const CheckpointInfo& info) {
+  std::vector<uint8_t> bytes = encode_checkpoint(ctx, model, opt, sched, info);
+  write_file_atomic(path, bytes.data(), bytes.size());
+}
+
+CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const std::string& what, Context& ctx,
+                                     Model& model, Optimizer* opt, Schedule* sched) {
+  SafetensorsFile f = decode_safetensors(bytes.data(), bytes.size(), what);
+  const std::string* fv = f.meta("format_version");
+  KILN_CHECK(fv, what << ": no format_version in __metadata__: not a kiln checkpoint");
+  KILN_CHECK(*fv == std::to_string(kCheckpointFormatVersion),
+             what << ": format version '" << *fv << "', this kiln (" << kiln_version() << ") reads version "
+                  << kCheckpointFormatVersion);
+  // Checksums: the data section in file order, then the metadata.
+  uint32_t dcrc = 0;
+  for (const auto& t : f.tensors) dcrc = crc32(t.data.data(), t.data.size(), dcrc);
+  std::string stored = meta_or_fail(f, "data_crc32", what);
+  KILN_CHECK(stored == hex32(dcrc), what << ": data checksum mismatch (stored " << stored << ", computed "
+                                         << hex32(dcrc) << "): the file is corrupt");
+  stored = meta_or_fail(f, "meta_crc32", what);
+  KILN_CHECK(stored == hex32(meta_crc(f.metadata)), what << ": metadata checksum mismatch (stored " << stored
+                                                          << ", computed " << hex32(meta_crc(f.metadata))
+                                                          << "): the file is corrupt");
+  CheckpointInfo info;
+  info.kiln_version = meta_or_fail(f, "kiln_version", what);
+  info.config = meta_or_fail(f, "config", what);
+  TrainPosition& p = info.pos;
+  p.epoch = static_cast<int>(std::min<long long>(meta_int(f, "epoch", what), 1 << 30));
+  p.batch = meta_int(f, "batch", what);
+  p.step = meta_int(f, "step", what);
+  info.seed = static_cast<uint64_t>(meta_int(f, "seed", what));
+  long long opt_steps = meta_int(f, "optimizer_steps", what);
+  p.last_lr = static_cast<float>(meta_double(meta_or_fail(f, "last_lr", what), "last_lr", what));
+  p.last_momentum = static_cast<float>(meta_double(meta_or_fail(f, "last_momentum", what), "last_momentum", what));
+  std::string sums_text = meta_or_fail(f, "train_sums", what);
+  JsonValue sums;
+  try {
+    sums = parse_json(sums_text);
+  } catch (const Error& e) {
+    KILN_FAIL(what << ": __metadata__ train_sums: " << e.message());
+  }
+  KILN_CHECK(sums.is_array() && sums.items.size() == 3, what << ": __metadata__ train_sums must be [loss, correct, count]");
+  for (int i = 0; i < 3; ++i) p.train_sums[i] = sums.items[i].is_number() ? sums.items[i].number : NAN;
+  std::string opt_name = meta_or_fail(f, "optimizer", what);
+  std::string sched_state = meta_or_fail(f, "schedule_state", what);
+
+  // Validate every tensor before touching anything.
+  std::vector<std::pair<Tensor, std::vector<float>>> restore;
+  std::vector<std::string> used;
+  for (auto& [name, t] : model.state_dict()) {
+    restore.emplace_back(t, expect_tensor(f, name, t, what, "model"));
+    used.push_back(name);
+  }
+  if (opt) {
+    KILN_USAGE_CHECK(opt_name == opt->options().name, what << ": saved with optimizer '" << opt_name
+                                                           << "', this run uses '" << opt->options().name << "'");
+    for (auto& [name, t] : opt->state()) {
+      restore.emplace_back(t, expect_tensor(f, "optimizer." + name, t, what, "optimizer"));
+      used.push_back("optimizer." + name);
+    }
+  }
+  for (const auto& t : f.tensors) {
+    bool known = std::find(used.begin(), used.end(), t.name) != used.end();
+    bool skipped_opt = !opt && t.name.rfind("optimizer.", 0) == 0;
+    KILN_USAGE_CHECK(known || skipped_opt, what << ": unexpected tensor " << t.name << " " << shape_str(t.shape)
+                                                << ": the model has no such tensor (saved from a different model?)");
+  }
+  if (sched && !sched_state.empty()) sched->set_state(sched_state);
+
+  ctx.sync();  // nothing may still be reading the tensors we overwrite
+  for (auto& [dst, vals] : restore) {
+    Tensor src = Tensor::from_vector(vals, dst.shape(), Device::CPU);
+    dst.copy_from(src);
+  }
+  if (opt) opt->set_steps_taken(opt_steps);
+  return info;
+}
+
+CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Model& model, Optimizer* opt,
+                               Schedule* sched) {
+  std::ifstream in(path, std::ios::binary);
+  KILN_CHECK(in, "checkpoint " << path << ": cannot open: " << std::strerror(errno));
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  KILN_CHECK(!in.bad(), "checkpoint " << path << ": read failed");
+  return load_checkpoint_bytes(bytes, "checkpoint " + path, ctx, model, opt, sched);
+}
+
+}  // namespace kiln

@@ -1,0 +1,93 @@
+// Checkpoints in the safetensors format: an 8-byte little-endian header length, a JSON header
+// {"<name>": {"dtype", "shape", "data_offsets": [begin, end]}, ..., "__metadata__": {str: str}}
+// and the raw little-endian tensor bytes. Model tensors carry their PyTorch state_dict names
+// (so torch/safetensors load them directly), optimizer state is under "optimizer.<name>", and
+// the run position, schedule state, config and checksums are strings in __metadata__.
+// Files are written atomically (temp file in the same directory, fsync, rename, fsync of the
+// directory), so a crash never leaves a partial file under the final name. docs/FORMATS.md
+// lists every key.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/context.h"
+#include "engine/tensor.h"
+#include "layers/model.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+
+namespace kiln {
+
+// ---- The container --------------------------------------------------------------------------
+
+struct StTensor {
+  std::string name;
+  std::string dtype;           // "F32", "I64", ... as in the safetensors spec
+  Shape shape;
+  std::vector<uint8_t> data;   // little-endian bytes, numel * element size
+};
+
+struct SafetensorsFile {
+  std::vector<StTensor> tensors;  // in file order
+  std::vector<std::pair<std::string, std::string>> metadata;
+  const StTensor* find(const std::string& name) const;
+  const std::string* meta(const std::string& key) const;
+};
+
+// Bytes per element of a safetensors dtype name, 0 when unknown.
+size_t st_dtype_size(const std::string& dtype);
+// Header padded with spaces to a multiple of 8 bytes (as the reference implementation does).
+std::vector<uint8_t> encode_safetensors(const SafetensorsFile& f);
+// Full structural validation (header length within the file, JSON, dtypes, shapes, offsets in
+// range, sized by shape, non-overlapping and covering the data section). `what` starts every
+// error message ("checkpoint run.safetensors").
+SafetensorsFile decode_safetensors(const uint8_t* data, size_t size, const std::string& what);
+SafetensorsFile read_safetensors(const std::string& path);
+
+// Temp file next to `path`, write, fsync, rename over `path`, fsync the directory. On failure
+// the temp file is removed, `path` is untouched, and a runtime Error names `path`.
+void write_file_atomic(const std::string& path, const void* data, size_t size);
+
+uint32_t crc32(const void* data, size_t n, uint32_t crc = 0);  // IEEE 802.3 (as zlib)
+
+// ---- kiln checkpoints -----------------------------------------------------------------------
+
+constexpr int kCheckpointFormatVersion = 1;
+const char* kiln_version();
+
+// Where a run stands: enough to continue it bit for bit.
+struct TrainPosition {
+  int epoch = 0;          // 0-based epoch in progress (batch == 0: not started yet)
+  int64_t batch = 0;      // batches of `epoch` already done
+  long long step = 0;     // optimizer steps since the start of the run
+  double train_sums[3] = {0, 0, 0};  // loss sum, correct, count over those batches
+  float last_lr = 0, last_momentum = -1;
+};
+
+struct CheckpointInfo {
+  TrainPosition pos;
+  uint64_t seed = 0;
+  std::string config;        // the caller's JSON object (the run's options), stored verbatim
+  std::string kiln_version;  // filled by load
+};
+
+// Writes model tensors, optimizer state (when opt) and schedule state (when sched). Waits for
+// ctx's stream first so device tensors are complete.
+void save_checkpoint(const std::string& path, Context& ctx, Model& model, Optimizer* opt,
+                     const Schedule* sched, const CheckpointInfo& info);
+// Builds the checkpoint bytes without writing them (tests, fuzzing).
+std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* opt,
+                                       const Schedule* sched, const CheckpointInfo& info);
+// Validates everything against the model (and optimizer) first: format version, checksums,
+// every expected tensor present with the right dtype and shape, nothing unexpected. Only then
+// restores parameters, buffers, optimizer state and steps, and schedule state. Errors are one
+// line starting "checkpoint <path>: " (runtime, exit 1; a different model shape is a usage
+// error, exit 2).
+CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Model& model,
+                               Optimizer* opt, Schedule* sched);
+CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const std::string& what,
+                                     Context& ctx, Model& model, Optimizer* opt, Schedule* sched);
+
+}  // namespace kiln

@@ -1,0 +1,242 @@
+// The safetensors container: encode, decode with full validation, atomic file writes and the
+// CRC-32 used by kiln checkpoints. Nothing here knows about models; engine/checkpoint.cpp maps
+// models and optimizers onto it.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+#include "engine/checkpoint.h"
+#include "engine/error.h"
+#include "engine/json.h"
+
+namespace kiln {
+
+namespace {
+
+// The reference implementation refuses headers above 100 MB; so do we (a corrupt length must
+// not make us allocate gigabytes).
+constexpr uint64_t kMaxHeader = 100u << 20;
+
+bool host_little_endian() {
+  uint32_t probe = 1;
+  uint8_t b;
+  std::memcpy(&b, &probe, 1);
+  return b == 1;
+}
+
+std::string shape_json(const Shape& s) {
+  std::string o = "[";
+  for (size_t i = 0; i < s.size(); ++i) o += (i ? "," : "") + std::to_string(s[i]);
+  return o + "]";
+}
+
+std::string dir_of(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+uint32_t crc32(const void* data, size_t n, uint32_t crc) {
+  auto* p = static_cast<const Bytef*>(data);
+  uLong c = crc;
+  while (n > 0) {  // zlib takes uInt lengths
+    uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
+    c = ::crc32(c, p, chunk);
+    p += chunk;
+    n -= chunk;
+  }
+  return static_cast<uint32_t>(c);
+}
+
+size_t st_dtype_size(const std::string& d) {
+  if (d == "F64" || d == "I64" || d == "U64") return 8;
+  if (d == "F32" || d == "I32" || d == "U32") return 4;
+  if (d == "F16" || d == "BF16" || d == "I16" || d == "U16") return 2;
+  if (d == "I8" || d == "U8" || d == "BOOL" || d == "F8_E4M3" || d == "F8_E5M2") return 1;
+  return 0;
+}
+
+const StTensor* SafetensorsFile::find(const std::string& name) const {
+  for (const auto& t : tensors)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+const std::string* SafetensorsFile::meta(const std::string& key) const {
+  for (const auto& kv : metadata)
+    if (kv.first == key) return &kv.second;
+  return nullptr;
+}
+
+std::vector<uint8_t> encode_safetensors(const SafetensorsFile& f) {
+  KILN_CHECK(host_little_endian(), "safetensors: big-endian hosts are not supported");
+  JsonObject meta;
+  for (const auto& kv : f.metadata) meta.add(kv.first, kv.second);
+  std::string header = "{\"__metadata__\":" + meta.str();
+  uint64_t off = 0;
+  for (const auto& t : f.tensors) {
+    size_t es = st_dtype_size(t.dtype);
+    KILN_CHECK(es > 0, "safetensors: tensor " << t.name << " has unknown dtype " << t.dtype);
+    KILN_CHECK(t.data.size() == static_cast<size_t>(shape_numel(t.shape)) * es,
+               "safetensors: tensor " << t.name << " holds " << t.data.size() << " bytes, its shape "
+                                      << shape_str(t.shape) << " needs " << shape_numel(t.shape) * es);
+    header += "," + json_escape(t.name) + ":{\"dtype\":" + json_escape(t.dtype) +
+              ",\"shape\":" + shape_json(t.shape) + ",\"data_offsets\":[" + std::to_string(off) +
+              "," + std::to_string(off + t.data.size()) + "]}";
+    off += t.data.size();
+  }
+  header += "}";
+  while ((8 + header.size()) % 8) header += ' ';
+  std::vector<uint8_t> out(8 + header.size() + off);
+  uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(n >> (8 * i));
+  std::memcpy(out.data() + 8, header.data(), header.size());
+  uint8_t* p = out.data() + 8 + header.size();
+  for (const auto& t : f.tensors) {
+    if (!t.data.empty()) std::memcpy(p, t.data.data(), t.data.size());
+    p += t.data.size();
+  }
+  return out;
+}
+
+SafetensorsFile decode_safetensors(const uint8_t* data, size_t size, const std::string& what) {
+  KILN_CHECK(host_little_endian(), what << ": big-endian hosts are not supported");
+  KILN_CHECK(size >= 8, what << ": truncated: " << size
+                             << " bytes, a safetensors file starts with an 8-byte header length");
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(data[i]) << (8 * i);
+  KILN_CHECK(n <= size - 8, what << ": header length " << n << " runs past the end of the file ("
+                                 << size << " bytes): truncated or not a safetensors file");
+  KILN_CHECK(n <= kMaxHeader, what << ": header length " << n << " exceeds the 100 MB limit");
+  KILN_CHECK(n >= 2, what << ": header length " << n << " is too small for a JSON object");
+  std::string text(reinterpret_cast<const char*>(data) + 8, n);
+  JsonValue root;
+  try {
+    root = parse_json(text);
+  } catch (const Error& e) {
+    KILN_FAIL(what << ": header is not valid JSON (" << e.message() << ")");
+  }
+  KILN_CHECK(root.is_object(), what << ": header is " << json_type_name(root.type) << ", expected an object");
+  const uint8_t* base = data + 8 + n;
+  uint64_t data_size = size - 8 - n;
+  SafetensorsFile f;
+  std::vector<std::pair<uint64_t, uint64_t>> spans;
+  for (const auto& [name, v] : root.members) {
+    if (name == "__metadata__") {
+      KILN_CHECK(v.is_object(), what << ": __metadata__ is " << json_type_name(v.type) << ", expected an object");
+      for (const auto& [k, mv] : v.members) {
+        KILN_CHECK(mv.is_string(), what << ": __metadata__ key '" << k << "' is " << json_type_name(mv.type)
+                                        << ", safetensors metadata values are strings");
+        f.metadata.emplace_back(k, mv.text);
+      }
+      continue;
+    }
+    std::string tw = what + ": tensor " + name;
+    KILN_CHECK(v.is_object(), tw << ": entry is " << json_type_name(v.type) << ", expected an object");
+    const JsonValue* dt = v.find("dtype");
+    const JsonValue* sh = v.find("shape");
+    const JsonValue* off = v.find("data_offsets");
+    KILN_CHECK(dt && dt->is_string(), tw << ": missing or non-string dtype");
+    KILN_CHECK(sh && sh->is_array(), tw << ": missing or non-array shape");
+    KILN_CHECK(off && off->is_array() && off->items.size() == 2, tw << ": data_offsets must be [begin, end]");
+    KILN_CHECK(v.members.size() == 3, tw << ": unexpected keys besides dtype, shape, data_offsets");
+    size_t es = st_dtype_size(dt->text);
+    KILN_CHECK(es > 0, tw << ": unknown dtype '" << dt->text << "'");
+    StTensor t;
+    t.name = name;
+    t.dtype = dt->text;
+    uint64_t numel = 1;
+    for (const auto& d : sh->items) {
+      int64_t x = -1;
+      try {
+        x = d.as_int64();
+      } catch (const Error&) {
+      }
+      KILN_CHECK(x >= 0, tw << ": shape entries must be non-negative integers");
+      t.shape.push_back(x);
+      KILN_CHECK(!__builtin_mul_overflow(numel, static_cast<uint64_t>(x), &numel),
+                 tw << ": shape " << shape_str(t.shape) << " overflows 64 bits");
+    }
+    int64_t b = -1, e = -1;
+    try {
+      b = off->items[0].as_int64();
+      e = off->items[1].as_int64();
+    } catch (const Error&) {
+    }
+    KILN_CHECK(b >= 0 && e >= b, tw << ": data_offsets must be non-negative integers with begin <= end");
+    KILN_CHECK(static_cast<uint64_t>(e) <= data_size,
+               tw << ": data_offsets [" << b << ", " << e << "] run past the data section (" << data_size
+                  << " bytes): truncated file?");
+    KILN_CHECK(numel <= data_size / es && static_cast<uint64_t>(e - b) == numel * es,
+               tw << ": data_offsets span " << e - b << " bytes, shape " << shape_str(t.shape) << " of "
+                  << t.dtype << " needs " << numel * es);
+    t.data.assign(base + b, base + e);
+    spans.emplace_back(b, e);
+    f.tensors.push_back(std::move(t));
+  }
+  // Like the reference reader: the tensors tile the data section exactly.
+  std::sort(spans.begin(), spans.end());
+  uint64_t at = 0;
+  for (const auto& [b, e] : spans) {
+    KILN_CHECK(b == at, what << ": tensor data " << (b < at ? "overlaps" : "leaves a hole") << " at byte " << b
+                             << " of the data section");
+    at = e;
+  }
+  KILN_CHECK(at == data_size, what << ": " << data_size - at << " bytes after the last tensor (" << data_size
+                                   << "-byte data section)");
+  return f;
+}
+
+SafetensorsFile read_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  KILN_CHECK(in, "checkpoint " << path << ": cannot open: " << std::strerror(errno));
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  KILN_CHECK(!in.bad(), "checkpoint " << path << ": read failed");
+  return decode_safetensors(bytes.data(), bytes.size(), "checkpoint " + path);
+}
+
+void write_file_atomic(const std::string& path, const void* data, size_t size) {
+  static std::atomic<unsigned> counter{0};
+  std::string dir = dir_of(path);
+  std::string tmp = path + ".tmp." + std::to_string(getpid()) + "." + std::to_string(counter++);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  KILN_CHECK(fd >= 0, path << ": cannot create a temporary file in " << dir << ": " << std::strerror(errno));
+  const char* p = static_cast<const char*>(data);
+  size_t left = size;
+  int err = 0;
+  while (left > 0) {
+    ssize_t w = ::write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      err = w < 0 ? errno : EIO;
+      break;
+    }
+    p += w;
+    left -= static_cast<size_t>(w);
+  }
+  if (!err && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && !err) err = errno;
+  if (!err && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err) {
+    ::unlink(tmp.c_str());
+    KILN_FAIL(path << ": write failed, previous file left untouched: " << std::strerror(err));
+  }
+  // The rename is durable only once the directory entry is on disk.
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace kiln

@@ -1,0 +1,396 @@
+// Checkpoints: the JSON parser, safetensors round trip (model, buffers, optimizer state and
+// schedule state bit for bit), the documented header names, every corruption case failing
+// with a one-line error naming the file, atomic writes surviving a write failure, and the
+// trainer resuming mid-epoch to the same weights as an uninterrupted run.
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include "engine/checkpoint.h"
+#include "engine/error.h"
+#include "engine/json.h"
+#include "engine/trainer.h"
+#include "layers/models.h"
+#include "tests/test_util.h"
+
+using namespace kiln;
+
+namespace {
+
+std::string temp_path(const std::string& name) {
+  return ::testing::TempDir() + "kiln_ckpt_" + std::to_string(getpid()) + "_" + name;
+}
+
+std::vector<uint8_t> read_all(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+void write_all(const std::string& p, const std::vector<uint8_t>& b) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+}
+
+// A small model with every kind of state: weights, BN buffers (num_batches_tracked), Adam
+// moments, a plateau schedule with history.
+struct Rig {
+  ModelOptions mo;
+  OptimOptions oo;
+  ScheduleOptions so;
+  Context ctx{Device::CPU, 7};
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Optimizer> opt;
+  std::unique_ptr<Schedule> sched;
+  explicit Rig(int width = 16, uint64_t seed = 1) {
+    mo.model = "mlp";
+    mo.width = width;
+    mo.norm = "batch";
+    oo.name = "adam";
+    oo.lr = 0.01f;
+    so.name = "plateau";
+    so.patience = 0;
+    model = make_model(mo, {1, 4, 4}, 3);
+    model->build(Device::CPU, seed);
+    opt = make_optimizer(oo, *model);
+    sched = make_schedule(so, oo.lr, 10, 5);
+  }
+  // A few real steps so that moments, BN statistics and the plateau state are non-trivial.
+  void train(int steps, uint64_t seed) {
+    std::vector<float> x = test::random_vec(8 * 16, seed);
+    Tensor xt = Tensor::from_vector(x, {8, 1, 4, 4}, Device::CPU);
+    for (int s = 0; s < steps; ++s) {
+      model->train(ctx);
+      Tensor y = model->forward(ctx, xt);
+      Tensor dy = Tensor::from_vector(test::random_vec(y.numel(), seed + 100 + s), y.shape(), Device::CPU);
+      model->backward(ctx, dy);
+      opt->step(ctx, sched->lr(0, s));
+    }
+    sched->on_epoch_end(0, 1.0f);
+    sched->on_epoch_end(1, 2.0f);  // worse: with patience 0 the lr drops
+  }
+  std::vector<std::pair<std::string, std::vector<float>>> snapshot() {
+    std::vector<std::pair<std::string, std::vector<float>>> out;
+    for (auto& [n, t] : model->state_dict()) out.emplace_back(n, t.to_vector());
+    for (auto& [n, t] : opt->state()) out.emplace_back("optimizer." + n, t.to_vector());
+    return out;
+  }
+};
+
+CheckpointInfo sample_info() {
+  CheckpointInfo info;
+  info.pos.epoch = 2;
+  info.pos.batch = 5;
+  info.pos.step = 25;
+  info.pos.train_sums[0] = 1.0 / 3.0;
+  info.pos.train_sums[1] = 17;
+  info.pos.train_sums[2] = 40;
+  info.pos.last_lr = 0.1f / 3.0f;
+  info.pos.last_momentum = 0.9f;
+  info.seed = 1234567890123ull;
+  info.config = "{\"model\":\"mlp\"}";
+  return info;
+}
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+}
+
+// Loading `bytes` into a fresh rig must throw an Error whose one-line message names the file and
+// contains `want`.
+void expect_load_error(const std::vector<uint8_t>& bytes, const std::string& want, int width = 16) {
+  std::string path = temp_path("bad.safetensors");
+  write_all(path, bytes);
+  Rig r(width, 99);
+  auto before = r.snapshot();
+  try {
+    load_checkpoint(path, r.ctx, *r.model, r.opt.get(), r.sched.get());
+    ADD_FAILURE() << "no error for a checkpoint that should fail with '" << want << "'";
+  } catch (const Error& e) {
+    std::string m = e.message();
+    EXPECT_NE(m.find("checkpoint " + path), std::string::npos) << m;
+    EXPECT_NE(m.find(want), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  auto after = r.snapshot();  // a failed load changes nothing
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(bitwise_equal(before[i].second, after[i].second)) << before[i].first;
+  std::remove(path.c_str());
+}
+
+}  // namespace
+
+TEST(Json, ParsesValuesAndKeepsNumberText) {
+  JsonValue v = parse_json(" {\"a\": [1, -2.5e3, true, false, null], \"b\": \"x\\u00e9\\ud83d\\ude00\\n\", \"n\": 18446744073709551615, \"i\": 9007199254740993} ");
+  ASSERT_TRUE(v.is_object());
+  ASSERT_EQ(v.find("a")->items.size(), 5u);
+  EXPECT_EQ(v.find("a")->items[1].number, -2500.0);
+  EXPECT_TRUE(v.find("a")->items[2].boolean);
+  EXPECT_EQ(v.find("a")->items[4].type, JsonValue::Type::Null);
+  EXPECT_EQ(v.find("b")->text, "x\xc3\xa9\xf0\x9f\x98\x80\n");
+  EXPECT_EQ(v.find("i")->as_int64(), 9007199254740993LL);  // beyond double precision
+  EXPECT_THROW(v.find("n")->as_int64(), Error);             // does not fit
+  EXPECT_EQ(v.find("missing"), nullptr);
+}
+
+TEST(Json, RejectsMalformedTextWithOffset) {
+  struct Case {
+    const char* text;
+    const char* want;
+  } cases[] = {{"{\"a\":1,}", "offset 7"},        {"[1,2", "end of the text"},
+               {"01", "leading zeros"},           {"{\"a\":1,\"a\":2}", "duplicate key"},
+               {"\"abc", "unterminated"},          {"[1] x", "after the value"},
+               {"\"\\ud800\"", "surrogate"},       {"NaN", "unexpected 'N'"},
+               {"\"a\tb\"", "control character"},  {"", "end of the text"},
+               {"-", "expected a digit"},          {"1.", "after '.'"}};
+  for (const auto& c : cases) {
+    try {
+      parse_json(c.text);
+      ADD_FAILURE() << "accepted: " << c.text;
+    } catch (const Error& e) {
+      EXPECT_NE(e.message().find(c.want), std::string::npos) << c.text << " -> " << e.message();
+    }
+  }
+  EXPECT_THROW(parse_json(std::string(600, '[') + std::string(600, ']')), Error);  // depth limit
+  EXPECT_NO_THROW(parse_json(std::string(500, '[') + std::string(500, ']')));
+}
+
+TEST(Checkpoint, RoundTripIsBitwise) {
+  Rig a(16, 1);
+  a.train(4, 11);
+  std::string path = temp_path("rt.safetensors");
+  save_checkpoint(path, a.ctx, *a.model, a.opt.get(), a.sched.get(), sample_info());
+  Rig b(16, 2);  // different init
+  CheckpointInfo got = load_checkpoint(path, b.ctx, *b.model, b.opt.get(), b.sched.get());
+  auto sa = a.snapshot(), sb = b.snapshot();
+  ASSERT_EQ(sa.size(), sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(bitwise_equal(sa[i].second, sb[i].second)) << sa[i].first;
+  EXPECT_EQ(b.opt->steps_taken(), 4);
+  EXPECT_EQ(b.sched->state(), a.sched->state());
+  EXPECT_EQ(b.sched->lr(0, 0), a.sched->lr(0, 0));
+  EXPECT_LT(b.sched->lr(0, 0), 0.01f);  // the plateau drop came back too
+  CheckpointInfo want = sample_info();
+  EXPECT_EQ(got.pos.epoch, want.pos.epoch);
+  EXPECT_EQ(got.pos.batch, want.pos.batch);
+  EXPECT_EQ(got.pos.step, want.pos.step);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(got.pos.train_sums[i], want.pos.train_sums[i]);
+  EXPECT_EQ(got.pos.last_lr, want.pos.last_lr);
+  EXPECT_EQ(got.pos.last_momentum, want.pos.last_momentum);
+  EXPECT_EQ(got.seed, want.seed);
+  EXPECT_EQ(got.config, want.config);
+  EXPECT_EQ(got.kiln_version, kiln_version());
+  std::remove(path.c_str());
+}
+
+TEST(Checkpoint, HeaderIsJsonWithTorchNames) {
+  Rig a;
+  a.train(1, 3);
+  std::vector<uint8_t> bytes = encode_checkpoint(a.ctx, *a.model, a.opt.get(), a.sched.get(), sample_info());
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(bytes[i]) << (8 * i);
+  EXPECT_EQ((8 + n) % 8, 0u);  // data section 8-byte aligned
+  JsonValue h = parse_json(std::string(bytes.begin() + 8, bytes.begin() + 8 + static_cast<long>(n)));
+  // MLP: Flatten, Linear, BatchNorm1d, ReLU, ... (PyTorch nn.Sequential indices)
+  const JsonValue* w = h.find("1.weight");
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->find("dtype")->text, "F32");
+  EXPECT_EQ(w->find("shape")->items.size(), 2u);
+  const JsonValue* nbt = h.find("2.num_batches_tracked");
+  ASSERT_NE(nbt, nullptr);
+  EXPECT_EQ(nbt->find("dtype")->text, "I64");  // as torch
+  EXPECT_TRUE(nbt->find("shape")->items.empty());
+  EXPECT_NE(h.find("2.running_mean"), nullptr);
+  EXPECT_NE(h.find("optimizer.1.weight.exp_avg_sq"), nullptr);
+  const JsonValue* m = h.find("__metadata__");
+  ASSERT_NE(m, nullptr);
+  for (const char* k : {"format", "format_version", "kiln_version", "config", "epoch", "batch", "step", "seed",
+                        "train_sums", "last_lr", "last_momentum", "optimizer", "optimizer_steps", "schedule_state",
+                        "data_crc32", "meta_crc32"}) {
+    ASSERT_NE(m->find(k), nullptr) << k;
+    EXPECT_TRUE(m->find(k)->is_string()) << k;
+  }
+  EXPECT_EQ(m->find("format_version")->text, "1");
+  EXPECT_EQ(m->find("optimizer")->text, "adam");
+}
+
+TEST(Checkpoint, CorruptionsFailNamingTheFile) {
+  Rig a;
+  a.train(2, 5);
+  std::vector<uint8_t> good = encode_checkpoint(a.ctx, *a.model, a.opt.get(), a.sched.get(), sample_info());
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(good[i]) << (8 * i);
+  auto header = [&](const std::vector<uint8_t>& b) { return std::string(b.begin() + 8, b.begin() + 8 + static_cast<long>(n)); };
+  auto with_header = [&](std::string h) {  // same length keeps the offsets valid
+    std::vector<uint8_t> b = good;
+    h.resize(n, ' ');
+    std::memcpy(b.data() + 8, h.data(), n);
+    return b;
+  };
+  auto replace = [](std::string s, const std::string& from, const std::string& to) {
+    size_t at = s.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) s.replace(at, from.size(), to);
+    return s;
+  };
+
+  expect_load_error({}, "truncated: 0 bytes");
+  expect_load_error(std::vector<uint8_t>(good.begin(), good.begin() + 5), "truncated");
+  expect_load_error(std::vector<uint8_t>(good.begin(), good.begin() + 8 + static_cast<long>(n) / 2),
+                    "runs past the end of the file");
+  expect_load_error(std::vector<uint8_t>(good.begin(), good.end() - 100), "run past the data section");
+  std::vector<uint8_t> huge = good;
+  huge[7] = 0x7f;
+  expect_load_error(huge, "runs past the end of the file");
+  expect_load_error(with_header(replace(header(good), "{\"__metadata__\"", "[\"__metadata__\"")), "not valid JSON");
+  std::vector<uint8_t> flipped = good;
+  flipped[good.size() - 3] ^= 0x10;
+  expect_load_error(flipped, "data checksum mismatch");
+  expect_load_error(with_header(replace(header(good), "\"epoch\":\"2\"", "\"epoch\":\"3\"")), "metadata checksum mismatch");
+  expect_load_error(with_header(replace(header(good), "\"format_version\":\"1\"", "\"format_version\":\"9\"")),
+                    "format version '9'");
+  expect_load_error(with_header(replace(header(good), "\"dtype\":\"F32\"", "\"dtype\":\"F16\"")), "data_offsets span");
+  expect_load_error(with_header(replace(header(good), "\"dtype\":\"F32\"", "\"dtype\":\"Q99\"")), "unknown dtype");
+  expect_load_error(with_header(replace(header(good), "\"1.weight\"", "\"9.weight\"")), "missing tensor 1.weight");
+
+  // A different model shape names the tensor and both shapes.
+  Rig wide(24, 1);
+  std::vector<uint8_t> other = encode_checkpoint(wide.ctx, *wide.model, wide.opt.get(), wide.sched.get(), sample_info());
+  expect_load_error(other, "tensor 1.weight has shape [24, 16], the model expects [16, 16]");
+  // A different optimizer.
+  Rig sgd;
+  sgd.oo.name = "sgd";
+  sgd.oo.momentum = 0.9f;
+  sgd.opt = make_optimizer(sgd.oo, *sgd.model);
+  std::vector<uint8_t> sgd_bytes = encode_checkpoint(sgd.ctx, *sgd.model, sgd.opt.get(), nullptr, sample_info());
+  expect_load_error(sgd_bytes, "saved with optimizer 'sgd', this run uses 'adam'");
+}
+
+TEST(Checkpoint, DecoderRejectsBadLayouts) {
+  SafetensorsFile f;
+  f.tensors.push_back({"a", "F32", {2}, std::vector<uint8_t>(8, 1)});
+  f.tensors.push_back({"b", "I64", {1}, std::vector<uint8_t>(8, 2)});
+  std::vector<uint8_t> good = encode_safetensors(f);
+  SafetensorsFile back = decode_safetensors(good.data(), good.size(), "x");
+  ASSERT_EQ(back.tensors.size(), 2u);
+  EXPECT_EQ(back.tensors[1].data, f.tensors[1].data);
+  auto craft = [](const std::string& header, size_t data_bytes) {
+    std::vector<uint8_t> b(8 + header.size() + data_bytes, 0);
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<uint8_t>(uint64_t(header.size()) >> (8 * i));
+    std::memcpy(b.data() + 8, header.data(), header.size());
+    return b;
+  };
+  struct Case {
+    std::string header, want;
+  } cases[] = {
+      {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", "overlaps"},
+      {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", "leaves a hole"},
+      {R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", "non-negative"},
+      {R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", "overflows"},
+      {R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", "bytes after the last tensor"},
+      {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", "unexpected keys"},
+      {R"({"__metadata__":{"k":1}})", "metadata values are strings"},
+      {R"([1])", "expected an object"},
+  };
+  for (const auto& c : cases) {
+    std::vector<uint8_t> b = craft(c.header, 16);
+    try {
+      decode_safetensors(b.data(), b.size(), "file.st");
+      ADD_FAILURE() << "accepted " << c.header;
+    } catch (const Error& e) {
+      EXPECT_NE(e.message().find(c.want), std::string::npos) << c.header << " -> " << e.message();
+      EXPECT_EQ(e.message().rfind("file.st: ", 0), 0u) << e.message();
+    }
+  }
+}
+
+TEST(Checkpoint, FailedWriteLeavesOldFileIntact) {
+  Rig a;
+  std::string path = temp_path("atomic.safetensors");
+  write_all(path, {'o', 'l', 'd'});
+  // Simulate a full disk midway: a file-size limit below the checkpoint size makes write()
+  // fail with EFBIG after the first bytes (SIGXFSZ ignored so it is an error, not a kill).
+  struct rlimit old;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit lim = old;
+  lim.rlim_cur = 1000;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  std::string msg;
+  try {
+    save_checkpoint(path, a.ctx, *a.model, a.opt.get(), a.sched.get(), sample_info());
+  } catch (const Error& e) {
+    msg = e.message();
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_NE(msg.find(path + ": write failed, previous file left untouched"), std::string::npos) << msg;
+  EXPECT_EQ(read_all(path), (std::vector<uint8_t>{'o', 'l', 'd'}));
+  // No temp file left behind.
+  std::string dir = ::testing::TempDir();
+  std::string probe = "ls " + dir + " | grep -c 'kiln_ckpt_" + std::to_string(getpid()) + "_atomic.safetensors.tmp' > /dev/null";
+  EXPECT_NE(std::system(probe.c_str()), 0);
+  // And a good write replaces it.
+  save_checkpoint(path, a.ctx, *a.model, a.opt.get(), a.sched.get(), sample_info());
+  Rig b(16, 3);
+  load_checkpoint(path, b.ctx, *b.model, b.opt.get(), b.sched.get());
+  std::remove(path.c_str());
+}
+
+// The trainer stopped mid-epoch at a step checkpoint and continued in a fresh process-like
+// rig from the saved file ends bit for bit where an uninterrupted run ends.
+TEST(Checkpoint, TrainerResumesMidEpochExactly) {
+  Dataset ds;
+  ds.name = "synthetic";
+  int64_t N = 100;
+  ds.images = Tensor::from_vector(test::random_vec(N * 16, 21), {N, 1, 4, 4}, Device::CPU);
+  ds.host_labels.resize(N);
+  for (int64_t i = 0; i < N; ++i) ds.host_labels[i] = static_cast<int32_t>(i % 3);
+  ds.labels = std::make_shared<Buffer>(N * sizeof(int32_t), Device::CPU);
+  std::memcpy(ds.labels->data(), ds.host_labels.data(), N * sizeof(int32_t));
+  TrainOptions to;
+  to.epochs = 3;
+  to.batch_size = 16;
+  to.progress = 0;
+  auto run = [&](Rig& r, const TrainPosition* from, long long stop_after_step, std::string* ckpt) {
+    Trainer t(*r.model, *r.opt, *r.sched, r.ctx, to);
+    volatile std::sig_atomic_t flag = 0;
+    t.stop_flag = &flag;
+    t.checkpoint_every_steps = 4;
+    t.on_checkpoint = [&](const TrainPosition& p, const std::string&) {
+      if (!ckpt) return;
+      CheckpointInfo info;
+      info.pos = p;
+      save_checkpoint(*ckpt, r.ctx, *r.model, r.opt.get(), r.sched.get(), info);
+    };
+    t.on_step = [&](long long s, float) {
+      if (s == stop_after_step) flag = SIGTERM;
+      return true;
+    };
+    if (from) {
+      t.fit(ds, &ds, *from);
+    } else {
+      t.fit(ds, &ds);
+    }
+    return t.history();
+  };
+  Rig full(16, 5);
+  auto hist_full = run(full, nullptr, -1, nullptr);
+  std::string path = temp_path("resume.safetensors");
+  Rig first(16, 5);
+  run(first, nullptr, 9, &path);  // 7 batches per epoch: stops after step 10, in epoch 2
+  Rig second(16, 77);
+  CheckpointInfo info = load_checkpoint(path, second.ctx, *second.model, second.opt.get(), second.sched.get());
+  EXPECT_EQ(info.pos.epoch, 1);
+  EXPECT_EQ(info.pos.batch, 3);
+  EXPECT_GT(info.pos.train_sums[2], 0);
+  auto hist_resumed = run(second, &info.pos, -1, nullptr);
+  auto sf = full.snapshot(), sr = second.snapshot();
+  for (size_t i = 0; i < sf.size(); ++i) EXPECT_TRUE(bitwise_equal(sf[i].second, sr[i].second)) << sf[i].first;
+  ASSERT_EQ(hist_resumed.size(), 2u);
+  EXPECT_EQ(hist_resumed[0].train_loss, hist_full[1].train_loss);  // the epoch's metrics survive too
+  EXPECT_EQ(hist_resumed[1].test_acc, hist_full[2].test_acc);
+  std::remove(path.c_str());
+}

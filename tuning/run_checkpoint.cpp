@@ -1,0 +1,178 @@
+// Checkpoint files of a run (naming, directory, pruning), resuming a session, and the stop
+// signals. See run_checkpoint.h.
+#include "tuning/run_checkpoint.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+#include <tuple>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/json.h"
+#include "tuning/run.h"
+
+namespace kiln {
+
+namespace {
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void kiln_on_stop_signal(int sig) { g_stop_signal = sig; }
+
+std::string dir_name(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+void make_dirs(const std::string& dir) {
+  std::string at;
+  size_t i = 0;
+  while (i <= dir.size()) {
+    size_t j = dir.find('/', i);
+    if (j == std::string::npos) j = dir.size();
+    at = dir.substr(0, j);
+    if (!at.empty() && ::mkdir(at.c_str(), 0755) != 0 && errno != EEXIST)
+      KILN_FAIL("checkpoint directory " << dir << ": cannot create " << at << ": " << std::strerror(errno));
+    i = j + 1;
+  }
+  struct stat st;
+  KILN_CHECK(::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode), "checkpoint directory " << dir << ": not a directory");
+}
+
+bool is_periodic_name(const std::string& n) {
+  const std::string suffix = ".safetensors";
+  if (n.size() <= suffix.size() || n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0) return false;
+  std::string stem = n.substr(0, n.size() - suffix.size());
+  for (const char* p : {"ckpt-epoch-", "ckpt-step-"}) {
+    std::string pre = p;
+    if (stem.rfind(pre, 0) == 0 && stem.size() > pre.size() &&
+        stem.find_first_not_of("0123456789", pre.size()) == std::string::npos)
+      return true;
+  }
+  return false;
+}
+
+// Options that only steer this invocation; a resumed run may change them freely.
+bool run_control_option(const std::string& k) {
+  static const std::set<std::string> keys = {"epochs", "resume", "save", "checkpoint-dir", "checkpoint-every",
+                                             "checkpoint-every-steps", "keep-last", "log", "device", "summary",
+                                             "data-dir", "target-acc", "grad-report", "detect-anomaly"};
+  return keys.count(k) > 0;
+}
+
+}  // namespace
+
+std::string run_config_json(const RunConfig& cfg) {
+  JsonObject j;
+  for (const auto& s : run_options().specs()) j.add(s.name, s.get(cfg));
+  return j.str();
+}
+
+std::string checkpoint_dir_for(const RunConfig& cfg) {
+  if (!cfg.checkpoint_dir.empty()) return cfg.checkpoint_dir;
+  if (!cfg.save.empty()) return dir_name(cfg.save);
+  return "checkpoints";
+}
+
+std::string checkpoint_name(const TrainPosition& p) {
+  return p.batch == 0 ? "ckpt-epoch-" + std::to_string(p.epoch) + ".safetensors"
+                      : "ckpt-step-" + std::to_string(p.step) + ".safetensors";
+}
+
+void prune_checkpoints(const std::string& dir, int keep) {
+  if (keep <= 0) return;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  std::vector<std::tuple<long long, long long, std::string>> files;  // mtime s, ns, name
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (!is_periodic_name(n)) continue;
+    struct stat st;
+    if (::stat((dir + "/" + n).c_str(), &st) != 0) continue;
+    files.emplace_back(st.st_mtim.tv_sec, st.st_mtim.tv_nsec, n);
+  }
+  ::closedir(d);
+  std::sort(files.begin(), files.end());
+  for (size_t i = 0; i + static_cast<size_t>(keep) < files.size(); ++i)
+    ::unlink((dir + "/" + std::get<2>(files[i])).c_str());
+}
+
+void check_output_paths(const RunConfig& cfg) {
+  auto dir_ok = [](const std::string& opt, const std::string& path) {
+    if (path.empty()) return;
+    std::string d = dir_name(path);
+    struct stat st;
+    KILN_USAGE_CHECK(::stat(d.c_str(), &st) == 0 && S_ISDIR(st.st_mode),
+                     opt << " " << path << ": directory " << d << " does not exist");
+  };
+  dir_ok("--save", cfg.save);
+  dir_ok("--log", cfg.train.log_path);
+}
+
+TrainPosition resume_session(RunSession& s, const std::function<void(const std::string&)>& log) {
+  CheckpointInfo info = load_checkpoint(s.cfg.resume, *s.ctx, *s.model, s.opt.get(), s.sched.get());
+  s.trainer->set_step(info.pos.step);
+  if (log) {
+    // Name the options that differ, so a resume with another seed or batch size is visible.
+    std::string diffs;
+    JsonValue saved;
+    try {
+      saved = parse_json(info.config);
+    } catch (const Error&) {
+    }
+    JsonValue now = parse_json(run_config_json(s.cfg));
+    for (const auto& [k, v] : now.members) {
+      const JsonValue* old = saved.find(k);
+      if (run_control_option(k) || !old || !old->is_string() || old->text == v.text) continue;
+      diffs += (diffs.empty() ? "" : ", ") + k + " " + old->text + " -> " + v.text;
+    }
+    log("resumed from " + s.cfg.resume + " at epoch " + std::to_string(info.pos.epoch + 1) + " batch " +
+        std::to_string(info.pos.batch) + " (step " + std::to_string(info.pos.step) + ")" +
+        (diffs.empty() ? "" : "; options changed since the checkpoint: " + diffs));
+  }
+  return info.pos;
+}
+
+std::string write_session_checkpoint(RunSession& s, const std::string& path, const TrainPosition& p) {
+  CheckpointInfo info;
+  info.pos = p;
+  info.seed = s.cfg.seed;
+  info.config = run_config_json(s.cfg);
+  save_checkpoint(path, *s.ctx, *s.model, s.opt.get(), s.sched.get(), info);
+  return path;
+}
+
+std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p) {
+  std::string dir = checkpoint_dir_for(s.cfg);
+  make_dirs(dir);
+  std::string path = write_session_checkpoint(s, dir + "/" + checkpoint_name(p), p);
+  prune_checkpoints(dir, s.cfg.keep_last);
+  return path;
+}
+
+StopSignals::StopSignals() {
+  g_stop_signal = 0;
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = kiln_on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;
+  ::sigaction(SIGINT, &sa, &old_int_);
+  ::sigaction(SIGTERM, &sa, &old_term_);
+}
+
+StopSignals::~StopSignals() {
+  ::sigaction(SIGINT, &old_int_, nullptr);
+  ::sigaction(SIGTERM, &old_term_, nullptr);
+}
+
+const volatile std::sig_atomic_t* StopSignals::flag() { return &g_stop_signal; }
+
+}  // namespace kiln

@@ -1,0 +1,53 @@
+// The checkpoint side of a training run: --save, --resume, --checkpoint-every(-steps) into
+// --checkpoint-dir with --keep-last, and SIGINT/SIGTERM (finish the step, checkpoint, stop).
+// run_training() wires these into the Trainer; apps turn RunResult::stop_signal into exit
+// code 128 + signal.
+#pragma once
+#include <signal.h>
+
+#include <csignal>
+#include <functional>
+#include <string>
+
+#include "engine/checkpoint.h"
+#include "tuning/options.h"
+
+namespace kiln {
+
+struct RunSession;
+
+// All option values of the run as a JSON object of strings (checkpoint metadata "config").
+std::string run_config_json(const RunConfig& cfg);
+// --checkpoint-dir, else the directory of --save, else "checkpoints".
+std::string checkpoint_dir_for(const RunConfig& cfg);
+// ckpt-epoch-<E>.safetensors at an epoch boundary, ckpt-step-<S>.safetensors mid-epoch.
+std::string checkpoint_name(const TrainPosition& p);
+// Deletes all but the newest `keep` ckpt-*.safetensors files in dir (by modification time).
+void prune_checkpoints(const std::string& dir, int keep);
+// Fails early (usage error) when an output's directory does not exist, before any work.
+void check_output_paths(const RunConfig& cfg);
+
+// Restores the session from cfg.resume (model, optimizer, schedule, step); returns where to
+// continue. Differences between the checkpoint's config and this run are reported via `log`.
+TrainPosition resume_session(RunSession& s, const std::function<void(const std::string&)>& log);
+// Writes a checkpoint of the session at p; returns its path.
+std::string write_session_checkpoint(RunSession& s, const std::string& path, const TrainPosition& p);
+// checkpoint_dir_for(cfg)/checkpoint_name(p), creating the directory, then --keep-last.
+std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p);
+
+// SIGINT/SIGTERM handlers for the lifetime of the object (the previous ones are put back).
+// The first signal only sets flag(); SA_RESETHAND lets a second one act as usual, which is
+// safe because checkpoints are written atomically.
+class StopSignals {
+ public:
+  StopSignals();
+  ~StopSignals();
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  static const volatile std::sig_atomic_t* flag();  // the signal number, 0 while none came
+
+ private:
+  struct sigaction old_int_, old_term_;
+};
+
+}  // namespace kiln
