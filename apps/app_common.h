@@ -10,10 +10,24 @@
 #include <string>
 
 #include "engine/error.h"
+#include "tuning/options.h"
 
 namespace kiln::app {
 
 inline bool stderr_is_tty() { return isatty(fileno(stderr)) != 0; }
+
+// The default recipe of every training app (train_mnist, lr_find, sweep trials): Adam with a
+// one-cycle schedule peaking at --lr (fast.ai style), 3 epochs of batch 32, MLP width 256.
+inline RunConfig default_run_config() {
+  RunConfig cfg;
+  cfg.train.epochs = 3;
+  cfg.train.batch_size = 32;
+  cfg.optim.name = "adam";
+  cfg.optim.lr = 0.003f;
+  cfg.sched.name = "one-cycle";
+  cfg.model.width = 256;
+  return cfg;
+}
 
 inline int guarded_main(const char* prog, const std::function<int()>& body) {
   try {

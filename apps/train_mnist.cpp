@@ -5,6 +5,7 @@
 #include <string>
 
 #include "apps/app_common.h"
+#include "tuning/lr_finder.h"
 #include "tuning/options.h"
 #include "tuning/run.h"
 
@@ -19,14 +20,7 @@ static const char* kUsage =
 
 int main(int argc, char** argv) {
   return app::guarded_main("train_mnist", [&] {
-    RunConfig cfg;
-    // The default recipe: Adam with a one-cycle schedule peaking at --lr (fast.ai style).
-    cfg.train.epochs = 3;
-    cfg.train.batch_size = 32;
-    cfg.optim.name = "adam";
-    cfg.optim.lr = 0.003f;
-    cfg.sched.name = "one-cycle";
-    cfg.model.width = 256;
+    RunConfig cfg = app::default_run_config();  // Adam + one-cycle peaking at --lr (fast.ai style)
     const OptionTable& table = run_options();
     ParsedArgs args = parse_args(cfg, argc, argv, table);
     if (args.help) {
@@ -40,6 +34,11 @@ int main(int argc, char** argv) {
       auto s = make_session(cfg, /*load_data=*/false);
       std::printf("model %s on %s input %s\n%s", cfg.model.model.c_str(), cfg.data.dataset.c_str(),
                   shape_str(s->model->input_shape()).c_str(), s->model->summary_table().c_str());
+      return 0;
+    }
+    if (cfg.lr_find) {  // the LR range test instead of training (lr_find does the same)
+      LrFindResult r = run_lr_find(cfg, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
+      std::printf("%scsv: %s\n", lr_find_report(r).c_str(), cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str());
       return 0;
     }
     Device dev = resolve_device(cfg.device);

@@ -197,6 +197,7 @@ OptionTable build_table() {
   t.add(opt_float("end-lr", "LR range test end", [](RunConfig& c) -> float& { return c.end_lr; }));
   t.add(opt_int("num-it", "LR range test steps (0: use --epochs)", [](RunConfig& c) -> int& { return c.num_it; }));
   t.add(opt_str("lr-find-csv", "LR range test CSV output", [](RunConfig& c) -> std::string& { return c.lr_find_csv; }));
+  t.add(opt_bool("lr-find-val", "LR range test on the loss of the first 500 test samples", [](RunConfig& c) -> bool& { return c.lr_find_val; }));
   return t;
 }
 

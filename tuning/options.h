@@ -37,6 +37,7 @@ struct RunConfig {
   float start_lr = 1e-7f, end_lr = 10.0f;
   int num_it = 100;
   std::string lr_find_csv;
+  bool lr_find_val = false;     // smooth the loss of a held-out slice, not the batch loss
   // Where the run came from, for checkpoint metadata
   std::string config_path;
   void validate() const;

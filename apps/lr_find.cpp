@@ -1,0 +1,41 @@
+// lr_find: the LR range test as its own command (same options as train_mnist). Prints the
+// suggestions (valley is the default) and writes step,lr,loss,smoothed_loss to --lr-find-csv.
+#include <cstdio>
+#include <string>
+
+#include "apps/app_common.h"
+#include "tuning/lr_finder.h"
+#include "tuning/options.h"
+#include "tuning/run.h"
+
+using namespace kiln;  // an app, not the library
+
+static const char* kUsage =
+    "usage: lr_find [--config FILE.yaml] [options]\n"
+    "LR range test: trains with an exponentially increasing lr from --start-lr to --end-lr over\n"
+    "--num-it steps (--num-it 0: over --epochs full epochs), smooths the loss (debiased EMA, 0.98)\n"
+    "and stops once it exceeds 4x its best. Prints the suggestions (valley, steep, minimum/10,\n"
+    "slide) and writes the curve to --lr-find-csv (default lr_find.csv) plus CSV.suggestions.\n"
+    "keras_lr_finder's find(x, y, 1e-5, 1, batch_size=512, epochs=5) is\n"
+    "  lr_find --start-lr 1e-5 --end-lr 1 --batch-size 512 --epochs 5 --num-it 0\n"
+    "Exit codes: 0 ok, 1 runtime error, 2 usage error.\n\noptions:\n";
+
+int main(int argc, char** argv) {
+  return app::guarded_main("lr_find", [&] {
+    RunConfig cfg = app::default_run_config();
+    cfg.train.epochs = 1;
+    ParsedArgs args = parse_args(cfg, argc, argv, run_options());
+    if (args.help) {
+      std::printf("%s%s", kUsage, run_options().help().c_str());
+      return 0;
+    }
+    KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
+    cfg.validate();
+    if (cfg.train.progress < 0) cfg.train.progress = 0;
+    std::printf("device: %s\n", device_name(resolve_device(cfg.device)));
+    std::fflush(stdout);
+    LrFindResult r = run_lr_find(cfg, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
+    std::printf("%scsv: %s\n", lr_find_report(r).c_str(), cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str());
+    return 0;
+  });
+}

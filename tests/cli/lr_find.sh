@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# lr_find on the committed MNIST subset: a suggestion in [1e-4, 1], a CSV with one row per
+# step, train_mnist --lr-find doing the same, and usage errors exiting 2.
+set -euo pipefail
+: "${KILN_BIN:?}" "${KILN_TEST_DATA:?}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+
+out=$("$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 --num-it 100 \
+      --model mlp --width 32 --lr-find-csv curve.csv 2>/dev/null)
+echo "$out"
+lr=$(echo "$out" | awk '/^suggestion valley/ { sub("lr=", "", $3); print $3 }')
+[ -n "$lr" ] || { echo "FAIL: no valley suggestion"; exit 1; }
+python3 -c "import sys; v=float('$lr'); sys.exit(0 if 1e-4 <= v <= 1 else 1)" ||
+  { echo "FAIL: valley suggestion $lr outside [1e-4, 1]"; exit 1; }
+[ "$(head -1 curve.csv)" = "step,lr,loss,smoothed_loss" ] || { echo "FAIL: CSV header"; exit 1; }
+rows=$(($(wc -l < curve.csv) - 1))
+steps=$(echo "$out" | awk '/^lr_find:/ { print $2 }')
+[ "$rows" -eq "$steps" ] && [ "$rows" -ge 20 ] && [ "$rows" -le 100 ] ||
+  { echo "FAIL: $rows CSV rows for $steps steps"; exit 1; }
+grep -q '^valley,' curve.csv.suggestions || { echo "FAIL: no suggestions file"; exit 1; }
+
+# The default model (cnn) and the train_mnist entry point.
+out=$("$KILN_BIN/train_mnist" --lr-find --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 \
+      --num-it 40 --lr-find-csv tm.csv 2>/dev/null)
+echo "$out" | grep -q '^suggestion valley' || { echo "FAIL: train_mnist --lr-find printed no suggestion"; exit 1; }
+[ -s tm.csv ] || { echo "FAIL: train_mnist --lr-find wrote no CSV"; exit 1; }
+
+# keras_lr_finder's find(x, y, 1e-5, 1, batch_size=512, epochs=5): 2000/512 -> 4 steps/epoch.
+out=$("$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 --model mlp --width 32 \
+      --start-lr 1e-5 --end-lr 1 --batch-size 512 --epochs 5 --num-it 0 --lr-find-csv k.csv 2>/dev/null)
+echo "$out" | grep -q '^lr_find: 20 steps' || { echo "FAIL: epoch mode: $out"; exit 1; }
+last=$(tail -1 k.csv | cut -d, -f2)
+python3 -c "import sys; sys.exit(0 if abs(float('$last') - 1) < 1e-6 else 1)" || { echo "FAIL: last lr $last"; exit 1; }
+
+set +e
+"$KILN_BIN/lr_find" --device cpu --start-lr 1 --end-lr 0.1 2>err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] || { echo "FAIL: start > end exited $rc"; cat err.txt; exit 1; }
+grep -q 'start-lr' err.txt || { echo "FAIL: message"; cat err.txt; exit 1; }
+echo "PASS"

@@ -1,0 +1,195 @@
+// LR range test: the suggestion rules on synthetic curves whose valley/steepest point/minimum
+// are known by construction, the ramp and the EMA against their formulas, and a real run on
+// tests/data that must leave weights, BN buffers and optimizer state exactly as they were.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <vector>
+
+#include "tuning/lr_finder.h"
+
+namespace kiln {
+namespace {
+
+TEST(LrFinder, RampEndpointsAndGeometricSpacing) {
+  EXPECT_DOUBLE_EQ(ramp_lr(1e-5, 1.0, 0, 11), 1e-5);
+  EXPECT_NEAR(ramp_lr(1e-5, 1.0, 10, 11), 1.0, 1e-12);
+  EXPECT_NEAR(ramp_lr(1e-5, 1.0, 5, 11), std::sqrt(1e-5), 1e-12);
+  EXPECT_NEAR(ramp_lr(1e-5, 1.0, 3, 11) / ramp_lr(1e-5, 1.0, 2, 11), std::pow(1e5, 0.1), 1e-9);
+}
+
+TEST(LrFinder, DebiasedEmaMatchesFormula) {
+  std::vector<double> raw = {2.0, 1.0, 3.0, 0.5};
+  std::vector<double> s = debiased_ema(raw, 0.98);
+  EXPECT_DOUBLE_EQ(s[0], 2.0);  // debiasing makes the first value the first loss
+  double avg = 0;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    avg = 0.98 * avg + 0.02 * raw[i];
+    EXPECT_NEAR(s[i], avg / (1 - std::pow(0.98, i + 1.0)), 1e-12);
+  }
+}
+
+// x = log10(lr) from -6 to 1. Loss: strictly decreasing (tanh step centred at x = -3, so the
+// steepest descent is at -3) down to a minimum at x = -1, then rising fast.
+struct Curve {
+  std::vector<double> lrs, losses;
+  int64_t imin = 0;
+};
+Curve synthetic(int n) {
+  Curve c;
+  for (int i = 0; i < n; ++i) {
+    double x = -6.0 + 7.0 * i / (n - 1);
+    double l = 2.0 - std::tanh((x + 3.0) * 2.0) - 0.01 * (x + 6.0);
+    if (x > -1.0) l += 5.0 * (x + 1.0) * (x + 1.0) + 0.05 * (x + 1.0);
+    c.lrs.push_back(std::pow(10.0, x));
+    c.losses.push_back(l);
+  }
+  c.imin = std::min_element(c.losses.begin(), c.losses.end()) - c.losses.begin();
+  return c;
+}
+
+TEST(LrFinder, SuggestionsOnSyntheticCurve) {
+  Curve c = synthetic(141);  // x step 0.05
+  ASSERT_NEAR(std::log10(c.lrs[c.imin]), -1.0, 0.051);
+  LrSuggestion steep = suggest_steep(c.lrs, c.losses);
+  EXPECT_NEAR(std::log10(steep.lr), -3.0, 0.06);
+  LrSuggestion mn = suggest_minimum(c.lrs, c.losses);
+  EXPECT_EQ(mn.index, c.imin);
+  EXPECT_NEAR(mn.lr, c.lrs[c.imin] / 10, 1e-12);
+  // Strictly decreasing from index 0 to imin: the valley is [0, imin], and the rule picks
+  // floor(L/3) + floor(L/6) with L = imin.
+  LrSuggestion v = suggest_valley(c.lrs, c.losses);
+  int64_t L = c.imin;
+  EXPECT_EQ(v.index, L / 3 + static_cast<int64_t>(L / 3.0 / 2));
+  EXPECT_DOUBLE_EQ(v.lr, c.lrs[v.index]);
+  // Slide: the 15-point window walks left from the right wall until the np.gradient values at
+  // its ends agree to 0.005. A literal Python transcription of fastai's slide() on this curve
+  // stops with the left end at index 85 (x = -1.75), just left of the minimum.
+  LrSuggestion sl = suggest_slide(c.lrs, c.losses);
+  EXPECT_EQ(sl.index, 85);
+  EXPECT_LT(sl.index, c.imin);
+}
+
+TEST(LrFinder, ValleyIgnoresNoiseBumps) {
+  // A descending stretch interrupted by a small bump: the longest decreasing subsequence
+  // skips the bump, so the valley still spans start..minimum.
+  std::vector<double> lrs, losses;
+  for (int i = 0; i < 30; ++i) {
+    lrs.push_back(std::pow(10.0, -5 + i * 0.2));
+    losses.push_back(i < 20 ? 3.0 - 0.1 * i + (i == 7 ? 0.25 : 0.0) : 1.0 + 0.5 * (i - 19));
+  }
+  LrSuggestion v = suggest_valley(lrs, losses);
+  // longest decreasing: indices 0..19 without 7 -> 19 elements ending at 19, start = 19-19 = 0
+  EXPECT_EQ(v.index, 19 / 3 + static_cast<int64_t>(19 / 3.0 / 2));
+}
+
+TEST(LrFinder, TrimmingSkipsFirstTenthAndLastFive) {
+  Curve c = synthetic(141);
+  std::vector<LrFindPoint> pts;
+  for (size_t i = 0; i < c.lrs.size(); ++i) pts.push_back({static_cast<long long>(i), c.lrs[i], c.losses[i], c.losses[i]});
+  LrFindOptions o;
+  std::vector<LrSuggestion> s = suggest_all(pts, o);
+  ASSERT_EQ(s.size(), 4u);
+  EXPECT_EQ(s[0].method, "valley");
+  for (const auto& x : s) {
+    ASSERT_TRUE(x.ok()) << x.method;
+    EXPECT_GE(x.index, 14) << x.method;
+    EXPECT_LT(x.index, 141 - 5) << x.method;
+  }
+  EXPECT_EQ(s[2].index, c.imin);
+  // Too few points after trimming: no suggestion, not a crash.
+  pts.resize(6);
+  for (const auto& x : suggest_all(pts, o)) EXPECT_FALSE(x.ok()) << x.method;
+}
+
+RunConfig small_config() {
+  RunConfig cfg;
+  cfg.data.data_dir = KILN_TEST_DATA_DIR;
+  cfg.data.train_limit = 512;
+  cfg.data.test_limit = 200;
+  cfg.device = "cpu";
+  cfg.model.model = "mlp";
+  cfg.model.width = 32;
+  cfg.model.depth = 2;
+  cfg.model.norm = "batch";  // BN running stats must be restored too
+  cfg.optim.name = "adam";
+  cfg.train.batch_size = 64;
+  cfg.train.progress = 0;
+  return cfg;
+}
+
+std::vector<std::vector<float>> all_state(RunSession& s) {
+  std::vector<std::vector<float>> out;
+  for (auto& kv : s.model->state_dict()) out.push_back(kv.second.to_vector());
+  for (auto& kv : s.opt->state()) out.push_back(kv.second.to_vector());
+  return out;
+}
+
+TEST(LrFinder, RealRunRestoresWeightsBuffersAndOptimizerState) {
+  auto s = make_session(small_config());
+  auto before = all_state(*s);
+  LrFindOptions o;
+  o.start_lr = 1e-5f;
+  o.end_lr = 1.0f;
+  o.num_it = 12;  // more than one epoch of 8 batches: crosses an epoch boundary
+  o.restore = false;
+  LrFindResult r = lr_find(*s, o);
+  ASSERT_GE(r.points.size(), 2u);
+  EXPECT_NEAR(r.points[0].lr, 1e-5, 1e-10);
+  EXPECT_NE(all_state(*s), before) << "without restore the test must change the weights";
+  EXPECT_GT(s->opt->steps_taken(), 0);
+
+  auto s2 = make_session(small_config());
+  o.restore = true;
+  LrFindResult r2 = lr_find(*s2, o);
+  EXPECT_EQ(r2.points.size(), r.points.size());
+  EXPECT_EQ(all_state(*s2), before);
+  EXPECT_EQ(s2->opt->steps_taken(), 0);
+  EXPECT_EQ(r2.points.size(), 12u) << r2.stop_reason;
+  for (size_t i = 0; i < r2.points.size(); ++i) EXPECT_EQ(r2.points[i].loss, r.points[i].loss) << i;
+}
+
+TEST(LrFinder, ValidationModeAndEpochRamp) {
+  RunConfig cfg = small_config();
+  auto s = make_session(cfg);
+  LrFindOptions o;
+  o.start_lr = 1e-4f;
+  o.end_lr = 1e-2f;
+  o.num_it = 0;  // two full epochs of 8 batches
+  o.epochs = 2;
+  o.use_val = true;
+  o.val_size = 100;
+  LrFindResult r = lr_find(*s, o);
+  ASSERT_EQ(r.points.size(), 16u) << r.stop_reason;
+  EXPECT_NEAR(r.points.back().lr, 1e-2, 1e-7);
+  // Evaluating a fixed slice: at a tiny lr the first two losses are nearly equal, and they are
+  // not the (noisier) batch losses.
+  EXPECT_NEAR(r.points[0].loss, r.points[1].loss, 0.05);
+}
+
+TEST(LrFinder, DivergenceStopsEarlyAndCsvIsWritten) {
+  RunConfig cfg = small_config();
+  cfg.optim.name = "sgd";
+  cfg.model.norm = "none";
+  auto s = make_session(cfg);
+  LrFindOptions o;
+  o.start_lr = 1e-3f;
+  o.end_lr = 1e6f;  // must blow up well before the end
+  o.num_it = 200;
+  LrFindResult r = lr_find(*s, o);
+  EXPECT_LT(r.points.size(), 200u);
+  EXPECT_EQ(r.stop_reason.find("completed"), std::string::npos) << r.stop_reason;
+  std::string path = ::testing::TempDir() + "lr_find_test.csv";
+  write_lr_find_csv(path, r);
+  std::ifstream f(path);
+  std::string header;
+  std::getline(f, header);
+  EXPECT_EQ(header, "step,lr,loss,smoothed_loss");
+  size_t rows = 0;
+  for (std::string line; std::getline(f, line);) ++rows;
+  EXPECT_EQ(rows, r.points.size());
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,311 @@
+// LR range test: a Schedule that returns the exponential ramp drives a Trainer built over the
+// session's model and optimizer; the Trainer's on_step hook reads each step's loss and decides
+// when to stop. Suggestion rules follow fastai (fastai/callback/schedule.py) line by line where
+// noted, so results can be compared with a fastai run on the same curve.
+#include "tuning/lr_finder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace kiln {
+
+double ramp_lr(double start, double end, long long i, long long n) {
+  if (n <= 1) return start;
+  return start * std::pow(end / start, static_cast<double>(i) / static_cast<double>(n - 1));
+}
+
+std::vector<double> debiased_ema(const std::vector<double>& raw, double beta) {
+  std::vector<double> out(raw.size());
+  double avg = 0;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    avg = beta * avg + (1 - beta) * raw[i];
+    out[i] = avg / (1 - std::pow(beta, static_cast<double>(i + 1)));
+  }
+  return out;
+}
+
+namespace {
+
+LrSuggestion none(const char* method) {
+  LrSuggestion s;
+  s.method = method;
+  s.lr = NAN;
+  return s;
+}
+
+LrSuggestion at(const char* method, const std::vector<double>& lrs, int64_t i, double scale = 1.0) {
+  LrSuggestion s;
+  s.method = method;
+  s.index = i;
+  s.lr = lrs[static_cast<size_t>(i)] * scale;
+  return s;
+}
+
+// The ramp as a schedule: the trainer asks for the lr of step `step` (0-based) before taking it.
+class RampSchedule : public Schedule {
+ public:
+  RampSchedule(double start, double end, long long n) : start_(start), end_(end), n_(n) {}
+  float lr(int, long long step) override { return static_cast<float>(ramp_lr(start_, end_, step, n_)); }
+  bool per_step() const override { return true; }
+
+ private:
+  double start_, end_;
+  long long n_;
+};
+
+// Copies of everything a training step changes, so the test leaves no trace.
+struct Snapshot {
+  std::vector<std::pair<Tensor, Tensor>> saved;  // (live tensor, copy)
+  int64_t opt_steps = 0;
+  uint64_t ctx_step = 0;
+  bool training = true;
+
+  void take(RunSession& s) {
+    for (auto& kv : s.model->state_dict()) saved.emplace_back(kv.second, kv.second.clone());
+    for (auto& kv : s.opt->state()) saved.emplace_back(kv.second, kv.second.clone());
+    opt_steps = s.opt->steps_taken();
+    ctx_step = s.ctx->step;
+    training = s.ctx->training;
+  }
+  void restore(RunSession& s) {
+    for (auto& p : saved) p.first.copy_from(p.second, s.ctx->stream());
+    s.ctx->sync();
+    s.opt->set_steps_taken(opt_steps);
+    s.opt->reset_nonfinite_flag(*s.ctx);
+    s.ctx->step = ctx_step;
+    s.ctx->training = training;
+  }
+};
+
+}  // namespace
+
+// fastai `valley`: the longest strictly decreasing subsequence of the loss (O(n^2) dynamic
+// programme, lds[i] = its length ending at i); with L = end - start of the longest one, pick
+// start + floor(L/3) + floor(L/6), i.e. about half-way down the valley (fastai's comment says
+// "between the 1st and 2nd third"). fastai lets start reach -1 when nothing decreases; we clamp.
+LrSuggestion suggest_valley(const std::vector<double>& lrs, const std::vector<double>& losses) {
+  int64_t n = static_cast<int64_t>(losses.size());
+  if (n < 2) return none("valley");
+  std::vector<int64_t> lds(n, 1);
+  int64_t max_start = 0, max_end = 0;
+  for (int64_t i = 1; i < n; ++i) {
+    for (int64_t j = 0; j < i; ++j)
+      if (losses[i] < losses[j] && lds[i] < lds[j] + 1) lds[i] = lds[j] + 1;
+    if (lds[max_end] < lds[i]) {
+      max_end = i;
+      max_start = max_end - lds[max_end];
+    }
+  }
+  max_start = std::max<int64_t>(0, max_start);
+  double sections = static_cast<double>(max_end - max_start) / 3.0;
+  int64_t idx = max_start + static_cast<int64_t>(sections) + static_cast<int64_t>(sections / 2);
+  return at("valley", lrs, std::min(idx, n - 1));
+}
+
+// fastai `steep`: forward differences of loss over log(lr); the lr at the start of the steepest
+// descending difference.
+LrSuggestion suggest_steep(const std::vector<double>& lrs, const std::vector<double>& losses) {
+  int64_t n = static_cast<int64_t>(losses.size());
+  if (n < 2) return none("steep");
+  int64_t best = 0;
+  double best_g = INFINITY;
+  for (int64_t i = 0; i + 1 < n; ++i) {
+    double g = (losses[i + 1] - losses[i]) / (std::log(lrs[i + 1]) - std::log(lrs[i]));
+    if (g < best_g) {
+      best_g = g;
+      best = i;
+    }
+  }
+  return at("steep", lrs, best);
+}
+
+// fastai `minimum`: one tenth of the lr at the lowest smoothed loss.
+LrSuggestion suggest_minimum(const std::vector<double>& lrs, const std::vector<double>& losses) {
+  if (losses.empty()) return none("minimum");
+  int64_t i = std::min_element(losses.begin(), losses.end()) - losses.begin();
+  return at("minimum", lrs, i, 0.1);
+}
+
+// fastai `slide` (Wright's "slide rule"): np.gradient of the loss over the step index; a window
+// of lr_diff points slides left from the end of the curve until the gradients at its two ends
+// differ by at most thresh; the suggestion is the lr at the window's left end at that moment.
+// With fewer than lr_diff+1 points the window shrinks to the curve.
+LrSuggestion suggest_slide(const std::vector<double>& lrs, const std::vector<double>& losses,
+                           int lr_diff, double thresh) {
+  int64_t n = static_cast<int64_t>(losses.size());
+  if (n < 2) return none("slide");
+  std::vector<double> g(n);
+  g[0] = losses[1] - losses[0];
+  g[n - 1] = losses[n - 1] - losses[n - 2];
+  for (int64_t i = 1; i + 1 < n; ++i) g[i] = (losses[i + 1] - losses[i - 1]) / 2;
+  int64_t diff = std::min<int64_t>(lr_diff, n - 1);
+  int64_t r = n - 1, l = r - diff, pick = l;
+  while (l >= 0 && std::fabs(g[r] - g[l]) > thresh) {
+    pick = l;
+    --r;
+    --l;
+  }
+  return at("slide", lrs, pick);
+}
+
+std::vector<LrSuggestion> suggest_all(const std::vector<LrFindPoint>& pts, const LrFindOptions& o) {
+  int64_t n = static_cast<int64_t>(pts.size());
+  int64_t b = static_cast<int64_t>(std::floor(o.skip_start_frac * n)), e = n - o.skip_end;
+  std::vector<double> lrs, losses;
+  for (int64_t i = b; i < e; ++i) {
+    // A non-finite tail point cannot be ranked; the stop rule makes it the last one anyway.
+    if (!std::isfinite(pts[i].smoothed)) break;
+    lrs.push_back(pts[i].lr);
+    losses.push_back(pts[i].smoothed);
+  }
+  if (lrs.size() < 3) {  // a "curve" of one or two points suggests nothing
+    lrs.clear();
+    losses.clear();
+  }
+  std::vector<LrSuggestion> out = {suggest_valley(lrs, losses), suggest_steep(lrs, losses),
+                                   suggest_minimum(lrs, losses), suggest_slide(lrs, losses)};
+  for (auto& s : out)
+    if (s.ok()) s.index += b;
+  return out;
+}
+
+LrFindOptions lr_find_options(const RunConfig& cfg) {
+  LrFindOptions o;
+  o.start_lr = cfg.start_lr;
+  o.end_lr = cfg.end_lr;
+  o.num_it = cfg.num_it;
+  o.epochs = cfg.train.epochs;
+  o.use_val = cfg.lr_find_val;
+  return o;
+}
+
+LrFindResult lr_find(RunSession& s, const LrFindOptions& o, const std::function<void(const std::string&)>& log) {
+  KILN_USAGE_CHECK(o.start_lr > 0 && o.end_lr > o.start_lr,
+                   "lr_find: --start-lr " << o.start_lr << " / --end-lr " << o.end_lr << ": need 0 < start < end");
+  KILN_USAGE_CHECK(o.num_it > 0 || o.epochs > 0, "lr_find: --num-it 0 needs --epochs >= 1");
+  KILN_CHECK(s.trainer && s.train.size() > 0, "lr_find: the session has no training data");
+  TrainOptions topts = s.cfg.train;
+  long long spe = (s.train.size() + topts.batch_size - 1) / topts.batch_size;
+  long long n = o.num_it > 0 ? o.num_it : spe * o.epochs;
+  topts.epochs = static_cast<int>((n + spe - 1) / spe);
+  topts.batch_schedule.clear();  // the ramp is over steps of one batch size
+  topts.log_path.clear();
+  topts.log_every = 0;
+  topts.grad_report = false;
+  topts.target_acc = 0;
+  topts.detect_anomaly = false;
+
+  Dataset val;
+  if (o.use_val) {
+    KILN_USAGE_CHECK(s.test.size() > 0, "lr_find: --lr-find-val needs a test set");
+    int64_t m = std::min<int64_t>(o.val_size, s.test.size());
+    val = s.test;
+    val.name = s.test.name + "[:" + std::to_string(m) + "]";
+    val.images = s.test.images.rows(0, m);
+    val.host_labels.resize(static_cast<size_t>(m));
+  }
+
+  Snapshot snap;
+  if (o.restore) snap.take(s);
+  RampSchedule ramp(o.start_lr, o.end_lr, n);
+  Trainer tr(*s.model, *s.opt, ramp, *s.ctx, topts);
+  LrFindResult res;
+  double avg = 0, best = INFINITY;
+  bool stop = false;
+  tr.on_step = [&](long long step, float lr) {
+    long long i = static_cast<long long>(res.points.size());
+    double loss = o.use_val ? tr.evaluate(val).loss : tr.last_loss();
+    LrFindPoint p;
+    p.step = i;
+    p.lr = lr;
+    p.loss = loss;
+    avg = o.beta * avg + (1 - o.beta) * loss;
+    p.smoothed = avg / (1 - std::pow(o.beta, static_cast<double>(i + 1)));
+    res.points.push_back(p);
+    (void)step;
+    if (!std::isfinite(loss) || !std::isfinite(p.smoothed)) {
+      res.stop_reason = "non-finite loss at lr " + std::to_string(lr);
+      stop = true;
+    } else if (i > 0 && p.smoothed > o.diverge * best) {
+      std::ostringstream os;
+      os << "smoothed loss exceeded " << o.diverge << "x the best at lr " << lr;
+      res.stop_reason = os.str();
+      stop = true;
+    } else if (i + 1 >= n) {
+      res.stop_reason = "completed " + std::to_string(n) + " steps";
+      stop = true;
+    }
+    best = std::min(best, p.smoothed);
+    if (log && (i % 20 == 0 || stop)) {
+      std::ostringstream os;
+      os << "lr_find step " << i << "/" << n << " lr=" << lr << " loss=" << loss << " smoothed=" << p.smoothed;
+      log(os.str());
+    }
+    return !stop;
+  };
+  tr.on_epoch = [&](const EpochRecord&) { return !stop; };
+  try {
+    tr.fit(s.train, nullptr);
+  } catch (const Error& e) {
+    // Divergence is how a range test is expected to end; anything else is a real error.
+    if (e.kind() != ErrorKind::Diverged) {
+      if (o.restore) snap.restore(s);
+      throw;
+    }
+    if (res.stop_reason.empty() || res.stop_reason.rfind("completed", 0) == 0)
+      res.stop_reason = "diverged: " + e.message();
+  }
+  if (res.stop_reason.empty()) res.stop_reason = "completed " + std::to_string(res.points.size()) + " steps";
+  if (o.restore) snap.restore(s);
+  res.suggestions = suggest_all(res.points, o);
+  return res;
+}
+
+LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const std::string&)>& log) {
+  auto s = make_session(cfg);
+  LrFindResult r = lr_find(*s, lr_find_options(cfg), log);
+  write_lr_find_csv(cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv, r);
+  return r;
+}
+
+void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
+  std::ofstream f(path);
+  KILN_USAGE_CHECK(f.good(), path << ": cannot write the LR finder CSV");
+  f << "step,lr,loss,smoothed_loss\n" << std::setprecision(9);
+  for (const auto& p : r.points) f << p.step << "," << p.lr << "," << p.loss << "," << p.smoothed << "\n";
+  // The suggestions go to a companion file so the CSV stays a plain table for other tools.
+  std::ofstream g(path + ".suggestions");
+  KILN_CHECK(g.good(), path << ".suggestions: cannot write");
+  g << "method,lr,step\n" << std::setprecision(9);
+  for (const auto& s : r.suggestions)
+    if (s.ok()) g << s.method << "," << s.lr << "," << r.points[static_cast<size_t>(s.index)].step << "\n";
+  f.close();
+  g.close();
+  KILN_CHECK(f.good() && g.good(), path << ": write failed");
+}
+
+std::string lr_find_report(const LrFindResult& r) {
+  std::ostringstream os;
+  os << "lr_find: " << r.points.size() << " steps, stopped: " << r.stop_reason << "\n";
+  bool first = true;
+  for (const auto& s : r.suggestions) {
+    os << "suggestion " << std::left << std::setw(8) << s.method << " ";
+    if (s.ok()) {
+      os << "lr=" << std::setprecision(3) << s.lr << "  (step " << r.points[static_cast<size_t>(s.index)].step
+         << ", smoothed loss " << std::setprecision(4) << r.points[static_cast<size_t>(s.index)].smoothed << ")";
+    } else {
+      os << "none (too few points after trimming)";
+    }
+    os << (first ? "  <- default\n" : "\n");
+    first = false;
+  }
+  return os.str();
+}
+
+}  // namespace kiln
