@@ -1,0 +1,132 @@
+// sweep: grid/random hyperparameter search from a YAML file (W&B-like schema), trials run
+// in-process one after another; results in DIR/results.jsonl + results.csv, a leaderboard at
+// the end, and the parameter-importance table for random sweeps (or with --importance DIR).
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "apps/app_common.h"
+#include "tuning/importance.h"
+#include "tuning/options.h"
+#include "tuning/sweep.h"
+
+using namespace kiln;  // an app, not the library
+
+static const char* kUsage =
+    "usage: sweep SWEEP.yaml [--dir DIR] [--resume] [--worker i/N] [--top K] [run options]\n"
+    "       sweep --importance DIR\n"
+    "Runs the trials of a grid or random sweep (see experiments/*.yaml and docs/EXPERIMENTS.md).\n"
+    "  --dir DIR       results directory (default sweeps/<file name>); holds results.jsonl,\n"
+    "                  results.csv, sweep.yaml (a copy), trials/trial-<id>.jsonl, locks/\n"
+    "  --resume        skip trials already in DIR/results.jsonl\n"
+    "  --worker i/N    run only trials with id % N == i (several processes may share DIR)\n"
+    "  --top K         leaderboard rows (default 20)\n"
+    "  --importance DIR  print the parameter-importance table of a finished sweep and exit\n"
+    "Run options (--device cuda, --data-dir ..., --epochs 2) apply to every trial, over the\n"
+    "file's base mapping; they may not name a swept parameter.\n"
+    "Exit codes: 0 ok, 1 runtime error or every trial failed, 2 usage error.\n";
+
+static std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+static std::vector<std::string> param_names(const SweepSpec& spec) {
+  std::vector<std::string> n;
+  for (const auto& p : spec.params) n.push_back(p.name);
+  return n;
+}
+
+int main(int argc, char** argv) {
+  return app::guarded_main("sweep", [&] {
+    std::string dir, importance_dir, worker = "0/1";
+    bool resume = false;
+    size_t top = 20;
+    std::vector<char*> rest = {argv[0]};
+    std::vector<std::string> files;
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      auto value = [&](const char* flag) -> std::string {
+        KILN_USAGE_CHECK(i + 1 < argc, flag << " needs a value");
+        return argv[++i];
+      };
+      if (a == "--help" || a == "-h") {
+        std::printf("%s", kUsage);
+        return 0;
+      } else if (a == "--dir") dir = value("--dir");
+      else if (a == "--resume") resume = true;
+      else if (a == "--worker") worker = value("--worker");
+      else if (a == "--importance") importance_dir = value("--importance");
+      else if (a == "--top") top = static_cast<size_t>(std::stoul(value("--top")));
+      else if (a.rfind("--", 0) != 0) files.push_back(a);
+      else {
+        rest.push_back(argv[i]);
+        // A run option's value travels with it (bool flags have none).
+        const OptionSpec* s = run_options().find(a.substr(2));
+        if (s && s->type != "bool" && a.find('=') == std::string::npos && i + 1 < argc) rest.push_back(argv[++i]);
+      }
+    }
+    if (!importance_dir.empty()) {
+      SweepSpec spec = load_sweep(importance_dir + "/sweep.yaml");
+      auto results = read_results(importance_dir);
+      KILN_USAGE_CHECK(!results.empty(), importance_dir << "/results.jsonl: no results");
+      std::printf("%s", importance_table(param_importance(param_names(spec), results), spec.metric).c_str());
+      return 0;
+    }
+    KILN_USAGE_CHECK(files.size() == 1, (files.empty() ? "missing the sweep YAML file" : "more than one sweep file")
+                                            << " (usage: sweep SWEEP.yaml [--dir DIR] ...)");
+    SweepSpec spec = load_sweep(files[0]);
+    // Flags may not fight the sweep over a swept parameter.
+    for (size_t i = 1; i < rest.size(); ++i) {
+      std::string a = rest[i];
+      if (a.rfind("--", 0) != 0) continue;
+      std::string key = normalize_key(a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2));
+      for (const auto& p : spec.params)
+        KILN_USAGE_CHECK(p.name != key && "no-" + p.name != key,
+                         a << ": '" << p.name << "' is a parameter of " << files[0] << "; it cannot also be set on the command line");
+    }
+    RunConfig base = app::default_run_config();
+    base.train.epochs = 1;
+    apply_sweep_base(spec, base);
+    ParsedArgs args = parse_args(base, static_cast<int>(rest.size()), rest.data(), run_options());
+    KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
+
+    SweepOptions o;
+    std::tie(o.worker, o.num_workers) = parse_worker(worker);
+    o.resume = resume;
+    if (dir.empty()) {
+      std::string stem = files[0].substr(files[0].find_last_of('/') + 1);
+      dir = "sweeps/" + stem.substr(0, stem.find_last_of('.'));
+    }
+    o.dir = dir;
+    o.base = base;
+    o.spec_text = read_text(files[0]);
+    o.log = [](const std::string& s) {
+      std::printf("%s\n", s.c_str());
+      std::fflush(stdout);
+    };
+    int64_t n = num_trials(spec);
+    std::printf("sweep %s: %s, %lld trials, metric %s (%s), dir %s, worker %d/%d\n", files[0].c_str(), spec.method.c_str(),
+                static_cast<long long>(n), spec.metric.c_str(), spec.maximize ? "maximize" : "minimize", dir.c_str(),
+                o.worker, o.num_workers);
+    std::fflush(stdout);
+    SweepOutcome out = run_sweep(spec, o, default_trial_runner());
+    std::printf("ran %lld trials here; %lld already done, %lld claimed by other workers\n",
+                static_cast<long long>(out.ran), static_cast<long long>(out.skipped_done),
+                static_cast<long long>(out.skipped_other));
+    std::printf("%s", leaderboard(spec, out.results, top).c_str());
+    bool all_done = static_cast<int64_t>(out.results.size()) >= n;
+    if (spec.method == "random" && all_done)
+      std::printf("%s", importance_table(param_importance(param_names(spec), out.results), spec.metric).c_str());
+    int ok = 0;
+    for (const auto& r : out.results) ok += r.status != "failed";
+    KILN_CHECK(out.results.empty() || ok > 0, "all " << out.results.size() << " trials failed; first: "
+                                                      << out.results.front().message);
+    return 0;
+  });
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# sweep on the committed MNIST subset: a 6-trial random sweep writes 6 results; killed midway
+# and resumed it finishes with no trial recorded twice; two workers (0/2, 1/2) in parallel split
+# the trials with none lost or duplicated; bad sweep files exit 2 naming file and key.
+set -euo pipefail
+: "${KILN_BIN:?}" "${KILN_TEST_DATA:?}"
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+cd "$tmp"
+cat > s.yaml <<YAML
+# 6 random trials of a small MLP (a test fixture, not an experiment)
+method: random
+seed: 3
+run_cap: 6
+metric: {name: test_acc, goal: maximize}
+base: {model: mlp, width: 32, epochs: 1, train_limit: 2000, optimizer: sgd, schedule: constant, momentum: 0.9}
+parameters:
+  lr: {min: 0.001, max: 0.3, distribution: log_uniform}
+  batch_size: {values: [32, 64]}
+YAML
+common=(--device cpu --data-dir "$KILN_TEST_DATA")
+
+# ids in results.jsonl, sorted, one line
+ids() { python3 -c "import json,sys; print(' '.join(str(t) for t in sorted(json.loads(l)['trial'] for l in open(sys.argv[1]) if l.strip())))" "$1"; }
+
+# 1. a whole sweep
+"$KILN_BIN/sweep" s.yaml --dir full "${common[@]}" > full.txt
+cat full.txt
+[ "$(ids full/results.jsonl)" = "0 1 2 3 4 5" ] || { echo "FAIL: results $(ids full/results.jsonl)"; exit 1; }
+[ "$(grep -c '^trial,' full/results.csv)" -eq 1 ] && [ "$(wc -l < full/results.csv)" -eq 7 ] ||
+  { echo "FAIL: results.csv"; cat full/results.csv; exit 1; }
+grep -q '^leaderboard' full.txt && grep -q '^parameter importance' full.txt || { echo "FAIL: tables"; exit 1; }
+
+# 2. kill midway, then --resume
+"$KILN_BIN/sweep" s.yaml --dir killed "${common[@]}" > killed.txt 2>&1 &
+pid=$!
+pids+=("$pid")
+for _ in $(seq 1 600); do
+  [ -s killed/results.jsonl ] && break
+  sleep 0.02
+done
+kill -9 "$pid" 2>/dev/null || { echo "FAIL: the sweep finished before it could be killed"; exit 1; }
+wait "$pid" 2>/dev/null || true
+before=$(grep -c . killed/results.jsonl)
+[ "$before" -ge 1 ] && [ "$before" -lt 6 ] || { echo "FAIL: $before results when killed"; exit 1; }
+"$KILN_BIN/sweep" s.yaml --dir killed --resume "${common[@]}" > resumed.txt
+cat resumed.txt
+grep -q "ran $((6 - before)) trials here; $before already done" resumed.txt || { echo "FAIL: resume counts"; exit 1; }
+[ "$(ids killed/results.jsonl)" = "0 1 2 3 4 5" ] || { echo "FAIL: after resume $(ids killed/results.jsonl)"; exit 1; }
+# Same seed, same trials: the resumed sweep's parameters match the uninterrupted one.
+cmp <(cut -d, -f1,4,5 full/results.csv | sort) <(cut -d, -f1,4,5 killed/results.csv | sort) ||
+  { echo "FAIL: resumed trials differ from the full sweep"; exit 1; }
+# Without --resume a directory with results is refused (exit 2).
+set +e
+"$KILN_BIN/sweep" s.yaml --dir killed "${common[@]}" > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q -- '--resume' err.txt || { echo "FAIL: rerun without --resume: rc=$rc"; cat err.txt; exit 1; }
+
+# 3. two workers in parallel
+"$KILN_BIN/sweep" s.yaml --dir shared --worker 0/2 "${common[@]}" > w0.txt &
+p0=$!
+pids+=("$p0")
+"$KILN_BIN/sweep" s.yaml --dir shared --worker 1/2 "${common[@]}" > w1.txt &
+p1=$!
+pids+=("$p1")
+wait "$p0"
+wait "$p1"
+[ "$(ids shared/results.jsonl)" = "0 1 2 3 4 5" ] || { echo "FAIL: workers $(ids shared/results.jsonl)"; exit 1; }
+grep -q 'ran 3 trials here' w0.txt && grep -q 'ran 3 trials here' w1.txt || { echo "FAIL: worker split"; cat w0.txt w1.txt; exit 1; }
+[ "$(grep -c '^trial,' shared/results.csv)" -eq 1 ] || { echo "FAIL: csv header written twice"; exit 1; }
+[ -z "$(ls shared/locks)" ] || { echo "FAIL: locks left: $(ls shared/locks)"; exit 1; }
+
+# 4. importance of a finished sweep, and usage errors
+"$KILN_BIN/sweep" --importance full | grep -q '^lr ' || { echo "FAIL: --importance"; exit 1; }
+printf 'method: grid\nparameters:\n  learning_rate: {values: [0.1]}\n' > bad.yaml
+set +e
+"$KILN_BIN/sweep" bad.yaml --dir bad "${common[@]}" > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "bad.yaml: parameter 'learning_rate'" err.txt || { echo "FAIL: bad.yaml rc=$rc"; cat err.txt; exit 1; }
+set +e
+"$KILN_BIN/sweep" s.yaml --dir clash --lr 0.1 "${common[@]}" > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] || { echo "FAIL: --lr on a swept parameter rc=$rc"; exit 1; }
+echo "PASS"

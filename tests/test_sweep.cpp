@@ -1,0 +1,399 @@
+// Sweeps: YAML validation, grid order, random sampling (determinism, ranges, distributions),
+// results round trip, resume, stale-lock reclaim, worker sharding and concurrent workers (none
+// lost, none duplicated), median pruning and failed trials, all with a fake trial runner; plus
+// parameter importance on synthetic results where one parameter drives the metric.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "engine/error.h"
+#include "tuning/importance.h"
+#include "tuning/sweep.h"
+
+namespace kiln {
+namespace {
+
+std::string fresh_dir(const std::string& name) {
+  std::string d = ::testing::TempDir() + "kiln_sweep_" + name + "_" + std::to_string(getpid());
+  std::system(("rm -rf '" + d + "'").c_str());
+  return d;
+}
+
+std::string usage_error(const std::string& yaml) {
+  try {
+    parse_sweep(yaml, "s.yaml");
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage) << e.message();
+    return e.message();
+  }
+  return "(no error)";
+}
+
+TEST(SweepSpec, GridIsCartesianProductLastParameterFastest) {
+  SweepSpec s = parse_sweep(
+      "method: grid\nparameters:\n  optimizer: {values: [sgd, adam]}\n  lr: {values: [0.1, 0.01, 0.001]}\n"
+      "  width: {value: 64}\n", "s.yaml");
+  ASSERT_EQ(num_trials(s), 6);
+  std::vector<std::string> got;
+  for (int i = 0; i < 6; ++i) {
+    auto p = trial_params(s, i);
+    ASSERT_EQ(p.size(), 3u);
+    EXPECT_EQ(p[2].second, "64");
+    got.push_back(p[0].second + "/" + p[1].second);
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"sgd/0.1", "sgd/0.01", "sgd/0.001", "adam/0.1", "adam/0.01", "adam/0.001"}));
+  SweepSpec capped = parse_sweep("method: grid\nrun_cap: 4\nparameters:\n  lr: {values: [1, 2, 3, 4, 5, 6]}\n", "s.yaml");
+  EXPECT_EQ(num_trials(capped), 4);
+}
+
+TEST(SweepSpec, MetricGoalDefaultsFollowTheMetric) {
+  SweepSpec a = parse_sweep("parameters: {lr: {values: [0.1]}}\n", "s.yaml");
+  EXPECT_EQ(a.metric, "test_acc");
+  EXPECT_TRUE(a.maximize);
+  SweepSpec b = parse_sweep("metric: {name: test_loss}\nparameters: {lr: {values: [0.1]}}\n", "s.yaml");
+  EXPECT_FALSE(b.maximize);
+}
+
+const char* kRandom =
+    "method: random\nseed: 7\nrun_cap: 2000\nparameters:\n"
+    "  lr: {min: 0.0001, max: 1.0, distribution: log_uniform}\n"
+    "  momentum: {min: 0.5, max: 0.99, distribution: uniform}\n"
+    "  batch_size: {min: 2, max: 5, distribution: int_uniform}\n"
+    "  optimizer: {values: [sgd, adam, rmsprop]}\n";
+
+TEST(SweepSpec, RandomSamplingIsDeterministicPerSeedAndTrial) {
+  SweepSpec s = parse_sweep(kRandom, "s.yaml");
+  EXPECT_EQ(s.params[2].name, "batch-size");  // YAML underscores map to the option name
+  SweepSpec again = parse_sweep(kRandom, "s.yaml");
+  std::string small = kRandom;
+  small.replace(small.find("2000"), 4, "10");
+  SweepSpec capped = parse_sweep(small, "s.yaml");
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(trial_params(s, i), trial_params(again, i));
+    EXPECT_EQ(trial_params(s, i), trial_params(capped, i)) << "trial i must not depend on run_cap";
+  }
+  SweepSpec other = s;
+  other.seed = 8;
+  int same = 0;
+  for (int i = 0; i < 10; ++i) same += trial_params(s, i)[0] == trial_params(other, i)[0];
+  EXPECT_LT(same, 2);
+}
+
+TEST(SweepSpec, RandomSamplingRangesAndDistributions) {
+  SweepSpec s = parse_sweep(kRandom, "s.yaml");
+  int below_geo_mean = 0, below_mid = 0;
+  std::map<std::string, int> bs, opt;
+  for (int i = 0; i < 2000; ++i) {
+    auto p = trial_params(s, i);
+    double lr = std::stod(p[0].second), mom = std::stod(p[1].second);
+    ASSERT_GE(lr, 1e-4);
+    ASSERT_LE(lr, 1.0);
+    ASSERT_GE(mom, 0.5);
+    ASSERT_LE(mom, 0.99);
+    below_geo_mean += lr < 1e-2;  // log-uniform: half below the geometric mean
+    below_mid += mom < 0.745;
+    bs[p[2].second]++;
+    opt[p[3].second]++;
+  }
+  EXPECT_NEAR(below_geo_mean / 2000.0, 0.5, 0.05);
+  EXPECT_NEAR(below_mid / 2000.0, 0.5, 0.05);
+  EXPECT_EQ(bs.size(), 4u);  // 2, 3, 4, 5 all drawn, nothing else
+  for (const auto& kv : bs) {
+    EXPECT_TRUE(kv.first == "2" || kv.first == "3" || kv.first == "4" || kv.first == "5") << kv.first;
+    EXPECT_NEAR(kv.second / 2000.0, 0.25, 0.05) << kv.first;
+  }
+  EXPECT_EQ(opt.size(), 3u);
+  for (const auto& kv : opt) EXPECT_NEAR(kv.second / 2000.0, 1.0 / 3, 0.05) << kv.first;
+}
+
+TEST(SweepSpec, YamlErrorsNameFileAndKey) {
+  std::string m = usage_error("parameters:\n  lrr: {values: [0.1]}\n");
+  EXPECT_NE(m.find("s.yaml"), std::string::npos) << m;
+  EXPECT_NE(m.find("'lrr'"), std::string::npos) << m;
+  EXPECT_NE(m.find("did you mean 'lr'"), std::string::npos) << m;
+  m = usage_error("methd: grid\nparameters: {lr: {values: [0.1]}}\n");
+  EXPECT_NE(m.find("did you mean 'method'"), std::string::npos) << m;
+  m = usage_error("parameters: {lr: {values: [fast]}}\n");
+  EXPECT_NE(m.find("'fast'"), std::string::npos) << m;
+  m = usage_error("method: grid\nparameters: {lr: {min: 0.1, max: 1}}\n");
+  EXPECT_NE(m.find("grid search needs values"), std::string::npos) << m;
+  m = usage_error("method: random\nparameters: {lr: {values: [0.1]}}\n");
+  EXPECT_NE(m.find("run_cap"), std::string::npos) << m;
+  m = usage_error("method: random\nrun_cap: 3\nparameters: {lr: {min: 0, max: 1, distribution: log_uniform}}\n");
+  EXPECT_NE(m.find("min > 0"), std::string::npos) << m;
+  m = usage_error("method: random\nrun_cap: 3\nparameters: {width: {min: 8, max: 64.5, distribution: uniform}}\n");
+  EXPECT_NE(m.find("int_uniform"), std::string::npos) << m;
+  m = usage_error("metric: {name: accuracy}\nparameters: {lr: {values: [0.1]}}\n");
+  EXPECT_NE(m.find("test_acc"), std::string::npos) << m;
+  m = usage_error("base: {lr: 0.1}\nparameters: {lr: {values: [0.1]}}\n");
+  EXPECT_NE(m.find("both in base and in parameters"), std::string::npos) << m;
+  m = usage_error("base: {epoch: 2}\nparameters: {lr: {values: [0.1]}}\n");
+  EXPECT_NE(m.find("base key 'epoch'"), std::string::npos) << m;
+  m = usage_error("parameters: {lr: [0.1, 0.2]}\n");
+  EXPECT_NE(m.find("expected {values"), std::string::npos) << m;
+  m = usage_error("parameters: {lr: {values: [0.1], min: 1}}\n");
+  EXPECT_NE(m.find("not both"), std::string::npos) << m;
+  m = usage_error("parameters: [lr]\n");
+  EXPECT_NE(m.find("parameters"), std::string::npos) << m;
+}
+
+TEST(SweepSpec, TrialConfigAppliesParameters) {
+  SweepSpec s = parse_sweep("parameters:\n  optimizer: {values: [sgd]}\n  lr: {values: [0.25]}\n  batch_size: {values: [16]}\n"
+                            "  milestones: {values: [[2, 4]]}\n", "s.yaml");
+  RunConfig base;
+  RunConfig c = trial_config(s, base, 0, "/tmp/x");
+  EXPECT_EQ(c.optim.name, "sgd");
+  EXPECT_FLOAT_EQ(c.optim.lr, 0.25f);
+  EXPECT_EQ(c.train.batch_size, 16);
+  EXPECT_EQ(c.sched.milestones, (std::vector<int>{2, 4}));
+  EXPECT_EQ(c.train.log_path, "/tmp/x/trials/trial-0.jsonl");
+}
+
+TEST(SweepResults, JsonRoundTripKeepsNaNAndEscapes) {
+  TrialRecord r;
+  r.trial = 12;
+  r.status = "failed";
+  r.params = {{"lr", "0.1"}, {"optimizer", "adam"}};
+  r.curve = {0.5, NAN};
+  r.message = "diverged: \"loss\" is nan,\nat step 3";
+  TrialRecord back;
+  ASSERT_TRUE(TrialRecord::from_json(r.to_json(), back)) << r.to_json();
+  EXPECT_EQ(back.trial, 12);
+  EXPECT_EQ(back.status, "failed");
+  EXPECT_EQ(back.params, r.params);
+  EXPECT_TRUE(std::isnan(back.metric));
+  ASSERT_EQ(back.curve.size(), 2u);
+  EXPECT_TRUE(std::isnan(back.curve[1]));
+  EXPECT_EQ(back.message, r.message);
+  EXPECT_FALSE(TrialRecord::from_json("{\"trial\": 3, \"stat", back));
+}
+
+// A fake training run: test_acc = 1 - |log10(lr) + 2| / 10, the same for every epoch, so the
+// best lr is 0.01. Records which trials ran.
+struct FakeRunner {
+  std::mutex mu;
+  std::vector<float> lrs;
+  int sleep_ms = 0;
+  int throw_after = -1;  // throw a Runtime error (a "kill") once this many trials ran
+  TrialRunner fn() {
+    return [this](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch) {
+      {
+        std::lock_guard<std::mutex> g(mu);
+        if (throw_after >= 0 && static_cast<int>(lrs.size()) >= throw_after) KILN_FAIL("simulated kill");
+        lrs.push_back(cfg.optim.lr);
+      }
+      if (sleep_ms) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));
+      std::vector<EpochRecord> out;
+      for (int e = 0; e < cfg.train.epochs; ++e) {
+        EpochRecord r;
+        r.epoch = e + 1;
+        r.test_acc = 1.0 - std::fabs(std::log10(cfg.optim.lr) + 2.0) / 10.0;
+        r.test_loss = 1.0 - r.test_acc;
+        r.train_loss = r.test_loss;
+        r.seconds = 0.01;
+        out.push_back(r);
+        if (on_epoch && !on_epoch(r)) break;
+      }
+      return out;
+    };
+  }
+};
+
+const char* kGrid8 = "method: grid\nparameters:\n  lr: {values: [1, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003]}\n";
+
+std::multiset<int64_t> ids(const std::vector<TrialRecord>& rs) {
+  std::multiset<int64_t> s;
+  for (const auto& r : rs) s.insert(r.trial);
+  return s;
+}
+std::multiset<int64_t> range_ids(int n) {
+  std::multiset<int64_t> s;
+  for (int i = 0; i < n; ++i) s.insert(i);
+  return s;
+}
+
+TEST(SweepRun, WritesResultsAndLeaderboardRanksByMetric) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  SweepOptions o;
+  o.dir = fresh_dir("basic");
+  FakeRunner f;
+  SweepOutcome out = run_sweep(s, o, f.fn());
+  EXPECT_EQ(out.ran, 8);
+  EXPECT_EQ(ids(out.results), range_ids(8));
+  std::ifstream csv(o.dir + "/results.csv");
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_EQ(header.rfind("trial,status,test_acc,lr,epochs", 0), 0u) << header;
+  int rows = 0;
+  for (std::string l; std::getline(csv, l);) ++rows;
+  EXPECT_EQ(rows, 8);
+  std::string lb = leaderboard(s, out.results);
+  // trial 4 (lr 0.01) is best: the first data row ranks it 1.
+  size_t first_row = lb.find('\n', lb.find("epochs")) + 1;
+  EXPECT_EQ(lb.substr(first_row, 12).find("1    4"), 0u) << lb;
+  // Without --resume, a directory with results is refused.
+  EXPECT_THROW(run_sweep(s, o, f.fn()), Error);
+}
+
+TEST(SweepRun, ResumeAfterKillRunsOnlyTheRest) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  SweepOptions o;
+  o.dir = fresh_dir("resume");
+  FakeRunner f;
+  f.throw_after = 3;
+  EXPECT_THROW(run_sweep(s, o, f.fn()), Error);
+  EXPECT_EQ(ids(read_results(o.dir)), range_ids(3));
+  // The killed trial's lock is gone (the claim is released on unwinding); a lock left by a
+  // dead process (here: a child that has exited) is reclaimed, a live process's lock is not.
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  waitpid(child, nullptr, 0);
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  std::ofstream(o.dir + "/locks/trial-5.lock") << child << " " << host << "\n";
+  std::ofstream(o.dir + "/locks/trial-6.lock") << getppid() << " " << host << "\n";
+  FakeRunner g;
+  o.resume = true;
+  SweepOutcome out = run_sweep(s, o, g.fn());
+  EXPECT_EQ(out.ran, 4);  // 3, 4, 5 (stale lock), 7
+  EXPECT_EQ(out.skipped_done, 3);
+  EXPECT_EQ(out.skipped_other, 1);  // 6 is held by a live process
+  std::multiset<int64_t> want = range_ids(8);
+  want.erase(6);
+  EXPECT_EQ(ids(out.results), want);
+}
+
+TEST(SweepRun, WorkersSplitTrialsWithNoneLostOrDuplicated) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  std::string dir = fresh_dir("workers");
+  FakeRunner f;
+  for (int w = 0; w < 3; ++w) {
+    SweepOptions o;
+    o.dir = dir;
+    o.worker = w;
+    o.num_workers = 3;
+    SweepOutcome out = run_sweep(s, o, f.fn());
+    EXPECT_EQ(out.ran, w < 2 ? 3 : 2) << "worker " << w;  // ids 0,3,6 / 1,4,7 / 2,5
+  }
+  EXPECT_EQ(ids(read_results(dir)), range_ids(8));
+  EXPECT_EQ(f.lrs.size(), 8u);
+}
+
+TEST(SweepRun, ConcurrentWorkersOnOneDirectoryNeverRunATrialTwice) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  std::string dir = fresh_dir("concurrent");
+  FakeRunner f;
+  f.sleep_ms = 20;
+  // Three workers with the same shard (all trials): only the lock files keep them apart.
+  std::vector<std::thread> ts;
+  for (int w = 0; w < 3; ++w)
+    ts.emplace_back([&] {
+      SweepOptions o;
+      o.dir = dir;
+      o.resume = true;
+      run_sweep(s, o, f.fn());
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(ids(read_results(dir)), range_ids(8));
+  EXPECT_EQ(f.lrs.size(), 8u);
+}
+
+TEST(SweepRun, MedianPruningStopsTrialsWorseThanTheMedian) {
+  SweepSpec s = parse_sweep(std::string(kGrid8) + "early_terminate: {type: median, min_epochs: 2, min_trials: 3}\n", "s.yaml");
+  // Order the grid so the first trials are good: reverse 0.01-centred values.
+  s.params[0].values = {"0.01", "0.02", "0.005", "1", "0.012", "0.0001"};
+  SweepOptions o;
+  o.dir = fresh_dir("prune");
+  o.base.train.epochs = 4;
+  FakeRunner f;
+  SweepOutcome out = run_sweep(s, o, f.fn());
+  std::map<int64_t, TrialRecord> by;
+  for (const auto& r : out.results) by[r.trial] = r;
+  for (int i : {0, 1, 2}) EXPECT_EQ(by[i].status, "ok") << i;  // fewer than 3 finished peers
+  EXPECT_EQ(by[3].status, "pruned");  // lr 1: far worse than the median
+  EXPECT_EQ(by[3].epochs, 2);
+  EXPECT_NE(by[3].message.find("median"), std::string::npos) << by[3].message;
+  EXPECT_EQ(by[4].status, "ok");  // lr 0.012 beats the median of 0.01/0.02/0.005
+  EXPECT_EQ(by[4].epochs, 4);
+  EXPECT_EQ(by[5].status, "pruned");
+}
+
+TEST(SweepRun, DivergedAndUsageErrorsAreFailedTrialsNotFatal) {
+  SweepSpec s = parse_sweep("parameters:\n  lr: {values: [0.1, 10, 0.01]}\n", "s.yaml");
+  SweepOptions o;
+  o.dir = fresh_dir("failed");
+  TrialRunner r = [](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>&) -> std::vector<EpochRecord> {
+    if (cfg.optim.lr > 5) throw_error(ErrorKind::Diverged, "training diverged: loss is nan", __FILE__, __LINE__);
+    if (cfg.optim.lr < 0.05f) KILN_USAGE_FAIL("--norm group needs --groups dividing the width");
+    EpochRecord e;
+    e.test_acc = 0.9;
+    return {e};
+  };
+  SweepOutcome out = run_sweep(s, o, r);
+  ASSERT_EQ(out.results.size(), 3u);
+  EXPECT_EQ(out.results[0].status, "ok");
+  EXPECT_EQ(out.results[1].status, "failed");
+  EXPECT_EQ(out.results[1].message, "diverged: training diverged: loss is nan");
+  EXPECT_EQ(out.results[2].status, "failed");
+  EXPECT_NE(out.results[2].message.find("--groups"), std::string::npos);
+}
+
+TEST(Importance, TheParameterThatDrivesTheMetricRanksFirst) {
+  std::vector<TrialRecord> rs;
+  uint64_t x = 12345;
+  auto rnd = [&] {  // xorshift, deterministic
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    return static_cast<double>(x % 1000000) / 1e6;
+  };
+  for (int i = 0; i < 60; ++i) {
+    double lr = std::pow(10.0, -4 + 3 * rnd());
+    double mom = 0.5 + 0.49 * rnd();
+    std::string opt = rnd() < 0.5 ? "sgd" : "adam";
+    TrialRecord r;
+    r.trial = i;
+    r.status = "ok";
+    r.params = {{"lr", std::to_string(lr)}, {"momentum", std::to_string(mom)}, {"optimizer", opt}};
+    r.metric = 0.5 + 0.1 * std::log10(lr) + 0.002 * rnd();  // lr explains nearly everything
+    rs.push_back(r);
+  }
+  TrialRecord bad;
+  bad.trial = 60;
+  bad.status = "failed";  // ignored
+  bad.params = {{"lr", "100"}, {"momentum", "0.9"}, {"optimizer", "sgd"}};
+  rs.push_back(bad);
+  auto imp = param_importance({"optimizer", "momentum", "lr"}, rs);
+  ASSERT_EQ(imp.size(), 3u);
+  EXPECT_EQ(imp[0].name, "lr");
+  EXPECT_EQ(imp[0].trials, 60);
+  EXPECT_GT(imp[0].explained, 0.85);
+  EXPECT_NEAR(imp[0].spearman, 1.0, 0.01);
+  EXPECT_EQ(imp[0].bins, 4);
+  for (int k = 1; k < 3; ++k) EXPECT_LT(imp[k].explained, 0.2) << imp[k].name;
+  const ParamImportance& o = imp[1].name == "optimizer" ? imp[1] : imp[2];
+  EXPECT_FALSE(o.numeric);
+  EXPECT_EQ(o.bins, 2);
+  EXPECT_TRUE(std::isnan(o.spearman));
+  std::string t = importance_table(imp, "test_acc");
+  EXPECT_LT(t.find("lr"), t.find("momentum")) << t;
+}
+
+TEST(Importance, SpearmanWithTies) {
+  EXPECT_NEAR(spearman({1, 2, 3, 4}, {10, 20, 30, 40}), 1.0, 1e-12);
+  EXPECT_NEAR(spearman({1, 2, 3, 4}, {4, 3, 2, 1}), -1.0, 1e-12);
+  // x ranks 1, 2.5, 2.5, 4 vs y ranks 1..4: rho = 4.5 / sqrt(4.5 * 5)
+  EXPECT_NEAR(spearman({1, 2, 2, 3}, {1, 2, 3, 4}), 4.5 / std::sqrt(4.5 * 5.0), 1e-12);
+  EXPECT_TRUE(std::isnan(spearman({1, 1, 1}, {1, 2, 3})));
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,516 @@
+// Sweep runner: claims trials with lock files, runs them through an injectable TrialRunner,
+// prunes by the median rule, and appends one record per trial to results.jsonl/results.csv
+// under an flock with fsync, so concurrent workers and a kill at any point leave whole records.
+#include "tuning/sweep.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <sstream>
+
+#include "engine/error.h"
+#include "engine/json.h"
+#include "tuning/run.h"
+
+namespace kiln {
+
+namespace {
+
+// ---- a minimal JSON reader for our own records ------------------------------------------------
+struct JVal {
+  enum Type { Null, Bool, Num, Str, Arr, Obj } type = Null;
+  double num = NAN;
+  std::string str;
+  std::vector<JVal> arr;
+  std::vector<std::pair<std::string, JVal>> obj;
+  const JVal* get(const std::string& k) const {
+    for (const auto& kv : obj)
+      if (kv.first == k) return &kv.second;
+    return nullptr;
+  }
+};
+
+struct JParser {
+  const std::string& s;
+  size_t i = 0;
+  void ws() {
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+  }
+  bool lit(const char* w) {
+    size_t n = std::strlen(w);
+    if (s.compare(i, n, w) != 0) return false;
+    i += n;
+    return true;
+  }
+  bool string(std::string& out) {
+    if (s[i] != '"') return false;
+    for (++i; i < s.size() && s[i] != '"'; ++i) {
+      if (s[i] != '\\') {
+        out += s[i];
+        continue;
+      }
+      if (++i >= s.size()) return false;
+      char c = s[i];
+      if (c == 'n') out += '\n';
+      else if (c == 't') out += '\t';
+      else if (c == 'r') out += '\r';
+      else if (c == 'b' || c == 'f') out += ' ';
+      else if (c == 'u') {
+        if (i + 4 >= s.size()) return false;
+        unsigned code = static_cast<unsigned>(std::stoul(s.substr(i + 1, 4), nullptr, 16));
+        out += code < 128 ? static_cast<char>(code) : '?';
+        i += 4;
+      } else out += c;
+    }
+    if (i >= s.size()) return false;
+    ++i;
+    return true;
+  }
+  bool value(JVal& v) {
+    ws();
+    if (i >= s.size()) return false;
+    char c = s[i];
+    if (c == '{') {
+      v.type = JVal::Obj;
+      ++i;
+      ws();
+      if (i < s.size() && s[i] == '}') return ++i, true;
+      for (;;) {
+        ws();
+        std::string k;
+        if (i >= s.size() || !string(k)) return false;
+        ws();
+        if (i >= s.size() || s[i++] != ':') return false;
+        JVal x;
+        if (!value(x)) return false;
+        v.obj.emplace_back(k, std::move(x));
+        ws();
+        if (i < s.size() && s[i] == ',') { ++i; continue; }
+        return i < s.size() && s[i++] == '}';
+      }
+    }
+    if (c == '[') {
+      v.type = JVal::Arr;
+      ++i;
+      ws();
+      if (i < s.size() && s[i] == ']') return ++i, true;
+      for (;;) {
+        JVal x;
+        if (!value(x)) return false;
+        v.arr.push_back(std::move(x));
+        ws();
+        if (i < s.size() && s[i] == ',') { ++i; continue; }
+        return i < s.size() && s[i++] == ']';
+      }
+    }
+    if (c == '"') return v.type = JVal::Str, string(v.str);
+    if (lit("null")) return v.type = JVal::Null, true;
+    if (lit("true")) return v.type = JVal::Bool, v.num = 1, true;
+    if (lit("false")) return v.type = JVal::Bool, v.num = 0, true;
+    char* end = nullptr;
+    v.num = std::strtod(s.c_str() + i, &end);
+    if (end == s.c_str() + i) return false;
+    v.type = JVal::Num;
+    i = static_cast<size_t>(end - s.c_str());
+    return true;
+  }
+};
+
+double num_of(const JVal& o, const char* k) {
+  const JVal* v = o.get(k);
+  return v && v->type == JVal::Num ? v->num : NAN;
+}
+std::string str_of(const JVal& o, const char* k) {
+  const JVal* v = o.get(k);
+  return v && v->type == JVal::Str ? v->str : "";
+}
+
+// ---- files ------------------------------------------------------------------------------------
+void make_dir(const std::string& d) {  // mkdir -p
+  for (size_t pos = d.find('/', 1); pos != std::string::npos; pos = d.find('/', pos + 1))
+    mkdir(d.substr(0, pos).c_str(), 0755);
+  if (mkdir(d.c_str(), 0755) != 0 && errno != EEXIST)
+    KILN_USAGE_FAIL(d << ": cannot create directory: " << std::strerror(errno));
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Appends under an exclusive flock, fsyncs. The header is written when the file is empty (the
+// size is read under the lock, so two workers never both write it). A torn last line from a
+// killed writer is terminated first so the new record starts on its own line.
+void append_locked(const std::string& path, const std::string& header, const std::string& line) {
+  int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
+  KILN_CHECK(fd >= 0, path << ": cannot open for append: " << std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { flock(fd, LOCK_UN), close(fd); }
+  } closer{fd};
+  KILN_CHECK(flock(fd, LOCK_EX) == 0, path << ": flock failed: " << std::strerror(errno));
+  struct stat st {};
+  fstat(fd, &st);
+  std::string out;
+  if (st.st_size == 0) {
+    out = header;
+  } else {
+    char last = '\n';
+    int rfd = open(path.c_str(), O_RDONLY);
+    if (rfd >= 0) {
+      if (pread(rfd, &last, 1, st.st_size - 1) != 1) last = '\n';
+      close(rfd);
+    }
+    if (last != '\n') out = "\n";
+  }
+  out += line + "\n";
+  const char* p = out.data();
+  size_t left = out.size();
+  while (left > 0) {
+    ssize_t w = write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    KILN_CHECK(w > 0, path << ": write failed: " << std::strerror(errno));
+    p += w;
+    left -= static_cast<size_t>(w);
+  }
+  KILN_CHECK(fsync(fd) == 0, path << ": fsync failed: " << std::strerror(errno));
+}
+
+std::string host_name() {
+  char h[256] = {0};
+  gethostname(h, sizeof h - 1);
+  return h;
+}
+
+// A claim on one trial: DIR/locks/trial-<id>.lock created with O_CREAT|O_EXCL, holding
+// "pid host". A lock whose pid is gone on this host is stale (a killed worker) and is
+// reclaimed; the check-and-reclaim runs under a directory-wide flock so two workers cannot
+// both reclaim the same lock.
+class TrialLock {
+ public:
+  TrialLock(const std::string& dir, int64_t id) : path_(dir + "/locks/trial-" + std::to_string(id) + ".lock") {
+    std::string mutex_path = dir + "/locks/.reclaim";
+    int m = open(mutex_path.c_str(), O_RDWR | O_CREAT, 0644);
+    KILN_CHECK(m >= 0, mutex_path << ": cannot open: " << std::strerror(errno));
+    flock(m, LOCK_EX);
+    held_ = try_create();
+    if (!held_ && stale()) {
+      unlink(path_.c_str());
+      held_ = try_create();
+    }
+    flock(m, LOCK_UN);
+    close(m);
+  }
+  ~TrialLock() {
+    if (held_) unlink(path_.c_str());
+  }
+  bool held() const { return held_; }
+
+ private:
+  bool try_create() {
+    int fd = open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) {
+      KILN_CHECK(errno == EEXIST, path_ << ": cannot create lock: " << std::strerror(errno));
+      return false;
+    }
+    std::string s = std::to_string(getpid()) + " " + host_name() + "\n";
+    bool ok = write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size());
+    fsync(fd);
+    close(fd);
+    KILN_CHECK(ok, path_ << ": cannot write lock");
+    return true;
+  }
+  bool stale() const {
+    std::ifstream f(path_);
+    long pid = 0;
+    std::string host;
+    if (!(f >> pid >> host)) return false;  // being written right now, or foreign: leave it
+    if (host != host_name() || pid <= 0 || pid == getpid()) return false;
+    return kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+  }
+  std::string path_;
+  bool held_ = false;
+};
+
+double metric_of(const EpochRecord& r, const std::string& m) {
+  if (m == "test_acc") return r.test_acc;
+  if (m == "test_loss") return r.test_loss;
+  if (m == "train_acc") return r.train_acc;
+  return r.train_loss;
+}
+
+bool better(double a, double b, bool maximize) { return maximize ? a > b : a < b; }
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string o = "\"";
+  for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c == '\n' ? ' ' : c);
+  return o + "\"";
+}
+
+std::string csv_header(const SweepSpec& spec) {
+  std::string h = "trial,status," + spec.metric;
+  for (const auto& p : spec.params) h += "," + p.name;
+  return h + ",epochs,test_acc,test_loss,train_acc,train_loss,seconds,message\n";
+}
+
+std::string csv_row(const TrialRecord& r) {
+  std::ostringstream os;
+  os << r.trial << "," << r.status << "," << json_number(r.metric);
+  for (const auto& p : r.params) os << "," << csv_field(p.second);
+  os << "," << r.epochs << "," << json_number(r.test_acc) << "," << json_number(r.test_loss) << ","
+     << json_number(r.train_acc) << "," << json_number(r.train_loss) << "," << json_number(r.seconds) << ","
+     << csv_field(r.message);
+  return os.str();
+}
+
+std::string params_str(const std::vector<std::pair<std::string, std::string>>& ps) {
+  std::string s;
+  for (const auto& p : ps) s += (s.empty() ? "" : " ") + p.first + "=" + p.second;
+  return s;
+}
+
+}  // namespace
+
+// ---- records ----------------------------------------------------------------------------------
+std::string TrialRecord::to_json() const {
+  JsonObject j, p;
+  for (const auto& kv : params) p.add(kv.first, kv.second);
+  std::string c = "[";
+  for (size_t i = 0; i < curve.size(); ++i) c += (i ? "," : "") + json_number(curve[i]);
+  c += "]";
+  j.add("trial", static_cast<long long>(trial)).add("status", status).add("metric", metric).add_raw("params", p.str());
+  j.add("epochs", epochs).add("test_acc", test_acc).add("test_loss", test_loss).add("train_acc", train_acc);
+  j.add("train_loss", train_loss).add("seconds", seconds).add_raw("curve", c).add("message", message);
+  return j.str();
+}
+
+bool TrialRecord::from_json(const std::string& line, TrialRecord& r) {
+  JParser p{line};
+  JVal v;
+  try {
+    if (!p.value(v) || v.type != JVal::Obj || !v.get("trial") || !v.get("status")) return false;
+  } catch (const std::exception&) {  // a bad \u escape in a torn line
+    return false;
+  }
+  r = TrialRecord();
+  r.trial = static_cast<int64_t>(num_of(v, "trial"));
+  r.status = str_of(v, "status");
+  r.metric = num_of(v, "metric");
+  if (const JVal* ps = v.get("params"))
+    for (const auto& kv : ps->obj) r.params.emplace_back(kv.first, kv.second.type == JVal::Str ? kv.second.str : "");
+  r.epochs = static_cast<int>(std::isfinite(num_of(v, "epochs")) ? num_of(v, "epochs") : 0);
+  r.test_acc = num_of(v, "test_acc");
+  r.test_loss = num_of(v, "test_loss");
+  r.train_acc = num_of(v, "train_acc");
+  r.train_loss = num_of(v, "train_loss");
+  r.seconds = num_of(v, "seconds");
+  if (const JVal* c = v.get("curve"))
+    for (const auto& x : c->arr) r.curve.push_back(x.type == JVal::Num ? x.num : NAN);
+  r.message = str_of(v, "message");
+  return r.trial >= 0;
+}
+
+std::vector<TrialRecord> read_results(const std::string& dir) {
+  std::vector<TrialRecord> out;
+  std::ifstream f(dir + "/results.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    TrialRecord r;
+    if (TrialRecord::from_json(line, r)) out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::pair<int, int> parse_worker(const std::string& s) {
+  int i = -1, n = -1;
+  char extra = 0;
+  KILN_USAGE_CHECK(std::sscanf(s.c_str(), "%d/%d%c", &i, &n, &extra) == 2 && n >= 1 && i >= 0 && i < n,
+                   "--worker '" << s << "': expected i/N with 0 <= i < N (e.g. 0/4)");
+  return {i, n};
+}
+
+void apply_sweep_base(const SweepSpec& spec, RunConfig& cfg) {
+  for (const auto& kv : spec.base) run_options().set(cfg, kv.first, kv.second, spec.path + ": base key '" + kv.first + "'");
+}
+
+RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i, const std::string& dir) {
+  RunConfig c = base;
+  for (const auto& kv : trial_params(spec, i))
+    run_options().set(c, kv.first, kv.second, spec.path + ": trial " + std::to_string(i) + " parameter '" + kv.first + "'");
+  c.train.log_path = dir + "/trials/trial-" + std::to_string(i) + ".jsonl";
+  c.train.progress = 0;
+  return c;
+}
+
+TrialRunner default_trial_runner() {
+  return [](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch) {
+    RunHooks hooks;
+    hooks.on_epoch = on_epoch;
+    return run_training(cfg, hooks).epochs;
+  };
+}
+
+SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const TrialRunner& runner) {
+  KILN_USAGE_CHECK(!o.dir.empty(), "sweep: no output directory");
+  KILN_USAGE_CHECK(o.num_workers >= 1 && o.worker >= 0 && o.worker < o.num_workers,
+                   "sweep: worker " << o.worker << "/" << o.num_workers);
+  make_dir(o.dir);
+  make_dir(o.dir + "/locks");
+  make_dir(o.dir + "/trials");
+  if (!o.spec_text.empty()) {
+    std::string copy = o.dir + "/sweep.yaml", old = read_text(copy);
+    KILN_USAGE_CHECK(old.empty() || old == o.spec_text, o.dir << " holds a different sweep (" << copy << " differs from "
+                                                              << spec.path << "); use another --dir");
+    if (old.empty()) {  // temp + rename: a concurrent worker never reads half a file
+      std::string tmp = copy + ".tmp." + std::to_string(getpid());
+      {
+        std::ofstream f(tmp);
+        f << o.spec_text;
+        KILN_CHECK(f.good(), tmp << ": cannot write");
+      }
+      KILN_CHECK(std::rename(tmp.c_str(), copy.c_str()) == 0, copy << ": rename failed: " << std::strerror(errno));
+    }
+  }
+  SweepOutcome out;
+  std::vector<TrialRecord> prior = read_results(o.dir);
+  KILN_USAGE_CHECK(prior.empty() || o.resume || o.num_workers > 1,
+                   o.dir << " already holds " << prior.size() << " results; pass --resume to continue that "
+                         << "sweep or choose another --dir");
+  int64_t n = num_trials(spec);
+  auto log = [&](const std::string& s) {
+    if (o.log) o.log(s);
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    if (i % o.num_workers != o.worker) continue;
+    auto is_done = [&](const std::vector<TrialRecord>& rs) {
+      return std::any_of(rs.begin(), rs.end(), [&](const TrialRecord& r) { return r.trial == i; });
+    };
+    if (is_done(prior)) {
+      ++out.skipped_done;
+      continue;
+    }
+    TrialLock lock(o.dir, i);
+    if (!lock.held()) {  // another live process has it
+      ++out.skipped_other;
+      log("trial " + std::to_string(i) + ": claimed by another worker, skipping");
+      continue;
+    }
+    // Re-read under the claim: a worker may have finished it (and dropped its lock) meanwhile.
+    prior = read_results(o.dir);
+    if (is_done(prior)) {
+      ++out.skipped_done;
+      continue;
+    }
+    TrialRecord rec;
+    rec.trial = i;
+    rec.params = trial_params(spec, i);
+    std::string head = "trial " + std::to_string(i) + "/" + std::to_string(n) + " [" + params_str(rec.params) + "]";
+    auto on_epoch = [&](const EpochRecord& r) {
+      double m = metric_of(r, spec.metric);
+      rec.curve.push_back(m);
+      int e = static_cast<int>(rec.curve.size());
+      if (!spec.median_stop || e < spec.min_epochs) return true;
+      std::vector<double> peers;
+      for (const auto& t : read_results(o.dir))
+        if (t.status == "ok" && static_cast<int>(t.curve.size()) >= e && std::isfinite(t.curve[e - 1]))
+          peers.push_back(t.curve[e - 1]);
+      if (static_cast<int>(peers.size()) < spec.min_trials) return true;
+      std::sort(peers.begin(), peers.end());
+      size_t h = peers.size() / 2;
+      double med = peers.size() % 2 ? peers[h] : 0.5 * (peers[h - 1] + peers[h]);
+      if (!better(med, m, spec.maximize)) return true;
+      std::ostringstream os;
+      os << "pruned at epoch " << e << ": " << spec.metric << " " << m << " worse than the median " << med << " of "
+         << peers.size() << " finished trials";
+      rec.status = "pruned";
+      rec.message = os.str();
+      return false;
+    };
+    try {
+      RunConfig cfg = trial_config(spec, o.base, i, o.dir);
+      std::vector<EpochRecord> eps = runner(cfg, on_epoch);
+      if (rec.status.empty()) rec.status = "ok";
+      rec.epochs = static_cast<int>(eps.size());
+      if (!eps.empty()) {
+        const EpochRecord& last = eps.back();
+        rec.metric = metric_of(last, spec.metric);
+        rec.test_acc = last.test_acc;
+        rec.test_loss = last.test_loss;
+        rec.train_acc = last.train_acc;
+        rec.train_loss = last.train_loss;
+      }
+      for (const auto& e : eps) rec.seconds += e.seconds;
+    } catch (const Error& e) {
+      // Runtime errors (missing data, I/O, CUDA) would fail every trial: stop the sweep.
+      if (e.kind() == ErrorKind::Runtime) throw;
+      rec.status = "failed";
+      rec.message = (e.kind() == ErrorKind::Diverged ? "diverged: " : "usage: ") + e.message();
+      rec.epochs = static_cast<int>(rec.curve.size());
+    } catch (const std::bad_alloc&) {
+      rec.status = "failed";
+      rec.message = "out of memory";
+    }
+    append_locked(o.dir + "/results.jsonl", "", rec.to_json());
+    append_locked(o.dir + "/results.csv", csv_header(spec), csv_row(rec));
+    ++out.ran;
+    std::ostringstream os;
+    os << head << ": " << rec.status;
+    if (rec.status != "failed") os << " " << spec.metric << "=" << std::setprecision(4) << rec.metric;
+    os << " (" << rec.epochs << " epochs, " << std::fixed << std::setprecision(1) << rec.seconds << "s)";
+    if (!rec.message.empty()) os << " " << rec.message;
+    log(os.str());
+  }
+  out.results = read_results(o.dir);
+  return out;
+}
+
+std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size_t top) {
+  auto rank = [](const std::string& s) { return s == "ok" ? 0 : s == "pruned" ? 1 : 2; };
+  std::stable_sort(rs.begin(), rs.end(), [&](const TrialRecord& a, const TrialRecord& b) {
+    if (rank(a.status) != rank(b.status)) return rank(a.status) < rank(b.status);
+    bool fa = std::isfinite(a.metric), fb = std::isfinite(b.metric);
+    if (fa != fb) return fa;
+    return fa && better(a.metric, b.metric, spec.maximize);
+  });
+  std::ostringstream os;
+  os << "leaderboard (" << spec.metric << ", " << (spec.maximize ? "higher" : "lower") << " is better; "
+     << rs.size() << " trials)\n";
+  os << std::left << std::setw(5) << "rank" << std::setw(7) << "trial" << std::setw(8) << "status" << std::setw(11)
+     << spec.metric;
+  std::vector<int> width;
+  for (size_t j = 0; j < spec.params.size(); ++j) {
+    size_t w = spec.params[j].name.size();
+    for (size_t k = 0; k < rs.size() && k < top; ++k)
+      if (j < rs[k].params.size()) w = std::max(w, rs[k].params[j].second.size());
+    width.push_back(static_cast<int>(w) + 2);
+    os << std::setw(width.back()) << spec.params[j].name;
+  }
+  os << "epochs\n";
+  for (size_t k = 0; k < rs.size() && k < top; ++k) {
+    const auto& r = rs[k];
+    std::ostringstream m;
+    m << std::setprecision(4) << r.metric;
+    os << std::setw(5) << k + 1 << std::setw(7) << r.trial << std::setw(8) << r.status << std::setw(11)
+       << (std::isfinite(r.metric) ? m.str() : "-");
+    for (size_t j = 0; j < spec.params.size(); ++j)
+      os << std::setw(width[j]) << (j < r.params.size() ? r.params[j].second : "?");
+    os << r.epochs << "\n";
+  }
+  if (rs.size() > top) os << "(" << rs.size() - top << " more in results.csv)\n";
+  return os.str();
+}
+
+}  // namespace kiln

@@ -1,0 +1,97 @@
+// Hyperparameter sweeps (schema close to a W&B sweep): grid or seeded random search over any
+// run option, median pruning, results appended per trial (fsync) to DIR/results.jsonl and
+// DIR/results.csv, --resume, and --worker i/N sharding over one directory with a lock file
+// per trial, so any scheduler can spread a sweep over processes and machines. Trials are
+// numbered; trial i's parameters depend only on the spec (and, for random, on (seed, i)).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/trainer.h"
+#include "tuning/options.h"
+
+namespace kiln {
+
+struct SweepParam {
+  std::string name;                 // canonical option name ("batch-size")
+  std::vector<std::string> values;  // values: [...] (or one fixed value)
+  std::string distribution;         // "" for values; uniform | log_uniform | int_uniform
+  double min = 0, max = 0;
+  bool is_range() const { return !distribution.empty(); }
+};
+
+struct SweepSpec {
+  std::string path;                 // the YAML file, for messages
+  std::string method = "grid";      // grid | random
+  uint64_t seed = 0;
+  int64_t run_cap = 0;              // 0: grid size (random needs it)
+  std::string metric = "test_acc";  // test_acc | test_loss | train_acc | train_loss
+  bool maximize = true;
+  std::vector<std::pair<std::string, std::string>> base;  // fixed options, YAML order
+  std::vector<SweepParam> params;                         // YAML order
+  bool median_stop = false;         // early_terminate: {type: median, min_epochs, min_trials}
+  int min_epochs = 1, min_trials = 3;
+};
+
+// Loads and validates a sweep YAML: unknown keys/options are usage errors naming the file and
+// the key (with a suggestion), and every value is type-checked against its option.
+SweepSpec load_sweep(const std::string& path);
+SweepSpec parse_sweep(const std::string& yaml_text, const std::string& path);
+
+int64_t grid_size(const SweepSpec& spec);  // product of the value counts
+int64_t num_trials(const SweepSpec& spec);  // grid: min(grid size, run_cap); random: run_cap
+// Parameters of trial i (name, value as text), in YAML order.
+std::vector<std::pair<std::string, std::string>> trial_params(const SweepSpec& spec, int64_t i);
+
+struct TrialRecord {
+  int64_t trial = -1;
+  std::string status;  // ok | pruned | failed
+  double metric = NAN;
+  std::vector<std::pair<std::string, std::string>> params;
+  double test_acc = NAN, test_loss = NAN, train_loss = NAN, train_acc = NAN, seconds = 0;
+  int epochs = 0;
+  std::vector<double> curve;  // the metric after each epoch (median pruning reads it)
+  std::string message;        // why it failed or was pruned
+  std::string to_json() const;
+  static bool from_json(const std::string& line, TrialRecord& out);  // false: not a record
+};
+
+// Runs one trial. on_epoch returns false to stop it (pruning). Throws like run_training.
+using TrialRunner = std::function<std::vector<EpochRecord>(
+    const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch)>;
+TrialRunner default_trial_runner();  // run_training
+
+struct SweepOptions {
+  std::string dir;
+  bool resume = false;
+  int worker = 0, num_workers = 1;
+  RunConfig base;  // defaults + the spec's base + command-line overrides; params go on top
+  std::string spec_text;  // the sweep file, kept as DIR/sweep.yaml (a resume must match it)
+  std::function<void(const std::string&)> log;
+};
+
+struct SweepOutcome {
+  int64_t ran = 0, skipped_done = 0, skipped_other = 0;
+  std::vector<TrialRecord> results;  // everything in results.jsonl at the end
+};
+
+// Applies the spec's base mapping (origin: the sweep file); apps do it before command-line
+// overrides so flags win over the file.
+void apply_sweep_base(const SweepSpec& spec, RunConfig& cfg);
+// The trial's config: base (already holding the spec's base mapping), then the trial's
+// parameters; per-trial metrics go to DIR/trials/trial-<id>.jsonl.
+RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i, const std::string& dir);
+
+SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& opts, const TrialRunner& runner);
+
+// results.jsonl of a sweep directory (unparseable lines, e.g. a torn last line, are skipped).
+std::vector<TrialRecord> read_results(const std::string& dir);
+// Ranked table: ok trials by the metric, then pruned, then failed.
+std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> results, size_t top = 20);
+// "3/8" -> (3, 8), usage errors otherwise.
+std::pair<int, int> parse_worker(const std::string& s);
+
+}  // namespace kiln

@@ -1,0 +1,304 @@
+// Sweep YAML loading and validation, grid enumeration and seeded random sampling. Every value
+// is checked against the run option it sets while loading, so a typo fails before any trial.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "engine/error.h"
+#include "tuning/sweep.h"
+
+#ifdef KILN_HAVE_YAML
+#include <yaml-cpp/yaml.h>
+#endif
+
+namespace kiln {
+
+namespace {
+
+// splitmix64: trial i's draws depend only on (seed, i, parameter index).
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+double uniform01(uint64_t seed, int64_t trial, size_t param) {
+  uint64_t h = mix(mix(mix(seed) ^ static_cast<uint64_t>(trial)) ^ static_cast<uint64_t>(param));
+  return static_cast<double>(h >> 11) * 0x1.0p-53;
+}
+
+std::string fmt_g(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+std::string closest_of(const std::string& k, const std::vector<std::string>& names) {
+  std::string best;
+  size_t bd = 3;
+  for (const auto& n : names) {
+    // Cheap edit distance is enough for a handful of keys.
+    std::vector<size_t> prev(n.size() + 1), cur(n.size() + 1);
+    for (size_t j = 0; j <= n.size(); ++j) prev[j] = j;
+    for (size_t i = 1; i <= k.size(); ++i) {
+      cur[0] = i;
+      for (size_t j = 1; j <= n.size(); ++j)
+        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (k[i - 1] == n[j - 1] ? 0 : 1)});
+      std::swap(prev, cur);
+    }
+    if (prev[n.size()] < bd) {
+      bd = prev[n.size()];
+      best = n;
+    }
+  }
+  return best;
+}
+
+void check_key(const std::string& path, const std::string& where, const std::string& key,
+               const std::vector<std::string>& allowed) {
+  for (const auto& a : allowed)
+    if (a == key) return;
+  std::string near = closest_of(key, allowed), list;
+  for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+  KILN_USAGE_FAIL(path << ": unknown key '" << key << "'" << where
+                       << (near.empty() ? "" : " (did you mean '" + near + "'?)") << "; expected one of " << list);
+}
+
+// The canonical option for a sweep key, or a usage error naming the file and key.
+const OptionSpec& option_for(const std::string& path, const std::string& section, const std::string& key) {
+  const OptionTable& t = run_options();
+  const OptionSpec* s = t.find(key);
+  if (!s) {
+    std::string near = t.closest(key);
+    KILN_USAGE_FAIL(path << ": " << section << " '" << key << "' is not a run option"
+                         << (near.empty() ? "" : " (did you mean '" + near + "'?)")
+                         << "; see train_mnist --help for the list");
+  }
+  return *s;
+}
+
+#ifdef KILN_HAVE_YAML
+std::string scalar_text(const YAML::Node& v, const std::string& origin) {
+  if (v.IsScalar()) return v.as<std::string>();
+  if (v.IsSequence()) {  // a list option's value: [30, 60] -> "30,60"
+    std::string out;
+    for (const auto& item : v) {
+      KILN_USAGE_CHECK(item.IsScalar(), origin << ": list items must be scalars");
+      out += (out.empty() ? "" : ",") + item.as<std::string>();
+    }
+    return out;
+  }
+  KILN_USAGE_FAIL(origin << ": expected a value, got " << (v.IsNull() ? "nothing" : "a mapping"));
+}
+
+double number(const YAML::Node& v, const std::string& origin) {
+  std::string s = scalar_text(v, origin);
+  char* end = nullptr;
+  double d = std::strtod(s.c_str(), &end);
+  KILN_USAGE_CHECK(!s.empty() && end && *end == 0 && std::isfinite(d), origin << ": '" << s << "' is not a number");
+  return d;
+}
+
+SweepParam parse_param(const std::string& path, const std::string& key, const YAML::Node& node) {
+  const OptionSpec& opt = option_for(path, "parameter", key);
+  std::string origin = path + ": parameter '" + key + "'";
+  KILN_USAGE_CHECK(node.IsMap(), origin << ": expected {values: [...]}, {value: x} or {min: a, max: b, distribution: d}");
+  SweepParam p;
+  p.name = opt.name;
+  bool has_min = false, has_max = false;
+  for (const auto& kv : node) {
+    std::string k = kv.first.as<std::string>();
+    check_key(path, " in parameter '" + key + "'", k, {"values", "value", "min", "max", "distribution"});
+    if (k == "values") {
+      KILN_USAGE_CHECK(kv.second.IsSequence() && kv.second.size() > 0, origin << ": values must be a non-empty list");
+      for (const auto& v : kv.second) p.values.push_back(scalar_text(v, origin));
+    } else if (k == "value") {
+      p.values = {scalar_text(kv.second, origin)};
+    } else if (k == "min") {
+      p.min = number(kv.second, origin + " min");
+      has_min = true;
+    } else if (k == "max") {
+      p.max = number(kv.second, origin + " max");
+      has_max = true;
+    } else {
+      p.distribution = scalar_text(kv.second, origin);
+      if (p.distribution == "log_uniform_values") p.distribution = "log_uniform";  // W&B's name
+    }
+  }
+  bool range = has_min || has_max || !p.distribution.empty();
+  KILN_USAGE_CHECK(range != !p.values.empty(), origin << ": give either values/value or min/max, not "
+                                                      << (range ? "both" : "neither"));
+  // Type-check every listed value now, not when its trial runs.
+  RunConfig scratch;
+  for (size_t i = 0; i < p.values.size(); ++i)
+    run_options().set(scratch, p.name, p.values[i], origin + " value '" + p.values[i] + "'");
+  if (!range) return p;
+  KILN_USAGE_CHECK(has_min && has_max, origin << ": a range needs both min and max");
+  if (p.distribution.empty())
+    p.distribution = (p.min == std::floor(p.min) && p.max == std::floor(p.max) && opt.type == "int") ? "int_uniform" : "uniform";
+  KILN_USAGE_CHECK(p.distribution == "uniform" || p.distribution == "log_uniform" || p.distribution == "int_uniform",
+                   origin << ": distribution '" << p.distribution << "': expected uniform|log_uniform|int_uniform");
+  KILN_USAGE_CHECK(opt.type == "float" || opt.type == "int",
+                   origin << ": a " << opt.type << " option cannot take a min/max range; use values: [...]");
+  KILN_USAGE_CHECK(opt.type == "float" || p.distribution == "int_uniform",
+                   origin << ": '" << p.name << "' is an integer option; use distribution: int_uniform");
+  KILN_USAGE_CHECK(p.min <= p.max, origin << ": min " << p.min << " > max " << p.max);
+  KILN_USAGE_CHECK(p.distribution != "log_uniform" || p.min > 0, origin << ": log_uniform needs min > 0 (got " << p.min << ")");
+  run_options().set(scratch, p.name, fmt_g(p.min), origin + " min");
+  run_options().set(scratch, p.name, fmt_g(p.max), origin + " max");
+  return p;
+}
+#endif
+
+}  // namespace
+
+SweepSpec parse_sweep(const std::string& text, const std::string& path) {
+#ifdef KILN_HAVE_YAML
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    KILN_USAGE_FAIL(path << ": not valid YAML at line " << e.mark.line + 1 << ": " << e.msg);
+  }
+  KILN_USAGE_CHECK(root.IsMap(), path << ": expected a mapping (method, metric, parameters, ...) at the top level");
+  SweepSpec s;
+  s.path = path;
+  bool goal_given = false;
+  for (const auto& kv : root) {
+    std::string k = kv.first.as<std::string>();
+    std::string origin = path + ": key '" + k + "'";
+    check_key(path, "", k, {"name", "description", "method", "seed", "run_cap", "metric", "base", "parameters", "early_terminate"});
+    const YAML::Node& v = kv.second;
+    if (k == "name" || k == "description") continue;
+    if (k == "method") {
+      s.method = scalar_text(v, origin);
+      KILN_USAGE_CHECK(s.method == "grid" || s.method == "random", origin << ": '" << s.method << "': expected grid|random");
+    } else if (k == "seed" || k == "run_cap") {
+      double d = number(v, origin);
+      KILN_USAGE_CHECK(d >= 0 && d == std::floor(d), origin << ": expected a non-negative integer");
+      if (k == "seed") s.seed = static_cast<uint64_t>(d);
+      else s.run_cap = static_cast<int64_t>(d);
+    } else if (k == "metric") {
+      KILN_USAGE_CHECK(v.IsMap(), origin << ": expected {name: test_acc, goal: maximize}");
+      for (const auto& m : v) {
+        std::string mk = m.first.as<std::string>(), mv = scalar_text(m.second, origin + "." + mk);
+        check_key(path, " in metric", mk, {"name", "goal"});
+        if (mk == "name") {
+          KILN_USAGE_CHECK(mv == "test_acc" || mv == "test_loss" || mv == "train_acc" || mv == "train_loss",
+                           origin << ": name '" << mv << "': expected test_acc|test_loss|train_acc|train_loss");
+          s.metric = mv;
+        } else {
+          KILN_USAGE_CHECK(mv == "maximize" || mv == "minimize", origin << ": goal '" << mv << "': expected maximize|minimize");
+          s.maximize = mv == "maximize";
+          goal_given = true;
+        }
+      }
+    } else if (k == "base") {
+      KILN_USAGE_CHECK(v.IsMap() || v.IsNull(), origin << ": expected a mapping of option: value");
+      for (const auto& b : v) {
+        std::string bk = b.first.as<std::string>();
+        const OptionSpec& opt = option_for(path, "base key", bk);
+        std::string bo = path + ": base key '" + bk + "'", val = scalar_text(b.second, bo);
+        RunConfig scratch;
+        run_options().set(scratch, opt.name, val, bo);
+        s.base.emplace_back(opt.name, val);
+      }
+    } else if (k == "parameters") {
+      KILN_USAGE_CHECK(v.IsMap() && v.size() > 0, origin << ": expected a non-empty mapping of option: {values|value|min/max}");
+      for (const auto& p : v) s.params.push_back(parse_param(path, p.first.as<std::string>(), p.second));
+    } else {
+      KILN_USAGE_CHECK(v.IsMap(), origin << ": expected {type: median, min_epochs: k}");
+      for (const auto& e : v) {
+        std::string ek = e.first.as<std::string>(), eo = origin + "." + ek;
+        check_key(path, " in early_terminate", ek, {"type", "min_epochs", "min_trials"});
+        if (ek == "type") {
+          std::string t = scalar_text(e.second, eo);
+          KILN_USAGE_CHECK(t == "median", eo << ": '" << t << "': only 'median' is supported");
+          s.median_stop = true;
+        } else {
+          double d = number(e.second, eo);
+          KILN_USAGE_CHECK(d >= 1 && d == std::floor(d), eo << ": expected an integer >= 1");
+          (ek == "min_epochs" ? s.min_epochs : s.min_trials) = static_cast<int>(d);
+        }
+      }
+    }
+  }
+  KILN_USAGE_CHECK(!s.params.empty(), path << ": no parameters to sweep (add a 'parameters' mapping)");
+  std::set<std::string> seen;
+  for (const auto& p : s.params) {
+    KILN_USAGE_CHECK(seen.insert(p.name).second, path << ": parameter '" << p.name << "' is given twice");
+    KILN_USAGE_CHECK(s.method == "random" || !p.is_range(),
+                     path << ": parameter '" << p.name << "': grid search needs values: [...] (a min/max range "
+                          << "cannot be enumerated); use method: random");
+  }
+  for (const auto& b : s.base)
+    KILN_USAGE_CHECK(!seen.count(b.first), path << ": '" << b.first << "' is both in base and in parameters");
+  KILN_USAGE_CHECK(s.method == "grid" || s.run_cap > 0, path << ": method random needs run_cap (the number of trials)");
+  if (!goal_given) s.maximize = s.metric.find("acc") != std::string::npos;
+  return s;
+#else
+  (void)text;
+  KILN_USAGE_FAIL(path << ": this kiln was built without yaml-cpp; install libyaml-cpp-dev");
+#endif
+}
+
+SweepSpec load_sweep(const std::string& path) {
+  std::ifstream f(path);
+  KILN_USAGE_CHECK(f.good(), path << ": cannot open sweep file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_sweep(ss.str(), path);
+}
+
+int64_t grid_size(const SweepSpec& spec) {
+  int64_t n = 1;
+  for (const auto& p : spec.params) {
+    int64_t k = p.is_range() ? 1 : static_cast<int64_t>(p.values.size());
+    KILN_USAGE_CHECK(n <= (int64_t{1} << 40) / k, spec.path << ": the grid has more than 2^40 points");
+    n *= k;
+  }
+  return n;
+}
+
+int64_t num_trials(const SweepSpec& spec) {
+  if (spec.method == "random") return spec.run_cap;
+  int64_t g = grid_size(spec);
+  return spec.run_cap > 0 ? std::min(g, spec.run_cap) : g;
+}
+
+std::vector<std::pair<std::string, std::string>> trial_params(const SweepSpec& spec, int64_t i) {
+  std::vector<std::pair<std::string, std::string>> out(spec.params.size());
+  if (spec.method == "grid") {
+    // Mixed radix, last parameter fastest (itertools.product order).
+    int64_t rest = i;
+    for (size_t k = spec.params.size(); k-- > 0;) {
+      const auto& p = spec.params[k];
+      int64_t n = static_cast<int64_t>(p.values.size());
+      out[k] = {p.name, p.values[static_cast<size_t>(rest % n)]};
+      rest /= n;
+    }
+    return out;
+  }
+  for (size_t k = 0; k < spec.params.size(); ++k) {
+    const auto& p = spec.params[k];
+    double u = uniform01(spec.seed, i, k);
+    std::string v;
+    if (!p.is_range()) {
+      v = p.values[std::min(p.values.size() - 1, static_cast<size_t>(u * p.values.size()))];
+    } else if (p.distribution == "uniform") {
+      v = fmt_g(p.min + u * (p.max - p.min));
+    } else if (p.distribution == "log_uniform") {
+      v = fmt_g(std::exp(std::log(p.min) + u * (std::log(p.max) - std::log(p.min))));
+    } else {
+      double lo = std::ceil(p.min), hi = std::floor(p.max);
+      v = std::to_string(static_cast<long long>(std::min(hi, lo + std::floor(u * (hi - lo + 1)))));
+    }
+    out[k] = {p.name, v};
+  }
+  return out;
+}
+
+}  // namespace kiln
