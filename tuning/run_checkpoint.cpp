@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <tuple>
@@ -93,6 +94,13 @@ void prune_checkpoints(const std::string& dir, int keep) {
   std::vector<std::tuple<long long, long long, std::string>> files;  // mtime s, ns, name
   while (dirent* e = ::readdir(d)) {
     std::string n = e->d_name;
+    // A process killed mid-write leaves <name>.tmp.<pid>.<k>; remove those of dead writers.
+    size_t t = n.find(".safetensors.tmp.");
+    if (n.rfind("ckpt-", 0) == 0 && t != std::string::npos) {
+      long pid = std::strtol(n.c_str() + t + 17, nullptr, 10);
+      if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) ::unlink((dir + "/" + n).c_str());
+      continue;
+    }
     if (!is_periodic_name(n)) continue;
     struct stat st;
     if (::stat((dir + "/" + n).c_str(), &st) != 0) continue;

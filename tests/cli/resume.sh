@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Kill-and-resume: a run SIGKILLed at random moments and resumed from its last checkpoint
+# (every 5 steps, so mostly mid-epoch) ends with tensors bitwise identical to an uninterrupted
+# run; SIGTERM/SIGINT stop after a checkpoint with exit 143/130, and that checkpoint resumes to
+# the same weights too. BatchNorm and dropout are on so buffers and the RNG step are covered.
+set -euo pipefail
+: "${KILN_BIN:?}" "${KILN_TEST_DATA:?}"
+tm="$KILN_BIN/train_mnist"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+common=(--device cpu --data-dir "$KILN_TEST_DATA" --model mlp --width 32 --norm batch --dropout 0.1
+        --train-limit 2000 --test-limit 200 --batch-size 16 --epochs 3 --checkpoint-every-steps 5 --keep-last 2)
+
+# Tensors (names, dtypes, shapes, bytes) of two safetensors files, and their epoch/step.
+cat > same.py <<'EOF'
+import json, struct, sys
+def load(p):
+    b = open(p, 'rb').read()
+    n = struct.unpack('<Q', b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    m = h.pop('__metadata__')
+    t = {k: (v['dtype'], v['shape'], b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]]) for k, v in h.items()}
+    return t, (m['epoch'], m['batch'], m['step'])
+(a, pa), (b, pb) = load(sys.argv[1]), load(sys.argv[2])
+diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+if diff or pa != pb:
+    print('FAIL: %s and %s differ in %s; positions %s vs %s' % (sys.argv[1], sys.argv[2], diff[:5], pa, pb))
+    sys.exit(1)
+print('identical: %d tensors, epoch/batch/step %s' % (len(a), pa))
+EOF
+
+t0=$(date +%s.%N)
+"$tm" "${common[@]}" --checkpoint-dir ck_a --save A.safetensors > a.out 2> a.err
+t1=$(date +%s.%N)
+full=$(python3 -c "print(max(0.5, $t1 - $t0))")
+echo "uninterrupted run: ${full}s"
+[ "$(ls ck_a/ckpt-*.safetensors | wc -l)" -eq 2 ] || { echo "FAIL: --keep-last 2 left $(ls ck_a)"; exit 1; }
+
+last_ckpt() { ls -t "$1"/ckpt-*.safetensors 2>/dev/null | head -1 || true; }
+newest_step() { ls "$1" 2>/dev/null | sed -n 's/^ckpt-step-\([0-9]*\)\.safetensors$/\1/p' | sort -n | tail -1 || true; }
+# Waits until the run in $1 (pid $2) has checkpointed step >= $3 or has exited.
+wait_for_step() {
+  while kill -0 "$2" 2>/dev/null; do
+    s=$(newest_step "$1")
+    [ -n "$s" ] && [ "$s" -ge "$3" ] && return 0
+    sleep 0.01
+  done
+}
+steps=$(python3 -c "
+import json, struct; b = open('A.safetensors', 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
+print(json.loads(b[8:8 + n])['__metadata__']['step'])")
+echo "steps in the run: $steps"
+
+resumed_total=0
+for trial in 1 2 3; do
+  dir=ck_$trial
+  rm -f B.safetensors
+  for attempt in 1 2 3 4 5 6; do
+    last=$(last_ckpt "$dir")
+    extra=()
+    [ -n "$last" ] && extra=(--resume "$last") && resumed_total=$((resumed_total + 1))
+    # A random moment: just after a random future checkpoint, plus a random few milliseconds
+    # (so the kill lands mid-step, mid-write or between checkpoints). Chosen before the start
+    # so nothing slow sits between the checkpoint appearing and the kill.
+    from=$(newest_step "$dir")
+    from=${from:-0}
+    target=$(( (from / 5 + 1 + RANDOM % 20) * 5 ))
+    ms=$(printf '0.%03d' $((RANDOM % 40)))
+    "$tm" "${common[@]}" --checkpoint-dir "$dir" "${extra[@]}" --save B.safetensors > b.out 2> b.err &
+    pid=$!
+    if [ "$attempt" -le 2 ] && [ "$target" -lt $((steps - 40)) ]; then
+      wait_for_step "$dir" "$pid" "$target"
+      sleep "$ms"
+      kill -KILL "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+      echo "trial $trial: SIGKILL ${ms}s after checkpoint step $target; newest checkpoint now $(last_ckpt "$dir")"
+    else
+      rc=0
+      wait "$pid" || rc=$?
+      [ "$rc" -eq 0 ] || { echo "FAIL: resumed run exited $rc"; cat b.err; exit 1; }
+      grep -h "resumed from" b.err || true
+      break
+    fi
+  done
+  python3 same.py A.safetensors B.safetensors
+  # The final metrics line matches too (the resumed epoch's metric sums are restored).
+  diff <(tail -1 a.out | sed 's/seconds=.*//') <(tail -1 b.out | sed 's/seconds=.*//') ||
+    { echo "FAIL: final metrics differ"; exit 1; }
+done
+[ "$resumed_total" -ge 4 ] || { echo "FAIL: only $resumed_total runs resumed from a checkpoint"; exit 1; }
+
+# SIGTERM and SIGINT: finish the step, checkpoint, exit 143/130 with a message; resume exactly.
+for sig in TERM INT; do
+  dir=ck_$sig
+  "$tm" "${common[@]}" --checkpoint-every-steps 50 --checkpoint-dir "$dir" --save S.safetensors > s.out 2> s.err &
+  pid=$!
+  wait_for_step "$dir" "$pid" 100
+  kill -"$sig" "$pid"
+  rc=0
+  wait "$pid" || rc=$?
+  want=$([ "$sig" = TERM ] && echo 143 || echo 130)
+  [ "$rc" -eq "$want" ] || { echo "FAIL: SIG$sig gave exit $rc, want $want"; cat s.err; exit 1; }
+  grep "interrupted by SIG$sig; checkpoint written to $dir/ckpt-" s.err || { echo "FAIL: no message"; cat s.err; exit 1; }
+  [ ! -e S.safetensors ] || { echo "FAIL: an interrupted run wrote its final --save"; exit 1; }
+  ck=$(last_ckpt "$dir")
+  "$tm" "${common[@]}" --checkpoint-every-steps 50 --checkpoint-dir "$dir" --resume "$ck" --save S.safetensors > s.out 2> s.err
+  python3 same.py A.safetensors S.safetensors
+  rm -f S.safetensors
+done
+echo "resume: OK"
