@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Plots for kiln's tuning outputs (matplotlib, Agg backend: no display needed).
+
+  plot.py lr-find CURVE.csv -o lr.png          LR range test: loss vs lr (log-x), raw and
+                                               smoothed, suggestions marked (CURVE.csv.suggestions)
+  plot.py curves A.jsonl [B.jsonl ...] -o c.png  train/test loss, accuracy and lr vs epoch, one
+                                               line per file (legend = file name)
+  plot.py sweep DIR [DIR2 ...] -o s.png        metric vs each parameter (log-x where the values
+                                               span >= 2 decades) and the coverage of the two
+                                               most important parameters, one marker per DIR
+                                               (e.g. a grid and a random sweep of the same budget)
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:  # the CLI test skips on this exit code's message
+    sys.exit("plot.py: matplotlib is not installed (apt-get install python3-matplotlib)")
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def lr_find(args):
+    rows = read_csv(args.csv)
+    if not rows:
+        sys.exit(f"plot.py: {args.csv}: no rows")
+    lr = [float(r["lr"]) for r in rows]
+    raw = [float(r["loss"]) for r in rows]
+    smooth = [float(r["smoothed_loss"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(lr, raw, color="0.75", lw=0.8, label="loss")
+    ax.plot(lr, smooth, color="C0", lw=1.6, label="smoothed (EMA 0.98, debiased)")
+    sugg_path = args.csv + ".suggestions"
+    markers = {"valley": ("C3", "o"), "steep": ("C1", "v"), "minimum": ("C2", "s"), "slide": ("C4", "D")}
+    if os.path.exists(sugg_path):
+        for s in read_csv(sugg_path):
+            step = int(s["step"])
+            color, m = markers.get(s["method"], ("k", "x"))
+            # minimum is reported as lr/10: mark the point on the curve, label the suggestion
+            ax.plot(lr[step], smooth[step], m, color=color, ms=7,
+                    label=f"{s['method']}: {float(s['lr']):.2g}")
+    finite = [v for v in smooth if math.isfinite(v)]
+    if finite:  # keep the blow-up from flattening the interesting part
+        lo, first = min(finite), finite[0]
+        ax.set_ylim(lo - 0.1 * abs(lo), max(first, lo) * 1.3 + 0.05)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title(args.title or f"LR range test ({os.path.basename(args.csv)})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=args.dpi)
+
+
+def read_jsonl(path):
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass  # a torn last line from a killed run
+    return out
+
+
+def num(v):
+    return float("nan") if v is None else float(v)
+
+
+def curves(args):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for i, path in enumerate(args.jsonl):
+        recs = [r for r in read_jsonl(path) if "train_loss" in r and r.get("type", "epoch") == "epoch"]
+        if not recs:
+            print(f"plot.py: {path}: no epoch records, skipped", file=sys.stderr)
+            continue
+        name = os.path.splitext(os.path.basename(path))[0]
+        c = f"C{i % 10}"
+        ep = [r["epoch"] for r in recs]
+        axes[0].plot(ep, [num(r["train_loss"]) for r in recs], "-", color=c, label=f"{name} train")
+        axes[0].plot(ep, [num(r.get("test_loss")) for r in recs], "--", color=c, label=f"{name} test")
+        axes[1].plot(ep, [num(r.get("train_acc")) for r in recs], "-", color=c, label=f"{name} train")
+        axes[1].plot(ep, [num(r.get("test_acc")) for r in recs], "--", color=c, label=f"{name} test")
+        axes[2].plot(ep, [num(r.get("lr")) for r in recs], "-o", ms=3, color=c, label=name)
+    for ax, t in zip(axes, ["loss", "accuracy", "learning rate (last step of epoch)"]):
+        ax.set_xlabel("epoch")
+        ax.set_title(t)
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[2].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    axes[2].legend(fontsize=7)
+    if args.title:
+        fig.suptitle(args.title)
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=args.dpi)
+
+
+def as_float(s):
+    try:
+        v = float(s)
+        return v if math.isfinite(v) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def explained(xs, ys, numeric, bins=4):
+    """Between-bin / total variance (quantile bins for numbers), as tuning/importance.cpp."""
+    n = len(ys)
+    if n < 2:
+        return 0.0
+    mean = sum(ys) / n
+    total = sum((y - mean) ** 2 for y in ys)
+    if total <= 0:
+        return 0.0
+    if numeric and len(set(xs)) > bins:
+        order = sorted(range(n), key=lambda i: xs[i])
+        keys = [0] * n
+        for rank, i in enumerate(order):
+            keys[i] = min(bins - 1, rank * bins // n)
+    else:
+        keys = xs
+    groups = {}
+    for k, y in zip(keys, ys):
+        groups.setdefault(k, []).append(y)
+    between = sum(len(g) * (sum(g) / len(g) - mean) ** 2 for g in groups.values())
+    return between / total
+
+
+def sweep(args):
+    sweeps = []
+    for d in args.dirs:
+        recs = read_jsonl(os.path.join(d, "results.jsonl"))
+        if not recs:
+            sys.exit(f"plot.py: {d}/results.jsonl: no results")
+        sweeps.append((os.path.basename(os.path.normpath(d)), recs))
+    params = list(sweeps[0][1][0]["params"].keys())
+    metric = args.metric or "metric"
+    ok = [(name, [r for r in recs if r["status"] == "ok" and r.get("metric") is not None]) for name, recs in sweeps]
+    allrecs = [r for _, rs in ok for r in rs]
+    ys = [float(r[metric]) for r in allrecs]
+    imp = []
+    for p in params:
+        vals = [r["params"].get(p) for r in allrecs]
+        fv = [as_float(v) for v in vals]
+        numeric = all(v is not None for v in fv)
+        imp.append((explained(fv if numeric else vals, ys, numeric), p, numeric))
+    imp.sort(reverse=True)
+    ncols = len(params) + (1 if len(params) >= 2 else 0)
+    fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.8), squeeze=False)
+    axes = axes[0]
+    for j, p in enumerate(params):
+        ax = axes[j]
+        numeric = next(n for _, q, n in imp if q == p)
+        cats = sorted({r["params"][p] for r in allrecs}) if not numeric else None
+        for k, (name, rs) in enumerate(ok):
+            xs = [as_float(r["params"][p]) if numeric else cats.index(r["params"][p]) for r in rs]
+            ax.scatter(xs, [float(r[metric]) for r in rs], s=18, alpha=0.8, color=f"C{k}", label=name)
+        if numeric:
+            pos = [as_float(r["params"][p]) for r in allrecs]
+            if pos and min(pos) > 0 and max(pos) / min(pos) >= 100:
+                ax.set_xscale("log")
+        else:
+            ax.set_xticks(range(len(cats)))
+            ax.set_xticklabels(cats, rotation=30, fontsize=8)
+        e = next(v for v, q, _ in imp if q == p)
+        ax.set_title(f"{p} (explained {e:.2f})", fontsize=9)
+        ax.set_xlabel(p)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    if len(params) >= 2:
+        ax = axes[-1]
+        (_, px, nx), (_, py, ny) = imp[0], imp[1]
+        for k, (name, recs) in enumerate(sweeps):
+            def coord(r, p, n):
+                v = r["params"][p]
+                return as_float(v) if n else v
+            ax.scatter([coord(r, px, nx) for r in recs], [coord(r, py, ny) for r in recs],
+                       s=22, alpha=0.8, color=f"C{k}", marker="os^D"[k % 4], label=f"{name} ({len(recs)})")
+        for p, n, setter in ((px, nx, ax.set_xscale), (py, ny, ax.set_yscale)):
+            vals = [as_float(r["params"][p]) for _, recs in sweeps for r in recs] if n else []
+            if vals and min(vals) > 0 and max(vals) / min(vals) >= 100:
+                setter("log")
+        ax.set_xlabel(px)
+        ax.set_ylabel(py)
+        ax.set_title("coverage of the two most important parameters", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    if args.title:
+        fig.suptitle(args.title)
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=args.dpi)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("lr-find")
+    a.add_argument("csv")
+    b = sub.add_parser("curves")
+    b.add_argument("jsonl", nargs="+")
+    c = sub.add_parser("sweep")
+    c.add_argument("dirs", nargs="+")
+    c.add_argument("--metric", help="results field to plot (default: the sweep's metric)")
+    for p in (a, b, c):
+        p.add_argument("-o", "--output", required=True)
+        p.add_argument("--title")
+        p.add_argument("--dpi", type=int, default=90)
+    args = ap.parse_args()
+    try:
+        {"lr-find": lr_find, "curves": curves, "sweep": sweep}[args.cmd](args)
+    except (OSError, KeyError, ValueError) as e:
+        sys.exit(f"plot.py: {args.cmd}: {e}")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

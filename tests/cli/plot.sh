@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# scripts/plot.py renders each view from real app outputs (lr_find CSV, train_mnist JSONL, a
+# grid and a random sweep directory) to non-empty PNGs. Skips when matplotlib is missing.
+set -euo pipefail
+: "${KILN_BIN:?}" "${KILN_SRC:?}" "${KILN_TEST_DATA:?}"
+py=""
+for c in python3 /usr/bin/python3; do
+  if command -v "$c" >/dev/null && "$c" -c "import matplotlib" 2>/dev/null; then py=$c; break; fi
+done
+[ -n "$py" ] || { echo "SKIP: matplotlib is not installed (apt-get install python3-matplotlib)"; exit 0; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+plot="$KILN_SRC/scripts/plot.py"
+common=(--device cpu --data-dir "$KILN_TEST_DATA" --train-limit 1000 --model mlp --width 32)
+check() { [ -s "$1" ] && [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = "211PNG" ] || { echo "FAIL: $1 is not a PNG"; exit 1; }; }
+
+"$KILN_BIN/lr_find" "${common[@]}" --num-it 60 --lr-find-csv lr.csv > /dev/null 2>&1
+"$py" "$plot" lr-find lr.csv -o lr.png
+check lr.png
+
+"$KILN_BIN/train_mnist" "${common[@]}" --epochs 2 --log a.jsonl > /dev/null 2>&1
+"$KILN_BIN/train_mnist" "${common[@]}" --epochs 2 --optimizer sgd --lr 0.1 --log b.jsonl > /dev/null 2>&1
+"$py" "$plot" curves a.jsonl b.jsonl -o curves.png
+check curves.png
+
+printf 'method: grid\nbase: {epochs: 1, optimizer: sgd, schedule: constant}\nparameters:\n  lr: {values: [0.003, 0.03, 0.3]}\n  batch_size: {values: [32, 128]}\n' > g.yaml
+printf 'method: random\nrun_cap: 6\nbase: {epochs: 1, optimizer: sgd, schedule: constant}\nparameters:\n  lr: {min: 0.001, max: 1, distribution: log_uniform}\n  batch_size: {values: [32, 128]}\n' > r.yaml
+"$KILN_BIN/sweep" g.yaml --dir grid "${common[@]}" > /dev/null
+"$KILN_BIN/sweep" r.yaml --dir random "${common[@]}" > /dev/null
+"$py" "$plot" sweep grid random -o sweep.png
+check sweep.png
+
+set +e
+"$py" "$plot" lr-find missing.csv -o x.png 2> err.txt
+rc=$?
+set -e
+[ $rc -ne 0 ] && grep -q "missing.csv" err.txt || { echo "FAIL: missing input rc=$rc"; cat err.txt; exit 1; }
+echo "PASS"
