@@ -1,6 +1,7 @@
 // sweep: grid/random hyperparameter search from a YAML file (W&B-like schema), trials run
 // in-process one after another; results in DIR/results.jsonl + results.csv, a leaderboard at
 // the end, and the parameter-importance table for random sweeps (or with --importance DIR).
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -115,7 +116,14 @@ int main(int argc, char** argv) {
                 static_cast<long long>(n), spec.metric.c_str(), spec.maximize ? "maximize" : "minimize", dir.c_str(),
                 o.worker, o.num_workers);
     std::fflush(stdout);
-    SweepOutcome out = run_sweep(spec, o, default_trial_runner());
+    SweepOutcome out;
+    try {
+      out = run_sweep(spec, o, default_trial_runner());
+    } catch (const TrialInterrupted& e) {
+      std::fprintf(stderr, "sweep: interrupted by %s; finished trials are in %s (continue with --resume)\n",
+                   e.signal == SIGINT ? "SIGINT" : "SIGTERM", dir.c_str());
+      return 128 + e.signal;
+    }
     std::printf("ran %lld trials here; %lld already done, %lld claimed by other workers\n",
                 static_cast<long long>(out.ran), static_cast<long long>(out.skipped_done),
                 static_cast<long long>(out.skipped_other));

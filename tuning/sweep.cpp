@@ -359,7 +359,9 @@ TrialRunner default_trial_runner() {
   return [](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch) {
     RunHooks hooks;
     hooks.on_epoch = on_epoch;
-    return run_training(cfg, hooks).epochs;
+    RunResult r = run_training(cfg, hooks);
+    if (r.stop_signal) throw TrialInterrupted(r.stop_signal);
+    return r.epochs;
   };
 }
 

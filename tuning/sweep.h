@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +58,13 @@ struct TrialRecord {
   std::string message;        // why it failed or was pruned
   std::string to_json() const;
   static bool from_json(const std::string& line, TrialRecord& out);  // false: not a record
+};
+
+// Thrown by the default runner when SIGINT/SIGTERM stopped a trial: the trial is not recorded
+// (a --resume reruns it) and the sweep stops.
+struct TrialInterrupted : std::runtime_error {
+  int signal;
+  explicit TrialInterrupted(int sig) : std::runtime_error("interrupted"), signal(sig) {}
 };
 
 // Runs one trial. on_epoch returns false to stop it (pruning). Throws like run_training.
