@@ -29,8 +29,10 @@ long long parse_int(const std::string& v, const std::string& origin) {
   errno = 0;
   long long x = std::strtoll(v.c_str(), &end, 10);
   if (end && *end != 0) {  // accept 1e3-style integers from YAML/sweeps when exact
-    double d = parse_float(v, origin);
-    KILN_USAGE_CHECK(d == std::floor(d) && std::fabs(d) < 9e15, origin << ": '" << v << "' is not an integer");
+    char* fend = nullptr;
+    double d = std::strtod(v.c_str(), &fend);
+    KILN_USAGE_CHECK(fend && *fend == 0 && std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15,
+                     origin << ": '" << v << "' is not an integer");
     return static_cast<long long>(d);
   }
   KILN_USAGE_CHECK(!v.empty() && errno == 0, origin << ": '" << v << "' is not an integer");

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Generates the bad-input corpus for whole runs: tests/bad_inputs/{checkpoints,yaml,cli}/<case>/.
+
+Each case directory holds `args` (extra train_mnist arguments, one per line; @CASE@ stands for the
+case directory, @DATA@ for tests/data) and `expect` (line 1: the exit code, 1 runtime or 2 usage;
+line 2: a substring the one-line error must contain), the same `expect` format as the idx/ and
+cifar/ cases of make_bad_inputs.py. tests/cli/bad_inputs.sh runs every case on top of
+BASE_ARGS (it keeps its own copy of them).
+
+Checkpoint cases are derived from real checkpoints, so this needs a built train_mnist:
+
+    tests/bad_inputs/make_bad_run_inputs.py build-cpu/train_mnist
+"""
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "..", "data")
+BASE_ARGS = ["--device", "cpu", "--data-dir", DATA, "--model", "mlp", "--width", "8", "--depth", "1",
+             "--optimizer", "sgd", "--momentum", "0.9", "--epochs", "1", "--train-limit", "100",
+             "--test-limit", "50"]
+
+
+def case(group, name, args, code, want, files=None):
+    d = os.path.join(HERE, group, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    with open(os.path.join(d, "args"), "w") as f:
+        f.write("".join(a + "\n" for a in args))
+    with open(os.path.join(d, "expect"), "w") as f:
+        f.write("%d\n%s\n" % (code, want))
+    for fname, data in (files or {}).items():
+        with open(os.path.join(d, fname), "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+
+
+def checkpoint(train_mnist, tmp, name, extra):
+    path = os.path.join(tmp, name)
+    subprocess.run([train_mnist] + BASE_ARGS + ["--epochs", "0", "--save", path] + extra, check=True,
+                   stdout=subprocess.DEVNULL)
+    return open(path, "rb").read()
+
+
+def split(b):
+    n = struct.unpack("<Q", b[:8])[0]
+    return n, b[8:8 + n].decode(), b[8 + n:]
+
+
+def with_header(b, old, new):
+    n, h, data = split(b)
+    assert old in h and len(old) == len(new), old
+    return b[:8] + h.replace(old, new, 1).encode() + data
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    tm = os.path.abspath(sys.argv[1])
+    tmp = tempfile.mkdtemp()
+    try:
+        good = checkpoint(tm, tmp, "good.safetensors", [])
+        wide = checkpoint(tm, tmp, "wide.safetensors", ["--width", "16"])
+        adam = checkpoint(tm, tmp, "adam.safetensors", ["--optimizer", "adam"])
+    finally:
+        shutil.rmtree(tmp)
+    n, h, data = split(good)
+    resume = ["--resume", "@CASE@/ckpt.safetensors"]
+    ck = "checkpoints"
+    case(ck, "empty", resume, 1, "truncated: 0 bytes", {"ckpt.safetensors": b""})
+    case(ck, "truncated_length", resume, 1, "truncated: 5 bytes", {"ckpt.safetensors": good[:5]})
+    case(ck, "truncated_header", resume, 1, "runs past the end of the file", {"ckpt.safetensors": good[:8 + n // 2]})
+    case(ck, "truncated_data", resume, 1, "run past the data section", {"ckpt.safetensors": good[:len(good) - 64]})
+    case(ck, "oversized_header", resume, 1, "runs past the end of the file",
+         {"ckpt.safetensors": struct.pack("<Q", 1 << 62) + good[8:]})
+    flipped = bytearray(good)
+    flipped[-7] ^= 0x40
+    case(ck, "corrupted_data", resume, 1, "data checksum mismatch", {"ckpt.safetensors": bytes(flipped)})
+    case(ck, "corrupted_metadata", resume, 1, "metadata checksum mismatch",
+         {"ckpt.safetensors": with_header(good, '"step":"0"', '"step":"7"')})
+    case(ck, "bad_json", resume, 1, "header is not valid JSON",
+         {"ckpt.safetensors": with_header(good, '{"__metadata__":', '{"__metadata__" ')})
+    case(ck, "wrong_version", resume, 1, "format version '2'",
+         {"ckpt.safetensors": with_header(good, '"format_version":"1"', '"format_version":"2"')})
+    case(ck, "not_kiln", resume, 1, "no format_version",
+         {"ckpt.safetensors": with_header(good, '"format_version"', '"format_vers1on"')})
+    case(ck, "other_model", resume, 2, "tensor 1.weight has shape [16, 784], the model expects [8, 784]",
+         {"ckpt.safetensors": wide})
+    case(ck, "other_optimizer", resume, 2, "saved with optimizer 'adam', this run uses 'sgd'",
+         {"ckpt.safetensors": adam})
+    case(ck, "missing_file", ["--resume", "@CASE@/nope.safetensors"], 1, "nope.safetensors: cannot open")
+
+    y = "yaml"
+    cfg = ["--config", "@CASE@/config.yaml"]
+    case(y, "unknown_key", cfg, 2, "config.yaml: key 'learning_rate': unknown option",
+         {"config.yaml": "learning_rate: 0.1\n"})
+    case(y, "misspelled_key", cfg, 2, "did you mean 'batch-size'", {"config.yaml": "batch_szie: 32\n"})
+    case(y, "wrong_type_int", cfg, 2, "key 'epochs': 'three' is not an integer", {"config.yaml": "epochs: three\n"})
+    case(y, "wrong_type_float", cfg, 2, "key 'lr': 'fast' is not a finite number", {"config.yaml": "lr: fast\n"})
+    case(y, "wrong_type_bool", cfg, 2, "key 'shuffle': 'maybe' is not a boolean", {"config.yaml": "shuffle: maybe\n"})
+    case(y, "list_for_scalar", cfg, 2, "key 'lr': expected a single float", {"config.yaml": "lr: [0.1, 0.2]\n"})
+    case(y, "nested_mapping", cfg, 2, "key 'optimizer': nested mappings", {"config.yaml": "optimizer:\n  name: sgd\n"})
+    case(y, "not_yaml", cfg, 2, "config.yaml: not valid YAML", {"config.yaml": "lr: [0.1\n"})
+    case(y, "not_mapping", cfg, 2, "expected a mapping", {"config.yaml": "- lr\n- 0.1\n"})
+    case(y, "bad_value", cfg, 2, "--batch-size 0", {"config.yaml": "batch_size: 0\n"})
+    case(y, "missing_file", ["--config", "@CASE@/nope.yaml"], 2, "nope.yaml: cannot open")
+
+    c = "cli"
+    case(c, "lr_negative", ["--lr", "-1"], 2, "--lr")
+    case(c, "batch_zero", ["--batch-size", "0"], 2, "--batch-size 0")
+    case(c, "dropout_too_big", ["--dropout", "1.5"], 2, "dropout")
+    case(c, "groups_not_dividing", ["--model", "cnn", "--norm", "group", "--groups", "3"], 2, "groups")
+    case(c, "device_tpu", ["--device", "tpu"], 2, "--device tpu")
+    case(c, "epochs_not_int", ["--epochs", "abc"], 2, "--epochs: 'abc' is not an integer")
+    case(c, "unknown_flag", ["--lrate", "0.1"], 2, "unknown option 'lrate'")
+    case(c, "missing_value", ["--lr"], 2, "--lr needs a value")
+    case(c, "positional", ["mnist"], 2, "unexpected argument 'mnist'")
+    case(c, "dataset", ["--dataset", "imagenet"], 2, "--dataset imagenet")
+    case(c, "save_dir_missing", ["--save", "@CASE@/no/such/dir/out.safetensors"], 2, "does not exist")
+    case(c, "data_dir_missing", ["--data-dir", "@CASE@/nowhere"], 1, "nowhere")
+
+
+if __name__ == "__main__":
+    main()
