@@ -188,5 +188,27 @@ TEST(DropoutGpu, UnalignedViewMatchesCpu) {
   EXPECT_TRUE(test::all_close(std::vector<float>(a.begin() + 1, a.end()), y, 0, 0));
 }
 
+TEST(DropoutGpu, LayersMatchCpuLayersForwardAndBackward) {
+  KILN_SKIP_WITHOUT_GPU();
+  auto build = [](Device d) {
+    auto m = std::make_unique<Model>(Shape{6, 5, 5});
+    m->add(std::make_unique<Dropout>(0.3));
+    m->add(std::make_unique<Dropout2d>(0.4));
+    m->build(d, 3);
+    for (auto* l : m->layers()) l->need_dx = true;
+    return m;
+  };
+  auto cpu = build(Device::CPU), gpu = build(Device::CUDA);
+  Context cc(Device::CPU, 77), gc(Device::CUDA, 77);
+  cc.step = gc.step = 12;
+  auto xv = random_vec(3 * 150, 9);
+  auto yc = cpu->forward(cc, Tensor::from_vector(xv, {3, 6, 5, 5}, Device::CPU)).to_vector();
+  auto yg = gpu->forward(gc, Tensor::from_vector(xv, {3, 6, 5, 5}, Device::CUDA)).to_vector();
+  EXPECT_TRUE(test::all_close(yg, yc, 0, 0));
+  auto dc = cpu->backward(cc, Tensor::from_vector(xv, {3, 6, 5, 5}, Device::CPU)).to_vector();
+  auto dg = gpu->backward(gc, Tensor::from_vector(xv, {3, 6, 5, 5}, Device::CUDA)).to_vector();
+  EXPECT_TRUE(test::all_close(dg, dc, 0, 0));
+}
+
 }  // namespace
 }  // namespace kiln

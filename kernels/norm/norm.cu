@@ -2,7 +2,7 @@
 // order (per-thread sums, warp butterflies, one block combine; per-split partials combined in
 // split order by a second kernel), partial sums are doubles, and nothing uses float atomics.
 //
-// Batch norm (train): bn_partial (grid splits x channels; sums of x - shift, shift = the
+// Batch norm (train): bn_partial (grid channels x splits; sums of x - shift, shift = the
 // channel's first element, so the variance does not cancel when |mean| >> std) ->
 // bn_finalize (one thread per channel: statistics, running stats, affine coefficients) ->
 // bn_apply (element-wise). Backward: the same three steps over dy and dy * (x - mean).
@@ -75,8 +75,8 @@ __global__ void __launch_bounds__(kThreads)
     bn_partial_kernel(const float* __restrict__ x, const float* __restrict__ dy,
                       const float* __restrict__ mean, int C, unsigned hw, unsigned m,
                       unsigned per_split, double* __restrict__ pa, double* __restrict__ pb) {
-  const int c = blockIdx.y;
-  const unsigned split = blockIdx.x;
+  const int c = blockIdx.x;  // channels on x: up to 2^31 - 1 of them (y stops at 65535)
+  const unsigned split = blockIdx.y;
   const float ctr = BWD ? mean[c] : x[static_cast<int64_t>(c) * hw];
   const unsigned begin = split * per_split;
   const unsigned end = min(m, begin + per_split);
@@ -112,8 +112,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   const Sum2 r = block_sum2(a, b);
   if (threadIdx.x == 0) {
-    pa[static_cast<int64_t>(c) * gridDim.x + split] = r.a;
-    pb[static_cast<int64_t>(c) * gridDim.x + split] = r.b;
+    pa[static_cast<int64_t>(c) * gridDim.y + split] = r.a;
+    pb[static_cast<int64_t>(c) * gridDim.y + split] = r.b;
   }
 }
 
@@ -198,28 +198,30 @@ struct ChannelOp {
   }
 };
 
+// Walks the tensor back to front: the statistics pass (grid channels x splits, so it reads
+// roughly front to back) has just left the tail of x (and dy) in L2, so this pass starts there.
 template <Apply MODE, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     bn_apply_kernel(const float* __restrict__ x, const float* __restrict__ dy,
                     float* __restrict__ out, ChannelOp<MODE> f, unsigned hw, unsigned total) {
   const unsigned stride = gridDim.x * kThreads;
-  if (VEC) {
-    for (unsigned q = blockIdx.x * kThreads + threadIdx.x; q < total / 4; q += stride) {
+  const unsigned items = VEC ? total / 4 : total;
+  for (unsigned t = blockIdx.x * kThreads + threadIdx.x; t < items; t += stride) {
+    const unsigned q = items - 1 - t;
+    if (VEC) {
       const unsigned i = 4 * q;
       const int c = static_cast<int>((i / hw) % f.C);
-      float u, s, t, v;
-      f.coef(c, u, s, t, v);
+      float u, s, tt, v;
+      f.coef(c, u, s, tt, v);
       const float4 xv = ld4(x + i);
       const float4 g = MODE == Apply::Dx ? ld4(dy + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-      st4(out + i, make_float4(f.op(xv.x, g.x, u, s, t, v), f.op(xv.y, g.y, u, s, t, v),
-                               f.op(xv.z, g.z, u, s, t, v), f.op(xv.w, g.w, u, s, t, v)));
-    }
-  } else {
-    for (unsigned i = blockIdx.x * kThreads + threadIdx.x; i < total; i += stride) {
-      const int c = static_cast<int>((i / hw) % f.C);
-      float u, s, t, v;
-      f.coef(c, u, s, t, v);
-      out[i] = f.op(x[i], MODE == Apply::Dx ? dy[i] : 0.0f, u, s, t, v);
+      st4(out + i, make_float4(f.op(xv.x, g.x, u, s, tt, v), f.op(xv.y, g.y, u, s, tt, v),
+                               f.op(xv.z, g.z, u, s, tt, v), f.op(xv.w, g.w, u, s, tt, v)));
+    } else {
+      const int c = static_cast<int>((q / hw) % f.C);
+      float u, s, tt, v;
+      f.coef(c, u, s, tt, v);
+      out[q] = f.op(x[q], MODE == Apply::Dx ? dy[q] : 0.0f, u, s, tt, v);
     }
   }
 }
@@ -264,7 +266,7 @@ BnWorkspace bn_workspace(void* ws, const NormShape& s) {
 template <bool BWD>
 void launch_partial(const float* x, const float* dy, const float* mean, const NormShape& s,
                     const BnWorkspace& w, cudaStream_t stream) {
-  const dim3 grid(w.splits, static_cast<unsigned>(s.c));
+  const dim3 grid(static_cast<unsigned>(s.c), w.splits);
   const unsigned hw = static_cast<unsigned>(s.hw), m = static_cast<unsigned>(s.n * s.hw);
   const int C = static_cast<int>(s.c);
   if (s.hw % 4 == 0 && aligned16(x) && aligned16(dy)) {
