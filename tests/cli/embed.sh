@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Embedding: `cmake --install` of this build into a temporary prefix, then examples/embed/ is
+# configured against it with find_package(kiln), built, and run (it trains a few steps on
+# synthetic data on the CPU, saves a checkpoint and reloads it). Also checks that the installed
+# headers carry no `using namespace` and that libkiln.a pulls in no app libraries.
+set -euo pipefail
+: "${KILN_BIN:?}" "${KILN_SRC:?}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cmake --install "$KILN_BIN" --prefix "$tmp/prefix" > "$tmp/install.log"
+lib=$(find "$tmp/prefix" -name libkiln.a | head -1)
+[ -n "$lib" ] || { echo "FAIL: libkiln.a not installed"; exit 1; }
+[ -f "$tmp/prefix/include/kiln/engine/trainer.h" ] || { echo "FAIL: headers not installed"; exit 1; }
+find "$tmp/prefix" -name kilnConfig.cmake | grep -q . || { echo "FAIL: no kilnConfig.cmake"; exit 1; }
+if grep -rln '^\s*using namespace' "$tmp/prefix/include/kiln"; then
+  echo "FAIL: installed headers above contain 'using namespace'"; exit 1
+fi
+# The core library must not depend on YAML/CLI libraries, nor call exit() or print.
+if nm -C --undefined-only "$lib" | grep -E 'YAML::|CLI::' | head -3 | grep .; then
+  echo "FAIL: libkiln.a references app libraries"; exit 1
+fi
+# (Writing to files it was asked to write, e.g. JSONL logs, is fine; stdout/stderr are not.)
+if nm --undefined-only "$lib" | grep -wE 'exit|_exit|abort|printf|puts|stdout|stderr|_ZSt4cout|_ZSt4cerr' | sort -u | grep .; then
+  echo "FAIL: libkiln.a calls exit/abort or prints (symbols above)"; exit 1
+fi
+gen=()
+command -v ninja > /dev/null && gen=(-G Ninja)
+cmake -S "$KILN_SRC/examples/embed" -B "$tmp/build" "${gen[@]}" -DCMAKE_PREFIX_PATH="$tmp/prefix" \
+  -DCMAKE_BUILD_TYPE=Release > "$tmp/configure.log" || { cat "$tmp/configure.log"; exit 1; }
+cmake --build "$tmp/build" > "$tmp/build.log" || { cat "$tmp/build.log"; exit 1; }
+cd "$tmp"
+"$tmp/build/embed_example" "$tmp/embed.safetensors"
+[ -s "$tmp/embed.safetensors" ] || { echo "FAIL: no checkpoint written"; exit 1; }
+echo "embed: OK"
