@@ -137,6 +137,33 @@ void Trainer::check_nonfinite(bool sync, int epoch) {
               __FILE__, __LINE__);
 }
 
+std::string Trainer::largest_grad_layer() {
+  StepStats st = opt_.stats(ctx_);
+  const auto& refs = model_.param_refs();
+  size_t best = refs.size();
+  for (size_t i = 0; i < refs.size() && i < st.tensor_grad_norms.size(); ++i)
+    if (best == refs.size() || st.tensor_grad_norms[i] > st.tensor_grad_norms[best]) best = i;
+  if (best == refs.size()) return "";
+  std::ostringstream os;
+  os << "; largest gradient norm: layer " << refs[best].layer << " (" << refs[best].layer_type << ") "
+     << refs[best].name << " = " << st.tensor_grad_norms[best];
+  return os.str();
+}
+
+void Trainer::check_loss_bound(double loss, int epoch, const char* what) {
+  if (opts_.max_loss < 0) return;
+  double k = model_.output_shape().empty() ? 10.0 : static_cast<double>(model_.output_shape()[0]);
+  double bound = opts_.max_loss > 0 ? opts_.max_loss : 100.0 * std::log(std::max(k, 2.0));
+  if (std::isfinite(loss) && loss <= bound) return;
+  std::ostringstream os;
+  os << "training diverged: " << what << " " << loss << " in epoch " << epoch + 1 << " (step " << step_
+     << ")" << (std::isfinite(loss) ? " exceeds the divergence bound " + std::to_string(bound) +
+                                          " (--max-loss; default 100x the chance-level loss)"
+                                    : "")
+     << largest_grad_layer() << " (try a lower --lr or --global-clipnorm)";
+  throw_error(ErrorKind::Diverged, os.str(), __FILE__, __LINE__);
+}
+
 EvalResult Trainer::evaluate(const Dataset& ds) {
   bool was_training = ctx_.training;
   model_.eval(ctx_);
@@ -250,9 +277,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
       if (opts_.detect_anomaly) {
         float l = last_loss();
         check_nonfinite(true, epoch);
-        if (!std::isfinite(l))
-          throw_error(ErrorKind::Diverged, "training diverged: loss is " + std::to_string(l) + " at step " +
-                      std::to_string(step_), __FILE__, __LINE__);
+        check_loss_bound(l, epoch, "loss");
       }
       if (opts_.log_every > 0 && step_ % opts_.log_every == 0 && jsonl.open()) {
         StepStats st = opt_.stats(ctx_);
@@ -305,9 +330,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     r.batch_size = it.batch_size();
     r.train_loss = h[2] > 0 ? h[0] / h[2] : NAN;
     r.train_acc = h[2] > 0 ? h[1] / h[2] : NAN;
-    if (!std::isfinite(r.train_loss))
-      throw_error(ErrorKind::Diverged, "training diverged: train loss is " + std::to_string(r.train_loss) +
-                  " in epoch " + std::to_string(epoch + 1), __FILE__, __LINE__);
+    check_loss_bound(r.train_loss, epoch, "train loss");
     double train_seconds = seconds_since(t0);
     StepStats st = opt_.stats(ctx_);
     r.grad_norm = st.grad_norm;

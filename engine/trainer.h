@@ -31,6 +31,10 @@ struct TrainOptions {
   bool detect_anomaly = false;   // check every step; name the first non-finite layer
   bool grad_report = false;      // per-layer gradient/weight norm table after each epoch
   float target_acc = 0.0f;       // stop once test accuracy reaches it (0: off)
+  // A finite loss this large also counts as divergence (exit 3): bounded activations (sigmoid)
+  // let logits grow without ever overflowing, so a NaN check alone never fires. 0: auto,
+  // 100x the chance-level loss ln(classes); < 0: off.
+  float max_loss = 0.0f;
   std::string log_path;          // JSONL metrics
   int progress = -1;             // 1 bar, 0 plain lines, -1 auto (bar on a TTY)
   void validate() const;
@@ -95,6 +99,8 @@ class Trainer {
  private:
   void step_batch(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum);
   void check_nonfinite(bool sync, int epoch);
+  void check_loss_bound(double loss, int epoch, const char* what);
+  std::string largest_grad_layer();
   std::string grad_report() const;
 
   Model& model_;

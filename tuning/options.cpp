@@ -182,6 +182,7 @@ OptionTable build_table() {
   t.add(opt_bool("detect-anomaly", "stop at the first non-finite loss or gradient, naming the layer", [](RunConfig& c) -> bool& { return c.train.detect_anomaly; }));
   t.add(opt_bool("grad-report", "per-layer gradient/weight norm table after each epoch", [](RunConfig& c) -> bool& { return c.train.grad_report; }));
   t.add(opt_float("target-acc", "stop once test accuracy reaches this", [](RunConfig& c) -> float& { return c.train.target_acc; }));
+  t.add(opt_float("max-loss", "a train loss above this counts as divergence (0: 100x chance level, <0: off)", [](RunConfig& c) -> float& { return c.train.max_loss; }));
   t.add(opt_str("log", "JSONL metrics file", [](RunConfig& c) -> std::string& { return c.train.log_path; }));
   // run
   t.add(opt_str("device", "auto | cpu | cuda", [](RunConfig& c) -> std::string& { return c.device; }));

@@ -1,5 +1,6 @@
 // CPU references for the dense family. Float and double GEMM go through CBLAS (OpenBLAS)
 // when the build found it; the loop fallback keeps the CPU-only build dependency-free.
+#include <cstdlib>
 #include <vector>
 
 #include "kernels/dense/dense.h"
@@ -38,6 +39,13 @@ void gemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const 
               const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
 #ifdef KILN_HAVE_CBLAS
+  // The reference's GEMMs are small (one image, one batch): OpenBLAS threads cost more than they
+  // give, and erratically so when tests run in parallel. One thread unless the user sets one.
+  static const bool once = [] {
+    if (!std::getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
   auto opa = ta ? CblasTrans : CblasNoTrans;
   auto opb = tb ? CblasTrans : CblasNoTrans;
   if constexpr (std::is_same_v<T, float>) {

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One command: install dependencies, build, run every test with ctest.
+#   1. the `ci` preset (CUDA kernels compiled for sm_90 when nvcc exists; GPU tests skip
+#      cleanly without a GPU and run when one answers), or `cpu` without nvcc;
+#   2. the `asan` preset (AddressSanitizer + UBSan over the CPU tests), unless KILN_SKIP_ASAN=1;
+#   3. a short libFuzzer run of each fuzz target (KILN_FUZZ_SECONDS, default 10) when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install_deps.sh
+jobs=${KILN_JOBS:-$(nproc)}
+preset=cpu
+if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1; then preset=ci; fi
+preset=${KILN_PRESET:-$preset}
+echo "== build ($preset)"
+cmake --preset "$preset" >/dev/null
+cmake --build --preset "$preset" -j "$jobs"
+echo "== test ($preset)"
+ctest --preset "$preset" -j "$jobs"
+if [ "${KILN_SKIP_ASAN:-0}" != 1 ]; then
+  echo "== build (asan)"
+  cmake --preset asan >/dev/null
+  cmake --build --preset asan -j "$jobs"
+  echo "== test (asan)"
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --preset asan -j "$jobs"
+fi
+if [ -x scripts/fuzz.sh ] && [ "${KILN_FUZZ_SECONDS:-10}" != 0 ]; then
+  echo "== fuzz (${KILN_FUZZ_SECONDS:-10} s per target)"
+  scripts/fuzz.sh "${KILN_FUZZ_SECONDS:-10}"
+fi
+echo "== all tests passed"

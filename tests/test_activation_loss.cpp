@@ -1,0 +1,148 @@
+// Activation and loss families: double-precision gradient checks (inputs kept away from the
+// ReLU kink), softmax cross-entropy values/gradients/accuracy, deterministic accumulation,
+// and GPU vs reference with poisoned outputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/context.h"
+#include "engine/error.h"
+#include "kernels/activation/activation.h"
+#include "kernels/loss/loss.h"
+#include "test_util.h"
+
+using namespace kiln;
+using kiln::test::all_close;
+using kiln::test::grad_check;
+using kiln::test::random_vec;
+
+namespace {
+std::vector<double> away_from_zero(std::vector<double> v) {
+  for (auto& x : v) x = x >= 0 ? x + 0.05 : x - 0.05;  // |x| >= 0.05 >> h
+  return v;
+}
+}  // namespace
+
+TEST(ActivationRef, GradCheckDoubleAllKinds) {
+  for (Act a : {Act::ReLU, Act::Sigmoid, Act::Tanh}) {
+    const int n = 50;
+    auto x = away_from_zero(random_vec<double>(n, 1, -3, 3));
+    auto g = random_vec<double>(n, 2);
+    std::vector<double> y(n), dx(n);
+    activation_fwd_ref<double>(a, x.data(), y.data(), n);
+    activation_bwd_ref<double>(a, y.data(), g.data(), dx.data(), n);
+    auto f = [&](const std::vector<double>& v) {
+      std::vector<double> out(n);
+      activation_fwd_ref<double>(a, v.data(), out.data(), n);
+      return test::dot(g, out);
+    };
+    EXPECT_TRUE(grad_check(f, x, dx)) << act_name(a);
+  }
+}
+
+TEST(ActivationRef, KnownValues) {
+  std::vector<float> x{-1.f, 0.f, 2.f}, y(3);
+  activation_fwd_ref<float>(Act::ReLU, x.data(), y.data(), 3);
+  EXPECT_EQ(y, (std::vector<float>{0.f, 0.f, 2.f}));
+  activation_fwd_ref<float>(Act::Sigmoid, x.data(), y.data(), 3);
+  EXPECT_NEAR(y[1], 0.5f, 1e-7);
+  activation_fwd_ref<float>(Act::Tanh, x.data(), y.data(), 3);
+  EXPECT_NEAR(y[2], std::tanh(2.0f), 1e-7);
+  EXPECT_THROW(parse_act("gelu"), Error);
+}
+
+TEST(SoftmaxXentRef, ValuesAccuracyAndGradCheck) {
+  const int N = 4, K = 5;
+  auto z = random_vec<double>(N * K, 3, -2, 2);
+  std::vector<int32_t> y{0, 4, 2, 1};
+  std::vector<double> dz(N * K), loss(N), correct(N);
+  softmax_xent_ref<double>(z.data(), y.data(), N, K, 1.0 / N, dz.data(), loss.data(), correct.data());
+  for (int n = 0; n < N; ++n) {
+    double s = 0;
+    int arg = 0;
+    for (int k = 0; k < K; ++k) {
+      s += std::exp(z[n * K + k]);
+      if (z[n * K + k] > z[n * K + arg]) arg = k;
+    }
+    EXPECT_NEAR(loss[n], std::log(s) - z[n * K + y[n]], 1e-12);
+    EXPECT_EQ(correct[n], arg == y[n] ? 1.0 : 0.0);
+  }
+  auto mean_loss = [&](const std::vector<double>& v) {
+    std::vector<double> l(N), c(N);
+    softmax_xent_ref<double>(v.data(), y.data(), N, K, 1.0, nullptr, l.data(), c.data());
+    double s = 0;
+    for (double x : l) s += x;
+    return s / N;
+  };
+  EXPECT_TRUE(grad_check(mean_loss, z, dz));
+}
+
+TEST(SoftmaxXentRef, LargeLogitsStayFinite) {
+  std::vector<float> z{1000.f, -1000.f, 0.f}, loss(1), correct(1), dz(3);
+  std::vector<int32_t> y{1};
+  softmax_xent_ref<float>(z.data(), y.data(), 1, 3, 1.f, dz.data(), loss.data(), correct.data());
+  EXPECT_NEAR(loss[0], 2000.f, 1e-3);
+  EXPECT_TRUE(std::isfinite(dz[0]) && std::isfinite(dz[1]));
+}
+
+TEST(AccumulateRef, AddsSumsAndCount) {
+  std::vector<float> a{1, 2, 3}, b{0, 1, 1};
+  double acc[3] = {10, 20, 30};
+  accumulate_sums_ref(a.data(), b.data(), 3, acc);
+  EXPECT_EQ(acc[0], 16);
+  EXPECT_EQ(acc[1], 22);
+  EXPECT_EQ(acc[2], 33);
+}
+
+#ifdef KILN_WITH_CUDA
+TEST(ActivationGpu, MatchesReferenceOddSizes) {
+  KILN_SKIP_WITHOUT_GPU();
+  Context ctx(Device::CUDA, 0);
+  for (Act a : {Act::ReLU, Act::Sigmoid, Act::Tanh})
+    for (int n : {1, 255, 1000003}) {
+      auto x = random_vec(n, 61, -4, 4), g = random_vec(n, 62);
+      std::vector<float> y(n), dx(n);
+      activation_fwd_ref<float>(a, x.data(), y.data(), n);
+      activation_bwd_ref<float>(a, y.data(), g.data(), dx.data(), n);
+      Tensor dX = Tensor::from_vector(x, {n}, Device::CUDA), dY = test::poisoned({n}, Device::CUDA);
+      activation_fwd(a, dX.data(), dY.data(), n, ctx.stream());
+      Tensor dG = Tensor::from_vector(g, {n}, Device::CUDA), dDx = test::poisoned({n}, Device::CUDA);
+      Tensor yref = Tensor::from_vector(y, {n}, Device::CUDA);  // same y for both backward passes
+      activation_bwd(a, yref.data(), dG.data(), dDx.data(), n, ctx.stream());
+      ctx.sync();
+      EXPECT_TRUE(all_close(dY.to_vector(), y, 1e-6, 1e-5)) << act_name(a) << " n=" << n;
+      EXPECT_TRUE(all_close(dDx.to_vector(), dx, 1e-6, 1e-5)) << act_name(a) << " n=" << n;
+    }
+}
+
+TEST(LossGpu, SoftmaxXentAndAccumulateMatchReference) {
+  KILN_SKIP_WITHOUT_GPU();
+  Context ctx(Device::CUDA, 0);
+  for (auto [N, K] : {std::pair{1, 10}, {7, 3}, {513, 10}, {64, 100}}) {
+    auto z = random_vec(N * K, 71, -5, 5);
+    std::vector<int32_t> y(N);
+    for (int i = 0; i < N; ++i) y[i] = (i * 7) % K;
+    std::vector<float> dz(N * K), l(N), c(N);
+    softmax_xent_ref<float>(z.data(), y.data(), N, K, 1.f / N, dz.data(), l.data(), c.data());
+    Tensor dZ = Tensor::from_vector(z, {N * K}, Device::CUDA);
+    Buffer dY(N * sizeof(int32_t), Device::CUDA);
+    copy_bytes(dY.data(), Device::CUDA, y.data(), Device::CPU, N * sizeof(int32_t));
+    Tensor gdz = test::poisoned({N * K}, Device::CUDA), gl = test::poisoned({N}, Device::CUDA),
+           gc = test::poisoned({N}, Device::CUDA);
+    softmax_xent(dZ.data(), static_cast<int32_t*>(dY.data()), N, K, 1.f / N, gdz.data(), gl.data(), gc.data(), ctx.stream());
+    Buffer acc(3 * sizeof(double), Device::CUDA);
+    zero_bytes(acc.data(), Device::CUDA, acc.bytes());
+    accumulate_sums(gl.data(), gc.data(), N, static_cast<double*>(acc.data()), ctx.stream());
+    ctx.sync();
+    EXPECT_TRUE(all_close(gdz.to_vector(), dz, 1e-6, 1e-4));
+    EXPECT_TRUE(all_close(gl.to_vector(), l, 1e-5, 1e-5));
+    EXPECT_TRUE(all_close(gc.to_vector(), c, 0, 0));
+    double h[3], want[3] = {0, 0, 0};
+    copy_bytes(h, Device::CPU, acc.data(), Device::CUDA, sizeof h);
+    accumulate_sums_ref(l.data(), c.data(), N, want);
+    EXPECT_NEAR(h[0], want[0], 1e-3);
+    EXPECT_EQ(h[1], want[1]);
+    EXPECT_EQ(h[2], want[2]);
+  }
+}
+#endif

@@ -1,0 +1,165 @@
+// Engine core: tensors and views, ensure() reuse, errors, the flat parameter layout of a Model,
+// state_dict names, the option table (CLI + YAML) and JSON output.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "engine/error.h"
+#include "engine/json.h"
+#include "engine/tensor.h"
+#include "layers/activation.h"
+#include "layers/linear.h"
+#include "layers/models.h"
+#include "test_util.h"
+#include "tuning/options.h"
+
+using namespace kiln;
+
+TEST(Tensor, ViewsShareStorageAndCopiesDoNot) {
+  Tensor t = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {3, 2}, Device::CPU);
+  Tensor r = t.rows(1, 3);
+  EXPECT_EQ(r.shape(), (Shape{2, 2}));
+  EXPECT_EQ(r.to_vector(), (std::vector<float>{3, 4, 5, 6}));
+  r.data()[0] = 30;
+  EXPECT_EQ(t.to_vector()[2], 30);
+  Tensor c = t.clone();
+  c.data()[0] = -1;
+  EXPECT_EQ(t.to_vector()[0], 1);
+  EXPECT_THROW(t.reshape({4, 2}), Error);
+  EXPECT_THROW(t.rows(2, 4), Error);
+}
+
+TEST(Tensor, EnsureReusesStorageWhenLargeEnough) {
+  Tensor t;
+  ensure(t, {4, 8}, Device::CPU);
+  float* p = t.data();
+  ensure(t, {2, 8}, Device::CPU);  // a smaller last batch: same pointer
+  EXPECT_EQ(t.data(), p);
+  EXPECT_EQ(t.shape(), (Shape{2, 8}));
+  ensure(t, {4, 8}, Device::CPU);  // back to full size: still the same storage
+  EXPECT_EQ(t.data(), p);
+  ensure(t, {8, 8}, Device::CPU);  // larger: reallocated
+  EXPECT_EQ(t.numel(), 64);
+}
+
+TEST(Tensor, CudaWithoutDeviceIsAClearError) {
+  if (cuda_available()) GTEST_SKIP() << "a GPU answers";
+  try {
+    Tensor::empty({4}, Device::CUDA);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cpu"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Error, CarriesKindAndLocation) {
+  try {
+    KILN_USAGE_CHECK(1 == 2, "bad value " << 42);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_EQ(e.message(), "bad value 42");
+    EXPECT_NE(e.where().find("test_engine.cpp:"), std::string::npos);
+    EXPECT_EQ(exit_code(e.kind()), 2);
+  }
+  EXPECT_EQ(exit_code(ErrorKind::Runtime), 1);
+  EXPECT_EQ(exit_code(ErrorKind::Diverged), 3);
+}
+
+TEST(Model, FlatLayoutAlignedViewsAndStateDictNames) {
+  ModelOptions o;
+  o.model = "mlp";
+  o.width = 5;
+  o.depth = 2;
+  auto m = make_model(o, {1, 4, 4}, 3);
+  m->build(Device::CPU, 1);
+  const auto& refs = m->param_refs();
+  ASSERT_EQ(refs.size(), 6u);
+  EXPECT_EQ(refs[0].name, "1.weight");  // 0 is Flatten, as in nn.Sequential
+  EXPECT_EQ(refs[1].name, "1.bias");
+  EXPECT_EQ(refs[5].name, "5.bias");
+  EXPECT_FALSE(refs[1].param->decay);
+  EXPECT_TRUE(refs[0].param->decay);
+  int64_t n = 0;
+  for (const auto& r : refs) {
+    EXPECT_EQ(r.param->offset % 16, 0) << r.name;  // 64-byte aligned
+    EXPECT_EQ(r.param->value.data(), m->flat_params().data() + r.param->offset);
+    EXPECT_EQ(r.param->grad.data(), m->flat_grads().data() + r.param->offset);
+    n += r.param->value.numel();
+  }
+  EXPECT_EQ(n, m->num_params());
+  EXPECT_EQ(m->num_params(), 16 * 5 + 5 + 5 * 5 + 5 + 5 * 3 + 3);
+  auto sd = m->state_dict();
+  EXPECT_EQ(sd.size(), 6u);
+  EXPECT_EQ(sd[2].first, "3.weight");
+}
+
+TEST(Model, InitIsSeededAndPyTorchBounded) {
+  auto build = [](uint64_t seed) {
+    Model m({100});
+    m.add(std::make_unique<Linear>(100, 50));
+    m.build(Device::CPU, seed);
+    return m.flat_params().to_vector();
+  };
+  auto a = build(3), b = build(3), c = build(4);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  for (int i = 0; i < 5000; ++i) EXPECT_LE(std::fabs(a[i]), 0.1f + 1e-7f);  // 1/sqrt(fan_in)
+}
+
+TEST(Options, CliFlagsBoolsAndErrors) {
+  RunConfig c;
+  const char* argv[] = {"x", "--lr", "0.5", "--batch-size=32", "--nesterov", "--no-shuffle", "--milestones", "3,7"};
+  parse_args(c, 8, const_cast<char**>(argv), run_options());
+  EXPECT_FLOAT_EQ(c.optim.lr, 0.5f);
+  EXPECT_EQ(c.train.batch_size, 32);
+  EXPECT_TRUE(c.optim.nesterov);
+  EXPECT_FALSE(c.train.shuffle);
+  EXPECT_EQ(c.sched.milestones, (std::vector<int>{3, 7}));
+  auto usage_msg = [](std::vector<const char*> args) {
+    RunConfig r;
+    args.insert(args.begin(), "x");
+    try {
+      parse_args(r, static_cast<int>(args.size()), const_cast<char**>(args.data()), run_options());
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      return e.message();
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(usage_msg({"--lr", "abc"}), "--lr: 'abc' is not a finite number");
+  EXPECT_EQ(usage_msg({"--epochs", "2.5"}), "--epochs: '2.5' is not an integer");
+  EXPECT_EQ(usage_msg({"--batch-sise", "3"}), "--batch-sise: unknown option 'batch-sise' (did you mean 'batch-size'?)");
+  EXPECT_EQ(usage_msg({"--lr"}), "--lr needs a value (float)");
+}
+
+TEST(Options, YamlConfigThenFlagsOverride) {
+  std::string path = testing::TempDir() + "kiln_cfg.yaml";
+  std::ofstream(path) << "lr: 0.25\nbatch_size: 16\nmilestones: [2, 4]\nmodel: mlp\n";
+  RunConfig c;
+  const char* argv[] = {"x", "--batch-size", "8", "--config", path.c_str()};
+  parse_args(c, 5, const_cast<char**>(argv), run_options());
+  EXPECT_FLOAT_EQ(c.optim.lr, 0.25f);
+  EXPECT_EQ(c.train.batch_size, 8);  // the flag wins whatever the order
+  EXPECT_EQ(c.sched.milestones, (std::vector<int>{2, 4}));
+  EXPECT_EQ(c.model.model, "mlp");
+  std::ofstream(path) << "lerning_rate: 0.1\n";
+  try {
+    apply_yaml_config(c, path);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find(path + ": key 'lerning_rate': unknown option"), std::string::npos) << e.message();
+  }
+  std::ofstream(path) << "epochs: [1, 2]\n";
+  EXPECT_THROW(apply_yaml_config(c, path), Error);
+  std::ofstream(path) << "epochs: : :\n";
+  EXPECT_THROW(apply_yaml_config(c, path), Error);
+  EXPECT_THROW(apply_yaml_config(c, path + ".missing"), Error);
+  std::remove(path.c_str());
+}
+
+TEST(Json, ObjectNumbersAndEscapes) {
+  JsonObject j;
+  j.add("a", 1).add("b", 0.1f).add("c", std::nan("")).add("s", "q\"\n").add("t", true);
+  EXPECT_EQ(j.str(), "{\"a\":1,\"b\":0.1,\"c\":null,\"s\":\"q\\\"\\n\",\"t\":true}");
+}
