@@ -159,6 +159,30 @@ TEST(SweepSpec, TrialConfigAppliesParameters) {
   EXPECT_EQ(c.train.log_path, "/tmp/x/trials/trial-0.jsonl");
 }
 
+TEST(SweepSpec, BundleParameterSetsSeveralOptionsTogether) {
+  SweepSpec s = parse_sweep(
+      "base: {lr: 0.05}\nparameters:\n  variant:\n    values:\n      - {optimizer: sgd}\n"
+      "      - {optimizer: sgd, momentum: 0.9, nesterov: true}\n      - {optimizer: adam, lr: 0.001}\n"
+      "  batch_size: {values: [32, 64]}\n", "s.yaml");
+  ASSERT_EQ(num_trials(s), 6);
+  EXPECT_EQ(trial_params(s, 2)[0].second, "optimizer=sgd momentum=0.9 nesterov=true");
+  RunConfig base;
+  apply_sweep_base(s, base);
+  RunConfig c = trial_config(s, base, 3, "/tmp/x");  // variant 1, batch 64
+  EXPECT_EQ(c.optim.name, "sgd");
+  EXPECT_FLOAT_EQ(c.optim.momentum, 0.9f);
+  EXPECT_TRUE(c.optim.nesterov);
+  EXPECT_FLOAT_EQ(c.optim.lr, 0.05f);
+  EXPECT_EQ(c.train.batch_size, 64);
+  RunConfig a = trial_config(s, base, 4, "/tmp/x");  // the bundle's lr beats base
+  EXPECT_EQ(a.optim.name, "adam");
+  EXPECT_FLOAT_EQ(a.optim.lr, 0.001f);
+  std::string m = usage_error("parameters:\n  variant: {values: [{optimizr: sgd}]}\n");
+  EXPECT_NE(m.find("did you mean 'optimizer'"), std::string::npos) << m;
+  m = usage_error("parameters:\n  variant: {values: [{lr: 0.1}]}\n  lr: {values: [0.2]}\n");
+  EXPECT_NE(m.find("also a parameter"), std::string::npos) << m;
+}
+
 TEST(SweepResults, JsonRoundTripKeepsNaNAndEscapes) {
   TrialRecord r;
   r.trial = 12;

@@ -348,8 +348,17 @@ void apply_sweep_base(const SweepSpec& spec, RunConfig& cfg) {
 
 RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i, const std::string& dir) {
   RunConfig c = base;
-  for (const auto& kv : trial_params(spec, i))
-    run_options().set(c, kv.first, kv.second, spec.path + ": trial " + std::to_string(i) + " parameter '" + kv.first + "'");
+  auto params = trial_params(spec, i);
+  for (size_t k = 0; k < params.size(); ++k) {
+    const SweepParam& p = spec.params[k];
+    std::string origin = spec.path + ": trial " + std::to_string(i) + " parameter '" + p.name + "'";
+    if (p.bundles.empty()) {
+      run_options().set(c, p.name, params[k].second, origin);
+      continue;
+    }
+    size_t j = static_cast<size_t>(std::find(p.values.begin(), p.values.end(), params[k].second) - p.values.begin());
+    for (const auto& kv : p.bundles.at(j)) run_options().set(c, kv.first, kv.second, origin);
+  }
   c.train.log_path = dir + "/trials/trial-" + std::to_string(i) + ".jsonl";
   c.train.progress = 0;
   return c;

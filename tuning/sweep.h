@@ -18,7 +18,10 @@ namespace kiln {
 
 struct SweepParam {
   std::string name;                 // canonical option name ("batch-size")
-  std::vector<std::string> values;  // values: [...] (or one fixed value)
+  std::vector<std::string> values;  // values: [...] (or one fixed value); labels for bundles
+  // A named comparison (the name is not an option): each value is a mapping of options set
+  // together, e.g. variant: {values: [{optimizer: sgd}, {optimizer: sgd, momentum: 0.9}]}.
+  std::vector<std::vector<std::pair<std::string, std::string>>> bundles;
   std::string distribution;         // "" for values; uniform | log_uniform | int_uniform
   double min = 0, max = 0;
   bool is_range() const { return !distribution.empty(); }

@@ -102,7 +102,37 @@ double number(const YAML::Node& v, const std::string& origin) {
   return d;
 }
 
+// values: [{opt: v, ...}, ...] under a name that is not an option: options set together.
+SweepParam parse_bundles(const std::string& path, const std::string& key, const YAML::Node& values) {
+  std::string origin = path + ": parameter '" + key + "'";
+  SweepParam p;
+  p.name = key;
+  for (const auto& item : values) {
+    KILN_USAGE_CHECK(item.IsMap() && item.size() > 0, origin << ": every value of a bundle parameter must be a mapping of options");
+    std::vector<std::pair<std::string, std::string>> b;
+    std::string label;
+    RunConfig scratch;
+    for (const auto& kv : item) {
+      std::string k = kv.first.as<std::string>();
+      const OptionSpec& opt = option_for(path, "option in parameter '" + key + "':", k);
+      std::string v = scalar_text(kv.second, origin + " option '" + k + "'");
+      run_options().set(scratch, opt.name, v, origin + " option '" + k + "'");
+      b.emplace_back(opt.name, v);
+      label += (label.empty() ? "" : " ") + opt.name + "=" + v;
+    }
+    for (const auto& l : p.values) KILN_USAGE_CHECK(l != label, origin << ": '" << label << "' is listed twice");
+    p.values.push_back(label);
+    p.bundles.push_back(b);
+  }
+  return p;
+}
+
 SweepParam parse_param(const std::string& path, const std::string& key, const YAML::Node& node) {
+  if (!run_options().find(key) && node.IsMap() && node["values"] && node["values"].IsSequence() &&
+      node["values"].size() > 0 && node["values"][0].IsMap()) {
+    KILN_USAGE_CHECK(node.size() == 1, path << ": parameter '" << key << "': a bundle parameter takes only values: [...]");
+    return parse_bundles(path, key, node["values"]);
+  }
   const OptionSpec& opt = option_for(path, "parameter", key);
   std::string origin = path + ": parameter '" + key + "'";
   KILN_USAGE_CHECK(node.IsMap(), origin << ": expected {values: [...]}, {value: x} or {min: a, max: b, distribution: d}");
@@ -234,6 +264,11 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
                      path << ": parameter '" << p.name << "': grid search needs values: [...] (a min/max range "
                           << "cannot be enumerated); use method: random");
   }
+  for (const auto& p : s.params)
+    for (const auto& b : p.bundles)
+      for (const auto& kv : b)
+        KILN_USAGE_CHECK(!seen.count(kv.first), path << ": '" << kv.first << "' is set by parameter '" << p.name
+                                                      << "' and is also a parameter");
   for (const auto& b : s.base)
     KILN_USAGE_CHECK(!seen.count(b.first), path << ": '" << b.first << "' is both in base and in parameters");
   KILN_USAGE_CHECK(s.method == "grid" || s.run_cap > 0, path << ": method random needs run_cap (the number of trials)");
