@@ -25,6 +25,7 @@ static const char* kUsage =
     "  --resume        skip trials already in DIR/results.jsonl\n"
     "  --worker i/N    run only trials with id % N == i (several processes may share DIR)\n"
     "  --top K         leaderboard rows (default 20)\n"
+    "  --dry-run       validate the file and list the trials without running them\n"
     "  --importance DIR  print the parameter-importance table of a finished sweep and exit\n"
     "Run options (--device cuda, --data-dir ..., --epochs 2) apply to every trial, over the\n"
     "file's base mapping; they may not name a swept parameter.\n"
@@ -46,7 +47,7 @@ static std::vector<std::string> param_names(const SweepSpec& spec) {
 int main(int argc, char** argv) {
   return app::guarded_main("sweep", [&] {
     std::string dir, importance_dir, worker = "0/1";
-    bool resume = false;
+    bool resume = false, dry_run = false;
     size_t top = 20;
     std::vector<char*> rest = {argv[0]};
     std::vector<std::string> files;
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
         return 0;
       } else if (a == "--dir") dir = value("--dir");
       else if (a == "--resume") resume = true;
+      else if (a == "--dry-run") dry_run = true;
       else if (a == "--worker") worker = value("--worker");
       else if (a == "--importance") importance_dir = value("--importance");
       else if (a == "--top") top = static_cast<size_t>(std::stoul(value("--top")));
@@ -97,6 +99,19 @@ int main(int argc, char** argv) {
     ParsedArgs args = parse_args(base, static_cast<int>(rest.size()), rest.data(), run_options());
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
 
+    if (dry_run) {
+      int64_t n = num_trials(spec);
+      std::printf("%s: %s, %lld trials, metric %s (%s)\n", files[0].c_str(), spec.method.c_str(),
+                  static_cast<long long>(n), spec.metric.c_str(), spec.maximize ? "maximize" : "minimize");
+      for (int64_t i = 0; i < n; ++i) {
+        RunConfig c = trial_config(spec, base, i, "dry-run");
+        c.validate();  // a bad combination shows here (a real run records it as a failed trial)
+        std::string line;
+        for (const auto& kv : trial_params(spec, i)) line += " " + kv.first + "=" + kv.second;
+        std::printf("trial %lld:%s\n", static_cast<long long>(i), line.c_str());
+      }
+      return 0;
+    }
     SweepOptions o;
     std::tie(o.worker, o.num_workers) = parse_worker(worker);
     o.resume = resume;
