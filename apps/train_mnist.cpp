@@ -8,7 +8,7 @@ static const char* kUsage =
     "usage: train_mnist [--config FILE.yaml] [options]\n"
     "Trains a model on MNIST (default), Fashion-MNIST or CIFAR-10 and reports test accuracy.\n"
     "Defaults: --model cnn --epochs 3 --batch-size 32 --optimizer adam --lr 0.003 --schedule one-cycle\n"
-    "          (one-cycle peaks at --lr), --width 256 for --model mlp\n"
+    "          (one-cycle peaks at --lr), --init kaiming, --width 256 for --model mlp\n"
     "Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 training diverged.\n\noptions:\n";
 
 int main(int argc, char** argv) {

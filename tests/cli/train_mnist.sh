@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# train_mnist as a user runs it: real MNIST subset, the output contract (device line, epoch
+# lines, final line), JSONL metrics, --summary, and the exit codes for usage errors (2),
+# bad data (1) and divergence (3), each with one line naming what is wrong.
+set -u
+bin="$KILN_BIN/train_mnist"
+data="$KILN_TEST_DATA"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() {  # check NAME EXPECTED_EXIT PATTERN -- command...
+  local name=$1 want=$2 pat=$3
+  shift 4
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local got=$?
+  if [ "$got" != "$want" ]; then
+    echo "FAIL $name: exit $got, want $want"; cat "$tmp/err"; fail=1; return
+  fi
+  if ! grep -Eq -- "$pat" "$tmp/out" "$tmp/err"; then
+    echo "FAIL $name: output lacks /$pat/"; cat "$tmp/out" "$tmp/err"; fail=1; return
+  fi
+  if [ "$want" != 0 ] && [ "$(grep -c 'train_mnist: error:' "$tmp/err")" != 1 ]; then
+    echo "FAIL $name: want exactly one error line"; cat "$tmp/err"; fail=1; return
+  fi
+  echo "ok   $name"
+}
+
+check train-mlp 0 '^test_acc=0\.[89][0-9]* test_loss=[0-9.]+ seconds=[0-9.]+$' -- \
+  "$bin" --device cpu --data-dir "$data" --model mlp --epochs 2 --log "$tmp/m.jsonl"
+grep -q '^device: cpu' "$tmp/out" || { echo "FAIL device line"; fail=1; }
+[ "$(grep -c '"type":"epoch"' "$tmp/m.jsonl")" = 2 ] || { echo "FAIL jsonl records"; fail=1; }
+for k in epoch step lr momentum train_loss train_acc test_loss test_acc grad_norm seconds images_per_s; do
+  grep -q "\"$k\":" "$tmp/m.jsonl" || { echo "FAIL jsonl lacks $k"; fail=1; }
+done
+check train-cnn 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --train-limit 256 --test-limit 100 --epochs 1
+check summary 0 'total parameters: [0-9]+' -- "$bin" --summary
+check help 0 '--batch-size' -- "$bin" --help
+check bad-flag 2 "unknown option 'batch-sise' \(did you mean 'batch-size'\?\)" -- "$bin" --batch-sise 3
+check bad-value 2 "--lr: 'x' is not a finite number" -- "$bin" --lr x
+check neg-lr 2 'lr' -- "$bin" --lr -1 --data-dir "$data"
+check batch-0 2 'batch-size 0' -- "$bin" --batch-size 0 --data-dir "$data"
+check groups 2 'not divisible by 3 groups' -- "$bin" --norm group --groups 3 --data-dir "$data"
+check device 2 "device" -- "$bin" --device tpu
+check missing-data 1 'fetch_data' -- "$bin" --device cpu --data-dir "$tmp/nowhere"
+mkdir -p "$tmp/trunc/mnist"
+cp "$data"/mnist/*.gz "$tmp/trunc/mnist/"
+gunzip -c "$data/mnist/train-images-idx3-ubyte.gz" | head -c 5000 >"$tmp/trunc/mnist/train-images-idx3-ubyte"
+rm "$tmp/trunc/mnist/train-images-idx3-ubyte.gz"
+check truncated-idx 1 'train-images-idx3-ubyte.*truncated' -- "$bin" --device cpu --data-dir "$tmp/trunc"
+# Divergence: a ReLU net at lr 1 overflows to NaN within a few steps (exit 3, names a layer);
+# with global clipping the same run trains.
+check nan-stop 3 'diverged.*layer [0-9]+' -- "$bin" --device cpu --data-dir "$data" --model mlp --depth 20 \
+  --optimizer sgd --schedule constant --lr 1 --epochs 1
+check clipped 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --model mlp --depth 20 \
+  --optimizer sgd --schedule constant --lr 1 --epochs 1 --global-clipnorm 1.0
+# The issue's sigmoid recipe stays finite; the loss bound stops it.
+check loss-bound 3 'exceeds the divergence bound.*layer' -- "$bin" --device cpu --data-dir "$data" --model mlp \
+  --depth 20 --activation sigmoid --lr 10 --epochs 1
+exit $fail
