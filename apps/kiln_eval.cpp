@@ -1,0 +1,97 @@
+// kiln_eval: evaluates a checkpoint on a dataset's test split and optionally writes the logits
+// and the exact (normalised) inputs (safetensors: "logits" F32 [N, classes], "labels" I64 [N],
+// "images" F32 [N, C, H, W]) for comparison with another
+// framework (scripts/check_pytorch_interop.py). The model is rebuilt from the checkpoint's own
+// config metadata, so only the data location needs to be given.
+//   kiln_eval CHECKPOINT [--data-dir DIR] [--test-limit N] [--device cpu] [--dump-logits FILE]
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "apps/app_common.h"
+#include "engine/checkpoint.h"
+#include "engine/json.h"
+#include "tuning/options.h"
+#include "tuning/run.h"
+
+using namespace kiln;  // an app, not the library
+
+int main(int argc, char** argv) {
+  return app::guarded_main("kiln_eval", [&] {
+    std::string ckpt, dump, data_dir, device = "cpu";
+    int64_t limit = 0;
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      auto value = [&]() -> std::string {
+        KILN_USAGE_CHECK(i + 1 < argc, a << " needs a value");
+        return argv[++i];
+      };
+      if (a == "--dump-logits") dump = value();
+      else if (a == "--data-dir") data_dir = value();
+      else if (a == "--device") device = value();
+      else if (a == "--test-limit") limit = std::stoll(value());
+      else if (a == "--help" || a == "-h") {
+        std::printf("usage: kiln_eval CHECKPOINT [--data-dir DIR] [--test-limit N] [--device cpu|cuda] [--dump-logits FILE]\n");
+        return 0;
+      } else {
+        KILN_USAGE_CHECK(a.rfind("--", 0) != 0 && ckpt.empty(), "unexpected argument '" << a << "'");
+        ckpt = a;
+      }
+    }
+    KILN_USAGE_CHECK(!ckpt.empty(), "no checkpoint given (usage: kiln_eval CHECKPOINT ...)");
+    SafetensorsFile f = read_safetensors(ckpt);
+    const std::string* config = f.meta("config");
+    KILN_CHECK(config, "checkpoint " << ckpt << ": no config in __metadata__");
+    RunConfig cfg;
+    const OptionTable& table = run_options();
+    for (const auto& [k, v] : parse_json(*config).members)
+      if (v.is_string() && table.find(k)) table.set(cfg, k, v.text, "checkpoint " + ckpt + ": config '" + k + "'");
+    cfg.device = device;
+    cfg.data.test_limit = limit;
+    if (!data_dir.empty()) cfg.data.data_dir = data_dir;
+    Device dev = resolve_device(cfg.device);
+    Dataset test = load_dataset(cfg.data, "test", dev);
+    auto model = make_model(cfg.model, test.sample_shape(), test.num_classes);
+    model->build(dev, cfg.seed);
+    Context ctx(dev, cfg.seed);
+    load_checkpoint(ckpt, ctx, *model, nullptr, nullptr);
+    model->eval(ctx);
+    BatchIterator it(test, 500, false, 0);
+    it.start_epoch(0, ctx.stream());
+    Tensor x;
+    Buffer y;
+    int64_t n = 0, correct = 0, k = 0;
+    std::vector<float> logits;
+    for (int64_t b = 0; it.batch(b, x, y, n, ctx.stream()); ++b) {
+      Tensor out = model->forward(ctx, x);
+      k = out.dim(1);
+      std::vector<float> h = out.to_vector();
+      logits.insert(logits.end(), h.begin(), h.begin() + n * k);
+    }
+    StTensor lt{"logits", "F32", {test.size(), k}, {}}, lb{"labels", "I64", {test.size()}, {}};
+    lt.data.resize(logits.size() * sizeof(float));
+    std::memcpy(lt.data.data(), logits.data(), lt.data.size());
+    for (int64_t i = 0; i < test.size(); ++i) {
+      int64_t label = test.host_labels[i], best = 0;
+      for (int64_t j = 1; j < k; ++j)
+        if (logits[i * k + j] > logits[i * k + best]) best = j;
+      correct += best == label;
+      const auto* p = reinterpret_cast<const uint8_t*>(&label);
+      lb.data.insert(lb.data.end(), p, p + 8);
+    }
+    std::printf("%s on %s test (%lld samples): acc=%.4f\n", ckpt.c_str(), cfg.data.dataset.c_str(),
+                static_cast<long long>(test.size()), test.size() ? double(correct) / test.size() : 0.0);
+    if (!dump.empty()) {
+      SafetensorsFile out;
+      StTensor im{"images", "F32", test.images.shape(), {}};
+      std::vector<float> h = test.images.to_vector();
+      im.data.resize(h.size() * sizeof(float));
+      std::memcpy(im.data.data(), h.data(), im.data.size());
+      out.tensors = {lt, lb, im};
+      out.metadata = {{"checkpoint", ckpt}};
+      std::vector<uint8_t> bytes = encode_safetensors(out);
+      write_file_atomic(dump, bytes.data(), bytes.size());
+    }
+    return 0;
+  });
+}
