@@ -22,6 +22,9 @@ class Context {
 
   uint64_t seed = 0;
   uint64_t step = 0;           // optimizer steps taken; advanced by the trainer
+  // CUDA graphs (engine/step_graph.h): while a step is captured, the device address holding the
+  // step; kernels that hash the step (dropout) read it there so replays use their own step.
+  const uint64_t* step_dev = nullptr;
   bool training = true;        // train() / eval() mode, set by Model
   bool deterministic = false;  // no order-dependent atomics, fixed algorithms
 

@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/step_graph.h"
 #include "kernels/loss/loss.h"
 #include "optim/batch_schedule.h"
 
@@ -56,6 +57,7 @@ Trainer::Trainer(Model& model, Optimizer& opt, Schedule& sched, Context& ctx, co
     KILN_CUDA_CHECK(cudaEventCreateWithFlags(&flag_event_, cudaEventDisableTiming));
   }
 #endif
+  if (opts_.cuda_graphs && ctx.cuda()) graph_ = std::make_unique<StepGraph>(ctx, opt);
 }
 
 Trainer::~Trainer() {
@@ -65,8 +67,26 @@ Trainer::~Trainer() {
 #endif
 }
 
-// One step on a gathered batch. Metrics go into acc_ on the device.
+// One step on a gathered batch, eager or through the CUDA graph. Metrics go into acc_ on the device.
 void Trainer::step_batch(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum) {
+  if (graph_)
+    graph_->run(n, x.data(), labels.data(), ctx_.step, lr, momentum,
+                [&](const OptimStepArgs* dev) { enqueue_step(x, labels, n, lr, momentum, dev); });
+  else
+    enqueue_step(x, labels, n, lr, momentum, nullptr);
+  ++step_;
+  ctx_.step = static_cast<uint64_t>(step_);
+#ifdef KILN_WITH_CUDA
+  if (ctx_.cuda()) {
+    KILN_CUDA_CHECK(cudaMemcpyAsync(host_flag_, opt_.nonfinite_flag(), sizeof(int),
+                                    cudaMemcpyDeviceToHost, ctx_.stream()));
+    KILN_CUDA_CHECK(cudaEventRecord(flag_event_, ctx_.stream()));
+  }
+#endif
+}
+
+void Trainer::enqueue_step(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum,
+                           const OptimStepArgs* dev) {
   Tensor logits = model_.forward(ctx_, x);
   int64_t k = logits.dim(1);
   Device d = ctx_.device();
@@ -88,16 +108,8 @@ void Trainer::step_batch(const Tensor& x, const Buffer& labels, int64_t n, float
     accumulate_sums_ref(sample_loss_.data(), sample_correct_.data(), n, static_cast<double*>(acc_->data()));
   }
   model_.backward(ctx_, dlogits_);
-  opt_.step(ctx_, lr, momentum);
-  ++step_;
-  ctx_.step = static_cast<uint64_t>(step_);
-#ifdef KILN_WITH_CUDA
-  if (ctx_.cuda()) {
-    KILN_CUDA_CHECK(cudaMemcpyAsync(host_flag_, opt_.nonfinite_flag(), sizeof(int),
-                                    cudaMemcpyDeviceToHost, ctx_.stream()));
-    KILN_CUDA_CHECK(cudaEventRecord(flag_event_, ctx_.stream()));
-  }
-#endif
+  if (dev) opt_.step_device(ctx_, dev);
+  else opt_.step(ctx_, lr, momentum);
 }
 
 float Trainer::last_loss() {
@@ -248,6 +260,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
   for (int epoch = from.epoch; epoch < opts_.epochs; ++epoch) {
     auto t0 = Clock::now();
     model_.train(ctx_);
+    if (graph_) graph_->invalidate();  // evaluation may have moved layer buffers
     bool resuming = epoch == from.epoch && from.batch > 0;
     zero_bytes(acc_->data(), ctx_.device(), acc_->bytes(), ctx_.stream());
     if (resuming) {

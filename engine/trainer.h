@@ -20,6 +20,8 @@
 
 namespace kiln {
 
+class StepGraph;
+
 struct TrainOptions {
   int epochs = 1;
   int64_t batch_size = 64;
@@ -37,6 +39,8 @@ struct TrainOptions {
   float max_loss = 0.0f;
   std::string log_path;          // JSONL metrics
   int progress = -1;             // 1 bar, 0 plain lines, -1 auto (bar on a TTY)
+  // Replay the full-batch step from a CUDA graph (engine/step_graph.h); ignored on the CPU.
+  bool cuda_graphs = false;
   void validate() const;
 };
 
@@ -95,9 +99,14 @@ class Trainer {
   // The position after the last completed step or epoch (train_sums read from the device).
   TrainPosition position();
   const std::vector<EpochRecord>& history() const { return history_; }
+  // The CUDA-graph driver when --cuda-graphs is on for a CUDA context (counters), else null.
+  const StepGraph* step_graph() const { return graph_.get(); }
 
  private:
   void step_batch(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum);
+  // Forward..optimizer step; dev: the optimizer reads its step arguments there (graph capture).
+  void enqueue_step(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum,
+                    const OptimStepArgs* dev);
   void check_nonfinite(bool sync, int epoch);
   void check_loss_bound(double loss, int epoch, const char* what);
   std::string largest_grad_layer();
@@ -118,6 +127,7 @@ class Trainer {
   std::vector<EpochRecord> history_;
   TrainPosition pos_;
   bool stopped_ = false;
+  std::unique_ptr<StepGraph> graph_;
 };
 
 }  // namespace kiln

@@ -53,6 +53,11 @@ DropoutParams Dropout::params_for(const Context& ctx) const {
   p.threshold = dropout_threshold(p_);
   p.scale = static_cast<float>(1.0 / (1.0 - p_));
   p.channelwise = channelwise_;
+  if (ctx.step_dev) {  // CUDA graphs: the kernels read the step from device memory
+    p.step_ptr = ctx.step_dev;
+    p.seed = ctx.seed;
+    p.salt = salt_;
+  }
   return p;
 }
 

@@ -9,6 +9,7 @@
 #include "engine/buffer.h"
 #include "engine/error.h"
 #include "kernels/optim/optim.h"
+#include "kernels/optim/optim_math.h"
 #include "optim/optimizer.h"
 
 namespace kiln {
@@ -172,6 +173,27 @@ class FlatOptimizer final : public Optimizer {
     return out;
   }
 
+  bool supports_device_step() const override { return device_ == Device::CUDA; }
+
+  void device_step_args(float lr, float momentum, OptimStepArgs* out) override {
+    OptimHyper h = hyper(lr, momentum);
+    h.step = ++steps_;
+    *out = optim_step_args(h);
+  }
+
+  void step_device(Context& ctx, const OptimStepArgs* dev) override {
+    KILN_CHECK(device_ == Device::CUDA && ctx.device() == device_,
+               "optimizer step_device: needs parameters and context on cuda");
+#ifdef KILN_WITH_CUDA
+    float* s2 = s2_.defined() ? s2_.data() : nullptr;
+    // kind, clipping and penalties are fixed for the run; lr/momentum/step come from dev.
+    optim_step_device(params_.data(), grads_.data(), s1_.data(), s2, plan_, hyper(opts_.lr, -1.0f), dev,
+                      ctx.stream());
+#else
+    (void)dev;
+#endif
+  }
+
   int64_t steps_taken() const override { return steps_; }
   void set_steps_taken(int64_t t) override { steps_ = t; }
 
@@ -225,6 +247,13 @@ class FlatOptimizer final : public Optimizer {
 };
 
 }  // namespace
+
+void Optimizer::device_step_args(float, float, OptimStepArgs*) {
+  KILN_FAIL("this optimizer has no device-argument step (CUDA graphs)");
+}
+void Optimizer::step_device(Context&, const OptimStepArgs*) {
+  KILN_FAIL("this optimizer has no device-argument step (CUDA graphs)");
+}
 
 std::unique_ptr<Optimizer> make_optimizer(const OptimOptions& opts, Model& model) {
   opts.validate();

@@ -13,6 +13,8 @@
 
 namespace kiln {
 
+struct OptimStepArgs;  // kernels/optim/optim_math.h
+
 struct OptimOptions {
   std::string name = "sgd";  // sgd | adam | adamw | rmsprop
   float lr = 0.01f;
@@ -57,6 +59,13 @@ class Optimizer {
   virtual std::vector<std::pair<std::string, Tensor>> state() = 0;
   virtual int64_t steps_taken() const = 0;
   virtual void set_steps_taken(int64_t t) = 0;
+  // CUDA graphs (engine/step_graph.h): step() split so that lr, momentum and the step count
+  // come from device memory. device_step_args() advances the step count exactly as step() does
+  // and fills `out` with this step's values; step_device() enqueues the fused step reading them
+  // from `dev` (device memory the caller fills before the launch). Not supported: false/throws.
+  virtual bool supports_device_step() const { return false; }
+  virtual void device_step_args(float lr, float momentum, OptimStepArgs* out);
+  virtual void step_device(Context& ctx, const OptimStepArgs* dev);
   const OptimOptions& options() const { return opts_; }
 
  protected:

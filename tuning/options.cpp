@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/precision.h"
 
 namespace kiln {
 
@@ -45,6 +46,15 @@ bool parse_bool(const std::string& v, const std::string& origin) {
   if (s == "true" || s == "1" || s == "yes" || s == "on") return true;
   if (s == "false" || s == "0" || s == "no" || s == "off") return false;
   KILN_USAGE_FAIL(origin << ": '" << v << "' is not a boolean (true|false)");
+}
+
+// on|off switches (YAML booleans accepted too).
+bool parse_on_off(const std::string& v) {
+  std::string s = v;
+  std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+  if (s == "on" || s == "true" || s == "1") return true;
+  if (s == "off" || s == "false" || s == "0") return false;
+  KILN_USAGE_FAIL(": '" << v << "' is not on|off");
 }
 
 std::string fmt(double v) {
@@ -188,6 +198,13 @@ OptionTable build_table() {
   t.add(opt_str("device", "auto | cpu | cuda", [](RunConfig& c) -> std::string& { return c.device; }));
   t.add(opt_int("seed", "seed for init, shuffling and dropout", [](RunConfig& c) -> uint64_t& { return c.seed; }));
   t.add(opt_bool("deterministic", "fixed algorithms, no order-dependent atomics", [](RunConfig& c) -> bool& { return c.deterministic; }));
+  // performance (docs/PERFORMANCE.md)
+  t.add({"cuda-graphs", "on|off",
+         "replay the full-batch training step from a CUDA graph (CUDA only; default off until "
+         "verified on a GPU, see docs/PERFORMANCE.md)",
+         [](RunConfig& c, const std::string& v) { c.train.cuda_graphs = parse_on_off(v); },
+         [](const RunConfig& c) { return std::string(c.train.cuda_graphs ? "on" : "off"); }});
+  t.add(opt_str("precision", "fp32 | tf32 (TF32 tensor cores for the dense layers' cuBLAS GEMMs; convs stay fp32)", [](RunConfig& c) -> std::string& { return c.precision; }));
   t.add(opt_bool("summary", "print the per-layer table (shapes, params, receptive field) and exit", [](RunConfig& c) -> bool& { return c.summary; }));
   t.add(opt_str("save", "write the final checkpoint (safetensors) here", [](RunConfig& c) -> std::string& { return c.save; }));
   t.add(opt_str("resume", "resume from this checkpoint", [](RunConfig& c) -> std::string& { return c.resume; }));
@@ -285,6 +302,13 @@ void RunConfig::validate() const {
   KILN_USAGE_CHECK(start_lr > 0 && end_lr > start_lr,
                    "--start-lr " << start_lr << " / --end-lr " << end_lr << ": need 0 < start < end");
   KILN_USAGE_CHECK(num_it >= 0, "--num-it " << num_it << ": must be >= 0");
+  parse_precision(precision);
+  // Explicit --device cpu with a CUDA-only switch is a mistake worth stopping for; with
+  // --device auto on a machine without a GPU the switches are ignored (the run stays portable).
+  KILN_USAGE_CHECK(!(device == "cpu" && train.cuda_graphs),
+                   "--cuda-graphs on needs --device cuda (or auto); got --device cpu");
+  KILN_USAGE_CHECK(!(device == "cpu" && precision != "fp32"),
+                   "--precision " << precision << " needs --device cuda (or auto); got --device cpu");
   model.validate();
   optim.validate();
   sched.validate();

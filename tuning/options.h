@@ -24,6 +24,7 @@ struct RunConfig {
   std::string device = "auto";  // auto | cpu | cuda
   uint64_t seed = 0;
   bool deterministic = false;
+  std::string precision = "fp32";  // fp32 | tf32 (cuBLAS TF32 tensor cores for dense layers)
   bool summary = false;         // print the per-layer table and exit
   // Checkpoints
   std::string save;             // final checkpoint path

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "engine/error.h"
+#include "engine/precision.h"
 #include "tuning/run_checkpoint.h"
 
 namespace kiln {
@@ -24,6 +25,7 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
   if (!load_data) return s;
   s->ctx = std::make_unique<Context>(s->device, cfg.seed);
   s->ctx->deterministic = cfg.deterministic;
+  set_precision(*s->ctx, parse_precision(cfg.precision));
   s->opt = make_optimizer(cfg.optim, *s->model);
   long long spe = (s->train.size() + cfg.train.batch_size - 1) / cfg.train.batch_size;
   s->sched = make_schedule(cfg.sched, cfg.optim.lr, std::max(1LL, spe), cfg.train.epochs);

@@ -12,6 +12,17 @@ namespace kiln {
 namespace {
 constexpr int kThreads = 256;
 
+// Where the key comes from under CUDA graphs (DropoutParams::step_ptr); step == null: the key
+// argument as computed on the host.
+struct KeySource {
+  const uint64_t* step;
+  uint64_t seed, salt;
+};
+
+__device__ __forceinline__ uint64_t resolve_key(uint64_t key, const KeySource& ks) {
+  return ks.step ? dropout_key(ks.seed, *ks.step, ks.salt) : key;
+}
+
 template <bool CHANNEL>
 __device__ __forceinline__ float drop_one(float v, uint64_t i, uint64_t hw, uint64_t key,
                                           uint32_t thr, float scale) {
@@ -22,7 +33,8 @@ __device__ __forceinline__ float drop_one(float v, uint64_t i, uint64_t hw, uint
 template <bool CHANNEL>
 __global__ void __launch_bounds__(kThreads)
     dropout_vec_kernel(const float* __restrict__ in, float* __restrict__ out, uint64_t n,
-                       uint64_t hw, uint64_t key, uint32_t thr, float scale) {
+                       uint64_t hw, uint64_t key, uint32_t thr, float scale, KeySource ks) {
+  key = resolve_key(key, ks);
   const uint64_t n4 = n / 4;
   const uint64_t stride = static_cast<uint64_t>(gridDim.x) * kThreads;
   for (uint64_t q = blockIdx.x * static_cast<uint64_t>(kThreads) + threadIdx.x; q < n4; q += stride) {
@@ -49,7 +61,8 @@ __global__ void __launch_bounds__(kThreads)
 template <bool CHANNEL>
 __global__ void __launch_bounds__(kThreads)
     dropout_scalar_kernel(const float* __restrict__ in, float* __restrict__ out, uint64_t n,
-                          uint64_t hw, uint64_t key, uint32_t thr, float scale) {
+                          uint64_t hw, uint64_t key, uint32_t thr, float scale, KeySource ks) {
+  key = resolve_key(key, ks);
   const uint64_t stride = static_cast<uint64_t>(gridDim.x) * kThreads;
   for (uint64_t i = blockIdx.x * static_cast<uint64_t>(kThreads) + threadIdx.x; i < n; i += stride)
     out[i] = drop_one<CHANNEL>(in[i], i, hw, key, thr, scale);
@@ -63,15 +76,16 @@ void launch(const float* in, float* out, const DropoutParams& p, const DropoutSh
   const uint64_t n = static_cast<uint64_t>(s.numel());
   const uint64_t hw = static_cast<uint64_t>(s.hw);
   if (n == 0) return;
+  const KeySource ks{p.step_ptr, p.seed, p.salt};
   // enough blocks to fill the GPU several times over; the loops stride over the rest
   const uint64_t cap = 1u << 16;
   if (aligned16(in) && aligned16(out)) {
     const uint64_t work = (n / 4 > 0 ? n / 4 : 1);
     const unsigned blocks = static_cast<unsigned>(std::min<uint64_t>(ceil_div(work, kThreads), cap));
-    dropout_vec_kernel<CHANNEL><<<blocks, kThreads, 0, stream>>>(in, out, n, hw, p.key, p.threshold, p.scale);
+    dropout_vec_kernel<CHANNEL><<<blocks, kThreads, 0, stream>>>(in, out, n, hw, p.key, p.threshold, p.scale, ks);
   } else {
     const unsigned blocks = static_cast<unsigned>(std::min<uint64_t>(ceil_div(n, kThreads), cap));
-    dropout_scalar_kernel<CHANNEL><<<blocks, kThreads, 0, stream>>>(in, out, n, hw, p.key, p.threshold, p.scale);
+    dropout_scalar_kernel<CHANNEL><<<blocks, kThreads, 0, stream>>>(in, out, n, hw, p.key, p.threshold, p.scale, ks);
   }
   KILN_LAUNCH_CHECK();
 }

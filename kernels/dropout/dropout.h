@@ -19,6 +19,11 @@ struct DropoutParams {
   uint32_t threshold = 0;  // dropout_threshold(p)
   float scale = 1.0f;      // 1 / (1 - p)
   bool channelwise = false;
+  // CUDA graphs: when set, the kernels derive the key as dropout_key(seed, *step_ptr, salt) from
+  // the step stored at step_ptr (device memory; host memory for the _ref functions) instead of
+  // using `key`, so a replayed graph draws the mask of the step it is replaying.
+  const uint64_t* step_ptr = nullptr;
+  uint64_t seed = 0, salt = 0;
 };
 
 template <typename T>

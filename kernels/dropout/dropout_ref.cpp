@@ -9,9 +9,10 @@ template <typename T>
 void apply_mask(const T* in, T* out, const DropoutParams& p, const DropoutShape& s) {
   const int64_t total = s.numel();
   const T scale = static_cast<T>(p.scale);
+  const uint64_t key = p.step_ptr ? dropout_key(p.seed, *p.step_ptr, p.salt) : p.key;
   for (int64_t i = 0; i < total; ++i) {
     const uint64_t ctr = p.channelwise ? static_cast<uint64_t>(i / s.hw) : static_cast<uint64_t>(i);
-    out[i] = dropout_keep(p.key, ctr, p.threshold) ? in[i] * scale : T(0);
+    out[i] = dropout_keep(key, ctr, p.threshold) ? in[i] * scale : T(0);
   }
 }
 }  // namespace

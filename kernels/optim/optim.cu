@@ -7,7 +7,8 @@
 //   penalty values, the per-tensor clip factors and the skip flag: deterministic, no float
 //   atomics. Pass 2 (optim_update_kernel): one block per chunk applies clip, decay and update,
 //   float4-vectorised, reading the clip factor and the skip flag from device memory.
-// lr, momentum and the step count are kernel arguments, so a step never waits for the host.
+// lr, momentum and the step count are kernel arguments, so a step never waits for the host;
+// optim_step_device reads them from device memory instead (CUDA-graph replay).
 #include "engine/cuda_check.h"
 #include "kernels/optim/optim.h"
 #include "kernels/optim/optim_math.h"
@@ -175,8 +176,14 @@ static __global__ void __launch_bounds__(kThreads)
     optim_update_kernel(float* __restrict__ w, const float* __restrict__ g, float* __restrict__ s1,
                         float* __restrict__ s2, const OptimChunk* __restrict__ chunks,
                         const OptimTensor* __restrict__ tensors, const float* __restrict__ factors,
-                        const int* __restrict__ skip, OptimHyper h, OptimScalars sc, int use1, int use2) {
+                        const int* __restrict__ skip, OptimHyper h, OptimScalars sc, int use1, int use2,
+                        const OptimStepArgs* __restrict__ dev) {
   if (*skip) return;
+  if (dev) {  // CUDA-graph path: this step's values were written to device memory
+    h = dev->h;
+    sc = dev->sc;
+    optim_uses_state(h, s1 != nullptr, s2 != nullptr, use1, use2);
+  }
   const OptimChunk c = chunks[blockIdx.x];
   const OptimTensor ts = tensors[c.tensor];
   const float f = factors[c.tensor];
@@ -209,22 +216,34 @@ static __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void optim_step(float* w, const float* g, float* s1, float* s2, const OptimPlan& plan, const OptimHyper& h,
-                cudaStream_t stream) {
+namespace {
+// Both public launchers: dev == nullptr takes lr/momentum/step from h (kernel arguments).
+void launch_step(float* w, const float* g, float* s1, float* s2, const OptimPlan& plan, const OptimHyper& h,
+                 const OptimStepArgs* dev, cudaStream_t stream) {
   if (plan.nchunks == 0) return;  // no parameters: nothing to launch
   WsPtrs ws = ws_ptrs(plan.workspace, plan.nchunks, plan.ntensors);
   optim_stats_kernel<<<plan.nchunks, kThreads, 0, stream>>>(w, g, plan.chunks, plan.tensors, plan.ntensors, h.l1,
                                                             h.l2, h.clip, h.clip_value, ws);
   KILN_LAUNCH_CHECK();
   optim_count_launch();
-  // Which state buffers this kind reads and writes (same rule as optim_update).
-  const bool adam = h.kind == OptimKind::Adam || h.kind == OptimKind::AdamW;
-  int use1 = (h.kind == OptimKind::SGD ? h.momentum != 0.0f : 1) && s1 != nullptr;
-  int use2 = (adam || (h.kind == OptimKind::RMSprop && h.momentum > 0.0f)) && s2 != nullptr;
+  int use1 = 0, use2 = 0;
+  optim_uses_state(h, s1 != nullptr, s2 != nullptr, use1, use2);
   optim_update_kernel<<<plan.nchunks, kThreads, 0, stream>>>(w, g, s1, s2, plan.chunks, plan.tensors, ws.factors,
-                                                             ws.skip, h, optim_scalars(h), use1, use2);
+                                                             ws.skip, h, optim_scalars(h), use1, use2, dev);
   KILN_LAUNCH_CHECK();
   optim_count_launch();
+}
+}  // namespace
+
+void optim_step(float* w, const float* g, float* s1, float* s2, const OptimPlan& plan, const OptimHyper& h,
+                cudaStream_t stream) {
+  launch_step(w, g, s1, s2, plan, h, nullptr, stream);
+}
+
+void optim_step_device(float* w, const float* g, float* s1, float* s2, const OptimPlan& plan,
+                       const OptimHyper& fixed, const OptimStepArgs* dev, cudaStream_t stream) {
+  KILN_CHECK(dev != nullptr, "optim_step_device: no device argument block");
+  launch_step(w, g, s1, s2, plan, fixed, dev, stream);
 }
 
 }  // namespace kiln

@@ -118,6 +118,15 @@ struct OptimPlan {
 void optim_step(float* w, const float* g, float* s1, float* s2, const OptimPlan& plan,
                 const OptimHyper& h, cudaStream_t stream);
 
+// The same step reading its per-step values (lr, momentum/beta1, step count and the scalars
+// derived from them: an OptimStepArgs, optim_math.h) from device memory at `dev`, so a CUDA
+// graph that captured the launch sees each replay's values (the host rewrites `dev` before
+// each launch). `fixed` supplies what cannot change during a run (kind, clipping, l1/l2).
+// Bitwise the same result as optim_step with the same values.
+struct OptimStepArgs;
+void optim_step_device(float* w, const float* g, float* s1, float* s2, const OptimPlan& plan,
+                       const OptimHyper& fixed, const OptimStepArgs* dev, cudaStream_t stream);
+
 // Kernel launches made by optim_step since the process started (0 without CUDA).
 int64_t optim_launch_count();
 // Called by the launcher after each launch.

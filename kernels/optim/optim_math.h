@@ -39,6 +39,22 @@ inline OptimScalars optim_scalars(const OptimHyper& h) {
   return s;
 }
 
+// Everything of one step that a schedule or the step count changes, as the CUDA-graph path
+// (optim_step_device) reads it from device memory: the whole hyper-parameter block and its
+// derived scalars, computed on the host exactly as the argument path computes them.
+struct OptimStepArgs {
+  OptimHyper h;
+  OptimScalars sc;
+};
+inline OptimStepArgs optim_step_args(const OptimHyper& h) { return {h, optim_scalars(h)}; }
+
+// Which state buffers a step reads and writes (s1/s2 as in optim_step_ref).
+KILN_OPTIM_HD void optim_uses_state(const OptimHyper& h, bool have1, bool have2, int& use1, int& use2) {
+  const bool adam = h.kind == OptimKind::Adam || h.kind == OptimKind::AdamW;
+  use1 = (h.kind == OptimKind::SGD ? h.momentum != 0.0f : true) && have1;
+  use2 = (adam || (h.kind == OptimKind::RMSprop && h.momentum > 0.0f)) && have2;
+}
+
 // Stage 1: the penalised gradient.
 template <typename T>
 KILN_OPTIM_HD T optim_penalised_grad(T g, T w, int penalize, float l1, float l2) {
