@@ -65,7 +65,12 @@ int main(int argc, char** argv) {
       else if (a == "--dry-run") dry_run = true;
       else if (a == "--worker") worker = value("--worker");
       else if (a == "--importance") importance_dir = value("--importance");
-      else if (a == "--top") top = static_cast<size_t>(std::stoul(value("--top")));
+      else if (a == "--top") {
+        std::string v = value("--top");
+        KILN_USAGE_CHECK(!v.empty() && v.find_first_not_of("0123456789") == std::string::npos,
+                         "--top '" << v << "': expected a number of rows");
+        top = static_cast<size_t>(std::stoul(v));
+      }
       else if (a.rfind("--", 0) != 0) files.push_back(a);
       else {
         rest.push_back(argv[i]);
