@@ -13,7 +13,8 @@ using namespace kiln;  // an app, not the library
 static const char* kUsage =
     "usage: lr_find [--config FILE.yaml] [options]\n"
     "LR range test: trains with an exponentially increasing lr from --start-lr to --end-lr over\n"
-    "--num-it steps (--num-it 0: over --epochs full epochs), smooths the loss (debiased EMA, 0.98)\n"
+    "--num-it steps (--num-it 0: over --epochs full epochs), smooths the loss (debiased EMA, "
+    "0.98)\n"
     "and stops once it exceeds 4x its best. Prints the suggestions (valley, steep, minimum/10,\n"
     "slide) and writes the curve to --lr-find-csv (default lr_find.csv) plus CSV.suggestions.\n"
     "keras_lr_finder's find(x, y, 1e-5, 1, batch_size=512, epochs=5) is\n"
@@ -34,8 +35,10 @@ int main(int argc, char** argv) {
     if (cfg.train.progress < 0) cfg.train.progress = 0;
     std::printf("device: %s\n", device_name(resolve_device(cfg.device)));
     std::fflush(stdout);
-    LrFindResult r = run_lr_find(cfg, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
-    std::printf("%scsv: %s\n", lr_find_report(r).c_str(), cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str());
+    LrFindResult r = run_lr_find(
+        cfg, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
+    std::printf("%scsv: %s\n", lr_find_report(r).c_str(),
+                cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str());
     return 0;
   });
 }

@@ -1,6 +1,8 @@
 // sweep: grid/random hyperparameter search from a YAML file (W&B-like schema), trials run
 // in-process one after another; results in DIR/results.jsonl + results.csv, a leaderboard at
 // the end, and the parameter-importance table for random sweeps (or with --importance DIR).
+#include "tuning/sweep.h"
+
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -12,7 +14,6 @@
 #include "apps/app_common.h"
 #include "tuning/importance.h"
 #include "tuning/options.h"
-#include "tuning/sweep.h"
 
 using namespace kiln;  // an app, not the library
 
@@ -60,43 +61,54 @@ int main(int argc, char** argv) {
       if (a == "--help" || a == "-h") {
         std::printf("%s", kUsage);
         return 0;
-      } else if (a == "--dir") dir = value("--dir");
-      else if (a == "--resume") resume = true;
-      else if (a == "--dry-run") dry_run = true;
-      else if (a == "--worker") worker = value("--worker");
-      else if (a == "--importance") importance_dir = value("--importance");
+      } else if (a == "--dir")
+        dir = value("--dir");
+      else if (a == "--resume")
+        resume = true;
+      else if (a == "--dry-run")
+        dry_run = true;
+      else if (a == "--worker")
+        worker = value("--worker");
+      else if (a == "--importance")
+        importance_dir = value("--importance");
       else if (a == "--top") {
         std::string v = value("--top");
         KILN_USAGE_CHECK(!v.empty() && v.find_first_not_of("0123456789") == std::string::npos,
                          "--top '" << v << "': expected a number of rows");
         top = static_cast<size_t>(std::stoul(v));
-      }
-      else if (a.rfind("--", 0) != 0) files.push_back(a);
+      } else if (a.rfind("--", 0) != 0)
+        files.push_back(a);
       else {
         rest.push_back(argv[i]);
         // A run option's value travels with it (bool flags have none).
         const OptionSpec* s = run_options().find(a.substr(2));
-        if (s && s->type != "bool" && a.find('=') == std::string::npos && i + 1 < argc) rest.push_back(argv[++i]);
+        if (s && s->type != "bool" && a.find('=') == std::string::npos && i + 1 < argc)
+          rest.push_back(argv[++i]);
       }
     }
     if (!importance_dir.empty()) {
       SweepSpec spec = load_sweep(importance_dir + "/sweep.yaml");
       auto results = read_results(importance_dir);
       KILN_USAGE_CHECK(!results.empty(), importance_dir << "/results.jsonl: no results");
-      std::printf("%s", importance_table(param_importance(param_names(spec), results), spec.metric).c_str());
+      std::printf(
+          "%s",
+          importance_table(param_importance(param_names(spec), results), spec.metric).c_str());
       return 0;
     }
-    KILN_USAGE_CHECK(files.size() == 1, (files.empty() ? "missing the sweep YAML file" : "more than one sweep file")
-                                            << " (usage: sweep SWEEP.yaml [--dir DIR] ...)");
+    KILN_USAGE_CHECK(files.size() == 1,
+                     (files.empty() ? "missing the sweep YAML file" : "more than one sweep file")
+                         << " (usage: sweep SWEEP.yaml [--dir DIR] ...)");
     SweepSpec spec = load_sweep(files[0]);
     // Flags may not fight the sweep over a swept parameter.
     for (size_t i = 1; i < rest.size(); ++i) {
       std::string a = rest[i];
       if (a.rfind("--", 0) != 0) continue;
-      std::string key = normalize_key(a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2));
+      std::string key = normalize_key(
+          a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2));
       for (const auto& p : spec.params)
         KILN_USAGE_CHECK(p.name != key && "no-" + p.name != key,
-                         a << ": '" << p.name << "' is a parameter of " << files[0] << "; it cannot also be set on the command line");
+                         a << ": '" << p.name << "' is a parameter of " << files[0]
+                           << "; it cannot also be set on the command line");
     }
     RunConfig base = app::default_run_config();
     base.train.epochs = 1;
@@ -107,7 +119,8 @@ int main(int argc, char** argv) {
     if (dry_run) {
       int64_t n = num_trials(spec);
       std::printf("%s: %s, %lld trials, metric %s (%s)\n", files[0].c_str(), spec.method.c_str(),
-                  static_cast<long long>(n), spec.metric.c_str(), spec.maximize ? "maximize" : "minimize");
+                  static_cast<long long>(n), spec.metric.c_str(),
+                  spec.maximize ? "maximize" : "minimize");
       for (int64_t i = 0; i < n; ++i) {
         RunConfig c = trial_config(spec, base, i, "dry-run");
         c.validate();  // a bad combination shows here (a real run records it as a failed trial)
@@ -132,15 +145,17 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     };
     int64_t n = num_trials(spec);
-    std::printf("sweep %s: %s, %lld trials, metric %s (%s), dir %s, worker %d/%d\n", files[0].c_str(), spec.method.c_str(),
-                static_cast<long long>(n), spec.metric.c_str(), spec.maximize ? "maximize" : "minimize", dir.c_str(),
-                o.worker, o.num_workers);
+    std::printf("sweep %s: %s, %lld trials, metric %s (%s), dir %s, worker %d/%d\n",
+                files[0].c_str(), spec.method.c_str(), static_cast<long long>(n),
+                spec.metric.c_str(), spec.maximize ? "maximize" : "minimize", dir.c_str(), o.worker,
+                o.num_workers);
     std::fflush(stdout);
     SweepOutcome out;
     try {
       out = run_sweep(spec, o, default_trial_runner());
     } catch (const TrialInterrupted& e) {
-      std::fprintf(stderr, "sweep: interrupted by %s; finished trials are in %s (continue with --resume)\n",
+      std::fprintf(stderr,
+                   "sweep: interrupted by %s; finished trials are in %s (continue with --resume)\n",
                    e.signal == SIGINT ? "SIGINT" : "SIGTERM", dir.c_str());
       return 128 + e.signal;
     }
@@ -150,11 +165,14 @@ int main(int argc, char** argv) {
     std::printf("%s", leaderboard(spec, out.results, top).c_str());
     bool all_done = static_cast<int64_t>(out.results.size()) >= n;
     if (spec.method == "random" && all_done)
-      std::printf("%s", importance_table(param_importance(param_names(spec), out.results), spec.metric).c_str());
+      std::printf(
+          "%s",
+          importance_table(param_importance(param_names(spec), out.results), spec.metric).c_str());
     int ok = 0;
     for (const auto& r : out.results) ok += r.status != "failed";
-    KILN_CHECK(out.results.empty() || ok > 0, "all " << out.results.size() << " trials failed; first: "
-                                                      << out.results.front().message);
+    KILN_CHECK(
+        out.results.empty() || ok > 0,
+        "all " << out.results.size() << " trials failed; first: " << out.results.front().message);
     return 0;
   });
 }

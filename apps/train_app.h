@@ -14,7 +14,8 @@
 
 namespace kiln::app {
 
-inline int train_main(const char* prog, const char* usage, RunConfig defaults, int argc, char** argv) {
+inline int train_main(const char* prog, const char* usage, RunConfig defaults, int argc,
+                      char** argv) {
   return guarded_main(prog, [&] {
     RunConfig cfg = defaults;
     const OptionTable& table = run_options();
@@ -33,36 +34,46 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       return 0;
     }
     if (cfg.lr_find) {  // the LR range test instead of training (lr_find does the same)
-      LrFindResult r = run_lr_find(cfg, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
-      std::printf("%scsv: %s\n", lr_find_report(r).c_str(), cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str());
+      LrFindResult r =
+          run_lr_find(cfg, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
+      std::printf("%scsv: %s\n", lr_find_report(r).c_str(),
+                  cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str());
       return 0;
     }
     Device dev = resolve_device(cfg.device);
-    std::string why = cfg.device == "auto" ? (dev == Device::CUDA ? " (a GPU answers)" : " (no CUDA device answers)") : "";
+    std::string why = cfg.device == "auto"
+                          ? (dev == Device::CUDA ? " (a GPU answers)" : " (no CUDA device answers)")
+                          : "";
     std::string desc = dev == Device::CUDA ? ": " + cuda_device_description() : "";
     std::printf("device: %s%s%s\n", device_name(dev), why.c_str(), desc.c_str());
     std::fflush(stdout);
     RunHooks hooks;
     bool tty = cfg.train.progress == 1;
     hooks.log = [tty](const std::string& line) {
-      std::fprintf(stderr, "%s%s", line.c_str(), tty && !line.empty() && line[0] == '\r' ? "" : "\n");
+      std::fprintf(stderr, "%s%s", line.c_str(),
+                   tty && !line.empty() && line[0] == '\r' ? "" : "\n");
       std::fflush(stderr);
     };
     hooks.on_epoch = [tty](const EpochRecord& r) {
       if (tty) std::fprintf(stderr, "\r\033[K");
-      std::printf("epoch %d: train_loss=%.4f train_acc=%.4f test_loss=%.4f test_acc=%.4f lr=%.4g %.2fs %.0f img/s\n",
-                  r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, r.seconds, r.images_per_s);
+      std::printf(
+          "epoch %d: train_loss=%.4f train_acc=%.4f test_loss=%.4f test_acc=%.4f lr=%.4g %.2fs "
+          "%.0f img/s\n",
+          r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, r.seconds,
+          r.images_per_s);
       std::fflush(stdout);
       return true;
     };
     RunResult res = run_training(cfg, hooks);
     if (res.stop_signal) {  // SIGINT 130, SIGTERM 143, after the checkpoint
-      std::fprintf(stderr, "%s: interrupted by %s; checkpoint written to %s (continue with --resume %s)\n",
-                   prog, res.stop_signal == SIGINT ? "SIGINT" : "SIGTERM", res.last_checkpoint.c_str(),
-                   res.last_checkpoint.c_str());
+      std::fprintf(stderr,
+                   "%s: interrupted by %s; checkpoint written to %s (continue with --resume %s)\n",
+                   prog, res.stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
+                   res.last_checkpoint.c_str(), res.last_checkpoint.c_str());
       return 128 + res.stop_signal;
     }
-    std::printf("test_acc=%.4f test_loss=%.4f seconds=%.2f\n", res.test_acc, res.test_loss, res.train_seconds);
+    std::printf("test_acc=%.4f test_loss=%.4f seconds=%.2f\n", res.test_acc, res.test_loss,
+                res.train_seconds);
     return 0;
   });
 }

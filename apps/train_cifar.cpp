@@ -9,7 +9,8 @@ static const char* kUsage =
     "usage: train_cifar [--config FILE.yaml] [options]\n"
     "Trains a model on CIFAR-10 (binary version; the files come from you: --data-dir DIR) and\n"
     "reports test accuracy.\n"
-    "Defaults: --dataset cifar10 --model cifar --augment --epochs 3 --batch-size 32 --optimizer adam\n"
+    "Defaults: --dataset cifar10 --model cifar --augment --epochs 3 --batch-size 32 --optimizer "
+    "adam\n"
     "          --lr 0.003 --schedule one-cycle (one-cycle peaks at --lr)\n"
     "Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 training diverged.\n\noptions:\n";
 

@@ -87,7 +87,8 @@ TEST(LrFinder, ValleyIgnoresNoiseBumps) {
 TEST(LrFinder, TrimmingSkipsFirstTenthAndLastFive) {
   Curve c = synthetic(141);
   std::vector<LrFindPoint> pts;
-  for (size_t i = 0; i < c.lrs.size(); ++i) pts.push_back({static_cast<long long>(i), c.lrs[i], c.losses[i], c.losses[i]});
+  for (size_t i = 0; i < c.lrs.size(); ++i)
+    pts.push_back({static_cast<long long>(i), c.lrs[i], c.losses[i], c.losses[i]});
   LrFindOptions o;
   std::vector<LrSuggestion> s = suggest_all(pts, o);
   ASSERT_EQ(s.size(), 4u);

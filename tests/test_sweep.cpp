@@ -41,8 +41,10 @@ std::string usage_error(const std::string& yaml) {
 
 TEST(SweepSpec, GridIsCartesianProductLastParameterFastest) {
   SweepSpec s = parse_sweep(
-      "method: grid\nparameters:\n  optimizer: {values: [sgd, adam]}\n  lr: {values: [0.1, 0.01, 0.001]}\n"
-      "  width: {value: 64}\n", "s.yaml");
+      "method: grid\nparameters:\n  optimizer: {values: [sgd, adam]}\n  lr: {values: [0.1, 0.01, "
+      "0.001]}\n"
+      "  width: {value: 64}\n",
+      "s.yaml");
   ASSERT_EQ(num_trials(s), 6);
   std::vector<std::string> got;
   for (int i = 0; i < 6; ++i) {
@@ -51,8 +53,10 @@ TEST(SweepSpec, GridIsCartesianProductLastParameterFastest) {
     EXPECT_EQ(p[2].second, "64");
     got.push_back(p[0].second + "/" + p[1].second);
   }
-  EXPECT_EQ(got, (std::vector<std::string>{"sgd/0.1", "sgd/0.01", "sgd/0.001", "adam/0.1", "adam/0.01", "adam/0.001"}));
-  SweepSpec capped = parse_sweep("method: grid\nrun_cap: 4\nparameters:\n  lr: {values: [1, 2, 3, 4, 5, 6]}\n", "s.yaml");
+  EXPECT_EQ(got, (std::vector<std::string>{"sgd/0.1", "sgd/0.01", "sgd/0.001", "adam/0.1",
+                                           "adam/0.01", "adam/0.001"}));
+  SweepSpec capped = parse_sweep(
+      "method: grid\nrun_cap: 4\nparameters:\n  lr: {values: [1, 2, 3, 4, 5, 6]}\n", "s.yaml");
   EXPECT_EQ(num_trials(capped), 4);
 }
 
@@ -60,7 +64,8 @@ TEST(SweepSpec, MetricGoalDefaultsFollowTheMetric) {
   SweepSpec a = parse_sweep("parameters: {lr: {values: [0.1]}}\n", "s.yaml");
   EXPECT_EQ(a.metric, "test_acc");
   EXPECT_TRUE(a.maximize);
-  SweepSpec b = parse_sweep("metric: {name: test_loss}\nparameters: {lr: {values: [0.1]}}\n", "s.yaml");
+  SweepSpec b =
+      parse_sweep("metric: {name: test_loss}\nparameters: {lr: {values: [0.1]}}\n", "s.yaml");
   EXPECT_FALSE(b.maximize);
 }
 
@@ -109,7 +114,8 @@ TEST(SweepSpec, RandomSamplingRangesAndDistributions) {
   EXPECT_NEAR(below_mid / 2000.0, 0.5, 0.05);
   EXPECT_EQ(bs.size(), 4u);  // 2, 3, 4, 5 all drawn, nothing else
   for (const auto& kv : bs) {
-    EXPECT_TRUE(kv.first == "2" || kv.first == "3" || kv.first == "4" || kv.first == "5") << kv.first;
+    EXPECT_TRUE(kv.first == "2" || kv.first == "3" || kv.first == "4" || kv.first == "5")
+        << kv.first;
     EXPECT_NEAR(kv.second / 2000.0, 0.25, 0.05) << kv.first;
   }
   EXPECT_EQ(opt.size(), 3u);
@@ -129,9 +135,13 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
   EXPECT_NE(m.find("grid search needs values"), std::string::npos) << m;
   m = usage_error("method: random\nparameters: {lr: {values: [0.1]}}\n");
   EXPECT_NE(m.find("run_cap"), std::string::npos) << m;
-  m = usage_error("method: random\nrun_cap: 3\nparameters: {lr: {min: 0, max: 1, distribution: log_uniform}}\n");
+  m = usage_error(
+      "method: random\nrun_cap: 3\nparameters: {lr: {min: 0, max: 1, distribution: "
+      "log_uniform}}\n");
   EXPECT_NE(m.find("min > 0"), std::string::npos) << m;
-  m = usage_error("method: random\nrun_cap: 3\nparameters: {width: {min: 8, max: 64.5, distribution: uniform}}\n");
+  m = usage_error(
+      "method: random\nrun_cap: 3\nparameters: {width: {min: 8, max: 64.5, distribution: "
+      "uniform}}\n");
   EXPECT_NE(m.find("int_uniform"), std::string::npos) << m;
   m = usage_error("metric: {name: accuracy}\nparameters: {lr: {values: [0.1]}}\n");
   EXPECT_NE(m.find("test_acc"), std::string::npos) << m;
@@ -148,8 +158,11 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
 }
 
 TEST(SweepSpec, TrialConfigAppliesParameters) {
-  SweepSpec s = parse_sweep("parameters:\n  optimizer: {values: [sgd]}\n  lr: {values: [0.25]}\n  batch_size: {values: [16]}\n"
-                            "  milestones: {values: [[2, 4]]}\n", "s.yaml");
+  SweepSpec s = parse_sweep(
+      "parameters:\n  optimizer: {values: [sgd]}\n  lr: {values: [0.25]}\n  batch_size: {values: "
+      "[16]}\n"
+      "  milestones: {values: [[2, 4]]}\n",
+      "s.yaml");
   RunConfig base;
   RunConfig c = trial_config(s, base, 0, "/tmp/x");
   EXPECT_EQ(c.optim.name, "sgd");
@@ -162,8 +175,10 @@ TEST(SweepSpec, TrialConfigAppliesParameters) {
 TEST(SweepSpec, BundleParameterSetsSeveralOptionsTogether) {
   SweepSpec s = parse_sweep(
       "base: {lr: 0.05}\nparameters:\n  variant:\n    values:\n      - {optimizer: sgd}\n"
-      "      - {optimizer: sgd, momentum: 0.9, nesterov: true}\n      - {optimizer: adam, lr: 0.001}\n"
-      "  batch_size: {values: [32, 64]}\n", "s.yaml");
+      "      - {optimizer: sgd, momentum: 0.9, nesterov: true}\n      - {optimizer: adam, lr: "
+      "0.001}\n"
+      "  batch_size: {values: [32, 64]}\n",
+      "s.yaml");
   ASSERT_EQ(num_trials(s), 6);
   EXPECT_EQ(trial_params(s, 2)[0].second, "optimizer=sgd momentum=0.9 nesterov=true");
   RunConfig base;
@@ -213,7 +228,8 @@ struct FakeRunner {
     return [this](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch) {
       {
         std::lock_guard<std::mutex> g(mu);
-        if (throw_after >= 0 && static_cast<int>(lrs.size()) >= throw_after) KILN_FAIL("simulated kill");
+        if (throw_after >= 0 && static_cast<int>(lrs.size()) >= throw_after)
+          KILN_FAIL("simulated kill");
         lrs.push_back(cfg.optim.lr);
       }
       if (sleep_ms) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));
@@ -233,7 +249,8 @@ struct FakeRunner {
   }
 };
 
-const char* kGrid8 = "method: grid\nparameters:\n  lr: {values: [1, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003]}\n";
+const char* kGrid8 =
+    "method: grid\nparameters:\n  lr: {values: [1, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003]}\n";
 
 std::multiset<int64_t> ids(const std::vector<TrialRecord>& rs) {
   std::multiset<int64_t> s;
@@ -333,7 +350,9 @@ TEST(SweepRun, ConcurrentWorkersOnOneDirectoryNeverRunATrialTwice) {
 }
 
 TEST(SweepRun, MedianPruningStopsTrialsWorseThanTheMedian) {
-  SweepSpec s = parse_sweep(std::string(kGrid8) + "early_terminate: {type: median, min_epochs: 2, min_trials: 3}\n", "s.yaml");
+  SweepSpec s = parse_sweep(
+      std::string(kGrid8) + "early_terminate: {type: median, min_epochs: 2, min_trials: 3}\n",
+      "s.yaml");
   // Order the grid so the first trials are good: reverse 0.01-centred values.
   s.params[0].values = {"0.01", "0.02", "0.005", "1", "0.012", "0.0001"};
   SweepOptions o;
@@ -344,7 +363,7 @@ TEST(SweepRun, MedianPruningStopsTrialsWorseThanTheMedian) {
   std::map<int64_t, TrialRecord> by;
   for (const auto& r : out.results) by[r.trial] = r;
   for (int i : {0, 1, 2}) EXPECT_EQ(by[i].status, "ok") << i;  // fewer than 3 finished peers
-  EXPECT_EQ(by[3].status, "pruned");  // lr 1: far worse than the median
+  EXPECT_EQ(by[3].status, "pruned");                           // lr 1: far worse than the median
   EXPECT_EQ(by[3].epochs, 2);
   EXPECT_NE(by[3].message.find("median"), std::string::npos) << by[3].message;
   EXPECT_EQ(by[4].status, "ok");  // lr 0.012 beats the median of 0.01/0.02/0.005
@@ -356,8 +375,10 @@ TEST(SweepRun, DivergedAndUsageErrorsAreFailedTrialsNotFatal) {
   SweepSpec s = parse_sweep("parameters:\n  lr: {values: [0.1, 10, 0.01]}\n", "s.yaml");
   SweepOptions o;
   o.dir = fresh_dir("failed");
-  TrialRunner r = [](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>&) -> std::vector<EpochRecord> {
-    if (cfg.optim.lr > 5) throw_error(ErrorKind::Diverged, "training diverged: loss is nan", __FILE__, __LINE__);
+  TrialRunner r = [](const RunConfig& cfg,
+                     const std::function<bool(const EpochRecord&)>&) -> std::vector<EpochRecord> {
+    if (cfg.optim.lr > 5)
+      throw_error(ErrorKind::Diverged, "training diverged: loss is nan", __FILE__, __LINE__);
     if (cfg.optim.lr < 0.05f) KILN_USAGE_FAIL("--norm group needs --groups dividing the width");
     EpochRecord e;
     e.test_acc = 0.9;

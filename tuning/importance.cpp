@@ -68,7 +68,8 @@ double spearman(const std::vector<double>& x, const std::vector<double>& y) {
 }
 
 std::vector<ParamImportance> param_importance(const std::vector<std::string>& params,
-                                              const std::vector<TrialRecord>& results, int max_bins) {
+                                              const std::vector<TrialRecord>& results,
+                                              int max_bins) {
   std::vector<const TrialRecord*> use;
   for (const auto& r : results)
     if (r.status == "ok" && std::isfinite(r.metric)) use.push_back(&r);
@@ -93,18 +94,21 @@ std::vector<ParamImportance> param_importance(const std::vector<std::string>& pa
     if (pi.numeric) {
       std::vector<double> sorted = x;
       std::sort(sorted.begin(), sorted.end());
-      size_t distinct = static_cast<size_t>(std::unique(sorted.begin(), sorted.end()) - sorted.begin());
+      size_t distinct =
+          static_cast<size_t>(std::unique(sorted.begin(), sorted.end()) - sorted.begin());
       sorted.resize(distinct);
       int b = static_cast<int>(std::min<size_t>(distinct, static_cast<size_t>(max_bins)));
       if (static_cast<int>(distinct) > max_bins) b = std::max(2, std::min(b, pi.trials / 3));
       if (static_cast<int>(distinct) <= b) {
         for (size_t i = 0; i < x.size(); ++i)
-          group[i] = static_cast<int>(std::lower_bound(sorted.begin(), sorted.end(), x[i]) - sorted.begin());
+          group[i] = static_cast<int>(std::lower_bound(sorted.begin(), sorted.end(), x[i]) -
+                                      sorted.begin());
       } else {
         // Equal-count bins over the trials' ranks; average ranks keep ties together.
         std::vector<double> r = ranks(x);
         for (size_t i = 0; i < x.size(); ++i)
-          group[i] = std::min(b - 1, static_cast<int>((r[i] - 1) * b / static_cast<double>(x.size())));
+          group[i] =
+              std::min(b - 1, static_cast<int>((r[i] - 1) * b / static_cast<double>(x.size())));
       }
       std::vector<int> used = group;
       std::sort(used.begin(), used.end());
@@ -112,14 +116,16 @@ std::vector<ParamImportance> param_importance(const std::vector<std::string>& pa
       pi.spearman = spearman(x, y);
     } else {
       std::map<std::string, int> cat;
-      for (size_t i = 0; i < text.size(); ++i) group[i] = cat.emplace(text[i], static_cast<int>(cat.size())).first->second;
+      for (size_t i = 0; i < text.size(); ++i)
+        group[i] = cat.emplace(text[i], static_cast<int>(cat.size())).first->second;
       pi.bins = static_cast<int>(cat.size());
     }
     if (use.size() >= 2) pi.explained = eta_squared(group, y);
     out.push_back(pi);
   }
   std::stable_sort(out.begin(), out.end(), [](const ParamImportance& a, const ParamImportance& b) {
-    double ea = std::isfinite(a.explained) ? a.explained : -1, eb = std::isfinite(b.explained) ? b.explained : -1;
+    double ea = std::isfinite(a.explained) ? a.explained : -1,
+           eb = std::isfinite(b.explained) ? b.explained : -1;
     return ea > eb;
   });
   return out;
@@ -129,17 +135,20 @@ std::string importance_table(const std::vector<ParamImportance>& imp, const std:
   std::ostringstream os;
   os << "parameter importance for " << metric << " (" << (imp.empty() ? 0 : imp[0].trials)
      << " finished trials; explained = between-bin / total variance)\n";
-  os << std::left << std::setw(20) << "parameter" << std::setw(11) << "explained" << std::setw(10) << "spearman"
-     << std::setw(6) << "bins" << "\n";
+  os << std::left << std::setw(20) << "parameter" << std::setw(11) << "explained" << std::setw(10)
+     << "spearman" << std::setw(6) << "bins"
+     << "\n";
   for (const auto& p : imp) {
     auto f = [](double v) {
       std::ostringstream s;
-      if (std::isfinite(v)) s << std::fixed << std::setprecision(3) << v;
-      else s << "-";
+      if (std::isfinite(v))
+        s << std::fixed << std::setprecision(3) << v;
+      else
+        s << "-";
       return s.str();
     };
-    os << std::setw(20) << p.name << std::setw(11) << f(p.explained) << std::setw(10) << (p.numeric ? f(p.spearman) : "n/a")
-       << std::setw(6) << p.bins << "\n";
+    os << std::setw(20) << p.name << std::setw(11) << f(p.explained) << std::setw(10)
+       << (p.numeric ? f(p.spearman) : "n/a") << std::setw(6) << p.bins << "\n";
   }
   if (!imp.empty() && imp[0].trials < 10)
     os << "(few trials: with k bins even noise explains about (k-1)/(n-1) of the variance)\n";

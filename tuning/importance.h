@@ -13,17 +13,18 @@ namespace kiln {
 struct ParamImportance {
   std::string name;
   bool numeric = false;
-  int bins = 0;              // bins used (categories for non-numeric parameters)
-  int trials = 0;            // trials with a finite metric that entered the estimate
-  double explained = NAN;    // between-bin variance / total variance, in [0, 1]
-  double spearman = NAN;     // numeric parameters only
+  int bins = 0;            // bins used (categories for non-numeric parameters)
+  int trials = 0;          // trials with a finite metric that entered the estimate
+  double explained = NAN;  // between-bin variance / total variance, in [0, 1]
+  double spearman = NAN;   // numeric parameters only
 };
 
 // Uses finished ("ok") trials with a finite metric. Numeric parameters with more distinct
 // values than max_bins are cut into equal-count quantile bins (at most trials/3 bins, so each
 // bin averages several trials); ties always share a bin. Sorted by explained variance.
 std::vector<ParamImportance> param_importance(const std::vector<std::string>& params,
-                                              const std::vector<TrialRecord>& results, int max_bins = 4);
+                                              const std::vector<TrialRecord>& results,
+                                              int max_bins = 4);
 std::string importance_table(const std::vector<ParamImportance>& imp, const std::string& metric);
 
 // Spearman's rho with average ranks for ties (NAN when either side is constant).

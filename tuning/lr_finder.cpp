@@ -51,7 +51,9 @@ LrSuggestion at(const char* method, const std::vector<double>& lrs, int64_t i, d
 class RampSchedule : public Schedule {
  public:
   RampSchedule(double start, double end, long long n) : start_(start), end_(end), n_(n) {}
-  float lr(int, long long step) override { return static_cast<float>(ramp_lr(start_, end_, step, n_)); }
+  float lr(int, long long step) override {
+    return static_cast<float>(ramp_lr(start_, end_, step, n_));
+  }
   bool per_step() const override { return true; }
 
  private:
@@ -185,9 +187,11 @@ LrFindOptions lr_find_options(const RunConfig& cfg) {
   return o;
 }
 
-LrFindResult lr_find(RunSession& s, const LrFindOptions& o, const std::function<void(const std::string&)>& log) {
+LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
+                     const std::function<void(const std::string&)>& log) {
   KILN_USAGE_CHECK(o.start_lr > 0 && o.end_lr > o.start_lr,
-                   "lr_find: --start-lr " << o.start_lr << " / --end-lr " << o.end_lr << ": need 0 < start < end");
+                   "lr_find: --start-lr " << o.start_lr << " / --end-lr " << o.end_lr
+                                          << ": need 0 < start < end");
   KILN_USAGE_CHECK(o.num_it > 0 || o.epochs > 0, "lr_find: --num-it 0 needs --epochs >= 1");
   KILN_CHECK(s.trainer && s.train.size() > 0, "lr_find: the session has no training data");
   TrainOptions topts = s.cfg.train;
@@ -244,7 +248,8 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o, const std::function<
     best = std::min(best, p.smoothed);
     if (log && (i % 20 == 0 || stop)) {
       std::ostringstream os;
-      os << "lr_find step " << i << "/" << n << " lr=" << lr << " loss=" << loss << " smoothed=" << p.smoothed;
+      os << "lr_find step " << i << "/" << n << " lr=" << lr << " loss=" << loss
+         << " smoothed=" << p.smoothed;
       log(os.str());
     }
     return !stop;
@@ -261,7 +266,8 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o, const std::function<
     if (res.stop_reason.empty() || res.stop_reason.rfind("completed", 0) == 0)
       res.stop_reason = "diverged: " + e.message();
   }
-  if (res.stop_reason.empty()) res.stop_reason = "completed " + std::to_string(res.points.size()) + " steps";
+  if (res.stop_reason.empty())
+    res.stop_reason = "completed " + std::to_string(res.points.size()) + " steps";
   if (o.restore) snap.restore(s);
   res.suggestions = suggest_all(res.points, o);
   return res;
@@ -278,13 +284,15 @@ void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
   std::ofstream f(path);
   KILN_USAGE_CHECK(f.good(), path << ": cannot write the LR finder CSV");
   f << "step,lr,loss,smoothed_loss\n" << std::setprecision(9);
-  for (const auto& p : r.points) f << p.step << "," << p.lr << "," << p.loss << "," << p.smoothed << "\n";
+  for (const auto& p : r.points)
+    f << p.step << "," << p.lr << "," << p.loss << "," << p.smoothed << "\n";
   // The suggestions go to a companion file so the CSV stays a plain table for other tools.
   std::ofstream g(path + ".suggestions");
   KILN_CHECK(g.good(), path << ".suggestions: cannot write");
   g << "method,lr,step\n" << std::setprecision(9);
   for (const auto& s : r.suggestions)
-    if (s.ok()) g << s.method << "," << s.lr << "," << r.points[static_cast<size_t>(s.index)].step << "\n";
+    if (s.ok())
+      g << s.method << "," << s.lr << "," << r.points[static_cast<size_t>(s.index)].step << "\n";
   f.close();
   g.close();
   KILN_CHECK(f.good() && g.good(), path << ": write failed");
@@ -297,8 +305,9 @@ std::string lr_find_report(const LrFindResult& r) {
   for (const auto& s : r.suggestions) {
     os << "suggestion " << std::left << std::setw(8) << s.method << " ";
     if (s.ok()) {
-      os << "lr=" << std::setprecision(3) << s.lr << "  (step " << r.points[static_cast<size_t>(s.index)].step
-         << ", smoothed loss " << std::setprecision(4) << r.points[static_cast<size_t>(s.index)].smoothed << ")";
+      os << "lr=" << std::setprecision(3) << s.lr << "  (step "
+         << r.points[static_cast<size_t>(s.index)].step << ", smoothed loss "
+         << std::setprecision(4) << r.points[static_cast<size_t>(s.index)].smoothed << ")";
     } else {
       os << "none (too few points after trimming)";
     }

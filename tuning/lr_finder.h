@@ -15,13 +15,13 @@ namespace kiln {
 
 struct LrFindOptions {
   float start_lr = 1e-7f, end_lr = 10.0f;
-  int num_it = 100;        // steps; 0: `epochs` full epochs of steps (keras_lr_finder)
+  int num_it = 100;  // steps; 0: `epochs` full epochs of steps (keras_lr_finder)
   int epochs = 1;
-  bool use_val = false;    // smooth the loss on a held-out slice instead of the batch loss
-  int64_t val_size = 500;  // first N test samples, evaluated after every step
-  double beta = 0.98;      // EMA smoothing
-  double diverge = 4.0;    // stop when smoothed > diverge * best smoothed
-  bool restore = true;     // put weights and optimizer state back afterwards
+  bool use_val = false;          // smooth the loss on a held-out slice instead of the batch loss
+  int64_t val_size = 500;        // first N test samples, evaluated after every step
+  double beta = 0.98;            // EMA smoothing
+  double diverge = 4.0;          // stop when smoothed > diverge * best smoothed
+  bool restore = true;           // put weights and optimizer state back afterwards
   double skip_start_frac = 0.1;  // suggestions ignore the first 10% of points...
   int skip_end = 5;              // ...and the last 5
 };
@@ -40,7 +40,7 @@ struct LrSuggestion {
 
 struct LrFindResult {
   std::vector<LrFindPoint> points;
-  std::string stop_reason;  // "completed", "loss exceeded 4x best", "non-finite loss"
+  std::string stop_reason;                // "completed", "loss exceeded 4x best", "non-finite loss"
   std::vector<LrSuggestion> suggestions;  // valley first (the default)
 };
 
@@ -67,7 +67,8 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
 
 // The whole command: builds the session from cfg, runs the test, writes cfg.lr_find_csv
 // (default lr_find.csv) and its .suggestions companion.
-LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const std::string&)>& log = {});
+LrFindResult run_lr_find(const RunConfig& cfg,
+                         const std::function<void(const std::string&)>& log = {});
 
 void write_lr_find_csv(const std::string& path, const LrFindResult& r);
 // Human-readable lines: the stop reason and one line per suggestion.

@@ -62,16 +62,21 @@ struct JParser {
       }
       if (++i >= s.size()) return false;
       char c = s[i];
-      if (c == 'n') out += '\n';
-      else if (c == 't') out += '\t';
-      else if (c == 'r') out += '\r';
-      else if (c == 'b' || c == 'f') out += ' ';
+      if (c == 'n')
+        out += '\n';
+      else if (c == 't')
+        out += '\t';
+      else if (c == 'r')
+        out += '\r';
+      else if (c == 'b' || c == 'f')
+        out += ' ';
       else if (c == 'u') {
         if (i + 4 >= s.size()) return false;
         unsigned code = static_cast<unsigned>(std::stoul(s.substr(i + 1, 4), nullptr, 16));
         out += code < 128 ? static_cast<char>(code) : '?';
         i += 4;
-      } else out += c;
+      } else
+        out += c;
     }
     if (i >= s.size()) return false;
     ++i;
@@ -96,7 +101,10 @@ struct JParser {
         if (!value(x)) return false;
         v.obj.emplace_back(k, std::move(x));
         ws();
-        if (i < s.size() && s[i] == ',') { ++i; continue; }
+        if (i < s.size() && s[i] == ',') {
+          ++i;
+          continue;
+        }
         return i < s.size() && s[i++] == '}';
       }
     }
@@ -110,7 +118,10 @@ struct JParser {
         if (!value(x)) return false;
         v.arr.push_back(std::move(x));
         ws();
-        if (i < s.size() && s[i] == ',') { ++i; continue; }
+        if (i < s.size() && s[i] == ',') {
+          ++i;
+          continue;
+        }
         return i < s.size() && s[i++] == ']';
       }
     }
@@ -201,7 +212,8 @@ std::string host_name() {
 // both reclaim the same lock.
 class TrialLock {
  public:
-  TrialLock(const std::string& dir, int64_t id) : path_(dir + "/locks/trial-" + std::to_string(id) + ".lock") {
+  TrialLock(const std::string& dir, int64_t id)
+      : path_(dir + "/locks/trial-" + std::to_string(id) + ".lock") {
     std::string mutex_path = dir + "/locks/.reclaim";
     int m = open(mutex_path.c_str(), O_RDWR | O_CREAT, 0644);
     KILN_CHECK(m >= 0, mutex_path << ": cannot open: " << std::strerror(errno));
@@ -252,7 +264,9 @@ double metric_of(const EpochRecord& r, const std::string& m) {
   return r.train_loss;
 }
 
-bool better(double a, double b, bool maximize) { return maximize ? a > b : a < b; }
+bool better(double a, double b, bool maximize) {
+  return maximize ? a > b : a < b;
+}
 
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
@@ -272,8 +286,8 @@ std::string csv_row(const TrialRecord& r) {
   os << r.trial << "," << r.status << "," << json_number(r.metric);
   for (const auto& p : r.params) os << "," << csv_field(p.second);
   os << "," << r.epochs << "," << json_number(r.test_acc) << "," << json_number(r.test_loss) << ","
-     << json_number(r.train_acc) << "," << json_number(r.train_loss) << "," << json_number(r.seconds) << ","
-     << csv_field(r.message);
+     << json_number(r.train_acc) << "," << json_number(r.train_loss) << ","
+     << json_number(r.seconds) << "," << csv_field(r.message);
   return os.str();
 }
 
@@ -292,9 +306,18 @@ std::string TrialRecord::to_json() const {
   std::string c = "[";
   for (size_t i = 0; i < curve.size(); ++i) c += (i ? "," : "") + json_number(curve[i]);
   c += "]";
-  j.add("trial", static_cast<long long>(trial)).add("status", status).add("metric", metric).add_raw("params", p.str());
-  j.add("epochs", epochs).add("test_acc", test_acc).add("test_loss", test_loss).add("train_acc", train_acc);
-  j.add("train_loss", train_loss).add("seconds", seconds).add_raw("curve", c).add("message", message);
+  j.add("trial", static_cast<long long>(trial))
+      .add("status", status)
+      .add("metric", metric)
+      .add_raw("params", p.str());
+  j.add("epochs", epochs)
+      .add("test_acc", test_acc)
+      .add("test_loss", test_loss)
+      .add("train_acc", train_acc);
+  j.add("train_loss", train_loss)
+      .add("seconds", seconds)
+      .add_raw("curve", c)
+      .add("message", message);
   return j.str();
 }
 
@@ -311,7 +334,8 @@ bool TrialRecord::from_json(const std::string& line, TrialRecord& r) {
   r.status = str_of(v, "status");
   r.metric = num_of(v, "metric");
   if (const JVal* ps = v.get("params"))
-    for (const auto& kv : ps->obj) r.params.emplace_back(kv.first, kv.second.type == JVal::Str ? kv.second.str : "");
+    for (const auto& kv : ps->obj)
+      r.params.emplace_back(kv.first, kv.second.type == JVal::Str ? kv.second.str : "");
   r.epochs = static_cast<int>(std::isfinite(num_of(v, "epochs")) ? num_of(v, "epochs") : 0);
   r.test_acc = num_of(v, "test_acc");
   r.test_loss = num_of(v, "test_loss");
@@ -337,16 +361,19 @@ std::vector<TrialRecord> read_results(const std::string& dir) {
 std::pair<int, int> parse_worker(const std::string& s) {
   int i = -1, n = -1;
   char extra = 0;
-  KILN_USAGE_CHECK(std::sscanf(s.c_str(), "%d/%d%c", &i, &n, &extra) == 2 && n >= 1 && i >= 0 && i < n,
-                   "--worker '" << s << "': expected i/N with 0 <= i < N (e.g. 0/4)");
+  KILN_USAGE_CHECK(
+      std::sscanf(s.c_str(), "%d/%d%c", &i, &n, &extra) == 2 && n >= 1 && i >= 0 && i < n,
+      "--worker '" << s << "': expected i/N with 0 <= i < N (e.g. 0/4)");
   return {i, n};
 }
 
 void apply_sweep_base(const SweepSpec& spec, RunConfig& cfg) {
-  for (const auto& kv : spec.base) run_options().set(cfg, kv.first, kv.second, spec.path + ": base key '" + kv.first + "'");
+  for (const auto& kv : spec.base)
+    run_options().set(cfg, kv.first, kv.second, spec.path + ": base key '" + kv.first + "'");
 }
 
-RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i, const std::string& dir) {
+RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
+                       const std::string& dir) {
   RunConfig c = base;
   auto params = trial_params(spec, i);
   for (size_t k = 0; k < params.size(); ++k) {
@@ -356,7 +383,8 @@ RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i, 
       run_options().set(c, p.name, params[k].second, origin);
       continue;
     }
-    size_t j = static_cast<size_t>(std::find(p.values.begin(), p.values.end(), params[k].second) - p.values.begin());
+    size_t j = static_cast<size_t>(std::find(p.values.begin(), p.values.end(), params[k].second) -
+                                   p.values.begin());
     for (const auto& kv : p.bundles.at(j)) run_options().set(c, kv.first, kv.second, origin);
   }
   c.train.log_path = dir + "/trials/trial-" + std::to_string(i) + ".jsonl";
@@ -383,8 +411,9 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
   make_dir(o.dir + "/trials");
   if (!o.spec_text.empty()) {
     std::string copy = o.dir + "/sweep.yaml", old = read_text(copy);
-    KILN_USAGE_CHECK(old.empty() || old == o.spec_text, o.dir << " holds a different sweep (" << copy << " differs from "
-                                                              << spec.path << "); use another --dir");
+    KILN_USAGE_CHECK(old.empty() || old == o.spec_text,
+                     o.dir << " holds a different sweep (" << copy << " differs from " << spec.path
+                           << "); use another --dir");
     if (old.empty()) {  // temp + rename: a concurrent worker never reads half a file
       std::string tmp = copy + ".tmp." + std::to_string(getpid());
       {
@@ -392,13 +421,15 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
         f << o.spec_text;
         KILN_CHECK(f.good(), tmp << ": cannot write");
       }
-      KILN_CHECK(std::rename(tmp.c_str(), copy.c_str()) == 0, copy << ": rename failed: " << std::strerror(errno));
+      KILN_CHECK(std::rename(tmp.c_str(), copy.c_str()) == 0,
+                 copy << ": rename failed: " << std::strerror(errno));
     }
   }
   SweepOutcome out;
   std::vector<TrialRecord> prior = read_results(o.dir);
   KILN_USAGE_CHECK(prior.empty() || o.resume || o.num_workers > 1,
-                   o.dir << " already holds " << prior.size() << " results; pass --resume to continue that "
+                   o.dir << " already holds " << prior.size()
+                         << " results; pass --resume to continue that "
                          << "sweep or choose another --dir");
   int64_t n = num_trials(spec);
   auto log = [&](const std::string& s) {
@@ -428,7 +459,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     TrialRecord rec;
     rec.trial = i;
     rec.params = trial_params(spec, i);
-    std::string head = "trial " + std::to_string(i) + "/" + std::to_string(n) + " [" + params_str(rec.params) + "]";
+    std::string head = "trial " + std::to_string(i) + "/" + std::to_string(n) + " [" +
+                       params_str(rec.params) + "]";
     auto on_epoch = [&](const EpochRecord& r) {
       double m = metric_of(r, spec.metric);
       rec.curve.push_back(m);
@@ -436,7 +468,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       if (!spec.median_stop || e < spec.min_epochs) return true;
       std::vector<double> peers;
       for (const auto& t : read_results(o.dir))
-        if (t.status == "ok" && static_cast<int>(t.curve.size()) >= e && std::isfinite(t.curve[e - 1]))
+        if (t.status == "ok" && static_cast<int>(t.curve.size()) >= e &&
+            std::isfinite(t.curve[e - 1]))
           peers.push_back(t.curve[e - 1]);
       if (static_cast<int>(peers.size()) < spec.min_trials) return true;
       std::sort(peers.begin(), peers.end());
@@ -444,8 +477,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       double med = peers.size() % 2 ? peers[h] : 0.5 * (peers[h - 1] + peers[h]);
       if (!better(med, m, spec.maximize)) return true;
       std::ostringstream os;
-      os << "pruned at epoch " << e << ": " << spec.metric << " " << m << " worse than the median " << med << " of "
-         << peers.size() << " finished trials";
+      os << "pruned at epoch " << e << ": " << spec.metric << " " << m << " worse than the median "
+         << med << " of " << peers.size() << " finished trials";
       rec.status = "pruned";
       rec.message = os.str();
       return false;
@@ -479,8 +512,10 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     ++out.ran;
     std::ostringstream os;
     os << head << ": " << rec.status;
-    if (rec.status != "failed") os << " " << spec.metric << "=" << std::setprecision(4) << rec.metric;
-    os << " (" << rec.epochs << " epochs, " << std::fixed << std::setprecision(1) << rec.seconds << "s)";
+    if (rec.status != "failed")
+      os << " " << spec.metric << "=" << std::setprecision(4) << rec.metric;
+    os << " (" << rec.epochs << " epochs, " << std::fixed << std::setprecision(1) << rec.seconds
+       << "s)";
     if (!rec.message.empty()) os << " " << rec.message;
     log(os.str());
   }
@@ -497,10 +532,10 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size
     return fa && better(a.metric, b.metric, spec.maximize);
   });
   std::ostringstream os;
-  os << "leaderboard (" << spec.metric << ", " << (spec.maximize ? "higher" : "lower") << " is better; "
-     << rs.size() << " trials)\n";
-  os << std::left << std::setw(5) << "rank" << std::setw(7) << "trial" << std::setw(8) << "status" << std::setw(11)
-     << spec.metric;
+  os << "leaderboard (" << spec.metric << ", " << (spec.maximize ? "higher" : "lower")
+     << " is better; " << rs.size() << " trials)\n";
+  os << std::left << std::setw(5) << "rank" << std::setw(7) << "trial" << std::setw(8) << "status"
+     << std::setw(11) << spec.metric;
   std::vector<int> width;
   for (size_t j = 0; j < spec.params.size(); ++j) {
     size_t w = spec.params[j].name.size();
@@ -514,8 +549,8 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size
     const auto& r = rs[k];
     std::ostringstream m;
     m << std::setprecision(4) << r.metric;
-    os << std::setw(5) << k + 1 << std::setw(7) << r.trial << std::setw(8) << r.status << std::setw(11)
-       << (std::isfinite(r.metric) ? m.str() : "-");
+    os << std::setw(5) << k + 1 << std::setw(7) << r.trial << std::setw(8) << r.status
+       << std::setw(11) << (std::isfinite(r.metric) ? m.str() : "-");
     for (size_t j = 0; j < spec.params.size(); ++j)
       os << std::setw(width[j]) << (j < r.params.size() ? r.params[j].second : "?");
     os << r.epochs << "\n";

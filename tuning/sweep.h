@@ -22,21 +22,21 @@ struct SweepParam {
   // A named comparison (the name is not an option): each value is a mapping of options set
   // together, e.g. variant: {values: [{optimizer: sgd}, {optimizer: sgd, momentum: 0.9}]}.
   std::vector<std::vector<std::pair<std::string, std::string>>> bundles;
-  std::string distribution;         // "" for values; uniform | log_uniform | int_uniform
+  std::string distribution;  // "" for values; uniform | log_uniform | int_uniform
   double min = 0, max = 0;
   bool is_range() const { return !distribution.empty(); }
 };
 
 struct SweepSpec {
-  std::string path;                 // the YAML file, for messages
-  std::string method = "grid";      // grid | random
+  std::string path;             // the YAML file, for messages
+  std::string method = "grid";  // grid | random
   uint64_t seed = 0;
   int64_t run_cap = 0;              // 0: grid size (random needs it)
   std::string metric = "test_acc";  // test_acc | test_loss | train_acc | train_loss
   bool maximize = true;
   std::vector<std::pair<std::string, std::string>> base;  // fixed options, YAML order
   std::vector<SweepParam> params;                         // YAML order
-  bool median_stop = false;         // early_terminate: {type: median, min_epochs, min_trials}
+  bool median_stop = false;  // early_terminate: {type: median, min_epochs, min_trials}
   int min_epochs = 1, min_trials = 3;
 };
 
@@ -45,7 +45,7 @@ struct SweepSpec {
 SweepSpec load_sweep(const std::string& path);
 SweepSpec parse_sweep(const std::string& yaml_text, const std::string& path);
 
-int64_t grid_size(const SweepSpec& spec);  // product of the value counts
+int64_t grid_size(const SweepSpec& spec);   // product of the value counts
 int64_t num_trials(const SweepSpec& spec);  // grid: min(grid size, run_cap); random: run_cap
 // Parameters of trial i (name, value as text), in YAML order.
 std::vector<std::pair<std::string, std::string>> trial_params(const SweepSpec& spec, int64_t i);
@@ -79,7 +79,7 @@ struct SweepOptions {
   std::string dir;
   bool resume = false;
   int worker = 0, num_workers = 1;
-  RunConfig base;  // defaults + the spec's base + command-line overrides; params go on top
+  RunConfig base;         // defaults + the spec's base + command-line overrides; params go on top
   std::string spec_text;  // the sweep file, kept as DIR/sweep.yaml (a resume must match it)
   std::function<void(const std::string&)> log;
 };
@@ -94,7 +94,8 @@ struct SweepOutcome {
 void apply_sweep_base(const SweepSpec& spec, RunConfig& cfg);
 // The trial's config: base (already holding the spec's base mapping), then the trial's
 // parameters; per-trial metrics go to DIR/trials/trial-<id>.jsonl.
-RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i, const std::string& dir);
+RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
+                       const std::string& dir);
 
 SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& opts, const TrialRunner& runner);
 

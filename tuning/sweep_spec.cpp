@@ -46,7 +46,8 @@ std::string closest_of(const std::string& k, const std::vector<std::string>& nam
     for (size_t i = 1; i <= k.size(); ++i) {
       cur[0] = i;
       for (size_t j = 1; j <= n.size(); ++j)
-        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (k[i - 1] == n[j - 1] ? 0 : 1)});
+        cur[j] =
+            std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (k[i - 1] == n[j - 1] ? 0 : 1)});
       std::swap(prev, cur);
     }
     if (prev[n.size()] < bd) {
@@ -64,11 +65,13 @@ void check_key(const std::string& path, const std::string& where, const std::str
   std::string near = closest_of(key, allowed), list;
   for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
   KILN_USAGE_FAIL(path << ": unknown key '" << key << "'" << where
-                       << (near.empty() ? "" : " (did you mean '" + near + "'?)") << "; expected one of " << list);
+                       << (near.empty() ? "" : " (did you mean '" + near + "'?)")
+                       << "; expected one of " << list);
 }
 
 // The canonical option for a sweep key, or a usage error naming the file and key.
-const OptionSpec& option_for(const std::string& path, const std::string& section, const std::string& key) {
+const OptionSpec& option_for(const std::string& path, const std::string& section,
+                             const std::string& key) {
   const OptionTable& t = run_options();
   const OptionSpec* s = t.find(key);
   if (!s) {
@@ -98,17 +101,20 @@ double number(const YAML::Node& v, const std::string& origin) {
   std::string s = scalar_text(v, origin);
   char* end = nullptr;
   double d = std::strtod(s.c_str(), &end);
-  KILN_USAGE_CHECK(!s.empty() && end && *end == 0 && std::isfinite(d), origin << ": '" << s << "' is not a number");
+  KILN_USAGE_CHECK(!s.empty() && end && *end == 0 && std::isfinite(d),
+                   origin << ": '" << s << "' is not a number");
   return d;
 }
 
 // values: [{opt: v, ...}, ...] under a name that is not an option: options set together.
-SweepParam parse_bundles(const std::string& path, const std::string& key, const YAML::Node& values) {
+SweepParam parse_bundles(const std::string& path, const std::string& key,
+                         const YAML::Node& values) {
   std::string origin = path + ": parameter '" + key + "'";
   SweepParam p;
   p.name = key;
   for (const auto& item : values) {
-    KILN_USAGE_CHECK(item.IsMap() && item.size() > 0, origin << ": every value of a bundle parameter must be a mapping of options");
+    KILN_USAGE_CHECK(item.IsMap() && item.size() > 0,
+                     origin << ": every value of a bundle parameter must be a mapping of options");
     std::vector<std::pair<std::string, std::string>> b;
     std::string label;
     RunConfig scratch;
@@ -120,7 +126,8 @@ SweepParam parse_bundles(const std::string& path, const std::string& key, const 
       b.emplace_back(opt.name, v);
       label += (label.empty() ? "" : " ") + opt.name + "=" + v;
     }
-    for (const auto& l : p.values) KILN_USAGE_CHECK(l != label, origin << ": '" << label << "' is listed twice");
+    for (const auto& l : p.values)
+      KILN_USAGE_CHECK(l != label, origin << ": '" << label << "' is listed twice");
     p.values.push_back(label);
     p.bundles.push_back(b);
   }
@@ -130,20 +137,25 @@ SweepParam parse_bundles(const std::string& path, const std::string& key, const 
 SweepParam parse_param(const std::string& path, const std::string& key, const YAML::Node& node) {
   if (!run_options().find(key) && node.IsMap() && node["values"] && node["values"].IsSequence() &&
       node["values"].size() > 0 && node["values"][0].IsMap()) {
-    KILN_USAGE_CHECK(node.size() == 1, path << ": parameter '" << key << "': a bundle parameter takes only values: [...]");
+    KILN_USAGE_CHECK(node.size() == 1, path << ": parameter '" << key
+                                            << "': a bundle parameter takes only values: [...]");
     return parse_bundles(path, key, node["values"]);
   }
   const OptionSpec& opt = option_for(path, "parameter", key);
   std::string origin = path + ": parameter '" + key + "'";
-  KILN_USAGE_CHECK(node.IsMap(), origin << ": expected {values: [...]}, {value: x} or {min: a, max: b, distribution: d}");
+  KILN_USAGE_CHECK(
+      node.IsMap(),
+      origin << ": expected {values: [...]}, {value: x} or {min: a, max: b, distribution: d}");
   SweepParam p;
   p.name = opt.name;
   bool has_min = false, has_max = false;
   for (const auto& kv : node) {
     std::string k = kv.first.as<std::string>();
-    check_key(path, " in parameter '" + key + "'", k, {"values", "value", "min", "max", "distribution"});
+    check_key(path, " in parameter '" + key + "'", k,
+              {"values", "value", "min", "max", "distribution"});
     if (k == "values") {
-      KILN_USAGE_CHECK(kv.second.IsSequence() && kv.second.size() > 0, origin << ": values must be a non-empty list");
+      KILN_USAGE_CHECK(kv.second.IsSequence() && kv.second.size() > 0,
+                       origin << ": values must be a non-empty list");
       for (const auto& v : kv.second) p.values.push_back(scalar_text(v, origin));
     } else if (k == "value") {
       p.values = {scalar_text(kv.second, origin)};
@@ -159,8 +171,9 @@ SweepParam parse_param(const std::string& path, const std::string& key, const YA
     }
   }
   bool range = has_min || has_max || !p.distribution.empty();
-  KILN_USAGE_CHECK(range != !p.values.empty(), origin << ": give either values/value or min/max, not "
-                                                      << (range ? "both" : "neither"));
+  KILN_USAGE_CHECK(range != !p.values.empty(), origin
+                                                   << ": give either values/value or min/max, not "
+                                                   << (range ? "both" : "neither"));
   // Type-check every listed value now, not when its trial runs.
   RunConfig scratch;
   for (size_t i = 0; i < p.values.size(); ++i)
@@ -168,15 +181,22 @@ SweepParam parse_param(const std::string& path, const std::string& key, const YA
   if (!range) return p;
   KILN_USAGE_CHECK(has_min && has_max, origin << ": a range needs both min and max");
   if (p.distribution.empty())
-    p.distribution = (p.min == std::floor(p.min) && p.max == std::floor(p.max) && opt.type == "int") ? "int_uniform" : "uniform";
-  KILN_USAGE_CHECK(p.distribution == "uniform" || p.distribution == "log_uniform" || p.distribution == "int_uniform",
-                   origin << ": distribution '" << p.distribution << "': expected uniform|log_uniform|int_uniform");
-  KILN_USAGE_CHECK(opt.type == "float" || opt.type == "int",
-                   origin << ": a " << opt.type << " option cannot take a min/max range; use values: [...]");
-  KILN_USAGE_CHECK(opt.type == "float" || p.distribution == "int_uniform",
-                   origin << ": '" << p.name << "' is an integer option; use distribution: int_uniform");
+    p.distribution = (p.min == std::floor(p.min) && p.max == std::floor(p.max) && opt.type == "int")
+                         ? "int_uniform"
+                         : "uniform";
+  KILN_USAGE_CHECK(p.distribution == "uniform" || p.distribution == "log_uniform" ||
+                       p.distribution == "int_uniform",
+                   origin << ": distribution '" << p.distribution
+                          << "': expected uniform|log_uniform|int_uniform");
+  KILN_USAGE_CHECK(
+      opt.type == "float" || opt.type == "int",
+      origin << ": a " << opt.type << " option cannot take a min/max range; use values: [...]");
+  KILN_USAGE_CHECK(
+      opt.type == "float" || p.distribution == "int_uniform",
+      origin << ": '" << p.name << "' is an integer option; use distribution: int_uniform");
   KILN_USAGE_CHECK(p.min <= p.max, origin << ": min " << p.min << " > max " << p.max);
-  KILN_USAGE_CHECK(p.distribution != "log_uniform" || p.min > 0, origin << ": log_uniform needs min > 0 (got " << p.min << ")");
+  KILN_USAGE_CHECK(p.distribution != "log_uniform" || p.min > 0,
+                   origin << ": log_uniform needs min > 0 (got " << p.min << ")");
   run_options().set(scratch, p.name, fmt_g(p.min), origin + " min");
   run_options().set(scratch, p.name, fmt_g(p.max), origin + " max");
   return p;
@@ -193,35 +213,44 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
   } catch (const YAML::Exception& e) {
     KILN_USAGE_FAIL(path << ": not valid YAML at line " << e.mark.line + 1 << ": " << e.msg);
   }
-  KILN_USAGE_CHECK(root.IsMap(), path << ": expected a mapping (method, metric, parameters, ...) at the top level");
+  KILN_USAGE_CHECK(
+      root.IsMap(),
+      path << ": expected a mapping (method, metric, parameters, ...) at the top level");
   SweepSpec s;
   s.path = path;
   bool goal_given = false;
   for (const auto& kv : root) {
     std::string k = kv.first.as<std::string>();
     std::string origin = path + ": key '" + k + "'";
-    check_key(path, "", k, {"name", "description", "method", "seed", "run_cap", "metric", "base", "parameters", "early_terminate"});
+    check_key(path, "", k,
+              {"name", "description", "method", "seed", "run_cap", "metric", "base", "parameters",
+               "early_terminate"});
     const YAML::Node& v = kv.second;
     if (k == "name" || k == "description") continue;
     if (k == "method") {
       s.method = scalar_text(v, origin);
-      KILN_USAGE_CHECK(s.method == "grid" || s.method == "random", origin << ": '" << s.method << "': expected grid|random");
+      KILN_USAGE_CHECK(s.method == "grid" || s.method == "random",
+                       origin << ": '" << s.method << "': expected grid|random");
     } else if (k == "seed" || k == "run_cap") {
       double d = number(v, origin);
       KILN_USAGE_CHECK(d >= 0 && d == std::floor(d), origin << ": expected a non-negative integer");
-      if (k == "seed") s.seed = static_cast<uint64_t>(d);
-      else s.run_cap = static_cast<int64_t>(d);
+      if (k == "seed")
+        s.seed = static_cast<uint64_t>(d);
+      else
+        s.run_cap = static_cast<int64_t>(d);
     } else if (k == "metric") {
       KILN_USAGE_CHECK(v.IsMap(), origin << ": expected {name: test_acc, goal: maximize}");
       for (const auto& m : v) {
         std::string mk = m.first.as<std::string>(), mv = scalar_text(m.second, origin + "." + mk);
         check_key(path, " in metric", mk, {"name", "goal"});
         if (mk == "name") {
-          KILN_USAGE_CHECK(mv == "test_acc" || mv == "test_loss" || mv == "train_acc" || mv == "train_loss",
-                           origin << ": name '" << mv << "': expected test_acc|test_loss|train_acc|train_loss");
+          KILN_USAGE_CHECK(
+              mv == "test_acc" || mv == "test_loss" || mv == "train_acc" || mv == "train_loss",
+              origin << ": name '" << mv << "': expected test_acc|test_loss|train_acc|train_loss");
           s.metric = mv;
         } else {
-          KILN_USAGE_CHECK(mv == "maximize" || mv == "minimize", origin << ": goal '" << mv << "': expected maximize|minimize");
+          KILN_USAGE_CHECK(mv == "maximize" || mv == "minimize",
+                           origin << ": goal '" << mv << "': expected maximize|minimize");
           s.maximize = mv == "maximize";
           goal_given = true;
         }
@@ -237,8 +266,11 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
         s.base.emplace_back(opt.name, val);
       }
     } else if (k == "parameters") {
-      KILN_USAGE_CHECK(v.IsMap() && v.size() > 0, origin << ": expected a non-empty mapping of option: {values|value|min/max}");
-      for (const auto& p : v) s.params.push_back(parse_param(path, p.first.as<std::string>(), p.second));
+      KILN_USAGE_CHECK(
+          v.IsMap() && v.size() > 0,
+          origin << ": expected a non-empty mapping of option: {values|value|min/max}");
+      for (const auto& p : v)
+        s.params.push_back(parse_param(path, p.first.as<std::string>(), p.second));
     } else {
       KILN_USAGE_CHECK(v.IsMap(), origin << ": expected {type: median, min_epochs: k}");
       for (const auto& e : v) {
@@ -256,22 +288,28 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
       }
     }
   }
-  KILN_USAGE_CHECK(!s.params.empty(), path << ": no parameters to sweep (add a 'parameters' mapping)");
+  KILN_USAGE_CHECK(!s.params.empty(),
+                   path << ": no parameters to sweep (add a 'parameters' mapping)");
   std::set<std::string> seen;
   for (const auto& p : s.params) {
-    KILN_USAGE_CHECK(seen.insert(p.name).second, path << ": parameter '" << p.name << "' is given twice");
+    KILN_USAGE_CHECK(seen.insert(p.name).second,
+                     path << ": parameter '" << p.name << "' is given twice");
     KILN_USAGE_CHECK(s.method == "random" || !p.is_range(),
-                     path << ": parameter '" << p.name << "': grid search needs values: [...] (a min/max range "
+                     path << ": parameter '" << p.name
+                          << "': grid search needs values: [...] (a min/max range "
                           << "cannot be enumerated); use method: random");
   }
   for (const auto& p : s.params)
     for (const auto& b : p.bundles)
       for (const auto& kv : b)
-        KILN_USAGE_CHECK(!seen.count(kv.first), path << ": '" << kv.first << "' is set by parameter '" << p.name
-                                                      << "' and is also a parameter");
+        KILN_USAGE_CHECK(!seen.count(kv.first), path << ": '" << kv.first
+                                                     << "' is set by parameter '" << p.name
+                                                     << "' and is also a parameter");
   for (const auto& b : s.base)
-    KILN_USAGE_CHECK(!seen.count(b.first), path << ": '" << b.first << "' is both in base and in parameters");
-  KILN_USAGE_CHECK(s.method == "grid" || s.run_cap > 0, path << ": method random needs run_cap (the number of trials)");
+    KILN_USAGE_CHECK(!seen.count(b.first),
+                     path << ": '" << b.first << "' is both in base and in parameters");
+  KILN_USAGE_CHECK(s.method == "grid" || s.run_cap > 0,
+                   path << ": method random needs run_cap (the number of trials)");
   if (!goal_given) s.maximize = s.metric.find("acc") != std::string::npos;
   return s;
 #else
@@ -292,7 +330,8 @@ int64_t grid_size(const SweepSpec& spec) {
   int64_t n = 1;
   for (const auto& p : spec.params) {
     int64_t k = p.is_range() ? 1 : static_cast<int64_t>(p.values.size());
-    KILN_USAGE_CHECK(n <= (int64_t{1} << 40) / k, spec.path << ": the grid has more than 2^40 points");
+    KILN_USAGE_CHECK(n <= (int64_t{1} << 40) / k,
+                     spec.path << ": the grid has more than 2^40 points");
     n *= k;
   }
   return n;
