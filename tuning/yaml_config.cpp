@@ -24,26 +24,33 @@ void apply_yaml_config(RunConfig& cfg, const std::string& path) {
   if (root.IsNull()) return;  // an empty file changes nothing
   KILN_USAGE_CHECK(root.IsMap(), path << ": expected a mapping of option: value at the top level");
   const OptionTable& table = run_options();
-  for (const auto& kv : root) {
-    std::string key = kv.first.as<std::string>();
-    std::string origin = path + ": key '" + key + "'";
-    const YAML::Node& v = kv.second;
-    std::string value;
-    if (v.IsScalar()) {
-      value = v.as<std::string>();
-    } else if (v.IsSequence()) {
-      const OptionSpec* s = table.find(key);
-      KILN_USAGE_CHECK(!s || s->type == "list", origin << ": expected a single " << s->type << ", got a list");
-      for (const auto& item : v) {
-        KILN_USAGE_CHECK(item.IsScalar(), origin << ": list items must be scalars");
-        value += (value.empty() ? "" : ",") + item.as<std::string>();
+  try {
+    for (const auto& kv : root) {
+      KILN_USAGE_CHECK(kv.first.IsScalar(), path << ": line " << kv.first.Mark().line + 1
+                                                 << ": option names must be plain words");
+      std::string key = kv.first.as<std::string>();
+      std::string origin = path + ": key '" + key + "'";
+      const YAML::Node& v = kv.second;
+      std::string value;
+      if (v.IsScalar()) {
+        value = v.as<std::string>();
+      } else if (v.IsSequence()) {
+        const OptionSpec* s = table.find(key);
+        KILN_USAGE_CHECK(!s || s->type == "list",
+                         origin << ": expected a single " << s->type << ", got a list");
+        for (const auto& item : v) {
+          KILN_USAGE_CHECK(item.IsScalar(), origin << ": list items must be scalars");
+          value += (value.empty() ? "" : ",") + item.as<std::string>();
+        }
+      } else if (v.IsNull()) {
+        KILN_USAGE_FAIL(origin << ": has no value");
+      } else {
+        KILN_USAGE_FAIL(origin << ": nested mappings are not options (write option: value)");
       }
-    } else if (v.IsNull()) {
-      KILN_USAGE_FAIL(origin << ": has no value");
-    } else {
-      KILN_USAGE_FAIL(origin << ": nested mappings are not options (write option: value)");
+      table.set(cfg, key, value, origin);
     }
-    table.set(cfg, key, value, origin);
+  } catch (const YAML::Exception& e) {  // anything yaml-cpp rejects that the checks above missed
+    KILN_USAGE_FAIL(path << ": not a valid config at line " << e.mark.line + 1 << ": " << e.msg);
   }
 #else
   (void)cfg;
