@@ -27,7 +27,7 @@ struct Sum2 {
 };
 
 // Sum of (a, b) over the block, returned to every thread. blockDim.x must be kThreads.
-__device__ Sum2 block_sum2(double a, double b) {
+__device__ __forceinline__ Sum2 block_sum2(double a, double b) {
   __shared__ double sa[kWarps + 1], sb[kWarps + 1];
   for (int o = 16; o > 0; o >>= 1) {
     a += __shfl_xor_sync(kFull, a, o);
