@@ -53,6 +53,8 @@ struct NamedShape {
   std::string name;
   ConvShape s;
 };
+// gtest prints parameters in test listings; the name is what identifies a case.
+void PrintTo(const NamedShape& c, std::ostream* os) { *os << c.name; }
 
 // Awkward shapes shared by the reference and GPU suites.
 std::vector<NamedShape> awkward_shapes() {
