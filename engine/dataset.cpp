@@ -163,14 +163,12 @@ static bool is_file(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-// First existing <dir>/<base>[.gz] over the candidate dirs; records every path tried.
-static std::string find_file(const std::vector<std::string>& dirs, const std::string& base,
-                             std::vector<std::string>& tried) {
+// First existing <dir>/<base>[.gz] over the candidate dirs, or "".
+static std::string find_file(const std::vector<std::string>& dirs, const std::string& base) {
   for (const std::string& d : dirs)
     for (const char* ext : {"", ".gz"}) {
       std::string p = d + "/" + base + ext;
       if (is_file(p)) return p;
-      tried.push_back(p);
     }
   return "";
 }
@@ -206,20 +204,16 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
     const std::string pre = split == "train" ? "train" : "t10k";
     bases = {pre + "-images-idx3-ubyte", pre + "-labels-idx1-ubyte"};
   }
-  std::vector<std::string> found, missing, tried;
+  std::vector<std::string> found, missing;
   for (const std::string& b : bases) {
-    std::vector<std::string> t;
-    std::string p = find_file(dirs, b, t);
-    if (p.empty()) {
-      missing.push_back(b);
-      tried.insert(tried.end(), t.begin(), t.end());
-    } else {
-      found.push_back(p);
-    }
+    std::string p = find_file(dirs, b);
+    (p.empty() ? missing : found).push_back(p.empty() ? b : p);
   }
+  // Name each missing file once and each directory searched once: a list of every
+  // (file, dir, extension) combination is one line but no one can read it.
   KILN_CHECK(missing.empty(),
-             name << ": cannot find " << join(missing, ", ") << " (tried " << join(tried, ", ")
-                  << "); "
+             name << ": cannot find " << join(missing, ", ") << " (raw or .gz) in "
+                  << join(dirs, ", ") << "; "
                   << (cifar ? "CIFAR-10 must be supplied: scripts/fetch_data.sh --cifar-dir DIR"
                             : "run scripts/fetch_data.sh to download it"));
   if (cifar) return load_cifar_files(found, name, limit, opts.normalize, device);

@@ -260,8 +260,9 @@ TEST(LoadDataset, UsageErrorsAndMissingFiles) {
   TempDir t;
   o.data_dir = t.path.string();
   m = error_of([&] { load_dataset(o, "train", Device::CPU); });
-  EXPECT_NE(m.find(t.file("mnist/train-images-idx3-ubyte.gz")), std::string::npos) << m;
-  EXPECT_NE(m.find(t.file("train-labels-idx1-ubyte")), std::string::npos) << m;
+  // names each missing file, the .gz alternative, and every directory searched
+  EXPECT_NE(m.find("cannot find train-images-idx3-ubyte, train-labels-idx1-ubyte (raw or .gz)"), std::string::npos) << m;
+  EXPECT_NE(m.find(" in " + t.file("mnist") + ", " + t.path.string() + ";"), std::string::npos) << m;
   EXPECT_NE(m.find("scripts/fetch_data.sh"), std::string::npos) << m;
   o.dataset = "cifar10";
   m = error_of([&] { load_dataset(o, "test", Device::CPU); });

@@ -37,7 +37,7 @@ grep -q '^leaderboard' full.txt && grep -q '^parameter importance' full.txt || {
 "$KILN_BIN/sweep" s.yaml --dir killed "${common[@]}" > killed.txt 2>&1 &
 pid=$!
 pids+=("$pid")
-for _ in $(seq 1 600); do
+for _ in $(seq 1 3000); do  # up to 60 s: CI runs tests two at a time on 2 cores
   [ -s killed/results.jsonl ] && break
   sleep 0.02
 done
