@@ -169,7 +169,10 @@ Context::Context(Device device, uint64_t seed_) : seed(seed_), device_(device) {
   if (device == Device::CUDA) {
 #ifdef KILN_WITH_CUDA
     KILN_CHECK(cuda_available(), "no CUDA device answers; use --device cpu");
-    KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    // A blocking stream on purpose: synchronous copies (Tensor::to_vector, to(), from_vector)
+    // run on the legacy default stream, which orders itself after blocking streams only. With
+    // cudaStreamNonBlocking a to_vector() right after enqueued kernels could read stale data.
+    KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamDefault));
     KILN_CUBLAS_CHECK(cublasCreate(&cublas_));
     KILN_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
 #else
