@@ -85,28 +85,33 @@ void Trainer::step_batch(const Tensor& x, const Buffer& labels, int64_t n, float
 #endif
 }
 
+// Softmax cross-entropy of one batch: per-sample loss and correctness, summed into the device
+// accumulator acc (loss, correct, count); with dlogits, also the gradient scaled by grad_scale.
+void Trainer::loss_and_metrics(const Tensor& logits, const Buffer& labels, int64_t n, float grad_scale,
+                               float* dlogits, double* acc) {
+  int64_t k = logits.dim(1);
+  ensure(sample_loss_, {n}, ctx_.device());
+  ensure(sample_correct_, {n}, ctx_.device());
+  const auto* y = static_cast<const int32_t*>(labels.data());
+  if (ctx_.cuda()) {
+#ifdef KILN_WITH_CUDA
+    softmax_xent(logits.data(), y, n, k, grad_scale, dlogits, sample_loss_.data(), sample_correct_.data(),
+                 ctx_.stream());
+    accumulate_sums(sample_loss_.data(), sample_correct_.data(), n, acc, ctx_.stream());
+#endif
+  } else {
+    softmax_xent_ref<float>(logits.data(), y, n, k, grad_scale, dlogits, sample_loss_.data(),
+                            sample_correct_.data());
+    accumulate_sums_ref(sample_loss_.data(), sample_correct_.data(), n, acc);
+  }
+}
+
 void Trainer::enqueue_step(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum,
                            const OptimStepArgs* dev) {
   Tensor logits = model_.forward(ctx_, x);
-  int64_t k = logits.dim(1);
-  Device d = ctx_.device();
-  ensure(dlogits_, {n, k}, d);
-  ensure(sample_loss_, {n}, d);
-  ensure(sample_correct_, {n}, d);
-  const auto* y = static_cast<const int32_t*>(labels.data());
-  float scale = 1.0f / static_cast<float>(n);
-  if (ctx_.cuda()) {
-#ifdef KILN_WITH_CUDA
-    softmax_xent(logits.data(), y, n, k, scale, dlogits_.data(), sample_loss_.data(),
-                 sample_correct_.data(), ctx_.stream());
-    accumulate_sums(sample_loss_.data(), sample_correct_.data(), n, static_cast<double*>(acc_->data()),
-                    ctx_.stream());
-#endif
-  } else {
-    softmax_xent_ref<float>(logits.data(), y, n, k, scale, dlogits_.data(), sample_loss_.data(),
-                            sample_correct_.data());
-    accumulate_sums_ref(sample_loss_.data(), sample_correct_.data(), n, static_cast<double*>(acc_->data()));
-  }
+  ensure(dlogits_, logits.shape(), ctx_.device());
+  loss_and_metrics(logits, labels, n, 1.0f / static_cast<float>(n), dlogits_.data(),
+                   static_cast<double*>(acc_->data()));
   model_.backward(ctx_, dlogits_);
   if (dev) opt_.step_device(ctx_, dev);
   else opt_.step(ctx_, lr, momentum);
@@ -188,19 +193,7 @@ EvalResult Trainer::evaluate(const Dataset& ds) {
   int64_t n = 0;
   for (int64_t b = 0; it.batch(b, x, y, n, ctx_.stream()); ++b) {
     Tensor logits = model_.forward(ctx_, x);
-    int64_t k = logits.dim(1);
-    ensure(sample_loss_, {n}, ctx_.device());
-    ensure(sample_correct_, {n}, ctx_.device());
-    const auto* lab = static_cast<const int32_t*>(y.data());
-    if (ctx_.cuda()) {
-#ifdef KILN_WITH_CUDA
-      softmax_xent(logits.data(), lab, n, k, 1.f, nullptr, sample_loss_.data(), sample_correct_.data(), ctx_.stream());
-      accumulate_sums(sample_loss_.data(), sample_correct_.data(), n, static_cast<double*>(acc.data()), ctx_.stream());
-#endif
-    } else {
-      softmax_xent_ref<float>(logits.data(), lab, n, k, 1.f, nullptr, sample_loss_.data(), sample_correct_.data());
-      accumulate_sums_ref(sample_loss_.data(), sample_correct_.data(), n, static_cast<double*>(acc.data()));
-    }
+    loss_and_metrics(logits, y, n, 1.0f, nullptr, static_cast<double*>(acc.data()));
   }
   double h[3];
   copy_bytes(h, Device::CPU, acc.data(), ctx_.device(), sizeof(h), ctx_.stream());

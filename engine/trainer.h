@@ -110,6 +110,8 @@ class Trainer {
   void check_nonfinite(bool sync, int epoch);
   void check_loss_bound(double loss, int epoch, const char* what);
   std::string largest_grad_layer();
+  void loss_and_metrics(const Tensor& logits, const Buffer& labels, int64_t n, float grad_scale,
+                        float* dlogits, double* acc);
   std::string grad_report() const;
 
   Model& model_;
