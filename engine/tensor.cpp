@@ -44,14 +44,6 @@ Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& shape, Devi
   return t;
 }
 
-Tensor Tensor::wrap(float* data, const Shape& shape, Device device) {
-  Tensor t;
-  t.data_ = data;
-  t.shape_ = shape;
-  t.device_ = device;
-  return t;
-}
-
 Tensor Tensor::reshape(const Shape& shape) const {
   KILN_CHECK(shape_numel(shape) == numel(),
              "reshape " << shape_str(shape_) << " -> " << shape_str(shape) << ": sizes differ");
@@ -100,7 +92,7 @@ size_t Tensor::capacity_bytes() const {
 
 Tensor Tensor::view_as(const Shape& shape) const {
   size_t need = static_cast<size_t>(shape_numel(shape)) * sizeof(float);
-  KILN_CHECK(need <= capacity_bytes() || (need == bytes() && !buf_),
+  KILN_CHECK(need <= capacity_bytes(),
              "view_as " << shape_str(shape) << " exceeds the storage of " << shape_str(shape_));
   Tensor t = *this;
   t.shape_ = shape;

@@ -20,8 +20,6 @@ class Tensor {
   static Tensor empty(const Shape& shape, Device device);
   static Tensor zeros(const Shape& shape, Device device);
   static Tensor from_vector(const std::vector<float>& v, const Shape& shape, Device device);
-  // A non-owning view of memory someone else keeps alive.
-  static Tensor wrap(float* data, const Shape& shape, Device device);
 
   bool defined() const { return data_ != nullptr || (buf_ && shape_numel(shape_) == 0); }
   const Shape& shape() const { return shape_; }
