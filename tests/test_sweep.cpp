@@ -314,6 +314,44 @@ TEST(SweepRun, ResumeAfterKillRunsOnlyTheRest) {
   EXPECT_EQ(ids(out.results), want);
 }
 
+// A kill after a record reached results.jsonl but before results.csv was rewritten (or a CSV
+// from an older kiln) leaves the CSV short; the resumed sweep rebuilds it from results.jsonl, so
+// both list the same trials in the same order, one header.
+TEST(SweepRun, ResumeRepairsACsvLeftShortByAKill) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  SweepOptions o;
+  o.dir = fresh_dir("csvrepair");
+  FakeRunner f;
+  f.throw_after = 3;
+  EXPECT_THROW(run_sweep(s, o, f.fn()), Error);
+  std::string csv_path = o.dir + "/results.csv";
+  auto lines = [&] {
+    std::vector<std::string> v;
+    std::ifstream in(csv_path);
+    for (std::string l; std::getline(in, l);) v.push_back(l);
+    return v;
+  };
+  ASSERT_EQ(lines().size(), 4u);  // header + trials 0, 1, 2
+  {
+    std::vector<std::string> keep = lines();
+    std::ofstream out(csv_path, std::ios::trunc);
+    out << keep[0] << "\n" << keep[1] << "\n";  // the rows of trials 1 and 2 were lost
+  }
+  // A torn last line in results.jsonl is terminated, not glued to the next record.
+  std::ofstream(o.dir + "/results.jsonl", std::ios::app) << "{\"trial\": 9, \"sta";
+  FakeRunner g;
+  o.resume = true;
+  SweepOutcome out = run_sweep(s, o, g.fn());
+  EXPECT_EQ(out.ran, 5);
+  EXPECT_EQ(ids(read_results(o.dir)), range_ids(8));
+  std::vector<std::string> rows = lines();
+  ASSERT_EQ(rows.size(), 9u);
+  EXPECT_EQ(rows[0].rfind("trial,status,", 0), 0u);
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(rows[i + 1].rfind(std::to_string(i) + ",ok,", 0), 0u) << rows[i + 1];
+  EXPECT_FALSE(std::ifstream(csv_path + ".tmp." + std::to_string(getpid())).good());
+}
+
 TEST(SweepRun, WorkersSplitTrialsWithNoneLostOrDuplicated) {
   SweepSpec s = parse_sweep(kGrid8, "s.yaml");
   std::string dir = fresh_dir("workers");

@@ -1,6 +1,7 @@
 // Sweep runner: claims trials with lock files, runs them through an injectable TrialRunner,
-// prunes by the median rule, and appends one record per trial to results.jsonl/results.csv
-// under an flock with fsync, so concurrent workers and a kill at any point leave whole records.
+// prunes by the median rule, and appends one record per trial to results.jsonl (results.csv is
+// rewritten from it) under an flock with fsync, so concurrent workers and a kill at any point
+// leave whole records.
 #include "tuning/sweep.h"
 
 #include <fcntl.h>
@@ -162,44 +163,6 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
-// Appends under an exclusive flock, fsyncs. The header is written when the file is empty (the
-// size is read under the lock, so two workers never both write it). A torn last line from a
-// killed writer is terminated first so the new record starts on its own line.
-void append_locked(const std::string& path, const std::string& header, const std::string& line) {
-  int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
-  KILN_CHECK(fd >= 0, path << ": cannot open for append: " << std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { flock(fd, LOCK_UN), close(fd); }
-  } closer{fd};
-  KILN_CHECK(flock(fd, LOCK_EX) == 0, path << ": flock failed: " << std::strerror(errno));
-  struct stat st {};
-  fstat(fd, &st);
-  std::string out;
-  if (st.st_size == 0) {
-    out = header;
-  } else {
-    char last = '\n';
-    int rfd = open(path.c_str(), O_RDONLY);
-    if (rfd >= 0) {
-      if (pread(rfd, &last, 1, st.st_size - 1) != 1) last = '\n';
-      close(rfd);
-    }
-    if (last != '\n') out = "\n";
-  }
-  out += line + "\n";
-  const char* p = out.data();
-  size_t left = out.size();
-  while (left > 0) {
-    ssize_t w = write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    KILN_CHECK(w > 0, path << ": write failed: " << std::strerror(errno));
-    p += w;
-    left -= static_cast<size_t>(w);
-  }
-  KILN_CHECK(fsync(fd) == 0, path << ": fsync failed: " << std::strerror(errno));
-}
-
 std::string host_name() {
   char h[256] = {0};
   gethostname(h, sizeof h - 1);
@@ -232,18 +195,25 @@ class TrialLock {
   bool held() const { return held_; }
 
  private:
+  // The lock is written in full under a private name, then link()ed into place: link fails
+  // with EEXIST if the lock exists, and a lock that exists is never empty or half written, so a
+  // kill at any point cannot leave a lock that looks live but names no process.
   bool try_create() {
-    int fd = open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
-    if (fd < 0) {
-      KILN_CHECK(errno == EEXIST, path_ << ": cannot create lock: " << std::strerror(errno));
-      return false;
-    }
+    std::string tmp = path_ + ".tmp." + std::to_string(getpid());
+    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    KILN_CHECK(fd >= 0, tmp << ": cannot create lock: " << std::strerror(errno));
     std::string s = std::to_string(getpid()) + " " + host_name() + "\n";
     bool ok = write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size());
-    fsync(fd);
+    ok = fsync(fd) == 0 && ok;
     close(fd);
-    KILN_CHECK(ok, path_ << ": cannot write lock");
-    return true;
+    if (!ok) unlink(tmp.c_str());
+    KILN_CHECK(ok, tmp << ": cannot write lock");
+    int rc = link(tmp.c_str(), path_.c_str());
+    int err = errno;
+    unlink(tmp.c_str());
+    if (rc == 0) return true;
+    KILN_CHECK(err == EEXIST, path_ << ": cannot create lock: " << std::strerror(err));
+    return false;
   }
   bool stale() const {
     std::ifstream f(path_);
@@ -295,6 +265,54 @@ std::string params_str(const std::vector<std::pair<std::string, std::string>>& p
   std::string s;
   for (const auto& p : ps) s += (s.empty() ? "" : " ") + p.first + "=" + p.second;
   return s;
+}
+
+// Appends one record to DIR/results.jsonl under an exclusive flock and fsyncs it; then, still
+// under that lock, rewrites DIR/results.csv from every record in results.jsonl (temp file, fsync,
+// rename). results.jsonl is the one source of truth: a kill between the two writes, or an older
+// CSV, is repaired by the next record instead of leaving the CSV a row short. A torn last line
+// from a killed writer is terminated first so the new record starts on its own line. An empty
+// `line` only rewrites the CSV.
+void record_locked(const std::string& dir, const SweepSpec& spec, const std::string& line) {
+  std::string path = dir + "/results.jsonl";
+  int fd = open(path.c_str(), O_RDWR | O_APPEND | O_CREAT, 0644);
+  KILN_CHECK(fd >= 0, path << ": cannot open for append: " << std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { flock(fd, LOCK_UN), close(fd); }
+  } closer{fd};
+  KILN_CHECK(flock(fd, LOCK_EX) == 0, path << ": flock failed: " << std::strerror(errno));
+  if (!line.empty()) {
+    struct stat st {};
+    fstat(fd, &st);
+    std::string out;
+    char last = '\n';
+    if (st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n') out = "\n";
+    out += line + "\n";
+    const char* p = out.data();
+    size_t left = out.size();
+    while (left > 0) {
+      ssize_t w = write(fd, p, left);
+      if (w < 0 && errno == EINTR) continue;
+      KILN_CHECK(w > 0, path << ": write failed: " << std::strerror(errno));
+      p += w;
+      left -= static_cast<size_t>(w);
+    }
+    KILN_CHECK(fsync(fd) == 0, path << ": fsync failed: " << std::strerror(errno));
+  }
+  std::string csv = dir + "/results.csv", tmp = csv + ".tmp." + std::to_string(getpid());
+  std::string text = csv_header(spec);
+  for (const auto& r : read_results(dir)) text += csv_row(r) + "\n";
+  int cfd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  KILN_CHECK(cfd >= 0, tmp << ": cannot create: " << std::strerror(errno));
+  bool ok = write(cfd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ok = fsync(cfd) == 0 && ok;
+  close(cfd);
+  if (!ok || std::rename(tmp.c_str(), csv.c_str()) != 0) {
+    int err = errno;
+    unlink(tmp.c_str());
+    KILN_FAIL(csv << ": cannot write: " << std::strerror(err));
+  }
 }
 
 }  // namespace
@@ -431,6 +449,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
                    o.dir << " already holds " << prior.size()
                          << " results; pass --resume to continue that "
                          << "sweep or choose another --dir");
+  if (!prior.empty()) record_locked(o.dir, spec, "");  // repair a CSV a kill left short
   int64_t n = num_trials(spec);
   auto log = [&](const std::string& s) {
     if (o.log) o.log(s);
@@ -507,8 +526,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       rec.status = "failed";
       rec.message = "out of memory";
     }
-    append_locked(o.dir + "/results.jsonl", "", rec.to_json());
-    append_locked(o.dir + "/results.csv", csv_header(spec), csv_row(rec));
+    record_locked(o.dir, spec, rec.to_json());
     ++out.ran;
     std::ostringstream os;
     os << head << ": " << rec.status;
