@@ -263,6 +263,33 @@ TEST(Optim, GlobalClipNorm) {
   EXPECT_TRUE(test::all_close(r.w(0), {-0.3f, -0.4f}, 1e-7, 0));
 }
 
+TEST(Optim, HugeFiniteGradientIsClippedAndAppliedNotSkipped) {
+  // |g| = 1e30 is finite in float but g^2 = 1e60 is not: the norms are summed in double, so
+  // both norm clipping modes scale the step down instead of seeing an infinite norm.
+  // A = [1e30, -2e30, 2e30] (norm 3e30), B = [4e30] (norm 4e30), G = 5e30.
+  for (bool global : {false, true}) {
+    Rig r({{"a", {3}, true}, {"b", {1}, true}});
+    OptimOptions o = opt("sgd", 1.0f);
+    (global ? o.global_clipnorm : o.clipnorm) = 1.0f;
+    auto op = make_optimizer(o, r.model);
+    Context ctx(Device::CPU);
+    r.grad(0, {1e30f, -2e30f, 2e30f});
+    r.grad(1, {4e30f});
+    op->step(ctx, 1.0f);
+    SCOPED_TRACE(global ? "global_clipnorm" : "clipnorm");
+    StepStats s = op->stats(ctx);
+    EXPECT_FALSE(s.nonfinite);
+    EXPECT_EQ(*op->nonfinite_flag(), 0);
+    EXPECT_NEAR(s.grad_norm, 5e30f, 1e-6 * 5e30);
+    ASSERT_EQ(s.tensor_grad_norms.size(), 2u);
+    EXPECT_NEAR(s.tensor_grad_norms[0], 3e30f, 1e-6 * 3e30);
+    EXPECT_NEAR(s.tensor_grad_norms[1], 4e30f, 1e-6 * 4e30);
+    const double fa = global ? 1.0 / 5e30 : 1.0 / 3e30, fb = global ? 1.0 / 5e30 : 1.0 / 4e30;
+    EXPECT_TRUE(test::all_close(r.w(0), {float(-1e30 * fa), float(2e30 * fa), float(-2e30 * fa)}, 1e-7, 1e-5));
+    EXPECT_TRUE(test::all_close(r.w(1), {float(-4e30 * fb)}, 1e-7, 1e-5));
+  }
+}
+
 TEST(Optim, NonFiniteGradientSkipsStepAndSetsStickyFlag) {
   for (float bad : {std::nanf(""), INFINITY}) {
     Rig r({{"a", {2}, true}, {"b", {3}, false}});
@@ -450,15 +477,15 @@ std::vector<float> tensor_values(Model& m, Tensor& flat) {
   return out;
 }
 
-void compare_fused_with_reference(const OptimOptions& o, const std::string& what) {
+void compare_fused_with_reference(const OptimOptions& o, const std::string& what, double grad_scale = 2.0) {
   Rig cpu(odd_specs(), Device::CPU), gpu(odd_specs(), Device::CUDA);
   fill_flat(cpu.model, cpu.model.flat_params(), 11, 1.0);
   fill_flat(gpu.model, gpu.model.flat_params(), 11, 1.0);
   auto oc = make_optimizer(o, cpu.model), og = make_optimizer(o, gpu.model);
   Context cc(Device::CPU), gc(Device::CUDA);
   for (int step = 0; step < 3; ++step) {
-    fill_flat(cpu.model, cpu.model.flat_grads(), 100 + step, 2.0);
-    fill_flat(gpu.model, gpu.model.flat_grads(), 100 + step, 2.0);
+    fill_flat(cpu.model, cpu.model.flat_grads(), 100 + step, grad_scale);
+    fill_flat(gpu.model, gpu.model.flat_grads(), 100 + step, grad_scale);
     float lr = o.lr * (1.0f + 0.5f * step);
     oc->step(cc, lr, step == 2 ? 0.8f : -1.0f);
     og->step(gc, lr, step == 2 ? 0.8f : -1.0f);
@@ -497,6 +524,22 @@ TEST(OptimGpu, FusedStepMatchesReferenceEveryOptimizerAndClipMode) {
       compare_fused_with_reference(o, std::string(name) + " clip mode " + std::to_string(clip));
     }
   }
+}
+
+TEST(OptimGpu, HugeFiniteGradientClippedLikeReference) {
+  // |g| up to 1e19 / 1e30: finite, but a float sum of g^2 over a chunk overflows. The device must
+  // clip and apply the step like the reference (double sums), not see an infinite norm.
+  KILN_SKIP_WITHOUT_GPU();
+  for (double scale : {1e19, 1e30})
+    for (const char* name : {"sgd", "adam"})
+      for (int clip = 2; clip < 4; ++clip) {
+        OptimOptions o = opt(name, 0.01f);
+        o.momentum = std::string(name) == "sgd" ? 0.9f : 0.0f;
+        o.weight_decay = 0.01f;
+        (clip == 2 ? o.clipnorm : o.global_clipnorm) = 3.0f;
+        compare_fused_with_reference(o, std::string(name) + " clip mode " + std::to_string(clip) + " |g| ~ " +
+                                            std::to_string(scale), scale);
+      }
 }
 
 TEST(OptimGpu, NonFiniteGradientSkipsStepOnDevice) {

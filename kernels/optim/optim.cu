@@ -1,6 +1,11 @@
 // Fused optimizer step: two launches per step whatever the number of tensors.
 //   Pass 1 (optim_stats_kernel): one block per chunk (a chunk lies inside one tensor) sums
-//   g_eff^2, w^2, |w| and counts non-finite g_eff, writing one float4 partial to its own slot.
+//   g_eff^2, w^2, |w| and counts non-finite g_eff, writing one partial (two double2) to its own
+//   slot. The sums are in double, as in the CPU reference: a finite |g| above ~1.8e19 squares
+//   past FLT_MAX, and a float sum turned such a finite gradient into an infinite norm: clip
+//   factor c/inf = 0, a zeroed update and grad_norm = inf where the reference clips and applies
+//   it. Converting the loaded floats to double costs ALU only (F2F + DFMA, far below the rate at
+//   which HBM delivers g and w); each is still read once, so the pass stays memory-bound.
 //   The last block to finish (threadfence + atomic ticket, reset by that block) reduces the
 //   partials in a fixed order (one warp per tensor, lanes striding over the tensor's chunks, a
 //   fixed butterfly, then warps in index order) into per-tensor norms, the global norm, the
@@ -21,7 +26,7 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 
 struct WsPtrs {
-  float4* partials;
+  double2* partials;  // per chunk: [2k] = (sum g^2, sum w^2), [2k+1] = (sum |w|, non-finite count)
   float* stats;  // G, l1_penalty, l2_penalty, ||g||_t (T), ||w||_t (T)
   int* skip;
   int* sticky;
@@ -32,18 +37,19 @@ struct WsPtrs {
 WsPtrs ws_ptrs(void* ws, int nchunks, int ntensors) {
   OptimWorkspaceLayout l = optim_workspace_layout(nchunks, ntensors);
   char* b = static_cast<char*>(ws);
-  return {reinterpret_cast<float4*>(b + l.partials), reinterpret_cast<float*>(b + l.stats),
+  return {reinterpret_cast<double2*>(b + l.partials), reinterpret_cast<float*>(b + l.stats),
           reinterpret_cast<int*>(b + l.skip), reinterpret_cast<int*>(b + l.sticky),
           reinterpret_cast<unsigned*>(b + l.ticket), reinterpret_cast<float*>(b + l.factors)};
 }
 
-__device__ __forceinline__ void accumulate(float w, float g, int pen, float l1, float l2, float& sg, float& sw,
-                                           float& sa, int& bad) {
-  float ge = optim_penalised_grad(g, w, pen, l1, l2);
+__device__ __forceinline__ void accumulate(float w, float g, int pen, float l1, float l2, double& sg, double& sw,
+                                           double& sa, int& bad) {
+  float ge = optim_penalised_grad(g, w, pen, l1, l2);  // g_eff in float, as pass 2 and the reference form it
   bad |= !isfinite(ge);
-  sg = fmaf(ge, ge, sg);
-  sw = fmaf(w, w, sw);
-  sa += fabsf(w);
+  const double gd = ge, wd = w;  // square in double: finite float g never gives an infinite sum
+  sg = fma(gd, gd, sg);
+  sw = fma(wd, wd, sw);
+  sa += fabs(wd);
 }
 
 template <typename T>
@@ -56,7 +62,6 @@ static __global__ void __launch_bounds__(kThreads)
     optim_stats_kernel(const float* __restrict__ w, const float* __restrict__ g, const OptimChunk* __restrict__ chunks,
                        const OptimTensor* __restrict__ tensors, int ntensors, float l1, float l2, ClipMode clip,
                        float clip_value, WsPtrs ws) {
-  __shared__ float red[4][kWarps];
   __shared__ double dred[4][kWarps];
   __shared__ bool is_last;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -64,7 +69,7 @@ static __global__ void __launch_bounds__(kThreads)
   // ---- this block's chunk
   const OptimChunk c = chunks[blockIdx.x];
   const int pen = tensors[c.tensor].penalize;
-  float sg = 0, sw = 0, sa = 0;
+  double sg = 0, sw = 0, sa = 0;
   int bad = 0;
   const int nvec = c.len / 4;  // c.begin is a multiple of 4: tensors are 64-byte aligned
   const float4* w4 = reinterpret_cast<const float4*>(w + c.begin);
@@ -83,21 +88,22 @@ static __global__ void __launch_bounds__(kThreads)
   sa = warp_sum(sa);
   bad = __any_sync(0xffffffffu, bad);
   if (lane == 0) {
-    red[0][warp] = sg;
-    red[1][warp] = sw;
-    red[2][warp] = sa;
-    red[3][warp] = static_cast<float>(bad);
+    dred[0][warp] = sg;
+    dred[1][warp] = sw;
+    dred[2][warp] = sa;
+    dred[3][warp] = static_cast<double>(bad);
   }
   __syncthreads();
   if (tid == 0) {
-    float4 p = make_float4(0, 0, 0, 0);
+    double2 p = make_double2(0, 0), q = make_double2(0, 0);
     for (int k = 0; k < kWarps; ++k) {
-      p.x += red[0][k];
-      p.y += red[1][k];
-      p.z += red[2][k];
-      p.w += red[3][k];
+      p.x += dred[0][k];
+      p.y += dred[1][k];
+      q.x += dred[2][k];
+      q.y += dred[3][k];
     }
-    ws.partials[blockIdx.x] = p;
+    ws.partials[2 * static_cast<int64_t>(blockIdx.x)] = p;
+    ws.partials[2 * static_cast<int64_t>(blockIdx.x) + 1] = q;
     __threadfence();  // the partial is visible device-wide before the ticket is taken
     unsigned t = atomicAdd(ws.ticket, 1u);
     is_last = (t == gridDim.x - 1);
@@ -105,18 +111,20 @@ static __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (!is_last) return;
 
-  // ---- the last block: per-tensor sums, one warp per tensor, lanes over its chunks
+  // ---- the last block: per-tensor sums, one warp per tensor, lanes over its chunks. dred is
+  // reused below; every thread passed the __syncthreads() after tid 0 last read it.
   __threadfence();
   double tot_g = 0, tot_l1 = 0, tot_l2 = 0, tot_bad = 0;  // meaningful on lane 0
   for (int t = warp; t < ntensors; t += kWarps) {
     const OptimTensor ts = tensors[t];
     double a = 0, b = 0, s = 0, n = 0;
     for (int k = ts.chunk_begin + lane; k < ts.chunk_end; k += 32) {
-      float4 p = __ldcg(&ws.partials[k]);  // written by other blocks: read from L2
+      const double2 p = __ldcg(&ws.partials[2 * static_cast<int64_t>(k)]);  // other blocks' writes: from L2
+      const double2 q = __ldcg(&ws.partials[2 * static_cast<int64_t>(k) + 1]);
       a += p.x;
       b += p.y;
-      s += p.z;
-      n += p.w;
+      s += q.x;
+      n += q.y;
     }
     a = warp_sum(a);
     b = warp_sum(b);

@@ -93,7 +93,7 @@ std::vector<OptimChunk> optim_build_chunks(std::vector<OptimTensor>& tensors);
 
 // Device memory one optimizer needs besides its state buffers; offsets in bytes.
 struct OptimWorkspaceLayout {
-  size_t partials = 0;   // float4 per chunk: sum g^2, sum w^2, sum |w|, non-finite count
+  size_t partials = 0;   // 4 doubles per chunk: sum g^2, sum w^2, sum |w|, non-finite count
   size_t stats = 0;      // float[3 + 2*T]: G, l1_penalty, l2_penalty, ||g||_t..., ||w||_t...
   size_t skip = 0;       // int: this step is skipped
   size_t sticky = 0;     // int: some step saw a non-finite gradient (until reset)

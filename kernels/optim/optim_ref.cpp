@@ -100,7 +100,7 @@ OptimWorkspaceLayout optim_workspace_layout(int nchunks, int ntensors) {
   OptimWorkspaceLayout l;
   size_t off = 0;
   l.partials = off;
-  off = align(off + sizeof(float) * 4 * static_cast<size_t>(nchunks));
+  off = align(off + sizeof(double) * 4 * static_cast<size_t>(nchunks));
   l.stats = off;
   off = align(off + sizeof(float) * (3 + 2 * static_cast<size_t>(ntensors)));
   l.skip = off;
