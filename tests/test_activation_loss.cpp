@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "engine/context.h"
 #include "engine/error.h"
@@ -85,6 +86,35 @@ TEST(SoftmaxXentRef, LargeLogitsStayFinite) {
   EXPECT_TRUE(std::isfinite(dz[0]) && std::isfinite(dz[1]));
 }
 
+// torch.argmax semantics for accuracy: a NaN logit is the maximum (the first NaN wins), else
+// the first of tied maxima.
+template <typename T>
+void check_argmax_rule() {
+  const T nan = std::numeric_limits<T>::quiet_NaN(), inf = std::numeric_limits<T>::infinity();
+  const int K = 4;
+  struct Row {
+    std::vector<T> z;
+    int arg;
+  };
+  const std::vector<Row> rows = {{{1, nan, 3, 2}, 1},       {{nan, 5, nan, 1}, 0},  {{1, 2, 3, nan}, 3},
+                                 {{2, 5, 5, 1}, 1},         {{7, 7, 7, 7}, 0},      {{-inf, -inf, -inf, -inf}, 0},
+                                 {{0, inf, nan, inf}, 2},   {{-0.0, 0.0, -1, -2}, 0}};
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (int32_t y = 0; y < K; ++y) {
+      T loss = 0, correct = -1;
+      softmax_xent_ref<T>(rows[r].z.data(), &y, 1, K, T(1), nullptr, &loss, &correct);
+      EXPECT_EQ(correct, y == rows[r].arg ? T(1) : T(0)) << "row " << r << " label " << y;
+      bool has_nan = false;
+      for (T v : rows[r].z) has_nan |= std::isnan(v);
+      if (has_nan) EXPECT_TRUE(std::isnan(loss)) << "row " << r;
+    }
+}
+
+TEST(SoftmaxXentRef, ArgmaxNanIsMaximumAndTiesTakeFirstIndex) {
+  check_argmax_rule<float>();
+  check_argmax_rule<double>();
+}
+
 TEST(AccumulateRef, AddsSumsAndCount) {
   std::vector<float> a{1, 2, 3}, b{0, 1, 1};
   double acc[3] = {10, 20, 30};
@@ -143,6 +173,65 @@ TEST(LossGpu, SoftmaxXentAndAccumulateMatchReference) {
     EXPECT_NEAR(h[0], want[0], 1e-3);
     EXPECT_EQ(h[1], want[1]);
     EXPECT_EQ(h[2], want[2]);
+  }
+}
+
+TEST(LossGpu, ArgmaxNanAndTiesMatchReference) {
+  // Rows with NaN at the first / middle / last position, NaN in several lanes' elements, tied
+  // maxima across lanes (K > 32 spreads a row over the warp butterfly), and clean rows; labels
+  // hit the expected arg-max for some rows. Accuracy must agree exactly; loss/dlogits are NaN on
+  // NaN rows on both sides and close elsewhere.
+  KILN_SKIP_WITHOUT_GPU();
+  Context ctx(Device::CUDA, 0);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int K : {3, 10, 33, 100}) {
+    const int N = 37;
+    auto z = random_vec(N * K, 81 + K, -3, 3);
+    std::vector<int32_t> y(N);
+    for (int n = 0; n < N; ++n) {
+      float* row = z.data() + n * K;
+      int a = (n * 13) % K, b = (n * 5 + K / 2) % K;
+      switch (n % 6) {
+        case 0: row[a] = nan; break;
+        case 1: row[a] = nan; row[b] = nan; row[(a + 1) % K] = 9.f; break;
+        case 2: row[a] = 8.f; row[b] = 8.f; break;  // tie (a == b for some n: one maximum)
+        case 3: row[K - 1] = nan; row[0] = 9.f; break;
+        case 4: row[0] = nan; break;
+        default: break;
+      }
+      int first_nan = -1, first_max = 0;
+      for (int k = 0; k < K; ++k) {
+        if (std::isnan(row[k]) && first_nan < 0) first_nan = k;
+        if (row[k] > row[first_max]) first_max = k;  // no NaN rows only use this
+      }
+      y[n] = n % 12 < 6 ? (first_nan >= 0 ? first_nan : first_max) : (n * 7) % K;
+    }
+    std::vector<float> dz(N * K), l(N), c(N);
+    softmax_xent_ref<float>(z.data(), y.data(), N, K, 1.f / N, dz.data(), l.data(), c.data());
+    Tensor dZ = Tensor::from_vector(z, {N * K}, Device::CUDA);
+    Buffer dY(N * sizeof(int32_t), Device::CUDA);
+    copy_bytes(dY.data(), Device::CUDA, y.data(), Device::CPU, N * sizeof(int32_t));
+    Tensor gdz = test::poisoned({N * K}, Device::CUDA), gl = test::poisoned({N}, Device::CUDA),
+           gc = test::poisoned({N}, Device::CUDA);
+    softmax_xent(dZ.data(), static_cast<int32_t*>(dY.data()), N, K, 1.f / N, gdz.data(), gl.data(), gc.data(), ctx.stream());
+    ctx.sync();
+    SCOPED_TRACE("K=" + std::to_string(K));
+    EXPECT_TRUE(all_close(gc.to_vector(), c, 0, 0));
+    double hits = 0;
+    for (float v : c) hits += v;
+    EXPECT_GT(hits, 0) << "no row hit its label: the accuracy comparison checks nothing";
+    std::vector<float> got_l = gl.to_vector(), got_dz = gdz.to_vector();
+    for (int n = 0; n < N; ++n) {
+      const bool nan_row = std::isnan(l[n]);
+      std::vector<float> g(got_dz.begin() + n * K, got_dz.begin() + (n + 1) * K), w(dz.begin() + n * K, dz.begin() + (n + 1) * K);
+      if (nan_row) {
+        EXPECT_TRUE(std::isnan(got_l[n])) << "row " << n;
+        for (float v : g) EXPECT_TRUE(std::isnan(v)) << "row " << n;
+      } else {
+        EXPECT_NEAR(got_l[n], l[n], 1e-5 + 1e-5 * std::fabs(l[n])) << "row " << n;
+        EXPECT_TRUE(all_close(g, w, 1e-6, 1e-4)) << "row " << n;
+      }
+    }
   }
 }
 #endif

@@ -2,6 +2,7 @@
 // accumulate_sums: one block of 256 threads, strided partial sums in double, then a fixed tree.
 #include "engine/cuda_check.h"
 #include "kernels/loss/loss.h"
+#include "kernels/loss/loss_math.h"
 
 namespace kiln {
 
@@ -13,17 +14,19 @@ static __global__ void softmax_xent_kernel(const float* __restrict__ logits,
   int lane = threadIdx.x % 32;
   if (row >= N) return;
   const float* z = logits + row * K;
-  // arg-max with the first maximum winning, like the reference
+  // arg-max by the reference's rule (loss_math.h: first NaN, else first maximum). Lanes without
+  // an element keep (-inf, INT_MAX), which loses to every real element. K < 2^31 (the layer's
+  // class count), so int indices are exact.
   float m = -INFINITY;
   int arg = 0x7fffffff;
   for (int64_t k = lane; k < K; k += 32) {
     float v = z[k];
-    if (v > m || (v == m && k < arg)) { m = v; arg = (int)k; }
+    if (argmax_better<float>(v, k, m, arg)) { m = v; arg = (int)k; }
   }
   for (int off = 16; off > 0; off >>= 1) {
     float om = __shfl_xor_sync(0xffffffffu, m, off);
     int oa = __shfl_xor_sync(0xffffffffu, arg, off);
-    if (om > m || (om == m && oa < arg)) { m = om; arg = oa; }
+    if (argmax_better<float>(om, oa, m, arg)) { m = om; arg = oa; }
   }
   float s = 0.f;
   for (int64_t k = lane; k < K; k += 32) s += expf(z[k] - m);

@@ -1,6 +1,8 @@
+// CPU references of the loss family: softmax cross-entropy with accuracy, and the metric sums.
 #include <cmath>
 
 #include "kernels/loss/loss.h"
+#include "kernels/loss/loss_math.h"
 
 namespace kiln {
 
@@ -11,8 +13,8 @@ void softmax_xent_ref(const T* logits, const int32_t* labels, int64_t N, int64_t
     const T* z = logits + n * K;
     int64_t arg = 0;
     for (int64_t k = 1; k < K; ++k)
-      if (z[k] > z[arg]) arg = k;
-    T m = z[arg];
+      if (argmax_better(z[k], k, z[arg], arg)) arg = k;
+    T m = z[arg];  // NaN when the row has one: loss and dlogits are NaN then, as in PyTorch
     T s = 0;
     for (int64_t k = 0; k < K; ++k) s += std::exp(z[k] - m);
     T lse = m + std::log(s);
