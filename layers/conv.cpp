@@ -1,5 +1,6 @@
-// Conv2d: shape checks (errors name the layer and both shapes), parameters, dispatch to the
-// CUDA launchers or the CPU reference. The 1x1 path is chosen inside the launchers.
+// Conv2d: shape checks (errors name the layer and both shapes; shapes past the CUDA kernels'
+// 32-bit index range are usage errors), parameters, dispatch to the CUDA launchers or the CPU
+// reference. The 1x1 path is chosen inside the launchers.
 #include "layers/conv.h"
 
 #include <algorithm>
@@ -37,6 +38,10 @@ Shape Conv2d::setup(const Shape& in) {
                        << "x" << kw_ << (pad_ ? " (with padding)" : ""));
   h_ = in[1];
   w_ = in[2];
+  // One sample must fit the CUDA kernels' 32-bit indexing on every device, so a model that
+  // builds runs on both; the batch is checked per forward on CUDA (the CPU path is 64-bit).
+  const std::string range = conv_index_range_error(conv_shape(1));
+  KILN_USAGE_CHECK(range.empty(), who << ": input " << shape_str(in) << " (one sample): " << range);
   const int64_t fan_in = cin_ * kh_ * kw_, fan_out = cout_ * kh_ * kw_;
   params().clear();
   add_param("weight", {cout_, cin_, kh_, kw_}, weight_init(init_, fan_in, fan_out), true);
@@ -71,6 +76,12 @@ Tensor Conv2d::forward(Context& ctx, const Tensor& x) {
              "layer " << name() << " (" << describe() << "): input " << shape_str(x.shape())
                       << " does not match setup [N, " << cin_ << ", " << h_ << ", " << w_ << "]");
   const ConvShape s = conv_shape(x.dim(0));
+  if (x.device() == Device::CUDA) {
+    const std::string range = conv_index_range_error(s);
+    KILN_USAGE_CHECK(range.empty(), "layer " << name() << " (" << describe() << "): input "
+                                             << shape_str(x.shape()) << ": " << range
+                                             << " (use a smaller batch)");
+  }
   x_ = x;
   ensure(y_, {s.n, s.k, s.p(), s.q()}, x.device());
   const float* b = bias_ ? value(1).data() : nullptr;

@@ -1,7 +1,8 @@
 // Convolution: the CPU reference against a naive direct convolution, double-precision gradient
 // checks of dx, dw and db, Conv2d layer shape errors / parameters / receptive field, the cnn
 // and cifar builders, and (with a GPU) the CUDA kernels against the reference over awkward
-// shapes with poisoned outputs, plus cuDNN as a second oracle when it was found.
+// shapes with poisoned outputs, plus cuDNN as a second oracle when it was found; the 32-bit
+// index limit (shape-level rejection on CPU, the largest accepted batch on the GPU).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -13,6 +14,9 @@
 #include "layers/model.h"
 #include "layers/models.h"
 #include "tests/test_util.h"
+#ifdef KILN_WITH_CUDA
+#include "engine/cuda_check.h"
+#endif
 #if defined(KILN_WITH_CUDA) && defined(KILN_HAVE_CUDNN)
 #include "kernels/conv/conv_cudnn.h"
 #endif
@@ -148,6 +152,45 @@ TEST(Conv2dLayer, ChannelMismatchNamesBothShapes) {
   expect_usage_error(m, {"layer 0 (Conv2d(3->8, k3 s1 p1))", "[3, H, W]", "[1, 28, 28]"});
 }
 
+TEST(ConvIndexRange, ProductsPastTwoTo31Minus64AreRejectedByName) {
+  // Realistic large shapes fit; the limit is inclusive at 2^31-64 (a 64-wide tile past the last
+  // column still fits an int).
+  EXPECT_EQ(conv_index_range_error(make_shape(256, 64, 224, 224, 64, 3, 3, 1, 1)), "");
+  EXPECT_EQ(conv_index_range_error(make_shape(kConvIndexLimit / 64, 1, 1, 64, 1, 3, 3, 1, 1)), "");
+  EXPECT_EQ(conv_index_range_error(make_shape(kConvIndexLimit / 64 + 1, 1, 1, 64, 1, 3, 3, 1, 1)),
+            "input N*C*H*W = 33554432*1*1*64 = 2147483648 exceeds 2^31-64");
+  // The output is the larger tensor (and bounds N*P*Q, the forward GEMM's long axis).
+  EXPECT_EQ(conv_index_range_error(make_shape(32, 1, 1024, 1024, 64, 3, 3, 1, 1)),
+            "output N*K*P*Q = 32*64*1024*1024 = 2147483648 exceeds 2^31-64");
+  EXPECT_EQ(conv_index_range_error(make_shape(1, 70000, 1, 1, 40000, 1, 1, 1, 0)),
+            "weight K*C*kh*kw = 40000*70000*1*1 = 2800000000 exceeds 2^31-64");
+  // Products that overflow int64 itself are still caught.
+  EXPECT_EQ(conv_index_range_error(make_shape(1000000, 1000000, 1000000, 1000000, 1, 1, 1, 1, 0)),
+            "input N*C*H*W = 1000000*1000000*1000000*1000000 = more than 2^63 exceeds 2^31-64");
+  // Window coordinates: a huge padding with a stride that keeps the output at 1x1.
+  const std::string pad = conv_index_range_error(make_shape(1, 1, 1, 1, 1, 3, 3, int64_t(1) << 32, int64_t(1) << 30));
+  EXPECT_NE(pad.find("padded input 1+2*1073741824"), std::string::npos) << pad;
+  // Channels past the grid's y extent (65535 tiles of 64).
+  const std::string ch = conv_index_range_error(make_shape(1, 1, 1, 1, kConvMaxChannels + 1, 1, 1, 1, 0));
+  EXPECT_NE(ch.find("K = 4194241"), std::string::npos) << ch;
+}
+
+TEST(Conv2dLayer, SamplePastIndexRangeIsUsageErrorAtSetup) {
+  // Shape level only: build() fails in setup, before anything of the input's size exists.
+  {
+    Model m({1, 50000, 50000});
+    m.add(std::make_unique<Conv2d>(1, 4, 3));
+    expect_usage_error(m, {"layer 0 (Conv2d(1->4, k3 s1 p0))", "[1, 50000, 50000]",
+                           "input N*C*H*W = 1*1*50000*50000 = 2500000000 exceeds 2^31-64"});
+  }
+  {
+    Model m({1, 8000, 8000});  // the input fits, the 64-channel output does not
+    m.add(std::make_unique<Conv2d>(1, 64, 3, 1, 1));
+    expect_usage_error(m, {"layer 0 (Conv2d(1->64, k3 s1 p1))", "[1, 8000, 8000]",
+                           "output N*K*P*Q = 1*64*8000*8000 = 4096000000 exceeds 2^31-64"});
+  }
+}
+
 TEST(Conv2dLayer, ParametersInitAndReceptiveField) {
   Model m({3, 9, 9});
   m.add(std::make_unique<Conv2d>(3, 4, 3, 2, 1));
@@ -212,6 +255,46 @@ TEST(CnnModel, UnderTwentyThousandParamsWithReceptiveFieldInSummary) {
   auto rows = m->summary();
   for (size_t i = 0; i < rows.size(); ++i)
     if (rows[i].description.find("MaxPool2d") == 0) EXPECT_EQ(rows[i - 1].rf.size, 7);
+}
+
+// --pool-after moves the maxpool through the fixed 7-conv plan: the parameter count never
+// changes, the pool follows exactly pool_after conv layers, the receptive field before it grows
+// with the position, and out-of-range values or inputs too small for a position are usage errors.
+TEST(CnnModel, PoolAfterMovesThePoolNotTheParameters) {
+  const int want_rf[8] = {1, 3, 5, 7, 7, 9, 11, 13};
+  for (int k = 0; k <= 7; ++k) {
+    ModelOptions o;
+    o.pool_after = k;
+    auto m = make_cnn(o, {1, 28, 28}, 10);
+    m->build(Device::CPU, 1);
+    EXPECT_EQ(m->num_params(), 17354) << "pool_after " << k;
+    auto rows = m->summary();
+    int convs = 0, pools = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].description.find("MaxPool2d") == 0) {
+        ++pools;
+        EXPECT_EQ(convs, k);
+        EXPECT_EQ(i == 0 ? 1 : rows[i - 1].rf.size, want_rf[k]) << "pool_after " << k;
+      }
+      if (rows[i].description.find("Conv2d") == 0) ++convs;
+    }
+    EXPECT_EQ(pools, 1);
+    EXPECT_EQ(convs, 8);  // 7 + the 1x1 to the classes
+    Context ctx(Device::CPU);
+    Tensor y = m->forward(ctx, Tensor::from_vector(test::random_vec<float>(784, k), {1, 1, 28, 28}, Device::CPU));
+    EXPECT_EQ(y.shape(), Shape({1, 10}));
+  }
+  ModelOptions bad;
+  bad.pool_after = 8;
+  EXPECT_THROW(make_model(bad, {1, 28, 28}, 10), Error);
+  ModelOptions early;
+  early.pool_after = 0;  // 20x20 pooled first leaves 10 -> ... -> 0 after six 3x3 convs
+  try {
+    make_cnn(early, {1, 20, 20}, 10)->build(Device::CPU, 1);
+    ADD_FAILURE() << "no error for a map that shrinks to nothing";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage) << e.message();
+  }
 }
 
 TEST(CnnModel, CifarBuildsAndRuns) {
@@ -325,6 +408,52 @@ TEST_P(ConvGpu, MatchesCudnn) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvGpu, ::testing::ValuesIn(gpu_shapes()),
                          [](const ::testing::TestParamInfo<NamedShape>& i) { return i.param.name; });
+
+TEST(ConvLimitGpu, LargestBatchAtIndexLimitMatchesReference) {
+  // N*P*Q = N*H*W = 2^31-64 exactly (1-row images of 64, 3x3, pad 1): the last forward tile
+  // ends at the limit, backward-filter's 512 split chunks end at 2^31 (rbeg + chunk overflowed
+  // an int before), the bias loop steps past 2^31-64. x and dy are zero except in the last
+  // 2^17 images, so the reference on those images alone is the whole answer. 4 x 8 GiB on the
+  // device.
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  const ConvShape s = make_shape(kConvIndexLimit / 64, 1, 1, 64, 1, 3, 3, 1, 1);
+  ASSERT_EQ(s.y_numel(), kConvIndexLimit);
+  ASSERT_EQ(conv_index_range_error(s), "");
+  const int64_t tail_n = int64_t(1) << 17, total = s.x_numel(), tail = tail_n * 64, off = total - tail;
+  const ConvShape ts = make_shape(tail_n, 1, 1, 64, 1, 3, 3, 1, 1);
+  auto xt = test::random_vec<float>(tail, 31), gt = test::random_vec<float>(tail, 32);
+  auto w = test::random_vec<float>(9, 33), b = test::random_vec<float>(1, 34);
+  RefResults want = reference(ts, xt, w, b, gt);
+  Tensor X = Tensor::zeros({total}, Device::CUDA), G = Tensor::zeros({total}, Device::CUDA);
+  copy_bytes(X.data() + off, Device::CUDA, xt.data(), Device::CPU, tail * sizeof(float));
+  copy_bytes(G.data() + off, Device::CUDA, gt.data(), Device::CPU, tail * sizeof(float));
+  Tensor Wt = Tensor::from_vector(w, {9}, Device::CUDA), B = Tensor::from_vector(b, {1}, Device::CUDA);
+  Tensor Y = Tensor::empty({total}, Device::CUDA), DX = Tensor::empty({total}, Device::CUDA);
+  KILN_CUDA_CHECK(cudaMemset(Y.data(), 0xff, Y.bytes()));  // NaN: unwritten elements show
+  KILN_CUDA_CHECK(cudaMemset(DX.data(), 0xff, DX.bytes()));
+  Tensor DW = test::poisoned({9}, Device::CUDA), DB = test::poisoned({1}, Device::CUDA);
+  Tensor WS = test::poisoned({std::max<int64_t>(1, int64_t(conv2d_bwd_filter_workspace(s)))}, Device::CUDA);
+  conv2d_fwd(s, X.data(), Wt.data(), B.data(), Y.data(), nullptr);
+  conv2d_bwd_data(s, G.data(), Wt.data(), DX.data(), nullptr);
+  conv2d_bwd_filter(s, X.data(), G.data(), DW.data(), DB.data(), WS.data(), nullptr);
+  auto slice = [](const Tensor& t, int64_t from, int64_t n) {
+    std::vector<float> v(n);
+    copy_bytes(v.data(), Device::CPU, t.data() + from, Device::CUDA, n * sizeof(float));
+    return v;
+  };
+  const int64_t before = 65536;  // zero input there: y = bias, dx = 0, and written
+  EXPECT_TRUE(test::all_close(slice(Y, 0, before), std::vector<float>(before, b[0]), 0, 0)) << "forward head";
+  EXPECT_TRUE(test::all_close(slice(Y, off - before, before), std::vector<float>(before, b[0]), 0, 0)) << "forward";
+  EXPECT_TRUE(test::all_close(slice(Y, off, tail), want.y, 1e-4, 1e-4)) << "forward tail";
+  EXPECT_TRUE(test::all_close(slice(DX, 0, before), std::vector<float>(before, 0.f), 0, 0)) << "backward-data head";
+  EXPECT_TRUE(test::all_close(slice(DX, off - before, before), std::vector<float>(before, 0.f), 0, 0)) << "backward-data";
+  EXPECT_TRUE(test::all_close(slice(DX, off, tail), want.dx, 1e-4, 1e-4)) << "backward-data tail";
+  // sums of 8M products (values ~1e3): float accumulation error well under 1
+  EXPECT_TRUE(test::all_close(DW.to_vector(), want.dw, 1.0, 1e-3)) << "backward-filter";
+  EXPECT_TRUE(test::all_close(DB.to_vector(), want.db, 1.0, 1e-3)) << "bias";
+#endif
+}
 
 TEST(Conv2dLayerGpu, ModelForwardBackwardMatchCpu) {
   KILN_SKIP_WITHOUT_GPU();

@@ -32,7 +32,10 @@ __global__ void __launch_bounds__(NT) conv_igemm_kernel(const Op op, int M, int 
   __shared__ __align__(16) float Bs[BK][BN + 4];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-  const int rbeg = blockIdx.z * r_chunk, rend = min(R, rbeg + r_chunk);
+  // rbeg + r_chunk may pass R by up to 16 per split: take the min in 64 bits. Past that every
+  // index stays below R + BK or N + BN, which conv_index_range_error keeps below 2^31.
+  const int rbeg = blockIdx.z * r_chunk;
+  const int rend = static_cast<int>(min(static_cast<long long>(R), static_cast<long long>(rbeg) + r_chunk));
 
   // Load mapping: A is read along the reduction (contiguous in every gatherer); B along N,
   // or along the reduction where that is the contiguous direction (backward-filter).
@@ -309,7 +312,7 @@ SplitPlan plan_filter_split(const ConvShape& s) {
 
 __global__ void splitk_sum_kernel(const float* __restrict__ ws, int splits, int mn,
                                   float* __restrict__ out) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;  // the last block passes mn
   if (i >= mn) return;
   float s = 0.f;
   for (int z = 0; z < splits; ++z) s += ws[size_t(z) * mn + i];  // fixed order
@@ -322,8 +325,10 @@ __global__ void bias_grad_kernel(const float* __restrict__ dy, int n, int K, int
   __shared__ float part[NT];
   const int m = blockIdx.x;
   float s = 0.f;
-  for (int i = threadIdx.x; i < n * PQ; i += NT) {
-    const int img = i / PQ;
+  // 64-bit: i steps up to NT past n*PQ, which may lie within NT of 2^31.
+  const int64_t len = int64_t(n) * PQ;
+  for (int64_t i = threadIdx.x; i < len; i += NT) {
+    const int64_t img = i / PQ;
     s += dy[(img * K + m) * PQ + (i - img * PQ)];
   }
   part[threadIdx.x] = s;
@@ -335,11 +340,10 @@ __global__ void bias_grad_kernel(const float* __restrict__ dy, int n, int K, int
   if (threadIdx.x == 0) db[m] = part[0];
 }
 
+// Layers reject these shapes with a usage error first; this guards direct callers.
 void check_int_range(const ConvShape& s) {
-  const int64_t lim = int64_t(1) << 31;
-  KILN_CHECK(s.x_numel() < lim && s.y_numel() < lim && s.w_numel() < lim,
-             "conv: tensors above 2^31 elements are not supported (x " << s.x_numel() << ", y "
-                                                                       << s.y_numel() << ")");
+  const std::string err = conv_index_range_error(s);
+  KILN_CHECK(err.empty(), "conv2d CUDA kernels: " << err);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // gemm_ref (OpenBLAS when present), because CPU training of the MNIST cnn runs on these
 // references. The 1x1/stride 1/pad 0 case skips im2col (the image is its own column matrix).
 #include <algorithm>
+#include <cstdint>
+#include <sstream>
 #include <vector>
 
 #include "kernels/conv/conv.h"
@@ -114,5 +116,50 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
 KILN_CONV_REF(float)
 KILN_CONV_REF(double)
 #undef KILN_CONV_REF
+
+namespace {
+// a * b saturating at INT64_MAX (user-supplied dimensions could overflow int64 itself).
+int64_t mul_sat(int64_t a, int64_t b) {
+  if (a != 0 && b > INT64_MAX / a) return INT64_MAX;
+  return a * b;
+}
+}  // namespace
+
+std::string conv_index_range_error(const ConvShape& s) {
+  struct Product {
+    const char* what;
+    const char* names;
+    std::initializer_list<int64_t> f;
+  };
+  const int64_t P = s.p(), Q = s.q();
+  const Product products[] = {
+      {"input", "N*C*H*W", {s.n, s.c, s.h, s.w}},
+      {"output", "N*K*P*Q", {s.n, s.k, P, Q}},  // also bounds N*P*Q, the GEMM's long axis
+      {"weight", "K*C*kh*kw", {s.k, s.c, s.kh, s.kw}},
+  };
+  std::ostringstream os;
+  for (const Product& p : products) {
+    int64_t v = 1;
+    for (int64_t x : p.f) v = mul_sat(v, x);
+    if (v <= kConvIndexLimit) continue;
+    os << p.what << " " << p.names << " = ";
+    const char* sep = "";
+    for (int64_t x : p.f) os << sep << x, sep = "*";
+    os << " = ";
+    if (v == INT64_MAX) os << "more than 2^63"; else os << v;
+    os << " exceeds 2^31-64";
+    return os.str();
+  }
+  if (s.h + 2 * s.pad > kConvIndexLimit || s.w + 2 * s.pad > kConvIndexLimit) {
+    os << "padded input " << s.h << "+2*" << s.pad << " x " << s.w << "+2*" << s.pad << " exceeds 2^31-64";
+    return os.str();
+  }
+  if (s.k > kConvMaxChannels || s.c > kConvMaxChannels) {
+    os << "channels C = " << s.c << ", K = " << s.k << ": more than 65535*64 = " << kConvMaxChannels
+       << " (CUDA grid limit)";
+    return os.str();
+  }
+  return "";
+}
 
 }  // namespace kiln
