@@ -17,7 +17,21 @@ int64_t spatial_size(const Layer& l, const Shape& in, bool spatial, int64_t chan
                        << "): expects a per-sample input " << want << ", got " << shape_str(in));
   KILN_USAGE_CHECK(in[0] == channels, "layer " << l.name() << " (" << l.describe() << "): expects "
                        << channels << " channels, got input " << shape_str(in));
-  return spatial ? in[1] * in[2] : 1;
+  const int64_t hw = spatial ? in[1] * in[2] : 1;
+  // One sample must fit the CUDA kernels' 32-bit indexing on every device (so a model that
+  // builds runs on both); the batch is checked per CUDA forward (check_batch).
+  const std::string range = norm_index_range_error(NormShape{1, channels, hw, 1});
+  KILN_USAGE_CHECK(range.empty(), "layer " << l.name() << " (" << l.describe() << "): input "
+                                           << shape_str(in) << " (one sample): " << range);
+  return hw;
+}
+
+// The whole batch on CUDA (the CPU references index in 64 bits).
+void check_batch(const Layer& l, const Tensor& x, const NormShape& s) {
+  if (x.device() != Device::CUDA) return;
+  const std::string range = norm_index_range_error(s);
+  KILN_USAGE_CHECK(range.empty(), "layer " << l.name() << " (" << l.describe() << "): input "
+                                           << shape_str(x.shape()) << ": " << range << " (use a smaller batch)");
 }
 
 // Scratch for the CUDA kernels (the CPU references need none).
@@ -59,6 +73,7 @@ Tensor BatchNorm::forward(Context& ctx, const Tensor& x) {
   KILN_CHECK(running_mean_.defined(), "layer " << name() << " (" << describe() << "): forward before bind");
   const Device d = x.device();
   const NormShape s{x.dim(0), features_, hw_, 1};
+  check_batch(*this, x, s);
   KILN_USAGE_CHECK(!ctx.training || s.n * s.hw > 1,
                    "layer " << name() << " (" << describe()
                             << "): training needs more than 1 value per channel, got input "
@@ -151,6 +166,7 @@ Shape GroupNorm::setup(const Shape& in) {
 Tensor GroupNorm::forward(Context& ctx, const Tensor& x) {
   const Device d = x.device();
   const NormShape s{x.dim(0), channels_, hw_, groups_};
+  check_batch(*this, x, s);
   x_ = x;
   ensure(out_, x.shape(), d);
   ensure(mean_, {s.n * groups_}, d);

@@ -27,6 +27,11 @@ Shape Pool2dBase::setup(const Shape& in) {
   KILN_USAGE_CHECK(in[1] + 2 * pad_ >= k_ && in[2] + 2 * pad_ >= k_,
                    who << ": input " << shape_str(in) << " is smaller than the kernel " << k_
                        << "x" << k_);
+  // Max pooling stores int32 indices into a plane; average pooling shares the check so both
+  // pools accept the same shapes. Compared by division: H*W itself could overflow.
+  KILN_USAGE_CHECK(in[1] > 0 && in[2] > 0 && in[1] <= kPoolMaxPlane / in[2],
+                   who << ": input " << shape_str(in) << ": plane H*W = " << in[1] << "*" << in[2]
+                       << " exceeds 2^31-1 (max pooling's int32 plane index)");
   c_ = in[0];
   h_ = in[1];
   w_ = in[2];

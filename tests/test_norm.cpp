@@ -179,6 +179,32 @@ TEST(BatchNormLayer, WrongChannelsAndSingleValueTrainingAreUsageErrors) {
   EXPECT_THROW(m1.forward(ctx, Tensor::zeros({1, 3}, Device::CPU)), Error);
 }
 
+TEST(NormIndexRange, ProductPastTwoTo31Minus1IsNamed) {
+  EXPECT_EQ(norm_index_range_error(NormShape{1, 1, 2147483647, 1}), "");
+  EXPECT_EQ(norm_index_range_error(NormShape{2, 3, 400000000, 1}), "N*C*HW = 2*3*400000000 = 2400000000 exceeds 2^31-1");
+  EXPECT_EQ(norm_index_range_error(NormShape{1 << 30, 1 << 30, int64_t(1) << 40, 1}),
+            "N*C*HW = 1073741824*1073741824*1099511627776 exceeds 2^31-1");  // past int64 too
+}
+
+TEST(NormLayer, SamplePastIndexRangeIsUsageErrorAtSetup) {
+  // Shape level: build() fails in setup, nothing of the input's size is allocated.
+  for (bool group : {false, true}) {
+    Model m({2, 40000, 40000});  // 2*1.6e9 per sample
+    if (group) m.add(std::make_unique<GroupNorm>(1, 2));
+    else m.add(std::make_unique<BatchNorm>(2, true));
+    try {
+      m.build(Device::CPU, 1);
+      ADD_FAILURE() << "build did not throw";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_NE(e.message().find(group ? "layer 0 (GroupNorm(1 groups, 2 channels))" : "layer 0 (BatchNorm2d(2))"),
+                std::string::npos) << e.message();
+      EXPECT_NE(e.message().find("[2, 40000, 40000] (one sample): N*C*HW = 1*2*1600000000 = 3200000000 exceeds 2^31-1"),
+                std::string::npos) << e.message();
+    }
+  }
+}
+
 TEST(ModelBlocks, NormPositionAndKinds) {
   ModelOptions o;
   o.model = "mlp";

@@ -144,6 +144,28 @@ TEST(PoolLayer, InputSmallerThanKernelNamesLayerAndShapes) {
   }
 }
 
+TEST(PoolLayer, PlanePastInt32IndexIsUsageErrorAtSetup) {
+  // Shape level: build() fails in setup, nothing of the input's size is allocated.
+  for (bool max : {true, false}) {
+    Model m({1, 46341, 46341});  // 46341^2 = 2147488281 > 2^31-1; 46340^2 fits
+    if (max) m.add(std::make_unique<MaxPool2d>(2));
+    else m.add(std::make_unique<AvgPool2d>(2));
+    try {
+      m.build(Device::CPU, 1);
+      ADD_FAILURE() << "build did not throw";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_NE(e.message().find(max ? "layer 0 (MaxPool2d(k2 s2 p0))" : "layer 0 (AvgPool2d(k2 s2 p0))"),
+                std::string::npos) << e.message();
+      EXPECT_NE(e.message().find("[1, 46341, 46341]: plane H*W = 46341*46341 exceeds 2^31-1"), std::string::npos)
+          << e.message();
+    }
+  }
+  Model ok({1, 46340, 46340});
+  ok.add(std::make_unique<MaxPool2d>(2));
+  EXPECT_NO_THROW(ok.build(Device::CPU, 1));
+}
+
 TEST(PoolLayer, PaddingOverHalfTheKernelIsAUsageError) {
   EXPECT_THROW(MaxPool2d(2, 2, 2), Error);
 }

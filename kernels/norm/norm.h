@@ -7,6 +7,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "engine/device.h"
 
@@ -18,6 +19,11 @@ struct NormShape {
   int64_t groups = 1;  // group norm only
   int64_t numel() const { return n * c * hw; }
 };
+
+// The CUDA kernels index with 32-bit (unsigned) ints and need n*c*hw <= 2^31-1. Returns "" when
+// `s` fits, else one line naming the product ("N*C*HW = 2*3*400000000 = 2400000000 exceeds
+// 2^31-1"). Shape level only: layers call it in setup (per sample) and per CUDA batch.
+std::string norm_index_range_error(const NormShape& s);
 
 // ---- batch norm --------------------------------------------------------------------------------
 // Training forward: normalises with the batch statistics (biased variance), writes the per-channel

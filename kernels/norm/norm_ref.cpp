@@ -1,7 +1,9 @@
 // CPU references for batch norm and group norm (float and double). Straightforward loops with
 // double accumulation; the double instantiation is what the gradient checks differentiate.
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <sstream>
 #include <vector>
 
 #include "kernels/norm/norm.h"
@@ -14,6 +16,19 @@ inline int64_t at(const NormShape& s, int64_t n, int64_t c, int64_t k) {
   return (n * s.c + c) * s.hw + k;
 }
 }  // namespace
+
+std::string norm_index_range_error(const NormShape& s) {
+  // Compared by division: user-sized factors could overflow the int64 product itself.
+  const int64_t lim = INT_MAX;
+  const bool fits = s.n > 0 && s.c > 0 && s.hw > 0 && s.c <= lim / s.n && s.hw <= lim / (s.n * s.c);
+  if (fits) return "";
+  std::ostringstream os;
+  os << "N*C*HW = " << s.n << "*" << s.c << "*" << s.hw;
+  if (s.n > 0 && s.c > 0 && s.hw > 0 && s.c <= INT64_MAX / s.n && s.hw <= INT64_MAX / (s.n * s.c))
+    os << " = " << s.n * s.c * s.hw;
+  os << " exceeds 2^31-1";
+  return os.str();
+}
 
 int64_t batchnorm_splits(const NormShape& s) {
   const int64_t m = s.n * s.hw;

@@ -20,6 +20,10 @@ struct PoolShape {
   int64_t y_numel() const { return n * c * p() * q(); }
 };
 
+// Max pooling's winner is an int32 index h*W + w into one input plane (CPU and GPU alike), so
+// a plane may hold at most 2^31-1 elements; every other index in this family is 64-bit.
+constexpr int64_t kPoolMaxPlane = 2147483647;
+
 // ---- CPU references (float and double) --------------------------------------------------------
 template <typename T>
 void maxpool2d_fwd_ref(const PoolShape& s, const T* x, T* y, int32_t* argmax);
