@@ -61,6 +61,9 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
           "%.0f img/s\n",
           r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, r.seconds,
           r.images_per_s);
+      if (r.l1_penalty > 0 || r.l2_penalty > 0)  // the penalty experiments: how sparse it got
+        std::printf("  l1_penalty=%.4g l2_penalty=%.4g weight_sparsity=%.4f\n", r.l1_penalty,
+                    r.l2_penalty, r.weight_sparsity);
       std::fflush(stdout);
       return true;
     };

@@ -31,6 +31,8 @@ void TrainOptions::validate() const {
   KILN_USAGE_CHECK(eval_batch_size >= 1, "--eval-batch-size " << eval_batch_size << ": must be >= 1");
   KILN_USAGE_CHECK(log_every >= 0, "--log-every " << log_every << ": must be >= 0");
   if (!batch_schedule.empty()) parse_batch_schedule(batch_schedule);
+  KILN_USAGE_CHECK(sparsity_threshold >= 0 && std::isfinite(sparsity_threshold),
+                   "--sparsity-threshold " << sparsity_threshold << ": must be >= 0");
   KILN_USAGE_CHECK(target_acc >= 0 && target_acc <= 1,
                    "--target-acc " << target_acc << ": must be in [0, 1]");
 }
@@ -41,7 +43,8 @@ std::string EpochRecord::to_json() const {
   if (momentum >= 0) j.add("momentum", momentum);
   j.add("batch_size", batch_size).add("train_loss", train_loss).add("train_acc", train_acc)
       .add("test_loss", test_loss).add("test_acc", test_acc).add("grad_norm", grad_norm)
-      .add("l1_penalty", l1_penalty).add("l2_penalty", l2_penalty).add("seconds", seconds)
+      .add("l1_penalty", l1_penalty).add("l2_penalty", l2_penalty)
+      .add("weight_sparsity", weight_sparsity).add("seconds", seconds)
       .add("images_per_s", images_per_s);
   return j.str();
 }
@@ -342,6 +345,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     r.grad_norm = st.grad_norm;
     r.l1_penalty = st.l1_penalty;
     r.l2_penalty = st.l2_penalty;
+    r.weight_sparsity = model_.weight_sparsity(opts_.sparsity_threshold);
     if (test) {
       EvalResult e = evaluate(*test);
       r.test_loss = e.loss;

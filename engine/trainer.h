@@ -33,6 +33,8 @@ struct TrainOptions {
   bool detect_anomaly = false;   // check every step; name the first non-finite layer
   bool grad_report = false;      // per-layer gradient/weight norm table after each epoch
   float target_acc = 0.0f;       // stop once test accuracy reaches it (0: off)
+  // Weights with |w| below this count as zero in the per-epoch weight_sparsity metric.
+  float sparsity_threshold = 1e-3f;
   // A finite loss this large also counts as divergence (exit 3): bounded activations (sigmoid)
   // let logits grow without ever overflowing, so a NaN check alone never fires. 0: auto,
   // 100x the chance-level loss ln(classes); < 0: off.
@@ -50,6 +52,7 @@ struct EpochRecord {
   float lr = 0, momentum = -1;  // as the optimizer used them
   double train_loss = 0, train_acc = 0, test_loss = NAN, test_acc = NAN;
   double grad_norm = 0, l1_penalty = 0, l2_penalty = 0;
+  double weight_sparsity = 0;  // fraction of weights with |w| < TrainOptions::sparsity_threshold
   double seconds = 0, images_per_s = 0;
   int64_t batch_size = 0;
   std::string to_json() const;

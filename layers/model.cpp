@@ -148,6 +148,20 @@ std::vector<std::pair<std::string, Tensor>> Model::state_dict() {
 
 std::vector<SummaryRow> Model::summary() const { return summary_; }
 
+double Model::weight_sparsity(float threshold) const {
+  KILN_CHECK(built_, "model: weight_sparsity() before build()");
+  std::vector<float> w = flat_params_.to_vector();
+  int64_t small = 0, total = 0;
+  for (const auto& r : param_refs_) {
+    if (!r.param->decay) continue;
+    const int64_t n = shape_numel(r.param->shape);
+    for (int64_t i = r.param->offset; i < r.param->offset + n; ++i)
+      small += std::fabs(w[static_cast<size_t>(i)]) < threshold;
+    total += n;
+  }
+  return total > 0 ? static_cast<double>(small) / static_cast<double>(total) : 0.0;
+}
+
 std::string Model::summary_table() const {
   std::ostringstream os;
   os << std::left << std::setw(6) << "layer" << std::setw(40) << "type" << std::setw(18) << "output"

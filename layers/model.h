@@ -51,6 +51,10 @@ class Model {
   // Parameters and buffers under PyTorch state_dict names, in registration order.
   std::vector<std::pair<std::string, Tensor>> state_dict();
   std::vector<SummaryRow> summary() const;
+  // Fraction of the weights (parameters with decay set: not biases or norm parameters) whose
+  // magnitude is below `threshold`: how sparse L1 has made the net. Copies the parameters to the
+  // host (synchronous; meant for once per epoch). 0 for a model without such weights.
+  double weight_sparsity(float threshold) const;
   std::string summary_table() const;
 
  private:

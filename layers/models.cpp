@@ -22,6 +22,9 @@ void ModelOptions::validate() const {
                    "--norm " << norm << ": expected none|batch|group");
   KILN_USAGE_CHECK(groups >= 1, "--groups " << groups << ": must be >= 1");
   KILN_USAGE_CHECK(dropout >= 0.0f && dropout < 1.0f, "--dropout " << dropout << ": must be in [0, 1)");
+  KILN_USAGE_CHECK(pool_after >= 0 && pool_after <= 7,
+                   "--pool-after " << pool_after << ": expected 0..7 (conv layers of the cnn before its "
+                                   << "maxpool; 0 pools the input)");
   validate_block_options(*this);
 }
 

@@ -20,6 +20,7 @@ struct ModelOptions {
   float dropout = 0.0f;             // dropout probability after each block (0: none)
   std::string dropout_kind = "element";  // element | channel (Dropout2d after spatial blocks)
   std::string init = "default";     // default | kaiming | kaiming_normal | xavier | xavier_normal
+  int pool_after = 4;               // cnn: conv layers (of 7, the 1x1 is the 4th) before the maxpool
   void validate() const;
 };
 

@@ -204,6 +204,7 @@ TEST(SweepResults, JsonRoundTripKeepsNaNAndEscapes) {
   r.status = "failed";
   r.params = {{"lr", "0.1"}, {"optimizer", "adam"}};
   r.curve = {0.5, NAN};
+  r.weight_sparsity = 0.25;
   r.message = "diverged: \"loss\" is nan,\nat step 3";
   TrialRecord back;
   ASSERT_TRUE(TrialRecord::from_json(r.to_json(), back)) << r.to_json();
@@ -211,6 +212,7 @@ TEST(SweepResults, JsonRoundTripKeepsNaNAndEscapes) {
   EXPECT_EQ(back.status, "failed");
   EXPECT_EQ(back.params, r.params);
   EXPECT_TRUE(std::isnan(back.metric));
+  EXPECT_EQ(back.weight_sparsity, 0.25);
   ASSERT_EQ(back.curve.size(), 2u);
   EXPECT_TRUE(std::isnan(back.curve[1]));
   EXPECT_EQ(back.message, r.message);

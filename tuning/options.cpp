@@ -120,6 +120,7 @@ OptionTable build_table() {
   t.add(opt_int("groups", "group norm groups", [](RunConfig& c) -> int& { return c.model.groups; }));
   t.add(opt_str("norm-position", "before | after the activation", [](RunConfig& c) -> std::string& { return c.model.norm_position; }));
   t.add(opt_float("dropout", "dropout probability after each block", [](RunConfig& c) -> float& { return c.model.dropout; }));
+  t.add(opt_int("pool-after", "cnn: conv layers before the maxpool (0..7; 4: after the 1x1, RF 7)", [](RunConfig& c) -> int& { return c.model.pool_after; }));
   t.add(opt_str("init", "default | kaiming | kaiming_normal | xavier | xavier_normal", [](RunConfig& c) -> std::string& { return c.model.init; }));
   // optimizer
   t.add(opt_str("optimizer", "sgd | adam | adamw | rmsprop", [](RunConfig& c) -> std::string& { return c.optim.name; }));
@@ -191,6 +192,7 @@ OptionTable build_table() {
   t.add(opt_int("log-every", "write per-step records (per-layer norms) every N steps", [](RunConfig& c) -> int& { return c.train.log_every; }));
   t.add(opt_bool("detect-anomaly", "stop at the first non-finite loss or gradient, naming the layer", [](RunConfig& c) -> bool& { return c.train.detect_anomaly; }));
   t.add(opt_bool("grad-report", "per-layer gradient/weight norm table after each epoch", [](RunConfig& c) -> bool& { return c.train.grad_report; }));
+  t.add(opt_float("sparsity-threshold", "|w| below which a weight counts as zero in weight_sparsity", [](RunConfig& c) -> float& { return c.train.sparsity_threshold; }));
   t.add(opt_float("target-acc", "stop once test accuracy reaches this", [](RunConfig& c) -> float& { return c.train.target_acc; }));
   t.add(opt_float("max-loss", "a train loss above this counts as divergence (0: 100x chance level, <0: off)", [](RunConfig& c) -> float& { return c.train.max_loss; }));
   t.add(opt_str("log", "JSONL metrics file", [](RunConfig& c) -> std::string& { return c.train.log_path; }));

@@ -248,7 +248,7 @@ std::string csv_field(const std::string& s) {
 std::string csv_header(const SweepSpec& spec) {
   std::string h = "trial,status," + spec.metric;
   for (const auto& p : spec.params) h += "," + p.name;
-  return h + ",epochs,test_acc,test_loss,train_acc,train_loss,seconds,message\n";
+  return h + ",epochs,test_acc,test_loss,train_acc,train_loss,weight_sparsity,seconds,message\n";
 }
 
 std::string csv_row(const TrialRecord& r) {
@@ -257,7 +257,7 @@ std::string csv_row(const TrialRecord& r) {
   for (const auto& p : r.params) os << "," << csv_field(p.second);
   os << "," << r.epochs << "," << json_number(r.test_acc) << "," << json_number(r.test_loss) << ","
      << json_number(r.train_acc) << "," << json_number(r.train_loss) << ","
-     << json_number(r.seconds) << "," << csv_field(r.message);
+     << json_number(r.weight_sparsity) << "," << json_number(r.seconds) << "," << csv_field(r.message);
   return os.str();
 }
 
@@ -333,6 +333,7 @@ std::string TrialRecord::to_json() const {
       .add("test_loss", test_loss)
       .add("train_acc", train_acc);
   j.add("train_loss", train_loss)
+      .add("weight_sparsity", weight_sparsity)
       .add("seconds", seconds)
       .add_raw("curve", c)
       .add("message", message);
@@ -359,6 +360,7 @@ bool TrialRecord::from_json(const std::string& line, TrialRecord& r) {
   r.test_loss = num_of(v, "test_loss");
   r.train_acc = num_of(v, "train_acc");
   r.train_loss = num_of(v, "train_loss");
+  r.weight_sparsity = num_of(v, "weight_sparsity");
   r.seconds = num_of(v, "seconds");
   if (const JVal* c = v.get("curve"))
     for (const auto& x : c->arr) r.curve.push_back(x.type == JVal::Num ? x.num : NAN);
@@ -514,6 +516,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
         rec.test_loss = last.test_loss;
         rec.train_acc = last.train_acc;
         rec.train_loss = last.train_loss;
+        rec.weight_sparsity = last.weight_sparsity;
       }
       for (const auto& e : eps) rec.seconds += e.seconds;
     } catch (const Error& e) {

@@ -56,6 +56,7 @@ struct TrialRecord {
   double metric = NAN;
   std::vector<std::pair<std::string, std::string>> params;
   double test_acc = NAN, test_loss = NAN, train_loss = NAN, train_acc = NAN, seconds = 0;
+  double weight_sparsity = NAN;  // of the last epoch (EpochRecord::weight_sparsity)
   int epochs = 0;
   std::vector<double> curve;  // the metric after each epoch (median pruning reads it)
   std::string message;        // why it failed or was pruned

@@ -113,6 +113,7 @@ def main():
     case(c, "batch_zero", ["--batch-size", "0"], 2, "--batch-size 0")
     case(c, "dropout_too_big", ["--dropout", "1.5"], 2, "dropout")
     case(c, "groups_not_dividing", ["--model", "cnn", "--norm", "group", "--groups", "3"], 2, "groups")
+    case(c, "pool_after_range", ["--pool-after", "8"], 2, "--pool-after 8: expected 0..7")
     case(c, "device_tpu", ["--device", "tpu"], 2, "--device tpu")
     case(c, "epochs_not_int", ["--epochs", "abc"], 2, "--epochs: 'abc' is not an integer")
     case(c, "unknown_flag", ["--lrate", "0.1"], 2, "unknown option 'lrate'")
