@@ -3,13 +3,17 @@
 # (every 5 steps, so mostly mid-epoch) ends with tensors bitwise identical to an uninterrupted
 # run; SIGTERM/SIGINT stop after a checkpoint with exit 143/130, and that checkpoint resumes to
 # the same weights too. BatchNorm and dropout are on so buffers and the RNG step are covered.
+# KILN_DEVICE=cuda runs the same checks on a GPU in --deterministic mode (scripts/gpu_bundle.sh).
 set -euo pipefail
 : "${KILN_BIN:?}" "${KILN_TEST_DATA:?}"
 tm="$KILN_BIN/train_mnist"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
-common=(--device cpu --data-dir "$KILN_TEST_DATA" --model mlp --width 32 --norm batch --dropout 0.1
+device=${KILN_DEVICE:-cpu}
+det=()
+[ "$device" = cuda ] && det=(--deterministic)
+common=(--device "$device" "${det[@]}" --data-dir "$KILN_TEST_DATA" --model mlp --width 32 --norm batch --dropout 0.1
         --train-limit 2000 --test-limit 200 --batch-size 16 --epochs 3 --checkpoint-every-steps 5 --keep-last 2)
 
 # Tensors (names, dtypes, shapes, bytes) of two safetensors files, and their epoch/step.
@@ -31,7 +35,7 @@ print('identical: %d tensors, epoch/batch/step %s' % (len(a), pa))
 EOF
 
 t0=$(date +%s.%N)
-"$tm" "${common[@]}" --checkpoint-dir ck_a --save A.safetensors > a.out 2> a.err
+"$tm" "${common[@]}" --checkpoint-dir ck_a --save A.safetensors > a.out 2> a.err || { echo "FAIL: the uninterrupted run: $(tail -1 a.err)"; exit 1; }
 t1=$(date +%s.%N)
 full=$(python3 -c "print(max(0.5, $t1 - $t0))")
 echo "uninterrupted run: ${full}s"
