@@ -45,6 +45,8 @@ cat >"$out/run.sh" <<'RUN'
 #   resume    kill-and-resume on CUDA in --deterministic mode (tests/cli/resume.sh)
 #   interop   PyTorch loads the cnn checkpoint and matches kiln's logits (rtol 1e-4)
 #   tta       time to 99% test accuracy, 5 seeds (scripts/time_to_acc.sh)
+#   catalogue experiments/*.yaml on the GPU (scripts/catalogue.sh, CATALOGUE_BUDGET seconds per
+#             call, default 480; resumes where the last call stopped while the machine is warm)
 #   sanitize  compute-sanitizer memcheck/racecheck/initcheck/synccheck over the GPU gtests
 #   bench     every bench_* binary (kernels vs cuDNN/cuBLAS, copy bandwidth, optimizer floor)
 #   perf      bench_train vs PyTorch (scripts/bench_compare.sh)
@@ -105,6 +107,13 @@ fi
 if has tta; then
   KILN_BIN=$bin DATA_DIR=$data bash "$here/scripts/time_to_acc.sh" 5 >"$out/tta.txt" 2>&1
   row "time to 99% (5 seeds)" "$(last "$out/tta.txt")"
+fi
+if has catalogue; then  # the experiment catalogue on the GPU (docs/EXPERIMENTS.md), resumable
+  KILN_BIN=$bin KILN_SRC=$here bash "$here/scripts/catalogue.sh" "$here/catalogue" --budget "${CATALOGUE_BUDGET:-480}" \
+    -- --device cuda --data-dir "$data" >"$out/catalogue.txt" 2>&1
+  rc=$?
+  tar -C "$here" -czf "$out/catalogue.tgz" catalogue
+  row "experiment catalogue" "exit $rc (3: budget spent, run the step again to continue)"
 fi
 if has sanitize; then
   # ConvLimitGpu allocates 32 GiB at the 2^31 index limit: far too slow under the tools.
