@@ -170,6 +170,9 @@ TEST(SweepSpec, TrialConfigAppliesParameters) {
   EXPECT_EQ(c.train.batch_size, 16);
   EXPECT_EQ(c.sched.milestones, (std::vector<int>{2, 4}));
   EXPECT_EQ(c.train.log_path, "/tmp/x/trials/trial-0.jsonl");
+  EXPECT_EQ(c.checkpoint_dir, "/tmp/x/trials/trial-0-checkpoints");  // not the caller's cwd
+  base.checkpoint_dir = "/elsewhere";
+  EXPECT_EQ(trial_config(s, base, 0, "/tmp/x").checkpoint_dir, "/elsewhere");
 }
 
 TEST(SweepSpec, BundleParameterSetsSeveralOptionsTogether) {

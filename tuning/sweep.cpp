@@ -408,6 +408,10 @@ RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
     for (const auto& kv : p.bundles.at(j)) run_options().set(c, kv.first, kv.second, origin);
   }
   c.train.log_path = dir + "/trials/trial-" + std::to_string(i) + ".jsonl";
+  // A trial stopped by SIGINT/SIGTERM checkpoints before it exits: into the sweep directory, not
+  // the caller's working directory (--resume reruns the trial; the checkpoint is for inspection).
+  if (c.checkpoint_dir.empty())
+    c.checkpoint_dir = dir + "/trials/trial-" + std::to_string(i) + "-checkpoints";
   c.train.progress = 0;
   return c;
 }
