@@ -1,10 +1,16 @@
+// Activation and Flatten layers: dispatch to kernels/activation, pass-through when fused.
 #include "layers/activation.h"
 
 #include "engine/error.h"
 
 namespace kiln {
 
+std::string Activation::describe() const {
+  return fused() ? type() + " (fused into layer " + fused_into_ + ")" : type();
+}
+
 Tensor Activation::forward(Context& ctx, const Tensor& x) {
+  if (fused()) return x;
   ensure(y_, x.shape(), x.device());
   if (x.device() == Device::CUDA) {
 #ifdef KILN_WITH_CUDA
@@ -19,6 +25,7 @@ Tensor Activation::forward(Context& ctx, const Tensor& x) {
 
 Tensor Activation::backward(Context& ctx, const Tensor& dy) {
   if (!need_dx) return Tensor();
+  if (fused()) return dy;
   ensure(dx_, dy.shape(), dy.device());
   if (dy.device() == Device::CUDA) {
 #ifdef KILN_WITH_CUDA

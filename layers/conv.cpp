@@ -87,10 +87,10 @@ Tensor Conv2d::forward(Context& ctx, const Tensor& x) {
   const float* b = bias_ ? value(1).data() : nullptr;
   if (x.device() == Device::CUDA) {
 #ifdef KILN_WITH_CUDA
-    conv2d_fwd(s, x.data(), value(0).data(), b, y_.data(), ctx.stream());
+    conv2d_fwd(s, x.data(), value(0).data(), b, y_.data(), ctx.stream(), relu_);
 #endif
   } else {
-    conv2d_fwd_ref<float>(s, x.data(), value(0).data(), b, y_.data());
+    conv2d_fwd_ref<float>(s, x.data(), value(0).data(), b, y_.data(), relu_);
   }
   (void)ctx;
   return y_;
@@ -103,17 +103,21 @@ Tensor Conv2d::backward(Context& ctx, const Tensor& dy) {
                       << " does not match the output [" << s.n << ", " << s.k << ", " << s.p()
                       << ", " << s.q() << "]");
   float* db = bias_ ? grad(1).data() : nullptr;
+  // The fused ReLU's mask is this layer's own output from the matching forward.
+  const float* relu_y = relu_ ? y_.data() : nullptr;
   if (need_dx) ensure(dx_, x_.shape(), x_.device());
   if (dy.device() == Device::CUDA) {
 #ifdef KILN_WITH_CUDA
     const int64_t ws = static_cast<int64_t>(conv2d_bwd_filter_workspace(s));
     ensure(ws_, {std::max<int64_t>(ws, 1)}, Device::CUDA);
-    conv2d_bwd_filter(s, x_.data(), dy.data(), grad(0).data(), db, ws_.data(), ctx.stream());
-    if (need_dx) conv2d_bwd_data(s, dy.data(), value(0).data(), dx_.data(), ctx.stream());
+    conv2d_bwd_filter(s, x_.data(), dy.data(), grad(0).data(), db, ws_.data(), ctx.stream(),
+                      relu_y);
+    if (need_dx)
+      conv2d_bwd_data(s, dy.data(), value(0).data(), dx_.data(), ctx.stream(), relu_y);
 #endif
   } else {
-    conv2d_bwd_filter_ref<float>(s, x_.data(), dy.data(), grad(0).data(), db);
-    if (need_dx) conv2d_bwd_data_ref<float>(s, dy.data(), value(0).data(), dx_.data());
+    conv2d_bwd_filter_ref<float>(s, x_.data(), dy.data(), grad(0).data(), db, relu_y);
+    if (need_dx) conv2d_bwd_data_ref<float>(s, dy.data(), value(0).data(), dx_.data(), relu_y);
   }
   (void)ctx;
   return need_dx ? dx_ : Tensor();

@@ -24,6 +24,12 @@ class Conv2d : public Layer {
   Tensor forward(Context& ctx, const Tensor& x) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
   ReceptiveField receptive_field(ReceptiveField in) const override;
+  // Writes max(0, conv + b) and masks dy by (y > 0) inside the kernels (conv.h).
+  bool fuse_relu() override {
+    relu_ = true;
+    return true;
+  }
+  bool relu_fused() const { return relu_; }
 
   bool has_bias() const { return bias_; }
   // The kernel shape struct for a batch of n (valid after setup).
@@ -32,6 +38,7 @@ class Conv2d : public Layer {
  private:
   int64_t cin_, cout_, kh_, kw_, stride_, pad_;
   bool bias_;
+  bool relu_ = false;
   InitScheme init_;
   int64_t h_ = 0, w_ = 0;  // input spatial size, from setup
   Tensor x_, y_, dx_, ws_;

@@ -71,6 +71,10 @@ class Layer {
   virtual Tensor backward(Context& ctx, const Tensor& dy) = 0;
 
   virtual ReceptiveField receptive_field(ReceptiveField in) const { return in; }
+  // Fusion pass (Model::build with fusion on): asks the layer to apply the ReLU that follows it
+  // to its own output, and to mask dy by (its output > 0) in backward. Returns whether it did;
+  // the ReLU layer then becomes a pass-through. Called after setup, before bind.
+  virtual bool fuse_relu() { return false; }
   // Nested layers (residual blocks); their parameters are named "<child>.<param>".
   virtual std::vector<std::pair<std::string, Layer*>> children() { return {}; }
   // Non-trainable state saved in checkpoints under PyTorch's names (running_mean, ...).

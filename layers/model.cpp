@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "layers/activation.h"
 
 namespace kiln {
 
@@ -72,6 +73,7 @@ void Model::build(Device device, uint64_t seed) {
     summary_.push_back({l->name(), l->describe(), s, n, rf});
   }
   output_shape_ = s;
+  if (fusion_) fuse_layers();
   for (auto& l : layers_) collect(l.get(), l->name());
   layers_.front()->need_dx = false;
 
@@ -116,6 +118,24 @@ void Model::build(Device device, uint64_t seed) {
   }
   for (auto& [nm, l] : all_layers_) l->bind(device);
   built_ = true;
+}
+
+void Model::set_fusion(bool on) {
+  KILN_CHECK(!built_, "Model::set_fusion after build");
+  fusion_ = on;
+}
+
+// A top-level layer directly followed by a ReLU absorbs it when it can (Layer::fuse_relu). Runs
+// after setup (shapes known) and before the parameters are laid out; activations have no
+// parameters, so the layout does not change.
+void Model::fuse_layers() {
+  for (size_t i = 0; i + 1 < layers_.size(); ++i) {
+    auto* act = dynamic_cast<Activation*>(layers_[i + 1].get());
+    if (!act || act->act() != Act::ReLU || act->fused() || !layers_[i]->fuse_relu()) continue;
+    act->fuse_into(layers_[i]->name());
+    summary_[i + 1].description = act->describe();
+    ++fused_layers_;
+  }
 }
 
 Tensor Model::forward(Context& ctx, const Tensor& x) {

@@ -33,6 +33,12 @@ class Model {
   Layer& add(LayerPtr layer);  // named by index, like nn.Sequential
   void build(Device device, uint64_t seed);
   bool built() const { return built_; }
+  // Layer fusion (off by default; set before build): build() lets a Conv2d or BatchNorm directly
+  // followed by a ReLU apply it in its own kernels, and the ReLU becomes a pass-through.
+  // Parameters, buffers and state_dict names are the same either way.
+  void set_fusion(bool on);
+  bool fusion() const { return fusion_; }
+  int fused_layers() const { return fused_layers_; }  // ReLUs absorbed by build()
 
   Tensor forward(Context& ctx, const Tensor& x);
   Tensor backward(Context& ctx, const Tensor& dlogits);
@@ -59,6 +65,7 @@ class Model {
 
  private:
   void collect(Layer* l, const std::string& prefix);
+  void fuse_layers();
   Shape input_shape_, output_shape_;
   std::vector<LayerPtr> layers_;
   std::vector<ParamRef> param_refs_;
@@ -68,6 +75,8 @@ class Model {
   int64_t num_params_ = 0;
   Device device_ = Device::CPU;
   bool built_ = false;
+  bool fusion_ = false;
+  int fused_layers_ = 0;
 };
 
 }  // namespace kiln

@@ -30,9 +30,11 @@ void ModelOptions::validate() const {
 
 std::unique_ptr<Model> make_model(const ModelOptions& opts, const Shape& input, int num_classes) {
   opts.validate();
-  if (opts.model == "mlp") return make_mlp(opts, input, num_classes);
-  if (opts.model == "cnn") return make_cnn(opts, input, num_classes);
-  return make_cifar(opts, input, num_classes);
+  std::unique_ptr<Model> m = opts.model == "mlp"   ? make_mlp(opts, input, num_classes)
+                             : opts.model == "cnn" ? make_cnn(opts, input, num_classes)
+                                                   : make_cifar(opts, input, num_classes);
+  m->set_fusion(opts.fuse);
+  return m;
 }
 
 // Flatten, then `depth` hidden Linear(width) blocks, then Linear(num_classes).

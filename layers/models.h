@@ -21,6 +21,7 @@ struct ModelOptions {
   std::string dropout_kind = "element";  // element | channel (Dropout2d after spatial blocks)
   std::string init = "default";     // default | kaiming | kaiming_normal | xavier | xavier_normal
   int pool_after = 4;               // cnn: conv layers (of 7, the 1x1 is the 4th) before the maxpool
+  bool fuse = false;                // Model::set_fusion: ReLUs folded into the conv/norm before them
   void validate() const;
 };
 

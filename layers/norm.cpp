@@ -92,21 +92,22 @@ Tensor BatchNorm::forward(Context& ctx, const Tensor& x) {
 #ifdef KILN_WITH_CUDA
       batchnorm_fwd_train(x.data(), w, b, out_.data(), mean_.data(), invstd_.data(),
                           running_mean_.data(), running_var_.data(), num_batches_tracked_.data(),
-                          momentum_, eps_, s, ws, ctx.stream());
+                          momentum_, eps_, s, ws, ctx.stream(), relu_);
 #endif
     } else {
       batchnorm_fwd_train_ref<float>(x.data(), w, b, out_.data(), mean_.data(), invstd_.data(),
                                      running_mean_.data(), running_var_.data(),
-                                     num_batches_tracked_.data(), momentum_, eps_, s, nullptr);
+                                     num_batches_tracked_.data(), momentum_, eps_, s, nullptr,
+                                     relu_);
     }
   } else if (d == Device::CUDA) {
 #ifdef KILN_WITH_CUDA
     batchnorm_fwd_eval(x.data(), w, b, running_mean_.data(), running_var_.data(), out_.data(),
-                       eps_, s, ctx.stream());
+                       eps_, s, ctx.stream(), relu_);
 #endif
   } else {
     batchnorm_fwd_eval_ref<float>(x.data(), w, b, running_mean_.data(), running_var_.data(),
-                                  out_.data(), eps_, s);
+                                  out_.data(), eps_, s, relu_);
   }
   return out_;
 }
@@ -125,18 +126,19 @@ Tensor BatchNorm::backward(Context& ctx, const Tensor& dy) {
   (void)ws;
   (void)ctx;
   const bool train = trained_forward_;
+  const float* relu_y = relu_ ? out_.data() : nullptr;  // the fused ReLU's mask: our own output
   if (d == Device::CUDA) {
 #ifdef KILN_WITH_CUDA
     if (!train) batchnorm_invstd(running_var_.data(), invstd_.data(), eps_, features_, ctx.stream());
     batchnorm_bwd(x_.data(), dy.data(), value(0).data(), train ? mean_.data() : running_mean_.data(),
                   invstd_.data(), dx, grad(0).data(), grad(1).data(), train, s, ws,
-                  ctx.stream());
+                  ctx.stream(), relu_y);
 #endif
   } else {
     if (!train) batchnorm_invstd_ref<float>(running_var_.data(), invstd_.data(), eps_, features_);
     batchnorm_bwd_ref<float>(x_.data(), dy.data(), value(0).data(),
                              train ? mean_.data() : running_mean_.data(), invstd_.data(), dx,
-                             grad(0).data(), grad(1).data(), train, s, nullptr);
+                             grad(0).data(), grad(1).data(), train, s, nullptr, relu_y);
   }
   return need_dx ? dx_ : Tensor();
 }

@@ -17,6 +17,12 @@ class BatchNorm : public Layer {
   Tensor forward(Context& ctx, const Tensor& x) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
   std::vector<std::pair<std::string, Tensor>> buffers() override;
+  // Writes max(0, bn(x)) and masks dy by (y > 0) inside the kernels (norm.h).
+  bool fuse_relu() override {
+    relu_ = true;
+    return true;
+  }
+  bool relu_fused() const { return relu_; }
 
   Tensor& running_mean() { return running_mean_; }
   Tensor& running_var() { return running_var_; }
@@ -30,6 +36,7 @@ class BatchNorm : public Layer {
   Tensor running_mean_, running_var_, num_batches_tracked_;
   Tensor x_, out_, dx_, mean_, invstd_, workspace_;
   bool trained_forward_ = true;  // whether the last forward used batch statistics
+  bool relu_ = false;
 };
 
 class GroupNorm : public Layer {

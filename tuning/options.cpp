@@ -206,6 +206,7 @@ OptionTable build_table() {
          "verified on a GPU, see docs/PERFORMANCE.md)",
          [](RunConfig& c, const std::string& v) { c.train.cuda_graphs = parse_on_off(v); },
          [](const RunConfig& c) { return std::string(c.train.cuda_graphs ? "on" : "off"); }});
+  t.add({"fuse", "on|off", "fold a ReLU into the Conv2d/BatchNorm before it (default off until a GPU run measures and checks it, see docs/PERFORMANCE.md)", [](RunConfig& c, const std::string& v) { c.model.fuse = parse_on_off(v); }, [](const RunConfig& c) { return std::string(c.model.fuse ? "on" : "off"); }});
   t.add(opt_str("precision", "fp32 | tf32 (TF32 tensor cores for the dense layers' cuBLAS GEMMs; convs stay fp32)", [](RunConfig& c) -> std::string& { return c.precision; }));
   t.add(opt_bool("summary", "print the per-layer table (shapes, params, receptive field) and exit", [](RunConfig& c) -> bool& { return c.summary; }));
   t.add(opt_str("save", "write the final checkpoint (safetensors) here", [](RunConfig& c) -> std::string& { return c.save; }));

@@ -14,6 +14,10 @@
 // reduction is split into a fixed number of chunks written to a workspace and summed in a fixed
 // order by a second pass; the bias gradient is a fixed-shape tree reduction: all results are
 // deterministic.
+// Fused ReLU (opt-in): the forward stores apply v > 0 ? v : 0 after the bias; in the backward
+// every gatherer (and the bias reduction) that reads dy reads it through load_dy, which returns
+// 0 where the fused forward's output y is not positive, so the mask costs one extra load of y
+// per dy load and no pass or tensor of its own.
 #include <algorithm>
 
 #include "engine/cuda_check.h"
@@ -122,6 +126,15 @@ struct Dims {
 
 __device__ __forceinline__ bool inside(int i, int n) { return static_cast<unsigned>(i) < static_cast<unsigned>(n); }
 
+// dy[i], or 0 where the fused ReLU's output y[i] is not positive (y null: no fused ReLU).
+// Same rule as the ReLU kernel's backward (y > 0 ? dy : 0), so fused and unfused agree exactly.
+__device__ __forceinline__ float load_dy(const float* __restrict__ dy, const float* __restrict__ y,
+                                         int64_t i) {
+  if (y && !(y[i] > 0.f)) return 0.f;
+  return dy[i];
+}
+__device__ __forceinline__ float relu_if(bool relu, float v) { return relu && !(v > 0.f) ? 0.f : v; }
+
 // Forward: A[m][r] = w[m][r]; B[r=(c,u,v)][col=(img,p,q)] = x[img][c][p*s-pad+u][q*s-pad+v].
 struct FwdOp {
   static constexpr bool kBAlongR = false;
@@ -130,6 +143,7 @@ struct FwdOp {
   const float* __restrict__ w;
   const float* __restrict__ bias;
   float* __restrict__ y;
+  bool relu;
   struct Col { int base, h0, w0; bool ok; };
   __device__ Col col(int n) const {
     Col c;
@@ -149,7 +163,7 @@ struct FwdOp {
   }
   __device__ void store(int m, int n, float v, int) const {
     const int img = n / d.PQ;
-    y[(img * d.K + m) * d.PQ + (n - img * d.PQ)] = v + (bias ? bias[m] : 0.f);
+    y[(img * d.K + m) * d.PQ + (n - img * d.PQ)] = relu_if(relu, v + (bias ? bias[m] : 0.f));
   }
 };
 
@@ -161,6 +175,7 @@ struct BwdDataOp {
   const float* __restrict__ dy;
   const float* __restrict__ w;
   float* __restrict__ dx;
+  const float* __restrict__ ymask;  // fused ReLU output or null
   struct Col { int base, hp, wp; bool ok; };
   __device__ Col col(int n) const {
     Col c;
@@ -185,7 +200,7 @@ struct BwdDataOp {
       ph /= d.stride;
       pw /= d.stride;
     }
-    return (ph < d.P && pw < d.Q) ? dy[c.base + (k * d.P + ph) * d.Q + pw] : 0.f;
+    return (ph < d.P && pw < d.Q) ? load_dy(dy, ymask, c.base + (k * d.P + ph) * d.Q + pw) : 0.f;
   }
   __device__ void store(int m, int n, float v, int) const {
     const int img = n / d.HW;
@@ -201,6 +216,7 @@ struct BwdFilterOp {
   const float* __restrict__ x;
   const float* __restrict__ dy;
   float* __restrict__ out;
+  const float* __restrict__ ymask;  // fused ReLU output or null
   struct Col { int coff, u, v; bool ok; };
   __device__ Col col(int n) const {
     Col c;
@@ -213,7 +229,7 @@ struct BwdFilterOp {
   }
   __device__ float a(int m, int r) const {
     const int img = r / d.PQ;
-    return dy[(img * d.K + m) * d.PQ + (r - img * d.PQ)];
+    return load_dy(dy, ymask, (img * d.K + m) * d.PQ + (r - img * d.PQ));
   }
   __device__ float b(const Col& c, int r) const {
     if (!c.ok) return 0.f;
@@ -227,7 +243,8 @@ struct BwdFilterOp {
 };
 
 // 1x1: out[img][m][j] = sum_k A[m][k] in[img][k][j] (+ bias[m]); A[m][k] = a_[m*sm + k*sk].
-// Forward: A = w [K, C]; backward-data: A = w^T (sm = 1, sk = C), in = dy.
+// Forward: A = w [K, C] (relu: fused ReLU on the output); backward-data: A = w^T (sm = 1,
+// sk = C), in = dy (ymask: the fused ReLU's output, indexed like in).
 struct ChanGemmOp {
   static constexpr bool kBAlongR = false;
   int n, HW, Kin, Mout, sm, sk;
@@ -235,6 +252,8 @@ struct ChanGemmOp {
   const float* __restrict__ in;
   const float* __restrict__ bias;
   float* __restrict__ out;
+  bool relu;
+  const float* __restrict__ ymask;
   struct Col { int base; bool ok; };
   __device__ Col col(int j) const {
     Col c;
@@ -244,10 +263,10 @@ struct ChanGemmOp {
     return c;
   }
   __device__ float a(int m, int k) const { return amat[m * sm + k * sk]; }
-  __device__ float b(const Col& c, int k) const { return c.ok ? in[c.base + k * HW] : 0.f; }
+  __device__ float b(const Col& c, int k) const { return c.ok ? load_dy(in, ymask, c.base + k * HW) : 0.f; }
   __device__ void store(int m, int j, float v, int) const {
     const int img = j / HW;
-    out[(img * Mout + m) * HW + (j - img * HW)] = v + (bias ? bias[m] : 0.f);
+    out[(img * Mout + m) * HW + (j - img * HW)] = relu_if(relu, v + (bias ? bias[m] : 0.f));
   }
 };
 
@@ -258,11 +277,12 @@ struct ChanFilterOp {
   const float* __restrict__ x;
   const float* __restrict__ dy;
   float* __restrict__ out;
+  const float* __restrict__ ymask;  // fused ReLU output or null
   struct Col { int c; bool ok; };
   __device__ Col col(int j) const { return Col{j, j < C}; }
   __device__ float a(int m, int r) const {
     const int img = r / HW;
-    return dy[(img * K + m) * HW + (r - img * HW)];
+    return load_dy(dy, ymask, (img * K + m) * HW + (r - img * HW));
   }
   __device__ float b(const Col& c, int r) const {
     if (!c.ok) return 0.f;
@@ -320,8 +340,8 @@ __global__ void splitk_sum_kernel(const float* __restrict__ ws, int splits, int 
 }
 
 // db[m] = sum over images and positions of dy[img][m][:]: one block per channel, fixed tree.
-__global__ void bias_grad_kernel(const float* __restrict__ dy, int n, int K, int PQ,
-                                 float* __restrict__ db) {
+__global__ void bias_grad_kernel(const float* __restrict__ dy, const float* __restrict__ ymask,
+                                 int n, int K, int PQ, float* __restrict__ db) {
   __shared__ float part[NT];
   const int m = blockIdx.x;
   float s = 0.f;
@@ -329,7 +349,7 @@ __global__ void bias_grad_kernel(const float* __restrict__ dy, int n, int K, int
   const int64_t len = int64_t(n) * PQ;
   for (int64_t i = threadIdx.x; i < len; i += NT) {
     const int64_t img = i / PQ;
-    s += dy[(img * K + m) * PQ + (i - img * PQ)];
+    s += load_dy(dy, ymask, (img * K + m) * PQ + (i - img * PQ));
   }
   part[threadIdx.x] = s;
   __syncthreads();
@@ -349,27 +369,28 @@ void check_int_range(const ConvShape& s) {
 }  // namespace
 
 void conv2d_fwd(const ConvShape& s, const float* x, const float* w, const float* b, float* y,
-                cudaStream_t stream) {
+                cudaStream_t stream, bool relu) {
   check_int_range(s);
   if (s.is_1x1()) {
-    ChanGemmOp op{int(s.n), int(s.h * s.w), int(s.c), int(s.k), int(s.c), 1, w, x, b, y};
+    ChanGemmOp op{int(s.n), int(s.h * s.w), int(s.c), int(s.k), int(s.c), 1, w, x, b, y, relu, nullptr};
     launch_igemm(op, s.k, s.n * s.h * s.w, s.c, 1, int(s.c), stream);
     return;
   }
-  FwdOp op{Dims(s), x, w, b, y};
+  FwdOp op{Dims(s), x, w, b, y, relu};
   const int64_t R = s.c * s.kh * s.kw;
   launch_igemm(op, s.k, s.n * s.p() * s.q(), R, 1, int(R), stream);
 }
 
 void conv2d_bwd_data(const ConvShape& s, const float* dy, const float* w, float* dx,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, const float* relu_y) {
   check_int_range(s);
   if (s.is_1x1()) {
-    ChanGemmOp op{int(s.n), int(s.h * s.w), int(s.k), int(s.c), 1, int(s.c), w, dy, nullptr, dx};
+    ChanGemmOp op{int(s.n), int(s.h * s.w), int(s.k), int(s.c), 1, int(s.c), w, dy, nullptr, dx,
+                  false, relu_y};
     launch_igemm(op, s.c, s.n * s.h * s.w, s.k, 1, int(s.k), stream);
     return;
   }
-  BwdDataOp op{Dims(s), dy, w, dx};
+  BwdDataOp op{Dims(s), dy, w, dx, relu_y};
   const int64_t R = s.k * s.kh * s.kw;
   launch_igemm(op, s.c, s.n * s.h * s.w, R, 1, int(R), stream);
 }
@@ -380,7 +401,7 @@ size_t conv2d_bwd_filter_workspace(const ConvShape& s) {
 }
 
 void conv2d_bwd_filter(const ConvShape& s, const float* x, const float* dy, float* dw, float* db,
-                       float* workspace, cudaStream_t stream) {
+                       float* workspace, cudaStream_t stream, const float* relu_y) {
   check_int_range(s);
   const SplitPlan p = plan_filter_split(s);
   KILN_CHECK(p.splits == 1 || workspace, "conv2d_bwd_filter: needs a workspace of "
@@ -388,10 +409,10 @@ void conv2d_bwd_filter(const ConvShape& s, const float* x, const float* dy, floa
   float* out = p.splits > 1 ? workspace : dw;
   const int64_t N = s.c * s.kh * s.kw, R = s.n * s.p() * s.q();
   if (s.is_1x1()) {
-    ChanFilterOp op{int(s.n), int(s.h * s.w), int(s.c), int(s.k), x, dy, out};
+    ChanFilterOp op{int(s.n), int(s.h * s.w), int(s.c), int(s.k), x, dy, out, relu_y};
     launch_igemm(op, s.k, N, R, p.splits, p.chunk, stream);
   } else {
-    BwdFilterOp op{Dims(s), x, dy, out};
+    BwdFilterOp op{Dims(s), x, dy, out, relu_y};
     launch_igemm(op, s.k, N, R, p.splits, p.chunk, stream);
   }
   if (p.splits > 1) {
@@ -400,7 +421,7 @@ void conv2d_bwd_filter(const ConvShape& s, const float* x, const float* dy, floa
     KILN_LAUNCH_CHECK();
   }
   if (db) {
-    bias_grad_kernel<<<unsigned(s.k), NT, 0, stream>>>(dy, int(s.n), int(s.k),
+    bias_grad_kernel<<<unsigned(s.k), NT, 0, stream>>>(dy, relu_y, int(s.n), int(s.k),
                                                        int(s.p() * s.q()), db);
     KILN_LAUNCH_CHECK();
   }

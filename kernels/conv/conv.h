@@ -28,15 +28,18 @@ struct ConvShape {
 };
 
 // ---- CPU references (templates instantiated for float and double) ----------------------------
-// y = conv(x, w) + b; b may be null.
+// y = conv(x, w) + b (then max(0, .) when relu); b may be null.
 template <typename T>
-void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y);
-// dx = d(sum dy*y)/dx.
+void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y,
+                    bool relu = false);
+// dx = d(sum dy*y)/dx; relu_y: see above (null: no ReLU).
 template <typename T>
-void conv2d_bwd_data_ref(const ConvShape& s, const T* dy, const T* w, T* dx);
+void conv2d_bwd_data_ref(const ConvShape& s, const T* dy, const T* w, T* dx,
+                         const T* relu_y = nullptr);
 // dw = d/dw, db = d/db (db may be null).
 template <typename T>
-void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T* db);
+void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T* db,
+                           const T* relu_y = nullptr);
 
 // ---- index range of the CUDA kernels ------------------------------------------------------------
 // The CUDA kernels index with 32-bit ints: tensor offsets (input N*C*H*W, output N*K*P*Q, weight
@@ -54,13 +57,13 @@ std::string conv_index_range_error(const ConvShape& s);
 // General shapes use implicit GEMM; 1x1/stride 1/pad 0 shapes take the GEMM-over-channels path
 // automatically. All results are deterministic (no order-dependent atomics).
 void conv2d_fwd(const ConvShape& s, const float* x, const float* w, const float* b, float* y,
-                cudaStream_t stream);
+                cudaStream_t stream, bool relu = false);
 void conv2d_bwd_data(const ConvShape& s, const float* dy, const float* w, float* dx,
-                     cudaStream_t stream);
+                     cudaStream_t stream, const float* relu_y = nullptr);
 // Floats of scratch conv2d_bwd_filter needs for its fixed split-K partial sums (may be 0).
 size_t conv2d_bwd_filter_workspace(const ConvShape& s);
 // dw (and db when non-null); workspace holds conv2d_bwd_filter_workspace(s) floats.
 void conv2d_bwd_filter(const ConvShape& s, const float* x, const float* dy, float* dw, float* db,
-                       float* workspace, cudaStream_t stream);
+                       float* workspace, cudaStream_t stream, const float* relu_y = nullptr);
 
 }  // namespace kiln

@@ -51,10 +51,20 @@ void col2im(const ConvShape& s, const T* dcol, T* dx) {
       }
 }
 
+// One image's dy [K, PQ], masked by the fused ReLU's output when relu_y is set: the masked copy
+// goes to `buf` (the reference may take an extra pass; the CUDA kernels mask while loading).
+template <typename T>
+const T* masked_dy(const T* dy, const T* relu_y, int64_t len, std::vector<T>& buf) {
+  if (!relu_y) return dy;
+  buf.resize(static_cast<size_t>(len));
+  for (int64_t i = 0; i < len; ++i) buf[i] = relu_y[i] > T(0) ? dy[i] : T(0);
+  return buf.data();
+}
+
 }  // namespace
 
 template <typename T>
-void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y) {
+void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y, bool relu) {
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
   std::vector<T> col(s.is_1x1() ? 0 : static_cast<size_t>(CRS * PQ));
   for (int64_t n = 0; n < s.n; ++n) {
@@ -70,26 +80,31 @@ void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y
     if (b)
       for (int64_t m = 0; m < s.k; ++m)
         for (int64_t j = 0; j < PQ; ++j) yn[m * PQ + j] += b[m];
+    if (relu)
+      for (int64_t j = 0; j < s.k * PQ; ++j) yn[j] = yn[j] > T(0) ? yn[j] : T(0);
   }
 }
 
 template <typename T>
-void conv2d_bwd_data_ref(const ConvShape& s, const T* dy, const T* w, T* dx) {
+void conv2d_bwd_data_ref(const ConvShape& s, const T* dy, const T* w, T* dx, const T* relu_y) {
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
-  std::vector<T> dcol(s.is_1x1() ? 0 : static_cast<size_t>(CRS * PQ));
+  std::vector<T> dcol(s.is_1x1() ? 0 : static_cast<size_t>(CRS * PQ)), mask_buf;
   for (int64_t n = 0; n < s.n; ++n) {
     T* dxn = dx + n * s.c * s.h * s.w;
     T* dc = s.is_1x1() ? dxn : dcol.data();
+    const int64_t off = n * s.k * PQ;
+    const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ, mask_buf);
     // dcol[CRS, PQ] = w[K, CRS]^T * dy[K, PQ]
-    gemm_ref<T>(true, false, CRS, PQ, s.k, T(1), w, CRS, dy + n * s.k * PQ, PQ, T(0), dc, PQ);
+    gemm_ref<T>(true, false, CRS, PQ, s.k, T(1), w, CRS, dyn, PQ, T(0), dc, PQ);
     if (!s.is_1x1()) col2im(s, dcol.data(), dxn);
   }
 }
 
 template <typename T>
-void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T* db) {
+void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T* db,
+                           const T* relu_y) {
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
-  std::vector<T> col(s.is_1x1() ? 0 : static_cast<size_t>(CRS * PQ));
+  std::vector<T> col(s.is_1x1() ? 0 : static_cast<size_t>(CRS * PQ)), mask_buf;
   if (db) std::fill(db, db + s.k, T(0));
   for (int64_t n = 0; n < s.n; ++n) {
     const T* cn = x + n * s.c * s.h * s.w;
@@ -97,7 +112,8 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
       im2col(s, cn, col.data());
       cn = col.data();
     }
-    const T* dyn = dy + n * s.k * PQ;
+    const int64_t off = n * s.k * PQ;
+    const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ, mask_buf);
     // dw[K, CRS] (+)= dy[K, PQ] * col[CRS, PQ]^T; the first image overwrites
     gemm_ref<T>(false, true, s.k, CRS, PQ, T(1), dyn, PQ, cn, PQ, n == 0 ? T(0) : T(1), dw, CRS);
     if (db)
@@ -110,9 +126,9 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
 }
 
 #define KILN_CONV_REF(T)                                                                   \
-  template void conv2d_fwd_ref<T>(const ConvShape&, const T*, const T*, const T*, T*);    \
-  template void conv2d_bwd_data_ref<T>(const ConvShape&, const T*, const T*, T*);         \
-  template void conv2d_bwd_filter_ref<T>(const ConvShape&, const T*, const T*, T*, T*);
+  template void conv2d_fwd_ref<T>(const ConvShape&, const T*, const T*, const T*, T*, bool); \
+  template void conv2d_bwd_data_ref<T>(const ConvShape&, const T*, const T*, T*, const T*);  \
+  template void conv2d_bwd_filter_ref<T>(const ConvShape&, const T*, const T*, T*, T*, const T*);
 KILN_CONV_REF(float)
 KILN_CONV_REF(double)
 #undef KILN_CONV_REF

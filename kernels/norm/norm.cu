@@ -7,6 +7,8 @@
 // bn_finalize (one thread per channel: statistics, running stats, affine coefficients) ->
 // bn_apply (element-wise). Backward: the same three steps over dy and dy * (x - mean).
 // Group norm: one block per (sample, group), whose elements are contiguous in NCHW.
+// Fused ReLU (batch norm, opt-in): bn_apply clamps its output in the forward; in the backward
+// bn_partial and bn_apply read dy through relu_mask, 0 where the fused forward's y <= 0.
 // Indices within a channel or group are 32-bit (the launchers check sizes < 2^31).
 #include <algorithm>
 #include <climits>
@@ -60,6 +62,12 @@ __device__ __forceinline__ Sum2 block_sum2(double a, double b) {
 __device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 __device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 
+// dy behind a fused ReLU whose output is yv (the ReLU kernel's rule: y > 0 ? dy : 0).
+__device__ __forceinline__ float relu_mask(float g, float yv) { return yv > 0.f ? g : 0.f; }
+__device__ __forceinline__ float4 relu_mask4(float4 g, float4 yv) {
+  return make_float4(relu_mask(g.x, yv.x), relu_mask(g.y, yv.y), relu_mask(g.z, yv.z), relu_mask(g.w, yv.w));
+}
+
 bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 unsigned grid_for(int64_t work) {
@@ -69,11 +77,11 @@ unsigned grid_for(int64_t work) {
 // ---- batch norm ----------------------------------------------------------------------------------
 // Per (split, channel) partial sums over the channel's elements j in [0, n*hw), j = n_*hw + k.
 // Forward (BWD = false): a = sum(x - shift), b = sum((x - shift)^2), shift = x[0, c, 0].
-// Backward: a = sum(dy), b = sum(dy * (x - mean[c])).
+// Backward: a = sum(dy), b = sum(dy * (x - mean[c])), dy masked by ym when ym is not null.
 template <bool BWD, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     bn_partial_kernel(const float* __restrict__ x, const float* __restrict__ dy,
-                      const float* __restrict__ mean, int C, unsigned hw, unsigned m,
+                      const float* __restrict__ ym, const float* __restrict__ mean, int C, unsigned hw, unsigned m,
                       unsigned per_split, double* __restrict__ pa, double* __restrict__ pb) {
   const int c = blockIdx.x;  // channels on x: up to 2^31 - 1 of them (y stops at 65535)
   const unsigned split = blockIdx.y;
@@ -88,7 +96,7 @@ __global__ void __launch_bounds__(kThreads)
       const float4 v = ld4(x + i);
       const float d0 = v.x - ctr, d1 = v.y - ctr, d2 = v.z - ctr, d3 = v.w - ctr;
       if (BWD) {
-        const float4 g = ld4(dy + i);
+        const float4 g = ym ? relu_mask4(ld4(dy + i), ld4(ym + i)) : ld4(dy + i);
         a += (g.x + g.y) + (g.z + g.w);
         b += (g.x * d0 + g.y * d1) + (g.z * d2 + g.w * d3);
       } else {
@@ -102,8 +110,9 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
       const float d = x[i] - ctr;
       if (BWD) {
-        a += dy[i];
-        b += dy[i] * d;
+        const float g = ym ? relu_mask(dy[i], ym[i]) : dy[i];
+        a += g;
+        b += g * d;
       } else {
         a += d;
         b += d * d;
@@ -183,6 +192,7 @@ struct ChannelOp {
   const float *p0, *p1, *p2, *p3;
   int C;
   float eps;
+  bool relu = false;  // Norm/Eval: fused ReLU on the output
   __device__ __forceinline__ void coef(int c, float& u, float& s, float& t, float& v) const {
     if (MODE == Apply::Norm) {
       u = p0[c], s = p0[C + c], t = p0[2 * C + c], v = 0;
@@ -194,16 +204,20 @@ struct ChannelOp {
   }
   // Norm/Eval: (x - u) * s + t.  Dx: v * g + s * (x - u) + t.
   __device__ __forceinline__ float op(float xv, float g, float u, float s, float t, float v) const {
-    return MODE == Apply::Dx ? v * g + s * (xv - u) + t : (xv - u) * s + t;
+    if (MODE == Apply::Dx) return v * g + s * (xv - u) + t;
+    const float r = (xv - u) * s + t;
+    return relu && !(r > 0.f) ? 0.f : r;
   }
 };
 
 // Walks the tensor back to front: the statistics pass (grid channels x splits, so it reads
 // roughly front to back) has just left the tail of x (and dy) in L2, so this pass starts there.
+// Dx with ym not null: dy is masked by the fused ReLU's output ym.
 template <Apply MODE, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     bn_apply_kernel(const float* __restrict__ x, const float* __restrict__ dy,
-                    float* __restrict__ out, ChannelOp<MODE> f, unsigned hw, unsigned total) {
+                    const float* __restrict__ ym, float* __restrict__ out, ChannelOp<MODE> f,
+                    unsigned hw, unsigned total) {
   const unsigned stride = gridDim.x * kThreads;
   const unsigned items = VEC ? total / 4 : total;
   for (unsigned t = blockIdx.x * kThreads + threadIdx.x; t < items; t += stride) {
@@ -214,27 +228,30 @@ __global__ void __launch_bounds__(kThreads)
       float u, s, tt, v;
       f.coef(c, u, s, tt, v);
       const float4 xv = ld4(x + i);
-      const float4 g = MODE == Apply::Dx ? ld4(dy + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+      float4 g = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (MODE == Apply::Dx) g = ym ? relu_mask4(ld4(dy + i), ld4(ym + i)) : ld4(dy + i);
       st4(out + i, make_float4(f.op(xv.x, g.x, u, s, tt, v), f.op(xv.y, g.y, u, s, tt, v),
                                f.op(xv.z, g.z, u, s, tt, v), f.op(xv.w, g.w, u, s, tt, v)));
     } else {
       const int c = static_cast<int>((q / hw) % f.C);
       float u, s, tt, v;
       f.coef(c, u, s, tt, v);
-      out[q] = f.op(x[q], MODE == Apply::Dx ? dy[q] : 0.0f, u, s, tt, v);
+      float g = 0.f;
+      if (MODE == Apply::Dx) g = ym ? relu_mask(dy[q], ym[q]) : dy[q];
+      out[q] = f.op(x[q], g, u, s, tt, v);
     }
   }
 }
 
 template <Apply MODE>
-void launch_apply(const float* x, const float* dy, float* out, ChannelOp<MODE> f,
+void launch_apply(const float* x, const float* dy, const float* ym, float* out, ChannelOp<MODE> f,
                   const NormShape& s, cudaStream_t stream) {
   const unsigned hw = static_cast<unsigned>(s.hw), total = static_cast<unsigned>(s.numel());
-  const bool vec = s.hw % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(out);
+  const bool vec = s.hw % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(ym) && aligned16(out);
   if (vec) {
-    bn_apply_kernel<MODE, true><<<grid_for(total / 4), kThreads, 0, stream>>>(x, dy, out, f, hw, total);
+    bn_apply_kernel<MODE, true><<<grid_for(total / 4), kThreads, 0, stream>>>(x, dy, ym, out, f, hw, total);
   } else {
-    bn_apply_kernel<MODE, false><<<grid_for(total), kThreads, 0, stream>>>(x, dy, out, f, hw, total);
+    bn_apply_kernel<MODE, false><<<grid_for(total), kThreads, 0, stream>>>(x, dy, ym, out, f, hw, total);
   }
   KILN_LAUNCH_CHECK();
 }
@@ -266,15 +283,15 @@ BnWorkspace bn_workspace(void* ws, const NormShape& s) {
 }
 
 template <bool BWD>
-void launch_partial(const float* x, const float* dy, const float* mean, const NormShape& s,
-                    const BnWorkspace& w, cudaStream_t stream) {
+void launch_partial(const float* x, const float* dy, const float* ym, const float* mean,
+                    const NormShape& s, const BnWorkspace& w, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(s.c), w.splits);
   const unsigned hw = static_cast<unsigned>(s.hw), m = static_cast<unsigned>(s.n * s.hw);
   const int C = static_cast<int>(s.c);
-  if (s.hw % 4 == 0 && aligned16(x) && aligned16(dy)) {
-    bn_partial_kernel<BWD, true><<<grid, kThreads, 0, stream>>>(x, dy, mean, C, hw, m, w.per_split, w.pa, w.pb);
+  if (s.hw % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(ym)) {
+    bn_partial_kernel<BWD, true><<<grid, kThreads, 0, stream>>>(x, dy, ym, mean, C, hw, m, w.per_split, w.pa, w.pb);
   } else {
-    bn_partial_kernel<BWD, false><<<grid, kThreads, 0, stream>>>(x, dy, mean, C, hw, m, w.per_split, w.pa, w.pb);
+    bn_partial_kernel<BWD, false><<<grid, kThreads, 0, stream>>>(x, dy, ym, mean, C, hw, m, w.per_split, w.pa, w.pb);
   }
   KILN_LAUNCH_CHECK();
 }
@@ -425,42 +442,45 @@ unsigned channel_blocks(int64_t c) { return static_cast<unsigned>((c + 127) / 12
 void batchnorm_fwd_train(const float* x, const float* weight, const float* bias, float* y,
                          float* save_mean, float* save_invstd, float* running_mean,
                          float* running_var, float* num_batches_tracked, double momentum,
-                         double eps, const NormShape& s, void* workspace, cudaStream_t stream) {
+                         double eps, const NormShape& s, void* workspace, cudaStream_t stream,
+                         bool relu) {
   check_shape(s, "batchnorm_fwd_train");
   const BnWorkspace w = bn_workspace(workspace, s);
-  launch_partial<false>(x, nullptr, nullptr, s, w, stream);
+  launch_partial<false>(x, nullptr, nullptr, nullptr, s, w, stream);
   bn_finalize_fwd_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
       x, weight, bias, static_cast<int>(s.c), static_cast<unsigned>(s.hw),
       static_cast<unsigned>(s.n * s.hw), w.splits, w.pa, w.pb, save_mean, save_invstd, w.coef,
       running_mean, running_var, num_batches_tracked, momentum, eps);
   KILN_LAUNCH_CHECK();
-  launch_apply<Apply::Norm>(x, nullptr, y, {w.coef, nullptr, nullptr, nullptr, static_cast<int>(s.c), 0.f},
-                            s, stream);
+  launch_apply<Apply::Norm>(x, nullptr, nullptr, y,
+                            {w.coef, nullptr, nullptr, nullptr, static_cast<int>(s.c), 0.f, relu}, s,
+                            stream);
 }
 
 void batchnorm_fwd_eval(const float* x, const float* weight, const float* bias,
                         const float* running_mean, const float* running_var, float* y, double eps,
-                        const NormShape& s, cudaStream_t stream) {
+                        const NormShape& s, cudaStream_t stream, bool relu) {
   check_shape(s, "batchnorm_fwd_eval");
   launch_apply<Apply::Eval>(
-      x, nullptr, y,
-      {running_mean, running_var, weight, bias, static_cast<int>(s.c), static_cast<float>(eps)}, s,
-      stream);
+      x, nullptr, nullptr, y,
+      {running_mean, running_var, weight, bias, static_cast<int>(s.c), static_cast<float>(eps), relu},
+      s, stream);
 }
 
 void batchnorm_bwd(const float* x, const float* dy, const float* weight, const float* mean,
                    const float* invstd, float* dx, float* dweight, float* dbias, bool train,
-                   const NormShape& s, void* workspace, cudaStream_t stream) {
+                   const NormShape& s, void* workspace, cudaStream_t stream,
+                   const float* relu_y) {
   check_shape(s, "batchnorm_bwd");
   const BnWorkspace w = bn_workspace(workspace, s);
-  launch_partial<true>(x, dy, mean, s, w, stream);
+  launch_partial<true>(x, dy, relu_y, mean, s, w, stream);
   bn_finalize_bwd_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
       weight, invstd, static_cast<int>(s.c), static_cast<unsigned>(s.n * s.hw), w.splits, w.pa,
       w.pb, dweight, dbias, w.coef, train);
   KILN_LAUNCH_CHECK();
   if (dx)
-    launch_apply<Apply::Dx>(x, dy, dx, {w.coef, mean, nullptr, nullptr, static_cast<int>(s.c), 0.f},
-                            s, stream);
+    launch_apply<Apply::Dx>(x, dy, relu_y, dx,
+                            {w.coef, mean, nullptr, nullptr, static_cast<int>(s.c), 0.f}, s, stream);
 }
 
 void batchnorm_invstd(const float* var, float* invstd, double eps, int64_t c, cudaStream_t stream) {

@@ -4,6 +4,10 @@
 // per sample and group) in a fixed order, with partial sums kept in double, and never use float
 // atomics. The workspace is scratch device memory of *_workspace_bytes(shape) bytes (the CPU
 // references ignore it and may be given nullptr).
+// Batch norm takes an opt-in fused ReLU (defaulted trailing arguments, so unfused callers are
+// unchanged): the forwards with relu = true write y = max(0, bn(x)) (v > 0 ? v : 0, as the ReLU
+// kernel); batchnorm_bwd given relu_y (that fused forward's output) reads every dy element as
+// y > 0 ? dy : 0 inside its reductions and its element-wise dx pass (no mask tensor, no pass).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -34,19 +38,21 @@ template <typename T>
 void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
                              T* save_invstd, T* running_mean, T* running_var,
                              T* num_batches_tracked, double momentum, double eps,
-                             const NormShape& s, void* workspace);
+                             const NormShape& s, void* workspace, bool relu = false);
 void batchnorm_fwd_train(const float* x, const float* weight, const float* bias, float* y,
                          float* save_mean, float* save_invstd, float* running_mean,
                          float* running_var, float* num_batches_tracked, double momentum,
-                         double eps, const NormShape& s, void* workspace, cudaStream_t stream);
+                         double eps, const NormShape& s, void* workspace, cudaStream_t stream,
+                         bool relu = false);
 
 // Eval forward: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias.
 template <typename T>
 void batchnorm_fwd_eval_ref(const T* x, const T* weight, const T* bias, const T* running_mean,
-                            const T* running_var, T* y, double eps, const NormShape& s);
+                            const T* running_var, T* y, double eps, const NormShape& s,
+                            bool relu = false);
 void batchnorm_fwd_eval(const float* x, const float* weight, const float* bias,
                         const float* running_mean, const float* running_var, float* y, double eps,
-                        const NormShape& s, cudaStream_t stream);
+                        const NormShape& s, cudaStream_t stream, bool relu = false);
 
 // Backward. Training mode: mean/invstd are the saved batch statistics and dx includes the terms
 // through the statistics. Eval mode (train = false): mean/invstd are the running statistics
@@ -55,10 +61,11 @@ void batchnorm_fwd_eval(const float* x, const float* weight, const float* bias,
 template <typename T>
 void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, const T* invstd,
                        T* dx, T* dweight, T* dbias, bool train, const NormShape& s,
-                       void* workspace);
+                       void* workspace, const T* relu_y = nullptr);
 void batchnorm_bwd(const float* x, const float* dy, const float* weight, const float* mean,
                    const float* invstd, float* dx, float* dweight, float* dbias, bool train,
-                   const NormShape& s, void* workspace, cudaStream_t stream);
+                   const NormShape& s, void* workspace, cudaStream_t stream,
+                   const float* relu_y = nullptr);
 // invstd[c] = 1/sqrt(var[c] + eps): turns running_var into what batchnorm_bwd takes in eval mode.
 template <typename T>
 void batchnorm_invstd_ref(const T* var, T* invstd, double eps, int64_t c);

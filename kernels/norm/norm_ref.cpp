@@ -50,7 +50,7 @@ template <typename T>
 void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
                              T* save_invstd, T* running_mean, T* running_var,
                              T* num_batches_tracked, double momentum, double eps,
-                             const NormShape& s, void* /*workspace*/) {
+                             const NormShape& s, void* /*workspace*/, bool relu) {
   const double m = static_cast<double>(s.n * s.hw);
   for (int64_t c = 0; c < s.c; ++c) {
     double sum = 0;
@@ -69,7 +69,8 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
     for (int64_t n = 0; n < s.n; ++n)
       for (int64_t k = 0; k < s.hw; ++k) {
         int64_t i = at(s, n, c, k);
-        y[i] = static_cast<T>((x[i] - mean) * invstd * w + b);
+        const T v = static_cast<T>((x[i] - mean) * invstd * w + b);
+        y[i] = relu && !(v > T(0)) ? T(0) : v;
       }
     save_mean[c] = static_cast<T>(mean);
     save_invstd[c] = static_cast<T>(invstd);
@@ -84,14 +85,16 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
 
 template <typename T>
 void batchnorm_fwd_eval_ref(const T* x, const T* weight, const T* bias, const T* running_mean,
-                            const T* running_var, T* y, double eps, const NormShape& s) {
+                            const T* running_var, T* y, double eps, const NormShape& s,
+                            bool relu) {
   for (int64_t c = 0; c < s.c; ++c) {
     const double scale = weight[c] / std::sqrt(static_cast<double>(running_var[c]) + eps);
     const double shift = bias[c] - running_mean[c] * scale;
     for (int64_t n = 0; n < s.n; ++n)
       for (int64_t k = 0; k < s.hw; ++k) {
         int64_t i = at(s, n, c, k);
-        y[i] = static_cast<T>(x[i] * scale + shift);
+        const T v = static_cast<T>(x[i] * scale + shift);
+        y[i] = relu && !(v > T(0)) ? T(0) : v;
       }
   }
 }
@@ -99,16 +102,19 @@ void batchnorm_fwd_eval_ref(const T* x, const T* weight, const T* bias, const T*
 template <typename T>
 void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, const T* invstd,
                        T* dx, T* dweight, T* dbias, bool train, const NormShape& s,
-                       void* /*workspace*/) {
+                       void* /*workspace*/, const T* relu_y) {
   const double m = static_cast<double>(s.n * s.hw);
+  // dy behind the fused ReLU (the ReLU kernel's rule: y > 0 ? dy : 0)
+  auto g_at = [&](int64_t i) { return relu_y && !(relu_y[i] > T(0)) ? T(0) : dy[i]; };
   for (int64_t c = 0; c < s.c; ++c) {
     const double mu = mean[c], is = invstd[c], w = weight[c];
     double sdy = 0, sdyx = 0;
     for (int64_t n = 0; n < s.n; ++n)
       for (int64_t k = 0; k < s.hw; ++k) {
         int64_t i = at(s, n, c, k);
-        sdy += dy[i];
-        sdyx += dy[i] * (x[i] - mu) * is;
+        const T gi = g_at(i);
+        sdy += gi;
+        sdyx += gi * (x[i] - mu) * is;
       }
     dweight[c] = static_cast<T>(sdyx);
     dbias[c] = static_cast<T>(sdy);
@@ -116,7 +122,7 @@ void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, 
     for (int64_t n = 0; n < s.n; ++n)
       for (int64_t k = 0; k < s.hw; ++k) {
         int64_t i = at(s, n, c, k);
-        double g = dy[i];
+        double g = g_at(i);
         if (train) g -= (sdy + (x[i] - mu) * is * sdyx) / m;
         dx[i] = static_cast<T>(w * is * g);
       }
@@ -188,11 +194,11 @@ void groupnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, 
 
 #define KILN_NORM_INSTANTIATE(T)                                                              \
   template void batchnorm_fwd_train_ref<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*,  \
-                                           T*, double, double, const NormShape&, void*);      \
+                                           T*, double, double, const NormShape&, void*, bool); \
   template void batchnorm_fwd_eval_ref<T>(const T*, const T*, const T*, const T*, const T*,   \
-                                          T*, double, const NormShape&);                      \
+                                          T*, double, const NormShape&, bool);                \
   template void batchnorm_bwd_ref<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, \
-                                     T*, bool, const NormShape&, void*);                      \
+                                     T*, bool, const NormShape&, void*, const T*);            \
   template void batchnorm_invstd_ref<T>(const T*, T*, double, int64_t);                       \
   template void groupnorm_fwd_ref<T>(const T*, const T*, const T*, T*, T*, T*, double,        \
                                      const NormShape&);                                       \
