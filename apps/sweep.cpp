@@ -29,7 +29,9 @@ static const char* kUsage =
     "  --dry-run       validate the file and list the trials without running them\n"
     "  --importance DIR  print the parameter-importance table of a finished sweep and exit\n"
     "Run options (--device cuda, --data-dir ..., --epochs 2) apply to every trial, over the\n"
-    "file's base mapping; they may not name a swept parameter.\n"
+    "file's base mapping; they may not name a swept parameter. --save FILE writes one model per\n"
+    "trial (FILE with .trial-<id> before the extension); a trial stopped by SIGINT/SIGTERM\n"
+    "checkpoints into DIR/trials/trial-<id>-checkpoints and --resume runs it again.\n"
     "Exit codes: 0 ok, 1 runtime error or every trial failed, 2 usage error.\n";
 
 static std::string read_text(const std::string& path) {

@@ -173,6 +173,11 @@ TEST(SweepSpec, TrialConfigAppliesParameters) {
   EXPECT_EQ(c.checkpoint_dir, "/tmp/x/trials/trial-0-checkpoints");  // not the caller's cwd
   base.checkpoint_dir = "/elsewhere";
   EXPECT_EQ(trial_config(s, base, 0, "/tmp/x").checkpoint_dir, "/elsewhere");
+  EXPECT_EQ(c.save, "");
+  base.save = "out/m.v1/best.safetensors";
+  EXPECT_EQ(trial_config(s, base, 0, "/tmp/x").save, "out/m.v1/best.trial-0.safetensors");
+  base.save = "out/m.v1/best";
+  EXPECT_EQ(trial_config(s, base, 0, "/tmp/x").save, "out/m.v1/best.trial-0");
 }
 
 TEST(SweepSpec, BundleParameterSetsSeveralOptionsTogether) {

@@ -412,6 +412,13 @@ RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
   // the caller's working directory (--resume reruns the trial; the checkpoint is for inspection).
   if (c.checkpoint_dir.empty())
     c.checkpoint_dir = dir + "/trials/trial-" + std::to_string(i) + "-checkpoints";
+  // --save applies to every trial: each writes its own file (model.trial-3.safetensors) instead
+  // of all overwriting one.
+  if (!c.save.empty()) {
+    size_t slash = c.save.find_last_of('/'), dot = c.save.find_last_of('.');
+    if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) dot = c.save.size();
+    c.save = c.save.substr(0, dot) + ".trial-" + std::to_string(i) + c.save.substr(dot);
+  }
   c.train.progress = 0;
   return c;
 }
