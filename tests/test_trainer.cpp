@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -128,4 +129,27 @@ TEST(TrainerCpu, WeightSparsityCountsSmallWeightsAndGrowsWithL1) {
   double none = sparsity(0), l1 = sparsity(3e-3f);
   EXPECT_LT(none, 0.05);
   EXPECT_GT(l1, none + 0.2) << "L1 3e-3 should zero a good share of the weights";
+}
+
+// With nothing left to train (--epochs 0, or --resume of a finished run) the result is the
+// model scored as it stands: a resumed finished run reports exactly what the run itself did.
+TEST(TrainerCpu, NothingLeftToTrainStillReportsTheTestScore) {
+  RunConfig c = small_mlp();
+  c.train.epochs = 1;
+  c.save = ::testing::TempDir() + "kiln_done_" + std::to_string(getpid()) + ".safetensors";
+  RunResult trained = run_training(c, {});
+  RunConfig again = small_mlp();
+  again.train.epochs = 1;
+  again.resume = c.save;
+  RunResult resumed = run_training(again, {});
+  EXPECT_TRUE(resumed.epochs.empty());
+  EXPECT_EQ(resumed.test_acc, trained.test_acc);
+  EXPECT_EQ(resumed.test_loss, trained.test_loss);
+  std::remove(c.save.c_str());
+  RunConfig none = small_mlp();
+  none.train.epochs = 0;
+  RunResult untrained = run_training(none, {});
+  EXPECT_TRUE(std::isfinite(untrained.test_loss));
+  EXPECT_GE(untrained.test_acc, 0.0);
+  EXPECT_LT(untrained.test_acc, 0.5);  // an untrained net is near chance
 }

@@ -61,6 +61,12 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   if (!r.epochs.empty()) {
     r.test_acc = r.epochs.back().test_acc;
     r.test_loss = r.epochs.back().test_loss;
+  } else if (!tr.stopped()) {
+    // Nothing left to train (--epochs 0, or --resume of a finished run): report the model as
+    // it stands rather than test_acc=nan, so a checkpoint can be scored this way.
+    EvalResult e = tr.evaluate(s->test);
+    r.test_acc = e.acc;
+    r.test_loss = e.loss;
   }
   return r;
 }
