@@ -314,6 +314,25 @@ TEST(FusionModel, SameLogitsGradientsAndStateFusedOrNot) {
   }
 }
 
+// The fused kernels on the device: the same model fused and unfused agrees (the kernels do the
+// same arithmetic, the mask only moves into the loads), and fused GPU agrees with fused CPU.
+TEST(FusionModelGpu, FusedMatchesUnfusedAndCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (const ModelCase& c : model_cases()) {
+    SCOPED_TRACE(c.model + " norm=" + c.norm + " " + c.pos);
+    const ModelRun u = run_model(model_opts(c.model, c.norm, c.pos, false), Device::CUDA);
+    const ModelRun f = run_model(model_opts(c.model, c.norm, c.pos, true), Device::CUDA);
+    const ModelRun fc = run_model(model_opts(c.model, c.norm, c.pos, true), Device::CPU);
+    EXPECT_EQ(f.fused, c.want_fused);
+    EXPECT_TRUE(test::all_close(f.logits, u.logits, 1e-6, 1e-6)) << "logits";
+    EXPECT_TRUE(test::all_close(f.grads, u.grads, 1e-6, 1e-6)) << "gradients";
+    EXPECT_TRUE(test::all_close(f.state, u.state, 1e-6, 1e-6)) << "state dict";
+    EXPECT_TRUE(test::all_close(f.eval_logits, u.eval_logits, 1e-6, 1e-6)) << "eval logits";
+    EXPECT_TRUE(test::all_close(f.logits, fc.logits, 1e-4, 1e-4)) << "logits vs CPU";
+    EXPECT_TRUE(test::all_close(f.grads, fc.grads, 1e-3, 1e-3)) << "gradients vs CPU";
+  }
+}
+
 TEST(FusionModel, SummaryMarksFoldedRelu) {
   const ModelRun f = run_model(model_opts("cnn", "batch", "before", true), Device::CPU);
   // layers 0 conv, 1 BN, 2 ReLU
