@@ -5,6 +5,9 @@
 // strided batched GEMM). Shapes are the real conv layers of make_cnn (1x28x28) and make_cifar
 // (3x32x32) at batch 128 and 512. Counters: GFLOP/s (2 FLOPs per multiply-add) and, on kiln
 // rows, kiln/cuDNN (mean time ratio over 20 cold runs; < 1 means kiln is faster).
+// Fused ReLU (--fuse on): kiln_relu_separate is the unfused layer pair (conv, then the ReLU
+// kernels' forward/backward passes), kiln_relu_fused the conv kernels with the ReLU in the
+// epilogue and dy masked on load; fused rows report fused/separate (< 1: fusion pays).
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
 
@@ -17,6 +20,7 @@
 
 #include "benchmarks/bench_util.h"
 #include "engine/tensor.h"
+#include "kernels/activation/activation.h"
 #include "kernels/conv/conv.h"
 #include "layers/conv.h"
 #include "layers/models.h"
@@ -39,6 +43,7 @@ Tensor random_device(int64_t n, uint64_t seed) {
 struct Case {
   ConvShape s;
   Tensor x, w, b, y, dy, dx, dw, db, ws;
+  Tensor pre, yr, dpre;  // ReLU cases: conv output before the ReLU, after it, and dy behind it
 #ifdef KILN_HAVE_CUDNN
   std::unique_ptr<cudnn_conv::Conv> cudnn;
 #endif
@@ -53,6 +58,12 @@ struct Case {
     dw = Tensor::zeros({s.w_numel()}, Device::CUDA);
     db = Tensor::zeros({s.k}, Device::CUDA);
     ws = Tensor::zeros({std::max<int64_t>(1, int64_t(conv2d_bwd_filter_workspace(s)))}, Device::CUDA);
+    pre = Tensor::zeros({s.y_numel()}, Device::CUDA);
+    dpre = Tensor::zeros({s.y_numel()}, Device::CUDA);
+    // a real ReLU output (about half zeros) as the mask from the start, so a backward-only
+    // benchmark does not run against an all-zero mask that would skip every dy load
+    yr = Tensor::zeros({s.y_numel()}, Device::CUDA);
+    conv2d_fwd(s, x.data(), w.data(), b.data(), yr.data(), nullptr, true);
 #ifdef KILN_HAVE_CUDNN
     cudnn = std::make_unique<cudnn_conv::Conv>(s, nullptr);
     cudnn->find_best(x.data(), w.data(), y.data(), dy.data(), dx.data(), dw.data());
@@ -73,7 +84,7 @@ Case& get_case(const ConvShape& s) {
 }
 
 enum class Op { Fwd, BwdData, BwdFilter, Step };
-enum class Impl { Kiln, Cudnn, Cublas };
+enum class Impl { Kiln, Cudnn, Cublas, KilnReluSeparate, KilnReluFused };
 const char* op_name(Op o) {
   switch (o) {
     case Op::Fwd: return "fwd";
@@ -96,6 +107,40 @@ std::function<void()> kiln_fn(Case& c, Op op) {
     case Op::BwdData: return data;
     case Op::BwdFilter: return filt;
     case Op::Step: return [=] { fwd(); data(); filt(); };
+  }
+  return {};
+}
+
+// Conv + ReLU: separate kernels (what --fuse off runs) or fused (--fuse on).
+std::function<void()> relu_fn(Case& c, Op op, bool fused) {
+  const ConvShape& s = c.s;
+  const int64_t ny = s.y_numel();
+  auto fwd = [&c, s, ny, fused] {
+    if (fused) {
+      conv2d_fwd(s, c.x.data(), c.w.data(), c.b.data(), c.yr.data(), nullptr, true);
+      return;
+    }
+    conv2d_fwd(s, c.x.data(), c.w.data(), c.b.data(), c.pre.data(), nullptr);
+    activation_fwd(Act::ReLU, c.pre.data(), c.yr.data(), ny, nullptr);
+  };
+  auto relu_bwd = [&c, ny] { activation_bwd(Act::ReLU, c.yr.data(), c.dy.data(), c.dpre.data(), ny, nullptr); };
+  const float* mask = fused ? c.yr.data() : nullptr;
+  const float* g = fused ? c.dy.data() : c.dpre.data();
+  auto data = [&c, s, mask, g] { conv2d_bwd_data(s, g, c.w.data(), c.dx.data(), nullptr, mask); };
+  auto filt = [&c, s, mask, g] {
+    conv2d_bwd_filter(s, c.x.data(), g, c.dw.data(), c.db.data(), c.ws.data(), nullptr, mask);
+  };
+  switch (op) {
+    case Op::Fwd: return fwd;
+    case Op::BwdData: return fused ? std::function<void()>(data) : [=] { relu_bwd(); data(); };
+    case Op::BwdFilter: return fused ? std::function<void()>(filt) : [=] { relu_bwd(); filt(); };
+    case Op::Step:
+      return [=] {
+        fwd();
+        if (!fused) relu_bwd();
+        data();
+        filt();
+      };
   }
   return {};
 }
@@ -162,6 +207,8 @@ void run(benchmark::State& state, ConvShape s, Op op, Impl impl) {
   std::function<void()> fn;
   if (impl == Impl::Kiln) fn = kiln_fn(c, op);
   if (impl == Impl::Cublas) fn = cublas_fn(c, op);
+  if (impl == Impl::KilnReluSeparate || impl == Impl::KilnReluFused)
+    fn = relu_fn(c, op, impl == Impl::KilnReluFused);
 #ifdef KILN_HAVE_CUDNN
   if (impl == Impl::Cudnn) fn = cudnn_fn(c, op);
 #endif
@@ -172,6 +219,8 @@ void run(benchmark::State& state, ConvShape s, Op op, Impl impl) {
 #endif
   if (impl == Impl::Kiln && s.is_1x1() && (op == Op::Fwd || op == Op::BwdData))
     state.counters["kiln/cuBLAS"] = mean_ms(fn) / mean_ms(cublas_fn(c, op));
+  if (impl == Impl::KilnReluFused)
+    state.counters["fused/separate"] = mean_ms(fn) / mean_ms(relu_fn(c, op, false));
 }
 
 std::string shape_label(const ConvShape& s) {
@@ -201,6 +250,8 @@ int register_all() {
 #endif
           if (s.is_1x1() && (op == Op::Fwd || op == Op::BwdData)) impls.emplace_back("cublas", Impl::Cublas);
           impls.emplace_back(s.is_1x1() ? "kiln_1x1" : "kiln", Impl::Kiln);
+          impls.emplace_back("kiln_relu_separate", Impl::KilnReluSeparate);
+          impls.emplace_back("kiln_relu_fused", Impl::KilnReluFused);
           for (const auto& [iname, impl] : impls)
             benchmark::RegisterBenchmark((base + iname).c_str(), run, s, op, impl)
                 ->UseManualTime()

@@ -2,11 +2,15 @@
 // on the same shapes. Bytes are the minimum traffic of the op (forward: read x, write y;
 // backward: read x and dy, write dx), the same count for kiln and cuDNN, reported as GB/s and as
 // a fraction of the measured device copy bandwidth.
+// BatchNorm + ReLU (--fuse on): the fused kernels against the separate pair (batch norm, then the
+// ReLU kernels), both counted with the fused op's minimum traffic (forward: x, y; backward: x,
+// dy, y as the mask, dx), so their GB/s compare their times directly.
 #include <cuda_runtime.h>
 
 #include <vector>
 
 #include "bench_util.h"
+#include "kernels/activation/activation.h"
 #include "kernels/norm/norm.h"
 #ifdef KILN_HAVE_CUDNN
 #include <cudnn.h>
@@ -63,6 +67,39 @@ void BM_BatchNormBwdTrain(benchmark::State& state) {
     kiln::batchnorm_bwd(x.p, dy.p, w.p, m.p, is.p, dx.p, dw.p, db.p, true, s, ws, nullptr);
   });
   counters(state, 3.0 * s.numel() * sizeof(float));
+  cudaFree(ws);
+}
+
+template <bool FUSED>
+void BM_BatchNormReluFwdTrain(benchmark::State& state) {
+  const NormShape s = shape_of(state);
+  DevBuf x(s.numel()), pre(s.numel()), y(s.numel()), w(s.c, 1), b(s.c, 0), m(s.c), is(s.c),
+      rm(s.c, 0), rv(s.c, 1), nbt(1, 0);
+  void* ws;
+  KILN_CUDA_CHECK(cudaMalloc(&ws, kiln::batchnorm_workspace_bytes(s)));
+  kiln::bench::time_cuda(state, nullptr, [&] {
+    kiln::batchnorm_fwd_train(x.p, w.p, b.p, FUSED ? y.p : pre.p, m.p, is.p, rm.p, rv.p, nbt.p, 0.1,
+                              1e-5, s, ws, nullptr, FUSED);
+    if (!FUSED) kiln::activation_fwd(kiln::Act::ReLU, pre.p, y.p, s.numel(), nullptr);
+  });
+  counters(state, 2.0 * s.numel() * sizeof(float));
+  cudaFree(ws);
+}
+
+template <bool FUSED>
+void BM_BatchNormReluBwdTrain(benchmark::State& state) {
+  const NormShape s = shape_of(state);
+  // y in [-0.5, 0.5]: about half the mask is zero, as after a ReLU on normalised values
+  DevBuf x(s.numel()), y(s.numel(), -0.5f), dy(s.numel(), -0.2f), dpre(s.numel()), dx(s.numel()),
+      w(s.c, 1), m(s.c), is(s.c, 1), dw(s.c), db(s.c);
+  void* ws;
+  KILN_CUDA_CHECK(cudaMalloc(&ws, kiln::batchnorm_workspace_bytes(s)));
+  kiln::bench::time_cuda(state, nullptr, [&] {
+    if (!FUSED) kiln::activation_bwd(kiln::Act::ReLU, y.p, dy.p, dpre.p, s.numel(), nullptr);
+    kiln::batchnorm_bwd(x.p, FUSED ? dy.p : dpre.p, w.p, m.p, is.p, dx.p, dw.p, db.p, true, s, ws,
+                        nullptr, FUSED ? y.p : nullptr);
+  });
+  counters(state, 4.0 * s.numel() * sizeof(float));
   cudaFree(ws);
 }
 
@@ -151,6 +188,10 @@ void gn_shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_BatchNormFwdTrain)->Apply(bn_shapes);
 BENCHMARK(BM_BatchNormBwdTrain)->Apply(bn_shapes);
+BENCHMARK_TEMPLATE(BM_BatchNormReluFwdTrain, false)->Name("BM_BatchNormReluFwdTrain/separate")->Apply(bn_shapes);
+BENCHMARK_TEMPLATE(BM_BatchNormReluFwdTrain, true)->Name("BM_BatchNormReluFwdTrain/fused")->Apply(bn_shapes);
+BENCHMARK_TEMPLATE(BM_BatchNormReluBwdTrain, false)->Name("BM_BatchNormReluBwdTrain/separate")->Apply(bn_shapes);
+BENCHMARK_TEMPLATE(BM_BatchNormReluBwdTrain, true)->Name("BM_BatchNormReluBwdTrain/fused")->Apply(bn_shapes);
 #ifdef KILN_HAVE_CUDNN
 BENCHMARK(BM_CudnnBatchNormFwdTrain)->Apply(bn_shapes);
 BENCHMARK(BM_CudnnBatchNormBwd)->Apply(bn_shapes);
