@@ -12,21 +12,44 @@
 namespace kiln {
 namespace {
 
+// Output columns q whose input column q*stride - pad + t lies inside [0, w): [*q0, *q1).
+inline void valid_q(const ConvShape& s, int64_t t, int64_t Q, int64_t* q0, int64_t* q1) {
+  const int64_t lo = s.pad - t;  // q*stride >= lo
+  *q0 = lo <= 0 ? 0 : (lo + s.stride - 1) / s.stride;
+  const int64_t hi = s.w - 1 + s.pad - t;  // q*stride <= hi
+  *q1 = hi < 0 ? 0 : std::min(Q, hi / s.stride + 1);
+  if (*q0 > *q1) *q0 = *q1;
+}
+
 // col[(c*kh + r)*kw + s][p*Q + q] = x[c][p*stride - pad + r][q*stride - pad + s] (0 outside).
+// The valid q range of each (t) is computed once, so the inner loop is a plain (for stride 1,
+// contiguous) copy with zero-filled edges: CPU training of the cnn spends most of its conv time
+// here.
 template <typename T>
 void im2col(const ConvShape& s, const T* x, T* col) {
   const int64_t P = s.p(), Q = s.q(), PQ = P * Q;
   for (int64_t c = 0; c < s.c; ++c)
     for (int64_t r = 0; r < s.kh; ++r)
       for (int64_t t = 0; t < s.kw; ++t) {
-        const int64_t row = (c * s.kh + r) * s.kw + t;
-        for (int64_t p = 0; p < P; ++p) {
+        int64_t q0, q1;
+        valid_q(s, t, Q, &q0, &q1);
+        T* out = col + ((c * s.kh + r) * s.kw + t) * PQ;
+        for (int64_t p = 0; p < P; ++p, out += Q) {
           const int64_t hi = p * s.stride - s.pad + r;
-          for (int64_t q = 0; q < Q; ++q) {
-            const int64_t wi = q * s.stride - s.pad + t;
-            col[row * PQ + p * Q + q] =
-                (hi >= 0 && hi < s.h && wi >= 0 && wi < s.w) ? x[(c * s.h + hi) * s.w + wi] : T(0);
+          if (hi < 0 || hi >= s.h) {
+            std::fill(out, out + Q, T(0));
+            continue;
           }
+          std::fill(out, out + q0, T(0));
+          if (q1 > q0) {
+            const T* in = x + (c * s.h + hi) * s.w + (q0 * s.stride - s.pad + t);
+            if (s.stride == 1) {
+              std::copy(in, in + (q1 - q0), out + q0);
+            } else {
+              for (int64_t q = q0; q < q1; ++q) out[q] = in[(q - q0) * s.stride];
+            }
+          }
+          std::fill(out + q1, out + Q, T(0));
         }
       }
 }
@@ -39,26 +62,38 @@ void col2im(const ConvShape& s, const T* dcol, T* dx) {
   for (int64_t c = 0; c < s.c; ++c)
     for (int64_t r = 0; r < s.kh; ++r)
       for (int64_t t = 0; t < s.kw; ++t) {
+        int64_t q0, q1;
+        valid_q(s, t, Q, &q0, &q1);
         const T* src = dcol + ((c * s.kh + r) * s.kw + t) * PQ;
         for (int64_t p = 0; p < P; ++p) {
           const int64_t hi = p * s.stride - s.pad + r;
-          if (hi < 0 || hi >= s.h) continue;
-          for (int64_t q = 0; q < Q; ++q) {
-            const int64_t wi = q * s.stride - s.pad + t;
-            if (wi >= 0 && wi < s.w) dx[(c * s.h + hi) * s.w + wi] += src[p * Q + q];
-          }
+          if (hi < 0 || hi >= s.h || q1 <= q0) continue;
+          T* dst = dx + (c * s.h + hi) * s.w + (q0 * s.stride - s.pad + t);
+          const T* row = src + p * Q;
+          for (int64_t q = q0; q < q1; ++q) dst[(q - q0) * s.stride] += row[q];
         }
       }
 }
 
-// One image's dy [K, PQ], masked by the fused ReLU's output when relu_y is set: the masked copy
-// goes to `buf` (the reference may take an extra pass; the CUDA kernels mask while loading).
+// Per-thread scratch that only grows: a fresh std::vector per call zero-filled (and, past the
+// allocator's mmap threshold, page-faulted in) a whole column matrix on every layer call.
 template <typename T>
-const T* masked_dy(const T* dy, const T* relu_y, int64_t len, std::vector<T>& buf) {
+T* scratch(int slot, int64_t n) {
+  thread_local std::vector<T> bufs[3];
+  std::vector<T>& b = bufs[slot];
+  if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
+  return b.data();
+}
+
+// One image's dy [K, PQ], masked by the fused ReLU's output when relu_y is set: the masked copy
+// goes to a scratch buffer (the reference may take an extra pass; the CUDA kernels mask while
+// loading).
+template <typename T>
+const T* masked_dy(const T* dy, const T* relu_y, int64_t len) {
   if (!relu_y) return dy;
-  buf.resize(static_cast<size_t>(len));
+  T* buf = scratch<T>(2, len);
   for (int64_t i = 0; i < len; ++i) buf[i] = relu_y[i] > T(0) ? dy[i] : T(0);
-  return buf.data();
+  return buf;
 }
 
 }  // namespace
@@ -66,14 +101,14 @@ const T* masked_dy(const T* dy, const T* relu_y, int64_t len, std::vector<T>& bu
 template <typename T>
 void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y, bool relu) {
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
-  std::vector<T> col(s.is_1x1() ? 0 : static_cast<size_t>(CRS * PQ));
+  T* col = s.is_1x1() ? nullptr : scratch<T>(0, CRS * PQ);
   for (int64_t n = 0; n < s.n; ++n) {
     const T* xn = x + n * s.c * s.h * s.w;
     T* yn = y + n * s.k * PQ;
     const T* cn = xn;  // a 1x1 conv's im2col is the image itself
     if (!s.is_1x1()) {
-      im2col(s, xn, col.data());
-      cn = col.data();
+      im2col(s, xn, col);
+      cn = col;
     }
     // y[K, PQ] = w[K, CRS] * col[CRS, PQ]
     gemm_ref<T>(false, false, s.k, PQ, CRS, T(1), w, CRS, cn, PQ, T(0), yn, PQ);
@@ -88,15 +123,15 @@ void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y
 template <typename T>
 void conv2d_bwd_data_ref(const ConvShape& s, const T* dy, const T* w, T* dx, const T* relu_y) {
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
-  std::vector<T> dcol(s.is_1x1() ? 0 : static_cast<size_t>(CRS * PQ)), mask_buf;
+  T* dcol = s.is_1x1() ? nullptr : scratch<T>(1, CRS * PQ);
   for (int64_t n = 0; n < s.n; ++n) {
     T* dxn = dx + n * s.c * s.h * s.w;
-    T* dc = s.is_1x1() ? dxn : dcol.data();
+    T* dc = s.is_1x1() ? dxn : dcol;
     const int64_t off = n * s.k * PQ;
-    const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ, mask_buf);
+    const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ);
     // dcol[CRS, PQ] = w[K, CRS]^T * dy[K, PQ]
     gemm_ref<T>(true, false, CRS, PQ, s.k, T(1), w, CRS, dyn, PQ, T(0), dc, PQ);
-    if (!s.is_1x1()) col2im(s, dcol.data(), dxn);
+    if (!s.is_1x1()) col2im(s, dcol, dxn);
   }
 }
 
@@ -104,16 +139,16 @@ template <typename T>
 void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T* db,
                            const T* relu_y) {
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
-  std::vector<T> col(s.is_1x1() ? 0 : static_cast<size_t>(CRS * PQ)), mask_buf;
+  T* col = s.is_1x1() ? nullptr : scratch<T>(0, CRS * PQ);
   if (db) std::fill(db, db + s.k, T(0));
   for (int64_t n = 0; n < s.n; ++n) {
     const T* cn = x + n * s.c * s.h * s.w;
     if (!s.is_1x1()) {
-      im2col(s, cn, col.data());
-      cn = col.data();
+      im2col(s, cn, col);
+      cn = col;
     }
     const int64_t off = n * s.k * PQ;
-    const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ, mask_buf);
+    const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ);
     // dw[K, CRS] (+)= dy[K, PQ] * col[CRS, PQ]^T; the first image overwrites
     gemm_ref<T>(false, true, s.k, CRS, PQ, T(1), dyn, PQ, cn, PQ, n == 0 ? T(0) : T(1), dw, CRS);
     if (db)
