@@ -112,12 +112,14 @@ def main():
             layers.append(nn.Conv2d(c, cout, k, padding=pad))
             tail(cout, True)
             c = cout
-        if model == "cnn":
-            for cout, k in ((16, 3), (16, 3), (16, 3), (8, 1)):
+        if model == "cnn":  # the 7-conv plan, max pooling after --pool-after of them
+            pool_after = int(cfg.get("pool-after", 4))
+            for i, (cout, k) in enumerate(((16, 3), (16, 3), (16, 3), (8, 1), (24, 3), (24, 3), (24, 3))):
+                if i == pool_after:
+                    layers.append(nn.MaxPool2d(2))
                 conv(cout, k, 0)
-            layers.append(nn.MaxPool2d(2))
-            for _ in range(3):
-                conv(24, 3, 0)
+            if pool_after == 7:
+                layers.append(nn.MaxPool2d(2))
             layers.append(nn.Conv2d(c, classes, 1))
             layers.append(GlobalAvgPool())
         else:
