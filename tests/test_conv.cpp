@@ -13,6 +13,7 @@
 #include "layers/conv.h"
 #include "layers/model.h"
 #include "layers/models.h"
+#include "tests/conv_shapes.h"
 #include "tests/test_util.h"
 #ifdef KILN_WITH_CUDA
 #include "engine/cuda_check.h"
@@ -24,12 +25,8 @@
 namespace kiln {
 namespace {
 
-ConvShape make_shape(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t kh, int64_t kw,
-                     int64_t stride, int64_t pad) {
-  ConvShape s;
-  s.n = n, s.c = c, s.h = h, s.w = w, s.k = k, s.kh = kh, s.kw = kw, s.stride = stride, s.pad = pad;
-  return s;
-}
+using test::conv_shape;
+using NamedShape = test::NamedConvShape;
 
 // The textbook definition, written independently of im2col.
 std::vector<double> direct_conv(const ConvShape& s, const std::vector<double>& x,
@@ -53,24 +50,17 @@ std::vector<double> direct_conv(const ConvShape& s, const std::vector<double>& x
   return y;
 }
 
-struct NamedShape {
-  std::string name;
-  ConvShape s;
-};
-// gtest prints parameters in test listings; the name is what identifies a case.
-void PrintTo(const NamedShape& c, std::ostream* os) { *os << c.name; }
-
 // Awkward shapes shared by the reference and GPU suites.
 std::vector<NamedShape> awkward_shapes() {
   return {
-      {"K3Pad0N1", make_shape(1, 1, 7, 9, 3, 3, 3, 1, 0)},
-      {"Stride2Pad1N1", make_shape(1, 3, 9, 8, 5, 3, 3, 2, 1)},
-      {"Pad2K5", make_shape(2, 3, 11, 10, 6, 5, 5, 1, 2)},
-      {"StrideGreaterThanKernel", make_shape(2, 5, 10, 11, 7, 2, 2, 3, 0)},
-      {"NonSquareKernel", make_shape(2, 3, 8, 9, 4, 3, 2, 1, 1)},
-      {"OneByOne", make_shape(3, 7, 5, 6, 9, 1, 1, 1, 0)},
-      {"OneByOneStride2", make_shape(2, 6, 7, 7, 5, 1, 1, 2, 0)},
-      {"OddChannels", make_shape(1, 5, 4, 5, 7, 3, 3, 1, 1)},
+      {"K3Pad0N1", conv_shape(1, 1, 7, 9, 3, 3, 3, 1, 0)},
+      {"Stride2Pad1N1", conv_shape(1, 3, 9, 8, 5, 3, 3, 2, 1)},
+      {"Pad2K5", conv_shape(2, 3, 11, 10, 6, 5, 5, 1, 2)},
+      {"StrideGreaterThanKernel", conv_shape(2, 5, 10, 11, 7, 2, 2, 3, 0)},
+      {"NonSquareKernel", conv_shape(2, 3, 8, 9, 4, 3, 2, 1, 1)},
+      {"OneByOne", conv_shape(3, 7, 5, 6, 9, 1, 1, 1, 0)},
+      {"OneByOneStride2", conv_shape(2, 6, 7, 7, 5, 1, 1, 2, 0)},
+      {"OddChannels", conv_shape(1, 5, 4, 5, 7, 3, 3, 1, 1)},
   };
 }
 
@@ -79,9 +69,9 @@ std::vector<NamedShape> awkward_shapes() {
 // images, stride past the kernel with padding).
 std::vector<NamedShape> ref_shapes() {
   auto v = awkward_shapes();
-  v.push_back({"OneRowImagePad1", make_shape(2, 2, 1, 7, 3, 3, 3, 1, 1)});
-  v.push_back({"OneColumnImageStride2", make_shape(1, 3, 6, 1, 2, 3, 3, 2, 1)});
-  v.push_back({"Stride3Pad1K2", make_shape(2, 2, 8, 7, 3, 2, 2, 3, 1)});
+  v.push_back({"OneRowImagePad1", conv_shape(2, 2, 1, 7, 3, 3, 3, 1, 1)});
+  v.push_back({"OneColumnImageStride2", conv_shape(1, 3, 6, 1, 2, 3, 3, 2, 1)});
+  v.push_back({"Stride3Pad1K2", conv_shape(2, 2, 8, 7, 3, 2, 2, 3, 1)});
   return v;
 }
 
@@ -89,7 +79,7 @@ std::vector<NamedShape> ref_shapes() {
 
 TEST(ConvRef, ForwardMatchesDirectConvolution) {
   uint64_t seed = 1;
-  for (const auto& [name, s] : ref_shapes()) {
+  for (const auto& [name, s, with_bias] : ref_shapes()) {
     auto x = test::random_vec<double>(s.x_numel(), seed++);
     auto w = test::random_vec<double>(s.w_numel(), seed++);
     auto b = test::random_vec<double>(s.k, seed++);
@@ -108,7 +98,7 @@ TEST(ConvRef, ForwardMatchesDirectConvolution) {
 
 TEST(ConvRef, GradientsMatchCentralDifferences) {
   uint64_t seed = 100;
-  for (const auto& [name, s] : ref_shapes()) {
+  for (const auto& [name, s, with_bias] : ref_shapes()) {
     SCOPED_TRACE(name);
     auto x = test::random_vec<double>(s.x_numel(), seed++);
     auto w = test::random_vec<double>(s.w_numel(), seed++);
@@ -129,7 +119,7 @@ TEST(ConvRef, GradientsMatchCentralDifferences) {
 }
 
 TEST(ConvRef, BackwardFilterWithoutBiasLeavesBiasAlone) {
-  ConvShape s = make_shape(2, 3, 6, 6, 4, 3, 3, 1, 1);
+  ConvShape s = conv_shape(2, 3, 6, 6, 4, 3, 3, 1, 1);
   auto x = test::random_vec<float>(s.x_numel(), 7);
   auto g = test::random_vec<float>(s.y_numel(), 8);
   std::vector<float> dw(s.w_numel(), 99.0f), dw2(s.w_numel()), db(s.k);
@@ -166,23 +156,23 @@ TEST(Conv2dLayer, ChannelMismatchNamesBothShapes) {
 TEST(ConvIndexRange, ProductsPastTwoTo31Minus64AreRejectedByName) {
   // Realistic large shapes fit; the limit is inclusive at 2^31-64 (a 64-wide tile past the last
   // column still fits an int).
-  EXPECT_EQ(conv_index_range_error(make_shape(256, 64, 224, 224, 64, 3, 3, 1, 1)), "");
-  EXPECT_EQ(conv_index_range_error(make_shape(kConvIndexLimit / 64, 1, 1, 64, 1, 3, 3, 1, 1)), "");
-  EXPECT_EQ(conv_index_range_error(make_shape(kConvIndexLimit / 64 + 1, 1, 1, 64, 1, 3, 3, 1, 1)),
+  EXPECT_EQ(conv_index_range_error(conv_shape(256, 64, 224, 224, 64, 3, 3, 1, 1)), "");
+  EXPECT_EQ(conv_index_range_error(conv_shape(kConvIndexLimit / 64, 1, 1, 64, 1, 3, 3, 1, 1)), "");
+  EXPECT_EQ(conv_index_range_error(conv_shape(kConvIndexLimit / 64 + 1, 1, 1, 64, 1, 3, 3, 1, 1)),
             "input N*C*H*W = 33554432*1*1*64 = 2147483648 exceeds 2^31-64");
   // The output is the larger tensor (and bounds N*P*Q, the forward GEMM's long axis).
-  EXPECT_EQ(conv_index_range_error(make_shape(32, 1, 1024, 1024, 64, 3, 3, 1, 1)),
+  EXPECT_EQ(conv_index_range_error(conv_shape(32, 1, 1024, 1024, 64, 3, 3, 1, 1)),
             "output N*K*P*Q = 32*64*1024*1024 = 2147483648 exceeds 2^31-64");
-  EXPECT_EQ(conv_index_range_error(make_shape(1, 70000, 1, 1, 40000, 1, 1, 1, 0)),
+  EXPECT_EQ(conv_index_range_error(conv_shape(1, 70000, 1, 1, 40000, 1, 1, 1, 0)),
             "weight K*C*kh*kw = 40000*70000*1*1 = 2800000000 exceeds 2^31-64");
   // Products that overflow int64 itself are still caught.
-  EXPECT_EQ(conv_index_range_error(make_shape(1000000, 1000000, 1000000, 1000000, 1, 1, 1, 1, 0)),
+  EXPECT_EQ(conv_index_range_error(conv_shape(1000000, 1000000, 1000000, 1000000, 1, 1, 1, 1, 0)),
             "input N*C*H*W = 1000000*1000000*1000000*1000000 = more than 2^63 exceeds 2^31-64");
   // Window coordinates: a huge padding with a stride that keeps the output at 1x1.
-  const std::string pad = conv_index_range_error(make_shape(1, 1, 1, 1, 1, 3, 3, int64_t(1) << 32, int64_t(1) << 30));
+  const std::string pad = conv_index_range_error(conv_shape(1, 1, 1, 1, 1, 3, 3, int64_t(1) << 32, int64_t(1) << 30));
   EXPECT_NE(pad.find("padded input 1+2*1073741824"), std::string::npos) << pad;
   // Channels past the grid's y extent (65535 tiles of 64).
-  const std::string ch = conv_index_range_error(make_shape(1, 1, 1, 1, kConvMaxChannels + 1, 1, 1, 1, 0));
+  const std::string ch = conv_index_range_error(conv_shape(1, 1, 1, 1, kConvMaxChannels + 1, 1, 1, 1, 0));
   EXPECT_NE(ch.find("K = 4194241"), std::string::npos) << ch;
 }
 
@@ -323,13 +313,13 @@ TEST(CnnModel, CifarBuildsAndRuns) {
 
 std::vector<NamedShape> gpu_shapes() {
   auto v = awkward_shapes();
-  v.push_back({"Channels13to35", make_shape(2, 13, 6, 7, 35, 3, 3, 1, 1)});
-  v.push_back({"Channels33to65Pad1", make_shape(2, 33, 9, 9, 65, 3, 3, 1, 1)});
-  v.push_back({"Batch3Mnist28", make_shape(3, 1, 28, 28, 8, 3, 3, 1, 0)});
-  v.push_back({"K5Stride2Pad2", make_shape(2, 4, 13, 12, 6, 5, 5, 2, 2)});
-  v.push_back({"OneByOneWide", make_shape(3, 40, 7, 9, 70, 1, 1, 1, 0)});
-  v.push_back({"SplitKFilter", make_shape(16, 8, 24, 24, 16, 3, 3, 1, 0)});
-  v.push_back({"SplitKOneByOne", make_shape(16, 16, 22, 22, 8, 1, 1, 1, 0)});
+  v.push_back({"Channels13to35", conv_shape(2, 13, 6, 7, 35, 3, 3, 1, 1)});
+  v.push_back({"Channels33to65Pad1", conv_shape(2, 33, 9, 9, 65, 3, 3, 1, 1)});
+  v.push_back({"Batch3Mnist28", conv_shape(3, 1, 28, 28, 8, 3, 3, 1, 0)});
+  v.push_back({"K5Stride2Pad2", conv_shape(2, 4, 13, 12, 6, 5, 5, 2, 2)});
+  v.push_back({"OneByOneWide", conv_shape(3, 40, 7, 9, 70, 1, 1, 1, 0)});
+  v.push_back({"SplitKFilter", conv_shape(16, 8, 24, 24, 16, 3, 3, 1, 0)});
+  v.push_back({"SplitKOneByOne", conv_shape(16, 16, 22, 22, 8, 1, 1, 1, 0)});
   return v;
 }
 
@@ -428,11 +418,11 @@ TEST(ConvLimitGpu, LargestBatchAtIndexLimitMatchesReference) {
   // device.
   KILN_SKIP_WITHOUT_GPU();
 #ifdef KILN_WITH_CUDA
-  const ConvShape s = make_shape(kConvIndexLimit / 64, 1, 1, 64, 1, 3, 3, 1, 1);
+  const ConvShape s = conv_shape(kConvIndexLimit / 64, 1, 1, 64, 1, 3, 3, 1, 1);
   ASSERT_EQ(s.y_numel(), kConvIndexLimit);
   ASSERT_EQ(conv_index_range_error(s), "");
   const int64_t tail_n = int64_t(1) << 17, total = s.x_numel(), tail = tail_n * 64, off = total - tail;
-  const ConvShape ts = make_shape(tail_n, 1, 1, 64, 1, 3, 3, 1, 1);
+  const ConvShape ts = conv_shape(tail_n, 1, 1, 64, 1, 3, 3, 1, 1);
   auto xt = test::random_vec<float>(tail, 31), gt = test::random_vec<float>(tail, 32);
   auto w = test::random_vec<float>(9, 33), b = test::random_vec<float>(1, 34);
   RefResults want = reference(ts, xt, w, b, gt);

@@ -21,36 +21,27 @@
 #include "layers/conv.h"
 #include "layers/model.h"
 #include "layers/models.h"
+#include "tests/conv_shapes.h"
 #include "tests/test_util.h"
 #include "tuning/options.h"
 
 namespace kiln {
 namespace {
 
-ConvShape conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t kh, int64_t kw,
-               int64_t stride, int64_t pad) {
-  ConvShape s;
-  s.n = n, s.c = c, s.h = h, s.w = w, s.k = k, s.kh = kh, s.kw = kw, s.stride = stride, s.pad = pad;
-  return s;
-}
-
-struct FusedShape {
-  std::string name;
-  ConvShape s;
-};
-void PrintTo(const FusedShape& c, std::ostream* os) { *os << c.name; }
+using test::conv_shape;
+using FusedShape = test::NamedConvShape;
 
 // N=1, odd sizes, stride 2, padding, 1x1 (both paths), channels off multiples of 4 and 32, and
 // one shape large enough for split-K in backward-filter and several tiles on every axis.
 std::vector<FusedShape> fused_shapes() {
   return {
-      {"N1Odd3x3", conv(1, 3, 7, 9, 5, 3, 3, 1, 0)},
-      {"Stride2Pad1", conv(2, 5, 9, 8, 7, 3, 3, 2, 1)},
-      {"Pad2K5", conv(2, 3, 11, 10, 6, 5, 5, 1, 2)},
-      {"OneByOne", conv(3, 7, 5, 6, 9, 1, 1, 1, 0)},
-      {"OneByOneStride2", conv(2, 6, 7, 7, 5, 1, 1, 2, 0)},
-      {"Channels33x37", conv(2, 33, 6, 5, 37, 3, 3, 1, 1)},
-      {"SplitK", conv(8, 3, 30, 30, 10, 3, 3, 1, 0)},
+      {"N1Odd3x3", conv_shape(1, 3, 7, 9, 5, 3, 3, 1, 0)},
+      {"Stride2Pad1", conv_shape(2, 5, 9, 8, 7, 3, 3, 2, 1)},
+      {"Pad2K5", conv_shape(2, 3, 11, 10, 6, 5, 5, 1, 2)},
+      {"OneByOne", conv_shape(3, 7, 5, 6, 9, 1, 1, 1, 0)},
+      {"OneByOneStride2", conv_shape(2, 6, 7, 7, 5, 1, 1, 2, 0)},
+      {"Channels33x37", conv_shape(2, 33, 6, 5, 37, 3, 3, 1, 1)},
+      {"SplitK", conv_shape(8, 3, 30, 30, 10, 3, 3, 1, 0)},
   };
 }
 
@@ -114,7 +105,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ConvReluRef, ::testing::ValuesIn(fused_shapes()
 // pre-activation is kept at least 1e-4 from 0 (a 1e-6 step moves it by far less), so the
 // central differences never straddle the kink.
 TEST(ConvReluRef, GradCheckDouble) {
-  for (const ConvShape& s : {conv(2, 3, 6, 5, 4, 3, 3, 2, 1), conv(2, 5, 3, 4, 3, 1, 1, 1, 0)}) {
+  for (const ConvShape& s : {conv_shape(2, 3, 6, 5, 4, 3, 3, 2, 1), conv_shape(2, 5, 3, 4, 3, 1, 1, 1, 0)}) {
     auto x = test::random_vec<double>(s.x_numel(), 21), w = test::random_vec<double>(s.w_numel(), 22);
     auto b = test::random_vec<double>(s.k, 23), r = test::random_vec<double>(s.y_numel(), 24);
     std::vector<double> pre(s.y_numel());

@@ -12,6 +12,7 @@
 #include "engine/context.h"
 #include "kernels/conv/conv.h"
 #include "kernels/norm/norm.h"
+#include "tests/conv_shapes.h"
 #include "tests/test_util.h"
 
 namespace kiln {
@@ -24,12 +25,8 @@ Tensor dev(const std::vector<float>& v) {
 Tensor dev_poisoned(int64_t n) { return test::poisoned({n}, Device::CUDA); }
 #endif
 
-struct GpuConvCase {
-  std::string name;
-  int64_t n, c, h, w, k, kh, kw, stride, pad;
-  bool bias;
-};
-void PrintTo(const GpuConvCase& c, std::ostream* os) { *os << c.name; }
+using GpuConvCase = test::NamedConvShape;
+using test::conv_shape;
 
 class ConvReluGpu : public ::testing::TestWithParam<GpuConvCase> {};
 
@@ -37,9 +34,7 @@ TEST_P(ConvReluGpu, MatchesFusedReference) {
   KILN_SKIP_WITHOUT_GPU();
 #ifdef KILN_WITH_CUDA
   const GpuConvCase& p = GetParam();
-  ConvShape s;
-  s.n = p.n, s.c = p.c, s.h = p.h, s.w = p.w, s.k = p.k, s.kh = p.kh, s.kw = p.kw;
-  s.stride = p.stride, s.pad = p.pad;
+  const ConvShape& s = p.s;
   auto x = test::random_vec<float>(s.x_numel(), 81), w = test::random_vec<float>(s.w_numel(), 82);
   auto b = test::random_vec<float>(s.k, 83), dy = test::random_vec<float>(s.y_numel(), 84);
   const float* bp = p.bias ? b.data() : nullptr;
@@ -71,14 +66,14 @@ TEST_P(ConvReluGpu, MatchesFusedReference) {
 // and batches deep enough for split-K backward-filter with several tiles on every axis.
 INSTANTIATE_TEST_SUITE_P(
     Shapes, ConvReluGpu,
-    ::testing::Values(GpuConvCase{"N1Odd3x3", 1, 3, 7, 9, 5, 3, 3, 1, 0, true},
-                      GpuConvCase{"Stride2Pad1N1", 1, 5, 9, 8, 7, 3, 3, 2, 1, true},
-                      GpuConvCase{"Pad2K5NoBias", 2, 3, 11, 10, 6, 5, 5, 1, 2, false},
-                      GpuConvCase{"OneByOne", 3, 7, 5, 6, 9, 1, 1, 1, 0, true},
-                      GpuConvCase{"OneByOneStride2", 2, 6, 7, 7, 5, 1, 1, 2, 0, true},
-                      GpuConvCase{"OneByOneSplitK", 16, 33, 13, 11, 37, 1, 1, 1, 0, true},
-                      GpuConvCase{"Channels33x70", 2, 33, 6, 5, 70, 3, 3, 1, 1, true},
-                      GpuConvCase{"CnnSplitK", 128, 16, 24, 24, 16, 3, 3, 1, 0, true}),
+    ::testing::Values(GpuConvCase{"N1Odd3x3", conv_shape(1, 3, 7, 9, 5, 3, 3, 1, 0), true},
+                      GpuConvCase{"Stride2Pad1N1", conv_shape(1, 5, 9, 8, 7, 3, 3, 2, 1), true},
+                      GpuConvCase{"Pad2K5NoBias", conv_shape(2, 3, 11, 10, 6, 5, 5, 1, 2), false},
+                      GpuConvCase{"OneByOne", conv_shape(3, 7, 5, 6, 9, 1, 1, 1, 0), true},
+                      GpuConvCase{"OneByOneStride2", conv_shape(2, 6, 7, 7, 5, 1, 1, 2, 0), true},
+                      GpuConvCase{"OneByOneSplitK", conv_shape(16, 33, 13, 11, 37, 1, 1, 1, 0), true},
+                      GpuConvCase{"Channels33x70", conv_shape(2, 33, 6, 5, 70, 3, 3, 1, 1), true},
+                      GpuConvCase{"CnnSplitK", conv_shape(128, 16, 24, 24, 16, 3, 3, 1, 0), true}),
     [](const auto& info) { return info.param.name; });
 
 // Batch norm + ReLU: training (statistics, running stats) and eval forward, backward in both.
