@@ -1,9 +1,13 @@
 // Shared benchmark plumbing: CUDA-event timing of one iteration (manual time), an L2 flush
-// between iterations so each run starts cold, device skip, and bandwidth/FLOP counters.
+// between iterations so each run starts cold, device skip, bandwidth/FLOP counters, and the
+// measured ceilings they are reported against (device copy bandwidth, cuBLAS SGEMM peak in FP32
+// and TF32), each measured once per process.
 #pragma once
 #include <benchmark/benchmark.h>
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 
@@ -50,13 +54,62 @@ inline void time_cuda(benchmark::State& state, cudaStream_t stream, const std::f
   cudaEventDestroy(b);
 }
 
+// Achievable matrix-multiply peak (GFLOP/s): the best of 5 timed cuBLAS SGEMMs of 8192^3
+// after a warm-up, in plain FP32 (tf32 false: CUBLAS_PEDANTIC_MATH, no tensor cores) or with
+// TF32 tensor cores. The practical ceiling that compute-bound kernels (conv, dense) are
+// reported against; below the data-sheet peak by what even cuBLAS cannot reach.
+inline double measured_sgemm_peak(bool tf32) {
+  static double gflops[2] = {0, 0};
+  double& g = gflops[tf32 ? 1 : 0];
+  if (g > 0) return g;
+  const int n = 8192;
+  const size_t bytes = size_t(n) * n * sizeof(float);
+  float *a, *b, *c;
+  KILN_CUDA_CHECK(cudaMalloc(&a, bytes));
+  KILN_CUDA_CHECK(cudaMalloc(&b, bytes));
+  KILN_CUDA_CHECK(cudaMalloc(&c, bytes));
+  KILN_CUDA_CHECK(cudaMemset(a, 0, bytes));  // zeros: the timing does not depend on values
+  KILN_CUDA_CHECK(cudaMemset(b, 0, bytes));
+  cublasHandle_t h;
+  KILN_CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS, "cublasCreate failed");
+  cublasSetMathMode(h, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
+  const float one = 1.f, zero = 0.f;
+  auto run = [&] { cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, n, b, n, &zero, c, n); };
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  run();
+  KILN_CUDA_CHECK(cudaDeviceSynchronize());
+  float best = 1e30f;
+  for (int i = 0; i < 5; ++i) {
+    cudaEventRecord(e0);
+    run();
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    best = std::min(best, ms);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cublasDestroy(h);
+  cudaFree(a);
+  cudaFree(b);
+  cudaFree(c);
+  g = 2.0 * n * n * double(n) / (best * 1e-3) * 1e-9;
+  return g;
+}
+
 inline void set_bytes(benchmark::State& state, double bytes_per_iter) {
   state.counters["GB/s"] = benchmark::Counter(bytes_per_iter * 1e-9 * state.iterations(),
                                               benchmark::Counter::kIsRate);
 }
+// GFLOP/s, and of_fp32_peak: the same rate as a fraction of measured_sgemm_peak(false).
 inline void set_flops(benchmark::State& state, double flops_per_iter) {
   state.counters["GFLOP/s"] = benchmark::Counter(flops_per_iter * 1e-9 * state.iterations(),
                                                  benchmark::Counter::kIsRate);
+  state.counters["of_fp32_peak"] = benchmark::Counter(
+      flops_per_iter * 1e-9 * state.iterations() / measured_sgemm_peak(false), benchmark::Counter::kIsRate);
 }
 
 // Measured device-to-device copy bandwidth (GB/s, read+write counted), the ceiling that

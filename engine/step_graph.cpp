@@ -80,7 +80,7 @@ void StepGraph::run(int64_t n, const void* x, const void* y, uint64_t step, floa
     return;
   }
   StepScalars s;
-  std::memset(&s, 0, sizeof(s));
+  std::memset(static_cast<void*>(&s), 0, sizeof(s));  // padding too: the bytes go to the device
   s.step = step;
   opt_.device_step_args(lr, momentum, &s.optim);  // advances the optimizer's step count
   auto* dev = static_cast<StepScalars*>(scalars_.data());
