@@ -83,12 +83,18 @@ def num(v):
 
 
 def curves(args):
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for i, path in enumerate(args.jsonl):
+    runs = []
+    for path in args.jsonl:
         recs = [r for r in read_jsonl(path) if "train_loss" in r and r.get("type", "epoch") == "epoch"]
         if not recs:
             print(f"plot.py: {path}: no epoch records, skipped", file=sys.stderr)
             continue
+        runs.append((path, recs))
+    # A fourth panel, weight sparsity, when some run has an L1/L2 penalty (the L1-vs-L2 question).
+    penalised = any(num(r.get("l1_penalty")) > 0 or num(r.get("l2_penalty")) > 0
+                    for _, recs in runs for r in recs if "weight_sparsity" in r)
+    fig, axes = plt.subplots(1, 4 if penalised else 3, figsize=(17 if penalised else 13, 3.8))
+    for i, (path, recs) in enumerate(runs):
         name = os.path.splitext(os.path.basename(path))[0]
         c = f"C{i % 10}"
         ep = [r["epoch"] for r in recs]
@@ -97,7 +103,10 @@ def curves(args):
         axes[1].plot(ep, [num(r.get("train_acc")) for r in recs], "-", color=c, label=f"{name} train")
         axes[1].plot(ep, [num(r.get("test_acc")) for r in recs], "--", color=c, label=f"{name} test")
         axes[2].plot(ep, [num(r.get("lr")) for r in recs], "-o", ms=3, color=c, label=name)
-    for ax, t in zip(axes, ["loss", "accuracy", "learning rate (last step of epoch)"]):
+        if penalised:
+            axes[3].plot(ep, [num(r.get("weight_sparsity")) for r in recs], "-o", ms=3, color=c, label=name)
+    titles = ["loss", "accuracy", "learning rate (last step of epoch)", "weight sparsity (|w| < threshold)"]
+    for ax, t in zip(axes, titles):
         ax.set_xlabel("epoch")
         ax.set_title(t)
         ax.grid(alpha=0.3)

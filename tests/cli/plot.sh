@@ -23,6 +23,12 @@ check lr.png
 "$KILN_BIN/train_mnist" "${common[@]}" --epochs 2 --optimizer sgd --lr 0.1 --log b.jsonl > /dev/null 2>&1
 "$py" "$plot" curves a.jsonl b.jsonl -o curves.png
 check curves.png
+# With an L1 run among them, a fourth panel (weight sparsity) makes the figure wider.
+"$KILN_BIN/train_mnist" "${common[@]}" --epochs 2 --l1 0.001 --log c.jsonl > /dev/null 2>&1
+"$py" "$plot" curves a.jsonl c.jsonl -o sparsity.png
+check sparsity.png
+width() { "$py" -c "import struct,sys; print(struct.unpack('>I', open(sys.argv[1],'rb').read()[16:20])[0])" "$1"; }
+[ "$(width sparsity.png)" -gt "$(width curves.png)" ] || { echo "FAIL: no sparsity panel"; exit 1; }
 
 printf 'method: grid\nbase: {epochs: 1, optimizer: sgd, schedule: constant}\nparameters:\n  lr: {values: [0.003, 0.03, 0.3]}\n  batch_size: {values: [32, 128]}\n' > g.yaml
 printf 'method: random\nrun_cap: 6\nbase: {epochs: 1, optimizer: sgd, schedule: constant}\nparameters:\n  lr: {min: 0.001, max: 1, distribution: log_uniform}\n  batch_size: {values: [32, 128]}\n' > r.yaml
