@@ -44,7 +44,8 @@ std::string EpochRecord::to_json() const {
   j.add("batch_size", batch_size).add("train_loss", train_loss).add("train_acc", train_acc)
       .add("test_loss", test_loss).add("test_acc", test_acc).add("grad_norm", grad_norm)
       .add("l1_penalty", l1_penalty).add("l2_penalty", l2_penalty)
-      .add("weight_sparsity", weight_sparsity).add("seconds", seconds)
+      .add("weight_sparsity", weight_sparsity).add("zero_grad_weights", zero_grad_weights)
+      .add("seconds", seconds)
       .add("images_per_s", images_per_s);
   return j.str();
 }
@@ -209,6 +210,29 @@ EvalResult Trainer::evaluate(const Dataset& ds) {
   return r;
 }
 
+// Counts the weight tensors whose last-step gradient is exactly 0 and names the last of them
+// (in forward order): everything up to it is cut off from the loss.
+std::string Trainer::zero_grad_weights(const StepStats& st, int* count) const {
+  const auto& refs = model_.param_refs();
+  std::string last;
+  *count = 0;
+  for (size_t i = 0; i < refs.size() && i < st.tensor_grad_norms.size(); ++i)
+    if (refs[i].param->decay && st.tensor_grad_norms[i] == 0.0f) {
+      ++*count;
+      last = refs[i].name;
+    }
+  return last;
+}
+
+std::string dead_gradient_warning(int epoch, int count, const std::string& last) {
+  std::ostringstream os;
+  os << "warning: epoch " << epoch << ": the gradient of " << count << " weight tensor"
+     << (count == 1 ? "" : "s") << " (up to " << last
+     << ") was exactly 0 at the last step: dead ReLUs (every activation <= 0) cut them off from "
+        "the loss; lower --lr, or add --norm batch";
+  return os.str();
+}
+
 std::string Trainer::grad_report() const {
   StepStats st = opt_.stats(ctx_);
   std::ostringstream os;
@@ -346,6 +370,8 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     r.l1_penalty = st.l1_penalty;
     r.l2_penalty = st.l2_penalty;
     r.weight_sparsity = model_.weight_sparsity(opts_.sparsity_threshold);
+    std::string dead = zero_grad_weights(st, &r.zero_grad_weights);
+    if (!dead.empty() && log) log(dead_gradient_warning(epoch + 1, r.zero_grad_weights, dead));
     if (test) {
       EvalResult e = evaluate(*test);
       r.test_loss = e.loss;

@@ -53,6 +53,9 @@ struct EpochRecord {
   double train_loss = 0, train_acc = 0, test_loss = NAN, test_acc = NAN;
   double grad_norm = 0, l1_penalty = 0, l2_penalty = 0;
   double weight_sparsity = 0;  // fraction of weights with |w| < TrainOptions::sparsity_threshold
+  // Weight tensors whose gradient was exactly 0 at the epoch's last step: dead ReLUs (every
+  // activation <= 0) cut the gradient off; such a net only learns the layers after them.
+  int zero_grad_weights = 0;
   double seconds = 0, images_per_s = 0;
   int64_t batch_size = 0;
   std::string to_json() const;
@@ -62,6 +65,9 @@ struct EvalResult {
   double loss = 0, acc = 0;
   int64_t count = 0;
 };
+
+// The one-line warning the trainer logs when weight tensors got an exactly-zero gradient.
+std::string dead_gradient_warning(int epoch, int count, const std::string& last);
 
 class Trainer {
  public:
@@ -116,6 +122,8 @@ class Trainer {
   void loss_and_metrics(const Tensor& logits, const Buffer& labels, int64_t n, float grad_scale,
                         float* dlogits, double* acc);
   std::string grad_report() const;
+  // Weight tensors with an exactly-zero last-step gradient: their count, and the name of the last.
+  std::string zero_grad_weights(const StepStats& st, int* count) const;
 
   Model& model_;
   Optimizer& opt_;

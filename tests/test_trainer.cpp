@@ -153,3 +153,36 @@ TEST(TrainerCpu, NothingLeftToTrainStillReportsTheTestScore) {
   EXPECT_GE(untrained.test_acc, 0.0);
   EXPECT_LT(untrained.test_acc, 0.5);  // an untrained net is near chance
 }
+
+// SGD with momentum 0.9 at lr 0.05 kills every ReLU of the BN-less cnn within one epoch on the
+// subset (it then predicts one class): the epoch record counts the weight tensors whose gradient
+// is exactly 0 and the trainer warns once; the healthy MLP run reports none and stays quiet.
+TEST(TrainerCpu, DeadReluRunIsFlaggedAndAHealthyOneIsNot) {
+  auto run = [](RunConfig c, std::string* logged) {
+    RunHooks hooks;
+    hooks.log = [logged](const std::string& line) { *logged += line + "\n"; };
+    return run_training(c, hooks);
+  };
+  RunConfig dead = small_mlp();
+  dead.model.model = "cnn";
+  dead.model.init = "kaiming";  // the apps' default
+  dead.optim.name = "sgd";
+  dead.optim.momentum = 0.9f;
+  dead.optim.lr = 0.05f;
+  dead.sched.name = "constant";
+  dead.train.batch_size = 64;
+  dead.train.epochs = 1;
+  dead.data.train_limit = 1000;
+  dead.data.test_limit = 100;
+  std::string log_dead, log_ok;
+  RunResult d = run(dead, &log_dead);
+  EXPECT_GE(d.epochs.back().zero_grad_weights, 2);
+  EXPECT_NE(log_dead.find("dead ReLUs"), std::string::npos) << log_dead;
+  RunConfig ok = small_mlp();
+  ok.train.epochs = 1;
+  RunResult h = run(ok, &log_ok);
+  EXPECT_EQ(h.epochs.back().zero_grad_weights, 0);
+  EXPECT_EQ(log_ok.find("dead ReLUs"), std::string::npos) << log_ok;
+  EXPECT_EQ(dead_gradient_warning(3, 1, "0.weight").find("gradient of 1 weight tensor (up to 0.weight)"),
+            std::string("warning: epoch 3: the ").size());
+}

@@ -497,6 +497,9 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       double m = metric_of(r, spec.metric);
       rec.curve.push_back(m);
       int e = static_cast<int>(rec.curve.size());
+      if (r.zero_grad_weights > 0 && rec.message.empty())  // the trainer's warning, kept per trial
+        rec.message = "dead ReLUs: " + std::to_string(r.zero_grad_weights) +
+                      " weight tensors had an exactly-0 gradient at epoch " + std::to_string(e);
       if (!spec.median_stop || e < spec.min_epochs) return true;
       std::vector<double> peers;
       for (const auto& t : read_results(o.dir))
