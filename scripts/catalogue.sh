@@ -80,9 +80,9 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
     secs = open(os.path.join(d, "seconds")).read().strip() if os.path.exists(os.path.join(d, "seconds")) else "-"
     state = "" if os.path.exists(os.path.join(d, "done")) else " (unfinished)"
     res = os.path.join(d, "results.jsonl")
-    if os.path.exists(res):
-        recs = [json.loads(l) for l in open(res) if l.strip().startswith("{")]
-        spec = open(os.path.join(src, "experiments", f)).read()
+    spec = open(os.path.join(src, "experiments", f)).read()
+    if re.search(r"^parameters:", spec, re.M):  # a sweep (else the LR range test)
+        recs = [json.loads(l) for l in open(res) if l.strip().startswith("{")] if os.path.exists(res) else []
         m = re.search(r"metric:\s*\{name:\s*(\w+)(?:,\s*goal:\s*(\w+))?", spec)
         metric = m.group(1) if m else "test_acc"
         goal = (m.group(2) if m and m.group(2) else ("minimize" if "loss" in metric else "maximize"))
