@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -296,13 +297,20 @@ TEST(SweepRun, WritesResultsAndLeaderboardRanksByMetric) {
   EXPECT_THROW(run_sweep(s, o, f.fn()), Error);
 }
 
-TEST(SweepRun, ResumeAfterKillRunsOnlyTheRest) {
-  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+// A run of the 8-trial grid in a fresh directory whose runner fails (as a kill would) during
+// trial 3, leaving trials 0-2 recorded; returns its options for the resumed run.
+SweepOptions killed_after_three(const SweepSpec& s, const std::string& name) {
   SweepOptions o;
-  o.dir = fresh_dir("resume");
+  o.dir = fresh_dir(name);
   FakeRunner f;
   f.throw_after = 3;
   EXPECT_THROW(run_sweep(s, o, f.fn()), Error);
+  return o;
+}
+
+TEST(SweepRun, ResumeAfterKillRunsOnlyTheRest) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  SweepOptions o = killed_after_three(s, "resume");
   EXPECT_EQ(ids(read_results(o.dir)), range_ids(3));
   // The killed trial's lock is gone (the claim is released on unwinding); a lock left by a
   // dead process (here: a child that has exited) is reclaimed, a live process's lock is not.
@@ -329,11 +337,7 @@ TEST(SweepRun, ResumeAfterKillRunsOnlyTheRest) {
 // both list the same trials in the same order, one header.
 TEST(SweepRun, ResumeRepairsACsvLeftShortByAKill) {
   SweepSpec s = parse_sweep(kGrid8, "s.yaml");
-  SweepOptions o;
-  o.dir = fresh_dir("csvrepair");
-  FakeRunner f;
-  f.throw_after = 3;
-  EXPECT_THROW(run_sweep(s, o, f.fn()), Error);
+  SweepOptions o = killed_after_three(s, "csvrepair");
   std::string csv_path = o.dir + "/results.csv";
   auto lines = [&] {
     std::vector<std::string> v;
@@ -359,7 +363,8 @@ TEST(SweepRun, ResumeRepairsACsvLeftShortByAKill) {
   EXPECT_EQ(rows[0].rfind("trial,status,", 0), 0u);
   for (int i = 0; i < 8; ++i)
     EXPECT_EQ(rows[i + 1].rfind(std::to_string(i) + ",ok,", 0), 0u) << rows[i + 1];
-  EXPECT_FALSE(std::ifstream(csv_path + ".tmp." + std::to_string(getpid())).good());
+  for (const auto& e : std::filesystem::directory_iterator(o.dir))  // no temp file left behind
+    EXPECT_EQ(e.path().filename().string().find("results.csv.tmp"), std::string::npos) << e.path();
 }
 
 TEST(SweepRun, WorkersSplitTrialsWithNoneLostOrDuplicated) {

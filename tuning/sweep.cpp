@@ -20,6 +20,7 @@
 #include <map>
 #include <sstream>
 
+#include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/json.h"
 #include "tuning/run.h"
@@ -300,19 +301,9 @@ void record_locked(const std::string& dir, const SweepSpec& spec, const std::str
     }
     KILN_CHECK(fsync(fd) == 0, path << ": fsync failed: " << std::strerror(errno));
   }
-  std::string csv = dir + "/results.csv", tmp = csv + ".tmp." + std::to_string(getpid());
   std::string text = csv_header(spec);
   for (const auto& r : read_results(dir)) text += csv_row(r) + "\n";
-  int cfd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  KILN_CHECK(cfd >= 0, tmp << ": cannot create: " << std::strerror(errno));
-  bool ok = write(cfd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ok = fsync(cfd) == 0 && ok;
-  close(cfd);
-  if (!ok || std::rename(tmp.c_str(), csv.c_str()) != 0) {
-    int err = errno;
-    unlink(tmp.c_str());
-    KILN_FAIL(csv << ": cannot write: " << std::strerror(err));
-  }
+  write_file_atomic(dir + "/results.csv", text.data(), text.size());
 }
 
 }  // namespace
@@ -445,16 +436,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     KILN_USAGE_CHECK(old.empty() || old == o.spec_text,
                      o.dir << " holds a different sweep (" << copy << " differs from " << spec.path
                            << "); use another --dir");
-    if (old.empty()) {  // temp + rename: a concurrent worker never reads half a file
-      std::string tmp = copy + ".tmp." + std::to_string(getpid());
-      {
-        std::ofstream f(tmp);
-        f << o.spec_text;
-        KILN_CHECK(f.good(), tmp << ": cannot write");
-      }
-      KILN_CHECK(std::rename(tmp.c_str(), copy.c_str()) == 0,
-                 copy << ": rename failed: " << std::strerror(errno));
-    }
+    // temp + rename: a concurrent worker never reads half a file
+    if (old.empty()) write_file_atomic(copy, o.spec_text.data(), o.spec_text.size());
   }
   SweepOutcome out;
   std::vector<TrialRecord> prior = read_results(o.dir);
