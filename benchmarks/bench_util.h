@@ -54,6 +54,27 @@ inline void time_cuda(benchmark::State& state, cudaStream_t stream, const std::f
   cudaEventDestroy(b);
 }
 
+// The shortest of `reps` runs of fn on the default stream, in milliseconds (CUDA events); the
+// ceilings below are best cases, not medians.
+inline float best_of_ms(int reps, const std::function<void()>& fn) {
+  cudaEvent_t a, b;
+  KILN_CUDA_CHECK(cudaEventCreate(&a));
+  KILN_CUDA_CHECK(cudaEventCreate(&b));
+  float best = 1e30f;
+  for (int i = 0; i < reps; ++i) {
+    cudaEventRecord(a);
+    fn();
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    best = std::min(best, ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return best;
+}
+
 // Achievable matrix-multiply peak (GFLOP/s): the best of 5 timed cuBLAS SGEMMs of 8192^3
 // after a warm-up, in plain FP32 (tf32 false: CUBLAS_PEDANTIC_MATH, no tensor cores) or with
 // TF32 tensor cores. The practical ceiling that compute-bound kernels (conv, dense) are
@@ -75,23 +96,9 @@ inline double measured_sgemm_peak(bool tf32) {
   cublasSetMathMode(h, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
   const float one = 1.f, zero = 0.f;
   auto run = [&] { cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, n, b, n, &zero, c, n); };
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  run();
+  run();  // warm-up (cuBLAS picks and loads its kernel)
   KILN_CUDA_CHECK(cudaDeviceSynchronize());
-  float best = 1e30f;
-  for (int i = 0; i < 5; ++i) {
-    cudaEventRecord(e0);
-    run();
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    best = std::min(best, ms);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
+  const float best = best_of_ms(5, run);
   cublasDestroy(h);
   cudaFree(a);
   cudaFree(b);
@@ -121,20 +128,8 @@ inline double measured_copy_bandwidth() {
   void *s, *d;
   KILN_CUDA_CHECK(cudaMalloc(&s, n));
   KILN_CUDA_CHECK(cudaMalloc(&d, n));
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
   for (int i = 0; i < 3; ++i) cudaMemcpy(d, s, n, cudaMemcpyDeviceToDevice);
-  float best = 1e30f;
-  for (int i = 0; i < 10; ++i) {
-    cudaEventRecord(a);
-    cudaMemcpyAsync(d, s, n, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms;
-    cudaEventElapsedTime(&ms, a, b);
-    best = std::min(best, ms);
-  }
+  const float best = best_of_ms(10, [&] { cudaMemcpyAsync(d, s, n, cudaMemcpyDeviceToDevice); });
   cudaFree(s);
   cudaFree(d);
   gbs = 2.0 * n / (best * 1e-3) * 1e-9;
