@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "engine/context.h"
 #include "engine/error.h"
@@ -125,6 +126,23 @@ TEST(AccumulateRef, AddsSumsAndCount) {
 }
 
 #ifdef KILN_WITH_CUDA
+namespace {
+// softmax_xent on the device (scale 1/N) for host logits z [N, K] and labels y, into poisoned
+// outputs: dlogits, per-sample loss, per-sample correct. Synchronises before the inputs go.
+std::tuple<Tensor, Tensor, Tensor> softmax_xent_gpu(Context& ctx, const std::vector<float>& z,
+                                                    const std::vector<int32_t>& y, int N, int K) {
+  Tensor dZ = Tensor::from_vector(z, {N * K}, Device::CUDA);
+  Buffer dY(N * sizeof(int32_t), Device::CUDA);
+  copy_bytes(dY.data(), Device::CUDA, y.data(), Device::CPU, N * sizeof(int32_t));
+  Tensor gdz = test::poisoned({N * K}, Device::CUDA), gl = test::poisoned({N}, Device::CUDA),
+         gc = test::poisoned({N}, Device::CUDA);
+  softmax_xent(dZ.data(), static_cast<int32_t*>(dY.data()), N, K, 1.f / N, gdz.data(), gl.data(),
+               gc.data(), ctx.stream());
+  ctx.sync();
+  return {gdz, gl, gc};
+}
+}  // namespace
+
 TEST(ActivationGpu, MatchesReferenceOddSizes) {
   KILN_SKIP_WITHOUT_GPU();
   Context ctx(Device::CUDA, 0);
@@ -154,12 +172,7 @@ TEST(LossGpu, SoftmaxXentAndAccumulateMatchReference) {
     for (int i = 0; i < N; ++i) y[i] = (i * 7) % K;
     std::vector<float> dz(N * K), l(N), c(N);
     softmax_xent_ref<float>(z.data(), y.data(), N, K, 1.f / N, dz.data(), l.data(), c.data());
-    Tensor dZ = Tensor::from_vector(z, {N * K}, Device::CUDA);
-    Buffer dY(N * sizeof(int32_t), Device::CUDA);
-    copy_bytes(dY.data(), Device::CUDA, y.data(), Device::CPU, N * sizeof(int32_t));
-    Tensor gdz = test::poisoned({N * K}, Device::CUDA), gl = test::poisoned({N}, Device::CUDA),
-           gc = test::poisoned({N}, Device::CUDA);
-    softmax_xent(dZ.data(), static_cast<int32_t*>(dY.data()), N, K, 1.f / N, gdz.data(), gl.data(), gc.data(), ctx.stream());
+    auto [gdz, gl, gc] = softmax_xent_gpu(ctx, z, y, N, K);
     Buffer acc(3 * sizeof(double), Device::CUDA);
     zero_bytes(acc.data(), Device::CUDA, acc.bytes());
     accumulate_sums(gl.data(), gc.data(), N, static_cast<double*>(acc.data()), ctx.stream());
@@ -208,13 +221,7 @@ TEST(LossGpu, ArgmaxNanAndTiesMatchReference) {
     }
     std::vector<float> dz(N * K), l(N), c(N);
     softmax_xent_ref<float>(z.data(), y.data(), N, K, 1.f / N, dz.data(), l.data(), c.data());
-    Tensor dZ = Tensor::from_vector(z, {N * K}, Device::CUDA);
-    Buffer dY(N * sizeof(int32_t), Device::CUDA);
-    copy_bytes(dY.data(), Device::CUDA, y.data(), Device::CPU, N * sizeof(int32_t));
-    Tensor gdz = test::poisoned({N * K}, Device::CUDA), gl = test::poisoned({N}, Device::CUDA),
-           gc = test::poisoned({N}, Device::CUDA);
-    softmax_xent(dZ.data(), static_cast<int32_t*>(dY.data()), N, K, 1.f / N, gdz.data(), gl.data(), gc.data(), ctx.stream());
-    ctx.sync();
+    auto [gdz, gl, gc] = softmax_xent_gpu(ctx, z, y, N, K);
     SCOPED_TRACE("K=" + std::to_string(K));
     EXPECT_TRUE(all_close(gc.to_vector(), c, 0, 0));
     double hits = 0;
