@@ -20,6 +20,16 @@
     if (!::kiln::cuda_available()) GTEST_SKIP() << "no CUDA device answers"; \
   } while (0)
 
+// A GPU test sized for a real device (gigabytes, or minutes of emulated threads) skips under the
+// CUDA emulator (tests/cuda_emu, the `emu` preset); every other GPU test runs there.
+#ifdef KILN_CUDA_EMU
+#define KILN_SKIP_ON_EMULATOR(why) GTEST_SKIP() << "too large for the CUDA emulator: " << why
+#else
+#define KILN_SKIP_ON_EMULATOR(why) \
+  do {                             \
+  } while (0)
+#endif
+
 namespace kiln::test {
 
 // Fresh random values in [lo, hi); each test passes its own seed.
