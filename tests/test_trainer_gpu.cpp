@@ -1,0 +1,68 @@
+// Whole training runs on the GPU against the same runs on the CPU: the default cnn with batch
+// norm and dropout (masks are the same bits on both devices), trained through the CUDA path with
+// every GPU switch on (fused conv/BN+ReLU, CUDA graphs, deterministic kernels), must follow the
+// CPU reference's losses and end at the same weights to float-rounding tolerance.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "tuning/run.h"
+
+using namespace kiln;
+
+namespace {
+
+struct Trained {
+  std::vector<float> weights;
+  std::vector<EpochRecord> epochs;
+};
+
+Trained train(const std::string& device, const std::string& model, bool gpu_switches) {
+  RunConfig c;
+  c.device = device;
+  c.seed = 23;
+  c.deterministic = gpu_switches;
+  c.data.data_dir = KILN_TEST_DATA_DIR;
+  c.data.train_limit = 128;
+  c.data.test_limit = 64;
+  c.model.model = model;
+  c.model.norm = "batch";
+  c.model.dropout = 0.1f;
+  c.model.fuse = gpu_switches;
+  c.optim.name = "sgd";
+  c.optim.lr = 0.02f;
+  c.optim.momentum = 0.9f;
+  c.train.epochs = 2;
+  c.train.batch_size = 32;
+  c.train.progress = 0;
+  c.train.cuda_graphs = gpu_switches;
+  auto s = make_session(c);
+  Trained t;
+  t.epochs = s->trainer->fit(s->train, &s->test);
+  t.weights = s->model->flat_params().to_vector();
+  return t;
+}
+
+void expect_gpu_follows_cpu(const std::string& model) {
+  const Trained cpu = train("cpu", model, false), gpu = train("cuda", model, true);
+  ASSERT_EQ(cpu.epochs.size(), gpu.epochs.size());
+  for (size_t e = 0; e < cpu.epochs.size(); ++e) {
+    EXPECT_NEAR(gpu.epochs[e].train_loss, cpu.epochs[e].train_loss, 1e-3 * std::fabs(cpu.epochs[e].train_loss))
+        << "epoch " << e + 1;
+    EXPECT_NEAR(gpu.epochs[e].test_loss, cpu.epochs[e].test_loss, 2e-3 * std::fabs(cpu.epochs[e].test_loss))
+        << "epoch " << e + 1;
+    EXPECT_NEAR(gpu.epochs[e].test_acc, cpu.epochs[e].test_acc, 2.0 / 64) << "epoch " << e + 1;
+  }
+  EXPECT_TRUE(test::all_close(gpu.weights, cpu.weights, 2e-4, 2e-3));
+}
+
+}  // namespace
+
+TEST(TrainerGpu, CnnWithBatchNormAndDropoutFollowsCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  expect_gpu_follows_cpu("cnn");
+}
+
+TEST(TrainerGpu, MlpWithBatchNormAndDropoutFollowsCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  expect_gpu_follows_cpu("mlp");
+}
