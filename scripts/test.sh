@@ -3,7 +3,11 @@
 #   1. the `ci` preset (CUDA kernels compiled for sm_90 when nvcc exists; GPU tests skip
 #      cleanly without a GPU and run when one answers), or `cpu` without nvcc;
 #   2. the `asan` preset (AddressSanitizer + UBSan over the CPU tests), unless KILN_SKIP_ASAN=1;
-#   3. a short libFuzzer run of each fuzz target (KILN_FUZZ_SECONDS, default 10) when present.
+#   3. the `emu` preset, unless KILN_SKIP_EMU=1: the CUDA kernels compiled as C++ against the
+#      CUDA emulator (tests/cuda_emu) under ASan + UBSan, so every GPU test runs here too:
+#      once with threads resumed in order, once in reverse (a missing barrier changes results),
+#      and the kill-and-resume test on the CUDA path;
+#   4. a short libFuzzer run of each fuzz target (KILN_FUZZ_SECONDS, default 10) when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
@@ -22,6 +26,17 @@ if [ "${KILN_SKIP_ASAN:-0}" != 1 ]; then
   cmake --build --preset asan -j "$jobs"
   echo "== test (asan)"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --preset asan -j "$jobs"
+fi
+if [ "${KILN_SKIP_EMU:-0}" != 1 ]; then
+  echo "== build (emu)"
+  cmake --preset emu >/dev/null
+  cmake --build --preset emu -j "$jobs"
+  echo "== test (emu)"  # the CLI tests would pick the emulated GPU: only resume runs there, below
+  ASAN_OPTIONS=detect_leaks=1 ctest --preset emu -j "$jobs" -E '^cli[.]'
+  echo "== test (emu, GPU tests with threads resumed in reverse order)"
+  KILN_EMU_ORDER=reverse ctest --preset emu -j "$jobs" -R 'Gpu|CudaEmu'
+  echo "== test (emu, SIGKILL-and-resume on the CUDA path, --deterministic)"
+  KILN_DEVICE=cuda ctest --preset emu -R '^cli[.]resume$'
 fi
 if [ -x scripts/fuzz.sh ] && [ "${KILN_FUZZ_SECONDS:-10}" != 0 ]; then
   echo "== fuzz (${KILN_FUZZ_SECONDS:-10} s per target)"
