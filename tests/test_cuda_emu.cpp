@@ -51,6 +51,28 @@ TEST(CudaEmu, MissingBarrierShowsUpInReverseOrder) {
   EXPECT_NE(run_rotate(false, "reverse"), rotate_expected());
 }
 
+// Block b adds 1 to what block b-1 wrote: a dependency between blocks that CUDA never orders.
+void chain_kernel(int* v) {
+  if (threadIdx.x == 0) v[blockIdx.x + 1] = v[blockIdx.x] + 1;
+}
+
+TEST(CudaEmu, BlocksThatDependOnEachOtherShowUpInReverseOrder) {
+  int* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 9 * sizeof(int)), cudaSuccess);
+  const auto run = [&](const char* order) {
+    EXPECT_TRUE(kiln_emu::set_order(order));
+    cudaMemset(d, 0, 9 * sizeof(int));
+    kiln_emu::make_launcher("chain_kernel", 8, 32)([](auto... a) { chain_kernel(a...); }, d);
+    int last = -1;
+    cudaMemcpy(&last, d + 8, sizeof last, cudaMemcpyDeviceToHost);
+    kiln_emu::set_order("forward");
+    return last;
+  };
+  EXPECT_EQ(run("forward"), 8);
+  EXPECT_EQ(run("reverse"), 1) << "each block saw its predecessor's slot still 0";
+  cudaFree(d);
+}
+
 void warp_kernel(const int* in, int* sum_xor, int* sum_down, unsigned* ballot) {
   const int t = threadIdx.x;
   int v = in[t], w = in[t];

@@ -275,6 +275,14 @@ OrderCfg& order_cfg() {
   return c;
 }
 
+// The generator behind Order::Random, reseeded when the seed changes.
+std::mt19937_64& order_rng() {
+  static thread_local std::mt19937_64 rng;
+  static thread_local uint64_t seeded = ~0ull;
+  if (seeded != order_cfg().seed) rng.seed(seeded = order_cfg().seed);
+  return rng;
+}
+
 // Runs one block with a fiber per thread. Returns whether any thread synchronised.
 bool run_block_fibers(BlockRun& r, const char* name) {
   const dim3 bd = g_block.block_dim;
@@ -300,9 +308,7 @@ bool run_block_fibers(BlockRun& r, const char* name) {
   std::vector<unsigned> order(nthreads);
   for (unsigned t = 0; t < nthreads; ++t) order[t] = t;
   const OrderCfg& cfg = order_cfg();
-  static thread_local std::mt19937_64 rng;
-  static thread_local uint64_t rng_seed = ~0ull;
-  if (rng_seed != cfg.seed) rng.seed(rng_seed = cfg.seed);
+  std::mt19937_64& rng = order_rng();
   if (cfg.order == Order::Reverse) std::reverse(order.begin(), order.end());
 
   unsigned live = nthreads;
@@ -399,19 +405,29 @@ void run_grid(const char* name, dim3 grid, dim3 block, const std::function<void(
   g_block.grid_dim = grid;
   bool fibers = true;
   ThreadState direct_ts{};
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        g_block.block_idx = uint3{x, y, z};
-        if (fibers) {
-          const bool synced = run_block_fibers(run, name);
-          fibers = synced || order_cfg().always_fibers;
-        } else {
-          g_direct = true;
-          run_block_direct(body, direct_ts);
-          g_direct = false;
-        }
-      }
+  // Blocks run in the configured order too: a kernel whose result depends on which block runs
+  // first (one block reading what another writes, outside the last-block pattern) shows it.
+  const uint64_t nblocks = uint64_t(grid.x) * grid.y * grid.z;
+  std::vector<uint64_t> shuffled;
+  if (order_cfg().order == Order::Random) {
+    shuffled.resize(nblocks);
+    for (uint64_t i = 0; i < nblocks; ++i) shuffled[i] = i;
+    std::shuffle(shuffled.begin(), shuffled.end(), order_rng());
+  }
+  for (uint64_t i = 0; i < nblocks; ++i) {
+    const uint64_t b = order_cfg().order == Order::Forward ? i
+                       : order_cfg().order == Order::Reverse ? nblocks - 1 - i
+                                                            : shuffled[i];
+    g_block.block_idx = uint3{unsigned(b % grid.x), unsigned(b / grid.x % grid.y), unsigned(b / (uint64_t(grid.x) * grid.y))};
+    if (fibers) {
+      const bool synced = run_block_fibers(run, name);
+      fibers = synced || order_cfg().always_fibers;
+    } else {
+      g_direct = true;
+      run_block_direct(body, direct_ts);
+      g_direct = false;
+    }
+  }
   g_run = saved;
 }
 

@@ -8,7 +8,8 @@
 // (a small x86-64 stack switch) that run until they reach __syncthreads() or a warp collective, so shared memory
 // (`__shared__` becomes `static`) and barriers behave as on the device. KILN_EMU_ORDER=forward
 // (default) | reverse | random[:seed] sets the order in which runnable threads are resumed
-// between barriers: a kernel whose result changes with the order has a race (a missing barrier).
+// between barriers, and the order of the blocks: a kernel whose result changes with the order
+// has a race (a missing barrier, or blocks that depend on each other's writes).
 // A barrier some live threads can never reach is reported as a deadlock and aborts the process.
 //
 // Checks the real device would make, or that compute-sanitizer would: launch geometry
