@@ -28,6 +28,25 @@ void ModelOptions::validate() const {
   validate_block_options(*this);
 }
 
+std::vector<std::string> ModelOptions::ignored() const {
+  const ModelOptions d;
+  std::vector<std::string> out;
+  if (model != "mlp" && width != d.width)
+    out.push_back("--width " + std::to_string(width) + " is ignored: it sets the mlp's hidden width; the " + model +
+                  " net has fixed channel counts");
+  if (model != "mlp" && depth != d.depth)
+    out.push_back("--depth " + std::to_string(depth) + " is ignored: it sets the mlp's hidden layers; the " + model +
+                  " net has a fixed depth");
+  if (model != "cnn" && pool_after != d.pool_after)
+    out.push_back("--pool-after " + std::to_string(pool_after) + " is ignored: it places the cnn's maxpool; the " +
+                  model + " net has its own pooling");
+  if (norm != "group" && groups != d.groups)
+    out.push_back("--groups " + std::to_string(groups) + " is ignored without --norm group");
+  if (norm == "none" && norm_position != d.norm_position)
+    out.push_back("--norm-position " + norm_position + " is ignored without --norm batch|group");
+  return out;
+}
+
 std::unique_ptr<Model> make_model(const ModelOptions& opts, const Shape& input, int num_classes) {
   opts.validate();
   std::unique_ptr<Model> m = opts.model == "mlp"   ? make_mlp(opts, input, num_classes)

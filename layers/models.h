@@ -4,6 +4,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "layers/model.h"
 
@@ -11,7 +12,7 @@ namespace kiln {
 
 struct ModelOptions {
   std::string model = "cnn";        // mlp | cnn | cifar
-  int width = 128;                  // mlp hidden width / cnn base channels (0: builder default)
+  int width = 128;                  // mlp hidden width (the cnn and cifar nets have fixed channels)
   int depth = 2;                    // mlp hidden layers
   std::string activation = "relu";  // relu | sigmoid | tanh
   std::string norm = "none";        // none | batch | group
@@ -23,6 +24,10 @@ struct ModelOptions {
   int pool_after = 4;               // cnn: conv layers (of 7, the 1x1 is the 4th) before the maxpool
   bool fuse = false;                // Model::set_fusion: ReLUs folded into the conv/norm before them
   void validate() const;
+  // Options set away from their defaults that the chosen model or norm never reads (--width on
+  // the cnn, --groups without group norm, ...): one sentence each, for a "note:" line, so a
+  // setting that changes nothing is said rather than silently dropped.
+  std::vector<std::string> ignored() const;
 };
 
 // Builds (but does not build()) the model for per-sample input shape `input`.

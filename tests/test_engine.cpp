@@ -66,6 +66,38 @@ TEST(Error, CarriesKindAndLocation) {
   EXPECT_EQ(exit_code(ErrorKind::Diverged), 3);
 }
 
+TEST(Model, OptionsTheModelNeverReadsAreNamed) {
+  ModelOptions o;  // defaults: nothing to say
+  EXPECT_TRUE(o.ignored().empty());
+  o.model = "mlp";
+  o.width = 64;
+  o.depth = 5;
+  EXPECT_TRUE(o.ignored().empty()) << "the mlp reads width and depth";
+  o.pool_after = 2;
+  o.groups = 4;
+  o.norm_position = "after";
+  auto notes = o.ignored();
+  ASSERT_EQ(notes.size(), 3u);
+  EXPECT_EQ(notes[0], "--pool-after 2 is ignored: it places the cnn's maxpool; the mlp net has its own pooling");
+  EXPECT_EQ(notes[1], "--groups 4 is ignored without --norm group");
+  EXPECT_EQ(notes[2], "--norm-position after is ignored without --norm batch|group");
+  o.norm = "group";
+  EXPECT_EQ(o.ignored().size(), 1u) << "group norm reads groups and the position";
+  o = ModelOptions{};
+  o.model = "cifar";
+  o.width = 64;
+  o.depth = 3;
+  notes = o.ignored();
+  ASSERT_EQ(notes.size(), 2u);
+  EXPECT_NE(notes[0].find("--width 64 is ignored"), std::string::npos);
+  EXPECT_NE(notes[1].find("the cifar net has a fixed depth"), std::string::npos);
+  o.model = "cnn";
+  o.width = 128;
+  o.depth = 2;
+  o.pool_after = 6;
+  EXPECT_TRUE(o.ignored().empty()) << "the cnn reads pool_after";
+}
+
 TEST(Model, FlatLayoutAlignedViewsAndStateDictNames) {
   ModelOptions o;
   o.model = "mlp";

@@ -34,6 +34,7 @@ for k in epoch step lr momentum train_loss train_acc test_loss test_acc grad_nor
 done
 check train-cnn 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --train-limit 256 --test-limit 100 --epochs 1
 check summary 0 'total parameters: [0-9]+' -- "$bin" --summary
+check ignored-note 0 'note: --groups 3 is ignored without --norm group' -- "$bin" --summary --groups 3
 check help 0 '--batch-size' -- "$bin" --help
 check bad-flag 2 "unknown option 'batch-sise' \(did you mean 'batch-size'\?\)" -- "$bin" --batch-sise 3
 check bad-value 2 "--lr: 'x' is not a finite number" -- "$bin" --lr x
