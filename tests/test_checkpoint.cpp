@@ -37,16 +37,17 @@ void write_all(const std::string& p, const std::vector<uint8_t>& b) {
 }
 
 // A small model with every kind of state: weights, BN buffers (num_batches_tracked), Adam
-// moments, a plateau schedule with history.
+// moments, a plateau schedule with history; on the CPU or the GPU.
 struct Rig {
   ModelOptions mo;
   OptimOptions oo;
   ScheduleOptions so;
-  Context ctx{Device::CPU, 7};
+  Device dev;
+  Context ctx;
   std::unique_ptr<Model> model;
   std::unique_ptr<Optimizer> opt;
   std::unique_ptr<Schedule> sched;
-  explicit Rig(int width = 16, uint64_t seed = 1) {
+  explicit Rig(int width = 16, uint64_t seed = 1, Device d = Device::CPU) : dev(d), ctx(d, 7) {
     mo.model = "mlp";
     mo.width = width;
     mo.norm = "batch";
@@ -55,18 +56,18 @@ struct Rig {
     so.name = "plateau";
     so.patience = 0;
     model = make_model(mo, {1, 4, 4}, 3);
-    model->build(Device::CPU, seed);
+    model->build(dev, seed);
     opt = make_optimizer(oo, *model);
     sched = make_schedule(so, oo.lr, 10, 5);
   }
   // A few real steps so that moments, BN statistics and the plateau state are non-trivial.
   void train(int steps, uint64_t seed) {
     std::vector<float> x = test::random_vec(8 * 16, seed);
-    Tensor xt = Tensor::from_vector(x, {8, 1, 4, 4}, Device::CPU);
+    Tensor xt = Tensor::from_vector(x, {8, 1, 4, 4}, dev);
     for (int s = 0; s < steps; ++s) {
       model->train(ctx);
       Tensor y = model->forward(ctx, xt);
-      Tensor dy = Tensor::from_vector(test::random_vec(y.numel(), seed + 100 + s), y.shape(), Device::CPU);
+      Tensor dy = Tensor::from_vector(test::random_vec(y.numel(), seed + 100 + s), y.shape(), dev);
       model->backward(ctx, dy);
       opt->step(ctx, sched->lr(0, s));
     }
@@ -183,6 +184,27 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   EXPECT_EQ(got.config, want.config);
   EXPECT_EQ(got.kiln_version, kiln_version());
   std::remove(path.c_str());
+}
+
+TEST(CheckpointGpu, CrossDeviceRoundTripsAreBitwise) {
+  // A checkpoint written from GPU state loads on the CPU (and back) with every tensor equal bit
+  // for bit: one file format whatever the device, as torch.load(map_location=...) gives.
+  KILN_SKIP_WITHOUT_GPU();
+  for (Device from : {Device::CUDA, Device::CPU}) {
+    const Device to = from == Device::CUDA ? Device::CPU : Device::CUDA;
+    Rig a(16, 1, from);
+    a.train(4, 11);
+    std::string path = temp_path("xdev.safetensors");
+    save_checkpoint(path, a.ctx, *a.model, a.opt.get(), a.sched.get(), sample_info());
+    Rig b(16, 2, to);
+    load_checkpoint(path, b.ctx, *b.model, b.opt.get(), b.sched.get());
+    auto sa = a.snapshot(), sb = b.snapshot();
+    ASSERT_EQ(sa.size(), sb.size());
+    for (size_t i = 0; i < sa.size(); ++i)
+      EXPECT_TRUE(bitwise_equal(sa[i].second, sb[i].second)) << sa[i].first << " from " << device_name(from);
+    EXPECT_EQ(b.opt->steps_taken(), 4);
+    std::remove(path.c_str());
+  }
 }
 
 TEST(Checkpoint, HeaderIsJsonWithTorchNames) {
