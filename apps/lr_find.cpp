@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
     }
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
     cfg.validate();
-    for (const std::string& note : cfg.model.ignored()) std::fprintf(stderr, "lr_find: note: %s\n", note.c_str());
+    for (const std::string& note : cfg.model.ignored(app::default_run_config().model)) std::fprintf(stderr, "lr_find: note: %s\n", note.c_str());
     if (cfg.train.progress < 0) cfg.train.progress = 0;
     std::printf("device: %s\n", device_name(resolve_device(cfg.device)));
     std::fflush(stdout);

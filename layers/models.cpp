@@ -28,8 +28,7 @@ void ModelOptions::validate() const {
   validate_block_options(*this);
 }
 
-std::vector<std::string> ModelOptions::ignored() const {
-  const ModelOptions d;
+std::vector<std::string> ModelOptions::ignored(const ModelOptions& d) const {
   std::vector<std::string> out;
   if (model != "mlp" && width != d.width)
     out.push_back("--width " + std::to_string(width) + " is ignored: it sets the mlp's hidden width; the " + model +

@@ -24,10 +24,11 @@ struct ModelOptions {
   int pool_after = 4;               // cnn: conv layers (of 7, the 1x1 is the 4th) before the maxpool
   bool fuse = false;                // Model::set_fusion: ReLUs folded into the conv/norm before them
   void validate() const;
-  // Options set away from their defaults that the chosen model or norm never reads (--width on
-  // the cnn, --groups without group norm, ...): one sentence each, for a "note:" line, so a
-  // setting that changes nothing is said rather than silently dropped.
-  std::vector<std::string> ignored() const;
+  // Options set away from `defaults` (the app's defaults) that the chosen model or norm never
+  // reads (--width on the cnn, --groups without group norm, ...): one sentence each, for a
+  // "note:" line, so a setting that changes nothing is said rather than silently dropped.
+  std::vector<std::string> ignored(const ModelOptions& defaults) const;
+  std::vector<std::string> ignored() const { return ignored(ModelOptions{}); }
 };
 
 // Builds (but does not build()) the model for per-sample input shape `input`.

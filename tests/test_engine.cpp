@@ -96,6 +96,13 @@ TEST(Model, OptionsTheModelNeverReadsAreNamed) {
   o.depth = 2;
   o.pool_after = 6;
   EXPECT_TRUE(o.ignored().empty()) << "the cnn reads pool_after";
+  // Against an app's own defaults (train_mnist's mlp width 256): its default is not "set".
+  ModelOptions app;
+  app.width = 256;
+  o = app;
+  o.model = "cifar";
+  EXPECT_TRUE(o.ignored(app).empty());
+  EXPECT_EQ(o.ignored().size(), 1u) << "against the library defaults 256 is a change";
 }
 
 TEST(Model, FlatLayoutAlignedViewsAndStateDictNames) {
