@@ -30,6 +30,12 @@ inline RunConfig default_run_config() {
   return cfg;
 }
 
+// A "note:" line on stderr for each model option set away from the app's defaults that the
+// chosen model never reads (ModelOptions::ignored).
+inline void print_ignored_options(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
+  for (const std::string& note : cfg.model.ignored(defaults.model)) std::fprintf(stderr, "%s: note: %s\n", prog, note.c_str());
+}
+
 inline int guarded_main(const char* prog, const std::function<int()>& body) {
   try {
     return body();

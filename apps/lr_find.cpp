@@ -23,8 +23,9 @@ static const char* kUsage =
 
 int main(int argc, char** argv) {
   return app::guarded_main("lr_find", [&] {
-    RunConfig cfg = app::default_run_config();
-    cfg.train.epochs = 1;
+    RunConfig defaults = app::default_run_config();
+    defaults.train.epochs = 1;
+    RunConfig cfg = defaults;
     ParsedArgs args = parse_args(cfg, argc, argv, run_options());
     if (args.help) {
       std::printf("%s%s", kUsage, run_options().help().c_str());
@@ -32,7 +33,7 @@ int main(int argc, char** argv) {
     }
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
     cfg.validate();
-    for (const std::string& note : cfg.model.ignored(app::default_run_config().model)) std::fprintf(stderr, "lr_find: note: %s\n", note.c_str());
+    app::print_ignored_options("lr_find", cfg, defaults);
     if (cfg.train.progress < 0) cfg.train.progress = 0;
     std::printf("device: %s\n", device_name(resolve_device(cfg.device)));
     std::fflush(stdout);

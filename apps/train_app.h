@@ -27,7 +27,7 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
     if (cfg.train.progress < 0) cfg.train.progress = stderr_is_tty() ? 1 : 0;
     cfg.validate();
-    for (const std::string& note : cfg.model.ignored(defaults.model)) std::fprintf(stderr, "%s: note: %s\n", prog, note.c_str());
+    print_ignored_options(prog, cfg, defaults);
     if (cfg.summary) {
       auto s = make_session(cfg, /*load_data=*/false);
       std::printf("model %s on %s input %s\n%s", cfg.model.model.c_str(), cfg.data.dataset.c_str(),

@@ -34,7 +34,6 @@ struct CUgraphExec_st {
 struct cublasContext {
   cudaStream_t stream = nullptr;
   cublasMath_t math = CUBLAS_DEFAULT_MATH;
-  bool has_workspace = false;
 };
 
 namespace kiln_emu {
@@ -60,6 +59,8 @@ std::string ptr_str(const void* p) {
 }
 
 // ---- allocations -------------------------------------------------------------------------------
+constexpr size_t kDeviceMemory = 80ull << 30;  // what the emulated device reports and allows
+
 struct Alloc {
   size_t bytes;
   bool pinned_host;
@@ -68,7 +69,7 @@ std::mutex g_alloc_mu;
 std::map<uintptr_t, Alloc> g_allocs;
 
 // The allocation containing [p, p + bytes) (bytes 0: p may be one past the end), or null.
-const Alloc* find_alloc(const void* p, size_t bytes, uintptr_t* base_out = nullptr) {
+const Alloc* find_alloc(const void* p, size_t bytes) {
   const auto a = reinterpret_cast<uintptr_t>(p);
   std::lock_guard<std::mutex> lk(g_alloc_mu);
   auto it = g_allocs.upper_bound(a);
@@ -76,7 +77,6 @@ const Alloc* find_alloc(const void* p, size_t bytes, uintptr_t* base_out = nullp
   --it;
   const uintptr_t end = it->first + it->second.bytes;
   if (a > end || a + bytes > end) return nullptr;
-  if (base_out) *base_out = it->first;
   return &it->second;
 }
 bool is_device(const void* p, size_t bytes) {
@@ -244,6 +244,11 @@ void* initial_sp(char* stack) {
   return sp;
 }
 
+// Thread t (linear, x fastest) of a block of shape bd.
+ThreadState thread_state(unsigned t, dim3 bd) {
+  return ThreadState{uint3{t % bd.x, (t / bd.x) % bd.y, t / (bd.x * bd.y)}, t & 31, t >> 5};
+}
+
 enum class Order { Forward, Reverse, Random };
 struct OrderCfg {
   Order order = Order::Forward;
@@ -294,9 +299,7 @@ bool run_block_fibers(BlockRun& r, const char* name) {
   r.synced = false;
   for (unsigned t = 0; t < nthreads; ++t) {
     Fiber& f = r.fibers[t];
-    f.ts.thread_idx = uint3{t % bd.x, (t / bd.x) % bd.y, t / (bd.x * bd.y)};
-    f.ts.lane = t & 31;
-    f.ts.warp = t >> 5;
+    f.ts = thread_state(t, bd);
     f.state = FState::Run;
     f.stack = stack_at(r, t);
 #ifdef KILN_EMU_ASAN
@@ -385,9 +388,7 @@ void run_block_direct(const std::function<void()>& body, ThreadState& ts) {
   const unsigned nthreads = bd.x * bd.y * bd.z;
   g_thread = &ts;
   for (unsigned t = 0; t < nthreads; ++t) {
-    ts.thread_idx = uint3{t % bd.x, (t / bd.x) % bd.y, t / (bd.x * bd.y)};
-    ts.lane = t & 31;
-    ts.warp = t >> 5;
+    ts = thread_state(t, bd);
     body();
   }
   g_thread = nullptr;
@@ -525,7 +526,7 @@ cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : fail(cudaErrorI
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   *p = cudaDeviceProp{};
   std::snprintf(p->name, sizeof p->name, "kiln CUDA emulator (CPU)");
-  p->totalGlobalMem = 80ull << 30;
+  p->totalGlobalMem = kiln_emu::kDeviceMemory;
   p->sharedMemPerBlock = 48 * 1024;
   p->regsPerBlock = 65536;
   p->warpSize = 32;
@@ -562,36 +563,35 @@ cudaError_t cudaRuntimeGetVersion(int* v) {
   *v = 13000;
   return cudaSuccess;
 }
+// Name and message of each emulated error, as the real runtime spells them.
+static const struct {
+  cudaError_t code;
+  const char* name;
+  const char* text;
+} kErrors[] = {
+    {cudaSuccess, "cudaSuccess", "no error"},
+    {cudaErrorInvalidValue, "cudaErrorInvalidValue", "invalid argument"},
+    {cudaErrorMemoryAllocation, "cudaErrorMemoryAllocation", "out of memory"},
+    {cudaErrorInvalidConfiguration, "cudaErrorInvalidConfiguration", "invalid configuration argument"},
+    {cudaErrorInvalidDevicePointer, "cudaErrorInvalidDevicePointer", "invalid device pointer"},
+    {cudaErrorInvalidMemcpyDirection, "cudaErrorInvalidMemcpyDirection", "invalid copy direction for memcpy"},
+    {cudaErrorNoDevice, "cudaErrorNoDevice", "no CUDA-capable device is detected"},
+    {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
+    {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",
+     "operation not permitted when stream is capturing"},
+    {cudaErrorStreamCaptureInvalidated, "cudaErrorStreamCaptureInvalidated",
+     "operation failed due to a previous error during capture"},
+    {cudaErrorStreamCaptureImplicit, "cudaErrorStreamCaptureImplicit",
+     "operation would make the legacy stream depend on a capturing blocking stream"},
+};
 const char* cudaGetErrorName(cudaError_t e) {
-  switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
-    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
-    case cudaErrorNoDevice: return "cudaErrorNoDevice";
-    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
-    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
-    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
-    case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
-  }
+  for (const auto& x : kErrors)
+    if (x.code == e) return x.name;
   return "cudaErrorUnknown";
 }
 const char* cudaGetErrorString(cudaError_t e) {
-  switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
-    case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
-    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
-    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
-    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
-    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
-    case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
-  }
+  for (const auto& x : kErrors)
+    if (x.code == e) return x.text;
   return "unknown error";
 }
 cudaError_t cudaGetLastError() {
@@ -610,7 +610,7 @@ static cudaError_t emu_alloc(void** p, size_t bytes, bool pinned, const char* ap
   if (kiln_emu::unsafe_during_capture(api)) return cudaErrorStreamCaptureUnsupported;
   *p = nullptr;
   if (bytes == 0) return cudaSuccess;
-  if (bytes > (80ull << 30)) return fail(cudaErrorMemoryAllocation, std::string(api) + ": out of memory");
+  if (bytes > kiln_emu::kDeviceMemory) return fail(cudaErrorMemoryAllocation, std::string(api) + ": out of memory");
   void* q = nullptr;
   if (posix_memalign(&q, 256, bytes) != 0) return fail(cudaErrorMemoryAllocation, std::string(api) + ": out of memory");
   std::lock_guard<std::mutex> lk(kiln_emu::g_alloc_mu);
@@ -636,7 +636,7 @@ cudaError_t cudaFree(void* p) { return emu_free(p, false, "cudaFree"); }
 cudaError_t cudaMallocHost(void** p, size_t bytes) { return emu_alloc(p, bytes, true, "cudaMallocHost"); }
 cudaError_t cudaFreeHost(void* p) { return emu_free(p, true, "cudaFreeHost"); }
 cudaError_t cudaMemGetInfo(size_t* f, size_t* t) {
-  *t = 80ull << 30;
+  *t = kiln_emu::kDeviceMemory;
   *f = *t;
   return cudaSuccess;
 }
@@ -818,7 +818,7 @@ cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void* ws, size_t bytes) {
     fail(cudaErrorInvalidValue, "cublasSetWorkspace: workspace is not device memory");
     return CUBLAS_STATUS_INVALID_VALUE;
   }
-  h->has_workspace = ws && bytes;
+  (void)h;  // kiln sets one so cuBLAS never allocates under capture; the loop GEMM needs none
   return CUBLAS_STATUS_SUCCESS;
 }
 const char* cublasGetStatusString(cublasStatus_t s) {

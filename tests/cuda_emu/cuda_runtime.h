@@ -43,7 +43,6 @@
 #define __constant__ static
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-#define __CUDA_EMU__ 1
 
 // ---- vector types ------------------------------------------------------------------------------
 struct uint3 {

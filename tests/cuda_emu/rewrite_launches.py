@@ -18,17 +18,17 @@ def rewrite(text):
         kernel, config, no_args = m.group(1), m.group(2), m.group(3)
         call = '::kiln_emu::make_launcher("%s", %s)([](auto... kiln_a) { %s(kiln_a...); }' % (kernel, config, kernel)
         return call + (")" if no_args else ", ")
-    out, n = LAUNCH.subn(repl, text)
+    out = LAUNCH.sub(repl, text)
     if "<<<" in out:
         line = out[: out.index("<<<")].count("\n") + 1
         raise SystemExit("rewrite_launches.py: a launch at line %d was not understood" % line)
-    return out, n
+    return out
 
 
 def main():
     src, dst = sys.argv[1], sys.argv[2]
     with open(src) as f:
-        text, _ = rewrite(f.read())
+        text = rewrite(f.read())
     with open(dst, "w") as f:
         f.write('#line 1 "%s"\n' % src)
         f.write(text)
