@@ -1,6 +1,7 @@
 // sweep: grid/random hyperparameter search from a YAML file (W&B-like schema), trials run
 // in-process one after another; results in DIR/results.jsonl + results.csv, a leaderboard at
-// the end, and the parameter-importance table for random sweeps (or with --importance DIR).
+// the end (with mean/std over seeds when "seed" is swept), and the parameter-importance table
+// for random sweeps; --report DIR prints all of it again for a sweep directory.
 #include "tuning/sweep.h"
 
 #include <csignal>
@@ -19,7 +20,7 @@ using namespace kiln;  // an app, not the library
 
 static const char* kUsage =
     "usage: sweep SWEEP.yaml [--dir DIR] [--resume] [--worker i/N] [--top K] [run options]\n"
-    "       sweep --importance DIR\n"
+    "       sweep --report DIR | --importance DIR\n"
     "Runs the trials of a grid or random sweep (see experiments/*.yaml and docs/EXPERIMENTS.md).\n"
     "  --dir DIR       results directory (default sweeps/<file name>); holds results.jsonl,\n"
     "                  results.csv, sweep.yaml (a copy), trials/trial-<id>.jsonl, locks/\n"
@@ -27,7 +28,9 @@ static const char* kUsage =
     "  --worker i/N    run only trials with id % N == i (several processes may share DIR)\n"
     "  --top K         leaderboard rows (default 20)\n"
     "  --dry-run       validate the file and list the trials without running them\n"
-    "  --importance DIR  print the parameter-importance table of a finished sweep and exit\n"
+    "  --report DIR    print the leaderboard, the over-seeds table (when 'seed' is a\n"
+    "                  parameter) and the importance table of a sweep directory, and exit\n"
+    "  --importance DIR  print only the parameter-importance table of a sweep and exit\n"
     "Run options (--device cuda, --data-dir ..., --epochs 2) apply to every trial, over the\n"
     "file's base mapping; they may not name a swept parameter. --save FILE writes one model per\n"
     "trial (FILE with .trial-<id> before the extension); a trial stopped by SIGINT/SIGTERM\n"
@@ -49,7 +52,7 @@ static std::vector<std::string> param_names(const SweepSpec& spec) {
 
 int main(int argc, char** argv) {
   return app::guarded_main("sweep", [&] {
-    std::string dir, importance_dir, worker = "0/1";
+    std::string dir, importance_dir, report_dir, worker = "0/1";
     bool resume = false, dry_run = false;
     size_t top = 20;
     std::vector<char*> rest = {argv[0]};
@@ -73,6 +76,8 @@ int main(int argc, char** argv) {
         worker = value("--worker");
       else if (a == "--importance")
         importance_dir = value("--importance");
+      else if (a == "--report")
+        report_dir = value("--report");
       else if (a == "--top") {
         std::string v = value("--top");
         KILN_USAGE_CHECK(!v.empty() && v.find_first_not_of("0123456789") == std::string::npos,
@@ -87,6 +92,18 @@ int main(int argc, char** argv) {
         if (s && s->type != "bool" && a.find('=') == std::string::npos && i + 1 < argc)
           rest.push_back(argv[++i]);
       }
+    }
+    if (!report_dir.empty()) {
+      SweepSpec spec = load_sweep(report_dir + "/sweep.yaml");
+      auto results = read_results(report_dir);
+      KILN_USAGE_CHECK(!results.empty(), report_dir << "/results.jsonl: no results");
+      std::printf("%s%s", leaderboard(spec, results, top).c_str(),
+                  seed_table(spec, results).c_str());
+      if (spec.method == "random")
+        std::printf(
+            "%s",
+            importance_table(param_importance(param_names(spec), results), spec.metric).c_str());
+      return 0;
     }
     if (!importance_dir.empty()) {
       SweepSpec spec = load_sweep(importance_dir + "/sweep.yaml");
@@ -164,7 +181,8 @@ int main(int argc, char** argv) {
     std::printf("ran %lld trials here; %lld already done, %lld claimed by other workers\n",
                 static_cast<long long>(out.ran), static_cast<long long>(out.skipped_done),
                 static_cast<long long>(out.skipped_other));
-    std::printf("%s", leaderboard(spec, out.results, top).c_str());
+    std::printf("%s%s", leaderboard(spec, out.results, top).c_str(),
+                seed_table(spec, out.results).c_str());
     bool all_done = static_cast<int64_t>(out.results.size()) >= n;
     if (spec.method == "random" && all_done)
       std::printf(

@@ -446,6 +446,76 @@ TEST(SweepRun, DivergedAndUsageErrorsAreFailedTrialsNotFatal) {
   EXPECT_NE(out.results[2].message.find("--groups"), std::string::npos);
 }
 
+TrialRecord seed_trial(int64_t id, const std::string& lr, int seed, const std::string& status,
+                       double metric) {
+  TrialRecord r;
+  r.trial = id;
+  r.status = status;
+  r.metric = metric;
+  r.params = {{"lr", lr}, {"seed", std::to_string(seed)}};
+  return r;
+}
+
+TEST(SeedGroups, TrialsThatDifferOnlyInTheSeedAreOneConfiguration) {
+  SweepSpec s = parse_sweep(
+      "method: grid\nparameters:\n  lr: {values: [0.1, 0.01, 1]}\n  seed: {values: [0, 1, 2]}\n",
+      "s.yaml");
+  std::vector<TrialRecord> rs = {
+      seed_trial(0, "0.1", 0, "ok", 0.90),     seed_trial(1, "0.1", 1, "ok", 0.92),
+      seed_trial(2, "0.1", 2, "ok", 0.94),     seed_trial(3, "0.01", 0, "ok", 0.95),
+      seed_trial(4, "0.01", 1, "failed", NAN), seed_trial(5, "0.01", 2, "ok", 0.97),
+      seed_trial(6, "1", 0, "failed", NAN),    seed_trial(7, "1", 1, "pruned", 0.5),
+  };
+  std::vector<SeedGroup> g = seed_groups(s, rs);
+  ASSERT_EQ(g.size(), 3u);
+  // Ranked by the mean (higher is better): lr 0.01 (0.96 over 2 seeds), 0.1 (0.92), then 1.
+  ASSERT_EQ(g[0].params.size(), 1u);
+  EXPECT_EQ(g[0].params[0], (std::pair<std::string, std::string>{"lr", "0.01"}));
+  EXPECT_EQ(g[0].metrics.size(), 2u);
+  EXPECT_EQ(g[0].not_ok, 1);
+  EXPECT_NEAR(g[0].mean, 0.96, 1e-12);
+  EXPECT_NEAR(g[0].stddev, 0.02 / std::sqrt(2.0), 1e-12);  // sample std of {0.95, 0.97}
+  EXPECT_EQ(g[1].params[0].second, "0.1");
+  EXPECT_NEAR(g[1].mean, 0.92, 1e-12);
+  EXPECT_NEAR(g[1].stddev, 0.02, 1e-12);  // sample std of {0.90, 0.92, 0.94}
+  EXPECT_DOUBLE_EQ(g[1].min, 0.90);
+  EXPECT_DOUBLE_EQ(g[1].max, 0.94);
+  EXPECT_EQ(g[2].params[0].second, "1");  // a pruned metric is not a finished seed
+  EXPECT_TRUE(g[2].metrics.empty());
+  EXPECT_EQ(g[2].not_ok, 2);
+  EXPECT_TRUE(std::isnan(g[2].mean));
+
+  std::string t = seed_table(s, rs);
+  EXPECT_NE(t.find("over seeds (test_acc"), std::string::npos) << t;
+  size_t r1 = t.find("\n1    0.01 "), r2 = t.find("\n2    0.1 "), r3 = t.find("\n3    1 ");
+  ASSERT_NE(r1, std::string::npos) << t;
+  ASSERT_NE(r2, std::string::npos) << t;
+  ASSERT_NE(r3, std::string::npos) << t;
+  EXPECT_LT(r1, r2);
+  EXPECT_LT(r2, r3);
+  EXPECT_NE(t.find("0.9600   0.0141   0.9500   0.9700   1\n"), std::string::npos) << t;
+
+  // Lower-is-better metrics rank the other way.
+  s.maximize = false;
+  EXPECT_EQ(seed_groups(s, rs)[0].params[0].second, "0.1");
+}
+
+TEST(SeedGroups, NoTableWithoutRepeatedSeeds) {
+  SweepSpec with_seed = parse_sweep(
+      "method: grid\nparameters:\n  lr: {values: [0.1, 0.01]}\n  seed: {values: [0, 1]}\n",
+      "s.yaml");
+  // Only one finished seed per configuration: nothing to average.
+  std::vector<TrialRecord> rs = {seed_trial(0, "0.1", 0, "ok", 0.9),
+                                 seed_trial(1, "0.1", 1, "failed", NAN),
+                                 seed_trial(2, "0.01", 0, "ok", 0.8)};
+  EXPECT_EQ(seed_table(with_seed, rs), "");
+  rs.push_back(seed_trial(3, "0.01", 1, "ok", 0.85));
+  EXPECT_NE(seed_table(with_seed, rs), "");
+  SweepSpec no_seed = parse_sweep(kGrid8, "s.yaml");
+  EXPECT_TRUE(seed_groups(no_seed, rs).empty());
+  EXPECT_EQ(seed_table(no_seed, rs), "");
+}
+
 TEST(Importance, TheParameterThatDrivesTheMetricRanksFirst) {
   std::vector<TrialRecord> rs;
   uint64_t x = 12345;

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -258,7 +259,8 @@ std::string csv_row(const TrialRecord& r) {
   for (const auto& p : r.params) os << "," << csv_field(p.second);
   os << "," << r.epochs << "," << json_number(r.test_acc) << "," << json_number(r.test_loss) << ","
      << json_number(r.train_acc) << "," << json_number(r.train_loss) << ","
-     << json_number(r.weight_sparsity) << "," << json_number(r.seconds) << "," << csv_field(r.message);
+     << json_number(r.weight_sparsity) << "," << json_number(r.seconds) << ","
+     << csv_field(r.message);
   return os.str();
 }
 
@@ -407,7 +409,8 @@ RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
   // of all overwriting one.
   if (!c.save.empty()) {
     size_t slash = c.save.find_last_of('/'), dot = c.save.find_last_of('.');
-    if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) dot = c.save.size();
+    if (dot == std::string::npos || (slash != std::string::npos && dot < slash))
+      dot = c.save.size();
     c.save = c.save.substr(0, dot) + ".trial-" + std::to_string(i) + c.save.substr(dot);
   }
   c.train.progress = 0;
@@ -574,6 +577,89 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size
     os << r.epochs << "\n";
   }
   if (rs.size() > top) os << "(" << rs.size() - top << " more in results.csv)\n";
+  return os.str();
+}
+
+std::vector<SeedGroup> seed_groups(const SweepSpec& spec, const std::vector<TrialRecord>& rs) {
+  size_t seed_at = spec.params.size();
+  for (size_t j = 0; j < spec.params.size(); ++j)
+    if (spec.params[j].name == "seed") seed_at = j;
+  std::vector<SeedGroup> groups;
+  if (seed_at == spec.params.size()) return groups;
+  std::map<std::vector<std::pair<std::string, std::string>>, size_t> index;
+  for (const auto& r : rs) {
+    auto key = r.params;
+    if (seed_at < key.size()) key.erase(key.begin() + static_cast<std::ptrdiff_t>(seed_at));
+    auto it = index.find(key);
+    if (it == index.end()) {
+      it = index.emplace(key, groups.size()).first;
+      groups.push_back(SeedGroup{key, {}, 0});
+    }
+    SeedGroup& g = groups[it->second];
+    if (r.status == "ok" && std::isfinite(r.metric))
+      g.metrics.push_back(r.metric);
+    else
+      ++g.not_ok;
+  }
+  for (auto& g : groups) {
+    if (g.metrics.empty()) continue;
+    double sum = 0;
+    for (double m : g.metrics) sum += m;
+    g.mean = sum / static_cast<double>(g.metrics.size());
+    g.min = *std::min_element(g.metrics.begin(), g.metrics.end());
+    g.max = *std::max_element(g.metrics.begin(), g.metrics.end());
+    if (g.metrics.size() >= 2) {
+      double ss = 0;
+      for (double m : g.metrics) ss += (m - g.mean) * (m - g.mean);
+      g.stddev = std::sqrt(ss / static_cast<double>(g.metrics.size() - 1));
+    }
+  }
+  std::stable_sort(groups.begin(), groups.end(), [&](const SeedGroup& a, const SeedGroup& b) {
+    bool fa = std::isfinite(a.mean), fb = std::isfinite(b.mean);
+    if (fa != fb) return fa;
+    return fa && better(a.mean, b.mean, spec.maximize);
+  });
+  return groups;
+}
+
+std::string seed_table(const SweepSpec& spec, const std::vector<TrialRecord>& rs) {
+  std::vector<SeedGroup> groups = seed_groups(spec, rs);
+  bool repeated = false;
+  for (const auto& g : groups) repeated = repeated || g.metrics.size() >= 2;
+  if (!repeated) return "";
+  std::vector<std::string> names;
+  for (const auto& p : spec.params)
+    if (p.name != "seed") names.push_back(p.name);
+  std::vector<int> width;
+  for (size_t j = 0; j < names.size(); ++j) {
+    size_t w = names[j].size();
+    for (const auto& g : groups)
+      if (j < g.params.size()) w = std::max(w, g.params[j].second.size());
+    width.push_back(static_cast<int>(w) + 2);
+  }
+  auto num = [](double v) {
+    if (!std::isfinite(v)) return std::string("-");
+    std::ostringstream m;
+    m << std::fixed << std::setprecision(4) << v;
+    return m.str();
+  };
+  std::ostringstream os;
+  os << "over seeds (" << spec.metric << " of ok trials, ranked by the mean; std: sample standard "
+     << "deviation)\n"
+     << std::left << std::setw(5) << "rank";
+  for (size_t j = 0; j < names.size(); ++j) os << std::setw(width[j]) << names[j];
+  os << std::setw(4) << "n" << std::setw(9) << "mean" << std::setw(9) << "std" << std::setw(9)
+     << "min" << std::setw(9) << "max"
+     << "not ok\n";
+  for (size_t k = 0; k < groups.size(); ++k) {
+    const SeedGroup& g = groups[k];
+    os << std::setw(5) << k + 1;
+    for (size_t j = 0; j < names.size(); ++j)
+      os << std::setw(width[j]) << (j < g.params.size() ? g.params[j].second : "?");
+    os << std::setw(4) << g.metrics.size() << std::setw(9) << num(g.mean) << std::setw(9)
+       << num(g.stddev) << std::setw(9) << num(g.min) << std::setw(9) << num(g.max) << g.not_ok
+       << "\n";
+  }
   return os.str();
 }
 

@@ -104,6 +104,19 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& opts, const Tr
 std::vector<TrialRecord> read_results(const std::string& dir);
 // Ranked table: ok trials by the metric, then pruned, then failed.
 std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> results, size_t top = 20);
+// Seed repeats: when the sweep has a "seed" parameter, trials that differ only in the seed form
+// one configuration; the table ranks configurations by the mean metric of their ok trials and
+// gives the sample standard deviation, min and max over seeds (the noise a difference between
+// configurations has to exceed). Empty when there is no seed parameter or no configuration has
+// two finished seeds.
+struct SeedGroup {
+  std::vector<std::pair<std::string, std::string>> params;  // all but the seed, YAML order
+  std::vector<double> metrics;                              // ok trials with a finite metric
+  int not_ok = 0;                                           // pruned or failed trials
+  double mean = NAN, stddev = NAN, min = NAN, max = NAN;    // over metrics; stddev needs 2
+};
+std::vector<SeedGroup> seed_groups(const SweepSpec& spec, const std::vector<TrialRecord>& results);
+std::string seed_table(const SweepSpec& spec, const std::vector<TrialRecord>& results);
 // "3/8" -> (3, 8), usage errors otherwise.
 std::pair<int, int> parse_worker(const std::string& s);
 

@@ -73,8 +73,25 @@ grep -q 'ran 3 trials here' w0.txt && grep -q 'ran 3 trials here' w1.txt || { ec
 [ "$(grep -c '^trial,' shared/results.csv)" -eq 1 ] || { echo "FAIL: csv header written twice"; exit 1; }
 [ -z "$(ls shared/locks)" ] || { echo "FAIL: locks left: $(ls shared/locks)"; exit 1; }
 
-# 4. importance of a finished sweep, and usage errors
+# 4. importance and the report of a finished sweep, and usage errors
 "$KILN_BIN/sweep" --importance full | grep -q '^lr ' || { echo "FAIL: --importance"; exit 1; }
+"$KILN_BIN/sweep" --report full > report.txt
+grep -q '^leaderboard' report.txt && grep -q '^parameter importance' report.txt &&
+  ! grep -q '^over seeds' report.txt || { echo "FAIL: --report of a random sweep"; cat report.txt; exit 1; }
+# A grid over two seeds: the over-seeds table has one row per lr, two seeds each.
+cat > seeds.yaml <<YAML
+method: grid
+base: {model: mlp, width: 16, epochs: 1, train_limit: 500, test_limit: 200, optimizer: sgd, schedule: constant}
+parameters:
+  lr: {values: [0.1, 0.01]}
+  seed: {values: [0, 1]}
+YAML
+"$KILN_BIN/sweep" seeds.yaml --dir seeds "${common[@]}" > seeds.txt
+# columns: rank lr n mean std min max not-ok
+[ "$(sed -n '/^over seeds/,$p' seeds.txt | awk '$1 ~ /^[12]$/ && ($2 == "0.1" || $2 == "0.01") && $3 == 2' | wc -l)" -eq 2 ] ||
+  { echo "FAIL: over-seeds table"; cat seeds.txt; exit 1; }
+"$KILN_BIN/sweep" --report seeds | sed -n '/^over seeds/,$p' | cmp - <(sed -n '/^over seeds/,$p' seeds.txt) ||
+  { echo "FAIL: --report differs from the sweep's own table"; exit 1; }
 printf 'method: grid\nparameters:\n  learning_rate: {values: [0.1]}\n' > bad.yaml
 set +e
 "$KILN_BIN/sweep" bad.yaml --dir bad "${common[@]}" > /dev/null 2> err.txt
