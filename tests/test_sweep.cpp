@@ -493,11 +493,23 @@ TEST(SeedGroups, TrialsThatDifferOnlyInTheSeedAreOneConfiguration) {
   ASSERT_NE(r3, std::string::npos) << t;
   EXPECT_LT(r1, r2);
   EXPECT_LT(r2, r3);
-  EXPECT_NE(t.find("0.9600   0.0141   0.9500   0.9700   1\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("0.9600   0.0141   0.9500   0.9700   1       -        -\n"), std::string::npos)
+      << t;
+  // Paired with rank 1 (lr 0.01) on the seeds both finished (0 and 2): 0.90 - 0.95 and
+  // 0.94 - 0.97, mean -0.04; rank 1 is ahead on both.
+  EXPECT_EQ(g[1].paired_n, 2);
+  EXPECT_EQ(g[1].best_ahead, 2);
+  EXPECT_NEAR(g[1].paired_diff, -0.04, 1e-12);
+  EXPECT_EQ(g[2].paired_n, 0);
+  EXPECT_NE(t.find("0.0200   0.9000   0.9400   0       -0.0400  2/2\n"), std::string::npos) << t;
 
-  // Lower-is-better metrics rank the other way.
+  // Lower-is-better metrics rank the other way; "ahead" follows the goal.
   s.maximize = false;
-  EXPECT_EQ(seed_groups(s, rs)[0].params[0].second, "0.1");
+  std::vector<SeedGroup> low = seed_groups(s, rs);
+  EXPECT_EQ(low[0].params[0].second, "0.1");
+  EXPECT_EQ(low[1].params[0].second, "0.01");
+  EXPECT_EQ(low[1].best_ahead, 2);
+  EXPECT_NEAR(low[1].paired_diff, 0.04, 1e-12);
 }
 
 TEST(SeedGroups, NoTableWithoutRepeatedSeeds) {

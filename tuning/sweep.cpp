@@ -593,12 +593,14 @@ std::vector<SeedGroup> seed_groups(const SweepSpec& spec, const std::vector<Tria
     auto it = index.find(key);
     if (it == index.end()) {
       it = index.emplace(key, groups.size()).first;
-      groups.push_back(SeedGroup{key, {}, 0});
+      groups.push_back(SeedGroup{});
+      groups.back().params = key;
     }
     SeedGroup& g = groups[it->second];
-    if (r.status == "ok" && std::isfinite(r.metric))
+    if (r.status == "ok" && std::isfinite(r.metric)) {
       g.metrics.push_back(r.metric);
-    else
+      g.seeds.push_back(seed_at < r.params.size() ? r.params[seed_at].second : "");
+    } else
       ++g.not_ok;
   }
   for (auto& g : groups) {
@@ -619,6 +621,20 @@ std::vector<SeedGroup> seed_groups(const SweepSpec& spec, const std::vector<Tria
     if (fa != fb) return fa;
     return fa && better(a.mean, b.mean, spec.maximize);
   });
+  if (groups.empty()) return groups;
+  const SeedGroup& best = groups.front();
+  for (size_t k = 1; k < groups.size(); ++k) {
+    SeedGroup& g = groups[k];
+    double sum = 0;
+    for (size_t i = 0; i < g.seeds.size(); ++i)
+      for (size_t j = 0; j < best.seeds.size(); ++j)
+        if (best.seeds[j] == g.seeds[i]) {
+          sum += g.metrics[i] - best.metrics[j];
+          ++g.paired_n;
+          g.best_ahead += better(best.metrics[j], g.metrics[i], spec.maximize);
+        }
+    if (g.paired_n > 0) g.paired_diff = sum / g.paired_n;
+  }
   return groups;
 }
 
@@ -645,20 +661,29 @@ std::string seed_table(const SweepSpec& spec, const std::vector<TrialRecord>& rs
   };
   std::ostringstream os;
   os << "over seeds (" << spec.metric << " of ok trials, ranked by the mean; std: sample standard "
-     << "deviation)\n"
+     << "deviation; vs #1: mean difference to rank 1 on the same seeds, #1 ahead: on how many)\n"
      << std::left << std::setw(5) << "rank";
   for (size_t j = 0; j < names.size(); ++j) os << std::setw(width[j]) << names[j];
   os << std::setw(4) << "n" << std::setw(9) << "mean" << std::setw(9) << "std" << std::setw(9)
-     << "min" << std::setw(9) << "max"
-     << "not ok\n";
+     << "min" << std::setw(9) << "max" << std::setw(8) << "not ok" << std::setw(9) << "vs #1"
+     << "#1 ahead\n";
   for (size_t k = 0; k < groups.size(); ++k) {
     const SeedGroup& g = groups[k];
     os << std::setw(5) << k + 1;
     for (size_t j = 0; j < names.size(); ++j)
       os << std::setw(width[j]) << (j < g.params.size() ? g.params[j].second : "?");
     os << std::setw(4) << g.metrics.size() << std::setw(9) << num(g.mean) << std::setw(9)
-       << num(g.stddev) << std::setw(9) << num(g.min) << std::setw(9) << num(g.max) << g.not_ok
-       << "\n";
+       << num(g.stddev) << std::setw(9) << num(g.min) << std::setw(9) << num(g.max) << std::setw(8)
+       << g.not_ok;
+    if (g.paired_n > 0) {
+      std::ostringstream d;
+      d << std::showpos << std::fixed << std::setprecision(4) << g.paired_diff;
+      os << std::setw(9) << d.str() << g.best_ahead << "/" << g.paired_n;
+    } else {
+      os << std::setw(9) << "-"
+         << "-";
+    }
+    os << "\n";
   }
   return os.str();
 }

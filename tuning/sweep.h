@@ -107,13 +107,20 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> results,
 // Seed repeats: when the sweep has a "seed" parameter, trials that differ only in the seed form
 // one configuration; the table ranks configurations by the mean metric of their ok trials and
 // gives the sample standard deviation, min and max over seeds (the noise a difference between
-// configurations has to exceed). Empty when there is no seed parameter or no configuration has
-// two finished seeds.
+// configurations has to exceed). The seed fixes both the initial weights and the data order, so
+// configurations are also compared with the best one seed by seed (paired): the mean of the
+// per-seed differences and on how many shared seeds the best one is ahead. Empty when there is
+// no seed parameter or no configuration has two finished seeds.
 struct SeedGroup {
   std::vector<std::pair<std::string, std::string>> params;  // all but the seed, YAML order
   std::vector<double> metrics;                              // ok trials with a finite metric
+  std::vector<std::string> seeds;                           // the seed of each metric
   int not_ok = 0;                                           // pruned or failed trials
   double mean = NAN, stddev = NAN, min = NAN, max = NAN;    // over metrics; stddev needs 2
+  // Against the first (best) group, over the seeds both finished: mean of (this - best), the
+  // number of such seeds and on how many the best group is strictly better.
+  double paired_diff = NAN;
+  int paired_n = 0, best_ahead = 0;
 };
 std::vector<SeedGroup> seed_groups(const SweepSpec& spec, const std::vector<TrialRecord>& results);
 std::string seed_table(const SweepSpec& spec, const std::vector<TrialRecord>& results);
