@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -188,6 +189,21 @@ TEST(CudaEmu, CopiesAndSetsOutsideAnAllocationFail) {
   EXPECT_EQ(cudaFree(d), cudaSuccess);
   EXPECT_EQ(cudaFree(d), cudaErrorInvalidValue) << "double free";
   cudaGetLastError();
+}
+
+TEST(CudaEmu, FreshAllocationsReadAsNanNotZero) {
+  // Device memory is not cleared by cudaMalloc; the emulator fills it with NaN so that reading
+  // memory nothing wrote cannot pass for a zero-initialised buffer.
+  float* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 1000 * sizeof(float)), cudaSuccess);
+  std::vector<float> h(1000, 0.f);
+  ASSERT_EQ(cudaMemcpy(h.data(), d, h.size() * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (float v : h) ASSERT_TRUE(std::isnan(v));
+  cudaFree(d);
+  float* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(&pinned, 64 * sizeof(float)), cudaSuccess);
+  EXPECT_TRUE(std::isnan(pinned[0]) && std::isnan(pinned[63]));
+  cudaFreeHost(pinned);
 }
 
 void add_one_kernel(float* p) { p[threadIdx.x] += 1.f; }

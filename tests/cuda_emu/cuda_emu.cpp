@@ -613,6 +613,11 @@ static cudaError_t emu_alloc(void** p, size_t bytes, bool pinned, const char* ap
   if (bytes > kiln_emu::kDeviceMemory) return fail(cudaErrorMemoryAllocation, std::string(api) + ": out of memory");
   void* q = nullptr;
   if (posix_memalign(&q, 256, bytes) != 0) return fail(cudaErrorMemoryAllocation, std::string(api) + ": out of memory");
+  // Neither cudaMalloc nor cudaMallocHost clears memory; fresh host pages would read as zeros,
+  // the most forgiving value there is. All-ones bytes read as NaN floats (and -1 integers), so
+  // a kernel or copy that consumes memory nothing wrote shows up in the comparison with the CPU
+  // reference: the emulator's stand-in for compute-sanitizer's initcheck.
+  std::memset(q, 0xff, bytes);
   std::lock_guard<std::mutex> lk(kiln_emu::g_alloc_mu);
   kiln_emu::g_allocs[reinterpret_cast<uintptr_t>(q)] = {bytes, pinned};
   *p = q;

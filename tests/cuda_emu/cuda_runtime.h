@@ -18,7 +18,8 @@
 // cudaMemcpy/cudaMemset ranges against the allocation they touch, synchronous calls and
 // default-stream work while a stream is being captured (cudaErrorStreamCaptureUnsupported /
 // Implicit), and use of freed or unknown device pointers in cudaFree. Device memory is host
-// memory, so run the emulated tests under ASan to get memcheck's out-of-bounds reports.
+// memory, so run the emulated tests under ASan to get memcheck's out-of-bounds reports; new
+// allocations are filled with NaN bytes (initcheck's concern: memory read before any write).
 #pragma once
 
 #include <math.h>
