@@ -9,12 +9,16 @@
                                                span >= 2 decades) and the coverage of the two
                                                most important parameters, one marker per DIR
                                                (e.g. a grid and a random sweep of the same budget)
+  plot.py seeds DIR -o s.png                   a sweep with a "seed" parameter: one column per
+                                               configuration (ranked by the mean), one line per
+                                               seed across them (paired), mean +- std in black
 """
 import argparse
 import csv
 import json
 import math
 import os
+import re
 import sys
 
 try:
@@ -217,6 +221,59 @@ def sweep(args):
     fig.savefig(args.output, dpi=args.dpi)
 
 
+def seeds(args):
+    recs = read_jsonl(os.path.join(args.dir, "results.jsonl"))
+    if not recs:
+        sys.exit(f"plot.py: {args.dir}/results.jsonl: no results")
+    if "seed" not in recs[0]["params"]:
+        sys.exit(f"plot.py: seeds: {args.dir} has no 'seed' parameter (add seed: {{values: [0, 1, 2]}} to the sweep)")
+    metric, label, maximize = args.metric or "metric", args.metric, True
+    try:  # the sweep's metric name and goal, from its copy of the YAML
+        with open(os.path.join(args.dir, "sweep.yaml")) as f:
+            spec = f.read()
+        m = re.search(r"metric:\s*\{[^}]*\bname:\s*(\w+)", spec)
+        label = label or (m.group(1) if m else None)
+        m = re.search(r"\bgoal:\s*(\w+)", spec)
+        maximize = not (m and m.group(1) == "minimize")
+    except OSError:
+        pass
+    label = label or "metric"
+    configs, by_seed = {}, {}
+    for r in recs:
+        key = " ".join(f"{v}" for k, v in r["params"].items() if k != "seed")
+        configs.setdefault(key, [])
+        if r["status"] == "ok" and r.get(metric) is not None and math.isfinite(float(r[metric])):
+            configs[key].append(float(r[metric]))
+            by_seed.setdefault(r["params"]["seed"], {})[key] = float(r[metric])
+
+    def stats(v):
+        if not v:
+            return float("nan"), 0.0
+        m = sum(v) / len(v)
+        sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+        return m, sd
+
+    order = sorted(configs, key=lambda k: (not configs[k], -stats(configs[k])[0] if maximize else stats(configs[k])[0]))
+    x = {k: i for i, k in enumerate(order)}
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(order) + 1.5), 4.6))
+    for j, (seed, vals) in enumerate(sorted(by_seed.items(), key=lambda kv: str(kv[0]))):
+        pts = sorted((x[k], v) for k, v in vals.items())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{j}", alpha=0.55, lw=1, ms=4, label=f"seed {seed}")
+    for k in order:
+        m, sd = stats(configs[k])
+        if configs[k]:
+            ax.errorbar([x[k]], [m], yerr=[sd], fmt="_", color="black", ms=18, capsize=4, lw=1.5)
+    ax.errorbar([], [], yerr=[], fmt="_", color="black", label="mean +- std")
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels([k.replace(" ", "\n") for k in order], fontsize=7)
+    ax.set_ylabel(label)
+    ax.set_title(args.title or f"{os.path.basename(os.path.normpath(args.dir))}: {label} over seeds", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=args.dpi)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -227,13 +284,16 @@ def main():
     c = sub.add_parser("sweep")
     c.add_argument("dirs", nargs="+")
     c.add_argument("--metric", help="results field to plot (default: the sweep's metric)")
-    for p in (a, b, c):
+    d = sub.add_parser("seeds")
+    d.add_argument("dir")
+    d.add_argument("--metric", help="results field to plot (default: the sweep's metric)")
+    for p in (a, b, c, d):
         p.add_argument("-o", "--output", required=True)
         p.add_argument("--title")
         p.add_argument("--dpi", type=int, default=90)
     args = ap.parse_args()
     try:
-        {"lr-find": lr_find, "curves": curves, "sweep": sweep}[args.cmd](args)
+        {"lr-find": lr_find, "curves": curves, "sweep": sweep, "seeds": seeds}[args.cmd](args)
     except (OSError, KeyError, ValueError) as e:
         sys.exit(f"plot.py: {args.cmd}: {e}")
     print(f"wrote {args.output}")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/plot.py renders each view from real app outputs (lr_find CSV, train_mnist JSONL, a
-# grid and a random sweep directory) to non-empty PNGs. Skips when matplotlib is missing.
+# grid and a random sweep directory, a grid over seeds) to non-empty PNGs. Skips when matplotlib is missing.
 set -euo pipefail
 : "${KILN_BIN:?}" "${KILN_SRC:?}" "${KILN_TEST_DATA:?}"
 py=""
@@ -36,6 +36,15 @@ printf 'method: random\nrun_cap: 6\nbase: {epochs: 1, optimizer: sgd, schedule: 
 "$KILN_BIN/sweep" r.yaml --dir random "${common[@]}" > /dev/null
 "$py" "$plot" sweep grid random -o sweep.png
 check sweep.png
+printf 'method: grid\nbase: {epochs: 1, optimizer: sgd, schedule: constant}\nparameters:\n  lr: {values: [0.003, 0.3]}\n  seed: {values: [0, 1]}\n' > s.yaml
+"$KILN_BIN/sweep" s.yaml --dir seeds "${common[@]}" > /dev/null
+"$py" "$plot" seeds seeds -o seeds.png
+check seeds.png
+set +e
+"$py" "$plot" seeds grid -o x.png 2> err.txt  # no seed parameter
+rc=$?
+set -e
+[ $rc -ne 0 ] && grep -q "no 'seed' parameter" err.txt || { echo "FAIL: seeds without a seed rc=$rc"; cat err.txt; exit 1; }
 
 set +e
 "$py" "$plot" lr-find missing.csv -o x.png 2> err.txt
