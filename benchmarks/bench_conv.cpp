@@ -71,6 +71,11 @@ struct Case {
     KILN_CUBLAS_CHECK(cublasCreate(&cublas));
     KILN_CUBLAS_CHECK(cublasSetMathMode(cublas, CUBLAS_PEDANTIC_MATH));  // FP32, no TF32
   }
+  ~Case() {
+    if (cublas) cublasDestroy(cublas);
+  }
+  Case(const Case&) = delete;
+  Case& operator=(const Case&) = delete;
 };
 
 Case& get_case(const ConvShape& s) {
@@ -180,8 +185,14 @@ std::function<void()> cublas_fn(Case& c, Op op) {
   };
 }
 
+#ifdef KILN_CUDA_EMU
+constexpr int kRatioReps = 2;  // the emulator: exercise the ratio counters, do not time them
+#else
+constexpr int kRatioReps = 20;
+#endif
+
 // Mean milliseconds over `reps` cold runs (L2 flushed before each), for the ratio counter.
-double mean_ms(const std::function<void()>& fn, int reps = 20) {
+double mean_ms(const std::function<void()>& fn, int reps = kRatioReps) {
   cudaEvent_t a, b;
   KILN_CUDA_CHECK(cudaEventCreate(&a));
   KILN_CUDA_CHECK(cudaEventCreate(&b));

@@ -46,13 +46,19 @@ Dataset synthetic(int64_t n, const Shape& sample, uint64_t seed) {
   return ds;
 }
 
+#ifdef KILN_CUDA_EMU
+constexpr int64_t kMnistImages = 1024, kCifarImages = 1024;  // the emulator: exercise, not time
+#else
+constexpr int64_t kMnistImages = 60000, kCifarImages = 50000;
+#endif
+
 const Dataset& dataset_for(const std::string& model) {
   static Dataset mnist, cifar;
   if (model == "cifar") {
-    if (!cifar.size()) cifar = synthetic(50000, {3, 32, 32}, 2);
+    if (!cifar.size()) cifar = synthetic(kCifarImages, {3, 32, 32}, 2);
     return cifar;
   }
-  if (!mnist.size()) mnist = synthetic(60000, {1, 28, 28}, 1);
+  if (!mnist.size()) mnist = synthetic(kMnistImages, {1, 28, 28}, 1);
   return mnist;
 }
 

@@ -83,7 +83,11 @@ inline double measured_sgemm_peak(bool tf32) {
   static double gflops[2] = {0, 0};
   double& g = gflops[tf32 ? 1 : 0];
   if (g > 0) return g;
+#ifdef KILN_CUDA_EMU
+  const int n = 256;  // the emulator's naive SGEMM: the number is meaningless there anyway
+#else
   const int n = 8192;
+#endif
   const size_t bytes = size_t(n) * n * sizeof(float);
   float *a, *b, *c;
   KILN_CUDA_CHECK(cudaMalloc(&a, bytes));
@@ -124,7 +128,11 @@ inline void set_flops(benchmark::State& state, double flops_per_iter) {
 inline double measured_copy_bandwidth() {
   static double gbs = 0;
   if (gbs > 0) return gbs;
+#ifdef KILN_CUDA_EMU
+  size_t n = size_t(1) << 24;  // 16 MiB: on the emulator this only exercises the code
+#else
   size_t n = size_t(1) << 28;  // 256 MiB
+#endif
   void *s, *d;
   KILN_CUDA_CHECK(cudaMalloc(&s, n));
   KILN_CUDA_CHECK(cudaMalloc(&d, n));
