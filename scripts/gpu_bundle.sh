@@ -117,13 +117,15 @@ step_memcheck() { sanitize memcheck; }
 step_racecheck() { sanitize racecheck; }
 step_initcheck() { sanitize initcheck; }
 step_synccheck() { sanitize synccheck; }
-step_bench() {
+step_bench() {  # medians of 3 short repetitions; bench_summary.py prints the issues' ratios
   for b in "$bin"/bench_*; do
     [ "$(basename "$b")" = bench_train ] && continue  # perf runs it, next to PyTorch
-    "$b" --benchmark_min_time=0.2 --benchmark_out="$out/$(basename "$b").json" --benchmark_out_format=json \
-      >"$out/$(basename "$b").txt" 2>&1
+    "$b" --benchmark_min_time=0.01 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+      --benchmark_out="$out/$(basename "$b").json" --benchmark_out_format=json >"$out/$(basename "$b").txt" 2>&1
     row "$(basename "$b")" "exit $? ($(grep -c . "$out/$(basename "$b").txt") lines)"
   done
+  python3 "$here/scripts/bench_summary.py" "$out" >"$out/bench_summary.txt" 2>&1
+  row "bench_summary.py" "exit $? (bench_summary.txt, printed below)"
 }
 step_resume() {
   KILN_DEVICE=cuda KILN_BIN=$bin KILN_TEST_DATA=$here/tests/data bash "$here/tests/cli/resume.sh" >"$out/resume-cuda.txt" 2>&1
@@ -186,6 +188,7 @@ for s in "${order[@]}"; do
   echo "step $s: exit $rc, $(( $(date +%s) - t0 ))s" >>"$out/steps.txt"
 done
 [ ${#skipped[@]} -eq 0 ] || row "not run (no time left)" "${skipped[*]}"
+[ -f "$out/bench_summary.txt" ] && cat "$out/bench_summary.txt"
 [ -f "$out/perf.txt" ] && tail -12 "$out/perf.txt"
 echo "---- summary ----"
 cat "$summary"
