@@ -50,6 +50,25 @@ static std::vector<std::string> param_names(const SweepSpec& spec) {
   return n;
 }
 
+// A sweep directory's spec (its copy of the YAML) and results, for --report / --importance.
+static std::pair<SweepSpec, std::vector<TrialRecord>> load_sweep_dir(const std::string& dir) {
+  SweepSpec spec = load_sweep(dir + "/sweep.yaml");
+  auto results = read_results(dir);
+  KILN_USAGE_CHECK(!results.empty(), dir << "/results.jsonl: no results");
+  return {spec, results};
+}
+
+static void print_importance(const SweepSpec& spec, const std::vector<TrialRecord>& results) {
+  std::printf("%s",
+              importance_table(param_importance(param_names(spec), results), spec.metric).c_str());
+}
+
+// The leaderboard and the over-seeds table (empty without repeated seeds).
+static void print_tables(const SweepSpec& spec, const std::vector<TrialRecord>& results,
+                         size_t top) {
+  std::printf("%s%s", leaderboard(spec, results, top).c_str(), seed_table(spec, results).c_str());
+}
+
 int main(int argc, char** argv) {
   return app::guarded_main("sweep", [&] {
     std::string dir, importance_dir, report_dir, worker = "0/1";
@@ -94,24 +113,14 @@ int main(int argc, char** argv) {
       }
     }
     if (!report_dir.empty()) {
-      SweepSpec spec = load_sweep(report_dir + "/sweep.yaml");
-      auto results = read_results(report_dir);
-      KILN_USAGE_CHECK(!results.empty(), report_dir << "/results.jsonl: no results");
-      std::printf("%s%s", leaderboard(spec, results, top).c_str(),
-                  seed_table(spec, results).c_str());
-      if (spec.method == "random")
-        std::printf(
-            "%s",
-            importance_table(param_importance(param_names(spec), results), spec.metric).c_str());
+      auto [spec, results] = load_sweep_dir(report_dir);
+      print_tables(spec, results, top);
+      if (spec.method == "random") print_importance(spec, results);
       return 0;
     }
     if (!importance_dir.empty()) {
-      SweepSpec spec = load_sweep(importance_dir + "/sweep.yaml");
-      auto results = read_results(importance_dir);
-      KILN_USAGE_CHECK(!results.empty(), importance_dir << "/results.jsonl: no results");
-      std::printf(
-          "%s",
-          importance_table(param_importance(param_names(spec), results), spec.metric).c_str());
+      auto [spec, results] = load_sweep_dir(importance_dir);
+      print_importance(spec, results);
       return 0;
     }
     KILN_USAGE_CHECK(files.size() == 1,
@@ -181,13 +190,9 @@ int main(int argc, char** argv) {
     std::printf("ran %lld trials here; %lld already done, %lld claimed by other workers\n",
                 static_cast<long long>(out.ran), static_cast<long long>(out.skipped_done),
                 static_cast<long long>(out.skipped_other));
-    std::printf("%s%s", leaderboard(spec, out.results, top).c_str(),
-                seed_table(spec, out.results).c_str());
+    print_tables(spec, out.results, top);
     bool all_done = static_cast<int64_t>(out.results.size()) >= n;
-    if (spec.method == "random" && all_done)
-      std::printf(
-          "%s",
-          importance_table(param_importance(param_names(spec), out.results), spec.metric).c_str());
+    if (spec.method == "random" && all_done) print_importance(spec, out.results);
     int ok = 0;
     for (const auto& r : out.results) ok += r.status != "failed";
     KILN_CHECK(
