@@ -185,11 +185,7 @@ std::function<void()> cublas_fn(Case& c, Op op) {
   };
 }
 
-#ifdef KILN_CUDA_EMU
-constexpr int kRatioReps = 2;  // the emulator: exercise the ratio counters, do not time them
-#else
-constexpr int kRatioReps = 20;
-#endif
+constexpr int kRatioReps = bench::kOnEmulator ? 2 : 20;
 
 // Mean milliseconds over `reps` cold runs (L2 flushed before each), for the ratio counter.
 double mean_ms(const std::function<void()>& fn, int reps = kRatioReps) {

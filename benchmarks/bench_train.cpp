@@ -46,11 +46,8 @@ Dataset synthetic(int64_t n, const Shape& sample, uint64_t seed) {
   return ds;
 }
 
-#ifdef KILN_CUDA_EMU
-constexpr int64_t kMnistImages = 1024, kCifarImages = 1024;  // the emulator: exercise, not time
-#else
-constexpr int64_t kMnistImages = 60000, kCifarImages = 50000;
-#endif
+constexpr int64_t kMnistImages = bench::kOnEmulator ? 1024 : 60000;
+constexpr int64_t kCifarImages = bench::kOnEmulator ? 1024 : 50000;
 
 const Dataset& dataset_for(const std::string& model) {
   static Dataset mnist, cifar;

@@ -16,6 +16,14 @@
 
 namespace kiln::bench {
 
+// On the CUDA emulator (emu preset) the benchmarks only exercise their code: sizes and
+// repetitions shrink, and the numbers mean nothing.
+#ifdef KILN_CUDA_EMU
+constexpr bool kOnEmulator = true;
+#else
+constexpr bool kOnEmulator = false;
+#endif
+
 // Writes a buffer larger than L2 (H100: 50 MB) so the timed op does not start warm.
 inline void flush_l2() {
   static void* buf = nullptr;
@@ -83,11 +91,7 @@ inline double measured_sgemm_peak(bool tf32) {
   static double gflops[2] = {0, 0};
   double& g = gflops[tf32 ? 1 : 0];
   if (g > 0) return g;
-#ifdef KILN_CUDA_EMU
-  const int n = 256;  // the emulator's naive SGEMM: the number is meaningless there anyway
-#else
-  const int n = 8192;
-#endif
+  const int n = kOnEmulator ? 256 : 8192;  // the emulator's SGEMM is a naive loop
   const size_t bytes = size_t(n) * n * sizeof(float);
   float *a, *b, *c;
   KILN_CUDA_CHECK(cudaMalloc(&a, bytes));
@@ -128,11 +132,7 @@ inline void set_flops(benchmark::State& state, double flops_per_iter) {
 inline double measured_copy_bandwidth() {
   static double gbs = 0;
   if (gbs > 0) return gbs;
-#ifdef KILN_CUDA_EMU
-  size_t n = size_t(1) << 24;  // 16 MiB: on the emulator this only exercises the code
-#else
-  size_t n = size_t(1) << 28;  // 256 MiB
-#endif
+  size_t n = size_t(1) << (kOnEmulator ? 24 : 28);  // 256 MiB (16 MiB on the emulator)
   void *s, *d;
   KILN_CUDA_CHECK(cudaMalloc(&s, n));
   KILN_CUDA_CHECK(cudaMalloc(&d, n));

@@ -51,10 +51,10 @@ def fmt(x, spec=".2f"):
 
 
 def table(title, header, rows):
-    out = [title]
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)] if rows else []
     if not rows:
         return title + "\n  (no results)\n"
+    out = [title]
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
     out.append("  " + "  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
     for r in rows:
         out.append("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
