@@ -156,6 +156,12 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
   EXPECT_NE(m.find("not both"), std::string::npos) << m;
   m = usage_error("parameters: [lr]\n");
   EXPECT_NE(m.find("parameters"), std::string::npos) << m;
+  // A run config handed to sweep is named as one, not answered with the list of sweep keys.
+  m = usage_error("lr_find: true\nmodel: cnn\n");
+  EXPECT_NE(m.find("key 'lr_find': a run option at the top level"), std::string::npos) << m;
+  EXPECT_NE(m.find("train_mnist --config s.yaml"), std::string::npos) << m;
+  m = usage_error("seed: 3\nlr: 0.1\nparameters: {momentum: {values: [0.9]}}\n");
+  EXPECT_NE(m.find("key 'lr': a run option"), std::string::npos) << m;
 }
 
 TEST(SweepSpec, TrialConfigAppliesParameters) {

@@ -222,6 +222,11 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
   for (const auto& kv : root) {
     std::string k = kv.first.as<std::string>();
     std::string origin = path + ": key '" + k + "'";
+    // A run config (train_mnist/lr_find --config) handed to sweep: say so rather than list keys.
+    KILN_USAGE_CHECK(
+        k == "seed" || !run_options().find(k),
+        origin << ": a run option at the top level; this looks like a run config (run it with "
+               << "train_mnist --config " << path << "), or put the option under 'base:'");
     check_key(path, "", k,
               {"name", "description", "method", "seed", "run_cap", "metric", "base", "parameters",
                "early_terminate"});

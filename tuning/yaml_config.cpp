@@ -24,6 +24,11 @@ void apply_yaml_config(RunConfig& cfg, const std::string& path) {
   if (root.IsNull()) return;  // an empty file changes nothing
   KILN_USAGE_CHECK(root.IsMap(), path << ": expected a mapping of option: value at the top level");
   const OptionTable& table = run_options();
+  const YAML::Node& croot = root;                         // const: operator[] must not insert
+  for (const char* sweep_key : {"parameters", "method"})  // a sweep file handed to --config
+    KILN_USAGE_CHECK(!croot[sweep_key], path << ": key '" << sweep_key
+                                             << "': this is a sweep file; run it with: sweep "
+                                             << path);
   try {
     for (const auto& kv : root) {
       KILN_USAGE_CHECK(kv.first.IsScalar(), path << ": line " << kv.first.Mark().line + 1

@@ -107,6 +107,8 @@ def main():
     case(y, "not_mapping", cfg, 2, "expected a mapping", {"config.yaml": "- lr\n- 0.1\n"})
     case(y, "bad_value", cfg, 2, "--batch-size 0", {"config.yaml": "batch_size: 0\n"})
     case(y, "missing_file", ["--config", "@CASE@/nope.yaml"], 2, "nope.yaml: cannot open")
+    case(y, "sweep_file", cfg, 2, "key 'parameters': this is a sweep file; run it with: sweep",
+         {"config.yaml": "method: grid\nparameters:\n  lr: {values: [0.1, 0.01]}\n"})
 
     c = "cli"
     case(c, "lr_negative", ["--lr", "-1"], 2, "--lr")
