@@ -24,7 +24,9 @@ namespace {
 
 volatile std::sig_atomic_t g_stop_signal = 0;
 
-extern "C" void kiln_on_stop_signal(int sig) { g_stop_signal = sig; }
+extern "C" void kiln_on_stop_signal(int sig) {
+  g_stop_signal = sig;
+}
 
 std::string dir_name(const std::string& path) {
   size_t slash = path.rfind('/');
@@ -40,16 +42,19 @@ void make_dirs(const std::string& dir) {
     if (j == std::string::npos) j = dir.size();
     at = dir.substr(0, j);
     if (!at.empty() && ::mkdir(at.c_str(), 0755) != 0 && errno != EEXIST)
-      KILN_FAIL("checkpoint directory " << dir << ": cannot create " << at << ": " << std::strerror(errno));
+      KILN_FAIL("checkpoint directory " << dir << ": cannot create " << at << ": "
+                                        << std::strerror(errno));
     i = j + 1;
   }
   struct stat st;
-  KILN_CHECK(::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode), "checkpoint directory " << dir << ": not a directory");
+  KILN_CHECK(::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode),
+             "checkpoint directory " << dir << ": not a directory");
 }
 
 bool is_periodic_name(const std::string& n) {
   const std::string suffix = ".safetensors";
-  if (n.size() <= suffix.size() || n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0) return false;
+  if (n.size() <= suffix.size() || n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return false;
   std::string stem = n.substr(0, n.size() - suffix.size());
   for (const char* p : {"ckpt-epoch-", "ckpt-step-"}) {
     std::string pre = p;
@@ -62,9 +67,20 @@ bool is_periodic_name(const std::string& n) {
 
 // Options that only steer this invocation; a resumed run may change them freely.
 bool run_control_option(const std::string& k) {
-  static const std::set<std::string> keys = {"epochs", "resume", "save", "checkpoint-dir", "checkpoint-every",
-                                             "checkpoint-every-steps", "keep-last", "log", "device", "summary",
-                                             "data-dir", "target-acc", "grad-report", "detect-anomaly"};
+  static const std::set<std::string> keys = {"epochs",
+                                             "resume",
+                                             "save",
+                                             "checkpoint-dir",
+                                             "checkpoint-every",
+                                             "checkpoint-every-steps",
+                                             "keep-last",
+                                             "log",
+                                             "device",
+                                             "summary",
+                                             "data-dir",
+                                             "target-acc",
+                                             "grad-report",
+                                             "detect-anomaly"};
   return keys.count(k) > 0;
 }
 
@@ -98,7 +114,8 @@ void prune_checkpoints(const std::string& dir, int keep) {
     size_t t = n.find(".safetensors.tmp.");
     if (n.rfind("ckpt-", 0) == 0 && t != std::string::npos) {
       long pid = std::strtol(n.c_str() + t + 17, nullptr, 10);
-      if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) ::unlink((dir + "/" + n).c_str());
+      if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+        ::unlink((dir + "/" + n).c_str());
       continue;
     }
     if (!is_periodic_name(n)) continue;
@@ -141,14 +158,25 @@ TrainPosition resume_session(RunSession& s, const std::function<void(const std::
       if (run_control_option(k) || !old || !old->is_string() || old->text == v.text) continue;
       diffs += (diffs.empty() ? "" : ", ") + k + " " + old->text + " -> " + v.text;
     }
-    log("resumed from " + s.cfg.resume + " at epoch " + std::to_string(info.pos.epoch + 1) + " batch " +
-        std::to_string(info.pos.batch) + " (step " + std::to_string(info.pos.step) + ")" +
-        (diffs.empty() ? "" : "; options changed since the checkpoint: " + diffs));
+    // --epochs may change on resume (train longer), but one-cycle and cosine without --t-max
+    // span the whole run: their remaining lr curve is stretched to the new length. Say so.
+    const JsonValue* old_epochs = saved.find("epochs");
+    const bool spans_run =
+        s.cfg.sched.name == "one-cycle" || (s.cfg.sched.name == "cosine" && s.cfg.sched.t_max == 0);
+    if (spans_run && old_epochs && old_epochs->is_string() &&
+        old_epochs->text != std::to_string(s.cfg.train.epochs))
+      diffs += (diffs.empty() ? "" : ", ") + std::string("epochs ") + old_epochs->text + " -> " +
+               std::to_string(s.cfg.train.epochs) + " (the " + s.cfg.sched.name +
+               " schedule spans --epochs: its remaining lr curve now follows the new length)";
+    log("resumed from " + s.cfg.resume + " at epoch " + std::to_string(info.pos.epoch + 1) +
+        " batch " + std::to_string(info.pos.batch) + " (step " + std::to_string(info.pos.step) +
+        ")" + (diffs.empty() ? "" : "; options changed since the checkpoint: " + diffs));
   }
   return info.pos;
 }
 
-std::string write_session_checkpoint(RunSession& s, const std::string& path, const TrainPosition& p) {
+std::string write_session_checkpoint(RunSession& s, const std::string& path,
+                                     const TrainPosition& p) {
   CheckpointInfo info;
   info.pos = p;
   info.seed = s.cfg.seed;
@@ -181,6 +209,8 @@ StopSignals::~StopSignals() {
   ::sigaction(SIGTERM, &old_term_, nullptr);
 }
 
-const volatile std::sig_atomic_t* StopSignals::flag() { return &g_stop_signal; }
+const volatile std::sig_atomic_t* StopSignals::flag() {
+  return &g_stop_signal;
+}
 
 }  // namespace kiln

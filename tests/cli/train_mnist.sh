@@ -57,4 +57,12 @@ check clipped 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --model m
 # The sigmoid recipe stays finite; the loss bound stops it.
 check loss-bound 3 'exceeds the divergence bound.*layer' -- "$bin" --device cpu --data-dir "$data" --model mlp \
   --depth 20 --activation sigmoid --lr 10 --epochs 1
+# Resume names the options that changed since the checkpoint; a longer --epochs is allowed but
+# stretches a one-cycle schedule, and that is said too.
+small=(--device cpu --data-dir "$data" --model mlp --width 16 --train-limit 256 --test-limit 100)
+check save-1-epoch 0 '^test_acc=' -- "$bin" "${small[@]}" --epochs 1 --save "$tmp/r.safetensors"
+check resume-changed 0 'options changed since the checkpoint: lr 0\.003 -> 0\.002, epochs 1 -> 2 \(the one-cycle schedule spans --epochs' \
+  -- "$bin" "${small[@]}" --epochs 2 --lr 0.002 --resume "$tmp/r.safetensors"
+check resume-constant 0 'changed since the checkpoint: schedule one-cycle -> constant$' \
+  -- "$bin" "${small[@]}" --epochs 2 --schedule constant --resume "$tmp/r.safetensors"
 exit $fail
