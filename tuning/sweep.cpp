@@ -535,8 +535,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     os << head << ": " << rec.status;
     if (rec.status != "failed")
       os << " " << spec.metric << "=" << std::setprecision(4) << rec.metric;
-    os << " (" << rec.epochs << " epochs, " << std::fixed << std::setprecision(1) << rec.seconds
-       << "s)";
+    os << " (" << rec.epochs << (rec.epochs == 1 ? " epoch, " : " epochs, ") << std::fixed
+       << std::setprecision(1) << rec.seconds << "s)";
     if (!rec.message.empty()) os << " " << rec.message;
     log(os.str());
   }
