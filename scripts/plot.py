@@ -2,7 +2,9 @@
 """Plots for kiln's tuning outputs (matplotlib, Agg backend: no display needed).
 
   plot.py lr-find CURVE.csv -o lr.png          LR range test: loss vs lr (log-x), raw and
-                                               smoothed, suggestions marked (CURVE.csv.suggestions)
+                                               smoothed, suggestions marked (CURVE.csv.suggestions);
+                                               several CSVs (e.g. one per seed): the smoothed
+                                               curves overlaid, each valley marked
   plot.py curves A.jsonl [B.jsonl ...] -o c.png  train/test loss, accuracy and lr vs epoch, one
                                                line per file (legend = file name)
   plot.py sweep DIR [DIR2 ...] -o s.png        metric vs each parameter (log-x where the values
@@ -36,24 +38,36 @@ def read_csv(path):
 
 
 def lr_find(args):
-    rows = read_csv(args.csv)
+    if len(args.csv) > 1:
+        return lr_find_overlay(args)
+    path = args.csv[0]
+    rows = read_csv(path)
     if not rows:
-        sys.exit(f"plot.py: {args.csv}: no rows")
+        sys.exit(f"plot.py: {path}: no rows")
     lr = [float(r["lr"]) for r in rows]
     raw = [float(r["loss"]) for r in rows]
     smooth = [float(r["smoothed_loss"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(lr, raw, color="0.75", lw=0.8, label="loss")
     ax.plot(lr, smooth, color="C0", lw=1.6, label="smoothed (EMA 0.98, debiased)")
-    sugg_path = args.csv + ".suggestions"
     markers = {"valley": ("C3", "o"), "steep": ("C1", "v"), "minimum": ("C2", "s"), "slide": ("C4", "D")}
-    if os.path.exists(sugg_path):
-        for s in read_csv(sugg_path):
-            step = int(s["step"])
-            color, m = markers.get(s["method"], ("k", "x"))
-            # minimum is reported as lr/10: mark the point on the curve, label the suggestion
-            ax.plot(lr[step], smooth[step], m, color=color, ms=7,
-                    label=f"{s['method']}: {float(s['lr']):.2g}")
+    for s in read_suggestions(path):
+        step = int(s["step"])
+        color, m = markers.get(s["method"], ("k", "x"))
+        # minimum is reported as lr/10: mark the point on the curve, label the suggestion
+        ax.plot(lr[step], smooth[step], m, color=color, ms=7,
+                label=f"{s['method']}: {float(s['lr']):.2g}")
+    lr_find_axes(ax, smooth, args.title or f"LR range test ({os.path.basename(path)})")
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=args.dpi)
+
+
+def read_suggestions(csv_path):
+    p = csv_path + ".suggestions"
+    return read_csv(p) if os.path.exists(p) else []
+
+
+def lr_find_axes(ax, smooth, title):
     finite = [v for v in smooth if math.isfinite(v)]
     if finite:  # keep the blow-up from flattening the interesting part
         lo, first = min(finite), finite[0]
@@ -61,9 +75,31 @@ def lr_find(args):
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    ax.set_title(args.title or f"LR range test ({os.path.basename(args.csv)})")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
+
+
+def lr_find_overlay(args):
+    """Several range tests (e.g. one per seed): each smoothed curve with its valley marked."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    everything = []
+    for i, path in enumerate(args.csv):
+        rows = read_csv(path)
+        if not rows:
+            sys.exit(f"plot.py: {path}: no rows")
+        lr = [float(r["lr"]) for r in rows]
+        smooth = [float(r["smoothed_loss"]) for r in rows]
+        everything += smooth
+        valley = [s for s in read_suggestions(path) if s["method"] == "valley"]
+        label = os.path.splitext(os.path.basename(path))[0]
+        if valley:
+            label += f" (valley {float(valley[0]['lr']):.2g})"
+        ax.plot(lr, smooth, color=f"C{i % 10}", lw=1.3, label=label)
+        if valley:
+            step = int(valley[0]["step"])
+            ax.plot(lr[step], smooth[step], "o", color=f"C{i % 10}", ms=6)
+    lr_find_axes(ax, everything, args.title or f"LR range tests ({len(args.csv)} runs; dots: valley)")
     fig.tight_layout()
     fig.savefig(args.output, dpi=args.dpi)
 
@@ -162,7 +198,14 @@ def sweep(args):
         if not recs:
             sys.exit(f"plot.py: {d}/results.jsonl: no results")
         sweeps.append((os.path.basename(os.path.normpath(d)), recs))
-    params = list(sweeps[0][1][0]["params"].keys())
+    # The parameters every directory swept (a grid over seeds next to random sweeps without a
+    # seed parameter: plot lr and momentum, say what is left out).
+    params = [p for p in sweeps[0][1][0]["params"] if all(p in recs[0]["params"] for _, recs in sweeps)]
+    left_out = sorted({p for _, recs in sweeps for p in recs[0]["params"]} - set(params))
+    if not params:
+        sys.exit("plot.py: sweep: the directories share no parameter")
+    if left_out:
+        print(f"plot.py: sweep: not in every directory, left out: {', '.join(left_out)}")
     metric = args.metric or "metric"
     ok = [(name, [r for r in recs if r["status"] == "ok" and r.get("metric") is not None]) for name, recs in sweeps]
     allrecs = [r for _, rs in ok for r in rs]
@@ -278,7 +321,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("lr-find")
-    a.add_argument("csv")
+    a.add_argument("csv", nargs="+")
     b = sub.add_parser("curves")
     b.add_argument("jsonl", nargs="+")
     c = sub.add_parser("sweep")

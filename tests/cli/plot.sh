@@ -18,6 +18,10 @@ check() { [ -s "$1" ] && [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = "211PNG
 "$KILN_BIN/lr_find" "${common[@]}" --num-it 60 --lr-find-csv lr.csv > /dev/null 2>&1
 "$py" "$plot" lr-find lr.csv -o lr.png
 check lr.png
+# Several range tests (another seed) overlaid, each valley marked.
+"$KILN_BIN/lr_find" "${common[@]}" --num-it 60 --seed 1 --lr-find-csv lr1.csv > /dev/null 2>&1
+"$py" "$plot" lr-find lr.csv lr1.csv -o lr_seeds.png
+check lr_seeds.png
 
 "$KILN_BIN/train_mnist" "${common[@]}" --epochs 2 --log a.jsonl > /dev/null 2>&1
 "$KILN_BIN/train_mnist" "${common[@]}" --epochs 2 --optimizer sgd --lr 0.1 --log b.jsonl > /dev/null 2>&1
@@ -45,6 +49,10 @@ set +e
 rc=$?
 set -e
 [ $rc -ne 0 ] && grep -q "no 'seed' parameter" err.txt || { echo "FAIL: seeds without a seed rc=$rc"; cat err.txt; exit 1; }
+# Directories that swept different parameters: the shared one (lr) is plotted, the rest named.
+"$py" "$plot" sweep seeds random -o mixed.png > out.txt
+check mixed.png
+grep -q "left out: batch-size, seed" out.txt || { echo "FAIL: mixed sweeps"; cat out.txt; exit 1; }
 
 set +e
 "$py" "$plot" lr-find missing.csv -o x.png 2> err.txt
