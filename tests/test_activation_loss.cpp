@@ -147,7 +147,7 @@ TEST(ActivationGpu, MatchesReferenceOddSizes) {
   KILN_SKIP_WITHOUT_GPU();
   Context ctx(Device::CUDA, 0);
   for (Act a : {Act::ReLU, Act::Sigmoid, Act::Tanh})
-    for (int n : {1, 255, 1000003}) {
+    for (int n : {1, 255, 2500003}) {  // past 4096 blocks x 256: the grid-stride loop turns
       auto x = random_vec(n, 61, -4, 4), g = random_vec(n, 62);
       std::vector<float> y(n), dx(n);
       activation_fwd_ref<float>(a, x.data(), y.data(), n);
@@ -187,6 +187,27 @@ TEST(LossGpu, SoftmaxXentAndAccumulateMatchReference) {
     EXPECT_EQ(h[1], want[1]);
     EXPECT_EQ(h[2], want[2]);
   }
+}
+
+TEST(LossGpu, LargeLogitsStayFiniteAndMatchReference) {
+  // exp(z) overflows float past z = 88.7: a log-sum-exp that does not subtract the row maximum
+  // gives inf/NaN here, where the reference (and PyTorch) stay finite.
+  KILN_SKIP_WITHOUT_GPU();
+  Context ctx(Device::CUDA, 0);
+  const int N = 6, K = 40;
+  auto z = random_vec(N * K, 91, -5, 5);
+  const float shift[N] = {0.f, 100.f, -100.f, 500.f, -1000.f, 3000.f};
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k) z[n * K + k] += shift[n];
+  std::vector<int32_t> y(N);
+  for (int n = 0; n < N; ++n) y[n] = (n * 11) % K;
+  std::vector<float> dz(N * K), l(N), c(N);
+  softmax_xent_ref<float>(z.data(), y.data(), N, K, 1.f / N, dz.data(), l.data(), c.data());
+  for (float v : l) ASSERT_TRUE(std::isfinite(v)) << "the reference itself overflowed";
+  auto [gdz, gl, gc] = softmax_xent_gpu(ctx, z, y, N, K);
+  EXPECT_TRUE(all_close(gl.to_vector(), l, 1e-5, 1e-4));
+  EXPECT_TRUE(all_close(gdz.to_vector(), dz, 1e-6, 1e-4));
+  EXPECT_TRUE(all_close(gc.to_vector(), c, 0, 0));
 }
 
 TEST(LossGpu, ArgmaxNanAndTiesMatchReference) {

@@ -136,6 +136,35 @@ TEST(Optim, AdamDefaultBetasThreeSteps) {
   expect_seq(run_scalar(opt("adam", 0.1f), 1.0f, {0.5f, -0.5f, 1.0f}), {0.9, 0.9052632, 0.8554389});
 }
 
+TEST(Optim, AdamEpsIsAddedAfterTheBiasCorrection) {
+  // PyTorch: denom = sqrt(v)/sqrt(1 - beta2^t) + eps. A large eps (0.5) makes its place visible.
+  // betas (0.5, 0.75), lr 0.1, g = 0.5, -0.5, 1 (the moments of AdamThreeSteps):
+  // t1: sqrt(v^) = 0.5, denom = 1.0, w = 1 - 0.1*0.5/1.0 = 0.95
+  // t2: sqrt(v^) = 0.5, denom = 1.0, w = 0.95 + 0.1*(1/6)/1.0 = 0.9666667
+  // t3: sqrt(v^) = 0.7578419, denom = 1.2578419, w = 0.9666667 - 0.1*0.5/1.2578419 = 0.9269160
+  // (eps before the correction, (sqrt(v) + eps)/sqrt(1 - beta2^t), gives 0.9666667 at t1.)
+  OptimOptions o = opt("adam", 0.1f);
+  o.beta1 = 0.5f;
+  o.beta2 = 0.75f;
+  o.eps = 0.5f;
+  expect_seq(run_scalar(o, 1.0f, {0.5f, -0.5f, 1.0f}), {0.95, 0.9666667, 0.9269160});
+}
+
+TEST(Optim, L1SubgradientAtZeroIsZero) {
+  // torch.sign(0) = 0: a weight exactly at 0 gets no L1 push, and adds nothing to the penalty.
+  // weight [0, 1, -1], zero gradient, l1 0.1, SGD lr 1: g_eff = [0, 0.1, -0.1] -> [0, 0.9, -0.9].
+  Rig r({{"weight", {3}, true}});
+  r.set(0, {0, 1, -1});
+  r.grad(0, {0, 0, 0});
+  OptimOptions o = opt("sgd", 1.0f);
+  o.l1 = 0.1f;
+  auto op = make_optimizer(o, r.model);
+  Context ctx(Device::CPU);
+  op->step(ctx, 1.0f);
+  EXPECT_TRUE(test::all_close(r.w(0), {0.0f, 0.9f, -0.9f}, 1e-7, 0));
+  EXPECT_NEAR(op->stats(ctx).l1_penalty, 0.2f, 1e-7);
+}
+
 TEST(Optim, AdamCoupledVsAdamWDecoupledWeightDecay) {
   // wd 0.1, lr 0.1, betas (0.5, 0.75), g = 0.5 every step.
   // Adam (coupled, g' = g + wd*w): t1 g' = 0.6, m^ = 0.6, v^ = 0.36, w = 1 - 0.1 = 0.9;

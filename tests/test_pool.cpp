@@ -20,10 +20,11 @@
 namespace kiln {
 namespace {
 
+// A k x k window, or k x kw when kw is given.
 PoolShape make_pool(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t stride,
-                    int64_t pad) {
+                    int64_t pad, int64_t kw = 0) {
   PoolShape s;
-  s.n = n, s.c = c, s.h = h, s.w = w, s.kh = s.kw = k, s.stride = stride, s.pad = pad;
+  s.n = n, s.c = c, s.h = h, s.w = w, s.kh = k, s.kw = kw ? kw : k, s.stride = stride, s.pad = pad;
   return s;
 }
 
@@ -39,6 +40,8 @@ std::vector<NamedPool> pool_shapes() {
       {"K3S2Pad1Overlap", make_pool(2, 3, 9, 8, 3, 2, 1)},
       {"K3S1Pad1", make_pool(1, 2, 5, 6, 3, 1, 1)},
       {"StrideGreaterThanKernel", make_pool(2, 2, 11, 10, 2, 3, 0)},
+      // kh != kw: a kernel that swaps or squares the window sizes shows here only
+      {"K2x3S2Pad1NonSquare", make_pool(2, 3, 7, 9, 2, 2, 1, 3)},
   };
 }
 

@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Mutation testing of kiln's CUDA kernels: do the tests notice a plausible kernel bug?
+
+Each mutant below is one small edit (or a few) to a kernel source that models a bug somebody
+could really write: a missing barrier, an off-by-one bound, a dropped term, a wrong tie rule, a
+split-K chunk summed twice. For each mutant the script applies the edit, rebuilds the test binary
+of BUILD (an `emu` build runs the GPU tests on the CPU; a CUDA build runs them on the GPU), runs
+the whole gtest suite with --gtest_fail_fast, restores the file, and records whether some test
+failed (the mutant is "killed") or everything still passed ("SURVIVED": a hole in the tests, or a
+mutant that does not change behaviour, which the table's note must then say). On an emulator
+build a survivor runs once more with KILN_EMU_ORDER=reverse, since a missing barrier may only
+show when the threads between two barriers run in another order.
+
+    scripts/mutation_test.py [--build build-emu-apps] [--only NAME,...] [--list] [--timeout S]
+
+The build must have KILN_BUILD_TESTS=ON. Sources are restored from memory after every mutant,
+also on Ctrl-C or SIGTERM; the script refuses to touch a file with uncommitted changes, so
+`git checkout FILE` is always a safe repair after a hard kill. Exit status: 0 when every mutant
+was killed, 1 when one survived or no longer applies (its text is not in the source any more).
+"""
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+# name, file, [(old, new), ...], the bug it models. `old` must occur exactly once in the file.
+MUTANTS = [
+    # ---- convolution (kernels/conv/conv.cu)
+    ("conv-war-barrier", "kernels/conv/conv.cu",
+     [("        acc[i][3] += av[i] * bv.w;\n      }\n    }\n    __syncthreads();\n",
+       "        acc[i][3] += av[i] * bv.w;\n      }\n    }\n")],
+     "no barrier after the tile multiply: the next slice overwrites tiles still being read"),
+    ("conv-raw-barrier", "kernels/conv/conv.cu",
+     [("Bs[b_r[i]][b_n[i]] = rb[i];\n    __syncthreads();\n", "Bs[b_r[i]][b_n[i]] = rb[i];\n")],
+     "no barrier between storing a tile and reading it"),
+    ("conv-prefetch", "kernels/conv/conv.cu",
+     [("if (r0 + BK < rend) load(r0 + BK);", "if (r0 + 2 * BK < rend) load(r0 + BK);")],
+     "the prefetch skips the last slice: it multiplies stale registers"),
+    ("conv-splitk-chunk", "kernels/conv/conv.cu",
+     [("const int rend = static_cast<int>(min(static_cast<long long>(R), static_cast<long long>(rbeg) + r_chunk));",
+       "const int rend = R;")],
+     "every split-K chunk runs to the end of the reduction (terms counted several times)"),
+    ("conv-splitk-sum", "kernels/conv/conv.cu",
+     [("for (int z = 0; z < splits; ++z) s += ws", "for (int z = 1; z < splits; ++z) s += ws")],
+     "the split-K combine drops the first chunk"),
+    ("conv-grid-cols", "kernels/conv/conv.cu",
+     [("dim3 grid(ceil_div(N, BN), ceil_div(M, bm), splits);", "dim3 grid(unsigned(N / BN), ceil_div(M, bm), splits);")],
+     "the grid rounds N down: the last partial tile of output columns is never computed"),
+    ("conv-fwd-pad-cols", "kernels/conv/conv.cu",
+     [("return (inside(h, d.H) && inside(ww, d.W)) ? x[c.base", "return (inside(h, d.H)) ? x[c.base")],
+     "forward reads across the left/right border instead of zero padding"),
+    ("conv-bwd-data-stride", "kernels/conv/conv.cu",
+     [("if (ph % d.stride || pw % d.stride) return 0.f;", "if (ph % d.stride) return 0.f;")],
+     "backward-data keeps taps that fall between strided output columns"),
+    ("conv-bwd-data-edge", "kernels/conv/conv.cu",
+     [("return (ph < d.P && pw < d.Q) ?", "return (ph < d.P) ?")],
+     "backward-data reads dy past the last output column"),
+    ("conv-bwd-filter-pad", "kernels/conv/conv.cu",
+     [("return (inside(h, d.H) && inside(ww, d.W)) ? x[(img * d.C)", "return (inside(ww, d.W)) ? x[(img * d.C)")],
+     "backward-filter reads rows above/below the image instead of zero padding"),
+    ("conv-bias-tree", "kernels/conv/conv.cu",
+     [("for (int w = NT / 2; w > 0; w /= 2) {", "for (int w = NT / 4; w > 0; w /= 2) {")],
+     "the bias-gradient tree reduction starts at half width and drops half the partial sums"),
+    ("conv-fused-relu-zero", "kernels/conv/conv.cu",
+     [("if (y && !(y[i] > 0.f)) return 0.f;", "if (y && y[i] < 0.f) return 0.f;")],
+     "fused ReLU backward passes the gradient where the output is exactly 0"),
+    ("conv-1x1-bias", "kernels/conv/conv.cu",
+     [("out[(img * Mout + m) * HW + (j - img * HW)] = relu_if(relu, v + (bias ? bias[m] : 0.f));",
+       "out[(img * Mout + m) * HW + (j - img * HW)] = relu_if(relu, v);")],
+     "the 1x1 path forgets the bias"),
+    # ---- pooling (kernels/pool)
+    ("pool-max-bwd-overlap", "kernels/pool/pool.cu",
+     [("if (argmax[o] == me) acc += dy[o];", "if (argmax[o] == me) acc = dy[o];")],
+     "max-pool backward keeps one window's gradient where overlapping windows share a maximum"),
+    ("pool-avg-bwd-kernel", "kernels/pool/pool.cu",
+     [("for (int64_t q = q0; q < q1; ++q) acc += dy[(plane * P + p) * Q + q];\n  dx[i] = acc * (1.f / float(s.kh * s.kw));",
+       "for (int64_t q = q0; q < q1; ++q) acc += dy[(plane * P + p) * Q + q];\n  dx[i] = acc * (1.f / float(s.kh * s.kh));")],
+     "avg-pool backward divides by kh*kh (right only for square windows)"),
+    ("pool-avg-fwd-pad", "kernels/pool/pool.cu",
+     [("if (wi >= 0 && wi < s.w) acc += xp[hi * s.w + wi];", "if (wi < s.w) acc += xp[hi * s.w + wi];")],
+     "avg-pool forward reads left of the row instead of zero padding"),
+    ("pool-gap-shuffle", "kernels/pool/pool.cu",
+     [("for (int off = 16; off > 0; off /= 2) s += __shfl_down_sync", "for (int off = 8; off > 0; off /= 2) s += __shfl_down_sync")],
+     "global average pooling's warp reduction drops lanes 16-31"),
+    ("pool-tie-rule", "kernels/pool/pool_window.h",
+     [("(v > best || !(v == v))", "(v >= best || !(v == v))")],
+     "max-pool ties go to the last maximum (CPU and GPU alike: only a hand-computed test sees it)"),
+    ("pool-covering", "kernels/pool/pool_window.h",
+     [("*lo = ip < k ? 0 : (ip - k) / stride + 1;", "*lo = ip < k ? 0 : (ip - k) / stride;")],
+     "backward window range includes one window that does not cover the input (CPU and GPU alike)"),
+    # ---- normalization (kernels/norm/norm.cu)
+    ("bn-running-var-biased", "kernels/norm/norm.cu",
+     [("const double unbiased = m > 1 ? var * m / (m - 1) : var;", "const double unbiased = var;")],
+     "running variance without Bessel's correction (PyTorch uses the unbiased estimate)"),
+    ("bn-bwd-xhat-term", "kernels/norm/norm.cu",
+     [("coef[C + c] = train ? static_cast<float>(-k1 * is * dw / m) : 0.0f;", "coef[C + c] = 0.0f;")],
+     "batch-norm backward drops the term through the variance"),
+    ("bn-eval-eps", "kernels/norm/norm.cu",
+     [("s = p2[c] / sqrtf(p1[c] + eps)", "s = p2[c] / sqrtf(p1[c])")],
+     "eval-mode batch norm forgets eps"),
+    ("bn-split-partials", "kernels/norm/norm.cu",
+     [("  for (int s = 0; s < splits; ++s) {\n    a += pa", "  for (int s = 1; s < splits; ++s) {\n    a += pa")],
+     "the forward statistics drop the first split's partial sums"),
+    ("bn-vec-partial", "kernels/norm/norm.cu",
+     [("b += (g.x * d0 + g.y * d1) + (g.z * d2 + g.w * d3);", "b += (g.x * d0 + g.y * d1) + (g.z * d2 + g.w * d2);")],
+     "the vectorised backward pass pairs the fourth gradient with the third input"),
+    ("norm-block-sum-barrier", "kernels/norm/norm.cu",
+     [("      sb[kWarps] = b;\n    }\n  }\n  __syncthreads();\n", "      sb[kWarps] = b;\n    }\n  }\n")],
+     "no barrier between warp 0 writing the block total and every thread reading it"),
+    ("gn-variance", "kernels/norm/norm.cu",
+     [("const double invstd = 1.0 / sqrt(fmax(r.b / len - dm * dm, 0.0) + eps);",
+       "const double invstd = 1.0 / sqrt(fmax(r.b / len, 0.0) + eps);")],
+     "group norm's variance from shifted sums forgets to subtract the shifted mean's square"),
+    # ---- dropout (kernels/dropout/dropout.cu)
+    ("dropout-tail", "kernels/dropout/dropout.cu",
+     [("if (t < n) out[t] = drop_one<CHANNEL>(in[t], t, hw, key, thr, scale);",
+       "if (t + 1 < n) out[t] = drop_one<CHANNEL>(in[t], t, hw, key, thr, scale);")],
+     "the vector kernel leaves the last element of an n % 4 tail unwritten"),
+    ("dropout-channel-vec", "kernels/dropout/dropout.cu",
+     [("const bool keep = dropout_keep(key, i / hw, thr);", "const bool keep = dropout_keep(key, i, thr);")],
+     "channel dropout's vector path draws per element group instead of per plane"),
+    ("dropout-device-step", "kernels/dropout/dropout.cu",
+     [("return ks.step ? dropout_key(ks.seed, *ks.step, ks.salt) : key;", "return key;")],
+     "under a CUDA graph the mask ignores the step read from device memory (same mask every step)"),
+    # ---- loss (kernels/loss/loss.cu)
+    ("loss-argmax-lanes", "kernels/loss/loss.cu",
+     [("if (argmax_better<float>(om, oa, m, arg)) { m = om; arg = oa; }", "if (om > m) { m = om; arg = oa; }")],
+     "the warp arg-max merge ignores the first-maximum tie rule"),
+    ("loss-no-max-shift", "kernels/loss/loss.cu",
+     [("s += expf(z[k] - m);", "s += expf(z[k]);"), ("float lse = m + logf(s);", "float lse = logf(s);")],
+     "log-sum-exp without subtracting the maximum: overflows on large logits"),
+    ("loss-sums-tree", "kernels/loss/loss.cu",
+     [("for (int w = 128; w > 0; w >>= 1) {", "for (int w = 64; w > 0; w >>= 1) {")],
+     "the epoch loss/accuracy sum drops half the partial sums"),
+    # ---- optimizer (kernels/optim)
+    ("optim-skip-ignored", "kernels/optim/optim.cu",
+     [("  if (*skip) return;\n  if (dev) {", "  if (dev) {")],
+     "a non-finite gradient does not skip the step on the device"),
+    ("optim-ticket-reset", "kernels/optim/optim.cu",
+     [("    *ws.ticket = 0u;  // ready for the next step\n", "")],
+     "the last-block ticket is not reset: the next step never finalizes its statistics"),
+    ("optim-global-clip", "kernels/optim/optim.cu",
+     [("  if (clip == ClipMode::GlobalNorm)\n    for (int t = tid;", "  if (clip == ClipMode::Norm)\n    for (int t = tid;")],
+     "global-norm clipping never writes its factors"),
+    ("optim-penalty-all", "kernels/optim/optim.cu",
+     [("      if (ts.penalize) {\n        tot_l1 += s;", "      if (true) {\n        tot_l1 += s;")],
+     "the reported L1/L2 penalty includes biases and norm parameters"),
+    ("optim-graph-hyper", "kernels/optim/optim.cu",
+     [("    h = dev->h;\n    sc = dev->sc;", "    sc = dev->sc;")],
+     "the CUDA-graph step keeps the captured lr/momentum instead of reading this step's"),
+    ("optim-update-tail", "kernels/optim/optim.cu",
+     [("for (int i = nvec * 4 + threadIdx.x; i < c.len; i += kThreads) {\n    const int64_t k = c.begin + i;",
+       "for (int i = nvec * 4 + threadIdx.x; i + 1 < c.len; i += kThreads) {\n    const int64_t k = c.begin + i;")],
+     "the update skips the last element of a chunk whose length is not a multiple of 4"),
+    ("sgd-first-step", "kernels/optim/optim_math.h",
+     [("T b = s.first ? g : mu * *s1 + (T(1) - T(h.dampening)) * g;", "T b = mu * *s1 + (T(1) - T(h.dampening)) * g;")],
+     "the momentum buffer's first step is (1 - dampening) g instead of g (PyTorch: g)"),
+    ("adam-eps-placement", "kernels/optim/optim_math.h",
+     [("T denom = optim_sqrt(v) / T(s.bc2_sqrt) + T(h.eps);", "T denom = (optim_sqrt(v) + T(h.eps)) / T(s.bc2_sqrt);")],
+     "Adam's eps added before the bias correction (TF1 style, not PyTorch)"),
+    ("nesterov", "kernels/optim/optim_math.h",
+     [("g = h.nesterov ? g + mu * b : b;", "g = h.nesterov ? b + mu * b : b;")],
+     "Nesterov's look-ahead uses the buffer twice"),
+    ("l1-sign-zero", "kernels/optim/optim_math.h",
+     [("T sgn = w > T(0) ? T(1) : (w < T(0) ? T(-1) : T(0));", "T sgn = w >= T(0) ? T(1) : T(-1);")],
+     "the L1 subgradient at w = 0 is 1 (torch.sign(0) = 0)"),
+    # ---- activations, dense, data
+    ("relu-bwd-zero", "kernels/activation/activation.cu",
+     [("if (A == Act::ReLU) dx[i] = v > 0.f ? g : 0.f;", "if (A == Act::ReLU) dx[i] = v >= 0.f ? g : 0.f;")],
+     "ReLU backward passes the gradient where the output is exactly 0"),
+    ("act-grid-stride", "kernels/activation/activation.cu",
+     [("    float v = x[i];\n", "    float v = x[i];\n    if (i >= int64_t(gridDim.x) * blockDim.x) break;\n")],
+     "the activation forward stops after one grid's worth of elements (no grid-stride loop)"),
+    ("dense-bias-grad", "kernels/dense/dense.cu",
+     [("for (int64_t r = threadIdx.y; r < rows; r += 8) s += dy[r * cols + c];",
+       "for (int64_t r = threadIdx.y; r < rows; r += 16) s += dy[r * cols + c];")],
+     "the dense bias gradient skips every other group of rows"),
+    ("data-gather-order", "kernels/data/data.cu",
+     [("dst[e] = src[static_cast<int64_t>(idx[j]) * row_v + k];", "dst[e] = src[static_cast<int64_t>(j) * row_v + k];")],
+     "the batch gather ignores the shuffled index (images and labels no longer match)"),
+    ("data-crop-flip", "kernels/data/data.cu",
+     [("int sx = (p.flip ? s.w - 1 - x : x) + p.ox - s.pad;", "int sx = x + p.ox - s.pad;")],
+     "the augmentation never flips"),
+]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_restore = {}  # path -> original text, while a mutant is applied
+
+
+def restore_all(*_):
+    for path, text in list(_restore.items()):
+        with open(path, "w") as f:
+            f.write(text)
+        _restore.pop(path)
+
+
+def on_signal(signum, _frame):
+    restore_all()
+    sys.exit(128 + signum)
+
+
+def run(cmd, timeout, env=None):
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, env=env,
+                           text=True, errors="replace")
+        return p.returncode, p.stdout
+    except subprocess.TimeoutExpired as e:
+        return None, (e.stdout or "") if isinstance(e.stdout, str) else ""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build", default="build-emu-apps", help="build directory with tests (default build-emu-apps)")
+    ap.add_argument("--only", default="", help="comma-separated mutant names")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--check", action="store_true",
+                    help="only check that every mutant still applies (its text occurs once); no build")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds per test run (default 300)")
+    args = ap.parse_args()
+
+    chosen = [m for m in MUTANTS if not args.only or m[0] in args.only.split(",")]
+    if args.list:
+        for name, path, _, why in chosen:
+            print(f"{name:24} {path:32} {why}")
+        return 0
+    if not chosen:
+        sys.exit("mutation_test.py: no mutant matches --only " + args.only)
+    if args.check:
+        stale = []
+        for name, rel, edits, _ in chosen:
+            with open(os.path.join(ROOT, rel)) as f:
+                text = f.read()
+            for old, _new in edits:
+                if text.count(old) != 1:
+                    stale.append(f"{name}: {rel}: text found {text.count(old)} times: {old.splitlines()[0]!r}")
+        for s in stale:
+            print("STALE", s)
+        print(f"{len(chosen) - len(stale)}/{len(chosen)} mutants apply")
+        return 1 if stale else 0
+    build = os.path.join(ROOT, args.build) if not os.path.isabs(args.build) else args.build
+    test_bin = os.path.join(build, "tests", "kiln_tests")
+    if not os.path.isdir(build):
+        sys.exit(f"mutation_test.py: {build}: no such build directory (configure one with KILN_BUILD_TESTS=ON)")
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--"] + sorted({m[1] for m in chosen}),
+                           stdout=subprocess.PIPE, text=True).stdout.strip()
+    if dirty:
+        sys.exit("mutation_test.py: uncommitted changes in kernel sources; commit or stash them first:\n" + dirty)
+    try:  # an emulator build can also replay a survivor with its threads in another order
+        with open(os.path.join(build, "CMakeCache.txt")) as f:
+            emulated = "KILN_CUDA_EMU:BOOL=ON" in f.read()
+    except OSError:
+        emulated = False
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    def build_tests():
+        return run(["cmake", "--build", build, "--target", "kiln_tests"], timeout=1800)
+
+    rc, out = build_tests()
+    if rc != 0:
+        sys.exit("mutation_test.py: the unmutated build fails:\n" + out[-3000:])
+    rc, out = run([test_bin, "--gtest_brief=1"], args.timeout)
+    if rc != 0:
+        sys.exit("mutation_test.py: the unmutated tests fail; fix them first:\n" + (out or "")[-3000:])
+
+    rows, bad = [], 0
+    for name, rel, edits, why in chosen:
+        path = os.path.join(ROOT, rel)
+        with open(path) as f:
+            orig = f.read()
+        text, stale = orig, ""
+        for old, new in edits:
+            n = text.count(old)
+            if n != 1:
+                stale = f"text found {n} times"
+                break
+            text = text.replace(old, new)
+        t0 = time.time()
+        if stale:
+            result, detail = "STALE", stale
+        else:
+            _restore[path] = orig
+            try:
+                with open(path, "w") as f:
+                    f.write(text)
+                rc, out = build_tests()
+                if rc != 0:
+                    result, detail = "NO BUILD", (re.findall(r"error: .*", out) or ["build failed"])[0][:80]
+                else:
+                    rc, out = run([test_bin, "--gtest_brief=1", "--gtest_fail_fast"], args.timeout)
+                    failed = re.findall(r"^\[  FAILED  \] (\S+)", out or "", re.M)
+                    order = ""
+                    if rc == 0 and emulated:
+                        # A race may only show when threads run in another order between barriers
+                        # (the emulator resumes them forward by default): run again in reverse.
+                        env = dict(os.environ, KILN_EMU_ORDER="reverse")
+                        rc, out = run([test_bin, "--gtest_brief=1", "--gtest_fail_fast"], args.timeout, env)
+                        failed = re.findall(r"^\[  FAILED  \] (\S+)", out or "", re.M)
+                        order = " (threads in reverse order)"
+                    if rc is None:
+                        result, detail = "killed", f"timeout after {args.timeout:.0f} s"
+                    elif rc == 0:
+                        result, detail = "SURVIVED", "every test passed" + (" in both thread orders" if order else "")
+                    elif failed:
+                        result, detail = "killed", failed[0] + order
+                    else:
+                        result, detail = "killed", f"test binary exit {rc} (crash or abort)" + order
+            finally:
+                restore_all()
+        if result != "killed":
+            bad += 1
+        rows.append((name, result, detail, time.time() - t0))
+        print(f"{name:24} {result:8} {detail}  ({time.time() - t0:.0f} s)", flush=True)
+
+    build_tests()  # leave the build matching the sources
+    killed = sum(1 for r in rows if r[1] == "killed")
+    print(f"\n{killed}/{len(rows)} mutants killed")
+    for name, result, detail, _ in rows:
+        if result != "killed":
+            why = next(m[3] for m in MUTANTS if m[0] == name)
+            print(f"  {result}: {name}: {why}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
