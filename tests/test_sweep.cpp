@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "engine/error.h"
@@ -291,7 +292,10 @@ TEST(SweepRun, WritesResultsAndLeaderboardRanksByMetric) {
   std::ifstream csv(o.dir + "/results.csv");
   std::string header;
   std::getline(csv, header);
-  EXPECT_EQ(header.rfind("trial,status,test_acc,lr,epochs", 0), 0u) << header;
+  EXPECT_EQ(header.rfind("trial,status,metric,lr,epochs,test_acc,", 0), 0u) << header;
+  std::set<std::string> columns;
+  std::stringstream hs(header);
+  for (std::string c; std::getline(hs, c, ',');) EXPECT_TRUE(columns.insert(c).second) << "column " << c << " twice";
   int rows = 0;
   for (std::string l; std::getline(csv, l);) ++rows;
   EXPECT_EQ(rows, 8);
@@ -436,8 +440,10 @@ TEST(SweepRun, DivergedAndUsageErrorsAreFailedTrialsNotFatal) {
   o.dir = fresh_dir("failed");
   TrialRunner r = [](const RunConfig& cfg,
                      const std::function<bool(const EpochRecord&)>&) -> std::vector<EpochRecord> {
-    if (cfg.optim.lr > 5)
+    if (cfg.optim.lr > 5) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));  // diverged mid-epoch, after a while
       throw_error(ErrorKind::Diverged, "training diverged: loss is nan", __FILE__, __LINE__);
+    }
     if (cfg.optim.lr < 0.05f) KILN_USAGE_FAIL("--norm group needs --groups dividing the width");
     EpochRecord e;
     e.test_acc = 0.9;
@@ -448,6 +454,7 @@ TEST(SweepRun, DivergedAndUsageErrorsAreFailedTrialsNotFatal) {
   EXPECT_EQ(out.results[0].status, "ok");
   EXPECT_EQ(out.results[1].status, "failed");
   EXPECT_EQ(out.results[1].message, "diverged: training diverged: loss is nan");
+  EXPECT_GE(out.results[1].seconds, 0.03) << "a failed trial's wall time is recorded too";
   EXPECT_EQ(out.results[2].status, "failed");
   EXPECT_NE(out.results[2].message.find("--groups"), std::string::npos);
 }

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -247,8 +248,10 @@ std::string csv_field(const std::string& s) {
   return o + "\"";
 }
 
+// Column 3 is the sweep's metric under the name results.jsonl gives it ("metric"): the metric is
+// one of the fixed columns after the parameters too, and a CSV header must not name a column twice.
 std::string csv_header(const SweepSpec& spec) {
-  std::string h = "trial,status," + spec.metric;
+  std::string h = "trial,status,metric";
   for (const auto& p : spec.params) h += "," + p.name;
   return h + ",epochs,test_acc,test_loss,train_acc,train_loss,weight_sparsity,seconds,message\n";
 }
@@ -504,6 +507,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       rec.message = os.str();
       return false;
     };
+    const auto t0 = std::chrono::steady_clock::now();
     try {
       RunConfig cfg = trial_config(spec, o.base, i, o.dir);
       std::vector<EpochRecord> eps = runner(cfg, on_epoch);
@@ -518,7 +522,6 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
         rec.train_loss = last.train_loss;
         rec.weight_sparsity = last.weight_sparsity;
       }
-      for (const auto& e : eps) rec.seconds += e.seconds;
     } catch (const Error& e) {
       // Runtime errors (missing data, I/O, CUDA) would fail every trial: stop the sweep.
       if (e.kind() == ErrorKind::Runtime) throw;
@@ -529,6 +532,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       rec.status = "failed";
       rec.message = "out of memory";
     }
+    // Wall time, failed trials included (a divergence at step 8 of a long epoch still cost time).
+    rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     record_locked(o.dir, spec, rec.to_json());
     ++out.ran;
     std::ostringstream os;

@@ -55,7 +55,8 @@ struct TrialRecord {
   std::string status;  // ok | pruned | failed
   double metric = NAN;
   std::vector<std::pair<std::string, std::string>> params;
-  double test_acc = NAN, test_loss = NAN, train_loss = NAN, train_acc = NAN, seconds = 0;
+  double test_acc = NAN, test_loss = NAN, train_loss = NAN, train_acc = NAN;
+  double seconds = 0;            // wall time of the trial (setup, epochs, evaluation), failed ones too
   double weight_sparsity = NAN;  // of the last epoch (EpochRecord::weight_sparsity)
   int epochs = 0;
   std::vector<double> curve;  // the metric after each epoch (median pruning reads it)
