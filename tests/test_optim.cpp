@@ -219,21 +219,24 @@ TEST(Optim, ScheduleMomentumOverridesConfigured) {
 }
 
 TEST(Optim, NoDecayOnBiasesByDefault) {
-  // SGD lr 0.1, wd 0.5, zero gradients: the weight shrinks by 0.95, the bias only with decay_all.
-  for (bool all : {false, true}) {
-    Rig r({{"weight", {2}, true}, {"bias", {1}, false}});
-    r.set(0, {1.0f, -2.0f});
-    r.set(1, {3.0f});
-    Context ctx(Device::CPU);
-    OptimOptions o = opt("sgd", 0.1f);
-    o.weight_decay = 0.5f;
-    o.decay_all = all;
-    auto op = make_optimizer(o, r.model);
-    op->step(ctx, 0.1f);
-    EXPECT_NEAR(r.w(0)[0], 0.95f, 1e-6);
-    EXPECT_NEAR(r.w(0)[1], -1.9f, 1e-6);
-    EXPECT_NEAR(r.w(1)[0], all ? 2.85f : 3.0f, 1e-6) << "decay_all " << all;
-  }
+  // lr 0.1, wd 0.5, zero gradients: the weight shrinks by 1 - 0.1*0.5 = 0.95, the bias only with
+  // decay_all. The same numbers for SGD (coupled: g = wd*w) and AdamW (decoupled: w *= 1 - lr*wd,
+  // and a zero Adam step since m = 0).
+  for (const char* name : {"sgd", "adamw"})
+    for (bool all : {false, true}) {
+      Rig r({{"weight", {2}, true}, {"bias", {1}, false}});
+      r.set(0, {1.0f, -2.0f});
+      r.set(1, {3.0f});
+      Context ctx(Device::CPU);
+      OptimOptions o = opt(name, 0.1f);
+      o.weight_decay = 0.5f;
+      o.decay_all = all;
+      auto op = make_optimizer(o, r.model);
+      op->step(ctx, 0.1f);
+      EXPECT_NEAR(r.w(0)[0], 0.95f, 1e-6) << name;
+      EXPECT_NEAR(r.w(0)[1], -1.9f, 1e-6) << name;
+      EXPECT_NEAR(r.w(1)[0], all ? 2.85f : 3.0f, 1e-6) << name << " decay_all " << all;
+    }
 }
 
 TEST(Optim, ClipValueClampsElements) {
