@@ -20,13 +20,17 @@ double ramp_lr(double start, double end, long long i, long long n) {
   return start * std::pow(end / start, static_cast<double>(i) / static_cast<double>(n - 1));
 }
 
+double DebiasedEma::add(double x) {
+  avg = beta * avg + (1 - beta) * x;
+  ++n;
+  return avg / (1 - std::pow(beta, static_cast<double>(n)));
+}
+
 std::vector<double> debiased_ema(const std::vector<double>& raw, double beta) {
-  std::vector<double> out(raw.size());
-  double avg = 0;
-  for (size_t i = 0; i < raw.size(); ++i) {
-    avg = beta * avg + (1 - beta) * raw[i];
-    out[i] = avg / (1 - std::pow(beta, static_cast<double>(i + 1)));
-  }
+  DebiasedEma ema(beta);
+  std::vector<double> out;
+  out.reserve(raw.size());
+  for (double x : raw) out.push_back(ema.add(x));
   return out;
 }
 
@@ -220,7 +224,8 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   RampSchedule ramp(o.start_lr, o.end_lr, n);
   Trainer tr(*s.model, *s.opt, ramp, *s.ctx, topts);
   LrFindResult res;
-  double avg = 0, best = INFINITY;
+  DebiasedEma ema(o.beta);
+  double best = INFINITY;
   bool stop = false;
   tr.on_step = [&](long long step, float lr) {
     long long i = static_cast<long long>(res.points.size());
@@ -229,8 +234,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
     p.step = i;
     p.lr = lr;
     p.loss = loss;
-    avg = o.beta * avg + (1 - o.beta) * loss;
-    p.smoothed = avg / (1 - std::pow(o.beta, static_cast<double>(i + 1)));
+    p.smoothed = ema.add(loss);
     res.points.push_back(p);
     (void)step;
     if (!std::isfinite(loss) || !std::isfinite(p.smoothed)) {

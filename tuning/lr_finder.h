@@ -46,7 +46,14 @@ struct LrFindResult {
 
 // lr_i = start * (end/start)^(i/(n-1)), i in [0, n).
 double ramp_lr(double start, double end, long long i, long long n);
-// avg = beta*avg + (1-beta)*loss; smoothed_i = avg / (1 - beta^(i+1)).
+// avg = beta*avg + (1-beta)*loss; smoothed_i = avg / (1 - beta^(i+1)). The streaming form is
+// what lr_find uses step by step; debiased_ema applies it to a whole series.
+struct DebiasedEma {
+  double beta, avg = 0;
+  long long n = 0;
+  explicit DebiasedEma(double b) : beta(b) {}
+  double add(double x);  // the smoothed value after x
+};
 std::vector<double> debiased_ema(const std::vector<double>& raw, double beta);
 
 // Suggestion rules on (lrs, smoothed losses) that are already trimmed; index is into them.
