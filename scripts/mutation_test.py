@@ -207,6 +207,53 @@ MUTANTS = [
     ("data-crop-flip", "kernels/data/data.cu",
      [("int sx = (p.flip ? s.w - 1 - x : x) + p.ox - s.pad;", "int sx = x + p.ox - s.pad;")],
      "the augmentation never flips"),
+    # ---- host code the kernels do not cover (--set host; build-cpu is enough for these)
+    ("sched-step-floor", "optim/schedule.cpp",
+     [("return static_cast<float>(lr0_ * std::pow(double(gamma_), epoch / step_size_));",
+       "return static_cast<float>(lr0_ * std::pow(double(gamma_), double(epoch) / step_size_));")],
+     "StepLR decays smoothly instead of every step_size epochs"),
+    ("sched-one-cycle-phase", "optim/schedule.cpp",
+     [("end1_ = double(o.pct_start) * double(total) - 1.0;", "end1_ = double(o.pct_start) * double(total);")],
+     "one-cycle's warm-up phase ends one step late (PyTorch: pct_start * total - 1)"),
+    ("sched-triangular2", "optim/schedule.cpp",
+     [("f = 1.0 / std::pow(2.0, c - 1);", "f = 1.0 / std::pow(2.0, c);")],
+     "triangular2 halves the amplitude already in the first cycle"),
+    ("sched-plateau-patience", "optim/schedule.cpp",
+     [("if (bad_ > o_.patience) {", "if (bad_ >= o_.patience) {")],
+     "reduce-on-plateau lowers the lr after `patience` bad epochs instead of more than that"),
+    ("sched-plateau-cooldown", "optim/schedule.cpp",
+     [("      --cooldown_left_;\n      bad_ = 0;\n", "      --cooldown_left_;\n")],
+     "bad epochs during the cooldown count towards the next reduction"),
+    ("sched-manual-ties", "optim/schedule.cpp",
+     [("if (e <= epoch && e >= best) {", "if (e <= epoch && e > best) {")],
+     "a schedule file naming an epoch twice uses the first line, not the later one"),
+    ("sched-inverse-sqrt", "optim/schedule.cpp",
+     [("return static_cast<float>(k_ / std::sqrt(t + 1.0) * lr0_);", "return static_cast<float>(k_ / std::sqrt(t + 2.0) * lr0_);")],
+     "k/sqrt(t) counts t from 2: the first epoch or step already decays"),
+    ("shuffle-every-epoch", "engine/batch_iterator.cpp",
+     [("mix64(mix64(seed_ + 0x9E3779B97F4A7C15ull) + static_cast<uint64_t>(epoch))",
+       "mix64(mix64(seed_ + 0x9E3779B97F4A7C15ull))")],
+     "the same shuffled order every epoch"),
+    ("idx-trailing-bytes", "engine/idx.cpp",
+     [("KILN_CHECK(extra == 0, path", "KILN_CHECK(true || extra == 0, path")],
+     "an IDX file longer than its header says is accepted"),
+    ("ckpt-data-crc", "engine/checkpoint.cpp",
+     [("KILN_CHECK(stored == hex32(dcrc), what", "KILN_CHECK(true || stored == hex32(dcrc), what")],
+     "a checkpoint whose tensor bytes were corrupted loads without complaint"),
+    ("sweep-median-prune", "tuning/sweep.cpp",
+     [("if (!better(med, m, spec.maximize)) return true;", "if (better(med, m, spec.maximize)) return true;")],
+     "median pruning stops the trials that are better than the median"),
+    ("sweep-resume-reruns", "tuning/sweep.cpp",
+     [("return std::any_of(rs.begin(), rs.end(), [&](const TrialRecord& r) { return r.trial == i; });",
+       "return false;")],
+     "--resume (and a second worker) runs finished trials again"),
+    ("anomaly-forward-order", "engine/trainer.cpp",
+     [("for (size_t i = refs.size(); i-- > 0;) {\n    if (i < st.tensor_grad_norms.size() && !std::isfinite",
+       "for (size_t i = 0; i < refs.size(); ++i) {\n    if (i < st.tensor_grad_norms.size() && !std::isfinite")],
+     "a divergence names the first non-finite layer in forward order, not backward order"),
+    ("lr-find-debias", "tuning/lr_finder.cpp",
+     [("return avg / (1 - std::pow(beta, static_cast<double>(n)));", "return avg;")],
+     "the LR finder's EMA is not debiased (its first points read far too low)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -242,9 +289,17 @@ def main():
     ap.add_argument("--check", action="store_true",
                     help="only check that every mutant still applies (its text occurs once); no build")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per test run (default 300)")
+    ap.add_argument("--set", choices=["kernels", "host", "all"], default="kernels",
+                    help="kernel mutants (kernels/, default), host-code mutants (engine/, optim/, tuning/), or all")
+    ap.add_argument("--cli", action="store_true",
+                    help="build every target and also run the CLI tests (ctest -R ^cli.) for a mutant the "
+                         "unit tests miss; use a CPU build (the emu build's CLI tests pick the emulated GPU)")
     args = ap.parse_args()
 
-    chosen = [m for m in MUTANTS if not args.only or m[0] in args.only.split(",")]
+    def in_set(path):
+        return args.set == "all" or (path.startswith("kernels/") == (args.set == "kernels"))
+
+    chosen = [m for m in MUTANTS if (m[0] in args.only.split(",") if args.only else in_set(m[1]))]
     if args.list:
         for name, path, _, why in chosen:
             print(f"{name:24} {path:32} {why}")
@@ -280,7 +335,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
 
     def build_tests():
-        return run(["cmake", "--build", build, "--target", "kiln_tests"], timeout=1800)
+        return run(["cmake", "--build", build] + ([] if args.cli else ["--target", "kiln_tests"]), timeout=1800)
 
     rc, out = build_tests()
     if rc != 0:
@@ -323,6 +378,11 @@ def main():
                         rc, out = run([test_bin, "--gtest_brief=1", "--gtest_fail_fast"], args.timeout, env)
                         failed = re.findall(r"^\[  FAILED  \] (\S+)", out or "", re.M)
                         order = " (threads in reverse order)"
+                    if rc == 0 and args.cli:
+                        rc, out = run(["ctest", "--test-dir", build, "-R", "^cli[.]", "--stop-on-failure"],
+                                      args.timeout * 4)
+                        failed = re.findall(r"\d+ - (cli\.\S+) \(Failed", out or "")
+                        order = " (CLI tests)"
                     if rc is None:
                         result, detail = "killed", f"timeout after {args.timeout:.0f} s"
                     elif rc == 0:
