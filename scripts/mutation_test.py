@@ -370,7 +370,7 @@ def main():
                 else:
                     rc, out = run([test_bin, "--gtest_brief=1", "--gtest_fail_fast"], args.timeout)
                     failed = re.findall(r"^\[  FAILED  \] (\S+)", out or "", re.M)
-                    order = ""
+                    order, reruns = "", []
                     if rc == 0 and emulated:
                         # A race may only show when threads run in another order between barriers
                         # (the emulator resumes them forward by default): run again in reverse.
@@ -378,15 +378,17 @@ def main():
                         rc, out = run([test_bin, "--gtest_brief=1", "--gtest_fail_fast"], args.timeout, env)
                         failed = re.findall(r"^\[  FAILED  \] (\S+)", out or "", re.M)
                         order = " (threads in reverse order)"
+                        reruns.append("in reverse thread order")
                     if rc == 0 and args.cli:
                         rc, out = run(["ctest", "--test-dir", build, "-R", "^cli[.]", "--stop-on-failure"],
                                       args.timeout * 4)
                         failed = re.findall(r"\d+ - (cli\.\S+) \(Failed", out or "")
                         order = " (CLI tests)"
+                        reruns.append("with the CLI tests")
                     if rc is None:
                         result, detail = "killed", f"timeout after {args.timeout:.0f} s"
                     elif rc == 0:
-                        result, detail = "SURVIVED", "every test passed" + (" in both thread orders" if order else "")
+                        result, detail = "SURVIVED", "every test passed" + "".join(", also " + r for r in reruns)
                     elif failed:
                         result, detail = "killed", failed[0] + order
                     else:

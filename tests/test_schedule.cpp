@@ -165,6 +165,10 @@ TEST(Schedule, ManualFileReReadAndErrors) {
   EXPECT_NEAR(s->lr(3, 0), 0.05, 1e-7);          // not before the epoch ends
   s->on_epoch_end(2, 0);
   EXPECT_NEAR(s->lr(3, 0), 0.02, 1e-7);
+  // ...and, rather than editing a line, appends a correction for the same epoch: the later wins
+  { std::ofstream(path, std::ios::app) << "2 0.004\n"; }
+  s->on_epoch_end(2, 0);
+  EXPECT_NEAR(s->lr(3, 0), 0.004, 1e-7);
   { std::ofstream(path) << "0 0.1\n3 abc\n"; }
   try {
     s->on_epoch_end(3, 0);

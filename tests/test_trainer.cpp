@@ -76,6 +76,30 @@ TEST(TrainerCpu, ExplodingRunStopsWithDivergedNamingALayer) {
   }
 }
 
+TEST(TrainerCpu, NonFiniteGradientNamesTheFirstLayerInBackwardOrder) {
+  // A NaN weight in the last Linear makes the logits, the loss and then every gradient NaN; the
+  // trainer must name the first non-finite gradient in backward order, the last layer's bias
+  // (the first gradient backward computes), not the first layer's weight.
+  RunConfig c = small_mlp();
+  c.data.train_limit = 64;
+  auto s = make_session(c);
+  const auto& refs = s->model->param_refs();
+  Param* out_w = refs[refs.size() - 2].param;  // the last Linear's weight (its bias is last)
+  std::vector<float> w = out_w->value.to_vector();
+  w[0] = std::nanf("");
+  out_w->value.copy_from(Tensor::from_vector(w, out_w->shape, Device::CPU));
+  const std::string last = s->model->param_refs().back().name;
+  try {
+    s->trainer->fit(s->train, nullptr);
+    FAIL() << "expected divergence";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Diverged);
+    const std::string m = e.message();
+    EXPECT_NE(m.find("first non-finite gradient in backward order: layer"), std::string::npos) << m;
+    EXPECT_NE(m.find(") " + last + " ("), std::string::npos) << "expected " << last << ": " << m;
+  }
+}
+
 TEST(TrainerCpu, EvaluateMatchesEpochRecord) {
   RunConfig c = small_mlp();
   c.train.epochs = 1;
