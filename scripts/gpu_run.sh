@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# (scripts/gpu_run.sh, copied into the bundle as run.sh by scripts/gpu_bundle.sh.)
+# Runs the GPU checks of the issues on the device machine; logs go to ${OUT:-./out} and a
+# summary table (summary.txt) is printed last. Steps, in priority order (default: all):
+#   tests      the GPU gtests (*Gpu*; the CPU tests are CI's) + the train_mnist CLI test on CUDA
+#   train      mlp 3 epochs (>= 98%), cnn 15 epochs (>= 99.0%), cnn + BN + dropout 0.05 15 epochs
+#              (>= 99.4%), one mlp epoch on GPU vs CPU (epoch time)
+#   interop    PyTorch loads the cnn checkpoint and matches kiln's logits (rtol 1e-4)
+#   memcheck racecheck initcheck synccheck
+#              compute-sanitizer over the GPU gtests, one tool per step ("sanitize": all four)
+#   bench      every bench_* binary (kernels vs cuDNN/cuBLAS, copy bandwidth, optimizer floor)
+#   resume     kill-and-resume on CUDA in --deterministic mode (tests/cli/resume.sh)
+#   tta        time to 99% test accuracy, 5 seeds (scripts/time_to_acc.sh)
+#   perf       bench_train vs PyTorch (scripts/bench_compare.sh)
+#   catalogue  experiments/*.yaml on the GPU (scripts/catalogue.sh; resumes while the machine
+#              stays warm)
+# The whole run stops before KILN_DEADLINE seconds (default 540, under a 600 s device call):
+# each step gets min(its budget, the time left - 20 s) and is killed past it ("TIMED OUT" in
+# the summary); steps with under 30 s left are skipped and listed, so a second call can name
+# them. Budgets: KILN_BUDGET_<step>=SECONDS overrides one.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+out=${OUT:-$here/out}
+mkdir -p "$out"
+# CUDA libraries: the system's, or those of a PyTorch venv (nvidia/*/lib).
+extra=$(ls -d /opt/torch/lib/python3*/site-packages/nvidia/*/lib /usr/local/lib/python3*/dist-packages/nvidia/*/lib 2>/dev/null | tr '\n' ':')
+export LD_LIBRARY_PATH="$here/lib:${extra}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+py=$(ls /opt/torch/bin/python3 2>/dev/null || command -v python3)
+bin=$here/bin
+data=$here/data
+summary=$out/summary.txt
+row() { printf '%-38s %s\n' "$1" "$2" | tee -a "$summary" >/dev/null; }
+last() { tail -1 "$1" 2>/dev/null; }
+gpu_tests='*Gpu*'
+# Under compute-sanitizer: ConvLimitGpu allocates 32 GiB at the 2^31 index limit (far too slow
+# there) and the MatchesCudnn cases mostly instrument cuDNN's own algorithm search (kiln's
+# kernels run in MatchesReference too); the trainer, graph and LR-finder runs go last, so a
+# timeout still leaves the kernels' verdict.
+sanitize_models='TrainerGpu.*:StepGraphGpu.*:LrFinderGpu.*:FusionModelGpu.*'
+sanitize_kernels="*Gpu*:-ConvLimitGpu.*:*MatchesCudnn*:$sanitize_models"
+
+step_tests() {
+  "$bin/kiln_tests" --gtest_filter="$gpu_tests" --gtest_brief=1 >"$out/tests-full.txt" 2>&1
+  local rc=$?
+  tail -40 "$out/tests-full.txt" >"$out/tests.txt"
+  row "gtests (GPU)" "exit $rc; $(grep -E '^\[  PASSED|^\[  FAILED  \] [0-9]|SKIPPED \]' "$out/tests-full.txt" | tr '\n' ' ')"
+  KILN_BIN=$bin KILN_TEST_DATA=$here/tests/data bash "$here/tests/cli/train_mnist.sh" >"$out/cli.txt" 2>&1
+  row "cli train_mnist test" "exit $?"
+}
+t() {  # name, target test_acc, args...: one CUDA training run, its last line and verdict
+  local name=$1 target=$2; shift 2
+  "$bin/train_mnist" --device cuda --data-dir "$data" --log "$out/$name.jsonl" "$@" >"$out/train-$name.txt" 2>&1
+  local rc=$? line best verdict
+  line=$(last "$out/train-$name.txt")
+  # "reaches X within N epochs": the best epoch's test accuracy (the JSONL has one per epoch)
+  best=$(grep -o '"test_acc":[0-9.]*' "$out/$name.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1)
+  verdict=$(awk -v a="${best:-0}" -v t="$target" 'BEGIN { print (a >= t) ? "MET" : "NOT MET" }')
+  row "train $name" "exit $rc $line; best epoch test_acc=${best:--} (target >= $target: $verdict)"
+}
+step_train() {
+  t mlp 0.98 --model mlp --epochs 3
+  t cnn 0.99 --model cnn --epochs 15 --save "$out/cnn.safetensors"
+  t cnn-bn-dropout 0.994 --model cnn --norm batch --dropout 0.05 --epochs 15
+  "$bin/train_mnist" --device cuda --data-dir "$data" --model mlp --epochs 1 >"$out/epoch-gpu.txt" 2>&1
+  row "mlp 1 epoch GPU" "$(grep '^epoch 1' "$out/epoch-gpu.txt" | grep -o '[0-9.]*s [0-9]* img/s')"
+  "$bin/train_mnist" --device cpu --data-dir "$data" --model mlp --epochs 1 >"$out/epoch-cpu.txt" 2>&1
+  row "mlp 1 epoch CPU ($(nproc) cores)" "$(grep '^epoch 1' "$out/epoch-cpu.txt" | grep -o '[0-9.]*s [0-9]* img/s')"
+}
+step_interop() {
+  [ -f "$out/cnn.safetensors" ] || "$bin/train_mnist" --device cuda --data-dir "$data" --model cnn --epochs 1 \
+    --save "$out/cnn.safetensors" >/dev/null 2>&1
+  "$py" "$here/scripts/check_pytorch_interop.py" "$out/cnn.safetensors" --kiln-eval "$bin/kiln_eval" \
+    --data-dir "$data" >"$out/interop.txt" 2>&1
+  row "PyTorch interop (cnn)" "exit $? $(last "$out/interop.txt")"
+}
+sanitize() {  # kernel tests first, then the whole-model runs (slowest under the tools)
+  local part filter
+  for part in kernels models; do
+    filter=$sanitize_kernels; [ $part = models ] && filter=$sanitize_models
+    compute-sanitizer --tool "$1" --error-exitcode 9 "$bin/kiln_tests" --gtest_filter="$filter" \
+      >"$out/sanitize-$1-$part.txt" 2>&1
+    row "compute-sanitizer $1 ($part)" "exit $?; $(grep -m1 'ERROR SUMMARY' "$out/sanitize-$1-$part.txt")"
+  done
+}
+step_memcheck() { sanitize memcheck; }
+step_racecheck() { sanitize racecheck; }
+step_initcheck() { sanitize initcheck; }
+step_synccheck() { sanitize synccheck; }
+step_bench() {  # medians of 3 short repetitions; bench_summary.py prints the issues' ratios
+  for b in "$bin"/bench_*; do
+    [ "$(basename "$b")" = bench_train ] && continue  # perf runs it, next to PyTorch
+    "$b" --benchmark_min_time=0.01 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+      --benchmark_out="$out/$(basename "$b").json" --benchmark_out_format=json >"$out/$(basename "$b").txt" 2>&1
+    row "$(basename "$b")" "exit $? ($(grep -c . "$out/$(basename "$b").txt") lines)"
+  done
+  python3 "$here/scripts/bench_summary.py" "$out" >"$out/bench_summary.txt" 2>&1
+  row "bench_summary.py" "exit $? (bench_summary.txt, printed below)"
+}
+step_resume() {
+  KILN_DEVICE=cuda KILN_BIN=$bin KILN_TEST_DATA=$here/tests/data bash "$here/tests/cli/resume.sh" >"$out/resume-cuda.txt" 2>&1
+  row "kill-and-resume on CUDA" "exit $? $(last "$out/resume-cuda.txt")"
+}
+step_tta() {
+  KILN_BIN=$bin DATA_DIR=$data bash "$here/scripts/time_to_acc.sh" 5 >"$out/tta.txt" 2>&1
+  row "time to 99% (5 seeds)" "$(last "$out/tta.txt")"
+}
+step_perf() {  # kiln vs PyTorch side by side (docs/PERFORMANCE.md)
+  KILN_BENCH_TRAIN=$bin/bench_train OUT=$out bash "$here/scripts/bench_compare.sh" "$out" >"$out/perf.txt" 2>&1
+  row "bench_compare (kiln vs PyTorch)" "exit $?"
+}
+step_catalogue() {  # stops itself 20 s before its budget so the tarball is written
+  KILN_BIN=$bin KILN_SRC=$here bash "$here/scripts/catalogue.sh" "$here/catalogue" --budget "$(( ${STEP_SECONDS:-480} - 20 ))" \
+    -- --device cuda --data-dir "$data" >"$out/catalogue.txt" 2>&1
+  local rc=$?
+  tar -C "$here" -czf "$out/catalogue.tgz" catalogue
+  row "experiment catalogue" "exit $rc (3: budget spent, run the step again to continue)"
+}
+
+if [ "${1:-}" = "--step" ]; then  # one step, under the parent's timeout
+  "step_$2"
+  exit $?
+fi
+
+order=(tests train interop memcheck racecheck bench resume initcheck synccheck tta perf catalogue)
+declare -A budget=([tests]=150 [train]=240 [interop]=60 [memcheck]=120 [racecheck]=150 [bench]=240
+                   [resume]=150 [initcheck]=120 [synccheck]=90 [tta]=120 [perf]=240 [catalogue]=480)
+want=" ${*:-all} "
+want=${want/ sanitize / memcheck racecheck initcheck synccheck }
+for w in $want; do
+  [ "$w" = all ] || [ -n "${budget[$w]:-}" ] || { echo "run.sh: unknown step '$w' (steps: ${order[*]} sanitize all)" >&2; exit 2; }
+done
+deadline=$(( $(date +%s) + ${KILN_DEADLINE:-540} ))
+: >"$summary"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/gpu.txt" 2>&1
+row "device" "$(head -1 "$out/gpu.txt")"
+ldd "$bin/kiln_tests" | grep -E "not found|cublas|cudnn" >"$out/ldd.txt"
+grep -q "not found" "$out/ldd.txt" && row "ldd kiln_tests" "MISSING: $(grep 'not found' "$out/ldd.txt" | awk '{print $1}' | tr '\n' ' ')"
+skipped=()
+for s in "${order[@]}"; do
+  [[ "$want" == *" all "* || "$want" == *" $s "* ]] || continue
+  left=$(( deadline - $(date +%s) - 20 ))
+  b=$(eval "echo \${KILN_BUDGET_$s:-${budget[$s]}}")
+  secs=$(( b < left ? b : left ))
+  if [ "$secs" -lt 30 ]; then skipped+=("$s"); continue; fi
+  t0=$(date +%s)
+  STEP_SECONDS=$secs timeout -k 10 "$secs" bash "$here/run.sh" --step "$s"
+  rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    note=""
+    if [[ " memcheck racecheck initcheck synccheck " == *" $s "* ]]; then  # what the tool saw so far
+      for f in "$out"/sanitize-"$s"-*.txt; do
+        [ -f "$f" ] && note+="; $(basename "$f" .txt): $(grep -c -E '^========= +(Invalid|Race|Uninitialized|Barrier|Program hit|Error|Warning|Saved host backtrace)' "$f") report lines, last test $(grep -o 'RUN *\] [^ ]*' "$f" | tail -1 | awk '{print $NF}')"
+      done
+    fi
+    row "$s" "TIMED OUT after ${secs}s (partial logs in $out)$note"
+  fi
+  echo "step $s: exit $rc, $(( $(date +%s) - t0 ))s" >>"$out/steps.txt"
+done
+[ ${#skipped[@]} -eq 0 ] || row "not run (no time left)" "${skipped[*]}"
+[ -f "$out/bench_summary.txt" ] && cat "$out/bench_summary.txt"
+[ -f "$out/perf.txt" ] && tail -12 "$out/perf.txt"
+echo "---- summary ----"
+cat "$summary"

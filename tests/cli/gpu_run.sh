@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# scripts/gpu_run.sh (the bundle's run.sh) on stub binaries, so its scheduling is known to work
+# before a GPU session spends device minutes on it: the device row, the accuracy verdicts (MET /
+# NOT MET from the best epoch in the JSONL), a sanitizer step killed at its budget with the
+# reports seen so far counted, the steps that no longer fit listed as not run, step selection,
+# and an unknown step (exit 2). No GPU, compute-sanitizer or PyTorch needed.
+set -uo pipefail
+: "${KILN_SRC:?}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+b=$tmp/bundle
+mkdir -p "$b/bin" "$b/lib" "$b/data" "$b/tests/cli" "$b/tests/data" "$b/scripts" "$tmp/path"
+cp "$KILN_SRC/scripts/gpu_run.sh" "$b/run.sh"
+stub() {  # stub PATH BODY: an executable bash script
+  printf '#!/usr/bin/env bash\n%s\n' "$2" >"$1"
+  chmod +x "$1"
+}
+stub "$b/bin/kiln_tests" 'echo "[==========] 3 tests ran."; echo "[  PASSED  ] 3 tests."'
+# train_mnist: test_acc by model (mlp 0.981 meets 0.98; cnn peaks at 0.9885, under 0.99)
+stub "$b/bin/train_mnist" '
+log=""; model=cnn; dev=cuda
+while [ $# -gt 0 ]; do case $1 in --log) log=$2; shift;; --model) model=$2; shift;; --device) dev=$2; shift;; esac; shift; done
+acc=0.9885; [ $model = mlp ] && acc=0.981
+[ -n "$log" ] && { echo "{\"type\":\"epoch\",\"epoch\":1,\"test_acc\":0.97}"; echo "{\"type\":\"epoch\",\"epoch\":2,\"test_acc\":$acc}"; echo "{\"type\":\"epoch\",\"epoch\":3,\"test_acc\":0.96}"; } >"$log"
+echo "epoch 1: train_loss=0.1 test_acc=$acc 1.5s 40000 img/s"
+echo "test_acc=$acc test_loss=0.05 seconds=1.50"'
+stub "$b/bin/kiln_eval" 'exit 0'
+stub "$b/bin/bench_copy" 'echo "BM_Copy 1 ms"; for a; do case $a in --benchmark_out=*) echo "{}" >"${a#*=}";; esac; done'
+stub "$b/tests/cli/train_mnist.sh" 'exit 0'
+stub "$b/tests/cli/resume.sh" 'echo "PASS resume"'
+stub "$b/scripts/check_pytorch_interop.py" 'echo "max relative difference 3e-06: OK"'
+stub "$b/scripts/bench_summary.py" 'echo "bench summary: 1 file"'
+for s in time_to_acc.sh bench_compare.sh catalogue.sh; do stub "$b/scripts/$s" "echo $s done"; done
+stub "$tmp/path/nvidia-smi" 'echo "NVIDIA H100 80GB HBM3, 550.54, 81559 MiB"'
+stub "$tmp/path/python3" 'exec bash "$@"'  # the stub .py files are bash
+# compute-sanitizer: racecheck reports two races, then hangs (killed at its budget)
+stub "$tmp/path/compute-sanitizer" '
+if [ "$2" = racecheck ]; then
+  echo "[ RUN      ] ConvGpu.MatchesReference/K3"; echo "========= Race reported between Write access at 0x10"
+  echo "========= Race reported between Read access at 0x20"; echo "[ RUN      ] PoolGpu.MatchesReference/K2"; sleep 300
+fi
+echo "========= ERROR SUMMARY: 0 errors"'
+export PATH="$tmp/path:$PATH"
+fail=0
+expect() {  # expect FILE PATTERN WHAT
+  grep -Eq -- "$2" "$1" || { echo "FAIL: $3 (no /$2/ in $1)"; sed 's/^/    /' "$1"; fail=1; }
+}
+
+# 1. Everything, with a deadline that racecheck's hang uses up: steps after it are listed.
+OUT=$tmp/out1 KILN_DEADLINE=70 KILN_BUDGET_racecheck=32 bash "$b/run.sh" >"$tmp/run1.txt" 2>&1
+s=$tmp/out1/summary.txt
+expect "$s" '^device +NVIDIA H100' "device row"
+expect "$s" '^gtests \(GPU\) +exit 0; \[  PASSED  \] 3 tests' "gtest row"
+expect "$s" '^train mlp .*best epoch test_acc=0.981 \(target >= 0.98: MET\)' "mlp verdict"
+expect "$s" '^train cnn .*best epoch test_acc=0.9885 \(target >= 0.99: NOT MET\)' "cnn verdict (best epoch, not last)"
+expect "$s" '^mlp 1 epoch GPU +1.5s 40000 img/s' "epoch time row"
+expect "$s" '^PyTorch interop \(cnn\) +exit 0 max relative difference' "interop row"
+expect "$s" '^compute-sanitizer memcheck \(kernels\) +exit 0; ========= ERROR SUMMARY: 0 errors' "memcheck row"
+expect "$s" '^racecheck +TIMED OUT after 32s.*sanitize-racecheck-kernels: 2 report lines, last test PoolGpu.MatchesReference/K2' "racecheck timeout row"
+expect "$s" '^not run \(no time left\) +bench resume initcheck synccheck tta perf catalogue$' "not-run row"
+expect "$tmp/run1.txt" '^---- summary ----' "summary printed last"
+
+# 2. Named steps only, in priority order whatever the order given; sanitize = the four tools.
+OUT=$tmp/out2 KILN_DEADLINE=200 bash "$b/run.sh" catalogue bench resume >"$tmp/run2.txt" 2>&1
+s=$tmp/out2/summary.txt
+expect "$s" '^bench_copy +exit 0' "bench row"
+expect "$s" '^bench_summary.py +exit 0' "bench summary row"
+expect "$s" '^kill-and-resume on CUDA +exit 0 PASS resume' "resume row"
+expect "$s" '^experiment catalogue +exit 0' "catalogue row"
+[ -s "$tmp/out2/catalogue.tgz" ] || { echo "FAIL: no catalogue tarball"; fail=1; }
+grep -q '^train\|^gtests' "$s" && { echo "FAIL: unrequested steps ran"; fail=1; }
+[ "$(grep -o '^step [a-z]*' "$tmp/out2/steps.txt" | tr '\n' ' ')" = "step bench step resume step catalogue " ] ||
+  { echo "FAIL: step order"; cat "$tmp/out2/steps.txt"; fail=1; }
+
+# 3. An unknown step is a usage error before anything runs.
+OUT=$tmp/out3 bash "$b/run.sh" tests bogus >"$tmp/run3.txt" 2>&1
+rc=$?
+[ $rc -eq 2 ] && grep -q "unknown step 'bogus'" "$tmp/run3.txt" && [ ! -s "$tmp/out3/summary.txt" ] ||
+  { echo "FAIL: unknown step rc=$rc"; cat "$tmp/run3.txt"; fail=1; }
+[ $fail -eq 0 ] && echo PASS
+exit $fail
