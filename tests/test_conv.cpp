@@ -5,6 +5,8 @@
 // index limit (shape-level rejection on CPU, the largest accepted batch on the GPU).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -320,6 +322,23 @@ std::vector<NamedShape> gpu_shapes() {
   v.push_back({"OneByOneWide", conv_shape(3, 40, 7, 9, 70, 1, 1, 1, 0)});
   v.push_back({"SplitKFilter", conv_shape(16, 8, 24, 24, 16, 3, 3, 1, 0)});
   v.push_back({"SplitKOneByOne", conv_shape(16, 16, 22, 22, 8, 1, 1, 1, 0)});
+  // Sixteen seeded random shapes on top of the chosen ones: combinations nobody listed
+  // (non-square kernels with stride 3, padding on a 1-wide image, ...). Fixed seed: the same
+  // shapes on every run and in every test name.
+  const size_t fixed = v.size();
+  std::mt19937 rng(2026);
+  // mt19937's output is fixed by the standard (uniform_int_distribution's is not)
+  auto draw = [&](int lo, int hi) { return lo + static_cast<int>(rng() % static_cast<unsigned>(hi - lo + 1)); };
+  while (v.size() < fixed + 16) {
+    ConvShape s = conv_shape(draw(1, 3), draw(1, 12), draw(1, 12), draw(1, 12), draw(1, 12), draw(1, 5),
+                             draw(1, 5), draw(1, 3), draw(0, 2));
+    if (s.h + 2 * s.pad < s.kh || s.w + 2 * s.pad < s.kw) continue;  // no output position
+    if (2 * s.pad > std::min(s.kh, s.kw)) continue;  // padding past half the kernel: not a shape nets use
+    auto d = [](int64_t x) { return std::to_string(x); };  // the name carries the shape
+    v.push_back({"Random" + d(int64_t(v.size() - fixed)) + "_n" + d(s.n) + "c" + d(s.c) + "h" + d(s.h) + "w" +
+                     d(s.w) + "k" + d(s.k) + "_" + d(s.kh) + "x" + d(s.kw) + "s" + d(s.stride) + "p" + d(s.pad),
+                 s});
+  }
   return v;
 }
 
