@@ -3,6 +3,8 @@
 // GPU-vs-reference comparisons (skipped without a GPU; cuDNN as a second oracle when present).
 #include <cmath>
 #include <cstring>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "engine/error.h"
@@ -366,6 +368,33 @@ TEST(GroupNormGpu, AwkwardShapes) {
   gn_gpu_vs_ref({5, 64, 1, 8}, 34);       // features, hw = 1
   gn_gpu_vs_ref({2, 512, 7 * 7, 1}, 35);  // one group of many channels
   gn_gpu_vs_ref({2, 32, 56 * 56, 32}, 36);
+#endif
+}
+
+TEST(NormGpu, RandomShapesMatchReference) {
+  // Twelve seeded random shapes per kind on top of the chosen ones (mt19937: the same draws on
+  // every standard library), each named in the failure message.
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  std::mt19937 rng(7);
+  auto draw = [&](int lo, int hi) { return lo + static_cast<int>(rng() % static_cast<unsigned>(hi - lo + 1)); };
+  for (int i = 0; i < 12; ++i) {
+    const NormShape s{draw(1, 6), draw(1, 40), draw(1, 200), 1};
+    const double offset = draw(0, 1) ? 20.0 : 0.0;
+    SCOPED_TRACE("batch norm n=" + std::to_string(s.n) + " c=" + std::to_string(s.c) + " hw=" + std::to_string(s.hw) +
+                 " offset=" + std::to_string(offset));
+    if (s.n * s.hw > 1) bn_gpu_vs_ref(s, 100 + i, offset);  // training needs two values per channel
+  }
+  for (int i = 0; i < 12; ++i) {
+    const int c = draw(1, 40);
+    std::vector<int> divisors;
+    for (int g = 1; g <= c; ++g)
+      if (c % g == 0) divisors.push_back(g);
+    const NormShape s{draw(1, 6), c, draw(1, 200), divisors[rng() % divisors.size()]};
+    SCOPED_TRACE("group norm n=" + std::to_string(s.n) + " c=" + std::to_string(s.c) + " hw=" +
+                 std::to_string(s.hw) + " groups=" + std::to_string(s.groups));
+    gn_gpu_vs_ref(s, 200 + i);
+  }
 #endif
 }
 
