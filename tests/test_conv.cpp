@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -326,9 +325,7 @@ std::vector<NamedShape> gpu_shapes() {
   // (non-square kernels with stride 3, padding on a 1-wide image, ...). Fixed seed: the same
   // shapes on every run and in every test name.
   const size_t fixed = v.size();
-  std::mt19937 rng(2026);
-  // mt19937's output is fixed by the standard (uniform_int_distribution's is not)
-  auto draw = [&](int lo, int hi) { return lo + static_cast<int>(rng() % static_cast<unsigned>(hi - lo + 1)); };
+  test::SeededInts draw(2026);
   while (v.size() < fixed + 16) {
     ConvShape s = conv_shape(draw(1, 3), draw(1, 12), draw(1, 12), draw(1, 12), draw(1, 12), draw(1, 5),
                              draw(1, 5), draw(1, 3), draw(0, 2));

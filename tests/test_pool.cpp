@@ -249,9 +249,8 @@ std::vector<NamedPool> gpu_pool_shapes() {
   auto v = pool_shapes();
   v.push_back({"Cnn128x8x22", make_pool(128, 8, 22, 22, 2, 2, 0)});
   v.push_back({"K3S2Pad1Odd", make_pool(3, 7, 15, 13, 3, 2, 1)});
-  // Ten seeded random shapes (mt19937: the same draws everywhere); the name carries the shape.
-  std::mt19937 rng(11);
-  auto draw = [&](int lo, int hi) { return lo + static_cast<int>(rng() % static_cast<unsigned>(hi - lo + 1)); };
+  // Ten seeded random shapes; the name carries the shape.
+  test::SeededInts draw(11);
   for (int i = 0; i < 10;) {
     PoolShape s = make_pool(draw(1, 3), draw(1, 6), draw(1, 13), draw(1, 13), draw(1, 4), draw(1, 3), 0, draw(1, 4));
     s.pad = draw(0, 1);

@@ -42,6 +42,15 @@ std::vector<T> random_vec(size_t n, uint64_t seed, double lo = -1.0, double hi =
   return v;
 }
 
+// Integers in [lo, hi] from a seeded mt19937, for seeded random shapes: mt19937's output is fixed
+// by the standard (uniform_int_distribution's is not), so the shapes and their test names are the
+// same with every standard library.
+struct SeededInts {
+  std::mt19937 rng;
+  explicit SeededInts(uint32_t seed) : rng(seed) {}
+  int operator()(int lo, int hi) { return lo + static_cast<int>(rng() % static_cast<unsigned>(hi - lo + 1)); }
+};
+
 // A tensor on `device` filled with NaN, so any element a kernel fails to write shows up.
 inline Tensor poisoned(const Shape& s, Device d) {
   std::vector<float> v(static_cast<size_t>(shape_numel(s)), std::numeric_limits<float>::quiet_NaN());
