@@ -304,6 +304,16 @@ def on_signal(signum, _frame):
     sys.exit(128 + signum)
 
 
+def mutate(text, edits):
+    """The source with every edit applied in turn and "", or None and why a mutant no longer applies."""
+    for old, new in edits:
+        n = text.count(old)
+        if n != 1:
+            return None, f"text found {n} times: {old.splitlines()[0]!r}"
+        text = text.replace(old, new)
+    return text, ""
+
+
 def run(cmd, timeout, env=None):
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, env=env,
@@ -342,10 +352,9 @@ def main():
         stale = []
         for name, rel, edits, _ in chosen:
             with open(os.path.join(ROOT, rel)) as f:
-                text = f.read()
-            for old, _new in edits:
-                if text.count(old) != 1:
-                    stale.append(f"{name}: {rel}: text found {text.count(old)} times: {old.splitlines()[0]!r}")
+                why = mutate(f.read(), edits)[1]
+            if why:
+                stale.append(f"{name}: {rel}: {why}")
         for s in stale:
             print("STALE", s)
         print(f"{len(chosen) - len(stale)}/{len(chosen)} mutants apply")
@@ -381,13 +390,7 @@ def main():
         path = os.path.join(ROOT, rel)
         with open(path) as f:
             orig = f.read()
-        text, stale = orig, ""
-        for old, new in edits:
-            n = text.count(old)
-            if n != 1:
-                stale = f"text found {n} times"
-                break
-            text = text.replace(old, new)
+        text, stale = mutate(orig, edits)
         t0 = time.time()
         if stale:
             result, detail = "STALE", stale
@@ -400,23 +403,28 @@ def main():
                 if rc != 0:
                     result, detail = "NO BUILD", (re.findall(r"error: .*", out) or ["build failed"])[0][:80]
                 else:
-                    rc, out = run([test_bin, "--gtest_brief=1", "--gtest_fail_fast"], args.timeout)
-                    failed = re.findall(r"^\[  FAILED  \] (\S+)", out or "", re.M)
-                    order, reruns = "", []
-                    if rc == 0 and emulated:
+                    # Passes in turn until one fails: (command, env, time limit, failed-test
+                    # pattern, suffix for a kill, note for a survivor).
+                    gtest = [test_bin, "--gtest_brief=1", "--gtest_fail_fast"]
+                    gtest_failed = r"^\[  FAILED  \] (\S+)"
+                    passes = [(gtest, None, args.timeout, gtest_failed, "", "")]
+                    if emulated:
                         # A race may only show when threads run in another order between barriers
                         # (the emulator resumes them forward by default): run again in reverse.
-                        env = dict(os.environ, KILN_EMU_ORDER="reverse")
-                        rc, out = run([test_bin, "--gtest_brief=1", "--gtest_fail_fast"], args.timeout, env)
-                        failed = re.findall(r"^\[  FAILED  \] (\S+)", out or "", re.M)
-                        order = " (threads in reverse order)"
-                        reruns.append("in reverse thread order")
-                    if rc == 0 and args.cli:
-                        rc, out = run(["ctest", "--test-dir", build, "-R", "^cli[.]", "--stop-on-failure"],
-                                      args.timeout * 4)
-                        failed = re.findall(r"\d+ - (cli\.\S+) \(Failed", out or "")
-                        order = " (CLI tests)"
-                        reruns.append("with the CLI tests")
+                        passes.append((gtest, dict(os.environ, KILN_EMU_ORDER="reverse"), args.timeout,
+                                       gtest_failed, " (threads in reverse order)", "in reverse thread order"))
+                    if args.cli:
+                        passes.append((["ctest", "--test-dir", build, "-R", "^cli[.]", "--stop-on-failure"], None,
+                                       args.timeout * 4, r"\d+ - (cli\.\S+) \(Failed", " (CLI tests)",
+                                       "with the CLI tests"))
+                    reruns = []
+                    for cmd, env, limit, pattern, order, note in passes:
+                        rc, out = run(cmd, limit, env)
+                        failed = re.findall(pattern, out or "", re.M)
+                        if note:
+                            reruns.append(note)
+                        if rc != 0:
+                            break
                     if rc is None:
                         result, detail = "killed", f"timeout after {args.timeout:.0f} s"
                     elif rc == 0:
