@@ -41,12 +41,7 @@ def lr_find(args):
     if len(args.csv) > 1:
         return lr_find_overlay(args)
     path = args.csv[0]
-    rows = read_csv(path)
-    if not rows:
-        sys.exit(f"plot.py: {path}: no rows")
-    lr = [float(r["lr"]) for r in rows]
-    raw = [float(r["loss"]) for r in rows]
-    smooth = [float(r["smoothed_loss"]) for r in rows]
+    lr, raw, smooth = read_curve(path)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(lr, raw, color="0.75", lw=0.8, label="loss")
     ax.plot(lr, smooth, color="C0", lw=1.6, label="smoothed (EMA 0.98, debiased)")
@@ -60,6 +55,14 @@ def lr_find(args):
     lr_find_axes(ax, smooth, args.title or f"LR range test ({os.path.basename(path)})")
     fig.tight_layout()
     fig.savefig(args.output, dpi=args.dpi)
+
+
+def read_curve(path):
+    """An lr_find CSV as (lr, loss, smoothed_loss) lists."""
+    rows = read_csv(path)
+    if not rows:
+        sys.exit(f"plot.py: {path}: no rows")
+    return ([float(r[k]) for r in rows] for k in ("lr", "loss", "smoothed_loss"))
 
 
 def read_suggestions(csv_path):
@@ -85,11 +88,7 @@ def lr_find_overlay(args):
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     everything = []
     for i, path in enumerate(args.csv):
-        rows = read_csv(path)
-        if not rows:
-            sys.exit(f"plot.py: {path}: no rows")
-        lr = [float(r["lr"]) for r in rows]
-        smooth = [float(r["smoothed_loss"]) for r in rows]
+        lr, _, smooth = read_curve(path)
         everything += smooth
         valley = [s for s in read_suggestions(path) if s["method"] == "valley"]
         label = os.path.splitext(os.path.basename(path))[0]
