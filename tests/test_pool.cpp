@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -32,6 +33,9 @@ struct NamedPool {
   std::string name;
   PoolShape s;
 };
+// As NamedConvShape (tests/conv_shapes.h): gtest and ctest list the name, not a byte dump that
+// holds the name's heap pointer and so changes from one test discovery to the next.
+void PrintTo(const NamedPool& p, std::ostream* os) { *os << p.name; }
 
 std::vector<NamedPool> pool_shapes() {
   return {
