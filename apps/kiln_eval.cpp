@@ -1,9 +1,12 @@
-// kiln_eval: evaluates a checkpoint on a dataset's test split and optionally writes the logits
-// and the exact (normalised) inputs (safetensors: "logits" F32 [N, classes], "labels" I64 [N],
-// "images" F32 [N, C, H, W]) for comparison with another
-// framework (scripts/check_pytorch_interop.py). The model is rebuilt from the checkpoint's own
-// config metadata, so only the data location needs to be given.
-//   kiln_eval CHECKPOINT [--data-dir DIR] [--test-limit N] [--device cpu] [--dump-logits FILE]
+// kiln_eval: evaluates a checkpoint on a dataset's test split (or, with --split train, on the
+// training samples the checkpoint's run used: its --train-limit, in dataset order, before any
+// augmentation) and optionally writes the logits and the exact (normalised) inputs
+// (safetensors: "logits" F32 [N, classes], "labels" I64 [N], "images" F32 [N, C, H, W]) for
+// comparison with another framework (scripts/check_pytorch_interop.py, check_pytorch_training.py).
+// The model is rebuilt from the checkpoint's own config metadata, so only the data location
+// needs to be given.
+//   kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train] [--test-limit N] [--device cpu]
+//             [--dump-logits FILE]
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -18,7 +21,7 @@ using namespace kiln;  // an app, not the library
 
 int main(int argc, char** argv) {
   return app::guarded_main("kiln_eval", [&] {
-    std::string ckpt, dump, data_dir, device = "cpu";
+    std::string ckpt, dump, data_dir, device = "cpu", split = "test";
     int64_t limit = 0;
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
@@ -26,31 +29,43 @@ int main(int argc, char** argv) {
         KILN_USAGE_CHECK(i + 1 < argc, a << " needs a value");
         return argv[++i];
       };
-      if (a == "--dump-logits") dump = value();
-      else if (a == "--data-dir") data_dir = value();
-      else if (a == "--device") device = value();
-      else if (a == "--test-limit") limit = std::stoll(value());
+      if (a == "--dump-logits")
+        dump = value();
+      else if (a == "--data-dir")
+        data_dir = value();
+      else if (a == "--device")
+        device = value();
+      else if (a == "--split")
+        split = value();
+      else if (a == "--test-limit")
+        limit = std::stoll(value());
       else if (a == "--help" || a == "-h") {
-        std::printf("usage: kiln_eval CHECKPOINT [--data-dir DIR] [--test-limit N] [--device cpu|cuda] [--dump-logits FILE]\n");
+        std::printf(
+            "usage: kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train] [--test-limit N] "
+            "[--device cpu|cuda] [--dump-logits FILE]\n");
         return 0;
       } else {
-        KILN_USAGE_CHECK(a.rfind("--", 0) != 0 && ckpt.empty(), "unexpected argument '" << a << "'");
+        KILN_USAGE_CHECK(a.rfind("--", 0) != 0 && ckpt.empty(),
+                         "unexpected argument '" << a << "'");
         ckpt = a;
       }
     }
     KILN_USAGE_CHECK(!ckpt.empty(), "no checkpoint given (usage: kiln_eval CHECKPOINT ...)");
+    KILN_USAGE_CHECK(split == "test" || split == "train",
+                     "--split: '" << split << "' is not test or train");
     SafetensorsFile f = read_safetensors(ckpt);
     const std::string* config = f.meta("config");
     KILN_CHECK(config, "checkpoint " << ckpt << ": no config in __metadata__");
     RunConfig cfg;
     const OptionTable& table = run_options();
     for (const auto& [k, v] : parse_json(*config).members)
-      if (v.is_string() && table.find(k)) table.set(cfg, k, v.text, "checkpoint " + ckpt + ": config '" + k + "'");
+      if (v.is_string() && table.find(k))
+        table.set(cfg, k, v.text, "checkpoint " + ckpt + ": config '" + k + "'");
     cfg.device = device;
-    cfg.data.test_limit = limit;
+    if (split == "test") cfg.data.test_limit = limit;
     if (!data_dir.empty()) cfg.data.data_dir = data_dir;
     Device dev = resolve_device(cfg.device);
-    Dataset test = load_dataset(cfg.data, "test", dev);
+    Dataset test = load_dataset(cfg.data, split, dev);
     auto model = make_model(cfg.model, test.sample_shape(), test.num_classes);
     model->build(dev, cfg.seed);
     Context ctx(dev, cfg.seed);
@@ -79,8 +94,9 @@ int main(int argc, char** argv) {
       const auto* p = reinterpret_cast<const uint8_t*>(&label);
       lb.data.insert(lb.data.end(), p, p + 8);
     }
-    std::printf("%s on %s test (%lld samples): acc=%.4f\n", ckpt.c_str(), cfg.data.dataset.c_str(),
-                static_cast<long long>(test.size()), test.size() ? double(correct) / test.size() : 0.0);
+    std::printf("%s on %s %s (%lld samples): acc=%.4f\n", ckpt.c_str(), cfg.data.dataset.c_str(),
+                split.c_str(), static_cast<long long>(test.size()),
+                test.size() ? double(correct) / test.size() : 0.0);
     if (!dump.empty()) {
       SafetensorsFile out;
       StTensor im{"images", "F32", test.images.shape(), {}};
