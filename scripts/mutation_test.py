@@ -12,6 +12,10 @@ build a survivor runs once more with KILN_EMU_ORDER=reverse, since a missing bar
 show when the threads between two barriers run in another order.
 
     scripts/mutation_test.py [--build build-emu-apps] [--only NAME,...] [--list] [--timeout S]
+                             [--set kernels|host|all] [--cli] [--parity] [--check]
+
+--parity runs scripts/check_pytorch_training.py (kiln against PyTorch, step by step) instead of
+the unit tests, on a CPU build: how many of the formula bugs PyTorch alone would catch.
 
 The build must have KILN_BUILD_TESTS=ON. Sources are restored from memory after every mutant,
 also on Ctrl-C or SIGTERM; the script refuses to touch a file with uncommitted changes, so
@@ -180,9 +184,32 @@ MUTANTS = [
     ("nesterov", "kernels/optim/optim_math.h",
      [("g = h.nesterov ? g + mu * b : b;", "g = h.nesterov ? b + mu * b : b;")],
      "Nesterov's look-ahead uses the buffer twice"),
+    ("rmsprop-eps-inside", "kernels/optim/optim_math.h",
+     [("T avg = optim_sqrt(v) + T(h.eps);", "T avg = optim_sqrt(v + T(h.eps));")],
+     "RMSprop's eps under the square root (TF style, not PyTorch's sqrt(v) + eps)"),
+    ("l2-penalty-factor", "kernels/optim/optim_math.h",
+     [("return g + T(l1) * sgn + T(2) * T(l2) * w;", "return g + T(l1) * sgn + T(l2) * w;")],
+     "the L2 penalty l2 * sum w^2 contributes l2 * w to the gradient instead of 2 * l2 * w"),
+    ("clipnorm-always", "kernels/optim/optim_math.h",
+     [("return n > c ? c / n : 1.0;  // Keras", "return c / (n + 1e-6);  // Keras")],
+     "per-tensor clipnorm also scales up gradients whose norm is below the limit"),
+    ("adam-bias-correction-step", "kernels/optim/optim_math.h",
+     [("s.step_size = static_cast<float>(h.lr / (1.0 - std::pow(static_cast<double>(h.beta1), t)));",
+       "s.step_size = static_cast<float>(h.lr / (1.0 - std::pow(static_cast<double>(h.beta1), t + 1)));")],
+     "Adam's first-moment bias correction counts the step from 2"),
     ("l1-sign-zero", "kernels/optim/optim_math.h",
      [("T sgn = w > T(0) ? T(1) : (w < T(0) ? T(-1) : T(0));", "T sgn = w >= T(0) ? T(1) : T(-1);")],
      "the L1 subgradient at w = 0 is 1 (torch.sign(0) = 0)"),
+    ("bn-ref-running-var-biased", "kernels/norm/norm_ref.cpp",
+     [("const double unbiased = m > 1 ? sq / (m - 1) : var;", "const double unbiased = var;")],
+     "the CPU batch norm's running variance without Bessel's correction"),
+    ("gn-ref-affine-group", "kernels/norm/norm_ref.cpp",
+     [("y[base + i] = static_cast<T>((x[base + i] - mean) * invstd * weight[c] + bias[c]);",
+       "y[base + i] = static_cast<T>((x[base + i] - mean) * invstd * weight[g] + bias[g]);")],
+     "the CPU group norm's forward takes the affine weight and bias per group, not per channel"),
+    ("penalize-biases", "optim/optimizer.cpp",
+     [("t.penalize = (o.penalize_all || p.decay) ? 1 : 0;", "t.penalize = 1;")],
+     "the L1/L2 penalties also reach biases and norm parameters by default"),
     # ---- activations, dense, data
     ("relu-bwd-zero", "kernels/activation/activation.cu",
      [("if (A == Act::ReLU) dx[i] = v > 0.f ? g : 0.f;", "if (A == Act::ReLU) dx[i] = v >= 0.f ? g : 0.f;")],
@@ -333,6 +360,9 @@ def main():
     ap.add_argument("--timeout", type=float, default=300, help="seconds per test run (default 300)")
     ap.add_argument("--set", choices=["kernels", "host", "all"], default="kernels",
                     help="kernel mutants (kernels/, default), host-code mutants (engine/, optim/, tuning/), or all")
+    ap.add_argument("--parity", action="store_true",
+                    help="instead of the unit tests, run the PyTorch training-parity check "
+                         "(scripts/check_pytorch_training.py: needs torch) on every mutant; use a CPU build")
     ap.add_argument("--cli", action="store_true",
                     help="build every target and also run the CLI tests (ctest -R ^cli.) for a mutant the "
                          "unit tests miss; use a CPU build (the emu build's CLI tests pick the emulated GPU)")
@@ -376,12 +406,14 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
 
     def build_tests():
-        return run(["cmake", "--build", build] + ([] if args.cli else ["--target", "kiln_tests"]), timeout=1800)
+        targets = [] if args.cli else ["--target", "train_mnist", "kiln_eval"] if args.parity else ["--target", "kiln_tests"]
+        return run(["cmake", "--build", build] + targets, timeout=1800)
 
     rc, out = build_tests()
     if rc != 0:
         sys.exit("mutation_test.py: the unmutated build fails:\n" + out[-3000:])
-    rc, out = run([test_bin, "--gtest_brief=1"], args.timeout)
+    parity = [sys.executable, os.path.join(ROOT, "scripts", "check_pytorch_training.py"), "--bin", build, "--show", "1"]
+    rc, out = run(parity if args.parity else [test_bin, "--gtest_brief=1"], args.timeout)
     if rc != 0:
         sys.exit("mutation_test.py: the unmutated tests fail; fix them first:\n" + (out or "")[-3000:])
 
@@ -408,12 +440,15 @@ def main():
                     gtest = [test_bin, "--gtest_brief=1", "--gtest_fail_fast"]
                     gtest_failed = r"^\[  FAILED  \] (\S+)"
                     passes = [(gtest, None, args.timeout, gtest_failed, "", "")]
-                    if emulated:
+                    if args.parity:  # recipes that disagree, e.g. "adamw-cosine  8  0.012  0.02  MISMATCH"
+                        passes = [(parity, None, args.timeout, r"^(\S+) +\d+ +\S+ +\S+ +MISMATCH", " (PyTorch parity)",
+                                   "")]
+                    elif emulated:
                         # A race may only show when threads run in another order between barriers
                         # (the emulator resumes them forward by default): run again in reverse.
                         passes.append((gtest, dict(os.environ, KILN_EMU_ORDER="reverse"), args.timeout,
                                        gtest_failed, " (threads in reverse order)", "in reverse thread order"))
-                    if args.cli:
+                    if args.cli and not args.parity:
                         passes.append((["ctest", "--test-dir", build, "-R", "^cli[.]", "--stop-on-failure"], None,
                                        args.timeout * 4, r"\d+ - (cli\.\S+) \(Failed", " (CLI tests)",
                                        "with the CLI tests"))

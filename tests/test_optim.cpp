@@ -203,6 +203,19 @@ TEST(Optim, RmspropMomentumThreeSteps) {
   expect_seq(run_scalar(o, 1.0f, {0.5f, 0.5f, 0.5f}), {0.9, 0.7391119, 0.5362877});
 }
 
+TEST(Optim, RmspropEpsIsAddedAfterTheSquareRoot) {
+  // PyTorch: avg = sqrt(v) + eps. A large eps (0.5) makes its place visible; alpha 0.5, lr 0.1,
+  // g = 0.5, -0.5, 1:
+  // t1: v = 0.125, avg = 0.3535534 + 0.5 = 0.8535534, w = 1 - 0.05/0.8535534 = 0.9414214
+  // t2: v = 0.1875, avg = 0.9330127, w = 0.9414214 + 0.05/0.9330127 = 0.9950112
+  // t3: v = 0.59375, avg = 1.2705518, w = 0.9950112 - 0.1/1.2705518 = 0.9163052
+  // (eps under the root, sqrt(v + eps), gives 0.9367544 at t1.)
+  OptimOptions o = opt("rmsprop", 0.1f);
+  o.alpha = 0.5f;
+  o.eps = 0.5f;
+  expect_seq(run_scalar(o, 1.0f, {0.5f, -0.5f, 1.0f}), {0.9414214, 0.9950112, 0.9163052});
+}
+
 TEST(Optim, ScheduleMomentumOverridesConfigured) {
   // momentum passed to step() (from a schedule) replaces the configured 0: same as SgdMomentum.
   Rig r = weight_rig();
