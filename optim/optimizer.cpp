@@ -63,13 +63,15 @@ class FlatOptimizer final : public Optimizer {
     kind_ = kind_of(o.name);
     params_ = model.flat_params();
     grads_ = model.flat_grads();
+    // Without an L1/L2 penalty the flag would only cost time (every element's sign, times 0).
+    const bool penalties = o.l1 != 0 || o.l2 != 0;
     for (const ParamRef& r : model.param_refs()) {
       const Param& p = *r.param;
       OptimTensor t;
       t.offset = p.offset;
       t.numel = shape_numel(p.shape);
       t.decay = (o.decay_all || p.decay) ? 1 : 0;
-      t.penalize = (o.penalize_all || p.decay) ? 1 : 0;
+      t.penalize = penalties && (o.penalize_all || p.decay) ? 1 : 0;
       tensors_.push_back(t);
       names_.push_back(r.name);
       shapes_.push_back(p.shape);

@@ -198,7 +198,7 @@ MUTANTS = [
        "s.step_size = static_cast<float>(h.lr / (1.0 - std::pow(static_cast<double>(h.beta1), t + 1)));")],
      "Adam's first-moment bias correction counts the step from 2"),
     ("l1-sign-zero", "kernels/optim/optim_math.h",
-     [("T sgn = w > T(0) ? T(1) : (w < T(0) ? T(-1) : T(0));", "T sgn = w >= T(0) ? T(1) : T(-1);")],
+     [("const T sgn = T(w > T(0)) - T(w < T(0));", "const T sgn = T(w >= T(0)) - T(w < T(0));")],
      "the L1 subgradient at w = 0 is 1 (torch.sign(0) = 0)"),
     ("bn-ref-running-var-biased", "kernels/norm/norm_ref.cpp",
      [("const double unbiased = m > 1 ? sq / (m - 1) : var;", "const double unbiased = var;")],
@@ -208,7 +208,7 @@ MUTANTS = [
        "y[base + i] = static_cast<T>((x[base + i] - mean) * invstd * weight[g] + bias[g]);")],
      "the CPU group norm's forward takes the affine weight and bias per group, not per channel"),
     ("penalize-biases", "optim/optimizer.cpp",
-     [("t.penalize = (o.penalize_all || p.decay) ? 1 : 0;", "t.penalize = 1;")],
+     [("t.penalize = penalties && (o.penalize_all || p.decay) ? 1 : 0;", "t.penalize = penalties ? 1 : 0;")],
      "the L1/L2 penalties also reach biases and norm parameters by default"),
     # ---- activations, dense, data
     ("relu-bwd-zero", "kernels/activation/activation.cu",

@@ -59,7 +59,7 @@ KILN_OPTIM_HD void optim_uses_state(const OptimHyper& h, bool have1, bool have2,
 template <typename T>
 KILN_OPTIM_HD T optim_penalised_grad(T g, T w, int penalize, float l1, float l2) {
   if (!penalize) return g;
-  T sgn = w > T(0) ? T(1) : (w < T(0) ? T(-1) : T(0));  // torch.sign: sign(0) = 0
+  const T sgn = T(w > T(0)) - T(w < T(0));  // torch.sign: sign(0) = 0; no branch on the sign
   return g + T(l1) * sgn + T(2) * T(l2) * w;
 }
 
