@@ -70,7 +70,11 @@ void col2im(const ConvShape& s, const T* dcol, T* dx) {
           if (hi < 0 || hi >= s.h || q1 <= q0) continue;
           T* dst = dx + (c * s.h + hi) * s.w + (q0 * s.stride - s.pad + t);
           const T* row = src + p * Q;
-          for (int64_t q = q0; q < q1; ++q) dst[(q - q0) * s.stride] += row[q];
+          if (s.stride == 1) {  // contiguous: a loop the compiler vectorises
+            for (int64_t q = q0; q < q1; ++q) dst[q - q0] += row[q];
+          } else {
+            for (int64_t q = q0; q < q1; ++q) dst[(q - q0) * s.stride] += row[q];
+          }
         }
       }
 }
