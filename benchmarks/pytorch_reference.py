@@ -35,11 +35,10 @@ def main():
     ap.add_argument("--train-size", type=int, default=0, help="samples per epoch (0: 60000 / 50000)")
     args = ap.parse_args()
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         print("pytorch_reference: torch is not installed; nothing to compare (pip install torch)", file=sys.stderr)
         return 0
-    import torch
     if not torch.cuda.is_available():
         print("pytorch_reference: no CUDA device answers; nothing to compare", file=sys.stderr)
         return 0

@@ -246,10 +246,11 @@ def compare(torch, net, opt, ckpt_path, lr, momentum, tm, rtol, kink_rtol, skip)
         err = (k - t).norm().item() / max(k.norm().item(), 1e-30)
         worst = max(worst, err)
         if err > rtol:
-            (near if err <= kink_rtol else failures).append("%s: relative L2 difference %.3g > %g (max element %.3g of %.3g)"
-                            % (name, err, rtol, (k - t).abs().max().item(), k.abs().max().item()))
-    for what, kiln_v, torch_v in (("lr", float(meta["last_lr"]), lr), ("momentum", float(meta["last_momentum"]),
-                                                                         momentum)):
+            msg = "%s: relative L2 difference %.3g > %g (max element %.3g of %.3g)" % (
+                name, err, rtol, (k - t).abs().max().item(), k.abs().max().item())
+            (near if err <= kink_rtol else failures).append(msg)
+    for what, kiln_v, torch_v in (("lr", float(meta["last_lr"]), lr),
+                                  ("momentum", float(meta["last_momentum"]), momentum)):
         if torch_v is not None and abs(kiln_v - torch_v) > 1e-6 * max(abs(torch_v), 1e-12):
             failures.append("%s: kiln %.9g torch %.9g" % (what, kiln_v, torch_v))
     return worst, failures, near
@@ -274,11 +275,10 @@ def check_recipe(name, flags, args, tmp, torch, tm):
     ck = os.path.join(tmp, "ck")
     run(base + ["--epochs", "0", "--save", init])  # the step-0 weights (a later flag wins)
     run(base + ["--checkpoint-dir", ck, "--checkpoint-every-steps", "1", "--keep-last", "0"])
-    tensors, _, cfg = tm.load_checkpoint(os.path.join(ck, "ckpt-step-1.safetensors"))
+    _, _, cfg = tm.load_checkpoint(os.path.join(ck, "ckpt-step-1.safetensors"))  # the run's config
     init_tensors, _, _ = tm.load_checkpoint(init)
     _, labels, images = tm.kiln_eval_dump(os.path.join(args.bin, "kiln_eval"), init, cfg["data-dir"], split="train")
 
-    torch.manual_seed(0)
     net = tm.build_model(cfg, images.shape[1], images[0].numel(), 10).double()
     images = images.double()
     net.load_state_dict(tm.model_state(init_tensors), strict=True)
