@@ -99,6 +99,11 @@ RECIPES = [
                              "--anneal-strategy", "linear", "--pct-start", "0.5"]),
     ("cnn-pool-first-tanh", ["--model", "cnn", "--pool-after", "1", "--activation", "tanh",
                              "--optimizer", "sgd", "--lr", "0.05", "--schedule", "constant"]),
+    # --fuse on: the CPU references of conv+ReLU and batch norm+ReLU in one layer
+    ("cnn-fused-conv-relu", ["--model", "cnn", "--fuse", "on", "--optimizer", "sgd", "--lr", "0.05",
+                             "--momentum", "0.9", "--schedule", "constant"]),
+    ("cnn-fused-batchnorm-relu", ["--model", "cnn", "--norm", "batch", "--fuse", "on", "--optimizer", "adam",
+                                  "--lr", "0.003", "--schedule", "one-cycle"]),
 ]
 
 
