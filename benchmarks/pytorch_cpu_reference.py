@@ -69,7 +69,7 @@ def main():
     opt, penalised = cpt.torch_optimizer(torch, net, cfg)
     bs, n = int(cfg["batch-size"]), x_train.shape[0]
     steps_per_epoch = (n + bs - 1) // bs  # kiln keeps the last, partial batch
-    sched, per_step = cpt.torch_scheduler(torch, opt, cfg, steps_per_epoch, args.epochs)
+    scheds = cpt.torch_schedulers(torch, opt, cfg, steps_per_epoch, args.epochs)
     l1, l2 = float(cfg["l1"]), float(cfg["l2"])
     gen = torch.Generator().manual_seed(args.seed)
     rows = []
@@ -86,11 +86,13 @@ def main():
             loss.backward()
             cpt.clip(torch, list(net.parameters()), cfg)
             opt.step()
-            if sched is not None and per_step:
-                sched.step()
+            for sched, per_step in scheds:
+                if per_step:
+                    sched.step()
         seconds = time.perf_counter() - t0
-        if sched is not None and not per_step:
-            sched.step()
+        for sched, per_step in scheds:
+            if not per_step:
+                sched.step()
         net.eval()
         with torch.no_grad():
             correct = sum((net(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum().item()

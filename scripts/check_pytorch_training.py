@@ -71,6 +71,10 @@ RECIPES = [
         "--no-cycle-momentum"]),
     ("sgd-inverse-sqrt-step", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "inverse-sqrt-step",
                                      "--k", "0.5"]),
+    ("warmup-steps-then-exponential", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
+                                             "--warmup-steps", "5", "--schedule", "exponential", "--gamma", "0.8"]),
+    ("warmup-epoch-then-step", MLP + ["--optimizer", "adam", "--lr", "0.003", "--warmup-epochs", "1",
+                                      "--schedule", "step", "--step-size", "1", "--gamma", "0.5"]),
     ("sgd-inverse-sqrt-epoch", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "inverse-sqrt-epoch"]),
     ("global-clipnorm", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
                                "--schedule", "constant", "--global-clipnorm", "0.5"]),
@@ -147,6 +151,20 @@ def torch_optimizer(torch, net, cfg):
         raise ValueError("optimizer '%s' has no torch mirror here" % kind)
     penalised = weights + (others if cfg["penalize-all"] == "true" else [])
     return opt, penalised
+
+
+def torch_schedulers(torch, opt, cfg, steps_per_epoch, epochs):
+    """[(scheduler, per_step), ...] from torch.optim.lr_scheduler: kiln's linear warm-up
+    (lr * (t + 1) / W for the first W steps, composed with any schedule) is LinearLR from 1/W over
+    W - 1 steps, chained with a schedule torch can chain (one that scales the current lr)."""
+    from torch.optim import lr_scheduler as ls
+    w = int(cfg["warmup-steps"]) or int(cfg["warmup-epochs"]) * steps_per_epoch
+    warm = [(ls.LinearLR(opt, 1.0 / w, 1.0, total_iters=w - 1), True)] if w > 0 else []
+    inner, per_step = torch_scheduler(torch, opt, cfg, steps_per_epoch, epochs)
+    if warm and inner is not None and not isinstance(inner, (ls.StepLR, ls.MultiStepLR, ls.ExponentialLR)):
+        raise ValueError("warm-up before '%s' has no torch mirror here (torch chains only schedules that "
+                         "scale the current lr)" % cfg["schedule"])
+    return warm + ([(inner, per_step)] if inner is not None else [])
 
 
 def torch_scheduler(torch, opt, cfg, steps_per_epoch, epochs):
@@ -292,7 +310,7 @@ def check_recipe(name, flags, args, tmp, torch, tm):
     epochs = int(cfg["epochs"])
     sizes = batch_sizes(cfg, epochs)
     spe = images.shape[0] // sizes[0]
-    sched, per_step = torch_scheduler(torch, opt, cfg, spe, epochs)
+    scheds = torch_schedulers(torch, opt, cfg, spe, epochs)
     l1, l2 = float(cfg["l1"]), float(cfg["l2"])
     params = [p for p in net.parameters()]
     lr0 = [g["lr"] for g in opt.param_groups]
@@ -319,8 +337,9 @@ def check_recipe(name, flags, args, tmp, torch, tm):
             clip(torch, params, cfg)
             opt.step()
             step += 1
-            if sched is not None and per_step:
-                sched.step()
+            for sched, per_step in scheds:
+                if per_step:
+                    sched.step()
             path = os.path.join(ck, "ckpt-step-%d.safetensors" % step)
             if not os.path.exists(path):
                 failures.append("kiln wrote no checkpoint after step %d: it took fewer steps than torch" % step)
@@ -332,8 +351,9 @@ def check_recipe(name, flags, args, tmp, torch, tm):
             failures += ["step %d: %s" % (step, m) for m in f]
             step_worst.append(w)
             excess += ["step %d: %s" % (step, m) for m in n]
-        if sched is not None and not per_step:
-            sched.step()
+        for sched, per_step in scheds:
+            if not per_step:
+                sched.step()
     if not os.path.exists(os.path.join(ck, "ckpt-step-%d.safetensors" % step)) or \
             os.path.exists(os.path.join(ck, "ckpt-step-%d.safetensors" % (step + 1))):
         failures.append("kiln took a different number of steps than torch (%d)" % step)
