@@ -410,13 +410,22 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
 
     def build_tests():
-        targets = [] if args.cli else ["--target", "train_mnist", "kiln_eval"] if args.parity else ["--target", "kiln_tests"]
+        targets = ([] if args.cli else ["--target", "train_mnist", "kiln_eval"] if args.parity
+                   else ["--target", "kiln_tests"])
         return run(["cmake", "--build", build] + targets, timeout=1800)
 
     rc, out = build_tests()
     if rc != 0:
         sys.exit("mutation_test.py: the unmutated build fails:\n" + out[-3000:])
-    parity = [sys.executable, os.path.join(ROOT, "scripts", "check_pytorch_training.py"), "--bin", build, "--show", "1"]
+    # the parity check needs a python3 that imports torch (Debian's python3-torch: /usr/bin/python3)
+    torch_py = None
+    if args.parity:
+        torch_py = next((p for p in (sys.executable, "/usr/bin/python3")
+                         if os.path.exists(p) and run([p, "-c", "import torch"], 120)[0] == 0), None)
+    if args.parity and not torch_py:
+        sys.exit("mutation_test.py: --parity needs a python3 that imports torch (apt-get install python3-torch)")
+    parity = [torch_py or sys.executable, os.path.join(ROOT, "scripts", "check_pytorch_training.py"), "--bin", build,
+              "--show", "1"]
     rc, out = run(parity if args.parity else [test_bin, "--gtest_brief=1"], args.timeout)
     if rc != 0:
         sys.exit("mutation_test.py: the unmutated tests fail; fix them first:\n" + (out or "")[-3000:])
