@@ -29,8 +29,9 @@ than float64 and send one position's gradient elsewhere: a one-step event of up 
 the layers below (seen: 2e-4 and 6e-3), where a wrong formula shows on most steps. Biases of
 a layer that feeds batch norm directly are not compared: their gradient is zero up to
 rounding, and an adaptive optimizer turns that noise into +-lr steps in both frameworks with
-unrelated signs. Dropout is left out (kiln's mask is its own counter hash,
-not torch's generator). Exit 0 when every recipe agrees, 1 on a mismatch, 77 (skipped) when
+unrelated signs. Dropout layers draw kiln's mask in torch too (scripts/torch_mirror.py
+re-derives the counter hash of kernels/dropout/hash.h), so the comparison covers their scaling
+and placement, not torch's generator. Exit 0 when every recipe agrees, 1 on a mismatch, 77 (skipped) when
 torch is not installed.
 """
 import argparse
@@ -101,6 +102,11 @@ RECIPES = [
     ("cnn-groupnorm-adamw", ["--model", "cnn", "--norm", "group", "--groups", "4", "--optimizer", "adamw",
                              "--lr", "0.003", "--weight-decay", "0.01", "--schedule", "one-cycle",
                              "--anneal-strategy", "linear", "--pct-start", "0.5"]),
+    ("mlp-dropout-sgd", MLP + ["--dropout", "0.3", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
+                               "--schedule", "constant"]),
+    # the issue's 99.4% recipe: batch norm, dropout 0.05, Adam one-cycle
+    ("cnn-batchnorm-dropout-adam", ["--model", "cnn", "--norm", "batch", "--dropout", "0.05", "--optimizer", "adam",
+                                    "--lr", "0.003", "--schedule", "one-cycle"]),
     ("cnn-pool-first-tanh", ["--model", "cnn", "--pool-after", "1", "--activation", "tanh",
                              "--optimizer", "sgd", "--lr", "0.05", "--schedule", "constant"]),
     # --fuse on: the CPU references of conv+ReLU and batch norm+ReLU in one layer
@@ -305,6 +311,7 @@ def check_recipe(name, flags, args, tmp, torch, tm):
     net = tm.build_model(cfg, images.shape[1], images[0].numel(), 10).double()
     images = images.double()
     net.load_state_dict(tm.model_state(init_tensors), strict=True)
+    drops = tm.use_kiln_dropout(net, int(cfg["seed"]))  # kiln's mask, drawn from (seed, step, layer)
     net.train()
     opt, penalised = torch_optimizer(torch, net, cfg)
     epochs = int(cfg["epochs"])
@@ -330,6 +337,8 @@ def check_recipe(name, flags, args, tmp, torch, tm):
             if step > 0 and not args.free_run:
                 load_kiln_state(torch, net, opt, os.path.join(ck, "ckpt-step-%d.safetensors" % step), tm)
             opt.zero_grad(set_to_none=False)
+            for d in drops:
+                d.step = step
             loss = torch.nn.functional.cross_entropy(net(x), y)
             if l1 or l2:
                 loss = loss + sum(l1 * p.abs().sum() + l2 * (p * p).sum() for p in penalised)

@@ -1,8 +1,9 @@
 """kiln's models and checkpoints seen from PyTorch, for the interop and training-parity checks
 (check_pytorch_interop.py, check_pytorch_training.py): a safetensors reader (no `safetensors`
-package needed), kiln_eval's dumps as tensors, and the torch nn.Sequential that mirrors
+package needed), kiln_eval's dumps as tensors, the torch nn.Sequential that mirrors
 layers/models.cpp and models_cnn.cpp layer for layer, so its state_dict names are the names in
-a kiln checkpoint. Importing this module needs torch; callers check for it first.
+a kiln checkpoint, and kiln's dropout mask (its counter hash, re-derived) as a torch module.
+Importing this module needs torch; callers check for it first.
 """
 import json
 import os
@@ -119,6 +120,64 @@ def build_model(cfg, in_channels, in_features, classes):
     else:
         raise ValueError("unknown model '%s'" % model)
     return nn.Sequential(*layers)
+
+
+M64 = (1 << 64) - 1
+
+
+def _mix64(z):
+    """kernels/dropout/hash.h mix64 (splitmix64's finalizer), on python ints or uint64 arrays."""
+    import numpy as np
+    if isinstance(z, np.ndarray):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def kiln_dropout_keep(seed, step, salt, n, p):
+    """kiln's dropout mask (kernels/dropout/hash.h) for n counters: the key mixes (seed, step,
+    salt; the model builders give each dropout layer its index as salt, layers/model_blocks.cpp),
+    counter i is kept when the top 32 bits of mix64(key + i * golden) reach p * 2^32. Returns a
+    bool numpy array."""
+    import numpy as np
+    k = _mix64((seed + 0x9E3779B97F4A7C15) & M64)
+    k = _mix64(k ^ ((step + 0xD1B54A32D192ED03) & M64))
+    key = _mix64(k ^ ((salt * 0xA24BAED4963EE407 + 1) & M64))
+    t = p * 4294967296.0
+    threshold = 0xFFFFFFFF if t >= 4294967295.0 else int(t)
+    with np.errstate(over="ignore"):
+        i = np.arange(n, dtype=np.uint64)
+        bits = _mix64(np.uint64(key) + i * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
+    return bits >= np.uint64(threshold)
+
+
+class KilnDropout(nn.Module):
+    """Inverted dropout with kiln's mask instead of torch's generator, so a training step with
+    dropout can be compared with kiln's; set .step (optimizer steps taken) before each forward."""
+
+    def __init__(self, p, seed, salt):
+        super().__init__()
+        self.p, self.seed, self.salt, self.step = p, seed, salt, 0
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = kiln_dropout_keep(self.seed, self.step, self.salt, x.numel(), self.p)
+        mask = torch.from_numpy(keep).reshape(x.shape).to(x.dtype)
+        return x * mask / (1.0 - self.p)
+
+
+def use_kiln_dropout(net, seed):
+    """Replaces the element-wise nn.Dropout layers of a mirrored model by KilnDropout; returns them."""
+    swapped = []
+    for i, m in enumerate(net):
+        if isinstance(m, nn.Dropout):
+            net[i] = KilnDropout(m.p, seed, i)
+            swapped.append(net[i])
+    return swapped
 
 
 def model_state(tensors):
