@@ -26,7 +26,7 @@ step; BN's num_batches_tracked exactly. A recipe passes when its median step is 
 and every step within --kink-rtol: when a ReLU or max-pool input lies within float32 rounding
 of its kink (a few in every CNN step), kiln's float32 forward can land on the other side of it
 than float64 and send one position's gradient elsewhere: a one-step event of up to ~1e-2 in
-the layers below (seen: 2e-4 and 6e-3), where a wrong formula shows on most steps. Biases of
+the layers below (seen: 2e-4 .. 6e-3), where a wrong formula shows on most steps. Biases of
 a layer that feeds batch norm directly are not compared: their gradient is zero up to
 rounding, and an adaptive optimizer turns that noise into +-lr steps in both frameworks with
 unrelated signs. Dropout layers draw kiln's mask in torch too (scripts/torch_mirror.py
