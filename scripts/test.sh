@@ -19,24 +19,24 @@ echo "== build ($preset)"
 cmake --preset "$preset" >/dev/null
 cmake --build --preset "$preset" -j "$jobs"
 echo "== test ($preset)"
-ctest --preset "$preset" -j "$jobs"
+ctest --preset "$preset" -j "$jobs" --output-on-failure
 if [ "${KILN_SKIP_ASAN:-0}" != 1 ]; then
   echo "== build (asan)"
   cmake --preset asan >/dev/null
   cmake --build --preset asan -j "$jobs"
   echo "== test (asan)"
-  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --preset asan -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --preset asan -j "$jobs" --output-on-failure
 fi
 if [ "${KILN_SKIP_EMU:-0}" != 1 ]; then
   echo "== build (emu)"
   cmake --preset emu >/dev/null
   cmake --build --preset emu -j "$jobs"
   echo "== test (emu)"  # the CLI tests would pick the emulated GPU: only resume runs there, below
-  ASAN_OPTIONS=detect_leaks=1 ctest --preset emu -j "$jobs" -E '^cli[.]'
+  ASAN_OPTIONS=detect_leaks=1 ctest --preset emu -j "$jobs" -E '^cli[.]' --output-on-failure
   echo "== test (emu, GPU tests with threads resumed in reverse order)"
-  KILN_EMU_ORDER=reverse ctest --preset emu -j "$jobs" -R 'Gpu|CudaEmu'
+  KILN_EMU_ORDER=reverse ctest --preset emu -j "$jobs" -R 'Gpu|CudaEmu' --output-on-failure
   echo "== test (emu, SIGKILL-and-resume on the CUDA path, --deterministic)"
-  KILN_DEVICE=cuda ctest --preset emu -R '^cli[.]resume$'
+  KILN_DEVICE=cuda ctest --preset emu -R '^cli[.]resume$' --output-on-failure
 fi
 if [ -x scripts/fuzz.sh ] && [ "${KILN_FUZZ_SECONDS:-10}" != 0 ]; then
   echo "== fuzz (${KILN_FUZZ_SECONDS:-10} s per target)"
