@@ -36,7 +36,7 @@ if [ "${KILN_SKIP_EMU:-0}" != 1 ]; then
   echo "== test (emu, GPU tests with threads resumed in reverse order)"
   KILN_EMU_ORDER=reverse ctest --preset emu -j "$jobs" -R 'Gpu|CudaEmu' --output-on-failure
   echo "== test (emu, SIGKILL-and-resume on the CUDA path, --deterministic)"
-  KILN_DEVICE=cuda ctest --preset emu -R '^cli[.]resume$' --output-on-failure
+  KILN_DEVICE=cuda KILN_RESUME_SIGNAL_EPOCHS=3 ctest --preset emu -R '^cli[.]resume$' --output-on-failure
 fi
 if [ -x scripts/fuzz.sh ] && [ "${KILN_FUZZ_SECONDS:-10}" != 0 ]; then
   echo "== fuzz (${KILN_FUZZ_SECONDS:-10} s per target)"
