@@ -70,7 +70,6 @@ def main():
     bs, n = int(cfg["batch-size"]), x_train.shape[0]
     steps_per_epoch = (n + bs - 1) // bs  # kiln keeps the last, partial batch
     scheds = cpt.torch_schedulers(torch, opt, cfg, steps_per_epoch, args.epochs)
-    l1, l2 = float(cfg["l1"]), float(cfg["l2"])
     gen = torch.Generator().manual_seed(args.seed)
     rows = []
     for epoch in range(args.epochs):
@@ -79,20 +78,9 @@ def main():
         t0 = time.perf_counter()
         for start in range(0, n, bs):
             idx = perm[start:start + bs]
-            opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
-            if l1 or l2:
-                loss = loss + sum(l1 * p.abs().sum() + l2 * (p * p).sum() for p in penalised)
-            loss.backward()
-            cpt.clip(torch, list(net.parameters()), cfg)
-            opt.step()
-            for sched, per_step in scheds:
-                if per_step:
-                    sched.step()
+            cpt.train_step(torch, net, opt, x_train[idx], y_train[idx], cfg, penalised, scheds)
         seconds = time.perf_counter() - t0
-        for sched, per_step in scheds:
-            if not per_step:
-                sched.step()
+        cpt.end_epoch(scheds)
         net.eval()
         with torch.no_grad():
             correct = sum((net(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum().item()

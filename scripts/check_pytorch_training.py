@@ -235,6 +235,29 @@ def clip(torch, params, cfg):
         torch.nn.utils.clip_grad_value_(params, float(cfg["clipvalue"]))
 
 
+def train_step(torch, net, opt, x, y, cfg, penalised, scheds):
+    """One torch step of a kiln recipe: cross-entropy plus the L1/L2 penalties on `penalised`,
+    backward, clipping, the optimizer step, then the schedulers that step per batch."""
+    l1, l2 = float(cfg["l1"]), float(cfg["l2"])
+    opt.zero_grad(set_to_none=False)
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    if l1 or l2:
+        loss = loss + sum(l1 * p.abs().sum() + l2 * (p * p).sum() for p in penalised)
+    loss.backward()
+    clip(torch, list(net.parameters()), cfg)
+    opt.step()
+    for sched, per_step in scheds:
+        if per_step:
+            sched.step()
+
+
+def end_epoch(scheds):
+    """The schedulers that step per epoch."""
+    for sched, per_step in scheds:
+        if not per_step:
+            sched.step()
+
+
 def redundant_biases(net):
     """Biases of a Linear/Conv2d that feeds a BatchNorm directly: batch norm subtracts the batch
     mean, so their gradient is zero up to rounding, and an adaptive optimizer turns that noise
@@ -297,7 +320,7 @@ def load_kiln_state(torch, net, opt, path, tm):
                 value.copy_(tensors[key])
 
 
-def check_recipe(name, flags, args, tmp, torch, tm):
+def check_recipe(flags, args, tmp, torch, tm):
     train = os.path.join(args.bin, "train_mnist")
     base = [train] + COMMON + ["--data-dir", args.data_dir] + flags
     init = os.path.join(tmp, "init.safetensors")
@@ -318,8 +341,6 @@ def check_recipe(name, flags, args, tmp, torch, tm):
     sizes = batch_sizes(cfg, epochs)
     spe = images.shape[0] // sizes[0]
     scheds = torch_schedulers(torch, opt, cfg, spe, epochs)
-    l1, l2 = float(cfg["l1"]), float(cfg["l2"])
-    params = [p for p in net.parameters()]
     lr0 = [g["lr"] for g in opt.param_groups]
     step, worst, failures = 0, 0.0, []
     skip = redundant_biases(net)
@@ -336,19 +357,10 @@ def check_recipe(name, flags, args, tmp, torch, tm):
             x, y = images[start:start + bs], labels[start:start + bs]
             if step > 0 and not args.free_run:
                 load_kiln_state(torch, net, opt, os.path.join(ck, "ckpt-step-%d.safetensors" % step), tm)
-            opt.zero_grad(set_to_none=False)
             for d in drops:
                 d.step = step
-            loss = torch.nn.functional.cross_entropy(net(x), y)
-            if l1 or l2:
-                loss = loss + sum(l1 * p.abs().sum() + l2 * (p * p).sum() for p in penalised)
-            loss.backward()
-            clip(torch, params, cfg)
-            opt.step()
+            train_step(torch, net, opt, x, y, cfg, penalised, scheds)
             step += 1
-            for sched, per_step in scheds:
-                if per_step:
-                    sched.step()
             path = os.path.join(ck, "ckpt-step-%d.safetensors" % step)
             if not os.path.exists(path):
                 failures.append("kiln wrote no checkpoint after step %d: it took fewer steps than torch" % step)
@@ -360,16 +372,14 @@ def check_recipe(name, flags, args, tmp, torch, tm):
             failures += ["step %d: %s" % (step, m) for m in f]
             step_worst.append(w)
             excess += ["step %d: %s" % (step, m) for m in n]
-        for sched, per_step in scheds:
-            if not per_step:
-                sched.step()
+        end_epoch(scheds)
     if not os.path.exists(os.path.join(ck, "ckpt-step-%d.safetensors" % step)) or \
             os.path.exists(os.path.join(ck, "ckpt-step-%d.safetensors" % (step + 1))):
         failures.append("kiln took a different number of steps than torch (%d)" % step)
     # A kink flip is one step's event; a wrong formula shows on most steps.
-    if step_worst and sorted(step_worst)[len(step_worst) // 2] > args.rtol:  # the upper median
+    median = sorted(step_worst)[len(step_worst) // 2] if step_worst else 0.0  # the upper median
+    if median > args.rtol:
         failures += excess
-    median = sorted(step_worst)[len(step_worst) // 2] if step_worst else 0.0
     return step, worst, median, failures, skip, [i + 1 for i, w in enumerate(step_worst) if w > args.rtol]
 
 
@@ -417,10 +427,10 @@ def main():
         if args.keep:
             tmp = os.path.join(args.keep, name)
             os.makedirs(tmp, exist_ok=True)
-            result = check_recipe(name, flags, args, tmp, torch, tm)
+            result = check_recipe(flags, args, tmp, torch, tm)
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                result = check_recipe(name, flags, args, tmp, torch, tm)
+                result = check_recipe(flags, args, tmp, torch, tm)
         steps, worst, median, failures, skip, above = result
         bad += bool(failures)
         notes = (["step %s above rtol" % ",".join(map(str, above))] if above and not failures else []) + \
