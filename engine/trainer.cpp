@@ -379,7 +379,11 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     }
     r.seconds = train_seconds;
     r.images_per_s = seen / std::max(train_seconds, 1e-9);
-    sched_.on_epoch_end(epoch, static_cast<float>(test ? r.test_loss : r.train_loss));
+    // The plateau schedule watches the test set (else the training set): its accuracy in mode
+    // max, its loss in mode min.
+    const bool acc = sched_.watches_accuracy();
+    const double watched = test ? (acc ? r.test_acc : r.test_loss) : (acc ? r.train_acc : r.train_loss);
+    sched_.on_epoch_end(epoch, static_cast<float>(watched));
     if (jsonl.open()) jsonl.write(r.to_json());
     history_.push_back(r);
     out.push_back(r);

@@ -197,6 +197,7 @@ class PlateauLR : public Schedule {
     best_ = o.mode == "max" ? -INFINITY : INFINITY;
   }
   float lr(int, long long) override { return lr_; }
+  bool watches_accuracy() const override { return o_.mode == "max"; }
   void on_epoch_end(int, float metric) override {
     double m = metric;
     bool better = o_.mode == "max" ? m > best_ * (1.0 + o_.threshold) : m < best_ * (1.0 - o_.threshold);
@@ -302,6 +303,7 @@ class WarmupLR : public Schedule {
   }
   float momentum(int epoch, long long t) override { return inner_->momentum(epoch, t); }
   void on_epoch_end(int epoch, float metric) override { inner_->on_epoch_end(epoch, metric); }
+  bool watches_accuracy() const override { return inner_->watches_accuracy(); }
   bool per_step() const override { return true; }
   std::string state() const override { return inner_->state(); }
   void set_state(const std::string& s) override { inner_->set_state(s); }
@@ -345,7 +347,7 @@ void ScheduleOptions::validate() const {
   KILN_USAGE_CHECK(patience >= 0 && cooldown >= 0, "--patience/--cooldown must be >= 0");
   KILN_USAGE_CHECK(min_lr >= 0, "--min-lr must be >= 0, got " << min_lr);
   KILN_USAGE_CHECK(threshold >= 0, "--threshold must be >= 0, got " << threshold);
-  KILN_USAGE_CHECK(mode == "min" || mode == "max", "--mode must be min or max, got '" << mode << "'");
+  KILN_USAGE_CHECK(mode == "min" || mode == "max", "--plateau-mode must be min or max, got '" << mode << "'");
   KILN_USAGE_CHECK(name != "manual" || !file.empty(), "--schedule manual needs --schedule-file");
   KILN_USAGE_CHECK(warmup_steps >= 0 && warmup_epochs >= 0, "--warmup-steps/--warmup-epochs must be >= 0");
   KILN_USAGE_CHECK(warmup_steps == 0 || warmup_epochs == 0,

@@ -30,7 +30,7 @@ struct ScheduleOptions {
   float factor = 0.1f;            // plateau
   int patience = 10, cooldown = 0;
   float min_lr = 0.0f, threshold = 1e-4f;
-  std::string mode = "min";       // plateau watches test_loss (min) or test_acc (max)
+  std::string mode = "min";       // plateau watches the loss (min) or the accuracy (max)
   std::string file;               // manual: "epoch lr" lines, re-read every epoch
   int warmup_steps = 0;           // linear warm-up composed with any schedule
   int warmup_epochs = 0;
@@ -44,8 +44,10 @@ class Schedule {
   virtual float lr(int epoch, long long step) = 0;
   // Momentum for this step, or < 0 when the schedule does not drive momentum.
   virtual float momentum(int /*epoch*/, long long /*step*/) { return -1.0f; }
-  // After each epoch with the metric the plateau schedule watches.
+  // After each epoch with the metric the plateau schedule watches: an accuracy when
+  // watches_accuracy() (plateau mode max), else a loss.
   virtual void on_epoch_end(int /*epoch*/, float /*metric*/) {}
+  virtual bool watches_accuracy() const { return false; }
   // True when the LR is a function of the step within the epoch, not just of the epoch.
   virtual bool per_step() const { return false; }
   // Mutable state for checkpoints: "" for schedules that are pure functions of (epoch, step);

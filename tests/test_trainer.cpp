@@ -210,3 +210,38 @@ TEST(TrainerCpu, DeadReluRunIsFlaggedAndAHealthyOneIsNot) {
   EXPECT_EQ(dead_gradient_warning(3, 1, "0.weight").find("gradient of 1 weight tensor (up to 0.weight)"),
             std::string("warning: epoch 3: the ").size());
 }
+
+namespace {
+// Records what the trainer hands the schedule after each epoch.
+struct WatchSpy : Schedule {
+  explicit WatchSpy(bool acc) : acc_(acc) {}
+  float lr(int, long long) override { return 0.05f; }
+  void on_epoch_end(int, float metric) override { seen.push_back(metric); }
+  bool watches_accuracy() const override { return acc_; }
+  bool acc_;
+  std::vector<float> seen;
+};
+}  // namespace
+
+TEST(TrainerCpu, PlateauScheduleGetsTheMetricItsModeWatches) {
+  // Mode max watches an accuracy, mode min a loss: handing a max-mode plateau the test loss
+  // made every improving epoch look worse and cut the lr while the run was still learning.
+  for (bool acc : {true, false}) {
+    RunConfig c = small_mlp();
+    c.data.train_limit = 256;
+    c.data.test_limit = 200;
+    auto s = make_session(c);
+    WatchSpy spy(acc);
+    Trainer tr(*s->model, *s->opt, spy, *s->ctx, c.train);
+    for (const Dataset* test : {static_cast<const Dataset*>(&s->test), static_cast<const Dataset*>(nullptr)}) {
+      spy.seen.clear();
+      std::vector<EpochRecord> rs = tr.fit(s->train, test);
+      ASSERT_EQ(spy.seen.size(), rs.size());
+      for (size_t e = 0; e < rs.size(); ++e) {
+        double want = test ? (acc ? rs[e].test_acc : rs[e].test_loss)
+                           : (acc ? rs[e].train_acc : rs[e].train_loss);
+        EXPECT_EQ(spy.seen[e], static_cast<float>(want)) << "acc " << acc << " epoch " << e;
+      }
+    }
+  }
+}
