@@ -382,7 +382,8 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     // The plateau schedule watches the test set (else the training set): its accuracy in mode
     // max, its loss in mode min.
     const bool acc = sched_.watches_accuracy();
-    const double watched = test ? (acc ? r.test_acc : r.test_loss) : (acc ? r.train_acc : r.train_loss);
+    const double watched =
+        test ? (acc ? r.test_acc : r.test_loss) : (acc ? r.train_acc : r.train_loss);
     sched_.on_epoch_end(epoch, static_cast<float>(watched));
     if (jsonl.open()) jsonl.write(r.to_json());
     history_.push_back(r);

@@ -347,7 +347,8 @@ void ScheduleOptions::validate() const {
   KILN_USAGE_CHECK(patience >= 0 && cooldown >= 0, "--patience/--cooldown must be >= 0");
   KILN_USAGE_CHECK(min_lr >= 0, "--min-lr must be >= 0, got " << min_lr);
   KILN_USAGE_CHECK(threshold >= 0, "--threshold must be >= 0, got " << threshold);
-  KILN_USAGE_CHECK(mode == "min" || mode == "max", "--plateau-mode must be min or max, got '" << mode << "'");
+  KILN_USAGE_CHECK(mode == "min" || mode == "max",
+                   "--plateau-mode must be min or max, got '" << mode << "'");
   KILN_USAGE_CHECK(name != "manual" || !file.empty(), "--schedule manual needs --schedule-file");
   KILN_USAGE_CHECK(warmup_steps >= 0 && warmup_epochs >= 0, "--warmup-steps/--warmup-epochs must be >= 0");
   KILN_USAGE_CHECK(warmup_steps == 0 || warmup_epochs == 0,

@@ -233,7 +233,8 @@ TEST(TrainerCpu, PlateauScheduleGetsTheMetricItsModeWatches) {
     auto s = make_session(c);
     WatchSpy spy(acc);
     Trainer tr(*s->model, *s->opt, spy, *s->ctx, c.train);
-    for (const Dataset* test : {static_cast<const Dataset*>(&s->test), static_cast<const Dataset*>(nullptr)}) {
+    for (const Dataset* test :
+         {static_cast<const Dataset*>(&s->test), static_cast<const Dataset*>(nullptr)}) {
       spy.seen.clear();
       std::vector<EpochRecord> rs = tr.fit(s->train, test);
       ASSERT_EQ(spy.seen.size(), rs.size());
