@@ -1,11 +1,11 @@
 // kiln_eval: evaluates a checkpoint on a dataset's test split (or, with --split train, on the
-// training samples the checkpoint's run used: its --train-limit, in dataset order, before any
-// augmentation) and optionally writes the logits and the exact (normalised) inputs
-// (safetensors: "logits" F32 [N, classes], "labels" I64 [N], "images" F32 [N, C, H, W]) for
-// comparison with another framework (scripts/check_pytorch_interop.py, check_pytorch_training.py).
-// The model is rebuilt from the checkpoint's own config metadata, so only the data location
-// needs to be given.
-//   kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train] [--test-limit N] [--device cpu]
+// training samples the checkpoint's run used: its --train-limit less any --val-split, in dataset
+// order, before any augmentation; --split val: the run's validation split) and optionally writes
+// the logits and the exact (normalised) inputs (safetensors: "logits" F32 [N, classes], "labels"
+// I64 [N], "images" F32 [N, C, H, W]) for comparison with another framework
+// (scripts/check_pytorch_interop.py, check_pytorch_training.py). The model is rebuilt from the
+// checkpoint's own config metadata, so only the data location needs to be given.
+//   kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train|val] [--test-limit N] [--device cpu]
 //             [--dump-logits FILE]
 #include <cstdio>
 #include <cstring>
@@ -41,8 +41,8 @@ int main(int argc, char** argv) {
         limit = std::stoll(value());
       else if (a == "--help" || a == "-h") {
         std::printf(
-            "usage: kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train] [--test-limit N] "
-            "[--device cpu|cuda] [--dump-logits FILE]\n");
+            "usage: kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train|val] "
+            "[--test-limit N] [--device cpu|cuda] [--dump-logits FILE]\n");
         return 0;
       } else {
         KILN_USAGE_CHECK(a.rfind("--", 0) != 0 && ckpt.empty(),
@@ -51,8 +51,8 @@ int main(int argc, char** argv) {
       }
     }
     KILN_USAGE_CHECK(!ckpt.empty(), "no checkpoint given (usage: kiln_eval CHECKPOINT ...)");
-    KILN_USAGE_CHECK(split == "test" || split == "train",
-                     "--split: '" << split << "' is not test or train");
+    KILN_USAGE_CHECK(split == "test" || split == "train" || split == "val",
+                     "--split: '" << split << "' is not test, train or val");
     SafetensorsFile f = read_safetensors(ckpt);
     const std::string* config = f.meta("config");
     KILN_CHECK(config, "checkpoint " << ckpt << ": no config in __metadata__");

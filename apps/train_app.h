@@ -3,6 +3,7 @@
 // "test_acc=... test_loss=... seconds=..." line. Exit codes as in app_common.h, plus 128+signal
 // after a SIGINT/SIGTERM checkpoint.
 #pragma once
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -57,10 +58,13 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
     };
     hooks.on_epoch = [tty](const EpochRecord& r) {
       if (tty) std::fprintf(stderr, "\r\033[K");
+      char val[64] = "";
+      if (!std::isnan(r.val_acc))
+        std::snprintf(val, sizeof(val), " val_loss=%.4f val_acc=%.4f", r.val_loss, r.val_acc);
       std::printf(
-          "epoch %d: train_loss=%.4f train_acc=%.4f test_loss=%.4f test_acc=%.4f lr=%.4g %.2fs "
+          "epoch %d: train_loss=%.4f train_acc=%.4f%s test_loss=%.4f test_acc=%.4f lr=%.4g %.2fs "
           "%.0f img/s\n",
-          r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, r.seconds,
+          r.epoch, r.train_loss, r.train_acc, val, r.test_loss, r.test_acc, r.lr, r.seconds,
           r.images_per_s);
       if (r.l1_penalty > 0 || r.l2_penalty > 0)  // the penalty experiments: how sparse it got
         std::printf("  l1_penalty=%.4g l2_penalty=%.4g weight_sparsity=%.4f\n", r.l1_penalty,

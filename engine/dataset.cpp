@@ -179,11 +179,58 @@ static std::string join(const std::vector<std::string>& v, const char* sep) {
   return os.str();
 }
 
+Dataset slice_rows(const Dataset& ds, int64_t begin, int64_t end, const std::string& name) {
+  KILN_CHECK(0 <= begin && begin <= end && end <= ds.size(),
+             ds.name << ": rows [" << begin << ", " << end << ") out of range for " << ds.size());
+  Dataset out;
+  out.name = name;
+  out.num_classes = ds.num_classes;
+  out.images = ds.images.rows(begin, end);
+  out.host_labels.assign(ds.host_labels.begin() + begin, ds.host_labels.begin() + end);
+  const size_t bytes = out.host_labels.size() * sizeof(int32_t);
+  out.labels = std::make_shared<Buffer>(bytes, ds.device());
+  copy_bytes(out.labels->data(), ds.device(), out.host_labels.data(), Device::CPU, bytes);
+  return out;
+}
+
+TrainValSplit load_train_val(const DataOptions& opts, Device device) {
+  const double f = opts.val_split;
+  KILN_USAGE_CHECK(f >= 0 && f < 1, "--val-split " << f << ": must be in [0, 1)");
+  TrainValSplit out;
+  if (f == 0) {
+    out.train = load_dataset(opts, "train", device);
+    return out;
+  }
+  DataOptions whole = opts;
+  whole.val_split = 0;
+  Dataset all = load_dataset(whole, "train", Device::CPU);
+  const int64_t n = all.size();
+  // Keras: split_at = int(n * (1 - validation_split)), in double precision.
+  const auto at = static_cast<int64_t>(static_cast<double>(n) * (1.0 - f));
+  KILN_USAGE_CHECK(at >= 1 && at < n, "--val-split " << f << " of " << n
+                                                     << " training samples leaves " << at
+                                                     << " to train on and " << n - at
+                                                     << " to validate on; both need at least 1");
+  const std::string base = opts.dataset + "/";
+  out.train = slice_rows(all, 0, at, base + "train[:" + std::to_string(at) + "]");
+  out.val = slice_rows(all, at, n, base + "val (train[" + std::to_string(at) + ":])");
+  if (device != Device::CPU) {
+    out.train = out.train.to(device);
+    out.val = out.val.to(device);
+  }
+  return out;
+}
+
 Dataset load_dataset(const DataOptions& opts, const std::string& split, Device device) {
   std::vector<float> mean, std;
   dataset_stats(opts.dataset, mean, std);
-  KILN_USAGE_CHECK(split == "train" || split == "test",
-                   "unknown split '" << split << "' (expected train or test)");
+  KILN_USAGE_CHECK(split == "train" || split == "val" || split == "test",
+                   "unknown split '" << split << "' (expected train, val or test)");
+  if (split == "val") {
+    KILN_USAGE_CHECK(opts.val_split > 0, "split val needs a validation split (--val-split > 0)");
+    return load_train_val(opts, device).val;
+  }
+  if (split == "train" && opts.val_split != 0) return load_train_val(opts, device).train;
   const int64_t limit = split == "train" ? opts.train_limit : opts.test_limit;
   KILN_USAGE_CHECK(limit >= 0, split << " limit must be >= 0, got " << limit);
   const std::string name = opts.dataset + "/" + split;

@@ -43,14 +43,25 @@ struct DataOptions {
   int64_t train_limit = 0;        // 0: all
   int64_t test_limit = 0;
   bool augment = false;           // CIFAR: random crop (pad 4) + horizontal flip, on the device
+  // Keras validation_split: the last fraction of the (limited) training samples, taken before
+  // any shuffling, becomes split "val"; "train" keeps the first int(n * (1 - val_split)).
+  double val_split = 0;
 };
 
 // Per-channel mean/std used by normalize for a dataset name.
 void dataset_stats(const std::string& dataset, std::vector<float>& mean, std::vector<float>& std);
 
-// Loads split "train" or "test" of opts.dataset, looking for the files in opts.data_dir/<dataset>/
-// then opts.data_dir itself; errors name the file and what is wrong.
+// Loads split "train", "val" (needs opts.val_split > 0) or "test" of opts.dataset, looking for
+// the files in opts.data_dir/<dataset>/ then opts.data_dir itself; errors name the file and
+// what is wrong.
 Dataset load_dataset(const DataOptions& opts, const std::string& split, Device device);
+// The training file read once: the "train" and "val" splits (val empty when val_split is 0).
+struct TrainValSplit {
+  Dataset train, val;
+};
+TrainValSplit load_train_val(const DataOptions& opts, Device device);
+// Rows [begin, end) as a dataset of their own (images shared with ds, labels copied).
+Dataset slice_rows(const Dataset& ds, int64_t begin, int64_t end, const std::string& name);
 
 // MNIST-style pair of IDX files -> Dataset (N,1,H,W).
 Dataset load_idx_pair(const std::string& images_path, const std::string& labels_path,

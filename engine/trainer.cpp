@@ -41,10 +41,17 @@ std::string EpochRecord::to_json() const {
   JsonObject j;
   j.add("type", "epoch").add("epoch", epoch).add("step", step).add("lr", lr);
   if (momentum >= 0) j.add("momentum", momentum);
-  j.add("batch_size", batch_size).add("train_loss", train_loss).add("train_acc", train_acc)
-      .add("test_loss", test_loss).add("test_acc", test_acc).add("grad_norm", grad_norm)
-      .add("l1_penalty", l1_penalty).add("l2_penalty", l2_penalty)
-      .add("weight_sparsity", weight_sparsity).add("zero_grad_weights", zero_grad_weights)
+  j.add("batch_size", batch_size)
+      .add("train_loss", train_loss)
+      .add("train_acc", train_acc)
+      .add("test_loss", test_loss)
+      .add("test_acc", test_acc);
+  if (!std::isnan(val_acc)) j.add("val_loss", val_loss).add("val_acc", val_acc);
+  j.add("grad_norm", grad_norm)
+      .add("l1_penalty", l1_penalty)
+      .add("l2_penalty", l2_penalty)
+      .add("weight_sparsity", weight_sparsity)
+      .add("zero_grad_weights", zero_grad_weights)
       .add("seconds", seconds)
       .add("images_per_s", images_per_s);
   return j.str();
@@ -372,6 +379,11 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     r.weight_sparsity = model_.weight_sparsity(opts_.sparsity_threshold);
     std::string dead = zero_grad_weights(st, &r.zero_grad_weights);
     if (!dead.empty() && log) log(dead_gradient_warning(epoch + 1, r.zero_grad_weights, dead));
+    if (val_set) {
+      EvalResult e = evaluate(*val_set);
+      r.val_loss = e.loss;
+      r.val_acc = e.acc;
+    }
     if (test) {
       EvalResult e = evaluate(*test);
       r.test_loss = e.loss;
@@ -379,11 +391,12 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     }
     r.seconds = train_seconds;
     r.images_per_s = seen / std::max(train_seconds, 1e-9);
-    // The plateau schedule watches the test set (else the training set): its accuracy in mode
-    // max, its loss in mode min.
-    const bool acc = sched_.watches_accuracy();
-    const double watched =
-        test ? (acc ? r.test_acc : r.test_loss) : (acc ? r.train_acc : r.train_loss);
+    // The plateau schedule and target_acc watch the validation split, else the test set, else
+    // the training set: the accuracy in plateau mode max, the loss in mode min.
+    const bool held_out = val_set || test;
+    const double watched_loss = val_set ? r.val_loss : test ? r.test_loss : r.train_loss;
+    const double watched_acc = val_set ? r.val_acc : test ? r.test_acc : r.train_acc;
+    const double watched = sched_.watches_accuracy() ? watched_acc : watched_loss;
     sched_.on_epoch_end(epoch, static_cast<float>(watched));
     if (jsonl.open()) jsonl.write(r.to_json());
     history_.push_back(r);
@@ -400,7 +413,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
       stopped_ = true;
       return out;
     }
-    if (opts_.target_acc > 0 && test && r.test_acc >= opts_.target_acc) break;
+    if (opts_.target_acc > 0 && held_out && watched_acc >= opts_.target_acc) break;
     if (!go_on) break;
   }
   return out;

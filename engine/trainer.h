@@ -32,7 +32,7 @@ struct TrainOptions {
   int log_every = 0;             // steps between per-step JSONL records (0: per epoch only)
   bool detect_anomaly = false;   // check every step; name the first non-finite layer
   bool grad_report = false;      // per-layer gradient/weight norm table after each epoch
-  float target_acc = 0.0f;       // stop once test accuracy reaches it (0: off)
+  float target_acc = 0.0f;       // stop once val (else test) accuracy reaches it (0: off)
   // Weights with |w| below this count as zero in the per-epoch weight_sparsity metric.
   float sparsity_threshold = 1e-3f;
   // A finite loss this large also counts as divergence (exit 3): bounded activations (sigmoid)
@@ -51,6 +51,7 @@ struct EpochRecord {
   long long step = 0;
   float lr = 0, momentum = -1;  // as the optimizer used them
   double train_loss = 0, train_acc = 0, test_loss = NAN, test_acc = NAN;
+  double val_loss = NAN, val_acc = NAN;  // with a validation split (Trainer::val_set)
   double grad_norm = 0, l1_penalty = 0, l2_penalty = 0;
   double weight_sparsity = 0;  // fraction of weights with |w| < TrainOptions::sparsity_threshold
   // Weight tensors whose gradient was exactly 0 at the epoch's last step: dead ReLUs (every
@@ -81,6 +82,10 @@ class Trainer {
   // Continues from a checkpoint's position: skips the batches of `from.epoch` already done
   // (same permutation), restores the epoch's train-metric sums, appends to the JSONL log.
   std::vector<EpochRecord> fit(const Dataset& train, const Dataset* test, const TrainPosition& from);
+
+  // A held-out validation split scored after each epoch, before the test set. When set, the
+  // plateau schedule and target_acc watch it instead of the test set (Keras monitors val_loss).
+  const Dataset* val_set = nullptr;
 
   // Hooks for apps: called after each epoch (record written to JSONL already), and with log
   // lines meant for the user (progress, grad reports). Return false from on_epoch to stop.

@@ -141,6 +141,9 @@ def curves(args):
         axes[0].plot(ep, [num(r.get("test_loss")) for r in recs], "--", color=c, label=f"{name} test")
         axes[1].plot(ep, [num(r.get("train_acc")) for r in recs], "-", color=c, label=f"{name} train")
         axes[1].plot(ep, [num(r.get("test_acc")) for r in recs], "--", color=c, label=f"{name} test")
+        if any("val_acc" in r for r in recs):  # runs with --val-split: the held-out curve, dotted
+            axes[0].plot(ep, [num(r.get("val_loss")) for r in recs], ":", color=c, label=f"{name} val")
+            axes[1].plot(ep, [num(r.get("val_acc")) for r in recs], ":", color=c, label=f"{name} val")
         axes[2].plot(ep, [num(r.get("lr")) for r in recs], "-o", ms=3, color=c, label=name)
         if penalised:
             axes[3].plot(ep, [num(r.get("weight_sparsity")) for r in recs], "-o", ms=3, color=c, label=name)

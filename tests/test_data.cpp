@@ -270,6 +270,59 @@ TEST(LoadDataset, UsageErrorsAndMissingFiles) {
   EXPECT_NE(m.find("--cifar-dir"), std::string::npos) << m;
 }
 
+TEST(LoadDataset, ValidationSplitIsTheLastFractionLikeKeras) {
+  DataOptions o;
+  o.data_dir = KILN_TEST_DATA_DIR;
+  o.train_limit = 90;
+  const std::vector<float> all = load_dataset(o, "train", Device::CPU).images.to_vector();
+  const std::vector<int32_t> labels = load_dataset(o, "train", Device::CPU).host_labels;
+  const int64_t row = 28 * 28;
+  // Keras: split_at = int(n * (1 - validation_split)) in double precision; 90 * (1 - 0.3) is
+  // 62.99999999999999, so 62 samples train and 28 validate (not 63 and 27).
+  o.val_split = 0.3;
+  TrainValSplit tv = load_train_val(o, Device::CPU);
+  ASSERT_EQ(tv.train.size(), 62);
+  ASSERT_EQ(tv.val.size(), 28);
+  EXPECT_EQ(tv.train.images.to_vector(), std::vector<float>(all.begin(), all.begin() + 62 * row));
+  EXPECT_EQ(tv.val.images.to_vector(), std::vector<float>(all.begin() + 62 * row, all.end()));
+  EXPECT_EQ(tv.train.host_labels, std::vector<int32_t>(labels.begin(), labels.begin() + 62));
+  EXPECT_EQ(tv.val.host_labels, std::vector<int32_t>(labels.begin() + 62, labels.end()));
+  // the label buffers the batch gather reads hold the same labels
+  auto buffer = [](const Dataset& d) {
+    return std::vector<int32_t>(d.label_data(), d.label_data() + d.size());
+  };
+  EXPECT_EQ(buffer(tv.train), tv.train.host_labels);
+  EXPECT_EQ(buffer(tv.val), tv.val.host_labels);
+  // the named splits are the same rows
+  EXPECT_EQ(load_dataset(o, "train", Device::CPU).host_labels, tv.train.host_labels);
+  EXPECT_EQ(load_dataset(o, "val", Device::CPU).images.to_vector(), tv.val.images.to_vector());
+  EXPECT_NE(tv.val.name.find("val"), std::string::npos) << tv.val.name;
+  // a batch of the validation split is its first rows
+  BatchIterator it(tv.val, 8, false, 0);
+  it.start_epoch(0);
+  Tensor x;
+  Buffer y;
+  int64_t n = 0;
+  ASSERT_TRUE(it.batch(0, x, y, n));
+  EXPECT_EQ(x.to_vector(), std::vector<float>(all.begin() + 62 * row, all.begin() + 70 * row));
+
+  o.val_split = 0;  // no split: no validation set, and asking for one is a usage error
+  EXPECT_EQ(load_train_val(o, Device::CPU).val.size(), 0);
+  std::string m = error_of([&] { load_dataset(o, "val", Device::CPU); }, ErrorKind::Usage);
+  EXPECT_NE(m.find("--val-split"), std::string::npos) << m;
+  o.train_limit = 10;  // int(10 * 0.1) = 0 left to train on (Keras would train on nothing)
+  o.val_split = 0.9;
+  m = error_of([&] { load_train_val(o, Device::CPU); }, ErrorKind::Usage);
+  EXPECT_NE(m.find("--val-split 0.9 of 10 training samples leaves 0 to train on"),
+            std::string::npos)
+      << m;
+  for (double bad : {1.0, -0.1}) {
+    o.val_split = bad;
+    m = error_of([&] { load_train_val(o, Device::CPU); }, ErrorKind::Usage);
+    EXPECT_NE(m.find("must be in [0, 1)"), std::string::npos) << m;
+  }
+}
+
 // ---- CIFAR-10 ---------------------------------------------------------------------------------
 TEST(Cifar, GeneratedFilesLoadWithLayoutAndNormalisation) {
   TempDir t;
@@ -525,6 +578,25 @@ TEST(DataGpu, GatherOddRowsMatchesReference) {
   KILN_SKIP_WITHOUT_GPU();
   compare_iterators(random_dataset(37, {1, 5, 3}, 12), 8, false, 6);
   compare_iterators(random_dataset(1, {1, 1, 1}, 13), 3, false, 7);
+}
+
+TEST(DataGpu, ValidationSplitOnTheDeviceHoldsTheSameRows) {
+  KILN_SKIP_WITHOUT_GPU();
+  DataOptions o;
+  o.data_dir = KILN_TEST_DATA_DIR;
+  o.train_limit = 301;
+  o.val_split = 0.25;
+  TrainValSplit cpu = load_train_val(o, Device::CPU), gpu = load_train_val(o, Device::CUDA);
+  ASSERT_EQ(gpu.val.device(), Device::CUDA);
+  for (auto [c, g] : {std::pair{&cpu.train, &gpu.train}, std::pair{&cpu.val, &gpu.val}}) {
+    ASSERT_EQ(c->size(), g->size());
+    EXPECT_EQ(c->images.to_vector(), g->images.to_vector());
+    std::vector<int32_t> lab(static_cast<size_t>(g->size()));
+    copy_bytes(lab.data(), Device::CPU, g->label_data(), Device::CUDA,
+               lab.size() * sizeof(int32_t));
+    EXPECT_EQ(lab, c->host_labels);
+  }
+  compare_iterators(cpu.val, 16, false, 8);  // the CPU rows uploaded gather alike
 }
 
 TEST(DataGpu, CropFlipMatchesReference) {

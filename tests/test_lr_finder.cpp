@@ -189,6 +189,28 @@ TEST(LrFinder, ValidationModeAndEpochRamp) {
   EXPECT_NEAR(r.points[0].loss, r.points[1].loss, 0.05);
 }
 
+TEST(LrFinder, ValidationModeUsesTheValidationSplitWhenThereIsOne) {
+  // With --val-split the held-out loss comes from the validation split, not the test set: at a
+  // negligible lr the first point is the loss of the initial model on the split's first 100 rows.
+  RunConfig cfg = small_config();
+  cfg.model.norm = "none";  // no running statistics to move in the step before the evaluation
+  cfg.data.val_split = 0.25;
+  auto s = make_session(cfg);
+  ASSERT_GT(s->val.size(), 100);
+  const double on_val = s->trainer->evaluate(slice_rows(s->val, 0, 100, "v")).loss;
+  const double on_test = s->trainer->evaluate(slice_rows(s->test, 0, 100, "t")).loss;
+  ASSERT_GT(std::fabs(on_val - on_test), 1e-3) << "the two slices must tell apart";
+  LrFindOptions o;
+  o.start_lr = 1e-12f;
+  o.end_lr = 2e-12f;
+  o.num_it = 2;
+  o.use_val = true;
+  o.val_size = 100;
+  LrFindResult r = lr_find(*s, o);
+  ASSERT_EQ(r.points.size(), 2u) << r.stop_reason;
+  EXPECT_NEAR(r.points[0].loss, on_val, 1e-6);
+}
+
 TEST(LrFinder, DivergenceStopsEarlyAndCsvIsWritten) {
   RunConfig cfg = small_config();
   cfg.optim.name = "sgd";

@@ -292,7 +292,8 @@ TEST(SweepRun, WritesResultsAndLeaderboardRanksByMetric) {
   std::ifstream csv(o.dir + "/results.csv");
   std::string header;
   std::getline(csv, header);
-  EXPECT_EQ(header.rfind("trial,status,metric,lr,epochs,test_acc,", 0), 0u) << header;
+  EXPECT_EQ(header.rfind("trial,status,metric,lr,epochs,val_acc,val_loss,test_acc,", 0), 0u)
+      << header;
   std::set<std::string> columns;
   std::stringstream hs(header);
   for (std::string c; std::getline(hs, c, ',');) EXPECT_TRUE(columns.insert(c).second) << "column " << c << " twice";
@@ -305,6 +306,74 @@ TEST(SweepRun, WritesResultsAndLeaderboardRanksByMetric) {
   EXPECT_EQ(lb.substr(first_row, 12).find("1    4"), 0u) << lb;
   // Without --resume, a directory with results is refused.
   EXPECT_THROW(run_sweep(s, o, f.fn()), Error);
+}
+
+TEST(SweepRun, ValidationMetricRanksByTheSplitAndNeedsOne) {
+  // Selecting on the test set leaks it; metric val_acc ranks by the held-out split instead.
+  // The fake run's validation accuracy peaks at lr 0.1, its test accuracy at 0.01.
+  TrialRunner runner = [](const RunConfig& cfg,
+                          const std::function<bool(const EpochRecord&)>& on_epoch) {
+    EXPECT_GT(cfg.data.val_split, 0);
+    EpochRecord r;
+    r.epoch = 1;
+    r.test_acc = 1.0 - std::fabs(std::log10(cfg.optim.lr) + 2.0) / 10.0;
+    r.val_acc = 1.0 - std::fabs(std::log10(cfg.optim.lr) + 1.0) / 10.0;
+    r.val_loss = 0.25;
+    on_epoch(r);
+    return std::vector<EpochRecord>{r};
+  };
+  SweepSpec s = parse_sweep(std::string("metric: {name: val_acc}\n") + kGrid8, "s.yaml");
+  EXPECT_TRUE(s.maximize);
+  SweepOptions o;
+  o.dir = fresh_dir("val_metric");
+  o.base.data.val_split = 0.1;
+  SweepOutcome out = run_sweep(s, o, runner);
+  ASSERT_EQ(out.results.size(), 8u);
+  std::string lb = leaderboard(s, out.results);
+  size_t first_row = lb.find('\n', lb.find("epochs")) + 1;
+  EXPECT_EQ(lb.substr(first_row, 12).find("1    2"), 0u) << lb;  // trial 2: lr 0.1
+  for (const TrialRecord& r : out.results) {
+    EXPECT_EQ(r.metric, r.val_acc);
+    EXPECT_NE(r.val_acc, r.test_acc);  // both kept: the test score of the chosen trial is honest
+    EXPECT_FALSE(std::isnan(r.val_loss));
+  }
+  std::ifstream csv(o.dir + "/results.csv");
+  std::string header, row;
+  std::getline(csv, header);
+  std::getline(csv, row);
+  EXPECT_NE(header.find(",val_acc,val_loss,"), std::string::npos) << header;
+  EXPECT_NE(row.find(",0.9,0.25,"), std::string::npos) << row;  // trial 0, lr 1: val_acc 0.9
+
+  // Without a split in every trial: a usage error before anything runs.
+  int ran = 0;
+  TrialRunner count = [&](const RunConfig&, const std::function<bool(const EpochRecord&)>&) {
+    ++ran;
+    return std::vector<EpochRecord>{};
+  };
+  o.dir = fresh_dir("val_metric_no_split");
+  o.base.data.val_split = 0;
+  try {
+    run_sweep(s, o, count);
+    ADD_FAILURE() << "expected a usage error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("metric val_acc needs a validation split, but trial 0"),
+              std::string::npos)
+        << e.message();
+  }
+  SweepSpec swept = parse_sweep(
+      "metric: {name: val_loss}\nparameters:\n  val_split: {values: [0.2, 0]}\n", "s.yaml");
+  o.dir = fresh_dir("val_metric_swept_zero");
+  try {
+    run_sweep(swept, o, count);
+    ADD_FAILURE() << "expected a usage error";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("trial 1 has val_split 0"), std::string::npos) << e.message();
+  }
+  EXPECT_EQ(ran, 0);
+  EXPECT_NE(usage_error("metric: {name: valid_acc}\nparameters: {lr: {values: [0.1]}}\n")
+                .find("val_acc|val_loss"),
+            std::string::npos);
 }
 
 // A run of the 8-trial grid in a fresh directory whose runner fails (as a kill would) during

@@ -226,23 +226,62 @@ struct WatchSpy : Schedule {
 TEST(TrainerCpu, PlateauScheduleGetsTheMetricItsModeWatches) {
   // Mode max watches an accuracy, mode min a loss: handing a max-mode plateau the test loss
   // made every improving epoch look worse and cut the lr while the run was still learning.
+  // The set watched: the validation split, else the test set, else the training set.
   for (bool acc : {true, false}) {
     RunConfig c = small_mlp();
     c.data.train_limit = 256;
     c.data.test_limit = 200;
+    c.data.val_split = 0.25;
     auto s = make_session(c);
+    ASSERT_EQ(s->val.size(), 64);
     WatchSpy spy(acc);
     Trainer tr(*s->model, *s->opt, spy, *s->ctx, c.train);
-    for (const Dataset* test :
-         {static_cast<const Dataset*>(&s->test), static_cast<const Dataset*>(nullptr)}) {
+    for (const char* watch : {"val", "test", "train"}) {
+      const std::string w = watch;
+      tr.val_set = w == "val" ? &s->val : nullptr;
       spy.seen.clear();
-      std::vector<EpochRecord> rs = tr.fit(s->train, test);
+      std::vector<EpochRecord> rs = tr.fit(s->train, w == "train" ? nullptr : &s->test);
       ASSERT_EQ(spy.seen.size(), rs.size());
       for (size_t e = 0; e < rs.size(); ++e) {
-        double want = test ? (acc ? rs[e].test_acc : rs[e].test_loss)
-                           : (acc ? rs[e].train_acc : rs[e].train_loss);
-        EXPECT_EQ(spy.seen[e], static_cast<float>(want)) << "acc " << acc << " epoch " << e;
+        const EpochRecord& r = rs[e];
+        double want = w == "val"    ? (acc ? r.val_acc : r.val_loss)
+                      : w == "test" ? (acc ? r.test_acc : r.test_loss)
+                                    : (acc ? r.train_acc : r.train_loss);
+        EXPECT_EQ(spy.seen[e], static_cast<float>(want))
+            << watch << " acc " << acc << " epoch " << e;
+        EXPECT_EQ(std::isnan(r.val_acc), w != "val") << watch;
       }
     }
   }
+}
+
+TEST(TrainerCpu, ValidationSplitIsScoredEachEpochAndWatchedByTargetAcc) {
+  RunConfig c = small_mlp();
+  c.data.train_limit = 400;
+  c.data.val_split = 0.2;
+  c.train.epochs = 1;
+  c.train.log_path = ::testing::TempDir() + "kiln_val_split.jsonl";
+  RunResult one = run_training(c, {});
+  ASSERT_EQ(one.epochs.size(), 1u);
+  const EpochRecord& r = one.epochs[0];
+  EXPECT_EQ(r.step, 10);  // ceil(320 / 32): the 80 validation samples are not trained on
+  std::ifstream f(c.train.log_path);
+  std::string line((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(line.find("\"val_acc\":"), std::string::npos) << line;
+  EXPECT_NE(line.find("\"val_loss\":"), std::string::npos) << line;
+  c.train.log_path.clear();
+  auto s = make_session(c);  // the same rows, evaluated by hand after the same epoch
+  s->trainer->fit(s->train, nullptr);
+  EvalResult v = s->trainer->evaluate(s->val);
+  EXPECT_EQ(v.count, 80);
+  EXPECT_DOUBLE_EQ(r.val_acc, v.acc);
+  EXPECT_DOUBLE_EQ(r.val_loss, v.loss);
+  // --target-acc between the two accuracies of epoch 1: the run stops there exactly when it
+  // watches the validation accuracy, not the test accuracy.
+  ASSERT_NE(r.val_acc, r.test_acc);
+  c.train.epochs = 3;
+  c.train.target_acc = static_cast<float>(0.5 * (r.val_acc + r.test_acc));
+  RunResult three = run_training(c, {});
+  EXPECT_EQ(three.epochs.size() == 1, r.val_acc >= c.train.target_acc)
+      << "val " << r.val_acc << " test " << r.test_acc << " epochs " << three.epochs.size();
 }

@@ -211,12 +211,12 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
 
   Dataset val;
   if (o.use_val) {
-    KILN_USAGE_CHECK(s.test.size() > 0, "lr_find: --lr-find-val needs a test set");
-    int64_t m = std::min<int64_t>(o.val_size, s.test.size());
-    val = s.test;
-    val.name = s.test.name + "[:" + std::to_string(m) + "]";
-    val.images = s.test.images.rows(0, m);
-    val.host_labels.resize(static_cast<size_t>(m));
+    // The validation split when the run has one (tuning on the test set leaks it), else the
+    // test set; its first val_size samples.
+    const Dataset& held = s.val.size() > 0 ? s.val : s.test;
+    KILN_USAGE_CHECK(held.size() > 0, "lr_find: --lr-find-val needs a validation or test set");
+    int64_t m = std::min<int64_t>(o.val_size, held.size());
+    val = slice_rows(held, 0, m, held.name + "[:" + std::to_string(m) + "]");
   }
 
   Snapshot snap;

@@ -18,7 +18,7 @@ struct LrFindOptions {
   int num_it = 100;  // steps; 0: `epochs` full epochs of steps (keras_lr_finder)
   int epochs = 1;
   bool use_val = false;          // smooth the loss on a held-out slice instead of the batch loss
-  int64_t val_size = 500;        // first N test samples, evaluated after every step
+  int64_t val_size = 500;        // first N validation (else test) samples, after every step
   double beta = 0.98;            // EMA smoothing
   double diverge = 4.0;          // stop when smoothed > diverge * best smoothed
   bool restore = true;           // put weights and optimizer state back afterwards

@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <iomanip>
 #include <sstream>
+#include <type_traits>
 
 #include "engine/error.h"
 #include "engine/precision.h"
@@ -63,6 +65,17 @@ std::string fmt(double v) {
   return os.str();
 }
 
+// The shortest text that reads back as exactly v (a checkpoint's config must rebuild the same
+// validation split): "0.1", not "0.10000000000000001".
+std::string fmt_exact(double v) {
+  char buf[32];
+  for (int p = 6; p <= 17; ++p) {
+    std::snprintf(buf, sizeof(buf), "%.*g", p, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
+}
+
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
@@ -79,8 +92,14 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 template <typename F>
 OptionSpec opt_float(const std::string& name, const std::string& help, F field) {
   return {name, "float", help,
-          [field](RunConfig& c, const std::string& v) { field(c) = static_cast<float>(parse_float(v, "")); },
-          [field](const RunConfig& c) { return fmt(field(const_cast<RunConfig&>(c))); }};
+          [field](RunConfig& c, const std::string& v) {
+            using T = std::remove_reference_t<decltype(field(c))>;  // float, or double
+            field(c) = static_cast<T>(parse_float(v, ""));
+          },
+          [field](const RunConfig& c) {
+            auto v = field(const_cast<RunConfig&>(c));
+            return std::is_same_v<decltype(v), double> ? fmt_exact(v) : fmt(v);
+          }};
 }
 template <typename F>
 OptionSpec opt_int(const std::string& name, const std::string& help, F field) {
@@ -110,6 +129,10 @@ OptionTable build_table() {
   t.add(opt_bool("normalize", "per-dataset mean/std input normalisation", [](RunConfig& c) -> bool& { return c.data.normalize; }));
   t.add(opt_int("train-limit", "use only the first N training samples (0: all)", [](RunConfig& c) -> int64_t& { return c.data.train_limit; }));
   t.add(opt_int("test-limit", "use only the first N test samples (0: all)", [](RunConfig& c) -> int64_t& { return c.data.test_limit; }));
+  t.add(opt_float("val-split",
+                  "hold out this last fraction of the training samples for validation (Keras "
+                  "validation_split); plateau and --target-acc then watch it",
+                  [](RunConfig& c) -> double& { return c.data.val_split; }));
   t.add(opt_bool("augment", "CIFAR-10 random crop + flip on the device", [](RunConfig& c) -> bool& { return c.data.augment; }));
   // model
   t.add(opt_str("model", "mlp | cnn | cifar", [](RunConfig& c) -> std::string& { return c.model.model; }));
@@ -178,7 +201,10 @@ OptionTable build_table() {
   t.add(opt_int("cooldown", "plateau cooldown (epochs)", [](RunConfig& c) -> int& { return c.sched.cooldown; }));
   t.add(opt_float("min-lr", "plateau lower bound", [](RunConfig& c) -> float& { return c.sched.min_lr; }));
   t.add(opt_float("threshold", "plateau relative improvement threshold", [](RunConfig& c) -> float& { return c.sched.threshold; }));
-  t.add(opt_str("plateau-mode", "plateau watches test loss (min) or accuracy (max)", [](RunConfig& c) -> std::string& { return c.sched.mode; }));
+  t.add(opt_str(
+      "plateau-mode",
+      "plateau watches the validation (--val-split) or else the test loss (min) or accuracy (max)",
+      [](RunConfig& c) -> std::string& { return c.sched.mode; }));
   t.add(opt_str("schedule-file", "manual schedule: 'epoch lr' lines, re-read every epoch", [](RunConfig& c) -> std::string& { return c.sched.file; }));
   t.add(opt_int("warmup-steps", "linear warm-up steps", [](RunConfig& c) -> int& { return c.sched.warmup_steps; }));
   t.add(opt_int("warmup-epochs", "linear warm-up epochs", [](RunConfig& c) -> int& { return c.sched.warmup_epochs; }));
@@ -193,7 +219,9 @@ OptionTable build_table() {
   t.add(opt_bool("detect-anomaly", "stop at the first non-finite loss or gradient, naming the layer", [](RunConfig& c) -> bool& { return c.train.detect_anomaly; }));
   t.add(opt_bool("grad-report", "per-layer gradient/weight norm table after each epoch", [](RunConfig& c) -> bool& { return c.train.grad_report; }));
   t.add(opt_float("sparsity-threshold", "|w| below which a weight counts as zero in weight_sparsity", [](RunConfig& c) -> float& { return c.train.sparsity_threshold; }));
-  t.add(opt_float("target-acc", "stop once test accuracy reaches this", [](RunConfig& c) -> float& { return c.train.target_acc; }));
+  t.add(opt_float("target-acc",
+                  "stop once the validation (--val-split) or else the test accuracy reaches this",
+                  [](RunConfig& c) -> float& { return c.train.target_acc; }));
   t.add(opt_float("max-loss", "a train loss above this counts as divergence (0: 100x chance level, <0: off)", [](RunConfig& c) -> float& { return c.train.max_loss; }));
   t.add(opt_str("log", "JSONL metrics file", [](RunConfig& c) -> std::string& { return c.train.log_path; }));
   // run
@@ -220,7 +248,10 @@ OptionTable build_table() {
   t.add(opt_float("end-lr", "LR range test end", [](RunConfig& c) -> float& { return c.end_lr; }));
   t.add(opt_int("num-it", "LR range test steps (0: use --epochs)", [](RunConfig& c) -> int& { return c.num_it; }));
   t.add(opt_str("lr-find-csv", "LR range test CSV output", [](RunConfig& c) -> std::string& { return c.lr_find_csv; }));
-  t.add(opt_bool("lr-find-val", "LR range test on the loss of the first 500 test samples", [](RunConfig& c) -> bool& { return c.lr_find_val; }));
+  t.add(opt_bool(
+      "lr-find-val",
+      "LR range test on the loss of the first 500 validation (--val-split) or else test samples",
+      [](RunConfig& c) -> bool& { return c.lr_find_val; }));
   return t;
 }
 
@@ -298,6 +329,8 @@ void RunConfig::validate() const {
                    "--dataset " << data.dataset << ": expected mnist|fashion-mnist|cifar10");
   KILN_USAGE_CHECK(data.train_limit >= 0, "--train-limit " << data.train_limit << ": must be >= 0");
   KILN_USAGE_CHECK(data.test_limit >= 0, "--test-limit " << data.test_limit << ": must be >= 0");
+  KILN_USAGE_CHECK(data.val_split >= 0 && data.val_split < 1,
+                   "--val-split " << data.val_split << ": must be in [0, 1)");
   KILN_USAGE_CHECK(checkpoint_every >= 0, "--checkpoint-every " << checkpoint_every << ": must be >= 0");
   KILN_USAGE_CHECK(keep_last >= 0, "--keep-last " << keep_last << ": must be >= 0");
   KILN_USAGE_CHECK(checkpoint_every_steps >= 0,

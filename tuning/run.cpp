@@ -16,7 +16,9 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
   s->device = resolve_device(cfg.device);
   Shape in = cfg.data.dataset == "cifar10" ? Shape{3, 32, 32} : Shape{1, 28, 28};
   if (load_data) {
-    s->train = load_dataset(cfg.data, "train", s->device);
+    TrainValSplit tv = load_train_val(cfg.data, s->device);
+    s->train = std::move(tv.train);
+    s->val = std::move(tv.val);
     s->test = load_dataset(cfg.data, "test", s->device);
     in = s->train.sample_shape();
   }
@@ -48,6 +50,7 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   if (!cfg.resume.empty()) from = resume_session(*s, hooks.log);
   StopSignals signals;
   Trainer& tr = *s->trainer;
+  if (s->val.size() > 0) tr.val_set = &s->val;
   tr.checkpoint_every_epochs = cfg.checkpoint_every;
   tr.checkpoint_every_steps = cfg.checkpoint_every_steps;
   tr.stop_flag = StopSignals::flag();

@@ -31,7 +31,7 @@ struct RunSession {
   RunConfig cfg;
   Device device;
   std::unique_ptr<Context> ctx;
-  Dataset train, test;
+  Dataset train, val, test;  // val: empty without --val-split
   std::unique_ptr<Model> model;
   std::unique_ptr<Optimizer> opt;
   std::unique_ptr<Schedule> sched;

@@ -233,6 +233,8 @@ class TrialLock {
 double metric_of(const EpochRecord& r, const std::string& m) {
   if (m == "test_acc") return r.test_acc;
   if (m == "test_loss") return r.test_loss;
+  if (m == "val_acc") return r.val_acc;
+  if (m == "val_loss") return r.val_loss;
   if (m == "train_acc") return r.train_acc;
   return r.train_loss;
 }
@@ -253,14 +255,17 @@ std::string csv_field(const std::string& s) {
 std::string csv_header(const SweepSpec& spec) {
   std::string h = "trial,status,metric";
   for (const auto& p : spec.params) h += "," + p.name;
-  return h + ",epochs,test_acc,test_loss,train_acc,train_loss,weight_sparsity,seconds,message\n";
+  return h +
+         ",epochs,val_acc,val_loss,test_acc,test_loss,train_acc,train_loss,weight_sparsity,seconds,"
+         "message\n";
 }
 
 std::string csv_row(const TrialRecord& r) {
   std::ostringstream os;
   os << r.trial << "," << r.status << "," << json_number(r.metric);
   for (const auto& p : r.params) os << "," << csv_field(p.second);
-  os << "," << r.epochs << "," << json_number(r.test_acc) << "," << json_number(r.test_loss) << ","
+  os << "," << r.epochs << "," << json_number(r.val_acc) << "," << json_number(r.val_loss) << ","
+     << json_number(r.test_acc) << "," << json_number(r.test_loss) << ","
      << json_number(r.train_acc) << "," << json_number(r.train_loss) << ","
      << json_number(r.weight_sparsity) << "," << json_number(r.seconds) << ","
      << csv_field(r.message);
@@ -324,10 +329,9 @@ std::string TrialRecord::to_json() const {
       .add("status", status)
       .add("metric", metric)
       .add_raw("params", p.str());
-  j.add("epochs", epochs)
-      .add("test_acc", test_acc)
-      .add("test_loss", test_loss)
-      .add("train_acc", train_acc);
+  j.add("epochs", epochs);
+  if (!std::isnan(val_acc)) j.add("val_acc", val_acc).add("val_loss", val_loss);
+  j.add("test_acc", test_acc).add("test_loss", test_loss).add("train_acc", train_acc);
   j.add("train_loss", train_loss)
       .add("weight_sparsity", weight_sparsity)
       .add("seconds", seconds)
@@ -352,6 +356,8 @@ bool TrialRecord::from_json(const std::string& line, TrialRecord& r) {
     for (const auto& kv : ps->obj)
       r.params.emplace_back(kv.first, kv.second.type == JVal::Str ? kv.second.str : "");
   r.epochs = static_cast<int>(std::isfinite(num_of(v, "epochs")) ? num_of(v, "epochs") : 0);
+  r.val_acc = num_of(v, "val_acc");
+  r.val_loss = num_of(v, "val_loss");
   r.test_acc = num_of(v, "test_acc");
   r.test_loss = num_of(v, "test_loss");
   r.train_acc = num_of(v, "train_acc");
@@ -445,6 +451,20 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     // temp + rename: a concurrent worker never reads half a file
     if (old.empty()) write_file_atomic(copy, o.spec_text.data(), o.spec_text.size());
   }
+  int64_t n = num_trials(spec);
+  // A val_ metric needs every trial to hold out a validation split: say so before any runs.
+  // (A trial whose options do not parse fails on its own, as any other trial would.)
+  for (int64_t i = 0; spec.metric.rfind("val_", 0) == 0 && i < n; ++i) {
+    double f = 1;
+    try {
+      f = trial_config(spec, o.base, i, o.dir).data.val_split;
+    } catch (const Error&) {
+    }
+    KILN_USAGE_CHECK(f > 0, spec.path << ": metric " << spec.metric
+                                      << " needs a validation split, but trial " << i
+                                      << " has val_split 0 (set val_split in base or parameters, "
+                                      << "or pass --val-split)");
+  }
   SweepOutcome out;
   std::vector<TrialRecord> prior = read_results(o.dir);
   KILN_USAGE_CHECK(prior.empty() || o.resume || o.num_workers > 1,
@@ -452,7 +472,6 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
                          << " results; pass --resume to continue that "
                          << "sweep or choose another --dir");
   if (!prior.empty()) record_locked(o.dir, spec, "");  // repair a CSV a kill left short
-  int64_t n = num_trials(spec);
   auto log = [&](const std::string& s) {
     if (o.log) o.log(s);
   };
@@ -516,6 +535,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       if (!eps.empty()) {
         const EpochRecord& last = eps.back();
         rec.metric = metric_of(last, spec.metric);
+        rec.val_acc = last.val_acc;
+        rec.val_loss = last.val_loss;
         rec.test_acc = last.test_acc;
         rec.test_loss = last.test_loss;
         rec.train_acc = last.train_acc;

@@ -32,7 +32,7 @@ struct SweepSpec {
   std::string method = "grid";  // grid | random
   uint64_t seed = 0;
   int64_t run_cap = 0;              // 0: grid size (random needs it)
-  std::string metric = "test_acc";  // test_acc | test_loss | train_acc | train_loss
+  std::string metric = "test_acc";  // test_acc|test_loss|val_acc|val_loss|train_acc|train_loss
   bool maximize = true;
   std::vector<std::pair<std::string, std::string>> base;  // fixed options, YAML order
   std::vector<SweepParam> params;                         // YAML order
@@ -55,6 +55,7 @@ struct TrialRecord {
   std::string status;  // ok | pruned | failed
   double metric = NAN;
   std::vector<std::pair<std::string, std::string>> params;
+  double val_acc = NAN, val_loss = NAN;  // with a validation split (val_split)
   double test_acc = NAN, test_loss = NAN, train_loss = NAN, train_acc = NAN;
   double seconds = 0;            // wall time of the trial (setup, epochs, evaluation), failed ones too
   double weight_sparsity = NAN;  // of the last epoch (EpochRecord::weight_sparsity)

@@ -249,9 +249,11 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
         std::string mk = m.first.as<std::string>(), mv = scalar_text(m.second, origin + "." + mk);
         check_key(path, " in metric", mk, {"name", "goal"});
         if (mk == "name") {
-          KILN_USAGE_CHECK(
-              mv == "test_acc" || mv == "test_loss" || mv == "train_acc" || mv == "train_loss",
-              origin << ": name '" << mv << "': expected test_acc|test_loss|train_acc|train_loss");
+          KILN_USAGE_CHECK(mv == "test_acc" || mv == "test_loss" || mv == "val_acc" ||
+                               mv == "val_loss" || mv == "train_acc" || mv == "train_loss",
+                           origin << ": name '" << mv
+                                  << "': expected val_acc|val_loss|test_acc|test_loss|train_acc|"
+                                     "train_loss");
           s.metric = mv;
         } else {
           KILN_USAGE_CHECK(mv == "maximize" || mv == "minimize",

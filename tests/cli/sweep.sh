@@ -103,4 +103,26 @@ set +e
 rc=$?
 set -e
 [ $rc -eq 2 ] || { echo "FAIL: --lr on a swept parameter rc=$rc"; exit 1; }
+# Selecting on a validation split (metric val_acc): each result holds val_acc next to test_acc.
+cat > val.yaml <<YAML
+method: grid
+metric: {name: val_acc}
+base: {model: mlp, width: 16, epochs: 1, train_limit: 500, test_limit: 200, optimizer: sgd, schedule: constant}
+parameters:
+  lr: {values: [0.1, 0.01]}
+YAML
+"$KILN_BIN/sweep" val.yaml --dir val --val-split 0.2 "${common[@]}" > val.txt
+python3 - val/results.jsonl <<'PY' || { echo "FAIL: val_acc results"; cat val.txt; exit 1; }
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert len(rs) == 2 and all(r["metric"] == r["val_acc"] and 0 < r["val_acc"] <= 1 and
+                            r["val_acc"] * 100 == round(r["val_acc"] * 100) for r in rs), rs  # 100 samples
+PY
+grep -q '^leaderboard (val_acc' val.txt || { echo "FAIL: val leaderboard"; cat val.txt; exit 1; }
+set +e
+"$KILN_BIN/sweep" val.yaml --dir nosplit "${common[@]}" > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "metric val_acc needs a validation split" err.txt ||
+  { echo "FAIL: val_acc without a split rc=$rc"; cat err.txt; exit 1; }
 echo "PASS"

@@ -32,6 +32,17 @@ grep -q '^device: cpu' "$tmp/out" || { echo "FAIL device line"; fail=1; }
 for k in epoch step lr momentum train_loss train_acc test_loss test_acc grad_norm seconds images_per_s; do
   grep -q "\"$k\":" "$tmp/m.jsonl" || { echo "FAIL jsonl lacks $k"; fail=1; }
 done
+# --val-split 0.1: 1800 images train (57 steps of 32), 200 validate; each epoch line and record
+# carries val_loss/val_acc; the final line keeps its format.
+check val-split 0 '^epoch 1: train_loss=[0-9.]+ train_acc=[0-9.]+ val_loss=[0-9.]+ val_acc=[0-9.]+ test_loss=' -- \
+  "$bin" --device cpu --data-dir "$data" --model mlp --width 32 --epochs 1 --val-split 0.1 --log "$tmp/v.jsonl" \
+  --save "$tmp/v.safetensors"
+# kiln_eval --split val rebuilds the same 200 rows from the checkpoint's config
+val_acc=$(grep -o 'val_acc=[0-9.]*' "$tmp/out" | cut -d= -f2)
+"$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$data" --split val > "$tmp/eval" 2>&1
+grep -q "mnist val (200 samples): acc=$val_acc\$" "$tmp/eval" || { echo "FAIL kiln_eval --split val (want $val_acc)"; cat "$tmp/eval"; fail=1; }
+grep -Eq '^test_acc=[0-9.]+ test_loss=[0-9.]+ seconds=[0-9.]+$' "$tmp/out" || { echo "FAIL val-split final line"; fail=1; }
+grep -q '"step":57,.*"val_loss":[0-9.]*,"val_acc":[0-9.]*' "$tmp/v.jsonl" || { echo "FAIL val-split jsonl"; cat "$tmp/v.jsonl"; fail=1; }
 check train-cnn 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --train-limit 256 --test-limit 100 --epochs 1
 check summary 0 'total parameters: [0-9]+' -- "$bin" --summary
 check ignored-note 0 'note: --groups 3 is ignored without --norm group' -- "$bin" --summary --groups 3
