@@ -14,7 +14,8 @@ normalised training inputs (kiln_eval --split train) go to torch, which rebuilds
 (scripts/torch_mirror.py) and builds the optimizer, parameter groups, penalties, clipping and LR
 scheduler from the run's own config with torch.optim, torch.optim.lr_scheduler and
 torch.nn.utils (the kiln-only schedules inverse-time and inverse-sqrt as LambdaLR from their
-documented formulas). Before each step torch takes kiln's state after the previous one (model
+documented formulas; ReduceLROnPlateau steps with torch's own evaluation of the rows it
+watches, the run's --val-split rows or else its test rows). Before each step torch takes kiln's state after the previous one (model
 and optimizer tensors), so every step is compared on its own: in float64 torch gives the exact
 step, and the difference is kiln's float32 rounding, not chaos amplified over steps
 (--free-run shows that instead).
@@ -114,6 +115,19 @@ RECIPES = [
                              "--momentum", "0.9", "--schedule", "constant"]),
     ("cnn-fused-batchnorm-relu", ["--model", "cnn", "--norm", "batch", "--fuse", "on", "--optimizer", "adam",
                                   "--lr", "0.003", "--schedule", "one-cycle"]),
+    # ReduceLROnPlateau: the metric comes from torch's own evaluation of the held-out rows. With
+    # --val-split 0.25 (96 train / 32 val rows) it watches the validation loss; threshold 0.5
+    # counts an epoch as better only when the loss halves, so the lr drops after each epoch.
+    ("sgd-plateau-min-val-split", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
+                                         "--schedule", "plateau", "--factor", "0.5", "--patience", "0",
+                                         "--threshold", "0.5", "--val-split", "0.25", "--epochs", "3"]),
+    # mode max: the test accuracy (64 rows), 2 steps per epoch over 5 epochs. Threshold 0.5
+    # (better = 1.5x the best accuracy): epoch 2 is better, epoch 3 is not and reduces the lr,
+    # epoch 4 is not either but falls in the cooldown, so the lr must hold for epoch 5.
+    ("adam-plateau-max-test-cooldown", MLP + ["--optimizer", "adam", "--lr", "0.003", "--schedule", "plateau",
+                                              "--plateau-mode", "max", "--factor", "0.3", "--patience", "0",
+                                              "--cooldown", "1", "--threshold", "0.5", "--train-limit", "64",
+                                              "--epochs", "5"]),
 ]
 
 
@@ -195,6 +209,11 @@ def torch_scheduler(torch, opt, cfg, steps_per_epoch, epochs):
         return ls.LambdaLR(opt, lambda t: k / math.sqrt(t + 1.0)), name.endswith("step")
     if name == "cosine":
         return ls.CosineAnnealingLR(opt, t_max, float(cfg["eta-min"])), False
+    if name == "plateau":  # steps with the metric end_epoch() is given
+        return ls.ReduceLROnPlateau(opt, mode=cfg["plateau-mode"], factor=float(cfg["factor"]),
+                                    patience=int(cfg["patience"]), threshold=float(cfg["threshold"]),
+                                    threshold_mode="rel", cooldown=int(cfg["cooldown"]),
+                                    min_lr=float(cfg["min-lr"]), eps=1e-8), False
     if name == "cosine-restarts":
         return ls.CosineAnnealingWarmRestarts(opt, t_max, int(cfg["t-mult"]), float(cfg["eta-min"])), False
     if name == "cyclic":
@@ -251,11 +270,26 @@ def train_step(torch, net, opt, x, y, cfg, penalised, scheds):
             sched.step()
 
 
-def end_epoch(scheds):
-    """The schedulers that step per epoch."""
+def end_epoch(scheds, held_out=None):
+    """The schedulers that step per epoch; ReduceLROnPlateau with held_out(mode): the loss
+    (mode min) or accuracy (mode max) it watches."""
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
     for sched, per_step in scheds:
-        if not per_step:
+        if isinstance(sched, ReduceLROnPlateau):
+            sched.step(held_out(sched.mode))
+        elif not per_step:
             sched.step()
+
+
+def evaluate(torch, net, x, y, mode):
+    """Mean cross-entropy (mode min) or accuracy (mode max) of net on (x, y), in eval mode."""
+    net.eval()
+    with torch.no_grad():
+        logits = net(x)
+    net.train()
+    if mode == "max":
+        return (logits.argmax(1) == y).double().mean().item()
+    return torch.nn.functional.cross_entropy(logits, y).item()
 
 
 def redundant_biases(net):
@@ -329,7 +363,15 @@ def check_recipe(flags, args, tmp, torch, tm):
     run(base + ["--checkpoint-dir", ck, "--checkpoint-every-steps", "1", "--keep-last", "0"])
     _, _, cfg = tm.load_checkpoint(os.path.join(ck, "ckpt-step-1.safetensors"))  # the run's config
     init_tensors, _, _ = tm.load_checkpoint(init)
-    _, labels, images = tm.kiln_eval_dump(os.path.join(args.bin, "kiln_eval"), init, cfg["data-dir"], split="train")
+    kiln_eval = os.path.join(args.bin, "kiln_eval")
+    _, labels, images = tm.kiln_eval_dump(kiln_eval, init, cfg["data-dir"], split="train")
+    held_out = None
+    if cfg["schedule"] == "plateau":  # what it watches: the validation split, else the test rows
+        val = float(cfg["val-split"]) > 0
+        _, hy, hx = tm.kiln_eval_dump(kiln_eval, init, cfg["data-dir"], split="val" if val else "test",
+                                      test_limit=0 if val else int(cfg["test-limit"]))
+        hx = hx.double()
+        held_out = lambda mode: evaluate(torch, net, hx, hy, mode)  # noqa: E731
 
     net = tm.build_model(cfg, images.shape[1], images[0].numel(), 10).double()
     images = images.double()
@@ -372,7 +414,7 @@ def check_recipe(flags, args, tmp, torch, tm):
             failures += ["step %d: %s" % (step, m) for m in f]
             step_worst.append(w)
             excess += ["step %d: %s" % (step, m) for m in n]
-        end_epoch(scheds)
+        end_epoch(scheds, held_out)
     if not os.path.exists(os.path.join(ck, "ckpt-step-%d.safetensors" % step)) or \
             os.path.exists(os.path.join(ck, "ckpt-step-%d.safetensors" % (step + 1))):
         failures.append("kiln took a different number of steps than torch (%d)" % step)
