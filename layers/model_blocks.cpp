@@ -13,7 +13,7 @@ namespace kiln {
 // (models.cpp); what only the block tails know about is checked here.
 void validate_block_options(const ModelOptions& opts) {
   KILN_USAGE_CHECK(opts.dropout_kind == "element" || opts.dropout_kind == "channel",
-                   "dropout kind " << opts.dropout_kind << ": expected element|channel");
+                   "--dropout-kind " << opts.dropout_kind << ": expected element|channel");
 }
 
 void add_activation(Model& m, const std::string& activation) {

@@ -43,6 +43,12 @@ std::vector<std::string> ModelOptions::ignored(const ModelOptions& d) const {
     out.push_back("--groups " + std::to_string(groups) + " is ignored without --norm group");
   if (norm == "none" && norm_position != d.norm_position)
     out.push_back("--norm-position " + norm_position + " is ignored without --norm batch|group");
+  if (dropout_kind != d.dropout_kind && dropout == 0.0f)
+    out.push_back("--dropout-kind " + dropout_kind + " is ignored without --dropout");
+  else if (dropout_kind == "channel" && model == "mlp")
+    out.push_back(
+        "--dropout-kind channel is ignored: the mlp has no channels (its dropout stays "
+        "element-wise)");
   return out;
 }
 

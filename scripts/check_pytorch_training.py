@@ -108,6 +108,10 @@ RECIPES = [
     # the 99.4% recipe: batch norm, dropout 0.05, Adam one-cycle
     ("cnn-batchnorm-dropout-adam", ["--model", "cnn", "--norm", "batch", "--dropout", "0.05", "--optimizer", "adam",
                                     "--lr", "0.003", "--schedule", "one-cycle"]),
+    # Dropout2d (--dropout-kind channel): whole channels of each conv block dropped per sample
+    ("cnn-channel-dropout-sgd", ["--model", "cnn", "--dropout", "0.1", "--dropout-kind", "channel",
+                                 "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9",
+                                 "--schedule", "constant"]),
     ("cnn-pool-first-tanh", ["--model", "cnn", "--pool-after", "1", "--activation", "tanh",
                              "--optimizer", "sgd", "--lr", "0.05", "--schedule", "constant"]),
     # --fuse on: the CPU references of conv+ReLU and batch norm+ReLU in one layer

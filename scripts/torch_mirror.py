@@ -6,6 +6,7 @@ a kiln checkpoint, and kiln's dropout mask (its counter hash, re-derived) as a t
 Importing this module needs torch; callers check for it first.
 """
 import json
+import math
 import os
 import struct
 import subprocess
@@ -156,26 +157,29 @@ def kiln_dropout_keep(seed, step, salt, n, p):
 
 class KilnDropout(nn.Module):
     """Inverted dropout with kiln's mask instead of torch's generator, so a training step with
-    dropout can be compared with kiln's; set .step (optimizer steps taken) before each forward."""
+    dropout can be compared with kiln's; set .step (optimizer steps taken) before each forward.
+    channel: Dropout2d, one counter per (sample, channel) (kernels/dropout/dropout_ref.cpp)."""
 
-    def __init__(self, p, seed, salt):
+    def __init__(self, p, seed, salt, channel=False):
         super().__init__()
-        self.p, self.seed, self.salt, self.step = p, seed, salt, 0
+        self.p, self.seed, self.salt, self.step, self.channel = p, seed, salt, 0, channel
 
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        keep = kiln_dropout_keep(self.seed, self.step, self.salt, x.numel(), self.p)
-        mask = torch.from_numpy(keep).reshape(x.shape).to(x.dtype)
+        shape = x.shape[:2] + (1,) * (x.dim() - 2) if self.channel else x.shape
+        keep = kiln_dropout_keep(self.seed, self.step, self.salt, math.prod(shape), self.p)
+        mask = torch.from_numpy(keep).reshape(shape).to(x.dtype)
         return x * mask / (1.0 - self.p)
 
 
 def use_kiln_dropout(net, seed):
-    """Replaces the element-wise nn.Dropout layers of a mirrored model by KilnDropout; returns them."""
+    """Replaces the nn.Dropout and nn.Dropout2d layers of a mirrored model by KilnDropout;
+    returns them."""
     swapped = []
     for i, m in enumerate(net):
-        if isinstance(m, nn.Dropout):
-            net[i] = KilnDropout(m.p, seed, i)
+        if isinstance(m, (nn.Dropout, nn.Dropout2d)):
+            net[i] = KilnDropout(m.p, seed, i, channel=isinstance(m, nn.Dropout2d))
             swapped.append(net[i])
     return swapped
 

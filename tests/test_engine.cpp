@@ -84,6 +84,17 @@ TEST(Model, OptionsTheModelNeverReadsAreNamed) {
   o.norm = "group";
   EXPECT_EQ(o.ignored().size(), 1u) << "group norm reads groups and the position";
   o = ModelOptions{};
+  o.dropout_kind = "channel";
+  notes = o.ignored();
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_EQ(notes[0], "--dropout-kind channel is ignored without --dropout");
+  o.dropout = 0.1f;
+  EXPECT_TRUE(o.ignored().empty()) << "the cnn's conv blocks take channel dropout";
+  o.model = "mlp";
+  notes = o.ignored();
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("the mlp has no channels"), std::string::npos) << notes[0];
+  o = ModelOptions{};
   o.model = "cifar";
   o.width = 64;
   o.depth = 3;

@@ -143,6 +143,9 @@ OptionTable build_table() {
   t.add(opt_int("groups", "group norm groups", [](RunConfig& c) -> int& { return c.model.groups; }));
   t.add(opt_str("norm-position", "before | after the activation", [](RunConfig& c) -> std::string& { return c.model.norm_position; }));
   t.add(opt_float("dropout", "dropout probability after each block", [](RunConfig& c) -> float& { return c.model.dropout; }));
+  t.add(opt_str("dropout-kind",
+                "element | channel (Dropout2d: one draw per sample and channel after conv blocks)",
+                [](RunConfig& c) -> std::string& { return c.model.dropout_kind; }));
   t.add(opt_int("pool-after", "cnn: conv layers before the maxpool (0..7; 4: after the 1x1, RF 7)", [](RunConfig& c) -> int& { return c.model.pool_after; }));
   t.add(opt_str("init", "default | kaiming | kaiming_normal | xavier | xavier_normal", [](RunConfig& c) -> std::string& { return c.model.init; }));
   // optimizer

@@ -114,6 +114,8 @@ def main():
     case(c, "lr_negative", ["--lr", "-1"], 2, "--lr")
     case(c, "batch_zero", ["--batch-size", "0"], 2, "--batch-size 0")
     case(c, "dropout_too_big", ["--dropout", "1.5"], 2, "dropout")
+    case(c, "dropout_kind", ["--dropout", "0.1", "--dropout-kind", "spatial"], 2,
+         "--dropout-kind spatial: expected element|channel")
     case(c, "groups_not_dividing", ["--model", "cnn", "--norm", "group", "--groups", "3"], 2, "groups")
     case(c, "pool_after_range", ["--pool-after", "8"], 2, "--pool-after 8: expected 0..7")
     case(c, "device_tpu", ["--device", "tpu"], 2, "--device tpu")

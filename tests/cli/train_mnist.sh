@@ -46,6 +46,10 @@ grep -q '"step":57,.*"val_loss":[0-9.]*,"val_acc":[0-9.]*' "$tmp/v.jsonl" || { e
 check train-cnn 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --train-limit 256 --test-limit 100 --epochs 1
 check summary 0 'total parameters: [0-9]+' -- "$bin" --summary
 check ignored-note 0 'note: --groups 3 is ignored without --norm group' -- "$bin" --summary --groups 3
+check channel-dropout 0 'Dropout2d' -- "$bin" --summary --dropout 0.1 --dropout-kind channel
+[ "$(grep -c 'Dropout2d' "$tmp/out")" = 7 ] || { echo "FAIL channel dropout: want 7 Dropout2d layers"; cat "$tmp/out"; fail=1; }
+check channel-dropout-mlp 0 'note: --dropout-kind channel is ignored: the mlp has no channels' -- \
+  "$bin" --summary --model mlp --dropout 0.1 --dropout-kind channel
 check help 0 '--batch-size' -- "$bin" --help
 check bad-flag 2 "unknown option 'batch-sise' \(did you mean 'batch-size'\?\)" -- "$bin" --batch-sise 3
 check bad-value 2 "--lr: 'x' is not a finite number" -- "$bin" --lr x
