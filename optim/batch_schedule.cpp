@@ -47,4 +47,16 @@ float scale_lr_linear(float lr, int base_batch, int batch) {
   return static_cast<float>(double(lr) * batch / base_batch);
 }
 
+std::vector<long long> steps_per_epoch(long long samples, long long batch_size,
+                                       const std::string& schedule, int epochs) {
+  std::vector<std::pair<int, int>> sched;
+  if (!schedule.empty()) sched = parse_batch_schedule(schedule);
+  std::vector<long long> out;
+  for (int e = 0; e < epochs; ++e) {
+    const long long b = sched.empty() ? batch_size : batch_size_at(sched, e);
+    out.push_back(b > 0 ? (samples + b - 1) / b : 0);
+  }
+  return out;
+}
+
 }  // namespace kiln

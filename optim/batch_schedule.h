@@ -17,4 +17,9 @@ int batch_size_at(const std::vector<std::pair<int, int>>& schedule, int epoch);
 // lr * batch / base_batch: the lr to use at `batch` when `lr` was tuned at `base_batch`.
 float scale_lr_linear(float lr, int base_batch, int batch);
 
+// Optimizer steps in each of `epochs` epochs over `samples` samples: ceil(samples / batch), with
+// the batch of `schedule` for that epoch (empty: `batch_size` throughout).
+std::vector<long long> steps_per_epoch(long long samples, long long batch_size,
+                                       const std::string& schedule, int epochs);
+
 }  // namespace kiln

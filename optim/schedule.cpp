@@ -357,10 +357,30 @@ void ScheduleOptions::validate() const {
 
 std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& o, float base_lr, long long steps_per_epoch,
                                         int epochs) {
+  return make_schedule(o, base_lr,
+                       std::vector<long long>(static_cast<size_t>(std::max(epochs, 1)),
+                                              std::max<long long>(steps_per_epoch, 1)));
+}
+
+std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& o, float base_lr,
+                                        const std::vector<long long>& steps) {
   o.validate();
   KILN_USAGE_CHECK(base_lr >= 0, "--lr must be >= 0, got " << base_lr);
-  long long spe = std::max<long long>(steps_per_epoch, 1);
-  int run_epochs = std::max(epochs, 1);
+  // A run of 0 epochs still builds its schedule (a checkpoint holds its state): one epoch of one
+  // step.
+  const long long spe = steps.empty() ? 1 : std::max<long long>(steps.front(), 1);
+  const int run_epochs = std::max(static_cast<int>(steps.size()), 1);
+  long long total = 0;
+  for (long long n : steps) total += n;
+  total = std::max(total, 1LL);
+  // Steps in the first e epochs (past the run: its last epoch's count repeated).
+  auto steps_in = [&](int e) {
+    long long t = 0;
+    for (int i = 0; i < e; ++i)
+      t += i < static_cast<int>(steps.size()) ? steps[static_cast<size_t>(i)]
+                                              : (steps.empty() ? 1 : steps.back());
+    return t;
+  };
   std::unique_ptr<Schedule> s;
   const std::string& n = o.name;
   if (n == "constant") s = std::make_unique<ConstantLR>(base_lr);
@@ -379,10 +399,10 @@ std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& o, float base_lr,
     long long up = o.step_size_up > 0 ? o.step_size_up : 2 * spe;
     s = std::make_unique<CyclicLR>(o, base, max, up);
   } else if (n == "one-cycle") {
-    s = std::make_unique<OneCycleLR>(o, o.max_lr > 0 ? o.max_lr : base_lr, spe * run_epochs);
+    s = std::make_unique<OneCycleLR>(o, o.max_lr > 0 ? o.max_lr : base_lr, total);
   } else if (n == "plateau") s = std::make_unique<PlateauLR>(o, base_lr);
   else s = std::make_unique<ManualLR>(o.file, base_lr);
-  long long w = o.warmup_steps > 0 ? o.warmup_steps : static_cast<long long>(o.warmup_epochs) * spe;
+  long long w = o.warmup_steps > 0 ? o.warmup_steps : steps_in(o.warmup_epochs);
   if (w > 0) s = std::make_unique<WarmupLR>(std::move(s), w);
   return s;
 }

@@ -56,7 +56,12 @@ class Schedule {
   virtual void set_state(const std::string& /*s*/) {}
 };
 
-// base_lr: the optimizer's lr; steps_per_epoch and epochs: of the whole run.
+// base_lr: the optimizer's lr; steps: the optimizer steps of each epoch of the run (they differ
+// under a batch-size schedule). One-cycle spans their sum, --warmup-epochs the first entries,
+// and the cyclic default half cycle is two of the first epoch's.
+std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& opts, float base_lr,
+                                        const std::vector<long long>& steps);
+// The same for `epochs` epochs of `steps_per_epoch` steps each.
 std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& opts, float base_lr,
                                         long long steps_per_epoch, int epochs);
 

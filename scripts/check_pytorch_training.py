@@ -92,6 +92,9 @@ RECIPES = [
                                     "--schedule", "constant", "--l2", "0.01", "--penalize-all"]),
     ("batch-schedule-scale-lr", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "constant",
                                        "--batch-schedule", "0:64,1:32", "--scale-lr"]),
+    # one-cycle over a batch-size schedule: 2 + 4 steps, so OneCycleLR spans 6 (not 2 x 4)
+    ("batch-schedule-one-cycle", MLP + ["--optimizer", "adam", "--lr", "0.003", "--schedule", "one-cycle",
+                                        "--batch-schedule", "0:64,1:32"]),
     ("mlp-batchnorm1d-sigmoid", MLP + ["--activation", "sigmoid", "--norm", "batch",
                                        "--norm-position", "after", "--optimizer", "sgd", "--lr", "0.1",
                                        "--momentum", "0.9", "--schedule", "constant"]),
@@ -180,20 +183,24 @@ def torch_optimizer(torch, net, cfg):
 def torch_schedulers(torch, opt, cfg, steps_per_epoch, epochs):
     """[(scheduler, per_step), ...] from torch.optim.lr_scheduler: kiln's linear warm-up
     (lr * (t + 1) / W for the first W steps, composed with any schedule) is LinearLR from 1/W over
-    W - 1 steps, chained with a schedule torch can chain (one that scales the current lr)."""
+    W - 1 steps, chained with a schedule torch can chain (one that scales the current lr).
+    steps_per_epoch: one count, or each epoch's (a batch-size schedule changes them)."""
     from torch.optim import lr_scheduler as ls
-    w = int(cfg["warmup-steps"]) or int(cfg["warmup-epochs"]) * steps_per_epoch
+    steps = list(steps_per_epoch) if isinstance(steps_per_epoch, (list, tuple)) else [steps_per_epoch] * epochs
+    w = int(cfg["warmup-steps"]) or sum(steps[:int(cfg["warmup-epochs"])])
     warm = [(ls.LinearLR(opt, 1.0 / w, 1.0, total_iters=w - 1), True)] if w > 0 else []
-    inner, per_step = torch_scheduler(torch, opt, cfg, steps_per_epoch, epochs)
+    inner, per_step = torch_scheduler(torch, opt, cfg, steps, epochs)
     if warm and inner is not None and not isinstance(inner, (ls.StepLR, ls.MultiStepLR, ls.ExponentialLR)):
         raise ValueError("warm-up before '%s' has no torch mirror here (torch chains only schedules that "
                          "scale the current lr)" % cfg["schedule"])
     return warm + ([(inner, per_step)] if inner is not None else [])
 
 
-def torch_scheduler(torch, opt, cfg, steps_per_epoch, epochs):
-    """(scheduler, per_step) from torch.optim.lr_scheduler, or (None, False) for constant."""
+def torch_scheduler(torch, opt, cfg, steps, epochs):
+    """(scheduler, per_step) from torch.optim.lr_scheduler, or (None, False) for constant;
+    steps: the optimizer steps of each epoch."""
     from torch.optim import lr_scheduler as ls
+    steps_per_epoch = steps[0]
     name, lr = cfg["schedule"], float(cfg["lr"])
     gamma = float(cfg["gamma"])
     t_max = int(cfg["t-max"]) or epochs
@@ -227,7 +234,7 @@ def torch_scheduler(torch, opt, cfg, steps_per_epoch, epochs):
                            mode=cfg["cyclic-mode"], gamma=gamma, cycle_momentum=cfg["cycle-momentum"] == "true",
                            base_momentum=float(cfg["base-momentum"]), max_momentum=float(cfg["max-momentum"])), True
     if name == "one-cycle":
-        return ls.OneCycleLR(opt, float(cfg["max-lr"]) or lr, total_steps=steps_per_epoch * epochs,
+        return ls.OneCycleLR(opt, float(cfg["max-lr"]) or lr, total_steps=sum(steps),
                              pct_start=float(cfg["pct-start"]), anneal_strategy=cfg["anneal-strategy"],
                              cycle_momentum=cfg["cycle-momentum"] == "true",
                              base_momentum=float(cfg["base-momentum"]), max_momentum=float(cfg["max-momentum"]),
@@ -385,8 +392,8 @@ def check_recipe(flags, args, tmp, torch, tm):
     opt, penalised = torch_optimizer(torch, net, cfg)
     epochs = int(cfg["epochs"])
     sizes = batch_sizes(cfg, epochs)
-    spe = images.shape[0] // sizes[0]
-    scheds = torch_schedulers(torch, opt, cfg, spe, epochs)
+    steps = [-(-images.shape[0] // b) for b in sizes]  # kiln keeps a last, partial batch
+    scheds = torch_schedulers(torch, opt, cfg, steps, epochs)
     lr0 = [g["lr"] for g in opt.param_groups]
     step, worst, failures = 0, 0.0, []
     skip = redundant_biases(net)

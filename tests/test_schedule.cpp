@@ -123,6 +123,33 @@ TEST(Schedule, OneCycleFirstPeakLastAndMomentum) {
   EXPECT_NEAR(sched(o, 0.1f, 50, 2)->lr(0, 29), 0.1, 1e-7);
 }
 
+TEST(Schedule, PerEpochStepCountsSizeOneCycleWarmupAndCyclic) {
+  // A batch-size schedule gives epochs of different lengths: here 2, 4 and 4 steps. One-cycle
+  // spans all 10 (its last step 9 reaches the final lr), warm-up epochs count the steps of
+  // those epochs (1 epoch: 2 steps), and the cyclic default half cycle is 2 x the first epoch's.
+  ScheduleOptions o = named("one-cycle");
+  o.max_lr = 1.0f;
+  auto s = make_schedule(o, 0.1f, std::vector<long long>{2, 4, 4});
+  expect_steps(*s, {{0, 0.04}, {2, 1.0}, {9, 4e-6}});  // peak at 0.3 * 10 - 1
+  o = named("constant");
+  o.warmup_epochs = 1;
+  s = make_schedule(o, 1.0f, std::vector<long long>{2, 4, 4});
+  expect_steps(*s, {{0, 0.5}, {1, 1.0}, {2, 1.0}});
+  o.warmup_epochs = 2;
+  s = make_schedule(o, 1.0f, std::vector<long long>{2, 4, 4});
+  expect_steps(*s, {{0, 1.0 / 6}, {5, 1.0}});
+  o = named("cyclic");
+  o.base_lr = 0.1f;
+  o.max_lr = 0.5f;
+  s = make_schedule(o, 0.1f, std::vector<long long>{2, 4, 4});
+  expect_steps(*s, {{0, 0.1}, {4, 0.5}, {8, 0.1}});
+  // the (steps, epochs) form is the vector of equal counts
+  o = named("one-cycle");
+  auto a = make_schedule(o, 0.1f, 7, 3),
+       b = make_schedule(o, 0.1f, std::vector<long long>{7, 7, 7});
+  for (long long t = 0; t < 21; ++t) EXPECT_EQ(a->lr(0, t), b->lr(0, t)) << t;
+}
+
 TEST(Schedule, PlateauPatienceCooldownMinLr) {
   // factor 0.5, patience 2: a 4th epoch without improvement reduces; cooldown 1 skips counting
   // the epoch after a reduction, so the next reduction comes one epoch later.
@@ -243,6 +270,10 @@ TEST(BatchSchedule, ParseLookupAndLinearScaling) {
   EXPECT_EQ(batch_size_at(s, 12), 128);
   EXPECT_FLOAT_EQ(scale_lr_linear(0.1f, 256, 512), 0.2f);
   EXPECT_FLOAT_EQ(scale_lr_linear(0.1f, 512, 128), 0.025f);
+  // steps per epoch: ceil(samples / batch), the last partial batch included
+  EXPECT_EQ(steps_per_epoch(130, 32, "0:64,1:32", 3), (std::vector<long long>{3, 5, 5}));
+  EXPECT_EQ(steps_per_epoch(128, 32, "", 2), (std::vector<long long>{4, 4}));
+  EXPECT_TRUE(steps_per_epoch(128, 32, "", 0).empty());
   for (const char* bad : {"5:256", "0:512,0:256", "0:x", "0:0", "0:512,,5:2", "0:512;5:256", ""}) {
     try {
       parse_batch_schedule(bad);

@@ -285,3 +285,20 @@ TEST(TrainerCpu, ValidationSplitIsScoredEachEpochAndWatchedByTargetAcc) {
   EXPECT_EQ(three.epochs.size() == 1, r.val_acc >= c.train.target_acc)
       << "val " << r.val_acc << " test " << r.test_acc << " epochs " << three.epochs.size();
 }
+
+TEST(TrainerCpu, OneCycleSpansTheStepsOfABatchSchedule) {
+  // 256 samples at batch 64 then 32: 4 + 8 = 12 steps, and one-cycle ends on its final lr at the
+  // last of them (sized by --batch-size 32 alone it would plan 16 and stop near its peak).
+  RunConfig c = small_mlp();
+  c.data.train_limit = 256;
+  c.data.test_limit = 100;
+  c.optim.name = "adam";
+  c.optim.lr = 0.003f;
+  c.optim.momentum = 0;
+  c.sched.name = "one-cycle";
+  c.train.batch_schedule = "0:64,1:32";
+  RunResult r = run_training(c, {});
+  ASSERT_EQ(r.epochs.size(), 2u);
+  EXPECT_EQ(r.epochs[1].step, 12);
+  EXPECT_NEAR(r.epochs[1].lr, 0.003 / 25 / 1e4, 1e-10);
+}

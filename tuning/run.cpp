@@ -5,6 +5,7 @@
 
 #include "engine/error.h"
 #include "engine/precision.h"
+#include "optim/batch_schedule.h"
 #include "tuning/run_checkpoint.h"
 
 namespace kiln {
@@ -29,8 +30,10 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
   s->ctx->deterministic = cfg.deterministic;
   set_precision(*s->ctx, parse_precision(cfg.precision));
   s->opt = make_optimizer(cfg.optim, *s->model);
-  long long spe = (s->train.size() + cfg.train.batch_size - 1) / cfg.train.batch_size;
-  s->sched = make_schedule(cfg.sched, cfg.optim.lr, std::max(1LL, spe), cfg.train.epochs);
+  // Steps per epoch from the batch each epoch uses (a batch-size schedule changes them).
+  s->sched = make_schedule(cfg.sched, cfg.optim.lr,
+                           steps_per_epoch(s->train.size(), cfg.train.batch_size,
+                                           cfg.train.batch_schedule, cfg.train.epochs));
   s->trainer = std::make_unique<Trainer>(*s->model, *s->opt, *s->sched, *s->ctx, cfg.train);
   return s;
 }
