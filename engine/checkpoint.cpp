@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -118,6 +119,43 @@ std::vector<float> expect_tensor(const SafetensorsFile& f, const std::string& na
 
 const char* kiln_version() { return KILN_VERSION_STRING; }
 
+bool EarlyStopState::update(double metric, bool maximize, double min_delta, int epoch) {
+  const bool improved = std::isnan(best) ? !std::isnan(metric)
+                        : maximize       ? metric > best + min_delta
+                                         : metric < best - min_delta;
+  if (improved) {
+    best = metric;
+    wait = 0;
+    best_epoch = epoch;
+  } else {
+    ++wait;
+  }
+  return improved;
+}
+
+namespace {
+// "best wait best_epoch", best exactly (%.17g; "nan" before the first epoch).
+std::string early_stop_text(const EarlyStopState& e) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.17g %d %d", e.best, e.wait, e.best_epoch);
+  return buf;
+}
+EarlyStopState parse_early_stop(const std::string& text, const std::string& what) {
+  EarlyStopState e;
+  char best[32] = "";
+  char extra = 0;
+  KILN_CHECK(
+      std::sscanf(text.c_str(), "%31s %d %d %c", best, &e.wait, &e.best_epoch, &extra) == 3 &&
+          e.wait >= 0 && e.best_epoch >= 0,
+      what << ": __metadata__ early_stop '" << text << "': expected 'best wait best_epoch'");
+  char* end = nullptr;
+  e.best = std::strtod(best, &end);
+  KILN_CHECK(end && *end == 0,
+             what << ": __metadata__ early_stop '" << text << "': bad best value");
+  return e;
+}
+}  // namespace
+
 std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* opt, const Schedule* sched,
                                        const CheckpointInfo& info) {
   ctx.sync();
@@ -145,6 +183,7 @@ std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* op
        {"optimizer", opt ? opt->options().name : ""},
        {"optimizer_steps", std::to_string(opt ? opt->steps_taken() : 0)},
        {"schedule_state", sched ? sched->state() : ""},
+       {"early_stop", early_stop_text(p.early_stop)},
        {"data_crc32", hex32(dcrc)}};
   m.emplace_back("meta_crc32", hex32(meta_crc(m)));
   return encode_safetensors(f);
@@ -196,6 +235,8 @@ CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const st
   for (int i = 0; i < 3; ++i) p.train_sums[i] = sums.items[i].is_number() ? sums.items[i].number : NAN;
   std::string opt_name = meta_or_fail(f, "optimizer", what);
   std::string sched_state = meta_or_fail(f, "schedule_state", what);
+  if (const std::string* es = f.meta("early_stop"))  // absent in checkpoints before 2026-12-01
+    p.early_stop = parse_early_stop(*es, what);
 
   // Validate every tensor before touching anything.
   std::vector<std::pair<Tensor, std::vector<float>>> restore;

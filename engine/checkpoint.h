@@ -7,6 +7,7 @@
 // directory), so a crash never leaves a partial file under the final name. docs/FORMATS.md
 // lists every key.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -58,12 +59,23 @@ constexpr int kCheckpointFormatVersion = 1;
 const char* kiln_version();
 
 // Where a run stands: enough to continue it bit for bit.
+// Keras EarlyStopping's state: the best watched value so far (NaN: none yet), the epochs since
+// it (wait), and the 1-based epoch that set it.
+struct EarlyStopState {
+  double best = NAN;
+  int wait = 0, best_epoch = 0;
+  // One epoch's metric: an improvement when it beats best by more than min_delta (lower when
+  // !maximize); otherwise wait grows. Returns whether it improved.
+  bool update(double metric, bool maximize, double min_delta, int epoch);
+};
+
 struct TrainPosition {
   int epoch = 0;          // 0-based epoch in progress (batch == 0: not started yet)
   int64_t batch = 0;      // batches of `epoch` already done
   long long step = 0;     // optimizer steps since the start of the run
   double train_sums[3] = {0, 0, 0};  // loss sum, correct, count over those batches
   float last_lr = 0, last_momentum = -1;
+  EarlyStopState early_stop;  // checkpointed so a resumed run stops where the whole run would
 };
 
 struct CheckpointInfo {

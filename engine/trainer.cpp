@@ -35,6 +35,11 @@ void TrainOptions::validate() const {
                    "--sparsity-threshold " << sparsity_threshold << ": must be >= 0");
   KILN_USAGE_CHECK(target_acc >= 0 && target_acc <= 1,
                    "--target-acc " << target_acc << ": must be in [0, 1]");
+  KILN_USAGE_CHECK(early_stop >= 0, "--early-stop " << early_stop << ": must be >= 0 (epochs)");
+  KILN_USAGE_CHECK(early_stop_delta >= 0 && std::isfinite(early_stop_delta),
+                   "--early-stop-delta " << early_stop_delta << ": must be >= 0");
+  KILN_USAGE_CHECK(early_stop_metric == "loss" || early_stop_metric == "acc",
+                   "--early-stop-metric " << early_stop_metric << ": expected loss|acc");
 }
 
 std::string EpochRecord::to_json() const {
@@ -256,6 +261,7 @@ std::string Trainer::grad_report() const {
 
 TrainPosition Trainer::position() {
   TrainPosition p = pos_;
+  p.early_stop = early_stop_;
   if (p.batch > 0) {  // mid-epoch: the metric sums so far live on the device
     copy_bytes(p.train_sums, Device::CPU, acc_->data(), ctx_.device(), sizeof(p.train_sums), ctx_.stream());
     ctx_.sync();
@@ -274,6 +280,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
   JsonlWriter jsonl(opts_.log_path, from.epoch > 0 || from.batch > 0);
   set_step(from.step);
   pos_ = from;
+  early_stop_ = from.early_stop;
   stopped_ = false;
   auto stop_requested = [this] { return stop_flag && *stop_flag != 0; };
   auto checkpoint = [this](const char* why) {
@@ -284,7 +291,31 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
   if (!opts_.batch_schedule.empty()) bsched = parse_batch_schedule(opts_.batch_schedule);
   std::vector<EpochRecord> out;
   bool tty = opts_.progress == 1;
+  const char* watched_set = val_set ? "val" : test ? "test" : "train";
   for (int epoch = from.epoch; epoch < opts_.epochs; ++epoch) {
+    // Early stopping is decided after an epoch and acted on before the next, so a run resumed
+    // from the checkpoint of its stopping epoch stops too.
+    if (opts_.early_stop > 0 && early_stop_.wait >= opts_.early_stop) {
+      if (log) {
+        std::ostringstream os;
+        os << "early stopping before epoch " << epoch + 1 << ": " << watched_set << "_"
+           << opts_.early_stop_metric << " has not improved on " << early_stop_.best << " (epoch "
+           << early_stop_.best_epoch << ") by more than " << opts_.early_stop_delta << " for "
+           << early_stop_.wait << (early_stop_.wait == 1 ? " epoch" : " epochs");
+        log(os.str());
+      }
+      if (jsonl.open()) {
+        JsonObject j;
+        j.add("type", "early_stop")
+            .add("epoch", epoch)
+            .add("metric", std::string(watched_set) + "_" + opts_.early_stop_metric)
+            .add("best", early_stop_.best)
+            .add("best_epoch", early_stop_.best_epoch)
+            .add("wait", early_stop_.wait);
+        jsonl.write(j.str());
+      }
+      break;
+    }
     auto t0 = Clock::now();
     model_.train(ctx_);
     if (graph_) graph_->invalidate();  // evaluation may have moved layer buffers
@@ -398,6 +429,10 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     const double watched_acc = val_set ? r.val_acc : test ? r.test_acc : r.train_acc;
     const double watched = sched_.watches_accuracy() ? watched_acc : watched_loss;
     sched_.on_epoch_end(epoch, static_cast<float>(watched));
+    if (opts_.early_stop > 0) {
+      const bool acc = opts_.early_stop_metric == "acc";
+      early_stop_.update(acc ? watched_acc : watched_loss, acc, opts_.early_stop_delta, epoch + 1);
+    }
     if (jsonl.open()) jsonl.write(r.to_json());
     history_.push_back(r);
     out.push_back(r);

@@ -33,6 +33,11 @@ struct TrainOptions {
   bool detect_anomaly = false;   // check every step; name the first non-finite layer
   bool grad_report = false;      // per-layer gradient/weight norm table after each epoch
   float target_acc = 0.0f;       // stop once val (else test) accuracy reaches it (0: off)
+  // Keras EarlyStopping: stop after `early_stop` epochs in a row in which the val (else test,
+  // else train) loss (or accuracy) did not improve on its best by more than the delta. 0: off.
+  int early_stop = 0;
+  float early_stop_delta = 0.0f;
+  std::string early_stop_metric = "loss";  // loss | acc
   // Weights with |w| below this count as zero in the per-epoch weight_sparsity metric.
   float sparsity_threshold = 1e-3f;
   // A finite loss this large also counts as divergence (exit 3): bounded activations (sigmoid)
@@ -144,6 +149,7 @@ class Trainer {
   cudaEvent_t flag_event_ = nullptr;
   std::vector<EpochRecord> history_;
   TrainPosition pos_;
+  EarlyStopState early_stop_;
   bool stopped_ = false;
   std::unique_ptr<StepGraph> graph_;
 };

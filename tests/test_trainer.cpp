@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 
@@ -301,4 +302,72 @@ TEST(TrainerCpu, OneCycleSpansTheStepsOfABatchSchedule) {
   ASSERT_EQ(r.epochs.size(), 2u);
   EXPECT_EQ(r.epochs[1].step, 12);
   EXPECT_NEAR(r.epochs[1].lr, 0.003 / 25 / 1e4, 1e-10);
+}
+
+TEST(EarlyStop, KerasImprovementRuleWithMinDelta) {
+  // mode min, min_delta 0.1: an improvement must beat the best by more than 0.1.
+  EarlyStopState s;
+  EXPECT_FALSE(s.update(NAN, false, 0.1, 1));  // no value yet: a NaN is no improvement
+  EXPECT_EQ(s.wait, 1);
+  EXPECT_TRUE(s.update(1.0, false, 0.1, 2));  // the first number sets the best
+  EXPECT_EQ(s.wait, 0);
+  EXPECT_FALSE(s.update(0.95, false, 0.1, 3));  // lower, but by less than 0.1
+  EXPECT_FALSE(s.update(0.9, false, 0.1, 4));   // exactly 0.1 lower is not "more than"
+  EXPECT_EQ(s.wait, 2);
+  EXPECT_TRUE(s.update(0.85, false, 0.1, 5));
+  EXPECT_EQ(s.best, 0.85);
+  EXPECT_EQ(s.best_epoch, 5);
+  EXPECT_EQ(s.wait, 0);
+  EXPECT_FALSE(s.update(NAN, false, 0.1, 6));  // a NaN epoch counts as one without improvement
+  EXPECT_EQ(s.wait, 1);
+  EXPECT_EQ(s.best, 0.85);
+  EarlyStopState m;  // mode max (accuracy), min_delta 0
+  EXPECT_TRUE(m.update(0.5, true, 0, 1));
+  EXPECT_FALSE(m.update(0.5, true, 0, 2));  // equal is no improvement
+  EXPECT_FALSE(m.update(0.4, true, 0, 3));
+  EXPECT_TRUE(m.update(0.51, true, 0, 4));
+  EXPECT_EQ(m.best_epoch, 4);
+}
+
+TEST(TrainerCpu, EarlyStopAfterPatienceEpochsAndAResumedRunStopsAlike) {
+  // delta 10: only the first epoch improves (on nothing), so patience 2 stops before epoch 4.
+  RunConfig c = small_mlp();
+  c.data.train_limit = 256;
+  c.data.test_limit = 100;
+  c.data.val_split = 0.25;
+  c.train.epochs = 6;
+  c.train.early_stop = 2;
+  c.train.early_stop_delta = 10;
+  std::string dir = ::testing::TempDir() + "kiln_early_stop_" + std::to_string(getpid());
+  std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str());
+  c.checkpoint_dir = dir;
+  c.checkpoint_every = 1;
+  std::vector<std::string> logged;
+  RunHooks hooks;
+  hooks.log = [&](const std::string& l) { logged.push_back(l); };
+  RunResult whole = run_training(c, hooks);
+  ASSERT_EQ(whole.epochs.size(), 3u);
+  ASSERT_FALSE(logged.empty());
+  EXPECT_NE(logged.back().find("early stopping before epoch 4: val_loss has not improved on"),
+            std::string::npos)
+      << logged.back();
+  // Resumed after epoch 2 (wait 1 in the checkpoint), the run stops after epoch 3 as well; with
+  // the counter lost it would train on to epoch 4. From epoch 3's checkpoint nothing is left.
+  RunConfig r = c;
+  r.checkpoint_every = 0;
+  r.resume = dir + "/ckpt-epoch-2.safetensors";
+  RunResult resumed = run_training(r, {});
+  ASSERT_EQ(resumed.epochs.size(), 1u);
+  EXPECT_EQ(resumed.epochs[0].epoch, 3);
+  EXPECT_EQ(resumed.test_acc, whole.test_acc);
+  r.resume = dir + "/ckpt-epoch-3.safetensors";
+  EXPECT_TRUE(run_training(r, {}).epochs.empty());
+  // The accuracy can be watched instead; patience 0 is off.
+  c.checkpoint_every = 0;
+  c.train.early_stop_metric = "acc";
+  c.train.early_stop_delta = 2;  // no accuracy improves by 2
+  EXPECT_EQ(run_training(c, {}).epochs.size(), 3u);
+  c.train.early_stop = 0;
+  EXPECT_EQ(run_training(c, {}).epochs.size(), 6u);
+  std::system(("rm -rf '" + dir + "'").c_str());
 }

@@ -225,6 +225,17 @@ OptionTable build_table() {
   t.add(opt_float("target-acc",
                   "stop once the validation (--val-split) or else the test accuracy reaches this",
                   [](RunConfig& c) -> float& { return c.train.target_acc; }));
+  t.add(opt_int("early-stop",
+                "stop after N epochs without improvement of the validation (else test) loss (Keras "
+                "EarlyStopping patience; 0: off)",
+                [](RunConfig& c) -> int& { return c.train.early_stop; }));
+  t.add(opt_float(
+      "early-stop-delta",
+      "early stopping: the smallest change that counts as an improvement (Keras min_delta)",
+      [](RunConfig& c) -> float& { return c.train.early_stop_delta; }));
+  t.add(opt_str("early-stop-metric",
+                "early stopping watches the loss (lower is better) or acc (higher)",
+                [](RunConfig& c) -> std::string& { return c.train.early_stop_metric; }));
   t.add(opt_float("max-loss", "a train loss above this counts as divergence (0: 100x chance level, <0: off)", [](RunConfig& c) -> float& { return c.train.max_loss; }));
   t.add(opt_str("log", "JSONL metrics file", [](RunConfig& c) -> std::string& { return c.train.log_path; }));
   // run

@@ -126,6 +126,9 @@ def main():
     case(c, "dataset", ["--dataset", "imagenet"], 2, "--dataset imagenet")
     case(c, "save_dir_missing", ["--save", "@CASE@/no/such/dir/out.safetensors"], 2, "does not exist")
     case(c, "data_dir_missing", ["--data-dir", "@CASE@/nowhere"], 1, "nowhere")
+    case(c, "early_stop_negative", ["--early-stop", "-1"], 2, "--early-stop -1: must be >= 0")
+    case(c, "early_stop_metric", ["--early-stop", "2", "--early-stop-metric", "auc"], 2,
+         "--early-stop-metric auc: expected loss|acc")
     case(c, "val_split_one", ["--val-split", "1"], 2, "--val-split 1: must be in [0, 1)")
     case(c, "val_split_leaves_nothing", ["--train-limit", "10", "--val-split", "0.9"], 2,
          "--val-split 0.9 of 10 training samples leaves 0 to train on")

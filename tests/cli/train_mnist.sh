@@ -43,6 +43,13 @@ val_acc=$(grep -o 'val_acc=[0-9.]*' "$tmp/out" | cut -d= -f2)
 grep -q "mnist val (200 samples): acc=$val_acc\$" "$tmp/eval" || { echo "FAIL kiln_eval --split val (want $val_acc)"; cat "$tmp/eval"; fail=1; }
 grep -Eq '^test_acc=[0-9.]+ test_loss=[0-9.]+ seconds=[0-9.]+$' "$tmp/out" || { echo "FAIL val-split final line"; fail=1; }
 grep -q '"step":57,.*"val_loss":[0-9.]*,"val_acc":[0-9.]*' "$tmp/v.jsonl" || { echo "FAIL val-split jsonl"; cat "$tmp/v.jsonl"; fail=1; }
+# --early-stop 1 with a delta no loss change reaches: epoch 1 sets the best, epoch 2 does not
+# improve on it, so the run stops before epoch 3 and says so (stderr and a JSONL record).
+check early-stop 0 'early stopping before epoch 3: val_loss has not improved on [0-9.]+ \(epoch 1\) by more than 100 for 1 epoch$' -- \
+  "$bin" --device cpu --data-dir "$data" --model mlp --width 32 --epochs 5 --train-limit 500 --val-split 0.2 \
+  --early-stop 1 --early-stop-delta 100 --log "$tmp/es.jsonl"
+[ "$(grep -c '^epoch ' "$tmp/out")" = 2 ] && grep -q '"type":"early_stop","epoch":2,"metric":"val_loss"' "$tmp/es.jsonl" ||
+  { echo "FAIL early-stop: epochs or JSONL record"; cat "$tmp/out" "$tmp/es.jsonl"; fail=1; }
 check train-cnn 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --train-limit 256 --test-limit 100 --epochs 1
 check summary 0 'total parameters: [0-9]+' -- "$bin" --summary
 check ignored-note 0 'note: --groups 3 is ignored without --norm group' -- "$bin" --summary --groups 3
