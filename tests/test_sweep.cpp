@@ -332,6 +332,13 @@ TEST(SweepRun, ValidationMetricRanksByTheSplitAndNeedsOne) {
   std::string lb = leaderboard(s, out.results);
   size_t first_row = lb.find('\n', lb.find("epochs")) + 1;
   EXPECT_EQ(lb.substr(first_row, 12).find("1    2"), 0u) << lb;  // trial 2: lr 0.1
+  // the chosen trial's test score (lr 0.1: 0.9) against the best of any trial (lr 0.01: 1)
+  EXPECT_NE(lb.find("chosen by val_acc: trial 2, test_acc 0.9; the best test_acc of any trial is 1 "
+                    "(trial 4): choosing on the test set would claim 10 points more"),
+            std::string::npos)
+      << lb;
+  EXPECT_EQ(leaderboard(parse_sweep(kGrid8, "s.yaml"), out.results).find("chosen by"),
+            std::string::npos);
   for (const TrialRecord& r : out.results) {
     EXPECT_EQ(r.metric, r.val_acc);
     EXPECT_NE(r.val_acc, r.test_acc);  // both kept: the test score of the chosen trial is honest

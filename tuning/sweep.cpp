@@ -578,11 +578,14 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size
     if (fa != fb) return fa;
     return fa && better(a.metric, b.metric, spec.maximize);
   });
+  // Chosen on a validation split: each trial's test score is shown next to it.
+  const bool by_val = spec.metric.rfind("val_", 0) == 0;
   std::ostringstream os;
   os << "leaderboard (" << spec.metric << ", " << (spec.maximize ? "higher" : "lower")
      << " is better; " << rs.size() << " trials)\n";
   os << std::left << std::setw(5) << "rank" << std::setw(7) << "trial" << std::setw(8) << "status"
      << std::setw(11) << spec.metric;
+  if (by_val) os << std::setw(10) << "test_acc";
   std::vector<int> width;
   for (size_t j = 0; j < spec.params.size(); ++j) {
     size_t w = spec.params[j].name.size();
@@ -598,11 +601,30 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size
     m << std::setprecision(4) << r.metric;
     os << std::setw(5) << k + 1 << std::setw(7) << r.trial << std::setw(8) << r.status
        << std::setw(11) << (std::isfinite(r.metric) ? m.str() : "-");
+    if (by_val) {
+      std::ostringstream t;
+      t << std::setprecision(4) << r.test_acc;
+      os << std::setw(10) << (std::isfinite(r.test_acc) ? t.str() : "-");
+    }
     for (size_t j = 0; j < spec.params.size(); ++j)
       os << std::setw(width[j]) << (j < r.params.size() ? r.params[j].second : "?");
     os << r.epochs << "\n";
   }
   if (rs.size() > top) os << "(" << rs.size() - top << " more in results.csv)\n";
+  // What choosing on the test set instead would have claimed: the best test score of any trial
+  // against the test score of the trial the validation split chose.
+  const TrialRecord* best_test = nullptr;
+  for (const auto& r : rs)
+    if (r.status == "ok" && std::isfinite(r.test_acc) &&
+        (!best_test || r.test_acc > best_test->test_acc))
+      best_test = &r;
+  if (by_val && best_test && rs[0].status == "ok" && std::isfinite(rs[0].test_acc)) {
+    os << std::setprecision(4) << "chosen by " << spec.metric << ": trial " << rs[0].trial
+       << ", test_acc " << rs[0].test_acc << "; the best test_acc of any trial is "
+       << best_test->test_acc << " (trial " << best_test->trial
+       << "): choosing on the test set would claim " << std::setprecision(2)
+       << 100 * (best_test->test_acc - rs[0].test_acc) << " points more\n";
+  }
   return os.str();
 }
 
