@@ -27,7 +27,7 @@ void OptimOptions::validate() const {
   KILN_USAGE_CHECK(beta2 >= 0 && beta2 < 1, "--beta2 must be in [0, 1), got " << beta2);
   KILN_USAGE_CHECK(std::isfinite(eps) && eps > 0, "--eps must be > 0, got " << eps);
   KILN_USAGE_CHECK(alpha >= 0 && alpha <= 1, "--alpha (RMSprop) must be in [0, 1], got " << alpha);
-  KILN_USAGE_CHECK(std::isfinite(weight_decay) && weight_decay >= 0,
+  KILN_USAGE_CHECK(std::isnan(weight_decay) || (std::isfinite(weight_decay) && weight_decay >= 0),
                    "--weight-decay must be >= 0, got " << weight_decay);
   KILN_USAGE_CHECK(std::isfinite(l1) && l1 >= 0, "--l1 must be >= 0, got " << l1);
   KILN_USAGE_CHECK(std::isfinite(l2) && l2 >= 0, "--l2 must be >= 0, got " << l2);
@@ -257,9 +257,15 @@ void Optimizer::step_device(Context&, const OptimStepArgs*) {
   KILN_FAIL("this optimizer has no device-argument step (CUDA graphs)");
 }
 
+OptimOptions OptimOptions::resolved() const {
+  OptimOptions o = *this;
+  if (std::isnan(o.weight_decay)) o.weight_decay = o.name == "adamw" ? 0.01f : 0.0f;
+  return o;
+}
+
 std::unique_ptr<Optimizer> make_optimizer(const OptimOptions& opts, Model& model) {
   opts.validate();
-  return std::make_unique<FlatOptimizer>(opts, model);
+  return std::make_unique<FlatOptimizer>(opts.resolved(), model);
 }
 
 }  // namespace kiln

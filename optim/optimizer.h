@@ -3,6 +3,7 @@
 // clipping, penalties, weight decay and the update, reading the clip factor from device
 // memory), so a step never synchronises with the host.
 #pragma once
+#include <cmath>
 #include <memory>
 #include <string>
 #include <utility>
@@ -23,7 +24,9 @@ struct OptimOptions {
   bool nesterov = false;
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   float alpha = 0.99f;       // RMSprop smoothing
-  float weight_decay = 0.0f; // coupled (L2 in the gradient) for sgd/adam/rmsprop, decoupled for adamw
+  // Coupled (L2 in the gradient) for sgd/adam/rmsprop, decoupled for adamw. NaN (not given):
+  // PyTorch's default for the optimizer, 0.01 for AdamW and 0 for the others (resolved()).
+  float weight_decay = NAN;
   bool decay_all = false;    // also decay biases and norm parameters
   // Clipping: at most one of these is > 0 (checked in validate()).
   float clipnorm = 0.0f;         // per tensor (Keras clipnorm)
@@ -33,6 +36,7 @@ struct OptimOptions {
   float l1 = 0.0f, l2 = 0.0f;
   bool penalize_all = false;
   void validate() const;  // usage errors name the option
+  OptimOptions resolved() const;  // weight_decay filled in when not given
 };
 
 // What the last step saw, read back from the device on request (not every step).

@@ -56,6 +56,8 @@ RECIPES = [
     ("adam-one-cycle-default", MLP + ["--optimizer", "adam", "--lr", "0.003", "--schedule", "one-cycle"]),
     ("adam-wd-multistep", MLP + ["--optimizer", "adam", "--lr", "0.001", "--weight-decay", "0.05",
                                  "--schedule", "multistep", "--milestones", "1", "--gamma", "0.3"]),
+    # no --weight-decay: kiln's default must be torch.optim.AdamW's own (0.01)
+    ("adamw-default-weight-decay", MLP + ["--optimizer", "adamw", "--lr", "0.01", "--schedule", "constant"]),
     ("adamw-cosine", MLP + ["--optimizer", "adamw", "--lr", "0.002", "--weight-decay", "0.1",
                             "--beta1", "0.8", "--beta2", "0.99", "--eps", "1e-3", "--schedule", "cosine",
                             "--eta-min", "1e-4"]),
@@ -151,10 +153,11 @@ def run(cmd):
         raise RuntimeError("%s exited %d: %s" % (" ".join(cmd), p.returncode, p.stdout.strip()[-400:]))
 
 
-def torch_optimizer(torch, net, cfg):
+def torch_optimizer(torch, net, cfg, wd_given=True):
     """torch.optim optimizer for the run config, with kiln's default parameter groups: weight
     decay (and the L1/L2 penalties) only on conv/linear weights unless --decay-all
-    (--penalize-all). Returns (optimizer, penalised parameters)."""
+    (--penalize-all). wd_given False: the run had no --weight-decay, so the decayed group takes
+    torch's own default for the optimizer. Returns (optimizer, penalised parameters)."""
     from torch import nn
     norm_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
     weights, others = [], []
@@ -164,6 +167,10 @@ def torch_optimizer(torch, net, cfg):
     wd = float(cfg["weight-decay"])
     decay_all = cfg["decay-all"] == "true"
     groups = [{"params": weights, "weight_decay": wd}, {"params": others, "weight_decay": wd if decay_all else 0.0}]
+    if not wd_given:  # torch's default, not the value kiln recorded
+        del groups[0]["weight_decay"]
+        if decay_all:
+            del groups[1]["weight_decay"]
     lr, kind = float(cfg["lr"]), cfg["optimizer"]
     if kind == "sgd":
         opt = torch.optim.SGD(groups, lr=lr, momentum=float(cfg["momentum"]), dampening=float(cfg["dampening"]),
@@ -389,7 +396,7 @@ def check_recipe(flags, args, tmp, torch, tm):
     net.load_state_dict(tm.model_state(init_tensors), strict=True)
     drops = tm.use_kiln_dropout(net, int(cfg["seed"]))  # kiln's mask, drawn from (seed, step, layer)
     net.train()
-    opt, penalised = torch_optimizer(torch, net, cfg)
+    opt, penalised = torch_optimizer(torch, net, cfg, wd_given="--weight-decay" in flags)
     epochs = int(cfg["epochs"])
     sizes = batch_sizes(cfg, epochs)
     steps = [-(-images.shape[0] // b) for b in sizes]  # kiln keeps a last, partial batch

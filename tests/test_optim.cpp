@@ -181,6 +181,20 @@ TEST(Optim, AdamCoupledVsAdamWDecoupledWeightDecay) {
   expect_seq(run_scalar(a, 1.0f, {0.5f, 0.5f, 0.5f}), {0.89, 0.7811, 0.673289});
 }
 
+TEST(Optim, WeightDecayDefaultsArePyTorchs) {
+  // torch.optim.AdamW(weight_decay=0.01) by default, the others 0: with a zero gradient AdamW
+  // still shrinks the weight by 1 - lr * 0.01 per step (0.999 at lr 0.1), SGD and Adam do not.
+  expect_seq(run_scalar(opt("adamw", 0.1f), 1.0f, {0, 0}), {0.999, 0.998001});
+  expect_seq(run_scalar(opt("adam", 0.1f), 1.0f, {0, 0}), {1.0, 1.0});
+  expect_seq(run_scalar(opt("sgd", 0.1f), 1.0f, {0, 0}), {1.0, 1.0});
+  OptimOptions o = opt("adamw", 0.1f);
+  EXPECT_FLOAT_EQ(o.resolved().weight_decay, 0.01f);
+  o.weight_decay = 0;  // given, even as 0, it stays
+  EXPECT_EQ(o.resolved().weight_decay, 0.0f);
+  expect_seq(run_scalar(o, 1.0f, {0, 0}), {1.0, 1.0});
+  EXPECT_EQ(opt("rmsprop", 0.1f).resolved().weight_decay, 0.0f);
+}
+
 TEST(Optim, SgdCoupledWeightDecay) {
   // g' = g + wd*w with wd 0.5, lr 0.1, g = 0: w = 1 - 0.05 = 0.95; 0.95*0.95 = 0.9025; 0.857375
   OptimOptions o = opt("sgd", 0.1f);

@@ -371,3 +371,14 @@ TEST(TrainerCpu, EarlyStopAfterPatienceEpochsAndAResumedRunStopsAlike) {
   EXPECT_EQ(run_training(c, {}).epochs.size(), 6u);
   std::system(("rm -rf '" + dir + "'").c_str());
 }
+
+TEST(TrainerCpu, CheckpointConfigRecordsTheWeightDecayTheRunUsed) {
+  // --optimizer adamw without --weight-decay trains with PyTorch's 0.01, and says so in the
+  // checkpoint's config (the PyTorch comparisons rebuild the optimizer from it).
+  RunConfig c = small_mlp();
+  c.optim.name = "adamw";
+  auto s = make_session(c);
+  EXPECT_FLOAT_EQ(s->opt->options().weight_decay, 0.01f);
+  EXPECT_FLOAT_EQ(s->cfg.optim.weight_decay, 0.01f);
+  EXPECT_EQ(run_options().find("weight-decay")->get(s->cfg), "0.01");
+}

@@ -158,7 +158,10 @@ OptionTable build_table() {
   t.add(opt_float("beta2", "Adam beta2", [](RunConfig& c) -> float& { return c.optim.beta2; }));
   t.add(opt_float("eps", "Adam/RMSprop epsilon", [](RunConfig& c) -> float& { return c.optim.eps; }));
   t.add(opt_float("alpha", "RMSprop smoothing", [](RunConfig& c) -> float& { return c.optim.alpha; }));
-  t.add(opt_float("weight-decay", "weight decay (coupled for sgd/adam/rmsprop, decoupled for adamw)", [](RunConfig& c) -> float& { return c.optim.weight_decay; }));
+  t.add(opt_float("weight-decay",
+                  "weight decay (coupled for sgd/adam/rmsprop, decoupled for adamw; default 0, "
+                  "adamw 0.01 as in PyTorch)",
+                  [](RunConfig& c) -> float& { return c.optim.weight_decay; }));
   t.add(opt_bool("decay-all", "also decay biases and norm parameters", [](RunConfig& c) -> bool& { return c.optim.decay_all; }));
   t.add(opt_float("clipnorm", "clip each gradient tensor to this L2 norm (Keras clipnorm)", [](RunConfig& c) -> float& { return c.optim.clipnorm; }));
   t.add(opt_float("global-clipnorm", "clip the global gradient norm (clip_grad_norm_)", [](RunConfig& c) -> float& { return c.optim.global_clipnorm; }));
