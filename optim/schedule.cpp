@@ -324,7 +324,8 @@ void ScheduleOptions::validate() const {
                                                << "' (expected constant|step|multistep|exponential|inverse-time|"
                                                   "inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|"
                                                   "cyclic|one-cycle|plateau|manual)");
-  KILN_USAGE_CHECK(gamma > 0, "--gamma must be > 0, got " << gamma);
+  const ScheduleOptions r = resolved();
+  KILN_USAGE_CHECK(r.gamma > 0, "--gamma must be > 0, got " << r.gamma);
   KILN_USAGE_CHECK(name != "step" || step_size > 0, "--step-size must be > 0, got " << step_size);
   for (int m : milestones) KILN_USAGE_CHECK(m >= 0, "--milestones must be >= 0, got " << m);
   KILN_USAGE_CHECK(decay >= 0, "--decay must be >= 0, got " << decay);
@@ -336,8 +337,9 @@ void ScheduleOptions::validate() const {
   KILN_USAGE_CHECK(step_size_up >= 0, "--step-size-up must be >= 0, got " << step_size_up);
   KILN_USAGE_CHECK(cyclic_mode == "triangular" || cyclic_mode == "triangular2" || cyclic_mode == "exp_range",
                    "unknown --cyclic-mode '" << cyclic_mode << "' (expected triangular|triangular2|exp_range)");
-  KILN_USAGE_CHECK(base_momentum >= 0 && max_momentum >= base_momentum && max_momentum < 1,
-                   "momentum range must satisfy 0 <= base (" << base_momentum << ") <= max (" << max_momentum << ") < 1");
+  KILN_USAGE_CHECK(r.base_momentum >= 0 && r.max_momentum >= r.base_momentum && r.max_momentum < 1,
+                   "momentum range must satisfy 0 <= base (" << r.base_momentum << ") <= max ("
+                                                             << r.max_momentum << ") < 1");
   KILN_USAGE_CHECK(pct_start > 0 && pct_start < 1, "--pct-start must be in (0, 1), got " << pct_start);
   KILN_USAGE_CHECK(div_factor > 0 && final_div_factor > 0,
                    "--div-factor/--final-div-factor must be > 0, got " << div_factor << "/" << final_div_factor);
@@ -362,9 +364,19 @@ std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& o, float base_lr,
                                               std::max<long long>(steps_per_epoch, 1)));
 }
 
-std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& o, float base_lr,
+ScheduleOptions ScheduleOptions::resolved() const {
+  ScheduleOptions r = *this;
+  const bool cyclic = name == "cyclic";
+  if (std::isnan(r.gamma)) r.gamma = cyclic ? 1.0f : 0.1f;
+  if (std::isnan(r.base_momentum)) r.base_momentum = cyclic ? 0.8f : 0.85f;
+  if (std::isnan(r.max_momentum)) r.max_momentum = cyclic ? 0.9f : 0.95f;
+  return r;
+}
+
+std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& opts, float base_lr,
                                         const std::vector<long long>& steps) {
-  o.validate();
+  opts.validate();
+  const ScheduleOptions o = opts.resolved();
   KILN_USAGE_CHECK(base_lr >= 0, "--lr must be >= 0, got " << base_lr);
   // A run of 0 epochs still builds its schedule (a checkpoint holds its state): one epoch of one
   // step.

@@ -1,6 +1,7 @@
 // Learning-rate (and momentum) schedules with PyTorch/Keras semantics. A schedule is asked
 // for the lr at (epoch, step-in-run) and told about epoch ends (for plateau and manual files).
 #pragma once
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,7 +12,9 @@ struct ScheduleOptions {
   std::string name = "constant";  // constant|step|multistep|exponential|inverse-time|
                                   // inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|
                                   // cyclic|one-cycle|plateau|manual
-  float gamma = 0.1f;             // step/multistep/exponential factor
+  // NaN (not given): the schedule's PyTorch default, filled by resolved(): 0.1 (StepLR,
+  // MultiStepLR, and exponential), 1.0 for cyclic (CyclicLR's exp_range gamma).
+  float gamma = NAN;              // step/multistep/exponential/exp_range factor
   int step_size = 10;             // StepLR period in epochs
   std::vector<int> milestones;    // MultiStepLR epochs
   float decay = 0.0f;             // inverse-time d
@@ -24,7 +27,8 @@ struct ScheduleOptions {
   int step_size_up = 0;           // cyclic half cycle in steps (0: 2 epochs)
   std::string cyclic_mode = "triangular";  // triangular|triangular2|exp_range
   bool cycle_momentum = true;     // cyclic/one-cycle momentum cycling
-  float base_momentum = 0.85f, max_momentum = 0.95f;
+  // NaN (not given): PyTorch's defaults, 0.8/0.9 for CyclicLR and 0.85/0.95 for OneCycleLR.
+  float base_momentum = NAN, max_momentum = NAN;
   float pct_start = 0.3f, div_factor = 25.0f, final_div_factor = 1e4f;  // one-cycle
   std::string anneal_strategy = "cos";
   float factor = 0.1f;            // plateau
@@ -35,6 +39,7 @@ struct ScheduleOptions {
   int warmup_steps = 0;           // linear warm-up composed with any schedule
   int warmup_epochs = 0;
   void validate() const;
+  ScheduleOptions resolved() const;  // the NaN (not given) fields filled with their defaults
 };
 
 class Schedule {

@@ -14,7 +14,8 @@ normalised training inputs (kiln_eval --split train) go to torch, which rebuilds
 (scripts/torch_mirror.py) and builds the optimizer, parameter groups, penalties, clipping and LR
 scheduler from the run's own config with torch.optim, torch.optim.lr_scheduler and
 torch.nn.utils (the kiln-only schedules inverse-time and inverse-sqrt as LambdaLR from their
-documented formulas; ReduceLROnPlateau steps with torch's own evaluation of the rows it
+documented formulas; CyclicLR and OneCycleLR get only the arguments the recipe sets, so the
+rest are torch's own defaults, which kiln's must equal; ReduceLROnPlateau steps with torch's own evaluation of the rows it
 watches, the run's --val-split rows or else its test rows). Before each step torch takes kiln's state after the previous one (model
 and optimizer tensors), so every step is compared on its own: in float64 torch gives the exact
 step, and the difference is kiln's float32 rounding, not chaos amplified over steps
@@ -73,6 +74,10 @@ RECIPES = [
         "--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.5", "--schedule", "cyclic",
         "--max-lr", "0.05", "--step-size-up", "2", "--cyclic-mode", "exp_range", "--gamma", "0.9",
         "--no-cycle-momentum"]),
+    # exp_range without --gamma: CyclicLR's default gamma 1.0 (the triangular cycle)
+    ("sgd-cyclic-exp-range-default-gamma", MLP + ["--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.9",
+                                                  "--schedule", "cyclic", "--max-lr", "0.05", "--step-size-up", "2",
+                                                  "--cyclic-mode", "exp_range"]),
     ("sgd-inverse-sqrt-step", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "inverse-sqrt-step",
                                      "--k", "0.5"]),
     ("warmup-steps-then-exponential", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
@@ -187,25 +192,27 @@ def torch_optimizer(torch, net, cfg, wd_given=True):
     return opt, penalised
 
 
-def torch_schedulers(torch, opt, cfg, steps_per_epoch, epochs):
+def torch_schedulers(torch, opt, cfg, steps_per_epoch, epochs, given=None):
     """[(scheduler, per_step), ...] from torch.optim.lr_scheduler: kiln's linear warm-up
     (lr * (t + 1) / W for the first W steps, composed with any schedule) is LinearLR from 1/W over
     W - 1 steps, chained with a schedule torch can chain (one that scales the current lr).
-    steps_per_epoch: one count, or each epoch's (a batch-size schedule changes them)."""
+    steps_per_epoch: one count, or each epoch's (a batch-size schedule changes them). given: the
+    options the run set (None: all); CyclicLR and OneCycleLR get only those, so their other
+    arguments are torch's own defaults, which kiln's must then equal."""
     from torch.optim import lr_scheduler as ls
     steps = list(steps_per_epoch) if isinstance(steps_per_epoch, (list, tuple)) else [steps_per_epoch] * epochs
     w = int(cfg["warmup-steps"]) or sum(steps[:int(cfg["warmup-epochs"])])
     warm = [(ls.LinearLR(opt, 1.0 / w, 1.0, total_iters=w - 1), True)] if w > 0 else []
-    inner, per_step = torch_scheduler(torch, opt, cfg, steps, epochs)
+    inner, per_step = torch_scheduler(torch, opt, cfg, steps, epochs, given)
     if warm and inner is not None and not isinstance(inner, (ls.StepLR, ls.MultiStepLR, ls.ExponentialLR)):
         raise ValueError("warm-up before '%s' has no torch mirror here (torch chains only schedules that "
                          "scale the current lr)" % cfg["schedule"])
     return warm + ([(inner, per_step)] if inner is not None else [])
 
 
-def torch_scheduler(torch, opt, cfg, steps, epochs):
+def torch_scheduler(torch, opt, cfg, steps, epochs, given=None):
     """(scheduler, per_step) from torch.optim.lr_scheduler, or (None, False) for constant;
-    steps: the optimizer steps of each epoch."""
+    steps: the optimizer steps of each epoch; given: as for torch_schedulers."""
     from torch.optim import lr_scheduler as ls
     steps_per_epoch = steps[0]
     name, lr = cfg["schedule"], float(cfg["lr"])
@@ -234,19 +241,25 @@ def torch_scheduler(torch, opt, cfg, steps, epochs):
                                     min_lr=float(cfg["min-lr"]), eps=1e-8), False
     if name == "cosine-restarts":
         return ls.CosineAnnealingWarmRestarts(opt, t_max, int(cfg["t-mult"]), float(cfg["eta-min"])), False
+    def only_given(**kw):  # name -> (option, value): the arguments the run set
+        return {k: v for k, (o, v) in kw.items() if given is None or o in given}
     if name == "cyclic":
         base = float(cfg["base-lr"]) or lr
         return ls.CyclicLR(opt, base, float(cfg["max-lr"]) or 10 * base,
                            step_size_up=int(cfg["step-size-up"]) or 2 * steps_per_epoch,
-                           mode=cfg["cyclic-mode"], gamma=gamma, cycle_momentum=cfg["cycle-momentum"] == "true",
-                           base_momentum=float(cfg["base-momentum"]), max_momentum=float(cfg["max-momentum"])), True
+                           **only_given(mode=("cyclic-mode", cfg["cyclic-mode"]), gamma=("gamma", gamma),
+                                        cycle_momentum=("cycle-momentum", cfg["cycle-momentum"] == "true"),
+                                        base_momentum=("base-momentum", float(cfg["base-momentum"])),
+                                        max_momentum=("max-momentum", float(cfg["max-momentum"])))), True
     if name == "one-cycle":
         return ls.OneCycleLR(opt, float(cfg["max-lr"]) or lr, total_steps=sum(steps),
-                             pct_start=float(cfg["pct-start"]), anneal_strategy=cfg["anneal-strategy"],
-                             cycle_momentum=cfg["cycle-momentum"] == "true",
-                             base_momentum=float(cfg["base-momentum"]), max_momentum=float(cfg["max-momentum"]),
-                             div_factor=float(cfg["div-factor"]),
-                             final_div_factor=float(cfg["final-div-factor"])), True
+                             **only_given(pct_start=("pct-start", float(cfg["pct-start"])),
+                                          anneal_strategy=("anneal-strategy", cfg["anneal-strategy"]),
+                                          cycle_momentum=("cycle-momentum", cfg["cycle-momentum"] == "true"),
+                                          base_momentum=("base-momentum", float(cfg["base-momentum"])),
+                                          max_momentum=("max-momentum", float(cfg["max-momentum"])),
+                                          div_factor=("div-factor", float(cfg["div-factor"])),
+                                          final_div_factor=("final-div-factor", float(cfg["final-div-factor"])))), True
     raise ValueError("schedule '%s' has no torch mirror here" % name)
 
 
@@ -400,7 +413,8 @@ def check_recipe(flags, args, tmp, torch, tm):
     epochs = int(cfg["epochs"])
     sizes = batch_sizes(cfg, epochs)
     steps = [-(-images.shape[0] // b) for b in sizes]  # kiln keeps a last, partial batch
-    scheds = torch_schedulers(torch, opt, cfg, steps, epochs)
+    given = {f[5:] if f.startswith("--no-") else f[2:] for f in flags if f.startswith("--")}  # --no-x sets x
+    scheds = torch_schedulers(torch, opt, cfg, steps, epochs, given)
     lr0 = [g["lr"] for g in opt.param_groups]
     step, worst, failures = 0, 0.0, []
     skip = redundant_biases(net)

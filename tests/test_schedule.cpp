@@ -92,19 +92,28 @@ TEST(Schedule, CyclicTriangularModesAndMomentum) {
   EXPECT_TRUE(s->per_step());
   // triangular: up 0.1 -> 1.0 over 4 steps, down over 4: t2 = 0.1 + 0.9*0.5 = 0.55
   expect_steps(*s, {{0, 0.1}, {2, 0.55}, {4, 1.0}, {6, 0.55}, {8, 0.1}, {12, 1.0}});
-  // momentum cycles inversely: 0.95 - 0.1*scale
-  expect_steps(*s, {{0, 0.95}, {2, 0.9}, {4, 0.85}, {8, 0.95}}, true);
+  // momentum cycles inversely between CyclicLR's defaults 0.9 and 0.8: 0.9 - 0.1*scale
+  expect_steps(*s, {{0, 0.9}, {2, 0.85}, {4, 0.8}, {8, 0.9}}, true);
   o.cyclic_mode = "triangular2";  // amplitude halves each cycle: peaks 1.0, 0.55, 0.325
   s = sched(o);
   expect_steps(*s, {{4, 1.0}, {12, 0.55}, {14, 0.325}, {20, 0.325}, {16, 0.1}});
   o.cyclic_mode = "exp_range";  // amplitude * gamma^t: t2 = 0.1 + 0.9*0.5*0.81 = 0.4645
   o.gamma = 0.9f;
   expect_steps(*sched(o), {{2, 0.4645}, {4, 0.1 + 0.9 * 0.6561}});
+  o.gamma = NAN;  // exp_range's default gamma is CyclicLR's 1.0: the triangular cycle
+  expect_steps(*sched(o), {{2, 0.55}, {4, 1.0}, {12, 1.0}});
   o = named("cyclic");  // defaults: base = lr, max = 10*lr, half cycle = 2 epochs (20 steps)
   o.cycle_momentum = false;
   s = sched(o);
   expect_steps(*s, {{0, 0.1}, {20, 1.0}, {40, 0.1}});
   EXPECT_LT(s->momentum(0, 5), 0.0f);
+  // the other schedules keep gamma 0.1 (StepLR's default) and one-cycle's momenta 0.85/0.95
+  EXPECT_FLOAT_EQ(named("step").resolved().gamma, 0.1f);
+  EXPECT_FLOAT_EQ(named("one-cycle").resolved().base_momentum, 0.85f);
+  EXPECT_FLOAT_EQ(named("one-cycle").resolved().max_momentum, 0.95f);
+  o = named("cyclic");
+  o.max_momentum = 0.7f;  // given below the default base: the range check sees the defaults filled
+  EXPECT_THROW(o.validate(), Error);
 }
 
 TEST(Schedule, OneCycleFirstPeakLastAndMomentum) {

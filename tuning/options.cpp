@@ -171,7 +171,8 @@ OptionTable build_table() {
   t.add(opt_bool("penalize-all", "L1/L2 on biases and norm parameters too", [](RunConfig& c) -> bool& { return c.optim.penalize_all; }));
   // schedule
   t.add(opt_str("schedule", "constant|step|multistep|exponential|inverse-time|inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|cyclic|one-cycle|plateau|manual", [](RunConfig& c) -> std::string& { return c.sched.name; }));
-  t.add(opt_float("gamma", "step/multistep/exponential/exp_range factor", [](RunConfig& c) -> float& { return c.sched.gamma; }));
+  t.add(opt_float("gamma", "step/multistep/exponential/exp_range factor (default 0.1; cyclic 1.0)",
+                  [](RunConfig& c) -> float& { return c.sched.gamma; }));
   t.add(opt_int("step-size", "StepLR period (epochs)", [](RunConfig& c) -> int& { return c.sched.step_size; }));
   t.add({"milestones", "list", "MultiStepLR epochs, e.g. 30,60",
          [](RunConfig& c, const std::string& v) {
@@ -196,8 +197,12 @@ OptionTable build_table() {
   t.add(opt_int("step-size-up", "cyclic half cycle in steps (0: 2 epochs)", [](RunConfig& c) -> int& { return c.sched.step_size_up; }));
   t.add(opt_str("cyclic-mode", "triangular | triangular2 | exp_range", [](RunConfig& c) -> std::string& { return c.sched.cyclic_mode; }));
   t.add(opt_bool("cycle-momentum", "cycle momentum inversely to lr (cyclic, one-cycle)", [](RunConfig& c) -> bool& { return c.sched.cycle_momentum; }));
-  t.add(opt_float("base-momentum", "lower momentum when cycling", [](RunConfig& c) -> float& { return c.sched.base_momentum; }));
-  t.add(opt_float("max-momentum", "upper momentum when cycling", [](RunConfig& c) -> float& { return c.sched.max_momentum; }));
+  t.add(opt_float("base-momentum",
+                  "lower momentum when cycling (default: cyclic 0.8, one-cycle 0.85)",
+                  [](RunConfig& c) -> float& { return c.sched.base_momentum; }));
+  t.add(opt_float("max-momentum",
+                  "upper momentum when cycling (default: cyclic 0.9, one-cycle 0.95)",
+                  [](RunConfig& c) -> float& { return c.sched.max_momentum; }));
   t.add(opt_float("pct-start", "one-cycle warm-up fraction", [](RunConfig& c) -> float& { return c.sched.pct_start; }));
   t.add(opt_float("div-factor", "one-cycle initial lr = max_lr/div_factor", [](RunConfig& c) -> float& { return c.sched.div_factor; }));
   t.add(opt_float("final-div-factor", "one-cycle final lr = initial/final_div_factor", [](RunConfig& c) -> float& { return c.sched.final_div_factor; }));

@@ -14,7 +14,9 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
   cfg.validate();
   auto s = std::make_unique<RunSession>();
   s->cfg = cfg;
-  s->cfg.optim = cfg.optim.resolved();  // checkpoints record the weight decay the run used
+  // Checkpoints record the defaults the run used (weight decay, gamma, cycled momentum).
+  s->cfg.optim = cfg.optim.resolved();
+  s->cfg.sched = cfg.sched.resolved();
   s->device = resolve_device(cfg.device);
   Shape in = cfg.data.dataset == "cifar10" ? Shape{3, 32, 32} : Shape{1, 28, 28};
   if (load_data) {
