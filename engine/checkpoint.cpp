@@ -134,6 +134,8 @@ bool EarlyStopState::update(double metric, bool maximize, double min_delta, int 
 }
 
 namespace {
+const std::string kBestPrefix = "early_stop.best.";
+
 // "best wait best_epoch", best exactly (%.17g; "nan" before the first epoch).
 std::string early_stop_text(const EarlyStopState& e) {
   char buf[64];
@@ -163,6 +165,7 @@ std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* op
   for (auto& [name, t] : model.state_dict()) f.tensors.push_back(to_st(name, t));
   if (opt)
     for (auto& [name, t] : opt->state()) f.tensors.push_back(to_st("optimizer." + name, t));
+  for (auto& [name, t] : info.early_stop_best) f.tensors.push_back(to_st(kBestPrefix + name, t));
   uint32_t dcrc = 0;
   for (const auto& t : f.tensors) dcrc = crc32(t.data.data(), t.data.size(), dcrc);
   const TrainPosition& p = info.pos;
@@ -251,6 +254,16 @@ CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const st
     for (auto& [name, t] : opt->state()) {
       restore.emplace_back(t, expect_tensor(f, "optimizer." + name, t, what, "optimizer"));
       used.push_back("optimizer." + name);
+    }
+  }
+  // An early-stopping snapshot, when the checkpoint has one: the model's shapes, every tensor.
+  const auto sd = model.state_dict();
+  if (!sd.empty() && f.find(kBestPrefix + sd.front().first)) {
+    for (const auto& [name, t] : sd) {
+      std::vector<float> v =
+          expect_tensor(f, kBestPrefix + name, t, what, "early-stopping snapshot");
+      info.early_stop_best.emplace_back(name, Tensor::from_vector(v, t.shape(), Device::CPU));
+      used.push_back(kBestPrefix + name);
     }
   }
   for (const auto& t : f.tensors) {

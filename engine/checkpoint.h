@@ -83,6 +83,9 @@ struct CheckpointInfo {
   uint64_t seed = 0;
   std::string config;        // the caller's JSON object (the run's options), stored verbatim
   std::string kiln_version;  // filled by load
+  // --restore-best: the model's state_dict at the best epoch so far (host tensors), stored as
+  // "early_stop.best.<name>"; empty when the run keeps none.
+  std::vector<std::pair<std::string, Tensor>> early_stop_best;
 };
 
 // Writes model tensors, optimizer state (when opt) and schedule state (when sched). Waits for

@@ -40,6 +40,8 @@ void TrainOptions::validate() const {
                    "--early-stop-delta " << early_stop_delta << ": must be >= 0");
   KILN_USAGE_CHECK(early_stop_metric == "loss" || early_stop_metric == "acc",
                    "--early-stop-metric " << early_stop_metric << ": expected loss|acc");
+  KILN_USAGE_CHECK(!restore_best || early_stop > 0,
+                   "--restore-best needs --early-stop N (the best epoch is the one it watches)");
 }
 
 std::string EpochRecord::to_json() const {
@@ -292,6 +294,8 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
   std::vector<EpochRecord> out;
   bool tty = opts_.progress == 1;
   const char* watched_set = val_set ? "val" : test ? "test" : "train";
+  restored_epoch_ = 0;
+  int last_epoch_done = from.epoch;  // epochs completed
   for (int epoch = from.epoch; epoch < opts_.epochs; ++epoch) {
     // Early stopping is decided after an epoch and acted on before the next, so a run resumed
     // from the checkpoint of its stopping epoch stops too.
@@ -431,8 +435,15 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     sched_.on_epoch_end(epoch, static_cast<float>(watched));
     if (opts_.early_stop > 0) {
       const bool acc = opts_.early_stop_metric == "acc";
-      early_stop_.update(acc ? watched_acc : watched_loss, acc, opts_.early_stop_delta, epoch + 1);
+      if (early_stop_.update(acc ? watched_acc : watched_loss, acc, opts_.early_stop_delta,
+                             epoch + 1) &&
+          opts_.restore_best) {
+        ctx_.sync();
+        best_.clear();
+        for (auto& [name, t] : model_.state_dict()) best_.emplace_back(name, t.to(Device::CPU));
+      }
     }
+    last_epoch_done = epoch + 1;
     if (jsonl.open()) jsonl.write(r.to_json());
     history_.push_back(r);
     out.push_back(r);
@@ -451,7 +462,42 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     if (opts_.target_acc > 0 && held_out && watched_acc >= opts_.target_acc) break;
     if (!go_on) break;
   }
+  // --restore-best: load the best epoch's weights back unless the last epoch was the best.
+  if (opts_.restore_best && !best_.empty() && early_stop_.best_epoch != last_epoch_done) {
+    auto sd = model_.state_dict();
+    KILN_CHECK(sd.size() == best_.size(), "restore-best: the snapshot does not match the model");
+    ctx_.sync();
+    for (size_t i = 0; i < sd.size(); ++i) {
+      Tensor& t = sd[i].second;
+      copy_bytes(t.data(), t.device(), best_[i].second.data(), Device::CPU, t.bytes());
+    }
+    ctx_.sync();
+    restored_epoch_ = early_stop_.best_epoch;
+    JsonObject j;
+    j.add("type", "restore_best").add("epoch", restored_epoch_).add("best", early_stop_.best);
+    std::ostringstream os;
+    os << "restored the weights of epoch " << restored_epoch_ << " (" << watched_set << "_"
+       << opts_.early_stop_metric << " " << early_stop_.best << ")";
+    if (test) {
+      restored_test_ = evaluate(*test);
+      j.add("test_loss", restored_test_.loss).add("test_acc", restored_test_.acc);
+      os << ": test_acc " << restored_test_.acc << " test_loss " << restored_test_.loss;
+    }
+    if (jsonl.open()) jsonl.write(j.str());
+    if (log) log(os.str());
+  }
   return out;
+}
+
+void Trainer::set_best_snapshot(std::vector<std::pair<std::string, Tensor>> s) {
+  auto sd = model_.state_dict();
+  KILN_CHECK(s.empty() || s.size() == sd.size(),
+             "restore-best snapshot: " << s.size() << " tensors, the model has " << sd.size());
+  for (size_t i = 0; i < s.size(); ++i)
+    KILN_CHECK(s[i].first == sd[i].first && s[i].second.shape() == sd[i].second.shape(),
+               "restore-best snapshot: tensor " << s[i].first << " does not match the model's "
+                                                << sd[i].first);
+  best_ = std::move(s);
 }
 
 }  // namespace kiln

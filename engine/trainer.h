@@ -38,6 +38,9 @@ struct TrainOptions {
   int early_stop = 0;
   float early_stop_delta = 0.0f;
   std::string early_stop_metric = "loss";  // loss | acc
+  // Keras restore_best_weights: keep the weights (and norm buffers) of the best epoch and load
+  // them back when the run ends, stopped early or not. Needs early_stop > 0.
+  bool restore_best = false;
   // Weights with |w| below this count as zero in the per-epoch weight_sparsity metric.
   float sparsity_threshold = 1e-3f;
   // A finite loss this large also counts as divergence (exit 3): bounded activations (sigmoid)
@@ -118,6 +121,13 @@ class Trainer {
   // The position after the last completed step or epoch (train_sums read from the device).
   TrainPosition position();
   const std::vector<EpochRecord>& history() const { return history_; }
+  // --restore-best: the best epoch's state_dict (host tensors), for checkpoints; a resumed run
+  // sets it back. restored_epoch(): the epoch whose weights fit() loaded back at its end (0:
+  // none), with the test set's score of them in restored_test().
+  const std::vector<std::pair<std::string, Tensor>>& best_snapshot() const { return best_; }
+  void set_best_snapshot(std::vector<std::pair<std::string, Tensor>> s);
+  int restored_epoch() const { return restored_epoch_; }
+  const EvalResult& restored_test() const { return restored_test_; }
   // The CUDA-graph driver when --cuda-graphs is on for a CUDA context (counters), else null.
   const StepGraph* step_graph() const { return graph_.get(); }
 
@@ -150,6 +160,9 @@ class Trainer {
   std::vector<EpochRecord> history_;
   TrainPosition pos_;
   EarlyStopState early_stop_;
+  std::vector<std::pair<std::string, Tensor>> best_;
+  int restored_epoch_ = 0;
+  EvalResult restored_test_;
   bool stopped_ = false;
   std::unique_ptr<StepGraph> graph_;
 };

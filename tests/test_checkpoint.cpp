@@ -186,6 +186,52 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   std::remove(path.c_str());
 }
 
+TEST(Checkpoint, EarlyStopStateAndBestSnapshotRoundTrip) {
+  // --early-stop's counters and --restore-best's snapshot (the model's state_dict at its best
+  // epoch, num_batches_tracked included) come back exactly; a snapshot missing a tensor fails.
+  Rig a(16, 1);
+  a.train(2, 11);
+  CheckpointInfo info = sample_info();
+  info.pos.early_stop.best = 0.1234567890123;
+  info.pos.early_stop.wait = 2;
+  info.pos.early_stop.best_epoch = 5;
+  for (auto& [n, t] : a.model->state_dict())
+    info.early_stop_best.emplace_back(n, t.to(Device::CPU));
+  a.train(2, 12);  // the live model moves on from the snapshot
+  std::vector<uint8_t> bytes = encode_checkpoint(a.ctx, *a.model, a.opt.get(), a.sched.get(), info);
+  Rig b(16, 2);
+  CheckpointInfo got =
+      load_checkpoint_bytes(bytes, "checkpoint x", b.ctx, *b.model, b.opt.get(), b.sched.get());
+  EXPECT_EQ(got.pos.early_stop.best, info.pos.early_stop.best);
+  EXPECT_EQ(got.pos.early_stop.wait, 2);
+  EXPECT_EQ(got.pos.early_stop.best_epoch, 5);
+  ASSERT_EQ(got.early_stop_best.size(), info.early_stop_best.size());
+  for (size_t i = 0; i < got.early_stop_best.size(); ++i) {
+    EXPECT_EQ(got.early_stop_best[i].first, info.early_stop_best[i].first);
+    EXPECT_TRUE(bitwise_equal(got.early_stop_best[i].second.to_vector(),
+                              info.early_stop_best[i].second.to_vector()))
+        << got.early_stop_best[i].first;
+  }
+  EXPECT_FALSE(bitwise_equal(b.model->state_dict()[0].second.to_vector(),
+                             info.early_stop_best[0].second.to_vector()))
+      << "the live weights load as the model, the snapshot separately";
+  // without a snapshot: none, and a fresh early-stopping state from a checkpoint that has none
+  CheckpointInfo plain = load_checkpoint_bytes(
+      encode_checkpoint(a.ctx, *a.model, a.opt.get(), a.sched.get(), sample_info()), "checkpoint y",
+      b.ctx, *b.model, b.opt.get(), b.sched.get());
+  EXPECT_TRUE(plain.early_stop_best.empty());
+  EXPECT_TRUE(std::isnan(plain.pos.early_stop.best));
+  info.early_stop_best.pop_back();
+  bytes = encode_checkpoint(a.ctx, *a.model, a.opt.get(), a.sched.get(), info);
+  try {
+    load_checkpoint_bytes(bytes, "checkpoint z", b.ctx, *b.model, b.opt.get(), b.sched.get());
+    ADD_FAILURE() << "a partial snapshot loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("checkpoint z: missing tensor early_stop.best."), std::string::npos)
+        << e.message();
+  }
+}
+
 TEST(CheckpointGpu, CrossDeviceRoundTripsAreBitwise) {
   // A checkpoint written from GPU state loads on the CPU (and back) with every tensor equal bit
   // for bit: one file format whatever the device, as torch.load(map_location=...) gives.

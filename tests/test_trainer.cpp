@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "test_util.h"
 #include "tuning/run.h"
@@ -329,8 +330,10 @@ TEST(EarlyStop, KerasImprovementRuleWithMinDelta) {
   EXPECT_EQ(m.best_epoch, 4);
 }
 
-TEST(TrainerCpu, EarlyStopAfterPatienceEpochsAndAResumedRunStopsAlike) {
-  // delta 10: only the first epoch improves (on nothing), so patience 2 stops before epoch 4.
+namespace {
+// Six epochs with patience 2 and a delta (10) no loss change reaches: only epoch 1 improves (on
+// nothing), so the run stops before epoch 4. Checkpoints after every epoch go to a fresh `dir`.
+RunConfig early_stop_run(const std::string& dir) {
   RunConfig c = small_mlp();
   c.data.train_limit = 256;
   c.data.test_limit = 100;
@@ -338,10 +341,16 @@ TEST(TrainerCpu, EarlyStopAfterPatienceEpochsAndAResumedRunStopsAlike) {
   c.train.epochs = 6;
   c.train.early_stop = 2;
   c.train.early_stop_delta = 10;
-  std::string dir = ::testing::TempDir() + "kiln_early_stop_" + std::to_string(getpid());
   std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str());
   c.checkpoint_dir = dir;
   c.checkpoint_every = 1;
+  return c;
+}
+}  // namespace
+
+TEST(TrainerCpu, EarlyStopAfterPatienceEpochsAndAResumedRunStopsAlike) {
+  std::string dir = ::testing::TempDir() + "kiln_early_stop_" + std::to_string(getpid());
+  RunConfig c = early_stop_run(dir);
   std::vector<std::string> logged;
   RunHooks hooks;
   hooks.log = [&](const std::string& l) { logged.push_back(l); };
@@ -381,4 +390,48 @@ TEST(TrainerCpu, CheckpointConfigRecordsTheWeightDecayTheRunUsed) {
   EXPECT_FLOAT_EQ(s->opt->options().weight_decay, 0.01f);
   EXPECT_FLOAT_EQ(s->cfg.optim.weight_decay, 0.01f);
   EXPECT_EQ(run_options().find("weight-decay")->get(s->cfg), "0.01");
+}
+
+namespace {
+// The model tensors (not optimizer state or snapshots) of a saved checkpoint.
+std::vector<std::pair<std::string, std::vector<uint8_t>>> model_tensors(const std::string& path) {
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> out;
+  for (const auto& t : read_safetensors(path).tensors)
+    if (t.name.rfind("optimizer.", 0) != 0 && t.name.rfind("early_stop.", 0) != 0)
+      out.emplace_back(t.name, t.data);
+  return out;
+}
+}  // namespace
+
+TEST(TrainerCpu, RestoreBestEndsWithTheBestEpochsWeightsAlsoAfterAResume) {
+  // Epoch 1 is the best and the run stops before epoch 4; --restore-best loads epoch 1's
+  // weights and batch-norm statistics back, so the run ends as a 1-epoch run does.
+  std::string dir = ::testing::TempDir() + "kiln_restore_best_" + std::to_string(getpid());
+  RunConfig c = early_stop_run(dir);
+  c.model.norm = "batch";
+  c.train.restore_best = true;
+  c.save = dir + "/whole.safetensors";
+  RunResult whole = run_training(c, {});
+  ASSERT_EQ(whole.epochs.size(), 3u);
+  RunConfig one = c;
+  one.train.epochs = 1;
+  one.checkpoint_every = 0;
+  one.save = dir + "/one.safetensors";
+  RunResult first = run_training(one, {});
+  EXPECT_EQ(whole.test_acc, first.test_acc);
+  EXPECT_EQ(whole.test_loss, first.test_loss);
+  EXPECT_NE(whole.test_loss, whole.epochs.back().test_loss)
+      << "the last epoch's score is not the result";
+  EXPECT_EQ(model_tensors(c.save), model_tensors(one.save));
+  // Resumed after epoch 2, the snapshot of epoch 1 comes from the checkpoint.
+  RunConfig r = c;
+  r.checkpoint_every = 0;
+  r.resume = dir + "/ckpt-epoch-2.safetensors";
+  r.save = dir + "/resumed.safetensors";
+  RunResult resumed = run_training(r, {});
+  EXPECT_EQ(resumed.test_loss, whole.test_loss);
+  EXPECT_EQ(model_tensors(r.save), model_tensors(c.save));
+  c.train.early_stop = 0;  // the best epoch is the early stopping's
+  EXPECT_THROW(c.validate(), Error);
+  std::system(("rm -rf '" + dir + "'").c_str());
 }

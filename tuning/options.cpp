@@ -241,6 +241,10 @@ OptionTable build_table() {
       "early-stop-delta",
       "early stopping: the smallest change that counts as an improvement (Keras min_delta)",
       [](RunConfig& c) -> float& { return c.train.early_stop_delta; }));
+  t.add(opt_bool("restore-best",
+                 "with --early-stop: end with the weights of the best epoch it saw (Keras "
+                 "restore_best_weights)",
+                 [](RunConfig& c) -> bool& { return c.train.restore_best; }));
   t.add(opt_str("early-stop-metric",
                 "early stopping watches the loss (lower is better) or acc (higher)",
                 [](RunConfig& c) -> std::string& { return c.train.early_stop_metric; }));

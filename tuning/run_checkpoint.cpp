@@ -144,6 +144,7 @@ void check_output_paths(const RunConfig& cfg) {
 TrainPosition resume_session(RunSession& s, const std::function<void(const std::string&)>& log) {
   CheckpointInfo info = load_checkpoint(s.cfg.resume, *s.ctx, *s.model, s.opt.get(), s.sched.get());
   s.trainer->set_step(info.pos.step);
+  s.trainer->set_best_snapshot(std::move(info.early_stop_best));
   if (log) {
     // Name the options that differ, so a resume with another seed or batch size is visible.
     std::string diffs;
@@ -181,6 +182,7 @@ std::string write_session_checkpoint(RunSession& s, const std::string& path,
   info.pos = p;
   info.seed = s.cfg.seed;
   info.config = run_config_json(s.cfg);
+  if (s.trainer) info.early_stop_best = s.trainer->best_snapshot();
   save_checkpoint(path, *s.ctx, *s.model, s.opt.get(), s.sched.get(), info);
   return path;
 }

@@ -129,6 +129,7 @@ def main():
     case(c, "early_stop_negative", ["--early-stop", "-1"], 2, "--early-stop -1: must be >= 0")
     case(c, "early_stop_metric", ["--early-stop", "2", "--early-stop-metric", "auc"], 2,
          "--early-stop-metric auc: expected loss|acc")
+    case(c, "restore_best_alone", ["--restore-best"], 2, "--restore-best needs --early-stop N")
     case(c, "val_split_one", ["--val-split", "1"], 2, "--val-split 1: must be in [0, 1)")
     case(c, "val_split_leaves_nothing", ["--train-limit", "10", "--val-split", "0.9"], 2,
          "--val-split 0.9 of 10 training samples leaves 0 to train on")

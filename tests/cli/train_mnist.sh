@@ -50,6 +50,14 @@ check early-stop 0 'early stopping before epoch 3: val_loss has not improved on 
   --early-stop 1 --early-stop-delta 100 --log "$tmp/es.jsonl"
 [ "$(grep -c '^epoch ' "$tmp/out")" = 2 ] && grep -q '"type":"early_stop","epoch":2,"metric":"val_loss"' "$tmp/es.jsonl" ||
   { echo "FAIL early-stop: epochs or JSONL record"; cat "$tmp/out" "$tmp/es.jsonl"; fail=1; }
+# --restore-best: the same run ends with epoch 1's weights; the final line scores those
+check restore-best 0 '^restored the weights of epoch 1 \(val_loss [0-9.]+\): test_acc [0-9.]+' -- \
+  "$bin" --device cpu --data-dir "$data" --model mlp --width 32 --epochs 5 --train-limit 500 --val-split 0.2 \
+  --early-stop 1 --early-stop-delta 100 --restore-best
+want=$(grep -o 'restored the weights of epoch 1 (val_loss [0-9.]*): test_acc [0-9.]*' "$tmp/err" | awk '{print $NF}')
+got=$(grep -o '^test_acc=[0-9.]*' "$tmp/out" | cut -d= -f2)
+awk -v a="$want" -v b="$got" 'BEGIN { exit !(a - b < 5e-5 && b - a < 5e-5) }' ||
+  { echo "FAIL restore-best: final test_acc $got, restored $want"; fail=1; }
 check train-cnn 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --train-limit 256 --test-limit 100 --epochs 1
 check summary 0 'total parameters: [0-9]+' -- "$bin" --summary
 check ignored-note 0 'note: --groups 3 is ignored without --norm group' -- "$bin" --summary --groups 3
