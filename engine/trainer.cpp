@@ -44,6 +44,12 @@ void TrainOptions::validate() const {
                    "--restore-best needs --early-stop N (the best epoch is the one it watches)");
 }
 
+double EpochRecord::held_out(bool acc) const {
+  if (!std::isnan(val_acc)) return acc ? val_acc : val_loss;
+  if (!std::isnan(test_acc)) return acc ? test_acc : test_loss;
+  return acc ? train_acc : train_loss;
+}
+
 std::string EpochRecord::to_json() const {
   JsonObject j;
   j.add("type", "epoch").add("epoch", epoch).add("step", step).add("lr", lr);
@@ -429,8 +435,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     // The plateau schedule and target_acc watch the validation split, else the test set, else
     // the training set: the accuracy in plateau mode max, the loss in mode min.
     const bool held_out = val_set || test;
-    const double watched_loss = val_set ? r.val_loss : test ? r.test_loss : r.train_loss;
-    const double watched_acc = val_set ? r.val_acc : test ? r.test_acc : r.train_acc;
+    const double watched_loss = r.held_out(false), watched_acc = r.held_out(true);
     const double watched = sched_.watches_accuracy() ? watched_acc : watched_loss;
     sched_.on_epoch_end(epoch, static_cast<float>(watched));
     if (opts_.early_stop > 0) {

@@ -68,6 +68,9 @@ struct EpochRecord {
   double seconds = 0, images_per_s = 0;
   int64_t batch_size = 0;
   std::string to_json() const;
+  // What the plateau schedule, --target-acc and --early-stop watch: the validation split's
+  // accuracy (acc) or loss, else the test set's, else the training set's.
+  double held_out(bool acc) const;
 };
 
 struct EvalResult {

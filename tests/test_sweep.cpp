@@ -383,6 +383,41 @@ TEST(SweepRun, ValidationMetricRanksByTheSplitAndNeedsOne) {
             std::string::npos);
 }
 
+TEST(SweepRun, RestoreBestTrialsAreScoredOnTheirBestEpoch) {
+  // With --restore-best a trial ends with the weights of the epoch early stopping judged best,
+  // so its result is that epoch's: here epoch 2 (val_loss 0.3), not the last (0.5).
+  TrialRunner runner = [](const RunConfig&, const std::function<bool(const EpochRecord&)>&) {
+    std::vector<EpochRecord> out;
+    const double val_loss[] = {0.6, 0.3, 0.4, 0.5};
+    for (int e = 0; e < 4; ++e) {
+      EpochRecord r;
+      r.epoch = e + 1;
+      r.val_loss = val_loss[e];
+      r.val_acc = 1 - val_loss[e];
+      r.test_acc = 0.5 + 0.1 * e;
+      out.push_back(r);
+    }
+    return out;
+  };
+  SweepSpec s =
+      parse_sweep("metric: {name: val_loss}\nparameters: {lr: {values: [0.1]}}\n", "s.yaml");
+  SweepOptions o;
+  o.dir = fresh_dir("restore_best");
+  o.base.data.val_split = 0.1;
+  o.base.train.early_stop = 2;
+  o.base.train.restore_best = true;
+  std::vector<TrialRecord> rs = run_sweep(s, o, runner).results;
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_DOUBLE_EQ(rs[0].metric, 0.3);
+  EXPECT_DOUBLE_EQ(rs[0].test_acc, 0.6);
+  EXPECT_EQ(rs[0].epochs, 4);
+  o.dir = fresh_dir("restore_best_off");  // without it: the last epoch
+  o.base.train.restore_best = false;
+  rs = run_sweep(s, o, runner).results;
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_DOUBLE_EQ(rs[0].metric, 0.5);
+}
+
 // A run of the 8-trial grid in a fresh directory whose runner fails (as a kill would) during
 // trial 3, leaving trials 0-2 recorded; returns its options for the resumed run.
 SweepOptions killed_after_three(const SweepSpec& s, const std::string& name) {

@@ -230,6 +230,18 @@ class TrialLock {
   bool held_ = false;
 };
 
+// The epoch whose weights a trial ends with: its last, or with --restore-best the one early
+// stopping judged best (the trainer's rule, replayed over the records).
+const EpochRecord& final_epoch(const std::vector<EpochRecord>& eps, const TrainOptions& t) {
+  if (!t.restore_best || t.early_stop <= 0) return eps.back();
+  const bool acc = t.early_stop_metric == "acc";
+  EarlyStopState es;
+  size_t best = eps.size() - 1;
+  for (size_t i = 0; i < eps.size(); ++i)
+    if (es.update(eps[i].held_out(acc), acc, t.early_stop_delta, eps[i].epoch)) best = i;
+  return eps[best];
+}
+
 double metric_of(const EpochRecord& r, const std::string& m) {
   if (m == "test_acc") return r.test_acc;
   if (m == "test_loss") return r.test_loss;
@@ -533,7 +545,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       if (rec.status.empty()) rec.status = "ok";
       rec.epochs = static_cast<int>(eps.size());
       if (!eps.empty()) {
-        const EpochRecord& last = eps.back();
+        const EpochRecord& last = final_epoch(eps, cfg.train);
         rec.metric = metric_of(last, spec.metric);
         rec.val_acc = last.val_acc;
         rec.val_loss = last.val_loss;
