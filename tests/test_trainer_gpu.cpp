@@ -4,6 +4,8 @@
 // CPU reference's losses and end at the same weights to float-rounding tolerance.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "test_util.h"
 #include "tuning/run.h"
 
@@ -65,4 +67,49 @@ TEST(TrainerGpu, CnnWithBatchNormAndDropoutFollowsCpu) {
 TEST(TrainerGpu, MlpWithBatchNormAndDropoutFollowsCpu) {
   KILN_SKIP_WITHOUT_GPU();
   expect_gpu_follows_cpu("mlp");
+}
+
+TEST(TrainerGpu, ValidationSplitEarlyStopAndRestoreBestOnTheDevice) {
+  // The held-out split lives on the device like the training rows; --restore-best copies the
+  // best epoch's state_dict (batch-norm statistics included) to the host and back: the run
+  // ends exactly where a deterministic 1-epoch run ends, on the device as on the CPU.
+  KILN_SKIP_WITHOUT_GPU();
+  auto run = [](int epochs, bool stop) {
+    RunConfig c;
+    c.device = "cuda";
+    c.deterministic = true;
+    c.data.data_dir = KILN_TEST_DATA_DIR;
+    c.data.train_limit = 160;
+    c.data.test_limit = 64;
+    c.data.val_split = 0.2;
+    c.model.model = "mlp";
+    c.model.width = 32;
+    c.model.norm = "batch";
+    c.optim.name = "sgd";
+    c.optim.lr = 0.05f;
+    c.train.epochs = epochs;
+    c.train.batch_size = 32;
+    c.train.progress = 0;
+    if (stop) {
+      c.train.early_stop = 1;
+      c.train.early_stop_delta = 10;  // only epoch 1 improves
+      c.train.restore_best = true;
+    }
+    auto s = make_session(c);
+    s->trainer->val_set = &s->val;
+    std::vector<EpochRecord> rs = s->trainer->fit(s->train, &s->test);
+    std::vector<float> state;
+    for (auto& [n, t] : s->model->state_dict()) {
+      std::vector<float> v = t.to_vector();
+      state.insert(state.end(), v.begin(), v.end());
+    }
+    EXPECT_EQ(s->val.size(), 32);
+    EXPECT_FALSE(std::isnan(rs[0].val_acc));
+    return std::make_pair(rs.size(), state);
+  };
+  auto [n_stop, stopped] = run(4, true);
+  auto [n_one, one] = run(1, false);
+  EXPECT_EQ(n_stop, 2u);
+  EXPECT_EQ(n_one, 1u);
+  EXPECT_EQ(stopped, one);
 }
