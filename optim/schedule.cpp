@@ -189,7 +189,8 @@ class OneCycleLR : public Schedule {
 };
 
 // Per-epoch: ReduceLROnPlateau. After each epoch: better = metric < best*(1 - threshold) (min)
-// or > best*(1 + threshold) (max); a non-better epoch counts as bad; in cooldown bad epochs are
+// or > best*(1 + threshold) (max), with threshold_mode abs metric < best - threshold or
+// > best + threshold; a non-better epoch counts as bad; in cooldown bad epochs are
 // not counted; more than `patience` bad epochs: lr = max(lr*factor, min_lr), cooldown starts.
 class PlateauLR : public Schedule {
  public:
@@ -200,7 +201,10 @@ class PlateauLR : public Schedule {
   bool watches_accuracy() const override { return o_.mode == "max"; }
   void on_epoch_end(int, float metric) override {
     double m = metric;
-    bool better = o_.mode == "max" ? m > best_ * (1.0 + o_.threshold) : m < best_ * (1.0 - o_.threshold);
+    const double t = o_.threshold;
+    const bool rel = o_.threshold_mode == "rel";
+    bool better = o_.mode == "max" ? m > (rel ? best_ * (1.0 + t) : best_ + t)
+                                   : m < (rel ? best_ * (1.0 - t) : best_ - t);
     if (better) {
       best_ = m;
       bad_ = 0;
@@ -349,6 +353,8 @@ void ScheduleOptions::validate() const {
   KILN_USAGE_CHECK(patience >= 0 && cooldown >= 0, "--patience/--cooldown must be >= 0");
   KILN_USAGE_CHECK(min_lr >= 0, "--min-lr must be >= 0, got " << min_lr);
   KILN_USAGE_CHECK(threshold >= 0, "--threshold must be >= 0, got " << threshold);
+  KILN_USAGE_CHECK(threshold_mode == "rel" || threshold_mode == "abs",
+                   "--threshold-mode " << threshold_mode << ": expected rel|abs");
   KILN_USAGE_CHECK(mode == "min" || mode == "max",
                    "--plateau-mode must be min or max, got '" << mode << "'");
   KILN_USAGE_CHECK(name != "manual" || !file.empty(), "--schedule manual needs --schedule-file");

@@ -34,6 +34,8 @@ struct ScheduleOptions {
   float factor = 0.1f;            // plateau
   int patience = 10, cooldown = 0;
   float min_lr = 0.0f, threshold = 1e-4f;
+  std::string threshold_mode =
+      "rel";  // plateau: rel (best * (1 -+ threshold)) | abs (best -+ threshold)
   std::string mode = "min";       // plateau watches the loss (min) or the accuracy (max)
   std::string file;               // manual: "epoch lr" lines, re-read every epoch
   int warmup_steps = 0;           // linear warm-up composed with any schedule

@@ -135,6 +135,12 @@ RECIPES = [
     ("sgd-plateau-min-val-split", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
                                          "--schedule", "plateau", "--factor", "0.5", "--patience", "0",
                                          "--threshold", "0.5", "--val-split", "0.25", "--epochs", "3"]),
+    # threshold_mode abs: a better loss is one below best - 0.1, not best * 0.9 (the test loss
+    # 2.06 -> 1.88 improves by the first rule and not by the second, so the lr paths part)
+    ("sgd-plateau-abs-threshold", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
+                                         "--schedule", "plateau", "--factor", "0.5", "--patience", "0",
+                                         "--threshold", "0.1", "--threshold-mode", "abs", "--train-limit", "64",
+                                         "--epochs", "4"]),
     # mode max: the test accuracy (64 rows), 2 steps per epoch over 5 epochs. Threshold 0.5
     # (better = 1.5x the best accuracy): epoch 2 is better, epoch 3 is not and reduces the lr,
     # epoch 4 is not either but falls in the cooldown, so the lr must hold for epoch 5.
@@ -237,7 +243,7 @@ def torch_scheduler(torch, opt, cfg, steps, epochs, given=None):
     if name == "plateau":  # steps with the metric end_epoch() is given
         return ls.ReduceLROnPlateau(opt, mode=cfg["plateau-mode"], factor=float(cfg["factor"]),
                                     patience=int(cfg["patience"]), threshold=float(cfg["threshold"]),
-                                    threshold_mode="rel", cooldown=int(cfg["cooldown"]),
+                                    threshold_mode=cfg.get("threshold-mode", "rel"), cooldown=int(cfg["cooldown"]),
                                     min_lr=float(cfg["min-lr"]), eps=1e-8), False
     if name == "cosine-restarts":
         return ls.CosineAnnealingWarmRestarts(opt, t_max, int(cfg["t-mult"]), float(cfg["eta-min"])), False

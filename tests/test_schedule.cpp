@@ -188,6 +188,24 @@ TEST(Schedule, PlateauPatienceCooldownMinLr) {
   s = sched(o, 1.0f);
   for (int e = 0; e < 4; ++e) s->on_epoch_end(e, 0.5f + 0.1f * e);
   EXPECT_EQ(s->lr(4, 0), 1.0f);
+  // threshold 0.15 on a rising accuracy 0.5, 0.6, 0.7: relative (0.5 * 1.15 = 0.575) both
+  // epochs improve; absolute (0.5 + 0.15 = 0.65) epoch 2 does not, and patience 0 halves the lr.
+  o.min_lr = 0;
+  o.threshold = 0.15f;
+  for (const char* mode : {"rel", "abs"}) {
+    o.threshold_mode = mode;
+    s = sched(o, 1.0f);
+    s->on_epoch_end(0, 0.5f);
+    s->on_epoch_end(1, 0.6f);
+    EXPECT_EQ(s->lr(2, 0), std::string(mode) == "rel" ? 1.0f : 0.5f) << mode;
+  }
+  o.mode = "min";  // abs in mode min: a loss must drop by more than 0.15
+  s = sched(o, 1.0f);
+  s->on_epoch_end(0, 1.0f);
+  s->on_epoch_end(1, 0.9f);
+  EXPECT_EQ(s->lr(2, 0), 0.5f);
+  o.threshold_mode = "absolute";
+  EXPECT_THROW(o.validate(), Error);
 }
 
 TEST(Schedule, ManualFileReReadAndErrors) {

@@ -211,7 +211,13 @@ OptionTable build_table() {
   t.add(opt_int("patience", "plateau patience (epochs)", [](RunConfig& c) -> int& { return c.sched.patience; }));
   t.add(opt_int("cooldown", "plateau cooldown (epochs)", [](RunConfig& c) -> int& { return c.sched.cooldown; }));
   t.add(opt_float("min-lr", "plateau lower bound", [](RunConfig& c) -> float& { return c.sched.min_lr; }));
-  t.add(opt_float("threshold", "plateau relative improvement threshold", [](RunConfig& c) -> float& { return c.sched.threshold; }));
+  t.add(opt_float("threshold",
+                  "plateau improvement threshold (relative, or absolute with --threshold-mode abs)",
+                  [](RunConfig& c) -> float& { return c.sched.threshold; }));
+  t.add(opt_str("threshold-mode",
+                "plateau: rel (better than best * (1 - threshold)) | abs (best - threshold), as "
+                "torch's threshold_mode",
+                [](RunConfig& c) -> std::string& { return c.sched.threshold_mode; }));
   t.add(opt_str(
       "plateau-mode",
       "plateau watches the validation (--val-split) or else the test loss (min) or accuracy (max)",
