@@ -244,7 +244,8 @@ CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const st
   // Validate every tensor before touching anything.
   std::vector<std::pair<Tensor, std::vector<float>>> restore;
   std::vector<std::string> used;
-  for (auto& [name, t] : model.state_dict()) {
+  const auto sd = model.state_dict();
+  for (const auto& [name, t] : sd) {
     restore.emplace_back(t, expect_tensor(f, name, t, what, "model"));
     used.push_back(name);
   }
@@ -257,7 +258,6 @@ CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const st
     }
   }
   // An early-stopping snapshot, when the checkpoint has one: the model's shapes, every tensor.
-  const auto sd = model.state_dict();
   if (!sd.empty() && f.find(kBestPrefix + sd.front().first)) {
     for (const auto& [name, t] : sd) {
       std::vector<float> v =

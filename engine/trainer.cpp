@@ -269,7 +269,6 @@ std::string Trainer::grad_report() const {
 
 TrainPosition Trainer::position() {
   TrainPosition p = pos_;
-  p.early_stop = early_stop_;
   if (p.batch > 0) {  // mid-epoch: the metric sums so far live on the device
     copy_bytes(p.train_sums, Device::CPU, acc_->data(), ctx_.device(), sizeof(p.train_sums), ctx_.stream());
     ctx_.sync();
@@ -288,7 +287,6 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
   JsonlWriter jsonl(opts_.log_path, from.epoch > 0 || from.batch > 0);
   set_step(from.step);
   pos_ = from;
-  early_stop_ = from.early_stop;
   stopped_ = false;
   auto stop_requested = [this] { return stop_flag && *stop_flag != 0; };
   auto checkpoint = [this](const char* why) {
@@ -301,17 +299,17 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
   bool tty = opts_.progress == 1;
   const char* watched_set = val_set ? "val" : test ? "test" : "train";
   restored_epoch_ = 0;
-  int last_epoch_done = from.epoch;  // epochs completed
   for (int epoch = from.epoch; epoch < opts_.epochs; ++epoch) {
     // Early stopping is decided after an epoch and acted on before the next, so a run resumed
     // from the checkpoint of its stopping epoch stops too.
-    if (opts_.early_stop > 0 && early_stop_.wait >= opts_.early_stop) {
+    if (opts_.early_stop > 0 && pos_.early_stop.wait >= opts_.early_stop) {
       if (log) {
         std::ostringstream os;
         os << "early stopping before epoch " << epoch + 1 << ": " << watched_set << "_"
-           << opts_.early_stop_metric << " has not improved on " << early_stop_.best << " (epoch "
-           << early_stop_.best_epoch << ") by more than " << opts_.early_stop_delta << " for "
-           << early_stop_.wait << (early_stop_.wait == 1 ? " epoch" : " epochs");
+           << opts_.early_stop_metric << " has not improved on " << pos_.early_stop.best
+           << " (epoch " << pos_.early_stop.best_epoch << ") by more than "
+           << opts_.early_stop_delta << " for " << pos_.early_stop.wait
+           << (pos_.early_stop.wait == 1 ? " epoch" : " epochs");
         log(os.str());
       }
       if (jsonl.open()) {
@@ -319,9 +317,9 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
         j.add("type", "early_stop")
             .add("epoch", epoch)
             .add("metric", std::string(watched_set) + "_" + opts_.early_stop_metric)
-            .add("best", early_stop_.best)
-            .add("best_epoch", early_stop_.best_epoch)
-            .add("wait", early_stop_.wait);
+            .add("best", pos_.early_stop.best)
+            .add("best_epoch", pos_.early_stop.best_epoch)
+            .add("wait", pos_.early_stop.wait);
         jsonl.write(j.str());
       }
       break;
@@ -348,7 +346,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     float lr = resuming ? from.last_lr : 0, mom = resuming ? from.last_momentum : -1;
     int64_t n = 0, seen = 0;
     int64_t first = resuming ? from.batch : 0;  // batches a resumed epoch already did
-    pos_ = TrainPosition{epoch, first, step_, {0, 0, 0}, lr, mom};
+    pos_ = TrainPosition{epoch, first, step_, {0, 0, 0}, lr, mom, pos_.early_stop};
     for (int64_t b = first; it.batch(b, batch_x_, batch_y_, n, ctx_.stream()); ++b) {
       check_nonfinite(opts_.detect_anomaly, epoch);
       lr = sched_.lr(epoch, step_) * lr_scale;
@@ -440,15 +438,14 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     sched_.on_epoch_end(epoch, static_cast<float>(watched));
     if (opts_.early_stop > 0) {
       const bool acc = opts_.early_stop_metric == "acc";
-      if (early_stop_.update(acc ? watched_acc : watched_loss, acc, opts_.early_stop_delta,
-                             epoch + 1) &&
+      if (pos_.early_stop.update(acc ? watched_acc : watched_loss, acc, opts_.early_stop_delta,
+                                 epoch + 1) &&
           opts_.restore_best) {
         ctx_.sync();
         best_.clear();
         for (auto& [name, t] : model_.state_dict()) best_.emplace_back(name, t.to(Device::CPU));
       }
     }
-    last_epoch_done = epoch + 1;
     if (jsonl.open()) jsonl.write(r.to_json());
     history_.push_back(r);
     out.push_back(r);
@@ -456,7 +453,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     bool go_on = on_epoch ? on_epoch(r) : true;
     // Checkpoint after the JSONL record: a kill in between repeats the record on resume
     // rather than losing it.
-    pos_ = TrainPosition{epoch + 1, 0, step_, {0, 0, 0}, lr, mom};
+    pos_ = TrainPosition{epoch + 1, 0, step_, {0, 0, 0}, lr, mom, pos_.early_stop};
     bool stop = stop_requested() && epoch + 1 < opts_.epochs;
     if (stop || (checkpoint_every_epochs > 0 && (epoch + 1) % checkpoint_every_epochs == 0))
       checkpoint(stop ? "signal" : "epoch");
@@ -467,8 +464,9 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     if (opts_.target_acc > 0 && held_out && watched_acc >= opts_.target_acc) break;
     if (!go_on) break;
   }
-  // --restore-best: load the best epoch's weights back unless the last epoch was the best.
-  if (opts_.restore_best && !best_.empty() && early_stop_.best_epoch != last_epoch_done) {
+  // --restore-best: load the best epoch's weights back unless the last epoch was the best
+  // (every way out of the loop but a signal leaves pos_ at the start of the next epoch).
+  if (opts_.restore_best && !best_.empty() && pos_.early_stop.best_epoch != pos_.epoch) {
     auto sd = model_.state_dict();
     KILN_CHECK(sd.size() == best_.size(), "restore-best: the snapshot does not match the model");
     ctx_.sync();
@@ -477,12 +475,12 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
       copy_bytes(t.data(), t.device(), best_[i].second.data(), Device::CPU, t.bytes());
     }
     ctx_.sync();
-    restored_epoch_ = early_stop_.best_epoch;
+    restored_epoch_ = pos_.early_stop.best_epoch;
     JsonObject j;
-    j.add("type", "restore_best").add("epoch", restored_epoch_).add("best", early_stop_.best);
+    j.add("type", "restore_best").add("epoch", restored_epoch_).add("best", pos_.early_stop.best);
     std::ostringstream os;
     os << "restored the weights of epoch " << restored_epoch_ << " (" << watched_set << "_"
-       << opts_.early_stop_metric << " " << early_stop_.best << ")";
+       << opts_.early_stop_metric << " " << pos_.early_stop.best << ")";
     if (test) {
       restored_test_ = evaluate(*test);
       j.add("test_loss", restored_test_.loss).add("test_acc", restored_test_.acc);

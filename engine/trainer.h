@@ -162,7 +162,6 @@ class Trainer {
   cudaEvent_t flag_event_ = nullptr;
   std::vector<EpochRecord> history_;
   TrainPosition pos_;
-  EarlyStopState early_stop_;
   std::vector<std::pair<std::string, Tensor>> best_;
   int restored_epoch_ = 0;
   EvalResult restored_test_;
