@@ -119,18 +119,15 @@ std::vector<float> expect_tensor(const SafetensorsFile& f, const std::string& na
 
 const char* kiln_version() { return KILN_VERSION_STRING; }
 
-bool EarlyStopState::update(double metric, bool maximize, double min_delta, int epoch) {
-  const bool improved = std::isnan(best) ? !std::isnan(metric)
-                        : maximize       ? metric > best + min_delta
-                                         : metric < best - min_delta;
-  if (improved) {
-    best = metric;
-    wait = 0;
-    best_epoch = epoch;
-  } else {
-    ++wait;
-  }
-  return improved;
+bool EarlyStopState::update(double metric, const EarlyStopRule& rule, int epoch) {
+  if (epoch <= rule.start_from_epoch) return false;  // warm-up: not watched
+  ++wait;
+  const bool improved = std::isnan(best) ? !std::isnan(metric) : rule.beats(metric, best);
+  if (!improved) return false;
+  best = metric;
+  best_epoch = epoch;
+  if (std::isnan(rule.baseline) || rule.beats(metric, rule.baseline)) wait = 0;
+  return true;
 }
 
 namespace {

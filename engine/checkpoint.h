@@ -59,14 +59,29 @@ constexpr int kCheckpointFormatVersion = 1;
 const char* kiln_version();
 
 // Where a run stands: enough to continue it bit for bit.
-// Keras EarlyStopping's state: the best watched value so far (NaN: none yet), the epochs since
-// it (wait), and the 1-based epoch that set it.
+// Keras EarlyStopping's rule: higher is better when maximize (mode max), an improvement must
+// beat the reference by more than min_delta, epochs up to start_from_epoch (1-based) are not
+// watched, and with a baseline (not NaN) the wait only starts over once the metric beats it.
+struct EarlyStopRule {
+  bool maximize = false;
+  double min_delta = 0;
+  double baseline = NAN;
+  int start_from_epoch = 0;
+  // metric is better than ref by more than min_delta (never when either is NaN).
+  bool beats(double metric, double ref) const {
+    return maximize ? metric > ref + min_delta : metric < ref - min_delta;
+  }
+};
+
+// Keras EarlyStopping's state: the best watched value so far (NaN: none yet), the watched
+// epochs since the wait last started over, and the 1-based epoch that set the best.
 struct EarlyStopState {
   double best = NAN;
   int wait = 0, best_epoch = 0;
-  // One epoch's metric: an improvement when it beats best by more than min_delta (lower when
-  // !maximize); otherwise wait grows. Returns whether it improved.
-  bool update(double metric, bool maximize, double min_delta, int epoch);
+  // One epoch's metric (as Keras's on_epoch_end): wait grows; an improvement on best becomes
+  // the best and, when it also beats the baseline, sets wait back to 0. Returns whether best
+  // improved (the epoch whose weights --restore-best keeps).
+  bool update(double metric, const EarlyStopRule& rule, int epoch);
 };
 
 struct TrainPosition {

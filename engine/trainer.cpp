@@ -40,6 +40,13 @@ void TrainOptions::validate() const {
                    "--early-stop-delta " << early_stop_delta << ": must be >= 0");
   KILN_USAGE_CHECK(early_stop_metric == "loss" || early_stop_metric == "acc",
                    "--early-stop-metric " << early_stop_metric << ": expected loss|acc");
+  KILN_USAGE_CHECK(!std::isinf(early_stop_baseline),
+                   "--early-stop-baseline " << early_stop_baseline << ": must be finite");
+  KILN_USAGE_CHECK(early_stop_start >= 0,
+                   "--early-stop-start " << early_stop_start << ": must be >= 0 (epochs)");
+  KILN_USAGE_CHECK(early_stop > 0 || (std::isnan(early_stop_baseline) && early_stop_start == 0),
+                   (early_stop_start ? "--early-stop-start" : "--early-stop-baseline")
+                       << " needs --early-stop N (it shapes early stopping's patience)");
   KILN_USAGE_CHECK(!restore_best || early_stop > 0,
                    "--restore-best needs --early-stop N (the best epoch is the one it watches)");
 }
@@ -304,12 +311,19 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     // from the checkpoint of its stopping epoch stops too.
     if (opts_.early_stop > 0 && pos_.early_stop.wait >= opts_.early_stop) {
       if (log) {
+        const EarlyStopState& es = pos_.early_stop;
+        const EarlyStopRule rule = opts_.early_stop_rule();
+        const char* epochs = es.wait == 1 ? " epoch" : " epochs";
         std::ostringstream os;
         os << "early stopping before epoch " << epoch + 1 << ": " << watched_set << "_"
-           << opts_.early_stop_metric << " has not improved on " << pos_.early_stop.best
-           << " (epoch " << pos_.early_stop.best_epoch << ") by more than "
-           << opts_.early_stop_delta << " for " << pos_.early_stop.wait
-           << (pos_.early_stop.wait == 1 ? " epoch" : " epochs");
+           << opts_.early_stop_metric;
+        if (!std::isnan(rule.baseline) && !rule.beats(es.best, rule.baseline))
+          os << " has not beaten the baseline " << rule.baseline << " by more than "
+             << rule.min_delta << " in " << es.wait << epochs << " (best " << es.best << ", epoch "
+             << es.best_epoch << ")";
+        else
+          os << " has not improved on " << es.best << " (epoch " << es.best_epoch
+             << ") by more than " << rule.min_delta << " for " << es.wait << epochs;
         log(os.str());
       }
       if (jsonl.open()) {
@@ -320,6 +334,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
             .add("best", pos_.early_stop.best)
             .add("best_epoch", pos_.early_stop.best_epoch)
             .add("wait", pos_.early_stop.wait);
+        if (!std::isnan(opts_.early_stop_baseline)) j.add("baseline", opts_.early_stop_baseline);
         jsonl.write(j.str());
       }
       break;
@@ -437,9 +452,8 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     const double watched = sched_.watches_accuracy() ? watched_acc : watched_loss;
     sched_.on_epoch_end(epoch, static_cast<float>(watched));
     if (opts_.early_stop > 0) {
-      const bool acc = opts_.early_stop_metric == "acc";
-      if (pos_.early_stop.update(acc ? watched_acc : watched_loss, acc, opts_.early_stop_delta,
-                                 epoch + 1) &&
+      const EarlyStopRule rule = opts_.early_stop_rule();
+      if (pos_.early_stop.update(rule.maximize ? watched_acc : watched_loss, rule, epoch + 1) &&
           opts_.restore_best) {
         ctx_.sync();
         best_.clear();

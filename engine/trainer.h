@@ -38,6 +38,13 @@ struct TrainOptions {
   int early_stop = 0;
   float early_stop_delta = 0.0f;
   std::string early_stop_metric = "loss";  // loss | acc
+  // Keras baseline: the wait only starts over once the metric beats this (NaN: no baseline).
+  double early_stop_baseline = NAN;
+  // Keras start_from_epoch: the first this many epochs are not watched (a warm-up).
+  int early_stop_start = 0;
+  EarlyStopRule early_stop_rule() const {
+    return {early_stop_metric == "acc", early_stop_delta, early_stop_baseline, early_stop_start};
+  }
   // Keras restore_best_weights: keep the weights (and norm buffers) of the best epoch and load
   // them back when the run ends, stopped early or not. Needs early_stop > 0.
   bool restore_best = false;

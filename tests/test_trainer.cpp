@@ -308,26 +308,71 @@ TEST(TrainerCpu, OneCycleSpansTheStepsOfABatchSchedule) {
 TEST(EarlyStop, KerasImprovementRuleWithMinDelta) {
   // mode min, min_delta 0.1: an improvement must beat the best by more than 0.1.
   EarlyStopState s;
-  EXPECT_FALSE(s.update(NAN, false, 0.1, 1));  // no value yet: a NaN is no improvement
+  EarlyStopRule min01;
+  min01.min_delta = 0.1;
+  EXPECT_FALSE(s.update(NAN, min01, 1));  // no value yet: a NaN is no improvement
   EXPECT_EQ(s.wait, 1);
-  EXPECT_TRUE(s.update(1.0, false, 0.1, 2));  // the first number sets the best
+  EXPECT_TRUE(s.update(1.0, min01, 2));  // the first number sets the best
   EXPECT_EQ(s.wait, 0);
-  EXPECT_FALSE(s.update(0.95, false, 0.1, 3));  // lower, but by less than 0.1
-  EXPECT_FALSE(s.update(0.9, false, 0.1, 4));   // exactly 0.1 lower is not "more than"
+  EXPECT_FALSE(s.update(0.95, min01, 3));  // lower, but by less than 0.1
+  EXPECT_FALSE(s.update(0.9, min01, 4));   // exactly 0.1 lower is not "more than"
   EXPECT_EQ(s.wait, 2);
-  EXPECT_TRUE(s.update(0.85, false, 0.1, 5));
+  EXPECT_TRUE(s.update(0.85, min01, 5));
   EXPECT_EQ(s.best, 0.85);
   EXPECT_EQ(s.best_epoch, 5);
   EXPECT_EQ(s.wait, 0);
-  EXPECT_FALSE(s.update(NAN, false, 0.1, 6));  // a NaN epoch counts as one without improvement
+  EXPECT_FALSE(s.update(NAN, min01, 6));  // a NaN epoch counts as one without improvement
   EXPECT_EQ(s.wait, 1);
   EXPECT_EQ(s.best, 0.85);
   EarlyStopState m;  // mode max (accuracy), min_delta 0
-  EXPECT_TRUE(m.update(0.5, true, 0, 1));
-  EXPECT_FALSE(m.update(0.5, true, 0, 2));  // equal is no improvement
-  EXPECT_FALSE(m.update(0.4, true, 0, 3));
-  EXPECT_TRUE(m.update(0.51, true, 0, 4));
+  EarlyStopRule max0;
+  max0.maximize = true;
+  EXPECT_TRUE(m.update(0.5, max0, 1));
+  EXPECT_FALSE(m.update(0.5, max0, 2));  // equal is no improvement
+  EXPECT_FALSE(m.update(0.4, max0, 3));
+  EXPECT_TRUE(m.update(0.51, max0, 4));
   EXPECT_EQ(m.best_epoch, 4);
+}
+
+TEST(EarlyStop, KerasBaselineAndStartFromEpoch) {
+  // Keras baseline: an epoch that improves on the best but not on the baseline becomes the best
+  // (the epoch --restore-best keeps) without starting the patience over.
+  EarlyStopRule r;
+  r.maximize = true;
+  r.baseline = 0.9;
+  EarlyStopState s;
+  EXPECT_TRUE(s.update(0.5, r, 1));  // the best so far, below the baseline
+  EXPECT_EQ(s.wait, 1);
+  EXPECT_TRUE(s.update(0.8, r, 2));
+  EXPECT_EQ(s.wait, 2);
+  EXPECT_EQ(s.best_epoch, 2);
+  EXPECT_FALSE(s.update(0.7, r, 3));
+  EXPECT_EQ(s.wait, 3);
+  EXPECT_TRUE(s.update(0.95, r, 4));  // beats the baseline: the wait starts over
+  EXPECT_EQ(s.wait, 0);
+  EXPECT_FALSE(s.update(0.93, r, 5));  // above the baseline but not the best: no reset
+  EXPECT_EQ(s.wait, 1);
+  // min_delta applies to the baseline too (mode min: 0.5 must be beaten by more than 0.1).
+  EarlyStopRule lo;
+  lo.baseline = 0.5;
+  lo.min_delta = 0.1;
+  EarlyStopState l;
+  EXPECT_TRUE(l.update(0.45, lo, 1));
+  EXPECT_EQ(l.wait, 1);
+  EXPECT_TRUE(l.update(0.3, lo, 2));
+  EXPECT_EQ(l.wait, 0);
+  // start_from_epoch 2: epochs 1 and 2 are not watched at all (no best, no wait).
+  EarlyStopRule w;
+  w.start_from_epoch = 2;
+  EarlyStopState ws;
+  EXPECT_FALSE(ws.update(0.1, w, 1));
+  EXPECT_FALSE(ws.update(0.05, w, 2));
+  EXPECT_TRUE(std::isnan(ws.best));
+  EXPECT_EQ(ws.wait, 0);
+  EXPECT_TRUE(ws.update(0.9, w, 3));  // the first watched epoch sets the best
+  EXPECT_EQ(ws.best_epoch, 3);
+  EXPECT_FALSE(ws.update(0.95, w, 4));
+  EXPECT_EQ(ws.wait, 1);
 }
 
 namespace {
@@ -378,6 +423,41 @@ TEST(TrainerCpu, EarlyStopAfterPatienceEpochsAndAResumedRunStopsAlike) {
   EXPECT_EQ(run_training(c, {}).epochs.size(), 3u);
   c.train.early_stop = 0;
   EXPECT_EQ(run_training(c, {}).epochs.size(), 6u);
+  std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+TEST(TrainerCpu, EarlyStopBaselineAndStartFromEpochShapeThePatience) {
+  std::string dir = ::testing::TempDir() + "kiln_early_stop_b_" + std::to_string(getpid());
+  RunConfig c = early_stop_run(dir);  // patience 2, delta 10: only the first watched epoch counts
+  c.checkpoint_every = 0;
+  // Epochs 1 and 2 are not watched: epoch 3 sets the best, 4 and 5 wait, 6 never runs.
+  c.train.early_stop_start = 2;
+  EXPECT_EQ(run_training(c, {}).epochs.size(), 5u);
+  // A baseline no loss beats: epoch 1 becomes the best without starting the wait over.
+  c.train.early_stop_start = 0;
+  c.train.early_stop_baseline = -1;
+  std::vector<std::string> logged;
+  RunHooks hooks;
+  hooks.log = [&](const std::string& l) { logged.push_back(l); };
+  EXPECT_EQ(run_training(c, hooks).epochs.size(), 2u);
+  ASSERT_FALSE(logged.empty());
+  EXPECT_NE(logged.back().find("val_loss has not beaten the baseline -1 by more than 10 in 2 "
+                               "epochs (best "),
+            std::string::npos)
+      << logged.back();
+  // They shape early stopping, so without it they are usage errors; the option round-trips
+  // "none" (no baseline) through a checkpoint's config.
+  c.train.early_stop = 0;
+  EXPECT_THROW(run_training(c, {}), Error);
+  const OptionSpec* b = run_options().find("early-stop-baseline");
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->get(c), "-1");
+  RunConfig d;
+  EXPECT_EQ(b->get(d), "none");
+  b->set(d, "0.25");
+  EXPECT_EQ(d.train.early_stop_baseline, 0.25);
+  b->set(d, "none");
+  EXPECT_TRUE(std::isnan(d.train.early_stop_baseline));
   std::system(("rm -rf '" + dir + "'").c_str());
 }
 

@@ -249,11 +249,25 @@ OptionTable build_table() {
       [](RunConfig& c) -> float& { return c.train.early_stop_delta; }));
   t.add(opt_bool("restore-best",
                  "with --early-stop: end with the weights of the best epoch it saw (Keras "
-                 "restore_best_weights)",
+                 "restore_best_weights, which restores only when it stops the run; this also "
+                 "does when the run reaches --epochs)",
                  [](RunConfig& c) -> bool& { return c.train.restore_best; }));
   t.add(opt_str("early-stop-metric",
                 "early stopping watches the loss (lower is better) or acc (higher)",
                 [](RunConfig& c) -> std::string& { return c.train.early_stop_metric; }));
+  t.add({"early-stop-baseline", "float|none",
+         "early stopping: the patience only starts over once the metric beats this (Keras "
+         "baseline; none: off)",
+         [](RunConfig& c, const std::string& v) {
+           c.train.early_stop_baseline = v == "none" ? NAN : parse_float(v, "");
+         },
+         [](const RunConfig& c) {
+           const double b = c.train.early_stop_baseline;
+           return std::isnan(b) ? std::string("none") : fmt_exact(b);
+         }});
+  t.add(opt_int("early-stop-start",
+                "early stopping: the first N epochs are not watched (Keras start_from_epoch)",
+                [](RunConfig& c) -> int& { return c.train.early_stop_start; }));
   t.add(opt_float("max-loss", "a train loss above this counts as divergence (0: 100x chance level, <0: off)", [](RunConfig& c) -> float& { return c.train.max_loss; }));
   t.add(opt_str("log", "JSONL metrics file", [](RunConfig& c) -> std::string& { return c.train.log_path; }));
   // run
@@ -339,7 +353,8 @@ std::string OptionTable::help() const {
   std::ostringstream os;
   for (const auto& s : specs_) {
     std::string flag = "--" + s.name + (s.type == "bool" ? "" : " <" + s.type + ">");
-    os << "  " << std::left << std::setw(30) << flag << s.help << "\n";
+    os << "  " << std::left << std::setw(30) << flag << (flag.size() >= 30 ? " " : "") << s.help
+       << "\n";
   }
   return os.str();
 }

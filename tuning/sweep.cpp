@@ -234,11 +234,11 @@ class TrialLock {
 // stopping judged best (the trainer's rule, replayed over the records).
 const EpochRecord& final_epoch(const std::vector<EpochRecord>& eps, const TrainOptions& t) {
   if (!t.restore_best || t.early_stop <= 0) return eps.back();
-  const bool acc = t.early_stop_metric == "acc";
+  const EarlyStopRule rule = t.early_stop_rule();
   EarlyStopState es;
   size_t best = eps.size() - 1;
   for (size_t i = 0; i < eps.size(); ++i)
-    if (es.update(eps[i].held_out(acc), acc, t.early_stop_delta, eps[i].epoch)) best = i;
+    if (es.update(eps[i].held_out(rule.maximize), rule, eps[i].epoch)) best = i;
   return eps[best];
 }
 
