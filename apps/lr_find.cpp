@@ -17,8 +17,9 @@ static const char* kUsage =
     "0.98)\n"
     "and stops once it exceeds 4x its best. Prints the suggestions (valley, steep, minimum/10,\n"
     "slide) and writes the curve to --lr-find-csv (default lr_find.csv) plus CSV.suggestions.\n"
-    "keras_lr_finder's find(x, y, 1e-5, 1, batch_size=512, epochs=5) is\n"
+    "keras_lr_finder's find(x, y, 1e-5, 1, batch_size=512, epochs=5) ramps the lr as\n"
     "  lr_find --start-lr 1e-5 --end-lr 1 --batch-size 512 --epochs 5 --num-it 0\n"
+    "does (it stops on the raw loss; kiln, like fastai's lr_find, on the smoothed one).\n"
     "Exit codes: 0 ok, 1 runtime error, 2 usage error.\n\noptions:\n";
 
 int main(int argc, char** argv) {

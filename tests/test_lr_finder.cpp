@@ -14,10 +14,10 @@ namespace kiln {
 namespace {
 
 TEST(LrFinder, RampEndpointsAndGeometricSpacing) {
-  EXPECT_DOUBLE_EQ(ramp_lr(1e-5, 1.0, 0, 11), 1e-5);
-  EXPECT_NEAR(ramp_lr(1e-5, 1.0, 10, 11), 1.0, 1e-12);
-  EXPECT_NEAR(ramp_lr(1e-5, 1.0, 5, 11), std::sqrt(1e-5), 1e-12);
-  EXPECT_NEAR(ramp_lr(1e-5, 1.0, 3, 11) / ramp_lr(1e-5, 1.0, 2, 11), std::pow(1e5, 0.1), 1e-9);
+  EXPECT_DOUBLE_EQ(ramp_lr(1e-5, 1.0, 0.0), 1e-5);
+  EXPECT_NEAR(ramp_lr(1e-5, 1.0, 1.0), 1.0, 1e-12);
+  EXPECT_NEAR(ramp_lr(1e-5, 1.0, 0.5), std::sqrt(1e-5), 1e-12);
+  EXPECT_NEAR(ramp_lr(1e-5, 1.0, 0.3) / ramp_lr(1e-5, 1.0, 0.2), std::pow(1e5, 0.1), 1e-9);
 }
 
 TEST(LrFinder, DebiasedEmaMatchesFormula) {
@@ -58,11 +58,11 @@ TEST(LrFinder, SuggestionsOnSyntheticCurve) {
   LrSuggestion mn = suggest_minimum(c.lrs, c.losses);
   EXPECT_EQ(mn.index, c.imin);
   EXPECT_NEAR(mn.lr, c.lrs[c.imin] / 10, 1e-12);
-  // Strictly decreasing from index 0 to imin: the valley is [0, imin], and the rule picks
-  // floor(L/3) + floor(L/6) with L = imin.
+  // Strictly decreasing from index 0 to imin: lds[imin] = imin + 1, so fastai's start is
+  // imin - (imin + 1) = -1 and the rule picks -1 + floor(L/3) + floor(L/6) with L = imin + 1.
   LrSuggestion v = suggest_valley(c.lrs, c.losses);
-  int64_t L = c.imin;
-  EXPECT_EQ(v.index, L / 3 + static_cast<int64_t>(L / 3.0 / 2));
+  int64_t L = c.imin + 1;
+  EXPECT_EQ(v.index, -1 + L / 3 + static_cast<int64_t>(L / 3.0 / 2));
   EXPECT_DOUBLE_EQ(v.lr, c.lrs[v.index]);
   // Slide: the 15-point window walks left from the right wall until the np.gradient values at
   // its ends agree to 0.005. A literal Python transcription of fastai's slide() on this curve
@@ -85,13 +85,49 @@ TEST(LrFinder, ValleyIgnoresNoiseBumps) {
   EXPECT_EQ(v.index, 19 / 3 + static_cast<int64_t>(19 / 3.0 / 2));
 }
 
+TEST(LrFinder, ValleyStartIsEndMinusTheRunLength) {
+  // 3, 1, 2.5, 2, 0.5: the longest decreasing subsequence is 3 2.5 2 0.5, ending at index 4
+  // with length 4, so start = 4 - 4 = 0, L = 4 and the index is 0 + 1 + 0 = 1. (The synthetic
+  // curve above, falling from its first point, is the case where start is -1.)
+  const std::vector<double> lrs = {1, 2, 3, 4, 5}, losses = {3, 1, 2.5, 2, 0.5};
+  EXPECT_EQ(suggest_valley(lrs, losses).index, 1);
+  // A curve whose only fall is its first step: start -1, L = 2, index -1 + 0 + 0, which
+  // Python reads as the last point; kiln clamps it to the first.
+  EXPECT_EQ(suggest_valley({1, 2, 3}, {3, 2, 4}).index, 0);
+}
+
+TEST(LrFinder, TrimmingFollowsFastaiOnEarlyStopsAndNaN) {
+  // Stopped early at 40 of 100 planned steps: the first 10% of the *planned* steps (10) and the
+  // last 5 recorded points are skipped, so every rule looks at points 10..34.
+  Curve c = synthetic(141);
+  std::vector<LrFindPoint> pts;
+  for (size_t i = 0; i < 40; ++i)
+    pts.push_back({static_cast<long long>(i), c.lrs[i], c.losses[i], c.losses[i]});
+  LrFindOptions o;
+  std::vector<LrSuggestion> s = suggest_all(pts, 100, o);
+  ASSERT_TRUE(s[2].ok());
+  EXPECT_EQ(s[2].index, 34);  // the curve falls throughout: its minimum is the last point kept
+  // Strictly falling over 10..34: lds = 25, start 34 - 25 = 9, L = 25: 9 + 8 + 4.
+  EXPECT_EQ(s[0].index, 21);
+  // A NaN at point 30 (the test stops there): fastai would have run on and cut its window at
+  // the NaN, so points 10..29 count, not 10..24.
+  pts.resize(31);
+  pts[30].loss = pts[30].smoothed = NAN;
+  s = suggest_all(pts, 100, o);
+  EXPECT_EQ(s[2].index, 29);
+  // An infinite loss stops fastai too (inf > 4x best): the last 5 points are dropped.
+  pts[30].loss = pts[30].smoothed = INFINITY;
+  s = suggest_all(pts, 100, o);
+  EXPECT_EQ(s[2].index, 25);
+}
+
 TEST(LrFinder, TrimmingSkipsFirstTenthAndLastFive) {
   Curve c = synthetic(141);
   std::vector<LrFindPoint> pts;
   for (size_t i = 0; i < c.lrs.size(); ++i)
     pts.push_back({static_cast<long long>(i), c.lrs[i], c.losses[i], c.losses[i]});
   LrFindOptions o;
-  std::vector<LrSuggestion> s = suggest_all(pts, o);
+  std::vector<LrSuggestion> s = suggest_all(pts, 141, o);
   ASSERT_EQ(s.size(), 4u);
   EXPECT_EQ(s[0].method, "valley");
   for (const auto& x : s) {
@@ -102,7 +138,7 @@ TEST(LrFinder, TrimmingSkipsFirstTenthAndLastFive) {
   EXPECT_EQ(s[2].index, c.imin);
   // Too few points after trimming: no suggestion, not a crash.
   pts.resize(6);
-  for (const auto& x : suggest_all(pts, o)) EXPECT_FALSE(x.ok()) << x.method;
+  for (const auto& x : suggest_all(pts, 6, o)) EXPECT_FALSE(x.ok()) << x.method;
 }
 
 RunConfig small_config() {
@@ -183,10 +219,32 @@ TEST(LrFinder, ValidationModeAndEpochRamp) {
   o.val_size = 100;
   LrFindResult r = lr_find(*s, o);
   ASSERT_EQ(r.points.size(), 16u) << r.stop_reason;
-  EXPECT_NEAR(r.points.back().lr, 1e-2, 1e-7);
+  // keras_lr_finder: lr_mult = (end/start)^(1/num_batches), num_batches = epochs*N/batch = 16,
+  // and step i trains at start * lr_mult^i: the last of the 16 steps just below end_lr.
+  const double mult = std::pow(100.0, 1.0 / 16);
+  for (size_t i = 0; i < r.points.size(); ++i)
+    EXPECT_NEAR(r.points[i].lr, 1e-4 * std::pow(mult, static_cast<double>(i)), 1e-9) << i;
   // Evaluating a fixed slice: at a tiny lr the first two losses are nearly equal, and they are
   // not the (noisier) batch losses.
   EXPECT_NEAR(r.points[0].loss, r.points[1].loss, 0.05);
+}
+
+TEST(LrFinder, EpochRampSpansKerasNumBatchesAlsoWithAPartialLastBatch) {
+  // 512 samples at batch 100: 6 batches an epoch, the last of 12; keras_lr_finder's
+  // num_batches = 2 * 512 / 100 = 10.24, so the last two steps go past end_lr.
+  RunConfig cfg = small_config();
+  cfg.train.batch_size = 100;
+  auto s = make_session(cfg);
+  LrFindOptions o;
+  o.start_lr = 1e-4f;
+  o.end_lr = 1e-3f;
+  o.num_it = 0;
+  o.epochs = 2;
+  LrFindResult r = lr_find(*s, o);
+  ASSERT_EQ(r.points.size(), 12u) << r.stop_reason;
+  for (size_t i = 0; i < r.points.size(); ++i)
+    EXPECT_FLOAT_EQ(r.points[i].lr, static_cast<float>(1e-4 * std::pow(10.0, i / 10.24))) << i;
+  EXPECT_GT(r.points.back().lr, 1e-3);
 }
 
 TEST(LrFinder, ValidationModeUsesTheValidationSplitWhenThereIsOne) {
@@ -223,6 +281,9 @@ TEST(LrFinder, DivergenceStopsEarlyAndCsvIsWritten) {
   LrFindResult r = lr_find(*s, o);
   EXPECT_LT(r.points.size(), 200u);
   EXPECT_EQ(r.stop_reason.find("completed"), std::string::npos) << r.stop_reason;
+  // fastai's ramp: step i at start * (end/start)^(i/num_it), never quite reaching end_lr.
+  for (size_t i = 0; i < r.points.size(); ++i)
+    EXPECT_FLOAT_EQ(r.points[i].lr, static_cast<float>(1e-3 * std::pow(1e9, i / 200.0))) << i;
   std::string path = ::testing::TempDir() + "lr_find_test.csv";
   write_lr_find_csv(path, r);
   std::ifstream f(path);

@@ -15,9 +15,8 @@
 
 namespace kiln {
 
-double ramp_lr(double start, double end, long long i, long long n) {
-  if (n <= 1) return start;
-  return start * std::pow(end / start, static_cast<double>(i) / static_cast<double>(n - 1));
+double ramp_lr(double start, double end, double pos) {
+  return start * std::pow(end / start, pos);
 }
 
 double DebiasedEma::add(double x) {
@@ -54,15 +53,14 @@ LrSuggestion at(const char* method, const std::vector<double>& lrs, int64_t i, d
 // The ramp as a schedule: the trainer asks for the lr of step `step` (0-based) before taking it.
 class RampSchedule : public Schedule {
  public:
-  RampSchedule(double start, double end, long long n) : start_(start), end_(end), n_(n) {}
+  RampSchedule(double start, double end, double span) : start_(start), end_(end), span_(span) {}
   float lr(int, long long step) override {
-    return static_cast<float>(ramp_lr(start_, end_, step, n_));
+    return static_cast<float>(ramp_lr(start_, end_, static_cast<double>(step) / span_));
   }
   bool per_step() const override { return true; }
 
  private:
-  double start_, end_;
-  long long n_;
+  double start_, end_, span_;
 };
 
 // Copies of everything a training step changes, so the test leaves no trace.
@@ -92,26 +90,26 @@ struct Snapshot {
 }  // namespace
 
 // fastai `valley`: the longest strictly decreasing subsequence of the loss (O(n^2) dynamic
-// programme, lds[i] = its length ending at i); with L = end - start of the longest one, pick
-// start + floor(L/3) + floor(L/6), i.e. about half-way down the valley (fastai's comment says
-// "between the 1st and 2nd third"). fastai lets start reach -1 when nothing decreases; we clamp.
+// programme, lds[i] = its length ending at i); pick start + floor(L/3) + floor(L/6) with
+// L = end - start, i.e. about half-way down the valley. As in fastai, start = end - lds,
+// which is -1 for a run from the first point (the usual smoothed curve). Only the final index
+// is clamped, where fastai's Python would wrap round to the last point.
 LrSuggestion suggest_valley(const std::vector<double>& lrs, const std::vector<double>& losses) {
   int64_t n = static_cast<int64_t>(losses.size());
   if (n < 2) return none("valley");
   std::vector<int64_t> lds(n, 1);
   int64_t max_start = 0, max_end = 0;
-  for (int64_t i = 1; i < n; ++i) {
-    for (int64_t j = 0; j < i; ++j)
+  for (int64_t i = 1; i < n; ++i)
+    for (int64_t j = 0; j < i; ++j) {
       if (losses[i] < losses[j] && lds[i] < lds[j] + 1) lds[i] = lds[j] + 1;
-    if (lds[max_end] < lds[i]) {
-      max_end = i;
-      max_start = max_end - lds[max_end];
+      if (lds[max_end] < lds[i]) {
+        max_end = i;
+        max_start = max_end - lds[max_end];
+      }
     }
-  }
-  max_start = std::max<int64_t>(0, max_start);
   double sections = static_cast<double>(max_end - max_start) / 3.0;
   int64_t idx = max_start + static_cast<int64_t>(sections) + static_cast<int64_t>(sections / 2);
-  return at("valley", lrs, std::min(idx, n - 1));
+  return at("valley", lrs, std::clamp<int64_t>(idx, 0, n - 1));
 }
 
 // fastai `steep`: forward differences of loss over log(lr); the lr at the start of the steepest
@@ -160,12 +158,19 @@ LrSuggestion suggest_slide(const std::vector<double>& lrs, const std::vector<dou
   return at("slide", lrs, pick);
 }
 
-std::vector<LrSuggestion> suggest_all(const std::vector<LrFindPoint>& pts, const LrFindOptions& o) {
+std::vector<LrSuggestion> suggest_all(const std::vector<LrFindPoint>& pts, long long planned,
+                                      const LrFindOptions& o) {
+  // fastai: recorder[num_it//10 : -5], cut at the first NaN. It does not stop on a NaN (its
+  // stop test compares against 4x the best, which a NaN never exceeds) but runs on to num_it,
+  // so after a NaN the window ends there rather than 5 points earlier.
   int64_t n = static_cast<int64_t>(pts.size());
-  int64_t b = static_cast<int64_t>(std::floor(o.skip_start_frac * n)), e = n - o.skip_end;
+  int64_t b = static_cast<int64_t>(std::floor(o.skip_start_frac * static_cast<double>(planned)));
+  int64_t e = n - o.skip_end;
+  if (n > 0 && std::isnan(pts.back().smoothed))
+    e = std::min<int64_t>(n - 1, static_cast<int64_t>(planned) - o.skip_end);
   std::vector<double> lrs, losses;
   for (int64_t i = b; i < e; ++i) {
-    // A non-finite tail point cannot be ranked; the stop rule makes it the last one anyway.
+    // Only the last point can be non-finite (the test stops there); guard all the same.
     if (!std::isfinite(pts[i].smoothed)) break;
     lrs.push_back(pts[i].lr);
     losses.push_back(pts[i].smoothed);
@@ -201,6 +206,11 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   TrainOptions topts = s.cfg.train;
   long long spe = (s.train.size() + topts.batch_size - 1) / topts.batch_size;
   long long n = o.num_it > 0 ? o.num_it : spe * o.epochs;
+  // The ramp's span (ramp_lr): fastai's num_it, or keras_lr_finder's epochs*samples/batch_size.
+  const double span = o.num_it > 0
+                          ? static_cast<double>(o.num_it)
+                          : static_cast<double>(o.epochs) * static_cast<double>(s.train.size()) /
+                                static_cast<double>(topts.batch_size);
   topts.epochs = static_cast<int>((n + spe - 1) / spe);
   topts.batch_schedule.clear();  // the ramp is over steps of one batch size
   topts.log_path.clear();
@@ -221,9 +231,10 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
 
   Snapshot snap;
   if (o.restore) snap.take(s);
-  RampSchedule ramp(o.start_lr, o.end_lr, n);
+  RampSchedule ramp(o.start_lr, o.end_lr, span);
   Trainer tr(*s.model, *s.opt, ramp, *s.ctx, topts);
   LrFindResult res;
+  res.planned = n;
   DebiasedEma ema(o.beta);
   double best = INFINITY;
   bool stop = false;
@@ -273,7 +284,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   if (res.stop_reason.empty())
     res.stop_reason = "completed " + std::to_string(res.points.size()) + " steps";
   if (o.restore) snap.restore(s);
-  res.suggestions = suggest_all(res.points, o);
+  res.suggestions = suggest_all(res.points, n, o);
   return res;
 }
 

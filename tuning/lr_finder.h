@@ -40,12 +40,16 @@ struct LrSuggestion {
 
 struct LrFindResult {
   std::vector<LrFindPoint> points;
-  std::string stop_reason;                // "completed", "loss exceeded 4x best", "non-finite loss"
+  long long planned = 0;    // the steps the ramp was laid out over (--num-it, or the epochs' steps)
+  std::string stop_reason;  // "completed N steps", "smoothed loss exceeded 4x the best ...", ...
   std::vector<LrSuggestion> suggestions;  // valley first (the default)
 };
 
-// lr_i = start * (end/start)^(i/(n-1)), i in [0, n).
-double ramp_lr(double start, double end, long long i, long long n);
+// lr = start * (end/start)^pos. Step i of the test sits at pos = i / span: fastai's LRFinder
+// takes span = num_it (its last step, i = num_it - 1, stays just below end_lr), keras_lr_finder
+// span = epochs * samples / batch_size (its lr_mult^i, the same curve; a partial last batch
+// goes just past end_lr).
+double ramp_lr(double start, double end, double pos);
 // avg = beta*avg + (1-beta)*loss; smoothed_i = avg / (1 - beta^(i+1)). The streaming form is
 // what lr_find uses step by step; debiased_ema applies it to a whole series.
 struct DebiasedEma {
@@ -62,8 +66,11 @@ LrSuggestion suggest_steep(const std::vector<double>& lrs, const std::vector<dou
 LrSuggestion suggest_minimum(const std::vector<double>& lrs, const std::vector<double>& losses);
 LrSuggestion suggest_slide(const std::vector<double>& lrs, const std::vector<double>& losses,
                            int lr_diff = 15, double thresh = 0.005);
-// Trims the points (first skip_start_frac, last skip_end) and runs all four rules.
-std::vector<LrSuggestion> suggest_all(const std::vector<LrFindPoint>& pts, const LrFindOptions& o);
+// Trims the points as fastai's lr_find does and runs all four rules: the first
+// skip_start_frac of the `planned` steps, and the last skip_end points recorded, or, when the
+// test stopped on a NaN (which fastai does not stop on), everything from that NaN on.
+std::vector<LrSuggestion> suggest_all(const std::vector<LrFindPoint>& pts, long long planned,
+                                      const LrFindOptions& o);
 
 // Options from the run config (--start-lr, --end-lr, --num-it, --epochs, --lr-find-val).
 LrFindOptions lr_find_options(const RunConfig& cfg);
