@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_recipe.h"
 #include "benchmarks/bench_util.h"
 #include "engine/context.h"
 #include "engine/dataset.h"
@@ -63,28 +64,11 @@ void BM_TrainEpoch(benchmark::State& state, const std::string& model) {
   const int64_t batch = state.range(0);
   const bool graphs = state.range(1) != 0;
   const Dataset& ds = dataset_for(model);
-  ModelOptions mo;  // the apps' default recipe (apps/app_common.h)
-  mo.model = model;
-  mo.width = 256;
-  mo.init = "kaiming";
-  auto m = make_model(mo, ds.sample_shape(), 10);
-  m->build(Device::CUDA, 0);
+  bench::Recipe r =
+      bench::default_recipe(model, false, ds.sample_shape(), Device::CUDA, ds.size(), batch);
   Context ctx(Device::CUDA, 0);
-  OptimOptions oo;
-  oo.name = "adam";
-  oo.lr = 0.003f;
-  auto opt = make_optimizer(oo, *m);
-  ScheduleOptions so;
-  so.name = "one-cycle";
-  const int epochs = 1000;  // the schedule spans far more epochs than are timed
-  auto sched = make_schedule(so, oo.lr, (ds.size() + batch - 1) / batch, epochs);
-  TrainOptions to;
-  to.epochs = 1;
-  to.batch_size = batch;
-  to.progress = 0;
-  to.max_loss = -1;  // random labels: the loss bound is not the point here
-  to.cuda_graphs = graphs;
-  Trainer tr(*m, *opt, *sched, ctx, to);
+  r.train.cuda_graphs = graphs;
+  Trainer tr(*r.model, *r.opt, *r.sched, ctx, r.train);
   auto epoch = [&] { tr.fit(ds, nullptr, 0); };
   epoch();  // warm-up: allocations, cuBLAS heuristics, first capture
   cudaEvent_t a, b;
@@ -107,7 +91,7 @@ void BM_TrainEpoch(benchmark::State& state, const std::string& model) {
   double med = ms_all.empty() ? 0 : ms_all[ms_all.size() / 2];
   state.counters["epoch_ms"] = med;
   state.counters["images_per_s"] = med > 0 ? static_cast<double>(ds.size()) / (med * 1e-3) : 0;
-  state.counters["params"] = static_cast<double>(m->num_params());
+  state.counters["params"] = static_cast<double>(r.model->num_params());
   state.counters["graphs"] = graphs ? 1 : 0;
   const StepGraph* g = tr.step_graph();
   state.counters["replays_per_epoch"] =

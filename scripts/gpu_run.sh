@@ -89,6 +89,7 @@ step_synccheck() { sanitize synccheck; }
 step_bench() {  # medians of 3 short repetitions; bench_summary.py prints the issues' ratios
   for b in "$bin"/bench_*; do
     [ "$(basename "$b")" = bench_train ] && continue  # perf runs it, next to PyTorch
+    [ "$(basename "$b")" = bench_cpu ] && continue    # the CPU path: not what a GPU session is for
     "$b" --benchmark_min_time=0.01 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
       --benchmark_out="$out/$(basename "$b").json" --benchmark_out_format=json >"$out/$(basename "$b").txt" 2>&1
     row "$(basename "$b")" "exit $? ($(grep -c . "$out/$(basename "$b").txt") lines)"

@@ -1,0 +1,197 @@
+// bench_cpu: the CPU training path (no GPU needed; built in every configuration that finds
+// Google Benchmark). BM_CpuEpoch times one epoch of Trainer::fit on the CPU over 2,048
+// synthetic MNIST-shaped images with the apps' default recipe (Adam + one-cycle, Kaiming init,
+// batch 32): gather, forward, loss, backward, optimizer step. BM_CpuConv times the conv
+// reference's three passes on each of the default cnn's conv shapes at batch 32, BM_CpuPool
+// its max pooling, BM_CpuOptimStep the optimizer step. Wall-clock time, one warm-up epoch or call
+// first; report medians:
+//   bench_cpu --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "benchmarks/bench_recipe.h"
+#include "engine/context.h"
+#include "engine/dataset.h"
+#include "kernels/conv/conv.h"
+#include "kernels/optim/optim.h"
+#include "kernels/pool/pool.h"
+
+namespace {
+
+using namespace kiln;
+
+#ifdef KILN_CUDA_EMU
+constexpr int64_t kImages = 256;  // the emulator build only exercises the code
+#else
+constexpr int64_t kImages = 2048;
+#endif
+
+const Dataset& synthetic_mnist() {
+  static Dataset ds;
+  if (ds.size()) return ds;
+  ds.name = "synthetic";
+  std::mt19937 g(1);
+  std::normal_distribution<float> px(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(kImages * 28 * 28));
+  for (auto& v : x) v = px(g);
+  ds.images = Tensor::from_vector(x, {kImages, 1, 28, 28}, Device::CPU);
+  ds.host_labels.resize(static_cast<size_t>(kImages));
+  for (auto& l : ds.host_labels) l = static_cast<int32_t>(g() % 10);
+  ds.labels = std::make_shared<Buffer>(static_cast<size_t>(kImages) * sizeof(int32_t), Device::CPU);
+  std::copy(ds.host_labels.begin(), ds.host_labels.end(), static_cast<int32_t*>(ds.labels->data()));
+  return ds;
+}
+
+void BM_CpuEpoch(benchmark::State& state, const std::string& model) {
+  const int64_t batch = state.range(0);
+  const Dataset& ds = synthetic_mnist();
+  const bool fuse = state.range(1) != 0;
+  bench::Recipe r =
+      bench::default_recipe(model, fuse, ds.sample_shape(), Device::CPU, ds.size(), batch);
+  Context ctx(Device::CPU, 0);
+  Trainer tr(*r.model, *r.opt, *r.sched, ctx, r.train);
+  tr.fit(ds, nullptr, 0);  // warm-up: buffers grow to their size
+  for (auto _ : state) tr.fit(ds, nullptr, 0);
+  state.counters["images_per_s"] = benchmark::Counter(
+      static_cast<double>(ds.size()), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(model + " batch " + std::to_string(batch) + (fuse ? " fused" : ""));
+}
+
+// The default cnn's conv layers (train_mnist --summary) at batch 32.
+ConvShape cnn_conv(int layer) {
+  struct L {
+    int64_t c, h, k, r;
+  };
+  static const L ls[] = {{1, 28, 16, 3}, {16, 26, 16, 3}, {16, 24, 16, 3}, {16, 22, 8, 1},
+                         {8, 11, 24, 3}, {24, 9, 24, 3},  {24, 7, 24, 3},  {24, 5, 10, 1}};
+  ConvShape s;
+  s.n = 32;
+  s.c = ls[layer].c;
+  s.h = s.w = ls[layer].h;
+  s.k = ls[layer].k;
+  s.kh = s.kw = ls[layer].r;
+  return s;
+}
+
+void BM_CpuConv(benchmark::State& state) {
+  const ConvShape s = cnn_conv(static_cast<int>(state.range(0)));
+  const int pass = static_cast<int>(state.range(1));  // 0 fwd, 1 bwd-data, 2 bwd-filter
+  std::mt19937 g(2);
+  std::normal_distribution<float> d(0.f, 1.f);
+  auto fill = [&](int64_t n) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& e : v) e = d(g);
+    return v;
+  };
+  std::vector<float> x = fill(s.x_numel()), w = fill(s.w_numel()), b = fill(s.k),
+                     y = fill(s.y_numel()), dx(x.size()), dw(w.size()), db(b.size());
+  auto run = [&] {
+    if (pass == 0) conv2d_fwd_ref<float>(s, x.data(), w.data(), b.data(), y.data(), false);
+    if (pass == 1) conv2d_bwd_data_ref<float>(s, y.data(), w.data(), dx.data(), nullptr);
+    if (pass == 2)
+      conv2d_bwd_filter_ref<float>(s, x.data(), y.data(), dw.data(), db.data(), nullptr);
+  };
+  run();
+  for (auto _ : state) {
+    run();
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      2 * s.macs(), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  static const char* names[] = {"fwd", "bwd_data", "bwd_filter"};
+  state.SetLabel(std::to_string(s.c) + "->" + std::to_string(s.k) + " k" + std::to_string(s.kh) +
+                 " " + std::to_string(s.h) + "x" + std::to_string(s.w) + " " + names[pass]);
+}
+
+void BM_CpuMaxPool(benchmark::State& state) {
+  PoolShape s;  // the cnn's pool: [32, 8, 22, 22], 2x2 stride 2
+  s.n = 32;
+  s.c = 8;
+  s.h = s.w = 22;
+  s.kh = s.kw = 2;
+  s.stride = 2;
+  std::vector<float> x(static_cast<size_t>(s.n * s.c * s.h * s.w)), dx(x.size());
+  std::mt19937 g(3);
+  std::normal_distribution<float> d(0.f, 1.f);
+  for (auto& e : x) e = d(g);
+  const size_t out = static_cast<size_t>(s.n * s.c * s.p() * s.q());
+  std::vector<float> y(out), dy(out, 1.f);
+  std::vector<int32_t> arg(out);
+  const bool bwd = state.range(0) != 0;
+  maxpool2d_fwd_ref<float>(s, x.data(), y.data(), arg.data());
+  for (auto _ : state) {
+    if (bwd)
+      maxpool2d_bwd_ref<float>(s, dy.data(), arg.data(), dx.data());
+    else
+      maxpool2d_fwd_ref<float>(s, x.data(), y.data(), arg.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(bwd ? "bwd" : "fwd");
+}
+
+// One optimizer step over the mlp's 269,322 parameters (784-256-256-10: three weights, three
+// biases), as the CPU path takes it after every batch.
+void BM_CpuOptimStep(benchmark::State& state) {
+  const OptimKind kind = static_cast<OptimKind>(state.range(0));
+  const int64_t sizes[] = {784 * 256, 256, 256 * 256, 256, 256 * 10, 10};
+  std::vector<OptimTensor> ts;
+  int64_t off = 0;
+  for (int64_t n : sizes) {
+    OptimTensor t;
+    t.offset = off;
+    t.numel = n;
+    t.decay = t.penalize = n > 256;  // weights, not biases
+    ts.push_back(t);
+    off += (n + 15) / 16 * 16;
+  }
+  std::mt19937 g(4);
+  std::normal_distribution<float> d(0.f, 0.01f);
+  std::vector<float> w(off), gr(off), s1(off, 0.f), s2(off, 0.f);
+  for (auto& e : w) e = d(g);
+  for (auto& e : gr) e = d(g);
+  std::vector<float> gn(ts.size()), wn(ts.size());
+  OptimHyper h;
+  h.kind = kind;
+  h.lr = 1e-3f;
+  h.momentum = 0.9f;
+  OptimStepStats st;
+  st.tensor_grad_norm = gn.data();
+  st.tensor_weight_norm = wn.data();
+  for (auto _ : state) {
+    optim_step_ref<float>(w.data(), gr.data(), s1.data(), s2.data(), ts.data(),
+                          static_cast<int>(ts.size()), h, &st);
+    ++h.step;
+    benchmark::ClobberMemory();
+  }
+  state.counters["params_per_s"] =
+      benchmark::Counter(static_cast<double>(off), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(kind == OptimKind::Adam ? "adam" : "sgd momentum");
+}
+
+BENCHMARK_CAPTURE(BM_CpuEpoch, mlp, std::string("mlp"))
+    ->ArgNames({"batch", "fuse"})
+    ->Args({32, 0})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_CpuEpoch, cnn, std::string("cnn"))
+    ->ArgNames({"batch", "fuse"})
+    ->Args({32, 0})
+    ->Args({32, 1})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CpuConv)
+    ->ArgNames({"layer", "pass"})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2}})
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CpuMaxPool)->ArgName("bwd")->DenseRange(0, 1)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CpuOptimStep)
+    ->ArgName("kind")
+    ->Arg(static_cast<int>(OptimKind::SGD))
+    ->Arg(static_cast<int>(OptimKind::Adam))
+    ->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
