@@ -40,7 +40,12 @@ template <typename T>
 void activation_bwd_ref(Act a, const T* y, const T* dy, T* dx, int64_t n) {
   switch (a) {
     case Act::ReLU:
-      for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
+      // dy is loaded whatever the mask: a load only on one side of the ?: may not be hoisted
+      // (it could fault), so the compiler kept a branch that mispredicts on half the elements.
+      for (int64_t i = 0; i < n; ++i) {
+        const T g = dy[i];
+        dx[i] = y[i] > T(0) ? g : T(0);
+      }
       break;
     case Act::Sigmoid:
       for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (T(1) - y[i]);

@@ -21,12 +21,21 @@ inline void valid_q(const ConvShape& s, int64_t t, int64_t Q, int64_t* q0, int64
   if (*q0 > *q1) *q0 = *q1;
 }
 
+// The rows im2col and col2im move are short (a 28x28 image's are 26 floats), so a library call
+// per row (GCC turns copy and fill loops into memmove/memset) costs more than the copy: these
+// loops stay loops, vectorised in place.
+#if defined(__GNUC__) && !defined(__clang__)
+#define KILN_INLINE_COPIES __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define KILN_INLINE_COPIES
+#endif
+
 // col[(c*kh + r)*kw + s][p*Q + q] = x[c][p*stride - pad + r][q*stride - pad + s] (0 outside).
 // The valid q range of each (t) is computed once, so the inner loop is a plain (for stride 1,
 // contiguous) copy with zero-filled edges: CPU training of the cnn spends most of its conv time
 // here.
 template <typename T>
-void im2col(const ConvShape& s, const T* x, T* col) {
+KILN_INLINE_COPIES void im2col(const ConvShape& s, const T* __restrict x, T* __restrict col) {
   const int64_t P = s.p(), Q = s.q(), PQ = P * Q;
   for (int64_t c = 0; c < s.c; ++c)
     for (int64_t r = 0; r < s.kh; ++r)
@@ -37,28 +46,28 @@ void im2col(const ConvShape& s, const T* x, T* col) {
         for (int64_t p = 0; p < P; ++p, out += Q) {
           const int64_t hi = p * s.stride - s.pad + r;
           if (hi < 0 || hi >= s.h) {
-            std::fill(out, out + Q, T(0));
+            for (int64_t q = 0; q < Q; ++q) out[q] = T(0);
             continue;
           }
-          std::fill(out, out + q0, T(0));
+          for (int64_t q = 0; q < q0; ++q) out[q] = T(0);
           if (q1 > q0) {
             const T* in = x + (c * s.h + hi) * s.w + (q0 * s.stride - s.pad + t);
             if (s.stride == 1) {
-              std::copy(in, in + (q1 - q0), out + q0);
+              for (int64_t q = q0; q < q1; ++q) out[q] = in[q - q0];
             } else {
               for (int64_t q = q0; q < q1; ++q) out[q] = in[(q - q0) * s.stride];
             }
           }
-          std::fill(out + q1, out + Q, T(0));
+          for (int64_t q = q1; q < Q; ++q) out[q] = T(0);
         }
       }
 }
 
 // dx[c][hi][wi] += dcol[(c*kh + r)*kw + s][p*Q + q] (the adjoint of im2col).
 template <typename T>
-void col2im(const ConvShape& s, const T* dcol, T* dx) {
+KILN_INLINE_COPIES void col2im(const ConvShape& s, const T* __restrict dcol, T* __restrict dx) {
   const int64_t P = s.p(), Q = s.q(), PQ = P * Q;
-  std::fill(dx, dx + s.c * s.h * s.w, T(0));
+  std::fill(dx, dx + s.c * s.h * s.w, T(0));  // one call per image: a memset is right here
   for (int64_t c = 0; c < s.c; ++c)
     for (int64_t r = 0; r < s.kh; ++r)
       for (int64_t t = 0; t < s.kw; ++t) {
@@ -96,7 +105,10 @@ template <typename T>
 const T* masked_dy(const T* dy, const T* relu_y, int64_t len) {
   if (!relu_y) return dy;
   T* buf = scratch<T>(2, len);
-  for (int64_t i = 0; i < len; ++i) buf[i] = relu_y[i] > T(0) ? dy[i] : T(0);
+  for (int64_t i = 0; i < len; ++i) {
+    const T g = dy[i];  // loaded unconditionally, so the select needs no branch
+    buf[i] = relu_y[i] > T(0) ? g : T(0);
+  }
   return buf;
 }
 

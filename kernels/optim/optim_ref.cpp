@@ -2,6 +2,7 @@
 // CUDA step), the chunk table and workspace layout the CUDA step uses, and the launch counter.
 #include <atomic>
 #include <cmath>
+#include <vector>
 
 #include "engine/error.h"
 #include "kernels/optim/optim.h"
@@ -9,31 +10,107 @@
 
 namespace kiln {
 
+namespace {
+
+// One tensor's pass-1 sums over [b, e): sum g_eff^2, sum w^2 and (only when penalised: the L1
+// report needs it) sum |w|, each in double and split over four interleaved lanes summed at the
+// end ((l0 + l1) + (l2 + l3)) + tail, so the three sums are not one long chain of dependent adds.
+template <typename T, bool kPenalize>
+void tensor_sums(const T* w, const T* g, int64_t b, int64_t e, float l1, float l2, double* sg,
+                 double* sw, double* sa) {
+  double g4[4] = {0, 0, 0, 0}, w4[4] = {0, 0, 0, 0}, a4[4] = {0, 0, 0, 0};
+  int64_t i = b;
+  for (; i + 4 <= e; i += 4)
+    for (int k = 0; k < 4; ++k) {
+      const double wk = static_cast<double>(w[i + k]);
+      const double gk =
+          static_cast<double>(optim_penalised_grad(g[i + k], w[i + k], kPenalize, l1, l2));
+      g4[k] += gk * gk;
+      w4[k] += wk * wk;
+      if (kPenalize) a4[k] += std::fabs(wk);
+    }
+  double tg = 0, tw = 0, ta = 0;
+  for (; i < e; ++i) {
+    const double wk = static_cast<double>(w[i]);
+    const double gk = static_cast<double>(optim_penalised_grad(g[i], w[i], kPenalize, l1, l2));
+    tg += gk * gk;
+    tw += wk * wk;
+    if (kPenalize) ta += std::fabs(wk);
+  }
+  *sg = ((g4[0] + g4[1]) + (g4[2] + g4[3])) + tg;
+  *sw = ((w4[0] + w4[1]) + (w4[2] + w4[3])) + tw;
+  *sa = ((a4[0] + a4[1]) + (a4[2] + a4[3])) + ta;
+}
+
+// Pass 2 over one tensor, specialised so the loop has no control flow left and vectorises
+// (the divides and square roots of Adam and RMSprop dominate a scalar step): the optimizer kind
+// and the per-tensor flags are constants, and clipping other than by value is a multiply by
+// the tensor's factor, 1 when nothing clips (g * 1 is g exactly, as optim_clip returns it).
+template <OptimKind K, bool kPenalize, bool kClipValue, typename T>
+void update_tensor(T* w, const T* g, T* s1, T* s2, int64_t b, int64_t e, int decay, float factor,
+                   const OptimHyper& hyper, const OptimScalars& sc) {
+  OptimHyper h = hyper;
+  h.kind = K;
+  for (int64_t i = b; i < e; ++i) {
+    T ge = optim_penalised_grad(g[i], w[i], kPenalize, h.l1, h.l2);
+    if (kClipValue)
+      ge = optim_clip(ge, ClipMode::Value, h.clip_value, factor);
+    else
+      ge *= T(factor);
+    optim_update(w[i], ge, s1 + i, s2 + i, decay, h, sc);
+  }
+}
+
+template <OptimKind K, typename T>
+void update_tensor(T* w, const T* g, T* s1, T* s2, int64_t b, int64_t e, int penalize, int decay,
+                   float factor, const OptimHyper& h, const OptimScalars& sc) {
+  const bool value = h.clip == ClipMode::Value;
+  if (penalize && value)
+    update_tensor<K, true, true>(w, g, s1, s2, b, e, decay, factor, h, sc);
+  else if (penalize)
+    update_tensor<K, true, false>(w, g, s1, s2, b, e, decay, factor, h, sc);
+  else if (value)
+    update_tensor<K, false, true>(w, g, s1, s2, b, e, decay, factor, h, sc);
+  else
+    update_tensor<K, false, false>(w, g, s1, s2, b, e, decay, factor, h, sc);
+}
+
+}  // namespace
+
 template <typename T>
 void optim_step_ref(T* w, const T* g, T* s1, T* s2, const OptimTensor* tensors, int ntensors,
-                    const OptimHyper& h, OptimStepStats* stats) {
-  // Pass 1: statistics of g_eff and w per tensor; sums in double, in element order.
+                    const OptimHyper& hyper, OptimStepStats* stats) {
+  // A local copy: the stores through w, s1 and s2 below cannot alias it, so the compiler
+  // keeps the hyper-parameters in registers instead of reloading them for every element.
+  const OptimHyper h = hyper;
+  // Pass 1: statistics of g_eff and w per tensor (double sums; tensor_sums fixes the order).
   std::vector<double> g2(ntensors), w2(ntensors), aw(ntensors);
-  bool nonfinite = false;
   double total = 0, l1_sum = 0, l2_sum = 0;
   for (int t = 0; t < ntensors; ++t) {
     const OptimTensor& ts = tensors[t];
-    double sg = 0, sw = 0, sa = 0;
-    for (int64_t i = ts.offset; i < ts.offset + ts.numel; ++i) {
-      T ge = optim_penalised_grad(g[i], w[i], ts.penalize, h.l1, h.l2);
-      if (!std::isfinite(static_cast<double>(ge))) nonfinite = true;
-      sg += static_cast<double>(ge) * ge;
-      sw += static_cast<double>(w[i]) * w[i];
-      sa += std::fabs(static_cast<double>(w[i]));
-    }
-    g2[t] = sg;
-    w2[t] = sw;
-    aw[t] = sa;
-    total += sg;
+    const int64_t b = ts.offset, e = ts.offset + ts.numel;
+    if (ts.penalize)
+      tensor_sums<T, true>(w, g, b, e, h.l1, h.l2, &g2[t], &w2[t], &aw[t]);
+    else
+      tensor_sums<T, false>(w, g, b, e, h.l1, h.l2, &g2[t], &w2[t], &aw[t]);
+    total += g2[t];
     if (ts.penalize) {
-      l1_sum += sa;
-      l2_sum += sw;
+      l1_sum += aw[t];
+      l2_sum += w2[t];
     }
+  }
+  // A sum of squares of floats cannot overflow a double: it is finite exactly when every g_eff
+  // is. (Only the double instantiation, used by gradient checks, can overflow; look then.)
+  bool nonfinite = !std::isfinite(total);
+  if (nonfinite && sizeof(T) == sizeof(double)) {
+    nonfinite = false;
+    for (int t = 0; t < ntensors && !nonfinite; ++t)
+      for (int64_t i = tensors[t].offset; i < tensors[t].offset + tensors[t].numel; ++i)
+        if (!std::isfinite(static_cast<double>(
+                optim_penalised_grad(g[i], w[i], tensors[t].penalize, h.l1, h.l2)))) {
+          nonfinite = true;
+          break;
+        }
   }
   double G = std::sqrt(total);
   if (stats) {
@@ -48,16 +125,37 @@ void optim_step_ref(T* w, const T* g, T* s1, T* s2, const OptimTensor* tensors, 
   }
   if (nonfinite) return;
 
-  // Pass 2: clip, decay, update.
+  // Pass 2: clip, decay, update. A state buffer the kind does not use may be null; then a
+  // dummy takes its (unread) writes, in a loop of its own so the usual one stays vectorisable.
   const OptimScalars sc = optim_scalars(h);
-  T dummy1 = 0, dummy2 = 0;
   for (int t = 0; t < ntensors; ++t) {
     const OptimTensor& ts = tensors[t];
-    float factor = static_cast<float>(optim_clip_factor(h.clip, h.clip_value, g2[t], G));
-    for (int64_t i = ts.offset; i < ts.offset + ts.numel; ++i) {
-      T ge = optim_penalised_grad(g[i], w[i], ts.penalize, h.l1, h.l2);
-      ge = optim_clip(ge, h.clip, h.clip_value, factor);
-      optim_update(w[i], ge, s1 ? s1 + i : &dummy1, s2 ? s2 + i : &dummy2, ts.decay, h, sc);
+    const float factor = static_cast<float>(optim_clip_factor(h.clip, h.clip_value, g2[t], G));
+    const int penalize = ts.penalize, decay = ts.decay;
+    const int64_t b = ts.offset, e = ts.offset + ts.numel;
+    auto g_eff = [&](int64_t i) {
+      return optim_clip(optim_penalised_grad(g[i], w[i], penalize, h.l1, h.l2), h.clip,
+                        h.clip_value, factor);
+    };
+    if (s1 && s2) {
+      switch (h.kind) {
+        case OptimKind::SGD:
+          update_tensor<OptimKind::SGD>(w, g, s1, s2, b, e, penalize, decay, factor, h, sc);
+          break;
+        case OptimKind::Adam:
+          update_tensor<OptimKind::Adam>(w, g, s1, s2, b, e, penalize, decay, factor, h, sc);
+          break;
+        case OptimKind::AdamW:
+          update_tensor<OptimKind::AdamW>(w, g, s1, s2, b, e, penalize, decay, factor, h, sc);
+          break;
+        case OptimKind::RMSprop:
+          update_tensor<OptimKind::RMSprop>(w, g, s1, s2, b, e, penalize, decay, factor, h, sc);
+          break;
+      }
+    } else {
+      T dummy1 = 0, dummy2 = 0;
+      for (int64_t i = b; i < e; ++i)
+        optim_update(w[i], g_eff(i), s1 ? s1 + i : &dummy1, s2 ? s2 + i : &dummy2, decay, h, sc);
     }
   }
 }

@@ -1,5 +1,6 @@
 // CPU reference pooling (the oracle for pool.cu and the CPU training path). Backward passes
-// gather over covering windows, like the CUDA kernels, through pool_window.h.
+// gather over covering windows, like the CUDA kernels, through pool_window.h; max pooling's
+// scatters through its argmax instead, adding in the same order.
 #include <algorithm>
 
 #include "kernels/pool/pool.h"
@@ -25,22 +26,18 @@ void maxpool2d_fwd_ref(const PoolShape& s, const T* x, T* y, int32_t* argmax) {
 
 template <typename T>
 void maxpool2d_bwd_ref(const PoolShape& s, const T* dy, const int32_t* argmax, T* dx) {
-  const int64_t P = s.p(), Q = s.q();
-  for (int64_t pl = 0; pl < s.n * s.c; ++pl)
-    for (int64_t h = 0; h < s.h; ++h)
-      for (int64_t w = 0; w < s.w; ++w) {
-        int64_t p0, p1, q0, q1;
-        covering(h, s.kh, s.stride, s.pad, P, &p0, &p1);
-        covering(w, s.kw, s.stride, s.pad, Q, &q0, &q1);
-        const int32_t me = static_cast<int32_t>(h * s.w + w);
-        T acc = 0;
-        for (int64_t p = p0; p < p1; ++p)
-          for (int64_t q = q0; q < q1; ++q) {
-            const int64_t o = (pl * P + p) * Q + q;
-            if (argmax[o] == me) acc += dy[o];
-          }
-        dx[(pl * s.h + h) * s.w + w] = acc;
-      }
+  // Scattered in output order: each input receives its windows' gradients in the same row-major
+  // order as the CUDA kernel's gather over covering windows, so the sums agree bit for bit, in
+  // one pass over the outputs instead of a window search per input.
+  const int64_t PQ = s.p() * s.q(), HW = s.h * s.w;
+  std::fill(dx, dx + s.n * s.c * HW, T(0));
+  for (int64_t pl = 0; pl < s.n * s.c; ++pl) {
+    const T* g = dy + pl * PQ;
+    const int32_t* a = argmax + pl * PQ;
+    T* d = dx + pl * HW;
+    for (int64_t o = 0; o < PQ; ++o)
+      if (a[o] >= 0) d[a[o]] += g[o];  // -1: a window wholly in the padding
+  }
 }
 
 template <typename T>
