@@ -141,6 +141,17 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
       "method: random\nrun_cap: 3\nparameters: {lr: {min: 0, max: 1, distribution: "
       "log_uniform}}\n");
   EXPECT_NE(m.find("min > 0"), std::string::npos) << m;
+  // W&B's older log_uniform took natural-log exponents: a negative min is read as one.
+  m = usage_error(
+      "method: random\nrun_cap: 3\nparameters: {lr: {min: -9.2, max: -2.3, distribution: "
+      "log_uniform}}\n");
+  EXPECT_NE(m.find("W&B's log_uniform_values"), std::string::npos) << m;
+  EXPECT_NE(m.find("write min: exp(-9.2) = 0.000101"), std::string::npos) << m;
+  // int_uniform on a float option needs integer bounds (0.2..0.8 holds no integer at all).
+  m = usage_error(
+      "method: random\nrun_cap: 3\nparameters: {dropout: {min: 0.2, max: 0.8, distribution: "
+      "int_uniform}}\n");
+  EXPECT_NE(m.find("int_uniform needs integer min and max (got 0.2, 0.8)"), std::string::npos) << m;
   m = usage_error(
       "method: random\nrun_cap: 3\nparameters: {width: {min: 8, max: 64.5, distribution: "
       "uniform}}\n");
@@ -543,6 +554,42 @@ TEST(SweepRun, MedianPruningStopsTrialsWorseThanTheMedian) {
   EXPECT_EQ(by[4].status, "ok");  // lr 0.012 beats the median of 0.01/0.02/0.005
   EXPECT_EQ(by[4].epochs, 4);
   EXPECT_EQ(by[5].status, "pruned");
+}
+
+TEST(SweepRun, MedianPruningComparesTheBestSoFarAsOptunaDoes) {
+  // Optuna's MedianPruner judges a trial by its best value so far, not its latest: a trial
+  // that reached 0.90 and fell back to 0.85 is kept against a median of 0.88 at that epoch.
+  // Three finished peers (lr 0.1, 0.01, 0.001) score 0.88 at every epoch; trial 3 (lr 1) scores
+  // 0.90, then 0.85, then 0.80; trial 4 (lr 2) never beats 0.87.
+  SweepSpec s = parse_sweep(
+      "method: grid\nparameters:\n  lr: {values: [0.1, 0.01, 0.001, 1, 2]}\n"
+      "early_terminate: {type: median, min_epochs: 2, min_trials: 3}\n",
+      "s.yaml");
+  SweepOptions o;
+  o.dir = fresh_dir("prune_best");
+  o.base.train.epochs = 3;
+  TrialRunner r = [](const RunConfig& cfg,
+                     const std::function<bool(const EpochRecord&)>& on_epoch) {
+    std::vector<EpochRecord> out;
+    for (int e = 0; e < cfg.train.epochs; ++e) {
+      EpochRecord rec;
+      rec.epoch = e + 1;
+      rec.test_acc = cfg.optim.lr > 1.5f   ? 0.87 - 0.01 * e
+                     : cfg.optim.lr > 0.5f ? 0.90 - 0.05 * e
+                                           : 0.88;
+      out.push_back(rec);
+      if (!on_epoch(rec)) break;
+    }
+    return out;
+  };
+  SweepOutcome out = run_sweep(s, o, r);
+  std::map<int64_t, TrialRecord> by;
+  for (const auto& t : out.results) by[t.trial] = t;
+  EXPECT_EQ(by[3].status, "ok") << by[3].message;  // best 0.90 > 0.88 at epochs 2 and 3
+  EXPECT_EQ(by[3].epochs, 3);
+  EXPECT_EQ(by[4].status, "pruned");  // best 0.87 < 0.88 at epoch 2
+  EXPECT_EQ(by[4].epochs, 2);
+  EXPECT_NE(by[4].message.find("best test_acc so far 0.87"), std::string::npos) << by[4].message;
 }
 
 TEST(SweepRun, DivergedAndUsageErrorsAreFailedTrialsNotFatal) {

@@ -521,6 +521,12 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
         rec.message = "dead ReLUs: " + std::to_string(r.zero_grad_weights) +
                       " weight tensors had an exactly-0 gradient at epoch " + std::to_string(e);
       if (!spec.median_stop || e < spec.min_epochs) return true;
+      // Optuna's MedianPruner: the trial's best value so far (NaN epochs ignored) against the
+      // median of the finished trials' values at this epoch.
+      double best = NAN;
+      for (double v : rec.curve)
+        if (std::isfinite(v) && (std::isnan(best) || better(v, best, spec.maximize))) best = v;
+      if (std::isnan(best)) return true;
       std::vector<double> peers;
       for (const auto& t : read_results(o.dir))
         if (t.status == "ok" && static_cast<int>(t.curve.size()) >= e &&
@@ -530,10 +536,11 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       std::sort(peers.begin(), peers.end());
       size_t h = peers.size() / 2;
       double med = peers.size() % 2 ? peers[h] : 0.5 * (peers[h - 1] + peers[h]);
-      if (!better(med, m, spec.maximize)) return true;
+      if (!better(med, best, spec.maximize)) return true;
       std::ostringstream os;
-      os << "pruned at epoch " << e << ": " << spec.metric << " " << m << " worse than the median "
-         << med << " of " << peers.size() << " finished trials";
+      os << "pruned at epoch " << e << ": best " << spec.metric << " so far " << best
+         << " worse than the median " << med << " of " << peers.size()
+         << " finished trials at that epoch";
       rec.status = "pruned";
       rec.message = os.str();
       return false;

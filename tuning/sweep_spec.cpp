@@ -195,8 +195,21 @@ SweepParam parse_param(const std::string& path, const std::string& key, const YA
       opt.type == "float" || p.distribution == "int_uniform",
       origin << ": '" << p.name << "' is an integer option; use distribution: int_uniform");
   KILN_USAGE_CHECK(p.min <= p.max, origin << ": min " << p.min << " > max " << p.max);
+  // W&B's int_uniform takes integer bounds (both included); a fractional one would let the
+  // rounded range come out empty.
+  KILN_USAGE_CHECK(
+      p.distribution != "int_uniform" || (p.min == std::floor(p.min) && p.max == std::floor(p.max)),
+      origin << ": int_uniform needs integer min and max (got " << p.min << ", " << p.max << ")");
+  // kiln's log_uniform is W&B's log_uniform_values: min and max are the values themselves.
+  // W&B's older log_uniform took natural-log exponents, so a negative min is most likely one.
   KILN_USAGE_CHECK(p.distribution != "log_uniform" || p.min > 0,
-                   origin << ": log_uniform needs min > 0 (got " << p.min << ")");
+                   origin << ": log_uniform takes min and max as values (W&B's "
+                             "log_uniform_values) and needs min > 0, got "
+                          << p.min
+                          << (p.min < 0 ? " (for W&B's older log_uniform, whose bounds are "
+                                          "exponents, write min: exp(" +
+                                              fmt_g(p.min) + ") = " + fmt_g(std::exp(p.min)) + ")"
+                                        : std::string()));
   run_options().set(scratch, p.name, fmt_g(p.min), origin + " min");
   run_options().set(scratch, p.name, fmt_g(p.max), origin + " max");
   return p;
