@@ -366,7 +366,7 @@ MUTANTS = [
      [("      if (!better(med, best, spec.maximize)) return true;", "      if (!better(med, m, spec.maximize)) return true;")],
      "median pruning judges a trial by its latest epoch, not its best so far as Optuna's MedianPruner does"),
     ("sweep-int-uniform-fraction", "tuning/sweep_spec.cpp",
-     [("  KILN_USAGE_CHECK(p.distribution != \"int_uniform\" ||", "  KILN_USAGE_CHECK(true ||")],
+     [("      p.distribution != \"int_uniform\" || (p.min == std::floor(p.min)", "      true || (p.min == std::floor(p.min)")],
      "int_uniform accepts fractional bounds, and 0.2..0.8 then samples 0, outside its range"),
     ("sweep-restore-best-last", "tuning/sweep.cpp",
      [("  if (!t.restore_best || t.early_stop <= 0) return eps.back();", "  if (true) return eps.back();")],
