@@ -18,6 +18,6 @@ int main(int argc, char** argv) {
   RunConfig cfg = app::default_run_config();
   cfg.data.dataset = "cifar10";
   cfg.model.model = "cifar";
-  cfg.data.augment = true;
+  cfg.train.augment = true;
   return app::train_main("train_cifar", kUsage, cfg, argc, argv);
 }

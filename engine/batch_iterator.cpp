@@ -84,6 +84,7 @@ bool BatchIterator::batch(int64_t b, Tensor& images, Buffer& labels, int64_t& co
     cs.pad = kAugmentPad;
     cs.seed = seed_;
     cs.epoch = static_cast<uint64_t>(epoch_);
+    for (size_t c = 0; c < 3 && c < ds_.black.size(); ++c) cs.fill[c] = ds_.black[c];
   }
   GatherShape gs;
   gs.n_src = ds_.size();

@@ -35,12 +35,16 @@ void dataset_stats(const std::string& dataset, std::vector<float>& mean, std::ve
   }
 }
 
-// u8 [n, c, plane] -> float (x/255 - mean[c]) / std[c], or x/255.
+// u8 [n, c, plane] -> float (x/255 - mean[c]) / std[c], or x/255; *black gets each channel's
+// value of a 0 byte (Dataset::black).
 static void to_float(const uint8_t* src, int64_t n, int64_t c, int64_t plane, bool normalize,
-                     const std::vector<float>& mean, const std::vector<float>& std, float* dst) {
+                     const std::vector<float>& mean, const std::vector<float>& std, float* dst,
+                     std::vector<float>* black) {
+  black->assign(static_cast<size_t>(c), 0.f);
   for (int64_t ch = 0; ch < c; ++ch) {
     const float m = normalize ? mean[mean.size() == 1 ? 0 : ch] : 0.f;
     const float s = normalize ? std[std.size() == 1 ? 0 : ch] : 1.f;
+    (*black)[static_cast<size_t>(ch)] = (0.f / 255.f - m) / s;
     for (int64_t i = 0; i < n; ++i) {
       const uint8_t* in = src + (i * c + ch) * plane;
       float* out = dst + (i * c + ch) * plane;
@@ -65,6 +69,7 @@ Dataset Dataset::to(Device d) const {
   Dataset out;
   out.name = name;
   out.num_classes = num_classes;
+  out.black = black;
   out.host_labels = host_labels;
   out.images = images.to(d);
   const size_t bytes = host_labels.size() * sizeof(int32_t);
@@ -103,7 +108,7 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
   const int64_t n = limit > 0 ? std::min(limit, n_all) : n_all;
   Dataset ds = make_host_dataset(name, {n, c, h, w},
                                  std::vector<int32_t>(lb.data.begin(), lb.data.begin() + n));
-  to_float(im.data.data(), n, c, h * w, normalize, mean, std, ds.images.data());
+  to_float(im.data.data(), n, c, h * w, normalize, mean, std, ds.images.data(), &ds.black);
   return device == Device::CPU ? ds : ds.to(device);
 }
 
@@ -153,7 +158,7 @@ Dataset load_cifar_files(const std::vector<std::string>& paths, const std::strin
   dataset_stats("cifar10", mean, std);
   const int64_t n = static_cast<int64_t>(labels.size());
   Dataset ds = make_host_dataset(name, {n, 3, 32, 32}, labels);
-  to_float(pixels.data(), n, 3, 1024, normalize, mean, std, ds.images.data());
+  to_float(pixels.data(), n, 3, 1024, normalize, mean, std, ds.images.data(), &ds.black);
   return device == Device::CPU ? ds : ds.to(device);
 }
 
@@ -185,6 +190,7 @@ Dataset slice_rows(const Dataset& ds, int64_t begin, int64_t end, const std::str
   Dataset out;
   out.name = name;
   out.num_classes = ds.num_classes;
+  out.black = ds.black;
   out.images = ds.images.rows(begin, end);
   out.host_labels.assign(ds.host_labels.begin() + begin, ds.host_labels.begin() + end);
   const size_t bytes = out.host_labels.size() * sizeof(int32_t);

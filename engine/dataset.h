@@ -29,6 +29,9 @@ struct Dataset {
   std::shared_ptr<Buffer> labels;  // int32 [N], same device as images
   std::vector<int32_t> host_labels;
   int num_classes = 10;
+  // Per channel, the stored value of a black (raw 0) pixel: -mean/std when normalised, else 0.
+  // Augmentation pads with it, as torchvision pads the raw image before Normalize.
+  std::vector<float> black;
   int64_t size() const { return images.ndim() ? images.dim(0) : 0; }
   Shape sample_shape() const { return Shape(images.shape().begin() + 1, images.shape().end()); }
   const int32_t* label_data() const { return static_cast<const int32_t*>(labels->data()); }
@@ -42,7 +45,6 @@ struct DataOptions {
   bool normalize = true;          // per-dataset mean/std (per channel for CIFAR-10)
   int64_t train_limit = 0;        // 0: all
   int64_t test_limit = 0;
-  bool augment = false;           // CIFAR: random crop (pad 4) + horizontal flip, on the device
   // Keras validation_split: the last fraction of the (limited) training samples, taken before
   // any shuffling, becomes split "val"; "train" keeps the first int(n * (1 - val_split)).
   double val_split = 0;

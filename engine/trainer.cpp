@@ -299,7 +299,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
   auto checkpoint = [this](const char* why) {
     if (on_checkpoint) on_checkpoint(position(), why);
   };
-  BatchIterator it(train, opts_.batch_size, opts_.shuffle, ctx_.seed);
+  BatchIterator it(train, opts_.batch_size, opts_.shuffle, ctx_.seed, opts_.augment);
   std::vector<std::pair<int, int>> bsched;
   if (!opts_.batch_schedule.empty()) bsched = parse_batch_schedule(opts_.batch_schedule);
   std::vector<EpochRecord> out;

@@ -27,6 +27,10 @@ struct TrainOptions {
   int64_t batch_size = 64;
   int64_t eval_batch_size = 1000;
   bool shuffle = true;
+  // CIFAR-10 (3x32x32) training batches: random crop from the image padded by 4 black pixels +
+  // horizontal flip (torchvision RandomCrop(32, padding=4), RandomHorizontalFlip()). Evaluation
+  // never augments.
+  bool augment = false;
   std::string batch_schedule;    // "0:512,5:256,10:128" (epoch:batch), empty: fixed
   bool scale_lr_with_batch = false;  // lr * batch / first batch (linear scaling rule)
   int log_every = 0;             // steps between per-step JSONL records (0: per epoch only)

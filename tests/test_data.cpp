@@ -367,6 +367,15 @@ TEST(Cifar, GeneratedFilesLoadWithLayoutAndNormalisation) {
         ASSERT_FLOAT_EQ(v[(n * 3 + c) * 1024 + p], want) << n << " " << c << " " << p;
       }
   }
+  // Black, the augmentation's padding: a 0 byte normalised (torchvision pads before Normalize);
+  // without normalisation, 0.
+  ASSERT_EQ(ds.black.size(), 3u);
+  for (int c = 0; c < 3; ++c) EXPECT_FLOAT_EQ(ds.black[c], -mean[c] / sd[c]) << c;
+  EXPECT_NEAR(ds.black[0], -1.9895, 1e-4);
+  EXPECT_EQ(slice_rows(ds, 1, 3, "s").black, ds.black);
+  DataOptions raw = o;
+  raw.normalize = false;
+  EXPECT_EQ(load_dataset(raw, "train", Device::CPU).black, (std::vector<float>{0, 0, 0}));
   o.train_limit = 4;  // spans the first two files
   Dataset lim = load_dataset(o, "train", Device::CPU);
   EXPECT_EQ(lim.size(), 4);
@@ -457,10 +466,11 @@ TEST(BatchIterator, UsageErrors) {
 }
 
 // ---- augmentation -----------------------------------------------------------------------------
-// The reference against a literal re-derivation: pad with zeros to 40x40, crop 32x32 at the
-// hashed offset, then mirror if the hash says so.
+// The reference against a literal re-derivation: pad with each channel's black to 40x40, crop
+// 32x32 at the hashed offset, then mirror if the hash says so.
 TEST(Augment, CropFlipMatchesExplicitPadCropFlip) {
   Dataset ds = random_dataset(23, {3, 32, 32}, 7);
+  ds.black = {-1.5f, 0.25f, -2.0f};  // a different fill per channel
   const uint64_t seed = 99;
   BatchIterator it(ds, 8, true, seed, true);
   std::vector<float> src = ds.images.to_vector();
@@ -479,7 +489,9 @@ TEST(Augment, CropFlipMatchesExplicitPadCropFlip) {
         for (int64_t i = 0; i < ds.size() && !matched; ++i) {
           if (ds.host_labels[i] != lab) continue;
           CropFlip p = augment_params(seed, epoch, i, 4);
-          std::vector<float> padded(3 * 40 * 40, 0.f), want(3 * 1024);
+          std::vector<float> padded(3 * 40 * 40), want(3 * 1024);
+          for (int c = 0; c < 3; ++c)
+            std::fill(padded.begin() + c * 1600, padded.begin() + (c + 1) * 1600, ds.black[c]);
           for (int c = 0; c < 3; ++c)
             for (int y = 0; y < 32; ++y)
               for (int x = 0; x < 32; ++x)
@@ -601,7 +613,9 @@ TEST(DataGpu, ValidationSplitOnTheDeviceHoldsTheSameRows) {
 
 TEST(DataGpu, CropFlipMatchesReference) {
   KILN_SKIP_WITHOUT_GPU();
-  compare_iterators(random_dataset(301, {3, 32, 32}, 14), 64, true, 8);
+  Dataset ds = random_dataset(301, {3, 32, 32}, 14);
+  ds.black = {-1.99f, -1.98f, -1.71f};  // CIFAR-10's, roughly: the padding is not 0
+  compare_iterators(ds, 64, true, 8);
 }
 
 // The launcher on an unaligned destination (a view one float in) must take the scalar path.

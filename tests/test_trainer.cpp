@@ -225,6 +225,62 @@ struct WatchSpy : Schedule {
 };
 }  // namespace
 
+TEST(TrainerCpu, AugmentReachesTheTrainingBatchesAndNeverEvaluation) {
+  // 3x32x32 images: with augment the model trains on cropped and flipped batches, so its
+  // weights end elsewhere than without (the same for the same seed); evaluating never augments.
+  Dataset ds;
+  ds.name = "cifar-shaped";
+  ds.images = Tensor::from_vector(test::random_vec(64 * 3072, 21), {64, 3, 32, 32}, Device::CPU);
+  for (int i = 0; i < 64; ++i) ds.host_labels.push_back(i % 10);
+  ds.labels = std::make_shared<Buffer>(64 * sizeof(int32_t), Device::CPU);
+  copy_bytes(ds.labels->data(), Device::CPU, ds.host_labels.data(), Device::CPU,
+             64 * sizeof(int32_t));
+  ds.black = {-2.f, -2.f, -2.f};
+  auto train = [&](bool augment, EvalResult* eval) {
+    ModelOptions mo;
+    mo.model = "mlp";
+    mo.width = 16;
+    mo.depth = 1;
+    auto m = make_model(mo, {3, 32, 32}, 10);
+    m->build(Device::CPU, 3);
+    Context ctx(Device::CPU, 3);
+    OptimOptions oo;
+    oo.name = "sgd";
+    oo.lr = 0.05f;
+    auto opt = make_optimizer(oo, *m);
+    auto sched = make_schedule(ScheduleOptions{}, oo.lr, 4, 1);
+    TrainOptions to;
+    to.epochs = 1;
+    to.batch_size = 16;
+    to.progress = 0;
+    to.augment = augment;
+    Trainer tr(*m, *opt, *sched, ctx, to);
+    tr.fit(ds, nullptr);
+    if (eval) {  // the same weights evaluated by a trainer that augments and one that does not
+      TrainOptions plain = to;
+      plain.augment = !augment;
+      Trainer other(*m, *opt, *sched, ctx, plain);
+      *eval = tr.evaluate(ds);
+      EvalResult e2 = other.evaluate(ds);
+      EXPECT_EQ(eval->loss, e2.loss);
+    }
+    std::vector<float> w;
+    for (auto& [name, t] : m->state_dict()) {
+      std::vector<float> v = t.to_vector();
+      w.insert(w.end(), v.begin(), v.end());
+    }
+    return w;
+  };
+  EvalResult e;
+  const std::vector<float> plain = train(false, nullptr), aug = train(true, &e);
+  EXPECT_NE(plain, aug) << "--augment did not reach the training batches";
+  EXPECT_EQ(aug, train(true, nullptr));
+  // MNIST-shaped data cannot be augmented: a usage error, not a silent no-op.
+  RunConfig c = small_mlp();
+  c.train.augment = true;
+  EXPECT_THROW(run_training(c, {}), Error);
+}
+
 TEST(TrainerCpu, PlateauScheduleGetsTheMetricItsModeWatches) {
   // Mode max watches an accuracy, mode min a loss: handing a max-mode plateau the test loss
   // made every improving epoch look worse and cut the lr while the run was still learning.

@@ -133,7 +133,9 @@ OptionTable build_table() {
                   "hold out this last fraction of the training samples for validation (Keras "
                   "validation_split); plateau and --target-acc then watch it",
                   [](RunConfig& c) -> double& { return c.data.val_split; }));
-  t.add(opt_bool("augment", "CIFAR-10 random crop + flip on the device", [](RunConfig& c) -> bool& { return c.data.augment; }));
+  t.add(opt_bool("augment",
+                 "CIFAR-10 training batches: random crop (padding 4, black) + horizontal flip",
+                 [](RunConfig& c) -> bool& { return c.train.augment; }));
   // model
   t.add(opt_str("model", "mlp | cnn | cifar", [](RunConfig& c) -> std::string& { return c.model.model; }));
   t.add(opt_int("width", "MLP hidden width", [](RunConfig& c) -> int& { return c.model.width; }));

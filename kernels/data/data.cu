@@ -65,7 +65,7 @@ static __global__ void crop_flip_gather_kernel(const float* __restrict__ src,
     dst[e] =
         inside
             ? src[static_cast<int64_t>(i) * row + c * plane + static_cast<int64_t>(sy) * s.w + sx]
-            : 0.0f;
+            : crop_fill(s, c);
   }
   if (labels && dst_labels)
     for (int64_t j = tid; j < s.count; j += stride) dst_labels[j] = labels[idx[j]];

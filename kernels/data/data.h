@@ -1,5 +1,5 @@
 // Data kernels: gathering a batch of dataset rows (images and int32 labels) through an index
-// array, and CIFAR-style augmentation (random crop from a zero-padded image + horizontal flip)
+// array, and CIFAR-style augmentation (random crop from a black-padded image + horizontal flip)
 // fused into that gather. The random choices come from a counter-based hash of
 // (seed, epoch, dataset index), defined here for host and device, so the CPU reference and the
 // GPU kernel pick the same crop and flip for every sample, independent of batch size or order.
@@ -54,13 +54,21 @@ struct GatherShape {
 };
 
 // Gather with crop/flip: samples are (c, h, w) images; out-of-image pixels of the padded view
-// read as 0 (in the stored, normalised space).
+// read as fill[c] (channels past the third as fill[2]): the dataset's black, so the padding is
+// black as torchvision's RandomCrop(padding=4) makes it before Normalize.
 struct CropFlipShape {
   int64_t n_src = 0, count = 0;
   int c = 0, h = 0, w = 0;
   int pad = 4;
   uint64_t seed = 0, epoch = 0;
+  float fill[3] = {0, 0, 0};
 };
+
+// fill[c] by constant indices (a dynamic index into a kernel's by-value argument would put it
+// in local memory).
+KILN_DATA_HD inline float crop_fill(const CropFlipShape& s, int c) {
+  return c == 0 ? s.fill[0] : c == 1 ? s.fill[1] : s.fill[2];
+}
 
 // ---- CUDA launchers (built with CUDA only) ----------------------------------------------------
 // labels / dst_labels may both be null to gather images only.

@@ -44,7 +44,8 @@ void crop_flip_gather_fwd_ref(const T* src, const int32_t* labels, const int32_t
           int sy = y + p.oy - s.pad;
           int sx = (p.flip ? s.w - 1 - x : x) + p.ox - s.pad;
           bool inside = sy >= 0 && sy < s.h && sx >= 0 && sx < s.w;
-          out[c * plane + y * s.w + x] = inside ? in[c * plane + sy * s.w + sx] : T(0);
+          out[c * plane + y * s.w + x] =
+              inside ? in[c * plane + sy * s.w + sx] : T(crop_fill(s, c));
         }
   }
   gather_labels(labels, idx, s.count, dst_labels);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # train_cifar on small generated CIFAR-10 binary batches (valid format, random pixels, labels
 # tied to the mean colour so there is something to learn): one epoch runs end to end with the
-# cifar model and augmentation; a missing data directory is a one-line error.
+# cifar model and augmentation (which changes the result); a missing data directory is a
+# one-line error.
 set -euo pipefail
 : "${KILN_BIN:?}"
 tmp=$(mktemp -d)
@@ -26,6 +27,11 @@ PY
 out=$("$KILN_BIN/train_cifar" --device cpu --data-dir data --epochs 1 --batch-size 20 2>&1)
 echo "$out"
 echo "$out" | grep -q '^epoch 1: ' && echo "$out" | grep -q '^test_acc=' || { echo "FAIL: no training output"; exit 1; }
+# train_cifar augments by default: without it the same run trains on other batches and ends
+# with another test loss (augmentation once never reached the trainer).
+plain=$("$KILN_BIN/train_cifar" --device cpu --data-dir data --epochs 1 --batch-size 20 --no-augment 2>&1)
+[ "$(echo "$out" | grep '^test_acc=' | cut -d' ' -f2)" != "$(echo "$plain" | grep '^test_acc=' | cut -d' ' -f2)" ] ||
+  { echo "FAIL: --augment changes nothing"; echo "$plain"; exit 1; }
 "$KILN_BIN/train_cifar" --summary | grep -q '3, 32, 32' || { echo "FAIL: --summary input shape"; exit 1; }
 set +e
 "$KILN_BIN/train_cifar" --device cpu --data-dir nowhere --epochs 1 > /dev/null 2> err.txt
