@@ -26,7 +26,7 @@ inline RunConfig default_run_config() {
   cfg.optim.lr = 0.003f;
   cfg.sched.name = "one-cycle";
   cfg.model.width = 256;
-  cfg.model.init = "kaiming";  // He init suits these all-ReLU nets (--init default: PyTorch's)
+  cfg.model.init = "kaiming";  // He init suits the default ReLU nets (--init default: PyTorch's)
   return cfg;
 }
 

@@ -86,7 +86,10 @@ void Model::build(Device device, uint64_t seed) {
   num_params_ = 0;
   for (auto& r : param_refs_) num_params_ += shape_numel(r.param->shape);
 
-  // 3. initialise on the host from the seed, in registration order, then upload once
+  // 3. initialise on the host from the seed, in registration order, then upload once (so CPU
+  // and CUDA models start from the same weights). std::uniform_real_distribution and
+  // std::normal_distribution are implementation-defined: a seed gives the same weights with the
+  // same C++ standard library (libstdc++ in every build here), not across libraries.
   std::vector<float> host(static_cast<size_t>(off), 0.0f);
   std::mt19937_64 gen(seed);
   for (auto& r : param_refs_) {

@@ -9,6 +9,7 @@
 #include "engine/json.h"
 #include "engine/tensor.h"
 #include "layers/activation.h"
+#include "layers/conv.h"
 #include "layers/linear.h"
 #include "layers/models.h"
 #include "test_util.h"
@@ -155,6 +156,54 @@ TEST(Model, InitIsSeededAndPyTorchBounded) {
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
   for (int i = 0; i < 5000; ++i) EXPECT_LE(std::fabs(a[i]), 0.1f + 1e-7f);  // 1/sqrt(fan_in)
+}
+
+// Each --init scheme against torch.nn.init's formulas, on the sample statistics of a large
+// layer: the uniform bound (the largest |w| within 1% below it) and the std (within 3%; the
+// uniform's is bound/sqrt(3)). Biases keep PyTorch's default, U(+-1/sqrt(fan_in)), under every
+// scheme (nn.init.*_(m.weight) leaves the bias alone).
+TEST(Model, InitSchemesFollowTorchNnInit) {
+  struct Stats {
+    double max_abs = 0, mean = 0, std = 0;
+  };
+  auto stats = [](const std::vector<float>& v) {
+    Stats st;
+    for (float x : v) st.max_abs = std::max(st.max_abs, std::fabs(double(x))), st.mean += x;
+    st.mean /= double(v.size());
+    for (float x : v) st.std += (x - st.mean) * (x - st.mean);
+    st.std = std::sqrt(st.std / double(v.size()));
+    return st;
+  };
+  // Conv2d(64 -> 128, k3): fan_in 576, fan_out 1152 (PyTorch: in/out channels * kh * kw).
+  const double fi = 576, fo = 1152;
+  struct Want {
+    const char* name;
+    double bound, std;  // bound 0: normal
+  };
+  const Want wants[] = {{"default", 1 / std::sqrt(fi), 1 / std::sqrt(3 * fi)},
+                        {"kaiming", std::sqrt(6 / fi), std::sqrt(2 / fi)},
+                        {"kaiming_normal", 0, std::sqrt(2 / fi)},
+                        {"xavier", std::sqrt(6 / (fi + fo)), std::sqrt(2 / (fi + fo))},
+                        {"xavier_normal", 0, std::sqrt(2 / (fi + fo))}};
+  for (const Want& w : wants) {
+    Model m({64, 8, 8});
+    m.add(std::make_unique<Conv2d>(64, 128, 3, 1, 0, true, parse_init_scheme(w.name)));
+    m.build(Device::CPU, 7);
+    auto sd = m.state_dict();
+    ASSERT_EQ(sd[0].first, "0.weight");
+    Stats ws = stats(sd[0].second.to_vector()), bs = stats(sd[1].second.to_vector());
+    EXPECT_NEAR(ws.std, w.std, 0.03 * w.std) << w.name;
+    EXPECT_NEAR(ws.mean, 0, 0.02 * w.std) << w.name;
+    if (w.bound > 0) {
+      EXPECT_LE(ws.max_abs, w.bound * (1 + 1e-6)) << w.name;
+      EXPECT_GE(ws.max_abs, w.bound * 0.99) << w.name;
+    } else {
+      EXPECT_GT(ws.max_abs, 3 * w.std) << w.name << ": not truncated";
+    }
+    EXPECT_LE(bs.max_abs, 1 / std::sqrt(fi) * (1 + 1e-6)) << w.name << " bias";
+    EXPECT_GT(bs.max_abs, 0.5 / std::sqrt(fi)) << w.name << " bias";
+  }
+  EXPECT_THROW(parse_init_scheme("he_uniformish"), Error);
 }
 
 TEST(Options, CliFlagsBoolsAndErrors) {

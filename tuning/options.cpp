@@ -149,7 +149,10 @@ OptionTable build_table() {
                 "element | channel (Dropout2d: one draw per sample and channel after conv blocks)",
                 [](RunConfig& c) -> std::string& { return c.model.dropout_kind; }));
   t.add(opt_int("pool-after", "cnn: conv layers before the maxpool (0..7; 4: after the 1x1, RF 7)", [](RunConfig& c) -> int& { return c.model.pool_after; }));
-  t.add(opt_str("init", "default | kaiming | kaiming_normal | xavier | xavier_normal", [](RunConfig& c) -> std::string& { return c.model.init; }));
+  t.add(opt_str("init",
+                "default (PyTorch's) | kaiming | kaiming_normal (ReLU gain sqrt 2, fan_in) | "
+                "xavier | xavier_normal (gain 1); biases keep PyTorch's default",
+                [](RunConfig& c) -> std::string& { return c.model.init; }));
   // optimizer
   t.add(opt_str("optimizer", "sgd | adam | adamw | rmsprop", [](RunConfig& c) -> std::string& { return c.optim.name; }));
   t.add(opt_float("lr", "learning rate", [](RunConfig& c) -> float& { return c.optim.lr; }));
