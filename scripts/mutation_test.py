@@ -272,7 +272,7 @@ MUTANTS = [
      [("KILN_CHECK(stored == hex32(dcrc), what", "KILN_CHECK(true || stored == hex32(dcrc), what")],
      "a checkpoint whose tensor bytes were corrupted loads without complaint"),
     ("sweep-median-prune", "tuning/sweep.cpp",
-     [("if (!better(med, m, spec.maximize)) return true;", "if (better(med, m, spec.maximize)) return true;")],
+     [("if (!better(med, best, spec.maximize)) return true;", "if (better(med, best, spec.maximize)) return true;")],
      "median pruning stops the trials that are better than the median"),
     ("sweep-resume-reruns", "tuning/sweep.cpp",
      [("return std::any_of(rs.begin(), rs.end(), [&](const TrialRecord& r) { return r.trial == i; });",
