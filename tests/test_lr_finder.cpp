@@ -173,7 +173,10 @@ std::vector<double> expect_restores_state(const std::string& device) {
   auto before = all_state(*s);
   LrFindOptions o;
   o.start_lr = 1e-5f;
-  o.end_lr = 1.0f;
+  // Up to 0.01: Adam steps at lr 0.1-1 amplify the last-bit differences between the CPU and GPU
+  // sums past the GPU test's 1e-3 (0.15% at step 11 on the emulator once the ramp became
+  // fastai's); below 0.01 they stay under 2e-6.
+  o.end_lr = 0.01f;
   o.num_it = 12;  // more than one epoch of 8 batches: crosses an epoch boundary
   o.restore = false;
   LrFindResult r = lr_find(*s, o);
