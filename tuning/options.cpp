@@ -171,8 +171,8 @@ OptionTable build_table() {
   t.add(opt_float("clipnorm", "clip each gradient tensor to this L2 norm (Keras clipnorm)", [](RunConfig& c) -> float& { return c.optim.clipnorm; }));
   t.add(opt_float("global-clipnorm", "clip the global gradient norm (clip_grad_norm_)", [](RunConfig& c) -> float& { return c.optim.global_clipnorm; }));
   t.add(opt_float("clipvalue", "clip each gradient element to [-x, x]", [](RunConfig& c) -> float& { return c.optim.clipvalue; }));
-  t.add(opt_float("l1", "L1 penalty on weights", [](RunConfig& c) -> float& { return c.optim.l1; }));
-  t.add(opt_float("l2", "L2 penalty on weights (l2 * sum w^2 added to the loss)", [](RunConfig& c) -> float& { return c.optim.l2; }));
+  t.add(opt_float("l1", "L1 penalty on weights (l1 * sum |w| in the objective; logged as l1_penalty, not in train_loss)", [](RunConfig& c) -> float& { return c.optim.l1; }));
+  t.add(opt_float("l2", "L2 penalty on weights (l2 * sum w^2 in the objective; logged as l2_penalty, not in train_loss)", [](RunConfig& c) -> float& { return c.optim.l2; }));
   t.add(opt_bool("penalize-all", "L1/L2 on biases and norm parameters too", [](RunConfig& c) -> bool& { return c.optim.penalize_all; }));
   // schedule
   t.add(opt_str("schedule", "constant|step|multistep|exponential|inverse-time|inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|cyclic|one-cycle|plateau|manual", [](RunConfig& c) -> std::string& { return c.sched.name; }));
