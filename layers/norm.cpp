@@ -162,6 +162,12 @@ Shape GroupNorm::setup(const Shape& in) {
                    "layer " << name() << " (" << describe() << "): " << channels_
                             << " channels are not divisible by " << groups_ << " groups");
   hw_ = spatial_size(*this, in, in.size() == 3, channels_);
+  // One value per group normalises to 0 whatever the input: the layer would output its bias
+  // and pass no gradient back. PyTorch raises only when the batch holds one sample too.
+  KILN_USAGE_CHECK(channels_ / groups_ * hw_ > 1,
+                   "layer " << name() << " (" << describe() << "): input " << shape_str(in)
+                            << " leaves 1 value per group, which normalises to 0 (the output "
+                               "would be the bias alone); use fewer groups");
   add_param("weight", {channels_}, Init::ones(), false);
   add_param("bias", {channels_}, Init::zeros(), false);
   return in;

@@ -393,6 +393,9 @@ MUTANTS = [
     ("lr-find-debias", "tuning/lr_finder.cpp",
      [("return avg / (1 - std::pow(beta, static_cast<double>(n)));", "return avg;")],
      "the LR finder's EMA is not debiased (its first points read far too low)"),
+    ("gn-one-value-per-group", "layers/norm.cpp",
+     [("KILN_USAGE_CHECK(channels_ / groups_ * hw_ > 1,", "KILN_USAGE_CHECK(channels_ / groups_ * hw_ > 0,")],
+     "a group norm whose groups hold one value each builds (it outputs its bias and passes no gradient)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -163,6 +163,36 @@ TEST(GroupNormLayer, GroupsNotDividingChannelsIsUsageErrorNamingLayer) {
   }
 }
 
+TEST(GroupNormLayer, OneValuePerGroupIsUsageErrorNamingLayer) {
+  // width 8 with 8 groups on 1-D features: every group is one value, normalised to 0.
+  ModelOptions o;
+  o.model = "mlp";
+  o.width = 8;
+  o.depth = 1;
+  o.norm = "group";
+  o.groups = 8;
+  try {
+    make_model(o, {1, 4, 4}, 10)->build(Device::CPU, 1);
+    FAIL() << "expected a usage error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("layer 2 (GroupNorm(8 groups, 8 channels)): input [8] leaves 1 "
+                               "value per group"),
+              std::string::npos)
+        << e.message();
+  }
+  o.groups = 4;  // two values per group build and train
+  auto m = make_model(o, {1, 4, 4}, 10);
+  m->build(Device::CPU, 1);
+  // Spatial input: 4 channels, 4 groups, but 2x2 positions per channel is 4 values per group.
+  Model s({4, 2, 2});
+  s.add(std::make_unique<GroupNorm>(4, 4));
+  s.build(Device::CPU, 1);
+  Model s1({4, 1, 1});
+  s1.add(std::make_unique<GroupNorm>(4, 4));
+  EXPECT_THROW(s1.build(Device::CPU, 1), Error);
+}
+
 TEST(BatchNormLayer, WrongChannelsAndSingleValueTrainingAreUsageErrors) {
   Model m({4, 3, 3});
   m.add(std::make_unique<BatchNorm>(5, true));
