@@ -143,16 +143,20 @@ TEST(GroupNormRef, GradCheck1d) { check_grads(Op::Gn, {3, 4, 1, 2}, 16); }
 TEST(GroupNormRef, GradCheckOneGroupIsLayerNorm) { check_grads(Op::Gn, {2, 3, 4, 1}, 17); }
 
 // ---- errors and builders -----------------------------------------------------------------------
-TEST(GroupNormLayer, GroupsNotDividingChannelsIsUsageErrorNamingLayer) {
+// A one-hidden-layer mlp of width 8 on 1x4x4 input with group norm in `groups` groups.
+std::unique_ptr<Model> mlp8_group_norm(int groups) {
   ModelOptions o;
   o.model = "mlp";
   o.width = 8;
   o.depth = 1;
   o.norm = "group";
-  o.groups = 3;
-  auto m = make_model(o, {1, 4, 4}, 10);
+  o.groups = groups;
+  return make_model(o, {1, 4, 4}, 10);
+}
+
+TEST(GroupNormLayer, GroupsNotDividingChannelsIsUsageErrorNamingLayer) {
   try {
-    m->build(Device::CPU, 1);
+    mlp8_group_norm(3)->build(Device::CPU, 1);
     FAIL() << "expected a usage error";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Usage);
@@ -165,14 +169,8 @@ TEST(GroupNormLayer, GroupsNotDividingChannelsIsUsageErrorNamingLayer) {
 
 TEST(GroupNormLayer, OneValuePerGroupIsUsageErrorNamingLayer) {
   // width 8 with 8 groups on 1-D features: every group is one value, normalised to 0.
-  ModelOptions o;
-  o.model = "mlp";
-  o.width = 8;
-  o.depth = 1;
-  o.norm = "group";
-  o.groups = 8;
   try {
-    make_model(o, {1, 4, 4}, 10)->build(Device::CPU, 1);
+    mlp8_group_norm(8)->build(Device::CPU, 1);
     FAIL() << "expected a usage error";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Usage);
@@ -181,9 +179,7 @@ TEST(GroupNormLayer, OneValuePerGroupIsUsageErrorNamingLayer) {
               std::string::npos)
         << e.message();
   }
-  o.groups = 4;  // two values per group build and train
-  auto m = make_model(o, {1, 4, 4}, 10);
-  m->build(Device::CPU, 1);
+  mlp8_group_norm(4)->build(Device::CPU, 1);  // two values per group build
   // Spatial input: 4 channels, 4 groups, but 2x2 positions per channel is 4 values per group.
   Model s({4, 2, 2});
   s.add(std::make_unique<GroupNorm>(4, 4));
