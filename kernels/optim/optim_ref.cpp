@@ -2,6 +2,7 @@
 // CUDA step), the chunk table and workspace layout the CUDA step uses, and the launch counter.
 #include <atomic>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "engine/error.h"
@@ -18,25 +19,20 @@ namespace {
 template <typename T, bool kPenalize>
 void tensor_sums(const T* w, const T* g, int64_t b, int64_t e, float l1, float l2, double* sg,
                  double* sw, double* sa) {
+  // Adds element i's terms to one lane (or to the tail's sums).
+  auto add = [&](int64_t i, double& sg_, double& sw_, double& sa_) {
+    const double wk = static_cast<double>(w[i]);
+    const double gk = static_cast<double>(optim_penalised_grad(g[i], w[i], kPenalize, l1, l2));
+    sg_ += gk * gk;
+    sw_ += wk * wk;
+    if (kPenalize) sa_ += std::fabs(wk);
+  };
   double g4[4] = {0, 0, 0, 0}, w4[4] = {0, 0, 0, 0}, a4[4] = {0, 0, 0, 0};
   int64_t i = b;
   for (; i + 4 <= e; i += 4)
-    for (int k = 0; k < 4; ++k) {
-      const double wk = static_cast<double>(w[i + k]);
-      const double gk =
-          static_cast<double>(optim_penalised_grad(g[i + k], w[i + k], kPenalize, l1, l2));
-      g4[k] += gk * gk;
-      w4[k] += wk * wk;
-      if (kPenalize) a4[k] += std::fabs(wk);
-    }
+    for (int k = 0; k < 4; ++k) add(i + k, g4[k], w4[k], a4[k]);
   double tg = 0, tw = 0, ta = 0;
-  for (; i < e; ++i) {
-    const double wk = static_cast<double>(w[i]);
-    const double gk = static_cast<double>(optim_penalised_grad(g[i], w[i], kPenalize, l1, l2));
-    tg += gk * gk;
-    tw += wk * wk;
-    if (kPenalize) ta += std::fabs(wk);
-  }
+  for (; i < e; ++i) add(i, tg, tw, ta);
   *sg = ((g4[0] + g4[1]) + (g4[2] + g4[3])) + tg;
   *sw = ((w4[0] + w4[1]) + (w4[2] + w4[3])) + tw;
   *sa = ((a4[0] + a4[1]) + (a4[2] + a4[3])) + ta;
@@ -74,6 +70,9 @@ void update_tensor(T* w, const T* g, T* s1, T* s2, int64_t b, int64_t e, int pen
   else
     update_tensor<K, false, false>(w, g, s1, s2, b, e, decay, factor, h, sc);
 }
+
+template <OptimKind K>
+using Kind = std::integral_constant<OptimKind, K>;
 
 }  // namespace
 
@@ -138,18 +137,23 @@ void optim_step_ref(T* w, const T* g, T* s1, T* s2, const OptimTensor* tensors, 
                         h.clip_value, factor);
     };
     if (s1 && s2) {
+      // One instantiation per kind, so each loop is specialised (a function-pointer table
+      // measured 3x slower for SGD: the calls no longer inline).
+      auto update = [&](auto kind) {
+        update_tensor<decltype(kind)::value>(w, g, s1, s2, b, e, penalize, decay, factor, h, sc);
+      };
       switch (h.kind) {
         case OptimKind::SGD:
-          update_tensor<OptimKind::SGD>(w, g, s1, s2, b, e, penalize, decay, factor, h, sc);
+          update(Kind<OptimKind::SGD>{});
           break;
         case OptimKind::Adam:
-          update_tensor<OptimKind::Adam>(w, g, s1, s2, b, e, penalize, decay, factor, h, sc);
+          update(Kind<OptimKind::Adam>{});
           break;
         case OptimKind::AdamW:
-          update_tensor<OptimKind::AdamW>(w, g, s1, s2, b, e, penalize, decay, factor, h, sc);
+          update(Kind<OptimKind::AdamW>{});
           break;
         case OptimKind::RMSprop:
-          update_tensor<OptimKind::RMSprop>(w, g, s1, s2, b, e, penalize, decay, factor, h, sc);
+          update(Kind<OptimKind::RMSprop>{});
           break;
       }
     } else {
