@@ -212,7 +212,32 @@ void Trainer::check_loss_bound(double loss, int epoch, const char* what) {
   throw_error(ErrorKind::Diverged, os.str(), __FILE__, __LINE__);
 }
 
+void Trainer::check_dataset(const Dataset& ds) {
+  const Shape& out = model_.output_shape();
+  KILN_USAGE_CHECK(out.size() == 1, "model output "
+                                        << shape_str(out)
+                                        << " per sample: the softmax cross-entropy needs one "
+                                           "vector of class scores (end with GlobalAvgPool or "
+                                           "Flatten + Linear)");
+  const int64_t n = ds.size(), classes = out[0];
+  if (n == 0) return;
+  std::vector<int32_t> copied;
+  const int32_t* y = ds.host_labels.data();
+  if (static_cast<int64_t>(ds.host_labels.size()) != n) {  // a dataset built without them
+    copied.resize(static_cast<size_t>(n));
+    copy_bytes(copied.data(), Device::CPU, ds.label_data(), ds.device(),
+               static_cast<size_t>(n) * sizeof(int32_t), ctx_.stream());
+    ctx_.sync();
+    y = copied.data();
+  }
+  for (int64_t i = 0; i < n; ++i)
+    KILN_CHECK(y[i] >= 0 && y[i] < classes, ds.name << ": label " << y[i] << " of sample " << i
+                                                    << " is outside the model's " << classes
+                                                    << " classes [0, " << classes << ")");
+}
+
 EvalResult Trainer::evaluate(const Dataset& ds) {
+  check_dataset(ds);
   bool was_training = ctx_.training;
   model_.eval(ctx_);
   Buffer acc(3 * sizeof(double), ctx_.device());
@@ -299,6 +324,9 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
   auto checkpoint = [this](const char* why) {
     if (on_checkpoint) on_checkpoint(position(), why);
   };
+  // Before the first step, so a bad held-out label does not cost an epoch of training.
+  for (const Dataset* ds : {&train, test, val_set})
+    if (ds) check_dataset(*ds);
   BatchIterator it(train, opts_.batch_size, opts_.shuffle, ctx_.seed, opts_.augment);
   std::vector<std::pair<int, int>> bsched;
   if (!opts_.batch_schedule.empty()) bsched = parse_batch_schedule(opts_.batch_schedule);

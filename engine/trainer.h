@@ -150,6 +150,10 @@ class Trainer {
   // Forward..optimizer step; dev: the optimizer reads its step arguments there (graph capture).
   void enqueue_step(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum,
                     const OptimStepArgs* dev);
+  // Usage error unless the model ends in one vector of class scores per sample, runtime error
+  // (naming the dataset and sample) for a label outside [0, classes): the loss would read past
+  // its row of logits.
+  void check_dataset(const Dataset& ds);
   void check_nonfinite(bool sync, int epoch);
   void check_loss_bound(double loss, int epoch, const char* what);
   std::string largest_grad_layer();

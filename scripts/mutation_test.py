@@ -396,6 +396,9 @@ MUTANTS = [
     ("gn-one-value-per-group", "layers/norm.cpp",
      [("KILN_USAGE_CHECK(channels_ / groups_ * hw_ > 1,", "KILN_USAGE_CHECK(channels_ / groups_ * hw_ > 0,")],
      "a group norm whose groups hold one value each builds (it outputs its bias and passes no gradient)"),
+    ("trainer-label-range", "engine/trainer.cpp",
+     [("KILN_CHECK(y[i] >= 0 && y[i] < classes,", "KILN_CHECK(y[i] >= 0,")],
+     "labels past the model's classes are trained on (the loss reads the next sample's logits)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

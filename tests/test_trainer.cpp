@@ -12,6 +12,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
+#include "layers/conv.h"
 #include "test_util.h"
 #include "tuning/run.h"
 
@@ -570,4 +571,96 @@ TEST(TrainerCpu, RestoreBestEndsWithTheBestEpochsWeightsAlsoAfterAResume) {
   c.train.early_stop = 0;  // the best epoch is the early stopping's
   EXPECT_THROW(c.validate(), Error);
   std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+namespace {
+// 16 samples of 1x4x4 noise labelled i % 3, on the CPU.
+Dataset three_class_noise(const char* name) {
+  Dataset ds;
+  ds.name = name;
+  ds.images = Tensor::from_vector(test::random_vec(16 * 16, 31), {16, 1, 4, 4}, Device::CPU);
+  for (int i = 0; i < 16; ++i) ds.host_labels.push_back(i % 3);
+  ds.labels = std::make_shared<Buffer>(16 * sizeof(int32_t), Device::CPU);
+  copy_bytes(ds.labels->data(), Device::CPU, ds.host_labels.data(), Device::CPU,
+             16 * sizeof(int32_t));
+  return ds;
+}
+}  // namespace
+
+TEST(TrainerCpu, LabelsOutsideTheClassesAndNonVectorOutputsAreRefusedBeforeTraining) {
+  // The loss reads logits[label]: a label past the model's classes would read the next row
+  // (PyTorch raises "Target 2 is out of bounds"). Checked for every set before the first step.
+  const Dataset train = three_class_noise("noise/train"),
+                test_set = three_class_noise("noise/test");
+  auto fit = [](std::unique_ptr<Model> m, const Dataset& train, const Dataset* test) {
+    m->build(Device::CPU, 5);
+    Context ctx(Device::CPU, 5);
+    OptimOptions oo;
+    oo.name = "sgd";
+    oo.lr = 0.05f;
+    auto opt = make_optimizer(oo, *m);
+    auto sched = make_schedule(ScheduleOptions{}, oo.lr, 1, 1);
+    TrainOptions to;
+    to.epochs = 1;
+    to.batch_size = 8;
+    to.progress = 0;
+    Trainer tr(*m, *opt, *sched, ctx, to);
+    const std::vector<float> before = m->state_dict()[0].second.to_vector();
+    try {
+      tr.fit(train, test);
+    } catch (const Error&) {
+      EXPECT_EQ(m->state_dict()[0].second.to_vector(), before) << "trained before refusing";
+      throw;
+    }
+  };
+  auto mlp = [](int64_t classes) {
+    ModelOptions mo;
+    mo.model = "mlp";
+    mo.width = 8;
+    mo.depth = 1;
+    return make_model(mo, {1, 4, 4}, classes);
+  };
+  EXPECT_NO_THROW(fit(mlp(3), train, &test_set));
+  try {
+    fit(mlp(2), train, &test_set);
+    FAIL() << "labels 0..2 trained a 2-class model";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Runtime);
+    EXPECT_EQ(e.message().substr(0, e.message().find(" (")),
+              "noise/train: label 2 of sample 2 is outside the model's 2 classes [0, 2)");
+  }
+  Dataset bad_test = three_class_noise("noise/test");
+  bad_test.host_labels[13] = -1;
+  copy_bytes(bad_test.labels->data(), Device::CPU, bad_test.host_labels.data(), Device::CPU,
+             16 * sizeof(int32_t));
+  try {
+    fit(mlp(3), train, &bad_test);
+    FAIL() << "a test label of -1 was scored";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("noise/test: label -1 of sample 13 is outside the model's 3 "
+                               "classes [0, 3)"),
+              std::string::npos)
+        << e.message();
+  }
+  // Labels without the host copy are read from the labels buffer.
+  Dataset no_host = three_class_noise("noise/buffer-only");
+  no_host.host_labels.clear();
+  try {
+    fit(mlp(2), no_host, nullptr);
+    FAIL() << "labels 0..2 trained a 2-class model";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("noise/buffer-only: label 2 of sample 2"), std::string::npos)
+        << e.message();
+  }
+  // A model whose output is a feature map, not one score vector per sample.
+  auto conv_only = std::make_unique<Model>(Shape{1, 4, 4});
+  conv_only->add(std::make_unique<Conv2d>(1, 3, 3));
+  try {
+    fit(std::move(conv_only), train, nullptr);
+    FAIL() << "a [3, 2, 2] output was treated as class scores";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("model output [3, 2, 2] per sample"), std::string::npos)
+        << e.message();
+  }
 }
