@@ -23,19 +23,23 @@ static const char* kUsage =
     "       sweep --report DIR | --importance DIR\n"
     "Runs the trials of a grid or random sweep (see experiments/*.yaml and docs/EXPERIMENTS.md).\n"
     "  --dir DIR       results directory (default sweeps/<file name>); holds results.jsonl,\n"
-    "                  results.csv, sweep.yaml (a copy), trials/trial-<id>.jsonl, locks/\n"
+    "                  results.csv, sweep.yaml (a copy), trials/trial-<id>.jsonl (metrics)\n"
+    "                  and trial-<id>.log (its console lines, e.g. --grad-report), locks/\n"
     "  --resume        skip trials already in DIR/results.jsonl\n"
     "  --worker i/N    run only trials with id % N == i (several processes may share DIR)\n"
     "  --top K         leaderboard rows (default 20)\n"
     "  --dry-run       validate the file and list the trials without running them\n"
     "  --report DIR    print the leaderboard, the over-seeds table (when 'seed' is a\n"
-    "                  parameter) and the importance table of a sweep directory, and exit\n"
+    "                  parameter) and, for a random sweep, the importance table of a sweep\n"
+    "                  directory, and exit\n"
     "  --importance DIR  print only the parameter-importance table of a sweep and exit\n"
     "Run options (--device cuda, --data-dir ..., --epochs 2) apply to every trial, over the\n"
-    "file's base mapping; they may not name a swept parameter. --save FILE writes one model per\n"
+    "file's base mapping; they may not name a swept option (nor --log: see --dir). --save FILE "
+    "writes one model per\n"
     "trial (FILE with .trial-<id> before the extension); a trial stopped by SIGINT/SIGTERM\n"
     "checkpoints into DIR/trials/trial-<id>-checkpoints and --resume runs it again.\n"
-    "Exit codes: 0 ok, 1 runtime error or every trial failed, 2 usage error.\n";
+    "Exit codes: 0 ok, 1 runtime error or every trial failed, 2 usage error, 130/143 stopped\n"
+    "by SIGINT/SIGTERM (finished trials are kept; --resume continues).\n";
 
 static std::string read_text(const std::string& path) {
   std::ifstream f(path);
@@ -127,16 +131,26 @@ int main(int argc, char** argv) {
                      (files.empty() ? "missing the sweep YAML file" : "more than one sweep file")
                          << " (usage: sweep SWEEP.yaml [--dir DIR] ...)");
     SweepSpec spec = load_sweep(files[0]);
-    // Flags may not fight the sweep over a swept parameter.
+    // Flags may not fight the sweep over a swept option, alone or in a grouped parameter.
     for (size_t i = 1; i < rest.size(); ++i) {
       std::string a = rest[i];
       if (a.rfind("--", 0) != 0) continue;
       std::string key = normalize_key(
           a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2));
-      for (const auto& p : spec.params)
+      KILN_USAGE_CHECK(key != "log", a << ": each trial logs to DIR/trials/trial-<id>.jsonl (and "
+                                          "its console lines to trial-<id>.log)");
+      for (const auto& p : spec.params) {
         KILN_USAGE_CHECK(p.name != key && "no-" + p.name != key,
                          a << ": '" << p.name << "' is a parameter of " << files[0]
                            << "; it cannot also be set on the command line");
+        for (const auto& bundle : p.bundles)
+          for (const auto& kv : bundle) {
+            const std::string k = normalize_key(kv.first);
+            KILN_USAGE_CHECK(k != key && "no-" + k != key,
+                             a << ": '" << k << "' is set by parameter '" << p.name << "' of "
+                               << files[0] << "; it cannot also be set on the command line");
+          }
+      }
     }
     RunConfig base = app::default_run_config();
     base.train.epochs = 1;

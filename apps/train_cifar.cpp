@@ -12,7 +12,8 @@ static const char* kUsage =
     "Defaults: --dataset cifar10 --model cifar --augment --epochs 3 --batch-size 32 --optimizer "
     "adam\n"
     "          --lr 0.003 --schedule one-cycle (one-cycle peaks at --lr)\n"
-    "Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 training diverged.\n\noptions:\n";
+    "Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 training diverged, 130/143 stopped by\n"
+    "SIGINT/SIGTERM after writing a checkpoint (--resume continues).\n\noptions:\n";
 
 int main(int argc, char** argv) {
   RunConfig cfg = app::default_run_config();

@@ -442,6 +442,21 @@ TrialRunner default_trial_runner() {
   return [](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch) {
     RunHooks hooks;
     hooks.on_epoch = on_epoch;
+    // What the trial would print on a terminal (epoch lines, --grad-report tables, notes) goes
+    // to a text file beside its JSONL (trials/trial-<id>.log), not into the sweep's output.
+    std::ofstream text;
+    const std::string& jl = cfg.train.log_path;
+    const std::string suffix = ".jsonl";
+    if (jl.size() > suffix.size() &&
+        jl.compare(jl.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      const std::string path = jl.substr(0, jl.size() - suffix.size()) + ".log";
+      text.open(path, std::ios::trunc);
+      KILN_CHECK(text, path << ": cannot open for writing: " << std::strerror(errno));
+      hooks.log = [&text, path](const std::string& line) {
+        text << line << '\n' << std::flush;
+        KILN_CHECK(text, path << ": write failed: " << std::strerror(errno));
+      };
+    }
     RunResult r = run_training(cfg, hooks);
     if (r.stop_signal) throw TrialInterrupted(r.stop_signal);
     return r.epochs;
