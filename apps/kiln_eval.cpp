@@ -53,12 +53,18 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(!ckpt.empty(), "no checkpoint given (usage: kiln_eval CHECKPOINT ...)");
     KILN_USAGE_CHECK(split == "test" || split == "train" || split == "val",
                      "--split: '" << split << "' is not test, train or val");
-    SafetensorsFile f = read_safetensors(ckpt);
+    const SafetensorsFile f = read_checkpoint(ckpt);  // checksums verified first
     const std::string* config = f.meta("config");
     KILN_CHECK(config, "checkpoint " << ckpt << ": no config in __metadata__");
     RunConfig cfg;
     const OptionTable& table = run_options();
-    for (const auto& [k, v] : parse_json(*config).members)
+    JsonValue stored;
+    try {
+      stored = parse_json(*config);
+    } catch (const Error& e) {
+      KILN_FAIL("checkpoint " << ckpt << ": __metadata__ config: " << e.message());
+    }
+    for (const auto& [k, v] : stored.members)
       if (v.is_string() && table.find(k))
         table.set(cfg, k, v.text, "checkpoint " + ckpt + ": config '" + k + "'");
     cfg.device = device;

@@ -22,6 +22,15 @@ namespace kiln {
 
 namespace {
 
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  KILN_CHECK(in, "checkpoint " << path << ": cannot open: " << std::strerror(errno));
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  KILN_CHECK(!in.bad(), "checkpoint " << path << ": read failed");
+  return bytes;
+}
+
 bool is_step_counter(const std::string& name) {
   const std::string s = "num_batches_tracked";
   return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
@@ -58,6 +67,34 @@ uint32_t meta_crc(std::vector<std::pair<std::string, std::string>> m) {
     c = crc32("", 1, c);
     c = crc32(v.data(), v.size(), c);
     c = crc32("", 1, c);
+  }
+  return c;
+}
+
+// The data checksum. Version 2: over the tensors sorted by name, each as name NUL dtype NUL
+// shape (as in the header, "[16,1,3,3]") NUL bytes, so it covers what each tensor is called
+// and holds whatever order the file lists or stores them in (a file re-saved by another
+// safetensors writer still verifies). Version 1: the bytes alone, in header order.
+uint32_t data_crc(const SafetensorsFile& f, int version) {
+  uint32_t c = 0;
+  if (version == 1) {
+    for (const auto& t : f.tensors) c = crc32(t.data.data(), t.data.size(), c);
+    return c;
+  }
+  std::vector<const StTensor*> order;
+  for (const auto& t : f.tensors) order.push_back(&t);
+  std::sort(order.begin(), order.end(),
+            [](const StTensor* a, const StTensor* b) { return a->name < b->name; });
+  for (const StTensor* t : order) {
+    std::string shape = "[";
+    for (size_t i = 0; i < t->shape.size(); ++i)
+      shape += (i ? "," : "") + std::to_string(t->shape[i]);
+    shape += "]";
+    for (const std::string* part : {&t->name, &t->dtype, static_cast<const std::string*>(&shape)}) {
+      c = crc32(part->data(), part->size(), c);
+      c = crc32("", 1, c);
+    }
+    c = crc32(t->data.data(), t->data.size(), c);
   }
   return c;
 }
@@ -99,16 +136,22 @@ std::vector<float> expect_tensor(const SafetensorsFile& f, const std::string& na
   KILN_USAGE_CHECK(s, what << ": missing tensor " << name << " (the " << owner << " expects "
                            << shape_str(t.shape()) << "): saved from a different model or optimizer?");
   std::vector<float> out(static_cast<size_t>(t.numel()));
-  if (is_step_counter(name) && s->dtype == "I64") {
-    KILN_USAGE_CHECK(shape_numel(s->shape) == 1 && t.numel() == 1,
-                     what << ": tensor " << name << " has shape " << shape_str(s->shape) << ", the " << owner
-                          << " expects " << shape_str(t.shape()));
+  // The step counter: torch's 0-dim I64 (what kiln writes), or one float ([] or [1]).
+  if (is_step_counter(name) && (s->dtype == "I64" || s->dtype == "F32")) {
+    KILN_USAGE_CHECK(shape_numel(s->shape) == 1 && s->shape.size() <= 1 && t.numel() == 1,
+                     what << ": tensor " << name << " has shape " << shape_str(s->shape) << ", the "
+                          << owner << " expects " << shape_str(t.shape()));
+    if (s->dtype == "F32") {
+      std::memcpy(out.data(), s->data.data(), 4);
+      return out;
+    }
     int64_t c;
     std::memcpy(&c, s->data.data(), 8);
     out[0] = static_cast<float>(c);
     return out;
   }
-  KILN_CHECK(s->dtype == "F32", what << ": tensor " << name << " has dtype " << s->dtype << ", expected F32");
+  KILN_CHECK(s->dtype == "F32", what << ": tensor " << name << " has dtype " << printable(s->dtype)
+                                     << ", expected F32");
   KILN_USAGE_CHECK(s->shape == t.shape(), what << ": tensor " << name << " has shape " << shape_str(s->shape)
                                                << ", the " << owner << " expects " << shape_str(t.shape()));
   if (!out.empty()) std::memcpy(out.data(), s->data.data(), s->data.size());
@@ -163,8 +206,7 @@ std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* op
   if (opt)
     for (auto& [name, t] : opt->state()) f.tensors.push_back(to_st("optimizer." + name, t));
   for (auto& [name, t] : info.early_stop_best) f.tensors.push_back(to_st(kBestPrefix + name, t));
-  uint32_t dcrc = 0;
-  for (const auto& t : f.tensors) dcrc = crc32(t.data.data(), t.data.size(), dcrc);
+  const uint32_t dcrc = data_crc(f, kCheckpointFormatVersion);
   const TrainPosition& p = info.pos;
   std::string sums = "[" + json_number(p.train_sums[0]) + "," + json_number(p.train_sums[1]) + "," +
                      json_number(p.train_sums[2]) + "]";
@@ -195,17 +237,15 @@ void save_checkpoint(const std::string& path, Context& ctx, Model& model, Optimi
   write_file_atomic(path, bytes.data(), bytes.size());
 }
 
-CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const std::string& what, Context& ctx,
-                                     Model& model, Optimizer* opt, Schedule* sched) {
+SafetensorsFile decode_checkpoint(const std::vector<uint8_t>& bytes, const std::string& what) {
   SafetensorsFile f = decode_safetensors(bytes.data(), bytes.size(), what);
   const std::string* fv = f.meta("format_version");
   KILN_CHECK(fv, what << ": no format_version in __metadata__: not a kiln checkpoint");
-  KILN_CHECK(*fv == std::to_string(kCheckpointFormatVersion),
-             what << ": format version '" << *fv << "', this kiln (" << kiln_version() << ") reads version "
-                  << kCheckpointFormatVersion);
-  // Checksums: the data section in file order, then the metadata.
-  uint32_t dcrc = 0;
-  for (const auto& t : f.tensors) dcrc = crc32(t.data.data(), t.data.size(), dcrc);
+  KILN_CHECK(*fv == "1" || *fv == std::to_string(kCheckpointFormatVersion),
+             what << ": format version '" << printable(*fv) << "', this kiln (" << kiln_version()
+                  << ") reads versions 1 to " << kCheckpointFormatVersion);
+  // Checksums: the tensors, then the metadata.
+  const uint32_t dcrc = data_crc(f, std::atoi(fv->c_str()));
   std::string stored = meta_or_fail(f, "data_crc32", what);
   KILN_CHECK(stored == hex32(dcrc), what << ": data checksum mismatch (stored " << stored << ", computed "
                                          << hex32(dcrc) << "): the file is corrupt");
@@ -213,6 +253,16 @@ CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const st
   KILN_CHECK(stored == hex32(meta_crc(f.metadata)), what << ": metadata checksum mismatch (stored " << stored
                                                           << ", computed " << hex32(meta_crc(f.metadata))
                                                           << "): the file is corrupt");
+  return f;
+}
+
+SafetensorsFile read_checkpoint(const std::string& path) {
+  return decode_checkpoint(read_file_bytes(path), "checkpoint " + path);
+}
+
+CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const std::string& what,
+                                     Context& ctx, Model& model, Optimizer* opt, Schedule* sched) {
+  const SafetensorsFile f = decode_checkpoint(bytes, what);
   CheckpointInfo info;
   info.kiln_version = meta_or_fail(f, "kiln_version", what);
   info.config = meta_or_fail(f, "config", what);
@@ -266,8 +316,10 @@ CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const st
   for (const auto& t : f.tensors) {
     bool known = std::find(used.begin(), used.end(), t.name) != used.end();
     bool skipped_opt = !opt && t.name.rfind("optimizer.", 0) == 0;
-    KILN_USAGE_CHECK(known || skipped_opt, what << ": unexpected tensor " << t.name << " " << shape_str(t.shape)
-                                                << ": the model has no such tensor (saved from a different model?)");
+    KILN_USAGE_CHECK(known || skipped_opt,
+                     what << ": unexpected tensor " << printable(t.name) << " "
+                          << shape_str(t.shape)
+                          << ": the model has no such tensor (saved from a different model?)");
   }
   if (sched && !sched_state.empty()) sched->set_state(sched_state);
 
@@ -282,11 +334,7 @@ CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const st
 
 CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Model& model, Optimizer* opt,
                                Schedule* sched) {
-  std::ifstream in(path, std::ios::binary);
-  KILN_CHECK(in, "checkpoint " << path << ": cannot open: " << std::strerror(errno));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  KILN_CHECK(!in.bad(), "checkpoint " << path << ": read failed");
-  return load_checkpoint_bytes(bytes, "checkpoint " + path, ctx, model, opt, sched);
+  return load_checkpoint_bytes(read_file_bytes(path), "checkpoint " + path, ctx, model, opt, sched);
 }
 
 }  // namespace kiln

@@ -55,7 +55,9 @@ uint32_t crc32(const void* data, size_t n, uint32_t crc = 0);  // IEEE 802.3 (as
 
 // ---- kiln checkpoints -----------------------------------------------------------------------
 
-constexpr int kCheckpointFormatVersion = 1;
+// 2 since 2026-12-02 (the data checksum covers names, dtypes and shapes, in name order);
+// version-1 files still load.
+constexpr int kCheckpointFormatVersion = 2;
 const char* kiln_version();
 
 // Where a run stands: enough to continue it bit for bit.
@@ -115,6 +117,10 @@ std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* op
 // restores parameters, buffers, optimizer state and steps, and schedule state. Errors are one
 // line starting "checkpoint <path>: " (runtime, exit 1; a different model shape is a usage
 // error, exit 2).
+// A kiln checkpoint's container with its format version and both checksums verified, before
+// anything in it is trusted (kiln_eval reads the config through this).
+SafetensorsFile decode_checkpoint(const std::vector<uint8_t>& bytes, const std::string& what);
+SafetensorsFile read_checkpoint(const std::string& path);
 CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Model& model,
                                Optimizer* opt, Schedule* sched);
 CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const std::string& what,

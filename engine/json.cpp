@@ -8,9 +8,66 @@
 
 namespace kiln {
 
+namespace {
+// Length of the valid UTF-8 sequence starting at p[0] (of n bytes left), or 0 if none.
+size_t utf8_sequence(const unsigned char* p, size_t n) {
+  const unsigned char c = p[0];
+  if (c < 0x80) return 1;
+  size_t len;
+  unsigned char lo = 0x80, hi = 0xbf;  // the second byte's range
+  if (c >= 0xc2 && c <= 0xdf) {
+    len = 2;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    len = 3;
+    if (c == 0xe0) lo = 0xa0;  // overlong below U+0800
+    if (c == 0xed) hi = 0x9f;  // UTF-16 surrogates
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    len = 4;
+    if (c == 0xf0) lo = 0x90;  // overlong below U+10000
+    if (c == 0xf4) hi = 0x8f;  // past U+10FFFF
+  } else {
+    return 0;  // a continuation byte, an overlong lead (c0, c1) or f5..ff
+  }
+  if (n < len || p[1] < lo || p[1] > hi) return 0;
+  for (size_t i = 2; i < len; ++i)
+    if (p[i] < 0x80 || p[i] > 0xbf) return 0;
+  return len;
+}
+}  // namespace
+
+size_t utf8_error_offset(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  for (size_t i = 0; i < s.size();) {
+    const size_t len = utf8_sequence(p + i, s.size() - i);
+    if (len == 0) return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
+std::string printable(const std::string& s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c > 0x7e) return json_escape(s);
+  return s;
+}
+
 std::string json_escape(const std::string& s) {
   std::string o = "\"";
-  for (unsigned char c : s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = p[i];
+    if (c >= 0x80) {
+      const size_t len = utf8_sequence(p + i, s.size() - i);
+      if (len == 0) {
+        char b[8];
+        std::snprintf(b, sizeof b, "\\u%04x", c);
+        o += b;
+      } else {
+        o.append(s, i, len);
+        i += len - 1;
+      }
+      continue;
+    }
     switch (c) {
       case '"': o += "\\\""; break;
       case '\\': o += "\\\\"; break;

@@ -10,7 +10,15 @@
 
 namespace kiln {
 
-std::string json_escape(const std::string& s);  // with the surrounding quotes
+// With the surrounding quotes. Valid UTF-8 passes through; a byte that is not part of a valid
+// UTF-8 sequence is written as \u00XX (read as Latin-1), so the output is always valid JSON text.
+std::string json_escape(const std::string& s);
+// The offset of the first byte that is not part of a valid UTF-8 sequence (no overlong forms,
+// no surrogates, nothing past U+10FFFF), or std::string::npos when s is valid UTF-8.
+size_t utf8_error_offset(const std::string& s);
+// s itself when it is printable ASCII, else json_escape(s): for names read from a file that
+// go into one-line error messages (no newlines or terminal escapes pass through).
+std::string printable(const std::string& s);
 std::string json_number(double v);              // shortest round-trip form; null if not finite
 std::string json_number(float v);
 

@@ -21,9 +21,9 @@ namespace kiln {
 
 namespace {
 
-// The reference implementation refuses headers above 100 MB; so do we (a corrupt length must
-// not make us allocate gigabytes).
-constexpr uint64_t kMaxHeader = 100u << 20;
+// The reference implementation refuses headers above 100,000,000 bytes; so do we (a corrupt
+// length must not make us allocate gigabytes).
+constexpr uint64_t kMaxHeader = 100000000;
 
 bool host_little_endian() {
   uint32_t probe = 1;
@@ -83,8 +83,17 @@ std::vector<uint8_t> encode_safetensors(const SafetensorsFile& f) {
   JsonObject meta;
   for (const auto& kv : f.metadata) meta.add(kv.first, kv.second);
   std::string header = "{\"__metadata__\":" + meta.str();
+  // Wider dtypes first, as the reference writer lays them out: every tensor then starts at a
+  // multiple of its element size (the data section starts 8-byte aligned), so a reader may view
+  // the bytes in place (an I64 after an odd number of F32s could not be).
+  std::vector<const StTensor*> order;
+  for (const auto& t : f.tensors) order.push_back(&t);
+  std::stable_sort(order.begin(), order.end(), [](const StTensor* a, const StTensor* b) {
+    return st_dtype_size(a->dtype) > st_dtype_size(b->dtype);
+  });
   uint64_t off = 0;
-  for (const auto& t : f.tensors) {
+  for (const StTensor* tp : order) {
+    const StTensor& t = *tp;
     size_t es = st_dtype_size(t.dtype);
     KILN_CHECK(es > 0, "safetensors: tensor " << t.name << " has unknown dtype " << t.dtype);
     KILN_CHECK(t.data.size() == static_cast<size_t>(shape_numel(t.shape)) * es,
@@ -102,9 +111,9 @@ std::vector<uint8_t> encode_safetensors(const SafetensorsFile& f) {
   for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(n >> (8 * i));
   std::memcpy(out.data() + 8, header.data(), header.size());
   uint8_t* p = out.data() + 8 + header.size();
-  for (const auto& t : f.tensors) {
-    if (!t.data.empty()) std::memcpy(p, t.data.data(), t.data.size());
-    p += t.data.size();
+  for (const StTensor* t : order) {
+    if (!t->data.empty()) std::memcpy(p, t->data.data(), t->data.size());
+    p += t->data.size();
   }
   return out;
 }
@@ -117,9 +126,13 @@ SafetensorsFile decode_safetensors(const uint8_t* data, size_t size, const std::
   for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(data[i]) << (8 * i);
   KILN_CHECK(n <= size - 8, what << ": header length " << n << " runs past the end of the file ("
                                  << size << " bytes): truncated or not a safetensors file");
-  KILN_CHECK(n <= kMaxHeader, what << ": header length " << n << " exceeds the 100 MB limit");
+  KILN_CHECK(n <= kMaxHeader, what << ": header length " << n
+                                   << " exceeds the 100,000,000-byte limit of safetensors");
   KILN_CHECK(n >= 2, what << ": header length " << n << " is too small for a JSON object");
   std::string text(reinterpret_cast<const char*>(data) + 8, n);
+  const size_t bad = utf8_error_offset(text);
+  KILN_CHECK(bad == std::string::npos,
+             what << ": header is not valid UTF-8 (byte " << 8 + bad << " of the file)");
   JsonValue root;
   try {
     root = parse_json(text);
@@ -135,13 +148,14 @@ SafetensorsFile decode_safetensors(const uint8_t* data, size_t size, const std::
     if (name == "__metadata__") {
       KILN_CHECK(v.is_object(), what << ": __metadata__ is " << json_type_name(v.type) << ", expected an object");
       for (const auto& [k, mv] : v.members) {
-        KILN_CHECK(mv.is_string(), what << ": __metadata__ key '" << k << "' is " << json_type_name(mv.type)
+        KILN_CHECK(mv.is_string(), what << ": __metadata__ key " << printable(k) << " is "
+                                        << json_type_name(mv.type)
                                         << ", safetensors metadata values are strings");
         f.metadata.emplace_back(k, mv.text);
       }
       continue;
     }
-    std::string tw = what + ": tensor " + name;
+    std::string tw = what + ": tensor " + printable(name);
     KILN_CHECK(v.is_object(), tw << ": entry is " << json_type_name(v.type) << ", expected an object");
     const JsonValue* dt = v.find("dtype");
     const JsonValue* sh = v.find("shape");
@@ -151,7 +165,7 @@ SafetensorsFile decode_safetensors(const uint8_t* data, size_t size, const std::
     KILN_CHECK(off && off->is_array() && off->items.size() == 2, tw << ": data_offsets must be [begin, end]");
     KILN_CHECK(v.members.size() == 3, tw << ": unexpected keys besides dtype, shape, data_offsets");
     size_t es = st_dtype_size(dt->text);
-    KILN_CHECK(es > 0, tw << ": unknown dtype '" << dt->text << "'");
+    KILN_CHECK(es > 0, tw << ": unknown dtype " << json_escape(dt->text));
     StTensor t;
     t.name = name;
     t.dtype = dt->text;

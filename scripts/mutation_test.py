@@ -399,6 +399,15 @@ MUTANTS = [
     ("trainer-label-range", "engine/trainer.cpp",
      [("KILN_CHECK(y[i] >= 0 && y[i] < classes,", "KILN_CHECK(y[i] >= 0,")],
      "labels past the model's classes are trained on (the loss reads the next sample's logits)"),
+    ("ckpt-crc-order", "engine/checkpoint.cpp",
+     [("  if (version == 1) {\n", "  if (version >= 1) {\n")],
+     "the data checksum is over the bytes in file order (version 1's rule): a file re-saved in another tensor order is called corrupt, swapped names pass"),
+    ("safetensors-utf8", "engine/safetensors.cpp",
+     [("  KILN_CHECK(bad == std::string::npos,", "  KILN_CHECK(true || bad == std::string::npos,")],
+     "a safetensors header that is not valid UTF-8 is accepted (the reference reader refuses it)"),
+    ("safetensors-layout", "engine/safetensors.cpp",
+     [("    return st_dtype_size(a->dtype) > st_dtype_size(b->dtype);", "    return false;")],
+     "tensors are stored in state_dict order: an I64 after an odd number of floats is not 8-byte aligned"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

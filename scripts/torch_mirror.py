@@ -185,5 +185,6 @@ def use_kiln_dropout(net, seed):
 
 
 def model_state(tensors):
-    """The model's part of a checkpoint (drops the optimizer.* state)."""
-    return {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}
+    """The model's part of a checkpoint (drops the optimizer.* state and the --restore-best
+    snapshot, early_stop.best.*)."""
+    return {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "early_stop.best."))}

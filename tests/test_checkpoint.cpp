@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -120,6 +121,49 @@ void expect_load_error(const std::vector<uint8_t>& bytes, const std::string& wan
   auto after = r.snapshot();  // a failed load changes nothing
   for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(bitwise_equal(before[i].second, after[i].second)) << before[i].first;
   std::remove(path.c_str());
+}
+
+// The checksums as docs/FORMATS.md defines them, written independently of engine/checkpoint.cpp:
+// data (version 2): tensors sorted by name, each name NUL dtype NUL shape NUL bytes; metadata:
+// sorted keys, each key and value followed by NUL, meta_crc32 itself left out.
+std::string hex(uint32_t c) {
+  char b[16];
+  std::snprintf(b, sizeof b, "%08x", c);
+  return b;
+}
+std::string meta_crc_hex(std::vector<std::pair<std::string, std::string>> m) {
+  std::sort(m.begin(), m.end());
+  uint32_t c = 0;
+  for (const auto& [k, v] : m) {
+    if (k == "meta_crc32") continue;
+    c = crc32(k.data(), k.size(), c);
+    c = crc32("", 1, c);
+    c = crc32(v.data(), v.size(), c);
+    c = crc32("", 1, c);
+  }
+  return hex(c);
+}
+void set_meta(SafetensorsFile& f, const std::string& key, const std::string& value) {
+  for (auto& [k, v] : f.metadata)
+    if (k == key) v = value;
+}
+// Recomputes both checksums of a (version-2) checkpoint whose tensors were edited.
+void reseal(SafetensorsFile& f) {
+  std::vector<const StTensor*> ts;
+  for (const auto& t : f.tensors) ts.push_back(&t);
+  std::sort(ts.begin(), ts.end(),
+            [](const StTensor* a, const StTensor* b) { return a->name < b->name; });
+  uint32_t c = 0;
+  for (const StTensor* t : ts) {
+    std::string shape = "[";
+    for (size_t i = 0; i < t->shape.size(); ++i)
+      shape += (i ? "," : "") + std::to_string(t->shape[i]);
+    const std::string head = t->name + '\0' + t->dtype + '\0' + shape + "]" + '\0';
+    c = crc32(head.data(), head.size(), c);
+    c = crc32(t->data.data(), t->data.size(), c);
+  }
+  set_meta(f, "data_crc32", hex(c));
+  set_meta(f, "meta_crc32", meta_crc_hex(f.metadata));
 }
 
 }  // namespace
@@ -280,7 +324,7 @@ TEST(Checkpoint, HeaderIsJsonWithTorchNames) {
     ASSERT_NE(m->find(k), nullptr) << k;
     EXPECT_TRUE(m->find(k)->is_string()) << k;
   }
-  EXPECT_EQ(m->find("format_version")->text, "1");
+  EXPECT_EQ(m->find("format_version")->text, "2");
   EXPECT_EQ(m->find("optimizer")->text, "adam");
 }
 
@@ -317,11 +361,17 @@ TEST(Checkpoint, CorruptionsFailNamingTheFile) {
   flipped[good.size() - 3] ^= 0x10;
   expect_load_error(flipped, "data checksum mismatch");
   expect_load_error(with_header(replace(header(good), "\"epoch\":\"2\"", "\"epoch\":\"3\"")), "metadata checksum mismatch");
-  expect_load_error(with_header(replace(header(good), "\"format_version\":\"1\"", "\"format_version\":\"9\"")),
-                    "format version '9'");
+  expect_load_error(
+      with_header(replace(header(good), "\"format_version\":\"2\"", "\"format_version\":\"9\"")),
+      "format version '9'");
   expect_load_error(with_header(replace(header(good), "\"dtype\":\"F32\"", "\"dtype\":\"F16\"")), "data_offsets span");
   expect_load_error(with_header(replace(header(good), "\"dtype\":\"F32\"", "\"dtype\":\"Q99\"")), "unknown dtype");
-  expect_load_error(with_header(replace(header(good), "\"1.weight\"", "\"9.weight\"")), "missing tensor 1.weight");
+  // Renamed with the checksums recomputed: the file is sound, the model misses a tensor.
+  SafetensorsFile renamed = decode_safetensors(good.data(), good.size(), "x");
+  for (auto& t : renamed.tensors)
+    if (t.name == "1.weight") t.name = "9.weight";
+  reseal(renamed);
+  expect_load_error(encode_safetensors(renamed), "missing tensor 1.weight");
 
   // A different model shape names the tensor and both shapes.
   Rig wide(24, 1);
@@ -343,7 +393,9 @@ TEST(Checkpoint, DecoderRejectsBadLayouts) {
   std::vector<uint8_t> good = encode_safetensors(f);
   SafetensorsFile back = decode_safetensors(good.data(), good.size(), "x");
   ASSERT_EQ(back.tensors.size(), 2u);
-  EXPECT_EQ(back.tensors[1].data, f.tensors[1].data);
+  ASSERT_NE(back.find("b"), nullptr);
+  EXPECT_EQ(back.find("b")->data, f.tensors[1].data);
+  EXPECT_EQ(back.tensors[0].name, "b");  // the I64 first: both start at a multiple of their size
   auto craft = [](const std::string& header, size_t data_bytes) {
     std::vector<uint8_t> b(8 + header.size() + data_bytes, 0);
     for (int i = 0; i < 8; ++i) b[i] = static_cast<uint8_t>(uint64_t(header.size()) >> (8 * i));
@@ -372,6 +424,117 @@ TEST(Checkpoint, DecoderRejectsBadLayouts) {
       EXPECT_EQ(e.message().rfind("file.st: ", 0), 0u) << e.message();
     }
   }
+}
+
+TEST(Safetensors, HeadersAreValidUtf8BothWays) {
+  // A non-UTF-8 byte (a Latin-1 path in the config) is written as \u00XX, which the reference
+  // reader accepts and which reads back as that code point.
+  SafetensorsFile f;
+  f.metadata = {{"config", std::string("caf\xe9 \xc3\xa9 \xed\xa0\x80 \xf0\x9f\x98\x80")}};
+  f.tensors.push_back({"t\xff", "F32", {1}, std::vector<uint8_t>(4, 0)});
+  std::vector<uint8_t> bytes = encode_safetensors(f);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(bytes[i]) << (8 * i);
+  const std::string header(bytes.begin() + 8, bytes.begin() + 8 + static_cast<long>(n));
+  EXPECT_EQ(utf8_error_offset(header), std::string::npos) << header;
+  SafetensorsFile back = decode_safetensors(bytes.data(), bytes.size(), "x");
+  // Valid sequences (é, the emoji) pass through; the lone e9 and the surrogate become U+00E9,
+  // U+00ED ...
+  EXPECT_EQ(*back.meta("config"), "caf\xc3\xa9 \xc3\xa9 \xc3\xad\xc2\xa0\xc2\x80 \xf0\x9f\x98\x80");
+  EXPECT_EQ(back.tensors[0].name, "t\xc3\xbf");
+  // A header with raw invalid bytes is refused, naming the byte.
+  for (const std::string bad :
+       {std::string("\xff"), std::string("\xc0\xaf"), std::string("\xed\xa0\x80"),
+        std::string("\xf4\x90\x80\x80"), std::string("\xe2\x82")}) {
+    const std::string h = "{\"__metadata__\":{\"k\":\"" + bad + "\"}}";
+    std::vector<uint8_t> b(8 + h.size());
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<uint8_t>(uint64_t(h.size()) >> (8 * i));
+    std::memcpy(b.data() + 8, h.data(), h.size());
+    try {
+      decode_safetensors(b.data(), b.size(), "file.st");
+      ADD_FAILURE() << "accepted a header with bytes " << json_escape(bad);
+    } catch (const Error& e) {
+      EXPECT_NE(e.message().find("file.st: header is not valid UTF-8 (byte 30 of the file)"),
+                std::string::npos)
+          << e.message();
+    }
+  }
+  EXPECT_EQ(utf8_error_offset("ok \xc3\xa9 \xef\xbf\xbf \xf4\x8f\xbf\xbf"), std::string::npos);
+  // Names from a file go into error messages escaped: one line, no terminal escapes.
+  EXPECT_EQ(printable("1.weight"), "1.weight");
+  EXPECT_EQ(printable("a\nb\x1b[2J"), "\"a\\nb\\u001b[2J\"");
+}
+
+TEST(Safetensors, HeaderLengthLimitIsTheReferences100MillionBytes) {
+  std::vector<uint8_t> b(8 + 100000001, ' ');
+  const uint64_t n = 100000001;
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<uint8_t>(n >> (8 * i));
+  try {
+    decode_safetensors(b.data(), b.size(), "big.st");
+    ADD_FAILURE() << "accepted a 100,000,001-byte header";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("exceeds the 100,000,000-byte limit"), std::string::npos)
+        << e.message();
+  }
+}
+
+namespace {
+// The checkpoint re-encoded with its tensors in another order (as another safetensors writer
+// may store them): the same names, dtypes, shapes and bytes, laid out differently.
+std::vector<uint8_t> reordered(const std::vector<uint8_t>& bytes) {
+  SafetensorsFile f = decode_safetensors(bytes.data(), bytes.size(), "x");
+  std::reverse(f.tensors.begin(), f.tensors.end());
+  return encode_safetensors(f);
+}
+}  // namespace
+
+TEST(Checkpoint, ChecksumCoversNamesAndHoldsAnyTensorOrder) {
+  Rig a(5);  // odd width: an I64 counter after 5-float tensors would sit off 8-byte alignment
+  a.train(2, 5);
+  const std::vector<uint8_t> good =
+      encode_checkpoint(a.ctx, *a.model, a.opt.get(), a.sched.get(), sample_info());
+  // Every tensor starts at a multiple of its element size.
+  SafetensorsFile f = decode_safetensors(good.data(), good.size(), "x");
+  uint64_t hl = 0;
+  for (int i = 0; i < 8; ++i) hl |= uint64_t(good[i]) << (8 * i);
+  JsonValue h = parse_json(std::string(good.begin() + 8, good.begin() + 8 + static_cast<long>(hl)));
+  for (const auto& [name, v] : h.members) {
+    if (name == "__metadata__") continue;
+    const int64_t begin = v.find("data_offsets")->items[0].as_int64();
+    EXPECT_EQ(begin % static_cast<int64_t>(st_dtype_size(v.find("dtype")->text)), 0) << name;
+  }
+  // Stored in another order, the file still verifies and loads the same state.
+  std::string path = temp_path("reordered.safetensors");
+  write_all(path, reordered(good));
+  Rig b(5, 9);
+  load_checkpoint(path, b.ctx, *b.model, b.opt.get(), b.sched.get());
+  EXPECT_EQ(b.snapshot(), a.snapshot());
+  // Two same-shape tensors with their names swapped: the bytes are all there, the checksum
+  // (which covers each tensor's name) says the file is corrupt.
+  for (auto& t : f.tensors) {
+    if (t.name == "2.running_mean")
+      t.name = "2.running_var";
+    else if (t.name == "2.running_var")
+      t.name = "2.running_mean";
+  }
+  expect_load_error(encode_safetensors(f), "data checksum mismatch", 5);
+  // The documented formula, computed here, is the one the file carries.
+  SafetensorsFile sealed = decode_safetensors(good.data(), good.size(), "x");
+  const std::string stored = *sealed.meta("data_crc32");
+  reseal(sealed);
+  EXPECT_EQ(*sealed.meta("data_crc32"), stored);
+  // A version-1 file (checksum over the bytes alone, in header order) still loads.
+  SafetensorsFile v1 = decode_safetensors(good.data(), good.size(), "x");
+  uint32_t c = 0;
+  for (const auto& t : v1.tensors) c = crc32(t.data.data(), t.data.size(), c);
+  set_meta(v1, "format_version", "1");
+  set_meta(v1, "data_crc32", hex(c));
+  set_meta(v1, "meta_crc32", meta_crc_hex(v1.metadata));
+  write_all(path, encode_safetensors(v1));
+  Rig c1(5, 11);
+  load_checkpoint(path, c1.ctx, *c1.model, c1.opt.get(), c1.sched.get());
+  EXPECT_EQ(c1.snapshot(), a.snapshot());
+  std::remove(path.c_str());
 }
 
 TEST(Checkpoint, FailedWriteLeavesOldFileIntact) {

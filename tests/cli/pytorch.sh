@@ -2,7 +2,7 @@
 # kiln against PyTorch on the CPU (skipped, exit 77, when no python3 imports torch; Debian's
 # python3-torch is enough, scripts/install_deps.sh installs it where apt has it):
 #   1. interop: checkpoints of mlp/cnn/cifar variants (batch and group norm, norm before and
-#      after the activation, tanh, the maxpool moved) load into the mirrored torch model with
+#      after the activation, tanh, the maxpool moved, a --restore-best snapshot) load into the mirrored torch model with
 #      strict names and give kiln's logits to 1e-4; the same check at rtol 1e-9 must fail, so
 #      it compares real numbers;
 #   2. training parity: scripts/check_pytorch_training.py, every optimizer, schedule, clipping
@@ -54,6 +54,7 @@ mnist --model mlp --activation sigmoid --norm group --groups 4 --dropout 0.2
 mnist --model cnn --norm batch --dropout 0.05
 mnist --model cnn --norm group --groups 4 --norm-position after
 mnist --model cnn --pool-after 7 --activation tanh
+mnist --model mlp --width 5 --norm batch --epochs 2 --early-stop 1 --restore-best
 cifar10 --model cifar --norm batch
 EOF
 set +e

@@ -41,6 +41,18 @@ check val-split 0 '^epoch 1: train_loss=[0-9.]+ train_acc=[0-9.]+ val_loss=[0-9.
 val_acc=$(grep -o 'val_acc=[0-9.]*' "$tmp/out" | cut -d= -f2)
 "$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$data" --split val > "$tmp/eval" 2>&1
 grep -q "mnist val (200 samples): acc=$val_acc\$" "$tmp/eval" || { echo "FAIL kiln_eval --split val (want $val_acc)"; cat "$tmp/eval"; fail=1; }
+# kiln_eval verifies the checksums before it trusts the stored config: a corrupted config is
+# named as corruption of that file (it was a bare JSON error before).
+python3 - "$tmp/v.safetensors" "$tmp/badcfg.safetensors" <<'PY'
+import sys
+b = open(sys.argv[1], "rb").read()
+assert b.count(b'"config":"{') == 1
+open(sys.argv[2], "wb").write(b.replace(b'"config":"{', b'"config":"['))
+PY
+"$KILN_BIN/kiln_eval" "$tmp/badcfg.safetensors" --data-dir "$data" > "$tmp/eval" 2>&1
+rc=$?
+[ $rc = 1 ] && grep -q "checkpoint $tmp/badcfg.safetensors: metadata checksum mismatch" "$tmp/eval" ||
+  { echo "FAIL kiln_eval on a corrupted config: rc=$rc"; cat "$tmp/eval"; fail=1; }
 grep -Eq '^test_acc=[0-9.]+ test_loss=[0-9.]+ seconds=[0-9.]+$' "$tmp/out" || { echo "FAIL val-split final line"; fail=1; }
 grep -q '"step":57,.*"val_loss":[0-9.]*,"val_acc":[0-9.]*' "$tmp/v.jsonl" || { echo "FAIL val-split jsonl"; cat "$tmp/v.jsonl"; fail=1; }
 # --early-stop 1 with a delta no loss change reaches: epoch 1 sets the best, epoch 2 does not
