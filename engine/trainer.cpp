@@ -161,8 +161,18 @@ void Trainer::check_nonfinite(bool sync, int epoch) {
   bool bad = false;
   if (ctx_.cuda()) {
 #ifdef KILN_WITH_CUDA
-    if (sync) KILN_CUDA_CHECK(cudaEventSynchronize(flag_event_));
-    if (sync || cudaEventQuery(flag_event_) == cudaSuccess) bad = *host_flag_ != 0;
+    if (sync) {
+      KILN_CUDA_CHECK(cudaEventSynchronize(flag_event_));
+      bad = *host_flag_ != 0;
+    } else {
+      const cudaError_t q = cudaEventQuery(flag_event_);
+      if (q == cudaErrorNotReady)
+        (void)cudaGetLastError();  // still in flight, not an error: the next launch check must not
+                                   // see it
+      else
+        KILN_CUDA_CHECK(q);  // an earlier asynchronous failure surfaces here
+      bad = q == cudaSuccess && *host_flag_ != 0;
+    }
 #endif
   } else {
     bad = *opt_.nonfinite_flag() != 0;
@@ -238,6 +248,9 @@ void Trainer::check_dataset(const Dataset& ds) {
 
 EvalResult Trainer::evaluate(const Dataset& ds) {
   check_dataset(ds);
+  // The forward passes below replace the buffers layers hold from the last training step: a
+  // captured graph would point at freed memory, and a capture must not free the evaluation's.
+  if (graph_) graph_->invalidate();
   bool was_training = ctx_.training;
   model_.eval(ctx_);
   Buffer acc(3 * sizeof(double), ctx_.device());

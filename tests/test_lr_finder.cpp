@@ -232,6 +232,30 @@ TEST(LrFinder, ValidationModeAndEpochRamp) {
   EXPECT_NEAR(r.points[0].loss, r.points[1].loss, 0.05);
 }
 
+TEST(LrFinderGpu, ValidationModeWithCudaGraphsMatchesGraphsOff) {
+  // Each step is followed by an evaluation, whose forward passes replace the layers' buffers:
+  // a graph captured after it would free them mid-capture (it did, until 2026-12-02).
+  KILN_SKIP_WITHOUT_GPU();
+  auto run = [](bool graphs) {
+    RunConfig cfg = small_config();
+    cfg.device = "cuda";
+    cfg.train.cuda_graphs = graphs;
+    auto s = make_session(cfg);
+    LrFindOptions o;
+    o.start_lr = 1e-4f;
+    o.end_lr = 1e-2f;
+    o.num_it = 6;
+    o.use_val = true;
+    o.val_size = 100;
+    std::vector<double> losses;
+    for (const auto& p : lr_find(*s, o).points) losses.push_back(p.loss);
+    return losses;
+  };
+  const std::vector<double> on = run(true), off = run(false);
+  ASSERT_EQ(on.size(), 6u);
+  EXPECT_EQ(on, off);
+}
+
 TEST(LrFinder, EpochRampSpansKerasNumBatchesAlsoWithAPartialLastBatch) {
   // 512 samples at batch 100: 6 batches an epoch, the last of 12; keras_lr_finder's
   // num_batches = 2 * 512 / 100 = 10.24, so the last two steps go past end_lr.

@@ -24,6 +24,7 @@ struct CUstream_st {
 };
 struct CUevent_st {
   std::chrono::steady_clock::time_point t{};
+  bool queried = false;  // since the last record
 };
 struct CUgraph_st {
   std::vector<std::function<void()>> ops;
@@ -573,10 +574,13 @@ static const struct {
     {cudaSuccess, "cudaSuccess", "no error"},
     {cudaErrorInvalidValue, "cudaErrorInvalidValue", "invalid argument"},
     {cudaErrorMemoryAllocation, "cudaErrorMemoryAllocation", "out of memory"},
-    {cudaErrorInvalidConfiguration, "cudaErrorInvalidConfiguration", "invalid configuration argument"},
+    {cudaErrorInvalidConfiguration, "cudaErrorInvalidConfiguration",
+     "invalid configuration argument"},
     {cudaErrorInvalidDevicePointer, "cudaErrorInvalidDevicePointer", "invalid device pointer"},
-    {cudaErrorInvalidMemcpyDirection, "cudaErrorInvalidMemcpyDirection", "invalid copy direction for memcpy"},
+    {cudaErrorInvalidMemcpyDirection, "cudaErrorInvalidMemcpyDirection",
+     "invalid copy direction for memcpy"},
     {cudaErrorNoDevice, "cudaErrorNoDevice", "no CUDA-capable device is detected"},
+    {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
     {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
     {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",
      "operation not permitted when stream is capturing"},
@@ -788,13 +792,23 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord(null)");
   if (s && s->capture) return cudaSuccess;  // an event node: nothing to emulate
+  e->queried = false;
   return kiln_emu::enqueue(s, "cudaEventRecord", [e] { e->t = std::chrono::steady_clock::now(); });
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t) {
   if (kiln_emu::unsafe_during_capture("cudaEventSynchronize")) return cudaErrorStreamCaptureUnsupported;
   return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+// A device runs behind the host: the first query after a record answers "not ready", and
+// (the worst case of the runtime's bookkeeping) leaves that as the last error, which a caller
+// must clear or its next launch check fails. Later queries find the work done.
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventQuery(null)");
+  if (e->queried) return cudaSuccess;
+  e->queried = true;
+  kiln_emu::g_last_error = cudaErrorNotReady;
+  return cudaErrorNotReady;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   *ms = std::chrono::duration<float, std::milli>(b->t - a->t).count();
   return cudaSuccess;
