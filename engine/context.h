@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "engine/buffer.h"
 #include "engine/device.h"
 
 namespace kiln {
@@ -31,6 +32,10 @@ class Context {
  private:
   Device device_;
   cudaStream_t stream_ = nullptr;
+  // cuBLAS's workspace, preallocated (32 MiB on sm_90+, 4 MiB before, as cuBLAS recommends):
+  // the same for eager steps and CUDA-graph captures (cuBLAS must not allocate while a stream
+  // is captured), so both paths get the same GEMM algorithms and the same numbers.
+  Buffer cublas_ws_;
   cublasHandle_t cublas_ = nullptr;
 };
 

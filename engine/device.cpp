@@ -175,6 +175,12 @@ Context::Context(Device device, uint64_t seed_) : seed(seed_), device_(device) {
     KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamDefault));
     KILN_CUBLAS_CHECK(cublasCreate(&cublas_));
     KILN_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    int dev = 0, major = 0;
+    KILN_CUDA_CHECK(cudaGetDevice(&dev));
+    KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    const size_t ws = (major >= 9 ? 32u : 4u) << 20;
+    cublas_ws_ = Buffer(ws, Device::CUDA);
+    KILN_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_ws_.data(), ws));
 #else
     no_cuda();
 #endif

@@ -29,21 +29,15 @@ StepGraph::StepGraph(Context& ctx, Optimizer& opt) : ctx_(ctx), opt_(opt) {
   KILN_CHECK(opt.supports_device_step(), "--cuda-graphs on: this optimizer cannot take its step "
                                          "arguments from device memory");
 #ifdef KILN_WITH_CUDA
-  int dev = 0, major = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&dev));
-  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  size_t ws = (major >= 9 ? 32u : 4u) << 20;
-  cublas_ws_ = Buffer(ws, Device::CUDA);
-  KILN_CUBLAS_CHECK(cublasSetWorkspace(ctx.cublas(), cublas_ws_.data(), ws));
+  // The cuBLAS workspace a capture needs is the Context's (set for eager steps too).
   scalars_ = Buffer(sizeof(StepScalars), Device::CUDA);
 #endif
 }
 
 StepGraph::~StepGraph() {
 #ifdef KILN_WITH_CUDA
-  cudaStreamSynchronize(ctx_.stream());  // nothing in flight uses the graph or the workspace
+  cudaStreamSynchronize(ctx_.stream());  // nothing in flight uses the graph
   destroy();
-  cublasSetWorkspace(ctx_.cublas(), nullptr, 0);  // the handle must not keep our buffer
 #endif
 }
 

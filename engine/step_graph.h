@@ -31,8 +31,7 @@ void device_write_async(void* dst, const void* src, size_t bytes, cudaStream_t s
 
 class StepGraph {
  public:
-  // Sets a preallocated cuBLAS workspace on ctx's handle (cuBLAS must not allocate while a
-  // stream is captured): 32 MiB on sm_90+, 4 MiB before, as cuBLAS recommends.
+  // ctx's cuBLAS handle already has a preallocated workspace (Context), as a capture needs.
   StepGraph(Context& ctx, Optimizer& opt);
   ~StepGraph();
   StepGraph(const StepGraph&) = delete;
@@ -56,7 +55,6 @@ class StepGraph {
 
   Context& ctx_;
   Optimizer& opt_;
-  Buffer cublas_ws_;
   Buffer scalars_;  // device: uint64 step, then OptimStepArgs (8-byte aligned)
   CUgraphExec_st* exec_ = nullptr;
   int64_t n_ = -1;  // batch size of exec_ / of the warm-up step
