@@ -43,10 +43,12 @@ struct Param {
 };
 
 // Receptive field bookkeeping: size of the input window one output element sees, and the
-// distance in input pixels between neighbouring outputs.
+// distance in input pixels between neighbouring outputs; `whole` once an output depends on
+// every input pixel (a Linear layer over flattened features: the summary prints "all").
 struct ReceptiveField {
   int64_t size = 1;
   int64_t jump = 1;
+  bool whole = false;
 };
 
 class Layer {

@@ -12,6 +12,11 @@ class Linear : public Layer {
   Shape setup(const Shape& in) override;
   Tensor forward(Context& ctx, const Tensor& x) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  // Each output mixes every input feature, so it sees the whole input image.
+  ReceptiveField receptive_field(ReceptiveField in) const override {
+    in.whole = true;
+    return in;
+  }
 
  private:
   int64_t in_, out_;

@@ -195,7 +195,8 @@ std::string Model::summary_table() const {
   for (const auto& r : summary_) {
     os << std::left << std::setw(6) << r.name << std::setw(40) << r.description << std::setw(18)
        << shape_str(r.out_shape) << std::right << std::setw(10) << r.params << std::setw(8)
-       << r.rf.size << std::setw(7) << r.rf.jump << "\n";
+       << (r.rf.whole ? std::string("all") : std::to_string(r.rf.size)) << std::setw(7) << r.rf.jump
+       << "\n";
   }
   os << "total parameters: " << num_params_ << "\n";
   return os.str();

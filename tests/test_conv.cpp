@@ -213,6 +213,28 @@ TEST(Conv2dLayer, ParametersInitAndReceptiveField) {
   EXPECT_EQ(rows[0].rf.jump, 2);
   EXPECT_EQ(rows[1].rf.size, 7);  // 3 + (3-1)*2
   EXPECT_EQ(m.num_params(), 4 * 27 + 4 + 5 * 36);
+  EXPECT_FALSE(rows[1].rf.whole);
+}
+
+TEST(Model, SummaryMarksLayersThatSeeTheWholeInput) {
+  // Flatten keeps each unit's window; the Linear after it mixes them all: "all" in the table,
+  // for every layer from there on.
+  ModelOptions o;
+  o.model = "mlp";
+  o.width = 8;
+  o.depth = 1;
+  auto m = make_model(o, {1, 28, 28}, 10);
+  m->build(Device::CPU, 1);
+  const auto rows = m->summary();
+  ASSERT_EQ(rows.size(), 4u);  // Flatten Linear ReLU Linear
+  EXPECT_FALSE(rows[0].rf.whole);
+  EXPECT_EQ(rows[0].rf.size, 1);
+  for (size_t i = 1; i < rows.size(); ++i) EXPECT_TRUE(rows[i].rf.whole) << rows[i].description;
+  const std::string table = m->summary_table();
+  const size_t at = table.find("Linear(784 -> 8)");
+  ASSERT_NE(at, std::string::npos) << table;
+  const std::string row = table.substr(at, table.find('\n', at) - at);
+  EXPECT_EQ(row.substr(row.size() - 15), "     all      1") << row;
 }
 
 TEST(Conv2dLayer, ForwardBackwardMatchReferenceOnCpu) {
