@@ -87,6 +87,24 @@ TEST(SoftmaxXentRef, LargeLogitsStayFinite) {
   EXPECT_TRUE(std::isfinite(dz[0]) && std::isfinite(dz[1]));
 }
 
+TEST(SoftmaxXentRef, SmallLossNextToLargeLogitsKeepsFloatPrecision) {
+  // The float loss and gradient against double precision on the same logits: computing
+  // (m + log s) - z[y] rounds to m's precision (0.8% off for the first row); log s - (z[y] - m)
+  // does not.
+  const std::vector<std::vector<float>> rows = {
+      {20, 10, 0, 0}, {1000, 1000, -1000, 0}, {-30, -45, -31, -60}};
+  for (const auto& zf : rows)
+    for (int32_t y : {0, 1}) {
+      std::vector<float> loss(1), correct(1), dz(4);
+      softmax_xent_ref<float>(zf.data(), &y, 1, 4, 1.f, dz.data(), loss.data(), correct.data());
+      std::vector<double> zd(zf.begin(), zf.end()), dzd(4);
+      double ld = 0, cd = 0;
+      softmax_xent_ref<double>(zd.data(), &y, 1, 4, 1.0, dzd.data(), &ld, &cd);
+      EXPECT_NEAR(loss[0], ld, 4e-7 * ld + 1e-30) << zf[0] << " label " << y;
+      for (int k = 0; k < 4; ++k) EXPECT_NEAR(dz[k], dzd[k], 3e-7 * std::fabs(dzd[k]) + 1e-12) << k;
+    }
+}
+
 // torch.argmax semantics for accuracy: a NaN logit is the maximum (the first NaN wins), else
 // the first of tied maxima.
 template <typename T>
@@ -201,12 +219,19 @@ TEST(LossGpu, LargeLogitsStayFiniteAndMatchReference) {
     for (int k = 0; k < K; ++k) z[n * K + k] += shift[n];
   std::vector<int32_t> y(N);
   for (int n = 0; n < N; ++n) y[n] = (n * 11) % K;
+  // Row 0 confidently right (loss ~1e-9): its loss and gradient must keep float precision
+  // on the device too (log1p of the rest, not log of 1 + the rest).
+  z[y[0]] += 25.f;
   std::vector<float> dz(N * K), l(N), c(N);
   softmax_xent_ref<float>(z.data(), y.data(), N, K, 1.f / N, dz.data(), l.data(), c.data());
   for (float v : l) ASSERT_TRUE(std::isfinite(v)) << "the reference itself overflowed";
+  ASSERT_GT(l[0], 0.f);
+  ASSERT_LT(l[0], 1e-6f);
   auto [gdz, gl, gc] = softmax_xent_gpu(ctx, z, y, N, K);
   EXPECT_TRUE(all_close(gl.to_vector(), l, 1e-5, 1e-4));
   EXPECT_TRUE(all_close(gdz.to_vector(), dz, 1e-6, 1e-4));
+  EXPECT_NEAR(gl.to_vector()[0], l[0], 1e-4 * l[0]);  // relative: the row-0 loss is tiny
+  EXPECT_NEAR(gdz.to_vector()[y[0]], dz[y[0]], 1e-4 * std::fabs(dz[y[0]]));
   EXPECT_TRUE(all_close(gc.to_vector(), c, 0, 0));
 }
 

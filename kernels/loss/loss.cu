@@ -28,18 +28,26 @@ static __global__ void softmax_xent_kernel(const float* __restrict__ logits,
     int oa = __shfl_xor_sync(0xffffffffu, arg, off);
     if (argmax_better<float>(om, oa, m, arg)) { m = om; arg = oa; }
   }
-  float s = 0.f;
-  for (int64_t k = lane; k < K; k += 32) s += expf(z[k] - m);
-  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-  float lse = m + logf(s);
+  // As the CPU reference: the denominator is 1 + s1, s1 summing every k but the arg-max, so
+  // log1pf(s1) and -s1 / (1 + s1) keep a confident row's small loss and gradient precise.
+  float s1 = 0.f;
+  for (int64_t k = lane; k < K; k += 32)
+    if (k != arg) s1 += expf(z[k] - m);
+  for (int off = 16; off > 0; off >>= 1) s1 += __shfl_xor_sync(0xffffffffu, s1, off);
   int y = labels[row];
   if (lane == 0) {
-    loss[row] = lse - z[y];
+    loss[row] = log1pf(s1) - (z[y] - m);
     correct[row] = arg == y ? 1.f : 0.f;
   }
-  if (dlogits)
-    for (int64_t k = lane; k < K; k += 32)
-      dlogits[row * K + k] = (expf(z[k] - lse) - (k == y ? 1.f : 0.f)) * grad_scale;
+  if (dlogits) {
+    const float denom = 1.f + s1;
+    for (int64_t k = lane; k < K; k += 32) {
+      float d = k != y     ? expf(z[k] - m) / denom
+                : k == arg ? -s1 / denom
+                           : expf(z[k] - m) / denom - 1.f;
+      dlogits[row * K + k] = d * grad_scale;
+    }
+  }
 }
 
 void softmax_xent(const float* logits, const int32_t* labels, int64_t N, int64_t K, float grad_scale,

@@ -15,16 +15,23 @@ void softmax_xent_ref(const T* logits, const int32_t* labels, int64_t N, int64_t
     for (int64_t k = 1; k < K; ++k)
       if (argmax_better(z[k], k, z[arg], arg)) arg = k;
     T m = z[arg];  // NaN when the row has one: loss and dlogits are NaN then, as in PyTorch
-    T s = 0;
-    for (int64_t k = 0; k < K; ++k) s += std::exp(z[k] - m);
-    T lse = m + std::log(s);
+    // s1 = sum over k != arg of exp(z[k] - m), so the softmax denominator is 1 + s1 and
+    // loss = log1p(s1) - (z[y] - m): a confident row's small loss keeps float precision
+    // (log(1 + s1) would round 1 + s1 first; (m + log s) - z[y] rounds to m's precision).
+    T s1 = 0;
+    for (int64_t k = 0; k < K; ++k)
+      if (k != arg) s1 += std::exp(z[k] - m);
     int32_t y = labels[n];
-    loss[n] = lse - z[y];
+    loss[n] = std::log1p(s1) - (z[y] - m);
     correct[n] = arg == y ? T(1) : T(0);
     if (dlogits) {
+      const T denom = T(1) + s1;
       for (int64_t k = 0; k < K; ++k) {
-        T p = std::exp(z[k] - lse);
-        dlogits[n * K + k] = (p - (k == y ? T(1) : T(0))) * grad_scale;
+        // p - 1 for the arg-max label is -s1 / (1 + s1), without the cancellation.
+        T d = k != y     ? std::exp(z[k] - m) / denom
+              : k == arg ? -s1 / denom
+                         : std::exp(z[k] - m) / denom - T(1);
+        dlogits[n * K + k] = d * grad_scale;
       }
     }
   }
