@@ -9,11 +9,7 @@
 namespace kiln {
 
 Pool2dBase::Pool2dBase(int64_t kernel, int64_t stride, int64_t pad)
-    : k_(kernel), stride_(stride > 0 ? stride : kernel), pad_(pad) {
-  KILN_USAGE_CHECK(k_ > 0 && stride >= 0 && pad_ >= 0 && 2 * pad_ <= k_,
-                   "pooling: kernel " << kernel << " stride " << stride << " padding " << pad
-                                      << " (need kernel > 0, padding <= kernel/2)");
-}
+    : k_(kernel), stride_(stride == 0 ? kernel : stride), pad_(pad) {}
 
 std::string Pool2dBase::describe() const {
   std::ostringstream os;
@@ -23,10 +19,14 @@ std::string Pool2dBase::describe() const {
 
 Shape Pool2dBase::setup(const Shape& in) {
   const std::string who = "layer " + name() + " (" + describe() + ")";
+  // Checked here, not in the constructor, so the message can name the layer (PyTorch: "pad
+  // should be at most half of effective kernel size").
+  KILN_USAGE_CHECK(k_ > 0 && stride_ > 0 && pad_ >= 0 && 2 * pad_ <= k_,
+                   who << ": needs kernel > 0, stride > 0 and padding <= kernel/2");
   KILN_USAGE_CHECK(in.size() == 3, who << ": expected input [C, H, W], got " << shape_str(in));
   KILN_USAGE_CHECK(in[1] + 2 * pad_ >= k_ && in[2] + 2 * pad_ >= k_,
-                   who << ": input " << shape_str(in) << " is smaller than the kernel " << k_
-                       << "x" << k_);
+                   who << ": input " << shape_str(in) << " is smaller than the kernel " << k_ << "x"
+                       << k_ << " (with padding " << pad_ << ")");
   // Max pooling stores int32 indices into a plane; average pooling shares the check so both
   // pools accept the same shapes. Compared by division: H*W itself could overflow.
   KILN_USAGE_CHECK(in[1] > 0 && in[2] > 0 && in[1] <= kPoolMaxPlane / in[2],

@@ -173,8 +173,37 @@ TEST(PoolLayer, PlanePastInt32IndexIsUsageErrorAtSetup) {
   EXPECT_NO_THROW(ok.build(Device::CPU, 1));
 }
 
-TEST(PoolLayer, PaddingOverHalfTheKernelIsAUsageError) {
-  EXPECT_THROW(MaxPool2d(2, 2, 2), Error);
+TEST(PoolLayer, BadParametersAndSmallInputsAreUsageErrorsNamingTheLayer) {
+  struct Case {
+    std::unique_ptr<Layer> layer;
+    Shape in;
+    std::string want;
+  };
+  std::vector<Case> cases;
+  cases.push_back(
+      {std::make_unique<MaxPool2d>(3, 1, 2),
+       {1, 8, 8},
+       "layer 0 (MaxPool2d(k3 s1 p2)): needs kernel > 0, stride > 0 and padding <= kernel/2"});
+  cases.push_back(
+      {std::make_unique<AvgPool2d>(2, -1, 0), {1, 8, 8}, "layer 0 (AvgPool2d(k2 s-1 p0)): needs"});
+  cases.push_back({std::make_unique<AvgPool2d>(4, 1, 1),
+                   {1, 1, 1},
+                   "layer 0 (AvgPool2d(k4 s1 p1)): input [1, 1, 1] is smaller than the kernel 4x4 "
+                   "(with padding 1)"});
+  for (auto& c : cases) {
+    Model m(c.in);
+    m.add(std::move(c.layer));
+    try {
+      m.build(Device::CPU, 1);
+      ADD_FAILURE() << "built: " << c.want;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_NE(e.message().find(c.want), std::string::npos) << e.message();
+    }
+  }
+  Model ok({1, 8, 8});
+  ok.add(std::make_unique<MaxPool2d>(3, 1, 1));  // padding exactly kernel/2 (rounded down) builds
+  ok.build(Device::CPU, 1);
 }
 
 TEST(PoolLayer, ShapesAndReceptiveFields) {
