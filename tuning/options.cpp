@@ -278,7 +278,7 @@ OptionTable build_table() {
   // run
   t.add(opt_str("device", "auto | cpu | cuda", [](RunConfig& c) -> std::string& { return c.device; }));
   t.add(opt_int("seed", "seed for init, shuffling and dropout", [](RunConfig& c) -> uint64_t& { return c.seed; }));
-  t.add(opt_bool("deterministic", "fixed algorithms, no order-dependent atomics", [](RunConfig& c) -> bool& { return c.deterministic; }));
+  t.add(opt_bool("deterministic", "accepted for scripts that pass it: kiln is always deterministic (no order-dependent atomics, fixed algorithms, one cuBLAS workspace)", [](RunConfig& c) -> bool& { return c.deterministic; }));
   // performance (docs/PERFORMANCE.md)
   t.add({"cuda-graphs", "on|off",
          "replay the full-batch training step from a CUDA graph (CUDA only; default off until "
