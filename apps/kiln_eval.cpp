@@ -37,9 +37,11 @@ int main(int argc, char** argv) {
         device = value();
       else if (a == "--split")
         split = value();
-      else if (a == "--test-limit")
-        limit = std::stoll(value());
-      else if (a == "--help" || a == "-h") {
+      else if (a == "--test-limit") {
+        RunConfig parsed;  // the run option's own parser and checks
+        run_options().set(parsed, "test-limit", value(), "--test-limit");
+        limit = parsed.data.test_limit;
+      } else if (a == "--help" || a == "-h") {
         std::printf(
             "usage: kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train|val] "
             "[--test-limit N] [--device cpu|cuda] [--dump-logits FILE]\n");
@@ -53,6 +55,9 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(!ckpt.empty(), "no checkpoint given (usage: kiln_eval CHECKPOINT ...)");
     KILN_USAGE_CHECK(split == "test" || split == "train" || split == "val",
                      "--split: '" << split << "' is not test, train or val");
+    KILN_USAGE_CHECK(
+        limit == 0 || split == "test",
+        "--test-limit applies to --split test (the train and val splits are the run's own)");
     const SafetensorsFile f = read_checkpoint(ckpt);  // checksums verified first
     const std::string* config = f.meta("config");
     KILN_CHECK(config, "checkpoint " << ckpt << ": no config in __metadata__");

@@ -103,8 +103,9 @@ int main(int argc, char** argv) {
         report_dir = value("--report");
       else if (a == "--top") {
         std::string v = value("--top");
-        KILN_USAGE_CHECK(!v.empty() && v.find_first_not_of("0123456789") == std::string::npos,
-                         "--top '" << v << "': expected a number of rows");
+        KILN_USAGE_CHECK(
+            !v.empty() && v.size() <= 9 && v.find_first_not_of("0123456789") == std::string::npos,
+            "--top '" << v << "': expected a number of rows");
         top = static_cast<size_t>(std::stoul(v));
       } else if (a.rfind("--", 0) != 0)
         files.push_back(a);
@@ -171,6 +172,23 @@ int main(int argc, char** argv) {
         std::printf("trial %lld:%s\n", static_cast<long long>(i), line.c_str());
       }
       return 0;
+    }
+    // Options no trial can run with (--width 0 for every trial) are a usage error now, not a
+    // sweep of failed trials; a combination only some trials hit stays a failed trial.
+    {
+      std::string first;
+      bool any_ok = false;
+      for (int64_t i = 0, n = num_trials(spec); i < n && !any_ok; ++i) {
+        try {
+          trial_config(spec, base, i, "check").validate();
+          any_ok = true;
+        } catch (const Error& e) {
+          if (e.kind() != ErrorKind::Usage) throw;
+          if (first.empty()) first = e.message();
+        }
+      }
+      KILN_USAGE_CHECK(any_ok || num_trials(spec) == 0,
+                       "every trial's options are invalid; first: " << first);
     }
     SweepOptions o;
     std::tie(o.worker, o.num_workers) = parse_worker(worker);

@@ -23,6 +23,8 @@ namespace kiln {
 namespace {
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  const std::string dir = directory_error(path);
+  KILN_CHECK(dir.empty(), "checkpoint " << path << ": " << dir);
   std::ifstream in(path, std::ios::binary);
   KILN_CHECK(in, "checkpoint " << path << ": cannot open: " << std::strerror(errno));
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),

@@ -1,5 +1,7 @@
 #include "engine/error.h"
 
+#include <sys/stat.h>
+
 #include <cstring>
 
 namespace kiln {
@@ -19,6 +21,11 @@ std::string short_path(const char* file) {
 Error::Error(ErrorKind kind, const std::string& msg, const char* file, int line)
     : std::runtime_error(msg), kind_(kind), message_(msg),
       where_(short_path(file) + ":" + std::to_string(line)) {}
+
+std::string directory_error(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? "is a directory, not a file" : "";
+}
 
 int exit_code(ErrorKind k) { return k == ErrorKind::Usage ? 2 : k == ErrorKind::Diverged ? 3 : 1; }
 

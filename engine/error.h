@@ -27,6 +27,11 @@ class Error : public std::runtime_error {
 
 [[noreturn]] void throw_error(ErrorKind kind, const std::string& msg, const char* file, int line);
 
+// "is a directory, not a file" when `path` is a directory, else "" (a missing file is left to
+// the caller's open): reading a directory through an ifstream throws libstdc++'s own text,
+// which names neither the file nor the option. Pipes and devices (--config <(...)) pass.
+std::string directory_error(const std::string& path);
+
 }  // namespace kiln
 
 // KILN_CHECK(cond, "message " << value): a runtime error (exit 1) when cond is false.

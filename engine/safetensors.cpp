@@ -212,6 +212,8 @@ SafetensorsFile decode_safetensors(const uint8_t* data, size_t size, const std::
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
+  const std::string dir = directory_error(path);
+  KILN_CHECK(dir.empty(), "checkpoint " << path << ": " << dir);
   std::ifstream in(path, std::ios::binary);
   KILN_CHECK(in, "checkpoint " << path << ": cannot open: " << std::strerror(errno));
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -222,6 +224,11 @@ SafetensorsFile read_safetensors(const std::string& path) {
 void write_file_atomic(const std::string& path, const void* data, size_t size) {
   static std::atomic<unsigned> counter{0};
   std::string dir = dir_of(path);
+  // The rename would replace whatever is at `path`: a device (/dev/null, /dev/full), a FIFO or
+  // a directory must stay what it is.
+  struct stat existing;
+  KILN_CHECK(::stat(path.c_str(), &existing) != 0 || S_ISREG(existing.st_mode),
+             path << ": exists and is not a regular file; not replacing it");
   std::string tmp = path + ".tmp." + std::to_string(getpid()) + "." + std::to_string(counter++);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   KILN_CHECK(fd >= 0, path << ": cannot create a temporary file in " << dir << ": " << std::strerror(errno));

@@ -268,6 +268,8 @@ class ManualLR : public Schedule {
 
  private:
   void load() {
+    const std::string dir = directory_error(file_);
+    KILN_CHECK(dir.empty(), "schedule file " << file_ << ": " << dir);
     std::ifstream in(file_);
     KILN_CHECK(in, "schedule file " << file_ << ": cannot open");
     std::vector<std::pair<int, float>> entries;

@@ -4,6 +4,7 @@
 // trainer resuming mid-epoch to the same weights as an uninterrupted run.
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -535,6 +536,26 @@ TEST(Checkpoint, ChecksumCoversNamesAndHoldsAnyTensorOrder) {
   load_checkpoint(path, c1.ctx, *c1.model, c1.opt.get(), c1.sched.get());
   EXPECT_EQ(c1.snapshot(), a.snapshot());
   std::remove(path.c_str());
+}
+
+TEST(Checkpoint, AtomicWriteNeverReplacesANonRegularFile) {
+  // The rename would put a regular file where a device or FIFO was (--save /dev/null as root
+  // replaced /dev/null); a FIFO stands in for the device here.
+  const std::string fifo = temp_path("fifo");
+  std::remove(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const char bytes[] = "data";
+  try {
+    write_file_atomic(fifo, bytes, sizeof bytes);
+    ADD_FAILURE() << "replaced a FIFO";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find(fifo + ": exists and is not a regular file"), std::string::npos)
+        << e.message();
+  }
+  struct stat st;
+  ASSERT_EQ(::stat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  std::remove(fifo.c_str());
 }
 
 TEST(Checkpoint, FailedWriteLeavesOldFileIntact) {

@@ -137,6 +137,18 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
   EXPECT_NE(m.find("grid search needs values"), std::string::npos) << m;
   m = usage_error("method: random\nparameters: {lr: {values: [0.1]}}\n");
   EXPECT_NE(m.find("run_cap"), std::string::npos) << m;
+  // A typo's 10^11 trials (--dry-run printed them forever) and a grid past a million points.
+  m = usage_error("method: random\nrun_cap: 99999999999\nparameters: {lr: {values: [0.1]}}\n");
+  EXPECT_NE(m.find("run_cap 99999999999 is past the limit of 1000000 trials"), std::string::npos)
+      << m;
+  m = usage_error(
+      "method: grid\nparameters:\n  lr: {values: [1,2,3,4,5,6,7,8,9,10]}\n"
+      "  momentum: {values: [1,2,3,4,5,6,7,8,9,10]}\n  width: {values: [1,2,3,4,5,6,7,8,9,10]}\n"
+      "  depth: {values: [1,2,3,4,5,6,7,8,9,10]}\n  epochs: {values: [1,2,3,4,5,6,7,8,9,10]}\n"
+      "  seed: {values: [1,2,3,4,5,6,7,8,9,10]}\n  t_max: {values: [1,2,3,4,5,6,7,8,9,10]}\n");
+  EXPECT_NE(m.find("the grid has 10000000 points, past the limit of 1000000 trials"),
+            std::string::npos)
+      << m;
   m = usage_error(
       "method: random\nrun_cap: 3\nparameters: {lr: {min: 0, max: 1, distribution: "
       "log_uniform}}\n");

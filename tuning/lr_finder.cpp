@@ -5,13 +5,16 @@
 #include "tuning/lr_finder.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iomanip>
 #include <sstream>
 
 #include "engine/error.h"
+#include "tuning/run_checkpoint.h"
 
 namespace kiln {
 
@@ -289,6 +292,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
 }
 
 LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const std::string&)>& log) {
+  check_output_paths(cfg);  // --lr-find-csv: before the range test, not after
   auto s = make_session(cfg);
   LrFindResult r = lr_find(*s, lr_find_options(cfg), log);
   write_lr_find_csv(cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv, r);
@@ -297,7 +301,7 @@ LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const st
 
 void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
   std::ofstream f(path);
-  KILN_USAGE_CHECK(f.good(), path << ": cannot write the LR finder CSV");
+  KILN_CHECK(f.good(), path << ": cannot write the LR finder CSV: " << std::strerror(errno));
   f << "step,lr,loss,smoothed_loss\n" << std::setprecision(9);
   for (const auto& p : r.points)
     f << p.step << "," << p.lr << "," << p.loss << "," << p.smoothed << "\n";

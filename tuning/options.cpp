@@ -8,10 +8,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iomanip>
+#include <limits>
 #include <sstream>
 #include <type_traits>
 
 #include "engine/error.h"
+#include "engine/json.h"
 #include "engine/precision.h"
 
 namespace kiln {
@@ -106,7 +108,16 @@ OptionSpec opt_int(const std::string& name, const std::string& help, F field) {
   return {name, "int", help,
           [field](RunConfig& c, const std::string& v) {
             using T = std::remove_reference_t<decltype(field(c))>;
-            field(c) = static_cast<T>(parse_int(v, ""));
+            const long long x = parse_int(v, "");
+            // A value past the field's type is refused, not wrapped (2^32 + 1 epochs was 1).
+            bool fits;
+            if constexpr (std::is_signed_v<T>)
+              fits = x >= std::numeric_limits<T>::min() && x <= std::numeric_limits<T>::max();
+            else
+              fits = x >= 0 && static_cast<unsigned long long>(x) <= std::numeric_limits<T>::max();
+            KILN_USAGE_CHECK(fits, ": '" << v << "' is out of range (at most "
+                                         << std::numeric_limits<T>::max() << ")");
+            field(c) = static_cast<T>(x);
           },
           [field](const RunConfig& c) { return std::to_string(field(const_cast<RunConfig&>(c))); }};
 }
@@ -344,6 +355,10 @@ void OptionTable::set(RunConfig& cfg, const std::string& key, const std::string&
     KILN_USAGE_FAIL(origin << ": unknown option '" << key << "'"
                            << (near.empty() ? "" : " (did you mean '" + near + "'?)"));
   }
+  for (unsigned char ch : value)  // one-line errors: a YAML block scalar ("lr: |") ends in \n
+    KILN_USAGE_CHECK(ch >= 0x20 || ch == '\t',
+                     origin << ": the value has a line break or control character ("
+                            << printable(value) << "); write it on one line");
   try {
     s->set(cfg, value);
   } catch (const Error& e) {

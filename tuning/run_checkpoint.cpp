@@ -136,9 +136,22 @@ void check_output_paths(const RunConfig& cfg) {
     struct stat st;
     KILN_USAGE_CHECK(::stat(d.c_str(), &st) == 0 && S_ISDIR(st.st_mode),
                      opt << " " << path << ": directory " << d << " does not exist");
+    KILN_USAGE_CHECK(::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode),
+                     opt << " " << path << ": is a directory; name a file");
   };
-  dir_ok("--save", cfg.save);
-  dir_ok("--log", cfg.train.log_path);
+  const std::pair<const char*, const std::string*> outs[] = {
+      {"--save", &cfg.save}, {"--log", &cfg.train.log_path}, {"--lr-find-csv", &cfg.lr_find_csv}};
+  struct stat st;
+  KILN_USAGE_CHECK(cfg.save.empty() || ::stat(cfg.save.c_str(), &st) != 0 || S_ISDIR(st.st_mode) ||
+                       S_ISREG(st.st_mode),
+                   "--save " << cfg.save << ": exists and is not a regular file; not replacing it");
+  for (size_t i = 0; i < 3; ++i) {
+    dir_ok(outs[i].first, *outs[i].second);
+    for (size_t j = 0; j < i; ++j)  // one would overwrite the other
+      KILN_USAGE_CHECK(
+          outs[i].second->empty() || *outs[i].second != *outs[j].second,
+          outs[j].first << " and " << outs[i].first << " name the same file " << *outs[i].second);
+  }
 }
 
 TrainPosition resume_session(RunSession& s, const std::function<void(const std::string&)>& log) {

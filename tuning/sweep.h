@@ -43,6 +43,7 @@ struct SweepSpec {
 // Loads and validates a sweep YAML: unknown keys/options are usage errors naming the file and
 // the key (with a suggestion), and every value is type-checked against its option.
 SweepSpec load_sweep(const std::string& path);
+constexpr int64_t kMaxTrials = 1000000;  // run_cap and grid sizes above it are usage errors
 SweepSpec parse_sweep(const std::string& yaml_text, const std::string& path);
 
 int64_t grid_size(const SweepSpec& spec);   // product of the value counts

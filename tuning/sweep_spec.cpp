@@ -330,6 +330,14 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
                      path << ": '" << b.first << "' is both in base and in parameters");
   KILN_USAGE_CHECK(s.method == "grid" || s.run_cap > 0,
                    path << ": method random needs run_cap (the number of trials)");
+  // Each trial is a training run and a results row: a million is past any real sweep, and a
+  // typo's 10^11 would make --dry-run print forever.
+  KILN_USAGE_CHECK(s.run_cap <= kMaxTrials, path << ": run_cap " << s.run_cap
+                                                 << " is past the limit of " << kMaxTrials
+                                                 << " trials");
+  KILN_USAGE_CHECK(s.run_cap > 0 || grid_size(s) <= kMaxTrials,
+                   path << ": the grid has " << grid_size(s) << " points, past the limit of "
+                        << kMaxTrials << " trials (set run_cap to run the first ones)");
   if (!goal_given) s.maximize = s.metric.find("acc") != std::string::npos;
   return s;
 #else
@@ -339,6 +347,8 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
 }
 
 SweepSpec load_sweep(const std::string& path) {
+  const std::string dir = directory_error(path);
+  KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (a sweep is one YAML file)");
   std::ifstream f(path);
   KILN_USAGE_CHECK(f.good(), path << ": cannot open sweep file");
   std::stringstream ss;

@@ -1,6 +1,7 @@
 // YAML run configs: a flat mapping of option: value, the same names as the flags (hyphens or
 // underscores). Lists are accepted for list options (milestones: [30, 60]).
 #include <fstream>
+#include <vector>
 
 #include "engine/error.h"
 #include "tuning/options.h"
@@ -13,11 +14,16 @@ namespace kiln {
 
 void apply_yaml_config(RunConfig& cfg, const std::string& path) {
 #ifdef KILN_HAVE_YAML
+  const std::string dir = directory_error(path);
+  KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (--config names a YAML file)");
   std::ifstream probe(path);
   KILN_USAGE_CHECK(probe.good(), path << ": cannot open config file");
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
+    std::vector<YAML::Node> docs = YAML::LoadAllFromFile(path);
+    KILN_USAGE_CHECK(docs.size() <= 1, path << ": holds " << docs.size()
+                                            << " YAML documents (---); a config is one mapping");
+    if (!docs.empty()) root = docs.front();
   } catch (const YAML::Exception& e) {
     KILN_USAGE_FAIL(path << ": not valid YAML at line " << e.mark.line + 1 << ": " << e.msg);
   }
@@ -29,12 +35,18 @@ void apply_yaml_config(RunConfig& cfg, const std::string& path) {
     KILN_USAGE_CHECK(!croot[sweep_key], path << ": key '" << sweep_key
                                              << "': this is a sweep file; run it with: sweep "
                                              << path);
+  std::vector<std::pair<std::string, int>> seen;  // option name, line: last-wins would hide one
   try {
     for (const auto& kv : root) {
       KILN_USAGE_CHECK(kv.first.IsScalar(), path << ": line " << kv.first.Mark().line + 1
                                                  << ": option names must be plain words");
       std::string key = kv.first.as<std::string>();
       std::string origin = path + ": key '" + key + "'";
+      const int line = kv.first.Mark().line + 1;
+      for (const auto& [k, l] : seen)
+        KILN_USAGE_CHECK(k != normalize_key(key),
+                         origin << " (line " << line << "): already set at line " << l);
+      seen.emplace_back(normalize_key(key), line);
       const YAML::Node& v = kv.second;
       std::string value;
       if (v.IsScalar()) {

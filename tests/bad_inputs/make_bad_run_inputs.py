@@ -34,6 +34,7 @@ def case(group, name, args, code, want, files=None):
     with open(os.path.join(d, "expect"), "w") as f:
         f.write("%d\n%s\n" % (code, want))
     for fname, data in (files or {}).items():
+        os.makedirs(os.path.dirname(os.path.join(d, fname)), exist_ok=True)
         with open(os.path.join(d, fname), "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
 
@@ -109,6 +110,12 @@ def main():
     case(y, "missing_file", ["--config", "@CASE@/nope.yaml"], 2, "nope.yaml: cannot open")
     case(y, "sweep_file", cfg, 2, "key 'parameters': this is a sweep file; run it with: sweep",
          {"config.yaml": "method: grid\nparameters:\n  lr: {values: [0.1, 0.01]}\n"})
+    case(y, "duplicate_key", cfg, 2, "key 'batch-size' (line 2): already set at line 1",
+         {"config.yaml": "batch_size: 16\nbatch-size: 8\n"})
+    case(y, "two_documents", cfg, 2, "config.yaml: holds 2 YAML documents", {"config.yaml": "epochs: 1\n---\nepochs: 2\n"})
+    case(y, "block_scalar", cfg, 2, "key 'lr': the value has a line break", {"config.yaml": "lr: |\n  0.1\n"})
+    case(y, "directory", ["--config", "@CASE@/config.yaml"], 2, "config.yaml: is a directory, not a file",
+         {"config.yaml/keep": ""})
 
     c = "cli"
     case(c, "lr_negative", ["--lr", "-1"], 2, "--lr")
@@ -131,6 +138,10 @@ def main():
          "--early-stop-metric auc: expected loss|acc")
     case(c, "restore_best_alone", ["--restore-best"], 2, "--restore-best needs --early-stop N")
     case(c, "val_split_one", ["--val-split", "1"], 2, "--val-split 1: must be in [0, 1)")
+    case(c, "epochs_wraps", ["--epochs", "4294967297"], 2, "--epochs: '4294967297' is out of range")
+    case(c, "save_is_directory", ["--save", "@CASE@"], 2, "is a directory; name a file")
+    case(c, "save_equals_log", ["--save", "@CASE@/x", "--log", "@CASE@/x"], 2, "--save and --log name the same file")
+    case(c, "resume_directory", ["--resume", "@CASE@"], 1, "is a directory, not a file")
     case(c, "val_split_leaves_nothing", ["--train-limit", "10", "--val-split", "0.9"], 2,
          "--val-split 0.9 of 10 training samples leaves 0 to train on")
 

@@ -136,13 +136,14 @@ parameters:
     values:
       - {batch_size: 16, lr: 0.01}
 YAML
-for flag in "--batch-size 8" "--log x.jsonl"; do
+for flag in "--batch-size 8" "--log x.jsonl" "--width 0"; do
   set +e
   # shellcheck disable=SC2086
   "$KILN_BIN/sweep" group.yaml --dir group $flag "${common[@]}" > /dev/null 2> err.txt
   rc=$?
   set -e
-  [ $rc -eq 2 ] && grep -q -- "${flag% *}: " err.txt || { echo "FAIL: $flag rc=$rc"; cat err.txt; exit 1; }
+  # (--width 0 fails every trial: refused before any runs, naming the option)
+  [ $rc -eq 2 ] && grep -q -- "${flag% *}" err.txt || { echo "FAIL: $flag rc=$rc"; cat err.txt; exit 1; }
 done
 "$KILN_BIN/sweep" group.yaml --dir group --grad-report "${common[@]}" > group.txt
 grep -q '"batch_size":16' group/trials/trial-0.jsonl && grep -q 'per-layer norms' group/trials/trial-0.log ||

@@ -53,6 +53,10 @@ PY
 rc=$?
 [ $rc = 1 ] && grep -q "checkpoint $tmp/badcfg.safetensors: metadata checksum mismatch" "$tmp/eval" ||
   { echo "FAIL kiln_eval on a corrupted config: rc=$rc"; cat "$tmp/eval"; fail=1; }
+"$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$data" --test-limit 5x > "$tmp/eval" 2>&1
+rc=$?
+[ $rc = 2 ] && grep -q "kiln_eval: error: --test-limit: '5x' is not an integer" "$tmp/eval" ||
+  { echo "FAIL kiln_eval --test-limit 5x: rc=$rc"; cat "$tmp/eval"; fail=1; }
 grep -Eq '^test_acc=[0-9.]+ test_loss=[0-9.]+ seconds=[0-9.]+$' "$tmp/out" || { echo "FAIL val-split final line"; fail=1; }
 grep -q '"step":57,.*"val_loss":[0-9.]*,"val_acc":[0-9.]*' "$tmp/v.jsonl" || { echo "FAIL val-split jsonl"; cat "$tmp/v.jsonl"; fail=1; }
 # --early-stop 1 with a delta no loss change reaches: epoch 1 sets the best, epoch 2 does not
