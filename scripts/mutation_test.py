@@ -414,6 +414,13 @@ MUTANTS = [
     ("safetensors-layout", "engine/safetensors.cpp",
      [("    return st_dtype_size(a->dtype) > st_dtype_size(b->dtype);", "    return false;")],
      "tensors are stored in state_dict order: an I64 after an odd number of floats is not 8-byte aligned"),
+    ("int-option-wraps", "tuning/options.cpp",
+     [("            KILN_USAGE_CHECK(fits,", "            KILN_USAGE_CHECK(true || fits,")],
+     "integer options wrap at their type's width (2^32 + 1 epochs runs 1 epoch; kiln's state until 2026-12-02)"),
+    ("atomic-write-replaces-device", "engine/safetensors.cpp",
+     [("  KILN_CHECK(::stat(path.c_str(), &existing) != 0 || S_ISREG(existing.st_mode),",
+       "  KILN_CHECK(true || ::stat(path.c_str(), &existing) != 0 || S_ISREG(existing.st_mode),")],
+     "an atomic write renames over a device or FIFO (--save /dev/full replaced the device; until 2026-12-02)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
