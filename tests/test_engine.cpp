@@ -230,6 +230,13 @@ TEST(Options, CliFlagsBoolsAndErrors) {
   EXPECT_EQ(usage_msg({"--epochs", "2.5"}), "--epochs: '2.5' is not an integer");
   EXPECT_EQ(usage_msg({"--batch-sise", "3"}), "--batch-sise: unknown option 'batch-sise' (did you mean 'batch-size'?)");
   EXPECT_EQ(usage_msg({"--lr"}), "--lr needs a value (float)");
+  // Past the field's type: refused, not wrapped (2^32 + 1 epochs ran one epoch).
+  EXPECT_EQ(usage_msg({"--epochs", "4294967297"}),
+            "--epochs: '4294967297' is out of range (at most 2147483647)");
+  EXPECT_EQ(usage_msg({"--width", "-4294967295"}),
+            "--width: '-4294967295' is out of range (at most 2147483647)");
+  EXPECT_EQ(usage_msg({"--batch-size", "4294967297"}),
+            "no error");  // int64: fits (then checked by validate)
 }
 
 TEST(Options, YamlConfigThenFlagsOverride) {
