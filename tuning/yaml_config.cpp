@@ -1,6 +1,7 @@
 // YAML run configs: a flat mapping of option: value, the same names as the flags (hyphens or
 // underscores). Lists are accepted for list options (milestones: [30, 60]).
 #include <fstream>
+#include <sstream>
 #include <vector>
 
 #include "engine/error.h"
@@ -18,12 +19,27 @@ void apply_yaml_config(RunConfig& cfg, const std::string& path) {
   KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (--config names a YAML file)");
   std::ifstream probe(path);
   KILN_USAGE_CHECK(probe.good(), path << ": cannot open config file");
+  // A second document ("---" after content) would be ignored by YAML::Load: refuse it. (Found
+  // by lines, not by YAML::LoadAll, which loops forever on some malformed input in yaml-cpp 0.7.)
+  std::stringstream text;
+  text << probe.rdbuf();
+  {
+    std::istringstream lines(text.str());
+    std::string line;
+    bool content = false;
+    for (int n = 1; std::getline(lines, line); ++n) {
+      const bool marker = line.compare(0, 3, "---") == 0 && (line.size() == 3 || line[3] == ' ' ||
+                                                             line[3] == '\t' || line[3] == '\r');
+      KILN_USAGE_CHECK(
+          !(marker && content),
+          path << ": line " << n << ": a second YAML document (---); a config is one mapping");
+      const size_t first = line.find_first_not_of(" \t\r");
+      if (!marker && first != std::string::npos && line[first] != '#') content = true;
+    }
+  }
   YAML::Node root;
   try {
-    std::vector<YAML::Node> docs = YAML::LoadAllFromFile(path);
-    KILN_USAGE_CHECK(docs.size() <= 1, path << ": holds " << docs.size()
-                                            << " YAML documents (---); a config is one mapping");
-    if (!docs.empty()) root = docs.front();
+    root = YAML::Load(text.str());
   } catch (const YAML::Exception& e) {
     KILN_USAGE_FAIL(path << ": not valid YAML at line " << e.mark.line + 1 << ": " << e.msg);
   }
