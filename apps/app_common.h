@@ -10,7 +10,9 @@
 #include <string>
 
 #include "engine/error.h"
+#include "tuning/lr_finder.h"
 #include "tuning/options.h"
+#include "tuning/run.h"
 
 namespace kiln::app {
 
@@ -34,6 +36,30 @@ inline RunConfig default_run_config() {
 // chosen model never reads (ModelOptions::ignored).
 inline void print_ignored_options(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
   for (const std::string& note : cfg.model.ignored(defaults.model)) std::fprintf(stderr, "%s: note: %s\n", prog, note.c_str());
+}
+
+// --summary: the model's per-layer table (no data is loaded).
+inline void print_summary(const RunConfig& cfg) {
+  auto s = make_session(cfg, /*load_data=*/false);
+  std::printf("model %s on %s input %s\n%s", cfg.model.model.c_str(), cfg.data.dataset.c_str(),
+              shape_str(s->model->input_shape()).c_str(), s->model->summary_table().c_str());
+}
+
+// The LR range test of lr_find and train_mnist --lr-find: one note naming the options it does
+// not read, the test, the report on stdout.
+inline void lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
+  std::string unused;
+  for (const std::string& o : lr_find_unused_options(cfg, defaults))
+    unused += (unused.empty() ? "" : " ") + o;
+  if (!unused.empty())
+    std::fprintf(stderr,
+                 "%s: note: the LR range test does not use %s (the lr ramps from --start-lr to "
+                 "--end-lr; it writes only --lr-find-csv)\n",
+                 prog, unused.c_str());
+  LrFindResult r =
+      run_lr_find(cfg, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
+  std::printf("%scsv: %s\n", lr_find_report(r).c_str(),
+              cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str());
 }
 
 inline int guarded_main(const char* prog, const std::function<int()>& body) {

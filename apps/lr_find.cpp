@@ -20,6 +20,8 @@ static const char* kUsage =
     "keras_lr_finder's find(x, y, 1e-5, 1, batch_size=512, epochs=5) ramps the lr as\n"
     "  lr_find --start-lr 1e-5 --end-lr 1 --batch-size 512 --epochs 5 --num-it 0\n"
     "does (it stops on the raw loss; kiln, like fastai's lr_find, on the smoothed one).\n"
+    "--resume CKPT starts from the checkpoint's weights with a fresh optimizer; --summary prints\n"
+    "the model table and exits; --lr, the schedule, checkpoint and log options are not used.\n"
     "Exit codes: 0 ok, 1 runtime error, 2 usage error.\n\noptions:\n";
 
 int main(int argc, char** argv) {
@@ -35,13 +37,14 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
     cfg.validate();
     app::print_ignored_options("lr_find", cfg, defaults);
+    if (cfg.summary) {
+      app::print_summary(cfg);
+      return 0;
+    }
     if (cfg.train.progress < 0) cfg.train.progress = 0;
     std::printf("device: %s\n", device_name(resolve_device(cfg.device)));
     std::fflush(stdout);
-    LrFindResult r = run_lr_find(
-        cfg, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
-    std::printf("%scsv: %s\n", lr_find_report(r).c_str(),
-                cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str());
+    app::lr_find_main("lr_find", cfg, defaults);
     return 0;
   });
 }

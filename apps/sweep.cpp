@@ -138,8 +138,8 @@ int main(int argc, char** argv) {
       if (a.rfind("--", 0) != 0) continue;
       std::string key = normalize_key(
           a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2));
-      KILN_USAGE_CHECK(key != "log", a << ": each trial logs to DIR/trials/trial-<id>.jsonl (and "
-                                          "its console lines to trial-<id>.log)");
+      const std::string why = sweep_refused_option(key);
+      KILN_USAGE_CHECK(why.empty(), a << ": " << why);
       for (const auto& p : spec.params) {
         KILN_USAGE_CHECK(p.name != key && "no-" + p.name != key,
                          a << ": '" << p.name << "' is a parameter of " << files[0]

@@ -30,16 +30,11 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
     cfg.validate();
     print_ignored_options(prog, cfg, defaults);
     if (cfg.summary) {
-      auto s = make_session(cfg, /*load_data=*/false);
-      std::printf("model %s on %s input %s\n%s", cfg.model.model.c_str(), cfg.data.dataset.c_str(),
-                  shape_str(s->model->input_shape()).c_str(), s->model->summary_table().c_str());
+      print_summary(cfg);
       return 0;
     }
     if (cfg.lr_find) {  // the LR range test instead of training (lr_find does the same)
-      LrFindResult r =
-          run_lr_find(cfg, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
-      std::printf("%scsv: %s\n", lr_find_report(r).c_str(),
-                  cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str());
+      lr_find_main(prog, cfg, defaults);
       return 0;
     }
     Device dev = resolve_device(cfg.device);

@@ -88,11 +88,8 @@ uint32_t data_crc(const SafetensorsFile& f, int version) {
   std::sort(order.begin(), order.end(),
             [](const StTensor* a, const StTensor* b) { return a->name < b->name; });
   for (const StTensor* t : order) {
-    std::string shape = "[";
-    for (size_t i = 0; i < t->shape.size(); ++i)
-      shape += (i ? "," : "") + std::to_string(t->shape[i]);
-    shape += "]";
-    for (const std::string* part : {&t->name, &t->dtype, static_cast<const std::string*>(&shape)}) {
+    const std::string shape = shape_json(t->shape);
+    for (const std::string* part : {&t->name, &t->dtype, &shape}) {
       c = crc32(part->data(), part->size(), c);
       c = crc32("", 1, c);
     }

@@ -39,6 +39,8 @@ struct SafetensorsFile {
 
 // Bytes per element of a safetensors dtype name, 0 when unknown.
 size_t st_dtype_size(const std::string& dtype);
+// A shape as the header writes it: "[16,1,3,3]", "[]" for a scalar.
+std::string shape_json(const Shape& s);
 // Header padded with spaces to a multiple of 8 bytes (as the reference implementation does).
 std::vector<uint8_t> encode_safetensors(const SafetensorsFile& f);
 // Full structural validation (header length within the file, JSON, dtypes, shapes, offsets in

@@ -9,6 +9,14 @@
 namespace kiln {
 
 namespace {
+// \u00XX: a control character, or a byte that is not part of valid UTF-8 (read back as the
+// code point U+00XX; the original byte is not recoverable, which only the error text needs).
+void append_u_escape(std::string& o, unsigned char c) {
+  char b[8];
+  std::snprintf(b, sizeof b, "\\u%04x", c);
+  o += b;
+}
+
 // Length of the valid UTF-8 sequence starting at p[0] (of n bytes left), or 0 if none.
 size_t utf8_sequence(const unsigned char* p, size_t n) {
   const unsigned char c = p[0];
@@ -59,9 +67,7 @@ std::string json_escape(const std::string& s) {
     if (c >= 0x80) {
       const size_t len = utf8_sequence(p + i, s.size() - i);
       if (len == 0) {
-        char b[8];
-        std::snprintf(b, sizeof b, "\\u%04x", c);
-        o += b;
+        append_u_escape(o, c);
       } else {
         o.append(s, i, len);
         i += len - 1;
@@ -76,9 +82,7 @@ std::string json_escape(const std::string& s) {
       case '\t': o += "\\t"; break;
       default:
         if (c < 0x20) {
-          char b[8];
-          std::snprintf(b, sizeof b, "\\u%04x", c);
-          o += b;
+          append_u_escape(o, c);
         } else {
           o += static_cast<char>(c);
         }

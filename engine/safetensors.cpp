@@ -32,12 +32,6 @@ bool host_little_endian() {
   return b == 1;
 }
 
-std::string shape_json(const Shape& s) {
-  std::string o = "[";
-  for (size_t i = 0; i < s.size(); ++i) o += (i ? "," : "") + std::to_string(s[i]);
-  return o + "]";
-}
-
 std::string dir_of(const std::string& path) {
   size_t slash = path.rfind('/');
   if (slash == std::string::npos) return ".";
@@ -45,6 +39,12 @@ std::string dir_of(const std::string& path) {
 }
 
 }  // namespace
+
+std::string shape_json(const Shape& s) {
+  std::string o = "[";
+  for (size_t i = 0; i < s.size(); ++i) o += (i ? "," : "") + std::to_string(s[i]);
+  return o + "]";
+}
 
 uint32_t crc32(const void* data, size_t n, uint32_t crc) {
   auto* p = static_cast<const Bytef*>(data);

@@ -173,6 +173,8 @@ void Trainer::check_nonfinite(bool sync, int epoch) {
         KILN_CUDA_CHECK(q);  // an earlier asynchronous failure surfaces here
       bad = q == cudaSuccess && *host_flag_ != 0;
     }
+#else
+    (void)sync;
 #endif
   } else {
     bad = *opt_.nonfinite_flag() != 0;

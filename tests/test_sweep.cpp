@@ -186,6 +186,13 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
   EXPECT_NE(m.find("train_mnist --config s.yaml"), std::string::npos) << m;
   m = usage_error("seed: 3\nlr: 0.1\nparameters: {momentum: {values: [0.9]}}\n");
   EXPECT_NE(m.find("key 'lr': a run option"), std::string::npos) << m;
+  // Options a trial cannot honour: its log goes to DIR/trials, and it trains.
+  m = usage_error("base: {log: x.jsonl}\nparameters: {lr: {values: [0.1]}}\n");
+  EXPECT_NE(m.find("base key 'log': each trial logs to DIR/trials"), std::string::npos) << m;
+  m = usage_error("parameters: {lr_find: {values: [true, false]}}\n");
+  EXPECT_NE(m.find("parameter 'lr-find': a sweep's trials train"), std::string::npos) << m;
+  m = usage_error("parameters: {setup: {values: [{summary: true}]}}\n");
+  EXPECT_NE(m.find("parameter 'setup' sets 'summary'"), std::string::npos) << m;
 }
 
 TEST(SweepSpec, TrialConfigAppliesParameters) {

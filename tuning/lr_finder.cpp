@@ -221,6 +221,15 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   topts.grad_report = false;
   topts.target_acc = 0;
   topts.detect_anomaly = false;
+  // Early stopping would watch the ramp's rising train loss and end the test after an epoch
+  // (reported as completed); --restore-best would load weights back mid-ramp.
+  const TrainOptions plain;
+  topts.early_stop = plain.early_stop;
+  topts.early_stop_delta = plain.early_stop_delta;
+  topts.early_stop_metric = plain.early_stop_metric;
+  topts.early_stop_baseline = plain.early_stop_baseline;
+  topts.early_stop_start = plain.early_stop_start;
+  topts.restore_best = plain.restore_best;
 
   Dataset val;
   if (o.use_val) {
@@ -291,9 +300,74 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   return res;
 }
 
+std::vector<std::string> lr_find_unused_options(const RunConfig& cfg, const RunConfig& defaults) {
+  // The ramp replaces --lr and the schedule; the test writes its CSV, no checkpoint or log.
+  static const char* const unused[] = {"lr",
+                                       "schedule",
+                                       "gamma",
+                                       "step-size",
+                                       "milestones",
+                                       "decay",
+                                       "k",
+                                       "t-max",
+                                       "t-mult",
+                                       "eta-min",
+                                       "max-lr",
+                                       "base-lr",
+                                       "step-size-up",
+                                       "cyclic-mode",
+                                       "cycle-momentum",
+                                       "base-momentum",
+                                       "max-momentum",
+                                       "pct-start",
+                                       "div-factor",
+                                       "final-div-factor",
+                                       "anneal-strategy",
+                                       "factor",
+                                       "patience",
+                                       "cooldown",
+                                       "min-lr",
+                                       "threshold",
+                                       "threshold-mode",
+                                       "plateau-mode",
+                                       "schedule-file",
+                                       "warmup-steps",
+                                       "warmup-epochs",
+                                       "batch-schedule",
+                                       "scale-lr",
+                                       "log-every",
+                                       "detect-anomaly",
+                                       "grad-report",
+                                       "target-acc",
+                                       "early-stop",
+                                       "early-stop-delta",
+                                       "restore-best",
+                                       "early-stop-metric",
+                                       "early-stop-baseline",
+                                       "early-stop-start",
+                                       "log",
+                                       "save",
+                                       "checkpoint-dir",
+                                       "checkpoint-every",
+                                       "checkpoint-every-steps",
+                                       "keep-last"};
+  std::vector<std::string> out;
+  for (const char* name : unused) {
+    const OptionSpec* spec = run_options().find(name);
+    KILN_CHECK(spec, "lr_find: unknown option '" << name << "' in the unused list");
+    if (spec->get(cfg) != spec->get(defaults)) out.push_back(std::string("--") + name);
+  }
+  return out;
+}
+
 LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const std::string&)>& log) {
   check_output_paths(cfg);  // --lr-find-csv: before the range test, not after
   auto s = make_session(cfg);
+  if (!cfg.resume.empty()) {  // the weights (and norm buffers) only: a fresh optimizer ramps
+    load_checkpoint(cfg.resume, *s->ctx, *s->model, nullptr, nullptr);
+    if (log)
+      log("lr_find: starting from the weights in " + cfg.resume + " (fresh optimizer state)");
+  }
   LrFindResult r = lr_find(*s, lr_find_options(cfg), log);
   write_lr_find_csv(cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv, r);
   return r;

@@ -79,8 +79,13 @@ LrFindOptions lr_find_options(const RunConfig& cfg);
 LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
                      const std::function<void(const std::string&)>& log = {});
 
-// The whole command: builds the session from cfg, runs the test, writes cfg.lr_find_csv
-// (default lr_find.csv) and its .suggestions companion.
+// The run options the test never reads (the ramp replaces --lr and the schedule; no
+// checkpoint, log, early stopping) that cfg sets away from `defaults`, as "--name".
+std::vector<std::string> lr_find_unused_options(const RunConfig& cfg, const RunConfig& defaults);
+
+// The whole command: builds the session from cfg (with --resume, the checkpoint's weights and
+// a fresh optimizer), runs the test, writes cfg.lr_find_csv (default lr_find.csv) and its
+// .suggestions companion.
 LrFindResult run_lr_find(const RunConfig& cfg,
                          const std::function<void(const std::string&)>& log = {});
 

@@ -20,135 +20,26 @@
 #include <fstream>
 #include <iomanip>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/json.h"
 #include "tuning/run.h"
+#include "tuning/run_checkpoint.h"
 
 namespace kiln {
 
 namespace {
 
-// ---- a minimal JSON reader for our own records ------------------------------------------------
-struct JVal {
-  enum Type { Null, Bool, Num, Str, Arr, Obj } type = Null;
-  double num = NAN;
-  std::string str;
-  std::vector<JVal> arr;
-  std::vector<std::pair<std::string, JVal>> obj;
-  const JVal* get(const std::string& k) const {
-    for (const auto& kv : obj)
-      if (kv.first == k) return &kv.second;
-    return nullptr;
-  }
-};
-
-struct JParser {
-  const std::string& s;
-  size_t i = 0;
-  void ws() {
-    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-  }
-  bool lit(const char* w) {
-    size_t n = std::strlen(w);
-    if (s.compare(i, n, w) != 0) return false;
-    i += n;
-    return true;
-  }
-  bool string(std::string& out) {
-    if (s[i] != '"') return false;
-    for (++i; i < s.size() && s[i] != '"'; ++i) {
-      if (s[i] != '\\') {
-        out += s[i];
-        continue;
-      }
-      if (++i >= s.size()) return false;
-      char c = s[i];
-      if (c == 'n')
-        out += '\n';
-      else if (c == 't')
-        out += '\t';
-      else if (c == 'r')
-        out += '\r';
-      else if (c == 'b' || c == 'f')
-        out += ' ';
-      else if (c == 'u') {
-        if (i + 4 >= s.size()) return false;
-        unsigned code = static_cast<unsigned>(std::stoul(s.substr(i + 1, 4), nullptr, 16));
-        out += code < 128 ? static_cast<char>(code) : '?';
-        i += 4;
-      } else
-        out += c;
-    }
-    if (i >= s.size()) return false;
-    ++i;
-    return true;
-  }
-  bool value(JVal& v) {
-    ws();
-    if (i >= s.size()) return false;
-    char c = s[i];
-    if (c == '{') {
-      v.type = JVal::Obj;
-      ++i;
-      ws();
-      if (i < s.size() && s[i] == '}') return ++i, true;
-      for (;;) {
-        ws();
-        std::string k;
-        if (i >= s.size() || !string(k)) return false;
-        ws();
-        if (i >= s.size() || s[i++] != ':') return false;
-        JVal x;
-        if (!value(x)) return false;
-        v.obj.emplace_back(k, std::move(x));
-        ws();
-        if (i < s.size() && s[i] == ',') {
-          ++i;
-          continue;
-        }
-        return i < s.size() && s[i++] == '}';
-      }
-    }
-    if (c == '[') {
-      v.type = JVal::Arr;
-      ++i;
-      ws();
-      if (i < s.size() && s[i] == ']') return ++i, true;
-      for (;;) {
-        JVal x;
-        if (!value(x)) return false;
-        v.arr.push_back(std::move(x));
-        ws();
-        if (i < s.size() && s[i] == ',') {
-          ++i;
-          continue;
-        }
-        return i < s.size() && s[i++] == ']';
-      }
-    }
-    if (c == '"') return v.type = JVal::Str, string(v.str);
-    if (lit("null")) return v.type = JVal::Null, true;
-    if (lit("true")) return v.type = JVal::Bool, v.num = 1, true;
-    if (lit("false")) return v.type = JVal::Bool, v.num = 0, true;
-    char* end = nullptr;
-    v.num = std::strtod(s.c_str() + i, &end);
-    if (end == s.c_str() + i) return false;
-    v.type = JVal::Num;
-    i = static_cast<size_t>(end - s.c_str());
-    return true;
-  }
-};
-
-double num_of(const JVal& o, const char* k) {
-  const JVal* v = o.get(k);
-  return v && v->type == JVal::Num ? v->num : NAN;
+double num_of(const JsonValue& o, const char* k) {
+  const JsonValue* v = o.find(k);
+  return v && v->is_number() ? v->number : NAN;
 }
-std::string str_of(const JVal& o, const char* k) {
-  const JVal* v = o.get(k);
-  return v && v->type == JVal::Str ? v->str : "";
+std::string str_of(const JsonValue& o, const char* k) {
+  const JsonValue* v = o.find(k);
+  return v && v->is_string() ? v->text : "";
 }
 
 // ---- files ------------------------------------------------------------------------------------
@@ -353,20 +244,20 @@ std::string TrialRecord::to_json() const {
 }
 
 bool TrialRecord::from_json(const std::string& line, TrialRecord& r) {
-  JParser p{line};
-  JVal v;
+  JsonValue v;
   try {
-    if (!p.value(v) || v.type != JVal::Obj || !v.get("trial") || !v.get("status")) return false;
-  } catch (const std::exception&) {  // a bad \u escape in a torn line
+    v = parse_json(line);
+  } catch (const Error&) {  // a torn last line (a killed writer)
     return false;
   }
+  if (!v.is_object() || !v.find("trial") || !v.find("status")) return false;
   r = TrialRecord();
   r.trial = static_cast<int64_t>(num_of(v, "trial"));
   r.status = str_of(v, "status");
   r.metric = num_of(v, "metric");
-  if (const JVal* ps = v.get("params"))
-    for (const auto& kv : ps->obj)
-      r.params.emplace_back(kv.first, kv.second.type == JVal::Str ? kv.second.str : "");
+  if (const JsonValue* ps = v.find("params"))
+    for (const auto& kv : ps->members)
+      r.params.emplace_back(kv.first, kv.second.is_string() ? kv.second.text : "");
   r.epochs = static_cast<int>(std::isfinite(num_of(v, "epochs")) ? num_of(v, "epochs") : 0);
   r.val_acc = num_of(v, "val_acc");
   r.val_loss = num_of(v, "val_loss");
@@ -376,8 +267,8 @@ bool TrialRecord::from_json(const std::string& line, TrialRecord& r) {
   r.train_loss = num_of(v, "train_loss");
   r.weight_sparsity = num_of(v, "weight_sparsity");
   r.seconds = num_of(v, "seconds");
-  if (const JVal* c = v.get("curve"))
-    for (const auto& x : c->arr) r.curve.push_back(x.type == JVal::Num ? x.num : NAN);
+  if (const JsonValue* c = v.find("curve"))
+    for (const auto& x : c->items) r.curve.push_back(x.is_number() ? x.number : NAN);
   r.message = str_of(v, "message");
   return r.trial >= 0;
 }
@@ -399,6 +290,16 @@ std::pair<int, int> parse_worker(const std::string& s) {
       std::sscanf(s.c_str(), "%d/%d%c", &i, &n, &extra) == 2 && n >= 1 && i >= 0 && i < n,
       "--worker '" << s << "': expected i/N with 0 <= i < N (e.g. 0/4)");
   return {i, n};
+}
+
+std::string sweep_refused_option(const std::string& key) {
+  if (key == "log")
+    return "each trial logs to DIR/trials/trial-<id>.jsonl (and its console lines to "
+           "trial-<id>.log)";
+  if (key == "lr-find") return "a sweep's trials train; run lr_find for the LR range test";
+  if (key == "summary")
+    return "a sweep's trials train; train_mnist --summary prints the model table";
+  return "";
 }
 
 void apply_sweep_base(const SweepSpec& spec, RunConfig& cfg) {
@@ -463,6 +364,47 @@ TrialRunner default_trial_runner() {
   };
 }
 
+namespace {
+// The run options every trial shares (defaults, the file's base, the command line) are kept as
+// DIR/run_options.json; a --resume or another worker with other values would rank trials of
+// different recipes in one leaderboard. Only where the run happens and what it writes on the
+// side may change.
+void check_run_options(const SweepOptions& o) {
+  static const std::set<std::string> free_keys = {"device",
+                                                  "data-dir",
+                                                  "save",
+                                                  "checkpoint-dir",
+                                                  "keep-last",
+                                                  "checkpoint-every",
+                                                  "checkpoint-every-steps",
+                                                  "grad-report",
+                                                  "detect-anomaly",
+                                                  "cuda-graphs"};
+  const std::string path = o.dir + "/run_options.json", now = run_config_json(o.base) + "\n";
+  const std::string old = read_text(path);
+  if (old.empty()) {
+    write_file_atomic(path, now.data(), now.size());
+    return;
+  }
+  if (old == now) return;
+  JsonValue was;
+  try {
+    was = parse_json(old);
+  } catch (const Error& e) {
+    KILN_FAIL(path << ": " << e.message());
+  }
+  std::string diffs;
+  for (const auto& [k, v] : parse_json(now).members) {
+    const JsonValue* w = was.find(k);
+    if (free_keys.count(k) || (w && w->is_string() && w->text == v.text)) continue;
+    diffs += (diffs.empty() ? "" : ", ") + ("--" + k) + " " +
+             (w && w->is_string() ? w->text : std::string("(unset)")) + " -> " + v.text;
+  }
+  KILN_USAGE_CHECK(diffs.empty(), o.dir << " holds trials run with other options (" << diffs
+                                        << "); pass the same options, or use another --dir");
+}
+}  // namespace
+
 SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const TrialRunner& runner) {
   KILN_USAGE_CHECK(!o.dir.empty(), "sweep: no output directory");
   KILN_USAGE_CHECK(o.num_workers >= 1 && o.worker >= 0 && o.worker < o.num_workers,
@@ -478,6 +420,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     // temp + rename: a concurrent worker never reads half a file
     if (old.empty()) write_file_atomic(copy, o.spec_text.data(), o.spec_text.size());
   }
+  check_run_options(o);
   int64_t n = num_trials(spec);
   // A val_ metric needs every trial to hold out a validation split: say so before any runs.
   // (A trial whose options do not parse fails on its own, as any other trial would.)

@@ -93,6 +93,10 @@ struct SweepOutcome {
   std::vector<TrialRecord> results;  // everything in results.jsonl at the end
 };
 
+// Why a sweep refuses a run option in its base, its parameters or on its command line, or ""
+// when it takes it: every trial logs to DIR/trials (log) and trains (lr-find, summary).
+std::string sweep_refused_option(const std::string& key);
+
 // Applies the spec's base mapping (origin: the sweep file); apps do it before command-line
 // overrides so flags win over the file.
 void apply_sweep_base(const SweepSpec& spec, RunConfig& cfg);

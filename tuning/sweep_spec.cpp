@@ -310,6 +310,16 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
   }
   KILN_USAGE_CHECK(!s.params.empty(),
                    path << ": no parameters to sweep (add a 'parameters' mapping)");
+  auto refuse = [&](const std::string& key, const std::string& where) {
+    const std::string why = sweep_refused_option(normalize_key(key));
+    KILN_USAGE_CHECK(why.empty(), path << ": " << where << " '" << key << "': " << why);
+  };
+  for (const auto& b : s.base) refuse(b.first, "base key");
+  for (const auto& p : s.params) {
+    refuse(p.name, "parameter");
+    for (const auto& bundle : p.bundles)
+      for (const auto& kv : bundle) refuse(kv.first, "parameter '" + p.name + "' sets");
+  }
   std::set<std::string> seen;
   for (const auto& p : s.params) {
     KILN_USAGE_CHECK(seen.insert(p.name).second,

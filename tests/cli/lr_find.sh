@@ -37,6 +37,34 @@ last=$(tail -1 k.csv | cut -d, -f2)
 python3 -c "import sys; sys.exit(0 if abs(float('$last') / (1e-5 * 1e5 ** (19 / 19.53125)) - 1) < 1e-6 else 1)" ||
   { echo "FAIL: last lr $last"; exit 1; }
 
+# Early stopping must not cut the ramp (a baseline no loss beats stopped it after epoch 1 and
+# the test reported "completed 5 steps"); options the test does not read get one note.
+out=$("$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 --model mlp --width 32 \
+      --start-lr 1e-5 --end-lr 1 --batch-size 512 --epochs 3 --num-it 0 --early-stop 1 \
+      --early-stop-baseline 0 --restore-best --lr 0.5 --save never.safetensors --lr-find-csv e.csv 2>err.txt)
+echo "$out" | grep -q '^lr_find: 12 steps' || { echo "FAIL: early stopping cut the ramp: $out"; exit 1; }
+grep -q 'note: the LR range test does not use --lr --early-stop --restore-best --early-stop-baseline --save' err.txt ||
+  { echo "FAIL: no note for unused options"; cat err.txt; exit 1; }
+[ ! -e never.safetensors ] || { echo "FAIL: lr_find wrote --save"; exit 1; }
+
+# --summary prints the table and exits; --resume starts from the checkpoint's weights, so the
+# first loss is the trained model's, well below a fresh one's ln(10).
+"$KILN_BIN/lr_find" --summary --model mlp --width 32 | grep -q 'Linear(784 -> 32)' ||
+  { echo "FAIL: lr_find --summary"; exit 1; }
+"$KILN_BIN/train_mnist" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 --test-limit 200 \
+  --model mlp --width 32 --epochs 2 --save trained.safetensors >/dev/null 2>&1
+"$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 --model mlp --width 32 \
+  --num-it 20 --resume trained.safetensors --lr-find-csv r.csv >/dev/null 2>err.txt
+grep -q 'starting from the weights in trained.safetensors' err.txt || { echo "FAIL: resume note"; cat err.txt; exit 1; }
+"$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 --model mlp --width 32 \
+  --num-it 20 --lr-find-csv f.csv >/dev/null 2>&1
+python3 - r.csv f.csv <<'PY' || { echo "FAIL: --resume did not start from the trained weights"; exit 1; }
+import sys
+first = [float(open(p).read().splitlines()[1].split(",")[2]) for p in sys.argv[1:]]
+print("first loss resumed %.4f fresh %.4f" % tuple(first))
+sys.exit(0 if first[0] < 0.6 * first[1] else 1)
+PY
+
 set +e
 "$KILN_BIN/lr_find" --device cpu --start-lr 1 --end-lr 0.1 2>err.txt
 rc=$?

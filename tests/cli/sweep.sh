@@ -58,6 +58,13 @@ set +e
 rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q -- '--resume' err.txt || { echo "FAIL: rerun without --resume: rc=$rc"; cat err.txt; exit 1; }
+# --resume with other run options would rank trials of two recipes in one leaderboard.
+set +e
+"$KILN_BIN/sweep" s.yaml --dir killed --resume --epochs 2 "${common[@]}" > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q -- 'holds trials run with other options (--epochs 1 -> 2)' err.txt ||
+  { echo "FAIL: resume with other options: rc=$rc"; cat err.txt; exit 1; }
 
 # 3. two workers in parallel
 "$KILN_BIN/sweep" s.yaml --dir shared --worker 0/2 "${common[@]}" > w0.txt &
