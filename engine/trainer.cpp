@@ -156,14 +156,15 @@ float Trainer::last_loss() {
 }
 
 // Throws Diverged when the optimizer has seen a non-finite gradient. Without sync, looks only
-// at a flag copy that has already landed (a step or so late, harmless: bad steps are skipped).
+// at a flag copy that has already landed (a step or more late, harmless: bad steps are
+// skipped); the flag holds the first bad step's count, so the message names that step.
 void Trainer::check_nonfinite(bool sync, int epoch) {
-  bool bad = false;
+  int flag = 0;
   if (ctx_.cuda()) {
 #ifdef KILN_WITH_CUDA
     if (sync) {
       KILN_CUDA_CHECK(cudaEventSynchronize(flag_event_));
-      bad = *host_flag_ != 0;
+      flag = *host_flag_;
     } else {
       const cudaError_t q = cudaEventQuery(flag_event_);
       if (q == cudaErrorNotReady)
@@ -171,15 +172,17 @@ void Trainer::check_nonfinite(bool sync, int epoch) {
                                    // see it
       else
         KILN_CUDA_CHECK(q);  // an earlier asynchronous failure surfaces here
-      bad = q == cudaSuccess && *host_flag_ != 0;
+      flag = q == cudaSuccess ? *host_flag_ : 0;
     }
 #else
     (void)sync;
 #endif
   } else {
-    bad = *opt_.nonfinite_flag() != 0;
+    flag = *opt_.nonfinite_flag();
   }
-  if (!bad) return;
+  if (flag == 0) return;
+  // The flag counts optimizer steps; the trainer's count of the same step:
+  const long long bad_step = step_ - (opt_.steps_taken() - flag);
   StepStats st = opt_.stats(ctx_);
   const auto& refs = model_.param_refs();
   std::string where = "no single layer identified (the gradients of the last step are finite)";
@@ -192,9 +195,15 @@ void Trainer::check_nonfinite(bool sync, int epoch) {
   }
   throw_error(ErrorKind::Diverged,
               "training diverged: non-finite loss/gradient at epoch " + std::to_string(epoch + 1) +
-                  " step " + std::to_string(step_) + "; " + where +
-                  " (try a lower --lr or --global-clipnorm)",
+                  " step " + std::to_string(bad_step) + "; " + where + divergence_hint(),
               __FILE__, __LINE__);
+}
+
+std::string Trainer::divergence_hint() const {
+  const OptimOptions& o = opt_.options();
+  return o.clipnorm > 0 || o.global_clipnorm > 0 || o.clipvalue > 0
+             ? " (try a lower --lr)"
+             : " (try a lower --lr or --global-clipnorm)";
 }
 
 std::string Trainer::largest_grad_layer() {
@@ -211,16 +220,21 @@ std::string Trainer::largest_grad_layer() {
 }
 
 void Trainer::check_loss_bound(double loss, int epoch, const char* what) {
-  if (opts_.max_loss < 0) return;
   double k = model_.output_shape().empty() ? 10.0 : static_cast<double>(model_.output_shape()[0]);
   double bound = opts_.max_loss > 0 ? opts_.max_loss : 100.0 * std::log(std::max(k, 2.0));
-  if (std::isfinite(loss) && loss <= bound) return;
+  // --max-loss < 0 turns off the bound on a finite loss; a non-finite one always diverged.
+  if (std::isfinite(loss) && (opts_.max_loss < 0 || loss <= bound)) return;
   std::ostringstream os;
-  os << "training diverged: " << what << " " << loss << " in epoch " << epoch + 1 << " (step " << step_
-     << ")" << (std::isfinite(loss) ? " exceeds the divergence bound " + std::to_string(bound) +
-                                          " (--max-loss; default 100x the chance-level loss)"
-                                    : "")
-     << largest_grad_layer() << " (try a lower --lr or --global-clipnorm)";
+  os << "training diverged: " << what << " ";
+  if (std::isnan(loss))
+    os << "nan";  // not the stream's "-nan" of a negative-signed NaN
+  else
+    os << loss;
+  os << " in epoch " << epoch + 1 << " (step " << step_ << ")"
+     << (std::isfinite(loss) ? " exceeds the divergence bound " + std::to_string(bound) +
+                                   " (--max-loss; default 100x the chance-level loss)"
+                             : "")
+     << largest_grad_layer() << divergence_hint();
   throw_error(ErrorKind::Diverged, os.str(), __FILE__, __LINE__);
 }
 
@@ -435,8 +449,10 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
       pos_.last_lr = lr;
       pos_.last_momentum = mom;
       bool stop = stop_requested();
-      if (stop || (checkpoint_every_steps > 0 && step_ % checkpoint_every_steps == 0))
+      if (stop || (checkpoint_every_steps > 0 && step_ % checkpoint_every_steps == 0)) {
+        check_nonfinite(true, epoch);  // a diverged run is not checkpointed as if it were fine
         checkpoint(stop ? "signal" : "step");
+      }
       if (stop) {
         stopped_ = true;
         return out;
@@ -486,6 +502,12 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
       r.test_loss = e.loss;
       r.test_acc = e.acc;
     }
+    // The last step's update can leave weights whose forward pass overflows although every
+    // gradient was finite (no later step sees them): the held-out loss shows it. Only a
+    // non-finite one counts (a large finite one is overfitting, not divergence).
+    if (val_set && !std::isfinite(r.val_loss))
+      check_loss_bound(r.val_loss, epoch, "validation loss");
+    if (test && !std::isfinite(r.test_loss)) check_loss_bound(r.test_loss, epoch, "test loss");
     r.seconds = train_seconds;
     r.images_per_s = seen / std::max(train_seconds, 1e-9);
     // The plateau schedule and target_acc watch the validation split, else the test set, else

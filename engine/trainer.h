@@ -156,6 +156,7 @@ class Trainer {
   void check_dataset(const Dataset& ds);
   void check_nonfinite(bool sync, int epoch);
   void check_loss_bound(double loss, int epoch, const char* what);
+  std::string divergence_hint() const;  // what to try, leaving out a clipping already on
   std::string largest_grad_layer();
   void loss_and_metrics(const Tensor& logits, const Buffer& labels, int64_t n, float grad_scale,
                         float* dlogits, double* acc);

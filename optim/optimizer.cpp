@@ -117,7 +117,7 @@ class FlatOptimizer final : public Optimizer {
       last_.l1_penalty = st.l1_penalty;
       last_.l2_penalty = st.l2_penalty;
       last_.nonfinite = st.skipped != 0;
-      if (st.skipped) sticky_ = 1;
+      if (st.skipped && sticky_ == 0) sticky_ = optim_sticky_step(h.step);
       return;
     }
 #ifdef KILN_WITH_CUDA

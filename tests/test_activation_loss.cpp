@@ -46,6 +46,14 @@ TEST(ActivationRef, KnownValues) {
   std::vector<float> x{-1.f, 0.f, 2.f}, y(3);
   activation_fwd_ref<float>(Act::ReLU, x.data(), y.data(), 3);
   EXPECT_EQ(y, (std::vector<float>{0.f, 0.f, 2.f}));
+  // torch.relu(nan) is nan (the NaN must reach the loss, not become 0), and its backward
+  // (threshold_backward: y <= 0 ? 0 : dy) passes dy through a NaN output.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> xn{nan, -1.f, 0.f}, yn(3), dyn{1.f, 1.f, 1.f}, dxn(3);
+  activation_fwd_ref<float>(Act::ReLU, xn.data(), yn.data(), 3);
+  EXPECT_TRUE(std::isnan(yn[0]));
+  activation_bwd_ref<float>(Act::ReLU, yn.data(), dyn.data(), dxn.data(), 3);
+  EXPECT_EQ(dxn, (std::vector<float>{1.f, 0.f, 0.f}));
   activation_fwd_ref<float>(Act::Sigmoid, x.data(), y.data(), 3);
   EXPECT_NEAR(y[1], 0.5f, 1e-7);
   activation_fwd_ref<float>(Act::Tanh, x.data(), y.data(), 3);
@@ -179,6 +187,22 @@ TEST(ActivationGpu, MatchesReferenceOddSizes) {
       EXPECT_TRUE(all_close(dY.to_vector(), y, 1e-6, 1e-5)) << act_name(a) << " n=" << n;
       EXPECT_TRUE(all_close(dDx.to_vector(), dx, 1e-6, 1e-5)) << act_name(a) << " n=" << n;
     }
+}
+
+TEST(ActivationGpu, ReluKeepsNanAndPassesItsGradientAsTorch) {
+  KILN_SKIP_WITHOUT_GPU();
+  Context ctx(Device::CUDA, 0);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> x{nan, -1.f, 0.f, 2.f}, g{1.f, 1.f, 1.f, 1.f};
+  Tensor dX = Tensor::from_vector(x, {4}, Device::CUDA), dY = test::poisoned({4}, Device::CUDA);
+  activation_fwd(Act::ReLU, dX.data(), dY.data(), 4, ctx.stream());
+  Tensor dG = Tensor::from_vector(g, {4}, Device::CUDA), dDx = test::poisoned({4}, Device::CUDA);
+  activation_bwd(Act::ReLU, dY.data(), dG.data(), dDx.data(), 4, ctx.stream());
+  ctx.sync();
+  const std::vector<float> y = dY.to_vector();
+  EXPECT_TRUE(std::isnan(y[0]));
+  EXPECT_EQ(std::vector<float>(y.begin() + 1, y.end()), (std::vector<float>{0.f, 0.f, 2.f}));
+  EXPECT_EQ(dDx.to_vector(), (std::vector<float>{1.f, 0.f, 0.f, 1.f}));
 }
 
 TEST(LossGpu, SoftmaxXentAndAccumulateMatchReference) {

@@ -325,6 +325,42 @@ TEST(FusionModelGpu, FusedMatchesUnfusedAndCpu) {
   }
 }
 
+// torch.relu(nan) is nan: a NaN in the first weight must reach every logit through every ReLU,
+// fused into a conv or a batch norm or not (it used to become 0 and train on silently).
+void expect_nan_reaches_every_logit(Device d) {
+  for (const ModelCase& c : model_cases())
+    for (bool fuse : {false, true}) {
+      SCOPED_TRACE(c.model + " norm=" + c.norm + " " + c.pos + (fuse ? " fused" : ""));
+      const ModelOptions o = model_opts(c.model, c.norm, c.pos, fuse);
+      const Shape in = input_for(o.model);
+      auto m = make_model(o, in, 10);
+      m->build(d, 7);
+      Param* w0 = m->param_refs()[0].param;
+      std::vector<float> w = w0->value.to_vector();
+      w[0] = std::nanf("");
+      w0->value.copy_from(Tensor::from_vector(w, w0->shape, Device::CPU).to(d));
+      Context ctx(d);
+      Shape xs = in;
+      xs.insert(xs.begin(), 3);
+      Tensor x = Tensor::from_vector(test::random_vec<float>(shape_numel(xs), 61), xs, d);
+      for (bool training : {true, false}) {
+        training ? m->train(ctx) : m->eval(ctx);
+        const std::vector<float> y = m->forward(ctx, x).to_vector();
+        EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](float v) { return std::isnan(v); }))
+            << (training ? "training" : "eval") << " forward: a logit is not NaN";
+      }
+    }
+}
+
+TEST(FusionModel, NanWeightReachesEveryLogitFusedOrNot) {
+  expect_nan_reaches_every_logit(Device::CPU);
+}
+
+TEST(FusionModelGpu, NanWeightReachesEveryLogitFusedOrNot) {
+  KILN_SKIP_WITHOUT_GPU();
+  expect_nan_reaches_every_logit(Device::CUDA);
+}
+
 TEST(FusionModel, SummaryMarksFoldedRelu) {
   const ModelRun f = run_model(model_opts("cnn", "batch", "before", true), Device::CPU);
   // layers 0 conv, 1 BN, 2 ReLU

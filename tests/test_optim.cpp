@@ -373,12 +373,12 @@ TEST(Optim, NonFiniteGradientSkipsStepAndSetsStickyFlag) {
     EXPECT_EQ(r.w(1), w1);
     EXPECT_EQ(op->state()[0].second.to_vector(), b0);
     EXPECT_TRUE(op->stats(ctx).nonfinite);
-    EXPECT_NE(*op->nonfinite_flag(), 0);
+    EXPECT_EQ(*op->nonfinite_flag(), 2);  // the first bad step's 1-based count
     r.grad(1, {1, 1, 1});
     op->step(ctx, 0.1f);  // good again: updates, the flag stays set until reset
     EXPECT_NE(r.w(0), w0);
     EXPECT_FALSE(op->stats(ctx).nonfinite);
-    EXPECT_NE(*op->nonfinite_flag(), 0);
+    EXPECT_EQ(*op->nonfinite_flag(), 2);
     op->reset_nonfinite_flag(ctx);
     EXPECT_EQ(*op->nonfinite_flag(), 0);
     EXPECT_EQ(op->steps_taken(), 3);  // the host counts skipped steps too
@@ -622,7 +622,10 @@ TEST(OptimGpu, NonFiniteGradientSkipsStepOnDevice) {
   EXPECT_EQ(op->state()[1].second.to_vector(), state_before);
   int flag = 0;
   copy_bytes(&flag, Device::CPU, op->nonfinite_flag(), Device::CUDA, sizeof(int));
-  EXPECT_NE(flag, 0);
+  EXPECT_EQ(flag, 2);  // the first bad step's 1-based count, kept through later bad steps
+  op->step(ctx, 0.01f);
+  copy_bytes(&flag, Device::CPU, op->nonfinite_flag(), Device::CUDA, sizeof(int));
+  EXPECT_EQ(flag, 2);
   op->reset_nonfinite_flag(ctx);
   ctx.sync();
   copy_bytes(&flag, Device::CPU, op->nonfinite_flag(), Device::CUDA, sizeof(int));

@@ -702,6 +702,25 @@ TEST(SeedGroups, TrialsThatDifferOnlyInTheSeedAreOneConfiguration) {
   EXPECT_NEAR(low[1].paired_diff, 0.04, 1e-12);
 }
 
+TEST(SeedGroups, TiesRankByTrialIdWhateverOrderTheyFinishedIn) {
+  // Workers and resumes append results in other orders: the same results must give the same
+  // tables (tied metrics are common with small validation splits).
+  SweepSpec s = parse_sweep(
+      "method: grid\nparameters:\n  lr: {values: [0.1, 0.01, 1]}\n  seed: {values: [0, 1]}\n",
+      "s.yaml");
+  std::vector<TrialRecord> rs = {
+      seed_trial(0, "0.1", 0, "ok", 0.9),   seed_trial(1, "0.1", 1, "ok", 0.9),
+      seed_trial(2, "0.01", 0, "ok", 0.9),  seed_trial(3, "0.01", 1, "ok", 0.9),
+      seed_trial(4, "1", 0, "failed", NAN), seed_trial(5, "1", 1, "failed", NAN)};
+  std::vector<TrialRecord> reversed(rs.rbegin(), rs.rend());
+  EXPECT_EQ(leaderboard(s, reversed), leaderboard(s, rs));
+  EXPECT_EQ(seed_table(s, reversed), seed_table(s, rs));
+  const std::string lb = leaderboard(s, reversed);
+  EXPECT_NE(lb.find("\n1    0      ok"), std::string::npos) << lb;
+  EXPECT_NE(lb.find("\n6    5      failed"), std::string::npos) << lb;
+  EXPECT_EQ(seed_groups(s, reversed)[0].params[0].second, "0.1");
+}
+
 TEST(SeedGroups, NoTableWithoutRepeatedSeeds) {
   SweepSpec with_seed = parse_sweep(
       "method: grid\nparameters:\n  lr: {values: [0.1, 0.01]}\n  seed: {values: [0, 1]}\n",

@@ -103,6 +103,56 @@ TEST(TrainerCpu, NonFiniteGradientNamesTheFirstLayerInBackwardOrder) {
   }
 }
 
+TEST(TrainerCpu, NonFiniteHeldOutLossDivergesAlsoWithTheBoundOff) {
+  // One SGD step at lr 1e20 leaves weights whose forward pass overflows, while the only
+  // gradient (of the step itself) was finite: no later step sees them, the test loss does.
+  // --max-loss < 0 turns off the bound on a finite loss only.
+  for (float max_loss : {0.0f, -1.0f}) {
+    RunConfig c = small_mlp();
+    c.data.train_limit = 32;
+    c.data.test_limit = 100;
+    c.optim.lr = 1e20f;
+    c.optim.momentum = 0;
+    c.sched.name = "constant";
+    c.train.epochs = 1;
+    c.train.max_loss = max_loss;
+    try {
+      run_training(c, {});
+      FAIL() << "expected divergence (max_loss " << max_loss << ")";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Diverged);
+      EXPECT_NE(e.message().find("training diverged: test loss nan in epoch 1 (step 1)"),
+                std::string::npos)
+          << e.message();
+    }
+  }
+}
+
+TEST(TrainerCpu, NoCheckpointIsWrittenAfterTheFirstBadStep) {
+  // SGD at lr 1e10: step 3 is the first with a non-finite gradient (skipped). A checkpoint
+  // every step must stop at step 2, not save the skipped steps as if the run were fine.
+  RunConfig c = small_mlp();
+  c.data.train_limit = 512;
+  c.model.width = 16;
+  c.optim.lr = 1e10f;
+  c.optim.momentum = 0;
+  c.sched.name = "constant";
+  auto s = make_session(c);
+  std::vector<long long> steps;
+  s->trainer->checkpoint_every_steps = 1;
+  s->trainer->on_checkpoint = [&](const TrainPosition& p, const std::string&) {
+    steps.push_back(p.step);
+  };
+  try {
+    s->trainer->fit(s->train, nullptr);
+    FAIL() << "expected divergence";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("at epoch 1 step 3;"), std::string::npos) << e.message();
+  }
+  ASSERT_FALSE(steps.empty());
+  EXPECT_EQ(steps.back(), 2);
+}
+
 TEST(TrainerCpu, EvaluateMatchesEpochRecord) {
   RunConfig c = small_mlp();
   c.train.epochs = 1;

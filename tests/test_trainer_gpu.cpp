@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "engine/error.h"
 #include "test_util.h"
 #include "tuning/run.h"
 
@@ -112,4 +113,38 @@ TEST(TrainerGpu, ValidationSplitEarlyStopAndRestoreBestOnTheDevice) {
   EXPECT_EQ(n_stop, 2u);
   EXPECT_EQ(n_one, 1u);
   EXPECT_EQ(stopped, one);
+}
+
+TEST(TrainerGpu, DivergenceNamesTheSameFirstBadStepAsTheCpu) {
+  // The device's non-finite flag is read without stalling, so it may be seen steps late (on the
+  // emulator at the epoch's end); the flag holds the first bad step's count, and the message
+  // names that step as the CPU run does, eager and through a CUDA graph.
+  KILN_SKIP_WITHOUT_GPU();
+  auto message = [](const std::string& device, bool graphs) {
+    RunConfig c;
+    c.device = device;
+    c.data.data_dir = KILN_TEST_DATA_DIR;
+    c.data.train_limit = 512;
+    c.data.test_limit = 64;
+    c.model.model = "mlp";
+    c.model.width = 16;
+    c.optim.name = "sgd";
+    c.optim.lr = 1e10f;
+    c.sched.name = "constant";
+    c.train.epochs = 2;
+    c.train.batch_size = 32;
+    c.train.progress = 0;
+    c.train.cuda_graphs = graphs;
+    try {
+      run_training(c, {});
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Diverged) << e.message();
+      return e.message();
+    }
+    return std::string("no divergence");
+  };
+  const std::string cpu = message("cpu", false);
+  ASSERT_NE(cpu.find("non-finite loss/gradient at epoch 1 step 3;"), std::string::npos) << cpu;
+  EXPECT_EQ(message("cuda", false), cpu);
+  EXPECT_EQ(message("cuda", true), cpu);
 }

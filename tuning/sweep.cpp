@@ -553,7 +553,9 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size
     if (rank(a.status) != rank(b.status)) return rank(a.status) < rank(b.status);
     bool fa = std::isfinite(a.metric), fb = std::isfinite(b.metric);
     if (fa != fb) return fa;
-    return fa && better(a.metric, b.metric, spec.maximize);
+    if (fa && a.metric != b.metric) return better(a.metric, b.metric, spec.maximize);
+    // Ties by trial id, not by when they finished: workers and resumes finish in other orders.
+    return a.trial < b.trial;
   });
   // Chosen on a validation split: each trial's test score is shown next to it.
   const bool by_val = spec.metric.rfind("val_", 0) == 0;
@@ -612,7 +614,13 @@ std::vector<SeedGroup> seed_groups(const SweepSpec& spec, const std::vector<Tria
   std::vector<SeedGroup> groups;
   if (seed_at == spec.params.size()) return groups;
   std::map<std::vector<std::pair<std::string, std::string>>, size_t> index;
-  for (const auto& r : rs) {
+  // Groups in the order of their first trial id (tied means keep it), not of finishing.
+  std::vector<const TrialRecord*> by_id;
+  for (const auto& r : rs) by_id.push_back(&r);
+  std::stable_sort(by_id.begin(), by_id.end(),
+                   [](const TrialRecord* a, const TrialRecord* b) { return a->trial < b->trial; });
+  for (const TrialRecord* rp : by_id) {
+    const TrialRecord& r = *rp;
     auto key = r.params;
     if (seed_at < key.size()) key.erase(key.begin() + static_cast<std::ptrdiff_t>(seed_at));
     auto it = index.find(key);

@@ -25,7 +25,7 @@ template <typename T>
 void activation_fwd_ref(Act a, const T* x, T* y, int64_t n) {
   switch (a) {
     case Act::ReLU:
-      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] <= T(0) ? T(0) : x[i];  // NaN stays NaN (torch)
       break;
     case Act::Sigmoid:
       for (int64_t i = 0; i < n; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
@@ -44,7 +44,7 @@ void activation_bwd_ref(Act a, const T* y, const T* dy, T* dx, int64_t n) {
       // (it could fault), so the compiler kept a branch that mispredicts on half the elements.
       for (int64_t i = 0; i < n; ++i) {
         const T g = dy[i];
-        dx[i] = y[i] > T(0) ? g : T(0);
+        dx[i] = y[i] <= T(0) ? T(0) : g;  // torch's threshold_backward: NaN passes dy
       }
       break;
     case Act::Sigmoid:

@@ -14,10 +14,10 @@
 // reduction is split into a fixed number of chunks written to a workspace and summed in a fixed
 // order by a second pass; the bias gradient is a fixed-shape tree reduction: all results are
 // deterministic.
-// Fused ReLU (opt-in): the forward stores apply v > 0 ? v : 0 after the bias; in the backward
-// every gatherer (and the bias reduction) that reads dy reads it through load_dy, which returns
-// 0 where the fused forward's output y is not positive, so the mask costs one extra load of y
-// per dy load and no pass or tensor of its own.
+// Fused ReLU (opt-in): the forward stores apply v <= 0 ? 0 : v after the bias (NaN stays NaN, as
+// torch.relu); in the backward every gatherer (and the bias reduction) that reads dy reads it
+// through load_dy, which returns 0 where the fused forward's output y is <= 0, so the mask costs
+// one extra load of y per dy load and no pass or tensor of its own.
 #include <algorithm>
 
 #include "engine/cuda_check.h"
@@ -126,14 +126,16 @@ struct Dims {
 
 __device__ __forceinline__ bool inside(int i, int n) { return static_cast<unsigned>(i) < static_cast<unsigned>(n); }
 
-// dy[i], or 0 where the fused ReLU's output y[i] is not positive (y null: no fused ReLU).
-// Same rule as the ReLU kernel's backward (y > 0 ? dy : 0), so fused and unfused agree exactly.
+// dy[i], or 0 where the fused ReLU's output y[i] is <= 0 (y null: no fused ReLU).
+// Same rule as the ReLU kernel's backward (y <= 0 ? 0 : dy), so fused and unfused agree exactly.
 __device__ __forceinline__ float load_dy(const float* __restrict__ dy, const float* __restrict__ y,
                                          int64_t i) {
-  if (y && !(y[i] > 0.f)) return 0.f;
+  if (y && y[i] <= 0.f) return 0.f;
   return dy[i];
 }
-__device__ __forceinline__ float relu_if(bool relu, float v) { return relu && !(v > 0.f) ? 0.f : v; }
+__device__ __forceinline__ float relu_if(bool relu, float v) {
+  return relu && v <= 0.f ? 0.f : v;
+}
 
 // Forward: A[m][r] = w[m][r]; B[r=(c,u,v)][col=(img,p,q)] = x[img][c][p*s-pad+u][q*s-pad+v].
 struct FwdOp {

@@ -63,7 +63,9 @@ __device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast
 __device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 
 // dy behind a fused ReLU whose output is yv (the ReLU kernel's rule: y > 0 ? dy : 0).
-__device__ __forceinline__ float relu_mask(float g, float yv) { return yv > 0.f ? g : 0.f; }
+__device__ __forceinline__ float relu_mask(float g, float yv) {
+  return yv <= 0.f ? 0.f : g;
+}
 __device__ __forceinline__ float4 relu_mask4(float4 g, float4 yv) {
   return make_float4(relu_mask(g.x, yv.x), relu_mask(g.y, yv.y), relu_mask(g.z, yv.z), relu_mask(g.w, yv.w));
 }
@@ -206,7 +208,7 @@ struct ChannelOp {
   __device__ __forceinline__ float op(float xv, float g, float u, float s, float t, float v) const {
     if (MODE == Apply::Dx) return v * g + s * (xv - u) + t;
     const float r = (xv - u) * s + t;
-    return relu && !(r > 0.f) ? 0.f : r;
+    return relu && r <= 0.f ? 0.f : r;
   }
 };
 

@@ -5,9 +5,10 @@
 // atomics. The workspace is scratch device memory of *_workspace_bytes(shape) bytes (the CPU
 // references ignore it and may be given nullptr).
 // Batch norm takes an opt-in fused ReLU (defaulted trailing arguments, so unfused callers are
-// unchanged): the forwards with relu = true write y = max(0, bn(x)) (v > 0 ? v : 0, as the ReLU
-// kernel); batchnorm_bwd given relu_y (that fused forward's output) reads every dy element as
-// y > 0 ? dy : 0 inside its reductions and its element-wise dx pass (no mask tensor, no pass).
+// unchanged): the forwards with relu = true write y = relu(bn(x)) (v <= 0 ? 0 : v, as the ReLU
+// kernel: NaN stays NaN); batchnorm_bwd given relu_y (that fused forward's output) reads every
+// dy element as y <= 0 ? 0 : dy inside its reductions and its element-wise dx pass (no mask tensor,
+// no pass).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -70,7 +70,7 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
       for (int64_t k = 0; k < s.hw; ++k) {
         int64_t i = at(s, n, c, k);
         const T v = static_cast<T>((x[i] - mean) * invstd * w + b);
-        y[i] = relu && !(v > T(0)) ? T(0) : v;
+        y[i] = relu && v <= T(0) ? T(0) : v;
       }
     save_mean[c] = static_cast<T>(mean);
     save_invstd[c] = static_cast<T>(invstd);
@@ -94,7 +94,7 @@ void batchnorm_fwd_eval_ref(const T* x, const T* weight, const T* bias, const T*
       for (int64_t k = 0; k < s.hw; ++k) {
         int64_t i = at(s, n, c, k);
         const T v = static_cast<T>(x[i] * scale + shift);
-        y[i] = relu && !(v > T(0)) ? T(0) : v;
+        y[i] = relu && v <= T(0) ? T(0) : v;
       }
   }
 }
@@ -104,8 +104,8 @@ void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, 
                        T* dx, T* dweight, T* dbias, bool train, const NormShape& s,
                        void* /*workspace*/, const T* relu_y) {
   const double m = static_cast<double>(s.n * s.hw);
-  // dy behind the fused ReLU (the ReLU kernel's rule: y > 0 ? dy : 0)
-  auto g_at = [&](int64_t i) { return relu_y && !(relu_y[i] > T(0)) ? T(0) : dy[i]; };
+  // dy behind the fused ReLU (the ReLU kernel's rule: y <= 0 ? 0 : dy, NaN passing dy as torch)
+  auto g_at = [&](int64_t i) { return relu_y && relu_y[i] <= T(0) ? T(0) : dy[i]; };
   for (int64_t c = 0; c < s.c; ++c) {
     const double mu = mean[c], is = invstd[c], w = weight[c];
     double sdy = 0, sdyx = 0;

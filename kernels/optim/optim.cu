@@ -164,7 +164,6 @@ static __global__ void __launch_bounds__(kThreads)
     ws.stats[1] = static_cast<float>(double(l1) * L1);
     ws.stats[2] = static_cast<float>(double(l2) * L2);
     *ws.skip = B > 0 ? 1 : 0;
-    if (B > 0) *ws.sticky = 1;
     *ws.ticket = 0u;  // ready for the next step
   }
   __syncthreads();
@@ -184,13 +183,17 @@ static __global__ void __launch_bounds__(kThreads)
     optim_update_kernel(float* __restrict__ w, const float* __restrict__ g, float* __restrict__ s1,
                         float* __restrict__ s2, const OptimChunk* __restrict__ chunks,
                         const OptimTensor* __restrict__ tensors, const float* __restrict__ factors,
-                        const int* __restrict__ skip, OptimHyper h, OptimScalars sc, int use1, int use2,
+                        const int* __restrict__ skip, int* __restrict__ sticky, OptimHyper h,
+                        OptimScalars sc, int use1, int use2,
                         const OptimStepArgs* __restrict__ dev) {
-  if (*skip) return;
   if (dev) {  // CUDA-graph path: this step's values were written to device memory
     h = dev->h;
     sc = dev->sc;
     optim_uses_state(h, s1 != nullptr, s2 != nullptr, use1, use2);
+  }
+  if (*skip) {  // the first skipped step since the last reset names itself
+    if (blockIdx.x == 0 && threadIdx.x == 0 && *sticky == 0) *sticky = optim_sticky_step(h.step);
+    return;
   }
   const OptimChunk c = chunks[blockIdx.x];
   const OptimTensor ts = tensors[c.tensor];
@@ -236,8 +239,9 @@ void launch_step(float* w, const float* g, float* s1, float* s2, const OptimPlan
   optim_count_launch();
   int use1 = 0, use2 = 0;
   optim_uses_state(h, s1 != nullptr, s2 != nullptr, use1, use2);
-  optim_update_kernel<<<plan.nchunks, kThreads, 0, stream>>>(w, g, s1, s2, plan.chunks, plan.tensors, ws.factors,
-                                                             ws.skip, h, optim_scalars(h), use1, use2, dev);
+  optim_update_kernel<<<plan.nchunks, kThreads, 0, stream>>>(
+      w, g, s1, s2, plan.chunks, plan.tensors, ws.factors, ws.skip, ws.sticky, h, optim_scalars(h),
+      use1, use2, dev);
   KILN_LAUNCH_CHECK();
   optim_count_launch();
 }

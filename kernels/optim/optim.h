@@ -7,7 +7,8 @@
 //   2. statistics over g_eff and w: ||g_eff||_t^2, ||w||_t^2, sum|w|_t, the global norm
 //      G = sqrt(sum_t ||g_eff||_t^2) and a non-finite flag (any g_eff element inf/NaN);
 //      penalty values l1*sum|w| and l2*sum w^2 over penalised tensors (before the update).
-//   3. non-finite: the whole step is skipped (params and state untouched), the sticky flag is set.
+//   3. non-finite: the whole step is skipped (params and state untouched); the sticky flag, when
+//      still 0, takes the step's 1-based count (OptimHyper::step), naming the first bad step.
 //   4. clipping (at most one mode): value: clamp(g_eff, -c, c); norm (Keras, per tensor):
 //      g_eff *= min(1, c/||g_eff||_t); global (torch clip_grad_norm_): g_eff *= min(1, c/(G+1e-6)).
 //   5. weight decay on decayed tensors: coupled (sgd, adam, rmsprop): g += wd*w;
@@ -96,7 +97,8 @@ struct OptimWorkspaceLayout {
   size_t partials = 0;   // 4 doubles per chunk: sum g^2, sum w^2, sum |w|, non-finite count
   size_t stats = 0;      // float[3 + 2*T]: G, l1_penalty, l2_penalty, ||g||_t..., ||w||_t...
   size_t skip = 0;       // int: this step is skipped
-  size_t sticky = 0;     // int: some step saw a non-finite gradient (until reset)
+  size_t sticky =
+      0;  // int: the first step (1-based) that saw a non-finite gradient; 0: none (until reset)
   size_t ticket = 0;     // unsigned: blocks of pass 1 done (reset by the last one)
   size_t factors = 0;    // float[T]: clip factor per tensor
   size_t bytes = 0;

@@ -48,6 +48,11 @@ struct OptimStepArgs {
 };
 inline OptimStepArgs optim_step_args(const OptimHyper& h) { return {h, optim_scalars(h)}; }
 
+// The sticky non-finite flag's value for a skipped step: its 1-based count, kept in 1..INT_MAX.
+KILN_OPTIM_HD int optim_sticky_step(int64_t step) {
+  return step < 1 ? 1 : step > 2147483647 ? 2147483647 : static_cast<int>(step);
+}
+
 // Which state buffers a step reads and writes (s1/s2 as in optim_step_ref).
 KILN_OPTIM_HD void optim_uses_state(const OptimHyper& h, bool have1, bool have2, int& use1, int& use2) {
   const bool adam = h.kind == OptimKind::Adam || h.kind == OptimKind::AdamW;
