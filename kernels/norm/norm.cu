@@ -62,7 +62,7 @@ __device__ __forceinline__ Sum2 block_sum2(double a, double b) {
 __device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 __device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 
-// dy behind a fused ReLU whose output is yv (the ReLU kernel's rule: y > 0 ? dy : 0).
+// dy behind a fused ReLU whose output is yv (the ReLU kernel's rule: y <= 0 ? 0 : dy).
 __device__ __forceinline__ float relu_mask(float g, float yv) {
   return yv <= 0.f ? 0.f : g;
 }
