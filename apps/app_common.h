@@ -3,6 +3,7 @@
 #pragma once
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <functional>
@@ -46,8 +47,9 @@ inline void print_summary(const RunConfig& cfg) {
 }
 
 // The LR range test of lr_find and train_mnist --lr-find: one note naming the options it does
-// not read, the test, the report on stdout.
-inline void lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
+// not read, the test, the report on stdout. Returns the exit code: 0, or 128 + the signal when
+// SIGINT/SIGTERM stopped the test (the curve so far is written and reported).
+inline int lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
   std::string unused;
   for (const std::string& o : lr_find_unused_options(cfg, defaults))
     unused += (unused.empty() ? "" : " ") + o;
@@ -58,8 +60,12 @@ inline void lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig
                  prog, unused.c_str());
   LrFindResult r =
       run_lr_find(cfg, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
-  std::printf("%scsv: %s\n", lr_find_report(r).c_str(),
-              cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str());
+  const char* csv = cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str();
+  std::printf("%scsv: %s\n", lr_find_report(r).c_str(), csv);
+  if (r.stop_signal == 0) return 0;
+  std::fprintf(stderr, "%s: interrupted by %s; the curve so far is in %s\n", prog,
+               r.stop_signal == SIGINT ? "SIGINT" : "SIGTERM", csv);
+  return 128 + r.stop_signal;
 }
 
 inline int guarded_main(const char* prog, const std::function<int()>& body) {

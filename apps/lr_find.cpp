@@ -22,7 +22,8 @@ static const char* kUsage =
     "does (it stops on the raw loss; kiln, like fastai's lr_find, on the smoothed one).\n"
     "--resume CKPT starts from the checkpoint's weights with a fresh optimizer; --summary prints\n"
     "the model table and exits; --lr, the schedule, checkpoint and log options are not used.\n"
-    "Exit codes: 0 ok, 1 runtime error, 2 usage error.\n\noptions:\n";
+    "Exit codes: 0 ok, 1 runtime error, 2 usage error, 130/143 stopped by SIGINT/SIGTERM (the\n"
+    "curve so far is written and its suggestions printed).\n\noptions:\n";
 
 int main(int argc, char** argv) {
   return app::guarded_main("lr_find", [&] {
@@ -44,7 +45,6 @@ int main(int argc, char** argv) {
     if (cfg.train.progress < 0) cfg.train.progress = 0;
     std::printf("device: %s\n", device_name(resolve_device(cfg.device)));
     std::fflush(stdout);
-    app::lr_find_main("lr_find", cfg, defaults);
-    return 0;
+    return app::lr_find_main("lr_find", cfg, defaults);
   });
 }

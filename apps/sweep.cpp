@@ -15,6 +15,7 @@
 #include "apps/app_common.h"
 #include "tuning/importance.h"
 #include "tuning/options.h"
+#include "tuning/run_checkpoint.h"
 
 using namespace kiln;  // an app, not the library
 
@@ -211,6 +212,7 @@ int main(int argc, char** argv) {
                 o.num_workers);
     std::fflush(stdout);
     SweepOutcome out;
+    StopSignals signals;  // from here on, also between trials and while one loads its data
     try {
       out = run_sweep(spec, o, default_trial_runner());
     } catch (const TrialInterrupted& e) {

@@ -12,12 +12,14 @@
 #include "tuning/lr_finder.h"
 #include "tuning/options.h"
 #include "tuning/run.h"
+#include "tuning/run_checkpoint.h"
 
 namespace kiln::app {
 
 inline int train_main(const char* prog, const char* usage, RunConfig defaults, int argc,
                       char** argv) {
   return guarded_main(prog, [&] {
+    StopSignals signals;  // from the start: a signal while the data loads stops at the first step
     RunConfig cfg = defaults;
     const OptionTable& table = run_options();
     ParsedArgs args = parse_args(cfg, argc, argv, table);
@@ -33,10 +35,8 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       print_summary(cfg);
       return 0;
     }
-    if (cfg.lr_find) {  // the LR range test instead of training (lr_find does the same)
-      lr_find_main(prog, cfg, defaults);
-      return 0;
-    }
+    if (cfg.lr_find)  // the LR range test instead of training (lr_find does the same)
+      return lr_find_main(prog, cfg, defaults);
     Device dev = resolve_device(cfg.device);
     std::string why = cfg.device == "auto"
                           ? (dev == Device::CUDA ? " (a GPU answers)" : " (no CUDA device answers)")

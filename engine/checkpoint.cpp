@@ -224,8 +224,16 @@ std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* op
        {"optimizer", opt ? opt->options().name : ""},
        {"optimizer_steps", std::to_string(opt ? opt->steps_taken() : 0)},
        {"schedule_state", sched ? sched->state() : ""},
-       {"early_stop", early_stop_text(p.early_stop)},
-       {"data_crc32", hex32(dcrc)}};
+       {"early_stop", early_stop_text(p.early_stop)}};
+  // Optional keys (absent in older checkpoints): only when they say something.
+  if (!std::isnan(p.watched_acc)) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.17g", p.watched_acc);
+    m.emplace_back("watched_acc", buf);
+  }
+  if (info.restored_epoch > 0)
+    m.emplace_back("restored_epoch", std::to_string(info.restored_epoch));
+  m.emplace_back("data_crc32", hex32(dcrc));
   m.emplace_back("meta_crc32", hex32(meta_crc(m)));
   return encode_safetensors(f);
 }
@@ -286,6 +294,11 @@ CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const st
   std::string sched_state = meta_or_fail(f, "schedule_state", what);
   if (const std::string* es = f.meta("early_stop"))  // absent in checkpoints before 2026-12-01
     p.early_stop = parse_early_stop(*es, what);
+  if (const std::string* wa = f.meta("watched_acc"))  // optional (2026-12-02)
+    p.watched_acc = meta_double(*wa, "watched_acc", what);
+  if (f.meta("restored_epoch"))
+    info.restored_epoch =
+        static_cast<int>(std::min<long long>(meta_int(f, "restored_epoch", what), 1 << 30));
 
   // Validate every tensor before touching anything.
   std::vector<std::pair<Tensor, std::vector<float>>> restore;

@@ -95,6 +95,9 @@ struct TrainPosition {
   double train_sums[3] = {0, 0, 0};  // loss sum, correct, count over those batches
   float last_lr = 0, last_momentum = -1;
   EarlyStopState early_stop;  // checkpointed so a resumed run stops where the whole run would
+  // The held-out accuracy --target-acc watched after the last finished epoch (NaN: none), so a
+  // run resumed from the checkpoint of the epoch that reached the target stops too.
+  double watched_acc = NAN;
 };
 
 struct CheckpointInfo {
@@ -105,6 +108,9 @@ struct CheckpointInfo {
   // --restore-best: the model's state_dict at the best epoch so far (host tensors), stored as
   // "early_stop.best.<name>"; empty when the run keeps none.
   std::vector<std::pair<std::string, Tensor>> early_stop_best;
+  // --restore-best loaded epoch N's weights back before this (final) checkpoint was written:
+  // the weights are epoch N's, the position and optimizer state the last epoch's. 0: not so.
+  int restored_epoch = 0;
 };
 
 // Writes model tensors, optimizer state (when opt) and schedule state (when sched). Waits for

@@ -364,6 +364,17 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
   const char* watched_set = val_set ? "val" : test ? "test" : "train";
   restored_epoch_ = 0;
   for (int epoch = from.epoch; epoch < opts_.epochs; ++epoch) {
+    // A run resumed from the checkpoint of the epoch that reached --target-acc stops there too.
+    if (epoch == from.epoch && from.batch == 0 && opts_.target_acc > 0 &&
+        from.watched_acc >= opts_.target_acc) {
+      if (log) {
+        std::ostringstream os;
+        os << "target accuracy " << opts_.target_acc << " was reached before epoch " << epoch + 1
+           << " (" << watched_set << "_acc " << from.watched_acc << "): nothing to train";
+        log(os.str());
+      }
+      break;
+    }
     // Early stopping is decided after an epoch and acted on before the next, so a run resumed
     // from the checkpoint of its stopping epoch stops too.
     if (opts_.early_stop > 0 && pos_.early_stop.wait >= opts_.early_stop) {
@@ -418,6 +429,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     float lr = resuming ? from.last_lr : 0, mom = resuming ? from.last_momentum : -1;
     int64_t n = 0, seen = 0;
     int64_t first = resuming ? from.batch : 0;  // batches a resumed epoch already did
+    bool epoch_end_checkpoint = false;          // a step checkpoint that fell on the last batch
     pos_ = TrainPosition{epoch, first, step_, {0, 0, 0}, lr, mom, pos_.early_stop};
     for (int64_t b = first; it.batch(b, batch_x_, batch_y_, n, ctx_.stream()); ++b) {
       check_nonfinite(opts_.detect_anomaly, epoch);
@@ -448,8 +460,13 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
       pos_.step = step_;
       pos_.last_lr = lr;
       pos_.last_momentum = mom;
-      bool stop = stop_requested();
-      if (stop || (checkpoint_every_steps > 0 && step_ % checkpoint_every_steps == 0)) {
+      // After the epoch's last batch the epoch end (its metrics, evaluation and record) is
+      // what is left: a checkpoint or a signal then waits for it, so a resume never starts an
+      // epoch with no batches to run (its record would lack the last step's statistics).
+      const bool last = b + 1 == nb;
+      const bool stop = stop_requested() && !last;
+      const bool step_due = checkpoint_every_steps > 0 && step_ % checkpoint_every_steps == 0;
+      if (stop || (step_due && !last)) {
         check_nonfinite(true, epoch);  // a diverged run is not checkpointed as if it were fine
         checkpoint(stop ? "signal" : "step");
       }
@@ -457,6 +474,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
         stopped_ = true;
         return out;
       }
+      if (step_due && last) epoch_end_checkpoint = true;
       if (on_step && !on_step(step_, lr)) break;
       if (tty && log && (b % 20 == 0 || b + 1 == nb)) {
         double el = seconds_since(t0);
@@ -485,13 +503,18 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     r.train_acc = h[2] > 0 ? h[1] / h[2] : NAN;
     check_loss_bound(r.train_loss, epoch, "train loss");
     double train_seconds = seconds_since(t0);
-    StepStats st = opt_.stats(ctx_);
-    r.grad_norm = st.grad_norm;
-    r.l1_penalty = st.l1_penalty;
-    r.l2_penalty = st.l2_penalty;
     r.weight_sparsity = model_.weight_sparsity(opts_.sparsity_threshold);
-    std::string dead = zero_grad_weights(st, &r.zero_grad_weights);
-    if (!dead.empty() && log) log(dead_gradient_warning(epoch + 1, r.zero_grad_weights, dead));
+    if (seen > 0) {
+      StepStats st = opt_.stats(ctx_);
+      r.grad_norm = st.grad_norm;
+      r.l1_penalty = st.l1_penalty;
+      r.l2_penalty = st.l2_penalty;
+      std::string dead = zero_grad_weights(st, &r.zero_grad_weights);
+      if (!dead.empty() && log) log(dead_gradient_warning(epoch + 1, r.zero_grad_weights, dead));
+    } else {  // a resume at the end of an epoch's batches (checkpoints before 2026-12-02): no
+              // step of this epoch ran here, so its last step's statistics are unknown
+      r.grad_norm = r.l1_penalty = r.l2_penalty = NAN;
+    }
     if (val_set) {
       EvalResult e = evaluate(*val_set);
       r.val_loss = e.loss;
@@ -533,8 +556,10 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     // Checkpoint after the JSONL record: a kill in between repeats the record on resume
     // rather than losing it.
     pos_ = TrainPosition{epoch + 1, 0, step_, {0, 0, 0}, lr, mom, pos_.early_stop};
+    if (held_out) pos_.watched_acc = watched_acc;
     bool stop = stop_requested() && epoch + 1 < opts_.epochs;
-    if (stop || (checkpoint_every_epochs > 0 && (epoch + 1) % checkpoint_every_epochs == 0))
+    if (stop || epoch_end_checkpoint ||
+        (checkpoint_every_epochs > 0 && (epoch + 1) % checkpoint_every_epochs == 0))
       checkpoint(stop ? "signal" : "epoch");
     if (stop) {
       stopped_ = true;

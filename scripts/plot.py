@@ -48,6 +48,8 @@ def lr_find(args):
     markers = {"valley": ("C3", "o"), "steep": ("C1", "v"), "minimum": ("C2", "s"), "slide": ("C4", "D")}
     for s in read_suggestions(path):
         step = int(s["step"])
+        if step >= len(lr):  # the CSV lost its last rows
+            continue
         color, m = markers.get(s["method"], ("k", "x"))
         # minimum is reported as lr/10: mark the point on the curve, label the suggestion
         ax.plot(lr[step], smooth[step], m, color=color, ms=7,
@@ -60,9 +62,18 @@ def lr_find(args):
 def read_curve(path):
     """An lr_find CSV as (lr, loss, smoothed_loss) lists."""
     rows = read_csv(path)
-    if not rows:
+    keys = ("lr", "loss", "smoothed_loss")
+    good = []
+    for i, r in enumerate(rows):
+        try:
+            good.append([float(r[k]) for k in keys])
+        except (TypeError, ValueError, KeyError):  # a torn or foreign row: keep what came before
+            print(f"plot.py: {path}: row {i + 2} is incomplete; plotting the {len(good)} rows before it",
+                  file=sys.stderr)
+            break
+    if not good:
         sys.exit(f"plot.py: {path}: no rows")
-    return ([float(r[k]) for r in rows] for k in ("lr", "loss", "smoothed_loss"))
+    return ([g[j] for g in good] for j in range(3))
 
 
 def read_suggestions(csv_path):
@@ -97,7 +108,8 @@ def lr_find_overlay(args):
         ax.plot(lr, smooth, color=f"C{i % 10}", lw=1.3, label=label)
         if valley:
             step = int(valley[0]["step"])
-            ax.plot(lr[step], smooth[step], "o", color=f"C{i % 10}", ms=6)
+            if step < len(lr):
+                ax.plot(lr[step], smooth[step], "o", color=f"C{i % 10}", ms=6)
     lr_find_axes(ax, everything, args.title or f"LR range tests ({len(args.csv)} runs; dots: valley)")
     fig.tight_layout()
     fig.savefig(args.output, dpi=args.dpi)
@@ -137,13 +149,13 @@ def curves(args):
         name = os.path.splitext(os.path.basename(path))[0]
         c = f"C{i % 10}"
         ep = [r["epoch"] for r in recs]
-        axes[0].plot(ep, [num(r["train_loss"]) for r in recs], "-", color=c, label=f"{name} train")
-        axes[0].plot(ep, [num(r.get("test_loss")) for r in recs], "--", color=c, label=f"{name} test")
-        axes[1].plot(ep, [num(r.get("train_acc")) for r in recs], "-", color=c, label=f"{name} train")
-        axes[1].plot(ep, [num(r.get("test_acc")) for r in recs], "--", color=c, label=f"{name} test")
+        axes[0].plot(ep, [num(r["train_loss"]) for r in recs], "-o", ms=3, color=c, label=f"{name} train")
+        axes[0].plot(ep, [num(r.get("test_loss")) for r in recs], "--s", ms=3, color=c, label=f"{name} test")
+        axes[1].plot(ep, [num(r.get("train_acc")) for r in recs], "-o", ms=3, color=c, label=f"{name} train")
+        axes[1].plot(ep, [num(r.get("test_acc")) for r in recs], "--s", ms=3, color=c, label=f"{name} test")
         if any("val_acc" in r for r in recs):  # runs with --val-split: the held-out curve, dotted
-            axes[0].plot(ep, [num(r.get("val_loss")) for r in recs], ":", color=c, label=f"{name} val")
-            axes[1].plot(ep, [num(r.get("val_acc")) for r in recs], ":", color=c, label=f"{name} val")
+            axes[0].plot(ep, [num(r.get("val_loss")) for r in recs], ":^", ms=3, color=c, label=f"{name} val")
+            axes[1].plot(ep, [num(r.get("val_acc")) for r in recs], ":^", ms=3, color=c, label=f"{name} val")
         axes[2].plot(ep, [num(r.get("lr")) for r in recs], "-o", ms=3, color=c, label=name)
         if penalised:
             axes[3].plot(ep, [num(r.get("weight_sparsity")) for r in recs], "-o", ms=3, color=c, label=name)
@@ -170,20 +182,42 @@ def as_float(s):
         return None
 
 
-def explained(xs, ys, numeric, bins=4):
-    """Between-bin / total variance (quantile bins for numbers), as tuning/importance.cpp."""
+def ranks(v):
+    """1-based ranks, ties given their average rank (as tuning/importance.cpp)."""
+    idx = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0.0] * len(v)
+    i = 0
+    while i < len(idx):
+        j = i
+        while j + 1 < len(idx) and v[idx[j + 1]] == v[idx[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[idx[k]] = 0.5 * (i + j) + 1.0
+        i = j + 1
+    return r
+
+
+def explained(xs, ys, numeric, max_bins=4):
+    """Between-bin / total variance, binned exactly as tuning/importance.cpp does (so the plot
+    titles match the sweep's importance table): one bin per distinct value up to max_bins, else
+    min(max_bins, max(2, trials // 3)) equal-count bins over the ranks, ties kept together."""
     n = len(ys)
     if n < 2:
-        return 0.0
+        return float("nan")
     mean = sum(ys) / n
     total = sum((y - mean) ** 2 for y in ys)
     if total <= 0:
-        return 0.0
-    if numeric and len(set(xs)) > bins:
-        order = sorted(range(n), key=lambda i: xs[i])
-        keys = [0] * n
-        for rank, i in enumerate(order):
-            keys[i] = min(bins - 1, rank * bins // n)
+        return float("nan")  # every trial scored the same: nothing to explain
+    if numeric:
+        distinct = sorted(set(xs))
+        b = min(len(distinct), max_bins)
+        if len(distinct) > max_bins:
+            b = max(2, min(b, n // 3))
+        if len(distinct) <= b:
+            keys = [distinct.index(x) for x in xs]
+        else:
+            r = ranks(xs)
+            keys = [min(b - 1, int((ri - 1) * b / n)) for ri in r]
     else:
         keys = xs
     groups = {}
@@ -218,7 +252,7 @@ def sweep(args):
         fv = [as_float(v) for v in vals]
         numeric = all(v is not None for v in fv)
         imp.append((explained(fv if numeric else vals, ys, numeric), p, numeric))
-    imp.sort(reverse=True)
+    imp.sort(key=lambda t: -1 if math.isnan(t[0]) else t[0], reverse=True)
     ncols = len(params) + (1 if len(params) >= 2 else 0)
     fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.8), squeeze=False)
     axes = axes[0]
@@ -237,7 +271,7 @@ def sweep(args):
             ax.set_xticks(range(len(cats)))
             ax.set_xticklabels(cats, rotation=30, fontsize=8)
         e = next(v for v, q, _ in imp if q == p)
-        ax.set_title(f"{p} (explained {e:.2f})", fontsize=9)
+        ax.set_title(f"{p} (explained {e:.3f})" if math.isfinite(e) else f"{p} (explained -)", fontsize=9)
         ax.set_xlabel(p)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
@@ -266,23 +300,31 @@ def sweep(args):
     fig.savefig(args.output, dpi=args.dpi)
 
 
+def sweep_goal(spec, metric_arg=None):
+    """(label, maximize) for ranking a sweep's configurations: the metric named on the command
+    line (ranked by its own kind), else the sweep file's metric and goal; without a goal the
+    sweep maximizes the accuracies and minimizes the losses (docs/FORMATS.md)."""
+    m = re.search(r"metric:\s*\{[^}]*\bname:\s*(\w+)", spec)
+    name = m.group(1) if m else "test_acc"
+    if metric_arg and metric_arg != "metric":
+        return metric_arg, "acc" in metric_arg
+    g = re.search(r"\bgoal:\s*(\w+)", spec)
+    return name, (g.group(1) == "maximize") if g else "acc" in name
+
+
 def seeds(args):
     recs = read_jsonl(os.path.join(args.dir, "results.jsonl"))
     if not recs:
         sys.exit(f"plot.py: {args.dir}/results.jsonl: no results")
     if "seed" not in recs[0]["params"]:
         sys.exit(f"plot.py: seeds: {args.dir} has no 'seed' parameter (add seed: {{values: [0, 1, 2]}} to the sweep)")
-    metric, label, maximize = args.metric or "metric", args.metric, True
+    metric = args.metric or "metric"
     try:  # the sweep's metric name and goal, from its copy of the YAML
         with open(os.path.join(args.dir, "sweep.yaml")) as f:
             spec = f.read()
-        m = re.search(r"metric:\s*\{[^}]*\bname:\s*(\w+)", spec)
-        label = label or (m.group(1) if m else None)
-        m = re.search(r"\bgoal:\s*(\w+)", spec)
-        maximize = not (m and m.group(1) == "minimize")
     except OSError:
-        pass
-    label = label or "metric"
+        spec = ""
+    label, maximize = sweep_goal(spec, args.metric)
     configs, by_seed = {}, {}
     for r in recs:
         key = " ".join(f"{v}" for k, v in r["params"].items() if k != "seed")

@@ -615,9 +615,15 @@ TEST(SweepRun, DivergedAndUsageErrorsAreFailedTrialsNotFatal) {
   SweepSpec s = parse_sweep("parameters:\n  lr: {values: [0.1, 10, 0.01]}\n", "s.yaml");
   SweepOptions o;
   o.dir = fresh_dir("failed");
-  TrialRunner r = [](const RunConfig& cfg,
-                     const std::function<bool(const EpochRecord&)>&) -> std::vector<EpochRecord> {
+  TrialRunner r =
+      [](const RunConfig& cfg,
+         const std::function<bool(const EpochRecord&)>& on_epoch) -> std::vector<EpochRecord> {
     if (cfg.optim.lr > 5) {
+      EpochRecord first;  // epoch 1 finished, then epoch 2 diverged
+      first.epoch = 1;
+      first.test_acc = 0.4;
+      first.train_loss = 1.5;
+      on_epoch(first);
       std::this_thread::sleep_for(std::chrono::milliseconds(30));  // diverged mid-epoch, after a while
       throw_error(ErrorKind::Diverged, "training diverged: loss is nan", __FILE__, __LINE__);
     }
@@ -632,6 +638,11 @@ TEST(SweepRun, DivergedAndUsageErrorsAreFailedTrialsNotFatal) {
   EXPECT_EQ(out.results[1].status, "failed");
   EXPECT_EQ(out.results[1].message, "diverged: training diverged: loss is nan");
   EXPECT_GE(out.results[1].seconds, 0.03) << "a failed trial's wall time is recorded too";
+  // The scores of the epoch it finished are kept (they were null before 2026-12-02).
+  EXPECT_EQ(out.results[1].epochs, 1);
+  EXPECT_DOUBLE_EQ(out.results[1].metric, 0.4);
+  EXPECT_DOUBLE_EQ(out.results[1].train_loss, 1.5);
+  EXPECT_TRUE(std::isnan(out.results[2].metric));
   EXPECT_EQ(out.results[2].status, "failed");
   EXPECT_NE(out.results[2].message.find("--groups"), std::string::npos);
 }

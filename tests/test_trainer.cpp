@@ -618,6 +618,27 @@ TEST(TrainerCpu, RestoreBestEndsWithTheBestEpochsWeightsAlsoAfterAResume) {
   RunResult resumed = run_training(r, {});
   EXPECT_EQ(resumed.test_loss, whole.test_loss);
   EXPECT_EQ(model_tensors(r.save), model_tensors(c.save));
+  // The final file holds epoch 1's weights with the last epoch's position: it says so, and a
+  // run resumed from it says what it continues from.
+  const SafetensorsFile f = read_checkpoint(c.save);
+  ASSERT_NE(f.meta("restored_epoch"), nullptr);
+  EXPECT_EQ(*f.meta("restored_epoch"), "1");
+  RunConfig more = c;
+  more.checkpoint_every = 0;
+  more.train.epochs = 4;
+  more.resume = c.save;
+  more.save = dir + "/more.safetensors";
+  std::vector<std::string> logged;
+  RunHooks hooks;
+  hooks.log = [&](const std::string& l) { logged.push_back(l); };
+  run_training(more, hooks);
+  bool noted = false;
+  for (const auto& l : logged)
+    noted |= l.find(
+                 "holds the weights of epoch 1 (--restore-best) with the position and "
+                 "optimizer state of the end of epoch 3") != std::string::npos;
+  EXPECT_TRUE(noted);
+  EXPECT_EQ(read_checkpoint(one.save).meta("restored_epoch"), nullptr);
   c.train.early_stop = 0;  // the best epoch is the early stopping's
   EXPECT_THROW(c.validate(), Error);
   std::system(("rm -rf '" + dir + "'").c_str());
@@ -713,4 +734,77 @@ TEST(TrainerCpu, LabelsOutsideTheClassesAndNonVectorOutputsAreRefusedBeforeTrain
     EXPECT_NE(e.message().find("model output [3, 2, 2] per sample"), std::string::npos)
         << e.message();
   }
+}
+
+TEST(TrainerCpu, ResumedRunsStopWhereTheWholeRunDidAndRefuseOtherBatches) {
+  std::string dir = ::testing::TempDir() + "kiln_resume_rules_" + std::to_string(getpid());
+  std::system(("mkdir -p '" + dir + "'").c_str());
+  // --target-acc: the run stops after the epoch that reaches it; resumed from that epoch's
+  // checkpoint it trains nothing more (it used to train the next epoch).
+  RunConfig c = small_mlp();
+  c.data.train_limit = 512;
+  c.data.test_limit = 200;
+  c.train.epochs = 4;
+  c.train.target_acc = 0.5f;
+  c.checkpoint_every = 1;
+  c.checkpoint_dir = dir;
+  c.save = dir + "/whole.safetensors";
+  RunResult whole = run_training(c, {});
+  ASSERT_LT(whole.epochs.size(), 4u) << "the target was not reached";
+  const int last = static_cast<int>(whole.epochs.size());
+  RunConfig r = c;
+  r.checkpoint_every = 0;
+  r.resume = dir + "/ckpt-epoch-" + std::to_string(last) + ".safetensors";
+  r.save = dir + "/resumed.safetensors";
+  std::vector<std::string> logged;
+  RunHooks hooks;
+  hooks.log = [&](const std::string& l) { logged.push_back(l); };
+  RunResult resumed = run_training(r, hooks);
+  EXPECT_TRUE(resumed.epochs.empty());
+  EXPECT_EQ(model_tensors(r.save), model_tensors(c.save));
+  ASSERT_FALSE(logged.empty());
+  EXPECT_NE(logged.back().find("target accuracy 0.5 was reached before epoch " +
+                               std::to_string(last + 1)),
+            std::string::npos)
+      << logged.back();
+
+  // A step checkpoint that falls on an epoch's last batch waits for the epoch's end (a resume
+  // would otherwise start an epoch with no batches and lose its last step's statistics).
+  RunConfig s = small_mlp();
+  s.data.train_limit = 512;  // 16 batches of 32
+  s.train.epochs = 1;
+  auto sess = make_session(s);
+  std::vector<TrainPosition> at;
+  sess->trainer->checkpoint_every_steps = 8;
+  sess->trainer->on_checkpoint = [&](const TrainPosition& p, const std::string&) {
+    at.push_back(p);
+  };
+  sess->trainer->fit(sess->train, nullptr);
+  ASSERT_EQ(at.size(), 2u);
+  EXPECT_EQ(at[0].batch, 8);
+  EXPECT_EQ(at[1].epoch, 1);
+  EXPECT_EQ(at[1].batch, 0);
+  EXPECT_EQ(at[1].step, 16);
+
+  // A mid-epoch checkpoint continues only with the batches it was cut from.
+  RunConfig m = small_mlp();
+  m.data.train_limit = 512;
+  m.train.epochs = 1;
+  m.checkpoint_every_steps = 5;
+  m.checkpoint_dir = dir + "/mid";
+  run_training(m, {});
+  m.checkpoint_every_steps = 0;
+  m.resume = dir + "/mid/ckpt-step-5.safetensors";
+  m.train.batch_size = 64;
+  try {
+    run_training(m, {});
+    FAIL() << "a mid-epoch resume with another batch size skipped other samples";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("continues only with the batches it was cut from: --batch-size "
+                               "32 -> 64"),
+              std::string::npos)
+        << e.message();
+  }
+  std::system(("rm -rf '" + dir + "'").c_str());
 }

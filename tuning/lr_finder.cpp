@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -250,6 +251,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   DebiasedEma ema(o.beta);
   double best = INFINITY;
   bool stop = false;
+  StopSignals signals;  // SIGINT/SIGTERM end the test after the current step
   tr.on_step = [&](long long step, float lr) {
     long long i = static_cast<long long>(res.points.size());
     double loss = o.use_val ? tr.evaluate(val).loss : tr.last_loss();
@@ -260,8 +262,14 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
     p.smoothed = ema.add(loss);
     res.points.push_back(p);
     (void)step;
-    if (!std::isfinite(loss) || !std::isfinite(p.smoothed)) {
-      res.stop_reason = "non-finite loss at lr " + std::to_string(lr);
+    if (const int sig = *StopSignals::flag()) {
+      res.stop_signal = sig;
+      res.stop_reason = sig == SIGINT ? "interrupted by SIGINT" : "interrupted by SIGTERM";
+      stop = true;
+    } else if (!std::isfinite(loss) || !std::isfinite(p.smoothed)) {
+      std::ostringstream os;
+      os << "non-finite loss at lr " << lr;
+      res.stop_reason = os.str();
       stop = true;
     } else if (i > 0 && p.smoothed > o.diverge * best) {
       std::ostringstream os;
@@ -374,21 +382,28 @@ LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const st
 }
 
 void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
-  std::ofstream f(path);
-  KILN_CHECK(f.good(), path << ": cannot write the LR finder CSV: " << std::strerror(errno));
+  // NaN as "nan" (the stream would write "-nan" for a negative-signed one); each file written
+  // atomically, so a kill never leaves half a curve under the name.
+  auto num = [](std::ostream& os, double v) -> std::ostream& {
+    return std::isnan(v) ? os << "nan" : os << v;
+  };
+  std::ostringstream f;
   f << "step,lr,loss,smoothed_loss\n" << std::setprecision(9);
-  for (const auto& p : r.points)
-    f << p.step << "," << p.lr << "," << p.loss << "," << p.smoothed << "\n";
+  for (const auto& p : r.points) {
+    f << p.step << ",";
+    num(f, p.lr) << ",";
+    num(f, p.loss) << ",";
+    num(f, p.smoothed) << "\n";
+  }
   // The suggestions go to a companion file so the CSV stays a plain table for other tools.
-  std::ofstream g(path + ".suggestions");
-  KILN_CHECK(g.good(), path << ".suggestions: cannot write");
+  std::ostringstream g;
   g << "method,lr,step\n" << std::setprecision(9);
   for (const auto& s : r.suggestions)
     if (s.ok())
       g << s.method << "," << s.lr << "," << r.points[static_cast<size_t>(s.index)].step << "\n";
-  f.close();
-  g.close();
-  KILN_CHECK(f.good() && g.good(), path << ": write failed");
+  const std::string a = f.str(), b = g.str();
+  write_file_atomic(path, a.data(), a.size());
+  write_file_atomic(path + ".suggestions", b.data(), b.size());
 }
 
 std::string lr_find_report(const LrFindResult& r) {

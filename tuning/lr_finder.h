@@ -43,6 +43,7 @@ struct LrFindResult {
   long long planned = 0;    // the steps the ramp was laid out over (--num-it, or the epochs' steps)
   std::string stop_reason;  // "completed N steps", "smoothed loss exceeded 4x the best ...", ...
   std::vector<LrSuggestion> suggestions;  // valley first (the default)
+  int stop_signal = 0;  // SIGINT/SIGTERM stopped the test (StopSignals); 0 otherwise
 };
 
 // lr = start * (end/start)^pos. Step i of the test sits at pos = i / span: fastai's LRFinder

@@ -23,6 +23,7 @@ namespace kiln {
 namespace {
 
 volatile std::sig_atomic_t g_stop_signal = 0;
+int g_stop_depth = 0;  // StopSignals objects alive; the outermost owns the handlers
 
 extern "C" void kiln_on_stop_signal(int sig) {
   g_stop_signal = sig;
@@ -156,17 +157,32 @@ void check_output_paths(const RunConfig& cfg) {
 
 TrainPosition resume_session(RunSession& s, const std::function<void(const std::string&)>& log) {
   CheckpointInfo info = load_checkpoint(s.cfg.resume, *s.ctx, *s.model, s.opt.get(), s.sched.get());
+  JsonValue saved;
+  try {
+    saved = parse_json(info.config);
+  } catch (const Error&) {
+  }
+  const JsonValue now = parse_json(run_config_json(s.cfg));
+  if (info.pos.batch > 0) {  // a usage error leaves the loaded session unused
+    // The epoch's remaining batches are found by position in its permutation of its rows.
+    static const char* const batch_keys[] = {
+        "dataset", "train-limit", "val-split", "batch-size", "batch-schedule", "shuffle", "seed"};
+    for (const char* k : batch_keys) {
+      const JsonValue* old = saved.find(k);
+      const JsonValue* cur = now.find(k);
+      KILN_USAGE_CHECK(!old || !old->is_string() || !cur || old->text == cur->text,
+                       "--resume " << s.cfg.resume << ": a mid-epoch checkpoint (epoch "
+                                   << info.pos.epoch + 1 << ", batch " << info.pos.batch
+                                   << ") continues only with the batches it was cut from: --" << k
+                                   << " " << old->text << " -> " << cur->text
+                                   << " (resume an epoch checkpoint to change it)");
+    }
+  }
   s.trainer->set_step(info.pos.step);
   s.trainer->set_best_snapshot(std::move(info.early_stop_best));
   if (log) {
     // Name the options that differ, so a resume with another seed or batch size is visible.
     std::string diffs;
-    JsonValue saved;
-    try {
-      saved = parse_json(info.config);
-    } catch (const Error&) {
-    }
-    JsonValue now = parse_json(run_config_json(s.cfg));
     for (const auto& [k, v] : now.members) {
       const JsonValue* old = saved.find(k);
       if (run_control_option(k) || !old || !old->is_string() || old->text == v.text) continue;
@@ -185,6 +201,13 @@ TrainPosition resume_session(RunSession& s, const std::function<void(const std::
     log("resumed from " + s.cfg.resume + " at epoch " + std::to_string(info.pos.epoch + 1) +
         " batch " + std::to_string(info.pos.batch) + " (step " + std::to_string(info.pos.step) +
         ")" + (diffs.empty() ? "" : "; options changed since the checkpoint: " + diffs));
+    if (info.restored_epoch > 0)
+      log("note: " + s.cfg.resume + " holds the weights of epoch " +
+          std::to_string(info.restored_epoch) +
+          " (--restore-best) with the position and optimizer state of the end of epoch " +
+          std::to_string(info.pos.epoch) + ": training continues from epoch " +
+          std::to_string(info.restored_epoch) + "'s weights (the periodic checkpoint ckpt-epoch-" +
+          std::to_string(info.pos.epoch) + " continues where that epoch left off)");
   }
   return info.pos;
 }
@@ -195,7 +218,10 @@ std::string write_session_checkpoint(RunSession& s, const std::string& path,
   info.pos = p;
   info.seed = s.cfg.seed;
   info.config = run_config_json(s.cfg);
-  if (s.trainer) info.early_stop_best = s.trainer->best_snapshot();
+  if (s.trainer) {
+    info.early_stop_best = s.trainer->best_snapshot();
+    info.restored_epoch = s.trainer->restored_epoch();
+  }
   save_checkpoint(path, *s.ctx, *s.model, s.opt.get(), s.sched.get(), info);
   return path;
 }
@@ -209,6 +235,7 @@ std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p) {
 }
 
 StopSignals::StopSignals() {
+  if (g_stop_depth++ > 0) return;  // an enclosing scope (the app, a sweep) already catches them
   g_stop_signal = 0;
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
@@ -220,6 +247,7 @@ StopSignals::StopSignals() {
 }
 
 StopSignals::~StopSignals() {
+  if (--g_stop_depth > 0) return;
   ::sigaction(SIGINT, &old_int_, nullptr);
   ::sigaction(SIGTERM, &old_term_, nullptr);
 }

@@ -133,6 +133,20 @@ const EpochRecord& final_epoch(const std::vector<EpochRecord>& eps, const TrainO
   return eps[best];
 }
 
+double metric_of(const EpochRecord& r, const std::string& m);
+
+// A trial record's scores from one epoch record.
+void set_scores(TrialRecord& rec, const EpochRecord& e, const std::string& metric) {
+  rec.metric = metric_of(e, metric);
+  rec.val_acc = e.val_acc;
+  rec.val_loss = e.val_loss;
+  rec.test_acc = e.test_acc;
+  rec.test_loss = e.test_loss;
+  rec.train_acc = e.train_acc;
+  rec.train_loss = e.train_loss;
+  rec.weight_sparsity = e.weight_sparsity;
+}
+
 double metric_of(const EpochRecord& r, const std::string& m) {
   if (m == "test_acc") return r.test_acc;
   if (m == "test_loss") return r.test_loss;
@@ -445,8 +459,14 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
   auto log = [&](const std::string& s) {
     if (o.log) o.log(s);
   };
+  // A signal outside a trial's training loop (its data loading, its last evaluation, between
+  // trials) is kept by the caller's StopSignals: stop before the next trial starts.
+  auto stop_if_signalled = [] {
+    if (const int sig = *StopSignals::flag()) throw TrialInterrupted(sig);
+  };
   for (int64_t i = 0; i < n; ++i) {
     if (i % o.num_workers != o.worker) continue;
+    stop_if_signalled();
     auto is_done = [&](const std::vector<TrialRecord>& rs) {
       return std::any_of(rs.begin(), rs.end(), [&](const TrialRecord& r) { return r.trial == i; });
     };
@@ -471,7 +491,9 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     rec.params = trial_params(spec, i);
     std::string head = "trial " + std::to_string(i) + "/" + std::to_string(n) + " [" +
                        params_str(rec.params) + "]";
+    std::vector<EpochRecord> finished;  // as they come, for a trial that fails later
     auto on_epoch = [&](const EpochRecord& r) {
+      finished.push_back(r);
       double m = metric_of(r, spec.metric);
       rec.curve.push_back(m);
       int e = static_cast<int>(rec.curve.size());
@@ -509,23 +531,15 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       std::vector<EpochRecord> eps = runner(cfg, on_epoch);
       if (rec.status.empty()) rec.status = "ok";
       rec.epochs = static_cast<int>(eps.size());
-      if (!eps.empty()) {
-        const EpochRecord& last = final_epoch(eps, cfg.train);
-        rec.metric = metric_of(last, spec.metric);
-        rec.val_acc = last.val_acc;
-        rec.val_loss = last.val_loss;
-        rec.test_acc = last.test_acc;
-        rec.test_loss = last.test_loss;
-        rec.train_acc = last.train_acc;
-        rec.train_loss = last.train_loss;
-        rec.weight_sparsity = last.weight_sparsity;
-      }
+      if (!eps.empty()) set_scores(rec, final_epoch(eps, cfg.train), spec.metric);
     } catch (const Error& e) {
       // Runtime errors (missing data, I/O, CUDA) would fail every trial: stop the sweep.
       if (e.kind() == ErrorKind::Runtime) throw;
       rec.status = "failed";
       rec.message = (e.kind() == ErrorKind::Diverged ? "diverged: " : "usage: ") + e.message();
       rec.epochs = static_cast<int>(rec.curve.size());
+      // The scores of the last epoch it finished (a divergence in epoch 3 keeps epoch 2's).
+      if (!finished.empty()) set_scores(rec, finished.back(), spec.metric);
     } catch (const std::bad_alloc&) {
       rec.status = "failed";
       rec.message = "out of memory";
@@ -542,6 +556,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
        << std::setprecision(1) << rec.seconds << "s)";
     if (!rec.message.empty()) os << " " << rec.message;
     log(os.str());
+    stop_if_signalled();  // this trial is recorded; the next would not finish
   }
   out.results = read_results(o.dir);
   return out;

@@ -105,6 +105,9 @@ void apply_sweep_base(const SweepSpec& spec, RunConfig& cfg);
 RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
                        const std::string& dir);
 
+// Throws TrialInterrupted when a SIGINT/SIGTERM arrives (StopSignals: the caller should hold one
+// for the whole sweep): a trial in training checkpoints and stops, otherwise the sweep stops
+// before its next trial; finished trials are recorded.
 SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& opts, const TrialRunner& runner);
 
 // results.jsonl of a sweep directory (unparseable lines, e.g. a torn last line, are skipped).

@@ -59,4 +59,36 @@ set +e
 rc=$?
 set -e
 [ $rc -ne 0 ] && grep -q "missing.csv" err.txt || { echo "FAIL: missing input rc=$rc"; cat err.txt; exit 1; }
+
+# A CSV whose last row was cut (a copy taken mid-write) plots the rows before it.
+head -c 1500 lr.csv > torn.csv
+"$py" "$plot" lr-find torn.csv -o torn.png 2> err.txt || { echo "FAIL: torn CSV"; cat err.txt; exit 1; }
+check torn.png
+grep -q "is incomplete; plotting the" err.txt || { echo "FAIL: no note on the torn row"; cat err.txt; exit 1; }
+
+# The titles' "explained" values are the sweep's own importance table (same bins, ties kept
+# together), and seeds ranks a loss metric lowest first when the file gives no goal.
+"$KILN_BIN/sweep" --importance random > imp.txt
+"$py" - "$plot" random imp.txt <<'PY' || { echo "FAIL: plot.py's importance differs from the sweep's"; cat imp.txt; exit 1; }
+import importlib.util, json, math, sys
+spec = importlib.util.spec_from_file_location("plot", sys.argv[1])
+plot = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(plot)
+recs = [json.loads(l) for l in open(sys.argv[2] + "/results.jsonl") if l.strip()]
+ok = [r for r in recs if r["status"] == "ok" and r.get("metric") is not None]
+ys = [float(r["metric"]) for r in ok]
+table = {l.split()[0]: l.split()[1] for l in open(sys.argv[3]) if l.split() and l.split()[0] in ok[0]["params"]}
+for p, want in table.items():
+    vals = [r["params"][p] for r in ok]
+    fv = [plot.as_float(v) for v in vals]
+    numeric = all(v is not None for v in fv)
+    e = plot.explained(fv if numeric else vals, ys, numeric)
+    got = "%.3f" % e if math.isfinite(e) else "-"
+    print(p, "plot", got, "sweep", want)
+    assert got == want, p
+assert plot.sweep_goal("metric: {name: test_loss}\n") == ("test_loss", False)
+assert plot.sweep_goal("metric: {name: test_loss, goal: maximize}\n") == ("test_loss", True)
+assert plot.sweep_goal("method: grid\n") == ("test_acc", True)
+assert plot.sweep_goal("metric: {name: test_acc}\n", "val_loss") == ("val_loss", False)
+PY
 echo "PASS"
