@@ -37,6 +37,14 @@ inline RunConfig default_run_config() {
 // chosen model never reads (ModelOptions::ignored).
 inline void print_ignored_options(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
   for (const std::string& note : cfg.model.ignored(defaults.model)) std::fprintf(stderr, "%s: note: %s\n", prog, note.c_str());
+  for (const std::string& note : cfg.optim.ignored(defaults.optim))
+    std::fprintf(stderr, "%s: note: %s\n", prog, note.c_str());
+  // --precision picks the cuBLAS math mode; --device auto that finds no GPU runs fp32.
+  if (cfg.precision != "fp32" && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
+    std::fprintf(
+        stderr,
+        "%s: note: --precision %s is ignored: no CUDA device answers, the CPU computes in fp32\n",
+        prog, cfg.precision.c_str());
 }
 
 // --summary: the model's per-layer table (no data is loaded).

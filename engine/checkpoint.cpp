@@ -199,6 +199,7 @@ EarlyStopState parse_early_stop(const std::string& text, const std::string& what
 
 std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* opt, const Schedule* sched,
                                        const CheckpointInfo& info) {
+  KILN_CHECK(model.built(), "save_checkpoint: the model is not built (it has no tensors yet)");
   ctx.sync();
   SafetensorsFile f;
   for (auto& [name, t] : model.state_dict()) f.tensors.push_back(to_st(name, t));
@@ -269,6 +270,7 @@ SafetensorsFile read_checkpoint(const std::string& path) {
 
 CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const std::string& what,
                                      Context& ctx, Model& model, Optimizer* opt, Schedule* sched) {
+  KILN_CHECK(model.built(), what << ": the model to load into is not built (build it first)");
   const SafetensorsFile f = decode_checkpoint(bytes, what);
   CheckpointInfo info;
   info.kiln_version = meta_or_fail(f, "kiln_version", what);
@@ -309,6 +311,8 @@ CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const st
     used.push_back(name);
   }
   if (opt) {
+    KILN_CHECK(opt->bound_to(model),
+               what << ": the optimizer given steps another model's parameters");
     KILN_USAGE_CHECK(opt_name == opt->options().name, what << ": saved with optimizer '" << opt_name
                                                            << "', this run uses '" << opt->options().name << "'");
     for (auto& [name, t] : opt->state()) {

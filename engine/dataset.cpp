@@ -72,9 +72,13 @@ Dataset Dataset::to(Device d) const {
   out.black = black;
   out.host_labels = host_labels;
   out.images = images.to(d);
-  const size_t bytes = host_labels.size() * sizeof(int32_t);
+  // From the labels buffer (what training reads; host_labels is only a mirror).
+  const size_t bytes = static_cast<size_t>(size()) * sizeof(int32_t);
+  KILN_CHECK(
+      bytes == 0 || (labels && labels->bytes() >= bytes),
+      name << ": " << size() << " samples and " << (labels ? labels->bytes() / 4 : 0) << " labels");
   out.labels = std::make_shared<Buffer>(bytes, d);
-  copy_bytes(out.labels->data(), d, host_labels.data(), Device::CPU, bytes);
+  if (bytes) copy_bytes(out.labels->data(), d, labels->data(), labels->device(), bytes);
   return out;
 }
 
@@ -192,10 +196,16 @@ Dataset slice_rows(const Dataset& ds, int64_t begin, int64_t end, const std::str
   out.num_classes = ds.num_classes;
   out.black = ds.black;
   out.images = ds.images.rows(begin, end);
-  out.host_labels.assign(ds.host_labels.begin() + begin, ds.host_labels.begin() + end);
-  const size_t bytes = out.host_labels.size() * sizeof(int32_t);
+  if (static_cast<int64_t>(ds.host_labels.size()) == ds.size())
+    out.host_labels.assign(ds.host_labels.begin() + begin, ds.host_labels.begin() + end);
+  // From the labels buffer (what training reads; host_labels is only a mirror).
+  const size_t bytes = static_cast<size_t>(end - begin) * sizeof(int32_t);
+  KILN_CHECK(bytes == 0 || (ds.labels && ds.labels->bytes() >= static_cast<size_t>(end) * 4),
+             ds.name << ": rows [" << begin << ", " << end << ") past its labels");
   out.labels = std::make_shared<Buffer>(bytes, ds.device());
-  copy_bytes(out.labels->data(), ds.device(), out.host_labels.data(), Device::CPU, bytes);
+  if (bytes)
+    copy_bytes(out.labels->data(), ds.device(), ds.label_data() + begin, ds.labels->device(),
+               bytes);
   return out;
 }
 

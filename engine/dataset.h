@@ -26,8 +26,8 @@ std::vector<uint8_t> read_file_maybe_gz(const std::string& path);
 struct Dataset {
   std::string name;        // "mnist/train"
   Tensor images;           // [N, C, H, W], float32, normalised when asked
-  std::shared_ptr<Buffer> labels;  // int32 [N], same device as images
-  std::vector<int32_t> host_labels;
+  std::shared_ptr<Buffer> labels;    // int32 [N], same device as images: what training reads
+  std::vector<int32_t> host_labels;  // an optional host mirror of labels (loaders fill it)
   int num_classes = 10;
   // Per channel, the stored value of a black (raw 0) pixel: -mean/std when normalised, else 0.
   // Augmentation pads with it, as torchvision pads the raw image before Normalize.

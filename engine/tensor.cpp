@@ -6,6 +6,12 @@
 
 namespace kiln {
 
+int64_t Tensor::dim(int i) const {
+  const int n = ndim();
+  KILN_CHECK(i >= -n && i < n, "tensor " << shape_str(shape_) << ": no dimension " << i);
+  return shape_[static_cast<size_t>(i < 0 ? i + n : i)];
+}
+
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
   for (int64_t d : s) n *= d;

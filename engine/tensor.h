@@ -23,7 +23,7 @@ class Tensor {
 
   bool defined() const { return data_ != nullptr || (buf_ && shape_numel(shape_) == 0); }
   const Shape& shape() const { return shape_; }
-  int64_t dim(int i) const { return shape_.at(i < 0 ? shape_.size() + i : i); }
+  int64_t dim(int i) const;  // i < 0 counts from the end; out of range: a kiln Error
   int ndim() const { return static_cast<int>(shape_.size()); }
   int64_t numel() const { return shape_numel(shape_); }
   size_t bytes() const { return static_cast<size_t>(numel()) * sizeof(float); }

@@ -80,6 +80,9 @@ std::string EpochRecord::to_json() const {
 Trainer::Trainer(Model& model, Optimizer& opt, Schedule& sched, Context& ctx, const TrainOptions& opts)
     : model_(model), opt_(opt), sched_(sched), ctx_(ctx), opts_(opts) {
   opts_.validate();
+  KILN_CHECK(opt.bound_to(model),
+             "trainer: the optimizer steps another model's parameters "
+             "(make it with make_optimizer(options, this model))");
   acc_ = std::make_shared<Buffer>(3 * sizeof(double), ctx.device());
 #ifdef KILN_WITH_CUDA
   if (ctx.cuda()) {
@@ -247,12 +250,20 @@ void Trainer::check_dataset(const Dataset& ds) {
                                            "Flatten + Linear)");
   const int64_t n = ds.size(), classes = out[0];
   if (n == 0) return;
+  // The labels the loss reads: the buffer (host_labels is an optional mirror, not trusted).
+  const size_t bytes = static_cast<size_t>(n) * sizeof(int32_t);
+  KILN_CHECK(ds.labels && ds.labels->data(), ds.name << ": " << n << " samples and no labels");
+  KILN_CHECK(ds.labels->bytes() >= bytes, ds.name << ": the labels buffer holds "
+                                                  << ds.labels->bytes() / sizeof(int32_t)
+                                                  << " labels for " << n << " samples");
+  KILN_CHECK(ds.labels->device() == ds.device(),
+             ds.name << ": labels on " << device_name(ds.labels->device()) << ", images on "
+                     << device_name(ds.device()));
   std::vector<int32_t> copied;
-  const int32_t* y = ds.host_labels.data();
-  if (static_cast<int64_t>(ds.host_labels.size()) != n) {  // a dataset built without them
+  const int32_t* y = ds.label_data();
+  if (ds.device() != Device::CPU) {
     copied.resize(static_cast<size_t>(n));
-    copy_bytes(copied.data(), Device::CPU, ds.label_data(), ds.device(),
-               static_cast<size_t>(n) * sizeof(int32_t), ctx_.stream());
+    copy_bytes(copied.data(), Device::CPU, ds.label_data(), ds.device(), bytes, ctx_.stream());
     ctx_.sync();
     y = copied.data();
   }

@@ -34,6 +34,8 @@ Tensor Linear::forward(Context& ctx, const Tensor& x) {
 #ifdef KILN_WITH_CUDA
     gemm_cuda(ctx.cublas(), false, true, n, out_, in_, 1.f, x.data(), in_, w, in_, 0.f, y_.data(), out_);
     if (bias_) bias_add(y_.data(), value(1).data(), n, out_, ctx.stream());
+#else
+    (void)ctx;  // no CUDA tensors exist in a build without CUDA
 #endif
   } else {
     gemm_ref<float>(false, true, n, out_, in_, 1.f, x.data(), in_, w, in_, 0.f, y_.data(), out_);
@@ -53,6 +55,8 @@ Tensor Linear::backward(Context& ctx, const Tensor& dy) {
     gemm_cuda(ctx.cublas(), true, false, out_, in_, n, 1.f, dy.data(), out_, x_.data(), in_, 0.f, dw, in_);
     if (bias_) bias_grad(dy.data(), grad(1).data(), n, out_, ctx.stream());
     if (need_dx) gemm_cuda(ctx.cublas(), false, false, n, in_, out_, 1.f, dy.data(), out_, w, in_, 0.f, dx_.data(), in_);
+#else
+    (void)ctx;
 #endif
   } else {
     gemm_ref<float>(true, false, out_, in_, n, 1.f, dy.data(), out_, x_.data(), in_, 0.f, dw, in_);

@@ -150,11 +150,24 @@ Tensor Model::forward(Context& ctx, const Tensor& x) {
   KILN_CHECK(x.device() == device_, "model input on " << device_name(x.device())
                                                       << ", model on " << device_name(device_));
   Tensor h = x;
+  last_batch_ = -1;  // a layer that throws leaves no forward to differentiate
   for (auto& l : layers_) h = l->forward(ctx, h);
+  last_batch_ = x.dim(0);
   return h;
 }
 
 Tensor Model::backward(Context& ctx, const Tensor& dlogits) {
+  KILN_CHECK(built_, "Model::backward before build");
+  KILN_CHECK(last_batch_ >= 0, "Model::backward before a forward (it differentiates the last one)");
+  Shape want = output_shape_;
+  want.insert(want.begin(), last_batch_);
+  KILN_USAGE_CHECK(dlogits.shape() == want, "model backward: the output gradient is "
+                                                << shape_str(dlogits.shape())
+                                                << ", the last forward's output was "
+                                                << shape_str(want));
+  KILN_CHECK(dlogits.device() == device_, "model backward: gradient on "
+                                              << device_name(dlogits.device()) << ", model on "
+                                              << device_name(device_));
   Tensor d = dlogits;
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) d = (*it)->backward(ctx, d);
   return d;

@@ -40,7 +40,13 @@ class Model {
   bool fusion() const { return fusion_; }
   int fused_layers() const { return fused_layers_; }  // ReLUs absorbed by build()
 
+  // Unlike a torch module's, the output lives in a buffer of the last layer: valid until the
+  // next forward (copy it to keep it). Training or evaluation mode is the context's
+  // (ctx.training), shared by every model run on that context.
   Tensor forward(Context& ctx, const Tensor& x);
+  // Back-propagates d(loss)/d(output) of the last forward (same shape) and writes the parameter
+  // gradients into flat_grads(): they are overwritten, not accumulated as torch's .grad is.
+  // Returns d(loss)/d(input).
   Tensor backward(Context& ctx, const Tensor& dlogits);
 
   void train(Context& ctx) { ctx.training = true; }
@@ -75,6 +81,7 @@ class Model {
   int64_t num_params_ = 0;
   Device device_ = Device::CPU;
   bool built_ = false;
+  int64_t last_batch_ = -1;  // the batch of the last forward (-1: none yet)
   bool fusion_ = false;
   int fused_layers_ = 0;
 };

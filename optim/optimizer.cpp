@@ -63,6 +63,7 @@ class FlatOptimizer final : public Optimizer {
     kind_ = kind_of(o.name);
     params_ = model.flat_params();
     grads_ = model.flat_grads();
+    bound_params_ = params_.defined() ? params_.data() : nullptr;
     // Without an L1/L2 penalty the flag would only cost time (every element's sign, times 0).
     const bool penalties = o.l1 != 0 || o.l2 != 0;
     for (const ParamRef& r : model.param_refs()) {
@@ -261,6 +262,31 @@ OptimOptions OptimOptions::resolved() const {
   OptimOptions o = *this;
   if (std::isnan(o.weight_decay)) o.weight_decay = o.name == "adamw" ? 0.01f : 0.0f;
   return o;
+}
+
+std::vector<std::string> OptimOptions::ignored(const OptimOptions& d) const {
+  std::vector<std::string> out;
+  auto num = [](float v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  const bool sgd = name == "sgd", adam = name == "adam" || name == "adamw", rms = name == "rmsprop";
+  if (nesterov != d.nesterov && !sgd)
+    out.push_back("--nesterov is ignored: only sgd has Nesterov momentum (" + name + " does not)");
+  if (momentum != d.momentum && adam)
+    out.push_back("--momentum " + num(momentum) + " is ignored: " + name +
+                  " has no momentum option (its first-moment decay is --beta1)");
+  if (dampening != d.dampening && (!sgd || momentum == 0.0f))
+    out.push_back("--dampening " + num(dampening) + " is ignored: it damps sgd's momentum" +
+                  (sgd ? std::string(", and --momentum is 0") : " (" + name + " has none)"));
+  if ((beta1 != d.beta1 || beta2 != d.beta2) && !adam)
+    out.push_back("--beta1/--beta2 are ignored: they are adam's and adamw's (" + name +
+                  " does not read them)");
+  if (alpha != d.alpha && !rms)
+    out.push_back("--alpha " + num(alpha) + " is ignored: it is rmsprop's smoothing constant");
+  if (eps != d.eps && sgd) out.push_back("--eps " + num(eps) + " is ignored: sgd has no epsilon");
+  return out;
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const OptimOptions& opts, Model& model) {

@@ -37,6 +37,10 @@ struct OptimOptions {
   bool penalize_all = false;
   void validate() const;  // usage errors name the option
   OptimOptions resolved() const;  // weight_decay filled in when not given
+  // Options set away from `defaults` that the chosen optimizer never reads (--nesterov with
+  // adam, --beta1 with sgd, ...): one sentence each, for a "note:" line (torch would raise a
+  // TypeError for most; a note lets one config serve several optimizers in a sweep).
+  std::vector<std::string> ignored(const OptimOptions& defaults) const;
 };
 
 // What the last step saw, read back from the device on request (not every step).
@@ -71,9 +75,13 @@ class Optimizer {
   virtual void device_step_args(float lr, float momentum, OptimStepArgs* out);
   virtual void step_device(Context& ctx, const OptimStepArgs* dev);
   const OptimOptions& options() const { return opts_; }
+  // Whether this optimizer steps `model`'s parameters (make_optimizer(opts, model) binds one
+  // model's flat buffers for good; another model's would silently never train).
+  bool bound_to(Model& model) const { return bound_params_ == model.flat_params().data(); }
 
  protected:
   OptimOptions opts_;
+  const float* bound_params_ = nullptr;
 };
 
 std::unique_ptr<Optimizer> make_optimizer(const OptimOptions& opts, Model& model);

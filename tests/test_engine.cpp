@@ -5,9 +5,11 @@
 #include <cstdio>
 #include <fstream>
 
+#include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/json.h"
 #include "engine/tensor.h"
+#include "engine/trainer.h"
 #include "layers/activation.h"
 #include "layers/conv.h"
 #include "layers/linear.h"
@@ -143,6 +145,61 @@ TEST(Model, FlatLayoutAlignedViewsAndStateDictNames) {
   auto sd = m->state_dict();
   EXPECT_EQ(sd.size(), 6u);
   EXPECT_EQ(sd[2].first, "3.weight");
+}
+
+TEST(Model, MisuseFromCppIsAnErrorNotACrash) {
+  // What a library user can get wrong (found by linking the installed library): each a kiln
+  // Error naming what is wrong, not a segfault or a silent non-training run.
+  ModelOptions o;
+  o.model = "mlp";
+  o.width = 5;
+  o.depth = 1;
+  auto m = make_model(o, {1, 4, 4}, 3);
+  Context ctx(Device::CPU, 1);
+  const Tensor g = Tensor::zeros({4, 3}, Device::CPU);
+  EXPECT_THROW(m->backward(ctx, g), Error);  // before build
+  EXPECT_THROW(save_checkpoint(::testing::TempDir() + "kiln_unbuilt.safetensors", ctx, *m, nullptr,
+                               nullptr, CheckpointInfo{}),
+               Error);
+  m->build(Device::CPU, 1);
+  try {
+    m->backward(ctx, g);  // before any forward
+    FAIL() << "backward before forward";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("Model::backward before a forward"), std::string::npos)
+        << e.message();
+  }
+  m->forward(ctx, Tensor::zeros({4, 1, 4, 4}, Device::CPU));
+  EXPECT_NO_THROW(m->backward(ctx, g));
+  for (const Shape& bad : {Shape{64, 3}, Shape{4, 7}, Shape{4}}) {
+    try {
+      m->backward(ctx, Tensor::zeros(bad, Device::CPU));
+      FAIL() << "backward took a gradient of " << shape_str(bad);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_NE(e.message().find("the last forward's output was [4, 3]"), std::string::npos)
+          << e.message();
+    }
+  }
+  // An optimizer steps the model it was made for; another model's would never train.
+  auto other = make_model(o, {1, 4, 4}, 3);
+  other->build(Device::CPU, 2);
+  OptimOptions oo;
+  auto opt = make_optimizer(oo, *m);
+  EXPECT_TRUE(opt->bound_to(*m));
+  EXPECT_FALSE(opt->bound_to(*other));
+  auto sched = make_schedule(ScheduleOptions{}, oo.lr, 1, 1);
+  TrainOptions to;
+  try {
+    Trainer t(*other, *opt, *sched, ctx, to);
+    FAIL() << "a trainer took another model's optimizer";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("another model's parameters"), std::string::npos) << e.message();
+  }
+  // Tensor::dim out of range is a kiln Error (the one exception type), not std::out_of_range.
+  EXPECT_THROW(g.dim(2), Error);
+  EXPECT_THROW(g.dim(-3), Error);
+  EXPECT_EQ(g.dim(-1), 3);
 }
 
 TEST(Model, InitIsSeededAndPyTorchBounded) {

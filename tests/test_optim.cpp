@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <string>
 
 #include "engine/buffer.h"
 #include "engine/error.h"
@@ -80,6 +82,38 @@ void expect_seq(const std::vector<float>& got, const std::vector<double>& want) 
 }
 
 }  // namespace
+
+TEST(Optim, OptionsTheOptimizerNeverReadsAreNamed) {
+  // torch raises TypeError for most of these (nesterov= on Adam); kiln notes them, so one config
+  // can serve several optimizers in a sweep.
+  const OptimOptions d;
+  auto notes = [&](const std::string& name, const std::function<void(OptimOptions&)>& set) {
+    OptimOptions o;
+    o.name = name;
+    set(o);
+    std::string all;
+    for (const auto& n : o.ignored(d)) all += n + "\n";
+    return all;
+  };
+  EXPECT_NE(notes("adam", [](OptimOptions& o) { o.nesterov = true; }).find("--nesterov is ignored"),
+            std::string::npos);
+  EXPECT_EQ(notes("sgd", [](OptimOptions& o) { o.nesterov = true; }), "");
+  EXPECT_NE(
+      notes("adamw", [](OptimOptions& o) { o.momentum = 0.9f; }).find("--momentum 0.9 is ignored"),
+      std::string::npos);
+  EXPECT_EQ(notes("rmsprop", [](OptimOptions& o) { o.momentum = 0.9f; }), "");
+  EXPECT_NE(notes("sgd", [](OptimOptions& o) { o.dampening = 0.5f; }).find("--momentum is 0"),
+            std::string::npos);
+  EXPECT_EQ(notes("sgd", [](OptimOptions& o) { o.dampening = 0.5f, o.momentum = 0.9f; }), "");
+  EXPECT_NE(notes("rmsprop", [](OptimOptions& o) { o.beta1 = 0.5f; }).find("--beta1/--beta2"),
+            std::string::npos);
+  EXPECT_EQ(notes("adam", [](OptimOptions& o) { o.beta2 = 0.9f; }), "");
+  EXPECT_NE(notes("adam", [](OptimOptions& o) { o.alpha = 0.5f; }).find("--alpha 0.5"),
+            std::string::npos);
+  EXPECT_NE(notes("sgd", [](OptimOptions& o) { o.eps = 1e-3f; }).find("--eps 0.001"),
+            std::string::npos);
+  EXPECT_EQ(notes("adam", [](OptimOptions& o) { o.eps = 1e-3f; }), "");
+}
 
 TEST(Optim, SgdPlainThreeSteps) {
   // w -= lr*g with lr 0.1, g = 0.5, -1, 2: 1 - 0.05 = 0.95; 0.95 + 0.1 = 1.05; 1.05 - 0.2 = 0.85

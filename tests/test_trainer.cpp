@@ -579,6 +579,17 @@ TEST(TrainerCpu, CheckpointConfigRecordsTheWeightDecayTheRunUsed) {
   EXPECT_EQ(run_options().find("weight-decay")->get(s->cfg), "0.01");
 }
 
+TEST(TrainerCpu, CheckpointConfigRecordsThePrecisionTheRunComputedIn) {
+  // --precision tf32 with --device auto on a machine without a GPU runs fp32 on the CPU, and
+  // the config its checkpoints carry says fp32.
+  if (cuda_available()) GTEST_SKIP() << "a GPU answers: auto is cuda here";
+  RunConfig c = small_mlp();
+  c.device = "auto";
+  c.precision = "tf32";
+  auto s = make_session(c);
+  EXPECT_EQ(s->cfg.precision, "fp32");
+}
+
 namespace {
 // The model tensors (not optimizer state or snapshots) of a saved checkpoint.
 std::vector<std::pair<std::string, std::vector<uint8_t>>> model_tensors(const std::string& path) {
@@ -711,6 +722,35 @@ TEST(TrainerCpu, LabelsOutsideTheClassesAndNonVectorOutputsAreRefusedBeforeTrain
     EXPECT_NE(e.message().find("noise/test: label -1 of sample 13 is outside the model's 3 "
                                "classes [0, 3)"),
               std::string::npos)
+        << e.message();
+  }
+  // The loss reads the labels buffer: a host mirror that disagrees with it, a short buffer or
+  // none at all are caught there, not by reading past the logits.
+  Dataset stale = three_class_noise("noise/stale-mirror");
+  static_cast<int32_t*>(stale.labels->data())[5] = 1000000;
+  try {
+    fit(mlp(3), stale, nullptr);
+    FAIL() << "a label of 1000000 in the buffer was trained on";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("label 1000000 of sample 5"), std::string::npos) << e.message();
+  }
+  Dataset short_buf = three_class_noise("noise/short");
+  short_buf.labels = std::make_shared<Buffer>(4 * sizeof(int32_t), Device::CPU);
+  try {
+    fit(mlp(3), short_buf, nullptr);
+    FAIL() << "4 labels for 16 samples";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("noise/short: the labels buffer holds 4 labels for 16 samples"),
+              std::string::npos)
+        << e.message();
+  }
+  Dataset unlabelled = three_class_noise("noise/unlabelled");
+  unlabelled.labels.reset();
+  try {
+    fit(mlp(3), unlabelled, nullptr);
+    FAIL() << "no labels";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("noise/unlabelled: 16 samples and no labels"), std::string::npos)
         << e.message();
   }
   // Labels without the host copy are read from the labels buffer.

@@ -18,6 +18,8 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
   s->cfg.optim = cfg.optim.resolved();
   s->cfg.sched = cfg.sched.resolved();
   s->device = resolve_device(cfg.device);
+  if (s->device == Device::CPU)
+    s->cfg.precision = "fp32";  // what the run computed in (checkpoints)
   Shape in = cfg.data.dataset == "cifar10" ? Shape{3, 32, 32} : Shape{1, 28, 28};
   if (load_data) {
     TrainValSplit tv = load_train_val(cfg.data, s->device);
@@ -31,7 +33,7 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
   if (!load_data) return s;
   s->ctx = std::make_unique<Context>(s->device, cfg.seed);
   s->ctx->deterministic = cfg.deterministic;
-  set_precision(*s->ctx, parse_precision(cfg.precision));
+  set_precision(*s->ctx, parse_precision(s->cfg.precision));
   s->opt = make_optimizer(cfg.optim, *s->model);
   // Steps per epoch from the batch each epoch uses (a batch-size schedule changes them).
   s->sched = make_schedule(cfg.sched, cfg.optim.lr,

@@ -66,10 +66,14 @@ int main(int argc, char** argv) {
     kiln::CheckpointInfo info;
     info.pos = trainer.position();
     kiln::save_checkpoint(path, ctx, *model, opt.get(), sched.get(), info);
+    // A fresh model with its own optimizer and schedule (an optimizer steps the model it was
+    // made for), all three restored from the checkpoint, as a resumed run would be.
     auto fresh = kiln::make_model(mo, {1, 4, 4}, 3);
     fresh->build(kiln::Device::CPU, 7);
-    kiln::load_checkpoint(path, ctx, *fresh, nullptr, nullptr);
-    kiln::Trainer check(*fresh, *opt, *sched, ctx, to);
+    auto fresh_opt = kiln::make_optimizer(oo, *fresh);
+    auto fresh_sched = kiln::make_schedule(so, oo.lr, 8, 3);
+    kiln::load_checkpoint(path, ctx, *fresh, fresh_opt.get(), fresh_sched.get());
+    kiln::Trainer check(*fresh, *fresh_opt, *fresh_sched, ctx, to);
     kiln::EvalResult e = check.evaluate(test);
     std::printf("checkpoint %s reloaded: test_acc=%.4f (kiln %s)\n", path, e.acc, kiln::kiln_version());
     return e.acc > 0.9 ? 0 : 1;

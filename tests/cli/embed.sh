@@ -15,6 +15,20 @@ find "$tmp/prefix" -name kilnConfig.cmake | grep -q . || { echo "FAIL: no kilnCo
 if grep -rln '^\s*using namespace' "$tmp/prefix/include/kiln"; then
   echo "FAIL: installed headers above contain 'using namespace'"; exit 1
 fi
+# Every installed header compiles on its own for a consumer of this build (a CPU-only build
+# installs no header that needs the CUDA toolkit's).
+defs=()
+grep -q 'KILN_WITH_CUDA' "$(find "$tmp/prefix" -name 'kilnTargets.cmake' | head -1)" &&
+  defs=(-DKILN_WITH_CUDA=1 -I/usr/local/cuda/include)
+n=0
+while IFS= read -r h; do
+  rel=${h#"$tmp/prefix/include/kiln/"}
+  printf '#include "%s"\n' "$rel" | c++ -std=c++17 -fsyntax-only -Wall -Wextra -Werror \
+    -I"$tmp/prefix/include/kiln" "${defs[@]}" -x c++ - 2> "$tmp/hdr.err" ||
+    { echo "FAIL: installed header $rel does not compile alone"; head -5 "$tmp/hdr.err"; exit 1; }
+  n=$((n + 1))
+done < <(find "$tmp/prefix/include/kiln" -name '*.h' | sort)
+echo "$n installed headers compile alone"
 # The core library must not depend on YAML/CLI libraries, nor call exit() or print.
 if nm -C --undefined-only "$lib" | grep -E 'YAML::|CLI::' | head -3 | grep .; then
   echo "FAIL: libkiln.a references app libraries"; exit 1
