@@ -69,8 +69,8 @@ int main(int argc, char** argv) {
     } catch (const Error& e) {
       KILN_FAIL("checkpoint " << ckpt << ": __metadata__ config: " << e.message());
     }
-    for (const auto& [k, v] : stored.members)
-      if (v.is_string() && table.find(k))
+    for (const auto& [k, v] : stored.members)  // "" is an unset option (a path not given)
+      if (v.is_string() && !v.text.empty() && table.find(k))
         table.set(cfg, k, v.text, "checkpoint " + ckpt + ": config '" + k + "'");
     cfg.device = device;
     if (split == "test") cfg.data.test_limit = limit;

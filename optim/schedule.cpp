@@ -334,6 +334,10 @@ void ScheduleOptions::validate() const {
   KILN_USAGE_CHECK(r.gamma > 0, "--gamma must be > 0, got " << r.gamma);
   KILN_USAGE_CHECK(name != "step" || step_size > 0, "--step-size must be > 0, got " << step_size);
   for (int m : milestones) KILN_USAGE_CHECK(m >= 0, "--milestones must be >= 0, got " << m);
+  // torch's MultiStepLR takes its milestones as a required argument; without any the schedule
+  // would be a constant one under another name.
+  KILN_USAGE_CHECK(name != "multistep" || !milestones.empty(),
+                   "--schedule multistep needs --milestones (epochs, e.g. 30,80)");
   KILN_USAGE_CHECK(decay >= 0, "--decay must be >= 0, got " << decay);
   KILN_USAGE_CHECK(k > 0, "--k must be > 0, got " << k);
   KILN_USAGE_CHECK(t_max >= 0, "--t-max must be >= 0, got " << t_max);

@@ -287,6 +287,9 @@ TEST(Options, CliFlagsBoolsAndErrors) {
   EXPECT_EQ(usage_msg({"--epochs", "2.5"}), "--epochs: '2.5' is not an integer");
   EXPECT_EQ(usage_msg({"--batch-sise", "3"}), "--batch-sise: unknown option 'batch-sise' (did you mean 'batch-size'?)");
   EXPECT_EQ(usage_msg({"--lr"}), "--lr needs a value (float)");
+  // An empty path would silently mean "not set": no checkpoint, no log.
+  EXPECT_EQ(usage_msg({"--save", ""}), "--save: an empty path (leave --save out instead)");
+  EXPECT_EQ(usage_msg({"--log="}), "--log: an empty path (leave --log out instead)");
   // Past the field's type: refused, not wrapped (2^32 + 1 epochs ran one epoch).
   EXPECT_EQ(usage_msg({"--epochs", "4294967297"}),
             "--epochs: '4294967297' is out of range (at most 2147483647)");

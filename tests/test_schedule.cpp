@@ -49,6 +49,8 @@ TEST(Schedule, ConstantStepMultistepExponential) {
   o = named("multistep");  // 0.1 * 0.1^(#milestones <= e), milestones {2, 5}
   o.milestones = {2, 5};
   expect_epochs(*sched(o), {0.1, 0.1, 0.01, 0.01, 0.01, 0.001});
+  o.milestones.clear();  // torch's MultiStepLR requires them: not a constant lr by another name
+  EXPECT_THROW(o.validate(), Error);
   o = named("exponential");  // 0.1 * 0.95^e: 0.1, 0.095, 0.09025, 0.0857375
   o.gamma = 0.95f;
   expect_epochs(*sched(o), {0.1, 0.095, 0.09025, 0.0857375});

@@ -132,11 +132,25 @@ OptionSpec opt_str(const std::string& name, const std::string& help, F field) {
           [field](const RunConfig& c) { return field(const_cast<RunConfig&>(c)); }};
 }
 
+// A file or directory name: an empty one would silently mean "not set" (no checkpoint, no
+// log), so it is a usage error; leave the option out instead.
+template <typename F>
+OptionSpec opt_path(const std::string& name, const std::string& help, F field) {
+  OptionSpec o = opt_str(name, help, field);
+  auto set = o.set;
+  o.set = [set, name](RunConfig& c, const std::string& v) {
+    KILN_USAGE_CHECK(!v.empty(), "an empty path (leave --" << name << " out instead)");
+    set(c, v);
+  };
+  return o;
+}
+
 OptionTable build_table() {
   OptionTable t;
   // data
   t.add(opt_str("dataset", "mnist | fashion-mnist | cifar10", [](RunConfig& c) -> std::string& { return c.data.dataset; }));
-  t.add(opt_str("data-dir", "directory holding the datasets (scripts/fetch_data.sh fills data/)", [](RunConfig& c) -> std::string& { return c.data.data_dir; }));
+  t.add(opt_path("data-dir", "directory holding the datasets (scripts/fetch_data.sh fills data/)",
+                 [](RunConfig& c) -> std::string& { return c.data.data_dir; }));
   t.add(opt_bool("normalize", "per-dataset mean/std input normalisation", [](RunConfig& c) -> bool& { return c.data.normalize; }));
   t.add(opt_int("train-limit", "use only the first N training samples (0: all)", [](RunConfig& c) -> int64_t& { return c.data.train_limit; }));
   t.add(opt_int("test-limit", "use only the first N test samples (0: all)", [](RunConfig& c) -> int64_t& { return c.data.test_limit; }));
@@ -238,7 +252,8 @@ OptionTable build_table() {
       "plateau-mode",
       "plateau watches the validation (--val-split) or else the test loss (min) or accuracy (max)",
       [](RunConfig& c) -> std::string& { return c.sched.mode; }));
-  t.add(opt_str("schedule-file", "manual schedule: 'epoch lr' lines, re-read every epoch", [](RunConfig& c) -> std::string& { return c.sched.file; }));
+  t.add(opt_path("schedule-file", "manual schedule: 'epoch lr' lines, re-read every epoch",
+                 [](RunConfig& c) -> std::string& { return c.sched.file; }));
   t.add(opt_int("warmup-steps", "linear warm-up steps", [](RunConfig& c) -> int& { return c.sched.warmup_steps; }));
   t.add(opt_int("warmup-epochs", "linear warm-up epochs", [](RunConfig& c) -> int& { return c.sched.warmup_epochs; }));
   // training
@@ -285,7 +300,8 @@ OptionTable build_table() {
                 "early stopping: the first N epochs are not watched (Keras start_from_epoch)",
                 [](RunConfig& c) -> int& { return c.train.early_stop_start; }));
   t.add(opt_float("max-loss", "a train loss above this counts as divergence (0: 100x chance level, <0: off)", [](RunConfig& c) -> float& { return c.train.max_loss; }));
-  t.add(opt_str("log", "JSONL metrics file", [](RunConfig& c) -> std::string& { return c.train.log_path; }));
+  t.add(opt_path("log", "JSONL metrics file",
+                 [](RunConfig& c) -> std::string& { return c.train.log_path; }));
   // run
   t.add(opt_str("device", "auto | cpu | cuda", [](RunConfig& c) -> std::string& { return c.device; }));
   t.add(opt_int("seed", "seed for init, shuffling and dropout", [](RunConfig& c) -> uint64_t& { return c.seed; }));
@@ -299,9 +315,12 @@ OptionTable build_table() {
   t.add({"fuse", "on|off", "fold a ReLU into the Conv2d/BatchNorm before it (default off until a GPU run measures and checks it, see docs/PERFORMANCE.md)", [](RunConfig& c, const std::string& v) { c.model.fuse = parse_on_off(v); }, [](const RunConfig& c) { return std::string(c.model.fuse ? "on" : "off"); }});
   t.add(opt_str("precision", "fp32 | tf32 (TF32 tensor cores for the dense layers' cuBLAS GEMMs; convs stay fp32)", [](RunConfig& c) -> std::string& { return c.precision; }));
   t.add(opt_bool("summary", "print the per-layer table (shapes, params, receptive field) and exit", [](RunConfig& c) -> bool& { return c.summary; }));
-  t.add(opt_str("save", "write the final checkpoint (safetensors) here", [](RunConfig& c) -> std::string& { return c.save; }));
-  t.add(opt_str("resume", "resume from this checkpoint", [](RunConfig& c) -> std::string& { return c.resume; }));
-  t.add(opt_str("checkpoint-dir", "directory for periodic checkpoints", [](RunConfig& c) -> std::string& { return c.checkpoint_dir; }));
+  t.add(opt_path("save", "write the final checkpoint (safetensors) here",
+                 [](RunConfig& c) -> std::string& { return c.save; }));
+  t.add(opt_path("resume", "resume from this checkpoint",
+                 [](RunConfig& c) -> std::string& { return c.resume; }));
+  t.add(opt_path("checkpoint-dir", "directory for periodic checkpoints",
+                 [](RunConfig& c) -> std::string& { return c.checkpoint_dir; }));
   t.add(opt_int("checkpoint-every", "write a checkpoint every N epochs", [](RunConfig& c) -> int& { return c.checkpoint_every; }));
   t.add(opt_int("checkpoint-every-steps", "also write a checkpoint every N optimizer steps (resumes mid-epoch exactly)", [](RunConfig& c) -> long long& { return c.checkpoint_every_steps; }));
   t.add(opt_int("keep-last", "keep only the last K periodic checkpoints (0: all)", [](RunConfig& c) -> int& { return c.keep_last; }));
@@ -309,7 +328,8 @@ OptionTable build_table() {
   t.add(opt_float("start-lr", "LR range test start", [](RunConfig& c) -> float& { return c.start_lr; }));
   t.add(opt_float("end-lr", "LR range test end", [](RunConfig& c) -> float& { return c.end_lr; }));
   t.add(opt_int("num-it", "LR range test steps (0: use --epochs)", [](RunConfig& c) -> int& { return c.num_it; }));
-  t.add(opt_str("lr-find-csv", "LR range test CSV output", [](RunConfig& c) -> std::string& { return c.lr_find_csv; }));
+  t.add(opt_path("lr-find-csv", "LR range test CSV output",
+                 [](RunConfig& c) -> std::string& { return c.lr_find_csv; }));
   t.add(opt_bool(
       "lr-find-val",
       "LR range test on the loss of the first 500 validation (--val-split) or else test samples",
