@@ -7,6 +7,7 @@
 #include "tuning/lr_finder.h"
 #include "tuning/options.h"
 #include "tuning/run.h"
+#include "tuning/run_checkpoint.h"
 
 using namespace kiln;  // an app, not the library
 
@@ -27,6 +28,7 @@ static const char* kUsage =
 
 int main(int argc, char** argv) {
   return app::guarded_main("lr_find", [&] {
+    StopSignals signals;  // from the start: a signal while the data loads ends the test at step 1
     RunConfig defaults = app::default_run_config();
     defaults.train.epochs = 1;
     RunConfig cfg = defaults;

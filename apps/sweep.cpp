@@ -76,6 +76,7 @@ static void print_tables(const SweepSpec& spec, const std::vector<TrialRecord>& 
 
 int main(int argc, char** argv) {
   return app::guarded_main("sweep", [&] {
+    StopSignals signals;  // from the start: also between trials and while one loads its data
     std::string dir, importance_dir, report_dir, worker = "0/1";
     bool resume = false, dry_run = false;
     size_t top = 20;
@@ -212,7 +213,6 @@ int main(int argc, char** argv) {
                 o.num_workers);
     std::fflush(stdout);
     SweepOutcome out;
-    StopSignals signals;  // from here on, also between trials and while one loads its data
     try {
       out = run_sweep(spec, o, default_trial_runner());
     } catch (const TrialInterrupted& e) {

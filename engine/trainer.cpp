@@ -186,13 +186,17 @@ void Trainer::check_nonfinite(bool sync, int epoch) {
   if (flag == 0) return;
   // The flag counts optimizer steps; the trainer's count of the same step:
   const long long bad_step = step_ - (opt_.steps_taken() - flag);
+  // The per-layer norms are the latest step's: on CUDA the flag may be read steps after the
+  // bad one, so then the diagnosis says which step it looked at.
   StepStats st = opt_.stats(ctx_);
+  const std::string latest =
+      bad_step == step_ ? "" : " at step " + std::to_string(step_) + " (the latest)";
   const auto& refs = model_.param_refs();
-  std::string where = "no single layer identified (the gradients of the last step are finite)";
+  std::string where = "no single layer identified (the gradients" + latest + " are finite)";
   for (size_t i = refs.size(); i-- > 0;) {
     if (i < st.tensor_grad_norms.size() && !std::isfinite(st.tensor_grad_norms[i])) {
-      where = "first non-finite gradient in backward order: layer " + refs[i].layer + " (" +
-              refs[i].layer_type + ") " + refs[i].name;
+      where = "first non-finite gradient in backward order" + latest + ": layer " + refs[i].layer +
+              " (" + refs[i].layer_type + ") " + refs[i].name;
       break;
     }
   }
@@ -539,9 +543,10 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
     // The last step's update can leave weights whose forward pass overflows although every
     // gradient was finite (no later step sees them): the held-out loss shows it. Only a
     // non-finite one counts (a large finite one is overfitting, not divergence).
-    if (val_set && !std::isfinite(r.val_loss))
+    if (val_set && val_set->size() > 0 && !std::isfinite(r.val_loss))
       check_loss_bound(r.val_loss, epoch, "validation loss");
-    if (test && !std::isfinite(r.test_loss)) check_loss_bound(r.test_loss, epoch, "test loss");
+    if (test && test->size() > 0 && !std::isfinite(r.test_loss))
+      check_loss_bound(r.test_loss, epoch, "test loss");
     r.seconds = train_seconds;
     r.images_per_s = seen / std::max(train_seconds, 1e-9);
     // The plateau schedule and target_acc watch the validation split, else the test set, else

@@ -277,9 +277,10 @@ std::vector<std::string> OptimOptions::ignored(const OptimOptions& d) const {
   if (momentum != d.momentum && adam)
     out.push_back("--momentum " + num(momentum) + " is ignored: " + name +
                   " has no momentum option (its first-moment decay is --beta1)");
-  if (dampening != d.dampening && (!sgd || momentum == 0.0f))
-    out.push_back("--dampening " + num(dampening) + " is ignored: it damps sgd's momentum" +
-                  (sgd ? std::string(", and --momentum is 0") : " (" + name + " has none)"));
+  // (sgd with --momentum 0 may still get a momentum from a cycling schedule: not noted.)
+  if (dampening != d.dampening && !sgd)
+    out.push_back("--dampening " + num(dampening) +
+                  " is ignored: only sgd's momentum has dampening");
   if ((beta1 != d.beta1 || beta2 != d.beta2) && !adam)
     out.push_back("--beta1/--beta2 are ignored: they are adam's and adamw's (" + name +
                   " does not read them)");

@@ -398,7 +398,16 @@ def check_recipe(flags, args, tmp, torch, tm):
     ck = os.path.join(tmp, "ck")
     run(base + ["--epochs", "0", "--save", init])  # the step-0 weights (a later flag wins)
     run(base + ["--checkpoint-dir", ck, "--checkpoint-every-steps", "1", "--keep-last", "0"])
-    _, _, cfg = tm.load_checkpoint(os.path.join(ck, "ckpt-step-1.safetensors"))  # the run's config
+    # The checkpoint after each step: ckpt-step-<S>, or, after an epoch's last batch, the epoch's
+    # (kiln writes that one at the epoch end, after its evaluation).
+    after = {}
+    for name in os.listdir(ck):
+        if name.startswith("ckpt-step-") and name.endswith(".safetensors"):
+            after[int(name[len("ckpt-step-"):-len(".safetensors")])] = os.path.join(ck, name)
+        elif name.startswith("ckpt-epoch-") and name.endswith(".safetensors"):
+            after[int(tm.read_safetensors(os.path.join(ck, name))[1]["step"])] = os.path.join(ck, name)
+    ckpt_after = lambda s: after.get(s, os.path.join(ck, "ckpt-step-%d.safetensors" % s))  # noqa: E731
+    _, _, cfg = tm.load_checkpoint(ckpt_after(1))  # the run's config
     init_tensors, _, _ = tm.load_checkpoint(init)
     kiln_eval = os.path.join(args.bin, "kiln_eval")
     _, labels, images = tm.kiln_eval_dump(kiln_eval, init, cfg["data-dir"], split="train")
@@ -436,12 +445,12 @@ def check_recipe(flags, args, tmp, torch, tm):
             momentum = g0["betas"][0] if "betas" in g0 else g0.get("momentum")
             x, y = images[start:start + bs], labels[start:start + bs]
             if step > 0 and not args.free_run:
-                load_kiln_state(torch, net, opt, os.path.join(ck, "ckpt-step-%d.safetensors" % step), tm)
+                load_kiln_state(torch, net, opt, ckpt_after(step), tm)
             for d in drops:
                 d.step = step
             train_step(torch, net, opt, x, y, cfg, penalised, scheds)
             step += 1
-            path = os.path.join(ck, "ckpt-step-%d.safetensors" % step)
+            path = ckpt_after(step)
             if not os.path.exists(path):
                 failures.append("kiln wrote no checkpoint after step %d: it took fewer steps than torch" % step)
                 return step, worst, worst, failures, skip, []
@@ -453,8 +462,7 @@ def check_recipe(flags, args, tmp, torch, tm):
             step_worst.append(w)
             excess += ["step %d: %s" % (step, m) for m in n]
         end_epoch(scheds, held_out)
-    if not os.path.exists(os.path.join(ck, "ckpt-step-%d.safetensors" % step)) or \
-            os.path.exists(os.path.join(ck, "ckpt-step-%d.safetensors" % (step + 1))):
+    if step not in after or (step + 1) in after:
         failures.append("kiln took a different number of steps than torch (%d)" % step)
     # A kink flip is one step's event; a wrong formula shows on most steps.
     median = sorted(step_worst)[len(step_worst) // 2] if step_worst else 0.0  # the upper median

@@ -423,7 +423,7 @@ MUTANTS = [
      [("            KILN_USAGE_CHECK(fits,", "            KILN_USAGE_CHECK(true || fits,")],
      "integer options wrap at their type's width (2^32 + 1 epochs runs 1 epoch; kiln's state until 2026-12-02)"),
     ("heldout-nan-passes", "engine/trainer.cpp",
-     [('    if (test && !std::isfinite(r.test_loss)) check_loss_bound(r.test_loss, epoch, "test loss");\n', "")],
+     [('    if (test && test->size() > 0 && !std::isfinite(r.test_loss))\n      check_loss_bound(r.test_loss, epoch, "test loss");\n', "")],
      "a NaN test loss after the last step's update exits 0 (no later gradient sees the weights; until 2026-12-02)"),
     ("max-loss-off-hides-nan", "engine/trainer.cpp",
      [("  if (std::isfinite(loss) && (opts_.max_loss < 0 || loss <= bound)) return;",

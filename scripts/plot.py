@@ -304,12 +304,19 @@ def sweep_goal(spec, metric_arg=None):
     """(label, maximize) for ranking a sweep's configurations: the metric named on the command
     line (ranked by its own kind), else the sweep file's metric and goal; without a goal the
     sweep maximizes the accuracies and minimizes the losses (docs/FORMATS.md)."""
-    m = re.search(r"metric:\s*\{[^}]*\bname:\s*(\w+)", spec)
-    name = m.group(1) if m else "test_acc"
     if metric_arg and metric_arg != "metric":
         return metric_arg, "acc" in metric_arg
-    g = re.search(r"\bgoal:\s*(\w+)", spec)
-    return name, (g.group(1) == "maximize") if g else "acc" in name
+    name = goal = None
+    try:  # the file as YAML (flow or block style)
+        import yaml
+        metric = (yaml.safe_load(spec) or {}).get("metric") or {}
+        name, goal = metric.get("name"), metric.get("goal")
+    except ImportError:  # no PyYAML: the flow style kiln's examples use
+        m = re.search(r"metric:\s*\{[^}]*\bname:\s*(\w+)", spec)
+        g = re.search(r"\bgoal:\s*(\w+)", spec)
+        name, goal = m and m.group(1), g and g.group(1)
+    name = name or "test_acc"
+    return name, goal == "maximize" if goal else "acc" in name
 
 
 def seeds(args):

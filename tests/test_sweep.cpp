@@ -483,6 +483,47 @@ TEST(SweepRun, ResumeAfterKillRunsOnlyTheRest) {
   EXPECT_EQ(ids(out.results), want);
 }
 
+TEST(SweepRun, RecordedTrialsFixTheSweepFileAndRunOptions) {
+  // Until a trial is recorded nothing can be mixed: a usage error fixed by another flag or file
+  // runs. Once one is, --resume with another file or other run options is refused (it would rank
+  // two recipes in one leaderboard); where it runs may change.
+  SweepSpec val = parse_sweep("metric: {name: val_acc}\n" + std::string(kGrid8), "s.yaml");
+  SweepOptions o;
+  o.dir = fresh_dir("fixed");
+  o.spec_text = "first file";
+  FakeRunner f;
+  EXPECT_THROW(run_sweep(val, o, f.fn()), Error);  // needs a validation split
+  o.base.data.val_split = 0.2;
+  o.spec_text = "the file, fixed";
+  f.throw_after = 2;
+  EXPECT_THROW(run_sweep(val, o, f.fn()), Error);  // runs; a "kill" after two trials
+  ASSERT_EQ(read_results(o.dir).size(), 2u);
+  o.resume = true;
+  FakeRunner g;
+  SweepOptions other = o;
+  other.base.train.epochs = 2;
+  try {
+    run_sweep(val, other, g.fn());
+    FAIL() << "resumed with --epochs 2 over trials of 1";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("holds trials run with other options (--epochs 1 -> 2)"),
+              std::string::npos)
+        << e.message();
+  }
+  other = o;
+  other.spec_text = "yet another file";
+  try {
+    run_sweep(val, other, g.fn());
+    FAIL() << "resumed with another sweep file";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("holds a different sweep"), std::string::npos) << e.message();
+  }
+  other = o;
+  other.base.data.data_dir = "elsewhere";  // where the data lives may change
+  EXPECT_EQ(run_sweep(val, other, g.fn()).results.size(), 8u);
+}
+
 // A kill after a record reached results.jsonl but before results.csv was rewritten (or a CSV
 // from an older kiln) leaves the CSV short; the resumed sweep rebuilds it from results.jsonl, so
 // both list the same trials in the same order, one header.

@@ -143,8 +143,11 @@ TEST(TrainerGpu, DivergenceNamesTheSameFirstBadStepAsTheCpu) {
     }
     return std::string("no divergence");
   };
+  // Up to the ';': the layer diagnosis after it is the latest step's, which on the device may
+  // be a later one (and then says so).
+  auto head = [](const std::string& m) { return m.substr(0, m.find(';')); };
   const std::string cpu = message("cpu", false);
   ASSERT_NE(cpu.find("non-finite loss/gradient at epoch 1 step 3;"), std::string::npos) << cpu;
-  EXPECT_EQ(message("cuda", false), cpu);
-  EXPECT_EQ(message("cuda", true), cpu);
+  EXPECT_EQ(head(message("cuda", false)), head(cpu));
+  EXPECT_EQ(head(message("cuda", true)), head(cpu));
 }

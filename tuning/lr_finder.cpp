@@ -369,7 +369,10 @@ std::vector<std::string> lr_find_unused_options(const RunConfig& cfg, const RunC
 }
 
 LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const std::string&)>& log) {
-  check_output_paths(cfg);  // --lr-find-csv: before the range test, not after
+  RunConfig outputs = cfg;  // only the CSV is written: --save and --log are not used
+  outputs.save.clear();
+  outputs.train.log_path.clear();
+  check_output_paths(outputs);  // --lr-find-csv: before the range test, not after
   auto s = make_session(cfg);
   if (!cfg.resume.empty()) {  // the weights (and norm buffers) only: a fresh optimizer ramps
     load_checkpoint(cfg.resume, *s->ctx, *s->model, nullptr, nullptr);

@@ -299,7 +299,10 @@ OptionTable build_table() {
   t.add(opt_int("early-stop-start",
                 "early stopping: the first N epochs are not watched (Keras start_from_epoch)",
                 [](RunConfig& c) -> int& { return c.train.early_stop_start; }));
-  t.add(opt_float("max-loss", "a train loss above this counts as divergence (0: 100x chance level, <0: off)", [](RunConfig& c) -> float& { return c.train.max_loss; }));
+  t.add(opt_float("max-loss",
+                  "a finite train loss above this counts as divergence (0: 100x chance level, <0: "
+                  "no bound; a non-finite loss always does)",
+                  [](RunConfig& c) -> float& { return c.train.max_loss; }));
   t.add(opt_path("log", "JSONL metrics file",
                  [](RunConfig& c) -> std::string& { return c.train.log_path; }));
   // run

@@ -382,8 +382,10 @@ namespace {
 // The run options every trial shares (defaults, the file's base, the command line) are kept as
 // DIR/run_options.json; a --resume or another worker with other values would rank trials of
 // different recipes in one leaderboard. Only where the run happens and what it writes on the
-// side may change.
-void check_run_options(const SweepOptions& o) {
+// side may change. Until the first result is recorded there is nothing to mix: the file is
+// (re)written, so fixing a usage error or rerunning a sweep stopped before any trial finished
+// is not refused.
+void check_run_options(const SweepOptions& o, bool have_results) {
   static const std::set<std::string> free_keys = {"device",
                                                   "data-dir",
                                                   "save",
@@ -396,11 +398,11 @@ void check_run_options(const SweepOptions& o) {
                                                   "cuda-graphs"};
   const std::string path = o.dir + "/run_options.json", now = run_config_json(o.base) + "\n";
   const std::string old = read_text(path);
-  if (old.empty()) {
+  if (old == now) return;
+  if (old.empty() || !have_results) {
     write_file_atomic(path, now.data(), now.size());
     return;
   }
-  if (old == now) return;
   JsonValue was;
   try {
     was = parse_json(old);
@@ -410,9 +412,10 @@ void check_run_options(const SweepOptions& o) {
   std::string diffs;
   for (const auto& [k, v] : parse_json(now).members) {
     const JsonValue* w = was.find(k);
-    if (free_keys.count(k) || (w && w->is_string() && w->text == v.text)) continue;
+    // A key the file lacks is an option a later kiln added: nothing to compare it with.
+    if (free_keys.count(k) || !w || (w->is_string() && w->text == v.text)) continue;
     diffs += (diffs.empty() ? "" : ", ") + ("--" + k) + " " +
-             (w && w->is_string() ? w->text : std::string("(unset)")) + " -> " + v.text;
+             (w->is_string() ? w->text : std::string("?")) + " -> " + v.text;
   }
   KILN_USAGE_CHECK(diffs.empty(), o.dir << " holds trials run with other options (" << diffs
                                         << "); pass the same options, or use another --dir");
@@ -426,15 +429,6 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
   make_dir(o.dir);
   make_dir(o.dir + "/locks");
   make_dir(o.dir + "/trials");
-  if (!o.spec_text.empty()) {
-    std::string copy = o.dir + "/sweep.yaml", old = read_text(copy);
-    KILN_USAGE_CHECK(old.empty() || old == o.spec_text,
-                     o.dir << " holds a different sweep (" << copy << " differs from " << spec.path
-                           << "); use another --dir");
-    // temp + rename: a concurrent worker never reads half a file
-    if (old.empty()) write_file_atomic(copy, o.spec_text.data(), o.spec_text.size());
-  }
-  check_run_options(o);
   int64_t n = num_trials(spec);
   // A val_ metric needs every trial to hold out a validation split: say so before any runs.
   // (A trial whose options do not parse fails on its own, as any other trial would.)
@@ -451,6 +445,17 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
   }
   SweepOutcome out;
   std::vector<TrialRecord> prior = read_results(o.dir);
+  // What the recorded trials ran: the sweep file and the run options (both rewritten while no
+  // trial has been recorded, so a fixed usage error or an early stop is not refused).
+  if (!o.spec_text.empty()) {
+    std::string copy = o.dir + "/sweep.yaml", old = read_text(copy);
+    KILN_USAGE_CHECK(old.empty() || old == o.spec_text || prior.empty(),
+                     o.dir << " holds a different sweep (" << copy << " differs from " << spec.path
+                           << "); use another --dir");
+    // temp + rename: a concurrent worker never reads half a file
+    if (old != o.spec_text) write_file_atomic(copy, o.spec_text.data(), o.spec_text.size());
+  }
+  check_run_options(o, !prior.empty());
   KILN_USAGE_CHECK(prior.empty() || o.resume || o.num_workers > 1,
                    o.dir << " already holds " << prior.size()
                          << " results; pass --resume to continue that "

@@ -90,5 +90,6 @@ assert plot.sweep_goal("metric: {name: test_loss}\n") == ("test_loss", False)
 assert plot.sweep_goal("metric: {name: test_loss, goal: maximize}\n") == ("test_loss", True)
 assert plot.sweep_goal("method: grid\n") == ("test_acc", True)
 assert plot.sweep_goal("metric: {name: test_acc}\n", "val_loss") == ("val_loss", False)
+assert plot.sweep_goal("metric:\n  name: test_loss\nmethod: grid\n") == ("test_loss", False)  # block style
 PY
 echo "PASS"

@@ -22,12 +22,18 @@ parameters:
   seed: {values: [1, 2, 3, 4, 5, 6]}
 YAML
 
-# Python sends the signal: a bash background job starts with SIGINT ignored.
+# Python sends the signal: a bash background job starts with SIGINT ignored. The delay counts
+# from the sweep's first line (its handlers are in place by then; a signal before main() can
+# only kill, and a loaded CI machine takes a while to get there).
 signal_after() {  # signal delay_s cmd... ; prints the exit code
   python3 - "$@" <<'PY'
 import signal, subprocess, sys, time
 sig, delay, cmd = getattr(signal, sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
 p = subprocess.Popen(cmd, stdout=open("out.txt", "w"), stderr=open("err.txt", "w"))
+for _ in range(6000):
+    if p.poll() is not None or open("out.txt").read().startswith("sweep "):
+        break
+    time.sleep(0.005)
 time.sleep(delay)
 p.send_signal(sig)
 rc = p.wait()
