@@ -39,6 +39,9 @@ inline void print_ignored_options(const char* prog, const RunConfig& cfg, const 
   for (const std::string& note : cfg.model.ignored(defaults.model)) std::fprintf(stderr, "%s: note: %s\n", prog, note.c_str());
   for (const std::string& note : cfg.optim.ignored(defaults.optim))
     std::fprintf(stderr, "%s: note: %s\n", prog, note.c_str());
+  if (!cfg.lr_find)  // the range test replaces the schedule (lr_find_main says so)
+    for (const std::string& note : cfg.sched.ignored(defaults.sched))
+      std::fprintf(stderr, "%s: note: %s\n", prog, note.c_str());
   // --precision picks the cuBLAS math mode; --device auto that finds no GPU runs fp32.
   if (cfg.precision != "fp32" && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
     std::fprintf(

@@ -369,6 +369,61 @@ void ScheduleOptions::validate() const {
                    "--warmup-steps and --warmup-epochs are mutually exclusive");
 }
 
+std::vector<std::string> ScheduleOptions::ignored(const ScheduleOptions& d) const {
+  auto eq = [](float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+  // Each option and the schedules that read it (the warm-up options compose with any).
+  struct Use {
+    const char* flag;
+    bool set;
+    std::vector<const char*> by;
+  };
+  const bool exp_range = name == "cyclic" && cyclic_mode == "exp_range";
+  const Use uses[] = {
+      {"--gamma", !eq(gamma, d.gamma), {"step", "multistep", "exponential", "cyclic"}},
+      {"--step-size", step_size != d.step_size, {"step"}},
+      {"--milestones", milestones != d.milestones, {"multistep"}},
+      {"--decay", !eq(decay, d.decay), {"inverse-time"}},
+      {"--k", !eq(k, d.k), {"inverse-sqrt-epoch", "inverse-sqrt-step"}},
+      {"--t-max", t_max != d.t_max, {"cosine", "cosine-restarts"}},
+      {"--t-mult", t_mult != d.t_mult, {"cosine-restarts"}},
+      {"--eta-min", !eq(eta_min, d.eta_min), {"cosine", "cosine-restarts"}},
+      {"--max-lr", !eq(max_lr, d.max_lr), {"cyclic", "one-cycle"}},
+      {"--base-lr", !eq(base_lr, d.base_lr), {"cyclic"}},
+      {"--step-size-up", step_size_up != d.step_size_up, {"cyclic"}},
+      {"--cyclic-mode", cyclic_mode != d.cyclic_mode, {"cyclic"}},
+      {"--cycle-momentum", cycle_momentum != d.cycle_momentum, {"cyclic", "one-cycle"}},
+      {"--base-momentum", !eq(base_momentum, d.base_momentum), {"cyclic", "one-cycle"}},
+      {"--max-momentum", !eq(max_momentum, d.max_momentum), {"cyclic", "one-cycle"}},
+      {"--pct-start", !eq(pct_start, d.pct_start), {"one-cycle"}},
+      {"--div-factor", !eq(div_factor, d.div_factor), {"one-cycle"}},
+      {"--final-div-factor", !eq(final_div_factor, d.final_div_factor), {"one-cycle"}},
+      {"--anneal-strategy", anneal_strategy != d.anneal_strategy, {"one-cycle"}},
+      {"--factor", !eq(factor, d.factor), {"plateau"}},
+      {"--patience", patience != d.patience, {"plateau"}},
+      {"--cooldown", cooldown != d.cooldown, {"plateau"}},
+      {"--min-lr", !eq(min_lr, d.min_lr), {"plateau"}},
+      {"--threshold", !eq(threshold, d.threshold), {"plateau"}},
+      {"--threshold-mode", threshold_mode != d.threshold_mode, {"plateau"}},
+      {"--plateau-mode", mode != d.mode, {"plateau"}},
+      {"--schedule-file", file != d.file, {"manual"}},
+  };
+  std::vector<std::string> out;
+  for (const Use& u : uses) {
+    if (!u.set) continue;
+    bool read = false;
+    std::string by;
+    for (const char* s : u.by) {
+      read |= name == s;
+      by += (by.empty() ? "" : "|") + std::string(s);
+    }
+    if (read && u.flag == std::string("--gamma") && name == "cyclic") read = exp_range;
+    if (!read)
+      out.push_back(std::string(u.flag) + " is ignored by --schedule " + name + " (it is read by " +
+                    (u.flag == std::string("--gamma") ? by + " exp_range" : by) + ")");
+  }
+  return out;
+}
+
 std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& o, float base_lr, long long steps_per_epoch,
                                         int epochs) {
   return make_schedule(o, base_lr,

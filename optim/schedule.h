@@ -42,6 +42,9 @@ struct ScheduleOptions {
   int warmup_epochs = 0;
   void validate() const;
   ScheduleOptions resolved() const;  // the NaN (not given) fields filled with their defaults
+  // Options set away from `defaults` that the chosen schedule never reads (--gamma with
+  // cosine, --patience without plateau, ...): one sentence each, for a "note:" line.
+  std::vector<std::string> ignored(const ScheduleOptions& defaults) const;
 };
 
 class Schedule {

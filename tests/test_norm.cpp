@@ -294,9 +294,10 @@ void* dev_workspace(size_t bytes) {
   return w;
 }
 
-void bn_gpu_vs_ref(NormShape s, uint64_t seed, double offset = 0) {
+void bn_gpu_vs_ref(NormShape s, uint64_t seed, double offset = 0, float scale = 1) {
   const size_t n = s.numel(), c = s.c;
   auto x = random_vec(n, seed, -3 + offset, 3 + offset);
+  for (float& v : x) v *= scale;
   auto w = random_vec(c, seed + 1, 0.5, 1.5), b = random_vec(c, seed + 2);
   auto dy = random_vec(n, seed + 3);
   auto rm = random_vec(c, seed + 4), rv = random_vec(c, seed + 5, 0.5, 2);
@@ -343,9 +344,10 @@ void bn_gpu_vs_ref(NormShape s, uint64_t seed, double offset = 0) {
   cudaFree(ws);
 }
 
-void gn_gpu_vs_ref(NormShape s, uint64_t seed) {
+void gn_gpu_vs_ref(NormShape s, uint64_t seed, float scale = 1) {
   const size_t n = s.numel(), c = s.c, st = s.n * s.groups;
   auto x = random_vec(n, seed, -2, 4), w = random_vec(c, seed + 1, 0.5, 1.5);
+  for (float& v : x) v *= scale;
   auto b = random_vec(c, seed + 2), dy = random_vec(n, seed + 3);
   std::vector<float> y(n), mean(st), is(st), dx(n), dw(c), db(c);
   groupnorm_fwd_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(), 1e-5, s);
@@ -382,6 +384,10 @@ TEST(BatchNormGpu, AwkwardShapes) {
   bn_gpu_vs_ref({7, 300, 1, 1}, 25);          // BatchNorm1d, not a multiple of anything
   bn_gpu_vs_ref({4, 520, 3 * 3, 1}, 26);      // large C
   bn_gpu_vs_ref({5, 8, 64 * 64, 1}, 27, 50);  // many splits per channel, mean far from 0
+  // |x - shift| past 1.8e19: a float square overflows (the layer then output its bias alone
+  // with zero gradients); the CPU reference squares in double, and so must the kernels.
+  bn_gpu_vs_ref({4, 3, 5 * 5, 1}, 28, 0, 1e19f);
+  bn_gpu_vs_ref({4, 2, 64, 1}, 29, 0, 1e19f);  // the float4 path
 #endif
 }
 TEST(GroupNormGpu, AwkwardShapes) {
@@ -393,6 +399,8 @@ TEST(GroupNormGpu, AwkwardShapes) {
   gn_gpu_vs_ref({5, 64, 1, 8}, 34);       // features, hw = 1
   gn_gpu_vs_ref({2, 512, 7 * 7, 1}, 35);  // one group of many channels
   gn_gpu_vs_ref({2, 32, 56 * 56, 32}, 36);
+  gn_gpu_vs_ref({2, 4, 5 * 5, 2}, 37, 1e19f);  // squares past float's range, as for batch norm
+  gn_gpu_vs_ref({2, 4, 64, 2}, 38, 1e19f);     // the float4 path
 #endif
 }
 

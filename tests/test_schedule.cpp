@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 
 #include "engine/error.h"
 #include "optim/batch_schedule.h"
@@ -311,4 +312,32 @@ TEST(BatchSchedule, ParseLookupAndLinearScaling) {
       EXPECT_EQ(e.kind(), ErrorKind::Usage) << bad;
     }
   }
+}
+
+TEST(Schedule, OptionsTheScheduleNeverReadsAreNamed) {
+  const ScheduleOptions d;
+  auto notes = [&](const std::string& name, const std::function<void(ScheduleOptions&)>& set) {
+    ScheduleOptions o;
+    o.name = name;
+    set(o);
+    std::string all;
+    for (const auto& n : o.ignored(d)) all += n + "\n";
+    return all;
+  };
+  EXPECT_EQ(notes("cosine", [](ScheduleOptions& o) { o.gamma = 0.5f; }),
+            "--gamma is ignored by --schedule cosine (it is read by "
+            "step|multistep|exponential|cyclic exp_range)\n");
+  EXPECT_EQ(notes("step", [](ScheduleOptions& o) { o.gamma = 0.5f; }), "");
+  EXPECT_NE(notes("cyclic", [](ScheduleOptions& o) { o.gamma = 0.5f; }).find("--gamma is ignored"),
+            std::string::npos);  // triangular: only exp_range reads it
+  EXPECT_EQ(
+      notes("cyclic", [](ScheduleOptions& o) { o.gamma = 0.5f, o.cyclic_mode = "exp_range"; }), "");
+  EXPECT_NE(
+      notes("one-cycle", [](ScheduleOptions& o) { o.patience = 3; }).find("--patience is ignored"),
+      std::string::npos);
+  EXPECT_EQ(notes("plateau", [](ScheduleOptions& o) { o.patience = 3, o.mode = "max"; }), "");
+  EXPECT_EQ(notes("one-cycle", [](ScheduleOptions& o) { o.warmup_steps = 5, o.max_lr = 0.1f; }),
+            "");
+  EXPECT_NE(notes("constant", [](ScheduleOptions& o) { o.milestones = {3}; }).find("--milestones"),
+            std::string::npos);
 }

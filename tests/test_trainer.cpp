@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include "layers/conv.h"
 #include "test_util.h"
 #include "tuning/run.h"
+#include "tuning/run_checkpoint.h"
 
 using namespace kiln;
 
@@ -847,4 +849,19 @@ TEST(TrainerCpu, ResumedRunsStopWhereTheWholeRunDidAndRefuseOtherBatches) {
         << e.message();
   }
   std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+TEST(StopSignals, NestedScopesKeepASignalThatCameBefore) {
+  // The apps hold a StopSignals from their start and each run (a sweep's trial) holds its own:
+  // only the outermost clears the flag, so a signal while a trial loads its data, or between
+  // trials, is still there when the inner scope's training loop looks.
+  StopSignals outer;
+  EXPECT_EQ(*StopSignals::flag(), 0);
+  std::raise(SIGTERM);  // the handler only records it (and resets itself, SA_RESETHAND)
+  EXPECT_EQ(*StopSignals::flag(), SIGTERM);
+  {
+    StopSignals inner;
+    EXPECT_EQ(*StopSignals::flag(), SIGTERM);
+  }
+  EXPECT_EQ(*StopSignals::flag(), SIGTERM);
 }

@@ -76,10 +76,13 @@ unsigned grid_for(int64_t work) {
   return static_cast<unsigned>(std::clamp<int64_t>((work + kThreads - 1) / kThreads, 1, 1 << 16));
 }
 
-// ---- batch norm ----------------------------------------------------------------------------------
-// Per (split, channel) partial sums over the channel's elements j in [0, n*hw), j = n_*hw + k.
-// Forward (BWD = false): a = sum(x - shift), b = sum((x - shift)^2), shift = x[0, c, 0].
-// Backward: a = sum(dy), b = sum(dy * (x - mean[c])), dy masked by ym when ym is not null.
+// ---- batch norm
+// ---------------------------------------------------------------------------------- Per (split,
+// channel) partial sums over the channel's elements j in [0, n*hw), j = n_*hw + k. Forward (BWD =
+// false): a = sum(x - shift), b = sum((x - shift)^2), shift = x[0, c, 0]. Backward: a = sum(dy), b
+// = sum(dy * (x - mean[c])), dy masked by ym when ym is not null. Products are formed in double, as
+// the CPU reference does: a float square overflows once |x - shift| passes 1.8e19, and the layer
+// then output its bias alone with zero gradients.
 template <bool BWD, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     bn_partial_kernel(const float* __restrict__ x, const float* __restrict__ dy,
@@ -97,22 +100,23 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
       const float4 v = ld4(x + i);
       const float d0 = v.x - ctr, d1 = v.y - ctr, d2 = v.z - ctr, d3 = v.w - ctr;
+      const double e0 = d0, e1 = d1, e2 = d2, e3 = d3;
       if (BWD) {
         const float4 g = ym ? relu_mask4(ld4(dy + i), ld4(ym + i)) : ld4(dy + i);
-        a += (g.x + g.y) + (g.z + g.w);
-        b += (g.x * d0 + g.y * d1) + (g.z * d2 + g.w * d3);
+        a += (double(g.x) + g.y) + (double(g.z) + g.w);
+        b += (g.x * e0 + g.y * e1) + (g.z * e2 + g.w * e3);
       } else {
-        a += (d0 + d1) + (d2 + d3);
-        b += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+        a += (e0 + e1) + (e2 + e3);
+        b += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3);
       }
     }
   } else {
     for (unsigned j = begin + threadIdx.x; j < end; j += kThreads) {
       const unsigned n = j / hw, k = j - n * hw;
       const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
-      const float d = x[i] - ctr;
+      const double d = x[i] - ctr;
       if (BWD) {
-        const float g = ym ? relu_mask(dy[i], ym[i]) : dy[i];
+        const double g = ym ? relu_mask(dy[i], ym[i]) : dy[i];
         a += g;
         b += g * d;
       } else {
@@ -313,13 +317,14 @@ __global__ void __launch_bounds__(kThreads)
   if (VEC) {
     for (unsigned j = 4 * threadIdx.x; j < len; j += 4 * kThreads) {
       const float4 v = ld4(xr + j);
-      const float d0 = v.x - shift, d1 = v.y - shift, d2 = v.z - shift, d3 = v.w - shift;
+      // products in double, as in bn_partial_kernel
+      const double d0 = v.x - shift, d1 = v.y - shift, d2 = v.z - shift, d3 = v.w - shift;
       a += (d0 + d1) + (d2 + d3);
       b += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
     }
   } else {
     for (unsigned j = threadIdx.x; j < len; j += kThreads) {
-      const float d = xr[j] - shift;
+      const double d = xr[j] - shift;
       a += d;
       b += d * d;
     }
@@ -376,7 +381,7 @@ __global__ void __launch_bounds__(kThreads)
       for (unsigned k = threadIdx.x; k < hw; k += kThreads) {
         const float gv = gr[ci * hw + k];
         a += gv;
-        b += gv * (xr[ci * hw + k] - mu);
+        b += gv * static_cast<double>(xr[ci * hw + k] - mu);
       }
       const Sum2 r = block_sum2(a, b);
       const double dwc = r.b * is;
@@ -395,7 +400,7 @@ __global__ void __launch_bounds__(kThreads)
       for (unsigned k = 0; k < hw; ++k) {
         const float gv = gr[ci * hw + k];
         a += gv;
-        b += gv * (xr[ci * hw + k] - mu);
+        b += gv * static_cast<double>(xr[ci * hw + k] - mu);
       }
       const double dwc = b * is;
       const unsigned c = c0 + ci;
