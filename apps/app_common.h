@@ -9,6 +9,7 @@
 #include <functional>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "engine/error.h"
 #include "tuning/lr_finder.h"
@@ -33,21 +34,18 @@ inline RunConfig default_run_config() {
   return cfg;
 }
 
-// A "note:" line on stderr for each model option set away from the app's defaults that the
-// chosen model never reads (ModelOptions::ignored).
+// A "note:" line on stderr for each option set away from the app's defaults that the chosen
+// model, optimizer or schedule never reads (their ignored()), and for --precision on a CPU.
 inline void print_ignored_options(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
-  for (const std::string& note : cfg.model.ignored(defaults.model)) std::fprintf(stderr, "%s: note: %s\n", prog, note.c_str());
-  for (const std::string& note : cfg.optim.ignored(defaults.optim))
-    std::fprintf(stderr, "%s: note: %s\n", prog, note.c_str());
+  std::vector<std::string> notes = cfg.model.ignored(defaults.model);
+  for (const std::string& n : cfg.optim.ignored(defaults.optim)) notes.push_back(n);
   if (!cfg.lr_find)  // the range test replaces the schedule (lr_find_main says so)
-    for (const std::string& note : cfg.sched.ignored(defaults.sched))
-      std::fprintf(stderr, "%s: note: %s\n", prog, note.c_str());
+    for (const std::string& n : cfg.sched.ignored(defaults.sched)) notes.push_back(n);
   // --precision picks the cuBLAS math mode; --device auto that finds no GPU runs fp32.
   if (cfg.precision != "fp32" && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
-    std::fprintf(
-        stderr,
-        "%s: note: --precision %s is ignored: no CUDA device answers, the CPU computes in fp32\n",
-        prog, cfg.precision.c_str());
+    notes.push_back("--precision " + cfg.precision +
+                    " is ignored: no CUDA device answers, the CPU computes in fp32");
+  for (const std::string& n : notes) std::fprintf(stderr, "%s: note: %s\n", prog, n.c_str());
 }
 
 // --summary: the model's per-layer table (no data is loaded).

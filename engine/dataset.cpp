@@ -65,6 +65,17 @@ static Dataset make_host_dataset(const std::string& name, const Shape& shape,
   return ds;
 }
 
+void Dataset::check_labels() const {
+  const int64_t n = size();
+  if (n == 0) return;
+  KILN_CHECK(labels && labels->data(), name << ": " << n << " samples and no labels");
+  KILN_CHECK(labels->bytes() >= static_cast<size_t>(n) * sizeof(int32_t),
+             name << ": the labels buffer holds " << labels->bytes() / sizeof(int32_t)
+                  << " labels for " << n << " samples");
+  KILN_CHECK(labels->device() == device(), name << ": labels on " << device_name(labels->device())
+                                                << ", images on " << device_name(device()));
+}
+
 Dataset Dataset::to(Device d) const {
   Dataset out;
   out.name = name;
@@ -72,11 +83,8 @@ Dataset Dataset::to(Device d) const {
   out.black = black;
   out.host_labels = host_labels;
   out.images = images.to(d);
-  // From the labels buffer (what training reads; host_labels is only a mirror).
+  check_labels();  // copied from the buffer (what training reads)
   const size_t bytes = static_cast<size_t>(size()) * sizeof(int32_t);
-  KILN_CHECK(
-      bytes == 0 || (labels && labels->bytes() >= bytes),
-      name << ": " << size() << " samples and " << (labels ? labels->bytes() / 4 : 0) << " labels");
   out.labels = std::make_shared<Buffer>(bytes, d);
   if (bytes) copy_bytes(out.labels->data(), d, labels->data(), labels->device(), bytes);
   return out;
@@ -198,10 +206,8 @@ Dataset slice_rows(const Dataset& ds, int64_t begin, int64_t end, const std::str
   out.images = ds.images.rows(begin, end);
   if (static_cast<int64_t>(ds.host_labels.size()) == ds.size())
     out.host_labels.assign(ds.host_labels.begin() + begin, ds.host_labels.begin() + end);
-  // From the labels buffer (what training reads; host_labels is only a mirror).
+  ds.check_labels();  // copied from the buffer (what training reads)
   const size_t bytes = static_cast<size_t>(end - begin) * sizeof(int32_t);
-  KILN_CHECK(bytes == 0 || (ds.labels && ds.labels->bytes() >= static_cast<size_t>(end) * 4),
-             ds.name << ": rows [" << begin << ", " << end << ") past its labels");
   out.labels = std::make_shared<Buffer>(bytes, ds.device());
   if (bytes)
     copy_bytes(out.labels->data(), ds.device(), ds.label_data() + begin, ds.labels->device(),

@@ -35,6 +35,9 @@ struct Dataset {
   int64_t size() const { return images.ndim() ? images.dim(0) : 0; }
   Shape sample_shape() const { return Shape(images.shape().begin() + 1, images.shape().end()); }
   const int32_t* label_data() const { return static_cast<const int32_t*>(labels->data()); }
+  // Errors unless the labels buffer holds size() labels on the images' device (what the loss,
+  // to() and slice_rows() read; host_labels is only a mirror).
+  void check_labels() const;
   Device device() const { return images.device(); }
   Dataset to(Device d) const;
 };

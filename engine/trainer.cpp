@@ -254,15 +254,8 @@ void Trainer::check_dataset(const Dataset& ds) {
                                            "Flatten + Linear)");
   const int64_t n = ds.size(), classes = out[0];
   if (n == 0) return;
-  // The labels the loss reads: the buffer (host_labels is an optional mirror, not trusted).
+  ds.check_labels();  // the buffer the loss reads (host_labels is only a mirror)
   const size_t bytes = static_cast<size_t>(n) * sizeof(int32_t);
-  KILN_CHECK(ds.labels && ds.labels->data(), ds.name << ": " << n << " samples and no labels");
-  KILN_CHECK(ds.labels->bytes() >= bytes, ds.name << ": the labels buffer holds "
-                                                  << ds.labels->bytes() / sizeof(int32_t)
-                                                  << " labels for " << n << " samples");
-  KILN_CHECK(ds.labels->device() == ds.device(),
-             ds.name << ": labels on " << device_name(ds.labels->device()) << ", images on "
-                     << device_name(ds.device()));
   std::vector<int32_t> copied;
   const int32_t* y = ds.label_data();
   if (ds.device() != Device::CPU) {

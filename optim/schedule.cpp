@@ -377,9 +377,10 @@ std::vector<std::string> ScheduleOptions::ignored(const ScheduleOptions& d) cons
     bool set;
     std::vector<const char*> by;
   };
-  const bool exp_range = name == "cyclic" && cyclic_mode == "exp_range";
+  // "cyclic exp_range" names the one cyclic mode that reads --gamma.
+  const std::string mode_name = name == "cyclic" ? "cyclic " + cyclic_mode : name;
   const Use uses[] = {
-      {"--gamma", !eq(gamma, d.gamma), {"step", "multistep", "exponential", "cyclic"}},
+      {"--gamma", !eq(gamma, d.gamma), {"step", "multistep", "exponential", "cyclic exp_range"}},
       {"--step-size", step_size != d.step_size, {"step"}},
       {"--milestones", milestones != d.milestones, {"multistep"}},
       {"--decay", !eq(decay, d.decay), {"inverse-time"}},
@@ -413,13 +414,12 @@ std::vector<std::string> ScheduleOptions::ignored(const ScheduleOptions& d) cons
     bool read = false;
     std::string by;
     for (const char* s : u.by) {
-      read |= name == s;
+      read |= name == s || mode_name == s;
       by += (by.empty() ? "" : "|") + std::string(s);
     }
-    if (read && u.flag == std::string("--gamma") && name == "cyclic") read = exp_range;
     if (!read)
       out.push_back(std::string(u.flag) + " is ignored by --schedule " + name + " (it is read by " +
-                    (u.flag == std::string("--gamma") ? by + " exp_range" : by) + ")");
+                    by + ")");
   }
   return out;
 }

@@ -93,6 +93,19 @@ std::string run_config_json(const RunConfig& cfg) {
   return j.str();
 }
 
+std::string config_diffs(const JsonValue& was, const JsonValue& now,
+                         const std::function<bool(const std::string&)>& skip,
+                         const std::string& prefix) {
+  std::string diffs;
+  for (const auto& [k, v] : now.members) {
+    const JsonValue* old = was.find(k);
+    if (skip(k) || !old || (old->is_string() && old->text == v.text)) continue;
+    diffs += (diffs.empty() ? "" : ", ") + prefix + k + " " +
+             (old->is_string() ? old->text : std::string("?")) + " -> " + v.text;
+  }
+  return diffs;
+}
+
 std::string checkpoint_dir_for(const RunConfig& cfg) {
   if (!cfg.checkpoint_dir.empty()) return cfg.checkpoint_dir;
   if (!cfg.save.empty()) return dir_name(cfg.save);
@@ -165,29 +178,21 @@ TrainPosition resume_session(RunSession& s, const std::function<void(const std::
   const JsonValue now = parse_json(run_config_json(s.cfg));
   if (info.pos.batch > 0) {  // a usage error leaves the loaded session unused
     // The epoch's remaining batches are found by position in its permutation of its rows.
-    static const char* const batch_keys[] = {
+    static const std::set<std::string> batch_keys = {
         "dataset", "train-limit", "val-split", "batch-size", "batch-schedule", "shuffle", "seed"};
-    for (const char* k : batch_keys) {
-      const JsonValue* old = saved.find(k);
-      const JsonValue* cur = now.find(k);
-      KILN_USAGE_CHECK(!old || !old->is_string() || !cur || old->text == cur->text,
-                       "--resume " << s.cfg.resume << ": a mid-epoch checkpoint (epoch "
-                                   << info.pos.epoch + 1 << ", batch " << info.pos.batch
-                                   << ") continues only with the batches it was cut from: --" << k
-                                   << " " << old->text << " -> " << cur->text
-                                   << " (resume an epoch checkpoint to change it)");
-    }
+    const std::string cut = config_diffs(
+        saved, now, [](const std::string& k) { return batch_keys.count(k) == 0; }, "--");
+    KILN_USAGE_CHECK(cut.empty(),
+                     "--resume " << s.cfg.resume << ": a mid-epoch checkpoint (epoch "
+                                 << info.pos.epoch + 1 << ", batch " << info.pos.batch
+                                 << ") continues only with the batches it was cut from: " << cut
+                                 << " (resume an epoch checkpoint to change it)");
   }
   s.trainer->set_step(info.pos.step);
   s.trainer->set_best_snapshot(std::move(info.early_stop_best));
   if (log) {
     // Name the options that differ, so a resume with another seed or batch size is visible.
-    std::string diffs;
-    for (const auto& [k, v] : now.members) {
-      const JsonValue* old = saved.find(k);
-      if (run_control_option(k) || !old || !old->is_string() || old->text == v.text) continue;
-      diffs += (diffs.empty() ? "" : ", ") + k + " " + old->text + " -> " + v.text;
-    }
+    std::string diffs = config_diffs(saved, now, run_control_option);
     // --epochs may change on resume (train longer), but one-cycle and cosine without --t-max
     // span the whole run: their remaining lr curve is stretched to the new length. Say so.
     const JsonValue* old_epochs = saved.find("epochs");

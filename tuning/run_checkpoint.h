@@ -10,6 +10,7 @@
 #include <string>
 
 #include "engine/checkpoint.h"
+#include "engine/json.h"
 #include "tuning/options.h"
 
 namespace kiln {
@@ -18,6 +19,13 @@ struct RunSession;
 
 // All option values of the run as a JSON object of strings (checkpoint metadata "config").
 std::string run_config_json(const RunConfig& cfg);
+// The options whose value in `now` differs from `was` (both run_config_json objects), as
+// "<prefix>key old -> new, ..." ("?" for an old value that is not a string): keys `skip` accepts
+// are left out, and so are keys `was` lacks (an option a later kiln added has nothing to be
+// compared with).
+std::string config_diffs(const JsonValue& was, const JsonValue& now,
+                         const std::function<bool(const std::string&)>& skip,
+                         const std::string& prefix = "");
 // --checkpoint-dir, else the directory of --save, else "checkpoints".
 std::string checkpoint_dir_for(const RunConfig& cfg);
 // ckpt-epoch-<E>.safetensors at an epoch boundary, ckpt-step-<S>.safetensors mid-epoch.

@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -133,7 +132,14 @@ const EpochRecord& final_epoch(const std::vector<EpochRecord>& eps, const TrainO
   return eps[best];
 }
 
-double metric_of(const EpochRecord& r, const std::string& m);
+double metric_of(const EpochRecord& r, const std::string& m) {
+  if (m == "test_acc") return r.test_acc;
+  if (m == "test_loss") return r.test_loss;
+  if (m == "val_acc") return r.val_acc;
+  if (m == "val_loss") return r.val_loss;
+  if (m == "train_acc") return r.train_acc;
+  return r.train_loss;
+}
 
 // A trial record's scores from one epoch record.
 void set_scores(TrialRecord& rec, const EpochRecord& e, const std::string& metric) {
@@ -145,15 +151,6 @@ void set_scores(TrialRecord& rec, const EpochRecord& e, const std::string& metri
   rec.train_acc = e.train_acc;
   rec.train_loss = e.train_loss;
   rec.weight_sparsity = e.weight_sparsity;
-}
-
-double metric_of(const EpochRecord& r, const std::string& m) {
-  if (m == "test_acc") return r.test_acc;
-  if (m == "test_loss") return r.test_loss;
-  if (m == "val_acc") return r.val_acc;
-  if (m == "val_loss") return r.val_loss;
-  if (m == "train_acc") return r.train_acc;
-  return r.train_loss;
 }
 
 bool better(double a, double b, bool maximize) {
@@ -409,14 +406,8 @@ void check_run_options(const SweepOptions& o, bool have_results) {
   } catch (const Error& e) {
     KILN_FAIL(path << ": " << e.message());
   }
-  std::string diffs;
-  for (const auto& [k, v] : parse_json(now).members) {
-    const JsonValue* w = was.find(k);
-    // A key the file lacks is an option a later kiln added: nothing to compare it with.
-    if (free_keys.count(k) || !w || (w->is_string() && w->text == v.text)) continue;
-    diffs += (diffs.empty() ? "" : ", ") + ("--" + k) + " " +
-             (w->is_string() ? w->text : std::string("?")) + " -> " + v.text;
-  }
+  const std::string diffs = config_diffs(
+      was, parse_json(now), [](const std::string& k) { return free_keys.count(k) > 0; }, "--");
   KILN_USAGE_CHECK(diffs.empty(), o.dir << " holds trials run with other options (" << diffs
                                         << "); pass the same options, or use another --dir");
 }

@@ -76,13 +76,12 @@ unsigned grid_for(int64_t work) {
   return static_cast<unsigned>(std::clamp<int64_t>((work + kThreads - 1) / kThreads, 1, 1 << 16));
 }
 
-// ---- batch norm
-// ---------------------------------------------------------------------------------- Per (split,
-// channel) partial sums over the channel's elements j in [0, n*hw), j = n_*hw + k. Forward (BWD =
-// false): a = sum(x - shift), b = sum((x - shift)^2), shift = x[0, c, 0]. Backward: a = sum(dy), b
-// = sum(dy * (x - mean[c])), dy masked by ym when ym is not null. Products are formed in double, as
-// the CPU reference does: a float square overflows once |x - shift| passes 1.8e19, and the layer
-// then output its bias alone with zero gradients.
+// ---- batch norm ------------------------------------------------------------------------------
+// Per (split, channel) partial sums over the channel's elements j in [0, n*hw), j = n_*hw + k.
+// Forward (BWD = false): a = sum(x - shift), b = sum((x - shift)^2), shift = x[0, c, 0].
+// Backward: a = sum(dy), b = sum(dy * (x - mean[c])), dy masked by ym when ym is not null.
+// Products are formed in double, as the CPU reference does: a float square overflows once
+// |x - shift| passes 1.8e19, and the layer then output its bias alone with zero gradients.
 template <bool BWD, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     bn_partial_kernel(const float* __restrict__ x, const float* __restrict__ dy,
