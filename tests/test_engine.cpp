@@ -299,6 +299,26 @@ TEST(Options, CliFlagsBoolsAndErrors) {
             "no error");  // int64: fits (then checked by validate)
 }
 
+// The lists that resume, sweeps and lr_find keep of options are the table's traits.
+TEST(Options, TraitsSayWhatResumeSweepsAndTheRangeTestMayIgnore) {
+  EXPECT_TRUE(option_has("batch_size", kBatchOrder));  // either spelling
+  EXPECT_TRUE(option_has("seed", kBatchOrder));
+  EXPECT_FALSE(option_has("lr", kBatchOrder));
+  EXPECT_TRUE(option_has("device", kSideEffect));
+  EXPECT_FALSE(option_has("epochs", kSideEffect));  // a sweep's trials must agree on it
+  EXPECT_TRUE(option_has("epochs", kInvocation));
+  EXPECT_TRUE(option_has("warmup-steps", kRangeTestUnused));
+  EXPECT_FALSE(option_has("start-lr", kRangeTestUnused));
+  EXPECT_FALSE(option_has("no-such-option", ~0u));
+  for (const OptionSpec& s : run_options().specs()) {
+    // What decides the batches changes the results: never free on resume or in a sweep.
+    if (s.traits & kBatchOrder) EXPECT_FALSE(s.traits & (kSideEffect | kInvocation)) << s.name;
+    // Every schedule option is one the range test's ramp replaces.
+    if (s.help.find("plateau") == 0 || s.help.find("cosine") == 0 || s.help.find("one-cycle") == 0)
+      EXPECT_TRUE(s.traits & kRangeTestUnused) << s.name;
+  }
+}
+
 TEST(Options, YamlConfigThenFlagsOverride) {
   std::string path = testing::TempDir() + "kiln_cfg.yaml";
   std::ofstream(path) << "lr: 0.25\nbatch_size: 16\nmilestones: [2, 4]\nmodel: mlp\n";

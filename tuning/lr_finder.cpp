@@ -306,62 +306,10 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
 }
 
 std::vector<std::string> lr_find_unused_options(const RunConfig& cfg, const RunConfig& defaults) {
-  // The ramp replaces --lr and the schedule; the test writes its CSV, no checkpoint or log.
-  static const char* const unused[] = {"lr",
-                                       "schedule",
-                                       "gamma",
-                                       "step-size",
-                                       "milestones",
-                                       "decay",
-                                       "k",
-                                       "t-max",
-                                       "t-mult",
-                                       "eta-min",
-                                       "max-lr",
-                                       "base-lr",
-                                       "step-size-up",
-                                       "cyclic-mode",
-                                       "cycle-momentum",
-                                       "base-momentum",
-                                       "max-momentum",
-                                       "pct-start",
-                                       "div-factor",
-                                       "final-div-factor",
-                                       "anneal-strategy",
-                                       "factor",
-                                       "patience",
-                                       "cooldown",
-                                       "min-lr",
-                                       "threshold",
-                                       "threshold-mode",
-                                       "plateau-mode",
-                                       "schedule-file",
-                                       "warmup-steps",
-                                       "warmup-epochs",
-                                       "batch-schedule",
-                                       "scale-lr",
-                                       "log-every",
-                                       "detect-anomaly",
-                                       "grad-report",
-                                       "target-acc",
-                                       "early-stop",
-                                       "early-stop-delta",
-                                       "restore-best",
-                                       "early-stop-metric",
-                                       "early-stop-baseline",
-                                       "early-stop-start",
-                                       "log",
-                                       "save",
-                                       "checkpoint-dir",
-                                       "checkpoint-every",
-                                       "checkpoint-every-steps",
-                                       "keep-last"};
   std::vector<std::string> out;
-  for (const char* name : unused) {
-    const OptionSpec* spec = run_options().find(name);
-    KILN_CHECK(spec, "lr_find: unknown option '" << name << "' in the unused list");
-    if (spec->get(cfg) != spec->get(defaults)) out.push_back(std::string("--") + name);
-  }
+  for (const OptionSpec& spec : run_options().specs())
+    if ((spec.traits & kRangeTestUnused) && spec.get(cfg) != spec.get(defaults))
+      out.push_back("--" + spec.name);
   return out;
 }
 

@@ -148,16 +148,22 @@ OptionSpec opt_path(const std::string& name, const std::string& help, F field) {
 OptionTable build_table() {
   OptionTable t;
   // data
-  t.add(opt_str("dataset", "mnist | fashion-mnist | cifar10", [](RunConfig& c) -> std::string& { return c.data.dataset; }));
+  t.add(opt_str("dataset", "mnist | fashion-mnist | cifar10",
+                [](RunConfig& c) -> std::string& { return c.data.dataset; }),
+        kBatchOrder);
   t.add(opt_path("data-dir", "directory holding the datasets (scripts/fetch_data.sh fills data/)",
-                 [](RunConfig& c) -> std::string& { return c.data.data_dir; }));
+                 [](RunConfig& c) -> std::string& { return c.data.data_dir; }),
+        kSideEffect);
   t.add(opt_bool("normalize", "per-dataset mean/std input normalisation", [](RunConfig& c) -> bool& { return c.data.normalize; }));
-  t.add(opt_int("train-limit", "use only the first N training samples (0: all)", [](RunConfig& c) -> int64_t& { return c.data.train_limit; }));
+  t.add(opt_int("train-limit", "use only the first N training samples (0: all)",
+                [](RunConfig& c) -> int64_t& { return c.data.train_limit; }),
+        kBatchOrder);
   t.add(opt_int("test-limit", "use only the first N test samples (0: all)", [](RunConfig& c) -> int64_t& { return c.data.test_limit; }));
   t.add(opt_float("val-split",
                   "hold out this last fraction of the training samples for validation (Keras "
                   "validation_split); plateau and --target-acc then watch it",
-                  [](RunConfig& c) -> double& { return c.data.val_split; }));
+                  [](RunConfig& c) -> double& { return c.data.val_split; }),
+        kBatchOrder);
   t.add(opt_bool("augment",
                  "CIFAR-10 training batches: random crop (padding 4, black) + horizontal flip",
                  [](RunConfig& c) -> bool& { return c.train.augment; }));
@@ -180,7 +186,8 @@ OptionTable build_table() {
                 [](RunConfig& c) -> std::string& { return c.model.init; }));
   // optimizer
   t.add(opt_str("optimizer", "sgd | adam | adamw | rmsprop", [](RunConfig& c) -> std::string& { return c.optim.name; }));
-  t.add(opt_float("lr", "learning rate", [](RunConfig& c) -> float& { return c.optim.lr; }));
+  t.add(opt_float("lr", "learning rate", [](RunConfig& c) -> float& { return c.optim.lr; }),
+        kRangeTestUnused);
   t.add(opt_float("momentum", "SGD/RMSprop momentum", [](RunConfig& c) -> float& { return c.optim.momentum; }));
   t.add(opt_float("dampening", "SGD dampening", [](RunConfig& c) -> float& { return c.optim.dampening; }));
   t.add(opt_bool("nesterov", "Nesterov momentum", [](RunConfig& c) -> bool& { return c.optim.nesterov; }));
@@ -200,10 +207,17 @@ OptionTable build_table() {
   t.add(opt_float("l2", "L2 penalty on weights (l2 * sum w^2 in the objective; logged as l2_penalty, not in train_loss)", [](RunConfig& c) -> float& { return c.optim.l2; }));
   t.add(opt_bool("penalize-all", "L1/L2 on biases and norm parameters too", [](RunConfig& c) -> bool& { return c.optim.penalize_all; }));
   // schedule
-  t.add(opt_str("schedule", "constant|step|multistep|exponential|inverse-time|inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|cyclic|one-cycle|plateau|manual", [](RunConfig& c) -> std::string& { return c.sched.name; }));
+  t.add(opt_str("schedule",
+                "constant|step|multistep|exponential|inverse-time|inverse-sqrt-epoch|inverse-sqrt-"
+                "step|cosine|cosine-restarts|cyclic|one-cycle|plateau|manual",
+                [](RunConfig& c) -> std::string& { return c.sched.name; }),
+        kRangeTestUnused);
   t.add(opt_float("gamma", "step/multistep/exponential/exp_range factor (default 0.1; cyclic 1.0)",
-                  [](RunConfig& c) -> float& { return c.sched.gamma; }));
-  t.add(opt_int("step-size", "StepLR period (epochs)", [](RunConfig& c) -> int& { return c.sched.step_size; }));
+                  [](RunConfig& c) -> float& { return c.sched.gamma; }),
+        kRangeTestUnused);
+  t.add(opt_int("step-size", "StepLR period (epochs)",
+                [](RunConfig& c) -> int& { return c.sched.step_size; }),
+        kRangeTestUnused);
   t.add({"milestones", "list", "MultiStepLR epochs, e.g. 30,60",
          [](RunConfig& c, const std::string& v) {
            c.sched.milestones.clear();
@@ -216,76 +230,144 @@ OptionTable build_table() {
            std::string s;
            for (int m : c.sched.milestones) s += (s.empty() ? "" : ",") + std::to_string(m);
            return s;
-         }});
-  t.add(opt_float("decay", "inverse-time decay d: lr0/(1+d*epoch)", [](RunConfig& c) -> float& { return c.sched.decay; }));
-  t.add(opt_float("k", "inverse-sqrt multiplier: k/sqrt(t)*lr0", [](RunConfig& c) -> float& { return c.sched.k; }));
-  t.add(opt_int("t-max", "cosine period in epochs (0: the run)", [](RunConfig& c) -> int& { return c.sched.t_max; }));
-  t.add(opt_int("t-mult", "cosine warm-restart period multiplier", [](RunConfig& c) -> int& { return c.sched.t_mult; }));
-  t.add(opt_float("eta-min", "cosine minimum lr", [](RunConfig& c) -> float& { return c.sched.eta_min; }));
-  t.add(opt_float("max-lr", "cyclic/one-cycle peak lr", [](RunConfig& c) -> float& { return c.sched.max_lr; }));
-  t.add(opt_float("base-lr", "cyclic lower lr (0: --lr)", [](RunConfig& c) -> float& { return c.sched.base_lr; }));
-  t.add(opt_int("step-size-up", "cyclic half cycle in steps (0: 2 epochs)", [](RunConfig& c) -> int& { return c.sched.step_size_up; }));
-  t.add(opt_str("cyclic-mode", "triangular | triangular2 | exp_range", [](RunConfig& c) -> std::string& { return c.sched.cyclic_mode; }));
-  t.add(opt_bool("cycle-momentum", "cycle momentum inversely to lr (cyclic, one-cycle)", [](RunConfig& c) -> bool& { return c.sched.cycle_momentum; }));
+         }},
+        kRangeTestUnused);
+  t.add(opt_float("decay", "inverse-time decay d: lr0/(1+d*epoch)",
+                  [](RunConfig& c) -> float& { return c.sched.decay; }),
+        kRangeTestUnused);
+  t.add(opt_float("k", "inverse-sqrt multiplier: k/sqrt(t)*lr0",
+                  [](RunConfig& c) -> float& { return c.sched.k; }),
+        kRangeTestUnused);
+  t.add(opt_int("t-max", "cosine period in epochs (0: the run)",
+                [](RunConfig& c) -> int& { return c.sched.t_max; }),
+        kRangeTestUnused);
+  t.add(opt_int("t-mult", "cosine warm-restart period multiplier",
+                [](RunConfig& c) -> int& { return c.sched.t_mult; }),
+        kRangeTestUnused);
+  t.add(opt_float("eta-min", "cosine minimum lr",
+                  [](RunConfig& c) -> float& { return c.sched.eta_min; }),
+        kRangeTestUnused);
+  t.add(opt_float("max-lr", "cyclic/one-cycle peak lr",
+                  [](RunConfig& c) -> float& { return c.sched.max_lr; }),
+        kRangeTestUnused);
+  t.add(opt_float("base-lr", "cyclic lower lr (0: --lr)",
+                  [](RunConfig& c) -> float& { return c.sched.base_lr; }),
+        kRangeTestUnused);
+  t.add(opt_int("step-size-up", "cyclic half cycle in steps (0: 2 epochs)",
+                [](RunConfig& c) -> int& { return c.sched.step_size_up; }),
+        kRangeTestUnused);
+  t.add(opt_str("cyclic-mode", "triangular | triangular2 | exp_range",
+                [](RunConfig& c) -> std::string& { return c.sched.cyclic_mode; }),
+        kRangeTestUnused);
+  t.add(opt_bool("cycle-momentum", "cycle momentum inversely to lr (cyclic, one-cycle)",
+                 [](RunConfig& c) -> bool& { return c.sched.cycle_momentum; }),
+        kRangeTestUnused);
   t.add(opt_float("base-momentum",
                   "lower momentum when cycling (default: cyclic 0.8, one-cycle 0.85)",
-                  [](RunConfig& c) -> float& { return c.sched.base_momentum; }));
-  t.add(opt_float("max-momentum",
-                  "upper momentum when cycling (default: cyclic 0.9, one-cycle 0.95)",
-                  [](RunConfig& c) -> float& { return c.sched.max_momentum; }));
-  t.add(opt_float("pct-start", "one-cycle warm-up fraction", [](RunConfig& c) -> float& { return c.sched.pct_start; }));
-  t.add(opt_float("div-factor", "one-cycle initial lr = max_lr/div_factor", [](RunConfig& c) -> float& { return c.sched.div_factor; }));
-  t.add(opt_float("final-div-factor", "one-cycle final lr = initial/final_div_factor", [](RunConfig& c) -> float& { return c.sched.final_div_factor; }));
-  t.add(opt_str("anneal-strategy", "one-cycle cos | linear", [](RunConfig& c) -> std::string& { return c.sched.anneal_strategy; }));
-  t.add(opt_float("factor", "plateau reduction factor", [](RunConfig& c) -> float& { return c.sched.factor; }));
-  t.add(opt_int("patience", "plateau patience (epochs)", [](RunConfig& c) -> int& { return c.sched.patience; }));
-  t.add(opt_int("cooldown", "plateau cooldown (epochs)", [](RunConfig& c) -> int& { return c.sched.cooldown; }));
-  t.add(opt_float("min-lr", "plateau lower bound", [](RunConfig& c) -> float& { return c.sched.min_lr; }));
+                  [](RunConfig& c) -> float& { return c.sched.base_momentum; }),
+        kRangeTestUnused);
+  t.add(
+      opt_float("max-momentum", "upper momentum when cycling (default: cyclic 0.9, one-cycle 0.95)",
+                [](RunConfig& c) -> float& { return c.sched.max_momentum; }),
+      kRangeTestUnused);
+  t.add(opt_float("pct-start", "one-cycle warm-up fraction",
+                  [](RunConfig& c) -> float& { return c.sched.pct_start; }),
+        kRangeTestUnused);
+  t.add(opt_float("div-factor", "one-cycle initial lr = max_lr/div_factor",
+                  [](RunConfig& c) -> float& { return c.sched.div_factor; }),
+        kRangeTestUnused);
+  t.add(opt_float("final-div-factor", "one-cycle final lr = initial/final_div_factor",
+                  [](RunConfig& c) -> float& { return c.sched.final_div_factor; }),
+        kRangeTestUnused);
+  t.add(opt_str("anneal-strategy", "one-cycle cos | linear",
+                [](RunConfig& c) -> std::string& { return c.sched.anneal_strategy; }),
+        kRangeTestUnused);
+  t.add(opt_float("factor", "plateau reduction factor",
+                  [](RunConfig& c) -> float& { return c.sched.factor; }),
+        kRangeTestUnused);
+  t.add(opt_int("patience", "plateau patience (epochs)",
+                [](RunConfig& c) -> int& { return c.sched.patience; }),
+        kRangeTestUnused);
+  t.add(opt_int("cooldown", "plateau cooldown (epochs)",
+                [](RunConfig& c) -> int& { return c.sched.cooldown; }),
+        kRangeTestUnused);
+  t.add(opt_float("min-lr", "plateau lower bound",
+                  [](RunConfig& c) -> float& { return c.sched.min_lr; }),
+        kRangeTestUnused);
   t.add(opt_float("threshold",
                   "plateau improvement threshold (relative, or absolute with --threshold-mode abs)",
-                  [](RunConfig& c) -> float& { return c.sched.threshold; }));
+                  [](RunConfig& c) -> float& { return c.sched.threshold; }),
+        kRangeTestUnused);
   t.add(opt_str("threshold-mode",
                 "plateau: rel (better than best * (1 - threshold)) | abs (best - threshold), as "
                 "torch's threshold_mode",
-                [](RunConfig& c) -> std::string& { return c.sched.threshold_mode; }));
-  t.add(opt_str(
-      "plateau-mode",
-      "plateau watches the validation (--val-split) or else the test loss (min) or accuracy (max)",
-      [](RunConfig& c) -> std::string& { return c.sched.mode; }));
+                [](RunConfig& c) -> std::string& { return c.sched.threshold_mode; }),
+        kRangeTestUnused);
+  t.add(opt_str("plateau-mode",
+                "plateau watches the validation (--val-split) or else the test loss (min) or "
+                "accuracy (max)",
+                [](RunConfig& c) -> std::string& { return c.sched.mode; }),
+        kRangeTestUnused);
   t.add(opt_path("schedule-file", "manual schedule: 'epoch lr' lines, re-read every epoch",
-                 [](RunConfig& c) -> std::string& { return c.sched.file; }));
-  t.add(opt_int("warmup-steps", "linear warm-up steps", [](RunConfig& c) -> int& { return c.sched.warmup_steps; }));
-  t.add(opt_int("warmup-epochs", "linear warm-up epochs", [](RunConfig& c) -> int& { return c.sched.warmup_epochs; }));
+                 [](RunConfig& c) -> std::string& { return c.sched.file; }),
+        kRangeTestUnused);
+  t.add(opt_int("warmup-steps", "linear warm-up steps",
+                [](RunConfig& c) -> int& { return c.sched.warmup_steps; }),
+        kRangeTestUnused);
+  t.add(opt_int("warmup-epochs", "linear warm-up epochs",
+                [](RunConfig& c) -> int& { return c.sched.warmup_epochs; }),
+        kRangeTestUnused);
   // training
-  t.add(opt_int("epochs", "training epochs", [](RunConfig& c) -> int& { return c.train.epochs; }));
-  t.add(opt_int("batch-size", "mini-batch size", [](RunConfig& c) -> int64_t& { return c.train.batch_size; }));
+  t.add(opt_int("epochs", "training epochs", [](RunConfig& c) -> int& { return c.train.epochs; }),
+        kInvocation);
+  t.add(opt_int("batch-size", "mini-batch size",
+                [](RunConfig& c) -> int64_t& { return c.train.batch_size; }),
+        kBatchOrder);
   t.add(opt_int("eval-batch-size", "batch size for evaluation", [](RunConfig& c) -> int64_t& { return c.train.eval_batch_size; }));
-  t.add(opt_bool("shuffle", "shuffle the training set every epoch", [](RunConfig& c) -> bool& { return c.train.shuffle; }));
-  t.add(opt_str("batch-schedule", "epoch:batch list, e.g. 0:512,5:256,10:128", [](RunConfig& c) -> std::string& { return c.train.batch_schedule; }));
-  t.add(opt_bool("scale-lr", "scale lr linearly with the batch size of the batch schedule", [](RunConfig& c) -> bool& { return c.train.scale_lr_with_batch; }));
-  t.add(opt_int("log-every", "write per-step records (per-layer norms) every N steps", [](RunConfig& c) -> int& { return c.train.log_every; }));
-  t.add(opt_bool("detect-anomaly", "stop at the first non-finite loss or gradient, naming the layer", [](RunConfig& c) -> bool& { return c.train.detect_anomaly; }));
-  t.add(opt_bool("grad-report", "per-layer gradient/weight norm table after each epoch", [](RunConfig& c) -> bool& { return c.train.grad_report; }));
+  t.add(opt_bool("shuffle", "shuffle the training set every epoch",
+                 [](RunConfig& c) -> bool& { return c.train.shuffle; }),
+        kBatchOrder);
+  t.add(opt_str("batch-schedule", "epoch:batch list, e.g. 0:512,5:256,10:128",
+                [](RunConfig& c) -> std::string& { return c.train.batch_schedule; }),
+        kBatchOrder | kRangeTestUnused);
+  t.add(opt_bool("scale-lr", "scale lr linearly with the batch size of the batch schedule",
+                 [](RunConfig& c) -> bool& { return c.train.scale_lr_with_batch; }),
+        kRangeTestUnused);
+  t.add(opt_int("log-every", "write per-step records (per-layer norms) every N steps",
+                [](RunConfig& c) -> int& { return c.train.log_every; }),
+        kRangeTestUnused);
+  t.add(
+      opt_bool("detect-anomaly", "stop at the first non-finite loss or gradient, naming the layer",
+               [](RunConfig& c) -> bool& { return c.train.detect_anomaly; }),
+      kSideEffect | kRangeTestUnused);
+  t.add(opt_bool("grad-report", "per-layer gradient/weight norm table after each epoch",
+                 [](RunConfig& c) -> bool& { return c.train.grad_report; }),
+        kSideEffect | kRangeTestUnused);
   t.add(opt_float("sparsity-threshold", "|w| below which a weight counts as zero in weight_sparsity", [](RunConfig& c) -> float& { return c.train.sparsity_threshold; }));
   t.add(opt_float("target-acc",
                   "stop once the validation (--val-split) or else the test accuracy reaches this",
-                  [](RunConfig& c) -> float& { return c.train.target_acc; }));
+                  [](RunConfig& c) -> float& { return c.train.target_acc; }),
+        kInvocation | kRangeTestUnused);
   t.add(opt_int("early-stop",
                 "stop after N epochs without improvement of the validation (else test) loss (Keras "
                 "EarlyStopping patience; 0: off)",
-                [](RunConfig& c) -> int& { return c.train.early_stop; }));
+                [](RunConfig& c) -> int& { return c.train.early_stop; }),
+        kRangeTestUnused);
   t.add(opt_float(
-      "early-stop-delta",
-      "early stopping: the smallest change that counts as an improvement (Keras min_delta)",
-      [](RunConfig& c) -> float& { return c.train.early_stop_delta; }));
+            "early-stop-delta",
+            "early stopping: the smallest change that counts as an improvement (Keras min_delta)",
+            [](RunConfig& c) -> float& { return c.train.early_stop_delta; }),
+        kRangeTestUnused);
   t.add(opt_bool("restore-best",
                  "with --early-stop: end with the weights of the best epoch it saw (Keras "
                  "restore_best_weights, which restores only when it stops the run; this also "
                  "does when the run reaches --epochs)",
-                 [](RunConfig& c) -> bool& { return c.train.restore_best; }));
+                 [](RunConfig& c) -> bool& { return c.train.restore_best; }),
+        kRangeTestUnused);
   t.add(opt_str("early-stop-metric",
                 "early stopping watches the loss (lower is better) or acc (higher)",
-                [](RunConfig& c) -> std::string& { return c.train.early_stop_metric; }));
+                [](RunConfig& c) -> std::string& { return c.train.early_stop_metric; }),
+        kRangeTestUnused);
   t.add({"early-stop-baseline", "float|none",
          "early stopping: the patience only starts over once the metric beats this (Keras "
          "baseline; none: off)",
@@ -295,38 +377,58 @@ OptionTable build_table() {
          [](const RunConfig& c) {
            const double b = c.train.early_stop_baseline;
            return std::isnan(b) ? std::string("none") : fmt_exact(b);
-         }});
+         }},
+        kRangeTestUnused);
   t.add(opt_int("early-stop-start",
                 "early stopping: the first N epochs are not watched (Keras start_from_epoch)",
-                [](RunConfig& c) -> int& { return c.train.early_stop_start; }));
+                [](RunConfig& c) -> int& { return c.train.early_stop_start; }),
+        kRangeTestUnused);
   t.add(opt_float("max-loss",
                   "a finite train loss above this counts as divergence (0: 100x chance level, <0: "
                   "no bound; a non-finite loss always does)",
                   [](RunConfig& c) -> float& { return c.train.max_loss; }));
   t.add(opt_path("log", "JSONL metrics file",
-                 [](RunConfig& c) -> std::string& { return c.train.log_path; }));
+                 [](RunConfig& c) -> std::string& { return c.train.log_path; }),
+        kInvocation | kRangeTestUnused);
   // run
-  t.add(opt_str("device", "auto | cpu | cuda", [](RunConfig& c) -> std::string& { return c.device; }));
-  t.add(opt_int("seed", "seed for init, shuffling and dropout", [](RunConfig& c) -> uint64_t& { return c.seed; }));
+  t.add(
+      opt_str("device", "auto | cpu | cuda", [](RunConfig& c) -> std::string& { return c.device; }),
+      kSideEffect);
+  t.add(opt_int("seed", "seed for init, shuffling and dropout",
+                [](RunConfig& c) -> uint64_t& { return c.seed; }),
+        kBatchOrder);
   t.add(opt_bool("deterministic", "accepted for scripts that pass it: kiln is always deterministic (no order-dependent atomics, fixed algorithms, one cuBLAS workspace)", [](RunConfig& c) -> bool& { return c.deterministic; }));
   // performance (docs/PERFORMANCE.md)
   t.add({"cuda-graphs", "on|off",
          "replay the full-batch training step from a CUDA graph (CUDA only; default off until "
          "verified on a GPU, see docs/PERFORMANCE.md)",
          [](RunConfig& c, const std::string& v) { c.train.cuda_graphs = parse_on_off(v); },
-         [](const RunConfig& c) { return std::string(c.train.cuda_graphs ? "on" : "off"); }});
+         [](const RunConfig& c) { return std::string(c.train.cuda_graphs ? "on" : "off"); }},
+        kSideEffect);
   t.add({"fuse", "on|off", "fold a ReLU into the Conv2d/BatchNorm before it (default off until a GPU run measures and checks it, see docs/PERFORMANCE.md)", [](RunConfig& c, const std::string& v) { c.model.fuse = parse_on_off(v); }, [](const RunConfig& c) { return std::string(c.model.fuse ? "on" : "off"); }});
   t.add(opt_str("precision", "fp32 | tf32 (TF32 tensor cores for the dense layers' cuBLAS GEMMs; convs stay fp32)", [](RunConfig& c) -> std::string& { return c.precision; }));
-  t.add(opt_bool("summary", "print the per-layer table (shapes, params, receptive field) and exit", [](RunConfig& c) -> bool& { return c.summary; }));
+  t.add(opt_bool("summary", "print the per-layer table (shapes, params, receptive field) and exit",
+                 [](RunConfig& c) -> bool& { return c.summary; }),
+        kInvocation);
   t.add(opt_path("save", "write the final checkpoint (safetensors) here",
-                 [](RunConfig& c) -> std::string& { return c.save; }));
+                 [](RunConfig& c) -> std::string& { return c.save; }),
+        kSideEffect | kRangeTestUnused);
   t.add(opt_path("resume", "resume from this checkpoint",
-                 [](RunConfig& c) -> std::string& { return c.resume; }));
+                 [](RunConfig& c) -> std::string& { return c.resume; }),
+        kInvocation);
   t.add(opt_path("checkpoint-dir", "directory for periodic checkpoints",
-                 [](RunConfig& c) -> std::string& { return c.checkpoint_dir; }));
-  t.add(opt_int("checkpoint-every", "write a checkpoint every N epochs", [](RunConfig& c) -> int& { return c.checkpoint_every; }));
-  t.add(opt_int("checkpoint-every-steps", "also write a checkpoint every N optimizer steps (resumes mid-epoch exactly)", [](RunConfig& c) -> long long& { return c.checkpoint_every_steps; }));
-  t.add(opt_int("keep-last", "keep only the last K periodic checkpoints (0: all)", [](RunConfig& c) -> int& { return c.keep_last; }));
+                 [](RunConfig& c) -> std::string& { return c.checkpoint_dir; }),
+        kSideEffect | kRangeTestUnused);
+  t.add(opt_int("checkpoint-every", "write a checkpoint every N epochs",
+                [](RunConfig& c) -> int& { return c.checkpoint_every; }),
+        kSideEffect | kRangeTestUnused);
+  t.add(opt_int("checkpoint-every-steps",
+                "also write a checkpoint every N optimizer steps (resumes mid-epoch exactly)",
+                [](RunConfig& c) -> long long& { return c.checkpoint_every_steps; }),
+        kSideEffect | kRangeTestUnused);
+  t.add(opt_int("keep-last", "keep only the last K periodic checkpoints (0: all)",
+                [](RunConfig& c) -> int& { return c.keep_last; }),
+        kSideEffect | kRangeTestUnused);
   t.add(opt_bool("lr-find", "run the LR range test instead of training", [](RunConfig& c) -> bool& { return c.lr_find; }));
   t.add(opt_float("start-lr", "LR range test start", [](RunConfig& c) -> float& { return c.start_lr; }));
   t.add(opt_float("end-lr", "LR range test end", [](RunConfig& c) -> float& { return c.end_lr; }));
@@ -348,7 +450,10 @@ std::string normalize_key(const std::string& k) {
   return s;
 }
 
-void OptionTable::add(OptionSpec spec) { specs_.push_back(std::move(spec)); }
+void OptionTable::add(OptionSpec spec, unsigned traits) {
+  spec.traits |= traits;
+  specs_.push_back(std::move(spec));
+}
 
 const OptionSpec* OptionTable::find(const std::string& name) const {
   std::string n = normalize_key(name);
@@ -405,6 +510,11 @@ std::string OptionTable::help() const {
 const OptionTable& run_options() {
   static const OptionTable t = build_table();
   return t;
+}
+
+bool option_has(const std::string& name, unsigned traits) {
+  const OptionSpec* s = run_options().find(name);
+  return s && (s->traits & traits) != 0;
 }
 
 Device resolve_device(const std::string& d) {

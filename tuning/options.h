@@ -44,17 +44,35 @@ struct RunConfig {
   void validate() const;
 };
 
+// What an option means to the tools that compare or ignore options; each row of the table
+// says it once, so a new option cannot be forgotten in a list kept elsewhere.
+enum OptionTrait : unsigned {
+  // Where the run happens and what it writes on the side; the results do not change. A resumed
+  // run or a sweep's later worker may change it freely.
+  kSideEffect = 1u << 0,
+  // How far this invocation goes (--epochs, --resume, --target-acc, --log...): a resumed run
+  // may change it without a note; a sweep's trials must agree on it.
+  kInvocation = 1u << 1,
+  // Decides which rows make up each batch of an epoch: a mid-epoch checkpoint resumes only
+  // with the same values.
+  kBatchOrder = 1u << 2,
+  // The LR range test never reads it (its ramp replaces --lr and the schedule; it writes only
+  // its CSV): lr_find names it when set.
+  kRangeTestUnused = 1u << 3,
+};
+
 struct OptionSpec {
   std::string name;     // canonical, hyphenated: "batch-size" (YAML may write batch_size)
   std::string type;     // float | int | bool | string | list
   std::string help;
   std::function<void(RunConfig&, const std::string&)> set;  // value parsed by type first
   std::function<std::string(const RunConfig&)> get;
+  unsigned traits = 0;  // OptionTrait bits
 };
 
 class OptionTable {
  public:
-  void add(OptionSpec spec);
+  void add(OptionSpec spec, unsigned traits = 0);
   const OptionSpec* find(const std::string& name) const;  // accepts '_' for '-'
   // Sets key=value; `origin` ("--lr", "config.yaml: key 'lr'") prefixes any error.
   void set(RunConfig& cfg, const std::string& key, const std::string& value,
@@ -69,6 +87,9 @@ class OptionTable {
 
 // All options of train_mnist/train_cifar/lr_find/sweep trials.
 const OptionTable& run_options();
+// Whether run option `name` (either spelling) has any of the OptionTrait bits in `traits`;
+// false for a name the table does not have.
+bool option_has(const std::string& name, unsigned traits);
 std::string normalize_key(const std::string& k);  // "batch_size" -> "batch-size"
 
 // Applies a flat YAML mapping of option: value (lists allowed for list options). Unknown keys,

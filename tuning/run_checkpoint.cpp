@@ -10,7 +10,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <set>
 #include <tuple>
 #include <vector>
 
@@ -66,23 +65,9 @@ bool is_periodic_name(const std::string& n) {
   return false;
 }
 
-// Options that only steer this invocation; a resumed run may change them freely.
+// Options that only steer this invocation; a resumed run may change them without a note.
 bool run_control_option(const std::string& k) {
-  static const std::set<std::string> keys = {"epochs",
-                                             "resume",
-                                             "save",
-                                             "checkpoint-dir",
-                                             "checkpoint-every",
-                                             "checkpoint-every-steps",
-                                             "keep-last",
-                                             "log",
-                                             "device",
-                                             "summary",
-                                             "data-dir",
-                                             "target-acc",
-                                             "grad-report",
-                                             "detect-anomaly"};
-  return keys.count(k) > 0;
+  return option_has(k, kSideEffect | kInvocation);
 }
 
 }  // namespace
@@ -178,10 +163,8 @@ TrainPosition resume_session(RunSession& s, const std::function<void(const std::
   const JsonValue now = parse_json(run_config_json(s.cfg));
   if (info.pos.batch > 0) {  // a usage error leaves the loaded session unused
     // The epoch's remaining batches are found by position in its permutation of its rows.
-    static const std::set<std::string> batch_keys = {
-        "dataset", "train-limit", "val-split", "batch-size", "batch-schedule", "shuffle", "seed"};
     const std::string cut = config_diffs(
-        saved, now, [](const std::string& k) { return batch_keys.count(k) == 0; }, "--");
+        saved, now, [](const std::string& k) { return !option_has(k, kBatchOrder); }, "--");
     KILN_USAGE_CHECK(cut.empty(),
                      "--resume " << s.cfg.resume << ": a mid-epoch checkpoint (epoch "
                                  << info.pos.epoch + 1 << ", batch " << info.pos.batch

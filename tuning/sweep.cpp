@@ -19,7 +19,6 @@
 #include <fstream>
 #include <iomanip>
 #include <map>
-#include <set>
 #include <sstream>
 
 #include "engine/checkpoint.h"
@@ -383,16 +382,6 @@ namespace {
 // (re)written, so fixing a usage error or rerunning a sweep stopped before any trial finished
 // is not refused.
 void check_run_options(const SweepOptions& o, bool have_results) {
-  static const std::set<std::string> free_keys = {"device",
-                                                  "data-dir",
-                                                  "save",
-                                                  "checkpoint-dir",
-                                                  "keep-last",
-                                                  "checkpoint-every",
-                                                  "checkpoint-every-steps",
-                                                  "grad-report",
-                                                  "detect-anomaly",
-                                                  "cuda-graphs"};
   const std::string path = o.dir + "/run_options.json", now = run_config_json(o.base) + "\n";
   const std::string old = read_text(path);
   if (old == now) return;
@@ -407,7 +396,7 @@ void check_run_options(const SweepOptions& o, bool have_results) {
     KILN_FAIL(path << ": " << e.message());
   }
   const std::string diffs = config_diffs(
-      was, parse_json(now), [](const std::string& k) { return free_keys.count(k) > 0; }, "--");
+      was, parse_json(now), [](const std::string& k) { return option_has(k, kSideEffect); }, "--");
   KILN_USAGE_CHECK(diffs.empty(), o.dir << " holds trials run with other options (" << diffs
                                         << "); pass the same options, or use another --dir");
 }
