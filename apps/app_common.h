@@ -34,18 +34,10 @@ inline RunConfig default_run_config() {
   return cfg;
 }
 
-// A "note:" line on stderr for each option set away from the app's defaults that the chosen
-// model, optimizer or schedule never reads (their ignored()), and for --precision on a CPU.
+// A "note:" line on stderr for each of the run's option_notes.
 inline void print_ignored_options(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
-  std::vector<std::string> notes = cfg.model.ignored(defaults.model);
-  for (const std::string& n : cfg.optim.ignored(defaults.optim)) notes.push_back(n);
-  if (!cfg.lr_find)  // the range test replaces the schedule (lr_find_main says so)
-    for (const std::string& n : cfg.sched.ignored(defaults.sched)) notes.push_back(n);
-  // --precision picks the cuBLAS math mode; --device auto that finds no GPU runs fp32.
-  if (cfg.precision != "fp32" && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
-    notes.push_back("--precision " + cfg.precision +
-                    " is ignored: no CUDA device answers, the CPU computes in fp32");
-  for (const std::string& n : notes) std::fprintf(stderr, "%s: note: %s\n", prog, n.c_str());
+  for (const std::string& n : option_notes(cfg, defaults))
+    std::fprintf(stderr, "%s: note: %s\n", prog, n.c_str());
 }
 
 // --summary: the model's per-layer table (no data is loaded).

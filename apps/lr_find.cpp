@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
     RunConfig cfg = defaults;
     ParsedArgs args = parse_args(cfg, argc, argv, run_options());
     if (args.help) {
-      std::printf("%s%s", kUsage, run_options().help().c_str());
+      std::printf("%s%s", kUsage, run_options().help(&defaults).c_str());
       return 0;
     }
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");

@@ -155,8 +155,9 @@ int main(int argc, char** argv) {
           }
       }
     }
-    RunConfig base = app::default_run_config();
-    base.train.epochs = 1;
+    RunConfig defaults = app::default_run_config();
+    defaults.train.epochs = 1;
+    RunConfig base = defaults;
     apply_sweep_base(spec, base);
     ParsedArgs args = parse_args(base, static_cast<int>(rest.size()), rest.data(), run_options());
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
@@ -192,6 +193,10 @@ int main(int argc, char** argv) {
       KILN_USAGE_CHECK(any_ok || num_trials(spec) == 0,
                        "every trial's options are invalid; first: " << first);
     }
+    // Options some trial never reads (a swept --momentum under adam): once here, per trial in
+    // its trial-<id>.log.
+    for (const std::string& note : sweep_option_notes(spec, base, defaults))
+      std::fprintf(stderr, "sweep: note: %s\n", note.c_str());
     SweepOptions o;
     std::tie(o.worker, o.num_workers) = parse_worker(worker);
     o.resume = resume;
@@ -214,7 +219,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     SweepOutcome out;
     try {
-      out = run_sweep(spec, o, default_trial_runner());
+      out = run_sweep(spec, o, default_trial_runner(defaults));
     } catch (const TrialInterrupted& e) {
       std::fprintf(stderr,
                    "sweep: interrupted by %s; finished trials are in %s (continue with --resume)\n",

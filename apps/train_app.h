@@ -24,7 +24,7 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
     const OptionTable& table = run_options();
     ParsedArgs args = parse_args(cfg, argc, argv, table);
     if (args.help) {
-      std::printf("%s%s", usage, table.help().c_str());
+      std::printf("%s%s", usage, table.help(&defaults).c_str());
       return 0;
     }
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");

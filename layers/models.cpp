@@ -37,8 +37,9 @@ std::vector<std::string> ModelOptions::ignored(const ModelOptions& d) const {
     out.push_back("--depth " + std::to_string(depth) + " is ignored: it sets the mlp's hidden layers; the " + model +
                   " net has a fixed depth");
   if (model != "cnn" && pool_after != d.pool_after)
-    out.push_back("--pool-after " + std::to_string(pool_after) + " is ignored: it places the cnn's maxpool; the " +
-                  model + " net has its own pooling");
+    out.push_back("--pool-after " + std::to_string(pool_after) +
+                  " is ignored: it places the cnn's maxpool; the " + model +
+                  (model == "mlp" ? " has no pooling" : " net has its own pooling"));
   if (norm != "group" && groups != d.groups)
     out.push_back("--groups " + std::to_string(groups) + " is ignored without --norm group");
   if (norm == "none" && norm_position != d.norm_position)

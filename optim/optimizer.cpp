@@ -277,7 +277,7 @@ std::vector<std::string> OptimOptions::ignored(const OptimOptions& d) const {
   if (momentum != d.momentum && adam)
     out.push_back("--momentum " + num(momentum) + " is ignored: " + name +
                   " has no momentum option (its first-moment decay is --beta1)");
-  // (sgd with --momentum 0 may still get a momentum from a cycling schedule: not noted.)
+  // (A cycling schedule that gives sgd a momentum: option_notes in tuning/run.cpp.)
   if (dampening != d.dampening && !sgd)
     out.push_back("--dampening " + num(dampening) +
                   " is ignored: only sgd's momentum has dampening");

@@ -103,6 +103,17 @@ TEST(LinearLayer, CpuLayerMatchesReferenceAndSkipsDxForFirstLayer) {
 
 // ---- GPU vs reference -------------------------------------------------------------------------
 #ifdef KILN_WITH_CUDA
+// cuBLAS's sizes are int: past 2^31-1 the call is refused before cuBLAS sees it (it wrapped).
+TEST(DenseGpu, GemmRefusesSizesPastInt) {
+  const int64_t big = (int64_t{1} << 32) + 5;
+  EXPECT_THROW(
+      gemm_cuda(nullptr, false, true, big, 4, 4, 1.f, nullptr, 4, nullptr, 4, 0.f, nullptr, 4),
+      Error);
+  EXPECT_THROW(
+      gemm_cuda(nullptr, false, false, 4, 4, 4, 1.f, nullptr, 4, nullptr, big, 0.f, nullptr, 4),
+      Error);
+}
+
 TEST(DenseGpu, GemmAllTransposesOddSizes) {
   KILN_SKIP_WITHOUT_GPU();
   Context ctx(Device::CUDA, 0);

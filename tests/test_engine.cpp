@@ -81,7 +81,8 @@ TEST(Model, OptionsTheModelNeverReadsAreNamed) {
   o.norm_position = "after";
   auto notes = o.ignored();
   ASSERT_EQ(notes.size(), 3u);
-  EXPECT_EQ(notes[0], "--pool-after 2 is ignored: it places the cnn's maxpool; the mlp net has its own pooling");
+  EXPECT_EQ(notes[0],
+            "--pool-after 2 is ignored: it places the cnn's maxpool; the mlp has no pooling");
   EXPECT_EQ(notes[1], "--groups 4 is ignored without --norm group");
   EXPECT_EQ(notes[2], "--norm-position after is ignored without --norm batch|group");
   o.norm = "group";

@@ -195,10 +195,12 @@ OptionTable build_table() {
   t.add(opt_float("beta2", "Adam beta2", [](RunConfig& c) -> float& { return c.optim.beta2; }));
   t.add(opt_float("eps", "Adam/RMSprop epsilon", [](RunConfig& c) -> float& { return c.optim.eps; }));
   t.add(opt_float("alpha", "RMSprop smoothing", [](RunConfig& c) -> float& { return c.optim.alpha; }));
-  t.add(opt_float("weight-decay",
-                  "weight decay (coupled for sgd/adam/rmsprop, decoupled for adamw; default 0, "
-                  "adamw 0.01 as in PyTorch)",
-                  [](RunConfig& c) -> float& { return c.optim.weight_decay; }));
+  t.add(
+      opt_float("weight-decay",
+                "weight decay on the weights (coupled for sgd/adam/rmsprop, decoupled for adamw; "
+                "default 0, adamw 0.01 as in PyTorch; not biases and norm parameters: --decay-all "
+                "decays them too, as PyTorch's single parameter group does)",
+                [](RunConfig& c) -> float& { return c.optim.weight_decay; }));
   t.add(opt_bool("decay-all", "also decay biases and norm parameters", [](RunConfig& c) -> bool& { return c.optim.decay_all; }));
   t.add(opt_float("clipnorm", "clip each gradient tensor to this L2 norm (Keras clipnorm)", [](RunConfig& c) -> float& { return c.optim.clipnorm; }));
   t.add(opt_float("global-clipnorm", "clip the global gradient norm (clip_grad_norm_)", [](RunConfig& c) -> float& { return c.optim.global_clipnorm; }));
@@ -247,7 +249,7 @@ OptionTable build_table() {
   t.add(opt_float("eta-min", "cosine minimum lr",
                   [](RunConfig& c) -> float& { return c.sched.eta_min; }),
         kRangeTestUnused);
-  t.add(opt_float("max-lr", "cyclic/one-cycle peak lr",
+  t.add(opt_float("max-lr", "cyclic/one-cycle peak lr (0: one-cycle --lr, cyclic 10x the base lr)",
                   [](RunConfig& c) -> float& { return c.sched.max_lr; }),
         kRangeTestUnused);
   t.add(opt_float("base-lr", "cyclic lower lr (0: --lr)",
@@ -497,13 +499,24 @@ void OptionTable::set(RunConfig& cfg, const std::string& key, const std::string&
   }
 }
 
-std::string OptionTable::help() const {
+std::string OptionTable::help(const RunConfig* defaults) const {
   std::ostringstream os;
   for (const auto& s : specs_) {
-    std::string flag = "--" + s.name + (s.type == "bool" ? "" : " <" + s.type + ">");
-    os << "  " << std::left << std::setw(30) << flag << (flag.size() >= 30 ? " " : "") << s.help
+    const bool is_bool = s.type == "bool";
+    std::string flag = "--" + s.name + (is_bool ? "" : " <" + s.type + ">");
+    std::string text = s.help;
+    if (defaults) {  // what leaving the option out means; a bool that is on shows its --no- form
+      const std::string d = s.get(*defaults);
+      if (is_bool && d == "true") flag = "--[no-]" + s.name;
+      if (is_bool)
+        text += d == "true" ? " [default on]" : "";
+      else if (!d.empty() && d != "nan" && !(d == "none" && s.type == "float|none"))
+        text += " [default " + d + "]";
+    }
+    os << "  " << std::left << std::setw(30) << flag << (flag.size() >= 30 ? " " : "") << text
        << "\n";
   }
+  if (defaults) os << "A bool option is set by --NAME (or --NAME=false); --no-NAME turns it off.\n";
   return os.str();
 }
 

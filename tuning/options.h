@@ -78,7 +78,8 @@ class OptionTable {
   void set(RunConfig& cfg, const std::string& key, const std::string& value,
            const std::string& origin) const;
   std::string closest(const std::string& name) const;  // best suggestion for a typo, or ""
-  std::string help() const;
+  // One line per option; with `defaults` (the app's), each says what leaving it out means.
+  std::string help(const RunConfig* defaults = nullptr) const;
   const std::vector<OptionSpec>& specs() const { return specs_; }
 
  private:

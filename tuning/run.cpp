@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <sstream>
 
 #include "engine/error.h"
 #include "engine/precision.h"
@@ -9,6 +10,44 @@
 #include "tuning/run_checkpoint.h"
 
 namespace kiln {
+
+std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& defaults) {
+  std::vector<std::string> notes = cfg.model.ignored(defaults.model);
+  for (const std::string& n : cfg.optim.ignored(defaults.optim)) notes.push_back(n);
+  if (cfg.lr_find) return notes;  // the range test replaces the schedule (lr_find says so)
+  for (const std::string& n : cfg.sched.ignored(defaults.sched)) notes.push_back(n);
+  // --precision picks the cuBLAS math mode; --device auto that finds no GPU runs fp32.
+  if (cfg.precision != "fp32" && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
+    notes.push_back("--precision " + cfg.precision +
+                    " is ignored: no CUDA device answers, the CPU computes in fp32");
+  // A cycling schedule drives SGD's and RMSprop's momentum, as torch's OneCycleLR and CyclicLR
+  // (cycle_momentum=True) do: "--optimizer sgd" alone then is not plain SGD. Said unless the
+  // momentum range was given (--base-momentum, --max-momentum).
+  const ScheduleOptions& sc = cfg.sched;
+  const bool cycles = (sc.name == "one-cycle" || sc.name == "cyclic") && sc.cycle_momentum;
+  const bool asked = !std::isnan(sc.base_momentum) || !std::isnan(sc.max_momentum);
+  if (cycles && !asked && (cfg.optim.name == "sgd" || cfg.optim.name == "rmsprop")) {
+    const ScheduleOptions r = sc.resolved();
+    std::ostringstream os;
+    os << "--schedule " << sc.name << " cycles the momentum between " << r.base_momentum << " and "
+       << r.max_momentum << " (as torch's " << (sc.name == "cyclic" ? "CyclicLR" : "OneCycleLR")
+       << " does): " << cfg.optim.name << " trains with it";
+    if (cfg.optim.momentum != 0) os << ", not --momentum " << cfg.optim.momentum;
+    os << "; --no-cycle-momentum keeps --momentum, --schedule constant keeps --lr";
+    notes.push_back(os.str());
+  }
+  // Without a validation split the watchers read the test set, which then also grades the run.
+  if (cfg.data.val_split == 0) {
+    std::string who;
+    if (cfg.train.early_stop > 0) who = "--early-stop";
+    if (sc.name == "plateau") who += std::string(who.empty() ? "" : " and ") + "--schedule plateau";
+    if (!who.empty())
+      notes.push_back(who + " watch" + (who.find(" and ") == std::string::npos ? "es" : "") +
+                      " the test set (no --val-split): the test accuracy reported is then "
+                      "chosen on the test set itself; --val-split 0.1 holds out a validation set");
+  }
+  return notes;
+}
 
 std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
   cfg.validate();

@@ -42,4 +42,10 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data = 
 
 RunResult run_training(const RunConfig& cfg, const RunHooks& hooks);
 
+// The notes a run prints before it trains ("note: ..." lines): options set away from
+// `defaults` that the chosen model, optimizer or schedule never reads, --precision on a CPU, a
+// cycling schedule that gives SGD/RMSprop a momentum, and early stopping or plateau watching the
+// test set. Empty for a run that needs none.
+std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& defaults);
+
 }  // namespace kiln

@@ -349,8 +349,38 @@ RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
   return c;
 }
 
-TrialRunner default_trial_runner() {
-  return [](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch) {
+std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConfig& base,
+                                            const RunConfig& defaults, int64_t max_trials) {
+  struct Seen {
+    std::string first;  // the first trial's note
+    int64_t trial = 0, count = 0;
+  };
+  std::vector<std::pair<std::string, Seen>> by_flag;  // in the order first seen
+  const int64_t n = std::min(num_trials(spec), max_trials);
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<std::string> notes;
+    try {
+      notes = option_notes(trial_config(spec, base, i, "notes"), defaults);
+    } catch (const Error&) {
+      continue;  // a trial whose options are invalid fails on its own, with its message
+    }
+    for (const std::string& note : notes) {
+      const std::string flag = note.substr(0, note.find(' '));
+      auto it = std::find_if(by_flag.begin(), by_flag.end(),
+                             [&](const auto& f) { return f.first == flag; });
+      if (it == by_flag.end()) it = by_flag.insert(by_flag.end(), {flag, Seen{note, i, 0}});
+      ++it->second.count;
+    }
+  }
+  std::vector<std::string> out;
+  for (const auto& [flag, seen] : by_flag)
+    out.push_back(seen.first + " [trial " + std::to_string(seen.trial) + "; " +
+                  std::to_string(seen.count) + " of " + std::to_string(n) + " trials]");
+  return out;
+}
+
+TrialRunner default_trial_runner(std::optional<RunConfig> defaults) {
+  return [defaults](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch) {
     RunHooks hooks;
     hooks.on_epoch = on_epoch;
     // What the trial would print on a terminal (epoch lines, --grad-report tables, notes) goes
@@ -368,6 +398,8 @@ TrialRunner default_trial_runner() {
         KILN_CHECK(text, path << ": write failed: " << std::strerror(errno));
       };
     }
+    if (defaults && hooks.log)
+      for (const std::string& note : option_notes(cfg, *defaults)) hooks.log("note: " + note);
     RunResult r = run_training(cfg, hooks);
     if (r.stop_signal) throw TrialInterrupted(r.stop_signal);
     return r.epochs;

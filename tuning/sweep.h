@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -77,7 +78,8 @@ struct TrialInterrupted : std::runtime_error {
 // Runs one trial. on_epoch returns false to stop it (pruning). Throws like run_training.
 using TrialRunner = std::function<std::vector<EpochRecord>(
     const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch)>;
-TrialRunner default_trial_runner();  // run_training
+// run_training; with `defaults` (the app's), each trial's option_notes open its trial log.
+TrialRunner default_trial_runner(std::optional<RunConfig> defaults = std::nullopt);
 
 struct SweepOptions {
   std::string dir;
@@ -104,6 +106,11 @@ void apply_sweep_base(const SweepSpec& spec, RunConfig& cfg);
 // parameters; per-trial metrics go to DIR/trials/trial-<id>.jsonl.
 RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
                        const std::string& dir);
+// The trials' option_notes against `defaults`, one line per option noted, for the console: the
+// first trial's note with the number of trials that have one for that option ("... [trial 0;
+// 4 of 4 trials]"). Reads at most `max_trials` trials.
+std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConfig& base,
+                                            const RunConfig& defaults, int64_t max_trials = 10000);
 
 // Throws TrialInterrupted when a SIGINT/SIGTERM arrives (StopSignals: the caller should hold one
 // for the whole sweep): a trial in training checkpoints and stops, otherwise the sweep stops

@@ -1,6 +1,8 @@
 // CUDA side of the dense family: cuBLAS GEMM in row-major form, bias add and a deterministic
 // bias gradient (column sums with a fixed order: one warp-strided pass per column block, then
 // a fixed tree inside the block).
+#include <climits>
+
 #include "engine/cuda_check.h"
 #include "kernels/dense/dense.h"
 
@@ -10,6 +12,12 @@ void gemm_cuda(cublasHandle_t handle, bool ta, bool tb, int64_t M, int64_t N, in
                const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                int64_t ldc) {
   if (M == 0 || N == 0) return;
+  // cublasSgemm takes int sizes: a value past 2^31-1 would wrap (2^32 + 5 rows: a 5-row GEMM).
+  for (int64_t v : {M, N, K, lda, ldb, ldc})
+    KILN_CHECK(v <= INT_MAX, "GEMM "
+                                 << M << "x" << N << "x" << K << " (leading dimensions " << lda
+                                 << ", " << ldb << ", " << ldc
+                                 << ") exceeds cuBLAS's int range (2^31-1): use a smaller batch");
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
   KILN_CUBLAS_CHECK(cublasSgemm(handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
                                 static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha,

@@ -77,11 +77,26 @@ awk -v a="$want" -v b="$got" 'BEGIN { exit !(a - b < 5e-5 && b - a < 5e-5) }' ||
 check train-cnn 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --train-limit 256 --test-limit 100 --epochs 1
 check summary 0 'total parameters: [0-9]+' -- "$bin" --summary
 check ignored-note 0 'note: --groups 3 is ignored without --norm group' -- "$bin" --summary --groups 3
+check pool-after-mlp 0 'note: --pool-after 1 is ignored: .*the mlp has no pooling' -- "$bin" --summary --model mlp --pool-after 1
+# "--optimizer sgd" under the default one-cycle is not plain SGD (torch's OneCycleLR cycles its
+# momentum too): said; early stopping without --val-split selects on the test set: said.
+check sgd-one-cycle-note 0 'note: --schedule one-cycle cycles the momentum between 0.85 and 0.95 .*: sgd trains with it' -- \
+  "$bin" --summary --optimizer sgd
+check sgd-cycle-asked 0 'total parameters' -- "$bin" --summary --optimizer sgd --max-momentum 0.9
+grep -q 'cycles the momentum' "$tmp/err" && { echo "FAIL: a momentum range given was noted"; fail=1; }
+check sgd-no-cycle 0 'total parameters' -- "$bin" --summary --optimizer sgd --no-cycle-momentum
+grep -q 'cycles the momentum' "$tmp/err" && { echo "FAIL: --no-cycle-momentum was noted"; fail=1; }
+check early-stop-on-test 0 'note: --early-stop watches the test set \(no --val-split\)' -- \
+  "$bin" --device cpu --data-dir "$data" --model mlp --width 16 --epochs 1 --train-limit 256 --test-limit 100 --early-stop 2
 check channel-dropout 0 'Dropout2d' -- "$bin" --summary --dropout 0.1 --dropout-kind channel
 [ "$(grep -c 'Dropout2d' "$tmp/out")" = 7 ] || { echo "FAIL channel dropout: want 7 Dropout2d layers"; cat "$tmp/out"; fail=1; }
 check channel-dropout-mlp 0 'note: --dropout-kind channel is ignored: the mlp has no channels' -- \
   "$bin" --summary --model mlp --dropout 0.1 --dropout-kind channel
 check help 0 '--batch-size' -- "$bin" --help
+# --help says what leaving an option out means (the app's defaults, not the library's), and
+# how to turn off a bool that is on.
+grep -Eq -- '--lr <float> .*\[default 0\.003\]$' "$tmp/out" && grep -Eq -- '--\[no-\]shuffle .*\[default on\]$' "$tmp/out" &&
+  grep -Eq -- '--norm <string> .*\[default none\]$' "$tmp/out" || { echo "FAIL: help defaults"; fail=1; }
 check bad-flag 2 "unknown option 'batch-sise' \(did you mean 'batch-size'\?\)" -- "$bin" --batch-sise 3
 check bad-value 2 "--lr: 'x' is not a finite number" -- "$bin" --lr x
 check neg-lr 2 'lr' -- "$bin" --lr -1 --data-dir "$data"
