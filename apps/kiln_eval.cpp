@@ -16,6 +16,7 @@
 #include "engine/json.h"
 #include "tuning/options.h"
 #include "tuning/run.h"
+#include "tuning/run_checkpoint.h"
 
 using namespace kiln;  // an app, not the library
 
@@ -23,11 +24,25 @@ int main(int argc, char** argv) {
   return app::guarded_main("kiln_eval", [&] {
     std::string ckpt, dump, data_dir, device = "cpu", split = "test";
     int64_t limit = 0;
+    static const char* const kFlags[] = {"--dump-logits", "--data-dir", "--device", "--split",
+                                         "--test-limit"};
     for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
+      std::string a = argv[i], inline_value;
+      bool has_inline = false;
+      if (a.rfind("--", 0) == 0 && a.find('=') != std::string::npos) {  // --split=val
+        inline_value = a.substr(a.find('=') + 1);
+        a = a.substr(0, a.find('='));
+        has_inline = true;
+      }
       auto value = [&]() -> std::string {
-        KILN_USAGE_CHECK(i + 1 < argc, a << " needs a value");
-        return argv[++i];
+        std::string v = has_inline ? inline_value : "";
+        if (!has_inline) {
+          KILN_USAGE_CHECK(i + 1 < argc, a << " needs a value");
+          v = argv[++i];
+        }
+        KILN_USAGE_CHECK(!v.empty() || a == "--device" || a == "--split" || a == "--test-limit",
+                         a << ": an empty path (leave " << a << " out instead)");
+        return v;
       };
       if (a == "--dump-logits")
         dump = value();
@@ -47,12 +62,19 @@ int main(int argc, char** argv) {
             "[--test-limit N] [--device cpu|cuda] [--dump-logits FILE]\n");
         return 0;
       } else {
+        std::string near;  // a misspelt flag gets a suggestion, as the training apps give
+        for (const char* f : kFlags)
+          if (a.rfind("--", 0) == 0 && edit_distance(a, f) <= 2) near = f;
         KILN_USAGE_CHECK(a.rfind("--", 0) != 0 && ckpt.empty(),
-                         "unexpected argument '" << a << "'");
+                         "unexpected argument '"
+                             << a << "'"
+                             << (near.empty() ? "" : " (did you mean '" + near + "'?)"));
         ckpt = a;
       }
     }
     KILN_USAGE_CHECK(!ckpt.empty(), "no checkpoint given (usage: kiln_eval CHECKPOINT ...)");
+    KILN_USAGE_CHECK(dump.empty() || !same_file(dump, ckpt),
+                     "--dump-logits " << dump << " is the checkpoint; name another file");
     KILN_USAGE_CHECK(split == "test" || split == "train" || split == "val",
                      "--split: '" << split << "' is not test, train or val");
     KILN_USAGE_CHECK(

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
     StopSignals signals;  // from the start: a signal while the data loads ends the test at step 1
     RunConfig defaults = app::default_run_config();
     defaults.train.epochs = 1;
+    defaults.lr_find = true;  // as train_mnist --lr-find: the notes and checks of a range test
     RunConfig cfg = defaults;
     ParsedArgs args = parse_args(cfg, argc, argv, run_options());
     if (args.help) {

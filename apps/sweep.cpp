@@ -83,27 +83,36 @@ int main(int argc, char** argv) {
     std::vector<char*> rest = {argv[0]};
     std::vector<std::string> files;
     for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto value = [&](const char* flag) -> std::string {
-        KILN_USAGE_CHECK(i + 1 < argc, flag << " needs a value");
-        return argv[++i];
+      std::string a = argv[i], inline_value;
+      const bool has_inline = a.rfind("--", 0) == 0 && a.find('=') != std::string::npos;
+      const std::string flag = has_inline ? a.substr(0, a.find('=')) : a;
+      auto value = [&](const char* name) -> std::string {
+        std::string v;
+        if (has_inline) {
+          v = a.substr(a.find('=') + 1);
+        } else {
+          KILN_USAGE_CHECK(i + 1 < argc, name << " needs a value");
+          v = argv[++i];
+        }
+        KILN_USAGE_CHECK(!v.empty(), name << ": an empty value");
+        return v;
       };
       if (a == "--help" || a == "-h") {
         std::printf("%s", kUsage);
         return 0;
-      } else if (a == "--dir")
+      } else if (flag == "--dir")
         dir = value("--dir");
       else if (a == "--resume")
         resume = true;
       else if (a == "--dry-run")
         dry_run = true;
-      else if (a == "--worker")
+      else if (flag == "--worker")
         worker = value("--worker");
-      else if (a == "--importance")
+      else if (flag == "--importance")
         importance_dir = value("--importance");
-      else if (a == "--report")
+      else if (flag == "--report")
         report_dir = value("--report");
-      else if (a == "--top") {
+      else if (flag == "--top") {
         std::string v = value("--top");
         KILN_USAGE_CHECK(
             !v.empty() && v.size() <= 9 && v.find_first_not_of("0123456789") == std::string::npos,
@@ -113,9 +122,19 @@ int main(int argc, char** argv) {
         files.push_back(a);
       else {
         rest.push_back(argv[i]);
-        // A run option's value travels with it (bool flags have none).
-        const OptionSpec* s = run_options().find(a.substr(2));
-        if (s && s->type != "bool" && a.find('=') == std::string::npos && i + 1 < argc)
+        // A run option's value travels with it (bool flags have none). An unknown one is an
+        // error here: its value would otherwise be taken for a second sweep file.
+        std::string name = flag.substr(2);
+        const OptionSpec* s = run_options().find(name);
+        const bool negated_bool = !s && name.rfind("no-", 0) == 0 &&
+                                  run_options().find(name.substr(3)) &&
+                                  run_options().find(name.substr(3))->type == "bool";
+        if (!s && !negated_bool && name != "config") {
+          const std::string near = run_options().closest(name);
+          KILN_USAGE_FAIL(flag << ": unknown option '" << name << "'"
+                               << (near.empty() ? "" : " (did you mean '" + near + "'?)"));
+        }
+        if ((name == "config" || (s && s->type != "bool")) && !has_inline && i + 1 < argc)
           rest.push_back(argv[++i]);
       }
     }

@@ -27,7 +27,9 @@ BatchIterator::BatchIterator(const Dataset& ds, int64_t batch_size, bool shuffle
 
 int64_t BatchIterator::batches_per_epoch() const {
   KILN_USAGE_CHECK(batch_size_ > 0, ds_.name << ": batch size must be > 0, got " << batch_size_);
-  return (ds_.size() + batch_size_ - 1) / batch_size_;
+  // Not (n + b - 1) / b: that overflows for a batch near 2^63 (a batch larger than the dataset
+  // is one batch, as PyTorch's DataLoader makes it).
+  return ds_.size() / batch_size_ + (ds_.size() % batch_size_ != 0);
 }
 
 void BatchIterator::start_epoch(int epoch, cudaStream_t stream) {
@@ -68,7 +70,9 @@ bool BatchIterator::batch(int64_t b, Tensor& images, Buffer& labels, int64_t& co
   Shape shape = ds_.images.shape();
   shape[0] = count;
   ensure(images, shape, dev);
-  const size_t label_bytes = static_cast<size_t>(batch_size_) * sizeof(int32_t);
+  // Sized for the largest batch this dataset yields, not --batch-size (2^62 wrapped to 0 bytes).
+  const size_t label_bytes =
+      static_cast<size_t>(std::min(batch_size_, ds_.size())) * sizeof(int32_t);
   if (labels.bytes() < label_bytes || labels.device() != dev) labels = Buffer(label_bytes, dev);
 
   const float* src = ds_.images.data();

@@ -54,7 +54,7 @@ std::vector<long long> steps_per_epoch(long long samples, long long batch_size,
   std::vector<long long> out;
   for (int e = 0; e < epochs; ++e) {
     const long long b = sched.empty() ? batch_size : batch_size_at(sched, e);
-    out.push_back(b > 0 ? (samples + b - 1) / b : 0);
+    out.push_back(b > 0 ? samples / b + (samples % b != 0) : 0);  // no overflow near 2^63
   }
   return out;
 }

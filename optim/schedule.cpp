@@ -1,15 +1,18 @@
 // LR schedules with PyTorch/Keras semantics. Each class states its formula and whether it is a
 // function of the epoch (per-epoch: constant over an epoch) or of the optimizer step (per-step).
 // `epoch` is 0-based; `step` counts optimizer steps since the start of the run (0-based).
+#include "optim/schedule.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "engine/error.h"
-#include "optim/schedule.h"
+#include "engine/json.h"
 
 namespace kiln {
 
@@ -285,9 +288,12 @@ class ManualLR : public Schedule {
       double l;
       std::string rest;
       bool ok = static_cast<bool>(row >> e >> l) && !(row >> rest);
-      KILN_CHECK(ok && e >= 0 && e <= 1000000000 && std::isfinite(l) && l >= 0,
-                 "schedule file " << file_ << ":" << n << ": expected 'epoch lr' (epoch >= 0, lr >= 0), got '"
-                                  << line << "'");
+      // (an lr past a float's range would train at inf; the line is echoed printable)
+      KILN_CHECK(ok && e >= 0 && e <= 1000000000 && std::isfinite(l) && l >= 0 &&
+                     l <= std::numeric_limits<float>::max(),
+                 "schedule file " << file_ << ":" << n
+                                  << ": expected 'epoch lr' (epoch >= 0, 0 <= lr <= 3.4e38), got '"
+                                  << printable(line) << "'");
       entries.emplace_back(static_cast<int>(e), static_cast<float>(l));
     }
     entries_ = std::move(entries);

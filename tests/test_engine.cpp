@@ -298,6 +298,18 @@ TEST(Options, CliFlagsBoolsAndErrors) {
             "--width: '-4294967295' is out of range (at most 2147483647)");
   EXPECT_EQ(usage_msg({"--batch-size", "4294967297"}),
             "no error");  // int64: fits (then checked by validate)
+  // A float field: past its range it was inf, below it 0, silently; hex was read as hex.
+  EXPECT_EQ(usage_msg({"--clipnorm", "1e39"}),
+            "--clipnorm: '1e39' is out of range (a float holds at most 3.4e38)");
+  EXPECT_EQ(usage_msg({"--eps", "1e-50"}),
+            "--eps: '1e-50' is too small for a float (|x| >= 1.2e-38, or 0)");
+  EXPECT_EQ(usage_msg({"--val-split", "1e-50"}), "no error");  // a double field
+  EXPECT_EQ(usage_msg({"--epochs", "0x10"}), "--epochs: '0x10' is not an integer");
+  EXPECT_EQ(usage_msg({"--lr", "0x1p3"}), "--lr: '0x1p3' is not a finite number");
+  EXPECT_EQ(usage_msg({"--milestones", "2,4294967297"}),
+            "--milestones: '4294967297' is out of range (at most 2147483647)");
+  EXPECT_EQ(usage_msg({"--seed", "18446744073709551615"}),
+            "--seed: '18446744073709551615' is out of range (at most 9223372036854775807)");
 }
 
 // The lists that resume, sweeps and lr_find keep of options are the table's traits.

@@ -317,6 +317,7 @@ LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const st
   RunConfig outputs = cfg;  // only the CSV is written: --save and --log are not used
   outputs.save.clear();
   outputs.train.log_path.clear();
+  outputs.lr_find = true;       // the CSV's default name is checked too
   check_output_paths(outputs);  // --lr-find-csv: before the range test, not after
   auto s = make_session(cfg);
   if (!cfg.resume.empty()) {  // the weights (and norm buffers) only: a fresh optimizer ramps

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +22,9 @@ namespace kiln {
 namespace {
 
 double parse_float(const std::string& v, const std::string& origin) {
+  // Decimal only: strtod also reads hex ("0x10" = 16), which no YAML or Python user means.
+  KILN_USAGE_CHECK(v.find_first_of("xX") == std::string::npos,
+                   origin << ": '" << v << "' is not a finite number");
   char* end = nullptr;
   errno = 0;
   double d = std::strtod(v.c_str(), &end);
@@ -29,10 +33,24 @@ double parse_float(const std::string& v, const std::string& origin) {
   return d;
 }
 
+// A double headed for a float field: past FLT_MAX it would be inf, below FLT_MIN 0 (or a
+// denormal), each silently.
+float to_float(double d, const std::string& v) {
+  KILN_USAGE_CHECK(std::fabs(d) <= std::numeric_limits<float>::max(),
+                   ": '" << v << "' is out of range (a float holds at most 3.4e38)");
+  KILN_USAGE_CHECK(d == 0 || std::fabs(d) >= std::numeric_limits<float>::min(),
+                   ": '" << v << "' is too small for a float (|x| >= 1.2e-38, or 0)");
+  return static_cast<float>(d);
+}
+
 long long parse_int(const std::string& v, const std::string& origin) {
+  KILN_USAGE_CHECK(v.find_first_of("xX") == std::string::npos,  // strtod would read hex
+                   origin << ": '" << v << "' is not an integer");
   char* end = nullptr;
   errno = 0;
   long long x = std::strtoll(v.c_str(), &end, 10);
+  KILN_USAGE_CHECK(errno != ERANGE,
+                   origin << ": '" << v << "' is out of range (at most 9223372036854775807)");
   if (end && *end != 0) {  // accept 1e3-style integers from YAML/sweeps when exact
     char* fend = nullptr;
     double d = std::strtod(v.c_str(), &fend);
@@ -78,25 +96,17 @@ std::string fmt_exact(double v) {
   return buf;
 }
 
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
-
 // Row builders: the accessor returns a reference to the field.
 template <typename F>
 OptionSpec opt_float(const std::string& name, const std::string& help, F field) {
   return {name, "float", help,
           [field](RunConfig& c, const std::string& v) {
             using T = std::remove_reference_t<decltype(field(c))>;  // float, or double
-            field(c) = static_cast<T>(parse_float(v, ""));
+            const double d = parse_float(v, "");
+            if constexpr (std::is_same_v<T, float>)
+              field(c) = to_float(d, v);
+            else
+              field(c) = d;
           },
           [field](const RunConfig& c) {
             auto v = field(const_cast<RunConfig&>(c));
@@ -115,8 +125,11 @@ OptionSpec opt_int(const std::string& name, const std::string& help, F field) {
               fits = x >= std::numeric_limits<T>::min() && x <= std::numeric_limits<T>::max();
             else
               fits = x >= 0 && static_cast<unsigned long long>(x) <= std::numeric_limits<T>::max();
-            KILN_USAGE_CHECK(fits, ": '" << v << "' is out of range (at most "
-                                         << std::numeric_limits<T>::max() << ")");
+            KILN_USAGE_CHECK(
+                fits, ": '" << v << "' is out of range (at most "
+                            << std::min<unsigned long long>(std::numeric_limits<T>::max(),
+                                                            std::numeric_limits<long long>::max())
+                            << ")");
             field(c) = static_cast<T>(x);
           },
           [field](const RunConfig& c) { return std::to_string(field(const_cast<RunConfig&>(c))); }};
@@ -225,8 +238,13 @@ OptionTable build_table() {
            c.sched.milestones.clear();
            std::stringstream ss(v);
            std::string item;
-           while (std::getline(ss, item, ','))
-             if (!item.empty()) c.sched.milestones.push_back(static_cast<int>(parse_int(item, "")));
+           while (std::getline(ss, item, ',')) {
+             if (item.empty()) continue;
+             const long long m = parse_int(item, "");  // an int: 2^32 + 1 wrapped to 1
+             KILN_USAGE_CHECK(m >= INT_MIN && m <= INT_MAX,
+                              ": '" << item << "' is out of range (at most 2147483647)");
+             c.sched.milestones.push_back(static_cast<int>(m));
+           }
          },
          [](const RunConfig& c) {
            std::string s;
@@ -445,6 +463,19 @@ OptionTable build_table() {
 }
 
 }  // namespace
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] =
+          std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
 
 std::string normalize_key(const std::string& k) {
   std::string s = k;

@@ -15,11 +15,30 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
   std::vector<std::string> notes = cfg.model.ignored(defaults.model);
   for (const std::string& n : cfg.optim.ignored(defaults.optim)) notes.push_back(n);
   if (cfg.lr_find) return notes;  // the range test replaces the schedule (lr_find says so)
+  // Training reads none of the range test's options.
+  std::string lr_find_opts;
+  for (const char* name : {"start-lr", "end-lr", "num-it", "lr-find-csv", "lr-find-val"}) {
+    const OptionSpec* spec = run_options().find(name);
+    if (spec->get(cfg) != spec->get(defaults)) lr_find_opts += std::string(" --") + name;
+  }
+  if (!lr_find_opts.empty())
+    notes.push_back(lr_find_opts.substr(1) +
+                    (lr_find_opts.find(' ', 1) == std::string::npos ? " is" : " are") +
+                    " ignored without --lr-find (the LR range test's options)");
+  if (!cfg.train.batch_schedule.empty() && cfg.train.batch_size != defaults.train.batch_size)
+    notes.push_back("--batch-size " + std::to_string(cfg.train.batch_size) +
+                    " is ignored: --batch-schedule sets every epoch's batch");
+  if (cfg.train.scale_lr_with_batch && cfg.train.batch_schedule.empty())
+    notes.push_back(
+        "--scale-lr is ignored without --batch-schedule (it scales the lr with the scheduled "
+        "batch)");
   for (const std::string& n : cfg.sched.ignored(defaults.sched)) notes.push_back(n);
   // --precision picks the cuBLAS math mode; --device auto that finds no GPU runs fp32.
   if (cfg.precision != "fp32" && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
     notes.push_back("--precision " + cfg.precision +
                     " is ignored: no CUDA device answers, the CPU computes in fp32");
+  if (cfg.train.cuda_graphs && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
+    notes.push_back("--cuda-graphs on is ignored: no CUDA device answers, the CPU runs the steps");
   // A cycling schedule drives SGD's and RMSprop's momentum, as torch's OneCycleLR and CyclicLR
   // (cycle_momentum=True) do: "--optimizer sgd" alone then is not plain SGD. Said unless the
   // momentum range was given (--base-momentum, --max-momentum).
@@ -95,6 +114,10 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   TrainPosition from;
   from.step = s->trainer->step();
   if (!cfg.resume.empty()) from = resume_session(*s, hooks.log);
+  else if (hooks.log && (cfg.checkpoint_every > 0 || cfg.checkpoint_every_steps > 0)) {
+    const std::string note = existing_checkpoints_note(cfg);
+    if (!note.empty()) hooks.log("note: " + note);
+  }
   StopSignals signals;
   Trainer& tr = *s->trainer;
   if (s->val.size() > 0) tr.val_set = &s->val;

@@ -51,18 +51,20 @@ void make_dirs(const std::string& dir) {
              "checkpoint directory " << dir << ": not a directory");
 }
 
-bool is_periodic_name(const std::string& n) {
+// ckpt-epoch-<E>.safetensors -> ('e', E), ckpt-step-<S>.safetensors -> ('s', S); kind 0 for
+// any other name.
+std::pair<char, long long> periodic_name(const std::string& n) {
   const std::string suffix = ".safetensors";
   if (n.size() <= suffix.size() || n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0)
-    return false;
+    return {0, 0};
   std::string stem = n.substr(0, n.size() - suffix.size());
   for (const char* p : {"ckpt-epoch-", "ckpt-step-"}) {
     std::string pre = p;
-    if (stem.rfind(pre, 0) == 0 && stem.size() > pre.size() &&
+    if (stem.rfind(pre, 0) == 0 && stem.size() > pre.size() && stem.size() - pre.size() <= 18 &&
         stem.find_first_not_of("0123456789", pre.size()) == std::string::npos)
-      return true;
+      return {pre[5], std::stoll(stem.substr(pre.size()))};
   }
-  return false;
+  return {0, 0};
 }
 
 // Options that only steer this invocation; a resumed run may change them without a note.
@@ -102,7 +104,7 @@ std::string checkpoint_name(const TrainPosition& p) {
                       : "ckpt-step-" + std::to_string(p.step) + ".safetensors";
 }
 
-void prune_checkpoints(const std::string& dir, int keep) {
+void prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto) {
   if (keep <= 0) return;
   DIR* d = ::opendir(dir.c_str());
   if (!d) return;
@@ -117,7 +119,10 @@ void prune_checkpoints(const std::string& dir, int keep) {
         ::unlink((dir + "/" + n).c_str());
       continue;
     }
-    if (!is_periodic_name(n)) continue;
+    // Only names this run has reached (it wrote them, or the run it resumed did): another run's
+    // later checkpoints in a shared directory are not this run's to delete.
+    const auto [kind, number] = periodic_name(n);
+    if (kind == 0 || number > (kind == 'e' ? upto.epoch : upto.step)) continue;
     struct stat st;
     if (::stat((dir + "/" + n).c_str(), &st) != 0) continue;
     files.emplace_back(st.st_mtim.tv_sec, st.st_mtim.tv_nsec, n);
@@ -128,29 +133,63 @@ void prune_checkpoints(const std::string& dir, int keep) {
     ::unlink((dir + "/" + std::get<2>(files[i])).c_str());
 }
 
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa, sb;  // the same inode, whatever the spelling (./x, a link)
+  if (::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0)
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  return a == b;
+}
+
 void check_output_paths(const RunConfig& cfg) {
-  auto dir_ok = [](const std::string& opt, const std::string& path) {
-    if (path.empty()) return;
-    std::string d = dir_name(path);
-    struct stat st;
-    KILN_USAGE_CHECK(::stat(d.c_str(), &st) == 0 && S_ISDIR(st.st_mode),
-                     opt << " " << path << ": directory " << d << " does not exist");
-    KILN_USAGE_CHECK(::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode),
-                     opt << " " << path << ": is a directory; name a file");
-  };
-  const std::pair<const char*, const std::string*> outs[] = {
-      {"--save", &cfg.save}, {"--log", &cfg.train.log_path}, {"--lr-find-csv", &cfg.lr_find_csv}};
   struct stat st;
-  KILN_USAGE_CHECK(cfg.save.empty() || ::stat(cfg.save.c_str(), &st) != 0 || S_ISDIR(st.st_mode) ||
-                       S_ISREG(st.st_mode),
-                   "--save " << cfg.save << ": exists and is not a regular file; not replacing it");
+  const std::string csv = cfg.lr_find && cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv;
+  const std::pair<const char*, std::string> outs[] = {
+      {"--save", cfg.save}, {"--log", cfg.train.log_path}, {"--lr-find-csv", csv}};
+  const std::pair<const char*, std::string> ins[] = {
+      {"--resume", cfg.resume}, {"--config", cfg.config_path}, {"--schedule-file", cfg.sched.file}};
   for (size_t i = 0; i < 3; ++i) {
-    dir_ok(outs[i].first, *outs[i].second);
+    const auto& [opt, path] = outs[i];
+    if (path.empty()) continue;
+    const std::string d = dir_name(path);
+    KILN_USAGE_CHECK(::stat(d.c_str(), &st) == 0,
+                     opt << " " << path << ": directory " << d << " does not exist");
+    KILN_USAGE_CHECK(S_ISDIR(st.st_mode), opt << " " << path << ": " << d << " is not a directory");
+    const bool exists = ::stat(path.c_str(), &st) == 0;
+    KILN_USAGE_CHECK(!exists || !S_ISDIR(st.st_mode),
+                     opt << " " << path << ": is a directory; name a file");
+    // --save and the CSV are replaced by a rename, which would turn a device or FIFO into a
+    // file; the log is appended to, so --log /dev/null works.
+    KILN_USAGE_CHECK(!exists || S_ISREG(st.st_mode) || i == 1,
+                     opt << " " << path << ": exists and is not a regular file; not replacing it");
     for (size_t j = 0; j < i; ++j)  // one would overwrite the other
-      KILN_USAGE_CHECK(
-          outs[i].second->empty() || *outs[i].second != *outs[j].second,
-          outs[j].first << " and " << outs[i].first << " name the same file " << *outs[i].second);
+      KILN_USAGE_CHECK(outs[j].second.empty() || !same_file(path, outs[j].second),
+                       outs[j].first << " and " << opt << " name the same file " << path);
+    for (const auto& [in_opt, in_path] : ins)  // the run would destroy its own input (--save
+      // over --resume is fine: read first, replaced whole at the end, "train longer")
+      KILN_USAGE_CHECK(in_path.empty() || (i == 0 && in_opt == std::string("--resume")) ||
+                           !same_file(path, in_path),
+                       opt << " " << path << " is the " << in_opt << " file; name another");
   }
+  // Periodic (and SIGINT/SIGTERM) checkpoints: the directory is made when the first is written,
+  // so a path that cannot become one fails now, not after the first epoch.
+  std::string dir = checkpoint_dir_for(cfg), at = dir;
+  while (::stat(at.c_str(), &st) != 0 && at != dir_name(at)) at = dir_name(at);
+  KILN_USAGE_CHECK(::stat(at.c_str(), &st) != 0 || S_ISDIR(st.st_mode),
+                   "checkpoint directory " << dir << ": " << at << " is not a directory");
+}
+
+std::string existing_checkpoints_note(const RunConfig& cfg) {
+  const std::string dir = checkpoint_dir_for(cfg);
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return "";
+  int n = 0;
+  while (dirent* e = ::readdir(d)) n += periodic_name(e->d_name).first != 0;
+  ::closedir(d);
+  if (n == 0) return "";
+  return "checkpoint directory " + dir + " already holds " + std::to_string(n) +
+         " periodic checkpoint" + (n == 1 ? "" : "s") +
+         " (ckpt-*.safetensors): this run replaces those of the names it writes; "
+         "--checkpoint-dir DIR keeps them apart";
 }
 
 TrainPosition resume_session(RunSession& s, const std::function<void(const std::string&)>& log) {
@@ -218,7 +257,7 @@ std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p) {
   std::string dir = checkpoint_dir_for(s.cfg);
   make_dirs(dir);
   std::string path = write_session_checkpoint(s, dir + "/" + checkpoint_name(p), p);
-  prune_checkpoints(dir, s.cfg.keep_last);
+  prune_checkpoints(dir, s.cfg.keep_last, p);
   return path;
 }
 

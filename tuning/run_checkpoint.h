@@ -30,10 +30,19 @@ std::string config_diffs(const JsonValue& was, const JsonValue& now,
 std::string checkpoint_dir_for(const RunConfig& cfg);
 // ckpt-epoch-<E>.safetensors at an epoch boundary, ckpt-step-<S>.safetensors mid-epoch.
 std::string checkpoint_name(const TrainPosition& p);
-// Deletes all but the newest `keep` ckpt-*.safetensors files in dir (by modification time).
-void prune_checkpoints(const std::string& dir, int keep);
-// Fails early (usage error) when an output's directory does not exist, before any work.
+// Deletes all but the newest `keep` periodic checkpoints in dir (by modification time) among
+// those this run has reached: ckpt-epoch-E with E <= upto.epoch, ckpt-step-S with S <= upto.step.
+void prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto);
+// Fails early (usage error), before any work, when an output (--save, --log, --lr-find-csv)
+// cannot be written: its directory is missing, it is a directory, two outputs or an output and
+// an input (--resume, --config, --schedule-file) are the same file; or when the checkpoint
+// directory cannot be made.
 void check_output_paths(const RunConfig& cfg);
+// Whether two paths name the same existing file (same inode), or are the same text.
+bool same_file(const std::string& a, const std::string& b);
+// A note for a run that starts fresh in a checkpoint directory already holding periodic
+// checkpoints (another run's, whose same-named files it will replace), or "".
+std::string existing_checkpoints_note(const RunConfig& cfg);
 
 // Restores the session from cfg.resume (model, optimizer, schedule, step); returns where to
 // continue. Differences between the checkpoint's config and this run are reported via `log`.

@@ -156,6 +156,12 @@ done
 grep -q '"batch_size":16' group/trials/trial-0.jsonl && grep -q 'per-layer norms' group/trials/trial-0.log ||
   { echo "FAIL: grouped trial or its log"; cat group.txt; ls group/trials; exit 1; }
 ! grep -q 'per-layer norms' group.txt || { echo "FAIL: the table went to the sweep output"; exit 1; }
+# An unknown option is named (its value was taken for a second sweep file); --dir=D works.
+set +e
+"$KILN_BIN/sweep" s.yaml --epoch 3 "${common[@]}" > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "unknown option 'epoch' (did you mean 'epochs'?)" err.txt || { echo "FAIL: unknown option rc=$rc"; cat err.txt; exit 1; }
 # An option the trials never read (a swept --momentum under adam, a base --gamma under cosine) is
 # noted once on the console with how many trials have it, and in each such trial's log.
 cat > ign.yaml <<YAML
@@ -164,7 +170,7 @@ base: {model: mlp, width: 16, epochs: 1, train_limit: 300, test_limit: 100, opti
 parameters:
   momentum: {values: [0.0, 0.9]}
 YAML
-"$KILN_BIN/sweep" ign.yaml --dir ign "${common[@]}" > ign.txt 2> err.txt
+"$KILN_BIN/sweep" ign.yaml --dir=ign "${common[@]}" > ign.txt 2> err.txt
 grep -q '^sweep: note: --momentum 0.9 is ignored: adam has no momentum option .*\[trial 1; 1 of 2 trials\]$' err.txt &&
   grep -q '^sweep: note: --gamma is ignored by --schedule cosine .*\[trial 0; 2 of 2 trials\]$' err.txt ||
   { echo "FAIL: sweep notes"; cat err.txt; exit 1; }

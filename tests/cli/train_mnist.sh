@@ -76,6 +76,12 @@ awk -v a="$want" -v b="$got" 'BEGIN { exit !(a - b < 5e-5 && b - a < 5e-5) }' ||
   { echo "FAIL restore-best: final test_acc $got, restored $want"; fail=1; }
 check train-cnn 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --train-limit 256 --test-limit 100 --epochs 1
 check summary 0 'total parameters: [0-9]+' -- "$bin" --summary
+# A batch larger than the dataset is one batch (PyTorch's DataLoader); 2^62 wrapped the label
+# buffer's size to 0 (SIGSEGV) and 2^63-1 overflowed the batch count (a NaN "divergence").
+for b in 4611686018427387904 9223372036854775807; do
+  check huge-batch-$b 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --train-limit 64 --test-limit 64 \
+    --epochs 1 --model mlp --width 16 --batch-size $b --eval-batch-size $b
+done
 check ignored-note 0 'note: --groups 3 is ignored without --norm group' -- "$bin" --summary --groups 3
 check pool-after-mlp 0 'note: --pool-after 1 is ignored: .*the mlp has no pooling' -- "$bin" --summary --model mlp --pool-after 1
 # "--optimizer sgd" under the default one-cycle is not plain SGD (torch's OneCycleLR cycles its
@@ -92,6 +98,22 @@ check channel-dropout 0 'Dropout2d' -- "$bin" --summary --dropout 0.1 --dropout-
 [ "$(grep -c 'Dropout2d' "$tmp/out")" = 7 ] || { echo "FAIL channel dropout: want 7 Dropout2d layers"; cat "$tmp/out"; fail=1; }
 check channel-dropout-mlp 0 'note: --dropout-kind channel is ignored: the mlp has no channels' -- \
   "$bin" --summary --model mlp --dropout 0.1 --dropout-kind channel
+# Two runs sharing a checkpoint directory: the second is told, and its --keep-last prunes only
+# the names it reached (it deleted the first run's ckpt-epoch-2 and -3).
+small=(--device cpu --data-dir "$data" --model mlp --width 8 --epochs 3 --train-limit 128 --test-limit 64)
+"$bin" "${small[@]}" --checkpoint-every 1 --checkpoint-dir "$tmp/ck" >/dev/null 2>&1
+check shared-ckpt-dir 0 "note: checkpoint directory $tmp/ck already holds 3 periodic checkpoints" -- \
+  "$bin" "${small[@]}" --epochs 1 --checkpoint-every 1 --checkpoint-dir "$tmp/ck" --keep-last 1 --optimizer sgd
+[ "$(ls "$tmp/ck" | tr '\n' ' ')" = "ckpt-epoch-1.safetensors ckpt-epoch-2.safetensors ckpt-epoch-3.safetensors " ] ||
+  { echo "FAIL: keep-last pruned another run's checkpoints: $(ls "$tmp/ck")"; fail=1; }
+# An output that is one of the run's inputs is refused before anything is written.
+printf 'lr: 0.01\n' > "$tmp/c.yaml"
+check log-is-config 2 "--log $tmp/c.yaml is the --config file" -- "$bin" "${small[@]}" --config "$tmp/c.yaml" --log "$tmp/c.yaml"
+[ "$(cat "$tmp/c.yaml")" = "lr: 0.01" ] || { echo "FAIL: the config was written to"; fail=1; }
+"$KILN_BIN/kiln_eval" "$tmp/ck/ckpt-epoch-1.safetensors" --data-dir "$data" \
+  --dump-logits "$tmp/ck/./ckpt-epoch-1.safetensors" >/dev/null 2>"$tmp/err"
+[ $? = 2 ] && grep -q 'kiln_eval: error: --dump-logits .* is the checkpoint' "$tmp/err" ||
+  { echo "FAIL: kiln_eval --dump-logits over its checkpoint"; cat "$tmp/err"; fail=1; }
 check help 0 '--batch-size' -- "$bin" --help
 # --help says what leaving an option out means (the app's defaults, not the library's), and
 # how to turn off a bool that is on.
