@@ -24,8 +24,8 @@ int main(int argc, char** argv) {
   return app::guarded_main("kiln_eval", [&] {
     std::string ckpt, dump, data_dir, device = "cpu", split = "test";
     int64_t limit = 0;
-    static const char* const kFlags[] = {"--dump-logits", "--data-dir", "--device", "--split",
-                                         "--test-limit"};
+    const std::vector<std::string> flags = {"--dump-logits", "--data-dir", "--device", "--split",
+                                            "--test-limit"};
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i], inline_value;
       bool has_inline = false;
@@ -62,9 +62,8 @@ int main(int argc, char** argv) {
             "[--test-limit N] [--device cpu|cuda] [--dump-logits FILE]\n");
         return 0;
       } else {
-        std::string near;  // a misspelt flag gets a suggestion, as the training apps give
-        for (const char* f : kFlags)
-          if (a.rfind("--", 0) == 0 && edit_distance(a, f) <= 2) near = f;
+        // a misspelt flag gets a suggestion, as the training apps give
+        const std::string near = a.rfind("--", 0) == 0 ? closest_name(a, flags) : "";
         KILN_USAGE_CHECK(a.rfind("--", 0) != 0 && ckpt.empty(),
                          "unexpected argument '"
                              << a << "'"

@@ -495,17 +495,23 @@ const OptionSpec* OptionTable::find(const std::string& name) const {
   return nullptr;
 }
 
-std::string OptionTable::closest(const std::string& name) const {
-  std::string n = normalize_key(name), best;
+std::string closest_name(const std::string& k, const std::vector<std::string>& names) {
+  std::string best;
   size_t bd = 3;  // suggest only near misses
-  for (const auto& s : specs_) {
-    size_t d = edit_distance(n, s.name);
+  for (const auto& n : names) {
+    const size_t d = edit_distance(k, n);
     if (d < bd) {
       bd = d;
-      best = s.name;
+      best = n;
     }
   }
   return best;
+}
+
+std::string OptionTable::closest(const std::string& name) const {
+  std::vector<std::string> names;
+  for (const auto& s : specs_) names.push_back(s.name);
+  return closest_name(normalize_key(name), names);
 }
 
 void OptionTable::set(RunConfig& cfg, const std::string& key, const std::string& value,

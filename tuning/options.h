@@ -92,7 +92,9 @@ const OptionTable& run_options();
 // false for a name the table does not have.
 bool option_has(const std::string& name, unsigned traits);
 std::string normalize_key(const std::string& k);  // "batch_size" -> "batch-size"
-size_t edit_distance(const std::string& a, const std::string& b);  // Levenshtein, for suggestions
+size_t edit_distance(const std::string& a, const std::string& b);  // Levenshtein
+// The name in `names` nearest to k (edit distance below 3), for "did you mean", or "".
+std::string closest_name(const std::string& k, const std::vector<std::string>& names);
 
 // Applies a flat YAML mapping of option: value (lists allowed for list options). Unknown keys,
 // wrong types and unreadable files are errors naming the file and the key.

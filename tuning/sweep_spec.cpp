@@ -36,33 +36,11 @@ std::string fmt_g(double v) {
   return buf;
 }
 
-std::string closest_of(const std::string& k, const std::vector<std::string>& names) {
-  std::string best;
-  size_t bd = 3;
-  for (const auto& n : names) {
-    // Cheap edit distance is enough for a handful of keys.
-    std::vector<size_t> prev(n.size() + 1), cur(n.size() + 1);
-    for (size_t j = 0; j <= n.size(); ++j) prev[j] = j;
-    for (size_t i = 1; i <= k.size(); ++i) {
-      cur[0] = i;
-      for (size_t j = 1; j <= n.size(); ++j)
-        cur[j] =
-            std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (k[i - 1] == n[j - 1] ? 0 : 1)});
-      std::swap(prev, cur);
-    }
-    if (prev[n.size()] < bd) {
-      bd = prev[n.size()];
-      best = n;
-    }
-  }
-  return best;
-}
-
 void check_key(const std::string& path, const std::string& where, const std::string& key,
                const std::vector<std::string>& allowed) {
   for (const auto& a : allowed)
     if (a == key) return;
-  std::string near = closest_of(key, allowed), list;
+  std::string near = closest_name(key, allowed), list;
   for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
   KILN_USAGE_FAIL(path << ": unknown key '" << key << "'" << where
                        << (near.empty() ? "" : " (did you mean '" + near + "'?)")
