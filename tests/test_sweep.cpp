@@ -193,6 +193,20 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
   EXPECT_NE(m.find("parameter 'lr-find': a sweep's trials train"), std::string::npos) << m;
   m = usage_error("parameters: {setup: {values: [{summary: true}]}}\n");
   EXPECT_NE(m.find("parameter 'setup' sets 'summary'"), std::string::npos) << m;
+  // yaml-cpp keeps a repeated key's last value and ignores a second document: refused, as in
+  // run configs; a number past 2^53 was cast with undefined behaviour; a list is no method.
+  EXPECT_EQ(usage_error("base: {epochs: 1, epochs: 3}\nparameters: {lr: {values: [0.1]}}\n"),
+            "s.yaml in base: key 'epochs' (line 1): already set at line 1");
+  EXPECT_EQ(usage_error("seed: 1\nseed: 2\nparameters: {lr: {values: [0.1]}}\n"),
+            "s.yaml: key 'seed' (line 2): already set at line 1");
+  EXPECT_EQ(usage_error("parameters: {g: {values: [{lr: 0.1, lr: 0.2}]}}\n"),
+            "s.yaml in parameter 'g': key 'lr' (line 1): already set at line 1");
+  EXPECT_EQ(usage_error("parameters: {lr: {values: [0.1]}}\n---\nmethod: grid\n"),
+            "s.yaml: line 2: a second YAML document (---); the file is one mapping");
+  EXPECT_EQ(usage_error("method: random\nrun_cap: 1e30\nparameters: {lr: {values: [0.1]}}\n"),
+            "s.yaml: key 'run_cap': expected a non-negative integer (at most 2^53)");
+  EXPECT_EQ(usage_error("method: [grid]\nparameters: {lr: {values: [0.1]}}\n"),
+            "s.yaml: key 'method': expected grid|random");
 }
 
 TEST(SweepSpec, TrialConfigAppliesParameters) {

@@ -9,6 +9,7 @@
 
 #include "engine/error.h"
 #include "tuning/sweep.h"
+#include "tuning/yaml_util.h"
 
 #ifdef KILN_HAVE_YAML
 #include <yaml-cpp/yaml.h>
@@ -93,6 +94,7 @@ SweepParam parse_bundles(const std::string& path, const std::string& key,
   for (const auto& item : values) {
     KILN_USAGE_CHECK(item.IsMap() && item.size() > 0,
                      origin << ": every value of a bundle parameter must be a mapping of options");
+    check_unique_keys(item, path, " in parameter '" + key + "'");
     std::vector<std::pair<std::string, std::string>> b;
     std::string label;
     RunConfig scratch;
@@ -198,6 +200,7 @@ SweepParam parse_param(const std::string& path, const std::string& key, const YA
 
 SweepSpec parse_sweep(const std::string& text, const std::string& path) {
 #ifdef KILN_HAVE_YAML
+  check_one_document(text, path);
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -210,6 +213,7 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
   SweepSpec s;
   s.path = path;
   bool goal_given = false;
+  check_unique_keys(root, path, "");  // yaml-cpp keeps the last of a repeated key
   for (const auto& kv : root) {
     std::string k = kv.first.as<std::string>();
     std::string origin = path + ": key '" + k + "'";
@@ -223,13 +227,16 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
                "early_terminate"});
     const YAML::Node& v = kv.second;
     if (k == "name" || k == "description") continue;
+    if (v.IsMap()) check_unique_keys(v, path, " in " + k);
     if (k == "method") {
+      KILN_USAGE_CHECK(v.IsScalar(), origin << ": expected grid|random");
       s.method = scalar_text(v, origin);
       KILN_USAGE_CHECK(s.method == "grid" || s.method == "random",
                        origin << ": '" << s.method << "': expected grid|random");
     } else if (k == "seed" || k == "run_cap") {
-      double d = number(v, origin);
-      KILN_USAGE_CHECK(d >= 0 && d == std::floor(d), origin << ": expected a non-negative integer");
+      double d = number(v, origin);  // (past 2^53 the cast below would be undefined)
+      KILN_USAGE_CHECK(d >= 0 && d == std::floor(d) && d <= 9007199254740992.0,
+                       origin << ": expected a non-negative integer (at most 2^53)");
       if (k == "seed")
         s.seed = static_cast<uint64_t>(d);
       else
@@ -267,8 +274,11 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
       KILN_USAGE_CHECK(
           v.IsMap() && v.size() > 0,
           origin << ": expected a non-empty mapping of option: {values|value|min/max}");
-      for (const auto& p : v)
+      for (const auto& p : v) {
+        if (p.second.IsMap())
+          check_unique_keys(p.second, path, " in parameter '" + p.first.as<std::string>() + "'");
         s.params.push_back(parse_param(path, p.first.as<std::string>(), p.second));
+      }
     } else {
       KILN_USAGE_CHECK(v.IsMap(), origin << ": expected {type: median, min_epochs: k}");
       for (const auto& e : v) {
@@ -280,7 +290,8 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
           s.median_stop = true;
         } else {
           double d = number(e.second, eo);
-          KILN_USAGE_CHECK(d >= 1 && d == std::floor(d), eo << ": expected an integer >= 1");
+          KILN_USAGE_CHECK(d >= 1 && d == std::floor(d) && d <= 1e9,
+                           eo << ": expected an integer from 1 to 10^9");
           (ek == "min_epochs" ? s.min_epochs : s.min_trials) = static_cast<int>(d);
         }
       }

@@ -5,7 +5,9 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/json.h"
 #include "tuning/options.h"
+#include "tuning/yaml_util.h"
 
 #ifdef KILN_HAVE_YAML
 #include <yaml-cpp/yaml.h>
@@ -13,30 +15,49 @@
 
 namespace kiln {
 
+#ifdef KILN_HAVE_YAML
+// Found by lines, not by YAML::LoadAll, which loops forever on some malformed input in
+// yaml-cpp 0.7.
+void check_one_document(const std::string& text, const std::string& path) {
+  std::istringstream lines(text);
+  std::string line;
+  bool content = false;
+  for (int n = 1; std::getline(lines, line); ++n) {
+    const bool marker = line.compare(0, 3, "---") == 0 &&
+                        (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
+    KILN_USAGE_CHECK(
+        !(marker && content),
+        path << ": line " << n << ": a second YAML document (---); the file is one mapping");
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (!marker && first != std::string::npos && line[first] != '#') content = true;
+  }
+}
+
+void check_unique_keys(const YAML::Node& map, const std::string& path, const std::string& where) {
+  std::vector<std::pair<std::string, int>> seen;  // normalised key, line
+  for (const auto& kv : map) {
+    const int line = kv.first.Mark().line + 1;
+    KILN_USAGE_CHECK(kv.first.IsScalar(),
+                     path << where << ": line " << line << ": keys must be plain words");
+    const std::string key = kv.first.as<std::string>();
+    for (const auto& [k, l] : seen)
+      KILN_USAGE_CHECK(k != normalize_key(key), path << where << ": key '" << printable(key)
+                                                     << "' (line " << line
+                                                     << "): already set at line " << l);
+    seen.emplace_back(normalize_key(key), line);
+  }
+}
+#endif
+
 void apply_yaml_config(RunConfig& cfg, const std::string& path) {
 #ifdef KILN_HAVE_YAML
   const std::string dir = directory_error(path);
   KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (--config names a YAML file)");
   std::ifstream probe(path);
   KILN_USAGE_CHECK(probe.good(), path << ": cannot open config file");
-  // A second document ("---" after content) would be ignored by YAML::Load: refuse it. (Found
-  // by lines, not by YAML::LoadAll, which loops forever on some malformed input in yaml-cpp 0.7.)
   std::stringstream text;
   text << probe.rdbuf();
-  {
-    std::istringstream lines(text.str());
-    std::string line;
-    bool content = false;
-    for (int n = 1; std::getline(lines, line); ++n) {
-      const bool marker = line.compare(0, 3, "---") == 0 && (line.size() == 3 || line[3] == ' ' ||
-                                                             line[3] == '\t' || line[3] == '\r');
-      KILN_USAGE_CHECK(
-          !(marker && content),
-          path << ": line " << n << ": a second YAML document (---); a config is one mapping");
-      const size_t first = line.find_first_not_of(" \t\r");
-      if (!marker && first != std::string::npos && line[first] != '#') content = true;
-    }
-  }
+  check_one_document(text.str(), path);
   YAML::Node root;
   try {
     root = YAML::Load(text.str());
@@ -51,18 +72,11 @@ void apply_yaml_config(RunConfig& cfg, const std::string& path) {
     KILN_USAGE_CHECK(!croot[sweep_key], path << ": key '" << sweep_key
                                              << "': this is a sweep file; run it with: sweep "
                                              << path);
-  std::vector<std::pair<std::string, int>> seen;  // option name, line: last-wins would hide one
   try {
+    check_unique_keys(root, path, "");  // last-wins would hide one
     for (const auto& kv : root) {
-      KILN_USAGE_CHECK(kv.first.IsScalar(), path << ": line " << kv.first.Mark().line + 1
-                                                 << ": option names must be plain words");
       std::string key = kv.first.as<std::string>();
-      std::string origin = path + ": key '" + key + "'";
-      const int line = kv.first.Mark().line + 1;
-      for (const auto& [k, l] : seen)
-        KILN_USAGE_CHECK(k != normalize_key(key),
-                         origin << " (line " << line << "): already set at line " << l);
-      seen.emplace_back(normalize_key(key), line);
+      std::string origin = path + ": key '" + printable(key) + "'";
       const YAML::Node& v = kv.second;
       std::string value;
       if (v.IsScalar()) {

@@ -1,0 +1,19 @@
+// Checks shared by the YAML readers (run configs, sweep files): yaml-cpp accepts a second
+// document and repeated keys silently (YAML::Load keeps the first document, a map the last
+// value), so both are refused with the line that repeats.
+#pragma once
+#ifdef KILN_HAVE_YAML
+#include <yaml-cpp/yaml.h>
+
+#include <string>
+
+namespace kiln {
+
+// Usage error naming `path` and the line of a "---" that starts a second document.
+void check_one_document(const std::string& text, const std::string& path);
+// Usage error when two keys of `map` are the same option ('_' and '-' alike): "PATH: key 'K'
+// (line L): already set at line M". `where` follows the path (" in base"), may be empty.
+void check_unique_keys(const YAML::Node& map, const std::string& path, const std::string& where);
+
+}  // namespace kiln
+#endif
