@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <iomanip>
 #include <random>
 #include <sstream>
 
@@ -81,6 +82,7 @@ Dataset Dataset::to(Device d) const {
   out.name = name;
   out.num_classes = num_classes;
   out.black = black;
+  out.note = note;
   out.host_labels = host_labels;
   out.images = images.to(d);
   check_labels();  // copied from the buffer (what training reads)
@@ -291,6 +293,28 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
   KILN_CHECK(ds.images.dim(1) == 1 && ds.images.dim(2) == 28 && ds.images.dim(3) == 28,
              found[0] << ": images are " << shape_str(ds.sample_shape())
                       << ", expected [1, 28, 28] for " << opts.dataset);
+  // MNIST and Fashion-MNIST share their file names, so a data directory of one read as the
+  // other trains without complaint; their mean pixels (0.131 and 0.286) tell them apart.
+  // Every block of 100 images of either set (train and test) averages 0.10-0.20 (MNIST) or
+  // 0.25-0.33 (Fashion-MNIST), so 100 images decide.
+  if (ds.size() >= 100) {
+    double sum = 0;
+    const float* px = ds.images.data();
+    for (int64_t i = 0, n = ds.images.numel(); i < n; ++i) sum += px[i];
+    double m = sum / static_cast<double>(ds.images.numel());
+    if (opts.normalize) m = m * std[0] + mean[0];  // back to raw [0, 1] pixels
+    const bool looks_fashion = m > 0.21;
+    if (looks_fashion != (opts.dataset == "fashion-mnist")) {
+      std::ostringstream os;
+      os << found[0] << ": mean pixel " << std::setprecision(3) << m << " is "
+         << (looks_fashion ? "Fashion-MNIST's (MNIST's is 0.131)"
+                           : "MNIST's (Fashion-MNIST's is 0.286)")
+         << ", not " << opts.dataset << "'s: is --dataset "
+         << (looks_fashion ? "fashion-mnist" : "mnist")
+         << " meant? (the two use the same file names)";
+      ds.note = os.str();
+    }
+  }
   return device == Device::CPU ? ds : ds.to(device);
 }
 

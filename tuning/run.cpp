@@ -107,6 +107,7 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   auto s = make_session(cfg);
   s->trainer->log = hooks.log;
   s->trainer->on_epoch = hooks.on_epoch;
+  if (hooks.log && !s->test.note.empty()) hooks.log("note: " + s->test.note);
   RunResult r;
   r.device = s->device;
   r.num_params = s->model->num_params();

@@ -114,6 +114,9 @@ check log-is-config 2 "--log $tmp/c.yaml is the --config file" -- "$bin" "${smal
   --dump-logits "$tmp/ck/./ckpt-epoch-1.safetensors" >/dev/null 2>"$tmp/err"
 [ $? = 2 ] && grep -q 'kiln_eval: error: --dump-logits .* is the checkpoint' "$tmp/err" ||
   { echo "FAIL: kiln_eval --dump-logits over its checkpoint"; cat "$tmp/err"; fail=1; }
+# MNIST read as Fashion-MNIST (same file names; the data dir itself is searched too): said.
+check mnist-as-fashion 0 'note: .*t10k-images-idx3-ubyte.gz: mean pixel 0.121 is MNIST.s .*is --dataset mnist meant' -- \
+  "$bin" --device cpu --dataset fashion-mnist --data-dir "$data/mnist" --model mlp --width 8 --epochs 1 --train-limit 200
 check help 0 '--batch-size' -- "$bin" --help
 # --help says what leaving an option out means (the app's defaults, not the library's), and
 # how to turn off a bool that is on.
