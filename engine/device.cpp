@@ -74,7 +74,7 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (device == Device::CPU) {
     size_t rounded = (bytes + 63) / 64 * 64;
     ptr_ = std::aligned_alloc(64, rounded);
-    if (!ptr_) throw std::bad_alloc();
+    KILN_CHECK(ptr_, "out of memory: cannot allocate " << bytes << " bytes of host memory");
   } else {
 #ifdef KILN_WITH_CUDA
     KILN_CHECK(cuda_available(), "no CUDA device answers; use --device cpu");

@@ -1,6 +1,8 @@
 // Model: shape checking, flat parameter layout, initialisation, forward/backward, summary.
 #include "layers/model.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <iomanip>
 #include <random>
@@ -85,6 +87,27 @@ void Model::build(Device device, uint64_t seed) {
   }
   num_params_ = 0;
   for (auto& r : param_refs_) num_params_ += shape_numel(r.param->shape);
+  // On the CPU: weights, gradients and up to two optimizer moments, 4 float copies (a CUDA model
+  // stages one copy here; cudaMalloc fails cleanly past the GPU's memory). Past the machine's
+  // memory an allocation may still succeed (overcommit) and the process be killed when it
+  // touches the pages; say it now, naming the largest layer.
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  const double copies = device == Device::CPU ? 4.0 : 1.0;
+  const double need = copies * 4.0 * static_cast<double>(off), have = double(pages) * double(page);
+  if (pages > 0 && page > 0 && need > have) {
+    const SummaryRow* big = &summary_.front();
+    for (const auto& row : summary_)
+      if (row.params > big->params) big = &row;
+    KILN_USAGE_FAIL("the model has "
+                    << num_params_ << " parameters: training needs about " << std::fixed
+                    << std::setprecision(1) << need / (1 << 30) << " GiB ("
+                    << (device == Device::CPU ? "weights, gradients, optimizer state"
+                                              : "the weights' host copy")
+                    << "), more than this "
+                       "machine's "
+                    << have / (1 << 30) << " GiB; the largest is layer " << big->name << " ("
+                    << big->description << ", " << big->params << " parameters)");
+  }
 
   // 3. initialise on the host from the seed, in registration order, then upload once (so CPU
   // and CUDA models start from the same weights). std::uniform_real_distribution and
