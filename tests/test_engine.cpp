@@ -291,6 +291,8 @@ TEST(Options, CliFlagsBoolsAndErrors) {
   // An empty path would silently mean "not set": no checkpoint, no log.
   EXPECT_EQ(usage_msg({"--save", ""}), "--save: an empty path (leave --save out instead)");
   EXPECT_EQ(usage_msg({"--log="}), "--log: an empty path (leave --log out instead)");
+  EXPECT_EQ(usage_msg({"--config="}), "--config: an empty path (leave --config out instead)");
+  EXPECT_EQ(usage_msg({"--"}), "a bare '--': options are --name value (or --name=value)");
   // Past the field's type: refused, not wrapped (2^32 + 1 epochs ran one epoch).
   EXPECT_EQ(usage_msg({"--epochs", "4294967297"}),
             "--epochs: '4294967297' is out of range (at most 2147483647)");

@@ -605,15 +605,23 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
   ParsedArgs out;
   std::vector<std::string> args(argv + 1, argv + argc);
   // --config first, so every flag overrides the file whatever the order
+  bool have_config = false;
   for (size_t i = 0; i < args.size(); ++i) {
+    std::string path;
     if (args[i] == "--config") {
       KILN_USAGE_CHECK(i + 1 < args.size(), "--config needs a file");
-      apply_yaml_config(cfg, args[i + 1]);
-      cfg.config_path = args[i + 1];
+      path = args[i + 1];
     } else if (args[i].rfind("--config=", 0) == 0) {
-      cfg.config_path = args[i].substr(9);
-      apply_yaml_config(cfg, cfg.config_path);
+      path = args[i].substr(9);
+    } else {
+      continue;
     }
+    KILN_USAGE_CHECK(!path.empty(), "--config: an empty path (leave --config out instead)");
+    KILN_USAGE_CHECK(!have_config, "--config given twice (" << cfg.config_path << ", " << path
+                                                            << "); a run reads one config file");
+    have_config = true;
+    apply_yaml_config(cfg, path);
+    cfg.config_path = path;
   }
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -626,6 +634,7 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
       continue;
     }
     if (a.rfind("--config=", 0) == 0) continue;
+    KILN_USAGE_CHECK(a != "--", "a bare '--': options are --name value (or --name=value)");
     if (a.rfind("--", 0) != 0) {
       out.positional.push_back(a);
       continue;
