@@ -47,7 +47,7 @@ NormShape shape_of(const benchmark::State& state, int64_t groups = 1) {
 void BM_BatchNormFwdTrain(benchmark::State& state) {
   const NormShape s = shape_of(state);
   DevBuf x(s.numel()), y(s.numel()), w(s.c, 1), b(s.c, 0), m(s.c), is(s.c), rm(s.c, 0), rv(s.c, 1),
-      nbt(1, 0);
+      nbt(2, 0);
   void* ws;
   KILN_CUDA_CHECK(cudaMalloc(&ws, kiln::batchnorm_workspace_bytes(s)));
   kiln::bench::time_cuda(state, nullptr, [&] {
@@ -74,7 +74,7 @@ template <bool FUSED>
 void BM_BatchNormReluFwdTrain(benchmark::State& state) {
   const NormShape s = shape_of(state);
   DevBuf x(s.numel()), pre(s.numel()), y(s.numel()), w(s.c, 1), b(s.c, 0), m(s.c), is(s.c),
-      rm(s.c, 0), rv(s.c, 1), nbt(1, 0);
+      rm(s.c, 0), rv(s.c, 1), nbt(2, 0);
   void* ws;
   KILN_CUDA_CHECK(cudaMalloc(&ws, kiln::batchnorm_workspace_bytes(s)));
   kiln::bench::time_cuda(state, nullptr, [&] {

@@ -33,21 +33,23 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
   return bytes;
 }
 
+constexpr int64_t kCounterBase = 16777216;  // 2^24: a float counts exactly up to it
+
 bool is_step_counter(const std::string& name) {
   const std::string s = "num_batches_tracked";
   return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
 }
 
 // Host copy of a (possibly device) tensor as safetensors bytes. PyTorch keeps
-// num_batches_tracked as a 0-dim int64; kiln keeps it in a float [1] buffer, so it is
-// converted to match torch's state_dict exactly.
+// num_batches_tracked as a 0-dim int64; kiln keeps it in a float [2] buffer (count mod 2^24,
+// count / 2^24), so it is converted to match torch's state_dict exactly.
 StTensor to_st(const std::string& name, const Tensor& t) {
   std::vector<float> v = t.to_vector();
   StTensor s;
   s.name = name;
-  if (is_step_counter(name) && v.size() == 1) {
+  if (is_step_counter(name) && v.size() == 2) {
     s.dtype = "I64";
-    int64_t c = static_cast<int64_t>(std::llround(v[0]));
+    const int64_t c = std::llround(v[1]) * kCounterBase + std::llround(v[0]);
     s.data.resize(8);
     std::memcpy(s.data.data(), &c, 8);
     return s;
@@ -135,18 +137,26 @@ std::vector<float> expect_tensor(const SafetensorsFile& f, const std::string& na
   KILN_USAGE_CHECK(s, what << ": missing tensor " << name << " (the " << owner << " expects "
                            << shape_str(t.shape()) << "): saved from a different model or optimizer?");
   std::vector<float> out(static_cast<size_t>(t.numel()));
-  // The step counter: torch's 0-dim I64 (what kiln writes), or one float ([] or [1]).
+  // The step counter: torch's 0-dim I64 (what kiln writes), or one float ([] or [1]); kept as
+  // [count mod 2^24, count / 2^24].
   if (is_step_counter(name) && (s->dtype == "I64" || s->dtype == "F32")) {
-    KILN_USAGE_CHECK(shape_numel(s->shape) == 1 && s->shape.size() <= 1 && t.numel() == 1,
-                     what << ": tensor " << name << " has shape " << shape_str(s->shape) << ", the "
-                          << owner << " expects " << shape_str(t.shape()));
-    if (s->dtype == "F32") {
-      std::memcpy(out.data(), s->data.data(), 4);
-      return out;
-    }
+    KILN_USAGE_CHECK(shape_numel(s->shape) == 1 && s->shape.size() <= 1 && t.numel() == 2,
+                     what << ": tensor " << name << " has shape " << shape_str(s->shape)
+                          << ", expected a single count");
     int64_t c;
-    std::memcpy(&c, s->data.data(), 8);
-    out[0] = static_cast<float>(c);
+    if (s->dtype == "F32") {
+      float f;
+      std::memcpy(&f, s->data.data(), 4);
+      KILN_USAGE_CHECK(std::isfinite(f) && f >= 0 && f == std::floor(f),
+                       what << ": tensor " << name << " is " << f << ", not a count");
+      c = static_cast<int64_t>(f);
+    } else {
+      std::memcpy(&c, s->data.data(), 8);
+    }
+    KILN_USAGE_CHECK(c >= 0 && c < kCounterBase * kCounterBase,
+                     what << ": tensor " << name << " is " << c << ", not a count below 2^48");
+    out[0] = static_cast<float>(c % kCounterBase);
+    out[1] = static_cast<float>(c / kCounterBase);
     return out;
   }
   KILN_CHECK(s->dtype == "F32", what << ": tensor " << name << " has dtype " << printable(s->dtype)

@@ -60,7 +60,7 @@ Shape BatchNorm::setup(const Shape& in) {
 void BatchNorm::bind(Device device) {
   running_mean_ = Tensor::zeros({features_}, device);
   running_var_ = Tensor::from_vector(std::vector<float>(features_, 1.0f), {features_}, device);
-  num_batches_tracked_ = Tensor::zeros({1}, device);
+  num_batches_tracked_ = Tensor::zeros({2}, device);  // [count mod 2^24, count / 2^24]
 }
 
 std::vector<std::pair<std::string, Tensor>> BatchNorm::buffers() {

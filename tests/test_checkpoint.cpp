@@ -298,6 +298,34 @@ TEST(CheckpointGpu, CrossDeviceRoundTripsAreBitwise) {
   }
 }
 
+// BatchNorm's batch count is two floats in kiln (count mod 2^24, count / 2^24) and torch's I64
+// in the file: 2^24 + 5 batches is written as 16777221 and read back exactly.
+TEST(Checkpoint, BatchCounterPast2To24IsExact) {
+  Rig a;
+  a.train(1, 3);
+  auto counter = [](Model& m) {
+    for (auto& [n, t] : m.state_dict())
+      if (n == "2.num_batches_tracked") return t;
+    ADD_FAILURE() << "no 2.num_batches_tracked";
+    return Tensor();
+  };
+  Tensor c = counter(*a.model);
+  ASSERT_EQ(c.numel(), 2);
+  c.data()[0] = 5;
+  c.data()[1] = 1;
+  std::vector<uint8_t> bytes =
+      encode_checkpoint(a.ctx, *a.model, a.opt.get(), a.sched.get(), sample_info());
+  SafetensorsFile f = decode_safetensors(bytes.data(), bytes.size(), "x");
+  const StTensor* t = f.find("2.num_batches_tracked");
+  ASSERT_NE(t, nullptr);
+  int64_t stored;
+  std::memcpy(&stored, t->data.data(), 8);
+  EXPECT_EQ(stored, 16777221);
+  Rig b(16, 2);
+  load_checkpoint_bytes(bytes, "checkpoint x", b.ctx, *b.model, b.opt.get(), b.sched.get());
+  EXPECT_EQ(counter(*b.model).to_vector(), (std::vector<float>{5, 1}));
+}
+
 TEST(Checkpoint, HeaderIsJsonWithTorchNames) {
   Rig a;
   a.train(1, 3);

@@ -154,10 +154,10 @@ BnGrads<T> bn_relu(const NormShape& s, bool train, const std::vector<T>& x, cons
   g.rvar = test::random_vec<T>(s.c, 32, 0.5, 1.5);
   std::vector<T> pre(n), dpre(n);
   T* out = fused ? g.y.data() : pre.data();
-  T nbt = 0;
+  T nbt[2] = {0, 0};
   if (train) {
     batchnorm_fwd_train_ref<T>(x.data(), w.data(), b.data(), out, g.mean.data(), g.invstd.data(),
-                               g.rmean.data(), g.rvar.data(), &nbt, 0.1, 1e-5, s, nullptr, fused);
+                               g.rmean.data(), g.rvar.data(), nbt, 0.1, 1e-5, s, nullptr, fused);
   } else {
     batchnorm_fwd_eval_ref<T>(x.data(), w.data(), b.data(), g.rmean.data(), g.rvar.data(), out,
                               1e-5, s, fused);

@@ -84,10 +84,10 @@ void bn_relu_gpu_vs_ref(const NormShape& s, bool train) {
   auto b = test::random_vec<float>(c, 93), dy = test::random_vec<float>(n, 94);
   auto rm = test::random_vec<float>(c, 95, -0.3, 0.3), rv = test::random_vec<float>(c, 96, 0.5, 1.5);
   std::vector<float> y(n), mean(c), is(c), dx(n), dw(c), db(c), rm_ref = rm, rv_ref = rv;
-  float nbt = 0;
+  float nbt[2] = {0, 0};
   if (train) {
     batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(),
-                                   rm_ref.data(), rv_ref.data(), &nbt, 0.1, 1e-5, s, nullptr, true);
+                                   rm_ref.data(), rv_ref.data(), nbt, 0.1, 1e-5, s, nullptr, true);
   } else {
     batchnorm_fwd_eval_ref<float>(x.data(), w.data(), b.data(), rm.data(), rv.data(), y.data(), 1e-5, s, true);
     batchnorm_invstd_ref<float>(rv.data(), is.data(), 1e-5, c);
@@ -99,7 +99,8 @@ void bn_relu_gpu_vs_ref(const NormShape& s, bool train) {
   Context ctx(Device::CUDA);
   Tensor gx = dev(x), gw = dev(w), gb = dev(b), gdy = dev(dy), grm = dev(rm), grv = dev(rv), gyref = dev(y);
   Tensor gy = dev_poisoned(n), gdx = dev_poisoned(n), gdw = dev_poisoned(c), gdb = dev_poisoned(c);
-  Tensor gmean = train ? dev_poisoned(c) : dev(mean), gis = dev_poisoned(c), gnbt = Tensor::zeros({1}, Device::CUDA);
+  Tensor gmean = train ? dev_poisoned(c) : dev(mean), gis = dev_poisoned(c),
+         gnbt = Tensor::zeros({2}, Device::CUDA);
   Tensor ws = dev_poisoned(static_cast<int64_t>(batchnorm_workspace_bytes(s) / sizeof(float)) + 2);
   if (train) {
     batchnorm_fwd_train(gx.data(), gw.data(), gb.data(), gy.data(), gmean.data(), gis.data(), grm.data(),

@@ -30,7 +30,7 @@ TEST(BatchNormRef, TrainForwardMatchesHandFormula) {
   // n=2, c=2, hw=2: channel 0 holds {1,2,3,4}, channel 1 holds {-1,1,-1,1}.
   NormShape s{2, 2, 2, 1};
   std::vector<float> x = {1, 2, -1, 1, 3, 4, -1, 1}, w = {2, 1}, b = {0.5f, -1};
-  std::vector<float> y(8), mean(2), invstd(2), rm = {0, 0}, rv = {1, 1}, nbt = {0};
+  std::vector<float> y(8), mean(2), invstd(2), rm = {0, 0}, rv = {1, 1}, nbt = {0, 0};
   batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(),
                                  invstd.data(), rm.data(), rv.data(), nbt.data(), 0.1, 1e-5, s,
                                  nullptr);
@@ -45,6 +45,11 @@ TEST(BatchNormRef, TrainForwardMatchesHandFormula) {
   EXPECT_TRUE(test::all_close(rm, {0.25f, 0.0f}, 1e-7, 1e-6));
   EXPECT_TRUE(test::all_close(rv, {float(0.9 + 0.1 * 5.0 / 3), float(0.9 + 0.1 * 4.0 / 3)}, 1e-7, 1e-6));
   EXPECT_EQ(nbt[0], 1.0f);
+  // The count is [count mod 2^24, count / 2^24]: one float stopped counting at 2^24 batches.
+  nbt = {16777215, 2};
+  batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), invstd.data(),
+                                 rm.data(), rv.data(), nbt.data(), 0.1, 1e-5, s, nullptr);
+  EXPECT_EQ(nbt, (std::vector<float>{0, 3}));
 }
 
 TEST(BatchNormLayer, EvalUsesRunningStatsAfterTwoTrainingSteps) {
@@ -304,12 +309,13 @@ void bn_gpu_vs_ref(NormShape s, uint64_t seed, double offset = 0, float scale = 
   // Every other channel's running variance near eps (a dead channel's): there, eval mode that
   // drops or misplaces eps is off by up to sqrt(2), not by 1e-5.
   for (size_t i = 0; i < c; i += 2) rv[i] *= 1e-5f;
-  std::vector<float> y(n), mean(c), is(c), dx(n), dw(c), db(c), rm_ref = rm, rv_ref = rv, nbt = {3};
+  std::vector<float> y(n), mean(c), is(c), dx(n), dw(c), db(c), rm_ref = rm, rv_ref = rv,
+                                                                nbt = {3, 0};
   batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(),
                                  rm_ref.data(), rv_ref.data(), nbt.data(), 0.1, 1e-5, s, nullptr);
   batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(), dx.data(),
                            dw.data(), db.data(), true, s, nullptr);
-  Dev gx(x), gw(w), gb(b), gdy(dy), grm(rm), grv(rv), gnbt(std::vector<float>{3});
+  Dev gx(x), gw(w), gb(b), gdy(dy), grm(rm), grv(rv), gnbt(std::vector<float>{3, 0});
   Dev gy(n), gmean(c), gis(c), gdx(n), gdw(c), gdb(c);
   void* ws = dev_workspace(batchnorm_workspace_bytes(s));
   batchnorm_fwd_train(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, grm.p, grv.p, gnbt.p, 0.1, 1e-5, s,
@@ -321,7 +327,12 @@ void bn_gpu_vs_ref(NormShape s, uint64_t seed, double offset = 0, float scale = 
   EXPECT_TRUE(test::all_close(gis.get(c), is, 1e-5, 1e-4));
   EXPECT_TRUE(test::all_close(grm.get(c), rm_ref, 1e-5, 1e-5));
   EXPECT_TRUE(test::all_close(grv.get(c), rv_ref, 1e-5, 1e-4));
-  EXPECT_EQ(gnbt.get(1)[0], 4.0f);
+  EXPECT_EQ(gnbt.get(2), (std::vector<float>{4, 0}));
+  Dev gnbt_carry(std::vector<float>{16777215, 2});  // the carry into the high float
+  batchnorm_fwd_train(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, grm.p, grv.p, gnbt_carry.p, 0.1, 1e-5,
+                      s, ws, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(gnbt_carry.get(2), (std::vector<float>{0, 3}));
   const double m = static_cast<double>(s.n * s.hw);
   EXPECT_TRUE(test::all_close(gdx.get(n), dx, 1e-4, 1e-3));
   EXPECT_TRUE(test::all_close(gdw.get(c), dw, std::max(1e-5, 1e-6 * m), 1e-4));
@@ -489,7 +500,7 @@ TEST(BatchNormGpu, MatchesCudnnTrainingForward) {
   auto x = random_vec(n, 51, -1, 2), w = random_vec(c, 52, 0.5, 1.5), b = random_vec(c, 53);
   auto rm = random_vec(c, 54), rv = random_vec(c, 55, 0.5, 2);
   Dev gx(x), gw(w), gb(b), grm(rm), grv(rv), grm2(rm), grv2(rv), gy(n), gy2(n), gm(c), gi(c),
-      gm2(c), gi2(c), gnbt(std::vector<float>{0});
+      gm2(c), gi2(c), gnbt(std::vector<float>{0, 0});
   void* ws = dev_workspace(batchnorm_workspace_bytes(s));
   batchnorm_fwd_train(gx.p, gw.p, gb.p, gy.p, gm.p, gi.p, grm.p, grv.p, gnbt.p, 0.1, 1e-5, s, ws, nullptr);
   cudnnHandle_t h;

@@ -161,7 +161,11 @@ __global__ void bn_finalize_fwd_kernel(const float* __restrict__ x, const float*
     running_mean[c] = static_cast<float>((1 - momentum) * running_mean[c] + momentum * mean);
     running_var[c] = static_cast<float>((1 - momentum) * running_var[c] + momentum * unbiased);
   }
-  if (nbt && c == 0) nbt[0] += 1.0f;
+  if (nbt && c == 0) {  // [count mod 2^24, count / 2^24]: a float counts exactly to 2^24 only
+    const float lo = nbt[0] + 1.0f;
+    nbt[0] = lo < 16777216.0f ? lo : 0.0f;
+    if (lo >= 16777216.0f) nbt[1] += 1.0f;
+  }
 }
 
 // One thread per channel: dweight, dbias and coef = (k1, k2, k3) with

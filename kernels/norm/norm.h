@@ -34,7 +34,9 @@ std::string norm_index_range_error(const NormShape& s);
 // Training forward: normalises with the batch statistics (biased variance), writes the per-channel
 // mean and 1/sqrt(var + eps) for backward, and, when running_mean is not null, updates the running
 // statistics as PyTorch does (running = (1 - momentum) * running + momentum * batch, with the
-// unbiased batch variance) and adds 1 to *num_batches_tracked (when not null). Needs n*hw >= 2.
+// unbiased batch variance) and adds 1 to num_batches_tracked (when not null): two floats,
+// [count mod 2^24, count / 2^24], exact to 2^48 batches (one float stopped at 2^24). Needs
+// n*hw >= 2.
 template <typename T>
 void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
                              T* save_invstd, T* running_mean, T* running_var,

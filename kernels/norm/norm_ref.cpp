@@ -80,7 +80,11 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
       running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * unbiased);
     }
   }
-  if (num_batches_tracked) *num_batches_tracked += T(1);
+  if (num_batches_tracked) {  // [count mod 2^24, count / 2^24], as the CUDA kernel keeps it
+    const T lo = num_batches_tracked[0] + T(1);
+    num_batches_tracked[0] = lo < T(16777216) ? lo : T(0);
+    if (lo >= T(16777216)) num_batches_tracked[1] += T(1);
+  }
 }
 
 template <typename T>
