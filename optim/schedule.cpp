@@ -57,24 +57,37 @@ class MultiStepLR : public Schedule {
   std::vector<int> m_;
 };
 
-// Per-epoch: ExponentialLR lr0 * gamma^epoch.
+// lr0 * gamma^t with t the 0-based epoch (ExponentialLR) or optimizer step (Keras
+// ExponentialDecay with decay_steps 1, staircase off).
 class ExponentialLR : public Schedule {
  public:
-  ExponentialLR(float lr0, float gamma) : lr0_(lr0), gamma_(gamma) {}
-  float lr(int epoch, long long) override { return static_cast<float>(lr0_ * std::pow(double(gamma_), epoch)); }
+  ExponentialLR(float lr0, float gamma, bool by_step)
+      : lr0_(lr0), gamma_(gamma), by_step_(by_step) {}
+  float lr(int epoch, long long step) override {
+    return static_cast<float>(lr0_ *
+                              std::pow(double(gamma_), by_step_ ? double(step) : double(epoch)));
+  }
+  bool per_step() const override { return by_step_; }
 
  private:
   float lr0_, gamma_;
+  bool by_step_;
 };
 
-// Per-epoch: Keras InverseTimeDecay (staircase by epoch) lr0 / (1 + d * epoch).
+// lr0 / (1 + d * t) with t the 0-based epoch (Keras InverseTimeDecay, staircase by epoch) or
+// optimizer step (Keras's legacy SGD(decay=d): lr / (1 + d * iterations)).
 class InverseTimeLR : public Schedule {
  public:
-  InverseTimeLR(float lr0, float d) : lr0_(lr0), d_(d) {}
-  float lr(int epoch, long long) override { return static_cast<float>(lr0_ / (1.0 + double(d_) * epoch)); }
+  InverseTimeLR(float lr0, float d, bool by_step) : lr0_(lr0), d_(d), by_step_(by_step) {}
+  float lr(int epoch, long long step) override {
+    return static_cast<float>(lr0_ /
+                              (1.0 + double(d_) * (by_step_ ? double(step) : double(epoch))));
+  }
+  bool per_step() const override { return by_step_; }
 
  private:
   float lr0_, d_;
+  bool by_step_;
 };
 
 // k / sqrt(t + 1) * lr0 with t the 0-based epoch (per-epoch) or optimizer step (per-step). The
@@ -328,14 +341,28 @@ class WarmupLR : public Schedule {
 }  // namespace
 
 void ScheduleOptions::validate() const {
-  static const char* names[] = {"constant", "step", "multistep", "exponential", "inverse-time",
-                                "inverse-sqrt-epoch", "inverse-sqrt-step", "cosine", "cosine-restarts",
-                                "cyclic", "one-cycle", "plateau", "manual"};
+  static const char* names[] = {"constant",
+                                "step",
+                                "multistep",
+                                "exponential",
+                                "exponential-step",
+                                "inverse-time",
+                                "inverse-time-step",
+                                "inverse-sqrt-epoch",
+                                "inverse-sqrt-step",
+                                "cosine",
+                                "cosine-restarts",
+                                "cyclic",
+                                "one-cycle",
+                                "plateau",
+                                "manual"};
   bool known = std::any_of(std::begin(names), std::end(names), [&](const char* n) { return name == n; });
-  KILN_USAGE_CHECK(known, "unknown schedule '" << name
-                                               << "' (expected constant|step|multistep|exponential|inverse-time|"
-                                                  "inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|"
-                                                  "cyclic|one-cycle|plateau|manual)");
+  KILN_USAGE_CHECK(known, "unknown schedule '"
+                              << name
+                              << "' (expected constant|step|multistep|exponential|"
+                                 "exponential-step|inverse-time|inverse-time-step|"
+                                 "inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|"
+                                 "cyclic|one-cycle|plateau|manual)");
   const ScheduleOptions r = resolved();
   KILN_USAGE_CHECK(r.gamma > 0, "--gamma must be > 0, got " << r.gamma);
   KILN_USAGE_CHECK(name != "step" || step_size > 0, "--step-size must be > 0, got " << step_size);
@@ -386,10 +413,12 @@ std::vector<std::string> ScheduleOptions::ignored(const ScheduleOptions& d) cons
   // "cyclic exp_range" names the one cyclic mode that reads --gamma.
   const std::string mode_name = name == "cyclic" ? "cyclic " + cyclic_mode : name;
   const Use uses[] = {
-      {"--gamma", !eq(gamma, d.gamma), {"step", "multistep", "exponential", "cyclic exp_range"}},
+      {"--gamma",
+       !eq(gamma, d.gamma),
+       {"step", "multistep", "exponential", "exponential-step", "cyclic exp_range"}},
       {"--step-size", step_size != d.step_size, {"step"}},
       {"--milestones", milestones != d.milestones, {"multistep"}},
-      {"--decay", !eq(decay, d.decay), {"inverse-time"}},
+      {"--decay", !eq(decay, d.decay), {"inverse-time", "inverse-time-step"}},
       {"--k", !eq(k, d.k), {"inverse-sqrt-epoch", "inverse-sqrt-step"}},
       {"--t-max", t_max != d.t_max, {"cosine", "cosine-restarts"}},
       {"--t-mult", t_mult != d.t_mult, {"cosine-restarts"}},
@@ -471,8 +500,14 @@ std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& opts, float base_
   if (n == "constant") s = std::make_unique<ConstantLR>(base_lr);
   else if (n == "step") s = std::make_unique<StepLR>(base_lr, o.gamma, o.step_size);
   else if (n == "multistep") s = std::make_unique<MultiStepLR>(base_lr, o.gamma, o.milestones);
-  else if (n == "exponential") s = std::make_unique<ExponentialLR>(base_lr, o.gamma);
-  else if (n == "inverse-time") s = std::make_unique<InverseTimeLR>(base_lr, o.decay);
+  else if (n == "exponential")
+    s = std::make_unique<ExponentialLR>(base_lr, o.gamma, false);
+  else if (n == "exponential-step")
+    s = std::make_unique<ExponentialLR>(base_lr, o.gamma, true);
+  else if (n == "inverse-time")
+    s = std::make_unique<InverseTimeLR>(base_lr, o.decay, false);
+  else if (n == "inverse-time-step")
+    s = std::make_unique<InverseTimeLR>(base_lr, o.decay, true);
   else if (n == "inverse-sqrt-epoch") s = std::make_unique<InverseSqrtLR>(base_lr, o.k, false);
   else if (n == "inverse-sqrt-step") s = std::make_unique<InverseSqrtLR>(base_lr, o.k, true);
   else if (n == "cosine") s = std::make_unique<CosineLR>(base_lr, o.eta_min, o.t_max > 0 ? o.t_max : run_epochs);

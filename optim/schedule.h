@@ -10,6 +10,7 @@ namespace kiln {
 
 struct ScheduleOptions {
   std::string name = "constant";  // constant|step|multistep|exponential|inverse-time|
+                                  // exponential-step|inverse-time-step|
                                   // inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|
                                   // cyclic|one-cycle|plateau|manual
   // NaN (not given): the schedule's PyTorch default, filled by resolved(): 0.1 (StepLR,

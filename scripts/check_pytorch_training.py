@@ -80,6 +80,10 @@ RECIPES = [
                                                   "--cyclic-mode", "exp_range"]),
     ("sgd-inverse-sqrt-step", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "inverse-sqrt-step",
                                      "--k", "0.5"]),
+    ("sgd-inverse-time-step", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "inverse-time-step",
+                                     "--decay", "0.3"]),
+    ("sgd-exponential-step", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
+                                    "--schedule", "exponential-step", "--gamma", "0.9"]),
     ("warmup-steps-then-exponential", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
                                              "--warmup-steps", "5", "--schedule", "exponential", "--gamma", "0.8"]),
     ("warmup-epoch-then-step", MLP + ["--optimizer", "adam", "--lr", "0.003", "--warmup-epochs", "1",
@@ -232,9 +236,11 @@ def torch_scheduler(torch, opt, cfg, steps, epochs, given=None):
         return ls.MultiStepLR(opt, [int(m) for m in cfg["milestones"].split(",")], gamma), False
     if name == "exponential":
         return ls.ExponentialLR(opt, gamma), False
-    if name == "inverse-time":  # Keras InverseTimeDecay per epoch: lr0 / (1 + d * epoch)
+    if name in ("inverse-time", "inverse-time-step"):  # lr0 / (1 + d * t), t epoch or step
         d = float(cfg["decay"])
-        return ls.LambdaLR(opt, lambda e: 1.0 / (1.0 + d * e)), False
+        return ls.LambdaLR(opt, lambda t: 1.0 / (1.0 + d * t)), name.endswith("step")
+    if name == "exponential-step":  # ExponentialLR stepped after every batch
+        return ls.ExponentialLR(opt, gamma), True
     if name in ("inverse-sqrt-epoch", "inverse-sqrt-step"):  # k / sqrt(t + 1) * lr0
         k = float(cfg["k"])
         return ls.LambdaLR(opt, lambda t: k / math.sqrt(t + 1.0)), name.endswith("step")

@@ -70,6 +70,19 @@ TEST(Schedule, InverseTimeAndInverseSqrt) {
   s = sched(o);
   EXPECT_TRUE(s->per_step());
   expect_steps(*s, {{0, 0.1}, {3, 0.05}, {15, 0.025}});
+  // Per step, as Keras's legacy SGD(decay=d) and ExponentialDecay(decay_steps=1):
+  // 0.1/(1 + 0.5t) at t 0, 1, 3 and 0.1 * 0.9^t at t 0, 1, 10.
+  o = named("inverse-time-step");
+  o.decay = 0.5f;
+  s = sched(o);
+  EXPECT_TRUE(s->per_step());
+  expect_steps(*s, {{0, 0.1}, {1, 0.1 / 1.5}, {3, 0.04}});
+  EXPECT_FALSE(sched(named("inverse-time"))->per_step());
+  o = named("exponential-step");
+  o.gamma = 0.9f;
+  s = sched(o);
+  EXPECT_TRUE(s->per_step());
+  expect_steps(*s, {{0, 0.1}, {1, 0.09}, {10, 0.1 * std::pow(0.9, 10)}});
 }
 
 TEST(Schedule, CosineAndWarmRestarts) {
@@ -326,7 +339,7 @@ TEST(Schedule, OptionsTheScheduleNeverReadsAreNamed) {
   };
   EXPECT_EQ(notes("cosine", [](ScheduleOptions& o) { o.gamma = 0.5f; }),
             "--gamma is ignored by --schedule cosine (it is read by "
-            "step|multistep|exponential|cyclic exp_range)\n");
+            "step|multistep|exponential|exponential-step|cyclic exp_range)\n");
   EXPECT_EQ(notes("step", [](ScheduleOptions& o) { o.gamma = 0.5f; }), "");
   EXPECT_NE(notes("cyclic", [](ScheduleOptions& o) { o.gamma = 0.5f; }).find("--gamma is ignored"),
             std::string::npos);  // triangular: only exp_range reads it
