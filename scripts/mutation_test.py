@@ -423,7 +423,7 @@ MUTANTS = [
      [("    return st_dtype_size(a->dtype) > st_dtype_size(b->dtype);", "    return false;")],
      "tensors are stored in state_dict order: an I64 after an odd number of floats is not 8-byte aligned"),
     ("int-option-wraps", "tuning/options.cpp",
-     [("            KILN_USAGE_CHECK(fits,", "            KILN_USAGE_CHECK(true || fits,")],
+     [("                fits, \": '\" << v", "                true || fits, \": '\" << v")],
      "integer options wrap at their type's width (2^32 + 1 epochs runs 1 epoch; kiln's state until 2026-12-02)"),
     ("heldout-nan-passes", "engine/trainer.cpp",
      [('    if (test && test->size() > 0 && !std::isfinite(r.test_loss))\n      check_loss_bound(r.test_loss, epoch, "test loss");\n', "")],

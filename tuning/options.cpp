@@ -223,11 +223,13 @@ OptionTable build_table() {
   t.add(opt_bool("penalize-all", "L1/L2 on biases and norm parameters too", [](RunConfig& c) -> bool& { return c.optim.penalize_all; }));
   // schedule
   t.add(opt_str("schedule",
-                "constant|step|multistep|exponential|inverse-time|inverse-sqrt-epoch|inverse-sqrt-"
-                "step|cosine|cosine-restarts|cyclic|one-cycle|plateau|manual",
+                "constant|step|multistep|exponential|exponential-step|inverse-time|"
+                "inverse-time-step|inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|"
+                "cyclic|one-cycle|plateau|manual (-step: t counts optimizer steps, else epochs)",
                 [](RunConfig& c) -> std::string& { return c.sched.name; }),
         kRangeTestUnused);
-  t.add(opt_float("gamma", "step/multistep/exponential/exp_range factor (default 0.1; cyclic 1.0)",
+  t.add(opt_float("gamma",
+                  "step/multistep/exponential(-step)/exp_range factor (default 0.1; cyclic 1.0)",
                   [](RunConfig& c) -> float& { return c.sched.gamma; }),
         kRangeTestUnused);
   t.add(opt_int("step-size", "StepLR period (epochs)",
@@ -252,7 +254,9 @@ OptionTable build_table() {
            return s;
          }},
         kRangeTestUnused);
-  t.add(opt_float("decay", "inverse-time decay d: lr0/(1+d*epoch)",
+  t.add(opt_float("decay",
+                  "inverse-time decay d: lr0/(1+d*t), t the epoch (inverse-time-step: the step, as "
+                  "Keras SGD(decay=d))",
                   [](RunConfig& c) -> float& { return c.sched.decay; }),
         kRangeTestUnused);
   t.add(opt_float("k", "inverse-sqrt multiplier: k/sqrt(t)*lr0",
@@ -417,7 +421,11 @@ OptionTable build_table() {
   t.add(opt_int("seed", "seed for init, shuffling and dropout",
                 [](RunConfig& c) -> uint64_t& { return c.seed; }),
         kBatchOrder);
-  t.add(opt_bool("deterministic", "accepted for scripts that pass it: kiln is always deterministic (no order-dependent atomics, fixed algorithms, one cuBLAS workspace)", [](RunConfig& c) -> bool& { return c.deterministic; }));
+  t.add(opt_bool("deterministic",
+                 "accepted for scripts that pass it: kiln is always deterministic (no "
+                 "order-dependent atomics, fixed algorithms, one cuBLAS workspace; on a GPU "
+                 "checked on the emulator only, see docs/FORMATS.md)",
+                 [](RunConfig& c) -> bool& { return c.deterministic; }));
   // performance (docs/PERFORMANCE.md)
   t.add({"cuda-graphs", "on|off",
          "replay the full-batch training step from a CUDA graph (CUDA only; default off until "
