@@ -6,7 +6,11 @@
                                                several CSVs (e.g. one per seed): the smoothed
                                                curves overlaid, each valley marked
   plot.py curves A.jsonl [B.jsonl ...] -o c.png  train/test loss, accuracy and lr vs epoch, one
-                                               line per file (legend = file name)
+                                               line per file (legend = file name, and for a
+                                               sweep's trials/trial-<id>.jsonl the trial's
+                                               parameters from DIR/results.csv); the lr panel
+                                               follows the step records when the run logged
+                                               them (--log-every), else each epoch's last step
   plot.py sweep DIR [DIR2 ...] -o s.png        metric vs each parameter (log-x where the values
                                                span >= 2 decades) and the coverage of the two
                                                most important parameters, one marker per DIR
@@ -133,6 +137,40 @@ def num(v):
     return float("nan") if v is None else float(v)
 
 
+def trial_label(path):
+    """'trial-3 (lr=0.1 momentum=0.9)' for DIR/trials/trial-3.jsonl of a sweep, else the file name."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    m = re.fullmatch(r"trial-(\d+)", name)
+    results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "results.csv")
+    if not m or not os.path.exists(results):
+        return name
+    try:
+        with open(results, newline="") as f:
+            rows = list(csv.reader(f))
+        head = rows[0]
+        params = head[head.index("metric") + 1:head.index("epochs")]  # the swept parameters
+        for row in rows[1:]:
+            if len(row) == len(head) and row[0] == m.group(1):
+                return name + " (" + " ".join(f"{p}={row[head.index(p)]}" for p in params) + ")"
+    except (OSError, ValueError, IndexError):
+        pass  # a torn or foreign results.csv: the file name will do
+    return name
+
+
+def step_lr(path, recs):
+    """(x, lr) from the step records (x in epochs: epoch - 1 + the step's fraction of it), or None."""
+    steps = [r for r in read_jsonl(path) if r.get("type") == "step" and "lr" in r]
+    if not steps:
+        return None
+    ends = {r["epoch"]: r["step"] for r in recs if "step" in r}  # cumulative step at each epoch end
+    xs = []
+    for r in steps:
+        e = r["epoch"]
+        start, end = ends.get(e - 1, 0), ends.get(e)
+        xs.append(e - 1 + ((r["step"] - start) / (end - start) if end and end > start else 0.0))
+    return xs, [num(r["lr"]) for r in steps]
+
+
 def curves(args):
     runs = []
     for path in args.jsonl:
@@ -145,8 +183,9 @@ def curves(args):
     penalised = any(num(r.get("l1_penalty")) > 0 or num(r.get("l2_penalty")) > 0
                     for _, recs in runs for r in recs if "weight_sparsity" in r)
     fig, axes = plt.subplots(1, 4 if penalised else 3, figsize=(17 if penalised else 13, 3.8))
+    lr_by_step = False
     for i, (path, recs) in enumerate(runs):
-        name = os.path.splitext(os.path.basename(path))[0]
+        name = trial_label(path)
         c = f"C{i % 10}"
         ep = [r["epoch"] for r in recs]
         axes[0].plot(ep, [num(r["train_loss"]) for r in recs], "-o", ms=3, color=c, label=f"{name} train")
@@ -156,10 +195,17 @@ def curves(args):
         if any("val_acc" in r for r in recs):  # runs with --val-split: the held-out curve, dotted
             axes[0].plot(ep, [num(r.get("val_loss")) for r in recs], ":^", ms=3, color=c, label=f"{name} val")
             axes[1].plot(ep, [num(r.get("val_acc")) for r in recs], ":^", ms=3, color=c, label=f"{name} val")
-        axes[2].plot(ep, [num(r.get("lr")) for r in recs], "-o", ms=3, color=c, label=name)
+        per_step = step_lr(path, recs)
+        if per_step:  # the schedule's real shape (cyclic, one-cycle, per-step decay)
+            axes[2].plot(per_step[0], per_step[1], "-", lw=1.0, color=c, label=name)
+            lr_by_step = True
+        else:
+            axes[2].plot(ep, [num(r.get("lr")) for r in recs], "-o", ms=3, color=c, label=name)
         if penalised:
             axes[3].plot(ep, [num(r.get("weight_sparsity")) for r in recs], "-o", ms=3, color=c, label=name)
-    titles = ["loss", "accuracy", "learning rate (last step of epoch)", "weight sparsity (|w| < threshold)"]
+    titles = ["loss", "accuracy",
+              "learning rate (logged steps)" if lr_by_step else "learning rate (last step of epoch)",
+              "weight sparsity (|w| < threshold)"]
     for ax, t in zip(axes, titles):
         ax.set_xlabel("epoch")
         ax.set_title(t)

@@ -44,6 +44,22 @@ printf 'method: grid\nbase: {epochs: 1, optimizer: sgd, schedule: constant}\npar
 "$KILN_BIN/sweep" s.yaml --dir seeds "${common[@]}" > /dev/null
 "$py" "$plot" seeds seeds -o seeds.png
 check seeds.png
+# A sweep trial's curve is labelled with its parameters (from results.csv), and the lr panel
+# follows the step records where the run logged them: a one-cycle run's 16 steps in 2 epochs.
+"$KILN_BIN/train_mnist" "${common[@]}" --train-limit 256 --epochs 2 --log-every 1 --log oc.jsonl > /dev/null 2>&1
+"$py" - "$KILN_SRC/scripts" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+import plot
+assert plot.trial_label("grid/trials/trial-1.jsonl") == "trial-1 (lr=0.003 batch-size=128)", plot.trial_label("grid/trials/trial-1.jsonl")
+assert plot.trial_label("oc.jsonl") == "oc"
+recs = [r for r in plot.read_jsonl("oc.jsonl") if r.get("type") == "epoch"]
+x, lr = plot.step_lr("oc.jsonl", recs)
+assert len(x) == 16 and abs(x[7] - 1.0) < 1e-9 and abs(x[-1] - 2.0) < 1e-9, x
+assert max(lr) > 10 * min(lr), lr  # the cycle, not two epoch-end points
+PY
+"$py" "$plot" curves grid/trials/trial-0.jsonl oc.jsonl -o steps.png
+check steps.png
 set +e
 "$py" "$plot" seeds grid -o x.png 2> err.txt  # no seed parameter
 rc=$?
