@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
+    KILN_USAGE_CHECK(cfg.lr_find, "--no-lr-find: lr_find always runs the LR range test");
     cfg.validate();
     app::print_ignored_options("lr_find", cfg, defaults);
     if (cfg.summary) {

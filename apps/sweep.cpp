@@ -122,6 +122,7 @@ int main(int argc, char** argv) {
       } else if (a.rfind("--", 0) != 0)
         files.push_back(a);
       else {
+        KILN_USAGE_CHECK(a != "--", "a bare '--': options are --name value (or --name=value)");
         rest.push_back(argv[i]);
         // A run option's value travels with it (bool flags have none). An unknown one is an
         // error here: its value would otherwise be taken for a second sweep file.

@@ -148,7 +148,7 @@ def trial_label(path):
         with open(results, newline="") as f:
             rows = list(csv.reader(f))
         head = rows[0]
-        params = head[head.index("metric") + 1:head.index("epochs")]  # the swept parameters
+        params = head[3:len(head) - 10]  # trial,status,metric, the parameters, 10 fixed columns
         for row in rows[1:]:
             if len(row) == len(head) and row[0] == m.group(1):
                 return name + " (" + " ".join(f"{p}={row[head.index(p)]}" for p in params) + ")"
@@ -167,6 +167,8 @@ def step_lr(path, recs):
     for r in steps:
         e = r["epoch"]
         start, end = ends.get(e - 1, 0), ends.get(e)
+        if end is None and e - 1 in ends:  # an epoch cut short: the previous one's length
+            end = start + (ends[e - 1] - ends.get(e - 2, 0))
         xs.append(e - 1 + ((r["step"] - start) / (end - start) if end and end > start else 0.0))
     return xs, [num(r["lr"]) for r in steps]
 

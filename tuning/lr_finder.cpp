@@ -205,7 +205,8 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   KILN_USAGE_CHECK(o.num_it > 0 || o.epochs > 0, "lr_find: --num-it 0 needs --epochs >= 1");
   KILN_CHECK(s.trainer && s.train.size() > 0, "lr_find: the session has no training data");
   TrainOptions topts = s.cfg.train;
-  long long spe = (s.train.size() + topts.batch_size - 1) / topts.batch_size;
+  const long long rows = s.train.size(), b = topts.batch_size;
+  long long spe = rows / b + (rows % b != 0);  // not (rows + b - 1) / b: overflows near 2^63
   long long n = o.num_it > 0 ? o.num_it : spe * o.epochs;
   // The ramp's span (ramp_lr): fastai's num_it, or keras_lr_finder's epochs*samples/batch_size.
   const double span = o.num_it > 0

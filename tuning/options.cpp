@@ -561,7 +561,8 @@ std::string OptionTable::help(const RunConfig* defaults) const {
     os << "  " << std::left << std::setw(30) << flag << (flag.size() >= 30 ? " " : "") << text
        << "\n";
   }
-  if (defaults) os << "A bool option is set by --NAME (or --NAME=false); --no-NAME turns it off.\n";
+  if (defaults)
+    os << "A bool option: --NAME turns it on, --no-NAME off (--NAME=true|false also works).\n";
   return os.str();
 }
 

@@ -14,6 +14,12 @@ namespace kiln {
 std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& defaults) {
   std::vector<std::string> notes = cfg.model.ignored(defaults.model);
   for (const std::string& n : cfg.optim.ignored(defaults.optim)) notes.push_back(n);
+  // --precision picks the cuBLAS math mode; --device auto that finds no GPU runs fp32.
+  if (cfg.precision != "fp32" && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
+    notes.push_back("--precision " + cfg.precision +
+                    " is ignored: no CUDA device answers, the CPU computes in fp32");
+  if (cfg.train.cuda_graphs && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
+    notes.push_back("--cuda-graphs on is ignored: no CUDA device answers, the CPU runs the steps");
   if (cfg.lr_find) return notes;  // the range test replaces the schedule (lr_find says so)
   // Training reads none of the range test's options.
   std::string lr_find_opts;
@@ -33,12 +39,6 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
         "--scale-lr is ignored without --batch-schedule (it scales the lr with the scheduled "
         "batch)");
   for (const std::string& n : cfg.sched.ignored(defaults.sched)) notes.push_back(n);
-  // --precision picks the cuBLAS math mode; --device auto that finds no GPU runs fp32.
-  if (cfg.precision != "fp32" && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
-    notes.push_back("--precision " + cfg.precision +
-                    " is ignored: no CUDA device answers, the CPU computes in fp32");
-  if (cfg.train.cuda_graphs && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
-    notes.push_back("--cuda-graphs on is ignored: no CUDA device answers, the CPU runs the steps");
   // A cycling schedule drives SGD's and RMSprop's momentum, as torch's OneCycleLR and CyclicLR
   // (cycle_momentum=True) do: "--optimizer sgd" alone then is not plain SGD. Said unless the
   // momentum range was given (--base-momentum, --max-momentum).

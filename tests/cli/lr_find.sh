@@ -71,4 +71,17 @@ rc=$?
 set -e
 [ $rc -eq 2 ] || { echo "FAIL: start > end exited $rc"; cat err.txt; exit 1; }
 grep -q 'start-lr' err.txt || { echo "FAIL: message"; cat err.txt; exit 1; }
+
+# A batch past the dataset is one batch (2^63-1 overflowed the steps per epoch: SIGFPE); a file
+# named like the default checkpoint directory does not block a test that writes no checkpoint;
+# --no-lr-find is refused (the range test ran anyway, with notes for training).
+touch checkpoints
+"$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 256 --model mlp --width 16 \
+  --num-it 5 --batch-size 9223372036854775807 --lr-find-csv big.csv >/dev/null 2>err.txt ||
+  { echo "FAIL: huge batch or a file named checkpoints"; cat err.txt; exit 1; }
+set +e
+"$KILN_BIN/lr_find" --device cpu --no-lr-find --num-it 5 >/dev/null 2>err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q 'lr_find always runs the LR range test' err.txt || { echo "FAIL: --no-lr-find rc=$rc"; cat err.txt; exit 1; }
 echo "PASS"

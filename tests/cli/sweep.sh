@@ -162,6 +162,11 @@ set +e
 rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q "unknown option 'epoch' (did you mean 'epochs'?)" err.txt || { echo "FAIL: unknown option rc=$rc"; cat err.txt; exit 1; }
+set +e
+"$KILN_BIN/sweep" s.yaml --dry-run -- --seed 3 > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "a bare '--'" err.txt || { echo "FAIL: bare -- rc=$rc"; cat err.txt; exit 1; }
 # An option the trials never read (a swept --momentum under adam, a base --gamma under cosine) is
 # noted once on the console with how many trials have it, and in each such trial's log.
 cat > ign.yaml <<YAML
