@@ -22,7 +22,8 @@ std::vector<std::pair<int, int>> parse_batch_schedule(const std::string& text) {
     }
     KILN_USAGE_CHECK(ok && e >= 0 && e <= 1000000 && b > 0 && b <= (1 << 30),
                      "--batch-schedule '" << text << "': bad entry '" << item
-                                          << "' (expected epoch:batch with epoch >= 0, batch > 0)");
+                                          << "' (expected epoch:batch with 0 <= epoch <= 10^6 and "
+                                             "0 < batch <= 2^30)");
     KILN_USAGE_CHECK(out.empty() || e > out.back().first,
                      "--batch-schedule '" << text << "': epochs must increase (" << e << " after "
                                           << out.back().first << ")");

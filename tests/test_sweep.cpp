@@ -207,6 +207,8 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
             "s.yaml: key 'run_cap': expected a non-negative integer (at most 2^53)");
   EXPECT_EQ(usage_error("method: [grid]\nparameters: {lr: {values: [0.1]}}\n"),
             "s.yaml: key 'method': expected grid|random");
+  EXPECT_EQ(usage_error("parameters:\n  ? \"l\\nr\"\n  : {values: [0.1]}\n"),
+            "s.yaml in parameters: line 2: key \"l\\nr\" has a line break or control character");
 }
 
 TEST(SweepSpec, TrialConfigAppliesParameters) {

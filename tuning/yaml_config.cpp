@@ -40,6 +40,9 @@ void check_unique_keys(const YAML::Node& map, const std::string& path, const std
     KILN_USAGE_CHECK(kv.first.IsScalar(),
                      path << where << ": line " << line << ": keys must be plain words");
     const std::string key = kv.first.as<std::string>();
+    for (unsigned char ch : key)  // one-line errors: a key is echoed in every message about it
+      KILN_USAGE_CHECK(ch >= 0x20, path << where << ": line " << line << ": key " << printable(key)
+                                        << " has a line break or control character");
     for (const auto& [k, l] : seen)
       KILN_USAGE_CHECK(k != normalize_key(key), path << where << ": key '" << printable(key)
                                                      << "' (line " << line

@@ -12,7 +12,8 @@ namespace kiln {
 // Usage error naming `path` and the line of a "---" that starts a second document.
 void check_one_document(const std::string& text, const std::string& path);
 // Usage error when two keys of `map` are the same option ('_' and '-' alike): "PATH: key 'K'
-// (line L): already set at line M". `where` follows the path (" in base"), may be empty.
+// (line L): already set at line M", or a key holds a line break or control character (every
+// message about it would span lines). `where` follows the path (" in base"), may be empty.
 void check_unique_keys(const YAML::Node& map, const std::string& path, const std::string& where);
 
 }  // namespace kiln
