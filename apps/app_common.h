@@ -40,6 +40,24 @@ inline void print_ignored_options(const char* prog, const RunConfig& cfg, const 
     std::fprintf(stderr, "%s: note: %s\n", prog, n.c_str());
 }
 
+// One argument of an app's own flags (sweep, kiln_eval): "--name value" or "--name=value".
+struct FlagArg {
+  std::string flag;           // "--name", or the whole argument when it is not --name=value
+  std::string value;          // what follows '=' in --name=value
+  bool inline_value = false;  // the value came with the flag
+};
+inline FlagArg split_flag(const std::string& a) {
+  const size_t eq = a.find('=');
+  if (a.rfind("--", 0) != 0 || eq == std::string::npos) return {a, "", false};
+  return {a.substr(0, eq), a.substr(eq + 1), true};
+}
+// The flag's value: the one after '=', else the next argument (i moves past it).
+inline std::string flag_value(const FlagArg& f, int argc, char** argv, int& i) {
+  if (f.inline_value) return f.value;
+  KILN_USAGE_CHECK(i + 1 < argc, f.flag << " needs a value");
+  return argv[++i];
+}
+
 // --summary: the model's per-layer table (no data is loaded).
 inline void print_summary(const RunConfig& cfg) {
   auto s = make_session(cfg, /*load_data=*/false);

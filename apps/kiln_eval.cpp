@@ -27,20 +27,11 @@ int main(int argc, char** argv) {
     const std::vector<std::string> flags = {"--dump-logits", "--data-dir", "--device", "--split",
                                             "--test-limit"};
     for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i], inline_value;
-      bool has_inline = false;
-      if (a.rfind("--", 0) == 0 && a.find('=') != std::string::npos) {  // --split=val
-        inline_value = a.substr(a.find('=') + 1);
-        a = a.substr(0, a.find('='));
-        has_inline = true;
-      }
+      const app::FlagArg f = app::split_flag(argv[i]);  // --split=val too
+      const std::string& a = f.flag;
       auto value = [&]() -> std::string {
-        std::string v = has_inline ? inline_value : "";
-        if (!has_inline) {
-          KILN_USAGE_CHECK(i + 1 < argc, a << " needs a value");
-          v = argv[++i];
-        }
-        KILN_USAGE_CHECK(!v.empty() || a == "--device" || a == "--split" || a == "--test-limit",
+        std::string v = app::flag_value(f, argc, argv, i);
+        KILN_USAGE_CHECK(!v.empty() || (a != "--dump-logits" && a != "--data-dir"),
                          a << ": an empty path (leave " << a << " out instead)");
         return v;
       };

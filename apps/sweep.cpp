@@ -84,17 +84,11 @@ int main(int argc, char** argv) {
     std::vector<char*> rest = {argv[0]};
     std::vector<std::string> files;
     for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i], inline_value;
-      const bool has_inline = a.rfind("--", 0) == 0 && a.find('=') != std::string::npos;
-      const std::string flag = has_inline ? a.substr(0, a.find('=')) : a;
+      const std::string a = argv[i];
+      const app::FlagArg f = app::split_flag(a);
+      const std::string& flag = f.flag;
       auto value = [&](const char* name) -> std::string {
-        std::string v;
-        if (has_inline) {
-          v = a.substr(a.find('=') + 1);
-        } else {
-          KILN_USAGE_CHECK(i + 1 < argc, name << " needs a value");
-          v = argv[++i];
-        }
+        std::string v = app::flag_value(f, argc, argv, i);
         KILN_USAGE_CHECK(!v.empty(), name << ": an empty value");
         return v;
       };
@@ -126,17 +120,13 @@ int main(int argc, char** argv) {
         rest.push_back(argv[i]);
         // A run option's value travels with it (bool flags have none). An unknown one is an
         // error here: its value would otherwise be taken for a second sweep file.
-        std::string name = flag.substr(2);
+        const std::string name = flag.substr(2);
         const OptionSpec* s = run_options().find(name);
-        const bool negated_bool = !s && name.rfind("no-", 0) == 0 &&
-                                  run_options().find(name.substr(3)) &&
-                                  run_options().find(name.substr(3))->type == "bool";
-        if (!s && !negated_bool && name != "config") {
-          const std::string near = run_options().closest(name);
-          KILN_USAGE_FAIL(flag << ": unknown option '" << name << "'"
-                               << (near.empty() ? "" : " (did you mean '" + near + "'?)"));
+        if (!s && name != "config" && !run_options().negated_bool(name)) {
+          RunConfig scratch;
+          run_options().set(scratch, name, "", flag);  // throws: unknown, with a suggestion
         }
-        if ((name == "config" || (s && s->type != "bool")) && !has_inline && i + 1 < argc)
+        if ((name == "config" || (s && s->type != "bool")) && !f.inline_value && i + 1 < argc)
           rest.push_back(argv[++i]);
       }
     }

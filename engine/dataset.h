@@ -32,8 +32,8 @@ struct Dataset {
   // Per channel, the stored value of a black (raw 0) pixel: -mean/std when normalised, else 0.
   // Augmentation pads with it, as torchvision pads the raw image before Normalize.
   std::vector<float> black;
-  // A loader's remark for the user, or "": MNIST files whose pixels look like Fashion-MNIST's
-  // (the two use the same file names) or the reverse.
+  // A loader's remark for the user, or "": test-split MNIST files whose pixels look like
+  // Fashion-MNIST's (the two use the same file names) or the reverse.
   std::string note;
   int64_t size() const { return images.ndim() ? images.dim(0) : 0; }
   Shape sample_shape() const { return Shape(images.shape().begin() + 1, images.shape().end()); }

@@ -458,15 +458,22 @@ OptionTable build_table() {
                 [](RunConfig& c) -> int& { return c.keep_last; }),
         kSideEffect | kRangeTestUnused);
   t.add(opt_bool("lr-find", "run the LR range test instead of training", [](RunConfig& c) -> bool& { return c.lr_find; }));
-  t.add(opt_float("start-lr", "LR range test start", [](RunConfig& c) -> float& { return c.start_lr; }));
-  t.add(opt_float("end-lr", "LR range test end", [](RunConfig& c) -> float& { return c.end_lr; }));
-  t.add(opt_int("num-it", "LR range test steps (0: use --epochs)", [](RunConfig& c) -> int& { return c.num_it; }));
+  t.add(opt_float("start-lr", "LR range test start",
+                  [](RunConfig& c) -> float& { return c.start_lr; }),
+        kRangeTestOnly);
+  t.add(opt_float("end-lr", "LR range test end", [](RunConfig& c) -> float& { return c.end_lr; }),
+        kRangeTestOnly);
+  t.add(opt_int("num-it", "LR range test steps (0: use --epochs)",
+                [](RunConfig& c) -> int& { return c.num_it; }),
+        kRangeTestOnly);
   t.add(opt_path("lr-find-csv", "LR range test CSV output",
-                 [](RunConfig& c) -> std::string& { return c.lr_find_csv; }));
-  t.add(opt_bool(
-      "lr-find-val",
-      "LR range test on the loss of the first 500 validation (--val-split) or else test samples",
-      [](RunConfig& c) -> bool& { return c.lr_find_val; }));
+                 [](RunConfig& c) -> std::string& { return c.lr_find_csv; }),
+        kRangeTestOnly);
+  t.add(opt_bool("lr-find-val",
+                 "LR range test on the loss of the first 500 validation (--val-split) or else test "
+                 "samples",
+                 [](RunConfig& c) -> bool& { return c.lr_find_val; }),
+        kRangeTestOnly);
   return t;
 }
 
@@ -514,6 +521,12 @@ std::string closest_name(const std::string& k, const std::vector<std::string>& n
     }
   }
   return best;
+}
+
+const OptionSpec* OptionTable::negated_bool(const std::string& key) const {
+  if (key.rfind("no-", 0) != 0 || find(key)) return nullptr;
+  const OptionSpec* b = find(key.substr(3));
+  return b && b->type == "bool" ? b : nullptr;
 }
 
 std::string OptionTable::closest(const std::string& name) const {
@@ -657,12 +670,9 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
       has_value = true;
     }
     const OptionSpec* s = table.find(key);
-    if (!s && key.rfind("no-", 0) == 0) {
-      const OptionSpec* b = table.find(key.substr(3));
-      if (b && b->type == "bool" && !has_value) {
-        table.set(cfg, b->name, "false", "--" + key);
-        continue;
-      }
+    if (const OptionSpec* b = table.negated_bool(key); b && !has_value) {
+      table.set(cfg, b->name, "false", "--" + key);
+      continue;
     }
     if (!s) table.set(cfg, key, "", "--" + key);  // throws with a suggestion
     if (!has_value) {

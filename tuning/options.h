@@ -59,6 +59,8 @@ enum OptionTrait : unsigned {
   // The LR range test never reads it (its ramp replaces --lr and the schedule; it writes only
   // its CSV): lr_find names it when set.
   kRangeTestUnused = 1u << 3,
+  // Only the LR range test reads it: a training run names it when set.
+  kRangeTestOnly = 1u << 4,
 };
 
 struct OptionSpec {
@@ -74,6 +76,8 @@ class OptionTable {
  public:
   void add(OptionSpec spec, unsigned traits = 0);
   const OptionSpec* find(const std::string& name) const;  // accepts '_' for '-'
+  // The bool option that "no-NAME" turns off, or nullptr when `key` is no such form.
+  const OptionSpec* negated_bool(const std::string& key) const;
   // Sets key=value; `origin` ("--lr", "config.yaml: key 'lr'") prefixes any error.
   void set(RunConfig& cfg, const std::string& key, const std::string& value,
            const std::string& origin) const;

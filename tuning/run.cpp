@@ -15,18 +15,18 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
   std::vector<std::string> notes = cfg.model.ignored(defaults.model);
   for (const std::string& n : cfg.optim.ignored(defaults.optim)) notes.push_back(n);
   // --precision picks the cuBLAS math mode; --device auto that finds no GPU runs fp32.
-  if (cfg.precision != "fp32" && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
+  const bool auto_on_cpu = cfg.device == "auto" && resolve_device("auto") == Device::CPU;
+  if (cfg.precision != "fp32" && auto_on_cpu)
     notes.push_back("--precision " + cfg.precision +
                     " is ignored: no CUDA device answers, the CPU computes in fp32");
-  if (cfg.train.cuda_graphs && cfg.device == "auto" && resolve_device("auto") == Device::CPU)
+  if (cfg.train.cuda_graphs && auto_on_cpu)
     notes.push_back("--cuda-graphs on is ignored: no CUDA device answers, the CPU runs the steps");
   if (cfg.lr_find) return notes;  // the range test replaces the schedule (lr_find says so)
   // Training reads none of the range test's options.
   std::string lr_find_opts;
-  for (const char* name : {"start-lr", "end-lr", "num-it", "lr-find-csv", "lr-find-val"}) {
-    const OptionSpec* spec = run_options().find(name);
-    if (spec->get(cfg) != spec->get(defaults)) lr_find_opts += std::string(" --") + name;
-  }
+  for (const OptionSpec& spec : run_options().specs())
+    if ((spec.traits & kRangeTestOnly) && spec.get(cfg) != spec.get(defaults))
+      lr_find_opts += " --" + spec.name;
   if (!lr_find_opts.empty())
     notes.push_back(lr_find_opts.substr(1) +
                     (lr_find_opts.find(' ', 1) == std::string::npos ? " is" : " are") +

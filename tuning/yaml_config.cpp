@@ -43,11 +43,11 @@ void check_unique_keys(const YAML::Node& map, const std::string& path, const std
     for (unsigned char ch : key)  // one-line errors: a key is echoed in every message about it
       KILN_USAGE_CHECK(ch >= 0x20, path << where << ": line " << line << ": key " << printable(key)
                                         << " has a line break or control character");
+    const std::string norm = normalize_key(key);
     for (const auto& [k, l] : seen)
-      KILN_USAGE_CHECK(k != normalize_key(key), path << where << ": key '" << printable(key)
-                                                     << "' (line " << line
-                                                     << "): already set at line " << l);
-    seen.emplace_back(normalize_key(key), line);
+      KILN_USAGE_CHECK(k != norm, path << where << ": key '" << printable(key) << "' (line " << line
+                                       << "): already set at line " << l);
+    seen.emplace_back(norm, line);
   }
 }
 #endif
