@@ -34,21 +34,26 @@ int main(int argc, char** argv) {
     defaults.lr_find = true;  // as train_mnist --lr-find: the notes and checks of a range test
     RunConfig cfg = defaults;
     ParsedArgs args = parse_args(cfg, argc, argv, run_options());
-    if (args.help) {
-      std::printf("%s%s", kUsage, run_options().help(&defaults).c_str());
-      return 0;
+    try {  // an error about an option the --config file set names the file and key
+      if (args.help) {
+        std::printf("%s%s", kUsage, run_options().help(&defaults).c_str());
+        return 0;
+      }
+      KILN_USAGE_CHECK(args.positional.empty(),
+                       "unexpected argument '" << args.positional[0] << "'");
+      KILN_USAGE_CHECK(cfg.lr_find, "--no-lr-find: lr_find always runs the LR range test");
+      cfg.validate();
+      app::print_ignored_options("lr_find", cfg, defaults);
+      if (cfg.summary) {
+        app::print_summary(cfg);
+        return 0;
+      }
+      if (cfg.train.progress < 0) cfg.train.progress = 0;
+      std::printf("device: %s\n", device_name(resolve_device(cfg.device)));
+      std::fflush(stdout);
+      return app::lr_find_main("lr_find", cfg, defaults);
+    } catch (const Error& e) {
+      throw with_config_origin(e, args);
     }
-    KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
-    KILN_USAGE_CHECK(cfg.lr_find, "--no-lr-find: lr_find always runs the LR range test");
-    cfg.validate();
-    app::print_ignored_options("lr_find", cfg, defaults);
-    if (cfg.summary) {
-      app::print_summary(cfg);
-      return 0;
-    }
-    if (cfg.train.progress < 0) cfg.train.progress = 0;
-    std::printf("device: %s\n", device_name(resolve_device(cfg.device)));
-    std::fflush(stdout);
-    return app::lr_find_main("lr_find", cfg, defaults);
   });
 }

@@ -180,7 +180,11 @@ int main(int argc, char** argv) {
                   spec.maximize ? "maximize" : "minimize");
       for (int64_t i = 0; i < n; ++i) {
         RunConfig c = trial_config(spec, base, i, "dry-run");
-        c.validate();  // a bad combination shows here (a real run records it as a failed trial)
+        try {  // a bad combination shows here (a real run records it as a failed trial)
+          c.validate();
+        } catch (const Error& e) {
+          throw e.prefixed(files[0] + ": trial " + std::to_string(i) + ": ");
+        }
         std::string line;
         for (const auto& kv : trial_params(spec, i)) line += " " + kv.first + "=" + kv.second;
         std::printf("trial %lld:%s\n", static_cast<long long>(i), line.c_str());
@@ -202,7 +206,7 @@ int main(int argc, char** argv) {
         }
       }
       KILN_USAGE_CHECK(any_ok || num_trials(spec) == 0,
-                       "every trial's options are invalid; first: " << first);
+                       files[0] << ": every trial's options are invalid; first: " << first);
     }
     // Options some trial never reads (a swept --momentum under adam): once here, per trial in
     // its trial-<id>.log.

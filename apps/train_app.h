@@ -23,61 +23,66 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
     RunConfig cfg = defaults;
     const OptionTable& table = run_options();
     ParsedArgs args = parse_args(cfg, argc, argv, table);
-    if (args.help) {
-      std::printf("%s%s", usage, table.help(&defaults).c_str());
-      return 0;
-    }
-    KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
-    if (cfg.train.progress < 0) cfg.train.progress = stderr_is_tty() ? 1 : 0;
-    cfg.validate();
-    print_ignored_options(prog, cfg, defaults);
-    if (cfg.summary) {
-      print_summary(cfg);
-      return 0;
-    }
-    if (cfg.lr_find)  // the LR range test instead of training (lr_find does the same)
-      return lr_find_main(prog, cfg, defaults);
-    Device dev = resolve_device(cfg.device);
-    std::string why = cfg.device == "auto"
-                          ? (dev == Device::CUDA ? " (a GPU answers)" : " (no CUDA device answers)")
-                          : "";
-    std::string desc = dev == Device::CUDA ? ": " + cuda_device_description() : "";
-    std::printf("device: %s%s%s\n", device_name(dev), why.c_str(), desc.c_str());
-    std::fflush(stdout);
-    RunHooks hooks;
-    bool tty = cfg.train.progress == 1;
-    hooks.log = [tty](const std::string& line) {
-      std::fprintf(stderr, "%s%s", line.c_str(),
-                   tty && !line.empty() && line[0] == '\r' ? "" : "\n");
-      std::fflush(stderr);
-    };
-    hooks.on_epoch = [tty](const EpochRecord& r) {
-      if (tty) std::fprintf(stderr, "\r\033[K");
-      char val[64] = "";
-      if (!std::isnan(r.val_acc))
-        std::snprintf(val, sizeof(val), " val_loss=%.4f val_acc=%.4f", r.val_loss, r.val_acc);
-      std::printf(
-          "epoch %d: train_loss=%.4f train_acc=%.4f%s test_loss=%.4f test_acc=%.4f lr=%.4g %.2fs "
-          "%.0f img/s\n",
-          r.epoch, r.train_loss, r.train_acc, val, r.test_loss, r.test_acc, r.lr, r.seconds,
-          r.images_per_s);
-      if (r.l1_penalty > 0 || r.l2_penalty > 0)  // the penalty experiments: how sparse it got
-        std::printf("  l1_penalty=%.4g l2_penalty=%.4g weight_sparsity=%.4f\n", r.l1_penalty,
-                    r.l2_penalty, r.weight_sparsity);
+    try {  // an error about an option the --config file set names the file and key
+      if (args.help) {
+        std::printf("%s%s", usage, table.help(&defaults).c_str());
+        return 0;
+      }
+      KILN_USAGE_CHECK(args.positional.empty(),
+                       "unexpected argument '" << args.positional[0] << "'");
+      if (cfg.train.progress < 0) cfg.train.progress = stderr_is_tty() ? 1 : 0;
+      cfg.validate();
+      print_ignored_options(prog, cfg, defaults);
+      if (cfg.summary) {
+        print_summary(cfg);
+        return 0;
+      }
+      if (cfg.lr_find)  // the LR range test instead of training (lr_find does the same)
+        return lr_find_main(prog, cfg, defaults);
+      Device dev = resolve_device(cfg.device);
+      std::string why = cfg.device == "auto" ? (dev == Device::CUDA ? " (a GPU answers)"
+                                                                    : " (no CUDA device answers)")
+                                             : "";
+      std::string desc = dev == Device::CUDA ? ": " + cuda_device_description() : "";
+      std::printf("device: %s%s%s\n", device_name(dev), why.c_str(), desc.c_str());
       std::fflush(stdout);
-      return true;
-    };
-    RunResult res = run_training(cfg, hooks);
-    if (res.stop_signal) {  // SIGINT 130, SIGTERM 143, after the checkpoint
-      std::fprintf(stderr,
-                   "%s: interrupted by %s; checkpoint written to %s (continue with --resume %s)\n",
-                   prog, res.stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
-                   res.last_checkpoint.c_str(), res.last_checkpoint.c_str());
-      return 128 + res.stop_signal;
+      RunHooks hooks;
+      bool tty = cfg.train.progress == 1;
+      hooks.log = [tty](const std::string& line) {
+        std::fprintf(stderr, "%s%s", line.c_str(),
+                     tty && !line.empty() && line[0] == '\r' ? "" : "\n");
+        std::fflush(stderr);
+      };
+      hooks.on_epoch = [tty](const EpochRecord& r) {
+        if (tty) std::fprintf(stderr, "\r\033[K");
+        char val[64] = "";
+        if (!std::isnan(r.val_acc))
+          std::snprintf(val, sizeof(val), " val_loss=%.4f val_acc=%.4f", r.val_loss, r.val_acc);
+        std::printf(
+            "epoch %d: train_loss=%.4f train_acc=%.4f%s test_loss=%.4f test_acc=%.4f lr=%.4g %.2fs "
+            "%.0f img/s\n",
+            r.epoch, r.train_loss, r.train_acc, val, r.test_loss, r.test_acc, r.lr, r.seconds,
+            r.images_per_s);
+        if (r.l1_penalty > 0 || r.l2_penalty > 0)  // the penalty experiments: how sparse it got
+          std::printf("  l1_penalty=%.4g l2_penalty=%.4g weight_sparsity=%.4f\n", r.l1_penalty,
+                      r.l2_penalty, r.weight_sparsity);
+        std::fflush(stdout);
+        return true;
+      };
+      RunResult res = run_training(cfg, hooks);
+      if (res.stop_signal) {  // SIGINT 130, SIGTERM 143, after the checkpoint
+        std::fprintf(
+            stderr, "%s: interrupted by %s; checkpoint written to %s (continue with --resume %s)\n",
+            prog, res.stop_signal == SIGINT ? "SIGINT" : "SIGTERM", res.last_checkpoint.c_str(),
+            res.last_checkpoint.c_str());
+        return 128 + res.stop_signal;
+      }
+      std::printf("test_acc=%.4f test_loss=%.4f seconds=%.2f\n", res.test_acc, res.test_loss,
+                  res.train_seconds);
+      return 0;
+    } catch (const Error& e) {
+      throw with_config_origin(e, args);
     }
-    std::printf("test_acc=%.4f test_loss=%.4f seconds=%.2f\n", res.test_acc, res.test_loss,
-                res.train_seconds);
-    return 0;
   });
 }
 

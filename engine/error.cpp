@@ -22,6 +22,13 @@ Error::Error(ErrorKind kind, const std::string& msg, const char* file, int line)
     : std::runtime_error(msg), kind_(kind), message_(msg),
       where_(short_path(file) + ":" + std::to_string(line)) {}
 
+Error Error::prefixed(const std::string& prefix) const {
+  Error e = *this;
+  static_cast<std::runtime_error&>(e) = std::runtime_error(prefix + what());
+  e.message_ = prefix + message_;
+  return e;
+}
+
 std::string directory_error(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? "is a directory, not a file" : "";

@@ -19,6 +19,8 @@ class Error : public std::runtime_error {
   ErrorKind kind() const { return kind_; }
   const std::string& message() const { return message_; }  // without the location
   const std::string& where() const { return where_; }      // "engine/tensor.cpp:42"
+  // The same error (kind, place) with `prefix` in front of its message.
+  Error prefixed(const std::string& prefix) const;
 
  private:
   ErrorKind kind_;

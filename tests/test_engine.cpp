@@ -361,6 +361,41 @@ TEST(Options, YamlConfigThenFlagsOverride) {
   std::remove(path.c_str());
 }
 
+// A value the file set that validation refuses names the file and key; a flag that overrode
+// the file's value is the flag's error alone.
+TEST(Options, ConfigValueErrorsNameTheFile) {
+  std::string path = testing::TempDir() + "kiln_cfg_origin.yaml";
+  std::ofstream(path) << "lr: -3\nmax_lr: -1\nbase_lr: 0\nschedule: cyclic\n";
+  auto first_error = [&](std::vector<const char*> argv) {
+    RunConfig c;
+    ParsedArgs args = parse_args(c, static_cast<int>(argv.size()), const_cast<char**>(argv.data()),
+                                 run_options());
+    try {
+      c.validate();
+    } catch (const Error& e) {
+      return with_config_origin(e, args).message();
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(first_error({"x", "--config", path.c_str()}),
+            path + ": key 'lr': --lr must be >= 0, got -3");
+  EXPECT_EQ(first_error({"x", "--config", path.c_str(), "--lr", "-2"}),
+            "--lr must be >= 0, got -2");
+  // Two keys of the file in one message; base_lr's "--base-lr" is found inside "/--base-lr".
+  EXPECT_EQ(first_error({"x", "--config", path.c_str(), "--lr", "0.1"}),
+            path + ": keys 'max_lr', 'base_lr': --max-lr/--base-lr must be >= 0, got -1/0");
+  // Runtime errors and errors naming no key of the file are left alone.
+  RunConfig c;
+  const char* argv[] = {"x", "--config", path.c_str()};
+  ParsedArgs args = parse_args(c, 3, const_cast<char**>(argv), run_options());
+  Error runtime(ErrorKind::Runtime, "--lr is fine", "f.cpp", 1);
+  EXPECT_EQ(with_config_origin(runtime, args).message(), "--lr is fine");
+  Error other(ErrorKind::Usage, "--epochs -1: must be >= 0", "f.cpp", 1);
+  EXPECT_EQ(with_config_origin(other, args).message(), "--epochs -1: must be >= 0");
+  EXPECT_EQ(with_config_origin(other, args).where(), "f.cpp:1");
+  std::remove(path.c_str());
+}
+
 TEST(Json, ObjectNumbersAndEscapes) {
   JsonObject j;
   j.add("a", 1).add("b", 0.1f).add("c", std::nan("")).add("s", "q\"\n").add("t", true);

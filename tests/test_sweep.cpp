@@ -338,7 +338,7 @@ TEST(SweepRun, WritesResultsAndLeaderboardRanksByMetric) {
   std::ifstream csv(o.dir + "/results.csv");
   std::string header;
   std::getline(csv, header);
-  EXPECT_EQ(header.rfind("trial,status,metric,lr,epochs,val_acc,val_loss,test_acc,", 0), 0u)
+  EXPECT_EQ(header.rfind("trial,status,metric,lr,epochs_run,val_acc,val_loss,test_acc,", 0), 0u)
       << header;
   std::set<std::string> columns;
   std::stringstream hs(header);

@@ -3,6 +3,7 @@
 #include "tuning/options.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -642,8 +643,9 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
     KILN_USAGE_CHECK(!have_config, "--config given twice (" << cfg.config_path << ", " << path
                                                             << "); a run reads one config file");
     have_config = true;
-    apply_yaml_config(cfg, path);
+    apply_yaml_config(cfg, path, &out.config_keys);
     cfg.config_path = path;
+    out.config_path = path;
   }
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -684,8 +686,30 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
       }
     }
     table.set(cfg, s->name, value, "--" + s->name);
+    out.config_keys.erase(s->name);  // the flag wins over the file
   }
   return out;
+}
+
+Error with_config_origin(const Error& e, const ParsedArgs& args) {
+  if (e.kind() != ErrorKind::Usage || args.config_keys.empty()) return e;
+  const std::string& m = e.message();
+  std::string keys;
+  int n = 0;
+  for (size_t at = m.find("--"); at != std::string::npos; at = m.find("--", at + 2)) {
+    size_t end = at + 2;
+    while (end < m.size() && (std::islower(static_cast<unsigned char>(m[end])) ||
+                              std::isdigit(static_cast<unsigned char>(m[end])) || m[end] == '-'))
+      ++end;
+    std::string name = m.substr(at + 2, end - at - 2);
+    if (!args.config_keys.count(name) && name.rfind("no-", 0) == 0) name = name.substr(3);
+    auto it = args.config_keys.find(name);
+    const std::string quoted = it == args.config_keys.end() ? "" : "'" + it->second + "'";
+    if (quoted.empty() || keys.find(quoted) != std::string::npos) continue;
+    keys += (n++ ? ", " : " ") + quoted;
+  }
+  if (!n) return e;
+  return e.prefixed(args.config_path + (n > 1 ? ": keys" : ": key") + keys + ": ");
 }
 
 }  // namespace kiln

@@ -4,10 +4,12 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "engine/dataset.h"
+#include "engine/error.h"
 #include "engine/trainer.h"
 #include "layers/models.h"
 #include "optim/optimizer.h"
@@ -101,13 +103,21 @@ size_t edit_distance(const std::string& a, const std::string& b);  // Levenshtei
 std::string closest_name(const std::string& k, const std::vector<std::string>& names);
 
 // Applies a flat YAML mapping of option: value (lists allowed for list options). Unknown keys,
-// wrong types and unreadable files are errors naming the file and the key.
-void apply_yaml_config(RunConfig& cfg, const std::string& path);
+// wrong types and unreadable files are errors naming the file and the key. With `keys`, records
+// each option the file set: canonical name -> the key as written.
+void apply_yaml_config(RunConfig& cfg, const std::string& path,
+                       std::map<std::string, std::string>* keys = nullptr);
 
 struct ParsedArgs {
   bool help = false;
   std::vector<std::string> positional;
+  std::string config_path;                         // --config, or ""
+  std::map<std::string, std::string> config_keys;  // options the file set and no flag overrode
 };
+// A usage error raised after parsing (validation, model building) names options as flags
+// ("--lr must be >= 0"); when the value came from the --config file, the same error prefixed
+// with the file and key ("run.yaml: key 'lr': --lr must be >= 0"). Other errors unchanged.
+Error with_config_origin(const Error& e, const ParsedArgs& args);
 // --key value, --key=value, --flag / --no-flag for bools; --config FILE applied first so
 // flags override it. Unknown flags are usage errors with a suggestion.
 ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& table);

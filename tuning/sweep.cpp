@@ -165,11 +165,13 @@ std::string csv_field(const std::string& s) {
 
 // Column 3 is the sweep's metric under the name results.jsonl gives it ("metric"): the metric is
 // one of the fixed columns after the parameters too, and a CSV header must not name a column twice.
+// For the same reason the epochs a trial ran are "epochs_run": "epochs" may be a parameter.
 std::string csv_header(const SweepSpec& spec) {
   std::string h = "trial,status,metric";
   for (const auto& p : spec.params) h += "," + p.name;
   return h +
-         ",epochs,val_acc,val_loss,test_acc,test_loss,train_acc,train_loss,weight_sparsity,seconds,"
+         ",epochs_run,val_acc,val_loss,test_acc,test_loss,train_acc,train_loss,weight_sparsity,"
+         "seconds,"
          "message\n";
 }
 
@@ -605,7 +607,7 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size
     width.push_back(static_cast<int>(w) + 2);
     os << std::setw(width.back()) << spec.params[j].name;
   }
-  os << "epochs\n";
+  os << "epochs_run\n";  // not "epochs": that may be a parameter's column
   for (size_t k = 0; k < rs.size() && k < top; ++k) {
     const auto& r = rs[k];
     std::ostringstream m;

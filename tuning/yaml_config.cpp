@@ -52,7 +52,8 @@ void check_unique_keys(const YAML::Node& map, const std::string& path, const std
 }
 #endif
 
-void apply_yaml_config(RunConfig& cfg, const std::string& path) {
+void apply_yaml_config(RunConfig& cfg, const std::string& path,
+                       std::map<std::string, std::string>* keys) {
 #ifdef KILN_HAVE_YAML
   const std::string dir = directory_error(path);
   KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (--config names a YAML file)");
@@ -98,12 +99,14 @@ void apply_yaml_config(RunConfig& cfg, const std::string& path) {
         KILN_USAGE_FAIL(origin << ": nested mappings are not options (write option: value)");
       }
       table.set(cfg, key, value, origin);
+      if (keys) (*keys)[table.find(key)->name] = printable(key);
     }
   } catch (const YAML::Exception& e) {  // anything yaml-cpp rejects that the checks above missed
     KILN_USAGE_FAIL(path << ": not a valid config at line " << e.mark.line + 1 << ": " << e.msg);
   }
 #else
   (void)cfg;
+  (void)keys;
   KILN_USAGE_FAIL(path << ": this kiln was built without yaml-cpp; install libyaml-cpp-dev");
 #endif
 }
