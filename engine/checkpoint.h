@@ -49,9 +49,16 @@ std::vector<uint8_t> encode_safetensors(const SafetensorsFile& f);
 SafetensorsFile decode_safetensors(const uint8_t* data, size_t size, const std::string& what);
 SafetensorsFile read_safetensors(const std::string& path);
 
-// Temp file next to `path`, write, fsync, rename over `path`, fsync the directory. On failure
-// the temp file is removed, `path` is untouched, and a runtime Error names `path`.
+// Temp file next to `path` (<path>.tmp.<host>.<pid>.<k>, host a hash of this machine's name),
+// write, fsync, rename over `path`, fsync the directory. On failure the temp file is removed,
+// `path` is untouched, and a runtime Error names `path`. Temp files for `path` that a killed
+// process of this machine left behind are removed first.
 void write_file_atomic(const std::string& path, const void* data, size_t size);
+// Whether directory entry `name` is a write_file_atomic temp file of a process of this machine
+// that no longer runs (another machine's, on a shared directory, is never stale here).
+bool is_stale_temp_file(const std::string& name);
+// The temp file write_file_atomic uses for `path` in process `pid`, its k-th write.
+std::string atomic_temp_name(const std::string& path, long pid, unsigned k);
 
 uint32_t crc32(const void* data, size_t n, uint32_t crc = 0);  // IEEE 802.3 (as zlib)
 

@@ -1,7 +1,9 @@
 // The safetensors container: encode, decode with full validation, atomic file writes and the
 // CRC-32 used by kiln checkpoints. Nothing here knows about models; engine/checkpoint.cpp maps
 // models and optimizers onto it.
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -9,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -36,6 +39,25 @@ std::string dir_of(const std::string& path) {
   size_t slash = path.rfind('/');
   if (slash == std::string::npos) return ".";
   return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// ".tmp.<host>.": the machine's name hashed to 8 hex digits (fixed length, no odd characters),
+// so writers on machines that share a directory never take each other's temp files for stale.
+const std::string& temp_tag() {
+  static const std::string tag = [] {
+    char host[256] = {};
+    if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = 0;
+    uint32_t h = 2166136261u;  // FNV-1a
+    for (const char* c = host; *c; ++c) h = (h ^ static_cast<uint8_t>(*c)) * 16777619u;
+    char hex[16];
+    std::snprintf(hex, sizeof(hex), "%08x", h);
+    return ".tmp." + std::string(hex) + ".";
+  }();
+  return tag;
+}
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 }  // namespace
@@ -221,15 +243,45 @@ SafetensorsFile read_safetensors(const std::string& path) {
   return decode_safetensors(bytes.data(), bytes.size(), "checkpoint " + path);
 }
 
+bool is_stale_temp_file(const std::string& name) {
+  // <target><tag><pid>.<k>
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos || dot == 0 || !all_digits(name.substr(dot + 1))) return false;
+  const size_t pid_at = name.rfind('.', dot - 1);
+  if (pid_at == std::string::npos) return false;
+  const std::string pid = name.substr(pid_at + 1, dot - pid_at - 1);
+  const std::string& tag = temp_tag();
+  if (!all_digits(pid) || pid.size() > 9 || pid_at + 1 < tag.size() + 1 ||
+      name.compare(pid_at + 1 - tag.size(), tag.size(), tag) != 0)
+    return false;
+  const pid_t p = static_cast<pid_t>(std::stol(pid));
+  return p > 0 && ::kill(p, 0) != 0 && errno == ESRCH;
+}
+
+std::string atomic_temp_name(const std::string& path, long pid, unsigned k) {
+  return path + temp_tag() + std::to_string(pid) + "." + std::to_string(k);
+}
+
 void write_file_atomic(const std::string& path, const void* data, size_t size) {
   static std::atomic<unsigned> counter{0};
   std::string dir = dir_of(path);
+  const std::string base =
+      path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
+  if (DIR* d = ::opendir(dir.c_str())) {  // what a writer killed mid-write left for this file
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n.size() > base.size() + temp_tag().size() && n.compare(0, base.size(), base) == 0 &&
+          n.compare(base.size(), temp_tag().size(), temp_tag()) == 0 && is_stale_temp_file(n))
+        ::unlink((dir + "/" + n).c_str());
+    }
+    ::closedir(d);
+  }
   // The rename would replace whatever is at `path`: a device (/dev/null, /dev/full), a FIFO or
   // a directory must stay what it is.
   struct stat existing;
   KILN_CHECK(::stat(path.c_str(), &existing) != 0 || S_ISREG(existing.st_mode),
              path << ": exists and is not a regular file; not replacing it");
-  std::string tmp = path + ".tmp." + std::to_string(getpid()) + "." + std::to_string(counter++);
+  std::string tmp = atomic_temp_name(path, getpid(), counter++);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   KILN_CHECK(fd >= 0, path << ": cannot create a temporary file in " << dir << ": " << std::strerror(errno));
   const char* p = static_cast<const char*>(data);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -617,6 +618,38 @@ TEST(Checkpoint, FailedWriteLeavesOldFileIntact) {
   Rig b(16, 3);
   load_checkpoint(path, b.ctx, *b.model, b.opt.get(), b.sched.get());
   std::remove(path.c_str());
+}
+
+// A write removes the temp files that killed writers of this machine left for the same path, and
+// nothing else: a live writer's, another machine's (same pid, other host tag), another file's.
+TEST(Checkpoint, AtomicWriteRemovesStaleTempFilesOfDeadWriters) {
+  const std::string dir = ::testing::TempDir() + "kiln_stale_" + std::to_string(getpid());
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  const std::string path = dir + "/run.safetensors";
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);  // reaped: the pid names no process now
+  const std::string dead = atomic_temp_name(path, child, 3);
+  const std::string live = atomic_temp_name(path, getpid(), 1000000);
+  const std::string other_file = atomic_temp_name(dir + "/other.safetensors", child, 0);
+  std::string foreign = dead;  // another machine's: flip one hex digit of the host tag
+  const size_t tag_at = path.size() + 5;
+  foreign[tag_at] = foreign[tag_at] == '0' ? '1' : '0';
+  for (const std::string& f : {dead, live, other_file, foreign}) std::ofstream(f) << "partial";
+  EXPECT_TRUE(is_stale_temp_file(dead.substr(dir.size() + 1)));
+  EXPECT_FALSE(is_stale_temp_file(live.substr(dir.size() + 1)));
+  EXPECT_FALSE(is_stale_temp_file(foreign.substr(dir.size() + 1)));
+  EXPECT_FALSE(is_stale_temp_file("run.safetensors"));
+  write_file_atomic(path, "new", 3);
+  auto exists = [](const std::string& f) { return ::access(f.c_str(), F_OK) == 0; };
+  EXPECT_FALSE(exists(dead));
+  EXPECT_TRUE(exists(live));
+  EXPECT_TRUE(exists(other_file));  // written next time other.safetensors is
+  EXPECT_TRUE(exists(foreign));
+  EXPECT_EQ(read_all(path), (std::vector<uint8_t>{'n', 'e', 'w'}));
+  for (const std::string& f : {path, live, other_file, foreign}) std::remove(f.c_str());
+  ::rmdir(dir.c_str());
 }
 
 // The trainer stopped mid-epoch at a step checkpoint and continued in a fresh process-like

@@ -111,12 +111,10 @@ void prune_checkpoints(const std::string& dir, int keep, const TrainPosition& up
   std::vector<std::tuple<long long, long long, std::string>> files;  // mtime s, ns, name
   while (dirent* e = ::readdir(d)) {
     std::string n = e->d_name;
-    // A process killed mid-write leaves <name>.tmp.<pid>.<k>; remove those of dead writers.
-    size_t t = n.find(".safetensors.tmp.");
-    if (n.rfind("ckpt-", 0) == 0 && t != std::string::npos) {
-      long pid = std::strtol(n.c_str() + t + 17, nullptr, 10);
-      if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
-        ::unlink((dir + "/" + n).c_str());
+    // A process killed mid-write leaves <name>.tmp.<host>.<pid>.<k>; remove those of dead
+    // writers (a resumed run may never write that name again).
+    if (n.rfind("ckpt-", 0) == 0 && n.find(".safetensors.tmp.") != std::string::npos) {
+      if (is_stale_temp_file(n)) ::unlink((dir + "/" + n).c_str());
       continue;
     }
     // Only names this run has reached (it wrote them, or the run it resumed did): another run's
