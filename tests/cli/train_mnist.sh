@@ -117,9 +117,10 @@ check log-is-config 2 "--log $tmp/c.yaml is the --config file" -- "$bin" "${smal
 # MNIST read as Fashion-MNIST (same file names; the data dir itself is searched too): said.
 check mnist-as-fashion 0 'note: .*t10k-images-idx3-ubyte.gz: mean pixel 0.121 is MNIST.s .*is --dataset mnist meant' -- \
   "$bin" --device cpu --dataset fashion-mnist --data-dir "$data/mnist" --model mlp --width 8 --epochs 1 --train-limit 200
-# A model past the machine's memory is a usage error naming its largest layer, not an OOM kill.
+# A model past the machine's memory is a usage error naming its largest layer, not an OOM kill
+# (1000 layers of 65536x65536: ~69 TB of weights, gradients and moments, past any machine).
 check model-too-big 2 'training needs about [0-9.]+ GiB .*the largest is layer 3 \(Linear\(65536 -> 65536\)' -- \
-  "$bin" --summary --device cpu --model mlp --width 65536 --depth 20
+  "$bin" --summary --device cpu --model mlp --width 65536 --depth 1000
 check help 0 '--batch-size' -- "$bin" --help
 # --help says what leaving an option out means (the app's defaults, not the library's), and
 # how to turn off a bool that is on.
