@@ -95,6 +95,30 @@ TEST(SoftmaxXentRef, LargeLogitsStayFinite) {
   EXPECT_TRUE(std::isfinite(dz[0]) && std::isfinite(dz[1]));
 }
 
+// An infinite maximum is NaN in torch (logsumexp: inf - inf): a +inf logit, whatever the
+// label, and a row of -inf give a NaN loss and all-NaN dlogits, never a finite gradient from a
+// NaN loss. A -inf logit beside finite ones is an ordinary row (an infinite loss at its label).
+TEST(SoftmaxXentRef, InfiniteMaximumIsNanAsTorch) {
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    std::vector<float> z;
+    int32_t y;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{inf, 0, 0}, 0}, {{inf, 0, 0}, 1}, {{1, inf, inf}, 2}, {{-inf, -inf, -inf}, 0}}) {
+    std::vector<float> dz(3, 0.f), loss(1), correct(1);
+    softmax_xent_ref<float>(c.z.data(), &c.y, 1, 3, 1.f, dz.data(), loss.data(), correct.data());
+    EXPECT_TRUE(std::isnan(loss[0])) << c.z[0] << " " << c.z[1] << " label " << c.y;
+    for (float d : dz) EXPECT_TRUE(std::isnan(d)) << c.z[0] << " " << c.z[1] << " label " << c.y;
+  }
+  std::vector<float> z{-inf, 0.f, 1.f}, dz(3), loss(1), correct(1);
+  int32_t y = 0;
+  softmax_xent_ref<float>(z.data(), &y, 1, 3, 1.f, dz.data(), loss.data(), correct.data());
+  EXPECT_EQ(loss[0], inf);
+  EXPECT_EQ(dz[0], -1.f);
+  EXPECT_NEAR(dz[2], 1.f / (1.f + std::exp(-1.f)), 1e-6);
+}
+
 TEST(SoftmaxXentRef, SmallLossNextToLargeLogitsKeepsFloatPrecision) {
   // The float loss and gradient against double precision on the same logits: computing
   // (m + log s) - z[y] rounds to m's precision (0.8% off for the first row); log s - (z[y] - m)
@@ -261,7 +285,8 @@ TEST(LossGpu, LargeLogitsStayFiniteAndMatchReference) {
 
 TEST(LossGpu, ArgmaxNanAndTiesMatchReference) {
   // Rows with NaN at the first / middle / last position, NaN in several lanes' elements, tied
-  // maxima across lanes (K > 32 spreads a row over the warp butterfly), and clean rows; labels
+  // maxima across lanes (K > 32 spreads a row over the warp butterfly), a +inf logit, a row of
+  // -inf, and clean rows; labels
   // hit the expected arg-max for some rows. Accuracy must agree exactly; loss/dlogits are NaN on
   // NaN rows on both sides and close elsewhere.
   KILN_SKIP_WITHOUT_GPU();
@@ -274,12 +299,18 @@ TEST(LossGpu, ArgmaxNanAndTiesMatchReference) {
     for (int n = 0; n < N; ++n) {
       float* row = z.data() + n * K;
       int a = (n * 13) % K, b = (n * 5 + K / 2) % K;
-      switch (n % 6) {
+      switch (n % 8) {
         case 0: row[a] = nan; break;
         case 1: row[a] = nan; row[b] = nan; row[(a + 1) % K] = 9.f; break;
         case 2: row[a] = 8.f; row[b] = 8.f; break;  // tie (a == b for some n: one maximum)
         case 3: row[K - 1] = nan; row[0] = 9.f; break;
         case 4: row[0] = nan; break;
+        case 5:
+          row[b] = INFINITY;
+          break;  // NaN loss and dlogits (torch), in any lane
+        case 6:
+          std::fill(row, row + K, -INFINITY);
+          break;
         default: break;
       }
       int first_nan = -1, first_max = 0;

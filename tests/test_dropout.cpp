@@ -3,6 +3,7 @@
 // change with step and layer, Dropout2d drops whole planes; on a GPU the masks are bit-identical.
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "engine/error.h"
@@ -50,6 +51,35 @@ TEST(DropoutRef, MaskEqualsRederivationFromHash) {
   }
   EXPECT_GT(dropped, 0);
   EXPECT_LT(dropped, static_cast<int>(x.size()));
+}
+
+// torch's dropout is input * mask * scale: a NaN or inf that is dropped becomes NaN, not 0, so a
+// non-finite activation or gradient is not hidden behind a dropout layer.
+TEST(DropoutRef, DroppedNonFiniteValuesStayNanAsTorch) {
+  const DropoutShape s{2, 3, 50};
+  const float nan = std::numeric_limits<float>::quiet_NaN(),
+              inf = std::numeric_limits<float>::infinity();
+  for (bool channel : {false, true}) {
+    const auto p = params(0.5, 7, 1, 2, channel);
+    auto x = random_vec(s.numel(), 5, -1, 1);
+    for (size_t i = 0; i < x.size(); i += 3) x[i] = i % 2 ? nan : (i % 4 ? inf : -inf);
+    std::vector<float> y(x.size());
+    dropout_fwd_ref<float>(x.data(), y.data(), p, s);
+    int dropped_nonfinite = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const uint64_t ctr = channel ? i / s.hw : i;
+      const bool keep = dropout_keep(p.key, ctr, p.threshold);
+      if (std::isfinite(x[i])) {
+        EXPECT_EQ(y[i], keep ? x[i] * p.scale : 0.0f) << i;
+      } else if (keep) {
+        EXPECT_TRUE(std::isnan(x[i]) ? std::isnan(y[i]) : y[i] == x[i]) << i;
+      } else {
+        EXPECT_TRUE(std::isnan(y[i])) << i << ": dropped " << x[i] << " gave " << y[i];
+        ++dropped_nonfinite;
+      }
+    }
+    EXPECT_GT(dropped_nonfinite, 5) << "channel " << channel;
+  }
 }
 
 TEST(DropoutRef, RateIsPAndKeptValuesScaled) {
@@ -161,6 +191,40 @@ TEST(DropoutGpu, MasksBitIdenticalToCpu) {
   gpu_matches_cpu({1, 1, 1}, params(0.5, 2, 3, 4), 2);
   gpu_matches_cpu({3, 7, 13}, params(0.37, 3, 5, 6), 3);      // odd numel
   gpu_matches_cpu({1, 1, 1000003}, params(0.9, 4, 1, 2), 4);  // prime, large
+}
+
+// Non-finite inputs: NaN where the reference has NaN (a GPU's NaN bits may differ), the rest
+// bit for bit.
+TEST(DropoutGpu, NonFiniteValuesMatchCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  const float nan = std::numeric_limits<float>::quiet_NaN(),
+              inf = std::numeric_limits<float>::infinity();
+  for (bool channel : {false, true}) {
+    const DropoutShape s{4, 3, 20};
+    const auto p = params(0.5, 11, 2, 3, channel);
+    auto x = random_vec(s.numel(), 9, -2, 2);
+    for (size_t i = 0; i < x.size(); i += 5) x[i] = i % 2 ? nan : (i % 3 ? inf : -inf);
+    std::vector<float> y(x.size());
+    dropout_fwd_ref<float>(x.data(), y.data(), p, s);
+    Tensor gx = Tensor::from_vector(x, {s.numel()}, Device::CUDA);
+    Tensor gy = test::poisoned({s.numel()}, Device::CUDA);
+#ifdef KILN_WITH_CUDA
+    dropout_fwd(gx.data(), gy.data(), p, s, nullptr);
+#endif
+    auto a = gy.to_vector();
+    ASSERT_EQ(a.size(), y.size());
+    int nans = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (std::isnan(y[i])) {
+        EXPECT_TRUE(std::isnan(a[i])) << i;
+        ++nans;
+      } else {
+        EXPECT_EQ(std::memcmp(&a[i], &y[i], sizeof(float)), 0)
+            << i << ": " << a[i] << " vs " << y[i];
+      }
+    }
+    EXPECT_GT(nans, 5);
+  }
 }
 
 TEST(DropoutGpu, ChannelMasksBitIdenticalToCpu) {

@@ -27,7 +27,7 @@ template <bool CHANNEL>
 __device__ __forceinline__ float drop_one(float v, uint64_t i, uint64_t hw, uint64_t key,
                                           uint32_t thr, float scale) {
   const uint64_t ctr = CHANNEL ? i / hw : i;
-  return dropout_keep(key, ctr, thr) ? v * scale : 0.0f;
+  return v * (dropout_keep(key, ctr, thr) ? scale : 0.0f);  // NaN/inf dropped stay NaN (torch)
 }
 
 template <bool CHANNEL>
@@ -42,9 +42,8 @@ __global__ void __launch_bounds__(kThreads)
     const uint64_t i = 4 * q;
     float4 r;
     if (CHANNEL && hw % 4 == 0) {  // the four elements lie in one plane: one draw
-      const bool keep = dropout_keep(key, i / hw, thr);
-      r = keep ? make_float4(v.x * scale, v.y * scale, v.z * scale, v.w * scale)
-               : make_float4(0.f, 0.f, 0.f, 0.f);
+      const float f = dropout_keep(key, i / hw, thr) ? scale : 0.f;
+      r = make_float4(v.x * f, v.y * f, v.z * f, v.w * f);
     } else {
       r.x = drop_one<CHANNEL>(v.x, i, hw, key, thr, scale);
       r.y = drop_one<CHANNEL>(v.y, i + 1, hw, key, thr, scale);

@@ -12,7 +12,8 @@ void apply_mask(const T* in, T* out, const DropoutParams& p, const DropoutShape&
   const uint64_t key = p.step_ptr ? dropout_key(p.seed, *p.step_ptr, p.salt) : p.key;
   for (int64_t i = 0; i < total; ++i) {
     const uint64_t ctr = p.channelwise ? static_cast<uint64_t>(i / s.hw) : static_cast<uint64_t>(i);
-    out[i] = dropout_keep(key, ctr, p.threshold) ? in[i] * scale : T(0);
+    // A dropped element is in * 0, not 0: a NaN or inf stays NaN, as torch's input * mask.
+    out[i] = in[i] * (dropout_keep(key, ctr, p.threshold) ? scale : T(0));
   }
 }
 }  // namespace

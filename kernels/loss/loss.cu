@@ -28,6 +28,7 @@ static __global__ void softmax_xent_kernel(const float* __restrict__ logits,
     int oa = __shfl_xor_sync(0xffffffffu, arg, off);
     if (argmax_better<float>(om, oa, m, arg)) { m = om; arg = oa; }
   }
+  if (isinf(m)) m = NAN;  // as the reference: a +inf logit or an all -inf row is NaN (torch)
   // As the CPU reference: the denominator is 1 + s1, s1 summing every k but the arg-max, so
   // log1pf(s1) and -s1 / (1 + s1) keep a confident row's small loss and gradient precise.
   float s1 = 0.f;
