@@ -258,6 +258,11 @@ TEST(SweepSpec, BundleParameterSetsSeveralOptionsTogether) {
   EXPECT_NE(m.find("did you mean 'optimizer'"), std::string::npos) << m;
   m = usage_error("parameters:\n  variant: {values: [{lr: 0.1}]}\n  lr: {values: [0.2]}\n");
   EXPECT_NE(m.find("also a parameter"), std::string::npos) << m;
+  // A bundle's name is a results column: not one of the fixed ones, and quoted in the CSV.
+  m = usage_error("parameters:\n  status: {values: [{lr: 0.1}]}\n");
+  EXPECT_NE(m.find("parameter 'status': the name of one of the results' own columns"),
+            std::string::npos)
+      << m;
 }
 
 TEST(SweepResults, JsonRoundTripKeepsNaNAndEscapes) {
@@ -325,6 +330,30 @@ std::multiset<int64_t> range_ids(int n) {
   std::multiset<int64_t> s;
   for (int i = 0; i < n; ++i) s.insert(i);
   return s;
+}
+
+TEST(SweepRun, BundleNamesAreQuotedCsvColumnsAndZeroEpochTrialsFail) {
+  SweepSpec s =
+      parse_sweep("parameters:\n  \"opt,lr\": {values: [{lr: 0.1}, {lr: 0.01}]}\n", "s.yaml");
+  SweepOptions o;
+  o.dir = fresh_dir("bundle_csv");
+  FakeRunner f;
+  run_sweep(s, o, f.fn());
+  std::ifstream csv(o.dir + "/results.csv");
+  std::string header, row;
+  std::getline(csv, header);
+  std::getline(csv, row);
+  EXPECT_EQ(header.rfind("trial,status,metric,\"opt,lr\",epochs_run,", 0), 0u) << header;
+  EXPECT_EQ(row.rfind("0,ok,", 0), 0u) << row;
+  // --epochs 0 leaves a trial nothing to be ranked by: failed, with why.
+  o.dir = fresh_dir("zero_epochs");
+  o.base.train.epochs = 0;
+  std::vector<TrialRecord> rs = run_sweep(s, o, f.fn()).results;
+  ASSERT_EQ(rs.size(), 2u);
+  for (const TrialRecord& r : rs) {
+    EXPECT_EQ(r.status, "failed");
+    EXPECT_NE(r.message.find("no epoch ran"), std::string::npos) << r.message;
+  }
 }
 
 TEST(SweepRun, WritesResultsAndLeaderboardRanksByMetric) {
@@ -464,6 +493,25 @@ TEST(SweepRun, RestoreBestTrialsAreScoredOnTheirBestEpoch) {
   EXPECT_DOUBLE_EQ(rs[0].metric, 0.5);
 }
 
+// A process's fields from /proc/<pid>/stat, numbered from 1 (3: state, 22: start time).
+std::vector<std::string> stat_fields(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  std::getline(f, text);
+  std::istringstream rest(text.substr(text.rfind(')') + 1));
+  std::vector<std::string> out{"", "pid", "comm"};
+  for (std::string w; rest >> w;) out.push_back(w);
+  return out;
+}
+char stat_state(pid_t pid) {
+  auto f = stat_fields(pid);
+  return f.size() > 3 ? f[3][0] : '?';
+}
+unsigned long long start_time(pid_t pid) {
+  auto f = stat_fields(pid);
+  return f.size() > 22 ? std::stoull(f[22]) : 0;
+}
+
 // A run of the 8-trial grid in a fresh directory whose runner fails (as a kill would) during
 // trial 3, leaving trials 0-2 recorded; returns its options for the resumed run.
 SweepOptions killed_after_three(const SweepSpec& s, const std::string& name) {
@@ -486,12 +534,25 @@ TEST(SweepRun, ResumeAfterKillRunsOnlyTheRest) {
   waitpid(child, nullptr, 0);
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
-  std::ofstream(o.dir + "/locks/trial-5.lock") << child << " " << host << "\n";
-  std::ofstream(o.dir + "/locks/trial-6.lock") << getppid() << " " << host << "\n";
+  std::ofstream(o.dir + "/locks/trial-5.lock") << child << " " << host << "\n";  // no start time
+  // Locks with a start time: a killed worker nobody reaped (a zombie still answers kill(pid,
+  // 0)) and an earlier process under this very pid (a restarted container) are dead; the live
+  // parent with its own start time is not.
+  pid_t zombie = fork();
+  if (zombie == 0) _exit(0);
+  for (int i = 0; i < 500 && stat_state(zombie) != 'Z'; ++i) usleep(2000);
+  ASSERT_EQ(stat_state(zombie), 'Z');
+  std::ofstream(o.dir + "/locks/trial-4.lock")
+      << zombie << " " << host << " " << start_time(zombie) << "\n";
+  std::ofstream(o.dir + "/locks/trial-7.lock")
+      << getpid() << " " << host << " " << start_time(getpid()) + 1 << "\n";
+  std::ofstream(o.dir + "/locks/trial-6.lock")
+      << getppid() << " " << host << " " << start_time(getppid()) << "\n";
   FakeRunner g;
   o.resume = true;
   SweepOutcome out = run_sweep(s, o, g.fn());
-  EXPECT_EQ(out.ran, 4);  // 3, 4, 5 (stale lock), 7
+  waitpid(zombie, nullptr, 0);
+  EXPECT_EQ(out.ran, 4);  // 3, 4 (zombie), 5 (dead), 7 (reused pid)
   EXPECT_EQ(out.skipped_done, 3);
   EXPECT_EQ(out.skipped_other, 1);  // 6 is held by a live process
   std::multiset<int64_t> want = range_ids(8);
@@ -538,6 +599,48 @@ TEST(SweepRun, RecordedTrialsFixTheSweepFileAndRunOptions) {
   other = o;
   other.base.data.data_dir = "elsewhere";  // where the data lives may change
   EXPECT_EQ(run_sweep(val, other, g.fn()).results.size(), 8u);
+}
+
+// Two workers started together on one directory, the second with other options (or another
+// sweep file): while nothing is recorded the second's files replace the first's, so the first
+// must refuse its records rather than rank its trials under the other recipe.
+TEST(SweepRun, AWorkerWhoseFilesWereReplacedRecordsNothing) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  for (bool spec_file : {false, true}) {
+    SweepOptions o;
+    o.dir = fresh_dir(spec_file ? "replaced_spec" : "replaced_options");
+    o.spec_text = "the first worker's file";
+    FakeRunner f;
+    TrialRunner inner = f.fn();
+    TrialRunner runner = [&](const RunConfig& cfg,
+                             const std::function<bool(const EpochRecord&)>& on_epoch) {
+      // The other worker starts while trial 0 trains and, finding no result, writes its files.
+      SweepOptions other = o;
+      if (spec_file)
+        other.spec_text = "another sweep";
+      else
+        other.base.model.width = 8;
+      other.num_workers = 2;
+      other.worker = 1;
+      FakeRunner quiet;
+      quiet.throw_after = 0;  // its own first trial "is killed": it only wrote its files
+      EXPECT_THROW(run_sweep(s, other, quiet.fn()), Error);
+      return inner(cfg, on_epoch);
+    };
+    try {
+      run_sweep(s, o, runner);
+      FAIL() << "recorded a trial under another worker's files";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_NE(e.message().find(
+                    spec_file ? "sweep.yaml was replaced by a different sweep while trial 0 ran"
+                              : "run_options.json was replaced by other options (--width 8 -> 128) "
+                                "while trial 0 ran"),
+                std::string::npos)
+          << e.message();
+    }
+    EXPECT_TRUE(read_results(o.dir).empty());
+  }
 }
 
 // A kill after a record reached results.jsonl but before results.csv was rewritten (or a CSV
@@ -842,6 +945,29 @@ TEST(Importance, TheParameterThatDrivesTheMetricRanksFirst) {
   EXPECT_TRUE(std::isnan(o.spearman));
   std::string t = importance_table(imp, "test_acc");
   EXPECT_LT(t.find("lr"), t.find("momentum")) << t;
+}
+
+// Every trial with the same score leaves nothing to explain ("-"), whatever the rounding of
+// their mean (0.05 six times: the squared deviations sum to a residue, not 0); a share stays <= 1.
+TEST(Importance, EqualScoresExplainNothing) {
+  std::vector<TrialRecord> rs;
+  for (int i = 0; i < 6; ++i) {
+    TrialRecord r;
+    r.trial = i;
+    r.status = "ok";
+    r.params = {{"lr", std::to_string(1e-9 * (i + 1))}};
+    r.metric = 0.05;
+    rs.push_back(r);
+  }
+  auto imp = param_importance({"lr"}, rs);
+  ASSERT_EQ(imp.size(), 1u);
+  EXPECT_TRUE(std::isnan(imp[0].explained)) << imp[0].explained;
+  for (double m : {std::nextafter(0.05, 1.0), 0.06}) {  // one ulp apart, and clearly apart
+    rs[0].metric = m;
+    const double e = param_importance({"lr"}, rs)[0].explained;
+    EXPECT_GE(e, 0.0) << m;
+    EXPECT_LE(e, 1.0) << m;
+  }
 }
 
 TEST(Importance, SpearmanWithTies) {

@@ -36,10 +36,12 @@ std::vector<double> ranks(const std::vector<double>& v) {
 
 // Between-group sum of squares over total sum of squares.
 double eta_squared(const std::vector<int>& group, const std::vector<double>& y) {
+  const auto [lo, hi] = std::minmax_element(y.begin(), y.end());
+  if (*lo == *hi) return NAN;  // every trial scored the same: nothing to explain
   double mean = std::accumulate(y.begin(), y.end(), 0.0) / static_cast<double>(y.size());
   double total = 0;
   for (double v : y) total += (v - mean) * (v - mean);
-  if (total <= 0) return NAN;  // every trial scored the same: nothing to explain
+  if (total <= 0) return NAN;
   std::map<int, std::pair<double, int>> g;
   for (size_t i = 0; i < y.size(); ++i) {
     g[group[i]].first += y[i];
@@ -50,7 +52,7 @@ double eta_squared(const std::vector<int>& group, const std::vector<double>& y) 
     double m = kv.second.first / kv.second.second;
     between += kv.second.second * (m - mean) * (m - mean);
   }
-  return between / total;
+  return std::min(1.0, between / total);  // a share: rounding must not push it past 1
 }
 
 }  // namespace

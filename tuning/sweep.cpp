@@ -61,10 +61,34 @@ std::string host_name() {
   return h;
 }
 
+// A process's state letter and start time (clock ticks after boot: field 22 of /proc/<pid>/stat),
+// or false where /proc does not show it.
+bool process_state(long pid, char& state, unsigned long long& start) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(f, text)) return false;
+  const size_t paren = text.rfind(')');  // the command name may hold spaces and parentheses
+  if (paren == std::string::npos) return false;
+  std::istringstream rest(text.substr(paren + 1));
+  std::string skip;
+  if (!(rest >> state)) return false;
+  for (int field = 4; field <= 21; ++field) rest >> skip;
+  return static_cast<bool>(rest >> start);
+}
+
+unsigned long long own_start_time() {
+  char state = 0;
+  unsigned long long start = 0;
+  process_state(getpid(), state, start);
+  return start;
+}
+
 // A claim on one trial: DIR/locks/trial-<id>.lock created with O_CREAT|O_EXCL, holding
-// "pid host". A lock whose pid is gone on this host is stale (a killed worker) and is
-// reclaimed; the check-and-reclaim runs under a directory-wide flock so two workers cannot
-// both reclaim the same lock.
+// "pid host start" (start: the process's start time, 0 where /proc is missing). A lock is stale
+// (a killed worker) and reclaimed when, on this host, its pid is gone, is a zombie nobody
+// reaped, or is another process now (a reused pid: a restarted container numbers its processes
+// alike, and the start time tells them apart). The check-and-reclaim runs under a
+// directory-wide flock so two workers cannot both reclaim the same lock.
 class TrialLock {
  public:
   TrialLock(const std::string& dir, int64_t id)
@@ -94,7 +118,8 @@ class TrialLock {
     std::string tmp = path_ + ".tmp." + std::to_string(getpid());
     int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     KILN_CHECK(fd >= 0, tmp << ": cannot create lock: " << std::strerror(errno));
-    std::string s = std::to_string(getpid()) + " " + host_name() + "\n";
+    std::string s = std::to_string(getpid()) + " " + host_name() + " " +
+                    std::to_string(own_start_time()) + "\n";
     bool ok = write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size());
     ok = fsync(fd) == 0 && ok;
     close(fd);
@@ -112,7 +137,12 @@ class TrialLock {
     long pid = 0;
     std::string host;
     if (!(f >> pid >> host)) return false;  // being written right now, or foreign: leave it
-    if (host != host_name() || pid <= 0 || pid == getpid()) return false;
+    if (host != host_name() || pid <= 0) return false;
+    unsigned long long start = 0, now = 0;
+    char state = 0;
+    if (f >> start && start > 0 && process_state(pid, state, now))
+      return state == 'Z' || state == 'X' || now != start;
+    if (pid == getpid()) return false;  // a lock without a start time naming this process
     return kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
   }
   std::string path_;
@@ -168,7 +198,7 @@ std::string csv_field(const std::string& s) {
 // For the same reason the epochs a trial ran are "epochs_run": "epochs" may be a parameter.
 std::string csv_header(const SweepSpec& spec) {
   std::string h = "trial,status,metric";
-  for (const auto& p : spec.params) h += "," + p.name;
+  for (const auto& p : spec.params) h += "," + csv_field(p.name);  // a bundle's name is free text
   return h +
          ",epochs_run,val_acc,val_loss,test_acc,test_loss,train_acc,train_loss,weight_sparsity,"
          "seconds,"
@@ -199,15 +229,67 @@ std::string params_str(const std::vector<std::pair<std::string, std::string>>& p
 // CSV, is repaired by the next record instead of leaving the CSV a row short. A torn last line
 // from a killed writer is terminated first so the new record starts on its own line. An empty
 // `line` only rewrites the CSV.
-void record_locked(const std::string& dir, const SweepSpec& spec, const std::string& line) {
-  std::string path = dir + "/results.jsonl";
-  int fd = open(path.c_str(), O_RDWR | O_APPEND | O_CREAT, 0644);
-  KILN_CHECK(fd >= 0, path << ": cannot open for append: " << std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { flock(fd, LOCK_UN), close(fd); }
-  } closer{fd};
-  KILN_CHECK(flock(fd, LOCK_EX) == 0, path << ": flock failed: " << std::strerror(errno));
+// DIR/results.jsonl open for append under an exclusive flock, for as long as it lives: records
+// are appended, and a worker's sweep.yaml and run_options.json written or checked, under it.
+class ResultsLock {
+ public:
+  explicit ResultsLock(const std::string& dir) : path(dir + "/results.jsonl") {
+    fd = open(path.c_str(), O_RDWR | O_APPEND | O_CREAT, 0644);
+    KILN_CHECK(fd >= 0, path << ": cannot open for append: " << std::strerror(errno));
+    if (flock(fd, LOCK_EX) != 0) {
+      const int err = errno;
+      close(fd);
+      KILN_FAIL(path << ": flock failed: " << std::strerror(err));
+    }
+  }
+  ~ResultsLock() {
+    flock(fd, LOCK_UN);
+    close(fd);
+  }
+  ResultsLock(const ResultsLock&) = delete;
+  ResultsLock& operator=(const ResultsLock&) = delete;
+  std::string path;
+  int fd = -1;
+};
+
+// Differences, side-effect options aside, between DIR/run_options.json and `o`'s run options
+// ("--width 8 -> 64"), or "".
+std::string run_options_diffs(const SweepOptions& o, const std::string& old) {
+  const std::string path = o.dir + "/run_options.json", now = run_config_json(o.base) + "\n";
+  if (old == now) return "";
+  JsonValue was;
+  try {
+    was = parse_json(old);
+  } catch (const Error& e) {
+    KILN_FAIL(path << ": " << e.message());
+  }
+  return config_diffs(
+      was, parse_json(now), [](const std::string& k) { return option_has(k, kSideEffect); }, "--");
+}
+
+// Under the results lock, before a record is appended: whether DIR still holds this worker's
+// sweep file and run options. A worker started while no trial had been recorded replaces both
+// with its own; had it another sweep or other options, this worker's trials would be ranked as
+// another recipe's, so they are refused instead.
+void check_still_ours(const SweepOptions& o, int64_t trial) {
+  const std::string why = " while trial " + std::to_string(trial) +
+                          " ran: another worker started on this directory with them; trial " +
+                          std::to_string(trial) +
+                          " is not recorded (one sweep, with one set of options, per --dir)";
+  if (!o.spec_text.empty())
+    KILN_USAGE_CHECK(read_text(o.dir + "/sweep.yaml") == o.spec_text,
+                     o.dir << "/sweep.yaml was replaced by a different sweep" << why);
+  const std::string diffs = run_options_diffs(o, read_text(o.dir + "/run_options.json"));
+  KILN_USAGE_CHECK(diffs.empty(), o.dir << "/run_options.json was replaced by other options ("
+                                        << diffs << ")" << why);
+}
+
+void record_locked(const std::string& dir, const SweepSpec& spec, const std::string& line,
+                   const SweepOptions* owner = nullptr, int64_t trial = -1) {
+  ResultsLock lock(dir);
+  const std::string& path = lock.path;
+  const int fd = lock.fd;
+  if (owner) check_still_ours(*owner, trial);
   if (!line.empty()) {
     struct stat st {};
     fstat(fd, &st);
@@ -415,6 +497,8 @@ namespace {
 // side may change. Until the first result is recorded there is nothing to mix: the file is
 // (re)written, so fixing a usage error or rerunning a sweep stopped before any trial finished
 // is not refused.
+// Runs under the results lock (ResultsLock), like every append: a worker starting now cannot
+// slip its files in between another's check and its record.
 void check_run_options(const SweepOptions& o, bool have_results) {
   const std::string path = o.dir + "/run_options.json", now = run_config_json(o.base) + "\n";
   const std::string old = read_text(path);
@@ -423,14 +507,7 @@ void check_run_options(const SweepOptions& o, bool have_results) {
     write_file_atomic(path, now.data(), now.size());
     return;
   }
-  JsonValue was;
-  try {
-    was = parse_json(old);
-  } catch (const Error& e) {
-    KILN_FAIL(path << ": " << e.message());
-  }
-  const std::string diffs = config_diffs(
-      was, parse_json(now), [](const std::string& k) { return option_has(k, kSideEffect); }, "--");
+  const std::string diffs = run_options_diffs(o, old);
   KILN_USAGE_CHECK(diffs.empty(), o.dir << " holds trials run with other options (" << diffs
                                         << "); pass the same options, or use another --dir");
 }
@@ -458,18 +535,23 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
                                       << "or pass --val-split)");
   }
   SweepOutcome out;
-  std::vector<TrialRecord> prior = read_results(o.dir);
-  // What the recorded trials ran: the sweep file and the run options (both rewritten while no
-  // trial has been recorded, so a fixed usage error or an early stop is not refused).
-  if (!o.spec_text.empty()) {
-    std::string copy = o.dir + "/sweep.yaml", old = read_text(copy);
-    KILN_USAGE_CHECK(old.empty() || old == o.spec_text || prior.empty(),
-                     o.dir << " holds a different sweep (" << copy << " differs from " << spec.path
-                           << "); use another --dir");
-    // temp + rename: a concurrent worker never reads half a file
-    if (old != o.spec_text) write_file_atomic(copy, o.spec_text.data(), o.spec_text.size());
+  std::vector<TrialRecord> prior;
+  {
+    // What the recorded trials ran: the sweep file and the run options (both rewritten while no
+    // trial has been recorded, so a fixed usage error or an early stop is not refused; a worker
+    // whose files were replaced that way refuses its records, check_still_ours).
+    ResultsLock lock(o.dir);
+    prior = read_results(o.dir);
+    if (!o.spec_text.empty()) {
+      std::string copy = o.dir + "/sweep.yaml", old = read_text(copy);
+      KILN_USAGE_CHECK(old.empty() || old == o.spec_text || prior.empty(),
+                       o.dir << " holds a different sweep (" << copy << " differs from "
+                             << spec.path << "); use another --dir");
+      // temp + rename: a concurrent worker never reads half a file
+      if (old != o.spec_text) write_file_atomic(copy, o.spec_text.data(), o.spec_text.size());
+    }
+    check_run_options(o, !prior.empty());
   }
-  check_run_options(o, !prior.empty());
   KILN_USAGE_CHECK(prior.empty() || o.resume || o.num_workers > 1,
                    o.dir << " already holds " << prior.size()
                          << " results; pass --resume to continue that "
@@ -548,9 +630,13 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     try {
       RunConfig cfg = trial_config(spec, o.base, i, o.dir);
       std::vector<EpochRecord> eps = runner(cfg, on_epoch);
-      if (rec.status.empty()) rec.status = "ok";
       rec.epochs = static_cast<int>(eps.size());
       if (!eps.empty()) set_scores(rec, final_epoch(eps, cfg.train), spec.metric);
+      if (rec.status.empty() && eps.empty()) {  // --epochs 0: no score to rank
+        rec.status = "failed";
+        rec.message = "no epoch ran (epochs 0): nothing to score";
+      }
+      if (rec.status.empty()) rec.status = "ok";
     } catch (const Error& e) {
       // Runtime errors (missing data, I/O, CUDA) would fail every trial: stop the sweep.
       if (e.kind() == ErrorKind::Runtime) throw;
@@ -565,7 +651,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     }
     // Wall time, failed trials included (a divergence at step 8 of a long epoch still cost time).
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    record_locked(o.dir, spec, rec.to_json());
+    record_locked(o.dir, spec, rec.to_json(), &o, i);
     ++out.ran;
     std::ostringstream os;
     os << head << ": " << rec.status;
