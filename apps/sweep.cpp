@@ -183,7 +183,8 @@ int main(int argc, char** argv) {
         try {  // a bad combination shows here (a real run records it as a failed trial)
           c.validate();
         } catch (const Error& e) {
-          throw e.prefixed(files[0] + ": trial " + std::to_string(i) + ": ");
+          // Context, not blame: the bad value may be the file's or a flag's.
+          throw e.prefixed("trial " + std::to_string(i) + " of " + files[0] + ": ");
         }
         std::string line;
         for (const auto& kv : trial_params(spec, i)) line += " " + kv.first + "=" + kv.second;
@@ -206,7 +207,10 @@ int main(int argc, char** argv) {
         }
       }
       KILN_USAGE_CHECK(any_ok || num_trials(spec) == 0,
-                       files[0] << ": every trial's options are invalid; first: " << first);
+                       "every trial of " << files[0]
+                                         << " has invalid options (the file's and the command "
+                                            "line's); first: "
+                                         << first);
     }
     // Options some trial never reads (a swept --momentum under adam): once here, per trial in
     // its trial-<id>.log.

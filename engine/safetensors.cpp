@@ -41,19 +41,32 @@ std::string dir_of(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
-// ".tmp.<host>.": the machine's name hashed to 8 hex digits (fixed length, no odd characters),
-// so writers on machines that share a directory never take each other's temp files for stale.
+// ".tmp.<host>.": this machine's name, PID namespace and boot hashed to 8 hex digits (fixed
+// length, no odd characters), so writers on machines (or containers of one machine) that share
+// a directory never take each other's temp files for a dead process's.
 const std::string& temp_tag() {
   static const std::string tag = [] {
-    char host[256] = {};
+    char host[256] = {}, ns[64] = {};
     if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = 0;
+    if (::readlink("/proc/self/ns/pid", ns, sizeof(ns) - 1) < 0) ns[0] = 0;
+    std::string boot;
+    std::getline(std::ifstream("/proc/sys/kernel/random/boot_id"), boot);
+    const std::string id = std::string(host) + '\n' + ns + '\n' + boot;
     uint32_t h = 2166136261u;  // FNV-1a
-    for (const char* c = host; *c; ++c) h = (h ^ static_cast<uint8_t>(*c)) * 16777619u;
+    for (char c : id) h = (h ^ static_cast<uint8_t>(c)) * 16777619u;
     char hex[16];
     std::snprintf(hex, sizeof(hex), "%08x", h);
     return ".tmp." + std::string(hex) + ".";
   }();
   return tag;
+}
+
+// The part of a file's name its temp files start with: at most 200 characters, so that the
+// tag, a pid and a counter fit in NAME_MAX (255) whatever the name's own length.
+std::string temp_stem(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const size_t base = slash == std::string::npos ? 0 : slash + 1;
+  return path.substr(0, base) + path.substr(base, 200);
 }
 
 bool all_digits(const std::string& s) {
@@ -259,19 +272,18 @@ bool is_stale_temp_file(const std::string& name) {
 }
 
 std::string atomic_temp_name(const std::string& path, long pid, unsigned k) {
-  return path + temp_tag() + std::to_string(pid) + "." + std::to_string(k);
+  return temp_stem(path) + temp_tag() + std::to_string(pid) + "." + std::to_string(k);
 }
 
 void write_file_atomic(const std::string& path, const void* data, size_t size) {
   static std::atomic<unsigned> counter{0};
   std::string dir = dir_of(path);
-  const std::string base =
-      path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
+  const std::string stem = temp_stem(path), prefix = stem.substr(stem.rfind('/') + 1) + temp_tag();
   if (DIR* d = ::opendir(dir.c_str())) {  // what a writer killed mid-write left for this file
     while (const dirent* e = ::readdir(d)) {
       const std::string n = e->d_name;
-      if (n.size() > base.size() + temp_tag().size() && n.compare(0, base.size(), base) == 0 &&
-          n.compare(base.size(), temp_tag().size(), temp_tag()) == 0 && is_stale_temp_file(n))
+      if (n.size() > prefix.size() && n.compare(0, prefix.size(), prefix) == 0 &&
+          is_stale_temp_file(n))
         ::unlink((dir + "/" + n).c_str());
     }
     ::closedir(d);
@@ -281,8 +293,15 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   struct stat existing;
   KILN_CHECK(::stat(path.c_str(), &existing) != 0 || S_ISREG(existing.st_mode),
              path << ": exists and is not a regular file; not replacing it");
-  std::string tmp = atomic_temp_name(path, getpid(), counter++);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  // A name taken already is another process's of the same pid (a restarted container's
+  // leftover, its pid alive again as this one): the next counter.
+  std::string tmp;
+  int fd = -1;
+  for (int tries = 0; fd < 0 && tries < 100000; ++tries) {
+    tmp = atomic_temp_name(path, getpid(), counter++);
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno != EEXIST) break;
+  }
   KILN_CHECK(fd >= 0, path << ": cannot create a temporary file in " << dir << ": " << std::strerror(errno));
   const char* p = static_cast<const char*>(data);
   size_t left = size;

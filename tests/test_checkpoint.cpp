@@ -21,6 +21,7 @@
 #include "engine/trainer.h"
 #include "layers/models.h"
 #include "tests/test_util.h"
+#include "tuning/run_checkpoint.h"
 
 using namespace kiln;
 
@@ -649,6 +650,49 @@ TEST(Checkpoint, AtomicWriteRemovesStaleTempFilesOfDeadWriters) {
   EXPECT_TRUE(exists(foreign));
   EXPECT_EQ(read_all(path), (std::vector<uint8_t>{'n', 'e', 'w'}));
   for (const std::string& f : {path, live, other_file, foreign}) std::remove(f.c_str());
+  // Temp names this very pid left in an earlier life (a restarted container): the write takes
+  // the next free one instead of failing at the end of a run.
+  std::vector<std::string> taken;
+  for (unsigned k = 0; k < 5000; ++k) {
+    taken.push_back(atomic_temp_name(path, getpid(), k));
+    std::ofstream(taken.back()) << "x";
+  }
+  write_file_atomic(path, "again", 5);
+  EXPECT_EQ(read_all(path).size(), 5u);
+  for (const std::string& f : taken) std::remove(f.c_str());
+  std::remove(path.c_str());
+  // A name near NAME_MAX (255) still has room for its temp file (the tag, pid and counter).
+  const std::string longest = dir + "/" + std::string(250, 'm');
+  write_file_atomic(longest, "long", 4);
+  EXPECT_EQ(read_all(longest).size(), 4u);
+  std::remove(longest.c_str());
+  ::rmdir(dir.c_str());
+}
+
+// Pruning periodic checkpoints also removes their dead writers' temp files: this kiln's
+// (tagged) and an older kiln's (<name>.tmp.<pid>.<k>), but not another machine's tagged one.
+TEST(Checkpoint, PruneRemovesDeadWritersTempFilesOldAndNew) {
+  const std::string dir = ::testing::TempDir() + "kiln_prune_" + std::to_string(getpid());
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  const std::string name = dir + "/ckpt-epoch-1.safetensors";
+  const std::string tagged = atomic_temp_name(name, child, 0);
+  const std::string untagged = name + ".tmp." + std::to_string(child) + ".0";
+  std::string foreign = tagged;
+  const size_t tag_at = name.size() + 5;
+  foreign[tag_at] = foreign[tag_at] == '0' ? '1' : '0';
+  for (const std::string& f : {name, tagged, untagged, foreign}) std::ofstream(f) << "x";
+  TrainPosition upto;
+  upto.epoch = 1;
+  prune_checkpoints(dir, 1, upto);
+  auto exists = [](const std::string& f) { return ::access(f.c_str(), F_OK) == 0; };
+  EXPECT_TRUE(exists(name));
+  EXPECT_FALSE(exists(tagged));
+  EXPECT_FALSE(exists(untagged));
+  EXPECT_TRUE(exists(foreign));
+  for (const std::string& f : {name, foreign}) std::remove(f.c_str());
   ::rmdir(dir.c_str());
 }
 

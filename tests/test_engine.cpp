@@ -393,6 +393,18 @@ TEST(Options, ConfigValueErrorsNameTheFile) {
   Error other(ErrorKind::Usage, "--epochs -1: must be >= 0", "f.cpp", 1);
   EXPECT_EQ(with_config_origin(other, args).message(), "--epochs -1: must be >= 0");
   EXPECT_EQ(with_config_origin(other, args).where(), "f.cpp:1");
+  // Not the file's fault: a message that also names a flag's option (the file's base_lr 0 is
+  // valid, the flag's max_lr is not), a --no-NAME flag over the file's NAME, "--lr" in a path.
+  EXPECT_EQ(first_error({"x", "--config", path.c_str(), "--lr", "0.1", "--max-lr", "-1"}),
+            "--max-lr/--base-lr must be >= 0, got -1/0");
+  std::ofstream(path) << "lr_find: true\nlr: 0.05\n";
+  const char* argv2[] = {"x", "--config", path.c_str(), "--no-lr-find"};
+  args = parse_args(c, 4, const_cast<char**>(argv2), run_options());
+  Error negated(ErrorKind::Usage, "--no-lr-find: lr_find always runs the LR range test", "f.cpp",
+                1);
+  EXPECT_EQ(with_config_origin(negated, args).message(), negated.message());
+  Error in_path(ErrorKind::Usage, "--save /tmp/x--lr/m: cannot write", "f.cpp", 1);
+  EXPECT_EQ(with_config_origin(in_path, args).message(), in_path.message());
   std::remove(path.c_str());
 }
 

@@ -674,6 +674,8 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
     const OptionSpec* s = table.find(key);
     if (const OptionSpec* b = table.negated_bool(key); b && !has_value) {
       table.set(cfg, b->name, "false", "--" + key);
+      out.config_keys.erase(b->name);  // --no-NAME wins over the file too
+      out.flag_keys.push_back(b->name);
       continue;
     }
     if (!s) table.set(cfg, key, "", "--" + key);  // throws with a suggestion
@@ -687,6 +689,7 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
     }
     table.set(cfg, s->name, value, "--" + s->name);
     out.config_keys.erase(s->name);  // the flag wins over the file
+    out.flag_keys.push_back(s->name);
   }
   return out;
 }
@@ -697,12 +700,15 @@ Error with_config_origin(const Error& e, const ParsedArgs& args) {
   std::string keys;
   int n = 0;
   for (size_t at = m.find("--"); at != std::string::npos; at = m.find("--", at + 2)) {
+    if (at > 0 && m[at - 1] != ' ' && m[at - 1] != '/' && m[at - 1] != '(') continue;  // a path
     size_t end = at + 2;
     while (end < m.size() && (std::islower(static_cast<unsigned char>(m[end])) ||
                               std::isdigit(static_cast<unsigned char>(m[end])) || m[end] == '-'))
       ++end;
     std::string name = m.substr(at + 2, end - at - 2);
     if (!args.config_keys.count(name) && name.rfind("no-", 0) == 0) name = name.substr(3);
+    if (std::find(args.flag_keys.begin(), args.flag_keys.end(), name) != args.flag_keys.end())
+      return e;  // a flag it names may be the culprit: the file is not to blame
     auto it = args.config_keys.find(name);
     const std::string quoted = it == args.config_keys.end() ? "" : "'" + it->second + "'";
     if (quoted.empty() || keys.find(quoted) != std::string::npos) continue;

@@ -113,10 +113,13 @@ struct ParsedArgs {
   std::vector<std::string> positional;
   std::string config_path;                         // --config, or ""
   std::map<std::string, std::string> config_keys;  // options the file set and no flag overrode
+  std::vector<std::string> flag_keys;              // options set by flags (canonical names)
 };
 // A usage error raised after parsing (validation, model building) names options as flags
-// ("--lr must be >= 0"); when the value came from the --config file, the same error prefixed
-// with the file and key ("run.yaml: key 'lr': --lr must be >= 0"). Other errors unchanged.
+// ("--lr must be >= 0"); when the values it names came from the --config file, the same error
+// prefixed with the file and keys ("run.yaml: key 'lr': --lr must be >= 0"). Unchanged when
+// any option it names was set by a flag (the flag may be the culprit), and for other errors.
+// A flag is "--name" at the start of the message or after a space, '/' or '('.
 Error with_config_origin(const Error& e, const ParsedArgs& args);
 // --key value, --key=value, --flag / --no-flag for bools; --config FILE applied first so
 // flags override it. Unknown flags are usage errors with a suggestion.

@@ -104,6 +104,22 @@ std::string checkpoint_name(const TrainPosition& p) {
                       : "ckpt-step-" + std::to_string(p.step) + ".safetensors";
 }
 
+namespace {
+// A temp file of a kiln from before the host tag (<name>.safetensors.tmp.<pid>.<k>) whose pid
+// is gone here: such leftovers of an upgrade are still removed.
+bool stale_untagged_temp(const std::string& n) {
+  const size_t t = n.find(".safetensors.tmp.");
+  const std::string rest = n.substr(t + 17);
+  const size_t dot = rest.find('.');
+  if (dot == 0 || dot == std::string::npos || dot > 9 ||
+      rest.find_first_not_of("0123456789.") != std::string::npos ||
+      rest.find('.', dot + 1) != std::string::npos || dot + 1 == rest.size())
+    return false;
+  const long pid = std::strtol(rest.c_str(), nullptr, 10);
+  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+}  // namespace
+
 void prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto) {
   if (keep <= 0) return;
   DIR* d = ::opendir(dir.c_str());
@@ -114,7 +130,7 @@ void prune_checkpoints(const std::string& dir, int keep, const TrainPosition& up
     // A process killed mid-write leaves <name>.tmp.<host>.<pid>.<k>; remove those of dead
     // writers (a resumed run may never write that name again).
     if (n.rfind("ckpt-", 0) == 0 && n.find(".safetensors.tmp.") != std::string::npos) {
-      if (is_stale_temp_file(n)) ::unlink((dir + "/" + n).c_str());
+      if (is_stale_temp_file(n) || stale_untagged_temp(n)) ::unlink((dir + "/" + n).c_str());
       continue;
     }
     // Only names this run has reached (it wrote them, or the run it resumed did): another run's
@@ -153,6 +169,9 @@ void check_output_paths(const RunConfig& cfg) {
                      opt << " " << path << ": directory " << d << " does not exist");
     KILN_USAGE_CHECK(S_ISDIR(st.st_mode), opt << " " << path << ": " << d << " is not a directory");
     const bool exists = ::stat(path.c_str(), &st) == 0;
+    const int stat_errno = exists ? 0 : errno;
+    KILN_USAGE_CHECK(stat_errno != ENAMETOOLONG,  // else found when written, after the run
+                     opt << " " << path << ": " << std::strerror(stat_errno));
     KILN_USAGE_CHECK(!exists || !S_ISDIR(st.st_mode),
                      opt << " " << path << ": is a directory; name a file");
     // --save and the CSV are replaced by a rename, which would turn a device or FIFO into a

@@ -83,12 +83,31 @@ unsigned long long own_start_time() {
   return start;
 }
 
+// This process's PID namespace ("4026531836": containers on one host have their own, with the
+// same pid numbers) and this boot of the machine; "-" where /proc does not say.
+std::string pid_namespace() {
+  char buf[64] = {};
+  const ssize_t n = readlink("/proc/self/ns/pid", buf, sizeof buf - 1);
+  std::string s = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+  const size_t a = s.find('['), b = s.find(']');
+  return a != std::string::npos && b != std::string::npos && b > a + 1 ? s.substr(a + 1, b - a - 1)
+                                                                       : "-";
+}
+
+std::string boot_id() {
+  std::ifstream f("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  return std::getline(f, id) && !id.empty() && id.find(' ') == std::string::npos ? id : "-";
+}
+
 // A claim on one trial: DIR/locks/trial-<id>.lock created with O_CREAT|O_EXCL, holding
-// "pid host start" (start: the process's start time, 0 where /proc is missing). A lock is stale
-// (a killed worker) and reclaimed when, on this host, its pid is gone, is a zombie nobody
-// reaped, or is another process now (a reused pid: a restarted container numbers its processes
-// alike, and the start time tells them apart). The check-and-reclaim runs under a
-// directory-wide flock so two workers cannot both reclaim the same lock.
+// "pid host start pidns boot" (start: the process's start time, 0 where /proc is missing). A
+// lock is stale (a killed worker) and reclaimed when it was written on this host in an earlier
+// boot, or in this boot and this PID namespace by a pid that is gone, a zombie nobody reaped, or
+// another process now (a reused pid: the start time tells them apart). A lock from another PID
+// namespace of this host (another container) is never judged from here: its pids are not ours;
+// the skip names the lock so a person can remove a dead container's. The check-and-reclaim runs
+// under a directory-wide flock so two workers cannot both reclaim the same lock.
 class TrialLock {
  public:
   TrialLock(const std::string& dir, int64_t id)
@@ -109,6 +128,20 @@ class TrialLock {
     if (held_) unlink(path_.c_str());
   }
   bool held() const { return held_; }
+  // Who holds it, for the skip line: "pid 12 on host vm", and for a lock of another PID
+  // namespace what to do if no worker runs there.
+  std::string holder() const {
+    std::ifstream f(path_);
+    long pid = 0;
+    std::string host, ns, boot;
+    unsigned long long start = 0;
+    if (!(f >> pid >> host)) return path_;
+    std::string out = path_ + ": pid " + std::to_string(pid) + " on " + host;
+    if (f >> start >> ns >> boot && host == host_name() && boot == boot_id() &&
+        ns != pid_namespace())
+      out += ", in another PID namespace (a container); if no worker runs there, delete the lock";
+    return out;
+  }
 
  private:
   // The lock is written in full under a private name, then link()ed into place: link fails
@@ -119,7 +152,8 @@ class TrialLock {
     int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     KILN_CHECK(fd >= 0, tmp << ": cannot create lock: " << std::strerror(errno));
     std::string s = std::to_string(getpid()) + " " + host_name() + " " +
-                    std::to_string(own_start_time()) + "\n";
+                    std::to_string(own_start_time()) + " " + pid_namespace() + " " + boot_id() +
+                    "\n";
     bool ok = write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size());
     ok = fsync(fd) == 0 && ok;
     close(fd);
@@ -139,10 +173,16 @@ class TrialLock {
     if (!(f >> pid >> host)) return false;  // being written right now, or foreign: leave it
     if (host != host_name() || pid <= 0) return false;
     unsigned long long start = 0, now = 0;
+    std::string ns, boot;
     char state = 0;
-    if (f >> start && start > 0 && process_state(pid, state, now))
-      return state == 'Z' || state == 'X' || now != start;
-    if (pid == getpid()) return false;  // a lock without a start time naming this process
+    if (f >> start >> ns >> boot) {
+      if (boot != boot_id()) return true;       // every process of that boot is gone
+      if (ns != pid_namespace()) return false;  // another container's pid: not ours to judge
+      if (start > 0 && process_state(pid, state, now))
+        return state == 'Z' || state == 'X' || now != start;
+    } else if (pid == getpid()) {
+      return false;  // an older lock (pid host) naming this process
+    }
     return kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
   }
   std::string path_;
@@ -517,6 +557,15 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
   KILN_USAGE_CHECK(!o.dir.empty(), "sweep: no output directory");
   KILN_USAGE_CHECK(o.num_workers >= 1 && o.worker >= 0 && o.worker < o.num_workers,
                    "sweep: worker " << o.worker << "/" << o.num_workers);
+  // A bundle's name is a column of results.csv and the leaderboard, beside the fixed ones (a
+  // sweep directory holding one from before this check still reports; it does not run).
+  for (const SweepParam& p : spec.params)
+    for (const char* fixed :
+         {"trial", "status", "metric", "epochs_run", "val_acc", "val_loss", "test_acc", "test_loss",
+          "train_acc", "train_loss", "weight_sparsity", "seconds", "message"})
+      KILN_USAGE_CHECK(p.name != fixed, spec.path << ": parameter '" << p.name
+                                                  << "': the name of one of the results' own "
+                                                     "columns; name the bundle otherwise");
   make_dir(o.dir);
   make_dir(o.dir + "/locks");
   make_dir(o.dir + "/trials");
@@ -578,7 +627,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     TrialLock lock(o.dir, i);
     if (!lock.held()) {  // another live process has it
       ++out.skipped_other;
-      log("trial " + std::to_string(i) + ": claimed by another worker, skipping");
+      log("trial " + std::to_string(i) + ": claimed by another worker (" + lock.holder() +
+          "), skipping");
       continue;
     }
     // Re-read under the claim: a worker may have finished it (and dropped its lock) meanwhile.

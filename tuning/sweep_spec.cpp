@@ -119,12 +119,6 @@ SweepParam parse_param(const std::string& path, const std::string& key, const YA
       node["values"].size() > 0 && node["values"][0].IsMap()) {
     KILN_USAGE_CHECK(node.size() == 1, path << ": parameter '" << key
                                             << "': a bundle parameter takes only values: [...]");
-    // Its name is a column of results.csv and the leaderboard, beside the fixed ones.
-    for (const char* fixed :
-         {"trial", "status", "metric", "epochs_run", "val_acc", "val_loss", "test_acc", "test_loss",
-          "train_acc", "train_loss", "weight_sparsity", "seconds", "message", "curve", "params"})
-      KILN_USAGE_CHECK(key != fixed, path << ": parameter '" << key << "': the name of one of the "
-                                          << "results' own columns; name the bundle otherwise");
     return parse_bundles(path, key, node["values"]);
   }
   const OptionSpec& opt = option_for(path, "parameter", key);

@@ -15,7 +15,7 @@ void softmax_xent_ref(const T* logits, const int32_t* labels, int64_t N, int64_t
     for (int64_t k = 1; k < K; ++k)
       if (argmax_better(z[k], k, z[arg], arg)) arg = k;
     // NaN when the row has one: loss and dlogits are NaN then, as in PyTorch. An infinite
-    // maximum (a +inf logit, or every logit -inf) too: torch's logsumexp gives inf - inf there.
+    // maximum (a +inf logit, or every logit -inf) too, as torch's cross_entropy gives.
     T m = std::isinf(z[arg]) ? T(NAN) : z[arg];
     // s1 = sum over k != arg of exp(z[k] - m), so the softmax denominator is 1 + s1 and
     // loss = log1p(s1) - (z[y] - m): a confident row's small loss keeps float precision
