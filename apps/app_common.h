@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <new>
@@ -89,7 +90,15 @@ inline int lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig&
 
 inline int guarded_main(const char* prog, const std::function<int()>& body) {
   try {
-    return body();
+    const int rc = body();
+    // The epoch lines and the final result line may be a run's only record (no --log): a
+    // stdout that could not take them (a full disk) is a failed run, not exit 0.
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      std::fprintf(stderr, "%s: error: writing standard output failed: %s\n", prog,
+                   std::strerror(errno));
+      return 1;
+    }
+    return rc;
   } catch (const Error& e) {
     std::fprintf(stderr, "%s%s: error: %s\n", stderr_is_tty() ? "\n" : "", prog, e.message().c_str());
     return exit_code(e.kind());

@@ -38,6 +38,20 @@ struct DataReader::Impl {
     in_pos = 0;
     return in_len > 0;
   }
+  // At least k (<= sizeof in) unread bytes in the buffer, reading more if the file has them:
+  // a gzip member's magic may straddle two reads.
+  bool ensure(size_t k) {
+    if (in_len - in_pos >= k) return true;
+    std::memmove(in, in + in_pos, in_len - in_pos);
+    in_len -= in_pos;
+    in_pos = 0;
+    while (in_len < k) {
+      const size_t r = std::fread(in + in_len, 1, sizeof in - in_len, f);
+      if (r == 0) break;
+      in_len += r;
+    }
+    return in_len >= k;
+  }
 };
 
 DataReader::DataReader(const std::string& path) : impl_(new Impl), path_(path) {
@@ -83,7 +97,7 @@ size_t DataReader::read(uint8_t* dst, size_t n) {
       // A gzip file may hold several members (`cat a.gz b.gz`); anything else after the end of
       // the stream is corruption.
       if (!d.refill()) break;
-      KILN_CHECK(d.in_len - d.in_pos >= 2 && d.in[d.in_pos] == 0x1f && d.in[d.in_pos + 1] == 0x8b,
+      KILN_CHECK(d.ensure(2) && d.in[d.in_pos] == 0x1f && d.in[d.in_pos + 1] == 0x8b,
                  path_ << ": unexpected bytes after the gzip stream at compressed byte offset "
                        << d.compressed_consumed);
       inflateReset(&d.zs);

@@ -84,6 +84,7 @@ Trainer::Trainer(Model& model, Optimizer& opt, Schedule& sched, Context& ctx, co
              "trainer: the optimizer steps another model's parameters "
              "(make it with make_optimizer(options, this model))");
   acc_ = std::make_shared<Buffer>(3 * sizeof(double), ctx.device());
+  zero_bytes(acc_->data(), ctx.device(), acc_->bytes(), ctx.stream());
 #ifdef KILN_WITH_CUDA
   if (ctx.cuda()) {
     KILN_CUDA_CHECK(cudaMallocHost(&host_flag_, sizeof(int)));
@@ -338,7 +339,9 @@ std::string Trainer::grad_report() const {
 
 TrainPosition Trainer::position() {
   TrainPosition p = pos_;
-  if (p.batch > 0) {  // mid-epoch: the metric sums so far live on the device
+  // Mid-epoch, the metric sums so far live on the device once this fit has trained in that
+  // epoch; before (a resume that trains no epoch) they are still the ones it was given.
+  if (p.batch > 0 && acc_epoch_ == p.epoch) {
     copy_bytes(p.train_sums, Device::CPU, acc_->data(), ctx_.device(), sizeof(p.train_sums), ctx_.stream());
     ctx_.sync();
   }
@@ -356,6 +359,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
   JsonlWriter jsonl(opts_.log_path, from.epoch > 0 || from.batch > 0);
   set_step(from.step);
   pos_ = from;
+  acc_epoch_ = -1;
   stopped_ = false;
   auto stop_requested = [this] { return stop_flag && *stop_flag != 0; };
   auto checkpoint = [this](const char* why) {
@@ -424,6 +428,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
       copy_bytes(acc_->data(), ctx_.device(), from.train_sums, Device::CPU, sizeof(from.train_sums), ctx_.stream());
       ctx_.sync();
     }
+    acc_epoch_ = epoch;
     // Batch-size schedule: the batch in force this epoch; with scale_lr the schedule's lr is
     // scaled by batch / first batch (the linear scaling rule).
     float lr_scale = 1.0f;

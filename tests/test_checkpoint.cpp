@@ -2,6 +2,7 @@
 // schedule state bit for bit), the documented header names, every corruption case failing
 // with a one-line error naming the file, atomic writes surviving a write failure, and the
 // trainer resuming mid-epoch to the same weights as an uninterrupted run.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -693,6 +694,22 @@ TEST(Checkpoint, PruneRemovesDeadWritersTempFilesOldAndNew) {
   EXPECT_FALSE(exists(untagged));
   EXPECT_TRUE(exists(foreign));
   for (const std::string& f : {name, foreign}) std::remove(f.c_str());
+  // Checkpoints with one modification time (a coarse clock: 1 s on NFSv3) are ordered by their
+  // number, not their name's text (step-100 before step-99), and the one just written stays.
+  for (const char* n : {"ckpt-step-98", "ckpt-step-99", "ckpt-step-100"}) {
+    const std::string f = dir + "/" + n + ".safetensors";
+    std::ofstream(f) << "x";
+    const struct timespec same[2] = {{1700000000, 0}, {1700000000, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, f.c_str(), same, 0), 0);
+  }
+  upto.step = 100;
+  upto.batch = 3;  // mid-epoch: the step checkpoint's name
+  prune_checkpoints(dir, 2, upto);
+  EXPECT_FALSE(exists(dir + "/ckpt-step-98.safetensors"));
+  EXPECT_TRUE(exists(dir + "/ckpt-step-99.safetensors"));
+  EXPECT_TRUE(exists(dir + "/ckpt-step-100.safetensors"));
+  for (const char* n : {"ckpt-step-99", "ckpt-step-100"})
+    std::remove((dir + "/" + n + ".safetensors").c_str());
   ::rmdir(dir.c_str());
 }
 
@@ -749,5 +766,15 @@ TEST(Checkpoint, TrainerResumesMidEpochExactly) {
   ASSERT_EQ(hist_resumed.size(), 2u);
   EXPECT_EQ(hist_resumed[0].train_loss, hist_full[1].train_loss);  // the epoch's metrics survive too
   EXPECT_EQ(hist_resumed[1].test_acc, hist_full[2].test_acc);
+  // Resumed with --epochs at or below the checkpoint's epoch, nothing trains: the position it
+  // hands on (a --save at the end) keeps the epoch's sums as given, not the device
+  // accumulator's (never loaded in this fit).
+  Rig third(16, 78);
+  to.epochs = 1;
+  Trainer idle(*third.model, *third.opt, *third.sched, third.ctx, to);
+  EXPECT_TRUE(idle.fit(ds, &ds, info.pos).empty());
+  const TrainPosition kept = idle.position();
+  EXPECT_EQ(kept.batch, info.pos.batch);
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(kept.train_sums[k], info.pos.train_sums[k]) << k;
   std::remove(path.c_str());
 }

@@ -41,10 +41,19 @@ void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
   f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
-std::vector<uint8_t> gzip_bytes(const std::vector<uint8_t>& in) {
+// One gzip member of `in`; with `name`, the header's FNAME field holds it (a way to set the
+// member's length to the byte).
+std::vector<uint8_t> gzip_bytes(const std::vector<uint8_t>& in, const std::string& name = "") {
   z_stream zs{};
   EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::vector<uint8_t> out(deflateBound(&zs, in.size()) + 64);
+  gz_header head{};
+  std::vector<char> name_buf(name.begin(), name.end());
+  name_buf.push_back(0);
+  if (!name.empty()) {
+    head.name = reinterpret_cast<Bytef*>(name_buf.data());
+    EXPECT_EQ(deflateSetHeader(&zs, &head), Z_OK);
+  }
+  std::vector<uint8_t> out(deflateBound(&zs, in.size()) + 64 + name_buf.size());
   zs.next_in = const_cast<uint8_t*>(in.data());
   zs.avail_in = static_cast<uInt>(in.size());
   zs.next_out = out.data();
@@ -166,6 +175,20 @@ TEST(Idx, MultiMemberGzipAndOneDim) {
   IdxArray a = read_idx(t.file("l.gz"));
   EXPECT_EQ(a.dims, (std::vector<int64_t>{70000}));
   EXPECT_EQ(a.data, std::vector<uint8_t>(file.begin() + 8, file.end()));
+  // The first member 65535 bytes long (mod the reader's 64 KiB buffer): the next member's magic
+  // straddles two reads, one byte in each.
+  const size_t plain = gzip_bytes(first).size(), name_len = (65535 - plain) % 65536 - 1;
+  gz = gzip_bytes(first, std::string(name_len, 'n'));
+  ASSERT_EQ(gz.size() % 65536, 65535u);
+  gz.insert(gz.end(), gz2.begin(), gz2.end());
+  write_file(t.file("straddle.gz"), gz);
+  IdxArray b = read_idx(t.file("straddle.gz"));
+  EXPECT_EQ(b.data, a.data);
+  // One stray byte after the last member is still corruption.
+  gz.push_back(0x1f);
+  write_file(t.file("stray.gz"), gz);
+  std::string m = error_of([&] { read_idx(t.file("stray.gz")); });
+  EXPECT_NE(m.find("unexpected bytes after the gzip stream"), std::string::npos) << m;
 }
 
 TEST(Idx, MissingFileNamesIt) {

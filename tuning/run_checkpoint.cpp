@@ -124,7 +124,10 @@ void prune_checkpoints(const std::string& dir, int keep, const TrainPosition& up
   if (keep <= 0) return;
   DIR* d = ::opendir(dir.c_str());
   if (!d) return;
-  std::vector<std::tuple<long long, long long, std::string>> files;  // mtime s, ns, name
+  // mtime s, ns, kind, number, name: the number (not the name's text, where step-100 sorts
+  // before step-99) breaks ties of coarse timestamps (1 s on NFSv3, FAT).
+  std::vector<std::tuple<long long, long long, char, long long, std::string>> files;
+  const std::string just_written = checkpoint_name(upto);
   while (dirent* e = ::readdir(d)) {
     std::string n = e->d_name;
     // A process killed mid-write leaves <name>.tmp.<host>.<pid>.<k>; remove those of dead
@@ -138,13 +141,14 @@ void prune_checkpoints(const std::string& dir, int keep, const TrainPosition& up
     const auto [kind, number] = periodic_name(n);
     if (kind == 0 || number > (kind == 'e' ? upto.epoch : upto.step)) continue;
     struct stat st;
+    if (n == just_written) continue;  // the newest whatever the clock says: always kept
     if (::stat((dir + "/" + n).c_str(), &st) != 0) continue;
-    files.emplace_back(st.st_mtim.tv_sec, st.st_mtim.tv_nsec, n);
+    files.emplace_back(st.st_mtim.tv_sec, st.st_mtim.tv_nsec, kind, number, n);
   }
   ::closedir(d);
   std::sort(files.begin(), files.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep) < files.size(); ++i)
-    ::unlink((dir + "/" + std::get<2>(files[i])).c_str());
+  for (size_t i = 0; i + static_cast<size_t>(keep) < files.size() + 1; ++i)
+    ::unlink((dir + "/" + std::get<4>(files[i])).c_str());
 }
 
 bool same_file(const std::string& a, const std::string& b) {

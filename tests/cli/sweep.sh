@@ -181,4 +181,41 @@ grep -q '^sweep: note: --momentum 0.9 is ignored: adam has no momentum option .*
   { echo "FAIL: sweep notes"; cat err.txt; exit 1; }
 grep -q '^note: --momentum 0.9 is ignored' ign/trials/trial-1.log && ! grep -q 'momentum' ign/trials/trial-0.log ||
   { echo "FAIL: trial log notes"; cat ign/trials/trial-*.log; exit 1; }
+# A SIGINT while a finished trial waits for the results lock (another worker holds it): the wait
+# resumes, the trial is recorded, and the sweep stops with 130 (an interrupted flock was a
+# runtime error that lost the trial).
+cat > one.yaml <<YAML
+method: grid
+base: {model: mlp, width: 32, epochs: 2, train_limit: 2000, test_limit: 200, optimizer: sgd, schedule: constant}
+parameters:
+  lr: {values: [0.01, 0.02]}
+YAML
+mkdir held
+python3 - "$KILN_BIN/sweep" "$KILN_TEST_DATA" <<'PY' || exit 1
+import fcntl, json, os, signal, subprocess, sys, time
+sweep, data = sys.argv[1], sys.argv[2]
+p = subprocess.Popen([sweep, "one.yaml", "--dir", "held", "--device", "cpu", "--data-dir", data],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+log = "held/trials/trial-0.jsonl"
+for _ in range(30000):  # trial 0 has started (its log exists; two epochs of 2,000 images to go)
+    if os.path.exists(log):
+        break
+    time.sleep(0.002)
+f = open("held/results.jsonl", "a")
+fcntl.flock(f, fcntl.LOCK_EX)
+for _ in range(3000):  # both epochs done: next comes the record, which waits for the lock
+    if open(log).read().count('"type":"epoch"') == 2:
+        break
+    time.sleep(0.02)
+time.sleep(0.5)
+p.send_signal(signal.SIGINT)
+time.sleep(0.3)
+fcntl.flock(f, fcntl.LOCK_UN)
+f.close()
+err = p.communicate(timeout=120)[1].decode()
+recs = [json.loads(l) for l in open("held/results.jsonl") if l.strip()]
+if p.returncode != 130 or [r["trial"] for r in recs] != [0]:
+    print("FAIL: SIGINT during the results lock: exit %d, trials %s\n%s" % (p.returncode, [r["trial"] for r in recs], err))
+    sys.exit(1)
+PY
 echo "PASS"

@@ -122,6 +122,16 @@ check mnist-as-fashion 0 'note: .*t10k-images-idx3-ubyte.gz: mean pixel 0.121 is
 check model-too-big 2 'training needs about [0-9.]+ GiB .*the largest is layer 3 \(Linear\(65536 -> 65536\)' -- \
   "$bin" --summary --device cpu --model mlp --width 65536 --depth 1000
 check help 0 '--batch-size' -- "$bin" --help
+# The epoch and result lines may be a run's only record: a stdout that cannot take them (a full
+# disk) fails the run (exit 1, said on stderr) instead of exiting 0.
+"$bin" --device cpu --data-dir "$data" --model mlp --width 8 --epochs 1 --train-limit 100 \
+  --test-limit 50 > /dev/full 2> "$tmp/err"
+rc=$?
+if [ "$rc" = 1 ] && grep -q 'train_mnist: error: writing standard output failed' "$tmp/err"; then
+  echo "ok   stdout-full"
+else
+  echo "FAIL stdout-full: exit $rc"; cat "$tmp/err"; fail=1
+fi
 # --help says what leaving an option out means (the app's defaults, not the library's), and
 # how to turn off a bool that is on.
 grep -Eq -- '--lr <float> .*\[default 0\.003\]$' "$tmp/out" && grep -Eq -- '--\[no-\]shuffle .*\[default on\]$' "$tmp/out" &&
