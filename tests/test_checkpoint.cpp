@@ -696,19 +696,19 @@ TEST(Checkpoint, PruneRemovesDeadWritersTempFilesOldAndNew) {
   for (const std::string& f : {name, foreign}) std::remove(f.c_str());
   // Checkpoints with one modification time (a coarse clock: 1 s on NFSv3) are ordered by their
   // number, not their name's text (step-100 before step-99), and the one just written stays.
-  for (const char* n : {"ckpt-step-98", "ckpt-step-99", "ckpt-step-100"}) {
+  for (const char* n : {"ckpt-step-99", "ckpt-step-100", "ckpt-step-101"}) {
     const std::string f = dir + "/" + n + ".safetensors";
     std::ofstream(f) << "x";
     const struct timespec same[2] = {{1700000000, 0}, {1700000000, 0}};
     ASSERT_EQ(::utimensat(AT_FDCWD, f.c_str(), same, 0), 0);
   }
-  upto.step = 100;
+  upto.step = 101;
   upto.batch = 3;  // mid-epoch: the step checkpoint's name
   prune_checkpoints(dir, 2, upto);
-  EXPECT_FALSE(exists(dir + "/ckpt-step-98.safetensors"));
-  EXPECT_TRUE(exists(dir + "/ckpt-step-99.safetensors"));
+  EXPECT_FALSE(exists(dir + "/ckpt-step-99.safetensors"));
   EXPECT_TRUE(exists(dir + "/ckpt-step-100.safetensors"));
-  for (const char* n : {"ckpt-step-99", "ckpt-step-100"})
+  EXPECT_TRUE(exists(dir + "/ckpt-step-101.safetensors"));
+  for (const char* n : {"ckpt-step-100", "ckpt-step-101"})
     std::remove((dir + "/" + n + ".safetensors").c_str());
   ::rmdir(dir.c_str());
 }
