@@ -501,10 +501,10 @@ MUTANTS = [
      "a model past the machine's memory is built (and OOM-killed later) instead of refused (until 2026-12-02)"),
     # ---- session 12 (2026-12-02)
     ("config-origin-flag-override", "tuning/options.cpp",
-     [("    out.config_keys.erase(s->name);  // the flag wins over the file\n", "")],
+     [("    out.flag_keys.push_back(s->name);\n", "")],
      "an error about a flag that overrode the --config file's value blames the file"),
     ("config-origin-negated", "tuning/options.cpp",
-     [("      out.config_keys.erase(b->name);  // --no-NAME wins over the file too\n", "")],
+     [("      out.flag_keys.push_back(b->name);\n", "")],
      "--no-NAME over the file's NAME: the error blames the file"),
     ("config-origin-in-path", "tuning/options.cpp",
      [("    if (at > 0 && m[at - 1] != ' ' && m[at - 1] != '/' && m[at - 1] != '(') continue;  // a path\n", "")],

@@ -674,7 +674,6 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
     const OptionSpec* s = table.find(key);
     if (const OptionSpec* b = table.negated_bool(key); b && !has_value) {
       table.set(cfg, b->name, "false", "--" + key);
-      out.config_keys.erase(b->name);  // --no-NAME wins over the file too
       out.flag_keys.push_back(b->name);
       continue;
     }
@@ -688,7 +687,6 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
       }
     }
     table.set(cfg, s->name, value, "--" + s->name);
-    out.config_keys.erase(s->name);  // the flag wins over the file
     out.flag_keys.push_back(s->name);
   }
   return out;

@@ -112,8 +112,8 @@ struct ParsedArgs {
   bool help = false;
   std::vector<std::string> positional;
   std::string config_path;                         // --config, or ""
-  std::map<std::string, std::string> config_keys;  // options the file set and no flag overrode
-  std::vector<std::string> flag_keys;              // options set by flags (canonical names)
+  std::map<std::string, std::string> config_keys;  // options the file set: name -> key as written
+  std::vector<std::string> flag_keys;  // options set by flags (canonical names; a flag wins)
 };
 // A usage error raised after parsing (validation, model building) names options as flags
 // ("--lr must be >= 0"); when the values it names came from the --config file, the same error
