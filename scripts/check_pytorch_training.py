@@ -64,7 +64,8 @@ RECIPES = [
                             "--eta-min", "1e-4"]),
     ("rmsprop-momentum-cosine-restarts", MLP + [
         "--optimizer", "rmsprop", "--lr", "0.001", "--alpha", "0.9", "--momentum", "0.5",
-        "--weight-decay", "0.01", "--schedule", "cosine-restarts", "--t-max", "1", "--eta-min", "1e-5"]),
+        "--weight-decay", "0.01", "--schedule", "cosine-restarts", "--t-max", "2", "--eta-min", "1e-5",
+        "--epochs", "3"]),  # epoch 2 halfway down, epoch 3 restarted
     ("rmsprop-plain-inverse-time", MLP + ["--optimizer", "rmsprop", "--lr", "0.001",
                                           "--schedule", "inverse-time", "--decay", "0.5"]),
     ("sgd-cyclic-triangular2-momentum", MLP + [
@@ -88,6 +89,12 @@ RECIPES = [
                                              "--warmup-steps", "5", "--schedule", "exponential", "--gamma", "0.8"]),
     ("warmup-epoch-then-step", MLP + ["--optimizer", "adam", "--lr", "0.003", "--warmup-epochs", "1",
                                       "--schedule", "step", "--step-size", "1", "--gamma", "0.5"]),
+    # a warm-up longer than the run (3 epochs' steps over a 2-epoch run): never reaches the lr
+    ("warmup-past-the-run-then-exponential", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--warmup-epochs", "3",
+                                                    "--schedule", "exponential", "--gamma", "0.5"]),
+    # 128 images at batch 48: a last, partial batch of 32 every epoch (the mean over 32)
+    ("sgd-momentum-partial-batch", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
+                                          "--schedule", "constant", "--batch-size", "48"]),
     ("sgd-inverse-sqrt-epoch", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--schedule", "inverse-sqrt-epoch"]),
     ("global-clipnorm", MLP + ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
                                "--schedule", "constant", "--global-clipnorm", "0.5"]),
@@ -211,7 +218,8 @@ def torch_schedulers(torch, opt, cfg, steps_per_epoch, epochs, given=None):
     arguments are torch's own defaults, which kiln's must then equal."""
     from torch.optim import lr_scheduler as ls
     steps = list(steps_per_epoch) if isinstance(steps_per_epoch, (list, tuple)) else [steps_per_epoch] * epochs
-    w = int(cfg["warmup-steps"]) or sum(steps[:int(cfg["warmup-epochs"])])
+    # a warm-up longer than the run continues at the last epoch's step count (as kiln sizes it)
+    w = int(cfg["warmup-steps"]) or sum(steps[min(e, len(steps) - 1)] for e in range(int(cfg["warmup-epochs"])))
     warm = [(ls.LinearLR(opt, 1.0 / w, 1.0, total_iters=w - 1), True)] if w > 0 else []
     inner, per_step = torch_scheduler(torch, opt, cfg, steps, epochs, given)
     if warm and inner is not None and not isinstance(inner, (ls.StepLR, ls.MultiStepLR, ls.ExponentialLR)):
@@ -445,7 +453,7 @@ def check_recipe(flags, args, tmp, torch, tm):
         if cfg["scale-lr"] == "true":  # the linear scaling rule against the first batch size
             for g, base_lr in zip(opt.param_groups, lr0):
                 g["lr"] = base_lr * bs / sizes[0]
-        for start in range(0, images.shape[0] - bs + 1, bs):
+        for start in range(0, images.shape[0], bs):  # the last, partial batch too (as kiln)
             g0 = opt.param_groups[0]
             lr = g0["lr"]
             momentum = g0["betas"][0] if "betas" in g0 else g0.get("momentum")
