@@ -16,6 +16,7 @@
 #include "layers/models.h"
 #include "test_util.h"
 #include "tuning/options.h"
+#include "tuning/run.h"
 
 using namespace kiln;
 
@@ -406,6 +407,29 @@ TEST(Options, ConfigValueErrorsNameTheFile) {
   Error in_path(ErrorKind::Usage, "--save /tmp/x--lr/m: cannot write", "f.cpp", 1);
   EXPECT_EQ(with_config_origin(in_path, args).message(), in_path.message());
   std::remove(path.c_str());
+}
+
+// A run resumed at an epoch start with another batch size keeps the steps its past epochs took,
+// so one-cycle's total is those plus the rest at the new size (not all epochs at the new size:
+// the step counter would already sit at the curve's end); a mid-epoch resume (same batches,
+// or refused) and a matching count change nothing.
+TEST(Options, ScheduleStepsKeepThePastOnResume) {
+  TrainOptions t;
+  t.batch_size = 64;
+  t.epochs = 3;
+  EXPECT_EQ(schedule_steps(128, t, nullptr), (std::vector<long long>{2, 2, 2}));
+  TrainPosition at;
+  at.epoch = 1;
+  at.step = 4;  // epoch 0 ran at batch 32
+  EXPECT_EQ(schedule_steps(128, t, &at), (std::vector<long long>{4, 2, 2}));
+  at.epoch = 2;
+  at.step = 7;  // 4 + 3 over two epochs: shared, the earlier epoch first
+  EXPECT_EQ(schedule_steps(128, t, &at), (std::vector<long long>{4, 3, 2}));
+  at.step = 4;  // what batch 64 gives: unchanged
+  EXPECT_EQ(schedule_steps(128, t, &at), (std::vector<long long>{2, 2, 2}));
+  at.batch = 1;
+  at.step = 9;  // mid-epoch: its batches cannot have changed
+  EXPECT_EQ(schedule_steps(128, t, &at), (std::vector<long long>{2, 2, 2}));
 }
 
 TEST(Json, ObjectNumbersAndEscapes) {

@@ -223,12 +223,15 @@ OptionTable build_table() {
   t.add(opt_float("l2", "L2 penalty on weights (l2 * sum w^2 in the objective; logged as l2_penalty, not in train_loss)", [](RunConfig& c) -> float& { return c.optim.l2; }));
   t.add(opt_bool("penalize-all", "L1/L2 on biases and norm parameters too", [](RunConfig& c) -> bool& { return c.optim.penalize_all; }));
   // schedule
-  t.add(opt_str("schedule",
-                "constant|step|multistep|exponential|exponential-step|inverse-time|"
-                "inverse-time-step|inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|"
-                "cyclic|one-cycle|plateau|manual (-step: t counts optimizer steps, else epochs)",
-                [](RunConfig& c) -> std::string& { return c.sched.name; }),
-        kRangeTestUnused);
+  t.add(
+      opt_str(
+          "schedule",
+          "constant|step|multistep|exponential|exponential-step|inverse-time|"
+          "inverse-time-step|inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|"
+          "cyclic|one-cycle|plateau|manual (per optimizer step: the -step ones, cyclic, one-cycle; "
+          "the others per epoch)",
+          [](RunConfig& c) -> std::string& { return c.sched.name; }),
+      kRangeTestUnused);
   t.add(opt_float("gamma",
                   "step/multistep/exponential(-step)/exp_range factor (default 0.1; cyclic 1.0)",
                   [](RunConfig& c) -> float& { return c.sched.gamma; }),
@@ -256,14 +259,16 @@ OptionTable build_table() {
          }},
         kRangeTestUnused);
   t.add(opt_float("decay",
-                  "inverse-time decay d: lr0/(1+d*t), t the epoch (inverse-time-step: the step, as "
-                  "Keras SGD(decay=d))",
+                  "inverse-time decay d: lr0/(1+d*t), t the 0-based epoch (inverse-time-step: the "
+                  "step, as Keras SGD(decay=d))",
                   [](RunConfig& c) -> float& { return c.sched.decay; }),
         kRangeTestUnused);
-  t.add(opt_float("k", "inverse-sqrt multiplier: k/sqrt(t)*lr0",
+  t.add(opt_float("k", "inverse-sqrt multiplier: k/sqrt(t)*lr0, t the 1-based epoch (-step: step)",
                   [](RunConfig& c) -> float& { return c.sched.k; }),
         kRangeTestUnused);
-  t.add(opt_int("t-max", "cosine period in epochs (0: the run)",
+  t.add(opt_int("t-max",
+                "cosine: epochs from the lr to eta-min (torch's T_max, half a period); "
+                "cosine-restarts: the first period (T_0). 0: the run's epochs",
                 [](RunConfig& c) -> int& { return c.sched.t_max; }),
         kRangeTestUnused);
   t.add(opt_int("t-mult", "cosine warm-restart period multiplier",

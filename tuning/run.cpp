@@ -1,9 +1,12 @@
 #include "tuning/run.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
+#include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/precision.h"
 #include "optim/batch_schedule.h"
@@ -68,7 +71,22 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
   return notes;
 }
 
-std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
+std::vector<long long> schedule_steps(long long samples, const TrainOptions& t,
+                                      const TrainPosition* resume_at) {
+  std::vector<long long> steps = steps_per_epoch(samples, t.batch_size, t.batch_schedule, t.epochs);
+  if (!resume_at || resume_at->batch != 0 || resume_at->epoch <= 0) return steps;
+  const size_t past = std::min(static_cast<size_t>(resume_at->epoch), steps.size());
+  long long taken = 0;
+  for (size_t e = 0; e < past; ++e) taken += steps[e];
+  if (past == 0 || taken == resume_at->step || resume_at->step < 0) return steps;
+  const long long per = resume_at->step / static_cast<long long>(past),
+                  extra = resume_at->step % static_cast<long long>(past);
+  for (size_t e = 0; e < past; ++e) steps[e] = per + (static_cast<long long>(e) < extra ? 1 : 0);
+  return steps;
+}
+
+std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data,
+                                         const TrainPosition* resume_at) {
   cfg.validate();
   auto s = std::make_unique<RunSession>();
   s->cfg = cfg;
@@ -94,9 +112,8 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
   set_precision(*s->ctx, parse_precision(s->cfg.precision));
   s->opt = make_optimizer(cfg.optim, *s->model);
   // Steps per epoch from the batch each epoch uses (a batch-size schedule changes them).
-  s->sched = make_schedule(cfg.sched, cfg.optim.lr,
-                           steps_per_epoch(s->train.size(), cfg.train.batch_size,
-                                           cfg.train.batch_schedule, cfg.train.epochs));
+  s->sched =
+      make_schedule(cfg.sched, cfg.optim.lr, schedule_steps(s->train.size(), cfg.train, resume_at));
   s->trainer = std::make_unique<Trainer>(*s->model, *s->opt, *s->sched, *s->ctx, cfg.train);
   return s;
 }
@@ -104,10 +121,35 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data) {
 RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   cfg.validate();
   check_output_paths(cfg);  // before hours of training, not after
-  auto s = make_session(cfg);
+  // Where a resume starts, before the schedule is sized (its file is read again, in full, by
+  // resume_session; a bad file fails here, before the data loads).
+  TrainPosition resume_at;
+  if (!cfg.resume.empty()) {
+    const SafetensorsFile f = read_checkpoint(cfg.resume);
+    auto field = [&](const char* key) {
+      const std::string* v = f.meta(key);
+      char* end = nullptr;
+      const long long n = v ? std::strtoll(v->c_str(), &end, 10) : -1;
+      return v && end && *end == 0 ? n : -1;
+    };
+    resume_at.epoch = static_cast<int>(std::min<long long>(field("epoch"), 1 << 30));
+    resume_at.batch = field("batch");
+    resume_at.step = field("step");
+  }
+  auto s = make_session(cfg, true, cfg.resume.empty() ? nullptr : &resume_at);
   s->trainer->log = hooks.log;
   s->trainer->on_epoch = hooks.on_epoch;
   if (hooks.log && !s->test.note.empty()) hooks.log("note: " + s->test.note);
+  const bool sized_by_steps =
+      cfg.sched.name == "one-cycle" || cfg.sched.name == "cyclic" || cfg.sched.warmup_epochs > 0;
+  if (hooks.log && sized_by_steps && !cfg.resume.empty() && resume_at.epoch > 0 &&
+      schedule_steps(s->train.size(), cfg.train, &resume_at) !=
+          schedule_steps(s->train.size(), cfg.train, nullptr))
+    hooks.log("note: the " + std::to_string(resume_at.epoch) +
+              " epochs before the checkpoint took " + std::to_string(resume_at.step) +
+              " steps, not what these batch options give; the schedule keeps them, so its curve "
+              "continues from step " +
+              std::to_string(resume_at.step));
   RunResult r;
   r.device = s->device;
   r.num_params = s->model->num_params();

@@ -238,11 +238,14 @@ TrainPosition resume_session(RunSession& s, const std::function<void(const std::
   if (log) {
     // Name the options that differ, so a resume with another seed or batch size is visible.
     std::string diffs = config_diffs(saved, now, run_control_option);
-    // --epochs may change on resume (train longer), but one-cycle and cosine without --t-max
-    // span the whole run: their remaining lr curve is stretched to the new length. Say so.
+    // --epochs may change on resume (train longer), but one-cycle, and cosine or cosine-restarts
+    // without --t-max, span the whole run: their remaining lr curve is stretched to the new
+    // length. Say so.
     const JsonValue* old_epochs = saved.find("epochs");
     const bool spans_run =
-        s.cfg.sched.name == "one-cycle" || (s.cfg.sched.name == "cosine" && s.cfg.sched.t_max == 0);
+        s.cfg.sched.name == "one-cycle" ||
+        ((s.cfg.sched.name == "cosine" || s.cfg.sched.name == "cosine-restarts") &&
+         s.cfg.sched.t_max == 0);
     if (spans_run && old_epochs && old_epochs->is_string() &&
         old_epochs->text != std::to_string(s.cfg.train.epochs))
       diffs += (diffs.empty() ? "" : ", ") + std::string("epochs ") + old_epochs->text + " -> " +

@@ -127,4 +127,22 @@ for sig in TERM INT; do
   python3 same.py R.safetensors S.safetensors
   rm -f S.safetensors
 done
+# An epoch checkpoint resumed with another batch size: one-cycle keeps the steps already taken
+# (4 at batch 32) and anneals over the 2 left at batch 64, said in a note; sized as if every
+# epoch had batch 64 (4 steps in all) it ran the rest at its final lr (4e-7), training nothing.
+oc=(--device cpu --data-dir "$KILN_TEST_DATA" --model mlp --width 16 --depth 1 --train-limit 128
+    --test-limit 64 --no-shuffle --optimizer sgd --momentum 0.9 --lr 0.1 --schedule one-cycle --epochs 2)
+"$tm" "${oc[@]}" --batch-size 32 --checkpoint-every 1 --checkpoint-dir ck_oc > oc.out 2> oc.err ||
+  { echo "FAIL: the one-cycle run"; cat oc.err; exit 1; }
+"$tm" "${oc[@]}" --batch-size 64 --resume ck_oc/ckpt-epoch-1.safetensors --log oc.jsonl --log-every 1 \
+  > oc2.out 2> oc2.err || { echo "FAIL: the one-cycle resume"; cat oc2.err; exit 1; }
+grep -q "note: the 1 epochs before the checkpoint took 4 steps, not what these batch options give" oc2.err ||
+  { echo "FAIL: no note on the kept steps"; cat oc2.err; exit 1; }
+python3 - <<'PY' || exit 1
+import json
+lrs = [r["lr"] for r in map(json.loads, open("oc.jsonl")) if r.get("type") == "step"]
+# torch's OneCycleLR(max_lr=0.1, total_steps=6): steps 5 and 6 of the cosine annealing
+if len(lrs) != 2 or not (0.01 < lrs[0] < 0.06 and lrs[1] < 1e-5):
+    print("FAIL: one-cycle after the resume: lr per step %s" % lrs); raise SystemExit(1)
+PY
 echo "resume: OK"

@@ -165,4 +165,9 @@ check resume-changed 0 'options changed since the checkpoint: lr 0\.003 -> 0\.00
   -- "$bin" "${small[@]}" --epochs 2 --lr 0.002 --resume "$tmp/r.safetensors"
 check resume-constant 0 'changed since the checkpoint: schedule one-cycle -> constant$' \
   -- "$bin" "${small[@]}" --epochs 2 --schedule constant --resume "$tmp/r.safetensors"
+# cosine-restarts without --t-max: its first period is the run, so a longer run moves it too.
+check save-restarts 0 '^test_acc=' -- "$bin" "${small[@]}" --epochs 1 --schedule cosine-restarts \
+  --save "$tmp/cr.safetensors"
+check resume-restarts 0 'epochs 1 -> 3 \(the cosine-restarts schedule spans --epochs' \
+  -- "$bin" "${small[@]}" --epochs 3 --schedule cosine-restarts --resume "$tmp/cr.safetensors"
 exit $fail
