@@ -220,12 +220,19 @@ def torch_schedulers(torch, opt, cfg, steps_per_epoch, epochs, given=None):
     steps = list(steps_per_epoch) if isinstance(steps_per_epoch, (list, tuple)) else [steps_per_epoch] * epochs
     # a warm-up longer than the run continues at the last epoch's step count (as kiln sizes it)
     w = int(cfg["warmup-steps"]) or sum(steps[min(e, len(steps) - 1)] for e in range(int(cfg["warmup-epochs"])))
-    warm = [(ls.LinearLR(opt, 1.0 / w, 1.0, total_iters=w - 1), True)] if w > 0 else []
     inner, per_step = torch_scheduler(torch, opt, cfg, steps, epochs, given)
-    if warm and inner is not None and not isinstance(inner, (ls.StepLR, ls.MultiStepLR, ls.ExponentialLR)):
-        raise ValueError("warm-up before '%s' has no torch mirror here (torch chains only schedules that "
-                         "scale the current lr)" % cfg["schedule"])
+    chainable = inner is None or isinstance(inner, (ls.StepLR, ls.MultiStepLR, ls.ExponentialLR))
+    warm = [(ls.LinearLR(opt, 1.0 / w, 1.0, total_iters=w - 1), True)] if w > 0 and chainable else []
     return warm + ([(inner, per_step)] if inner is not None else [])
+
+
+def warmup_factor(cfg, steps):
+    """kiln's warm-up as a factor on the step's lr, (t + 1) / W for the first W steps: what
+    torch's LinearLR chain gives, for the schedules torch cannot chain it with (their lr is
+    computed in closed form, not scaled from the current one)."""
+    w = int(cfg["warmup-steps"]) or sum(steps[min(e, len(steps) - 1)] for e in range(int(cfg["warmup-epochs"])))
+    chainable = cfg["schedule"] in ("constant", "step", "multistep", "exponential", "exponential-step")
+    return (lambda t: (t + 1.0) / w if t < w else 1.0) if w > 0 and not chainable else (lambda t: 1.0)
 
 
 def torch_scheduler(torch, opt, cfg, steps, epochs, given=None):
@@ -305,9 +312,10 @@ def clip(torch, params, cfg):
         torch.nn.utils.clip_grad_value_(params, float(cfg["clipvalue"]))
 
 
-def train_step(torch, net, opt, x, y, cfg, penalised, scheds):
+def train_step(torch, net, opt, x, y, cfg, penalised, scheds, factor=1.0):
     """One torch step of a kiln recipe: cross-entropy plus the L1/L2 penalties on `penalised`,
-    backward, clipping, the optimizer step, then the schedulers that step per batch."""
+    backward, clipping, the optimizer step at the schedulers' lr times `factor` (the batch
+    schedule's lr scaling, a warm-up torch cannot chain), then the schedulers that step per batch."""
     l1, l2 = float(cfg["l1"]), float(cfg["l2"])
     opt.zero_grad(set_to_none=False)
     loss = torch.nn.functional.cross_entropy(net(x), y)
@@ -315,7 +323,12 @@ def train_step(torch, net, opt, x, y, cfg, penalised, scheds):
         loss = loss + sum(l1 * p.abs().sum() + l2 * (p * p).sum() for p in penalised)
     loss.backward()
     clip(torch, list(net.parameters()), cfg)
+    saved = [g["lr"] for g in opt.param_groups]
+    for g in opt.param_groups:
+        g["lr"] = g["lr"] * factor
     opt.step()
+    for g, lr in zip(opt.param_groups, saved):
+        g["lr"] = lr
     for sched, per_step in scheds:
         if per_step:
             sched.step()
@@ -444,25 +457,25 @@ def check_recipe(flags, args, tmp, torch, tm):
     steps = [-(-images.shape[0] // b) for b in sizes]  # kiln keeps a last, partial batch
     given = {f[5:] if f.startswith("--no-") else f[2:] for f in flags if f.startswith("--")}  # --no-x sets x
     scheds = torch_schedulers(torch, opt, cfg, steps, epochs, given)
-    lr0 = [g["lr"] for g in opt.param_groups]
+    warm = warmup_factor(cfg, steps)
     step, worst, failures = 0, 0.0, []
     skip = redundant_biases(net)
     step_worst, excess = [], []  # per step: the worst tensor error, and the tensors above rtol
     for epoch in range(epochs):
         bs = sizes[epoch]
-        if cfg["scale-lr"] == "true":  # the linear scaling rule against the first batch size
-            for g, base_lr in zip(opt.param_groups, lr0):
-                g["lr"] = base_lr * bs / sizes[0]
+        # the linear scaling rule against the first batch size, on whatever the schedule gives
+        scale = bs / sizes[0] if cfg["scale-lr"] == "true" and cfg["batch-schedule"] else 1.0
         for start in range(0, images.shape[0], bs):  # the last, partial batch too (as kiln)
             g0 = opt.param_groups[0]
-            lr = g0["lr"]
+            factor = scale * warm(step)
+            lr = g0["lr"] * factor
             momentum = g0["betas"][0] if "betas" in g0 else g0.get("momentum")
             x, y = images[start:start + bs], labels[start:start + bs]
             if step > 0 and not args.free_run:
                 load_kiln_state(torch, net, opt, ckpt_after(step), tm)
             for d in drops:
                 d.step = step
-            train_step(torch, net, opt, x, y, cfg, penalised, scheds)
+            train_step(torch, net, opt, x, y, cfg, penalised, scheds, factor)
             step += 1
             path = ckpt_after(step)
             if not os.path.exists(path):
@@ -485,6 +498,126 @@ def check_recipe(flags, args, tmp, torch, tm):
     return step, worst, median, failures, skip, [i + 1 for i, w in enumerate(step_worst) if w > args.rtol]
 
 
+def random_recipe(r):
+    """A random recipe over the option space this checker maps (--random): optimizer and its
+    options, weight decay, clipping, every schedule with edge values (gamma 1, milestones past
+    the run or repeated, t-max 1, warm-ups longer than the run, min-lr above the lr), batch
+    sizes that leave a partial last batch, batch schedules with and without lr scaling."""
+    c = r.choice
+    f = ["--model", "mlp", "--width", str(c([16, 32])), "--depth", str(c([1, 2]))]
+    if r.random() < 0.15:
+        f += ["--activation", c(["tanh", "sigmoid"])]
+    opt = c(["sgd", "sgd", "adam", "adamw", "rmsprop"])
+    f += ["--optimizer", opt]
+    if opt == "sgd":
+        f += ["--lr", c(["0.01", "0.05", "0.1", "0"])]
+        if r.random() < 0.7:
+            f += ["--momentum", c(["0", "0.5", "0.9"])]
+            if r.random() < 0.3 and f[-1] != "0":
+                f += ["--nesterov"]
+            elif r.random() < 0.4:
+                f += ["--dampening", c(["0.1", "0.5", "1"])]
+    elif opt in ("adam", "adamw"):
+        f += ["--lr", c(["0.001", "0.003", "0.01"])]
+        for flag, values in (("--beta1", ["0.8", "0.0", "0.95"]), ("--beta2", ["0.99", "0.9"]), ("--eps", ["1e-3", "1e-6"])):
+            if r.random() < 0.3:
+                f += [flag, c(values)]
+    else:
+        f += ["--lr", c(["0.001", "0.003"])]
+        if r.random() < 0.5:
+            f += ["--momentum", c(["0", "0.5", "0.9"])]
+        if r.random() < 0.4:
+            f += ["--alpha", c(["0.9", "0.5", "0.0"])]
+        if r.random() < 0.3:
+            f += ["--eps", c(["1e-3", "1e-6"])]
+    if r.random() < 0.4:
+        f += ["--weight-decay", c(["0", "0.01", "0.1"])]
+    if r.random() < 0.3:
+        f += ["--decay-all"]
+    u = r.random()
+    if u < 0.12:
+        f += ["--clipnorm", c(["0.5", "1.0"])]
+    elif u < 0.24:
+        f += ["--global-clipnorm", c(["0.5", "1.0", "100"])]
+    elif u < 0.36:
+        f += ["--clipvalue", c(["0.002", "0.01"])]
+    f += ["--epochs", str(c([2, 3, 4]))]
+    if r.random() < 0.25:
+        f += ["--batch-schedule", c(["0:64,1:32", "0:48,1:40", "0:100,2:30", "0:32,1:64", "0:50,1:50,3:24"])]
+        if r.random() < 0.6:
+            f += ["--scale-lr"]
+    else:
+        f += ["--batch-size", str(c([16, 24, 32, 40, 48, 50, 60, 100, 127, 128, 200]))]
+    sched = c(["constant", "step", "multistep", "exponential", "exponential-step", "inverse-time",
+               "inverse-time-step", "inverse-sqrt-epoch", "inverse-sqrt-step", "cosine", "cosine-restarts",
+               "cyclic", "cyclic", "one-cycle", "one-cycle", "plateau", "plateau"])
+    f += ["--schedule", sched]
+    if sched == "step":
+        f += ["--step-size", str(c([1, 2, 3, 5])), "--gamma", c(["0.5", "1", "0.1"])]
+    elif sched == "multistep":
+        f += ["--milestones", c(["1", "1,2", "0,2", "2,1", "1,1", "5", "0", "3"])]
+        if r.random() < 0.7:
+            f += ["--gamma", c(["0.5", "1", "0.3"])]
+    elif sched in ("exponential", "exponential-step"):
+        f += ["--gamma", c(["0.9", "1", "0.5"])]
+    elif sched.startswith("inverse-time"):
+        f += ["--decay", c(["0", "0.3", "1"])]
+    elif sched.startswith("inverse-sqrt"):
+        if r.random() < 0.6:
+            f += ["--k", c(["1", "0.5", "2"])]
+    elif sched == "cosine":
+        if r.random() < 0.6:
+            f += ["--t-max", str(c([1, 2, 3]))]
+        if r.random() < 0.5:
+            f += ["--eta-min", c(["1e-4", "0.001", "0.02"])]
+    elif sched == "cosine-restarts":
+        if r.random() < 0.7:
+            f += ["--t-max", str(c([1, 2]))]
+        if r.random() < 0.6:
+            f += ["--t-mult", str(c([1, 2, 3]))]
+        if r.random() < 0.5:
+            f += ["--eta-min", c(["1e-4", "0.001"])]
+    elif sched == "cyclic":
+        for flag, values, p in (("--base-lr", ["0.001", "0.02", "0.3"], 0.5), ("--max-lr", ["0.05", "0.1"], 0.6),
+                                ("--step-size-up", ["1", "2", "3", "4", "7", "50"], 0.7),
+                                ("--cyclic-mode", ["triangular", "triangular2", "exp_range"], 0.7),
+                                ("--gamma", ["0.9", "0.99"], 0.4)):
+            if r.random() < p:
+                f += [flag, c(values)]
+        if opt in ("adam", "adamw") or r.random() < 0.3:
+            f += ["--no-cycle-momentum"]  # torch 1.13's CyclicLR cannot cycle Adam's beta1
+        else:
+            if r.random() < 0.4:
+                f += ["--base-momentum", c(["0", "0.5"])]
+            if r.random() < 0.4:
+                f += ["--max-momentum", c(["0.9", "0.95"])]
+    elif sched == "one-cycle":
+        for flag, values, p in (("--max-lr", ["0.005", "0.05", "0.1"], 0.5),
+                                ("--pct-start", ["0.05", "0.2", "0.45", "0.5", "0.6", "0.95", "0.99"], 0.5),
+                                ("--div-factor", ["1", "2", "10"], 0.4), ("--final-div-factor", ["1", "100", "1e5"], 0.4),
+                                ("--anneal-strategy", ["cos", "linear"], 0.5)):
+            if r.random() < p:
+                f += [flag, c(values)]
+        if r.random() < 0.3:
+            f += ["--no-cycle-momentum"]
+        else:
+            if r.random() < 0.3:
+                f += ["--base-momentum", c(["0.5", "0.8"])]
+            if r.random() < 0.3:
+                f += ["--max-momentum", c(["0.9", "0.99"])]
+    elif sched == "plateau":
+        f += ["--factor", c(["0.5", "0.1", "0.9"]), "--patience", str(c([0, 0, 1, 2]))]
+        for flag, values, p in (("--cooldown", ["1", "2"], 0.4), ("--threshold", ["0", "0.01", "0.1", "0.5"], 0.6),
+                                ("--threshold-mode", ["abs"], 0.3), ("--plateau-mode", ["max"], 0.3),
+                                ("--min-lr", ["0.0005", "0.02", "0.05", "1"], 0.3), ("--val-split", ["0.25"], 0.4)):
+            if r.random() < p:
+                f += [flag, c(values)]
+    if r.random() < 0.3:
+        f += ["--warmup-steps", str(c([1, 2, 3, 5, 7, 50]))] if r.random() < 0.5 else \
+             ["--warmup-epochs", str(c([1, 2, 3, 9]))]
+    return f
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     here = os.path.dirname(os.path.abspath(__file__))
@@ -503,8 +636,15 @@ def main():
                     help="let torch's trajectory run on its own instead of restarting each step from kiln's "
                          "state (shows how fast rounding differences grow; not a pass/fail measure)")
     ap.add_argument("--keep", default=None, help="keep each recipe's kiln checkpoints under this directory")
+    ap.add_argument("--random", type=int, default=0, metavar="N",
+                    help="instead of the fixed recipes, N random ones (random_recipe) from --seed on; "
+                         "each is named random-<seed>, so one that fails reproduces with --random 1 --seed <seed>")
+    ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     recipes = RECIPES + ([cifar_recipe(os.path.abspath(args.cifar_dir))] if args.cifar_dir else [])
+    if args.random:
+        import random
+        recipes = [("random-%d" % i, random_recipe(random.Random(i))) for i in range(args.seed, args.seed + args.random)]
     if args.list:
         for name, flags in recipes:
             print("%-36s %s" % (name, " ".join(flags)))
@@ -542,6 +682,8 @@ def main():
               flush=True)
         for f in failures[:args.show]:
             print("    " + f)
+        if failures and args.random:
+            print("    flags: " + " ".join(flags))
     print("check_pytorch_training: %d recipes, %d mismatched (median step within rtol %g, every step within %g)" % (
         sum(1 for n, _ in recipes if not args.only or n in args.only), bad, args.rtol, args.kink_rtol))
     return 1 if bad else 0

@@ -7,7 +7,7 @@
 #      it compares real numbers;
 #   2. training parity: scripts/check_pytorch_training.py, every optimizer, schedule, clipping
 #      mode, penalty and norm layer, step by step against torch in float64 (also on a
-#      generated CIFAR-10 set for the cifar model);
+#      generated CIFAR-10 set for the cifar model), and 30 random recipes over the same options;
 #   3. benchmarks/pytorch_cpu_reference.py (whole runs side by side) on one short epoch.
 set -euo pipefail
 : "${KILN_BIN:?}" "${KILN_SRC:?}" "${KILN_TEST_DATA:?}"
@@ -65,6 +65,8 @@ set -e
 [ $rc -eq 1 ] && grep -q 'MISMATCH$' strict.txt || { echo "FAIL: rtol 1e-9 passed (rc $rc): the check compares nothing"; cat strict.txt; exit 1; }
 
 "$py" "$KILN_SRC/scripts/check_pytorch_training.py" --bin "$KILN_BIN" --data-dir "$KILN_TEST_DATA" --cifar-dir cifar
+# and 30 random recipes over the same option space (a fixed sample: seeds 1-30)
+"$py" "$KILN_SRC/scripts/check_pytorch_training.py" --bin "$KILN_BIN" --data-dir "$KILN_TEST_DATA" --random 30 --seed 1
 
 # 3. the whole-run CPU comparison (benchmarks/pytorch_cpu_reference.py) still runs: one short epoch.
 out=$("$py" "$KILN_SRC/benchmarks/pytorch_cpu_reference.py" --bin "$KILN_BIN" --data-dir "$KILN_TEST_DATA" \
