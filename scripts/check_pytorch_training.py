@@ -504,6 +504,12 @@ def random_recipe(r):
     the run or repeated, t-max 1, warm-ups longer than the run, min-lr above the lr), batch
     sizes that leave a partial last batch, batch schedules with and without lr scaling."""
     c = r.choice
+
+    def some(*options):  # each (flag, values, p): the flag with a random value, with probability p
+        for flag, values, p in options:
+            if r.random() < p:
+                f.extend([flag, c(values)])
+
     f = ["--model", "mlp", "--width", str(c([16, 32])), "--depth", str(c([1, 2]))]
     if r.random() < 0.15:
         f += ["--activation", c(["tanh", "sigmoid"])]
@@ -578,40 +584,27 @@ def random_recipe(r):
         if r.random() < 0.5:
             f += ["--eta-min", c(["1e-4", "0.001"])]
     elif sched == "cyclic":
-        for flag, values, p in (("--base-lr", ["0.001", "0.02", "0.3"], 0.5), ("--max-lr", ["0.05", "0.1"], 0.6),
-                                ("--step-size-up", ["1", "2", "3", "4", "7", "50"], 0.7),
-                                ("--cyclic-mode", ["triangular", "triangular2", "exp_range"], 0.7),
-                                ("--gamma", ["0.9", "0.99"], 0.4)):
-            if r.random() < p:
-                f += [flag, c(values)]
+        some(("--base-lr", ["0.001", "0.02", "0.3"], 0.5), ("--max-lr", ["0.05", "0.1"], 0.6),
+             ("--step-size-up", ["1", "2", "3", "4", "7", "50"], 0.7),
+             ("--cyclic-mode", ["triangular", "triangular2", "exp_range"], 0.7), ("--gamma", ["0.9", "0.99"], 0.4))
         if opt in ("adam", "adamw") or r.random() < 0.3:
             f += ["--no-cycle-momentum"]  # torch 1.13's CyclicLR cannot cycle Adam's beta1
         else:
-            if r.random() < 0.4:
-                f += ["--base-momentum", c(["0", "0.5"])]
-            if r.random() < 0.4:
-                f += ["--max-momentum", c(["0.9", "0.95"])]
+            some(("--base-momentum", ["0", "0.5"], 0.4), ("--max-momentum", ["0.9", "0.95"], 0.4))
     elif sched == "one-cycle":
-        for flag, values, p in (("--max-lr", ["0.005", "0.05", "0.1"], 0.5),
-                                ("--pct-start", ["0.05", "0.2", "0.45", "0.5", "0.6", "0.95", "0.99"], 0.5),
-                                ("--div-factor", ["1", "2", "10"], 0.4), ("--final-div-factor", ["1", "100", "1e5"], 0.4),
-                                ("--anneal-strategy", ["cos", "linear"], 0.5)):
-            if r.random() < p:
-                f += [flag, c(values)]
+        some(("--max-lr", ["0.005", "0.05", "0.1"], 0.5),
+             ("--pct-start", ["0.05", "0.2", "0.45", "0.5", "0.6", "0.95", "0.99"], 0.5),
+             ("--div-factor", ["1", "2", "10"], 0.4), ("--final-div-factor", ["1", "100", "1e5"], 0.4),
+             ("--anneal-strategy", ["cos", "linear"], 0.5))
         if r.random() < 0.3:
             f += ["--no-cycle-momentum"]
         else:
-            if r.random() < 0.3:
-                f += ["--base-momentum", c(["0.5", "0.8"])]
-            if r.random() < 0.3:
-                f += ["--max-momentum", c(["0.9", "0.99"])]
+            some(("--base-momentum", ["0.5", "0.8"], 0.3), ("--max-momentum", ["0.9", "0.99"], 0.3))
     elif sched == "plateau":
         f += ["--factor", c(["0.5", "0.1", "0.9"]), "--patience", str(c([0, 0, 1, 2]))]
-        for flag, values, p in (("--cooldown", ["1", "2"], 0.4), ("--threshold", ["0", "0.01", "0.1", "0.5"], 0.6),
-                                ("--threshold-mode", ["abs"], 0.3), ("--plateau-mode", ["max"], 0.3),
-                                ("--min-lr", ["0.0005", "0.02", "0.05", "1"], 0.3), ("--val-split", ["0.25"], 0.4)):
-            if r.random() < p:
-                f += [flag, c(values)]
+        some(("--cooldown", ["1", "2"], 0.4), ("--threshold", ["0", "0.01", "0.1", "0.5"], 0.6),
+             ("--threshold-mode", ["abs"], 0.3), ("--plateau-mode", ["max"], 0.3),
+             ("--min-lr", ["0.0005", "0.02", "0.05", "1"], 0.3), ("--val-split", ["0.25"], 0.4))
     if r.random() < 0.3:
         f += ["--warmup-steps", str(c([1, 2, 3, 5, 7, 50]))] if r.random() < 0.5 else \
              ["--warmup-epochs", str(c([1, 2, 3, 9]))]
