@@ -147,7 +147,13 @@ Dataset load_cifar_files(const std::vector<std::string>& paths, const std::strin
                       << " is not a multiple of the 3073-byte CIFAR-10 record: "
                       << "record " << size / kRecord << " (at byte " << size / kRecord * kRecord
                       << ") has only " << size % kRecord << " bytes");
-      pixels.reserve(pixels.size() + size / kRecord * kPixels);
+      KILN_CHECK(size / kRecord <= kMaxRecordsPerFile,  // before reserving memory for them all
+                 path << ": " << size / kRecord << " records, more than " << kMaxRecordsPerFile
+                      << "; not a CIFAR-10 batch");
+      int64_t records = size / kRecord;  // only what --train-limit/--test-limit will read
+      if (limit > 0)
+        records = std::min<int64_t>(records, limit - static_cast<int64_t>(labels.size()));
+      pixels.reserve(pixels.size() + static_cast<size_t>(records) * kPixels);
     }
     for (int64_t i = 0;; ++i) {
       if (limit > 0 && static_cast<int64_t>(labels.size()) >= limit) break;

@@ -434,6 +434,20 @@ TEST(Cifar, BadSizeCaughtBeforeReadingRecords) {
   EXPECT_NE(m.find("record 2 (at byte 6146) has only 5 bytes"), std::string::npos) << m;
 }
 
+// A raw file past the record cap is refused by its size, naming it, before memory is reserved
+// for its records (a sparse 3 GB file of valid zero records here; it was "out of memory").
+TEST(Cifar, TooManyRecordsRefusedBySize) {
+  TempDir t;
+  const std::string path = t.file("huge.bin");
+  std::ofstream(path).close();
+  ASSERT_EQ(::truncate(path.c_str(), 3073LL * 1000001), 0);
+  std::string m = error_of([&] { load_cifar_files({path}, "x", 10, true, Device::CPU); });
+  EXPECT_NE(m.find(path + ": 1000001 records, more than 1000000; not a CIFAR-10 batch"),
+            std::string::npos)
+      << m;
+  std::remove(path.c_str());
+}
+
 // ---- BatchIterator ----------------------------------------------------------------------------
 TEST(BatchIterator, CoversEverySampleOncePartialLastBatch) {
   Dataset ds = indexed_dataset(103, {1, 2, 3});
