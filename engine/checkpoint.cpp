@@ -278,17 +278,28 @@ SafetensorsFile read_checkpoint(const std::string& path) {
   return decode_checkpoint(read_file_bytes(path), "checkpoint " + path);
 }
 
+TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& what) {
+  TrainPosition p;
+  p.epoch = static_cast<int>(std::min<long long>(meta_int(f, "epoch", what), 1 << 30));
+  p.batch = meta_int(f, "batch", what);
+  p.step = meta_int(f, "step", what);
+  return p;
+}
+
 CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const std::string& what,
                                      Context& ctx, Model& model, Optimizer* opt, Schedule* sched) {
   KILN_CHECK(model.built(), what << ": the model to load into is not built (build it first)");
-  const SafetensorsFile f = decode_checkpoint(bytes, what);
+  return load_checkpoint_file(decode_checkpoint(bytes, what), what, ctx, model, opt, sched);
+}
+
+CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string& what, Context& ctx,
+                                    Model& model, Optimizer* opt, Schedule* sched) {
+  KILN_CHECK(model.built(), what << ": the model to load into is not built (build it first)");
   CheckpointInfo info;
   info.kiln_version = meta_or_fail(f, "kiln_version", what);
   info.config = meta_or_fail(f, "config", what);
   TrainPosition& p = info.pos;
-  p.epoch = static_cast<int>(std::min<long long>(meta_int(f, "epoch", what), 1 << 30));
-  p.batch = meta_int(f, "batch", what);
-  p.step = meta_int(f, "step", what);
+  p = checkpoint_position(f, what);
   info.seed = static_cast<uint64_t>(meta_int(f, "seed", what));
   long long opt_steps = meta_int(f, "optimizer_steps", what);
   p.last_lr = static_cast<float>(meta_double(meta_or_fail(f, "last_lr", what), "last_lr", what));

@@ -140,5 +140,11 @@ CheckpointInfo load_checkpoint(const std::string& path, Context& ctx, Model& mod
                                Optimizer* opt, Schedule* sched);
 CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const std::string& what,
                                      Context& ctx, Model& model, Optimizer* opt, Schedule* sched);
+// The same from a container read_checkpoint/decode_checkpoint has already verified (a resume
+// reads its position first, to size the schedule, and the file only once).
+CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string& what, Context& ctx,
+                                    Model& model, Optimizer* opt, Schedule* sched);
+// The position's epoch, batch and step from a verified checkpoint's metadata.
+TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& what);
 
 }  // namespace kiln

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <sstream>
 
 #include "engine/checkpoint.h"
@@ -121,20 +120,13 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data,
 RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   cfg.validate();
   check_output_paths(cfg);  // before hours of training, not after
-  // Where a resume starts, before the schedule is sized (its file is read again, in full, by
-  // resume_session; a bad file fails here, before the data loads).
+  // The resume checkpoint, read and verified once, before the data loads (a bad file fails
+  // first): its position sizes the schedule, and resume_session loads the rest from it.
+  SafetensorsFile resume_file;
   TrainPosition resume_at;
   if (!cfg.resume.empty()) {
-    const SafetensorsFile f = read_checkpoint(cfg.resume);
-    auto field = [&](const char* key) {
-      const std::string* v = f.meta(key);
-      char* end = nullptr;
-      const long long n = v ? std::strtoll(v->c_str(), &end, 10) : -1;
-      return v && end && *end == 0 ? n : -1;
-    };
-    resume_at.epoch = static_cast<int>(std::min<long long>(field("epoch"), 1 << 30));
-    resume_at.batch = field("batch");
-    resume_at.step = field("step");
+    resume_file = read_checkpoint(cfg.resume);
+    resume_at = checkpoint_position(resume_file, "checkpoint " + cfg.resume);
   }
   auto s = make_session(cfg, true, cfg.resume.empty() ? nullptr : &resume_at);
   s->trainer->log = hooks.log;
@@ -156,7 +148,8 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   // Inputs first (the resume checkpoint), outputs (log, checkpoints) only once they are good.
   TrainPosition from;
   from.step = s->trainer->step();
-  if (!cfg.resume.empty()) from = resume_session(*s, hooks.log);
+  if (!cfg.resume.empty())
+    from = resume_session(*s, resume_file, hooks.log);
   else if (hooks.log && (cfg.checkpoint_every > 0 || cfg.checkpoint_every_steps > 0)) {
     const std::string note = existing_checkpoints_note(cfg);
     if (!note.empty()) hooks.log("note: " + note);

@@ -215,8 +215,10 @@ std::string existing_checkpoints_note(const RunConfig& cfg) {
          "--checkpoint-dir DIR keeps them apart";
 }
 
-TrainPosition resume_session(RunSession& s, const std::function<void(const std::string&)>& log) {
-  CheckpointInfo info = load_checkpoint(s.cfg.resume, *s.ctx, *s.model, s.opt.get(), s.sched.get());
+TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
+                             const std::function<void(const std::string&)>& log) {
+  CheckpointInfo info = load_checkpoint_file(file, "checkpoint " + s.cfg.resume, *s.ctx, *s.model,
+                                             s.opt.get(), s.sched.get());
   JsonValue saved;
   try {
     saved = parse_json(info.config);

@@ -44,9 +44,11 @@ bool same_file(const std::string& a, const std::string& b);
 // checkpoints (another run's, whose same-named files it will replace), or "".
 std::string existing_checkpoints_note(const RunConfig& cfg);
 
-// Restores the session from cfg.resume (model, optimizer, schedule, step); returns where to
-// continue. Differences between the checkpoint's config and this run are reported via `log`.
-TrainPosition resume_session(RunSession& s, const std::function<void(const std::string&)>& log);
+// Restores the session from cfg.resume (model, optimizer, schedule, step), given as `file`
+// (read_checkpoint(cfg.resume)); returns where to continue. Differences between the
+// checkpoint's config and this run are reported via `log`.
+TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
+                             const std::function<void(const std::string&)>& log);
 // Writes a checkpoint of the session at p; returns its path.
 std::string write_session_checkpoint(RunSession& s, const std::string& path, const TrainPosition& p);
 // checkpoint_dir_for(cfg)/checkpoint_name(p), creating the directory, then --keep-last.
