@@ -139,14 +139,10 @@ class TrialLock {
   // Who holds it, for the skip line: "pid 12 on host vm", and for a lock of another PID
   // namespace what to do if no worker runs there.
   std::string holder() const {
-    std::ifstream f(path_);
-    long pid = 0;
-    std::string host, ns, boot;
-    unsigned long long start = 0;
-    if (!(f >> pid >> host)) return path_;
-    std::string out = path_ + ": pid " + std::to_string(pid) + " on " + host;
-    if (f >> start >> ns >> boot && host == host_name() && boot == boot_id() &&
-        ns != pid_namespace())
+    const Owner o = owner();
+    if (!o.read) return path_;
+    std::string out = path_ + ": pid " + std::to_string(o.pid) + " on " + o.host;
+    if (o.other_namespace())
       out += ", in another PID namespace (a container); if no worker runs there, delete the lock";
     return out;
   }
@@ -174,24 +170,39 @@ class TrialLock {
     KILN_CHECK(err == EEXIST, path_ << ": cannot create lock: " << std::strerror(err));
     return false;
   }
-  bool stale() const {
-    std::ifstream f(path_);
+  // What the lock file says: "pid host" (older locks), or "pid host start pidns boot".
+  struct Owner {
     long pid = 0;
-    std::string host;
-    if (!(f >> pid >> host)) return false;  // being written right now, or foreign: leave it
-    if (host != host_name() || pid <= 0) return false;
-    unsigned long long start = 0, now = 0;
-    std::string ns, boot;
-    char state = 0;
-    if (f >> start >> ns >> boot) {
-      if (boot != boot_id()) return true;       // every process of that boot is gone
-      if (ns != pid_namespace()) return false;  // another container's pid: not ours to judge
-      if (start > 0 && process_state(pid, state, now))
-        return state == 'Z' || state == 'X' || now != start;
-    } else if (pid == getpid()) {
+    std::string host, ns, boot;
+    unsigned long long start = 0;
+    bool read = false, identity = false;  // pid and host; and the rest
+    bool here() const { return host == host_name(); }
+    bool other_namespace() const {
+      return identity && here() && boot == boot_id() && ns != pid_namespace();
+    }
+  };
+  Owner owner() const {
+    std::ifstream f(path_);
+    Owner o;
+    o.read = static_cast<bool>(f >> o.pid >> o.host);
+    o.identity = o.read && static_cast<bool>(f >> o.start >> o.ns >> o.boot);
+    return o;
+  }
+  bool stale() const {
+    const Owner o = owner();
+    if (!o.read) return false;  // being written right now, or foreign: leave it
+    if (!o.here() || o.pid <= 0) return false;
+    if (o.identity) {
+      if (o.boot != boot_id()) return true;   // every process of that boot is gone
+      if (o.other_namespace()) return false;  // another container's pid: not ours to judge
+      unsigned long long now = 0;
+      char state = 0;
+      if (o.start > 0 && process_state(o.pid, state, now))
+        return state == 'Z' || state == 'X' || now != o.start;
+    } else if (o.pid == getpid()) {
       return false;  // an older lock (pid host) naming this process
     }
-    return kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    return kill(static_cast<pid_t>(o.pid), 0) != 0 && errno == ESRCH;
   }
   std::string path_;
   bool held_ = false;
