@@ -15,7 +15,7 @@ device=${KILN_DEVICE:-cpu}
 det=()
 [ "$device" = cuda ] && det=(--deterministic)
 common=(--device "$device" "${det[@]}" --data-dir "$KILN_TEST_DATA" --model mlp --width 32 --norm batch --dropout 0.1
-        --train-limit 2000 --test-limit 200 --batch-size 16 --epochs 3 --checkpoint-every-steps 5 --keep-last 2)
+        --train-limit "${KILN_RESUME_TRAIN_LIMIT:-2000}" --test-limit 200 --batch-size 16 --epochs 3 --checkpoint-every-steps 5 --keep-last 2)
 
 # Tensors (names, dtypes, shapes, bytes) of two safetensors files, and their epoch/step.
 cat > same.py <<'EOF'
@@ -100,8 +100,9 @@ done
 # step 50: on a loaded machine the poll that sees the checkpoint can lag by hundreds of steps,
 # and a run that has already finished cannot be interrupted (CI once saw SIGINT "exit 0" that
 # way with the 3-epoch run). Should the run still end first, the signal is sent again to a new run.
-# (KILN_RESUME_SIGNAL_EPOCHS: the emulated-GPU run in scripts/test.sh, slow enough that no poll
-# lags by hundreds of steps, uses 3 and saves three minutes of CI.)
+# (KILN_RESUME_SIGNAL_EPOCHS and KILN_RESUME_TRAIN_LIMIT: the emulated-GPU run in scripts/test.sh,
+# slow enough that no poll lags by hundreds of steps, uses 3 epochs of 1200 samples (225 steps)
+# and saves five minutes of CI; the kills above still land before step 185.)
 long=("${common[@]}" --epochs "${KILN_RESUME_SIGNAL_EPOCHS:-6}" --checkpoint-every-steps 25)
 "$tm" "${long[@]}" --checkpoint-dir ck_ref --save R.safetensors > r.out 2> r.err ||
   { echo "FAIL: the uninterrupted reference run: $(tail -1 r.err)"; exit 1; }
