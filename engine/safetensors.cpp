@@ -19,6 +19,7 @@
 #include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/process.h"
 
 namespace kiln {
 
@@ -46,12 +47,11 @@ std::string dir_of(const std::string& path) {
 // a directory never take each other's temp files for a dead process's.
 const std::string& temp_tag() {
   static const std::string tag = [] {
-    char host[256] = {}, ns[64] = {};
-    if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = 0;
-    if (::readlink("/proc/self/ns/pid", ns, sizeof(ns) - 1) < 0) ns[0] = 0;
-    std::string boot;
-    std::getline(std::ifstream("/proc/sys/kernel/random/boot_id"), boot);
-    const std::string id = std::string(host) + '\n' + ns + '\n' + boot;
+    // The same text as before process.h (the raw readlink and boot_id lines), so temp files a
+    // crashed writer of an earlier kiln left keep their tag and are still cleaned up.
+    const std::string ns = pid_namespace(), boot = boot_id();
+    const std::string id = host_name() + '\n' + (ns == "-" ? "" : "pid:[" + ns + "]") + '\n' +
+                           (boot == "-" ? "" : boot);
     uint32_t h = 2166136261u;  // FNV-1a
     for (char c : id) h = (h ^ static_cast<uint8_t>(c)) * 16777619u;
     char hex[16];
@@ -268,7 +268,7 @@ bool is_stale_temp_file(const std::string& name) {
       name.compare(pid_at + 1 - tag.size(), tag.size(), tag) != 0)
     return false;
   const pid_t p = static_cast<pid_t>(std::stol(pid));
-  return p > 0 && ::kill(p, 0) != 0 && errno == ESRCH;
+  return process_gone(p);
 }
 
 std::string atomic_temp_name(const std::string& path, long pid, unsigned k) {

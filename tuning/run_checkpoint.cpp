@@ -15,6 +15,7 @@
 
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/process.h"
 #include "tuning/run.h"
 
 namespace kiln {
@@ -116,7 +117,7 @@ bool stale_untagged_temp(const std::string& n) {
       rest.find('.', dot + 1) != std::string::npos || dot + 1 == rest.size())
     return false;
   const long pid = std::strtol(rest.c_str(), nullptr, 10);
-  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+  return process_gone(pid);
 }
 }  // namespace
 

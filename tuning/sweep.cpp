@@ -24,6 +24,7 @@
 #include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/process.h"
 #include "tuning/run.h"
 #include "tuning/run_checkpoint.h"
 
@@ -53,51 +54,6 @@ std::string read_text(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
-}
-
-std::string host_name() {
-  char h[256] = {0};
-  gethostname(h, sizeof h - 1);
-  return h;
-}
-
-// A process's state letter and start time (clock ticks after boot: field 22 of /proc/<pid>/stat),
-// or false where /proc does not show it.
-bool process_state(long pid, char& state, unsigned long long& start) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  if (!std::getline(f, text)) return false;
-  const size_t paren = text.rfind(')');  // the command name may hold spaces and parentheses
-  if (paren == std::string::npos) return false;
-  std::istringstream rest(text.substr(paren + 1));
-  std::string skip;
-  if (!(rest >> state)) return false;
-  for (int field = 4; field <= 21; ++field) rest >> skip;
-  return static_cast<bool>(rest >> start);
-}
-
-unsigned long long own_start_time() {
-  char state = 0;
-  unsigned long long start = 0;
-  process_state(getpid(), state, start);
-  return start;
-}
-
-// This process's PID namespace ("4026531836": containers on one host have their own, with the
-// same pid numbers) and this boot of the machine; "-" where /proc does not say.
-std::string pid_namespace() {
-  char buf[64] = {};
-  const ssize_t n = readlink("/proc/self/ns/pid", buf, sizeof buf - 1);
-  std::string s = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
-  const size_t a = s.find('['), b = s.find(']');
-  return a != std::string::npos && b != std::string::npos && b > a + 1 ? s.substr(a + 1, b - a - 1)
-                                                                       : "-";
-}
-
-std::string boot_id() {
-  std::ifstream f("/proc/sys/kernel/random/boot_id");
-  std::string id;
-  return std::getline(f, id) && !id.empty() && id.find(' ') == std::string::npos ? id : "-";
 }
 
 // A claim on one trial: DIR/locks/trial-<id>.lock created with O_CREAT|O_EXCL, holding
@@ -202,7 +158,7 @@ class TrialLock {
     } else if (o.pid == getpid()) {
       return false;  // an older lock (pid host) naming this process
     }
-    return kill(static_cast<pid_t>(o.pid), 0) != 0 && errno == ESRCH;
+    return process_gone(o.pid);
   }
   std::string path_;
   bool held_ = false;
