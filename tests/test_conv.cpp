@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -139,6 +140,41 @@ void expect_usage_error(Model& m, const std::vector<std::string>& fragments) {
     EXPECT_EQ(e.kind(), ErrorKind::Usage);
     for (const auto& f : fragments) EXPECT_NE(e.message().find(f), std::string::npos) << e.message();
   }
+}
+
+TEST(ConvRef, EmptyBatchGivesZeroGradients) {
+  // n = 0 (a direct caller's empty batch): dw and db are sums over no images, so zero; nothing
+  // else is touched (dw was left as it was before).
+  const ConvShape s = conv_shape(0, 3, 8, 8, 4, 3, 3, 1, 1);
+  std::vector<double> dw(s.w_numel(), NAN), db(s.k, NAN), x(1, 0.0), dy(1, 0.0);
+  conv2d_bwd_filter_ref<double>(s, x.data(), dy.data(), dw.data(), db.data());
+  EXPECT_EQ(dw, std::vector<double>(dw.size(), 0.0));
+  EXPECT_EQ(db, std::vector<double>(db.size(), 0.0));
+}
+
+TEST(ConvGpuEmpty, EmptyBatchLaunchesNothingAndZeroesGradients) {
+  // n = 0: a grid of zero blocks is a launch error on a device and the split plan divided by
+  // zero; forward and backward-data have nothing to write, dw and db are zero.
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  for (const ConvShape& s :
+       {conv_shape(0, 3, 8, 8, 4, 3, 3, 1, 1), conv_shape(0, 5, 7, 7, 6, 1, 1, 1, 0)}) {
+    Tensor X = test::poisoned({1}, Device::CUDA), G = test::poisoned({1}, Device::CUDA);
+    Tensor Wt = test::poisoned({s.w_numel()}, Device::CUDA),
+           B = test::poisoned({s.k}, Device::CUDA);
+    Tensor Y = test::poisoned({1}, Device::CUDA), DX = test::poisoned({1}, Device::CUDA);
+    Tensor DW = test::poisoned({s.w_numel()}, Device::CUDA),
+           DB = test::poisoned({s.k}, Device::CUDA);
+    EXPECT_EQ(conv2d_bwd_filter_workspace(s), 0u);
+    conv2d_fwd(s, X.data(), Wt.data(), B.data(), Y.data(), nullptr);
+    conv2d_bwd_data(s, G.data(), Wt.data(), DX.data(), nullptr);
+    conv2d_bwd_filter(s, X.data(), G.data(), DW.data(), DB.data(), nullptr, nullptr);
+    EXPECT_TRUE(test::all_close(DW.to_vector(), std::vector<float>(s.w_numel(), 0.f), 0, 0));
+    EXPECT_TRUE(test::all_close(DB.to_vector(), std::vector<float>(s.k, 0.f), 0, 0));
+    EXPECT_TRUE(std::isnan(Y.to_vector()[0]) && std::isnan(DX.to_vector()[0]))
+        << "wrote past an empty output";
+  }
+#endif
 }
 
 TEST(Conv2dLayer, InputSmallerThanKernelNamesLayerAndShapes) {

@@ -321,6 +321,7 @@ struct SplitPlan {
 SplitPlan plan_filter_split(const ConvShape& s) {
   const int64_t M = s.k, N = s.c * s.kh * s.kw, R = s.n * s.p() * s.q();
   const int64_t tiles = ((M + tile_m(M) - 1) / tile_m(M)) * ((N + BN - 1) / BN);
+  if (R <= 0 || tiles <= 0) return SplitPlan{};  // nothing to sum (the launchers return first)
   const int64_t want = std::max<int64_t>(1, (512 + tiles - 1) / tiles);
   const int64_t most = std::max<int64_t>(1, R / 512);
   int64_t splits = std::min(want, most);
@@ -373,6 +374,7 @@ void check_int_range(const ConvShape& s) {
 void conv2d_fwd(const ConvShape& s, const float* x, const float* w, const float* b, float* y,
                 cudaStream_t stream, bool relu) {
   check_int_range(s);
+  if (s.y_numel() == 0) return;  // an empty batch: a grid of 0 blocks is a launch error
   if (s.is_1x1()) {
     ChanGemmOp op{int(s.n), int(s.h * s.w), int(s.c), int(s.k), int(s.c), 1, w, x, b, y, relu, nullptr};
     launch_igemm(op, s.k, s.n * s.h * s.w, s.c, 1, int(s.c), stream);
@@ -386,6 +388,7 @@ void conv2d_fwd(const ConvShape& s, const float* x, const float* w, const float*
 void conv2d_bwd_data(const ConvShape& s, const float* dy, const float* w, float* dx,
                      cudaStream_t stream, const float* relu_y) {
   check_int_range(s);
+  if (s.x_numel() == 0) return;
   if (s.is_1x1()) {
     ChanGemmOp op{int(s.n), int(s.h * s.w), int(s.k), int(s.c), 1, int(s.c), w, dy, nullptr, dx,
                   false, relu_y};
@@ -405,6 +408,12 @@ size_t conv2d_bwd_filter_workspace(const ConvShape& s) {
 void conv2d_bwd_filter(const ConvShape& s, const float* x, const float* dy, float* dw, float* db,
                        float* workspace, cudaStream_t stream, const float* relu_y) {
   check_int_range(s);
+  if (s.y_numel() == 0) {  // an empty batch: nothing to sum, the gradients are zero
+    if (s.w_numel() > 0)
+      KILN_CUDA_CHECK(cudaMemsetAsync(dw, 0, size_t(s.w_numel()) * sizeof(float), stream));
+    if (db && s.k > 0) KILN_CUDA_CHECK(cudaMemsetAsync(db, 0, size_t(s.k) * sizeof(float), stream));
+    return;
+  }
   const SplitPlan p = plan_filter_split(s);
   KILN_CHECK(p.splits == 1 || workspace, "conv2d_bwd_filter: needs a workspace of "
                                              << conv2d_bwd_filter_workspace(s) << " floats");

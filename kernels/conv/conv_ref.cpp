@@ -157,6 +157,7 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
   T* col = s.is_1x1() ? nullptr : scratch<T>(0, CRS * PQ);
   if (db) std::fill(db, db + s.k, T(0));
+  if (s.n == 0) std::fill(dw, dw + s.w_numel(), T(0));  // an empty batch: no image overwrites
   for (int64_t n = 0; n < s.n; ++n) {
     const T* cn = x + n * s.c * s.h * s.w;
     if (!s.is_1x1()) {
