@@ -16,7 +16,7 @@ void BM_SgemmPeak(benchmark::State& state) {
   const bool tf32 = state.range(0) != 0;
   for (auto _ : state) state.SetIterationTime(1.0);
   state.counters["GFLOP/s"] = kiln::bench::measured_sgemm_peak(tf32);
-  state.SetLabel(tf32 ? "tf32 tensor cores" : "fp32 (pedantic)");
+  state.SetLabel(tf32 ? "tf32 tensor cores" : "fp32 (default math)");
 }
 BENCHMARK(BM_SgemmPeak)->UseManualTime()->Iterations(1)->Arg(0)->Arg(1);
 

@@ -1,6 +1,7 @@
 // Convolution benchmarks: kiln's forward, backward-data, backward-filter (+bias) and their sum
 // (one training step of the layer) against cuDNN (fastest algorithm from
-// cudnnFind*AlgorithmEx, workspace allowed, FP32 FMA math) and, for 1x1 layers, cuBLAS strided
+// cudnnFind*AlgorithmEx, workspace allowed, FP32 FMA math; its rows say whether that algorithm
+// is deterministic, as kiln's kernels are) and, for 1x1 layers, cuBLAS (default FP32 math) strided
 // batched GEMM (forward and backward-data; backward-filter sums over the batch, which is not a
 // strided batched GEMM). Shapes are the real conv layers of make_cnn (1x28x28) and make_cifar
 // (3x32x32) at batch 128 and 512. Counters: GFLOP/s (2 FLOPs per multiply-add) and, on kiln
@@ -69,7 +70,7 @@ struct Case {
     cudnn->find_best(x.data(), w.data(), y.data(), dy.data(), dx.data(), dw.data());
 #endif
     KILN_CUBLAS_CHECK(cublasCreate(&cublas));
-    KILN_CUBLAS_CHECK(cublasSetMathMode(cublas, CUBLAS_PEDANTIC_MATH));  // FP32, no TF32
+    KILN_CUBLAS_CHECK(cublasSetMathMode(cublas, CUBLAS_DEFAULT_MATH));  // FP32, no TF32
   }
   ~Case() {
     if (cublas) cublasDestroy(cublas);
@@ -223,6 +224,13 @@ void run(benchmark::State& state, ConvShape s, Op op, Impl impl) {
   bench::set_flops(state, 2.0 * s.macs() * (op == Op::Step ? 3 : 1));
 #ifdef KILN_HAVE_CUDNN
   if (impl == Impl::Kiln) state.counters["kiln/cuDNN"] = mean_ms(fn) / mean_ms(cudnn_fn(c, op));
+  if (impl == Impl::Cudnn) {  // 0: the fastest algorithm is not deterministic (kiln's are)
+    const cudnn_conv::Conv& d = *c.cudnn;
+    const bool det = (op != Op::Fwd && op != Op::Step || d.fwd_deterministic()) &&
+                     (op != Op::BwdData && op != Op::Step || d.data_deterministic()) &&
+                     (op != Op::BwdFilter && op != Op::Step || d.filter_deterministic());
+    state.counters["deterministic"] = det ? 1 : 0;
+  }
 #endif
   if (impl == Impl::Kiln && s.is_1x1() && (op == Op::Fwd || op == Op::BwdData))
     state.counters["kiln/cuBLAS"] = mean_ms(fn) / mean_ms(cublas_fn(c, op));

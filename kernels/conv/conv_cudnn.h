@@ -71,20 +71,35 @@ class Conv {
     KILN_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
         h_, xd_, x, wd_, w, cd_, yd_, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, fp, tmp, cap));
     for (int i = 0; i < got; ++i)
-      if (fp[i].status == CUDNN_STATUS_SUCCESS) { fwd_ = fp[i].algo; break; }
+      if (fp[i].status == CUDNN_STATUS_SUCCESS) {
+        fwd_ = fp[i].algo, fwd_det_ = fp[i].determinism == CUDNN_DETERMINISTIC;
+        break;
+      }
     cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     KILN_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
         h_, wd_, w, yd_, dy, cd_, xd_, dx, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, dp, tmp, cap));
     for (int i = 0; i < got; ++i)
-      if (dp[i].status == CUDNN_STATUS_SUCCESS) { data_ = dp[i].algo; break; }
+      if (dp[i].status == CUDNN_STATUS_SUCCESS) {
+        data_ = dp[i].algo, data_det_ = dp[i].determinism == CUDNN_DETERMINISTIC;
+        break;
+      }
     cudnnConvolutionBwdFilterAlgoPerf_t wp[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     KILN_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
         h_, xd_, x, yd_, dy, cd_, wd_, dw, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, wp, tmp, cap));
     for (int i = 0; i < got; ++i)
-      if (wp[i].status == CUDNN_STATUS_SUCCESS) { filter_ = wp[i].algo; break; }
+      if (wp[i].status == CUDNN_STATUS_SUCCESS) {
+        filter_ = wp[i].algo, filter_det_ = wp[i].determinism == CUDNN_DETERMINISTIC;
+        break;
+      }
     cudaFree(tmp);
     reserve_for_algos();
   }
+
+  // Whether the algorithms in use give the same bits on every run (find_best may pick ones that
+  // sum with atomics; kiln's conv kernels are deterministic).
+  bool fwd_deterministic() const { return fwd_det_; }
+  bool data_deterministic() const { return data_det_; }
+  bool filter_deterministic() const { return filter_det_; }
 
   void fwd(const float* x, const float* w, const float* b, float* y) {
     const float one = 1.f, zero = 0.f;
@@ -126,6 +141,7 @@ class Conv {
   cudnnConvolutionFwdAlgo_t fwd_ = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
   cudnnConvolutionBwdDataAlgo_t data_ = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
   cudnnConvolutionBwdFilterAlgo_t filter_ = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
+  bool fwd_det_ = true, data_det_ = true, filter_det_ = true;
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;
 };
