@@ -210,6 +210,16 @@ EarlyStopState parse_early_stop(const std::string& text, const std::string& what
 std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* opt, const Schedule* sched,
                                        const CheckpointInfo& info) {
   KILN_CHECK(model.built(), "save_checkpoint: the model is not built (it has no tensors yet)");
+  if (!info.config.empty()) {  // FORMATS.md: a JSON object (kiln_eval rebuilds the model from it)
+    bool object = false;
+    try {
+      object = parse_json(info.config).is_object();
+    } catch (const Error&) {
+    }
+    KILN_CHECK(object, "save_checkpoint: CheckpointInfo::config is not a JSON object: '"
+                           << info.config.substr(0, 60)
+                           << (info.config.size() > 60 ? "...'" : "'"));
+  }
   ctx.sync();
   SafetensorsFile f;
   for (auto& [name, t] : model.state_dict()) f.tensors.push_back(to_st(name, t));

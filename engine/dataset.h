@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/buffer.h"
+#include "engine/error.h"
 #include "engine/tensor.h"
 
 namespace kiln {
@@ -37,7 +38,10 @@ struct Dataset {
   std::string note;
   int64_t size() const { return images.ndim() ? images.dim(0) : 0; }
   Shape sample_shape() const { return Shape(images.shape().begin() + 1, images.shape().end()); }
-  const int32_t* label_data() const { return static_cast<const int32_t*>(labels->data()); }
+  const int32_t* label_data() const {
+    KILN_CHECK(labels, "dataset of " << size() << " images has no labels buffer");
+    return static_cast<const int32_t*>(labels->data());
+  }
   // Errors unless the labels buffer holds size() labels on the images' device (what the loss,
   // to() and slice_rows() read; host_labels is only a mirror).
   void check_labels() const;
@@ -85,6 +89,8 @@ class BatchIterator {
  public:
   BatchIterator(const Dataset& ds, int64_t batch_size, bool shuffle, uint64_t seed,
                 bool augment = false);
+  // It keeps a reference to the dataset: a temporary one would be gone by the first batch.
+  BatchIterator(Dataset&&, int64_t, bool, uint64_t, bool = false) = delete;
   // Starts epoch `epoch` (the order depends only on seed and epoch, so runs resume exactly).
   void start_epoch(int epoch, cudaStream_t stream = nullptr);
   // Gathers batch b (0-based) of the current epoch. Returns false past the end.

@@ -232,6 +232,18 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   EXPECT_EQ(got.config, want.config);
   EXPECT_EQ(got.kiln_version, kiln_version());
   std::remove(path.c_str());
+  // config must be a JSON object (kiln_eval rebuilds the model from it): other text is refused
+  for (const char* bad : {"not json {", "[1, 2]", "{\"model\": "}) {
+    CheckpointInfo info = sample_info();
+    info.config = bad;
+    try {
+      save_checkpoint(path, a.ctx, *a.model, a.opt.get(), a.sched.get(), info);
+      ADD_FAILURE() << "saved config '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(e.message().find("config is not a JSON object"), std::string::npos) << e.message();
+    }
+    EXPECT_FALSE(std::ifstream(path).good()) << bad;
+  }
 }
 
 TEST(Checkpoint, EarlyStopStateAndBestSnapshotRoundTrip) {

@@ -500,6 +500,13 @@ TEST(BatchIterator, UsageErrors) {
   error_of([&] { BatchIterator it(ds, 0, true, 1); }, ErrorKind::Usage);
   std::string m = error_of([&] { BatchIterator it(ds, 2, true, 1, true); }, ErrorKind::Usage);
   EXPECT_NE(m.find("3x32x32"), std::string::npos) << m;
+  // it keeps a reference: a temporary dataset would dangle, so it does not compile
+  static_assert(!std::is_constructible_v<BatchIterator, Dataset&&, int64_t, bool, uint64_t>);
+  static_assert(std::is_constructible_v<BatchIterator, const Dataset&, int64_t, bool, uint64_t>);
+  Dataset unlabelled;
+  unlabelled.images = Tensor::zeros({3, 1, 2, 2}, Device::CPU);
+  m = error_of([&] { unlabelled.label_data(); }, ErrorKind::Runtime);
+  EXPECT_NE(m.find("3 images has no labels"), std::string::npos) << m;
 }
 
 // ---- augmentation -----------------------------------------------------------------------------
