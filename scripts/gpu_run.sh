@@ -14,6 +14,7 @@
 #   perf       bench_train vs PyTorch (scripts/bench_compare.sh)
 #   catalogue  experiments/*.yaml on the GPU (scripts/catalogue.sh; resumes while the machine
 #              stays warm)
+# Exit status: 1 when a row reports a failure (listed last), else 0; 2 for an unknown step.
 # The whole run stops before KILN_DEADLINE seconds (default 540, under a 600 s device call):
 # each step gets min(its budget, the time left - 20 s) and is killed past it ("TIMED OUT" in
 # the summary); steps with under 30 s left are skipped and listed, so a second call can name
@@ -27,21 +28,39 @@ mkdir -p "$out"
 # site-packages/nvidia/cudnn/lib, or nvidia/cu13/lib in the CUDA 13 wheels).
 extra=$(find /opt/torch /usr/local/lib/python3* -maxdepth 8 -path '*nvidia*' -name 'lib*.so*' \
           -printf '%h\n' 2>/dev/null | sort -u | tr '\n' ':')
-export LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64:${extra}${LD_LIBRARY_PATH:-}"
+# Only kiln's binaries see that path (through the wrappers in $here/.wbin, which exec them: same
+# pid): PyTorch must load its own wheels' cuDNN/cuBLAS, not an older toolkit copy found first.
+kiln_ld="$here/lib:/usr/local/cuda/lib64:${extra}${LD_LIBRARY_PATH:-}"
 py=$(ls /opt/torch/.venv/bin/python3 /opt/torch/bin/python3 2>/dev/null | head -1)
 [ -n "$py" ] || py=$(command -v python3)
-bin=$here/bin
+bin=$here/.wbin
+if [ "${1:-}" != "--step" ]; then
+  rm -rf "$bin" && mkdir -p "$bin"
+  for b in "$here"/bin/*; do
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$kiln_ld" "$b" >"$bin/$(basename "$b")"
+    chmod +x "$bin/$(basename "$b")"
+  done
+fi
+# The unit tests read the MNIST subset from here (the build machine's path does not exist).
+export KILN_TEST_DATA=$here/tests/data
 data=$here/data
 summary=$out/summary.txt
-row() { printf '%-38s %s\n' "$1" "$2" | tee -a "$summary" >/dev/null; }
+# A row that reports a failure (a non-zero exit, a target not met, a timeout, a missing library,
+# a GPU test skipped on the GPU) is also listed in failed.txt: run.sh then exits 1.
+row() {
+  printf '%-38s %s\n' "$1" "$2" | tee -a "$summary" >/dev/null
+  case "$2" in
+    *"exit "[1-9]*|*"NOT MET"*|*"TIMED OUT"*|*MISSING*|*SKIPPED*) echo "$1" >>"$out/failed.txt" ;;
+  esac
+}
 last() { tail -1 "$1" 2>/dev/null; }
-gpu_tests='*Gpu*'
+gpu_tests='*Gpu*:-*WithoutGpu*'  # (the one CPU test named 'without a GPU' skips where one answers)
 # Under compute-sanitizer: ConvLimitGpu allocates 32 GiB at the 2^31 index limit (far too slow
 # there) and the MatchesCudnn cases mostly instrument cuDNN's own algorithm search (kiln's
 # kernels run in MatchesReference too); the trainer, graph and LR-finder runs go last, so a
 # timeout still leaves the kernels' verdict.
 sanitize_models='TrainerGpu.*:StepGraphGpu.*:LrFinderGpu.*:FusionModelGpu.*'
-sanitize_kernels="*Gpu*:-ConvLimitGpu.*:*MatchesCudnn*:$sanitize_models"
+sanitize_kernels="*Gpu*:-*WithoutGpu*:ConvLimitGpu.*:*MatchesCudnn*:$sanitize_models"
 
 step_tests() {
   "$bin/kiln_tests" --gtest_filter="$gpu_tests" --gtest_brief=1 >"$out/tests-full.txt" 2>&1
@@ -81,7 +100,7 @@ sanitize() {  # kernel tests first, then the whole-model runs (slowest under the
   local part filter
   for part in kernels models; do
     filter=$sanitize_kernels; [ $part = models ] && filter=$sanitize_models
-    compute-sanitizer --tool "$1" --error-exitcode 9 "$bin/kiln_tests" --gtest_filter="$filter" \
+    LD_LIBRARY_PATH="$kiln_ld" compute-sanitizer --tool "$1" --error-exitcode 9 "$here/bin/kiln_tests" --gtest_filter="$filter" \
       >"$out/sanitize-$1-$part.txt" 2>&1
     local rc=$?
     # gVisor machines answer "Device not supported": say so instead of a meaningless exit code.
@@ -124,7 +143,8 @@ step_catalogue() {  # stops itself 20 s before its budget so the tarball is writ
     -- --device cuda --data-dir "$data" >"$out/catalogue.txt" 2>&1
   local rc=$?
   tar -C "$here" -czf "$out/catalogue.tgz" catalogue
-  row "experiment catalogue" "exit $rc (3: budget spent, run the step again to continue)"
+  if [ "$rc" -eq 3 ]; then row "experiment catalogue" "budget spent (status 3): run the step again to continue"
+  else row "experiment catalogue" "exit $rc"; fi
 }
 
 if [ "${1:-}" = "--step" ]; then  # one step, under the parent's timeout
@@ -142,9 +162,10 @@ for w in $want; do
 done
 deadline=$(( $(date +%s) + ${KILN_DEADLINE:-540} ))
 : >"$summary"
+rm -f "$out/failed.txt"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/gpu.txt" 2>&1
 row "device" "$(head -1 "$out/gpu.txt")"
-ldd "$bin/kiln_tests" | grep -E "not found|cublas|cudnn" >"$out/ldd.txt"
+LD_LIBRARY_PATH="$kiln_ld" ldd "$here/bin/kiln_tests" | grep -E "not found|cublas|cudnn" >"$out/ldd.txt"
 grep -q "not found" "$out/ldd.txt" && row "ldd kiln_tests" "MISSING: $(grep 'not found' "$out/ldd.txt" | awk '{print $1}' | tr '\n' ' ')"
 skipped=()
 for s in "${order[@]}"; do
@@ -172,3 +193,7 @@ done
 [ -f "$out/perf.txt" ] && tail -12 "$out/perf.txt"
 echo "---- summary ----"
 cat "$summary"
+if [ -s "$out/failed.txt" ]; then
+  echo "run.sh: FAILED: $(sort -u "$out/failed.txt" | paste -sd, - | sed 's/,/, /g')"
+  exit 1
+fi

@@ -233,7 +233,7 @@ TEST(IdxBadInputs, EveryCaseNamesFileAndProblem) {
 // ---- MNIST subset and load_dataset ------------------------------------------------------------
 TEST(MnistSubset, TrainShapeLabelsAndNormalisation) {
   DataOptions o;
-  o.data_dir = KILN_TEST_DATA_DIR;
+  o.data_dir = test::data_dir();
   Dataset ds = load_dataset(o, "train", Device::CPU);
   EXPECT_EQ(ds.images.shape(), (Shape{2000, 1, 28, 28}));
   EXPECT_EQ(ds.name, "mnist/train");
@@ -256,7 +256,7 @@ TEST(MnistSubset, TrainShapeLabelsAndNormalisation) {
 
 TEST(MnistSubset, TestSplitLimitAndNoNormalisation) {
   DataOptions o;
-  o.data_dir = KILN_TEST_DATA_DIR;
+  o.data_dir = test::data_dir();
   o.normalize = false;
   o.test_limit = 100;
   Dataset ds = load_dataset(o, "test", Device::CPU);
@@ -264,7 +264,7 @@ TEST(MnistSubset, TestSplitLimitAndNoNormalisation) {
   EXPECT_EQ(std::vector<int32_t>(ds.host_labels.begin(), ds.host_labels.begin() + 5),
             (std::vector<int32_t>{7, 2, 1, 0, 4}));
   // Unnormalised pixels are bytes / 255 and match the file.
-  IdxArray raw = read_idx(std::string(KILN_TEST_DATA_DIR) + "/mnist/t10k-images-idx3-ubyte.gz");
+  IdxArray raw = read_idx(test::data_dir() + "/mnist/t10k-images-idx3-ubyte.gz");
   std::vector<float> v = ds.images.to_vector();
   for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], raw.data[i] / 255.f) << i;
   o.normalize = true;
@@ -295,7 +295,7 @@ TEST(LoadDataset, UsageErrorsAndMissingFiles) {
 
 TEST(LoadDataset, ValidationSplitIsTheLastFractionLikeKeras) {
   DataOptions o;
-  o.data_dir = KILN_TEST_DATA_DIR;
+  o.data_dir = test::data_dir();
   o.train_limit = 90;
   const std::vector<float> all = load_dataset(o, "train", Device::CPU).images.to_vector();
   const std::vector<int32_t> labels = load_dataset(o, "train", Device::CPU).host_labels;
@@ -639,7 +639,7 @@ TEST(DataGpu, GatherOddRowsMatchesReference) {
 TEST(DataGpu, ValidationSplitOnTheDeviceHoldsTheSameRows) {
   KILN_SKIP_WITHOUT_GPU();
   DataOptions o;
-  o.data_dir = KILN_TEST_DATA_DIR;
+  o.data_dir = test::data_dir();
   o.train_limit = 301;
   o.val_split = 0.25;
   TrainValSplit cpu = load_train_val(o, Device::CPU), gpu = load_train_val(o, Device::CUDA);

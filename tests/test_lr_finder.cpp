@@ -143,7 +143,7 @@ TEST(LrFinder, TrimmingSkipsFirstTenthAndLastFive) {
 
 RunConfig small_config() {
   RunConfig cfg;
-  cfg.data.data_dir = KILN_TEST_DATA_DIR;
+  cfg.data.data_dir = test::data_dir();
   cfg.data.train_limit = 512;
   cfg.data.test_limit = 200;
   cfg.device = "cpu";

@@ -75,7 +75,7 @@ TEST(PerfOptions, AutoDeviceWithoutGpuIgnoresCudaSwitches) {
   auto weights = [](bool graphs) {
     RunConfig c;
     c.device = "auto";
-    c.data.data_dir = KILN_TEST_DATA_DIR;
+    c.data.data_dir = test::data_dir();
     c.data.train_limit = 200;
     c.model.model = "mlp";
     c.model.width = 16;
@@ -222,7 +222,7 @@ GraphRun train_gpu(const std::string& model, const std::string& norm, float drop
   RunConfig c;
   c.device = "cuda";
   c.seed = 17;
-  c.data.data_dir = KILN_TEST_DATA_DIR;
+  c.data.data_dir = test::data_dir();
   c.data.train_limit = 300 / scale;
   c.data.test_limit = 100 / scale;
   c.model.model = model;

@@ -24,7 +24,7 @@ namespace {
 RunConfig small_mlp() {
   RunConfig c;
   c.device = "cpu";
-  c.data.data_dir = KILN_TEST_DATA_DIR;
+  c.data.data_dir = test::data_dir();
   c.model.model = "mlp";
   c.model.width = 32;
   c.model.depth = 1;

@@ -24,7 +24,7 @@ Trained train(const std::string& device, const std::string& model, bool gpu_swit
   c.device = device;
   c.seed = 23;
   c.deterministic = gpu_switches;
-  c.data.data_dir = KILN_TEST_DATA_DIR;
+  c.data.data_dir = test::data_dir();
   c.data.train_limit = 128;
   c.data.test_limit = 64;
   c.model.model = model;
@@ -79,7 +79,7 @@ TEST(TrainerGpu, ValidationSplitEarlyStopAndRestoreBestOnTheDevice) {
     RunConfig c;
     c.device = "cuda";
     c.deterministic = true;
-    c.data.data_dir = KILN_TEST_DATA_DIR;
+    c.data.data_dir = test::data_dir();
     c.data.train_limit = 160;
     c.data.test_limit = 64;
     c.data.val_split = 0.2;
@@ -123,7 +123,7 @@ TEST(TrainerGpu, DivergenceNamesTheSameFirstBadStepAsTheCpu) {
   auto message = [](const std::string& device, bool graphs) {
     RunConfig c;
     c.device = device;
-    c.data.data_dir = KILN_TEST_DATA_DIR;
+    c.data.data_dir = test::data_dir();
     c.data.train_limit = 512;
     c.data.test_limit = 64;
     c.model.model = "mlp";

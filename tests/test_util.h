@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <random>
@@ -31,6 +32,16 @@
 #endif
 
 namespace kiln::test {
+
+#ifdef KILN_TEST_DATA_DIR
+// The real-MNIST subset: $KILN_TEST_DATA where set (a GPU bundle's run.sh points it at the
+// bundle's copy: the build checkout's path does not exist on that machine), else this
+// checkout's tests/data.
+inline std::string data_dir() {
+  const char* env = std::getenv("KILN_TEST_DATA");
+  return env && *env ? env : KILN_TEST_DATA_DIR;
+}
+#endif
 
 // Fresh random values in [lo, hi); each test passes its own seed.
 template <typename T = float>

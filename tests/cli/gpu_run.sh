@@ -3,7 +3,9 @@
 # before a GPU session spends device minutes on it: the device row, the accuracy verdicts (MET /
 # NOT MET from the best epoch in the JSONL), a sanitizer step killed at its budget with the
 # reports seen so far counted, the steps that no longer fit listed as not run, step selection,
-# and an unknown step (exit 2). No GPU, compute-sanitizer or PyTorch needed.
+# an unknown step (exit 2), exit 1 when a row fails, and what each program sees (the bundle's
+# test data; the library path for kiln's binaries but not PyTorch's). No GPU, compute-sanitizer
+# or PyTorch needed.
 set -uo pipefail
 : "${KILN_SRC:?}"
 tmp=$(mktemp -d)
@@ -15,7 +17,8 @@ stub() {  # stub PATH BODY: an executable bash script
   printf '#!/usr/bin/env bash\n%s\n' "$2" >"$1"
   chmod +x "$1"
 }
-stub "$b/bin/kiln_tests" 'echo "[==========] 3 tests ran."; echo "[  PASSED  ] 3 tests."'
+stub "$b/bin/kiln_tests" 'echo "data=$KILN_TEST_DATA ld=$LD_LIBRARY_PATH" >>"$OUT/kiln_tests.env"
+echo "[==========] 3 tests ran."; echo "[  PASSED  ] 3 tests."'
 # train_mnist: test_acc by model (mlp 0.981 meets 0.98; cnn peaks at 0.9885, under 0.99)
 stub "$b/bin/train_mnist" '
 log=""; model=cnn; dev=cuda
@@ -28,7 +31,7 @@ stub "$b/bin/kiln_eval" 'exit 0'
 stub "$b/bin/bench_copy" 'echo "BM_Copy 1 ms"; for a; do case $a in --benchmark_out=*) echo "{}" >"${a#*=}";; esac; done'
 stub "$b/tests/cli/train_mnist.sh" 'exit 0'
 stub "$b/tests/cli/resume.sh" 'echo "PASS resume"'
-stub "$b/scripts/check_pytorch_interop.py" 'echo "max relative difference 3e-06: OK"'
+stub "$b/scripts/check_pytorch_interop.py" 'echo "ld=${LD_LIBRARY_PATH:-}" >"$OUT/python.env"; echo "max relative difference 3e-06: OK"'
 stub "$b/scripts/bench_summary.py" 'echo "bench summary: 1 file"'
 for s in time_to_acc.sh bench_compare.sh catalogue.sh; do stub "$b/scripts/$s" "echo $s done"; done
 stub "$tmp/path/nvidia-smi" 'echo "NVIDIA H100 80GB HBM3, 550.54, 81559 MiB"'
@@ -47,7 +50,8 @@ expect() {  # expect FILE PATTERN WHAT
 }
 
 # 1. Everything, with a deadline that racecheck's hang uses up: steps after it are listed.
-OUT=$tmp/out1 KILN_DEADLINE=70 KILN_BUDGET_racecheck=32 bash "$b/run.sh" >"$tmp/run1.txt" 2>&1
+OUT=$tmp/out1 KILN_DEADLINE=70 KILN_BUDGET_racecheck=32 LD_LIBRARY_PATH=/outer bash "$b/run.sh" >"$tmp/run1.txt" 2>&1
+rc=$?
 s=$tmp/out1/summary.txt
 expect "$s" '^device +NVIDIA H100' "device row"
 expect "$s" '^gtests \(GPU\) +exit 0; \[  PASSED  \] 3 tests' "gtest row"
@@ -59,9 +63,18 @@ expect "$s" '^compute-sanitizer memcheck \(kernels\) +exit 0; ========= ERROR SU
 expect "$s" '^racecheck +TIMED OUT after 32s.*sanitize-racecheck-kernels: 2 report lines, last test PoolGpu.MatchesReference/K2' "racecheck timeout row"
 expect "$s" '^not run \(no time left\) +bench resume initcheck synccheck tta perf catalogue$' "not-run row"
 expect "$tmp/run1.txt" '^---- summary ----' "summary printed last"
+# a missed target and a timeout fail the run (exit 1), named last
+[ $rc -eq 1 ] || { echo "FAIL: run.sh exited $rc with a target not met and a timeout"; fail=1; }
+expect "$tmp/run1.txt" '^run.sh: FAILED: racecheck, train cnn, train cnn-bn-dropout$' "failed rows named"
+# kiln's binaries find the bundle's libraries and the bundle's test data; PyTorch gets the
+# caller's library path only (its own wheels' cuDNN, not a toolkit copy found first)
+expect "$tmp/out1/kiln_tests.env" "^data=$b/tests/data ld=$b/lib:/usr/local/cuda/lib64:.*/outer\$" "kiln_tests environment"
+expect "$tmp/out1/python.env" '^ld=/outer$' "python's LD_LIBRARY_PATH"
 
 # 2. Named steps only, in priority order whatever the order given; sanitize = the four tools.
 OUT=$tmp/out2 KILN_DEADLINE=200 bash "$b/run.sh" catalogue bench resume >"$tmp/run2.txt" 2>&1
+rc=$?
+[ $rc -eq 0 ] || { echo "FAIL: run.sh exited $rc with every row passing"; fail=1; }
 s=$tmp/out2/summary.txt
 expect "$s" '^bench_copy +exit 0' "bench row"
 expect "$s" '^bench_summary.py +exit 0' "bench summary row"
