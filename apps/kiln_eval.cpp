@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
       im.data.resize(h.size() * sizeof(float));
       std::memcpy(im.data.data(), h.data(), im.data.size());
       out.tensors = {lt, lb, im};
-      out.metadata = {{"checkpoint", ckpt}};
+      out.metadata = {{"checkpoint", ckpt}, {"dataset", cfg.data.dataset}, {"split", split}};
       std::vector<uint8_t> bytes = encode_safetensors(out);
       write_file_atomic(dump, bytes.data(), bytes.size());
     }

@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
 
     if (dry_run) {
+      check_param_names(spec);
       int64_t n = num_trials(spec);
       std::printf("%s: %s, %lld trials, metric %s (%s)\n", files[0].c_str(), spec.method.c_str(),
                   static_cast<long long>(n), spec.metric.c_str(),

@@ -529,12 +529,7 @@ void check_run_options(const SweepOptions& o, bool have_results) {
 }
 }  // namespace
 
-SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const TrialRunner& runner) {
-  KILN_USAGE_CHECK(!o.dir.empty(), "sweep: no output directory");
-  KILN_USAGE_CHECK(o.num_workers >= 1 && o.worker >= 0 && o.worker < o.num_workers,
-                   "sweep: worker " << o.worker << "/" << o.num_workers);
-  // A bundle's name is a column of results.csv and the leaderboard, beside the fixed ones (a
-  // sweep directory holding one from before this check still reports; it does not run).
+void check_param_names(const SweepSpec& spec) {
   for (const SweepParam& p : spec.params)
     for (const char* fixed :
          {"trial", "status", "metric", "epochs_run", "val_acc", "val_loss", "test_acc", "test_loss",
@@ -542,6 +537,13 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       KILN_USAGE_CHECK(p.name != fixed, spec.path << ": parameter '" << p.name
                                                   << "': the name of one of the results' own "
                                                      "columns; name the bundle otherwise");
+}
+
+SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const TrialRunner& runner) {
+  KILN_USAGE_CHECK(!o.dir.empty(), "sweep: no output directory");
+  KILN_USAGE_CHECK(o.num_workers >= 1 && o.worker >= 0 && o.worker < o.num_workers,
+                   "sweep: worker " << o.worker << "/" << o.num_workers);
+  check_param_names(spec);  // (a sweep directory from before this check still reports)
   make_dir(o.dir);
   make_dir(o.dir + "/locks");
   make_dir(o.dir + "/trials");

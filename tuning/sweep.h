@@ -116,6 +116,9 @@ std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConf
 // for the whole sweep): a trial in training checkpoints and stops, otherwise the sweep stops
 // before its next trial; finished trials are recorded.
 SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& opts, const TrialRunner& runner);
+// Usage error when a parameter (a bundle) is named like one of the results' own columns
+// (trial, status, test_acc, ...): run_sweep and --dry-run refuse such a file.
+void check_param_names(const SweepSpec& spec);
 
 // results.jsonl of a sweep directory (unparseable lines, e.g. a torn last line, are skipped).
 std::vector<TrialRecord> read_results(const std::string& dir);

@@ -167,6 +167,14 @@ set +e
 rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q "a bare '--'" err.txt || { echo "FAIL: bare -- rc=$rc"; cat err.txt; exit 1; }
+# --dry-run refuses what a run refuses: a bundle named like a column of the results.
+printf 'parameters:\n  test_acc: {values: [{lr: 0.1}]}\n' > clash.yaml
+set +e
+"$KILN_BIN/sweep" clash.yaml --dry-run > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "clash.yaml: parameter 'test_acc': the name of one of the results' own columns" err.txt ||
+  { echo "FAIL: --dry-run of a bundle named test_acc rc=$rc"; cat err.txt; exit 1; }
 # An option the trials never read (a swept --momentum under adam, a base --gamma under cosine) is
 # noted once on the console with how many trials have it, and in each such trial's log.
 cat > ign.yaml <<YAML

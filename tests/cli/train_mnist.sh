@@ -41,6 +41,15 @@ check val-split 0 '^epoch 1: train_loss=[0-9.]+ train_acc=[0-9.]+ val_loss=[0-9.
 val_acc=$(grep -o 'val_acc=[0-9.]*' "$tmp/out" | cut -d= -f2)
 "$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$data" --split val > "$tmp/eval" 2>&1
 grep -q "mnist val (200 samples): acc=$val_acc\$" "$tmp/eval" || { echo "FAIL kiln_eval --split val (want $val_acc)"; cat "$tmp/eval"; fail=1; }
+# its --dump-logits says which rows it holds
+"$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$data" --split val --dump-logits "$tmp/val-dump.safetensors" > /dev/null 2>&1
+python3 - "$tmp/val-dump.safetensors" <<'PY' || { echo "FAIL: the dump's metadata"; fail=1; }
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read()
+h = json.loads(b[8:8 + struct.unpack('<Q', b[:8])[0]])
+m = h['__metadata__']
+assert (m['dataset'], m['split']) == ('mnist', 'val') and h['logits']['shape'] == [200, 10], (m, h['logits'])
+PY
 # kiln_eval verifies the checksums before it trusts the stored config: a corrupted config is
 # named as corruption of that file (it was a bare JSON error before).
 python3 - "$tmp/v.safetensors" "$tmp/badcfg.safetensors" <<'PY'
