@@ -286,6 +286,23 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
     std::string p = find_file(dirs, b);
     (p.empty() ? missing : found).push_back(p.empty() ? b : p);
   }
+  // A split's files come from one directory: images of one copy with another's labels (or
+  // CIFAR batches of two copies) would load without a word. The first that holds them all.
+  if (missing.empty()) {
+    std::vector<std::string> whole;
+    for (const std::string& d : dirs) {
+      whole.clear();
+      for (const std::string& b : bases) {
+        std::string p = find_file({d}, b);
+        if (p.empty()) break;
+        whole.push_back(p);
+      }
+      if (whole.size() == bases.size()) break;
+    }
+    KILN_CHECK(whole.size() == bases.size(), name << ": its files are split across directories ("
+                                                  << join(found, ", ") << "); put them in one");
+    found = whole;
+  }
   // Name each missing file once and each directory searched once: a list of every
   // (file, dir, extension) combination is one line but no one can read it.
   KILN_CHECK(missing.empty(),

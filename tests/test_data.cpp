@@ -293,6 +293,28 @@ TEST(LoadDataset, UsageErrorsAndMissingFiles) {
   EXPECT_NE(m.find("--cifar-dir"), std::string::npos) << m;
 }
 
+TEST(LoadDataset, ASplitsFilesComeFromOneDirectory) {
+  // Images in DIR/mnist, labels only in DIR: no directory holds both, so no silent mix of two
+  // copies; with both also in DIR, DIR's pair loads (not DIR/mnist's images with DIR's labels).
+  TempDir t;
+  const fs::path src = fs::path(test::data_dir()) / "mnist";
+  fs::create_directories(t.path / "mnist");
+  fs::copy_file(src / "t10k-images-idx3-ubyte.gz", t.path / "mnist" / "t10k-images-idx3-ubyte.gz");
+  fs::copy_file(src / "t10k-labels-idx1-ubyte.gz", t.path / "t10k-labels-idx1-ubyte.gz");
+  DataOptions o;
+  o.data_dir = t.path.string();
+  o.test_limit = 10;
+  std::string m = error_of([&] { load_dataset(o, "test", Device::CPU); });
+  EXPECT_NE(m.find("mnist/test: its files are split across directories (" +
+                   t.file("mnist/t10k-images-idx3-ubyte.gz") + ", " +
+                   t.file("t10k-labels-idx1-ubyte.gz") + "); put them in one"),
+            std::string::npos)
+      << m;
+  fs::copy_file(src / "t10k-images-idx3-ubyte.gz", t.path / "t10k-images-idx3-ubyte.gz");
+  fs::resize_file(t.path / "mnist" / "t10k-images-idx3-ubyte.gz", 10);  // DIR/mnist's is broken
+  EXPECT_EQ(load_dataset(o, "test", Device::CPU).size(), 10);
+}
+
 TEST(LoadDataset, ValidationSplitIsTheLastFractionLikeKeras) {
   DataOptions o;
   o.data_dir = test::data_dir();
