@@ -17,31 +17,31 @@ jobs=${KILN_JOBS:-$(nproc)}
 preset=cpu
 if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1; then preset=ci; fi
 preset=${KILN_PRESET:-$preset}
-echo "== build ($preset)"
+echo "== build ($preset) [${SECONDS}s]"
 cmake --preset "$preset" >/dev/null
 cmake --build --preset "$preset" -j "$jobs"
-echo "== test ($preset)"
+echo "== test ($preset) [${SECONDS}s]"
 ctest --preset "$preset" -j "$jobs" --output-on-failure
 if [ "${KILN_SKIP_ASAN:-0}" != 1 ]; then
-  echo "== build (asan)"
+  echo "== build (asan) [${SECONDS}s]"
   cmake --preset asan >/dev/null
   cmake --build --preset asan -j "$jobs"
-  echo "== test (asan)"
+  echo "== test (asan) [${SECONDS}s]"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --preset asan -j "$jobs" -E '^cli[.]pytorch$' --output-on-failure
 fi
 if [ "${KILN_SKIP_EMU:-0}" != 1 ]; then
-  echo "== build (emu)"
+  echo "== build (emu) [${SECONDS}s]"
   cmake --preset emu >/dev/null
   cmake --build --preset emu -j "$jobs"
-  echo "== test (emu)"  # the CLI tests would pick the emulated GPU: only resume runs there, below
+  echo "== test (emu) [${SECONDS}s]"  # the CLI tests would pick the emulated GPU: only resume runs there, below
   ASAN_OPTIONS=detect_leaks=1 ctest --preset emu -j "$jobs" -E '^cli[.]' --output-on-failure
-  echo "== test (emu, GPU tests with threads resumed in reverse order)"
+  echo "== test (emu, GPU tests with threads resumed in reverse order) [${SECONDS}s]"
   KILN_EMU_ORDER=reverse ctest --preset emu -j "$jobs" -R 'Gpu|CudaEmu' --output-on-failure
-  echo "== test (emu, SIGKILL-and-resume on the CUDA path, --deterministic)"
+  echo "== test (emu, SIGKILL-and-resume on the CUDA path, --deterministic) [${SECONDS}s]"
   KILN_DEVICE=cuda KILN_RESUME_TRAIN_LIMIT=1200 KILN_RESUME_SIGNAL_EPOCHS=3 ctest --preset emu -R '^cli[.]resume$' --output-on-failure
 fi
 if [ -x scripts/fuzz.sh ] && [ "${KILN_FUZZ_SECONDS:-10}" != 0 ]; then
-  echo "== fuzz (${KILN_FUZZ_SECONDS:-10} s per target)"
+  echo "== fuzz (${KILN_FUZZ_SECONDS:-10} s per target) [${SECONDS}s]"
   scripts/fuzz.sh "${KILN_FUZZ_SECONDS:-10}"
 fi
-echo "== all tests passed"
+echo "== all tests passed [${SECONDS}s]"
