@@ -357,6 +357,25 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
 
 std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test, const TrainPosition& from) {
   JsonlWriter jsonl(opts_.log_path, from.epoch > 0 || from.batch > 0);
+  try {
+    return fit_epochs(train, test, from, jsonl);
+  } catch (const Error& e) {
+    // The log says how the run ended, as it does for early stopping: a reader (plot.py, a
+    // notebook) sees a diverged run, not one that simply has fewer epochs.
+    if (e.kind() == ErrorKind::Diverged && jsonl.open()) {
+      JsonObject j;
+      j.add("type", "diverged")
+          .add("epoch", pos_.epoch + 1)
+          .add("step", step_)
+          .add("message", e.message());
+      jsonl.write(j.str());
+    }
+    throw;
+  }
+}
+
+std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset* test,
+                                             const TrainPosition& from, JsonlWriter& jsonl) {
   set_step(from.step);
   pos_ = from;
   acc_epoch_ = -1;

@@ -20,6 +20,8 @@
 
 namespace kiln {
 
+class JsonlWriter;
+
 class StepGraph;
 
 struct TrainOptions {
@@ -146,6 +148,8 @@ class Trainer {
   const StepGraph* step_graph() const { return graph_.get(); }
 
  private:
+  std::vector<EpochRecord> fit_epochs(const Dataset& train, const Dataset* test,
+                                      const TrainPosition& from, JsonlWriter& jsonl);
   void step_batch(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum);
   // Forward..optimizer step; dev: the optimizer reads its step arguments there (graph capture).
   void enqueue_step(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum,

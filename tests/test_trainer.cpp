@@ -71,6 +71,8 @@ TEST(TrainerCpu, ExplodingRunStopsWithDivergedNamingALayer) {
   c.optim.momentum = 0;
   c.data.train_limit = 512;
   c.train.epochs = 3;
+  c.train.log_path = ::testing::TempDir() + "kiln_diverged.jsonl";
+  std::string message;
   try {
     run_training(c, {});
     FAIL() << "expected divergence";
@@ -78,7 +80,17 @@ TEST(TrainerCpu, ExplodingRunStopsWithDivergedNamingALayer) {
     EXPECT_EQ(e.kind(), ErrorKind::Diverged);
     EXPECT_NE(e.message().find("diverged"), std::string::npos) << e.message();
     EXPECT_NE(e.message().find("layer "), std::string::npos) << e.message();
+    message = e.message();
   }
+  // The log ends with how the run ended: a diverged record with the error's message.
+  std::ifstream f(c.train.log_path);
+  std::string line, last;
+  while (std::getline(f, line)) last = line;
+  JsonValue r = parse_json(last);
+  EXPECT_EQ(r.find("type")->text, "diverged") << last;
+  EXPECT_GE(r.find("epoch")->number, 1) << last;
+  EXPECT_EQ(r.find("message")->text, message);
+  std::remove(c.train.log_path.c_str());
 }
 
 TEST(TrainerCpu, NonFiniteGradientNamesTheFirstLayerInBackwardOrder) {
