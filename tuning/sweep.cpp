@@ -724,13 +724,13 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size
   os << "epochs_run\n";  // not "epochs": that may be a parameter's column
   for (size_t k = 0; k < rs.size() && k < top; ++k) {
     const auto& r = rs[k];
-    std::ostringstream m;
-    m << std::setprecision(4) << r.metric;
+    std::ostringstream m;  // fixed decimals: 0.8400 above 0.8880 reads as a column
+    m << std::fixed << std::setprecision(4) << r.metric;
     os << std::setw(5) << k + 1 << std::setw(7) << r.trial << std::setw(8) << r.status
        << std::setw(11) << (std::isfinite(r.metric) ? m.str() : "-");
     if (by_val) {
       std::ostringstream t;
-      t << std::setprecision(4) << r.test_acc;
+      t << std::fixed << std::setprecision(4) << r.test_acc;
       os << std::setw(10) << (std::isfinite(r.test_acc) ? t.str() : "-");
     }
     for (size_t j = 0; j < spec.params.size(); ++j)
