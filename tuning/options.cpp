@@ -263,8 +263,10 @@ OptionTable build_table() {
                   "step, as Keras SGD(decay=d))",
                   [](RunConfig& c) -> float& { return c.sched.decay; }),
         kRangeTestUnused);
-  t.add(opt_float("k", "inverse-sqrt multiplier: k/sqrt(t)*lr0, t the 1-based epoch (-step: step)",
-                  [](RunConfig& c) -> float& { return c.sched.k; }),
+  t.add(opt_float(
+            "k",
+            "inverse-sqrt multiplier: k/sqrt(t)*lr0, t the 1-based epoch (-step: the 1-based step)",
+            [](RunConfig& c) -> float& { return c.sched.k; }),
         kRangeTestUnused);
   t.add(opt_int("t-max",
                 "cosine: epochs from the lr to eta-min (torch's T_max, half a period); "
@@ -315,7 +317,9 @@ OptionTable build_table() {
   t.add(opt_float("factor", "plateau reduction factor",
                   [](RunConfig& c) -> float& { return c.sched.factor; }),
         kRangeTestUnused);
-  t.add(opt_int("patience", "plateau patience (epochs)",
+  t.add(opt_int("patience",
+                "plateau patience: the lr is cut after patience+1 epochs without improvement "
+                "(torch's ReduceLROnPlateau; Keras cuts after patience)",
                 [](RunConfig& c) -> int& { return c.sched.patience; }),
         kRangeTestUnused);
   t.add(opt_int("cooldown", "plateau cooldown (epochs)",
@@ -341,10 +345,14 @@ OptionTable build_table() {
   t.add(opt_path("schedule-file", "manual schedule: 'epoch lr' lines, re-read every epoch",
                  [](RunConfig& c) -> std::string& { return c.sched.file; }),
         kRangeTestUnused);
-  t.add(opt_int("warmup-steps", "linear warm-up steps",
-                [](RunConfig& c) -> int& { return c.sched.warmup_steps; }),
-        kRangeTestUnused);
-  t.add(opt_int("warmup-epochs", "linear warm-up epochs",
+  t.add(
+      opt_int(
+          "warmup-steps",
+          "linear warm-up steps, multiplying the schedule (which runs on: torch's chained warm-up)",
+          [](RunConfig& c) -> int& { return c.sched.warmup_steps; }),
+      kRangeTestUnused);
+  t.add(opt_int("warmup-epochs",
+                "linear warm-up epochs, multiplying the schedule (as --warmup-steps)",
                 [](RunConfig& c) -> int& { return c.sched.warmup_epochs; }),
         kRangeTestUnused);
   // training

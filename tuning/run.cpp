@@ -57,6 +57,14 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
     os << "; --no-cycle-momentum keeps --momentum, --schedule constant keeps --lr";
     notes.push_back(os.str());
   }
+  // Plateau cuts after patience+1 epochs without improvement (torch), early stopping after
+  // early_stop (Keras): unless early stopping waits longer, the run ends before the cut helps.
+  if (sc.name == "plateau" && cfg.train.early_stop > 0 && cfg.train.early_stop <= sc.patience + 1)
+    notes.push_back("--early-stop " + std::to_string(cfg.train.early_stop) +
+                    " ends the run before --schedule plateau can use a lower lr: it cuts after " +
+                    std::to_string(sc.patience + 1) + " epochs without improvement (--patience " +
+                    std::to_string(sc.patience) + ", as torch's ReduceLROnPlateau); --early-stop " +
+                    std::to_string(sc.patience + 3) + " leaves it two epochs");
   // Without a validation split the watchers read the test set, which then also grades the run.
   if (cfg.data.val_split == 0) {
     std::string who;

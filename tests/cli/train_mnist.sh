@@ -103,6 +103,12 @@ check sgd-no-cycle 0 'total parameters' -- "$bin" --summary --optimizer sgd --no
 grep -q 'cycles the momentum' "$tmp/err" && { echo "FAIL: --no-cycle-momentum was noted"; fail=1; }
 check early-stop-on-test 0 'note: --early-stop watches the test set \(no --val-split\)' -- \
   "$bin" --device cpu --data-dir "$data" --model mlp --width 16 --epochs 1 --train-limit 256 --test-limit 100 --early-stop 2
+# plateau cuts after patience+1 bad epochs (torch): an early stop that comes no later ends the
+# run before the lower lr trains; said, with the smallest --early-stop that leaves it two epochs
+check plateau-early-stop 0 'note: --early-stop 3 ends the run before --schedule plateau can use a lower lr: it cuts after 3 epochs without improvement \(--patience 2, .*\); --early-stop 5 leaves it two epochs' -- \
+  "$bin" --summary --schedule plateau --patience 2 --early-stop 3
+check plateau-early-stop-later 0 'total parameters' -- "$bin" --summary --schedule plateau --patience 2 --early-stop 4
+grep -q 'ends the run before --schedule plateau' "$tmp/err" && { echo "FAIL: --early-stop 4 with --patience 2 was noted"; fail=1; }
 check channel-dropout 0 'Dropout2d' -- "$bin" --summary --dropout 0.1 --dropout-kind channel
 [ "$(grep -c 'Dropout2d' "$tmp/out")" = 7 ] || { echo "FAIL channel dropout: want 7 Dropout2d layers"; cat "$tmp/out"; fail=1; }
 check channel-dropout-mlp 0 'note: --dropout-kind channel is ignored: the mlp has no channels' -- \
