@@ -994,6 +994,11 @@ TEST(Importance, TheParameterThatDrivesTheMetricRanksFirst) {
   EXPECT_TRUE(std::isnan(o.spearman));
   std::string t = importance_table(imp, "test_acc");
   EXPECT_LT(t.find("lr"), t.find("momentum")) << t;
+  // each row's chance level (k-1)/(n-1): lr's 4 bins of 60 trials, the optimizer's 2
+  EXPECT_NE(t.find("\nlr                  0.9"), std::string::npos) << t;
+  EXPECT_NE(t.find(" 0.051   "), std::string::npos) << t;  // 3/59
+  EXPECT_NE(t.find(" 0.017   "), std::string::npos) << t;  // 1/59
+  EXPECT_NE(t.find("(chance: "), std::string::npos) << t;
 }
 
 // Every trial with the same score leaves nothing to explain ("-"), whatever the rounding of

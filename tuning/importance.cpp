@@ -137,9 +137,9 @@ std::string importance_table(const std::vector<ParamImportance>& imp, const std:
   std::ostringstream os;
   os << "parameter importance for " << metric << " (" << (imp.empty() ? 0 : imp[0].trials)
      << " finished trials; explained = between-bin / total variance)\n";
-  os << std::left << std::setw(20) << "parameter" << std::setw(11) << "explained" << std::setw(10)
-     << "spearman" << std::setw(6) << "bins"
-     << "\n";
+  os << std::left << std::setw(20) << "parameter" << std::setw(11) << "explained" << std::setw(8)
+     << "chance" << std::setw(10) << "spearman"
+     << "bins\n";
   for (const auto& p : imp) {
     auto f = [](double v) {
       std::ostringstream s;
@@ -149,11 +149,17 @@ std::string importance_table(const std::vector<ParamImportance>& imp, const std:
         s << "-";
       return s.str();
     };
-    os << std::setw(20) << p.name << std::setw(11) << f(p.explained) << std::setw(10)
-       << (p.numeric ? f(p.spearman) : "n/a") << std::setw(6) << p.bins << "\n";
+    // What a parameter that changes nothing explains on average: (k-1)/(n-1) for k bins of n
+    // trials (the expected eta squared of noise). Large from few trials, never zero.
+    const double chance =
+        p.trials > 1 && p.bins > 0 ? double(p.bins - 1) / double(p.trials - 1) : NAN;
+    os << std::setw(20) << p.name << std::setw(11) << f(p.explained) << std::setw(8) << f(chance)
+       << std::setw(10) << (p.numeric ? f(p.spearman) : "n/a") << p.bins << "\n";
   }
-  if (!imp.empty() && imp[0].trials < 10)
-    os << "(few trials: with k bins even noise explains about (k-1)/(n-1) of the variance)\n";
+  if (!imp.empty())
+    os << "(chance: what a parameter that changes nothing explains on average with that many "
+          "bins,\n"
+          " (k-1)/(n-1); an explained share near it says nothing)\n";
   return os.str();
 }
 
