@@ -217,6 +217,13 @@ int main(int argc, char** argv) {
     // its trial-<id>.log.
     for (const std::string& note : sweep_option_notes(spec, base, defaults))
       std::fprintf(stderr, "sweep: note: %s\n", note.c_str());
+    if (spec.metric.rfind("test_", 0) == 0)
+      std::fprintf(stderr,
+                   "sweep: note: trials are ranked%s on the test set (metric %s): the best score "
+                   "is then an optimistic estimate; metric val_%s with --val-split 0.1 ranks on a "
+                   "held-out split\n",
+                   spec.median_stop ? " and pruned" : "", spec.metric.c_str(),
+                   spec.metric.c_str() + 5);
     SweepOptions o;
     std::tie(o.worker, o.num_workers) = parse_worker(worker);
     o.resume = resume;

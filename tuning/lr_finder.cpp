@@ -372,6 +372,26 @@ std::string lr_find_report(const LrFindResult& r) {
     os << (first ? "  <- default\n" : "\n");
     first = false;
   }
+  // A range that missed the interesting part says so (fastai's plot would show it; a printed
+  // suggestion does not): still falling at the end, or over within its first tenth.
+  const size_t n = r.points.size();
+  const long long tenth = std::max(1LL, r.planned / 10);
+  if (n > 0 && r.stop_reason.rfind("completed", 0) == 0) {
+    size_t at = 0;
+    for (size_t i = 1; i < n; ++i)
+      if (r.points[i].smoothed < r.points[at].smoothed) at = i;
+    const double lo = r.points[at].smoothed, last = r.points[n - 1].smoothed;
+    if (last <= 1.1 * lo)
+      os << "lr_find: note: the smoothed loss had not begun to rise by the end of the range (lr "
+         << std::setprecision(3) << r.points[n - 1].lr << ", " << std::setprecision(2)
+         << 100 * (last / lo - 1)
+         << "% above its lowest): the range may stop short of where training breaks down, and a "
+            "flat curve means the lrs are too low to train; try a higher --end-lr\n";
+  } else if (n > 0 && r.stop_signal == 0 && static_cast<long long>(n) <= tenth) {
+    os << "lr_find: note: stopped after " << n << " of " << r.planned
+       << " steps: --start-lr may already be too high (lr " << std::setprecision(3)
+       << r.points[0].lr << " at the first step); try a lower one\n";
+  }
   return os.str();
 }
 

@@ -23,6 +23,10 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
                     " is ignored: no CUDA device answers, the CPU computes in fp32");
   if (cfg.train.cuda_graphs && auto_on_cpu)
     notes.push_back("--cuda-graphs on is ignored: no CUDA device answers, the CPU runs the steps");
+  if (cfg.lr_find && cfg.lr_find_val && cfg.data.val_split == 0)
+    notes.push_back(
+        "--lr-find-val reads the test set (no --val-split): an lr chosen on it is "
+        "chosen on the test set; --val-split 0.1 holds out a validation set");
   if (cfg.lr_find) return notes;  // the range test replaces the schedule (lr_find says so)
   // Training reads none of the range test's options.
   std::string lr_find_opts;

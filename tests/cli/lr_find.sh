@@ -21,6 +21,22 @@ steps=$(echo "$out" | awk '/^lr_find:/ { print $2 }')
   { echo "FAIL: $rows CSV rows for $steps steps"; exit 1; }
 grep -q '^valley,' curve.csv.suggestions || { echo "FAIL: no suggestions file"; exit 1; }
 
+# A range that misses the interesting part says so: one whose loss never rises (lrs far too
+# low), one over at its second step (--start-lr too high); a good range says neither.
+echo "$out" | grep -q 'note:' && { echo "FAIL: a note on a good range"; echo "$out"; exit 1; }
+low=$("$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 500 --num-it 50 --model mlp \
+      --width 16 --start-lr 1e-7 --end-lr 1e-5 --lr-find-csv low.csv 2>/dev/null)
+echo "$low" | grep -q '^lr_find: note: the smoothed loss had not begun to rise by the end of the range (lr 9.*e-06, .*try a higher --end-lr$' ||
+  { echo "FAIL: no note on a range that never rises"; echo "$low"; exit 1; }
+high=$("$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 500 --num-it 50 --model mlp \
+       --width 16 --start-lr 5 --lr-find-csv high.csv 2>/dev/null)
+echo "$high" | grep -q '^lr_find: note: stopped after [1-5] of 50 steps: --start-lr may already be too high (lr 5 at the first step)' ||
+  { echo "FAIL: no note on a range over at once"; echo "$high"; exit 1; }
+# --lr-find-val without a validation split reads the test set: said.
+"$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 300 --num-it 20 --model mlp --width 16 \
+  --lr-find-val --lr-find-csv val.csv >/dev/null 2>err.txt
+grep -q '^lr_find: note: --lr-find-val reads the test set (no --val-split)' err.txt || { echo "FAIL: no test-set note"; cat err.txt; exit 1; }
+
 # The default model (cnn) and the train_mnist entry point.
 out=$("$KILN_BIN/train_mnist" --lr-find --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 \
       --num-it 40 --lr-find-csv tm.csv 2>/dev/null)

@@ -26,8 +26,11 @@ common=(--device cpu --data-dir "$KILN_TEST_DATA")
 ids() { python3 -c "import json,sys; print(' '.join(str(t) for t in sorted(json.loads(l)['trial'] for l in open(sys.argv[1]) if l.strip())))" "$1"; }
 
 # 1. a whole sweep
-"$KILN_BIN/sweep" s.yaml --dir full "${common[@]}" > full.txt
+"$KILN_BIN/sweep" s.yaml --dir full "${common[@]}" > full.txt 2> full.err
 cat full.txt
+# ranking on the test set (the default metric) is said once; not with a val_ metric (below)
+grep -q '^sweep: note: trials are ranked on the test set (metric test_acc): .*metric val_acc with --val-split 0.1' full.err ||
+  { echo "FAIL: no test-set note"; cat full.err; exit 1; }
 [ "$(ids full/results.jsonl)" = "0 1 2 3 4 5" ] || { echo "FAIL: results $(ids full/results.jsonl)"; exit 1; }
 [ "$(grep -c '^trial,' full/results.csv)" -eq 1 ] && [ "$(wc -l < full/results.csv)" -eq 7 ] ||
   { echo "FAIL: results.csv"; cat full/results.csv; exit 1; }
@@ -118,7 +121,8 @@ base: {model: mlp, width: 16, epochs: 1, train_limit: 500, test_limit: 200, opti
 parameters:
   lr: {values: [0.1, 0.01]}
 YAML
-"$KILN_BIN/sweep" val.yaml --dir val --val-split 0.2 "${common[@]}" > val.txt
+"$KILN_BIN/sweep" val.yaml --dir val --val-split 0.2 "${common[@]}" > val.txt 2> val.err
+grep -q 'ranked on the test set' val.err && { echo "FAIL: test-set note under val_acc"; exit 1; }
 python3 - val/results.jsonl <<'PY' || { echo "FAIL: val_acc results"; cat val.txt; exit 1; }
 import json, sys
 rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
