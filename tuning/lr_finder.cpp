@@ -311,6 +311,9 @@ std::vector<std::string> lr_find_unused_options(const RunConfig& cfg, const RunC
   for (const OptionSpec& spec : run_options().specs())
     if ((spec.traits & kRangeTestUnused) && spec.get(cfg) != spec.get(defaults))
       out.push_back("--" + spec.name);
+  // --epochs sizes the test only with --num-it 0 (keras_lr_finder's epochs)
+  if (cfg.num_it > 0 && cfg.train.epochs != defaults.train.epochs)
+    out.push_back("--epochs (with --num-it " + std::to_string(cfg.num_it) + ")");
   return out;
 }
 

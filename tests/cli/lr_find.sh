@@ -36,6 +36,10 @@ echo "$high" | grep -q '^lr_find: note: stopped after [1-5] of 50 steps: --start
 "$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 300 --num-it 20 --model mlp --width 16 \
   --lr-find-val --lr-find-csv val.csv >/dev/null 2>err.txt
 grep -q '^lr_find: note: --lr-find-val reads the test set (no --val-split)' err.txt || { echo "FAIL: no test-set note"; cat err.txt; exit 1; }
+# --epochs sizes the test only with --num-it 0: said when it is given with steps
+"$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 300 --num-it 10 --epochs 3 --model mlp \
+  --width 8 --lr-find-csv ep.csv >/dev/null 2>err.txt
+grep -q 'does not use --epochs (with --num-it 10)' err.txt || { echo "FAIL: --epochs with --num-it not noted"; cat err.txt; exit 1; }
 
 # The default model (cnn) and the train_mnist entry point.
 out=$("$KILN_BIN/train_mnist" --lr-find --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 \
