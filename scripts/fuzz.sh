@@ -14,7 +14,7 @@ command -v ninja > /dev/null && gen=(-G Ninja)
 cmake -S . -B "$build" "${gen[@]}" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON -DKILN_CUDA=OFF -DKILN_BUILD_TESTS=OFF \
   -DKILN_BUILD_APPS=OFF -DKILN_BUILD_BENCHMARKS=OFF > /dev/null
-targets=(fuzz_idx fuzz_cifar fuzz_safetensors fuzz_yaml_config)
+targets=(fuzz_idx fuzz_cifar fuzz_safetensors fuzz_yaml_config fuzz_sweep)
 cmake --build "$build" -j "${KILN_JOBS:-$(nproc)}" --target "${targets[@]}"
 mkdir -p "$build/artifacts"
 status=0
