@@ -2,22 +2,39 @@
 """Plots for kiln's tuning outputs (matplotlib, Agg backend: no display needed).
 
   plot.py lr-find CURVE.csv -o lr.png          LR range test: loss vs lr (log-x), raw and
-                                               smoothed, suggestions marked (CURVE.csv.suggestions);
-                                               several CSVs (e.g. one per seed): the smoothed
-                                               curves overlaid, each valley marked
+                                               smoothed, each suggestion (CURVE.csv.suggestions)
+                                               marked at the lr it suggests (minimum: also the
+                                               lowest loss, whose lr/10 it is); several CSVs (e.g.
+                                               one per seed): the smoothed curves overlaid, each
+                                               valley marked. The y range covers every drawn
+                                               curve; what lies above it is counted in the legend
   plot.py curves A.jsonl [B.jsonl ...] -o c.png  train/test loss, accuracy and lr vs epoch, one
-                                               line per file (legend = file name, and for a
+                                               legend entry per file (the file name, and for a
                                                sweep's trials/trial-<id>.jsonl the trial's
-                                               parameters from DIR/results.csv); the lr panel
-                                               follows the step records when the run logged
-                                               them (--log-every), else each epoch's last step
-  plot.py sweep DIR [DIR2 ...] -o s.png        metric vs each parameter (log-x where the values
-                                               span >= 2 decades) and the coverage of the two
-                                               most important parameters, one marker per DIR
-                                               (e.g. a grid and a random sweep of the same budget)
+                                               parameters and, unless ok, status from
+                                               DIR/results.csv); a run that diverged is marked
+                                               with an x where it did ("(diverged, epoch E)"), one
+                                               that finished no epoch shows its step losses; losses
+                                               far above the rest are drawn as a triangle at the
+                                               top edge; the lr panel follows the step records when
+                                               the run logged them (--log-every), else each
+                                               epoch's last step
+  plot.py sweep DIR [DIR2 ...] -o s.png        metric vs each parameter (log-x for log_uniform
+                                               parameters, and for value lists spanning >= 2
+                                               decades; failed trials as a red x at the bottom
+                                               edge, pruned ones hollow) with each directory's
+                                               importance, and the coverage of the two most
+                                               important parameters, one marker per DIR (e.g. a
+                                               grid and a random sweep of the same budget); a
+                                               "seed" parameter is pooled, not plotted
   plot.py seeds DIR -o s.png                   a sweep with a "seed" parameter: one column per
                                                configuration (ranked by the mean), one line per
                                                seed across them (paired), mean +- std in black
+                                               (none from fewer than 2 ok seeds), "n/N ok" under
+                                               each column, failed seeds as a red x
+
+Errors are one line: a missing or unreadable input exits 1, a --metric that is not a results
+field exits 2 (listing the valid ones).
 """
 import argparse
 import csv
@@ -32,13 +49,50 @@ try:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.transforms as mtransforms
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 except ImportError:  # the CLI test skips on this exit code's message
     sys.exit("plot.py: matplotlib is not installed (apt-get install python3-matplotlib)")
+
+# A failed (diverged) trial: a red x on an axis edge, where its score would be.
+FAILED = dict(marker="x", color="red", ms=7, mew=1.8, ls="none")
+MARKERS = "o^sDv<>ph*"  # the runs' markers, one per cycle of the ten colours
+
+
+def note(msg):
+    print(f"plot.py: {msg}", file=sys.stderr)
+
+
+def save(fig, args):
+    fig.savefig(args.output, dpi=args.dpi, bbox_inches="tight")  # legends outside the axes too
 
 
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def as_float(s):
+    try:
+        v = float(s)
+        return v if math.isfinite(v) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def fmt(v):
+    """A parameter value for a label: integers as written, other numbers %.3g, text as is."""
+    s = str(v)
+    f = as_float(s)
+    return s if f is None or re.fullmatch(r"-?\d+", s) else f"{f:.3g}"
+
+
+def edge_marks(ax, xs, where, **style):
+    """Markers at the data x values on the bottom (where=0) or top (1) edge of the axes."""
+    if xs:
+        tr = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+        ax.plot(xs, [where] * len(xs), transform=tr, clip_on=False, zorder=5, **style)
 
 
 def lr_find(args):
@@ -50,17 +104,24 @@ def lr_find(args):
     ax.plot(lr, raw, color="0.75", lw=0.8, label="loss")
     ax.plot(lr, smooth, color="C0", lw=1.6, label="smoothed (EMA 0.98, debiased)")
     markers = {"valley": ("C3", "o"), "steep": ("C1", "v"), "minimum": ("C2", "s"), "slide": ("C4", "D")}
-    for s in read_suggestions(path):
-        step = int(s["step"])
-        if step >= len(lr):  # the CSV lost its last rows
-            continue
+    top = (lr_ylim([raw, smooth]) or (0, math.inf))[1]
+    for s, step, at in suggestions(path, lr):
         color, m = markers.get(s["method"], ("k", "x"))
-        # minimum is reported as lr/10: mark the point on the curve, label the suggestion
-        ax.plot(lr[step], smooth[step], m, color=color, ms=7,
-                label=f"{s['method']}: {float(s['lr']):.2g}")
-    lr_find_axes(ax, smooth, args.title or f"LR range test ({os.path.basename(path)})")
+        label = f"{s['method']}: {at:.2g}"
+        if step is None:  # the CSV lost its last rows: say what is missing
+            ax.plot([], [], " ", label=label + " (past the CSV's last row)")
+            continue
+        if s["method"] == "minimum":  # reported as lr/10: mark both, so plot and text agree
+            ax.plot(lr[step], smooth[step], m, mfc="none", color=color, ms=7,
+                    label=f"lowest smoothed loss, lr {lr[step]:.2g}")
+            label += f" (= {lr[step]:.2g} / 10)"
+        y = loss_at(lr, smooth, at)
+        if y > top:  # on the blow-up: at the top edge
+            y, label = top, label + " (off the top)"
+        ax.plot(at, y, m, color=color, ms=7, clip_on=False, zorder=5, label=label)
+    lr_find_axes(ax, [raw, smooth], args.title or f"LR range test ({os.path.basename(path)})")
     fig.tight_layout()
-    fig.savefig(args.output, dpi=args.dpi)
+    save(fig, args)
 
 
 def read_curve(path):
@@ -85,51 +146,105 @@ def read_suggestions(csv_path):
     return read_csv(p) if os.path.exists(p) else []
 
 
-def lr_find_axes(ax, smooth, title):
-    finite = [v for v in smooth if math.isfinite(v)]
-    if finite:  # keep the blow-up from flattening the interesting part
-        lo, first = min(finite), finite[0]
-        ax.set_ylim(lo - 0.1 * abs(lo), max(first, lo) * 1.3 + 0.05)
+def suggestions(path, lr):
+    """(row, step or None when past the curve's end, suggested lr) per readable suggestion."""
+    out = []
+    for s in read_suggestions(path):
+        try:
+            step, at = int(s["step"]), float(s["lr"])
+        except (TypeError, ValueError, KeyError):
+            note(f"{path}.suggestions: an incomplete row ({s.get('method')}) skipped")
+            continue
+        if step >= len(lr):
+            note(f"{path}: suggestion {s['method']} (lr {at:.2g}, step {step}) is past the CSV's "
+                 f"last row (step {len(lr) - 1}): not drawn")
+            step = None
+        out.append((s, step, at))
+    return out
+
+
+def loss_at(lr, loss, x):
+    """The curve's loss at learning rate x, interpolated in log(lr) (the ramp is exponential)."""
+    pts = [(math.log(a), b) for a, b in zip(lr, loss) if a > 0 and math.isfinite(b)]
+    if not pts or x <= 0:
+        return float("nan")
+    lx = math.log(x)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= lx <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (lx - x0) / (x1 - x0)
+    return min(pts, key=lambda p: abs(p[0] - lx))[1]
+
+
+def lr_ylim(curves):
+    """(bottom, top) of a range test's y axis: every drawn curve's lowest value up to 1.3x the
+    highest start (any argument order gives the same range: the blow-up does not flatten the
+    interesting part), or None without a finite value."""
+    finite = [v for c in curves for v in c if math.isfinite(v)]
+    if not finite:
+        return None
+    lo = min(finite)
+    first = max(next(v for v in c if math.isfinite(v)) for c in curves if any(math.isfinite(v) for v in c))
+    return lo - 0.1 * abs(lo), max(first, lo) * 1.3 + 0.05
+
+
+def lr_find_axes(ax, curves, title):
+    """Axes of a range test (lr_ylim); the points above the top are counted in the legend."""
+    lim = lr_ylim(curves)
+    if lim:
+        ax.set_ylim(*lim)
+        above = [v for c in curves for v in c if math.isfinite(v) and v > lim[1]]
+        bad = sum(1 for c in curves for v in c if not math.isfinite(v))
+        what = [f"{len(above)} points above the top (up to {max(above):.2g})"] if above else []
+        what += [f"{bad} non-finite"] if bad else []
+        if what:
+            ax.plot([], [], " ", label=", ".join(what))
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3, which="both")
 
 
 def lr_find_overlay(args):
     """Several range tests (e.g. one per seed): each smoothed curve with its valley marked."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    everything = []
+    drawn = []
     for i, path in enumerate(args.csv):
         lr, _, smooth = read_curve(path)
-        everything += smooth
-        valley = [s for s in read_suggestions(path) if s["method"] == "valley"]
+        drawn.append(smooth)
+        valley = [(step, at) for s, step, at in suggestions(path, lr) if s["method"] == "valley"]
         label = os.path.splitext(os.path.basename(path))[0]
         if valley:
-            label += f" (valley {float(valley[0]['lr']):.2g})"
-        ax.plot(lr, smooth, color=f"C{i % 10}", lw=1.3, label=label)
-        if valley:
-            step = int(valley[0]["step"])
-            if step < len(lr):
-                ax.plot(lr[step], smooth[step], "o", color=f"C{i % 10}", ms=6)
-    lr_find_axes(ax, everything, args.title or f"LR range tests ({len(args.csv)} runs; dots: valley)")
+            label += f" (valley {valley[0][1]:.2g}" + (", past the CSV's end)" if valley[0][0] is None else ")")
+        ax.plot(lr, smooth, color=f"C{i % 10}", ls="-" if i < 10 else "--", lw=1.3, label=label)
+        if valley and valley[0][0] is not None:
+            ax.plot(valley[0][1], loss_at(lr, smooth, valley[0][1]), "o", color=f"C{i % 10}", ms=6)
+    lr_find_axes(ax, drawn, args.title or f"LR range tests ({len(args.csv)} runs; dots: valley)")
     fig.tight_layout()
-    fig.savefig(args.output, dpi=args.dpi)
+    save(fig, args)
 
 
 def read_jsonl(path):
-    out = []
+    """The JSON objects of a JSONL file; unreadable lines (a torn last line from a killed run,
+    or not JSON at all) are skipped and counted on stderr."""
+    out, torn = [], 0
     with open(path) as f:
         for line in f:
             line = line.strip()
             if not line:
                 continue
             try:
-                out.append(json.loads(line))
+                r = json.loads(line)
             except json.JSONDecodeError:
-                pass  # a torn last line from a killed run
+                torn += 1
+                continue
+            if isinstance(r, dict):
+                out.append(r)
+            else:
+                torn += 1
+    if torn:
+        note(f"{path}: {torn} unreadable line{'s' if torn > 1 else ''} skipped (torn, or not JSON)")
     return out
 
 
@@ -137,13 +252,14 @@ def num(v):
     return float("nan") if v is None else float(v)
 
 
-def trial_label(path):
-    """'trial-3 (lr=0.1 momentum=0.9)' for DIR/trials/trial-3.jsonl of a sweep, else the file name."""
+def trial_info(path):
+    """(name, [(param, value)], status, epochs run) of DIR/trials/trial-<id>.jsonl from
+    DIR/results.csv; ([], None, None) with the file name for any other file."""
     name = os.path.splitext(os.path.basename(path))[0]
     m = re.fullmatch(r"trial-(\d+)", name)
     results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "results.csv")
     if not m or not os.path.exists(results):
-        return name
+        return name, [], None, None
     try:
         with open(results, newline="") as f:
             rows = list(csv.reader(f))
@@ -151,83 +267,252 @@ def trial_label(path):
         params = head[3:len(head) - 10]  # trial,status,metric, the parameters, 10 fixed columns
         for row in rows[1:]:
             if len(row) == len(head) and row[0] == m.group(1):
-                return name + " (" + " ".join(f"{p}={row[head.index(p)]}" for p in params) + ")"
+                epochs = row[head.index("epochs_run")] if "epochs_run" in head else "?"
+                return name, [(p, row[head.index(p)]) for p in params], row[1], epochs
     except (OSError, ValueError, IndexError):
         pass  # a torn or foreign results.csv: the file name will do
+    return name, [], None, None
+
+
+def trial_label(path):
+    """'trial-3 (lr=0.1 momentum=0.9)' for DIR/trials/trial-3.jsonl of a sweep (values %.3g, and
+    the status unless ok: 'pruned after epoch 2', 'failed'), else the file name."""
+    name, params, status, epochs = trial_info(path)
+    if params:
+        name += " (" + " ".join(f"{p}={fmt(v)}" for p, v in params) + ")"
+    if status == "pruned":
+        name += f" pruned after epoch {epochs}"
+    elif status and status != "ok":
+        name += f" {status}"
     return name
+
+
+def epoch_x(epoch, step, ends, default_len=None):
+    """A step's x in epochs: epoch - 1 + its fraction of that epoch. ends: the cumulative step at
+    each finished epoch's end; an epoch cut short is as long as the one before it, else
+    default_len steps."""
+    start, end = ends.get(epoch - 1, 0), ends.get(epoch)
+    if end is None and epoch - 1 in ends:
+        end = start + (ends[epoch - 1] - ends.get(epoch - 2, 0))
+    if end is None and default_len:
+        end = start + default_len
+    return epoch - 1 + ((step - start) / (end - start) if end and end > start else 0.0)
 
 
 def step_lr(path, recs):
     """(x, lr) from the step records (x in epochs: epoch - 1 + the step's fraction of it), or None."""
-    steps = [r for r in read_jsonl(path) if r.get("type") == "step" and "lr" in r]
+    return steps_lr([r for r in read_jsonl(path) if r.get("type") == "step"], recs)
+
+
+def steps_lr(steps, recs, default_len=None):
+    steps = [r for r in steps if "lr" in r]
     if not steps:
         return None
     ends = {r["epoch"]: r["step"] for r in recs if "step" in r}  # cumulative step at each epoch end
-    xs = []
-    for r in steps:
-        e = r["epoch"]
-        start, end = ends.get(e - 1, 0), ends.get(e)
-        if end is None and e - 1 in ends:  # an epoch cut short: the previous one's length
-            end = start + (ends[e - 1] - ends.get(e - 2, 0))
-        xs.append(e - 1 + ((r["step"] - start) / (end - start) if end and end > start else 0.0))
-    return xs, [num(r["lr"]) for r in steps]
+    return [epoch_x(r["epoch"], r["step"], ends, default_len) for r in steps], [num(r["lr"]) for r in steps]
+
+
+def load_run(path):
+    """A --log JSONL as a dict: epoch records (the last of a repeated epoch: a resume writes one
+    again), step records, the diverged record (or None), and its legend label."""
+    recs = read_jsonl(path)
+    epochs = {}
+    for r in recs:
+        if r.get("type", "epoch") == "epoch" and "train_loss" in r and "epoch" in r:
+            epochs[r["epoch"]] = r
+    steps = [r for r in recs if r.get("type") == "step" and "epoch" in r and "step" in r]
+    diverged = next((r for r in reversed(recs) if r.get("type") == "diverged" and "epoch" in r), None)
+    _, _, status, _ = trial_info(path)
+    return dict(path=path, epochs=[epochs[e] for e in sorted(epochs)], steps=steps, diverged=diverged,
+                status=status, label=trial_label(path))
+
+
+def run_losses(run):
+    """Every loss the loss panel draws for a run (epoch records, else step records)."""
+    if run["epochs"]:
+        return [num(r.get(k)) for r in run["epochs"] for k in ("train_loss", "test_loss", "val_loss")]
+    return [num(r.get("loss")) for r in run["steps"]]
+
+
+def loss_cap(runs):
+    """The top of the (log) loss axis when some losses stand far above the rest: 10x the
+    largest loss below a jump of more than 100x (from the median up), and at most 1e4x the
+    median. None when nothing needs cutting."""
+    v = sorted(x for run in runs for x in run_losses(run) if math.isfinite(x) and x > 0)
+    if len(v) < 2:
+        return None
+    mid = (len(v) - 1) // 2
+    cap = 1e4 * v[mid]
+    for a, b in zip(v[mid:], v[mid + 1:]):
+        if b > 100 * a:
+            cap = min(cap, 10 * a)
+            break
+    return cap if v[-1] > cap else None
 
 
 def curves(args):
     runs = []
     for path in args.jsonl:
-        recs = [r for r in read_jsonl(path) if "train_loss" in r and r.get("type", "epoch") == "epoch"]
-        if not recs:
-            print(f"plot.py: {path}: no epoch records, skipped", file=sys.stderr)
-            continue
-        runs.append((path, recs))
+        run = load_run(path)
+        if not run["epochs"] and not run["diverged"] and not any("loss" in r for r in run["steps"]):
+            if run["status"] is None:  # not a sweep trial whose fate results.csv knows
+                sys.exit(f"plot.py: curves: {path}: no records (empty, or not a kiln --log JSONL)")
+            note(f"{path}: no records; listed in the legend")
+        else:
+            run["drawn"] = True
+        runs.append(run)
+    if not any(run.get("drawn") for run in runs):
+        sys.exit(f"plot.py: curves: no records in {', '.join(args.jsonl)}")
+    # A run that finished no epoch shows its step losses, its x from the other runs' first epoch.
+    firsts = sorted(r["epochs"][0]["step"] for r in runs if r["epochs"] and "step" in r["epochs"][0])
+    epoch_len = firsts[len(firsts) // 2] if firsts else None
     # A fourth panel, weight sparsity, when some run has an L1/L2 penalty (the L1-vs-L2 question).
     penalised = any(num(r.get("l1_penalty")) > 0 or num(r.get("l2_penalty")) > 0
-                    for _, recs in runs for r in recs if "weight_sparsity" in r)
+                    for run in runs for r in run["epochs"] if "weight_sparsity" in r)
     fig, axes = plt.subplots(1, 4 if penalised else 3, figsize=(17 if penalised else 13, 3.8))
-    lr_by_step = False
-    for i, (path, recs) in enumerate(runs):
-        name = trial_label(path)
-        c = f"C{i % 10}"
-        ep = [r["epoch"] for r in recs]
-        axes[0].plot(ep, [num(r["train_loss"]) for r in recs], "-o", ms=3, color=c, label=f"{name} train")
-        axes[0].plot(ep, [num(r.get("test_loss")) for r in recs], "--s", ms=3, color=c, label=f"{name} test")
-        axes[1].plot(ep, [num(r.get("train_acc")) for r in recs], "-o", ms=3, color=c, label=f"{name} train")
-        axes[1].plot(ep, [num(r.get("test_acc")) for r in recs], "--s", ms=3, color=c, label=f"{name} test")
-        if any("val_acc" in r for r in recs):  # runs with --val-split: the held-out curve, dotted
-            axes[0].plot(ep, [num(r.get("val_loss")) for r in recs], ":^", ms=3, color=c, label=f"{name} val")
-            axes[1].plot(ep, [num(r.get("val_acc")) for r in recs], ":^", ms=3, color=c, label=f"{name} val")
-        per_step = step_lr(path, recs)
-        if per_step:  # the schedule's real shape (cyclic, one-cycle, per-step decay)
-            axes[2].plot(per_step[0], per_step[1], "-", lw=1.0, color=c, label=name)
-            lr_by_step = True
-        else:
-            axes[2].plot(ep, [num(r.get("lr")) for r in recs], "-o", ms=3, color=c, label=name)
-        if penalised:
-            axes[3].plot(ep, [num(r.get("weight_sparsity")) for r in recs], "-o", ms=3, color=c, label=name)
-    titles = ["loss", "accuracy",
-              "learning rate (logged steps)" if lr_by_step else "learning rate (last step of epoch)",
-              "weight sparsity (|w| < threshold)"]
-    for ax, t in zip(axes, titles):
-        ax.set_xlabel("epoch")
-        ax.set_title(t)
-        ax.grid(alpha=0.3)
-    axes[0].set_yscale("log")
-    axes[2].set_yscale("log")
-    axes[0].legend(fontsize=7)
-    axes[2].legend(fontsize=7)
+    cap = loss_cap(runs)
+    kinds, handles, xs = set(), [], []
+    for i, run in enumerate(runs):
+        style = dict(color=f"C{i % 10}", marker=MARKERS[(i // 10) % len(MARKERS)], ms=3)
+        label = run["label"] + draw_run(axes, run, style, cap, epoch_len, penalised, kinds, xs)
+        handles.append(Line2D([], [], ls="-", label=label, **style))
+    curves_axes(axes, runs, cap, xs, lr_title(kinds))
+    handles += style_handles(kinds, cap)
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 0.93), fontsize=7,
+               ncol=1 + len(handles) // 26, title="solid: train, dashed: test" +
+               (", dotted: val" if "val" in kinds else ""), title_fontsize=7)
     if args.title:
         fig.suptitle(args.title)
     fig.tight_layout()
-    fig.savefig(args.output, dpi=args.dpi)
+    save(fig, args)
 
 
-def as_float(s):
-    try:
-        v = float(s)
-        return v if math.isfinite(v) else None
-    except (TypeError, ValueError):
-        return None
+def draw_run(axes, run, style, cap, epoch_len, penalised, kinds, xs):
+    """Draws one run on the panels; returns its label's suffix (diverged, step losses, ...)."""
+    recs, c = run["epochs"], style["color"]
+    ep = [r["epoch"] for r in recs]
+    ends = {r["epoch"]: r["step"] for r in recs if "step" in r}
+    suffix = ""
+    if recs:
+        splits = [("train", "-"), ("test", "--")] + ([("val", ":")] if any("val_acc" in r for r in recs) else [])
+        for split, ls in splits:
+            loss = [num(r.get(f"{split}_loss")) for r in recs]
+            axes[0].plot(ep, loss, ls=ls, **style)
+            axes[1].plot(ep, [num(r.get(f"{split}_acc")) for r in recs], ls=ls, **style)
+            if cap:
+                off = [e for e, v in zip(ep, loss) if v > cap]
+                edge_marks(axes[0], off, 1, marker="^", color=c, ms=6, ls="none")
+            kinds.add(split)
+        xs += ep
+    elif any("loss" in r for r in run["steps"]):  # no epoch finished: the step losses
+        pts = [(epoch_x(r["epoch"], r["step"], ends, epoch_len or max_step(run)), num(r.get("loss")))
+               for r in run["steps"] if "loss" in r]
+        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], ls="-", lw=0.8, color=c,
+                     marker=style["marker"], ms=2, markevery=max(1, len(pts) // 20))
+        if cap:
+            edge_marks(axes[0], [x for x, v in pts if v > cap], 1, marker="^", color=c, ms=6, ls="none")
+        xs += [p[0] for p in pts]
+        suffix += " (step losses: no epoch finished)"
+        kinds.add("steps")
+    elif not run["diverged"]:
+        return " (no records)"
+    per_step = steps_lr(run["steps"], recs, epoch_len or max_step(run))
+    if per_step:  # the schedule's real shape (cyclic, one-cycle, per-step decay)
+        axes[2].plot(per_step[0], per_step[1], "-", lw=1.0, color=c)
+        kinds.add("lr-steps")
+    elif recs:
+        axes[2].plot(ep, [num(r.get("lr")) for r in recs], "-", **style)
+        kinds.add("lr-epochs")
+    if penalised and recs:
+        axes[3].plot(ep, [num(r.get("weight_sparsity")) for r in recs], "-", **style)
+    d = run["diverged"]
+    if d:  # an x where it diverged: on the loss panel's top edge and the accuracy panel's bottom
+        x = epoch_x(d["epoch"], d.get("step", 0), ends, epoch_len or max_step(run)) if "step" in d \
+            else d["epoch"] - 0.5
+        for ax, where in ((axes[0], 1), (axes[1], 0)):
+            edge_marks(ax, [x], where, marker="x", color=c, ms=9, mew=2.2, ls="none")
+        xs.append(x)
+        suffix = f" (diverged, epoch {d['epoch']}" + (")" if recs else "; step losses)" if run["steps"]
+                                                   else "; no epoch finished)")
+        kinds.add("diverged")
+    elif run["status"] == "failed" and not recs:
+        suffix += " (no epoch finished)"
+    return suffix
+
+
+def max_step(run):
+    """A stand-in epoch length for a run that finished none: the last step it reached."""
+    s = [r["step"] for r in run["steps"]] + ([run["diverged"].get("step", 0)] if run["diverged"] else [])
+    return max(s) if s and max(s) > 0 else None
+
+
+def lr_title(kinds):
+    if "lr-steps" in kinds and "lr-epochs" in kinds:
+        return "learning rate (thin: logged steps; dots: epoch ends)"
+    return "learning rate (logged steps)" if "lr-steps" in kinds else "learning rate (last step of epoch)"
+
+
+def curves_axes(axes, runs, cap, xs, lr_title_text):
+    titles = ["loss", "accuracy", lr_title_text, "weight sparsity\n(" + sparsity_threshold(runs) + ")"]
+    ylabels = ["loss (log scale)", "accuracy", "learning rate (log scale)", "fraction of weights"]
+    for ax, t, yl in zip(axes, titles, ylabels):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(yl)
+        ax.set_title(t, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if xs and max(xs) - min(xs) < 1:  # one epoch: not a 0.96..1.04 axis
+            ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
+    axes[0].set_yscale("log")
+    if cap:
+        lo = min([v for run in runs for v in run_losses(run) if math.isfinite(v) and v > 0] + [cap])
+        axes[0].set_ylim(lo / 1.5, cap)
+        axes[0].set_title(f"loss (above {cap:.3g}: triangle at the top)", fontsize=10)
+    if any(line.get_xydata().size for line in axes[2].get_lines()):
+        axes[2].set_yscale("log")
+    plain_log_labels(axes[0])
+
+
+def plain_log_labels(ax):
+    """Tick labels of a log axis as 0.5, 2, 30 (not 2x10^0); minor ticks labelled where the axis
+    spans few decades (all under 0.7 of one, 2, 3 and 5 under two)."""
+    lo, hi = ax.get_ylim()
+    span = math.log10(hi / lo) if lo > 0 and hi > lo else 99
+    keep = "123456789" if span < 0.7 else "235" if span < 2 else ""
+
+    def minor(v, _):
+        t = f"{v:g}"
+        return t if t.lstrip("0.")[:1] in keep and keep else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+def sparsity_threshold(runs):
+    """The --sparsity-threshold the runs used, from a sweep's run_options.json where known."""
+    seen = set()
+    for run in runs:
+        p = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(run["path"]))), "run_options.json")
+        try:
+            with open(p) as f:
+                seen.add(fmt(json.load(f)["sparsity-threshold"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            seen.add(None)
+    if len(seen) == 1 and None not in seen:
+        return f"|w| < {seen.pop()}"
+    return "|w| < --sparsity-threshold, default 0.001"
+
+
+def style_handles(kinds, cap):
+    out = []
+    if "steps" in kinds:
+        out.append(Line2D([], [], color="0.3", lw=0.8, label="thin line: step losses"))
+    if "diverged" in kinds:
+        out.append(Line2D([], [], color="0.3", marker="x", ms=8, mew=2, ls="none",
+                          label="x: diverged here (edge of loss/accuracy)"))
+    if cap:
+        out.append(Line2D([], [], color="0.3", marker="^", ls="none", label=f"triangle: loss above {cap:.3g}"))
+    return out
 
 
 def ranks(v):
@@ -245,10 +530,25 @@ def ranks(v):
     return r
 
 
+def bin_keys(xs, numeric, max_bins=4):
+    """Each trial's bin, as tuning/importance.cpp bins them: one bin per distinct value up to
+    max_bins, else min(max_bins, max(2, trials // 3)) equal-count bins over the ranks, ties kept
+    together; categorical parameters: one bin per value."""
+    if not numeric:
+        return list(xs)
+    n = len(xs)
+    distinct = sorted(set(xs))
+    b = min(len(distinct), max_bins)
+    if len(distinct) > max_bins:
+        b = max(2, min(b, n // 3))
+    if len(distinct) <= b:
+        return [distinct.index(x) for x in xs]
+    return [min(b - 1, int((ri - 1) * b / n)) for ri in ranks(xs)]
+
+
 def explained(xs, ys, numeric, max_bins=4):
     """Between-bin / total variance, binned exactly as tuning/importance.cpp does (so the plot
-    titles match the sweep's importance table): one bin per distinct value up to max_bins, else
-    min(max_bins, max(2, trials // 3)) equal-count bins over the ranks, ties kept together."""
+    titles match the sweep's importance table)."""
     n = len(ys)
     if n < 2:
         return float("nan")
@@ -256,96 +556,240 @@ def explained(xs, ys, numeric, max_bins=4):
     total = sum((y - mean) ** 2 for y in ys)
     if total <= 0:
         return float("nan")  # every trial scored the same: nothing to explain
-    if numeric:
-        distinct = sorted(set(xs))
-        b = min(len(distinct), max_bins)
-        if len(distinct) > max_bins:
-            b = max(2, min(b, n // 3))
-        if len(distinct) <= b:
-            keys = [distinct.index(x) for x in xs]
-        else:
-            r = ranks(xs)
-            keys = [min(b - 1, int((ri - 1) * b / n)) for ri in r]
-    else:
-        keys = xs
     groups = {}
-    for k, y in zip(keys, ys):
+    for k, y in zip(bin_keys(xs, numeric, max_bins), ys):
         groups.setdefault(k, []).append(y)
     between = sum(len(g) * (sum(g) / len(g) - mean) ** 2 for g in groups.values())
     return between / total
 
 
+def chance(xs, numeric, max_bins=4):
+    """What a parameter that changes nothing explains on average: (k-1)/(n-1) for k bins of n
+    trials (the sweep's importance table prints it too)."""
+    n = len(xs)
+    return (len(set(bin_keys(xs, numeric, max_bins))) - 1) / (n - 1) if n > 1 else float("nan")
+
+
+RESULT_FIELDS = ("metric", "test_acc", "test_loss", "val_acc", "val_loss", "train_acc", "train_loss",
+                 "weight_sparsity", "seconds", "epochs")
+
+
+def check_metric(cmd, field, recs):
+    """Exit 2 naming the valid fields when --metric names none of the results' numeric fields."""
+    valid = [f for f in RESULT_FIELDS if any(f in r for r in recs)]
+    if field not in valid:
+        print(f"plot.py: {cmd}: --metric {field}: not a results field (valid: {', '.join(valid)})",
+              file=sys.stderr)
+        sys.exit(2)
+
+
+def read_spec(d):
+    try:  # the sweep's copy of its YAML
+        with open(os.path.join(d, "sweep.yaml")) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def param_distributions(spec):
+    """{parameter (dashed): its distribution, or 'values' for a list} from a sweep file."""
+    out = {}
+    try:
+        import yaml
+        params = (yaml.safe_load(spec) or {}).get("parameters") or {}
+        items = [(k, v) for k, v in params.items() if isinstance(v, dict)]
+        text = {k: (v.get("distribution") or ("values" if "values" in v or "value" in v else "uniform"))
+                for k, v in items}
+    except ImportError:  # no PyYAML: the flow style kiln's examples use
+        text = {}
+        for m in re.finditer(r"^\s+([\w.-]+):\s*\{(.*)\}\s*$", spec, re.M):
+            d = re.search(r"\bdistribution:\s*([\w-]+)", m.group(2))
+            text[m.group(1)] = d.group(1) if d else ("values" if "value" in m.group(2) else "uniform")
+    except Exception:  # noqa: BLE001  (a file the sweep would refuse: fall back to the span rule)
+        text = {}
+    for k, v in text.items():
+        out[str(k).replace("_", "-")] = str(v)
+        out[str(k)] = str(v)
+    return out
+
+
+def log_axis(p, dists, values):
+    """Log scale for a log_uniform parameter (in any of the sweeps), linear for a uniform one,
+    and for a list of values log where they span >= 2 decades."""
+    pos = [v for v in values if v is not None]
+    if not pos or min(pos) <= 0:
+        return False
+    kinds = {d.get(p) for d in dists} - {None}
+    if any(k.startswith("log") for k in kinds):
+        return True
+    if kinds & {"uniform", "int_uniform"}:
+        return False
+    return max(pos) / min(pos) >= 100
+
+
+def classify(recs, field):
+    """(ok, pruned, failed) trials: ok ones scored (finite field), the rest by status."""
+    ok = [r for r in recs if r.get("status") == "ok" and as_float(r.get(field)) is not None]
+    pruned = [r for r in recs if r.get("status") == "pruned"]
+    failed = [r for r in recs if r not in ok and r not in pruned]
+    return ok, pruned, failed
+
+
 def sweep(args):
     sweeps = []
     for d in args.dirs:
-        recs = read_jsonl(os.path.join(d, "results.jsonl"))
+        recs = [r for r in read_jsonl(os.path.join(d, "results.jsonl")) if isinstance(r.get("params"), dict)]
         if not recs:
             sys.exit(f"plot.py: {d}/results.jsonl: no results")
-        sweeps.append((os.path.basename(os.path.normpath(d)), recs))
+        spec = read_spec(d)
+        sweeps.append(dict(name=os.path.basename(os.path.normpath(d)), recs=recs,
+                           dists=param_distributions(spec), goal=sweep_goal(spec)))
     # The parameters every directory swept (a grid over seeds next to random sweeps without a
-    # seed parameter: plot lr and momentum, say what is left out).
-    params = [p for p in sweeps[0][1][0]["params"] if all(p in recs[0]["params"] for _, recs in sweeps)]
-    left_out = sorted({p for _, recs in sweeps for p in recs[0]["params"]} - set(params))
-    if not params:
+    # seed parameter: plot lr and momentum, say what is left out). A seed is no hyperparameter.
+    shared = [p for p in sweeps[0]["recs"][0]["params"] if all(p in s["recs"][0]["params"] for s in sweeps)]
+    left_out = sorted({p for s in sweeps for p in s["recs"][0]["params"]} - set(shared))
+    if not shared:
         sys.exit("plot.py: sweep: the directories share no parameter")
     if left_out:
         print(f"plot.py: sweep: not in every directory, left out: {', '.join(left_out)}")
-    metric = args.metric or "metric"
-    ok = [(name, [r for r in recs if r["status"] == "ok" and r.get("metric") is not None]) for name, recs in sweeps]
-    allrecs = [r for _, rs in ok for r in rs]
-    ys = [float(r[metric]) for r in allrecs]
-    imp = []
-    for p in params:
-        vals = [r["params"].get(p) for r in allrecs]
-        fv = [as_float(v) for v in vals]
-        numeric = all(v is not None for v in fv)
-        imp.append((explained(fv if numeric else vals, ys, numeric), p, numeric))
-    imp.sort(key=lambda t: -1 if math.isnan(t[0]) else t[0], reverse=True)
+    params = [p for p in shared if p != "seed"] or shared
+    if "seed" in shared and params != ["seed"]:
+        note("sweep: seed is not a hyperparameter: the trials of every seed are pooled (plot.py seeds "
+             "DIR compares them)")
+    field, label, maximize = sweep_metric(args, sweeps)
+    for s in sweeps:
+        s["ok"], s["pruned"], s["failed"] = classify(s["recs"], field)
+        s["imp"] = {p: importance(s["ok"], p, field) for p in params}
+    numeric = {p: p != "seed" and all(as_float(r["params"].get(p)) is not None for s in sweeps for r in s["recs"])
+               for p in params}
+    ranked = sorted(params, key=lambda p: -mean_importance(sweeps, p))
     ncols = len(params) + (1 if len(params) >= 2 else 0)
-    fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 4.0), squeeze=False)
     axes = axes[0]
     for j, p in enumerate(params):
-        ax = axes[j]
-        numeric = next(n for _, q, n in imp if q == p)
-        cats = sorted({r["params"][p] for r in allrecs}) if not numeric else None
-        for k, (name, rs) in enumerate(ok):
-            xs = [as_float(r["params"][p]) if numeric else cats.index(r["params"][p]) for r in rs]
-            ax.scatter(xs, [float(r[metric]) for r in rs], s=18, alpha=0.8, color=f"C{k}", label=name)
-        if numeric:
-            pos = [as_float(r["params"][p]) for r in allrecs]
-            if pos and min(pos) > 0 and max(pos) / min(pos) >= 100:
-                ax.set_xscale("log")
-        else:
-            ax.set_xticks(range(len(cats)))
-            ax.set_xticklabels(cats, rotation=30, fontsize=8)
-        e = next(v for v, q, _ in imp if q == p)
-        ax.set_title(f"{p} (explained {e:.3f})" if math.isfinite(e) else f"{p} (explained -)", fontsize=9)
-        ax.set_xlabel(p)
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        sweep_panel(axes[j], p, numeric[p], sweeps, field)
+        axes[j].set_ylabel(f"{label} ({'higher' if maximize else 'lower'} is better)")
+    sweep_legend(fig, sweeps)
     if len(params) >= 2:
-        ax = axes[-1]
-        (_, px, nx), (_, py, ny) = imp[0], imp[1]
-        for k, (name, recs) in enumerate(sweeps):
-            def coord(r, p, n):
-                v = r["params"][p]
-                return as_float(v) if n else v
-            ax.scatter([coord(r, px, nx) for r in recs], [coord(r, py, ny) for r in recs],
-                       s=22, alpha=0.8, color=f"C{k}", marker="os^D"[k % 4], label=f"{name} ({len(recs)})")
-        for p, n, setter in ((px, nx, ax.set_xscale), (py, ny, ax.set_yscale)):
-            vals = [as_float(r["params"][p]) for _, recs in sweeps for r in recs] if n else []
-            if vals and min(vals) > 0 and max(vals) / min(vals) >= 100:
-                setter("log")
-        ax.set_xlabel(px)
-        ax.set_ylabel(py)
-        ax.set_title("coverage of the two most important parameters", fontsize=9)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    if args.title:
-        fig.suptitle(args.title)
+        coverage_panel(axes[-1], sweeps, ranked[0], ranked[1], numeric)
+    counts = "; ".join(f"{s['name']}: ok {len(s['ok'])}/{len(s['recs'])}" + not_ok(s) for s in sweeps)
+    fig.suptitle(f"{args.title}\n{counts}" if args.title else counts, fontsize=10)
     fig.tight_layout()
-    fig.savefig(args.output, dpi=args.dpi)
+    save(fig, args)
+
+
+def not_ok(s):
+    """' (7 pruned, 1 failed)' of a sweep, '' when every trial is ok."""
+    parts = [f"{len(s[k])} {k}" for k in ("pruned", "failed") if s[k]]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def sweep_metric(args, sweeps):
+    """(results field, label, maximize): --metric, else the sweeps' own metric ('metric', what
+    their importance tables rank), else when they rank by different ones the first's by name."""
+    recs = [r for s in sweeps for r in s["recs"]]
+    if args.metric and args.metric != "metric":
+        check_metric("sweep", args.metric, recs)
+        label, maximize = sweep_goal("", args.metric)
+        return args.metric, label, maximize
+    goals = {s["goal"] for s in sweeps}
+    label, maximize = sweeps[0]["goal"]
+    if len(goals) == 1:
+        return "metric", label, maximize
+    note("sweep: the directories rank by different metrics (" +
+         ", ".join(f"{s['name']}: {s['goal'][0]}" for s in sweeps) + f"): plotting {label} of each")
+    check_metric("sweep", label, recs)
+    return label, label, maximize
+
+
+def importance(ok, p, field):
+    """(explained, chance, trials) of one directory's ok trials, as its importance table."""
+    vals = [r["params"].get(p) for r in ok]
+    fv = [as_float(v) for v in vals]
+    numeric = all(v is not None for v in fv)
+    xs = fv if numeric else vals
+    return explained(xs, [float(r[field]) for r in ok], numeric), chance(xs, numeric), len(ok)
+
+
+def mean_importance(sweeps, p):
+    e = [s["imp"][p][0] for s in sweeps if math.isfinite(s["imp"][p][0])]
+    return sum(e) / len(e) if e else -1.0
+
+
+def importance_title(p, sweeps):
+    if p == "seed":
+        return "seed (not a hyperparameter: no importance)"
+    parts = []
+    for s in sweeps:
+        e, ch, n = s["imp"][p]
+        name = f"{s['name']} " if len(sweeps) > 1 else ""
+        if not math.isfinite(e):
+            parts.append(f"{name}-")
+            continue
+        few = ", few trials" if ch >= 0.25 else ""  # noise alone would explain a quarter
+        parts.append(f"{name}{e:.3f} (chance {ch:.2f}, n={n}{few})")
+    return f"{p}: explained " + ("".join("\n" + t for t in parts) if len(sweeps) > 1 else parts[0])
+
+
+def sweep_panel(ax, p, numeric, sweeps, field):
+    """Metric vs one parameter: ok trials filled, pruned hollow (their score when they stopped),
+    failed ones as a red x at the bottom edge at their parameter value."""
+    cats = sorted({r["params"][p] for s in sweeps for r in s["recs"]}) if not numeric else None
+
+    def x(r):
+        return as_float(r["params"][p]) if numeric else cats.index(r["params"][p])
+
+    for k, s in enumerate(sweeps):
+        c, m = f"C{k}", "os^D"[k % 4]
+        ax.scatter([x(r) for r in s["ok"]], [float(r[field]) for r in s["ok"]], s=18, alpha=0.8, color=c, marker=m)
+        scored = [r for r in s["pruned"] if as_float(r.get(field)) is not None]
+        ax.scatter([x(r) for r in scored], [float(r[field]) for r in scored], s=22, facecolors="none",
+                   edgecolors=c, marker=m)
+        edge_marks(ax, [x(r) for r in s["failed"] + [r for r in s["pruned"] if r not in scored]], 0, **FAILED)
+    if numeric:
+        vals = [as_float(r["params"][p]) for s in sweeps for r in s["recs"]]
+        if log_axis(p, [s["dists"] for s in sweeps], vals):
+            ax.set_xscale("log")
+    else:
+        ax.set_xticks(range(len(cats)))
+        ax.set_xticklabels(cats, rotation=30, fontsize=8)
+    ax.set_title(importance_title(p, sweeps), fontsize=8)
+    ax.set_xlabel(p + (" (log scale)" if ax.get_xscale() == "log" else ""))
+    ax.grid(alpha=0.3)
+
+
+def sweep_legend(fig, sweeps):
+    """One legend for every panel, outside them (no corner of a panel is free of trials)."""
+    handles = [Line2D([], [], color=f"C{k}", marker="os^D"[k % 4], ls="none",
+                      label=(f"{s['name']}: " if len(sweeps) > 1 else "") + f"ok {len(s['ok'])}/{len(s['recs'])}")
+               for k, s in enumerate(sweeps)]
+    if any(s["pruned"] for s in sweeps):
+        handles.append(Line2D([], [], color="0.3", marker="o", mfc="none", ls="none",
+                              label="pruned (score when it stopped)"))
+    if any(s["failed"] for s in sweeps):
+        handles.append(Line2D([], [], label="failed/diverged (at the bottom)", **FAILED))
+    fig.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.9))
+
+
+def coverage_panel(ax, sweeps, px, py, numeric):
+    def coord(r, p):
+        v = r["params"][p]
+        return as_float(v) if numeric[p] else v
+
+    for k, s in enumerate(sweeps):
+        ax.scatter([coord(r, px) for r in s["recs"]], [coord(r, py) for r in s["recs"]],
+                   s=22, alpha=0.8, color=f"C{k}", marker="os^D"[k % 4])
+        if s["failed"]:
+            ax.plot([coord(r, px) for r in s["failed"]], [coord(r, py) for r in s["failed"]], **FAILED)
+    dists = [s["dists"] for s in sweeps]
+    for p, setter in ((px, ax.set_xscale), (py, ax.set_yscale)):
+        if numeric[p] and log_axis(p, dists, [as_float(r["params"][p]) for s in sweeps for r in s["recs"]]):
+            setter("log")
+    ax.set_xlabel(px)
+    ax.set_ylabel(py)
+    ax.set_title("coverage of the two most important parameters" +
+                 ("\n(every trial; red x: failed)" if any(s["failed"] for s in sweeps) else ""), fontsize=9)
+    ax.grid(alpha=0.3)
 
 
 def sweep_goal(spec, metric_arg=None):
@@ -368,25 +812,27 @@ def sweep_goal(spec, metric_arg=None):
 
 
 def seeds(args):
-    recs = read_jsonl(os.path.join(args.dir, "results.jsonl"))
+    recs = [r for r in read_jsonl(os.path.join(args.dir, "results.jsonl")) if isinstance(r.get("params"), dict)]
     if not recs:
         sys.exit(f"plot.py: {args.dir}/results.jsonl: no results")
     if "seed" not in recs[0]["params"]:
         sys.exit(f"plot.py: seeds: {args.dir} has no 'seed' parameter (add seed: {{values: [0, 1, 2]}} to the sweep)")
     metric = args.metric or "metric"
-    try:  # the sweep's metric name and goal, from its copy of the YAML
-        with open(os.path.join(args.dir, "sweep.yaml")) as f:
-            spec = f.read()
-    except OSError:
-        spec = ""
-    label, maximize = sweep_goal(spec, args.metric)
-    configs, by_seed = {}, {}
+    check_metric("seeds", metric, recs)
+    label, maximize = sweep_goal(read_spec(args.dir), args.metric)
+    names = [k for k in recs[0]["params"] if k != "seed"]
+    configs, by_seed, failed, pruned = {}, {}, {}, {}
     for r in recs:
-        key = " ".join(f"{v}" for k, v in r["params"].items() if k != "seed")
+        key = tuple(str(r["params"].get(k)) for k in names)  # exact values: %.3g only on the ticks
         configs.setdefault(key, [])
-        if r["status"] == "ok" and r.get(metric) is not None and math.isfinite(float(r[metric])):
-            configs[key].append(float(r[metric]))
-            by_seed.setdefault(r["params"]["seed"], {})[key] = float(r[metric])
+        v = as_float(r.get(metric))
+        if r.get("status") == "ok" and v is not None:
+            configs[key].append(v)
+            by_seed.setdefault(r["params"]["seed"], {})[key] = v
+        elif r.get("status") == "pruned" and v is not None:
+            pruned.setdefault(key, []).append(v)
+        else:
+            failed[key] = failed.get(key, 0) + 1
 
     def stats(v):
         if not v:
@@ -400,20 +846,47 @@ def seeds(args):
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(order) + 1.5), 4.6))
     for j, (seed, vals) in enumerate(sorted(by_seed.items(), key=lambda kv: str(kv[0]))):
         pts = sorted((x[k], v) for k, v in vals.items())
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{j}", alpha=0.55, lw=1, ms=4, label=f"seed {seed}")
-    for k in order:
-        m, sd = stats(configs[k])
-        if configs[k]:
-            ax.errorbar([x[k]], [m], yerr=[sd], fmt="_", color="black", ms=18, capsize=4, lw=1.5)
-    ax.errorbar([], [], yerr=[], fmt="_", color="black", label="mean +- std")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{j % 10}", alpha=0.55, lw=1, ms=4,
+                label=f"seed {seed}")
+    seeds_marks(ax, order, x, configs, stats, failed, pruned)
     ax.set_xticks(range(len(order)))
-    ax.set_xticklabels([k.replace(" ", "\n") for k in order], fontsize=7)
-    ax.set_ylabel(label)
-    ax.set_title(args.title or f"{os.path.basename(os.path.normpath(args.dir))}: {label} over seeds", fontsize=9)
-    ax.legend(fontsize=7)
+    total = {k: len(configs[k]) + failed.get(k, 0) + len(pruned.get(k, [])) for k in order}
+    ticks = ["\n".join(f"{n}={fmt(v)}" for n, v in zip(names, k)) or "(one configuration)" for k in order]
+    ax.set_xticklabels([f"{t}\n{len(configs[k])}/{total[k]} ok" for t, k in zip(ticks, order)], fontsize=7)
+    ax.set_xlim(-0.5, len(order) - 0.5)
+    ax.set_xlabel(f"configuration ({', '.join(names) or 'seed only'}), best mean first", fontsize=8)
+    ax.set_ylabel(f"{label} ({'higher' if maximize else 'lower'} is better)")
+    n_ok = sum(len(v) for v in configs.values())
+    ax.set_title(args.title or f"{os.path.basename(os.path.normpath(args.dir))}: {label} over seeds "
+                 f"(ok {n_ok}/{len(recs)})", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(args.output, dpi=args.dpi)
+    save(fig, args)
+
+
+def seeds_marks(ax, order, x, configs, stats, failed, pruned):
+    """Per configuration: mean +- std of its ok seeds (the mean alone from one), pruned seeds
+    hollow, failed ones as red x's at the bottom edge."""
+    one = False
+    for k in order:
+        m, sd = stats(configs[k])
+        if len(configs[k]) >= 2:
+            ax.errorbar([x[k]], [m], yerr=[sd], fmt="_", color="black", ms=18, capsize=4, lw=1.5)
+        elif configs[k]:
+            ax.plot([x[k]], [m], "_", color="black", ms=18, mew=1.5)
+            one = True
+        if pruned.get(k):
+            ax.plot([x[k]] * len(pruned[k]), pruned[k], "o", mfc="none", color="0.3", ms=5)
+        nf = failed.get(k, 0)
+        edge_marks(ax, [x[k] + 0.08 * (i - (nf - 1) / 2) for i in range(nf)], 0, **FAILED)
+    ax.errorbar([], [], yerr=[], fmt="_", color="black", label="mean +- std (>= 2 ok seeds)")
+    if one:
+        ax.plot([], [], "_", color="black", ms=12, mew=1.5, label="one ok seed: mean only, no error bar")
+    if any(pruned.values()):
+        ax.plot([], [], "o", mfc="none", color="0.3", label="pruned (score when it stopped)")
+    if any(failed.values()):
+        ax.plot([], [], label="failed/diverged (at the bottom)", **FAILED)
 
 
 def main():

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # scripts/plot.py renders each view from real app outputs (lr_find CSV, train_mnist JSONL, a
-# grid and a random sweep directory, a grid over seeds) to non-empty PNGs. Skips when matplotlib is missing.
+# grid and a random sweep directory, a grid over seeds) to non-empty PNGs, also with diverged runs
+# and failed trials (drawn, not dropped), and answers bad inputs with one-line errors (exit 1; a
+# mistyped --metric exit 2) or notes (torn lines, dropped suggestions). Skips when matplotlib is missing.
 set -euo pipefail
 : "${KILN_BIN:?}" "${KILN_SRC:?}" "${KILN_TEST_DATA:?}"
 py=""
@@ -107,5 +109,102 @@ assert plot.sweep_goal("metric: {name: test_loss, goal: maximize}\n") == ("test_
 assert plot.sweep_goal("method: grid\n") == ("test_acc", True)
 assert plot.sweep_goal("metric: {name: test_acc}\n", "val_loss") == ("val_loss", False)
 assert plot.sweep_goal("metric:\n  name: test_loss\nmethod: grid\n") == ("test_loss", False)  # block style
+PY
+
+# A run that diverged in epoch 1 (exit 3) ends its log with a 'diverged' record: plotted (its step
+# losses with --log-every, else an x), not dropped; with the torn line of a killed run, a note.
+set +e
+"$KILN_BIN/train_mnist" "${common[@]}" --epochs 2 --optimizer sgd --lr 1000 --schedule constant --log-every 1 --log d1.jsonl > /dev/null 2>&1
+rc1=$?
+"$KILN_BIN/train_mnist" "${common[@]}" --epochs 2 --optimizer sgd --lr 1000 --schedule constant --log d0.jsonl > /dev/null 2>&1
+rc0=$?
+set -e
+[ $rc1 -eq 3 ] && [ $rc0 -eq 3 ] || { echo "FAIL: the lr 1000 runs did not diverge ($rc1 $rc0)"; exit 1; }
+cp a.jsonl torn.jsonl
+printf '{"type":"epoch","epoch":3,"train_lo' >> torn.jsonl
+"$py" "$plot" curves torn.jsonl b.jsonl d1.jsonl d0.jsonl -o div.png 2> err.txt || { echo "FAIL: curves with diverged runs"; cat err.txt; exit 1; }
+check div.png
+grep -q "torn.jsonl: 1 unreadable line" err.txt || { echo "FAIL: no note on the torn JSONL line"; cat err.txt; exit 1; }
+! grep -q "no epoch records\|no records" err.txt || { echo "FAIL: a diverged run was dropped"; cat err.txt; exit 1; }
+# An empty or foreign file is an error naming it (exit 1), not blank axes.
+: > empty.jsonl
+echo "not json" > junk.jsonl
+for f in empty.jsonl junk.jsonl; do
+  set +e
+  "$py" "$plot" curves "$f" -o x.png 2> err.txt
+  rc=$?
+  set -e
+  [ $rc -eq 1 ] && [ "$(grep -c "curves: $f: no records" err.txt)" -eq 1 ] && [ ! -e x.png ] ||
+    { echo "FAIL: curves $f rc=$rc"; cat err.txt; exit 1; }
+done
+
+# A sweep whose trials diverge (lr 1000: failed) and a grid over seeds with an all-failed
+# configuration: both plot (failed trials drawn, counted); a mistyped --metric is exit 2 with one
+# line listing the valid fields.
+printf 'method: grid\nbase: {epochs: 1, optimizer: sgd, schedule: constant}\nparameters:\n  lr: {values: [0.03, 1000]}\n  seed: {values: [0, 1]}\n' > f.yaml
+"$KILN_BIN/sweep" f.yaml --dir failing "${common[@]}" > /dev/null 2>&1 || true
+[ "$(grep -c '"status":"failed"' failing/results.jsonl)" -eq 2 ] || { echo "FAIL: no failed trials"; cat failing/results.jsonl; exit 1; }
+"$py" "$plot" sweep failing -o failing_sweep.png 2> err.txt
+check failing_sweep.png
+grep -q "seed is not a hyperparameter" err.txt || { echo "FAIL: seed treated as a hyperparameter"; cat err.txt; exit 1; }
+"$py" "$plot" seeds failing -o failing_seeds.png
+check failing_seeds.png
+"$py" "$plot" curves failing/trials/trial-*.jsonl -o failing_curves.png
+check failing_curves.png
+for cmd in "seeds failing" "sweep failing grid"; do
+  set +e
+  "$py" "$plot" $cmd --metric test_ac -o x.png 2> err.txt
+  rc=$?
+  set -e
+  [ $rc -eq 2 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q "test_ac: not a results field (valid: metric, test_acc" err.txt ||
+    { echo "FAIL: $cmd --metric test_ac rc=$rc"; cat err.txt; exit 1; }
+done
+
+# A CSV cut before the rows its suggestions point at: said, not silently dropped.
+head -n 6 lr.csv > short.csv
+cp lr.csv.suggestions short.csv.suggestions
+"$py" "$plot" lr-find short.csv -o short.png 2> err.txt
+check short.png
+grep -q "short.csv: suggestion .* is past the CSV's last row (step 4): not drawn" err.txt ||
+  { echo "FAIL: no note on dropped suggestions"; cat err.txt short.csv.suggestions; exit 1; }
+
+"$py" - "$KILN_SRC/scripts" <<'PY' || { echo "FAIL: plot.py helpers"; exit 1; }
+import math, sys
+sys.path.insert(0, sys.argv[1])
+import plot
+# The diverged record is read; a failed trial's label says so, values as %.3g.
+run = plot.load_run("d0.jsonl")
+assert not run["epochs"] and run["diverged"]["epoch"] == 1, run
+assert plot.load_run("d1.jsonl")["steps"], "no step records"
+failed = [l for l in open("failing/results.csv") if ",failed," in l][0].split(",")[0]
+assert plot.trial_label(f"failing/trials/trial-{failed}.jsonl").endswith(" failed"), plot.trial_label(f"failing/trials/trial-{failed}.jsonl")
+assert plot.fmt("0.00232555") == "0.00233" and plot.fmt("128") == "128" and plot.fmt("relu") == "relu"
+# lr-find: the minimum is drawn at its suggested lr (lr/10 of the lowest loss, on the curve), and
+# the y range is the same in any argument order and reaches the lowest raw loss.
+lr, raw, smooth = plot.read_curve("lr.csv")
+_, lr1, sm1 = plot.read_curve("lr1.csv")
+for s, step, at in plot.suggestions("lr.csv", lr):
+    if s["method"] == "minimum":
+        assert abs(at - lr[step] / 10) < 1e-6 * lr[step], (at, lr[step])
+        assert lr[0] <= at and math.isfinite(plot.loss_at(lr, smooth, at))
+assert plot.lr_ylim([smooth, sm1]) == plot.lr_ylim([sm1, smooth])
+assert plot.lr_ylim([raw, smooth])[0] <= min(v for v in raw if math.isfinite(v))
+# curves: a loss of 1e15 between healthy ones does not stretch the axis; healthy curves are not cut.
+ok = {"epochs": [{"epoch": e, "train_loss": 2.3 / e, "test_loss": 2.0 / e} for e in (1, 2, 3)]}
+blown = {"epochs": [{"epoch": 1, "train_loss": 8e5, "test_loss": 1e8}, {"epoch": 2, "train_loss": 1e15, "test_loss": 10},
+                    {"epoch": 3, "train_loss": 2.3, "test_loss": 10}]}
+cap = plot.loss_cap([ok, blown])
+assert cap is not None and 10 < cap < 1000, cap
+assert plot.loss_cap([ok]) is None
+long = {"epochs": [{"epoch": e, "train_loss": 2.3 * 0.8 ** e, "test_loss": 2.3 * 0.8 ** e} for e in range(1, 60)]}
+assert plot.loss_cap([long]) is None
+# sweep: the axis follows the parameter's distribution; seed has no importance.
+d = plot.param_distributions("parameters:\n  lr: {min: 0.001, max: 1, distribution: log_uniform}\n"
+                             "  momentum: {min: 0.5, max: 0.99}\n  batch_size: {values: [32, 128]}\n")
+assert plot.log_axis("lr", [d], [0.01, 0.02]) and not plot.log_axis("momentum", [d], [0.001, 0.9])
+assert not plot.log_axis("batch-size", [d], [32, 128]) and plot.log_axis("batch-size", [d], [1, 1000])
+assert plot.importance_title("seed", []).startswith("seed (not a hyperparameter")
+# Few trials: the chance share is what noise would explain (2 trials, 2 bins: all of it).
+assert plot.chance([0.1, 0.2], True) == 1.0
 PY
 echo "PASS"
