@@ -1,19 +1,19 @@
 // Embedding kiln: build a small MLP, train it for a few steps on synthetic data on the CPU,
 // save a checkpoint and load it back into a fresh model. Only the core library (kiln::kiln)
 // is used: no YAML, no command line, no process exits from inside the library.
+#include <kiln/engine/checkpoint.h>
+#include <kiln/engine/dataset.h>
+#include <kiln/engine/error.h>
+#include <kiln/engine/trainer.h>
+#include <kiln/layers/models.h>
+#include <kiln/optim/optimizer.h>
+#include <kiln/optim/schedule.h>
+
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <memory>
 #include <random>
-
-#include "engine/checkpoint.h"
-#include "engine/dataset.h"
-#include "engine/error.h"
-#include "engine/trainer.h"
-#include "layers/models.h"
-#include "optim/optimizer.h"
-#include "optim/schedule.h"
 
 namespace {
 

@@ -16,15 +16,22 @@ if grep -rln '^\s*using namespace' "$tmp/prefix/include/kiln"; then
   echo "FAIL: installed headers above contain 'using namespace'"; exit 1
 fi
 # Every installed header compiles on its own for a consumer of this build (a CPU-only build
-# installs no header that needs the CUDA toolkit's).
+# installs no header that needs the CUDA toolkit's), also for one whose include path puts its
+# own engine/ and layers/ headers first (as CMake does: -I before kiln's -isystem): kiln's
+# headers include each other as "kiln/engine/x.h" once installed.
+mkdir -p "$tmp/hijack/engine" "$tmp/hijack/layers"
+for h in engine/buffer.h engine/tensor.h engine/error.h layers/layer.h; do
+  echo '#error "a consumer header stood in for kiln'"'"'s"' > "$tmp/hijack/$h"
+done
+grep -rq '#include "engine/' "$tmp/prefix/include/kiln" && { echo "FAIL: an installed header includes \"engine/...\""; exit 1; }
 defs=()
 grep -q 'KILN_WITH_CUDA' "$(find "$tmp/prefix" -name 'kilnTargets.cmake' | head -1)" &&
   defs=(-DKILN_WITH_CUDA=1 -I/usr/local/cuda/include)
 n=0
 while IFS= read -r h; do
   rel=${h#"$tmp/prefix/include/kiln/"}
-  printf '#include "%s"\n' "$rel" | c++ -std=c++17 -fsyntax-only -Wall -Wextra -Werror \
-    -I"$tmp/prefix/include/kiln" "${defs[@]}" -x c++ - 2> "$tmp/hdr.err" ||
+  printf '#include <kiln/%s>\n' "$rel" | c++ -std=c++17 -fsyntax-only -Wall -Wextra -Werror \
+    -I"$tmp/hijack" -isystem "$tmp/prefix/include/kiln" -isystem "$tmp/prefix/include" "${defs[@]}" -x c++ - 2> "$tmp/hdr.err" ||
     { echo "FAIL: installed header $rel does not compile alone"; head -5 "$tmp/hdr.err"; exit 1; }
   n=$((n + 1))
 done < <(find "$tmp/prefix/include/kiln" -name '*.h' | sort)
