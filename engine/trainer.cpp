@@ -368,7 +368,10 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
           .add("epoch", pos_.epoch + 1)
           .add("step", step_)
           .add("message", e.message());
-      jsonl.write(j.str());
+      try {  // a log that cannot take the record must not turn the divergence into another error
+        jsonl.write(j.str());
+      } catch (const Error&) {
+      }
     }
     throw;
   }

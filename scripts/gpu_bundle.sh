@@ -11,11 +11,12 @@ out=${2:-bundle}
 build=build-bundle-sm$arch
 # KILN_BLAS=OFF: on the GPU machine the CPU references are only test oracles on small shapes,
 # and OpenBLAS alone (36 MB) would push the bundle past what a device call can carry (64 MiB).
+mkdir -p "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
-  -DKILN_BLAS=OFF >"$build.configure.log"
+  -DKILN_BLAS=OFF >"$build/configure.log"
 # Without nvcc (or cuDNN) the build would quietly be CPU-only and every GPU test would skip there.
-grep -q "^-- kiln: CUDA .*cuDNN: /" "$build.configure.log" ||
-  { echo "gpu_bundle.sh: no CUDA build with cuDNN (see $build.configure.log): $(grep -m1 'kiln:' "$build.configure.log")" >&2; exit 1; }
+grep -q "^-- kiln: CUDA .*cuDNN: /" "$build/configure.log" ||
+  { echo "gpu_bundle.sh: no CUDA build with cuDNN (see $build/configure.log): $(grep -m1 'kiln:' "$build/configure.log")" >&2; exit 1; }
 cmake --build "$build" -j "${KILN_JOBS:-$(nproc)}"
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib" "$out/data/mnist" "$out/tests"

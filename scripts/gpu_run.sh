@@ -85,9 +85,9 @@ step_train() {
   t cnn 0.99 --model cnn --epochs 15 --save "$out/cnn.safetensors"
   t cnn-bn-dropout 0.994 --model cnn --norm batch --dropout 0.05 --epochs 15
   "$bin/train_mnist" --device cuda --data-dir "$data" --model mlp --epochs 1 >"$out/epoch-gpu.txt" 2>&1
-  row "mlp 1 epoch GPU" "$(grep '^epoch 1' "$out/epoch-gpu.txt" | grep -o '[0-9.]*s [0-9]* img/s')"
+  row "mlp 1 epoch GPU" "exit $? $(grep '^epoch 1' "$out/epoch-gpu.txt" | grep -o '[0-9.]*s [0-9]* img/s')"
   "$bin/train_mnist" --device cpu --data-dir "$data" --model mlp --epochs 1 >"$out/epoch-cpu.txt" 2>&1
-  row "mlp 1 epoch CPU ($(nproc) cores)" "$(grep '^epoch 1' "$out/epoch-cpu.txt" | grep -o '[0-9.]*s [0-9]* img/s')"
+  row "mlp 1 epoch CPU ($(nproc) cores)" "exit $? $(grep '^epoch 1' "$out/epoch-cpu.txt" | grep -o '[0-9.]*s [0-9]* img/s')"
 }
 step_interop() {
   [ -f "$out/cnn.safetensors" ] || "$bin/train_mnist" --device cuda --data-dir "$data" --model cnn --epochs 1 \
@@ -132,7 +132,7 @@ step_resume() {
 }
 step_tta() {
   KILN_BIN=$bin DATA_DIR=$data bash "$here/scripts/time_to_acc.sh" 5 >"$out/tta.txt" 2>&1
-  row "time to 99% (5 seeds)" "$(last "$out/tta.txt")"
+  row "time to 99% (5 seeds)" "$(grep -E '^(target|NOT MET)' "$out/tta.txt" | paste -sd ';' -)"
 }
 step_perf() {  # kiln vs PyTorch side by side (docs/PERFORMANCE.md)
   KILN_BENCH_TRAIN=$bin/bench_train OUT=$out bash "$here/scripts/bench_compare.sh" "$out" >"$out/perf.txt" 2>&1

@@ -585,6 +585,22 @@ MUTANTS = [
     ("xent-cuda-inf-max", "kernels/loss/loss.cu",
      [("  if (isinf(m)) m = NAN;", "")],
      "a +inf logit gives the CUDA loss a finite gradient beside a NaN loss (until 2026-12-02)"),
+    ("conv-empty-batch", "kernels/conv/conv.cu",
+     [("  if (s.y_numel() == 0) {  // an empty batch: nothing to sum, the gradients are zero",
+       "  if (false) {  // an empty batch: nothing to sum, the gradients are zero")],
+     "an empty batch reaches the split plan (division by zero) and zero-block launches (until 2026-12-02)"),
+    ("split-files-mixed", "engine/dataset.cpp",
+     [("    KILN_CHECK(whole.size() == bases.size(),", "    KILN_CHECK(true,"), ("    found = whole;\n", "")],
+     "images of one directory load with another directory's labels (until 2026-12-02)"),
+    ("diverged-unlogged", "engine/trainer.cpp",
+     [("    if (e.kind() == ErrorKind::Diverged && jsonl.open()) {", "    if (false) {")],
+     "a diverged run's --log ends without saying so (until 2026-12-02)"),
+    ("importance-chance", "tuning/importance.cpp",
+     [("double(p.bins - 1) / double(p.trials - 1)", "double(p.bins) / double(p.trials)")],
+     "the chance level k/n instead of (k-1)/(n-1)"),
+    ("plateau-early-stop-note", "tuning/run.cpp",
+     [("cfg.train.early_stop <= sc.patience + 1)", "cfg.train.early_stop <= sc.patience)")],
+     "an early stop on the epoch plateau cuts is not noted (the cut never trains; until 2026-12-02)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

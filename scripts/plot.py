@@ -21,7 +21,7 @@
                                                epoch's last step
   plot.py sweep DIR [DIR2 ...] -o s.png        metric vs each parameter (log-x for log_uniform
                                                parameters, and for value lists spanning >= 2
-                                               decades; failed trials as a red x at the bottom
+                                               decades; failed trials as a red x at the worst
                                                edge, pruned ones hollow) with each directory's
                                                importance, and the coverage of the two most
                                                important parameters, one marker per DIR (e.g. a
@@ -321,7 +321,14 @@ def load_run(path):
         if r.get("type", "epoch") == "epoch" and "train_loss" in r and "epoch" in r:
             epochs[r["epoch"]] = r
     steps = [r for r in recs if r.get("type") == "step" and "epoch" in r and "step" in r]
-    diverged = next((r for r in reversed(recs) if r.get("type") == "diverged" and "epoch" in r), None)
+    # A diverged record counts only when no later epoch record passes it (a resume got further).
+    diverged = None
+    for r in recs:
+        if r.get("type") == "diverged" and "epoch" in r:
+            diverged = r
+        elif (diverged and r.get("type", "epoch") == "epoch" and "train_loss" in r
+              and num(r.get("epoch")) >= num(diverged.get("epoch"))):
+            diverged = None
     _, _, status, _ = trial_info(path)
     return dict(path=path, epochs=[epochs[e] for e in sorted(epochs)], steps=steps, diverged=diverged,
                 status=status, label=trial_label(path))
@@ -667,9 +674,9 @@ def sweep(args):
     fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 4.0), squeeze=False)
     axes = axes[0]
     for j, p in enumerate(params):
-        sweep_panel(axes[j], p, numeric[p], sweeps, field)
+        sweep_panel(axes[j], p, numeric[p], sweeps, field, maximize)
         axes[j].set_ylabel(f"{label} ({'higher' if maximize else 'lower'} is better)")
-    sweep_legend(fig, sweeps)
+    sweep_legend(fig, sweeps, maximize)
     if len(params) >= 2:
         coverage_panel(axes[-1], sweeps, ranked[0], ranked[1], numeric)
     counts = "; ".join(f"{s['name']}: ok {len(s['ok'])}/{len(s['recs'])}" + not_ok(s) for s in sweeps)
@@ -731,9 +738,9 @@ def importance_title(p, sweeps):
     return f"{p}: explained " + ("".join("\n" + t for t in parts) if len(sweeps) > 1 else parts[0])
 
 
-def sweep_panel(ax, p, numeric, sweeps, field):
+def sweep_panel(ax, p, numeric, sweeps, field, maximize):
     """Metric vs one parameter: ok trials filled, pruned hollow (their score when they stopped),
-    failed ones as a red x at the bottom edge at their parameter value."""
+    failed ones as a red x at the worst edge (bottom when higher is better) at their parameter value."""
     cats = sorted({r["params"][p] for s in sweeps for r in s["recs"]}) if not numeric else None
 
     def x(r):
@@ -745,7 +752,8 @@ def sweep_panel(ax, p, numeric, sweeps, field):
         scored = [r for r in s["pruned"] if as_float(r.get(field)) is not None]
         ax.scatter([x(r) for r in scored], [float(r[field]) for r in scored], s=22, facecolors="none",
                    edgecolors=c, marker=m)
-        edge_marks(ax, [x(r) for r in s["failed"] + [r for r in s["pruned"] if r not in scored]], 0, **FAILED)
+        edge_marks(ax, [x(r) for r in s["failed"] + [r for r in s["pruned"] if r not in scored]],
+                   0 if maximize else 1, **FAILED)
     if numeric:
         vals = [as_float(r["params"][p]) for s in sweeps for r in s["recs"]]
         if log_axis(p, [s["dists"] for s in sweeps], vals):
@@ -758,7 +766,7 @@ def sweep_panel(ax, p, numeric, sweeps, field):
     ax.grid(alpha=0.3)
 
 
-def sweep_legend(fig, sweeps):
+def sweep_legend(fig, sweeps, maximize):
     """One legend for every panel, outside them (no corner of a panel is free of trials)."""
     handles = [Line2D([], [], color=f"C{k}", marker="os^D"[k % 4], ls="none",
                       label=(f"{s['name']}: " if len(sweeps) > 1 else "") + f"ok {len(s['ok'])}/{len(s['recs'])}")
@@ -767,7 +775,8 @@ def sweep_legend(fig, sweeps):
         handles.append(Line2D([], [], color="0.3", marker="o", mfc="none", ls="none",
                               label="pruned (score when it stopped)"))
     if any(s["failed"] for s in sweeps):
-        handles.append(Line2D([], [], label="failed/diverged (at the bottom)", **FAILED))
+        handles.append(Line2D([], [], label=f"failed/diverged (at the {'bottom' if maximize else 'top'}: the worst end)",
+                              **FAILED))
     fig.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.9))
 
 
@@ -848,7 +857,7 @@ def seeds(args):
         pts = sorted((x[k], v) for k, v in vals.items())
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{j % 10}", alpha=0.55, lw=1, ms=4,
                 label=f"seed {seed}")
-    seeds_marks(ax, order, x, configs, stats, failed, pruned)
+    seeds_marks(ax, order, x, configs, stats, failed, pruned, maximize)
     ax.set_xticks(range(len(order)))
     total = {k: len(configs[k]) + failed.get(k, 0) + len(pruned.get(k, [])) for k in order}
     ticks = ["\n".join(f"{n}={fmt(v)}" for n, v in zip(names, k)) or "(one configuration)" for k in order]
@@ -865,9 +874,9 @@ def seeds(args):
     save(fig, args)
 
 
-def seeds_marks(ax, order, x, configs, stats, failed, pruned):
+def seeds_marks(ax, order, x, configs, stats, failed, pruned, maximize):
     """Per configuration: mean +- std of its ok seeds (the mean alone from one), pruned seeds
-    hollow, failed ones as red x's at the bottom edge."""
+    hollow, failed ones as red x's at the worst edge (bottom when higher is better)."""
     one = False
     for k in order:
         m, sd = stats(configs[k])
@@ -879,14 +888,14 @@ def seeds_marks(ax, order, x, configs, stats, failed, pruned):
         if pruned.get(k):
             ax.plot([x[k]] * len(pruned[k]), pruned[k], "o", mfc="none", color="0.3", ms=5)
         nf = failed.get(k, 0)
-        edge_marks(ax, [x[k] + 0.08 * (i - (nf - 1) / 2) for i in range(nf)], 0, **FAILED)
+        edge_marks(ax, [x[k] + 0.08 * (i - (nf - 1) / 2) for i in range(nf)], 0 if maximize else 1, **FAILED)
     ax.errorbar([], [], yerr=[], fmt="_", color="black", label="mean +- std (>= 2 ok seeds)")
     if one:
         ax.plot([], [], "_", color="black", ms=12, mew=1.5, label="one ok seed: mean only, no error bar")
     if any(pruned.values()):
         ax.plot([], [], "o", mfc="none", color="0.3", label="pruned (score when it stopped)")
     if any(failed.values()):
-        ax.plot([], [], label="failed/diverged (at the bottom)", **FAILED)
+        ax.plot([], [], label=f"failed/diverged (at the {'bottom' if maximize else 'top'}: the worst end)", **FAILED)
 
 
 def main():

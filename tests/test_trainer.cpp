@@ -87,6 +87,7 @@ TEST(TrainerCpu, ExplodingRunStopsWithDivergedNamingALayer) {
   std::string line, last;
   while (std::getline(f, line)) last = line;
   JsonValue r = parse_json(last);
+  ASSERT_TRUE(r.find("type") && r.find("epoch") && r.find("message")) << last;
   EXPECT_EQ(r.find("type")->text, "diverged") << last;
   EXPECT_GE(r.find("epoch")->number, 1) << last;
   EXPECT_EQ(r.find("message")->text, message);

@@ -150,7 +150,7 @@ std::string importance_table(const std::vector<ParamImportance>& imp, const std:
       return s.str();
     };
     // What a parameter that changes nothing explains on average: (k-1)/(n-1) for k bins of n
-    // trials (the expected eta squared of noise). Large from few trials, never zero.
+    // trials (the expected eta squared of noise). Large from few trials; 0 for a single bin.
     const double chance =
         p.trials > 1 && p.bins > 0 ? double(p.bins - 1) / double(p.trials - 1) : NAN;
     os << std::setw(20) << p.name << std::setw(11) << f(p.explained) << std::setw(8) << f(chance)

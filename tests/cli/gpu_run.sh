@@ -33,7 +33,8 @@ stub "$b/tests/cli/train_mnist.sh" 'exit 0'
 stub "$b/tests/cli/resume.sh" 'echo "PASS resume"'
 stub "$b/scripts/check_pytorch_interop.py" 'echo "ld=${LD_LIBRARY_PATH:-}" >"$OUT/python.env"; echo "max relative difference 3e-06: OK"'
 stub "$b/scripts/bench_summary.py" 'echo "bench summary: 1 file"'
-for s in time_to_acc.sh bench_compare.sh catalogue.sh; do stub "$b/scripts/$s" "echo $s done"; done
+for s in bench_compare.sh catalogue.sh; do stub "$b/scripts/$s" "echo $s done"; done
+stub "$b/scripts/time_to_acc.sh" 'echo "seed 5: test_acc=0.99 seconds=9 reached=yes"; echo "target 0.99 reached by 5/5 seeds: mean 9.000 s (min 9, max 9)"'
 stub "$tmp/path/nvidia-smi" 'echo "NVIDIA H100 80GB HBM3, 550.54, 81559 MiB"'
 stub "$tmp/path/python3" 'exec bash "$@"'  # the stub .py files are bash
 # compute-sanitizer: racecheck reports two races, then hangs (killed at its budget)
@@ -57,7 +58,7 @@ expect "$s" '^device +NVIDIA H100' "device row"
 expect "$s" '^gtests \(GPU\) +exit 0; \[  PASSED  \] 3 tests' "gtest row"
 expect "$s" '^train mlp .*best epoch test_acc=0.981 \(target >= 0.98: MET\)' "mlp verdict"
 expect "$s" '^train cnn .*best epoch test_acc=0.9885 \(target >= 0.99: NOT MET\)' "cnn verdict (best epoch, not last)"
-expect "$s" '^mlp 1 epoch GPU +1.5s 40000 img/s' "epoch time row"
+expect "$s" '^mlp 1 epoch GPU +exit 0 1.5s 40000 img/s' "epoch time row"
 expect "$s" '^PyTorch interop \(cnn\) +exit 0 max relative difference' "interop row"
 expect "$s" '^compute-sanitizer memcheck \(kernels\) +exit 0; ========= ERROR SUMMARY: 0 errors' "memcheck row"
 expect "$s" '^racecheck +TIMED OUT after 32s.*sanitize-racecheck-kernels: 2 report lines, last test PoolGpu.MatchesReference/K2' "racecheck timeout row"
@@ -72,7 +73,7 @@ expect "$tmp/out1/kiln_tests.env" "^data=$b/tests/data ld=$b/lib:/usr/local/cuda
 expect "$tmp/out1/python.env" '^ld=/outer$' "python's LD_LIBRARY_PATH"
 
 # 2. Named steps only, in priority order whatever the order given; sanitize = the four tools.
-OUT=$tmp/out2 KILN_DEADLINE=200 bash "$b/run.sh" catalogue bench resume >"$tmp/run2.txt" 2>&1
+OUT=$tmp/out2 KILN_DEADLINE=200 bash "$b/run.sh" catalogue bench tta resume >"$tmp/run2.txt" 2>&1
 rc=$?
 [ $rc -eq 0 ] || { echo "FAIL: run.sh exited $rc with every row passing"; fail=1; }
 s=$tmp/out2/summary.txt
@@ -80,9 +81,10 @@ expect "$s" '^bench_copy +exit 0' "bench row"
 expect "$s" '^bench_summary.py +exit 0' "bench summary row"
 expect "$s" '^kill-and-resume on CUDA +exit 0 PASS resume' "resume row"
 expect "$s" '^experiment catalogue +exit 0' "catalogue row"
+expect "$s" '^time to 99% \(5 seeds\) +target 0.99 reached by 5/5 seeds: mean 9.000 s' "time-to-accuracy row"
 [ -s "$tmp/out2/catalogue.tgz" ] || { echo "FAIL: no catalogue tarball"; fail=1; }
 grep -q '^train\|^gtests' "$s" && { echo "FAIL: unrequested steps ran"; fail=1; }
-[ "$(grep -o '^step [a-z]*' "$tmp/out2/steps.txt" | tr '\n' ' ')" = "step bench step resume step catalogue " ] ||
+[ "$(grep -o '^step [a-z]*' "$tmp/out2/steps.txt" | tr '\n' ' ')" = "step bench step resume step tta step catalogue " ] ||
   { echo "FAIL: step order"; cat "$tmp/out2/steps.txt"; fail=1; }
 
 # 3. An unknown step is a usage error before anything runs.

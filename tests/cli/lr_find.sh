@@ -16,7 +16,7 @@ python3 -c "import sys; v=float('$lr'); sys.exit(0 if 1e-4 <= v <= 1 else 1)" ||
   { echo "FAIL: valley suggestion $lr outside [1e-4, 1]"; exit 1; }
 [ "$(head -1 curve.csv)" = "step,lr,loss,smoothed_loss" ] || { echo "FAIL: CSV header"; exit 1; }
 rows=$(($(wc -l < curve.csv) - 1))
-steps=$(echo "$out" | awk '/^lr_find:/ { print $2 }')
+steps=$(echo "$out" | awk '/^lr_find: [0-9]+ steps/ { print $2 }')
 [ "$rows" -eq "$steps" ] && [ "$rows" -ge 20 ] && [ "$rows" -le 100 ] ||
   { echo "FAIL: $rows CSV rows for $steps steps"; exit 1; }
 grep -q '^valley,' curve.csv.suggestions || { echo "FAIL: no suggestions file"; exit 1; }

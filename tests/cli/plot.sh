@@ -176,6 +176,17 @@ import plot
 run = plot.load_run("d0.jsonl")
 assert not run["epochs"] and run["diverged"]["epoch"] == 1, run
 assert plot.load_run("d1.jsonl")["steps"], "no step records"
+# a resume that got past the epoch it diverged in (its log appends on): no longer diverged
+with open("resumed.jsonl", "w") as f:
+    for r in ['{"type":"epoch","epoch":1,"step":5,"train_loss":1.0,"test_loss":1.1,"test_acc":0.5}',
+              '{"type":"diverged","epoch":2,"step":7,"message":"training diverged"}',
+              '{"type":"diverged","epoch":2,"step":7,"message":"training diverged"}',
+              '{"type":"epoch","epoch":2,"step":10,"train_loss":0.9,"test_loss":1.0,"test_acc":0.6}']:
+        f.write(r + "\n")
+assert plot.load_run("resumed.jsonl")["diverged"] is None, "a resumed run past its divergence is marked diverged"
+with open("resumed.jsonl", "a") as f:
+    f.write('{"type":"diverged","epoch":3,"step":12,"message":"training diverged"}\n')
+assert plot.load_run("resumed.jsonl")["diverged"]["epoch"] == 3
 failed = [l for l in open("failing/results.csv") if ",failed," in l][0].split(",")[0]
 assert plot.trial_label(f"failing/trials/trial-{failed}.jsonl").endswith(" failed"), plot.trial_label(f"failing/trials/trial-{failed}.jsonl")
 assert plot.fmt("0.00232555") == "0.00233" and plot.fmt("128") == "128" and plot.fmt("relu") == "relu"
