@@ -30,7 +30,8 @@ extra=$(find /opt/torch /usr/local/lib/python3* -maxdepth 8 -path '*nvidia*' -na
           -printf '%h\n' 2>/dev/null | sort -u | tr '\n' ':')
 # Only kiln's binaries see that path (through the wrappers in $here/.wbin, which exec them: same
 # pid): PyTorch must load its own wheels' cuDNN/cuBLAS, not an older toolkit copy found first.
-kiln_ld="$here/lib:/usr/local/cuda/lib64:${extra}${LD_LIBRARY_PATH:-}"
+kiln_ld=$(printf '%s' "$here/lib:/usr/local/cuda/lib64:${extra}${LD_LIBRARY_PATH:-}" | sed 's/::*/:/g; s/:$//')
+# (no empty entry: an empty one is the current directory)
 py=$(ls /opt/torch/.venv/bin/python3 /opt/torch/bin/python3 2>/dev/null | head -1)
 [ -n "$py" ] || py=$(command -v python3)
 bin=$here/.wbin

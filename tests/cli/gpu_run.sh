@@ -71,6 +71,10 @@ expect "$tmp/run1.txt" '^run.sh: FAILED: racecheck, train cnn, train cnn-bn-drop
 # caller's library path only (its own wheels' cuDNN, not a toolkit copy found first)
 expect "$tmp/out1/kiln_tests.env" "^data=$b/tests/data ld=$b/lib:/usr/local/cuda/lib64:.*/outer\$" "kiln_tests environment"
 expect "$tmp/out1/python.env" '^ld=/outer$' "python's LD_LIBRARY_PATH"
+# without a caller's path, none ends in ':' (an empty entry searches the current directory)
+OUT=$tmp/out4 KILN_DEADLINE=100 env -u LD_LIBRARY_PATH bash "$b/run.sh" tests >/dev/null 2>&1
+grep -q '^data=.* ld=.*[^:]$' "$tmp/out4/kiln_tests.env" && ! grep -q 'ld=.*::' "$tmp/out4/kiln_tests.env" ||
+  { echo "FAIL: an empty library path entry"; cat "$tmp/out4/kiln_tests.env"; fail=1; }
 
 # 2. Named steps only, in priority order whatever the order given; sanitize = the four tools.
 OUT=$tmp/out2 KILN_DEADLINE=200 bash "$b/run.sh" catalogue bench tta resume >"$tmp/run2.txt" 2>&1
