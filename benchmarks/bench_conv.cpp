@@ -226,9 +226,10 @@ void run(benchmark::State& state, ConvShape s, Op op, Impl impl) {
   if (impl == Impl::Kiln) state.counters["kiln/cuDNN"] = mean_ms(fn) / mean_ms(cudnn_fn(c, op));
   if (impl == Impl::Cudnn) {  // 0: the fastest algorithm is not deterministic (kiln's are)
     const cudnn_conv::Conv& d = *c.cudnn;
-    const bool det = (op != Op::Fwd && op != Op::Step || d.fwd_deterministic()) &&
-                     (op != Op::BwdData && op != Op::Step || d.data_deterministic()) &&
-                     (op != Op::BwdFilter && op != Op::Step || d.filter_deterministic());
+    auto runs = [op](Op part) { return op == part || op == Op::Step; };  // Step runs all three
+    const bool det = (!runs(Op::Fwd) || d.fwd_deterministic()) &&
+                     (!runs(Op::BwdData) || d.data_deterministic()) &&
+                     (!runs(Op::BwdFilter) || d.filter_deterministic());
     state.counters["deterministic"] = det ? 1 : 0;
   }
 #endif
