@@ -53,8 +53,8 @@ class StepGraph {
  private:
   void destroy();
 
-  Context& ctx_;
-  Optimizer& opt_;
+  [[maybe_unused]] Context& ctx_;  // both used only in CUDA builds
+  [[maybe_unused]] Optimizer& opt_;
   Buffer scalars_;  // device: uint64 step, then OptimStepArgs (8-byte aligned)
   CUgraphExec_st* exec_ = nullptr;
   int64_t n_ = -1;  // batch size of exec_ / of the warm-up step

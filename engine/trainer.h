@@ -179,8 +179,9 @@ class Trainer {
   Tensor dlogits_, sample_loss_, sample_correct_;
   std::shared_ptr<Buffer> acc_;  // double[3]: loss sum, correct, count (device)
   int acc_epoch_ = -1;           // the epoch whose sums acc_ holds (-1: none in this fit)
-  int* host_flag_ = nullptr;     // pinned copy of the optimizer's non-finite flag
-  cudaEvent_t flag_event_ = nullptr;
+  // Pinned copy of the optimizer's non-finite flag, and its event (CUDA builds only).
+  [[maybe_unused]] int* host_flag_ = nullptr;
+  [[maybe_unused]] cudaEvent_t flag_event_ = nullptr;
   std::vector<EpochRecord> history_;
   TrainPosition pos_;
   std::vector<std::pair<std::string, Tensor>> best_;

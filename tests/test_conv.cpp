@@ -109,8 +109,10 @@ TEST(ConvRef, GradientsMatchCentralDifferences) {
     std::vector<double> y(g.size()), dx(x.size()), dw(w.size()), db(b.size());
     conv2d_bwd_data_ref<double>(s, g.data(), w.data(), dx.data());
     conv2d_bwd_filter_ref<double>(s, x.data(), g.data(), dw.data(), db.data());
-    auto loss = [&](const std::vector<double>& xx, const std::vector<double>& ww,
-                    const std::vector<double>& bb) {
+    // C++17 lambdas cannot capture a structured binding (clang refuses; C++20 allows): capture
+    // s by an init-capture.
+    auto loss = [&, &s = s](const std::vector<double>& xx, const std::vector<double>& ww,
+                            const std::vector<double>& bb) {
       conv2d_fwd_ref<double>(s, xx.data(), ww.data(), bb.data(), y.data());
       return test::dot(g, y);
     };
