@@ -8,8 +8,11 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
+#include <thread>
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
@@ -877,4 +880,39 @@ TEST(StopSignals, NestedScopesKeepASignalThatCameBefore) {
     EXPECT_EQ(*StopSignals::flag(), SIGTERM);
   }
   EXPECT_EQ(*StopSignals::flag(), SIGTERM);
+}
+
+extern "C" void kiln_test_host_handler(int) {}
+
+TEST(StopSignals, ScopesInThreadsRestoreTheHostsHandlers) {
+  // Runs in two threads of an embedding program start and end in any order: the handlers the
+  // first scope replaced come back when the last one ends (not when the first one does, and not
+  // from a scope that never saved them), and the count of scopes is not torn.
+  struct sigaction host, now;
+  std::memset(&host, 0, sizeof host);
+  host.sa_handler = kiln_test_host_handler;
+  sigemptyset(&host.sa_mask);
+  struct sigaction saved_int, saved_term;
+  ASSERT_EQ(::sigaction(SIGINT, &host, &saved_int), 0);
+  ASSERT_EQ(::sigaction(SIGTERM, &host, &saved_term), 0);
+  auto first = std::make_unique<StopSignals>();
+  auto second = std::make_unique<StopSignals>();
+  first.reset();  // not last in, first out
+  ::sigaction(SIGINT, nullptr, &now);
+  EXPECT_NE(now.sa_handler, kiln_test_host_handler) << "restored while a scope is alive";
+  second.reset();
+  ::sigaction(SIGINT, nullptr, &now);
+  EXPECT_EQ(now.sa_handler, kiln_test_host_handler);
+  ::sigaction(SIGTERM, nullptr, &now);
+  EXPECT_EQ(now.sa_handler, kiln_test_host_handler);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([] {
+      for (int i = 0; i < 2000; ++i) StopSignals scope;
+    });
+  for (auto& t : threads) t.join();
+  ::sigaction(SIGINT, nullptr, &now);
+  EXPECT_EQ(now.sa_handler, kiln_test_host_handler) << "after scopes in 4 threads";
+  ::sigaction(SIGINT, &saved_int, nullptr);
+  ::sigaction(SIGTERM, &saved_term, nullptr);
 }

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -23,7 +24,12 @@ namespace kiln {
 namespace {
 
 volatile std::sig_atomic_t g_stop_signal = 0;
-int g_stop_depth = 0;  // StopSignals objects alive; the outermost owns the handlers
+// StopSignals objects alive, and the handlers the first one replaced: the first in installs,
+// the last out restores, under a mutex, so runs in several threads (not nested in time) neither
+// race on the count nor restore a handler that was never saved.
+std::mutex g_stop_mutex;
+int g_stop_depth = 0;
+struct sigaction g_old_int, g_old_term;
 
 extern "C" void kiln_on_stop_signal(int sig) {
   g_stop_signal = sig;
@@ -291,6 +297,7 @@ std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p) {
 }
 
 StopSignals::StopSignals() {
+  std::lock_guard<std::mutex> lock(g_stop_mutex);
   if (g_stop_depth++ > 0) return;  // an enclosing scope (the app, a sweep) already catches them
   g_stop_signal = 0;
   struct sigaction sa;
@@ -298,14 +305,15 @@ StopSignals::StopSignals() {
   sa.sa_handler = kiln_on_stop_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESETHAND;
-  ::sigaction(SIGINT, &sa, &old_int_);
-  ::sigaction(SIGTERM, &sa, &old_term_);
+  ::sigaction(SIGINT, &sa, &g_old_int);
+  ::sigaction(SIGTERM, &sa, &g_old_term);
 }
 
 StopSignals::~StopSignals() {
+  std::lock_guard<std::mutex> lock(g_stop_mutex);
   if (--g_stop_depth > 0) return;
-  ::sigaction(SIGINT, &old_int_, nullptr);
-  ::sigaction(SIGTERM, &old_term_, nullptr);
+  ::sigaction(SIGINT, &g_old_int, nullptr);
+  ::sigaction(SIGTERM, &g_old_term, nullptr);
 }
 
 const volatile std::sig_atomic_t* StopSignals::flag() {

@@ -59,6 +59,8 @@ std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p);
 // safe because checkpoints are written atomically. Objects nest: only the outermost installs
 // the handlers and clears the flag, so an app that holds one from its start (data loading,
 // between sweep trials) keeps a signal that lands outside a training loop for the next check.
+// Signals are the process's: objects in several threads share the handlers (the first in
+// installs them, the last out restores them) and one signal stops every run in the process.
 class StopSignals {
  public:
   StopSignals();
@@ -66,9 +68,6 @@ class StopSignals {
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
   static const volatile std::sig_atomic_t* flag();  // the signal number, 0 while none came
-
- private:
-  struct sigaction old_int_, old_term_;
 };
 
 }  // namespace kiln
