@@ -13,6 +13,7 @@
 
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/numtext.h"
 
 #ifndef KILN_VERSION_STRING
 #define KILN_VERSION_STRING "unknown"
@@ -125,7 +126,7 @@ long long meta_int(const SafetensorsFile& f, const std::string& key, const std::
 double meta_double(const std::string& v, const std::string& key, const std::string& what) {
   if (v == "null") return NAN;
   char* end = nullptr;
-  double x = std::strtod(v.c_str(), &end);
+  double x = strtod_c(v.c_str(), &end);
   KILN_CHECK(!v.empty() && end && *end == 0, what << ": __metadata__ " << key << " '" << v << "' is not a number");
   return x;
 }
@@ -187,14 +188,13 @@ const std::string kBestPrefix = "early_stop.best.";
 
 // "best wait best_epoch", best exactly (%.17g; "nan" before the first epoch).
 std::string early_stop_text(const EarlyStopState& e) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.17g %d %d", e.best, e.wait, e.best_epoch);
-  return buf;
+  return format_c("%.17g %d %d", e.best, e.wait, e.best_epoch);
 }
 EarlyStopState parse_early_stop(const std::string& text, const std::string& what) {
   EarlyStopState e;
   char best[32] = "";
   char extra = 0;
+  CLocaleScope c;
   KILN_CHECK(
       std::sscanf(text.c_str(), "%31s %d %d %c", best, &e.wait, &e.best_epoch, &extra) == 3 &&
           e.wait >= 0 && e.best_epoch >= 0,
@@ -248,9 +248,7 @@ std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* op
        {"early_stop", early_stop_text(p.early_stop)}};
   // Optional keys (absent in older checkpoints): only when they say something.
   if (!std::isnan(p.watched_acc)) {
-    char buf[32];
-    std::snprintf(buf, sizeof(buf), "%.17g", p.watched_acc);
-    m.emplace_back("watched_acc", buf);
+    m.emplace_back("watched_acc", format_c("%.17g", p.watched_acc));
   }
   if (info.restored_epoch > 0)
     m.emplace_back("restored_epoch", std::to_string(info.restored_epoch));

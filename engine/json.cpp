@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "engine/error.h"
+#include "engine/numtext.h"
 
 namespace kiln {
 
@@ -93,6 +94,7 @@ std::string json_escape(const std::string& s) {
 
 std::string json_number(double v) {
   if (!std::isfinite(v)) return "null";
+  CLocaleScope c;  // '.' whatever the host's locale
   char b[32];
   for (int prec = 6; prec <= 17; ++prec) {  // shortest form that reads back exactly
     std::snprintf(b, sizeof b, "%.*g", prec, v);
@@ -103,6 +105,7 @@ std::string json_number(double v) {
 
 std::string json_number(float v) {
   if (!std::isfinite(v)) return "null";
+  CLocaleScope c;
   char b[32];
   for (int prec = 6; prec <= 9; ++prec) {
     std::snprintf(b, sizeof b, "%.*g", prec, static_cast<double>(v));

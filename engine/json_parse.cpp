@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/numtext.h"
 
 namespace kiln {
 
@@ -157,7 +158,7 @@ class Parser {
     JsonValue v;
     v.type = JsonValue::Type::Number;
     v.text = s_.substr(b, i_ - b);
-    v.number = std::strtod(v.text.c_str(), nullptr);  // overflow gives inf; as_int64 rejects it
+    v.number = strtod_c(v.text.c_str(), nullptr);  // overflow gives inf; as_int64 rejects it
     return v;
   }
 

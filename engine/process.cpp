@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <fstream>
+#include <locale>
 #include <sstream>
 
 namespace kiln {
@@ -37,6 +38,7 @@ bool process_state(long pid, char& state, unsigned long long& start) {
   const size_t paren = text.rfind(')');  // the command name may hold spaces and parentheses
   if (paren == std::string::npos) return false;
   std::istringstream rest(text.substr(paren + 1));
+  rest.imbue(std::locale::classic());  // plain digits whatever the host's locale
   std::string skip;
   if (!(rest >> state)) return false;
   for (int field = 4; field <= 21; ++field) rest >> skip;

@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/numtext.h"
 #include "engine/step_graph.h"
 #include "kernels/loss/loss.h"
 #include "optim/batch_schedule.h"
@@ -239,7 +240,7 @@ void Trainer::check_loss_bound(double loss, int epoch, const char* what) {
   else
     os << loss;
   os << " in epoch " << epoch + 1 << " (step " << step_ << ")"
-     << (std::isfinite(loss) ? " exceeds the divergence bound " + std::to_string(bound) +
+     << (std::isfinite(loss) ? " exceeds the divergence bound " + format_c("%g", bound) +
                                    " (--max-loss; default 100x the chance-level loss)"
                              : "")
      << largest_grad_layer() << divergence_hint();

@@ -1,6 +1,7 @@
 // Batch-size schedule parsing and lookup, and linear LR scaling.
 #include "optim/batch_schedule.h"
 
+#include <locale>
 #include <sstream>
 
 #include "engine/error.h"
@@ -17,6 +18,8 @@ std::vector<std::pair<int, int>> parse_batch_schedule(const std::string& text) {
     bool ok = colon != std::string::npos;
     if (ok) {
       std::istringstream es(item.substr(0, colon)), bs(item.substr(colon + 1));
+      es.imbue(std::locale::classic());
+      bs.imbue(std::locale::classic());
       std::string rest;
       ok = (es >> e) && !(es >> rest) && (bs >> b) && !(bs >> rest);
     }

@@ -9,10 +9,12 @@
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <locale>
 #include <sstream>
 
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/numtext.h"
 
 namespace kiln {
 
@@ -240,19 +242,23 @@ class PlateauLR : public Schedule {
   }
   // Hex floats: exact round trip, and inf (the initial best) reads back.
   std::string state() const override {
-    char b[160];
-    std::snprintf(b, sizeof b, "plateau %a %a %d %d", static_cast<double>(lr_), best_, bad_, cooldown_left_);
-    return b;
+    return format_c("plateau %a %a %d %d", static_cast<double>(lr_), best_, bad_, cooldown_left_);
   }
   void set_state(const std::string& s) override {
     std::istringstream in(s);
+    in.imbue(std::locale::classic());
     std::string tag, lr, best;
     int bad = -1, cd = -1;
     in >> tag >> lr >> best >> bad >> cd;
     KILN_CHECK(tag == "plateau" && bad >= 0 && cd >= 0 && !lr.empty() && !best.empty(),
                "plateau schedule state '" << s << "' is not readable");
-    lr_ = static_cast<float>(std::strtod(lr.c_str(), nullptr));
-    best_ = std::strtod(best.c_str(), nullptr);
+    char *lr_end = nullptr, *best_end = nullptr;
+    const double lr_read = strtod_c(lr.c_str(), &lr_end),
+                 best_read = strtod_c(best.c_str(), &best_end);
+    KILN_CHECK(*lr_end == 0 && *best_end == 0 && std::isfinite(lr_read),
+               "plateau schedule state '" << s << "' is not readable");
+    lr_ = static_cast<float>(lr_read);
+    best_ = best_read;
     bad_ = bad;
     cooldown_left_ = cd;
   }
@@ -297,6 +303,7 @@ class ManualLR : public Schedule {
       std::string first;
       if (!(ls >> first)) continue;
       std::istringstream row(line);
+      row.imbue(std::locale::classic());  // '.' decimals whatever the host's locale
       long long e;
       double l;
       std::string rest;

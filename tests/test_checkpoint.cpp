@@ -4,24 +4,31 @@
 // trainer resuming mid-epoch to the same weights as an uninterrupted run.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <locale.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <clocale>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <locale>
 #include <random>
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/numtext.h"
 #include "engine/trainer.h"
 #include "layers/models.h"
 #include "tests/test_util.h"
+#include "tuning/lr_finder.h"
+#include "tuning/options.h"
 #include "tuning/run_checkpoint.h"
 
 using namespace kiln;
@@ -487,7 +494,7 @@ TEST(Safetensors, HeadersAreValidUtf8BothWays) {
   EXPECT_EQ(*back.meta("config"), "caf\xc3\xa9 \xc3\xa9 \xc3\xad\xc2\xa0\xc2\x80 \xf0\x9f\x98\x80");
   EXPECT_EQ(back.tensors[0].name, "t\xc3\xbf");
   // A header with raw invalid bytes is refused, naming the byte.
-  for (const std::string bad :
+  for (const std::string& bad :
        {std::string("\xff"), std::string("\xc0\xaf"), std::string("\xed\xa0\x80"),
         std::string("\xf4\x90\x80\x80"), std::string("\xe2\x82")}) {
     const std::string h = "{\"__metadata__\":{\"k\":\"" + bad + "\"}}";
@@ -789,4 +796,120 @@ TEST(Checkpoint, TrainerResumesMidEpochExactly) {
   EXPECT_EQ(kept.batch, info.pos.batch);
   for (int k = 0; k < 3; ++k) EXPECT_EQ(kept.train_sums[k], info.pos.train_sums[k]) << k;
   std::remove(path.c_str());
+}
+
+// ---- a host program's locale --------------------------------------------------------------
+// An embedding program may call setlocale / std::locale::global with a locale whose decimal
+// point is ',' (de_DE): printf, strtod and streams then write and read "0,5". kiln's files must
+// not change (engine/numtext.h). The locale comes from the system, else is compiled with
+// localedef (Debian's `locales` package, which scripts/install_deps.sh installs) into a
+// temporary directory named by LOCPATH.
+namespace {
+
+std::string comma_locale() {
+  for (const char* name : {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "nl_NL.UTF-8"})
+    if (locale_t l = newlocale(LC_ALL_MASK, name, static_cast<locale_t>(0))) {
+      freelocale(l);
+      return name;
+    }
+  const std::string dir = ::testing::TempDir() + "kiln_locale_" + std::to_string(getpid());
+  const std::string cmd = "mkdir -p '" + dir + "' && localedef -c -i de_DE -f UTF-8 '" + dir +
+                          "/de_DE.UTF-8' >/dev/null 2>&1";
+  if (std::ifstream("/usr/share/i18n/locales/de_DE").good() && std::system(cmd.c_str()) >= 0) {
+    setenv("LOCPATH", dir.c_str(), 1);
+    if (locale_t l = newlocale(LC_ALL_MASK, "de_DE.UTF-8", static_cast<locale_t>(0))) {
+      freelocale(l);
+      return "de_DE.UTF-8";
+    }
+    unsetenv("LOCPATH");
+  }
+  return "";
+}
+
+// The host's locale for the scope of a test: both the C locale and the C++ global one.
+struct HostLocale {
+  explicit HostLocale(const std::string& name) { std::locale::global(std::locale(name.c_str())); }
+  ~HostLocale() {
+    std::locale::global(std::locale::classic());
+    std::setlocale(LC_ALL, "C");
+  }
+};
+
+}  // namespace
+
+TEST(Locale, FilesKeepDotDecimalsUnderACommaLocale) {
+  static const std::string name = comma_locale();
+  if (name.empty()) GTEST_SKIP() << "no locale with a decimal comma (install Debian's `locales`)";
+  // Written in the C locale, read under the host's; and the other way round.
+  Rig a(16, 1);
+  a.train(4, 11);
+  CheckpointInfo info = sample_info();
+  info.pos.early_stop.best = 0.1234567890123;
+  info.pos.watched_acc = 0.975;
+  const std::vector<uint8_t> c_bytes =
+      encode_checkpoint(a.ctx, *a.model, a.opt.get(), a.sched.get(), info);
+  const std::string dir = ::testing::TempDir() + "kiln_loc_" + std::to_string(getpid());
+  const std::string sched_file = dir + ".schedule";
+  write_all(sched_file,
+            {'0', ' ', '0', '.', '0', '5', '\n', '2', ' ', '2', '.', '5', 'e', '-', '3', '\n'});
+  std::vector<uint8_t> host_bytes;
+  {
+    HostLocale host(name);
+    char probe[16];
+    std::snprintf(probe, sizeof probe, "%g", 0.5);
+    ASSERT_STREQ(probe, "0,5") << name << " is not in effect: this test would show nothing";
+
+    EXPECT_EQ(json_number(0.5), "0.5");
+    EXPECT_EQ(json_number(0.0123f), "0.0123");
+    EXPECT_EQ(format_c("%.3f", 2.5), "2.500");
+    JsonValue v = parse_json("{\"lr\":0.0123,\"e\":2.5e-3}");
+    ASSERT_TRUE(v.find("lr") && v.find("e"));
+    EXPECT_EQ(v.find("lr")->number, 0.0123);
+    EXPECT_EQ(v.find("e")->number, 2.5e-3);
+
+    // a checkpoint written in the C locale loads; one written now has '.' decimals
+    Rig b(16, 2);
+    CheckpointInfo got = load_checkpoint_bytes(c_bytes, "c-locale checkpoint", b.ctx, *b.model,
+                                               b.opt.get(), b.sched.get());
+    EXPECT_EQ(got.pos.last_lr, info.pos.last_lr);
+    EXPECT_EQ(got.pos.train_sums[0], info.pos.train_sums[0]);
+    EXPECT_EQ(got.pos.early_stop.best, info.pos.early_stop.best);
+    EXPECT_EQ(got.pos.watched_acc, info.pos.watched_acc);
+    EXPECT_EQ(b.sched->state(), a.sched->state());
+    EXPECT_EQ(b.sched->lr(0, 0), a.sched->lr(0, 0));
+    host_bytes = encode_checkpoint(a.ctx, *a.model, a.opt.get(), a.sched.get(), info);
+    EXPECT_EQ(a.sched->state().find(','), std::string::npos) << a.sched->state();
+
+    // a manual schedule file, the run options (--lr, YAML values) and the LR finder's CSV
+    ScheduleOptions so;
+    so.name = "manual";
+    so.file = sched_file;
+    auto manual = make_schedule(so, 0.1f, 10, 5);
+    EXPECT_EQ(manual->lr(0, 0), 0.05f);
+    EXPECT_EQ(manual->lr(3, 0), 2.5e-3f);
+    RunConfig cfg;
+    const char* argv[] = {"x", "--lr", "0.0123", "--val-split", "0.25"};
+    parse_args(cfg, 5, const_cast<char**>(argv), run_options());
+    EXPECT_EQ(cfg.optim.lr, 0.0123f);
+    const std::string cj = run_config_json(cfg);
+    EXPECT_NE(cj.find("0.0123"), std::string::npos) << cj;
+    EXPECT_EQ(cj.find("0,0123"), std::string::npos) << cj;
+    LrFindResult r;
+    r.points.push_back({0, 0.5, 2.25, 2.25});
+    write_lr_find_csv(dir + ".csv", r);
+    std::ifstream csv(dir + ".csv");
+    std::string header, row;
+    std::getline(csv, header);
+    std::getline(csv, row);
+    EXPECT_EQ(row, "0,0.5,2.25,2.25");
+  }
+  Rig c(16, 3);
+  CheckpointInfo back = load_checkpoint_bytes(host_bytes, "host-locale checkpoint", c.ctx, *c.model,
+                                              c.opt.get(), c.sched.get());
+  EXPECT_EQ(back.pos.last_lr, info.pos.last_lr);
+  EXPECT_EQ(back.pos.early_stop.best, info.pos.early_stop.best);
+  EXPECT_EQ(c.sched->state(), a.sched->state());
+  EXPECT_EQ(host_bytes, c_bytes) << "the host's locale changed the checkpoint's bytes";
+  for (const std::string& f : {sched_file, dir + ".csv", dir + ".csv.suggestions"})
+    std::remove(f.c_str());
 }

@@ -9,13 +9,15 @@
 #include <numeric>
 #include <sstream>
 
+#include "engine/numtext.h"
+
 namespace kiln {
 
 namespace {
 
 bool as_number(const std::string& s, double& out) {
   char* end = nullptr;
-  out = std::strtod(s.c_str(), &end);
+  out = strtod_c(s.c_str(), &end);
   return !s.empty() && end && *end == 0 && std::isfinite(out);
 }
 

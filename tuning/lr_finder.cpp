@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iomanip>
+#include <locale>
 #include <sstream>
 
 #include "engine/error.h"
@@ -340,7 +341,9 @@ void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
   auto num = [](std::ostream& os, double v) -> std::ostream& {
     return std::isnan(v) ? os << "nan" : os << v;
   };
-  std::ostringstream f;
+  std::ostringstream f, g;  // '.' decimals whatever the host's locale
+  f.imbue(std::locale::classic());
+  g.imbue(std::locale::classic());
   f << "step,lr,loss,smoothed_loss\n" << std::setprecision(9);
   for (const auto& p : r.points) {
     f << p.step << ",";
@@ -349,7 +352,6 @@ void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
     num(f, p.smoothed) << "\n";
   }
   // The suggestions go to a companion file so the CSV stays a plain table for other tools.
-  std::ostringstream g;
   g << "method,lr,step\n" << std::setprecision(9);
   for (const auto& s : r.suggestions)
     if (s.ok())

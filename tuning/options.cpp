@@ -11,11 +11,13 @@
 #include <cstdlib>
 #include <iomanip>
 #include <limits>
+#include <locale>
 #include <sstream>
 #include <type_traits>
 
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/numtext.h"
 #include "engine/precision.h"
 
 namespace kiln {
@@ -28,7 +30,7 @@ double parse_float(const std::string& v, const std::string& origin) {
                    origin << ": '" << v << "' is not a finite number");
   char* end = nullptr;
   errno = 0;
-  double d = std::strtod(v.c_str(), &end);
+  double d = strtod_c(v.c_str(), &end);
   KILN_USAGE_CHECK(!v.empty() && end && *end == 0 && errno == 0 && std::isfinite(d),
                    origin << ": '" << v << "' is not a finite number");
   return d;
@@ -54,7 +56,7 @@ long long parse_int(const std::string& v, const std::string& origin) {
                    origin << ": '" << v << "' is out of range (at most 9223372036854775807)");
   if (end && *end != 0) {  // accept 1e3-style integers from YAML/sweeps when exact
     char* fend = nullptr;
-    double d = std::strtod(v.c_str(), &fend);
+    double d = strtod_c(v.c_str(), &fend);
     KILN_USAGE_CHECK(fend && *fend == 0 && std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15,
                      origin << ": '" << v << "' is not an integer");
     return static_cast<long long>(d);
@@ -82,6 +84,7 @@ bool parse_on_off(const std::string& v) {
 
 std::string fmt(double v) {
   std::ostringstream os;
+  os.imbue(std::locale::classic());
   os << v;
   return os.str();
 }
@@ -89,6 +92,7 @@ std::string fmt(double v) {
 // The shortest text that reads back as exactly v (a checkpoint's config must rebuild the same
 // validation split): "0.1", not "0.10000000000000001".
 std::string fmt_exact(double v) {
+  CLocaleScope c;  // '.' whatever the host's locale
   char buf[32];
   for (int p = 6; p <= 17; ++p) {
     std::snprintf(buf, sizeof(buf), "%.*g", p, v);

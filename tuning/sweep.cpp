@@ -18,6 +18,7 @@
 #include <cstring>
 #include <fstream>
 #include <iomanip>
+#include <locale>
 #include <map>
 #include <sstream>
 
@@ -222,6 +223,7 @@ std::string csv_header(const SweepSpec& spec) {
 
 std::string csv_row(const TrialRecord& r) {
   std::ostringstream os;
+  os.imbue(std::locale::classic());  // no digit grouping whatever the host's locale
   os << r.trial << "," << r.status << "," << json_number(r.metric);
   for (const auto& p : r.params) os << "," << csv_field(p.second);
   os << "," << r.epochs << "," << json_number(r.val_acc) << "," << json_number(r.val_loss) << ","

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/numtext.h"
 #include "tuning/sweep.h"
 #include "tuning/yaml_util.h"
 
@@ -32,9 +33,7 @@ double uniform01(uint64_t seed, int64_t trial, size_t param) {
 }
 
 std::string fmt_g(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
+  return format_c("%.6g", v);
 }
 
 void check_key(const std::string& path, const std::string& where, const std::string& key,
@@ -79,7 +78,7 @@ std::string scalar_text(const YAML::Node& v, const std::string& origin) {
 double number(const YAML::Node& v, const std::string& origin) {
   std::string s = scalar_text(v, origin);
   char* end = nullptr;
-  double d = std::strtod(s.c_str(), &end);
+  double d = strtod_c(s.c_str(), &end);
   KILN_USAGE_CHECK(!s.empty() && end && *end == 0 && std::isfinite(d),
                    origin << ": '" << s << "' is not a number");
   return d;

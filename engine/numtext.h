@@ -1,0 +1,32 @@
+// Numbers as text in the "C" locale, whatever locale the host program chose (setlocale, or
+// std::locale::global with a named locale): what kiln writes (JSONL metrics, checkpoint
+// metadata, schedule state) always has '.' as its decimal point and reads back in any locale.
+// printf, strtod and sscanf follow the calling thread's C locale, so these switch the calling
+// thread (only it: uselocale) to "C" for the call. Streams that read or write numbers are
+// imbued with std::locale::classic() instead.
+#pragma once
+#include <string>
+
+namespace kiln {
+
+// RAII: the calling thread uses the "C" locale until the guard goes (for snprintf, sscanf,
+// strtod in a block).
+class CLocaleScope {
+ public:
+  CLocaleScope();
+  ~CLocaleScope();
+  CLocaleScope(const CLocaleScope&) = delete;
+  CLocaleScope& operator=(const CLocaleScope&) = delete;
+
+ private:
+  void* old_ = nullptr;  // the thread's locale_t before
+};
+
+// std::snprintf into a string, in the "C" locale.
+std::string format_c(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+// std::strtod / std::strtof in the "C" locale (same contract: *end past the number read; errno
+// is ERANGE after an overflow, else 0).
+double strtod_c(const char* s, char** end);
+float strtof_c(const char* s, char** end);
+
+}  // namespace kiln
