@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   return app::guarded_main("sweep", [&] {
     StopSignals signals;  // from the start: also between trials and while one loads its data
     std::string dir, importance_dir, report_dir, worker = "0/1";
-    bool resume = false, dry_run = false;
+    bool resume = false, dry_run = false, worker_set = false;
     size_t top = 20;
     std::vector<char*> rest = {argv[0]};
     std::vector<std::string> files;
@@ -101,9 +101,10 @@ int main(int argc, char** argv) {
         resume = true;
       else if (a == "--dry-run")
         dry_run = true;
-      else if (flag == "--worker")
+      else if (flag == "--worker") {
         worker = value("--worker");
-      else if (flag == "--importance")
+        worker_set = true;
+      } else if (flag == "--importance")
         importance_dir = value("--importance");
       else if (flag == "--report")
         report_dir = value("--report");
@@ -130,6 +131,15 @@ int main(int argc, char** argv) {
           rest.push_back(argv[++i]);
       }
     }
+    if (!report_dir.empty() || !importance_dir.empty()) {  // read a sweep directory, run nothing
+      const char* mode = report_dir.empty() ? "--importance" : "--report";
+      KILN_USAGE_CHECK(report_dir.empty() || importance_dir.empty(),
+                       "--report and --importance: give one (--report prints the importance too)");
+      KILN_USAGE_CHECK(
+          files.empty() && rest.size() == 1 && dir.empty() && !resume && !dry_run && !worker_set,
+          mode << " DIR reads a finished sweep and runs nothing; it takes no sweep "
+                  "file or other option (only --top)");
+    }
     if (!report_dir.empty()) {
       auto [spec, results] = load_sweep_dir(report_dir);
       print_tables(spec, results, top);
@@ -145,26 +155,31 @@ int main(int argc, char** argv) {
                      (files.empty() ? "missing the sweep YAML file" : "more than one sweep file")
                          << " (usage: sweep SWEEP.yaml [--dir DIR] ...)");
     SweepSpec spec = load_sweep(files[0]);
-    // Flags may not fight the sweep over a swept option, alone or in a grouped parameter.
-    for (size_t i = 1; i < rest.size(); ++i) {
-      std::string a = rest[i];
-      if (a.rfind("--", 0) != 0) continue;
-      std::string key = normalize_key(
-          a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2));
+    // Flags (and a --config file's keys) may not fight the sweep over a swept option, alone or in
+    // a grouped parameter: the trial's value would silently win. `what` names the setting.
+    auto check_not_swept = [&](const std::string& key, const std::string& what, const char* where) {
       const std::string why = sweep_refused_option(key);
-      KILN_USAGE_CHECK(why.empty(), a << ": " << why);
+      KILN_USAGE_CHECK(why.empty(), what << ": " << why);
       for (const auto& p : spec.params) {
         KILN_USAGE_CHECK(p.name != key && "no-" + p.name != key,
-                         a << ": '" << p.name << "' is a parameter of " << files[0]
-                           << "; it cannot also be set on the command line");
+                         what << ": '" << p.name << "' is a parameter of " << files[0]
+                              << "; it cannot also be set " << where);
         for (const auto& bundle : p.bundles)
           for (const auto& kv : bundle) {
             const std::string k = normalize_key(kv.first);
             KILN_USAGE_CHECK(k != key && "no-" + k != key,
-                             a << ": '" << k << "' is set by parameter '" << p.name << "' of "
-                               << files[0] << "; it cannot also be set on the command line");
+                             what << ": '" << k << "' is set by parameter '" << p.name << "' of "
+                                  << files[0] << "; it cannot also be set " << where);
           }
       }
+    };
+    for (size_t i = 1; i < rest.size(); ++i) {
+      std::string a = rest[i];
+      if (a.rfind("--", 0) != 0) continue;
+      check_not_swept(
+          normalize_key(
+              a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2)),
+          a, "on the command line");
     }
     RunConfig defaults = app::default_run_config();
     defaults.train.epochs = 1;
@@ -172,6 +187,8 @@ int main(int argc, char** argv) {
     apply_sweep_base(spec, base);
     ParsedArgs args = parse_args(base, static_cast<int>(rest.size()), rest.data(), run_options());
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
+    for (const auto& [name, key] : args.config_keys)
+      check_not_swept(name, args.config_path + ": key '" + key + "'", "in a --config file");
 
     if (dry_run) {
       check_param_names(spec);
@@ -195,6 +212,7 @@ int main(int argc, char** argv) {
     }
     // Options no trial can run with (--width 0 for every trial) are a usage error now, not a
     // sweep of failed trials; a combination only some trials hit stays a failed trial.
+    int64_t first_ok = -1;
     {
       std::string first;
       bool any_ok = false;
@@ -202,6 +220,7 @@ int main(int argc, char** argv) {
         try {
           trial_config(spec, base, i, "check").validate();
           any_ok = true;
+          first_ok = i;
         } catch (const Error& e) {
           if (e.kind() != ErrorKind::Usage) throw;
           if (first.empty()) first = e.message();
@@ -233,6 +252,13 @@ int main(int argc, char** argv) {
     }
     o.dir = dir;
     o.base = base;
+    // What every trial writes (--save's directory, --checkpoint-dir) is checked once, now: a path
+    // no trial can write is a usage error, not a sweep of failed trials that --resume then skips.
+    if (first_ok >= 0) {
+      RunConfig c = trial_config(spec, base, first_ok, dir);
+      c.train.log_path.clear();  // DIR/trials/, made by the sweep
+      check_output_paths(c);
+    }
     o.spec_text = read_text(files[0]);
     o.log = [](const std::string& s) {
       std::printf("%s\n", s.c_str());

@@ -113,6 +113,29 @@ set +e
 rc=$?
 set -e
 [ $rc -eq 2 ] || { echo "FAIL: --lr on a swept parameter rc=$rc"; exit 1; }
+# ... nor from a --config file (the trials' lr silently won); an output no trial can write is
+# refused before any trial runs (every trial failed, and --resume then skipped them all);
+# --report takes nothing else (it ignored a sweep file, --worker 5/2, run options).
+printf 'lr: 0.5\n' > lr.yaml
+for args in "--config lr.yaml" "--save missing/x.safetensors" "--checkpoint-dir /proc/kiln-ck"; do
+  set +e
+  # shellcheck disable=SC2086
+  "$KILN_BIN/sweep" s.yaml --dir clash2 $args "${common[@]}" > /dev/null 2> err.txt
+  rc=$?
+  set -e
+  [ $rc -eq 2 ] && [ ! -e clash2/results.jsonl ] && [ "$(grep -c 'sweep: error:' err.txt)" -eq 1 ] ||
+    { echo "FAIL: sweep $args rc=$rc"; cat err.txt; exit 1; }
+done
+grep -q "lr.yaml: key 'lr': 'lr' is a parameter of s.yaml" <("$KILN_BIN/sweep" s.yaml --config lr.yaml "${common[@]}" 2>&1) ||
+  { echo "FAIL: --config message"; exit 1; }
+for args in "s.yaml" "--worker 5/2" "--lr 0.1" "--importance seeds"; do
+  set +e
+  # shellcheck disable=SC2086
+  "$KILN_BIN/sweep" --report seeds $args > /dev/null 2> err.txt
+  rc=$?
+  set -e
+  [ $rc -eq 2 ] || { echo "FAIL: --report seeds $args rc=$rc"; cat err.txt; exit 1; }
+done
 # Selecting on a validation split (metric val_acc): each result holds val_acc next to test_acc.
 cat > val.yaml <<YAML
 method: grid
