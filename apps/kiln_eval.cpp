@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(!ckpt.empty(), "no checkpoint given (usage: kiln_eval CHECKPOINT ...)");
     KILN_USAGE_CHECK(dump.empty() || !same_file(dump, ckpt),
                      "--dump-logits " << dump << " is the checkpoint; name another file");
+    if (!dump.empty()) check_output_file("--dump-logits", dump);  // before scoring, not after
     KILN_USAGE_CHECK(split == "test" || split == "train" || split == "val",
                      "--split: '" << split << "' is not test, train or val");
     KILN_USAGE_CHECK(

@@ -28,6 +28,8 @@ double seconds_since(Clock::time_point t0) {
 
 void TrainOptions::validate() const {
   KILN_USAGE_CHECK(epochs >= 0, "--epochs " << epochs << ": must be >= 0");
+  // Each epoch's steps are planned up front (schedules span them): 8 bytes an epoch.
+  KILN_USAGE_CHECK(epochs <= 1000000, "--epochs " << epochs << ": must be <= 1000000");
   KILN_USAGE_CHECK(batch_size >= 1, "--batch-size " << batch_size << ": must be >= 1");
   KILN_USAGE_CHECK(eval_batch_size >= 1, "--eval-batch-size " << eval_batch_size << ": must be >= 1");
   KILN_USAGE_CHECK(log_every >= 0, "--log-every " << log_every << ": must be >= 0");

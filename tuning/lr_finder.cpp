@@ -214,7 +214,11 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
                           ? static_cast<double>(o.num_it)
                           : static_cast<double>(o.epochs) * static_cast<double>(s.train.size()) /
                                 static_cast<double>(topts.batch_size);
-  topts.epochs = static_cast<int>((n + spe - 1) / spe);
+  const long long ramp_epochs = (n + spe - 1) / spe;
+  KILN_USAGE_CHECK(ramp_epochs <= 1000000, "lr_find: --num-it " << n << " spans " << ramp_epochs
+                                                                << " epochs of " << rows
+                                                                << " samples; at most 1000000");
+  topts.epochs = static_cast<int>(ramp_epochs);
   topts.batch_schedule.clear();  // the ramp is over steps of one batch size
   topts.log_path.clear();
   topts.log_every = 0;

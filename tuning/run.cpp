@@ -40,6 +40,16 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
   if (!cfg.train.batch_schedule.empty() && cfg.train.batch_size != defaults.train.batch_size)
     notes.push_back("--batch-size " + std::to_string(cfg.train.batch_size) +
                     " is ignored: --batch-schedule sets every epoch's batch");
+  // (Not errors, unlike --restore-best alone: a sweep of early_stop over [0, 3] with a base
+  // early_stop_metric must not fail its trial with patience 0.)
+  if (cfg.train.early_stop == 0 &&
+      (cfg.train.early_stop_delta != defaults.train.early_stop_delta ||
+       cfg.train.early_stop_metric != defaults.train.early_stop_metric))
+    notes.push_back(std::string(cfg.train.early_stop_delta != defaults.train.early_stop_delta
+                                    ? "--early-stop-delta"
+                                    : "--early-stop-metric") +
+                    " is ignored without --early-stop N (it sets what early stopping counts as "
+                    "better)");
   if (cfg.train.scale_lr_with_batch && cfg.train.batch_schedule.empty())
     notes.push_back(
         "--scale-lr is ignored without --batch-schedule (it scales the lr with the scheduled "

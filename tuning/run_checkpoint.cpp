@@ -3,6 +3,7 @@
 #include "tuning/run_checkpoint.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -165,9 +166,62 @@ bool same_file(const std::string& a, const std::string& b) {
   return a == b;
 }
 
+// Why a file cannot be created in the existing directory d, or "" when it can: the run writes
+// there (a temp file renamed into place) after hours of training, so a read-only or special
+// directory (/proc) fails now. An unnamed O_TMPFILE probe leaves nothing behind; where the file
+// system has none, a named probe is removed at once.
+static std::string cannot_create_in(const std::string& d) {
+  int fd = ::open(d.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+    return "";
+  }
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) return std::strerror(errno);
+  const std::string probe = d + "/.kiln-probe-" + std::to_string(::getpid());
+  fd = ::open(probe.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) return errno == EEXIST ? "" : std::strerror(errno);
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return "";
+}
+
+void check_output_file(const char* opt, const std::string& path, bool in_place,
+                       const char* companion) {
+  struct stat st;
+  const std::string d = dir_name(path);
+  KILN_USAGE_CHECK(::stat(d.c_str(), &st) == 0,
+                   opt << " " << path << ": directory " << d << " does not exist");
+  KILN_USAGE_CHECK(S_ISDIR(st.st_mode), opt << " " << path << ": " << d << " is not a directory");
+  const bool exists = ::stat(path.c_str(), &st) == 0;
+  const int stat_errno = exists ? 0 : errno;
+  KILN_USAGE_CHECK(stat_errno != ENAMETOOLONG,  // else found when written, after the run
+                   opt << " " << path << ": " << std::strerror(stat_errno));
+  KILN_USAGE_CHECK(!exists || !S_ISDIR(st.st_mode),
+                   opt << " " << path << ": is a directory; name a file");
+  // A file replaced by a rename would turn a device or FIFO into a file; one written in place
+  // (the log, appended to) may be one: --log /dev/null works.
+  KILN_USAGE_CHECK(!exists || S_ISREG(st.st_mode) || in_place,
+                   opt << " " << path << ": exists and is not a regular file; not replacing it");
+  // An existing file written in place must take writes (--log /dev/stdout); anything else is
+  // created in the directory (a temp file renamed over the name).
+  if (exists && in_place)
+    KILN_USAGE_CHECK(::access(path.c_str(), W_OK) == 0,
+                     opt << " " << path << ": " << std::strerror(errno));
+  else if (const std::string why = cannot_create_in(d); !why.empty())
+    KILN_USAGE_FAIL(opt << " " << path << ": cannot create a file in " << d << ": " << why);
+  if (companion)  // a second file next to it (CSV.suggestions): a longer name
+    KILN_USAGE_CHECK(
+        ::stat((path + companion).c_str(), &st) == 0 || errno != ENAMETOOLONG,
+        opt << " " << path << ": " << path << companion << ": " << std::strerror(ENAMETOOLONG));
+}
+
 void check_output_paths(const RunConfig& cfg) {
   struct stat st;
-  const std::string csv = cfg.lr_find && cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv;
+  // The range test's CSV (and CSV.suggestions) only when the run is one: otherwise
+  // --lr-find-csv is ignored (with a note), so it is not checked either.
+  const std::string csv = !cfg.lr_find              ? ""
+                          : cfg.lr_find_csv.empty() ? "lr_find.csv"
+                                                    : cfg.lr_find_csv;
   const std::pair<const char*, std::string> outs[] = {
       {"--save", cfg.save}, {"--log", cfg.train.log_path}, {"--lr-find-csv", csv}};
   const std::pair<const char*, std::string> ins[] = {
@@ -175,20 +229,7 @@ void check_output_paths(const RunConfig& cfg) {
   for (size_t i = 0; i < 3; ++i) {
     const auto& [opt, path] = outs[i];
     if (path.empty()) continue;
-    const std::string d = dir_name(path);
-    KILN_USAGE_CHECK(::stat(d.c_str(), &st) == 0,
-                     opt << " " << path << ": directory " << d << " does not exist");
-    KILN_USAGE_CHECK(S_ISDIR(st.st_mode), opt << " " << path << ": " << d << " is not a directory");
-    const bool exists = ::stat(path.c_str(), &st) == 0;
-    const int stat_errno = exists ? 0 : errno;
-    KILN_USAGE_CHECK(stat_errno != ENAMETOOLONG,  // else found when written, after the run
-                     opt << " " << path << ": " << std::strerror(stat_errno));
-    KILN_USAGE_CHECK(!exists || !S_ISDIR(st.st_mode),
-                     opt << " " << path << ": is a directory; name a file");
-    // --save and the CSV are replaced by a rename, which would turn a device or FIFO into a
-    // file; the log is appended to, so --log /dev/null works.
-    KILN_USAGE_CHECK(!exists || S_ISREG(st.st_mode) || i == 1,
-                     opt << " " << path << ": exists and is not a regular file; not replacing it");
+    check_output_file(opt, path, i == 1, i == 2 ? ".suggestions" : nullptr);
     for (size_t j = 0; j < i; ++j)  // one would overwrite the other
       KILN_USAGE_CHECK(outs[j].second.empty() || !same_file(path, outs[j].second),
                        outs[j].first << " and " << opt << " name the same file " << path);
@@ -203,9 +244,26 @@ void check_output_paths(const RunConfig& cfg) {
   // writes none.)
   if (cfg.lr_find) return;
   std::string dir = checkpoint_dir_for(cfg), at = dir;
-  while (::stat(at.c_str(), &st) != 0 && at != dir_name(at)) at = dir_name(at);
+  while (::stat(at.c_str(), &st) != 0 && at != dir_name(at)) {
+    KILN_USAGE_CHECK(errno != ENAMETOOLONG,
+                     "checkpoint directory " << dir << ": " << std::strerror(ENAMETOOLONG));
+    at = dir_name(at);
+  }
   KILN_USAGE_CHECK(::stat(at.c_str(), &st) != 0 || S_ISDIR(st.st_mode),
                    "checkpoint directory " << dir << ": " << at << " is not a directory");
+  // The directories still to make must fit the file system's name limit, and `at` must take them.
+  const long name_max = ::pathconf(at.c_str(), _PC_NAME_MAX);
+  for (std::string rest = dir; rest != at && rest != dir_name(rest); rest = dir_name(rest)) {
+    const size_t slash = rest.rfind('/');
+    const size_t len = rest.size() - (slash == std::string::npos ? 0 : slash + 1);
+    KILN_USAGE_CHECK(name_max <= 0 || len <= static_cast<size_t>(name_max),
+                     "checkpoint directory " << dir << ": a name of " << len
+                                             << " bytes is longer than the file system allows ("
+                                             << name_max << ")");
+  }
+  if (const std::string why = cannot_create_in(at); !why.empty())
+    KILN_USAGE_FAIL("checkpoint directory " << dir << ": cannot create it in " << at << ": "
+                                            << why);
 }
 
 std::string existing_checkpoints_note(const RunConfig& cfg) {

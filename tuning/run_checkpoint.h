@@ -38,6 +38,12 @@ void prune_checkpoints(const std::string& dir, int keep, const TrainPosition& up
 // an input (--resume, --config, --schedule-file) are the same file; or when the checkpoint
 // directory cannot be made.
 void check_output_paths(const RunConfig& cfg);
+// One output file `path` (named by option `opt`, for messages): its directory exists and takes a
+// new file (or, when `in_place` and the file exists, the file takes writes), the name is not
+// too long, it is not a directory, and a file replaced by rename is a regular one; with
+// `companion`, path + companion is not too long either. Usage errors.
+void check_output_file(const char* opt, const std::string& path, bool in_place = false,
+                       const char* companion = nullptr);
 // Whether two paths name the same existing file (same inode), or are the same text.
 bool same_file(const std::string& a, const std::string& b);
 // A note for a run that starts fresh in a checkpoint directory already holding periodic

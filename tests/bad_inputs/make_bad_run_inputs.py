@@ -106,7 +106,7 @@ def main():
     case(y, "nested_mapping", cfg, 2, "key 'optimizer': nested mappings", {"config.yaml": "optimizer:\n  name: sgd\n"})
     case(y, "not_yaml", cfg, 2, "config.yaml: not valid YAML", {"config.yaml": "lr: [0.1\n"})
     case(y, "not_mapping", cfg, 2, "expected a mapping", {"config.yaml": "- lr\n- 0.1\n"})
-    case(y, "bad_value", cfg, 2, "--batch-size 0", {"config.yaml": "batch_size: 0\n"})
+    case(y, "bad_value", cfg, 2, "config.yaml: key 'batch_size': --batch-size 0", {"config.yaml": "batch_size: 0\n"})
     case(y, "missing_file", ["--config", "@CASE@/nope.yaml"], 2, "nope.yaml: cannot open")
     case(y, "sweep_file", cfg, 2, "key 'parameters': this is a sweep file; run it with: sweep",
          {"config.yaml": "method: grid\nparameters:\n  lr: {values: [0.1, 0.01]}\n"})
@@ -144,6 +144,14 @@ def main():
     case(c, "resume_directory", ["--resume", "@CASE@"], 1, "is a directory, not a file")
     case(c, "val_split_leaves_nothing", ["--train-limit", "10", "--val-split", "0.9"], 2,
          "--val-split 0.9 of 10 training samples leaves 0 to train on")
+    # Outputs that cannot be created fail before training, not after it (/proc takes no files).
+    case(c, "save_in_proc", ["--save", "/proc/kiln-out.safetensors"], 2,
+         "--save /proc/kiln-out.safetensors: cannot create a file in /proc")
+    case(c, "checkpoint_dir_in_proc", ["--checkpoint-dir", "/proc/kiln-checkpoints"], 2,
+         "checkpoint directory /proc/kiln-checkpoints: cannot create it in /proc")
+    case(c, "checkpoint_dir_name_too_long", ["--checkpoint-dir", "@CASE@/" + "d" * 300], 2,
+         "File name too long")
+    case(c, "epochs_too_many", ["--epochs", "2147483647"], 2, "--epochs 2147483647: must be <= 1000000")
 
 
 if __name__ == "__main__":

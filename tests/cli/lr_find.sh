@@ -104,4 +104,21 @@ set +e
 rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q 'lr_find always runs the LR range test' err.txt || { echo "FAIL: --no-lr-find rc=$rc"; cat err.txt; exit 1; }
+
+# A CSV name whose companion CSV.suggestions is too long for the file system is refused before
+# the test (it failed after it, the suggestions never printed); train_mnist without --lr-find
+# ignores --lr-find-csv (with a note) and does not check it either.
+long=$(printf 'a%.0s' $(seq 250)).csv
+set +e
+"$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 256 --model mlp --width 16 \
+  --num-it 5 --lr-find-csv "$long" >/dev/null 2>err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "$long.suggestions: File name too long" err.txt && [ ! -e "$long" ] ||
+  { echo "FAIL: long CSV name rc=$rc"; cat err.txt; exit 1; }
+mkdir -p csvdir
+"$KILN_BIN/train_mnist" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 128 --test-limit 64 \
+  --model mlp --width 16 --epochs 1 --checkpoint-dir ck --lr-find-csv csvdir >/dev/null 2>err.txt ||
+  { echo "FAIL: an ignored --lr-find-csv was checked"; cat err.txt; exit 1; }
+grep -q 'lr-find-csv is ignored without --lr-find' err.txt || { echo "FAIL: no note"; cat err.txt; exit 1; }
 echo "PASS"

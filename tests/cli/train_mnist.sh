@@ -121,6 +121,9 @@ check shared-ckpt-dir 0 "note: checkpoint directory $tmp/ck already holds 3 peri
   "$bin" "${small[@]}" --epochs 1 --checkpoint-every 1 --checkpoint-dir "$tmp/ck" --keep-last 1 --optimizer sgd
 [ "$(ls "$tmp/ck" | tr '\n' ' ')" = "ckpt-epoch-1.safetensors ckpt-epoch-2.safetensors ckpt-epoch-3.safetensors " ] ||
   { echo "FAIL: keep-last pruned another run's checkpoints: $(ls "$tmp/ck")"; fail=1; }
+# Early stopping's shape without early stopping: said (a sweep of early_stop over [0, 3] keeps it).
+check early-stop-delta-alone 0 'note: --early-stop-delta is ignored without --early-stop N' -- \
+  "$bin" "${small[@]}" --epochs 1 --early-stop-delta 0.5
 # An output that is one of the run's inputs is refused before anything is written.
 printf 'lr: 0.01\n' > "$tmp/c.yaml"
 check log-is-config 2 "--log $tmp/c.yaml is the --config file" -- "$bin" "${small[@]}" --config "$tmp/c.yaml" --log "$tmp/c.yaml"
@@ -129,6 +132,11 @@ check log-is-config 2 "--log $tmp/c.yaml is the --config file" -- "$bin" "${smal
   --dump-logits "$tmp/ck/./ckpt-epoch-1.safetensors" >/dev/null 2>"$tmp/err"
 [ $? = 2 ] && grep -q 'kiln_eval: error: --dump-logits .* is the checkpoint' "$tmp/err" ||
   { echo "FAIL: kiln_eval --dump-logits over its checkpoint"; cat "$tmp/err"; fail=1; }
+# ... and one it cannot write, before scoring (it printed the accuracy, then failed).
+out=$("$KILN_BIN/kiln_eval" "$tmp/ck/ckpt-epoch-1.safetensors" --data-dir "$data" \
+  --dump-logits "$tmp/no/such/dir/d.safetensors" 2>"$tmp/err")
+[ $? = 2 ] && [ -z "$out" ] && grep -q 'kiln_eval: error: --dump-logits .*: directory .* does not exist' "$tmp/err" ||
+  { echo "FAIL: kiln_eval --dump-logits into a missing directory: $out"; cat "$tmp/err"; fail=1; }
 # MNIST read as Fashion-MNIST (same file names; the data dir itself is searched too): said.
 check mnist-as-fashion 0 'note: .*t10k-images-idx3-ubyte.gz: mean pixel 0.121 is MNIST.s .*is --dataset mnist meant' -- \
   "$bin" --device cpu --dataset fashion-mnist --data-dir "$data/mnist" --model mlp --width 8 --epochs 1 --train-limit 200
