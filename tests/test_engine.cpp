@@ -160,8 +160,8 @@ TEST(Model, MisuseFromCppIsAnErrorNotACrash) {
   Context ctx(Device::CPU, 1);
   const Tensor g = Tensor::zeros({4, 3}, Device::CPU);
   EXPECT_THROW(m->backward(ctx, g), Error);  // before build
-  EXPECT_THROW(save_checkpoint(::testing::TempDir() + "kiln_unbuilt.safetensors", ctx, *m, nullptr,
-                               nullptr, CheckpointInfo{}),
+  EXPECT_THROW(save_checkpoint(test::temp_file("unbuilt.safetensors"), ctx, *m, nullptr, nullptr,
+                               CheckpointInfo{}),
                Error);
   m->build(Device::CPU, 1);
   try {
@@ -338,7 +338,7 @@ TEST(Options, TraitsSayWhatResumeSweepsAndTheRangeTestMayIgnore) {
 }
 
 TEST(Options, YamlConfigThenFlagsOverride) {
-  std::string path = testing::TempDir() + "kiln_cfg.yaml";
+  std::string path = test::temp_file("cfg.yaml");
   std::ofstream(path) << "lr: 0.25\nbatch_size: 16\nmilestones: [2, 4]\nmodel: mlp\n";
   RunConfig c;
   const char* argv[] = {"x", "--batch-size", "8", "--config", path.c_str()};
@@ -365,7 +365,7 @@ TEST(Options, YamlConfigThenFlagsOverride) {
 // A value the file set that validation refuses names the file and key; a flag that overrode
 // the file's value is the flag's error alone.
 TEST(Options, ConfigValueErrorsNameTheFile) {
-  std::string path = testing::TempDir() + "kiln_cfg_origin.yaml";
+  std::string path = test::temp_file("cfg_origin.yaml");
   std::ofstream(path) << "lr: -3\nmax_lr: -1\nbase_lr: 0\nschedule: cyclic\n";
   auto first_error = [&](std::vector<const char*> argv) {
     RunConfig c;

@@ -311,7 +311,7 @@ TEST(LrFinder, DivergenceStopsEarlyAndCsvIsWritten) {
   // fastai's ramp: step i at start * (end/start)^(i/num_it), never quite reaching end_lr.
   for (size_t i = 0; i < r.points.size(); ++i)
     EXPECT_FLOAT_EQ(r.points[i].lr, static_cast<float>(1e-3 * std::pow(1e9, i / 200.0))) << i;
-  std::string path = ::testing::TempDir() + "lr_find_test.csv";
+  std::string path = test::temp_file("lr_find_test.csv");
   write_lr_find_csv(path, r);
   std::ifstream f(path);
   std::string header;

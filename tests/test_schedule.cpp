@@ -11,6 +11,7 @@
 #include "engine/error.h"
 #include "optim/batch_schedule.h"
 #include "optim/schedule.h"
+#include "tests/test_util.h"
 
 using namespace kiln;
 
@@ -225,7 +226,7 @@ TEST(Schedule, PlateauPatienceCooldownMinLr) {
 }
 
 TEST(Schedule, ManualFileReReadAndErrors) {
-  std::string path = ::testing::TempDir() + "kiln_manual_schedule.txt";
+  std::string path = test::temp_file("manual_schedule.txt");
   { std::ofstream(path) << "# epoch lr\n1 0.1\n3 0.05\n\n5 0.01  # late\n"; }
   ScheduleOptions o = named("manual");
   o.file = path;

@@ -74,7 +74,7 @@ TEST(TrainerCpu, ExplodingRunStopsWithDivergedNamingALayer) {
   c.optim.momentum = 0;
   c.data.train_limit = 512;
   c.train.epochs = 3;
-  c.train.log_path = ::testing::TempDir() + "kiln_diverged.jsonl";
+  c.train.log_path = test::temp_file("diverged.jsonl");
   std::string message;
   try {
     run_training(c, {});
@@ -271,11 +271,13 @@ TEST(TrainerCpu, DeadReluRunIsFlaggedAndAHealthyOneIsNot) {
   dead.data.test_limit = 100;
   std::string log_dead, log_ok;
   RunResult d = run(dead, &log_dead);
+  ASSERT_FALSE(d.epochs.empty()) << "no epoch ran (stopped by a signal?)";
   EXPECT_GE(d.epochs.back().zero_grad_weights, 2);
   EXPECT_NE(log_dead.find("dead ReLUs"), std::string::npos) << log_dead;
   RunConfig ok = small_mlp();
   ok.train.epochs = 1;
   RunResult h = run(ok, &log_ok);
+  ASSERT_FALSE(h.epochs.empty());
   EXPECT_EQ(h.epochs.back().zero_grad_weights, 0);
   EXPECT_EQ(log_ok.find("dead ReLUs"), std::string::npos) << log_ok;
   EXPECT_EQ(dead_gradient_warning(3, 1, "0.weight").find("gradient of 1 weight tensor (up to 0.weight)"),
@@ -387,7 +389,7 @@ TEST(TrainerCpu, ValidationSplitIsScoredEachEpochAndWatchedByTargetAcc) {
   c.data.train_limit = 400;
   c.data.val_split = 0.2;
   c.train.epochs = 1;
-  c.train.log_path = ::testing::TempDir() + "kiln_val_split.jsonl";
+  c.train.log_path = test::temp_file("val_split.jsonl");
   RunResult one = run_training(c, {});
   ASSERT_EQ(one.epochs.size(), 1u);
   const EpochRecord& r = one.epochs[0];

@@ -3,6 +3,7 @@
 // skip used by every GPU test on a machine without a device.
 #pragma once
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
@@ -42,6 +43,12 @@ inline std::string data_dir() {
   return env && *env ? env : KILN_TEST_DATA_DIR;
 }
 #endif
+
+// A scratch file name in gtest's temp directory, unique to this process: two test runs at once
+// (a build's ctest while another build's runs) must not write each other's files.
+inline std::string temp_file(const std::string& name) {
+  return ::testing::TempDir() + "kiln_" + std::to_string(::getpid()) + "_" + name;
+}
 
 // Fresh random values in [lo, hi); each test passes its own seed.
 template <typename T = float>
