@@ -689,6 +689,52 @@ Dataset three_class_noise(const char* name) {
 }
 }  // namespace
 
+TEST(TrainerCpu, TrainingsInThreadsGiveTheBitsEachGivesAlone) {
+  // An embedding program may train several independent models at once, one per thread (each
+  // with its own Context, optimizer, schedule, Trainer; a shared read-only Dataset): no state
+  // is shared between them, so each ends with the weights it reaches alone. (A ThreadSanitizer
+  // build of this test ran clean on 2026-12-03; this build only compares the bits.)
+  const Dataset train = three_class_noise("noise/train");
+  auto train_one = [&](uint64_t seed, const char* optimizer) {
+    ModelOptions mo;
+    mo.model = "mlp";
+    mo.width = 16;
+    mo.norm = "batch";
+    mo.dropout = 0.25f;
+    auto m = make_model(mo, {1, 4, 4}, 3);
+    m->build(Device::CPU, seed);
+    Context ctx(Device::CPU, seed);
+    OptimOptions oo;
+    oo.name = optimizer;
+    oo.lr = 0.01f;
+    auto opt = make_optimizer(oo, *m);
+    ScheduleOptions so;
+    so.name = "one-cycle";
+    auto sched = make_schedule(so, oo.lr, 4, 6);
+    TrainOptions to;
+    to.epochs = 6;
+    to.batch_size = 4;
+    to.progress = 0;
+    Trainer tr(*m, *opt, *sched, ctx, to);
+    tr.fit(train, nullptr);
+    return m->flat_params().to_vector();
+  };
+  const std::vector<std::pair<uint64_t, const char*>> jobs = {
+      {1, "adam"}, {2, "sgd"}, {3, "rmsprop"}, {4, "adamw"}};
+  std::vector<std::vector<float>> alone, together(jobs.size());
+  for (const auto& [seed, o] : jobs) alone.push_back(train_one(seed, o));
+  std::vector<std::thread> threads;
+  for (size_t j = 0; j < jobs.size(); ++j)
+    threads.emplace_back([&, j] { together[j] = train_one(jobs[j].first, jobs[j].second); });
+  for (auto& t : threads) t.join();
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    ASSERT_EQ(together[j].size(), alone[j].size());
+    EXPECT_EQ(std::memcmp(together[j].data(), alone[j].data(), alone[j].size() * sizeof(float)), 0)
+        << "job " << j << " (" << jobs[j].second << ")";
+  }
+  EXPECT_NE(alone[0], alone[1]);  // the jobs differ: a mix-up would show
+}
+
 TEST(TrainerCpu, LabelsOutsideTheClassesAndNonVectorOutputsAreRefusedBeforeTraining) {
   // The loss reads logits[label]: a label past the model's classes would read the next row
   // (PyTorch raises "Target 2 is out of bounds"). Checked for every set before the first step.
