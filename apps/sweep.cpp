@@ -36,10 +36,11 @@ static const char* kUsage =
     "                  directory, and exit\n"
     "  --importance DIR  print only the parameter-importance table of a sweep and exit\n"
     "Run options (--device cuda, --data-dir ..., --epochs 2) apply to every trial, over the\n"
-    "file's base mapping; they may not name a swept option (nor --log: see --dir). --save FILE "
-    "writes one model per\n"
-    "trial (FILE with .trial-<id> before the extension); a trial stopped by SIGINT/SIGTERM\n"
-    "checkpoints into DIR/trials/trial-<id>-checkpoints and --resume runs it again.\n"
+    "file's base mapping; they may not name a swept option (nor --log: see --dir). A trial\n"
+    "trains 1 epoch unless the file's base, a parameter or --epochs says otherwise.\n"
+    "--save FILE writes one model per trial (FILE with .trial-<id> before the extension);\n"
+    "a trial stopped by SIGINT/SIGTERM checkpoints into DIR/trials/trial-<id>-checkpoints\n"
+    "and --resume runs it again.\n"
     "Exit codes: 0 ok, 1 runtime error or every trial failed, 2 usage error, 130/143 stopped\n"
     "by SIGINT/SIGTERM (finished trials are kept; --resume continues).\n";
 

@@ -619,6 +619,9 @@ MUTANTS = [
     ("sweep-config-swept", "apps/sweep.cpp",
      [("    for (const auto& [name, key] : args.config_keys)\n", "    for (const auto& [name, key] : decltype(args.config_keys){})\n")],
      "a --config key that sets a swept option is silently overridden by the trials (until 2026-12-03)"),
+    ("float-option-6-digits", "tuning/options.cpp",
+     [("  for (int p = 6; p <= 9; ++p) {", "  for (int p = 6; p <= 6; ++p) {")],
+     "a float option is recorded to 6 digits: --lr 0.0012345678 as 0.00123457, another float (until 2026-12-03)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

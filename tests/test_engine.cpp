@@ -265,6 +265,29 @@ TEST(Model, InitSchemesFollowTorchNnInit) {
   EXPECT_THROW(parse_init_scheme("he_uniformish"), Error);
 }
 
+TEST(Options, FloatOptionsAreRecordedExactly) {
+  // A checkpoint's config (run_config_json) must rebuild the run: a float option's text reads
+  // back as the same float (6 significant digits made --lr 0.0012345678 "0.00123457", another
+  // float, and a resume with --lr 0.0012345699 was not told the lr changed).
+  const OptionSpec* lr = run_options().find("lr");
+  ASSERT_NE(lr, nullptr);
+  for (float v : {0.0012345678f, 0.0012345699f, 0.1f, 0.01f, 1e-7f, 3.0e38f, 0.123456789f}) {
+    RunConfig c;
+    c.optim.lr = v;
+    const std::string text = lr->get(c);
+    RunConfig back;
+    const char* argv[] = {"x", "--lr", text.c_str()};
+    parse_args(back, 3, const_cast<char**>(argv), run_options());
+    EXPECT_EQ(back.optim.lr, v) << text;
+  }
+  RunConfig a, b;
+  a.optim.lr = 0.0012345678f;
+  b.optim.lr = 0.0012345699f;
+  EXPECT_NE(lr->get(a), lr->get(b));
+  a.optim.lr = 0.01f;
+  EXPECT_EQ(lr->get(a), "0.01");  // short values stay short
+}
+
 TEST(Options, CliFlagsBoolsAndErrors) {
   RunConfig c;
   const char* argv[] = {"x", "--lr", "0.5", "--batch-size=32", "--nesterov", "--no-shuffle", "--milestones", "3,7"};

@@ -101,6 +101,20 @@ std::string fmt_exact(double v) {
   return buf;
 }
 
+// The same for a float field: "0.0012345678" stays that, not "0.00123457" (6 digits, which
+// reads back as another float: a checkpoint's config must rebuild the run, and a resume with
+// another value must be told it changed). Non-finite values (unset NaN defaults) as fmt.
+std::string fmt_exact_float(float v) {
+  if (!std::isfinite(v)) return fmt(v);
+  CLocaleScope c;
+  char buf[32];
+  for (int p = 6; p <= 9; ++p) {
+    std::snprintf(buf, sizeof(buf), "%.*g", p, static_cast<double>(v));
+    if (std::strtof(buf, nullptr) == v) break;
+  }
+  return buf;
+}
+
 // Row builders: the accessor returns a reference to the field.
 template <typename F>
 OptionSpec opt_float(const std::string& name, const std::string& help, F field) {
@@ -115,7 +129,10 @@ OptionSpec opt_float(const std::string& name, const std::string& help, F field) 
           },
           [field](const RunConfig& c) {
             auto v = field(const_cast<RunConfig&>(c));
-            return std::is_same_v<decltype(v), double> ? fmt_exact(v) : fmt(v);
+            if constexpr (std::is_same_v<decltype(v), double>)
+              return fmt_exact(v);
+            else
+              return fmt_exact_float(v);
           }};
 }
 template <typename F>

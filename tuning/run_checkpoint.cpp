@@ -168,15 +168,16 @@ bool same_file(const std::string& a, const std::string& b) {
 
 // Why a file cannot be created in the existing directory d, or "" when it can: the run writes
 // there (a temp file renamed into place) after hours of training, so a read-only or special
-// directory (/proc) fails now. An unnamed O_TMPFILE probe leaves nothing behind; where the file
-// system has none, a named probe is removed at once.
+// directory (/proc) fails now. An unnamed O_TMPFILE probe leaves nothing behind; where it
+// fails, a named probe (removed at once) decides.
 static std::string cannot_create_in(const std::string& d) {
   int fd = ::open(d.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
   if (fd >= 0) {
     ::close(fd);
     return "";
   }
-  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) return std::strerror(errno);
+  // Any failure (no O_TMPFILE here, or a real one) is settled by a named file: its error is
+  // the one a write would meet.
   const std::string probe = d + "/.kiln-probe-" + std::to_string(::getpid());
   fd = ::open(probe.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
   if (fd < 0) return errno == EEXIST ? "" : std::strerror(errno);
