@@ -622,6 +622,9 @@ MUTANTS = [
     ("float-option-6-digits", "tuning/options.cpp",
      [("  for (int p = 6; p <= 9; ++p) {", "  for (int p = 6; p <= 6; ++p) {")],
      "a float option is recorded to 6 digits: --lr 0.0012345678 as 0.00123457, another float (until 2026-12-03)"),
+    ("sweep-bundles-collide", "tuning/sweep_spec.cpp",
+     [("        KILN_USAGE_CHECK(fresh || it->second == p.name,", "        KILN_USAGE_CHECK(true || fresh || it->second == p.name,")],
+     "two grouped parameters set one option: the later wins, the results credit the other (until 2026-12-03)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

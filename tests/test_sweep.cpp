@@ -124,6 +124,46 @@ TEST(SweepSpec, RandomSamplingRangesAndDistributions) {
   for (const auto& kv : opt) EXPECT_NEAR(kv.second / 2000.0, 1.0 / 3, 0.05) << kv.first;
 }
 
+TEST(SweepSpec, WandbRequiredKeysAndOneParameterPerOption) {
+  // W&B requires metric.name and early_terminate.type: without them a goal applied to the
+  // default metric (minimize ranked test_acc's worst model first) and pruning stayed off.
+  EXPECT_EQ(usage_error("metric: {goal: minimize}\nparameters: {lr: {values: [0.1]}}\n"),
+            "s.yaml: key 'metric': 'name' is missing (e.g. {name: val_acc, goal: maximize})");
+  EXPECT_EQ(usage_error("early_terminate: {min_epochs: 1}\nparameters: {lr: {values: [0.1]}}\n"),
+            "s.yaml: key 'early_terminate': 'type' is missing (expected {type: median, "
+            "min_epochs: k})");
+  // Two grouped parameters setting one option: the later won, the results credited the other.
+  EXPECT_EQ(usage_error("parameters:\n  a: {values: [{lr: 0.001}, {lr: 0.5}]}\n"
+                        "  b: {values: [{lr: 0.3}, {momentum: 0.5}]}\n"),
+            "s.yaml: 'lr' is set by parameters 'a' and 'b'; one option, one parameter");
+  EXPECT_NO_THROW(
+      parse_sweep("parameters:\n  a: {values: [{lr: 0.1, momentum: 0.9}, {lr: 0.5}]}\n", "s.yaml"));
+}
+
+TEST(SweepSpec, SampledValuesAreTheValuesTheTrialRuns) {
+  // A sample is recorded as the option holds it (lr is a float: the float's shortest text),
+  // not rounded to 6 digits, which put every sample of this range outside it, on two values.
+  SweepSpec s = parse_sweep(
+      "method: random\nrun_cap: 200\nparameters:\n"
+      "  lr: {min: 0.00123456123, max: 0.00123456999, distribution: uniform}\n"
+      "  momentum: {min: 0.3, max: 0.30000004, distribution: log_uniform}\n",
+      "s.yaml");
+  std::set<std::string> lrs, moms;
+  const float lo = 0.00123456123f, hi = 0.00123456999f;
+  for (int i = 0; i < 200; ++i) {
+    auto p = trial_params(s, i);
+    RunConfig c;
+    c.optim.lr = std::stof(p[0].second);
+    EXPECT_GE(c.optim.lr, lo) << p[0].second;
+    EXPECT_LE(c.optim.lr, hi) << p[0].second;
+    EXPECT_EQ(run_options().find("lr")->get(c), p[0].second);  // the text is the float's
+    lrs.insert(p[0].second);
+    moms.insert(p[1].second);
+  }
+  EXPECT_GT(lrs.size(), 20u);
+  EXPECT_GT(moms.size(), 1u);
+}
+
 TEST(SweepSpec, YamlErrorsNameFileAndKey) {
   std::string m = usage_error("parameters:\n  lrr: {values: [0.1]}\n");
   EXPECT_NE(m.find("s.yaml"), std::string::npos) << m;

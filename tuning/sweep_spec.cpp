@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -32,8 +33,15 @@ double uniform01(uint64_t seed, int64_t trial, size_t param) {
   return static_cast<double>(h >> 11) * 0x1.0p-53;
 }
 
+// A sampled value as text: the shortest that reads back as the same double (W&B and Optuna keep
+// full precision; 6 digits put every sample of a narrow range outside it, or on one value).
 std::string fmt_g(double v) {
-  return format_c("%.6g", v);
+  std::string t;
+  for (int p = 6; p <= 17; ++p) {
+    t = format_c("%.*g", p, v);
+    if (strtod_c(t.c_str(), nullptr) == v) break;
+  }
+  return t;
 }
 
 void check_key(const std::string& path, const std::string& where, const std::string& key,
@@ -242,6 +250,10 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
         s.run_cap = static_cast<int64_t>(d);
     } else if (k == "metric") {
       KILN_USAGE_CHECK(v.IsMap(), origin << ": expected {name: test_acc, goal: maximize}");
+      // W&B requires the name: a goal alone would silently apply to the default metric
+      // (minimize with no name ranked test_acc's worst model first).
+      KILN_USAGE_CHECK(v["name"].IsDefined(),
+                       origin << ": 'name' is missing (e.g. {name: val_acc, goal: maximize})");
       for (const auto& m : v) {
         std::string mk = m.first.as<std::string>(), mv = scalar_text(m.second, origin + "." + mk);
         check_key(path, " in metric", mk, {"name", "goal"});
@@ -280,6 +292,9 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
       }
     } else {
       KILN_USAGE_CHECK(v.IsMap(), origin << ": expected {type: median, min_epochs: k}");
+      // W&B requires the type: min_epochs alone left pruning off without a word.
+      KILN_USAGE_CHECK(v["type"].IsDefined(),
+                       origin << ": 'type' is missing (expected {type: median, min_epochs: k})");
       for (const auto& e : v) {
         std::string ek = e.first.as<std::string>(), eo = origin + "." + ek;
         check_key(path, " in early_terminate", ek, {"type", "min_epochs", "min_trials"});
@@ -323,6 +338,17 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
         KILN_USAGE_CHECK(!seen.count(kv.first), path << ": '" << kv.first
                                                      << "' is set by parameter '" << p.name
                                                      << "' and is also a parameter");
+  // Two grouped parameters that set the same option: the later one would win and the results
+  // would credit the earlier one's value, which never ran.
+  std::map<std::string, std::string> set_by;  // option -> the grouped parameter setting it
+  for (const auto& p : s.params)
+    for (const auto& b : p.bundles)
+      for (const auto& kv : b) {
+        auto [it, fresh] = set_by.emplace(kv.first, p.name);
+        KILN_USAGE_CHECK(fresh || it->second == p.name,
+                         path << ": '" << kv.first << "' is set by parameters '" << it->second
+                              << "' and '" << p.name << "'; one option, one parameter");
+      }
   for (const auto& b : s.base)
     KILN_USAGE_CHECK(!seen.count(b.first),
                      path << ": '" << b.first << "' is both in base and in parameters");
@@ -390,10 +416,20 @@ std::vector<std::pair<std::string, std::string>> trial_params(const SweepSpec& s
     std::string v;
     if (!p.is_range()) {
       v = p.values[std::min(p.values.size() - 1, static_cast<size_t>(u * p.values.size()))];
-    } else if (p.distribution == "uniform") {
-      v = fmt_g(p.min + u * (p.max - p.min));
-    } else if (p.distribution == "log_uniform") {
-      v = fmt_g(std::exp(std::log(p.min) + u * (std::log(p.max) - std::log(p.min))));
+    } else if (p.distribution == "uniform" || p.distribution == "log_uniform") {
+      const double x = p.distribution == "uniform"
+                           ? p.min + u * (p.max - p.min)
+                           : std::exp(std::log(p.min) + u * (std::log(p.max) - std::log(p.min)));
+      // Recorded as the option holds it: a float option's sample is the float the trial runs
+      // with (its shortest text), a double option's the double itself.
+      RunConfig scratch;
+      const OptionSpec* opt = run_options().find(p.name);
+      if (opt) {
+        run_options().set(scratch, p.name, fmt_g(x), spec.path + ": parameter '" + p.name + "'");
+        v = opt->get(scratch);
+      } else {
+        v = fmt_g(x);
+      }
     } else {
       double lo = std::ceil(p.min), hi = std::floor(p.max);
       v = std::to_string(static_cast<long long>(std::min(hi, lo + std::floor(u * (hi - lo + 1)))));
