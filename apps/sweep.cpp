@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
   return app::guarded_main("sweep", [&] {
     StopSignals signals;  // from the start: also between trials and while one loads its data
     std::string dir, importance_dir, report_dir, worker = "0/1";
-    bool resume = false, dry_run = false, worker_set = false;
+    bool resume = false, dry_run = false, worker_set = false, top_set = false;
     size_t top = 20;
     std::vector<char*> rest = {argv[0]};
     std::vector<std::string> files;
@@ -115,6 +115,7 @@ int main(int argc, char** argv) {
             !v.empty() && v.size() <= 9 && v.find_first_not_of("0123456789") == std::string::npos,
             "--top '" << v << "': expected a number of rows");
         top = static_cast<size_t>(std::stoul(v));
+        top_set = true;
       } else if (a.rfind("--", 0) != 0)
         files.push_back(a);
       else {
@@ -136,10 +137,11 @@ int main(int argc, char** argv) {
       const char* mode = report_dir.empty() ? "--importance" : "--report";
       KILN_USAGE_CHECK(report_dir.empty() || importance_dir.empty(),
                        "--report and --importance: give one (--report prints the importance too)");
-      KILN_USAGE_CHECK(
-          files.empty() && rest.size() == 1 && dir.empty() && !resume && !dry_run && !worker_set,
-          mode << " DIR reads a finished sweep and runs nothing; it takes no sweep "
-                  "file or other option (only --top)");
+      KILN_USAGE_CHECK(files.empty() && rest.size() == 1 && dir.empty() && !resume && !dry_run &&
+                           !worker_set && (!report_dir.empty() || !top_set),
+                       mode << " DIR reads a finished sweep and runs nothing; it takes no sweep "
+                               "file or other option"
+                            << (report_dir.empty() ? "" : " (but --top)"));
     }
     if (!report_dir.empty()) {
       auto [spec, results] = load_sweep_dir(report_dir);

@@ -844,7 +844,7 @@ struct HostLocale {
 }  // namespace
 
 TEST(Locale, FilesKeepDotDecimalsUnderACommaLocale) {
-  static const std::string name = comma_locale();
+  const std::string name = comma_locale();
   if (name.empty()) GTEST_SKIP() << "no locale with a decimal comma (install Debian's `locales`)";
   // Written in the C locale, read under the host's; and the other way round.
   Rig a(16, 1);
@@ -918,4 +918,9 @@ TEST(Locale, FilesKeepDotDecimalsUnderACommaLocale) {
   EXPECT_EQ(host_bytes, c_bytes) << "the host's locale changed the checkpoint's bytes";
   for (const std::string& f : {sched_file, dir + ".csv", dir + ".csv.suggestions"})
     std::remove(f.c_str());
+  if (const char* built = std::getenv("LOCPATH");
+      built && std::string(built).find("kiln_locale_") != std::string::npos) {
+    std::system(("rm -rf '" + std::string(built) + "'").c_str());  // the locale compiled above
+    unsetenv("LOCPATH");
+  }
 }

@@ -17,6 +17,7 @@
 #include "test_util.h"
 #include "tuning/options.h"
 #include "tuning/run.h"
+#include "tuning/run_checkpoint.h"
 
 using namespace kiln;
 
@@ -286,6 +287,22 @@ TEST(Options, FloatOptionsAreRecordedExactly) {
   EXPECT_NE(lr->get(a), lr->get(b));
   a.optim.lr = 0.01f;
   EXPECT_EQ(lr->get(a), "0.01");  // short values stay short
+}
+
+TEST(Options, ConfigDiffsReadSixDigitFloatsOfOlderFiles) {
+  // Before 2026-12-03 float options were recorded to 6 digits: an older checkpoint or sweep
+  // directory with --lr 0.0012345678 says "0.00123457", which is the same option, not a change.
+  auto skip_none = [](const std::string&) { return false; };
+  const JsonValue was = parse_json("{\"lr\":\"0.00123457\",\"momentum\":\"0.9\"}");
+  EXPECT_EQ(config_diffs(was, parse_json("{\"lr\":\"0.0012345678\",\"momentum\":\"0.9\"}"),
+                         skip_none, "--"),
+            "");
+  EXPECT_EQ(
+      config_diffs(was, parse_json("{\"lr\":\"0.0012346\",\"momentum\":\"0.9\"}"), skip_none, "--"),
+      "--lr 0.00123457 -> 0.0012346");
+  EXPECT_EQ(config_diffs(was, parse_json("{\"lr\":\"0.00123457\",\"momentum\":\"0.95\"}"),
+                         skip_none, "--"),
+            "--momentum 0.9 -> 0.95");
 }
 
 TEST(Options, CliFlagsBoolsAndErrors) {

@@ -320,6 +320,8 @@ TEST(LrFinder, DivergenceStopsEarlyAndCsvIsWritten) {
   size_t rows = 0;
   for (std::string line; std::getline(f, line);) ++rows;
   EXPECT_EQ(rows, r.points.size());
+  std::remove(path.c_str());
+  std::remove((path + ".suggestions").c_str());
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -413,6 +414,7 @@ TEST(TrainerCpu, ValidationSplitIsScoredEachEpochAndWatchedByTargetAcc) {
   RunResult three = run_training(c, {});
   EXPECT_EQ(three.epochs.size() == 1, r.val_acc >= c.train.target_acc)
       << "val " << r.val_acc << " test " << r.test_acc << " epochs " << three.epochs.size();
+  std::remove(c.train.log_path.c_str());
 }
 
 TEST(TrainerCpu, OneCycleSpansTheStepsOfABatchSchedule) {
@@ -695,7 +697,7 @@ TEST(TrainerCpu, TrainingsInThreadsGiveTheBitsEachGivesAlone) {
   // is shared between them, so each ends with the weights it reaches alone. (A ThreadSanitizer
   // build of this test ran clean on 2026-12-03; this build only compares the bits.)
   const Dataset train = three_class_noise("noise/train");
-  auto train_one = [&](uint64_t seed, const char* optimizer) {
+  auto train_one = [&](uint64_t seed, const char* optimizer, std::atomic<int>* start) {
     ModelOptions mo;
     mo.model = "mlp";
     mo.width = 16;
@@ -716,16 +718,22 @@ TEST(TrainerCpu, TrainingsInThreadsGiveTheBitsEachGivesAlone) {
     to.batch_size = 4;
     to.progress = 0;
     Trainer tr(*m, *opt, *sched, ctx, to);
-    tr.fit(train, nullptr);
+    if (start) {  // the threads begin together, so their steps interleave
+      start->fetch_sub(1);
+      while (start->load() > 0) std::this_thread::yield();
+    }
+    for (int round = 0; round < 25; ++round) tr.fit(train, nullptr);  // 600 steps
     return m->flat_params().to_vector();
   };
   const std::vector<std::pair<uint64_t, const char*>> jobs = {
       {1, "adam"}, {2, "sgd"}, {3, "rmsprop"}, {4, "adamw"}};
   std::vector<std::vector<float>> alone, together(jobs.size());
-  for (const auto& [seed, o] : jobs) alone.push_back(train_one(seed, o));
+  for (const auto& [seed, o] : jobs) alone.push_back(train_one(seed, o, nullptr));
+  std::atomic<int> start{static_cast<int>(jobs.size())};
   std::vector<std::thread> threads;
   for (size_t j = 0; j < jobs.size(); ++j)
-    threads.emplace_back([&, j] { together[j] = train_one(jobs[j].first, jobs[j].second); });
+    threads.emplace_back(
+        [&, j] { together[j] = train_one(jobs[j].first, jobs[j].second, &start); });
   for (auto& t : threads) t.join();
   for (size_t j = 0; j < jobs.size(); ++j) {
     ASSERT_EQ(together[j].size(), alone[j].size());

@@ -377,7 +377,8 @@ OptionTable build_table() {
                 [](RunConfig& c) -> int& { return c.sched.warmup_epochs; }),
         kRangeTestUnused);
   // training
-  t.add(opt_int("epochs", "training epochs", [](RunConfig& c) -> int& { return c.train.epochs; }),
+  t.add(opt_int("epochs", "training epochs (at most 10^6)",
+                [](RunConfig& c) -> int& { return c.train.epochs; }),
         kInvocation);
   t.add(opt_int("batch-size", "mini-batch size",
                 [](RunConfig& c) -> int64_t& { return c.train.batch_size; }),

@@ -44,12 +44,15 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
   // early_stop_metric must not fail its trial with patience 0.)
   if (cfg.train.early_stop == 0 &&
       (cfg.train.early_stop_delta != defaults.train.early_stop_delta ||
-       cfg.train.early_stop_metric != defaults.train.early_stop_metric))
-    notes.push_back(std::string(cfg.train.early_stop_delta != defaults.train.early_stop_delta
-                                    ? "--early-stop-delta"
-                                    : "--early-stop-metric") +
-                    " is ignored without --early-stop N (it sets what early stopping counts as "
-                    "better)");
+       cfg.train.early_stop_metric != defaults.train.early_stop_metric)) {
+    const bool delta = cfg.train.early_stop_delta != defaults.train.early_stop_delta,
+               metric = cfg.train.early_stop_metric != defaults.train.early_stop_metric;
+    notes.push_back(std::string(delta ? "--early-stop-delta" : "") + (delta && metric ? " " : "") +
+                    (metric ? "--early-stop-metric" : "") +
+                    (delta && metric ? " are ignored without --early-stop N (they set"
+                                     : " is ignored without --early-stop N (it sets") +
+                    " what early stopping counts as better)");
+  }
   if (cfg.train.scale_lr_with_batch && cfg.train.batch_schedule.empty())
     notes.push_back(
         "--scale-lr is ignored without --batch-schedule (it scales the lr with the scheduled "

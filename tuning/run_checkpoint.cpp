@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +18,7 @@
 
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/numtext.h"
 #include "engine/process.h"
 #include "tuning/run.h"
 
@@ -91,10 +93,18 @@ std::string run_config_json(const RunConfig& cfg) {
 std::string config_diffs(const JsonValue& was, const JsonValue& now,
                          const std::function<bool(const std::string&)>& skip,
                          const std::string& prefix) {
+  // Before 2026-12-03 a float option was recorded to 6 significant digits: such a text is the
+  // same option as the exact one it rounds (the old file cannot tell more).
+  auto same = [](const std::string& old, const std::string& now) {
+    if (old == now) return true;
+    char* end = nullptr;
+    const double x = strtod_c(now.c_str(), &end);
+    return !now.empty() && *end == 0 && format_c("%.6g", x) == old;
+  };
   std::string diffs;
   for (const auto& [k, v] : now.members) {
     const JsonValue* old = was.find(k);
-    if (skip(k) || !old || (old->is_string() && old->text == v.text)) continue;
+    if (skip(k) || !old || (old->is_string() && same(old->text, v.text))) continue;
     diffs += (diffs.empty() ? "" : ", ") + prefix + k + " " +
              (old->is_string() ? old->text : std::string("?")) + " -> " + v.text;
   }
@@ -178,12 +188,20 @@ static std::string cannot_create_in(const std::string& d) {
   }
   // Any failure (no O_TMPFILE here, or a real one) is settled by a named file: its error is
   // the one a write would meet.
-  const std::string probe = d + "/.kiln-probe-" + std::to_string(::getpid());
-  fd = ::open(probe.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd < 0) return errno == EEXIST ? "" : std::strerror(errno);
-  ::close(fd);
-  ::unlink(probe.c_str());
-  return "";
+  // A name taken (a probe a kill left, another container's pid) is retried under another.
+  static std::atomic<unsigned> counter{0};
+  int err = EEXIST;
+  for (int tries = 0; tries < 100 && err == EEXIST; ++tries) {
+    const std::string probe = d + "/.kiln-probe-" + std::to_string(::getpid()) + "-" +
+                              std::to_string(counter.fetch_add(1));
+    fd = ::open(probe.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    err = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+      ::close(fd);
+      ::unlink(probe.c_str());
+    }
+  }
+  return err == 0 ? "" : std::strerror(err);
 }
 
 void check_output_file(const char* opt, const std::string& path, bool in_place,
@@ -205,10 +223,10 @@ void check_output_file(const char* opt, const std::string& path, bool in_place,
                    opt << " " << path << ": exists and is not a regular file; not replacing it");
   // An existing file written in place must take writes (--log /dev/stdout); anything else is
   // created in the directory (a temp file renamed over the name).
-  if (exists && in_place)
-    KILN_USAGE_CHECK(::access(path.c_str(), W_OK) == 0,
-                     opt << " " << path << ": " << std::strerror(errno));
-  else if (const std::string why = cannot_create_in(d); !why.empty())
+  if (exists && in_place) {
+    const int err = ::access(path.c_str(), W_OK) == 0 ? 0 : errno;
+    KILN_USAGE_CHECK(err == 0, opt << " " << path << ": " << std::strerror(err));
+  } else if (const std::string why = cannot_create_in(d); !why.empty())
     KILN_USAGE_FAIL(opt << " " << path << ": cannot create a file in " << d << ": " << why);
   if (companion)  // a second file next to it (CSV.suggestions): a longer name
     KILN_USAGE_CHECK(
@@ -245,8 +263,9 @@ void check_output_paths(const RunConfig& cfg) {
   // writes none.)
   if (cfg.lr_find) return;
   std::string dir = checkpoint_dir_for(cfg), at = dir;
-  while (::stat(at.c_str(), &st) != 0 && at != dir_name(at)) {
-    KILN_USAGE_CHECK(errno != ENAMETOOLONG,
+  for (int err = ::stat(at.c_str(), &st) != 0 ? errno : 0; err != 0 && at != dir_name(at);
+       err = ::stat(at.c_str(), &st) != 0 ? errno : 0) {
+    KILN_USAGE_CHECK(err != ENAMETOOLONG,
                      "checkpoint directory " << dir << ": " << std::strerror(ENAMETOOLONG));
     at = dir_name(at);
   }
@@ -262,7 +281,11 @@ void check_output_paths(const RunConfig& cfg) {
                                              << " bytes is longer than the file system allows ("
                                              << name_max << ")");
   }
-  if (const std::string why = cannot_create_in(at); !why.empty())
+  // Whether it takes files only when checkpoints are asked for: a run without them (in a
+  // read-only working directory, a daemon in /) writes none unless stopped by a signal.
+  const bool asked =
+      cfg.checkpoint_every > 0 || cfg.checkpoint_every_steps > 0 || !cfg.checkpoint_dir.empty();
+  if (const std::string why = asked ? cannot_create_in(at) : ""; !why.empty())
     KILN_USAGE_FAIL("checkpoint directory " << dir << ": cannot create it in " << at << ": "
                                             << why);
 }

@@ -121,6 +121,20 @@ check shared-ckpt-dir 0 "note: checkpoint directory $tmp/ck already holds 3 peri
   "$bin" "${small[@]}" --epochs 1 --checkpoint-every 1 --checkpoint-dir "$tmp/ck" --keep-last 1 --optimizer sgd
 [ "$(ls "$tmp/ck" | tr '\n' ' ')" = "ckpt-epoch-1.safetensors ckpt-epoch-2.safetensors ckpt-epoch-3.safetensors " ] ||
   { echo "FAIL: keep-last pruned another run's checkpoints: $(ls "$tmp/ck")"; fail=1; }
+# A run that asks for no checkpoint trains in a directory it cannot write (as root, run as
+# nobody: root writes anywhere), and one that asks for them is refused before training.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+  mkdir -p "$tmp/ro" && chmod 755 "$tmp" && chmod 555 "$tmp/ro"
+  ( cd "$tmp/ro" && setpriv --reuid=65534 --regid=65534 --clear-groups "$bin" --device cpu \
+      --data-dir "$data" --model mlp --width 8 --epochs 1 --train-limit 100 --test-limit 50 ) \
+    >"$tmp/out" 2>"$tmp/err" && grep -q '^test_acc=' "$tmp/out" ||
+    { echo "FAIL: a run without checkpoints in a read-only directory"; cat "$tmp/err"; fail=1; }
+  ( cd "$tmp/ro" && setpriv --reuid=65534 --regid=65534 --clear-groups "$bin" --device cpu \
+      --data-dir "$data" --model mlp --width 8 --epochs 1 --train-limit 100 --checkpoint-every 1 ) \
+    >/dev/null 2>"$tmp/err"
+  [ $? = 2 ] && grep -q 'checkpoint directory checkpoints: cannot create it in .: Permission denied' "$tmp/err" ||
+    { echo "FAIL: --checkpoint-every in a read-only directory"; cat "$tmp/err"; fail=1; }
+fi
 # Early stopping's shape without early stopping: said (a sweep of early_stop over [0, 3] keeps it).
 check early-stop-delta-alone 0 'note: --early-stop-delta is ignored without --early-stop N' -- \
   "$bin" "${small[@]}" --epochs 1 --early-stop-delta 0.5
