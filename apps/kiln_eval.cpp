@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
     if (!data_dir.empty()) cfg.data.data_dir = data_dir;
     Device dev = resolve_device(cfg.device);
     Dataset test = load_dataset(cfg.data, split, dev);
+    if (!test.note.empty()) std::fprintf(stderr, "kiln_eval: note: %s\n", test.note.c_str());
     auto model = make_model(cfg.model, test.sample_shape(), test.num_classes);
     model->build(dev, cfg.seed);
     Context ctx(dev, cfg.seed);

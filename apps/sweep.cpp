@@ -275,7 +275,9 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     SweepOutcome out;
     try {
-      out = run_sweep(spec, o, default_trial_runner(defaults));
+      out = run_sweep(spec, o, default_trial_runner(defaults, [](const std::string& note) {
+                        std::fprintf(stderr, "sweep: note: %s\n", note.c_str());
+                      }));
     } catch (const TrialInterrupted& e) {
       std::fprintf(stderr,
                    "sweep: interrupted by %s; finished trials are in %s (continue with --resume)\n",

@@ -5,9 +5,12 @@
 #include "engine/dataset.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
+#include <cstring>
 #include <iomanip>
 #include <random>
 #include <sstream>
@@ -188,13 +191,84 @@ static bool is_file(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-// First existing <dir>/<base>[.gz] over the candidate dirs, or "".
+// The names a file of `base` is distributed under: the original, and for IDX files the
+// Kaggle / Windows-unzip spelling with a dot before "idx" (train-images.idx3-ubyte).
+static std::vector<std::string> name_variants(const std::string& base) {
+  std::vector<std::string> v = {base};
+  const size_t k = base.find("-idx");
+  if (k != std::string::npos) v.push_back(base.substr(0, k) + "." + base.substr(k + 1));
+  return v;
+}
+
+// First existing <dir>/<name>[.gz] over the candidate dirs and names, or "".
 static std::string find_file(const std::vector<std::string>& dirs, const std::string& base) {
   for (const std::string& d : dirs)
-    for (const char* ext : {"", ".gz"}) {
-      std::string p = d + "/" + base + ext;
-      if (is_file(p)) return p;
-    }
+    for (const std::string& b : name_variants(base))
+      for (const char* ext : {"", ".gz"}) {
+        std::string p = d + "/" + b + ext;
+        if (is_file(p)) return p;
+      }
+  return "";
+}
+
+static bool exists_any(const std::string& p) {  // lstat: a dangling symlink exists
+  struct stat st {};
+  return ::lstat(p.c_str(), &st) == 0;
+}
+
+// Why the files of a split are not where they were looked for, as one clause, or "": the data
+// directory missing, a file, or unreadable; '~' not expanded; a dangling link (the usual advice
+// follows these); or another tool's layout of the data (*layout set: the advice would not help).
+static std::string missing_hint(const std::string& data_dir, const std::vector<std::string>& dirs,
+                                const std::vector<std::string>& missing, bool cifar, bool* layout) {
+  struct stat st {};
+  *layout = false;
+  if (data_dir.empty()) return "";
+  if (data_dir[0] == '~' && ::stat(data_dir.c_str(), &st) != 0)
+    return "'~' is not expanded here: write the full path (or --data-dir ~/x without '=')";
+  const auto npz_hint = [] {
+    return std::string(
+        "mnist.npz is Keras' NumPy archive, not IDX: use the IDX .gz files "
+        "(scripts/fetch_data.sh) or write them from its arrays (docs/FORMATS.md)");
+  };
+  if (::stat(data_dir.c_str(), &st) != 0) {
+    const std::string err = std::strerror(errno);
+    char cwd[4096];
+    const bool rel = data_dir[0] != '/' && ::getcwd(cwd, sizeof cwd);
+    return data_dir + (rel ? " (relative to " + std::string(cwd) + ")" : std::string()) + ": " +
+           err;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    const bool npz = data_dir.size() > 4 && data_dir.compare(data_dir.size() - 4, 4, ".npz") == 0;
+    return data_dir + " is a file, not the directory holding the files" +
+           (npz && !cifar ? "; " + npz_hint() : std::string());
+  }
+  if (::access(data_dir.c_str(), R_OK | X_OK) != 0 && errno == EACCES)
+    return data_dir + " cannot be read (permission denied)";
+  for (const std::string& d : dirs)
+    if (::access(d.c_str(), R_OK | X_OK) != 0 && errno == EACCES)
+      return d + " cannot be read (permission denied)";
+  for (const std::string& d : dirs)
+    for (const std::string& b : missing)
+      for (const char* ext : {"", ".gz"})
+        if (exists_any(d + "/" + b + ext) && !is_file(d + "/" + b + ext))
+          return d + "/" + b + ext + " is a dangling symlink or not a regular file";
+  *layout = true;  // from here on, the data is there in a form kiln does not read
+  const std::string& dd = data_dir;
+  if (!cifar) {
+    if (exists_any(dd + "/mnist.npz") || exists_any(dd + "/fashion-mnist.npz")) return npz_hint();
+  } else {
+    for (const std::string& d : {dd, dd + "/cifar-10-batches-py"})
+      if (exists_any(d + "/data_batch_1") || exists_any(d + "/cifar-10-batches-py"))
+        return "this is the Python (pickle) version of CIFAR-10 (torchvision, Keras); kiln reads "
+               "the binary version: cifar-10-binary.tar.gz, unpacked";
+    if (exists_any(dd + "/cifar-10-binary.tar.gz"))
+      return "unpack it first: tar xzf " + dd + "/cifar-10-binary.tar.gz -C " + dd;
+    if (exists_any(dd + "/train.bin") || exists_any(dd + "/cifar-100-binary"))
+      return "this looks like CIFAR-100 (train.bin/test.bin, 2 label bytes a record), which "
+             "kiln does not read";
+  }
+  *layout = false;
   return "";
 }
 
@@ -211,6 +285,7 @@ Dataset slice_rows(const Dataset& ds, int64_t begin, int64_t end, const std::str
   out.name = name;
   out.num_classes = ds.num_classes;
   out.black = ds.black;
+  out.note = ds.note;
   out.images = ds.images.rows(begin, end);
   if (static_cast<int64_t>(ds.host_labels.size()) == ds.size())
     out.host_labels.assign(ds.host_labels.begin() + begin, ds.host_labels.begin() + end);
@@ -266,6 +341,11 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
   const std::string name = opts.dataset + "/" + split;
   std::vector<std::string> dirs = {opts.data_dir + "/" + opts.dataset, opts.data_dir};
   const bool cifar = opts.dataset == "cifar10";
+  if (!cifar) {
+    // torchvision: root/MNIST/raw/ (root/FashionMNIST/raw/), raw and .gz side by side.
+    dirs.push_back(opts.data_dir + (opts.dataset == "mnist" ? "/MNIST/raw" : "/FashionMNIST/raw"));
+    dirs.push_back(opts.data_dir + "/raw");
+  }
   if (cifar) {
     // The official tarball unpacks to cifar-10-batches-bin/.
     dirs.insert(dirs.begin() + 1, opts.data_dir + "/cifar10/cifar-10-batches-bin");
@@ -305,11 +385,17 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
   }
   // Name each missing file once and each directory searched once: a list of every
   // (file, dir, extension) combination is one line but no one can read it.
-  KILN_CHECK(missing.empty(),
-             name << ": cannot find " << join(missing, ", ") << " (raw or .gz) in "
-                  << join(dirs, ", ") << "; "
-                  << (cifar ? "CIFAR-10 must be supplied: scripts/fetch_data.sh --cifar-dir DIR"
-                            : "run scripts/fetch_data.sh to download it"));
+  if (!missing.empty()) {
+    bool layout = false;
+    const std::string hint = missing_hint(opts.data_dir, dirs, missing, cifar, &layout);
+    KILN_FAIL(name << ": cannot find " << join(missing, ", ") << " (raw or .gz) in "
+                   << join(dirs, ", ") << "; " << (hint.empty() ? "" : hint + "; ")
+                   << (layout  ? ""
+                       : cifar ? "CIFAR-10 (binary version) must be supplied: --data-dir at the "
+                                 "unpacked cifar-10-binary.tar.gz (cifar-10-batches-bin/), or "
+                                 "scripts/fetch_data.sh --cifar-dir DIR"
+                               : "run scripts/fetch_data.sh to download it"));
+  }
   if (cifar) return load_cifar_files(found, name, limit, opts.normalize, device);
   Dataset ds =
       load_idx_pair(found[0], found[1], name, limit, opts.normalize, mean, std, Device::CPU);
@@ -319,25 +405,35 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
   // MNIST and Fashion-MNIST share their file names, so a data directory of one read as the
   // other trains without complaint; their mean pixels (0.131 and 0.286) tell them apart.
   // Every block of 100 images of either set (train and test) averages 0.10-0.20 (MNIST) or
-  // 0.25-0.33 (Fashion-MNIST), so 100 images decide. Only the test split is checked (the run
-  // reports its note): summing the 47M training pixels at every start would be wasted.
-  if (split == "test" && ds.size() >= 100) {
-    double sum = 0;
+  // 0.25-0.33 (Fashion-MNIST), so the first 100 to 1000 images loaded decide, in each split
+  // (a train directory of one set with the test files of the other is caught too); with
+  // fewer than 100 nothing is said. A mean outside both ranges (inverted or other images) is
+  // named as such: telling that user to switch --dataset would be wrong.
+  const int64_t probe = std::min<int64_t>(ds.size(), 1000);
+  if (probe >= 100) {
+    const int64_t n = probe * (ds.images.numel() / ds.size());
     const float* px = ds.images.data();
-    for (int64_t i = 0, n = ds.images.numel(); i < n; ++i) sum += px[i];
-    double m = sum / static_cast<double>(ds.images.numel());
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += px[i];
+    double m = sum / static_cast<double>(n);
     if (opts.normalize) m = m * std[0] + mean[0];  // back to raw [0, 1] pixels
-    const bool looks_fashion = m > 0.21;
-    if (looks_fashion != (opts.dataset == "fashion-mnist")) {
-      std::ostringstream os;
-      os << found[0] << ": mean pixel " << std::setprecision(3) << m << " is "
-         << (looks_fashion ? "Fashion-MNIST's (MNIST's is 0.131)"
-                           : "MNIST's (Fashion-MNIST's is 0.286)")
+    const bool mnist_like = m >= 0.09 && m <= 0.21;
+    const bool fashion_like = m > 0.21 && m <= 0.36;
+    std::ostringstream os;
+    os << found[0] << ": mean pixel " << std::setprecision(3) << m;
+    if (!mnist_like && !fashion_like)
+      os << " is neither MNIST's (0.131) nor Fashion-MNIST's (0.286): inverted or other images? "
+         << "(they are normalised with " << opts.dataset << "'s mean and std)";
+    else if (fashion_like != (opts.dataset == "fashion-mnist"))
+      os << " is "
+         << (fashion_like ? "Fashion-MNIST's (MNIST's is 0.131)"
+                          : "MNIST's (Fashion-MNIST's is 0.286)")
          << ", not " << opts.dataset << "'s: is --dataset "
-         << (looks_fashion ? "fashion-mnist" : "mnist")
+         << (fashion_like ? "fashion-mnist" : "mnist")
          << " meant? (the two use the same file names)";
-      ds.note = os.str();
-    }
+    else
+      os.str("");
+    ds.note = os.str();
   }
   return device == Device::CPU ? ds : ds.to(device);
 }

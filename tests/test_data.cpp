@@ -285,12 +285,148 @@ TEST(LoadDataset, UsageErrorsAndMissingFiles) {
   m = error_of([&] { load_dataset(o, "train", Device::CPU); });
   // names each missing file, the .gz alternative, and every directory searched
   EXPECT_NE(m.find("cannot find train-images-idx3-ubyte, train-labels-idx1-ubyte (raw or .gz)"), std::string::npos) << m;
-  EXPECT_NE(m.find(" in " + t.file("mnist") + ", " + t.path.string() + ";"), std::string::npos) << m;
-  EXPECT_NE(m.find("scripts/fetch_data.sh"), std::string::npos) << m;
+  EXPECT_NE(m.find(" in " + t.file("mnist") + ", " + t.path.string() + ", " + t.file("MNIST/raw") +
+                   ", " + t.file("raw") + "; run scripts/fetch_data.sh"),
+            std::string::npos)
+      << m;
   o.dataset = "cifar10";
   m = error_of([&] { load_dataset(o, "test", Device::CPU); });
   EXPECT_NE(m.find("test_batch.bin"), std::string::npos) << m;
   EXPECT_NE(m.find("--cifar-dir"), std::string::npos) << m;
+}
+
+TEST(LoadDataset, OtherToolsLayoutsLoad) {
+  // torchvision's download folder (root/MNIST/raw/, raw and .gz side by side) from its root,
+  // and the Kaggle / Windows-unzip names with a dot (t10k-images.idx3-ubyte), raw or .gz.
+  const fs::path src = fs::path(test::data_dir()) / "mnist";
+  DataOptions o;
+  o.test_limit = 10;
+  o.normalize = false;
+  const std::vector<float> want = [&] {
+    o.data_dir = test::data_dir();
+    return load_dataset(o, "test", Device::CPU).images.to_vector();
+  }();
+  for (const std::string layout : {"torchvision", "kaggle"}) {
+    TempDir t;
+    const bool tv = layout == "torchvision";
+    const fs::path dir = tv ? t.path / "MNIST" / "raw" : t.path;
+    fs::create_directories(dir);
+    for (const std::string f : {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}) {
+      const std::string name =
+          tv ? f + ".gz"
+             : f.substr(0, f.find("-idx")) + ".idx" + f.substr(f.find("-idx") + 4) + ".gz";
+      fs::copy_file(src / (f + ".gz"), dir / name);
+    }
+    o.data_dir = t.path.string();
+    Dataset ds = load_dataset(o, "test", Device::CPU);
+    EXPECT_EQ(ds.images.to_vector(), want) << layout;
+    EXPECT_EQ(ds.note, "") << layout;
+  }
+}
+
+TEST(LoadDataset, MissingFilesSayWhy) {
+  TempDir t;
+  DataOptions o;
+  const auto why = [&](const std::string& dir, const std::string& dataset = "mnist") {
+    o.data_dir = dir;
+    o.dataset = dataset;
+    return error_of([&] { load_dataset(o, "test", Device::CPU); });
+  };
+  auto has = [](const std::string& m, const std::string& part) {
+    return m.find(part) != std::string::npos;
+  };
+  std::string m = why(t.file("nope"));
+  EXPECT_TRUE(has(m, "; " + t.file("nope") + ": No such file or directory")) << m;
+  m = why("no-such-dir-here");
+  EXPECT_TRUE(has(m, "; no-such-dir-here (relative to " + fs::current_path().string() + "): "))
+      << m;
+  m = why("~/no-such-dir-here");
+  EXPECT_TRUE(has(m, "'~' is not expanded here")) << m;
+  write_file(t.file("mnist.npz"), {'P', 'K', 3, 4});
+  m = why(t.file("mnist.npz"));
+  EXPECT_TRUE(has(m, "is a file, not the directory holding the files; mnist.npz is Keras'")) << m;
+  m = why(t.path.string());  // the .npz in the directory
+  EXPECT_TRUE(has(m, "mnist.npz is Keras' NumPy archive, not IDX")) << m;
+  fs::remove(t.file("mnist.npz"));
+  fs::create_symlink(t.file("gone"), t.file("t10k-images-idx3-ubyte.gz"));
+  m = why(t.path.string());
+  EXPECT_TRUE(has(m, t.file("t10k-images-idx3-ubyte.gz") + " is a dangling symlink")) << m;
+  fs::remove(t.file("t10k-images-idx3-ubyte.gz"));
+  fs::create_directories(t.path / "cifar-10-batches-py");
+  write_file(t.file("cifar-10-batches-py/data_batch_1"), {0x80, 2});
+  m = why(t.path.string(), "cifar10");
+  EXPECT_TRUE(has(m, "the Python (pickle) version of CIFAR-10")) << m;
+  fs::remove_all(t.path / "cifar-10-batches-py");
+  write_file(t.file("cifar-10-binary.tar.gz"), {0x1f, 0x8b});
+  m = why(t.path.string(), "cifar10");
+  EXPECT_TRUE(has(m, "unpack it first: tar xzf " + t.file("cifar-10-binary.tar.gz"))) << m;
+  fs::remove(t.file("cifar-10-binary.tar.gz"));
+  write_file(t.file("train.bin"), {1, 2});
+  m = why(t.path.string(), "cifar10");
+  EXPECT_TRUE(has(m, "this looks like CIFAR-100")) << m;
+  fs::remove(t.file("train.bin"));
+  m = why(t.path.string(), "cifar10");
+  EXPECT_TRUE(has(m, "must be supplied: --data-dir at the unpacked cifar-10-binary.tar.gz")) << m;
+  m = why(t.file("nope"));  // a location hint comes with the usual advice, a layout's without
+  EXPECT_TRUE(has(m, ": No such file or directory; run scripts/fetch_data.sh")) << m;
+  write_file(t.file("mnist.npz"), {'P', 'K', 3, 4});
+  m = why(t.path.string());
+  EXPECT_FALSE(has(m, "fetch_data.sh to download")) << m;
+}
+
+TEST(LoadDataset, NotesFilesThatLookLikeAnotherDataset) {
+  // MNIST's test files (mean pixel 0.13), bright ones (0.29, Fashion-MNIST's) and inverted
+  // ones (0.87) in each split: the note names the split's images file and what it looks like.
+  TempDir t;
+  const fs::path src = fs::path(test::data_dir()) / "mnist";
+  IdxArray img = read_idx((src / "t10k-images-idx3-ubyte.gz").string());
+  const IdxArray labels = read_idx((src / "t10k-labels-idx1-ubyte.gz").string());
+  const uint32_t n = 200;
+  auto images = [&](int kind) {  // 0 as is, 1 brightened, 2 inverted
+    std::vector<uint8_t> px(img.data.begin(), img.data.begin() + n * 784);
+    for (uint8_t& p : px)
+      p = kind == 0 ? p : kind == 1 ? static_cast<uint8_t>(std::min(255, p + 42)) : 255 - p;
+    return make_idx({n, 28, 28}, px);
+  };
+  const std::vector<uint8_t> lab =
+      make_idx({n}, std::vector<uint8_t>(labels.data.begin(), labels.data.begin() + n));
+  DataOptions o;
+  o.data_dir = t.path.string();
+  for (const std::string split : {"train", "test"}) {
+    const std::string pre = split == "train" ? "train" : "t10k";
+    write_file(t.file(pre + "-labels-idx1-ubyte"), lab);
+    for (int kind : {0, 1, 2}) {
+      write_file(t.file(pre + "-images-idx3-ubyte"), images(kind));
+      for (const std::string dataset : {"mnist", "fashion-mnist"}) {
+        o.dataset = dataset;
+        const std::string note = load_dataset(o, split, Device::CPU).note;
+        const std::string what = split + " " + std::to_string(kind) + " as " + dataset;
+        if ((kind == 0 && dataset == "mnist") || (kind == 1 && dataset == "fashion-mnist")) {
+          EXPECT_EQ(note, "") << what;
+          continue;
+        }
+        EXPECT_EQ(note.rfind(t.file(pre + "-images-idx3-ubyte") + ": mean pixel ", 0), 0u)
+            << what << ": " << note;
+        const std::string says = kind == 2   ? "is neither MNIST's (0.131) nor Fashion-MNIST's"
+                                 : kind == 1 ? "is Fashion-MNIST's (MNIST's is 0.131), not mnist's"
+                                             : "is MNIST's (Fashion-MNIST's is 0.286), not "
+                                               "fashion-mnist's";
+        EXPECT_NE(note.find(says), std::string::npos) << what << ": " << note;
+      }
+    }
+    // Under 100 images nothing is decided.
+    o.dataset = "mnist";
+    (split == "train" ? o.train_limit : o.test_limit) = 99;
+    EXPECT_EQ(load_dataset(o, split, Device::CPU).note, "") << split;
+    (split == "train" ? o.train_limit : o.test_limit) = 0;
+    write_file(t.file(pre + "-images-idx3-ubyte"), images(0));
+  }
+  // A validation split keeps the training file's note on both parts.
+  write_file(t.file("train-images-idx3-ubyte"), images(1));
+  o.val_split = 0.25;
+  TrainValSplit tv = load_train_val(o, Device::CPU);
+  EXPECT_NE(tv.train.note.find("is Fashion-MNIST's"), std::string::npos) << tv.train.note;
+  EXPECT_EQ(tv.val.note, tv.train.note);
 }
 
 TEST(LoadDataset, ASplitsFilesComeFromOneDirectory) {

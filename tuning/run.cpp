@@ -156,7 +156,13 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   auto s = make_session(cfg, true, cfg.resume.empty() ? nullptr : &resume_at);
   s->trainer->log = hooks.log;
   s->trainer->on_epoch = hooks.on_epoch;
-  if (hooks.log && !s->test.note.empty()) hooks.log("note: " + s->test.note);
+  for (const std::string* note : {&s->train.note, &s->test.note})
+    if (!note->empty()) {
+      if (hooks.data_note)
+        hooks.data_note(*note);
+      else if (hooks.log)
+        hooks.log("note: " + *note);
+    }
   const bool sized_by_steps =
       cfg.sched.name == "one-cycle" || cfg.sched.name == "cyclic" || cfg.sched.warmup_epochs > 0;
   if (hooks.log && sized_by_steps && !cfg.resume.empty() && resume_at.epoch > 0 &&

@@ -14,6 +14,9 @@ namespace kiln {
 struct RunHooks {
   std::function<void(const std::string&)> log;           // user-facing lines
   std::function<bool(const EpochRecord&)> on_epoch;       // false stops the run
+  // What the data files look like against --dataset (Dataset::note, e.g. Fashion-MNIST's files
+  // read as MNIST); when unset these go to `log` with the other notes.
+  std::function<void(const std::string&)> data_note;
 };
 
 struct RunResult {

@@ -20,6 +20,8 @@
 #include <iomanip>
 #include <locale>
 #include <map>
+#include <memory>
+#include <set>
 #include <sstream>
 
 #include "engine/checkpoint.h"
@@ -481,8 +483,12 @@ std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConf
   return out;
 }
 
-TrialRunner default_trial_runner(std::optional<RunConfig> defaults) {
-  return [defaults](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch) {
+TrialRunner default_trial_runner(std::optional<RunConfig> defaults,
+                                 std::function<void(const std::string&)> data_note) {
+  // A note on the data is the same for every trial: passed on once, not once per trial.
+  auto said = std::make_shared<std::set<std::string>>();
+  return [defaults, data_note, said](const RunConfig& cfg,
+                                     const std::function<bool(const EpochRecord&)>& on_epoch) {
     RunHooks hooks;
     hooks.on_epoch = on_epoch;
     // What the trial would print on a terminal (epoch lines, --grad-report tables, notes) goes
@@ -500,6 +506,10 @@ TrialRunner default_trial_runner(std::optional<RunConfig> defaults) {
         KILN_CHECK(text, path << ": write failed: " << std::strerror(errno));
       };
     }
+    hooks.data_note = [&hooks, &data_note, &said](const std::string& note) {
+      if (hooks.log) hooks.log("note: " + note);
+      if (data_note && said->insert(note).second) data_note(note);
+    };
     if (defaults && hooks.log)
       for (const std::string& note : option_notes(cfg, *defaults)) hooks.log("note: " + note);
     RunResult r = run_training(cfg, hooks);

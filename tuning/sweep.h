@@ -79,7 +79,10 @@ struct TrialInterrupted : std::runtime_error {
 using TrialRunner = std::function<std::vector<EpochRecord>(
     const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch)>;
 // run_training; with `defaults` (the app's), each trial's option_notes open its trial log.
-TrialRunner default_trial_runner(std::optional<RunConfig> defaults = std::nullopt);
+// A note on the data (Dataset::note: the files look like another dataset than --dataset says)
+// goes to the trial log and, each distinct one once per runner, to `data_note`.
+TrialRunner default_trial_runner(std::optional<RunConfig> defaults = std::nullopt,
+                                 std::function<void(const std::string&)> data_note = nullptr);
 
 struct SweepOptions {
   std::string dir;

@@ -153,7 +153,24 @@ out=$("$KILN_BIN/kiln_eval" "$tmp/ck/ckpt-epoch-1.safetensors" --data-dir "$data
   { echo "FAIL: kiln_eval --dump-logits into a missing directory: $out"; cat "$tmp/err"; fail=1; }
 # MNIST read as Fashion-MNIST (same file names; the data dir itself is searched too): said.
 check mnist-as-fashion 0 'note: .*t10k-images-idx3-ubyte.gz: mean pixel 0.121 is MNIST.s .*is --dataset mnist meant' -- \
-  "$bin" --device cpu --dataset fashion-mnist --data-dir "$data/mnist" --model mlp --width 8 --epochs 1 --train-limit 200
+  "$bin" --device cpu --dataset fashion-mnist --data-dir "$data/mnist" --model mlp --width 8 --epochs 1 --train-limit 200 \
+  --save "$tmp/fashion.safetensors"
+# ... the training split too (it was only the test split's), and by the other apps: kiln_eval
+# and lr_find said nothing, a sweep only in each trial's log (now once on the terminal).
+grep -q 'note: .*train-images-idx3-ubyte.gz: mean pixel 0.1[0-9]* is MNIST.s' "$tmp/out" "$tmp/err" ||
+  { echo "FAIL: no note on the training files"; cat "$tmp/out" "$tmp/err"; fail=1; }
+"$KILN_BIN/kiln_eval" "$tmp/fashion.safetensors" --device cpu --data-dir "$data/mnist" >/dev/null 2>"$tmp/err" &&
+  grep -q '^kiln_eval: note: .*t10k-images-idx3-ubyte.gz: mean pixel 0.121 is MNIST.s' "$tmp/err" ||
+  { echo "FAIL: kiln_eval's note"; cat "$tmp/err"; fail=1; }
+"$KILN_BIN/lr_find" --device cpu --dataset fashion-mnist --data-dir "$data/mnist" --model mlp --width 8 \
+  --train-limit 200 --num-it 5 --lr-find-csv "$tmp/lrf.csv" >"$tmp/out" 2>&1 &&
+  grep -q '^lr_find: note: .*train-images-idx3-ubyte.gz: mean pixel 0.1[0-9]* is MNIST.s' "$tmp/out" ||
+  { echo "FAIL: lr_find's note"; cat "$tmp/out"; fail=1; }
+printf 'method: grid\nmetric: {name: test_acc, goal: maximize}\nbase: {model: mlp, width: 8, train_limit: 200, test_limit: 100, dataset: fashion-mnist}\nparameters:\n  lr: {values: [0.01, 0.02]}\n' >"$tmp/fs.yaml"
+"$KILN_BIN/sweep" "$tmp/fs.yaml" --dir "$tmp/fs" --device cpu --data-dir "$data/mnist" >/dev/null 2>"$tmp/err" &&
+  [ "$(grep -c '^sweep: note: .*mean pixel .* is MNIST.s' "$tmp/err")" = 2 ] &&
+  [ "$(grep -c '^sweep: note: .*train-images-idx3-ubyte.gz: mean pixel' "$tmp/err")" = 1 ] ||
+  { echo "FAIL: sweep's notes (the train and test files', once each)"; cat "$tmp/err"; fail=1; }
 # A model past the machine's memory is a usage error naming its largest layer, not an OOM kill
 # (1000 layers of 65536x65536: ~69 TB of weights, gradients and moments, past any machine).
 check model-too-big 2 'training needs about [0-9.]+ GiB .*the largest is layer 3 \(Linear\(65536 -> 65536\)' -- \
