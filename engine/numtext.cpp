@@ -48,10 +48,4 @@ double strtod_c(const char* s, char** end) {
   return std::strtod(s, end);
 }
 
-float strtof_c(const char* s, char** end) {
-  CLocaleScope c;
-  errno = 0;
-  return std::strtof(s, end);
-}
-
 }  // namespace kiln

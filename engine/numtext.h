@@ -24,9 +24,8 @@ class CLocaleScope {
 
 // std::snprintf into a string, in the "C" locale.
 std::string format_c(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-// std::strtod / std::strtof in the "C" locale (same contract: *end past the number read; errno
-// is ERANGE after an overflow, else 0).
+// std::strtod in the "C" locale (same contract: *end past the number read; errno is ERANGE
+// after an overflow, else 0).
 double strtod_c(const char* s, char** end);
-float strtof_c(const char* s, char** end);
 
 }  // namespace kiln

@@ -68,7 +68,7 @@ struct OptimStepStats {
 // CPU reference: one step over all tensors. s1/s2 are the state buffers (same layout as w):
 // SGD: s1 = momentum_buffer; Adam/AdamW: s1 = exp_avg, s2 = exp_avg_sq; RMSprop: s1 =
 // square_avg, s2 = momentum_buffer. Buffers a kind does not use may be null. Sums of squares
-// are accumulated in double, per tensor in a fixed order (four interleaved lanes).
+// are accumulated in double, per tensor in a fixed order (four interleaved lanes). Float only.
 template <typename T>
 void optim_step_ref(T* w, const T* g, T* s1, T* s2, const OptimTensor* tensors, int ntensors,
                     const OptimHyper& h, OptimStepStats* stats);

@@ -99,18 +99,9 @@ void optim_step_ref(T* w, const T* g, T* s1, T* s2, const OptimTensor* tensors, 
     }
   }
   // A sum of squares of floats cannot overflow a double: it is finite exactly when every g_eff
-  // is. (Only the double instantiation, used by gradient checks, can overflow; look then.)
-  bool nonfinite = !std::isfinite(total);
-  if (nonfinite && sizeof(T) == sizeof(double)) {
-    nonfinite = false;
-    for (int t = 0; t < ntensors && !nonfinite; ++t)
-      for (int64_t i = tensors[t].offset; i < tensors[t].offset + tensors[t].numel; ++i)
-        if (!std::isfinite(static_cast<double>(
-                optim_penalised_grad(g[i], w[i], tensors[t].penalize, h.l1, h.l2)))) {
-          nonfinite = true;
-          break;
-        }
-  }
+  // is. (Only float is instantiated: a double step's sums could overflow on finite values.)
+  static_assert(std::is_same<T, float>::value, "optim_step_ref: float only");
+  const bool nonfinite = !std::isfinite(total);
   double G = std::sqrt(total);
   if (stats) {
     stats->grad_norm = static_cast<float>(G);
@@ -126,7 +117,10 @@ void optim_step_ref(T* w, const T* g, T* s1, T* s2, const OptimTensor* tensors, 
 
   // Pass 2: clip, decay, update. A state buffer the kind does not use may be null; then a
   // dummy takes its (unread) writes, in a loop of its own so the usual one stays vectorisable.
+  // SGD never touches s2 (FlatOptimizer keeps none for it): its specialised loop gets s1 in
+  // its place, or every SGD step of a real run took the slow loop.
   const OptimScalars sc = optim_scalars(h);
+  if (!s2 && h.kind == OptimKind::SGD) s2 = s1;
   for (int t = 0; t < ntensors; ++t) {
     const OptimTensor& ts = tensors[t];
     const float factor = static_cast<float>(optim_clip_factor(h.clip, h.clip_value, g2[t], G));
@@ -176,8 +170,6 @@ double optim_penalty_ref(const T* w, T* g, int64_t n, float l1, float l2) {
 
 template void optim_step_ref<float>(float*, const float*, float*, float*, const OptimTensor*, int,
                                     const OptimHyper&, OptimStepStats*);
-template void optim_step_ref<double>(double*, const double*, double*, double*, const OptimTensor*,
-                                     int, const OptimHyper&, OptimStepStats*);
 template double optim_penalty_ref<float>(const float*, float*, int64_t, float, float);
 template double optim_penalty_ref<double>(const double*, double*, int64_t, float, float);
 
