@@ -224,4 +224,84 @@ check save-restarts 0 '^test_acc=' -- "$bin" "${small[@]}" --epochs 1 --schedule
   --save "$tmp/cr.safetensors"
 check resume-restarts 0 'epochs 1 -> 3 \(the cosine-restarts schedule spans --epochs' \
   -- "$bin" "${small[@]}" --epochs 3 --schedule cosine-restarts --resume "$tmp/cr.safetensors"
+# --detect-anomaly checks every step. The sigmoid recipe above (logits that grow without
+# overflowing) then stops at the step whose loss crosses the bound, not at the epoch's end; the
+# ReLU recipe is named at the step and layer it went non-finite, as without it; a healthy run
+# trains the same bits.
+sig=(--device cpu --data-dir "$data" --model mlp --depth 20 --activation sigmoid --lr 10 --epochs 1)
+check anomaly-off 3 'training diverged: train loss [0-9.e+]+ in epoch 1 \(step 63\) exceeds the divergence bound' -- "$bin" "${sig[@]}"
+check anomaly-loss 3 'training diverged: loss [0-9.e+]+ in epoch 1 \(step [0-9]+\) exceeds the divergence bound .*; largest gradient norm: layer [0-9]+ ' -- \
+  "$bin" "${sig[@]}" --detect-anomaly
+at=$(grep -o 'training diverged: loss [^ ]* in epoch 1 (step [0-9]*)' "$tmp/err" | grep -o '[0-9]*)$' | tr -d ')')
+[ -n "$at" ] && [ "$at" -lt 63 ] || { echo "FAIL anomaly-loss: step '$at', want one before the epoch's last (63)"; fail=1; }
+# (Its step 2 loss, finite, is already past the bound: with the bound off, step 3's NaN.)
+nan=(--device cpu --data-dir "$data" --model mlp --depth 20 --optimizer sgd --schedule constant --lr 1 --epochs 1)
+check anomaly-nan-bound 3 'training diverged: loss [0-9.e+]+ in epoch 1 \(step 2\) exceeds the divergence bound' -- \
+  "$bin" "${nan[@]}" --detect-anomaly
+"$bin" "${nan[@]}" --max-loss -1 >/dev/null 2>"$tmp/nan-off"
+check anomaly-nan 3 'training diverged: non-finite loss/gradient at epoch 1 step 3; first non-finite gradient in backward order: layer [0-9]+ \(Linear\) [^ ]+ \(' -- \
+  "$bin" "${nan[@]}" --max-loss -1 --detect-anomaly
+cmp -s "$tmp/nan-off" "$tmp/err" || { echo "FAIL anomaly-nan: another step or layer than without"; cat "$tmp/nan-off" "$tmp/err"; fail=1; }
+healthy=(--device cpu --data-dir "$data" --model mlp --width 16 --epochs 2 --train-limit 300 --test-limit 100)
+"$bin" "${healthy[@]}" --save "$tmp/h0.safetensors" >"$tmp/h0" 2>&1
+check anomaly-healthy 0 '^test_acc=' -- "$bin" "${healthy[@]}" --detect-anomaly --save "$tmp/h1.safetensors"
+[ "$(grep -c diverged "$tmp/err")" = 0 ] && [ "$(grep '^test_acc=' "$tmp/out" | cut -d' ' -f1-2)" = "$(grep '^test_acc=' "$tmp/h0" | cut -d' ' -f1-2)" ] ||
+  { echo "FAIL anomaly-healthy: another result than without"; cat "$tmp/h0" "$tmp/out"; fail=1; }
+# A JSONL log that cannot be written (a full disk) fails the run: exit 1, one line naming the
+# file; the run stops there, so the --save of an earlier run is not replaced.
+kept=(--device cpu --data-dir "$data" --model mlp --width 8 --epochs 1 --train-limit 100 --test-limit 50)
+"$bin" "${kept[@]}" --save "$tmp/kept.safetensors" >/dev/null 2>&1
+cp "$tmp/kept.safetensors" "$tmp/kept.orig"
+check log-full 1 '^train_mnist: error: /dev/full: write failed: No space left on device$' -- \
+  "$bin" "${kept[@]}" --seed 9 --log /dev/full --save "$tmp/kept.safetensors"
+[ "$(grep -c . "$tmp/err")" = 1 ] || { echo "FAIL log-full: more than the error on stderr"; cat "$tmp/err"; fail=1; }
+grep -q '^test_acc=' "$tmp/out" && { echo "FAIL log-full: a result line"; fail=1; }
+cmp -s "$tmp/kept.safetensors" "$tmp/kept.orig" || { echo "FAIL log-full: the earlier --save was replaced"; fail=1; }
+# --restore-best with --log: the last record says which epoch's weights the run ends with,
+# their val_loss (epoch 1's record) and test score (the final line's); the --save holds the
+# weights (and batch-norm statistics) of a run that stopped after epoch 1.
+rb=(--device cpu --data-dir "$data" --model mlp --width 32 --norm batch --train-limit 500 --test-limit 200 --val-split 0.2 --schedule constant)
+check restore-best-log 0 '^restored the weights of epoch 1 ' -- "$bin" "${rb[@]}" --epochs 5 --early-stop 1 \
+  --early-stop-delta 100 --restore-best --log "$tmp/rb.jsonl" --save "$tmp/rb.safetensors"
+"$bin" "${rb[@]}" --epochs 1 --save "$tmp/rb1.safetensors" >"$tmp/rb1" 2>&1
+python3 - "$tmp/rb.jsonl" "$tmp/out" "$tmp/rb.safetensors" "$tmp/rb1.safetensors" <<'PY' || { echo "FAIL restore-best-log"; cat "$tmp/rb.jsonl"; fail=1; }
+import json, struct, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+last = recs[-1]
+assert last['type'] == 'restore_best' and last['epoch'] == 1, last
+e1 = [r for r in recs if r.get('type') == 'epoch' and r['epoch'] == 1][0]
+assert last['best'] == e1['val_loss'], (last, e1)
+final = dict(kv.split('=') for kv in open(sys.argv[2]).read().split('\n')[-2].split())
+assert abs(last['test_acc'] - float(final['test_acc'])) < 5e-5, (last, final)
+assert abs(last['test_loss'] - float(final['test_loss'])) < 5e-5 * max(1, last['test_loss']), (last, final)
+def model(path):
+    b = open(path, 'rb').read()
+    n = struct.unpack('<Q', b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    return {k: b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]] for k, v in h.items()
+            if k != '__metadata__' and not k.startswith(('optimizer.', 'early_stop.'))}
+a, b = model(sys.argv[3]), model(sys.argv[4])
+assert a.keys() == b.keys() and a == b, [k for k in a if a[k] != b.get(k)]
+PY
+# Paths with a tab and a backslash go into the checkpoint's config as JSON escapes and come
+# back: kiln_eval finds the data through the stored --data-dir, and --resume reads the config
+# (the options it names as changed come from it).
+weird="$tmp/da"$'\t''ta\dir'
+mkdir -p "$weird" && ln -s "$data/mnist" "$weird/mnist"
+wr=(--device cpu --data-dir "$weird" --model mlp --width 16 --train-limit 256 --test-limit 100)
+check weird-path-save 0 '^test_acc=' -- "$bin" "${wr[@]}" --epochs 1 --save "$weird/m\\"$'\t''.safetensors'
+acc=$(grep -o '^test_acc=[0-9.]*' "$tmp/out" | cut -d= -f2)
+python3 - "$weird/m\\"$'\t''.safetensors' "$weird" <<'PY' || { echo "FAIL weird-path config"; fail=1; }
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+cfg_text = json.loads(b[8:8 + n])['__metadata__']['config']
+assert '\\t' in cfg_text and '\\\\' in cfg_text, cfg_text
+cfg = json.loads(cfg_text)
+assert cfg['data-dir'] == sys.argv[2] and cfg['save'] == sys.argv[1], cfg
+PY
+"$KILN_BIN/kiln_eval" "$weird/m\\"$'\t''.safetensors' --test-limit 100 > "$tmp/eval" 2>&1
+grep -q "mnist test (100 samples): acc=$acc\$" "$tmp/eval" || { echo "FAIL weird-path kiln_eval (want $acc)"; cat "$tmp/eval"; fail=1; }
+check weird-path-resume 0 'options changed since the checkpoint: lr 0\.003 -> 0\.002, epochs 1 -> 2' -- \
+  "$bin" "${wr[@]}" --epochs 2 --lr 0.002 --resume "$weird/m\\"$'\t''.safetensors'
 exit $fail
