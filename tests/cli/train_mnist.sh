@@ -304,4 +304,23 @@ PY
 grep -q "mnist test (100 samples): acc=$acc\$" "$tmp/eval" || { echo "FAIL weird-path kiln_eval (want $acc)"; cat "$tmp/eval"; fail=1; }
 check weird-path-resume 0 'options changed since the checkpoint: lr 0\.003 -> 0\.002, epochs 1 -> 2' -- \
   "$bin" "${wr[@]}" --epochs 2 --lr 0.002 --resume "$weird/m\\"$'\t''.safetensors'
+# Options a run reads only in some combinations: each is said to be ignored where it is, and
+# not where it is read. --precision and --cuda-graphs under --device auto only when auto finds
+# no GPU (the "device:" line of a run with nothing to train says which).
+auto_dev=$("$bin" --data-dir "$data" --model mlp --width 8 --epochs 0 --train-limit 32 --test-limit 10 2>/dev/null |
+  sed -n 's/^device: \([a-z]*\).*/\1/p')
+if [ "$auto_dev" = cpu ]; then
+  check precision-note 0 'note: --precision tf32 is ignored: no CUDA device answers, the CPU computes in fp32$' -- \
+    "$bin" --summary --precision tf32
+  check cuda-graphs-note 0 'note: --cuda-graphs on is ignored: no CUDA device answers, the CPU runs the steps$' -- \
+    "$bin" --summary --cuda-graphs on
+elif [ "$auto_dev" != cuda ]; then
+  echo "FAIL: no device line from --device auto"; fail=1
+fi
+check batch-size-note 0 "note: --batch-size 128 is ignored: --batch-schedule sets every epoch's batch\$" -- \
+  "$bin" --summary --batch-schedule 0:32,1:64 --batch-size 128
+check batch-size-default 0 'total parameters' -- "$bin" --summary --batch-schedule 0:32,1:64 --scale-lr
+grep -q 'note:' "$tmp/err" && { echo "FAIL: a note on --batch-schedule with --scale-lr"; cat "$tmp/err"; fail=1; }
+check scale-lr-note 0 'note: --scale-lr is ignored without --batch-schedule \(it scales the lr with the scheduled batch\)$' -- \
+  "$bin" --summary --scale-lr
 exit $fail
