@@ -323,4 +323,43 @@ check batch-size-default 0 'total parameters' -- "$bin" --summary --batch-schedu
 grep -q 'note:' "$tmp/err" && { echo "FAIL: a note on --batch-schedule with --scale-lr"; cat "$tmp/err"; fail=1; }
 check scale-lr-note 0 'note: --scale-lr is ignored without --batch-schedule \(it scales the lr with the scheduled batch\)$' -- \
   "$bin" --summary --scale-lr
+# The one-cycle shape options and --plateau-mode reach the schedule: the lr of every step
+# (--log-every 1) is torch's OneCycleLR with those div_factor, final_div_factor and pct_start
+# (10 steps: phase 1 ends at step 0.5 * 10 - 1 = 4), and each epoch's lr is ReduceLROnPlateau's
+# fed the metric its mode watches (max: the accuracy of one test image, which stays 1 and so
+# does not improve; min: its falling loss).
+check one-cycle-options 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --model mlp --width 16 --train-limit 320 \
+  --batch-size 32 --epochs 1 --lr 0.01 --div-factor 5 --final-div-factor 100 --pct-start 0.5 --log-every 1 --log "$tmp/oc.jsonl"
+python3 - "$tmp/oc.jsonl" <<'PY' || { echo "FAIL one-cycle-options: the lr per step"; fail=1; }
+import json, math, sys
+steps = [r for r in map(json.loads, open(sys.argv[1])) if r['type'] == 'step']
+assert [r['step'] for r in steps] == list(range(1, 11)), steps
+max_lr, total = 0.01, 10
+initial = max_lr / 5
+final = initial / 100
+end1, end2 = 0.5 * total - 1, total - 1
+cos = lambda a, b, p: b + (a - b) / 2 * (1 + math.cos(math.pi * p))
+for r in steps:
+    t = r['step'] - 1  # a record follows its step
+    want = cos(initial, max_lr, t / end1) if t <= end1 else cos(max_lr, final, (t - end1) / (end2 - end1))
+    assert abs(r['lr'] - want) <= 1e-6 * want, (t, r['lr'], want)
+PY
+for mode in max min; do
+  check plateau-mode-$mode 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --model mlp --width 32 --train-limit 500 \
+    --test-limit 1 --epochs 4 --schedule plateau --patience 0 --factor 0.5 --threshold 0 --plateau-mode $mode --log "$tmp/pl-$mode.jsonl"
+  python3 - "$tmp/pl-$mode.jsonl" $mode <<'PY' || { echo "FAIL plateau-mode-$mode: the lr per epoch"; cat "$tmp/pl-$mode.jsonl"; fail=1; }
+import json, sys
+mode = sys.argv[2]
+epochs = [r for r in map(json.loads, open(sys.argv[1])) if r['type'] == 'epoch']
+lr, best, cuts = 0.003, -float('inf') if mode == 'max' else float('inf'), 0
+for r in epochs:  # torch ReduceLROnPlateau(mode, factor=0.5, patience=0, threshold=0)
+    assert abs(r['lr'] - lr) <= 1e-9, (r['epoch'], r['lr'], lr)
+    m = r['test_acc'] if mode == 'max' else r['test_loss']
+    if (m > best) if mode == 'max' else (m < best):
+        best = m
+    else:
+        lr, cuts = lr * 0.5, cuts + 1
+assert (cuts > 0) == (mode == 'max'), (mode, cuts)  # the two modes part ways on this run
+PY
+done
 exit $fail
