@@ -972,3 +972,96 @@ TEST(StopSignals, ScopesInThreadsRestoreTheHostsHandlers) {
   ::sigaction(SIGINT, &saved_int, nullptr);
   ::sigaction(SIGTERM, &saved_term, nullptr);
 }
+
+TEST(TrainerCpu, ASignalAtAnEpochBoundaryCheckpointsThatEpochAndTheResumeMatchesBitForBit) {
+  // SIGTERM arriving while an epoch ends (here from the on_epoch hook, after the record is
+  // written) stops the run with a "signal" checkpoint of the next epoch's start; resumed from
+  // it, the run ends with the bits of one never stopped. On the last epoch there is nothing
+  // left to stop: the run finishes and saves as usual.
+  std::string dir = ::testing::TempDir() + "kiln_epoch_signal_" + std::to_string(getpid());
+  std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str());
+  RunConfig c = small_mlp();
+  c.data.train_limit = 256;
+  c.data.test_limit = 100;
+  c.train.epochs = 3;
+  c.model.norm = "batch";
+  c.model.dropout = 0.2f;  // the masks hash the step: a resume at the wrong step shows
+  c.checkpoint_dir = dir;
+  c.save = dir + "/whole.safetensors";
+  RunResult whole = run_training(c, {});
+  ASSERT_EQ(whole.epochs.size(), 3u);
+
+  RunConfig s = c;
+  s.save = dir + "/stopped.safetensors";
+  int hooked = 0;
+  RunHooks hooks;
+  hooks.on_epoch = [&](const EpochRecord& r) {
+    ++hooked;
+    if (r.epoch == 1) std::raise(SIGTERM);  // run_training's StopSignals records it
+    return true;
+  };
+  RunResult stopped = run_training(s, hooks);
+  EXPECT_EQ(hooked, 1);
+  EXPECT_EQ(stopped.stop_signal, SIGTERM);
+  ASSERT_EQ(stopped.epochs.size(), 1u);
+  EXPECT_EQ(stopped.epochs[0].train_loss, whole.epochs[0].train_loss);
+  EXPECT_EQ(stopped.last_checkpoint, dir + "/ckpt-epoch-1.safetensors");
+  EXPECT_FALSE(std::ifstream(s.save).good()) << "a stopped run wrote its --save";
+  const TrainPosition at =
+      checkpoint_position(read_checkpoint(stopped.last_checkpoint), stopped.last_checkpoint);
+  EXPECT_EQ(at.epoch, 1);
+  EXPECT_EQ(at.batch, 0);
+  EXPECT_EQ(at.step, 8);  // 256 / 32
+
+  RunConfig r = c;
+  r.resume = stopped.last_checkpoint;
+  r.save = dir + "/resumed.safetensors";
+  RunResult resumed = run_training(r, {});
+  ASSERT_EQ(resumed.epochs.size(), 2u);
+  for (size_t e = 0; e < 2; ++e) {
+    EXPECT_EQ(resumed.epochs[e].epoch, whole.epochs[e + 1].epoch);
+    EXPECT_EQ(resumed.epochs[e].step, whole.epochs[e + 1].step);
+    EXPECT_EQ(resumed.epochs[e].train_loss, whole.epochs[e + 1].train_loss) << e;
+    EXPECT_EQ(resumed.epochs[e].test_loss, whole.epochs[e + 1].test_loss) << e;
+  }
+  EXPECT_EQ(resumed.test_loss, whole.test_loss);
+  EXPECT_EQ(model_tensors(r.save), model_tensors(c.save));
+
+  // At the end of the last epoch a signal finds nothing left to do: the run completes.
+  RunConfig l = c;
+  l.save = dir + "/last.safetensors";
+  hooks.on_epoch = [&](const EpochRecord& rec) {
+    if (rec.epoch == 3) std::raise(SIGINT);
+    return true;
+  };
+  RunResult last = run_training(l, hooks);
+  EXPECT_EQ(last.stop_signal, 0);
+  ASSERT_EQ(last.epochs.size(), 3u);
+  EXPECT_EQ(model_tensors(l.save), model_tensors(c.save));
+  std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+TEST(TrainerCpu, NonFiniteValidationLossDiverges) {
+  // As the test loss above: one SGD step at lr 1e20 leaves weights whose forward pass
+  // overflows; the validation split, scored first, names it (also with the bound off).
+  for (float max_loss : {0.0f, -1.0f}) {
+    RunConfig c = small_mlp();
+    c.data.train_limit = 40;
+    c.data.val_split = 0.2;  // 32 rows train (one step), 8 validate
+    c.data.test_limit = 100;
+    c.optim.lr = 1e20f;
+    c.optim.momentum = 0;
+    c.sched.name = "constant";
+    c.train.epochs = 1;
+    c.train.max_loss = max_loss;
+    try {
+      run_training(c, {});
+      FAIL() << "expected divergence (max_loss " << max_loss << ")";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Diverged);
+      EXPECT_NE(e.message().find("training diverged: validation loss nan in epoch 1 (step 1)"),
+                std::string::npos)
+          << e.message();
+    }
+  }
+}
