@@ -5,8 +5,10 @@
 
 #include <cmath>
 #include <fstream>
+#include <sstream>
 #include <vector>
 
+#include "engine/error.h"
 #include "test_util.h"
 #include "tuning/lr_finder.h"
 
@@ -322,6 +324,64 @@ TEST(LrFinder, DivergenceStopsEarlyAndCsvIsWritten) {
   EXPECT_EQ(rows, r.points.size());
   std::remove(path.c_str());
   std::remove((path + ".suggestions").c_str());
+}
+
+TEST(LrFinder, NonFiniteLossStopsTheRangeSaysWhyAndRestoresTheWeights) {
+  // --start-lr 1e10 --end-lr 1e12 on five layers without batch norm: Adam's first step moves
+  // every weight by about 1e10, and the next forward pass overflows, so the loss goes from
+  // finite to NaN in one step (no smoothed-loss rule sees it coming). The range stops there
+  // saying so, and leaves weights and optimizer state as they were, with no non-finite flag
+  // left over to stop the training that follows.
+  RunConfig cfg = small_config();
+  cfg.model.norm = "none";
+  cfg.model.depth = 4;
+  auto s = make_session(cfg);
+  const auto before = all_state(*s);
+  LrFindOptions o;
+  o.start_lr = 1e10f;
+  o.end_lr = 1e12f;
+  o.num_it = 40;
+  LrFindResult r = lr_find(*s, o);
+  ASSERT_EQ(r.points.size(), 2u) << r.stop_reason;
+  EXPECT_EQ(r.stop_reason.rfind("non-finite loss at lr ", 0), 0u) << r.stop_reason;
+  const LrFindPoint& last = r.points.back();
+  EXPECT_FALSE(std::isfinite(last.loss)) << "stopped at a finite loss " << last.loss;
+  for (size_t i = 0; i + 1 < r.points.size(); ++i)
+    EXPECT_TRUE(std::isfinite(r.points[i].loss)) << i;
+  std::ostringstream lr;
+  lr << static_cast<float>(last.lr);
+  EXPECT_EQ(r.stop_reason, "non-finite loss at lr " + lr.str());
+  EXPECT_EQ(all_state(*s), before);
+  EXPECT_EQ(s->opt->steps_taken(), 0);
+  EXPECT_NO_THROW(s->trainer->fit(s->train, nullptr));
+}
+
+TEST(LrFinder, AnErrorMidRangeRestoresTheWeightsAndIsRethrown) {
+  // A failure that is not divergence (here the held-out slice, read after the first step, has
+  // a label past the model's classes) is passed on, after the weights are put back.
+  RunConfig cfg = small_config();
+  auto s = make_session(cfg);
+  s->test.host_labels[3] = 10;
+  copy_bytes(s->test.labels->data(), Device::CPU, s->test.host_labels.data(), Device::CPU,
+             s->test.host_labels.size() * sizeof(int32_t));
+  const auto before = all_state(*s);
+  LrFindOptions o;
+  o.start_lr = 1e-3f;
+  o.end_lr = 1e-1f;
+  o.num_it = 10;
+  o.use_val = true;
+  o.val_size = 100;
+  try {
+    lr_find(*s, o);
+    FAIL() << "a label of 10 was scored";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Runtime);
+    EXPECT_NE(e.message().find("label 10 of sample 3 is outside the model's 10 classes"),
+              std::string::npos)
+        << e.message();
+  }
+  EXPECT_EQ(all_state(*s), before) << "the step before the error was not undone";
+  EXPECT_EQ(s->opt->steps_taken(), 0);
 }
 
 }  // namespace
