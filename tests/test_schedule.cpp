@@ -149,6 +149,35 @@ TEST(Schedule, OneCycleFirstPeakLastAndMomentum) {
   EXPECT_NEAR(sched(o, 0.1f, 50, 2)->lr(0, 29), 0.1, 1e-7);
 }
 
+TEST(Schedule, OneCycleWhosePhaseOneHasAtMostOneStep) {
+  // pct_start * total <= 1: torch's phase 1 ends at step pct_start * total - 1 <= 0. At exactly
+  // 0 (0.25 * 4) the one step of phase 1 is its end, the peak (torch divides 0 by 0 there), and
+  // phase 2 anneals over steps 1..3 to the final lr. Below 0 (0.2 * 4 - 1 = -0.2) no step is in
+  // phase 1: step t is at pct (t + 0.2) / 3.2 of phase 2, as torch computes it. Momentum, with
+  // the lr's phases, starts at base_momentum or past it.
+  const double pi = 3.14159265358979323846;
+  auto cos_anneal = [&](double a, double b, double p) {
+    return b + (a - b) / 2 * (1 + std::cos(pi * p));
+  };
+  ScheduleOptions o = named("one-cycle");
+  o.max_lr = 1.0f;
+  o.pct_start = 0.25f;
+  auto s = sched(o, 0.1f, 4, 1);
+  const double fin = 0.04 / 1e4;
+  expect_steps(
+      *s, {{0, 1.0}, {1, cos_anneal(1, fin, 1.0 / 3)}, {2, cos_anneal(1, fin, 2.0 / 3)}, {3, fin}});
+  expect_steps(*s, {{0, 0.85}, {3, 0.95}}, true);
+  o.pct_start = 0.2f;
+  s = sched(o, 0.1f, 4, 1);
+  const double end1 = double(0.2f) * 4 - 1;
+  for (long long t = 0; t < 4; ++t) {
+    expect_steps(*s, {{t, cos_anneal(1, fin, (t - end1) / (3 - end1))}});
+    expect_steps(*s, {{t, cos_anneal(0.85, 0.95, (t - end1) / (3 - end1))}}, true);
+  }
+  EXPECT_LT(s->lr(0, 0), 1.0f);
+  EXPECT_GT(s->lr(0, 0), 0.99f);
+}
+
 TEST(Schedule, PerEpochStepCountsSizeOneCycleWarmupAndCyclic) {
   // A batch-size schedule gives epochs of different lengths: here 2, 4 and 4 steps. One-cycle
   // spans all 10 (its last step 9 reaches the final lr), warm-up epochs count the steps of
