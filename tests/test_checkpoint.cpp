@@ -214,6 +214,30 @@ TEST(Json, RejectsMalformedTextWithOffset) {
   EXPECT_NO_THROW(parse_json(std::string(500, '[') + std::string(500, ']')));
 }
 
+TEST(Json, EveryControlCharacterAndShortEscapeRoundTrips) {
+  // What json_escape writes parses back to the same bytes for every control character (NUL
+  // included), the quote, the backslash, '/' and DEL, as a value and as a key; the output has
+  // no raw control character (RFC 8259 forbids them). The parser reads every short escape JSON
+  // has (\" \\ \/ \b \f \n \r \t), which other writers (Python's json) use for the ones
+  // json_escape writes as \u00XX.
+  std::string all;
+  for (int c = 0; c < 0x20; ++c) all += static_cast<char>(c);
+  all += "\"\\/\x7f path\\with\ttab";
+  const std::string esc = json_escape(all);
+  for (unsigned char ch : esc) EXPECT_GE(ch, 0x20) << "raw control character in " << esc;
+  EXPECT_EQ(parse_json(esc).text, all);
+  EXPECT_EQ(json_escape("a\\b\tc\rd\ne\"f"), "\"a\\\\b\\tc\\rd\\ne\\\"f\"");
+  EXPECT_EQ(parse_json("\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t\"").text, "\" \\ / \b \f \n \r \t");
+  JsonObject o;
+  o.add(all, all);
+  const JsonValue v = parse_json(o.str());
+  ASSERT_EQ(v.members.size(), 1u);
+  EXPECT_EQ(v.members[0].first, all);
+  EXPECT_EQ(v.members[0].second.text, all);
+  for (const char* bad : {"\"\\a\"", "\"\\x41\"", "\"\\U0041\""})
+    EXPECT_THROW(parse_json(bad), Error) << bad;
+}
+
 TEST(Checkpoint, RoundTripIsBitwise) {
   Rig a(16, 1);
   a.train(4, 11);
