@@ -286,8 +286,10 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
     best = std::min(best, p.smoothed);
     if (log && (i % 20 == 0 || stop)) {
       std::ostringstream os;
-      os << "lr_find step " << i << "/" << n << " lr=" << lr << " loss=" << loss
-         << " smoothed=" << p.smoothed;
+      auto num = [&os](double v) -> std::ostream& { return std::isnan(v) ? os << "nan" : os << v; };
+      os << "lr_find step " << i << "/" << n << " lr=" << lr << " loss=";
+      num(loss) << " smoothed=";
+      num(p.smoothed);  // as the CSV: not the stream's "-nan" of a negative-signed NaN
       log(os.str());
     }
     return !stop;

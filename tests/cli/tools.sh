@@ -92,4 +92,7 @@ check lr-find-nonfinite lr_find 0 '^lr_find: 2 steps, stopped: non-finite loss a
   "${common[@]}" --train-limit 500 --num-it 40 --model mlp --width 16 --depth 4 --start-lr 1e10 --end-lr 1e12 \
   --lr-find-csv nf.csv
 [ "$(sed -n 3p nf.csv)" = "1,1.12201841e+10,nan,nan" ] || { echo "FAIL lr-find-nonfinite: the curve"; cat nf.csv; fail=1; }
+# its progress line writes NaN as the CSV does ("-nan" for a negative-signed one before 2026-12-03)
+grep -q '^lr_find step 1/40 lr=1\.12202e+10 loss=nan smoothed=nan$' err ||
+  { echo "FAIL lr-find-nonfinite: the progress line"; cat err; fail=1; }
 exit $fail
