@@ -89,13 +89,20 @@ inline int lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig&
 }
 
 inline int guarded_main(const char* prog, const std::function<int()>& body) {
+  // A file-size limit (ulimit -f) then fails the write with EFBIG, reported like a full disk,
+  // instead of killing the process with no message and a temp file left behind.
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     const int rc = body();
     // The epoch lines and the final result line may be a run's only record (no --log): a
     // stdout that could not take them (a full disk) is a failed run, not exit 0.
-    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
-      std::fprintf(stderr, "%s: error: writing standard output failed: %s\n", prog,
-                   std::strerror(errno));
+    errno = 0;
+    const bool flush_failed = std::fflush(stdout) != 0;
+    const int err = errno;
+    if (flush_failed || std::ferror(stdout)) {
+      // An earlier failed write set the error flag; errno from then is gone.
+      std::fprintf(stderr, "%s: error: writing standard output failed%s%s\n", prog,
+                   flush_failed && err ? ": " : "", flush_failed && err ? std::strerror(err) : "");
       return 1;
     }
     return rc;

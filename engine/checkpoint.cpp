@@ -26,11 +26,9 @@ namespace {
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
   const std::string dir = directory_error(path);
   KILN_CHECK(dir.empty(), "checkpoint " << path << ": " << dir);
-  std::ifstream in(path, std::ios::binary);
-  KILN_CHECK(in, "checkpoint " << path << ": cannot open: " << std::strerror(errno));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  KILN_CHECK(!in.bad(), "checkpoint " << path << ": read failed");
+  std::vector<uint8_t> bytes;
+  std::string why;
+  KILN_CHECK(read_whole_file(path, bytes, why) == 0, "checkpoint " << path << ": " << why);
   return bytes;
 }
 

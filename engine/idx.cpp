@@ -32,9 +32,22 @@ struct DataReader::Impl {
     if (zs_open) inflateEnd(&zs);
     if (f) std::fclose(f);
   }
+  std::string path;
+  // fread, with EINTR retried and any other read error thrown naming the file (glibc's fread
+  // returns short on both, which read as a truncated or corrupt file).
+  size_t read_some(uint8_t* dst, size_t n) {
+    for (;;) {
+      const size_t r = std::fread(dst, 1, n, f);
+      if (r > 0 || !std::ferror(f)) return r;
+      const int err = errno;
+      std::clearerr(f);
+      if (err == EINTR) continue;
+      KILN_FAIL(path << ": read failed: " << std::strerror(err));
+    }
+  }
   bool refill() {
     if (in_pos < in_len) return true;
-    in_len = std::fread(in, 1, sizeof in, f);
+    in_len = read_some(in, sizeof in);
     in_pos = 0;
     return in_len > 0;
   }
@@ -46,7 +59,7 @@ struct DataReader::Impl {
     in_len -= in_pos;
     in_pos = 0;
     while (in_len < k) {
-      const size_t r = std::fread(in + in_len, 1, sizeof in - in_len, f);
+      const size_t r = read_some(in + in_len, sizeof in - in_len);
       if (r == 0) break;
       in_len += r;
     }
@@ -56,6 +69,7 @@ struct DataReader::Impl {
 
 DataReader::DataReader(const std::string& path) : impl_(new Impl), path_(path) {
   Impl& d = *impl_;
+  d.path = path;
   d.f = std::fopen(path.c_str(), "rb");
   KILN_CHECK(d.f, path << ": cannot open: " << std::strerror(errno));
   struct stat st {};

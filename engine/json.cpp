@@ -1,5 +1,8 @@
 #include "engine/json.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -129,6 +132,14 @@ JsonlWriter::JsonlWriter(const std::string& path, bool append) : path_(path) {
   if (path.empty()) return;
   f_ = std::fopen(path.c_str(), append ? "a" : "w");
   KILN_CHECK(f_, path << ": cannot open for writing: " << std::strerror(errno));
+  if (append) {  // a torn last line (a run that failed or was killed mid-record)
+    const int fd = fileno(f_);
+    struct stat st {};
+    char last = '\n';
+    if (fstat(fd, &st) == 0 && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 &&
+        last != '\n')
+      pending_newline_ = true;
+  }
 }
 
 JsonlWriter::~JsonlWriter() {
@@ -137,8 +148,23 @@ JsonlWriter::~JsonlWriter() {
 
 void JsonlWriter::write(const std::string& line) {
   if (!f_) return;
-  bool ok = std::fputs(line.c_str(), f_) >= 0 && std::fputc('\n', f_) != EOF && std::fflush(f_) == 0;
-  KILN_CHECK(ok, path_ << ": write failed: " << std::strerror(errno));
+  const int fd = fileno(f_);
+  std::string out = (pending_newline_ ? "\n" : "") + line + "\n";
+  const off_t start = lseek(fd, 0, SEEK_END);
+  const char* p = out.data();
+  size_t left = out.size();
+  while (left > 0) {
+    ssize_t w = ::write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int err = w < 0 ? errno : EIO;
+      if (start >= 0) (void)ftruncate(fd, start);  // no torn record for a reader or a resume
+      KILN_FAIL(path_ << ": write failed: " << std::strerror(err));
+    }
+    p += w;
+    left -= static_cast<size_t>(w);
+  }
+  pending_newline_ = false;
 }
 
 }  // namespace kiln

@@ -53,6 +53,7 @@ class JsonlWriter {
  private:
   std::FILE* f_ = nullptr;
   std::string path_;
+  bool pending_newline_ = false;  // appending after a torn last line
 };
 
 }  // namespace kiln

@@ -249,11 +249,37 @@ SafetensorsFile decode_safetensors(const uint8_t* data, size_t size, const std::
 SafetensorsFile read_safetensors(const std::string& path) {
   const std::string dir = directory_error(path);
   KILN_CHECK(dir.empty(), "checkpoint " << path << ": " << dir);
-  std::ifstream in(path, std::ios::binary);
-  KILN_CHECK(in, "checkpoint " << path << ": cannot open: " << std::strerror(errno));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  KILN_CHECK(!in.bad(), "checkpoint " << path << ": read failed");
+  std::vector<uint8_t> bytes;
+  std::string why;
+  KILN_CHECK(read_whole_file(path, bytes, why) == 0, "checkpoint " << path << ": " << why);
   return decode_safetensors(bytes.data(), bytes.size(), "checkpoint " + path);
+}
+
+// (std::istreambuf_iterator let libstdc++'s ios_base::failure escape with no file name:
+// "basic_filebuf::underflow error reading the file"; fread reads an error as the file's end.)
+int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    why = std::string("cannot open: ") + std::strerror(err);
+    return err;
+  }
+  out.clear();
+  std::vector<uint8_t> buf(1 << 16);
+  for (;;) {
+    const ssize_t r = ::read(fd, buf.data(), buf.size());
+    if (r < 0 && errno == EINTR) continue;  // a SIGINT/SIGTERM handler (no SA_RESTART)
+    if (r < 0) {
+      const int err = errno;
+      why = std::string("read failed: ") + std::strerror(err);
+      ::close(fd);
+      return err;
+    }
+    if (r == 0) break;
+    out.insert(out.end(), buf.data(), buf.data() + r);
+  }
+  ::close(fd);
+  return 0;
 }
 
 bool is_stale_temp_file(const std::string& name) {
@@ -316,7 +342,12 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     p += w;
     left -= static_cast<size_t>(w);
   }
-  if (!err && ::fsync(fd) != 0) err = errno;
+  if (!err) {  // fsync retried when a signal handler (no SA_RESTART) interrupts it
+    int rc;
+    while ((rc = ::fsync(fd)) != 0 && errno == EINTR) {
+    }
+    if (rc != 0) err = errno;
+  }
   if (::close(fd) != 0 && !err) err = errno;
   if (!err && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
   if (err) {
@@ -326,7 +357,8 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   // The rename is durable only once the directory entry is on disk.
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
-    ::fsync(dfd);
+    while (::fsync(dfd) != 0 && errno == EINTR) {
+    }
     ::close(dfd);
   }
 }

@@ -8,7 +8,7 @@
 # Usage: scripts/install_deps.sh [--data]   (--data: also what scripts/fetch_data.sh needs)
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config libgtest-dev libbenchmark-dev libopenblas-dev
-      libyaml-cpp-dev zlib1g-dev python3 python3-matplotlib clang locales)
+      libyaml-cpp-dev zlib1g-dev python3 python3-matplotlib clang locales strace)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,10 +4,14 @@
 // noted, so results can be compared with a fastai run on the same curve.
 #include "tuning/lr_finder.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <iomanip>
 #include <locale>
 #include <sstream>
@@ -364,6 +368,10 @@ void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
     if (s.ok())
       g << s.method << "," << s.lr << "," << r.points[static_cast<size_t>(s.index)].step << "\n";
   const std::string a = f.str(), b = g.str();
+  // The old suggestions go first: a write that fails between the two files must not leave
+  // this curve beside another run's suggestions.
+  KILN_CHECK(::unlink((path + ".suggestions").c_str()) == 0 || errno == ENOENT,
+             path << ".suggestions: cannot remove the previous run's: " << std::strerror(errno));
   write_file_atomic(path, a.data(), a.size());
   write_file_atomic(path + ".suggestions", b.data(), b.size());
 }

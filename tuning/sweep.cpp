@@ -52,11 +52,16 @@ void make_dir(const std::string& d) {  // mkdir -p
     KILN_USAGE_FAIL(d << ": cannot create directory: " << std::strerror(errno));
 }
 
+// The file's text; "" when it does not exist. Any other failure to open or read it is an
+// error naming the file (an unreadable sweep.yaml is not "a different sweep", an unreadable
+// run_options.json not "JSON at offset 0").
 std::string read_text(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  std::vector<uint8_t> bytes;
+  std::string why;
+  const int err = read_whole_file(path, bytes, why);
+  if (err == ENOENT) return "";
+  KILN_CHECK(err == 0, path << ": " << why);
+  return std::string(bytes.begin(), bytes.end());
 }
 
 // A claim on one trial: DIR/locks/trial-<id>.lock created with O_CREAT|O_EXCL, holding
@@ -117,8 +122,17 @@ class TrialLock {
     std::string s = std::to_string(getpid()) + " " + host_name() + " " +
                     std::to_string(own_start_time()) + " " + pid_namespace() + " " + boot_id() +
                     "\n";
-    bool ok = write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size());
-    ok = fsync(fd) == 0 && ok;
+    bool ok = true;
+    for (size_t done = 0; ok && done < s.size();) {
+      ssize_t w = write(fd, s.data() + done, s.size() - done);
+      if (w < 0 && errno == EINTR) continue;
+      ok = w > 0;
+      if (ok) done += static_cast<size_t>(w);
+    }
+    int frc;
+    while ((frc = fsync(fd)) != 0 && errno == EINTR) {
+    }
+    ok = frc == 0 && ok;
     close(fd);
     if (!ok) unlink(tmp.c_str());
     KILN_CHECK(ok, tmp << ": cannot write lock");
@@ -322,11 +336,18 @@ void record_locked(const std::string& dir, const SweepSpec& spec, const std::str
     while (left > 0) {
       ssize_t w = write(fd, p, left);
       if (w < 0 && errno == EINTR) continue;
-      KILN_CHECK(w > 0, path << ": write failed: " << std::strerror(errno));
+      if (w <= 0) {
+        const int err = w < 0 ? errno : EIO;
+        (void)ftruncate(fd, st.st_size);  // no torn record left behind (we hold the flock)
+        KILN_FAIL(path << ": write failed: " << std::strerror(err));
+      }
       p += w;
       left -= static_cast<size_t>(w);
     }
-    KILN_CHECK(fsync(fd) == 0, path << ": fsync failed: " << std::strerror(errno));
+    int rc;
+    while ((rc = fsync(fd)) != 0 && errno == EINTR) {
+    }
+    KILN_CHECK(rc == 0, path << ": fsync failed: " << std::strerror(errno));
   }
   std::string text = csv_header(spec);
   for (const auto& r : read_results(dir)) text += csv_row(r) + "\n";
@@ -387,9 +408,12 @@ bool TrialRecord::from_json(const std::string& line, TrialRecord& r) {
   return r.trial >= 0;
 }
 
+// Every record of DIR/results.jsonl (none when it does not exist yet). A file that exists but
+// cannot be opened or read is an error: an empty list would rewrite results.csv without its
+// rows, skip median pruning, or let a finished trial run again.
 std::vector<TrialRecord> read_results(const std::string& dir) {
   std::vector<TrialRecord> out;
-  std::ifstream f(dir + "/results.jsonl");
+  std::istringstream f(read_text(dir + "/results.jsonl"));
   for (std::string line; std::getline(f, line);) {
     TrialRecord r;
     if (TrialRecord::from_json(line, r)) out.push_back(std::move(r));
