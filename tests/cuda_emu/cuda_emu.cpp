@@ -802,9 +802,17 @@ cudaError_t cudaEventSynchronize(cudaEvent_t) {
 // A device runs behind the host: the first query after a record answers "not ready", and
 // (the worst case of the runtime's bookkeeping) leaves that as the last error, which a caller
 // must clear or its next launch check fails. Later queries find the work done.
+// KILN_EMU_EVENTS=ready (read at every query, so a test can switch it) answers as a device
+// that has caught up, the usual case on a real GPU: the emulator runs every launch before it
+// returns, so the recorded work is always done. KILN_EMU_EVENTS=late (or unset) is the above.
 cudaError_t cudaEventQuery(cudaEvent_t e) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventQuery(null)");
-  if (e->queried) return cudaSuccess;
+  const char* mode = std::getenv("KILN_EMU_EVENTS");
+  if (mode && std::string(mode) != "late" && std::string(mode) != "ready") {
+    std::fprintf(stderr, "kiln-emu: KILN_EMU_EVENTS=%s: expected late or ready\n", mode);
+    std::exit(2);
+  }
+  if (e->queried || (mode && std::string(mode) == "ready")) return cudaSuccess;
   e->queried = true;
   kiln_emu::g_last_error = cudaErrorNotReady;
   return cudaErrorNotReady;

@@ -11,6 +11,8 @@
 // between barriers, and the order of the blocks: a kernel whose result changes with the order
 // has a race (a missing barrier, or blocks that depend on each other's writes).
 // A barrier some live threads can never reach is reported as a deadlock and aborts the process.
+// cudaEventQuery answers "not ready" at the first query after a record (KILN_EMU_EVENTS=late,
+// the default: a device behind the host) or "done" at once (KILN_EMU_EVENTS=ready).
 //
 // Checks the real device would make, or that compute-sanitizer would: launch geometry
 // (zero/oversized grids and blocks -> cudaErrorInvalidConfiguration from cudaGetLastError),
