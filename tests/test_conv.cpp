@@ -381,6 +381,12 @@ std::vector<NamedShape> gpu_shapes() {
   v.push_back({"OneByOneWide", conv_shape(3, 40, 7, 9, 70, 1, 1, 1, 0)});
   v.push_back({"SplitKFilter", conv_shape(16, 8, 24, 24, 16, 3, 3, 1, 0)});
   v.push_back({"SplitKOneByOne", conv_shape(16, 16, 22, 22, 8, 1, 1, 1, 0)});
+  // 1x1 with 17-32 output channels: the 32-row tiles of the channel GEMM and of the 1x1
+  // backward-filter. C <= 16: one 16-deep forward slice, backward-data (16-row tiles) over 24
+  // output channels prefetches; C in 17-32: forward and backward-data both run the 32-row
+  // tile past one slice (the register prefetch).
+  v.push_back({"OneByOneC12K24", conv_shape(2, 12, 5, 7, 24, 1, 1, 1, 0)});
+  v.push_back({"OneByOneC20K24", conv_shape(2, 20, 6, 5, 24, 1, 1, 1, 0)});
   // Sixteen seeded random shapes on top of the chosen ones: combinations nobody listed
   // (non-square kernels with stride 3, padding on a 1-wide image, ...). Fixed seed: the same
   // shapes on every run and in every test name.

@@ -66,14 +66,16 @@ TEST_P(ConvReluGpu, MatchesFusedReference) {
 // and batches deep enough for split-K backward-filter with several tiles on every axis.
 INSTANTIATE_TEST_SUITE_P(
     Shapes, ConvReluGpu,
-    ::testing::Values(GpuConvCase{"N1Odd3x3", conv_shape(1, 3, 7, 9, 5, 3, 3, 1, 0), true},
-                      GpuConvCase{"Stride2Pad1N1", conv_shape(1, 5, 9, 8, 7, 3, 3, 2, 1), true},
-                      GpuConvCase{"Pad2K5NoBias", conv_shape(2, 3, 11, 10, 6, 5, 5, 1, 2), false},
-                      GpuConvCase{"OneByOne", conv_shape(3, 7, 5, 6, 9, 1, 1, 1, 0), true},
-                      GpuConvCase{"OneByOneStride2", conv_shape(2, 6, 7, 7, 5, 1, 1, 2, 0), true},
-                      GpuConvCase{"OneByOneSplitK", conv_shape(16, 33, 13, 11, 37, 1, 1, 1, 0), true},
-                      GpuConvCase{"Channels33x70", conv_shape(2, 33, 6, 5, 70, 3, 3, 1, 1), true},
-                      GpuConvCase{"CnnSplitK", conv_shape(128, 16, 24, 24, 16, 3, 3, 1, 0), true}),
+    ::testing::Values(
+        GpuConvCase{"N1Odd3x3", conv_shape(1, 3, 7, 9, 5, 3, 3, 1, 0), true},
+        GpuConvCase{"Stride2Pad1N1", conv_shape(1, 5, 9, 8, 7, 3, 3, 2, 1), true},
+        GpuConvCase{"Pad2K5NoBias", conv_shape(2, 3, 11, 10, 6, 5, 5, 1, 2), false},
+        GpuConvCase{"OneByOne", conv_shape(3, 7, 5, 6, 9, 1, 1, 1, 0), true},
+        GpuConvCase{"OneByOneStride2", conv_shape(2, 6, 7, 7, 5, 1, 1, 2, 0), true},
+        GpuConvCase{"OneByOneSplitK", conv_shape(16, 33, 13, 11, 37, 1, 1, 1, 0), true},
+        GpuConvCase{"OneByOneK24NoBias", conv_shape(2, 20, 6, 5, 24, 1, 1, 1, 0), false},
+        GpuConvCase{"Channels33x70", conv_shape(2, 33, 6, 5, 70, 3, 3, 1, 1), true},
+        GpuConvCase{"CnnSplitK", conv_shape(128, 16, 24, 24, 16, 3, 3, 1, 0), true}),
     [](const auto& info) { return info.param.name; });
 
 // Batch norm + ReLU: training (statistics, running stats) and eval forward, backward in both.
