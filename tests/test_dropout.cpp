@@ -237,19 +237,41 @@ TEST(DropoutGpu, ChannelMasksBitIdenticalToCpu) {
 TEST(DropoutGpu, UnalignedViewMatchesCpu) {
   KILN_SKIP_WITHOUT_GPU();
   // a view starting one float into a buffer: the kernel must not assume 16-byte alignment
-  const DropoutShape s{1, 1, 1001};
-  const auto p = params(0.3, 9, 9, 9);
-  auto x = random_vec(1002, 8);
-  std::vector<float> y(1001);
-  dropout_fwd_ref<float>(x.data() + 1, y.data(), p, s);
-  Tensor gx = Tensor::from_vector(x, {1002}, Device::CUDA);
-  Tensor gy = test::poisoned({1002}, Device::CUDA);
+  // (the scalar kernel), element-wise and channel-wise (whole planes of 47, odd, dropped)
+  for (bool channel : {false, true}) {
+    SCOPED_TRACE(channel ? "channel" : "element");
+    const DropoutShape s = channel ? DropoutShape{3, 7, 47} : DropoutShape{1, 1, 1001};
+    const auto p = params(channel ? 0.5 : 0.3, 9, 9, 9, channel);
+    const size_t n = static_cast<size_t>(s.numel());
+    auto x = random_vec(n + 1, 8);
+    std::vector<float> y(n), dx(n);
+    dropout_fwd_ref<float>(x.data() + 1, y.data(), p, s);
+    dropout_bwd_ref<float>(x.data() + 1, dx.data(), p, s);
+    Tensor gx = Tensor::from_vector(x, {int64_t(n + 1)}, Device::CUDA);
+    Tensor gy = test::poisoned({int64_t(n + 1)}, Device::CUDA);
+    Tensor gdx = test::poisoned({int64_t(n + 1)}, Device::CUDA);
 #ifdef KILN_WITH_CUDA
-  dropout_fwd(gx.data() + 1, gy.data() + 1, p, s, nullptr);
+    dropout_fwd(gx.data() + 1, gy.data() + 1, p, s, nullptr);
+    dropout_bwd(gx.data() + 1, gdx.data() + 1, p, s, nullptr);
 #endif
-  auto a = gy.to_vector();
-  EXPECT_TRUE(std::isnan(a[0]));  // nothing written before the view
-  EXPECT_TRUE(test::all_close(std::vector<float>(a.begin() + 1, a.end()), y, 0, 0));
+    auto a = gy.to_vector(), b = gdx.to_vector();
+    EXPECT_TRUE(std::isnan(a[0]));  // nothing written before the view
+    EXPECT_TRUE(std::isnan(b[0]));
+    EXPECT_TRUE(test::all_close(std::vector<float>(a.begin() + 1, a.end()), y, 0, 0));
+    EXPECT_TRUE(test::all_close(std::vector<float>(b.begin() + 1, b.end()), dx, 0, 0));
+    if (channel) {  // the mask is per plane: some planes dropped whole, some kept whole
+      int dropped = 0, kept = 0;
+      for (int64_t pl = 0; pl < s.n * s.c; ++pl) {
+        int zeros = 0;
+        for (int64_t i = 0; i < s.hw; ++i) zeros += y[size_t(pl * s.hw + i)] == 0.0f;
+        dropped += zeros == s.hw;
+        kept += zeros == 0;
+      }
+      EXPECT_GT(dropped, 0);
+      EXPECT_GT(kept, 0);
+      EXPECT_EQ(dropped + kept, s.n * s.c);
+    }
+  }
 }
 
 TEST(DropoutGpu, LayersMatchCpuLayersForwardAndBackward) {
@@ -272,6 +294,24 @@ TEST(DropoutGpu, LayersMatchCpuLayersForwardAndBackward) {
   auto dc = cpu->backward(cc, Tensor::from_vector(xv, {3, 6, 5, 5}, Device::CPU)).to_vector();
   auto dg = gpu->backward(gc, Tensor::from_vector(xv, {3, 6, 5, 5}, Device::CUDA)).to_vector();
   EXPECT_TRUE(test::all_close(dg, dc, 0, 0));
+}
+
+// Zero elements (an empty batch): no zero-block grid is launched and nothing is written,
+// element-wise and channel-wise.
+TEST(DropoutGpuEmpty, EmptyBatchLaunchesNothing) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (bool channel : {false, true}) {
+    const DropoutShape s{0, 3, 5};
+    const auto p = params(0.5, 1, 2, 3, channel);
+    Tensor gx = test::poisoned({1}, Device::CUDA), gy = test::poisoned({1}, Device::CUDA),
+           gdx = test::poisoned({1}, Device::CUDA);
+#ifdef KILN_WITH_CUDA
+    dropout_fwd(gx.data(), gy.data(), p, s, nullptr);
+    dropout_bwd(gx.data(), gdx.data(), p, s, nullptr);
+#endif
+    EXPECT_TRUE(std::isnan(gy.to_vector()[0])) << channel;
+    EXPECT_TRUE(std::isnan(gdx.to_vector()[0])) << channel;
+  }
 }
 
 }  // namespace
