@@ -13,6 +13,10 @@
 #include "kernels/loss/loss.h"
 #include "test_util.h"
 
+#ifdef KILN_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
 using namespace kiln;
 using kiln::test::all_close;
 using kiln::test::grad_check;
@@ -341,5 +345,37 @@ TEST(LossGpu, ArgmaxNanAndTiesMatchReference) {
       }
     }
   }
+}
+
+// N = 0 (an empty batch): the activations and the loss launch no zero-block grid (a launch
+// error on a device) and write nothing; the epoch sums add nothing, the count included (as the
+// reference does).
+TEST(ActivationLossGpuEmpty, EmptyBatchLaunchesNothing) {
+  KILN_SKIP_WITHOUT_GPU();
+  Context ctx(Device::CUDA, 0);
+  Tensor X = test::poisoned({1}, Device::CUDA), Y = test::poisoned({1}, Device::CUDA),
+         G = test::poisoned({1}, Device::CUDA), DX = test::poisoned({1}, Device::CUDA);
+  for (Act a : {Act::ReLU, Act::Sigmoid, Act::Tanh}) {
+    activation_fwd(a, X.data(), Y.data(), 0, ctx.stream());
+    activation_bwd(a, Y.data(), G.data(), DX.data(), 0, ctx.stream());
+  }
+  Buffer labels(sizeof(int32_t), Device::CUDA);
+  Tensor DZ = test::poisoned({1}, Device::CUDA), L = test::poisoned({1}, Device::CUDA),
+         C = test::poisoned({1}, Device::CUDA);
+  softmax_xent(X.data(), static_cast<int32_t*>(labels.data()), 0, 10, 1.f, DZ.data(), L.data(),
+               C.data(), ctx.stream());
+  const double start[3] = {1.5, 2, 3};
+  Buffer acc(3 * sizeof(double), Device::CUDA);
+  copy_bytes(acc.data(), Device::CUDA, start, Device::CPU, sizeof start);
+  accumulate_sums(L.data(), C.data(), 0, static_cast<double*>(acc.data()), ctx.stream());
+  ctx.sync();
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  for (const Tensor* t : {&Y, &DX, &DZ, &L, &C})
+    EXPECT_TRUE(std::isnan(t->to_vector()[0])) << "wrote past an empty output";
+  double got[3], want[3] = {1.5, 2, 3};
+  copy_bytes(got, Device::CPU, acc.data(), Device::CUDA, sizeof got);
+  accumulate_sums_ref(nullptr, nullptr, 0, want);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(got[i], want[i]) << i;
+  EXPECT_EQ(want[2], 3.0);
 }
 #endif

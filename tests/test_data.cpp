@@ -841,3 +841,29 @@ TEST(DataGpu, GatherUnalignedDestination) {
   EXPECT_TRUE(test::all_close(std::vector<float>(got.begin() + 1, got.end()), want, 0, 0));
 #endif
 }
+
+// An empty gather (count 0): no zero-block grid is launched and nothing is written.
+TEST(DataGpuEmpty, EmptyGatherLaunchesNothing) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  Dataset host = random_dataset(4, {3, 4, 4}, 16), dev = host.to(Device::CUDA);
+  Buffer didx(sizeof(int32_t), Device::CUDA);
+  Tensor out = test::poisoned({1}, Device::CUDA);
+  const int32_t poison = -77;
+  Buffer lab(sizeof(int32_t), Device::CUDA);
+  copy_bytes(lab.data(), Device::CUDA, &poison, Device::CPU, sizeof poison);
+  GatherShape g;
+  g.n_src = 4, g.count = 0, g.row = 48;
+  gather_rows_fwd(dev.images.data(), dev.label_data(), static_cast<int32_t*>(didx.data()), g,
+                  out.data(), static_cast<int32_t*>(lab.data()), nullptr);
+  CropFlipShape c;
+  c.n_src = 4, c.count = 0, c.c = 3, c.h = 4, c.w = 4, c.pad = 1;
+  crop_flip_gather_fwd(dev.images.data(), dev.label_data(), static_cast<int32_t*>(didx.data()), c,
+                       out.data(), static_cast<int32_t*>(lab.data()), nullptr);
+  stream_sync(nullptr);
+  EXPECT_TRUE(std::isnan(out.to_vector()[0]));
+  int32_t got = 0;
+  copy_bytes(&got, Device::CPU, lab.data(), Device::CUDA, sizeof got);
+  EXPECT_EQ(got, poison);
+#endif
+}

@@ -2,12 +2,19 @@
 // double-precision gradient checks of Linear, bias ops, and GPU (cuBLAS + kernels) vs reference.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <tuple>
+
 #include "engine/context.h"
 #include "engine/error.h"
 #include "kernels/dense/dense.h"
 #include "layers/linear.h"
 #include "layers/model.h"
 #include "test_util.h"
+
+#ifdef KILN_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
 
 using namespace kiln;
 using kiln::test::all_close;
@@ -149,5 +156,45 @@ TEST(DenseGpu, BiasAddAndGradOddShapes) {
     ctx.sync();
     EXPECT_TRUE(all_close(out.to_vector(), gwant, 1e-4, 1e-4)) << rows << "x" << cols;
   }
+}
+
+// An empty batch through the Linear layer's kernels: a GEMM with M or N zero does nothing; one
+// whose reduction is empty (the weight gradient over no rows) writes beta * C = 0, as the
+// reference; the bias add has nothing to add to; the bias gradient over no rows is zero, and
+// over no columns writes nothing. No zero-block grid is launched.
+TEST(DenseGpuEmpty, EmptyBatchLaunchesNothingAndZeroesGradients) {
+  KILN_SKIP_WITHOUT_GPU();
+  Context ctx(Device::CUDA, 0);
+  Tensor A = test::poisoned({12}, Device::CUDA), B = test::poisoned({12}, Device::CUDA);
+  for (auto [M, N, K] : {std::tuple{0, 5, 3}, {4, 0, 3}}) {
+    Tensor C = test::poisoned({1}, Device::CUDA);
+    gemm_cuda(ctx.cublas(), false, false, M, N, K, 1.f, A.data(), K, B.data(), std::max(N, 1), 0.f,
+              C.data(), std::max(N, 1));
+    ctx.sync();
+    EXPECT_TRUE(std::isnan(C.to_vector()[0])) << M << "x" << N << "x" << K;
+  }
+  // dW[out, in] = dy^T x over 0 rows
+  const int out = 4, in = 3;
+  Tensor DW = test::poisoned({out * in}, Device::CUDA);
+  gemm_cuda(ctx.cublas(), true, false, out, in, 0, 1.f, A.data(), out, B.data(), in, 0.f, DW.data(),
+            in);
+  std::vector<float> want(out * in, 7.f), a(1), b(1);
+  gemm_ref<float>(true, false, out, in, 0, 1.f, a.data(), out, b.data(), in, 0.f, want.data(), in);
+  ctx.sync();
+  EXPECT_EQ(DW.to_vector(), want);
+  EXPECT_EQ(want, std::vector<float>(out * in, 0.f));
+  Tensor Y = test::poisoned({1}, Device::CUDA), DB = test::poisoned({out}, Device::CUDA),
+         NONE = test::poisoned({1}, Device::CUDA);
+  bias_add(Y.data(), A.data(), 0, out, ctx.stream());
+  bias_grad(Y.data(), DB.data(), 0, out, ctx.stream());
+  bias_grad(Y.data(), NONE.data(), 5, 0, ctx.stream());
+  ctx.sync();
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  std::vector<float> dbw(out, 7.f);
+  bias_grad_ref<float>(nullptr, dbw.data(), 0, out);
+  EXPECT_EQ(DB.to_vector(), dbw);
+  EXPECT_EQ(dbw, std::vector<float>(out, 0.f));
+  EXPECT_TRUE(std::isnan(Y.to_vector()[0]));
+  EXPECT_TRUE(std::isnan(NONE.to_vector()[0]));
 }
 #endif

@@ -10,6 +10,7 @@
 #include "engine/buffer.h"
 #include "engine/error.h"
 #include "kernels/optim/optim.h"
+#include "kernels/optim/optim_math.h"
 #include "optim/optimizer.h"
 #include "tests/test_util.h"
 
@@ -690,5 +691,41 @@ TEST(OptimGpu, TwoLaunchesPerStepAndDeterministic) {
     w.insert(w.end(), n.begin(), n.end());
     if (run == 0) first = w;
     else EXPECT_EQ(w, first) << "two identical runs differ";
+  }
+}
+
+// A model without parameters (every layer parameter-free): the step has no chunks, so it
+// launches nothing (a zero-block grid is a launch error on a device), through the argument and
+// the device-argument paths; the statistics are those of the CPU step over nothing: zero norms,
+// no non-finite gradient, flag 0.
+TEST(OptimGpuEmpty, NoParametersLaunchesNothingAndMatchesCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (const char* name : {"sgd", "adam"}) {
+    SCOPED_TRACE(name);
+    Rig cpu({}, Device::CPU), gpu({}, Device::CUDA);
+    OptimOptions o = opt(name, 0.1f);
+    o.global_clipnorm = 1.0f;
+    auto oc = make_optimizer(o, cpu.model), og = make_optimizer(o, gpu.model);
+    Context cc(Device::CPU), gc(Device::CUDA);
+    const int64_t before = optim_launch_count();
+    oc->step(cc, 0.1f);
+    og->step(gc, 0.1f);
+    Buffer args(512, Device::CUDA);
+    OptimStepArgs h;
+    og->device_step_args(0.1f, -1.0f, &h);
+    copy_bytes(args.data(), Device::CUDA, &h, Device::CPU, sizeof h);
+    og->step_device(gc, static_cast<const OptimStepArgs*>(args.data()));
+    gc.sync();
+    EXPECT_EQ(optim_launch_count() - before, 0);
+    StepStats a = oc->stats(cc), b = og->stats(gc);
+    EXPECT_EQ(b.grad_norm, a.grad_norm);
+    EXPECT_EQ(a.grad_norm, 0.0f);
+    EXPECT_EQ(b.nonfinite, a.nonfinite);
+    EXPECT_FALSE(b.nonfinite);
+    EXPECT_TRUE(b.tensor_grad_norms.empty());
+    int flag = -1;
+    copy_bytes(&flag, Device::CPU, og->nonfinite_flag(), Device::CUDA, sizeof(int));
+    EXPECT_EQ(flag, *oc->nonfinite_flag());
+    EXPECT_EQ(flag, 0);
   }
 }
