@@ -415,6 +415,68 @@ TEST(GroupNormGpu, AwkwardShapes) {
 #endif
 }
 
+// Without dx (a norm layer that is the model's first layer: need_dx false): the parameter
+// gradients as the reference computes them, and dx's memory untouched, for batch norm in
+// training and eval mode and group norm (both of its backward kernels' plane sizes).
+TEST(NormGpu, BackwardWithoutDxGivesParameterGradientsOnly) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  uint64_t seed = 61;
+  for (NormShape s : {NormShape{3, 5, 7 * 5, 1}, NormShape{4, 2, 64, 1}}) {
+    SCOPED_TRACE("batch norm n=" + std::to_string(s.n) + " c=" + std::to_string(s.c));
+    const size_t n = s.numel(), c = s.c;
+    auto x = random_vec(n, seed++, -3, 3), w = random_vec(c, seed++, 0.5, 1.5),
+         b = random_vec(c, seed++);
+    auto dy = random_vec(n, seed++), rv = random_vec(c, seed++, 0.5, 2);
+    std::vector<float> y(n), mean(c), is(c), rm(c, 0.f), rv2 = rv, nbt = {0, 0};
+    batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(),
+                                   rm.data(), rv2.data(), nbt.data(), 0.1, 1e-5, s, nullptr);
+    Dev gx(x), gw(w), gdy(dy), gmean(mean), gis(is), gdw(c), gdb(c), gdx(n);
+    void* ws = dev_workspace(batchnorm_workspace_bytes(s));
+    const double m = static_cast<double>(s.n * s.hw);
+    for (bool train : {true, false}) {
+      std::vector<float> dw(c), db(c);
+      batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(), nullptr,
+                               dw.data(), db.data(), train, s, nullptr);
+      batchnorm_bwd(gx.p, gdy.p, gw.p, gmean.p, gis.p, nullptr, gdw.p, gdb.p, train, s, ws,
+                    nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_TRUE(test::all_close(gdw.get(c), dw, std::max(1e-5, 1e-6 * m), 1e-4)) << train;
+      EXPECT_TRUE(test::all_close(gdb.get(c), db, std::max(1e-5, 1e-6 * m), 1e-4)) << train;
+    }
+    for (float v : gdx.get(n)) ASSERT_TRUE(std::isnan(v)) << "dx written";
+    cudaFree(ws);
+  }
+  for (NormShape s : {NormShape{3, 6, 5, 3}, NormShape{2, 8, 36, 2}}) {  // planes under / past 32
+    SCOPED_TRACE("group norm hw=" + std::to_string(s.hw));
+    const size_t n = s.numel(), c = s.c, st = s.n * s.groups;
+    auto x = random_vec(n, seed++, -2, 4), w = random_vec(c, seed++, 0.5, 1.5),
+         b = random_vec(c, seed++);
+    auto dy = random_vec(n, seed++);
+    std::vector<float> y(n), mean(st), is(st), dw(c), db(c);
+    groupnorm_fwd_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(), 1e-5,
+                             s);
+    groupnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(), nullptr,
+                             dw.data(), db.data(), s, nullptr);
+    Dev gx(x), gw(w), gdy(dy), gmean(mean), gis(is), gdw(c), gdb(c), gdx(n);
+    void* ws = dev_workspace(groupnorm_workspace_bytes(s));
+    groupnorm_bwd(gx.p, gdy.p, gw.p, gmean.p, gis.p, nullptr, gdw.p, gdb.p, s, ws, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const double m = static_cast<double>(s.n * s.hw);
+    EXPECT_TRUE(test::all_close(gdw.get(c), dw, std::max(1e-5, 1e-6 * m), 1e-4));
+    EXPECT_TRUE(test::all_close(gdb.get(c), db, std::max(1e-5, 1e-6 * m), 1e-4));
+    for (float v : gdx.get(n)) ASSERT_TRUE(std::isnan(v)) << "dx written";
+    cudaFree(ws);
+  }
+  // Zero channels: batchnorm_invstd launches nothing (a zero-block grid is a launch error).
+  Dev var(1), invstd(1);
+  batchnorm_invstd(var.p, invstd.p, 1e-5, 0, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_TRUE(std::isnan(invstd.get(1)[0]));
+#endif
+}
+
 TEST(NormGpu, RandomShapesMatchReference) {
   // Twelve seeded random shapes per kind on top of the chosen ones, each named in the failure
   // message.
