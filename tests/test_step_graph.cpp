@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
+#include <stdexcept>
 
 #include "engine/error.h"
 #include "engine/precision.h"
@@ -16,6 +18,10 @@
 #include "layers/models.h"
 #include "test_util.h"
 #include "tuning/run.h"
+
+#ifdef KILN_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
 
 using namespace kiln;
 
@@ -282,4 +288,81 @@ TEST(StepGraphGpu, CifarNetGraphsOnMatchesOffOnMnistShapes) {
   KILN_SKIP_WITHOUT_GPU();
   KILN_SKIP_ON_EMULATOR("~2 min of emulated convolutions; the cnn case covers the graph logic");
   expect_same_training("cifar", "none", 0.0f);
+}
+
+// A capture whose body fails (a check that throws after work was enqueued, or a call that is
+// illegal under capture and invalidates it) ends the capture and rethrows the body's error: no
+// graph is kept, the stream is usable (synchronising works, no sticky error), the failed
+// step's captured work never runs, and the next steps run eagerly and then capture as usual.
+// Weights end bitwise equal to a twin that ran only the steps that succeeded.
+TEST(StepGraphGpu, FailedCaptureRethrowsAndLeavesTheStreamUsable) {
+  KILN_SKIP_WITHOUT_GPU();
+  ModelOptions mo;
+  mo.model = "mlp";
+  mo.width = 19;
+  mo.depth = 1;
+  auto a = make_model(mo, {1, 3, 5}, 4), b = make_model(mo, {1, 3, 5}, 4);
+  a->build(Device::CUDA, 3);
+  b->build(Device::CUDA, 3);
+  OptimOptions o;
+  o.name = "sgd";
+  o.lr = 0.05f;
+  o.momentum = 0.9f;
+  auto oa = make_optimizer(o, *a), ob = make_optimizer(o, *b);
+  std::vector<float> g = test::random_vec(a->flat_grads().numel(), 5);
+  a->flat_grads().copy_from(Tensor::from_vector(g, a->flat_grads().shape(), Device::CUDA));
+  b->flat_grads().copy_from(Tensor::from_vector(g, b->flat_grads().shape(), Device::CUDA));
+  Context ctx(Device::CUDA, 1), twin(Device::CUDA, 1);
+  StepGraph graph(ctx, *oa);
+  int x = 0, y = 0;  // only the keys' addresses matter
+  auto ok = [&](const OptimStepArgs* dev) {
+    if (dev)
+      oa->step_device(ctx, dev);
+    else
+      oa->step(ctx, 0.05f, 0.9f);
+  };
+  graph.run(4, &x, &y, 1, 0.05f, 0.9f, ok);  // eager warm-up
+  ob->step(twin, 0.05f, 0.9f);
+  EXPECT_EQ(graph.eager_steps(), 1);
+
+  const std::function<void(const OptimStepArgs*)> failing[] = {
+      [&](const OptimStepArgs* dev) {
+        ASSERT_NE(dev, nullptr);
+        oa->step_device(ctx, dev);  // captured, never run
+        throw std::runtime_error("planted failure inside the capture");
+      },
+      [&](const OptimStepArgs* dev) {
+        oa->step_device(ctx, dev);
+        Buffer illegal(64, Device::CUDA);  // cudaMalloc under capture: invalidates it, throws
+      },
+  };
+  for (const auto& body : failing) {
+    bool threw = false;
+    try {
+      graph.run(4, &x, &y, 2, 0.05f, 0.9f, body);
+    } catch (const std::exception&) {
+      threw = true;
+    }
+    EXPECT_TRUE(threw);
+    EXPECT_EQ(graph.captures(), 0);
+#ifdef KILN_WITH_CUDA
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "the failed capture left an error behind";
+    EXPECT_EQ(cudaStreamSynchronize(ctx.stream()), cudaSuccess) << "the stream is still capturing";
+#endif
+    Buffer fine(64, Device::CUDA);  // allocating works again
+    EXPECT_EQ(a->flat_params().to_vector(), b->flat_params().to_vector())
+        << "a failed capture's work ran";
+  }
+  graph.run(4, &x, &y, 3, 0.05f, 0.9f, ok);  // the warmed key: captured and launched
+  ob->step(twin, 0.05f, 0.9f);
+  graph.run(4, &x, &y, 4, 0.05f, 0.9f, ok);  // replayed
+  ob->step(twin, 0.05f, 0.9f);
+  graph.run(3, &x, &y, 5, 0.05f, 0.9f, ok);  // another batch size (a partial batch): eager
+  ob->step(twin, 0.05f, 0.9f);
+  ctx.sync();
+  twin.sync();
+  EXPECT_EQ(graph.eager_steps(), 2);
+  EXPECT_EQ(graph.captures(), 1);
+  EXPECT_EQ(graph.replays(), 1);
+  EXPECT_EQ(a->flat_params().to_vector(), b->flat_params().to_vector());
 }
