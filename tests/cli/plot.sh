@@ -9,9 +9,10 @@ py=""
 for c in python3 /usr/bin/python3; do
   if command -v "$c" >/dev/null && "$c" -c "import matplotlib" 2>/dev/null; then py=$c; break; fi
 done
-[ -n "$py" ] || { echo "SKIP: matplotlib is not installed (apt-get install python3-matplotlib)"; exit 0; }
+[ -n "$py" ] || { echo "SKIP: matplotlib is not installed (apt-get install python3-matplotlib)"; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+export MPLCONFIGDIR="$tmp/mpl"  # matplotlib's font cache here, not in $HOME
 cd "$tmp"
 plot="$KILN_SRC/scripts/plot.py"
 common=(--device cpu --data-dir "$KILN_TEST_DATA" --train-limit 1000 --model mlp --width 32)

@@ -124,13 +124,16 @@ check shared-ckpt-dir 0 "note: checkpoint directory $tmp/ck already holds 3 peri
 # A run that asks for no checkpoint trains in a directory it cannot write (as root, run as
 # nobody: root writes anywhere), and one that asks for them is refused before training.
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+  # nobody may not reach the checkout (a clone under root's 0700 home): binary and data copied
+  mkdir -p "$tmp/nb" && cp "$bin" "$tmp/nb/train_mnist" && cp -r "$data/mnist" "$tmp/nb/mnist" &&
+    chmod -R a+rX "$tmp/nb"
   mkdir -p "$tmp/ro" && chmod 755 "$tmp" && chmod 555 "$tmp/ro"
-  ( cd "$tmp/ro" && setpriv --reuid=65534 --regid=65534 --clear-groups "$bin" --device cpu \
-      --data-dir "$data" --model mlp --width 8 --epochs 1 --train-limit 100 --test-limit 50 ) \
+  ( cd "$tmp/ro" && setpriv --reuid=65534 --regid=65534 --clear-groups "$tmp/nb/train_mnist" --device cpu \
+      --data-dir "$tmp/nb" --model mlp --width 8 --epochs 1 --train-limit 100 --test-limit 50 ) \
     >"$tmp/out" 2>"$tmp/err" && grep -q '^test_acc=' "$tmp/out" ||
     { echo "FAIL: a run without checkpoints in a read-only directory"; cat "$tmp/err"; fail=1; }
-  ( cd "$tmp/ro" && setpriv --reuid=65534 --regid=65534 --clear-groups "$bin" --device cpu \
-      --data-dir "$data" --model mlp --width 8 --epochs 1 --train-limit 100 --checkpoint-every 1 ) \
+  ( cd "$tmp/ro" && setpriv --reuid=65534 --regid=65534 --clear-groups "$tmp/nb/train_mnist" --device cpu \
+      --data-dir "$tmp/nb" --model mlp --width 8 --epochs 1 --train-limit 100 --checkpoint-every 1 ) \
     >/dev/null 2>"$tmp/err"
   [ $? = 2 ] && grep -q 'checkpoint directory checkpoints: cannot create it in .: Permission denied' "$tmp/err" ||
     { echo "FAIL: --checkpoint-every in a read-only directory"; cat "$tmp/err"; fail=1; }
