@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/context.h"
+#include "engine/file_io.h"
 #include "engine/tensor.h"
 #include "layers/model.h"
 #include "optim/optimizer.h"
@@ -54,9 +55,6 @@ SafetensorsFile read_safetensors(const std::string& path);
 // `path` is untouched, and a runtime Error names `path`. Temp files for `path` that a killed
 // process of this machine left behind are removed first.
 void write_file_atomic(const std::string& path, const void* data, size_t size);
-// The whole of `path` into `out` (read(2), EINTR retried): 0, or the errno of the failure with
-// `why` ("cannot open: ...", "read failed: Input/output error").
-int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why);
 // Whether directory entry `name` is a write_file_atomic temp file of a process of this machine
 // that no longer runs (another machine's, on a shared directory, is never stale here).
 bool is_stale_temp_file(const std::string& name);

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "engine/error.h"
+#include "engine/file_io.h"
 #include "engine/numtext.h"
 
 namespace kiln {
@@ -151,18 +152,9 @@ void JsonlWriter::write(const std::string& line) {
   const int fd = fileno(f_);
   std::string out = (pending_newline_ ? "\n" : "") + line + "\n";
   const off_t start = lseek(fd, 0, SEEK_END);
-  const char* p = out.data();
-  size_t left = out.size();
-  while (left > 0) {
-    ssize_t w = ::write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      const int err = w < 0 ? errno : EIO;
-      if (start >= 0) (void)ftruncate(fd, start);  // no torn record for a reader or a resume
-      KILN_FAIL(path_ << ": write failed: " << std::strerror(err));
-    }
-    p += w;
-    left -= static_cast<size_t>(w);
+  if (const int err = write_all(fd, out.data(), out.size())) {
+    if (start >= 0) (void)ftruncate(fd, start);  // no torn record for a reader or a resume
+    KILN_FAIL(path_ << ": write failed: " << std::strerror(err));
   }
   pending_newline_ = false;
 }

@@ -255,33 +255,6 @@ SafetensorsFile read_safetensors(const std::string& path) {
   return decode_safetensors(bytes.data(), bytes.size(), "checkpoint " + path);
 }
 
-// (std::istreambuf_iterator let libstdc++'s ios_base::failure escape with no file name:
-// "basic_filebuf::underflow error reading the file"; fread reads an error as the file's end.)
-int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    why = std::string("cannot open: ") + std::strerror(err);
-    return err;
-  }
-  out.clear();
-  std::vector<uint8_t> buf(1 << 16);
-  for (;;) {
-    const ssize_t r = ::read(fd, buf.data(), buf.size());
-    if (r < 0 && errno == EINTR) continue;  // a SIGINT/SIGTERM handler (no SA_RESTART)
-    if (r < 0) {
-      const int err = errno;
-      why = std::string("read failed: ") + std::strerror(err);
-      ::close(fd);
-      return err;
-    }
-    if (r == 0) break;
-    out.insert(out.end(), buf.data(), buf.data() + r);
-  }
-  ::close(fd);
-  return 0;
-}
-
 bool is_stale_temp_file(const std::string& name) {
   // <target><tag><pid>.<k>
   const size_t dot = name.rfind('.');
@@ -329,25 +302,8 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     if (fd < 0 && errno != EEXIST) break;
   }
   KILN_CHECK(fd >= 0, path << ": cannot create a temporary file in " << dir << ": " << std::strerror(errno));
-  const char* p = static_cast<const char*>(data);
-  size_t left = size;
-  int err = 0;
-  while (left > 0) {
-    ssize_t w = ::write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      err = w < 0 ? errno : EIO;
-      break;
-    }
-    p += w;
-    left -= static_cast<size_t>(w);
-  }
-  if (!err) {  // fsync retried when a signal handler (no SA_RESTART) interrupts it
-    int rc;
-    while ((rc = ::fsync(fd)) != 0 && errno == EINTR) {
-    }
-    if (rc != 0) err = errno;
-  }
+  int err = write_all(fd, data, size);
+  if (!err) err = fsync_retry(fd);
   if (::close(fd) != 0 && !err) err = errno;
   if (!err && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
   if (err) {
@@ -357,8 +313,7 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   // The rename is durable only once the directory entry is on disk.
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
-    while (::fsync(dfd) != 0 && errno == EINTR) {
-    }
+    (void)fsync_retry(dfd);
     ::close(dfd);
   }
 }

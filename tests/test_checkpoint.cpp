@@ -7,10 +7,13 @@
 #include <locale.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <clocale>
 #include <csignal>
 #include <cstdio>
@@ -19,6 +22,7 @@
 #include <fstream>
 #include <locale>
 #include <random>
+#include <thread>
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
@@ -663,6 +667,73 @@ TEST(Checkpoint, FailedWriteLeavesOldFileIntact) {
   Rig b(16, 3);
   load_checkpoint(path, b.ctx, *b.model, b.opt.get(), b.sched.get());
   std::remove(path.c_str());
+}
+
+namespace {
+std::atomic<int> g_alarms{0};
+void count_alarm(int) {
+  g_alarms.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
+// write_all against a slow reader while a 1 ms timer's handler (installed without SA_RESTART,
+// as kiln's SIGINT/SIGTERM handlers are) interrupts the writer: every byte arrives, in order,
+// through interrupted (EINTR) and short writes. Then the errors: /dev/full's ENOSPC, and
+// fsync_retry's errno on a descriptor that cannot be synced.
+TEST(FileIo, WriteAllSurvivesSignalsAndShortWritesAndReportsErrno) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::vector<uint8_t> data(1 << 22);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 2654435761u >> 24);
+  sigset_t alrm, old_mask;
+  sigemptyset(&alrm);
+  sigaddset(&alrm, SIGALRM);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &alrm, &old_mask), 0);  // the reader inherits the block
+  std::vector<uint8_t> got;
+  std::thread reader([&] {
+    std::vector<uint8_t> buf(4096);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the pipe fills, the writer waits
+    for (;;) {
+      const ssize_t r = read(fds[0], buf.data(), buf.size());
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      got.insert(got.end(), buf.data(), buf.data() + r);
+      if (got.size() % (1 << 16) < 4096)
+        std::this_thread::sleep_for(std::chrono::microseconds(300));
+    }
+  });
+  struct sigaction sa = {};
+  struct sigaction old_sa = {};
+  sa.sa_handler = count_alarm;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART
+  ASSERT_EQ(sigaction(SIGALRM, &sa, &old_sa), 0);
+  ASSERT_EQ(pthread_sigmask(SIG_UNBLOCK, &alrm, nullptr), 0);
+  g_alarms = 0;
+  struct itimerval tick = {};
+  struct itimerval off = {};
+  tick.it_interval.tv_usec = tick.it_value.tv_usec = 1000;
+  ASSERT_EQ(setitimer(ITIMER_REAL, &tick, nullptr), 0);
+  const int err = kiln::write_all(fds[1], data.data(), data.size());
+  setitimer(ITIMER_REAL, &off, nullptr);
+  const int alarms = g_alarms.load();
+  close(fds[1]);
+  reader.join();
+  close(fds[0]);
+  sigaction(SIGALRM, &old_sa, nullptr);
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  EXPECT_EQ(err, 0) << std::strerror(err);
+  EXPECT_GT(alarms, 5);  // the writer was interrupted, again and again
+  EXPECT_TRUE(got == data) << got.size() << " of " << data.size() << " bytes, or out of order";
+
+  const int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
+  if (full >= 0) {
+    EXPECT_EQ(kiln::write_all(full, data.data(), 100), ENOSPC);
+    close(full);
+  }
+  EXPECT_EQ(kiln::write_all(fds[1], data.data(), 1), EBADF);  // closed above
+  EXPECT_EQ(kiln::fsync_retry(fds[1]), EBADF);
+  EXPECT_EQ(kiln::write_all(-1, data.data(), 0), 0);  // nothing to write: no call
 }
 
 // A write removes the temp files that killed writers of this machine left for the same path, and

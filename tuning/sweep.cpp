@@ -26,6 +26,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
+#include "engine/file_io.h"
 #include "engine/json.h"
 #include "engine/process.h"
 #include "tuning/run.h"
@@ -122,22 +123,13 @@ class TrialLock {
     std::string s = std::to_string(getpid()) + " " + host_name() + " " +
                     std::to_string(own_start_time()) + " " + pid_namespace() + " " + boot_id() +
                     "\n";
-    bool ok = true;
-    for (size_t done = 0; ok && done < s.size();) {
-      ssize_t w = write(fd, s.data() + done, s.size() - done);
-      if (w < 0 && errno == EINTR) continue;
-      ok = w > 0;
-      if (ok) done += static_cast<size_t>(w);
-    }
-    int frc;
-    while ((frc = fsync(fd)) != 0 && errno == EINTR) {
-    }
-    ok = frc == 0 && ok;
+    int err = write_all(fd, s.data(), s.size());
+    if (!err) err = fsync_retry(fd);
     close(fd);
-    if (!ok) unlink(tmp.c_str());
-    KILN_CHECK(ok, tmp << ": cannot write lock");
-    int rc = link(tmp.c_str(), path_.c_str());
-    int err = errno;
+    if (err) unlink(tmp.c_str());
+    KILN_CHECK(!err, tmp << ": cannot write lock: " << std::strerror(err));
+    const int rc = link(tmp.c_str(), path_.c_str());
+    err = errno;
     unlink(tmp.c_str());
     if (rc == 0) return true;
     KILN_CHECK(err == EEXIST, path_ << ": cannot create lock: " << std::strerror(err));
@@ -331,23 +323,12 @@ void record_locked(const std::string& dir, const SweepSpec& spec, const std::str
     char last = '\n';
     if (st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n') out = "\n";
     out += line + "\n";
-    const char* p = out.data();
-    size_t left = out.size();
-    while (left > 0) {
-      ssize_t w = write(fd, p, left);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        const int err = w < 0 ? errno : EIO;
-        (void)ftruncate(fd, st.st_size);  // no torn record left behind (we hold the flock)
-        KILN_FAIL(path << ": write failed: " << std::strerror(err));
-      }
-      p += w;
-      left -= static_cast<size_t>(w);
+    if (const int err = write_all(fd, out.data(), out.size())) {
+      (void)ftruncate(fd, st.st_size);  // no torn record left behind (we hold the flock)
+      KILN_FAIL(path << ": write failed: " << std::strerror(err));
     }
-    int rc;
-    while ((rc = fsync(fd)) != 0 && errno == EINTR) {
-    }
-    KILN_CHECK(rc == 0, path << ": fsync failed: " << std::strerror(errno));
+    const int err = fsync_retry(fd);
+    KILN_CHECK(err == 0, path << ": fsync failed: " << std::strerror(err));
   }
   std::string text = csv_header(spec);
   for (const auto& r : read_results(dir)) text += csv_row(r) + "\n";

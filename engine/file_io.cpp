@@ -1,0 +1,57 @@
+#include "engine/file_io.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace kiln {
+
+int write_all(int fd, const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t w = ::write(fd, p, size);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return w < 0 ? errno : EIO;
+    p += w;
+    size -= static_cast<size_t>(w);
+  }
+  return 0;
+}
+
+int fsync_retry(int fd) {
+  int rc;
+  while ((rc = ::fsync(fd)) != 0 && errno == EINTR) {
+  }
+  return rc == 0 ? 0 : errno;
+}
+
+// (std::istreambuf_iterator let libstdc++'s ios_base::failure escape with no file name:
+// "basic_filebuf::underflow error reading the file"; fread reads an error as the file's end.)
+int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    why = std::string("cannot open: ") + std::strerror(err);
+    return err;
+  }
+  out.clear();
+  std::vector<uint8_t> buf(1 << 16);
+  for (;;) {
+    const ssize_t r = ::read(fd, buf.data(), buf.size());
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int err = errno;
+      why = std::string("read failed: ") + std::strerror(err);
+      ::close(fd);
+      return err;
+    }
+    if (r == 0) break;
+    out.insert(out.end(), buf.data(), buf.data() + r);
+  }
+  ::close(fd);
+  return 0;
+}
+
+}  // namespace kiln

@@ -1,0 +1,22 @@
+// POSIX file I/O that survives the signals kiln handles: SIGINT/SIGTERM handlers are installed
+// without SA_RESTART (so a long step notices them), which lets them interrupt read(2), write(2)
+// and fsync(2) with EINTR. These retry, continue short transfers, and report the errno.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+// All `size` bytes of `data` to `fd`: 0, or the errno of the failure (EIO for a write(2) that
+// wrote nothing). On failure part of the data may have been written.
+int write_all(int fd, const void* data, size_t size);
+// fsync(2): 0, or the errno of the failure.
+int fsync_retry(int fd);
+// The whole of `path` into `out`: 0, or the errno of the failure with `why` ("cannot open:
+// ...", "read failed: Input/output error").
+int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why);
+
+}  // namespace kiln
