@@ -76,32 +76,19 @@ void StepGraph::run(int64_t n, const void* x, const void* y, uint64_t step, floa
   StepScalars s;
   std::memset(static_cast<void*>(&s), 0, sizeof(s));  // padding too: the bytes go to the device
   s.step = step;
+  const int64_t steps_before = opt_.steps_taken();
   opt_.device_step_args(lr, momentum, &s.optim);  // advances the optimizer's step count
   auto* dev = static_cast<StepScalars*>(scalars_.data());
   device_write_async(dev, &s, sizeof(s), ctx_.stream());
   if (!exec_) {
-    cudaStream_t st = ctx_.stream();
-    KILN_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    cudaGraph_t graph = nullptr;
-    ctx_.step_dev = &dev->step;
+    // A capture that fails never runs its step: the optimizer's step count goes back, so that
+    // a caller who carries on (eagerly, say) steps with the count the step would have had.
     try {
-      body(&dev->optim);
+      capture(body, &dev->step, &dev->optim);
     } catch (...) {
-      ctx_.step_dev = nullptr;
-      cudaStreamEndCapture(st, &graph);  // leaves the stream usable
-      if (graph) cudaGraphDestroy(graph);
-      cudaGetLastError();
+      opt_.set_steps_taken(steps_before);
       throw;
     }
-    ctx_.step_dev = nullptr;
-    cudaError_t e = cudaStreamEndCapture(st, &graph);
-    KILN_CHECK(e == cudaSuccess && graph, "--cuda-graphs: capturing the training step failed: "
-                                              << cudaGetErrorString(e) << " (run with --cuda-graphs off)");
-    e = cudaGraphInstantiateWithFlags(&exec_, graph, 0);
-    cudaGraphDestroy(graph);
-    if (e != cudaSuccess) exec_ = nullptr;
-    KILN_CHECK(e == cudaSuccess, "--cuda-graphs: instantiating the training step failed: "
-                                     << cudaGetErrorString(e) << " (run with --cuda-graphs off)");
     ++captures_;
   } else {
     ++replays_;
@@ -112,5 +99,34 @@ void StepGraph::run(int64_t n, const void* x, const void* y, uint64_t step, floa
   KILN_FAIL("--cuda-graphs on in a build without CUDA");
 #endif
 }
+
+#ifdef KILN_WITH_CUDA
+void StepGraph::capture(const std::function<void(const OptimStepArgs*)>& body,
+                        const uint64_t* step_dev, const OptimStepArgs* args) {
+  cudaStream_t st = ctx_.stream();
+  KILN_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  cudaGraph_t graph = nullptr;
+  ctx_.step_dev = step_dev;
+  try {
+    body(args);
+  } catch (...) {
+    ctx_.step_dev = nullptr;
+    cudaStreamEndCapture(st, &graph);  // leaves the stream usable
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw;
+  }
+  ctx_.step_dev = nullptr;
+  cudaError_t e = cudaStreamEndCapture(st, &graph);
+  KILN_CHECK(e == cudaSuccess && graph, "--cuda-graphs: capturing the training step failed: "
+                                            << cudaGetErrorString(e)
+                                            << " (run with --cuda-graphs off)");
+  e = cudaGraphInstantiateWithFlags(&exec_, graph, 0);
+  cudaGraphDestroy(graph);
+  if (e != cudaSuccess) exec_ = nullptr;
+  KILN_CHECK(e == cudaSuccess, "--cuda-graphs: instantiating the training step failed: "
+                                   << cudaGetErrorString(e) << " (run with --cuda-graphs off)");
+}
+#endif
 
 }  // namespace kiln

@@ -52,6 +52,10 @@ class StepGraph {
 
  private:
   void destroy();
+  // Captures `body` into exec_ (CUDA builds): on failure nothing is kept, the stream is usable
+  // and the error is rethrown.
+  void capture(const std::function<void(const OptimStepArgs*)>& body, const uint64_t* step_dev,
+               const OptimStepArgs* args);
 
   [[maybe_unused]] Context& ctx_;  // both used only in CUDA builds
   [[maybe_unused]] Optimizer& opt_;

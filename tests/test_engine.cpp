@@ -305,6 +305,28 @@ TEST(Options, ConfigDiffsReadSixDigitFloatsOfOlderFiles) {
             "--momentum 0.9 -> 0.95");
 }
 
+TEST(Options, ConfigDiffsCompareOptionsAnOlderFileLacksWithTheirDefaults) {
+  // A checkpoint or sweep directory from before an option existed ran as its default does: the
+  // same value now is no change, another value is one, and a skipped key stays skipped.
+  auto skip_none = [](const std::string&) { return false; };
+  const std::string def = run_options().find("fuse")->get(RunConfig{});
+  ASSERT_EQ(def, "off");
+  const JsonValue was = parse_json("{\"lr\":\"0.1\"}");
+  EXPECT_EQ(
+      config_diffs(was, parse_json("{\"lr\":\"0.1\",\"fuse\":\"" + def + "\"}"), skip_none, "--"),
+      "");
+  EXPECT_EQ(config_diffs(was, parse_json("{\"lr\":\"0.1\",\"fuse\":\"on\"}"), skip_none, "--"),
+            "--fuse (not recorded: the default " + def + ") -> on");
+  EXPECT_EQ(config_diffs(
+                was, parse_json("{\"lr\":\"0.1\",\"fuse\":\"on\"}"),
+                [](const std::string& k) { return k == "fuse"; }, "--"),
+            "");
+  // A key no option has (a later kiln's file read by this one's config) is not a change.
+  EXPECT_EQ(
+      config_diffs(was, parse_json("{\"lr\":\"0.1\",\"no-such-option\":\"3\"}"), skip_none, "--"),
+      "");
+}
+
 TEST(Options, CliFlagsBoolsAndErrors) {
   RunConfig c;
   const char* argv[] = {"x", "--lr", "0.5", "--batch-size=32", "--nesterov", "--no-shuffle", "--milestones", "3,7"};

@@ -312,47 +312,49 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PoolGpu, ::testing::ValuesIn(gpu_pool_shapes())
                          [](const ::testing::TestParamInfo<NamedPool>& i) { return i.param.name; });
 
 // NaN in a max-pool window: torch's max_pool2d propagates it wherever it lies in the window.
-// Three 1x3 windows: [1, NaN, 0] (the NaN after a finite maximum, not greater than it),
-// [1, 0, NaN] (NaN last) and [NaN, 5, 0] (NaN first, a larger value after it). The argmax is the
-// first NaN, so the gradient goes there.
+// Four 1x3 windows: [1, NaN, 0] (the NaN after a finite maximum, not greater than it),
+// [1, 0, NaN] (NaN last), [NaN, 5, 0] (NaN first, a larger value after it) and [NaN, 2, NaN].
+// The argmax, which receives the gradient, is the window's last NaN: torch 1.13's CPU
+// max_pool2d gives indices [1, 5, 6, 11] and its gradient for this input (its CUDA kernel has
+// the same rule).
 constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
 PoolShape nan_pool_shape() {
-  return make_pool(1, 1, 1, 9, 1, 3, 0, 3);
+  return make_pool(1, 1, 1, 12, 1, 3, 0, 3);
 }
 std::vector<float> nan_pool_input() {
-  return {1, kNan, 0, 1, 0, kNan, kNan, 5, 0};
+  return {1, kNan, 0, 1, 0, kNan, kNan, 5, 0, kNan, 2, kNan};
 }
 
 TEST(PoolRef, MaxPoolNanAnywhereInTheWindowPropagates) {
   const PoolShape s = nan_pool_shape();
-  ASSERT_EQ(s.y_numel(), 3);
+  ASSERT_EQ(s.y_numel(), 4);
   const std::vector<float> x = nan_pool_input();
-  std::vector<float> y(3, -7.f), dy = {10, 20, 30}, dx(9, -7.f);
-  std::vector<int32_t> arg(3, -7);
+  std::vector<float> y(4, -7.f), dy = {10, 20, 30, 40}, dx(12, -7.f);
+  std::vector<int32_t> arg(4, -7);
   maxpool2d_fwd_ref<float>(s, x.data(), y.data(), arg.data());
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(std::isnan(y[i])) << "window " << i << ": " << y[i];
-  EXPECT_EQ(arg, (std::vector<int32_t>{1, 5, 6}));
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(std::isnan(y[i])) << "window " << i << ": " << y[i];
+  EXPECT_EQ(arg, (std::vector<int32_t>{1, 5, 6, 11}));
   maxpool2d_bwd_ref<float>(s, dy.data(), arg.data(), dx.data());
-  EXPECT_EQ(dx, (std::vector<float>{0, 10, 0, 0, 0, 20, 30, 0, 0}));
+  EXPECT_EQ(dx, (std::vector<float>{0, 10, 0, 0, 0, 20, 30, 0, 0, 0, 0, 40}));
 }
 
 TEST(PoolGpuNan, MaxPoolNanAnywhereInTheWindowMatchesReference) {
   KILN_SKIP_WITHOUT_GPU();
 #ifdef KILN_WITH_CUDA
   const PoolShape s = nan_pool_shape();
-  const std::vector<float> x = nan_pool_input(), dy = {10, 20, 30};
-  Tensor X = Tensor::from_vector(x, {9}, Device::CUDA),
-         G = Tensor::from_vector(dy, {3}, Device::CUDA);
-  Tensor Y = test::poisoned({3}, Device::CUDA), A = test::poisoned({3}, Device::CUDA);
-  Tensor DX = test::poisoned({9}, Device::CUDA);
+  const std::vector<float> x = nan_pool_input(), dy = {10, 20, 30, 40};
+  Tensor X = Tensor::from_vector(x, {12}, Device::CUDA),
+         G = Tensor::from_vector(dy, {4}, Device::CUDA);
+  Tensor Y = test::poisoned({4}, Device::CUDA), A = test::poisoned({4}, Device::CUDA);
+  Tensor DX = test::poisoned({12}, Device::CUDA);
   maxpool2d_fwd(s, X.data(), Y.data(), reinterpret_cast<int32_t*>(A.data()), nullptr);
   maxpool2d_bwd(s, G.data(), reinterpret_cast<const int32_t*>(A.data()), DX.data(), nullptr);
   for (float v : Y.to_vector()) EXPECT_TRUE(std::isnan(v)) << v;
   auto av = A.to_vector();
   std::vector<int32_t> ag(av.size());
   std::memcpy(ag.data(), av.data(), av.size() * sizeof(float));
-  EXPECT_EQ(ag, (std::vector<int32_t>{1, 5, 6}));
-  EXPECT_EQ(DX.to_vector(), (std::vector<float>{0, 10, 0, 0, 0, 20, 30, 0, 0}));
+  EXPECT_EQ(ag, (std::vector<int32_t>{1, 5, 6, 11}));
+  EXPECT_EQ(DX.to_vector(), (std::vector<float>{0, 10, 0, 0, 0, 20, 30, 0, 0, 0, 0, 40}));
 #endif
 }
 

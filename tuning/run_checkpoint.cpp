@@ -101,12 +101,23 @@ std::string config_diffs(const JsonValue& was, const JsonValue& now,
     const double x = strtod_c(now.c_str(), &end);
     return !now.empty() && *end == 0 && format_c("%.6g", x) == old;
   };
+  // An option a later kiln added is missing from an older file; that kiln behaved as the
+  // option's default does (a new option's default keeps the old behaviour).
+  static const JsonValue defaults = parse_json(run_config_json(RunConfig{}));
   std::string diffs;
   for (const auto& [k, v] : now.members) {
+    if (skip(k)) continue;
     const JsonValue* old = was.find(k);
-    if (skip(k) || !old || (old->is_string() && same(old->text, v.text))) continue;
-    diffs += (diffs.empty() ? "" : ", ") + prefix + k + " " +
-             (old->is_string() ? old->text : std::string("?")) + " -> " + v.text;
+    std::string old_text;
+    if (old) {
+      if (old->is_string() && same(old->text, v.text)) continue;
+      old_text = old->is_string() ? old->text : std::string("?");
+    } else {
+      const JsonValue* d = defaults.find(k);
+      if (!d || !d->is_string() || d->text == v.text) continue;
+      old_text = "(not recorded: the default " + d->text + ")";
+    }
+    diffs += (diffs.empty() ? "" : ", ") + prefix + k + " " + old_text + " -> " + v.text;
   }
   return diffs;
 }

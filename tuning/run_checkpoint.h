@@ -21,8 +21,8 @@ struct RunSession;
 std::string run_config_json(const RunConfig& cfg);
 // The options whose value in `now` differs from `was` (both run_config_json objects), as
 // "<prefix>key old -> new, ..." ("?" for an old value that is not a string): keys `skip` accepts
-// are left out, and so are keys `was` lacks (an option a later kiln added has nothing to be
-// compared with).
+// are left out. A key `was` lacks (an option a later kiln added) is compared with the option's
+// default, which is how the older kiln ran: "key (not recorded: the default D) -> new".
 std::string config_diffs(const JsonValue& was, const JsonValue& now,
                          const std::function<bool(const std::string&)>& skip,
                          const std::string& prefix = "");

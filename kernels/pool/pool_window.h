@@ -1,5 +1,5 @@
 // Window arithmetic shared by the CPU reference and the CUDA kernels, so both apply the same
-// tie rule (first maximum in row-major window order) and the same backward window ranges.
+// tie rule (first maximum in row-major window order, the last NaN) and the same backward ranges.
 #pragma once
 #include <cstdint>
 
@@ -14,7 +14,8 @@
 namespace kiln::pool_detail {
 
 // Max over the window of output (p, q) in one plane; writes the winner's index h*W + w.
-// NaN propagates (like PyTorch): once seen it stays, as nothing compares greater than it.
+// NaN propagates as in PyTorch's max_pool2d (CPU and CUDA): a NaN always takes over, so the
+// window's last NaN is the argmax and receives the gradient; no number compares greater than it.
 template <typename T>
 KILN_HD T window_max(const PoolShape& s, const T* plane, int64_t p, int64_t q, int32_t* arg) {
   const int64_t h0 = p * s.stride - s.pad, w0 = q * s.stride - s.pad;
@@ -27,8 +28,7 @@ KILN_HD T window_max(const PoolShape& s, const T* plane, int64_t p, int64_t q, i
       const int64_t wi = w0 + t;
       if (wi < 0 || wi >= s.w) continue;
       const T v = plane[hi * s.w + wi];
-      const bool best_nan = besti >= 0 && !(best == best);
-      if (besti < 0 || (!best_nan && (v > best || !(v == v)))) {
+      if (besti < 0 || v > best || !(v == v)) {
         best = v;
         besti = static_cast<int32_t>(hi * s.w + wi);
       }
