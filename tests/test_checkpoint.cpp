@@ -818,12 +818,21 @@ TEST(Checkpoint, PruneRemovesDeadWritersTempFilesOldAndNew) {
   }
   upto.step = 101;
   upto.batch = 3;  // mid-epoch: the step checkpoint's name
-  prune_checkpoints(dir, 2, upto);
+  EXPECT_EQ(prune_checkpoints(dir, 2, upto), "");
   EXPECT_FALSE(exists(dir + "/ckpt-step-99.safetensors"));
   EXPECT_TRUE(exists(dir + "/ckpt-step-100.safetensors"));
   EXPECT_TRUE(exists(dir + "/ckpt-step-101.safetensors"));
-  for (const char* n : {"ckpt-step-100", "ckpt-step-101"})
-    std::remove((dir + "/" + n + ".safetensors").c_str());
+  // What cannot be deleted (here a directory of a checkpoint's name; for a user, a read-only
+  // directory or a file another user owns) is reported, not passed over in silence.
+  const std::string stuck = dir + "/ckpt-step-98.safetensors";
+  ASSERT_EQ(::mkdir(stuck.c_str(), 0755), 0);
+  const struct timespec old_time[2] = {{1600000000, 0}, {1600000000, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, stuck.c_str(), old_time, 0), 0);
+  EXPECT_EQ(prune_checkpoints(dir, 1, upto), stuck + ": " + std::strerror(EISDIR));
+  EXPECT_FALSE(exists(dir + "/ckpt-step-100.safetensors"));  // the others are still pruned
+  EXPECT_TRUE(exists(dir + "/ckpt-step-101.safetensors"));
+  ::rmdir(stuck.c_str());
+  std::remove((dir + "/ckpt-step-101.safetensors").c_str());
   ::rmdir(dir.c_str());
 }
 

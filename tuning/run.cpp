@@ -191,8 +191,16 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   tr.checkpoint_every_epochs = cfg.checkpoint_every;
   tr.checkpoint_every_steps = cfg.checkpoint_every_steps;
   tr.stop_flag = StopSignals::flag();
+  bool prune_noted = false;  // said once: every later checkpoint would repeat it
   tr.on_checkpoint = [&](const TrainPosition& p, const std::string&) {
-    r.last_checkpoint = write_periodic_checkpoint(*s, p);
+    std::string prune_failed;
+    r.last_checkpoint = write_periodic_checkpoint(*s, p, &prune_failed);
+    if (!prune_failed.empty() && !prune_noted && hooks.log) {
+      hooks.log("note: --keep-last " + std::to_string(cfg.keep_last) +
+                " could not delete older checkpoints (" + prune_failed +
+                "); they stay, and so will later ones that cannot be deleted");
+      prune_noted = true;
+    }
   };
   r.epochs = tr.fit(s->train, &s->test, from);
   if (tr.stopped()) r.stop_signal = *StopSignals::flag();

@@ -149,10 +149,10 @@ bool stale_untagged_temp(const std::string& n) {
 }
 }  // namespace
 
-void prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto) {
-  if (keep <= 0) return;
+std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto) {
+  if (keep <= 0) return "";
   DIR* d = ::opendir(dir.c_str());
-  if (!d) return;
+  if (!d) return dir + ": cannot list: " + std::strerror(errno);
   // mtime s, ns, kind, number, name: the number (not the name's text, where step-100 sorts
   // before step-99) breaks ties of coarse timestamps (1 s on NFSv3, FAT).
   std::vector<std::tuple<long long, long long, char, long long, std::string>> files;
@@ -176,8 +176,13 @@ void prune_checkpoints(const std::string& dir, int keep, const TrainPosition& up
   }
   ::closedir(d);
   std::sort(files.begin(), files.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep) < files.size() + 1; ++i)
-    ::unlink((dir + "/" + std::get<4>(files[i])).c_str());
+  std::string failed;
+  for (size_t i = 0; i + static_cast<size_t>(keep) < files.size() + 1; ++i) {
+    const std::string f = dir + "/" + std::get<4>(files[i]);
+    if (::unlink(f.c_str()) != 0 && errno != ENOENT)  // ENOENT: another process removed it
+      failed += (failed.empty() ? "" : ", ") + f + ": " + std::strerror(errno);
+  }
+  return failed;
 }
 
 bool same_file(const std::string& a, const std::string& b) {
@@ -381,11 +386,13 @@ std::string write_session_checkpoint(RunSession& s, const std::string& path,
   return path;
 }
 
-std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p) {
+std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p,
+                                      std::string* prune_failed) {
   std::string dir = checkpoint_dir_for(s.cfg);
   make_dirs(dir);
   std::string path = write_session_checkpoint(s, dir + "/" + checkpoint_name(p), p);
-  prune_checkpoints(dir, s.cfg.keep_last, p);
+  const std::string failed = prune_checkpoints(dir, s.cfg.keep_last, p);
+  if (prune_failed) *prune_failed = failed;
   return path;
 }
 

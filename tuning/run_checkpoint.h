@@ -32,7 +32,9 @@ std::string checkpoint_dir_for(const RunConfig& cfg);
 std::string checkpoint_name(const TrainPosition& p);
 // Deletes all but the newest `keep` periodic checkpoints in dir (by modification time) among
 // those this run has reached: ckpt-epoch-E with E <= upto.epoch, ckpt-step-S with S <= upto.step.
-void prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto);
+// Returns "" or what could not be deleted ("<dir>/ckpt-epoch-1.safetensors: Is a directory"),
+// which the run reports once: the disk then fills as if --keep-last were not given.
+std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto);
 // Fails early (usage error), before any work, when an output (--save, --log, --lr-find-csv)
 // cannot be written: its directory is missing, it is a directory, two outputs or an output and
 // an input (--resume, --config, --schedule-file) are the same file; or when the checkpoint
@@ -57,8 +59,10 @@ TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
                              const std::function<void(const std::string&)>& log);
 // Writes a checkpoint of the session at p; returns its path.
 std::string write_session_checkpoint(RunSession& s, const std::string& path, const TrainPosition& p);
-// checkpoint_dir_for(cfg)/checkpoint_name(p), creating the directory, then --keep-last.
-std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p);
+// checkpoint_dir_for(cfg)/checkpoint_name(p), creating the directory, then --keep-last (what
+// it could not delete goes to *prune_failed when given); returns the checkpoint's path.
+std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p,
+                                      std::string* prune_failed = nullptr);
 
 // SIGINT/SIGTERM handlers for the lifetime of the object (the previous ones are put back).
 // The first signal only sets flag(); SA_RESETHAND lets a second one act as usual, which is
