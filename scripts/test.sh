@@ -2,13 +2,16 @@
 # One command: install dependencies, build, run every test with ctest.
 #   1. the `ci` preset (CUDA kernels compiled for sm_90 when nvcc exists; GPU tests skip
 #      cleanly without a GPU and run when one answers), or `cpu` without nvcc;
-#   2. the `asan` preset (AddressSanitizer + UBSan over the CPU tests but cli.pytorch, whose
-#      comparison with torch the first step made and which would add three minutes), unless
-#      KILN_SKIP_ASAN=1;
+#   2. the `asan` preset (AddressSanitizer + UBSan over the CPU tests), unless KILN_SKIP_ASAN=1;
+#      but for three CLI tests the first step ran and whose subject is no kiln C++ code:
+#      cli.pytorch (torch's side; it would add three minutes), cli.gpu_run (the bundle script on
+#      stub binaries) and cli.plot (plot.py; the runs it plots are cli.sweep's and cli.lr_find's);
 #   3. the `emu` preset, unless KILN_SKIP_EMU=1: the CUDA kernels compiled as C++ against the
-#      CUDA emulator (tests/cuda_emu) under ASan + UBSan, so every GPU test runs here too:
-#      once with threads resumed in order, once in reverse (a missing barrier changes results),
-#      and the kill-and-resume test on the CUDA path;
+#      CUDA emulator (tests/cuda_emu) under ASan + UBSan, so every GPU test (named *Gpu*: the
+#      ones that touch CUDA skip without a device) runs here too: once with threads resumed in
+#      order, once in reverse (a missing barrier changes results), with the emulator's own tests
+#      and the benchmarks' smoke run; and the kill-and-resume test on the CUDA path. The CPU
+#      tests ran under the same sanitizers in step 2;
 #   4. a short libFuzzer run of each fuzz target (KILN_FUZZ_SECONDS, default 10) when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,14 +30,14 @@ if [ "${KILN_SKIP_ASAN:-0}" != 1 ]; then
   cmake --preset asan >/dev/null
   cmake --build --preset asan -j "$jobs"
   echo "== test (asan) [${SECONDS}s]"
-  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --preset asan -j "$jobs" -E '^cli[.]pytorch$' --output-on-failure
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --preset asan -j "$jobs" -E '^cli[.](pytorch|gpu_run|plot)$' --output-on-failure
 fi
 if [ "${KILN_SKIP_EMU:-0}" != 1 ]; then
   echo "== build (emu) [${SECONDS}s]"
   cmake --preset emu >/dev/null
   cmake --build --preset emu -j "$jobs"
   echo "== test (emu) [${SECONDS}s]"  # the CLI tests would pick the emulated GPU: only resume runs there, below
-  ASAN_OPTIONS=detect_leaks=1 ctest --preset emu -j "$jobs" -E '^cli[.]' --output-on-failure
+  ASAN_OPTIONS=detect_leaks=1 ctest --preset emu -j "$jobs" -R 'Gpu|CudaEmu|^bench[.]' --output-on-failure
   echo "== test (emu, GPU tests with threads resumed in reverse order) [${SECONDS}s]"
   KILN_EMU_ORDER=reverse ctest --preset emu -j "$jobs" -R 'Gpu|CudaEmu' --output-on-failure
   echo "== test (emu, SIGKILL-and-resume on the CUDA path, --deterministic) [${SECONDS}s]"
