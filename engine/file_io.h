@@ -1,6 +1,7 @@
-// POSIX file I/O that survives the signals kiln handles: SIGINT/SIGTERM handlers are installed
-// without SA_RESTART (so a long step notices them), which lets them interrupt read(2), write(2)
-// and fsync(2) with EINTR. These retry, continue short transfers, and report the errno.
+// POSIX file I/O that survives signals: a handler installed without SA_RESTART (an embedding
+// program's, a profiler's timer) interrupts read(2), write(2) and fsync(2) with EINTR, and any
+// signal can cut a pipe transfer short. These retry, continue short transfers, and report the
+// errno. (kiln's own SIGINT/SIGTERM handlers have SA_RESTART since 2026-12-03.)
 #pragma once
 
 #include <cstddef>

@@ -1,10 +1,13 @@
 // Trainer end to end on the real MNIST subset in tests/data: an MLP learns, runs are
 // deterministic for a seed on the CPU, metrics are consistent, and non-finite training stops
 // with a Diverged error naming a layer; weight_sparsity counts what L1 zeroes.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -937,6 +940,45 @@ TEST(StopSignals, NestedScopesKeepASignalThatCameBefore) {
     EXPECT_EQ(*StopSignals::flag(), SIGTERM);
   }
   EXPECT_EQ(*StopSignals::flag(), SIGTERM);
+}
+
+// A SIGINT while a write to a pipe is blocked (its reader has not drained it: `train_mnist |
+// slow-reader`) does not fail the write: the handler has SA_RESTART, so stdio's write goes on
+// and the text arrives whole; the flag still records the signal.
+TEST(StopSignals, ASignalDuringABlockedPipeWriteLosesNothing) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const int cap = fcntl(fds[1], F_GETPIPE_SZ);
+  ASSERT_GT(cap, 0);
+  std::vector<char> text(static_cast<size_t>(cap) * 4);
+  for (size_t i = 0; i < text.size(); ++i) text[i] = static_cast<char>('a' + i % 26);
+  std::string got;
+  std::atomic<bool> blocked{false};
+  StopSignals scope;
+  const pthread_t writer = pthread_self();
+  std::thread reader([&] {
+    while (!blocked) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));  // the writer now waits in write()
+    pthread_kill(writer, SIGINT);
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    char buf[4096];
+    for (ssize_t r; (r = read(fds[0], buf, sizeof buf)) != 0;)
+      if (r > 0) got.append(buf, static_cast<size_t>(r));
+  });
+  FILE* out = fdopen(fds[1], "w");
+  ASSERT_NE(out, nullptr);
+  setvbuf(out, nullptr, _IONBF, 0);  // one write(2) per fwrite, as stdout's flush makes
+  ASSERT_EQ(fwrite(text.data(), 1, static_cast<size_t>(cap), out), static_cast<size_t>(cap));
+  blocked = true;  // the pipe is full: the next write blocks before it moves a byte
+  const size_t rest = fwrite(text.data() + cap, 1, text.size() - static_cast<size_t>(cap), out);
+  const bool failed = ferror(out) != 0;
+  fclose(out);
+  reader.join();
+  close(fds[0]);
+  EXPECT_EQ(*StopSignals::flag(), SIGINT);
+  EXPECT_FALSE(failed) << std::strerror(errno);
+  EXPECT_EQ(rest, text.size() - static_cast<size_t>(cap));
+  EXPECT_TRUE(got == std::string(text.begin(), text.end())) << got.size() << " bytes arrived";
 }
 
 extern "C" void kiln_test_host_handler(int) {}

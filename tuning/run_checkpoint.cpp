@@ -404,7 +404,7 @@ StopSignals::StopSignals() {
   std::memset(&sa, 0, sizeof sa);
   sa.sa_handler = kiln_on_stop_signal;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND;
+  sa.sa_flags = SA_RESETHAND | SA_RESTART;
   ::sigaction(SIGINT, &sa, &g_old_int);
   ::sigaction(SIGTERM, &sa, &g_old_term);
 }

@@ -66,7 +66,9 @@ std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p,
 
 // SIGINT/SIGTERM handlers for the lifetime of the object (the previous ones are put back).
 // The first signal only sets flag(); SA_RESETHAND lets a second one act as usual, which is
-// safe because checkpoints are written atomically. Objects nest: only the outermost installs
+// safe because checkpoints are written atomically. SA_RESTART: a system call the signal lands
+// in goes on (a write to a pipe its reader has not drained, the epoch line on stdout, would
+// otherwise fail with EINTR and lose its text). Objects nest: only the outermost installs
 // the handlers and clears the flag, so an app that holds one from its start (data loading,
 // between sweep trials) keeps a signal that lands outside a training loop for the next check.
 // Signals are the process's: objects in several threads share the handlers (the first in

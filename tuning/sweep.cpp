@@ -80,7 +80,7 @@ class TrialLock {
     std::string mutex_path = dir + "/locks/.reclaim";
     int m = open(mutex_path.c_str(), O_RDWR | O_CREAT, 0644);
     KILN_CHECK(m >= 0, mutex_path << ": cannot open: " << std::strerror(errno));
-    // A SIGINT/SIGTERM (handlers without SA_RESTART) interrupts the wait: wait again; the
+    // A signal whose handler has no SA_RESTART interrupts the wait: wait again; the
     // sweep stops after this trial's claim is settled.
     while (flock(m, LOCK_EX) != 0) {
       const int err = errno;
