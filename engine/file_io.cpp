@@ -1,6 +1,7 @@
 #include "engine/file_io.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -23,6 +24,13 @@ int write_all(int fd, const void* data, size_t size) {
 int fsync_retry(int fd) {
   int rc;
   while ((rc = ::fsync(fd)) != 0 && errno == EINTR) {
+  }
+  return rc == 0 ? 0 : errno;
+}
+
+int flock_retry(int fd, int op) {
+  int rc;
+  while ((rc = ::flock(fd, op)) != 0 && errno == EINTR) {
   }
   return rc == 0 ? 0 : errno;
 }

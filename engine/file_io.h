@@ -16,6 +16,8 @@ namespace kiln {
 int write_all(int fd, const void* data, size_t size);
 // fsync(2): 0, or the errno of the failure.
 int fsync_retry(int fd);
+// flock(2) with `op` (LOCK_EX: waits until the lock is free): 0, or the errno of the failure.
+int flock_retry(int fd, int op);
 // The whole of `path` into `out`: 0, or the errno of the failure with `why` ("cannot open:
 // ...", "read failed: Input/output error").
 int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why);

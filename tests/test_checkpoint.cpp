@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <locale.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -734,6 +735,50 @@ TEST(FileIo, WriteAllSurvivesSignalsAndShortWritesAndReportsErrno) {
   EXPECT_EQ(kiln::write_all(fds[1], data.data(), 1), EBADF);  // closed above
   EXPECT_EQ(kiln::fsync_retry(fds[1]), EBADF);
   EXPECT_EQ(kiln::write_all(-1, data.data(), 0), 0);  // nothing to write: no call
+}
+
+// flock_retry waits out a lock another open file description holds while a 1 ms timer's
+// handler without SA_RESTART interrupts the wait (an embedding program's handler: kiln's own
+// restart): it returns once the holder lets go, not with EINTR.
+TEST(FileIo, FlockRetryWaitsThroughSignals) {
+  const std::string path = temp_path("flock");
+  const int holder = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  const int waiter = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(holder, 0);
+  ASSERT_GE(waiter, 0);
+  ASSERT_EQ(kiln::flock_retry(holder, LOCK_EX), 0);
+  sigset_t alrm, old_mask;
+  sigemptyset(&alrm);
+  sigaddset(&alrm, SIGALRM);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &alrm, &old_mask), 0);  // the releaser inherits the block
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    kiln::flock_retry(holder, LOCK_UN);
+  });
+  struct sigaction sa = {};
+  struct sigaction old_sa = {};
+  sa.sa_handler = count_alarm;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART
+  ASSERT_EQ(sigaction(SIGALRM, &sa, &old_sa), 0);
+  ASSERT_EQ(pthread_sigmask(SIG_UNBLOCK, &alrm, nullptr), 0);
+  g_alarms = 0;
+  struct itimerval tick = {};
+  struct itimerval off = {};
+  tick.it_interval.tv_usec = tick.it_value.tv_usec = 1000;
+  ASSERT_EQ(setitimer(ITIMER_REAL, &tick, nullptr), 0);
+  const int err = kiln::flock_retry(waiter, LOCK_EX);
+  setitimer(ITIMER_REAL, &off, nullptr);
+  const int alarms = g_alarms.load();
+  releaser.join();
+  sigaction(SIGALRM, &old_sa, nullptr);
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  EXPECT_EQ(err, 0) << std::strerror(err);
+  EXPECT_GT(alarms, 5);  // the wait was interrupted, again and again
+  EXPECT_EQ(kiln::flock_retry(-1, LOCK_EX), EBADF);
+  close(waiter);
+  close(holder);
+  std::remove(path.c_str());
 }
 
 // A write removes the temp files that killed writers of this machine left for the same path, and

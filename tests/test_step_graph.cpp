@@ -169,18 +169,28 @@ TEST(DropoutStepPointerGpu, KernelKeyFromDevicePointerEqualsHostKey) {
   }
 }
 
+namespace {
+// Two MLPs built on the device from one seed (same weights): a run and the twin it is compared
+// with.
+std::pair<std::unique_ptr<Model>, std::unique_ptr<Model>> twin_mlps(int width, int depth,
+                                                                    const Shape& in, int classes) {
+  ModelOptions mo;
+  mo.model = "mlp";
+  mo.width = width;
+  mo.depth = depth;
+  auto a = make_model(mo, in, classes), b = make_model(mo, in, classes);
+  a->build(Device::CUDA, 3);
+  b->build(Device::CUDA, 3);
+  return {std::move(a), std::move(b)};
+}
+}  // namespace
+
 // The device-argument optimizer step equals the argument step bit for bit over steps whose lr
 // and momentum change (as a schedule changes them), for SGD with momentum and Adam.
 TEST(OptimDeviceArgsGpu, DeviceArgumentStepBitwiseEqualsArgumentStep) {
   KILN_SKIP_WITHOUT_GPU();
   for (const char* name : {"sgd", "adam", "rmsprop"}) {
-    ModelOptions mo;
-    mo.model = "mlp";
-    mo.width = 37;
-    mo.depth = 2;
-    auto a = make_model(mo, {1, 5, 7}, 10), b = make_model(mo, {1, 5, 7}, 10);
-    a->build(Device::CUDA, 3);
-    b->build(Device::CUDA, 3);
+    auto [a, b] = twin_mlps(37, 2, {1, 5, 7}, 10);
     OptimOptions o;
     o.name = name;
     o.momentum = 0.9f;
@@ -298,13 +308,7 @@ TEST(StepGraphGpu, CifarNetGraphsOnMatchesOffOnMnistShapes) {
 // Adam, whose bias correction would differ had a failed capture kept its step count.
 TEST(StepGraphGpu, FailedCaptureRethrowsAndLeavesTheStreamUsable) {
   KILN_SKIP_WITHOUT_GPU();
-  ModelOptions mo;
-  mo.model = "mlp";
-  mo.width = 19;
-  mo.depth = 1;
-  auto a = make_model(mo, {1, 3, 5}, 4), b = make_model(mo, {1, 3, 5}, 4);
-  a->build(Device::CUDA, 3);
-  b->build(Device::CUDA, 3);
+  auto [a, b] = twin_mlps(19, 1, {1, 3, 5}, 4);
   OptimOptions o;
   o.name = "adam";
   o.lr = 0.05f;

@@ -80,14 +80,11 @@ class TrialLock {
     std::string mutex_path = dir + "/locks/.reclaim";
     int m = open(mutex_path.c_str(), O_RDWR | O_CREAT, 0644);
     KILN_CHECK(m >= 0, mutex_path << ": cannot open: " << std::strerror(errno));
-    // A signal whose handler has no SA_RESTART interrupts the wait: wait again; the
-    // sweep stops after this trial's claim is settled.
-    while (flock(m, LOCK_EX) != 0) {
-      const int err = errno;
-      if (err != EINTR) {
-        close(m);
-        KILN_FAIL(mutex_path << ": flock failed: " << std::strerror(err));
-      }
+    // A signal during the wait (a SIGINT) does not end it: the sweep stops after this trial's
+    // claim is settled.
+    if (const int err = flock_retry(m, LOCK_EX)) {
+      close(m);
+      KILN_FAIL(mutex_path << ": flock failed: " << std::strerror(err));
     }
     held_ = try_create();
     if (!held_ && stale()) {
@@ -261,9 +258,8 @@ class ResultsLock {
   explicit ResultsLock(const std::string& dir) : path(dir + "/results.jsonl") {
     fd = open(path.c_str(), O_RDWR | O_APPEND | O_CREAT, 0644);
     KILN_CHECK(fd >= 0, path << ": cannot open for append: " << std::strerror(errno));
-    while (flock(fd, LOCK_EX) != 0) {  // a signal while waiting: the record still goes in
-      const int err = errno;
-      if (err == EINTR) continue;
+    if (const int err =
+            flock_retry(fd, LOCK_EX)) {  // a signal while waiting: the record still goes in
       close(fd);
       KILN_FAIL(path << ": flock failed: " << std::strerror(err));
     }
