@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <locale>
 #include <random>
 #include <thread>
@@ -675,54 +676,67 @@ std::atomic<int> g_alarms{0};
 void count_alarm(int) {
   g_alarms.fetch_add(1, std::memory_order_relaxed);
 }
-}  // namespace
 
-// write_all against a slow reader while a 1 ms timer's handler (installed without SA_RESTART,
-// as kiln's SIGINT/SIGTERM handlers are) interrupts the writer: every byte arrives, in order,
-// through interrupted (EINTR) and short writes. Then the errors: /dev/full's ENOSPC, and
-// fsync_retry's errno on a descriptor that cannot be synced.
-TEST(FileIo, WriteAllSurvivesSignalsAndShortWritesAndReportsErrno) {
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  std::vector<uint8_t> data(1 << 22);
-  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 2654435761u >> 24);
+// Runs `work` on this thread while a 1 ms timer's SIGALRM handler, installed without
+// SA_RESTART (as an embedding program's or a profiler's may be), interrupts it, and `helper`
+// in a thread that never takes the signal; returns how often the handler ran during `work`.
+int interrupted_every_ms(const std::function<void()>& work, const std::function<void()>& helper) {
   sigset_t alrm, old_mask;
   sigemptyset(&alrm);
   sigaddset(&alrm, SIGALRM);
-  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &alrm, &old_mask), 0);  // the reader inherits the block
-  std::vector<uint8_t> got;
-  std::thread reader([&] {
-    std::vector<uint8_t> buf(4096);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the pipe fills, the writer waits
-    for (;;) {
-      const ssize_t r = read(fds[0], buf.data(), buf.size());
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) break;
-      got.insert(got.end(), buf.data(), buf.data() + r);
-      if (got.size() % (1 << 16) < 4096)
-        std::this_thread::sleep_for(std::chrono::microseconds(300));
-    }
-  });
+  EXPECT_EQ(pthread_sigmask(SIG_BLOCK, &alrm, &old_mask), 0);  // the helper inherits the block
+  std::thread other(helper);
   struct sigaction sa = {};
   struct sigaction old_sa = {};
   sa.sa_handler = count_alarm;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = 0;  // no SA_RESTART
-  ASSERT_EQ(sigaction(SIGALRM, &sa, &old_sa), 0);
-  ASSERT_EQ(pthread_sigmask(SIG_UNBLOCK, &alrm, nullptr), 0);
+  EXPECT_EQ(sigaction(SIGALRM, &sa, &old_sa), 0);
+  EXPECT_EQ(pthread_sigmask(SIG_UNBLOCK, &alrm, nullptr), 0);
   g_alarms = 0;
   struct itimerval tick = {};
   struct itimerval off = {};
   tick.it_interval.tv_usec = tick.it_value.tv_usec = 1000;
-  ASSERT_EQ(setitimer(ITIMER_REAL, &tick, nullptr), 0);
-  const int err = kiln::write_all(fds[1], data.data(), data.size());
+  EXPECT_EQ(setitimer(ITIMER_REAL, &tick, nullptr), 0);
+  work();
   setitimer(ITIMER_REAL, &off, nullptr);
   const int alarms = g_alarms.load();
-  close(fds[1]);
-  reader.join();
-  close(fds[0]);
+  other.join();
   sigaction(SIGALRM, &old_sa, nullptr);
   pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  return alarms;
+}
+}  // namespace
+
+// write_all against a slow reader while a signal handler without SA_RESTART interrupts the
+// writer: every byte arrives, in order, through interrupted (EINTR) and short writes. Then the
+// errors: /dev/full's ENOSPC, and fsync_retry's errno on a descriptor that cannot be synced.
+TEST(FileIo, WriteAllSurvivesSignalsAndShortWritesAndReportsErrno) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::vector<uint8_t> data(1 << 22);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 2654435761u >> 24);
+  std::vector<uint8_t> got;
+  int err = -1;
+  const int alarms = interrupted_every_ms(
+      [&] {
+        err = kiln::write_all(fds[1], data.data(), data.size());
+        close(fds[1]);  // the reader's end of file
+      },
+      [&] {
+        std::vector<uint8_t> buf(4096);
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(20));  // the pipe fills, the writer waits
+        for (;;) {
+          const ssize_t r = read(fds[0], buf.data(), buf.size());
+          if (r < 0 && errno == EINTR) continue;
+          if (r <= 0) break;
+          got.insert(got.end(), buf.data(), buf.data() + r);
+          if (got.size() % (1 << 16) < 4096)
+            std::this_thread::sleep_for(std::chrono::microseconds(300));
+        }
+      });
+  close(fds[0]);
   EXPECT_EQ(err, 0) << std::strerror(err);
   EXPECT_GT(alarms, 5);  // the writer was interrupted, again and again
   EXPECT_TRUE(got == data) << got.size() << " of " << data.size() << " bytes, or out of order";
@@ -737,9 +751,9 @@ TEST(FileIo, WriteAllSurvivesSignalsAndShortWritesAndReportsErrno) {
   EXPECT_EQ(kiln::write_all(-1, data.data(), 0), 0);  // nothing to write: no call
 }
 
-// flock_retry waits out a lock another open file description holds while a 1 ms timer's
-// handler without SA_RESTART interrupts the wait (an embedding program's handler: kiln's own
-// restart): it returns once the holder lets go, not with EINTR.
+// flock_retry waits out a lock another open file description holds while a signal handler
+// without SA_RESTART interrupts the wait (kiln's own handlers restart it): it returns once the
+// holder lets go, not with EINTR.
 TEST(FileIo, FlockRetryWaitsThroughSignals) {
   const std::string path = temp_path("flock");
   const int holder = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -747,32 +761,13 @@ TEST(FileIo, FlockRetryWaitsThroughSignals) {
   ASSERT_GE(holder, 0);
   ASSERT_GE(waiter, 0);
   ASSERT_EQ(kiln::flock_retry(holder, LOCK_EX), 0);
-  sigset_t alrm, old_mask;
-  sigemptyset(&alrm);
-  sigaddset(&alrm, SIGALRM);
-  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &alrm, &old_mask), 0);  // the releaser inherits the block
-  std::thread releaser([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(40));
-    kiln::flock_retry(holder, LOCK_UN);
-  });
-  struct sigaction sa = {};
-  struct sigaction old_sa = {};
-  sa.sa_handler = count_alarm;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  // no SA_RESTART
-  ASSERT_EQ(sigaction(SIGALRM, &sa, &old_sa), 0);
-  ASSERT_EQ(pthread_sigmask(SIG_UNBLOCK, &alrm, nullptr), 0);
-  g_alarms = 0;
-  struct itimerval tick = {};
-  struct itimerval off = {};
-  tick.it_interval.tv_usec = tick.it_value.tv_usec = 1000;
-  ASSERT_EQ(setitimer(ITIMER_REAL, &tick, nullptr), 0);
-  const int err = kiln::flock_retry(waiter, LOCK_EX);
-  setitimer(ITIMER_REAL, &off, nullptr);
-  const int alarms = g_alarms.load();
-  releaser.join();
-  sigaction(SIGALRM, &old_sa, nullptr);
-  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  int err = -1;
+  const int alarms =
+      interrupted_every_ms([&] { err = kiln::flock_retry(waiter, LOCK_EX); },
+                           [&] {
+                             std::this_thread::sleep_for(std::chrono::milliseconds(40));
+                             kiln::flock_retry(holder, LOCK_UN);
+                           });
   EXPECT_EQ(err, 0) << std::strerror(err);
   EXPECT_GT(alarms, 5);  // the wait was interrupted, again and again
   EXPECT_EQ(kiln::flock_retry(-1, LOCK_EX), EBADF);
