@@ -56,5 +56,13 @@ std::string directory_error(const std::string& path);
     }                                                                                   \
   } while (0)
 
-#define KILN_FAIL(msg) KILN_CHECK(false, msg)
-#define KILN_USAGE_FAIL(msg) KILN_USAGE_CHECK(false, msg)
+// Unconditional forms: no `if` around the throw, so a function ending in one needs no return
+// after it (GCC's -Wreturn-type at -O0 does not fold `if (!(false))`).
+#define KILN_FAIL_KIND_(kind, msg)                                                    \
+  do {                                                                                \
+    std::ostringstream kiln_os_;                                                      \
+    kiln_os_ << msg;                                                                  \
+    ::kiln::throw_error(::kiln::ErrorKind::kind, kiln_os_.str(), __FILE__, __LINE__); \
+  } while (0)
+#define KILN_FAIL(msg) KILN_FAIL_KIND_(Runtime, msg)
+#define KILN_USAGE_FAIL(msg) KILN_FAIL_KIND_(Usage, msg)
