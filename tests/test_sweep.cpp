@@ -2,7 +2,9 @@
 // results round trip, resume, stale-lock reclaim, worker sharding and concurrent workers (none
 // lost, none duplicated), median pruning and failed trials, all with a fake trial runner; plus
 // parameter importance on synthetic results where one parameter drives the metric.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -658,6 +660,78 @@ TEST(SweepRun, LocksOfOtherPidNamespacesStayAndOfEarlierBootsGo) {
              l.find("in another PID namespace") != std::string::npos &&
              l.find("trial-3.lock") != std::string::npos;
   EXPECT_TRUE(named);
+}
+
+// A worker holds its claim's lock under an flock for the trial's whole run and marks the lock
+// so; a marked lock is then judged by its flock alone, from any container or machine: a killed
+// worker's (the kernel dropped its flock) is reclaimed, a live worker's is not, whatever its pid
+// means here, and its skip line does not ask a person to delete it.
+TEST(SweepRun, FlockedLocksAreJudgedByTheirFlockFromAnyContainerOrMachine) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  SweepOptions o = killed_after_three(s, "flocked");
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  const std::string here = ns_and_boot(), boot = here.substr(here.find(' ') + 1);
+  auto lock_of = [&](int i) { return o.dir + "/locks/trial-" + std::to_string(i) + ".lock"; };
+  // 3: a live worker on another machine (a child here holds its flock); 4: a killed worker in
+  // another container of this host; 5: a killed worker on another machine.
+  std::ofstream(lock_of(3)) << "1 other-machine 5 1 boot-x flock\n";
+  std::ofstream(lock_of(4)) << "1 " << host << " 5 1 " << boot << " flock\n";
+  std::ofstream(lock_of(5)) << "1 other-machine 5 1 boot-x flock\n";
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const std::string l3 = lock_of(3);
+  pid_t worker = fork();
+  if (worker == 0) {  // async-signal-safe calls only
+    int fd = open(l3.c_str(), O_RDONLY);
+    if (fd < 0 || flock(fd, LOCK_EX) != 0) _exit(1);
+    char c = 1;
+    if (write(ready[1], &c, 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  char c = 0;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  close(ready[1]);
+  // While a trial runs, its lock carries the mark and its flock is taken.
+  const std::vector<double> grid = {1, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003};
+  FakeRunner g;
+  std::vector<std::string> during;
+  TrialRunner inner = g.fn();
+  TrialRunner checking = [&](const RunConfig& cfg,
+                             const std::function<bool(const EpochRecord&)>& on) {
+    size_t i = 0;
+    while (i < grid.size() && std::fabs(cfg.optim.lr / grid[i] - 1) > 1e-5) ++i;
+    std::ifstream f(lock_of(static_cast<int>(i)));
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    int fd = open(lock_of(static_cast<int>(i)).c_str(), O_RDONLY);
+    const bool taken = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    if (fd >= 0) close(fd);
+    during.push_back(std::to_string(i) + (taken ? " flocked" : " free") +
+                     (text.find(" flock\n") != std::string::npos ? " marked" : " unmarked"));
+    return inner(cfg, on);
+  };
+  std::vector<std::string> lines;
+  o.log = [&](const std::string& l) { lines.push_back(l); };
+  o.resume = true;
+  SweepOutcome out = run_sweep(s, o, checking);
+  EXPECT_EQ(out.ran, 4);  // 4, 5 (their workers are gone), 6, 7
+  EXPECT_EQ(out.skipped_other, 1);
+  EXPECT_EQ(during, (std::vector<std::string>{"4 flocked marked", "5 flocked marked",
+                                              "6 flocked marked", "7 flocked marked"}));
+  std::string skip;
+  for (const std::string& l : lines)
+    if (l.find("trial 3: claimed by another worker") != std::string::npos) skip = l;
+  EXPECT_NE(skip.find("trial-3.lock: pid 1 on other-machine)"), std::string::npos) << skip;
+  for (int i = 4; i < 8; ++i) EXPECT_FALSE(std::filesystem::exists(lock_of(i))) << i;
+  // The worker is killed: its flock goes with it, and the next run takes the trial.
+  kill(worker, SIGKILL);
+  waitpid(worker, nullptr, 0);
+  during.clear();
+  out = run_sweep(s, o, checking);
+  EXPECT_EQ(out.ran, 1);
+  EXPECT_EQ(during, std::vector<std::string>{"3 flocked marked"});
+  EXPECT_EQ(ids(read_results(o.dir)), range_ids(8));
 }
 
 TEST(SweepRun, RecordedTrialsFixTheSweepFileAndRunOptions) {

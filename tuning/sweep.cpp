@@ -65,14 +65,18 @@ std::string read_text(const std::string& path) {
   return std::string(bytes.begin(), bytes.end());
 }
 
-// A claim on one trial: DIR/locks/trial-<id>.lock created with O_CREAT|O_EXCL, holding
-// "pid host start pidns boot" (start: the process's start time, 0 where /proc is missing). A
-// lock is stale (a killed worker) and reclaimed when it was written on this host in an earlier
-// boot, or in this boot and this PID namespace by a pid that is gone, a zombie nobody reaped, or
-// another process now (a reused pid: the start time tells them apart). A lock from another PID
-// namespace of this host (another container) is never judged from here: its pids are not ours;
-// the skip names the lock so a person can remove a dead container's. The check-and-reclaim runs
-// under a directory-wide flock so two workers cannot both reclaim the same lock.
+// A claim on one trial: DIR/locks/trial-<id>.lock, holding "pid host start pidns boot flock"
+// (start: the process's start time, 0 where /proc is missing). The worker keeps an flock on the
+// lock for as long as it holds the claim, and the kernel drops an flock when its process dies
+// however it dies, so a lock marked "flock" is stale exactly when its flock is free: this judges
+// the locks of killed workers in other containers (PID namespaces) and on other machines
+// sharing the directory, whose pids mean nothing here. Where the filesystem has no flock, and
+// for locks of older kiln versions (no mark), the pid decides: a lock is stale when it was
+// written on this host in an earlier boot, or in this boot and this PID namespace by a pid that
+// is gone, a zombie nobody reaped, or another process now (a reused pid: the start time tells
+// them apart); one of another namespace or host is never judged, and the skip names it so a
+// person can remove it. The check-and-reclaim runs under a directory-wide flock so two workers
+// cannot both reclaim the same lock.
 class TrialLock {
  public:
   TrialLock(const std::string& dir, int64_t id)
@@ -95,8 +99,13 @@ class TrialLock {
     close(m);
   }
   ~TrialLock() {
+    // Unlinked before its flock goes with the close: a worker that finds the flock free then
+    // finds no lock, never a live one.
     if (held_) unlink(path_.c_str());
+    if (fd_ >= 0) close(fd_);
   }
+  TrialLock(const TrialLock&) = delete;
+  TrialLock& operator=(const TrialLock&) = delete;
   bool held() const { return held_; }
   // Who holds it, for the skip line: "pid 12 on host vm", and for a lock of another PID
   // namespace what to do if no worker runs there.
@@ -104,8 +113,11 @@ class TrialLock {
     const Owner o = owner();
     if (!o.read) return path_;
     std::string out = path_ + ": pid " + std::to_string(o.pid) + " on " + o.host;
-    if (o.other_namespace())
-      out += ", in another PID namespace (a container); if no worker runs there, delete the lock";
+    // A lock without an flock from a process this one cannot see: a person must judge it.
+    if (!o.flocked && (o.other_namespace() || !o.here()))
+      out +=
+          std::string(o.here() ? ", in another PID namespace (a container)" : ", another machine") +
+          "; if no worker runs there, delete the lock";
     return out;
   }
 
@@ -113,31 +125,53 @@ class TrialLock {
   // The lock is written in full under a private name, then link()ed into place: link fails
   // with EEXIST if the lock exists, and a lock that exists is never empty or half written, so a
   // kill at any point cannot leave a lock that looks live but names no process.
+  // The flock is taken before the link, so the lock is never seen without it.
   bool try_create() {
     std::string tmp = path_ + ".tmp." + std::to_string(getpid());
-    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     KILN_CHECK(fd >= 0, tmp << ": cannot create lock: " << std::strerror(errno));
+    const bool flocked = flock_retry(fd, LOCK_EX | LOCK_NB) == 0;
     std::string s = std::to_string(getpid()) + " " + host_name() + " " +
                     std::to_string(own_start_time()) + " " + pid_namespace() + " " + boot_id() +
-                    "\n";
+                    (flocked ? " flock" : "") + "\n";
     int err = write_all(fd, s.data(), s.size());
     if (!err) err = fsync_retry(fd);
-    close(fd);
-    if (err) unlink(tmp.c_str());
+    if (err) {
+      close(fd);
+      unlink(tmp.c_str());
+    }
     KILN_CHECK(!err, tmp << ": cannot write lock: " << std::strerror(err));
     const int rc = link(tmp.c_str(), path_.c_str());
     err = errno;
     unlink(tmp.c_str());
-    if (rc == 0) return true;
+    if (rc == 0) {
+      if (flocked)
+        fd_ = fd;
+      else
+        close(fd);
+      return true;
+    }
+    close(fd);
     KILN_CHECK(err == EEXIST, path_ << ": cannot create lock: " << std::strerror(err));
     return false;
   }
-  // What the lock file says: "pid host" (older locks), or "pid host start pidns boot".
+  // Whether a worker still holds the flock of the lock at path_: 1 no (or the lock is gone),
+  // 0 yes, -1 this filesystem cannot tell.
+  int flock_free() const {
+    int fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 1 : -1;
+    const int err = flock_retry(fd, LOCK_EX | LOCK_NB);
+    close(fd);
+    if (err == 0) return 1;
+    return err == EWOULDBLOCK ? 0 : -1;
+  }
+  // What the lock file says: "pid host" (older locks), "pid host start pidns boot", or that
+  // and "flock" (held under an flock by its worker).
   struct Owner {
     long pid = 0;
     std::string host, ns, boot;
     unsigned long long start = 0;
-    bool read = false, identity = false;  // pid and host; and the rest
+    bool read = false, identity = false, flocked = false;  // pid and host; the rest; the mark
     bool here() const { return host == host_name(); }
     bool other_namespace() const {
       return identity && here() && boot == boot_id() && ns != pid_namespace();
@@ -148,11 +182,17 @@ class TrialLock {
     Owner o;
     o.read = static_cast<bool>(f >> o.pid >> o.host);
     o.identity = o.read && static_cast<bool>(f >> o.start >> o.ns >> o.boot);
+    std::string mark;
+    o.flocked = o.identity && (f >> mark) && mark == "flock";
     return o;
   }
   bool stale() const {
     const Owner o = owner();
     if (!o.read) return false;  // being written right now, or foreign: leave it
+    if (o.flocked) {
+      const int free = flock_free();
+      if (free >= 0) return free == 1;
+    }
     if (!o.here() || o.pid <= 0) return false;
     if (o.identity) {
       if (o.boot != boot_id()) return true;   // every process of that boot is gone
@@ -168,6 +208,7 @@ class TrialLock {
   }
   std::string path_;
   bool held_ = false;
+  int fd_ = -1;  // the open lock whose flock marks this worker alive
 };
 
 // The epoch whose weights a trial ends with: its last, or with --restore-best the one early
