@@ -4,7 +4,8 @@
 // is deterministic, as kiln's kernels are) and, for 1x1 layers, cuBLAS (default FP32 math) strided
 // batched GEMM (forward and backward-data; backward-filter sums over the batch, which is not a
 // strided batched GEMM). Shapes are the real conv layers of make_cnn (1x28x28) and make_cifar
-// (3x32x32) at batch 128 and 512. Counters: GFLOP/s (2 FLOPs per multiply-add) and, on kiln
+// (3x32x32) at batch 128 and 512 (8 on the CUDA emulator, whose runs only check that the cases
+// run and report). Counters: GFLOP/s (2 FLOPs per multiply-add) and, on kiln
 // rows, kiln/cuDNN (mean time ratio over 20 cold runs; < 1 means kiln is faster).
 // Fused ReLU (--fuse on): kiln_relu_separate is the unfused layer pair (conv, then the ReLU
 // kernels' forward/backward passes), kiln_relu_fused the conv kernels with the ReLU in the
@@ -252,7 +253,8 @@ int register_all() {
       {"cnn", make_cnn(o, {1, 28, 28}, 10)}, {"cifar", make_cifar(o, {3, 32, 32}, 10)}};
   for (const auto& [mname, m] : models) {
     m->build(Device::CPU, 1);
-    for (int64_t batch : {128, 512})
+    for (int64_t batch :
+         bench::kOnEmulator ? std::vector<int64_t>{8} : std::vector<int64_t>{128, 512})
       for (Layer* l : m->layers()) {
         auto* conv = dynamic_cast<Conv2d*>(l);
         if (!conv) continue;

@@ -24,7 +24,7 @@ print(f"{sys.argv[2]}: {len(bm)} results")
 PY
 }
 run bench_ceilings '.'
-run bench_conv 'conv/cnn[.]0/.*/b128/fwd/kiln/|conv/cnn[.]0/.*/b128/fwd[+]bwd/kiln_relu_fused/'
+run bench_conv 'conv/cnn[.]0/.*/b8/fwd/kiln/|conv/cnn[.]0/.*/b8/fwd[+]bwd/kiln_relu_fused/'
 run bench_pool 'cnn.pool/.*/b128/maxpool'
 run bench_norm 'Norm(FwdTrain|Fwd)/128/16/28/28/'
 run bench_dropout '/128/16/28/28/'
