@@ -49,6 +49,7 @@ struct Dataset {
   Dataset to(Device d) const;
 };
 
+// The apps' data options (val_split is --val-split; errors name them by that flag).
 struct DataOptions {
   std::string dataset = "mnist";  // mnist | fashion-mnist | cifar10
   std::string data_dir = "data";  // holds mnist/, fashion-mnist/, cifar10/ (or the files)

@@ -24,6 +24,9 @@ class JsonlWriter;
 
 class StepGraph;
 
+// Each field is the apps' option of the same name (batch_size is --batch-size, early_stop
+// --early-stop), and the library's errors name fields by that flag: a library caller reads
+// "--batch-size 0: must be >= 1" as TrainOptions::batch_size.
 struct TrainOptions {
   int epochs = 1;
   int64_t batch_size = 64;
