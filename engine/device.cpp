@@ -9,6 +9,7 @@
 #include "engine/error.h"
 
 #ifdef KILN_WITH_CUDA
+#include "engine/cublas_api.h"
 #include "engine/cuda_check.h"
 #endif
 
@@ -173,14 +174,14 @@ Context::Context(Device device, uint64_t seed_) : seed(seed_), device_(device) {
     // run on the legacy default stream, which orders itself after blocking streams only. With
     // cudaStreamNonBlocking a to_vector() right after enqueued kernels could read stale data.
     KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamDefault));
-    KILN_CUBLAS_CHECK(cublasCreate(&cublas_));
-    KILN_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    KILN_CUBLAS_CHECK(cublas_api().create(&cublas_));
+    KILN_CUBLAS_CHECK(cublas_api().set_stream(cublas_, stream_));
     int dev = 0, major = 0;
     KILN_CUDA_CHECK(cudaGetDevice(&dev));
     KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     const size_t ws = (major >= 9 ? 32u : 4u) << 20;
     cublas_ws_ = Buffer(ws, Device::CUDA);
-    KILN_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_ws_.data(), ws));
+    KILN_CUBLAS_CHECK(cublas_api().set_workspace(cublas_, cublas_ws_.data(), ws));
 #else
     no_cuda();
 #endif
@@ -189,7 +190,7 @@ Context::Context(Device device, uint64_t seed_) : seed(seed_), device_(device) {
 
 Context::~Context() {
 #ifdef KILN_WITH_CUDA
-  if (cublas_) cublasDestroy(cublas_);
+  if (cublas_) cublas_api().destroy(cublas_);
   if (stream_) cudaStreamDestroy(stream_);
 #endif
 }
@@ -199,7 +200,9 @@ void Context::sync() const {
 }
 
 #ifdef KILN_WITH_CUDA
-const char* cublas_status_string(cublasStatus_t s) { return cublasGetStatusString(s); }
+const char* cublas_status_string(cublasStatus_t s) {
+  return cublas_api().status_string(s);
+}
 #endif
 
 }  // namespace kiln

@@ -4,6 +4,7 @@
 #include "engine/error.h"
 
 #ifdef KILN_WITH_CUDA
+#include "engine/cublas_api.h"
 #include "engine/cuda_check.h"
 #endif
 
@@ -22,7 +23,7 @@ const char* precision_name(Precision p) { return p == Precision::TF32 ? "tf32" :
 void set_precision(Context& ctx, Precision p) {
   if (!ctx.cuda()) return;
 #ifdef KILN_WITH_CUDA
-  KILN_CUBLAS_CHECK(cublasSetMathMode(
+  KILN_CUBLAS_CHECK(cublas_api().set_math_mode(
       ctx.cublas(), p == Precision::TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 #else
   (void)p;

@@ -3,6 +3,7 @@
 // a fixed tree inside the block).
 #include <climits>
 
+#include "engine/cublas_api.h"
 #include "engine/cuda_check.h"
 #include "kernels/dense/dense.h"
 
@@ -19,10 +20,10 @@ void gemm_cuda(cublasHandle_t handle, bool ta, bool tb, int64_t M, int64_t N, in
                                  << ", " << ldb << ", " << ldc
                                  << ") exceeds cuBLAS's int range (2^31-1): use a smaller batch");
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
-  KILN_CUBLAS_CHECK(cublasSgemm(handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha,
-                                B, static_cast<int>(ldb), A, static_cast<int>(lda), &beta, C,
-                                static_cast<int>(ldc)));
+  KILN_CUBLAS_CHECK(cublas_api().sgemm(
+      handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(N),
+      static_cast<int>(M), static_cast<int>(K), &alpha, B, static_cast<int>(ldb), A,
+      static_cast<int>(lda), &beta, C, static_cast<int>(ldc)));
 }
 
 static __global__ void bias_add_kernel(float* __restrict__ y, const float* __restrict__ b,
