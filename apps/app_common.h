@@ -69,6 +69,18 @@ inline void print_summary(const RunConfig& cfg) {
 // The LR range test of lr_find and train_mnist --lr-find: one note naming the options it does
 // not read, the test, the report on stdout. Returns the exit code: 0, or 128 + the signal when
 // SIGINT/SIGTERM stopped the test (the curve so far is written and reported).
+// The note for the options a --resume took from its checkpoint (adopt_resume_options).
+inline void print_adopted_options(const char* prog, const RunConfig& cfg,
+                                  const std::vector<std::string>& adopted) {
+  if (adopted.empty()) return;
+  std::string list;
+  for (const std::string& o : adopted) list += (list.empty() ? "" : ", ") + o;
+  std::fprintf(stderr,
+               "%s: note: continuing %s's run with the options it recorded that this command "
+               "line leaves out: %s\n",
+               prog, cfg.resume.c_str(), list.c_str());
+}
+
 inline int lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
   std::string unused;
   for (const std::string& o : lr_find_unused_options(cfg, defaults))

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
       KILN_USAGE_CHECK(args.positional.empty(),
                        "unexpected argument '" << args.positional[0] << "'");
       KILN_USAGE_CHECK(cfg.lr_find, "--no-lr-find: lr_find always runs the LR range test");
+      const std::vector<std::string> adopted = adopt_resume_options(cfg, args, kRangeTestUnused);
       cfg.validate();
       app::print_ignored_options("lr_find", cfg, defaults);
       if (cfg.summary) {
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
       if (cfg.train.progress < 0) cfg.train.progress = 0;
       std::printf("device: %s\n", device_name(resolve_device(cfg.device)));
       std::fflush(stdout);
+      app::print_adopted_options("lr_find", cfg, adopted);
       return app::lr_find_main("lr_find", cfg, defaults);
     } catch (const Error& e) {
       throw with_config_origin(e, args);

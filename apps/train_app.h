@@ -30,6 +30,8 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       }
       KILN_USAGE_CHECK(args.positional.empty(),
                        "unexpected argument '" << args.positional[0] << "'");
+      const std::vector<std::string> adopted =
+          adopt_resume_options(cfg, args, cfg.lr_find ? kRangeTestUnused : kRangeTestOnly);
       if (cfg.train.progress < 0) cfg.train.progress = stderr_is_tty() ? 1 : 0;
       cfg.validate();
       print_ignored_options(prog, cfg, defaults);
@@ -37,8 +39,10 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
         print_summary(cfg);
         return 0;
       }
-      if (cfg.lr_find)  // the LR range test instead of training (lr_find does the same)
+      if (cfg.lr_find) {  // the LR range test instead of training (lr_find does the same)
+        print_adopted_options(prog, cfg, adopted);
         return lr_find_main(prog, cfg, defaults);
+      }
       Device dev = resolve_device(cfg.device);
       std::string why = cfg.device == "auto" ? (dev == Device::CUDA ? " (a GPU answers)"
                                                                     : " (no CUDA device answers)")
@@ -46,6 +50,7 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       std::string desc = dev == Device::CUDA ? ": " + cuda_device_description() : "";
       std::printf("device: %s%s%s\n", device_name(dev), why.c_str(), desc.c_str());
       std::fflush(stdout);
+      print_adopted_options(prog, cfg, adopted);
       RunHooks hooks;
       bool tty = cfg.train.progress == 1;
       hooks.log = [tty](const std::string& line) {

@@ -616,6 +616,87 @@ TEST(TrainerCpu, CheckpointConfigRecordsThePrecisionTheRunComputedIn) {
   EXPECT_EQ(s->cfg.precision, "fp32");
 }
 
+// --resume FILE continues FILE's run: an option no flag or --config key gives takes FILE's
+// recorded value; one it left unset (a NaN "auto", recorded as what it resolved to) stays unset
+// while the recipe still resolves it so, and a given flag, where this invocation runs and the
+// options it does not read keep this invocation's values.
+TEST(TrainerCpu, AResumeTakesTheOptionsItsCommandLineLeavesOutFromTheCheckpoint) {
+  RunConfig c = small_mlp();
+  c.model.width = 16;
+  c.optim.name = "sgd";
+  c.optim.momentum = 0.8f;
+  c.sched.name = "cyclic";  // gamma and the cycled momenta unset: cyclic's 1, 0.8, 0.9
+  c.train.epochs = 1;
+  c.data.train_limit = 200;
+  c.data.test_limit = 100;
+  c.save = test::temp_file("adopt_cyclic.safetensors");
+  run_training(c, {});
+  RunConfig exp = c;  // a schedule with a gamma the run gave
+  exp.sched.name = "exponential";
+  exp.sched.gamma = 0.5f;
+  exp.save = test::temp_file("adopt_exponential.safetensors");
+  run_training(exp, {});
+
+  auto resumed = [](const std::string& file, const ParsedArgs& args, RunConfig now,
+                    unsigned skip = kRangeTestOnly) {
+    now.resume = file;
+    now.data.data_dir = "/elsewhere";  // where this invocation finds its data
+    std::vector<std::string> changed = adopt_resume_options(now, args, skip);
+    return std::make_pair(now, changed);
+  };
+  const RunConfig defaults;
+  auto [a, changed] = resumed(c.save, {}, defaults);
+  EXPECT_EQ(a.model.model, "mlp");
+  EXPECT_EQ(a.model.width, 16);
+  EXPECT_EQ(a.optim.name, "sgd");
+  EXPECT_FLOAT_EQ(a.optim.momentum, 0.8f);
+  EXPECT_FLOAT_EQ(a.optim.lr, 0.05f);
+  EXPECT_EQ(a.sched.name, "cyclic");
+  EXPECT_EQ(a.data.train_limit, 200);
+  EXPECT_EQ(a.train.epochs, 1);
+  EXPECT_EQ(a.save, c.save);
+  EXPECT_EQ(a.data.data_dir, "/elsewhere");
+  EXPECT_EQ(a.device, defaults.device);
+  EXPECT_TRUE(std::isnan(a.sched.gamma));  // still cyclic's own
+  EXPECT_TRUE(std::isnan(a.optim.weight_decay));
+  // What changed as the run sees it (cyclic's gamma 1 instead of the default one-cycle's 0.1),
+  // in the table's order; the library's defaults are sgd and 1 epoch already.
+  std::string list;
+  for (const std::string& o : changed) list += o + ", ";
+  EXPECT_EQ(list,
+            "train-limit 200, test-limit 100, model mlp, width 16, depth 1, lr 0.05, momentum "
+            "0.8, schedule cyclic, gamma 1, base-momentum 0.8, max-momentum 0.9, batch-size 32, "
+            "save " +
+                c.save + ", ");
+
+  // A flag given now wins, and an unset option resolves afresh for it.
+  RunConfig one_cycle = defaults;
+  one_cycle.sched.name = "one-cycle";
+  one_cycle.optim.lr = 0.2f;
+  ParsedArgs flags;
+  flags.flag_keys = {"schedule"};
+  flags.config_keys = {{"lr", "lr"}};
+  auto [b, unused] = resumed(c.save, flags, one_cycle);
+  EXPECT_EQ(b.sched.name, "one-cycle");
+  EXPECT_FLOAT_EQ(b.optim.lr, 0.2f);
+  EXPECT_FLOAT_EQ(b.sched.resolved().gamma, 0.1f);
+  EXPECT_FLOAT_EQ(b.sched.resolved().base_momentum, 0.85f);
+
+  // A value the run gave is kept, even where this kiln's default would give another.
+  auto [e, unused2] = resumed(exp.save, {}, defaults);
+  EXPECT_EQ(e.sched.name, "exponential");
+  EXPECT_FLOAT_EQ(e.sched.gamma, 0.5f);
+
+  // The range test takes none of the options it does not read.
+  RunConfig ramp = defaults;
+  ramp.lr_find = true;
+  auto [r, unused3] = resumed(c.save, {}, ramp, kRangeTestUnused);
+  EXPECT_EQ(r.model.width, 16);
+  EXPECT_FLOAT_EQ(r.optim.lr, defaults.optim.lr);
+  EXPECT_EQ(r.sched.name, defaults.sched.name);
+  EXPECT_TRUE(r.lr_find);
+}
+
 namespace {
 // The model tensors (not optimizer state or snapshots) of a saved checkpoint.
 std::vector<std::pair<std::string, std::vector<uint8_t>>> model_tensors(const std::string& path) {

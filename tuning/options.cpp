@@ -477,7 +477,8 @@ OptionTable build_table() {
   t.add(opt_path("save", "write the final checkpoint (safetensors) here",
                  [](RunConfig& c) -> std::string& { return c.save; }),
         kSideEffect | kRangeTestUnused);
-  t.add(opt_path("resume", "resume from this checkpoint",
+  t.add(opt_path("resume",
+                 "resume from this checkpoint; options not given take the values it recorded",
                  [](RunConfig& c) -> std::string& { return c.resume; }),
         kInvocation);
   t.add(opt_path("checkpoint-dir", "directory for periodic checkpoints",

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <tuple>
 #include <vector>
 
@@ -88,6 +89,73 @@ std::string run_config_json(const RunConfig& cfg) {
   JsonObject j;
   for (const auto& s : run_options().specs()) j.add(s.name, s.get(cfg));
   return j.str();
+}
+
+namespace {
+// The options as the run uses them: an unset weight decay, gamma or cycling momentum (NaN,
+// "auto") as the optimizer and schedule resolve it.
+RunConfig effective(const RunConfig& c) {
+  RunConfig r = c;
+  r.optim = c.optim.resolved();
+  r.sched = c.sched.resolved();
+  return r;
+}
+}  // namespace
+
+std::vector<std::string> adopt_resume_options(RunConfig& cfg, const ParsedArgs& args,
+                                              unsigned skip_traits) {
+  std::vector<std::string> changed;
+  if (cfg.resume.empty()) return changed;
+  // An output over the --resume file is the mistake to name, not what reading it finds; the
+  // run checks again with the options taken here.
+  check_output_paths(cfg);
+  const std::string what = "checkpoint " + cfg.resume;
+  const SafetensorsFile f = read_checkpoint(cfg.resume);  // checksums verified first
+  const std::string* text = f.meta("config");
+  KILN_CHECK(text, what << ": no config in __metadata__");
+  JsonValue saved;
+  try {
+    saved = parse_json(*text);
+  } catch (const Error& e) {
+    KILN_FAIL(what << ": __metadata__ config: " << e.message());
+  }
+  static const std::set<std::string> kThisInvocation = {
+      "device",      "data-dir", "cuda-graphs", "detect-anomaly",
+      "grad-report", "summary",  "resume",      "lr-find"};
+  const OptionTable& table = run_options();
+  auto origin = [&](const OptionSpec& o) {
+    return "--resume " + cfg.resume + ": its recorded --" + o.name + " (give --" + o.name +
+           " to set it)";
+  };
+  // The recorded values ("" is an unset option, a path not given; a key this kiln lacks is an
+  // option since removed, which it cannot apply).
+  std::vector<std::pair<const OptionSpec*, std::string>> recorded;
+  for (const auto& [k, v] : saved.members)
+    if (const OptionSpec* o = table.find(k); o && v.is_string() && !v.text.empty())
+      recorded.emplace_back(o, v.text);
+  auto is_auto = [](const OptionSpec& o, const RunConfig& c) {
+    return o.get(c) != o.get(effective(c));
+  };
+  // The checkpoint's recipe as this kiln resolves it: an option the run left unset is recorded
+  // as what it resolved to, and is left unset here when it still resolves to that (so another
+  // --schedule or --optimizer given now resolves it afresh); a recorded value that differs was
+  // given (or a default has changed since) and is kept.
+  RunConfig rec = cfg;
+  for (const auto& [o, v] : recorded)
+    if (!is_auto(*o, rec)) table.set(rec, o->name, v, origin(*o));
+  const RunConfig before = effective(cfg);
+  for (const auto& [o, v] : recorded) {
+    if (kThisInvocation.count(o->name) || (o->traits & skip_traits) ||
+        args.config_keys.count(o->name) ||
+        std::find(args.flag_keys.begin(), args.flag_keys.end(), o->name) != args.flag_keys.end())
+      continue;
+    if (is_auto(*o, cfg) && o->get(effective(rec)) == v) continue;
+    table.set(cfg, o->name, v, origin(*o));
+  }
+  const RunConfig after = effective(cfg);
+  for (const auto& o : table.specs())
+    if (o.get(before) != o.get(after)) changed.push_back(o.name + " " + o.get(after));
+  return changed;
 }
 
 std::string config_diffs(const JsonValue& was, const JsonValue& now,

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "engine/checkpoint.h"
 #include "engine/json.h"
@@ -26,6 +27,14 @@ std::string run_config_json(const RunConfig& cfg);
 std::string config_diffs(const JsonValue& was, const JsonValue& now,
                          const std::function<bool(const std::string&)>& skip,
                          const std::string& prefix = "");
+// --resume FILE continues FILE's run, as loading a PyTorch optimizer's state_dict restores its
+// hyperparameters: each option that neither a flag nor the --config file gives takes the value
+// FILE recorded (where FILE predates the option, this kiln's default stands, as that kiln ran).
+// Not taken: where and how this invocation runs (device, data-dir, cuda-graphs, detect-anomaly,
+// grad-report), summary, resume, lr-find, and options with any of `skip_traits` (the ones this
+// invocation does not read). Returns "name value" for each option whose value it changed.
+std::vector<std::string> adopt_resume_options(RunConfig& cfg, const ParsedArgs& args,
+                                              unsigned skip_traits);
 // --checkpoint-dir, else the directory of --save, else "checkpoints".
 std::string checkpoint_dir_for(const RunConfig& cfg);
 // ckpt-epoch-<E>.safetensors at an epoch boundary, ckpt-step-<S>.safetensors mid-epoch.

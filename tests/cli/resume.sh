@@ -95,7 +95,8 @@ for trial in 1 2 3; do
 done
 [ "$resumed_total" -ge 4 ] || { echo "FAIL: only $resumed_total runs resumed from a checkpoint"; exit 1; }
 
-# SIGTERM and SIGINT: finish the step, checkpoint, exit 143/130 with a message; resume exactly.
+# SIGTERM and SIGINT: finish the step, checkpoint, exit 143/130 with a message; resume exactly,
+# after SIGINT with nothing but --resume (and where the run is): the checkpoint's options.
 # A longer run (6 epochs, 750 steps) with its own uninterrupted reference, signalled after
 # step 50: on a loaded machine the poll that sees the checkpoint can lag by hundreds of steps,
 # and a run that has already finished cannot be interrupted (CI once saw SIGINT "exit 0" that
@@ -124,7 +125,13 @@ for sig in TERM INT; do
   grep "interrupted by SIG$sig; checkpoint written to $dir/ckpt-" s.err || { echo "FAIL: no message"; cat s.err; exit 1; }
   [ ! -e S.safetensors ] || { echo "FAIL: an interrupted run wrote its final --save"; exit 1; }
   ck=$(last_ckpt "$dir")
-  "$tm" "${long[@]}" --checkpoint-dir "$dir" --resume "$ck" --save S.safetensors > s.out 2> s.err
+  if [ "$sig" = TERM ]; then
+    "$tm" "${long[@]}" --checkpoint-dir "$dir" --resume "$ck" --save S.safetensors > s.out 2> s.err
+  else  # as the message says: --resume alone continues the run's options (where it runs aside)
+    "$tm" --device "$device" --data-dir "$KILN_TEST_DATA" --resume "$ck" > s.out 2> s.err
+    grep -q "note: continuing $ck's run with the options it recorded" s.err ||
+      { echo "FAIL: no note on the options taken from the checkpoint"; cat s.err; exit 1; }
+  fi
   python3 same.py R.safetensors S.safetensors
   rm -f S.safetensors
 done
