@@ -252,6 +252,10 @@ def num(v):
     return float("nan") if v is None else float(v)
 
 
+FIXED_COLUMNS = {"trial", "status", "metric", "epochs_run", "val_acc", "val_loss", "test_acc",
+                 "test_loss", "train_acc", "train_loss", "weight_sparsity", "seconds", "message"}
+
+
 def trial_info(path):
     """(name, [(param, value)], status, epochs run) of DIR/trials/trial-<id>.jsonl from
     DIR/results.csv; ([], None, None) with the file name for any other file."""
@@ -264,7 +268,9 @@ def trial_info(path):
         with open(results, newline="") as f:
             rows = list(csv.reader(f))
         head = rows[0]
-        params = head[3:len(head) - 10]  # trial,status,metric, the parameters, 10 fixed columns
+        # trial,status,metric, the parameters, then the fixed columns, which no parameter may be
+        # named (kiln refuses it); by name, since older kilns wrote fewer of them.
+        params = [c for c in head[3:] if c not in FIXED_COLUMNS]
         for row in rows[1:]:
             if len(row) == len(head) and row[0] == m.group(1):
                 epochs = row[head.index("epochs_run")] if "epochs_run" in head else "?"

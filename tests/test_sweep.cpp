@@ -647,12 +647,15 @@ TEST(SweepRun, LocksOfOtherPidNamespacesStayAndOfEarlierBootsGo) {
   std::ofstream(o.dir + "/locks/trial-4.lock")
       << getppid() << " " << host << " " << start_time(getppid()) << " "
       << here.substr(0, here.find(' ')) << " an-earlier-boot\n";
+  // An older kiln's lock ("pid host") naming this very process: this kiln writes none, so its
+  // writer is gone and the pid reused (a restarted container's pid 1 is the usual case).
+  std::ofstream(o.dir + "/locks/trial-5.lock") << getpid() << " " << host << "\n";
   std::vector<std::string> lines;
   o.log = [&](const std::string& l) { lines.push_back(l); };
   o.resume = true;
   FakeRunner g;
   SweepOutcome out = run_sweep(s, o, g.fn());
-  EXPECT_EQ(out.ran, 4);  // 4 (earlier boot), 5, 6, 7
+  EXPECT_EQ(out.ran, 4);  // 4 (earlier boot), 5 (this pid's old-format lock), 6, 7
   EXPECT_EQ(out.skipped_other, 1);
   bool named = false;
   for (const std::string& l : lines)
@@ -773,6 +776,18 @@ TEST(SweepRun, RecordedTrialsFixTheSweepFileAndRunOptions) {
   other = o;
   other.base.data.data_dir = "elsewhere";  // where the data lives may change
   EXPECT_EQ(run_sweep(val, other, g.fn()).results.size(), 8u);
+  // Recorded trials without run_options.json (a directory from before the file existed): a
+  // note says their options cannot be checked, and the file is written.
+  std::filesystem::remove(o.dir + "/run_options.json");
+  std::vector<std::string> lines;
+  other.log = [&](const std::string& l) { lines.push_back(l); };
+  run_sweep(val, other, g.fn());
+  bool noted = false;
+  for (const std::string& l : lines)
+    noted |= l.find("holds trials recorded before kiln kept") != std::string::npos &&
+             l.find("the options they ran with are not known") != std::string::npos;
+  EXPECT_TRUE(noted);
+  EXPECT_TRUE(std::filesystem::exists(o.dir + "/run_options.json"));
 }
 
 // Two workers started together on one directory, the second with other options (or another

@@ -202,7 +202,9 @@ class TrialLock {
       if (o.start > 0 && process_state(o.pid, state, now))
         return state == 'Z' || state == 'X' || now != o.start;
     } else if (o.pid == getpid()) {
-      return false;  // an older lock (pid host) naming this process
+      // An older kiln's lock (pid host) naming this pid: this kiln never writes one, so its
+      // writer is gone and the pid is ours now (a restarted container's pid 1).
+      return true;
     }
     return process_gone(o.pid);
   }
@@ -574,6 +576,13 @@ void check_run_options(const SweepOptions& o, bool have_results) {
   const std::string old = read_text(path);
   if (old == now) return;
   if (old.empty() || !have_results) {
+    // Results without the file: a directory of a kiln from before run_options.json (2026-12-02),
+    // whose trials' options cannot be checked; say so rather than start a record silently.
+    if (have_results && o.log)
+      o.log("note: " + o.dir + " holds trials recorded before kiln kept " + path +
+            ": the options they ran with are not known, so this run's (recorded now) cannot be "
+            "checked against them; pass the options they ran with (a default that changed "
+            "since, such as adamw's weight decay, would make the rest another recipe)");
     write_file_atomic(path, now.data(), now.size());
     return;
   }

@@ -56,6 +56,14 @@ sys.path.insert(0, sys.argv[1])
 import plot
 assert plot.trial_label("grid/trials/trial-1.jsonl") == "trial-1 (lr=0.003 batch-size=128)", plot.trial_label("grid/trials/trial-1.jsonl")
 assert plot.trial_label("oc.jsonl") == "oc"
+# An older kiln's results.csv, with fewer fixed columns: the parameters are found by name.
+import csv, os, shutil
+shutil.copytree("grid", "oldgrid")
+rows = list(csv.reader(open("grid/results.csv", newline="")))
+keep = [i for i, c in enumerate(rows[0]) if c not in ("train_acc", "train_loss", "weight_sparsity")]
+with open("oldgrid/results.csv", "w", newline="") as f:
+    csv.writer(f).writerows([[r[i] for i in keep] for r in rows])
+assert plot.trial_label("oldgrid/trials/trial-1.jsonl") == "trial-1 (lr=0.003 batch-size=128)", plot.trial_label("oldgrid/trials/trial-1.jsonl")
 recs = [r for r in plot.read_jsonl("oc.jsonl") if r.get("type") == "epoch"]
 x, lr = plot.step_lr("oc.jsonl", recs)
 assert len(x) == 16 and abs(x[7] - 1.0) < 1e-9 and abs(x[-1] - 2.0) < 1e-9, x
