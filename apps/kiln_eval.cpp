@@ -85,6 +85,10 @@ int main(int argc, char** argv) {
     for (const auto& [k, v] : stored.members)  // "" is an unset option (a path not given)
       if (v.is_string() && !v.text.empty() && table.find(k))
         table.set(cfg, k, v.text, "checkpoint " + ckpt + ": config '" + k + "'");
+    KILN_USAGE_CHECK(split != "val" || cfg.data.val_split > 0,
+                     "--split val: checkpoint " << ckpt
+                                                << "'s run held out no validation split "
+                                                   "(--val-split 0); score --split test or train");
     cfg.device = device;
     if (split == "test") cfg.data.test_limit = limit;
     if (!data_dir.empty()) cfg.data.data_dir = data_dir;

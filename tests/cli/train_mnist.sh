@@ -149,6 +149,12 @@ check log-is-config 2 "--log $tmp/c.yaml is the --config file" -- "$bin" "${smal
   --dump-logits "$tmp/ck/./ckpt-epoch-1.safetensors" >/dev/null 2>"$tmp/err"
 [ $? = 2 ] && grep -q 'kiln_eval: error: --dump-logits .* is the checkpoint' "$tmp/err" ||
   { echo "FAIL: kiln_eval --dump-logits over its checkpoint"; cat "$tmp/err"; fail=1; }
+# --split val of a run that held out none names the checkpoint (it once named --val-split, a
+# flag kiln_eval does not have).
+"$KILN_BIN/kiln_eval" "$tmp/ck/ckpt-epoch-1.safetensors" --data-dir "$data" --split val >/dev/null 2>"$tmp/err"
+[ $? = 2 ] && [ "$(wc -l < "$tmp/err")" = 1 ] &&
+  grep -q "kiln_eval: error: --split val: checkpoint $tmp/ck/ckpt-epoch-1.safetensors's run held out no validation split" "$tmp/err" ||
+  { echo "FAIL: kiln_eval --split val without a split"; cat "$tmp/err"; fail=1; }
 # ... and one it cannot write, before scoring (it printed the accuracy, then failed).
 out=$("$KILN_BIN/kiln_eval" "$tmp/ck/ckpt-epoch-1.safetensors" --data-dir "$data" \
   --dump-logits "$tmp/no/such/dir/d.safetensors" 2>"$tmp/err")
