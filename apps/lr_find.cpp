@@ -42,7 +42,8 @@ int main(int argc, char** argv) {
       KILN_USAGE_CHECK(args.positional.empty(),
                        "unexpected argument '" << args.positional[0] << "'");
       KILN_USAGE_CHECK(cfg.lr_find, "--no-lr-find: lr_find always runs the LR range test");
-      const std::vector<std::string> adopted = adopt_resume_options(cfg, args, kRangeTestUnused);
+      const std::vector<std::string> adopted =
+          adopt_resume_options(cfg, args, kRangeTestUnused | kInvocation);
       cfg.validate();
       app::print_ignored_options("lr_find", cfg, defaults);
       if (cfg.summary) {

@@ -30,8 +30,8 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       }
       KILN_USAGE_CHECK(args.positional.empty(),
                        "unexpected argument '" << args.positional[0] << "'");
-      const std::vector<std::string> adopted =
-          adopt_resume_options(cfg, args, cfg.lr_find ? kRangeTestUnused : kRangeTestOnly);
+      const std::vector<std::string> adopted = adopt_resume_options(
+          cfg, args, cfg.lr_find ? kRangeTestUnused | kInvocation : kRangeTestOnly);
       if (cfg.train.progress < 0) cfg.train.progress = stderr_is_tty() ? 1 : 0;
       cfg.validate();
       print_ignored_options(prog, cfg, defaults);

@@ -687,13 +687,15 @@ TEST(TrainerCpu, AResumeTakesTheOptionsItsCommandLineLeavesOutFromTheCheckpoint)
   EXPECT_EQ(e.sched.name, "exponential");
   EXPECT_FLOAT_EQ(e.sched.gamma, 0.5f);
 
-  // The range test takes none of the options it does not read.
+  // The range test takes none of the options it does not read, nor the run's invocation.
   RunConfig ramp = defaults;
   ramp.lr_find = true;
-  auto [r, unused3] = resumed(c.save, {}, ramp, kRangeTestUnused);
+  ramp.train.epochs = 7;
+  auto [r, unused3] = resumed(c.save, {}, ramp, kRangeTestUnused | kInvocation);
   EXPECT_EQ(r.model.width, 16);
   EXPECT_FLOAT_EQ(r.optim.lr, defaults.optim.lr);
   EXPECT_EQ(r.sched.name, defaults.sched.name);
+  EXPECT_EQ(r.train.epochs, 7);  // the run's length is not the test's
   EXPECT_TRUE(r.lr_find);
 }
 

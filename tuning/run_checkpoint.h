@@ -32,7 +32,8 @@ std::string config_diffs(const JsonValue& was, const JsonValue& now,
 // FILE recorded (where FILE predates the option, this kiln's default stands, as that kiln ran).
 // Not taken: where and how this invocation runs (device, data-dir, cuda-graphs, detect-anomaly,
 // grad-report), summary, resume, lr-find, and options with any of `skip_traits` (the ones this
-// invocation does not read). Returns "name value" for each option whose value it changed.
+// invocation does not read; for an LR range test, also a training run's epochs, log, target).
+// Returns "name value" for each option whose value it changed.
 std::vector<std::string> adopt_resume_options(RunConfig& cfg, const ParsedArgs& args,
                                               unsigned skip_traits);
 // --checkpoint-dir, else the directory of --save, else "checkpoints".
