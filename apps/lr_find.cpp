@@ -42,8 +42,9 @@ int main(int argc, char** argv) {
       KILN_USAGE_CHECK(args.positional.empty(),
                        "unexpected argument '" << args.positional[0] << "'");
       KILN_USAGE_CHECK(cfg.lr_find, "--no-lr-find: lr_find always runs the LR range test");
-      const std::vector<std::string> adopted =
-          adopt_resume_options(cfg, args, kRangeTestUnused | kInvocation);
+      // Said at once: a usage error in what it took then follows the list it came from.
+      app::print_adopted_options("lr_find", cfg,
+                                 adopt_resume_options(cfg, args, kRangeTestUnused | kInvocation));
       cfg.validate();
       app::print_ignored_options("lr_find", cfg, defaults);
       if (cfg.summary) {
@@ -53,7 +54,6 @@ int main(int argc, char** argv) {
       if (cfg.train.progress < 0) cfg.train.progress = 0;
       std::printf("device: %s\n", device_name(resolve_device(cfg.device)));
       std::fflush(stdout);
-      app::print_adopted_options("lr_find", cfg, adopted);
       return app::lr_find_main("lr_find", cfg, defaults);
     } catch (const Error& e) {
       throw with_config_origin(e, args);

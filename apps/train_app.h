@@ -30,8 +30,11 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       }
       KILN_USAGE_CHECK(args.positional.empty(),
                        "unexpected argument '" << args.positional[0] << "'");
-      const std::vector<std::string> adopted = adopt_resume_options(
-          cfg, args, cfg.lr_find ? kRangeTestUnused | kInvocation : kRangeTestOnly);
+      // Said at once: a usage error in what it took then follows the list it came from.
+      print_adopted_options(
+          prog, cfg,
+          adopt_resume_options(cfg, args,
+                               cfg.lr_find ? kRangeTestUnused | kInvocation : kRangeTestOnly));
       if (cfg.train.progress < 0) cfg.train.progress = stderr_is_tty() ? 1 : 0;
       cfg.validate();
       print_ignored_options(prog, cfg, defaults);
@@ -39,10 +42,8 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
         print_summary(cfg);
         return 0;
       }
-      if (cfg.lr_find) {  // the LR range test instead of training (lr_find does the same)
-        print_adopted_options(prog, cfg, adopted);
+      if (cfg.lr_find)  // the LR range test instead of training (lr_find does the same)
         return lr_find_main(prog, cfg, defaults);
-      }
       Device dev = resolve_device(cfg.device);
       std::string why = cfg.device == "auto" ? (dev == Device::CUDA ? " (a GPU answers)"
                                                                     : " (no CUDA device answers)")
@@ -50,7 +51,6 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       std::string desc = dev == Device::CUDA ? ": " + cuda_device_description() : "";
       std::printf("device: %s%s%s\n", device_name(dev), why.c_str(), desc.c_str());
       std::fflush(stdout);
-      print_adopted_options(prog, cfg, adopted);
       RunHooks hooks;
       bool tty = cfg.train.progress == 1;
       hooks.log = [tty](const std::string& line) {
@@ -76,10 +76,13 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       };
       RunResult res = run_training(cfg, hooks);
       if (res.stop_signal) {  // SIGINT 130, SIGTERM 143, after the checkpoint
-        std::fprintf(
-            stderr, "%s: interrupted by %s; checkpoint written to %s (continue with --resume %s)\n",
-            prog, res.stop_signal == SIGINT ? "SIGINT" : "SIGTERM", res.last_checkpoint.c_str(),
-            res.last_checkpoint.c_str());
+        // The checkpoint holds the recipe; the outputs are this invocation's to name.
+        std::fprintf(stderr,
+                     "%s: interrupted by %s; checkpoint written to %s (continue with --resume "
+                     "%s%s)\n",
+                     prog, res.stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
+                     res.last_checkpoint.c_str(), res.last_checkpoint.c_str(),
+                     output_options(cfg, defaults).c_str());
         return 128 + res.stop_signal;
       }
       std::printf("test_acc=%.4f test_loss=%.4f seconds=%.2f\n", res.test_acc, res.test_loss,

@@ -55,7 +55,8 @@ row() {
   esac
 }
 last() { tail -1 "$1" 2>/dev/null; }
-gpu_tests='*Gpu*:-*WithoutGpu*'  # (the one CPU test named 'without a GPU' skips where one answers)
+gpu_tests='*Gpu*:CublasApi.*:-*WithoutGpu*'  # (the one CPU test named 'without a GPU' skips where one
+# answers; CublasApi: the dlopen'ed cuBLAS makes, sets and destroys a handle on the device)
 # Under compute-sanitizer: ConvLimitGpu allocates 32 GiB at the 2^31 index limit (far too slow
 # there) and the MatchesCudnn cases mostly instrument cuDNN's own algorithm search (kiln's
 # kernels run in MatchesReference too); the trainer, graph and LR-finder runs go last, so a

@@ -270,11 +270,16 @@ def trial_info(path):
         head = rows[0]
         # trial,status,metric, the parameters, then the fixed columns, which no parameter may be
         # named (kiln refuses it); by name, since older kilns wrote fewer of them.
-        params = [c for c in head[3:] if c not in FIXED_COLUMNS]
+        fixed = set(range(3)) | {i for i, c in enumerate(head) if c in FIXED_COLUMNS}
+        run = head.index("epochs_run") if "epochs_run" in head else None
+        if run is None and "epochs" in head:  # before 2026-12-02 the column was "epochs"
+            run = len(head) - 1 - head[::-1].index("epochs")  # (a parameter may be too)
+            fixed.add(run)
+        params = [(i, c) for i, c in enumerate(head) if i not in fixed]
         for row in rows[1:]:
             if len(row) == len(head) and row[0] == m.group(1):
-                epochs = row[head.index("epochs_run")] if "epochs_run" in head else "?"
-                return name, [(p, row[head.index(p)]) for p in params], row[1], epochs
+                epochs = row[run] if run is not None else "?"
+                return name, [(p, row[i]) for i, p in params], row[1], epochs
     except (OSError, ValueError, IndexError):
         pass  # a torn or foreign results.csv: the file name will do
     return name, [], None, None

@@ -654,7 +654,7 @@ TEST(TrainerCpu, AResumeTakesTheOptionsItsCommandLineLeavesOutFromTheCheckpoint)
   EXPECT_EQ(a.sched.name, "cyclic");
   EXPECT_EQ(a.data.train_limit, 200);
   EXPECT_EQ(a.train.epochs, 1);
-  EXPECT_EQ(a.save, c.save);
+  EXPECT_TRUE(a.save.empty());  // where it writes is this invocation's to say
   EXPECT_EQ(a.data.data_dir, "/elsewhere");
   EXPECT_EQ(a.device, defaults.device);
   EXPECT_TRUE(std::isnan(a.sched.gamma));  // still cyclic's own
@@ -665,9 +665,7 @@ TEST(TrainerCpu, AResumeTakesTheOptionsItsCommandLineLeavesOutFromTheCheckpoint)
   for (const std::string& o : changed) list += o + ", ";
   EXPECT_EQ(list,
             "train-limit 200, test-limit 100, model mlp, width 16, depth 1, lr 0.05, momentum "
-            "0.8, schedule cyclic, gamma 1, base-momentum 0.8, max-momentum 0.9, batch-size 32, "
-            "save " +
-                c.save + ", ");
+            "0.8, schedule cyclic, gamma 1, base-momentum 0.8, max-momentum 0.9, batch-size 32, ");
 
   // A flag given now wins, and an unset option resolves afresh for it.
   RunConfig one_cycle = defaults;
@@ -697,6 +695,62 @@ TEST(TrainerCpu, AResumeTakesTheOptionsItsCommandLineLeavesOutFromTheCheckpoint)
   EXPECT_EQ(r.sched.name, defaults.sched.name);
   EXPECT_EQ(r.train.epochs, 7);  // the run's length is not the test's
   EXPECT_TRUE(r.lr_find);
+}
+
+// What a resume never takes from its checkpoint: where it writes (a branch off an earlier
+// checkpoint would overwrite the run's files) and the precision (tied to the device the run had).
+// A recorded value this kiln cannot read fails the resume only when it would be taken, naming it.
+TEST(TrainerCpu, AResumeLeavesOutputsAndPrecisionAndNamesARecordItCannotTake) {
+  RunConfig c = small_mlp();
+  c.data.train_limit = 200;
+  auto s = make_session(c);
+  auto with_config = [&](const std::string& name, const std::string& config) {
+    CheckpointInfo info;
+    info.config = config;
+    const std::string path = test::temp_file(name);
+    save_checkpoint(path, *s->ctx, *s->model, s->opt.get(), s->sched.get(), info);
+    return path;
+  };
+  const std::string outputs =
+      with_config("adopt_outputs.safetensors",
+                  R"({"width": "24", "precision": "tf32", "save": "final.st", "log": "run.jsonl",
+          "checkpoint-dir": "ck", "checkpoint-every": "1", "keep-last": "2",
+          "cuda-graphs": "auto", "milestones": "30,x"})");
+  RunConfig now;
+  now.resume = outputs;
+  ParsedArgs given;
+  given.flag_keys = {"cuda-graphs", "milestones"};
+  adopt_resume_options(now, given, kRangeTestOnly);
+  const RunConfig defaults;
+  EXPECT_EQ(now.model.width, 24);
+  EXPECT_EQ(now.precision, defaults.precision);
+  EXPECT_TRUE(now.save.empty());
+  EXPECT_TRUE(now.train.log_path.empty());
+  EXPECT_TRUE(now.checkpoint_dir.empty());
+  EXPECT_EQ(now.checkpoint_every, 0);
+  EXPECT_EQ(now.keep_last, 0);
+  auto error_of = [](RunConfig r, const ParsedArgs& args) -> std::string {
+    try {
+      adopt_resume_options(r, args, kRangeTestOnly);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      return e.message();
+    }
+    return "";
+  };
+  ParsedArgs only_graphs;
+  only_graphs.flag_keys = {"cuda-graphs"};
+  EXPECT_NE(error_of(now, only_graphs).find("its recorded --milestones (give --milestones"),
+            std::string::npos)
+      << error_of(now, only_graphs);
+  RunConfig elsewhere;
+  elsewhere.resume = with_config("adopt_schedule_file.safetensors",
+                                 R"({"schedule": "manual", "schedule-file": "no/such/lrs.txt"})");
+  const std::string e = error_of(elsewhere, {});
+  EXPECT_NE(e.find("its recorded --schedule-file (give --schedule-file to set it): "
+                   "no/such/lrs.txt cannot be read from here"),
+            std::string::npos)
+      << e;
 }
 
 namespace {

@@ -119,10 +119,20 @@ std::vector<std::string> adopt_resume_options(RunConfig& cfg, const ParsedArgs& 
   } catch (const Error& e) {
     KILN_FAIL(what << ": __metadata__ config: " << e.message());
   }
-  static const std::set<std::string> kThisInvocation = {
-      "device",      "data-dir", "cuda-graphs", "detect-anomaly",
-      "grad-report", "summary",  "resume",      "lr-find"};
+  // Where and how this invocation runs, and what it writes: the side-effect options (device,
+  // data-dir, cuda-graphs, the checkpoint outputs, --save...), the precision (tied to the
+  // device), --log and the range test's CSV. A resume that wrote into the run's files would
+  // overwrite them when it branches off an earlier checkpoint with other options.
+  static const std::set<std::string> kNotTaken = {"precision", "summary", "resume",
+                                                  "lr-find",   "log",     "lr-find-csv"};
   const OptionTable& table = run_options();
+  auto given = [&](const OptionSpec& o) {
+    return args.config_keys.count(o.name) ||
+           std::find(args.flag_keys.begin(), args.flag_keys.end(), o.name) != args.flag_keys.end();
+  };
+  auto taken = [&](const OptionSpec& o) {
+    return !kNotTaken.count(o.name) && !(o.traits & (kSideEffect | skip_traits)) && !given(o);
+  };
   auto origin = [&](const OptionSpec& o) {
     return "--resume " + cfg.resume + ": its recorded --" + o.name + " (give --" + o.name +
            " to set it)";
@@ -139,18 +149,25 @@ std::vector<std::string> adopt_resume_options(RunConfig& cfg, const ParsedArgs& 
   // The checkpoint's recipe as this kiln resolves it: an option the run left unset is recorded
   // as what it resolved to, and is left unset here when it still resolves to that (so another
   // --schedule or --optimizer given now resolves it afresh); a recorded value that differs was
-  // given (or a default has changed since) and is kept.
+  // given (or a default has changed since) and is kept. (A recorded value this kiln cannot
+  // read only matters if it is taken, below.)
   RunConfig rec = cfg;
-  for (const auto& [o, v] : recorded)
-    if (!is_auto(*o, rec)) table.set(rec, o->name, v, origin(*o));
+  for (const auto& [o, v] : recorded) {
+    if (is_auto(*o, rec)) continue;
+    try {
+      table.set(rec, o->name, v, origin(*o));
+    } catch (const Error&) {
+    }
+  }
   const RunConfig before = effective(cfg);
   for (const auto& [o, v] : recorded) {
-    if (kThisInvocation.count(o->name) || (o->traits & skip_traits) ||
-        args.config_keys.count(o->name) ||
-        std::find(args.flag_keys.begin(), args.flag_keys.end(), o->name) != args.flag_keys.end())
-      continue;
+    if (!taken(*o)) continue;
     if (is_auto(*o, cfg) && o->get(effective(rec)) == v) continue;
     table.set(cfg, o->name, v, origin(*o));
+    // Re-read every epoch, relative to where the run started: say where the name came from.
+    KILN_USAGE_CHECK(
+        o->name != "schedule-file" || ::access(v.c_str(), R_OK) == 0,
+        origin(*o) << ": " << v << " cannot be read from here: " << std::strerror(errno));
   }
   const RunConfig after = effective(cfg);
   for (const auto& o : table.specs())

@@ -30,10 +30,11 @@ std::string config_diffs(const JsonValue& was, const JsonValue& now,
 // --resume FILE continues FILE's run, as loading a PyTorch optimizer's state_dict restores its
 // hyperparameters: each option that neither a flag nor the --config file gives takes the value
 // FILE recorded (where FILE predates the option, this kiln's default stands, as that kiln ran).
-// Not taken: where and how this invocation runs (device, data-dir, cuda-graphs, detect-anomaly,
-// grad-report), summary, resume, lr-find, and options with any of `skip_traits` (the ones this
-// invocation does not read; for an LR range test, also a training run's epochs, log, target).
-// Returns "name value" for each option whose value it changed.
+// Not taken: where and how this invocation runs and what it writes (the kSideEffect options:
+// device, data-dir, --save, the checkpoint options...; precision, log, lr-find-csv), summary,
+// resume, lr-find, and options with any of `skip_traits` (the ones this invocation does not
+// read; for an LR range test, also a training run's epochs and target). Returns "name value"
+// for each option whose value it changed.
 std::vector<std::string> adopt_resume_options(RunConfig& cfg, const ParsedArgs& args,
                                               unsigned skip_traits);
 // --checkpoint-dir, else the directory of --save, else "checkpoints".

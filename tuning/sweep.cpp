@@ -158,7 +158,8 @@ class TrialLock {
   // Whether a worker still holds the flock of the lock at path_: 1 no (or the lock is gone),
   // 0 yes, -1 this filesystem cannot tell.
   int flock_free() const {
-    int fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    // Read-write: NFS emulates flock with fcntl locks, whose exclusive kind needs a writable fd.
+    int fd = open(path_.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return errno == ENOENT ? 1 : -1;
     const int err = flock_retry(fd, LOCK_EX | LOCK_NB);
     close(fd);

@@ -64,6 +64,10 @@ keep = [i for i, c in enumerate(rows[0]) if c not in ("train_acc", "train_loss",
 with open("oldgrid/results.csv", "w", newline="") as f:
     csv.writer(f).writerows([[r[i] for i in keep] for r in rows])
 assert plot.trial_label("oldgrid/trials/trial-1.jsonl") == "trial-1 (lr=0.003 batch-size=128)", plot.trial_label("oldgrid/trials/trial-1.jsonl")
+# ... and older still: the epochs run were in a column named "epochs".
+with open("oldgrid/results.csv", "w", newline="") as f:
+    csv.writer(f).writerows([["epochs" if c == "epochs_run" else c for c in rows[0]]] + rows[1:])
+assert plot.trial_info("oldgrid/trials/trial-1.jsonl")[1:] == ([("lr", "0.003"), ("batch-size", "128")], "ok", "1"), plot.trial_info("oldgrid/trials/trial-1.jsonl")
 recs = [r for r in plot.read_jsonl("oc.jsonl") if r.get("type") == "epoch"]
 x, lr = plot.step_lr("oc.jsonl", recs)
 assert len(x) == 16 and abs(x[7] - 1.0) < 1e-9 and abs(x[-1] - 2.0) < 1e-9, x

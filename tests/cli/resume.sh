@@ -123,12 +123,17 @@ for sig in TERM INT; do
   done
   [ "$rc" -eq "$want" ] || { echo "FAIL: SIG$sig gave exit $rc, want $want"; cat s.err; exit 1; }
   grep "interrupted by SIG$sig; checkpoint written to $dir/ckpt-" s.err || { echo "FAIL: no message"; cat s.err; exit 1; }
+  cp s.err s.err.sig
   [ ! -e S.safetensors ] || { echo "FAIL: an interrupted run wrote its final --save"; exit 1; }
   ck=$(last_ckpt "$dir")
   if [ "$sig" = TERM ]; then
     "$tm" "${long[@]}" --checkpoint-dir "$dir" --resume "$ck" --save S.safetensors > s.out 2> s.err
-  else  # as the message says: --resume alone continues the run's options (where it runs aside)
-    "$tm" --device "$device" --data-dir "$KILN_TEST_DATA" --resume "$ck" > s.out 2> s.err
+  else  # as the message says: the checkpoint gives the recipe, the message the outputs
+    said=$(sed -n 's/.*(continue with \(--resume .*\))$/\1/p' s.err.sig)
+    [ "$said" = "--resume $ck --checkpoint-dir $dir --checkpoint-every-steps 25 --keep-last 2 --save S.safetensors" ] ||
+      { echo "FAIL: the message's command: $said"; cat s.err.sig; exit 1; }
+    # shellcheck disable=SC2086  # the message's words, as a user pastes them
+    "$tm" --device "$device" --data-dir "$KILN_TEST_DATA" $said > s.out 2> s.err
     grep -q "note: continuing $ck's run with the options it recorded" s.err ||
       { echo "FAIL: no note on the options taken from the checkpoint"; cat s.err; exit 1; }
   fi
