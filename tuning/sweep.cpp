@@ -82,21 +82,21 @@ class TrialLock {
   TrialLock(const std::string& dir, int64_t id)
       : path_(dir + "/locks/trial-" + std::to_string(id) + ".lock") {
     std::string mutex_path = dir + "/locks/.reclaim";
-    int m = open(mutex_path.c_str(), O_RDWR | O_CREAT, 0644);
+    const int m = open(mutex_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     KILN_CHECK(m >= 0, mutex_path << ": cannot open: " << std::strerror(errno));
+    struct Closer {  // also when a lock cannot be written (its error propagates)
+      int fd;
+      ~Closer() { close(fd); }
+    } closer{m};
     // A signal during the wait (a SIGINT) does not end it: the sweep stops after this trial's
     // claim is settled.
-    if (const int err = flock_retry(m, LOCK_EX)) {
-      close(m);
+    if (const int err = flock_retry(m, LOCK_EX))
       KILN_FAIL(mutex_path << ": flock failed: " << std::strerror(err));
-    }
     held_ = try_create();
     if (!held_ && stale()) {
       unlink(path_.c_str());
       held_ = try_create();
     }
-    flock(m, LOCK_UN);
-    close(m);
   }
   ~TrialLock() {
     // Unlinked before its flock goes with the close: a worker that finds the flock free then
