@@ -69,22 +69,26 @@ inline void print_summary(const RunConfig& cfg) {
 // The LR range test of lr_find and train_mnist --lr-find: one note naming the options it does
 // not read, the test, the report on stdout. Returns the exit code: 0, or 128 + the signal when
 // SIGINT/SIGTERM stopped the test (the curve so far is written and reported).
+// `v` as one shell word: as is when plain, else single-quoted.
+inline std::string shell_word(const std::string& v) {
+  if (!v.empty() && v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                        "0123456789_-./,:=+@%") == std::string::npos)
+    return v;
+  std::string word = "'";
+  for (char c : v) word += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return word + "'";
+}
+
 // " --save F --log L ..." for the outputs of `cfg` that differ from the app's defaults: a
 // --resume takes the run's recipe from its checkpoint but not where it writes, so the
-// interrupted run's message spells these out. Words are single-quoted where a shell needs it.
+// interrupted run's message spells these out, as shell words.
 inline std::string output_options(const RunConfig& cfg, const RunConfig& defaults) {
   std::string out;
   for (const char* name : {"checkpoint-dir", "checkpoint-every", "checkpoint-every-steps",
                            "keep-last", "save", "log"}) {
     const OptionSpec* o = run_options().find(name);
     const std::string v = o->get(cfg);
-    if (v.empty() || v == o->get(defaults)) continue;
-    const bool plain = v.find_first_not_of(
-                           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                           "0123456789_-./,:=+@%") == std::string::npos;
-    std::string word = "'";
-    for (char c : v) word += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    out += " --" + std::string(name) + " " + (plain ? v : word + "'");
+    if (!v.empty() && v != o->get(defaults)) out += " --" + std::string(name) + " " + shell_word(v);
   }
   return out;
 }

@@ -81,7 +81,7 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
                      "%s: interrupted by %s; checkpoint written to %s (continue with --resume "
                      "%s%s)\n",
                      prog, res.stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
-                     res.last_checkpoint.c_str(), res.last_checkpoint.c_str(),
+                     res.last_checkpoint.c_str(), shell_word(res.last_checkpoint).c_str(),
                      output_options(cfg, defaults).c_str());
         return 128 + res.stop_signal;
       }

@@ -18,6 +18,7 @@
 #include <memory>
 #include <thread>
 
+#include "apps/app_common.h"
 #include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "layers/conv.h"
@@ -751,6 +752,23 @@ TEST(TrainerCpu, AResumeLeavesOutputsAndPrecisionAndNamesARecordItCannotTake) {
                    "no/such/lrs.txt cannot be read from here"),
             std::string::npos)
       << e;
+}
+
+// The interrupted run's message gives the outputs to resume with as shell words a user can
+// paste: plain paths as they are, others single-quoted (a quote inside as '\'').
+TEST(TrainerCpu, TheResumeCommandOfAnInterruptedRunIsShellWords) {
+  EXPECT_EQ(app::shell_word("ck/ckpt-step-5.safetensors"), "ck/ckpt-step-5.safetensors");
+  EXPECT_EQ(app::shell_word("sp ace/ck"), "'sp ace/ck'");
+  EXPECT_EQ(app::shell_word("it's.st"), "'it'\\''s.st'");
+  EXPECT_EQ(app::shell_word("$HOME;rm"), "'$HOME;rm'");
+  EXPECT_EQ(app::shell_word(""), "''");
+  RunConfig defaults, c;
+  c.checkpoint_dir = "sp ace/ck";
+  c.checkpoint_every_steps = 25;
+  c.save = "S.safetensors";
+  c.model.width = 7;  // the recipe: the checkpoint's to give
+  EXPECT_EQ(app::output_options(c, defaults),
+            " --checkpoint-dir 'sp ace/ck' --checkpoint-every-steps 25 --save S.safetensors");
 }
 
 namespace {
