@@ -66,9 +66,6 @@ inline void print_summary(const RunConfig& cfg) {
               shape_str(s->model->input_shape()).c_str(), s->model->summary_table().c_str());
 }
 
-// The LR range test of lr_find and train_mnist --lr-find: one note naming the options it does
-// not read, the test, the report on stdout. Returns the exit code: 0, or 128 + the signal when
-// SIGINT/SIGTERM stopped the test (the curve so far is written and reported).
 // `v` as one shell word: as is when plain, else single-quoted.
 inline std::string shell_word(const std::string& v) {
   if (!v.empty() && v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -105,6 +102,9 @@ inline void print_adopted_options(const char* prog, const RunConfig& cfg,
                prog, cfg.resume.c_str(), list.c_str());
 }
 
+// The LR range test of lr_find and train_mnist --lr-find: one note naming the options it does
+// not read, the test, the report on stdout. Returns the exit code: 0, or 128 + the signal when
+// SIGINT/SIGTERM stopped the test (the curve so far is written and reported).
 inline int lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
   std::string unused;
   for (const std::string& o : lr_find_unused_options(cfg, defaults))

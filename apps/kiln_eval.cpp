@@ -71,17 +71,10 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(
         limit == 0 || split == "test",
         "--test-limit applies to --split test (the train and val splits are the run's own)");
-    const SafetensorsFile f = read_checkpoint(ckpt);  // checksums verified first
-    const std::string* config = f.meta("config");
-    KILN_CHECK(config, "checkpoint " << ckpt << ": no config in __metadata__");
+    const JsonValue stored =  // checksums verified first
+        checkpoint_config(read_checkpoint(ckpt), "checkpoint " + ckpt);
     RunConfig cfg;
     const OptionTable& table = run_options();
-    JsonValue stored;
-    try {
-      stored = parse_json(*config);
-    } catch (const Error& e) {
-      KILN_FAIL("checkpoint " << ckpt << ": __metadata__ config: " << e.message());
-    }
     for (const auto& [k, v] : stored.members)  // "" is an unset option (a path not given)
       if (v.is_string() && !v.text.empty() && table.find(k))
         table.set(cfg, k, v.text, "checkpoint " + ckpt + ": config '" + k + "'");

@@ -102,6 +102,16 @@ RunConfig effective(const RunConfig& c) {
 }
 }  // namespace
 
+JsonValue checkpoint_config(const SafetensorsFile& f, const std::string& what) {
+  const std::string* text = f.meta("config");
+  KILN_CHECK(text, what << ": no config in __metadata__");
+  try {
+    return parse_json(*text);
+  } catch (const Error& e) {
+    KILN_FAIL(what << ": __metadata__ config: " << e.message());
+  }
+}
+
 std::vector<std::string> adopt_resume_options(RunConfig& cfg, const ParsedArgs& args,
                                               unsigned skip_traits) {
   std::vector<std::string> changed;
@@ -109,16 +119,8 @@ std::vector<std::string> adopt_resume_options(RunConfig& cfg, const ParsedArgs& 
   // An output over the --resume file is the mistake to name, not what reading it finds; the
   // run checks again with the options taken here.
   check_output_paths(cfg);
-  const std::string what = "checkpoint " + cfg.resume;
-  const SafetensorsFile f = read_checkpoint(cfg.resume);  // checksums verified first
-  const std::string* text = f.meta("config");
-  KILN_CHECK(text, what << ": no config in __metadata__");
-  JsonValue saved;
-  try {
-    saved = parse_json(*text);
-  } catch (const Error& e) {
-    KILN_FAIL(what << ": __metadata__ config: " << e.message());
-  }
+  const JsonValue saved =  // checksums verified first
+      checkpoint_config(read_checkpoint(cfg.resume), "checkpoint " + cfg.resume);
   // Where and how this invocation runs, and what it writes: the side-effect options (device,
   // data-dir, cuda-graphs, the checkpoint outputs, --save...), the precision (tied to the
   // device), --log and the range test's CSV. A resume that wrote into the run's files would

@@ -27,6 +27,9 @@ std::string run_config_json(const RunConfig& cfg);
 std::string config_diffs(const JsonValue& was, const JsonValue& now,
                          const std::function<bool(const std::string&)>& skip,
                          const std::string& prefix = "");
+// The run options a checkpoint recorded (its "config" metadata, a JSON object of strings), from
+// a file read_checkpoint verified; errors start "<what>: ".
+JsonValue checkpoint_config(const SafetensorsFile& f, const std::string& what);
 // --resume FILE continues FILE's run, as loading a PyTorch optimizer's state_dict restores its
 // hyperparameters: each option that neither a flag nor the --config file gives takes the value
 // FILE recorded (where FILE predates the option, this kiln's default stands, as that kiln ran).
