@@ -14,6 +14,7 @@
 #include "apps/app_common.h"
 #include "engine/checkpoint.h"
 #include "engine/json.h"
+#include "engine/parallel.h"
 #include "tuning/options.h"
 #include "tuning/run.h"
 #include "tuning/run_checkpoint.h"
@@ -24,8 +25,9 @@ int main(int argc, char** argv) {
   return app::guarded_main("kiln_eval", [&] {
     std::string ckpt, dump, data_dir, device = "cpu", split = "test";
     int64_t limit = 0;
-    const std::vector<std::string> flags = {"--dump-logits", "--data-dir", "--device", "--split",
-                                            "--test-limit"};
+    int threads = 0;
+    const std::vector<std::string> flags = {"--dump-logits", "--data-dir",   "--device",
+                                            "--split",       "--test-limit", "--threads"};
     for (int i = 1; i < argc; ++i) {
       const app::FlagArg f = app::split_flag(argv[i]);  // --split=val too
       const std::string& a = f.flag;
@@ -47,10 +49,15 @@ int main(int argc, char** argv) {
         RunConfig parsed;  // the run option's own parser and checks
         run_options().set(parsed, "test-limit", value(), "--test-limit");
         limit = parsed.data.test_limit;
+      } else if (a == "--threads") {
+        RunConfig parsed;
+        run_options().set(parsed, "threads", value(), "--threads");
+        parsed.validate();
+        threads = parsed.threads;
       } else if (a == "--help" || a == "-h") {
         std::printf(
             "usage: kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train|val] "
-            "[--test-limit N] [--device cpu|cuda] [--dump-logits FILE]\n");
+            "[--test-limit N] [--device cpu|cuda] [--threads N] [--dump-logits FILE]\n");
         return 0;
       } else {
         // a misspelt flag gets a suggestion, as the training apps give
@@ -86,6 +93,7 @@ int main(int argc, char** argv) {
     if (split == "test") cfg.data.test_limit = limit;
     if (!data_dir.empty()) cfg.data.data_dir = data_dir;
     Device dev = resolve_device(cfg.device);
+    set_num_threads(resolve_threads(threads));
     Dataset test = load_dataset(cfg.data, split, dev);
     if (!test.note.empty()) std::fprintf(stderr, "kiln_eval: note: %s\n", test.note.c_str());
     auto model = make_model(cfg.model, test.sample_shape(), test.num_classes);

@@ -52,7 +52,12 @@ int main(int argc, char** argv) {
         return 0;
       }
       if (cfg.train.progress < 0) cfg.train.progress = 0;
-      std::printf("device: %s\n", device_name(resolve_device(cfg.device)));
+      const Device dev = resolve_device(cfg.device);
+      const int threads = resolve_threads(cfg.threads);
+      if (dev == Device::CPU)
+        std::printf("device: cpu, %d %s\n", threads, threads == 1 ? "thread" : "threads");
+      else
+        std::printf("device: %s\n", device_name(dev));
       std::fflush(stdout);
       return app::lr_find_main("lr_find", cfg, defaults);
     } catch (const Error& e) {

@@ -16,6 +16,7 @@
 #include "benchmarks/bench_recipe.h"
 #include "engine/context.h"
 #include "engine/dataset.h"
+#include "engine/parallel.h"
 #include "kernels/conv/conv.h"
 #include "kernels/optim/optim.h"
 #include "kernels/pool/pool.h"
@@ -50,6 +51,8 @@ void BM_CpuEpoch(benchmark::State& state, const std::string& model) {
   const int64_t batch = state.range(0);
   const Dataset& ds = synthetic_mnist();
   const bool fuse = state.range(1) != 0;
+  const int threads = static_cast<int>(state.range(2));
+  set_num_threads(threads);
   bench::Recipe r =
       bench::default_recipe(model, fuse, ds.sample_shape(), Device::CPU, ds.size(), batch);
   Context ctx(Device::CPU, 0);
@@ -58,7 +61,9 @@ void BM_CpuEpoch(benchmark::State& state, const std::string& model) {
   for (auto _ : state) tr.fit(ds, nullptr, 0);
   state.counters["images_per_s"] = benchmark::Counter(
       static_cast<double>(ds.size()), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(model + " batch " + std::to_string(batch) + (fuse ? " fused" : ""));
+  state.SetLabel(model + " batch " + std::to_string(batch) + (fuse ? " fused" : "") + ", " +
+                 std::to_string(threads) + (threads == 1 ? " thread" : " threads"));
+  set_num_threads(1);
 }
 
 // The default cnn's conv layers (train_mnist --summary) at batch 32.
@@ -174,14 +179,19 @@ void BM_CpuOptimStep(benchmark::State& state) {
   state.SetLabel(kind == OptimKind::Adam ? "adam" : "sgd momentum");
 }
 
+// Wall-clock time: with threads, the process's CPU time is not the epoch's.
 BENCHMARK_CAPTURE(BM_CpuEpoch, mlp, std::string("mlp"))
-    ->ArgNames({"batch", "fuse"})
-    ->Args({32, 0})
+    ->ArgNames({"batch", "fuse", "threads"})
+    ->Args({32, 0, 1})
+    ->Args({32, 0, 2})
+    ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_CpuEpoch, cnn, std::string("cnn"))
-    ->ArgNames({"batch", "fuse"})
-    ->Args({32, 0})
-    ->Args({32, 1})
+    ->ArgNames({"batch", "fuse", "threads"})
+    ->Args({32, 0, 1})
+    ->Args({32, 1, 1})
+    ->Args({32, 0, 2})
+    ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CpuConv)
     ->ArgNames({"layer", "pass"})

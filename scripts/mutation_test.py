@@ -697,6 +697,27 @@ MUTANTS = [
     ("data-dotted-names", "engine/dataset.cpp",
      [("  if (k != std::string::npos) v.push_back(", "  if (false) v.push_back(")],
      "a mirror's train-images.idx3-ubyte is not found (until 2026-12-03)"),
+    # ---- session 18 (2026-12-03): threads for the CPU path (engine/parallel.h)
+    ("conv-ref-groups-follow-threads", "kernels/conv/conv_ref.cpp",
+     [("const int64_t per = std::max<int64_t>(4, (s.n + 15) / 16);",
+       "const int64_t per = std::max<int64_t>(1, (s.n + num_threads() - 1) / num_threads());")],
+     "the filter gradient's image groups follow the thread count: the bits change with --threads"),
+    ("conv-ref-group-sum-skip", "kernels/conv/conv_ref.cpp",
+     [("  for (int64_t g = 1; g < groups; ++g) {", "  for (int64_t g = 2; g < groups; ++g) {")],
+     "the second group of images is left out of the filter and bias gradients"),
+    ("maxpool-ref-bwd-fill-first", "kernels/pool/pool_ref.cpp",
+     [("std::fill(dx + pl0 * HW, dx + pl1 * HW, T(0));", "std::fill(dx, dx + (pl1 - pl0) * HW, T(0));")],
+     "each thread zeroes the first planes of dx, not its own: the others keep old gradients"),
+    ("parallel-pieces-overlap", "engine/parallel.cpp",
+     [("g_pool->run(p, [&](int i) { fn(n * i / p, n * (i + 1) / p); });",
+       "g_pool->run(p, [&](int i) { fn(i == 0 ? 0 : n * i / p - 1, n * (i + 1) / p); });")],
+     "a piece starts one index early: the index at each seam runs twice"),
+    ("parallel-fork-reuse", "engine/parallel.cpp",
+     [("  if (g_pool && g_pool->pid() != getpid()) g_pool = nullptr;  // forked: its threads are gone\n", "")],
+     "a forked child waits for the parent's worker threads, which it does not have: it hangs"),
+    ("threads-option-ignored", "tuning/run.cpp",
+     [("  set_num_threads(resolve_threads(cfg.threads));\n", "")],
+     "--threads changes nothing: the CPU path stays on one thread"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

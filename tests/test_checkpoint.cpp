@@ -115,10 +115,6 @@ CheckpointInfo sample_info() {
   return info;
 }
 
-bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
-}
-
 // Loading `bytes` into a fresh rig must throw an Error whose one-line message names the file and
 // contains `want`.
 void expect_load_error(const std::vector<uint8_t>& bytes, const std::string& want, int width = 16) {
@@ -136,7 +132,8 @@ void expect_load_error(const std::vector<uint8_t>& bytes, const std::string& wan
     EXPECT_EQ(m.find('\n'), std::string::npos) << m;
   }
   auto after = r.snapshot();  // a failed load changes nothing
-  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(bitwise_equal(before[i].second, after[i].second)) << before[i].first;
+  for (size_t i = 0; i < before.size(); ++i)
+    EXPECT_TRUE(test::bitwise_equal(before[i].second, after[i].second)) << before[i].first;
   std::remove(path.c_str());
 }
 
@@ -253,7 +250,8 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   CheckpointInfo got = load_checkpoint(path, b.ctx, *b.model, b.opt.get(), b.sched.get());
   auto sa = a.snapshot(), sb = b.snapshot();
   ASSERT_EQ(sa.size(), sb.size());
-  for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(bitwise_equal(sa[i].second, sb[i].second)) << sa[i].first;
+  for (size_t i = 0; i < sa.size(); ++i)
+    EXPECT_TRUE(test::bitwise_equal(sa[i].second, sb[i].second)) << sa[i].first;
   EXPECT_EQ(b.opt->steps_taken(), 4);
   EXPECT_EQ(b.sched->state(), a.sched->state());
   EXPECT_EQ(b.sched->lr(0, 0), a.sched->lr(0, 0));
@@ -305,12 +303,12 @@ TEST(Checkpoint, EarlyStopStateAndBestSnapshotRoundTrip) {
   ASSERT_EQ(got.early_stop_best.size(), info.early_stop_best.size());
   for (size_t i = 0; i < got.early_stop_best.size(); ++i) {
     EXPECT_EQ(got.early_stop_best[i].first, info.early_stop_best[i].first);
-    EXPECT_TRUE(bitwise_equal(got.early_stop_best[i].second.to_vector(),
-                              info.early_stop_best[i].second.to_vector()))
+    EXPECT_TRUE(test::bitwise_equal(got.early_stop_best[i].second.to_vector(),
+                                    info.early_stop_best[i].second.to_vector()))
         << got.early_stop_best[i].first;
   }
-  EXPECT_FALSE(bitwise_equal(b.model->state_dict()[0].second.to_vector(),
-                             info.early_stop_best[0].second.to_vector()))
+  EXPECT_FALSE(test::bitwise_equal(b.model->state_dict()[0].second.to_vector(),
+                                   info.early_stop_best[0].second.to_vector()))
       << "the live weights load as the model, the snapshot separately";
   // without a snapshot: none, and a fresh early-stopping state from a checkpoint that has none
   CheckpointInfo plain = load_checkpoint_bytes(
@@ -344,7 +342,8 @@ TEST(CheckpointGpu, CrossDeviceRoundTripsAreBitwise) {
     auto sa = a.snapshot(), sb = b.snapshot();
     ASSERT_EQ(sa.size(), sb.size());
     for (size_t i = 0; i < sa.size(); ++i)
-      EXPECT_TRUE(bitwise_equal(sa[i].second, sb[i].second)) << sa[i].first << " from " << device_name(from);
+      EXPECT_TRUE(test::bitwise_equal(sa[i].second, sb[i].second))
+          << sa[i].first << " from " << device_name(from);
     EXPECT_EQ(b.opt->steps_taken(), 4);
     std::remove(path.c_str());
   }
@@ -925,7 +924,8 @@ TEST(Checkpoint, TrainerResumesMidEpochExactly) {
   EXPECT_GT(info.pos.train_sums[2], 0);
   auto hist_resumed = run(second, &info.pos, -1, nullptr);
   auto sf = full.snapshot(), sr = second.snapshot();
-  for (size_t i = 0; i < sf.size(); ++i) EXPECT_TRUE(bitwise_equal(sf[i].second, sr[i].second)) << sf[i].first;
+  for (size_t i = 0; i < sf.size(); ++i)
+    EXPECT_TRUE(test::bitwise_equal(sf[i].second, sr[i].second)) << sf[i].first;
   ASSERT_EQ(hist_resumed.size(), 2u);
   EXPECT_EQ(hist_resumed[0].train_loss, hist_full[1].train_loss);  // the epoch's metrics survive too
   EXPECT_EQ(hist_resumed[1].test_acc, hist_full[2].test_acc);

@@ -7,10 +7,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/parallel.h"
 #include "kernels/conv/conv.h"
 #include "layers/conv.h"
 #include "layers/model.h"
@@ -74,6 +76,8 @@ std::vector<NamedShape> ref_shapes() {
   v.push_back({"OneRowImagePad1", conv_shape(2, 2, 1, 7, 3, 3, 3, 1, 1)});
   v.push_back({"OneColumnImageStride2", conv_shape(1, 3, 6, 1, 2, 3, 3, 2, 1)});
   v.push_back({"Stride3Pad1K2", conv_shape(2, 2, 8, 7, 3, 2, 2, 3, 1)});
+  // Nine images: the filter gradient sums groups of four, the last a single image.
+  v.push_back({"NineImagesInThreeGroups", conv_shape(9, 2, 4, 5, 3, 3, 3, 1, 1)});
   return v;
 }
 
@@ -130,6 +134,61 @@ TEST(ConvRef, BackwardFilterWithoutBiasLeavesBiasAlone) {
   conv2d_bwd_filter_ref<float>(s, x.data(), g.data(), dw.data(), nullptr);
   conv2d_bwd_filter_ref<float>(s, x.data(), g.data(), dw2.data(), db.data());
   EXPECT_TRUE(test::all_close(dw, dw2, 0, 0));  // overwritten, not accumulated
+}
+
+// The reference splits images over threads (engine/parallel.h) and sums the filter gradient
+// over fixed groups of images: every output is bit-identical whatever the thread count, also
+// for batches that leave threads without work or groups part-filled, with the fused ReLU's
+// masked gradient and a bias.
+template <typename T>
+void expect_same_bits_for_any_thread_count(uint64_t seed) {
+  const std::vector<ConvShape> shapes = {
+      conv_shape(1, 3, 7, 6, 4, 3, 3, 1, 1), conv_shape(7, 2, 6, 6, 5, 3, 3, 1, 0),
+      conv_shape(33, 3, 5, 5, 4, 3, 3, 2, 1), conv_shape(70, 2, 4, 4, 3, 1, 1, 1, 0),
+      conv_shape(70, 1, 6, 6, 2, 3, 3, 1, 1)};
+  for (const ConvShape& s : shapes) {
+    SCOPED_TRACE("n " + std::to_string(s.n) + " c " + std::to_string(s.c) + " kh " +
+                 std::to_string(s.kh));
+    auto x = test::random_vec<T>(s.x_numel(), seed++);
+    auto w = test::random_vec<T>(s.w_numel(), seed++);
+    auto b = test::random_vec<T>(s.k, seed++);
+    auto dy = test::random_vec<T>(s.y_numel(), seed++);
+    struct Out {
+      std::vector<T> y, dx, dw, db, dx_masked, dw_masked;
+    };
+    auto run = [&](int threads) {
+      set_num_threads(threads);
+      const T poison = std::numeric_limits<T>::quiet_NaN();
+      Out o{std::vector<T>(s.y_numel(), poison), std::vector<T>(s.x_numel(), poison),
+            std::vector<T>(s.w_numel(), poison), std::vector<T>(s.k, poison),
+            std::vector<T>(s.x_numel(), poison), std::vector<T>(s.w_numel(), poison)};
+      conv2d_fwd_ref<T>(s, x.data(), w.data(), b.data(), o.y.data(), true);
+      conv2d_bwd_data_ref<T>(s, dy.data(), w.data(), o.dx.data());
+      conv2d_bwd_filter_ref<T>(s, x.data(), dy.data(), o.dw.data(), o.db.data());
+      conv2d_bwd_data_ref<T>(s, dy.data(), w.data(), o.dx_masked.data(), o.y.data());
+      conv2d_bwd_filter_ref<T>(s, x.data(), dy.data(), o.dw_masked.data(), nullptr, o.y.data());
+      set_num_threads(1);
+      return o;
+    };
+    const Out one = run(1);
+    for (const auto* v : {&one.y, &one.dx, &one.dw, &one.db, &one.dx_masked, &one.dw_masked})
+      for (T t : *v) ASSERT_TRUE(std::isfinite(t));  // every output written
+    for (int threads : {2, 3, 5, 16}) {
+      SCOPED_TRACE(std::to_string(threads) + " threads");
+      const Out o = run(threads);
+      EXPECT_TRUE(test::bitwise_equal(o.y, one.y));
+      EXPECT_TRUE(test::bitwise_equal(o.dx, one.dx));
+      EXPECT_TRUE(test::bitwise_equal(o.dw, one.dw));
+      EXPECT_TRUE(test::bitwise_equal(o.db, one.db));
+      EXPECT_TRUE(test::bitwise_equal(o.dx_masked, one.dx_masked));
+      EXPECT_TRUE(test::bitwise_equal(o.dw_masked, one.dw_masked));
+    }
+  }
+}
+
+TEST(ConvRef, ThreadCountDoesNotChangeABit) {
+  expect_same_bits_for_any_thread_count<float>(300);
+  expect_same_bits_for_any_thread_count<double>(400);
 }
 
 // ---- Conv2d layer ------------------------------------------------------------------------------

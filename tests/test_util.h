@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
@@ -118,6 +119,17 @@ inline ::testing::AssertionResult all_close(const std::vector<float>& got,
   if (bad == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << bad << " of " << got.size()
                                        << " elements differ (max abs err " << worst << "):" << first;
+}
+
+// The same bits in the same places (NaNs included); names the first element that differs.
+template <typename T>
+::testing::AssertionResult bitwise_equal(const std::vector<T>& got, const std::vector<T>& want) {
+  if (got.size() != want.size())
+    return ::testing::AssertionFailure() << "size " << got.size() << " vs " << want.size();
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], sizeof(T)) != 0)
+      return ::testing::AssertionFailure() << "[" << i << "] " << got[i] << " vs " << want[i];
+  return ::testing::AssertionSuccess();
 }
 
 // Central-difference gradient check of a scalar function f(x) against an analytic gradient.

@@ -18,6 +18,7 @@
 #include "engine/error.h"
 #include "engine/json.h"
 #include "engine/numtext.h"
+#include "engine/parallel.h"
 #include "engine/precision.h"
 
 namespace kiln {
@@ -463,6 +464,11 @@ OptionTable build_table() {
                  "checked on the emulator only, see docs/FORMATS.md)",
                  [](RunConfig& c) -> bool& { return c.deterministic; }));
   // performance (docs/PERFORMANCE.md)
+  t.add(opt_int("threads",
+                "threads for the CPU path (0: every CPU this process may use); the results are "
+                "the same bit for bit whatever the count",
+                [](RunConfig& c) -> int& { return c.threads; }),
+        kSideEffect);
   t.add({"cuda-graphs", "on|off",
          "replay the full-batch training step from a CUDA graph (CUDA only; default off until "
          "verified on a GPU, see docs/PERFORMANCE.md)",
@@ -633,7 +639,13 @@ Device resolve_device(const std::string& d) {
   return parse_device(d);
 }
 
+int resolve_threads(int threads) {
+  return threads > 0 ? threads : available_cpus();
+}
+
 void RunConfig::validate() const {
+  KILN_USAGE_CHECK(threads >= 0 && threads <= 1024,
+                   "--threads " << threads << ": expected 0 (every CPU) to 1024");
   KILN_USAGE_CHECK(device == "auto" || device == "cpu" || device == "cuda",
                    "--device " << device << ": expected auto|cpu|cuda");
   KILN_USAGE_CHECK(data.dataset == "mnist" || data.dataset == "fashion-mnist" || data.dataset == "cifar10",

@@ -26,6 +26,7 @@ struct RunConfig {
   std::string device = "auto";  // auto | cpu | cuda
   uint64_t seed = 0;
   bool deterministic = false;
+  int threads = 0;  // CPU path threads (0: every CPU this process may use); results do not change
   std::string precision = "fp32";  // fp32 | tf32 (cuBLAS TF32 tensor cores for dense layers)
   bool summary = false;         // print the per-layer table and exit
   // Checkpoints
@@ -127,5 +128,7 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
 
 // Resolves "auto" to cuda when a GPU answers.
 Device resolve_device(const std::string& d);
+// --threads resolved: 0 means every CPU this process may use.
+int resolve_threads(int threads);
 
 }  // namespace kiln

@@ -7,6 +7,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
+#include "engine/parallel.h"
 #include "engine/precision.h"
 #include "optim/batch_schedule.h"
 #include "tuning/run_checkpoint.h"
@@ -118,6 +119,7 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data,
   s->cfg.optim = cfg.optim.resolved();
   s->cfg.sched = cfg.sched.resolved();
   s->device = resolve_device(cfg.device);
+  set_num_threads(resolve_threads(cfg.threads));
   if (s->device == Device::CPU)
     s->cfg.precision = "fp32";  // what the run computed in (checkpoints)
   Shape in = cfg.data.dataset == "cifar10" ? Shape{3, 32, 32} : Shape{1, 28, 28};

@@ -1,6 +1,7 @@
 #include <cmath>
 
 #include "engine/error.h"
+#include "engine/parallel.h"
 #include "kernels/activation/activation.h"
 
 namespace kiln {
@@ -21,39 +22,52 @@ const char* act_name(Act a) {
   return "?";
 }
 
+// Element-wise: threads (engine/parallel.h) take contiguous runs of elements.
 template <typename T>
 void activation_fwd_ref(Act a, const T* x, T* y, int64_t n) {
-  switch (a) {
-    case Act::ReLU:
-      for (int64_t i = 0; i < n; ++i) y[i] = x[i] <= T(0) ? T(0) : x[i];  // NaN stays NaN (torch)
-      break;
-    case Act::Sigmoid:
-      for (int64_t i = 0; i < n; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
-      break;
-    case Act::Tanh:
-      for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
-      break;
-  }
+  parallel_for(
+      n,
+      [=](int64_t b, int64_t e) {
+        switch (a) {
+          case Act::ReLU:
+            for (int64_t i = b; i < e; ++i)
+              y[i] = x[i] <= T(0) ? T(0) : x[i];  // NaN stays NaN (torch)
+            break;
+          case Act::Sigmoid:
+            for (int64_t i = b; i < e; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
+            break;
+          case Act::Tanh:
+            for (int64_t i = b; i < e; ++i) y[i] = std::tanh(x[i]);
+            break;
+        }
+      },
+      kElementwiseGrain);
 }
 
 template <typename T>
 void activation_bwd_ref(Act a, const T* y, const T* dy, T* dx, int64_t n) {
-  switch (a) {
-    case Act::ReLU:
-      // dy is loaded whatever the mask: a load only on one side of the ?: may not be hoisted
-      // (it could fault), so the compiler kept a branch that mispredicts on half the elements.
-      for (int64_t i = 0; i < n; ++i) {
-        const T g = dy[i];
-        dx[i] = y[i] <= T(0) ? T(0) : g;  // torch's threshold_backward: NaN passes dy
-      }
-      break;
-    case Act::Sigmoid:
-      for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (T(1) - y[i]);
-      break;
-    case Act::Tanh:
-      for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - y[i] * y[i]);
-      break;
-  }
+  parallel_for(
+      n,
+      [=](int64_t b, int64_t e) {
+        switch (a) {
+          case Act::ReLU:
+            // dy is loaded whatever the mask: a load only on one side of the ?: may not be
+            // hoisted (it could fault), so the compiler kept a branch that mispredicts on half
+            // the elements.
+            for (int64_t i = b; i < e; ++i) {
+              const T g = dy[i];
+              dx[i] = y[i] <= T(0) ? T(0) : g;  // torch's threshold_backward: NaN passes dy
+            }
+            break;
+          case Act::Sigmoid:
+            for (int64_t i = b; i < e; ++i) dx[i] = dy[i] * y[i] * (T(1) - y[i]);
+            break;
+          case Act::Tanh:
+            for (int64_t i = b; i < e; ++i) dx[i] = dy[i] * (T(1) - y[i] * y[i]);
+            break;
+        }
+      },
+      kElementwiseGrain);
 }
 
 template void activation_fwd_ref<float>(Act, const float*, float*, int64_t);

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <vector>
 
+#include "engine/parallel.h"
 #include "kernels/conv/conv.h"
 #include "kernels/dense/dense.h"
 
@@ -114,66 +115,99 @@ const T* masked_dy(const T* dy, const T* relu_y, int64_t len) {
 
 }  // namespace
 
+// Images are independent in the forward and backward-data passes: threads (engine/parallel.h)
+// take contiguous runs of them, each with its own scratch, and compute each image exactly as one
+// thread would.
 template <typename T>
 void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y, bool relu) {
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
-  T* col = s.is_1x1() ? nullptr : scratch<T>(0, CRS * PQ);
-  for (int64_t n = 0; n < s.n; ++n) {
-    const T* xn = x + n * s.c * s.h * s.w;
-    T* yn = y + n * s.k * PQ;
-    const T* cn = xn;  // a 1x1 conv's im2col is the image itself
-    if (!s.is_1x1()) {
-      im2col(s, xn, col);
-      cn = col;
+  parallel_for(s.n, [&](int64_t n0, int64_t n1) {
+    T* col = s.is_1x1() ? nullptr : scratch<T>(0, CRS * PQ);
+    for (int64_t n = n0; n < n1; ++n) {
+      const T* xn = x + n * s.c * s.h * s.w;
+      T* yn = y + n * s.k * PQ;
+      const T* cn = xn;  // a 1x1 conv's im2col is the image itself
+      if (!s.is_1x1()) {
+        im2col(s, xn, col);
+        cn = col;
+      }
+      // y[K, PQ] = w[K, CRS] * col[CRS, PQ]
+      gemm_ref<T>(false, false, s.k, PQ, CRS, T(1), w, CRS, cn, PQ, T(0), yn, PQ);
+      if (b)
+        for (int64_t m = 0; m < s.k; ++m)
+          for (int64_t j = 0; j < PQ; ++j) yn[m * PQ + j] += b[m];
+      if (relu)
+        for (int64_t j = 0; j < s.k * PQ; ++j) yn[j] = yn[j] <= T(0) ? T(0) : yn[j];
     }
-    // y[K, PQ] = w[K, CRS] * col[CRS, PQ]
-    gemm_ref<T>(false, false, s.k, PQ, CRS, T(1), w, CRS, cn, PQ, T(0), yn, PQ);
-    if (b)
-      for (int64_t m = 0; m < s.k; ++m)
-        for (int64_t j = 0; j < PQ; ++j) yn[m * PQ + j] += b[m];
-    if (relu)
-      for (int64_t j = 0; j < s.k * PQ; ++j) yn[j] = yn[j] <= T(0) ? T(0) : yn[j];
-  }
+  });
 }
 
 template <typename T>
 void conv2d_bwd_data_ref(const ConvShape& s, const T* dy, const T* w, T* dx, const T* relu_y) {
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
-  T* dcol = s.is_1x1() ? nullptr : scratch<T>(1, CRS * PQ);
-  for (int64_t n = 0; n < s.n; ++n) {
-    T* dxn = dx + n * s.c * s.h * s.w;
-    T* dc = s.is_1x1() ? dxn : dcol;
-    const int64_t off = n * s.k * PQ;
-    const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ);
-    // dcol[CRS, PQ] = w[K, CRS]^T * dy[K, PQ]
-    gemm_ref<T>(true, false, CRS, PQ, s.k, T(1), w, CRS, dyn, PQ, T(0), dc, PQ);
-    if (!s.is_1x1()) col2im(s, dcol, dxn);
-  }
+  parallel_for(s.n, [&](int64_t n0, int64_t n1) {
+    T* dcol = s.is_1x1() ? nullptr : scratch<T>(1, CRS * PQ);
+    for (int64_t n = n0; n < n1; ++n) {
+      T* dxn = dx + n * s.c * s.h * s.w;
+      T* dc = s.is_1x1() ? dxn : dcol;
+      const int64_t off = n * s.k * PQ;
+      const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ);
+      // dcol[CRS, PQ] = w[K, CRS]^T * dy[K, PQ]
+      gemm_ref<T>(true, false, CRS, PQ, s.k, T(1), w, CRS, dyn, PQ, T(0), dc, PQ);
+      if (!s.is_1x1()) col2im(s, dcol, dxn);
+    }
+  });
 }
 
+// The filter and bias gradients sum over images. So that the sum does not depend on the thread
+// count, the batch is cut into at most 16 groups of consecutive images whatever the count (at
+// least 4 images a group): each group's sum is formed in image order, by whichever thread takes
+// it, then the groups are added in order. One thread runs the same groups.
 template <typename T>
 void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T* db,
                            const T* relu_y) {
-  const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
-  T* col = s.is_1x1() ? nullptr : scratch<T>(0, CRS * PQ);
-  if (db) std::fill(db, db + s.k, T(0));
-  if (s.n == 0) std::fill(dw, dw + s.w_numel(), T(0));  // an empty batch: no image overwrites
-  for (int64_t n = 0; n < s.n; ++n) {
-    const T* cn = x + n * s.c * s.h * s.w;
-    if (!s.is_1x1()) {
-      im2col(s, cn, col);
-      cn = col;
-    }
-    const int64_t off = n * s.k * PQ;
-    const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ);
-    // dw[K, CRS] (+)= dy[K, PQ] * col[CRS, PQ]^T; the first image overwrites
-    gemm_ref<T>(false, true, s.k, CRS, PQ, T(1), dyn, PQ, cn, PQ, n == 0 ? T(0) : T(1), dw, CRS);
-    if (db)
-      for (int64_t m = 0; m < s.k; ++m) {
-        T acc = 0;
-        for (int64_t j = 0; j < PQ; ++j) acc += dyn[m * PQ + j];
-        db[m] += acc;
+  const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw, WN = s.w_numel();
+  if (s.n == 0) {  // an empty batch: no image writes
+    std::fill(dw, dw + WN, T(0));
+    if (db) std::fill(db, db + s.k, T(0));
+    return;
+  }
+  const int64_t per = std::max<int64_t>(4, (s.n + 15) / 16);
+  const int64_t groups = (s.n + per - 1) / per;
+  // Group 0 sums into dw/db themselves, group g > 0 into partial g - 1.
+  std::vector<T> partial(static_cast<size_t>((groups - 1) * (WN + s.k)));
+  parallel_for(groups, [&](int64_t g0, int64_t g1) {
+    T* col = s.is_1x1() ? nullptr : scratch<T>(0, CRS * PQ);
+    for (int64_t g = g0; g < g1; ++g) {
+      T* gw = g == 0 ? dw : partial.data() + (g - 1) * (WN + s.k);
+      T* gb = g == 0 ? db : gw + WN;
+      if (gb) std::fill(gb, gb + s.k, T(0));
+      const int64_t first = g * per, last = std::min(s.n, first + per);
+      for (int64_t n = first; n < last; ++n) {
+        const T* cn = x + n * s.c * s.h * s.w;
+        if (!s.is_1x1()) {
+          im2col(s, cn, col);
+          cn = col;
+        }
+        const int64_t off = n * s.k * PQ;
+        const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ);
+        // gw[K, CRS] (+)= dy[K, PQ] * col[CRS, PQ]^T; the group's first image overwrites
+        gemm_ref<T>(false, true, s.k, CRS, PQ, T(1), dyn, PQ, cn, PQ, n == first ? T(0) : T(1), gw,
+                    CRS);
+        if (gb)
+          for (int64_t m = 0; m < s.k; ++m) {
+            T acc = 0;
+            for (int64_t j = 0; j < PQ; ++j) acc += dyn[m * PQ + j];
+            gb[m] += acc;
+          }
       }
+    }
+  });
+  for (int64_t g = 1; g < groups; ++g) {
+    const T* pw = partial.data() + (g - 1) * (WN + s.k);
+    for (int64_t i = 0; i < WN; ++i) dw[i] += pw[i];
+    if (db)
+      for (int64_t m = 0; m < s.k; ++m) db[m] += pw[WN + m];
   }
 }
 

@@ -3,6 +3,7 @@
 // scatters through its argmax instead, adding in the same order.
 #include <algorithm>
 
+#include "engine/parallel.h"
 #include "kernels/pool/pool.h"
 #include "kernels/pool/pool_window.h"
 
@@ -11,17 +12,30 @@ namespace kiln {
 using pool_detail::covering;
 using pool_detail::window_max;
 
+namespace {
+// Planes per piece so that a piece is worth waking a thread for.
+int64_t plane_grain(int64_t plane_size) {
+  return std::max<int64_t>(1, kElementwiseGrain / 4 / std::max<int64_t>(1, plane_size));
+}
+}  // namespace
+
+// Planes (image, channel) are independent: threads (engine/parallel.h) take runs of them.
 template <typename T>
 void maxpool2d_fwd_ref(const PoolShape& s, const T* x, T* y, int32_t* argmax) {
   const int64_t P = s.p(), Q = s.q();
-  for (int64_t pl = 0; pl < s.n * s.c; ++pl) {
-    const T* plane = x + pl * s.h * s.w;
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t q = 0; q < Q; ++q) {
-        const int64_t o = (pl * P + p) * Q + q;
-        y[o] = window_max(s, plane, p, q, &argmax[o]);
-      }
-  }
+  parallel_for(
+      s.n * s.c,
+      [&](int64_t pl0, int64_t pl1) {
+        for (int64_t pl = pl0; pl < pl1; ++pl) {
+          const T* plane = x + pl * s.h * s.w;
+          for (int64_t p = 0; p < P; ++p)
+            for (int64_t q = 0; q < Q; ++q) {
+              const int64_t o = (pl * P + p) * Q + q;
+              y[o] = window_max(s, plane, p, q, &argmax[o]);
+            }
+        }
+      },
+      plane_grain(s.h * s.w));
 }
 
 template <typename T>
@@ -30,14 +44,19 @@ void maxpool2d_bwd_ref(const PoolShape& s, const T* dy, const int32_t* argmax, T
   // order as the CUDA kernel's gather over covering windows, so the sums agree bit for bit, in
   // one pass over the outputs instead of a window search per input.
   const int64_t PQ = s.p() * s.q(), HW = s.h * s.w;
-  std::fill(dx, dx + s.n * s.c * HW, T(0));
-  for (int64_t pl = 0; pl < s.n * s.c; ++pl) {
-    const T* g = dy + pl * PQ;
-    const int32_t* a = argmax + pl * PQ;
-    T* d = dx + pl * HW;
-    for (int64_t o = 0; o < PQ; ++o)
-      if (a[o] >= 0) d[a[o]] += g[o];  // -1: a window wholly in the padding
-  }
+  parallel_for(
+      s.n * s.c,
+      [&](int64_t pl0, int64_t pl1) {
+        std::fill(dx + pl0 * HW, dx + pl1 * HW, T(0));
+        for (int64_t pl = pl0; pl < pl1; ++pl) {
+          const T* g = dy + pl * PQ;
+          const int32_t* a = argmax + pl * PQ;
+          T* d = dx + pl * HW;
+          for (int64_t o = 0; o < PQ; ++o)
+            if (a[o] >= 0) d[a[o]] += g[o];  // -1: a window wholly in the padding
+        }
+      },
+      plane_grain(HW));
 }
 
 template <typename T>

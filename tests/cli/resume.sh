@@ -140,6 +140,20 @@ for sig in TERM INT; do
   python3 same.py R.safetensors S.safetensors
   rm -f S.safetensors
 done
+# --threads is not part of the recipe: a cnn run on three threads, and the same run on one
+# thread resumed from its first epoch's checkpoint on two, end with the same bits (the conv, pooling
+# and ReLU passes split their images over threads), and the resume says nothing about it.
+th=(--device cpu --data-dir "$KILN_TEST_DATA" --model cnn --norm batch --dropout 0.1 --train-limit 256
+    --test-limit 64 --batch-size 64 --epochs 2)
+"$tm" "${th[@]}" --threads 3 --save T3.safetensors > t3.out 2> t3.err ||
+  { echo "FAIL: the 3-thread run"; cat t3.err; exit 1; }
+grep -q '^device: cpu, 3 threads' t3.out || { echo "FAIL: device line: $(head -1 t3.out)"; exit 1; }
+"$tm" "${th[@]}" --threads 1 --checkpoint-every 1 --checkpoint-dir ck_th > t1.out 2> t1.err ||
+  { echo "FAIL: the 1-thread run"; cat t1.err; exit 1; }
+"$tm" "${th[@]}" --threads 2 --resume ck_th/ckpt-epoch-1.safetensors --save T2.safetensors > t2.out 2> t2.err ||
+  { echo "FAIL: the 2-thread resume"; cat t2.err; exit 1; }
+! grep -q 'threads' t2.err || { echo "FAIL: the resume remarks on --threads"; cat t2.err; exit 1; }
+python3 same.py T3.safetensors T2.safetensors
 # An epoch checkpoint resumed with another batch size: one-cycle keeps the steps already taken
 # (4 at batch 32) and anneals over the 2 left at batch 64, said in a note; sized as if every
 # epoch had batch 64 (4 steps in all) it ran the rest at its final lr (4e-7), training nothing.

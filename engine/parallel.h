@@ -1,0 +1,31 @@
+// Threads for the CPU path: one process-wide count, as torch.set_num_threads. The library starts
+// no thread of its own until a caller asks for more than one (an embedding program keeps
+// control); the apps' --threads sets it. Work is split so that results never depend on the
+// count: each index of a parallel_for is computed the same way whichever thread runs it, and
+// sums across indices are reduced by the caller in index order.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace kiln {
+
+// 1 (the default): everything runs on the calling thread. n < 1 is an error.
+void set_num_threads(int n);
+int num_threads();
+// The CPUs this process may run on (sched_getaffinity; at least 1): the apps' --threads 0.
+int available_cpus();
+
+// Calls fn(begin, end) over contiguous pieces of [0, n) that together cover it once, on up to
+// num_threads() threads (the caller's among them), each piece at least `grain` indices long
+// where n allows, and returns when all are done. With one thread, a single piece, a nested call
+// (from inside fn) or the pool busy with another caller's loop, the whole range runs on the
+// calling thread. fn must not depend on which piece it gets beyond the indices. The first
+// exception fn throws is rethrown here after every piece ends.
+void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn,
+                  int64_t grain = 1);
+
+// The grain for loops over elements that cost a few operations each: below it a wake-up of
+// the other threads costs more than the work.
+constexpr int64_t kElementwiseGrain = 1 << 15;
+
+}  // namespace kiln
