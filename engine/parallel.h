@@ -27,5 +27,11 @@ void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end
 // The grain for loops over elements that cost a few operations each: below it a wake-up of
 // the other threads costs more than the work.
 constexpr int64_t kElementwiseGrain = 1 << 15;
+// The grain for loops over rows (planes, channels, groups) of `row_size` elements that each
+// take a few passes: enough rows that a piece is worth a wake-up.
+inline int64_t row_grain(int64_t row_size) {
+  const int64_t per = kElementwiseGrain / 4 / (row_size > 0 ? row_size : 1);
+  return per > 1 ? per : 1;
+}
 
 }  // namespace kiln

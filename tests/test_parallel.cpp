@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -17,6 +19,9 @@
 #include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/parallel.h"
+#include "kernels/dropout/dropout.h"
+#include "kernels/dropout/hash.h"
+#include "kernels/norm/norm.h"
 #include "tests/test_util.h"
 #include "tuning/run.h"
 
@@ -163,6 +168,62 @@ TEST(Parallel, AForkedChildStartsThreadsOfItsOwn) {
   ASSERT_EQ(waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
   EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// Batch norm (train and eval, forward and backward), group norm and dropout references split
+// channels, (image, group) pairs or elements over threads: the same bits on 1 and 3 threads,
+// into NaN-poisoned outputs, on shapes big enough to be split.
+TEST(Parallel, NormAndDropoutReferencesGiveTheSameBitsOnAnyThreadCount) {
+  NormShape s;
+  s.n = 6;
+  s.c = 12;
+  s.hw = 700;
+  s.groups = 3;
+  const size_t N = static_cast<size_t>(s.numel()), C = static_cast<size_t>(s.c);
+  const auto x = test::random_vec<float>(N, 1), dy = test::random_vec<float>(N, 2);
+  const auto w = test::random_vec<float>(C, 3, 0.5, 1.5), b = test::random_vec<float>(C, 4);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto run = [&](int threads) {
+    ThreadCount tc(threads);
+    std::vector<std::vector<float>> out;
+    auto fresh = [&](size_t n) { return std::vector<float>(n, nan); };
+    std::vector<float> y = fresh(N), mean = fresh(C), is = fresh(C), dx = fresh(N), dw = fresh(C),
+                       db = fresh(C), rm(C, 0.f), rv(C, 1.f), nbt(2, 0.f), ye = fresh(N);
+    batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(),
+                                   rm.data(), rv.data(), nbt.data(), 0.1, 1e-5, s, nullptr, true);
+    batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(), dx.data(),
+                             dw.data(), db.data(), true, s, nullptr, y.data());
+    batchnorm_fwd_eval_ref<float>(x.data(), w.data(), b.data(), rm.data(), rv.data(), ye.data(),
+                                  1e-5, s, false);
+    out = {y, mean, is, dx, dw, db, rm, rv, ye};
+    const size_t G = static_cast<size_t>(s.n * s.groups);
+    std::vector<float> gy = fresh(N), gm = fresh(G), gi = fresh(G), gdx = fresh(N), gdw = fresh(C),
+                       gdb = fresh(C);
+    groupnorm_fwd_ref<float>(x.data(), w.data(), b.data(), gy.data(), gm.data(), gi.data(), 1e-5,
+                             s);
+    groupnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), gm.data(), gi.data(), gdx.data(),
+                             gdw.data(), gdb.data(), s, nullptr);
+    out.insert(out.end(), {gy, gm, gi, gdx, gdw, gdb});
+    for (bool channelwise : {false, true}) {
+      DropoutParams p;
+      p.key = dropout_key(7, 11, 3);
+      p.threshold = dropout_threshold(0.3);
+      p.scale = 1.f / 0.7f;
+      p.channelwise = channelwise;
+      DropoutShape d{s.n, s.c, s.hw};
+      std::vector<float> dyo = fresh(N), dxo = fresh(N);
+      dropout_fwd_ref<float>(x.data(), dyo.data(), p, d);
+      dropout_bwd_ref<float>(dy.data(), dxo.data(), p, d);
+      out.insert(out.end(), {dyo, dxo});
+    }
+    return out;
+  };
+  const auto one = run(1), three = run(3);
+  ASSERT_EQ(one.size(), three.size());
+  for (size_t i = 0; i < one.size(); ++i) {
+    for (float v : one[i]) ASSERT_TRUE(std::isfinite(v)) << "output " << i << " not all written";
+    EXPECT_TRUE(test::bitwise_equal(three[i], one[i])) << "output " << i;
+  }
 }
 
 // A CPU run of the cnn with batch norm and dropout ends with the same weights, optimizer state

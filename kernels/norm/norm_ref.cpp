@@ -6,6 +6,7 @@
 #include <sstream>
 #include <vector>
 
+#include "engine/parallel.h"
 #include "kernels/norm/norm.h"
 
 namespace kiln {
@@ -52,34 +53,39 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
                              T* num_batches_tracked, double momentum, double eps,
                              const NormShape& s, void* /*workspace*/, bool relu) {
   const double m = static_cast<double>(s.n * s.hw);
-  for (int64_t c = 0; c < s.c; ++c) {
-    double sum = 0;
-    for (int64_t n = 0; n < s.n; ++n)
-      for (int64_t k = 0; k < s.hw; ++k) sum += x[at(s, n, c, k)];
-    const double mean = sum / m;
-    double sq = 0;
-    for (int64_t n = 0; n < s.n; ++n)
-      for (int64_t k = 0; k < s.hw; ++k) {
-        double d = x[at(s, n, c, k)] - mean;
-        sq += d * d;
-      }
-    const double var = sq / m;
-    const double invstd = 1.0 / std::sqrt(var + eps);
-    const double w = weight[c], b = bias[c];
-    for (int64_t n = 0; n < s.n; ++n)
-      for (int64_t k = 0; k < s.hw; ++k) {
-        int64_t i = at(s, n, c, k);
-        const T v = static_cast<T>((x[i] - mean) * invstd * w + b);
-        y[i] = relu && v <= T(0) ? T(0) : v;
-      }
-    save_mean[c] = static_cast<T>(mean);
-    save_invstd[c] = static_cast<T>(invstd);
-    if (running_mean) {
-      const double unbiased = m > 1 ? sq / (m - 1) : var;
-      running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
-      running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * unbiased);
-    }
-  }
+  parallel_for(
+      s.c,
+      [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          double sum = 0;
+          for (int64_t n = 0; n < s.n; ++n)
+            for (int64_t k = 0; k < s.hw; ++k) sum += x[at(s, n, c, k)];
+          const double mean = sum / m;
+          double sq = 0;
+          for (int64_t n = 0; n < s.n; ++n)
+            for (int64_t k = 0; k < s.hw; ++k) {
+              double d = x[at(s, n, c, k)] - mean;
+              sq += d * d;
+            }
+          const double var = sq / m;
+          const double invstd = 1.0 / std::sqrt(var + eps);
+          const double w = weight[c], b = bias[c];
+          for (int64_t n = 0; n < s.n; ++n)
+            for (int64_t k = 0; k < s.hw; ++k) {
+              int64_t i = at(s, n, c, k);
+              const T v = static_cast<T>((x[i] - mean) * invstd * w + b);
+              y[i] = relu && v <= T(0) ? T(0) : v;
+            }
+          save_mean[c] = static_cast<T>(mean);
+          save_invstd[c] = static_cast<T>(invstd);
+          if (running_mean) {
+            const double unbiased = m > 1 ? sq / (m - 1) : var;
+            running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
+            running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * unbiased);
+          }
+        }
+      },
+      row_grain(s.n * s.hw));
   if (num_batches_tracked) {  // [count mod 2^24, count / 2^24], as the CUDA kernel keeps it
     const T lo = num_batches_tracked[0] + T(1);
     num_batches_tracked[0] = lo < T(16777216) ? lo : T(0);
@@ -89,18 +95,22 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
 
 template <typename T>
 void batchnorm_fwd_eval_ref(const T* x, const T* weight, const T* bias, const T* running_mean,
-                            const T* running_var, T* y, double eps, const NormShape& s,
-                            bool relu) {
-  for (int64_t c = 0; c < s.c; ++c) {
-    const double scale = weight[c] / std::sqrt(static_cast<double>(running_var[c]) + eps);
-    const double shift = bias[c] - running_mean[c] * scale;
-    for (int64_t n = 0; n < s.n; ++n)
-      for (int64_t k = 0; k < s.hw; ++k) {
-        int64_t i = at(s, n, c, k);
-        const T v = static_cast<T>(x[i] * scale + shift);
-        y[i] = relu && v <= T(0) ? T(0) : v;
-      }
-  }
+                            const T* running_var, T* y, double eps, const NormShape& s, bool relu) {
+  parallel_for(
+      s.c,
+      [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const double scale = weight[c] / std::sqrt(static_cast<double>(running_var[c]) + eps);
+          const double shift = bias[c] - running_mean[c] * scale;
+          for (int64_t n = 0; n < s.n; ++n)
+            for (int64_t k = 0; k < s.hw; ++k) {
+              int64_t i = at(s, n, c, k);
+              const T v = static_cast<T>(x[i] * scale + shift);
+              y[i] = relu && v <= T(0) ? T(0) : v;
+            }
+        }
+      },
+      row_grain(s.n * s.hw));
 }
 
 template <typename T>
@@ -110,27 +120,32 @@ void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, 
   const double m = static_cast<double>(s.n * s.hw);
   // dy behind the fused ReLU (the ReLU kernel's rule: y <= 0 ? 0 : dy, NaN passing dy as torch)
   auto g_at = [&](int64_t i) { return relu_y && relu_y[i] <= T(0) ? T(0) : dy[i]; };
-  for (int64_t c = 0; c < s.c; ++c) {
-    const double mu = mean[c], is = invstd[c], w = weight[c];
-    double sdy = 0, sdyx = 0;
-    for (int64_t n = 0; n < s.n; ++n)
-      for (int64_t k = 0; k < s.hw; ++k) {
-        int64_t i = at(s, n, c, k);
-        const T gi = g_at(i);
-        sdy += gi;
-        sdyx += gi * (x[i] - mu) * is;
-      }
-    dweight[c] = static_cast<T>(sdyx);
-    dbias[c] = static_cast<T>(sdy);
-    if (!dx) continue;
-    for (int64_t n = 0; n < s.n; ++n)
-      for (int64_t k = 0; k < s.hw; ++k) {
-        int64_t i = at(s, n, c, k);
-        double g = g_at(i);
-        if (train) g -= (sdy + (x[i] - mu) * is * sdyx) / m;
-        dx[i] = static_cast<T>(w * is * g);
-      }
-  }
+  parallel_for(
+      s.c,
+      [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const double mu = mean[c], is = invstd[c], w = weight[c];
+          double sdy = 0, sdyx = 0;
+          for (int64_t n = 0; n < s.n; ++n)
+            for (int64_t k = 0; k < s.hw; ++k) {
+              int64_t i = at(s, n, c, k);
+              const T gi = g_at(i);
+              sdy += gi;
+              sdyx += gi * (x[i] - mu) * is;
+            }
+          dweight[c] = static_cast<T>(sdyx);
+          dbias[c] = static_cast<T>(sdy);
+          if (!dx) continue;
+          for (int64_t n = 0; n < s.n; ++n)
+            for (int64_t k = 0; k < s.hw; ++k) {
+              int64_t i = at(s, n, c, k);
+              double g = g_at(i);
+              if (train) g -= (sdy + (x[i] - mu) * is * sdyx) / m;
+              dx[i] = static_cast<T>(w * is * g);
+            }
+        }
+      },
+      row_grain(s.n * s.hw));
 }
 
 template <typename T>
@@ -144,22 +159,27 @@ template <typename T>
 void groupnorm_fwd_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
                        T* save_invstd, double eps, const NormShape& s) {
   const int64_t cpg = s.c / s.groups, len = cpg * s.hw;
-  for (int64_t n = 0; n < s.n; ++n)
-    for (int64_t g = 0; g < s.groups; ++g) {
-      const int64_t base = (n * s.c + g * cpg) * s.hw;  // a group is contiguous in NCHW
-      double sum = 0;
-      for (int64_t i = 0; i < len; ++i) sum += x[base + i];
-      const double mean = sum / len;
-      double sq = 0;
-      for (int64_t i = 0; i < len; ++i) sq += (x[base + i] - mean) * (x[base + i] - mean);
-      const double invstd = 1.0 / std::sqrt(sq / len + eps);
-      for (int64_t i = 0; i < len; ++i) {
-        const int64_t c = g * cpg + i / s.hw;
-        y[base + i] = static_cast<T>((x[base + i] - mean) * invstd * weight[c] + bias[c]);
-      }
-      save_mean[n * s.groups + g] = static_cast<T>(mean);
-      save_invstd[n * s.groups + g] = static_cast<T>(invstd);
-    }
+  parallel_for(
+      s.n * s.groups,
+      [&](int64_t ng0, int64_t ng1) {
+        for (int64_t ng = ng0; ng < ng1; ++ng) {
+          const int64_t n = ng / s.groups, g = ng % s.groups;
+          const int64_t base = (n * s.c + g * cpg) * s.hw;  // a group is contiguous in NCHW
+          double sum = 0;
+          for (int64_t i = 0; i < len; ++i) sum += x[base + i];
+          const double mean = sum / len;
+          double sq = 0;
+          for (int64_t i = 0; i < len; ++i) sq += (x[base + i] - mean) * (x[base + i] - mean);
+          const double invstd = 1.0 / std::sqrt(sq / len + eps);
+          for (int64_t i = 0; i < len; ++i) {
+            const int64_t c = g * cpg + i / s.hw;
+            y[base + i] = static_cast<T>((x[base + i] - mean) * invstd * weight[c] + bias[c]);
+          }
+          save_mean[ng] = static_cast<T>(mean);
+          save_invstd[ng] = static_cast<T>(invstd);
+        }
+      },
+      row_grain(len));
 }
 
 template <typename T>
@@ -167,47 +187,66 @@ void groupnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, 
                        T* dx, T* dweight, T* dbias, const NormShape& s, void* /*workspace*/) {
   const int64_t cpg = s.c / s.groups;
   const double len = static_cast<double>(cpg * s.hw);
-  std::vector<double> dw(s.c, 0.0), db(s.c, 0.0);
-  for (int64_t n = 0; n < s.n; ++n)
-    for (int64_t g = 0; g < s.groups; ++g) {
-      const double mu = mean[n * s.groups + g], is = invstd[n * s.groups + g];
-      // sums over the group of dxhat = dy * weight and of dxhat * xhat
-      double sg = 0, sgx = 0;
-      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c)
-        for (int64_t k = 0; k < s.hw; ++k) {
-          int64_t i = at(s, n, c, k);
-          const double xh = (x[i] - mu) * is;
-          sg += dy[i] * weight[c];
-          sgx += dy[i] * weight[c] * xh;
-          dw[c] += dy[i] * xh;
-          db[c] += dy[i];
+  // dx: each (image, group) on its own; the parameter gradients: each channel over the images
+  // in order. Both split over threads without changing a sum.
+  if (dx)
+    parallel_for(
+        s.n * s.groups,
+        [&](int64_t ng0, int64_t ng1) {
+          for (int64_t ng = ng0; ng < ng1; ++ng) {
+            const int64_t n = ng / s.groups, g = ng % s.groups;
+            const double mu = mean[ng], is = invstd[ng];
+            // sums over the group of dxhat = dy * weight and of dxhat * xhat
+            double sg = 0, sgx = 0;
+            for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c)
+              for (int64_t k = 0; k < s.hw; ++k) {
+                int64_t i = at(s, n, c, k);
+                const double xh = (x[i] - mu) * is;
+                sg += dy[i] * weight[c];
+                sgx += dy[i] * weight[c] * xh;
+              }
+            for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c)
+              for (int64_t k = 0; k < s.hw; ++k) {
+                int64_t i = at(s, n, c, k);
+                const double xh = (x[i] - mu) * is;
+                dx[i] = static_cast<T>(is * (dy[i] * weight[c] - (sg + xh * sgx) / len));
+              }
+          }
+        },
+        row_grain(cpg * s.hw));
+  parallel_for(
+      s.c,
+      [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t g = c / cpg;
+          double dw = 0, db = 0;
+          for (int64_t n = 0; n < s.n; ++n) {
+            const double mu = mean[n * s.groups + g], is = invstd[n * s.groups + g];
+            for (int64_t k = 0; k < s.hw; ++k) {
+              int64_t i = at(s, n, c, k);
+              dw += dy[i] * ((x[i] - mu) * is);
+              db += dy[i];
+            }
+          }
+          dweight[c] = static_cast<T>(dw);
+          dbias[c] = static_cast<T>(db);
         }
-      if (!dx) continue;
-      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c)
-        for (int64_t k = 0; k < s.hw; ++k) {
-          int64_t i = at(s, n, c, k);
-          const double xh = (x[i] - mu) * is;
-          dx[i] = static_cast<T>(is * (dy[i] * weight[c] - (sg + xh * sgx) / len));
-        }
-    }
-  for (int64_t c = 0; c < s.c; ++c) {
-    dweight[c] = static_cast<T>(dw[c]);
-    dbias[c] = static_cast<T>(db[c]);
-  }
+      },
+      row_grain(s.n * s.hw));
 }
 
-#define KILN_NORM_INSTANTIATE(T)                                                              \
-  template void batchnorm_fwd_train_ref<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*,  \
-                                           T*, double, double, const NormShape&, void*, bool); \
-  template void batchnorm_fwd_eval_ref<T>(const T*, const T*, const T*, const T*, const T*,   \
-                                          T*, double, const NormShape&, bool);                \
-  template void batchnorm_bwd_ref<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, \
-                                     T*, bool, const NormShape&, void*, const T*);            \
-  template void batchnorm_invstd_ref<T>(const T*, T*, double, int64_t);                       \
-  template void groupnorm_fwd_ref<T>(const T*, const T*, const T*, T*, T*, T*, double,        \
-                                     const NormShape&);                                       \
-  template void groupnorm_bwd_ref<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, \
-                                     T*, const NormShape&, void*);
+#define KILN_NORM_INSTANTIATE(T)                                                                   \
+  template void batchnorm_fwd_train_ref<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*, T*,   \
+                                           double, double, const NormShape&, void*, bool);         \
+  template void batchnorm_fwd_eval_ref<T>(const T*, const T*, const T*, const T*, const T*, T*,    \
+                                          double, const NormShape&, bool);                         \
+  template void batchnorm_bwd_ref<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, \
+                                     bool, const NormShape&, void*, const T*);                     \
+  template void batchnorm_invstd_ref<T>(const T*, T*, double, int64_t);                            \
+  template void groupnorm_fwd_ref<T>(const T*, const T*, const T*, T*, T*, T*, double,             \
+                                     const NormShape&);                                            \
+  template void groupnorm_bwd_ref<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, \
+                                     const NormShape&, void*);
 KILN_NORM_INSTANTIATE(float)
 KILN_NORM_INSTANTIATE(double)
 

@@ -12,13 +12,6 @@ namespace kiln {
 using pool_detail::covering;
 using pool_detail::window_max;
 
-namespace {
-// Planes per piece so that a piece is worth waking a thread for.
-int64_t plane_grain(int64_t plane_size) {
-  return std::max<int64_t>(1, kElementwiseGrain / 4 / std::max<int64_t>(1, plane_size));
-}
-}  // namespace
-
 // Planes (image, channel) are independent: threads (engine/parallel.h) take runs of them.
 template <typename T>
 void maxpool2d_fwd_ref(const PoolShape& s, const T* x, T* y, int32_t* argmax) {
@@ -35,7 +28,7 @@ void maxpool2d_fwd_ref(const PoolShape& s, const T* x, T* y, int32_t* argmax) {
             }
         }
       },
-      plane_grain(s.h * s.w));
+      row_grain(s.h * s.w));
 }
 
 template <typename T>
@@ -56,7 +49,7 @@ void maxpool2d_bwd_ref(const PoolShape& s, const T* dy, const int32_t* argmax, T
             if (a[o] >= 0) d[a[o]] += g[o];  // -1: a window wholly in the padding
         }
       },
-      plane_grain(HW));
+      row_grain(HW));
 }
 
 template <typename T>
@@ -112,12 +105,12 @@ void global_avgpool_bwd_ref(int64_t planes, int64_t hw, const T* dy, T* dx) {
   for (int64_t i = 0; i < planes; ++i) std::fill(dx + i * hw, dx + (i + 1) * hw, dy[i] / T(hw));
 }
 
-#define KILN_POOL_REF(T)                                                                       \
-  template void maxpool2d_fwd_ref<T>(const PoolShape&, const T*, T*, int32_t*);               \
-  template void maxpool2d_bwd_ref<T>(const PoolShape&, const T*, const int32_t*, T*);         \
-  template void avgpool2d_fwd_ref<T>(const PoolShape&, const T*, T*);                         \
-  template void avgpool2d_bwd_ref<T>(const PoolShape&, const T*, T*);                         \
-  template void global_avgpool_fwd_ref<T>(int64_t, int64_t, const T*, T*);                    \
+#define KILN_POOL_REF(T)                                                              \
+  template void maxpool2d_fwd_ref<T>(const PoolShape&, const T*, T*, int32_t*);       \
+  template void maxpool2d_bwd_ref<T>(const PoolShape&, const T*, const int32_t*, T*); \
+  template void avgpool2d_fwd_ref<T>(const PoolShape&, const T*, T*);                 \
+  template void avgpool2d_bwd_ref<T>(const PoolShape&, const T*, T*);                 \
+  template void global_avgpool_fwd_ref<T>(int64_t, int64_t, const T*, T*);            \
   template void global_avgpool_bwd_ref<T>(int64_t, int64_t, const T*, T*);
 KILN_POOL_REF(float)
 KILN_POOL_REF(double)
