@@ -11,9 +11,8 @@ weights (`--epochs 0 --save`) and the exact inputs (`kiln_eval --split train|tes
 which rebuilds the model (scripts/torch_mirror.py) and the optimizer and schedule from the run's
 config as scripts/check_pytorch_training.py does, shuffles with its own generator (so the two
 runs see the batches in different orders: accuracies agree to seed noise, not to rounding), and
-times its training loop with perf_counter. kiln's CPU path is single-threaded, so torch gets
---threads 1 by default; pass --threads 2 to see what a second core gives torch. Exits 77 when
-torch is not installed.
+times its training loop with perf_counter. Both get --threads (default 1: kiln's
+`--threads`, torch's set_num_threads). Exits 77 when torch is not installed.
 """
 import argparse
 import json
@@ -52,7 +51,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         base = [os.path.join(args.bin, "train_mnist"), "--device", "cpu", "--data-dir", args.data_dir,
-                "--seed", str(args.seed)] + extra
+                "--seed", str(args.seed), "--threads", str(args.threads)] + extra
         init = os.path.join(tmp, "init.safetensors")
         log = os.path.join(tmp, "kiln.jsonl")
         subprocess.run(base + ["--epochs", "0", "--save", init], check=True, stdout=subprocess.DEVNULL)
