@@ -1,13 +1,18 @@
 #include "engine/parallel.h"
 
+#include <pthread.h>
 #include <sched.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <exception>
+#include <fstream>
+#include <memory>
 #include <mutex>
+#include <sstream>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -18,23 +23,34 @@ namespace {
 
 thread_local bool t_in_parallel = false;  // a pool worker, or a caller inside parallel_for
 
-// Worker threads 1..W wait for a generation; piece 0 runs on the caller.
+// Worker threads 1..W, each woken on its own when a loop has a piece for it; piece 0 runs on
+// the caller. A loop with fewer pieces than workers wakes only the workers it needs.
 class Pool {
  public:
-  explicit Pool(int workers) : pid_(getpid()) {
-    threads_.reserve(static_cast<size_t>(workers));
-    for (int i = 1; i <= workers; ++i) threads_.emplace_back([this, i] { loop(i); });
+  // Starts up to `workers` threads; as many as the system lets it when it refuses one (a
+  // process or memory limit): fewer threads give the same results, later.
+  explicit Pool(int workers) : requested_(workers) {
+    slots_.reserve(static_cast<size_t>(workers));
+    for (int i = 1; i <= workers; ++i) {
+      auto slot = std::make_unique<Slot>();
+      try {
+        slot->thread = std::thread([this, i, s = slot.get()] { loop(i, *s); });
+      } catch (const std::system_error&) {
+        break;
+      }
+      slots_.push_back(std::move(slot));
+    }
   }
   ~Pool() {
     {
       std::lock_guard<std::mutex> lk(m_);
       stop_ = true;
     }
-    go_.notify_all();
-    for (auto& t : threads_) t.join();
+    for (auto& s : slots_) s->wake.notify_one();
+    for (auto& s : slots_) s->thread.join();
   }
-  int workers() const { return static_cast<int>(threads_.size()); }
-  pid_t pid() const { return pid_; }
+  int requested() const { return requested_; }
+  int workers() const { return static_cast<int>(slots_.size()); }
 
   // Runs piece(i) for i in [0, pieces), pieces <= workers() + 1; the first exception wins.
   void run(int pieces, const std::function<void(int)>& piece) {
@@ -46,7 +62,7 @@ class Pool {
       error_ = nullptr;
       ++generation_;
     }
-    go_.notify_all();
+    for (int i = 1; i < pieces; ++i) slots_[static_cast<size_t>(i - 1)]->wake.notify_one();
     run_piece(0);
     std::unique_lock<std::mutex> lk(m_);
     done_.wait(lk, [this] { return pending_ == 0; });
@@ -55,6 +71,10 @@ class Pool {
   }
 
  private:
+  struct Slot {
+    std::condition_variable wake;
+    std::thread thread;
+  };
   void run_piece(int i) {
     try {
       (*job_)(i);
@@ -63,19 +83,18 @@ class Pool {
       if (!error_) error_ = std::current_exception();
     }
   }
-  void loop(int id) {
+  void loop(int id, Slot& slot) {
     t_in_parallel = true;
     uint64_t seen = 0;
     for (;;) {
-      int pieces;
       {
         std::unique_lock<std::mutex> lk(m_);
-        go_.wait(lk, [&] { return stop_ || generation_ != seen; });
+        // A loop this worker has no piece of leaves `seen` behind; the next loop that has one
+        // differs from it too.
+        slot.wake.wait(lk, [&] { return stop_ || (generation_ != seen && id < pieces_); });
         if (stop_) return;
         seen = generation_;
-        pieces = pieces_;
       }
-      if (id >= pieces) continue;  // this loop has fewer pieces than the pool has threads
       run_piece(id);
       bool last;
       {
@@ -86,31 +105,42 @@ class Pool {
     }
   }
 
-  const pid_t pid_;
+  const int requested_;
   std::mutex m_;
-  std::condition_variable go_, done_;
+  std::condition_variable done_;
   bool stop_ = false;
   uint64_t generation_ = 0;
   const std::function<void(int)>* job_ = nullptr;
   int pieces_ = 0;
   int pending_ = 0;
   std::exception_ptr error_;
-  std::vector<std::thread> threads_;
+  std::vector<std::unique_ptr<Slot>> slots_;
 };
 
 std::atomic<int> g_threads{1};
-std::mutex g_pool_mutex;  // held while a loop runs on the pool, and to replace it
-Pool* g_pool = nullptr;   // never destroyed at exit: its threads may outlive static destructors
+// Held while a loop runs on the pool, and to replace it. A pointer, so that a forked child
+// (whose copy may be locked by a thread it does not have) gets a fresh one; never freed.
+std::mutex* g_pool_mutex = new std::mutex;
+Pool* g_pool = nullptr;  // never destroyed at exit: its threads may outlive static destructors
+
+// In a child of fork(): the parent's workers do not exist here, and the pool mutex may be held
+// by a thread that does not either. Both are left behind (leaked) and made afresh when used.
+void forget_pool_in_child() {
+  g_pool_mutex = new std::mutex;
+  g_pool = nullptr;
+  t_in_parallel = false;
+}
+const bool g_atfork = [] { return pthread_atfork(nullptr, nullptr, forget_pool_in_child) == 0; }();
 
 }  // namespace
 
 void set_num_threads(int n) {
   if (n < 1) KILN_FAIL("set_num_threads: " << n << " threads (need at least 1)");
-  std::lock_guard<std::mutex> lk(g_pool_mutex);
+  // Inside a loop the pool is busy with the caller's own loop: waiting for it would never end.
+  if (t_in_parallel) KILN_FAIL("set_num_threads: called from inside a parallel_for");
+  std::lock_guard<std::mutex> lk(*g_pool_mutex);
   g_threads = n;
-  // A pool of another size, or one inherited through fork() (whose threads this process does
-  // not have), is replaced when next used; a smaller count shrinks it now.
-  if (g_pool && g_pool->pid() == getpid() && g_pool->workers() > n - 1) {
+  if (g_pool && g_pool->requested() > n - 1) {  // a smaller count shrinks the pool now
     delete g_pool;
     g_pool = nullptr;
   }
@@ -120,15 +150,33 @@ int num_threads() {
   return g_threads;
 }
 
+int cpu_quota(const std::string& cpu_max) {
+  std::istringstream in(cpu_max);
+  std::string quota;
+  double period = 0;
+  if (!(in >> quota >> period) || quota == "max" || period <= 0) return 0;
+  char* end = nullptr;
+  const double q = std::strtod(quota.c_str(), &end);
+  if (end == quota.c_str() || *end != '\0' || !(q > 0)) return 0;
+  return static_cast<int>(std::max(1.0, std::ceil(q / period)));
+}
+
 int available_cpus() {
+  int n = 0;
   cpu_set_t set;
   CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    const int n = CPU_COUNT(&set);
-    if (n > 0) return n;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  if (n <= 0) n = 1;
+  // A container given a CPU quota (docker --cpus, a Kubernetes limit: cgroup v2's cpu.max)
+  // may see every CPU of its host.
+  std::ifstream f("/sys/fs/cgroup/cpu.max");
+  std::string line;
+  if (f && std::getline(f, line)) {
+    const int q = cpu_quota(line);
+    if (q > 0) n = std::min(n, q);
   }
-  const unsigned hw = std::thread::hardware_concurrency();
-  return hw > 0 ? static_cast<int>(hw) : 1;
+  return n;
 }
 
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
@@ -136,20 +184,21 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, in
   const int64_t pieces =
       std::min<int64_t>(g_threads, std::max<int64_t>(1, n / std::max<int64_t>(1, grain)));
   if (pieces <= 1 || t_in_parallel) return fn(0, n);
-  std::unique_lock<std::mutex> lk(g_pool_mutex, std::try_to_lock);
+  std::unique_lock<std::mutex> lk(*g_pool_mutex, std::try_to_lock);
   if (!lk.owns_lock()) return fn(0, n);  // another thread's loop has the pool
+  (void)g_atfork;
   const int want = static_cast<int>(g_threads) - 1;
-  if (g_pool && g_pool->pid() != getpid()) g_pool = nullptr;  // forked: its threads are gone
-  if (g_pool && g_pool->workers() != want) {
+  if (g_pool && g_pool->requested() != want) {
     delete g_pool;
     g_pool = nullptr;
   }
   if (!g_pool) g_pool = new Pool(want);
-  const int p = static_cast<int>(std::min<int64_t>(pieces, g_pool->workers() + 1));
   t_in_parallel = true;
   struct Reset {
     ~Reset() { t_in_parallel = false; }
   } reset;
+  const int p = static_cast<int>(std::min<int64_t>(pieces, g_pool->workers() + 1));
+  if (p <= 1) return fn(0, n);  // the system gave the pool no thread
   g_pool->run(p, [&](int i) { fn(n * i / p, n * (i + 1) / p); });
 }
 

@@ -6,14 +6,21 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <string>
 
 namespace kiln {
 
-// 1 (the default): everything runs on the calling thread. n < 1 is an error.
+// 1 (the default): everything runs on the calling thread. n < 1 is an error, and so is a call
+// from inside a parallel_for's fn. When the system refuses a thread (a process or memory
+// limit), the pool runs with those it could start: the same results, later.
 void set_num_threads(int n);
 int num_threads();
-// The CPUs this process may run on (sched_getaffinity; at least 1): the apps' --threads 0.
+// The CPUs this process may run on (sched_getaffinity, and a cgroup v2 CPU quota where one is
+// set; at least 1): the apps' --threads 0.
 int available_cpus();
+// The CPUs a cgroup v2 cpu.max line ("200000 100000": quota and period) allows, rounded up;
+// 0 for no limit ("max 100000") or a line it cannot read.
+int cpu_quota(const std::string& cpu_max);
 
 // Calls fn(begin, end) over contiguous pieces of [0, n) that together cover it once, on up to
 // num_threads() threads (the caller's among them), each piece at least `grain` indices long

@@ -3,12 +3,14 @@
 // caller holds the pool, passes exceptions on, survives fork(); and training on the CPU gives
 // the same bits whatever the thread count.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <fstream>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -170,14 +172,104 @@ TEST(Parallel, AForkedChildStartsThreadsOfItsOwn) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+// Another thread's loop holds the pool while this one forks: the child, which has neither
+// that thread nor the workers, still gets threads of its own and can change the count.
+TEST(Parallel, AForkWhileAnotherThreadsLoopRunsLeavesTheChildAPoolOfItsOwn) {
+  ThreadCount tc(2);
+  std::atomic<bool> inside{false}, release{false};
+  std::thread busy([&] {
+    parallel_for(2, [&](int64_t b, int64_t) {
+      if (b == 0) inside = true;
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    });
+  });
+  while (!inside) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  fflush(nullptr);
+  const pid_t child = fork();
+  if (child == 0) {
+    alarm(20);  // a hang fails the test through the signal
+    set_num_threads(3);
+    std::mutex m;
+    std::set<std::thread::id> who;
+    parallel_for(3, [&](int64_t, int64_t) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      std::lock_guard<std::mutex> lk(m);
+      who.insert(std::this_thread::get_id());
+    });
+    _exit(who.size() == 3 ? 0 : 1);
+  }
+  release = true;
+  busy.join();
+  ASSERT_GE(child, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// From inside a loop the pool is busy with that very loop: changing the count is an error,
+// not a deadlock.
+TEST(Parallel, ChangingTheCountInsideALoopIsAnError) {
+  ThreadCount tc(2);
+  EXPECT_THROW(parallel_for(2, [](int64_t, int64_t) { set_num_threads(3); }), Error);
+  EXPECT_EQ(num_threads(), 2);
+}
+
+// Where the system refuses threads (here: an address-space limit a few thread stacks above
+// what the process uses), the pool runs on those it could start; nothing aborts.
+TEST(Parallel, ThreadsTheSystemRefusesAreDoneWithout) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "sanitizers reserve address space an RLIMIT_AS would take from them";
+#else
+  fflush(nullptr);
+  const pid_t child = fork();
+  if (child == 0) {
+    alarm(20);
+    long pages = 0;
+    std::ifstream("/proc/self/statm") >> pages;
+    const rlim_t cap = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE)) +
+                       (48u << 20);  // room for a few 8 MiB stacks, not 63
+    const rlimit lim{cap, cap};
+    if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(3);
+    set_num_threads(64);
+    std::atomic<int64_t> covered{0};
+    std::mutex m;
+    std::set<std::thread::id> who;
+    parallel_for(6400, [&](int64_t b, int64_t e) {
+      covered += e - b;
+      std::lock_guard<std::mutex> lk(m);
+      who.insert(std::this_thread::get_id());
+    });
+    _exit(covered == 6400 && who.size() > 1 && who.size() < 64 ? 0 : 1 + (who.size() >= 64));
+  }
+  ASSERT_GE(child, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "1: range or thread count wrong, 2: no limit hit, 3: setrlimit";
+#endif
+}
+
+TEST(Parallel, CgroupCpuQuotaIsRoundedUp) {
+  EXPECT_EQ(cpu_quota("200000 100000\n"), 2);
+  EXPECT_EQ(cpu_quota("150000 100000"), 2);
+  EXPECT_EQ(cpu_quota("50000 100000"), 1);
+  EXPECT_EQ(cpu_quota("max 100000"), 0);
+  EXPECT_EQ(cpu_quota(""), 0);
+  EXPECT_EQ(cpu_quota("12x 100000"), 0);
+  EXPECT_EQ(cpu_quota("100000 0"), 0);
+  EXPECT_GE(available_cpus(), 1);
+}
+
 // Batch norm (train and eval, forward and backward), group norm and dropout references split
 // channels, (image, group) pairs or elements over threads: the same bits on 1 and 3 threads,
 // into NaN-poisoned outputs, on shapes big enough to be split.
 TEST(Parallel, NormAndDropoutReferencesGiveTheSameBitsOnAnyThreadCount) {
-  NormShape s;
-  s.n = 6;
+  NormShape s;  // 105,600 elements: three pieces of dropout's element grain, 3 threads' worth
+  s.n = 8;
   s.c = 12;
-  s.hw = 700;
+  s.hw = 1100;
   s.groups = 3;
   const size_t N = static_cast<size_t>(s.numel()), C = static_cast<size_t>(s.c);
   const auto x = test::random_vec<float>(N, 1), dy = test::random_vec<float>(N, 2);

@@ -769,6 +769,10 @@ TEST(TrainerCpu, TheResumeCommandOfAnInterruptedRunIsShellWords) {
   c.model.width = 7;  // the recipe: the checkpoint's to give
   EXPECT_EQ(app::output_options(c, defaults),
             " --checkpoint-dir 'sp ace/ck' --checkpoint-every-steps 25 --save S.safetensors");
+  c.threads = 1;  // how the run ran, not the recipe: not in the checkpoint's options to take
+  EXPECT_EQ(app::output_options(c, defaults),
+            " --checkpoint-dir 'sp ace/ck' --checkpoint-every-steps 25 --save S.safetensors "
+            "--threads 1");
 }
 
 namespace {

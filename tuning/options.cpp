@@ -485,8 +485,8 @@ OptionTable build_table() {
         kSideEffect | kRangeTestUnused);
   t.add(opt_path("resume",
                  "resume from this checkpoint; options not given take the values it recorded, "
-                 "but for where the run is and what it writes (device, data-dir, precision, "
-                 "save, log, the checkpoint options)",
+                 "but for where the run is and what it writes (device, threads, data-dir, "
+                 "precision, save, log, the checkpoint options)",
                  [](RunConfig& c) -> std::string& { return c.resume; }),
         kInvocation);
   t.add(opt_path("checkpoint-dir", "directory for periodic checkpoints",
