@@ -143,33 +143,49 @@ TEST(Parallel, CountsBelowOneAreErrors) {
   EXPECT_EQ(num_threads(), 2);
 }
 
-TEST(Parallel, AForkedChildStartsThreadsOfItsOwn) {
-  ThreadCount tc(3);
-  std::atomic<int> warm{0};
-  parallel_for(3, [&](int64_t b, int64_t e) { warm += static_cast<int>(e - b); });  // pool up
-  ASSERT_EQ(warm, 3);
+// The indices a parallel_for(n) covered and the threads its pieces ran on (each piece pauses
+// a little, so that every thread gets one).
+struct Coverage {
+  int64_t covered = 0;
+  size_t threads = 0;
+};
+Coverage cover(int64_t n) {
+  std::mutex m;
+  std::set<std::thread::id> who;
+  int64_t covered = 0;
+  parallel_for(n, [&](int64_t b, int64_t e) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::lock_guard<std::mutex> lk(m);
+    who.insert(std::this_thread::get_id());
+    covered += e - b;
+  });
+  return {covered, who.size()};
+}
+
+// Runs `body` in a forked child, whose exit status is its result (0: passed); 20 s to end, a
+// hang fails through SIGALRM.
+void expect_child_passes(const std::function<int()>& body, const char* codes = "") {
   fflush(nullptr);
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    // The parent's workers do not exist here: waiting for them would hang (the parent's
-    // waitpid below has a deadline through alarm()).
     alarm(20);
-    std::mutex m;
-    std::set<std::thread::id> who;
-    int64_t covered = 0;
-    parallel_for(3, [&](int64_t b, int64_t e) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      std::lock_guard<std::mutex> lk(m);
-      who.insert(std::this_thread::get_id());
-      covered += e - b;
-    });
-    _exit(covered == 3 && who.size() == 3 ? 0 : 1);
+    _exit(body());
   }
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << codes;
+}
+
+// The parent's workers do not exist in a child of fork(): waiting for them would hang.
+TEST(Parallel, AForkedChildStartsThreadsOfItsOwn) {
+  ThreadCount tc(3);
+  ASSERT_EQ(cover(3).threads, 3u);  // the pool is up
+  expect_child_passes([] {
+    const Coverage c = cover(3);
+    return c.covered == 3 && c.threads == 3 ? 0 : 1;
+  });
 }
 
 // Another thread's loop holds the pool while this one forks: the child, which has neither
@@ -184,27 +200,12 @@ TEST(Parallel, AForkWhileAnotherThreadsLoopRunsLeavesTheChildAPoolOfItsOwn) {
     });
   });
   while (!inside) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  fflush(nullptr);
-  const pid_t child = fork();
-  if (child == 0) {
-    alarm(20);  // a hang fails the test through the signal
+  expect_child_passes([] {
     set_num_threads(3);
-    std::mutex m;
-    std::set<std::thread::id> who;
-    parallel_for(3, [&](int64_t, int64_t) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      std::lock_guard<std::mutex> lk(m);
-      who.insert(std::this_thread::get_id());
-    });
-    _exit(who.size() == 3 ? 0 : 1);
-  }
+    return cover(3).threads == 3 ? 0 : 1;
+  });
   release = true;
   busy.join();
-  ASSERT_GE(child, 0);
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 // From inside a loop the pool is busy with that very loop: changing the count is an error,
@@ -221,33 +222,20 @@ TEST(Parallel, ThreadsTheSystemRefusesAreDoneWithout) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "sanitizers reserve address space an RLIMIT_AS would take from them";
 #else
-  fflush(nullptr);
-  const pid_t child = fork();
-  if (child == 0) {
-    alarm(20);
-    long pages = 0;
-    std::ifstream("/proc/self/statm") >> pages;
-    const rlim_t cap = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE)) +
-                       (48u << 20);  // room for a few 8 MiB stacks, not 63
-    const rlimit lim{cap, cap};
-    if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(3);
-    set_num_threads(64);
-    std::atomic<int64_t> covered{0};
-    std::mutex m;
-    std::set<std::thread::id> who;
-    parallel_for(6400, [&](int64_t b, int64_t e) {
-      covered += e - b;
-      std::lock_guard<std::mutex> lk(m);
-      who.insert(std::this_thread::get_id());
-    });
-    _exit(covered == 6400 && who.size() > 1 && who.size() < 64 ? 0 : 1 + (who.size() >= 64));
-  }
-  ASSERT_GE(child, 0);
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 0)
-      << "1: range or thread count wrong, 2: no limit hit, 3: setrlimit";
+  expect_child_passes(
+      [] {
+        long pages = 0;
+        std::ifstream("/proc/self/statm") >> pages;
+        const rlim_t cap = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE)) +
+                           (48u << 20);  // room for a few 8 MiB stacks, not 63
+        const rlimit lim{cap, cap};
+        if (setrlimit(RLIMIT_AS, &lim) != 0) return 3;
+        set_num_threads(64);
+        const Coverage c = cover(6400);
+        if (c.threads >= 64) return 2;
+        return c.covered == 6400 && c.threads > 1 ? 0 : 1;
+      },
+      "1: range or thread count wrong, 2: no limit hit, 3: setrlimit");
 #endif
 }
 
