@@ -19,7 +19,9 @@
 
 namespace kiln::app {
 
-inline bool stderr_is_tty() { return isatty(fileno(stderr)) != 0; }
+inline bool stderr_is_tty() {
+  return isatty(fileno(stderr)) != 0;
+}
 
 // The default recipe of every training app (train_mnist, lr_find, sweep trials): Adam with a
 // one-cycle schedule peaking at --lr (fast.ai style), 3 epochs of batch 32, MLP width 256.
@@ -36,7 +38,8 @@ inline RunConfig default_run_config() {
 }
 
 // A "note:" line on stderr for each of the run's option_notes.
-inline void print_ignored_options(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
+inline void print_ignored_options(const char* prog, const RunConfig& cfg,
+                                  const RunConfig& defaults) {
   for (const std::string& n : option_notes(cfg, defaults))
     std::fprintf(stderr, "%s: note: %s\n", prog, n.c_str());
 }
@@ -64,6 +67,11 @@ inline void print_summary(const RunConfig& cfg) {
   auto s = make_session(cfg, /*load_data=*/false);
   std::printf("model %s on %s input %s\n%s", cfg.model.model.c_str(), cfg.data.dataset.c_str(),
               shape_str(s->model->input_shape()).c_str(), s->model->summary_table().c_str());
+}
+
+// "1 thread", "2 threads": the CPU thread count of the apps' device lines.
+inline std::string thread_count(int n) {
+  return std::to_string(n) + (n == 1 ? " thread" : " threads");
 }
 
 // `v` as one shell word: as is when plain, else single-quoted.
@@ -144,7 +152,8 @@ inline int guarded_main(const char* prog, const std::function<int()>& body) {
     }
     return rc;
   } catch (const Error& e) {
-    std::fprintf(stderr, "%s%s: error: %s\n", stderr_is_tty() ? "\n" : "", prog, e.message().c_str());
+    std::fprintf(stderr, "%s%s: error: %s\n", stderr_is_tty() ? "\n" : "", prog,
+                 e.message().c_str());
     return exit_code(e.kind());
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "%s: error: out of memory\n", prog);
@@ -154,6 +163,5 @@ inline int guarded_main(const char* prog, const std::function<int()>& body) {
     return 1;
   }
 }
-
 
 }  // namespace kiln::app

@@ -53,9 +53,8 @@ int main(int argc, char** argv) {
       }
       if (cfg.train.progress < 0) cfg.train.progress = 0;
       const Device dev = resolve_device(cfg.device);
-      const int threads = resolve_threads(cfg.threads);
       if (dev == Device::CPU)
-        std::printf("device: cpu, %d %s\n", threads, threads == 1 ? "thread" : "threads");
+        std::printf("device: cpu, %s\n", app::thread_count(resolve_threads(cfg.threads)).c_str());
       else
         std::printf("device: %s\n", device_name(dev));
       std::fflush(stdout);

@@ -48,10 +48,8 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       std::string why = cfg.device == "auto" ? (dev == Device::CUDA ? " (a GPU answers)"
                                                                     : " (no CUDA device answers)")
                                              : "";
-      const int threads = resolve_threads(cfg.threads);
       std::string desc = dev == Device::CUDA ? ": " + cuda_device_description()
-                                             : ", " + std::to_string(threads) +
-                                                   (threads == 1 ? " thread" : " threads");
+                                             : ", " + thread_count(resolve_threads(cfg.threads));
       std::printf("device: %s%s%s\n", device_name(dev), why.c_str(), desc.c_str());
       std::fflush(stdout);
       RunHooks hooks;

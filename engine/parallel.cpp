@@ -130,7 +130,9 @@ void forget_pool_in_child() {
   g_pool = nullptr;
   t_in_parallel = false;
 }
-const bool g_atfork = [] { return pthread_atfork(nullptr, nullptr, forget_pool_in_child) == 0; }();
+[[maybe_unused]] const bool g_atfork = [] {
+  return pthread_atfork(nullptr, nullptr, forget_pool_in_child) == 0;
+}();
 
 }  // namespace
 
@@ -181,13 +183,13 @@ int available_cpus() {
 
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (n <= 0) return;
+  const int threads = g_threads;
   const int64_t pieces =
-      std::min<int64_t>(g_threads, std::max<int64_t>(1, n / std::max<int64_t>(1, grain)));
+      std::min<int64_t>(threads, std::max<int64_t>(1, n / std::max<int64_t>(1, grain)));
   if (pieces <= 1 || t_in_parallel) return fn(0, n);
   std::unique_lock<std::mutex> lk(*g_pool_mutex, std::try_to_lock);
   if (!lk.owns_lock()) return fn(0, n);  // another thread's loop has the pool
-  (void)g_atfork;
-  const int want = static_cast<int>(g_threads) - 1;
+  const int want = threads - 1;
   if (g_pool && g_pool->requested() != want) {
     delete g_pool;
     g_pool = nullptr;

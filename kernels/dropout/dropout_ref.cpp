@@ -11,18 +11,15 @@ void apply_mask(const T* in, T* out, const DropoutParams& p, const DropoutShape&
   const int64_t total = s.numel();
   const T scale = static_cast<T>(p.scale);
   const uint64_t key = p.step_ptr ? dropout_key(p.seed, *p.step_ptr, p.salt) : p.key;
-  const int64_t hw = s.hw;
-  const bool channelwise = p.channelwise;
-  const uint32_t threshold = p.threshold;
   // Each element's mask bit depends on its index alone: threads take runs of elements.
   parallel_for(
       total,
-      [=](int64_t b, int64_t e) {
+      [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
           const uint64_t ctr =
-              channelwise ? static_cast<uint64_t>(i / hw) : static_cast<uint64_t>(i);
+              p.channelwise ? static_cast<uint64_t>(i / s.hw) : static_cast<uint64_t>(i);
           // A dropped element is in * 0, not 0: a NaN or inf stays NaN, as torch's input * mask.
-          out[i] = in[i] * (dropout_keep(key, ctr, threshold) ? scale : T(0));
+          out[i] = in[i] * (dropout_keep(key, ctr, p.threshold) ? scale : T(0));
         }
       },
       kElementwiseGrain);

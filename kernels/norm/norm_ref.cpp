@@ -4,7 +4,6 @@
 #include <climits>
 #include <cmath>
 #include <sstream>
-#include <vector>
 
 #include "engine/parallel.h"
 #include "kernels/norm/norm.h"
