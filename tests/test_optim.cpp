@@ -3,6 +3,7 @@
 // penalties, option validation; GPU: the fused step against the CPU reference, launch count.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <string>
@@ -537,6 +538,122 @@ TEST(OptimChunks, ChunksStayInsideTensors) {
   EXPECT_EQ(ts[3].chunk_end, 4);
   std::vector<OptimTensor> bad = {{3, 4, 1, 1}};
   EXPECT_THROW(optim_build_chunks(bad), Error);  // misaligned offset
+}
+
+// The CPU step over tensors of several kOptimChunk pieces (threads take runs of them): the norms
+// and penalties against sums in long double and the globally clipped SGD update written out;
+// then Adam with per-tensor clipping and weight decay gives the same weights, state and
+// statistics on one thread and on three. The padding between tensors (NaN) is never touched.
+TEST(OptimRef, PiecedTensorsMatchTheSumsOnAnyThreadCount) {
+  const int64_t sizes[] = {3, kOptimChunk + 5, 5 * kOptimChunk + 13, 1000};
+  std::vector<OptimTensor> ts;
+  int64_t total = 0;
+  for (int64_t n : sizes) {
+    OptimTensor t;
+    t.offset = total;
+    t.numel = n;
+    t.penalize = t.decay = n != 1000;  // the last one a bias
+    ts.push_back(t);
+    total += (n + 15) / 16 * 16;
+  }
+  const float nan = std::nanf("");
+  auto padded = [&](uint64_t seed, double lo, double hi) {
+    auto r = test::random_vec<float>(static_cast<size_t>(total), seed, lo, hi);
+    std::vector<float> v(r.size(), nan);
+    for (const auto& t : ts)
+      std::copy(r.begin() + t.offset, r.begin() + t.offset + t.numel, v.begin() + t.offset);
+    return v;
+  };
+  const auto w0 = padded(1, -1, 1), g = padded(2, -0.1, 0.1);
+  const int nt = static_cast<int>(ts.size());
+
+  OptimHyper h;  // SGD, lr 1, global clip 0.5, L1 and L2
+  h.lr = 1.f;
+  h.clip = ClipMode::GlobalNorm;
+  h.clip_value = 0.5f;
+  h.l1 = 0.01f;
+  h.l2 = 0.02f;
+  long double G2 = 0, l1 = 0, l2 = 0;
+  std::vector<long double> gn(ts.size()), wn(ts.size());
+  std::vector<double> geff(static_cast<size_t>(total));
+  for (size_t t = 0; t < ts.size(); ++t)
+    for (int64_t i = ts[t].offset; i < ts[t].offset + ts[t].numel; ++i) {
+      const double wi = w0[i], gi = g[i];
+      const double ge = ts[t].penalize ? gi + h.l1 * (wi > 0 ? 1.0 : -1.0) + 2.0 * h.l2 * wi : gi;
+      geff[i] = ge;
+      gn[t] += (long double)ge * ge;
+      wn[t] += (long double)wi * wi;
+      if (ts[t].penalize) l1 += std::fabs(wi), l2 += (long double)wi * wi;
+      G2 += (long double)ge * ge;
+    }
+  const double G = std::sqrt(static_cast<double>(G2)), factor = 0.5 / (G + 1e-6);
+  ASSERT_LT(factor, 0.5);  // it clips
+  std::vector<float> w = w0, s1(w0.size(), 0.f), tg(ts.size()), tw(ts.size());
+  OptimStepStats st;
+  st.tensor_grad_norm = tg.data();
+  st.tensor_weight_norm = tw.data();
+  optim_step_ref<float>(w.data(), g.data(), s1.data(), nullptr, ts.data(), nt, h, &st);
+  EXPECT_NEAR(st.grad_norm, G, 1e-6 * G);
+  EXPECT_NEAR(st.l1_penalty, 0.01 * static_cast<double>(l1), 1e-6 * 0.01 * static_cast<double>(l1));
+  EXPECT_NEAR(st.l2_penalty, 0.02 * static_cast<double>(l2), 1e-6 * 0.02 * static_cast<double>(l2));
+  for (size_t t = 0; t < ts.size(); ++t) {
+    EXPECT_NEAR(tg[t], std::sqrt(static_cast<double>(gn[t])),
+                1e-6 * std::sqrt(static_cast<double>(gn[t])))
+        << t;
+    EXPECT_NEAR(tw[t], std::sqrt(static_cast<double>(wn[t])),
+                1e-6 * std::sqrt(static_cast<double>(wn[t])))
+        << t;
+  }
+  std::vector<float> got, want;
+  for (const auto& t : ts)
+    for (int64_t i = t.offset; i < t.offset + t.numel; ++i) {
+      got.push_back(w[i]);
+      want.push_back(static_cast<float>(w0[i] - factor * geff[i]));
+    }
+  EXPECT_TRUE(test::all_close(got, want, 1e-6, 1e-6));
+
+  h.kind = OptimKind::Adam;
+  h.lr = 1e-3f;
+  h.clip = ClipMode::Norm;
+  h.clip_value = 2.f;
+  h.weight_decay = 0.1f;
+  struct Out {
+    std::vector<float> w, s1, s2, tg, tw;
+    float G, l1, l2;
+  };
+  auto adam = [&](int threads) {
+    test::ThreadCount tc(threads);
+    Out o{w0,
+          padded(3, 0, 0),
+          padded(4, 0, 0),
+          std::vector<float>(ts.size(), nan),
+          std::vector<float>(ts.size(), nan),
+          0,
+          0,
+          0};
+    OptimStepStats s;
+    s.tensor_grad_norm = o.tg.data();
+    s.tensor_weight_norm = o.tw.data();
+    OptimHyper a = h;
+    for (a.step = 1; a.step <= 2; ++a.step)
+      optim_step_ref<float>(o.w.data(), g.data(), o.s1.data(), o.s2.data(), ts.data(), nt, a, &s);
+    o.G = s.grad_norm, o.l1 = s.l1_penalty, o.l2 = s.l2_penalty;
+    return o;
+  };
+  const Out one = adam(1), three = adam(3);
+  EXPECT_TRUE(test::bitwise_equal(three.w, one.w));
+  EXPECT_TRUE(test::bitwise_equal(three.s1, one.s1));
+  EXPECT_TRUE(test::bitwise_equal(three.s2, one.s2));
+  EXPECT_TRUE(test::bitwise_equal(three.tg, one.tg));
+  EXPECT_TRUE(test::bitwise_equal(three.tw, one.tw));
+  EXPECT_TRUE(test::bitwise_equal(std::vector<float>{three.G, three.l1, three.l2},
+                                  std::vector<float>{one.G, one.l1, one.l2}));
+  EXPECT_FALSE(test::bitwise_equal(one.w, w0));  // it stepped
+  for (const auto& t : ts) {
+    const int64_t pad = t.offset + t.numel;
+    if (pad < total)
+      EXPECT_TRUE(std::isnan(one.w[pad]) && std::isnan(one.s1[pad]) && std::isnan(one.s2[pad]));
+  }
 }
 
 // ---- GPU: fused step vs CPU reference ------------------------------------------------------------

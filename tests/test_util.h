@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "engine/device.h"
+#include "engine/parallel.h"
 #include "engine/tensor.h"
 
 #define KILN_SKIP_WITHOUT_GPU()                                          \
@@ -120,6 +121,16 @@ inline ::testing::AssertionResult all_close(const std::vector<float>& got,
   return ::testing::AssertionFailure() << bad << " of " << got.size()
                                        << " elements differ (max abs err " << worst << "):" << first;
 }
+
+// Sets the process-wide CPU thread count for a scope and restores the one before (earlier runs
+// in this process may have set another: run_training applies --threads).
+struct ThreadCount {
+  explicit ThreadCount(int n) : before(num_threads()) { set_num_threads(n); }
+  ~ThreadCount() { set_num_threads(before); }
+  ThreadCount(const ThreadCount&) = delete;
+  ThreadCount& operator=(const ThreadCount&) = delete;
+  const int before;
+};
 
 // The same bits in the same places (NaNs included); names the first element that differs.
 template <typename T>

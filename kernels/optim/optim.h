@@ -68,7 +68,9 @@ struct OptimStepStats {
 // CPU reference: one step over all tensors. s1/s2 are the state buffers (same layout as w):
 // SGD: s1 = momentum_buffer; Adam/AdamW: s1 = exp_avg, s2 = exp_avg_sq; RMSprop: s1 =
 // square_avg, s2 = momentum_buffer. Buffers a kind does not use may be null. Sums of squares
-// are accumulated in double, per tensor in a fixed order (four interleaved lanes). Float only.
+// are accumulated in double in a fixed order whatever the thread count (engine/parallel.h):
+// within each kOptimChunk piece of a tensor in four interleaved lanes, then the pieces in
+// order. Float only.
 template <typename T>
 void optim_step_ref(T* w, const T* g, T* s1, T* s2, const OptimTensor* tensors, int ntensors,
                     const OptimHyper& h, OptimStepStats* stats);

@@ -1,11 +1,13 @@
 // CPU reference of the optimizer step (the CPU path of every optimizer and the oracle of the
 // CUDA step), the chunk table and workspace layout the CUDA step uses, and the launch counter.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <type_traits>
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/parallel.h"
 #include "kernels/optim/optim.h"
 #include "kernels/optim/optim_math.h"
 
@@ -44,9 +46,12 @@ void tensor_sums(const T* w, const T* g, int64_t b, int64_t e, float l1, float l
 // the tensor's factor, 1 when nothing clips (g * 1 is g exactly, as optim_clip returns it).
 template <OptimKind K, bool kPenalize, bool kClipValue, typename T>
 void update_tensor(T* w, const T* g, T* s1, T* s2, int64_t b, int64_t e, int decay, float factor,
-                   const OptimHyper& hyper, const OptimScalars& sc) {
+                   const OptimHyper& hyper, const OptimScalars& scalars) {
+  // Local copies: the stores through w, s1 and s2 cannot alias them, so the loop keeps them in
+  // registers (read through the references, a store could change them: no vectorisation).
   OptimHyper h = hyper;
   h.kind = K;
+  const OptimScalars sc = scalars;
   for (int64_t i = b; i < e; ++i) {
     T ge = optim_penalised_grad(g[i], w[i], kPenalize, h.l1, h.l2);
     if (kClipValue)
@@ -74,26 +79,63 @@ void update_tensor(T* w, const T* g, T* s1, T* s2, int64_t b, int64_t e, int pen
 template <OptimKind K>
 using Kind = std::integral_constant<OptimKind, K>;
 
+// A piece of one tensor: [begin, end) of the flat buffers, at most kOptimChunk elements, the
+// same cut as the CUDA step's chunk table (optim_build_chunks).
+struct Piece {
+  int64_t begin, end;
+  int tensor;
+};
+
+std::vector<Piece> pieces_of(const OptimTensor* tensors, int ntensors) {
+  std::vector<Piece> p;
+  for (int t = 0; t < ntensors; ++t)
+    for (int64_t b = 0; b < tensors[t].numel; b += kOptimChunk)
+      p.push_back({tensors[t].offset + b,
+                   tensors[t].offset + std::min(tensors[t].numel, b + kOptimChunk), t});
+  return p;
+}
+
 }  // namespace
 
+// Both passes run over fixed pieces of at most kOptimChunk elements (threads, engine/parallel.h,
+// take runs of them): pass 1 forms each piece's sums, then adds a tensor's pieces in order, so
+// the norms and every updated value are the same bits on any thread count.
 template <typename T>
 void optim_step_ref(T* w, const T* g, T* s1, T* s2, const OptimTensor* tensors, int ntensors,
                     const OptimHyper& hyper, OptimStepStats* stats) {
   // A local copy: the stores through w, s1 and s2 below cannot alias it, so the compiler
   // keeps the hyper-parameters in registers instead of reloading them for every element.
   const OptimHyper h = hyper;
-  // Pass 1: statistics of g_eff and w per tensor (double sums; tensor_sums fixes the order).
+  const std::vector<Piece> pieces = pieces_of(tensors, ntensors);
+  const int64_t np = static_cast<int64_t>(pieces.size());
+  const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / kOptimChunk);
+  // Pass 1: statistics of g_eff and w per piece (double sums; tensor_sums fixes the order),
+  // then per tensor in piece order.
+  std::vector<double> sums(static_cast<size_t>(3 * np));
+  parallel_for(
+      np,
+      [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+          const Piece& pc = pieces[p];
+          double* out = &sums[3 * p];
+          if (tensors[pc.tensor].penalize)
+            tensor_sums<T, true>(w, g, pc.begin, pc.end, h.l1, h.l2, out, out + 1, out + 2);
+          else
+            tensor_sums<T, false>(w, g, pc.begin, pc.end, h.l1, h.l2, out, out + 1, out + 2);
+        }
+      },
+      grain);
   std::vector<double> g2(ntensors), w2(ntensors), aw(ntensors);
+  for (int64_t p = 0; p < np; ++p) {
+    const int t = pieces[p].tensor;
+    g2[t] += sums[3 * p];
+    w2[t] += sums[3 * p + 1];
+    aw[t] += sums[3 * p + 2];
+  }
   double total = 0, l1_sum = 0, l2_sum = 0;
   for (int t = 0; t < ntensors; ++t) {
-    const OptimTensor& ts = tensors[t];
-    const int64_t b = ts.offset, e = ts.offset + ts.numel;
-    if (ts.penalize)
-      tensor_sums<T, true>(w, g, b, e, h.l1, h.l2, &g2[t], &w2[t], &aw[t]);
-    else
-      tensor_sums<T, false>(w, g, b, e, h.l1, h.l2, &g2[t], &w2[t], &aw[t]);
     total += g2[t];
-    if (ts.penalize) {
+    if (tensors[t].penalize) {
       l1_sum += aw[t];
       l2_sum += w2[t];
     }
@@ -115,21 +157,20 @@ void optim_step_ref(T* w, const T* g, T* s1, T* s2, const OptimTensor* tensors, 
   }
   if (nonfinite) return;
 
-  // Pass 2: clip, decay, update. A state buffer the kind does not use may be null; then a
-  // dummy takes its (unread) writes, in a loop of its own so the usual one stays vectorisable.
-  // SGD never touches s2 (FlatOptimizer keeps none for it): its specialised loop gets s1 in
-  // its place, or every SGD step of a real run took the slow loop.
+  // Pass 2: clip, decay, update, element by element. A state buffer the kind does not use may
+  // be null; then a dummy takes its (unread) writes, in a loop of its own so the usual one stays
+  // vectorisable. SGD never touches s2 (FlatOptimizer keeps none for it): its specialised loop
+  // gets s1 in its place, or every SGD step of a real run took the slow loop.
   const OptimScalars sc = optim_scalars(h);
   if (!s2 && h.kind == OptimKind::SGD) s2 = s1;
-  for (int t = 0; t < ntensors; ++t) {
-    const OptimTensor& ts = tensors[t];
-    const float factor = static_cast<float>(optim_clip_factor(h.clip, h.clip_value, g2[t], G));
+  std::vector<float> factors(ntensors);
+  for (int t = 0; t < ntensors; ++t)
+    factors[t] = static_cast<float>(optim_clip_factor(h.clip, h.clip_value, g2[t], G));
+  auto update_piece = [&](const Piece& pc) {
+    const OptimTensor& ts = tensors[pc.tensor];
+    const float factor = factors[pc.tensor];
     const int penalize = ts.penalize, decay = ts.decay;
-    const int64_t b = ts.offset, e = ts.offset + ts.numel;
-    auto g_eff = [&](int64_t i) {
-      return optim_clip(optim_penalised_grad(g[i], w[i], penalize, h.l1, h.l2), h.clip,
-                        h.clip_value, factor);
-    };
+    const int64_t b = pc.begin, e = pc.end;
     if (s1 && s2) {
       // One instantiation per kind, so each loop is specialised (a function-pointer table
       // measured 3x slower for SGD: the calls no longer inline).
@@ -152,10 +193,19 @@ void optim_step_ref(T* w, const T* g, T* s1, T* s2, const OptimTensor* tensors, 
       }
     } else {
       T dummy1 = 0, dummy2 = 0;
-      for (int64_t i = b; i < e; ++i)
-        optim_update(w[i], g_eff(i), s1 ? s1 + i : &dummy1, s2 ? s2 + i : &dummy2, decay, h, sc);
+      for (int64_t i = b; i < e; ++i) {
+        const T ge = optim_clip(optim_penalised_grad(g[i], w[i], penalize, h.l1, h.l2), h.clip,
+                                h.clip_value, factor);
+        optim_update(w[i], ge, s1 ? s1 + i : &dummy1, s2 ? s2 + i : &dummy2, decay, h, sc);
+      }
     }
-  }
+  };
+  parallel_for(
+      np,
+      [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) update_piece(pieces[p]);
+      },
+      grain);
 }
 
 template <typename T>
