@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <exception>
@@ -22,6 +23,30 @@ namespace kiln {
 namespace {
 
 thread_local bool t_in_parallel = false;  // a pool worker, or a caller inside parallel_for
+
+// Waking a sleeping thread takes tens of microseconds (more in a virtual machine), and a training
+// step runs dozens of loops: so a worker that finished a piece, and a caller waiting for the
+// others' pieces, first spin this long on what they wait for before they sleep.
+constexpr auto kSpin = std::chrono::microseconds(100);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spins until ready() or kSpin has passed; returns ready().
+template <typename Ready>
+bool spin_until(const Ready& ready) {
+  const auto end = std::chrono::steady_clock::now() + kSpin;
+  for (unsigned i = 1;; ++i) {
+    if (ready()) return true;
+    cpu_relax();
+    if (i % 64 == 0 && std::chrono::steady_clock::now() > end) return ready();
+  }
+}
 
 // Worker threads 1..W, each woken on its own when a loop has a piece for it; piece 0 runs on
 // the caller. A loop with fewer pieces than workers wakes only the workers it needs.
@@ -44,7 +69,7 @@ class Pool {
   ~Pool() {
     {
       std::lock_guard<std::mutex> lk(m_);
-      stop_ = true;
+      stop_.store(true);
     }
     for (auto& s : slots_) s->wake.notify_one();
     for (auto& s : slots_) s->thread.join();
@@ -57,15 +82,22 @@ class Pool {
     {
       std::lock_guard<std::mutex> lk(m_);
       job_ = &piece;
-      pieces_ = pieces;
-      pending_ = pieces - 1;
+      pieces_.store(pieces);
+      pending_.store(pieces - 1);
       error_ = nullptr;
-      ++generation_;
+      generation_.store(generation_.load() + 1);  // last: a spinning worker reads it first
     }
+    // (A worker still spinning has no waiter on its condition: this notify is then a no-op.)
     for (int i = 1; i < pieces; ++i) slots_[static_cast<size_t>(i - 1)]->wake.notify_one();
     run_piece(0);
-    std::unique_lock<std::mutex> lk(m_);
-    done_.wait(lk, [this] { return pending_ == 0; });
+    auto done = [this] { return pending_.load() == 0; };
+    std::unique_lock<std::mutex> lk(m_, std::defer_lock);
+    if (spin_until(done)) {
+      lk.lock();
+    } else {
+      lk.lock();
+      done_.wait(lk, done);
+    }
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -86,33 +118,37 @@ class Pool {
   void loop(int id, Slot& slot) {
     t_in_parallel = true;
     uint64_t seen = 0;
+    // A loop this worker has no piece of leaves `seen` behind; the next loop that has one
+    // differs from it too. Read without the lock while spinning, and again under it.
+    auto has_work = [&] {
+      return stop_.load() || (generation_.load() != seen && id < pieces_.load());
+    };
     for (;;) {
+      spin_until(has_work);
       {
         std::unique_lock<std::mutex> lk(m_);
-        // A loop this worker has no piece of leaves `seen` behind; the next loop that has one
-        // differs from it too.
-        slot.wake.wait(lk, [&] { return stop_ || (generation_ != seen && id < pieces_); });
-        if (stop_) return;
-        seen = generation_;
+        slot.wake.wait(lk, has_work);
+        if (stop_.load()) return;
+        seen = generation_.load();
       }
       run_piece(id);
-      bool last;
-      {
+      if (pending_.fetch_sub(1) == 1) {
+        // Under the lock: the caller, if it sleeps, checked pending_ under it before it did.
         std::lock_guard<std::mutex> lk(m_);
-        last = --pending_ == 0;
+        done_.notify_one();
       }
-      if (last) done_.notify_one();
     }
   }
 
   const int requested_;
   std::mutex m_;
   std::condition_variable done_;
-  bool stop_ = false;
-  uint64_t generation_ = 0;
+  // Written under m_; atomic so that spinning threads may read them without it.
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pieces_{0};
+  std::atomic<int> pending_{0};  // pieces not yet finished by the workers
   const std::function<void(int)>* job_ = nullptr;
-  int pieces_ = 0;
-  int pending_ = 0;
   std::exception_ptr error_;
   std::vector<std::unique_ptr<Slot>> slots_;
 };
