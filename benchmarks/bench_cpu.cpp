@@ -3,8 +3,8 @@
 // synthetic MNIST-shaped images with the apps' default recipe (Adam + one-cycle, Kaiming init,
 // batch 32): gather, forward, loss, backward, optimizer step. BM_CpuConv times the conv
 // reference's three passes on each of the default cnn's conv shapes at batch 32, BM_CpuPool
-// its max pooling, BM_CpuOptimStep the optimizer step. Wall-clock time, one warm-up epoch or call
-// first; report medians:
+// its max pooling, BM_CpuOptimStep the optimizer step, BM_CpuLinear a wide Linear layer's GEMMs.
+// Wall-clock time, one warm-up epoch or call first; report medians:
 //   bench_cpu --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
@@ -18,6 +18,7 @@
 #include "engine/dataset.h"
 #include "engine/parallel.h"
 #include "kernels/conv/conv.h"
+#include "kernels/dense/dense.h"
 #include "kernels/optim/optim.h"
 #include "kernels/pool/pool.h"
 
@@ -47,14 +48,18 @@ const Dataset& synthetic_mnist() {
   return ds;
 }
 
+// model "mlp-wide": the mlp with three hidden layers of 1024 (2.9M parameters), where the CPU
+// epoch is the dense layers' GEMMs and the optimizer step.
 void BM_CpuEpoch(benchmark::State& state, const std::string& model) {
   const int64_t batch = state.range(0);
   const Dataset& ds = synthetic_mnist();
   const bool fuse = state.range(1) != 0;
   const int threads = static_cast<int>(state.range(2));
   set_num_threads(threads);
+  const bool wide = model == "mlp-wide";
   bench::Recipe r =
-      bench::default_recipe(model, fuse, ds.sample_shape(), Device::CPU, ds.size(), batch);
+      bench::default_recipe(wide ? "mlp" : model, fuse, ds.sample_shape(), Device::CPU, ds.size(),
+                            batch, wide ? 1024 : 256, wide ? 3 : 2);
   Context ctx(Device::CPU, 0);
   Trainer tr(*r.model, *r.opt, *r.sched, ctx, r.train);
   tr.fit(ds, nullptr, 0);  // warm-up: buffers grow to their size
@@ -64,6 +69,14 @@ void BM_CpuEpoch(benchmark::State& state, const std::string& model) {
   state.SetLabel(model + " batch " + std::to_string(batch) + (fuse ? " fused" : "") + ", " +
                  std::to_string(threads) + (threads == 1 ? " thread" : " threads"));
   set_num_threads(1);
+}
+
+// n values from a standard normal distribution.
+std::vector<float> normal_values(int64_t n, std::mt19937& g) {
+  std::normal_distribution<float> d(0.f, 1.f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& e : v) e = d(g);
+  return v;
 }
 
 // The default cnn's conv layers (train_mnist --summary) at batch 32.
@@ -86,12 +99,7 @@ void BM_CpuConv(benchmark::State& state) {
   const ConvShape s = cnn_conv(static_cast<int>(state.range(0)));
   const int pass = static_cast<int>(state.range(1));  // 0 fwd, 1 bwd-data, 2 bwd-filter
   std::mt19937 g(2);
-  std::normal_distribution<float> d(0.f, 1.f);
-  auto fill = [&](int64_t n) {
-    std::vector<float> v(static_cast<size_t>(n));
-    for (auto& e : v) e = d(g);
-    return v;
-  };
+  auto fill = [&](int64_t n) { return normal_values(n, g); };
   std::vector<float> x = fill(s.x_numel()), w = fill(s.w_numel()), b = fill(s.k),
                      y = fill(s.y_numel()), dx(x.size()), dw(w.size()), db(b.size());
   auto run = [&] {
@@ -139,17 +147,21 @@ void BM_CpuMaxPool(benchmark::State& state) {
 }
 
 // One optimizer step over the mlp's 269,322 parameters (784-256-256-10: three weights, three
-// biases), as the CPU path takes it after every batch.
+// biases) or, with params 1, the wide mlp's 2,919,434 (784-1024-1024-1024-10), as the CPU path
+// takes it after every batch, on 1 or 2 threads.
 void BM_CpuOptimStep(benchmark::State& state) {
   const OptimKind kind = static_cast<OptimKind>(state.range(0));
-  const int64_t sizes[] = {784 * 256, 256, 256 * 256, 256, 256 * 10, 10};
+  const bool wide = state.range(1) != 0;
+  const int threads = static_cast<int>(state.range(2));
+  std::vector<int64_t> sizes = {784 * 256, 256, 256 * 256, 256, 256 * 10, 10};
+  if (wide) sizes = {784 * 1024, 1024, 1024 * 1024, 1024, 1024 * 1024, 1024, 1024 * 10, 10};
   std::vector<OptimTensor> ts;
   int64_t off = 0;
   for (int64_t n : sizes) {
     OptimTensor t;
     t.offset = off;
     t.numel = n;
-    t.decay = t.penalize = n > 256;  // weights, not biases
+    t.decay = t.penalize = n > 1024;  // weights, not biases
     ts.push_back(t);
     off += (n + 15) / 16 * 16;
   }
@@ -166,6 +178,7 @@ void BM_CpuOptimStep(benchmark::State& state) {
   OptimStepStats st;
   st.tensor_grad_norm = gn.data();
   st.tensor_weight_norm = wn.data();
+  set_num_threads(threads);
   for (auto _ : state) {
     // SGD keeps one state buffer: FlatOptimizer passes no s2 for it, so neither does this.
     optim_step_ref<float>(w.data(), gr.data(), s1.data(),
@@ -174,13 +187,59 @@ void BM_CpuOptimStep(benchmark::State& state) {
     ++h.step;
     benchmark::ClobberMemory();
   }
+  set_num_threads(1);
   state.counters["params_per_s"] =
       benchmark::Counter(static_cast<double>(off), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(kind == OptimKind::Adam ? "adam" : "sgd momentum");
+  state.SetLabel(std::string(kind == OptimKind::Adam ? "adam" : "sgd momentum") +
+                 (wide ? ", wide mlp" : ", mlp") + ", " + std::to_string(threads) +
+                 (threads == 1 ? " thread" : " threads"));
+}
+
+// The wide mlp's middle Linear layer at batch 32 (1024 -> 1024) through the CPU path's
+// gemm_ref_blocks: pass 0 forward (y = x W^T), 1 the input gradient (dx = dy W), 2 the weight
+// gradient (dW = dy^T x, a sum over the batch: one block), on 1 or 2 threads.
+void BM_CpuLinear(benchmark::State& state) {
+  const int pass = static_cast<int>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  const int64_t n = 32, in = 1024, out = 1024;
+  std::mt19937 g(5);
+  auto fill = [&](int64_t k) { return normal_values(k, g); };
+  const auto x = fill(n * in), w = fill(out * in), dy = fill(n * out);
+  std::vector<float> y(static_cast<size_t>(n * out)), dx(x.size()), dw(w.size());
+  set_num_threads(threads);
+  auto run = [&] {
+    if (pass == 0)
+      gemm_ref_blocks<float>(false, true, n, out, in, 1.f, x.data(), in, w.data(), in, 0.f,
+                             y.data(), out);
+    else if (pass == 1)
+      gemm_ref_blocks<float>(false, false, n, in, out, 1.f, dy.data(), out, w.data(), in, 0.f,
+                             dx.data(), in);
+    else
+      gemm_ref_blocks<float>(true, false, out, in, n, 1.f, dy.data(), out, x.data(), in, 0.f,
+                             dw.data(), in);
+  };
+  run();
+  for (auto _ : state) {
+    run();
+    benchmark::ClobberMemory();
+  }
+  set_num_threads(1);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * double(n * in * out), benchmark::Counter::kIsIterationInvariantRate,
+                         benchmark::Counter::kIs1000);
+  static const char* names[] = {"fwd", "bwd_data", "bwd_weight"};
+  state.SetLabel(std::string("1024->1024 batch 32 ") + names[pass] + ", " +
+                 std::to_string(threads) + (threads == 1 ? " thread" : " threads"));
 }
 
 // Wall-clock time: with threads, the process's CPU time is not the epoch's.
 BENCHMARK_CAPTURE(BM_CpuEpoch, mlp, std::string("mlp"))
+    ->ArgNames({"batch", "fuse", "threads"})
+    ->Args({32, 0, 1})
+    ->Args({32, 0, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_CpuEpoch, mlp_wide, std::string("mlp-wide"))
     ->ArgNames({"batch", "fuse", "threads"})
     ->Args({32, 0, 1})
     ->Args({32, 0, 2})
@@ -199,9 +258,16 @@ BENCHMARK(BM_CpuConv)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CpuMaxPool)->ArgName("bwd")->DenseRange(0, 1)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CpuOptimStep)
-    ->ArgName("kind")
-    ->Arg(static_cast<int>(OptimKind::SGD))
-    ->Arg(static_cast<int>(OptimKind::Adam))
+    ->ArgNames({"kind", "wide", "threads"})
+    ->ArgsProduct({{static_cast<int>(OptimKind::SGD), static_cast<int>(OptimKind::Adam)},
+                   {0, 1},
+                   {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CpuLinear)
+    ->ArgNames({"pass", "threads"})
+    ->ArgsProduct({{0, 1, 2}, {1, 2}})
+    ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace

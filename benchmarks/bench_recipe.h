@@ -20,11 +20,12 @@ struct Recipe {
 };
 
 inline Recipe default_recipe(const std::string& model, bool fuse, const Shape& sample, Device dev,
-                             int64_t samples, int64_t batch) {
+                             int64_t samples, int64_t batch, int width = 256, int depth = 2) {
   Recipe r;
   ModelOptions mo;
   mo.model = model;
-  mo.width = 256;
+  mo.width = width;  // the mlp's
+  mo.depth = depth;
   mo.init = "kaiming";
   mo.fuse = fuse;
   r.model = make_model(mo, sample, 10);

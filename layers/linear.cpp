@@ -38,7 +38,8 @@ Tensor Linear::forward(Context& ctx, const Tensor& x) {
     (void)ctx;  // no CUDA tensors exist in a build without CUDA
 #endif
   } else {
-    gemm_ref<float>(false, true, n, out_, in_, 1.f, x.data(), in_, w, in_, 0.f, y_.data(), out_);
+    gemm_ref_blocks<float>(false, true, n, out_, in_, 1.f, x.data(), in_, w, in_, 0.f, y_.data(),
+                           out_);
     if (bias_) bias_add_ref<float>(y_.data(), value(1).data(), n, out_);
   }
   return y_;
@@ -59,9 +60,12 @@ Tensor Linear::backward(Context& ctx, const Tensor& dy) {
     (void)ctx;
 #endif
   } else {
-    gemm_ref<float>(true, false, out_, in_, n, 1.f, dy.data(), out_, x_.data(), in_, 0.f, dw, in_);
+    gemm_ref_blocks<float>(true, false, out_, in_, n, 1.f, dy.data(), out_, x_.data(), in_, 0.f, dw,
+                           in_);
     if (bias_) bias_grad_ref<float>(dy.data(), grad(1).data(), n, out_);
-    if (need_dx) gemm_ref<float>(false, false, n, in_, out_, 1.f, dy.data(), out_, w, in_, 0.f, dx_.data(), in_);
+    if (need_dx)
+      gemm_ref_blocks<float>(false, false, n, in_, out_, 1.f, dy.data(), out_, w, in_, 0.f,
+                             dx_.data(), in_);
   }
   return need_dx ? dx_ : Tensor();
 }

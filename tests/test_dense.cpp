@@ -61,6 +61,54 @@ TEST(GemmRef, BetaAccumulates) {
   EXPECT_FLOAT_EQ(C[0], 2.0f * 11.0f + 5.0f);
 }
 
+// The cut: small products and sums over fewer than 64 terms stay one call; blocks are at least
+// 128 rows or columns, at most 16.
+TEST(GemmRefBlocks, TheCutDependsOnTheShapeOnly) {
+  EXPECT_EQ(gemm_blocks(32, 256, 256), 1);     // 2M multiply-adds: one block's worth
+  EXPECT_EQ(gemm_blocks(1024, 1024, 32), 1);   // a weight gradient over a batch of 32
+  EXPECT_EQ(gemm_blocks(1024, 1024, 64), 8);   // a batch of 64: by rows, 128 each
+  EXPECT_EQ(gemm_blocks(32, 1024, 1024), 8);   // by columns
+  EXPECT_EQ(gemm_blocks(32, 100, 100000), 1);  // 100 columns: no room for two blocks of 128
+  EXPECT_EQ(gemm_blocks(8192, 8192, 8192), 16);
+  EXPECT_EQ(gemm_blocks(0, 4096, 4096), 1);
+}
+
+// Each block is its own GEMM on a slice of C: every transpose case, cuts by columns and by rows
+// with an uneven last block, alpha and beta, against the definition in double; C poisoned where
+// beta is 0; and the same bits on one thread and on three.
+TEST(GemmRefBlocks, EveryCutAndTransposeMatchesTheDefinition) {
+  struct Shape3 {
+    int M, N, K;
+  };
+  for (Shape3 sh : {Shape3{40, 1000, 300}, Shape3{600, 40, 300}}) {
+    const int M = sh.M, N = sh.N, K = sh.K;
+    ASSERT_GE(gemm_blocks(M, N, K), 3) << M << "x" << N << "x" << K;
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb)
+        for (float beta : {0.f, 0.5f}) {
+          SCOPED_TRACE(std::to_string(M) + "x" + std::to_string(N) + " ta " + std::to_string(ta) +
+                       " tb " + std::to_string(tb) + " beta " + std::to_string(beta));
+          const auto A = random_vec<float>(M * K, 5 + ta), B = random_vec<float>(K * N, 7 + tb);
+          const auto C0 = random_vec<float>(M * N, 9);
+          auto run = [&](int threads) {
+            test::ThreadCount tc(threads);
+            std::vector<float> C = beta == 0.f ? std::vector<float>(M * N, std::nanf("")) : C0;
+            gemm_ref_blocks<float>(ta, tb, M, N, K, 0.75f, A.data(), ta ? M : K, B.data(),
+                                   tb ? K : N, beta, C.data(), N);
+            return C;
+          };
+          const auto one = run(1), three = run(3);
+          EXPECT_TRUE(test::bitwise_equal(three, one));
+          const auto want = naive_gemm(ta, tb, M, N, K, std::vector<double>(A.begin(), A.end()),
+                                       std::vector<double>(B.begin(), B.end()));
+          std::vector<float> w(M * N);
+          for (int i = 0; i < M * N; ++i)
+            w[i] = static_cast<float>(0.75 * want[i] + beta * double(C0[i]));
+          EXPECT_TRUE(all_close(one, w, 1e-4, 1e-4));
+        }
+  }
+}
+
 TEST(LinearRef, GradCheckDouble) {
   const int n = 3, in = 4, out = 5;
   auto x = random_vec<double>(n * in, 11), w = random_vec<double>(out * in, 12), b = random_vec<double>(out, 13);

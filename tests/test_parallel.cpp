@@ -30,13 +30,7 @@
 namespace kiln {
 namespace {
 
-// Restores the process-wide count a test changes (earlier runs in this process may have set
-// another: run_training applies --threads).
-struct ThreadCount {
-  explicit ThreadCount(int n) : before(num_threads()) { set_num_threads(n); }
-  ~ThreadCount() { set_num_threads(before); }
-  const int before;
-};
+using test::ThreadCount;
 
 struct Piece {
   int64_t begin, end;
@@ -303,21 +297,30 @@ TEST(Parallel, NormAndDropoutReferencesGiveTheSameBitsOnAnyThreadCount) {
   }
 }
 
-// A CPU run of the cnn with batch norm and dropout ends with the same weights, optimizer state
-// and losses on one thread and on three (--threads is not part of the recipe).
-TEST(Parallel, TrainingGivesTheSameBitsOnAnyThreadCount) {
-  auto train = [](int threads) {
+// A CPU run ends with the same weights, optimizer state and losses on one thread and on three
+// (--threads is not part of the recipe): the cnn with batch norm and dropout, and a wide mlp whose
+// Linear layers are cut into blocks, trained with L2 and a global clip norm over tensors of
+// several optimizer pieces.
+void expect_same_training_on_any_thread_count(const std::string& model) {
+  SCOPED_TRACE(model);
+  auto train = [&](int threads) {
     RunConfig c;
     c.device = "cpu";
     c.threads = threads;
     c.data.data_dir = test::data_dir();
     c.data.train_limit = 300;
     c.data.test_limit = 100;
-    c.model.model = "cnn";
-    c.model.norm = "batch";
-    c.model.dropout = 0.1f;
+    c.model.model = model;
+    if (model == "cnn") {
+      c.model.norm = "batch";
+      c.model.dropout = 0.1f;
+    } else {
+      c.model.width = 1024;  // first layer: 8 blocks of 128 outputs, forward and back
+      c.optim.l2 = 1e-4f;
+      c.optim.global_clipnorm = 0.5f;
+    }
     c.train.epochs = 1;
-    c.train.batch_size = 64;  // groups of four images in the conv filter gradients
+    c.train.batch_size = 64;  // cnn: groups of four images in the conv filter gradients
     c.train.progress = 0;
     c.save = ::testing::TempDir() + "kiln_threads_" + std::to_string(threads) + "_" +
              std::to_string(getpid()) + ".safetensors";
@@ -340,6 +343,11 @@ TEST(Parallel, TrainingGivesTheSameBitsOnAnyThreadCount) {
     compared += f1.tensors[i].data.size();
   }
   EXPECT_GT(compared, 17000u * 4u);  // the weights and more
+}
+
+TEST(Parallel, TrainingGivesTheSameBitsOnAnyThreadCount) {
+  expect_same_training_on_any_thread_count("cnn");
+  expect_same_training_on_any_thread_count("mlp");
 }
 
 }  // namespace

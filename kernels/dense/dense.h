@@ -12,6 +12,15 @@ namespace kiln {
 template <typename T>
 void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
               int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+// The same, with C cut into blocks along its longer side that threads take (engine/parallel.h),
+// each block one gemm_ref. The cut depends on the shape only, never on the thread count, so the
+// result is the same bits on any count. For one large product (the Linear layer's); a GEMM
+// inside a parallel loop (a conv's, per image) should stay one gemm_ref.
+template <typename T>
+void gemm_ref_blocks(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+                     const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+// The number of blocks gemm_ref_blocks cuts an M x N x K product into (1: a single gemm_ref).
+int64_t gemm_blocks(int64_t M, int64_t N, int64_t K);
 // The same through cuBLAS on the handle's stream (float; TF32 off: exact fp32).
 void gemm_cuda(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                float alpha, const float* A, int64_t lda, const float* B, int64_t ldb, float beta,

@@ -1,8 +1,10 @@
 // CPU references for the dense family. Float and double GEMM go through CBLAS (OpenBLAS)
 // when the build found it; the loop fallback keeps the CPU-only build dependency-free.
+#include <algorithm>
 #include <cstdlib>
 #include <vector>
 
+#include "engine/parallel.h"
 #include "kernels/dense/dense.h"
 
 #ifdef KILN_HAVE_CBLAS
@@ -58,6 +60,50 @@ void gemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const 
 #endif
 }
 
+// Blocks of at least kBlockWork multiply-adds (a wake-up of another thread costs a few
+// microseconds; this is ~50), at least kBlockSide rows or columns (each block is an OpenBLAS call
+// of its own, which packs the other operand again), at most kMaxBlocks. A product over fewer than
+// kBlockDepth terms (a weight gradient's sum over a batch of 32) stays whole: it mostly writes
+// C, and two threads writing halves of it measured slower than one writing all.
+namespace {
+constexpr int64_t kBlockWork = int64_t(1) << 21, kBlockSide = 128, kMaxBlocks = 16,
+                  kBlockDepth = 64;
+int64_t block_len(int64_t side, int64_t blocks) {  // a multiple of 16, blocks of it cover side
+  return ((side + blocks - 1) / blocks + 15) / 16 * 16;
+}
+}  // namespace
+
+int64_t gemm_blocks(int64_t M, int64_t N, int64_t K) {
+  if (K < kBlockDepth) return 1;
+  const int64_t side = std::max(M, N);
+  const double work = double(M) * double(N) * double(K);
+  const int64_t by_work =
+      static_cast<int64_t>(std::min(work / double(kBlockWork), double(kMaxBlocks)));
+  const int64_t blocks = std::max<int64_t>(1, std::min({by_work, side / kBlockSide, kMaxBlocks}));
+  const int64_t len = block_len(side, blocks);
+  return (side + len - 1) / len;
+}
+
+template <typename T>
+void gemm_ref_blocks(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                     int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  const int64_t blocks = gemm_blocks(M, N, K);
+  if (blocks == 1) return gemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const bool by_cols = N >= M;
+  const int64_t len = block_len(by_cols ? N : M, blocks);
+  parallel_for(blocks, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t lo = b * len, n = std::min(len, (by_cols ? N : M) - lo);
+      if (by_cols)  // C[:, lo:lo+n] = op(A) * op(B)[:, lo:lo+n]
+        gemm_ref(ta, tb, M, n, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo,
+                 ldc);
+      else  // C[lo:lo+n, :] = op(A)[lo:lo+n, :] * op(B)
+        gemm_ref(ta, tb, n, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta,
+                 C + lo * ldc, ldc);
+    }
+  });
+}
+
 template <typename T>
 void bias_add_ref(T* y, const T* b, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r)
@@ -71,10 +117,12 @@ void bias_grad_ref(const T* dy, T* db, int64_t rows, int64_t cols) {
     for (int64_t c = 0; c < cols; ++c) db[c] += dy[r * cols + c];
 }
 
-#define KILN_INSTANTIATE(T)                                                                   \
-  template void gemm_ref<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,      \
-                            const T*, int64_t, T, T*, int64_t);                               \
-  template void bias_add_ref<T>(T*, const T*, int64_t, int64_t);                              \
+#define KILN_INSTANTIATE(T)                                                                        \
+  template void gemm_ref<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, \
+                            int64_t, T, T*, int64_t);                                              \
+  template void gemm_ref_blocks<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,    \
+                                   const T*, int64_t, T, T*, int64_t);                             \
+  template void bias_add_ref<T>(T*, const T*, int64_t, int64_t);                                   \
   template void bias_grad_ref<T>(const T*, T*, int64_t, int64_t);
 KILN_INSTANTIATE(float)
 KILN_INSTANTIATE(double)
