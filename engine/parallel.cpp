@@ -91,13 +91,9 @@ class Pool {
     for (int i = 1; i < pieces; ++i) slots_[static_cast<size_t>(i - 1)]->wake.notify_one();
     run_piece(0);
     auto done = [this] { return pending_.load() == 0; };
-    std::unique_lock<std::mutex> lk(m_, std::defer_lock);
-    if (spin_until(done)) {
-      lk.lock();
-    } else {
-      lk.lock();
-      done_.wait(lk, done);
-    }
+    spin_until(done);
+    std::unique_lock<std::mutex> lk(m_);
+    done_.wait(lk, done);  // returns at once when the spin saw it done
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -133,8 +129,7 @@ class Pool {
       }
       run_piece(id);
       if (pending_.fetch_sub(1) == 1) {
-        // Under the lock: the caller, if it sleeps, checked pending_ under it before it did.
-        std::lock_guard<std::mutex> lk(m_);
+        std::lock_guard<std::mutex> lk(m_);  // see pending_
         done_.notify_one();
       }
     }
@@ -143,11 +138,14 @@ class Pool {
   const int requested_;
   std::mutex m_;
   std::condition_variable done_;
-  // Written under m_; atomic so that spinning threads may read them without it.
+  // Set under m_; atomic so that spinning threads may read them without it.
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pieces_{0};
-  std::atomic<int> pending_{0};  // pieces not yet finished by the workers
+  // The workers' pieces not yet finished: set under m_, counted down by the workers without it.
+  // The one that reaches 0 then takes m_ to notify, so a caller that saw it above 0 under m_
+  // and went to sleep cannot miss the wake-up.
+  std::atomic<int> pending_{0};
   const std::function<void(int)>* job_ = nullptr;
   std::exception_ptr error_;
   std::vector<std::unique_ptr<Slot>> slots_;

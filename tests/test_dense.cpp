@@ -61,8 +61,8 @@ TEST(GemmRef, BetaAccumulates) {
   EXPECT_FLOAT_EQ(C[0], 2.0f * 11.0f + 5.0f);
 }
 
-// The cut: small products and sums over fewer than 64 terms stay one call; blocks are at least
-// 128 rows or columns, at most 16.
+// The cut: small products and sums over fewer than 64 terms stay one call; blocks of about 128
+// rows or columns or more, at most 16; an empty C is one (empty) call.
 TEST(GemmRefBlocks, TheCutDependsOnTheShapeOnly) {
   EXPECT_EQ(gemm_blocks(32, 256, 256), 1);     // 2M multiply-adds: one block's worth
   EXPECT_EQ(gemm_blocks(1024, 1024, 32), 1);   // a weight gradient over a batch of 32
@@ -71,15 +71,23 @@ TEST(GemmRefBlocks, TheCutDependsOnTheShapeOnly) {
   EXPECT_EQ(gemm_blocks(32, 100, 100000), 1);  // 100 columns: no room for two blocks of 128
   EXPECT_EQ(gemm_blocks(8192, 8192, 8192), 16);
   EXPECT_EQ(gemm_blocks(0, 4096, 4096), 1);
+  EXPECT_EQ(gemm_blocks(0, 0, 64), 1);
+  EXPECT_EQ(gemm_blocks(0, 0, 0), 1);
+  float nothing = 1.f;
+  gemm_ref_blocks<float>(false, false, 0, 0, 64, 1.f, &nothing, 64, &nothing, 1, 0.f, &nothing, 1);
+  EXPECT_EQ(nothing, 1.f);
 }
 
 // Each block is its own GEMM on a slice of C: every transpose case, cuts by columns and by rows
-// with an uneven last block, alpha and beta, against the definition in double; C poisoned where
-// beta is 0; and the same bits on one thread and on three.
+// with an uneven last block, alpha and beta, leading dimensions past the rows (NaN between),
+// against the definition in double; C poisoned where beta is 0 and its padding left alone; and the
+// same bits on one thread and on three.
 TEST(GemmRefBlocks, EveryCutAndTransposeMatchesTheDefinition) {
   struct Shape3 {
     int M, N, K;
   };
+  const float nan = std::nanf("");
+  const int pad = 3;
   for (Shape3 sh : {Shape3{40, 1000, 300}, Shape3{600, 40, 300}}) {
     const int M = sh.M, N = sh.N, K = sh.K;
     ASSERT_GE(gemm_blocks(M, N, K), 3) << M << "x" << N << "x" << K;
@@ -88,23 +96,42 @@ TEST(GemmRefBlocks, EveryCutAndTransposeMatchesTheDefinition) {
         for (float beta : {0.f, 0.5f}) {
           SCOPED_TRACE(std::to_string(M) + "x" + std::to_string(N) + " ta " + std::to_string(ta) +
                        " tb " + std::to_string(tb) + " beta " + std::to_string(beta));
-          const auto A = random_vec<float>(M * K, 5 + ta), B = random_vec<float>(K * N, 7 + tb);
+          // op(A) is M x K: stored K x M when transposed; rows of lda = cols + pad.
+          const int arows = ta ? K : M, acols = ta ? M : K, brows = tb ? N : K, bcols = tb ? K : N;
+          const int lda = acols + pad, ldb = bcols + pad, ldc = N + pad;
+          const auto A = random_vec<float>(arows * acols, 5 + ta),
+                     B = random_vec<float>(brows * bcols, 7 + tb);
           const auto C0 = random_vec<float>(M * N, 9);
+          auto padded = [&](const std::vector<float>& v, int rows, int cols, int ld) {
+            std::vector<float> p(static_cast<size_t>(rows) * ld, nan);
+            for (int r = 0; r < rows; ++r)
+              std::copy(v.begin() + r * cols, v.begin() + (r + 1) * cols, p.begin() + r * ld);
+            return p;
+          };
+          const auto Ap = padded(A, arows, acols, lda), Bp = padded(B, brows, bcols, ldb);
           auto run = [&](int threads) {
             test::ThreadCount tc(threads);
-            std::vector<float> C = beta == 0.f ? std::vector<float>(M * N, std::nanf("")) : C0;
-            gemm_ref_blocks<float>(ta, tb, M, N, K, 0.75f, A.data(), ta ? M : K, B.data(),
-                                   tb ? K : N, beta, C.data(), N);
+            std::vector<float> C =
+                padded(beta == 0.f ? std::vector<float>(M * N, nan) : C0, M, N, ldc);
+            gemm_ref_blocks<float>(ta, tb, M, N, K, 0.75f, Ap.data(), lda, Bp.data(), ldb, beta,
+                                   C.data(), ldc);
             return C;
           };
           const auto one = run(1), three = run(3);
           EXPECT_TRUE(test::bitwise_equal(three, one));
           const auto want = naive_gemm(ta, tb, M, N, K, std::vector<double>(A.begin(), A.end()),
                                        std::vector<double>(B.begin(), B.end()));
-          std::vector<float> w(M * N);
-          for (int i = 0; i < M * N; ++i)
-            w[i] = static_cast<float>(0.75 * want[i] + beta * double(C0[i]));
-          EXPECT_TRUE(all_close(one, w, 1e-4, 1e-4));
+          std::vector<float> got, w;
+          for (int i = 0; i < M; ++i) {
+            for (int j = 0; j < N; ++j) {
+              got.push_back(one[i * ldc + j]);
+              w.push_back(
+                  static_cast<float>(0.75 * want[i * N + j] + beta * double(C0[i * N + j])));
+            }
+            for (int j = N; j < ldc; ++j)
+              ASSERT_TRUE(std::isnan(one[i * ldc + j])) << "C padding written, row " << i;
+          }
+          EXPECT_TRUE(all_close(got, w, 1e-4, 1e-4));
         }
   }
 }

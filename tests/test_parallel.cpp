@@ -75,6 +75,29 @@ TEST(Parallel, PiecesCoverTheRangeOnceOnSeveralThreads) {
   parallel_for(0, [](int64_t, int64_t) { FAIL() << "an empty range calls nothing"; });
 }
 
+// Each way the pool waits (it spins, then sleeps): a caller whose own piece is done at once waits
+// past its spin for workers whose pieces sleep; workers that fell asleep in an idle gap are woken;
+// a loop with fewer pieces leaves a worker out and the next loop still reaches it; the pool is
+// replaced right after its last loop (ThreadCount's restore). Every index runs once.
+TEST(Parallel, EveryWaitAndWakePathOfThePoolCompletes) {
+  for (int round = 0; round < 30; ++round) {
+    ThreadCount tc(3);
+    for (int loop = 0; loop < 4; ++loop) {
+      const int64_t n = loop % 2 ? 2 : 3;  // a worker left out every other loop
+      std::vector<int> seen(3, 0);
+      parallel_for(n, [&](int64_t b, int64_t e) {
+        if (b > 0 && (round + loop) % 2 == 0)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        for (int64_t i = b; i < e; ++i) ++seen[static_cast<size_t>(i)];  // pieces disjoint
+      });
+      for (int64_t i = 0; i < 3; ++i)
+        ASSERT_EQ(seen[static_cast<size_t>(i)], i < n ? 1 : 0) << round << " " << loop;
+      if (loop == 1)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));  // workers fall asleep
+    }
+  }
+}
+
 TEST(Parallel, NestedLoopsRunOnTheirPiecesThread) {
   ThreadCount tc(3);
   std::atomic<int> inner_pieces{0}, outer{0};

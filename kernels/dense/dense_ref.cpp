@@ -60,41 +60,52 @@ void gemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const 
 #endif
 }
 
-// Blocks of at least kBlockWork multiply-adds (a wake-up of another thread costs a few
-// microseconds; this is ~50), at least kBlockSide rows or columns (each block is an OpenBLAS call
-// of its own, which packs the other operand again), at most kMaxBlocks. A product over fewer than
-// kBlockDepth terms (a weight gradient's sum over a batch of 32) stays whole: it mostly writes
-// C, and two threads writing halves of it measured slower than one writing all.
+// Blocks of about kBlockWork multiply-adds or more (a wake-up of another thread costs a few
+// microseconds; this is ~50) and about kBlockSide rows or columns or more (each block is an
+// OpenBLAS call of its own, which packs the other operand again), at most kMaxBlocks; the last
+// block may be shorter. A product over fewer than kBlockDepth terms (a weight gradient's sum over
+// a batch of 32) stays whole: it mostly writes C, and two threads writing halves of it measured
+// slower than one writing all.
 namespace {
 constexpr int64_t kBlockWork = int64_t(1) << 21, kBlockSide = 128, kMaxBlocks = 16,
                   kBlockDepth = 64;
-int64_t block_len(int64_t side, int64_t blocks) {  // a multiple of 16, blocks of it cover side
-  return ((side + blocks - 1) / blocks + 15) / 16 * 16;
+
+struct Cut {
+  int64_t blocks = 1, len = 0;  // blocks of len rows or columns (a multiple of 16) cover the side
+  bool by_cols = true;
+};
+
+Cut gemm_cut(int64_t M, int64_t N, int64_t K) {
+  Cut c;
+  c.by_cols = N >= M;
+  const int64_t side = c.by_cols ? N : M;
+  c.len = side;
+  if (K < kBlockDepth || M == 0 || N == 0) return c;
+  const double work = double(M) * double(N) * double(K);
+  const int64_t by_work =
+      static_cast<int64_t>(std::min(work / double(kBlockWork), double(kMaxBlocks)));
+  const int64_t want = std::max<int64_t>(1, std::min({by_work, side / kBlockSide, kMaxBlocks}));
+  if (want == 1) return c;
+  c.len = ((side + want - 1) / want + 15) / 16 * 16;
+  c.blocks = (side + c.len - 1) / c.len;  // rounding len up may leave fewer than want
+  return c;
 }
 }  // namespace
 
 int64_t gemm_blocks(int64_t M, int64_t N, int64_t K) {
-  if (K < kBlockDepth) return 1;
-  const int64_t side = std::max(M, N);
-  const double work = double(M) * double(N) * double(K);
-  const int64_t by_work =
-      static_cast<int64_t>(std::min(work / double(kBlockWork), double(kMaxBlocks)));
-  const int64_t blocks = std::max<int64_t>(1, std::min({by_work, side / kBlockSide, kMaxBlocks}));
-  const int64_t len = block_len(side, blocks);
-  return (side + len - 1) / len;
+  return gemm_cut(M, N, K).blocks;
 }
 
 template <typename T>
 void gemm_ref_blocks(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                      int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  const int64_t blocks = gemm_blocks(M, N, K);
-  if (blocks == 1) return gemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  const bool by_cols = N >= M;
-  const int64_t len = block_len(by_cols ? N : M, blocks);
-  parallel_for(blocks, [&](int64_t b0, int64_t b1) {
+  const Cut c = gemm_cut(M, N, K);
+  if (c.blocks == 1) return gemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const int64_t side = c.by_cols ? N : M;
+  parallel_for(c.blocks, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t lo = b * len, n = std::min(len, (by_cols ? N : M) - lo);
-      if (by_cols)  // C[:, lo:lo+n] = op(A) * op(B)[:, lo:lo+n]
+      const int64_t lo = b * c.len, n = std::min(c.len, side - lo);
+      if (c.by_cols)  // C[:, lo:lo+n] = op(A) * op(B)[:, lo:lo+n]
         gemm_ref(ta, tb, M, n, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo,
                  ldc);
       else  // C[lo:lo+n, :] = op(A)[lo:lo+n, :] * op(B)

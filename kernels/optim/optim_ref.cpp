@@ -79,8 +79,15 @@ void update_tensor(T* w, const T* g, T* s1, T* s2, int64_t b, int64_t e, int pen
 template <OptimKind K>
 using Kind = std::integral_constant<OptimKind, K>;
 
-// A piece of one tensor: [begin, end) of the flat buffers, at most kOptimChunk elements, the
-// same cut as the CUDA step's chunk table (optim_build_chunks).
+// Calls f(begin, end) on each piece of a tensor in order: kOptimChunk elements of the flat
+// buffers, the last one shorter. The CPU step's pieces and the CUDA step's chunk table
+// (optim_build_chunks) are this one cut.
+template <typename F>
+void for_each_chunk(const OptimTensor& t, const F& f) {
+  for (int64_t b = 0; b < t.numel; b += kOptimChunk)
+    f(t.offset + b, t.offset + std::min(t.numel, b + kOptimChunk));
+}
+
 struct Piece {
   int64_t begin, end;
   int tensor;
@@ -89,9 +96,7 @@ struct Piece {
 std::vector<Piece> pieces_of(const OptimTensor* tensors, int ntensors) {
   std::vector<Piece> p;
   for (int t = 0; t < ntensors; ++t)
-    for (int64_t b = 0; b < tensors[t].numel; b += kOptimChunk)
-      p.push_back({tensors[t].offset + b,
-                   tensors[t].offset + std::min(tensors[t].numel, b + kOptimChunk), t});
+    for_each_chunk(tensors[t], [&](int64_t b, int64_t e) { p.push_back({b, e, t}); });
   return p;
 }
 
@@ -229,10 +234,9 @@ std::vector<OptimChunk> optim_build_chunks(std::vector<OptimTensor>& tensors) {
     tensors[t].chunk_begin = static_cast<int32_t>(chunks.size());
     KILN_CHECK(tensors[t].offset % 16 == 0,
                "optimizer tensor " << t << " offset " << tensors[t].offset << " not 64-byte aligned");
-    for (int64_t b = 0; b < tensors[t].numel; b += kOptimChunk) {
-      int64_t len = std::min<int64_t>(kOptimChunk, tensors[t].numel - b);
-      chunks.push_back({tensors[t].offset + b, static_cast<int32_t>(len), static_cast<int32_t>(t)});
-    }
+    for_each_chunk(tensors[t], [&](int64_t b, int64_t e) {
+      chunks.push_back({b, static_cast<int32_t>(e - b), static_cast<int32_t>(t)});
+    });
     KILN_CHECK(chunks.size() < (size_t(1) << 31), "optimizer: too many chunks (" << chunks.size() << ")");
     tensors[t].chunk_end = static_cast<int32_t>(chunks.size());
   }
