@@ -86,14 +86,14 @@ TEST(Parallel, EveryWaitAndWakePathOfThePoolCompletes) {
       const int64_t n = loop % 2 ? 2 : 3;  // a worker left out every other loop
       std::vector<int> seen(3, 0);
       parallel_for(n, [&](int64_t b, int64_t e) {
-        if (b > 0 && (round + loop) % 2 == 0)
-          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        if (b > 0 && (round + loop) % 2 == 0)  // longer than the pool's spin (1 ms)
+          std::this_thread::sleep_for(std::chrono::milliseconds(3));
         for (int64_t i = b; i < e; ++i) ++seen[static_cast<size_t>(i)];  // pieces disjoint
       });
       for (int64_t i = 0; i < 3; ++i)
         ASSERT_EQ(seen[static_cast<size_t>(i)], i < n ? 1 : 0) << round << " " << loop;
       if (loop == 1)
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));  // workers fall asleep
+        std::this_thread::sleep_for(std::chrono::milliseconds(3));  // workers fall asleep
     }
   }
 }
