@@ -40,14 +40,14 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spins until ready() or kSpin has passed; returns ready().
+// Spins until ready() or kSpin has passed. Its callers then wait on their condition with the same
+// predicate, which returns at once when it holds.
 template <typename Ready>
-bool spin_until(const Ready& ready) {
+void spin_until(const Ready& ready) {
   const auto end = std::chrono::steady_clock::now() + kSpin;
-  for (unsigned i = 1;; ++i) {
-    if (ready()) return true;
+  for (unsigned i = 1; !ready(); ++i) {
     cpu_relax();
-    if (i % 64 == 0 && std::chrono::steady_clock::now() > end) return ready();
+    if (i % 64 == 0 && std::chrono::steady_clock::now() > end) return;
   }
 }
 
