@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/app_common.h"
 #include "benchmarks/bench_recipe.h"
 #include "engine/context.h"
 #include "engine/dataset.h"
@@ -67,7 +68,7 @@ void BM_CpuEpoch(benchmark::State& state, const std::string& model) {
   state.counters["images_per_s"] = benchmark::Counter(
       static_cast<double>(ds.size()), benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(model + " batch " + std::to_string(batch) + (fuse ? " fused" : "") + ", " +
-                 std::to_string(threads) + (threads == 1 ? " thread" : " threads"));
+                 app::thread_count(threads));
   set_num_threads(1);
 }
 
@@ -191,8 +192,7 @@ void BM_CpuOptimStep(benchmark::State& state) {
   state.counters["params_per_s"] =
       benchmark::Counter(static_cast<double>(off), benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(kind == OptimKind::Adam ? "adam" : "sgd momentum") +
-                 (wide ? ", wide mlp" : ", mlp") + ", " + std::to_string(threads) +
-                 (threads == 1 ? " thread" : " threads"));
+                 (wide ? ", wide mlp" : ", mlp") + ", " + app::thread_count(threads));
 }
 
 // The wide mlp's middle Linear layer at batch 32 (1024 -> 1024) through the CPU path's
@@ -229,7 +229,7 @@ void BM_CpuLinear(benchmark::State& state) {
                          benchmark::Counter::kIs1000);
   static const char* names[] = {"fwd", "bwd_data", "bwd_weight"};
   state.SetLabel(std::string("1024->1024 batch 32 ") + names[pass] + ", " +
-                 std::to_string(threads) + (threads == 1 ? " thread" : " threads"));
+                 app::thread_count(threads));
 }
 
 // Wall-clock time: with threads, the process's CPU time is not the epoch's.

@@ -157,7 +157,7 @@ void expect_same_bits_for_any_thread_count(uint64_t seed) {
       std::vector<T> y, dx, dw, db, dx_masked, dw_masked;
     };
     auto run = [&](int threads) {
-      set_num_threads(threads);
+      test::ThreadCount tc(threads);
       const T poison = std::numeric_limits<T>::quiet_NaN();
       Out o{std::vector<T>(s.y_numel(), poison), std::vector<T>(s.x_numel(), poison),
             std::vector<T>(s.w_numel(), poison), std::vector<T>(s.k, poison),
@@ -167,7 +167,6 @@ void expect_same_bits_for_any_thread_count(uint64_t seed) {
       conv2d_bwd_filter_ref<T>(s, x.data(), dy.data(), o.dw.data(), o.db.data());
       conv2d_bwd_data_ref<T>(s, dy.data(), w.data(), o.dx_masked.data(), o.y.data());
       conv2d_bwd_filter_ref<T>(s, x.data(), dy.data(), o.dw_masked.data(), nullptr, o.y.data());
-      set_num_threads(1);
       return o;
     };
     const Out one = run(1);
