@@ -3,7 +3,8 @@
 // synthetic MNIST-shaped images with the apps' default recipe (Adam + one-cycle, Kaiming init,
 // batch 32): gather, forward, loss, backward, optimizer step. BM_CpuConv times the conv
 // reference's three passes on each of the default cnn's conv shapes at batch 32, BM_CpuPool
-// its max pooling, BM_CpuOptimStep the optimizer step, BM_CpuLinear a wide Linear layer's GEMMs.
+// its max pooling, BM_CpuOptimStep the optimizer step, BM_CpuLinear a wide Linear layer's GEMMs,
+// BM_CpuDropout the mask loop of each instruction set this CPU runs.
 // Wall-clock time, one warm-up epoch or call first; report medians:
 //   bench_cpu --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
@@ -20,6 +21,8 @@
 #include "engine/parallel.h"
 #include "kernels/conv/conv.h"
 #include "kernels/dense/dense.h"
+#include "kernels/dropout/dropout.h"
+#include "kernels/dropout/hash.h"
 #include "kernels/optim/optim.h"
 #include "kernels/pool/pool.h"
 
@@ -232,6 +235,28 @@ void BM_CpuLinear(benchmark::State& state) {
                  app::thread_count(threads));
 }
 
+// Element-wise dropout (p 0.05) over the cnn's first activation at batch 32 ([32, 32, 26, 26],
+// 692,224 elements), one thread, with the mask loop of instruction set `isa` (an index into
+// dropout_ref_isas(); skipped where this CPU has fewer).
+void BM_CpuDropout(benchmark::State& state) {
+  const auto isas = dropout_ref_isas();
+  const size_t k = static_cast<size_t>(state.range(0));
+  if (k >= isas.size()) return state.SkipWithError("this CPU runs fewer mask loops");
+  set_num_threads(1);
+  const DropoutShape s{32, 32, 26 * 26};
+  std::mt19937 g(5);
+  const std::vector<float> x = normal_values(s.numel(), g);
+  std::vector<float> y(x.size());
+  DropoutParams p{dropout_key(1, 2, 3), dropout_threshold(0.05), static_cast<float>(1 / 0.95)};
+  dropout_ref_isa<float>(isas[k], x.data(), y.data(), p, s);
+  for (auto _ : state) {
+    dropout_ref_isa<float>(isas[k], x.data(), y.data(), p, s);
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(isas[k]);
+  state.SetBytesProcessed(state.iterations() * s.numel() * 2 * static_cast<int64_t>(sizeof(float)));
+}
+
 // Wall-clock time: with threads, the process's CPU time is not the epoch's.
 BENCHMARK_CAPTURE(BM_CpuEpoch, mlp, std::string("mlp"))
     ->ArgNames({"batch", "fuse", "threads"})
@@ -269,6 +294,7 @@ BENCHMARK(BM_CpuLinear)
     ->ArgsProduct({{0, 1, 2}, {1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CpuDropout)->ArgName("isa")->DenseRange(0, 2)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "engine/error.h"
@@ -111,6 +112,71 @@ TEST(DropoutRef, ChannelwiseDropsWholePlanes) {
       ASSERT_EQ(y[plane * s.hw + k], keep ? 2.0f * p.scale : 0.0f) << "plane " << plane;
   }
   EXPECT_NEAR(static_cast<double>(dropped) / (s.n * s.c), 0.3, 0.06);
+}
+
+// The mask loop is compiled for several instruction sets (AVX-512 and AVX2 on x86-64, and the
+// build's own): each one this CPU runs must write exactly the hash's mask, bit for bit, for
+// float and double, on runs that start and end anywhere (1 and 3 threads, odd lengths), with
+// NaN and inf among the inputs; the default entry points use the first.
+template <typename T>
+void check_every_isa() {
+  const auto isas = dropout_ref_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.back(), "generic");
+  const T nan = std::numeric_limits<T>::quiet_NaN(), inf = std::numeric_limits<T>::infinity();
+  for (int64_t total : {1, 7, 16, 1000, 100003}) {
+    const DropoutShape s{1, 1, total};
+    const auto p = params(0.3, 11, static_cast<uint64_t>(total), 5);
+    auto x = random_vec<T>(static_cast<size_t>(total), 21 + total, -2, 2);
+    for (size_t i = 5; i < x.size(); i += 97) x[i] = i % 2 ? nan : inf;
+    std::vector<T> want(x.size());
+    for (size_t i = 0; i < x.size(); ++i)
+      want[i] = x[i] * (dropout_keep(p.key, i, p.threshold) ? static_cast<T>(p.scale) : T(0));
+    for (int threads : {1, 3}) {
+      test::ThreadCount tc(threads);
+      for (const std::string& isa : isas) {
+        std::vector<T> y(x.size(), T(-77));  // poisoned
+        dropout_ref_isa<T>(isa, x.data(), y.data(), p, s);
+        ASSERT_EQ(std::memcmp(y.data(), want.data(), y.size() * sizeof(T)), 0)
+            << isa << ", " << total << " elements, " << threads << " threads";
+      }
+      std::vector<T> y(x.size(), T(-77));
+      dropout_bwd_ref<T>(x.data(), y.data(), p, s);
+      ASSERT_EQ(std::memcmp(y.data(), want.data(), y.size() * sizeof(T)), 0) << total;
+    }
+  }
+}
+
+TEST(DropoutRef, EveryInstructionSetWritesTheSameBits) {
+  check_every_isa<float>();
+  check_every_isa<double>();
+  std::vector<float> x(4, 1.f), y(4);
+  EXPECT_THROW(dropout_ref_isa<float>("sse9", x.data(), y.data(), params(0.5, 1, 1, 1), {1, 1, 4}),
+               Error);
+}
+
+// Channel dropout draws once per plane, also where a thread's run of elements starts or ends
+// inside a plane (3 threads: two runs of 35,024 and 35,025 elements over 7 planes of 10,007).
+TEST(DropoutRef, ChannelRunsStartingInsideAPlaneKeepThePlanesMask) {
+  const DropoutShape s{7, 1, 10007};
+  const auto p = params(0.5, 4, 9, 2, true);
+  auto x = random_vec(s.numel(), 6, 0.5, 1.5);
+  for (int threads : {1, 3}) {
+    test::ThreadCount tc(threads);
+    std::vector<float> y(x.size(), -77.f);
+    dropout_fwd_ref<float>(x.data(), y.data(), p, s);
+    int kept = 0;
+    for (int64_t plane = 0; plane < s.n; ++plane) {
+      const bool keep = dropout_keep(p.key, plane, p.threshold);
+      kept += keep;
+      for (int64_t k = 0; k < s.hw; ++k) {
+        const size_t i = static_cast<size_t>(plane * s.hw + k);
+        ASSERT_EQ(y[i], x[i] * (keep ? p.scale : 0.f)) << "plane " << plane << ", " << threads;
+      }
+    }
+    EXPECT_GT(kept, 0);
+    EXPECT_LT(kept, s.n);
+  }
 }
 
 TEST(DropoutLayer, EvalAndZeroPAreIdentityAndBackwardUsesSameMask) {

@@ -4,6 +4,8 @@
 // plane of hw elements.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "engine/device.h"
 
@@ -30,6 +32,15 @@ template <typename T>
 void dropout_fwd_ref(const T* x, T* y, const DropoutParams& p, const DropoutShape& s);
 template <typename T>
 void dropout_bwd_ref(const T* dy, T* dx, const DropoutParams& p, const DropoutShape& s);
+// The CPU reference's element-wise mask loop is compiled for several instruction sets (x86-64
+// builds: "avx512", "avx2", and "generic", the build's own) and dropout_*_ref run the best this
+// CPU has. dropout_ref_isas() lists the ones this CPU runs, best first; dropout_ref_isa applies
+// the mask with one of them (tests compare their bits, bench_cpu their speed). An unknown or
+// unavailable name is an error.
+std::vector<std::string> dropout_ref_isas();
+template <typename T>
+void dropout_ref_isa(const std::string& isa, const T* x, T* y, const DropoutParams& p,
+                     const DropoutShape& s);
 void dropout_fwd(const float* x, float* y, const DropoutParams& p, const DropoutShape& s,
                  cudaStream_t stream);
 void dropout_bwd(const float* dy, float* dx, const DropoutParams& p, const DropoutShape& s,
