@@ -4,14 +4,17 @@
 // batch 32): gather, forward, loss, backward, optimizer step. BM_CpuConv times the conv
 // reference's three passes on each of the default cnn's conv shapes at batch 32, BM_CpuPool
 // its max pooling, BM_CpuOptimStep the optimizer step, BM_CpuLinear a wide Linear layer's GEMMs,
-// BM_CpuDropout the mask loop of each instruction set this CPU runs.
+// BM_CpuDropout the mask loop of each instruction set this CPU runs, BM_CpuPoolLoop one small
+// parallel_for on as many threads as CPUs, alone or beside other busy threads.
 // Wall-clock time, one warm-up epoch or call first; report medians:
 //   bench_cpu --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "apps/app_common.h"
@@ -257,6 +260,38 @@ void BM_CpuDropout(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * s.numel() * 2 * static_cast<int64_t>(sizeof(float)));
 }
 
+// One parallel_for of a few microseconds' work per piece on as many threads as this process
+// has CPUs, back to back, with `busy` other threads spinning beside it the whole time (0: the
+// machine to itself; 1: as under another process's job, or a compile). A waiting pool thread
+// that kept its CPU would hold up the descheduled thread whose piece it waits for.
+void BM_CpuPoolLoop(benchmark::State& state) {
+  const int busy = static_cast<int>(state.range(0));
+  const int threads = available_cpus();
+  set_num_threads(threads);
+  std::vector<float> v(static_cast<size_t>(threads) * 4096, 1.f);
+  auto loop = [&] {
+    parallel_for(threads, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t)
+        for (size_t i = 0; i < 4096; ++i) v[static_cast<size_t>(t) * 4096 + i] *= 1.0001f;
+    });
+  };
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> others;
+  for (int i = 0; i < busy; ++i)
+    others.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+      }
+    });
+  loop();
+  for (auto _ : state) {
+    loop();
+    benchmark::ClobberMemory();
+  }
+  stop = true;
+  for (auto& t : others) t.join();
+  state.SetLabel(app::thread_count(threads) + ", " + std::to_string(busy) + " busy beside");
+}
+
 // Wall-clock time: with threads, the process's CPU time is not the epoch's.
 BENCHMARK_CAPTURE(BM_CpuEpoch, mlp, std::string("mlp"))
     ->ArgNames({"batch", "fuse", "threads"})
@@ -295,6 +330,11 @@ BENCHMARK(BM_CpuLinear)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CpuDropout)->ArgName("isa")->DenseRange(0, 2)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CpuPoolLoop)
+    ->ArgName("busy")
+    ->DenseRange(0, 1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 
