@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "kernels/dense/dense.h"
 #include "tuning/lr_finder.h"
 #include "tuning/options.h"
 #include "tuning/run.h"
@@ -72,6 +73,11 @@ inline void print_summary(const RunConfig& cfg) {
 // "1 thread", "2 threads": the CPU thread count of the apps' device lines.
 inline std::string thread_count(int n) {
   return std::to_string(n) + (n == 1 ? " thread" : " threads");
+}
+
+// "cpu, 2 threads, OpenBLAS Haswell" (`why` after "cpu"): the apps' device line on the CPU.
+inline std::string cpu_device_line(int threads, const std::string& why = "") {
+  return "cpu" + why + ", " + thread_count(threads) + ", " + cpu_gemm_description();
 }
 
 // `v` as one shell word: as is when plain, else single-quoted.

@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
       if (cfg.train.progress < 0) cfg.train.progress = 0;
       const Device dev = resolve_device(cfg.device);
       if (dev == Device::CPU)
-        std::printf("device: cpu, %s\n", app::thread_count(resolve_threads(cfg.threads)).c_str());
+        std::printf("device: %s\n", app::cpu_device_line(resolve_threads(cfg.threads)).c_str());
       else
         std::printf("device: %s\n", device_name(dev));
       std::fflush(stdout);

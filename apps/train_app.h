@@ -48,9 +48,9 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       std::string why = cfg.device == "auto" ? (dev == Device::CUDA ? " (a GPU answers)"
                                                                     : " (no CUDA device answers)")
                                              : "";
-      std::string desc = dev == Device::CUDA ? ": " + cuda_device_description()
-                                             : ", " + thread_count(resolve_threads(cfg.threads));
-      std::printf("device: %s%s%s\n", device_name(dev), why.c_str(), desc.c_str());
+      std::string line = dev == Device::CUDA ? "cuda" + why + ": " + cuda_device_description()
+                                             : cpu_device_line(resolve_threads(cfg.threads), why);
+      std::printf("device: %s\n", line.c_str());
       std::fflush(stdout);
       RunHooks hooks;
       bool tty = cfg.train.progress == 1;

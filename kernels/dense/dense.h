@@ -3,6 +3,7 @@
 // Linear computes y[N,out] = x[N,in] * W[out,in]^T + b.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "engine/device.h"
 
@@ -21,6 +22,10 @@ void gemm_ref_blocks(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
                      const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 // The number of blocks gemm_ref_blocks cuts an M x N x K product into (1: a single gemm_ref).
 int64_t gemm_blocks(int64_t M, int64_t N, int64_t K);
+// What multiplies the CPU path's matrices, for the apps' device lines: "OpenBLAS Cooperlake"
+// (the kernels OpenBLAS picked for this CPU; "(set by OPENBLAS_CORETYPE)" when the environment
+// chose them), "loops" in a build without CBLAS.
+std::string cpu_gemm_description();
 // The same through cuBLAS on the handle's stream (float; TF32 off: exact fp32).
 void gemm_cuda(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                float alpha, const float* A, int64_t lda, const float* B, int64_t ldb, float beta,

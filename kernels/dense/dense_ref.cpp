@@ -2,6 +2,7 @@
 // when the build found it; the loop fallback keeps the CPU-only build dependency-free.
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "engine/parallel.h"
@@ -12,6 +13,16 @@
 #endif
 
 namespace kiln {
+
+std::string cpu_gemm_description() {
+#ifdef KILN_HAVE_CBLAS
+  // OpenBLAS picks its kernels for the CPU when it loads, unless OPENBLAS_CORETYPE names them.
+  return std::string("OpenBLAS ") + openblas_get_corename() +
+         (std::getenv("OPENBLAS_CORETYPE") ? " (set by OPENBLAS_CORETYPE)" : "");
+#else
+  return "loops";
+#endif
+}
 
 namespace {
 template <typename T>
