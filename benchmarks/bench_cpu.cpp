@@ -338,4 +338,13 @@ BENCHMARK(BM_CpuPoolLoop)
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// The GEMM kernels go into the report's context ("cpu_gemm": "OpenBLAS Cooperlake"): the conv
+// and Linear numbers depend on them as much as on the CPU.
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("cpu_gemm", kiln::cpu_gemm_description());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
