@@ -793,6 +793,22 @@ def run(cmd, timeout, env=None):
         return None, (e.stdout or "") if isinstance(e.stdout, str) else ""
 
 
+# Mutants in code that only some CPUs run: the /proc/cpuinfo flag each needs. Without it the
+# mutated code never runs, so the mutant is skipped, not counted as a survivor.
+CPU_FLAG_NEEDED = {"dropout-ref-isa-counter": "avx2"}
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default="build-emu-apps", help="build directory with tests (default build-emu-apps)")
@@ -869,15 +885,18 @@ def main():
     if rc != 0:
         sys.exit("mutation_test.py: the unmutated tests fail; fix them first:\n" + (out or "")[-3000:])
 
-    rows, bad = [], 0
+    rows, bad, flags = [], 0, cpu_flags()
     for name, rel, edits, why in chosen:
         path = os.path.join(ROOT, rel)
         with open(path) as f:
             orig = f.read()
         text, stale = mutate(orig, edits)
         t0 = time.time()
+        need = CPU_FLAG_NEEDED.get(name)
         if stale:
             result, detail = "STALE", stale
+        elif need and need not in flags:
+            result, detail = "skipped", f"this CPU lacks {need}: the mutated code does not run here"
         else:
             _restore[path] = orig
             try:
@@ -922,16 +941,17 @@ def main():
                         result, detail = "killed", f"test binary exit {rc} (crash or abort)" + order
             finally:
                 restore_all()
-        if result != "killed":
+        if result not in ("killed", "skipped"):
             bad += 1
         rows.append((name, result, detail, time.time() - t0))
         print(f"{name:24} {result:8} {detail}  ({time.time() - t0:.0f} s)", flush=True)
 
     build_tests()  # leave the build matching the sources
     killed = sum(1 for r in rows if r[1] == "killed")
-    print(f"\n{killed}/{len(rows)} mutants killed")
+    skipped = sum(1 for r in rows if r[1] == "skipped")
+    print(f"\n{killed}/{len(rows) - skipped} mutants killed" + (f", {skipped} skipped on this CPU" if skipped else ""))
     for name, result, detail, _ in rows:
-        if result != "killed":
+        if result not in ("killed", "skipped"):
             why = next(m[3] for m in MUTANTS if m[0] == name)
             print(f"  {result}: {name}: {why}")
     return 1 if bad else 0

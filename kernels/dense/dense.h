@@ -23,8 +23,9 @@ void gemm_ref_blocks(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
 // The number of blocks gemm_ref_blocks cuts an M x N x K product into (1: a single gemm_ref).
 int64_t gemm_blocks(int64_t M, int64_t N, int64_t K);
 // What multiplies the CPU path's matrices, for the apps' device lines: "OpenBLAS Cooperlake"
-// (the kernels OpenBLAS picked for this CPU; "(set by OPENBLAS_CORETYPE)" when the environment
-// chose them), "loops" in a build without CBLAS.
+// (the kernels OpenBLAS runs; "OpenBLAS Haswell (OPENBLAS_CORETYPE=Haswell)" when that
+// variable is set, which OpenBLAS obeys where it knows the name), "loops" in a build without
+// CBLAS.
 std::string cpu_gemm_description();
 // The same through cuBLAS on the handle's stream (float; TF32 off: exact fp32).
 void gemm_cuda(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,

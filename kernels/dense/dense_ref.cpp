@@ -10,15 +10,20 @@
 
 #ifdef KILN_HAVE_CBLAS
 #include <cblas.h>
+// OpenBLAS's own (its cblas.h declares them; a cblas.h of another CBLAS would not).
+extern "C" void openblas_set_num_threads(int num_threads);
+extern "C" char* openblas_get_corename(void);
 #endif
 
 namespace kiln {
 
 std::string cpu_gemm_description() {
 #ifdef KILN_HAVE_CBLAS
-  // OpenBLAS picks its kernels for the CPU when it loads, unless OPENBLAS_CORETYPE names them.
+  // OpenBLAS picks its kernels for the CPU when it loads, or takes them from OPENBLAS_CORETYPE
+  // (a dynamic-architecture build, when it knows the name): the variable is shown as it is.
+  const char* env = std::getenv("OPENBLAS_CORETYPE");
   return std::string("OpenBLAS ") + openblas_get_corename() +
-         (std::getenv("OPENBLAS_CORETYPE") ? " (set by OPENBLAS_CORETYPE)" : "");
+         (env && *env ? std::string(" (OPENBLAS_CORETYPE=") + env + ")" : "");
 #else
   return "loops";
 #endif

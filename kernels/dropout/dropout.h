@@ -35,8 +35,9 @@ void dropout_bwd_ref(const T* dy, T* dx, const DropoutParams& p, const DropoutSh
 // The CPU reference's element-wise mask loop is compiled for several instruction sets (x86-64
 // builds: "avx512", "avx2", and "generic", the build's own) and dropout_*_ref run the best this
 // CPU has. dropout_ref_isas() lists the ones this CPU runs, best first; dropout_ref_isa applies
-// the mask with one of them (tests compare their bits, bench_cpu their speed). An unknown or
-// unavailable name is an error.
+// the mask with one of them (tests compare their bits, bench_cpu their speed; channel dropout,
+// one draw per plane, runs the same loop under every name). An unknown or unavailable name is
+// an error.
 std::vector<std::string> dropout_ref_isas();
 template <typename T>
 void dropout_ref_isa(const std::string& isa, const T* x, T* y, const DropoutParams& p,
