@@ -1,6 +1,7 @@
 // CPU reference for dropout: the same hash as the CUDA kernel, so masks agree bit for bit.
 #include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "engine/error.h"
@@ -81,15 +82,18 @@ const MaskIsa& find_isa(const std::string& name) {
   KILN_FAIL("dropout: no mask loop for instruction set '" << name << "' on this CPU");
 }
 
-template <typename T>
-MaskFn<T> pick(const MaskIsa& m);
-template <>
-MaskFn<float> pick<float>(const MaskIsa& m) {
-  return m.f32;
+// The best this CPU runs, found once for the entry points.
+const MaskIsa& best_isa() {
+  static const MaskIsa& best = find_isa("");
+  return best;
 }
-template <>
-MaskFn<double> pick<double>(const MaskIsa& m) {
-  return m.f64;
+
+template <typename T>
+MaskFn<T> pick(const MaskIsa& m) {
+  if constexpr (std::is_same_v<T, float>)
+    return m.f32;
+  else
+    return m.f64;
 }
 
 template <typename T>
@@ -126,14 +130,12 @@ std::vector<std::string> dropout_ref_isas() {
 
 template <typename T>
 void dropout_fwd_ref(const T* x, T* y, const DropoutParams& p, const DropoutShape& s) {
-  static const MaskIsa& best = find_isa("");
-  apply_mask(best, x, y, p, s);
+  apply_mask(best_isa(), x, y, p, s);
 }
 
 template <typename T>
 void dropout_bwd_ref(const T* dy, T* dx, const DropoutParams& p, const DropoutShape& s) {
-  static const MaskIsa& best = find_isa("");
-  apply_mask(best, dy, dx, p, s);
+  apply_mask(best_isa(), dy, dx, p, s);
 }
 
 template <typename T>
