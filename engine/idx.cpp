@@ -108,8 +108,13 @@ size_t DataReader::read(uint8_t* dst, size_t n) {
   }
   while (got < n) {
     if (d.stream_end) {
-      // A gzip file may hold several members (`cat a.gz b.gz`); anything else after the end of
-      // the stream is corruption.
+      // A gzip file may hold several members (`cat a.gz b.gz`), and zero bytes after one are
+      // padding (to a tape or disk block) that gzip and Python's gzip skip; anything else
+      // after the end of the stream is corruption.
+      while (d.refill() && d.in[d.in_pos] == 0) {
+        ++d.in_pos;
+        ++d.compressed_consumed;
+      }
       if (!d.refill()) break;
       KILN_CHECK(d.ensure(2) && d.in[d.in_pos] == 0x1f && d.in[d.in_pos + 1] == 0x8b,
                  path_ << ": unexpected bytes after the gzip stream at compressed byte offset "

@@ -184,11 +184,26 @@ TEST(Idx, MultiMemberGzipAndOneDim) {
   write_file(t.file("straddle.gz"), gz);
   IdxArray b = read_idx(t.file("straddle.gz"));
   EXPECT_EQ(b.data, a.data);
-  // One stray byte after the last member is still corruption.
+  // Zero padding after a member (a tape or disk block; gzip -t and Python's gzip, which
+  // torchvision reads with, accept it): between members, and at the end past a buffer's length.
+  std::vector<uint8_t> padded = gzip_bytes(first);
+  padded.insert(padded.end(), 3, 0);
+  padded.insert(padded.end(), gz2.begin(), gz2.end());
+  padded.insert(padded.end(), 70000, 0);
+  write_file(t.file("padded.gz"), padded);
+  EXPECT_EQ(read_idx(t.file("padded.gz")).data, a.data);
+  // One stray byte after the last member is still corruption, after padding too.
   gz.push_back(0x1f);
   write_file(t.file("stray.gz"), gz);
   std::string m = error_of([&] { read_idx(t.file("stray.gz")); });
   EXPECT_NE(m.find("unexpected bytes after the gzip stream"), std::string::npos) << m;
+  padded.push_back(0x1f);
+  write_file(t.file("stray2.gz"), padded);
+  m = error_of([&] { read_idx(t.file("stray2.gz")); });
+  EXPECT_NE(m.find("unexpected bytes after the gzip stream at compressed byte offset " +
+                   std::to_string(padded.size() - 1)),
+            std::string::npos)
+      << m;
 }
 
 TEST(Idx, MissingFileNamesIt) {
