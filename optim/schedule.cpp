@@ -271,11 +271,15 @@ class PlateauLR : public Schedule {
 };
 
 // Per-epoch: a file of "epoch lr" lines ('#' comments, blank lines allowed), read at start and
-// re-read at each epoch end so the lr can be changed while training runs. The lr for epoch e is
-// that of the line with the largest epoch <= e (the later line on ties); before any line: lr0.
+// re-read at each epoch end so the lr can be changed while training runs. Epochs are 0-based
+// (Keras's LearningRateScheduler(epoch)): the lr for epoch e is that of the line with the
+// largest epoch <= e (the later line on ties); before any line: lr0. A bad first read is an
+// error; a re-read that fails (a typo, a file caught empty or missing half way through an
+// editor's save) keeps the lines read before and says so in a note, so a slip in a file being
+// edited never ends a run that was training well.
 class ManualLR : public Schedule {
  public:
-  ManualLR(std::string file, float lr0) : file_(std::move(file)), lr0_(lr0) { load(); }
+  ManualLR(std::string file, float lr0) : file_(std::move(file)), lr0_(lr0) { entries_ = load(); }
   float lr(int epoch, long long) override {
     float v = lr0_;
     int best = -1;
@@ -286,10 +290,25 @@ class ManualLR : public Schedule {
       }
     return v;
   }
-  void on_epoch_end(int, float) override { load(); }
+  void on_epoch_end(int, float) override {
+    std::string why;
+    try {
+      std::vector<std::pair<int, float>> entries = load();
+      if (!entries.empty() || entries_.empty()) {
+        entries_ = std::move(entries);
+        return;
+      }
+      why = "schedule file " + file_ + ": no 'epoch lr' line (still being written?)";
+    } catch (const Error& e) {
+      why = e.message();
+    }
+    note_ = why + "; kept the " + std::to_string(entries_.size()) + " line" +
+            (entries_.size() == 1 ? "" : "s") + " read before (read again after the next epoch)";
+  }
+  std::string take_note() override { return std::exchange(note_, std::string()); }
 
  private:
-  void load() {
+  std::vector<std::pair<int, float>> load() const {
     const std::string dir = directory_error(file_);
     KILN_CHECK(dir.empty(), "schedule file " << file_ << ": " << dir);
     std::ifstream in(file_);
@@ -309,18 +328,23 @@ class ManualLR : public Schedule {
       std::string rest;
       bool ok = static_cast<bool>(row >> e >> l) && !(row >> rest);
       // (an lr past a float's range would train at inf; the line is echoed printable)
-      KILN_CHECK(ok && e >= 0 && e <= 1000000000 && std::isfinite(l) && l >= 0 &&
-                     l <= std::numeric_limits<float>::max(),
+      // (an lr below a float's normal range would silently train at 0, as --lr refuses it)
+      KILN_CHECK(ok && e >= 0 && e <= 1000000000 && std::isfinite(l) &&
+                     (l == 0 || (l >= std::numeric_limits<float>::min() &&
+                                 l <= std::numeric_limits<float>::max())),
                  "schedule file " << file_ << ":" << n
-                                  << ": expected 'epoch lr' (epoch >= 0, 0 <= lr <= 3.4e38), got '"
+                                  << ": expected 'epoch lr' (epoch >= 0 counting from 0, lr 0 or "
+                                     "1.2e-38..3.4e38), got '"
                                   << printable(line) << "'");
       entries.emplace_back(static_cast<int>(e), static_cast<float>(l));
     }
-    entries_ = std::move(entries);
+    KILN_CHECK(!in.bad(), "schedule file " << file_ << ": read failed");
+    return entries;
   }
   std::string file_;
   float lr0_;
   std::vector<std::pair<int, float>> entries_;
+  std::string note_;
 };
 
 // Linear warm-up composed with any schedule: for step t < W (W = warmup_steps, or
@@ -335,6 +359,7 @@ class WarmupLR : public Schedule {
   }
   float momentum(int epoch, long long t) override { return inner_->momentum(epoch, t); }
   void on_epoch_end(int epoch, float metric) override { inner_->on_epoch_end(epoch, metric); }
+  std::string take_note() override { return inner_->take_note(); }
   bool watches_accuracy() const override { return inner_->watches_accuracy(); }
   bool per_step() const override { return true; }
   std::string state() const override { return inner_->state(); }

@@ -58,6 +58,9 @@ class Schedule {
   // After each epoch with the metric the plateau schedule watches: an accuracy when
   // watches_accuracy() (plateau mode max), else a loss.
   virtual void on_epoch_end(int /*epoch*/, float /*metric*/) {}
+  // What the last on_epoch_end has to say (a manual file's re-read that failed and was not
+  // taken), once, then "": the trainer logs it as a warning.
+  virtual std::string take_note() { return ""; }
   virtual bool watches_accuracy() const { return false; }
   // True when the LR is a function of the step within the epoch, not just of the epoch.
   virtual bool per_step() const { return false; }

@@ -269,9 +269,36 @@ TEST(Schedule, ManualFileReReadAndErrors) {
   { std::ofstream(path, std::ios::app) << "2 0.004\n"; }
   s->on_epoch_end(2, 0);
   EXPECT_NEAR(s->lr(3, 0), 0.004, 1e-7);
+  EXPECT_EQ(s->take_note(), "");
+  // A re-read that fails (a typo, a file caught empty or gone half way through an editor's
+  // save) keeps the lines read before and says so once; the run is not ended by it.
+  const std::string kept = "; kept the 3 lines read before (read again after the next epoch)";
+  { std::ofstream(path) << "0 0.1\n3 abc\n"; }
+  s->on_epoch_end(3, 0);
+  EXPECT_NEAR(s->lr(3, 0), 0.004, 1e-7);
+  EXPECT_EQ(s->take_note(), "schedule file " + path +
+                                ":2: expected 'epoch lr' (epoch >= 0 counting " +
+                                "from 0, lr 0 or 1.2e-38..3.4e38), got '3 abc'" + kept);
+  EXPECT_EQ(s->take_note(), "");
+  { std::ofstream(path) << "0 1e-50\n"; }  // would train at 0, as --lr 1e-50 is refused
+  s->on_epoch_end(4, 0);
+  EXPECT_NE(s->take_note().find(path + ":1: expected"), std::string::npos);
+  { std::ofstream(path) << "# nothing yet\n"; }
+  s->on_epoch_end(4, 0);
+  EXPECT_EQ(s->take_note(),
+            "schedule file " + path + ": no 'epoch lr' line (still being written?)" + kept);
+  std::remove(path.c_str());
+  s->on_epoch_end(4, 0);
+  EXPECT_EQ(s->take_note(), "schedule file " + path + ": cannot open" + kept);
+  EXPECT_NEAR(s->lr(5, 0), 0.004, 1e-7);
+  { std::ofstream(path) << "0 0.3\n"; }  // fixed: taken at the next epoch end
+  s->on_epoch_end(5, 0);
+  EXPECT_EQ(s->take_note(), "");
+  EXPECT_NEAR(s->lr(6, 0), 0.3, 1e-7);
+  // The first read is an error, not a note: the run has no schedule to keep.
   { std::ofstream(path) << "0 0.1\n3 abc\n"; }
   try {
-    s->on_epoch_end(3, 0);
+    sched(o);
     ADD_FAILURE() << "bad line accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Runtime);
@@ -284,6 +311,16 @@ TEST(Schedule, ManualFileReReadAndErrors) {
   } catch (const Error& e) {
     EXPECT_NE(e.message().find(path), std::string::npos) << e.message();
   }
+  // Behind a warm-up the note still reaches the trainer.
+  { std::ofstream(path) << "0 0.2\n"; }
+  o.warmup_steps = 2;
+  s = sched(o, 0.5f);
+  std::remove(path.c_str());
+  s->on_epoch_end(0, 0);
+  EXPECT_EQ(s->take_note(), "schedule file " + path +
+                                ": cannot open; kept the 1 line read before (read again after "
+                                "the next epoch)");
+  EXPECT_NEAR(s->lr(1, 100), 0.2, 1e-7);
 }
 
 TEST(Schedule, LinearWarmupComposes) {

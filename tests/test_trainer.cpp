@@ -289,6 +289,43 @@ TEST(TrainerCpu, DeadReluRunIsFlaggedAndAHealthyOneIsNot) {
             std::string("warning: epoch 3: the ").size());
 }
 
+// A typo made while editing a manual schedule file mid-run (the reason it is re-read) costs
+// nothing: the run keeps the schedule it had, warns once, and finishes and saves.
+TEST(TrainerCpu, ABadScheduleFileReReadWarnsAndTheRunGoesOn) {
+  const std::string lrs = test::temp_file("live_lrs.txt"),
+                    save = test::temp_file("live.safetensors");
+  { std::ofstream(lrs) << "0 0.05\n1 0.02\n"; }
+  std::remove(save.c_str());
+  RunConfig c = small_mlp();
+  c.train.epochs = 3;
+  c.data.train_limit = 256;
+  c.sched.name = "manual";
+  c.sched.file = lrs;
+  c.save = save;
+  std::vector<std::string> logged;
+  RunHooks hooks;
+  hooks.log = [&](const std::string& l) { logged.push_back(l); };
+  hooks.on_epoch = [&](const EpochRecord& r) {
+    if (r.epoch == 1) std::ofstream(lrs) << "0 0.05\n1 0.02\n2 1e-3x\n";  // saved with a typo
+    return true;
+  };
+  RunResult r = run_training(c, hooks);
+  ASSERT_EQ(r.epochs.size(), 3u);
+  EXPECT_FLOAT_EQ(r.epochs[0].lr, 0.05f);
+  EXPECT_FLOAT_EQ(r.epochs[2].lr, 0.02f);  // the lines read before the typo
+  std::vector<std::string> warned;
+  for (const auto& l : logged)
+    if (l.rfind("warning: ", 0) == 0) warned.push_back(l);
+  ASSERT_EQ(warned.size(), 2u);  // after epochs 2 and 3, each re-read
+  EXPECT_EQ(warned[0], "warning: epoch 2: schedule file " + lrs +
+                           ":3: expected 'epoch lr' (epoch >= 0 " +
+                           "counting from 0, lr 0 or 1.2e-38..3.4e38), got '2 1e-3x'; kept the 2 " +
+                           "lines read before (read again after the next epoch)");
+  EXPECT_TRUE(std::ifstream(save).good()) << "the run's --save file was not written";
+  std::remove(lrs.c_str());
+  std::remove(save.c_str());
+}
+
 namespace {
 // Records what the trainer hands the schedule after each epoch.
 struct WatchSpy : Schedule {

@@ -364,7 +364,9 @@ OptionTable build_table() {
                 "accuracy (max)",
                 [](RunConfig& c) -> std::string& { return c.sched.mode; }),
         kRangeTestUnused);
-  t.add(opt_path("schedule-file", "manual schedule: 'epoch lr' lines, re-read every epoch",
+  t.add(opt_path("schedule-file",
+                 "manual schedule: 'epoch lr' lines, epochs from 0 (Keras LearningRateScheduler), "
+                 "re-read after each epoch",
                  [](RunConfig& c) -> std::string& { return c.sched.file; }),
         kRangeTestUnused);
   t.add(
