@@ -245,6 +245,16 @@ TEST(TrainerCpu, NothingLeftToTrainStillReportsTheTestScore) {
   EXPECT_TRUE(resumed.epochs.empty());
   EXPECT_EQ(resumed.test_acc, trained.test_acc);
   EXPECT_EQ(resumed.test_loss, trained.test_loss);
+  again.train.epochs = 0;  // below what the checkpoint has done: a mistake, not a quiet no-op
+  try {
+    run_training(again, {});
+    ADD_FAILURE() << "--epochs below the checkpoint's accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_EQ(e.message(), "--epochs 0 with --resume " + c.save +
+                               ": the checkpoint has done 1 epoch and --epochs counts the whole "
+                               "run: give --epochs 1 to evaluate it, more to train on");
+  }
   std::remove(c.save.c_str());
   RunConfig none = small_mlp();
   none.train.epochs = 0;
@@ -290,7 +300,7 @@ TEST(TrainerCpu, DeadReluRunIsFlaggedAndAHealthyOneIsNot) {
 }
 
 // A typo made while editing a manual schedule file mid-run (the reason it is re-read) costs
-// nothing: the run keeps the schedule it had, warns once, and finishes and saves.
+// nothing: the run keeps the schedule it had, warns at each failed re-read, and saves.
 TEST(TrainerCpu, ABadScheduleFileReReadWarnsAndTheRunGoesOn) {
   const std::string lrs = test::temp_file("live_lrs.txt"),
                     save = test::temp_file("live.safetensors");

@@ -154,6 +154,19 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   if (!cfg.resume.empty()) {
     resume_file = read_checkpoint(cfg.resume);
     resume_at = checkpoint_position(resume_file, "checkpoint " + cfg.resume);
+    // --epochs counts the whole run, as Keras's fit(epochs=, initial_epoch=) does: below what
+    // the checkpoint has done there is nothing to train (and the schedule would be sized for
+    // a run that cannot happen).
+    const int done = resume_at.epoch + (resume_at.batch > 0 ? 1 : 0);
+    KILN_USAGE_CHECK(
+        cfg.train.epochs >= done,
+        "--epochs " << cfg.train.epochs << " with --resume " << cfg.resume << ": the checkpoint "
+                    << (resume_at.batch > 0 ? "is in epoch " + std::to_string(done) + " (batch " +
+                                                  std::to_string(resume_at.batch) + ")"
+                                            : "has done " + std::to_string(done) + " epoch" +
+                                                  (done == 1 ? "" : "s"))
+                    << " and --epochs counts the whole run: give --epochs " << done
+                    << (resume_at.batch > 0 ? " or more" : " to evaluate it, more to train on"));
   }
   auto s = make_session(cfg, true, cfg.resume.empty() ? nullptr : &resume_at);
   s->trainer->log = hooks.log;
