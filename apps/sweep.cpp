@@ -213,28 +213,10 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
-    // Options no trial can run with (--width 0 for every trial) are a usage error now, not a
-    // sweep of failed trials; a combination only some trials hit stays a failed trial.
-    int64_t first_ok = -1;
-    {
-      std::string first;
-      bool any_ok = false;
-      for (int64_t i = 0, n = num_trials(spec); i < n && !any_ok; ++i) {
-        try {
-          trial_config(spec, base, i, "check").validate();
-          any_ok = true;
-          first_ok = i;
-        } catch (const Error& e) {
-          if (e.kind() != ErrorKind::Usage) throw;
-          if (first.empty()) first = e.message();
-        }
-      }
-      KILN_USAGE_CHECK(any_ok || num_trials(spec) == 0,
-                       "every trial of " << files[0]
-                                         << " has invalid options (the file's and the command "
-                                            "line's); first: "
-                                         << first);
-    }
+    // Options no trial can run with (--width 0 for every trial, optimizer 'adamm') are a usage
+    // error now, not a sweep of failed trials; a combination only some trials hit stays a
+    // failed trial.
+    const int64_t first_ok = check_sweep_trials(spec, base);
     // Options some trial never reads (a swept --momentum under adam): once here, per trial in
     // its trial-<id>.log.
     for (const std::string& note : sweep_option_notes(spec, base, defaults))

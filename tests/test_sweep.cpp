@@ -153,6 +153,81 @@ TEST(SweepSpec, WandbRequiredKeysAndOneParameterPerOption) {
       parse_sweep("parameters:\n  a: {values: [{lr: 0.1, momentum: 0.9}, {lr: 0.5}]}\n", "s.yaml"));
 }
 
+TEST(SweepSpec, ValueOrValuesAndWandbDistributionNames) {
+  // Both keys: which one won depended on their order in the file.
+  for (const char* p : {"{value: 0.5, values: [0.01, 0.02]}", "{values: [0.01, 0.02], value: 0.5}"})
+    EXPECT_EQ(usage_error(std::string("parameters: {lr: ") + p + "}\n"),
+              "s.yaml: parameter 'lr': give values: [...] (a list) or value: x (one), not both");
+  // W&B names a list categorical and one value constant.
+  SweepSpec s = parse_sweep(
+      "parameters:\n  optimizer: {values: [sgd, adam], distribution: categorical}\n"
+      "  lr: {value: 0.1, distribution: constant}\n",
+      "s.yaml");
+  EXPECT_EQ(num_trials(s), 2);
+  EXPECT_EQ(trial_params(s, 1), (std::vector<std::pair<std::string, std::string>>{
+                                    {"optimizer", "adam"}, {"lr", "0.1"}}));
+  EXPECT_EQ(usage_error("parameters: {lr: {min: 0.1, max: 1, distribution: categorical}}\n"),
+            "s.yaml: parameter 'lr': distribution categorical takes values: [...]");
+  EXPECT_EQ(usage_error("parameters: {lr: {values: [0.1], distribution: constant}}\n"),
+            "s.yaml: parameter 'lr': distribution constant takes value: x");
+  // yaml-cpp reads the first document only: keys after a '...' end marker were dropped.
+  EXPECT_EQ(usage_error("parameters: {lr: {values: [0.1]}}\n...\nmethod: random\n"),
+            "s.yaml: line 3: text after the end of the YAML document ('...' on line 2) would be "
+            "dropped; the file is one mapping");
+  EXPECT_NO_THROW(parse_sweep("parameters: {lr: {values: [0.1]}}\n...\n# done\n\n", "s.yaml"));
+}
+
+// A listed value no trial can run with (a typo) is refused before any trial runs, naming the
+// parameter; a combination only some trials hit stays a failed trial.
+TEST(SweepSpec, AValueNoTrialCanRunWithIsRefusedUpFront) {
+  RunConfig base;
+  auto refused = [&](const std::string& yaml) {
+    try {
+      check_sweep_trials(parse_sweep(yaml, "s.yaml"), base);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage) << e.message();
+      return e.message();
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(
+      refused("parameters:\n  optimizer: {values: [sgd, adamm]}\n  lr: {values: [0.1, 0.2]}\n"),
+      "s.yaml: parameter 'optimizer' value 'adamm': none of the 2 trials with it can run: "
+      "unknown optimizer 'adamm' (expected sgd|adam|adamw|rmsprop)");
+  EXPECT_NE(
+      refused("parameters: {dropout: {values: [0.1, 1.5]}}\n")
+          .find("s.yaml: parameter 'dropout' value '1.5': none of the 1 trial with it can run: "),
+      std::string::npos);
+  // Random search: the listed values the sampled trials drew.
+  EXPECT_NE(refused("method: random\nrun_cap: 6\nparameters: {lr: {values: [-0.1, 0.01]}}\n")
+                .find("s.yaml: parameter 'lr' value '-0.1': none of the "),
+            std::string::npos);
+  // nesterov=true fails only beside momentum 0: a combination, left to its trial.
+  base.optim.name = "sgd";
+  SweepSpec combo = parse_sweep(
+      "parameters:\n  nesterov: {values: [true, false]}\n  momentum: {values: [0, 0.9]}\n",
+      "s.yaml");
+  EXPECT_EQ(check_sweep_trials(combo, base), 1);  // trial 0 (true, 0) cannot run
+  // A sampled number is one trial's: a range reaching below 0 is left to those trials.
+  SweepSpec range = parse_sweep(
+      "method: random\nrun_cap: 8\nparameters: {lr: {min: -0.5, max: 0.5}}\n", "s.yaml");
+  int64_t first_positive = -1, negatives = 0;
+  for (int64_t i = 0; i < 8; ++i) {
+    const bool neg = std::stod(trial_params(range, i)[0].second) <= 0;
+    negatives += neg;
+    if (!neg && first_positive < 0) first_positive = i;
+  }
+  ASSERT_GT(negatives, 0) << "no sampled lr below 0: the case tests nothing";
+  EXPECT_EQ(check_sweep_trials(range, base), first_positive);
+  // Options no trial can run with are named as such.
+  base.model.width = 0;
+  EXPECT_EQ(refused("parameters: {lr: {values: [0.1, 0.2]}}\n")
+                .rfind("every trial of s.yaml has invalid options (the file's and the command "
+                       "line's); first: ",
+                       0),
+            0u);
+}
+
 TEST(SweepSpec, SampledValuesAreTheValuesTheTrialRuns) {
   // A sample is recorded as the option holds it (lr is a float: the float's shortest text),
   // not rounded to 6 digits, which put every sample of this range outside it, on two values.

@@ -528,6 +528,49 @@ std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConf
   return out;
 }
 
+int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t max_trials) {
+  struct Seen {
+    int64_t ok = 0, bad = 0;
+    std::string first;  // the first failing trial's message
+  };
+  std::map<std::pair<size_t, std::string>, Seen> values;  // (parameter index, listed value)
+  int64_t first_ok = -1;
+  std::string first;
+  const int64_t n = std::min(num_trials(spec), max_trials);
+  for (int64_t i = 0; i < n; ++i) {
+    std::string err;
+    try {
+      trial_config(spec, base, i, "check").validate();
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::Usage) throw;
+      err = e.message();
+    }
+    if (err.empty() && first_ok < 0) first_ok = i;
+    if (!err.empty() && first.empty()) first = err;
+    const auto params = trial_params(spec, i);
+    for (size_t k = 0; k < params.size(); ++k) {
+      if (spec.params[k].is_range()) continue;  // a sampled number is one trial's, not the file's
+      Seen& v = values[{k, params[k].second}];
+      if (err.empty()) {
+        ++v.ok;
+      } else if (v.bad++ == 0) {
+        v.first = err;
+      }
+    }
+  }
+  KILN_USAGE_CHECK(first_ok >= 0 || n == 0,
+                   "every trial of " << spec.path
+                                     << " has invalid options (the file's and the command "
+                                        "line's); first: "
+                                     << first);
+  for (const auto& [key, v] : values)
+    KILN_USAGE_CHECK(v.ok > 0, spec.path << ": parameter '" << spec.params[key.first].name
+                                         << "' value '" << key.second << "': none of the " << v.bad
+                                         << " trial" << (v.bad == 1 ? "" : "s")
+                                         << " with it can run: " << v.first);
+  return first_ok;
+}
+
 TrialRunner default_trial_runner(std::optional<RunConfig> defaults,
                                  std::function<void(const std::string&)> data_note) {
   // A note on the data is the same for every trial: passed on once, not once per trial.

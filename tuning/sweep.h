@@ -115,6 +115,15 @@ RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
 std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConfig& base,
                                             const RunConfig& defaults, int64_t max_trials = 10000);
 
+// Validates the trials (at most max_trials) before any runs and returns the first valid one's
+// index (-1 for an empty sweep). Usage errors, either of which would fill the directory with
+// failed trials that --resume then skips: every trial invalid (options no trial can run with,
+// --width 0), or a listed value that no trial holding it can run with (a typo: optimizer
+// 'adamm', dropout 1.5), named with the parameter. A combination only some trials hit stays
+// a failed trial, and so does a sampled (min/max) value.
+int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base,
+                           int64_t max_trials = 100000);
+
 // Throws TrialInterrupted when a SIGINT/SIGTERM arrives (StopSignals: the caller should hold one
 // for the whole sweep): a trial in training checkpoints and stops, otherwise the sweep stops
 // before its next trial; finished trials are recorded.

@@ -135,7 +135,7 @@ SweepParam parse_param(const std::string& path, const std::string& key, const YA
       origin << ": expected {values: [...]}, {value: x} or {min: a, max: b, distribution: d}");
   SweepParam p;
   p.name = opt.name;
-  bool has_min = false, has_max = false;
+  bool has_min = false, has_max = false, has_values = false, has_value = false;
   for (const auto& kv : node) {
     std::string k = kv.first.as<std::string>();
     check_key(path, " in parameter '" + key + "'", k,
@@ -144,8 +144,10 @@ SweepParam parse_param(const std::string& path, const std::string& key, const YA
       KILN_USAGE_CHECK(kv.second.IsSequence() && kv.second.size() > 0,
                        origin << ": values must be a non-empty list");
       for (const auto& v : kv.second) p.values.push_back(scalar_text(v, origin));
+      has_values = true;
     } else if (k == "value") {
       p.values = {scalar_text(kv.second, origin)};
+      has_value = true;
     } else if (k == "min") {
       p.min = number(kv.second, origin + " min");
       has_min = true;
@@ -157,6 +159,16 @@ SweepParam parse_param(const std::string& path, const std::string& key, const YA
       if (p.distribution == "log_uniform_values") p.distribution = "log_uniform";  // W&B's name
     }
   }
+  KILN_USAGE_CHECK(!(has_value && has_values),
+                   origin << ": give values: [...] (a list) or value: x (one), not both");
+  // W&B's names for a list and for one value: distribution categorical or constant.
+  if ((p.distribution == "categorical" && has_values) ||
+      (p.distribution == "constant" && has_value))
+    p.distribution.clear();
+  KILN_USAGE_CHECK(
+      p.distribution.empty() || (p.distribution != "categorical" && p.distribution != "constant"),
+      origin << ": distribution " << p.distribution << " takes "
+             << (p.distribution == "constant" ? "value: x" : "values: [...]"));
   bool range = has_min || has_max || !p.distribution.empty();
   KILN_USAGE_CHECK(range != !p.values.empty(), origin
                                                    << ": give either values/value or min/max, not "

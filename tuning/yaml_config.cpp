@@ -22,14 +22,28 @@ void check_one_document(const std::string& text, const std::string& path) {
   std::istringstream lines(text);
   std::string line;
   bool content = false;
+  int ended = 0;  // the line of a document-end marker (...): yaml-cpp drops what follows it
+  auto is_marker = [&](const char* m) {
+    return line.compare(0, 3, m) == 0 &&
+           (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
+  };
   for (int n = 1; std::getline(lines, line); ++n) {
-    const bool marker = line.compare(0, 3, "---") == 0 &&
-                        (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
+    const bool marker = is_marker("---");
     KILN_USAGE_CHECK(
         !(marker && content),
         path << ": line " << n << ": a second YAML document (---); the file is one mapping");
+    if (is_marker("...")) {
+      if (!ended) ended = n;
+      continue;
+    }
     const size_t first = line.find_first_not_of(" \t\r");
-    if (!marker && first != std::string::npos && line[first] != '#') content = true;
+    if (!marker && first != std::string::npos && line[first] != '#') {
+      KILN_USAGE_CHECK(!ended, path << ": line " << n
+                                    << ": text after the end of the YAML document "
+                                    << "('...' on line " << ended
+                                    << ") would be dropped; the file is one mapping");
+      content = true;
+    }
   }
 }
 

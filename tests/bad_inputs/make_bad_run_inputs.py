@@ -113,6 +113,8 @@ def main():
     case(y, "duplicate_key", cfg, 2, "key 'batch-size' (line 2): already set at line 1",
          {"config.yaml": "batch_size: 16\nbatch-size: 8\n"})
     case(y, "two_documents", cfg, 2, "config.yaml: line 2: a second YAML document", {"config.yaml": "epochs: 1\n---\nepochs: 2\n"})
+    case(y, "document_end", cfg, 2, "config.yaml: line 3: text after the end of the YAML document",
+         {"config.yaml": "epochs: 1\n...\nlr: 100\n"})
     case(y, "block_scalar", cfg, 2, "key 'lr': the value has a line break", {"config.yaml": "lr: |\n  0.1\n"})
     case(y, "directory", ["--config", "@CASE@/config.yaml"], 2, "config.yaml: is a directory, not a file",
          {"config.yaml/keep": ""})
