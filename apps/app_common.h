@@ -90,14 +90,14 @@ inline std::string shell_word(const std::string& v) {
   return word + "'";
 }
 
-// " --save F --log L ..." for the outputs of `cfg` (and its --threads) that differ from the
-// app's defaults: a --resume takes the run's recipe from its checkpoint but not where it writes
-// or how many threads it takes, so the interrupted run's message spells these out, as shell
-// words.
+// " --data-dir D --save F --log L ..." for the data, the outputs and the --threads of `cfg` that
+// differ from the app's defaults: a --resume takes the run's recipe from its checkpoint but not
+// where it reads and writes or how many threads it takes, so the interrupted run's message
+// spells these out, as shell words.
 inline std::string output_options(const RunConfig& cfg, const RunConfig& defaults) {
   std::string out;
-  for (const char* name : {"checkpoint-dir", "checkpoint-every", "checkpoint-every-steps",
-                           "keep-last", "save", "log", "threads"}) {
+  for (const char* name : {"data-dir", "checkpoint-dir", "checkpoint-every",
+                           "checkpoint-every-steps", "keep-last", "save", "log", "threads"}) {
     const OptionSpec* o = run_options().find(name);
     const std::string v = o->get(cfg);
     if (!v.empty() && v != o->get(defaults)) out += " --" + std::string(name) + " " + shell_word(v);

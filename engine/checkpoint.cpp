@@ -250,6 +250,7 @@ std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* op
   }
   if (info.restored_epoch > 0)
     m.emplace_back("restored_epoch", std::to_string(info.restored_epoch));
+  if (!info.train_data.empty()) m.emplace_back("train_data", info.train_data);
   m.emplace_back("data_crc32", hex32(dcrc));
   m.emplace_back("meta_crc32", hex32(meta_crc(m)));
   return encode_safetensors(f);
@@ -325,6 +326,8 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
     p.early_stop = parse_early_stop(*es, what);
   if (const std::string* wa = f.meta("watched_acc"))  // optional (2026-12-02)
     p.watched_acc = meta_double(*wa, "watched_acc", what);
+  if (const std::string* td = f.meta("train_data"))  // optional (2026-12-04)
+    info.train_data = *td;
   if (f.meta("restored_epoch"))
     info.restored_epoch =
         static_cast<int>(std::min<long long>(meta_int(f, "restored_epoch", what), 1 << 30));

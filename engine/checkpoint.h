@@ -119,6 +119,10 @@ struct CheckpointInfo {
   // --restore-best loaded epoch N's weights back before this (final) checkpoint was written:
   // the weights are epoch N's, the position and optimizer state the last epoch's. 0: not so.
   int restored_epoch = 0;
+  // What the run trained on, "N images, labels crc32 XXXXXXXX" (run_checkpoint.cpp): a resume
+  // on other data is named (a mid-epoch one refused). "": unknown (checkpoints before
+  // 2026-12-04, or a caller that does not say).
+  std::string train_data;
 };
 
 // Writes model tensors, optimizer state (when opt) and schedule state (when sched). Waits for

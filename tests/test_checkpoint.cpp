@@ -245,7 +245,9 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   Rig a(16, 1);
   a.train(4, 11);
   std::string path = temp_path("rt.safetensors");
-  save_checkpoint(path, a.ctx, *a.model, a.opt.get(), a.sched.get(), sample_info());
+  CheckpointInfo in = sample_info();
+  in.train_data = "100 images, labels crc32 0badf00d";
+  save_checkpoint(path, a.ctx, *a.model, a.opt.get(), a.sched.get(), in);
   Rig b(16, 2);  // different init
   CheckpointInfo got = load_checkpoint(path, b.ctx, *b.model, b.opt.get(), b.sched.get());
   auto sa = a.snapshot(), sb = b.snapshot();
@@ -265,6 +267,7 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   EXPECT_EQ(got.pos.last_momentum, want.pos.last_momentum);
   EXPECT_EQ(got.seed, want.seed);
   EXPECT_EQ(got.config, want.config);
+  EXPECT_EQ(got.train_data, in.train_data);
   EXPECT_EQ(got.kiln_version, kiln_version());
   std::remove(path.c_str());
   // config must be a JSON object (kiln_eval rebuilds the model from it): other text is refused

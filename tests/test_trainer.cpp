@@ -820,6 +820,10 @@ TEST(TrainerCpu, TheResumeCommandOfAnInterruptedRunIsShellWords) {
   EXPECT_EQ(app::output_options(c, defaults),
             " --checkpoint-dir 'sp ace/ck' --checkpoint-every-steps 25 --save S.safetensors "
             "--threads 1");
+  c.data.data_dir = "/d/mnist";  // where its data is: a resume from elsewhere reads ./data
+  EXPECT_EQ(app::output_options(c, defaults),
+            " --data-dir /d/mnist --checkpoint-dir 'sp ace/ck' --checkpoint-every-steps 25 --save "
+            "S.safetensors --threads 1");
 }
 
 namespace {
@@ -1116,8 +1120,10 @@ TEST(TrainerCpu, ResumedRunsStopWhereTheWholeRunDidAndRefuseOtherBatches) {
   m.train.epochs = 1;
   m.checkpoint_every_steps = 5;
   m.checkpoint_dir = dir + "/mid";
+  m.save = dir + "/mid-final.safetensors";
   run_training(m, {});
   m.checkpoint_every_steps = 0;
+  m.save.clear();
   m.resume = dir + "/mid/ckpt-step-5.safetensors";
   m.train.batch_size = 64;
   try {
@@ -1130,6 +1136,46 @@ TEST(TrainerCpu, ResumedRunsStopWhereTheWholeRunDidAndRefuseOtherBatches) {
               std::string::npos)
         << e.message();
   }
+  // ...and over the training set it was cut from: another --data-dir (here one whose training
+  // files are the subset's test files) changes no option the checkpoint compares.
+  m.train.batch_size = 32;
+  const std::string other = dir + "/other/mnist", sub = test::data_dir() + "/mnist/";
+  ASSERT_EQ(std::system(("mkdir -p '" + other + "'").c_str()), 0);
+  for (const char* kind : {"images-idx3", "labels-idx1"}) {
+    const std::string t10k = sub + "t10k-" + kind + "-ubyte.gz";
+    ASSERT_EQ(symlink(t10k.c_str(), (other + "/train-" + kind + "-ubyte.gz").c_str()), 0);
+    ASSERT_EQ(symlink(t10k.c_str(), (other + "/t10k-" + kind + "-ubyte.gz").c_str()), 0);
+  }
+  m.data.data_dir = dir + "/other";
+  const std::string was = "512 images, labels crc32 ";
+  try {
+    run_training(m, {});
+    FAIL() << "a mid-epoch resume on another training set went on over other images";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("continues only with the training set it was cut from: training "
+                               "set " +
+                               was),
+              std::string::npos)
+        << e.message();
+    EXPECT_NE(e.message().find(" -> 500 images, labels crc32 "), std::string::npos) << e.message();
+  }
+  // An epoch checkpoint may go on over other data; the resume line names it.
+  m.resume = dir + "/mid-final.safetensors";
+  m.train.epochs = 2;
+  logged.clear();
+  EXPECT_EQ(run_training(m, hooks).epochs.size(), 1u);
+  std::string resumed_line;
+  for (const auto& l : logged)
+    if (l.rfind("resumed from", 0) == 0) resumed_line = l;
+  EXPECT_NE(resumed_line.find("options changed since the checkpoint: training set " + was),
+            std::string::npos)
+      << resumed_line;
+  // Back on the data it trained on: nothing to say.
+  m.data.data_dir = test::data_dir();
+  logged.clear();
+  run_training(m, hooks);
+  for (const auto& l : logged) EXPECT_EQ(l.find("training set"), std::string::npos) << l;
   std::system(("rm -rf '" + dir + "'").c_str());
 }
 

@@ -417,6 +417,12 @@ TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
   } catch (const Error&) {
   }
   const JsonValue now = parse_json(run_config_json(s.cfg));
+  // Another --data-dir (or other files in it) that no option names: the epochs go on over
+  // other images.
+  const std::string data_now = train_data_signature(s.train);
+  const std::string data_diff = info.train_data.empty() || info.train_data == data_now
+                                    ? ""
+                                    : "training set " + info.train_data + " -> " + data_now;
   if (info.pos.batch > 0) {  // a usage error leaves the loaded session unused
     // The epoch's remaining batches are found by position in its permutation of its rows.
     const std::string cut = config_diffs(
@@ -426,12 +432,18 @@ TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
                                  << info.pos.epoch + 1 << ", batch " << info.pos.batch
                                  << ") continues only with the batches it was cut from: " << cut
                                  << " (resume an epoch checkpoint to change it)");
+    KILN_USAGE_CHECK(data_diff.empty(),
+                     "--resume " << s.cfg.resume << ": a mid-epoch checkpoint (epoch "
+                                 << info.pos.epoch + 1 << ", batch " << info.pos.batch
+                                 << ") continues only with the training set it was cut from: "
+                                 << data_diff << " (another --data-dir, or other files in it)");
   }
   s.trainer->set_step(info.pos.step);
   s.trainer->set_best_snapshot(std::move(info.early_stop_best));
   if (log) {
     // Name the options that differ, so a resume with another seed or batch size is visible.
     std::string diffs = config_diffs(saved, now, run_control_option);
+    if (!data_diff.empty()) diffs += (diffs.empty() ? "" : ", ") + data_diff;
     // --epochs may change on resume (train longer), but one-cycle, and cosine or cosine-restarts
     // without --t-max, span the whole run: their remaining lr curve is stretched to the new
     // length. Say so.
@@ -459,12 +471,21 @@ TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
   return info.pos;
 }
 
+std::string train_data_signature(const Dataset& d) {
+  std::string out = std::to_string(d.size()) + " images";
+  if (static_cast<int64_t>(d.host_labels.size()) == d.size())
+    out += ", labels crc32 " +
+           format_c("%08x", crc32(d.host_labels.data(), d.host_labels.size() * sizeof(int32_t)));
+  return out;
+}
+
 std::string write_session_checkpoint(RunSession& s, const std::string& path,
                                      const TrainPosition& p) {
   CheckpointInfo info;
   info.pos = p;
   info.seed = s.cfg.seed;
   info.config = run_config_json(s.cfg);
+  info.train_data = train_data_signature(s.train);
   if (s.trainer) {
     info.early_stop_best = s.trainer->best_snapshot();
     info.restored_epoch = s.trainer->restored_epoch();

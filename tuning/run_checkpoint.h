@@ -17,6 +17,7 @@
 namespace kiln {
 
 struct RunSession;
+struct Dataset;
 
 // All option values of the run as a JSON object of strings (checkpoint metadata "config").
 std::string run_config_json(const RunConfig& cfg);
@@ -66,6 +67,9 @@ bool same_file(const std::string& a, const std::string& b);
 // checkpoints (another run's, whose same-named files it will replace), or "".
 std::string existing_checkpoints_note(const RunConfig& cfg);
 
+// "N images, labels crc32 XXXXXXXX" (just "N images" without host labels): the training set a
+// checkpoint records (CheckpointInfo::train_data) and a resume compares.
+std::string train_data_signature(const Dataset& d);
 // Restores the session from cfg.resume (model, optimizer, schedule, step), given as `file`
 // (read_checkpoint(cfg.resume)); returns where to continue. Differences between the
 // checkpoint's config and this run are reported via `log`.
