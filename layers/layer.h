@@ -73,6 +73,10 @@ class Layer {
   virtual Tensor backward(Context& ctx, const Tensor& dy) = 0;
 
   virtual ReceptiveField receptive_field(ReceptiveField in) const { return in; }
+  // The smallest batch the layer can train on (after setup): 1, or 2 for batch norm without
+  // spatial dimensions (one value per channel has no variance; torch's BatchNorm1d raises).
+  // The trainer checks every epoch's last, partial batch against it before the first step.
+  virtual int64_t min_training_batch() const { return 1; }
   // Fusion pass (Model::build with fusion on): asks the layer to apply the ReLU that follows it
   // to its own output, and to mask dy by (its output > 0) in backward. Returns whether it did;
   // the ReLU layer then becomes a pass-through. Called after setup, before bind.

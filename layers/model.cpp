@@ -48,6 +48,12 @@ std::vector<Layer*> Model::layers() {
   return v;
 }
 
+std::pair<std::string, const Layer*> Model::layer_refusing_batch(int64_t n) const {
+  for (const auto& [prefix, l] : all_layers_)
+    if (n < l->min_training_batch()) return {prefix, l};
+  return {"", nullptr};
+}
+
 void Model::collect(Layer* l, const std::string& prefix) {
   all_layers_.emplace_back(prefix, l);
   for (auto& p : l->params()) param_refs_.push_back({prefix + "." + p.name, &p, prefix, l->type()});

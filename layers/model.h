@@ -60,6 +60,9 @@ class Model {
   Tensor& flat_grads() { return flat_grads_; }
   const std::vector<ParamRef>& param_refs() const { return param_refs_; }
   std::vector<Layer*> layers();
+  // The first layer, depth-first, that cannot train on a batch of n (min_training_batch), with
+  // its state_dict prefix; {"", nullptr} when every layer can. After build().
+  std::pair<std::string, const Layer*> layer_refusing_batch(int64_t n) const;
   // Parameters and buffers under PyTorch state_dict names, in registration order.
   std::vector<std::pair<std::string, Tensor>> state_dict();
   std::vector<SummaryRow> summary() const;

@@ -23,6 +23,7 @@ class BatchNorm : public Layer {
     return true;
   }
   bool relu_fused() const { return relu_; }
+  int64_t min_training_batch() const override { return hw_ > 1 ? 1 : 2; }
 
   Tensor& running_mean() { return running_mean_; }
   Tensor& running_var() { return running_var_; }

@@ -336,6 +336,37 @@ TEST(TrainerCpu, ABadScheduleFileReReadWarnsAndTheRunGoesOn) {
   std::remove(save.c_str());
 }
 
+// Batch norm cannot train on a batch of 1 without spatial dimensions (torch raises): an epoch
+// whose last, partial batch is one image is found before the first step, not after the epochs
+// before it trained.
+TEST(TrainerCpu, ABatchNormBatchOfOneIsFoundBeforeTraining) {
+  RunConfig c = small_mlp();
+  c.model.norm = "batch";
+  c.data.train_limit = 145;  // 145 = 4 x 32 + 17 = 3 x 48 + 1
+  c.train.batch_schedule = "0:32,1:48";
+  int epochs = 0;
+  RunHooks hooks;
+  hooks.on_epoch = [&](const EpochRecord&) { return ++epochs, true; };
+  try {
+    run_training(c, hooks);
+    ADD_FAILURE() << "a batch of 1 reached batch norm";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_EQ(e.message(),
+              "layer 2 (BatchNorm1d(32)) trains on batches of at least 2, and epoch 2 ends in a "
+              "batch of 1 (145 training images in batches of 48): change --batch-size or "
+              "--train-limit so none is left over");
+  }
+  EXPECT_EQ(epochs, 0);
+  c.train.epochs = 1;  // the 48s never come
+  EXPECT_EQ(run_training(c, {}).epochs.size(), 1u);
+  c.model.model = "cnn";  // a batch of 1 image still has 26x26 values per channel
+  c.train.epochs = 2;
+  c.data.train_limit = 97;
+  c.train.batch_schedule.clear();
+  EXPECT_EQ(run_training(c, {}).epochs.size(), 2u);
+}
+
 namespace {
 // Records what the trainer hands the schedule after each epoch.
 struct WatchSpy : Schedule {
