@@ -375,6 +375,21 @@ TEST(Options, CliFlagsBoolsAndErrors) {
             "--milestones: '4294967297' is out of range (at most 2147483647)");
   EXPECT_EQ(usage_msg({"--seed", "18446744073709551615"}),
             "--seed: '18446744073709551615' is out of range (at most 9223372036854775807)");
+  // --device cuda without CUDA in the build: refused by validate, before any data loads (a
+  // sweep's trials were each recorded as failed, and --resume skipped them).
+  RunConfig cuda;
+  cuda.device = "cuda";
+  if (built_with_cuda()) {
+    EXPECT_NO_THROW(cuda.validate());
+  } else {
+    try {
+      cuda.validate();
+      ADD_FAILURE() << "--device cuda accepted by a build without CUDA";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_EQ(e.message(), "--device cuda: this kiln was built without CUDA; use --device cpu");
+    }
+  }
 }
 
 // The lists that resume, sweeps and lr_find keep of options are the table's traits.

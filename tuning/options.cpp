@@ -650,6 +650,9 @@ void RunConfig::validate() const {
                    "--threads " << threads << ": expected 0 (every CPU) to 1024");
   KILN_USAGE_CHECK(device == "auto" || device == "cpu" || device == "cuda",
                    "--device " << device << ": expected auto|cpu|cuda");
+  // (a sweep would otherwise record every trial as failed, and --resume skip them)
+  KILN_USAGE_CHECK(device != "cuda" || built_with_cuda(),
+                   "--device cuda: this kiln was built without CUDA; use --device cpu");
   KILN_USAGE_CHECK(data.dataset == "mnist" || data.dataset == "fashion-mnist" || data.dataset == "cifar10",
                    "--dataset " << data.dataset << ": expected mnist|fashion-mnist|cifar10");
   KILN_USAGE_CHECK(data.train_limit >= 0, "--train-limit " << data.train_limit << ": must be >= 0");
