@@ -43,6 +43,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 
 try:
     import matplotlib
@@ -119,15 +120,29 @@ def lr_find(args):
         if y > top:  # on the blow-up: at the top edge
             y, label = top, label + " (off the top)"
         ax.plot(at, y, m, color=color, ms=7, clip_on=False, zorder=5, label=label)
-    lr_find_axes(ax, [raw, smooth], args.title or f"LR range test ({os.path.basename(path)})")
+    lr_find_axes(ax, [raw, smooth], args.title or f"LR range test ({os.path.basename(path)})",
+                 curve_loss(path)[1])
     fig.tight_layout()
     save(fig, args)
+
+
+LOSS_OF = {"loss": "training loss", "val_loss": "validation loss", "test_loss": "test-set loss"}
+
+
+def curve_loss(path):
+    """The loss column of an lr_find CSV (its header names it: loss, val_loss with --lr-find-val
+    on a validation split, test_loss on the test set) and what to call it on an axis."""
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])
+    col = next((c for c in ("val_loss", "test_loss") if c in header), "loss")
+    return col, LOSS_OF[col]
 
 
 def read_curve(path):
     """An lr_find CSV as (lr, loss, smoothed_loss) lists."""
     rows = read_csv(path)
-    keys = ("lr", "loss", "smoothed_loss")
+    col = curve_loss(path)[0]
+    keys = ("lr", col, "smoothed_" + col)
     good = []
     for i, r in enumerate(rows):
         try:
@@ -187,7 +202,7 @@ def lr_ylim(curves):
     return lo - 0.1 * abs(lo), max(first, lo) * 1.3 + 0.05
 
 
-def lr_find_axes(ax, curves, title):
+def lr_find_axes(ax, curves, title, ylabel):
     """Axes of a range test (lr_ylim); the points above the top are counted in the legend."""
     lim = lr_ylim(curves)
     if lim:
@@ -200,7 +215,7 @@ def lr_find_axes(ax, curves, title):
             ax.plot([], [], " ", label=", ".join(what))
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3, which="both")
@@ -220,7 +235,9 @@ def lr_find_overlay(args):
         ax.plot(lr, smooth, color=f"C{i % 10}", ls="-" if i < 10 else "--", lw=1.3, label=label)
         if valley and valley[0][0] is not None:
             ax.plot(valley[0][1], loss_at(lr, smooth, valley[0][1]), "o", color=f"C{i % 10}", ms=6)
-    lr_find_axes(ax, drawn, args.title or f"LR range tests ({len(args.csv)} runs; dots: valley)")
+    kinds = sorted({curve_loss(p)[1] for p in args.csv})
+    lr_find_axes(ax, drawn, args.title or f"LR range tests ({len(args.csv)} runs; dots: valley)",
+                 kinds[0] if len(kinds) == 1 else "loss (" + ", ".join(kinds) + ")")
     fig.tight_layout()
     save(fig, args)
 
@@ -871,7 +888,7 @@ def seeds(args):
     seeds_marks(ax, order, x, configs, stats, failed, pruned, maximize)
     ax.set_xticks(range(len(order)))
     total = {k: len(configs[k]) + failed.get(k, 0) + len(pruned.get(k, [])) for k in order}
-    ticks = ["\n".join(f"{n}={fmt(v)}" for n, v in zip(names, k)) or "(one configuration)" for k in order]
+    ticks = ["\n".join(seeds_tick(n, v) for n, v in zip(names, k)) or "(one configuration)" for k in order]
     ax.set_xticklabels([f"{t}\n{len(configs[k])}/{total[k]} ok" for t, k in zip(ticks, order)], fontsize=7)
     ax.set_xlim(-0.5, len(order) - 0.5)
     ax.set_xlabel(f"configuration ({', '.join(names) or 'seed only'}), best mean first", fontsize=8)
@@ -883,6 +900,14 @@ def seeds(args):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save(fig, args)
+
+
+def seeds_tick(name, value):
+    """A configuration's "name=value" tick line; a long one (a grouped parameter's value is
+    "a=x b=y") on lines of at most 15 characters, the name on its own, so neighbouring ticks do
+    not run together."""
+    t = f"{name}={fmt(value)}"
+    return t if len(t) <= 15 else f"{name}=\n" + textwrap.fill(fmt(value), 15)
 
 
 def seeds_marks(ax, order, x, configs, stats, failed, pruned, maximize):

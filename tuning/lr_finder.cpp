@@ -255,6 +255,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   Trainer tr(*s.model, *s.opt, ramp, *s.ctx, topts);
   LrFindResult res;
   res.planned = n;
+  if (o.use_val) res.held_out = s.val.size() > 0 ? "val" : "test";
   DebiasedEma ema(o.beta);
   double best = INFINITY;
   bool stop = false;
@@ -355,7 +356,8 @@ void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
   std::ostringstream f, g;  // '.' decimals whatever the host's locale
   f.imbue(std::locale::classic());
   g.imbue(std::locale::classic());
-  f << "step,lr,loss,smoothed_loss\n" << std::setprecision(9);
+  const std::string loss = r.held_out.empty() ? "loss" : r.held_out + "_loss";
+  f << "step,lr," << loss << ",smoothed_" << loss << "\n" << std::setprecision(9);
   for (const auto& p : r.points) {
     f << p.step << ",";
     num(f, p.lr) << ",";

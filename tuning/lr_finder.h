@@ -44,6 +44,9 @@ struct LrFindResult {
   std::string stop_reason;  // "completed N steps", "smoothed loss exceeded 4x the best ...", ...
   std::vector<LrSuggestion> suggestions;  // valley first (the default)
   int stop_signal = 0;  // SIGINT/SIGTERM stopped the test (StopSignals); 0 otherwise
+  // Whose loss the curve is: "" the training batch's, "val" or "test" a held-out slice's
+  // (--lr-find-val); the CSV's loss columns are then named val_loss or test_loss.
+  std::string held_out;
 };
 
 // lr = start * (end/start)^pos. Step i of the test sits at pos = i / span: fastai's LRFinder

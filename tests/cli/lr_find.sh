@@ -36,6 +36,11 @@ echo "$high" | grep -q '^lr_find: note: stopped after [1-5] of 50 steps: --start
 "$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 300 --num-it 20 --model mlp --width 16 \
   --lr-find-val --lr-find-csv val.csv >/dev/null 2>err.txt
 grep -q '^lr_find: note: --lr-find-val reads the test set (no --val-split)' err.txt || { echo "FAIL: no test-set note"; cat err.txt; exit 1; }
+# ...and the CSV names the loss it holds (a plot of it is not a training loss).
+[ "$(head -1 val.csv)" = "step,lr,test_loss,smoothed_test_loss" ] || { echo "FAIL: held-out CSV header: $(head -1 val.csv)"; exit 1; }
+"$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 300 --val-split 0.2 --num-it 20 --model mlp \
+  --width 16 --lr-find-val --lr-find-csv val2.csv >/dev/null 2>err.txt
+[ "$(head -1 val2.csv)" = "step,lr,val_loss,smoothed_val_loss" ] || { echo "FAIL: validation CSV header: $(head -1 val2.csv)"; exit 1; }
 # --epochs sizes the test only with --num-it 0: said when it is given with steps
 "$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 300 --num-it 10 --epochs 3 --model mlp \
   --width 8 --lr-find-csv ep.csv >/dev/null 2>err.txt

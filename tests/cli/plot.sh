@@ -25,6 +25,10 @@ check lr.png
 "$KILN_BIN/lr_find" "${common[@]}" --num-it 60 --seed 1 --lr-find-csv lr1.csv > /dev/null 2>&1
 "$py" "$plot" lr-find lr.csv lr1.csv -o lr_seeds.png
 check lr_seeds.png
+# A held-out range test (--lr-find-val): its CSV names the loss, and so does the plot's axis.
+"$KILN_BIN/lr_find" "${common[@]}" --num-it 30 --val-split 0.2 --lr-find-val --lr-find-csv lrv.csv > /dev/null 2>&1
+"$py" "$plot" lr-find lrv.csv -o lrv.png
+check lrv.png
 
 "$KILN_BIN/train_mnist" "${common[@]}" --epochs 2 --log a.jsonl > /dev/null 2>&1
 "$KILN_BIN/train_mnist" "${common[@]}" --epochs 2 --optimizer sgd --lr 0.1 --log b.jsonl > /dev/null 2>&1
@@ -212,6 +216,12 @@ for s, step, at in plot.suggestions("lr.csv", lr):
         assert abs(at - lr[step] / 10) < 1e-6 * lr[step], (at, lr[step])
         assert lr[0] <= at and math.isfinite(plot.loss_at(lr, smooth, at))
 assert plot.lr_ylim([smooth, sm1]) == plot.lr_ylim([sm1, smooth])
+assert plot.seeds_tick("lr", "0.1") == "lr=0.1"
+assert plot.seeds_tick("clip", "clipvalue=0.01 clipnorm=0") == "clip=\nclipvalue=0.01\nclipnorm=0"
+assert plot.curve_loss("lr.csv") == ("loss", "training loss")
+assert plot.curve_loss("lrv.csv") == ("val_loss", "validation loss"), plot.curve_loss("lrv.csv")
+lrv, rawv, smv = plot.read_curve("lrv.csv")
+assert len(lrv) == 30 and all(math.isfinite(v) for v in smv), (len(lrv), smv[:3])
 assert plot.lr_ylim([raw, smooth])[0] <= min(v for v in raw if math.isfinite(v))
 # curves: a loss of 1e15 between healthy ones does not stretch the axis; healthy curves are not cut.
 ok = {"epochs": [{"epoch": e, "train_loss": 2.3 / e, "test_loss": 2.0 / e} for e in (1, 2, 3)]}
