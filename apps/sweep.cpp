@@ -158,6 +158,8 @@ int main(int argc, char** argv) {
                      (files.empty() ? "missing the sweep YAML file" : "more than one sweep file")
                          << " (usage: sweep SWEEP.yaml [--dir DIR] ...)");
     SweepSpec spec = load_sweep(files[0]);
+    for (const std::string& note : spec.notes)
+      std::fprintf(stderr, "sweep: note: %s: %s\n", files[0].c_str(), note.c_str());
     // Flags (and a --config file's keys) may not fight the sweep over a swept option, alone or in
     // a grouped parameter: the trial's value would silently win. `what` names the setting.
     auto check_not_swept = [&](const std::string& key, const std::string& what, const char* where) {

@@ -100,6 +100,15 @@ TEST(Optim, OptionsTheOptimizerNeverReadsAreNamed) {
   EXPECT_NE(notes("adam", [](OptimOptions& o) { o.nesterov = true; }).find("--nesterov is ignored"),
             std::string::npos);
   EXPECT_EQ(notes("sgd", [](OptimOptions& o) { o.nesterov = true; }), "");
+  // --decay-all widens a decay of 0 (the default, but adamw's 0.01); --penalize-all no penalty.
+  EXPECT_NE(
+      notes("sgd", [](OptimOptions& o) { o.decay_all = true; }).find("--decay-all is ignored"),
+      std::string::npos);
+  EXPECT_EQ(notes("adamw", [](OptimOptions& o) { o.decay_all = true; }), "");
+  EXPECT_EQ(notes("sgd", [](OptimOptions& o) { o.decay_all = true, o.weight_decay = 1e-4f; }), "");
+  EXPECT_NE(notes("sgd", [](OptimOptions& o) { o.penalize_all = true; }).find("--penalize-all"),
+            std::string::npos);
+  EXPECT_EQ(notes("sgd", [](OptimOptions& o) { o.penalize_all = true, o.l2 = 1e-4f; }), "");
   EXPECT_NE(
       notes("adamw", [](OptimOptions& o) { o.momentum = 0.9f; }).find("--momentum 0.9 is ignored"),
       std::string::npos);

@@ -177,6 +177,28 @@ TEST(SweepSpec, ValueOrValuesAndWandbDistributionNames) {
   EXPECT_NO_THROW(parse_sweep("parameters: {lr: {values: [0.1]}}\n...\n# done\n\n", "s.yaml"));
 }
 
+// What a sweep file sets that changes nothing is said: a grid's seed (it seeds random
+// sampling), a grid value listed twice (the same run, twice).
+TEST(SweepSpec, NotesOnWhatChangesNothing) {
+  SweepSpec s = parse_sweep(
+      "seed: 3\nparameters:\n  lr: {values: [0.01, 0.1, 1e-2, 0.010]}\n"
+      "  width: {values: [8, 16]}\n",
+      "s.yaml");
+  EXPECT_EQ(num_trials(s), 8);
+  ASSERT_EQ(s.notes.size(), 2u);
+  EXPECT_EQ(s.notes[0],
+            "seed: 3 is ignored by a grid sweep (it seeds random sampling; the runs' own seed is a "
+            "base key or a parameter)");
+  EXPECT_EQ(s.notes[1],
+            "parameter 'lr' lists 0.01 3 times (0.01, 1e-2, 0.010): each is a trial "
+            "of its own, the same run again");
+  EXPECT_TRUE(parse_sweep("method: random\nseed: 3\nrun_cap: 4\nparameters: {lr: {values: [0.1, "
+                          "0.1, 1]}}\n",
+                          "s.yaml")
+                  .notes.empty());
+  EXPECT_TRUE(parse_sweep("parameters: {lr: {values: [0.1, 1]}}\n", "s.yaml").notes.empty());
+}
+
 // A listed value no trial can run with (a typo) is refused before any trial runs, naming the
 // parameter; a combination only some trials hit stays a failed trial.
 TEST(SweepSpec, AValueNoTrialCanRunWithIsRefusedUpFront) {

@@ -39,6 +39,9 @@ struct SweepSpec {
   std::vector<SweepParam> params;                         // YAML order
   bool median_stop = false;  // early_terminate: {type: median, min_epochs, min_trials}
   int min_epochs = 1, min_trials = 3;
+  // What the file sets that changes nothing (a grid's seed, a value listed twice), one sentence
+  // each, for the app's "note:" lines.
+  std::vector<std::string> notes;
 };
 
 // Loads and validates a sweep YAML: unknown keys/options are usage errors naming the file and

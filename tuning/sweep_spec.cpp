@@ -325,6 +325,29 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
   }
   KILN_USAGE_CHECK(!s.params.empty(),
                    path << ": no parameters to sweep (add a 'parameters' mapping)");
+  if (s.method == "grid" && root["seed"])
+    s.notes.push_back("seed: " + std::to_string(s.seed) +
+                      " is ignored by a grid sweep (it seeds random sampling; the runs' own seed "
+                      "is a base key or a parameter)");
+  for (const auto& p : s.params) {  // a grid value listed twice (0.01 and 1e-2) runs twice
+    if (s.method != "grid") break;  // (random: a repeat weighs the draw, which may be meant)
+    const OptionSpec* opt = run_options().find(p.name);
+    if (!opt || p.values.size() < 2) continue;  // (a group's repeats are refused)
+    std::map<std::string, std::vector<std::string>> as_run;
+    RunConfig scratch;
+    for (const auto& v : p.values) {
+      run_options().set(scratch, p.name, v, path);
+      as_run[opt->get(scratch)].push_back(v);
+    }
+    for (const auto& [value, texts] : as_run)
+      if (texts.size() > 1) {
+        std::string listed;
+        for (const auto& t : texts) listed += (listed.empty() ? "" : ", ") + t;
+        s.notes.push_back("parameter '" + p.name + "' lists " + value + " " +
+                          std::to_string(texts.size()) + " times (" + listed +
+                          "): each is a trial of its own, the same run again");
+      }
+  }
   auto refuse = [&](const std::string& key, const std::string& where) {
     const std::string why = sweep_refused_option(normalize_key(key));
     KILN_USAGE_CHECK(why.empty(), path << ": " << where << " '" << key << "': " << why);

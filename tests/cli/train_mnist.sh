@@ -103,6 +103,12 @@ for b in 4611686018427387904 9223372036854775807; do
 done
 check ignored-note 0 'note: --groups 3 is ignored without --norm group' -- "$bin" --summary --groups 3
 check pool-after-mlp 0 'note: --pool-after 1 is ignored: .*the mlp has no pooling' -- "$bin" --summary --model mlp --pool-after 1
+check log-every-alone 0 'note: --log-every is ignored without --log' -- "$bin" --summary --log-every 10
+check keep-last-alone 0 'note: --keep-last is ignored without --checkpoint-every or --checkpoint-every-steps' -- \
+  "$bin" --summary --keep-last 2
+check decay-all-no-decay 0 "note: --decay-all is ignored: the weight decay is 0 \\(adam's default" -- \
+  "$bin" --summary --optimizer adam --decay-all
+check penalize-all-alone 0 'note: --penalize-all is ignored without --l1 or --l2' -- "$bin" --summary --penalize-all
 # "--optimizer sgd" under the default one-cycle is not plain SGD (torch's OneCycleLR cycles its
 # momentum too): said; early stopping without --val-split selects on the test set: said.
 check sgd-one-cycle-note 0 'note: --schedule one-cycle cycles the momentum between 0.85 and 0.95 .*: sgd trains with it' -- \
