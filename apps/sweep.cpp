@@ -100,6 +100,11 @@ int main(int argc, char** argv) {
         dir = value("--dir");
       else if (a == "--resume")
         resume = true;
+      else if (flag == "--resume")  // --resume=F: not the run option (each trial from F)
+        KILN_USAGE_FAIL(
+            "sweep's --resume takes no value (it continues the sweep in --dir); to "
+            "start every trial from a checkpoint, put resume: "
+            << f.value << " under the sweep file's base");
       else if (a == "--dry-run")
         dry_run = true;
       else if (flag == "--worker") {
@@ -197,6 +202,7 @@ int main(int argc, char** argv) {
 
     if (dry_run) {
       check_param_names(spec);
+      parse_worker(worker);  // refused as a real run would
       int64_t n = num_trials(spec);
       std::printf("%s: %s, %lld trials, metric %s (%s)\n", files[0].c_str(), spec.method.c_str(),
                   static_cast<long long>(n), spec.metric.c_str(),

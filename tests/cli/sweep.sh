@@ -202,6 +202,16 @@ rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q "clash.yaml: parameter 'test_acc': the name of one of the results' own columns" err.txt ||
   { echo "FAIL: --dry-run of a bundle named test_acc rc=$rc"; cat err.txt; exit 1; }
+# sweep's --resume takes no value: --resume=F was passed to every trial as the run option.
+set +e
+"$KILN_BIN/sweep" s.yaml --dry-run --resume=ck.safetensors > /dev/null 2> err.txt
+rc=$?
+"$KILN_BIN/sweep" s.yaml --dry-run --worker 2/2 > /dev/null 2> err2.txt
+rc2=$?
+set -e
+[ $rc -eq 2 ] && grep -q "sweep's --resume takes no value .*put resume: ck.safetensors under the sweep file's base" err.txt ||
+  { echo "FAIL: --resume=F rc=$rc"; cat err.txt; exit 1; }
+[ $rc2 -eq 2 ] && grep -q -- "--worker" err2.txt || { echo "FAIL: --dry-run --worker 2/2 rc=$rc2"; cat err2.txt; exit 1; }
 # An option the trials never read (a swept --momentum under adam, a base --gamma under cosine) is
 # noted once on the console with how many trials have it, and in each such trial's log.
 cat > ign.yaml <<YAML
