@@ -20,7 +20,9 @@
 // steps the device skipped (the host cannot know without a sync). Adam's bias corrections and
 // the "first step: momentum buffer = g" rule use it, identically on CPU and GPU. So after a
 // skipped first step, a later step uses the (zero) buffer as if it had been initialised; this
-// differs from PyTorch only when dampening != 0.
+// differs from PyTorch only when dampening != 0. The same holds for a resume that gives
+// --momentum to a checkpoint of a momentum-0 SGD run: its buffers are zeros, not absent, so with
+// dampening d the first momentum step stores (1-d)*g where torch stores g.
 #pragma once
 #include <cstdint>
 #include <vector>
