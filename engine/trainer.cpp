@@ -398,17 +398,20 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
   if (!opts_.batch_schedule.empty()) bsched = parse_batch_schedule(opts_.batch_schedule);
   // A batch a layer cannot train on (batch norm's batch of 1 without spatial dimensions) is
   // found now, not when the epoch that ends in it has trained.
+  long long last_step = from.step;  // of the epoch's last batch, counting from 1
   for (int epoch = from.epoch; epoch < opts_.epochs && train.size() > 0; ++epoch) {
     const int64_t b = bsched.empty() ? opts_.batch_size : batch_size_at(bsched, epoch);
     const int64_t n = train.size(), smallest = n % b != 0 ? n % b : std::min(b, n);
+    last_step += (n + b - 1) / b - (epoch == from.epoch ? from.batch : 0);
+    if (opts_.step_limit > 0 && last_step > opts_.step_limit) break;
     const auto [name, layer] = model_.layer_refusing_batch(smallest);
     KILN_USAGE_CHECK(!layer, "layer " << name << " (" << layer->describe()
                                       << ") trains on batches of at least "
                                       << layer->min_training_batch() << ", and epoch " << epoch + 1
                                       << " ends in a batch of " << smallest << " (" << n
-                                      << " training images in batches of " << b
-                                      << "): change --batch-size or --train-limit so none is "
-                                         "left over");
+                                      << " training images in batches of " << b << "): change "
+                                      << (bsched.empty() ? "--batch-size" : "--batch-schedule")
+                                      << " or --train-limit so none is left over");
   }
   std::vector<EpochRecord> out;
   bool tty = opts_.progress == 1;

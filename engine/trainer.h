@@ -39,6 +39,9 @@ struct TrainOptions {
   std::string batch_schedule;    // "0:512,5:256,10:128" (epoch:batch), empty: fixed
   bool scale_lr_with_batch = false;  // lr * batch / first batch (linear scaling rule)
   int log_every = 0;             // steps between per-step JSONL records (0: per epoch only)
+  // The caller stops the run after this many steps (the LR range test's --num-it; 0: none):
+  // batches past it are not checked before training (min_training_batch).
+  long long step_limit = 0;
   bool detect_anomaly = false;   // check every step; name the first non-finite layer
   bool grad_report = false;      // per-layer gradient/weight norm table after each epoch
   float target_acc = 0.0f;       // stop once val (else test) accuracy reaches it (0: off)

@@ -288,8 +288,9 @@ std::vector<std::string> OptimOptions::ignored(const OptimOptions& d) const {
     out.push_back("--alpha " + num(alpha) + " is ignored: it is rmsprop's smoothing constant");
   if (eps != d.eps && sgd) out.push_back("--eps " + num(eps) + " is ignored: sgd has no epsilon");
   if (decay_all != d.decay_all && resolved().weight_decay == 0)
-    out.push_back("--decay-all is ignored: the weight decay is 0 (" + name +
-                  "'s default; --weight-decay sets it)");
+    out.push_back("--decay-all is ignored: the weight decay is 0 (" +
+                  (std::isnan(weight_decay) ? name + "'s default; --weight-decay sets it)"
+                                            : std::string("--weight-decay 0)")));
   if (penalize_all != d.penalize_all && l1 == 0 && l2 == 0)
     out.push_back(
         "--penalize-all is ignored without --l1 or --l2 (it widens their penalty to "

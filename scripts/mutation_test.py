@@ -763,7 +763,7 @@ MUTANTS = [
      [("if (!entries.empty() || entries_.empty()) {", "if (true) {")],
      "a schedule file caught empty mid-save drops the run back to --lr"),
     ("sweep-bad-value-runs", "tuning/sweep.cpp",
-     [("KILN_USAGE_CHECK(v.ok > 0,", "KILN_USAGE_CHECK(v.ok >= 0,")],
+     [("    if (v.ok > 0) continue;", "    if (v.ok >= 0) continue;")],
      "a sweep value no trial can run with (optimizer 'adamm') fills the directory with failed trials (until 2026-12-04)"),
     ("sweep-sampled-value-blamed", "tuning/sweep.cpp",
      [("      if (spec.params[k].is_range()) continue;", "")],

@@ -105,6 +105,8 @@ TEST(Optim, OptionsTheOptimizerNeverReadsAreNamed) {
       notes("sgd", [](OptimOptions& o) { o.decay_all = true; }).find("--decay-all is ignored"),
       std::string::npos);
   EXPECT_EQ(notes("adamw", [](OptimOptions& o) { o.decay_all = true; }), "");
+  EXPECT_EQ(notes("adamw", [](OptimOptions& o) { o.decay_all = true, o.weight_decay = 0; }),
+            "--decay-all is ignored: the weight decay is 0 (--weight-decay 0)\n");
   EXPECT_EQ(notes("sgd", [](OptimOptions& o) { o.decay_all = true, o.weight_decay = 1e-4f; }), "");
   EXPECT_NE(notes("sgd", [](OptimOptions& o) { o.penalize_all = true; }).find("--penalize-all"),
             std::string::npos);

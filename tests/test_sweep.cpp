@@ -214,15 +214,16 @@ TEST(SweepSpec, AValueNoTrialCanRunWithIsRefusedUpFront) {
   };
   EXPECT_EQ(
       refused("parameters:\n  optimizer: {values: [sgd, adamm]}\n  lr: {values: [0.1, 0.2]}\n"),
-      "s.yaml: parameter 'optimizer' value 'adamm': none of the 2 trials with it can run: "
-      "unknown optimizer 'adamm' (expected sgd|adam|adamw|rmsprop)");
+      "s.yaml: parameter 'optimizer' value 'adamm' cannot run (nor can the 2 trials with "
+      "it): unknown optimizer 'adamm' (expected sgd|adam|adamw|rmsprop)");
   EXPECT_NE(
       refused("parameters: {dropout: {values: [0.1, 1.5]}}\n")
-          .find("s.yaml: parameter 'dropout' value '1.5': none of the 1 trial with it can run: "),
+          .find(
+              "s.yaml: parameter 'dropout' value '1.5' cannot run (nor can the 1 trial with it): "),
       std::string::npos);
   // Random search: the listed values the sampled trials drew.
   EXPECT_NE(refused("method: random\nrun_cap: 6\nparameters: {lr: {values: [-0.1, 0.01]}}\n")
-                .find("s.yaml: parameter 'lr' value '-0.1': none of the "),
+                .find("s.yaml: parameter 'lr' value '-0.1' cannot run (nor can the "),
             std::string::npos);
   // nesterov=true fails only beside momentum 0: a combination, left to its trial.
   base.optim.name = "sgd";
@@ -230,6 +231,28 @@ TEST(SweepSpec, AValueNoTrialCanRunWithIsRefusedUpFront) {
       "parameters:\n  nesterov: {values: [true, false]}\n  momentum: {values: [0, 0.9]}\n",
       "s.yaml");
   EXPECT_EQ(check_sweep_trials(combo, base), 1);  // trial 0 (true, 0) cannot run
+  // ...also where the draws put a value only beside the one partner it cannot run with
+  // (seed 1: momentum 0 is drawn once, beside nesterov true).
+  SweepSpec drawn = parse_sweep(
+      "method: random\nseed: 1\nrun_cap: 8\nparameters:\n  nesterov: {values: [true, false]}\n"
+      "  momentum: {values: [0, 0.5, 0.9]}\n",
+      "s.yaml");
+  int with_zero = 0;
+  for (int64_t i = 0; i < 8; ++i) {
+    const auto t = trial_params(drawn, i);
+    if (t[1].second == "0") {
+      ++with_zero;
+      EXPECT_EQ(t[0].second, "true") << "the case no longer draws what it tests";
+    }
+  }
+  EXPECT_GE(with_zero, 1);
+  EXPECT_NO_THROW(check_sweep_trials(drawn, base));
+  // Beside a base that rules it out, a value can run nowhere: refused with the base's reason.
+  base.optim.nesterov = true;
+  EXPECT_EQ(refused("parameters: {momentum: {values: [0, 0.9]}}\n"),
+            "s.yaml: parameter 'momentum' value '0' cannot run (nor can the 1 trial with it): "
+            "--nesterov needs --momentum > 0 and zero dampening (momentum 0, dampening 0)");
+  base.optim.nesterov = false;
   // A sampled number is one trial's: a range reaching below 0 is left to those trials.
   SweepSpec range = parse_sweep(
       "method: random\nrun_cap: 8\nparameters: {lr: {min: -0.5, max: 0.5}}\n", "s.yaml");

@@ -23,6 +23,7 @@
 #include "engine/error.h"
 #include "layers/conv.h"
 #include "test_util.h"
+#include "tuning/lr_finder.h"
 #include "tuning/run.h"
 #include "tuning/run_checkpoint.h"
 
@@ -347,23 +348,39 @@ TEST(TrainerCpu, ABatchNormBatchOfOneIsFoundBeforeTraining) {
   int epochs = 0;
   RunHooks hooks;
   hooks.on_epoch = [&](const EpochRecord&) { return ++epochs, true; };
-  try {
-    run_training(c, hooks);
-    ADD_FAILURE() << "a batch of 1 reached batch norm";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::Usage);
-    EXPECT_EQ(e.message(),
-              "layer 2 (BatchNorm1d(32)) trains on batches of at least 2, and epoch 2 ends in a "
-              "batch of 1 (145 training images in batches of 48): change --batch-size or "
-              "--train-limit so none is left over");
-  }
+  auto refused = [&] {
+    try {
+      run_training(c, hooks);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      return e.message();
+    }
+    return std::string("(a batch of 1 reached batch norm)");
+  };
+  EXPECT_EQ(refused(),
+            "layer 2 (BatchNorm1d(32)) trains on batches of at least 2, and epoch 2 ends in a "
+            "batch of 1 (145 training images in batches of 48): change --batch-schedule or "
+            "--train-limit so none is left over");
   EXPECT_EQ(epochs, 0);
   c.train.epochs = 1;  // the 48s never come
   EXPECT_EQ(run_training(c, {}).epochs.size(), 1u);
+  c.train.batch_schedule.clear();  // with --batch-size, named as such
+  c.data.train_limit = 129;
+  const std::string why = refused();
+  EXPECT_NE(why.find("epoch 1 ends in a batch of 1 (129 training images in batches of 32): "
+                     "change --batch-size or --train-limit"),
+            std::string::npos)
+      << why;
+  // The LR range test stops after --num-it steps: a last batch past them is never reached.
+  RunConfig lf = c;
+  lf.lr_find = true;
+  lf.num_it = 4;
+  EXPECT_EQ(lr_find(*make_session(lf), lr_find_options(lf)).points.size(), 4u);
+  lf.num_it = 5;  // the fifth step is the batch of 1
+  EXPECT_THROW(lr_find(*make_session(lf), lr_find_options(lf)), Error);
   c.model.model = "cnn";  // a batch of 1 image still has 26x26 values per channel
   c.train.epochs = 2;
   c.data.train_limit = 97;
-  c.train.batch_schedule.clear();
   EXPECT_EQ(run_training(c, {}).epochs.size(), 2u);
 }
 

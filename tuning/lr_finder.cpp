@@ -223,6 +223,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
                                                                 << " epochs of " << rows
                                                                 << " samples; at most 1000000");
   topts.epochs = static_cast<int>(ramp_epochs);
+  topts.step_limit = n;          // the test stops after n steps (batches past them never run)
   topts.batch_schedule.clear();  // the ramp is over steps of one batch size
   topts.log_path.clear();
   topts.log_every = 0;

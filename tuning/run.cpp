@@ -58,11 +58,6 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
     notes.push_back(
         "--log-every is ignored without --log (it sets how often steps are written "
         "to the JSONL log)");
-  if (cfg.keep_last != defaults.keep_last && cfg.checkpoint_every == 0 &&
-      cfg.checkpoint_every_steps == 0)
-    notes.push_back(
-        "--keep-last is ignored without --checkpoint-every or "
-        "--checkpoint-every-steps (it prunes the periodic checkpoints)");
   if (cfg.train.scale_lr_with_batch && cfg.train.batch_schedule.empty())
     notes.push_back(
         "--scale-lr is ignored without --batch-schedule (it scales the lr with the scheduled "

@@ -466,21 +466,28 @@ void apply_sweep_base(const SweepSpec& spec, RunConfig& cfg) {
     run_options().set(cfg, kv.first, kv.second, spec.path + ": base key '" + kv.first + "'");
 }
 
+namespace {
+// Sets parameter p to `value` (one of its values, or a sample) in c; a group sets its options.
+void set_param(RunConfig& c, const SweepParam& p, const std::string& value,
+               const std::string& origin) {
+  if (p.bundles.empty()) {
+    run_options().set(c, p.name, value, origin);
+    return;
+  }
+  size_t j =
+      static_cast<size_t>(std::find(p.values.begin(), p.values.end(), value) - p.values.begin());
+  for (const auto& kv : p.bundles.at(j)) run_options().set(c, kv.first, kv.second, origin);
+}
+}  // namespace
+
 RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
                        const std::string& dir) {
   RunConfig c = base;
   auto params = trial_params(spec, i);
-  for (size_t k = 0; k < params.size(); ++k) {
-    const SweepParam& p = spec.params[k];
-    std::string origin = spec.path + ": trial " + std::to_string(i) + " parameter '" + p.name + "'";
-    if (p.bundles.empty()) {
-      run_options().set(c, p.name, params[k].second, origin);
-      continue;
-    }
-    size_t j = static_cast<size_t>(std::find(p.values.begin(), p.values.end(), params[k].second) -
-                                   p.values.begin());
-    for (const auto& kv : p.bundles.at(j)) run_options().set(c, kv.first, kv.second, origin);
-  }
+  for (size_t k = 0; k < params.size(); ++k)
+    set_param(
+        c, spec.params[k], params[k].second,
+        spec.path + ": trial " + std::to_string(i) + " parameter '" + spec.params[k].name + "'");
   c.train.log_path = dir + "/trials/trial-" + std::to_string(i) + ".jsonl";
   // A trial stopped by SIGINT/SIGTERM checkpoints before it exits: into the sweep directory, not
   // the caller's working directory (--resume reruns the trial; the checkpoint is for inspection).
@@ -531,7 +538,6 @@ std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConf
 int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t max_trials) {
   struct Seen {
     int64_t ok = 0, bad = 0;
-    std::string first;  // the first failing trial's message
   };
   std::map<std::pair<size_t, std::string>, Seen> values;  // (parameter index, listed value)
   int64_t first_ok = -1;
@@ -551,11 +557,7 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
     for (size_t k = 0; k < params.size(); ++k) {
       if (spec.params[k].is_range()) continue;  // a sampled number is one trial's, not the file's
       Seen& v = values[{k, params[k].second}];
-      if (err.empty()) {
-        ++v.ok;
-      } else if (v.bad++ == 0) {
-        v.first = err;
-      }
+      ++(err.empty() ? v.ok : v.bad);
     }
   }
   KILN_USAGE_CHECK(first_ok >= 0 || n == 0,
@@ -563,11 +565,26 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
                                      << " has invalid options (the file's and the command "
                                         "line's); first: "
                                      << first);
-  for (const auto& [key, v] : values)
-    KILN_USAGE_CHECK(v.ok > 0, spec.path << ": parameter '" << spec.params[key.first].name
-                                         << "' value '" << key.second << "': none of the " << v.bad
-                                         << " trial" << (v.bad == 1 ? "" : "s")
-                                         << " with it can run: " << v.first);
+  // A value no trial can run with is a typo when it cannot run beside the base alone either
+  // (optimizer 'adamm'); otherwise its company is to blame (nesterov: true drawn only beside
+  // momentum: 0 in a random sweep, or a grid cut short by run_cap), and its trials fail alone.
+  for (const auto& [key, v] : values) {
+    if (v.ok > 0) continue;
+    const SweepParam& p = spec.params[key.first];
+    std::string alone;
+    try {
+      RunConfig c = base;
+      set_param(c, p, key.second, spec.path + ": parameter '" + p.name + "'");
+      c.validate();
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::Usage) throw;
+      alone = e.message();
+    }
+    KILN_USAGE_CHECK(alone.empty(), spec.path << ": parameter '" << p.name << "' value '"
+                                              << key.second << "' cannot run (nor can the " << v.bad
+                                              << " trial" << (v.bad == 1 ? "" : "s")
+                                              << " with it): " << alone);
+  }
   return first_ok;
 }
 

@@ -121,9 +121,10 @@ std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConf
 // Validates the trials (at most max_trials) before any runs and returns the first valid one's
 // index (-1 for an empty sweep). Usage errors, either of which would fill the directory with
 // failed trials that --resume then skips: every trial invalid (options no trial can run with,
-// --width 0), or a listed value that no trial holding it can run with (a typo: optimizer
-// 'adamm', dropout 1.5), named with the parameter. A combination only some trials hit stays
-// a failed trial, and so does a sampled (min/max) value.
+// --width 0), or a listed value that no trial holding it can run with and that cannot run
+// beside the base alone either (a typo: optimizer 'adamm', dropout 1.5), named with the
+// parameter. A combination only some trials hit stays a failed trial, and so does a sampled
+// (min/max) value.
 int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base,
                            int64_t max_trials = 100000);
 

@@ -104,8 +104,6 @@ done
 check ignored-note 0 'note: --groups 3 is ignored without --norm group' -- "$bin" --summary --groups 3
 check pool-after-mlp 0 'note: --pool-after 1 is ignored: .*the mlp has no pooling' -- "$bin" --summary --model mlp --pool-after 1
 check log-every-alone 0 'note: --log-every is ignored without --log' -- "$bin" --summary --log-every 10
-check keep-last-alone 0 'note: --keep-last is ignored without --checkpoint-every or --checkpoint-every-steps' -- \
-  "$bin" --summary --keep-last 2
 check decay-all-no-decay 0 "note: --decay-all is ignored: the weight decay is 0 \\(adam's default" -- \
   "$bin" --summary --optimizer adam --decay-all
 check penalize-all-alone 0 'note: --penalize-all is ignored without --l1 or --l2' -- "$bin" --summary --penalize-all
