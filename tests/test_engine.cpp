@@ -437,6 +437,14 @@ TEST(Options, YamlConfigThenFlagsOverride) {
   EXPECT_THROW(apply_yaml_config(c, path), Error);
   EXPECT_THROW(apply_yaml_config(c, path + ".missing"), Error);
   std::remove(path.c_str());
+  // A device that never ends is read to 16 MiB, not until memory runs out.
+  try {
+    apply_yaml_config(c, "/dev/zero");
+    ADD_FAILURE() << "/dev/zero read as a config";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_EQ(e.message(), "/dev/zero: more than 16 MiB: not a config file");
+  }
 }
 
 // A value the file set that validation refuses names the file and key; a flag that overrode

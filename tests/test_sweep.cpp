@@ -175,6 +175,12 @@ TEST(SweepSpec, ValueOrValuesAndWandbDistributionNames) {
             "s.yaml: line 3: text after the end of the YAML document ('...' on line 2) would be "
             "dropped; the file is one mapping");
   EXPECT_NO_THROW(parse_sweep("parameters: {lr: {values: [0.1]}}\n...\n# done\n\n", "s.yaml"));
+  try {  // read to 16 MiB, not until memory runs out
+    load_sweep("/dev/zero");
+    ADD_FAILURE() << "/dev/zero read as a sweep";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "/dev/zero: more than 16 MiB: not a sweep file");
+  }
 }
 
 // What a sweep file sets that changes nothing is said: a grid's seed (it seeds random

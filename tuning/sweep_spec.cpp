@@ -406,13 +406,11 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
 }
 
 SweepSpec load_sweep(const std::string& path) {
-  const std::string dir = directory_error(path);
-  KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (a sweep is one YAML file)");
-  std::ifstream f(path);
-  KILN_USAGE_CHECK(f.good(), path << ": cannot open sweep file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_sweep(ss.str(), path);
+#ifdef KILN_HAVE_YAML
+  return parse_sweep(read_yaml_text(path, "sweep"), path);
+#else
+  return parse_sweep("", path);  // (says the build has no yaml-cpp)
+#endif
 }
 
 int64_t grid_size(const SweepSpec& spec) {

@@ -16,6 +16,22 @@
 namespace kiln {
 
 #ifdef KILN_HAVE_YAML
+std::string read_yaml_text(const std::string& path, const char* what) {
+  const std::string dir = directory_error(path);
+  KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (a " << what << " is one YAML file)");
+  std::ifstream f(path, std::ios::binary);
+  KILN_USAGE_CHECK(f.good(), path << ": cannot open " << what << " file");
+  constexpr size_t kMax = size_t{16} << 20;
+  std::string text;
+  char buf[1 << 16];
+  while (f.read(buf, sizeof buf) || f.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(f.gcount()));
+    KILN_USAGE_CHECK(text.size() <= kMax, path << ": more than 16 MiB: not a " << what << " file");
+  }
+  KILN_CHECK(!f.bad(), path << ": read failed");
+  return text;
+}
+
 // Found by lines, not by YAML::LoadAll, which loops forever on some malformed input in
 // yaml-cpp 0.7.
 void check_one_document(const std::string& text, const std::string& path) {
@@ -69,16 +85,11 @@ void check_unique_keys(const YAML::Node& map, const std::string& path, const std
 void apply_yaml_config(RunConfig& cfg, const std::string& path,
                        std::map<std::string, std::string>* keys) {
 #ifdef KILN_HAVE_YAML
-  const std::string dir = directory_error(path);
-  KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (--config names a YAML file)");
-  std::ifstream probe(path);
-  KILN_USAGE_CHECK(probe.good(), path << ": cannot open config file");
-  std::stringstream text;
-  text << probe.rdbuf();
-  check_one_document(text.str(), path);
+  const std::string text = read_yaml_text(path, "config");
+  check_one_document(text, path);
   YAML::Node root;
   try {
-    root = YAML::Load(text.str());
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     KILN_USAGE_FAIL(path << ": not valid YAML at line " << e.mark.line + 1 << ": " << e.msg);
   }

@@ -9,6 +9,10 @@
 
 namespace kiln {
 
+// The text of a YAML file (`what`: "config", "sweep"): usage errors name the path when it is
+// a directory or cannot be opened, or holds more than 16 MiB (a device such as /dev/zero would
+// otherwise be read until memory runs out).
+std::string read_yaml_text(const std::string& path, const char* what);
 // Usage error naming `path` and the line of a "---" that starts a second document.
 void check_one_document(const std::string& text, const std::string& path);
 // Usage error when two keys of `map` are the same option ('_' and '-' alike): "PATH: key 'K'
