@@ -60,11 +60,15 @@ void Model::collect(Layer* l, const std::string& prefix) {
   for (auto& [cname, child] : l->children()) collect(child, prefix + "." + cname);
 }
 
-void Model::build(Device device, uint64_t seed) {
-  KILN_CHECK(!built_, "Model::build called twice");
+int Model::check_setup() {
+  setup_layers();
+  return fused_layers_;
+}
+
+void Model::setup_layers() {
+  KILN_CHECK(!built_ && !set_up_, "Model: build or check_setup called twice");
   KILN_USAGE_CHECK(!layers_.empty(), "model has no layers");
-  device_ = device;
-  // 1. shapes, parameters declared, receptive field
+  set_up_ = true;
   Shape s = input_shape_;
   ReceptiveField rf;
   for (auto& l : layers_) {
@@ -82,6 +86,13 @@ void Model::build(Device device, uint64_t seed) {
   }
   output_shape_ = s;
   if (fusion_) fuse_layers();
+}
+
+void Model::build(Device device, uint64_t seed) {
+  KILN_CHECK(!built_, "Model::build called twice");
+  device_ = device;
+  // 1. shapes, parameters declared, receptive field
+  setup_layers();
   for (auto& l : layers_) collect(l.get(), l->name());
   layers_.front()->need_dx = false;
 

@@ -33,6 +33,11 @@ class Model {
   Layer& add(LayerPtr layer);  // named by index, like nn.Sequential
   void build(Device device, uint64_t seed);
   bool built() const { return built_; }
+  // What build() checks and plans before it allocates anything: every layer's setup (a conv
+  // larger than its input, groups not dividing the channels: usage errors naming the layer) and,
+  // with fusion on, the ReLUs folded (returned). For a model that is only checked: build()
+  // cannot follow it.
+  int check_setup();
   // Layer fusion (off by default; set before build): build() lets a Conv2d or BatchNorm directly
   // followed by a ReLU apply it in its own kernels, and the ReLU becomes a pass-through.
   // Parameters, buffers and state_dict names are the same either way.
@@ -74,6 +79,7 @@ class Model {
 
  private:
   void collect(Layer* l, const std::string& prefix);
+  void setup_layers();  // shapes, parameters declared, receptive fields, the fusion pass
   void fuse_layers();
   Shape input_shape_, output_shape_;
   std::vector<LayerPtr> layers_;
@@ -84,6 +90,7 @@ class Model {
   int64_t num_params_ = 0;
   Device device_ = Device::CPU;
   bool built_ = false;
+  bool set_up_ = false;      // setup_layers() ran (build or check_setup)
   int64_t last_batch_ = -1;  // the batch of the last forward (-1: none yet)
   bool fusion_ = false;
   int fused_layers_ = 0;

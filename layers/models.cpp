@@ -14,8 +14,16 @@ void ModelOptions::validate() const {
                    "--model " << model << ": expected mlp|cnn|cifar");
   KILN_USAGE_CHECK(width > 0 && width <= 65536, "--width " << width << ": must be in [1, 65536]");
   KILN_USAGE_CHECK(depth >= 0 && depth <= 1000, "--depth " << depth << ": must be in [0, 1000]");
-  parse_act(activation);
-  parse_init_scheme(init);
+  try {  // (named by their flags: a config file's key is then found from the message)
+    parse_act(activation);
+  } catch (const Error& e) {
+    throw e.prefixed("--activation: ");
+  }
+  try {
+    parse_init_scheme(init);
+  } catch (const Error& e) {
+    throw e.prefixed("--init: ");
+  }
   KILN_USAGE_CHECK(norm_position == "before" || norm_position == "after",
                    "--norm-position " << norm_position << ": expected before|after");
   KILN_USAGE_CHECK(norm == "none" || norm == "batch" || norm == "group",
@@ -40,6 +48,16 @@ std::vector<std::string> ModelOptions::ignored(const ModelOptions& d) const {
     out.push_back("--pool-after " + std::to_string(pool_after) +
                   " is ignored: it places the cnn's maxpool; the " + model +
                   (model == "mlp" ? " has no pooling" : " net has its own pooling"));
+  if (model == "mlp" && depth == 0) {  // one Linear layer: no hidden block to shape
+    std::string given;
+    if (width != d.width) given += " --width";
+    if (activation != d.activation) given += " --activation";
+    if (norm != d.norm) given += " --norm";
+    if (dropout != d.dropout) given += " --dropout";
+    if (!given.empty())
+      out.push_back(given.substr(1) + (given.find(' ', 1) == std::string::npos ? " is" : " are") +
+                    " ignored: --depth 0 makes the mlp one Linear layer, with no hidden block");
+  }
   if (norm != "group" && groups != d.groups)
     out.push_back("--groups " + std::to_string(groups) + " is ignored without --norm group");
   if (norm == "none" && norm_position != d.norm_position)

@@ -160,14 +160,15 @@ Shape GroupNorm::setup(const Shape& in) {
                                          << "): the number of groups must be positive");
   KILN_USAGE_CHECK(channels_ % groups_ == 0,
                    "layer " << name() << " (" << describe() << "): " << channels_
-                            << " channels are not divisible by " << groups_ << " groups");
+                            << " channels are not divisible by --groups " << groups_);
   hw_ = spatial_size(*this, in, in.size() == 3, channels_);
   // One value per group normalises to 0 whatever the input: the layer would output its bias
   // and pass no gradient back. PyTorch raises only when the batch holds one sample too.
   KILN_USAGE_CHECK(channels_ / groups_ * hw_ > 1,
                    "layer " << name() << " (" << describe() << "): input " << shape_str(in)
                             << " leaves 1 value per group, which normalises to 0 (the output "
-                               "would be the bias alone); use fewer groups");
+                               "would be the bias alone); "
+                            << (groups_ > 1 ? "use fewer --groups" : "use a wider layer"));
   add_param("weight", {channels_}, Init::ones(), false);
   add_param("bias", {channels_}, Init::zeros(), false);
   return in;

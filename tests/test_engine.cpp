@@ -120,6 +120,64 @@ TEST(Model, OptionsTheModelNeverReadsAreNamed) {
   o.model = "cifar";
   EXPECT_TRUE(o.ignored(app).empty());
   EXPECT_EQ(o.ignored().size(), 1u) << "against the library defaults 256 is a change";
+  // --depth 0: the mlp is one Linear layer, so the hidden block's options shape nothing.
+  o = ModelOptions{};
+  o.model = "mlp";
+  o.depth = 0;
+  EXPECT_TRUE(o.ignored().empty());
+  o.norm = "batch";
+  o.dropout = 0.5f;
+  notes = o.ignored();
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_EQ(notes[0],
+            "--norm --dropout are ignored: --depth 0 makes the mlp one Linear layer, "
+            "with no hidden block");
+}
+
+// The layers' own checks run in RunConfig::validate (on a model set up, never built), so a
+// sweep's up-front check and --dry-run see them; --fuse on is said when nothing folds.
+TEST(Model, ValidateRunsTheLayersChecksAndFusionIsCounted) {
+  RunConfig c;
+  c.model.norm = "group";
+  c.model.groups = 3;  // the cnn's 16 channels
+  try {
+    c.validate();
+    ADD_FAILURE() << "--groups 3 accepted for 16 channels";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_EQ(e.message(),
+              "layer 1 (GroupNorm(3 groups, 16 channels)): 16 channels are not divisible by "
+              "--groups 3");
+  }
+  c.model.groups = 4;
+  EXPECT_NO_THROW(c.validate());
+  c.model.activation = "gelu";
+  try {
+    c.validate();
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "--activation: unknown activation 'gelu' (expected relu|sigmoid|tanh)");
+  }
+  c = RunConfig{};
+  c.model.fuse = true;
+  EXPECT_EQ(c.check_model(), 7) << "the cnn's seven conv blocks fold their ReLUs";
+  c.model.activation = "tanh";
+  EXPECT_EQ(c.check_model(), 0);
+  c.model.activation = "relu";
+  c.model.model = "mlp";
+  EXPECT_EQ(c.check_model(), 0) << "a Linear does not fold its ReLU";
+  c.model.norm = "batch";
+  EXPECT_EQ(c.check_model(), 2) << "batch norm before the ReLU does";
+  std::string notes;
+  for (const auto& n : option_notes(c, RunConfig{})) notes += n + "\n";
+  EXPECT_EQ(notes.find("--fuse"), std::string::npos) << notes;
+  c.model.norm = "none";
+  notes.clear();
+  for (const auto& n : option_notes(c, RunConfig{})) notes += n + "\n";
+  EXPECT_NE(notes.find("--fuse on is ignored: no ReLU in this model follows a conv or batch norm "
+                       "layer that could apply it (--activation relu, --norm none before)"),
+            std::string::npos)
+      << notes;
 }
 
 TEST(Model, FlatLayoutAlignedViewsAndStateDictNames) {

@@ -166,7 +166,7 @@ TEST(GroupNormLayer, GroupsNotDividingChannelsIsUsageErrorNamingLayer) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Usage);
     EXPECT_NE(e.message().find("layer 2 (GroupNorm(3 groups, 8 channels)): 8 channels are not "
-                               "divisible by 3 groups"),
+                               "divisible by --groups 3"),
               std::string::npos)
         << e.message();
   }

@@ -253,6 +253,12 @@ TEST(SweepSpec, AValueNoTrialCanRunWithIsRefusedUpFront) {
   }
   EXPECT_GE(with_zero, 1);
   EXPECT_NO_THROW(check_sweep_trials(drawn, base));
+  // The layers' checks count too (a value --dry-run once listed and every trial then failed).
+  base.model.norm = "group";
+  EXPECT_EQ(refused("parameters: {groups: {values: [2, 3]}}\n"),
+            "s.yaml: parameter 'groups' value '3' cannot run (nor can the 1 trial with it): layer "
+            "1 (GroupNorm(3 groups, 16 channels)): 16 channels are not divisible by --groups 3");
+  base.model.norm = "none";
   // Beside a base that rules it out, a value can run nowhere: refused with the base's reason.
   base.optim.nesterov = true;
   EXPECT_EQ(refused("parameters: {momentum: {values: [0, 0.9]}}\n"),

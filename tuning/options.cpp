@@ -677,6 +677,17 @@ void RunConfig::validate() const {
   optim.validate();
   sched.validate();
   train.validate();
+  // The layers' own checks (--groups dividing each layer's channels, ...) are found here, not
+  // when the run builds its model: a sweep's up-front check and --dry-run see them too.
+  check_model();
+}
+
+Shape RunConfig::input_shape() const {
+  return data.dataset == "cifar10" ? Shape{3, 32, 32} : Shape{1, 28, 28};
+}
+
+int RunConfig::check_model() const {
+  return make_model(model, input_shape(), 10)->check_setup();
 }
 
 ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& table) {

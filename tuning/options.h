@@ -45,6 +45,12 @@ struct RunConfig {
   // Where the run came from, for checkpoint metadata
   std::string config_path;
   void validate() const;
+  // The per-sample input shape of the dataset before any data is read ([1, 28, 28], or
+  // [3, 32, 32] for cifar10).
+  Shape input_shape() const;
+  // The model these options build, set up but never built (Model::check_setup): its layers'
+  // shape checks have run; returns the number of ReLUs --fuse folds.
+  int check_model() const;
 };
 
 // What an option means to the tools that compare or ignore options; each row of the table

@@ -58,6 +58,11 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
     notes.push_back(
         "--log-every is ignored without --log (it sets how often steps are written "
         "to the JSONL log)");
+  if (cfg.model.fuse && cfg.check_model() == 0)
+    notes.push_back(
+        "--fuse on is ignored: no ReLU in this model follows a conv or batch norm "
+        "layer that could apply it (--activation " +
+        cfg.model.activation + ", --norm " + cfg.model.norm + " " + cfg.model.norm_position + ")");
   if (cfg.train.scale_lr_with_batch && cfg.train.batch_schedule.empty())
     notes.push_back(
         "--scale-lr is ignored without --batch-schedule (it scales the lr with the scheduled "
@@ -126,7 +131,7 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data,
   set_num_threads(resolve_threads(cfg.threads));
   if (s->device == Device::CPU)
     s->cfg.precision = "fp32";  // what the run computed in (checkpoints)
-  Shape in = cfg.data.dataset == "cifar10" ? Shape{3, 32, 32} : Shape{1, 28, 28};
+  Shape in = cfg.input_shape();
   if (load_data) {
     TrainValSplit tv = load_train_val(cfg.data, s->device);
     s->train = std::move(tv.train);

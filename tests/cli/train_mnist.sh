@@ -217,7 +217,7 @@ check bad-flag 2 "unknown option 'batch-sise' \(did you mean 'batch-size'\?\)" -
 check bad-value 2 "--lr: 'x' is not a finite number" -- "$bin" --lr x
 check neg-lr 2 'lr' -- "$bin" --lr -1 --data-dir "$data"
 check batch-0 2 'batch-size 0' -- "$bin" --batch-size 0 --data-dir "$data"
-check groups 2 'not divisible by 3 groups' -- "$bin" --norm group --groups 3 --data-dir "$data"
+check groups 2 'not divisible by --groups 3' -- "$bin" --norm group --groups 3 --data-dir "$data"
 check device 2 "device" -- "$bin" --device tpu
 check missing-data 1 'fetch_data' -- "$bin" --device cpu --data-dir "$tmp/nowhere"
 mkdir -p "$tmp/trunc/mnist"
