@@ -78,8 +78,15 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(
         limit == 0 || split == "test",
         "--test-limit applies to --split test (the train and val splits are the run's own)");
-    const JsonValue stored =  // checksums verified first
-        checkpoint_config(read_checkpoint(ckpt), "checkpoint " + ckpt);
+    const SafetensorsFile file = read_checkpoint(ckpt);  // checksums verified first
+    const JsonValue stored = checkpoint_config(file, "checkpoint " + ckpt);
+    // A library caller's checkpoint may carry no run options ("{}"): the model cannot be
+    // rebuilt from it (it would be read as the default cnn).
+    KILN_USAGE_CHECK(stored.find("model"),
+                     "checkpoint " << ckpt
+                                   << " records no run options (written through the library "
+                                      "without CheckpointInfo::config): kiln_eval rebuilds the "
+                                      "model from them");
     RunConfig cfg;
     const OptionTable& table = run_options();
     for (const auto& [k, v] : stored.members)  // "" is an unset option (a path not given)
@@ -92,10 +99,28 @@ int main(int argc, char** argv) {
     cfg.device = device;
     if (split == "test") cfg.data.test_limit = limit;
     if (!data_dir.empty()) cfg.data.data_dir = data_dir;
+    // (the training apps' rules and words; the recorded options are not re-validated: a GPU
+    // run's --precision tf32 must not stop its checkpoint being scored on the CPU)
+    KILN_USAGE_CHECK(device == "auto" || device == "cpu" || device == "cuda",
+                     "--device " << device << ": expected auto|cpu|cuda");
+    KILN_USAGE_CHECK(limit >= 0, "--test-limit " << limit << ": must be >= 0");
     Device dev = resolve_device(cfg.device);
     set_num_threads(resolve_threads(threads));
     Dataset test = load_dataset(cfg.data, split, dev);
+    for (const std::string& f : test.files)
+      KILN_USAGE_CHECK(dump.empty() || !same_file(dump, f),
+                       "--dump-logits " << dump << " is " << f << ", a file of " << test.name
+                                        << " it reads; name another");
     if (!test.note.empty()) std::fprintf(stderr, "kiln_eval: note: %s\n", test.note.c_str());
+    // The train and val splits are the run's own rows only on the data it trained on.
+    if (const std::string* was = file.meta("train_data"); was && split != "test") {
+      const std::string now = train_data_signature(load_train_val(cfg.data, Device::CPU).train);
+      if (now != *was)
+        std::fprintf(stderr,
+                     "kiln_eval: note: the run trained on %s; this data's training split is %s: "
+                     "--split %s scores other rows than the run's\n",
+                     was->c_str(), now.c_str(), split.c_str());
+    }
     auto model = make_model(cfg.model, test.sample_shape(), test.num_classes);
     model->build(dev, cfg.seed);
     Context ctx(dev, cfg.seed);

@@ -208,6 +208,10 @@ EarlyStopState parse_early_stop(const std::string& text, const std::string& what
 std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* opt, const Schedule* sched,
                                        const CheckpointInfo& info) {
   KILN_CHECK(model.built(), "save_checkpoint: the model is not built (it has no tensors yet)");
+  // (load_checkpoint refuses the same pairing: such a file would not load back, or would mix
+  // one model's weights with another's optimizer state)
+  KILN_USAGE_CHECK(!opt || opt->bound_to(model),
+                   "save_checkpoint: the optimizer given steps another model's parameters");
   if (!info.config.empty()) {  // FORMATS.md: a JSON object (kiln_eval rebuilds the model from it)
     bool object = false;
     try {

@@ -86,6 +86,7 @@ Dataset Dataset::to(Device d) const {
   out.num_classes = num_classes;
   out.black = black;
   out.note = note;
+  out.files = files;
   out.host_labels = host_labels;
   out.images = images.to(d);
   check_labels();  // copied from the buffer (what training reads)
@@ -286,6 +287,7 @@ Dataset slice_rows(const Dataset& ds, int64_t begin, int64_t end, const std::str
   out.num_classes = ds.num_classes;
   out.black = ds.black;
   out.note = ds.note;
+  out.files = ds.files;
   out.images = ds.images.rows(begin, end);
   if (static_cast<int64_t>(ds.host_labels.size()) == ds.size())
     out.host_labels.assign(ds.host_labels.begin() + begin, ds.host_labels.begin() + end);
@@ -396,7 +398,11 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
                                  "scripts/fetch_data.sh --cifar-dir DIR"
                                : "run scripts/fetch_data.sh to download it"));
   }
-  if (cifar) return load_cifar_files(found, name, limit, opts.normalize, device);
+  if (cifar) {
+    Dataset ds = load_cifar_files(found, name, limit, opts.normalize, device);
+    ds.files = found;
+    return ds;
+  }
   Dataset ds =
       load_idx_pair(found[0], found[1], name, limit, opts.normalize, mean, std, Device::CPU);
   KILN_CHECK(ds.images.dim(1) == 1 && ds.images.dim(2) == 28 && ds.images.dim(3) == 28,
@@ -435,6 +441,7 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
       os.str("");
     ds.note = os.str();
   }
+  ds.files = found;
   return device == Device::CPU ? ds : ds.to(device);
 }
 

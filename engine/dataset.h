@@ -36,6 +36,8 @@ struct Dataset {
   // A loader's remark for the user, or "": test-split MNIST files whose pixels look like
   // Fashion-MNIST's (the two use the same file names) or the reverse.
   std::string note;
+  // The files it was read from (load_dataset fills it): a run's outputs must not name one.
+  std::vector<std::string> files;
   int64_t size() const { return images.ndim() ? images.dim(0) : 0; }
   Shape sample_shape() const { return Shape(images.shape().begin() + 1, images.shape().end()); }
   const int32_t* label_data() const {

@@ -11,5 +11,7 @@ cmake --preset "$preset" >/dev/null
 cmake --build --preset "$preset" -j "${KILN_JOBS:-$(nproc)}" --target train_mnist
 scripts/fetch_data.sh --only mnist
 bindir=build
-case "$preset" in cpu) bindir=build-cpu ;; ci) bindir=build-ci ;; asan) bindir=build-asan ;; esac
-exec "$bindir/train_mnist" --data-dir data "$@"
+case "$preset" in cpu) bindir=build-cpu ;; ci) bindir=build-ci ;; asan) bindir=build-asan ;; emu) bindir=build-emu ;; esac
+# (the working directory is the repository's, so the default --data-dir is its data/; a flag
+# here would override a --config file's data_dir)
+exec "$bindir/train_mnist" "$@"

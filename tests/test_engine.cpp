@@ -257,6 +257,13 @@ TEST(Model, MisuseFromCppIsAnErrorNotACrash) {
   } catch (const Error& e) {
     EXPECT_NE(e.message().find("another model's parameters"), std::string::npos) << e.message();
   }
+  // ...and a checkpoint of one model with another's optimizer would not load back.
+  try {
+    encode_checkpoint(ctx, *other, opt.get(), nullptr, CheckpointInfo{});
+    FAIL() << "a checkpoint paired a model with another model's optimizer";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "save_checkpoint: the optimizer given steps another model's parameters");
+  }
   // Tensor::dim out of range is a kiln Error (the one exception type), not std::out_of_range.
   EXPECT_THROW(g.dim(2), Error);
   EXPECT_THROW(g.dim(-3), Error);

@@ -337,6 +337,43 @@ TEST(TrainerCpu, ABadScheduleFileReReadWarnsAndTheRunGoesOn) {
   std::remove(save.c_str());
 }
 
+// An output over one of the data files the run reads (--save at train-images-idx3-ubyte.gz)
+// is refused before training; the file is left as it was.
+TEST(TrainerCpu, AnOutputOverADataFileIsRefused) {
+  const std::string dir = ::testing::TempDir() + "kiln_data_out_" + std::to_string(getpid());
+  ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "' && cp -r '" +
+                         test::data_dir() + "/mnist' '" + dir + "/'")
+                            .c_str()),
+            0);
+  const std::string images = dir + "/mnist/train-images-idx3-ubyte.gz",
+                    labels = dir + "/mnist/t10k-labels-idx1-ubyte.gz";
+  auto bytes = [](const std::string& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  const std::string before = bytes(images);
+  RunConfig c = small_mlp();
+  c.data.data_dir = dir;
+  c.train.epochs = 1;
+  c.data.train_limit = 64;
+  for (auto [opt, path] : {std::pair<const char*, std::string>{"--save", images},
+                           std::pair<const char*, std::string>{"--log", labels}}) {
+    RunConfig r = c;
+    (std::string(opt) == "--save" ? r.save : r.train.log_path) = path;
+    try {
+      run_training(r, {});
+      ADD_FAILURE() << opt << " over a data file accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_NE(e.message().find(std::string(opt) + " " + path + " is " + path + ", a file of "),
+                std::string::npos)
+          << e.message();
+    }
+  }
+  EXPECT_EQ(bytes(images), before);
+  std::system(("rm -rf '" + dir + "'").c_str());
+}
+
 // Batch norm cannot train on a batch of 1 without spatial dimensions (torch raises): an epoch
 // whose last, partial batch is one image is found before the first step, not after the epochs
 // before it trained.

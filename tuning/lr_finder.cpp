@@ -337,6 +337,7 @@ LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const st
   outputs.lr_find = true;       // the CSV's default name is checked too
   check_output_paths(outputs);  // --lr-find-csv: before the range test, not after
   auto s = make_session(cfg);
+  check_outputs_spare_data(outputs, {&s->train, &s->val, &s->test});
   if (log && !s->train.note.empty()) log("lr_find: note: " + s->train.note);
   if (!cfg.resume.empty()) {  // the weights (and norm buffers) only: a fresh optimizer ramps
     load_checkpoint(cfg.resume, *s->ctx, *s->model, nullptr, nullptr);

@@ -178,6 +178,7 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
                     << (resume_at.batch > 0 ? " or more" : " to evaluate it, more to train on"));
   }
   auto s = make_session(cfg, true, cfg.resume.empty() ? nullptr : &resume_at);
+  check_outputs_spare_data(cfg, {&s->train, &s->val, &s->test});
   s->trainer->log = hooks.log;
   s->trainer->on_epoch = hooks.on_epoch;
   for (const std::string* note : {&s->train.note, &s->test.note})

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -337,15 +338,29 @@ void check_output_file(const char* opt, const std::string& path, bool in_place,
         opt << " " << path << ": " << path << companion << ": " << std::strerror(ENAMETOOLONG));
 }
 
-void check_output_paths(const RunConfig& cfg) {
-  struct stat st;
-  // The range test's CSV (and CSV.suggestions) only when the run is one: otherwise
-  // --lr-find-csv is ignored (with a note), so it is not checked either.
+namespace {
+// The files a run writes, by option: --save, --log, and the range test's CSV only when the run
+// is one (otherwise --lr-find-csv is ignored, with a note, so it is not checked either).
+std::array<std::pair<const char*, std::string>, 3> output_files(const RunConfig& cfg) {
   const std::string csv = !cfg.lr_find              ? ""
                           : cfg.lr_find_csv.empty() ? "lr_find.csv"
                                                     : cfg.lr_find_csv;
-  const std::pair<const char*, std::string> outs[] = {
-      {"--save", cfg.save}, {"--log", cfg.train.log_path}, {"--lr-find-csv", csv}};
+  return {{{"--save", cfg.save}, {"--log", cfg.train.log_path}, {"--lr-find-csv", csv}}};
+}
+}  // namespace
+
+void check_outputs_spare_data(const RunConfig& cfg, const std::vector<const Dataset*>& data) {
+  for (const auto& [opt, path] : output_files(cfg))
+    for (const Dataset* d : data)
+      for (const std::string& f : d ? d->files : std::vector<std::string>{})
+        KILN_USAGE_CHECK(path.empty() || !same_file(path, f),
+                         opt << " " << path << " is " << f << ", a file of " << d->name
+                             << " the run reads; name another");
+}
+
+void check_output_paths(const RunConfig& cfg) {
+  struct stat st;
+  const auto outs = output_files(cfg);  // (the CSV with its CSV.suggestions)
   const std::pair<const char*, std::string> ins[] = {
       {"--resume", cfg.resume}, {"--config", cfg.config_path}, {"--schedule-file", cfg.sched.file}};
   for (size_t i = 0; i < 3; ++i) {

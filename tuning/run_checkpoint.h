@@ -55,6 +55,9 @@ std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosit
 // an input (--resume, --config, --schedule-file) are the same file; or when the checkpoint
 // directory cannot be made.
 void check_output_paths(const RunConfig& cfg);
+// The same outputs against the data files the run has read (Dataset::files; once loaded): an
+// output over one of them is a usage error (--save over train-images-idx3-ubyte.gz).
+void check_outputs_spare_data(const RunConfig& cfg, const std::vector<const Dataset*>& data);
 // One output file `path` (named by option `opt`, for messages): its directory exists and takes a
 // new file (or, when `in_place` and the file exists, the file takes writes), the name is not
 // too long, it is not a directory, and a file replaced by rename is a regular one; with

@@ -52,4 +52,10 @@ cmake --build "$tmp/build" > "$tmp/build.log" || { cat "$tmp/build.log"; exit 1;
 cd "$tmp"
 "$tmp/build/embed_example" "$tmp/embed.safetensors"
 [ -s "$tmp/embed.safetensors" ] || { echo "FAIL: no checkpoint written"; exit 1; }
+# It records no run options: kiln_eval, which rebuilds the model from them, says so (it read the
+# file as the default cnn's and named a missing tensor).
+rc=0
+"$KILN_BIN/kiln_eval" "$tmp/embed.safetensors" --data-dir "$KILN_TEST_DATA" > "$tmp/eval" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "records no run options (written through the library without CheckpointInfo::config)" "$tmp/eval" ||
+  { echo "FAIL: kiln_eval on a library checkpoint (rc $rc)"; cat "$tmp/eval"; exit 1; }
 echo "embed: OK"

@@ -51,6 +51,17 @@ check val-split 0 '^epoch 1: train_loss=[0-9.]+ train_acc=[0-9.]+ val_loss=[0-9.
 val_acc=$(grep -o 'val_acc=[0-9.]*' "$tmp/out" | cut -d= -f2)
 "$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$data" --split val > "$tmp/eval" 2>&1
 grep -q "mnist val (200 samples): acc=$val_acc\$" "$tmp/eval" || { echo "FAIL kiln_eval --split val (want $val_acc)"; cat "$tmp/eval"; fail=1; }
+# on other data the val split is not the run's rows: said (the checkpoint records its training set)
+"$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$KILN_SRC/data" --split val > "$tmp/eval" 2>&1 &&
+  grep -q "note: the run trained on 1800 images, labels crc32 [0-9a-f]*; this data's training split is 54000 images" "$tmp/eval" ||
+  [ ! -d "$KILN_SRC/data/mnist" ] || { echo "FAIL kiln_eval --split val on other data"; cat "$tmp/eval"; fail=1; }
+# --dump-logits over a data file it reads is refused (here a copy's), the file left whole
+cp -r "$data" "$tmp/dcopy"
+"$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$tmp/dcopy" \
+  --dump-logits "$tmp/dcopy/mnist/t10k-images-idx3-ubyte.gz" > "$tmp/eval" 2>&1
+[ $? = 2 ] && grep -q "t10k-images-idx3-ubyte.gz, a file of mnist/test it reads; name another" "$tmp/eval" &&
+  cmp -s "$tmp/dcopy/mnist/t10k-images-idx3-ubyte.gz" "$data/mnist/t10k-images-idx3-ubyte.gz" ||
+  { echo "FAIL kiln_eval --dump-logits over a data file"; cat "$tmp/eval"; fail=1; }
 # its --dump-logits says which rows it holds
 "$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$data" --split val --dump-logits "$tmp/val-dump.safetensors" > /dev/null 2>&1
 python3 - "$tmp/val-dump.safetensors" <<'PY' || { echo "FAIL: the dump's metadata"; fail=1; }
