@@ -106,7 +106,13 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(limit >= 0, "--test-limit " << limit << ": must be >= 0");
     Device dev = resolve_device(cfg.device);
     set_num_threads(resolve_threads(threads));
-    Dataset test = load_dataset(cfg.data, split, dev);
+    // The train and val splits come from one read of the training files, which also signs the
+    // run's training rows for the note below.
+    TrainValSplit tv;
+    if (split != "test") tv = load_train_val(cfg.data, dev);
+    Dataset test = split == "test"    ? load_dataset(cfg.data, split, dev)
+                   : split == "train" ? tv.train
+                                      : tv.val;
     for (const std::string& f : test.files)
       KILN_USAGE_CHECK(dump.empty() || !same_file(dump, f),
                        "--dump-logits " << dump << " is " << f << ", a file of " << test.name
@@ -114,7 +120,7 @@ int main(int argc, char** argv) {
     if (!test.note.empty()) std::fprintf(stderr, "kiln_eval: note: %s\n", test.note.c_str());
     // The train and val splits are the run's own rows only on the data it trained on.
     if (const std::string* was = file.meta("train_data"); was && split != "test") {
-      const std::string now = train_data_signature(load_train_val(cfg.data, Device::CPU).train);
+      const std::string now = train_data_signature(tv.train);
       if (now != *was)
         std::fprintf(stderr,
                      "kiln_eval: note: the run trained on %s; this data's training split is %s: "

@@ -402,7 +402,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
   for (int epoch = from.epoch; epoch < opts_.epochs && train.size() > 0; ++epoch) {
     const int64_t b = bsched.empty() ? opts_.batch_size : batch_size_at(bsched, epoch);
     const int64_t n = train.size(), smallest = n % b != 0 ? n % b : std::min(b, n);
-    last_step += (n + b - 1) / b - (epoch == from.epoch ? from.batch : 0);
+    last_step += n / b + (n % b != 0) - (epoch == from.epoch ? from.batch : 0);  // (b may be huge)
     if (opts_.step_limit > 0 && last_step > opts_.step_limit) break;
     const auto [name, layer] = model_.layer_refusing_batch(smallest);
     KILN_USAGE_CHECK(!layer, "layer " << name << " (" << layer->describe()

@@ -2,6 +2,8 @@
 // models_cnn.cpp; the block tails (norm, activation, dropout) in model_blocks.cpp.
 #include "layers/models.h"
 
+#include <sstream>
+
 #include "engine/error.h"
 #include "kernels/activation/activation.h"
 #include "layers/activation.h"
@@ -34,6 +36,14 @@ void ModelOptions::validate() const {
                    "--pool-after " << pool_after << ": expected 0..7 (conv layers of the cnn before its "
                                    << "maxpool; 0 pools the input)");
   validate_block_options(*this);
+}
+
+std::string ModelOptions::key() const {
+  const auto& [m, w, d, act, nrm, g, pos, drop, dk, ini, pa, fu] = *this;  // every field
+  std::ostringstream os;
+  os << m << '|' << w << '|' << d << '|' << act << '|' << nrm << '|' << g << '|' << pos << '|'
+     << std::hexfloat << drop << '|' << dk << '|' << ini << '|' << pa << '|' << fu;
+  return os.str();
 }
 
 std::vector<std::string> ModelOptions::ignored(const ModelOptions& d) const {

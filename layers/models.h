@@ -29,6 +29,9 @@ struct ModelOptions {
   // "note:" line, so a setting that changes nothing is said rather than silently dropped.
   std::vector<std::string> ignored(const ModelOptions& defaults) const;
   std::vector<std::string> ignored() const { return ignored(ModelOptions{}); }
+  // Every field as text: options that build different models never share a key (a field
+  // added above fails to compile in key() until it is added there).
+  std::string key() const;
 };
 
 // Builds (but does not build()) the model for per-sample input shape `input`.

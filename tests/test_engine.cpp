@@ -149,8 +149,24 @@ TEST(Model, ValidateRunsTheLayersChecksAndFusionIsCounted) {
               "layer 1 (GroupNorm(3 groups, 16 channels)): 16 channels are not divisible by "
               "--groups 3");
   }
+  // (each distinct model is set up once: the second verdict comes from the cache, the same)
+  try {
+    c.validate();
+    ADD_FAILURE() << "--groups 3 accepted the second time";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("not divisible by --groups 3"), std::string::npos) << e.message();
+  }
   c.model.groups = 4;
   EXPECT_NO_THROW(c.validate());
+  c.data.dataset = "cifar10";  // another input: the cifar images' 3 channels, set up anew
+  c.model.model = "cifar";
+  c.model.groups = 3;
+  EXPECT_THROW(c.validate(), Error);  // its 32 channels
+  c.model.groups = 4;
+  EXPECT_NO_THROW(c.validate());
+  c = RunConfig{};
+  c.model.norm = "group";
   c.model.activation = "gelu";
   try {
     c.validate();

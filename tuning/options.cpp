@@ -12,6 +12,9 @@
 #include <iomanip>
 #include <limits>
 #include <locale>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <sstream>
 #include <type_traits>
 
@@ -687,7 +690,38 @@ Shape RunConfig::input_shape() const {
 }
 
 int RunConfig::check_model() const {
-  return make_model(model, input_shape(), 10)->check_setup();
+  // validate() runs once per trial in a sweep's up-front check (up to 100,000) and --dry-run,
+  // where the model options rarely change: each distinct model is set up once (about 1 us a
+  // layer), its verdict kept (a bounded cache; a usage error is thrown again as it was).
+  struct Verdict {
+    int fused = 0;
+    std::optional<Error> error;
+  };
+  static std::mutex mu;
+  static std::map<std::string, Verdict> seen;
+  const Shape in = input_shape();
+  const std::string key = model.key() + '|' + shape_str(in);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = seen.find(key); it != seen.end()) {
+      if (it->second.error) throw *it->second.error;
+      return it->second.fused;
+    }
+  }
+  Verdict v;
+  try {
+    v.fused = make_model(model, in, 10)->check_setup();
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::Usage) throw;
+    v.error = e;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (seen.size() >= 4096) seen.clear();
+    seen.emplace(key, v);
+  }
+  if (v.error) throw *v.error;
+  return v.fused;
 }
 
 ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& table) {
