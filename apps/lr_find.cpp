@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     ParsedArgs args = parse_args(cfg, argc, argv, run_options());
     try {  // an error about an option the --config file set names the file and key
       if (args.help) {
-        std::printf("%s%s", kUsage, run_options().help(&defaults).c_str());
+        std::printf("%s%s", kUsage, run_options().help(&defaults, {"lr-find"}).c_str());
         return 0;
       }
       KILN_USAGE_CHECK(args.positional.empty(),

@@ -39,8 +39,9 @@ static const char* kUsage =
     "file's base mapping; they may not name a swept option (nor --log: see --dir). A trial\n"
     "trains 1 epoch unless the file's base, a parameter or --epochs says otherwise.\n"
     "--save FILE writes one model per trial (FILE with .trial-<id> before the extension);\n"
-    "a trial stopped by SIGINT/SIGTERM checkpoints into DIR/trials/trial-<id>-checkpoints\n"
-    "and --resume runs it again.\n"
+    "a trial's checkpoints go to DIR/trials/trial-<id>-checkpoints, or with --checkpoint-dir D\n"
+    "to D/trial-<id>; a trial stopped by SIGINT/SIGTERM checkpoints there and --resume runs\n"
+    "it again.\n"
     "Exit codes: 0 ok, 1 runtime error or every trial failed, 2 usage error, 130/143 stopped\n"
     "by SIGINT/SIGTERM (finished trials are kept; --resume continues).\n";
 
@@ -202,6 +203,7 @@ int main(int argc, char** argv) {
 
     if (dry_run) {
       check_param_names(spec);
+      check_val_metric(spec, base);
       parse_worker(worker);  // refused as a real run would
       int64_t n = num_trials(spec);
       std::printf("%s: %s, %lld trials, metric %s (%s)\n", files[0].c_str(), spec.method.c_str(),

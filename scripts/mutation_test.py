@@ -795,6 +795,15 @@ MUTANTS = [
     ("gzip-skips-any-trailing", "engine/idx.cpp",
      [("      while (d.refill() && d.in[d.in_pos] == 0) {", "      while (d.refill()) {")],
      "any bytes after a gzip member are skipped as padding: a corrupt tail reads as a good file"),
+    ("sweep-checkpoint-dir-shared", "tuning/sweep.cpp",
+     [("    c.checkpoint_dir += \"/trial-\" + std::to_string(i);", "    c.checkpoint_dir += \"\";")],
+     "a sweep's checkpoint_dir is shared: each trial's ckpt-epoch-<n> replaces the last's (until 2026-12-04)"),
+    ("dry-run-val-metric", "apps/sweep.cpp",
+     [("      check_val_metric(spec, base);\n", "")],
+     "--dry-run passes a val_ metric sweep that holds out no validation split (until 2026-12-04)"),
+    ("lr-find-help-no-lr-find", "apps/lr_find.cpp",
+     [("run_options().help(&defaults, {\"lr-find\"})", "run_options().help(&defaults)")],
+     "lr_find --help offers --[no-]lr-find, which it refuses (until 2026-12-04)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

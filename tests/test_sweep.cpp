@@ -411,7 +411,10 @@ TEST(SweepSpec, TrialConfigAppliesParameters) {
   EXPECT_EQ(c.train.log_path, "/tmp/x/trials/trial-0.jsonl");
   EXPECT_EQ(c.checkpoint_dir, "/tmp/x/trials/trial-0-checkpoints");  // not the caller's cwd
   base.checkpoint_dir = "/elsewhere";
-  EXPECT_EQ(trial_config(s, base, 0, "/tmp/x").checkpoint_dir, "/elsewhere");
+  // One folder per trial under it: trials writing ckpt-epoch-1 into one folder replaced each
+  // other's (until 2026-12-04).
+  EXPECT_EQ(trial_config(s, base, 0, "/tmp/x").checkpoint_dir, "/elsewhere/trial-0");
+  EXPECT_EQ(trial_config(s, base, 7, "/tmp/x").checkpoint_dir, "/elsewhere/trial-7");
   EXPECT_EQ(c.save, "");
   base.save = "out/m.v1/best.safetensors";
   EXPECT_EQ(trial_config(s, base, 0, "/tmp/x").save, "out/m.v1/best.trial-0.safetensors");
@@ -634,6 +637,11 @@ TEST(SweepRun, ValidationMetricRanksByTheSplitAndNeedsOne) {
               std::string::npos)
         << e.message();
   }
+  EXPECT_FALSE(std::filesystem::exists(o.dir)) << "a refused sweep leaves no directory behind";
+  EXPECT_THROW(check_val_metric(s, o.base), Error);  // what --dry-run calls
+  o.base.data.val_split = 0.1;
+  EXPECT_NO_THROW(check_val_metric(s, o.base));
+  o.base.data.val_split = 0;
   SweepSpec swept = parse_sweep(
       "metric: {name: val_loss}\nparameters:\n  val_split: {values: [0.2, 0]}\n", "s.yaml");
   o.dir = fresh_dir("val_metric_swept_zero");

@@ -607,9 +607,11 @@ void OptionTable::set(RunConfig& cfg, const std::string& key, const std::string&
   }
 }
 
-std::string OptionTable::help(const RunConfig* defaults) const {
+std::string OptionTable::help(const RunConfig* defaults,
+                              const std::vector<std::string>& hide) const {
   std::ostringstream os;
   for (const auto& s : specs_) {
+    if (std::find(hide.begin(), hide.end(), s.name) != hide.end()) continue;
     const bool is_bool = s.type == "bool";
     std::string flag = "--" + s.name + (is_bool ? "" : " <" + s.type + ">");
     std::string text = s.help;

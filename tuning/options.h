@@ -92,7 +92,9 @@ class OptionTable {
            const std::string& origin) const;
   std::string closest(const std::string& name) const;  // best suggestion for a typo, or ""
   // One line per option; with `defaults` (the app's), each says what leaving it out means.
-  std::string help(const RunConfig* defaults = nullptr) const;
+  // (hide: options the app leaves out of its list, e.g. lr_find's own --lr-find)
+  std::string help(const RunConfig* defaults = nullptr,
+                   const std::vector<std::string>& hide = {}) const;
   const std::vector<OptionSpec>& specs() const { return specs_; }
 
  private:

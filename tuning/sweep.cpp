@@ -491,8 +491,12 @@ RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
   c.train.log_path = dir + "/trials/trial-" + std::to_string(i) + ".jsonl";
   // A trial stopped by SIGINT/SIGTERM checkpoints before it exits: into the sweep directory, not
   // the caller's working directory (--resume reruns the trial; the checkpoint is for inspection).
+  // A checkpoint_dir of the base (or a flag) gets one folder per trial under it, as --save gets
+  // one file per trial: trials writing ckpt-epoch-<n> into one folder would replace each other's.
   if (c.checkpoint_dir.empty())
     c.checkpoint_dir = dir + "/trials/trial-" + std::to_string(i) + "-checkpoints";
+  else
+    c.checkpoint_dir += "/trial-" + std::to_string(i);
   // --save applies to every trial: each writes its own file (model.trial-3.safetensors) instead
   // of all overwriting one.
   if (!c.save.empty()) {
@@ -663,21 +667,14 @@ void check_param_names(const SweepSpec& spec) {
                                                      "columns; name the bundle otherwise");
 }
 
-SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const TrialRunner& runner) {
-  KILN_USAGE_CHECK(!o.dir.empty(), "sweep: no output directory");
-  KILN_USAGE_CHECK(o.num_workers >= 1 && o.worker >= 0 && o.worker < o.num_workers,
-                   "sweep: worker " << o.worker << "/" << o.num_workers);
-  check_param_names(spec);  // (a sweep directory from before this check still reports)
-  make_dir(o.dir);
-  make_dir(o.dir + "/locks");
-  make_dir(o.dir + "/trials");
-  int64_t n = num_trials(spec);
-  // A val_ metric needs every trial to hold out a validation split: say so before any runs.
-  // (A trial whose options do not parse fails on its own, as any other trial would.)
+// A val_ metric needs every trial to hold out a validation split: say so before any runs.
+// (A trial whose options do not parse fails on its own, as any other trial would.)
+void check_val_metric(const SweepSpec& spec, const RunConfig& base) {
+  const int64_t n = num_trials(spec);
   for (int64_t i = 0; spec.metric.rfind("val_", 0) == 0 && i < n; ++i) {
     double f = 1;
     try {
-      f = trial_config(spec, o.base, i, o.dir).data.val_split;
+      f = trial_config(spec, base, i, "check").data.val_split;
     } catch (const Error&) {
     }
     KILN_USAGE_CHECK(f > 0, spec.path << ": metric " << spec.metric
@@ -685,6 +682,18 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
                                       << " has val_split 0 (set val_split in base or parameters, "
                                       << "or pass --val-split)");
   }
+}
+
+SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const TrialRunner& runner) {
+  KILN_USAGE_CHECK(!o.dir.empty(), "sweep: no output directory");
+  KILN_USAGE_CHECK(o.num_workers >= 1 && o.worker >= 0 && o.worker < o.num_workers,
+                   "sweep: worker " << o.worker << "/" << o.num_workers);
+  check_param_names(spec);         // (a sweep directory from before this check still reports)
+  check_val_metric(spec, o.base);  // before the directory is made: a refused sweep leaves none
+  make_dir(o.dir);
+  make_dir(o.dir + "/locks");
+  make_dir(o.dir + "/trials");
+  int64_t n = num_trials(spec);
   SweepOutcome out;
   std::vector<TrialRecord> prior;
   {

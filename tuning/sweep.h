@@ -135,6 +135,9 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& opts, const Tr
 // Usage error when a parameter (a bundle) is named like one of the results' own columns
 // (trial, status, test_acc, ...): run_sweep and --dry-run refuse such a file.
 void check_param_names(const SweepSpec& spec);
+// Usage error when the metric is val_acc/val_loss and a trial holds out no validation split
+// (run_sweep and --dry-run check it before anything is written).
+void check_val_metric(const SweepSpec& spec, const RunConfig& base);
 
 // results.jsonl of a sweep directory (unparseable lines, e.g. a torn last line, are skipped).
 std::vector<TrialRecord> read_results(const std::string& dir);

@@ -21,6 +21,12 @@ steps=$(echo "$out" | awk '/^lr_find: [0-9]+ steps/ { print $2 }')
   { echo "FAIL: $rows CSV rows for $steps steps"; exit 1; }
 grep -q '^valley,' curve.csv.suggestions || { echo "FAIL: no suggestions file"; exit 1; }
 
+# --help lists what lr_find takes: not --[no-]lr-find, which it refuses (until 2026-12-04).
+"$KILN_BIN/lr_find" --help > help.txt
+grep -q -- '--lr-find-csv' help.txt && ! grep -q -- '-lr-find ' help.txt ||
+  { echo "FAIL: lr_find --help"; grep -- 'lr-find' help.txt; exit 1; }
+"$KILN_BIN/train_mnist" --help | grep -q -- '--lr-find ' || { echo "FAIL: train_mnist --help lost --lr-find"; exit 1; }
+
 # A range that misses the interesting part says so: one whose loss never rises (lrs far too
 # low), one over at its second step (--start-lr too high); a good range says neither.
 echo "$out" | grep -q 'note:' && { echo "FAIL: a note on a good range"; echo "$out"; exit 1; }

@@ -22,6 +22,17 @@ parameters:
 YAML
 common=(--device cpu --data-dir "$KILN_TEST_DATA")
 
+# usage_error WHAT PATTERN ARGS...: sweep ARGS exits 2 with PATTERN (grep) on stderr
+usage_error() {
+  local what=$1 pattern=$2 rc
+  shift 2
+  set +e
+  "$KILN_BIN/sweep" "$@" > /dev/null 2> err.txt
+  rc=$?
+  set -e
+  [ $rc -eq 2 ] && grep -q -- "$pattern" err.txt || { echo "FAIL: $what rc=$rc"; cat err.txt; exit 1; }
+}
+
 # ids in results.jsonl, sorted, one line
 ids() { python3 -c "import json,sys; print(' '.join(str(t) for t in sorted(json.loads(l)['trial'] for l in open(sys.argv[1]) if l.strip())))" "$1"; }
 
@@ -159,6 +170,9 @@ rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q "metric val_acc needs a validation split" err.txt ||
   { echo "FAIL: val_acc without a split rc=$rc"; cat err.txt; exit 1; }
+[ ! -e nosplit ] || { echo "FAIL: the refused sweep left nosplit/ behind"; exit 1; }
+# --dry-run refuses it too (it listed the trials, exit 0, until 2026-12-04).
+usage_error "--dry-run of val_acc without a split" "metric val_acc needs a validation split" val.yaml --dry-run
 # An option inside a grouped parameter cannot be set on the command line either (it was
 # silently overridden), nor --log (each trial has its own); a trial's log lines (here the
 # --grad-report table) go to trials/trial-<id>.log.
@@ -196,12 +210,8 @@ set -e
 [ $rc -eq 2 ] && grep -q "a bare '--'" err.txt || { echo "FAIL: bare -- rc=$rc"; cat err.txt; exit 1; }
 # --dry-run refuses what a run refuses: a bundle named like a column of the results.
 printf 'parameters:\n  test_acc: {values: [{lr: 0.1}]}\n' > clash.yaml
-set +e
-"$KILN_BIN/sweep" clash.yaml --dry-run > /dev/null 2> err.txt
-rc=$?
-set -e
-[ $rc -eq 2 ] && grep -q "clash.yaml: parameter 'test_acc': the name of one of the results' own columns" err.txt ||
-  { echo "FAIL: --dry-run of a bundle named test_acc rc=$rc"; cat err.txt; exit 1; }
+usage_error "--dry-run of a bundle named test_acc" \
+  "clash.yaml: parameter 'test_acc': the name of one of the results' own columns" clash.yaml --dry-run
 # sweep's --resume takes no value: --resume=F was passed to every trial as the run option.
 set +e
 "$KILN_BIN/sweep" s.yaml --dry-run --resume=ck.safetensors > /dev/null 2> err.txt
