@@ -417,6 +417,10 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
   bool tty = opts_.progress == 1;
   const char* watched_set = val_set ? "val" : test ? "test" : "train";
   restored_epoch_ = 0;
+  // A run that reaches --target-acc ends on that epoch's weights: --restore-best does not go back
+  // to an earlier "best" epoch that missed the target (Keras restores only when EarlyStopping
+  // itself stops the run).
+  bool reached_target = false;
   for (int epoch = from.epoch; epoch < opts_.epochs; ++epoch) {
     // A run resumed from the checkpoint of the epoch that reached --target-acc stops there too.
     if (epoch == from.epoch && from.batch == 0 && opts_.target_acc > 0 &&
@@ -427,6 +431,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
            << " (" << watched_set << "_acc " << from.watched_acc << "): nothing to train";
         log(os.str());
       }
+      reached_target = true;
       break;
     }
     // Early stopping is decided after an epoch and acted on before the next, so a run resumed
@@ -623,12 +628,25 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
       stopped_ = true;
       return out;
     }
-    if (opts_.target_acc > 0 && held_out && watched_acc >= opts_.target_acc) break;
+    if (opts_.target_acc > 0 && held_out && watched_acc >= opts_.target_acc) {
+      reached_target = true;
+      if (log) {
+        std::ostringstream os;
+        os << "target accuracy " << opts_.target_acc << " reached at epoch " << epoch + 1 << " ("
+           << watched_set << "_acc " << watched_acc << "): stopping"
+           << (opts_.restore_best && !best_.empty() && pos_.early_stop.best_epoch != pos_.epoch
+                   ? " with this epoch's weights (--restore-best keeps them)"
+                   : "");
+        log(os.str());
+      }
+      break;
+    }
     if (!go_on) break;
   }
   // --restore-best: load the best epoch's weights back unless the last epoch was the best
   // (every way out of the loop but a signal leaves pos_ at the start of the next epoch).
-  if (opts_.restore_best && !best_.empty() && pos_.early_stop.best_epoch != pos_.epoch) {
+  if (opts_.restore_best && !reached_target && !best_.empty() &&
+      pos_.early_stop.best_epoch != pos_.epoch) {
     auto sd = model_.state_dict();
     KILN_CHECK(sd.size() == best_.size(), "restore-best: the snapshot does not match the model");
     ctx_.sync();

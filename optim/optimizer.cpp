@@ -15,8 +15,9 @@
 namespace kiln {
 
 void OptimOptions::validate() const {
+  // "--optimizer X: ..." first: the apps name the --config key from it.
   KILN_USAGE_CHECK(name == "sgd" || name == "adam" || name == "adamw" || name == "rmsprop",
-                   "unknown optimizer '" << name << "' (expected sgd|adam|adamw|rmsprop)");
+                   "--optimizer " << name << ": expected sgd|adam|adamw|rmsprop (lower case)");
   KILN_USAGE_CHECK(std::isfinite(lr) && lr >= 0, "--lr must be >= 0, got " << lr);
   KILN_USAGE_CHECK(std::isfinite(momentum) && momentum >= 0, "--momentum must be >= 0, got " << momentum);
   KILN_USAGE_CHECK(dampening >= 0 && dampening <= 1, "--dampening must be in [0, 1], got " << dampening);

@@ -389,12 +389,12 @@ void ScheduleOptions::validate() const {
                                 "plateau",
                                 "manual"};
   bool known = std::any_of(std::begin(names), std::end(names), [&](const char* n) { return name == n; });
-  KILN_USAGE_CHECK(known, "unknown schedule '"
+  KILN_USAGE_CHECK(known, "--schedule "
                               << name
-                              << "' (expected constant|step|multistep|exponential|"
+                              << ": expected constant|step|multistep|exponential|"
                                  "exponential-step|inverse-time|inverse-time-step|"
                                  "inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|"
-                                 "cyclic|one-cycle|plateau|manual)");
+                                 "cyclic|one-cycle|plateau|manual (lower case)");
   const ScheduleOptions r = resolved();
   KILN_USAGE_CHECK(r.gamma > 0, "--gamma must be > 0, got " << r.gamma);
   KILN_USAGE_CHECK(name != "step" || step_size > 0, "--step-size must be > 0, got " << step_size);

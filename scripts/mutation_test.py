@@ -804,6 +804,9 @@ MUTANTS = [
     ("lr-find-help-no-lr-find", "apps/lr_find.cpp",
      [("run_options().help(&defaults, {\"lr-find\"})", "run_options().help(&defaults)")],
      "lr_find --help offers --[no-]lr-find, which it refuses (until 2026-12-04)"),
+    ("target-acc-restores-best", "engine/trainer.cpp",
+     [("  if (opts_.restore_best && !reached_target && !best_.empty() &&", "  if (opts_.restore_best && !best_.empty() &&")],
+     "a run --target-acc stops goes back to an earlier --restore-best epoch that missed the target (until 2026-12-04)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

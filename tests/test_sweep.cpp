@@ -221,7 +221,7 @@ TEST(SweepSpec, AValueNoTrialCanRunWithIsRefusedUpFront) {
   EXPECT_EQ(
       refused("parameters:\n  optimizer: {values: [sgd, adamm]}\n  lr: {values: [0.1, 0.2]}\n"),
       "s.yaml: parameter 'optimizer' value 'adamm' cannot run (nor can the 2 trials with "
-      "it): unknown optimizer 'adamm' (expected sgd|adam|adamw|rmsprop)");
+      "it): --optimizer adamm: expected sgd|adam|adamw|rmsprop (lower case)");
   EXPECT_NE(
       refused("parameters: {dropout: {values: [0.1, 1.5]}}\n")
           .find(

@@ -976,6 +976,41 @@ TEST(TrainerCpu, RestoreBestEndsWithTheBestEpochsWeightsAlsoAfterAResume) {
   std::system(("rm -rf '" + dir + "'").c_str());
 }
 
+TEST(TrainerCpu, ARunTargetAccStopsKeepsThatEpochsWeightsUnderRestoreBest) {
+  // Early stopping judges epoch 1 best (delta 10: nothing later improves); the epoch that first
+  // reaches --target-acc ends the run with its own weights, not epoch 1's, which missed the
+  // target (restored until 2026-12-04).
+  std::string dir = ::testing::TempDir() + "kiln_target_best_" + std::to_string(getpid());
+  RunConfig c = early_stop_run(dir);
+  c.checkpoint_every = 0;
+  c.train.restore_best = true;
+  RunResult whole = run_training(c, {});
+  ASSERT_EQ(whole.epochs.size(), 3u);
+  size_t k = 1;  // the first epoch after the first whose val_acc beats every epoch before it
+  while (k < whole.epochs.size() && whole.epochs[k].val_acc <= whole.epochs[0].val_acc &&
+         (k < 2 || whole.epochs[k].val_acc <= whole.epochs[1].val_acc))
+    ++k;
+  ASSERT_LT(k, whole.epochs.size()) << "the fixture needs a later epoch with a better val_acc";
+  c.train.target_acc = static_cast<float>(whole.epochs[k].val_acc) - 1e-4f;
+  std::vector<std::string> logged;
+  RunHooks hooks;
+  hooks.log = [&](const std::string& l) { logged.push_back(l); };
+  RunResult hit = run_training(c, hooks);
+  ASSERT_EQ(hit.epochs.size(), k + 1);
+  EXPECT_EQ(hit.test_acc, hit.epochs.back().test_acc);
+  EXPECT_EQ(hit.test_loss, hit.epochs.back().test_loss);
+  bool said = false, restored = false;
+  for (const auto& l : logged) {
+    said |= l.find("target accuracy") != std::string::npos &&
+            l.find("reached at epoch " + std::to_string(k + 1)) != std::string::npos &&
+            l.find("--restore-best keeps them") != std::string::npos;
+    restored |= l.find("restored the weights") != std::string::npos;
+  }
+  EXPECT_TRUE(said);
+  EXPECT_FALSE(restored);
+  std::system(("rm -rf '" + dir + "'").c_str());
+}
+
 namespace {
 // 16 samples of 1x4x4 noise labelled i % 3, on the CPU.
 Dataset three_class_noise(const char* name) {

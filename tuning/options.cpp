@@ -427,7 +427,8 @@ OptionTable build_table() {
   t.add(opt_bool("restore-best",
                  "with --early-stop: end with the weights of the best epoch it saw (Keras "
                  "restore_best_weights, which restores only when it stops the run; this also "
-                 "does when the run reaches --epochs)",
+                 "does when the run reaches --epochs; a run --target-acc stops keeps that "
+                 "epoch's)",
                  [](RunConfig& c) -> bool& { return c.train.restore_best; }),
         kRangeTestUnused);
   t.add(opt_str("early-stop-metric",

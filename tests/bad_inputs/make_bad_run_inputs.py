@@ -107,6 +107,9 @@ def main():
     case(y, "not_yaml", cfg, 2, "config.yaml: not valid YAML", {"config.yaml": "lr: [0.1\n"})
     case(y, "not_mapping", cfg, 2, "expected a mapping", {"config.yaml": "- lr\n- 0.1\n"})
     case(y, "bad_value", cfg, 2, "config.yaml: key 'batch_size': --batch-size 0", {"config.yaml": "batch_size: 0\n"})
+    # a name in the wrong case names the file and key (it named neither until 2026-12-04)
+    case(y, "schedule_case", cfg, 2, "config.yaml: key 'schedule': --schedule Cosine: expected constant|",
+         {"config.yaml": "schedule: Cosine\n"})
     case(y, "missing_file", ["--config", "@CASE@/nope.yaml"], 2, "nope.yaml: cannot open")
     case(y, "sweep_file", cfg, 2, "key 'parameters': this is a sweep file; run it with: sweep",
          {"config.yaml": "method: grid\nparameters:\n  lr: {values: [0.1, 0.01]}\n"})
@@ -128,6 +131,7 @@ def main():
     case(c, "groups_not_dividing", ["--model", "cnn", "--norm", "group", "--groups", "3"], 2, "groups")
     case(c, "pool_after_range", ["--pool-after", "8"], 2, "--pool-after 8: expected 0..7")
     case(c, "device_tpu", ["--device", "tpu"], 2, "--device tpu")
+    case(c, "optimizer_case", ["--optimizer", "Adam"], 2, "--optimizer Adam: expected sgd|adam|adamw|rmsprop (lower case)")
     case(c, "epochs_not_int", ["--epochs", "abc"], 2, "--epochs: 'abc' is not an integer")
     case(c, "unknown_flag", ["--lrate", "0.1"], 2, "unknown option 'lrate'")
     case(c, "missing_value", ["--lr"], 2, "--lr needs a value")

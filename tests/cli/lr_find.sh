@@ -23,7 +23,7 @@ grep -q '^valley,' curve.csv.suggestions || { echo "FAIL: no suggestions file"; 
 
 # --help lists what lr_find takes: not --[no-]lr-find, which it refuses (until 2026-12-04).
 "$KILN_BIN/lr_find" --help > help.txt
-grep -q -- '--lr-find-csv' help.txt && ! grep -q -- '-lr-find ' help.txt ||
+grep -q -- '--lr-find-csv' help.txt && ! grep -q -E -- '(-|\])lr-find( |$)' help.txt ||
   { echo "FAIL: lr_find --help"; grep -- 'lr-find' help.txt; exit 1; }
 "$KILN_BIN/train_mnist" --help | grep -q -- '--lr-find ' || { echo "FAIL: train_mnist --help lost --lr-find"; exit 1; }
 
