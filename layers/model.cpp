@@ -15,10 +15,19 @@ namespace kiln {
 
 InitScheme parse_init_scheme(const std::string& s) {
   if (s == "default" || s == "pytorch") return InitScheme::Default;
-  if (s == "kaiming" || s == "kaiming_uniform" || s == "he") return InitScheme::KaimingUniform;
-  if (s == "kaiming_normal" || s == "he_normal") return InitScheme::KaimingNormal;
-  if (s == "xavier" || s == "xavier_uniform" || s == "glorot") return InitScheme::XavierUniform;
-  if (s == "xavier_normal" || s == "glorot_normal") return InitScheme::XavierNormal;
+  // Keras' uniform names are the same distributions; its he_normal and glorot_normal are
+  // truncated normals, which kiln does not have: refused, not quietly given torch's plain normal.
+  if (s == "kaiming" || s == "kaiming_uniform" || s == "he" || s == "he_uniform")
+    return InitScheme::KaimingUniform;
+  if (s == "kaiming_normal") return InitScheme::KaimingNormal;
+  if (s == "xavier" || s == "xavier_uniform" || s == "glorot" || s == "glorot_uniform")
+    return InitScheme::XavierUniform;
+  if (s == "xavier_normal") return InitScheme::XavierNormal;
+  KILN_USAGE_CHECK(s != "he_normal" && s != "glorot_normal",
+                   "unknown init '" << s << "': Keras' " << s
+                                    << " is a truncated normal, which kiln does not have; "
+                                    << (s == "he_normal" ? "kaiming_normal" : "xavier_normal")
+                                    << " is torch's plain normal of the same std");
   KILN_USAGE_FAIL("unknown init '" << s << "' (expected default|kaiming|kaiming_normal|xavier|xavier_normal)");
 }
 

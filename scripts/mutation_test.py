@@ -807,6 +807,14 @@ MUTANTS = [
     ("target-acc-restores-best", "engine/trainer.cpp",
      [("  if (opts_.restore_best && !reached_target && !best_.empty() &&", "  if (opts_.restore_best && !best_.empty() &&")],
      "a run --target-acc stops goes back to an earlier --restore-best epoch that missed the target (until 2026-12-04)"),
+    ("exponential-gamma-unnoted", "tuning/run.cpp",
+     [("  if ((sc.name == \"exponential\" || sc.name == \"exponential-step\") && std::isnan(sc.gamma)) {",
+       "  if ((sc.name == \"exponential\" || sc.name == \"exponential-step\") && std::isnan(sc.gamma) && false) {")],
+     "--schedule exponential-step with StepLR's default --gamma 0.1 zeroes the lr in a few steps, silently (until 2026-12-04)"),
+    ("keras-truncated-init-plain", "layers/model.cpp",
+     [("  if (s == \"kaiming_normal\") return InitScheme::KaimingNormal;",
+       "  if (s == \"kaiming_normal\" || s == \"he_normal\") return InitScheme::KaimingNormal;")],
+     "--init he_normal (Keras: a truncated normal) quietly gives torch's plain normal (until 2026-12-04)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

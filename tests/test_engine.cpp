@@ -2,6 +2,7 @@
 // state_dict names, the option table (CLI + YAML) and JSON output.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 
@@ -196,6 +197,29 @@ TEST(Model, ValidateRunsTheLayersChecksAndFusionIsCounted) {
       << notes;
 }
 
+TEST(Model, ExponentialScheduleWithoutGammaIsNoted) {
+  // --gamma left at StepLR's 0.1: per step the lr is gone after a few steps, silently until
+  // 2026-12-04; a given --gamma (even 0.1) is not noted.
+  auto notes_of = [](const RunConfig& c) {
+    std::string s;
+    for (const auto& n : option_notes(c, RunConfig{})) s += n + "\n";
+    return s;
+  };
+  RunConfig c;
+  c.sched.name = "exponential-step";
+  EXPECT_NE(notes_of(c).find("--schedule exponential-step multiplies the lr by --gamma every "
+                             "optimizer step, and --gamma was not given: the default 0.1"),
+            std::string::npos)
+      << notes_of(c);
+  c.sched.name = "exponential";
+  EXPECT_NE(notes_of(c).find("every epoch, and --gamma was not given"), std::string::npos);
+  c.sched.gamma = 0.1f;
+  EXPECT_EQ(notes_of(c).find("--gamma was not given"), std::string::npos) << notes_of(c);
+  c.sched.gamma = NAN;
+  c.sched.name = "step";
+  EXPECT_EQ(notes_of(c).find("--gamma was not given"), std::string::npos) << notes_of(c);
+}
+
 TEST(Model, FlatLayoutAlignedViewsAndStateDictNames) {
   ModelOptions o;
   o.model = "mlp";
@@ -345,6 +369,21 @@ TEST(Model, InitSchemesFollowTorchNnInit) {
     EXPECT_GT(bs.max_abs, 0.5 / std::sqrt(fi)) << w.name << " bias";
   }
   EXPECT_THROW(parse_init_scheme("he_uniformish"), Error);
+  // Keras' uniform names are the same distributions; its truncated normals are refused, naming
+  // torch's (plain) one (until 2026-12-04 they quietly gave it).
+  EXPECT_EQ(parse_init_scheme("he_uniform"), InitScheme::KaimingUniform);
+  EXPECT_EQ(parse_init_scheme("glorot_uniform"), InitScheme::XavierUniform);
+  for (const char* keras : {"he_normal", "glorot_normal"}) {
+    try {
+      parse_init_scheme(keras);
+      ADD_FAILURE() << keras;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_NE(e.message().find("is a truncated normal, which kiln does not have"),
+                std::string::npos)
+          << e.message();
+    }
+  }
 }
 
 TEST(Options, FloatOptionsAreRecordedExactly) {

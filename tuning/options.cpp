@@ -211,7 +211,11 @@ OptionTable build_table() {
   t.add(opt_int("width", "MLP hidden width", [](RunConfig& c) -> int& { return c.model.width; }));
   t.add(opt_int("depth", "MLP hidden layers", [](RunConfig& c) -> int& { return c.model.depth; }));
   t.add(opt_str("activation", "relu | sigmoid | tanh", [](RunConfig& c) -> std::string& { return c.model.activation; }));
-  t.add(opt_str("norm", "none | batch | group", [](RunConfig& c) -> std::string& { return c.model.norm; }));
+  t.add(opt_str(
+      "norm",
+      "none | batch | group (torch's: batch norm's running stats with momentum 0.1, i.e. Keras "
+      "momentum=0.9 (Keras' default 0.99 is torch's 0.01), eps 1e-5, unbiased running variance)",
+      [](RunConfig& c) -> std::string& { return c.model.norm; }));
   t.add(opt_int("groups", "group norm groups", [](RunConfig& c) -> int& { return c.model.groups; }));
   t.add(opt_str("norm-position", "before | after the activation", [](RunConfig& c) -> std::string& { return c.model.norm_position; }));
   t.add(opt_float("dropout", "dropout probability after each block", [](RunConfig& c) -> float& { return c.model.dropout; }));
@@ -221,7 +225,8 @@ OptionTable build_table() {
   t.add(opt_int("pool-after", "cnn: conv layers before the maxpool (0..7; 4: after the 1x1, RF 7)", [](RunConfig& c) -> int& { return c.model.pool_after; }));
   t.add(opt_str("init",
                 "default (PyTorch's) | kaiming | kaiming_normal (ReLU gain sqrt 2, fan_in) | "
-                "xavier | xavier_normal (gain 1); biases keep PyTorch's default",
+                "xavier | xavier_normal (gain 1), torch's; kaiming = Keras he_uniform, xavier = "
+                "glorot_uniform (both names taken); biases keep PyTorch's default",
                 [](RunConfig& c) -> std::string& { return c.model.init; }));
   // optimizer
   t.add(opt_str("optimizer", "sgd | adam | adamw | rmsprop", [](RunConfig& c) -> std::string& { return c.optim.name; }));
@@ -232,8 +237,12 @@ OptionTable build_table() {
   t.add(opt_bool("nesterov", "Nesterov momentum", [](RunConfig& c) -> bool& { return c.optim.nesterov; }));
   t.add(opt_float("beta1", "Adam beta1", [](RunConfig& c) -> float& { return c.optim.beta1; }));
   t.add(opt_float("beta2", "Adam beta2", [](RunConfig& c) -> float& { return c.optim.beta2; }));
-  t.add(opt_float("eps", "Adam/RMSprop epsilon", [](RunConfig& c) -> float& { return c.optim.eps; }));
-  t.add(opt_float("alpha", "RMSprop smoothing", [](RunConfig& c) -> float& { return c.optim.alpha; }));
+  t.add(opt_float("eps",
+                  "Adam/RMSprop epsilon, added to sqrt(v) as torch does (Keras' RMSprop adds it "
+                  "under the root)",
+                  [](RunConfig& c) -> float& { return c.optim.eps; }));
+  t.add(opt_float("alpha", "RMSprop smoothing (torch's alpha, Keras' rho)",
+                  [](RunConfig& c) -> float& { return c.optim.alpha; }));
   t.add(
       opt_float("weight-decay",
                 "weight decay on the weights (coupled for sgd/adam/rmsprop, decoupled for adamw; "
@@ -244,8 +253,15 @@ OptionTable build_table() {
   t.add(opt_float("clipnorm", "clip each gradient tensor to this L2 norm (Keras clipnorm)", [](RunConfig& c) -> float& { return c.optim.clipnorm; }));
   t.add(opt_float("global-clipnorm", "clip the global gradient norm (clip_grad_norm_)", [](RunConfig& c) -> float& { return c.optim.global_clipnorm; }));
   t.add(opt_float("clipvalue", "clip each gradient element to [-x, x]", [](RunConfig& c) -> float& { return c.optim.clipvalue; }));
-  t.add(opt_float("l1", "L1 penalty on weights (l1 * sum |w| in the objective; logged as l1_penalty, not in train_loss)", [](RunConfig& c) -> float& { return c.optim.l1; }));
-  t.add(opt_float("l2", "L2 penalty on weights (l2 * sum w^2 in the objective; logged as l2_penalty, not in train_loss)", [](RunConfig& c) -> float& { return c.optim.l2; }));
+  t.add(opt_float("l1",
+                  "L1 penalty on weights (l1 * sum |w| in the objective; logged as l1_penalty, not "
+                  "in train_loss, val_loss or test_loss, which early stopping and plateau watch; "
+                  "Keras' val_loss includes it)",
+                  [](RunConfig& c) -> float& { return c.optim.l1; }));
+  t.add(opt_float("l2",
+                  "L2 penalty on weights (l2 * sum w^2 in the objective, Keras' l2(x); logged as "
+                  "l2_penalty, not in the losses, as --l1)",
+                  [](RunConfig& c) -> float& { return c.optim.l2; }));
   t.add(opt_bool("penalize-all", "L1/L2 on biases and norm parameters too", [](RunConfig& c) -> bool& { return c.optim.penalize_all; }));
   // schedule
   t.add(

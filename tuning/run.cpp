@@ -84,6 +84,17 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
     os << "; --no-cycle-momentum keeps --momentum, --schedule constant keeps --lr";
     notes.push_back(os.str());
   }
+  // --gamma left at its default (0.1, StepLR's): torch's ExponentialLR and Keras'
+  // ExponentialDecay take the factor explicitly, and 0.1 per step ends training in a few steps.
+  if ((sc.name == "exponential" || sc.name == "exponential-step") && std::isnan(sc.gamma)) {
+    const bool per_step = sc.name == "exponential-step";
+    notes.push_back(
+        "--schedule " + sc.name + " multiplies the lr by --gamma every " +
+        (per_step ? "optimizer step" : "epoch") +
+        ", and --gamma was not given: the default 0.1 (StepLR's) " +
+        (per_step ? "leaves 1e-10 of --lr after 10 steps" : "cuts it tenfold per epoch") +
+        "; set it, e.g. --gamma " + (per_step ? "0.999" : "0.95") + " (0.95^t)");
+  }
   // Plateau cuts after patience+1 epochs without improvement (torch), early stopping after
   // early_stop (Keras): unless early stopping waits longer, the run ends before the cut helps.
   if (sc.name == "plateau" && cfg.train.early_stop > 0 && cfg.train.early_stop <= sc.patience + 1)
