@@ -9,7 +9,9 @@
 #   run options apply to every experiment (e.g. -- --device cuda --data-dir data --epochs 2)
 #   env: KILN_BIN (directory with sweep, lr_find), KILN_SRC (repository root)
 # Exit: 0 when every selected experiment finished, 3 when the budget ran out first (run again),
-# 1 when an experiment failed (its log is named).
+# 1 when an experiment failed (its log is named), 2 for a bad argument or --only name, 130/143
+# when SIGINT/SIGTERM stopped it (passed on to the running sweep, which stops cleanly; run
+# again to continue).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=${KILN_SRC:-$(cd "$here/.." && pwd)}
@@ -30,15 +32,41 @@ if [ -z "$bin" ]; then
   for c in "$src/bin" "$src"/build*; do [ -x "$c/sweep" ] && { bin=$c; break; }; done
 fi
 [ -x "$bin/sweep" ] && [ -x "$bin/lr_find" ] || { echo "catalogue.sh: no sweep/lr_find (set KILN_BIN)" >&2; exit 1; }
+if [ -n "$only" ]; then
+  IFS=, read -r -a wanted <<<"$only"
+  for w in "${wanted[@]}"; do
+    [ -f "$src/experiments/$w.yaml" ] ||
+      { echo "catalogue.sh: --only: no experiment '$w' (experiments/$w.yaml)" >&2; exit 2; }
+  done
+fi
 mkdir -p "$dir"
 start=$(date +%s)
 status=0
+# A SIGINT/SIGTERM to this script goes on to the experiment running (timeout puts it in a process
+# group of its own, which a terminal's Ctrl-C does not reach); the script then stops after it.
+child="" got=0
+trap 'got=130; [ -n "$child" ] && kill -INT "$child" 2>/dev/null' INT
+trap 'got=143; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM
+run() {  # run OUT ERR CMD...: CMD in the background (so the traps run at once), its exit in rc
+  local out=$1 err=$2
+  shift 2
+  "$@" >"$out" 2>"$err" &
+  child=$!
+  wait "$child"
+  rc=$?
+  while kill -0 "$child" 2>/dev/null; do  # a trapped signal ended the wait, not the child
+    wait "$child"
+    rc=$?
+  done
+  child=""
+}
 for f in "$src"/experiments/*.yaml; do
   name=$(basename "$f" .yaml)
   if [ -n "$only" ] && [[ ",$only," != *",$name,"* ]]; then continue; fi
   d=$dir/$name
   mkdir -p "$d"
   [ -f "$d/done" ] && continue
+  rm -f "$d/failed"
   left=0
   if [ "$budget" -gt 0 ]; then
     left=$((budget - ($(date +%s) - start)))
@@ -49,25 +77,31 @@ for f in "$src"/experiments/*.yaml; do
     resume=()
     [ -s "$d/results.jsonl" ] && resume=(--resume)
     # SIGTERM makes sweep stop the running trial cleanly (not recorded; --resume reruns it).
-    timeout -s TERM "${left}" "$bin/sweep" "$f" --dir "$d" "${resume[@]}" "$@" >"$d/leaderboard.txt" 2>"$d/log.txt"
+    run "$d/leaderboard.txt" "$d/log.txt" timeout -s TERM "${left}" "$bin/sweep" "$f" --dir "$d" "${resume[@]}" "$@"
   else
-    timeout -s TERM "${left}" "$bin/lr_find" --config "$f" --lr-find-csv "$d/lr_find.csv" "$@" \
-      >"$d/leaderboard.txt" 2>"$d/log.txt"
+    run "$d/leaderboard.txt" "$d/log.txt" timeout -s TERM "${left}" "$bin/lr_find" --config "$f" \
+      --lr-find-csv "$d/lr_find.csv" "$@"
   fi
-  rc=$?
   t1=$(date +%s.%N)
   prev=$(cat "$d/seconds" 2>/dev/null || echo 0)
   awk -v a="$prev" -v b="$t0" -v c="$t1" 'BEGIN{printf "%.1f\n", a + c - b}' >"$d/seconds"
   if [ $rc -eq 0 ]; then
     touch "$d/done"
-  elif [ $rc -eq 124 ] || [ $rc -eq 143 ]; then
+  elif [ $got -ne 0 ] || [ $rc -eq 130 ] || [ $rc -eq 143 ]; then  # stopped by a signal
+    status=$([ $got -ne 0 ] && echo $got || echo $rc)
+    echo "catalogue.sh: stopped during $name (run again to continue)" >&2
+    break
+  elif [ $rc -eq 124 ]; then
     status=3
     break
   else
     echo "catalogue.sh: $name failed (exit $rc): $(tail -1 "$d/log.txt")" >&2
+    echo "$rc" >"$d/failed"
     status=1
   fi
+  [ $got -eq 0 ] || { status=$got; break; }
 done
+trap - INT TERM
 python3 - "$dir" "$src" <<'EOF'
 import json, os, re, sys
 root, src = sys.argv[1], sys.argv[2]
@@ -78,7 +112,10 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
     if not f.endswith(".yaml") or not os.path.isdir(d):
         continue
     secs = open(os.path.join(d, "seconds")).read().strip() if os.path.exists(os.path.join(d, "seconds")) else "-"
-    state = "" if os.path.exists(os.path.join(d, "done")) else " (unfinished)"
+    failed = os.path.join(d, "failed")
+    state = ("" if os.path.exists(os.path.join(d, "done")) else
+             " (failed, exit %s: see log.txt)" % open(failed).read().strip() if os.path.exists(failed) else
+             " (unfinished)")
     res = os.path.join(d, "results.jsonl")
     spec = open(os.path.join(src, "experiments", f)).read()
     if re.search(r"^parameters:", spec, re.M):  # a sweep (else the LR range test)
@@ -87,8 +124,22 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
         metric = m.group(1) if m else "test_acc"
         goal = (m.group(2) if m and m.group(2) else ("minimize" if "loss" in metric else "maximize"))
         ok = [r for r in recs if r.get("status") == "ok" and isinstance(r.get("metric"), (int, float))]
-        if ok:
-            best = (max if goal == "maximize" else min)(ok, key=lambda r: r["metric"])
+        pick = max if goal == "maximize" else min
+        if ok and any("seed" in r.get("params", {}) for r in ok):
+            # A seed parameter: the best setting by its mean over seeds (the best single seed is
+            # the selection bias the over-seeds table is there to avoid).
+            groups = {}
+            for r in ok:
+                key = tuple((k, v) for k, v in r.get("params", {}).items() if k != "seed")
+                groups.setdefault(key, []).append(r["metric"])
+            key, vals = pick(groups.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
+            mean = sum(vals) / len(vals)
+            std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+            params = " ".join("%s=%s" % kv for kv in key)
+            rows.append("| %s | %d%s | %s | %s %.4f +- %.4f (mean of %d seeds) | %s |"
+                        % (name, len(recs), state, params, metric, mean, std, len(vals), secs))
+        elif ok:
+            best = pick(ok, key=lambda r: r["metric"])
             params = " ".join("%s=%s" % kv for kv in best.get("params", {}).items())
             rows.append("| %s | %d%s | %s | %s %.4f | %s |" % (name, len(recs), state, params, metric, best["metric"], secs))
         else:

@@ -693,7 +693,7 @@ MUTANTS = [
      [("    if (::unlink(f.c_str()) != 0 && errno != ENOENT)", "    if (::unlink(f.c_str()) != 0 && false)")],
      "--keep-last that cannot delete an old checkpoint says nothing while the disk fills (until 2026-12-03)"),
     ("stop-signals-no-restart", "tuning/run_checkpoint.cpp",
-     [("  sa.sa_flags = SA_RESETHAND | SA_RESTART;", "  sa.sa_flags = SA_RESETHAND;")],
+     [("  sa.sa_flags = SA_RESTART;", "  sa.sa_flags = 0;")],
      "a SIGINT while stdout's pipe is full fails the write (EINTR): the epoch lines are lost and the run exits 1 (until 2026-12-03)"),
     ("data-dotted-names", "engine/dataset.cpp",
      [("  if (k != std::string::npos) v.push_back(", "  if (false) v.push_back(")],
@@ -815,6 +815,9 @@ MUTANTS = [
      [("  if (s == \"kaiming_normal\") return InitScheme::KaimingNormal;",
        "  if (s == \"kaiming_normal\" || s == \"he_normal\") return InitScheme::KaimingNormal;")],
      "--init he_normal (Keras: a truncated normal) quietly gives torch's plain normal (until 2026-12-04)"),
+    ("stop-signal-twice-kills", "tuning/run_checkpoint.cpp",
+     [("  if (now - g_stop_first_ns.load() < kSameStopNs) return;\n", "")],
+     "a stop signal delivered twice (GNU timeout: process, then group) kills the run before its checkpoint (until 2026-12-04)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -357,9 +357,17 @@ def load_run(path):
         elif (diverged and r.get("type", "epoch") == "epoch" and "train_loss" in r
               and num(r.get("epoch")) >= num(diverged.get("epoch"))):
             diverged = None
+    # --restore-best's record: the weights the run ended with (its result) are an earlier
+    # epoch's; it counts unless an epoch record follows it (a resume trained on).
+    restored = None
+    for r in recs:
+        if r.get("type") == "restore_best" and "epoch" in r:
+            restored = r
+        elif restored and r.get("type", "epoch") == "epoch" and "train_loss" in r:
+            restored = None
     _, _, status, _ = trial_info(path)
     return dict(path=path, epochs=[epochs[e] for e in sorted(epochs)], steps=steps, diverged=diverged,
-                status=status, label=trial_label(path))
+                restored=restored, status=status, label=trial_label(path))
 
 
 def run_losses(run):
@@ -472,6 +480,14 @@ def draw_run(axes, run, style, cap, epoch_len, penalised, kinds, xs):
         kinds.add("diverged")
     elif run["status"] == "failed" and not recs:
         suffix += " (no epoch finished)"
+    rb = run.get("restored")
+    if rb and recs:  # the result is the restored epoch's: a star on its test loss and accuracy
+        for ax, key in ((axes[0], "test_loss"), (axes[1], "test_acc")):
+            if math.isfinite(num(rb.get(key))):
+                ax.plot([rb["epoch"]], [num(rb[key])], marker="*", ms=11, color=c, mec="k", mew=0.6, ls="none")
+        acc = num(rb.get("test_acc"))
+        suffix += f" (restored epoch {rb['epoch']}" + (f": test_acc {acc:.4g})" if math.isfinite(acc) else ")")
+        kinds.add("restored")
     return suffix
 
 
@@ -547,6 +563,9 @@ def style_handles(kinds, cap):
                           label="x: diverged here (edge of loss/accuracy)"))
     if cap:
         out.append(Line2D([], [], color="0.3", marker="^", ls="none", label=f"triangle: loss above {cap:.3g}"))
+    if "restored" in kinds:
+        out.append(Line2D([], [], color="0.3", marker="*", ms=10, ls="none",
+                          label="star: --restore-best's weights (the result)"))
     return out
 
 

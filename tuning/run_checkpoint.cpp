@@ -11,8 +11,11 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <set>
 #include <tuple>
@@ -36,8 +39,26 @@ std::mutex g_stop_mutex;
 int g_stop_depth = 0;
 struct sigaction g_old_int, g_old_term;
 
+// When the first signal came (CLOCK_MONOTONIC ns; lock-free, so the handler may store it).
+std::atomic<int64_t> g_stop_first_ns{0};
+static_assert(std::atomic<int64_t>::is_always_lock_free, "the signal handler stores it");
+constexpr int64_t kSameStopNs = 1000000000;  // a second signal within 1 s is the same stop
+
 extern "C" void kiln_on_stop_signal(int sig) {
-  g_stop_signal = sig;
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // async-signal-safe
+  const int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  if (g_stop_signal == 0) {
+    g_stop_first_ns = now;
+    g_stop_signal = sig;
+    return;
+  }
+  // The same stop delivered twice: GNU timeout signals its child and then the child's process
+  // group, a shell passes on a Ctrl-C the terminal also sent. Only a later one (a second Ctrl-C)
+  // takes the default action, which is safe as checkpoints are written atomically.
+  if (now - g_stop_first_ns.load() < kSameStopNs) return;
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);  // delivered when the handler returns (sig is blocked in it)
 }
 
 std::string dir_name(const std::string& path) {
@@ -526,8 +547,10 @@ StopSignals::StopSignals() {
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sa_handler = kiln_on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND | SA_RESTART;
+  sigemptyset(&sa.sa_mask);  // each blocks the other while the handler runs
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  sa.sa_flags = SA_RESTART;
   ::sigaction(SIGINT, &sa, &g_old_int);
   ::sigaction(SIGTERM, &sa, &g_old_term);
 }

@@ -86,8 +86,10 @@ std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p,
                                       std::string* prune_failed = nullptr);
 
 // SIGINT/SIGTERM handlers for the lifetime of the object (the previous ones are put back).
-// The first signal only sets flag(); SA_RESETHAND lets a second one act as usual, which is
-// safe because checkpoints are written atomically. SA_RESTART: a system call the signal lands
+// The first signal only sets flag(); a second one more than a second later acts as usual
+// (a second Ctrl-C kills), which is safe because checkpoints are written atomically; one within
+// the second is the same stop delivered twice (GNU timeout signals the process and then its
+// process group) and is ignored. SA_RESTART: a system call the signal lands
 // in goes on (a write to a pipe its reader has not drained, the epoch line on stdout, would
 // otherwise fail with EINTR and lose its text). Objects nest: only the outermost installs
 // the handlers and clears the flag, so an app that holds one from its start (data loading,

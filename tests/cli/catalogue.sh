@@ -25,4 +25,66 @@ KILN_BIN=$KILN_BIN "$cat" "$tmp/c" --bogus > /dev/null 2>&1
 rc=$?
 set -e
 [ $rc -eq 2 ] || { echo "FAIL: bad argument rc=$rc"; exit 1; }
+# A misspelt --only name is an error, not an empty catalogue (exit 0 until 2026-12-04).
+set +e
+KILN_BIN=$KILN_BIN "$cat" "$tmp/c" --only input_normalisation > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "no experiment 'input_normalisation'" err.txt || { echo "FAIL: --only typo rc=$rc"; cat err.txt; exit 1; }
+
+# Experiments of our own (KILN_SRC): a seeded grid's best is a setting's mean over seeds, not its
+# luckiest seed; an experiment whose every trial fails says so; a SIGTERM reaches the sweep
+# (timeout had moved it out of the script's process group: it trained on as an orphan).
+mkdir -p src/experiments
+cat > src/experiments/seeded.yaml <<YAML
+method: grid
+base: {model: mlp, width: 8, epochs: 1, train_limit: 300, test_limit: 100, optimizer: sgd, schedule: constant}
+parameters:
+  lr: {values: [0.3, 0.001]}
+  seed: {values: [0, 1, 2]}
+YAML
+cat > src/experiments/diverges.yaml <<YAML
+method: grid
+base: {model: mlp, width: 8, epochs: 1, train_limit: 300, test_limit: 100, optimizer: sgd, schedule: constant}
+parameters:
+  lr: {values: [1e30]}
+YAML
+set +e
+KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/own" -- --device cpu --data-dir "$KILN_TEST_DATA" > /dev/null 2> err.txt
+rc=$?
+set -e
+cat "$tmp/own/catalogue.md"
+[ $rc -eq 1 ] && grep -q 'diverges failed (exit 1)' err.txt || { echo "FAIL: failed experiment rc=$rc"; cat err.txt; exit 1; }
+grep -q '^| diverges | 1 (failed, exit 1: see log.txt) |' "$tmp/own/catalogue.md" || { echo "FAIL: failed row"; exit 1; }
+python3 - "$tmp/own" <<'PY' || { echo "FAIL: seeded row"; exit 1; }
+import json, re, statistics, sys
+rs = [json.loads(l) for l in open(sys.argv[1] + "/seeded/results.jsonl") if l.strip()]
+by = {}
+for r in rs:
+    by.setdefault(r["params"]["lr"], []).append(r["metric"])
+lr, vals = max(by.items(), key=lambda kv: statistics.mean(kv[1]))
+row = [l for l in open(sys.argv[1] + "/catalogue.md") if l.startswith("| seeded |")][0]
+want = "| seeded | 6 | lr=%s | test_acc %.4f +- %.4f (mean of 3 seeds) |" % (lr, statistics.mean(vals), statistics.stdev(vals))
+assert row.startswith(want), (row, want)
+PY
+cat > src/experiments/long.yaml <<YAML
+method: grid
+base: {model: mlp, width: 8, epochs: 1, train_limit: 300, test_limit: 50, optimizer: sgd, schedule: constant}
+parameters:
+  lr: {min: 0.01, max: 0.1, distribution: uniform}
+  seed: {values: [$(seq -s, 0 199)]}
+YAML
+sed -i 's/^method: grid/method: random\nrun_cap: 200/' src/experiments/long.yaml
+KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/stop" --only long -- --device cpu --data-dir "$KILN_TEST_DATA" --threads 1 > /dev/null 2> err.txt &
+pid=$!
+for _ in $(seq 100); do [ -s "$tmp/stop/long/results.jsonl" ] && break; sleep 0.1; done
+kill -TERM $pid
+set +e
+wait $pid
+rc=$?
+set -e
+sleep 0.5
+[ $rc -eq 143 ] && grep -q 'stopped during long' err.txt || { echo "FAIL: SIGTERM rc=$rc"; cat err.txt; exit 1; }
+grep -q 'sweep: interrupted by SIGTERM' "$tmp/stop/long/log.txt" || { echo "FAIL: the sweep did not get the signal"; cat "$tmp/stop/long/log.txt"; exit 1; }
+if pgrep -f "$tmp/src/experiments/long.yaml" > /dev/null; then echo "FAIL: the sweep trains on"; exit 1; fi
 echo PASS

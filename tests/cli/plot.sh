@@ -204,6 +204,27 @@ assert plot.load_run("resumed.jsonl")["diverged"] is None, "a resumed run past i
 with open("resumed.jsonl", "a") as f:
     f.write('{"type":"diverged","epoch":3,"step":12,"message":"training diverged"}\n')
 assert plot.load_run("resumed.jsonl")["diverged"]["epoch"] == 3
+# --restore-best: the result is the restored epoch's, starred on the test curves and named in
+# the label (the curve alone ended at the last epoch's score until 2026-12-04); a resume that
+# trained on after it drops it.
+with open("rb.jsonl", "w") as f:
+    for e, acc in ((1, 0.875), (2, 0.86), (3, 0.905)):
+        f.write('{"type":"epoch","epoch":%d,"step":%d,"lr":0.1,"train_loss":0.5,"test_loss":%g,"test_acc":%g}\n'
+                % (e, 4 * e, 1 - acc, acc))
+    f.write('{"type":"restore_best","epoch":1,"best":0.4,"test_loss":0.125,"test_acc":0.875}\n')
+run = plot.load_run("rb.jsonl")
+assert run["restored"]["epoch"] == 1, run["restored"]
+import matplotlib.pyplot as plt
+fig, axes = plt.subplots(1, 3)
+kinds = set()
+suffix = plot.draw_run(axes, run, dict(color="C0", marker="o", ms=3), None, None, False, kinds, [])
+assert suffix == " (restored epoch 1: test_acc 0.875)", suffix
+stars = [l.get_xydata().tolist() for l in axes[1].get_lines() if l.get_marker() == "*"]
+assert stars == [[[1.0, 0.875]]], stars
+assert any(h.get_label().startswith("star: --restore-best") for h in plot.style_handles(kinds, None))
+with open("rb.jsonl", "a") as f:
+    f.write('{"type":"epoch","epoch":4,"step":16,"lr":0.1,"train_loss":0.4,"test_loss":0.09,"test_acc":0.91}\n')
+assert plot.load_run("rb.jsonl")["restored"] is None
 failed = [l for l in open("failing/results.csv") if ",failed," in l][0].split(",")[0]
 assert plot.trial_label(f"failing/trials/trial-{failed}.jsonl").endswith(" failed"), plot.trial_label(f"failing/trials/trial-{failed}.jsonl")
 assert plot.fmt("0.00232555") == "0.00233" and plot.fmt("128") == "128" and plot.fmt("relu") == "relu"
