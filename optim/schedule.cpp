@@ -410,6 +410,12 @@ void ScheduleOptions::validate() const {
   KILN_USAGE_CHECK(eta_min >= 0, "--eta-min must be >= 0, got " << eta_min);
   KILN_USAGE_CHECK(max_lr >= 0 && base_lr >= 0, "--max-lr/--base-lr must be >= 0, got " << max_lr << "/" << base_lr);
   KILN_USAGE_CHECK(step_size_up >= 0, "--step-size-up must be >= 0, got " << step_size_up);
+  KILN_USAGE_CHECK(step_size_up_epochs >= 1 && step_size_up_epochs <= 1000000,
+                   "--step-size-up-epochs must be in [1, 1000000], got " << step_size_up_epochs);
+  KILN_USAGE_CHECK(
+      step_size_up == 0 || step_size_up_epochs == ScheduleOptions{}.step_size_up_epochs,
+      "--step-size-up " << step_size_up << " and --step-size-up-epochs " << step_size_up_epochs
+                        << ": give the half cycle one way");
   KILN_USAGE_CHECK(cyclic_mode == "triangular" || cyclic_mode == "triangular2" || cyclic_mode == "exp_range",
                    "unknown --cyclic-mode '" << cyclic_mode << "' (expected triangular|triangular2|exp_range)");
   KILN_USAGE_CHECK(r.base_momentum >= 0 && r.max_momentum >= r.base_momentum && r.max_momentum < 1,
@@ -458,6 +464,7 @@ std::vector<std::string> ScheduleOptions::ignored(const ScheduleOptions& d) cons
       {"--max-lr", !eq(max_lr, d.max_lr), {"cyclic", "one-cycle"}},
       {"--base-lr", !eq(base_lr, d.base_lr), {"cyclic"}},
       {"--step-size-up", step_size_up != d.step_size_up, {"cyclic"}},
+      {"--step-size-up-epochs", step_size_up_epochs != d.step_size_up_epochs, {"cyclic"}},
       {"--cyclic-mode", cyclic_mode != d.cyclic_mode, {"cyclic"}},
       {"--cycle-momentum", cycle_momentum != d.cycle_momentum, {"cyclic", "one-cycle"}},
       {"--base-momentum", !eq(base_momentum, d.base_momentum), {"cyclic", "one-cycle"}},
@@ -548,7 +555,7 @@ std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& opts, float base_
   else if (n == "cyclic") {
     float base = o.base_lr > 0 ? o.base_lr : base_lr;
     float max = o.max_lr > 0 ? o.max_lr : 10.0f * base;
-    long long up = o.step_size_up > 0 ? o.step_size_up : 2 * spe;
+    long long up = o.step_size_up > 0 ? o.step_size_up : o.step_size_up_epochs * spe;
     s = std::make_unique<CyclicLR>(o, base, max, up);
   } else if (n == "one-cycle") {
     s = std::make_unique<OneCycleLR>(o, o.max_lr > 0 ? o.max_lr : base_lr, total);

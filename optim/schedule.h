@@ -25,7 +25,8 @@ struct ScheduleOptions {
   float eta_min = 0.0f;
   float max_lr = 0.0f;            // cyclic/one-cycle peak (0: 10x base for cyclic, lr for one-cycle)
   float base_lr = 0.0f;           // cyclic lower bound (0: lr)
-  int step_size_up = 0;           // cyclic half cycle in steps (0: 2 epochs)
+  int step_size_up = 0;           // cyclic half cycle in steps (0: step_size_up_epochs epochs)
+  int step_size_up_epochs = 2;    // cyclic half cycle in epochs (of the first epoch's steps)
   std::string cyclic_mode = "triangular";  // triangular|triangular2|exp_range
   bool cycle_momentum = true;     // cyclic/one-cycle momentum cycling
   // NaN (not given): PyTorch's defaults, 0.8/0.9 for CyclicLR and 0.85/0.95 for OneCycleLR.
@@ -72,7 +73,7 @@ class Schedule {
 
 // base_lr: the optimizer's lr; steps: the optimizer steps of each epoch of the run (they differ
 // under a batch-size schedule). One-cycle spans their sum, --warmup-epochs the first entries,
-// and the cyclic default half cycle is two of the first epoch's.
+// and the cyclic half cycle without step_size_up is step_size_up_epochs of the first epoch's.
 std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& opts, float base_lr,
                                         const std::vector<long long>& steps);
 // The same for `epochs` epochs of `steps_per_epoch` steps each.

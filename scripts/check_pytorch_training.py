@@ -75,6 +75,10 @@ RECIPES = [
         "--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.5", "--schedule", "cyclic",
         "--max-lr", "0.05", "--step-size-up", "2", "--cyclic-mode", "exp_range", "--gamma", "0.9",
         "--no-cycle-momentum"]),
+    # the half cycle in epochs (kiln's --step-size-up-epochs; torch's step_size_up in steps)
+    ("sgd-cyclic-half-cycle-epochs", MLP + [
+        "--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.9", "--schedule", "cyclic",
+        "--max-lr", "0.05", "--step-size-up-epochs", "1"]),
     # exp_range without --gamma: CyclicLR's default gamma 1.0 (the triangular cycle)
     ("sgd-cyclic-exp-range-default-gamma", MLP + ["--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.9",
                                                   "--schedule", "cyclic", "--max-lr", "0.05", "--step-size-up", "2",
@@ -273,7 +277,8 @@ def torch_scheduler(torch, opt, cfg, steps, epochs, given=None):
     if name == "cyclic":
         base = float(cfg["base-lr"]) or lr
         return ls.CyclicLR(opt, base, float(cfg["max-lr"]) or 10 * base,
-                           step_size_up=int(cfg["step-size-up"]) or 2 * steps_per_epoch,
+                           step_size_up=int(cfg["step-size-up"])
+                           or int(cfg.get("step-size-up-epochs", 2)) * steps_per_epoch,
                            **only_given(mode=("cyclic-mode", cfg["cyclic-mode"]), gamma=("gamma", gamma),
                                         cycle_momentum=("cycle-momentum", cfg["cycle-momentum"] == "true"),
                                         base_momentum=("base-momentum", float(cfg["base-momentum"])),
@@ -587,6 +592,8 @@ def random_recipe(r):
         some(("--base-lr", ["0.001", "0.02", "0.3"], 0.5), ("--max-lr", ["0.05", "0.1"], 0.6),
              ("--step-size-up", ["1", "2", "3", "4", "7", "50"], 0.7),
              ("--cyclic-mode", ["triangular", "triangular2", "exp_range"], 0.7), ("--gamma", ["0.9", "0.99"], 0.4))
+        if "--step-size-up" not in f and r.random() < 0.5:
+            f += ["--step-size-up-epochs", c(["1", "3"])]
         if opt in ("adam", "adamw") or r.random() < 0.3:
             f += ["--no-cycle-momentum"]  # torch 1.13's CyclicLR cannot cycle Adam's beta1
         else:

@@ -818,6 +818,9 @@ MUTANTS = [
     ("stop-signal-twice-kills", "tuning/run_checkpoint.cpp",
      [("  if (now - g_stop_first_ns.load() < kSameStopNs) return;\n", "")],
      "a stop signal delivered twice (GNU timeout: process, then group) kills the run before its checkpoint (until 2026-12-04)"),
+    ("cyclic-half-cycle-epochs-ignored", "optim/schedule.cpp",
+     [("o.step_size_up > 0 ? o.step_size_up : o.step_size_up_epochs * spe;", "o.step_size_up > 0 ? o.step_size_up : 2 * spe;")],
+     "--step-size-up-epochs is ignored: the cyclic half cycle stays 2 epochs (the experiments' cycles end at their peak)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -198,6 +198,14 @@ TEST(Schedule, PerEpochStepCountsSizeOneCycleWarmupAndCyclic) {
   o.max_lr = 0.5f;
   s = make_schedule(o, 0.1f, std::vector<long long>{2, 4, 4});
   expect_steps(*s, {{0, 0.1}, {4, 0.5}, {8, 0.1}});
+  o.step_size_up_epochs = 3;  // a half cycle of 3 epochs of 10 steps: 30 up, 30 down
+  s = make_schedule(o, 0.1f, 10, 6);
+  expect_steps(*s, {{0, 0.1}, {30, 0.5}, {60, 0.1}});
+  o.step_size_up = 4;  // both: refused
+  EXPECT_THROW(o.validate(), Error);
+  o.step_size_up_epochs = 0;
+  o.step_size_up = 0;
+  EXPECT_THROW(o.validate(), Error);
   // the (steps, epochs) form is the vector of equal counts
   o = named("one-cycle");
   auto a = make_schedule(o, 0.1f, 7, 3),

@@ -326,8 +326,13 @@ OptionTable build_table() {
   t.add(opt_float("base-lr", "cyclic lower lr (0: --lr)",
                   [](RunConfig& c) -> float& { return c.sched.base_lr; }),
         kRangeTestUnused);
-  t.add(opt_int("step-size-up", "cyclic half cycle in steps (0: 2 epochs)",
+  t.add(opt_int("step-size-up", "cyclic half cycle in steps (torch's; 0: --step-size-up-epochs)",
                 [](RunConfig& c) -> int& { return c.sched.step_size_up; }),
+        kRangeTestUnused);
+  t.add(opt_int("step-size-up-epochs",
+                "cyclic half cycle in epochs (of the first epoch's steps); a run of whole cycles "
+                "(--epochs a multiple of twice this) ends at the low lr, as Smith's recipe stops",
+                [](RunConfig& c) -> int& { return c.sched.step_size_up_epochs; }),
         kRangeTestUnused);
   t.add(opt_str("cyclic-mode", "triangular | triangular2 | exp_range",
                 [](RunConfig& c) -> std::string& { return c.sched.cyclic_mode; }),
