@@ -421,6 +421,11 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
   // to an earlier "best" epoch that missed the target (Keras restores only when EarlyStopping
   // itself stops the run).
   bool reached_target = false;
+  // --restore-best has weights to load back: the last epoch was not the best (every way out of
+  // the loop but a signal leaves pos_ at the start of the next epoch).
+  auto best_is_earlier = [&] {
+    return opts_.restore_best && !best_.empty() && pos_.early_stop.best_epoch != pos_.epoch;
+  };
   for (int epoch = from.epoch; epoch < opts_.epochs; ++epoch) {
     // A run resumed from the checkpoint of the epoch that reached --target-acc stops there too.
     if (epoch == from.epoch && from.batch == 0 && opts_.target_acc > 0 &&
@@ -634,19 +639,15 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
         std::ostringstream os;
         os << "target accuracy " << opts_.target_acc << " reached at epoch " << epoch + 1 << " ("
            << watched_set << "_acc " << watched_acc << "): stopping"
-           << (opts_.restore_best && !best_.empty() && pos_.early_stop.best_epoch != pos_.epoch
-                   ? " with this epoch's weights (--restore-best keeps them)"
-                   : "");
+           << (best_is_earlier() ? " with this epoch's weights (--restore-best keeps them)" : "");
         log(os.str());
       }
       break;
     }
     if (!go_on) break;
   }
-  // --restore-best: load the best epoch's weights back unless the last epoch was the best
-  // (every way out of the loop but a signal leaves pos_ at the start of the next epoch).
-  if (opts_.restore_best && !reached_target && !best_.empty() &&
-      pos_.early_stop.best_epoch != pos_.epoch) {
+  // --restore-best: load the best epoch's weights back unless the last epoch was the best.
+  if (!reached_target && best_is_earlier()) {
     auto sd = model_.state_dict();
     KILN_CHECK(sd.size() == best_.size(), "restore-best: the snapshot does not match the model");
     ctx_.sync();

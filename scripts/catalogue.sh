@@ -103,7 +103,7 @@ for f in "$src"/experiments/*.yaml; do
 done
 trap - INT TERM
 python3 - "$dir" "$src" <<'EOF'
-import json, os, re, sys
+import json, os, re, statistics, sys
 root, src = sys.argv[1], sys.argv[2]
 rows = ["| experiment | trials | best | metric | wall s |", "|---|---|---|---|---|"]
 for f in sorted(os.listdir(os.path.join(src, "experiments"))):
@@ -132,9 +132,9 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
             for r in ok:
                 key = tuple((k, v) for k, v in r.get("params", {}).items() if k != "seed")
                 groups.setdefault(key, []).append(r["metric"])
-            key, vals = pick(groups.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
-            mean = sum(vals) / len(vals)
-            std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+            key, vals = pick(groups.items(), key=lambda kv: statistics.mean(kv[1]))
+            mean = statistics.mean(vals)
+            std = statistics.stdev(vals) if len(vals) > 1 else 0.0
             params = " ".join("%s=%s" % kv for kv in key)
             rows.append("| %s | %d%s | %s | %s %.4f +- %.4f (mean of %d seeds) | %s |"
                         % (name, len(recs), state, params, metric, mean, std, len(vals), secs))

@@ -805,7 +805,7 @@ MUTANTS = [
      [("run_options().help(&defaults, {\"lr-find\"})", "run_options().help(&defaults)")],
      "lr_find --help offers --[no-]lr-find, which it refuses (until 2026-12-04)"),
     ("target-acc-restores-best", "engine/trainer.cpp",
-     [("  if (opts_.restore_best && !reached_target && !best_.empty() &&", "  if (opts_.restore_best && !best_.empty() &&")],
+     [("  if (!reached_target && best_is_earlier()) {", "  if (best_is_earlier()) {")],
      "a run --target-acc stops goes back to an earlier --restore-best epoch that missed the target (until 2026-12-04)"),
     ("exponential-gamma-unnoted", "tuning/run.cpp",
      [("  if ((sc.name == \"exponential\" || sc.name == \"exponential-step\") && std::isnan(sc.gamma)) {",

@@ -349,22 +349,19 @@ def load_run(path):
         if r.get("type", "epoch") == "epoch" and "train_loss" in r and "epoch" in r:
             epochs[r["epoch"]] = r
     steps = [r for r in recs if r.get("type") == "step" and "epoch" in r and "step" in r]
-    # A diverged record counts only when no later epoch record passes it (a resume got further).
-    diverged = None
+    # A diverged record counts only when no later epoch record passes it (a resume got further);
+    # --restore-best's record (the weights the run ended with, its result, are an earlier
+    # epoch's) only when no epoch record follows it (a resume trained on).
+    diverged = restored = None
     for r in recs:
         if r.get("type") == "diverged" and "epoch" in r:
             diverged = r
-        elif (diverged and r.get("type", "epoch") == "epoch" and "train_loss" in r
-              and num(r.get("epoch")) >= num(diverged.get("epoch"))):
-            diverged = None
-    # --restore-best's record: the weights the run ended with (its result) are an earlier
-    # epoch's; it counts unless an epoch record follows it (a resume trained on).
-    restored = None
-    for r in recs:
-        if r.get("type") == "restore_best" and "epoch" in r:
+        elif r.get("type") == "restore_best" and "epoch" in r:
             restored = r
-        elif restored and r.get("type", "epoch") == "epoch" and "train_loss" in r:
+        elif r.get("type", "epoch") == "epoch" and "train_loss" in r:
             restored = None
+            if diverged and num(r.get("epoch")) >= num(diverged.get("epoch")):
+                diverged = None
     _, _, status, _ = trial_info(path)
     return dict(path=path, epochs=[epochs[e] for e in sorted(epochs)], steps=steps, diverged=diverged,
                 restored=restored, status=status, label=trial_label(path))
