@@ -1,7 +1,18 @@
 // Whole training runs on the GPU against the same runs on the CPU: the default cnn with batch
 // norm and dropout (masks are the same bits on both devices), trained through the CUDA path with
 // every GPU switch on (fused conv/BN+ReLU, CUDA graphs, deterministic kernels), must follow the
-// CPU reference's losses and end at the same weights to float-rounding tolerance.
+// CPU reference's losses for 2 epochs (8 steps) and end its first epoch (4 steps) at the same
+// weights to float-rounding tolerance.
+//
+// Why the weights are held to rounding only after the first epoch: on an H200 the cnn's weights
+// after 8 steps differed by up to 1.3e-3 (810 of 17,712 beyond 2e-4 + 2e-3|w|) while the losses
+// agreed to 1e-3. That is the model, not a kernel: the same run through the CUDA emulator built
+// with FMA contraction (-mfma -ffp-contract=fast, as nvcc contracts) differs from the CPU by the
+// same amount with the two sides swapped (the contracted CPU reference lands on the GPU's
+// weights to 6e-6). Normalization makes a rounding-level change jump to ~4e-5 at some step (a
+// discrete event: without a norm layer the two stay within 3e-8), and the later steps amplify it.
+// After epoch 2 the weights are still held to the same trajectory (1e-2: a wrong kernel is off
+// by far more).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,7 +26,7 @@ using namespace kiln;
 namespace {
 
 struct Trained {
-  std::vector<float> weights;
+  std::vector<float> weights, weights_epoch1;
   std::vector<EpochRecord> epochs;
 };
 
@@ -40,6 +51,10 @@ Trained train(const std::string& device, const std::string& model, bool gpu_swit
   c.train.cuda_graphs = gpu_switches;
   auto s = make_session(c);
   Trained t;
+  s->trainer->on_epoch = [&](const EpochRecord& r) {
+    if (r.epoch == 1) t.weights_epoch1 = s->model->flat_params().to_vector();
+    return true;
+  };
   t.epochs = s->trainer->fit(s->train, &s->test);
   t.weights = s->model->flat_params().to_vector();
   return t;
@@ -49,13 +64,18 @@ void expect_gpu_follows_cpu(const std::string& model) {
   const Trained cpu = train("cpu", model, false), gpu = train("cuda", model, true);
   ASSERT_EQ(cpu.epochs.size(), gpu.epochs.size());
   for (size_t e = 0; e < cpu.epochs.size(); ++e) {
-    EXPECT_NEAR(gpu.epochs[e].train_loss, cpu.epochs[e].train_loss, 1e-3 * std::fabs(cpu.epochs[e].train_loss))
+    EXPECT_NEAR(gpu.epochs[e].train_loss, cpu.epochs[e].train_loss,
+                1e-3 * std::fabs(cpu.epochs[e].train_loss))
         << "epoch " << e + 1;
-    EXPECT_NEAR(gpu.epochs[e].test_loss, cpu.epochs[e].test_loss, 2e-3 * std::fabs(cpu.epochs[e].test_loss))
+    EXPECT_NEAR(gpu.epochs[e].test_loss, cpu.epochs[e].test_loss,
+                2e-3 * std::fabs(cpu.epochs[e].test_loss))
         << "epoch " << e + 1;
     EXPECT_NEAR(gpu.epochs[e].test_acc, cpu.epochs[e].test_acc, 2.0 / 64) << "epoch " << e + 1;
   }
-  EXPECT_TRUE(test::all_close(gpu.weights, cpu.weights, 2e-4, 2e-3));
+  ASSERT_FALSE(cpu.weights_epoch1.empty());
+  EXPECT_TRUE(test::all_close(gpu.weights_epoch1, cpu.weights_epoch1, 2e-4, 2e-3))
+      << "after epoch 1";
+  EXPECT_TRUE(test::all_close(gpu.weights, cpu.weights, 1e-2, 0)) << "after epoch 2";
 }
 
 }  // namespace

@@ -29,7 +29,7 @@ echo "epoch 1: train_loss=0.1 test_acc=$acc 1.5s 40000 img/s"
 echo "test_acc=$acc test_loss=0.05 seconds=1.50"'
 stub "$b/bin/kiln_eval" 'exit 0'
 stub "$b/bin/bench_copy" 'echo "BM_Copy 1 ms"; for a; do case $a in --benchmark_out=*) echo "{}" >"${a#*=}";; esac; done'
-stub "$b/tests/cli/train_mnist.sh" 'exit 0'
+stub "$b/tests/cli/train_mnist.sh" "[ \"\${KILN_SRC:-}\" = \"$b\" ]"  # (its kiln_eval check reads the bundle's data)
 stub "$b/tests/cli/resume.sh" 'echo "PASS resume"'
 stub "$b/scripts/check_pytorch_interop.py" 'echo "ld=${LD_LIBRARY_PATH:-}" >"$OUT/python.env"; echo "max relative difference 3e-06: OK"'
 stub "$b/scripts/bench_summary.py" 'echo "bench summary: 1 file"'
@@ -37,10 +37,16 @@ for s in bench_compare.sh catalogue.sh; do stub "$b/scripts/$s" "echo $s done"; 
 stub "$b/scripts/time_to_acc.sh" 'echo "seed 5: test_acc=0.99 seconds=9 reached=yes"; echo "target 0.99 reached by 5/5 seeds: mean 9.000 s (min 9, max 9)"'
 stub "$tmp/path/nvidia-smi" 'echo "NVIDIA H100 80GB HBM3, 550.54, 81559 MiB"'
 stub "$tmp/path/python3" 'exec bash "$@"'  # the stub .py files are bash
-# compute-sanitizer: racecheck reports two races, then hangs (killed at its budget)
+# compute-sanitizer: racecheck reports two races, then hangs (killed at its budget); with
+# KILN_STUB_WAIT set, memcheck ends only once racecheck has started (so only when they run together)
 stub "$tmp/path/compute-sanitizer" '
+if [ "$2" = memcheck ] && [ -n "${KILN_STUB_WAIT:-}" ]; then
+  for i in $(seq 20); do [ -f "$OUT/racecheck.started" ] && break; sleep 1; done
+  [ -f "$OUT/racecheck.started" ] || { echo "racecheck never started"; exit 5; }
+fi
+echo "$6 shard ${GTEST_SHARD_INDEX:-}/${GTEST_TOTAL_SHARDS:-}"
 if [ "$2" = racecheck ]; then
-  echo "[ RUN      ] ConvGpu.MatchesReference/K3"; echo "========= Race reported between Write access at 0x10"
+  touch "$OUT/racecheck.started"; echo "[ RUN      ] ConvGpu.MatchesReference/K3"; echo "========= Race reported between Write access at 0x10"
   echo "========= Race reported between Read access at 0x20"; echo "[ RUN      ] PoolGpu.MatchesReference/K2"; sleep 300
 fi
 echo "========= ERROR SUMMARY: 0 errors"'
@@ -58,11 +64,14 @@ expect "$s" '^device +NVIDIA H100' "device row"
 expect "$s" '^gtests \(GPU\) +exit 0; \[  PASSED  \] 3 tests' "gtest row"
 expect "$s" '^train mlp .*best epoch test_acc=0.981 \(target >= 0.98: MET\)' "mlp verdict"
 expect "$s" '^train cnn .*best epoch test_acc=0.9885 \(target >= 0.99: NOT MET\)' "cnn verdict (best epoch, not last)"
-expect "$s" '^mlp 1 epoch GPU +exit 0 1.5s 40000 img/s' "epoch time row"
 expect "$s" '^PyTorch interop \(cnn\) +exit 0 max relative difference' "interop row"
-expect "$s" '^compute-sanitizer memcheck \(kernels\) +exit 0; ========= ERROR SUMMARY: 0 errors' "memcheck row"
+expect "$s" '^compute-sanitizer memcheck \(kernels\) +exit 0; ========= ERROR SUMMARY: 0 errors$' "memcheck row"
+expect "$s" '^cli train_mnist test +exit 0' "cli test row (KILN_SRC is the bundle)"
+# the test that fails a CUDA API call on purpose is kept from the tools' whole-model runs
+expect "$tmp/out1/sanitize-memcheck-models.txt" '^--gtest_filter=TrainerGpu.*:-StepGraphGpu.FailedCapture\* shard 0/1$' "models filter"
+grep -q 'FailedCapture' "$tmp/out1/sanitize-memcheck-kernels.txt" && { echo "FAIL: kernels filter"; fail=1; }
 expect "$s" '^racecheck +TIMED OUT after 32s.*sanitize-racecheck-kernels: 2 report lines, last test PoolGpu.MatchesReference/K2' "racecheck timeout row"
-expect "$s" '^not run \(no time left\) +bench resume initcheck synccheck tta perf catalogue$' "not-run row"
+expect "$s" '^not run \(no time left\) +bench epoch resume initcheck synccheck tta perf catalogue$' "not-run row"
 expect "$tmp/run1.txt" '^---- summary ----' "summary printed last"
 # a missed target and a timeout fail the run (exit 1), named last
 [ $rc -eq 1 ] || { echo "FAIL: run.sh exited $rc with a target not met and a timeout"; fail=1; }
@@ -77,18 +86,19 @@ grep -q '^data=.* ld=.*[^:]$' "$tmp/out4/kiln_tests.env" && ! grep -q 'ld=.*::' 
   { echo "FAIL: an empty library path entry"; cat "$tmp/out4/kiln_tests.env"; fail=1; }
 
 # 2. Named steps only, in priority order whatever the order given; sanitize = the four tools.
-OUT=$tmp/out2 KILN_DEADLINE=200 bash "$b/run.sh" catalogue bench tta resume >"$tmp/run2.txt" 2>&1
+OUT=$tmp/out2 KILN_DEADLINE=200 bash "$b/run.sh" catalogue bench tta epoch resume >"$tmp/run2.txt" 2>&1
 rc=$?
 [ $rc -eq 0 ] || { echo "FAIL: run.sh exited $rc with every row passing"; fail=1; }
 s=$tmp/out2/summary.txt
 expect "$s" '^bench_copy +exit 0' "bench row"
+expect "$s" '^mlp 1 epoch GPU +exit 0 1.5s 40000 img/s' "epoch time row"
 expect "$s" '^bench_summary.py +exit 0' "bench summary row"
 expect "$s" '^kill-and-resume on CUDA +exit 0 PASS resume' "resume row"
 expect "$s" '^experiment catalogue +exit 0' "catalogue row"
 expect "$s" '^time to 99% \(5 seeds\) +target 0.99 reached by 5/5 seeds: mean 9.000 s' "time-to-accuracy row"
 [ -s "$tmp/out2/catalogue.tgz" ] || { echo "FAIL: no catalogue tarball"; fail=1; }
 grep -q '^train\|^gtests' "$s" && { echo "FAIL: unrequested steps ran"; fail=1; }
-[ "$(grep -o '^step [a-z]*' "$tmp/out2/steps.txt" | tr '\n' ' ')" = "step bench step resume step tta step catalogue " ] ||
+[ "$(grep -o '^step [a-z]*' "$tmp/out2/steps.txt" | tr '\n' ' ')" = "step bench step epoch step resume step tta step catalogue " ] ||
   { echo "FAIL: step order"; cat "$tmp/out2/steps.txt"; fail=1; }
 
 # 3. An unknown step is a usage error before anything runs.
@@ -96,5 +106,26 @@ OUT=$tmp/out3 bash "$b/run.sh" tests bogus >"$tmp/run3.txt" 2>&1
 rc=$?
 [ $rc -eq 2 ] && grep -q "unknown step 'bogus'" "$tmp/run3.txt" && [ ! -s "$tmp/out3/summary.txt" ] ||
   { echo "FAIL: unknown step rc=$rc"; cat "$tmp/run3.txt"; fail=1; }
+# 4. KILN_CONCURRENT: those steps start together (memcheck waits for racecheck to start, so run
+# one after the other it would fail); the rest (bench) only once all of them have ended.
+OUT=$tmp/out5 KILN_STUB_WAIT=1 KILN_SANITIZE_SHARDS=3 KILN_SANITIZE_PARTS=models \
+  KILN_SANITIZE_MODELS_FILTER=TrainerGpu.A:TrainerGpu.B KILN_CONCURRENT="tests memcheck racecheck" KILN_DEADLINE=120 \
+  KILN_BUDGET_racecheck=32 bash "$b/run.sh" bench racecheck memcheck tests >"$tmp/run5.txt" 2>&1
+rc=$?
+s=$tmp/out5/summary.txt
+expect "$s" '^compute-sanitizer memcheck \(models, 3 shards\) +exit 0; 3 ========= ERROR SUMMARY: 0 errors$' "concurrent memcheck"
+grep -q '(kernels)' "$s" && { echo "FAIL: KILN_SANITIZE_PARTS=models ran the kernels part"; fail=1; }
+expect "$tmp/out5/sanitize-memcheck-models-1.txt" '^--gtest_filter=TrainerGpu.A:TrainerGpu.B shard 1/3$' "models filter override"
+for i in 0 1 2; do expect "$tmp/out5/sanitize-memcheck-models-$i.txt" "shard $i/3\$" "shard $i"; done
+expect "$s" '^racecheck +TIMED OUT after 32s' "concurrent racecheck timeout"
+expect "$s" '^gtests \(GPU\) +exit 0' "concurrent gtests"
+expect "$s" '^bench_copy +exit 0' "bench after the group"
+[ "$(grep -o '^step [a-z]*' "$tmp/out5/steps.txt" | tail -2 | tr '\n' ' ')" = "step racecheck step bench " ] ||
+  { echo "FAIL: bench did not wait for the concurrent steps"; cat "$tmp/out5/steps.txt"; fail=1; }
+expect "$tmp/run5.txt" '^run.sh: FAILED: racecheck$' "concurrent failure named"
+[ $rc -eq 1 ] || { echo "FAIL: run.sh exited $rc with a concurrent step timed out"; fail=1; }
+OUT=$tmp/out6 KILN_CONCURRENT="tests bogus" bash "$b/run.sh" tests >"$tmp/run6.txt" 2>&1
+[ $? -eq 2 ] && grep -q "unknown step 'bogus'" "$tmp/run6.txt" ||
+  { echo "FAIL: an unknown KILN_CONCURRENT step"; cat "$tmp/run6.txt"; fail=1; }
 [ $fail -eq 0 ] && echo PASS
 exit $fail
