@@ -439,6 +439,10 @@ std::vector<NamedShape> gpu_shapes() {
   v.push_back({"OneByOneWide", conv_shape(3, 40, 7, 9, 70, 1, 1, 1, 0)});
   v.push_back({"SplitKFilter", conv_shape(16, 8, 24, 24, 16, 3, 3, 1, 0)});
   v.push_back({"SplitKOneByOne", conv_shape(16, 16, 22, 22, 8, 1, 1, 1, 0)});
+  // The bias gradient splits the images once n*P*Q passes 16384: 37 images in two splits of 19
+  // and 18; 65 images of 64x64 in 22 splits of 3 (the last one 2).
+  v.push_back({"BiasSplitUneven", conv_shape(37, 3, 26, 26, 5, 3, 3, 1, 0)});
+  v.push_back({"BiasSplitMany", conv_shape(65, 1, 64, 64, 2, 1, 1, 1, 0)});
   // 1x1 with 17-32 output channels: the 32-row tiles of the channel GEMM and of the 1x1
   // backward-filter. C <= 16: one 16-deep forward slice, backward-data (16-row tiles) over 24
   // output channels prefetches; C in 17-32: forward and backward-data both run the 32-row
@@ -553,9 +557,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ConvGpu, ::testing::ValuesIn(gpu_shapes()),
 TEST(ConvLimitGpu, LargestBatchAtIndexLimitMatchesReference) {
   // N*P*Q = N*H*W = 2^31-64 exactly (1-row images of 64, 3x3, pad 1): the last forward tile
   // ends at the limit, backward-filter's 512 split chunks end at 2^31 (rbeg + chunk overflowed
-  // an int before), the bias loop steps past 2^31-64. x and dy are zero except in the last
-  // 2^17 images, so the reference on those images alone is the whole answer. 4 x 8 GiB on the
-  // device.
+  // an int before), the bias gradient's 64 image splits end at the last image. x and dy are zero
+  // except in the last 2^17 images, so the reference on those images alone is the whole answer. 4 x
+  // 8 GiB on the device.
   KILN_SKIP_WITHOUT_GPU();
   KILN_SKIP_ON_EMULATOR("4 x 8 GiB");
 #ifdef KILN_WITH_CUDA
