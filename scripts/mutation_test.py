@@ -70,7 +70,7 @@ MUTANTS = [
      "the bias-gradient tree reduction starts at half width and drops half the partial sums"),
     ("conv-bias-split-combine", "kernels/conv/conv.cu",
      [("for (int z = 0; z < splits; ++z) s += partial[int64_t(m) * splits + z];",
-       "for (int z = 1; z < splits; ++z) s += ws[int64_t(m) * splits + z];")],
+       "for (int z = 1; z < splits; ++z) s += partial[int64_t(m) * splits + z];")],
      "the bias gradient's combine drops the first image split"),
     ("conv-bias-split-last", "kernels/conv/conv.cu",
      [("const int img_end = min(n, (z + 1) * per);", "const int img_end = min(n - 1, (z + 1) * per);")],
