@@ -657,10 +657,13 @@ TEST(SweepRun, ValidationMetricRanksByTheSplitAndNeedsOne) {
             std::string::npos);
 }
 
-TEST(SweepRun, RestoreBestTrialsAreScoredOnTheirBestEpoch) {
-  // With --restore-best a trial ends with the weights of the epoch early stopping judged best,
-  // so its result is that epoch's: here epoch 2 (val_loss 0.3), not the last (0.5).
-  TrialRunner runner = [](const RunConfig&, const std::function<bool(const EpochRecord&)>&) {
+TEST(SweepRun, RestoreBestTrialsAreScoredOnTheEpochTheirTrainerKept) {
+  // With --restore-best a trial ends with the weights of the epoch its trainer loaded back, so
+  // its result is that epoch's: here epoch 2 (val_loss 0.3), not the last (0.5). The trainer
+  // decides, not a replay of the early-stopping rule: a run that --target-acc stopped keeps its
+  // own last epoch (the runner says 0), though epoch 2 was the best loss.
+  int restored = 2;
+  TrialRunner runner = [&](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>&) {
     std::vector<EpochRecord> out;
     const double val_loss[] = {0.6, 0.3, 0.4, 0.5};
     for (int e = 0; e < 4; ++e) {
@@ -671,7 +674,7 @@ TEST(SweepRun, RestoreBestTrialsAreScoredOnTheirBestEpoch) {
       r.test_acc = 0.5 + 0.1 * e;
       out.push_back(r);
     }
-    return out;
+    return TrialRun(out, cfg.train.restore_best ? restored : 0);
   };
   SweepSpec s =
       parse_sweep("metric: {name: val_loss}\nparameters: {lr: {values: [0.1]}}\n", "s.yaml");
@@ -685,8 +688,15 @@ TEST(SweepRun, RestoreBestTrialsAreScoredOnTheirBestEpoch) {
   EXPECT_DOUBLE_EQ(rs[0].metric, 0.3);
   EXPECT_DOUBLE_EQ(rs[0].test_acc, 0.6);
   EXPECT_EQ(rs[0].epochs, 4);
+  o.dir = fresh_dir("restore_best_target");  // the trainer kept the last epoch's weights
+  restored = 0;
+  rs = run_sweep(s, o, runner).results;
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_DOUBLE_EQ(rs[0].metric, 0.5);
+  EXPECT_DOUBLE_EQ(rs[0].test_acc, 0.8);
   o.dir = fresh_dir("restore_best_off");  // without it: the last epoch
   o.base.train.restore_best = false;
+  restored = 2;
   rs = run_sweep(s, o, runner).results;
   ASSERT_EQ(rs.size(), 1u);
   EXPECT_DOUBLE_EQ(rs[0].metric, 0.5);

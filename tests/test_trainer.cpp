@@ -28,6 +28,7 @@
 #include "tuning/lr_finder.h"
 #include "tuning/run.h"
 #include "tuning/run_checkpoint.h"
+#include "tuning/sweep.h"
 
 using namespace kiln;
 
@@ -988,6 +989,7 @@ TEST(TrainerCpu, ARunTargetAccStopsKeepsThatEpochsWeightsUnderRestoreBest) {
   c.train.restore_best = true;
   RunResult whole = run_training(c, {});
   ASSERT_EQ(whole.epochs.size(), 3u);
+  EXPECT_EQ(whole.restored_epoch, 1);  // what a sweep scores such a trial on
   size_t k = 1;  // the first epoch after the first whose val_acc beats every epoch before it
   while (k < whole.epochs.size() && whole.epochs[k].val_acc <= whole.epochs[0].val_acc &&
          (k < 2 || whole.epochs[k].val_acc <= whole.epochs[1].val_acc))
@@ -1010,6 +1012,14 @@ TEST(TrainerCpu, ARunTargetAccStopsKeepsThatEpochsWeightsUnderRestoreBest) {
   }
   EXPECT_TRUE(said);
   EXPECT_FALSE(restored);
+  EXPECT_EQ(hit.restored_epoch, 0);
+  // a sweep's trial: the runner passes the trainer's choice on, so the trial is scored on the
+  // epoch that reached the target, the weights it ends with
+  const TrialRun trial = default_trial_runner()(c, [](const EpochRecord&) { return true; });
+  EXPECT_EQ(trial.restored_epoch, 0);
+  ASSERT_EQ(trial.epochs.size(), k + 1);
+  c.train.target_acc = 0;
+  EXPECT_EQ(default_trial_runner()(c, [](const EpochRecord&) { return true; }).restored_epoch, 1);
   std::system(("rm -rf '" + dir + "'").c_str());
 }
 

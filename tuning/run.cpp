@@ -242,6 +242,7 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   if (tr.stopped()) r.stop_signal = *StopSignals::flag();
   else if (!cfg.save.empty()) write_session_checkpoint(*s, cfg.save, tr.position());
   for (const auto& e : r.epochs) r.train_seconds += e.seconds;
+  r.restored_epoch = tr.restored_epoch();
   if (tr.restored_epoch() > 0) {  // --restore-best: the score of the weights the run ends with
     r.test_acc = tr.restored_test().acc;
     r.test_loss = tr.restored_test().loss;

@@ -214,16 +214,12 @@ class TrialLock {
   int fd_ = -1;  // the open lock whose flock marks this worker alive
 };
 
-// The epoch whose weights a trial ends with: its last, or with --restore-best the one early
-// stopping judged best (the trainer's rule, replayed over the records).
-const EpochRecord& final_epoch(const std::vector<EpochRecord>& eps, const TrainOptions& t) {
-  if (!t.restore_best || t.early_stop <= 0) return eps.back();
-  const EarlyStopRule rule = t.early_stop_rule();
-  EarlyStopState es;
-  size_t best = eps.size() - 1;
-  for (size_t i = 0; i < eps.size(); ++i)
-    if (es.update(eps[i].held_out(rule.maximize), rule, eps[i].epoch)) best = i;
-  return eps[best];
+// The epoch whose weights a trial ends with: the one its trainer loaded back (--restore-best),
+// else its last.
+const EpochRecord& final_epoch(const TrialRun& run) {
+  for (const EpochRecord& e : run.epochs)
+    if (run.restored_epoch > 0 && e.epoch == run.restored_epoch) return e;
+  return run.epochs.back();
 }
 
 double metric_of(const EpochRecord& r, const std::string& m) {
@@ -623,7 +619,7 @@ TrialRunner default_trial_runner(std::optional<RunConfig> defaults,
       for (const std::string& note : option_notes(cfg, *defaults)) hooks.log("note: " + note);
     RunResult r = run_training(cfg, hooks);
     if (r.stop_signal) throw TrialInterrupted(r.stop_signal);
-    return r.epochs;
+    return TrialRun(std::move(r.epochs), r.restored_epoch);
   };
 }
 
@@ -790,10 +786,10 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     const auto t0 = std::chrono::steady_clock::now();
     try {
       RunConfig cfg = trial_config(spec, o.base, i, o.dir);
-      std::vector<EpochRecord> eps = runner(cfg, on_epoch);
-      rec.epochs = static_cast<int>(eps.size());
-      if (!eps.empty()) set_scores(rec, final_epoch(eps, cfg.train), spec.metric);
-      if (rec.status.empty() && eps.empty()) {  // --epochs 0: no score to rank
+      const TrialRun run = runner(cfg, on_epoch);
+      rec.epochs = static_cast<int>(run.epochs.size());
+      if (!run.epochs.empty()) set_scores(rec, final_epoch(run), spec.metric);
+      if (rec.status.empty() && run.epochs.empty()) {  // --epochs 0: no score to rank
         rec.status = "failed";
         rec.message = "no epoch ran (epochs 0): nothing to score";
       }

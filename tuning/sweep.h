@@ -78,8 +78,19 @@ struct TrialInterrupted : std::runtime_error {
   explicit TrialInterrupted(int sig) : std::runtime_error("interrupted"), signal(sig) {}
 };
 
+// What a trial's run gives the sweep: its epochs, and the epoch whose weights it ended with
+// when the trainer loaded an earlier one back (--restore-best; 0: the last epoch's). The
+// trainer decides (a run that --target-acc stops keeps its own weights): the sweep scores the
+// trial on that epoch rather than replaying the rule. A runner may return the epochs alone.
+struct TrialRun {
+  std::vector<EpochRecord> epochs;
+  int restored_epoch = 0;
+  TrialRun() = default;
+  TrialRun(std::vector<EpochRecord> e, int restored = 0)  // NOLINT(google-explicit-constructor)
+      : epochs(std::move(e)), restored_epoch(restored) {}
+};
 // Runs one trial. on_epoch returns false to stop it (pruning). Throws like run_training.
-using TrialRunner = std::function<std::vector<EpochRecord>(
+using TrialRunner = std::function<TrialRun(
     const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch)>;
 // run_training; with `defaults` (the app's), each trial's option_notes open its trial log.
 // A note on the data (Dataset::note: the files look like another dataset than --dataset says)
