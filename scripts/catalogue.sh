@@ -44,14 +44,22 @@ start=$(date +%s)
 status=0
 # A SIGINT/SIGTERM to this script goes on to the experiment running (timeout puts it in a process
 # group of its own, which a terminal's Ctrl-C does not reach); the script then stops after it.
+# The signal goes to that whole group: GNU timeout passes on only the first one, so a second
+# Ctrl-C (which stops a sweep at once) would not reach the sweep through it. One that comes
+# between two experiments stops the next before it starts.
 child="" got=0
-trap 'got=130; [ -n "$child" ] && kill -INT "$child" 2>/dev/null' INT
-trap 'got=143; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM
+stop_child() {  # SIG: to the running experiment's group (its pid alone until timeout makes one)
+  [ -n "$child" ] || return 0
+  kill -"$1" -- -"$child" 2>/dev/null || kill -"$1" "$child" 2>/dev/null
+}
+trap 'got=130; stop_child INT' INT
+trap 'got=143; stop_child TERM' TERM
 run() {  # run OUT ERR CMD...: CMD in the background (so the traps run at once), its exit in rc
   local out=$1 err=$2
   shift 2
   "$@" >"$out" 2>"$err" &
   child=$!
+  [ $got -eq 0 ] || stop_child "$([ $got -eq 130 ] && echo INT || echo TERM)"  # came as it started
   wait "$child"
   rc=$?
   while kill -0 "$child" 2>/dev/null; do  # a trapped signal ended the wait, not the child
@@ -63,6 +71,7 @@ run() {  # run OUT ERR CMD...: CMD in the background (so the traps run at once),
 for f in "$src"/experiments/*.yaml; do
   name=$(basename "$f" .yaml)
   if [ -n "$only" ] && [[ ",$only," != *",$name,"* ]]; then continue; fi
+  [ $got -eq 0 ] || { status=$got; break; }  # a signal between two experiments
   d=$dir/$name
   mkdir -p "$d"
   [ -f "$d/done" ] && continue
@@ -127,17 +136,26 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
         pick = max if goal == "maximize" else min
         if ok and any("seed" in r.get("params", {}) for r in ok):
             # A seed parameter: the best setting by its mean over seeds (the best single seed is
-            # the selection bias the over-seeds table is there to avoid).
+            # the selection bias the over-seeds table is there to avoid). A setting whose every
+            # seed finished ranks before one where some failed or were pruned: a mean over the
+            # lucky survivors would flatter it.
             groups = {}
-            for r in ok:
+            for r in recs:
                 key = tuple((k, v) for k, v in r.get("params", {}).items() if k != "seed")
-                groups.setdefault(key, []).append(r["metric"])
-            key, vals = pick(groups.items(), key=lambda kv: statistics.mean(kv[1]))
+                g = groups.setdefault(key, [[], 0])
+                g[1] += 1
+                if r in ok:
+                    g[0].append(r["metric"])
+            sign = 1 if goal == "maximize" else -1
+            key, (vals, n) = max(((k, g) for k, g in groups.items() if g[0]),
+                                 key=lambda kv: (len(kv[1][0]) == kv[1][1], sign * statistics.mean(kv[1][0])))
             mean = statistics.mean(vals)
             std = statistics.stdev(vals) if len(vals) > 1 else 0.0
             params = " ".join("%s=%s" % kv for kv in key)
-            rows.append("| %s | %d%s | %s | %s %.4f +- %.4f (mean of %d seeds) | %s |"
-                        % (name, len(recs), state, params, metric, mean, std, len(vals), secs))
+            seeds = ("%d seeds" % n if len(vals) == n else
+                     "%d of %d seeds; the others failed or were pruned" % (len(vals), n))
+            rows.append("| %s | %d%s | %s | %s %.4f +- %.4f (mean of %s) | %s |"
+                        % (name, len(recs), state, params, metric, mean, std, seeds, secs))
         elif ok:
             best = pick(ok, key=lambda r: r["metric"])
             params = " ".join("%s=%s" % kv for kv in best.get("params", {}).items())

@@ -587,7 +587,7 @@ MUTANTS = [
      [("  if (*lo == *hi) return NAN;", "")],
      "equal scores give a rounding residue's share (explained 4.000; until 2026-12-02)"),
     ("sweep-zero-epoch-ok", "tuning/sweep.cpp",
-     [("      if (rec.status.empty() && eps.empty()) {", "      if (false) {")],
+     [("      if (rec.status.empty() && run.epochs.empty()) {", "      if (false) {")],
      "a trial that ran no epoch is ok with a null metric (until 2026-12-02)"),
     ("csv-bundle-name-unquoted", "tuning/sweep.cpp",
      [("csv_field(p.name)", "p.name")],

@@ -67,6 +67,31 @@ row = [l for l in open(sys.argv[1] + "/catalogue.md") if l.startswith("| seeded 
 want = "| seeded | 6 | lr=%s | test_acc %.4f +- %.4f (mean of 3 seeds) |" % (lr, statistics.mean(vals), statistics.stdev(vals))
 assert row.startswith(want), (row, want)
 PY
+# A setting with one of its three seeds ok does not outrank one with all three (its mean over
+# the survivor would be a lucky seed's score): a finished sweep's results, written here.
+cat > src/experiments/partial.yaml <<YAML
+method: grid
+parameters:
+  lr: {values: [0.1, 0.2]}
+  seed: {values: [0, 1, 2]}
+YAML
+mkdir -p "$tmp/part/partial"
+touch "$tmp/part/partial/done"
+python3 - "$tmp/part/partial/results.jsonl" <<'PY'
+import json, sys
+rows = [(0.1, 0, "ok", 0.99), (0.1, 1, "failed", None), (0.1, 2, "pruned", 0.5),
+        (0.2, 0, "ok", 0.91), (0.2, 1, "ok", 0.92), (0.2, 2, "ok", 0.93)]
+with open(sys.argv[1], "w") as f:
+    for i, (lr, seed, status, m) in enumerate(rows):
+        f.write(json.dumps({"trial": i, "status": status, "metric": m, "params": {"lr": lr, "seed": seed}}) + "\n")
+PY
+KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/part" --only partial > /dev/null
+grep -q '^| partial | 6 | lr=0.2 | test_acc 0.9200 +- 0.0100 (mean of 3 seeds) |' "$tmp/part/catalogue.md" ||
+  { echo "FAIL: a setting with failed seeds ranked first"; cat "$tmp/part/catalogue.md"; exit 1; }
+sed -i 's/"status": "ok", "metric": 0.9[123]/"status": "failed", "metric": null/' "$tmp/part/partial/results.jsonl"
+KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/part" --only partial > /dev/null
+grep -q '^| partial | 6 | lr=0.1 | test_acc 0.9900 +- 0.0000 (mean of 1 of 3 seeds; the others failed or were pruned) |' \
+  "$tmp/part/catalogue.md" || { echo "FAIL: the seeds a mean leaves out"; cat "$tmp/part/catalogue.md"; exit 1; }
 cat > src/experiments/long.yaml <<YAML
 method: grid
 base: {model: mlp, width: 8, epochs: 1, train_limit: 300, test_limit: 50, optimizer: sgd, schedule: constant}
