@@ -28,7 +28,10 @@ InitScheme parse_init_scheme(const std::string& s) {
                                     << " is a truncated normal, which kiln does not have; "
                                     << (s == "he_normal" ? "kaiming_normal" : "xavier_normal")
                                     << " is torch's plain normal of the same std");
-  KILN_USAGE_FAIL("unknown init '" << s << "' (expected default|kaiming|kaiming_normal|xavier|xavier_normal)");
+  KILN_USAGE_FAIL("unknown init '"
+                  << s
+                  << "' (expected default|kaiming|kaiming_normal|xavier|xavier_normal;"
+                     " Keras' he_uniform and glorot_uniform are kaiming and xavier)");
 }
 
 Init weight_init(InitScheme s, int64_t fan_in, int64_t fan_out) {

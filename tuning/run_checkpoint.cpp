@@ -56,7 +56,10 @@ extern "C" void kiln_on_stop_signal(int sig) {
   // The same stop delivered twice: GNU timeout signals its child and then the child's process
   // group, a shell passes on a Ctrl-C the terminal also sent. Only a later one (a second Ctrl-C)
   // takes the default action, which is safe as checkpoints are written atomically.
-  if (now - g_stop_first_ns.load() < kSameStopNs) return;
+  // first == 0: the first signal's handler, in another thread, has set the flag but its time
+  // is not visible here yet (the two stores may be seen in either order): the same stop.
+  const int64_t first = g_stop_first_ns.load();
+  if (first == 0 || now - first < kSameStopNs) return;
   ::signal(sig, SIG_DFL);
   ::raise(sig);  // delivered when the handler returns (sig is blocked in it)
 }
@@ -544,6 +547,7 @@ StopSignals::StopSignals() {
   std::lock_guard<std::mutex> lock(g_stop_mutex);
   if (g_stop_depth++ > 0) return;  // an enclosing scope (the app, a sweep) already catches them
   g_stop_signal = 0;
+  g_stop_first_ns = 0;
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sa_handler = kiln_on_stop_signal;
