@@ -106,10 +106,13 @@ void BM_BatchNormReluBwdTrain(benchmark::State& state) {
 void BM_GroupNormFwd(benchmark::State& state) {
   const NormShape s = shape_of(state, state.range(4));
   DevBuf x(s.numel()), y(s.numel()), w(s.c, 1), b(s.c, 0), m(s.n * s.groups), is(s.n * s.groups);
+  void* ws;
+  KILN_CUDA_CHECK(cudaMalloc(&ws, kiln::groupnorm_workspace_bytes(s)));
   kiln::bench::time_cuda(state, nullptr, [&] {
-    kiln::groupnorm_fwd(x.p, w.p, b.p, y.p, m.p, is.p, 1e-5, s, nullptr);
+    kiln::groupnorm_fwd(x.p, w.p, b.p, y.p, m.p, is.p, 1e-5, s, ws, nullptr);
   });
   counters(state, 2.0 * s.numel() * sizeof(float));
+  cudaFree(ws);
 }
 
 void BM_GroupNormBwd(benchmark::State& state) {

@@ -182,10 +182,12 @@ Tensor GroupNorm::forward(Context& ctx, const Tensor& x) {
   ensure(out_, x.shape(), d);
   ensure(mean_, {s.n * groups_}, d);
   ensure(invstd_, {s.n * groups_}, d);
+  void* ws = workspace_for(workspace_, groupnorm_workspace_bytes(s), d);
+  (void)ws;
   if (d == Device::CUDA) {
 #ifdef KILN_WITH_CUDA
     groupnorm_fwd(x.data(), value(0).data(), value(1).data(), out_.data(), mean_.data(),
-                  invstd_.data(), eps_, s, ctx.stream());
+                  invstd_.data(), eps_, s, ws, ctx.stream());
 #endif
   } else {
     groupnorm_fwd_ref<float>(x.data(), value(0).data(), value(1).data(), out_.data(),

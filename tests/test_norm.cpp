@@ -8,6 +8,8 @@
 
 #include "engine/error.h"
 #include "kernels/norm/norm.h"
+#include "layers/activation.h"
+#include "layers/conv.h"
 #include "layers/models.h"
 #include "layers/norm.h"
 #include "test_util.h"
@@ -366,7 +368,7 @@ void gn_gpu_vs_ref(NormShape s, uint64_t seed, float scale = 1) {
                            dw.data(), db.data(), s, nullptr);
   Dev gx(x), gw(w), gb(b), gdy(dy), gy(n), gmean(st), gis(st), gdx(n), gdw(c), gdb(c);
   void* ws = dev_workspace(groupnorm_workspace_bytes(s));
-  groupnorm_fwd(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, 1e-5, s, nullptr);
+  groupnorm_fwd(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, 1e-5, s, ws, nullptr);
   groupnorm_bwd(gx.p, gdy.p, gw.p, gmean.p, gis.p, gdx.p, gdw.p, gdb.p, s, ws, nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_TRUE(test::all_close(gy.get(n), y, 1e-5, 1e-4));
@@ -412,7 +414,47 @@ TEST(GroupNormGpu, AwkwardShapes) {
   gn_gpu_vs_ref({2, 32, 56 * 56, 32}, 36);
   gn_gpu_vs_ref({2, 4, 5 * 5, 2}, 37, 1e19f);  // squares past float's range, as for batch norm
   gn_gpu_vs_ref({2, 4, 64, 2}, 38, 1e19f);     // the float4 path
+  // groupnorm_splits_planes: above, every shape with n*groups < 128, c/groups >= 2 and hw >= 32
+  // takes the per-plane kernels (8x16x784/4, 1x6x35/3, 2x512x49/1, 2x4x64/2); here the
+  // whole-group kernels with the same plane sizes (n*groups = 128), and a LayerNorm-like one group
+  // over 64 channels of odd planes.
+  gn_gpu_vs_ref({64, 4, 40, 2}, 39);
+  gn_gpu_vs_ref({128, 3, 33, 1}, 40);
+  gn_gpu_vs_ref({3, 64, 11 * 13, 1}, 41);
 #endif
+}
+
+// The GroupNorm layer on the device (its workspace, both kernel paths): a conv, group norm and
+// ReLU, then a second conv so the norm layer passes dx on; outputs and every gradient as on the
+// CPU. 2 samples x 2 groups of 64-value planes take the per-plane kernels, 70 samples x 2 groups
+// the whole-group ones.
+TEST(GroupNormLayerGpu, ModelForwardBackwardMatchCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (int64_t n : {2, 70}) {
+    SCOPED_TRACE("n=" + std::to_string(n));
+    ASSERT_EQ(groupnorm_splits_planes(NormShape{n, 6, 64, 2}), n == 2);
+    auto run = [n](Device d, std::vector<float>* out, std::vector<float>* grads) {
+      Model m({3, 10, 10});
+      m.add(std::make_unique<Conv2d>(3, 6, 3));
+      m.add(std::make_unique<GroupNorm>(2, 6));
+      m.add(std::make_unique<Activation>(Act::ReLU));
+      m.add(std::make_unique<Conv2d>(6, 4, 3));
+      m.build(d, 9);
+      Context ctx(d);
+      Tensor x = Tensor::from_vector(test::random_vec<float>(n * 300, 43), {n, 3, 10, 10}, d);
+      Tensor y = m.forward(ctx, x);
+      ctx.sync();
+      *out = y.to_vector();
+      m.backward(ctx, Tensor::from_vector(test::random_vec<float>(y.numel(), 44), y.shape(), d));
+      ctx.sync();
+      *grads = m.flat_grads().to_vector();
+    };
+    std::vector<float> yc, gc, yg, gg;
+    run(Device::CPU, &yc, &gc);
+    run(Device::CUDA, &yg, &gg);
+    EXPECT_TRUE(test::all_close(yg, yc, 1e-4, 1e-4));
+    EXPECT_TRUE(test::all_close(gg, gc, 1e-3, 1e-4));
+  }
 }
 
 // Without dx (a norm layer that is the model's first layer: need_dx false): the parameter
@@ -447,7 +489,8 @@ TEST(NormGpu, BackwardWithoutDxGivesParameterGradientsOnly) {
     for (float v : gdx.get(n)) ASSERT_TRUE(std::isnan(v)) << "dx written";
     cudaFree(ws);
   }
-  for (NormShape s : {NormShape{3, 6, 5, 3}, NormShape{2, 8, 36, 2}}) {  // planes under / past 32
+  // planes under / past 32 (the whole-group kernel's two branches), and the per-plane kernels
+  for (NormShape s : {NormShape{3, 6, 5, 3}, NormShape{64, 8, 36, 2}, NormShape{2, 8, 36, 2}}) {
     SCOPED_TRACE("group norm hw=" + std::to_string(s.hw));
     const size_t n = s.numel(), c = s.c, st = s.n * s.groups;
     auto x = random_vec(n, seed++, -2, 4), w = random_vec(c, seed++, 0.5, 1.5),
@@ -516,7 +559,7 @@ TEST(NormGpu, BitwiseDeterministicAcrossRuns) {
     Dev y(n), m(n), is(n), dx(n), dw(c), db(c), gy(n), gdx(n), gdw(c), gdb(c);
     batchnorm_fwd_train(x.p, w.p, b.p, y.p, m.p, is.p, nullptr, nullptr, nullptr, 0.1, 1e-5, s, ws, nullptr);
     batchnorm_bwd(x.p, dy.p, w.p, m.p, is.p, dx.p, dw.p, db.p, true, s, ws, nullptr);
-    groupnorm_fwd(x.p, w.p, b.p, gy.p, m.p, is.p, 1e-5, s, nullptr);
+    groupnorm_fwd(x.p, w.p, b.p, gy.p, m.p, is.p, 1e-5, s, ws, nullptr);
     groupnorm_bwd(x.p, dy.p, w.p, m.p, is.p, gdx.p, gdw.p, gdb.p, s, ws, nullptr);
     std::vector<float> all;
     for (auto* d : {&y, &dx, &gy, &gdx}) {

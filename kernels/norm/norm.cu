@@ -426,6 +426,122 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ---- group norm over planes (few samples x groups: groupnorm_splits_planes) -------------------
+// One block per (sample, channel) plane: forward (BWD = false) a = sum(x - shift),
+// b = sum((x - shift)^2) with shift = the group's first element; backward a = sum(dy),
+// b = sum(dy * (x - mean[ng])). The backward's loop is gn_bwd_kernel's per channel, so the two
+// paths give the same bits there.
+template <bool BWD>
+__global__ void __launch_bounds__(kThreads)
+    gn_plane_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                    const float* __restrict__ mean, int C, int groups, unsigned hw, unsigned cpg,
+                    double* __restrict__ pa, double* __restrict__ pb) {
+  const unsigned nc = blockIdx.x, n = nc / C, c = nc % C;
+  const unsigned ng = n * groups + c / cpg;
+  const int64_t base = static_cast<int64_t>(nc) * hw;
+  const float ctr = BWD ? mean[ng] : x[static_cast<int64_t>(ng) * cpg * hw];
+  double a = 0, b = 0;
+  for (unsigned k = threadIdx.x; k < hw; k += kThreads) {
+    if (BWD) {
+      const float gv = dy[base + k];
+      a += gv;
+      b += gv * static_cast<double>(x[base + k] - ctr);
+    } else {
+      const double d = x[base + k] - ctr;
+      a += d;
+      b += d * d;
+    }
+  }
+  const Sum2 r = block_sum2(a, b);
+  if (threadIdx.x == 0) {
+    pa[nc] = r.a;
+    pb[nc] = r.b;
+  }
+}
+
+// One thread per (sample, group): its planes' sums in channel order -> mean and invstd.
+__global__ void gn_plane_finalize_fwd_kernel(const float* __restrict__ x,
+                                             const double* __restrict__ pa,
+                                             const double* __restrict__ pb, int NG, int C,
+                                             int groups, unsigned hw, unsigned cpg, double eps,
+                                             float* mean_out, float* invstd_out) {
+  const int ng = blockIdx.x * blockDim.x + threadIdx.x;
+  if (ng >= NG) return;
+  const int64_t p0 =
+      static_cast<int64_t>(ng / groups) * C + static_cast<int64_t>(ng % groups) * cpg;
+  double a = 0, b = 0;
+  for (unsigned ci = 0; ci < cpg; ++ci) {
+    a += pa[p0 + ci];
+    b += pb[p0 + ci];
+  }
+  const double len = static_cast<double>(cpg) * hw;
+  const double dm = a / len;
+  mean_out[ng] = static_cast<float>(x[static_cast<int64_t>(ng) * cpg * hw] + dm);
+  invstd_out[ng] = static_cast<float>(1.0 / sqrt(fmax(b / len - dm * dm, 0.0) + eps));
+}
+
+// One thread per (sample, group): per-channel dbias and dweight terms to the workspace (for
+// gn_param_grad_kernel), and the group's dx coefficients sum(w dy)/len, sum(w dy xhat)/len.
+__global__ void gn_plane_finalize_bwd_kernel(const float* __restrict__ w,
+                                             const float* __restrict__ invstd,
+                                             const double* __restrict__ pa,
+                                             const double* __restrict__ pb, int NG, int C,
+                                             int groups, unsigned hw, unsigned cpg, float* ws_dw,
+                                             float* ws_db, float* gcoef) {
+  const int ng = blockIdx.x * blockDim.x + threadIdx.x;
+  if (ng >= NG) return;
+  const int64_t p0 =
+      static_cast<int64_t>(ng / groups) * C + static_cast<int64_t>(ng % groups) * cpg;
+  const double is = invstd[ng];
+  double sg = 0, sgx = 0;
+  for (unsigned ci = 0; ci < cpg; ++ci) {
+    const double dwc = pb[p0 + ci] * is;
+    ws_db[p0 + ci] = static_cast<float>(pa[p0 + ci]);
+    ws_dw[p0 + ci] = static_cast<float>(dwc);
+    const float wc = w[(ng % groups) * cpg + ci];
+    sg += wc * pa[p0 + ci];
+    sgx += wc * dwc;
+  }
+  const double len = static_cast<double>(cpg) * hw;
+  gcoef[2 * ng] = static_cast<float>(sg / len);
+  gcoef[2 * ng + 1] = static_cast<float>(sgx / len);
+}
+
+// Element-wise over the tensor. Forward: y = (x - mean) * (invstd * w[c]) + bias[c]; backward
+// (gcoef not null): dx = invstd * (w[c] dy - gcoef[0] - xhat gcoef[1]), as gn_fwd/gn_bwd_kernel.
+__global__ void __launch_bounds__(kThreads)
+    gn_plane_apply_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                          const float* __restrict__ w, const float* __restrict__ bias,
+                          const float* __restrict__ mean, const float* __restrict__ invstd,
+                          const float* __restrict__ gcoef, float* __restrict__ out, int C,
+                          int groups, unsigned hw, unsigned cpg, unsigned total) {
+  const unsigned stride = gridDim.x * kThreads;
+  for (unsigned i = blockIdx.x * kThreads + threadIdx.x; i < total; i += stride) {
+    const unsigned p = i / hw, c = p % C, ng = (p / C) * groups + c / cpg;
+    const float mu = mean[ng], is = invstd[ng];
+    if (gcoef) {
+      const float xh = (x[i] - mu) * is;
+      out[i] = is * (w[c] * dy[i] - gcoef[2 * ng] - xh * gcoef[2 * ng + 1]);
+    } else {
+      out[i] = (x[i] - mu) * (is * w[c]) + bias[c];
+    }
+  }
+}
+
+struct GnPlaneWorkspace {
+  float *ws_dw, *ws_db, *gcoef;
+  double *pa, *pb;
+};
+GnPlaneWorkspace gn_plane_workspace(void* ws, const NormShape& s) {
+  GnPlaneWorkspace w;
+  w.ws_dw = static_cast<float*>(ws);
+  w.ws_db = w.ws_dw + s.n * s.c;
+  w.pa = reinterpret_cast<double*>(w.ws_db + s.n * s.c);  // 8-byte aligned: 2*n*c floats before
+  w.pb = w.pa + s.n * s.c;
+  w.gcoef = reinterpret_cast<float*>(w.pb + s.n * s.c);
+  return w;
+}
+
 // One thread per channel: dweight/dbias summed over the samples in order.
 __global__ void gn_param_grad_kernel(const float* __restrict__ ws_dw, const float* __restrict__ ws_db,
                                      float* dweight, float* dbias, int N, int C) {
@@ -501,11 +617,29 @@ void batchnorm_invstd(const float* var, float* invstd, double eps, int64_t c, cu
 
 void groupnorm_fwd(const float* x, const float* weight, const float* bias, float* y,
                    float* save_mean, float* save_invstd, double eps, const NormShape& s,
-                   cudaStream_t stream) {
+                   void* workspace, cudaStream_t stream) {
   check_shape(s, "groupnorm_fwd");
   KILN_CHECK(s.groups > 0 && s.c % s.groups == 0,
              "groupnorm_fwd: " << s.c << " channels are not divisible by " << s.groups << " groups");
   const unsigned cpg = static_cast<unsigned>(s.c / s.groups), hw = static_cast<unsigned>(s.hw);
+  if (groupnorm_splits_planes(s)) {
+    KILN_CHECK(workspace,
+               "groupnorm_fwd: needs a workspace of " << groupnorm_workspace_bytes(s) << " bytes");
+    const GnPlaneWorkspace w = gn_plane_workspace(workspace, s);
+    const int C = static_cast<int>(s.c), G = static_cast<int>(s.groups),
+              NG = static_cast<int>(s.n * s.groups);
+    gn_plane_kernel<false><<<static_cast<unsigned>(s.n * s.c), kThreads, 0, stream>>>(
+        x, nullptr, nullptr, C, G, hw, cpg, w.pa, w.pb);
+    KILN_LAUNCH_CHECK();
+    gn_plane_finalize_fwd_kernel<<<channel_blocks(NG), 128, 0, stream>>>(
+        x, w.pa, w.pb, NG, C, G, hw, cpg, eps, save_mean, save_invstd);
+    KILN_LAUNCH_CHECK();
+    const unsigned total = static_cast<unsigned>(s.numel());
+    gn_plane_apply_kernel<<<grid_for(total), kThreads, 0, stream>>>(
+        x, nullptr, weight, bias, save_mean, save_invstd, nullptr, y, C, G, hw, cpg, total);
+    KILN_LAUNCH_CHECK();
+    return;
+  }
   const unsigned blocks = static_cast<unsigned>(s.n * s.groups);
   if ((cpg * hw) % 4 == 0 && aligned16(x) && aligned16(y)) {
     gn_fwd_kernel<true><<<blocks, kThreads, 0, stream>>>(x, weight, bias, y, save_mean, save_invstd,
@@ -523,6 +657,28 @@ void groupnorm_bwd(const float* x, const float* dy, const float* weight, const f
   check_shape(s, "groupnorm_bwd");
   KILN_CHECK(s.groups > 0 && s.c % s.groups == 0,
              "groupnorm_bwd: " << s.c << " channels are not divisible by " << s.groups << " groups");
+  if (groupnorm_splits_planes(s)) {
+    const GnPlaneWorkspace w = gn_plane_workspace(workspace, s);
+    const int C = static_cast<int>(s.c), G = static_cast<int>(s.groups),
+              NG = static_cast<int>(s.n * s.groups);
+    const unsigned cpg = static_cast<unsigned>(s.c / s.groups), hw = static_cast<unsigned>(s.hw);
+    gn_plane_kernel<true><<<static_cast<unsigned>(s.n * s.c), kThreads, 0, stream>>>(
+        x, dy, mean, C, G, hw, cpg, w.pa, w.pb);
+    KILN_LAUNCH_CHECK();
+    gn_plane_finalize_bwd_kernel<<<channel_blocks(NG), 128, 0, stream>>>(
+        weight, invstd, w.pa, w.pb, NG, C, G, hw, cpg, w.ws_dw, w.ws_db, w.gcoef);
+    KILN_LAUNCH_CHECK();
+    if (dx) {
+      const unsigned total = static_cast<unsigned>(s.numel());
+      gn_plane_apply_kernel<<<grid_for(total), kThreads, 0, stream>>>(
+          x, dy, weight, nullptr, mean, invstd, w.gcoef, dx, C, G, hw, cpg, total);
+      KILN_LAUNCH_CHECK();
+    }
+    gn_param_grad_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(w.ws_dw, w.ws_db, dweight, dbias,
+                                                                  static_cast<int>(s.n), C);
+    KILN_LAUNCH_CHECK();
+    return;
+  }
   float* ws_dw = static_cast<float*>(workspace);
   float* ws_db = ws_dw + s.n * s.c;
   gn_bwd_kernel<<<static_cast<unsigned>(s.n * s.groups), kThreads, 0, stream>>>(

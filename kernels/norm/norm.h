@@ -85,9 +85,10 @@ size_t batchnorm_workspace_bytes(const NormShape& s);
 template <typename T>
 void groupnorm_fwd_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
                        T* save_invstd, double eps, const NormShape& s);
+// workspace: groupnorm_workspace_bytes(s) (used when groupnorm_splits_planes(s)).
 void groupnorm_fwd(const float* x, const float* weight, const float* bias, float* y,
                    float* save_mean, float* save_invstd, double eps, const NormShape& s,
-                   cudaStream_t stream);
+                   void* workspace, cudaStream_t stream);
 
 template <typename T>
 void groupnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, const T* invstd,
@@ -96,6 +97,11 @@ void groupnorm_bwd(const float* x, const float* dy, const float* weight, const f
                    const float* invstd, float* dx, float* dweight, float* dbias,
                    const NormShape& s, void* workspace, cudaStream_t stream);
 
+// With few (sample, group) pairs (n*groups < 128) one block per group leaves most of a GPU idle
+// (8 blocks for 8 samples of one group): the CUDA kernels then sum per (sample, channel) plane
+// and combine the planes of each group in order, when that gives more blocks (c/groups >= 2)
+// of useful size (hw >= 32). A function of the shape only.
+bool groupnorm_splits_planes(const NormShape& s);
 size_t groupnorm_workspace_bytes(const NormShape& s);
 
 }  // namespace kiln

@@ -41,8 +41,18 @@ size_t batchnorm_workspace_bytes(const NormShape& s) {
          static_cast<size_t>(s.c) * 3 * sizeof(float);
 }
 
+bool groupnorm_splits_planes(const NormShape& s) {
+  return s.groups > 0 && s.n * s.groups < 128 && s.c / s.groups >= 2 && s.hw >= 32;
+}
+
 size_t groupnorm_workspace_bytes(const NormShape& s) {
-  return static_cast<size_t>(s.n * s.c) * 2 * sizeof(float);
+  // per (sample, channel): dweight and dbias terms (float); with planes, also two double plane
+  // sums and per (sample, group) two float dx coefficients
+  size_t bytes = static_cast<size_t>(s.n * s.c) * 2 * sizeof(float);
+  if (groupnorm_splits_planes(s))
+    bytes += static_cast<size_t>(s.n * s.c) * 2 * sizeof(double) +
+             static_cast<size_t>(s.n * s.groups) * 2 * sizeof(float);
+  return bytes;
 }
 
 // ---- batch norm --------------------------------------------------------------------------------
