@@ -18,6 +18,7 @@
 #include "layers/model.h"
 #include "layers/models.h"
 #include "tests/conv_shapes.h"
+#include "tests/model_grads.h"
 #include "tests/test_util.h"
 #ifdef KILN_WITH_CUDA
 #include "engine/cuda_check.h"
@@ -610,14 +611,7 @@ TEST(Conv2dLayerGpu, ModelForwardBackwardMatchCpu) {
     m.add(std::make_unique<Conv2d>(6, 5, 1));
     m.add(std::make_unique<Conv2d>(5, 4, 3, 1, 0, false, InitScheme::KaimingUniform));
     m.build(d, 9);
-    Context ctx(d);
-    Tensor x = Tensor::from_vector(test::random_vec<float>(2 * 3 * 110, 41), {2, 3, 11, 10}, d);
-    Tensor y = m.forward(ctx, x);
-    ctx.sync();
-    *out = y.to_vector();
-    m.backward(ctx, Tensor::from_vector(test::random_vec<float>(y.numel(), 42), y.shape(), d));
-    ctx.sync();
-    *grads = m.flat_grads().to_vector();
+    test::forward_backward(m, d, {2, 3, 11, 10}, 41, out, grads);
   };
   std::vector<float> yc, gc, yg, gg;
   run(Device::CPU, &yc, &gc);

@@ -13,6 +13,7 @@
 #include "layers/models.h"
 #include "layers/norm.h"
 #include "test_util.h"
+#include "tests/model_grads.h"
 
 #ifdef KILN_WITH_CUDA
 #include <cuda_runtime.h>
@@ -440,14 +441,7 @@ TEST(GroupNormLayerGpu, ModelForwardBackwardMatchCpu) {
       m.add(std::make_unique<Activation>(Act::ReLU));
       m.add(std::make_unique<Conv2d>(6, 4, 3));
       m.build(d, 9);
-      Context ctx(d);
-      Tensor x = Tensor::from_vector(test::random_vec<float>(n * 300, 43), {n, 3, 10, 10}, d);
-      Tensor y = m.forward(ctx, x);
-      ctx.sync();
-      *out = y.to_vector();
-      m.backward(ctx, Tensor::from_vector(test::random_vec<float>(y.numel(), 44), y.shape(), d));
-      ctx.sync();
-      *grads = m.flat_grads().to_vector();
+      test::forward_backward(m, d, {n, 3, 10, 10}, 43, out, grads);
     };
     std::vector<float> yc, gc, yg, gg;
     run(Device::CPU, &yc, &gc);
