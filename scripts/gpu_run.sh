@@ -10,6 +10,7 @@
 #              compute-sanitizer over the GPU gtests, one tool per step ("sanitize": all four)
 #   bench      every bench_* binary (kernels vs cuDNN/cuBLAS, copy bandwidth, optimizer floor)
 #   epoch      one mlp epoch on GPU vs CPU (epoch time)
+#   profile    ncu: the kernels of ~7 training steps of the default cnn, time per kernel summed
 #   resume     kill-and-resume on CUDA in --deterministic mode (tests/cli/resume.sh)
 #   tta        time to 99% test accuracy, 5 seeds (scripts/time_to_acc.sh)
 #   perf       bench_train vs PyTorch (scripts/bench_compare.sh)
@@ -23,6 +24,8 @@
 # KILN_CONCURRENT="tests train memcheck ...": those of the selected steps start together first
 # (each under its own budget; a GPU has room for all of them, and the sanitizers are CPU-bound);
 # the other steps run one by one once all of those have ended, so timings see a quiet machine.
+# Default: the correctness steps (tests train memcheck racecheck initcheck synccheck resume), as
+# the H200 session ran them; KILN_CONCURRENT= (empty) runs every step alone, in order.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$here/out}
@@ -136,6 +139,14 @@ step_memcheck() { sanitize memcheck; }
 step_racecheck() { sanitize racecheck; }
 step_initcheck() { sanitize initcheck; }
 step_synccheck() { sanitize synccheck; }
+step_profile() {  # where a cnn training step's GPU time goes: ncu's kernel durations, summed
+  LD_LIBRARY_PATH="$kiln_ld" ncu --metrics gpu__time_duration.sum --launch-skip 150 --launch-count 400 \
+    --print-summary per-kernel "$here/bin/train_mnist" --device cuda --data-dir "$data" --train-limit 12800 \
+    --test-limit 1000 --epochs 1 --batch-size 128 >"$out/ncu-cnn.txt" 2>&1
+  local rc=$?
+  python3 "$here/scripts/ncu_summary.py" "$out/ncu-cnn.txt" >"$out/profile.txt" 2>&1
+  row "ncu profile (cnn, batch 128)" "exit $rc; $(sed -n 2p "$out/profile.txt")"
+}
 step_bench() {  # medians of 3 short repetitions; bench_summary.py prints the issues' ratios
   for b in "$bin"/bench_*; do
     [ "$(basename "$b")" = bench_train ] && continue  # perf runs it, next to PyTorch
@@ -173,13 +184,13 @@ if [ "${1:-}" = "--step" ]; then  # one step, under the parent's timeout
   exit $?
 fi
 
-order=(tests train interop memcheck racecheck bench epoch resume initcheck synccheck tta perf catalogue)
-declare -A budget=([tests]=150 [train]=240 [interop]=60 [memcheck]=120 [racecheck]=150 [bench]=240
+order=(tests train interop memcheck racecheck bench epoch profile resume initcheck synccheck tta perf catalogue)
+declare -A budget=([tests]=150 [train]=240 [interop]=60 [memcheck]=120 [racecheck]=150 [bench]=240 [profile]=60
                    [epoch]=90 [resume]=150 [initcheck]=120 [synccheck]=90 [tta]=120 [perf]=240
                    [catalogue]=480)
 want=" ${*:-all} "
 want=${want/ sanitize / memcheck racecheck initcheck synccheck }
-for w in $want ${KILN_CONCURRENT:-}; do
+for w in $want ${KILN_CONCURRENT-}; do
   [ "$w" = all ] || [ -n "${budget[$w]:-}" ] || { echo "run.sh: unknown step '$w' (steps: ${order[*]} sanitize all)" >&2; exit 2; }
 done
 deadline=$(( $(date +%s) + ${KILN_DEADLINE:-540} ))
@@ -213,7 +224,7 @@ secs_for() {  # the step's budget, or less when the deadline is nearer (under 30
   echo $(( b < left ? b : left ))
 }
 skipped=()
-together=" ${KILN_CONCURRENT:-} "
+together=" ${KILN_CONCURRENT-tests train memcheck racecheck initcheck synccheck resume} "
 for s in "${order[@]}"; do  # the concurrent group first (the deadline applies to each)
   [[ "$together" == *" $s "* ]] && selected "$s" || continue
   secs=$(secs_for "$s")

@@ -30,4 +30,29 @@ grep -E -q '^  cnn b128 +0[.]80 +- +- +1[.]45 ' <<<"$s" || { echo "FAIL: conv su
 grep -E -q '^  cnn b128 +0 +1->16_k3s1p0_28x28 +2[.]00 *$' <<<"$s" || { echo "FAIL: worst layer"; exit 1; }
 grep -E -q '^  BM_OptimStep/adam/100000000/100 +2800 +1[.]25 +2[.]0 *$' <<<"$s" || { echo "FAIL: optim"; exit 1; }
 grep -q '^dropout: no bench_dropout.json' <<<"$s" || { echo "FAIL: missing family"; exit 1; }
+# scripts/ncu_summary.py on ncu's per-kernel summary (the layout of ncu 2025): totals are
+# invocations x average, in us whatever unit a row uses, sorted, with shares of the whole.
+cat > "$tmp/ncu.txt" <<'NCU'
+==PROF== Disconnected from process 571
+[571] train_mnist@127.0.0.1
+  <unnamed>::bias_grad_kernel(const float *, const float *, int, int, int, float *) (16, 1, 1)x(256, 1, 1), Device 0, CC 9.0, Invocations 4
+    Section: Command line profiler metrics
+    ---------------------- ----------- ------- ------- -------
+    Metric Name            Metric Unit Minimum Maximum Average
+    ---------------------- ----------- ------- ------- -------
+    gpu__time_duration.sum          us  100.00  200.00  150.00
+    ---------------------- ----------- ------- ------- -------
+  void act_fwd_kernel<0>(const float *, float *, long) (300, 1, 1)x(256, 1, 1), Device 0, CC 9.0, Invocations 100
+    Section: Command line profiler metrics
+    ---------------------- ----------- ------- ------- -------
+    Metric Name            Metric Unit Minimum Maximum Average
+    ---------------------- ----------- ------- ------- -------
+    gpu__time_duration.sum          ns  3000.00  5000.00  4000.00
+    ---------------------- ----------- ------- ------- -------
+NCU
+n=$(python3 "$KILN_SRC/scripts/ncu_summary.py" "$tmp/ncu.txt")
+grep -q '^104 launches, 1000.0 us of kernel time' <<<"$n" || { echo "FAIL: ncu totals"; echo "$n"; exit 1; }
+grep -q '^top: <unnamed>::bias_grad_kernel (grid 16x1x1) 60.0% of the time, 4 launches of 150.00 us$' <<<"$n" ||
+  { echo "FAIL: ncu top"; echo "$n"; exit 1; }
+grep -E -q '^ +400.0 +40.0%  void act_fwd_kernel<0> +300x1x1 +100 +4.00$' <<<"$n" || { echo "FAIL: ncu row"; echo "$n"; exit 1; }
 echo PASS

@@ -33,6 +33,8 @@ stub "$b/tests/cli/train_mnist.sh" "[ \"\${KILN_SRC:-}\" = \"$b\" ]"  # (its kil
 stub "$b/tests/cli/resume.sh" 'echo "PASS resume"'
 stub "$b/scripts/check_pytorch_interop.py" 'echo "ld=${LD_LIBRARY_PATH:-}" >"$OUT/python.env"; echo "max relative difference 3e-06: OK"'
 stub "$b/scripts/bench_summary.py" 'echo "bench summary: 1 file"'
+stub "$b/scripts/ncu_summary.py" 'echo "400 launches"; echo "top: bias_grad_kernel (grid 16x1x1) 30.0% of the time"'
+stub "$tmp/path/ncu" 'echo "ncu $*" >"$OUT/ncu.args"; echo "==PROF== done"'
 for s in bench_compare.sh catalogue.sh; do stub "$b/scripts/$s" "echo $s done"; done
 stub "$b/scripts/time_to_acc.sh" 'echo "seed 5: test_acc=0.99 seconds=9 reached=yes"; echo "target 0.99 reached by 5/5 seeds: mean 9.000 s (min 9, max 9)"'
 stub "$tmp/path/nvidia-smi" 'echo "NVIDIA H100 80GB HBM3, 550.54, 81559 MiB"'
@@ -57,7 +59,7 @@ expect() {  # expect FILE PATTERN WHAT
 }
 
 # 1. Everything, with a deadline that racecheck's hang uses up: steps after it are listed.
-OUT=$tmp/out1 KILN_DEADLINE=70 KILN_BUDGET_racecheck=32 LD_LIBRARY_PATH=/outer bash "$b/run.sh" >"$tmp/run1.txt" 2>&1
+OUT=$tmp/out1 KILN_CONCURRENT= KILN_DEADLINE=70 KILN_BUDGET_racecheck=32 LD_LIBRARY_PATH=/outer bash "$b/run.sh" >"$tmp/run1.txt" 2>&1
 rc=$?
 s=$tmp/out1/summary.txt
 expect "$s" '^device +NVIDIA H100' "device row"
@@ -71,7 +73,7 @@ expect "$s" '^cli train_mnist test +exit 0' "cli test row (KILN_SRC is the bundl
 expect "$tmp/out1/sanitize-memcheck-models.txt" '^--gtest_filter=TrainerGpu.*:-StepGraphGpu.FailedCapture\* shard 0/1$' "models filter"
 grep -q 'FailedCapture' "$tmp/out1/sanitize-memcheck-kernels.txt" && { echo "FAIL: kernels filter"; fail=1; }
 expect "$s" '^racecheck +TIMED OUT after 32s.*sanitize-racecheck-kernels: 2 report lines, last test PoolGpu.MatchesReference/K2' "racecheck timeout row"
-expect "$s" '^not run \(no time left\) +bench epoch resume initcheck synccheck tta perf catalogue$' "not-run row"
+expect "$s" '^not run \(no time left\) +bench epoch profile resume initcheck synccheck tta perf catalogue$' "not-run row"
 expect "$tmp/run1.txt" '^---- summary ----' "summary printed last"
 # a missed target and a timeout fail the run (exit 1), named last
 [ $rc -eq 1 ] || { echo "FAIL: run.sh exited $rc with a target not met and a timeout"; fail=1; }
@@ -81,25 +83,31 @@ expect "$tmp/run1.txt" '^run.sh: FAILED: racecheck, train cnn, train cnn-bn-drop
 expect "$tmp/out1/kiln_tests.env" "^data=$b/tests/data ld=$b/lib:/usr/local/cuda/lib64:.*/outer\$" "kiln_tests environment"
 expect "$tmp/out1/python.env" '^ld=/outer$' "python's LD_LIBRARY_PATH"
 # without a caller's path, none ends in ':' (an empty entry searches the current directory)
-OUT=$tmp/out4 KILN_DEADLINE=100 env -u LD_LIBRARY_PATH bash "$b/run.sh" tests >/dev/null 2>&1
+OUT=$tmp/out4 KILN_CONCURRENT= KILN_DEADLINE=100 env -u LD_LIBRARY_PATH bash "$b/run.sh" tests >/dev/null 2>&1
 grep -q '^data=.* ld=.*[^:]$' "$tmp/out4/kiln_tests.env" && ! grep -q 'ld=.*::' "$tmp/out4/kiln_tests.env" ||
   { echo "FAIL: an empty library path entry"; cat "$tmp/out4/kiln_tests.env"; fail=1; }
 
 # 2. Named steps only, in priority order whatever the order given; sanitize = the four tools.
-OUT=$tmp/out2 KILN_DEADLINE=200 bash "$b/run.sh" catalogue bench tta epoch resume >"$tmp/run2.txt" 2>&1
+OUT=$tmp/out2 KILN_CONCURRENT= KILN_DEADLINE=200 bash "$b/run.sh" catalogue bench tta profile epoch resume >"$tmp/run2.txt" 2>&1
 rc=$?
 [ $rc -eq 0 ] || { echo "FAIL: run.sh exited $rc with every row passing"; fail=1; }
 s=$tmp/out2/summary.txt
 expect "$s" '^bench_copy +exit 0' "bench row"
 expect "$s" '^mlp 1 epoch GPU +exit 0 1.5s 40000 img/s' "epoch time row"
+expect "$s" '^ncu profile \(cnn, batch 128\) +exit 0; top: bias_grad_kernel' "profile row"
+expect "$tmp/out2/ncu.args" 'train_mnist --device cuda .*--batch-size 128' "ncu runs the cnn"
 expect "$s" '^bench_summary.py +exit 0' "bench summary row"
 expect "$s" '^kill-and-resume on CUDA +exit 0 PASS resume' "resume row"
 expect "$s" '^experiment catalogue +exit 0' "catalogue row"
 expect "$s" '^time to 99% \(5 seeds\) +target 0.99 reached by 5/5 seeds: mean 9.000 s' "time-to-accuracy row"
 [ -s "$tmp/out2/catalogue.tgz" ] || { echo "FAIL: no catalogue tarball"; fail=1; }
 grep -q '^train\|^gtests' "$s" && { echo "FAIL: unrequested steps ran"; fail=1; }
-[ "$(grep -o '^step [a-z]*' "$tmp/out2/steps.txt" | tr '\n' ' ')" = "step bench step epoch step resume step tta step catalogue " ] ||
+[ "$(grep -o '^step [a-z]*' "$tmp/out2/steps.txt" | tr '\n' ' ')" = "step bench step epoch step profile step resume step tta step catalogue " ] ||
   { echo "FAIL: step order"; cat "$tmp/out2/steps.txt"; fail=1; }
+
+# The default concurrent group (unset KILN_CONCURRENT): the correctness steps start together.
+OUT=$tmp/out7 KILN_STUB_WAIT=1 KILN_DEADLINE=100 KILN_BUDGET_racecheck=32 bash "$b/run.sh" memcheck racecheck >/dev/null 2>&1
+expect "$tmp/out7/summary.txt" '^compute-sanitizer memcheck \(models\) +exit 0' "memcheck and racecheck together by default"
 
 # 3. An unknown step is a usage error before anything runs.
 OUT=$tmp/out3 bash "$b/run.sh" tests bogus >"$tmp/run3.txt" 2>&1

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Summarises `ncu --metrics gpu__time_duration.sum --print-summary per-kernel` output: one row per
+kernel and launch shape, its invocations and average time, sorted by total time, with each row's
+share of the whole. Line 2 of the output names the top kernel (run.sh's profile row).
+
+    scripts/ncu_summary.py NCU_OUTPUT [--top N]
+"""
+import argparse
+import re
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("path")
+    ap.add_argument("--top", type=int, default=20)
+    a = ap.parse_args()
+    rows, cur = [], None
+    head = re.compile(r"^\s+(.+?) \((\d+), (\d+), (\d+)\)x\((\d+), (\d+), (\d+)\), .*Invocations (\d+)")
+    metric = re.compile(r"^\s+gpu__time_duration\.sum\s+(\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)")
+    scale = {"ns": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6}
+    with open(a.path, errors="replace") as f:
+        for line in f:
+            m = head.match(line)
+            if m:
+                name = re.sub(r"\(.*", "", m.group(1)).strip()
+                cur = (name, "%sx%sx%s" % m.group(2, 3, 4), int(m.group(8)))
+                continue
+            m = metric.match(line)
+            if m and cur:
+                avg = float(m.group(4)) * scale.get(m.group(1), 1.0)
+                rows.append((avg * cur[2], cur[0], cur[1], cur[2], avg))
+                cur = None
+    if not rows:
+        print("ncu_summary.py: no per-kernel durations in %s" % a.path)
+        return 1
+    total = sum(r[0] for r in rows)
+    rows.sort(reverse=True)
+    print("%d launches, %.1f us of kernel time (ncu's clocks and cache flushes: longer than a real run)"
+          % (sum(r[3] for r in rows), total))
+    top = rows[0]
+    print("top: %s (grid %s) %.1f%% of the time, %d launches of %.2f us" % (top[1], top[2], 100 * top[0] / total, top[3], top[4]))
+    print("%10s %6s  %-60s %-12s %5s %9s" % ("total us", "share", "kernel", "grid", "n", "avg us"))
+    for r in rows[:a.top]:
+        print("%10.1f %5.1f%%  %-60s %-12s %5d %9.2f" % (r[0], 100 * r[0] / total, r[1][-60:], r[2], r[3], r[4]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
