@@ -137,23 +137,27 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
         if ok and any("seed" in r.get("params", {}) for r in ok):
             # A seed parameter: the best setting by its mean over seeds (the best single seed is
             # the selection bias the over-seeds table is there to avoid). A setting whose every
-            # seed finished ranks before one where some failed or were pruned: a mean over the
-            # lucky survivors would flatter it.
+            # seed finished ranks before one where some failed, were pruned or have not run yet
+            # (an unfinished sweep): a mean over the lucky survivors would flatter it. The seeds
+            # expected: the file's seed values, else the most any setting has.
             groups = {}
             for r in recs:
                 key = tuple((k, v) for k, v in r.get("params", {}).items() if k != "seed")
-                g = groups.setdefault(key, [[], 0])
-                g[1] += 1
+                groups.setdefault(key, [])
                 if r in ok:
-                    g[0].append(r["metric"])
+                    groups[key].append(r["metric"])
+            sv = re.search(r"^\s*seed:\s*\{\s*values:\s*\[([^\]]*)\]", spec, re.M)
+            n = (len([v for v in sv.group(1).split(",") if v.strip()]) if sv else
+                 max(sum(1 for r in recs if tuple((k, v) for k, v in r.get("params", {}).items() if k != "seed") == key)
+                     for key in groups))
             sign = 1 if goal == "maximize" else -1
-            key, (vals, n) = max(((k, g) for k, g in groups.items() if g[0]),
-                                 key=lambda kv: (len(kv[1][0]) == kv[1][1], sign * statistics.mean(kv[1][0])))
+            key, vals = max(((k, g) for k, g in groups.items() if g),
+                            key=lambda kv: (len(kv[1]) >= n, sign * statistics.mean(kv[1])))
             mean = statistics.mean(vals)
             std = statistics.stdev(vals) if len(vals) > 1 else 0.0
             params = " ".join("%s=%s" % kv for kv in key)
-            seeds = ("%d seeds" % n if len(vals) == n else
-                     "%d of %d seeds; the others failed or were pruned" % (len(vals), n))
+            seeds = ("%d seeds" % len(vals) if len(vals) >= n else
+                     "%d of %d seeds; the others failed, were pruned or have not run" % (len(vals), n))
             rows.append("| %s | %d%s | %s | %s %.4f +- %.4f (mean of %s) | %s |"
                         % (name, len(recs), state, params, metric, mean, std, seeds, secs))
         elif ok:

@@ -209,7 +209,12 @@ run_step() {  # step seconds: runs it under its budget; a timeout is a row
     note=""
     if [[ " memcheck racecheck initcheck synccheck " == *" $s "* ]]; then  # what the tool saw so far
       for f in "$out"/sanitize-"$s"-*.txt; do
-        [ -f "$f" ] && note+="; $(basename "$f" .txt): $(grep -c -E '^========= +(Invalid|Race|Uninitialized|Barrier|Program hit|Error|Warning|Saved host backtrace)' "$f") report lines, last test $(grep -o 'RUN *\] [^ ]*' "$f" | tail -1 | awk '{print $NF}')"
+        [ -f "$f" ] || continue
+        if grep -q -E '^========= (ERROR|RACECHECK) SUMMARY' "$f"; then  # a shard that finished
+          note+="; $(basename "$f" .txt): finished, $(grep -m1 -E '^========= (ERROR|RACECHECK) SUMMARY' "$f" | sed 's/^========= //')"
+        else
+          note+="; $(basename "$f" .txt): $(grep -c -E '^========= +(Invalid|Race|Uninitialized|Barrier|Program hit|Error|Warning|Saved host backtrace)' "$f") report lines, last test $(grep -o 'RUN *\] [^ ]*' "$f" | tail -1 | awk '{print $NF}')"
+        fi
       done
     fi
     row "$s" "TIMED OUT after ${secs}s (partial logs in $out)$note"

@@ -73,7 +73,7 @@ MUTANTS = [
        "for (int z = 1; z < splits; ++z) s += partial[int64_t(m) * splits + z];")],
      "the bias gradient's combine drops the first image split"),
     ("conv-bias-split-last", "kernels/conv/conv.cu",
-     [("min(int64_t(n), int64_t(z + 1) * per)", "min(int64_t(n) - 1, int64_t(z + 1) * per)")],
+     [("const int img_end = min(n, (z + 1) * per);", "const int img_end = min(n - 1, (z + 1) * per);")],
      "the bias gradient's last image split stops one image short"),
     ("conv-fused-relu-zero", "kernels/conv/conv.cu",
      [("if (y && y[i] <= 0.f) return 0.f;", "if (y && y[i] < 0.f) return 0.f;")],

@@ -18,7 +18,8 @@ def main():
     rows, cur = [], None
     head = re.compile(r"^\s+(.+?) \((\d+), (\d+), (\d+)\)x\((\d+), (\d+), (\d+)\), .*Invocations (\d+)")
     metric = re.compile(r"^\s+gpu__time_duration\.sum\s+(\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)")
-    scale = {"ns": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6}
+    scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3,
+             "s": 1e6, "second": 1e6}
     with open(a.path, errors="replace") as f:
         for line in f:
             m = head.match(line)
@@ -28,7 +29,10 @@ def main():
                 continue
             m = metric.match(line)
             if m and cur:
-                avg = float(m.group(4)) * scale.get(m.group(1), 1.0)
+                if m.group(1) not in scale:
+                    print("ncu_summary.py: %s: unknown time unit '%s'" % (a.path, m.group(1)))
+                    return 1
+                avg = float(m.group(4)) * scale[m.group(1)]
                 rows.append((avg * cur[2], cur[0], cur[1], cur[2], avg))
                 cur = None
     if not rows:

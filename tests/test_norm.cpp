@@ -414,11 +414,12 @@ TEST(GroupNormGpu, AwkwardShapes) {
   gn_gpu_vs_ref({2, 512, 7 * 7, 1}, 35);  // one group of many channels
   gn_gpu_vs_ref({2, 32, 56 * 56, 32}, 36);
   gn_gpu_vs_ref({2, 4, 5 * 5, 2}, 37, 1e19f);  // squares past float's range, as for batch norm
-  gn_gpu_vs_ref({2, 4, 64, 2}, 38, 1e19f);     // the float4 path
+  gn_gpu_vs_ref({2, 4, 64, 2}, 38, 1e19f);     // the same on the per-plane kernels
+  gn_gpu_vs_ref({64, 4, 64, 2}, 42, 1e19f);    // and on the whole-group kernel's float4 path
   // groupnorm_splits_planes: above, every shape with n*groups < 128, c/groups >= 2 and hw >= 32
   // takes the per-plane kernels (8x16x784/4, 1x6x35/3, 2x512x49/1, 2x4x64/2); here the
-  // whole-group kernels with the same plane sizes (n*groups = 128), and a LayerNorm-like one group
-  // over 64 channels of odd planes.
+  // whole-group kernels with such planes (n*groups >= 128), and a LayerNorm-like one group over
+  // 64 channels of odd planes on the per-plane kernels.
   gn_gpu_vs_ref({64, 4, 40, 2}, 39);
   gn_gpu_vs_ref({128, 3, 33, 1}, 40);
   gn_gpu_vs_ref({3, 64, 11 * 13, 1}, 41);
@@ -541,33 +542,39 @@ TEST(NormGpu, RandomShapesMatchReference) {
 }
 
 TEST(NormGpu, BitwiseDeterministicAcrossRuns) {
+  // group norm on both its paths: whole groups (32 x 4) and planes (2 x 2)
   KILN_SKIP_WITHOUT_GPU();
 #ifdef KILN_WITH_CUDA
-  const NormShape s{32, 8, 30 * 30, 4};
-  const size_t n = s.numel(), c = s.c;
-  Dev x(random_vec(n, 61, -1, 3)), dy(random_vec(n, 62)), w(random_vec(c, 63, 0.5, 1.5)),
-      b(random_vec(c, 64));
-  void* ws = dev_workspace(std::max(batchnorm_workspace_bytes(s), groupnorm_workspace_bytes(s)));
-  std::vector<float> first;
-  for (int run = 0; run < 2; ++run) {
-    Dev y(n), m(n), is(n), dx(n), dw(c), db(c), gy(n), gdx(n), gdw(c), gdb(c);
-    batchnorm_fwd_train(x.p, w.p, b.p, y.p, m.p, is.p, nullptr, nullptr, nullptr, 0.1, 1e-5, s, ws, nullptr);
-    batchnorm_bwd(x.p, dy.p, w.p, m.p, is.p, dx.p, dw.p, db.p, true, s, ws, nullptr);
-    groupnorm_fwd(x.p, w.p, b.p, gy.p, m.p, is.p, 1e-5, s, ws, nullptr);
-    groupnorm_bwd(x.p, dy.p, w.p, m.p, is.p, gdx.p, gdw.p, gdb.p, s, ws, nullptr);
-    std::vector<float> all;
-    for (auto* d : {&y, &dx, &gy, &gdx}) {
-      auto v = d->get(n);
-      all.insert(all.end(), v.begin(), v.end());
+  for (const NormShape s : {NormShape{32, 8, 30 * 30, 4}, NormShape{2, 8, 30 * 30, 2}}) {
+    SCOPED_TRACE("n=" + std::to_string(s.n) + " groups=" + std::to_string(s.groups));
+    const size_t n = s.numel(), c = s.c;
+    Dev x(random_vec(n, 61, -1, 3)), dy(random_vec(n, 62)), w(random_vec(c, 63, 0.5, 1.5)),
+        b(random_vec(c, 64));
+    void* ws = dev_workspace(std::max(batchnorm_workspace_bytes(s), groupnorm_workspace_bytes(s)));
+    std::vector<float> first;
+    for (int run = 0; run < 2; ++run) {
+      Dev y(n), m(n), is(n), dx(n), dw(c), db(c), gy(n), gdx(n), gdw(c), gdb(c);
+      batchnorm_fwd_train(x.p, w.p, b.p, y.p, m.p, is.p, nullptr, nullptr, nullptr, 0.1, 1e-5, s,
+                          ws, nullptr);
+      batchnorm_bwd(x.p, dy.p, w.p, m.p, is.p, dx.p, dw.p, db.p, true, s, ws, nullptr);
+      groupnorm_fwd(x.p, w.p, b.p, gy.p, m.p, is.p, 1e-5, s, ws, nullptr);
+      groupnorm_bwd(x.p, dy.p, w.p, m.p, is.p, gdx.p, gdw.p, gdb.p, s, ws, nullptr);
+      std::vector<float> all;
+      for (auto* d : {&y, &dx, &gy, &gdx}) {
+        auto v = d->get(n);
+        all.insert(all.end(), v.begin(), v.end());
+      }
+      for (auto* d : {&dw, &db, &gdw, &gdb}) {
+        auto v = d->get(c);
+        all.insert(all.end(), v.begin(), v.end());
+      }
+      if (run == 0)
+        first = all;
+      else
+        EXPECT_EQ(std::memcmp(all.data(), first.data(), all.size() * sizeof(float)), 0);
     }
-    for (auto* d : {&dw, &db, &gdw, &gdb}) {
-      auto v = d->get(c);
-      all.insert(all.end(), v.begin(), v.end());
-    }
-    if (run == 0) first = all;
-    else EXPECT_EQ(std::memcmp(all.data(), first.data(), all.size() * sizeof(float)), 0);
+    cudaFree(ws);
   }
-  cudaFree(ws);
 #endif
 }
 

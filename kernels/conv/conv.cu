@@ -364,11 +364,12 @@ __global__ void bias_grad_kernel(const float* __restrict__ dy, const float* __re
                                  int n, int K, int PQ, int per, float* __restrict__ out) {
   __shared__ float part[NT];
   const int m = blockIdx.x, z = blockIdx.y;
-  const int img_end = static_cast<int>(min(int64_t(n), int64_t(z + 1) * per));  // < 2^31 images
+  const int img_end = min(n, (z + 1) * per);  // (z + 1) * per <= 64 * ceil(n / 64) < 2^31
   float s = 0.f;
   for (int img = z * per; img < img_end; ++img) {
     const int64_t base = (int64_t(img) * K + m) * PQ;
-    for (int i = threadIdx.x; i < PQ; i += NT) s += load_dy(dy, ymask, base + i);
+    // 64-bit: i steps up to NT - 1 past PQ, which may lie within NT of 2^31
+    for (int64_t i = threadIdx.x; i < PQ; i += NT) s += load_dy(dy, ymask, base + i);
   }
   part[threadIdx.x] = s;
   __syncthreads();

@@ -6,7 +6,9 @@
 // channel's first element, so the variance does not cancel when |mean| >> std) ->
 // bn_finalize (one thread per channel: statistics, running stats, affine coefficients) ->
 // bn_apply (element-wise). Backward: the same three steps over dy and dy * (x - mean).
-// Group norm: one block per (sample, group), whose elements are contiguous in NCHW.
+// Group norm: one block per (sample, group), whose elements are contiguous in NCHW; with few
+// (sample, group) pairs (groupnorm_splits_planes) one block per (sample, channel) plane, the
+// planes of each group combined in order by one thread, then an element-wise pass.
 // Fused ReLU (batch norm, opt-in): bn_apply clamps its output in the forward; in the backward
 // bn_partial and bn_apply read dy through relu_mask, 0 where the fused forward's y <= 0.
 // Indices within a channel or group are 32-bit (the launchers check sizes < 2^31).
@@ -657,6 +659,8 @@ void groupnorm_bwd(const float* x, const float* dy, const float* weight, const f
   check_shape(s, "groupnorm_bwd");
   KILN_CHECK(s.groups > 0 && s.c % s.groups == 0,
              "groupnorm_bwd: " << s.c << " channels are not divisible by " << s.groups << " groups");
+  KILN_CHECK(workspace,
+             "groupnorm_bwd: needs a workspace of " << groupnorm_workspace_bytes(s) << " bytes");
   if (groupnorm_splits_planes(s)) {
     const GnPlaneWorkspace w = gn_plane_workspace(workspace, s);
     const int C = static_cast<int>(s.c), G = static_cast<int>(s.groups),

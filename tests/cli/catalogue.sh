@@ -90,8 +90,19 @@ grep -q '^| partial | 6 | lr=0.2 | test_acc 0.9200 +- 0.0100 (mean of 3 seeds) |
   { echo "FAIL: a setting with failed seeds ranked first"; cat "$tmp/part/catalogue.md"; exit 1; }
 sed -i 's/"status": "ok", "metric": 0.9[123]/"status": "failed", "metric": null/' "$tmp/part/partial/results.jsonl"
 KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/part" --only partial > /dev/null
-grep -q '^| partial | 6 | lr=0.1 | test_acc 0.9900 +- 0.0000 (mean of 1 of 3 seeds; the others failed or were pruned) |' \
+grep -q '^| partial | 6 | lr=0.1 | test_acc 0.9900 +- 0.0000 (mean of 1 of 3 seeds; the others failed, were pruned or have not run) |' \
   "$tmp/part/catalogue.md" || { echo "FAIL: the seeds a mean leaves out"; cat "$tmp/part/catalogue.md"; exit 1; }
+# An unfinished sweep (--budget): a setting with one seed run so far is not complete either.
+python3 - "$tmp/part/partial/results.jsonl" <<'PY'
+import json, sys
+rows = [(0.1, 0, 0.91), (0.1, 1, 0.92), (0.1, 2, 0.93), (0.2, 0, 0.99)]
+with open(sys.argv[1], "w") as f:
+    for i, (lr, seed, m) in enumerate(rows):
+        f.write(json.dumps({"trial": i, "status": "ok", "metric": m, "params": {"lr": lr, "seed": seed}}) + "\n")
+PY
+KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/part" --only partial > /dev/null
+grep -q '^| partial | 4 | lr=0.1 | test_acc 0.9200 +- 0.0100 (mean of 3 seeds) |' "$tmp/part/catalogue.md" ||
+  { echo "FAIL: an unfinished setting ranked first"; cat "$tmp/part/catalogue.md"; exit 1; }
 cat > src/experiments/long.yaml <<YAML
 method: grid
 base: {model: mlp, width: 8, epochs: 1, train_limit: 300, test_limit: 50, optimizer: sgd, schedule: constant}

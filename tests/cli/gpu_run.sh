@@ -47,6 +47,9 @@ if [ "$2" = memcheck ] && [ -n "${KILN_STUB_WAIT:-}" ]; then
   [ -f "$OUT/racecheck.started" ] || { echo "racecheck never started"; exit 5; }
 fi
 echo "$6 shard ${GTEST_SHARD_INDEX:-}/${GTEST_TOTAL_SHARDS:-}"
+if [ "$2" = racecheck ] && [ "${GTEST_SHARD_INDEX:-}" = 1 ] && [ "${GTEST_TOTAL_SHARDS:-}" = 3 ]; then
+  touch "$OUT/racecheck.started"; echo "========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)"; exit 0
+fi
 if [ "$2" = racecheck ]; then
   touch "$OUT/racecheck.started"; echo "[ RUN      ] ConvGpu.MatchesReference/K3"; echo "========= Race reported between Write access at 0x10"
   echo "========= Race reported between Read access at 0x20"; echo "[ RUN      ] PoolGpu.MatchesReference/K2"; sleep 300
@@ -125,7 +128,7 @@ expect "$s" '^compute-sanitizer memcheck \(models, 3 shards\) +exit 0; 3 =======
 grep -q '(kernels)' "$s" && { echo "FAIL: KILN_SANITIZE_PARTS=models ran the kernels part"; fail=1; }
 expect "$tmp/out5/sanitize-memcheck-models-1.txt" '^--gtest_filter=TrainerGpu.A:TrainerGpu.B shard 1/3$' "models filter override"
 for i in 0 1 2; do expect "$tmp/out5/sanitize-memcheck-models-$i.txt" "shard $i/3\$" "shard $i"; done
-expect "$s" '^racecheck +TIMED OUT after 32s' "concurrent racecheck timeout"
+expect "$s" '^racecheck +TIMED OUT after 32s.*sanitize-racecheck-models-1: finished, RACECHECK SUMMARY: 0 hazards displayed.*sanitize-racecheck-models-2: 2 report lines' "concurrent racecheck timeout, a shard finished"
 expect "$s" '^gtests \(GPU\) +exit 0' "concurrent gtests"
 expect "$s" '^bench_copy +exit 0' "bench after the group"
 [ "$(grep -o '^step [a-z]*' "$tmp/out5/steps.txt" | tail -2 | tr '\n' ' ')" = "step racecheck step bench " ] ||
