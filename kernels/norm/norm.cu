@@ -461,6 +461,11 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The plane index of group ng's first channel (planes are (sample, channel), n*C + c).
+__device__ __forceinline__ int64_t gn_first_plane(int ng, int C, int groups, unsigned cpg) {
+  return static_cast<int64_t>(ng / groups) * C + static_cast<int64_t>(ng % groups) * cpg;
+}
+
 // One thread per (sample, group): its planes' sums in channel order -> mean and invstd.
 __global__ void gn_plane_finalize_fwd_kernel(const float* __restrict__ x,
                                              const double* __restrict__ pa,
@@ -469,8 +474,7 @@ __global__ void gn_plane_finalize_fwd_kernel(const float* __restrict__ x,
                                              float* mean_out, float* invstd_out) {
   const int ng = blockIdx.x * blockDim.x + threadIdx.x;
   if (ng >= NG) return;
-  const int64_t p0 =
-      static_cast<int64_t>(ng / groups) * C + static_cast<int64_t>(ng % groups) * cpg;
+  const int64_t p0 = gn_first_plane(ng, C, groups, cpg);
   double a = 0, b = 0;
   for (unsigned ci = 0; ci < cpg; ++ci) {
     a += pa[p0 + ci];
@@ -492,8 +496,7 @@ __global__ void gn_plane_finalize_bwd_kernel(const float* __restrict__ w,
                                              float* ws_db, float* gcoef) {
   const int ng = blockIdx.x * blockDim.x + threadIdx.x;
   if (ng >= NG) return;
-  const int64_t p0 =
-      static_cast<int64_t>(ng / groups) * C + static_cast<int64_t>(ng % groups) * cpg;
+  const int64_t p0 = gn_first_plane(ng, C, groups, cpg);
   const double is = invstd[ng];
   double sg = 0, sgx = 0;
   for (unsigned ci = 0; ci < cpg; ++ci) {
@@ -530,12 +533,15 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-struct GnPlaneWorkspace {
+// Group norm's workspace (groupnorm_workspace_bytes): per (sample, channel) the dweight and
+// dbias terms; with planes also the two double plane sums and per (sample, group) the two dx
+// coefficients.
+struct GnWorkspace {
   float *ws_dw, *ws_db, *gcoef;
   double *pa, *pb;
 };
-GnPlaneWorkspace gn_plane_workspace(void* ws, const NormShape& s) {
-  GnPlaneWorkspace w;
+GnWorkspace gn_workspace(void* ws, const NormShape& s) {
+  GnWorkspace w;
   w.ws_dw = static_cast<float*>(ws);
   w.ws_db = w.ws_dw + s.n * s.c;
   w.pa = reinterpret_cast<double*>(w.ws_db + s.n * s.c);  // 8-byte aligned: 2*n*c floats before
@@ -627,7 +633,7 @@ void groupnorm_fwd(const float* x, const float* weight, const float* bias, float
   if (groupnorm_splits_planes(s)) {
     KILN_CHECK(workspace,
                "groupnorm_fwd: needs a workspace of " << groupnorm_workspace_bytes(s) << " bytes");
-    const GnPlaneWorkspace w = gn_plane_workspace(workspace, s);
+    const GnWorkspace w = gn_workspace(workspace, s);
     const int C = static_cast<int>(s.c), G = static_cast<int>(s.groups),
               NG = static_cast<int>(s.n * s.groups);
     gn_plane_kernel<false><<<static_cast<unsigned>(s.n * s.c), kThreads, 0, stream>>>(
@@ -661,8 +667,8 @@ void groupnorm_bwd(const float* x, const float* dy, const float* weight, const f
              "groupnorm_bwd: " << s.c << " channels are not divisible by " << s.groups << " groups");
   KILN_CHECK(workspace,
              "groupnorm_bwd: needs a workspace of " << groupnorm_workspace_bytes(s) << " bytes");
+  const GnWorkspace w = gn_workspace(workspace, s);
   if (groupnorm_splits_planes(s)) {
-    const GnPlaneWorkspace w = gn_plane_workspace(workspace, s);
     const int C = static_cast<int>(s.c), G = static_cast<int>(s.groups),
               NG = static_cast<int>(s.n * s.groups);
     const unsigned cpg = static_cast<unsigned>(s.c / s.groups), hw = static_cast<unsigned>(s.hw);
@@ -683,15 +689,13 @@ void groupnorm_bwd(const float* x, const float* dy, const float* weight, const f
     KILN_LAUNCH_CHECK();
     return;
   }
-  float* ws_dw = static_cast<float*>(workspace);
-  float* ws_db = ws_dw + s.n * s.c;
   gn_bwd_kernel<<<static_cast<unsigned>(s.n * s.groups), kThreads, 0, stream>>>(
-      x, dy, weight, mean, invstd, dx, ws_dw, ws_db, static_cast<int>(s.c),
-      static_cast<int>(s.groups), static_cast<unsigned>(s.hw), static_cast<unsigned>(s.c / s.groups));
+      x, dy, weight, mean, invstd, dx, w.ws_dw, w.ws_db, static_cast<int>(s.c),
+      static_cast<int>(s.groups), static_cast<unsigned>(s.hw),
+      static_cast<unsigned>(s.c / s.groups));
   KILN_LAUNCH_CHECK();
-  gn_param_grad_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(ws_dw, ws_db, dweight, dbias,
-                                                                static_cast<int>(s.n),
-                                                                static_cast<int>(s.c));
+  gn_param_grad_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
+      w.ws_dw, w.ws_db, dweight, dbias, static_cast<int>(s.n), static_cast<int>(s.c));
   KILN_LAUNCH_CHECK();
 }
 
