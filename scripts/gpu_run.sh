@@ -73,6 +73,7 @@ gpu_tests='*Gpu*:CublasApi.*:-*WithoutGpu*'  # (the one CPU test named 'without 
 sanitize_models='TrainerGpu.*:StepGraphGpu.*:LrFinderGpu.*:FusionModelGpu.*'
 sanitize_kernels="*Gpu*:-*WithoutGpu*:ConvLimitGpu.*:*MatchesCudnn*:$sanitize_models"
 sanitize_models_only="$sanitize_models:-StepGraphGpu.FailedCapture*"
+tool_summary='^========= (ERROR|RACECHECK) SUMMARY'  # the line a sanitizer run that finished ends with
 
 step_tests() {
   "$bin/kiln_tests" --gtest_filter="$gpu_tests" --gtest_brief=1 >"$out/tests-full.txt" 2>&1
@@ -132,7 +133,7 @@ sanitize() {  # kernel tests first, then the whole-model runs (slowest under the
       return
     fi
     row "compute-sanitizer $1 ($part$( [ "$shards" -gt 1 ] && echo ", $shards shards"))" \
-      "exit $rc; $(grep -h -m1 -E '(ERROR|RACECHECK) SUMMARY' "$out"/sanitize-"$1"-$part*.txt | sort | uniq -c | sed 's/^ *//; s/^1 //' | paste -sd ';' -)"
+      "exit $rc; $(grep -h -m1 -E "$tool_summary" "$out"/sanitize-"$1"-$part*.txt | sort | uniq -c | sed 's/^ *//; s/^1 //' | paste -sd ';' -)"
   done
 }
 step_memcheck() { sanitize memcheck; }
@@ -210,8 +211,8 @@ run_step() {  # step seconds: runs it under its budget; a timeout is a row
     if [[ " memcheck racecheck initcheck synccheck " == *" $s "* ]]; then  # what the tool saw so far
       for f in "$out"/sanitize-"$s"-*.txt; do
         [ -f "$f" ] || continue
-        if grep -q -E '^========= (ERROR|RACECHECK) SUMMARY' "$f"; then  # a shard that finished
-          note+="; $(basename "$f" .txt): finished, $(grep -m1 -E '^========= (ERROR|RACECHECK) SUMMARY' "$f" | sed 's/^========= //')"
+        if grep -q -E "$tool_summary" "$f"; then  # a shard that finished
+          note+="; $(basename "$f" .txt): finished, $(grep -m1 -E "$tool_summary" "$f" | sed 's/^========= //')"
         else
           note+="; $(basename "$f" .txt): $(grep -c -E '^========= +(Invalid|Race|Uninitialized|Barrier|Program hit|Error|Warning|Saved host backtrace)' "$f") report lines, last test $(grep -o 'RUN *\] [^ ]*' "$f" | tail -1 | awk '{print $NF}')"
         fi
@@ -222,26 +223,22 @@ run_step() {  # step seconds: runs it under its budget; a timeout is a row
   echo "step $s: exit $rc, $(( $(date +%s) - t0 ))s" >>"$out/steps.txt"
 }
 selected() { [[ "$want" == *" all "* || "$want" == *" $1 "* ]]; }
-secs_for() {  # the step's budget, or less when the deadline is nearer (under 30: none)
+fits() {  # step: secs = its budget, or less when the deadline is nearer; under 30 it is skipped
   local left b
   left=$(( deadline - $(date +%s) - 20 ))
   b=$(eval "echo \${KILN_BUDGET_$1:-${budget[$1]}}")
-  echo $(( b < left ? b : left ))
+  secs=$(( b < left ? b : left ))
+  [ "$secs" -ge 30 ] || { skipped+=("$1"); return 1; }
 }
 skipped=()
 together=" ${KILN_CONCURRENT-tests train memcheck racecheck initcheck synccheck resume} "
 for s in "${order[@]}"; do  # the concurrent group first (the deadline applies to each)
-  [[ "$together" == *" $s "* ]] && selected "$s" || continue
-  secs=$(secs_for "$s")
-  if [ "$secs" -lt 30 ]; then skipped+=("$s"); continue; fi
+  [[ "$together" == *" $s "* ]] && selected "$s" && fits "$s" || continue
   run_step "$s" "$secs" &
 done
 wait
 for s in "${order[@]}"; do
-  [[ "$together" == *" $s "* ]] && continue
-  selected "$s" || continue
-  secs=$(secs_for "$s")
-  if [ "$secs" -lt 30 ]; then skipped+=("$s"); continue; fi
+  [[ "$together" != *" $s "* ]] && selected "$s" && fits "$s" || continue
   run_step "$s" "$secs"
 done
 [ ${#skipped[@]} -eq 0 ] || row "not run (no time left)" "${skipped[*]}"
