@@ -140,16 +140,15 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
             # seed finished ranks before one where some failed, were pruned or have not run yet
             # (an unfinished sweep): a mean over the lucky survivors would flatter it. The seeds
             # expected: the file's seed values, else the most any setting has.
-            groups = {}
+            groups, trials = {}, {}  # setting -> metrics of its ok seeds; -> its trials so far
             for r in recs:
                 key = tuple((k, v) for k, v in r.get("params", {}).items() if k != "seed")
+                trials[key] = trials.get(key, 0) + 1
                 groups.setdefault(key, [])
                 if r in ok:
                     groups[key].append(r["metric"])
             sv = re.search(r"^\s*seed:\s*\{\s*values:\s*\[([^\]]*)\]", spec, re.M)
-            n = (len([v for v in sv.group(1).split(",") if v.strip()]) if sv else
-                 max(sum(1 for r in recs if tuple((k, v) for k, v in r.get("params", {}).items() if k != "seed") == key)
-                     for key in groups))
+            n = len([v for v in sv.group(1).split(",") if v.strip()]) if sv else max(trials.values())
             sign = 1 if goal == "maximize" else -1
             key, vals = max(((k, g) for k, g in groups.items() if g),
                             key=lambda kv: (len(kv[1]) >= n, sign * statistics.mean(kv[1])))

@@ -77,14 +77,17 @@ parameters:
 YAML
 mkdir -p "$tmp/part/partial"
 touch "$tmp/part/partial/done"
-python3 - "$tmp/part/partial/results.jsonl" <<'PY'
+results() {  # LR:SEED:STATUS:METRIC ('-': none)...: the finished sweep's results.jsonl, in order
+  python3 - "$tmp/part/partial/results.jsonl" "$@" <<'PY'
 import json, sys
-rows = [(0.1, 0, "ok", 0.99), (0.1, 1, "failed", None), (0.1, 2, "pruned", 0.5),
-        (0.2, 0, "ok", 0.91), (0.2, 1, "ok", 0.92), (0.2, 2, "ok", 0.93)]
 with open(sys.argv[1], "w") as f:
-    for i, (lr, seed, status, m) in enumerate(rows):
-        f.write(json.dumps({"trial": i, "status": status, "metric": m, "params": {"lr": lr, "seed": seed}}) + "\n")
+    for i, row in enumerate(sys.argv[2:]):
+        lr, seed, status, m = row.split(":")
+        f.write(json.dumps({"trial": i, "status": status, "metric": None if m == "-" else float(m),
+                            "params": {"lr": float(lr), "seed": int(seed)}}) + "\n")
 PY
+}
+results 0.1:0:ok:0.99 0.1:1:failed:- 0.1:2:pruned:0.5 0.2:0:ok:0.91 0.2:1:ok:0.92 0.2:2:ok:0.93
 KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/part" --only partial > /dev/null
 grep -q '^| partial | 6 | lr=0.2 | test_acc 0.9200 +- 0.0100 (mean of 3 seeds) |' "$tmp/part/catalogue.md" ||
   { echo "FAIL: a setting with failed seeds ranked first"; cat "$tmp/part/catalogue.md"; exit 1; }
@@ -93,13 +96,7 @@ KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/part" --only partial > /dev/nu
 grep -q '^| partial | 6 | lr=0.1 | test_acc 0.9900 +- 0.0000 (mean of 1 of 3 seeds; the others failed, were pruned or have not run) |' \
   "$tmp/part/catalogue.md" || { echo "FAIL: the seeds a mean leaves out"; cat "$tmp/part/catalogue.md"; exit 1; }
 # An unfinished sweep (--budget): a setting with one seed run so far is not complete either.
-python3 - "$tmp/part/partial/results.jsonl" <<'PY'
-import json, sys
-rows = [(0.1, 0, 0.91), (0.1, 1, 0.92), (0.1, 2, 0.93), (0.2, 0, 0.99)]
-with open(sys.argv[1], "w") as f:
-    for i, (lr, seed, m) in enumerate(rows):
-        f.write(json.dumps({"trial": i, "status": "ok", "metric": m, "params": {"lr": lr, "seed": seed}}) + "\n")
-PY
+results 0.1:0:ok:0.91 0.1:1:ok:0.92 0.1:2:ok:0.93 0.2:0:ok:0.99
 KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/part" --only partial > /dev/null
 grep -q '^| partial | 4 | lr=0.1 | test_acc 0.9200 +- 0.0100 (mean of 3 seeds) |' "$tmp/part/catalogue.md" ||
   { echo "FAIL: an unfinished setting ranked first"; cat "$tmp/part/catalogue.md"; exit 1; }
