@@ -10,6 +10,10 @@
 // Fused ReLU (--fuse on): kiln_relu_separate is the unfused layer pair (conv, then the ReLU
 // kernels' forward/backward passes), kiln_relu_fused the conv kernels with the ReLU in the
 // epilogue and dy masked on load; fused rows report fused/separate (< 1: fusion pays).
+// Tiles: the kiln rows run the default tile choice (ConvTiles::kAuto; the label names the
+// tiles), kiln_small_tiles / kiln_wide_tiles the same kernels with every tile at most 64 x 64
+// (all kiln had before 2026-12-04) or the largest the shape allows; kiln rows report
+// tiles_auto/small (< 1: the wider tiles pay). The results are bitwise the same.
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
 
@@ -91,7 +95,15 @@ Case& get_case(const ConvShape& s) {
 }
 
 enum class Op { Fwd, BwdData, BwdFilter, Step };
-enum class Impl { Kiln, Cudnn, Cublas, KilnReluSeparate, KilnReluFused };
+enum class Impl {
+  Kiln,
+  Cudnn,
+  Cublas,
+  KilnReluSeparate,
+  KilnReluFused,
+  KilnSmallTiles,
+  KilnWideTiles
+};
 const char* op_name(Op o) {
   switch (o) {
     case Op::Fwd: return "fwd";
@@ -116,6 +128,15 @@ std::function<void()> kiln_fn(Case& c, Op op) {
     case Op::Step: return [=] { fwd(); data(); filt(); };
   }
   return {};
+}
+
+// kiln_fn under another tile choice, set back to kAuto after each call.
+std::function<void()> tiles_fn(Case& c, Op op, ConvTiles tiles) {
+  return [f = kiln_fn(c, op), tiles] {
+    conv_set_tiles(tiles);
+    f();
+    conv_set_tiles(ConvTiles::kAuto);
+  };
 }
 
 // Conv + ReLU: separate kernels (what --fuse off runs) or fused (--fuse on).
@@ -216,6 +237,8 @@ void run(benchmark::State& state, ConvShape s, Op op, Impl impl) {
   std::function<void()> fn;
   if (impl == Impl::Kiln) fn = kiln_fn(c, op);
   if (impl == Impl::Cublas) fn = cublas_fn(c, op);
+  if (impl == Impl::KilnSmallTiles) fn = tiles_fn(c, op, ConvTiles::kSmall);
+  if (impl == Impl::KilnWideTiles) fn = tiles_fn(c, op, ConvTiles::kWide);
   if (impl == Impl::KilnReluSeparate || impl == Impl::KilnReluFused)
     fn = relu_fn(c, op, impl == Impl::KilnReluFused);
 #ifdef KILN_HAVE_CUDNN
@@ -238,6 +261,10 @@ void run(benchmark::State& state, ConvShape s, Op op, Impl impl) {
     state.counters["kiln/cuBLAS"] = mean_ms(fn) / mean_ms(cublas_fn(c, op));
   if (impl == Impl::KilnReluFused)
     state.counters["fused/separate"] = mean_ms(fn) / mean_ms(relu_fn(c, op, false));
+  if (impl == Impl::Kiln) {
+    state.counters["tiles_auto/small"] = mean_ms(fn) / mean_ms(tiles_fn(c, op, ConvTiles::kSmall));
+    state.SetLabel(conv_tile_plan(s));
+  }
 }
 
 std::string shape_label(const ConvShape& s) {
@@ -268,6 +295,8 @@ int register_all() {
 #endif
           if (s.is_1x1() && (op == Op::Fwd || op == Op::BwdData)) impls.emplace_back("cublas", Impl::Cublas);
           impls.emplace_back(s.is_1x1() ? "kiln_1x1" : "kiln", Impl::Kiln);
+          impls.emplace_back("kiln_small_tiles", Impl::KilnSmallTiles);
+          impls.emplace_back("kiln_wide_tiles", Impl::KilnWideTiles);
           impls.emplace_back("kiln_relu_separate", Impl::KilnReluSeparate);
           impls.emplace_back("kiln_relu_fused", Impl::KilnReluFused);
           for (const auto& [iname, impl] : impls)

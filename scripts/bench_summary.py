@@ -102,10 +102,13 @@ def conv(d):
             worst_rows.append([f"{model} b{batch}", w[1], fmt(w[0])])
         cublas = [t[k].get("kiln/cuBLAS") for k in t if k[:2] == (model, batch) and k[4] == "kiln_1x1"]
         fused = [t[k].get("fused/separate") for k in t if k[:2] == (model, batch) and k[4] == "kiln_relu_fused"]
-        cells += [fmt(geomean(cublas)), fmt(geomean(fused))]
+        tiles = [t[k].get("tiles_auto/small") for k in t
+                 if k[:2] == (model, batch) and k[3] == "fwd+bwd" and k[4] in ("kiln", "kiln_1x1")]
+        cells += [fmt(geomean(cublas)), fmt(geomean(fused)), fmt(geomean(tiles))]
         summary.append(cells)
     out.append(table("conv: kiln / cuDNN, time summed over the net's conv layers (1.0 = parity; issue 3: <= 1.5)",
-                     ["model", "fwd", "bwd_data", "bwd_filter", "fwd+bwd", "1x1 kiln/cuBLAS", "fused/separate ReLU"],
+                     ["model", "fwd", "bwd_data", "bwd_filter", "fwd+bwd", "1x1 kiln/cuBLAS", "fused/separate ReLU",
+                      "tiles auto/small"],
                      summary))
     out.append(table("conv: the layer with the worst fwd+bwd ratio", ["model", "layer", "kiln/cuDNN"], worst_rows))
     return "\n".join(out)

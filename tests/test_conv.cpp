@@ -438,6 +438,10 @@ std::vector<NamedShape> gpu_shapes() {
   v.push_back({"Batch3Mnist28", conv_shape(3, 1, 28, 28, 8, 3, 3, 1, 0)});
   v.push_back({"K5Stride2Pad2", conv_shape(2, 4, 13, 12, 6, 5, 5, 2, 2)});
   v.push_back({"OneByOneWide", conv_shape(3, 40, 7, 9, 70, 1, 1, 1, 0)});
+  // More than 64 GEMM rows: 128-row tiles (under ConvTiles::kWide; kAuto steps down at this
+  // size), the second tile 2 rows deep; backward-data's 72 input channels likewise.
+  v.push_back({"Rows130Stride2", conv_shape(2, 72, 9, 10, 130, 3, 3, 2, 1)});
+  v.push_back({"OneByOneRows130", conv_shape(2, 70, 5, 6, 130, 1, 1, 1, 0)});
   v.push_back({"SplitKFilter", conv_shape(16, 8, 24, 24, 16, 3, 3, 1, 0)});
   v.push_back({"SplitKOneByOne", conv_shape(16, 16, 22, 22, 8, 1, 1, 1, 0)});
   // The bias gradient splits the images once n*P*Q passes 16384: 37 images in two splits of 19
@@ -517,8 +521,55 @@ TEST_P(ConvGpu, MatchesReference) {
   for (size_t i = 0; i < y2.size(); ++i) y2[i] += b[(i / pq) % s.k];
   EXPECT_TRUE(test::all_close(y2, y1, 1e-5, 1e-5)) << "forward without bias";
   EXPECT_TRUE(test::all_close(DW2.to_vector(), DW.to_vector(), 0, 0)) << "backward-filter not deterministic";
+  // The other tile choices give the same bits (each output is one thread's sum in reduction
+  // order whatever the tile): the 64 x 64 tiles of before, and the largest the shape allows.
+  struct Restore {
+    ~Restore() { conv_set_tiles(ConvTiles::kAuto); }
+  } restore;
+  for (ConvTiles t : {ConvTiles::kSmall, ConvTiles::kWide}) {
+    conv_set_tiles(t);
+    const std::string plan = conv_tile_plan(s);
+    Tensor Y3 = test::poisoned({s.y_numel()}, Device::CUDA),
+           DX3 = test::poisoned({s.x_numel()}, Device::CUDA);
+    Tensor DW3 = test::poisoned({s.w_numel()}, Device::CUDA),
+           DB3 = test::poisoned({s.k}, Device::CUDA);
+    conv2d_fwd(s, X.data(), Wt.data(), B.data(), Y3.data(), nullptr);
+    conv2d_bwd_data(s, G.data(), Wt.data(), DX3.data(), nullptr);
+    conv2d_bwd_filter(s, X.data(), G.data(), DW3.data(), DB3.data(), WS.data(), nullptr);
+    EXPECT_TRUE(test::all_close(Y3.to_vector(), Y.to_vector(), 0, 0)) << plan << ": forward";
+    EXPECT_TRUE(test::all_close(DX3.to_vector(), DX.to_vector(), 0, 0))
+        << plan << ": backward-data";
+    EXPECT_TRUE(test::all_close(DW3.to_vector(), DW.to_vector(), 0, 0))
+        << plan << ": backward-filter";
+    EXPECT_TRUE(test::all_close(DB3.to_vector(), DB.to_vector(), 0, 0)) << plan << ": bias";
+  }
 #endif
 }
+
+#ifdef KILN_WITH_CUDA
+// The tile choice is host arithmetic (no launch, no GPU needed): 128 x 128 tiles where the
+// grid keeps 256 blocks, stepping down (columns, then rows) where it would not.
+TEST(ConvTilePlan, WideTilesOnlyWhereTheGridStaysFull) {
+  struct Restore {
+    ~Restore() { conv_set_tiles(ConvTiles::kAuto); }
+  } restore;
+  conv_set_tiles(ConvTiles::kAuto);
+  const ConvShape c512 = conv_shape(512, 128, 8, 8, 128, 3, 3, 1, 1);  // cifar's last conv
+  const ConvShape c128 = conv_shape(128, 128, 8, 8, 128, 3, 3, 1, 1);
+  EXPECT_EQ(conv_tile_plan(c512), "fwd 128x128, bwd_data 128x128, bwd_filter 128x64 x 15 splits");
+  EXPECT_EQ(conv_tile_plan(c128), "fwd 64x64, bwd_data 64x64, bwd_filter 128x64 x 15 splits");
+  // 8 output rows, 86,528 columns: one 16-row tile, 128 wide (676 blocks)
+  EXPECT_EQ(conv_tile_plan(conv_shape(128, 1, 28, 28, 8, 3, 3, 1, 0)),
+            "fwd 16x128, bwd_data 16x128, bwd_filter 16x64 x 169 splits");
+  EXPECT_EQ(conv_tile_plan(conv_shape(128, 16, 24, 24, 8, 1, 1, 1, 0)),
+            "fwd 16x128, bwd_data 16x128, bwd_filter 16x64 x 144 splits (1x1)");
+  EXPECT_EQ(conv_tiles(), ConvTiles::kAuto);
+  conv_set_tiles(ConvTiles::kSmall);
+  EXPECT_EQ(conv_tile_plan(c512), "fwd 64x64, bwd_data 64x64, bwd_filter 64x64 x 15 splits");
+  conv_set_tiles(ConvTiles::kWide);
+  EXPECT_EQ(conv_tile_plan(c128), "fwd 128x128, bwd_data 128x128, bwd_filter 128x64 x 15 splits");
+}
+#endif
 
 #if defined(KILN_WITH_CUDA) && defined(KILN_HAVE_CUDNN)
 TEST_P(ConvGpu, MatchesCudnn) {

@@ -1,24 +1,30 @@
-// CUDA convolution: one tiled GEMM kernel (shared-memory tiles of BM x 64 outputs over 16-deep
-// slices of the reduction, 256 threads, TM x 4 register micro-tiles, the next slice prefetched
-// into registers while the current one is multiplied) instantiated with "operand gatherers"
-// that read the GEMM operands straight out of the NCHW tensors (implicit GEMM, no im2col
-// buffer):
+// CUDA convolution: one tiled GEMM kernel (shared-memory tiles of BM x BN outputs over 16-deep
+// slices of the reduction, 256 threads as 16 x 16, TM x TN register micro-tiles, the next slice
+// prefetched into registers while the current one is multiplied) instantiated with "operand
+// gatherers" that read the GEMM operands straight out of the NCHW tensors (implicit GEMM, no
+// im2col buffer):
 //   forward          M = K_out  N = n*P*Q   R = C*kh*kw     A = weights, B = gathered input
 //   backward-data    M = C      N = n*H*W   R = K_out*kh*kw A = weights^T, B = gathered dy
 //                    (the flipped-filter convolution; for stride > 1 the taps that do not
 //                    land on an output position read as 0)
 //   backward-filter  M = K_out  N = C*kh*kw R = n*P*Q       A = dy, B = gathered input
 // 1x1/stride 1/pad 0 convolutions use dedicated gatherers (a GEMM over channels with the
-// spatial positions of all images as the long axis, no window arithmetic). BM is 16, 32 or 64
-// depending on M, since these nets have as few as 8 output channels. Backward-filter's long
-// reduction is split into a fixed number of chunks written to a workspace and summed in a fixed
-// order by a second pass; the bias gradient is a fixed-shape tree reduction: all results are
-// deterministic.
+// spatial positions of all images as the long axis, no window arithmetic). BM = 16*TM is 16,
+// 32, 64 or 128 depending on M, since these nets have as few as 8 output channels; BN = 16*TN
+// is 64, or 128 when the GEMM has columns enough to keep the GPU busy with wider tiles (not for
+// backward-filter, whose column gathers each keep their own window position in registers).
+// Every output is one thread's running sum over the reduction in slice order, whatever the
+// tile, so the tile choice never changes a bit (conv_set_tiles exists to A/B it).
+// Backward-filter's long reduction is split into a fixed number of chunks written to a
+// workspace and summed in a fixed order by a second pass; the bias gradient is a fixed-shape
+// tree reduction: all results are deterministic.
 // Fused ReLU (opt-in): the forward stores apply v <= 0 ? 0 : v after the bias (NaN stays NaN, as
 // torch.relu); in the backward every gatherer (and the bias reduction) that reads dy reads it
 // through load_dy, which returns 0 where the fused forward's output y is <= 0, so the mask costs
 // one extra load of y per dy load and no pass or tensor of its own.
 #include <algorithm>
+#include <atomic>
+#include <string>
 
 #include "engine/cuda_check.h"
 #include "kernels/conv/conv.h"
@@ -26,12 +32,15 @@
 namespace kiln {
 namespace {
 
-constexpr int BN = 64, BK = 16, NT = 256;
+constexpr int BK = 16, NT = 256;
 
-template <int TM, class Op>
-__global__ void __launch_bounds__(NT) conv_igemm_kernel(const Op op, int M, int N, int R,
-                                                        int r_chunk) {
-  constexpr int BM = 16 * TM;
+// Thread (tx, ty) = (tid % 16, tid / 16) owns rows ty*TM + i and columns q*64 + tx*4 + j
+// (q < TN/4, j < 4) of the BM x BN tile: each 64-column half is read as one float4 per thread.
+template <int TM, int TN, class Op>
+__global__ void __launch_bounds__(NT)
+    conv_igemm_kernel(const Op op, int M, int N, int R, int r_chunk) {
+  constexpr int BM = 16 * TM, BN = 16 * TN;
+  static_assert(TN == 4 || TN == 8, "64 or 128 columns");
   __shared__ __align__(16) float As[BK][BM + 4];
   __shared__ __align__(16) float Bs[BK][BN + 4];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -41,28 +50,31 @@ __global__ void __launch_bounds__(NT) conv_igemm_kernel(const Op op, int M, int 
   const int rbeg = blockIdx.z * r_chunk;
   const int rend = static_cast<int>(min(static_cast<long long>(R), static_cast<long long>(rbeg) + r_chunk));
 
-  // Load mapping: A is read along the reduction (contiguous in every gatherer); B along N,
-  // or along the reduction where that is the contiguous direction (backward-filter).
+  // Load mapping: A is read along the reduction (contiguous in every gatherer), TM values per
+  // thread; B (TN values per thread) along N, or along the reduction where that is the
+  // contiguous direction (backward-filter). Along N every value of a thread is one column.
   const int a_r = tid % BK, a_m = tid / BK;
-  int b_r[4], b_n[4];
-  typename Op::Col col[4];
+  int b_r[TN], b_n[TN];
+  typename Op::Col col[Op::kBAlongR ? TN : 1];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < TN; ++i) {
     if (Op::kBAlongR) {
       b_r[i] = tid % BK;
       b_n[i] = tid / BK + 16 * i;
     } else {
       b_n[i] = tid % BN;
-      b_r[i] = tid / BN + 4 * i;
+      b_r[i] = tid / BN + (NT / BN) * i;
     }
-    col[i] = op.col(n0 + b_n[i]);  // Col.ok is false past N
   }
+#pragma unroll
+  for (int i = 0; i < (Op::kBAlongR ? TN : 1); ++i)
+    col[i] = op.col(n0 + b_n[i]);  // .ok: false past N
 
-  float ra[TM], rb[4], acc[TM][4];
+  float ra[TM], rb[TN], acc[TM][TN];
 #pragma unroll
   for (int i = 0; i < TM; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+    for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
 
   auto load = [&](int r0) {
 #pragma unroll
@@ -71,9 +83,9 @@ __global__ void __launch_bounds__(NT) conv_igemm_kernel(const Op op, int M, int 
       ra[i] = (m < M && r < rend) ? op.a(m, r) : 0.f;
     }
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < TN; ++i) {
       const int r = r0 + b_r[i];
-      rb[i] = (r < rend) ? op.b(col[i], r) : 0.f;
+      rb[i] = (r < rend) ? op.b(col[Op::kBAlongR ? i : 0], r) : 0.f;
     }
   };
 
@@ -82,22 +94,26 @@ __global__ void __launch_bounds__(NT) conv_igemm_kernel(const Op op, int M, int 
 #pragma unroll
     for (int i = 0; i < TM; ++i) As[a_r][a_m + 16 * i] = ra[i];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) Bs[b_r[i]][b_n[i]] = rb[i];
+    for (int i = 0; i < TN; ++i) Bs[b_r[i]][b_n[i]] = rb[i];
     __syncthreads();
     if (r0 + BK < rend) load(r0 + BK);  // in flight while this slice is multiplied
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
-      float av[TM];
+      float av[TM], bv[TN];
 #pragma unroll
       for (int i = 0; i < TM; ++i) av[i] = As[kk][ty * TM + i];
-      const float4 bv = *reinterpret_cast<const float4*>(&Bs[kk][tx * 4]);
 #pragma unroll
-      for (int i = 0; i < TM; ++i) {
-        acc[i][0] += av[i] * bv.x;
-        acc[i][1] += av[i] * bv.y;
-        acc[i][2] += av[i] * bv.z;
-        acc[i][3] += av[i] * bv.w;
+      for (int q = 0; q < TN / 4; ++q) {
+        const float4 v = *reinterpret_cast<const float4*>(&Bs[kk][q * 64 + tx * 4]);
+        bv[4 * q] = v.x;
+        bv[4 * q + 1] = v.y;
+        bv[4 * q + 2] = v.z;
+        bv[4 * q + 3] = v.w;
       }
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
     }
     __syncthreads();
   }
@@ -107,8 +123,8 @@ __global__ void __launch_bounds__(NT) conv_igemm_kernel(const Op op, int M, int 
     const int m = m0 + ty * TM + i;
     if (m >= M) continue;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int n = n0 + tx * 4 + j;
+    for (int j = 0; j < TN; ++j) {
+      const int n = n0 + (j / 4) * 64 + tx * 4 + j % 4;
       if (n < N) op.store(m, n, acc[i][j], blockIdx.z);
     }
   }
@@ -294,33 +310,75 @@ struct ChanFilterOp {
   __device__ void store(int m, int j, float v, int z) const { out[(size_t(z) * K + m) * C + j] = v; }
 };
 
-// ---- launch helpers, split-K plan, reductions --------------------------------------------------
+// ---- launch helpers, tile choice, split-K plan, reductions ----------------------------------
 
-int tile_m(int64_t M) { return M <= 16 ? 16 : M <= 32 ? 32 : 64; }
+std::atomic<int> g_tiles{static_cast<int>(ConvTiles::kAuto)};
+
+// Wider tiles do more work per block; below this many blocks in the grid the GPU would idle,
+// so kAuto steps down (columns first, then rows) until the grid has them or the tile is 64 wide.
+constexpr int64_t kMinBlocks = 256;
+
+struct TileChoice {
+  int tm, tn;
+};
+TileChoice pick_tiles(int64_t M, int64_t N, bool b_along_r, int64_t splits) {
+  const auto policy = static_cast<ConvTiles>(g_tiles.load(std::memory_order_relaxed));
+  TileChoice t{M <= 16 ? 1 : M <= 32 ? 2 : M <= 64 ? 4 : 8, 8};
+  // A 128-column tile steps up to 127 past N; the index limit leaves 64.
+  if (b_along_r || N >= kConvIndexLimit - 64) t.tn = 4;
+  if (policy == ConvTiles::kSmall) return TileChoice{std::min(t.tm, 4), 4};
+  if (policy == ConvTiles::kWide) return t;
+  auto blocks = [&] { return int64_t(ceil_div(N, 16 * t.tn)) * ceil_div(M, 16 * t.tm) * splits; };
+  if (t.tn == 8 && blocks() < kMinBlocks) t.tn = 4;
+  if (t.tm == 8 && blocks() < kMinBlocks) t.tm = 4;
+  return t;
+}
+
+template <int TM, class Op>
+void launch_tm(const Op& op, TileChoice t, dim3 grid, int m, int n, int r, int r_chunk,
+               cudaStream_t stream) {
+  if constexpr (!Op::kBAlongR) {
+    if (t.tn == 8) {
+      conv_igemm_kernel<TM, 8><<<grid, NT, 0, stream>>>(op, m, n, r, r_chunk);
+      return;
+    }
+  }
+  conv_igemm_kernel<TM, 4><<<grid, NT, 0, stream>>>(op, m, n, r, r_chunk);
+}
 
 template <class Op>
 void launch_igemm(const Op& op, int64_t M, int64_t N, int64_t R, int splits, int r_chunk,
                   cudaStream_t stream) {
-  const int bm = tile_m(M);
-  dim3 grid(ceil_div(N, BN), ceil_div(M, bm), splits);
+  const TileChoice t = pick_tiles(M, N, Op::kBAlongR, splits);
+  const dim3 grid(ceil_div(N, 16 * t.tn), ceil_div(M, 16 * t.tm), splits);
   const int m = int(M), n = int(N), r = int(R);
-  if (bm == 16)
-    conv_igemm_kernel<1><<<grid, NT, 0, stream>>>(op, m, n, r, r_chunk);
-  else if (bm == 32)
-    conv_igemm_kernel<2><<<grid, NT, 0, stream>>>(op, m, n, r, r_chunk);
-  else
-    conv_igemm_kernel<4><<<grid, NT, 0, stream>>>(op, m, n, r, r_chunk);
+  switch (t.tm) {
+    case 1:
+      launch_tm<1>(op, t, grid, m, n, r, r_chunk, stream);
+      break;
+    case 2:
+      launch_tm<2>(op, t, grid, m, n, r, r_chunk, stream);
+      break;
+    case 4:
+      launch_tm<4>(op, t, grid, m, n, r, r_chunk, stream);
+      break;
+    default:
+      launch_tm<8>(op, t, grid, m, n, r, r_chunk, stream);
+      break;
+  }
   KILN_LAUNCH_CHECK();
 }
 
 // Backward-filter's reduction (n*P*Q) is long and its output (K x C*kh*kw) small: split it so
-// ~512 blocks run, each chunk at least 512 deep. Depends only on the shape (reproducible).
+// ~512 blocks of 64 x 64 (or smaller) outputs run, each chunk at least 512 deep. Depends only on
+// the shape, not on the tiles (reproducible, and the same bits under every conv_set_tiles).
 struct SplitPlan {
   int splits = 1, chunk = 0;
 };
 SplitPlan plan_filter_split(const ConvShape& s) {
   const int64_t M = s.k, N = s.c * s.kh * s.kw, R = s.n * s.p() * s.q();
-  const int64_t tiles = ((M + tile_m(M) - 1) / tile_m(M)) * ((N + BN - 1) / BN);
+  const int64_t bm = M <= 16 ? 16 : M <= 32 ? 32 : 64;
+  const int64_t tiles = ((M + bm - 1) / bm) * ((N + 63) / 64);
   if (R <= 0 || tiles <= 0) return SplitPlan{};  // nothing to sum (the launchers return first)
   const int64_t want = std::max<int64_t>(1, (512 + tiles - 1) / tiles);
   const int64_t most = std::max<int64_t>(1, R / 512);
@@ -424,6 +482,25 @@ void conv2d_bwd_data(const ConvShape& s, const float* dy, const float* w, float*
   BwdDataOp op{Dims(s), dy, w, dx, relu_y};
   const int64_t R = s.k * s.kh * s.kw;
   launch_igemm(op, s.c, s.n * s.h * s.w, R, 1, int(R), stream);
+}
+
+void conv_set_tiles(ConvTiles t) {
+  g_tiles.store(static_cast<int>(t), std::memory_order_relaxed);
+}
+ConvTiles conv_tiles() {
+  return static_cast<ConvTiles>(g_tiles.load(std::memory_order_relaxed));
+}
+
+std::string conv_tile_plan(const ConvShape& s) {
+  auto tile = [](TileChoice t) {
+    return std::to_string(16 * t.tm) + "x" + std::to_string(16 * t.tn);
+  };
+  const bool one = s.is_1x1();
+  const SplitPlan p = plan_filter_split(s);
+  return "fwd " + tile(pick_tiles(s.k, s.n * s.p() * s.q(), false, 1)) + ", bwd_data " +
+         tile(pick_tiles(s.c, s.n * s.h * s.w, false, 1)) + ", bwd_filter " +
+         tile(pick_tiles(s.k, s.c * s.kh * s.kw, true, p.splits)) + " x " +
+         std::to_string(p.splits) + " splits" + (one ? " (1x1)" : "");
 }
 
 size_t conv2d_bwd_filter_workspace(const ConvShape& s) {

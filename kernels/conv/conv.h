@@ -45,7 +45,7 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
 // The CUDA kernels index with 32-bit ints: tensor offsets (input N*C*H*W, output N*K*P*Q, weight
 // K*C*kh*kw), the implicit-GEMM coordinates (N*P*Q, N*H*W: at most the tensor sizes) and
 // window rows/columns (H + 2*pad, W + 2*pad); a tile may step up to 63 past the end of the
-// range, hence 2^31-64. Output channels and input channels are also bounded by the grid's
+// range, hence 2^31-64 (the 128-wide tiles run only where the columns end 64 further below). Output channels and input channels are also bounded by the grid's
 // y extent (65535 tiles of 64). Returns "" when `s` fits, else one line naming the product and
 // its value ("output N*K*P*Q = 4*64*3000*3000 = 2304000000 exceeds 2^31-64"). Shape level
 // only: nothing is allocated, so layers call it in setup (per sample) and per batch.
@@ -65,5 +65,19 @@ size_t conv2d_bwd_filter_workspace(const ConvShape& s);
 // dw (and db when non-null); workspace holds conv2d_bwd_filter_workspace(s) floats.
 void conv2d_bwd_filter(const ConvShape& s, const float* x, const float* dy, float* dw, float* db,
                        float* workspace, cudaStream_t stream, const float* relu_y = nullptr);
+
+// Tile choice of the CUDA kernels. kAuto (the default) picks by shape: 128-row tiles when the
+// GEMM has more than 64 rows, 128-column tiles for long GEMMs, stepping down while the grid
+// would have fewer than 256 blocks; kSmall keeps every tile at most 64 x 64 (the only tiles
+// before 2026-12-04); kWide takes the largest tile the shape allows. Results are bitwise the
+// same under all three (each output is one thread's sum in reduction order, whatever the
+// tile): the switch is there so benchmarks and tests can compare them. Process-wide; change it
+// only between launches.
+enum class ConvTiles { kAuto, kSmall, kWide };
+void conv_set_tiles(ConvTiles t);
+ConvTiles conv_tiles();
+// The tiles the launchers would use for `s` now, e.g.
+// "fwd 128x128, bwd_data 64x128, bwd_filter 128x64 x 12 splits".
+std::string conv_tile_plan(const ConvShape& s);
 
 }  // namespace kiln

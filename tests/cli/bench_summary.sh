@@ -12,10 +12,10 @@ cat > "$tmp/bench_conv.json" <<'JSON'
  {"name": "conv/cnn.0/1->16_k3s1p0_28x28/b128/fwd/cudnn/manual_time", "run_type": "iteration", "real_time": 10.0},
  {"name": "conv/cnn.2/16->16_k3s1p0_26x26/b128/fwd/kiln/manual_time", "run_type": "iteration", "real_time": 50.0},
  {"name": "conv/cnn.2/16->16_k3s1p0_26x26/b128/fwd/cudnn/manual_time", "run_type": "iteration", "real_time": 90.0},
- {"name": "conv/cnn.0/1->16_k3s1p0_28x28/b128/fwd+bwd/kiln/manual_time", "run_type": "iteration", "real_time": 99.0, "kiln/cuDNN": 9.0},
- {"name": "conv/cnn.0/1->16_k3s1p0_28x28/b128/fwd+bwd/kiln/manual_time_median", "run_name": "conv/cnn.0/1->16_k3s1p0_28x28/b128/fwd+bwd/kiln/manual_time", "run_type": "aggregate", "aggregate_name": "median", "real_time": 60.0, "kiln/cuDNN": 2.0},
+ {"name": "conv/cnn.0/1->16_k3s1p0_28x28/b128/fwd+bwd/kiln/manual_time", "run_type": "iteration", "real_time": 99.0, "kiln/cuDNN": 9.0, "tiles_auto/small": 9.0},
+ {"name": "conv/cnn.0/1->16_k3s1p0_28x28/b128/fwd+bwd/kiln/manual_time_median", "run_name": "conv/cnn.0/1->16_k3s1p0_28x28/b128/fwd+bwd/kiln/manual_time", "run_type": "aggregate", "aggregate_name": "median", "real_time": 60.0, "kiln/cuDNN": 2.0, "tiles_auto/small": 0.64},
  {"name": "conv/cnn.0/1->16_k3s1p0_28x28/b128/fwd+bwd/cudnn/manual_time", "run_type": "iteration", "real_time": 30.0},
- {"name": "conv/cnn.2/16->16_k3s1p0_26x26/b128/fwd+bwd/kiln/manual_time", "run_type": "iteration", "real_time": 100.0, "kiln/cuDNN": 1.25},
+ {"name": "conv/cnn.2/16->16_k3s1p0_26x26/b128/fwd+bwd/kiln/manual_time", "run_type": "iteration", "real_time": 100.0, "kiln/cuDNN": 1.25, "tiles_auto/small": 1.0},
  {"name": "conv/cnn.2/16->16_k3s1p0_26x26/b128/fwd+bwd/cudnn/manual_time", "run_type": "iteration", "real_time": 80.0}
 ]}
 JSON
@@ -27,6 +27,8 @@ s=$(python3 "$KILN_SRC/scripts/bench_summary.py" "$tmp")
 echo "$s"
 # fwd: (30 + 50) / (10 + 90) = 0.80; fwd+bwd with the median row: (60 + 100) / (30 + 80) = 1.45
 grep -E -q '^  cnn b128 +0[.]80 +- +- +1[.]45 ' <<<"$s" || { echo "FAIL: conv sums"; exit 1; }
+# tiles auto/small: the geometric mean of the layers' fwd+bwd ratios (medians win): sqrt(0.64 * 1.0)
+grep -E -q '^  cnn b128 +0[.]80 +- +- +1[.]45 +- +- +0[.]80 *$' <<<"$s" || { echo "FAIL: tiles column"; exit 1; }
 grep -E -q '^  cnn b128 +0 +1->16_k3s1p0_28x28 +2[.]00 *$' <<<"$s" || { echo "FAIL: worst layer"; exit 1; }
 grep -E -q '^  BM_OptimStep/adam/100000000/100 +2800 +1[.]25 +2[.]0 *$' <<<"$s" || { echo "FAIL: optim"; exit 1; }
 grep -q '^dropout: no bench_dropout.json' <<<"$s" || { echo "FAIL: missing family"; exit 1; }
