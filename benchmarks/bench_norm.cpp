@@ -103,8 +103,10 @@ void BM_BatchNormReluBwdTrain(benchmark::State& state) {
   cudaFree(ws);
 }
 
+template <bool CACHED>
 void BM_GroupNormFwd(benchmark::State& state) {
   const NormShape s = shape_of(state, state.range(4));
+  kiln::groupnorm_set_cached(CACHED);
   DevBuf x(s.numel()), y(s.numel()), w(s.c, 1), b(s.c, 0), m(s.n * s.groups), is(s.n * s.groups);
   void* ws;
   KILN_CUDA_CHECK(cudaMalloc(&ws, kiln::groupnorm_workspace_bytes(s)));
@@ -115,8 +117,10 @@ void BM_GroupNormFwd(benchmark::State& state) {
   cudaFree(ws);
 }
 
+template <bool CACHED>
 void BM_GroupNormBwd(benchmark::State& state) {
   const NormShape s = shape_of(state, state.range(4));
+  kiln::groupnorm_set_cached(CACHED);
   DevBuf x(s.numel()), dy(s.numel(), -0.2f), dx(s.numel()), w(s.c, 1), m(s.n * s.groups),
       is(s.n * s.groups, 1), dw(s.c), db(s.c);
   void* ws;
@@ -199,8 +203,11 @@ BENCHMARK_TEMPLATE(BM_BatchNormReluBwdTrain, true)->Name("BM_BatchNormReluBwdTra
 BENCHMARK(BM_CudnnBatchNormFwdTrain)->Apply(bn_shapes);
 BENCHMARK(BM_CudnnBatchNormBwd)->Apply(bn_shapes);
 #endif
-BENCHMARK(BM_GroupNormFwd)->Apply(gn_shapes);
-BENCHMARK(BM_GroupNormBwd)->Apply(gn_shapes);
+// Groups in registers (the default) and the two-pass kernels (groupnorm_set_cached(false)).
+BENCHMARK_TEMPLATE(BM_GroupNormFwd, true)->Name("BM_GroupNormFwd")->Apply(gn_shapes);
+BENCHMARK_TEMPLATE(BM_GroupNormBwd, true)->Name("BM_GroupNormBwd")->Apply(gn_shapes);
+BENCHMARK_TEMPLATE(BM_GroupNormFwd, false)->Name("BM_GroupNormFwd/two_pass")->Apply(gn_shapes);
+BENCHMARK_TEMPLATE(BM_GroupNormBwd, false)->Name("BM_GroupNormBwd/two_pass")->Apply(gn_shapes);
 
 }  // namespace
 

@@ -358,6 +358,8 @@ void bn_gpu_vs_ref(NormShape s, uint64_t seed, double offset = 0, float scale = 
   cudaFree(ws);
 }
 
+// Both settings of groupnorm_set_cached (registers or two passes): each against the reference,
+// and the forward's bits equal between them.
 void gn_gpu_vs_ref(NormShape s, uint64_t seed, float scale = 1) {
   const size_t n = s.numel(), c = s.c, st = s.n * s.groups;
   auto x = random_vec(n, seed, -2, 4), w = random_vec(c, seed + 1, 0.5, 1.5);
@@ -367,19 +369,32 @@ void gn_gpu_vs_ref(NormShape s, uint64_t seed, float scale = 1) {
   groupnorm_fwd_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(), 1e-5, s);
   groupnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(), dx.data(),
                            dw.data(), db.data(), s, nullptr);
-  Dev gx(x), gw(w), gb(b), gdy(dy), gy(n), gmean(st), gis(st), gdx(n), gdw(c), gdb(c);
-  void* ws = dev_workspace(groupnorm_workspace_bytes(s));
-  groupnorm_fwd(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, 1e-5, s, ws, nullptr);
-  groupnorm_bwd(gx.p, gdy.p, gw.p, gmean.p, gis.p, gdx.p, gdw.p, gdb.p, s, ws, nullptr);
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  EXPECT_TRUE(test::all_close(gy.get(n), y, 1e-5, 1e-4));
-  EXPECT_TRUE(test::all_close(gmean.get(st), mean, 1e-5, 1e-5));
-  EXPECT_TRUE(test::all_close(gis.get(st), is, 1e-5, 1e-4));
-  EXPECT_TRUE(test::all_close(gdx.get(n), dx, 1e-4, 1e-3));
-  const double m = static_cast<double>(s.n * s.hw);
-  EXPECT_TRUE(test::all_close(gdw.get(c), dw, std::max(1e-5, 1e-6 * m), 1e-4));
-  EXPECT_TRUE(test::all_close(gdb.get(c), db, std::max(1e-5, 1e-6 * m), 1e-4));
-  cudaFree(ws);
+  struct Restore {
+    ~Restore() { groupnorm_set_cached(true); }
+  } restore;
+  std::vector<float> y_cached;
+  for (bool cached : {true, false}) {
+    SCOPED_TRACE(cached ? "registers" : "two passes");
+    groupnorm_set_cached(cached);
+    Dev gx(x), gw(w), gb(b), gdy(dy), gy(n), gmean(st), gis(st), gdx(n), gdw(c), gdb(c);
+    void* ws = dev_workspace(groupnorm_workspace_bytes(s));
+    groupnorm_fwd(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, 1e-5, s, ws, nullptr);
+    groupnorm_bwd(gx.p, gdy.p, gw.p, gmean.p, gis.p, gdx.p, gdw.p, gdb.p, s, ws, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_TRUE(test::all_close(gy.get(n), y, 1e-5, 1e-4));
+    EXPECT_TRUE(test::all_close(gmean.get(st), mean, 1e-5, 1e-5));
+    EXPECT_TRUE(test::all_close(gis.get(st), is, 1e-5, 1e-4));
+    EXPECT_TRUE(test::all_close(gdx.get(n), dx, 1e-4, 1e-3));
+    const double m = static_cast<double>(s.n * s.hw);
+    EXPECT_TRUE(test::all_close(gdw.get(c), dw, std::max(1e-5, 1e-6 * m), 1e-4));
+    EXPECT_TRUE(test::all_close(gdb.get(c), db, std::max(1e-5, 1e-6 * m), 1e-4));
+    if (cached)
+      y_cached = gy.get(n);
+    else
+      EXPECT_TRUE(test::all_close(gy.get(n), y_cached, 0, 0))
+          << "the forward's bits depend on the cache";
+    cudaFree(ws);
+  }
 }
 #endif
 
@@ -423,6 +438,11 @@ TEST(GroupNormGpu, AwkwardShapes) {
   gn_gpu_vs_ref({64, 4, 40, 2}, 39);
   gn_gpu_vs_ref({128, 3, 33, 1}, 40);
   gn_gpu_vs_ref({3, 64, 11 * 13, 1}, 41);
+  // Groups held in registers (groupnorm_set_cached): 4 float4s a thread up to 4,096 values a
+  // group (2x32x56x56/32 and the n*groups >= 128 shapes of 64 and 40 values above), 8 up to
+  // 8,192 (here 4,608, the last thread's share partly past the end), none past that (9,216).
+  gn_gpu_vs_ref({64, 4, 48 * 48, 2}, 44);
+  gn_gpu_vs_ref({128, 2, 72 * 64, 1}, 45);
 #endif
 }
 
@@ -484,8 +504,10 @@ TEST(NormGpu, BackwardWithoutDxGivesParameterGradientsOnly) {
     for (float v : gdx.get(n)) ASSERT_TRUE(std::isnan(v)) << "dx written";
     cudaFree(ws);
   }
-  // planes under / past 32 (the whole-group kernel's two branches), and the per-plane kernels
-  for (NormShape s : {NormShape{3, 6, 5, 3}, NormShape{64, 8, 36, 2}, NormShape{2, 8, 36, 2}}) {
+  // planes under / past 32 (the whole-group kernel's two branches: 33 values, and 36 in
+  // registers), and the per-plane kernels
+  for (NormShape s : {NormShape{3, 6, 5, 3}, NormShape{64, 8, 33, 2}, NormShape{64, 8, 36, 2},
+                      NormShape{2, 8, 36, 2}}) {
     SCOPED_TRACE("group norm hw=" + std::to_string(s.hw));
     const size_t n = s.numel(), c = s.c, st = s.n * s.groups;
     auto x = random_vec(n, seed++, -2, 4), w = random_vec(c, seed++, 0.5, 1.5),

@@ -13,6 +13,7 @@
 // bn_partial and bn_apply read dy through relu_mask, 0 where the fused forward's y <= 0.
 // Indices within a channel or group are 32-bit (the launchers check sizes < 2^31).
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdint>
 
@@ -307,8 +308,44 @@ void launch_partial(const float* x, const float* dy, const float* ym, const floa
   KILN_LAUNCH_CHECK();
 }
 
-// ---- group norm ----------------------------------------------------------------------------------
-// One block per (sample, group): shifted sums, statistics, then the normalised output.
+// ---- group norm
+// ---------------------------------------------------------------------------------- One block per
+// (sample, group): shifted sums, statistics, then the normalised output. The shifted sums of one
+// float4 (products in double, as in bn_partial_kernel).
+__device__ __forceinline__ void gn_sum4(float4 v, float shift, double& a, double& b) {
+  const double d0 = v.x - shift, d1 = v.y - shift, d2 = v.z - shift, d3 = v.w - shift;
+  a += (d0 + d1) + (d2 + d3);
+  b += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+}
+// The group's statistics from its block sums (every thread gets them); thread 0 stores them.
+__device__ __forceinline__ void gn_stats(double a, double b, unsigned len, float shift, double eps,
+                                         unsigned ng, float* mean_out, float* invstd_out, float& fm,
+                                         float& fi) {
+  const Sum2 r = block_sum2(a, b);
+  const double dm = r.a / len;
+  const double mean = shift + dm;
+  const double invstd = 1.0 / sqrt(fmax(r.b / len - dm * dm, 0.0) + eps);
+  if (threadIdx.x == 0) {
+    mean_out[ng] = static_cast<float>(mean);
+    invstd_out[ng] = static_cast<float>(invstd);
+  }
+  fm = static_cast<float>(mean);
+  fi = static_cast<float>(invstd);
+}
+// The output of the float4 at j of a group whose first channel is c0.
+__device__ __forceinline__ float4 gn_out4(float4 v, unsigned j, unsigned c0, unsigned hw, float fm,
+                                          float fi, const float* __restrict__ w,
+                                          const float* __restrict__ bias) {
+  float o[4];
+  const float in[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const unsigned c = c0 + (j + e) / hw;
+    o[e] = (in[e] - fm) * (fi * w[c]) + bias[c];
+  }
+  return make_float4(o[0], o[1], o[2], o[3]);
+}
+
 template <bool VEC>
 __global__ void __launch_bounds__(kThreads)
     gn_fwd_kernel(const float* __restrict__ x, const float* __restrict__ w,
@@ -320,13 +357,8 @@ __global__ void __launch_bounds__(kThreads)
   const float shift = xr[0];
   double a = 0, b = 0;
   if (VEC) {
-    for (unsigned j = 4 * threadIdx.x; j < len; j += 4 * kThreads) {
-      const float4 v = ld4(xr + j);
-      // products in double, as in bn_partial_kernel
-      const double d0 = v.x - shift, d1 = v.y - shift, d2 = v.z - shift, d3 = v.w - shift;
-      a += (d0 + d1) + (d2 + d3);
-      b += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
-    }
+    for (unsigned j = 4 * threadIdx.x; j < len; j += 4 * kThreads)
+      gn_sum4(ld4(xr + j), shift, a, b);
   } else {
     for (unsigned j = threadIdx.x; j < len; j += kThreads) {
       const double d = xr[j] - shift;
@@ -334,35 +366,89 @@ __global__ void __launch_bounds__(kThreads)
       b += d * d;
     }
   }
-  const Sum2 r = block_sum2(a, b);
-  const double dm = r.a / len;
-  const double mean = shift + dm;
-  const double invstd = 1.0 / sqrt(fmax(r.b / len - dm * dm, 0.0) + eps);
-  if (threadIdx.x == 0) {
-    mean_out[ng] = static_cast<float>(mean);
-    invstd_out[ng] = static_cast<float>(invstd);
-  }
-  const float fm = static_cast<float>(mean), fi = static_cast<float>(invstd);
+  float fm, fi;
+  gn_stats(a, b, len, shift, eps, ng, mean_out, invstd_out, fm, fi);
   const unsigned c0 = g * cpg;
   float* yr = y + base;
   if (VEC) {
-    for (unsigned j = 4 * threadIdx.x; j < len; j += 4 * kThreads) {
-      const float4 v = ld4(xr + j);
-      float o[4];
-      const float in[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const unsigned c = c0 + (j + e) / hw;
-        o[e] = (in[e] - fm) * (fi * w[c]) + bias[c];
-      }
-      st4(yr + j, make_float4(o[0], o[1], o[2], o[3]));
-    }
+    for (unsigned j = 4 * threadIdx.x; j < len; j += 4 * kThreads)
+      st4(yr + j, gn_out4(ld4(xr + j), j, c0, hw, fm, fi, w, bias));
   } else {
     for (unsigned j = threadIdx.x; j < len; j += kThreads) {
       const unsigned c = c0 + j / hw;
       yr[j] = (xr[j] - fm) * (fi * w[c]) + bias[c];
     }
   }
+}
+
+// gn_fwd_kernel<true> with the group held in registers (len <= 4 * kThreads * NV): x is read
+// from memory once, where the kernel above reads it again for the output (from L2 at best).
+// The same elements in the same order: the same bits.
+template <int NV>
+__global__ void __launch_bounds__(kThreads)
+    gn_fwd_cached_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                         const float* __restrict__ bias, float* __restrict__ y, float* mean_out,
+                         float* invstd_out, int groups, unsigned hw, unsigned cpg, double eps) {
+  const unsigned ng = blockIdx.x, g = ng % groups, len = cpg * hw;
+  const int64_t base = static_cast<int64_t>(ng) * len;
+  const float* xr = x + base;
+  const float shift = xr[0];
+  float4 v[NV];
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {  // every load issued before the first is used
+    const unsigned j = 4 * (threadIdx.x + i * kThreads);
+    v[i] = j < len ? ld4(xr + j) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  double a = 0, b = 0;
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+    if (4 * (threadIdx.x + i * kThreads) < len) gn_sum4(v[i], shift, a, b);
+  float fm, fi;
+  gn_stats(a, b, len, shift, eps, ng, mean_out, invstd_out, fm, fi);
+  float* yr = y + base;
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const unsigned j = 4 * (threadIdx.x + i * kThreads);
+    if (j < len) st4(yr + j, gn_out4(v[i], j, g * cpg, hw, fm, fi, w, bias));
+  }
+}
+
+// Channel c's backward sums (ra = sum dy, rb = sum dy * (x - mean)): sample n's share of dbias
+// and dweight to the workspace (when store), and its weighted terms of the group totals.
+__device__ __forceinline__ void gn_bwd_channel(double ra, double rb, double is,
+                                               const float* __restrict__ w, unsigned c, unsigned n,
+                                               int C, bool store, float* ws_dw, float* ws_db,
+                                               double& sg, double& sgx) {
+  const double dwc = rb * is;
+  if (store) {
+    ws_db[static_cast<int64_t>(n) * C + c] = static_cast<float>(ra);
+    ws_dw[static_cast<int64_t>(n) * C + c] = static_cast<float>(dwc);
+  }
+  sg += w[c] * ra;
+  sgx += w[c] * dwc;
+}
+// dx of one element from the group totals (fsg, fsgx: per element).
+__device__ __forceinline__ float gn_dx(float xv, float gv, float wc, float mu, float is, float fsg,
+                                       float fsgx) {
+  const float xh = (xv - mu) * is;
+  return is * (wc * gv - fsg - xh * fsgx);
+}
+
+// This block's group in the backward: (sample, group) ng = (n, g), its first element (base) and
+// channel (c0), its len values, and its saved statistics.
+struct GnBwdGroup {
+  unsigned ng, n, g, len, c0;
+  int64_t base;
+  float mu, is;
+};
+__device__ __forceinline__ GnBwdGroup gn_bwd_group(int groups, unsigned hw, unsigned cpg,
+                                                   const float* __restrict__ mean,
+                                                   const float* __restrict__ invstd) {
+  GnBwdGroup q;
+  q.ng = blockIdx.x, q.n = q.ng / groups, q.g = q.ng % groups, q.len = cpg * hw, q.c0 = q.g * cpg;
+  q.base = static_cast<int64_t>(q.ng) * q.len;
+  q.mu = mean[q.ng], q.is = invstd[q.ng];
+  return q;
 }
 
 // One block per (sample, group): per-channel sums of dy and dy * xhat (to the workspace, for
@@ -372,12 +458,11 @@ __global__ void __launch_bounds__(kThreads)
                   const float* __restrict__ w, const float* __restrict__ mean,
                   const float* __restrict__ invstd, float* __restrict__ dx, float* ws_dw,
                   float* ws_db, int C, int groups, unsigned hw, unsigned cpg) {
-  const unsigned ng = blockIdx.x, n = ng / groups, g = ng % groups, len = cpg * hw;
-  const int64_t base = static_cast<int64_t>(ng) * len;
-  const float* xr = x + base;
-  const float* gr = dy + base;
-  const float mu = mean[ng], is = invstd[ng];
-  const unsigned c0 = g * cpg;
+  const GnBwdGroup q = gn_bwd_group(groups, hw, cpg, mean, invstd);
+  const unsigned n = q.n, len = q.len, c0 = q.c0;
+  const float mu = q.mu, is = q.is;
+  const float* xr = x + q.base;
+  const float* gr = dy + q.base;
   double sg = 0, sgx = 0;  // sum over the group of dy*w and dy*w*xhat
   if (hw >= 32) {
     // a whole block per channel
@@ -389,14 +474,7 @@ __global__ void __launch_bounds__(kThreads)
         b += gv * static_cast<double>(xr[ci * hw + k] - mu);
       }
       const Sum2 r = block_sum2(a, b);
-      const double dwc = r.b * is;
-      const unsigned c = c0 + ci;
-      if (threadIdx.x == 0) {
-        ws_db[static_cast<int64_t>(n) * C + c] = static_cast<float>(r.a);
-        ws_dw[static_cast<int64_t>(n) * C + c] = static_cast<float>(dwc);
-      }
-      sg += w[c] * r.a;
-      sgx += w[c] * dwc;
+      gn_bwd_channel(r.a, r.b, is, w, c0 + ci, n, C, threadIdx.x == 0, ws_dw, ws_db, sg, sgx);
     }
   } else {
     // a thread per channel, then one block sum
@@ -407,12 +485,7 @@ __global__ void __launch_bounds__(kThreads)
         a += gv;
         b += gv * static_cast<double>(xr[ci * hw + k] - mu);
       }
-      const double dwc = b * is;
-      const unsigned c = c0 + ci;
-      ws_db[static_cast<int64_t>(n) * C + c] = static_cast<float>(a);
-      ws_dw[static_cast<int64_t>(n) * C + c] = static_cast<float>(dwc);
-      sg += w[c] * a;
-      sgx += w[c] * dwc;
+      gn_bwd_channel(a, b, is, w, c0 + ci, n, C, true, ws_dw, ws_db, sg, sgx);
     }
     const Sum2 r = block_sum2(sg, sgx);
     sg = r.a;
@@ -420,11 +493,62 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (!dx) return;
   const float fsg = static_cast<float>(sg / len), fsgx = static_cast<float>(sgx / len);
-  float* dr = dx + base;
-  for (unsigned j = threadIdx.x; j < len; j += kThreads) {
-    const unsigned c = c0 + j / hw;
-    const float xh = (xr[j] - mu) * is;
-    dr[j] = is * (w[c] * gr[j] - fsg - xh * fsgx);
+  float* dr = dx + q.base;
+  for (unsigned j = threadIdx.x; j < len; j += kThreads)
+    dr[j] = gn_dx(xr[j], gr[j], w[c0 + j / hw], mu, is, fsg, fsgx);
+}
+
+// gn_bwd_kernel with the group's x and dy held in registers as float4s (hw % 4 == 0, so each
+// lies in one channel; len <= 4 * kThreads * NV): both are read from memory once, where the
+// kernel above reads them again for dx. A thread's share of a channel is summed a float4 at a
+// time, so the sums round differently from gn_bwd_kernel's (both are deterministic).
+template <int NV>
+__global__ void __launch_bounds__(kThreads)
+    gn_bwd_cached_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                         const float* __restrict__ w, const float* __restrict__ mean,
+                         const float* __restrict__ invstd, float* __restrict__ dx, float* ws_dw,
+                         float* ws_db, int C, int groups, unsigned hw, unsigned cpg) {
+  const GnBwdGroup q = gn_bwd_group(groups, hw, cpg, mean, invstd);
+  const unsigned n = q.n, len = q.len, c0 = q.c0;
+  const float mu = q.mu, is = q.is;
+  const int64_t base = q.base;
+  float4 xv[NV], gv[NV];
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {  // every load issued before the first is used
+    const unsigned j = 4 * (threadIdx.x + i * kThreads);
+    const bool in = j < len;
+    xv[i] = in ? ld4(x + base + j) : make_float4(0.f, 0.f, 0.f, 0.f);
+    gv[i] = in ? ld4(dy + base + j) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  double sg = 0, sgx = 0;
+  for (unsigned ci = 0; ci < cpg; ++ci) {
+    const unsigned lo = ci * hw, hi = lo + hw;
+    double a = 0, b = 0;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const unsigned j = 4 * (threadIdx.x + i * kThreads);
+      if (j >= lo && j < hi) {
+        const float4 q = gv[i], v = xv[i];
+        a += (static_cast<double>(q.x) + q.y) + (static_cast<double>(q.z) + q.w);
+        b += (q.x * static_cast<double>(v.x - mu) + q.y * static_cast<double>(v.y - mu)) +
+             (q.z * static_cast<double>(v.z - mu) + q.w * static_cast<double>(v.w - mu));
+      }
+    }
+    const Sum2 r = block_sum2(a, b);
+    gn_bwd_channel(r.a, r.b, is, w, c0 + ci, n, C, threadIdx.x == 0, ws_dw, ws_db, sg, sgx);
+  }
+  if (!dx) return;
+  const float fsg = static_cast<float>(sg / len), fsgx = static_cast<float>(sgx / len);
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const unsigned j = 4 * (threadIdx.x + i * kThreads);
+    if (j >= len) continue;
+    const float wc = w[c0 + j / hw];
+    const float4 q = gv[i], v = xv[i];
+    st4(dx + base + j,
+        make_float4(gn_dx(v.x, q.x, wc, mu, is, fsg, fsgx), gn_dx(v.y, q.y, wc, mu, is, fsg, fsgx),
+                    gn_dx(v.z, q.z, wc, mu, is, fsg, fsgx),
+                    gn_dx(v.w, q.w, wc, mu, is, fsg, fsgx)));
   }
 }
 
@@ -570,7 +694,24 @@ __global__ void bn_invstd_kernel(const float* var, float* invstd, double eps, in
 }
 
 unsigned channel_blocks(int64_t c) { return static_cast<unsigned>((c + 127) / 128); }
+
+std::atomic<bool> g_gn_cached{true};
+
+// float4s per thread of the register-cached group norm kernels (4 or 8), 0 for the others: the
+// cache is on, a group is whole float4s in every channel (hw % 4 == 0), both pointers are
+// 16-byte aligned (null counts as aligned) and a group holds at most 8 per thread.
+int gn_cached_float4s(const NormShape& s, const float* a, const float* b) {
+  if (!g_gn_cached.load(std::memory_order_relaxed) || s.hw % 4 != 0 || !aligned16(a) ||
+      !aligned16(b))
+    return 0;
+  const int64_t len = s.c / s.groups * s.hw;
+  return len <= 4 * kThreads * 4 ? 4 : len <= 4 * kThreads * 8 ? 8 : 0;
+}
 }  // namespace
+
+void groupnorm_set_cached(bool on) {
+  g_gn_cached.store(on, std::memory_order_relaxed);
+}
 
 // ---- launchers -----------------------------------------------------------------------------------
 void batchnorm_fwd_train(const float* x, const float* weight, const float* bias, float* y,
@@ -649,7 +790,14 @@ void groupnorm_fwd(const float* x, const float* weight, const float* bias, float
     return;
   }
   const unsigned blocks = static_cast<unsigned>(s.n * s.groups);
-  if ((cpg * hw) % 4 == 0 && aligned16(x) && aligned16(y)) {
+  const int nv = gn_cached_float4s(s, x, y);
+  if (nv == 4) {
+    gn_fwd_cached_kernel<4><<<blocks, kThreads, 0, stream>>>(
+        x, weight, bias, y, save_mean, save_invstd, static_cast<int>(s.groups), hw, cpg, eps);
+  } else if (nv == 8) {
+    gn_fwd_cached_kernel<8><<<blocks, kThreads, 0, stream>>>(
+        x, weight, bias, y, save_mean, save_invstd, static_cast<int>(s.groups), hw, cpg, eps);
+  } else if ((cpg * hw) % 4 == 0 && aligned16(x) && aligned16(y)) {
     gn_fwd_kernel<true><<<blocks, kThreads, 0, stream>>>(x, weight, bias, y, save_mean, save_invstd,
                                                          static_cast<int>(s.groups), hw, cpg, eps);
   } else {
@@ -689,10 +837,21 @@ void groupnorm_bwd(const float* x, const float* dy, const float* weight, const f
     KILN_LAUNCH_CHECK();
     return;
   }
-  gn_bwd_kernel<<<static_cast<unsigned>(s.n * s.groups), kThreads, 0, stream>>>(
-      x, dy, weight, mean, invstd, dx, w.ws_dw, w.ws_db, static_cast<int>(s.c),
-      static_cast<int>(s.groups), static_cast<unsigned>(s.hw),
-      static_cast<unsigned>(s.c / s.groups));
+  // The cached kernel reduces each channel with the whole block, as gn_bwd_kernel does from 32
+  // values a channel.
+  const int nv = s.hw >= 32 && aligned16(dy) ? gn_cached_float4s(s, x, dx) : 0;
+  const unsigned blocks = static_cast<unsigned>(s.n * s.groups), hw = static_cast<unsigned>(s.hw),
+                 cpg = static_cast<unsigned>(s.c / s.groups);
+  const int C = static_cast<int>(s.c), G = static_cast<int>(s.groups);
+  if (nv == 4)
+    gn_bwd_cached_kernel<4><<<blocks, kThreads, 0, stream>>>(x, dy, weight, mean, invstd, dx,
+                                                             w.ws_dw, w.ws_db, C, G, hw, cpg);
+  else if (nv == 8)
+    gn_bwd_cached_kernel<8><<<blocks, kThreads, 0, stream>>>(x, dy, weight, mean, invstd, dx,
+                                                             w.ws_dw, w.ws_db, C, G, hw, cpg);
+  else
+    gn_bwd_kernel<<<blocks, kThreads, 0, stream>>>(x, dy, weight, mean, invstd, dx, w.ws_dw,
+                                                   w.ws_db, C, G, hw, cpg);
   KILN_LAUNCH_CHECK();
   gn_param_grad_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
       w.ws_dw, w.ws_db, dweight, dbias, static_cast<int>(s.n), static_cast<int>(s.c));

@@ -103,5 +103,10 @@ void groupnorm_bwd(const float* x, const float* dy, const float* weight, const f
 // of useful size (hw >= 32). A function of the shape only.
 bool groupnorm_splits_planes(const NormShape& s);
 size_t groupnorm_workspace_bytes(const NormShape& s);
+// The whole-group CUDA kernels hold a group of up to 8,192 values (whole float4s per channel)
+// in registers, so x (and dy) are read from memory once (on by default). Off: the two-pass
+// kernels. The forward gives the same bits either way, the backward rounds its sums
+// differently. Process-wide, for benchmarks and tests to compare; change it between launches.
+void groupnorm_set_cached(bool on);
 
 }  // namespace kiln
