@@ -15,7 +15,8 @@
 #   tta        time to 99% test accuracy, 5 seeds (scripts/time_to_acc.sh)
 #   perf       bench_train vs PyTorch (scripts/bench_compare.sh)
 #   catalogue  experiments/*.yaml on the GPU (scripts/catalogue.sh; resumes while the machine
-#              stays warm)
+#              stays warm), KILN_CATALOGUE_WORKERS processes at once (default 4: catalogue.sh
+#              --workers; they share the GPU, what that gains is not measured yet)
 # Exit status: 1 when a row reports a failure (listed last), else 0; 2 for an unknown step.
 # The whole run stops before KILN_DEADLINE seconds (default 540, under a 600 s device call):
 # each step gets min(its budget, the time left - 20 s) and is killed past it ("TIMED OUT" in
@@ -173,7 +174,7 @@ step_perf() {  # kiln vs PyTorch side by side (docs/PERFORMANCE.md)
 }
 step_catalogue() {  # stops itself 20 s before its budget so the tarball is written
   KILN_BIN=$bin KILN_SRC=$here bash "$here/scripts/catalogue.sh" "$here/catalogue" --budget "$(( ${STEP_SECONDS:-480} - 20 ))" \
-    -- --device cuda --data-dir "$data" >"$out/catalogue.txt" 2>&1
+    --workers "${KILN_CATALOGUE_WORKERS:-4}" -- --device cuda --data-dir "$data" >"$out/catalogue.txt" 2>&1
   local rc=$?
   tar -C "$here" -czf "$out/catalogue.tgz" catalogue
   if [ "$rc" -eq 3 ]; then row "experiment catalogue" "budget spent (status 3): run the step again to continue"

@@ -36,6 +36,7 @@ set -e
 # luckiest seed; an experiment whose every trial fails says so; a SIGTERM reaches the sweep
 # (timeout had moved it out of the script's process group: it trained on as an orphan).
 mkdir -p src/experiments
+own() { KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$@"; }  # on those experiments
 cat > src/experiments/seeded.yaml <<YAML
 method: grid
 base: {model: mlp, width: 8, epochs: 1, train_limit: 300, test_limit: 100, optimizer: sgd, schedule: constant}
@@ -50,7 +51,7 @@ parameters:
   lr: {values: [1e30]}
 YAML
 set +e
-KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/own" -- --device cpu --data-dir "$KILN_TEST_DATA" > /dev/null 2> err.txt
+own "$tmp/own" -- --device cpu --data-dir "$KILN_TEST_DATA" > /dev/null 2> err.txt
 rc=$?
 set -e
 cat "$tmp/own/catalogue.md"
@@ -88,16 +89,16 @@ with open(sys.argv[1], "w") as f:
 PY
 }
 results 0.1:0:ok:0.99 0.1:1:failed:- 0.1:2:pruned:0.5 0.2:0:ok:0.91 0.2:1:ok:0.92 0.2:2:ok:0.93
-KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/part" --only partial > /dev/null
+own "$tmp/part" --only partial > /dev/null
 grep -q '^| partial | 6 | lr=0.2 | test_acc 0.9200 +- 0.0100 (mean of 3 seeds) |' "$tmp/part/catalogue.md" ||
   { echo "FAIL: a setting with failed seeds ranked first"; cat "$tmp/part/catalogue.md"; exit 1; }
 sed -i 's/"status": "ok", "metric": 0.9[123]/"status": "failed", "metric": null/' "$tmp/part/partial/results.jsonl"
-KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/part" --only partial > /dev/null
+own "$tmp/part" --only partial > /dev/null
 grep -q '^| partial | 6 | lr=0.1 | test_acc 0.9900 +- 0.0000 (mean of 1 of 3 seeds; the others failed, were pruned or have not run) |' \
   "$tmp/part/catalogue.md" || { echo "FAIL: the seeds a mean leaves out"; cat "$tmp/part/catalogue.md"; exit 1; }
 # An unfinished sweep (--budget): a setting with one seed run so far is not complete either.
 results 0.1:0:ok:0.91 0.1:1:ok:0.92 0.1:2:ok:0.93 0.2:0:ok:0.99
-KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/part" --only partial > /dev/null
+own "$tmp/part" --only partial > /dev/null
 grep -q '^| partial | 4 | lr=0.1 | test_acc 0.9200 +- 0.0100 (mean of 3 seeds) |' "$tmp/part/catalogue.md" ||
   { echo "FAIL: an unfinished setting ranked first"; cat "$tmp/part/catalogue.md"; exit 1; }
 cat > src/experiments/long.yaml <<YAML
@@ -108,16 +109,88 @@ parameters:
   seed: {values: [$(seq -s, 0 199)]}
 YAML
 sed -i 's/^method: grid/method: random\nrun_cap: 200/' src/experiments/long.yaml
-KILN_SRC=$tmp/src KILN_BIN=$KILN_BIN "$cat" "$tmp/stop" --only long -- --device cpu --data-dir "$KILN_TEST_DATA" --threads 1 > /dev/null 2> err.txt &
-pid=$!
-for _ in $(seq 100); do [ -s "$tmp/stop/long/results.jsonl" ] && break; sleep 0.1; done
-kill -TERM $pid
-set +e
-wait $pid
-rc=$?
-set -e
+cpu=(--device cpu --data-dir "$KILN_TEST_DATA" --threads 1)
+stop() {  # DIR NAME [options]: the catalogue of experiment NAME, sent a SIGTERM once NAME has a
+  # result; its exit status in rc, its stderr in err.txt; bin=DIR: the binaries (KILN_BIN)
+  local d=$1 name=$2 pid
+  shift 2
+  # (not through own: $! would be the subshell running it, which the signal would end alone)
+  KILN_SRC=$tmp/src KILN_BIN=${bin:-$KILN_BIN} "$cat" "$d" --only "$name" "$@" -- "${cpu[@]}" > /dev/null 2> err.txt &
+  pid=$!
+  for _ in $(seq 100); do [ -s "$d/$name/results.jsonl" ] && break; sleep 0.1; done
+  kill -TERM $pid
+  set +e
+  wait $pid
+  rc=$?
+  set -e
+  [ $rc -eq 143 ] && grep -q "stopped during $name" err.txt || { echo "FAIL: SIGTERM rc=$rc"; cat err.txt; exit 1; }
+}
+stop "$tmp/stop" long
 sleep 0.5
-[ $rc -eq 143 ] && grep -q 'stopped during long' err.txt || { echo "FAIL: SIGTERM rc=$rc"; cat err.txt; exit 1; }
 grep -q 'sweep: interrupted by SIGTERM' "$tmp/stop/long/log.txt" || { echo "FAIL: the sweep did not get the signal"; cat "$tmp/stop/long/log.txt"; exit 1; }
 if pgrep -f "$tmp/src/experiments/long.yaml" > /dev/null; then echo "FAIL: the sweep trains on"; exit 1; fi
+
+# --workers 2: each sweep as two `sweep --worker i/2` processes (and two experiments at once):
+# every trial recorded once, none lost. In mixed, worker 0's only trial diverges at once: it
+# exits 1 (every trial recorded so far failed) while worker 1's trial trains on; the experiment
+# has not failed.
+once() {  # DIR K: DIR/results.jsonl holds trials 0..K-1, each once
+  python3 - "$1/results.jsonl" "$2" <<'PY'
+import json, sys
+ids = sorted(json.loads(l)["trial"] for l in open(sys.argv[1]) if l.strip())
+assert ids == list(range(int(sys.argv[2]))), (sys.argv[1], ids)
+PY
+}
+base='{model: mlp, width: 8, epochs: 5, train_limit: 300, test_limit: 100, optimizer: sgd, schedule: constant}'
+printf 'method: grid\nbase: %s\nparameters:\n  lr: {values: [0.3, 0.1, 0.03, 0.01]}\n' "$base" > src/experiments/four.yaml
+printf 'method: grid\nbase: %s\nparameters:\n  lr: {values: [1e30, 0.1]}\n' "${base/epochs: 5/epochs: 30}" > src/experiments/mixed.yaml
+own "$tmp/par" --only four,mixed --workers 2 -- "${cpu[@]}" > /dev/null 2> err.txt || { echo "FAIL: --workers 2"; cat err.txt; exit 1; }
+cat "$tmp/par/catalogue.md"
+once "$tmp/par/four" 4 && once "$tmp/par/mixed" 2 || { echo "FAIL: --workers 2 lost or repeated a trial"; exit 1; }
+[ -f "$tmp/par/four/done" ] && [ -f "$tmp/par/mixed/done" ] && grep -q 'worker 1/2' "$tmp/par/four/out.1.txt" ||
+  { echo "FAIL: --workers 2 outputs"; exit 1; }
+grep -q '^| four | 4 | lr=0\.[0-9]* | test_acc 0\.[0-9]* | [0-9.]* |$' "$tmp/par/catalogue.md" &&
+  grep -q '^| mixed | 2 | lr=0.1 | test_acc 0\.[0-9]* | [0-9.]* |$' "$tmp/par/catalogue.md" ||
+  { echo "FAIL: --workers 2 rows"; exit 1; }
+grep -q '^ran 0 trials here; 4 already done' "$tmp/par/four/leaderboard.txt" &&
+  grep -q '^leaderboard (test_acc, higher is better; 4 trials)' "$tmp/par/four/leaderboard.txt" ||
+  { echo "FAIL: --workers 2 leaderboard"; cat "$tmp/par/four/leaderboard.txt"; exit 1; }
+# A SIGTERM reaches both workers, and the script returns only once they have stopped (here a
+# sweep that takes a second more to stop); a rerun (first out of budget, then to the end) runs
+# the rest, no trial twice.
+mkdir slow
+ln -s "$KILN_BIN/lr_find" slow/lr_find
+cat > slow/sweep <<'SH'
+#!/usr/bin/env bash
+"$REAL_BIN/sweep" "$@" &
+p=$!
+trap 'sleep 1' TERM
+wait $p
+rc=$?
+while kill -0 $p 2>/dev/null; do wait $p; rc=$?; done
+exit $rc
+SH
+chmod +x slow/sweep
+printf 'method: grid\nbase: %s\nparameters:\n  lr: {values: [0.1, 0.05]}\n  seed: {values: [0, 1, 2, 3]}\n' \
+  "${base/width: 8, epochs: 5, train_limit: 300/width: 64, epochs: 80, train_limit: 1000}" > src/experiments/steady.yaml
+REAL_BIN=$KILN_BIN bin=$tmp/slow stop "$tmp/stopw" steady --workers 2
+if pgrep -f "$tmp/src/experiments/steady.yaml" > /dev/null; then echo "FAIL: a worker runs on"; exit 1; fi
+for i in 0 1; do
+  grep -q 'sweep: interrupted by SIGTERM' "$tmp/stopw/steady/log.$i.txt" ||
+    { echo "FAIL: worker $i did not get the signal"; cat "$tmp/stopw/steady/log.$i.txt"; exit 1; }
+done
+set +e
+own "$tmp/stopw" --only steady --workers 2 --budget 1 -- "${cpu[@]}" > /dev/null
+rc=$?
+set -e
+[ $rc -eq 3 ] && [ ! -f "$tmp/stopw/steady/done" ] || { echo "FAIL: --workers 2 --budget 1 rc=$rc"; exit 1; }
+own "$tmp/stopw" --only steady --workers 2 -- "${cpu[@]}" > /dev/null
+once "$tmp/stopw/steady" 8 && [ -f "$tmp/stopw/steady/done" ] || { echo "FAIL: the rerun after a SIGTERM"; exit 1; }
+for w in 0 x ""; do
+  set +e
+  own "$tmp/c" --workers "$w" > /dev/null 2> err.txt
+  rc=$?
+  set -e
+  [ $rc -eq 2 ] && grep -q "^catalogue.sh: --workers '$w'" err.txt || { echo "FAIL: --workers '$w' rc=$rc"; cat err.txt; exit 1; }
+done
 echo PASS

@@ -35,7 +35,8 @@ stub "$b/scripts/check_pytorch_interop.py" 'echo "ld=${LD_LIBRARY_PATH:-}" >"$OU
 stub "$b/scripts/bench_summary.py" 'echo "bench summary: 1 file"'
 stub "$b/scripts/ncu_summary.py" 'echo "400 launches"; echo "top: bias_grad_kernel (grid 16x1x1) 30.0% of the time"'
 stub "$tmp/path/ncu" 'echo "ncu $*" >"$OUT/ncu.args"; echo "==PROF== done"'
-for s in bench_compare.sh catalogue.sh; do stub "$b/scripts/$s" "echo $s done"; done
+stub "$b/scripts/bench_compare.sh" 'echo bench_compare.sh done'
+stub "$b/scripts/catalogue.sh" 'echo "$*" >"$OUT/catalogue.args"; echo catalogue.sh done'
 stub "$b/scripts/time_to_acc.sh" 'echo "seed 5: test_acc=0.99 seconds=9 reached=yes"; echo "target 0.99 reached by 5/5 seeds: mean 9.000 s (min 9, max 9)"'
 stub "$tmp/path/nvidia-smi" 'echo "NVIDIA H100 80GB HBM3, 550.54, 81559 MiB"'
 stub "$tmp/path/python3" 'exec bash "$@"'  # the stub .py files are bash
@@ -102,6 +103,7 @@ expect "$tmp/out2/ncu.args" 'train_mnist --device cuda .*--batch-size 128' "ncu 
 expect "$s" '^bench_summary.py +exit 0' "bench summary row"
 expect "$s" '^kill-and-resume on CUDA +exit 0 PASS resume' "resume row"
 expect "$s" '^experiment catalogue +exit 0' "catalogue row"
+expect "$tmp/out2/catalogue.args" ' --workers 4 -- --device cuda ' "the catalogue's default workers"
 expect "$s" '^time to 99% \(5 seeds\) +target 0.99 reached by 5/5 seeds: mean 9.000 s' "time-to-accuracy row"
 [ -s "$tmp/out2/catalogue.tgz" ] || { echo "FAIL: no catalogue tarball"; fail=1; }
 grep -q '^train\|^gtests' "$s" && { echo "FAIL: unrequested steps ran"; fail=1; }
