@@ -26,8 +26,12 @@ shift
 only="" budget=0 workers=1
 while [ $# -gt 0 ]; do
   case $1 in
-    --only) only=${2:?--only needs a value}; shift 2 ;;
-    --budget) budget=${2:?--budget needs a value}; shift 2 ;;
+    --only)
+      [ -n "${2:-}" ] || { echo "catalogue.sh: --only needs a value (experiment names, comma-separated)" >&2; exit 2; }
+      only=$2; shift 2 ;;
+    --budget)
+      [[ ${2:-} =~ ^[0-9]+$ ]] || { echo "catalogue.sh: --budget '${2:-}': expected whole seconds" >&2; exit 2; }
+      budget=$2; shift 2 ;;
     --workers)
       [[ ${2:-} =~ ^[1-9][0-9]{0,3}$ ]] ||
         { echo "catalogue.sh: --workers '${2:-}': expected a number of processes (1 or more)" >&2; exit 2; }
@@ -235,7 +239,9 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
             rows.append("| %s | %d%s | %s | %s %.4f +- %.4f (mean of %s) | %s |"
                         % (name, len(recs), state, params, metric, mean, std, seeds, secs))
         elif ok:
-            best = pick(ok, key=lambda r: r["metric"])
+            # ties go to the lowest trial id, as in the sweep's leaderboard (with --workers the
+            # records are in finishing order)
+            best = pick(ok, key=lambda r: (r["metric"], (-1 if goal == "maximize" else 1) * r.get("trial", 0)))
             params = " ".join("%s=%s" % kv for kv in best.get("params", {}).items())
             rows.append("| %s | %d%s | %s | %s %.4f | %s |" % (name, len(recs), state, params, metric, best["metric"], secs))
         else:

@@ -101,6 +101,16 @@ results 0.1:0:ok:0.91 0.1:1:ok:0.92 0.1:2:ok:0.93 0.2:0:ok:0.99
 own "$tmp/part" --only partial > /dev/null
 grep -q '^| partial | 4 | lr=0.1 | test_acc 0.9200 +- 0.0100 (mean of 3 seeds) |' "$tmp/part/catalogue.md" ||
   { echo "FAIL: an unfinished setting ranked first"; cat "$tmp/part/catalogue.md"; exit 1; }
+# A tie without seeds goes to the lowest trial id, as in the sweep's leaderboard, whatever order
+# the records are in (with --workers: the order the trials finished).
+printf 'method: grid\nparameters:\n  lr: {values: [0.1, 0.2]}\n' > src/experiments/tied.yaml
+mkdir -p "$tmp/part/tied"
+touch "$tmp/part/tied/done"
+printf '%s\n' '{"trial": 1, "status": "ok", "metric": 0.9, "params": {"lr": 0.2}}' \
+  '{"trial": 0, "status": "ok", "metric": 0.9, "params": {"lr": 0.1}}' > "$tmp/part/tied/results.jsonl"
+own "$tmp/part" --only tied > /dev/null
+grep -q '^| tied | 2 | lr=0.1 | test_acc 0.9000 |' "$tmp/part/catalogue.md" ||
+  { echo "FAIL: a tie went to the later trial"; cat "$tmp/part/catalogue.md"; exit 1; }
 cat > src/experiments/long.yaml <<YAML
 method: grid
 base: {model: mlp, width: 8, epochs: 1, train_limit: 300, test_limit: 50, optimizer: sgd, schedule: constant}
@@ -186,11 +196,12 @@ set -e
 [ $rc -eq 3 ] && [ ! -f "$tmp/stopw/steady/done" ] || { echo "FAIL: --workers 2 --budget 1 rc=$rc"; exit 1; }
 own "$tmp/stopw" --only steady --workers 2 -- "${cpu[@]}" > /dev/null
 once "$tmp/stopw/steady" 8 && [ -f "$tmp/stopw/steady/done" ] || { echo "FAIL: the rerun after a SIGTERM"; exit 1; }
-for w in 0 x ""; do
+for bad in "--workers 0" "--workers x" "--workers" "--budget x" "--budget" "--only"; do
+  read -r -a args <<<"$bad"
   set +e
-  own "$tmp/c" --workers "$w" > /dev/null 2> err.txt
+  own "$tmp/c" "${args[@]}" > /dev/null 2> err.txt
   rc=$?
   set -e
-  [ $rc -eq 2 ] && grep -q "^catalogue.sh: --workers '$w'" err.txt || { echo "FAIL: --workers '$w' rc=$rc"; cat err.txt; exit 1; }
+  [ $rc -eq 2 ] && grep -q "^catalogue.sh: ${args[0]}" err.txt || { echo "FAIL: $bad rc=$rc"; cat err.txt; exit 1; }
 done
 echo PASS
