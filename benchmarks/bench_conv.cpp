@@ -8,8 +8,9 @@
 // run and report). Counters: GFLOP/s (2 FLOPs per multiply-add) and, on kiln
 // rows, kiln/cuDNN (mean time ratio over 20 cold runs; < 1 means kiln is faster).
 // Fused ReLU (--fuse on): kiln_relu_separate is the unfused layer pair (conv, then the ReLU
-// kernels' forward/backward passes), kiln_relu_fused the conv kernels with the ReLU in the
-// epilogue and dy masked on load; fused rows report fused/separate (< 1: fusion pays).
+// kernels' forward/backward passes), kiln_relu_fused the conv kernel with the ReLU in the
+// epilogue (backward: the same passes as separate, as Conv2d runs it); fused rows report
+// fused/separate (< 1: fusion pays).
 // Tiles: the kiln rows run the default tile choice (ConvTiles::kAuto; the label names the
 // tiles), kiln_small_tiles / kiln_wide_tiles the same kernels with every tile at most 64 x 64
 // (all kiln had before 2026-12-04) or the largest the shape allows; kiln rows report
@@ -151,21 +152,30 @@ std::function<void()> relu_fn(Case& c, Op op, bool fused) {
     conv2d_fwd(s, c.x.data(), c.w.data(), c.b.data(), c.pre.data(), nullptr);
     activation_fwd(Act::ReLU, c.pre.data(), c.yr.data(), ny, nullptr);
   };
+  // Backward is the same for both since session 24: the ReLU backward once, then the unmasked
+  // kernels (Conv2d's fused backward on CUDA; masking dy on every load inside the kernels made
+  // backward-filter 1.29-1.48x slower on the H200).
   auto relu_bwd = [&c, ny] { activation_bwd(Act::ReLU, c.yr.data(), c.dy.data(), c.dpre.data(), ny, nullptr); };
-  const float* mask = fused ? c.yr.data() : nullptr;
-  const float* g = fused ? c.dy.data() : c.dpre.data();
-  auto data = [&c, s, mask, g] { conv2d_bwd_data(s, g, c.w.data(), c.dx.data(), nullptr, mask); };
-  auto filt = [&c, s, mask, g] {
-    conv2d_bwd_filter(s, c.x.data(), g, c.dw.data(), c.db.data(), c.ws.data(), nullptr, mask);
+  auto data = [&c, s] { conv2d_bwd_data(s, c.dpre.data(), c.w.data(), c.dx.data(), nullptr); };
+  auto filt = [&c, s] {
+    conv2d_bwd_filter(s, c.x.data(), c.dpre.data(), c.dw.data(), c.db.data(), c.ws.data(), nullptr);
   };
   switch (op) {
     case Op::Fwd: return fwd;
-    case Op::BwdData: return fused ? std::function<void()>(data) : [=] { relu_bwd(); data(); };
-    case Op::BwdFilter: return fused ? std::function<void()>(filt) : [=] { relu_bwd(); filt(); };
+    case Op::BwdData:
+      return [=] {
+        relu_bwd();
+        data();
+      };
+    case Op::BwdFilter:
+      return [=] {
+        relu_bwd();
+        filt();
+      };
     case Op::Step:
       return [=] {
         fwd();
-        if (!fused) relu_bwd();
+        relu_bwd();
         data();
         filt();
       };

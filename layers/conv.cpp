@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "kernels/activation/activation.h"
 #ifdef KILN_WITH_CUDA
 #include "engine/cuda_check.h"
 #endif
@@ -103,19 +104,23 @@ Tensor Conv2d::backward(Context& ctx, const Tensor& dy) {
                       << " does not match the output [" << s.n << ", " << s.k << ", " << s.p()
                       << ", " << s.q() << "]");
   float* db = bias_ ? grad(1).data() : nullptr;
-  // The fused ReLU's mask is this layer's own output from the matching forward.
-  const float* relu_y = relu_ ? y_.data() : nullptr;
   if (need_dx) ensure(dx_, x_.shape(), x_.device());
   if (dy.device() == Device::CUDA) {
 #ifdef KILN_WITH_CUDA
     const int64_t ws = static_cast<int64_t>(conv2d_bwd_filter_workspace(s));
     ensure(ws_, {std::max<int64_t>(ws, 1)}, Device::CUDA);
-    conv2d_bwd_filter(s, x_.data(), dy.data(), grad(0).data(), db, ws_.data(), ctx.stream(),
-                      relu_y);
-    if (need_dx)
-      conv2d_bwd_data(s, dy.data(), value(0).data(), dx_.data(), ctx.stream(), relu_y);
+    const float* g = dy.data();
+    if (relu_) {  // the ReLU backward once (the same rule as the kernels' masked loads)
+      ensure(dy_masked_, dy.shape(), Device::CUDA);
+      activation_bwd(Act::ReLU, y_.data(), dy.data(), dy_masked_.data(), dy.numel(), ctx.stream());
+      g = dy_masked_.data();
+    }
+    conv2d_bwd_filter(s, x_.data(), g, grad(0).data(), db, ws_.data(), ctx.stream());
+    if (need_dx) conv2d_bwd_data(s, g, value(0).data(), dx_.data(), ctx.stream());
 #endif
   } else {
+    // The fused ReLU's mask is this layer's own output from the matching forward.
+    const float* relu_y = relu_ ? y_.data() : nullptr;
     conv2d_bwd_filter_ref<float>(s, x_.data(), dy.data(), grad(0).data(), db, relu_y);
     if (need_dx) conv2d_bwd_data_ref<float>(s, dy.data(), value(0).data(), dx_.data(), relu_y);
   }
