@@ -8,7 +8,8 @@
 #   interop    PyTorch loads the cnn checkpoint and matches kiln's logits (rtol 1e-4)
 #   memcheck racecheck initcheck synccheck
 #              compute-sanitizer over the GPU gtests, one tool per step ("sanitize": all four)
-#   bench      every bench_* binary (kernels vs cuDNN/cuBLAS, copy bandwidth, optimizer floor)
+#   bench      every bench_* binary (kernels vs cuDNN/cuBLAS, copy bandwidth, optimizer floor);
+#              KILN_BENCH="conv norm ..." runs those (bench_conv, bench_norm, ...) in that order
 #   epoch      one mlp epoch on GPU vs CPU (epoch time)
 #   profile    ncu: the kernels of ~7 training steps of the default cnn, time per kernel summed
 #   resume     kill-and-resume on CUDA in --deterministic mode (tests/cli/resume.sh)
@@ -150,9 +151,16 @@ step_profile() {  # where a cnn training step's GPU time goes: ncu's kernel dura
   row "ncu profile (cnn, batch 128)" "exit $rc; $(sed -n 2p "$out/profile.txt")"
 }
 step_bench() {  # medians of 3 short repetitions; bench_summary.py prints the issues' ratios
-  for b in "$bin"/bench_*; do
+  local names=() n
+  if [ -n "${KILN_BENCH:-}" ]; then  # those binaries, in that order
+    for n in $KILN_BENCH; do names+=("$bin/bench_$n"); done
+  else
+    names=("$bin"/bench_*)
+  fi
+  for b in "${names[@]}"; do
     [ "$(basename "$b")" = bench_train ] && continue  # perf runs it, next to PyTorch
     [ "$(basename "$b")" = bench_cpu ] && continue    # the CPU path: not what a GPU session is for
+    [ -x "$b" ] || { row "$(basename "$b")" "MISSING from the bundle"; continue; }
     "$b" --benchmark_min_time=0.01 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
       --benchmark_out="$out/$(basename "$b").json" --benchmark_out_format=json >"$out/$(basename "$b").txt" 2>&1
     row "$(basename "$b")" "exit $? ($(grep -c . "$out/$(basename "$b").txt") lines)"
