@@ -912,6 +912,9 @@ def run(cmd, timeout, env=None):
 # Mutants in code that only some CPUs run: the /proc/cpuinfo flag each needs. Without it the
 # mutated code never runs, so the mutant is skipped, not counted as a survivor.
 CPU_FLAG_NEEDED = {"dropout-ref-isa-counter": "avx2"}
+# Host-code mutants in a CUDA-only branch: a CPU build does not compile them, so they are
+# skipped there (run them with --build on an emu or CUDA build).
+NEEDS_CUDA_BUILD = {"conv-layer-fused-unmasked"}
 
 
 def cpu_flags():
@@ -974,9 +977,11 @@ def main():
         sys.exit("mutation_test.py: uncommitted changes in kernel sources; commit or stash them first:\n" + dirty)
     try:  # an emulator build can also replay a survivor with its threads in another order
         with open(os.path.join(build, "CMakeCache.txt")) as f:
-            emulated = "KILN_CUDA_EMU:BOOL=ON" in f.read()
+            cache = f.read()
     except OSError:
-        emulated = False
+        cache = ""
+    emulated = "KILN_CUDA_EMU:BOOL=ON" in cache
+    cuda_build = emulated or "KILN_CUDA:BOOL=ON" in cache
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
@@ -1013,6 +1018,8 @@ def main():
             result, detail = "STALE", stale
         elif need and need not in flags:
             result, detail = "skipped", f"this CPU lacks {need}: the mutated code does not run here"
+        elif name in NEEDS_CUDA_BUILD and not cuda_build:
+            result, detail = "skipped", "a CUDA-only branch: run it on an emu or CUDA build"
         else:
             _restore[path] = orig
             try:
