@@ -68,6 +68,28 @@ row = [l for l in open(sys.argv[1] + "/catalogue.md") if l.startswith("| seeded 
 want = "| seeded | 6 | lr=%s | test_acc %.4f +- %.4f (mean of 3 seeds) |" % (lr, statistics.mean(vals), statistics.stdev(vals))
 assert row.startswith(want), (row, want)
 PY
+# scripts/catalogue_report.py: the markdown sections EXPERIMENTS.md takes, from the same runs:
+# every trial in trial order (a failed one with its reason), the over-seeds means, the
+# suggestions; an unfinished experiment marked so.
+rep=$KILN_SRC/scripts/catalogue_report.py
+python3 "$rep" "$tmp/own" --src "$tmp/src" --device "this CPU" > report.md
+python3 - report.md "$tmp/own" <<'PY' || { echo "FAIL: catalogue_report.py"; cat report.md; exit 1; }
+import json, statistics, sys
+text = open(sys.argv[1]).read()
+assert "### diverges (unfinished)" in text and "### seeded\n" in text, text
+assert "Command: `sweep experiments/seeded.yaml` (via `scripts/catalogue.sh`); measured on this CPU" in text
+rs = sorted((json.loads(l) for l in open(sys.argv[2] + "/seeded/results.jsonl") if l.strip()), key=lambda r: r["trial"])
+rows = [l for l in text.splitlines() if l.startswith("| ") and l.split(" | ")[0][2:].isdigit()]
+seeded = rows[1:]  # diverges' one trial first (file order)
+assert [int(l.split(" | ")[0][2:]) for l in seeded] == [r["trial"] for r in rs], seeded
+assert rows[0].startswith("| 0 | 1e30 | failed: diverged: "), rows[0]
+for r in ("0.3", "0.001"):
+    vals = [x["metric"] for x in rs if str(x["params"]["lr"]) == r]
+    want = "| lr=%s | 3 of 3 | %.4f | %.4f |" % (r, statistics.mean(vals), statistics.stdev(vals))
+    assert want in text, (want, text)
+PY
+python3 "$rep" "$tmp/c" --device x > report-c.md
+grep -q '^| valley | [0-9.e-]* |$' report-c.md || { echo "FAIL: report of the LR range test"; cat report-c.md; exit 1; }
 # A setting with one of its three seeds ok does not outrank one with all three (its mean over
 # the survivor would be a lucky seed's score): a finished sweep's results, written here.
 cat > src/experiments/partial.yaml <<YAML

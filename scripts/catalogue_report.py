@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Markdown for docs/EXPERIMENTS.md from a catalogue run (scripts/catalogue.sh DIR).
+
+    scripts/catalogue_report.py DIR [--src REPO] [--device TEXT] > report.md
+
+One section per experiment that has a directory under DIR, in file order: the question (the
+file's leading comment), the command, and the measured table. A sweep's table has a row per
+trial in trial order (its parameters, status, the metric, train/test accuracy, epochs run and
+seconds); a sweep with a `seed` parameter also gets one row per setting (mean +- sample std of
+the metric over its seeds that finished, and how many did). The LR range test gives its
+suggestions. Nothing is computed that the run did not record: a trial that failed or was pruned
+says so, an unfinished experiment is marked unfinished. --device goes into each section's
+"measured on" line (e.g. "NVIDIA H200, full MNIST").
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+
+
+def question(spec):
+    """The leading comment block, without '# ' and without its 'Run:' line."""
+    lines = []
+    for line in spec.splitlines():
+        if not line.startswith("#"):
+            break
+        text = line[1:].strip()
+        text = re.sub(r"\s*Run:.*$", "", text)
+        if text:
+            lines.append(text)
+    return re.sub(r"^Question:\s*", "", " ".join(lines))
+
+
+def num(v, spec=".4f"):
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+
+def records(path):
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    out.append(json.loads(line))
+    return out
+
+
+def sweep_section(name, d, spec, metric):
+    recs = sorted(records(os.path.join(d, "results.jsonl")), key=lambda r: r.get("trial", 0))
+    if not recs:
+        return ["(no trial recorded)"]
+    keys = []
+    for r in recs:
+        for k in r.get("params", {}):
+            if k not in keys:
+                keys.append(k)
+    extra = [k for k in ("train_acc", "test_acc") if k != metric]
+    head = ["trial"] + keys + ["status", metric] + extra + ["epochs", "seconds"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in recs:
+        p = r.get("params", {})
+        status = r.get("status", "?")
+        if status != "ok" and r.get("message"):
+            status += ": " + r["message"].replace("|", "/")
+        cells = [str(r.get("trial"))] + [str(p.get(k, "")) for k in keys] + [
+            status, num(r.get("metric"))] + [num(r.get(k)) for k in extra] + [
+            str(r.get("epochs", "-")), num(r.get("seconds"), ".1f")]
+        rows.append("| " + " | ".join(cells) + " |")
+    out = rows
+    if "seed" in keys:
+        groups = {}
+        for r in recs:
+            key = " ".join("%s=%s" % (k, v) for k, v in r.get("params", {}).items() if k != "seed")
+            groups.setdefault(key, []).append(r)
+        out += ["", "Over seeds (mean +- sample std of %s over the seeds that finished):" % metric, "",
+                "| setting | seeds ok | mean | std |", "|---|---|---|---|"]
+        for key, rs in groups.items():
+            vals = [r["metric"] for r in rs if r.get("status") == "ok" and isinstance(r.get("metric"), (int, float))]
+            mean = num(statistics.mean(vals)) if vals else "-"
+            std = num(statistics.stdev(vals)) if len(vals) > 1 else "-"
+            out.append("| %s | %d of %d | %s | %s |" % (key or "(all)", len(vals), len(rs), mean, std))
+    return out
+
+
+def lr_find_section(d):
+    text = open(os.path.join(d, "leaderboard.txt")).read() if os.path.exists(os.path.join(d, "leaderboard.txt")) else ""
+    sug = re.findall(r"suggestion\s+(valley|steep|minimum|slide)\s+lr=(\S+)", text)
+    if not sug:
+        return ["(no suggestion recorded)"]
+    return ["| suggestion | lr |", "|---|---|"] + ["| %s | %s |" % s for s in sug]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dir", help="the catalogue directory (scripts/catalogue.sh DIR)")
+    ap.add_argument("--src", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    help="repository root holding experiments/ (default: this script's)")
+    ap.add_argument("--device", default="", help="what it ran on, for each section's 'measured on' line")
+    args = ap.parse_args()
+    exp = os.path.join(args.src, "experiments")
+    if not os.path.isdir(args.dir):
+        sys.exit("catalogue_report.py: %s: no such directory" % args.dir)
+    out = []
+    for f in sorted(os.listdir(exp)):
+        if not f.endswith(".yaml"):
+            continue
+        name, d = f[:-5], os.path.join(args.dir, f[:-5])
+        if not os.path.isdir(d):
+            continue
+        spec = open(os.path.join(exp, f)).read()
+        done = os.path.exists(os.path.join(d, "done"))
+        secs = open(os.path.join(d, "seconds")).read().strip() if os.path.exists(os.path.join(d, "seconds")) else "-"
+        is_sweep = re.search(r"^parameters:", spec, re.M) is not None
+        m = re.search(r"metric:\s*\{name:\s*(\w+)", spec)
+        metric = m.group(1) if m else "test_acc"
+        cmd = ("sweep experiments/%s" % f) if is_sweep else ("lr_find --config experiments/%s" % f)
+        out += ["### %s%s" % (name, "" if done else " (unfinished)"), "",
+                "Question: %s" % (question(spec) or "(the file has no leading comment)"), "",
+                "Command: `%s` (via `scripts/catalogue.sh`); measured on %s; wall time %s s." %
+                (cmd, args.device or "(device not given)", secs), ""]
+        out += sweep_section(name, d, spec, metric) if is_sweep else lr_find_section(d)
+        out.append("")
+    if not out:
+        sys.exit("catalogue_report.py: %s holds no experiment directory" % args.dir)
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
