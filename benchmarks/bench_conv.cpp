@@ -12,8 +12,9 @@
 // epilogue (backward: the same passes as separate, as Conv2d runs it); fused rows report
 // fused/separate (< 1: fusion pays).
 // Tiles: the kiln rows run the default tile choice (ConvTiles::kAuto; the label names the
-// tiles), kiln_small_tiles / kiln_wide_tiles the same kernels with every tile at most 64 x 64
-// (all kiln had before 2026-12-04) or the largest the shape allows; kiln rows report
+// tiles), kiln_small_tiles / kiln_wide_tiles / kiln_tall_tiles the same kernels with every
+// tile at most 64 x 64 (all kiln had before 2026-12-04), the largest the shape allows, or the
+// most rows at 64 columns (ConvTiles::kSmall, kWide, kTall); kiln rows report
 // tiles_auto/small (< 1: the wider tiles pay). The results are bitwise the same.
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
@@ -103,7 +104,8 @@ enum class Impl {
   KilnReluSeparate,
   KilnReluFused,
   KilnSmallTiles,
-  KilnWideTiles
+  KilnWideTiles,
+  KilnTallTiles
 };
 const char* op_name(Op o) {
   switch (o) {
@@ -249,6 +251,7 @@ void run(benchmark::State& state, ConvShape s, Op op, Impl impl) {
   if (impl == Impl::Cublas) fn = cublas_fn(c, op);
   if (impl == Impl::KilnSmallTiles) fn = tiles_fn(c, op, ConvTiles::kSmall);
   if (impl == Impl::KilnWideTiles) fn = tiles_fn(c, op, ConvTiles::kWide);
+  if (impl == Impl::KilnTallTiles) fn = tiles_fn(c, op, ConvTiles::kTall);
   if (impl == Impl::KilnReluSeparate || impl == Impl::KilnReluFused)
     fn = relu_fn(c, op, impl == Impl::KilnReluFused);
 #ifdef KILN_HAVE_CUDNN
@@ -307,6 +310,7 @@ int register_all() {
           impls.emplace_back(s.is_1x1() ? "kiln_1x1" : "kiln", Impl::Kiln);
           impls.emplace_back("kiln_small_tiles", Impl::KilnSmallTiles);
           impls.emplace_back("kiln_wide_tiles", Impl::KilnWideTiles);
+          impls.emplace_back("kiln_tall_tiles", Impl::KilnTallTiles);
           impls.emplace_back("kiln_relu_separate", Impl::KilnReluSeparate);
           impls.emplace_back("kiln_relu_fused", Impl::KilnReluFused);
           for (const auto& [iname, impl] : impls)

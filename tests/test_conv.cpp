@@ -522,11 +522,12 @@ TEST_P(ConvGpu, MatchesReference) {
   EXPECT_TRUE(test::all_close(y2, y1, 1e-5, 1e-5)) << "forward without bias";
   EXPECT_TRUE(test::all_close(DW2.to_vector(), DW.to_vector(), 0, 0)) << "backward-filter not deterministic";
   // The other tile choices give the same bits (each output is one thread's sum in reduction
-  // order whatever the tile): the 64 x 64 tiles of before, and the largest the shape allows.
+  // order whatever the tile): the 64 x 64 tiles of before, the largest the shape allows, and
+  // the most rows at 64 columns.
   struct Restore {
     ~Restore() { conv_set_tiles(ConvTiles::kAuto); }
   } restore;
-  for (ConvTiles t : {ConvTiles::kSmall, ConvTiles::kWide}) {
+  for (ConvTiles t : {ConvTiles::kSmall, ConvTiles::kWide, ConvTiles::kTall}) {
     conv_set_tiles(t);
     const std::string plan = conv_tile_plan(s);
     Tensor Y3 = test::poisoned({s.y_numel()}, Device::CUDA),
@@ -568,6 +569,12 @@ TEST(ConvTilePlan, WideTilesOnlyWhereTheGridStaysFull) {
   EXPECT_EQ(conv_tile_plan(c512), "fwd 64x64, bwd_data 64x64, bwd_filter 64x64 x 15 splits");
   conv_set_tiles(ConvTiles::kWide);
   EXPECT_EQ(conv_tile_plan(c128), "fwd 128x128, bwd_data 128x128, bwd_filter 128x64 x 15 splits");
+  conv_set_tiles(ConvTiles::kTall);
+  EXPECT_EQ(conv_tile_plan(c512), "fwd 128x64, bwd_data 128x64, bwd_filter 128x64 x 15 splits");
+  // kAuto between the two: 24,576 columns make 192 blocks of 128 x 128, 384 of 128 x 64
+  conv_set_tiles(ConvTiles::kAuto);
+  EXPECT_EQ(conv_tile_plan(conv_shape(384, 128, 8, 8, 128, 3, 3, 1, 1)),
+            "fwd 128x64, bwd_data 128x64, bwd_filter 128x64 x 15 splits");
 }
 #endif
 

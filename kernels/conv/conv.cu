@@ -47,7 +47,8 @@ __global__ void __launch_bounds__(NT)
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
   // rbeg + r_chunk may pass R by up to 16 per split: take the min in 64 bits. Past that every
-  // index stays below R + BK or N + BN, which conv_index_range_error keeps below 2^31.
+  // index stays below R + BK or N + BN, which conv_index_range_error (and for 128-column tiles
+  // pick_tiles) keeps below 2^31.
   const int rbeg = blockIdx.z * r_chunk;
   const int rend = static_cast<int>(min(static_cast<long long>(R), static_cast<long long>(rbeg) + r_chunk));
 
@@ -328,6 +329,7 @@ TileChoice pick_tiles(int64_t M, int64_t N, bool b_along_r, int64_t splits) {
   // A 128-column tile steps up to 127 past N; the index limit leaves 64.
   if (b_along_r || N >= kConvIndexLimit - 64) t.tn = 4;
   if (policy == ConvTiles::kSmall) return TileChoice{std::min(t.tm, 4), 4};
+  if (policy == ConvTiles::kTall) return TileChoice{t.tm, 4};
   if (policy == ConvTiles::kWide) return t;
   auto blocks = [&] { return int64_t(ceil_div(N, 16 * t.tn)) * ceil_div(M, 16 * t.tm) * splits; };
   if (t.tn == 8 && blocks() < kMinBlocks) t.tn = 4;

@@ -69,11 +69,12 @@ void conv2d_bwd_filter(const ConvShape& s, const float* x, const float* dy, floa
 // Tile choice of the CUDA kernels. kAuto (the default) picks by shape: 128-row tiles when the
 // GEMM has more than 64 rows, 128-column tiles for long GEMMs, stepping down while the grid
 // would have fewer than 256 blocks; kSmall keeps every tile at most 64 x 64 (the only tiles
-// before 2026-12-04); kWide takes the largest tile the shape allows. Results are bitwise the
-// same under all three (each output is one thread's sum in reduction order, whatever the
+// before 2026-12-04); kWide takes the largest tile the shape allows; kTall the most rows with
+// 64 columns (128 x 64: two blocks fit an SM where one 128 x 128 does). Results are bitwise the
+// same under all four (each output is one thread's sum in reduction order, whatever the
 // tile): the switch is there so benchmarks and tests can compare them. Process-wide; change it
 // only between launches.
-enum class ConvTiles { kAuto, kSmall, kWide };
+enum class ConvTiles { kAuto, kSmall, kWide, kTall };
 void conv_set_tiles(ConvTiles t);
 ConvTiles conv_tiles();
 // The tiles the launchers would use for `s` now, e.g.
