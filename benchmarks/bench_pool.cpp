@@ -2,7 +2,9 @@
 // pooled layers of the cnn (8x22x22) and cifar (32x32x32, 64x16x16, 128x8x8) models at batch
 // 128 and 512. These kernels are bandwidth-bound: counters are GB/s (bytes each kernel must
 // move: inputs read once, outputs written once, argmax included) and the fraction of the
-// measured device-to-device copy bandwidth.
+// measured device-to-device copy bandwidth. Max/avg rows ending in /index64 run the same kernels
+// with 64-bit indices (pool_set_index64: what shapes past 2^31 elements take; until session 24
+// every shape did), the others with 32-bit ones.
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -17,7 +19,8 @@ namespace {
 
 enum class Kind { MaxFwd, MaxBwd, AvgFwd, AvgBwd, GapFwd, GapBwd };
 
-void run(benchmark::State& state, PoolShape s, Kind kind) {
+void run(benchmark::State& state, PoolShape s, Kind kind, bool index64) {
+  pool_set_index64(index64);
   Tensor x = Tensor::zeros({s.x_numel()}, Device::CUDA);
   Tensor y = Tensor::zeros({s.y_numel()}, Device::CUDA);
   Tensor arg = Tensor::zeros({s.y_numel()}, Device::CUDA);  // int32 storage
@@ -77,9 +80,13 @@ int register_all() {
         const std::string name = std::string("pool/") + l.name + "/" + std::to_string(l.c) + "x" +
                                  std::to_string(l.hw) + "x" + std::to_string(l.hw) + "/b" +
                                  std::to_string(batch) + "/" + kname;
-        benchmark::RegisterBenchmark(name.c_str(), run, s, kind)
+        benchmark::RegisterBenchmark(name.c_str(), run, s, kind, false)
             ->UseManualTime()
             ->Unit(benchmark::kMicrosecond);
+        if (kind != Kind::GapFwd && kind != Kind::GapBwd)  // the same kernels, 64-bit indices
+          benchmark::RegisterBenchmark((name + "/index64").c_str(), run, s, kind, true)
+              ->UseManualTime()
+              ->Unit(benchmark::kMicrosecond);
       }
   return 0;
 }

@@ -277,6 +277,30 @@ TEST_P(PoolGpu, MatchesReferenceIncludingTies) {
   avgpool2d_bwd(s, G.data(), DXA.data(), nullptr);
   EXPECT_TRUE(test::all_close(YA.to_vector(), ya, 1e-6, 1e-6)) << "avgpool forward";
   EXPECT_TRUE(test::all_close(DXA.to_vector(), dxa, 1e-6, 1e-6)) << "avgpool backward";
+  {  // 64-bit indices (what shapes past 2^31 elements take) give the same bits as 32-bit ones
+    struct Restore {
+      ~Restore() { pool_set_index64(false); }
+    } restore;
+    pool_set_index64(true);
+    Tensor Y2 = test::poisoned({s.y_numel()}, Device::CUDA),
+           A2 = test::poisoned({s.y_numel()}, Device::CUDA);
+    Tensor DX2 = test::poisoned({s.x_numel()}, Device::CUDA),
+           YA2 = test::poisoned({s.y_numel()}, Device::CUDA);
+    Tensor DXA2 = test::poisoned({s.x_numel()}, Device::CUDA);
+    maxpool2d_fwd(s, X.data(), Y2.data(), reinterpret_cast<int32_t*>(A2.data()), nullptr);
+    maxpool2d_bwd(s, G.data(), reinterpret_cast<const int32_t*>(A2.data()), DX2.data(), nullptr);
+    avgpool2d_fwd(s, X.data(), YA2.data(), nullptr);
+    avgpool2d_bwd(s, G.data(), DXA2.data(), nullptr);
+    EXPECT_TRUE(test::all_close(Y2.to_vector(), Y.to_vector(), 0, 0)) << "maxpool forward, 64-bit";
+    EXPECT_EQ(std::memcmp(A2.to_vector().data(), av.data(), av.size() * sizeof(float)), 0)
+        << "argmax, 64-bit";
+    EXPECT_TRUE(test::all_close(DX2.to_vector(), DX.to_vector(), 0, 0))
+        << "maxpool backward, 64-bit";
+    EXPECT_TRUE(test::all_close(YA2.to_vector(), YA.to_vector(), 0, 0))
+        << "avgpool forward, 64-bit";
+    EXPECT_TRUE(test::all_close(DXA2.to_vector(), DXA.to_vector(), 0, 0))
+        << "avgpool backward, 64-bit";
+  }
 
   const int64_t planes = s.n * s.c, hw = s.h * s.w;
   std::vector<float> yg(planes), dxg(s.x_numel());
@@ -307,6 +331,22 @@ std::vector<NamedPool> gpu_pool_shapes() {
   }
   return v;
 }
+
+#ifdef KILN_WITH_CUDA
+// Which index width the kernels take (host arithmetic: no launch, no GPU needed): 32 bits while
+// both tensors stay below 2^31 elements, 64 past that or when asked.
+TEST(PoolIndexWidth, ThirtyTwoBitsBelowTwoTo31) {
+  struct Restore {
+    ~Restore() { pool_set_index64(false); }
+  } restore;
+  const PoolShape small = make_pool(128, 8, 22, 22, 2, 2, 0);
+  const PoolShape big = make_pool(1 << 16, 64, 32, 32, 2, 2, 0);  // 2^32 input elements
+  EXPECT_EQ(pool_index_bits(small), 32);
+  EXPECT_EQ(pool_index_bits(big), 64);
+  pool_set_index64(true);
+  EXPECT_EQ(pool_index_bits(small), 64);
+}
+#endif
 
 INSTANTIATE_TEST_SUITE_P(Shapes, PoolGpu, ::testing::ValuesIn(gpu_pool_shapes()),
                          [](const ::testing::TestParamInfo<NamedPool>& i) { return i.param.name; });

@@ -1,6 +1,8 @@
 // CUDA pooling: one thread per output (forward) or per input element (backward, gathering from
 // the covering windows: deterministic, writes every dx element, no atomics). The window logic
 // and tie rule come from pool_window.h, shared with the CPU reference.
+#include <atomic>
+
 #include "engine/cuda_check.h"
 #include "kernels/pool/pool.h"
 #include "kernels/pool/pool_window.h"
@@ -13,62 +15,93 @@ using pool_detail::window_max;
 
 constexpr int kThreads = 256;
 
-__global__ void maxpool_fwd_kernel(PoolShape s, int64_t total, const float* __restrict__ x,
+// The shape in the kernels' index type I: int where every index of the call fits (pick_index),
+// else int64_t. A GPU divides 32-bit integers in a few instructions and 64-bit ones in dozens;
+// each thread divides several times (its position, the covering windows).
+template <typename I>
+struct PoolIdx {
+  I h, w, kh, kw, stride, pad, P, Q;
+  explicit PoolIdx(const PoolShape& s)
+      : h(I(s.h)),
+        w(I(s.w)),
+        kh(I(s.kh)),
+        kw(I(s.kw)),
+        stride(I(s.stride)),
+        pad(I(s.pad)),
+        P(I(s.p())),
+        Q(I(s.q())) {}
+};
+
+template <typename I>
+__global__ void maxpool_fwd_kernel(PoolIdx<I> s, I total, const float* __restrict__ x,
                                    float* __restrict__ y, int32_t* __restrict__ argmax) {
-  const int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const I o = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x);
   if (o >= total) return;
-  const int64_t P = s.p(), Q = s.q(), q = o % Q, p = (o / Q) % P, plane = o / (P * Q);
+  const I q = o % s.Q, p = (o / s.Q) % s.P, plane = o / (s.P * s.Q);
   y[o] = window_max(s, x + plane * s.h * s.w, p, q, &argmax[o]);
 }
 
-__global__ void maxpool_bwd_kernel(PoolShape s, int64_t total, const float* __restrict__ dy,
+template <typename I>
+__global__ void maxpool_bwd_kernel(PoolIdx<I> s, I total, const float* __restrict__ dy,
                                    const int32_t* __restrict__ argmax, float* __restrict__ dx) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x);
   if (i >= total) return;
-  const int64_t P = s.p(), Q = s.q(), w = i % s.w, h = (i / s.w) % s.h, plane = i / (s.h * s.w);
-  int64_t p0, p1, q0, q1;
-  covering(h, s.kh, s.stride, s.pad, P, &p0, &p1);
-  covering(w, s.kw, s.stride, s.pad, Q, &q0, &q1);
+  const I w = i % s.w, h = (i / s.w) % s.h, plane = i / (s.h * s.w);
+  I p0, p1, q0, q1;
+  covering(h, s.kh, s.stride, s.pad, s.P, &p0, &p1);
+  covering(w, s.kw, s.stride, s.pad, s.Q, &q0, &q1);
   const int32_t me = static_cast<int32_t>(h * s.w + w);
   float acc = 0.f;
-  for (int64_t p = p0; p < p1; ++p)
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t o = (plane * P + p) * Q + q;
+  for (I p = p0; p < p1; ++p)
+    for (I q = q0; q < q1; ++q) {
+      const I o = (plane * s.P + p) * s.Q + q;
       if (argmax[o] == me) acc += dy[o];
     }
   dx[i] = acc;
 }
 
-__global__ void avgpool_fwd_kernel(PoolShape s, int64_t total, const float* __restrict__ x,
+template <typename I>
+__global__ void avgpool_fwd_kernel(PoolIdx<I> s, I total, const float* __restrict__ x,
                                    float* __restrict__ y) {
-  const int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const I o = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x);
   if (o >= total) return;
-  const int64_t P = s.p(), Q = s.q(), q = o % Q, p = (o / Q) % P, plane = o / (P * Q);
+  const I q = o % s.Q, p = (o / s.Q) % s.P, plane = o / (s.P * s.Q);
   const float* xp = x + plane * s.h * s.w;
   float acc = 0.f;
-  for (int64_t r = 0; r < s.kh; ++r) {
-    const int64_t hi = p * s.stride - s.pad + r;
+  for (I r = 0; r < s.kh; ++r) {
+    const I hi = p * s.stride - s.pad + r;
     if (hi < 0 || hi >= s.h) continue;
-    for (int64_t t = 0; t < s.kw; ++t) {
-      const int64_t wi = q * s.stride - s.pad + t;
+    for (I t = 0; t < s.kw; ++t) {
+      const I wi = q * s.stride - s.pad + t;
       if (wi >= 0 && wi < s.w) acc += xp[hi * s.w + wi];
     }
   }
   y[o] = acc * (1.f / float(s.kh * s.kw));
 }
 
-__global__ void avgpool_bwd_kernel(PoolShape s, int64_t total, const float* __restrict__ dy,
+template <typename I>
+__global__ void avgpool_bwd_kernel(PoolIdx<I> s, I total, const float* __restrict__ dy,
                                    float* __restrict__ dx) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x);
   if (i >= total) return;
-  const int64_t P = s.p(), Q = s.q(), w = i % s.w, h = (i / s.w) % s.h, plane = i / (s.h * s.w);
-  int64_t p0, p1, q0, q1;
-  covering(h, s.kh, s.stride, s.pad, P, &p0, &p1);
-  covering(w, s.kw, s.stride, s.pad, Q, &q0, &q1);
+  const I w = i % s.w, h = (i / s.w) % s.h, plane = i / (s.h * s.w);
+  I p0, p1, q0, q1;
+  covering(h, s.kh, s.stride, s.pad, s.P, &p0, &p1);
+  covering(w, s.kw, s.stride, s.pad, s.Q, &q0, &q1);
   float acc = 0.f;
-  for (int64_t p = p0; p < p1; ++p)
-    for (int64_t q = q0; q < q1; ++q) acc += dy[(plane * P + p) * Q + q];
+  for (I p = p0; p < p1; ++p)
+    for (I q = q0; q < q1; ++q) acc += dy[(plane * s.P + p) * s.Q + q];
   dx[i] = acc * (1.f / float(s.kh * s.kw));
+}
+
+std::atomic<bool> g_index64{false};
+
+// 32-bit indices when both tensors (and the threads past their end) stay below 2^31; windows
+// step at most kh/kw past a row and padding stays under a window, so a plane's indices do too.
+bool use_int32(const PoolShape& s) {
+  constexpr int64_t kLimit = (int64_t(1) << 31) - kThreads - 1;
+  return !g_index64.load(std::memory_order_relaxed) && s.x_numel() < kLimit &&
+         s.y_numel() < kLimit && (s.h + 2 * s.pad) * (s.w + 2 * s.pad) < kLimit;
 }
 
 // One warp per plane; lanes stride over the plane, then a fixed shuffle tree.
@@ -93,36 +126,57 @@ __global__ void gap_bwd_kernel(int64_t planes, int64_t hw, const float* __restri
 
 unsigned blocks_for(int64_t n) { return ceil_div(n, kThreads); }
 
+// launch(PoolIdx<I>, I total) with I = int where use_int32(s), else int64_t.
+template <class F>
+void with_index(const PoolShape& s, int64_t total, F launch) {
+  if (use_int32(s))
+    launch(PoolIdx<int>(s), static_cast<int>(total));
+  else
+    launch(PoolIdx<int64_t>(s), total);
+  KILN_LAUNCH_CHECK();
+}
+
 }  // namespace
 
 void maxpool2d_fwd(const PoolShape& s, const float* x, float* y, int32_t* argmax,
                    cudaStream_t stream) {
   const int64_t total = s.y_numel();
   if (total == 0) return;
-  maxpool_fwd_kernel<<<blocks_for(total), kThreads, 0, stream>>>(s, total, x, y, argmax);
-  KILN_LAUNCH_CHECK();
+  with_index(s, total, [&](auto idx, auto n) {
+    maxpool_fwd_kernel<<<blocks_for(n), kThreads, 0, stream>>>(idx, n, x, y, argmax);
+  });
 }
 
 void maxpool2d_bwd(const PoolShape& s, const float* dy, const int32_t* argmax, float* dx,
                    cudaStream_t stream) {
   const int64_t total = s.x_numel();
   if (total == 0) return;
-  maxpool_bwd_kernel<<<blocks_for(total), kThreads, 0, stream>>>(s, total, dy, argmax, dx);
-  KILN_LAUNCH_CHECK();
+  with_index(s, total, [&](auto idx, auto n) {
+    maxpool_bwd_kernel<<<blocks_for(n), kThreads, 0, stream>>>(idx, n, dy, argmax, dx);
+  });
 }
 
 void avgpool2d_fwd(const PoolShape& s, const float* x, float* y, cudaStream_t stream) {
   const int64_t total = s.y_numel();
   if (total == 0) return;
-  avgpool_fwd_kernel<<<blocks_for(total), kThreads, 0, stream>>>(s, total, x, y);
-  KILN_LAUNCH_CHECK();
+  with_index(s, total, [&](auto idx, auto n) {
+    avgpool_fwd_kernel<<<blocks_for(n), kThreads, 0, stream>>>(idx, n, x, y);
+  });
 }
 
 void avgpool2d_bwd(const PoolShape& s, const float* dy, float* dx, cudaStream_t stream) {
   const int64_t total = s.x_numel();
   if (total == 0) return;
-  avgpool_bwd_kernel<<<blocks_for(total), kThreads, 0, stream>>>(s, total, dy, dx);
-  KILN_LAUNCH_CHECK();
+  with_index(s, total, [&](auto idx, auto n) {
+    avgpool_bwd_kernel<<<blocks_for(n), kThreads, 0, stream>>>(idx, n, dy, dx);
+  });
+}
+
+void pool_set_index64(bool on) {
+  g_index64.store(on, std::memory_order_relaxed);
+}
+int pool_index_bits(const PoolShape& s) {
+  return use_int32(s) ? 32 : 64;
 }
 
 void global_avgpool_fwd(int64_t planes, int64_t hw, const float* x, float* y, cudaStream_t stream) {

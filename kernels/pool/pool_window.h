@@ -16,21 +16,23 @@ namespace kiln::pool_detail {
 // Max over the window of output (p, q) in one plane; writes the winner's index h*W + w.
 // NaN propagates as in PyTorch's max_pool2d (CPU and CUDA): a NaN always takes over, so the
 // window's last NaN is the argmax and receives the gradient; no number compares greater than it.
-template <typename T>
-KILN_HD T window_max(const PoolShape& s, const T* plane, int64_t p, int64_t q, int32_t* arg) {
-  const int64_t h0 = p * s.stride - s.pad, w0 = q * s.stride - s.pad;
+// S: PoolShape, or the CUDA kernels' copy of it in their index type I (32-bit where the tensors
+// allow: 64-bit integer division is many times slower on a GPU).
+template <typename T, typename S, typename I>
+KILN_HD T window_max(const S& s, const T* plane, I p, I q, int32_t* arg) {
+  const I h0 = p * I(s.stride) - I(s.pad), w0 = q * I(s.stride) - I(s.pad);
   T best = T(0);
   int32_t besti = -1;
-  for (int64_t r = 0; r < s.kh; ++r) {
-    const int64_t hi = h0 + r;
-    if (hi < 0 || hi >= s.h) continue;
-    for (int64_t t = 0; t < s.kw; ++t) {
-      const int64_t wi = w0 + t;
-      if (wi < 0 || wi >= s.w) continue;
-      const T v = plane[hi * s.w + wi];
+  for (I r = 0; r < I(s.kh); ++r) {
+    const I hi = h0 + r;
+    if (hi < 0 || hi >= I(s.h)) continue;
+    for (I t = 0; t < I(s.kw); ++t) {
+      const I wi = w0 + t;
+      if (wi < 0 || wi >= I(s.w)) continue;
+      const T v = plane[hi * I(s.w) + wi];
       if (besti < 0 || v > best || !(v == v)) {
         best = v;
-        besti = static_cast<int32_t>(hi * s.w + wi);
+        besti = static_cast<int32_t>(hi * I(s.w) + wi);
       }
     }
   }
@@ -39,11 +41,11 @@ KILN_HD T window_max(const PoolShape& s, const T* plane, int64_t p, int64_t q, i
 }
 
 // Output rows [*lo, *hi) whose windows cover input row i (the same for columns).
-KILN_HD void covering(int64_t i, int64_t k, int64_t stride, int64_t pad, int64_t out,
-                      int64_t* lo, int64_t* hi) {
-  const int64_t ip = i + pad;
+template <typename I>
+KILN_HD void covering(I i, I k, I stride, I pad, I out, I* lo, I* hi) {
+  const I ip = i + pad;
   *lo = ip < k ? 0 : (ip - k) / stride + 1;
-  const int64_t e = ip / stride + 1;
+  const I e = ip / stride + 1;
   *hi = e < out ? e : out;
 }
 
