@@ -311,6 +311,12 @@ TEST_P(PoolGpu, MatchesReferenceIncludingTies) {
   global_avgpool_bwd(planes, hw, G.data(), DXG.data(), nullptr);
   EXPECT_TRUE(test::all_close(YG.to_vector(), yg, 1e-5, 1e-5)) << "global avgpool forward";
   EXPECT_TRUE(test::all_close(DXG.to_vector(), dxg, 1e-6, 1e-6)) << "global avgpool backward";
+  pool_set_index64(true);
+  Tensor DXG2 = test::poisoned({s.x_numel()}, Device::CUDA);
+  global_avgpool_bwd(planes, hw, G.data(), DXG2.data(), nullptr);
+  pool_set_index64(false);
+  EXPECT_TRUE(test::all_close(DXG2.to_vector(), DXG.to_vector(), 0, 0))
+      << "global avgpool backward, 64-bit";
 #endif
 }
 

@@ -117,10 +117,11 @@ __global__ void gap_fwd_kernel(int64_t planes, int64_t hw, const float* __restri
   if (lane == 0) y[plane] = s / float(hw);
 }
 
-__global__ void gap_bwd_kernel(int64_t planes, int64_t hw, const float* __restrict__ dy,
+template <typename I>  // int where planes * hw stays below 2^31 (as for the kernels above)
+__global__ void gap_bwd_kernel(I total, I hw, const float* __restrict__ dy,
                                float* __restrict__ dx) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= planes * hw) return;
+  const I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x);
+  if (i >= total) return;
   dx[i] = dy[i / hw] / float(hw);
 }
 
@@ -188,7 +189,12 @@ void global_avgpool_fwd(int64_t planes, int64_t hw, const float* x, float* y, cu
 void global_avgpool_bwd(int64_t planes, int64_t hw, const float* dy, float* dx,
                         cudaStream_t stream) {
   if (planes * hw == 0) return;
-  gap_bwd_kernel<<<blocks_for(planes * hw), kThreads, 0, stream>>>(planes, hw, dy, dx);
+  const int64_t total = planes * hw;
+  if (!g_index64.load(std::memory_order_relaxed) && total < (int64_t(1) << 31) - kThreads - 1)
+    gap_bwd_kernel<<<blocks_for(total), kThreads, 0, stream>>>(static_cast<int>(total),
+                                                               static_cast<int>(hw), dy, dx);
+  else
+    gap_bwd_kernel<<<blocks_for(total), kThreads, 0, stream>>>(total, hw, dy, dx);
   KILN_LAUNCH_CHECK();
 }
 

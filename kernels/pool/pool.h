@@ -49,9 +49,10 @@ void avgpool2d_bwd(const PoolShape& s, const float* dy, float* dx, cudaStream_t 
 void global_avgpool_fwd(int64_t planes, int64_t hw, const float* x, float* y, cudaStream_t stream);
 void global_avgpool_bwd(int64_t planes, int64_t hw, const float* dy, float* dx,
                         cudaStream_t stream);
-// The max/avg pooling kernels index in 32 bits where the tensors allow (a GPU divides those
-// several times faster) and in 64 bits past that; on: 64 bits always. The same results either
-// way; process-wide, for tests and benchmarks to compare. Change it between launches.
+// The max/avg pooling kernels and global average pooling's backward index in 32 bits where the
+// tensors allow (a GPU divides those several times faster) and in 64 bits past that; on: 64
+// bits always. The same results either way; process-wide, for tests and benchmarks to compare.
+// Change it between launches.
 void pool_set_index64(bool on);
 // 32 or 64: the index width the max/avg kernels would use for `s` now (host arithmetic only).
 int pool_index_bits(const PoolShape& s);
