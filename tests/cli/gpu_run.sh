@@ -137,6 +137,9 @@ expect "$s" '^bench_copy +exit 0' "bench after the group"
   { echo "FAIL: bench did not wait for the concurrent steps"; cat "$tmp/out5/steps.txt"; fail=1; }
 expect "$tmp/run5.txt" '^run.sh: FAILED: racecheck$' "concurrent failure named"
 [ $rc -eq 1 ] || { echo "FAIL: run.sh exited $rc with a concurrent step timed out"; fail=1; }
+OUT=$tmp/out8 KILN_SANITIZE_PARTS=kernels KILN_SANITIZE_KERNELS_FILTER='*ConvGpu*:*PoolGpu*' KILN_CONCURRENT= \
+  bash "$b/run.sh" initcheck >"$tmp/run8.txt" 2>&1
+expect "$tmp/out8/sanitize-initcheck-kernels.txt" '^--gtest_filter=\*ConvGpu\*:\*PoolGpu\* shard 0/1$' "kernels filter override"
 OUT=$tmp/out6 KILN_CONCURRENT="tests bogus" bash "$b/run.sh" tests >"$tmp/run6.txt" 2>&1
 [ $? -eq 2 ] && grep -q "unknown step 'bogus'" "$tmp/run6.txt" ||
   { echo "FAIL: an unknown KILN_CONCURRENT step"; cat "$tmp/run6.txt"; fail=1; }
