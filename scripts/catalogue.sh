@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
       [ -n "${2:-}" ] || { echo "catalogue.sh: --only needs a value (experiment names, comma-separated)" >&2; exit 2; }
       only=$2; shift 2 ;;
     --budget)
-      [[ ${2:-} =~ ^[0-9]+$ ]] || { echo "catalogue.sh: --budget '${2:-}': expected whole seconds" >&2; exit 2; }
+      [[ ${2:-} =~ ^(0|[1-9][0-9]{0,8})$ ]] || { echo "catalogue.sh: --budget '${2:-}': expected whole seconds" >&2; exit 2; }
       budget=$2; shift 2 ;;
     --workers)
       [[ ${2:-} =~ ^[1-9][0-9]{0,3}$ ]] ||
@@ -190,9 +190,11 @@ done
 for e in "${!names[@]}"; do [ -z "${t0[$e]:-}" ] || close "$e"; done  # started, not ended (stopped)
 [ $got -eq 0 ] || status=$got
 trap - INT TERM
-python3 - "$dir" "$src" <<'EOF'
-import json, os, re, statistics, sys
+python3 - "$dir" "$src" "$here" <<'EOF'
+import os, re, statistics, sys
 root, src = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+from catalogue_report import metric_goal, read_records  # (scripts/catalogue_report.py)
 rows = ["| experiment | trials | best | metric | wall s |", "|---|---|---|---|---|"]
 for f in sorted(os.listdir(os.path.join(src, "experiments"))):
     name = f[:-5]
@@ -207,10 +209,10 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
     res = os.path.join(d, "results.jsonl")
     spec = open(os.path.join(src, "experiments", f)).read()
     if re.search(r"^parameters:", spec, re.M):  # a sweep (else the LR range test)
-        recs = [json.loads(l) for l in open(res) if l.strip().startswith("{")] if os.path.exists(res) else []
-        m = re.search(r"metric:\s*\{name:\s*(\w+)(?:,\s*goal:\s*(\w+))?", spec)
-        metric = m.group(1) if m else "test_acc"
-        goal = (m.group(2) if m and m.group(2) else ("minimize" if "loss" in metric else "maximize"))
+        # in trial order, so ties go to the lowest trial id (or first trial of a setting), as in
+        # the sweep's leaderboard, whatever order --workers wrote them in; torn lines skipped
+        recs = read_records(res)
+        metric, goal = metric_goal(spec)
         ok = [r for r in recs if r.get("status") == "ok" and isinstance(r.get("metric"), (int, float))]
         pick = max if goal == "maximize" else min
         if ok and any("seed" in r.get("params", {}) for r in ok):
@@ -239,9 +241,7 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
             rows.append("| %s | %d%s | %s | %s %.4f +- %.4f (mean of %s) | %s |"
                         % (name, len(recs), state, params, metric, mean, std, seeds, secs))
         elif ok:
-            # ties go to the lowest trial id, as in the sweep's leaderboard (with --workers the
-            # records are in finishing order)
-            best = pick(ok, key=lambda r: (r["metric"], (-1 if goal == "maximize" else 1) * r.get("trial", 0)))
+            best = pick(ok, key=lambda r: r["metric"])
             params = " ".join("%s=%s" % kv for kv in best.get("params", {}).items())
             rows.append("| %s | %d%s | %s | %s %.4f | %s |" % (name, len(recs), state, params, metric, best["metric"], secs))
         else:

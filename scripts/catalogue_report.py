@@ -37,19 +37,47 @@ def num(v, spec=".4f"):
     return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
-def records(path):
+def read_records(path):
+    """A sweep's results.jsonl in trial order. A line that does not parse (a writer killed
+    mid-line leaves one, which the sweep skips and seals with a newline) is skipped here too."""
     out = []
     if os.path.exists(path):
         with open(path) as f:
             for line in f:
-                line = line.strip()
-                if line.startswith("{"):
-                    out.append(json.loads(line))
-    return out
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(r, dict) and "trial" in r:
+                    out.append(r)
+    return sorted(out, key=lambda r: r.get("trial", 0))
+
+
+def metric_goal(spec):
+    """(name, goal) of a sweep file's metric: inline or block mapping, keys in any order;
+    defaults test_acc, and minimize for a loss."""
+    m = None
+    try:
+        import yaml  # python3-yaml, where installed
+        m = (yaml.safe_load(spec) or {}).get("metric")
+    except Exception:
+        m = None
+    if not isinstance(m, dict):
+        inline = re.search(r"^metric:[ \t]*\{([^}]*)\}", spec, re.M)
+        block = re.search(r"^metric:[ \t]*\n((?:[ \t]+\S.*(?:\n|$))+)", spec, re.M)
+        body = inline.group(1) if inline else block.group(1) if block else ""
+        m = dict(re.findall(r"\b(name|goal)[ \t]*:[ \t]*['\"]?(\w+)", body))
+    name = str(m.get("name") or "test_acc")
+    return name, str(m.get("goal") or ("minimize" if "loss" in name else "maximize"))
+
+
+def cell(v):
+    """A table cell: '|' escaped, line breaks as spaces."""
+    return str(v).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def sweep_section(name, d, spec, metric):
-    recs = sorted(records(os.path.join(d, "results.jsonl")), key=lambda r: r.get("trial", 0))
+    recs = read_records(os.path.join(d, "results.jsonl"))
     if not recs:
         return ["(no trial recorded)"]
     keys = []
@@ -64,9 +92,9 @@ def sweep_section(name, d, spec, metric):
         p = r.get("params", {})
         status = r.get("status", "?")
         if status != "ok" and r.get("message"):
-            status += ": " + r["message"].replace("|", "/")
-        cells = [str(r.get("trial"))] + [str(p.get(k, "")) for k in keys] + [
-            status, num(r.get("metric"))] + [num(r.get(k)) for k in extra] + [
+            status += ": " + r["message"]
+        cells = [str(r.get("trial"))] + [cell(p.get(k, "")) for k in keys] + [cell(status)] + [
+            num(r.get("metric"))] + [num(r.get(k)) for k in extra] + [
             str(r.get("epochs", "-")), num(r.get("seconds"), ".1f")]
         rows.append("| " + " | ".join(cells) + " |")
     out = rows
@@ -81,7 +109,7 @@ def sweep_section(name, d, spec, metric):
             vals = [r["metric"] for r in rs if r.get("status") == "ok" and isinstance(r.get("metric"), (int, float))]
             mean = num(statistics.mean(vals)) if vals else "-"
             std = num(statistics.stdev(vals)) if len(vals) > 1 else "-"
-            out.append("| %s | %d of %d | %s | %s |" % (key or "(all)", len(vals), len(rs), mean, std))
+            out.append("| %s | %d of %d | %s | %s |" % (cell(key or "(all)"), len(vals), len(rs), mean, std))
     return out
 
 
@@ -114,10 +142,12 @@ def main():
         done = os.path.exists(os.path.join(d, "done"))
         secs = open(os.path.join(d, "seconds")).read().strip() if os.path.exists(os.path.join(d, "seconds")) else "-"
         is_sweep = re.search(r"^parameters:", spec, re.M) is not None
-        m = re.search(r"metric:\s*\{name:\s*(\w+)", spec)
-        metric = m.group(1) if m else "test_acc"
+        metric = metric_goal(spec)[0]
         cmd = ("sweep experiments/%s" % f) if is_sweep else ("lr_find --config experiments/%s" % f)
-        out += ["### %s%s" % (name, "" if done else " (unfinished)"), "",
+        failed = os.path.join(d, "failed")
+        state = ("" if done else " (failed, exit %s)" % open(failed).read().strip() if os.path.exists(failed)
+                 else " (unfinished)")
+        out += ["### %s%s" % (name, state), "",
                 "Question: %s" % (question(spec) or "(the file has no leading comment)"), "",
                 "Command: `%s` (via `scripts/catalogue.sh`); measured on %s; wall time %s s." %
                 (cmd, args.device or "(device not given)", secs), ""]

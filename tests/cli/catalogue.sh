@@ -76,7 +76,7 @@ python3 "$rep" "$tmp/own" --src "$tmp/src" --device "this CPU" > report.md
 python3 - report.md "$tmp/own" <<'PY' || { echo "FAIL: catalogue_report.py"; cat report.md; exit 1; }
 import json, statistics, sys
 text = open(sys.argv[1]).read()
-assert "### diverges (unfinished)" in text and "### seeded\n" in text, text
+assert "### diverges (failed, exit 1)" in text and "### seeded\n" in text, text
 assert "Command: `sweep experiments/seeded.yaml` (via `scripts/catalogue.sh`); measured on this CPU" in text
 rs = sorted((json.loads(l) for l in open(sys.argv[2] + "/seeded/results.jsonl") if l.strip()), key=lambda r: r["trial"])
 rows = [l for l in text.splitlines() if l.startswith("| ") and l.split(" | ")[0][2:].isdigit()]
@@ -128,11 +128,27 @@ grep -q '^| partial | 4 | lr=0.1 | test_acc 0.9200 +- 0.0100 (mean of 3 seeds) |
 printf 'method: grid\nparameters:\n  lr: {values: [0.1, 0.2]}\n' > src/experiments/tied.yaml
 mkdir -p "$tmp/part/tied"
 touch "$tmp/part/tied/done"
-printf '%s\n' '{"trial": 1, "status": "ok", "metric": 0.9, "params": {"lr": 0.2}}' \
+# A line a killed writer tore (the sweep skips it and seals it with a newline) is skipped here
+# too, by catalogue.md and by the report.
+printf '%s\n' '{"trial": 1, "status": "ok", "metric": 0.9, "params": {"lr": 0.2}}' '{"trial": 2, "sta' \
   '{"trial": 0, "status": "ok", "metric": 0.9, "params": {"lr": 0.1}}' > "$tmp/part/tied/results.jsonl"
 own "$tmp/part" --only tied > /dev/null
 grep -q '^| tied | 2 | lr=0.1 | test_acc 0.9000 |' "$tmp/part/catalogue.md" ||
   { echo "FAIL: a tie went to the later trial"; cat "$tmp/part/catalogue.md"; exit 1; }
+python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/src" > report-tied.md ||
+  { echo "FAIL: the report of a torn results.jsonl"; exit 1; }
+grep -q '^| 1 | 0.2 | ok | 0.9000 |' report-tied.md || { echo "FAIL: report rows"; cat report-tied.md; exit 1; }
+# With seeds, a tie between two settings' means goes to the one whose first trial came first.
+printf 'method: grid\nparameters:\n  lr: {values: [0.1, 0.2]}\n  seed: {values: [0, 1]}\n' > src/experiments/tiedseeds.yaml
+mkdir -p "$tmp/part/tiedseeds"
+touch "$tmp/part/tiedseeds/done"
+for t in 3:0.2:1:0.92 2:0.2:0:0.9 0:0.1:0:0.9 1:0.1:1:0.92; do
+  IFS=: read -r i lr seed m <<<"$t"
+  echo "{\"trial\": $i, \"status\": \"ok\", \"metric\": $m, \"params\": {\"lr\": $lr, \"seed\": $seed}}"
+done > "$tmp/part/tiedseeds/results.jsonl"
+own "$tmp/part" --only tiedseeds > /dev/null
+grep -q '^| tiedseeds | 4 | lr=0.1 | test_acc 0.9100 ' "$tmp/part/catalogue.md" ||
+  { echo "FAIL: a tie over seeds went to the later setting"; cat "$tmp/part/catalogue.md"; exit 1; }
 cat > src/experiments/long.yaml <<YAML
 method: grid
 base: {model: mlp, width: 8, epochs: 1, train_limit: 300, test_limit: 50, optimizer: sgd, schedule: constant}
@@ -218,7 +234,7 @@ set -e
 [ $rc -eq 3 ] && [ ! -f "$tmp/stopw/steady/done" ] || { echo "FAIL: --workers 2 --budget 1 rc=$rc"; exit 1; }
 own "$tmp/stopw" --only steady --workers 2 -- "${cpu[@]}" > /dev/null
 once "$tmp/stopw/steady" 8 && [ -f "$tmp/stopw/steady/done" ] || { echo "FAIL: the rerun after a SIGTERM"; exit 1; }
-for bad in "--workers 0" "--workers x" "--workers" "--budget x" "--budget" "--only"; do
+for bad in "--workers 0" "--workers x" "--workers" "--budget x" "--budget 08" "--budget" "--only"; do
   read -r -a args <<<"$bad"
   set +e
   own "$tmp/c" "${args[@]}" > /dev/null 2> err.txt
