@@ -311,6 +311,9 @@ TEST_P(PoolGpu, MatchesReferenceIncludingTies) {
   global_avgpool_bwd(planes, hw, G.data(), DXG.data(), nullptr);
   EXPECT_TRUE(test::all_close(YG.to_vector(), yg, 1e-5, 1e-5)) << "global avgpool forward";
   EXPECT_TRUE(test::all_close(DXG.to_vector(), dxg, 1e-6, 1e-6)) << "global avgpool backward";
+  struct Restore {
+    ~Restore() { pool_set_index64(false); }
+  } restore;
   pool_set_index64(true);
   Tensor DXG2 = test::poisoned({s.x_numel()}, Device::CUDA);
   global_avgpool_bwd(planes, hw, G.data(), DXG2.data(), nullptr);
@@ -349,6 +352,8 @@ TEST(PoolIndexWidth, ThirtyTwoBitsBelowTwoTo31) {
   const PoolShape big = make_pool(1 << 16, 64, 32, 32, 2, 2, 0);  // 2^32 input elements
   EXPECT_EQ(pool_index_bits(small), 32);
   EXPECT_EQ(pool_index_bits(big), 64);
+  // a stride of 2^32 - 1 on an 8x8 plane (one output row and column; as int it would be -1)
+  EXPECT_EQ(pool_index_bits(make_pool(2, 3, 8, 8, 2, int64_t(4294967295), 0)), 64);
   pool_set_index64(true);
   EXPECT_EQ(pool_index_bits(small), 64);
 }

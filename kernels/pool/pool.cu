@@ -98,10 +98,12 @@ std::atomic<bool> g_index64{false};
 
 // 32-bit indices when both tensors (and the threads past their end) stay below 2^31; windows
 // step at most kh/kw past a row and padding stays under a window, so a plane's indices do too.
+// The stride is checked as well: a layer accepts any positive one (a stride past the padded
+// plane gives one output row), and narrowed to int it would turn negative or zero.
 bool use_int32(const PoolShape& s) {
   constexpr int64_t kLimit = (int64_t(1) << 31) - kThreads - 1;
   return !g_index64.load(std::memory_order_relaxed) && s.x_numel() < kLimit &&
-         s.y_numel() < kLimit && (s.h + 2 * s.pad) * (s.w + 2 * s.pad) < kLimit;
+         s.y_numel() < kLimit && (s.h + 2 * s.pad) * (s.w + 2 * s.pad) < kLimit && s.stride < kLimit;
 }
 
 // One warp per plane; lanes stride over the plane, then a fixed shuffle tree.
