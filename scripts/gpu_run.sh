@@ -152,15 +152,19 @@ step_profile() {  # where a cnn training step's GPU time goes: ncu's kernel dura
   row "ncu profile (cnn, batch 128)" "exit $rc; $(sed -n 2p "$out/profile.txt")"
 }
 step_bench() {  # medians of 3 short repetitions; bench_summary.py prints the issues' ratios
-  local names=() n
-  if [ -n "${KILN_BENCH:-}" ]; then  # those binaries, in that order
-    for n in $KILN_BENCH; do names+=("$bin/bench_$n"); done
+  local names=() n b
+  if [ -n "${KILN_BENCH:-}" ]; then  # those binaries, in that order (read -a: no glob expansion)
+    read -r -a names <<<"$KILN_BENCH"
+    for n in "${!names[@]}"; do names[n]=$bin/bench_${names[n]}; done
   else
     names=("$bin"/bench_*)
   fi
   for b in "${names[@]}"; do
-    [ "$(basename "$b")" = bench_train ] && continue  # perf runs it, next to PyTorch
-    [ "$(basename "$b")" = bench_cpu ] && continue    # the CPU path: not what a GPU session is for
+    case $(basename "$b") in  # perf runs bench_train next to PyTorch; bench_cpu is the CPU path's
+      bench_train | bench_cpu)
+        [ -n "${KILN_BENCH:-}" ] && row "$(basename "$b")" "not run by this step (perf runs bench_train)"
+        continue ;;
+    esac
     [ -x "$b" ] || { row "$(basename "$b")" "MISSING from the bundle"; continue; }
     "$b" --benchmark_min_time=0.01 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
       --benchmark_out="$out/$(basename "$b").json" --benchmark_out_format=json >"$out/$(basename "$b").txt" 2>&1
