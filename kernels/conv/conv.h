@@ -45,10 +45,11 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
 // The CUDA kernels index with 32-bit ints: tensor offsets (input N*C*H*W, output N*K*P*Q, weight
 // K*C*kh*kw), the implicit-GEMM coordinates (N*P*Q, N*H*W: at most the tensor sizes) and
 // window rows/columns (H + 2*pad, W + 2*pad); a tile may step up to 63 past the end of the
-// range, hence 2^31-64 (the 128-wide tiles run only where the columns end 64 further below). Output channels and input channels are also bounded by the grid's
-// y extent (65535 tiles of 64). Returns "" when `s` fits, else one line naming the product and
-// its value ("output N*K*P*Q = 4*64*3000*3000 = 2304000000 exceeds 2^31-64"). Shape level
-// only: nothing is allocated, so layers call it in setup (per sample) and per batch.
+// range, hence 2^31-64 (the 128-wide tiles run only where the columns end 64 further below).
+// Output channels and input channels are also bounded by the grid's y extent (65535 tiles of
+// 64). Returns "" when `s` fits, else one line naming the product and its value ("output
+// N*K*P*Q = 4*64*3000*3000 = 2304000000 exceeds 2^31-64"). Shape level only: nothing is
+// allocated, so layers call it in setup (per sample) and per batch.
 constexpr int64_t kConvIndexLimit = (int64_t(1) << 31) - 64;
 constexpr int64_t kConvMaxChannels = int64_t(65535) * 64;
 std::string conv_index_range_error(const ConvShape& s);

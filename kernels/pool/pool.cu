@@ -103,7 +103,8 @@ std::atomic<bool> g_index64{false};
 bool use_int32(const PoolShape& s) {
   constexpr int64_t kLimit = (int64_t(1) << 31) - kThreads - 1;
   return !g_index64.load(std::memory_order_relaxed) && s.x_numel() < kLimit &&
-         s.y_numel() < kLimit && (s.h + 2 * s.pad) * (s.w + 2 * s.pad) < kLimit && s.stride < kLimit;
+         s.y_numel() < kLimit && (s.h + 2 * s.pad) * (s.w + 2 * s.pad) < kLimit &&
+         s.stride < kLimit;
 }
 
 // One warp per plane; lanes stride over the plane, then a fixed shuffle tree.
