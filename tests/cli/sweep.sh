@@ -80,6 +80,24 @@ set -e
 [ $rc -eq 2 ] && grep -q -- 'holds trials run with other options (--epochs 1 -> 2)' err.txt ||
   { echo "FAIL: resume with other options: rc=$rc"; cat err.txt; exit 1; }
 
+# 2b. "every trial failed" judges the whole sweep: a worker whose shard failed while the other's
+# trials are unrecorded exits 0 with a note (it exited 1); the worker that records the last
+# trial, all failed, exits 1.
+cat > bad.yaml <<YAML
+method: grid
+base: {model: mlp, width: 8, epochs: 1, train_limit: 200, test_limit: 50, optimizer: sgd, schedule: constant}
+parameters:
+  lr: {values: [1e30, 1e29]}
+YAML
+"$KILN_BIN/sweep" bad.yaml --dir badw --worker 1/2 "${common[@]}" > /dev/null 2> wb1.txt ||
+  { echo "FAIL: a worker with only its own failures exited $?"; cat wb1.txt; exit 1; }
+grep -q 'recorded so far all failed; 1 of 2 are not recorded yet' wb1.txt || { echo "FAIL: worker note"; cat wb1.txt; exit 1; }
+set +e
+"$KILN_BIN/sweep" bad.yaml --dir badw --worker 0/2 "${common[@]}" > /dev/null 2> wb0.txt
+rc=$?
+set -e
+[ $rc -eq 1 ] && grep -q 'all 2 trials failed' wb0.txt || { echo "FAIL: the last worker rc=$rc"; cat wb0.txt; exit 1; }
+
 # 3. two workers in parallel
 "$KILN_BIN/sweep" s.yaml --dir shared --worker 0/2 "${common[@]}" > w0.txt &
 p0=$!
