@@ -8,12 +8,14 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "engine/error.h"
 #include "engine/parallel.h"
 #include "kernels/conv/conv.h"
+#include "kernels/conv/fast_div.h"
 #include "layers/conv.h"
 #include "layers/model.h"
 #include "layers/models.h"
@@ -83,6 +85,40 @@ std::vector<NamedShape> ref_shapes() {
 }
 
 // ---- CPU reference -----------------------------------------------------------------------------
+
+// The kernels' division by launch-time divisors (kernels/conv/fast_div.h) against `/`: every
+// divisor up to 4,096 and powers of two and their neighbours up to 2^31 - 1, each on its
+// multiples' edges, the top of the range and seeded random dividends below 2^31.
+TEST(FastDiv, EqualsIntegerDivisionBelowTwoTo31) {
+  std::vector<int64_t> divisors;
+  for (int64_t d = 1; d <= 4096; ++d) divisors.push_back(d);
+  for (int b = 12; b <= 31; ++b)
+    for (int64_t d : {(int64_t(1) << b) - 1, int64_t(1) << b, (int64_t(1) << b) + 1})
+      if (d < (int64_t(1) << 31)) divisors.push_back(d);
+  std::mt19937 rng(7);
+  int64_t wrong = 0, checked = 0;
+  for (int64_t d64 : divisors) {
+    const int d = static_cast<int>(d64);
+    const FastDiv f(d);
+    std::vector<int64_t> ns = {0,
+                               1,
+                               d64 - 1,
+                               d64,
+                               d64 + 1,
+                               2 * d64 - 1,
+                               2 * d64,
+                               (int64_t(1) << 31) - 1,
+                               ((int64_t(1) << 31) - 1) / d64 * d64,
+                               ((int64_t(1) << 31) - 1) / d64 * d64 - 1};
+    for (int i = 0; i < 64; ++i) ns.push_back(int64_t(rng() & 0x7fffffffu));
+    for (int64_t n : ns) {
+      if (n < 0 || n >= (int64_t(1) << 31)) continue;
+      ++checked;
+      if (f.div(static_cast<int>(n)) != static_cast<int>(n / d64)) ++wrong;
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "of " << checked;
+}
 
 TEST(ConvRef, ForwardMatchesDirectConvolution) {
   uint64_t seed = 1;

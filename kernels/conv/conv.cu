@@ -29,6 +29,7 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/conv/conv.h"
+#include "kernels/conv/fast_div.h"
 
 namespace kiln {
 namespace {
@@ -134,12 +135,32 @@ __global__ void __launch_bounds__(NT)
 
 // ---- operand gatherers -------------------------------------------------------------------------
 
+// The shape in ints, and its divisors as FastDiv (every gather divides by them per load).
 struct Dims {
   int n, C, H, W, K, P, Q, kh, kw, stride, pad, HW, PQ, RS;
+  FastDiv by_W, by_Q, by_kw, by_stride, by_HW, by_PQ, by_RS;
   explicit Dims(const ConvShape& s)
-      : n(int(s.n)), C(int(s.c)), H(int(s.h)), W(int(s.w)), K(int(s.k)), P(int(s.p())),
-        Q(int(s.q())), kh(int(s.kh)), kw(int(s.kw)), stride(int(s.stride)), pad(int(s.pad)),
-        HW(H * W), PQ(P * Q), RS(kh * kw) {}
+      : n(int(s.n)),
+        C(int(s.c)),
+        H(int(s.h)),
+        W(int(s.w)),
+        K(int(s.k)),
+        P(int(s.p())),
+        Q(int(s.q())),
+        kh(int(s.kh)),
+        kw(int(s.kw)),
+        stride(int(s.stride)),
+        pad(int(s.pad)),
+        HW(H * W),
+        PQ(P * Q),
+        RS(kh * kw),
+        by_W(W),
+        by_Q(Q),
+        by_kw(kw),
+        by_stride(stride),
+        by_HW(HW),
+        by_PQ(PQ),
+        by_RS(RS) {}
 };
 
 __device__ __forceinline__ bool inside(int i, int n) { return static_cast<unsigned>(i) < static_cast<unsigned>(n); }
@@ -168,7 +189,7 @@ struct FwdOp {
   __device__ Col col(int n) const {
     Col c;
     c.ok = n < d.n * d.PQ;
-    const int img = c.ok ? n / d.PQ : 0, pq = c.ok ? n - img * d.PQ : 0, p = pq / d.Q;
+    const int img = c.ok ? d.by_PQ.div(n) : 0, pq = c.ok ? n - img * d.PQ : 0, p = d.by_Q.div(pq);
     c.base = img * d.C * d.HW;
     c.h0 = p * d.stride - d.pad;
     c.w0 = (pq - p * d.Q) * d.stride - d.pad;
@@ -177,12 +198,12 @@ struct FwdOp {
   __device__ float a(int m, int r) const { return w[m * d.C * d.RS + r]; }
   __device__ float b(const Col& c, int r) const {
     if (!c.ok) return 0.f;
-    const int ch = r / d.RS, rs = r - ch * d.RS, u = rs / d.kw, v = rs - u * d.kw;
+    const int ch = d.by_RS.div(r), rs = r - ch * d.RS, u = d.by_kw.div(rs), v = rs - u * d.kw;
     const int h = c.h0 + u, ww = c.w0 + v;
     return (inside(h, d.H) && inside(ww, d.W)) ? x[c.base + (ch * d.H + h) * d.W + ww] : 0.f;
   }
   __device__ void store(int m, int n, float v, int) const {
-    const int img = n / d.PQ;
+    const int img = d.by_PQ.div(n);
     y[(img * d.K + m) * d.PQ + (n - img * d.PQ)] = relu_if(relu, v + (bias ? bias[m] : 0.f));
   }
 };
@@ -200,30 +221,31 @@ struct BwdDataOp {
   __device__ Col col(int n) const {
     Col c;
     c.ok = n < d.n * d.HW;
-    const int img = c.ok ? n / d.HW : 0, hw = c.ok ? n - img * d.HW : 0, h = hw / d.W;
+    const int img = c.ok ? d.by_HW.div(n) : 0, hw = c.ok ? n - img * d.HW : 0, h = d.by_W.div(hw);
     c.base = img * d.K * d.PQ;
     c.hp = h + d.pad;
     c.wp = hw - h * d.W + d.pad;
     return c;
   }
   __device__ float a(int m, int r) const {
-    const int k = r / d.RS;
+    const int k = d.by_RS.div(r);
     return w[(k * d.C + m) * d.RS + (r - k * d.RS)];
   }
   __device__ float b(const Col& c, int r) const {
     if (!c.ok) return 0.f;
-    const int k = r / d.RS, rs = r - k * d.RS, u = rs / d.kw, v = rs - u * d.kw;
+    const int k = d.by_RS.div(r), rs = r - k * d.RS, u = d.by_kw.div(rs), v = rs - u * d.kw;
     int ph = c.hp - u, pw = c.wp - v;
     if (ph < 0 || pw < 0) return 0.f;
-    if (d.stride > 1) {
-      if (ph % d.stride || pw % d.stride) return 0.f;
-      ph /= d.stride;
-      pw /= d.stride;
+    if (d.stride > 1) {  // taps between strided outputs read as 0
+      const int qh = d.by_stride.div(ph), qw = d.by_stride.div(pw);
+      if (qh * d.stride != ph || qw * d.stride != pw) return 0.f;
+      ph = qh;
+      pw = qw;
     }
     return (ph < d.P && pw < d.Q) ? load_dy(dy, ymask, c.base + (k * d.P + ph) * d.Q + pw) : 0.f;
   }
   __device__ void store(int m, int n, float v, int) const {
-    const int img = n / d.HW;
+    const int img = d.by_HW.div(n);
     dx[(img * d.C + m) * d.HW + (n - img * d.HW)] = v;
   }
 };
@@ -241,19 +263,19 @@ struct BwdFilterOp {
   __device__ Col col(int n) const {
     Col c;
     c.ok = n < d.C * d.RS;
-    const int ch = c.ok ? n / d.RS : 0, rs = c.ok ? n - ch * d.RS : 0;
+    const int ch = c.ok ? d.by_RS.div(n) : 0, rs = c.ok ? n - ch * d.RS : 0;
     c.coff = ch * d.HW;
-    c.u = rs / d.kw;
+    c.u = d.by_kw.div(rs);
     c.v = rs - c.u * d.kw;
     return c;
   }
   __device__ float a(int m, int r) const {
-    const int img = r / d.PQ;
+    const int img = d.by_PQ.div(r);
     return load_dy(dy, ymask, (img * d.K + m) * d.PQ + (r - img * d.PQ));
   }
   __device__ float b(const Col& c, int r) const {
     if (!c.ok) return 0.f;
-    const int img = r / d.PQ, pq = r - img * d.PQ, p = pq / d.Q, q = pq - p * d.Q;
+    const int img = d.by_PQ.div(r), pq = r - img * d.PQ, p = d.by_Q.div(pq), q = pq - p * d.Q;
     const int h = p * d.stride - d.pad + c.u, ww = q * d.stride - d.pad + c.v;
     return (inside(h, d.H) && inside(ww, d.W)) ? x[(img * d.C) * d.HW + c.coff + h * d.W + ww] : 0.f;
   }
@@ -274,18 +296,19 @@ struct ChanGemmOp {
   float* __restrict__ out;
   bool relu;
   const float* __restrict__ ymask;
+  FastDiv by_HW;
   struct Col { int base; bool ok; };
   __device__ Col col(int j) const {
     Col c;
     c.ok = j < n * HW;
-    const int img = c.ok ? j / HW : 0;
+    const int img = c.ok ? by_HW.div(j) : 0;
     c.base = img * Kin * HW + (c.ok ? j - img * HW : 0);
     return c;
   }
   __device__ float a(int m, int k) const { return amat[m * sm + k * sk]; }
   __device__ float b(const Col& c, int k) const { return c.ok ? load_dy(in, ymask, c.base + k * HW) : 0.f; }
   __device__ void store(int m, int j, float v, int) const {
-    const int img = j / HW;
+    const int img = by_HW.div(j);
     out[(img * Mout + m) * HW + (j - img * HW)] = relu_if(relu, v + (bias ? bias[m] : 0.f));
   }
 };
@@ -298,15 +321,16 @@ struct ChanFilterOp {
   const float* __restrict__ dy;
   float* __restrict__ out;
   const float* __restrict__ ymask;  // fused ReLU output or null
+  FastDiv by_HW;
   struct Col { int c; bool ok; };
   __device__ Col col(int j) const { return Col{j, j < C}; }
   __device__ float a(int m, int r) const {
-    const int img = r / HW;
+    const int img = by_HW.div(r);
     return load_dy(dy, ymask, (img * K + m) * HW + (r - img * HW));
   }
   __device__ float b(const Col& c, int r) const {
     if (!c.ok) return 0.f;
-    const int img = r / HW;
+    const int img = by_HW.div(r);
     return x[(img * C + c.c) * HW + (r - img * HW)];
   }
   __device__ void store(int m, int j, float v, int z) const { out[(size_t(z) * K + m) * C + j] = v; }
@@ -463,7 +487,9 @@ void conv2d_fwd(const ConvShape& s, const float* x, const float* w, const float*
   check_int_range(s);
   if (s.y_numel() == 0) return;  // an empty batch: a grid of 0 blocks is a launch error
   if (s.is_1x1()) {
-    ChanGemmOp op{int(s.n), int(s.h * s.w), int(s.c), int(s.k), int(s.c), 1, w, x, b, y, relu, nullptr};
+    const int hw = int(s.h * s.w);
+    ChanGemmOp op{int(s.n), hw, int(s.c), int(s.k), int(s.c), 1,          w,
+                  x,        b,  y,        relu,     nullptr,  FastDiv(hw)};
     launch_igemm(op, s.k, s.n * s.h * s.w, s.c, 1, int(s.c), stream);
     return;
   }
@@ -477,8 +503,9 @@ void conv2d_bwd_data(const ConvShape& s, const float* dy, const float* w, float*
   check_int_range(s);
   if (s.x_numel() == 0) return;
   if (s.is_1x1()) {
-    ChanGemmOp op{int(s.n), int(s.h * s.w), int(s.k), int(s.c), 1, int(s.c), w, dy, nullptr, dx,
-                  false, relu_y};
+    const int hw = int(s.h * s.w);
+    ChanGemmOp op{int(s.n), hw,      int(s.k), int(s.c), 1,      int(s.c),   w,
+                  dy,       nullptr, dx,       false,    relu_y, FastDiv(hw)};
     launch_igemm(op, s.c, s.n * s.h * s.w, s.k, 1, int(s.k), stream);
     return;
   }
@@ -530,7 +557,8 @@ void conv2d_bwd_filter(const ConvShape& s, const float* x, const float* dy, floa
   float* out = p.splits > 1 ? workspace : dw;
   const int64_t N = s.c * s.kh * s.kw, R = s.n * s.p() * s.q();
   if (s.is_1x1()) {
-    ChanFilterOp op{int(s.n), int(s.h * s.w), int(s.c), int(s.k), x, dy, out, relu_y};
+    const int hw = int(s.h * s.w);
+    ChanFilterOp op{int(s.n), hw, int(s.c), int(s.k), x, dy, out, relu_y, FastDiv(hw)};
     launch_igemm(op, s.k, N, R, p.splits, p.chunk, stream);
   } else {
     BwdFilterOp op{Dims(s), x, dy, out, relu_y};
