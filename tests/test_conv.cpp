@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/fast_div.h"
 #include "engine/parallel.h"
 #include "kernels/conv/conv.h"
-#include "kernels/conv/fast_div.h"
 #include "layers/conv.h"
 #include "layers/model.h"
 #include "layers/models.h"
@@ -86,7 +86,7 @@ std::vector<NamedShape> ref_shapes() {
 
 // ---- CPU reference -----------------------------------------------------------------------------
 
-// The kernels' division by launch-time divisors (kernels/conv/fast_div.h) against `/`: every
+// The kernels' division by launch-time divisors (engine/fast_div.h) against `/`: every
 // divisor up to 4,096 and powers of two and their neighbours up to 2^31 - 1, each on its
 // multiples' edges, the top of the range and seeded random dividends below 2^31.
 TEST(FastDiv, EqualsIntegerDivisionBelowTwoTo31) {

@@ -28,8 +28,8 @@
 #include <string>
 
 #include "engine/cuda_check.h"
+#include "engine/fast_div.h"
 #include "kernels/conv/conv.h"
-#include "kernels/conv/fast_div.h"
 
 namespace kiln {
 namespace {

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "engine/cuda_check.h"
+#include "engine/fast_div.h"
 #include "kernels/norm/norm.h"
 
 namespace kiln {
@@ -88,8 +89,9 @@ unsigned grid_for(int64_t work) {
 template <bool BWD, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     bn_partial_kernel(const float* __restrict__ x, const float* __restrict__ dy,
-                      const float* __restrict__ ym, const float* __restrict__ mean, int C, unsigned hw, unsigned m,
-                      unsigned per_split, double* __restrict__ pa, double* __restrict__ pb) {
+                      const float* __restrict__ ym, const float* __restrict__ mean, int C,
+                      Divisor hw, unsigned m, unsigned per_split, double* __restrict__ pa,
+                      double* __restrict__ pb) {
   const int c = blockIdx.x;  // channels on x: up to 2^31 - 1 of them (y stops at 65535)
   const unsigned split = blockIdx.y;
   const float ctr = BWD ? mean[c] : x[static_cast<int64_t>(c) * hw];
@@ -98,7 +100,7 @@ __global__ void __launch_bounds__(kThreads)
   double a = 0, b = 0;
   if (VEC) {  // hw % 4 == 0: four consecutive j lie in one row
     for (unsigned j = begin + 4 * threadIdx.x; j < end; j += 4 * kThreads) {
-      const unsigned n = j / hw, k = j - n * hw;
+      const unsigned n = hw.div(j), k = j - n * hw;
       const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
       const float4 v = ld4(x + i);
       const float d0 = v.x - ctr, d1 = v.y - ctr, d2 = v.z - ctr, d3 = v.w - ctr;
@@ -114,7 +116,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   } else {
     for (unsigned j = begin + threadIdx.x; j < end; j += kThreads) {
-      const unsigned n = j / hw, k = j - n * hw;
+      const unsigned n = hw.div(j), k = j - n * hw;
       const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
       const double d = x[i] - ctr;
       if (BWD) {
@@ -229,14 +231,15 @@ template <Apply MODE, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     bn_apply_kernel(const float* __restrict__ x, const float* __restrict__ dy,
                     const float* __restrict__ ym, float* __restrict__ out, ChannelOp<MODE> f,
-                    unsigned hw, unsigned total) {
+                    Divisor hw, Divisor C, unsigned total) {
   const unsigned stride = gridDim.x * kThreads;
   const unsigned items = VEC ? total / 4 : total;
   for (unsigned t = blockIdx.x * kThreads + threadIdx.x; t < items; t += stride) {
     const unsigned q = items - 1 - t;
     if (VEC) {
       const unsigned i = 4 * q;
-      const int c = static_cast<int>((i / hw) % f.C);
+      const unsigned p = hw.div(i);
+      const int c = static_cast<int>(p - C.div(p) * C);
       float u, s, tt, v;
       f.coef(c, u, s, tt, v);
       const float4 xv = ld4(x + i);
@@ -245,7 +248,8 @@ __global__ void __launch_bounds__(kThreads)
       st4(out + i, make_float4(f.op(xv.x, g.x, u, s, tt, v), f.op(xv.y, g.y, u, s, tt, v),
                                f.op(xv.z, g.z, u, s, tt, v), f.op(xv.w, g.w, u, s, tt, v)));
     } else {
-      const int c = static_cast<int>((q / hw) % f.C);
+      const unsigned p = hw.div(q);
+      const int c = static_cast<int>(p - C.div(p) * C);
       float u, s, tt, v;
       f.coef(c, u, s, tt, v);
       float g = 0.f;
@@ -259,11 +263,14 @@ template <Apply MODE>
 void launch_apply(const float* x, const float* dy, const float* ym, float* out, ChannelOp<MODE> f,
                   const NormShape& s, cudaStream_t stream) {
   const unsigned hw = static_cast<unsigned>(s.hw), total = static_cast<unsigned>(s.numel());
+  const unsigned C = static_cast<unsigned>(s.c);
   const bool vec = s.hw % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(ym) && aligned16(out);
   if (vec) {
-    bn_apply_kernel<MODE, true><<<grid_for(total / 4), kThreads, 0, stream>>>(x, dy, ym, out, f, hw, total);
+    bn_apply_kernel<MODE, true>
+        <<<grid_for(total / 4), kThreads, 0, stream>>>(x, dy, ym, out, f, hw, C, total);
   } else {
-    bn_apply_kernel<MODE, false><<<grid_for(total), kThreads, 0, stream>>>(x, dy, ym, out, f, hw, total);
+    bn_apply_kernel<MODE, false>
+        <<<grid_for(total), kThreads, 0, stream>>>(x, dy, ym, out, f, hw, C, total);
   }
   KILN_LAUNCH_CHECK();
 }
@@ -333,14 +340,14 @@ __device__ __forceinline__ void gn_stats(double a, double b, unsigned len, float
   fi = static_cast<float>(invstd);
 }
 // The output of the float4 at j of a group whose first channel is c0.
-__device__ __forceinline__ float4 gn_out4(float4 v, unsigned j, unsigned c0, unsigned hw, float fm,
+__device__ __forceinline__ float4 gn_out4(float4 v, unsigned j, unsigned c0, Divisor hw, float fm,
                                           float fi, const float* __restrict__ w,
                                           const float* __restrict__ bias) {
   float o[4];
   const float in[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
-    const unsigned c = c0 + (j + e) / hw;
+    const unsigned c = c0 + hw.div(j + e);
     o[e] = (in[e] - fm) * (fi * w[c]) + bias[c];
   }
   return make_float4(o[0], o[1], o[2], o[3]);
@@ -350,7 +357,7 @@ template <bool VEC>
 __global__ void __launch_bounds__(kThreads)
     gn_fwd_kernel(const float* __restrict__ x, const float* __restrict__ w,
                   const float* __restrict__ bias, float* __restrict__ y, float* mean_out,
-                  float* invstd_out, int groups, unsigned hw, unsigned cpg, double eps) {
+                  float* invstd_out, int groups, Divisor hw, unsigned cpg, double eps) {
   const unsigned ng = blockIdx.x, g = ng % groups, len = cpg * hw;
   const int64_t base = static_cast<int64_t>(ng) * len;  // (n*C + g*cpg)*hw
   const float* xr = x + base;
@@ -375,7 +382,7 @@ __global__ void __launch_bounds__(kThreads)
       st4(yr + j, gn_out4(ld4(xr + j), j, c0, hw, fm, fi, w, bias));
   } else {
     for (unsigned j = threadIdx.x; j < len; j += kThreads) {
-      const unsigned c = c0 + j / hw;
+      const unsigned c = c0 + hw.div(j);
       yr[j] = (xr[j] - fm) * (fi * w[c]) + bias[c];
     }
   }
@@ -388,7 +395,7 @@ template <int NV>
 __global__ void __launch_bounds__(kThreads)
     gn_fwd_cached_kernel(const float* __restrict__ x, const float* __restrict__ w,
                          const float* __restrict__ bias, float* __restrict__ y, float* mean_out,
-                         float* invstd_out, int groups, unsigned hw, unsigned cpg, double eps) {
+                         float* invstd_out, int groups, Divisor hw, unsigned cpg, double eps) {
   const unsigned ng = blockIdx.x, g = ng % groups, len = cpg * hw;
   const int64_t base = static_cast<int64_t>(ng) * len;
   const float* xr = x + base;
@@ -457,7 +464,7 @@ __global__ void __launch_bounds__(kThreads)
     gn_bwd_kernel(const float* __restrict__ x, const float* __restrict__ dy,
                   const float* __restrict__ w, const float* __restrict__ mean,
                   const float* __restrict__ invstd, float* __restrict__ dx, float* ws_dw,
-                  float* ws_db, int C, int groups, unsigned hw, unsigned cpg) {
+                  float* ws_db, int C, int groups, Divisor hw, unsigned cpg) {
   const GnBwdGroup q = gn_bwd_group(groups, hw, cpg, mean, invstd);
   const unsigned n = q.n, len = q.len, c0 = q.c0;
   const float mu = q.mu, is = q.is;
@@ -495,7 +502,7 @@ __global__ void __launch_bounds__(kThreads)
   const float fsg = static_cast<float>(sg / len), fsgx = static_cast<float>(sgx / len);
   float* dr = dx + q.base;
   for (unsigned j = threadIdx.x; j < len; j += kThreads)
-    dr[j] = gn_dx(xr[j], gr[j], w[c0 + j / hw], mu, is, fsg, fsgx);
+    dr[j] = gn_dx(xr[j], gr[j], w[c0 + hw.div(j)], mu, is, fsg, fsgx);
 }
 
 // gn_bwd_kernel with the group's x and dy held in registers as float4s (hw % 4 == 0, so each
@@ -507,7 +514,7 @@ __global__ void __launch_bounds__(kThreads)
     gn_bwd_cached_kernel(const float* __restrict__ x, const float* __restrict__ dy,
                          const float* __restrict__ w, const float* __restrict__ mean,
                          const float* __restrict__ invstd, float* __restrict__ dx, float* ws_dw,
-                         float* ws_db, int C, int groups, unsigned hw, unsigned cpg) {
+                         float* ws_db, int C, int groups, Divisor hw, unsigned cpg) {
   const GnBwdGroup q = gn_bwd_group(groups, hw, cpg, mean, invstd);
   const unsigned n = q.n, len = q.len, c0 = q.c0;
   const float mu = q.mu, is = q.is;
@@ -543,7 +550,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = 0; i < NV; ++i) {
     const unsigned j = 4 * (threadIdx.x + i * kThreads);
     if (j >= len) continue;
-    const float wc = w[c0 + j / hw];
+    const float wc = w[c0 + hw.div(j)];
     const float4 q = gv[i], v = xv[i];
     st4(dx + base + j,
         make_float4(gn_dx(v.x, q.x, wc, mu, is, fsg, fsgx), gn_dx(v.y, q.y, wc, mu, is, fsg, fsgx),
@@ -642,11 +649,11 @@ __global__ void __launch_bounds__(kThreads)
     gn_plane_apply_kernel(const float* __restrict__ x, const float* __restrict__ dy,
                           const float* __restrict__ w, const float* __restrict__ bias,
                           const float* __restrict__ mean, const float* __restrict__ invstd,
-                          const float* __restrict__ gcoef, float* __restrict__ out, int C,
-                          int groups, unsigned hw, unsigned cpg, unsigned total) {
+                          const float* __restrict__ gcoef, float* __restrict__ out, Divisor C,
+                          int groups, Divisor hw, Divisor cpg, unsigned total) {
   const unsigned stride = gridDim.x * kThreads;
   for (unsigned i = blockIdx.x * kThreads + threadIdx.x; i < total; i += stride) {
-    const unsigned p = i / hw, c = p % C, ng = (p / C) * groups + c / cpg;
+    const unsigned p = hw.div(i), pc = C.div(p), c = p - pc * C, ng = pc * groups + cpg.div(c);
     const float mu = mean[ng], is = invstd[ng];
     if (gcoef) {
       const float xh = (x[i] - mu) * is;

@@ -40,4 +40,19 @@ struct FastDiv {
   }
 };
 
+// A divisor that kernels take in place of an unsigned parameter: it converts to the unsigned it
+// holds wherever one is used, and divides by it with FastDiv. Launch sites pass the plain
+// value (the conversion computes the constants on the host).
+struct Divisor {
+  unsigned v = 1;
+  FastDiv f;
+  Divisor() = default;
+  Divisor(unsigned d) : v(d), f(static_cast<int>(d)) {}  // NOLINT(google-explicit-constructor)
+  KILN_FD_HD operator unsigned() const { return v; }     // NOLINT(google-explicit-constructor)
+  // n / v for n < 2^31.
+  KILN_FD_HD unsigned div(unsigned n) const {
+    return static_cast<unsigned>(f.div(static_cast<int>(n)));
+  }
+};
+
 }  // namespace kiln
