@@ -5,8 +5,8 @@
 
 One section per experiment that has a directory under DIR, in file order: the question (the
 file's leading comment), the command, and the measured table. A sweep's table has a row per
-trial in trial order (its parameters, status, the metric, train/test accuracy, epochs run and
-seconds); a sweep with a `seed` parameter also gets one row per setting (mean +- sample std of
+trial in trial order (its parameters, status, the metric, train/validation/test accuracy and
+the share of zero weights where recorded, epochs run and seconds); a sweep with a `seed` parameter also gets one row per setting (mean +- sample std of
 the metric over its seeds that finished, and how many did). The LR range test gives its
 suggestions. Nothing is computed that the run did not record: a trial that failed or was pruned
 says so, an unfinished experiment is marked unfinished. --device goes into each section's
@@ -85,7 +85,10 @@ def sweep_section(name, d, spec, metric):
         for k in r.get("params", {}):
             if k not in keys:
                 keys.append(k)
-    extra = [k for k in ("train_acc", "test_acc") if k != metric]
+    # accuracies beside the metric, and what a record holds for the questions that need it
+    # (validation scores, the share of zero weights for L1 vs L2)
+    extra = [k for k in ("train_acc", "val_acc", "test_acc", "weight_sparsity")
+             if k != metric and any(k in r for r in recs)]
     head = ["trial"] + keys + ["status", metric] + extra + ["epochs", "seconds"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in recs:

@@ -78,6 +78,7 @@ import json, statistics, sys
 text = open(sys.argv[1]).read()
 assert "### diverges (failed, exit 1)" in text and "### seeded\n" in text, text
 assert "Command: `sweep experiments/seeded.yaml` (via `scripts/catalogue.sh`); measured on this CPU" in text
+assert "| trial | lr | seed | status | test_acc | train_acc | weight_sparsity | epochs | seconds |" in text, text
 rs = sorted((json.loads(l) for l in open(sys.argv[2] + "/seeded/results.jsonl") if l.strip()), key=lambda r: r["trial"])
 rows = [l for l in text.splitlines() if l.startswith("| ") and l.split(" | ")[0][2:].isdigit()]
 seeded = rows[1:]  # diverges' one trial first (file order)
