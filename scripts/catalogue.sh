@@ -194,7 +194,7 @@ python3 - "$dir" "$src" "$here" <<'EOF'
 import os, re, statistics, sys
 root, src = sys.argv[1], sys.argv[2]
 sys.path.insert(0, sys.argv[3])
-from catalogue_report import metric_goal, read_records  # (scripts/catalogue_report.py)
+from catalogue_report import metric_goal, ok_metric, read_records, seed_groups  # (scripts/catalogue_report.py)
 rows = ["| experiment | trials | best | metric | wall s |", "|---|---|---|---|---|"]
 for f in sorted(os.listdir(os.path.join(src, "experiments"))):
     name = f[:-5]
@@ -213,7 +213,7 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
         # the sweep's leaderboard, whatever order --workers wrote them in; torn lines skipped
         recs = read_records(res)
         metric, goal = metric_goal(spec)
-        ok = [r for r in recs if r.get("status") == "ok" and isinstance(r.get("metric"), (int, float))]
+        ok = [r for r in recs if ok_metric(r)]
         pick = max if goal == "maximize" else min
         if ok and any("seed" in r.get("params", {}) for r in ok):
             # A seed parameter: the best setting by its mean over seeds (the best single seed is
@@ -221,15 +221,10 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
             # seed finished ranks before one where some failed, were pruned or have not run yet
             # (an unfinished sweep): a mean over the lucky survivors would flatter it. The seeds
             # expected: the file's seed values, else the most any setting has.
-            groups, trials = {}, {}  # setting -> metrics of its ok seeds; -> its trials so far
-            for r in recs:
-                key = tuple((k, v) for k, v in r.get("params", {}).items() if k != "seed")
-                trials[key] = trials.get(key, 0) + 1
-                groups.setdefault(key, [])
-                if r in ok:
-                    groups[key].append(r["metric"])
+            by_setting = seed_groups(recs)  # setting -> its trials so far
+            groups = {k: [r["metric"] for r in rs if ok_metric(r)] for k, rs in by_setting.items()}
             sv = re.search(r"^\s*seed:\s*\{\s*values:\s*\[([^\]]*)\]", spec, re.M)
-            n = len([v for v in sv.group(1).split(",") if v.strip()]) if sv else max(trials.values())
+            n = len([v for v in sv.group(1).split(",") if v.strip()]) if sv else max(map(len, by_setting.values()))
             sign = 1 if goal == "maximize" else -1
             key, vals = max(((k, g) for k, g in groups.items() if g),
                             key=lambda kv: (len(kv[1]) >= n, sign * statistics.mean(kv[1])))

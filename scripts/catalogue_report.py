@@ -71,6 +71,20 @@ def metric_goal(spec):
     return name, str(m.get("goal") or ("minimize" if "loss" in name else "maximize"))
 
 
+def ok_metric(r):
+    """A finished trial with a numeric metric (failed and pruned ones have none to rank)."""
+    return r.get("status") == "ok" and isinstance(r.get("metric"), (int, float))
+
+
+def seed_groups(recs):
+    """Records by setting (every parameter but the seed, as (name, value) pairs), in the order
+    of each setting's first record (recs in trial order: its first trial)."""
+    groups = {}
+    for r in recs:
+        groups.setdefault(tuple((k, v) for k, v in r.get("params", {}).items() if k != "seed"), []).append(r)
+    return groups
+
+
 def cell(v):
     """A table cell: '|' escaped, line breaks as spaces."""
     return str(v).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
@@ -102,17 +116,14 @@ def sweep_section(name, d, spec, metric):
         rows.append("| " + " | ".join(cells) + " |")
     out = rows
     if "seed" in keys:
-        groups = {}
-        for r in recs:
-            key = " ".join("%s=%s" % (k, v) for k, v in r.get("params", {}).items() if k != "seed")
-            groups.setdefault(key, []).append(r)
         out += ["", "Over seeds (mean +- sample std of %s over the seeds that finished):" % metric, "",
                 "| setting | seeds ok | mean | std |", "|---|---|---|---|"]
-        for key, rs in groups.items():
-            vals = [r["metric"] for r in rs if r.get("status") == "ok" and isinstance(r.get("metric"), (int, float))]
+        for key, rs in seed_groups(recs).items():
+            vals = [r["metric"] for r in rs if ok_metric(r)]
             mean = num(statistics.mean(vals)) if vals else "-"
             std = num(statistics.stdev(vals)) if len(vals) > 1 else "-"
-            out.append("| %s | %d of %d | %s | %s |" % (cell(key or "(all)"), len(vals), len(rs), mean, std))
+            label = " ".join("%s=%s" % kv for kv in key)
+            out.append("| %s | %d of %d | %s | %s |" % (cell(label or "(all)"), len(vals), len(rs), mean, std))
     return out
 
 

@@ -15,7 +15,7 @@ using pool_detail::window_max;
 
 constexpr int kThreads = 256;
 
-// The shape in the kernels' index type I: int where every index of the call fits (pick_index),
+// The shape in the kernels' index type I: int where every index of the call fits (use_int32),
 // else int64_t. A GPU divides 32-bit integers in a few instructions and 64-bit ones in dozens;
 // each thread divides several times (its position, the covering windows).
 template <typename I>
