@@ -2,6 +2,7 @@
 // run kernels as a device would and to fail where a device or compute-sanitizer would, so each
 // behaviour it claims is checked here, including the failures.
 #ifdef KILN_CUDA_EMU
+#include <cooperative_groups.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -172,6 +173,106 @@ TEST(CudaEmu, BadLaunchGeometryIsInvalidConfiguration) {
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration) << "grid.y above 65535";
   kiln_emu::make_launcher("touch_kernel", 1, 32)(k, d);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  cudaFree(d);
+}
+
+// Cooperative launch: block b publishes b + 1 and fills its dynamic shared memory, the grid
+// syncs (when `sync`), then each block reads its neighbour's value and its own shared memory.
+void neighbour_kernel(int* v, int* out, bool sync) {
+  KILN_DYNAMIC_SMEM(int, mine);
+  const int b = static_cast<int>(blockIdx.x), g = static_cast<int>(gridDim.x);
+  mine[threadIdx.x] = 100 * b + static_cast<int>(threadIdx.x);
+  if (threadIdx.x == 0) v[b] = b + 1;
+  if (sync) cooperative_groups::this_grid().sync();
+  out[2 * (b * 64 + static_cast<int>(threadIdx.x))] = v[(b + 1) % g];
+  out[2 * (b * 64 + static_cast<int>(threadIdx.x)) + 1] = mine[(threadIdx.x + 1) % 64];
+}
+
+std::vector<int> run_neighbours(const char* order, bool sync, int blocks = 6) {
+  EXPECT_TRUE(kiln_emu::set_order(order));
+  int *v = nullptr, *out = nullptr;
+  EXPECT_EQ(cudaMalloc(&v, blocks * sizeof(int)), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&out, blocks * 128 * sizeof(int)), cudaSuccess);
+  cudaMemset(v, 0, blocks * sizeof(int));
+  void* args[] = {&v, &out, &sync};
+  EXPECT_EQ(cudaLaunchCooperativeKernel(neighbour_kernel, blocks, 64, args, 64 * sizeof(int)),
+            cudaSuccess);
+  std::vector<int> h(blocks * 128);
+  cudaMemcpy(h.data(), out, h.size() * sizeof(int), cudaMemcpyDeviceToHost);
+  cudaFree(v);
+  cudaFree(out);
+  kiln_emu::set_order("forward");
+  return h;
+}
+
+TEST(CudaEmu, CooperativeLaunchGridSyncAndPerBlockDynamicSharedMemory) {
+  std::vector<int> want(6 * 128);
+  for (int b = 0; b < 6; ++b)
+    for (int t = 0; t < 64; ++t) {
+      want[2 * (b * 64 + t)] = (b + 1) % 6 + 1;
+      want[2 * (b * 64 + t) + 1] = 100 * b + (t + 1) % 64;
+    }
+  for (const char* order : {"forward", "reverse", "random:5"})
+    EXPECT_EQ(run_neighbours(order, true), want) << order;
+  // Without the grid sync, a block reads its neighbour's slot before the neighbour has run.
+  EXPECT_NE(run_neighbours("forward", false), want);
+}
+
+TEST(CudaEmu, CooperativeLaunchLimitsAndDynamicSharedMemoryOptIn) {
+  int *v = nullptr, *out = nullptr;
+  bool sync = true;
+  ASSERT_EQ(cudaMalloc(&v, 4096 * sizeof(int)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&out, 4096 * 128 * sizeof(int)), cudaSuccess);
+  void* args[] = {&v, &out, &sync};
+  int per_sm = 0;
+  ASSERT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, neighbour_kernel, 64, 256),
+            cudaSuccess);
+  EXPECT_EQ(per_sm, 32);  // 2,048 threads an SM, at most 32 blocks
+  ASSERT_EQ(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, neighbour_kernel, 256, 56 * 1024),
+      cudaSuccess);
+  EXPECT_EQ(per_sm, 4);  // 228 KiB an SM, 1 KiB reserved a block
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  EXPECT_EQ(cudaLaunchCooperativeKernel(neighbour_kernel, 32 * sms + 1, 64, args, 256),
+            cudaErrorCooperativeLaunchTooLarge);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorCooperativeLaunchTooLarge);
+  // Above 48 KiB of dynamic shared memory only after the kernel's attribute allows it.
+  EXPECT_EQ(cudaLaunchCooperativeKernel(neighbour_kernel, 2, 64, args, 64 * 1024),
+            cudaErrorInvalidConfiguration);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(cudaFuncSetAttribute(neighbour_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 228 * 1024),
+            cudaErrorInvalidValue);
+  cudaGetLastError();
+  ASSERT_EQ(cudaFuncSetAttribute(neighbour_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 64 * 1024),
+            cudaSuccess);
+  EXPECT_EQ(cudaLaunchCooperativeKernel(neighbour_kernel, 2, 64, args, 64 * 1024), cudaSuccess);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  cudaFree(v);
+  cudaFree(out);
+}
+
+void grid_sync_kernel(int* out) {
+  cooperative_groups::this_grid().sync();
+  out[threadIdx.x] = 1;
+}
+void early_exit_kernel(int* out) {
+  if (blockIdx.x == 1) return;  // block 1 never reaches the grid sync
+  cooperative_groups::this_grid().sync();
+  out[threadIdx.x] = 1;
+}
+
+TEST(CudaEmuDeathTest, GridSyncOutsideCooperativeLaunchAndBlocksThatSkipItAreReported) {
+  int* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 32 * sizeof(int)), cudaSuccess);
+  EXPECT_DEATH(kiln_emu::make_launcher("grid_sync_kernel", 2, 32)(
+                   [](auto... a) { grid_sync_kernel(a...); }, d),
+               "grid sync in a kernel not launched with cudaLaunchCooperativeKernel");
+  void* args[] = {&d};
+  EXPECT_DEATH(cudaLaunchCooperativeKernel(early_exit_kernel, 3, 32, args),
+               "2 blocks wait at a grid sync that 1 finished");
   cudaFree(d);
 }
 

@@ -61,6 +61,9 @@ std::string ptr_str(const void* p) {
 
 // ---- allocations -------------------------------------------------------------------------------
 constexpr size_t kDeviceMemory = 80ull << 30;  // what the emulated device reports and allows
+constexpr size_t kSmemPerSm = 228 * 1024;      // shared memory per SM (an H100's)
+constexpr size_t kMaxSmemOptin = 227 * 1024;   // the most one block may opt in to
+constexpr int kSms = 132;
 
 struct Alloc {
   size_t bytes;
@@ -157,7 +160,7 @@ kiln_emu_switch:
 namespace kiln_emu {
 namespace {
 
-enum class FState { Run, AtBlock, AtWarp, Done };
+enum class FState { Run, AtBlock, AtWarp, AtGrid, Done };
 
 struct Fiber {
   void* sp;
@@ -184,8 +187,14 @@ struct BlockRun {
   const std::function<void()>* body = nullptr;
   std::vector<std::array<uint64_t, 32>> warp_in, warp_out;
   bool synced = false;  // some thread reached a barrier or a warp collective
+  unsigned live = 0;    // threads not yet finished
+  uint3 idx{};          // the block (a cooperative launch keeps one BlockRun per block)
+  std::vector<unsigned char> smem;  // its dynamic shared memory
 };
 thread_local BlockRun* g_run = nullptr;
+thread_local unsigned char* g_smem = nullptr;  // the running block's dynamic shared memory
+thread_local bool g_cooperative = false;       // the running launch is cooperative
+constexpr unsigned char kSmemPoison = 0xff;    // NaN bytes, as fresh allocations
 // Blocks run one at a time: __shared__ variables are statics.
 std::mutex g_launch_mu;
 
@@ -289,8 +298,8 @@ std::mt19937_64& order_rng() {
   return rng;
 }
 
-// Runs one block with a fiber per thread. Returns whether any thread synchronised.
-bool run_block_fibers(BlockRun& r, const char* name) {
+// Sets up one block's fibers (nothing runs yet).
+void init_block_fibers(BlockRun& r) {
   const dim3 bd = g_block.block_dim;
   const unsigned nthreads = bd.x * bd.y * bd.z;
   const unsigned nwarps = (nthreads + 31) / 32;
@@ -298,6 +307,7 @@ bool run_block_fibers(BlockRun& r, const char* name) {
   r.warp_in.resize(nwarps);
   r.warp_out.resize(nwarps);
   r.synced = false;
+  r.live = nthreads;
   for (unsigned t = 0; t < nthreads; ++t) {
     Fiber& f = r.fibers[t];
     f.ts = thread_state(t, bd);
@@ -309,14 +319,20 @@ bool run_block_fibers(BlockRun& r, const char* name) {
 #endif
     f.sp = initial_sp(f.stack);
   }
+}
+
+// Runs the block's fibers (g_run, g_block and g_smem name the block) until every live thread
+// has finished or waits at a grid sync.
+void step_block_fibers(BlockRun& r, const char* name) {
+  const unsigned nthreads = static_cast<unsigned>(r.fibers.size());
+  const unsigned nwarps = (nthreads + 31) / 32;
   std::vector<unsigned> order(nthreads);
   for (unsigned t = 0; t < nthreads; ++t) order[t] = t;
   const OrderCfg& cfg = order_cfg();
   std::mt19937_64& rng = order_rng();
   if (cfg.order == Order::Reverse) std::reverse(order.begin(), order.end());
 
-  unsigned live = nthreads;
-  while (live > 0) {
+  while (r.live > 0) {
     if (cfg.order == Order::Random) std::shuffle(order.begin(), order.end(), rng);
     for (unsigned t : order) {
       Fiber& f = r.fibers[t];
@@ -324,17 +340,24 @@ bool run_block_fibers(BlockRun& r, const char* name) {
       r.cur = &f;
       g_thread = &f.ts;
       resume(r, f);
-      if (f.state == FState::Done) --live;
+      if (f.state == FState::Done) --r.live;
     }
-    if (live == 0) break;
+    if (r.live == 0) break;
+    unsigned at_block = 0, at_warp = 0, at_grid = 0;
+    for (const Fiber& f : r.fibers) {
+      at_block += f.state == FState::AtBlock;
+      at_warp += f.state == FState::AtWarp;
+      at_grid += f.state == FState::AtGrid;
+    }
+    if (at_grid == r.live) break;  // parked at a grid sync: the grid scheduler releases it
     bool released = false;
     for (unsigned w = 0; w < nwarps; ++w) {
       bool any = false, all = true;
       for (unsigned t = w * 32; t < std::min(nthreads, w * 32 + 32); ++t) {
-        const FState s = r.fibers[t].state;
-        if (s == FState::Done) continue;
+        const FState st = r.fibers[t].state;
+        if (st == FState::Done) continue;
         any = true;
-        all = all && s == FState::AtWarp;
+        all = all && st == FState::AtWarp;
       }
       if (!any || !all) continue;
       for (unsigned t = w * 32; t < w * 32 + 32; ++t) {
@@ -344,41 +367,44 @@ bool run_block_fibers(BlockRun& r, const char* name) {
       }
       released = true;
     }
-    if (!released) {
-      unsigned at_block = 0, at_warp = 0;
-      for (const Fiber& f : r.fibers) {
-        at_block += f.state == FState::AtBlock;
-        at_warp += f.state == FState::AtWarp;
-      }
-      if (at_block == live) {
-        const Fiber* first = nullptr;
-        for (Fiber& f : r.fibers) {
-          if (f.state != FState::AtBlock) continue;
-          if (first && (f.barrier_line != first->barrier_line ||
-                        (f.barrier_file != first->barrier_file && std::strcmp(f.barrier_file, first->barrier_file)))) {
-            std::fprintf(stderr,
-                         "kiln-emu: divergent __syncthreads in kernel %s, block (%u,%u,%u): threads wait at "
-                         "different barriers (%s:%d and %s:%d; a barrier under a condition that differs across the "
-                         "block)\n",
-                         name, g_block.block_idx.x, g_block.block_idx.y, g_block.block_idx.z, first->barrier_file,
-                         first->barrier_line, f.barrier_file, f.barrier_line);
-            std::abort();
-          }
-          if (!first) first = &f;
-          f.state = FState::Run;
+    if (released) continue;
+    if (at_block == r.live) {
+      const Fiber* first = nullptr;
+      for (Fiber& f : r.fibers) {
+        if (f.state != FState::AtBlock) continue;
+        if (first && (f.barrier_line != first->barrier_line ||
+                      (f.barrier_file != first->barrier_file &&
+                       std::strcmp(f.barrier_file, first->barrier_file)))) {
+          std::fprintf(
+              stderr,
+              "kiln-emu: divergent __syncthreads in kernel %s, block (%u,%u,%u): threads wait at "
+              "different barriers (%s:%d and %s:%d; a barrier under a condition that differs "
+              "across the "
+              "block)\n",
+              name, g_block.block_idx.x, g_block.block_idx.y, g_block.block_idx.z,
+              first->barrier_file, first->barrier_line, f.barrier_file, f.barrier_line);
+          std::abort();
         }
-        released = true;
-      } else {
-        std::fprintf(stderr,
-                     "kiln-emu: deadlock in kernel %s, block (%u,%u,%u): %u live threads, %u at __syncthreads, "
-                     "%u in a warp collective whose warp has lanes elsewhere\n",
-                     name, g_block.block_idx.x, g_block.block_idx.y, g_block.block_idx.z, live, at_block,
-                     at_warp);
-        std::abort();
+        if (!first) first = &f;
+        f.state = FState::Run;
       }
+      continue;
     }
+    std::fprintf(
+        stderr,
+        "kiln-emu: deadlock in kernel %s, block (%u,%u,%u): %u live threads, %u at __syncthreads, "
+        "%u in a warp collective whose warp has lanes elsewhere, %u at a grid sync\n",
+        name, g_block.block_idx.x, g_block.block_idx.y, g_block.block_idx.z, r.live, at_block,
+        at_warp, at_grid);
+    std::abort();
   }
   g_thread = nullptr;
+}
+
+// Runs one block with a fiber per thread. Returns whether any thread synchronised.
+bool run_block_fibers(BlockRun& r, const char* name) {
+  init_block_fibers(r);
+  step_block_fibers(r, name);
   return r.synced;
 }
 
@@ -397,7 +423,22 @@ void run_block_direct(const std::function<void()>& body, ThreadState& ts) {
 
 thread_local bool g_direct = false;
 
-void run_grid(const char* name, dim3 grid, dim3 block, const std::function<void()>& body) {
+// The blocks of a launch in the configured order (linear block ids).
+std::vector<uint64_t> block_order(uint64_t nblocks) {
+  std::vector<uint64_t> ids(nblocks);
+  for (uint64_t i = 0; i < nblocks; ++i) ids[i] = i;
+  if (order_cfg().order == Order::Reverse) std::reverse(ids.begin(), ids.end());
+  if (order_cfg().order == Order::Random) std::shuffle(ids.begin(), ids.end(), order_rng());
+  return ids;
+}
+
+uint3 block_index(uint64_t b, dim3 grid) {
+  return uint3{unsigned(b % grid.x), unsigned(b / grid.x % grid.y),
+               unsigned(b / (uint64_t(grid.x) * grid.y))};
+}
+
+void run_grid(const char* name, dim3 grid, dim3 block, size_t smem,
+              const std::function<void()>& body) {
   std::lock_guard<std::mutex> lk(g_launch_mu);
   static thread_local BlockRun run;
   BlockRun* saved = g_run;
@@ -411,16 +452,14 @@ void run_grid(const char* name, dim3 grid, dim3 block, const std::function<void(
   // first (one block reading what another writes, outside the last-block pattern) shows it.
   const uint64_t nblocks = uint64_t(grid.x) * grid.y * grid.z;
   std::vector<uint64_t> shuffled;
-  if (order_cfg().order == Order::Random) {
-    shuffled.resize(nblocks);
-    for (uint64_t i = 0; i < nblocks; ++i) shuffled[i] = i;
-    std::shuffle(shuffled.begin(), shuffled.end(), order_rng());
-  }
+  if (order_cfg().order == Order::Random) shuffled = block_order(nblocks);
   for (uint64_t i = 0; i < nblocks; ++i) {
     const uint64_t b = order_cfg().order == Order::Forward ? i
                        : order_cfg().order == Order::Reverse ? nblocks - 1 - i
                                                             : shuffled[i];
-    g_block.block_idx = uint3{unsigned(b % grid.x), unsigned(b / grid.x % grid.y), unsigned(b / (uint64_t(grid.x) * grid.y))};
+    g_block.block_idx = block_index(b, grid);
+    run.smem.assign(smem, kSmemPoison);
+    g_smem = run.smem.data();
     if (fibers) {
       const bool synced = run_block_fibers(run, name);
       fibers = synced || order_cfg().always_fibers;
@@ -430,7 +469,81 @@ void run_grid(const char* name, dim3 grid, dim3 block, const std::function<void(
       g_direct = false;
     }
   }
+  g_smem = nullptr;
   g_run = saved;
+}
+
+// A cooperative launch: every block's fibers exist at once; each round runs every block until
+// its threads finish or wait at a grid sync, then releases the sync. __shared__ variables are
+// statics shared by all blocks, so only dynamic shared memory (each block its own) and registers
+// (the fibers' stacks) carry a block's state across a grid sync.
+void run_grid_cooperative(const char* name, dim3 grid, dim3 block, size_t smem,
+                          const std::function<void()>& body) {
+  std::lock_guard<std::mutex> lk(g_launch_mu);
+  static thread_local std::vector<std::unique_ptr<BlockRun>> pool;
+  const uint64_t nblocks = uint64_t(grid.x) * grid.y * grid.z;
+  while (pool.size() < nblocks) pool.push_back(std::make_unique<BlockRun>());
+  BlockRun* saved = g_run;
+  g_block.block_dim = block;
+  g_block.grid_dim = grid;
+  const auto enter = [&](BlockRun& r) {
+    g_run = &r;
+    g_block.block_idx = r.idx;
+    g_smem = r.smem.data();
+  };
+  for (uint64_t b = 0; b < nblocks; ++b) {
+    BlockRun& r = *pool[b];
+    r.body = &body;
+    r.idx = block_index(b, grid);
+    r.smem.assign(smem, kSmemPoison);
+    enter(r);
+    init_block_fibers(r);
+  }
+  g_cooperative = true;
+  for (;;) {
+    for (uint64_t b : block_order(nblocks)) {
+      BlockRun& r = *pool[b];
+      if (r.live == 0) continue;
+      enter(r);
+      step_block_fibers(r, name);
+    }
+    uint64_t waiting = 0, finished = 0;
+    for (uint64_t b = 0; b < nblocks; ++b) (pool[b]->live ? waiting : finished) += 1;
+    if (waiting == 0) break;
+    if (finished > 0) {
+      std::fprintf(stderr,
+                   "kiln-emu: deadlock in kernel %s: %llu blocks wait at a grid sync that %llu "
+                   "finished blocks "
+                   "never reach\n",
+                   name, static_cast<unsigned long long>(waiting),
+                   static_cast<unsigned long long>(finished));
+      std::abort();
+    }
+    for (uint64_t b = 0; b < nblocks; ++b)
+      for (Fiber& f : pool[b]->fibers)
+        if (f.state == FState::AtGrid) f.state = FState::Run;
+  }
+  g_cooperative = false;
+  g_smem = nullptr;
+  g_run = saved;
+}
+
+// Blocks of `threads` threads with `smem` bytes of dynamic shared memory that fit on one
+// emulated SM (2,048 threads, 32 blocks, 228 KiB of shared memory with 1 KiB reserved per block).
+int blocks_per_sm(unsigned threads, size_t smem) {
+  if (threads == 0 || threads > 1024 || smem > kMaxSmemOptin) return 0;
+  size_t n = std::min<size_t>(32, 2048 / threads);
+  n = std::min(n, kSmemPerSm / (smem + 1024));
+  return static_cast<int>(n);
+}
+
+std::mutex g_func_mu;
+std::map<const void*, int> g_func_smem;  // cudaFuncAttributeMaxDynamicSharedMemorySize per kernel
+
+size_t max_dynamic_smem(const void* func) {
+  std::lock_guard<std::mutex> lk(g_func_mu);
+  const auto it = func ? g_func_smem.find(func) : g_func_smem.end();
+  return it == g_func_smem.end() ? 48 * 1024 : static_cast<size_t>(it->second);
 }
 
 }  // namespace
@@ -472,16 +585,41 @@ const uint64_t* warp_exchange(uint64_t bits) {
   return r->warp_out[w].data();
 }
 
-void launch_grid(const char* name, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                 std::function<void()> body, const void* const* pointers, size_t npointers) {
+void grid_sync() {
+  if (!g_cooperative)
+    device_trap(
+        "cooperative_groups grid sync in a kernel not launched with cudaLaunchCooperativeKernel");
+  g_run->synced = true;
+  g_run->cur->state = FState::AtGrid;
+  yield_to_scheduler();
+}
+
+void* dynamic_smem() {
+  return g_smem;
+}
+
+cudaError_t launch_grid(const char* name, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                        std::function<void()> body, const void* const* pointers, size_t npointers,
+                        const void* func, bool cooperative) {
   const unsigned long long threads = 1ull * block.x * block.y * block.z;
-  if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 ||
-      grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u || smem > 48 * 1024) {
+  if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
+      grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 ||
+      grid.x > 2147483647u || smem > max_dynamic_smem(func)) {
+    char b[320];
+    std::snprintf(
+        b, sizeof b,
+        "kernel %s: invalid configuration grid (%u,%u,%u) block (%u,%u,%u) smem %zu (above 48 KiB "
+        "needs cudaFuncAttributeMaxDynamicSharedMemorySize)",
+        name, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
+    return fail(cudaErrorInvalidConfiguration, b);
+  }
+  const unsigned long long nblocks = 1ull * grid.x * grid.y * grid.z;
+  if (cooperative && nblocks > 1ull * kSms * blocks_per_sm(static_cast<unsigned>(threads), smem)) {
     char b[256];
-    std::snprintf(b, sizeof b, "kernel %s: invalid configuration grid (%u,%u,%u) block (%u,%u,%u) smem %zu", name,
-                  grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
-    fail(cudaErrorInvalidConfiguration, b);
-    return;
+    std::snprintf(b, sizeof b,
+                  "kernel %s: cooperative launch of %llu blocks exceeds the %d that fit at once",
+                  name, nblocks, kSms * blocks_per_sm(static_cast<unsigned>(threads), smem));
+    return fail(cudaErrorCooperativeLaunchTooLarge, b);
   }
   for (size_t i = 0; i < npointers; ++i)
     if (pointers[i] && !is_device_accessible(pointers[i], 0)) {
@@ -491,7 +629,12 @@ void launch_grid(const char* name, dim3 grid, dim3 block, size_t smem, cudaStrea
       device_trap(b);
     }
   std::string n = name;
-  enqueue(stream, name, [n, grid, block, body = std::move(body)] { run_grid(n.c_str(), grid, block, body); });
+  return enqueue(stream, name, [n, grid, block, smem, cooperative, body = std::move(body)] {
+    if (cooperative)
+      run_grid_cooperative(n.c_str(), grid, block, smem, body);
+    else
+      run_grid(n.c_str(), grid, block, smem, body);
+  });
 }
 
 }  // namespace kiln_emu
@@ -553,8 +696,36 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
     case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
     case cudaDevAttrMultiProcessorCount: *v = 132; break;
     case cudaDevAttrL2CacheSize: *v = 50 * 1024 * 1024; break;  // an H100's 50 MiB
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor:
+      *v = static_cast<int>(kiln_emu::kSmemPerSm);
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *v = static_cast<int>(kiln_emu::kMaxSmemOptin);
+      break;
+    case cudaDevAttrCooperativeLaunch:
+      *v = 1;
+      break;
     default: return fail(cudaErrorInvalidValue, "cudaDeviceGetAttribute: attribute not emulated");
   }
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (!func) return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute(null function)");
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
+    return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: attribute not emulated");
+  if (value < 0 || static_cast<size_t>(value) > kiln_emu::kMaxSmemOptin)
+    return fail(cudaErrorInvalidValue,
+                "cudaFuncSetAttribute: " + std::to_string(value) +
+                    " bytes of dynamic shared memory exceed the 227 KiB a block may use");
+  std::lock_guard<std::mutex> lk(kiln_emu::g_func_mu);
+  kiln_emu::g_func_smem[func] = value;
+  return cudaSuccess;
+}
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* func,
+                                                          int block_size, size_t dynamic_smem) {
+  if (!func || block_size <= 0)
+    return fail(cudaErrorInvalidValue, "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  *blocks = kiln_emu::blocks_per_sm(static_cast<unsigned>(block_size), dynamic_smem);
   return cudaSuccess;
 }
 cudaError_t cudaDriverGetVersion(int* v) {

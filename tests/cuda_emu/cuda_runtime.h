@@ -87,6 +87,7 @@ enum cudaError_t {
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
   cudaErrorStreamCaptureImplicit = 906,
+  cudaErrorCooperativeLaunchTooLarge = 720,
 };
 typedef cudaError_t cudaError;
 enum cudaMemcpyKind {
@@ -101,8 +102,16 @@ enum cudaStreamCaptureMode {
   cudaStreamCaptureModeThreadLocal = 1,
   cudaStreamCaptureModeRelaxed = 2,
 };
-enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor = 75, cudaDevAttrComputeCapabilityMinor = 76,
-                      cudaDevAttrMultiProcessorCount = 16, cudaDevAttrL2CacheSize = 38 };
+enum cudaDeviceAttr {
+  cudaDevAttrComputeCapabilityMajor = 75,
+  cudaDevAttrComputeCapabilityMinor = 76,
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrL2CacheSize = 38,
+  cudaDevAttrMaxSharedMemoryPerMultiprocessor = 81,
+  cudaDevAttrCooperativeLaunch = 95,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 constexpr unsigned cudaStreamDefault = 0, cudaStreamNonBlocking = 1;
 constexpr unsigned cudaEventDefault = 0, cudaEventBlockingSync = 1, cudaEventDisableTiming = 2;
 
@@ -184,6 +193,24 @@ cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b);
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags = 0);
 
+// Kernel attributes and occupancy, keyed by the kernel's address. The emulated SM has 2,048
+// threads and 228 KiB of shared memory (1 KiB reserved per block, 227 KiB per block at most);
+// a launch with more than 48 KiB of dynamic shared memory needs
+// cudaFuncAttributeMaxDynamicSharedMemorySize raised first, as on the device.
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value);
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* func,
+                                                          int block_size, size_t dynamic_smem);
+template <typename T>
+cudaError_t cudaFuncSetAttribute(T* func, cudaFuncAttribute attr, int value) {
+  return cudaFuncSetAttribute(reinterpret_cast<const void*>(func), attr, value);
+}
+template <typename T>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, T* func, int block_size,
+                                                          size_t dynamic_smem) {
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, reinterpret_cast<const void*>(func),
+                                                       block_size, dynamic_smem);
+}
+
 // ---- device built-ins --------------------------------------------------------------------------
 namespace kiln_emu {
 
@@ -202,6 +229,12 @@ extern thread_local BlockState g_block;
 bool set_order(const char* spec);
 
 void syncthreads(const char* file, int line);
+// cooperative_groups::this_grid().sync(): every thread of the grid waits here (cooperative
+// launches only; traps otherwise).
+void grid_sync();
+// The calling block's dynamic shared memory (the launch's smem bytes, poisoned with NaN bytes at
+// block start; each block of a cooperative launch keeps its own across grid syncs).
+void* dynamic_smem();
 // Warp collective: every live lane of the calling warp deposits `bits`, waits for the others,
 // and gets the whole warp's deposits back (32 slots) before the warp moves on.
 const uint64_t* warp_exchange(uint64_t bits);
@@ -239,6 +272,9 @@ constexpr int warpSize = 32;
 // The barrier is identified by its source line (an optimiser may duplicate its call site).
 #define __syncthreads() ::kiln_emu::syncthreads(__FILE__, __LINE__)
 inline void __syncwarp(unsigned = 0xffffffffu) { kiln_emu::warp_exchange(0); }
+// `extern __shared__ T name[]` cannot follow `__shared__` -> `static`: kernels declare dynamic
+// shared memory with this macro (engine/cooperative.h gives the device spelling).
+#define KILN_DYNAMIC_SMEM(T, name) T* name = static_cast<T*>(::kiln_emu::dynamic_smem())
 inline void __threadfence() {}
 inline void __threadfence_block() {}
 
@@ -338,8 +374,11 @@ namespace kiln_emu {
 // Runs `body` for every thread of every block (or records it into the stream's graph while the
 // stream is being captured). `pointers` are the kernel's pointer arguments, checked against the
 // device allocations; `name` identifies the kernel in error messages.
-void launch_grid(const char* name, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                 std::function<void()> body, const void* const* pointers, size_t npointers);
+// `func` (may be null) is the kernel's address, for its attributes; `cooperative`: all blocks run
+// together and may meet at grid_sync (cudaErrorCooperativeLaunchTooLarge beyond what fits).
+cudaError_t launch_grid(const char* name, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                        std::function<void()> body, const void* const* pointers, size_t npointers,
+                        const void* func = nullptr, bool cooperative = false);
 
 template <typename T>
 void collect_pointer(const T& v, const void** out, size_t& n) {
@@ -351,22 +390,42 @@ struct Launcher {
   dim3 grid, block;
   size_t smem;
   cudaStream_t stream;
+  const void* func = nullptr;
+  bool cooperative = false;
   // `kernel` is a stateless lambda forwarding to the kernel (so template arguments are deduced
   // from the launch arguments, as nvcc does). Arguments are copied at launch, as on the device.
   template <typename F, typename... A>
-  void operator()(F kernel, A&&... args) const {
+  cudaError_t operator()(F kernel, A&&... args) const {
     auto params = std::make_shared<std::tuple<std::decay_t<A>...>>(std::forward<A>(args)...);
     const void* ptrs[sizeof...(A) + 1] = {};
     size_t n = 0;
     std::apply([&](const auto&... v) { (collect_pointer(v, ptrs, n), ...); }, *params);
-    launch_grid(name, grid, block, smem, stream, [kernel, params] { std::apply(kernel, *params); }, ptrs, n);
+    return launch_grid(
+        name, grid, block, smem, stream, [kernel, params] { std::apply(kernel, *params); }, ptrs, n,
+        func, cooperative);
   }
 };
 
 inline Launcher make_launcher(const char* name, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t stream = nullptr) {
   return Launcher{name, grid, block, smem, stream};
 }
+template <typename Tuple, size_t... I>
+Tuple args_from(void** args, std::index_sequence<I...>) {
+  return Tuple(*static_cast<std::tuple_element_t<I, Tuple>*>(args[I])...);
+}
 }  // namespace kiln_emu
+
+// The runtime's cooperative launch: args[i] points at the kernel's i-th parameter (of its exact
+// type), copied at launch.
+template <typename... P>
+cudaError_t cudaLaunchCooperativeKernel(void (*func)(P...), dim3 grid, dim3 block, void** args,
+                                        size_t smem = 0, cudaStream_t stream = nullptr) {
+  using Tuple = std::tuple<std::decay_t<P>...>;
+  Tuple params = kiln_emu::args_from<Tuple>(args, std::index_sequence_for<P...>{});
+  kiln_emu::Launcher l{
+      "cooperative kernel", grid, block, smem, stream, reinterpret_cast<const void*>(func), true};
+  return std::apply([&](auto&... v) { return l([func](auto... a) { func(a...); }, v...); }, params);
+}
 
 // `k<<<g, b, s, st>>>(args)` is rewritten by rewrite_launches.py into
 // `::kiln_emu::make_launcher("k", g, b, s, st)([](auto... a) { k(a...); }, args)`.
