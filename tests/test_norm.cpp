@@ -1,7 +1,9 @@
 // Batch norm and group norm: hand-computed values, running statistics, double-precision gradient
 // checks of the CPU references, the GroupNorm divisibility error, the block-tail builders, and
 // GPU-vs-reference comparisons (skipped without a GPU; cuDNN as a second oracle when present).
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -396,6 +398,71 @@ void gn_gpu_vs_ref(NormShape s, uint64_t seed, float scale = 1) {
     cudaFree(ws);
   }
 }
+
+// Batch norm's persistent kernel (batchnorm_set_persistent) against the three-kernel path:
+// every output bit for bit (training forward with running statistics and a fused ReLU,
+// backward in training and eval mode, with a fused ReLU's mask), under grid and cache limits
+// that give several items per block and blocks cached fully, partly or not at all.
+void bn_persistent_vs_three_kernels(NormShape s, uint64_t seed, int max_blocks,
+                                    size_t cache_bytes) {
+  SCOPED_TRACE(testing::Message() << s.n << "x" << s.c << "x" << s.hw << " blocks<=" << max_blocks
+                                  << " cache=" << cache_bytes);
+  const size_t n = s.numel(), c = s.c;
+  auto x = random_vec(n, seed, -2, 5), dy = random_vec(n, seed + 1);
+  auto w = random_vec(c, seed + 2, 0.5, 1.5), b = random_vec(c, seed + 3);
+  auto rm = random_vec(c, seed + 4), rv = random_vec(c, seed + 5, 0.5, 2);
+  struct Restore {
+    ~Restore() {
+      batchnorm_set_persistent(false);
+      batchnorm_persistent_limits(0, SIZE_MAX);
+    }
+  } restore;
+  batchnorm_persistent_limits(max_blocks, cache_bytes);
+  std::vector<std::vector<float>> outs[2];
+  for (int persistent = 0; persistent < 2; ++persistent) {
+    batchnorm_set_persistent(persistent == 1);
+    EXPECT_EQ(batchnorm_persistent_grid(s, false) > 0, persistent == 1);
+    EXPECT_EQ(batchnorm_persistent_grid(s, true) > 0, persistent == 1);
+    if (max_blocks > 0) EXPECT_LE(batchnorm_persistent_grid(s, false), max_blocks);
+    for (bool relu : {false, true}) {
+      Dev gx(x), gw(w), gb(b), gdy(dy), grm(rm), grv(rv), gnbt(std::vector<float>{16777215, 2});
+      Dev gy(n), gmean(c), gis(c), gdx(n), gdw(c), gdb(c), gdxe(n), gdwe(c), gdbe(c);
+      void* ws = dev_workspace(batchnorm_workspace_bytes(s));
+      batchnorm_fwd_train(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, grm.p, grv.p, gnbt.p, 0.1, 1e-5,
+                          s, ws, nullptr, relu);
+      batchnorm_bwd(gx.p, gdy.p, gw.p, gmean.p, gis.p, gdx.p, gdw.p, gdb.p, true, s, ws, nullptr,
+                    relu ? gy.p : nullptr);
+      batchnorm_bwd(gx.p, gdy.p, gw.p, grm.p, gis.p, gdxe.p, gdwe.p, gdbe.p, false, s, ws, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      for (const Dev* d : {&gy, &gdx, &gdxe}) outs[persistent].push_back(d->get(n));
+      for (const Dev* d : {&gmean, &gis, &grm, &grv, &gdw, &gdb, &gdwe, &gdbe})
+        outs[persistent].push_back(d->get(c));
+      outs[persistent].push_back(gnbt.get(2));
+      cudaFree(ws);
+    }
+  }
+  const char* names[] = {"y",
+                         "dx",
+                         "dx (eval)",
+                         "mean",
+                         "invstd",
+                         "running_mean",
+                         "running_var",
+                         "dweight",
+                         "dbias",
+                         "dweight (eval)",
+                         "dbias (eval)",
+                         "num_batches_tracked"};
+  ASSERT_EQ(outs[0].size(), outs[1].size());
+  for (size_t i = 0; i < outs[0].size(); ++i) {
+    const auto& a = outs[0][i];
+    EXPECT_TRUE(std::none_of(a.begin(), a.end(), [](float v) { return std::isnan(v); }))
+        << names[i % 12];
+    EXPECT_EQ(0, std::memcmp(a.data(), outs[1][i].data(), a.size() * sizeof(float)))
+        << names[i % 12] << (i >= 12 ? " (fused ReLU)" : "")
+        << " differs from the three-kernel path";
+  }
+}
 #endif
 
 TEST(BatchNormGpu, Mnist2d) {
@@ -417,6 +484,26 @@ TEST(BatchNormGpu, AwkwardShapes) {
   // with zero gradients); the CPU reference squares in double, and so must the kernels.
   bn_gpu_vs_ref({4, 3, 5 * 5, 1}, 28, 0, 1e19f);
   bn_gpu_vs_ref({4, 2, 64, 1}, 29, 0, 1e19f);  // the float4 path
+#endif
+}
+TEST(BatchNormGpu, PersistentKernelGivesTheThreeKernelPathsBits) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  bn_persistent_vs_three_kernels({4, 2, 64, 1}, 51, 0,
+                                 SIZE_MAX);  // one split a channel, all cached
+  bn_persistent_vs_three_kernels({5, 8, 64 * 64, 1}, 52, 0,
+                                 SIZE_MAX);                      // 3 splits a channel, 24 blocks
+  bn_persistent_vs_three_kernels({5, 8, 64 * 64, 1}, 53, 5, 0);  // 5 items a block, nothing cached
+  // 5 blocks of 5 or 4 items (24 = 5 x 5 - 1) of 1,707 float4s: 32 KiB of cache holds the first
+  // item and part of the second forward, part of the first backward (x and dy)
+  bn_persistent_vs_three_kernels({5, 8, 64 * 64, 1}, 54, 5, 32768);
+  bn_persistent_vs_three_kernels({7, 300, 4, 1}, 55, 16, 1000);  // 300 channels, short rows
+  bn_persistent_vs_three_kernels({16, 12, 28 * 28, 1}, 56, 7,
+                                 60 * 1024);  // above 48 KiB: the opt-in
+  // Not taken: rows that are no multiple of four (the three-kernel path's scalar loads).
+  batchnorm_set_persistent(true);
+  EXPECT_EQ(batchnorm_persistent_grid({3, 5, 13 * 13, 1}, false), 0);
+  batchnorm_set_persistent(false);
 #endif
 }
 TEST(GroupNormGpu, AwkwardShapes) {

@@ -17,6 +17,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "engine/cooperative.h"
 #include "engine/cuda_check.h"
 #include "engine/fast_div.h"
 #include "kernels/norm/norm.h"
@@ -81,6 +82,21 @@ unsigned grid_for(int64_t work) {
 }
 
 // ---- batch norm ------------------------------------------------------------------------------
+// bn_partial's sums over one float4 of x (and g, its dy): forward a += x - ctr, b += (x - ctr)^2;
+// backward a += g, b += g * (x - ctr). Products in double.
+template <bool BWD>
+__device__ __forceinline__ void bn_sum4(float4 v, float4 g, float ctr, double& a, double& b) {
+  const float d0 = v.x - ctr, d1 = v.y - ctr, d2 = v.z - ctr, d3 = v.w - ctr;
+  const double e0 = d0, e1 = d1, e2 = d2, e3 = d3;
+  if (BWD) {
+    a += (double(g.x) + g.y) + (double(g.z) + g.w);
+    b += (g.x * e0 + g.y * e1) + (g.z * e2 + g.w * e3);
+  } else {
+    a += (e0 + e1) + (e2 + e3);
+    b += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3);
+  }
+}
+
 // Per (split, channel) partial sums over the channel's elements j in [0, n*hw), j = n_*hw + k.
 // Forward (BWD = false): a = sum(x - shift), b = sum((x - shift)^2), shift = x[0, c, 0].
 // Backward: a = sum(dy), b = sum(dy * (x - mean[c])), dy masked by ym when ym is not null.
@@ -103,16 +119,9 @@ __global__ void __launch_bounds__(kThreads)
       const unsigned n = hw.div(j), k = j - n * hw;
       const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
       const float4 v = ld4(x + i);
-      const float d0 = v.x - ctr, d1 = v.y - ctr, d2 = v.z - ctr, d3 = v.w - ctr;
-      const double e0 = d0, e1 = d1, e2 = d2, e3 = d3;
-      if (BWD) {
-        const float4 g = ym ? relu_mask4(ld4(dy + i), ld4(ym + i)) : ld4(dy + i);
-        a += (double(g.x) + g.y) + (double(g.z) + g.w);
-        b += (g.x * e0 + g.y * e1) + (g.z * e2 + g.w * e3);
-      } else {
-        a += (e0 + e1) + (e2 + e3);
-        b += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3);
-      }
+      float4 g = v;
+      if (BWD) g = ym ? relu_mask4(ld4(dy + i), ld4(ym + i)) : ld4(dy + i);
+      bn_sum4<BWD>(v, g, ctr, a, b);
     }
   } else {
     for (unsigned j = begin + threadIdx.x; j < end; j += kThreads) {
@@ -136,31 +145,31 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One thread per channel: batch statistics, running statistics, and coef = (mean, scale, bias)
-// for bn_apply.
-__global__ void bn_finalize_fwd_kernel(const float* __restrict__ x, const float* __restrict__ w,
-                                       const float* __restrict__ bias, int C, unsigned hw,
-                                       unsigned m, int splits, const double* __restrict__ pa,
-                                       const double* __restrict__ pb, float* save_mean,
-                                       float* save_invstd, float* coef, float* running_mean,
-                                       float* running_var, float* nbt, double momentum,
-                                       double eps) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
+// Channel c's forward statistics from its split partial sums (summed in split order). With
+// `write`: saves mean and 1/sqrt(var + eps), updates the running statistics (when running_mean is
+// not null) and num_batches_tracked (channel 0, when nbt is not null); returns bn_apply's
+// coefficients (mean, scale, bias) in u, s, t.
+__device__ __forceinline__ void bn_finalize_fwd_channel(
+    int c, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+    unsigned hw, unsigned m, int splits, const double* __restrict__ pa,
+    const double* __restrict__ pb, float* save_mean, float* save_invstd, float* running_mean,
+    float* running_var, float* nbt, double momentum, double eps, bool write, float& u, float& s,
+    float& t) {
   double a = 0, b = 0;
-  for (int s = 0; s < splits; ++s) {
-    a += pa[static_cast<int64_t>(c) * splits + s];
-    b += pb[static_cast<int64_t>(c) * splits + s];
+  for (int sp = 0; sp < splits; ++sp) {
+    a += pa[static_cast<int64_t>(c) * splits + sp];
+    b += pb[static_cast<int64_t>(c) * splits + sp];
   }
   const double dm = a / m;
   const double mean = static_cast<double>(x[static_cast<int64_t>(c) * hw]) + dm;
   const double var = fmax(b / m - dm * dm, 0.0);
   const double invstd = 1.0 / sqrt(var + eps);
+  u = static_cast<float>(mean);
+  s = static_cast<float>(w[c] * invstd);
+  t = bias[c];
+  if (!write) return;
   save_mean[c] = static_cast<float>(mean);
   save_invstd[c] = static_cast<float>(invstd);
-  coef[c] = static_cast<float>(mean);
-  coef[C + c] = static_cast<float>(w[c] * invstd);
-  coef[2 * C + c] = bias[c];
   if (running_mean) {
     const double unbiased = m > 1 ? var * m / (m - 1) : var;
     running_mean[c] = static_cast<float>((1 - momentum) * running_mean[c] + momentum * mean);
@@ -173,6 +182,48 @@ __global__ void bn_finalize_fwd_kernel(const float* __restrict__ x, const float*
   }
 }
 
+// One thread per channel: batch statistics, running statistics, and coef = (mean, scale, bias)
+// for bn_apply.
+__global__ void bn_finalize_fwd_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                       const float* __restrict__ bias, int C, unsigned hw,
+                                       unsigned m, int splits, const double* __restrict__ pa,
+                                       const double* __restrict__ pb, float* save_mean,
+                                       float* save_invstd, float* coef, float* running_mean,
+                                       float* running_var, float* nbt, double momentum,
+                                       double eps) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float u, s, t;
+  bn_finalize_fwd_channel(c, x, w, bias, hw, m, splits, pa, pb, save_mean, save_invstd,
+                          running_mean, running_var, nbt, momentum, eps, true, u, s, t);
+  coef[c] = u;
+  coef[C + c] = s;
+  coef[2 * C + c] = t;
+}
+
+// Channel c's backward sums (in split order): writes dweight and dbias (when dweight is not
+// null) and returns (k1, k2, k3) with dx = k1 * dy + k2 * (x - mean) + k3.
+__device__ __forceinline__ void bn_finalize_bwd_channel(
+    int c, const float* __restrict__ w, const float* __restrict__ invstd, unsigned m, int splits,
+    const double* __restrict__ pa, const double* __restrict__ pb, float* dweight, float* dbias,
+    bool train, float& k1f, float& k2f, float& k3f) {
+  double sdy = 0, sdyx = 0;
+  for (int sp = 0; sp < splits; ++sp) {
+    sdy += pa[static_cast<int64_t>(c) * splits + sp];
+    sdyx += pb[static_cast<int64_t>(c) * splits + sp];
+  }
+  const double is = invstd[c];
+  const double dw = sdyx * is;
+  if (dweight) {
+    dweight[c] = static_cast<float>(dw);
+    dbias[c] = static_cast<float>(sdy);
+  }
+  const double k1 = w[c] * is;
+  k1f = static_cast<float>(k1);
+  k2f = train ? static_cast<float>(-k1 * is * dw / m) : 0.0f;
+  k3f = train ? static_cast<float>(-k1 * sdy / m) : 0.0f;
+}
+
 // One thread per channel: dweight, dbias and coef = (k1, k2, k3) with
 // dx = k1 * dy + k2 * (x - mean) + k3.
 __global__ void bn_finalize_bwd_kernel(const float* __restrict__ w, const float* __restrict__ invstd,
@@ -181,19 +232,8 @@ __global__ void bn_finalize_bwd_kernel(const float* __restrict__ w, const float*
                                        float* coef, bool train) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
-  double sdy = 0, sdyx = 0;
-  for (int s = 0; s < splits; ++s) {
-    sdy += pa[static_cast<int64_t>(c) * splits + s];
-    sdyx += pb[static_cast<int64_t>(c) * splits + s];
-  }
-  const double is = invstd[c];
-  const double dw = sdyx * is;
-  dweight[c] = static_cast<float>(dw);
-  dbias[c] = static_cast<float>(sdy);
-  const double k1 = w[c] * is;
-  coef[c] = static_cast<float>(k1);
-  coef[C + c] = train ? static_cast<float>(-k1 * is * dw / m) : 0.0f;
-  coef[2 * C + c] = train ? static_cast<float>(-k1 * sdy / m) : 0.0f;
+  bn_finalize_bwd_channel(c, w, invstd, m, splits, pa, pb, dweight, dbias, train, coef[c],
+                          coef[C + c], coef[2 * C + c]);
 }
 
 enum class Apply { Norm, Eval, Dx };
@@ -313,6 +353,192 @@ void launch_partial(const float* x, const float* dy, const float* ym, const floa
     bn_partial_kernel<BWD, false><<<grid, kThreads, 0, stream>>>(x, dy, ym, mean, C, hw, m, w.per_split, w.pa, w.pb);
   }
   KILN_LAUNCH_CHECK();
+}
+
+// ---- batch norm, persistent (one cooperative launch) ----------------------------------------
+// The same (channel, split) items as bn_partial, in one kernel whose blocks are all resident:
+// phase 1 sums each item exactly as bn_partial does (same thread mapping, same block_sum2, so
+// the same partial sums) and keeps what fits of x (and the masked dy) in dynamic shared memory;
+// after a grid barrier, phase 2 takes each item's channel coefficients from the partial sums
+// as the finalize kernels do (the block holding split 0 writes the per-channel outputs) and
+// writes y (dx) as bn_apply does, reading the cached values from shared memory and the rest
+// from memory. A block's items are blockIdx.x + k * gridDim.x; the cache holds its first items
+// and phase 2 walks them last to first, so what it reads from memory is what phase 1 read
+// last (likely still in L2). Same bits as the three-kernel path.
+struct BnPersistArgs {
+  const float *x, *dy, *ym;  // dy, ym: backward (ym: the fused ReLU's output, or null)
+  float* out;                // y or dx
+  const float *w, *bias;     // forward: weight, bias; backward: weight
+  float *save_mean, *save_invstd, *running_mean, *running_var, *nbt;  // forward outputs
+  const float *mean, *invstd;                                         // backward inputs
+  float *dweight, *dbias;                                             // backward outputs
+  double momentum, eps;
+  bool relu, train;
+  int C, splits;
+  Divisor hw;
+  unsigned m, per_split;
+  double *pa, *pb;
+  unsigned cache4;  // float4 slots of the cache per tensor
+};
+
+template <bool BWD>
+__global__ void __launch_bounds__(kThreads) bn_persistent_kernel(BnPersistArgs a) {
+  KILN_DYNAMIC_SMEM(float4, cache);  // forward: x; backward: x and g interleaved
+  __shared__ float coef_s[4];
+  const unsigned items = static_cast<unsigned>(a.C) * static_cast<unsigned>(a.splits);
+  const unsigned nk = blockIdx.x < items ? (items - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  const unsigned per4 = a.per_split / 4;
+  for (unsigned k = 0; k < nk; ++k) {
+    const unsigned item = blockIdx.x + k * gridDim.x;
+    const int c = static_cast<int>(item / a.splits);
+    const unsigned split = item - static_cast<unsigned>(c) * a.splits;
+    const float ctr = BWD ? a.mean[c] : a.x[static_cast<int64_t>(c) * a.hw];
+    const unsigned begin = split * a.per_split;
+    const unsigned end = min(a.m, begin + a.per_split);
+    double sa = 0, sb = 0;
+    unsigned q = threadIdx.x;
+    for (unsigned j = begin + 4 * threadIdx.x; j < end; j += 4 * kThreads, q += kThreads) {
+      const unsigned n = a.hw.div(j), kk = j - n * a.hw;
+      const int64_t i = (static_cast<int64_t>(n) * a.C + c) * a.hw + kk;
+      const float4 v = ld4(a.x + i);
+      float4 g = v;
+      if (BWD) g = a.ym ? relu_mask4(ld4(a.dy + i), ld4(a.ym + i)) : ld4(a.dy + i);
+      const unsigned slot = k * per4 + q;
+      if (slot < a.cache4) {
+        cache[BWD ? 2 * slot : slot] = v;
+        if (BWD) cache[2 * slot + 1] = g;
+      }
+      bn_sum4<BWD>(v, g, ctr, sa, sb);
+    }
+    const Sum2 r = block_sum2(sa, sb);
+    if (threadIdx.x == 0) {
+      a.pa[static_cast<int64_t>(c) * a.splits + split] = r.a;
+      a.pb[static_cast<int64_t>(c) * a.splits + split] = r.b;
+    }
+  }
+  grid_sync();
+  for (unsigned k = nk; k-- > 0;) {
+    const unsigned item = blockIdx.x + k * gridDim.x;
+    const int c = static_cast<int>(item / a.splits);
+    const unsigned split = item - static_cast<unsigned>(c) * a.splits;
+    if (threadIdx.x == 0) {
+      float u, s, t, v = 0.f;
+      if (BWD) {
+        bn_finalize_bwd_channel(c, a.w, a.invstd, a.m, a.splits, a.pa, a.pb,
+                                split == 0 ? a.dweight : nullptr, a.dbias, a.train, v, s, t);
+        u = a.mean[c];
+      } else {
+        bn_finalize_fwd_channel(c, a.x, a.w, a.bias, a.hw, a.m, a.splits, a.pa, a.pb, a.save_mean,
+                                a.save_invstd, a.running_mean, a.running_var, a.nbt, a.momentum,
+                                a.eps, split == 0, u, s, t);
+      }
+      coef_s[0] = u, coef_s[1] = s, coef_s[2] = t, coef_s[3] = v;
+    }
+    __syncthreads();
+    const float u = coef_s[0], s = coef_s[1], t = coef_s[2], v = coef_s[3];
+    __syncthreads();  // the next item's thread 0 overwrites coef_s
+    const ChannelOp<BWD ? Apply::Dx : Apply::Norm> f{nullptr, nullptr, nullptr, nullptr,
+                                                     a.C,     0.f,     a.relu};
+    const unsigned begin = split * a.per_split;
+    const unsigned end = min(a.m, begin + a.per_split);
+    unsigned q = threadIdx.x;
+    for (unsigned j = begin + 4 * threadIdx.x; j < end; j += 4 * kThreads, q += kThreads) {
+      const unsigned n = a.hw.div(j), kk = j - n * a.hw;
+      const int64_t i = (static_cast<int64_t>(n) * a.C + c) * a.hw + kk;
+      const unsigned slot = k * per4 + q;
+      float4 xv, g = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (slot < a.cache4) {
+        xv = cache[BWD ? 2 * slot : slot];
+        if (BWD) g = cache[2 * slot + 1];
+      } else {
+        xv = ld4(a.x + i);
+        if (BWD) g = a.ym ? relu_mask4(ld4(a.dy + i), ld4(a.ym + i)) : ld4(a.dy + i);
+      }
+      st4(a.out + i, make_float4(f.op(xv.x, g.x, u, s, t, v), f.op(xv.y, g.y, u, s, t, v),
+                                 f.op(xv.z, g.z, u, s, t, v), f.op(xv.w, g.w, u, s, t, v)));
+    }
+  }
+}
+
+bool g_bn_persistent = false;
+int g_bn_max_blocks = 0;
+size_t g_bn_cache_limit = SIZE_MAX;
+
+struct BnPersistPlan {
+  unsigned grid = 0;  // 0: not used
+  size_t smem = 0;
+  unsigned cache4 = 0;
+};
+
+struct CoopDevice {
+  bool ok = false;
+  int sms = 0, smem_per_sm = 0, smem_optin = 0;
+};
+const CoopDevice& coop_device() {
+  static const CoopDevice d = [] {
+    CoopDevice r;
+    int dev = 0, coop = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&r.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&r.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) !=
+            cudaSuccess ||
+        cudaDeviceGetAttribute(&r.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+            cudaSuccess) {
+      cudaGetLastError();
+      return r;
+    }
+    r.ok = coop != 0;
+    return r;
+  }();
+  return d;
+}
+
+// The persistent kernel's grid and cache for shape s, or grid 0 (three-kernel path): when it
+// is switched on, the tensors take float4 loads, and the device launches cooperatively. Aims at
+// four blocks (1,024 threads) per SM, each with a quarter of the SM's shared memory, and the
+// fewest blocks that keep each block's item count equal to the busiest block's.
+template <bool BWD>
+BnPersistPlan bn_persistent_plan(const NormShape& s, const BnWorkspace& w, bool vec) {
+  BnPersistPlan p;
+  if (!g_bn_persistent || !vec) return p;
+  const CoopDevice& d = coop_device();
+  if (!d.ok) return p;
+  const size_t per_slot = BWD ? 32 : 16;  // bytes cached per float4 position
+  size_t cap = std::min<size_t>(static_cast<size_t>(d.smem_optin),
+                                static_cast<size_t>(d.smem_per_sm) / 4 - 1024);
+  cap = std::min(cap, g_bn_cache_limit) / per_slot * per_slot;
+  static size_t attr_set = 0;  // the dynamic shared memory the kernel is allowed (per BWD)
+  if (cap > 48 * 1024 && attr_set < cap) {
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(bn_persistent_kernel<BWD>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(cap)));
+    attr_set = cap;
+  }
+  int per_sm = 0;
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, bn_persistent_kernel<BWD>,
+                                                                kThreads, cap));
+  if (per_sm <= 0) return p;
+  int64_t max_grid = static_cast<int64_t>(per_sm) * d.sms;
+  if (g_bn_max_blocks > 0) max_grid = std::min<int64_t>(max_grid, g_bn_max_blocks);
+  const int64_t items = s.c * w.splits;
+  const int64_t nk = (items + max_grid - 1) / max_grid;
+  p.grid = static_cast<unsigned>((items + nk - 1) / nk);
+  const size_t needed = static_cast<size_t>(nk) * (w.per_split / 4) * per_slot;
+  p.smem = std::min(cap, needed);
+  p.cache4 = static_cast<unsigned>(p.smem / per_slot);
+  return p;
+}
+
+// Fills in the shape, workspace and cache fields of `a` and launches the persistent kernel.
+template <bool BWD>
+void launch_persistent(BnPersistArgs a, const NormShape& s, const BnWorkspace& w,
+                       const BnPersistPlan& plan, cudaStream_t stream) {
+  a.C = static_cast<int>(s.c), a.splits = w.splits, a.hw = static_cast<unsigned>(s.hw);
+  a.m = static_cast<unsigned>(s.n * s.hw), a.per_split = w.per_split, a.pa = w.pa, a.pb = w.pb;
+  a.cache4 = plan.cache4;
+  KILN_CUDA_CHECK(
+      launch_cooperative(bn_persistent_kernel<BWD>, plan.grid, kThreads, plan.smem, stream, a));
 }
 
 // ---- group norm
@@ -728,6 +954,17 @@ void batchnorm_fwd_train(const float* x, const float* weight, const float* bias,
                          bool relu) {
   check_shape(s, "batchnorm_fwd_train");
   const BnWorkspace w = bn_workspace(workspace, s);
+  const BnPersistPlan plan =
+      bn_persistent_plan<false>(s, w, s.hw % 4 == 0 && aligned16(x) && aligned16(y));
+  if (plan.grid) {
+    BnPersistArgs a{};
+    a.x = x, a.out = y, a.w = weight, a.bias = bias, a.save_mean = save_mean,
+    a.save_invstd = save_invstd;
+    a.running_mean = running_mean, a.running_var = running_var, a.nbt = num_batches_tracked;
+    a.momentum = momentum, a.eps = eps, a.relu = relu;
+    launch_persistent<false>(a, s, w, plan, stream);
+    return;
+  }
   launch_partial<false>(x, nullptr, nullptr, nullptr, s, w, stream);
   bn_finalize_fwd_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
       x, weight, bias, static_cast<int>(s.c), static_cast<unsigned>(s.hw),
@@ -755,6 +992,16 @@ void batchnorm_bwd(const float* x, const float* dy, const float* weight, const f
                    const float* relu_y) {
   check_shape(s, "batchnorm_bwd");
   const BnWorkspace w = bn_workspace(workspace, s);
+  const BnPersistPlan plan = bn_persistent_plan<true>(
+      s, w,
+      dx && s.hw % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(relu_y) && aligned16(dx));
+  if (plan.grid) {
+    BnPersistArgs a{};
+    a.x = x, a.dy = dy, a.ym = relu_y, a.out = dx, a.w = weight, a.mean = mean, a.invstd = invstd;
+    a.dweight = dweight, a.dbias = dbias, a.train = train;
+    launch_persistent<true>(a, s, w, plan, stream);
+    return;
+  }
   launch_partial<true>(x, dy, relu_y, mean, s, w, stream);
   bn_finalize_bwd_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
       weight, invstd, static_cast<int>(s.c), static_cast<unsigned>(s.n * s.hw), w.splits, w.pa,
@@ -763,6 +1010,22 @@ void batchnorm_bwd(const float* x, const float* dy, const float* weight, const f
   if (dx)
     launch_apply<Apply::Dx>(x, dy, relu_y, dx,
                             {w.coef, mean, nullptr, nullptr, static_cast<int>(s.c), 0.f}, s, stream);
+}
+
+void batchnorm_set_persistent(bool on) {
+  g_bn_persistent = on;
+}
+bool batchnorm_persistent() {
+  return g_bn_persistent;
+}
+void batchnorm_persistent_limits(int max_blocks, size_t cache_bytes) {
+  g_bn_max_blocks = std::max(max_blocks, 0);
+  g_bn_cache_limit = cache_bytes;
+}
+int64_t batchnorm_persistent_grid(const NormShape& s, bool backward) {
+  const BnWorkspace w = bn_workspace(nullptr, s);
+  return backward ? bn_persistent_plan<true>(s, w, s.hw % 4 == 0).grid
+                  : bn_persistent_plan<false>(s, w, s.hw % 4 == 0).grid;
 }
 
 void batchnorm_invstd(const float* var, float* invstd, double eps, int64_t c, cudaStream_t stream) {

@@ -79,6 +79,23 @@ void batchnorm_invstd(const float* var, float* invstd, double eps, int64_t c, cu
 int64_t batchnorm_splits(const NormShape& s);
 size_t batchnorm_workspace_bytes(const NormShape& s);
 
+// Batch norm's persistent CUDA kernels (training forward, and backward with dx): one
+// cooperative launch per call instead of three kernels. The statistics pass keeps what fits of
+// x (and dy) in shared memory, a grid barrier replaces the finalize kernel, and the output pass
+// reads the rest back from memory newest first (from L2 where it is still there), so the tensor
+// crosses DRAM about once instead of twice. Same bits as the three-kernel path; used when switched
+// on, the device launches cooperatively, hw % 4 == 0 and the pointers take float4 loads. Off by
+// default. Process-wide, for benchmarks and tests; change it between launches.
+void batchnorm_set_persistent(bool on);
+bool batchnorm_persistent();
+// Test hooks: at most max_blocks blocks (0: as many as fit) and cache_bytes of shared memory per
+// block (SIZE_MAX: a quarter of an SM's), so small shapes exercise several items per block and
+// partly cached blocks.
+void batchnorm_persistent_limits(int max_blocks, size_t cache_bytes);
+// The persistent grid batchnorm_fwd_train (backward: batchnorm_bwd) would launch for s with
+// aligned pointers, or 0 when it would take the three-kernel path.
+int64_t batchnorm_persistent_grid(const NormShape& s, bool backward);
+
 // ---- group norm --------------------------------------------------------------------------------
 // Statistics per (sample, group) over c/groups channels x hw; affine per channel. Same in train
 // and eval. save_mean/save_invstd hold n*groups values.
