@@ -7,6 +7,7 @@
 // dy, y as the mask, dx), so their GB/s compare their times directly.
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "bench_util.h"
@@ -43,9 +44,28 @@ NormShape shape_of(const benchmark::State& state, int64_t groups = 1) {
   return {state.range(0), state.range(1), state.range(2) * state.range(3), groups};
 }
 
+// Switches batch norm's persistent kernels for one benchmark (kiln::batchnorm_set_persistent)
+// and reports the grid they launch (0: the three-kernel path).
+struct Persistent {
+  Persistent(benchmark::State& state, bool on, const NormShape& s, bool backward) {
+    kiln::batchnorm_set_persistent(on);
+    // the emulator runs every block of a cooperative launch at once: few blocks there
+    if (kiln::bench::kOnEmulator) kiln::batchnorm_persistent_limits(8, SIZE_MAX);
+    if (on)
+      state.counters["persistent_grid"] =
+          static_cast<double>(kiln::batchnorm_persistent_grid(s, backward));
+  }
+  ~Persistent() {
+    kiln::batchnorm_set_persistent(false);
+    kiln::batchnorm_persistent_limits(0, SIZE_MAX);
+  }
+};
+
 // Args: N, C, H, W (and groups for group norm).
+template <bool PERSIST>
 void BM_BatchNormFwdTrain(benchmark::State& state) {
   const NormShape s = shape_of(state);
+  const Persistent persistent(state, PERSIST, s, false);
   DevBuf x(s.numel()), y(s.numel()), w(s.c, 1), b(s.c, 0), m(s.c), is(s.c), rm(s.c, 0), rv(s.c, 1),
       nbt(2, 0);
   void* ws;
@@ -57,8 +77,10 @@ void BM_BatchNormFwdTrain(benchmark::State& state) {
   cudaFree(ws);
 }
 
+template <bool PERSIST>
 void BM_BatchNormBwdTrain(benchmark::State& state) {
   const NormShape s = shape_of(state);
+  const Persistent persistent(state, PERSIST, s, true);
   DevBuf x(s.numel()), dy(s.numel(), -0.2f), dx(s.numel()), w(s.c, 1), m(s.c), is(s.c, 1),
       dw(s.c), db(s.c);
   void* ws;
@@ -193,8 +215,15 @@ void gn_shapes(benchmark::internal::Benchmark* b) {
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
-BENCHMARK(BM_BatchNormFwdTrain)->Apply(bn_shapes);
-BENCHMARK(BM_BatchNormBwdTrain)->Apply(bn_shapes);
+// The three kernels (the default) and the persistent kernel (batchnorm_set_persistent).
+BENCHMARK_TEMPLATE(BM_BatchNormFwdTrain, false)->Name("BM_BatchNormFwdTrain")->Apply(bn_shapes);
+BENCHMARK_TEMPLATE(BM_BatchNormBwdTrain, false)->Name("BM_BatchNormBwdTrain")->Apply(bn_shapes);
+BENCHMARK_TEMPLATE(BM_BatchNormFwdTrain, true)
+    ->Name("BM_BatchNormFwdTrain/persistent")
+    ->Apply(bn_shapes);
+BENCHMARK_TEMPLATE(BM_BatchNormBwdTrain, true)
+    ->Name("BM_BatchNormBwdTrain/persistent")
+    ->Apply(bn_shapes);
 BENCHMARK_TEMPLATE(BM_BatchNormReluFwdTrain, false)->Name("BM_BatchNormReluFwdTrain/separate")->Apply(bn_shapes);
 BENCHMARK_TEMPLATE(BM_BatchNormReluFwdTrain, true)->Name("BM_BatchNormReluFwdTrain/fused")->Apply(bn_shapes);
 BENCHMARK_TEMPLATE(BM_BatchNormReluBwdTrain, false)->Name("BM_BatchNormReluBwdTrain/separate")->Apply(bn_shapes);

@@ -381,8 +381,11 @@ struct BnPersistArgs {
   unsigned cache4;  // float4 slots of the cache per tensor
 };
 
+// Four blocks of kThreads an SM (64 registers a thread); each thread has four float4 loads in
+// flight: four of x forward, two each of x and dy backward.
 template <bool BWD>
-__global__ void __launch_bounds__(kThreads) bn_persistent_kernel(BnPersistArgs a) {
+__global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArgs a) {
+  constexpr int kUnroll = BWD ? 2 : 4;
   KILN_DYNAMIC_SMEM(float4, cache);  // forward: x; backward: x and g interleaved
   __shared__ float coef_s[4];
   const unsigned items = static_cast<unsigned>(a.C) * static_cast<unsigned>(a.splits);
@@ -396,19 +399,30 @@ __global__ void __launch_bounds__(kThreads) bn_persistent_kernel(BnPersistArgs a
     const unsigned begin = split * a.per_split;
     const unsigned end = min(a.m, begin + a.per_split);
     double sa = 0, sb = 0;
-    unsigned q = threadIdx.x;
-    for (unsigned j = begin + 4 * threadIdx.x; j < end; j += 4 * kThreads, q += kThreads) {
-      const unsigned n = a.hw.div(j), kk = j - n * a.hw;
-      const int64_t i = (static_cast<int64_t>(n) * a.C + c) * a.hw + kk;
-      const float4 v = ld4(a.x + i);
-      float4 g = v;
-      if (BWD) g = a.ym ? relu_mask4(ld4(a.dy + i), ld4(a.ym + i)) : ld4(a.dy + i);
-      const unsigned slot = k * per4 + q;
-      if (slot < a.cache4) {
-        cache[BWD ? 2 * slot : slot] = v;
-        if (BWD) cache[2 * slot + 1] = g;
+    // kUnroll float4s a thread in flight, then summed in the order bn_partial sums them
+    for (unsigned j0 = begin + 4 * threadIdx.x, q0 = threadIdx.x; j0 < end;
+         j0 += kUnroll * 4 * kThreads, q0 += kUnroll * kThreads) {
+      float4 v[kUnroll], g[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const unsigned j = j0 + u * 4 * kThreads;
+        if (j >= end) break;
+        const unsigned n = a.hw.div(j), kk = j - n * a.hw;
+        const int64_t i = (static_cast<int64_t>(n) * a.C + c) * a.hw + kk;
+        v[u] = ld4(a.x + i);
+        g[u] = v[u];
+        if (BWD) g[u] = a.ym ? relu_mask4(ld4(a.dy + i), ld4(a.ym + i)) : ld4(a.dy + i);
       }
-      bn_sum4<BWD>(v, g, ctr, sa, sb);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (j0 + u * 4 * kThreads >= end) break;
+        const unsigned slot = k * per4 + q0 + u * kThreads;
+        if (slot < a.cache4) {
+          cache[BWD ? 2 * slot : slot] = v[u];
+          if (BWD) cache[2 * slot + 1] = g[u];
+        }
+        bn_sum4<BWD>(v[u], g[u], ctr, sa, sb);
+      }
     }
     const Sum2 r = block_sum2(sa, sb);
     if (threadIdx.x == 0) {
@@ -435,27 +449,39 @@ __global__ void __launch_bounds__(kThreads) bn_persistent_kernel(BnPersistArgs a
       coef_s[0] = u, coef_s[1] = s, coef_s[2] = t, coef_s[3] = v;
     }
     __syncthreads();
-    const float u = coef_s[0], s = coef_s[1], t = coef_s[2], v = coef_s[3];
+    const float u0 = coef_s[0], s = coef_s[1], t = coef_s[2], v = coef_s[3];
     __syncthreads();  // the next item's thread 0 overwrites coef_s
     const ChannelOp<BWD ? Apply::Dx : Apply::Norm> f{nullptr, nullptr, nullptr, nullptr,
                                                      a.C,     0.f,     a.relu};
     const unsigned begin = split * a.per_split;
     const unsigned end = min(a.m, begin + a.per_split);
-    unsigned q = threadIdx.x;
-    for (unsigned j = begin + 4 * threadIdx.x; j < end; j += 4 * kThreads, q += kThreads) {
-      const unsigned n = a.hw.div(j), kk = j - n * a.hw;
-      const int64_t i = (static_cast<int64_t>(n) * a.C + c) * a.hw + kk;
-      const unsigned slot = k * per4 + q;
-      float4 xv, g = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (slot < a.cache4) {
-        xv = cache[BWD ? 2 * slot : slot];
-        if (BWD) g = cache[2 * slot + 1];
-      } else {
-        xv = ld4(a.x + i);
-        if (BWD) g = a.ym ? relu_mask4(ld4(a.dy + i), ld4(a.ym + i)) : ld4(a.dy + i);
+    for (unsigned j0 = begin + 4 * threadIdx.x, q0 = threadIdx.x; j0 < end;
+         j0 += kUnroll * 4 * kThreads, q0 += kUnroll * kThreads) {
+      float4 xv[kUnroll], g[kUnroll];
+      int64_t i[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const unsigned j = j0 + u * 4 * kThreads;
+        if (j >= end) break;
+        const unsigned n = a.hw.div(j), kk = j - n * a.hw;
+        i[u] = (static_cast<int64_t>(n) * a.C + c) * a.hw + kk;
+        const unsigned slot = k * per4 + q0 + u * kThreads;
+        g[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (slot < a.cache4) {
+          xv[u] = cache[BWD ? 2 * slot : slot];
+          if (BWD) g[u] = cache[2 * slot + 1];
+        } else {
+          xv[u] = ld4(a.x + i[u]);
+          if (BWD) g[u] = a.ym ? relu_mask4(ld4(a.dy + i[u]), ld4(a.ym + i[u])) : ld4(a.dy + i[u]);
+        }
       }
-      st4(a.out + i, make_float4(f.op(xv.x, g.x, u, s, t, v), f.op(xv.y, g.y, u, s, t, v),
-                                 f.op(xv.z, g.z, u, s, t, v), f.op(xv.w, g.w, u, s, t, v)));
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (j0 + u * 4 * kThreads >= end) break;
+        st4(a.out + i[u],
+            make_float4(f.op(xv[u].x, g[u].x, u0, s, t, v), f.op(xv[u].y, g[u].y, u0, s, t, v),
+                        f.op(xv[u].z, g[u].z, u0, s, t, v), f.op(xv[u].w, g[u].w, u0, s, t, v)));
+      }
     }
   }
 }
