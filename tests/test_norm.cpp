@@ -502,6 +502,14 @@ TEST(BatchNormGpu, PersistentKernelGivesTheThreeKernelPathsBits) {
                                  60 * 1024);  // above 48 KiB: the opt-in
   // Not taken: rows that are no multiple of four (the three-kernel path's scalar loads).
   batchnorm_set_persistent(true);
+#ifdef KILN_CUDA_EMU
+  // The plan on the emulated H100 (132 SMs, 228 KiB of shared memory, 2,048 threads each): four
+  // blocks an SM (55 KiB of cache each) give 528 at most; 64 channels x 25 splits = 1,600 items
+  // need 4 a block, which 400 blocks hold.
+  EXPECT_EQ(batchnorm_persistent_grid({64, 64, 56 * 56, 1}, false), 400);
+  EXPECT_EQ(batchnorm_persistent_grid({64, 64, 56 * 56, 1}, true), 400);
+  EXPECT_EQ(batchnorm_persistent_grid({4, 2, 64, 1}, false), 2);  // one item a block
+#endif
   EXPECT_EQ(batchnorm_persistent_grid({3, 5, 13 * 13, 1}, false), 0);
   batchnorm_set_persistent(false);
 #endif

@@ -531,8 +531,10 @@ BnPersistPlan bn_persistent_plan(const NormShape& s, const BnWorkspace& w, bool 
   const CoopDevice& d = coop_device();
   if (!d.ok) return p;
   const size_t per_slot = BWD ? 32 : 16;  // bytes cached per float4 position
+  // a quarter of the SM's shared memory, less the 1 KiB the runtime reserves per block and 1 KiB
+  // for the kernel's static shared memory (block_sum2's and coef_s, 160 bytes)
   size_t cap = std::min<size_t>(static_cast<size_t>(d.smem_optin),
-                                static_cast<size_t>(d.smem_per_sm) / 4 - 1024);
+                                static_cast<size_t>(d.smem_per_sm) / 4 - 2048);
   cap = std::min(cap, g_bn_cache_limit) / per_slot * per_slot;
   static size_t attr_set = 0;  // the dynamic shared memory the kernel is allowed (per BWD)
   if (cap > 48 * 1024 && attr_set < cap) {
