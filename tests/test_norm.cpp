@@ -500,6 +500,12 @@ TEST(BatchNormGpu, PersistentKernelGivesTheThreeKernelPathsBits) {
   bn_persistent_vs_three_kernels({7, 300, 4, 1}, 55, 16, 1000);  // 300 channels, short rows
   bn_persistent_vs_three_kernels({16, 12, 28 * 28, 1}, 56, 7,
                                  60 * 1024);  // above 48 KiB: the opt-in
+#ifndef KILN_CUDA_EMU
+  // On a device, no limits and more items (2,048 channels) than blocks fit at once: the grid
+  // from the occupancy query must launch (a planner that overestimates it fails here with
+  // cudaErrorCooperativeLaunchTooLarge; the emulator would run 135,168 fibers for it).
+  bn_persistent_vs_three_kernels({2, 2048, 64, 1}, 57, 0, SIZE_MAX);
+#endif
   // Not taken: rows that are no multiple of four (the three-kernel path's scalar loads).
   batchnorm_set_persistent(true);
 #ifdef KILN_CUDA_EMU
@@ -514,6 +520,70 @@ TEST(BatchNormGpu, PersistentKernelGivesTheThreeKernelPathsBits) {
   batchnorm_set_persistent(false);
 #endif
 }
+// The persistent kernels captured into a CUDA graph on a stream of their own (as --cuda-graphs
+// captures a training step) give the eager launch's bits.
+TEST(BatchNormGpu, PersistentKernelInACapturedGraphGivesTheEagerBits) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  const NormShape s{5, 8, 64 * 64, 1};
+  const size_t n = s.numel(), c = s.c;
+  auto x = random_vec(n, 61, -2, 5), dy = random_vec(n, 62), w = random_vec(c, 63, 0.5, 1.5),
+       b = random_vec(c, 64);
+  struct Restore {
+    ~Restore() {
+      batchnorm_set_persistent(false);
+      batchnorm_persistent_limits(0, SIZE_MAX);
+    }
+  } restore;
+  batchnorm_set_persistent(true);
+#ifdef KILN_CUDA_EMU
+  batchnorm_persistent_limits(6, SIZE_MAX);  // few fibers
+#endif
+  ASSERT_GT(batchnorm_persistent_grid(s, false), 0);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  std::vector<float> got[2];
+  for (int captured = 0; captured < 2; ++captured) {
+    Dev gx(x), gw(w), gb(b), gdy(dy), grm(c), grv(c), gy(n), gmean(c), gis(c), gdx(n), gdw(c),
+        gdb(c);
+    void* ws = dev_workspace(batchnorm_workspace_bytes(s));
+    const auto step = [&] {
+      batchnorm_fwd_train(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, nullptr, nullptr, nullptr, 0.1,
+                          1e-5, s, ws, stream);
+      batchnorm_bwd(gx.p, gdy.p, gw.p, gmean.p, gis.p, gdx.p, gdw.p, gdb.p, true, s, ws, stream);
+    };
+    if (captured) {
+      cudaGraph_t graph;
+      cudaGraphExec_t exec;
+      ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+      step();
+      ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+      ASSERT_EQ(cudaGraphInstantiateWithFlags(&exec, graph, 0), cudaSuccess);
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+    } else {
+      step();
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    }
+    for (const Dev* d : {&gy, &gdx}) {
+      const auto v = d->get(n);
+      got[captured].insert(got[captured].end(), v.begin(), v.end());
+    }
+    for (const Dev* d : {&gmean, &gis, &gdw, &gdb}) {
+      const auto v = d->get(c);
+      got[captured].insert(got[captured].end(), v.begin(), v.end());
+    }
+    cudaFree(ws);
+  }
+  cudaStreamDestroy(stream);
+  EXPECT_TRUE(std::none_of(got[0].begin(), got[0].end(), [](float v) { return std::isnan(v); }));
+  ASSERT_EQ(got[0].size(), got[1].size());
+  EXPECT_EQ(0, std::memcmp(got[0].data(), got[1].data(), got[0].size() * sizeof(float)));
+#endif
+}
+
 TEST(GroupNormGpu, AwkwardShapes) {
   KILN_SKIP_WITHOUT_GPU();
 #ifdef KILN_WITH_CUDA

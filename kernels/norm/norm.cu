@@ -16,6 +16,7 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <mutex>
 
 #include "engine/cooperative.h"
 #include "engine/cuda_check.h"
@@ -83,17 +84,18 @@ unsigned grid_for(int64_t work) {
 
 // ---- batch norm ------------------------------------------------------------------------------
 // bn_partial's sums over one float4 of x (and g, its dy): forward a += x - ctr, b += (x - ctr)^2;
-// backward a += g, b += g * (x - ctr). Products in double.
+// backward a += g, b += g * (x - ctr). Products in double, the fused multiply-adds spelled out
+// (as ChannelOp::op: the same bits wherever this is inlined).
 template <bool BWD>
 __device__ __forceinline__ void bn_sum4(float4 v, float4 g, float ctr, double& a, double& b) {
   const float d0 = v.x - ctr, d1 = v.y - ctr, d2 = v.z - ctr, d3 = v.w - ctr;
   const double e0 = d0, e1 = d1, e2 = d2, e3 = d3;
   if (BWD) {
     a += (double(g.x) + g.y) + (double(g.z) + g.w);
-    b += (g.x * e0 + g.y * e1) + (g.z * e2 + g.w * e3);
+    b += fma(double(g.x), e0, g.y * e1) + fma(double(g.z), e2, g.w * e3);
   } else {
     a += (e0 + e1) + (e2 + e3);
-    b += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3);
+    b += fma(e0, e0, e1 * e1) + fma(e2, e2, e3 * e3);
   }
 }
 
@@ -256,10 +258,13 @@ struct ChannelOp {
       v = p0[c], s = p0[C + c], t = p0[2 * C + c], u = p1[c];
     }
   }
-  // Norm/Eval: (x - u) * s + t.  Dx: v * g + s * (x - u) + t.
+  // Norm/Eval: (x - u) * s + t.  Dx: v * g + s * (x - u) + t. The fused multiply-adds are
+  // spelled out (nvcc's own contraction of these expressions): a compiler free to contract
+  // `v * g + s * (x - u)` may fuse either product, differently at two call sites, and the
+  // persistent kernel must give the three-kernel path's bits.
   __device__ __forceinline__ float op(float xv, float g, float u, float s, float t, float v) const {
-    if (MODE == Apply::Dx) return v * g + s * (xv - u) + t;
-    const float r = (xv - u) * s + t;
+    if (MODE == Apply::Dx) return fmaf(s, xv - u, v * g) + t;
+    const float r = fmaf(xv - u, s, t);
     return relu && r <= 0.f ? 0.f : r;
   }
 };
@@ -486,9 +491,9 @@ __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArg
   }
 }
 
-bool g_bn_persistent = false;
-int g_bn_max_blocks = 0;
-size_t g_bn_cache_limit = SIZE_MAX;
+std::atomic<bool> g_bn_persistent{false};
+std::atomic<int> g_bn_max_blocks{0};
+std::atomic<size_t> g_bn_cache_limit{SIZE_MAX};
 
 struct BnPersistPlan {
   unsigned grid = 0;  // 0: not used
@@ -535,13 +540,17 @@ BnPersistPlan bn_persistent_plan(const NormShape& s, const BnWorkspace& w, bool 
   // for the kernel's static shared memory (block_sum2's and coef_s, 160 bytes)
   size_t cap = std::min<size_t>(static_cast<size_t>(d.smem_optin),
                                 static_cast<size_t>(d.smem_per_sm) / 4 - 2048);
-  cap = std::min(cap, g_bn_cache_limit) / per_slot * per_slot;
-  static size_t attr_set = 0;  // the dynamic shared memory the kernel is allowed (per BWD)
-  if (cap > 48 * 1024 && attr_set < cap) {
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(bn_persistent_kernel<BWD>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(cap)));
-    attr_set = cap;
+  cap = std::min(cap, g_bn_cache_limit.load()) / per_slot * per_slot;
+  if (cap > 48 * 1024) {
+    static std::mutex mu;
+    static size_t attr_set = 0;  // the dynamic shared memory the kernel is allowed (per BWD)
+    const std::lock_guard<std::mutex> lock(mu);
+    if (attr_set < cap) {
+      KILN_CUDA_CHECK(cudaFuncSetAttribute(bn_persistent_kernel<BWD>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(cap)));
+      attr_set = cap;
+    }
   }
   int per_sm = 0;
   KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, bn_persistent_kernel<BWD>,
@@ -559,14 +568,22 @@ BnPersistPlan bn_persistent_plan(const NormShape& s, const BnWorkspace& w, bool 
 }
 
 // Fills in the shape, workspace and cache fields of `a` and launches the persistent kernel.
+// Returns false, with nothing launched, when the grid does not fit at once after all (fewer SMs
+// than the device reported, as under MPS): the caller takes the three-kernel path.
 template <bool BWD>
-void launch_persistent(BnPersistArgs a, const NormShape& s, const BnWorkspace& w,
+bool launch_persistent(BnPersistArgs a, const NormShape& s, const BnWorkspace& w,
                        const BnPersistPlan& plan, cudaStream_t stream) {
   a.C = static_cast<int>(s.c), a.splits = w.splits, a.hw = static_cast<unsigned>(s.hw);
   a.m = static_cast<unsigned>(s.n * s.hw), a.per_split = w.per_split, a.pa = w.pa, a.pb = w.pb;
   a.cache4 = plan.cache4;
-  KILN_CUDA_CHECK(
-      launch_cooperative(bn_persistent_kernel<BWD>, plan.grid, kThreads, plan.smem, stream, a));
+  const cudaError_t err =
+      launch_cooperative(bn_persistent_kernel<BWD>, plan.grid, kThreads, plan.smem, stream, a);
+  if (err == cudaErrorCooperativeLaunchTooLarge) {
+    cudaGetLastError();  // not sticky: clear it
+    return false;
+  }
+  KILN_CUDA_CHECK(err);
+  return true;
 }
 
 // ---- group norm
@@ -990,8 +1007,7 @@ void batchnorm_fwd_train(const float* x, const float* weight, const float* bias,
     a.save_invstd = save_invstd;
     a.running_mean = running_mean, a.running_var = running_var, a.nbt = num_batches_tracked;
     a.momentum = momentum, a.eps = eps, a.relu = relu;
-    launch_persistent<false>(a, s, w, plan, stream);
-    return;
+    if (launch_persistent<false>(a, s, w, plan, stream)) return;
   }
   launch_partial<false>(x, nullptr, nullptr, nullptr, s, w, stream);
   bn_finalize_fwd_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
@@ -1027,8 +1043,7 @@ void batchnorm_bwd(const float* x, const float* dy, const float* weight, const f
     BnPersistArgs a{};
     a.x = x, a.dy = dy, a.ym = relu_y, a.out = dx, a.w = weight, a.mean = mean, a.invstd = invstd;
     a.dweight = dweight, a.dbias = dbias, a.train = train;
-    launch_persistent<true>(a, s, w, plan, stream);
-    return;
+    if (launch_persistent<true>(a, s, w, plan, stream)) return;
   }
   launch_partial<true>(x, dy, relu_y, mean, s, w, stream);
   bn_finalize_bwd_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(

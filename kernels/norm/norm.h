@@ -84,8 +84,10 @@ size_t batchnorm_workspace_bytes(const NormShape& s);
 // x (and dy) in shared memory, a grid barrier replaces the finalize kernel, and the output pass
 // reads the rest back from memory newest first (from L2 where it is still there), so the tensor
 // crosses DRAM about once instead of twice. Same bits as the three-kernel path; used when switched
-// on, the device launches cooperatively, hw % 4 == 0 and the pointers take float4 loads. Off by
-// default. Process-wide, for benchmarks and tests; change it between launches.
+// on, the device launches cooperatively, hw % 4 == 0 and the pointers take float4 loads (else,
+// and when the grid does not fit at once after all, the three kernels run). Outputs must not
+// alias inputs (as everywhere here: y == x is not supported). Off by default. Process-wide, for
+// benchmarks and tests.
 void batchnorm_set_persistent(bool on);
 bool batchnorm_persistent();
 // Test hooks: at most max_blocks blocks (0: as many as fit) and cache_bytes of shared memory per
