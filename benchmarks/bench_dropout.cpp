@@ -29,17 +29,9 @@ void BM_DropoutFwd(benchmark::State& state) { run(state, false); }
 void BM_Dropout2dFwd(benchmark::State& state) { run(state, true); }
 
 void BM_CopyBaseline(benchmark::State& state) {
-  const size_t bytes = static_cast<size_t>(state.range(0) * state.range(1) * state.range(2) *
-                                           state.range(3)) * sizeof(float);
-  void *x, *y;
-  KILN_CUDA_CHECK(cudaMalloc(&x, bytes));
-  KILN_CUDA_CHECK(cudaMalloc(&y, bytes));
-  kiln::bench::time_cuda(state, nullptr, [&] {
-    KILN_CUDA_CHECK(cudaMemcpyAsync(y, x, bytes, cudaMemcpyDeviceToDevice, nullptr));
-  });
-  kiln::bench::set_bytes(state, 2.0 * bytes);
-  cudaFree(x);
-  cudaFree(y);
+  kiln::bench::time_copy_baseline(state, static_cast<size_t>(state.range(0) * state.range(1) *
+                                                             state.range(2) * state.range(3)) *
+                                             sizeof(float));
 }
 
 void shapes(benchmark::internal::Benchmark* b) {

@@ -228,6 +228,15 @@ BENCHMARK_TEMPLATE(BM_BatchNormReluFwdTrain, false)->Name("BM_BatchNormReluFwdTr
 BENCHMARK_TEMPLATE(BM_BatchNormReluFwdTrain, true)->Name("BM_BatchNormReluFwdTrain/fused")->Apply(bn_shapes);
 BENCHMARK_TEMPLATE(BM_BatchNormReluBwdTrain, false)->Name("BM_BatchNormReluBwdTrain/separate")->Apply(bn_shapes);
 BENCHMARK_TEMPLATE(BM_BatchNormReluBwdTrain, true)->Name("BM_BatchNormReluBwdTrain/fused")->Apply(bn_shapes);
+// A copy of x's size timed the same way (cold L2, one per event pair): what a kernel that moves
+// x's bytes twice (read x, write y) could reach here, next to the large-buffer copy rate
+// `frac_copy` divides by.
+void BM_CopyBaseline(benchmark::State& state) {
+  const NormShape s = shape_of(state);
+  kiln::bench::time_copy_baseline(state, static_cast<size_t>(s.numel()) * sizeof(float));
+  counters(state, 2.0 * s.numel() * sizeof(float));
+}
+BENCHMARK(BM_CopyBaseline)->Apply(bn_shapes);
 #ifdef KILN_HAVE_CUDNN
 BENCHMARK(BM_CudnnBatchNormFwdTrain)->Apply(bn_shapes);
 BENCHMARK(BM_CudnnBatchNormBwd)->Apply(bn_shapes);

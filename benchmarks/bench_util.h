@@ -127,6 +127,21 @@ inline void set_flops(benchmark::State& state, double flops_per_iter) {
       flops_per_iter * 1e-9 * state.iterations() / measured_sgemm_peak(false), benchmark::Counter::kIsRate);
 }
 
+// A device-to-device copy of `bytes` timed as the kernels are (time_cuda: cold L2 after a flush,
+// one copy per event pair), reported as GB/s with read and write counted: the rate a
+// bandwidth-bound kernel of that size could reach under the same measurement.
+inline void time_copy_baseline(benchmark::State& state, size_t bytes) {
+  void *x, *y;
+  KILN_CUDA_CHECK(cudaMalloc(&x, bytes));
+  KILN_CUDA_CHECK(cudaMalloc(&y, bytes));
+  time_cuda(state, nullptr, [&] {
+    KILN_CUDA_CHECK(cudaMemcpyAsync(y, x, bytes, cudaMemcpyDeviceToDevice, nullptr));
+  });
+  set_bytes(state, 2.0 * bytes);
+  cudaFree(x);
+  cudaFree(y);
+}
+
 // Measured device-to-device copy bandwidth (GB/s, read+write counted), the ceiling that
 // bandwidth-bound kernels are reported against.
 inline double measured_copy_bandwidth() {

@@ -26,7 +26,7 @@ PY
 run bench_ceilings '.'
 run bench_conv 'conv/cnn[.]0/.*/b8/fwd/kiln/|conv/cnn[.]0/.*/b8/fwd[+]bwd/kiln_relu_fused/'
 run bench_pool 'cnn.pool/.*/b128/maxpool'
-run bench_norm 'Norm(FwdTrain|Fwd|FwdTrain/persistent|BwdTrain/persistent)/128/16/28/28/'
+run bench_norm 'Norm(FwdTrain|Fwd|FwdTrain/persistent|BwdTrain/persistent)/128/16/28/28/|CopyBaseline/128/16/28/28/'
 run bench_dropout '/128/16/28/28/'
 run bench_linear '/128/256/10/'
 run bench_optim '/1000000/'

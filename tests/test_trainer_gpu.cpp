@@ -18,6 +18,7 @@
 #include <cmath>
 
 #include "engine/error.h"
+#include "kernels/norm/norm.h"
 #include "test_util.h"
 #include "tuning/run.h"
 
@@ -187,4 +188,31 @@ TEST(TrainerGpu, DivergenceNamesTheSameFirstBadStepAsTheCpu) {
 #endif
     }
   }
+}
+
+// Batch norm's persistent kernels (batchnorm_set_persistent) in a whole run with every GPU switch
+// on (fused BN + ReLU, CUDA graphs capturing the cooperative launches, deterministic): the same
+// losses and the same weights, bit for bit, as the three-kernel run.
+TEST(TrainerGpu, PersistentBatchNormTrainsToTheSameBits) {
+  KILN_SKIP_WITHOUT_GPU();
+  struct Restore {
+    ~Restore() {
+      batchnorm_set_persistent(false);
+      batchnorm_persistent_limits(0, SIZE_MAX);
+    }
+  } restore;
+#ifdef KILN_CUDA_EMU
+  batchnorm_persistent_limits(8,
+                              SIZE_MAX);  // the emulator runs a cooperative grid's fibers at once
+#endif
+  const Trained three = train("cuda", "cnn", true);
+  batchnorm_set_persistent(true);
+  ASSERT_GT(batchnorm_persistent_grid({32, 8, 28 * 28, 1}, false), 0);
+  const Trained persistent = train("cuda", "cnn", true);
+  ASSERT_EQ(three.epochs.size(), persistent.epochs.size());
+  for (size_t e = 0; e < three.epochs.size(); ++e) {
+    EXPECT_EQ(three.epochs[e].train_loss, persistent.epochs[e].train_loss) << "epoch " << e + 1;
+    EXPECT_EQ(three.epochs[e].test_loss, persistent.epochs[e].test_loss) << "epoch " << e + 1;
+  }
+  EXPECT_TRUE(test::all_close(persistent.weights, three.weights, 0, 0));
 }
