@@ -129,6 +129,30 @@ def bandwidth(d, name, title, frac_keys=("frac_copy", "of_copy_bw")):
                  ["benchmark", "GB/s", "of copy"], out)
 
 
+def variants(d, name, title):
+    """Rows that run the default's case another way: a name with one lowercase path part more
+    than another row's (BM_X/persistent/64/64/56/56 against BM_X/64/64/56/56, .../maxpool/fwd/index64
+    against .../maxpool/fwd), timed against that row."""
+    rows = load(d, name)
+    if rows is None:
+        return ""
+    out = []
+    for k in sorted(rows):
+        parts = k.split("/")
+        for i in range(1, len(parts)):
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", parts[i]):
+                continue
+            base = "/".join(parts[:i] + parts[i + 1:])
+            if base in rows and rows[base].get("real_time"):
+                t, tb = rows[k].get("real_time"), rows[base]["real_time"]
+                out.append([base, parts[i], fmt(tb), fmt(t), fmt(t / tb if t else None)])
+                break
+    if not out:
+        return ""
+    return table(f"{title}: each variant's time over the default's (< 1: the variant is faster)",
+                 ["benchmark", "variant", "default", "variant", "variant/default"], out)
+
+
 def optim(d):
     rows = load(d, "bench_optim")
     if rows is None:
@@ -161,9 +185,10 @@ def main():
     if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
         sys.exit("usage: bench_summary.py DIR   (the directory with bench_*.json)")
     d = sys.argv[1]
-    parts = [ceilings(d), conv(d), bandwidth(d, "bench_pool", "pool"), bandwidth(d, "bench_norm", "norm"),
+    parts = [ceilings(d), conv(d), bandwidth(d, "bench_pool", "pool"), variants(d, "bench_pool", "pool"),
+             bandwidth(d, "bench_norm", "norm"), variants(d, "bench_norm", "norm"),
              bandwidth(d, "bench_dropout", "dropout"), optim(d), linear(d)]
-    print("\n".join(parts), end="")
+    print("\n".join(p for p in parts if p), end="")
 
 
 if __name__ == "__main__":

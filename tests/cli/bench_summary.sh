@@ -23,6 +23,14 @@ cat > "$tmp/bench_optim.json" <<'JSON'
 {"benchmarks": [{"name": "BM_OptimStep/adam/100000000/100/manual_time", "run_type": "iteration", "real_time": 1.0,
   "GB/s": 2800.0, "floor_frac": 0.8, "launches_per_step": 2.0}]}
 JSON
+cat > "$tmp/bench_norm.json" <<'JSON'
+{"benchmarks": [
+ {"name": "BM_BatchNormFwdTrain/64/64/56/56/manual_time", "run_type": "iteration", "real_time": 60.0, "GB/s": 1700.0, "frac_copy": 0.41},
+ {"name": "BM_BatchNormFwdTrain/persistent/64/64/56/56/manual_time", "run_type": "iteration", "real_time": 45.0, "GB/s": 2270.0, "frac_copy": 0.54},
+ {"name": "BM_GroupNormFwd/two_pass/8/64/56/56/1/manual_time", "run_type": "iteration", "real_time": 30.0},
+ {"name": "BM_BatchNormReluFwdTrain/fused/64/64/56/56/manual_time", "run_type": "iteration", "real_time": 50.0}
+]}
+JSON
 s=$(python3 "$KILN_SRC/scripts/bench_summary.py" "$tmp")
 echo "$s"
 # fwd: (30 + 50) / (10 + 90) = 0.80; fwd+bwd with the median row: (60 + 100) / (30 + 80) = 1.45
@@ -32,6 +40,13 @@ grep -E -q '^  cnn b128 +0[.]80 +- +- +1[.]45 +- +- +0[.]80 *$' <<<"$s" || { ech
 grep -E -q '^  cnn b128 +0 +1->16_k3s1p0_28x28 +2[.]00 *$' <<<"$s" || { echo "FAIL: worst layer"; exit 1; }
 grep -E -q '^  BM_OptimStep/adam/100000000/100 +2800 +1[.]25 +2[.]0 *$' <<<"$s" || { echo "FAIL: optim"; exit 1; }
 grep -q '^dropout: no bench_dropout.json' <<<"$s" || { echo "FAIL: missing family"; exit 1; }
+# variants against their default row: the persistent batch norm at 45 / 60 = 0.75; rows without
+# a default (group norm's two-pass here, the fused ReLU) are not paired
+grep -E -q '^  BM_BatchNormFwdTrain/64/64/56/56 +persistent +60[.]00 +45[.]00 +0[.]75 *$' <<<"$s" ||
+  { echo "FAIL: persistent variant"; exit 1; }
+if grep -E -q '^  BM_GroupNormFwd/8/64/56/56/1 +two_pass|^  BM_BatchNormReluFwdTrain.* fused ' <<<"$s"; then
+  echo "FAIL: a variant without its default row was paired"; exit 1
+fi
 # scripts/ncu_summary.py on ncu's per-kernel summary (the layout of ncu 2025): totals are
 # invocations x average, in us whatever unit a row uses, sorted, with shares of the whole.
 cat > "$tmp/ncu.txt" <<'NCU'
