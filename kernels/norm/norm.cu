@@ -99,6 +99,45 @@ __device__ __forceinline__ void bn_sum4(float4 v, float4 g, float ctr, double& a
   }
 }
 
+// One (channel, split) item's sums over j in [begin, end) (j = image * hw + position, hw % 4 ==
+// 0): thread t visits j = begin + 4 t + 4 kThreads r for r = 0, 1, ... in order, with U float4
+// loads in flight, hands each visit to seen(q, x, g) (q = t + kThreads r, the thread's float4
+// index in the item; g the masked dy, or x forward) and then adds it to (a, b) with bn_sum4.
+// The statistics kernel and the persistent kernel both sum through this, so their partial
+// sums are the same bits.
+template <bool BWD, int U, class Seen>
+__device__ __forceinline__ void bn_item_sums(const float* __restrict__ x,
+                                             const float* __restrict__ dy,
+                                             const float* __restrict__ ym, int C, Divisor hw, int c,
+                                             unsigned begin, unsigned end, float ctr, double& a,
+                                             double& b, Seen seen) {
+  for (unsigned j0 = begin + 4 * threadIdx.x, q0 = threadIdx.x; j0 < end;
+       j0 += U * 4 * kThreads, q0 += U * kThreads) {
+    float4 v[U], g[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const unsigned j = j0 + u * 4 * kThreads;
+      if (j >= end) break;
+      const unsigned n = hw.div(j), k = j - n * hw;
+      const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
+      v[u] = ld4(x + i);
+      g[u] = v[u];
+      if (BWD) g[u] = ym ? relu_mask4(ld4(dy + i), ld4(ym + i)) : ld4(dy + i);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (j0 + u * 4 * kThreads >= end) break;
+      seen(q0 + u * kThreads, v[u], g[u]);
+      bn_sum4<BWD>(v[u], g[u], ctr, a, b);
+    }
+  }
+}
+
+// Float4 loads a thread keeps in flight in the batch-norm sums: four of x forward, two each of
+// x and dy backward.
+template <bool BWD>
+constexpr int kSumUnroll = BWD ? 2 : 4;
+
 // Per (split, channel) partial sums over the channel's elements j in [0, n*hw), j = n_*hw + k.
 // Forward (BWD = false): a = sum(x - shift), b = sum((x - shift)^2), shift = x[0, c, 0].
 // Backward: a = sum(dy), b = sum(dy * (x - mean[c])), dy masked by ym when ym is not null.
@@ -117,14 +156,8 @@ __global__ void __launch_bounds__(kThreads)
   const unsigned end = min(m, begin + per_split);
   double a = 0, b = 0;
   if (VEC) {  // hw % 4 == 0: four consecutive j lie in one row
-    for (unsigned j = begin + 4 * threadIdx.x; j < end; j += 4 * kThreads) {
-      const unsigned n = hw.div(j), k = j - n * hw;
-      const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
-      const float4 v = ld4(x + i);
-      float4 g = v;
-      if (BWD) g = ym ? relu_mask4(ld4(dy + i), ld4(ym + i)) : ld4(dy + i);
-      bn_sum4<BWD>(v, g, ctr, a, b);
-    }
+    bn_item_sums<BWD, kSumUnroll<BWD>>(x, dy, ym, C, hw, c, begin, end, ctr, a, b,
+                                       [](unsigned, float4, float4) {});
   } else {
     for (unsigned j = begin + threadIdx.x; j < end; j += kThreads) {
       const unsigned n = hw.div(j), k = j - n * hw;
@@ -390,7 +423,7 @@ struct BnPersistArgs {
 // flight: four of x forward, two each of x and dy backward.
 template <bool BWD>
 __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArgs a) {
-  constexpr int kUnroll = BWD ? 2 : 4;
+  constexpr int kUnroll = kSumUnroll<BWD>;
   KILN_DYNAMIC_SMEM(float4, cache);  // forward: x; backward: x and g interleaved
   __shared__ float coef_s[4];
   const unsigned items = static_cast<unsigned>(a.C) * static_cast<unsigned>(a.splits);
@@ -404,31 +437,14 @@ __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArg
     const unsigned begin = split * a.per_split;
     const unsigned end = min(a.m, begin + a.per_split);
     double sa = 0, sb = 0;
-    // kUnroll float4s a thread in flight, then summed in the order bn_partial sums them
-    for (unsigned j0 = begin + 4 * threadIdx.x, q0 = threadIdx.x; j0 < end;
-         j0 += kUnroll * 4 * kThreads, q0 += kUnroll * kThreads) {
-      float4 v[kUnroll], g[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const unsigned j = j0 + u * 4 * kThreads;
-        if (j >= end) break;
-        const unsigned n = a.hw.div(j), kk = j - n * a.hw;
-        const int64_t i = (static_cast<int64_t>(n) * a.C + c) * a.hw + kk;
-        v[u] = ld4(a.x + i);
-        g[u] = v[u];
-        if (BWD) g[u] = a.ym ? relu_mask4(ld4(a.dy + i), ld4(a.ym + i)) : ld4(a.dy + i);
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        if (j0 + u * 4 * kThreads >= end) break;
-        const unsigned slot = k * per4 + q0 + u * kThreads;
-        if (slot < a.cache4) {
-          cache[BWD ? 2 * slot : slot] = v[u];
-          if (BWD) cache[2 * slot + 1] = g[u];
-        }
-        bn_sum4<BWD>(v[u], g[u], ctr, sa, sb);
-      }
-    }
+    bn_item_sums<BWD, kSumUnroll<BWD>>(a.x, a.dy, a.ym, a.C, a.hw, c, begin, end, ctr, sa, sb,
+                                       [&](unsigned q, float4 v, float4 g) {
+                                         const unsigned slot = k * per4 + q;
+                                         if (slot < a.cache4) {
+                                           cache[BWD ? 2 * slot : slot] = v;
+                                           if (BWD) cache[2 * slot + 1] = g;
+                                         }
+                                       });
     const Sum2 r = block_sum2(sa, sb);
     if (threadIdx.x == 0) {
       a.pa[static_cast<int64_t>(c) * a.splits + split] = r.a;
