@@ -129,10 +129,19 @@ def bandwidth(d, name, title, frac_keys=("frac_copy", "of_copy_bw")):
                  ["benchmark", "GB/s", "of copy"], out)
 
 
+UNIT_US = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+def micros(row):
+    t = row.get("real_time")
+    return t * UNIT_US.get(row.get("time_unit", "us"), float("nan")) if t else None
+
+
 def variants(d, name, title):
     """Rows that run the default's case another way: a name with one lowercase path part more
-    than another row's (BM_X/persistent/64/64/56/56 against BM_X/64/64/56/56, .../maxpool/fwd/index64
-    against .../maxpool/fwd), timed against that row."""
+    than another row's (BM_X/persistent/64/64/56/56 against BM_X/64/64/56/56,
+    pool/.../maxpool_fwd/index64 against pool/.../maxpool_fwd), timed against that row (in us).
+    A persistent row whose persistent_grid is 0 ran the default's kernels: marked, not compared."""
     rows = load(d, name)
     if rows is None:
         return ""
@@ -143,14 +152,18 @@ def variants(d, name, title):
             if not re.fullmatch(r"[a-z][a-z0-9_]*", parts[i]):
                 continue
             base = "/".join(parts[:i] + parts[i + 1:])
-            if base in rows and rows[base].get("real_time"):
-                t, tb = rows[k].get("real_time"), rows[base]["real_time"]
-                out.append([base, parts[i], fmt(tb), fmt(t), fmt(t / tb if t else None)])
-                break
+            if base not in rows:
+                continue
+            t, tb = micros(rows[k]), micros(rows[base])
+            if rows[k].get("persistent_grid", 1) == 0:
+                out.append([base, parts[i], fmt(tb), fmt(t), "(not taken)"])
+            else:
+                out.append([base, parts[i], fmt(tb), fmt(t), fmt(t / tb if t and tb else None)])
+            break
     if not out:
         return ""
     return table(f"{title}: each variant's time over the default's (< 1: the variant is faster)",
-                 ["benchmark", "variant", "default", "variant", "variant/default"], out)
+                 ["benchmark", "variant", "default us", "variant us", "variant/default"], out)
 
 
 def optim(d):

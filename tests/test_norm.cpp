@@ -402,9 +402,12 @@ void gn_gpu_vs_ref(NormShape s, uint64_t seed, float scale = 1) {
 // Batch norm's persistent kernel (batchnorm_set_persistent) against the three-kernel path:
 // every output bit for bit (training forward with running statistics and a fused ReLU,
 // backward in training and eval mode, with a fused ReLU's mask), under grid and cache limits
-// that give several items per block and blocks cached fully, partly or not at all.
-void bn_persistent_vs_three_kernels(NormShape s, uint64_t seed, int max_blocks,
-                                    size_t cache_bytes) {
+// that give several items per block and blocks cached fully, partly or not at all; and that the
+// persistent kernel did run (its launch count; no fallback), or with `too_large` (a forced grid
+// that cannot be resident at once) that the first call fell back to the three kernels with no
+// error left behind and later calls planned them.
+void bn_persistent_vs_three_kernels(NormShape s, uint64_t seed, int max_blocks, size_t cache_bytes,
+                                    bool too_large = false) {
   SCOPED_TRACE(testing::Message() << s.n << "x" << s.c << "x" << s.hw << " blocks<=" << max_blocks
                                   << " cache=" << cache_bytes);
   const size_t n = s.numel(), c = s.c;
@@ -424,6 +427,7 @@ void bn_persistent_vs_three_kernels(NormShape s, uint64_t seed, int max_blocks,
     EXPECT_EQ(batchnorm_persistent_grid(s, false) > 0, persistent == 1);
     EXPECT_EQ(batchnorm_persistent_grid(s, true) > 0, persistent == 1);
     if (max_blocks > 0) EXPECT_LE(batchnorm_persistent_grid(s, false), max_blocks);
+    const BnPersistentCounts before = batchnorm_persistent_counts();
     for (bool relu : {false, true}) {
       Dev gx(x), gw(w), gb(b), gdy(dy), grm(rm), grv(rv), gnbt(std::vector<float>{16777215, 2});
       Dev gy(n), gmean(c), gis(c), gdx(n), gdw(c), gdb(c), gdxe(n), gdwe(c), gdbe(c);
@@ -440,6 +444,15 @@ void bn_persistent_vs_three_kernels(NormShape s, uint64_t seed, int max_blocks,
       outs[persistent].push_back(gnbt.get(2));
       cudaFree(ws);
     }
+    const BnPersistentCounts after = batchnorm_persistent_counts();
+    if (persistent == 0 || too_large)
+      EXPECT_EQ(after.launches, before.launches) << "persistent launches on the three-kernel path";
+    else
+      EXPECT_EQ(after.launches - before.launches, 6) << "2 x (forward, backward, eval backward)";
+    EXPECT_EQ(after.fallbacks - before.fallbacks, persistent == 1 && too_large ? 1 : 0);
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+    if (persistent == 1 && too_large)
+      EXPECT_EQ(batchnorm_persistent_grid(s, false), 0) << "not sticky";
   }
   const char* names[] = {"y",
                          "dx",
@@ -502,11 +515,17 @@ TEST(BatchNormGpu, PersistentKernelGivesTheThreeKernelPathsBits) {
                                  60 * 1024);  // above 48 KiB: the opt-in
 #ifndef KILN_CUDA_EMU
   // On a device, no limits and more items (2,048 channels) than blocks fit at once: the grid
-  // from the occupancy query must launch (a planner that overestimates it fails here with
-  // cudaErrorCooperativeLaunchTooLarge; the emulator would run 135,168 fibers for it).
+  // from the occupancy query must launch (a planner that overestimates it falls back to the
+  // three kernels, which the launch count shows; the emulator would run 135,168 fibers for it).
   bn_persistent_vs_three_kernels({2, 2048, 64, 1}, 57, 0, SIZE_MAX);
 #endif
+  // A grid that cannot be resident at once (100,000 blocks): the launch fails with
+  // cudaErrorCooperativeLaunchTooLarge, the call runs the three kernels, later ones plan them.
+  bn_persistent_vs_three_kernels({5, 8, 64 * 64, 1}, 58, -100000, SIZE_MAX, true);
   // Not taken: rows that are no multiple of four (the three-kernel path's scalar loads).
+  struct Off {
+    ~Off() { batchnorm_set_persistent(false); }
+  } off;
   batchnorm_set_persistent(true);
 #ifdef KILN_CUDA_EMU
   // The plan on the emulated H100 (132 SMs, 228 KiB of shared memory, 2,048 threads each): four
@@ -517,7 +536,6 @@ TEST(BatchNormGpu, PersistentKernelGivesTheThreeKernelPathsBits) {
   EXPECT_EQ(batchnorm_persistent_grid({4, 2, 64, 1}, false), 2);  // one item a block
 #endif
   EXPECT_EQ(batchnorm_persistent_grid({3, 5, 13 * 13, 1}, false), 0);
-  batchnorm_set_persistent(false);
 #endif
 }
 // The persistent kernels captured into a CUDA graph on a stream of their own (as --cuda-graphs
@@ -540,6 +558,7 @@ TEST(BatchNormGpu, PersistentKernelInACapturedGraphGivesTheEagerBits) {
   batchnorm_persistent_limits(6, SIZE_MAX);  // few fibers
 #endif
   ASSERT_GT(batchnorm_persistent_grid(s, false), 0);
+  const BnPersistentCounts before = batchnorm_persistent_counts();
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   std::vector<float> got[2];
@@ -578,6 +597,9 @@ TEST(BatchNormGpu, PersistentKernelInACapturedGraphGivesTheEagerBits) {
     cudaFree(ws);
   }
   cudaStreamDestroy(stream);
+  const BnPersistentCounts after = batchnorm_persistent_counts();
+  EXPECT_EQ(after.launches - before.launches, 4) << "two eager, two captured";
+  EXPECT_EQ(after.fallbacks, before.fallbacks);
   EXPECT_TRUE(std::none_of(got[0].begin(), got[0].end(), [](float v) { return std::isnan(v); }));
   ASSERT_EQ(got[0].size(), got[1].size());
   EXPECT_EQ(0, std::memcmp(got[0].data(), got[1].data(), got[0].size() * sizeof(float)));

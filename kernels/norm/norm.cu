@@ -508,8 +508,12 @@ __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArg
 }
 
 std::atomic<bool> g_bn_persistent{false};
-std::atomic<int> g_bn_max_blocks{0};
+std::atomic<int> g_bn_max_blocks{0};  // < 0: launch exactly -g_bn_max_blocks blocks (a test hook)
 std::atomic<size_t> g_bn_cache_limit{SIZE_MAX};
+// Set when a cooperative launch did not fit after all: later calls plan the three kernels (no
+// retry every step, nothing cooperative captured into a graph). Cleared by the limits hook.
+std::atomic<bool> g_bn_too_large{false};
+std::atomic<int64_t> g_bn_launches{0}, g_bn_fallbacks{0};
 
 struct BnPersistPlan {
   unsigned grid = 0;  // 0: not used
@@ -548,7 +552,7 @@ const CoopDevice& coop_device() {
 template <bool BWD>
 BnPersistPlan bn_persistent_plan(const NormShape& s, const BnWorkspace& w, bool vec) {
   BnPersistPlan p;
-  if (!g_bn_persistent || !vec) return p;
+  if (!g_bn_persistent || g_bn_too_large || !vec) return p;
   const CoopDevice& d = coop_device();
   if (!d.ok) return p;
   const size_t per_slot = BWD ? 32 : 16;  // bytes cached per float4 position
@@ -573,10 +577,12 @@ BnPersistPlan bn_persistent_plan(const NormShape& s, const BnWorkspace& w, bool 
                                                                 kThreads, cap));
   if (per_sm <= 0) return p;
   int64_t max_grid = static_cast<int64_t>(per_sm) * d.sms;
-  if (g_bn_max_blocks > 0) max_grid = std::min<int64_t>(max_grid, g_bn_max_blocks);
+  const int limit = g_bn_max_blocks;
+  if (limit > 0) max_grid = std::min<int64_t>(max_grid, limit);
   const int64_t items = s.c * w.splits;
   const int64_t nk = (items + max_grid - 1) / max_grid;
   p.grid = static_cast<unsigned>((items + nk - 1) / nk);
+  if (limit < 0) p.grid = static_cast<unsigned>(-limit);  // blocks past `items` have none
   const size_t needed = static_cast<size_t>(nk) * (w.per_split / 4) * per_slot;
   p.smem = std::min(cap, needed);
   p.cache4 = static_cast<unsigned>(p.smem / per_slot);
@@ -596,9 +602,12 @@ bool launch_persistent(BnPersistArgs a, const NormShape& s, const BnWorkspace& w
       launch_cooperative(bn_persistent_kernel<BWD>, plan.grid, kThreads, plan.smem, stream, a);
   if (err == cudaErrorCooperativeLaunchTooLarge) {
     cudaGetLastError();  // not sticky: clear it
+    g_bn_too_large = true;
+    ++g_bn_fallbacks;
     return false;
   }
   KILN_CUDA_CHECK(err);
+  ++g_bn_launches;
   return true;
 }
 
@@ -1078,8 +1087,12 @@ bool batchnorm_persistent() {
   return g_bn_persistent;
 }
 void batchnorm_persistent_limits(int max_blocks, size_t cache_bytes) {
-  g_bn_max_blocks = std::max(max_blocks, 0);
+  g_bn_max_blocks = max_blocks;
   g_bn_cache_limit = cache_bytes;
+  g_bn_too_large = false;
+}
+BnPersistentCounts batchnorm_persistent_counts() {
+  return BnPersistentCounts{g_bn_launches.load(), g_bn_fallbacks.load()};
 }
 int64_t batchnorm_persistent_grid(const NormShape& s, bool backward) {
   const BnWorkspace w = bn_workspace(nullptr, s);

@@ -90,10 +90,18 @@ size_t batchnorm_workspace_bytes(const NormShape& s);
 // benchmarks and tests.
 void batchnorm_set_persistent(bool on);
 bool batchnorm_persistent();
-// Test hooks: at most max_blocks blocks (0: as many as fit) and cache_bytes of shared memory per
-// block (SIZE_MAX: a quarter of an SM's), so small shapes exercise several items per block and
-// partly cached blocks.
+// Test hooks: at most max_blocks blocks (0: as many as fit; negative: exactly -max_blocks, fit or
+// not) and cache_bytes of shared memory per block (SIZE_MAX: a quarter of an SM's), so small
+// shapes exercise several items per block and partly cached blocks. Also forgets an earlier
+// launch that did not fit (below).
 void batchnorm_persistent_limits(int max_blocks, size_t cache_bytes);
+// Persistent launches so far, and launches that did not fit at once after all (fewer SMs than
+// the device reported, as under MPS) and ran as the three kernels instead; after one such, the
+// process plans the three kernels until batchnorm_persistent_limits is called.
+struct BnPersistentCounts {
+  int64_t launches = 0, fallbacks = 0;
+};
+BnPersistentCounts batchnorm_persistent_counts();
 // The persistent grid batchnorm_fwd_train (backward: batchnorm_bwd) would launch for s with
 // aligned pointers, or 0 when it would take the three-kernel path.
 int64_t batchnorm_persistent_grid(const NormShape& s, bool backward);

@@ -26,7 +26,9 @@ JSON
 cat > "$tmp/bench_norm.json" <<'JSON'
 {"benchmarks": [
  {"name": "BM_BatchNormFwdTrain/64/64/56/56/manual_time", "run_type": "iteration", "real_time": 60.0, "GB/s": 1700.0, "frac_copy": 0.41},
- {"name": "BM_BatchNormFwdTrain/persistent/64/64/56/56/manual_time", "run_type": "iteration", "real_time": 45.0, "GB/s": 2270.0, "frac_copy": 0.54},
+ {"name": "BM_BatchNormFwdTrain/persistent/64/64/56/56/manual_time", "run_type": "iteration", "real_time": 0.045, "time_unit": "ms", "GB/s": 2270.0, "frac_copy": 0.54, "persistent_grid": 400},
+ {"name": "BM_BatchNormFwdTrain/256/128/1/1/manual_time", "run_type": "iteration", "real_time": 8.0},
+ {"name": "BM_BatchNormFwdTrain/persistent/256/128/1/1/manual_time", "run_type": "iteration", "real_time": 8.1, "persistent_grid": 0},
  {"name": "BM_GroupNormFwd/two_pass/8/64/56/56/1/manual_time", "run_type": "iteration", "real_time": 30.0},
  {"name": "BM_BatchNormReluFwdTrain/fused/64/64/56/56/manual_time", "run_type": "iteration", "real_time": 50.0}
 ]}
@@ -40,10 +42,13 @@ grep -E -q '^  cnn b128 +0[.]80 +- +- +1[.]45 +- +- +0[.]80 *$' <<<"$s" || { ech
 grep -E -q '^  cnn b128 +0 +1->16_k3s1p0_28x28 +2[.]00 *$' <<<"$s" || { echo "FAIL: worst layer"; exit 1; }
 grep -E -q '^  BM_OptimStep/adam/100000000/100 +2800 +1[.]25 +2[.]0 *$' <<<"$s" || { echo "FAIL: optim"; exit 1; }
 grep -q '^dropout: no bench_dropout.json' <<<"$s" || { echo "FAIL: missing family"; exit 1; }
-# variants against their default row: the persistent batch norm at 45 / 60 = 0.75; rows without
+# variants against their default row: the persistent batch norm at 45 / 60 = 0.75 (its row in
+# ms, the default's in us); one whose persistent_grid is 0 ran the default's kernels; rows without
 # a default (group norm's two-pass here, the fused ReLU) are not paired
 grep -E -q '^  BM_BatchNormFwdTrain/64/64/56/56 +persistent +60[.]00 +45[.]00 +0[.]75 *$' <<<"$s" ||
   { echo "FAIL: persistent variant"; exit 1; }
+grep -E -q '^  BM_BatchNormFwdTrain/256/128/1/1 +persistent +8[.]00 +8[.]10 +[(]not taken[)] *$' <<<"$s" ||
+  { echo "FAIL: persistent variant not taken"; exit 1; }
 if grep -E -q '^  BM_GroupNormFwd/8/64/56/56/1 +two_pass|^  BM_BatchNormReluFwdTrain.* fused ' <<<"$s"; then
   echo "FAIL: a variant without its default row was paired"; exit 1
 fi
