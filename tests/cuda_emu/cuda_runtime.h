@@ -196,7 +196,10 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags = 
 // Kernel attributes and occupancy, keyed by the kernel's address. The emulated SM has 2,048
 // threads and 228 KiB of shared memory (1 KiB reserved per block, 227 KiB per block at most);
 // a launch with more than 48 KiB of dynamic shared memory needs
-// cudaFuncAttributeMaxDynamicSharedMemorySize raised first, as on the device.
+// cudaFuncAttributeMaxDynamicSharedMemorySize raised first, as on the device. Only
+// cudaLaunchCooperativeKernel knows the kernel's address: a `<<<>>>` launch stays at 48 KiB
+// whatever the attribute says. The occupancy counts threads and dynamic shared memory only (no
+// registers, no static shared memory): a device may fit fewer blocks than the emulator.
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value);
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* func,
                                                           int block_size, size_t dynamic_smem);
