@@ -254,6 +254,29 @@ TEST(CudaEmu, CooperativeLaunchLimitsAndDynamicSharedMemoryOptIn) {
   cudaFree(out);
 }
 
+// A struct argument that lists its pointers (kiln_emu_pointers) has them checked like pointer
+// arguments: a host pointer inside it traps at launch, as it would fault on the device.
+struct TouchArgs {
+  float* p;
+};
+void kiln_emu_pointers(const TouchArgs& a, kiln_emu::PointerList& out) {
+  out.add(a.p);
+}
+void touch_struct_kernel(TouchArgs a) {
+  a.p[threadIdx.x] = 1.f;
+}
+
+TEST(CudaEmuDeathTest, HostPointerInsideAStructArgumentTraps) {
+  float* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 32 * sizeof(float)), cudaSuccess);
+  auto k = [](auto... a) { touch_struct_kernel(a...); };
+  EXPECT_EQ(kiln_emu::make_launcher("touch_struct_kernel", 1, 32)(k, TouchArgs{d}), cudaSuccess);
+  std::vector<float> host(32);
+  EXPECT_DEATH(kiln_emu::make_launcher("touch_struct_kernel", 1, 32)(k, TouchArgs{host.data()}),
+               "touch_struct_kernel: pointer argument #1 .* is in no device allocation");
+  cudaFree(d);
+}
+
 void grid_sync_kernel(int* out) {
   cooperative_groups::this_grid().sync();
   out[threadIdx.x] = 1;

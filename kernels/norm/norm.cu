@@ -421,6 +421,23 @@ struct BnPersistArgs {
 
 // Four blocks of kThreads an SM (64 registers a thread); each thread has four float4 loads in
 // flight: four of x forward, two each of x and dy backward.
+#ifdef KILN_CUDA_EMU
+// The emulator checks these like pointer arguments (each in a device allocation, or null).
+void kiln_emu_pointers(const BnPersistArgs& a, kiln_emu::PointerList& out) {
+  for (const void* p :
+       {static_cast<const void*>(a.x), static_cast<const void*>(a.dy),
+        static_cast<const void*>(a.ym), static_cast<const void*>(a.out),
+        static_cast<const void*>(a.w), static_cast<const void*>(a.bias),
+        static_cast<const void*>(a.save_mean), static_cast<const void*>(a.save_invstd),
+        static_cast<const void*>(a.running_mean), static_cast<const void*>(a.running_var),
+        static_cast<const void*>(a.nbt), static_cast<const void*>(a.mean),
+        static_cast<const void*>(a.invstd), static_cast<const void*>(a.dweight),
+        static_cast<const void*>(a.dbias), static_cast<const void*>(a.pa),
+        static_cast<const void*>(a.pb)})
+    out.add(p);
+}
+#endif
+
 template <bool BWD>
 __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArgs a) {
   constexpr int kUnroll = kSumUnroll<BWD>;

@@ -383,9 +383,27 @@ cudaError_t launch_grid(const char* name, dim3 grid, dim3 block, size_t smem, cu
                         std::function<void()> body, const void* const* pointers, size_t npointers,
                         const void* func = nullptr, bool cooperative = false);
 
+// The pointers among a launch's arguments, for the check that each lies in a device allocation.
+// A struct argument that carries device pointers lists them with a function found by
+// argument-dependent lookup, `void kiln_emu_pointers(const T&, PointerList&)` (next to the
+// struct, under #ifdef KILN_CUDA_EMU); other structs are not looked into.
+struct PointerList {
+  static constexpr size_t kMax = 64;
+  const void* p[kMax] = {};
+  size_t n = 0;
+  void add(const void* q) {
+    if (n == kMax) device_trap("a launch with more than 64 pointer arguments");
+    p[n++] = q;
+  }
+};
 template <typename T>
-void collect_pointer(const T& v, const void** out, size_t& n) {
-  if constexpr (std::is_pointer<T>::value) out[n++] = reinterpret_cast<const void*>(v);
+auto collect_pointer(const T& v, PointerList& out, int)
+    -> decltype(kiln_emu_pointers(v, out), void()) {
+  kiln_emu_pointers(v, out);
+}
+template <typename T>
+void collect_pointer(const T& v, PointerList& out, long) {
+  if constexpr (std::is_pointer<T>::value) out.add(reinterpret_cast<const void*>(v));
 }
 
 struct Launcher {
@@ -400,12 +418,11 @@ struct Launcher {
   template <typename F, typename... A>
   cudaError_t operator()(F kernel, A&&... args) const {
     auto params = std::make_shared<std::tuple<std::decay_t<A>...>>(std::forward<A>(args)...);
-    const void* ptrs[sizeof...(A) + 1] = {};
-    size_t n = 0;
-    std::apply([&](const auto&... v) { (collect_pointer(v, ptrs, n), ...); }, *params);
+    PointerList ptrs;
+    std::apply([&](const auto&... v) { (collect_pointer(v, ptrs, 0), ...); }, *params);
     return launch_grid(
-        name, grid, block, smem, stream, [kernel, params] { std::apply(kernel, *params); }, ptrs, n,
-        func, cooperative);
+        name, grid, block, smem, stream, [kernel, params] { std::apply(kernel, *params); }, ptrs.p,
+        ptrs.n, func, cooperative);
   }
 };
 
