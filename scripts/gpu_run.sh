@@ -71,9 +71,10 @@ gpu_tests='*Gpu*:CublasApi.*:-*WithoutGpu*'  # (the one CPU test named 'without 
 # kernels run in MatchesReference too); the trainer, graph and LR-finder runs go last, so a
 # timeout still leaves the kernels' verdict.
 # StepGraphGpu.FailedCapture* is left out: it makes a CUDA API call fail on purpose (a cudaMalloc
-# during capture), which memcheck counts as 3 errors; it runs in the plain gtests.
+# during capture), which memcheck counts as 3 errors; it runs in the plain gtests. So are the
+# *LaunchErrorGpu* tests (a cooperative launch too large to fit, on purpose).
 sanitize_models='TrainerGpu.*:StepGraphGpu.*:LrFinderGpu.*:FusionModelGpu.*'
-sanitize_kernels="*Gpu*:-*WithoutGpu*:ConvLimitGpu.*:*MatchesCudnn*:$sanitize_models"
+sanitize_kernels="*Gpu*:-*WithoutGpu*:ConvLimitGpu.*:*MatchesCudnn*:*LaunchErrorGpu*:$sanitize_models"
 sanitize_models_only="$sanitize_models:-StepGraphGpu.FailedCapture*"
 tool_summary='^========= (ERROR|RACECHECK) SUMMARY'  # the line a sanitizer run that finished ends with
 

@@ -76,6 +76,8 @@ expect "$s" '^cli train_mnist test +exit 0' "cli test row (KILN_SRC is the bundl
 # the test that fails a CUDA API call on purpose is kept from the tools' whole-model runs
 expect "$tmp/out1/sanitize-memcheck-models.txt" '^--gtest_filter=TrainerGpu.*:-StepGraphGpu.FailedCapture\* shard 0/1$' "models filter"
 grep -q 'FailedCapture' "$tmp/out1/sanitize-memcheck-kernels.txt" && { echo "FAIL: kernels filter"; fail=1; }
+# and the tests that fail a launch on purpose from the kernels' run
+expect "$tmp/out1/sanitize-memcheck-kernels.txt" '^--gtest_filter=[^ ]*:-[^ ]*[*]LaunchErrorGpu[*]' "kernels filter leaves out *LaunchErrorGpu*"
 expect "$s" '^racecheck +TIMED OUT after 32s.*sanitize-racecheck-kernels: 2 report lines, last test PoolGpu.MatchesReference/K2' "racecheck timeout row"
 expect "$s" '^not run \(no time left\) +bench epoch profile resume initcheck synccheck tta perf catalogue$' "not-run row"
 expect "$tmp/run1.txt" '^---- summary ----' "summary printed last"
