@@ -419,8 +419,6 @@ struct BnPersistArgs {
   unsigned cache4;  // float4 slots of the cache per tensor
 };
 
-// Four blocks of kThreads an SM (64 registers a thread); each thread has four float4 loads in
-// flight: four of x forward, two each of x and dy backward.
 #ifdef KILN_CUDA_EMU
 // The emulator checks these like pointer arguments (each in a device allocation, or null).
 void kiln_emu_pointers(const BnPersistArgs& a, kiln_emu::PointerList& out) {
@@ -438,6 +436,8 @@ void kiln_emu_pointers(const BnPersistArgs& a, kiln_emu::PointerList& out) {
 }
 #endif
 
+// Four blocks of kThreads an SM (64 registers a thread); each thread has four float4 loads in
+// flight: four of x forward, two each of x and dy backward.
 template <bool BWD>
 __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArgs a) {
   constexpr int kUnroll = kSumUnroll<BWD>;
@@ -454,14 +454,14 @@ __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArg
     const unsigned begin = split * a.per_split;
     const unsigned end = min(a.m, begin + a.per_split);
     double sa = 0, sb = 0;
-    bn_item_sums<BWD, kSumUnroll<BWD>>(a.x, a.dy, a.ym, a.C, a.hw, c, begin, end, ctr, sa, sb,
-                                       [&](unsigned q, float4 v, float4 g) {
-                                         const unsigned slot = k * per4 + q;
-                                         if (slot < a.cache4) {
-                                           cache[BWD ? 2 * slot : slot] = v;
-                                           if (BWD) cache[2 * slot + 1] = g;
-                                         }
-                                       });
+    bn_item_sums<BWD, kUnroll>(a.x, a.dy, a.ym, a.C, a.hw, c, begin, end, ctr, sa, sb,
+                               [&](unsigned q, float4 v, float4 g) {
+                                 const unsigned slot = k * per4 + q;
+                                 if (slot < a.cache4) {
+                                   cache[BWD ? 2 * slot : slot] = v;
+                                   if (BWD) cache[2 * slot + 1] = g;
+                                 }
+                               });
     const Sum2 r = block_sum2(sa, sb);
     if (threadIdx.x == 0) {
       a.pa[static_cast<int64_t>(c) * a.splits + split] = r.a;
