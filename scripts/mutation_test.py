@@ -207,7 +207,7 @@ MUTANTS = [
      [("        if (slot < a.cache4) {\n          xv[u] =", "        if (slot <= a.cache4) {\n          xv[u] =")],
      "the persistent batch norm's output pass reads one float4 past what its statistics pass cached"),
     ("bn-persist-owner", "kernels/norm/norm.cu",
-     [("a.eps, split == 0, u, s, t);", "a.eps, true, u, s, t);")],
+     [("a.eps, it.split == 0, u, s, t);", "a.eps, true, u, s, t);")],
      "every split's block of a channel updates the running statistics (momentum applied several times)"),
     ("bn-persist-coef-barrier", "kernels/norm/norm.cu",
      [("    __syncthreads();  // the next item's thread 0 overwrites coef_s\n", "")],

@@ -82,6 +82,13 @@ unsigned grid_for(int64_t work) {
   return static_cast<unsigned>(std::clamp<int64_t>((work + kThreads - 1) / kThreads, 1, 1 << 16));
 }
 
+// A variance from shifted sums, b/m - dm^2, clamped at 0 against rounding; NaN stays NaN (fmax
+// would return 0 for it, and a group with an inf would normalise with 1/sqrt(eps), not NaN as
+// the reference does).
+__device__ __forceinline__ double clamp_var(double v) {
+  return v < 0.0 ? 0.0 : v;
+}
+
 // ---- batch norm ------------------------------------------------------------------------------
 // bn_partial's sums over one float4 of x (and g, its dy): forward a += x - ctr, b += (x - ctr)^2;
 // backward a += g, b += g * (x - ctr). Products in double, the fused multiply-adds spelled out
@@ -97,6 +104,29 @@ __device__ __forceinline__ void bn_sum4(float4 v, float4 g, float ctr, double& a
     a += (e0 + e1) + (e2 + e3);
     b += fma(e0, e0, e1 * e1) + fma(e2, e2, e3 * e3);
   }
+}
+
+// Element j (= image * hw + position) of channel c in an NCHW tensor of C channels.
+__device__ __forceinline__ int64_t bn_index(unsigned j, int C, Divisor hw, int c) {
+  const unsigned n = hw.div(j), k = j - n * hw;
+  return (static_cast<int64_t>(n) * C + c) * hw + k;
+}
+
+// Work item (channel c, split) of batch norm's sums: its elements j in [begin, end) of the
+// channel's m, per_split each (the last split takes the rest).
+struct BnItem {
+  int c;
+  unsigned split, begin, end;
+};
+__device__ __forceinline__ BnItem bn_item(int c, unsigned split, unsigned per_split, unsigned m) {
+  const unsigned begin = split * per_split;
+  return BnItem{c, split, begin, min(m, begin + per_split)};
+}
+// Item number `item` of the persistent kernel, channel-major as bn_partial's grid.
+__device__ __forceinline__ BnItem bn_nth_item(unsigned item, int splits, unsigned per_split,
+                                              unsigned m) {
+  const int c = static_cast<int>(item / splits);
+  return bn_item(c, item - static_cast<unsigned>(c) * splits, per_split, m);
 }
 
 // One (channel, split) item's sums over j in [begin, end) (j = image * hw + position, hw % 4 ==
@@ -118,8 +148,7 @@ __device__ __forceinline__ void bn_item_sums(const float* __restrict__ x,
     for (int u = 0; u < U; ++u) {
       const unsigned j = j0 + u * 4 * kThreads;
       if (j >= end) break;
-      const unsigned n = hw.div(j), k = j - n * hw;
-      const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
+      const int64_t i = bn_index(j, C, hw, c);
       v[u] = ld4(x + i);
       g[u] = v[u];
       if (BWD) g[u] = ym ? relu_mask4(ld4(dy + i), ld4(ym + i)) : ld4(dy + i);
@@ -149,19 +178,17 @@ __global__ void __launch_bounds__(kThreads)
                       const float* __restrict__ ym, const float* __restrict__ mean, int C,
                       Divisor hw, unsigned m, unsigned per_split, double* __restrict__ pa,
                       double* __restrict__ pb) {
-  const int c = blockIdx.x;  // channels on x: up to 2^31 - 1 of them (y stops at 65535)
-  const unsigned split = blockIdx.y;
+  // channels on x: up to 2^31 - 1 of them (y stops at 65535)
+  const BnItem it = bn_item(static_cast<int>(blockIdx.x), blockIdx.y, per_split, m);
+  const int c = it.c;
   const float ctr = BWD ? mean[c] : x[static_cast<int64_t>(c) * hw];
-  const unsigned begin = split * per_split;
-  const unsigned end = min(m, begin + per_split);
   double a = 0, b = 0;
   if (VEC) {  // hw % 4 == 0: four consecutive j lie in one row
-    bn_item_sums<BWD, kSumUnroll<BWD>>(x, dy, ym, C, hw, c, begin, end, ctr, a, b,
+    bn_item_sums<BWD, kSumUnroll<BWD>>(x, dy, ym, C, hw, c, it.begin, it.end, ctr, a, b,
                                        [](unsigned, float4, float4) {});
   } else {
-    for (unsigned j = begin + threadIdx.x; j < end; j += kThreads) {
-      const unsigned n = hw.div(j), k = j - n * hw;
-      const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
+    for (unsigned j = it.begin + threadIdx.x; j < it.end; j += kThreads) {
+      const int64_t i = bn_index(j, C, hw, c);
       const double d = x[i] - ctr;
       if (BWD) {
         const double g = ym ? relu_mask(dy[i], ym[i]) : dy[i];
@@ -175,8 +202,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   const Sum2 r = block_sum2(a, b);
   if (threadIdx.x == 0) {
-    pa[static_cast<int64_t>(c) * gridDim.y + split] = r.a;
-    pb[static_cast<int64_t>(c) * gridDim.y + split] = r.b;
+    pa[static_cast<int64_t>(c) * gridDim.y + it.split] = r.a;
+    pb[static_cast<int64_t>(c) * gridDim.y + it.split] = r.b;
   }
 }
 
@@ -379,13 +406,18 @@ BnWorkspace bn_workspace(void* ws, const NormShape& s) {
   return w;
 }
 
+// Whether batch norm's sums can read x, dy and ym (null counts as aligned) a float4 at a time.
+bool bn_sums_vec(const NormShape& s, const float* x, const float* dy, const float* ym) {
+  return s.hw % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(ym);
+}
+
 template <bool BWD>
 void launch_partial(const float* x, const float* dy, const float* ym, const float* mean,
-                    const NormShape& s, const BnWorkspace& w, cudaStream_t stream) {
+                    const NormShape& s, const BnWorkspace& w, bool vec, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(s.c), w.splits);
   const unsigned hw = static_cast<unsigned>(s.hw), m = static_cast<unsigned>(s.n * s.hw);
   const int C = static_cast<int>(s.c);
-  if (s.hw % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(ym)) {
+  if (vec) {
     bn_partial_kernel<BWD, true><<<grid, kThreads, 0, stream>>>(x, dy, ym, mean, C, hw, m, w.per_split, w.pa, w.pb);
   } else {
     bn_partial_kernel<BWD, false><<<grid, kThreads, 0, stream>>>(x, dy, ym, mean, C, hw, m, w.per_split, w.pa, w.pb);
@@ -447,14 +479,11 @@ __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArg
   const unsigned nk = blockIdx.x < items ? (items - 1 - blockIdx.x) / gridDim.x + 1 : 0;
   const unsigned per4 = a.per_split / 4;
   for (unsigned k = 0; k < nk; ++k) {
-    const unsigned item = blockIdx.x + k * gridDim.x;
-    const int c = static_cast<int>(item / a.splits);
-    const unsigned split = item - static_cast<unsigned>(c) * a.splits;
+    const BnItem it = bn_nth_item(blockIdx.x + k * gridDim.x, a.splits, a.per_split, a.m);
+    const int c = it.c;
     const float ctr = BWD ? a.mean[c] : a.x[static_cast<int64_t>(c) * a.hw];
-    const unsigned begin = split * a.per_split;
-    const unsigned end = min(a.m, begin + a.per_split);
     double sa = 0, sb = 0;
-    bn_item_sums<BWD, kUnroll>(a.x, a.dy, a.ym, a.C, a.hw, c, begin, end, ctr, sa, sb,
+    bn_item_sums<BWD, kUnroll>(a.x, a.dy, a.ym, a.C, a.hw, c, it.begin, it.end, ctr, sa, sb,
                                [&](unsigned q, float4 v, float4 g) {
                                  const unsigned slot = k * per4 + q;
                                  if (slot < a.cache4) {
@@ -464,25 +493,24 @@ __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArg
                                });
     const Sum2 r = block_sum2(sa, sb);
     if (threadIdx.x == 0) {
-      a.pa[static_cast<int64_t>(c) * a.splits + split] = r.a;
-      a.pb[static_cast<int64_t>(c) * a.splits + split] = r.b;
+      a.pa[static_cast<int64_t>(c) * a.splits + it.split] = r.a;
+      a.pb[static_cast<int64_t>(c) * a.splits + it.split] = r.b;
     }
   }
   grid_sync();
   for (unsigned k = nk; k-- > 0;) {
-    const unsigned item = blockIdx.x + k * gridDim.x;
-    const int c = static_cast<int>(item / a.splits);
-    const unsigned split = item - static_cast<unsigned>(c) * a.splits;
+    const BnItem it = bn_nth_item(blockIdx.x + k * gridDim.x, a.splits, a.per_split, a.m);
+    const int c = it.c;
     if (threadIdx.x == 0) {
       float u, s, t, v = 0.f;
       if (BWD) {
         bn_finalize_bwd_channel(c, a.w, a.invstd, a.m, a.splits, a.pa, a.pb,
-                                split == 0 ? a.dweight : nullptr, a.dbias, a.train, v, s, t);
+                                it.split == 0 ? a.dweight : nullptr, a.dbias, a.train, v, s, t);
         u = a.mean[c];
       } else {
         bn_finalize_fwd_channel(c, a.x, a.w, a.bias, a.hw, a.m, a.splits, a.pa, a.pb, a.save_mean,
                                 a.save_invstd, a.running_mean, a.running_var, a.nbt, a.momentum,
-                                a.eps, split == 0, u, s, t);
+                                a.eps, it.split == 0, u, s, t);
       }
       coef_s[0] = u, coef_s[1] = s, coef_s[2] = t, coef_s[3] = v;
     }
@@ -491,18 +519,15 @@ __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArg
     __syncthreads();  // the next item's thread 0 overwrites coef_s
     const ChannelOp<BWD ? Apply::Dx : Apply::Norm> f{nullptr, nullptr, nullptr, nullptr,
                                                      a.C,     0.f,     a.relu};
-    const unsigned begin = split * a.per_split;
-    const unsigned end = min(a.m, begin + a.per_split);
-    for (unsigned j0 = begin + 4 * threadIdx.x, q0 = threadIdx.x; j0 < end;
+    for (unsigned j0 = it.begin + 4 * threadIdx.x, q0 = threadIdx.x; j0 < it.end;
          j0 += kUnroll * 4 * kThreads, q0 += kUnroll * kThreads) {
       float4 xv[kUnroll], g[kUnroll];
       int64_t i[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const unsigned j = j0 + u * 4 * kThreads;
-        if (j >= end) break;
-        const unsigned n = a.hw.div(j), kk = j - n * a.hw;
-        i[u] = (static_cast<int64_t>(n) * a.C + c) * a.hw + kk;
+        if (j >= it.end) break;
+        i[u] = bn_index(j, a.C, a.hw, c);
         const unsigned slot = k * per4 + q0 + u * kThreads;
         g[u] = make_float4(0.f, 0.f, 0.f, 0.f);
         if (slot < a.cache4) {
@@ -515,7 +540,7 @@ __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArg
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        if (j0 + u * 4 * kThreads >= end) break;
+        if (j0 + u * 4 * kThreads >= it.end) break;
         st4(a.out + i[u],
             make_float4(f.op(xv[u].x, g[u].x, u0, s, t, v), f.op(xv[u].y, g[u].y, u0, s, t, v),
                         f.op(xv[u].z, g[u].z, u0, s, t, v), f.op(xv[u].w, g[u].w, u0, s, t, v)));
@@ -578,20 +603,27 @@ BnPersistPlan bn_persistent_plan(const NormShape& s, const BnWorkspace& w, bool 
   size_t cap = std::min<size_t>(static_cast<size_t>(d.smem_optin),
                                 static_cast<size_t>(d.smem_per_sm) / 4 - 2048);
   cap = std::min(cap, g_bn_cache_limit.load()) / per_slot * per_slot;
-  if (cap > 48 * 1024) {
+  int per_sm = 0;
+  {
+    // Per BWD: the dynamic shared memory the kernel is allowed, and the occupancy last queried
+    // (it depends on the cache size alone, which changes only with the limits hook).
     static std::mutex mu;
-    static size_t attr_set = 0;  // the dynamic shared memory the kernel is allowed (per BWD)
+    static size_t attr_set = 0, queried_cap = SIZE_MAX;
+    static int queried_per_sm = 0;
     const std::lock_guard<std::mutex> lock(mu);
-    if (attr_set < cap) {
+    if (cap > 48 * 1024 && attr_set < cap) {
       KILN_CUDA_CHECK(cudaFuncSetAttribute(bn_persistent_kernel<BWD>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(cap)));
       attr_set = cap;
     }
+    if (queried_cap != cap) {
+      KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &queried_per_sm, bn_persistent_kernel<BWD>, kThreads, cap));
+      queried_cap = cap;
+    }
+    per_sm = queried_per_sm;
   }
-  int per_sm = 0;
-  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, bn_persistent_kernel<BWD>,
-                                                                kThreads, cap));
   if (per_sm <= 0) return p;
   int64_t max_grid = static_cast<int64_t>(per_sm) * d.sms;
   const int limit = g_bn_max_blocks;
@@ -1041,8 +1073,8 @@ void batchnorm_fwd_train(const float* x, const float* weight, const float* bias,
                          bool relu) {
   check_shape(s, "batchnorm_fwd_train");
   const BnWorkspace w = bn_workspace(workspace, s);
-  const BnPersistPlan plan =
-      bn_persistent_plan<false>(s, w, s.hw % 4 == 0 && aligned16(x) && aligned16(y));
+  const bool vec = bn_sums_vec(s, x, nullptr, nullptr);
+  const BnPersistPlan plan = bn_persistent_plan<false>(s, w, vec && aligned16(y));
   if (plan.grid) {
     BnPersistArgs a{};
     a.x = x, a.out = y, a.w = weight, a.bias = bias, a.save_mean = save_mean,
@@ -1051,7 +1083,7 @@ void batchnorm_fwd_train(const float* x, const float* weight, const float* bias,
     a.momentum = momentum, a.eps = eps, a.relu = relu;
     if (launch_persistent<false>(a, s, w, plan, stream)) return;
   }
-  launch_partial<false>(x, nullptr, nullptr, nullptr, s, w, stream);
+  launch_partial<false>(x, nullptr, nullptr, nullptr, s, w, vec, stream);
   bn_finalize_fwd_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
       x, weight, bias, static_cast<int>(s.c), static_cast<unsigned>(s.hw),
       static_cast<unsigned>(s.n * s.hw), w.splits, w.pa, w.pb, save_mean, save_invstd, w.coef,
@@ -1078,16 +1110,15 @@ void batchnorm_bwd(const float* x, const float* dy, const float* weight, const f
                    const float* relu_y) {
   check_shape(s, "batchnorm_bwd");
   const BnWorkspace w = bn_workspace(workspace, s);
-  const BnPersistPlan plan = bn_persistent_plan<true>(
-      s, w,
-      dx && s.hw % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(relu_y) && aligned16(dx));
+  const bool vec = bn_sums_vec(s, x, dy, relu_y);
+  const BnPersistPlan plan = bn_persistent_plan<true>(s, w, vec && dx && aligned16(dx));
   if (plan.grid) {
     BnPersistArgs a{};
     a.x = x, a.dy = dy, a.ym = relu_y, a.out = dx, a.w = weight, a.mean = mean, a.invstd = invstd;
     a.dweight = dweight, a.dbias = dbias, a.train = train;
     if (launch_persistent<true>(a, s, w, plan, stream)) return;
   }
-  launch_partial<true>(x, dy, relu_y, mean, s, w, stream);
+  launch_partial<true>(x, dy, relu_y, mean, s, w, vec, stream);
   bn_finalize_bwd_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
       weight, invstd, static_cast<int>(s.c), static_cast<unsigned>(s.n * s.hw), w.splits, w.pa,
       w.pb, dweight, dbias, w.coef, train);
