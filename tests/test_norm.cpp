@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -754,6 +755,100 @@ TEST(NormGpu, RandomShapesMatchReference) {
     SCOPED_TRACE("group norm n=" + std::to_string(s.n) + " c=" + std::to_string(s.c) + " hw=" +
                  std::to_string(s.hw) + " groups=" + std::to_string(s.groups));
     gn_gpu_vs_ref(s, 200 + i);
+  }
+#endif
+}
+
+// Non-finite inputs: the device's statistics and outputs are NaN where the reference's are (a
+// variance of inf - inf is NaN, not clamped to 0 into an invstd of 1/sqrt(eps)), finite and
+// close where they are finite. An inf statistic may come out NaN (batch norm's mean, when the
+// inf is the channel's first element, the shift its sums are taken from). Outputs start finite
+// (-7), so an unwritten one cannot pass as NaN. Each shape has an inf in one channel (group), a NaN
+// in another and finite values in the rest.
+#ifdef KILN_WITH_CUDA
+::testing::AssertionResult same_nans_else_close(const std::vector<float>& got,
+                                                const std::vector<float>& want) {
+  for (size_t i = 0; i < got.size(); ++i) {
+    const bool ok = std::isnan(want[i]) ? std::isnan(got[i])
+                    : !std::isfinite(want[i])
+                        ? !std::isfinite(got[i])
+                        : std::fabs(got[i] - want[i]) <= 1e-4 + 1e-4 * std::fabs(want[i]);
+    if (!ok)
+      return ::testing::AssertionFailure() << "[" << i << "] got " << got[i] << " want " << want[i];
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::vector<float> with_non_finite(NormShape s, uint64_t seed, int64_t inf_at, int64_t nan_at) {
+  auto x = random_vec(s.numel(), seed, -2, 2);
+  x[inf_at] = std::numeric_limits<float>::infinity();
+  x[nan_at] = std::nanf("");
+  return x;
+}
+#endif
+
+TEST(NormGpu, NonFiniteInputGivesNanStatisticsAsTheReference) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  struct Restore {
+    ~Restore() {
+      batchnorm_set_persistent(false);
+      groupnorm_set_cached(true);
+    }
+  } restore;
+  // batch norm: the inf past a channel's first element (its shift) and at it
+  for (NormShape s : {NormShape{2, 3, 20}, NormShape{4, 3, 64}}) {
+    for (int64_t inf_at : {int64_t{7}, s.hw}) {
+      const auto x = with_non_finite(s, 91, inf_at, 2 * s.hw + 5);  // channels 0 or 1, and 2
+      const size_t n = s.numel(), c = s.c;
+      const std::vector<float> w(c, 1.f), b(c, 0.f), start(n, -7.f), start_c(c, -7.f);
+      std::vector<float> y(n), mean(c), is(c), rm(c, 0.f), rv(c, 1.f);
+      batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(),
+                                     rm.data(), rv.data(), nullptr, 0.1, 1e-5, s, nullptr);
+      const int inf_c = inf_at == 7 ? 0 : 1;
+      ASSERT_TRUE(std::isnan(is[inf_c]) && std::isnan(is[2]) && std::isfinite(is[1 - inf_c]));
+      for (bool persistent : {false, true}) {
+        SCOPED_TRACE(testing::Message()
+                     << "batch norm " << s.n << "x" << s.c << "x" << s.hw << " inf at " << inf_at
+                     << (persistent ? " persistent" : ""));
+        batchnorm_set_persistent(persistent);
+        Dev gx(x), gw(w), gb(b), gy(start), gmean(start_c), gis(start_c);
+        Dev grm(std::vector<float>(c, 0.f)), grv(std::vector<float>(c, 1.f));
+        void* ws = dev_workspace(batchnorm_workspace_bytes(s));
+        batchnorm_fwd_train(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, grm.p, grv.p, nullptr, 0.1,
+                            1e-5, s, ws, nullptr);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        EXPECT_TRUE(same_nans_else_close(gmean.get(c), mean)) << "mean";
+        EXPECT_TRUE(same_nans_else_close(gis.get(c), is)) << "invstd";
+        EXPECT_TRUE(same_nans_else_close(grm.get(c), rm)) << "running_mean";
+        EXPECT_TRUE(same_nans_else_close(grv.get(c), rv)) << "running_var";
+        EXPECT_TRUE(same_nans_else_close(gy.get(n), y)) << "y";
+        cudaFree(ws);
+      }
+    }
+  }
+  // group norm: whole groups (scalar and float4, registers and two passes) and per plane
+  for (NormShape s : {NormShape{2, 4, 25, 2}, NormShape{64, 4, 64, 2}, NormShape{2, 4, 64, 2}}) {
+    const auto x = with_non_finite(s, 92, 3, 2 * s.hw + 1);  // groups (0, 0) and (0, 1)
+    const size_t n = s.numel(), c = s.c, st = s.n * s.groups;
+    const std::vector<float> w(c, 1.f), b(c, 0.f), start(n, -7.f), start_st(st, -7.f);
+    std::vector<float> y(n), mean(st), is(st);
+    groupnorm_fwd_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(), 1e-5,
+                             s);
+    ASSERT_TRUE(std::isnan(is[0]) && std::isnan(is[1]) && std::isfinite(is[2]));
+    for (bool cached : {true, false}) {
+      SCOPED_TRACE(testing::Message() << "group norm " << s.n << "x" << s.c << "x" << s.hw
+                                      << (cached ? " registers" : " two passes"));
+      groupnorm_set_cached(cached);
+      Dev gx(x), gw(w), gb(b), gy(start), gmean(start_st), gis(start_st);
+      void* ws = dev_workspace(groupnorm_workspace_bytes(s));
+      groupnorm_fwd(gx.p, gw.p, gb.p, gy.p, gmean.p, gis.p, 1e-5, s, ws, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_TRUE(same_nans_else_close(gmean.get(st), mean)) << "mean";
+      EXPECT_TRUE(same_nans_else_close(gis.get(st), is)) << "invstd";
+      EXPECT_TRUE(same_nans_else_close(gy.get(n), y)) << "y";
+      cudaFree(ws);
+    }
   }
 #endif
 }

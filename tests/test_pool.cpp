@@ -327,6 +327,9 @@ std::vector<NamedPool> gpu_pool_shapes() {
   auto v = pool_shapes();
   v.push_back({"Cnn128x8x22", make_pool(128, 8, 22, 22, 2, 2, 0)});
   v.push_back({"K3S2Pad1Odd", make_pool(3, 7, 15, 13, 3, 2, 1)});
+  // planes smaller than the window, which the padding makes valid
+  v.push_back({"H1K2Pad1", make_pool(2, 3, 1, 2, 2, 1, 1)});
+  v.push_back({"H2W1K3Pad1", make_pool(1, 5, 2, 1, 3, 1, 1)});
   // Ten seeded random shapes; the name carries the shape.
   test::SeededInts draw(11);
   for (int i = 0; i < 10;) {
@@ -396,7 +399,9 @@ TEST(PoolGpuNan, MaxPoolNanAnywhereInTheWindowMatchesReference) {
   const std::vector<float> x = nan_pool_input(), dy = {10, 20, 30, 40};
   Tensor X = Tensor::from_vector(x, {12}, Device::CUDA),
          G = Tensor::from_vector(dy, {4}, Device::CUDA);
-  Tensor Y = test::poisoned({4}, Device::CUDA), A = test::poisoned({4}, Device::CUDA);
+  // y starts finite: a NaN read back is the kernel's, not the poison's
+  Tensor Y = Tensor::from_vector(std::vector<float>(4, -7.f), {4}, Device::CUDA),
+         A = test::poisoned({4}, Device::CUDA);
   Tensor DX = test::poisoned({12}, Device::CUDA);
   maxpool2d_fwd(s, X.data(), Y.data(), reinterpret_cast<int32_t*>(A.data()), nullptr);
   maxpool2d_bwd(s, G.data(), reinterpret_cast<const int32_t*>(A.data()), DX.data(), nullptr);

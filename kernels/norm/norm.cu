@@ -224,7 +224,7 @@ __device__ __forceinline__ void bn_finalize_fwd_channel(
   }
   const double dm = a / m;
   const double mean = static_cast<double>(x[static_cast<int64_t>(c) * hw]) + dm;
-  const double var = fmax(b / m - dm * dm, 0.0);
+  const double var = clamp_var(b / m - dm * dm);
   const double invstd = 1.0 / sqrt(var + eps);
   u = static_cast<float>(mean);
   s = static_cast<float>(w[c] * invstd);
@@ -676,7 +676,7 @@ __device__ __forceinline__ void gn_stats(double a, double b, unsigned len, float
   const Sum2 r = block_sum2(a, b);
   const double dm = r.a / len;
   const double mean = shift + dm;
-  const double invstd = 1.0 / sqrt(fmax(r.b / len - dm * dm, 0.0) + eps);
+  const double invstd = 1.0 / sqrt(clamp_var(r.b / len - dm * dm) + eps);
   if (threadIdx.x == 0) {
     mean_out[ng] = static_cast<float>(mean);
     invstd_out[ng] = static_cast<float>(invstd);
@@ -959,7 +959,7 @@ __global__ void gn_plane_finalize_fwd_kernel(const float* __restrict__ x,
   const double len = static_cast<double>(cpg) * hw;
   const double dm = a / len;
   mean_out[ng] = static_cast<float>(x[static_cast<int64_t>(ng) * cpg * hw] + dm);
-  invstd_out[ng] = static_cast<float>(1.0 / sqrt(fmax(b / len - dm * dm, 0.0) + eps));
+  invstd_out[ng] = static_cast<float>(1.0 / sqrt(clamp_var(b / len - dm * dm) + eps));
 }
 
 // One thread per (sample, group): per-channel dbias and dweight terms to the workspace (for
