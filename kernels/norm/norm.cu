@@ -188,7 +188,8 @@ __global__ void __launch_bounds__(kThreads)
                                        [](unsigned, float4, float4) {});
   } else {
     for (unsigned j = it.begin + threadIdx.x; j < it.end; j += kThreads) {
-      const int64_t i = bn_index(j, C, hw, c);
+      const unsigned n = hw.div(j), k = j - n * hw;
+      const int64_t i = (static_cast<int64_t>(n) * C + c) * hw + k;
       const double d = x[i] - ctr;
       if (BWD) {
         const double g = ym ? relu_mask(dy[i], ym[i]) : dy[i];
