@@ -216,7 +216,7 @@ MUTANTS = [
      [("          if (BWD) g[u] = cache[2 * slot + 1];", "          if (BWD) g[u] = cache[2 * slot];")],
      "the persistent batch norm backward reads the cached x where it wants the cached dy"),
     ("norm-var-nan-clamp", "kernels/norm/norm.cu",
-     [("return v < 0.0 ? 0.0 : v; }", "return fmax(v, 0.0); }")],
+     [("  return v < 0.0 ? 0.0 : v;\n", "  return fmax(v, 0.0);\n")],
      "the variance clamp turns a NaN variance (an inf in the channel or group) into 0"),
     ("bn-sums-unroll-tail", "kernels/norm/norm.cu",
      [("      if (j0 + u * 4 * kThreads >= end) break;\n      seen(",
