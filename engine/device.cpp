@@ -73,13 +73,20 @@ std::string cuda_device_description() {
 Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (bytes == 0) return;
   if (device == Device::CPU) {
-    size_t rounded = (bytes + 63) / 64 * 64;
-    ptr_ = std::aligned_alloc(64, rounded);
-    KILN_CHECK(ptr_, "out of memory: cannot allocate " << bytes << " bytes of host memory");
+    // (a size within 63 of SIZE_MAX would round up to a tiny one)
+    ptr_ = bytes <= SIZE_MAX - 63 ? std::aligned_alloc(64, (bytes + 63) / 64 * 64) : nullptr;
+    if (!ptr_)
+      KILN_OUT_OF_MEMORY("out of memory: cannot allocate " << bytes << " bytes of host memory");
   } else {
 #ifdef KILN_WITH_CUDA
     KILN_CHECK(cuda_available(), "no CUDA device answers; use --device cpu");
     cudaError_t e = cudaMalloc(&ptr_, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // not sticky: clear it, the next allocation may fit
+      ptr_ = nullptr;
+      KILN_OUT_OF_MEMORY("out of memory: cudaMalloc of "
+                         << bytes << " bytes failed: " << cudaGetErrorString(e));
+    }
     KILN_CHECK(e == cudaSuccess,
                "cudaMalloc of " << bytes << " bytes failed: " << cudaGetErrorString(e));
 #else

@@ -2,7 +2,9 @@
 // exit 1, or a usage error such as a bad option or a shape mismatch, exit 2) and where it was
 // raised. A library never exits or prints; apps catch Error and print what() on one line.
 // Exit codes used by the apps: Runtime 1, Usage 2, Diverged 3 (a non-finite loss, like
-// Keras TerminateOnNaN), Interrupted 130/143 by signal.
+// Keras TerminateOnNaN), Interrupted 130/143 by signal. OutOfMemory (a host or device
+// allocation failed) exits 1 like Runtime; a sweep records that trial as failed and goes on to
+// the next (a batch size or width that does not fit is one trial's problem, not the sweep's).
 #pragma once
 #include <sstream>
 #include <stdexcept>
@@ -10,7 +12,7 @@
 
 namespace kiln {
 
-enum class ErrorKind { Runtime, Usage, Diverged };
+enum class ErrorKind { Runtime, Usage, Diverged, OutOfMemory };
 int exit_code(ErrorKind k);
 
 class Error : public std::runtime_error {
@@ -66,3 +68,4 @@ std::string directory_error(const std::string& path);
   } while (0)
 #define KILN_FAIL(msg) KILN_FAIL_KIND_(Runtime, msg)
 #define KILN_USAGE_FAIL(msg) KILN_FAIL_KIND_(Usage, msg)
+#define KILN_OUT_OF_MEMORY(msg) KILN_FAIL_KIND_(OutOfMemory, msg)

@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 
+#include "engine/buffer.h"
 #include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/json.h"
@@ -57,6 +59,43 @@ TEST(Tensor, CudaWithoutDeviceIsAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("cpu"), std::string::npos) << e.what();
   }
+}
+
+// A host allocation that cannot be made is an OutOfMemory error (exit 1), not a Runtime one, so a
+// sweep can fail that trial alone; a size that would wrap when rounded up is one too. (Under
+// ASan an exabyte request aborts in ASan's allocator before malloc can return null.)
+TEST(Buffer, FailedHostAllocationIsOutOfMemory) {
+  std::vector<size_t> sizes = {SIZE_MAX - 10};
+#if !defined(__SANITIZE_ADDRESS__)
+  sizes.push_back(size_t{1} << 60);
+#endif
+  for (size_t bytes : sizes) {
+    try {
+      Buffer b(bytes, Device::CPU);
+      FAIL() << bytes << " bytes allocated";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::OutOfMemory) << e.what();
+      EXPECT_EQ(exit_code(e.kind()), 1);
+      EXPECT_NE(e.message().find("out of memory: cannot allocate " + std::to_string(bytes)),
+                std::string::npos)
+          << e.message();
+    }
+  }
+}
+
+// The same on the device (a petabyte): OutOfMemory, and the failed cudaMalloc leaves no error
+// behind, so the next allocation and launch work.
+TEST(BufferGpu, FailedDeviceAllocationIsOutOfMemoryAndLeavesNoError) {
+  KILN_SKIP_WITHOUT_GPU();
+  try {
+    Buffer b(size_t{1} << 50, Device::CUDA);
+    FAIL() << "a petabyte allocated";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::OutOfMemory) << e.what();
+    EXPECT_NE(e.message().find("out of memory: cudaMalloc"), std::string::npos) << e.message();
+  }
+  Tensor t = Tensor::from_vector({1.f, 2.f}, {2}, Device::CUDA);
+  EXPECT_EQ(t.to_vector(), (std::vector<float>{1.f, 2.f}));
 }
 
 TEST(Error, CarriesKindAndLocation) {

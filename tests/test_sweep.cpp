@@ -253,6 +253,24 @@ TEST(SweepSpec, AValueNoTrialCanRunWithIsRefusedUpFront) {
   }
   EXPECT_GE(with_zero, 1);
   EXPECT_NO_THROW(check_sweep_trials(drawn, base));
+  // ...and where nesterov true cannot run beside the base (sgd's momentum 0) either, but can
+  // beside a listed momentum that run_cap (grid) or the draws (random) never put it with.
+  SweepSpec capped = parse_sweep(
+      "run_cap: 2\nparameters:\n  momentum: {values: [0, 0.9]}\n  nesterov: {values: [true, "
+      "false]}\n",
+      "s.yaml");
+  EXPECT_EQ(check_sweep_trials(capped, base), 1);  // (0, true) fails alone, (0, false) runs
+  SweepSpec drawn3 = parse_sweep(
+      "method: random\nseed: 3\nrun_cap: 3\nparameters:\n  momentum: {values: [0, 0.9]}\n"
+      "  nesterov: {values: [true, false]}\n",
+      "s.yaml");
+  bool true_beside_09 = false;
+  for (int64_t i = 0; i < 3; ++i) {
+    const auto t = trial_params(drawn3, i);
+    true_beside_09 |= t[0].second == "0.9" && t[1].second == "true";
+  }
+  EXPECT_FALSE(true_beside_09) << "the case no longer draws what it tests";
+  EXPECT_NO_THROW(check_sweep_trials(drawn3, base));
   // The layers' checks count too (a value --dry-run once listed and every trial then failed).
   base.model.norm = "group";
   EXPECT_EQ(refused("parameters: {groups: {values: [2, 3]}}\n"),
@@ -349,6 +367,13 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
       "method: random\nrun_cap: 3\nparameters: {dropout: {min: 0.2, max: 0.8, distribution: "
       "int_uniform}}\n");
   EXPECT_NE(m.find("int_uniform needs integer min and max (got 0.2, 0.8)"), std::string::npos) << m;
+  // ...that a long long holds exactly (1e20 was cast to -9.2e18 and refused as negative)
+  m = usage_error(
+      "method: random\nrun_cap: 3\nparameters: {weight_decay: {min: 1e20, max: 1e20, "
+      "distribution: int_uniform}}\n");
+  EXPECT_NE(m.find("int_uniform bounds must lie within +-2^53 (got 1e+20, 1e+20)"),
+            std::string::npos)
+      << m;
   m = usage_error(
       "method: random\nrun_cap: 3\nparameters: {width: {min: 8, max: 64.5, distribution: "
       "uniform}}\n");
@@ -476,8 +501,11 @@ struct FakeRunner {
   std::vector<float> lrs;
   int sleep_ms = 0;
   int throw_after = -1;  // throw a Runtime error (a "kill") once this many trials ran
+  float oom_lr = 0;      // a trial with this lr runs out of memory
   TrialRunner fn() {
     return [this](const RunConfig& cfg, const std::function<bool(const EpochRecord&)>& on_epoch) {
+      if (cfg.optim.lr == oom_lr)
+        KILN_OUT_OF_MEMORY("out of memory: cudaMalloc of 294518848 bytes failed (simulated)");
       {
         std::lock_guard<std::mutex> g(mu);
         if (throw_after >= 0 && static_cast<int>(lrs.size()) >= throw_after)
@@ -548,6 +576,48 @@ TEST(SweepRun, BundleNamesAreQuotedCsvColumnsAndZeroEpochTrialsFail) {
     EXPECT_EQ(r.status, "failed");
     EXPECT_NE(r.message.find("no epoch ran"), std::string::npos) << r.message;
   }
+}
+
+// A trial that runs out of memory (a width or batch size that does not fit) is recorded as
+// failed with the allocation's message and the sweep goes on: it neither stops nor leaves the
+// trial for --resume to run, and fail, again.
+// --worker i/N: digits only, no overflow (sscanf's %d wrapped 4294967297 to 1: one shard ran
+// every trial), no spaces or signs.
+TEST(SweepWorker, ParsesDigitsOnly) {
+  EXPECT_EQ(parse_worker("0/4"), std::make_pair(0, 4));
+  EXPECT_EQ(parse_worker("3/4"), std::make_pair(3, 4));
+  EXPECT_EQ(parse_worker("12/100"), std::make_pair(12, 100));
+  for (const char* bad : {"0/4294967297", "0/99999999999", "4/4", "1/0", " 1/2", "1/ 2", "+1/2",
+                          "-1/2", "1/2x", "1", "/2", "1/", "", "1//2", "1/2/3"}) {
+    try {
+      parse_worker(bad);
+      ADD_FAILURE() << "'" << bad << "' accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_EQ(e.message(),
+                std::string("--worker '") + bad + "': expected i/N with 0 <= i < N (e.g. 0/4)");
+    }
+  }
+}
+
+TEST(SweepRun, OutOfMemoryFailsThatTrialAndTheSweepGoesOn) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  SweepOptions o;
+  o.dir = fresh_dir("oom");
+  FakeRunner f;
+  f.oom_lr = 0.3f;
+  SweepOutcome out = run_sweep(s, o, f.fn());
+  EXPECT_EQ(out.ran, 8);
+  ASSERT_EQ(ids(out.results), range_ids(8));
+  for (const TrialRecord& r : out.results) {
+    if (r.trial == 1) {
+      EXPECT_EQ(r.status, "failed");
+      EXPECT_EQ(r.message.rfind("out of memory: cudaMalloc", 0), 0u) << r.message;
+    } else {
+      EXPECT_EQ(r.status, "ok") << r.trial;
+    }
+  }
+  EXPECT_EQ(f.lrs.size(), 7u);
 }
 
 TEST(SweepRun, WritesResultsAndLeaderboardRanksByMetric) {
@@ -923,6 +993,18 @@ TEST(SweepRun, RecordedTrialsFixTheSweepFileAndRunOptions) {
   } catch (const Error& e) {
     EXPECT_NE(e.message().find("holds a different sweep"), std::string::npos) << e.message();
   }
+  // Nor with the directory's copy gone (or never written): whose results they are is unknown.
+  std::filesystem::rename(o.dir + "/sweep.yaml", o.dir + "/sweep.yaml.moved");
+  try {
+    run_sweep(val, o, g.fn());
+    FAIL() << "resumed a directory of results without its sweep file";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("holds 2 results but no " + o.dir + "/sweep.yaml"),
+              std::string::npos)
+        << e.message();
+  }
+  std::filesystem::rename(o.dir + "/sweep.yaml.moved", o.dir + "/sweep.yaml");
   other = o;
   other.base.data.data_dir = "elsewhere";  // where the data lives may change
   EXPECT_EQ(run_sweep(val, other, g.fn()).results.size(), 8u);

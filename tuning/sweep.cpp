@@ -439,11 +439,22 @@ std::vector<TrialRecord> read_results(const std::string& dir) {
 }
 
 std::pair<int, int> parse_worker(const std::string& s) {
-  int i = -1, n = -1;
-  char extra = 0;
-  KILN_USAGE_CHECK(
-      std::sscanf(s.c_str(), "%d/%d%c", &i, &n, &extra) == 2 && n >= 1 && i >= 0 && i < n,
-      "--worker '" << s << "': expected i/N with 0 <= i < N (e.g. 0/4)");
+  // Digits only on both sides of the '/', at most 9 of them (sscanf's %d took spaces and signs
+  // and wrapped on overflow: 0/4294967297 ran as 0/1, every trial in one shard).
+  auto number = [&](size_t from, size_t to) {
+    if (to <= from || to - from > 9) return -1;
+    int v = 0;
+    for (size_t k = from; k < to; ++k) {
+      if (s[k] < '0' || s[k] > '9') return -1;
+      v = 10 * v + (s[k] - '0');
+    }
+    return v;
+  };
+  const size_t slash = s.find('/');
+  const int i = slash == std::string::npos ? -1 : number(0, slash);
+  const int n = slash == std::string::npos ? -1 : number(slash + 1, s.size());
+  KILN_USAGE_CHECK(n >= 1 && i >= 0 && i < n,
+                   "--worker '" << s << "': expected i/N with 0 <= i < N (e.g. 0/4)");
   return {i, n};
 }
 
@@ -535,6 +546,41 @@ std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConf
   return out;
 }
 
+namespace {
+// Whether value `value` of parameter k validates beside some combination of the other
+// parameters' listed values (ranges stay at the base). Past kMaxCombos combinations it is
+// given the benefit of the doubt (true): its trials then fail alone, with their messages.
+bool runs_in_some_company(const SweepSpec& spec, const RunConfig& base, size_t k,
+                          const std::string& value) {
+  constexpr int64_t kMaxCombos = 4096;
+  std::vector<size_t> others;
+  int64_t combos = 1;
+  for (size_t j = 0; j < spec.params.size(); ++j) {
+    if (j == k || spec.params[j].is_range() || spec.params[j].values.size() < 2) continue;
+    others.push_back(j);
+    combos *= static_cast<int64_t>(spec.params[j].values.size());
+    if (combos > kMaxCombos) return true;
+  }
+  for (int64_t combo = 0; combo < combos; ++combo) {
+    RunConfig c = base;
+    try {
+      int64_t rest = combo;
+      for (size_t j : others) {
+        const auto& vals = spec.params[j].values;
+        set_param(c, spec.params[j], vals[static_cast<size_t>(rest) % vals.size()], "check");
+        rest /= static_cast<int64_t>(vals.size());
+      }
+      set_param(c, spec.params[k], value, "check");
+      c.validate();
+      return true;
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::Usage) throw;
+    }
+  }
+  return false;
+}
+}  // namespace
+
 int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t max_trials) {
   struct Seen {
     int64_t ok = 0, bad = 0;
@@ -565,9 +611,10 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
                                      << " has invalid options (the file's and the command "
                                         "line's); first: "
                                      << first);
-  // A value no trial can run with is a typo when it cannot run beside the base alone either
-  // (optimizer 'adamm'); otherwise its company is to blame (nesterov: true drawn only beside
-  // momentum: 0 in a random sweep, or a grid cut short by run_cap), and its trials fail alone.
+  // A value no trial can run with is a typo when it cannot run beside the base alone, nor beside
+  // any combination of the other parameters' listed values (optimizer 'adamm'); otherwise its
+  // company is to blame (nesterov: true drawn only beside momentum: 0 in a random sweep, or a
+  // grid cut short by run_cap), and its trials fail alone.
   for (const auto& [key, v] : values) {
     if (v.ok > 0) continue;
     const SweepParam& p = spec.params[key.first];
@@ -580,6 +627,7 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
       if (e.kind() != ErrorKind::Usage) throw;
       alone = e.message();
     }
+    if (!alone.empty() && runs_in_some_company(spec, base, key.first, key.second)) continue;
     KILN_USAGE_CHECK(alone.empty(), spec.path << ": parameter '" << p.name << "' value '"
                                               << key.second << "' cannot run (nor can the " << v.bad
                                               << " trial" << (v.bad == 1 ? "" : "s")
@@ -700,7 +748,10 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     prior = read_results(o.dir);
     if (!o.spec_text.empty()) {
       std::string copy = o.dir + "/sweep.yaml", old = read_text(copy);
-      KILN_USAGE_CHECK(old.empty() || old == o.spec_text || prior.empty(),
+      KILN_USAGE_CHECK(!old.empty() || prior.empty(),
+                       o.dir << " holds " << prior.size() << " results but no " << copy
+                             << ": which sweep they belong to is unknown; use another --dir");
+      KILN_USAGE_CHECK(old == o.spec_text || prior.empty(),
                        o.dir << " holds a different sweep (" << copy << " differs from "
                              << spec.path << "); use another --dir");
       // temp + rename: a concurrent worker never reads half a file
@@ -795,10 +846,14 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       }
       if (rec.status.empty()) rec.status = "ok";
     } catch (const Error& e) {
-      // Runtime errors (missing data, I/O, CUDA) would fail every trial: stop the sweep.
+      // Runtime errors (missing data, I/O, CUDA) would fail every trial: stop the sweep. An
+      // allocation that failed is this trial's size (its message says "out of memory").
       if (e.kind() == ErrorKind::Runtime) throw;
       rec.status = "failed";
-      rec.message = (e.kind() == ErrorKind::Diverged ? "diverged: " : "usage: ") + e.message();
+      rec.message = (e.kind() == ErrorKind::Diverged ? "diverged: "
+                     : e.kind() == ErrorKind::Usage  ? "usage: "
+                                                     : "") +
+                    e.message();
       rec.epochs = static_cast<int>(rec.curve.size());
       // The scores of the last epoch it finished (a divergence in epoch 3 keeps epoch 2's).
       if (!finished.empty()) set_scores(rec, finished.back(), spec.metric);
