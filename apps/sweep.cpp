@@ -45,13 +45,6 @@ static const char* kUsage =
     "Exit codes: 0 ok, 1 runtime error or every trial failed, 2 usage error, 130/143 stopped\n"
     "by SIGINT/SIGTERM (finished trials are kept; --resume continues).\n";
 
-static std::string read_text(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 static std::vector<std::string> param_names(const SweepSpec& spec) {
   std::vector<std::string> n;
   for (const auto& p : spec.params) n.push_back(p.name);
@@ -163,7 +156,8 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(files.size() == 1,
                      (files.empty() ? "missing the sweep YAML file" : "more than one sweep file")
                          << " (usage: sweep SWEEP.yaml [--dir DIR] ...)");
-    SweepSpec spec = load_sweep(files[0]);
+    std::string spec_text;  // kept as DIR/sweep.yaml: the text parsed, not a second read
+    SweepSpec spec = load_sweep(files[0], &spec_text);
     for (const std::string& note : spec.notes)
       std::fprintf(stderr, "sweep: note: %s: %s\n", files[0].c_str(), note.c_str());
     // Flags (and a --config file's keys) may not fight the sweep over a swept option, alone or in
@@ -254,7 +248,7 @@ int main(int argc, char** argv) {
       c.train.log_path.clear();  // DIR/trials/, made by the sweep
       check_output_paths(c);
     }
-    o.spec_text = read_text(files[0]);
+    o.spec_text = spec_text;
     o.log = [](const std::string& s) {
       std::printf("%s\n", s.c_str());
       std::fflush(stdout);

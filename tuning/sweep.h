@@ -46,7 +46,8 @@ struct SweepSpec {
 
 // Loads and validates a sweep YAML: unknown keys/options are usage errors naming the file and
 // the key (with a suggestion), and every value is type-checked against its option.
-SweepSpec load_sweep(const std::string& path);
+// `text`, when given, receives the file's text as parsed (read once: a pipe cannot be re-read).
+SweepSpec load_sweep(const std::string& path, std::string* text = nullptr);
 constexpr int64_t kMaxTrials = 1000000;  // run_cap and grid sizes above it are usage errors
 SweepSpec parse_sweep(const std::string& yaml_text, const std::string& path);
 

@@ -199,6 +199,11 @@ SweepParam parse_param(const std::string& path, const std::string& key, const YA
   KILN_USAGE_CHECK(
       p.distribution != "int_uniform" || (p.min == std::floor(p.min) && p.max == std::floor(p.max)),
       origin << ": int_uniform needs integer min and max (got " << p.min << ", " << p.max << ")");
+  // Its draws are whole numbers in a long long, exact in a double only up to 2^53.
+  KILN_USAGE_CHECK(p.distribution != "int_uniform" || (std::fabs(p.min) <= 9007199254740992.0 &&
+                                                       std::fabs(p.max) <= 9007199254740992.0),
+                   origin << ": int_uniform bounds must lie within +-2^53 (got " << p.min << ", "
+                          << p.max << ")");
   // kiln's log_uniform is W&B's log_uniform_values: min and max are the values themselves.
   // W&B's older log_uniform took natural-log exponents, so a negative min is most likely one.
   KILN_USAGE_CHECK(p.distribution != "log_uniform" || p.min > 0,
@@ -405,9 +410,12 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
 #endif
 }
 
-SweepSpec load_sweep(const std::string& path) {
+SweepSpec load_sweep(const std::string& path, std::string* text) {
 #ifdef KILN_HAVE_YAML
-  return parse_sweep(read_yaml_text(path, "sweep"), path);
+  std::string t = read_yaml_text(path, "sweep");
+  SweepSpec spec = parse_sweep(t, path);
+  if (text) *text = std::move(t);
+  return spec;
 #else
   return parse_sweep("", path);  // (says the build has no yaml-cpp)
 #endif

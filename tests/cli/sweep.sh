@@ -182,6 +182,14 @@ assert len(rs) == 2 and all(r["metric"] == r["val_acc"] and 0 < r["val_acc"] <= 
                             r["val_acc"] * 100 == round(r["val_acc"] * 100) for r in rs), rs  # 100 samples
 PY
 grep -q '^leaderboard (val_acc' val.txt || { echo "FAIL: val leaderboard"; cat val.txt; exit 1; }
+# A sweep file read from a pipe is kept as DIR/sweep.yaml all the same (it was read twice, the
+# second read came back empty, and the directory then took any other sweep's --resume).
+"$KILN_BIN/sweep" <(cat val.yaml) --dir piped --val-split 0.2 "${common[@]}" > /dev/null 2> err.txt ||
+  { echo "FAIL: sweep from a pipe"; cat err.txt; exit 1; }
+cmp -s piped/sweep.yaml val.yaml || { echo "FAIL: piped/sweep.yaml is not the sweep file"; exit 1; }
+sed 's/0.01\]/0.02]/' val.yaml > val2.yaml
+usage_error "--resume of another sweep into a piped one's directory" "holds a different sweep" \
+  val2.yaml --dir piped --resume --val-split 0.2 "${common[@]}"
 set +e
 "$KILN_BIN/sweep" val.yaml --dir nosplit "${common[@]}" > /dev/null 2> err.txt
 rc=$?
