@@ -90,14 +90,16 @@ inline std::string shell_word(const std::string& v) {
   return word + "'";
 }
 
-// " --data-dir D --save F --log L ..." for the data, the outputs and the --threads of `cfg` that
-// differ from the app's defaults: a --resume takes the run's recipe from its checkpoint but not
-// where it reads and writes or how many threads it takes, so the interrupted run's message
-// spells these out, as shell words.
+// " --device cpu --data-dir D --save F ..." for where `cfg` computes (device, precision, CUDA
+// graphs), its data, its outputs and its --threads, where they differ from the app's defaults:
+// a --resume takes the run's recipe from its checkpoint but not these, so the interrupted run's
+// message spells them out, as shell words (without --device, a cpu run's pasted command
+// resumed on a GPU where there is one).
 inline std::string output_options(const RunConfig& cfg, const RunConfig& defaults) {
   std::string out;
-  for (const char* name : {"data-dir", "checkpoint-dir", "checkpoint-every",
-                           "checkpoint-every-steps", "keep-last", "save", "log", "threads"}) {
+  for (const char* name :
+       {"device", "precision", "cuda-graphs", "data-dir", "checkpoint-dir", "checkpoint-every",
+        "checkpoint-every-steps", "keep-last", "save", "log", "threads"}) {
     const OptionSpec* o = run_options().find(name);
     const std::string v = o->get(cfg);
     if (!v.empty() && v != o->get(defaults)) out += " --" + std::string(name) + " " + shell_word(v);

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <unordered_set>
 
 #include "engine/error.h"
 #include "engine/json.h"
@@ -15,6 +17,7 @@ namespace kiln {
 namespace {
 
 constexpr int kMaxDepth = 512;
+constexpr size_t kHashKeysFrom = 16;
 
 class Parser {
  public:
@@ -68,16 +71,26 @@ class Parser {
         ++i_;
         return v;
       }
+      // Duplicate keys: a linear scan while the object is small, a hash set past that (a
+      // hostile header of millions of keys took hours when every key scanned all before it).
+      std::unordered_set<std::string> keys;
       for (;;) {
         ws();
         if (peek() != '"') fail("expected a string key");
         size_t key_at = i_;
         std::string key = string();
-        for (const auto& m : v.members)
-          if (m.first == key) {
-            i_ = key_at;
-            fail("duplicate key " + json_escape(key));
-          }
+        bool dup = false;
+        if (v.members.size() < kHashKeysFrom) {
+          for (const auto& m : v.members) dup = dup || m.first == key;
+        } else {
+          if (keys.empty())
+            for (const auto& m : v.members) keys.insert(m.first);
+          dup = !keys.insert(key).second;
+        }
+        if (dup) {
+          i_ = key_at;
+          fail("duplicate key " + json_escape(key));
+        }
         ws();
         expect(':');
         ws();

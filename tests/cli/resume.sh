@@ -130,10 +130,10 @@ for sig in TERM INT; do
     "$tm" "${long[@]}" --checkpoint-dir "$dir" --resume "$ck" --save S.safetensors > s.out 2> s.err
   else  # as the message says: the checkpoint gives the recipe, the message the outputs
     said=$(sed -n 's/.*(continue with \(--resume .*\))$/\1/p' s.err.sig)
-    [ "$said" = "--resume $ck --data-dir $KILN_TEST_DATA --checkpoint-dir $dir --checkpoint-every-steps 25 --keep-last 2 --save S.safetensors" ] ||
+    [ "$said" = "--resume $ck --device $device --data-dir $KILN_TEST_DATA --checkpoint-dir $dir --checkpoint-every-steps 25 --keep-last 2 --save S.safetensors" ] ||
       { echo "FAIL: the message's command: $said"; cat s.err.sig; exit 1; }
     # shellcheck disable=SC2086  # the message's words, as a user pastes them
-    "$tm" --device "$device" $said > s.out 2> s.err
+    "$tm" $said > s.out 2> s.err
     grep -q "note: continuing $ck's run with the options it recorded" s.err ||
       { echo "FAIL: no note on the options taken from the checkpoint"; cat s.err; exit 1; }
   fi
