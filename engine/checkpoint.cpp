@@ -252,6 +252,12 @@ std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* op
   if (!std::isnan(p.watched_acc)) {
     m.emplace_back("watched_acc", format_c("%.17g", p.watched_acc));
   }
+  if (!p.epoch_steps.empty() && p.epoch_steps.size() == static_cast<size_t>(p.epoch)) {
+    std::string steps = "[";
+    for (size_t e = 0; e < p.epoch_steps.size(); ++e)
+      steps += (e ? "," : "") + std::to_string(p.epoch_steps[e]);
+    m.emplace_back("epoch_steps", steps + "]");
+  }
   if (info.restored_epoch > 0)
     m.emplace_back("restored_epoch", std::to_string(info.restored_epoch));
   if (!info.train_data.empty()) m.emplace_back("train_data", info.train_data);
@@ -289,11 +295,44 @@ SafetensorsFile read_checkpoint(const std::string& path) {
   return decode_checkpoint(read_file_bytes(path), "checkpoint " + path);
 }
 
+namespace {
+// "[4,2]": the steps of each epoch before p.epoch, each >= 0; with the p.batch steps of the epoch
+// in progress (one a batch) they add up to p.step.
+std::vector<long long> parse_epoch_steps(const std::string& text, const TrainPosition& p,
+                                         const std::string& what) {
+  JsonValue v;
+  try {
+    v = parse_json(text);
+  } catch (const Error& e) {
+    KILN_FAIL(what << ": __metadata__ epoch_steps: " << e.message());
+  }
+  KILN_CHECK(v.is_array() && v.items.size() == static_cast<size_t>(p.epoch),
+             what << ": __metadata__ epoch_steps must list the steps of each of the " << p.epoch
+                  << " epochs before the checkpoint");
+  std::vector<long long> steps;
+  long long sum = 0;
+  for (const JsonValue& s : v.items) {
+    KILN_CHECK(
+        s.is_number() && s.number >= 0 && s.number <= 1e15 && s.number == std::floor(s.number),
+        what << ": __metadata__ epoch_steps: expected whole step counts");
+    steps.push_back(static_cast<long long>(s.number));
+    sum += steps.back();
+  }
+  KILN_CHECK(sum + p.batch == p.step, what << ": __metadata__ epoch_steps add up to " << sum
+                                           << " steps and batch " << p.batch << " of epoch "
+                                           << p.epoch + 1 << " follows them, but the checkpoint "
+                                           << "is at step " << p.step);
+  return steps;
+}
+}  // namespace
+
 TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& what) {
   TrainPosition p;
   p.epoch = static_cast<int>(std::min<long long>(meta_int(f, "epoch", what), 1 << 30));
   p.batch = meta_int(f, "batch", what);
   p.step = meta_int(f, "step", what);
+  if (const std::string* es = f.meta("epoch_steps"))  // optional (2026-12-05)
+    p.epoch_steps = parse_epoch_steps(*es, p, what);
   return p;
 }
 

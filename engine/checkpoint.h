@@ -106,6 +106,11 @@ struct TrainPosition {
   // The held-out accuracy --target-acc watched after the last finished epoch (NaN: none), so a
   // run resumed from the checkpoint of the epoch that reached the target stops too.
   double watched_acc = NAN;
+  // The optimizer steps each finished epoch took (epoch_steps.size() == epoch), so a resume
+  // sizes a step-based schedule (one-cycle, cyclic, warm-up) from what the run did even when
+  // an earlier resume changed the batch options; empty when unknown (checkpoints before
+  // 2026-12-05, where the schedule is sized from the step count alone).
+  std::vector<long long> epoch_steps = {};
 };
 
 struct CheckpointInfo {

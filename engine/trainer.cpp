@@ -384,6 +384,16 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
                                              const TrainPosition& from, JsonlWriter& jsonl) {
   set_step(from.step);
   pos_ = from;
+  // The steps each finished epoch took (one a batch), kept only while they account for every
+  // step (a position without them, from an older checkpoint, or a fit() after other steps on
+  // this trainer, records none).
+  std::vector<long long> epoch_steps = from.epoch_steps;
+  long long counted = from.batch;
+  for (long long s : epoch_steps) counted += s;
+  const bool steps_known =
+      epoch_steps.size() == static_cast<size_t>(from.epoch) && counted == from.step;
+  if (!steps_known) epoch_steps.clear();
+  pos_.epoch_steps = epoch_steps;
   acc_epoch_ = -1;
   stopped_ = false;
   auto stop_requested = [this] { return stop_flag && *stop_flag != 0; };
@@ -496,6 +506,8 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
     int64_t first = resuming ? from.batch : 0;  // batches a resumed epoch already did
     bool epoch_end_checkpoint = false;          // a step checkpoint that fell on the last batch
     pos_ = TrainPosition{epoch, first, step_, {0, 0, 0}, lr, mom, pos_.early_stop};
+    pos_.epoch_steps = epoch_steps;
+    const long long epoch_first_step = step_ - first;  // one optimizer step a batch
     for (int64_t b = first; it.batch(b, batch_x_, batch_y_, n, ctx_.stream()); ++b) {
       check_nonfinite(opts_.detect_anomaly, epoch);
       lr = sched_.lr(epoch, step_) * lr_scale;
@@ -623,7 +635,9 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
     bool go_on = on_epoch ? on_epoch(r) : true;
     // Checkpoint after the JSONL record: a kill in between repeats the record on resume
     // rather than losing it.
+    if (steps_known) epoch_steps.push_back(step_ - epoch_first_step);
     pos_ = TrainPosition{epoch + 1, 0, step_, {0, 0, 0}, lr, mom, pos_.early_stop};
+    pos_.epoch_steps = epoch_steps;
     if (held_out) pos_.watched_acc = watched_acc;
     bool stop = stop_requested() && epoch + 1 < opts_.epochs;
     if (stop || epoch_end_checkpoint ||

@@ -110,6 +110,7 @@ CheckpointInfo sample_info() {
   info.pos.train_sums[2] = 40;
   info.pos.last_lr = 0.1f / 3.0f;
   info.pos.last_momentum = 0.9f;
+  info.pos.epoch_steps = {12, 8};  // + 5 batches of epoch 3 = step 25
   info.seed = 1234567890123ull;
   info.config = "{\"model\":\"mlp\"}";
   return info;
@@ -297,6 +298,8 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(got.pos.train_sums[i], want.pos.train_sums[i]);
   EXPECT_EQ(got.pos.last_lr, want.pos.last_lr);
   EXPECT_EQ(got.pos.last_momentum, want.pos.last_momentum);
+  EXPECT_EQ(got.pos.epoch_steps, want.pos.epoch_steps);
+  EXPECT_EQ(checkpoint_position(read_checkpoint(path), "x").epoch_steps, want.pos.epoch_steps);
   EXPECT_EQ(got.seed, want.seed);
   EXPECT_EQ(got.config, want.config);
   EXPECT_EQ(got.train_data, in.train_data);
@@ -487,6 +490,22 @@ TEST(Checkpoint, CorruptionsFailNamingTheFile) {
     if (t.name == "1.weight") t.name = "9.weight";
   reseal(renamed);
   expect_load_error(encode_safetensors(renamed), "missing tensor 1.weight");
+  // The per-epoch steps must account for the checkpoint's step (a sound file, resealed).
+  for (const auto& [steps, want] : std::vector<std::pair<std::string, std::string>>{
+           {"[12,9]",
+            "epoch_steps add up to 21 steps and batch 5 of epoch 3 follows them, but "
+            "the checkpoint is at step 25"},
+           {"[20]", "epoch_steps must list the steps of each of the 2 epochs before"},
+           {"[12,-8]", "epoch_steps: expected whole step counts"},
+           {"[12,8.5]", "epoch_steps: expected whole step counts"},
+           {"{}", "epoch_steps must list"},
+           {"[12,", "__metadata__ epoch_steps: "}}) {
+    SafetensorsFile f = decode_safetensors(good.data(), good.size(), "x");
+    for (auto& kv : f.metadata)
+      if (kv.first == "epoch_steps") kv.second = steps;
+    reseal(f);
+    expect_load_error(encode_safetensors(f), want);
+  }
 
   // A different model shape names the tensor and both shapes.
   Rig wide(24, 1);

@@ -655,8 +655,10 @@ TEST(Options, ConfigValueErrorsNameTheFile) {
 
 // A run resumed at an epoch start with another batch size keeps the steps its past epochs took,
 // so one-cycle's total is those plus the rest at the new size (not all epochs at the new size:
-// the step counter would already sit at the curve's end); a mid-epoch resume (same batches,
-// or refused) and a matching count change nothing.
+// the step counter would already sit at the curve's end); a matching count changes nothing.
+// The checkpoint's per-epoch record (epoch_steps) gives them exactly, mid-epoch too (a later
+// checkpoint of a run an earlier resume changed); without it (older checkpoints) the steps
+// before the epoch in progress are shared out.
 TEST(Options, ScheduleStepsKeepThePastOnResume) {
   TrainOptions t;
   t.batch_size = 64;
@@ -672,8 +674,19 @@ TEST(Options, ScheduleStepsKeepThePastOnResume) {
   at.step = 4;  // what batch 64 gives: unchanged
   EXPECT_EQ(schedule_steps(128, t, &at), (std::vector<long long>{2, 2, 2}));
   at.batch = 1;
-  at.step = 9;  // mid-epoch: its batches cannot have changed
+  at.step = 9;  // mid-epoch, 8 steps before it: shared out
+  EXPECT_EQ(schedule_steps(128, t, &at), (std::vector<long long>{4, 4, 2}));
+  at.step = 5;  // 4 before it: what batch 64 gives
   EXPECT_EQ(schedule_steps(128, t, &at), (std::vector<long long>{2, 2, 2}));
+  // the record, where the checkpoint has one: as recorded, whatever the sum
+  at.epoch_steps = {5, 2};
+  at.step = 8;
+  EXPECT_EQ(schedule_steps(128, t, &at), (std::vector<long long>{5, 2, 2}));
+  at.batch = 0;
+  at.step = 7;
+  EXPECT_EQ(schedule_steps(128, t, &at), (std::vector<long long>{5, 2, 2}));
+  at.epoch_steps = {5};  // not one a past epoch: not the record
+  EXPECT_EQ(schedule_steps(128, t, &at), (std::vector<long long>{4, 3, 2}));
 }
 
 TEST(Json, ObjectNumbersAndEscapes) {

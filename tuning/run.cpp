@@ -119,13 +119,21 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
 std::vector<long long> schedule_steps(long long samples, const TrainOptions& t,
                                       const TrainPosition* resume_at) {
   std::vector<long long> steps = steps_per_epoch(samples, t.batch_size, t.batch_schedule, t.epochs);
-  if (!resume_at || resume_at->batch != 0 || resume_at->epoch <= 0) return steps;
+  if (!resume_at || resume_at->epoch <= 0) return steps;
   const size_t past = std::min(static_cast<size_t>(resume_at->epoch), steps.size());
+  // The checkpoint's record of each past epoch's steps, where it has one.
+  if (resume_at->epoch_steps.size() == static_cast<size_t>(resume_at->epoch)) {
+    for (size_t e = 0; e < past; ++e) steps[e] = resume_at->epoch_steps[e];
+    return steps;
+  }
+  // An older checkpoint knows only the total: the steps before the epoch in progress (one a
+  // batch), shared out over the past epochs, the earlier ones first.
   long long taken = 0;
   for (size_t e = 0; e < past; ++e) taken += steps[e];
-  if (past == 0 || taken == resume_at->step || resume_at->step < 0) return steps;
-  const long long per = resume_at->step / static_cast<long long>(past),
-                  extra = resume_at->step % static_cast<long long>(past);
+  const long long total = resume_at->step - resume_at->batch;
+  if (past == 0 || taken == total || total < 0) return steps;
+  const long long per = total / static_cast<long long>(past),
+                  extra = total % static_cast<long long>(past);
   for (size_t e = 0; e < past; ++e) steps[e] = per + (static_cast<long long>(e) < extra ? 1 : 0);
   return steps;
 }
@@ -205,7 +213,8 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
       schedule_steps(s->train.size(), cfg.train, &resume_at) !=
           schedule_steps(s->train.size(), cfg.train, nullptr))
     hooks.log("note: the " + std::to_string(resume_at.epoch) +
-              " epochs before the checkpoint took " + std::to_string(resume_at.step) +
+              " epochs before the checkpoint took " +
+              std::to_string(resume_at.step - resume_at.batch) +
               " steps, not what these batch options give; the schedule keeps them, so its curve "
               "continues from step " +
               std::to_string(resume_at.step));

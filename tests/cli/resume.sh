@@ -172,4 +172,24 @@ lrs = [r["lr"] for r in map(json.loads, open("oc.jsonl")) if r.get("type") == "s
 if len(lrs) != 2 or not (0.01 < lrs[0] < 0.06 and lrs[1] < 1e-5):
     print("FAIL: one-cycle after the resume: lr per step %s" % lrs); raise SystemExit(1)
 PY
+# ...and a later checkpoint of that continued run resumes it exactly: each checkpoint records
+# the steps its past epochs took (epoch 1: 4 at batch 32, then 2 a epoch at 64), so a mid-epoch
+# checkpoint (one-cycle) or an epoch checkpoint two epochs on (cyclic, whose half cycle is the
+# first epoch's steps) sizes the schedule as the run did; with only the step count they were
+# sized as all-64 (one-cycle at step 6: lr 4e-7, not 0.028) or as 6 steps shared evenly.
+for sched in one-cycle cyclic; do
+  o3=(--device cpu --data-dir "$KILN_TEST_DATA" --model mlp --width 16 --depth 1 --train-limit 128
+      --test-limit 64 --no-shuffle --optimizer sgd --momentum 0.9 --lr 0.1 --schedule "$sched")
+  rm -rf ck3 ck3b
+  "$tm" "${o3[@]}" --epochs 3 --batch-size 32 --checkpoint-every 1 --checkpoint-dir ck3 > /dev/null 2> o3.err ||
+    { echo "FAIL: the $sched run"; cat o3.err; exit 1; }
+  "$tm" "${o3[@]}" --epochs 3 --batch-size 64 --resume ck3/ckpt-epoch-1.safetensors --checkpoint-dir ck3b \
+    --checkpoint-every 1 --checkpoint-every-steps 1 --save W.safetensors > /dev/null 2> o3.err ||
+    { echo "FAIL: the $sched run continued at batch 64"; cat o3.err; exit 1; }
+  for ck in ck3b/ckpt-step-5.safetensors ck3b/ckpt-epoch-2.safetensors; do
+    "$tm" "${o3[@]}" --epochs 3 --batch-size 64 --resume "$ck" --save V.safetensors > /dev/null 2> o3.err ||
+      { echo "FAIL: $sched resumed from $ck"; cat o3.err; exit 1; }
+    python3 same.py W.safetensors V.safetensors || { echo "FAIL: $sched resumed from $ck"; exit 1; }
+  done
+done
 echo "resume: OK"
