@@ -261,6 +261,7 @@ std::vector<uint8_t> encode_checkpoint(Context& ctx, Model& model, Optimizer* op
   if (info.restored_epoch > 0)
     m.emplace_back("restored_epoch", std::to_string(info.restored_epoch));
   if (!info.train_data.empty()) m.emplace_back("train_data", info.train_data);
+  if (!info.run_id.empty()) m.emplace_back("run_id", info.run_id);
   m.emplace_back("data_crc32", hex32(dcrc));
   m.emplace_back("meta_crc32", hex32(meta_crc(m)));
   return encode_safetensors(f);
@@ -326,6 +327,25 @@ std::vector<long long> parse_epoch_steps(const std::string& text, const TrainPos
 }
 }  // namespace
 
+std::string checkpoint_run_id(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  unsigned char len[8];
+  if (!in.read(reinterpret_cast<char*>(len), 8)) return "";
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
+  if (n < 2 || n > 100000000) return "";
+  std::string header(n, '\0');
+  if (!in.read(&header[0], static_cast<std::streamsize>(n))) return "";
+  try {
+    const JsonValue h = parse_json(header);
+    const JsonValue* meta = h.find("__metadata__");
+    const JsonValue* id = meta ? meta->find("run_id") : nullptr;
+    return id && id->is_string() ? id->text : "";
+  } catch (const Error&) {
+    return "";
+  }
+}
+
 TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& what) {
   TrainPosition p;
   p.epoch = static_cast<int>(std::min<long long>(meta_int(f, "epoch", what), 1 << 30));
@@ -371,6 +391,8 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
     p.watched_acc = meta_double(*wa, "watched_acc", what);
   if (const std::string* td = f.meta("train_data"))  // optional (2026-12-04)
     info.train_data = *td;
+  if (const std::string* id = f.meta("run_id"))  // optional (2026-12-05)
+    info.run_id = *id;
   if (f.meta("restored_epoch"))
     info.restored_epoch =
         static_cast<int>(std::min<long long>(meta_int(f, "restored_epoch", what), 1 << 30));

@@ -128,6 +128,10 @@ struct CheckpointInfo {
   // on other data is named (a mid-epoch one refused). "": unknown (checkpoints before
   // 2026-12-04, or a caller that does not say).
   std::string train_data;
+  // The run the checkpoint belongs to (16 hex digits, kept across its resumes): --keep-last
+  // deletes only its own run's checkpoints from a directory other runs share. "": unknown
+  // (checkpoints before 2026-12-05, or a caller that does not say).
+  std::string run_id;
 };
 
 // Writes model tensors, optimizer state (when opt) and schedule state (when sched). Waits for
@@ -156,5 +160,8 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
                                     Model& model, Optimizer* opt, Schedule* sched);
 // The position's epoch, batch and step from a verified checkpoint's metadata.
 TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& what);
+// The run_id in the __metadata__ of the checkpoint at `path`, reading its header only (no
+// checksum is verified); "" when the file has none or is no readable safetensors file.
+std::string checkpoint_run_id(const std::string& path);
 
 }  // namespace kiln

@@ -280,7 +280,10 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   std::string path = temp_path("rt.safetensors");
   CheckpointInfo in = sample_info();
   in.train_data = "100 images, labels crc32 0badf00d";
+  in.run_id = "0123456789abcdef";
   save_checkpoint(path, a.ctx, *a.model, a.opt.get(), a.sched.get(), in);
+  EXPECT_EQ(checkpoint_run_id(path), in.run_id);
+  EXPECT_EQ(checkpoint_run_id(path + ".missing"), "");
   Rig b(16, 2);  // different init
   CheckpointInfo got = load_checkpoint(path, b.ctx, *b.model, b.opt.get(), b.sched.get());
   auto sa = a.snapshot(), sb = b.snapshot();
@@ -303,6 +306,7 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   EXPECT_EQ(got.seed, want.seed);
   EXPECT_EQ(got.config, want.config);
   EXPECT_EQ(got.train_data, in.train_data);
+  EXPECT_EQ(got.run_id, in.run_id);
   EXPECT_EQ(got.kiln_version, kiln_version());
   std::remove(path.c_str());
   // config must be a JSON object (kiln_eval rebuilds the model from it): other text is refused

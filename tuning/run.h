@@ -40,6 +40,9 @@ struct RunSession {
   std::unique_ptr<Optimizer> opt;
   std::unique_ptr<Schedule> sched;
   std::unique_ptr<Trainer> trainer;
+  // This run's identity in its checkpoints (random; a resume takes its checkpoint's): pruning
+  // with --keep-last deletes only checkpoints that carry it.
+  std::string run_id;
 };
 // load_data false: only the model (for --summary). `resume_at`: the position the run resumes
 // from (schedule_steps).
@@ -47,9 +50,10 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data = 
                                          const TrainPosition* resume_at = nullptr);
 
 // The optimizer steps of each epoch a schedule is sized by. From the batch each epoch uses;
-// for a run resumed at the start of epoch E (`resume_at`) whose first E epochs took another
-// number of steps than these options give (the batch size, the batch schedule or the training
-// set changed on resume), the past epochs share the steps the checkpoint took, so a schedule
+// for a run resumed in epoch E (`resume_at`) whose first E epochs took another number of steps
+// than these options give (the batch size, the batch schedule or the training set changed on an
+// earlier resume), the past epochs take the steps the checkpoint records for each (older
+// checkpoints: the steps before epoch E shared out), so a schedule
 // sized by the run (one-cycle, warm-up in epochs, cyclic's default half cycle) continues its
 // curve from where it is instead of jumping (torch's OneCycleLR keeps its total_steps so).
 std::vector<long long> schedule_steps(long long samples, const TrainOptions& t,

@@ -11,12 +11,14 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <random>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -261,7 +263,18 @@ bool stale_untagged_temp(const std::string& n) {
 }
 }  // namespace
 
-std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto) {
+std::string new_run_id() {
+  std::random_device rd;
+  const uint64_t hi = rd(), lo = rd();
+  const uint64_t t =
+      static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+  return format_c("%016llx",
+                  static_cast<unsigned long long>(((hi << 32) | lo) ^ t ^
+                                                  (static_cast<uint64_t>(::getpid()) << 20)));
+}
+
+std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto,
+                              const std::string& run_id) {
   if (keep <= 0) return "";
   DIR* d = ::opendir(dir.c_str());
   if (!d) return dir + ": cannot list: " + std::strerror(errno);
@@ -284,6 +297,8 @@ std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosit
     struct stat st;
     if (n == just_written) continue;  // the newest whatever the clock says: always kept
     if (::stat((dir + "/" + n).c_str(), &st) != 0) continue;
+    // Another run's (or an older kiln's, which recorded no run): not this run's to delete.
+    if (!run_id.empty() && checkpoint_run_id(dir + "/" + n) != run_id) continue;
     files.emplace_back(st.st_mtim.tv_sec, st.st_mtim.tv_nsec, kind, number, n);
   }
   ::closedir(d);
@@ -450,6 +465,7 @@ TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
                              const std::function<void(const std::string&)>& log) {
   CheckpointInfo info = load_checkpoint_file(file, "checkpoint " + s.cfg.resume, *s.ctx, *s.model,
                                              s.opt.get(), s.sched.get());
+  if (!info.run_id.empty()) s.run_id = info.run_id;  // the same run, continued
   JsonValue saved;
   try {
     saved = parse_json(info.config);
@@ -525,6 +541,7 @@ std::string write_session_checkpoint(RunSession& s, const std::string& path,
   info.seed = s.cfg.seed;
   info.config = run_config_json(s.cfg);
   info.train_data = train_data_signature(s.train);
+  info.run_id = s.run_id;
   if (s.trainer) {
     info.early_stop_best = s.trainer->best_snapshot();
     info.restored_epoch = s.trainer->restored_epoch();
@@ -537,8 +554,17 @@ std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p,
                                       std::string* prune_failed) {
   std::string dir = checkpoint_dir_for(s.cfg);
   make_dirs(dir);
-  std::string path = write_session_checkpoint(s, dir + "/" + checkpoint_name(p), p);
-  const std::string failed = prune_checkpoints(dir, s.cfg.keep_last, p);
+  std::string path = dir + "/" + checkpoint_name(p);
+  // A run that asked for no checkpoints writes one only when stopped by a signal: into a shared
+  // directory (./checkpoints) beside another run's checkpoint of that name, under its own name
+  // (.run-<id>), not over it. (A run with checkpoint options replaces those of the names it
+  // writes, as its start-up note says.)
+  if (s.cfg.checkpoint_every == 0 && s.cfg.checkpoint_every_steps == 0 &&
+      ::access(path.c_str(), F_OK) == 0 && checkpoint_run_id(path) != s.run_id)
+    path = path.substr(0, path.size() - std::string(".safetensors").size()) + ".run-" + s.run_id +
+           ".safetensors";
+  write_session_checkpoint(s, path, p);
+  const std::string failed = prune_checkpoints(dir, s.cfg.keep_last, p, s.run_id);
   if (prune_failed) *prune_failed = failed;
   return path;
 }

@@ -49,7 +49,12 @@ std::string checkpoint_name(const TrainPosition& p);
 // those this run has reached: ckpt-epoch-E with E <= upto.epoch, ckpt-step-S with S <= upto.step.
 // Returns "" or what could not be deleted ("<dir>/ckpt-epoch-1.safetensors: Is a directory"),
 // which the run reports once: the disk then fills as if --keep-last were not given.
-std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto);
+// With `run_id`, only checkpoints whose metadata carries it count (another run's in a shared
+// directory are left alone).
+std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto,
+                              const std::string& run_id = "");
+// A fresh run's identity: 16 random hex digits.
+std::string new_run_id();
 // Fails early (usage error), before any work, when an output (--save, --log, --lr-find-csv)
 // cannot be written: its directory is missing, it is a directory, two outputs or an output and
 // an input (--resume, --config, --schedule-file) are the same file; or when the checkpoint

@@ -192,4 +192,46 @@ for sched in one-cycle cyclic; do
     python3 same.py W.safetensors V.safetensors || { echo "FAIL: $sched resumed from $ck"; exit 1; }
   done
 done
+# Another run's checkpoints in a shared directory: --keep-last deletes only its own run's
+# (checkpoints carry a run_id, kept across resumes; a fresh run deleted the other run's
+# ckpt-step-5 at its first epoch checkpoint, step 8)...
+sh=(--device cpu --data-dir "$KILN_TEST_DATA" --model mlp --width 16 --depth 1 --train-limit 128
+    --test-limit 64 --batch-size 16 --epochs 3 --checkpoint-dir ck_shared)
+"$tm" "${sh[@]}" --checkpoint-every-steps 5 > /dev/null 2> sh.err || { echo "FAIL: run A"; cat sh.err; exit 1; }
+a_files=$(cd ck_shared && ls ckpt-step-*.safetensors | sort)
+[ "$(echo "$a_files" | wc -l)" -eq 4 ] || { echo "FAIL: run A's step checkpoints: $a_files"; exit 1; }
+"$tm" "${sh[@]}" --checkpoint-every 1 --keep-last 1 --seed 7 > /dev/null 2> sh.err ||
+  { echo "FAIL: run B"; cat sh.err; exit 1; }
+[ "$(cd ck_shared && ls ckpt-step-*.safetensors | sort)" = "$a_files" ] ||
+  { echo "FAIL: run B's --keep-last 1 deleted run A's checkpoints: $(ls ck_shared)"; exit 1; }
+# ...and pruning its own still works: B resumed from its epoch-1 checkpoint keeps only its last.
+"$tm" "${sh[@]}" --checkpoint-every 1 --keep-last 1 --seed 7 --epochs 4 \
+  --resume ck_shared/ckpt-epoch-3.safetensors > /dev/null 2> sh.err || { echo "FAIL: B resumed"; cat sh.err; exit 1; }
+[ "$(cd ck_shared && ls ckpt-epoch-*.safetensors)" = "ckpt-epoch-4.safetensors" ] ||
+  { echo "FAIL: B's own checkpoints after its resume: $(ls ck_shared)"; exit 1; }
+# A run that asked for no checkpoints, stopped by SIGTERM, writes its checkpoint beside another
+# run's of the same name (ckpt-*.run-<id>.safetensors), not over it, and resumes from it.
+mkdir -p dc && cd dc
+mkdir checkpoints
+for n in $(seq 1 700); do echo other > "checkpoints/ckpt-step-$n.safetensors"; done
+for n in $(seq 1 40); do echo other > "checkpoints/ckpt-epoch-$n.safetensors"; done
+python3 - "$tm" --device cpu --data-dir "$KILN_TEST_DATA" --model mlp --width 16 --depth 1 \
+  --train-limit 256 --test-limit 64 --batch-size 16 --epochs 40 <<'PY' > rc.txt
+import signal, subprocess, sys, time
+p = subprocess.Popen(sys.argv[1:], stdout=open("out.txt", "w"), stderr=open("err.txt", "w"))
+while p.poll() is None and "epoch 1" not in open("out.txt").read():  # training, handlers set
+    time.sleep(0.01)
+p.send_signal(signal.SIGTERM)
+print(p.wait())
+PY
+[ "$(cat rc.txt)" = 143 ] || { echo "FAIL: the signalled run exited $(cat rc.txt)"; cat err.txt; exit 1; }
+ck=$(sed -n 's/.*checkpoint written to \([^ ]*\) (continue.*/\1/p' err.txt)
+case "$ck" in checkpoints/ckpt-*.run-????????????????.safetensors) ;;
+  *) echo "FAIL: the signal checkpoint's name: $ck"; cat err.txt; exit 1 ;; esac
+others=$(ls checkpoints | grep -cE '^ckpt-(step|epoch)-[0-9]+[.]safetensors$')
+[ "$others" = 740 ] && [ "$(cd checkpoints && grep -LxF other ckpt-step-*[0-9].safetensors ckpt-epoch-*[0-9].safetensors | grep -v run-)" = "" ] ||
+  { echo "FAIL: another run's checkpoint replaced ($others left)"; exit 1; }
+"$tm" --device cpu --data-dir "$KILN_TEST_DATA" --resume "$ck" > /dev/null 2> err2.txt ||
+  { echo "FAIL: resuming $ck"; cat err2.txt; exit 1; }
+cd ..
 echo "resume: OK"
