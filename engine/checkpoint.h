@@ -128,8 +128,9 @@ struct CheckpointInfo {
   // on other data is named (a mid-epoch one refused). "": unknown (checkpoints before
   // 2026-12-04, or a caller that does not say).
   std::string train_data;
-  // The run the checkpoint belongs to (16 hex digits, kept across its resumes): --keep-last
-  // deletes only its own run's checkpoints from a directory other runs share. "": unknown
+  // The run the checkpoint belongs to (16 hex digits, a hash of the first invocation's options,
+  // kept across its resumes): --keep-last deletes only its own run's checkpoints from a
+  // directory other runs share. "": unknown
   // (checkpoints before 2026-12-05, or a caller that does not say).
   std::string run_id;
 };

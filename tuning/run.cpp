@@ -143,7 +143,7 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data,
   cfg.validate();
   auto s = std::make_unique<RunSession>();
   s->cfg = cfg;
-  s->run_id = new_run_id();
+  s->run_id = run_id_of(run_config_json(s->cfg));
   // Checkpoints record the defaults the run used (weight decay, gamma, cycled momentum).
   s->cfg.optim = cfg.optim.resolved();
   s->cfg.sched = cfg.sched.resolved();

@@ -40,8 +40,8 @@ struct RunSession {
   std::unique_ptr<Optimizer> opt;
   std::unique_ptr<Schedule> sched;
   std::unique_ptr<Trainer> trainer;
-  // This run's identity in its checkpoints (random; a resume takes its checkpoint's): pruning
-  // with --keep-last deletes only checkpoints that carry it.
+  // This run's identity in its checkpoints (a hash of its options; a resume takes its
+  // checkpoint's): pruning with --keep-last deletes only checkpoints that carry it.
   std::string run_id;
 };
 // load_data false: only the model (for --summary). `resume_at`: the position the run resumes

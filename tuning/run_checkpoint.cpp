@@ -11,14 +11,12 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
-#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <mutex>
-#include <random>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -263,14 +261,10 @@ bool stale_untagged_temp(const std::string& n) {
 }
 }  // namespace
 
-std::string new_run_id() {
-  std::random_device rd;
-  const uint64_t hi = rd(), lo = rd();
-  const uint64_t t =
-      static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-  return format_c("%016llx",
-                  static_cast<unsigned long long>(((hi << 32) | lo) ^ t ^
-                                                  (static_cast<uint64_t>(::getpid()) << 20)));
+std::string run_id_of(const std::string& config_json) {
+  uint64_t h = 14695981039346656037ull;  // FNV-1a, 64 bits
+  for (char c : config_json) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+  return format_c("%016llx", static_cast<unsigned long long>(h));
 }
 
 std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto,

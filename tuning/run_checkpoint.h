@@ -53,8 +53,9 @@ std::string checkpoint_name(const TrainPosition& p);
 // directory are left alone).
 std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosition& upto,
                               const std::string& run_id = "");
-// A fresh run's identity: 16 random hex digits.
-std::string new_run_id();
+// A fresh run's identity: 16 hex digits hashed from its options (run_config_json), so the same
+// command writes the same bytes; a run with other options (seed, data, outputs, ...) differs.
+std::string run_id_of(const std::string& config_json);
 // Fails early (usage error), before any work, when an output (--save, --log, --lr-find-csv)
 // cannot be written: its directory is missing, it is a directory, two outputs or an output and
 // an input (--resume, --config, --schedule-file) are the same file; or when the checkpoint
