@@ -24,7 +24,7 @@ namespace kiln {
 namespace {
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  const std::string dir = directory_error(path);
+  const std::string dir = not_regular_file_error(path);
   KILN_CHECK(dir.empty(), "checkpoint " << path << ": " << dir);
   std::vector<uint8_t> bytes;
   std::string why;

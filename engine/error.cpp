@@ -29,6 +29,13 @@ Error Error::prefixed(const std::string& prefix) const {
   return e;
 }
 
+std::string not_regular_file_error(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return "";  // (a missing file: the open says so)
+  if (S_ISDIR(st.st_mode)) return "is a directory, not a file";
+  return S_ISREG(st.st_mode) ? "" : "is not a regular file (a pipe or device)";
+}
+
 std::string directory_error(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? "is a directory, not a file" : "";

@@ -35,6 +35,9 @@ class Error : public std::runtime_error {
 // the caller's open): reading a directory through an ifstream throws libstdc++'s own text,
 // which names neither the file nor the option. Pipes and devices (--config <(...)) pass.
 std::string directory_error(const std::string& path);
+// directory_error, and for a file that must be read whole (a checkpoint): "is not a regular
+// file (a pipe or device)" for anything else that exists (/dev/zero never ends, a FIFO blocks).
+std::string not_regular_file_error(const std::string& path);
 
 }  // namespace kiln
 

@@ -247,7 +247,7 @@ SafetensorsFile decode_safetensors(const uint8_t* data, size_t size, const std::
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
-  const std::string dir = directory_error(path);
+  const std::string dir = not_regular_file_error(path);
   KILN_CHECK(dir.empty(), "checkpoint " << path << ": " << dir);
   std::vector<uint8_t> bytes;
   std::string why;

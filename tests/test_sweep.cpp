@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <set>
@@ -492,6 +493,14 @@ TEST(SweepResults, JsonRoundTripKeepsNaNAndEscapes) {
   EXPECT_TRUE(std::isnan(back.curve[1]));
   EXPECT_EQ(back.message, r.message);
   EXPECT_FALSE(TrialRecord::from_json("{\"trial\": 3, \"stat", back));
+  // Counts out of range or not whole: a trial id makes the line unreadable, epochs reads as 0.
+  for (const char* t : {"1e300", "-1", "2.5", "\"7\""})
+    EXPECT_FALSE(
+        TrialRecord::from_json(std::string("{\"trial\": ") + t + ", \"status\": \"ok\"}", back))
+        << t;
+  ASSERT_TRUE(TrialRecord::from_json("{\"trial\": 4, \"status\": \"ok\", \"epochs\": 1e30}", back));
+  EXPECT_EQ(back.trial, 4);
+  EXPECT_EQ(back.epochs, 0);
 }
 
 // A fake training run: test_acc = 1 - |log10(lr) + 2| / 10, the same for every epoch, so the
@@ -556,6 +565,15 @@ TEST(SweepRun, BundleNamesAreQuotedCsvColumnsAndZeroEpochTrialsFail) {
   std::getline(csv, row);
   EXPECT_EQ(header.rfind("trial,status,metric,\"opt,lr\",epochs_run,", 0), 0u) << header;
   EXPECT_EQ(row.rfind("0,ok,", 0), 0u) << row;
+  // A carriage return in a message is quoted (and blanked) too: a CSV reader ends the row at it.
+  o.dir = fresh_dir("message_cr");
+  run_sweep(s, o, [](const RunConfig&, const std::function<bool(const EpochRecord&)>&) -> TrialRun {
+    KILN_USAGE_FAIL("a\rb");
+  });
+  std::ifstream csv_cr(o.dir + "/results.csv");
+  std::string text((std::istreambuf_iterator<char>(csv_cr)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text.find('\r'), std::string::npos);
+  EXPECT_NE(text.find(",\"usage: a b\"\n"), std::string::npos) << text;
   // Nor may it be one of the fixed columns (a sweep file with one still parses, for --report).
   SweepSpec clash = parse_sweep("parameters:\n  status: {values: [{lr: 0.1}]}\n", "s.yaml");
   o.dir = fresh_dir("bundle_clash");

@@ -248,9 +248,10 @@ bool better(double a, double b, bool maximize) {
 }
 
 std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
   std::string o = "\"";
-  for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c == '\n' ? ' ' : c);
+  for (char c : s)
+    o += c == '"' ? std::string("\"\"") : std::string(1, c == '\n' || c == '\r' ? ' ' : c);
   return o + "\"";
 }
 
@@ -403,14 +404,19 @@ bool TrialRecord::from_json(const std::string& line, TrialRecord& r) {
     return false;
   }
   if (!v.is_object() || !v.find("trial") || !v.find("status")) return false;
+  // Counts are whole numbers in range before they are cast (a hand-edited "epochs": 1e30 was
+  // undefined behaviour, and read back as -2147483648).
+  auto whole = [](double x, double hi) { return x >= 0 && x <= hi && x == std::floor(x); };
+  const double trial = num_of(v, "trial"), epochs = num_of(v, "epochs");
+  if (!whole(trial, 9007199254740992.0)) return false;
   r = TrialRecord();
-  r.trial = static_cast<int64_t>(num_of(v, "trial"));
+  r.trial = static_cast<int64_t>(trial);
   r.status = str_of(v, "status");
   r.metric = num_of(v, "metric");
   if (const JsonValue* ps = v.find("params"))
     for (const auto& kv : ps->members)
       r.params.emplace_back(kv.first, kv.second.is_string() ? kv.second.text : "");
-  r.epochs = static_cast<int>(std::isfinite(num_of(v, "epochs")) ? num_of(v, "epochs") : 0);
+  r.epochs = whole(epochs, 1e6) ? static_cast<int>(epochs) : 0;
   r.val_acc = num_of(v, "val_acc");
   r.val_loss = num_of(v, "val_loss");
   r.test_acc = num_of(v, "test_acc");

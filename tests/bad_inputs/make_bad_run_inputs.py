@@ -148,6 +148,9 @@ def main():
     case(c, "save_is_directory", ["--save", "@CASE@"], 2, "is a directory; name a file")
     case(c, "save_equals_log", ["--save", "@CASE@/x", "--log", "@CASE@/x"], 2, "--save and --log name the same file")
     case(c, "resume_directory", ["--resume", "@CASE@"], 1, "is a directory, not a file")
+    # a device is read whole no more than a directory (/dev/zero never ends: memory ran out)
+    case(c, "resume_device", ["--resume", "/dev/zero"], 1,
+         "checkpoint /dev/zero: is not a regular file (a pipe or device)")
     case(c, "val_split_leaves_nothing", ["--train-limit", "10", "--val-split", "0.9"], 2,
          "--val-split 0.9 of 10 training samples leaves 0 to train on")
     # Outputs that cannot be created fail before training, not after it (/proc takes no files).
