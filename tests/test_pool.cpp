@@ -379,6 +379,43 @@ std::vector<float> nan_pool_input() {
   return {1, kNan, 0, 1, 0, kNan, kNan, 5, 0, kNan, 2, kNan};
 }
 
+// Shapes the layers refuse (a usage error at setup) are runtime errors naming the function when
+// a direct caller hands them to a reference or a launcher, not a division by zero (stride 0)
+// or windows wholly in the padding (argmax -1, y 0, where PyTorch refuses the shape).
+TEST(PoolShapeCheck, UnsupportedShapesAreErrorsNamingTheFunction) {
+  EXPECT_EQ(pool_shape_error(make_pool(2, 3, 5, 5, 3, 2, 1)), "");
+  EXPECT_EQ(pool_shape_error(make_pool(0, 3, 5, 5, 3, 2, 1)), "");  // an empty batch
+  EXPECT_EQ(pool_shape_error(make_pool(2, 3, 1, 2, 2, 1, 1)), "");  // plane < window, padded
+  const std::pair<PoolShape, const char*> bad[] = {
+      {make_pool(1, 1, 4, 4, 2, 0, 0), "kernel and stride must be >= 1"},
+      {make_pool(1, 1, 4, 4, 0, 1, 0), "kernel and stride must be >= 1"},
+      {make_pool(1, 1, 4, 4, 3, 1, 2), "padding past half the window"},
+      {make_pool(1, 1, 2, 8, 5, 1, 1), "window larger than the padded plane"},
+      {make_pool(1, 1, 0, 4, 2, 2, 0), "negative or empty dimensions"},
+      {make_pool(1, 1, 65536, 65536, 2, 2, 0), "a plane of more than 2^31-1 elements"}};
+  std::vector<float> buf(64, 0.f);
+  std::vector<int32_t> arg(64, 0);
+  for (const auto& [s, why] : bad) {
+    EXPECT_EQ(pool_shape_error(s).rfind(why, 0), 0u) << pool_shape_error(s);
+    try {
+      maxpool2d_fwd_ref<float>(s, buf.data(), buf.data(), arg.data());
+      ADD_FAILURE() << why << ": no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Runtime);
+      EXPECT_EQ(e.message().rfind("maxpool2d_fwd_ref: unsupported shape n=1 c=1 ", 0), 0u)
+          << e.message();
+      EXPECT_NE(e.message().find(why), std::string::npos) << e.message();
+    }
+    EXPECT_THROW(avgpool2d_bwd_ref<float>(s, buf.data(), buf.data()), Error) << why;
+#ifdef KILN_WITH_CUDA
+    if (cuda_available()) {  // checked before any launch: host buffers are never touched
+      EXPECT_THROW(maxpool2d_fwd(s, nullptr, nullptr, nullptr, nullptr), Error) << why;
+      EXPECT_THROW(avgpool2d_bwd(s, nullptr, nullptr, nullptr), Error) << why;
+    }
+#endif
+  }
+}
+
 TEST(PoolRef, MaxPoolNanAnywhereInTheWindowPropagates) {
   const PoolShape s = nan_pool_shape();
   ASSERT_EQ(s.y_numel(), 4);

@@ -144,6 +144,7 @@ void with_index(const PoolShape& s, int64_t total, F launch) {
 
 void maxpool2d_fwd(const PoolShape& s, const float* x, float* y, int32_t* argmax,
                    cudaStream_t stream) {
+  check_pool_shape(s, "maxpool2d_fwd");
   const int64_t total = s.y_numel();
   if (total == 0) return;
   with_index(s, total, [&](auto idx, auto n) {
@@ -153,6 +154,7 @@ void maxpool2d_fwd(const PoolShape& s, const float* x, float* y, int32_t* argmax
 
 void maxpool2d_bwd(const PoolShape& s, const float* dy, const int32_t* argmax, float* dx,
                    cudaStream_t stream) {
+  check_pool_shape(s, "maxpool2d_bwd");
   const int64_t total = s.x_numel();
   if (total == 0) return;
   with_index(s, total, [&](auto idx, auto n) {
@@ -161,6 +163,7 @@ void maxpool2d_bwd(const PoolShape& s, const float* dy, const int32_t* argmax, f
 }
 
 void avgpool2d_fwd(const PoolShape& s, const float* x, float* y, cudaStream_t stream) {
+  check_pool_shape(s, "avgpool2d_fwd");
   const int64_t total = s.y_numel();
   if (total == 0) return;
   with_index(s, total, [&](auto idx, auto n) {
@@ -169,6 +172,7 @@ void avgpool2d_fwd(const PoolShape& s, const float* x, float* y, cudaStream_t st
 }
 
 void avgpool2d_bwd(const PoolShape& s, const float* dy, float* dx, cudaStream_t stream) {
+  check_pool_shape(s, "avgpool2d_bwd");
   const int64_t total = s.x_numel();
   if (total == 0) return;
   with_index(s, total, [&](auto idx, auto n) {

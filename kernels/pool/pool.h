@@ -6,6 +6,7 @@
 // deterministic and write every element of dx (no atomics, no separate zeroing).
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "engine/device.h"
 
@@ -23,6 +24,15 @@ struct PoolShape {
 // Max pooling's winner is an int32 index h*W + w into one input plane (CPU and GPU alike), so
 // a plane may hold at most 2^31-1 elements; every other index in this family is 64-bit.
 constexpr int64_t kPoolMaxPlane = 2147483647;
+
+// "" when every function below can take `s`, else why not (one line): a stride below 1 (a
+// division by zero), padding past half the window (windows wholly in the padding; PyTorch
+// refuses them too), a window larger than the padded plane, a plane past kPoolMaxPlane.
+// The layers refuse such shapes with a usage error first; the launchers and references check
+// again for direct callers (a runtime error naming the function).
+std::string pool_shape_error(const PoolShape& s);
+// Throws a runtime Error "<op>: unsupported shape ...: <why>" unless pool_shape_error(s) is "".
+void check_pool_shape(const PoolShape& s, const char* op);
 
 // ---- CPU references (float and double) --------------------------------------------------------
 template <typename T>

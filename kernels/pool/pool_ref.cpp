@@ -3,11 +3,30 @@
 // scatters through its argmax instead, adding in the same order.
 #include <algorithm>
 
+#include "engine/error.h"
 #include "engine/parallel.h"
 #include "kernels/pool/pool.h"
 #include "kernels/pool/pool_window.h"
 
 namespace kiln {
+
+std::string pool_shape_error(const PoolShape& s) {
+  if (s.n < 0 || s.c < 0 || s.h < 1 || s.w < 1) return "negative or empty dimensions";
+  if (s.kh < 1 || s.kw < 1 || s.stride < 1 || s.pad < 0)
+    return "kernel and stride must be >= 1, padding >= 0";
+  if (2 * s.pad > std::min(s.kh, s.kw)) return "padding past half the window";
+  if (s.h + 2 * s.pad < s.kh || s.w + 2 * s.pad < s.kw)
+    return "window larger than the padded plane";
+  if (s.h > kPoolMaxPlane / s.w) return "a plane of more than 2^31-1 elements";
+  return "";
+}
+
+void check_pool_shape(const PoolShape& s, const char* op) {
+  const std::string err = pool_shape_error(s);
+  KILN_CHECK(err.empty(), op << ": unsupported shape n=" << s.n << " c=" << s.c << " h=" << s.h
+                             << " w=" << s.w << " kernel " << s.kh << "x" << s.kw << " stride "
+                             << s.stride << " padding " << s.pad << ": " << err);
+}
 
 using pool_detail::covering;
 using pool_detail::window_max;
@@ -15,6 +34,7 @@ using pool_detail::window_max;
 // Planes (image, channel) are independent: threads (engine/parallel.h) take runs of them.
 template <typename T>
 void maxpool2d_fwd_ref(const PoolShape& s, const T* x, T* y, int32_t* argmax) {
+  check_pool_shape(s, "maxpool2d_fwd_ref");
   const int64_t P = s.p(), Q = s.q();
   parallel_for(
       s.n * s.c,
@@ -33,6 +53,7 @@ void maxpool2d_fwd_ref(const PoolShape& s, const T* x, T* y, int32_t* argmax) {
 
 template <typename T>
 void maxpool2d_bwd_ref(const PoolShape& s, const T* dy, const int32_t* argmax, T* dx) {
+  check_pool_shape(s, "maxpool2d_bwd_ref");
   // Scattered in output order: each input receives its windows' gradients in the same row-major
   // order as the CUDA kernel's gather over covering windows, so the sums agree bit for bit, in
   // one pass over the outputs instead of a window search per input.
@@ -54,6 +75,7 @@ void maxpool2d_bwd_ref(const PoolShape& s, const T* dy, const int32_t* argmax, T
 
 template <typename T>
 void avgpool2d_fwd_ref(const PoolShape& s, const T* x, T* y) {
+  check_pool_shape(s, "avgpool2d_fwd_ref");
   const int64_t P = s.p(), Q = s.q();
   const T inv = T(1) / T(s.kh * s.kw);  // count_include_pad: padding counts in the divisor
   for (int64_t pl = 0; pl < s.n * s.c; ++pl) {
@@ -76,6 +98,7 @@ void avgpool2d_fwd_ref(const PoolShape& s, const T* x, T* y) {
 
 template <typename T>
 void avgpool2d_bwd_ref(const PoolShape& s, const T* dy, T* dx) {
+  check_pool_shape(s, "avgpool2d_bwd_ref");
   const int64_t P = s.p(), Q = s.q();
   const T inv = T(1) / T(s.kh * s.kw);
   for (int64_t pl = 0; pl < s.n * s.c; ++pl)
