@@ -42,7 +42,8 @@ static const char* kUsage =
     "a trial's checkpoints go to DIR/trials/trial-<id>-checkpoints, or with --checkpoint-dir D\n"
     "to D/trial-<id>; a trial stopped by SIGINT/SIGTERM checkpoints there and --resume runs\n"
     "it again. A trial that diverges, runs out of memory or has invalid options is recorded\n"
-    "as failed and the sweep goes on; other runtime errors (data, I/O) stop it.\n"
+    "as failed and the sweep goes on; other runtime errors (data, I/O) stop it, as do 3\n"
+    "trials in a row out of memory (the last unrecorded: --resume runs it again).\n"
     "Exit codes: 0 ok, 1 runtime error or every trial failed, 2 usage error, 130/143 stopped\n"
     "by SIGINT/SIGTERM (finished trials are kept; --resume continues).\n";
 

@@ -3,6 +3,8 @@
 // load leaves the model and optimizer untouched).
 #include "engine/checkpoint.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -318,6 +320,8 @@ std::vector<long long> parse_epoch_steps(const std::string& text, const TrainPos
         what << ": __metadata__ epoch_steps: expected whole step counts");
     steps.push_back(static_cast<long long>(s.number));
     sum += steps.back();
+    KILN_CHECK(sum <= p.step, what << ": __metadata__ epoch_steps add up to more than the "
+                                   << "checkpoint's step " << p.step);  // (and cannot overflow)
   }
   KILN_CHECK(sum + p.batch == p.step, what << ": __metadata__ epoch_steps add up to " << sum
                                            << " steps and batch " << p.batch << " of epoch "
@@ -328,6 +332,9 @@ std::vector<long long> parse_epoch_steps(const std::string& text, const TrainPos
 }  // namespace
 
 std::string checkpoint_run_id(const std::string& path) {
+  // Regular files only: opening a FIFO of a checkpoint's name would block the run.
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return "";
   std::ifstream in(path, std::ios::binary);
   unsigned char len[8];
   if (!in.read(reinterpret_cast<char*>(len), 8)) return "";

@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <locale>
@@ -35,6 +36,7 @@
 #include "tests/test_util.h"
 #include "tuning/lr_finder.h"
 #include "tuning/options.h"
+#include "tuning/run.h"
 #include "tuning/run_checkpoint.h"
 
 using namespace kiln;
@@ -284,6 +286,10 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   save_checkpoint(path, a.ctx, *a.model, a.opt.get(), a.sched.get(), in);
   EXPECT_EQ(checkpoint_run_id(path), in.run_id);
   EXPECT_EQ(checkpoint_run_id(path + ".missing"), "");
+  const std::string fifo = path + ".fifo";  // a FIFO of a checkpoint's name: no blocking open
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(checkpoint_run_id(fifo), "");
+  std::remove(fifo.c_str());
   Rig b(16, 2);  // different init
   CheckpointInfo got = load_checkpoint(path, b.ctx, *b.model, b.opt.get(), b.sched.get());
   auto sa = a.snapshot(), sb = b.snapshot();
@@ -500,6 +506,7 @@ TEST(Checkpoint, CorruptionsFailNamingTheFile) {
             "epoch_steps add up to 21 steps and batch 5 of epoch 3 follows them, but "
             "the checkpoint is at step 25"},
            {"[20]", "epoch_steps must list the steps of each of the 2 epochs before"},
+           {"[1000000000000000,1000000000000000]", "add up to more than the checkpoint's step 25"},
            {"[12,-8]", "epoch_steps: expected whole step counts"},
            {"[12,8.5]", "epoch_steps: expected whole step counts"},
            {"{}", "epoch_steps must list"},
@@ -1044,6 +1051,65 @@ struct HostLocale {
 };
 
 }  // namespace
+
+// A run continued from a checkpoint of an older kiln (no epoch_steps) with another batch size
+// records the steps its schedule was sized with, so its own later checkpoints resume it
+// exactly: cyclic's half cycle is the first epoch's steps (4 at batch 32, then 2 an epoch at
+// 64); shared evenly over the two past epochs (3, 3) they gave other weights.
+TEST(Checkpoint, ARunContinuedFromAnOlderCheckpointResumesExactly) {
+  const std::string dir = ::testing::TempDir() + "kiln_upgrade_" + std::to_string(getpid());
+  RunConfig c;
+  c.device = "cpu";
+  c.data.data_dir = test::data_dir();
+  c.data.train_limit = 128;
+  c.data.test_limit = 32;
+  c.train.shuffle = false;
+  c.model.model = "mlp";
+  c.model.width = 16;
+  c.model.depth = 1;
+  c.optim.name = "sgd";
+  c.optim.lr = 0.1f;
+  c.optim.momentum = 0.9f;
+  c.sched.name = "cyclic";
+  c.train.epochs = 3;
+  c.train.batch_size = 32;
+  c.train.progress = 0;
+  c.checkpoint_dir = dir + "/a";
+  c.checkpoint_every = 1;
+  run_training(c, {});
+  // ckpt-epoch-1 as an older kiln wrote it: no epoch_steps, no run_id
+  const std::string old = dir + "/old.safetensors";
+  {
+    SafetensorsFile f = read_checkpoint(dir + "/a/ckpt-epoch-1.safetensors");
+    std::vector<std::pair<std::string, std::string>> kept;
+    for (const auto& kv : f.metadata)
+      if (kv.first != "epoch_steps" && kv.first != "run_id") kept.push_back(kv);
+    ASSERT_EQ(kept.size() + 2, f.metadata.size());
+    f.metadata = kept;
+    reseal(f);
+    const std::vector<uint8_t> bytes = encode_safetensors(f);
+    write_file_atomic(old, bytes.data(), bytes.size());
+  }
+  RunConfig b = c;
+  b.train.batch_size = 64;
+  b.resume = old;
+  b.checkpoint_dir = dir + "/b";
+  b.save = dir + "/b.safetensors";
+  run_training(b, {});
+  EXPECT_EQ(
+      checkpoint_position(read_checkpoint(dir + "/b/ckpt-epoch-2.safetensors"), "x").epoch_steps,
+      (std::vector<long long>{4, 2}));
+  RunConfig r = b;
+  r.resume = dir + "/b/ckpt-epoch-2.safetensors";
+  r.checkpoint_dir = dir + "/r";
+  r.save = dir + "/r.safetensors";
+  run_training(r, {});
+  const SafetensorsFile want = read_safetensors(b.save), got = read_safetensors(r.save);
+  ASSERT_EQ(want.tensors.size(), got.tensors.size());
+  for (size_t i = 0; i < want.tensors.size(); ++i)
+    EXPECT_EQ(want.tensors[i].data, got.tensors[i].data) << want.tensors[i].name;
+  std::filesystem::remove_all(dir);
+}
 
 TEST(Locale, FilesKeepDotDecimalsUnderACommaLocale) {
   const std::string name = comma_locale();

@@ -272,6 +272,16 @@ TEST(SweepSpec, AValueNoTrialCanRunWithIsRefusedUpFront) {
   }
   EXPECT_FALSE(true_beside_09) << "the case no longer draws what it tests";
   EXPECT_NO_THROW(check_sweep_trials(drawn3, base));
+  // ...and where its partner is listed alone (every trial has momentum 0.9): nesterov true's
+  // one trial (of run_cap 5) fails for its groups, not for want of momentum.
+  base.model.norm = "group";
+  SweepSpec single = parse_sweep(
+      "run_cap: 5\nparameters:\n  model: {values: [mlp]}\n  momentum: {values: [0.9]}\n  nesterov: "
+      "{values: [false, "
+      "true]}\n  width: {values: [8, 12]}\n  groups: {values: [3, 2]}\n",
+      "s.yaml");
+  EXPECT_EQ(check_sweep_trials(single, base), 1);
+  base.model.norm = "none";
   // The layers' checks count too (a value --dry-run once listed and every trial then failed).
   base.model.norm = "group";
   EXPECT_EQ(refused("parameters: {groups: {values: [2, 3]}}\n"),
@@ -596,9 +606,6 @@ TEST(SweepRun, BundleNamesAreQuotedCsvColumnsAndZeroEpochTrialsFail) {
   }
 }
 
-// A trial that runs out of memory (a width or batch size that does not fit) is recorded as
-// failed with the allocation's message and the sweep goes on: it neither stops nor leaves the
-// trial for --resume to run, and fail, again.
 // --worker i/N: digits only, no overflow (sscanf's %d wrapped 4294967297 to 1: one shard ran
 // every trial), no spaces or signs.
 TEST(SweepWorker, ParsesDigitsOnly) {
@@ -618,6 +625,9 @@ TEST(SweepWorker, ParsesDigitsOnly) {
   }
 }
 
+// A trial that runs out of memory (a width or batch size that does not fit) is recorded as
+// failed with the allocation's message and the sweep goes on: it neither stops nor leaves the
+// trial for --resume to run, and fail, again; three in a row stop it (below).
 TEST(SweepRun, OutOfMemoryFailsThatTrialAndTheSweepGoesOn) {
   SweepSpec s = parse_sweep(kGrid8, "s.yaml");
   SweepOptions o;
@@ -636,6 +646,45 @@ TEST(SweepRun, OutOfMemoryFailsThatTrialAndTheSweepGoesOn) {
     }
   }
   EXPECT_EQ(f.lrs.size(), 7u);
+  // Three trials in a row out of memory: the device is short of memory, not each trial too
+  // large. The sweep stops with the third unrecorded (the first two failed), and --resume
+  // runs it again once memory is back.
+  o.dir = fresh_dir("oom_streak");
+  FakeRunner g;
+  std::atomic<int> left{3};
+  TrialRunner short_of_memory = [&](const RunConfig& cfg,
+                                    const std::function<bool(const EpochRecord&)>& on_epoch) {
+    if (cfg.optim.lr < 0.2f && left-- > 0) KILN_OUT_OF_MEMORY("out of memory: (simulated)");
+    return g.fn()(cfg, on_epoch);
+  };
+  try {
+    run_sweep(s, o, short_of_memory);
+    FAIL() << "ran on through 3 trials in a row out of memory";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Runtime);
+    EXPECT_NE(
+        e.message().find("trial 4: out of memory: (simulated) (3 trials in a row out of memory"),
+        std::string::npos)
+        << e.message();
+  }
+  std::vector<TrialRecord> rs = read_results(o.dir);
+  ASSERT_EQ(ids(rs), (std::multiset<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(rs[2].status, "failed");
+  EXPECT_EQ(rs[3].status, "failed");
+  o.resume = true;
+  EXPECT_EQ(run_sweep(s, o, short_of_memory).ran, 4);  // 4 to 7, the third trial included
+  EXPECT_EQ(ids(read_results(o.dir)), range_ids(8));
+  // ...and a trial that runs ends the streak: out of memory twice, then fine, then twice more.
+  o.dir = fresh_dir("oom_no_streak");
+  o.resume = false;
+  std::atomic<int> calls{0};
+  TrialRunner sometimes = [&](const RunConfig& cfg,
+                              const std::function<bool(const EpochRecord&)>& on_epoch) {
+    const int k = calls++;
+    if (k != 2 && k < 5) KILN_OUT_OF_MEMORY("out of memory: (simulated)");
+    return g.fn()(cfg, on_epoch);
+  };
+  EXPECT_EQ(run_sweep(s, o, sometimes).ran, 8);
 }
 
 TEST(SweepRun, WritesResultsAndLeaderboardRanksByMetric) {

@@ -225,9 +225,20 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   // Inputs first (the resume checkpoint), outputs (log, checkpoints) only once they are good.
   TrainPosition from;
   from.step = s->trainer->step();
-  if (!cfg.resume.empty())
+  if (!cfg.resume.empty()) {
     from = resume_session(*s, resume_file, hooks.log);
-  else if (hooks.log && (cfg.checkpoint_every > 0 || cfg.checkpoint_every_steps > 0)) {
+    // A checkpoint without the steps of each past epoch (an older kiln's): this run records the
+    // ones its schedule was sized with, so its own checkpoints resume it as it runs.
+    if (from.epoch > 0 && from.epoch_steps.empty()) {
+      const std::vector<long long> sized = schedule_steps(s->train.size(), cfg.train, &from);
+      if (sized.size() >= static_cast<size_t>(from.epoch)) {
+        std::vector<long long> past(sized.begin(), sized.begin() + from.epoch);
+        long long sum = from.batch;
+        for (long long n : past) sum += n;
+        if (sum == from.step) from.epoch_steps = past;
+      }
+    }
+  } else if (hooks.log && (cfg.checkpoint_every > 0 || cfg.checkpoint_every_steps > 0)) {
     const std::string note = existing_checkpoints_note(cfg);
     if (!note.empty()) hooks.log("note: " + note);
   }

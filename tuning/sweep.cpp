@@ -554,7 +554,8 @@ std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConf
 
 namespace {
 // Whether value `value` of parameter k validates beside some combination of the other
-// parameters' listed values (ranges stay at the base). Past kMaxCombos combinations it is
+// parameters' listed values (one listed value included: every trial has it; ranges stay at the
+// base). Past kMaxCombos combinations it is
 // given the benefit of the doubt (true): its trials then fail alone, with their messages.
 bool runs_in_some_company(const SweepSpec& spec, const RunConfig& base, size_t k,
                           const std::string& value) {
@@ -562,7 +563,7 @@ bool runs_in_some_company(const SweepSpec& spec, const RunConfig& base, size_t k
   std::vector<size_t> others;
   int64_t combos = 1;
   for (size_t j = 0; j < spec.params.size(); ++j) {
-    if (j == k || spec.params[j].is_range() || spec.params[j].values.size() < 2) continue;
+    if (j == k || spec.params[j].is_range() || spec.params[j].values.empty()) continue;
     others.push_back(j);
     combos *= static_cast<int64_t>(spec.params[j].values.size());
     if (combos > kMaxCombos) return true;
@@ -778,6 +779,12 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
   auto stop_if_signalled = [] {
     if (const int sig = *StopSignals::flag()) throw TrialInterrupted(sig);
   };
+  // Trials in a row this process saw run out of memory: past kOomStreak the device is short of
+  // memory (another process holds it, or the data itself no longer fits), not each trial too
+  // large, and the sweep stops with that trial unrecorded (--resume runs it again) instead of
+  // failing every trial left in seconds.
+  constexpr int kOomStreak = 3;
+  int oom_streak = 0;
   for (int64_t i = 0; i < n; ++i) {
     if (i % o.num_workers != o.worker) continue;
     stop_if_signalled();
@@ -841,6 +848,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       return false;
     };
     const auto t0 = std::chrono::steady_clock::now();
+    bool out_of_memory = false;
     try {
       RunConfig cfg = trial_config(spec, o.base, i, o.dir);
       const TrialRun run = runner(cfg, on_epoch);
@@ -853,8 +861,15 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       if (rec.status.empty()) rec.status = "ok";
     } catch (const Error& e) {
       // Runtime errors (missing data, I/O, CUDA) would fail every trial: stop the sweep. An
-      // allocation that failed is this trial's size (its message says "out of memory").
+      // allocation that failed is this trial's size (its message says "out of memory"), unless
+      // the trials before it failed so too.
       if (e.kind() == ErrorKind::Runtime) throw;
+      out_of_memory = e.kind() == ErrorKind::OutOfMemory;
+      if (out_of_memory && ++oom_streak >= kOomStreak)
+        KILN_FAIL("trial " << i << ": " << e.message() << " (" << kOomStreak
+                           << " trials in a row out of memory: the device is short of memory, "
+                              "not each trial too large; this one is not recorded, --resume "
+                              "runs it again)");
       rec.status = "failed";
       rec.message = (e.kind() == ErrorKind::Diverged ? "diverged: "
                      : e.kind() == ErrorKind::Usage  ? "usage: "
@@ -867,6 +882,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       rec.status = "failed";
       rec.message = "out of memory";
     }
+    if (!out_of_memory) oom_streak = 0;
     // Wall time, failed trials included (a divergence at step 8 of a long epoch still cost time).
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     record_locked(o.dir, spec, rec.to_json(), &o, i);
