@@ -3,8 +3,6 @@
 // load leaves the model and optimizer untouched).
 #include "engine/checkpoint.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -332,17 +330,8 @@ std::vector<long long> parse_epoch_steps(const std::string& text, const TrainPos
 }  // namespace
 
 std::string checkpoint_run_id(const std::string& path) {
-  // Regular files only: opening a FIFO of a checkpoint's name would block the run.
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return "";
-  std::ifstream in(path, std::ios::binary);
-  unsigned char len[8];
-  if (!in.read(reinterpret_cast<char*>(len), 8)) return "";
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
-  if (n < 2 || n > 100000000) return "";
-  std::string header(n, '\0');
-  if (!in.read(&header[0], static_cast<std::streamsize>(n))) return "";
+  const std::string header = read_safetensors_header(path);
+  if (header.empty()) return "";
   try {
     const JsonValue h = parse_json(header);
     const JsonValue* meta = h.find("__metadata__");

@@ -49,6 +49,10 @@ std::vector<uint8_t> encode_safetensors(const SafetensorsFile& f);
 // error message ("checkpoint run.safetensors").
 SafetensorsFile decode_safetensors(const uint8_t* data, size_t size, const std::string& what);
 SafetensorsFile read_safetensors(const std::string& path);
+// The JSON header text of the safetensors file at `path`, read without its data section and
+// unvalidated; "" when `path` is no regular file or its header length is not plausible (past
+// the file or the 100,000,000-byte limit).
+std::string read_safetensors_header(const std::string& path);
 
 // Temp file next to `path` (<path>.tmp.<host>.<pid>.<k>, host a hash of this machine's name),
 // write, fsync, rename over `path`, fsync the directory. On failure the temp file is removed,

@@ -246,6 +246,19 @@ SafetensorsFile decode_safetensors(const uint8_t* data, size_t size, const std::
   return f;
 }
 
+std::string read_safetensors_header(const std::string& path) {
+  if (!not_regular_file_error(path).empty()) return "";  // a FIFO's open would block
+  std::ifstream in(path, std::ios::binary);
+  unsigned char len[8];
+  if (!in.read(reinterpret_cast<char*>(len), 8)) return "";
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(len[i]) << (8 * i);
+  if (n < 2 || n > kMaxHeader) return "";
+  std::string header(n, '\0');
+  if (!in.read(&header[0], static_cast<std::streamsize>(n))) return "";
+  return header;
+}
+
 SafetensorsFile read_safetensors(const std::string& path) {
   const std::string dir = not_regular_file_error(path);
   KILN_CHECK(dir.empty(), "checkpoint " << path << ": " << dir);

@@ -587,7 +587,7 @@ MUTANTS = [
      [("spec.params[j].values.empty()) continue;", "spec.params[j].values.size() < 2) continue;")],
      "the up-front check tries a value without the partner every trial has (listed alone) and refuses it"),
     ("resume-old-ckpt-unrecorded", "tuning/run.cpp",
-     [("        if (sum == from.step) from.epoch_steps = past;\n", "")],
+     [("        from.epoch_steps.assign(sized.begin(), sized.begin() + from.epoch);\n", "        {}\n")],
      "a run continued from an older checkpoint records no steps per epoch: its own checkpoints resume it inexactly"),
     ("prune-other-run-ids", "tuning/run_checkpoint.cpp",
      [("    if (!run_id.empty() && checkpoint_run_id(dir + \"/\" + n) != run_id) continue;\n", "")],

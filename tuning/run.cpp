@@ -230,13 +230,10 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
     // A checkpoint without the steps of each past epoch (an older kiln's): this run records the
     // ones its schedule was sized with, so its own checkpoints resume it as it runs.
     if (from.epoch > 0 && from.epoch_steps.empty()) {
+      // (The trainer keeps them only if they account for the checkpoint's step.)
       const std::vector<long long> sized = schedule_steps(s->train.size(), cfg.train, &from);
-      if (sized.size() >= static_cast<size_t>(from.epoch)) {
-        std::vector<long long> past(sized.begin(), sized.begin() + from.epoch);
-        long long sum = from.batch;
-        for (long long n : past) sum += n;
-        if (sum == from.step) from.epoch_steps = past;
-      }
+      if (sized.size() >= static_cast<size_t>(from.epoch))
+        from.epoch_steps.assign(sized.begin(), sized.begin() + from.epoch);
     }
   } else if (hooks.log && (cfg.checkpoint_every > 0 || cfg.checkpoint_every_steps > 0)) {
     const std::string note = existing_checkpoints_note(cfg);
