@@ -47,19 +47,29 @@ trap 'rm -rf "$TMP"' EXIT
 # md5 of a file's content, inflated when it is gzip.
 content_md5() {
   if [[ "$(head -c2 "$1" | od -An -tx1 | tr -d ' \n')" == "1f8b" ]]; then
-    gzip -dc "$1" 2>/dev/null | md5sum | cut -d' ' -f1  # a corrupt file: a wrong md5, re-fetched
+    gzip -dc "$1" 2>/dev/null | md5sum | cut -d' ' -f1  # fails on a corrupt or truncated file
   else
     md5sum "$1" | cut -d' ' -f1
   fi
 }
 
-# verified DEST MD5: DEST exists and its content has MD5.
+# verified DEST MD5: DEST exists and its content has MD5 (a corrupt DEST is re-fetched).
 verified() { [[ -f "$1" ]] && [[ "$(content_md5 "$1")" == "$2" ]]; }
+
+# no_stale_raw DIR NAME MD5: the loaders read DIR/NAME before DIR/NAME.gz, so an uncompressed
+# copy there must verify too, or the run would train on data this script never checked.
+no_stale_raw() {
+  local raw="$1/$2" got
+  [[ -e "$raw" ]] || return 0
+  got=$(content_md5 "$raw") || got="unreadable"
+  [[ "$got" == "$3" ]] ||
+    die "$raw: md5 $got, expected $3; the loaders read it before $2.gz: remove it"
+}
 
 # install_gz SRC DEST MD5: checks SRC's content, writes DEST (gzip) atomically.
 install_gz() {
   local src=$1 dest=$2 md5=$3 got
-  got=$(content_md5 "$src")
+  got=$(content_md5 "$src") || die "$src: not a valid gzip file (corrupt or truncated)"
   [[ "$got" == "$md5" ]] || die "$src: md5 $got, expected $md5 (corrupt or wrong file)"
   mkdir -p "$(dirname "$dest")" 2>/dev/null || die "$(dirname "$dest"): cannot create the directory"
   if [[ "$(head -c2 "$src" | od -An -tx1 | tr -d ' \n')" == "1f8b" ]]; then
@@ -81,6 +91,7 @@ declare -A MNIST_MD5=(
 fetch_mnist() {
   local dest="$DATA/mnist" todo=() f src_dir
   for f in "${!MNIST_MD5[@]}"; do
+    no_stale_raw "$dest" "$f" "${MNIST_MD5[$f]}"
     verified "$dest/$f.gz" "${MNIST_MD5[$f]}" || todo+=("$f")
   done
   if [[ ${#todo[@]} -eq 0 ]]; then echo "mnist: present and verified in $dest"; return; fi
@@ -120,6 +131,7 @@ FASHION_SRC=/usr/share/datasets/fashion-mnist
 fetch_fashion() {
   local dest="$DATA/fashion-mnist" todo=() f sudo=""
   for f in "${!FASHION_MD5[@]}"; do
+    no_stale_raw "$dest" "$f" "${FASHION_MD5[$f]}"
     verified "$dest/$f.gz" "${FASHION_MD5[$f]}" || todo+=("$f")
   done
   if [[ ${#todo[@]} -eq 0 ]]; then echo "fashion-mnist: present and verified in $dest"; return; fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/fetch_data.sh without the network: --mnist-dir (the test subset, so its checksums
-# fail, naming the file; the dotted names some mirrors use are found), --cifar-dir (sparse
+# fail, naming the file; the dotted names some mirrors use are found; truncated .gz files are
+# named as such), an uncompressed file beside the .gz that does not verify, --cifar-dir (sparse
 # files of the right size are linked; the Python version and the packed tarball are named as
 # such), a destination that cannot be created, and the --data-dir hint for a non-default place.
 set -u
@@ -30,6 +31,20 @@ check mnist-dotted-names 1 "^fetch_data.sh: $tmp/dots/t(rain|10k)-(images|labels
   "$fetch" --only mnist --mnist-dir "$tmp/dots" --data-dir "$tmp/d2"
 check mnist-missing 1 "^fetch_data.sh: $tmp/d1: no t(rain|10k)-(images|labels)-idx[13]-ubyte or .*\.gz$" -- \
   "$fetch" --only mnist --mnist-dir "$tmp/d1" --data-dir "$tmp/d3"
+mkdir -p "$tmp/trunc"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  head -c 200 "$sub/$f.gz" >"$tmp/trunc/$f.gz"
+done
+check mnist-truncated-gz 1 "^fetch_data.sh: $tmp/trunc/t(rain|10k)-(images|labels)-idx[13]-ubyte.gz: not a valid gzip file \(corrupt or truncated\)$" -- \
+  "$fetch" --only mnist --mnist-dir "$tmp/trunc" --data-dir "$tmp/d7"
+# An uncompressed file beside the .gz is what the loaders read first: it must verify too.
+mkdir -p "$tmp/d8/mnist" "$tmp/d8/fashion-mnist"
+printf 'stale' >"$tmp/d8/mnist/train-labels-idx1-ubyte"
+check mnist-stale-raw 1 "^fetch_data.sh: $tmp/d8/mnist/train-labels-idx1-ubyte: md5 [0-9a-f]{32}, expected a25bea736e30d166cdddb491f175f624; the loaders read it before train-labels-idx1-ubyte.gz: remove it$" -- \
+  "$fetch" --only mnist --mnist-dir "$sub" --data-dir "$tmp/d8"
+gzip -c "$sub/t10k-labels-idx1-ubyte.gz" >"$tmp/d8/fashion-mnist/t10k-labels-idx1-ubyte"
+check fashion-stale-raw 1 "^fetch_data.sh: $tmp/d8/fashion-mnist/t10k-labels-idx1-ubyte: md5 [0-9a-f]{32}, expected 15d484375f8d13e6eb1aabb0c3f46965; the loaders read it before t10k-labels-idx1-ubyte.gz: remove it$" -- \
+  "$fetch" --only fashion-mnist --data-dir "$tmp/d8"
 check cannot-create 1 '^fetch_data.sh: /dev/null/x: cannot create the directory$' -- \
   "$fetch" --only mnist --mnist-dir "$sub" --data-dir /dev/null/x
 mkdir -p "$tmp/c/cifar-10-batches-bin"
