@@ -69,7 +69,8 @@ class Layer {
   // by the layer and valid until its next forward.
   virtual Tensor forward(Context& ctx, const Tensor& x) = 0;
   // dy: [N, ...out]. Writes (overwrites) the parameter gradients and returns dx, or an
-  // undefined Tensor when need_dx is false (the first layer).
+  // undefined Tensor when need_dx is false (Model::build clears it up to and including the
+  // first layer with parameters; Model::backward stops at the first undefined gradient).
   virtual Tensor backward(Context& ctx, const Tensor& dy) = 0;
 
   virtual ReceptiveField receptive_field(ReceptiveField in) const { return in; }

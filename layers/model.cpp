@@ -66,6 +66,15 @@ std::pair<std::string, const Layer*> Model::layer_refusing_batch(int64_t n) cons
   return {"", nullptr};
 }
 
+namespace {
+bool has_params(Layer* l) {
+  if (!l->params().empty()) return true;
+  for (auto& c : l->children())
+    if (has_params(c.second)) return true;
+  return false;
+}
+}  // namespace
+
 void Model::collect(Layer* l, const std::string& prefix) {
   all_layers_.emplace_back(prefix, l);
   for (auto& p : l->params()) param_refs_.push_back({prefix + "." + p.name, &p, prefix, l->type()});
@@ -106,7 +115,12 @@ void Model::build(Device device, uint64_t seed) {
   // 1. shapes, parameters declared, receptive field
   setup_layers();
   for (auto& l : layers_) collect(l.get(), l->name());
-  layers_.front()->need_dx = false;
+  // No input gradient is needed up to and including the first layer with parameters (the mlp's
+  // Flatten and first Linear, a cnn that pools first); backward() stops there.
+  for (auto& l : layers_) {
+    l->need_dx = false;
+    if (has_params(l.get())) break;
+  }
 
   // 2. flat layout: every tensor starts on a 64-byte boundary (16 floats) for vector access
   int64_t off = 0;
@@ -221,7 +235,8 @@ Tensor Model::backward(Context& ctx, const Tensor& dlogits) {
                                               << device_name(dlogits.device()) << ", model on "
                                               << device_name(device_));
   Tensor d = dlogits;
-  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) d = (*it)->backward(ctx, d);
+  for (auto it = layers_.rbegin(); it != layers_.rend() && d.defined(); ++it)
+    d = (*it)->backward(ctx, d);
   return d;
 }
 

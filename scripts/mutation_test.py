@@ -942,6 +942,19 @@ MUTANTS = [
     ("cyclic-half-cycle-epochs-ignored", "optim/schedule.cpp",
      [("o.step_size_up > 0 ? o.step_size_up : o.step_size_up_epochs * spe;", "o.step_size_up > 0 ? o.step_size_up : 2 * spe;")],
      "--step-size-up-epochs is ignored: the cyclic half cycle stays 2 epochs (the experiments' cycles end at their peak)"),
+    # ---- session 27 (2026-12-05)
+    ("first-layer-dx-only", "layers/model.cpp",
+     [("    if (has_params(l.get())) break;", "    break;")],
+     "only the model's first layer skips its input gradient: the mlp's first Linear computes a dx Flatten throws away (until 2026-12-05)"),
+    ("linear-init-fans-swapped", "layers/linear.cpp",
+     [("weight_init(init, in, out)", "weight_init(init, out, in)")],
+     "Linear's weight initialised with fan_in and fan_out swapped (no test checked a Linear's schemes until 2026-12-05)"),
+    ("session-precision-unset", "tuning/run.cpp",
+     [("  set_precision(*s->ctx, parse_precision(s->cfg.precision));\n", "  (void)parse_precision(s->cfg.precision);\n")],
+     "--precision tf32 never reaches the session's cuBLAS handle (no test ran it on a CUDA context until 2026-12-05)"),
+    ("gemm-loops-skip-zero", "kernels/dense/dense_ref.cpp",
+     [("      T a = ta ? A[k * lda + i] : A[i * lda + k];\n", "      T a = ta ? A[k * lda + i] : A[i * lda + k];\n      if (a == T(0)) continue;\n")],
+     "the no-BLAS GEMM skips zeros in A: 0 * inf gives 0, not NaN, hiding a diverged gradient (until 2026-12-05)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -982,9 +995,9 @@ def run(cmd, timeout, env=None):
 # Mutants in code that only some CPUs run: the /proc/cpuinfo flag each needs. Without it the
 # mutated code never runs, so the mutant is skipped, not counted as a survivor.
 CPU_FLAG_NEEDED = {"dropout-ref-isa-counter": "avx2"}
-# Host-code mutants in a CUDA-only branch: a CPU build does not compile them, so they are
-# skipped there (run them with --build on an emu or CUDA build).
-NEEDS_CUDA_BUILD = {"conv-layer-fused-unmasked"}
+# Host-code mutants in a CUDA-only branch (a CPU build does not compile them) or that only a GPU
+# test can see: skipped on a CPU build (run them with --build on an emu or CUDA build).
+NEEDS_CUDA_BUILD = {"conv-layer-fused-unmasked", "session-precision-unset"}
 
 
 def cpu_flags():

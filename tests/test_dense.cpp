@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <tuple>
 
 #include "engine/context.h"
@@ -45,13 +47,29 @@ std::vector<double> linear_fwd(const std::vector<double>& x, const std::vector<d
 
 TEST(GemmRef, AllTransposeCasesMatchNaive) {
   const int M = 5, N = 7, K = 3;
-  for (int ta = 0; ta < 2; ++ta)
-    for (int tb = 0; tb < 2; ++tb) {
-      auto A = random_vec<double>(M * K, 1 + ta), B = random_vec<double>(K * N, 3 + tb);
-      std::vector<double> C(M * N, 123.0);
-      gemm_ref<double>(ta, tb, M, N, K, 1.0, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.0, C.data(), N);
-      auto want = naive_gemm(ta, tb, M, N, K, A, B);
-      for (int i = 0; i < M * N; ++i) EXPECT_NEAR(C[i], want[i], 1e-12) << "ta=" << ta << " tb=" << tb;
+  for (auto* gemm : {&gemm_ref<double>, &gemm_loops_ref<double>})
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        auto A = random_vec<double>(M * K, 1 + ta), B = random_vec<double>(K * N, 3 + tb);
+        std::vector<double> C(M * N, 123.0);
+        gemm(ta, tb, M, N, K, 1.0, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.0, C.data(), N);
+        auto want = naive_gemm(ta, tb, M, N, K, A, B);
+        for (int i = 0; i < M * N; ++i)
+          EXPECT_NEAR(C[i], want[i], 1e-12)
+              << "ta=" << ta << " tb=" << tb << (gemm == &gemm_loops_ref<double> ? " (loops)" : "");
+      }
+}
+
+// A 0 in A still multiplies B, as in BLAS, cuBLAS and torch: 0 * inf and 0 * NaN are NaN (the
+// loops once skipped zeros, hiding a diverged gradient behind a ReLU's zeros).
+TEST(GemmRef, ZeroTimesInfIsNaNAsInBlas) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  for (auto* gemm : {&gemm_ref<float>, &gemm_loops_ref<float>})
+    for (float bad : {inf, nan}) {
+      const std::vector<float> A{0, 1}, B{bad, 2};
+      float C = 7;
+      gemm(false, false, 1, 1, 2, 1.f, A.data(), 2, B.data(), 1, 0.f, &C, 1);
+      EXPECT_TRUE(std::isnan(C)) << C << (gemm == &gemm_loops_ref<float> ? " (loops)" : "");
     }
 }
 

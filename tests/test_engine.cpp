@@ -287,6 +287,50 @@ TEST(Model, FlatLayoutAlignedViewsAndStateDictNames) {
   EXPECT_EQ(sd[2].first, "3.weight");
 }
 
+// Nothing before the first layer with parameters needs an input gradient: the mlp's Flatten and
+// first Linear (its dx GEMM was a quarter of an mlp step, thrown away by Flatten) and a cnn that
+// pools first compute none, and the parameter gradients are those of a full backward.
+TEST(Model, NoInputGradientUpToTheFirstLayerWithParameters) {
+  struct Case {
+    std::string model;
+    int pool_after;
+    Shape input;
+    std::vector<bool> need_dx;  // the first layers'; every later one needs dx
+  };
+  for (const Case& c : {Case{"mlp", 4, {1, 6, 6}, {false, false, true}},
+                        Case{"cnn", 0, {1, 28, 28}, {false, false, true}}}) {
+    SCOPED_TRACE(c.model);
+    ModelOptions o;
+    o.model = c.model;
+    o.width = 7;
+    o.pool_after = c.pool_after;
+    auto grads = [&](bool full, Tensor* dx) {
+      auto m = make_model(o, c.input, 3);
+      m->build(Device::CPU, 5);
+      const auto layers = m->layers();
+      if (full) {
+        for (auto* l : layers) l->need_dx = true;
+      } else {
+        for (size_t i = 0; i < layers.size(); ++i)
+          EXPECT_EQ(layers[i]->need_dx, i < c.need_dx.size() ? bool(c.need_dx[i]) : true)
+              << "layer " << i << " " << layers[i]->describe();
+      }
+      Context ctx(Device::CPU, 1);
+      Shape xs = c.input;
+      xs.insert(xs.begin(), 2);
+      m->forward(
+          ctx, Tensor::from_vector(test::random_vec(2 * shape_numel(c.input), 3), xs, Device::CPU));
+      *dx = m->backward(ctx, Tensor::from_vector(test::random_vec(6, 4), {2, 3}, Device::CPU));
+      return m->flat_grads().to_vector();
+    };
+    Tensor dx_skip, dx_full;
+    const auto skip = grads(false, &dx_skip), full = grads(true, &dx_full);
+    EXPECT_FALSE(dx_skip.defined());
+    ASSERT_TRUE(dx_full.defined());
+    EXPECT_EQ(skip, full);
+  }
+}
+
 TEST(Model, MisuseFromCppIsAnErrorNotACrash) {
   // What a library user can get wrong (found by linking the installed library): each a kiln
   // Error naming what is wrong, not a segfault or a silent non-training run.
@@ -378,7 +422,8 @@ TEST(Model, InitSchemesFollowTorchNnInit) {
     st.std = std::sqrt(st.std / double(v.size()));
     return st;
   };
-  // Conv2d(64 -> 128, k3): fan_in 576, fan_out 1152 (PyTorch: in/out channels * kh * kw).
+  // Conv2d(64 -> 128, k3): fan_in 576, fan_out 1152 (PyTorch: in/out channels * kh * kw); and
+  // Linear(576 -> 1152), the same fans (with them swapped, every bound would move).
   const double fi = 576, fo = 1152;
   struct Want {
     const char* name;
@@ -389,24 +434,29 @@ TEST(Model, InitSchemesFollowTorchNnInit) {
                         {"kaiming_normal", 0, std::sqrt(2 / fi)},
                         {"xavier", std::sqrt(6 / (fi + fo)), std::sqrt(2 / (fi + fo))},
                         {"xavier_normal", 0, std::sqrt(2 / (fi + fo))}};
-  for (const Want& w : wants) {
-    Model m({64, 8, 8});
-    m.add(std::make_unique<Conv2d>(64, 128, 3, 1, 0, true, parse_init_scheme(w.name)));
-    m.build(Device::CPU, 7);
-    auto sd = m.state_dict();
-    ASSERT_EQ(sd[0].first, "0.weight");
-    Stats ws = stats(sd[0].second.to_vector()), bs = stats(sd[1].second.to_vector());
-    EXPECT_NEAR(ws.std, w.std, 0.03 * w.std) << w.name;
-    EXPECT_NEAR(ws.mean, 0, 0.02 * w.std) << w.name;
-    if (w.bound > 0) {
-      EXPECT_LE(ws.max_abs, w.bound * (1 + 1e-6)) << w.name;
-      EXPECT_GE(ws.max_abs, w.bound * 0.99) << w.name;
-    } else {
-      EXPECT_GT(ws.max_abs, 3 * w.std) << w.name << ": not truncated";
+  for (const Want& w : wants)
+    for (bool linear : {false, true}) {
+      SCOPED_TRACE(linear ? "Linear" : "Conv2d");
+      Model m(linear ? Shape{576} : Shape{64, 8, 8});
+      if (linear)
+        m.add(std::make_unique<Linear>(576, 1152, true, parse_init_scheme(w.name)));
+      else
+        m.add(std::make_unique<Conv2d>(64, 128, 3, 1, 0, true, parse_init_scheme(w.name)));
+      m.build(Device::CPU, 7);
+      auto sd = m.state_dict();
+      ASSERT_EQ(sd[0].first, "0.weight");
+      Stats ws = stats(sd[0].second.to_vector()), bs = stats(sd[1].second.to_vector());
+      EXPECT_NEAR(ws.std, w.std, 0.03 * w.std) << w.name;
+      EXPECT_NEAR(ws.mean, 0, 0.02 * w.std) << w.name;
+      if (w.bound > 0) {
+        EXPECT_LE(ws.max_abs, w.bound * (1 + 1e-6)) << w.name;
+        EXPECT_GE(ws.max_abs, w.bound * 0.99) << w.name;
+      } else {
+        EXPECT_GT(ws.max_abs, 3 * w.std) << w.name << ": not truncated";
+      }
+      EXPECT_LE(bs.max_abs, 1 / std::sqrt(fi) * (1 + 1e-6)) << w.name << " bias";
+      EXPECT_GT(bs.max_abs, 0.5 / std::sqrt(fi)) << w.name << " bias";
     }
-    EXPECT_LE(bs.max_abs, 1 / std::sqrt(fi) * (1 + 1e-6)) << w.name << " bias";
-    EXPECT_GT(bs.max_abs, 0.5 / std::sqrt(fi)) << w.name << " bias";
-  }
   EXPECT_THROW(parse_init_scheme("he_uniformish"), Error);
   // Keras' uniform names are the same distributions; its truncated normals are refused, naming
   // torch's (plain) one (until 2026-12-04 they quietly gave it).

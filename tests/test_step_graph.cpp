@@ -12,6 +12,7 @@
 #include "engine/error.h"
 #include "engine/precision.h"
 #include "engine/step_graph.h"
+#include "kernels/dense/dense.h"
 #include "kernels/dropout/dropout.h"
 #include "kernels/dropout/hash.h"
 #include "kernels/optim/optim_math.h"
@@ -74,18 +75,26 @@ TEST(PerfOptions, CudaSwitchesWithDeviceCpuAreUsageErrors) {
   EXPECT_EQ(usage_msg({"--device", "cpu", "--cuda-graphs", "off", "--precision", "fp32"}), "no error");
 }
 
+namespace {
+// A run of a one-hidden-layer mlp on the first train_limit images of the test subset.
+RunConfig small_mlp_run(const char* device, int64_t train_limit, int width) {
+  RunConfig c;
+  c.device = device;
+  c.data.data_dir = test::data_dir();
+  c.data.train_limit = train_limit;
+  c.model.model = "mlp";
+  c.model.width = width;
+  c.model.depth = 1;
+  return c;
+}
+}  // namespace
+
 // --device auto on a machine without a GPU: the CUDA switches are ignored and the run is the
 // ordinary CPU run, step for step.
 TEST(PerfOptions, AutoDeviceWithoutGpuIgnoresCudaSwitches) {
   if (cuda_available()) GTEST_SKIP() << "a GPU answers: auto means cuda here";
   auto weights = [](bool graphs) {
-    RunConfig c;
-    c.device = "auto";
-    c.data.data_dir = test::data_dir();
-    c.data.train_limit = 200;
-    c.model.model = "mlp";
-    c.model.width = 16;
-    c.model.depth = 1;
+    RunConfig c = small_mlp_run("auto", 200, 16);
     c.train.batch_size = 64;
     c.train.progress = 0;
     c.train.cuda_graphs = graphs;
@@ -370,4 +379,25 @@ TEST(StepGraphGpu, FailedCaptureRethrowsAndLeavesTheStreamUsable) {
   EXPECT_EQ(graph.captures(), 1);
   EXPECT_EQ(graph.replays(), 1);
   EXPECT_EQ(a->flat_params().to_vector(), b->flat_params().to_vector());
+}
+
+// --precision reaches the session's cuBLAS handle: a product of 1 + 2^-12 (below TF32's 10-bit
+// mantissa) and 1 rounds to 1 under tf32 and stays exact under fp32 (nothing tested that
+// make_session sets the mode: dropping the call, or swapping the modes, passed every test).
+TEST(PrecisionGpu, SessionCublasHandleRoundsAsAsked) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (const char* p : {"fp32", "tf32", "fp32"}) {
+    RunConfig c = small_mlp_run("cuda", 64, 8);
+    c.precision = p;
+    auto s = make_session(c);
+    const float a = 1.0f + 1.0f / 4096;
+    Tensor A = Tensor::from_vector({a}, {1, 1}, Device::CUDA);
+    Tensor B = Tensor::from_vector({1.0f}, {1, 1}, Device::CUDA);
+    Tensor C = test::poisoned({1, 1}, Device::CUDA);
+#ifdef KILN_WITH_CUDA
+    gemm_cuda(s->ctx->cublas(), false, false, 1, 1, 1, 1.f, A.data(), 1, B.data(), 1, 0.f, C.data(),
+              1);
+#endif
+    EXPECT_EQ(C.to_vector()[0], std::string(p) == "tf32" ? 1.0f : a) << p;
+  }
 }

@@ -13,10 +13,15 @@ namespace kiln {
 template <typename T>
 void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
               int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
-// The same, with C cut into blocks along its longer side that threads take (engine/parallel.h),
-// each block one gemm_ref. The cut depends on the shape only, never on the thread count, so the
-// result is the same bits on any count. For one large product (the Linear layer's); a GEMM
-// inside a parallel loop (a conv's, per image) should stay one gemm_ref.
+// What gemm_ref runs in a build without CBLAS (KILN_BLAS=OFF): plain loops, declared here so
+// every build tests them. Like BLAS, a 0 in A still multiplies B (0 * inf is NaN).
+template <typename T>
+void gemm_loops_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+                    const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+// The same as gemm_ref, with C cut into blocks along its longer side that threads take
+// (engine/parallel.h), each block one gemm_ref. The cut depends on the shape only, never on the
+// thread count, so the result is the same bits on any count. For one large product (the Linear
+// layer's); a GEMM inside a parallel loop (a conv's, per image) should stay one gemm_ref.
 template <typename T>
 void gemm_ref_blocks(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
                      const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);

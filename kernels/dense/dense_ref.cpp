@@ -29,16 +29,15 @@ std::string cpu_gemm_description() {
 #endif
 }
 
-namespace {
 template <typename T>
-void gemm_loops(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-                const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+void gemm_loops_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
   std::vector<T> row(static_cast<size_t>(N));
   for (int64_t i = 0; i < M; ++i) {
     std::fill(row.begin(), row.end(), T(0));
     for (int64_t k = 0; k < K; ++k) {
       T a = ta ? A[k * lda + i] : A[i * lda + k];
-      if (a == T(0)) continue;
       if (tb) {
         for (int64_t j = 0; j < N; ++j) row[j] += a * B[j * ldb + k];
       } else {
@@ -50,7 +49,6 @@ void gemm_loops(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, cons
     for (int64_t j = 0; j < N; ++j) c[j] = alpha * row[j] + (beta == T(0) ? T(0) : beta * c[j]);
   }
 }
-}  // namespace
 
 template <typename T>
 void gemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
@@ -72,7 +70,7 @@ void gemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const 
     cblas_dgemm(CblasRowMajor, opa, opb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 #else
-  gemm_loops(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  gemm_loops_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }
 
@@ -147,6 +145,8 @@ void bias_grad_ref(const T* dy, T* db, int64_t rows, int64_t cols) {
 #define KILN_INSTANTIATE(T)                                                                        \
   template void gemm_ref<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, \
                             int64_t, T, T*, int64_t);                                              \
+  template void gemm_loops_ref<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,     \
+                                  const T*, int64_t, T, T*, int64_t);                              \
   template void gemm_ref_blocks<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,    \
                                    const T*, int64_t, T, T*, int64_t);                             \
   template void bias_add_ref<T>(T*, const T*, int64_t, int64_t);                                   \
