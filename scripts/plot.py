@@ -511,14 +511,34 @@ def curves_axes(axes, runs, cap, xs, lr_title_text):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         if xs and max(xs) - min(xs) < 1:  # one epoch: not a 0.96..1.04 axis
             ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
-    axes[0].set_yscale("log")
+    # Log scale only over positive data: a run that diverged in epoch 1 without --log-every draws
+    # only its x (at the edge, in axes coordinates), and a log axis with nothing on it stops
+    # tight_layout ("Data has no positive values").
+    log_loss = has_positive(axes[0])
+    if log_loss:
+        axes[0].set_yscale("log")
+    else:
+        axes[0].set_ylabel("loss")
+        axes[0].set_yticks([])
     if cap:
         lo = min([v for run in runs for v in run_losses(run) if math.isfinite(v) and v > 0] + [cap])
         axes[0].set_ylim(lo / 1.5, cap)
         axes[0].set_title(f"loss (above {cap:.3g}: triangle at the top)", fontsize=10)
-    if any(line.get_xydata().size for line in axes[2].get_lines()):
+    if not any(line.get_transform() == axes[1].transData for line in axes[1].get_lines()):
+        axes[1].set_ylim(0, 1)  # nothing but the x: not -0.05..0.05
+    if has_positive(axes[2]):
         axes[2].set_yscale("log")
-    plain_log_labels(axes[0])
+    else:
+        axes[2].set_ylabel("learning rate")
+    if log_loss:
+        plain_log_labels(axes[0])
+
+
+def has_positive(ax):
+    """Whether a line drawn in data coordinates has a finite y > 0 (a log axis can show it)."""
+    return any(line.get_transform() == ax.transData and
+               any(math.isfinite(y) and y > 0 for y in map(float, line.get_ydata()))
+               for line in ax.get_lines())
 
 
 def plain_log_labels(ax):

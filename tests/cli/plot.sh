@@ -143,6 +143,10 @@ printf '{"type":"epoch","epoch":3,"train_lo' >> torn.jsonl
 check div.png
 grep -q "torn.jsonl: 1 unreadable line" err.txt || { echo "FAIL: no note on the torn JSONL line"; cat err.txt; exit 1; }
 ! grep -q "no epoch records\|no records" err.txt || { echo "FAIL: a diverged run was dropped"; cat err.txt; exit 1; }
+# On its own, a run that diverged in epoch 1 without --log-every has no loss to draw, only its x:
+# a linear axis, not a log one with no positive data (tight_layout raised; no PNG until 2026-12-05).
+"$py" "$plot" curves d0.jsonl -o d0.png 2> err.txt || { echo "FAIL: curves of a run with no loss to draw"; cat err.txt; exit 1; }
+check d0.png
 # An empty or foreign file is an error naming it (exit 1), not blank axes.
 : > empty.jsonl
 echo "not json" > junk.jsonl
