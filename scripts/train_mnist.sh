@@ -3,7 +3,7 @@
 # the result. Extra arguments go to train_mnist (e.g. --model mlp --epochs 1 --device cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install_deps.sh --data
+scripts/install_deps.sh --train --data  # not the tests' extras (PyTorch, clang, ...)
 preset=cpu
 if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1; then preset=cuda; fi
 preset=${KILN_PRESET:-$preset}
