@@ -18,8 +18,13 @@ for a in "$@"; do
     *) echo "usage: scripts/install_deps.sh [--train] [--data]" >&2; exit 2 ;;
   esac
 done
+# CMakeLists.txt needs CMake 3.25 (and CMakePresets.json's version 6): Debian 12 and Ubuntu 24.04
+# have it, Ubuntu 22.04's apt has 3.22. A newer one from elsewhere (pip, Kitware) is as good.
+cmake_version() { { cmake --version 2>/dev/null || true; } | sed -n '1s/^cmake version \([0-9][0-9.]*\).*/\1/p'; }
+cmake_ok() { printf '3.25\n%s\n' "$(cmake_version)" | sort -V -C; }
 # libgtest-dev too: the presets configure the tests (find_package(GTest REQUIRED)).
-pkgs=(cmake ninja-build g++ pkg-config libgtest-dev libopenblas-dev libyaml-cpp-dev zlib1g-dev)
+pkgs=(ninja-build g++ pkg-config libgtest-dev libopenblas-dev libyaml-cpp-dev zlib1g-dev)
+cmake_ok || pkgs=(cmake "${pkgs[@]}")
 [ "$train" = 1 ] || pkgs+=(libbenchmark-dev python3 python3-matplotlib clang locales strace)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -50,4 +55,9 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#optional[@]} -gt 0 ]; then
     echo "install_deps: installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+fi
+if ! cmake_ok; then
+  v=$(cmake_version)
+  echo "install_deps: found CMake ${v:-none}, kiln needs 3.25 or newer (Debian 12 and Ubuntu 24.04 have it): pip install cmake, or use Kitware's apt repository (apt.kitware.com)" >&2
+  exit 1
 fi
