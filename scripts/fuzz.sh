@@ -8,6 +8,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 command -v clang++ > /dev/null || { echo "fuzz.sh: clang++ not found (apt-get install clang)"; exit 1; }
+# libFuzzer and the sanitizer runtimes are clang's libclang-rt-dev, a Recommends that an image
+# without recommends leaves out (install_deps.sh installs it where apt offers it): without them
+# there is nothing to fuzz with, a skip (exit 0: test.sh goes on), not a configure or link error.
+probe=$(mktemp -d)
+trap 'rm -rf "$probe"' EXIT
+printf '%s\n' '#include <cstddef>' '#include <cstdint>' \
+  'extern "C" int LLVMFuzzerTestOneInput(const uint8_t*, size_t) { return 0; }' > "$probe/t.cpp"
+if ! clang++ -fsanitize=fuzzer,address,undefined "$probe/t.cpp" -o "$probe/t" 2> "$probe/err"; then
+  echo "fuzz.sh: skipped: clang++ cannot link a libFuzzer target (-fsanitize=fuzzer,address,undefined:" \
+    "$(grep -m1 -iE 'cannot find|error' "$probe/err" || head -1 "$probe/err")); apt-get install libclang-rt-dev (or libclang-rt-N-dev for clang N)"
+  exit 0
+fi
 build=${KILN_FUZZ_BUILD:-build-fuzz}
 gen=()
 command -v ninja > /dev/null && gen=(-G Ninja)

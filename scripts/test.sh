@@ -12,7 +12,8 @@
 #      order, once in reverse (a missing barrier changes results), with the emulator's own tests
 #      and the benchmarks' smoke run; and the kill-and-resume test on the CUDA path. The CPU
 #      tests ran under the same sanitizers in step 2;
-#   4. a short libFuzzer run of each fuzz target (KILN_FUZZ_SECONDS, default 10) when present.
+#   4. a short libFuzzer run of each fuzz target (KILN_FUZZ_SECONDS, default 10) when present
+#      (fuzz.sh skips where clang cannot link one: no libFuzzer runtime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
