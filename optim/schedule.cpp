@@ -483,6 +483,12 @@ std::vector<std::string> ScheduleOptions::ignored(const ScheduleOptions& d) cons
       {"--schedule-file", file != d.file, {"manual"}},
   };
   std::vector<std::string> out;
+  // The momentum range is read only while the momentum cycles.
+  if ((name == "cyclic" || name == "one-cycle") && !cycle_momentum &&
+      (!eq(base_momentum, d.base_momentum) || !eq(max_momentum, d.max_momentum)))
+    out.push_back(
+        "--base-momentum/--max-momentum are ignored with --no-cycle-momentum (they are "
+        "the range the momentum cycles over)");
   for (const Use& u : uses) {
     if (!u.set) continue;
     bool read = false;

@@ -259,6 +259,75 @@ TEST(Model, ExponentialScheduleWithoutGammaIsNoted) {
   EXPECT_EQ(notes_of(c).find("--gamma was not given"), std::string::npos) << notes_of(c);
 }
 
+// Options a schedule overrides are said, not silently dropped: adam's --beta1 under a cycling
+// momentum (the apps' default one-cycle; a sweep over beta1 gave identical trials), --lr beside
+// one-cycle's --max-lr or cyclic's --base-lr, the momentum range with --no-cycle-momentum, and
+// sgd's --dampening without a momentum. Each is quiet where the option is read.
+TEST(Model, OptionsTheScheduleOverridesAreNoted) {
+  auto notes_of = [](const RunConfig& c) {
+    std::string s;
+    for (const auto& n : option_notes(c, RunConfig{})) s += n + "\n";
+    return s;
+  };
+  auto has = [&](const RunConfig& c, const std::string& what) {
+    return notes_of(c).find(what) != std::string::npos;
+  };
+  RunConfig c;
+  c.optim.name = "adam";
+  c.sched.name = "one-cycle";
+  c.optim.beta1 = 0.5f;
+  EXPECT_TRUE(has(c,
+                  "--beta1 0.5 is ignored: --schedule one-cycle cycles adam's beta1 between 0.85 "
+                  "and 0.95 (as torch's OneCycleLR does); --no-cycle-momentum keeps --beta1"))
+      << notes_of(c);
+  c.sched.name = "cyclic";
+  c.optim.name = "adamw";
+  EXPECT_TRUE(has(c, "cycles adamw's beta1 between 0.8 and 0.9 (as torch's CyclicLR"))
+      << notes_of(c);
+  c.sched.cycle_momentum = false;
+  EXPECT_FALSE(has(c, "--beta1")) << notes_of(c);
+  c.sched.cycle_momentum = true;
+  c.sched.max_momentum = 0.97f;  // a range given: the user knows the momentum cycles
+  EXPECT_FALSE(has(c, "--beta1")) << notes_of(c);
+  c = RunConfig{};
+  c.optim.name = "adam";
+  c.sched.name = "constant";
+  c.optim.beta1 = 0.5f;
+  EXPECT_FALSE(has(c, "--beta1")) << notes_of(c);
+
+  c = RunConfig{};
+  c.optim.lr = 0.5f;
+  c.sched.name = "one-cycle";
+  EXPECT_FALSE(has(c, "--lr is ignored")) << notes_of(c);
+  c.sched.max_lr = 0.003f;
+  EXPECT_TRUE(has(c, "--lr is ignored by --schedule one-cycle with --max-lr")) << notes_of(c);
+  c.sched.name = "cyclic";
+  EXPECT_FALSE(has(c, "--lr is ignored")) << notes_of(c) << " (cyclic's base is --lr)";
+  c.sched.base_lr = 0.001f;
+  EXPECT_TRUE(has(c, "--lr is ignored by --schedule cyclic with --base-lr")) << notes_of(c);
+
+  c = RunConfig{};
+  c.sched.name = "one-cycle";
+  c.sched.cycle_momentum = false;
+  c.sched.max_momentum = 0.99f;
+  EXPECT_TRUE(has(c, "--base-momentum/--max-momentum are ignored with --no-cycle-momentum"))
+      << notes_of(c);
+  c.sched.cycle_momentum = true;
+  EXPECT_FALSE(has(c, "ignored with --no-cycle-momentum")) << notes_of(c);
+
+  c = RunConfig{};
+  c.optim.name = "sgd";
+  c.sched.name = "constant";
+  c.optim.dampening = 0.5f;
+  EXPECT_TRUE(has(c, "--dampening 0.5 is ignored: sgd's momentum is 0 (--momentum sets it)"))
+      << notes_of(c);
+  c.optim.momentum = 0.9f;
+  EXPECT_FALSE(has(c, "--dampening")) << notes_of(c);
+  c.optim.momentum = 0;
+  c.sched.name = "one-cycle";  // the schedule's momentum is dampened
+  EXPECT_FALSE(has(c, "--dampening")) << notes_of(c);
+}
+
 TEST(Model, FlatLayoutAlignedViewsAndStateDictNames) {
   ModelOptions o;
   o.model = "mlp";

@@ -84,6 +84,33 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
     os << "; --no-cycle-momentum keeps --momentum, --schedule constant keeps --lr";
     notes.push_back(os.str());
   }
+  // The same cycle is Adam's beta1 (torch's OneCycleLR sets betas[0]): a --beta1 changes nothing.
+  const bool adam = cfg.optim.name == "adam" || cfg.optim.name == "adamw";
+  if (cycles && !asked && adam && cfg.optim.beta1 != defaults.optim.beta1) {
+    const ScheduleOptions r = sc.resolved();
+    std::ostringstream os;
+    os << "--beta1 " << cfg.optim.beta1 << " is ignored: --schedule " << sc.name << " cycles "
+       << cfg.optim.name << "'s beta1 between " << r.base_momentum << " and " << r.max_momentum
+       << " (as torch's " << (sc.name == "cyclic" ? "CyclicLR" : "OneCycleLR")
+       << " does); --no-cycle-momentum keeps --beta1";
+    notes.push_back(os.str());
+  }
+  // sgd without momentum has nothing to dampen, unless a cycling schedule supplies a momentum.
+  if (cfg.optim.name == "sgd" && cfg.optim.momentum == 0 && !cycles &&
+      cfg.optim.dampening != defaults.optim.dampening) {
+    std::ostringstream os;
+    os << "--dampening " << cfg.optim.dampening
+       << " is ignored: sgd's momentum is 0 (--momentum sets it)";
+    notes.push_back(os.str());
+  }
+  // The schedule's own lr range replaces --lr.
+  if (cfg.optim.lr != defaults.optim.lr &&
+      ((sc.name == "one-cycle" && sc.max_lr > 0) || (sc.name == "cyclic" && sc.base_lr > 0)))
+    notes.push_back(sc.name == "one-cycle"
+                        ? "--lr is ignored by --schedule one-cycle with --max-lr (the cycle peaks "
+                          "at --max-lr and starts at --max-lr / --div-factor)"
+                        : "--lr is ignored by --schedule cyclic with --base-lr (the cycle runs "
+                          "from --base-lr to --max-lr)");
   // --gamma left at its default (0.1, StepLR's): torch's ExponentialLR and Keras'
   // ExponentialDecay take the factor explicitly, and 0.1 per step ends training in a few steps.
   if ((sc.name == "exponential" || sc.name == "exponential-step") && std::isnan(sc.gamma)) {
