@@ -574,6 +574,28 @@ TEST(TrainerCpu, OneCycleSpansTheStepsOfABatchSchedule) {
   EXPECT_NEAR(r.epochs[1].lr, 0.003 / 25 / 1e4, 1e-10);
 }
 
+// --scale-lr: each epoch's lr is the schedule's times its batch over the first epoch's (the linear
+// scaling rule); without it the batch schedule leaves the lr alone. (Only the PyTorch parity
+// recipe, which skips without torch, trained with it until 2026-12-05.)
+TEST(TrainerCpu, ScaleLrScalesEachEpochByItsBatchOverTheFirst) {
+  for (bool scale : {true, false}) {
+    RunConfig c = small_mlp();
+    c.data.train_limit = 256;
+    c.data.test_limit = 100;
+    c.optim.lr = 0.01f;
+    c.sched.name = "constant";
+    c.train.epochs = 3;
+    c.train.batch_schedule = "0:64,1:32,2:128";
+    c.train.scale_lr_with_batch = scale;
+    RunResult r = run_training(c, {});
+    ASSERT_EQ(r.epochs.size(), 3u);
+    EXPECT_EQ(r.epochs[2].step, 4 + 8 + 2);
+    EXPECT_FLOAT_EQ(r.epochs[0].lr, 0.01f) << "scale " << scale;
+    EXPECT_FLOAT_EQ(r.epochs[1].lr, scale ? 0.005f : 0.01f) << "scale " << scale;
+    EXPECT_FLOAT_EQ(r.epochs[2].lr, scale ? 0.02f : 0.01f) << "scale " << scale;
+  }
+}
+
 TEST(EarlyStop, KerasImprovementRuleWithMinDelta) {
   // mode min, min_delta 0.1: an improvement must beat the best by more than 0.1.
   EarlyStopState s;
