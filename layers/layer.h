@@ -82,7 +82,8 @@ class Layer {
   // to its own output, and to mask dy by (its output > 0) in backward. Returns whether it did;
   // the ReLU layer then becomes a pass-through. Called after setup, before bind.
   virtual bool fuse_relu() { return false; }
-  // Nested layers (residual blocks); their parameters are named "<child>.<param>".
+  // Nested layers, for a composite layer (none of kiln's layers has any yet: no residual block
+  // exists); their parameters are named "<child>.<param>".
   virtual std::vector<std::pair<std::string, Layer*>> children() { return {}; }
   // Non-trainable state saved in checkpoints under PyTorch's names (running_mean, ...).
   virtual std::vector<std::pair<std::string, Tensor>> buffers() { return {}; }

@@ -11,7 +11,7 @@ namespace kiln {
 
 // One parameter tensor as the optimizer and checkpoints see it.
 struct ParamRef {
-  std::string name;  // full state_dict name: "0.weight", "3.body.1.bias"
+  std::string name;  // full state_dict name: "0.weight"; a nested layer's "3.body.1.bias"
   Param* param;
   std::string layer; // layer name ("0") and type, for diagnostics
   std::string layer_type;
