@@ -6,7 +6,12 @@
 // strided batched GEMM). Shapes are the real conv layers of make_cnn (1x28x28) and make_cifar
 // (3x32x32) at batch 128 and 512 (8 on the CUDA emulator, whose runs only check that the cases
 // run and report). Counters: GFLOP/s (2 FLOPs per multiply-add) and, on kiln
-// rows, kiln/cuDNN (mean time ratio over 20 cold runs; < 1 means kiln is faster).
+// rows, kiln/cuDNN (median time ratio over 20 cold runs; < 1 means kiln is faster).
+// Bias: kiln adds it in the forward kernel's epilogue and sums its gradient in the
+// backward-filter kernel; the cuDNN rows add it with cudnnAddTensor and sum it with
+// cudnnConvolutionBackwardBias, separate passes over y and dy (as PyTorch's cuDNN path does), and
+// the cuBLAS 1x1 rows have none: kiln/cuDNN includes what that fusion saves, kiln/cuBLAS counts
+// kiln's bias against it.
 // Fused ReLU (--fuse on): kiln_relu_separate is the unfused layer pair (conv, then the ReLU
 // kernels' forward/backward passes), kiln_relu_fused the conv kernel with the ReLU in the
 // epilogue (backward: the same passes as separate, as Conv2d runs it); fused rows report
@@ -19,6 +24,7 @@
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
@@ -222,13 +228,14 @@ std::function<void()> cublas_fn(Case& c, Op op) {
 
 constexpr int kRatioReps = bench::kOnEmulator ? 2 : 20;
 
-// Mean milliseconds over `reps` cold runs (L2 flushed before each), for the ratio counter.
-double mean_ms(const std::function<void()>& fn, int reps = kRatioReps) {
+// Median milliseconds over `reps` cold runs (L2 flushed before each), for the ratio counters
+// (the mean until 2026-12-05: one slow run moved a ratio).
+double median_ms(const std::function<void()>& fn, int reps = kRatioReps) {
   cudaEvent_t a, b;
   KILN_CUDA_CHECK(cudaEventCreate(&a));
   KILN_CUDA_CHECK(cudaEventCreate(&b));
   fn();
-  double total = 0;
+  std::vector<double> runs;
   for (int i = 0; i < reps; ++i) {
     bench::flush_l2();
     KILN_CUDA_CHECK(cudaEventRecord(a, nullptr));
@@ -237,11 +244,13 @@ double mean_ms(const std::function<void()>& fn, int reps = kRatioReps) {
     KILN_CUDA_CHECK(cudaEventSynchronize(b));
     float ms = 0;
     KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    total += ms;
+    runs.push_back(ms);
   }
   cudaEventDestroy(a);
   cudaEventDestroy(b);
-  return total / reps;
+  std::sort(runs.begin(), runs.end());
+  const size_t m = runs.size() / 2;
+  return runs.size() % 2 ? runs[m] : (runs[m - 1] + runs[m]) / 2;
 }
 
 void run(benchmark::State& state, ConvShape s, Op op, Impl impl) {
@@ -260,7 +269,7 @@ void run(benchmark::State& state, ConvShape s, Op op, Impl impl) {
   bench::time_cuda(state, nullptr, fn);
   bench::set_flops(state, 2.0 * s.macs() * (op == Op::Step ? 3 : 1));
 #ifdef KILN_HAVE_CUDNN
-  if (impl == Impl::Kiln) state.counters["kiln/cuDNN"] = mean_ms(fn) / mean_ms(cudnn_fn(c, op));
+  if (impl == Impl::Kiln) state.counters["kiln/cuDNN"] = median_ms(fn) / median_ms(cudnn_fn(c, op));
   if (impl == Impl::Cudnn) {  // 0: the fastest algorithm is not deterministic (kiln's are)
     const cudnn_conv::Conv& d = *c.cudnn;
     auto runs = [op](Op part) { return op == part || op == Op::Step; };  // Step runs all three
@@ -271,11 +280,12 @@ void run(benchmark::State& state, ConvShape s, Op op, Impl impl) {
   }
 #endif
   if (impl == Impl::Kiln && s.is_1x1() && (op == Op::Fwd || op == Op::BwdData))
-    state.counters["kiln/cuBLAS"] = mean_ms(fn) / mean_ms(cublas_fn(c, op));
+    state.counters["kiln/cuBLAS"] = median_ms(fn) / median_ms(cublas_fn(c, op));
   if (impl == Impl::KilnReluFused)
-    state.counters["fused/separate"] = mean_ms(fn) / mean_ms(relu_fn(c, op, false));
+    state.counters["fused/separate"] = median_ms(fn) / median_ms(relu_fn(c, op, false));
   if (impl == Impl::Kiln) {
-    state.counters["tiles_auto/small"] = mean_ms(fn) / mean_ms(tiles_fn(c, op, ConvTiles::kSmall));
+    state.counters["tiles_auto/small"] =
+        median_ms(fn) / median_ms(tiles_fn(c, op, ConvTiles::kSmall));
     state.SetLabel(conv_tile_plan(s));
   }
 }

@@ -117,9 +117,13 @@ void Model::build(Device device, uint64_t seed) {
   for (auto& l : layers_) collect(l.get(), l->name());
   // No input gradient is needed up to and including the first layer with parameters (the mlp's
   // Flatten and first Linear, a cnn that pools first); backward() stops there.
-  for (auto& l : layers_) {
-    l->need_dx = false;
-    if (has_params(l.get())) break;
+  first_trained_ = layers_.size();
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i]->need_dx = false;
+    if (has_params(layers_[i].get())) {
+      first_trained_ = i;
+      break;
+    }
   }
 
   // 2. flat layout: every tensor starts on a 64-byte boundary (16 floats) for vector access
@@ -235,8 +239,18 @@ Tensor Model::backward(Context& ctx, const Tensor& dlogits) {
                                               << device_name(dlogits.device()) << ", model on "
                                               << device_name(device_));
   Tensor d = dlogits;
-  for (auto it = layers_.rbegin(); it != layers_.rend() && d.defined(); ++it)
-    d = (*it)->backward(ctx, d);
+  for (size_t i = layers_.size(); i-- > 0;) {
+    if (!d.defined()) {
+      // Nothing below needs a gradient, unless a layer with parameters is still to come.
+      KILN_CHECK(i < first_trained_,
+                 "model backward: layer "
+                     << layers_[i + 1]->name() << " (" << layers_[i + 1]->describe()
+                     << ") computes no input gradient (need_dx is false), but layer "
+                     << layers_[first_trained_]->name() << " before it has parameters");
+      break;
+    }
+    d = layers_[i]->backward(ctx, d);
+  }
   return d;
 }
 

@@ -51,7 +51,11 @@ class Model {
   Tensor forward(Context& ctx, const Tensor& x);
   // Back-propagates d(loss)/d(output) of the last forward (same shape) and writes the parameter
   // gradients into flat_grads(): they are overwritten, not accumulated as torch's .grad is.
-  // Returns d(loss)/d(input).
+  // Layers before the first with parameters are not run, and that one computes no input
+  // gradient (build() clears need_dx up to it): the result is an undefined Tensor. For
+  // d(loss)/d(input), set need_dx on each of those layers. A layer after the first with
+  // parameters whose need_dx is cleared is an error (the layers before it would keep the last
+  // step's gradients).
   Tensor backward(Context& ctx, const Tensor& dlogits);
 
   void train(Context& ctx) { ctx.training = true; }
@@ -94,6 +98,7 @@ class Model {
   int64_t last_batch_ = -1;  // the batch of the last forward (-1: none yet)
   bool fusion_ = false;
   int fused_layers_ = 0;
+  size_t first_trained_ = 0;  // the first layer with parameters (layers_.size(): none has any)
 };
 
 }  // namespace kiln

@@ -944,7 +944,7 @@ MUTANTS = [
      "--step-size-up-epochs is ignored: the cyclic half cycle stays 2 epochs (the experiments' cycles end at their peak)"),
     # ---- session 27 (2026-12-05)
     ("first-layer-dx-only", "layers/model.cpp",
-     [("    if (has_params(l.get())) break;", "    break;")],
+     [("    if (has_params(layers_[i].get())) {", "    if (true) {")],
      "only the model's first layer skips its input gradient: the mlp's first Linear computes a dx Flatten throws away (until 2026-12-05)"),
     ("linear-init-ignored", "layers/linear.cpp",
      [("weight_init(init, in, out)", "weight_init(InitScheme::Default, in, out)")],
@@ -968,6 +968,9 @@ MUTANTS = [
     ("session-precision-unset", "tuning/run.cpp",
      [("  set_precision(*s->ctx, parse_precision(s->cfg.precision));\n", "  (void)parse_precision(s->cfg.precision);\n")],
      "--precision tf32 never reaches the session's cuBLAS handle (no test ran it on a CUDA context until 2026-12-05)"),
+    ("backward-past-cleared-dx", "layers/model.cpp",
+     [("      KILN_CHECK(i < first_trained_,", "      KILN_CHECK(true,")],
+     "a layer's need_dx cleared after the first with parameters: the layers before it train on the last step's gradients, silently (until 2026-12-05)"),
     ("gemm-loops-skip-zero", "kernels/dense/dense_ref.cpp",
      [("      T a = ta ? A[k * lda + i] : A[i * lda + k];\n", "      T a = ta ? A[k * lda + i] : A[i * lda + k];\n      if (a == T(0)) continue;\n")],
      "the no-BLAS GEMM skips zeros in A: 0 * inf gives 0, not NaN, hiding a diverged gradient (until 2026-12-05)"),

@@ -396,8 +396,31 @@ TEST(Model, NoInputGradientUpToTheFirstLayerWithParameters) {
     const auto skip = grads(false, &dx_skip), full = grads(true, &dx_full);
     EXPECT_FALSE(dx_skip.defined());
     ASSERT_TRUE(dx_full.defined());
+    Shape xs = c.input;
+    xs.insert(xs.begin(), 2);
+    EXPECT_EQ(dx_full.shape(), xs);
     EXPECT_EQ(skip, full);
   }
+  // A cleared need_dx after the first layer with parameters would leave the layers before it
+  // with the last step's gradients: an error naming the layer (it ran on silently, or crashed).
+  ModelOptions o;
+  o.model = "mlp";
+  o.width = 7;
+  auto m = make_model(o, {1, 6, 6}, 3);
+  m->build(Device::CPU, 5);
+  m->layers()[3]->need_dx = false;  // the second Linear
+  Context ctx(Device::CPU, 1);
+  m->forward(ctx, Tensor::from_vector(test::random_vec(72, 3), {2, 1, 6, 6}, Device::CPU));
+  std::string msg = "no error";
+  try {
+    m->backward(ctx, Tensor::from_vector(test::random_vec(6, 4), {2, 3}, Device::CPU));
+  } catch (const Error& e) {
+    msg = e.message();
+  }
+  EXPECT_NE(msg.find("model backward: layer 3 (Linear(7 -> 7)) computes no input gradient "
+                     "(need_dx is false), but layer 1 before it has parameters"),
+            std::string::npos)
+      << msg;
 }
 
 TEST(Model, MisuseFromCppIsAnErrorNotACrash) {
