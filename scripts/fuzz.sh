@@ -15,7 +15,11 @@ probe=$(mktemp -d)
 trap 'rm -rf "$probe"' EXIT
 printf '%s\n' '#include <cstddef>' '#include <cstdint>' \
   'extern "C" int LLVMFuzzerTestOneInput(const uint8_t*, size_t) { return 0; }' > "$probe/t.cpp"
-if ! clang++ -fsanitize=fuzzer,address,undefined "$probe/t.cpp" -o "$probe/t" 2> "$probe/err"; then
+# A compile that fails is clang's own problem (no C++ headers for the GCC it picked): an error,
+# not a skip; only the link can lack the runtime.
+clang++ -fsanitize=fuzzer,address,undefined -c "$probe/t.cpp" -o "$probe/t.o" 2> "$probe/err" ||
+  { echo "fuzz.sh: clang++ cannot compile a fuzz target: $(grep -m1 -i 'error' "$probe/err" || head -1 "$probe/err")"; exit 1; }
+if ! clang++ -fsanitize=fuzzer,address,undefined "$probe/t.o" -o "$probe/t" 2> "$probe/err"; then
   echo "fuzz.sh: skipped: clang++ cannot link a libFuzzer target (-fsanitize=fuzzer,address,undefined:" \
     "$(grep -m1 -iE 'cannot find|error' "$probe/err" || head -1 "$probe/err")); apt-get install libclang-rt-dev (or libclang-rt-N-dev for clang N)"
   exit 0

@@ -953,7 +953,7 @@ MUTANTS = [
      [("  p.ox = static_cast<int>(((h >> 24) & 0xFFFFFFu) % span);", "  p.ox = p.oy;")],
      "the random crop's two offsets are one: 9 diagonal crops of 81 (every crop test re-derived its offsets from augment_params until 2026-12-05)"),
     ("adam-beta1-cycle-unsaid", "tuning/run.cpp",
-     [("  if (cycles && !asked && adam && cfg.optim.beta1 != defaults.optim.beta1) {", "  if (false) {")],
+     [("  if (cycles && adam && cfg.optim.beta1 != defaults.optim.beta1) {", "  if (false) {")],
      "--beta1 under the default one-cycle changes nothing, unsaid (a sweep over beta1 ran identical trials; until 2026-12-05)"),
     ("lr-beside-max-lr-unsaid", "tuning/run.cpp",
      [("      ((sc.name == \"one-cycle\" && sc.max_lr > 0) || (sc.name == \"cyclic\" && sc.base_lr > 0)))",

@@ -5,6 +5,7 @@
 // training runs with graphs on and off from one seed giving the same weights.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <stdexcept>
@@ -381,23 +382,28 @@ TEST(StepGraphGpu, FailedCaptureRethrowsAndLeavesTheStreamUsable) {
   EXPECT_EQ(a->flat_params().to_vector(), b->flat_params().to_vector());
 }
 
-// --precision reaches the session's cuBLAS handle: a product of 1 + 2^-12 (below TF32's 10-bit
-// mantissa) and 1 rounds to 1 under tf32 and stays exact under fp32 (nothing tested that
-// make_session sets the mode: dropping the call, or swapping the modes, passed every test).
+// --precision reaches the session's cuBLAS handle: a 128 x 128 x 128 product of 1 + 2^-12 (below
+// TF32's 10-bit mantissa) and 1 gives 128 under tf32 and exactly 128 (1 + 2^-12) under fp32
+// (nothing tested that make_session sets the mode: dropping the call, or swapping the modes,
+// passed every test). The size is one cuBLAS runs on tensor cores where TF32 is allowed (a
+// 1 x 1 product may take a kernel without them).
 TEST(PrecisionGpu, SessionCublasHandleRoundsAsAsked) {
   KILN_SKIP_WITHOUT_GPU();
+  const int n = 128;
+  const float a = 1.0f + 1.0f / 4096;
   for (const char* p : {"fp32", "tf32", "fp32"}) {
     RunConfig c = small_mlp_run("cuda", 64, 8);
     c.precision = p;
     auto s = make_session(c);
-    const float a = 1.0f + 1.0f / 4096;
-    Tensor A = Tensor::from_vector({a}, {1, 1}, Device::CUDA);
-    Tensor B = Tensor::from_vector({1.0f}, {1, 1}, Device::CUDA);
-    Tensor C = test::poisoned({1, 1}, Device::CUDA);
+    Tensor A = Tensor::from_vector(std::vector<float>(n * n, a), {n, n}, Device::CUDA);
+    Tensor B = Tensor::from_vector(std::vector<float>(n * n, 1.0f), {n, n}, Device::CUDA);
+    Tensor C = test::poisoned({n, n}, Device::CUDA);
 #ifdef KILN_WITH_CUDA
-    gemm_cuda(s->ctx->cublas(), false, false, 1, 1, 1, 1.f, A.data(), 1, B.data(), 1, 0.f, C.data(),
-              1);
+    gemm_cuda(s->ctx->cublas(), false, false, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(),
+              n);
 #endif
-    EXPECT_EQ(C.to_vector()[0], std::string(p) == "tf32" ? 1.0f : a) << p;
+    const float want = std::string(p) == "tf32" ? float(n) : float(n) * a;  // both exact
+    const std::vector<float> got = C.to_vector();
+    EXPECT_EQ(std::count(got.begin(), got.end(), want), n * n) << p << ": C[0] = " << got[0];
   }
 }

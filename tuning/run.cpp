@@ -84,9 +84,10 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
     os << "; --no-cycle-momentum keeps --momentum, --schedule constant keeps --lr";
     notes.push_back(os.str());
   }
-  // The same cycle is Adam's beta1 (torch's OneCycleLR sets betas[0]): a --beta1 changes nothing.
+  // The same cycle is Adam's beta1 (torch's OneCycleLR sets betas[0]): a --beta1 changes nothing,
+  // also where the momentum range was given.
   const bool adam = cfg.optim.name == "adam" || cfg.optim.name == "adamw";
-  if (cycles && !asked && adam && cfg.optim.beta1 != defaults.optim.beta1) {
+  if (cycles && adam && cfg.optim.beta1 != defaults.optim.beta1) {
     const ScheduleOptions r = sc.resolved();
     std::ostringstream os;
     os << "--beta1 " << cfg.optim.beta1 << " is ignored: --schedule " << sc.name << " cycles "
