@@ -67,6 +67,7 @@ std::vector<NamedShape> awkward_shapes() {
       {"NonSquareKernel", conv_shape(2, 3, 8, 9, 4, 3, 2, 1, 1)},
       {"OneByOne", conv_shape(3, 7, 5, 6, 9, 1, 1, 1, 0)},
       {"OneByOneStride2", conv_shape(2, 6, 7, 7, 5, 1, 1, 2, 0)},
+      {"OneByOnePad1", conv_shape(2, 5, 4, 6, 3, 1, 1, 1, 1)},  // 1x1 but not the 1x1 path
       {"OddChannels", conv_shape(1, 5, 4, 5, 7, 3, 3, 1, 1)},
   };
 }
@@ -308,6 +309,52 @@ TEST(ConvIndexRange, ProductsPastTwoTo31Minus64AreRejectedByName) {
   // Channels past the grid's y extent (65535 tiles of 64).
   const std::string ch = conv_index_range_error(conv_shape(1, 1, 1, 1, kConvMaxChannels + 1, 1, 1, 1, 0));
   EXPECT_NE(ch.find("K = 4194241"), std::string::npos) << ch;
+}
+
+// Shapes no layer builds are refused by every reference and launcher too (pooling's
+// PoolShapeCheck for conv): a window larger than the image gave a positive output size through
+// C++'s division (the reference wrote y for a 2x2 image under a 3x3 kernel at stride 2), a
+// negative one a std::length_error or zeros, a stride of 0 a division by zero.
+TEST(ConvShapeCheck, UnsupportedShapesAreErrorsNamingTheFunction) {
+  EXPECT_EQ(conv_shape_error(conv_shape(2, 3, 5, 5, 4, 3, 3, 2, 1)), "");
+  EXPECT_EQ(conv_shape_error(conv_shape(0, 3, 5, 5, 4, 3, 3, 1, 0)), "");  // an empty batch
+  EXPECT_EQ(conv_shape_error(conv_shape(1, 1, 1, 1, 1, 3, 3, 1, 1)), "");  // 1x1 image, padded
+  EXPECT_FALSE(conv_shape(1, 1, 1, 1, 1, 1, 1, 1, 1).is_1x1()) << "padding is not the 1x1 path";
+  const std::pair<ConvShape, const char*> bad[] = {
+      {conv_shape(1, 1, 2, 2, 1, 3, 3, 2, 0), "window larger than the padded input"},
+      {conv_shape(1, 1, 1, 1, 1, 3, 3, 1, 0), "window larger than the padded input"},
+      {conv_shape(1, 1, 1, 5, 1, 3, 3, 1, 0), "window larger than the padded input"},
+      {conv_shape(1, 1, 4, 4, 1, 3, 3, 0, 1), "kernel and stride must be >= 1, padding >= 0"},
+      {conv_shape(1, 1, 4, 4, 1, 0, 3, 1, 0), "kernel and stride must be >= 1, padding >= 0"},
+      {conv_shape(1, 1, 4, 4, 1, 3, 3, 1, -1), "kernel and stride must be >= 1, padding >= 0"},
+      {conv_shape(1, 0, 4, 4, 1, 3, 3, 1, 0), "negative or empty dimensions"},
+      {conv_shape(-1, 1, 4, 4, 1, 3, 3, 1, 0), "negative or empty dimensions"},
+      {conv_shape(1, 1, 4, int64_t(1) << 40, 1, 3, 3, 1, 0), "a dimension past 2^31-64"}};
+  std::vector<float> buf(64, 0.f);
+  for (const auto& [s, why] : bad) {
+    EXPECT_EQ(conv_shape_error(s), why);
+    EXPECT_EQ(conv_index_range_error(s), why);  // the range check (layers, launchers) says why
+    try {
+      conv2d_fwd_ref<float>(s, buf.data(), buf.data(), nullptr, buf.data());
+      ADD_FAILURE() << why << ": no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Runtime);
+      EXPECT_EQ(e.message().rfind("conv2d_fwd_ref: unsupported shape n=", 0), 0u) << e.message();
+      EXPECT_NE(e.message().find(why), std::string::npos) << e.message();
+    }
+    EXPECT_THROW(conv2d_bwd_data_ref<double>(s, nullptr, nullptr, nullptr), Error) << why;
+    EXPECT_THROW(conv2d_bwd_filter_ref<float>(s, nullptr, nullptr, nullptr, nullptr), Error) << why;
+#ifdef KILN_WITH_CUDA
+    if (cuda_available()) {  // checked before any launch: nothing is touched
+      EXPECT_THROW(conv2d_fwd(s, nullptr, nullptr, nullptr, nullptr, nullptr), Error) << why;
+      EXPECT_THROW(conv2d_bwd_data(s, nullptr, nullptr, nullptr, nullptr), Error) << why;
+      EXPECT_THROW(conv2d_bwd_filter(s, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr),
+                   Error)
+          << why;
+      EXPECT_THROW(conv2d_bwd_filter_workspace(s), Error) << why;
+    }
+#endif
+  }
 }
 
 TEST(Conv2dLayer, SamplePastIndexRangeIsUsageErrorAtSetup) {

@@ -475,7 +475,8 @@ __global__ void bias_combine_kernel(const float* __restrict__ partial, int split
 }
 
 // Layers reject these shapes with a usage error first; this guards direct callers.
-void check_int_range(const ConvShape& s) {
+void check_int_range(const ConvShape& s, const char* op) {
+  check_conv_shape(s, op);
   const std::string err = conv_index_range_error(s);
   KILN_CHECK(err.empty(), "conv2d CUDA kernels: " << err);
 }
@@ -484,7 +485,7 @@ void check_int_range(const ConvShape& s) {
 
 void conv2d_fwd(const ConvShape& s, const float* x, const float* w, const float* b, float* y,
                 cudaStream_t stream, bool relu) {
-  check_int_range(s);
+  check_int_range(s, "conv2d_fwd");
   if (s.y_numel() == 0) return;  // an empty batch: a grid of 0 blocks is a launch error
   if (s.is_1x1()) {
     const int hw = int(s.h * s.w);
@@ -500,7 +501,7 @@ void conv2d_fwd(const ConvShape& s, const float* x, const float* w, const float*
 
 void conv2d_bwd_data(const ConvShape& s, const float* dy, const float* w, float* dx,
                      cudaStream_t stream, const float* relu_y) {
-  check_int_range(s);
+  check_int_range(s, "conv2d_bwd_data");
   if (s.x_numel() == 0) return;
   if (s.is_1x1()) {
     const int hw = int(s.h * s.w);
@@ -534,6 +535,7 @@ std::string conv_tile_plan(const ConvShape& s) {
 }
 
 size_t conv2d_bwd_filter_workspace(const ConvShape& s) {
+  check_conv_shape(s, "conv2d_bwd_filter_workspace");
   const SplitPlan p = plan_filter_split(s);
   const BiasPlan b = plan_bias_split(s);
   return (p.splits > 1 ? size_t(p.splits) * s.w_numel() : 0) +
@@ -542,7 +544,7 @@ size_t conv2d_bwd_filter_workspace(const ConvShape& s) {
 
 void conv2d_bwd_filter(const ConvShape& s, const float* x, const float* dy, float* dw, float* db,
                        float* workspace, cudaStream_t stream, const float* relu_y) {
-  check_int_range(s);
+  check_int_range(s, "conv2d_bwd_filter");
   if (s.y_numel() == 0) {  // an empty batch: nothing to sum, the gradients are zero
     if (s.w_numel() > 0)
       KILN_CUDA_CHECK(cudaMemsetAsync(dw, 0, size_t(s.w_numel()) * sizeof(float), stream));

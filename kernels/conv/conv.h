@@ -27,6 +27,17 @@ struct ConvShape {
   double macs() const { return double(n) * k * p() * q() * c * kh * kw; }
 };
 
+// ---- shape check --------------------------------------------------------------------------------
+// Why `s` is not a convolution kiln computes, or "": empty channels or planes, a kernel or stride
+// below 1, negative padding, a window larger than the padded input (PyTorch refuses it; C++'s
+// division would give it a positive output size), a dimension but the stride past 2^31-64. The
+// batch may be 0. Layers refuse these with a usage error naming the layer; every reference and
+// launcher checks them for direct callers (check_conv_shape: a runtime Error "<op>: unsupported
+// shape
+// ...: <why>").
+std::string conv_shape_error(const ConvShape& s);
+void check_conv_shape(const ConvShape& s, const char* op);
+
 // ---- CPU references (templates instantiated for float and double) ----------------------------
 // y = conv(x, w) + b (then max(0, .) when relu); b may be null.
 template <typename T>
@@ -49,7 +60,8 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
 // Output channels and input channels are also bounded by the grid's y extent (65535 tiles of
 // 64). Returns "" when `s` fits, else one line naming the product and its value ("output
 // N*K*P*Q = 4*64*3000*3000 = 2304000000 exceeds 2^31-64"). Shape level only: nothing is
-// allocated, so layers call it in setup (per sample) and per batch.
+// allocated, so layers call it in setup (per sample) and per batch. A shape conv_shape_error
+// refuses is refused here too, with its reason.
 constexpr int64_t kConvIndexLimit = (int64_t(1) << 31) - 64;
 constexpr int64_t kConvMaxChannels = int64_t(65535) * 64;
 std::string conv_index_range_error(const ConvShape& s);

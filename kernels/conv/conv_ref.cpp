@@ -6,6 +6,7 @@
 #include <sstream>
 #include <vector>
 
+#include "engine/error.h"
 #include "engine/parallel.h"
 #include "kernels/conv/conv.h"
 #include "kernels/dense/dense.h"
@@ -120,6 +121,7 @@ const T* masked_dy(const T* dy, const T* relu_y, int64_t len) {
 // thread would.
 template <typename T>
 void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y, bool relu) {
+  check_conv_shape(s, "conv2d_fwd_ref");
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
   parallel_for(s.n, [&](int64_t n0, int64_t n1) {
     T* col = s.is_1x1() ? nullptr : scratch<T>(0, CRS * PQ);
@@ -144,6 +146,7 @@ void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y
 
 template <typename T>
 void conv2d_bwd_data_ref(const ConvShape& s, const T* dy, const T* w, T* dx, const T* relu_y) {
+  check_conv_shape(s, "conv2d_bwd_data_ref");
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
   parallel_for(s.n, [&](int64_t n0, int64_t n1) {
     T* dcol = s.is_1x1() ? nullptr : scratch<T>(1, CRS * PQ);
@@ -166,6 +169,7 @@ void conv2d_bwd_data_ref(const ConvShape& s, const T* dy, const T* w, T* dx, con
 template <typename T>
 void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T* db,
                            const T* relu_y) {
+  check_conv_shape(s, "conv2d_bwd_filter_ref");
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw, WN = s.w_numel();
   if (s.n == 0) {  // an empty batch: no image writes
     std::fill(dw, dw + WN, T(0));
@@ -227,7 +231,27 @@ int64_t mul_sat(int64_t a, int64_t b) {
 }
 }  // namespace
 
+std::string conv_shape_error(const ConvShape& s) {
+  if (s.n < 0 || s.c < 1 || s.k < 1 || s.h < 1 || s.w < 1) return "negative or empty dimensions";
+  if (s.kh < 1 || s.kw < 1 || s.stride < 1 || s.pad < 0)
+    return "kernel and stride must be >= 1, padding >= 0";
+  for (int64_t d : {s.n, s.c, s.k, s.h, s.w, s.kh, s.kw, s.pad})  // (a stride past it is 1 output)
+    if (d > kConvIndexLimit) return "a dimension past 2^31-64";
+  if (s.h + 2 * s.pad < s.kh || s.w + 2 * s.pad < s.kw)
+    return "window larger than the padded input";
+  return "";
+}
+
+void check_conv_shape(const ConvShape& s, const char* op) {
+  const std::string err = conv_shape_error(s);
+  KILN_CHECK(err.empty(), op << ": unsupported shape n=" << s.n << " c=" << s.c << " h=" << s.h
+                             << " w=" << s.w << " k=" << s.k << " kernel " << s.kh << "x" << s.kw
+                             << " stride " << s.stride << " padding " << s.pad << ": " << err);
+}
+
 std::string conv_index_range_error(const ConvShape& s) {
+  const std::string shape = conv_shape_error(s);
+  if (!shape.empty()) return shape;
   struct Product {
     const char* what;
     const char* names;
