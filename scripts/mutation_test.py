@@ -972,7 +972,7 @@ MUTANTS = [
      [("      KILN_CHECK(i < first_trained_,", "      KILN_CHECK(true,")],
      "a layer's need_dx cleared after the first with parameters: the layers before it train on the last step's gradients, silently (until 2026-12-05)"),
     ("conv-shape-window-unchecked", "kernels/conv/conv_ref.cpp",
-     [("  if (s.h + 2 * s.pad < s.kh || s.w + 2 * s.pad < s.kw) return \"window larger than the padded input\";\n", "")],
+     [("  if (s.h + 2 * s.pad < s.kh || s.w + 2 * s.pad < s.kw)\n    return \"window larger than the padded input\";\n", "")],
      "a conv window larger than the padded input runs (a 2x2 image under a 3x3 kernel at stride 2 gave one output; until 2026-12-05)"),
     ("conv-1x1-with-padding", "kernels/conv/conv.h",
      [("return kh == 1 && kw == 1 && stride == 1 && pad == 0; }", "return kh == 1 && kw == 1 && stride == 1; }")],
