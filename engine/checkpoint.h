@@ -98,6 +98,12 @@ struct EarlyStopState {
   // the best and, when it also beats the baseline, sets wait back to 0. Returns whether best
   // improved (the epoch whose weights --restore-best keeps).
   bool update(double metric, const EarlyStopRule& rule, int epoch);
+  // Whether the run stops after `finished_epoch` (1-based, already passed to update) with this
+  // patience: Keras stops once wait reaches it, but never after an epoch that improved on the
+  // best (one short of the baseline still counts toward wait) nor after the first epoch.
+  bool stops(int patience, int finished_epoch) const {
+    return patience > 0 && wait >= patience && best_epoch != finished_epoch && finished_epoch > 1;
+  }
 };
 
 struct TrainPosition {

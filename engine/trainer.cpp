@@ -428,8 +428,8 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
   const char* watched_set = val_set ? "val" : test ? "test" : "train";
   restored_epoch_ = 0;
   // A run that reaches --target-acc ends on that epoch's weights: --restore-best does not go back
-  // to an earlier "best" epoch that missed the target (Keras restores only when EarlyStopping
-  // itself stops the run).
+  // to an earlier "best" epoch (by the early-stopping metric) that missed the target (Keras 3's
+  // EarlyStopping would restore it whatever stopped the run; the target is the run's goal).
   bool reached_target = false;
   // --restore-best has weights to load back: the last epoch was not the best (every way out of
   // the loop but a signal leaves pos_ at the start of the next epoch).
@@ -451,7 +451,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
     }
     // Early stopping is decided after an epoch and acted on before the next, so a run resumed
     // from the checkpoint of its stopping epoch stops too.
-    if (opts_.early_stop > 0 && pos_.early_stop.wait >= opts_.early_stop) {
+    if (pos_.early_stop.stops(opts_.early_stop, epoch)) {
       if (log) {
         const EarlyStopState& es = pos_.early_stop;
         const EarlyStopRule rule = opts_.early_stop_rule();
@@ -639,7 +639,12 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
     pos_ = TrainPosition{epoch + 1, 0, step_, {0, 0, 0}, lr, mom, pos_.early_stop};
     pos_.epoch_steps = epoch_steps;
     if (held_out) pos_.watched_acc = watched_acc;
-    bool stop = stop_requested() && epoch + 1 < opts_.epochs;
+    // A signal stops the run here unless this epoch ends it anyway (its last, the target
+    // reached, early stopping): then the run finishes as it would have, exit 0 and its --save.
+    const bool target_reached = opts_.target_acc > 0 && held_out && watched_acc >= opts_.target_acc;
+    const bool ends = epoch + 1 >= opts_.epochs || target_reached ||
+                      pos_.early_stop.stops(opts_.early_stop, epoch + 1);
+    bool stop = stop_requested() && !ends;
     if (stop || epoch_end_checkpoint ||
         (checkpoint_every_epochs > 0 && (epoch + 1) % checkpoint_every_epochs == 0))
       checkpoint(stop ? "signal" : "epoch");
@@ -647,7 +652,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
       stopped_ = true;
       return out;
     }
-    if (opts_.target_acc > 0 && held_out && watched_acc >= opts_.target_acc) {
+    if (target_reached) {
       reached_target = true;
       if (log) {
         std::ostringstream os;

@@ -44,7 +44,8 @@ struct TrainOptions {
   long long step_limit = 0;
   bool detect_anomaly = false;   // check every step; name the first non-finite layer
   bool grad_report = false;      // per-layer gradient/weight norm table after each epoch
-  float target_acc = 0.0f;       // stop once val (else test) accuracy reaches it (0: off)
+  double target_acc = 0.0;       // stop once val (else test) accuracy reaches it (0: off;
+                                 // a double: as a float, 0.86 lay above 86 of 100)
   // Keras EarlyStopping: stop after `early_stop` epochs in a row in which the val (else test,
   // else train) loss (or accuracy) did not improve on its best by more than the delta. 0: off.
   int early_stop = 0;

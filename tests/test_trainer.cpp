@@ -557,6 +557,69 @@ TEST(TrainerCpu, ValidationSplitIsScoredEachEpochAndWatchedByTargetAcc) {
   std::remove(c.train.log_path.c_str());
 }
 
+// --target-acc typed as the accuracy a run printed stops at that epoch: as a float, 0.86 lay
+// above 86 of 100 and the run trained on (the option is a double now).
+TEST(TrainerCpu, TargetAccuracyTypedAsPrintedIsReached) {
+  const OptionSpec* t = run_options().find("target-acc");
+  ASSERT_NE(t, nullptr);
+  RunConfig d;
+  t->set(d, "0.86");
+  EXPECT_EQ(d.train.target_acc, 86.0 / 100);
+  RunConfig c = small_mlp();
+  c.data.train_limit = 500;
+  c.data.test_limit = 100;
+  c.train.epochs = 1;
+  const double acc = run_training(c, {}).epochs.at(0).test_acc;
+  char typed[16];
+  std::snprintf(typed, sizeof typed, "%.2f", acc);
+  ASSERT_EQ(std::stod(typed), acc) << "hundredths of 100 test images";
+  c.train.epochs = 3;
+  t->set(c, typed);
+  EXPECT_EQ(run_training(c, {}).epochs.size(), 1u) << "--target-acc " << typed;
+}
+
+// Keras's EarlyStopping never stops after an epoch that improved on the best (with a baseline it
+// may still be counting toward the patience), nor after the first epoch.
+TEST(EarlyStop, NeverStopsAfterAnImprovingEpochOrTheFirst) {
+  EarlyStopRule r;
+  r.baseline = 0.01;  // a loss no epoch reaches
+  EarlyStopState s;
+  for (int e = 1; e <= 4; ++e) {
+    EXPECT_TRUE(s.update(1.0 / e, r, e));  // improving every epoch
+    EXPECT_EQ(s.wait, e);
+    EXPECT_FALSE(s.stops(2, e)) << "after improving epoch " << e;
+  }
+  EXPECT_FALSE(s.update(1.0, r, 5));
+  EXPECT_TRUE(s.stops(2, 5));
+  EXPECT_FALSE(s.stops(0, 5)) << "patience 0: early stopping is off";
+  EarlyStopState first;  // a first epoch without a number: not an improvement, yet no stop
+  EXPECT_FALSE(first.update(NAN, EarlyStopRule{}, 1));
+  EXPECT_EQ(first.wait, 1);
+  EXPECT_FALSE(first.stops(1, 1));
+  EXPECT_FALSE(first.update(NAN, EarlyStopRule{}, 2));
+  EXPECT_TRUE(first.stops(1, 2));
+}
+
+// A signal during the evaluation of an epoch that ends the run anyway (here the target is
+// reached) lets the run finish as it would have: it stopped for the signal, and the app exited
+// 130 without its --save, asking to resume a run with nothing left to train.
+TEST(TrainerCpu, SignalInAnEpochThatEndsTheRunLetsItFinish) {
+  RunConfig c = small_mlp();
+  c.data.train_limit = 128;
+  c.data.test_limit = 100;
+  c.train.epochs = 4;
+  c.train.target_acc = 0.01;
+  auto s = make_session(c);
+  volatile std::sig_atomic_t flag = 0;
+  s->trainer->stop_flag = &flag;
+  s->trainer->on_epoch = [&](const EpochRecord&) {
+    flag = 1;  // as a signal during the evaluation
+    return true;
+  };
+  EXPECT_EQ(s->trainer->fit(s->train, &s->test).size(), 1u);
+  EXPECT_FALSE(s->trainer->stopped());
+}
+
 TEST(TrainerCpu, OneCycleSpansTheStepsOfABatchSchedule) {
   // 256 samples at batch 64 then 32: 4 + 8 = 12 steps, and one-cycle ends on its final lr at the
   // last of them (sized by --batch-size 32 alone it would plan 16 and stop near its peak).

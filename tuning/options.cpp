@@ -433,7 +433,7 @@ OptionTable build_table() {
   t.add(opt_float("sparsity-threshold", "|w| below which a weight counts as zero in weight_sparsity", [](RunConfig& c) -> float& { return c.train.sparsity_threshold; }));
   t.add(opt_float("target-acc",
                   "stop once the validation (--val-split) or else the test accuracy reaches this",
-                  [](RunConfig& c) -> float& { return c.train.target_acc; }),
+                  [](RunConfig& c) -> double& { return c.train.target_acc; }),
         kInvocation | kRangeTestUnused);
   t.add(opt_int("early-stop",
                 "stop after N epochs without improvement of the validation (else test) loss (Keras "
