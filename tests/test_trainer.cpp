@@ -557,6 +557,33 @@ TEST(TrainerCpu, ValidationSplitIsScoredEachEpochAndWatchedByTargetAcc) {
   std::remove(c.train.log_path.c_str());
 }
 
+// Metrics are per-sample means over every sample, whatever the batches: an evaluation in
+// batches of 7 (the last one short) equals one in a single batch, and an epoch at lr 0 (the
+// weights never move; no dropout or batch norm) reports the training set's evaluation, its last
+// partial batch included. Every other test evaluated in one batch and never compared the
+// training metrics with anything, so a mean of batch means passed them all.
+TEST(TrainerCpu, MetricsArePerSampleMeansWhateverTheBatches) {
+  RunConfig c = small_mlp();
+  c.data.train_limit = 500;  // 15 batches of 32 and one of 20
+  c.data.test_limit = 500;   // 71 batches of 7 and one of 3
+  c.optim.lr = 0;
+  c.sched.name = "constant";
+  c.train.epochs = 1;
+  c.train.eval_batch_size = 7;
+  auto by7 = make_session(c);
+  c.train.eval_batch_size = 1000;
+  auto whole = make_session(c);
+  const EvalResult a = by7->trainer->evaluate(by7->test), b = whole->trainer->evaluate(whole->test);
+  EXPECT_EQ(a.count, 500);
+  EXPECT_EQ(a.acc, b.acc);
+  EXPECT_NEAR(a.loss, b.loss, 1e-6 * b.loss);
+  const EpochRecord r = whole->trainer->fit(whole->train, nullptr).at(0);
+  const EvalResult t = whole->trainer->evaluate(whole->train);
+  EXPECT_EQ(t.count, 500);
+  EXPECT_EQ(r.train_acc, t.acc);
+  EXPECT_NEAR(r.train_loss, t.loss, 1e-6 * t.loss);
+}
+
 // --target-acc typed as the accuracy a run printed stops at that epoch: as a float, 0.86 lay
 // above 86 of 100 and the run trained on (the option is a double now).
 TEST(TrainerCpu, TargetAccuracyTypedAsPrintedIsReached) {
