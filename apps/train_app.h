@@ -6,6 +6,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "apps/app_common.h"
@@ -54,13 +55,19 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       std::fflush(stdout);
       RunHooks hooks;
       bool tty = cfg.train.progress == 1;
-      hooks.log = [tty](const std::string& line) {
-        std::fprintf(stderr, "%s%s", line.c_str(),
-                     tty && !line.empty() && line[0] == '\r' ? "" : "\n");
+      // A progress bar ('\r' lines, no newline) is cleared before any other line, which would
+      // otherwise be glued to it.
+      auto bar = std::make_shared<bool>(false);
+      hooks.log = [tty, bar](const std::string& line) {
+        const bool progress = tty && !line.empty() && line[0] == '\r';
+        if (*bar && !progress) std::fprintf(stderr, "\r\033[K");
+        std::fprintf(stderr, "%s%s", line.c_str(), progress ? "" : "\n");
+        *bar = progress;
         std::fflush(stderr);
       };
-      hooks.on_epoch = [tty](const EpochRecord& r) {
+      hooks.on_epoch = [tty, bar](const EpochRecord& r) {
         if (tty) std::fprintf(stderr, "\r\033[K");
+        *bar = false;
         char val[64] = "";
         if (!std::isnan(r.val_acc))
           std::snprintf(val, sizeof(val), " val_loss=%.4f val_acc=%.4f", r.val_loss, r.val_acc);

@@ -556,7 +556,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
       if (tty && log && (b % 20 == 0 || b + 1 == nb)) {
         double el = seconds_since(t0);
         double ips = seen / std::max(el, 1e-9);
-        double eta = (nb - b - 1) * el / (b + 1);
+        double eta = (nb - b - 1) * el / (b + 1 - first);  // this run's batches took el
         int w = 30, filled = static_cast<int>(w * (b + 1) / nb);
         std::ostringstream os;
         os << "\repoch " << epoch + 1 << "/" << opts_.epochs << " [" << std::string(filled, '=')

@@ -396,4 +396,17 @@ for r in epochs:  # torch ReduceLROnPlateau(mode, factor=0.5, patience=0, thresh
 assert (cuts > 0) == (mode == 'max'), (mode, cuts)  # the two modes part ways on this run
 PY
 done
+# On a terminal the progress bar is cleared before a warning line (they were glued together:
+# "... ETA 0.0swarning: epoch 2: ..."); `script` gives the run a terminal.
+if command -v script > /dev/null; then
+  script -qc "'$bin' --data-dir '$data' --device cpu --model mlp --width 16 --train-limit 1000 \
+    --test-limit 100 --epochs 2 --optimizer sgd --lr 0.5" "$tmp/tty.out" > /dev/null 2>&1
+  if ! grep -aq 'ETA [0-9.]*s' "$tmp/tty.out" || ! grep -aq 'warning: epoch' "$tmp/tty.out"; then
+    echo "FAIL tty: no progress bar or no warning"; cat -v "$tmp/tty.out" | head -5; fail=1
+  elif grep -aq 'ETA [0-9.]*swarning' "$tmp/tty.out"; then
+    echo "FAIL tty: a warning glued to the progress bar"; grep -a warning "$tmp/tty.out" | cat -v; fail=1
+  else
+    echo "ok   tty-warning-after-bar"
+  fi
+fi
 exit $fail
