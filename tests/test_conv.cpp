@@ -342,8 +342,10 @@ TEST(ConvShapeCheck, UnsupportedShapesAreErrorsNamingTheFunction) {
       EXPECT_EQ(e.message().rfind("conv2d_fwd_ref: unsupported shape n=", 0), 0u) << e.message();
       EXPECT_NE(e.message().find(why), std::string::npos) << e.message();
     }
-    EXPECT_THROW(conv2d_bwd_data_ref<double>(s, nullptr, nullptr, nullptr), Error) << why;
-    EXPECT_THROW(conv2d_bwd_filter_ref<float>(s, nullptr, nullptr, nullptr, nullptr), Error) << why;
+    EXPECT_THROW(conv2d_bwd_data_ref<float>(s, buf.data(), buf.data(), buf.data()), Error) << why;
+    EXPECT_THROW(conv2d_bwd_filter_ref<float>(s, buf.data(), buf.data(), buf.data(), nullptr),
+                 Error)
+        << why;
 #ifdef KILN_WITH_CUDA
     if (cuda_available()) {  // checked before any launch: nothing is touched
       EXPECT_THROW(conv2d_fwd(s, nullptr, nullptr, nullptr, nullptr, nullptr), Error) << why;
