@@ -60,6 +60,7 @@ inline FlagArg split_flag(const std::string& a) {
 inline std::string flag_value(const FlagArg& f, int argc, char** argv, int& i) {
   if (f.inline_value) return f.value;
   KILN_USAGE_CHECK(i + 1 < argc, f.flag << " needs a value");
+  check_separate_value(f.flag, argv[i + 1]);
   return argv[++i];
 }
 

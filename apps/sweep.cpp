@@ -130,8 +130,10 @@ int main(int argc, char** argv) {
           RunConfig scratch;
           run_options().set(scratch, name, "", flag);  // throws: unknown, with a suggestion
         }
-        if ((name == "config" || (s && s->type != "bool")) && !f.inline_value && i + 1 < argc)
+        if ((name == "config" || (s && s->type != "bool")) && !f.inline_value && i + 1 < argc) {
+          check_separate_value(flag, argv[i + 1]);
           rest.push_back(argv[++i]);
+        }
       }
     }
     if (!report_dir.empty() || !importance_dir.empty()) {  // read a sweep directory, run nothing

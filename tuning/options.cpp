@@ -757,6 +757,7 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
     std::string path;
     if (args[i] == "--config") {
       KILN_USAGE_CHECK(i + 1 < args.size(), "--config needs a file");
+      check_separate_value("--config", args[i + 1]);
       path = args[i + 1];
     } else if (args[i].rfind("--config=", 0) == 0) {
       path = args[i].substr(9);
@@ -807,6 +808,7 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
         value = "true";
       } else {
         KILN_USAGE_CHECK(i + 1 < args.size(), "--" << key << " needs a value (" << s->type << ")");
+        check_separate_value("--" + key, args[i + 1]);
         value = args[++i];
       }
     }
@@ -814,6 +816,12 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
     out.flag_keys.push_back(s->name);
   }
   return out;
+}
+
+void check_separate_value(const std::string& flag, const std::string& next) {
+  KILN_USAGE_CHECK(next.rfind("--", 0) != 0, flag << " needs a value, got the flag " << next
+                                                  << " (a value that starts with "
+                                                  << "-- is written " << flag << "=VALUE)");
 }
 
 Error with_config_origin(const Error& e, const ParsedArgs& args) {

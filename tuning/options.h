@@ -130,6 +130,10 @@ struct ParsedArgs {
 // any option it names was set by a flag (the flag may be the culprit), and for other errors.
 // A flag is "--name" at the start of the message or after a space, '/' or '('.
 Error with_config_origin(const Error& e, const ParsedArgs& args);
+// A flag's value taken from the next argument: one that starts with "--" is a flag, the value
+// forgotten (`--save --no-shuffle` saved to a file named --no-shuffle; argparse refuses it too),
+// a usage error naming both; such a value is written --name=VALUE.
+void check_separate_value(const std::string& flag, const std::string& next);
 // --key value, --key=value, --flag / --no-flag for bools; --config FILE applied first so
 // flags override it. Unknown flags are usage errors with a suggestion.
 ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& table);

@@ -135,6 +135,11 @@ def main():
     case(c, "epochs_not_int", ["--epochs", "abc"], 2, "--epochs: 'abc' is not an integer")
     case(c, "unknown_flag", ["--lrate", "0.1"], 2, "unknown option 'lrate'")
     case(c, "missing_value", ["--lr"], 2, "--lr needs a value")
+    # a forgotten value: the next flag is not taken for it (--log --no-shuffle logged to a file
+    # named --no-shuffle and shuffled)
+    case(c, "value_is_a_flag", ["--log", "--no-shuffle"], 2,
+         "--log needs a value, got the flag --no-shuffle (a value that starts with -- is written --log=VALUE)")
+    case(c, "config_value_is_a_flag", ["--config", "--lr"], 2, "--config needs a value, got the flag --lr")
     case(c, "positional", ["mnist"], 2, "unexpected argument 'mnist'")
     case(c, "dataset", ["--dataset", "imagenet"], 2, "--dataset imagenet")
     case(c, "save_dir_missing", ["--save", "@CASE@/no/such/dir/out.safetensors"], 2, "does not exist")

@@ -141,7 +141,16 @@ set +e
 "$KILN_BIN/sweep" s.yaml --dir clash --lr 0.1 "${common[@]}" > /dev/null 2> err.txt
 rc=$?
 set -e
-[ $rc -eq 2 ] || { echo "FAIL: --lr on a swept parameter rc=$rc"; exit 1; }
+[ $rc -eq 2 ] && grep -q "^sweep: error: --lr: 'lr' is a parameter of s.yaml; it cannot also be set on the command line$" err.txt ||
+  { echo "FAIL: --lr on a swept parameter rc=$rc"; cat err.txt; exit 1; }
+# A forgotten value does not take the next flag for it: --dir --dry-run ran every trial into a
+# directory named --dry-run.
+set +e
+"$KILN_BIN/sweep" s.yaml --dir --dry-run "${common[@]}" > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q '^sweep: error: --dir needs a value, got the flag --dry-run' err.txt && [ ! -e ./--dry-run ] ||
+  { echo "FAIL: --dir --dry-run rc=$rc"; cat err.txt; exit 1; }
 # ... nor from a --config file (the trials' lr silently won); an output no trial can write is
 # refused before any trial runs (every trial failed, and --resume then skipped them all);
 # --report takes nothing else (it ignored a sweep file, --worker 5/2, run options).
