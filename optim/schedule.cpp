@@ -419,8 +419,8 @@ void ScheduleOptions::validate() const {
   KILN_USAGE_CHECK(cyclic_mode == "triangular" || cyclic_mode == "triangular2" || cyclic_mode == "exp_range",
                    "unknown --cyclic-mode '" << cyclic_mode << "' (expected triangular|triangular2|exp_range)");
   KILN_USAGE_CHECK(r.base_momentum >= 0 && r.max_momentum >= r.base_momentum && r.max_momentum < 1,
-                   "momentum range must satisfy 0 <= base (" << r.base_momentum << ") <= max ("
-                                                             << r.max_momentum << ") < 1");
+                   "--base-momentum " << r.base_momentum << " / --max-momentum " << r.max_momentum
+                                      << ": the range must satisfy 0 <= base <= max < 1");
   KILN_USAGE_CHECK(pct_start > 0 && pct_start < 1, "--pct-start must be in (0, 1), got " << pct_start);
   KILN_USAGE_CHECK(div_factor > 0 && final_div_factor > 0,
                    "--div-factor/--final-div-factor must be > 0, got " << div_factor << "/" << final_div_factor);

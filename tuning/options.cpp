@@ -43,9 +43,11 @@ double parse_float(const std::string& v, const std::string& origin) {
 // A double headed for a float field: past FLT_MAX it would be inf, below FLT_MIN 0 (or a
 // denormal), each silently.
 float to_float(double d, const std::string& v) {
-  KILN_USAGE_CHECK(std::fabs(d) <= std::numeric_limits<float>::max(),
+  // Judged after the rounding: FLT_MAX written exactly ("3.4028235e+38", as a checkpoint's config
+  // records it) is a little above FLT_MAX as a double, and must read back.
+  KILN_USAGE_CHECK(std::isfinite(static_cast<float>(d)),
                    ": '" << v << "' is out of range (a float holds at most 3.4e38)");
-  KILN_USAGE_CHECK(d == 0 || std::fabs(d) >= std::numeric_limits<float>::min(),
+  KILN_USAGE_CHECK(d == 0 || std::fpclassify(static_cast<float>(d)) == FP_NORMAL,
                    ": '" << v << "' is too small for a float (|x| >= 1.2e-38, or 0)");
   return static_cast<float>(d);
 }
