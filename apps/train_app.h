@@ -84,6 +84,7 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       };
       RunResult res = run_training(cfg, hooks);
       if (res.stop_signal) {  // SIGINT 130, SIGTERM 143, after the checkpoint
+        if (*bar) std::fprintf(stderr, "\r\033[K");  // a signal mid-epoch leaves the bar up
         // The checkpoint holds the recipe; the outputs are this invocation's to name.
         std::fprintf(stderr,
                      "%s: interrupted by %s; checkpoint written to %s (continue with --resume "

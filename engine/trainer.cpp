@@ -640,9 +640,10 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
     pos_.epoch_steps = epoch_steps;
     if (held_out) pos_.watched_acc = watched_acc;
     // A signal stops the run here unless this epoch ends it anyway (its last, the target
-    // reached, early stopping): then the run finishes as it would have, exit 0 and its --save.
+    // reached, early stopping, on_epoch's no: a sweep's pruning): then the run finishes as it
+    // would have, exit 0 and its --save (a pruned trial is recorded as such).
     const bool target_reached = opts_.target_acc > 0 && held_out && watched_acc >= opts_.target_acc;
-    const bool ends = epoch + 1 >= opts_.epochs || target_reached ||
+    const bool ends = epoch + 1 >= opts_.epochs || target_reached || !go_on ||
                       pos_.early_stop.stops(opts_.early_stop, epoch + 1);
     bool stop = stop_requested() && !ends;
     if (stop || epoch_end_checkpoint ||

@@ -49,7 +49,7 @@ struct TrainOptions {
   // Keras EarlyStopping: stop after `early_stop` epochs in a row in which the val (else test,
   // else train) loss (or accuracy) did not improve on its best by more than the delta. 0: off.
   int early_stop = 0;
-  float early_stop_delta = 0.0f;
+  double early_stop_delta = 0.0;  // a double, as the metrics (0.01f let 86 -> 87 of 100 count)
   std::string early_stop_metric = "loss";  // loss | acc
   // Keras baseline: the wait only starts over once the metric beats this (NaN: no baseline).
   double early_stop_baseline = NAN;

@@ -627,24 +627,45 @@ TEST(EarlyStop, NeverStopsAfterAnImprovingEpochOrTheFirst) {
   EXPECT_TRUE(first.stops(1, 2));
 }
 
-// A signal during the evaluation of an epoch that ends the run anyway (here the target is
-// reached) lets the run finish as it would have: it stopped for the signal, and the app exited
-// 130 without its --save, asking to resume a run with nothing left to train.
+// A signal during the evaluation of an epoch that ends the run anyway (the target reached, early
+// stopping, on_epoch's no as a sweep prunes a trial) lets the run finish as it would have: it
+// stopped for the signal, and the app exited 130 without its --save, asking to resume a run
+// with nothing left to train (a pruned trial went unrecorded and ran again on --resume).
 TEST(TrainerCpu, SignalInAnEpochThatEndsTheRunLetsItFinish) {
-  RunConfig c = small_mlp();
-  c.data.train_limit = 128;
-  c.data.test_limit = 100;
-  c.train.epochs = 4;
-  c.train.target_acc = 0.01;
-  auto s = make_session(c);
-  volatile std::sig_atomic_t flag = 0;
-  s->trainer->stop_flag = &flag;
-  s->trainer->on_epoch = [&](const EpochRecord&) {
-    flag = 1;  // as a signal during the evaluation
-    return true;
-  };
-  EXPECT_EQ(s->trainer->fit(s->train, &s->test).size(), 1u);
-  EXPECT_FALSE(s->trainer->stopped());
+  enum Ending { kTarget, kEarlyStop, kPruned };
+  for (Ending ending : {kTarget, kEarlyStop, kPruned}) {
+    SCOPED_TRACE(ending == kTarget ? "target" : ending == kEarlyStop ? "early stop" : "pruned");
+    RunConfig c = small_mlp();
+    c.data.train_limit = 128;
+    c.data.test_limit = 100;
+    c.train.epochs = 4;
+    if (ending == kTarget) c.train.target_acc = 0.01;
+    if (ending == kEarlyStop) {
+      c.train.early_stop = 1;
+      c.train.early_stop_delta = 100;  // only the first epoch improves: stop after the second
+    }
+    const size_t ends_after = ending == kEarlyStop ? 2 : 1;
+    auto s = make_session(c);
+    volatile std::sig_atomic_t flag = 0;
+    s->trainer->stop_flag = &flag;
+    s->trainer->on_epoch = [&](const EpochRecord& r) {
+      if (size_t(r.epoch) == ends_after) flag = 1;  // as a signal during the evaluation
+      return !(ending == kPruned && size_t(r.epoch) == ends_after);
+    };
+    EXPECT_EQ(s->trainer->fit(s->train, &s->test).size(), ends_after);
+    EXPECT_FALSE(s->trainer->stopped());
+  }
+}
+
+// --early-stop-delta is the decimal typed: as a float, 0.01 was 0.0099999998 and a rise from 86
+// to 87 of 100 counted as an improvement "by more than 0.01".
+TEST(EarlyStop, DeltaIsTheDecimalTyped) {
+  RunConfig c;
+  run_options().find("early-stop-delta")->set(c, "0.01");
+  c.train.early_stop = 1;
+  c.train.early_stop_metric = "acc";
+  EXPECT_FALSE(c.train.early_stop_rule().beats(0.87, 0.86));
+  EXPECT_TRUE(c.train.early_stop_rule().beats(0.88, 0.86));
 }
 
 TEST(TrainerCpu, OneCycleSpansTheStepsOfABatchSchedule) {

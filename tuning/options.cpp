@@ -445,7 +445,7 @@ OptionTable build_table() {
   t.add(opt_float(
             "early-stop-delta",
             "early stopping: the smallest change that counts as an improvement (Keras min_delta)",
-            [](RunConfig& c) -> float& { return c.train.early_stop_delta; }),
+            [](RunConfig& c) -> double& { return c.train.early_stop_delta; }),
         kRangeTestUnused);
   t.add(opt_bool("restore-best",
                  "with --early-stop: end with the weights of the best epoch it saw (Keras "

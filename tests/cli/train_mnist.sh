@@ -408,5 +408,13 @@ if command -v script > /dev/null; then
   else
     echo "ok   tty-warning-after-bar"
   fi
+  # ... and before the interrupted message of a run a signal stops mid-epoch.
+  script -qc "timeout -s TERM 2 '$bin' --data-dir '$data' --device cpu --model cnn --threads 1 \
+    --train-limit 2000 --test-limit 100 --epochs 3 --checkpoint-dir '$tmp/tty-ck'" "$tmp/tty2.out" > /dev/null 2>&1
+  if grep -aq 'ETA [0-9.]*strain_mnist: interrupted' "$tmp/tty2.out"; then
+    echo "FAIL tty: the interrupted message glued to the progress bar"; grep -a interrupted "$tmp/tty2.out" | cat -v; fail=1
+  elif grep -aq 'interrupted by SIGTERM' "$tmp/tty2.out"; then
+    echo "ok   tty-interrupted-after-bar"
+  fi
 fi
 exit $fail
