@@ -338,6 +338,36 @@ TEST(SweepSpec, SampledValuesAreTheValuesTheTrialRuns) {
   EXPECT_GT(moms.size(), 1u);
 }
 
+// A list is a value only for a list option (run configs already said so): anything else given
+// one was joined with commas (save: {values: [[a, b]]} ran a trial with save=a,b; base
+// {width: [16]} passed). Numbers are decimal, as the options read them (run_cap: 0x3 gave 3
+// trials, min: 0x1p-10 a bound of 2^-10).
+TEST(SweepSpec, ListsOnlyForListOptionsAndNumbersDecimal) {
+  for (const char* yaml :
+       {"base: {width: [16]}\nparameters: {lr: {values: [0.1]}}\n",
+        "parameters: {lr: {value: [0.1]}}\n", "parameters: {lr: {values: [[0.1], [0.2]]}}\n",
+        "parameters: {save: {values: [[a, b]]}}\n",
+        "parameters: {both: {values: [{lr: [0.1], width: 8}]}}\n"}) {
+    const std::string m = usage_error(yaml);
+    EXPECT_NE(m.find(", got a list"), std::string::npos) << yaml << ": " << m;
+  }
+  EXPECT_NE(usage_error("parameters: {lr: {values: [[0.1]]}}\n")
+                .find("s.yaml: parameter 'lr': expected a single float, got a list"),
+            std::string::npos);
+  const SweepSpec ok =
+      parse_sweep("parameters: {milestones: {values: [[30, 60], [10]]}}\n", "s.yaml");
+  ASSERT_EQ(ok.params.size(), 1u);
+  EXPECT_EQ(ok.params[0].values, (std::vector<std::string>{"30,60", "10"}));
+  for (const char* yaml :
+       {"method: random\nrun_cap: 0x3\nparameters: {lr: {min: 0.1, max: 1}}\n",
+        "method: random\nrun_cap: 3\nparameters: {lr: {min: 0x1p-10, max: 1}}\n",
+        "method: random\nrun_cap: 3\nearly_terminate: {type: median, min_epochs: 0x2}\n"
+        "parameters: {lr: {min: 0.1, max: 1}}\n"}) {
+    const std::string m = usage_error(yaml);
+    EXPECT_NE(m.find("is not a number"), std::string::npos) << yaml << ": " << m;
+  }
+}
+
 TEST(SweepSpec, YamlErrorsNameFileAndKey) {
   std::string m = usage_error("parameters:\n  lrr: {values: [0.1]}\n");
   EXPECT_NE(m.find("s.yaml"), std::string::npos) << m;

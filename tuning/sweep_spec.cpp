@@ -70,9 +70,15 @@ const OptionSpec& option_for(const std::string& path, const std::string& section
 }
 
 #ifdef KILN_HAVE_YAML
-std::string scalar_text(const YAML::Node& v, const std::string& origin) {
+// A value as text; a list only for a list option (`opt`), [30, 60] -> "30,60" (anything else
+// given a list was joined with commas: save: [a, b] ran with save=a,b).
+std::string scalar_text(const YAML::Node& v, const std::string& origin,
+                        const OptionSpec* opt = nullptr) {
   if (v.IsScalar()) return v.as<std::string>();
-  if (v.IsSequence()) {  // a list option's value: [30, 60] -> "30,60"
+  if (v.IsSequence()) {
+    KILN_USAGE_CHECK(opt && opt->type == "list", origin << ": expected a single "
+                                                        << (opt ? opt->type : "value")
+                                                        << ", got a list");
     std::string out;
     for (const auto& item : v) {
       KILN_USAGE_CHECK(item.IsScalar(), origin << ": list items must be scalars");
@@ -85,6 +91,9 @@ std::string scalar_text(const YAML::Node& v, const std::string& origin) {
 
 double number(const YAML::Node& v, const std::string& origin) {
   std::string s = scalar_text(v, origin);
+  // Decimal only, as the options read numbers: strtod also reads hex (run_cap: 0x3).
+  KILN_USAGE_CHECK(s.find_first_of("xX") == std::string::npos,
+                   origin << ": '" << s << "' is not a number");
   char* end = nullptr;
   double d = strtod_c(s.c_str(), &end);
   KILN_USAGE_CHECK(!s.empty() && end && *end == 0 && std::isfinite(d),
@@ -108,7 +117,7 @@ SweepParam parse_bundles(const std::string& path, const std::string& key,
     for (const auto& kv : item) {
       std::string k = kv.first.as<std::string>();
       const OptionSpec& opt = option_for(path, "option in parameter '" + key + "':", k);
-      std::string v = scalar_text(kv.second, origin + " option '" + k + "'");
+      std::string v = scalar_text(kv.second, origin + " option '" + k + "'", &opt);
       run_options().set(scratch, opt.name, v, origin + " option '" + k + "'");
       b.emplace_back(opt.name, v);
       label += (label.empty() ? "" : " ") + opt.name + "=" + v;
@@ -143,10 +152,10 @@ SweepParam parse_param(const std::string& path, const std::string& key, const YA
     if (k == "values") {
       KILN_USAGE_CHECK(kv.second.IsSequence() && kv.second.size() > 0,
                        origin << ": values must be a non-empty list");
-      for (const auto& v : kv.second) p.values.push_back(scalar_text(v, origin));
+      for (const auto& v : kv.second) p.values.push_back(scalar_text(v, origin, &opt));
       has_values = true;
     } else if (k == "value") {
-      p.values = {scalar_text(kv.second, origin)};
+      p.values = {scalar_text(kv.second, origin, &opt)};
       has_value = true;
     } else if (k == "min") {
       p.min = number(kv.second, origin + " min");
@@ -293,7 +302,7 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
       for (const auto& b : v) {
         std::string bk = b.first.as<std::string>();
         const OptionSpec& opt = option_for(path, "base key", bk);
-        std::string bo = path + ": base key '" + bk + "'", val = scalar_text(b.second, bo);
+        std::string bo = path + ": base key '" + bk + "'", val = scalar_text(b.second, bo, &opt);
         RunConfig scratch;
         run_options().set(scratch, opt.name, val, bo);
         s.base.emplace_back(opt.name, val);
