@@ -213,7 +213,8 @@ int main(int argc, char** argv) {
           c.validate();
         } catch (const Error& e) {
           // Context, not blame: the bad value may be the file's or a flag's.
-          throw e.prefixed("trial " + std::to_string(i) + " of " + files[0] + ": ");
+          throw with_config_origin(
+              e.prefixed("trial " + std::to_string(i) + " of " + files[0] + ": "), args);
         }
         std::string line;
         for (const auto& kv : trial_params(spec, i)) line += " " + kv.first + "=" + kv.second;
@@ -224,7 +225,12 @@ int main(int argc, char** argv) {
     // Options no trial can run with (--width 0 for every trial, optimizer 'adamm') are a usage
     // error now, not a sweep of failed trials; a combination only some trials hit stays a
     // failed trial.
-    const int64_t first_ok = check_sweep_trials(spec, base);
+    int64_t first_ok = -1;
+    try {
+      first_ok = check_sweep_trials(spec, base);
+    } catch (const Error& e) {
+      throw with_config_origin(e, args);  // a --config file's value is named as the file's key
+    }
     // Options some trial never reads (a swept --momentum under adam): once here, per trial in
     // its trial-<id>.log.
     for (const std::string& note : sweep_option_notes(spec, base, defaults))

@@ -308,8 +308,8 @@ TEST(SweepSpec, AValueNoTrialCanRunWithIsRefusedUpFront) {
   // Options no trial can run with are named as such.
   base.model.width = 0;
   EXPECT_EQ(refused("parameters: {lr: {values: [0.1, 0.2]}}\n")
-                .rfind("every trial of s.yaml has invalid options (the file's and the command "
-                       "line's); first: ",
+                .rfind("every trial of s.yaml has invalid options (the sweep file's, a --config "
+                       "file's or the command line's); first: ",
                        0),
             0u);
 }

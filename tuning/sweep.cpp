@@ -615,8 +615,8 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
   }
   KILN_USAGE_CHECK(first_ok >= 0 || n == 0,
                    "every trial of " << spec.path
-                                     << " has invalid options (the file's and the command "
-                                        "line's); first: "
+                                     << " has invalid options (the sweep file's, a --config "
+                                        "file's or the command line's); first: "
                                      << first);
   // A value no trial can run with is a typo when it cannot run beside the base alone, nor beside
   // any combination of the other parameters' listed values (optimizer 'adamm'); otherwise its

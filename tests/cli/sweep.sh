@@ -143,6 +143,15 @@ rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q "^sweep: error: --lr: 'lr' is a parameter of s.yaml; it cannot also be set on the command line$" err.txt ||
   { echo "FAIL: --lr on a swept parameter rc=$rc"; cat err.txt; exit 1; }
+# A --config file's bad value is named as the file's key (the sweep named only its own file and
+# the command line).
+printf 'width: 0\n' > w0.yaml
+set +e
+"$KILN_BIN/sweep" s.yaml --config w0.yaml "${common[@]}" > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "^sweep: error: w0.yaml: key 'width': every trial of s.yaml has invalid options" err.txt ||
+  { echo "FAIL: a --config file's bad value rc=$rc"; cat err.txt; exit 1; }
 # A forgotten value does not take the next flag for it: --dir --dry-run ran every trial into a
 # directory named --dry-run.
 set +e
