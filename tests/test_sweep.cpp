@@ -454,6 +454,12 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
             "s.yaml in parameter 'g': key 'lr' (line 1): already set at line 1");
   EXPECT_EQ(usage_error("parameters: {lr: {values: [0.1]}}\n---\nmethod: grid\n"),
             "s.yaml: line 2: a second YAML document (---); the file is one mapping");
+  // ... also when the first starts on its own --- line (the second was dropped without a word).
+  EXPECT_EQ(usage_error("--- {parameters: {lr: {values: [0.1]}}}\n--- {method: grid}\n"),
+            "s.yaml: line 2: a second YAML document (---); the file is one mapping");
+  EXPECT_EQ(usage_error("--- # a comment\nparameters: {lr: {values: [0.1]}}\n---\n"),
+            "s.yaml: line 3: a second YAML document (---); the file is one mapping");
+  parse_sweep("---\nparameters: {lr: {values: [0.1]}}\n", "s.yaml");  // one document: fine
   EXPECT_EQ(usage_error("method: random\nrun_cap: 1e30\nparameters: {lr: {values: [0.1]}}\n"),
             "s.yaml: key 'run_cap': expected a non-negative integer (at most 2^53)");
   EXPECT_EQ(usage_error("method: [grid]\nparameters: {lr: {values: [0.1]}}\n"),

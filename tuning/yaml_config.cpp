@@ -52,8 +52,10 @@ void check_one_document(const std::string& text, const std::string& path) {
       if (!ended) ended = n;
       continue;
     }
-    const size_t first = line.find_first_not_of(" \t\r");
-    if (!marker && first != std::string::npos && line[first] != '#') {
+    // A document's content may start on its --- line ("--- {model: mlp}").
+    const std::string body = marker ? line.substr(3) : line;
+    const size_t first = body.find_first_not_of(" \t\r");
+    if (first != std::string::npos && body[first] != '#') {
       KILN_USAGE_CHECK(!ended, path << ": line " << n
                                     << ": text after the end of the YAML document "
                                     << "('...' on line " << ended
