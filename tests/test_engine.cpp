@@ -664,9 +664,9 @@ TEST(Options, CliFlagsBoolsAndErrors) {
   EXPECT_EQ(usage_msg({"--"}), "a bare '--': options are --name value (or --name=value)");
   // Past the field's type: refused, not wrapped (2^32 + 1 epochs ran one epoch).
   EXPECT_EQ(usage_msg({"--epochs", "4294967297"}),
-            "--epochs: '4294967297' is out of range (at most 2147483647)");
+            "--epochs: '4294967297' is out of range (-2147483648 to 2147483647)");
   EXPECT_EQ(usage_msg({"--width", "-4294967295"}),
-            "--width: '-4294967295' is out of range (at most 2147483647)");
+            "--width: '-4294967295' is out of range (-2147483648 to 2147483647)");
   EXPECT_EQ(usage_msg({"--batch-size", "4294967297"}),
             "no error");  // int64: fits (then checked by validate)
   // A float field: past its range it was inf, below it 0, silently; hex was read as hex.

@@ -153,8 +153,13 @@ OptionSpec opt_int(const std::string& name, const std::string& help, F field) {
               fits = x >= std::numeric_limits<T>::min() && x <= std::numeric_limits<T>::max();
             else
               fits = x >= 0 && static_cast<unsigned long long>(x) <= std::numeric_limits<T>::max();
+            // Both ends named: "--seed -1 ... (at most 2^63-1)" read as a number too large.
             KILN_USAGE_CHECK(
-                fits, ": '" << v << "' is out of range (at most "
+                fits, ": '" << v << "' is out of range ("
+                            << (std::is_signed_v<T>
+                                    ? static_cast<long long>(std::numeric_limits<T>::min())
+                                    : 0LL)
+                            << " to "
                             << std::min<unsigned long long>(std::numeric_limits<T>::max(),
                                                             std::numeric_limits<long long>::max())
                             << ")");
@@ -807,6 +812,16 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
     if (!s) table.set(cfg, key, "", "--" + key);  // throws with a suggestion
     if (!has_value) {
       if (s->type == "bool") {
+        // argparse's habit, "--shuffle false": the word is not this flag's value.
+        if (i + 1 < args.size()) {
+          std::string w = args[i + 1];
+          std::transform(w.begin(), w.end(), w.begin(), ::tolower);
+          KILN_USAGE_CHECK(w != "true" && w != "false" && w != "yes" && w != "no" && w != "on" &&
+                               w != "off" && w != "0" && w != "1",
+                           "--" << key << " takes no value (it got '" << args[i + 1]
+                                << "'): write --" << s->name << " or --no-" << s->name << ", or --"
+                                << s->name << "=" << args[i + 1]);
+        }
         value = "true";
       } else {
         KILN_USAGE_CHECK(i + 1 < args.size(), "--" << key << " needs a value (" << s->type << ")");

@@ -144,6 +144,11 @@ def main():
     case(c, "value_is_a_flag", ["--log", "--no-shuffle"], 2,
          "--log needs a value, got the flag --no-shuffle (a value that starts with -- is written --log=VALUE)")
     case(c, "config_value_is_a_flag", ["--config", "--lr"], 2, "--config needs a value, got the flag --lr")
+    # argparse's "--flag false": said as such (it was "unexpected argument 'false'")
+    case(c, "bool_with_value", ["--shuffle", "false"], 2,
+         "--shuffle takes no value (it got 'false'): write --shuffle or --no-shuffle, or --shuffle=false")
+    # both ends of the range ("at most 9223372036854775807" read as a number too large)
+    case(c, "seed_negative", ["--seed", "-1"], 2, "--seed: '-1' is out of range (0 to 9223372036854775807)")
     case(c, "positional", ["mnist"], 2, "unexpected argument 'mnist'")
     case(c, "dataset", ["--dataset", "imagenet"], 2, "--dataset imagenet")
     case(c, "save_dir_missing", ["--save", "@CASE@/no/such/dir/out.safetensors"], 2, "does not exist")
