@@ -642,6 +642,13 @@ TEST(Options, CliFlagsBoolsAndErrors) {
   EXPECT_TRUE(c.optim.nesterov);
   EXPECT_FALSE(c.train.shuffle);
   EXPECT_EQ(c.sched.milestones, (std::vector<int>{3, 7}));
+  // Underscores as dashes, for the negated bools too (--batch_size worked, --no_shuffle was an
+  // unknown option).
+  RunConfig u;
+  const char* uv[] = {"x", "--batch_size", "16", "--no_shuffle"};
+  parse_args(u, 4, const_cast<char**>(uv), run_options());
+  EXPECT_EQ(u.train.batch_size, 16);
+  EXPECT_FALSE(u.train.shuffle);
   auto usage_msg = [](std::vector<const char*> args) {
     RunConfig r;
     args.insert(args.begin(), "x");

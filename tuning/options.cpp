@@ -602,7 +602,8 @@ std::string closest_name(const std::string& k, const std::vector<std::string>& n
   return best;
 }
 
-const OptionSpec* OptionTable::negated_bool(const std::string& key) const {
+const OptionSpec* OptionTable::negated_bool(const std::string& name) const {
+  const std::string key = normalize_key(name);  // --no_shuffle as --batch_size is accepted
   if (key.rfind("no-", 0) != 0 || find(key)) return nullptr;
   const OptionSpec* b = find(key.substr(3));
   return b && b->type == "bool" ? b : nullptr;
