@@ -66,15 +66,6 @@ std::pair<std::string, const Layer*> Model::layer_refusing_batch(int64_t n) cons
   return {"", nullptr};
 }
 
-namespace {
-bool has_params(Layer* l) {
-  if (!l->params().empty()) return true;
-  for (auto& c : l->children())
-    if (has_params(c.second)) return true;
-  return false;
-}
-}  // namespace
-
 void Model::collect(Layer* l, const std::string& prefix) {
   all_layers_.emplace_back(prefix, l);
   for (auto& p : l->params()) param_refs_.push_back({prefix + "." + p.name, &p, prefix, l->type()});
@@ -116,11 +107,12 @@ void Model::build(Device device, uint64_t seed) {
   setup_layers();
   for (auto& l : layers_) collect(l.get(), l->name());
   // No input gradient is needed up to and including the first layer with parameters (the mlp's
-  // Flatten and first Linear, a cnn that pools first); backward() stops there.
+  // Flatten and first Linear, a cnn that pools first); backward() stops there. setup_layers
+  // counted each layer's parameters, its children's included (summary_, one row a layer).
   first_trained_ = layers_.size();
   for (size_t i = 0; i < layers_.size(); ++i) {
     layers_[i]->need_dx = false;
-    if (has_params(layers_[i].get())) {
+    if (summary_[i].params > 0) {
       first_trained_ = i;
       break;
     }

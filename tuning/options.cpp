@@ -71,12 +71,19 @@ long long parse_int(const std::string& v, const std::string& origin) {
   return x;
 }
 
-bool parse_bool(const std::string& v, const std::string& origin) {
+// 1 or 0 for a word YAML 1.1 reads as a boolean (any case), -1 for anything else.
+int bool_word(const std::string& v) {
   std::string s = v;
   std::transform(s.begin(), s.end(), s.begin(), ::tolower);
-  if (s == "true" || s == "1" || s == "yes" || s == "on") return true;
-  if (s == "false" || s == "0" || s == "no" || s == "off") return false;
-  KILN_USAGE_FAIL(origin << ": '" << v << "' is not a boolean (true|false)");
+  if (s == "true" || s == "1" || s == "yes" || s == "on") return 1;
+  if (s == "false" || s == "0" || s == "no" || s == "off") return 0;
+  return -1;
+}
+
+bool parse_bool(const std::string& v, const std::string& origin) {
+  const int b = bool_word(v);
+  KILN_USAGE_CHECK(b >= 0, origin << ": '" << v << "' is not a boolean (true|false)");
+  return b == 1;
 }
 
 // on|off switches (YAML booleans accepted too).
@@ -814,15 +821,10 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
     if (!has_value) {
       if (s->type == "bool") {
         // argparse's habit, "--shuffle false": the word is not this flag's value.
-        if (i + 1 < args.size()) {
-          std::string w = args[i + 1];
-          std::transform(w.begin(), w.end(), w.begin(), ::tolower);
-          KILN_USAGE_CHECK(w != "true" && w != "false" && w != "yes" && w != "no" && w != "on" &&
-                               w != "off" && w != "0" && w != "1",
-                           "--" << key << " takes no value (it got '" << args[i + 1]
-                                << "'): write --" << s->name << " or --no-" << s->name << ", or --"
-                                << s->name << "=" << args[i + 1]);
-        }
+        KILN_USAGE_CHECK(i + 1 == args.size() || bool_word(args[i + 1]) < 0,
+                         "--" << key << " takes no value (it got '" << args[i + 1] << "'): write --"
+                              << s->name << " or --no-" << s->name << ", or --" << s->name << "="
+                              << args[i + 1]);
         value = "true";
       } else {
         KILN_USAGE_CHECK(i + 1 < args.size(), "--" << key << " needs a value (" << s->type << ")");

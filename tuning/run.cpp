@@ -74,12 +74,18 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
   const ScheduleOptions& sc = cfg.sched;
   const bool cycles = (sc.name == "one-cycle" || sc.name == "cyclic") && sc.cycle_momentum;
   const bool asked = !std::isnan(sc.base_momentum) || !std::isnan(sc.max_momentum);
-  if (cycles && !asked && (cfg.optim.name == "sgd" || cfg.optim.name == "rmsprop")) {
+  // "between 0.85 and 0.95 (as torch's OneCycleLR does)"
+  auto cycle_range = [&sc] {
     const ScheduleOptions r = sc.resolved();
     std::ostringstream os;
-    os << "--schedule " << sc.name << " cycles the momentum between " << r.base_momentum << " and "
-       << r.max_momentum << " (as torch's " << (sc.name == "cyclic" ? "CyclicLR" : "OneCycleLR")
-       << " does): " << cfg.optim.name << " trains with it";
+    os << "between " << r.base_momentum << " and " << r.max_momentum << " (as torch's "
+       << (sc.name == "cyclic" ? "CyclicLR" : "OneCycleLR") << " does)";
+    return os.str();
+  };
+  if (cycles && !asked && (cfg.optim.name == "sgd" || cfg.optim.name == "rmsprop")) {
+    std::ostringstream os;
+    os << "--schedule " << sc.name << " cycles the momentum " << cycle_range() << ": "
+       << cfg.optim.name << " trains with it";
     if (cfg.optim.momentum != 0) os << ", not --momentum " << cfg.optim.momentum;
     os << "; --no-cycle-momentum keeps --momentum, --schedule constant keeps --lr";
     notes.push_back(os.str());
@@ -88,12 +94,9 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
   // also where the momentum range was given.
   const bool adam = cfg.optim.name == "adam" || cfg.optim.name == "adamw";
   if (cycles && adam && cfg.optim.beta1 != defaults.optim.beta1) {
-    const ScheduleOptions r = sc.resolved();
     std::ostringstream os;
     os << "--beta1 " << cfg.optim.beta1 << " is ignored: --schedule " << sc.name << " cycles "
-       << cfg.optim.name << "'s beta1 between " << r.base_momentum << " and " << r.max_momentum
-       << " (as torch's " << (sc.name == "cyclic" ? "CyclicLR" : "OneCycleLR")
-       << " does); --no-cycle-momentum keeps --beta1";
+       << cfg.optim.name << "'s beta1 " << cycle_range() << "; --no-cycle-momentum keeps --beta1";
     notes.push_back(os.str());
   }
   // sgd without momentum has nothing to dampen, unless a cycling schedule supplies a momentum.

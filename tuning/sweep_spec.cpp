@@ -75,17 +75,7 @@ const OptionSpec& option_for(const std::string& path, const std::string& section
 std::string scalar_text(const YAML::Node& v, const std::string& origin,
                         const OptionSpec* opt = nullptr) {
   if (v.IsScalar()) return v.as<std::string>();
-  if (v.IsSequence()) {
-    KILN_USAGE_CHECK(opt && opt->type == "list", origin << ": expected a single "
-                                                        << (opt ? opt->type : "value")
-                                                        << ", got a list");
-    std::string out;
-    for (const auto& item : v) {
-      KILN_USAGE_CHECK(item.IsScalar(), origin << ": list items must be scalars");
-      out += (out.empty() ? "" : ",") + item.as<std::string>();
-    }
-    return out;
-  }
+  if (v.IsSequence()) return yaml_list_text(v, origin, opt);
   KILN_USAGE_FAIL(origin << ": expected a value, got " << (v.IsNull() ? "nothing" : "a mapping"));
 }
 

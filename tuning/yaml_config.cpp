@@ -82,6 +82,19 @@ void check_unique_keys(const YAML::Node& map, const std::string& path, const std
     seen.emplace_back(norm, line);
   }
 }
+
+std::string yaml_list_text(const YAML::Node& list, const std::string& origin,
+                           const OptionSpec* opt) {
+  KILN_USAGE_CHECK(opt && opt->type == "list", origin << ": expected a single "
+                                                      << (opt ? opt->type : "value")
+                                                      << ", got a list");
+  std::string out;
+  for (const auto& item : list) {
+    KILN_USAGE_CHECK(item.IsScalar(), origin << ": list items must be scalars");
+    out += (out.empty() ? "" : ",") + item.as<std::string>();
+  }
+  return out;
+}
 #endif
 
 void apply_yaml_config(RunConfig& cfg, const std::string& path,
@@ -113,13 +126,8 @@ void apply_yaml_config(RunConfig& cfg, const std::string& path,
       if (v.IsScalar()) {
         value = v.as<std::string>();
       } else if (v.IsSequence()) {
-        const OptionSpec* s = table.find(key);
-        KILN_USAGE_CHECK(!s || s->type == "list",
-                         origin << ": expected a single " << s->type << ", got a list");
-        for (const auto& item : v) {
-          KILN_USAGE_CHECK(item.IsScalar(), origin << ": list items must be scalars");
-          value += (value.empty() ? "" : ",") + item.as<std::string>();
-        }
+        // (an unknown key: table.set below names it, with a suggestion)
+        if (const OptionSpec* s = table.find(key)) value = yaml_list_text(v, origin, s);
       } else if (v.IsNull()) {
         KILN_USAGE_FAIL(origin << ": has no value");
       } else {

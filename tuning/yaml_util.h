@@ -20,5 +20,12 @@ void check_one_document(const std::string& text, const std::string& path);
 // message about it would span lines). `where` follows the path (" in base"), may be empty.
 void check_unique_keys(const YAML::Node& map, const std::string& path, const std::string& where);
 
+struct OptionSpec;
+// A YAML list given as the value of option `opt` (null: not an option), as the option's text:
+// [30, 60] -> "30,60". A usage error "ORIGIN: expected a single float, got a list" unless `opt`
+// is a list option, or when an item is not a scalar.
+std::string yaml_list_text(const YAML::Node& list, const std::string& origin,
+                           const OptionSpec* opt);
+
 }  // namespace kiln
 #endif
