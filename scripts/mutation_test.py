@@ -1006,6 +1006,15 @@ MUTANTS = [
     ("gemm-loops-skip-zero", "kernels/dense/dense_ref.cpp",
      [("      T a = ta ? A[k * lda + i] : A[i * lda + k];\n", "      T a = ta ? A[k * lda + i] : A[i * lda + k];\n      if (a == T(0)) continue;\n")],
      "the no-BLAS GEMM skips zeros in A: 0 * inf gives 0, not NaN, hiding a diverged gradient (until 2026-12-05)"),
+    ("gemm-ref-int-wrap", "kernels/dense/dense_ref.cpp",
+     [("  if (std::max({M, N, K, lda, ldb, ldc}) > INT_MAX) {", "  if (std::max({M, N, K}) > INT_MAX) {")],
+     "CBLAS gets a leading dimension past 2^31-1 narrowed to int: OpenBLAS computes nothing, C keeps stale values (until 2026-12-05)"),
+    ("conv-stride-narrowed", "kernels/conv/conv.cu",
+     [("stride(int(std::min<int64_t>(s.stride, std::max(s.h, s.w) + 2 * s.pad))),", "stride(int(s.stride)),")],
+     "the conv launchers narrow a stride past the image to int: 2^32 divides by zero (SIGFPE), 2^31 turns negative (until 2026-12-05)"),
+    ("sweep-dry-run-value-ignored", "apps/sweep.cpp",
+     [("dry_run = !f.inline_value || parse_bool(f.value, \"--dry-run\");", "dry_run = true;")],
+     "sweep --dry-run=VALUE takes any word as true (--dry-run=maybe listed the trials)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -745,6 +745,43 @@ TEST(ConvLimitGpu, LargestBatchAtIndexLimitMatchesReference) {
 #endif
 }
 
+// A stride past the padded image is one output position, whatever its size: the layer accepts
+// any positive stride. 2^32 narrowed to 0 in the launchers' divisors (SIGFPE); 2^31 and
+// 2^32+2 narrowed to a negative and a small stride; 9 is a plain stride past a 5x6 image.
+TEST(ConvGpu, StridesPastThePaddedImageMatchReference) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  const int64_t two31 = int64_t(1) << 31, two32 = int64_t(1) << 32;
+  for (int64_t stride : {int64_t(9), two31, two32, two32 + 2}) {
+    const ConvShape s = conv_shape(2, 3, 5, 6, 4, 3, 3, stride, 1);
+    ASSERT_EQ(s.p() * s.q(), 1);
+    ASSERT_EQ(conv_index_range_error(s), "");
+    auto x = test::random_vec<float>(s.x_numel(), 41), w = test::random_vec<float>(s.w_numel(), 42);
+    auto b = test::random_vec<float>(s.k, 43), g = test::random_vec<float>(s.y_numel(), 44);
+    RefResults want = reference(s, x, w, b, g);
+    Tensor X = Tensor::from_vector(x, {s.x_numel()}, Device::CUDA);
+    Tensor Wt = Tensor::from_vector(w, {s.w_numel()}, Device::CUDA);
+    Tensor B = Tensor::from_vector(b, {s.k}, Device::CUDA);
+    Tensor G = Tensor::from_vector(g, {s.y_numel()}, Device::CUDA);
+    Tensor Y = test::poisoned({s.y_numel()}, Device::CUDA),
+           DX = test::poisoned({s.x_numel()}, Device::CUDA);
+    Tensor DW = test::poisoned({s.w_numel()}, Device::CUDA),
+           DB = test::poisoned({s.k}, Device::CUDA);
+    Tensor WS = test::poisoned({std::max<int64_t>(1, int64_t(conv2d_bwd_filter_workspace(s)))},
+                               Device::CUDA);
+    conv2d_fwd(s, X.data(), Wt.data(), B.data(), Y.data(), nullptr);
+    conv2d_bwd_data(s, G.data(), Wt.data(), DX.data(), nullptr);
+    conv2d_bwd_filter(s, X.data(), G.data(), DW.data(), DB.data(), WS.data(), nullptr);
+    EXPECT_TRUE(test::all_close(Y.to_vector(), want.y, 1e-4, 1e-4)) << "forward, stride " << stride;
+    EXPECT_TRUE(test::all_close(DX.to_vector(), want.dx, 1e-4, 1e-4))
+        << "backward-data, stride " << stride;
+    EXPECT_TRUE(test::all_close(DW.to_vector(), want.dw, 1e-3, 1e-4))
+        << "backward-filter, stride " << stride;
+    EXPECT_TRUE(test::all_close(DB.to_vector(), want.db, 1e-3, 1e-4)) << "bias, stride " << stride;
+  }
+#endif
+}
+
 TEST(Conv2dLayerGpu, ModelForwardBackwardMatchCpu) {
   KILN_SKIP_WITHOUT_GPU();
   // the same model, same seed, on both devices: outputs and every gradient agree

@@ -149,7 +149,11 @@ struct Dims {
         Q(int(s.q())),
         kh(int(s.kh)),
         kw(int(s.kw)),
-        stride(int(s.stride)),
+        // A layer takes any positive stride; one past the padded image gives a single output
+        // position (P = Q = 1) whose window starts at -pad whatever the stride. Narrowed to int,
+        // 2^32 became 0 (FastDiv divided by it: SIGFPE) and 2^31 negative. Capped at the padded
+        // extent (< 2^31, conv_index_range_error), P and Q and every window stay as they were.
+        stride(int(std::min<int64_t>(s.stride, std::max(s.h, s.w) + 2 * s.pad))),
         pad(int(s.pad)),
         HW(H * W),
         PQ(P * Q),
