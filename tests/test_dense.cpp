@@ -1,6 +1,7 @@
 // Dense family and the Linear layer: GEMM reference vs naive loops for every transpose case,
 // double-precision gradient checks of Linear, bias ops, and GPU (cuBLAS + kernels) vs reference.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
@@ -71,6 +72,29 @@ TEST(GemmRef, ZeroTimesInfIsNaNAsInBlas) {
       gemm(false, false, 1, 1, 2, 1.f, A.data(), 2, B.data(), 1, 0.f, &C, 1);
       EXPECT_TRUE(std::isnan(C)) << C << (gemm == &gemm_loops_ref<float> ? " (loops)" : "");
     }
+}
+
+// Sizes past 2^31-1 (a library caller's: a row stride of 2^31 here) are computed, not wrapped:
+// CBLAS takes ints, so 2^31 turned negative and OpenBLAS returned with C untouched. The 8 GiB
+// operands are address space only (MAP_NORESERVE; two pages of each are touched).
+TEST(GemmRef, LeadingDimensionsPastIntRangeAreComputed) {
+  const int64_t lda = int64_t(1) << 31, ldc = lda + 3;
+  const size_t a_bytes = size_t(lda + 1) * sizeof(float), c_bytes = size_t(ldc + 1) * sizeof(float);
+  void* a = mmap(nullptr, a_bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* c = mmap(nullptr, c_bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (a == MAP_FAILED || c == MAP_FAILED) GTEST_SKIP() << "no 16 GiB of address space";
+  float* A = static_cast<float*>(a);
+  float* C = static_cast<float*>(c);
+  A[0] = 1, A[lda] = 3;  // rows 0 and 1 of a 2 x 1 A
+  const float B = 2;
+  C[0] = C[ldc] = -7;  // poison
+  gemm_ref<float>(false, false, 2, 1, 1, 1.f, A, lda, &B, 1, 0.f, C, ldc);
+  EXPECT_EQ(C[0], 2.f);
+  EXPECT_EQ(C[ldc], 6.f);
+  munmap(a, a_bytes);
+  munmap(c, c_bytes);
 }
 
 TEST(GemmRef, BetaAccumulates) {

@@ -1,6 +1,7 @@
 // CPU references for the dense family. Float and double GEMM go through CBLAS (OpenBLAS)
 // when the build found it; the loop fallback keeps the CPU-only build dependency-free.
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -62,6 +63,13 @@ void gemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const 
     return true;
   }();
   (void)once;
+  // CBLAS takes int sizes (blasint: int in Debian's OpenBLAS): past 2^31-1 one wraps (2^32 + 5
+  // rows: a 5-row GEMM) or turns negative (OpenBLAS prints "illegal value" and computes nothing).
+  // Such a product runs in the 64-bit loops, as a build without BLAS would.
+  if (std::max({M, N, K, lda, ldb, ldc}) > INT_MAX) {
+    gemm_loops_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
   auto opa = ta ? CblasTrans : CblasNoTrans;
   auto opb = tb ? CblasTrans : CblasNoTrans;
   if constexpr (std::is_same_v<T, float>) {
