@@ -101,8 +101,8 @@ int main(int argc, char** argv) {
             "sweep's --resume takes no value (it continues the sweep in --dir); to "
             "start every trial from a checkpoint, put resume: "
             << f.value << " under the sweep file's base");
-      else if (a == "--dry-run")
-        dry_run = true;
+      else if (flag == "--dry-run")  // --dry-run, or --dry-run=true|false as run bool flags
+        dry_run = !f.inline_value || parse_bool(f.value, "--dry-run");
       else if (flag == "--worker") {
         worker = value("--worker");
         worker_set = true;

@@ -71,21 +71,6 @@ long long parse_int(const std::string& v, const std::string& origin) {
   return x;
 }
 
-// 1 or 0 for a word YAML 1.1 reads as a boolean (any case), -1 for anything else.
-int bool_word(const std::string& v) {
-  std::string s = v;
-  std::transform(s.begin(), s.end(), s.begin(), ::tolower);
-  if (s == "true" || s == "1" || s == "yes" || s == "on") return 1;
-  if (s == "false" || s == "0" || s == "no" || s == "off") return 0;
-  return -1;
-}
-
-bool parse_bool(const std::string& v, const std::string& origin) {
-  const int b = bool_word(v);
-  KILN_USAGE_CHECK(b >= 0, origin << ": '" << v << "' is not a boolean (true|false)");
-  return b == 1;
-}
-
 // on|off switches (YAML booleans accepted too).
 bool parse_on_off(const std::string& v) {
   std::string s = v;
@@ -460,10 +445,10 @@ OptionTable build_table() {
             [](RunConfig& c) -> double& { return c.train.early_stop_delta; }),
         kRangeTestUnused);
   t.add(opt_bool("restore-best",
-                 "with --early-stop: end with the weights of the best epoch it saw (Keras "
-                 "restore_best_weights, which restores only when it stops the run; this also "
-                 "does when the run reaches --epochs; a run --target-acc stops keeps that "
-                 "epoch's)",
+                 "with --early-stop: end with the weights of the best epoch it saw, also when "
+                 "the run reaches --epochs without stopping (Keras 3's restore_best_weights; "
+                 "Keras 2 restored only when it stopped the run); a run --target-acc stops "
+                 "keeps that epoch's",
                  [](RunConfig& c) -> bool& { return c.train.restore_best; }),
         kRangeTestUnused);
   t.add(opt_str("early-stop-metric",
@@ -564,6 +549,21 @@ OptionTable build_table() {
 }
 
 }  // namespace
+
+// 1 or 0 for a word YAML 1.1 reads as a boolean (any case), -1 for anything else.
+static int bool_word(const std::string& v) {
+  std::string s = v;
+  std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+  if (s == "true" || s == "1" || s == "yes" || s == "on") return 1;
+  if (s == "false" || s == "0" || s == "no" || s == "off") return 0;
+  return -1;
+}
+
+bool parse_bool(const std::string& v, const std::string& origin) {
+  const int b = bool_word(v);
+  KILN_USAGE_CHECK(b >= 0, origin << ": '" << v << "' is not a boolean (true|false)");
+  return b == 1;
+}
 
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);

@@ -252,6 +252,12 @@ set +e
 rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q "a bare '--'" err.txt || { echo "FAIL: bare -- rc=$rc"; cat err.txt; exit 1; }
+# --dry-run=true lists the trials as --dry-run does, like a run's --shuffle=true (it was an
+# unknown option); a word that is no boolean is named.
+"$KILN_BIN/sweep" s.yaml --dry-run=true "${common[@]}" > dry.txt 2> err.txt && [ ! -e dry ] &&
+  [ "$(grep -c '^trial' dry.txt)" = "$("$KILN_BIN/sweep" s.yaml --dry-run "${common[@]}" | grep -c '^trial')" ] &&
+  [ "$(grep -c '^trial' dry.txt)" -gt 0 ] || { echo "FAIL: --dry-run=true"; cat dry.txt err.txt; exit 1; }
+usage_error "--dry-run=maybe" "^sweep: error: --dry-run: 'maybe' is not a boolean" s.yaml --dry-run=maybe
 # --dry-run refuses what a run refuses: a bundle named like a column of the results.
 printf 'parameters:\n  test_acc: {values: [{lr: 0.1}]}\n' > clash.yaml
 usage_error "--dry-run of a bundle named test_acc" \
