@@ -21,8 +21,9 @@ Shape Pool2dBase::setup(const Shape& in) {
   const std::string who = "layer " + name() + " (" + describe() + ")";
   // Checked here, not in the constructor, so the message can name the layer (PyTorch: "pad
   // should be at most half of effective kernel size").
-  KILN_USAGE_CHECK(k_ > 0 && stride_ > 0 && pad_ >= 0 && 2 * pad_ <= k_,
+  KILN_USAGE_CHECK(k_ > 0 && stride_ > 0 && pad_ >= 0 && pad_ <= k_ / 2,
                    who << ": needs kernel > 0, stride > 0 and padding <= kernel/2");
+  KILN_USAGE_CHECK(k_ <= kPoolMaxPlane, who << ": kernel " << k_ << " exceeds 2^31-1");
   KILN_USAGE_CHECK(in.size() == 3, who << ": expected input [C, H, W], got " << shape_str(in));
   KILN_USAGE_CHECK(in[1] + 2 * pad_ >= k_ && in[2] + 2 * pad_ >= k_,
                    who << ": input " << shape_str(in) << " is smaller than the kernel " << k_ << "x"

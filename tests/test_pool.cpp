@@ -198,6 +198,12 @@ TEST(PoolLayer, BadParametersAndSmallInputsAreUsageErrorsNamingTheLayer) {
        "layer 0 (MaxPool2d(k3 s1 p2)): needs kernel > 0, stride > 0 and padding <= kernel/2"});
   cases.push_back(
       {std::make_unique<AvgPool2d>(2, -1, 0), {1, 8, 8}, "layer 0 (AvgPool2d(k2 s-1 p0)): needs"});
+  cases.push_back(
+      {std::make_unique<MaxPool2d>(int64_t(1) << 32, 1, (int64_t(1) << 31) - 1),
+       {1, 2, 2},
+       "layer 0 (MaxPool2d(k4294967296 s1 p2147483647)): kernel 4294967296 exceeds 2^31-1"});
+  cases.push_back(
+      {std::make_unique<AvgPool2d>(3, 1, int64_t(1) << 62), {1, 8, 8}, "needs kernel > 0"});
   cases.push_back({std::make_unique<AvgPool2d>(4, 1, 1),
                    {1, 1, 1},
                    "layer 0 (AvgPool2d(k4 s1 p1)): input [1, 1, 1] is smaller than the kernel 4x4 "
@@ -392,7 +398,13 @@ TEST(PoolShapeCheck, UnsupportedShapesAreErrorsNamingTheFunction) {
       {make_pool(1, 1, 4, 4, 3, 1, 2), "padding past half the window"},
       {make_pool(1, 1, 2, 8, 5, 1, 1), "window larger than the padded plane"},
       {make_pool(1, 1, 0, 4, 2, 2, 0), "negative or empty dimensions"},
-      {make_pool(1, 1, 65536, 65536, 2, 2, 0), "a plane of more than 2^31-1 elements"}};
+      {make_pool(1, 1, 65536, 65536, 2, 2, 0), "a plane of more than 2^31-1 elements"},
+      // A window of 2^32 with padding 2^31-1 over a 2x2 plane: one output, but the padded
+      // plane's product overflowed int64 and the 32-bit launch narrowed the window to 0.
+      {make_pool(1, 1, 2, 2, int64_t(1) << 32, 1, (int64_t(1) << 31) - 1), "a window past 2^31-1"},
+      // 2 * pad overflowed int64 before it was compared
+      {make_pool(1, 1, 2, 2, (int64_t(1) << 31) - 1, 1, int64_t(1) << 62),
+       "padding past half the window"}};
   std::vector<float> buf(64, 0.f);
   std::vector<int32_t> arg(64, 0);
   for (const auto& [s, why] : bad) {

@@ -27,7 +27,7 @@ constexpr int64_t kPoolMaxPlane = 2147483647;
 
 // "" when every function below can take `s`, else why not (one line): a stride below 1 (a
 // division by zero), padding past half the window (windows wholly in the padding; PyTorch
-// refuses them too), a window larger than the padded plane, a plane past kPoolMaxPlane.
+// refuses them too), a window larger than the padded plane, a window or a plane past kPoolMaxPlane.
 // The layers refuse such shapes with a usage error first; the launchers and references check
 // again for direct callers (a runtime error naming the function).
 std::string pool_shape_error(const PoolShape& s);

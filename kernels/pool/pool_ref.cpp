@@ -14,7 +14,11 @@ std::string pool_shape_error(const PoolShape& s) {
   if (s.n < 0 || s.c < 0 || s.h < 1 || s.w < 1) return "negative or empty dimensions";
   if (s.kh < 1 || s.kw < 1 || s.stride < 1 || s.pad < 0)
     return "kernel and stride must be >= 1, padding >= 0";
-  if (2 * s.pad > std::min(s.kh, s.kw)) return "padding past half the window";
+  // Bounded first, so nothing below overflows: the launchers narrow the window to int (torch
+  // refuses such sizes too), and with padding at most half of it every padded extent stays
+  // under 2^32 and every plane product under 2^63.
+  if (s.kh > kPoolMaxPlane || s.kw > kPoolMaxPlane) return "a window past 2^31-1";
+  if (s.pad > std::min(s.kh, s.kw) / 2) return "padding past half the window";
   if (s.h + 2 * s.pad < s.kh || s.w + 2 * s.pad < s.kw)
     return "window larger than the padded plane";
   if (s.h > kPoolMaxPlane / s.w) return "a plane of more than 2^31-1 elements";
