@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <iomanip>
 #include <random>
@@ -123,6 +124,10 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
   KILN_USAGE_CHECK(
       !normalize || ((mean.size() == 1 || int64_t(mean.size()) == c) && mean.size() == std.size()),
       name << ": " << mean.size() << " means / " << std.size() << " stds for " << c << " channels");
+  for (size_t i = 0; normalize && i < std.size(); ++i)  // as torchvision's Normalize: no std of 0
+    KILN_USAGE_CHECK(std::isfinite(mean[i]) && std::isfinite(std[i]) && std[i] != 0,
+                     name << ": normalisation mean " << mean[i] << ", std " << std[i]
+                          << " (channel " << i << "): the std must be non-zero and both finite");
   const int64_t n = limit > 0 ? std::min(limit, n_all) : n_all;
   Dataset ds = make_host_dataset(name, {n, c, h, w},
                                  std::vector<int32_t>(lb.data.begin(), lb.data.begin() + n));

@@ -164,6 +164,31 @@ TEST(Idx, RoundTripRawAndGz) {
   }
 }
 
+// A library caller's normalisation: a std of 0 filled the images with +-inf (torchvision's
+// Normalize refuses it: "std evaluated to zero"), a NaN mean with NaN.
+TEST(Idx, PairNormalisationNeedsNonZeroFiniteStd) {
+  TempDir t;
+  write_file(t.file("img"), make_idx({2, 2, 2}, pattern(8)));
+  write_file(t.file("lbl"), make_idx({2}, {3, 7}));
+  Dataset ok =
+      load_idx_pair(t.file("img"), t.file("lbl"), "toy", 0, true, {0.5f}, {0.25f}, Device::CPU);
+  EXPECT_EQ(ok.size(), 2);
+  const std::pair<std::vector<float>, std::vector<float>> bad[] = {
+      {{0.5f}, {0.f}}, {{0.5f}, {-0.f}}, {{std::nanf("")}, {1.f}}, {{0.5f}, {INFINITY}}};
+  for (const auto& [mean, std_] : bad) {
+    try {
+      load_idx_pair(t.file("img"), t.file("lbl"), "toy", 0, true, mean, std_, Device::CPU);
+      ADD_FAILURE() << "loaded with mean " << mean[0] << " std " << std_[0];
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_EQ(e.message().rfind("toy: normalisation mean ", 0), 0u) << e.message();
+    }
+  }
+  // without normalisation the vectors are not read
+  EXPECT_EQ(
+      load_idx_pair(t.file("img"), t.file("lbl"), "toy", 0, false, {}, {}, Device::CPU).size(), 2);
+}
+
 TEST(Idx, MultiMemberGzipAndOneDim) {
   TempDir t;
   std::vector<uint8_t> file = make_idx({70000}, pattern(70000, 11));
