@@ -232,6 +232,53 @@ TEST(NormIndexRange, ProductPastTwoTo31Minus1IsNamed) {
             "N*C*HW = 1073741824*1073741824*1099511627776 exceeds 2^31-1");  // past int64 too
 }
 
+// An empty batch (a library caller's) gives an empty output and zero parameter gradients, as
+// torch returns an empty tensor: group norm in training, batch norm in evaluation (training
+// needs statistics and is refused). On CUDA both were refused with "N*C*HW = 0*4*64 exceeds
+// 2^31-1"; the CPU always took it.
+TEST(NormLayer, EmptyBatchGivesEmptyOutputAndZeroGradientsOnEveryDevice) {
+  std::vector<Device> devices = {Device::CPU};
+  if (cuda_available()) devices.push_back(Device::CUDA);
+  for (Device d : devices)
+    for (bool group : {true, false}) {
+      Model m({4, 8, 8});
+      if (group)
+        m.add(std::make_unique<GroupNorm>(2, 4));
+      else
+        m.add(std::make_unique<BatchNorm>(4, true));
+      m.build(d, 1);
+      Context ctx(d);
+      if (group)
+        m.train(ctx);
+      else
+        m.eval(ctx);
+      const Tensor x = Tensor::zeros({0, 4, 8, 8}, d);
+      const Tensor y = m.forward(ctx, x);
+      EXPECT_EQ(y.shape(), Shape({0, 4, 8, 8})) << device_name(d) << " group " << group;
+      const std::vector<float> poison(static_cast<size_t>(m.flat_grads().numel()), std::nanf(""));
+      copy_bytes(m.flat_grads().data(), d, poison.data(), Device::CPU,
+                 poison.size() * sizeof(float));
+      m.backward(ctx, Tensor::zeros({0, 4, 8, 8}, d));
+      ASSERT_EQ(m.param_refs().size(), 2u);
+      for (const ParamRef& p : m.param_refs())
+        EXPECT_EQ(p.param->grad.to_vector(), std::vector<float>(4, 0.f))
+            << device_name(d) << " group " << group << " " << p.name;
+    }
+#ifdef KILN_WITH_CUDA
+  // The launcher refuses training statistics of nothing by name.
+  if (cuda_available()) {
+    try {
+      batchnorm_fwd_train(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                          nullptr, 0.1, 1e-5, NormShape{0, 4, 64, 1}, nullptr, nullptr);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(e.message().find("batchnorm_fwd_train: an empty batch"), std::string::npos)
+          << e.message();
+    }
+  }
+#endif
+}
+
 TEST(NormLayer, SamplePastIndexRangeIsUsageErrorAtSetup) {
   // Shape level: build() fails in setup, nothing of the input's size is allocated.
   for (bool group : {false, true}) {

@@ -386,7 +386,7 @@ void launch_apply(const float* x, const float* dy, const float* ym, float* out, 
 void check_shape(const NormShape& s, const char* op) {
   const std::string err = norm_index_range_error(s);
   KILN_CHECK(err.empty(), op << ": unsupported shape n=" << s.n << " c=" << s.c << " hw=" << s.hw
-                             << " (each dimension >= 1): " << err);
+                             << " (n >= 0, c and hw >= 1): " << err);
 }
 
 struct BnWorkspace {
@@ -1066,13 +1066,21 @@ void groupnorm_set_cached(bool on) {
   g_gn_cached.store(on, std::memory_order_relaxed);
 }
 
-// ---- launchers -----------------------------------------------------------------------------------
+// ---- launchers
+// ----------------------------------------------------------------------------------- dweight and
+// dbias (where given) set to 0 on `stream`: an empty batch's gradients.
+static void zero_channels(float* dweight, float* dbias, int64_t c, cudaStream_t stream) {
+  for (float* p : {dweight, dbias})
+    if (p) KILN_CUDA_CHECK(cudaMemsetAsync(p, 0, static_cast<size_t>(c) * sizeof(float), stream));
+}
+
 void batchnorm_fwd_train(const float* x, const float* weight, const float* bias, float* y,
                          float* save_mean, float* save_invstd, float* running_mean,
                          float* running_var, float* num_batches_tracked, double momentum,
                          double eps, const NormShape& s, void* workspace, cudaStream_t stream,
                          bool relu) {
   check_shape(s, "batchnorm_fwd_train");
+  KILN_CHECK(s.n > 0, "batchnorm_fwd_train: an empty batch (n=0) has no batch statistics");
   const BnWorkspace w = bn_workspace(workspace, s);
   const bool vec = bn_sums_vec(s, x, nullptr, nullptr);
   const BnPersistPlan plan = bn_persistent_plan<false>(s, w, vec && aligned16(y));
@@ -1099,6 +1107,7 @@ void batchnorm_fwd_eval(const float* x, const float* weight, const float* bias,
                         const float* running_mean, const float* running_var, float* y, double eps,
                         const NormShape& s, cudaStream_t stream, bool relu) {
   check_shape(s, "batchnorm_fwd_eval");
+  if (s.n == 0) return;  // an empty batch: nothing to write (a grid of 0 blocks is an error)
   launch_apply<Apply::Eval>(
       x, nullptr, nullptr, y,
       {running_mean, running_var, weight, bias, static_cast<int>(s.c), static_cast<float>(eps), relu},
@@ -1110,6 +1119,10 @@ void batchnorm_bwd(const float* x, const float* dy, const float* weight, const f
                    const NormShape& s, void* workspace, cudaStream_t stream,
                    const float* relu_y) {
   check_shape(s, "batchnorm_bwd");
+  if (s.n == 0) {  // an empty batch: the parameter gradients are sums over nothing
+    zero_channels(dweight, dbias, s.c, stream);
+    return;
+  }
   const BnWorkspace w = bn_workspace(workspace, s);
   const bool vec = bn_sums_vec(s, x, dy, relu_y);
   const BnPersistPlan plan = bn_persistent_plan<true>(s, w, vec && dx && aligned16(dx));
@@ -1161,6 +1174,7 @@ void groupnorm_fwd(const float* x, const float* weight, const float* bias, float
   check_shape(s, "groupnorm_fwd");
   KILN_CHECK(s.groups > 0 && s.c % s.groups == 0,
              "groupnorm_fwd: " << s.c << " channels are not divisible by " << s.groups << " groups");
+  if (s.n == 0) return;  // an empty batch: nothing to write
   const unsigned cpg = static_cast<unsigned>(s.c / s.groups), hw = static_cast<unsigned>(s.hw);
   if (groupnorm_splits_planes(s)) {
     KILN_CHECK(workspace,
@@ -1204,6 +1218,10 @@ void groupnorm_bwd(const float* x, const float* dy, const float* weight, const f
   check_shape(s, "groupnorm_bwd");
   KILN_CHECK(s.groups > 0 && s.c % s.groups == 0,
              "groupnorm_bwd: " << s.c << " channels are not divisible by " << s.groups << " groups");
+  if (s.n == 0) {  // an empty batch: the parameter gradients are sums over nothing
+    zero_channels(dweight, dbias, s.c, stream);
+    return;
+  }
   KILN_CHECK(workspace,
              "groupnorm_bwd: needs a workspace of " << groupnorm_workspace_bytes(s) << " bytes");
   const GnWorkspace w = gn_workspace(workspace, s);

@@ -20,7 +20,10 @@ inline int64_t at(const NormShape& s, int64_t n, int64_t c, int64_t k) {
 std::string norm_index_range_error(const NormShape& s) {
   // Compared by division: user-sized factors could overflow the int64 product itself.
   const int64_t lim = INT_MAX;
-  const bool fits = s.n > 0 && s.c > 0 && s.hw > 0 && s.c <= lim / s.n && s.hw <= lim / (s.n * s.c);
+  // An empty batch fits (torch returns an empty tensor; batch norm's training refuses it
+  // elsewhere: no statistics).
+  const bool fits = s.n >= 0 && s.c > 0 && s.hw > 0 &&
+                    (s.n == 0 || (s.c <= lim / s.n && s.hw <= lim / (s.n * s.c)));
   if (fits) return "";
   std::ostringstream os;
   os << "N*C*HW = " << s.n << "*" << s.c << "*" << s.hw;
