@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # (scripts/gpu_run.sh, copied into the bundle as run.sh by scripts/gpu_bundle.sh.)
-# Runs the GPU checks of the issues on the device machine; logs go to ${OUT:-./out} and a
-# summary table (summary.txt) is printed last. Steps, in priority order (default: all):
+# Runs the GPU checks of the issues on the device machine. Logs go to ${KILN_LOG_DIR:-./log};
+# ${OUT:-./out} gets two files only, summary.txt and logs.tgz (the logs, the catalogue's
+# directory and checkpoints), rewritten every 20 s and at the end, so a call killed at its limit
+# still brings back what was done (the device tool returns at most 8 files from $OUT). Each
+# summary row is printed as it is written, and the table again last. The libraries are checked
+# first: one that no binary finds stops the run at once. Steps, in priority order (default: all):
 #   tests      the GPU gtests (*Gpu*; the CPU tests are CI's) + the train_mnist CLI test on CUDA
 #   train      mlp 3 epochs (>= 98%), cnn 15 epochs (>= 99.0%), cnn + BN + dropout 0.05 15 epochs
 #              (>= 99.4%)
@@ -29,13 +33,15 @@
 # Default: the correctness steps (tests train memcheck racecheck initcheck synccheck resume), as
 # the H200 session ran them; KILN_CONCURRENT= (empty) runs every step alone, in order.
 set -u
+start=$(date +%s)  # the deadline counts from here (the library search below takes seconds)
 here=$(cd "$(dirname "$0")" && pwd)
-out=${OUT:-$here/out}
-mkdir -p "$out"
+out=${KILN_LOG_DIR:-$here/log}
+dest=${OUT:-$here/out}
+mkdir -p "$out" "$dest"
 # CUDA libraries: the toolkit's first, then any folder of a PyTorch venv's nvidia wheels
 # that holds a shared library (cuDNN may be there only: /opt/torch/.venv/lib/python3.12/
 # site-packages/nvidia/cudnn/lib, or nvidia/cu13/lib in the CUDA 13 wheels).
-extra=$(find /opt/torch /usr/local/lib/python3* -maxdepth 8 -path '*nvidia*' -name 'lib*.so*' \
+extra=$(find /opt/torch /usr/local/lib/python3* -maxdepth 10 -path '*nvidia*' -name 'lib*.so*' \
           -printf '%h\n' 2>/dev/null | sort -u | tr '\n' ':')
 # Only kiln's binaries see that path (through the wrappers in $here/.wbin, which exec them: same
 # pid): PyTorch must load its own wheels' cuDNN/cuBLAS, not an older toolkit copy found first.
@@ -58,23 +64,25 @@ summary=$out/summary.txt
 # A row that reports a failure (a non-zero exit, a target not met, a timeout, a missing library,
 # a GPU test skipped on the GPU) is also listed in failed.txt: run.sh then exits 1.
 row() {
-  printf '%-38s %s\n' "$1" "$2" | tee -a "$summary" >/dev/null
+  printf '%-38s %s\n' "$1" "$2" | tee -a "$summary"
   case "$2" in
     *"exit "[1-9]*|*"NOT MET"*|*"TIMED OUT"*|*MISSING*|*SKIPPED*) echo "$1" >>"$out/failed.txt" ;;
   esac
 }
 last() { tail -1 "$1" 2>/dev/null; }
-gpu_tests='*Gpu*:CublasApi.*:-*WithoutGpu*'  # (the one CPU test named 'without a GPU' skips where one
-# answers; CublasApi: the dlopen'ed cuBLAS makes, sets and destroys a handle on the device)
+gpu_tests='*Gpu*:CublasApi.*:*ShapeCheck.*:-*WithoutGpu*'  # (the one CPU test named 'without a GPU'
+# skips where one answers; CublasApi: the dlopen'ed cuBLAS makes, sets and destroys a handle on
+# the device; *ShapeCheck: the launchers' refusals, checked on a device where there is one)
 # Under compute-sanitizer: ConvLimitGpu allocates 32 GiB at the 2^31 index limit (far too slow
 # there) and the MatchesCudnn cases mostly instrument cuDNN's own algorithm search (kiln's
 # kernels run in MatchesReference too); the trainer, graph and LR-finder runs go last, so a
 # timeout still leaves the kernels' verdict.
 # StepGraphGpu.FailedCapture* is left out: it makes a CUDA API call fail on purpose (a cudaMalloc
 # during capture), which memcheck counts as 3 errors; it runs in the plain gtests. So are the
-# *LaunchErrorGpu* tests (a cooperative launch too large to fit, on purpose).
+# *LaunchErrorGpu* tests (a cooperative launch too large to fit, on purpose), and
+# BufferGpu.FailedDeviceAllocation* (a cudaMalloc of 2^50 bytes, failed on purpose).
 sanitize_models='TrainerGpu.*:StepGraphGpu.*:LrFinderGpu.*:FusionModelGpu.*'
-sanitize_kernels="*Gpu*:-*WithoutGpu*:ConvLimitGpu.*:*MatchesCudnn*:*LaunchErrorGpu*:$sanitize_models"
+sanitize_kernels="*Gpu*:-*WithoutGpu*:ConvLimitGpu.*:*MatchesCudnn*:*LaunchErrorGpu*:BufferGpu.FailedDeviceAllocation*:$sanitize_models"
 sanitize_models_only="$sanitize_models:-StepGraphGpu.FailedCapture*"
 tool_summary='^========= (ERROR|RACECHECK) SUMMARY'  # the line a sanitizer run that finished ends with
 
@@ -136,8 +144,9 @@ sanitize() {  # kernel tests first, then the whole-model runs (slowest under the
       row "compute-sanitizer $1" "UNSUPPORTED on this machine: $(grep -h -m1 'Device not supported' "$out"/sanitize-"$1"-$part*.txt | head -1)"
       return
     fi
+    # with gtest's count of tests passed: a filter that matches nothing also ends "0 errors"
     row "compute-sanitizer $1 ($part$( [ "$shards" -gt 1 ] && echo ", $shards shards"))" \
-      "exit $rc; $(grep -h -m1 -E "$tool_summary" "$out"/sanitize-"$1"-$part*.txt | sort | uniq -c | sed 's/^ *//; s/^1 //' | paste -sd ';' -)"
+      "exit $rc; $(grep -h -m1 -E "$tool_summary" "$out"/sanitize-"$1"-$part*.txt | sort | uniq -c | sed 's/^ *//; s/^1 //' | paste -sd ';' -); tests passed: $(grep -h -o -E '^\[  PASSED  \] [0-9]+' "$out"/sanitize-"$1"-$part*.txt | awk '{n += $NF} END {print n + 0}')"
   done
 }
 step_memcheck() { sanitize memcheck; }
@@ -186,11 +195,10 @@ step_perf() {  # kiln vs PyTorch side by side (docs/PERFORMANCE.md)
   KILN_BENCH_TRAIN=$bin/bench_train OUT=$out bash "$here/scripts/bench_compare.sh" "$out" >"$out/perf.txt" 2>&1
   row "bench_compare (kiln vs PyTorch)" "exit $?"
 }
-step_catalogue() {  # stops itself 20 s before its budget so the tarball is written
+step_catalogue() {  # stops itself 20 s before its budget; its directory travels in logs.tgz
   KILN_BIN=$bin KILN_SRC=$here bash "$here/scripts/catalogue.sh" "$here/catalogue" --budget "$(( ${STEP_SECONDS:-480} - 20 ))" \
     --workers "${KILN_CATALOGUE_WORKERS:-4}" -- --device cuda --data-dir "$data" >"$out/catalogue.txt" 2>&1
   local rc=$?
-  tar -C "$here" -czf "$out/catalogue.tgz" catalogue
   if [ "$rc" -eq 3 ]; then row "experiment catalogue" "budget spent (status 3): run the step again to continue"
   else row "experiment catalogue" "exit $rc"; fi
 }
@@ -209,13 +217,34 @@ want=${want/ sanitize / memcheck racecheck initcheck synccheck }
 for w in $want ${KILN_CONCURRENT-}; do
   [ "$w" = all ] || [ -n "${budget[$w]:-}" ] || { echo "run.sh: unknown step '$w' (steps: ${order[*]} sanitize all)" >&2; exit 2; }
 done
-deadline=$(( $(date +%s) + ${KILN_DEADLINE:-540} ))
+deadline=$(( start + ${KILN_DEADLINE:-540} ))
 : >"$summary"
 rm -f "$out/failed.txt"
+# summary.txt and logs.tgz into $dest (each written beside and renamed: a kill never leaves half)
+pack() {
+  tar -C "$out" -czf "$dest/.logs.tgz" --exclude=./logs.tgz --exclude=./.logs.tgz --exclude=./summary.txt . \
+    $( [ -d "$here/catalogue" ] && echo "-C $here catalogue") 2>/dev/null
+  mv -f "$dest/.logs.tgz" "$dest/logs.tgz"
+  [ "$summary" -ef "$dest/summary.txt" ] || { cp "$summary" "$dest/.summary.txt" && mv -f "$dest/.summary.txt" "$dest/summary.txt"; }
+}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/gpu.txt" 2>&1
 row "device" "$(head -1 "$out/gpu.txt")"
-LD_LIBRARY_PATH="$kiln_ld" ldd "$here/bin/kiln_tests" | grep -E "not found|cublas|cudnn" >"$out/ldd.txt"
-grep -q "not found" "$out/ldd.txt" && row "ldd kiln_tests" "MISSING: $(grep 'not found' "$out/ldd.txt" | awk '{print $1}' | tr '\n' ' ')"
+# Every binary's libraries, and the cuBLAS that engine/cublas_api.cpp dlopens: a missing one
+# stops the run now rather than failing every step after it.
+for b in "$here"/bin/*; do
+  LD_LIBRARY_PATH="$kiln_ld" ldd "$b" 2>&1 | sed "s|^|$(basename "$b"): |"
+done | grep -E "not found|cublas|cudnn" >"$out/ldd.txt"
+cublas=""
+for d in ${kiln_ld//:/ }; do [ -e "$d/libcublas.so.13" ] && { cublas=$d/libcublas.so.13; break; }; done
+[ -n "$cublas" ] || echo "libcublas.so.13 (dlopened) => not found" >>"$out/ldd.txt"
+if grep -q "not found" "$out/ldd.txt"; then
+  row "libraries" "MISSING: $(grep 'not found' "$out/ldd.txt" | awk '{for (i = 2; i <= NF; i++) if ($i == "=>") print $(i - 1)}' | sort -u | tr '\n' ' ')(ldd.txt); no step run"
+  pack
+  echo "run.sh: FAILED: libraries"
+  exit 1
+fi
+( while sleep 20; do pack; done ) &
+packer=$!
 run_step() {  # step seconds: runs it under its budget; a timeout is a row
   local s=$1 secs=$2 t0 rc note f
   t0=$(date +%s)
@@ -247,16 +276,21 @@ fits() {  # step: secs = its budget, or less when the deadline is nearer; under 
 }
 skipped=()
 together=" ${KILN_CONCURRENT-tests train memcheck racecheck initcheck synccheck resume} "
+group=()
 for s in "${order[@]}"; do  # the concurrent group first (the deadline applies to each)
   [[ "$together" == *" $s "* ]] && selected "$s" && fits "$s" || continue
   run_step "$s" "$secs" &
+  group+=($!)
 done
-wait
+for p in "${group[@]}"; do wait "$p"; done  # (not a bare wait: the packer runs till the end)
 for s in "${order[@]}"; do
   [[ "$together" != *" $s "* ]] && selected "$s" && fits "$s" || continue
   run_step "$s" "$secs"
 done
 [ ${#skipped[@]} -eq 0 ] || row "not run (no time left)" "${skipped[*]}"
+kill "$packer" 2>/dev/null
+wait "$packer" 2>/dev/null
+pack
 [ -f "$out/bench_summary.txt" ] && cat "$out/bench_summary.txt"
 [ -f "$out/perf.txt" ] && tail -12 "$out/perf.txt"
 echo "---- summary ----"
