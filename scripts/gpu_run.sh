@@ -127,9 +127,10 @@ sanitize() {  # kernel tests first, then the whole-model runs (slowest under the
   local part filter shards i rc
   # KILN_SANITIZE_PARTS picks the parts ("models" alone reruns those); KILN_SANITIZE_MODELS_FILTER
   # and KILN_SANITIZE_KERNELS_FILTER narrow a part to some tests (gtest filters: e.g. only the
-  # suites whose kernels changed since the last run).
+  # suites whose kernels changed since the last run). The tools are CPU-bound, one core each:
+  # KILN_SANITIZE_KERNEL_SHARDS processes share the kernels part (default 1).
   for part in ${KILN_SANITIZE_PARTS:-kernels models}; do
-    filter=${KILN_SANITIZE_KERNELS_FILTER:-$sanitize_kernels} shards=1
+    filter=${KILN_SANITIZE_KERNELS_FILTER:-$sanitize_kernels} shards=${KILN_SANITIZE_KERNEL_SHARDS:-1}
     # the whole-model runs, in KILN_SANITIZE_SHARDS processes at once (gtest's own sharding)
     [ $part = models ] && filter=${KILN_SANITIZE_MODELS_FILTER:-$sanitize_models_only} shards=${KILN_SANITIZE_SHARDS:-1}
     for ((i = 0; i < shards; i++)); do

@@ -150,6 +150,10 @@ expect "$tmp/run5.txt" '^run.sh: FAILED: racecheck$' "concurrent failure named"
 OUT=$tmp/out8 KILN_SANITIZE_PARTS=kernels KILN_SANITIZE_KERNELS_FILTER='*ConvGpu*:*PoolGpu*' KILN_CONCURRENT= \
   run_sh initcheck >"$tmp/run8.txt" 2>&1
 expect "$tmp/out8/sanitize-initcheck-kernels.txt" '^--gtest_filter=\*ConvGpu\*:\*PoolGpu\* shard 0/1$' "kernels filter override"
+# the kernels part in KILN_SANITIZE_KERNEL_SHARDS processes
+OUT=$tmp/out11 KILN_SANITIZE_PARTS=kernels KILN_SANITIZE_KERNEL_SHARDS=2 KILN_CONCURRENT= run_sh initcheck >/dev/null 2>&1
+expect "$tmp/out11/summary.txt" '^compute-sanitizer initcheck \(kernels, 2 shards\) +exit 0; 2 ========= ERROR SUMMARY: 0 errors; tests passed: 6$' "kernel shards"
+for i in 0 1; do expect "$tmp/out11/sanitize-initcheck-kernels-$i.txt" "shard $i/2\$" "kernel shard $i"; done
 OUT=$tmp/out6 KILN_CONCURRENT="tests bogus" run_sh tests >"$tmp/run6.txt" 2>&1
 [ $? -eq 2 ] && grep -q "unknown step 'bogus'" "$tmp/run6.txt" ||
   { echo "FAIL: an unknown KILN_CONCURRENT step"; cat "$tmp/run6.txt"; fail=1; }
