@@ -2,13 +2,19 @@
 # Builds kiln for one CUDA architecture and writes a self-contained folder that runs on another
 # x86-64 Linux machine with an NVIDIA driver: binaries, the non-system shared libraries they
 # need (libbenchmark, libyaml-cpp, libopenblas, ...; CUDA/cuDNN libraries are expected on the
-# target, e.g. from a PyTorch install), gzipped MNIST, the CLI tests and a run.sh.
+# target, e.g. from a PyTorch install), gzipped MNIST, the CLI tests and a run.sh; and the same
+# folder as one tarball, OUT_DIR-carry/bundle.tgz, which is what a device call carries (the
+# folder itself is over the call's 64 MiB; the tarball about 35 MB):
+#   run(carry=["bundle-carry"], command="tar xzf bundle-carry/bundle.tgz && ... bundle/run.sh ...")
 # Usage: scripts/gpu_bundle.sh [ARCH] [OUT_DIR]      (default: 90 bundle)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arch=${1:-90}
 out=${2:-bundle}
 build=build-bundle-sm$arch
+# The training runs and the catalogue read full MNIST (the device machine has no network).
+ls data/mnist/train-images-idx3-ubyte.gz data/mnist/t10k-labels-idx1-ubyte.gz >/dev/null 2>&1 ||
+  { echo "gpu_bundle.sh: no MNIST in data/mnist (run scripts/fetch_data.sh first)" >&2; exit 1; }
 # KILN_BLAS=OFF: on the GPU machine the CPU references are only test oracles on small shapes,
 # and OpenBLAS alone (36 MB) would push the bundle past what a device call can carry (64 MiB).
 mkdir -p "$build"
@@ -38,7 +44,14 @@ done
 cp -r tests/data tests/cli tests/bad_inputs "$out/tests/" 2>/dev/null || true
 cp -r experiments scripts "$out/" 2>/dev/null || true
 cp benchmarks/pytorch_reference.py "$out/scripts/" 2>/dev/null || true  # for run.sh perf
-if ls data/mnist/*.gz >/dev/null 2>&1; then cp data/mnist/*.gz "$out/data/mnist/"; fi
+cp data/mnist/*.gz "$out/data/mnist/"
 cp scripts/gpu_run.sh "$out/run.sh"  # tested on stub binaries by tests/cli/gpu_run.sh
 chmod +x "$out/run.sh"
 du -sh "$out"
+# The carried tarball, and what a call would send: it and the tracked tree stay under 64 MiB.
+mkdir -p "$out-carry"
+tar -czf "$out-carry/bundle.tgz" "$out"
+tree=$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)
+total=$(( $(stat -c %s "$out-carry/bundle.tgz") + tree ))
+echo "$out-carry/bundle.tgz: $(du -h "$out-carry/bundle.tgz" | cut -f1); with the tracked files, $(( total / 1048576 )) MiB of the 64 a device call carries"
+[ "$total" -lt $(( 60 * 1048576 )) ] || { echo "gpu_bundle.sh: too large to carry" >&2; exit 1; }
