@@ -66,7 +66,7 @@ summary=$out/summary.txt
 row() {
   printf '%-38s %s\n' "$1" "$2" | tee -a "$summary"
   case "$2" in
-    *"exit "[1-9]*|*"NOT MET"*|*"TIMED OUT"*|*MISSING*|*SKIPPED*) echo "$1" >>"$out/failed.txt" ;;
+    *"exit "[1-9]*|*"NOT MET"*|*"TIMED OUT"*|*MISSING*|*SKIPPED*|*"tests passed: 0") echo "$1" >>"$out/failed.txt" ;;
   esac
 }
 last() { tail -1 "$1" 2>/dev/null; }
@@ -219,12 +219,17 @@ for w in $want ${KILN_CONCURRENT-}; do
   [ "$w" = all ] || [ -n "${budget[$w]:-}" ] || { echo "run.sh: unknown step '$w' (steps: ${order[*]} sanitize all)" >&2; exit 2; }
 done
 deadline=$(( start + ${KILN_DEADLINE:-540} ))
+# A new run's logs only (a warm machine keeps the last call's; the sanitizer rows read
+# sanitize-TOOL-PART*.txt). The catalogue's directory is elsewhere, so it still resumes.
+case "$out" in /|"$here") echo "run.sh: KILN_LOG_DIR=$out would delete the bundle; name a folder of its own" >&2; exit 2 ;; esac
+find "$out" -mindepth 1 -delete
 : >"$summary"
-rm -f "$out/failed.txt"
 # summary.txt and logs.tgz into $dest (each written beside and renamed: a kill never leaves half)
 pack() {
+  local cat=()
+  [ -d "$here/catalogue" ] && cat=(-C "$here" catalogue)
   tar -C "$out" -czf "$dest/.logs.tgz" --exclude=./logs.tgz --exclude=./.logs.tgz --exclude=./summary.txt . \
-    $( [ -d "$here/catalogue" ] && echo "-C $here catalogue") 2>/dev/null
+    "${cat[@]}" 2>/dev/null
   mv -f "$dest/.logs.tgz" "$dest/logs.tgz"
   [ "$summary" -ef "$dest/summary.txt" ] || { cp "$summary" "$dest/.summary.txt" && mv -f "$dest/.summary.txt" "$dest/summary.txt"; }
 }
@@ -235,16 +240,24 @@ row "device" "$(head -1 "$out/gpu.txt")"
 for b in "$here"/bin/*; do
   LD_LIBRARY_PATH="$kiln_ld" ldd "$b" 2>&1 | sed "s|^|$(basename "$b"): |"
 done | grep -E "not found|cublas|cudnn" >"$out/ldd.txt"
-cublas=""
-for d in ${kiln_ld//:/ }; do [ -e "$d/libcublas.so.13" ] && { cublas=$d/libcublas.so.13; break; }; done
-[ -n "$cublas" ] || echo "libcublas.so.13 (dlopened) => not found" >>"$out/ldd.txt"
+# (the soname the build compiled in, KILN_CUBLAS_SONAME; dlopen also searches ld.so's cache)
+soname=$(grep -a -o -m1 'libcublas\.so\.[0-9][0-9]*' "$here/bin/kiln_tests" 2>/dev/null | head -1)
+if [ -n "$soname" ]; then
+  found=""
+  IFS=: read -r -a dirs <<<"$kiln_ld"
+  for d in "${dirs[@]}"; do [ -e "$d/$soname" ] && found=1; done
+  [ -n "$found" ] || ldconfig -p 2>/dev/null | grep -q " $soname " ||
+    echo "kiln_tests: $soname => not found (the cuBLAS it dlopens)" >>"$out/ldd.txt"
+fi
 if grep -q "not found" "$out/ldd.txt"; then
-  row "libraries" "MISSING: $(grep 'not found' "$out/ldd.txt" | awk '{for (i = 2; i <= NF; i++) if ($i == "=>") print $(i - 1)}' | sort -u | tr '\n' ' ')(ldd.txt); no step run"
+  row "libraries" "MISSING: $(grep 'not found' "$out/ldd.txt" | sed 's/^[^:]*: *//; s/^[[:space:]]*//' | sort -u | paste -sd ';' - | sed 's/;/; /g') (ldd.txt); no step run"
   pack
   echo "run.sh: FAILED: libraries"
   exit 1
 fi
-( while sleep 20; do pack; done ) &
+# The packer: killed at the end, it finishes a tar it has started (the TERM waits for it), so
+# the last pack below is the only writer of logs.tgz.
+( trap 'kill $! 2>/dev/null; exit 0' TERM; while :; do sleep 20 & wait $!; pack; done ) &
 packer=$!
 run_step() {  # step seconds: runs it under its budget; a timeout is a row
   local s=$1 secs=$2 t0 rc note f

@@ -19,7 +19,8 @@ stub() {  # stub PATH BODY: an executable bash script
   printf '#!/usr/bin/env bash\n%s\n' "$2" >"$1"
   chmod +x "$1"
 }
-stub "$b/bin/kiln_tests" 'echo "data=$KILN_TEST_DATA ld=$LD_LIBRARY_PATH" >>"$OUT/kiln_tests.env"
+stub "$b/bin/kiln_tests" '# dlopens libcublas.so.13 (run.sh reads the soname from the binary)
+echo "data=$KILN_TEST_DATA ld=$LD_LIBRARY_PATH" >>"$OUT/kiln_tests.env"
 echo "[==========] 3 tests ran."; echo "[  PASSED  ] 3 tests."'
 # train_mnist: test_acc by model (mlp 0.981 meets 0.98; cnn peaks at 0.9885, under 0.99)
 stub "$b/bin/train_mnist" '
@@ -59,7 +60,7 @@ if [ "$2" = racecheck ]; then
   touch "$OUT/racecheck.started"; echo "[ RUN      ] ConvGpu.MatchesReference/K3"; echo "========= Race reported between Write access at 0x10"
   echo "========= Race reported between Read access at 0x20"; echo "[ RUN      ] PoolGpu.MatchesReference/K2"; sleep 300
 fi
-echo "[  PASSED  ] 3 tests."; echo "========= ERROR SUMMARY: 0 errors"'
+echo "[  PASSED  ] ${KILN_STUB_PASSED:-3} tests."; echo "========= ERROR SUMMARY: 0 errors"'
 export PATH="$tmp/path:$PATH"
 # The logs beside the summary (KILN_LOG_DIR = $OUT), as before logs.tgz; section 5 separates them.
 run_sh() { KILN_LOG_DIR=$OUT bash "$b/run.sh" "$@"; }
@@ -181,6 +182,22 @@ OUT=$tmp/dest10 KILN_LOG_DIR=$tmp/log10 KILN_STUB_LDD_MISSING=libcudnn.so.9 bash
 rc=$?
 [ $rc -eq 1 ] && [ ! -e "$tmp/log10/steps.txt" ] && [ ! -e "$tmp/dest10/kiln_tests.env" ] ||
   { echo "FAIL: a missing library did not stop the run (rc $rc)"; cat "$tmp/run10.txt"; fail=1; }
-expect "$tmp/dest10/summary.txt" '^libraries +MISSING: libcudnn.so.9 \(ldd.txt\); no step run' "missing library row"
+expect "$tmp/dest10/summary.txt" '^libraries +MISSING: libcudnn.so.9 => not found \(ldd.txt\); no step run' "missing library row"
+# ... and a cuBLAS soname (the one the binary names: it is dlopened) found nowhere
+cp -r "$b" "$tmp/b2" && sed -i 's/libcublas.so.13/libcublas.so.99/' "$tmp/b2/bin/kiln_tests"
+OUT=$tmp/dest12 KILN_LOG_DIR=$tmp/log12 bash "$tmp/b2/run.sh" tests >"$tmp/run12.txt" 2>&1
+rc=$?
+[ $rc -eq 1 ] && [ ! -e "$tmp/log12/steps.txt" ] || { echo "FAIL: a missing cuBLAS did not stop the run (rc $rc)"; cat "$tmp/run12.txt"; fail=1; }
+expect "$tmp/dest12/summary.txt" '^libraries +MISSING: libcublas.so.99 => not found \(the cuBLAS it dlopens\)' "missing cuBLAS row"
+# 7. A sanitizer run whose filter matched no test fails (it also ends "0 errors"); a second run in
+# the same log folder counts its own shard files only (the first one's two are deleted).
+OUT=$tmp/dest13 KILN_LOG_DIR=$tmp/log13 KILN_SANITIZE_PARTS=kernels KILN_SANITIZE_KERNEL_SHARDS=2 KILN_CONCURRENT= \
+  bash "$b/run.sh" initcheck >/dev/null 2>&1
+OUT=$tmp/dest13 KILN_LOG_DIR=$tmp/log13 KILN_SANITIZE_PARTS=kernels KILN_STUB_PASSED=0 KILN_CONCURRENT= \
+  bash "$b/run.sh" initcheck >"$tmp/run13.txt" 2>&1
+rc=$?
+expect "$tmp/dest13/summary.txt" '^compute-sanitizer initcheck \(kernels\) +exit 0; ========= ERROR SUMMARY: 0 errors; tests passed: 0$' "a sanitizer run of no tests, alone"
+[ $rc -eq 1 ] && grep -q '^run.sh: FAILED: compute-sanitizer initcheck (kernels)$' "$tmp/run13.txt" ||
+  { echo "FAIL: a sanitizer run of no tests passed (rc $rc)"; cat "$tmp/run13.txt"; fail=1; }
 [ $fail -eq 0 ] && echo PASS
 exit $fail
