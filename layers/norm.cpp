@@ -78,8 +78,10 @@ Tensor BatchNorm::forward(Context& ctx, const Tensor& x) {
                    "layer " << name() << " (" << describe()
                             << "): training needs more than 1 value per channel, got input "
                             << shape_str(x.shape())
-                            << " (a batch of 1: if it is an epoch's last, partial batch, change "
-                               "--batch-size or --train-limit so none is left over)");
+                            << (s.n == 0 ? " (an empty batch: no statistics)"
+                                         : " (a batch of 1: if it is an epoch's last, partial "
+                                           "batch, change --batch-size or --train-limit so none "
+                                           "is left over)"));
   x_ = x;
   ensure(out_, x.shape(), d);
   ensure(mean_, {features_}, d);

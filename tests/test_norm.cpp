@@ -264,6 +264,29 @@ TEST(NormLayerGpu, EmptyBatchGivesEmptyOutputAndZeroGradientsOnEveryDevice) {
         EXPECT_EQ(p.param->grad.to_vector(), std::vector<float>(4, 0.f))
             << device_name(d) << " group " << group << " " << p.name;
     }
+  // Batch norm's training refuses it (no statistics), saying so; so does its reference, which
+  // wrote NaN running statistics.
+  Model bn({4, 8, 8});
+  bn.add(std::make_unique<BatchNorm>(4, true));
+  bn.build(Device::CPU, 1);
+  Context cpu(Device::CPU);
+  bn.train(cpu);
+  try {
+    bn.forward(cpu, Tensor::zeros({0, 4, 8, 8}, Device::CPU));
+    ADD_FAILURE() << "trained on an empty batch";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(e.message().find("got input [0, 4, 8, 8] (an empty batch: no statistics)"),
+              std::string::npos)
+        << e.message();
+  }
+  std::vector<float> rm(4, 0.f), rv(4, 1.f), nbt(2, 0.f), w(4, 1.f), b(4, 0.f), mean(4), is(4);
+  EXPECT_THROW(batchnorm_fwd_train_ref<float>(nullptr, w.data(), b.data(), nullptr, mean.data(),
+                                              is.data(), rm.data(), rv.data(), nbt.data(), 0.1,
+                                              1e-5, NormShape{0, 4, 64, 1}, nullptr),
+               Error);
+  EXPECT_EQ(rm, std::vector<float>(4, 0.f));
+  EXPECT_EQ(nbt, std::vector<float>(2, 0.f));
 #ifdef KILN_WITH_CUDA
   // The launcher refuses training statistics of nothing by name.
   if (cuda_available()) {

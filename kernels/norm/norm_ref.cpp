@@ -5,6 +5,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "engine/error.h"
 #include "engine/parallel.h"
 #include "kernels/norm/norm.h"
 
@@ -64,6 +65,7 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
                              T* save_invstd, T* running_mean, T* running_var,
                              T* num_batches_tracked, double momentum, double eps,
                              const NormShape& s, void* /*workspace*/, bool relu) {
+  KILN_CHECK(s.n > 0, "batchnorm_fwd_train_ref: an empty batch (n=0) has no batch statistics");
   const double m = static_cast<double>(s.n * s.hw);
   parallel_for(
       s.c,
