@@ -101,8 +101,12 @@ int main(int argc, char** argv) {
             "sweep's --resume takes no value (it continues the sweep in --dir); to "
             "start every trial from a checkpoint, put resume: "
             << f.value << " under the sweep file's base");
-      else if (flag == "--dry-run")  // --dry-run, or --dry-run=true|false as run bool flags
+      else if (flag == "--dry-run") {  // as the run options' bool flags: =true|false, --no-dry-run
+        if (!f.inline_value && i + 1 < argc)
+          check_bool_flag_next("--dry-run", "dry-run", argv[i + 1]);
         dry_run = !f.inline_value || parse_bool(f.value, "--dry-run");
+      } else if (a == "--no-dry-run")
+        dry_run = false;
       else if (flag == "--worker") {
         worker = value("--worker");
         worker_set = true;

@@ -559,6 +559,14 @@ static int bool_word(const std::string& v) {
   return -1;
 }
 
+// argparse's habit, "--shuffle false": the word is not this flag's value.
+void check_bool_flag_next(const std::string& flag, const std::string& name,
+                          const std::string& next) {
+  KILN_USAGE_CHECK(bool_word(next) < 0, flag << " takes no value (it got '" << next
+                                             << "'): write --" << name << " or --no-" << name
+                                             << ", or --" << name << "=" << next);
+}
+
 bool parse_bool(const std::string& v, const std::string& origin) {
   const int b = bool_word(v);
   KILN_USAGE_CHECK(b >= 0, origin << ": '" << v << "' is not a boolean (true|false)");
@@ -820,11 +828,7 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
     if (!s) table.set(cfg, key, "", "--" + key);  // throws with a suggestion
     if (!has_value) {
       if (s->type == "bool") {
-        // argparse's habit, "--shuffle false": the word is not this flag's value.
-        KILN_USAGE_CHECK(i + 1 == args.size() || bool_word(args[i + 1]) < 0,
-                         "--" << key << " takes no value (it got '" << args[i + 1] << "'): write --"
-                              << s->name << " or --no-" << s->name << ", or --" << s->name << "="
-                              << args[i + 1]);
+        if (i + 1 < args.size()) check_bool_flag_next("--" + key, s->name, args[i + 1]);
         value = "true";
       } else {
         KILN_USAGE_CHECK(i + 1 < args.size(), "--" << key << " needs a value (" << s->type << ")");

@@ -137,6 +137,10 @@ void check_separate_value(const std::string& flag, const std::string& next);
 // true|false, yes|no, on|off, 1|0 in any case (the words YAML 1.1 reads as booleans); anything
 // else is a usage error naming `origin`.
 bool parse_bool(const std::string& v, const std::string& origin);
+// A bool flag given without '=' (`flag`, as typed; `name`, canonical) followed by a boolean word
+// ("--shuffle false", argparse's habit): a usage error saying how to write it.
+void check_bool_flag_next(const std::string& flag, const std::string& name,
+                          const std::string& next);
 // --key value, --key=value, --flag / --no-flag for bools; --config FILE applied first so
 // flags override it. Unknown flags are usage errors with a suggestion.
 ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& table);

@@ -258,6 +258,10 @@ set -e
   [ "$(grep -c '^trial' dry.txt)" = "$("$KILN_BIN/sweep" s.yaml --dry-run "${common[@]}" | grep -c '^trial')" ] &&
   [ "$(grep -c '^trial' dry.txt)" -gt 0 ] || { echo "FAIL: --dry-run=true"; cat dry.txt err.txt; exit 1; }
 usage_error "--dry-run=maybe" "^sweep: error: --dry-run: 'maybe' is not a boolean" s.yaml --dry-run=maybe
+usage_error "--dry-run false" "^sweep: error: --dry-run takes no value (it got 'false'): write --dry-run or --no-dry-run, or --dry-run=false" \
+  s.yaml --dry-run false
+# --no-dry-run turns it off (--report refuses --dry-run): it was an unknown option
+"$KILN_BIN/sweep" --report full --dry-run --no-dry-run > /dev/null 2> err.txt || { echo "FAIL: --no-dry-run"; cat err.txt; exit 1; }
 # --dry-run refuses what a run refuses: a bundle named like a column of the results.
 printf 'parameters:\n  test_acc: {values: [{lr: 0.1}]}\n' > clash.yaml
 usage_error "--dry-run of a bundle named test_acc" \
