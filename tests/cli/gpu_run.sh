@@ -14,13 +14,11 @@ trap 'rm -rf "$tmp"' EXIT
 b=$tmp/bundle
 mkdir -p "$b/bin" "$b/lib" "$b/data" "$b/tests/cli" "$b/tests/data" "$b/scripts" "$tmp/path"
 cp "$KILN_SRC/scripts/gpu_run.sh" "$b/run.sh"
-touch "$b/lib/libcublas.so.13"  # found first (the dlopened cuBLAS: checked before any step)
 stub() {  # stub PATH BODY: an executable bash script
   printf '#!/usr/bin/env bash\n%s\n' "$2" >"$1"
   chmod +x "$1"
 }
-stub "$b/bin/kiln_tests" '# dlopens libcublas.so.13 (run.sh reads the soname from the binary)
-echo "data=$KILN_TEST_DATA ld=$LD_LIBRARY_PATH" >>"$OUT/kiln_tests.env"
+stub "$b/bin/kiln_tests" 'echo "data=$KILN_TEST_DATA ld=$LD_LIBRARY_PATH" >>"$OUT/kiln_tests.env"
 echo "[==========] 3 tests ran."; echo "[  PASSED  ] 3 tests."'
 # train_mnist: test_acc by model (mlp 0.981 meets 0.98; cnn peaks at 0.9885, under 0.99)
 stub "$b/bin/train_mnist" '
@@ -183,12 +181,6 @@ rc=$?
 [ $rc -eq 1 ] && [ ! -e "$tmp/log10/steps.txt" ] && [ ! -e "$tmp/dest10/kiln_tests.env" ] ||
   { echo "FAIL: a missing library did not stop the run (rc $rc)"; cat "$tmp/run10.txt"; fail=1; }
 expect "$tmp/dest10/summary.txt" '^libraries +MISSING: libcudnn.so.9 => not found \(ldd.txt\); no step run' "missing library row"
-# ... and a cuBLAS soname (the one the binary names: it is dlopened) found nowhere
-cp -r "$b" "$tmp/b2" && sed -i 's/libcublas.so.13/libcublas.so.99/' "$tmp/b2/bin/kiln_tests"
-OUT=$tmp/dest12 KILN_LOG_DIR=$tmp/log12 bash "$tmp/b2/run.sh" tests >"$tmp/run12.txt" 2>&1
-rc=$?
-[ $rc -eq 1 ] && [ ! -e "$tmp/log12/steps.txt" ] || { echo "FAIL: a missing cuBLAS did not stop the run (rc $rc)"; cat "$tmp/run12.txt"; fail=1; }
-expect "$tmp/dest12/summary.txt" '^libraries +MISSING: libcublas.so.99 => not found \(the cuBLAS it dlopens\)' "missing cuBLAS row"
 # 7. A sanitizer run whose filter matched no test fails (it also ends "0 errors"); a second run in
 # the same log folder counts its own shard files only (the first one's two are deleted).
 OUT=$tmp/dest13 KILN_LOG_DIR=$tmp/log13 KILN_SANITIZE_PARTS=kernels KILN_SANITIZE_KERNEL_SHARDS=2 KILN_CONCURRENT= \
