@@ -1066,9 +1066,9 @@ void groupnorm_set_cached(bool on) {
   g_gn_cached.store(on, std::memory_order_relaxed);
 }
 
-// ---- launchers
-// ----------------------------------------------------------------------------------- dweight and
-// dbias (where given) set to 0 on `stream`: an empty batch's gradients.
+// ---- launchers -----------------------------------------------------------------------------------
+
+// dweight and dbias (where given) set to 0 on `stream`: an empty batch's gradients.
 static void zero_channels(float* dweight, float* dbias, int64_t c, cudaStream_t stream) {
   for (float* p : {dweight, dbias})
     if (p) KILN_CUDA_CHECK(cudaMemsetAsync(p, 0, static_cast<size_t>(c) * sizeof(float), stream));
