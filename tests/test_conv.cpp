@@ -572,6 +572,48 @@ RefResults reference(const ConvShape& s, const std::vector<float>& x, const std:
   return {f(y), f(dx), f(dw), f(db)};
 }
 
+#ifdef KILN_WITH_CUDA
+// One conv's inputs on the device; run() launches forward, backward-data and backward-filter
+// into freshly poisoned outputs and returns them (db empty without bias: then the forward adds
+// none and backward-filter computes no bias gradient).
+struct ConvOnDevice {
+  ConvShape s;
+  Tensor x, w, b, g, ws;
+  ConvOnDevice(const ConvShape& shape, const std::vector<float>& xv, const std::vector<float>& wv,
+               const std::vector<float>& bv, const std::vector<float>& gv)
+      : s(shape),
+        x(Tensor::from_vector(xv, {s.x_numel()}, Device::CUDA)),
+        w(Tensor::from_vector(wv, {s.w_numel()}, Device::CUDA)),
+        b(Tensor::from_vector(bv, {s.k}, Device::CUDA)),
+        g(Tensor::from_vector(gv, {s.y_numel()}, Device::CUDA)),
+        ws(test::poisoned({std::max<int64_t>(1, int64_t(conv2d_bwd_filter_workspace(s)))},
+                          Device::CUDA)) {}
+  RefResults run(bool with_bias = true) const {
+    Tensor Y = test::poisoned({s.y_numel()}, Device::CUDA),
+           DX = test::poisoned({s.x_numel()}, Device::CUDA);
+    Tensor DW = test::poisoned({s.w_numel()}, Device::CUDA),
+           DB = test::poisoned({s.k}, Device::CUDA);
+    conv2d_fwd(s, x.data(), w.data(), with_bias ? b.data() : nullptr, Y.data(), nullptr);
+    conv2d_bwd_data(s, g.data(), w.data(), DX.data(), nullptr);
+    conv2d_bwd_filter(s, x.data(), g.data(), DW.data(), with_bias ? DB.data() : nullptr, ws.data(),
+                      nullptr);
+    return {Y.to_vector(), DX.to_vector(), DW.to_vector(),
+            with_bias ? DB.to_vector() : std::vector<float>{}};
+  }
+};
+
+// got against want: forward and backward-data to 1e-4, the filter and bias gradients (longer
+// sums) to 1e-3 relative; bit for bit when exact.
+void expect_conv_results(const RefResults& got, const RefResults& want, bool exact,
+                         const std::string& what) {
+  const double rf = exact ? 0 : 1e-4, rw = exact ? 0 : 1e-3, a = exact ? 0 : 1e-4;
+  EXPECT_TRUE(test::all_close(got.y, want.y, rf, a)) << what << ": forward";
+  EXPECT_TRUE(test::all_close(got.dx, want.dx, rf, a)) << what << ": backward-data";
+  EXPECT_TRUE(test::all_close(got.dw, want.dw, rw, a)) << what << ": backward-filter";
+  EXPECT_TRUE(test::all_close(got.db, want.db, rw, a)) << what << ": bias";
+}
+#endif
+
 class ConvGpu : public ::testing::TestWithParam<NamedShape> {};
 
 TEST_P(ConvGpu, MatchesReference) {
@@ -581,31 +623,15 @@ TEST_P(ConvGpu, MatchesReference) {
   auto x = test::random_vec<float>(s.x_numel(), 21), w = test::random_vec<float>(s.w_numel(), 22);
   auto b = test::random_vec<float>(s.k, 23), g = test::random_vec<float>(s.y_numel(), 24);
   RefResults want = reference(s, x, w, b, g);
-  Tensor X = Tensor::from_vector(x, {s.x_numel()}, Device::CUDA);
-  Tensor Wt = Tensor::from_vector(w, {s.w_numel()}, Device::CUDA);
-  Tensor B = Tensor::from_vector(b, {s.k}, Device::CUDA);
-  Tensor G = Tensor::from_vector(g, {s.y_numel()}, Device::CUDA);
-  Tensor Y = test::poisoned({s.y_numel()}, Device::CUDA);
-  Tensor DX = test::poisoned({s.x_numel()}, Device::CUDA);
-  Tensor DW = test::poisoned({s.w_numel()}, Device::CUDA);
-  Tensor DB = test::poisoned({s.k}, Device::CUDA);
-  Tensor WS = test::poisoned({std::max<int64_t>(1, int64_t(conv2d_bwd_filter_workspace(s)))}, Device::CUDA);
-  conv2d_fwd(s, X.data(), Wt.data(), B.data(), Y.data(), nullptr);
-  conv2d_bwd_data(s, G.data(), Wt.data(), DX.data(), nullptr);
-  conv2d_bwd_filter(s, X.data(), G.data(), DW.data(), DB.data(), WS.data(), nullptr);
-  EXPECT_TRUE(test::all_close(Y.to_vector(), want.y, 1e-4, 1e-4)) << "forward";
-  EXPECT_TRUE(test::all_close(DX.to_vector(), want.dx, 1e-4, 1e-4)) << "backward-data";
-  EXPECT_TRUE(test::all_close(DW.to_vector(), want.dw, 1e-3, 1e-4)) << "backward-filter";
-  EXPECT_TRUE(test::all_close(DB.to_vector(), want.db, 1e-3, 1e-4)) << "bias";
-  // without bias: forward adds nothing, db stays untouched, dw is bit-identical (deterministic)
-  Tensor Y2 = test::poisoned({s.y_numel()}, Device::CUDA), DW2 = test::poisoned({s.w_numel()}, Device::CUDA);
-  conv2d_fwd(s, X.data(), Wt.data(), nullptr, Y2.data(), nullptr);
-  conv2d_bwd_filter(s, X.data(), G.data(), DW2.data(), nullptr, WS.data(), nullptr);
-  auto y2 = Y2.to_vector(), y1 = Y.to_vector();
+  const ConvOnDevice dev(s, x, w, b, g);
+  const RefResults got = dev.run();
+  expect_conv_results(got, want, false, "reference");
+  // without bias: forward adds nothing, dw is bit-identical (deterministic)
+  RefResults nobias = dev.run(false);
   int64_t pq = s.p() * s.q();
-  for (size_t i = 0; i < y2.size(); ++i) y2[i] += b[(i / pq) % s.k];
-  EXPECT_TRUE(test::all_close(y2, y1, 1e-5, 1e-5)) << "forward without bias";
-  EXPECT_TRUE(test::all_close(DW2.to_vector(), DW.to_vector(), 0, 0)) << "backward-filter not deterministic";
+  for (size_t i = 0; i < nobias.y.size(); ++i) nobias.y[i] += b[(i / pq) % s.k];
+  EXPECT_TRUE(test::all_close(nobias.y, got.y, 1e-5, 1e-5)) << "forward without bias";
+  EXPECT_TRUE(test::all_close(nobias.dw, got.dw, 0, 0)) << "backward-filter not deterministic";
   // The other tile choices give the same bits (each output is one thread's sum in reduction
   // order whatever the tile): the 64 x 64 tiles of before, the largest the shape allows, and
   // the most rows at 64 columns.
@@ -614,20 +640,7 @@ TEST_P(ConvGpu, MatchesReference) {
   } restore;
   for (ConvTiles t : {ConvTiles::kSmall, ConvTiles::kWide, ConvTiles::kTall}) {
     conv_set_tiles(t);
-    const std::string plan = conv_tile_plan(s);
-    Tensor Y3 = test::poisoned({s.y_numel()}, Device::CUDA),
-           DX3 = test::poisoned({s.x_numel()}, Device::CUDA);
-    Tensor DW3 = test::poisoned({s.w_numel()}, Device::CUDA),
-           DB3 = test::poisoned({s.k}, Device::CUDA);
-    conv2d_fwd(s, X.data(), Wt.data(), B.data(), Y3.data(), nullptr);
-    conv2d_bwd_data(s, G.data(), Wt.data(), DX3.data(), nullptr);
-    conv2d_bwd_filter(s, X.data(), G.data(), DW3.data(), DB3.data(), WS.data(), nullptr);
-    EXPECT_TRUE(test::all_close(Y3.to_vector(), Y.to_vector(), 0, 0)) << plan << ": forward";
-    EXPECT_TRUE(test::all_close(DX3.to_vector(), DX.to_vector(), 0, 0))
-        << plan << ": backward-data";
-    EXPECT_TRUE(test::all_close(DW3.to_vector(), DW.to_vector(), 0, 0))
-        << plan << ": backward-filter";
-    EXPECT_TRUE(test::all_close(DB3.to_vector(), DB.to_vector(), 0, 0)) << plan << ": bias";
+    expect_conv_results(dev.run(), got, true, conv_tile_plan(s));
   }
 #endif
 }
@@ -669,29 +682,20 @@ TEST_P(ConvGpu, MatchesCudnn) {
   const ConvShape s = GetParam().s;
   auto x = test::random_vec<float>(s.x_numel(), 31), w = test::random_vec<float>(s.w_numel(), 32);
   auto b = test::random_vec<float>(s.k, 33), g = test::random_vec<float>(s.y_numel(), 34);
-  Tensor X = Tensor::from_vector(x, {s.x_numel()}, Device::CUDA);
-  Tensor Wt = Tensor::from_vector(w, {s.w_numel()}, Device::CUDA);
-  Tensor B = Tensor::from_vector(b, {s.k}, Device::CUDA);
-  Tensor G = Tensor::from_vector(g, {s.y_numel()}, Device::CUDA);
-  Tensor WS = Tensor::zeros({std::max<int64_t>(1, int64_t(conv2d_bwd_filter_workspace(s)))}, Device::CUDA);
-  Tensor Y[2], DX[2], DW[2], DB[2];
-  for (int i = 0; i < 2; ++i) {
-    Y[i] = test::poisoned({s.y_numel()}, Device::CUDA);
-    DX[i] = test::poisoned({s.x_numel()}, Device::CUDA);
-    DW[i] = test::poisoned({s.w_numel()}, Device::CUDA);
-    DB[i] = test::poisoned({s.k}, Device::CUDA);
+  const ConvOnDevice dev(s, x, w, b, g);
+  RefResults cudnn;
+  {
+    Tensor Y = test::poisoned({s.y_numel()}, Device::CUDA),
+           DX = test::poisoned({s.x_numel()}, Device::CUDA);
+    Tensor DW = test::poisoned({s.w_numel()}, Device::CUDA),
+           DB = test::poisoned({s.k}, Device::CUDA);
+    cudnn_conv::Conv ref(s, nullptr);
+    ref.fwd(dev.x.data(), dev.w.data(), dev.b.data(), Y.data());
+    ref.bwd_data(dev.g.data(), dev.w.data(), DX.data());
+    ref.bwd_filter(dev.x.data(), dev.g.data(), DW.data(), DB.data());
+    cudnn = {Y.to_vector(), DX.to_vector(), DW.to_vector(), DB.to_vector()};
   }
-  conv2d_fwd(s, X.data(), Wt.data(), B.data(), Y[0].data(), nullptr);
-  conv2d_bwd_data(s, G.data(), Wt.data(), DX[0].data(), nullptr);
-  conv2d_bwd_filter(s, X.data(), G.data(), DW[0].data(), DB[0].data(), WS.data(), nullptr);
-  cudnn_conv::Conv ref(s, nullptr);
-  ref.fwd(X.data(), Wt.data(), B.data(), Y[1].data());
-  ref.bwd_data(G.data(), Wt.data(), DX[1].data());
-  ref.bwd_filter(X.data(), G.data(), DW[1].data(), DB[1].data());
-  EXPECT_TRUE(test::all_close(Y[0].to_vector(), Y[1].to_vector(), 1e-4, 1e-4)) << "forward";
-  EXPECT_TRUE(test::all_close(DX[0].to_vector(), DX[1].to_vector(), 1e-4, 1e-4)) << "backward-data";
-  EXPECT_TRUE(test::all_close(DW[0].to_vector(), DW[1].to_vector(), 1e-3, 1e-4)) << "backward-filter";
-  EXPECT_TRUE(test::all_close(DB[0].to_vector(), DB[1].to_vector(), 1e-3, 1e-4)) << "bias";
+  expect_conv_results(dev.run(), cudnn, false, "cuDNN");
 }
 #endif
 
@@ -758,26 +762,8 @@ TEST(ConvGpu, StridesPastThePaddedImageMatchReference) {
     ASSERT_EQ(conv_index_range_error(s), "");
     auto x = test::random_vec<float>(s.x_numel(), 41), w = test::random_vec<float>(s.w_numel(), 42);
     auto b = test::random_vec<float>(s.k, 43), g = test::random_vec<float>(s.y_numel(), 44);
-    RefResults want = reference(s, x, w, b, g);
-    Tensor X = Tensor::from_vector(x, {s.x_numel()}, Device::CUDA);
-    Tensor Wt = Tensor::from_vector(w, {s.w_numel()}, Device::CUDA);
-    Tensor B = Tensor::from_vector(b, {s.k}, Device::CUDA);
-    Tensor G = Tensor::from_vector(g, {s.y_numel()}, Device::CUDA);
-    Tensor Y = test::poisoned({s.y_numel()}, Device::CUDA),
-           DX = test::poisoned({s.x_numel()}, Device::CUDA);
-    Tensor DW = test::poisoned({s.w_numel()}, Device::CUDA),
-           DB = test::poisoned({s.k}, Device::CUDA);
-    Tensor WS = test::poisoned({std::max<int64_t>(1, int64_t(conv2d_bwd_filter_workspace(s)))},
-                               Device::CUDA);
-    conv2d_fwd(s, X.data(), Wt.data(), B.data(), Y.data(), nullptr);
-    conv2d_bwd_data(s, G.data(), Wt.data(), DX.data(), nullptr);
-    conv2d_bwd_filter(s, X.data(), G.data(), DW.data(), DB.data(), WS.data(), nullptr);
-    EXPECT_TRUE(test::all_close(Y.to_vector(), want.y, 1e-4, 1e-4)) << "forward, stride " << stride;
-    EXPECT_TRUE(test::all_close(DX.to_vector(), want.dx, 1e-4, 1e-4))
-        << "backward-data, stride " << stride;
-    EXPECT_TRUE(test::all_close(DW.to_vector(), want.dw, 1e-3, 1e-4))
-        << "backward-filter, stride " << stride;
-    EXPECT_TRUE(test::all_close(DB.to_vector(), want.db, 1e-3, 1e-4)) << "bias, stride " << stride;
+    expect_conv_results(ConvOnDevice(s, x, w, b, g).run(), reference(s, x, w, b, g), false,
+                        "stride " + std::to_string(stride));
   }
 #endif
 }
