@@ -2,43 +2,68 @@
 """Side-by-side table of bench_train (Google Benchmark JSON) and pytorch_reference.py (JSON
 lines): images/s per model and batch for kiln eager/graphs and PyTorch eager/graphs/compile,
 and the ratios kiln best / PyTorch eager and kiln best / PyTorch best (graphs or compile).
-Usage: bench_table.py bench_train.json pytorch.jsonl"""
+Usage: bench_table.py bench_train.json pytorch.jsonl
+With --benchmark_repetitions the median aggregate is used. A file that is missing or unreadable
+is named on stderr and its columns stay empty; exit 1 when neither gave a row."""
 import json
 import re
 import sys
 
 
+def note(msg):
+    print("bench_table: " + msg, file=sys.stderr)
+
+
 def kiln_rows(path):
-    rows = {}
+    """{(model, batch, mode): images/s}; with --benchmark_repetitions the median aggregate (the
+    other aggregates, mean/stddev/cv, are not rates), else the single run."""
+    rows, medians = {}, {}
     try:
-        data = json.load(open(path))
+        with open(path) as f:
+            data = json.load(f)
     except (OSError, ValueError) as e:
-        print(f"bench_table: no kiln results ({e})", file=sys.stderr)
+        note(f"no kiln results: {path}: {getattr(e, 'strerror', None) or e}")
         return rows
-    for b in data.get("benchmarks", []):
-        m = re.match(r"BM_TrainEpoch/(\w+)/batch:(\d+)/graphs:(\d)", b.get("name", ""))
-        if not m or "images_per_s" not in b:
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        note(f"no kiln results: {path}: not Google Benchmark JSON (no 'benchmarks' list)")
+        return rows
+    for b in data["benchmarks"]:
+        if not isinstance(b, dict) or b.get("error_occurred"):
             continue
-        mode = "graphs" if m.group(3) == "1" else "eager"
-        rows[(m.group(1), int(m.group(2)), mode)] = float(b["images_per_s"])
+        m = re.match(r"BM_TrainEpoch/(\w+)/batch:(\d+)/graphs:(\d)", str(b.get("run_name", b.get("name", ""))))
+        if not m or not isinstance(b.get("images_per_s"), (int, float)):
+            continue
+        key = (m.group(1), int(m.group(2)), "graphs" if m.group(3) == "1" else "eager")
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[key] = float(b["images_per_s"])
+        else:
+            rows.setdefault(key, float(b["images_per_s"]))
+    rows.update(medians)
     return rows
 
 
 def torch_rows(path):
-    rows, notes = {}, []
+    rows, notes, bad = {}, [], 0
     try:
-        lines = open(path).read().splitlines()
-    except OSError:
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        note(f"no PyTorch results: {path}: {e.strerror or e}")
         return rows, notes
     for line in lines:
         try:
             r = json.loads(line)
-        except ValueError:
-            continue
-        if "images_per_s" in r:
-            rows[(r["model"], int(r["batch"]), r["mode"])] = float(r["images_per_s"])
-        elif "error" in r:
-            notes.append(f"pytorch {r['model']} batch {r['batch']} {r['mode']}: {r['error']}")
+            if not isinstance(r, dict):
+                raise TypeError("not an object")
+            if "images_per_s" in r:
+                rows[(str(r["model"]), int(r["batch"]), str(r["mode"]))] = float(r["images_per_s"])
+            elif "error" in r:
+                notes.append(f"pytorch {r['model']} batch {r['batch']} {r['mode']}: {r['error']}")
+        except (ValueError, TypeError, KeyError):
+            bad += line.strip() != ""
+    if bad:
+        note(f"{path}: {bad} unreadable line{'s' if bad > 1 else ''} skipped")
     return rows, notes
 
 
@@ -57,6 +82,9 @@ def main():
     k = kiln_rows(sys.argv[1])
     t, notes = torch_rows(sys.argv[2])
     keys = sorted({(m, b) for (m, b, _) in list(k) + list(t)})
+    if not keys:
+        note("no results in either file")
+        return 1
     head = ["model", "batch", "kiln eager", "kiln graphs", "torch eager", "torch graphs", "torch compile",
             "kiln/torch eager", "kiln/torch best"]
     print("| " + " | ".join(head) + " |")

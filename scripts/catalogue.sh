@@ -53,7 +53,7 @@ if [ -n "$only" ]; then
       { echo "catalogue.sh: --only: no experiment '$w' (experiments/$w.yaml)" >&2; exit 2; }
   done
 fi
-mkdir -p "$dir"
+mkdir -p "$dir" 2>/dev/null && [ -w "$dir" ] || { echo "catalogue.sh: $dir: not a writable directory" >&2; exit 2; }
 start=$(date +%s)
 # The experiments to run (e: index into names/files), in file order; each one's state:
 # jobs: its jobs queued or running; t0/t1: its first job's start and last job's end (empty
@@ -194,7 +194,7 @@ python3 - "$dir" "$src" "$here" <<'EOF'
 import os, re, statistics, sys
 root, src = sys.argv[1], sys.argv[2]
 sys.path.insert(0, sys.argv[3])
-from catalogue_report import metric_goal, ok_metric, read_records, seed_groups  # (scripts/catalogue_report.py)
+from catalogue_report import expected_seeds, metric_goal, ok_metric, read_records, seed_groups  # (scripts/catalogue_report.py)
 rows = ["| experiment | trials | best | metric | wall s |", "|---|---|---|---|---|"]
 for f in sorted(os.listdir(os.path.join(src, "experiments"))):
     name = f[:-5]
@@ -223,8 +223,7 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
             # expected: the file's seed values, else the most any setting has.
             by_setting = seed_groups(recs)  # setting -> its trials so far
             groups = {k: [r["metric"] for r in rs if ok_metric(r)] for k, rs in by_setting.items()}
-            sv = re.search(r"^\s*seed:\s*\{\s*values:\s*\[([^\]]*)\]", spec, re.M)
-            n = len([v for v in sv.group(1).split(",") if v.strip()]) if sv else max(map(len, by_setting.values()))
+            n = expected_seeds(spec, by_setting)
             sign = 1 if goal == "maximize" else -1
             key, vals = max(((k, g) for k, g in groups.items() if g),
                             key=lambda kv: (len(kv[1]) >= n, sign * statistics.mean(kv[1])))
@@ -249,4 +248,6 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
 open(os.path.join(root, "catalogue.md"), "w").write("\n".join(rows) + "\n")
 print("\n".join(rows))
 EOF
+# a summary that failed leaves catalogue.md stale: not a success, whatever the experiments did
+[ $? -eq 0 ] || { echo "catalogue.sh: could not write $dir/catalogue.md (above)" >&2; [ "$status" -ne 0 ] || status=1; }
 exit $status

@@ -42,7 +42,8 @@ def read_records(path):
     mid-line leaves one, which the sweep skips and seals with a newline) is skipped here too."""
     out = []
     if os.path.exists(path):
-        with open(path) as f:
+        # bytes that are not UTF-8 (a line cut inside a character) are replaced, not fatal
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     r = json.loads(line)
@@ -85,6 +86,15 @@ def seed_groups(recs):
     return groups
 
 
+def expected_seeds(spec, groups):
+    """How many seeds a setting should have: the sweep file's seed values, else the most any
+    setting has so far (groups: seed_groups' result)."""
+    sv = re.search(r"^\s*seed:\s*\{\s*values:\s*\[([^\]]*)\]", spec, re.M)
+    if sv:
+        return len([v for v in sv.group(1).split(",") if v.strip()])
+    return max(map(len, groups.values())) if groups else 0
+
+
 def cell(v):
     """A table cell: '|' escaped, line breaks as spaces."""
     return str(v).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
@@ -118,12 +128,14 @@ def sweep_section(name, d, spec, metric):
     if "seed" in keys:
         out += ["", "Over seeds (mean +- sample std of %s over the seeds that finished):" % metric, "",
                 "| setting | seeds ok | mean | std |", "|---|---|---|---|"]
-        for key, rs in seed_groups(recs).items():
+        groups = seed_groups(recs)
+        n = expected_seeds(spec, groups)
+        for key, rs in groups.items():
             vals = [r["metric"] for r in rs if ok_metric(r)]
             mean = num(statistics.mean(vals)) if vals else "-"
             std = num(statistics.stdev(vals)) if len(vals) > 1 else "-"
             label = " ".join("%s=%s" % kv for kv in key)
-            out.append("| %s | %d of %d | %s | %s |" % (cell(label or "(all)"), len(vals), len(rs), mean, std))
+            out.append("| %s | %d of %d | %s | %s |" % (cell(label or "(all)"), len(vals), max(n, len(rs)), mean, std))
     return out
 
 
@@ -145,6 +157,8 @@ def main():
     exp = os.path.join(args.src, "experiments")
     if not os.path.isdir(args.dir):
         sys.exit("catalogue_report.py: %s: no such directory" % args.dir)
+    if not os.path.isdir(exp):
+        sys.exit("catalogue_report.py: --src %s: no experiments/ directory there" % args.src)
     out = []
     for f in sorted(os.listdir(exp)):
         if not f.endswith(".yaml"):

@@ -10,6 +10,20 @@ import re
 import sys
 
 
+def strip_params(sig):
+    """A demangled kernel signature without its parameter list: the trailing balanced (...),
+    so template arguments in parentheses stay (act_fwd_kernel<(kiln::Act)1>)."""
+    sig = sig.strip()
+    if not sig.endswith(")"):
+        return sig
+    depth = 0
+    for i in range(len(sig) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(sig[i], 0)
+        if depth == 0:
+            return sig[:i].rstrip()
+    return sig
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("path")
@@ -20,23 +34,28 @@ def main():
     metric = re.compile(r"^\s+gpu__time_duration\.sum\s+(\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)")
     scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3,
              "s": 1e6, "second": 1e6}
-    with open(a.path, errors="replace") as f:
-        for line in f:
-            m = head.match(line)
-            if m:
-                name = re.sub(r"\(.*", "", m.group(1)).strip()
-                cur = (name, "%sx%sx%s" % m.group(2, 3, 4), int(m.group(8)))
-                continue
-            m = metric.match(line)
-            if m and cur:
-                if m.group(1) not in scale:
-                    print("ncu_summary.py: %s: unknown time unit '%s'" % (a.path, m.group(1)))
-                    return 1
-                avg = float(m.group(4)) * scale[m.group(1)]
-                rows.append((avg * cur[2], cur[0], cur[1], cur[2], avg))
-                cur = None
+    try:
+        with open(a.path, errors="replace") as f:
+            lines = f.readlines()
+    except OSError as e:
+        print("ncu_summary.py: %s: %s" % (a.path, e.strerror or e), file=sys.stderr)
+        return 1
+    for line in lines:
+        m = head.match(line)
+        if m:
+            name = strip_params(m.group(1))
+            cur = (name, "%sx%sx%s" % m.group(2, 3, 4), int(m.group(8)))
+            continue
+        m = metric.match(line)
+        if m and cur:
+            if m.group(1) not in scale:
+                print("ncu_summary.py: %s: unknown time unit '%s'" % (a.path, m.group(1)), file=sys.stderr)
+                return 1
+            avg = float(m.group(4)) * scale[m.group(1)]
+            rows.append((avg * cur[2], cur[0], cur[1], cur[2], avg))
+            cur = None
     if not rows:
-        print("ncu_summary.py: no per-kernel durations in %s" % a.path)
+        print("ncu_summary.py: no per-kernel durations in %s" % a.path, file=sys.stderr)
         return 1
     total = sum(r[0] for r in rows)
     rows.sort(reverse=True)

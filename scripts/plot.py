@@ -246,7 +246,7 @@ def read_jsonl(path):
     """The JSON objects of a JSONL file; unreadable lines (a torn last line from a killed run,
     or not JSON at all) are skipped and counted on stderr."""
     out, torn = [], 0
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace") as f:  # a line cut inside a character too
         for line in f:
             line = line.strip()
             if not line:
@@ -344,6 +344,10 @@ def load_run(path):
     """A --log JSONL as a dict: epoch records (the last of a repeated epoch: a resume writes one
     again), step records, the diverged record (or None), and its legend label."""
     recs = read_jsonl(path)
+    for r in recs:
+        for k in ("epoch", "step"):
+            if k in r and (not isinstance(r[k], int) or isinstance(r[k], bool)):
+                raise ValueError(f"{path}: {k} {json.dumps(r[k])} is not an integer")
     epochs = {}
     for r in recs:
         if r.get("type", "epoch") == "epoch" and "train_loss" in r and "epoch" in r:
@@ -713,7 +717,7 @@ def sweep(args):
         if not recs:
             sys.exit(f"plot.py: {d}/results.jsonl: no results")
         spec = read_spec(d)
-        sweeps.append(dict(name=os.path.basename(os.path.normpath(d)), recs=recs,
+        sweeps.append(dict(name=os.path.basename(os.path.normpath(d)), dir=d, recs=recs,
                            dists=param_distributions(spec), goal=sweep_goal(spec)))
     # The parameters every directory swept (a grid over seeds next to random sweeps without a
     # seed parameter: plot lr and momentum, say what is left out). A seed is no hyperparameter.
@@ -761,6 +765,7 @@ def sweep_metric(args, sweeps):
     recs = [r for s in sweeps for r in s["recs"]]
     if args.metric and args.metric != "metric":
         check_metric("sweep", args.metric, recs)
+        check_each_has("sweep", args.metric, sweeps)
         label, maximize = sweep_goal("", args.metric)
         return args.metric, label, maximize
     goals = {s["goal"] for s in sweeps}
@@ -770,7 +775,20 @@ def sweep_metric(args, sweeps):
     note("sweep: the directories rank by different metrics (" +
          ", ".join(f"{s['name']}: {s['goal'][0]}" for s in sweeps) + f"): plotting {label} of each")
     check_metric("sweep", label, recs)
+    check_each_has("sweep", label, sweeps)
     return label, label, maximize
+
+
+def check_each_has(cmd, field, sweeps):
+    """Exit 2 when a directory's finished trials never record `field` (a sweep without a
+    validation split, plotted by val_acc): its good trials would be drawn as failed."""
+    for s in sweeps:
+        ok = [r for r in s["recs"] if r.get("status") == "ok"]
+        if ok and not any(as_float(r.get(field)) is not None for r in ok):
+            print(f"plot.py: {cmd}: {s['dir']}: no finished trial records {field} (it ranks by "
+                  f"{s['goal'][0]}): plot it alone, or pass --metric a field every directory has",
+                  file=sys.stderr)
+            sys.exit(2)
 
 
 def importance(ok, p, field):
@@ -990,7 +1008,7 @@ def main():
     args = ap.parse_args()
     try:
         {"lr-find": lr_find, "curves": curves, "sweep": sweep, "seeds": seeds}[args.cmd](args)
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, TypeError) as e:  # TypeError: a field of the wrong type
         sys.exit(f"plot.py: {args.cmd}: {e}")
     print(f"wrote {args.output}")
 

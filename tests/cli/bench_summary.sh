@@ -2,6 +2,7 @@
 # scripts/bench_summary.py on hand-made Google Benchmark JSON: the conv ratio is kiln time over
 # cuDNN time summed over the layers (not a mean of per-layer ratios), the worst layer is named,
 # repetitions' medians win over single runs, and the optimizer's time/floor is 1/floor_frac.
+# Also scripts/ncu_summary.py and scripts/bench_table.py (below).
 set -euo pipefail
 : "${KILN_SRC:?}"
 tmp=$(mktemp -d)
@@ -71,10 +72,54 @@ cat > "$tmp/ncu.txt" <<'NCU'
     ---------------------- ----------- ------- ------- -------
     gpu__time_duration.sum          ns  3000.00  5000.00  4000.00
     ---------------------- ----------- ------- ------- -------
+  void kiln::act_fwd_kernel<(kiln::Act)1>(const float *, float *, long) (30, 1, 1)x(256, 1, 1), Device 0, CC 9.0, Invocations 10
+    Section: Command line profiler metrics
+    ---------------------- ----------- ------- ------- -------
+    Metric Name            Metric Unit Minimum Maximum Average
+    ---------------------- ----------- ------- ------- -------
+    gpu__time_duration.sum          us  1.00  1.00  1.00
+    ---------------------- ----------- ------- ------- -------
 NCU
 n=$(python3 "$KILN_SRC/scripts/ncu_summary.py" "$tmp/ncu.txt")
-grep -q '^104 launches, 1000.0 us of kernel time' <<<"$n" || { echo "FAIL: ncu totals"; echo "$n"; exit 1; }
-grep -q '^top: <unnamed>::bias_grad_kernel (grid 16x1x1) 60.0% of the time, 4 launches of 150.00 us$' <<<"$n" ||
+grep -q '^114 launches, 1010.0 us of kernel time' <<<"$n" || { echo "FAIL: ncu totals"; echo "$n"; exit 1; }
+grep -q '^top: <unnamed>::bias_grad_kernel (grid 16x1x1) 59.4% of the time, 4 launches of 150.00 us$' <<<"$n" ||
   { echo "FAIL: ncu top"; echo "$n"; exit 1; }
-grep -E -q '^ +400.0 +40.0%  void act_fwd_kernel<0> +300x1x1 +100 +4.00$' <<<"$n" || { echo "FAIL: ncu row"; echo "$n"; exit 1; }
+grep -E -q '^ +400.0 +39.6%  void act_fwd_kernel<0> +300x1x1 +100 +4.00$' <<<"$n" || { echo "FAIL: ncu row"; echo "$n"; exit 1; }
+# a template argument in parentheses (an enum value) stays in the name: only the parameter list goes
+grep -E -q '^ +10.0 +1.0%  void kiln::act_fwd_kernel<\(kiln::Act\)1> +30x1x1 +10 +1.00$' <<<"$n" ||
+  { echo "FAIL: ncu name with (kiln::Act)1"; echo "$n"; exit 1; }
+# a missing file: one line on stderr, exit 1 (a traceback before)
+if python3 "$KILN_SRC/scripts/ncu_summary.py" "$tmp/none.txt" >"$tmp/o" 2>"$tmp/e" ||
+    [ -s "$tmp/o" ] || [ "$(wc -l <"$tmp/e")" != 1 ] || ! grep -q "^ncu_summary.py: $tmp/none.txt: No such file" "$tmp/e"; then
+  echo "FAIL: ncu_summary.py on a missing file"; cat "$tmp/o" "$tmp/e"; exit 1
+fi
+# scripts/bench_table.py: with repetitions the median aggregate is the rate (the cv row, last in
+# the file, was taken before: "0" images/s), a bad PyTorch line is skipped and counted, a missing
+# or non-Google-Benchmark file is named, and nothing to show is exit 1.
+cat > "$tmp/bench_train.json" <<'JSON'
+{"benchmarks": [
+ {"name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time", "run_name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time", "run_type": "iteration", "images_per_s": 100.0},
+ {"name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time", "run_name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time", "run_type": "iteration", "images_per_s": 130.0},
+ {"name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time", "run_name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time", "run_type": "iteration", "images_per_s": 120.0},
+ {"name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time_mean", "run_name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time", "run_type": "aggregate", "aggregate_name": "mean", "images_per_s": 116.7},
+ {"name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time_median", "run_name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time", "run_type": "aggregate", "aggregate_name": "median", "images_per_s": 120.0},
+ {"name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time_stddev", "run_name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time", "run_type": "aggregate", "aggregate_name": "stddev", "images_per_s": 15.3},
+ {"name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time_cv", "run_name": "BM_TrainEpoch/mlp/batch:128/graphs:1/manual_time", "run_type": "aggregate", "aggregate_name": "cv", "images_per_s": 0.13},
+ {"name": "BM_TrainEpoch/mlp/batch:128/graphs:0/manual_time", "run_type": "iteration", "images_per_s": 80.0}
+]}
+JSON
+printf '%s\n' '{"model": "mlp", "batch": 128, "mode": "eager", "images_per_s": 60.0}' \
+  '{"model": "mlp", "batch": "x", "mode": "graphs", "images_per_s": 1.0}' '[1]' > "$tmp/pt.jsonl"
+bt=$KILN_SRC/scripts/bench_table.py
+t=$(python3 "$bt" "$tmp/bench_train.json" "$tmp/pt.jsonl" 2>"$tmp/e")
+grep -q '^| mlp | 128 | 80 | 120 | 60 | - | - | 2.00x | - |$' <<<"$t" || { echo "FAIL: bench_table medians"; echo "$t"; exit 1; }
+grep -q "^bench_table: $tmp/pt.jsonl: 2 unreadable lines skipped$" "$tmp/e" || { echo "FAIL: bench_table bad lines"; cat "$tmp/e"; exit 1; }
+echo '[1]' > "$tmp/list.json"
+t=$(python3 "$bt" "$tmp/list.json" "$tmp/pt.jsonl" 2>"$tmp/e")
+grep -q "^bench_table: no kiln results: $tmp/list.json: not Google Benchmark JSON" "$tmp/e" && grep -q '^| mlp | 128 | - | - | 60 |' <<<"$t" ||
+  { echo "FAIL: bench_table on a JSON list"; echo "$t"; cat "$tmp/e"; exit 1; }
+if python3 "$bt" "$tmp/none.json" "$tmp/none.jsonl" >"$tmp/o" 2>"$tmp/e" ||
+    ! grep -q "^bench_table: no PyTorch results: $tmp/none.jsonl: No such file" "$tmp/e" || ! grep -q '^bench_table: no results in either file$' "$tmp/e"; then
+  echo "FAIL: bench_table with no inputs"; cat "$tmp/o" "$tmp/e"; exit 1
+fi
 echo PASS

@@ -31,6 +31,14 @@ KILN_BIN=$KILN_BIN "$cat" "$tmp/c" --only input_normalisation > /dev/null 2> err
 rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q "no experiment 'input_normalisation'" err.txt || { echo "FAIL: --only typo rc=$rc"; cat err.txt; exit 1; }
+# DIR that is a file: one line, exit 2 (a cascade of mkdir/tail errors and a traceback before)
+touch afile
+set +e
+KILN_BIN=$KILN_BIN "$cat" afile --only input_normalization -- "${run[@]}" > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 2 ] && [ "$(cat err.txt)" = "catalogue.sh: afile: not a writable directory" ] ||
+  { echo "FAIL: DIR is a file rc=$rc"; cat err.txt; exit 1; }
 
 # Experiments of our own (KILN_SRC): a seeded grid's best is a setting's mean over seeds, not its
 # luckiest seed; an experiment whose every trial fails says so; a SIGTERM reaches the sweep
@@ -131,7 +139,8 @@ mkdir -p "$tmp/part/tied"
 touch "$tmp/part/tied/done"
 # A line a killed writer tore (the sweep skips it and seals it with a newline) is skipped here
 # too, by catalogue.md and by the report.
-printf '%s\n' '{"trial": 1, "status": "ok", "metric": 0.9, "params": {"lr": 0.2}}' '{"trial": 2, "sta' \
+# The torn line ends inside a UTF-8 character (a traceback in both before 2026-12-05).
+printf '%s\n' '{"trial": 1, "status": "ok", "metric": 0.9, "params": {"lr": 0.2}}' "$(printf '{"trial": 2, "message": "caf\303')" \
   '{"trial": 0, "status": "ok", "metric": 0.9, "params": {"lr": 0.1}}' > "$tmp/part/tied/results.jsonl"
 own "$tmp/part" --only tied > /dev/null
 grep -q '^| tied | 2 | lr=0.1 | test_acc 0.9000 |' "$tmp/part/catalogue.md" ||
@@ -150,6 +159,19 @@ done > "$tmp/part/tiedseeds/results.jsonl"
 own "$tmp/part" --only tiedseeds > /dev/null
 grep -q '^| tiedseeds | 4 | lr=0.1 | test_acc 0.9100 ' "$tmp/part/catalogue.md" ||
   { echo "FAIL: a tie over seeds went to the later setting"; cat "$tmp/part/catalogue.md"; exit 1; }
+# The report's over-seeds table counts a setting's seeds against the file's (2), not against
+# the trials recorded so far: lr=0.2 has run 1 of its 2 (it said "1 of 1").
+cp src/experiments/tiedseeds.yaml src/experiments/partseeds.yaml
+mkdir -p "$tmp/part/partseeds"
+grep -v '"trial": 3,' "$tmp/part/tiedseeds/results.jsonl" > "$tmp/part/partseeds/results.jsonl"
+python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/src" > report-part.md
+grep -q '^| lr=0.2 | 1 of 2 | 0.9000 | - |$' report-part.md && grep -q '^| lr=0.1 | 2 of 2 | 0.9100 |' report-part.md ||
+  { echo "FAIL: seeds of an unfinished sweep"; cat report-part.md; exit 1; }
+# --src without experiments/: one line, exit 1
+if python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/part" > /dev/null 2> err.txt ||
+    [ "$(cat err.txt)" != "catalogue_report.py: --src $tmp/part: no experiments/ directory there" ]; then
+  echo "FAIL: --src without experiments/"; cat err.txt; exit 1
+fi
 cat > src/experiments/long.yaml <<YAML
 method: grid
 base: {model: mlp, width: 8, epochs: 1, train_limit: 300, test_limit: 50, optimizer: sgd, schedule: constant}

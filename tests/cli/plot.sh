@@ -143,6 +143,21 @@ printf '{"type":"epoch","epoch":3,"train_lo' >> torn.jsonl
 check div.png
 grep -q "torn.jsonl: 1 unreadable line" err.txt || { echo "FAIL: no note on the torn JSONL line"; cat err.txt; exit 1; }
 ! grep -q "no epoch records\|no records" err.txt || { echo "FAIL: a diverged run was dropped"; cat err.txt; exit 1; }
+# A torn line cut inside a UTF-8 character is skipped the same way (the whole file was refused).
+cp a.jsonl tornu.jsonl
+printf '{"type":"note","message":"caf\303' >> tornu.jsonl
+"$py" "$plot" curves tornu.jsonl -o tornu.png 2> err.txt || { echo "FAIL: curves with a torn UTF-8 line"; cat err.txt; exit 1; }
+check tornu.png
+grep -q "tornu.jsonl: 1 unreadable line" err.txt || { echo "FAIL: no note on the torn UTF-8 line"; cat err.txt; exit 1; }
+# An epoch that is not an integer: one line naming the file and the field (a traceback before).
+sed 's/"epoch":1,/"epoch":"1",/' a.jsonl > strepoch.jsonl
+grep -q '"epoch":"1"' strepoch.jsonl || { echo "FAIL: the test's sed found no epoch 1"; exit 1; }
+set +e
+"$py" "$plot" curves strepoch.jsonl -o x.png 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 1 ] && [ "$(cat err.txt)" = 'plot.py: curves: strepoch.jsonl: epoch "1" is not an integer' ] ||
+  { echo "FAIL: curves with a string epoch rc=$rc"; cat err.txt; exit 1; }
 # On its own, a run that diverged in epoch 1 without --log-every has no loss to draw, only its x:
 # a linear axis, not a log one with no positive data (tight_layout raised; no PNG until 2026-12-05).
 "$py" "$plot" curves d0.jsonl -o d0.png 2> err.txt || { echo "FAIL: curves of a run with no loss to draw"; cat err.txt; exit 1; }
@@ -179,6 +194,19 @@ for cmd in "seeds failing" "sweep failing grid"; do
   set -e
   [ $rc -eq 2 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q "test_ac: not a results field (valid: metric, test_acc" err.txt ||
     { echo "FAIL: $cmd --metric test_ac rc=$rc"; cat err.txt; exit 1; }
+done
+
+# Directories ranked by different metrics (val_acc and test_acc): plotted by the first's, which
+# the second never records: exit 2 naming it (its good trials were drawn as failed before).
+printf 'method: grid\nmetric: {name: val_acc}\nbase: {epochs: 1, val_split: 0.2, optimizer: sgd, schedule: constant}\nparameters:\n  lr: {values: [0.003, 0.03]}\n' > v.yaml
+"$KILN_BIN/sweep" v.yaml --dir valdir "${common[@]}" > /dev/null 2>&1
+for cmd in "sweep valdir grid" "sweep grid valdir --metric val_acc"; do
+  set +e
+  "$py" "$plot" $cmd -o x.png 2> err.txt
+  rc=$?
+  set -e
+  [ $rc -eq 2 ] && [ ! -e x.png ] && grep -q "^plot.py: sweep: grid: no finished trial records val_acc (it ranks by test_acc)" err.txt ||
+    { echo "FAIL: $cmd rc=$rc"; cat err.txt; exit 1; }
 done
 
 # A CSV cut before the rows its suggestions point at: said, not silently dropped.

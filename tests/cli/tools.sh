@@ -2,9 +2,9 @@
 # The paths of sweep, lr_find and kiln_eval that their own scripts do not reach: each tool's
 # --help; sweep --report --top K and --importance refusing --top; a sweep file that is not YAML;
 # a sweep directory whose run_options.json is corrupt, or lacks a key (an option added later),
-# on --resume; lr_find stopping on a non-finite loss.
+# on --resume; lr_find stopping on a non-finite loss; scripts/time_to_acc.sh's exit status.
 set -u
-: "${KILN_BIN:?}" "${KILN_TEST_DATA:?}"
+: "${KILN_BIN:?}" "${KILN_SRC:?}" "${KILN_TEST_DATA:?}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
@@ -95,4 +95,20 @@ check lr-find-nonfinite lr_find 0 '^lr_find: 2 steps, stopped: non-finite loss a
 # its progress line writes NaN as the CSV does ("-nan" for a negative-signed one before 2026-12-03)
 grep -q '^lr_find step 1/40 lr=1\.12202e+10 loss=nan smoothed=nan$' err ||
   { echo "FAIL lr-find-nonfinite: the progress line"; cat err; fail=1; }
+# scripts/time_to_acc.sh: a bad SEEDS is a usage error (exit 2; "--" first keeps the default 5),
+# a failed run's line names its error (stderr, not the banner), and a seed short of the target
+# makes the exit status 1.
+tta() { KILN_BIN=$KILN_BIN DATA_DIR=$KILN_TEST_DATA bash "$KILN_SRC/scripts/time_to_acc.sh" "$@" >out 2>err; }
+ttaflags=(--device cpu --model mlp --width 16 --train-limit 500 --test-limit 200 --epochs 4 --threads 1
+          --cuda-graphs off --schedule constant --batch-size 64)
+tta x; rc=$?
+[ "$rc" = 2 ] && grep -q "^time_to_acc: SEEDS 'x': want a positive integer" err ||
+  { echo "FAIL time-to-acc-seeds: exit $rc"; cat out err; fail=1; }
+TARGET=0.25 tta 1 -- "${ttaflags[@]}" --lr 0.01; rc=$?
+[ "$rc" = 0 ] && grep -q "^target 0.25 reached by 1/1 seeds" out ||
+  { echo "FAIL time-to-acc-met: exit $rc"; cat out err; fail=1; }
+TARGET=0.3 tta 2 -- "${ttaflags[@]}" --lr 1000; rc=$?
+[ "$rc" = 1 ] && [ "$(grep -c '^seed [12]: run failed (train_mnist: error: training diverged' out)" = 2 ] &&
+  grep -q '^NOT MET: 2 of 2 seeds did not reach 0.3$' out ||
+  { echo "FAIL time-to-acc-failed: exit $rc"; cat out err; fail=1; }
 exit $fail
