@@ -11,7 +11,7 @@ Benchmark JSON) that run.sh bench writes into one directory:
   linear    kiln / cuBLAS
 
 With --benchmark_repetitions the median aggregate is used, else the single run. A family whose
-JSON is missing or empty is reported as such. Usage: bench_summary.py DIR
+JSON is missing, cut short or not Google Benchmark JSON is reported as such. Usage: bench_summary.py DIR
 """
 import json
 import math
@@ -20,16 +20,28 @@ import re
 import sys
 
 
+MISSING = {}  # family -> why it has no rows: "no bench_X.json", or why the file is unreadable
+
+
 def load(d, name):
-    """{benchmark name without /manual_time: row}, medians preferred."""
+    """{benchmark name without /manual_time: row}, medians preferred; None (and MISSING[name]
+    says why) when the file is missing or not Google Benchmark JSON."""
+    path = os.path.join(d, name + ".json")
     try:
-        with open(os.path.join(d, name + ".json")) as f:
+        with open(path) as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        MISSING[name] = f"no {name}.json"
+        return None
+    except (OSError, ValueError) as e:  # a benchmark killed mid-write leaves a cut file
+        MISSING[name] = f"{name}.json is unreadable ({getattr(e, 'strerror', None) or e})"
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        MISSING[name] = f"{name}.json is not Google Benchmark JSON (no 'benchmarks' list)"
         return None
     rows, medians = {}, {}
-    for b in data.get("benchmarks", []):
-        if b.get("error_occurred"):
+    for b in data["benchmarks"]:
+        if not isinstance(b, dict) or "name" not in b or b.get("error_occurred"):
             continue
         key = re.sub(r"/manual_time.*$|/iterations:\d+", "", b.get("run_name", b["name"]))
         if b.get("run_type") == "aggregate":
@@ -64,7 +76,7 @@ def table(title, header, rows):
 def ceilings(d):
     rows = load(d, "bench_ceilings")
     if rows is None:
-        return "ceilings: no bench_ceilings.json\n"
+        return "ceilings: " + MISSING["bench_ceilings"] + "\n"
     get = lambda k, c: rows.get(k, {}).get(c)
     return table("ceilings", ["copy GB/s", "SGEMM fp32 GFLOP/s", "SGEMM tf32 GFLOP/s"],
                  [[fmt(get("BM_CopyBandwidth", "GB/s"), ".0f"), fmt(get("BM_SgemmPeak/0", "GFLOP/s"), ".0f"),
@@ -74,7 +86,7 @@ def ceilings(d):
 def conv(d):
     rows = load(d, "bench_conv")
     if rows is None:
-        return "conv: no bench_conv.json\n"
+        return "conv: " + MISSING["bench_conv"] + "\n"
     # conv/<model>.<layer>/<shape>/b<batch>/<op>/<impl>
     t = {}
     for k, r in rows.items():
@@ -119,7 +131,7 @@ def conv(d):
 def bandwidth(d, name, title, frac_keys=("frac_copy", "of_copy_bw")):
     rows = load(d, name)
     if rows is None:
-        return f"{title}: no {name}.json\n"
+        return f"{title}: {MISSING[name]}\n"
     out = []
     for k in sorted(rows):
         r = rows[k]
@@ -169,7 +181,7 @@ def variants(d, name, title):
 def optim(d):
     rows = load(d, "bench_optim")
     if rows is None:
-        return "optim: no bench_optim.json\n"
+        return "optim: " + MISSING["bench_optim"] + "\n"
     out = []
     for k in sorted(rows, key=lambda k: (k.split("/")[1], int(k.split("/")[2]))):
         r = rows[k]
@@ -182,7 +194,7 @@ def optim(d):
 def linear(d):
     rows = load(d, "bench_linear")
     if rows is None:
-        return "linear: no bench_linear.json\n"
+        return "linear: " + MISSING["bench_linear"] + "\n"
     out = []
     for k in sorted(rows):
         m = re.match(r"BM_Linear(Fwd|Bwd)/(.*)$", k)

@@ -93,6 +93,15 @@ if python3 "$KILN_SRC/scripts/ncu_summary.py" "$tmp/none.txt" >"$tmp/o" 2>"$tmp/
     [ -s "$tmp/o" ] || [ "$(wc -l <"$tmp/e")" != 1 ] || ! grep -q "^ncu_summary.py: $tmp/none.txt: No such file" "$tmp/e"; then
   echo "FAIL: ncu_summary.py on a missing file"; cat "$tmp/o" "$tmp/e"; exit 1
 fi
+# A family's file cut short (a benchmark killed mid-write) or not Google Benchmark JSON is said so,
+# not reported as missing, nor a traceback (a JSON list).
+mkdir "$tmp/bad"
+echo '{"benchmarks": [{"name": "x", ' > "$tmp/bad/bench_linear.json"
+echo '[1]' > "$tmp/bad/bench_pool.json"
+b=$(python3 "$KILN_SRC/scripts/bench_summary.py" "$tmp/bad")
+grep -q '^linear: bench_linear.json is unreadable (Expecting' <<<"$b" &&
+  grep -q "^pool: bench_pool.json is not Google Benchmark JSON (no 'benchmarks' list)$" <<<"$b" &&
+  grep -q '^conv: no bench_conv.json$' <<<"$b" || { echo "FAIL: bench_summary on bad files"; echo "$b"; exit 1; }
 # scripts/bench_table.py: with repetitions the median aggregate is the rate (the cv row, last in
 # the file, was taken before: "0" images/s), a bad PyTorch line is skipped and counted, a missing
 # or non-Google-Benchmark file is named, and nothing to show is exit 1.
