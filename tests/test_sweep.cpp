@@ -362,9 +362,12 @@ TEST(SweepSpec, ListsOnlyForListOptionsAndNumbersDecimal) {
        {"method: random\nrun_cap: 0x3\nparameters: {lr: {min: 0.1, max: 1}}\n",
         "method: random\nrun_cap: 3\nparameters: {lr: {min: 0x1p-10, max: 1}}\n",
         "method: random\nrun_cap: 3\nearly_terminate: {type: median, min_epochs: 0x2}\n"
-        "parameters: {lr: {min: 0.1, max: 1}}\n"}) {
+        "parameters: {lr: {min: 0.1, max: 1}}\n",
+        // underflow: read as 0 (a log-uniform's min) before it was the options' parse_float
+        "method: random\nrun_cap: 3\nparameters: {lr: {min: 1e-400, max: 1, distribution: "
+        "log_uniform}}\n"}) {
     const std::string m = usage_error(yaml);
-    EXPECT_NE(m.find("is not a number"), std::string::npos) << yaml << ": " << m;
+    EXPECT_NE(m.find("is not a finite number"), std::string::npos) << yaml << ": " << m;
   }
 }
 

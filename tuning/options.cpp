@@ -26,8 +26,6 @@
 
 namespace kiln {
 
-namespace {
-
 double parse_float(const std::string& v, const std::string& origin) {
   // Decimal only: strtod also reads hex ("0x10" = 16), which no YAML or Python user means.
   KILN_USAGE_CHECK(v.find_first_of("xX") == std::string::npos,
@@ -39,6 +37,8 @@ double parse_float(const std::string& v, const std::string& origin) {
                    origin << ": '" << v << "' is not a finite number");
   return d;
 }
+
+namespace {
 
 // A double headed for a float field: past FLT_MAX it would be inf, below FLT_MIN 0 (or a
 // denormal), each silently.

@@ -134,6 +134,9 @@ Error with_config_origin(const Error& e, const ParsedArgs& args);
 // forgotten (`--save --no-shuffle` saved to a file named --no-shuffle; argparse refuses it too),
 // a usage error naming both; such a value is written --name=VALUE.
 void check_separate_value(const std::string& flag, const std::string& next);
+// A finite decimal number (no hex, no overflow or underflow to 0/inf); anything else is a
+// usage error "ORIGIN: 'V' is not a finite number".
+double parse_float(const std::string& v, const std::string& origin);
 // true|false, yes|no, on|off, 1|0 in any case (the words YAML 1.1 reads as booleans); anything
 // else is a usage error naming `origin`.
 bool parse_bool(const std::string& v, const std::string& origin);
