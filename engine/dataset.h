@@ -39,7 +39,9 @@ struct Dataset {
   // The files it was read from (load_dataset fills it): a run's outputs must not name one.
   std::vector<std::string> files;
   int64_t size() const { return images.ndim() ? images.dim(0) : 0; }
-  Shape sample_shape() const { return Shape(images.shape().begin() + 1, images.shape().end()); }
+  Shape sample_shape() const {
+    return images.ndim() ? Shape(images.shape().begin() + 1, images.shape().end()) : Shape{};
+  }
   const int32_t* label_data() const {
     KILN_CHECK(labels, "dataset of " << size() << " images has no labels buffer");
     return static_cast<const int32_t*>(labels->data());

@@ -1,5 +1,6 @@
 #include "engine/tensor.h"
 
+#include <limits>
 #include <sstream>
 
 #include "engine/error.h"
@@ -13,8 +14,12 @@ int64_t Tensor::dim(int i) const {
 }
 
 int64_t shape_numel(const Shape& s) {
+  for (int64_t d : s)
+    if (d == 0) return 0;  // {2^62, 4, 0} holds nothing, though its first two overflow
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s)
+    KILN_CHECK(!__builtin_mul_overflow(n, d, &n),
+               "shape " << shape_str(s) << ": more than 2^63-1 elements");
   return n;
 }
 
@@ -28,8 +33,11 @@ std::string shape_str(const Shape& s) {
 
 Tensor Tensor::empty(const Shape& shape, Device device) {
   for (int64_t d : shape) KILN_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
+  const int64_t n = shape_numel(shape);
+  KILN_CHECK(n <= std::numeric_limits<int64_t>::max() / int64_t(sizeof(float)),
+             "shape " << shape_str(shape) << ": " << n << " floats are more than 2^63-1 bytes");
   Tensor t;
-  t.buf_ = std::make_shared<Buffer>(static_cast<size_t>(shape_numel(shape)) * sizeof(float), device);
+  t.buf_ = std::make_shared<Buffer>(static_cast<size_t>(n) * sizeof(float), device);
   t.data_ = static_cast<float*>(t.buf_->data());
   t.shape_ = shape;
   t.device_ = device;

@@ -258,6 +258,14 @@ void Trainer::check_dataset(const Dataset& ds) {
                                            "Flatten + Linear)");
   const int64_t n = ds.size(), classes = out[0];
   if (n == 0) return;
+  // The samples' shape and device, before any step: a held-out set of another shape failed
+  // only in the first epoch's evaluation, after that epoch had trained.
+  KILN_USAGE_CHECK(ds.sample_shape() == model_.input_shape(),
+                   ds.name << ": samples " << shape_str(ds.sample_shape()) << ", the model takes "
+                           << shape_str(model_.input_shape()));
+  KILN_CHECK(ds.device() == ctx_.device(), ds.name << ": on " << device_name(ds.device())
+                                                   << ", the model on "
+                                                   << device_name(ctx_.device()));
   ds.check_labels();  // the buffer the loss reads (host_labels is only a mirror)
   const size_t bytes = static_cast<size_t>(n) * sizeof(int32_t);
   std::vector<int32_t> copied;
@@ -279,7 +287,13 @@ EvalResult Trainer::evaluate(const Dataset& ds) {
   // The forward passes below replace the buffers layers hold from the last training step: a
   // captured graph would point at freed memory, and a capture must not free the evaluation's.
   if (graph_) graph_->invalidate();
-  bool was_training = ctx_.training;
+  // The caller's mode comes back however this ends: a forward that throws left the context in
+  // eval mode (dropout off, batch norm on running statistics) for the caller's next step.
+  struct RestoreMode {
+    Context& ctx;
+    const bool training;
+    ~RestoreMode() { ctx.training = training; }
+  } restore{ctx_, ctx_.training};
   model_.eval(ctx_);
   Buffer acc(3 * sizeof(double), ctx_.device());
   zero_bytes(acc.data(), ctx_.device(), acc.bytes(), ctx_.stream());
@@ -295,7 +309,6 @@ EvalResult Trainer::evaluate(const Dataset& ds) {
   double h[3];
   copy_bytes(h, Device::CPU, acc.data(), ctx_.device(), sizeof(h), ctx_.stream());
   ctx_.sync();
-  ctx_.training = was_training;
   EvalResult r;
   r.count = static_cast<int64_t>(h[2]);
   r.loss = h[2] > 0 ? h[0] / h[2] : NAN;

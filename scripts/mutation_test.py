@@ -1030,6 +1030,16 @@ MUTANTS = [
     ("sweep-dry-run-value-ignored", "apps/sweep.cpp",
      [("dry_run = !f.inline_value || parse_bool(f.value, \"--dry-run\");", "dry_run = true;")],
      "sweep --dry-run=VALUE takes any word as true (--dry-run=maybe listed the trials)"),
+    ("trainer-eval-mode-on-throw", "engine/trainer.cpp",
+     [("    ~RestoreMode() { ctx.training = training; }", "    ~RestoreMode() {}"),
+      ("  ctx_.sync();\n  EvalResult r;", "  ctx_.sync();\n  ctx_.training = restore.training;\n  EvalResult r;")],
+     "evaluate() restores the caller's mode only when it returns: a throw left the context in eval mode (until 2026-12-05)"),
+    ("trainer-heldout-shape-unchecked", "engine/trainer.cpp",
+     [("  KILN_USAGE_CHECK(ds.sample_shape() == model_.input_shape(),", "  KILN_USAGE_CHECK(true,")],
+     "fit trains an epoch before a held-out set of another sample shape fails its evaluation (until 2026-12-05)"),
+    ("tensor-numel-wraps", "engine/tensor.cpp",
+     [("    KILN_CHECK(!__builtin_mul_overflow(n, d, &n),", "    KILN_CHECK((n *= d, true),")],
+     "a shape past 2^63 elements wraps: {2^62+1} got a 4-byte buffer (until 2026-12-05)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -52,6 +52,24 @@ TEST(Tensor, EnsureReusesStorageWhenLargeEnough) {
   EXPECT_EQ(t.numel(), 64);
 }
 
+// A shape whose element count (or byte count) passes 2^63 is an error naming it: {2^62+1} wrapped
+// to a 4-byte buffer that numel() said held 2^62+1 floats, and {2^40, 2^40} to none at all.
+TEST(Tensor, ShapesPastTwoTo63AreErrorsNotWrappedSizes) {
+  const int64_t two40 = int64_t(1) << 40, two62 = int64_t(1) << 62;
+  for (const Shape& s : {Shape{two62 + 1}, Shape{two40, two40}, Shape{3, two62, 1}}) {
+    try {
+      Tensor::empty(s, Device::CPU);
+      FAIL() << shape_str(s) << " allocated";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.message().rfind("shape " + shape_str(s) + ": ", 0), 0u) << e.message();
+    }
+  }
+  EXPECT_THROW(shape_numel({two40, two40}), Error);
+  EXPECT_EQ(shape_numel({two62, 4, 0}), 0);  // nothing in it, though its first two overflow
+  EXPECT_EQ(shape_numel({two62, 1}), two62);
+  EXPECT_EQ(Tensor::empty({two62, 4, 0}, Device::CPU).numel(), 0);
+}
+
 TEST(Tensor, CudaWithoutDeviceIsAClearError) {
   if (cuda_available()) GTEST_SKIP() << "a GPU answers";
   try {

@@ -23,7 +23,9 @@
 #include "apps/app_common.h"
 #include "engine/checkpoint.h"
 #include "engine/error.h"
+#include "layers/activation.h"
 #include "layers/conv.h"
+#include "layers/linear.h"
 #include "test_util.h"
 #include "tuning/lr_finder.h"
 #include "tuning/run.h"
@@ -1168,6 +1170,26 @@ Dataset three_class_noise(const char* name) {
              16 * sizeof(int32_t));
   return ds;
 }
+
+// SGD at lr 0.05, one epoch of batches of 8, no progress lines, for a model built on the CPU.
+struct SgdTrainer {
+  Context ctx{Device::CPU, 5};
+  OptimOptions oo;
+  std::unique_ptr<Optimizer> opt;
+  std::unique_ptr<Schedule> sched;
+  TrainOptions to;
+  std::unique_ptr<Trainer> tr;
+  explicit SgdTrainer(Model& m) {
+    oo.name = "sgd";
+    oo.lr = 0.05f;
+    opt = make_optimizer(oo, m);
+    sched = make_schedule(ScheduleOptions{}, oo.lr, 1, 1);
+    to.epochs = 1;
+    to.batch_size = 8;
+    to.progress = 0;
+    tr = std::make_unique<Trainer>(m, *opt, *sched, ctx, to);
+  }
+};
 }  // namespace
 
 TEST(TrainerCpu, TrainingsInThreadsGiveTheBitsEachGivesAlone) {
@@ -1222,6 +1244,61 @@ TEST(TrainerCpu, TrainingsInThreadsGiveTheBitsEachGivesAlone) {
   EXPECT_NE(alone[0], alone[1]);  // the jobs differ: a mix-up would show
 }
 
+// A held-out set of another sample shape is refused before the first step, by name (it failed
+// in the first epoch's evaluation, after the epoch had trained); and an evaluate() that throws
+// gives the context back in the mode it found (it stayed in eval mode: a caller's next step ran
+// without dropout and with batch norm's running statistics).
+TEST(TrainerCpu, HeldOutSetOfAnotherShapeIsRefusedBeforeTrainingAndEvaluateKeepsTheMode) {
+  const Dataset train = three_class_noise("noise/train");
+  Dataset wide = three_class_noise("noise/wide");
+  wide.images = Tensor::from_vector(test::random_vec(16 * 25, 32), {16, 1, 5, 5}, Device::CPU);
+  ModelOptions mo;
+  mo.model = "mlp";
+  mo.width = 8;
+  mo.dropout = 0.5f;
+  auto m = make_model(mo, {1, 4, 4}, 3);
+  m->build(Device::CPU, 5);
+  SgdTrainer t(*m);
+  const std::vector<float> before = m->flat_params().to_vector();
+  try {
+    t.tr->fit(train, &wide);
+    FAIL() << "trained with a 5x5 test set for a 4x4 model";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_EQ(e.message().substr(0, e.message().find(" (")),
+              "noise/wide: samples [1, 5, 5], the model takes [1, 4, 4]");
+  }
+  EXPECT_EQ(m->flat_params().to_vector(), before) << "trained before refusing";
+  // A layer whose forward throws in eval mode: the error inside evaluate()'s loop.
+  class ThrowsInEval : public Layer {
+   public:
+    std::string type() const override { return "ThrowsInEval"; }
+    Shape setup(const Shape& in) override { return in; }
+    Tensor forward(Context& c, const Tensor& x) override {
+      KILN_CHECK(c.training, "ThrowsInEval: eval mode");
+      return x;
+    }
+    Tensor backward(Context&, const Tensor& dy) override { return dy; }
+  };
+  Model thrower({1, 4, 4});
+  thrower.add(std::make_unique<ThrowsInEval>());
+  thrower.add(std::make_unique<Flatten>());
+  thrower.add(std::make_unique<Linear>(16, 3));
+  thrower.build(Device::CPU, 5);
+  SgdTrainer t2(thrower);
+  t2.ctx.training = true;
+  try {
+    t2.tr->evaluate(train);
+    FAIL() << "the layer did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("ThrowsInEval: eval mode"), std::string::npos) << e.message();
+  }
+  EXPECT_TRUE(t2.ctx.training) << "a throwing evaluate left the context in eval mode";
+  t2.ctx.training = false;  // and a caller in eval mode stays there
+  EXPECT_THROW(t2.tr->evaluate(train), Error);
+  EXPECT_FALSE(t2.ctx.training);
+}
+
 TEST(TrainerCpu, LabelsOutsideTheClassesAndNonVectorOutputsAreRefusedBeforeTraining) {
   // The loss reads logits[label]: a label past the model's classes would read the next row
   // (PyTorch raises "Target 2 is out of bounds"). Checked for every set before the first step.
@@ -1229,20 +1306,10 @@ TEST(TrainerCpu, LabelsOutsideTheClassesAndNonVectorOutputsAreRefusedBeforeTrain
                 test_set = three_class_noise("noise/test");
   auto fit = [](std::unique_ptr<Model> m, const Dataset& train, const Dataset* test) {
     m->build(Device::CPU, 5);
-    Context ctx(Device::CPU, 5);
-    OptimOptions oo;
-    oo.name = "sgd";
-    oo.lr = 0.05f;
-    auto opt = make_optimizer(oo, *m);
-    auto sched = make_schedule(ScheduleOptions{}, oo.lr, 1, 1);
-    TrainOptions to;
-    to.epochs = 1;
-    to.batch_size = 8;
-    to.progress = 0;
-    Trainer tr(*m, *opt, *sched, ctx, to);
+    SgdTrainer t(*m);
     const std::vector<float> before = m->state_dict()[0].second.to_vector();
     try {
-      tr.fit(train, test);
+      t.tr->fit(train, test);
     } catch (const Error&) {
       EXPECT_EQ(m->state_dict()[0].second.to_vector(), before) << "trained before refusing";
       throw;
