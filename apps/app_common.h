@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/json.h"
 #include "kernels/dense/dense.h"
 #include "tuning/lr_finder.h"
 #include "tuning/options.h"
@@ -161,14 +162,15 @@ inline int guarded_main(const char* prog, const std::function<int()>& body) {
     }
     return rc;
   } catch (const Error& e) {
+    // One line whatever a file or flag put in the message (a newline, a terminal escape).
     std::fprintf(stderr, "%s%s: error: %s\n", stderr_is_tty() ? "\n" : "", prog,
-                 e.message().c_str());
+                 escape_controls(e.message()).c_str());
     return exit_code(e.kind());
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "%s: error: out of memory\n", prog);
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: error: %s\n", prog, e.what());
+    std::fprintf(stderr, "%s: error: %s\n", prog, escape_controls(e.what()).c_str());
     return 1;
   }
 }

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 
 #include "engine/error.h"
 #include "engine/json.h"
@@ -111,13 +112,20 @@ std::string meta_or_fail(const SafetensorsFile& f, const std::string& key, const
   return *v;
 }
 
-long long meta_int(const SafetensorsFile& f, const std::string& key, const std::string& what) {
+// Step and batch counts past this are refused (as epoch_steps' entries are): the counters they
+// seed are incremented and summed, and 2^63-1 wrapped negative a step later.
+constexpr long long kMaxCount = 1000000000000000LL;  // 1e15
+
+long long meta_int(const SafetensorsFile& f, const std::string& key, const std::string& what,
+                   long long max = std::numeric_limits<long long>::max()) {
   std::string v = meta_or_fail(f, key, what);
   errno = 0;
   char* end = nullptr;
   long long x = std::strtoll(v.c_str(), &end, 10);
-  KILN_CHECK(!v.empty() && end && *end == 0 && errno == 0 && x >= 0,
-             what << ": __metadata__ " << key << " '" << v << "' is not a non-negative integer");
+  KILN_CHECK(
+      !v.empty() && end && *end == 0 && errno == 0 && x >= 0,
+      what << ": __metadata__ " << key << " " << printable(v) << " is not a non-negative integer");
+  KILN_CHECK(x <= max, what << ": __metadata__ " << key << " " << x << " is past " << max);
   return x;
 }
 
@@ -125,7 +133,8 @@ double meta_double(const std::string& v, const std::string& key, const std::stri
   if (v == "null") return NAN;
   char* end = nullptr;
   double x = strtod_c(v.c_str(), &end);
-  KILN_CHECK(!v.empty() && end && *end == 0, what << ": __metadata__ " << key << " '" << v << "' is not a number");
+  KILN_CHECK(!v.empty() && end && *end == 0,
+             what << ": __metadata__ " << key << " " << printable(v) << " is not a number");
   return x;
 }
 
@@ -196,11 +205,12 @@ EarlyStopState parse_early_stop(const std::string& text, const std::string& what
   KILN_CHECK(
       std::sscanf(text.c_str(), "%31s %d %d %c", best, &e.wait, &e.best_epoch, &extra) == 3 &&
           e.wait >= 0 && e.best_epoch >= 0,
-      what << ": __metadata__ early_stop '" << text << "': expected 'best wait best_epoch'");
+      what << ": __metadata__ early_stop " << printable(text)
+           << ": expected 'best wait best_epoch'");
   char* end = nullptr;
   e.best = std::strtod(best, &end);
   KILN_CHECK(end && *end == 0,
-             what << ": __metadata__ early_stop '" << text << "': bad best value");
+             what << ": __metadata__ early_stop " << printable(text) << ": bad best value");
   return e;
 }
 }  // namespace
@@ -283,12 +293,13 @@ SafetensorsFile decode_checkpoint(const std::vector<uint8_t>& bytes, const std::
   // Checksums: the tensors, then the metadata.
   const uint32_t dcrc = data_crc(f, std::atoi(fv->c_str()));
   std::string stored = meta_or_fail(f, "data_crc32", what);
-  KILN_CHECK(stored == hex32(dcrc), what << ": data checksum mismatch (stored " << stored << ", computed "
-                                         << hex32(dcrc) << "): the file is corrupt");
+  KILN_CHECK(stored == hex32(dcrc), what << ": data checksum mismatch (stored " << printable(stored)
+                                         << ", computed " << hex32(dcrc)
+                                         << "): the file is corrupt");
   stored = meta_or_fail(f, "meta_crc32", what);
-  KILN_CHECK(stored == hex32(meta_crc(f.metadata)), what << ": metadata checksum mismatch (stored " << stored
-                                                          << ", computed " << hex32(meta_crc(f.metadata))
-                                                          << "): the file is corrupt");
+  KILN_CHECK(stored == hex32(meta_crc(f.metadata)),
+             what << ": metadata checksum mismatch (stored " << printable(stored) << ", computed "
+                  << hex32(meta_crc(f.metadata)) << "): the file is corrupt");
   return f;
 }
 
@@ -345,8 +356,10 @@ std::string checkpoint_run_id(const std::string& path) {
 TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& what) {
   TrainPosition p;
   p.epoch = static_cast<int>(std::min<long long>(meta_int(f, "epoch", what), 1 << 30));
-  p.batch = meta_int(f, "batch", what);
-  p.step = meta_int(f, "step", what);
+  p.batch = meta_int(f, "batch", what, kMaxCount);
+  p.step = meta_int(f, "step", what, kMaxCount);
+  KILN_CHECK(p.batch <= p.step, what << ": __metadata__ batch " << p.batch << " is past step "
+                                     << p.step << " (a batch is a step)");
   if (const std::string* es = f.meta("epoch_steps"))  // optional (2026-12-05)
     p.epoch_steps = parse_epoch_steps(*es, p, what);
   return p;
@@ -367,7 +380,7 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
   TrainPosition& p = info.pos;
   p = checkpoint_position(f, what);
   info.seed = static_cast<uint64_t>(meta_int(f, "seed", what));
-  long long opt_steps = meta_int(f, "optimizer_steps", what);
+  long long opt_steps = meta_int(f, "optimizer_steps", what, kMaxCount);
   p.last_lr = static_cast<float>(meta_double(meta_or_fail(f, "last_lr", what), "last_lr", what));
   p.last_momentum = static_cast<float>(meta_double(meta_or_fail(f, "last_momentum", what), "last_momentum", what));
   std::string sums_text = meta_or_fail(f, "train_sums", what);

@@ -58,6 +58,24 @@ size_t utf8_error_offset(const std::string& s) {
   return std::string::npos;
 }
 
+std::string escape_controls(const std::string& s) {
+  std::string o;
+  for (unsigned char c : s) {
+    if (c == '\n') {
+      o += "\\n";
+    } else if (c == '\r') {
+      o += "\\r";
+    } else if (c == '\t') {
+      o += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      append_u_escape(o, c);
+    } else {
+      o += static_cast<char>(c);
+    }
+  }
+  return o;
+}
+
 std::string printable(const std::string& s) {
   for (unsigned char c : s)
     if (c < 0x20 || c > 0x7e) return json_escape(s);
@@ -86,7 +104,7 @@ std::string json_escape(const std::string& s) {
       case '\r': o += "\\r"; break;
       case '\t': o += "\\t"; break;
       default:
-        if (c < 0x20) {
+        if (c < 0x20 || c == 0x7f) {  // DEL too: a terminal control
           append_u_escape(o, c);
         } else {
           o += static_cast<char>(c);

@@ -19,6 +19,9 @@ size_t utf8_error_offset(const std::string& s);
 // s itself when it is printable ASCII, else json_escape(s): for names read from a file that
 // go into one-line error messages (no newlines or terminal escapes pass through).
 std::string printable(const std::string& s);
+// s with each control character (below 0x20, and DEL) as its JSON escape (\n, \u001b) and the
+// rest, UTF-8 included, as is: an error message on one line, whatever a file put in it.
+std::string escape_controls(const std::string& s);
 std::string json_number(double v);              // shortest round-trip form; null if not finite
 std::string json_number(float v);
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <clocale>
@@ -516,6 +517,32 @@ TEST(Checkpoint, CorruptionsFailNamingTheFile) {
       if (kv.first == "epoch_steps") kv.second = steps;
     reseal(f);
     expect_load_error(encode_safetensors(f), want);
+  }
+  // Counters past 1e15 (a sound file, resealed): 2^63-1 optimizer steps wrapped negative at the
+  // next step (reported as a divergence), a step of 2^63-1 after one more. Values that are not
+  // numbers come back escaped, on one line (expect_load_error checks for a newline).
+  for (const auto& [key, value, want] : std::vector<std::array<std::string, 3>>{
+           {"optimizer_steps", "9223372036854775807",
+            "optimizer_steps 9223372036854775807 is past 1000000000000000"},
+           {"step", "1000000000000001", "step 1000000000000001 is past 1000000000000000"},
+           {"batch", "26", "batch 26 is past step 25"},
+           {"step", "2\n\x1b[2Kkiln: all good",
+            "step \"2\\n\\u001b[2Kkiln: all good\" is not a non-negative integer"},
+           {"early_stop", "0.5 x\n2", "early_stop \"0.5 x\\n2\": expected"}}) {
+    SafetensorsFile f = decode_safetensors(good.data(), good.size(), "x");
+    bool found = false;
+    for (auto& kv : f.metadata)
+      if (kv.first == key) kv.second = value, found = true;
+    if (!found) f.metadata.emplace_back(key, value);
+    reseal(f);
+    expect_load_error(encode_safetensors(f), want);
+  }
+  {  // a stored checksum that is not one, with a newline and a terminal escape: escaped
+    SafetensorsFile f = decode_safetensors(good.data(), good.size(), "x");
+    for (auto& kv : f.metadata)
+      if (kv.first == "data_crc32") kv.second = "0000\nkiln: all good\x1b[2K";
+    expect_load_error(encode_safetensors(f),
+                      "(stored \"0000\\nkiln: all good\\u001b[2K\", computed");
   }
 
   // A different model shape names the tensor and both shapes.

@@ -95,6 +95,10 @@ check lr-find-nonfinite lr_find 0 '^lr_find: 2 steps, stopped: non-finite loss a
 # its progress line writes NaN as the CSV does ("-nan" for a negative-signed one before 2026-12-03)
 grep -q '^lr_find step 1/40 lr=1\.12202e+10 loss=nan smoothed=nan$' err ||
   { echo "FAIL lr-find-nonfinite: the progress line"; cat err; fail=1; }
+# An error message quoting a file's value with a newline and a terminal escape in it stays one
+# line, the controls escaped (the sweep file's method came out over two lines, ESC raw).
+printf 'method: "grid\\n\\e[31mall good"\nparameters: {lr: {values: [0.1]}}\n' > esc.yaml
+check escaped-controls sweep 2 "key 'method': 'grid\\\\n\\\\u001b\\[31mall good': expected grid\\|random" -- esc.yaml --dry-run
 # scripts/time_to_acc.sh: a bad SEEDS is a usage error (exit 2; "--" first keeps the default 5),
 # a failed run's line names its error (stderr, not the banner), and a seed short of the target
 # makes the exit status 1.
