@@ -463,6 +463,14 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
   EXPECT_EQ(usage_error("--- # a comment\nparameters: {lr: {values: [0.1]}}\n---\n"),
             "s.yaml: line 3: a second YAML document (---); the file is one mapping");
   parse_sweep("---\nparameters: {lr: {values: [0.1]}}\n", "s.yaml");  // one document: fine
+  // A directive before the document is no content (it was taken for a first document).
+  parse_sweep("%YAML 1.2\n---\nparameters: {lr: {values: [0.1]}}\n", "s.yaml");
+  // A range whose span is past a double's: every uniform draw was inf, reported as an 'inf'
+  // the file never held.
+  EXPECT_EQ(
+      usage_error(
+          "method: random\nrun_cap: 3\nparameters: {target_acc: {min: -1e308, max: 1e308}}\n"),
+      "s.yaml: parameter 'target_acc': the range -1e+308 to 1e+308 is wider than a double holds");
   EXPECT_EQ(usage_error("method: random\nrun_cap: 1e30\nparameters: {lr: {values: [0.1]}}\n"),
             "s.yaml: key 'run_cap': expected a non-negative integer (at most 2^53)");
   EXPECT_EQ(usage_error("method: [grid]\nparameters: {lr: {values: [0.1]}}\n"),

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/json.h"
 #include "engine/numtext.h"
 #include "tuning/sweep.h"
 #include "tuning/yaml_util.h"
@@ -187,6 +188,10 @@ SweepParam parse_param(const std::string& path, const std::string& key, const YA
       opt.type == "float" || p.distribution == "int_uniform",
       origin << ": '" << p.name << "' is an integer option; use distribution: int_uniform");
   KILN_USAGE_CHECK(p.min <= p.max, origin << ": min " << p.min << " > max " << p.max);
+  // A uniform draw is min + u * (max - min): a span past a double's range drew inf every time.
+  KILN_USAGE_CHECK(std::isfinite(p.max - p.min), origin << ": the range " << p.min << " to "
+                                                        << p.max
+                                                        << " is wider than a double holds");
   // W&B's int_uniform takes integer bounds (both included); a fractional one would let the
   // rounded range come out empty.
   KILN_USAGE_CHECK(
@@ -222,7 +227,8 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    KILN_USAGE_FAIL(path << ": not valid YAML at line " << e.mark.line + 1 << ": " << e.msg);
+    KILN_USAGE_FAIL(path << ": not valid YAML at line " << e.mark.line + 1 << ": "
+                         << printable(e.msg));
   }
   KILN_USAGE_CHECK(
       root.IsMap(),

@@ -43,8 +43,11 @@ void check_one_document(const std::string& text, const std::string& path) {
     return line.compare(0, 3, m) == 0 &&
            (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
   };
+  bool started = false;  // a --- or content seen: a '%' line is no longer a directive
   for (int n = 1; std::getline(lines, line); ++n) {
     const bool marker = is_marker("---");
+    if (!started && !marker && !line.empty() && line[0] == '%') continue;  // %YAML 1.2, %TAG
+    started = started || marker;
     KILN_USAGE_CHECK(
         !(marker && content),
         path << ": line " << n << ": a second YAML document (---); the file is one mapping");
@@ -106,7 +109,8 @@ void apply_yaml_config(RunConfig& cfg, const std::string& path,
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    KILN_USAGE_FAIL(path << ": not valid YAML at line " << e.mark.line + 1 << ": " << e.msg);
+    KILN_USAGE_FAIL(path << ": not valid YAML at line " << e.mark.line + 1 << ": "
+                         << printable(e.msg));
   }
   if (root.IsNull()) return;  // an empty file changes nothing
   KILN_USAGE_CHECK(root.IsMap(), path << ": expected a mapping of option: value at the top level");
@@ -137,7 +141,8 @@ void apply_yaml_config(RunConfig& cfg, const std::string& path,
       if (keys) (*keys)[table.find(key)->name] = printable(key);
     }
   } catch (const YAML::Exception& e) {  // anything yaml-cpp rejects that the checks above missed
-    KILN_USAGE_FAIL(path << ": not a valid config at line " << e.mark.line + 1 << ": " << e.msg);
+    KILN_USAGE_FAIL(path << ": not a valid config at line " << e.mark.line + 1 << ": "
+                         << printable(e.msg));
   }
 #else
   (void)cfg;
