@@ -251,12 +251,12 @@ class PlateauLR : public Schedule {
     int bad = -1, cd = -1;
     in >> tag >> lr >> best >> bad >> cd;
     KILN_CHECK(tag == "plateau" && bad >= 0 && cd >= 0 && !lr.empty() && !best.empty(),
-               "plateau schedule state '" << s << "' is not readable");
+               "plateau schedule state " << printable(s) << " is not readable");
     char *lr_end = nullptr, *best_end = nullptr;
     const double lr_read = strtod_c(lr.c_str(), &lr_end),
                  best_read = strtod_c(best.c_str(), &best_end);
     KILN_CHECK(*lr_end == 0 && *best_end == 0 && std::isfinite(lr_read),
-               "plateau schedule state '" << s << "' is not readable");
+               "plateau schedule state " << printable(s) << " is not readable");
     lr_ = static_cast<float>(lr_read);
     best_ = best_read;
     bad_ = bad;
@@ -311,8 +311,20 @@ class ManualLR : public Schedule {
   std::vector<std::pair<int, float>> load() const {
     const std::string dir = directory_error(file_);
     KILN_CHECK(dir.empty(), "schedule file " << file_ << ": " << dir);
-    std::ifstream in(file_);
-    KILN_CHECK(in, "schedule file " << file_ << ": cannot open");
+    std::ifstream f(file_, std::ios::binary);
+    KILN_CHECK(f, "schedule file " << file_ << ": cannot open");
+    // Read whole, and at most 16 MiB, as a YAML file (about a million 'epoch lr' lines):
+    // /dev/zero, or a large file named by mistake, filled memory.
+    constexpr size_t kMax = size_t{16} << 20;
+    std::string text;
+    char buf[1 << 14];
+    while (f.read(buf, sizeof buf) || f.gcount() > 0) {
+      text.append(buf, static_cast<size_t>(f.gcount()));
+      KILN_CHECK(text.size() <= kMax,
+                 "schedule file " << file_ << ": more than 16 MiB: not a schedule file");
+    }
+    KILN_CHECK(!f.bad(), "schedule file " << file_ << ": read failed");
+    std::istringstream in(text);
     std::vector<std::pair<int, float>> entries;
     std::string line;
     for (int n = 1; std::getline(in, line); ++n) {
@@ -338,7 +350,6 @@ class ManualLR : public Schedule {
                                   << printable(line) << "'");
       entries.emplace_back(static_cast<int>(e), static_cast<float>(l));
     }
-    KILN_CHECK(!in.bad(), "schedule file " << file_ << ": read failed");
     return entries;
   }
   std::string file_;

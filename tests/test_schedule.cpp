@@ -303,6 +303,13 @@ TEST(Schedule, ManualFileReReadAndErrors) {
   s->on_epoch_end(5, 0);
   EXPECT_EQ(s->take_note(), "");
   EXPECT_NEAR(s->lr(6, 0), 0.3, 1e-7);
+  // Past 16 MiB it is no schedule file: refused before it fills memory (/dev/zero, one endless
+  // line, was read until the allocation failed).
+  { std::ofstream(path) << std::string((size_t{16} << 20) + 1, '#'); }
+  s->on_epoch_end(6, 0);
+  EXPECT_EQ(s->take_note(), "schedule file " + path + ": more than 16 MiB: not a schedule file" +
+                                "; kept the 1 line read before (read again after the next epoch)");
+  EXPECT_NEAR(s->lr(7, 0), 0.3, 1e-7);
   // The first read is an error, not a note: the run has no schedule to keep.
   { std::ofstream(path) << "0 0.1\n3 abc\n"; }
   try {
