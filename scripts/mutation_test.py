@@ -1040,6 +1040,21 @@ MUTANTS = [
     ("tensor-numel-wraps", "engine/tensor.cpp",
      [("    KILN_CHECK(!__builtin_mul_overflow(n, d, &n),", "    KILN_CHECK((n *= d, true),")],
      "a shape past 2^63 elements wraps: {2^62+1} got a 4-byte buffer (until 2026-12-05)"),
+    ("checkpoint-opt-steps-unbounded", "engine/checkpoint.cpp",
+     [('meta_int(f, "optimizer_steps", what, kMaxCount);', 'meta_int(f, "optimizer_steps", what);')],
+     "a checkpoint's optimizer_steps of 2^63-1 loads, and wraps negative at the next step (until 2026-12-05)"),
+    ("error-controls-raw", "apps/app_common.h",
+     [("escape_controls(e.message()).c_str());", "e.message().c_str());")],
+     "an app's error message prints a file's newline or terminal escape raw: two lines, ESC (until 2026-12-05)"),
+    ("yaml-directive-is-content", "tuning/yaml_config.cpp",
+     [("    if (!started && !marker && !line.empty() && line[0] == '%') continue;  // %YAML 1.2, %TAG\n", "")],
+     "a %YAML 1.2 directive counts as content: the document after it is 'a second YAML document' (until 2026-12-05)"),
+    ("sweep-range-span-infinite", "tuning/sweep_spec.cpp",
+     [("KILN_USAGE_CHECK(std::isfinite(p.max - p.min),", "KILN_USAGE_CHECK(true,")],
+     "a sweep range -1e308..1e308 passes: every uniform draw is inf (until 2026-12-05)"),
+    ("schedule-file-unbounded", "optim/schedule.cpp",
+     [("KILN_CHECK(text.size() <= kMax,", "KILN_CHECK(true,")],
+     "a schedule file is read whatever its size (/dev/zero filled memory; until 2026-12-05)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
