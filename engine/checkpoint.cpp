@@ -201,12 +201,18 @@ EarlyStopState parse_early_stop(const std::string& text, const std::string& what
   EarlyStopState e;
   char best[32] = "";
   char extra = 0;
+  long long wait = -1, best_epoch = -1;
   CLocaleScope c;
+  // Counts up to 2^30, as the epoch is: the patience counter is incremented (INT_MAX wrapped,
+  // and early stopping never fired).
+  constexpr long long kMaxEpochs = 1 << 30;
   KILN_CHECK(
-      std::sscanf(text.c_str(), "%31s %d %d %c", best, &e.wait, &e.best_epoch, &extra) == 3 &&
-          e.wait >= 0 && e.best_epoch >= 0,
+      std::sscanf(text.c_str(), "%31s %lld %lld %c", best, &wait, &best_epoch, &extra) == 3 &&
+          wait >= 0 && wait <= kMaxEpochs && best_epoch >= 0 && best_epoch <= kMaxEpochs,
       what << ": __metadata__ early_stop " << printable(text)
-           << ": expected 'best wait best_epoch'");
+           << ": expected 'best wait best_epoch' (counts up to 2^30)");
+  e.wait = static_cast<int>(wait);
+  e.best_epoch = static_cast<int>(best_epoch);
   char* end = nullptr;
   e.best = std::strtod(best, &end);
   KILN_CHECK(end && *end == 0,
@@ -417,8 +423,9 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
   if (opt) {
     KILN_CHECK(opt->bound_to(model),
                what << ": the optimizer given steps another model's parameters");
-    KILN_USAGE_CHECK(opt_name == opt->options().name, what << ": saved with optimizer '" << opt_name
-                                                           << "', this run uses '" << opt->options().name << "'");
+    KILN_USAGE_CHECK(opt_name == opt->options().name,
+                     what << ": saved with optimizer '" << printable(opt_name)
+                          << "', this run uses '" << opt->options().name << "'");
     for (auto& [name, t] : opt->state()) {
       restore.emplace_back(t, expect_tensor(f, "optimizer." + name, t, what, "optimizer"));
       used.push_back("optimizer." + name);

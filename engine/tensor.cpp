@@ -31,13 +31,21 @@ std::string shape_str(const Shape& s) {
   return os.str();
 }
 
-Tensor Tensor::empty(const Shape& shape, Device device) {
-  for (int64_t d : shape) KILN_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
+namespace {
+// The bytes of a float tensor of `shape`, refused past 2^63-1 (the product wrapped: {2^62+1}
+// needed "16 bytes").
+size_t shape_bytes(const Shape& shape) {
   const int64_t n = shape_numel(shape);
   KILN_CHECK(n <= std::numeric_limits<int64_t>::max() / int64_t(sizeof(float)),
              "shape " << shape_str(shape) << ": " << n << " floats are more than 2^63-1 bytes");
+  return static_cast<size_t>(n) * sizeof(float);
+}
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, Device device) {
+  for (int64_t d : shape) KILN_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
   Tensor t;
-  t.buf_ = std::make_shared<Buffer>(static_cast<size_t>(n) * sizeof(float), device);
+  t.buf_ = std::make_shared<Buffer>(shape_bytes(shape), device);
   t.data_ = static_cast<float*>(t.buf_->data());
   t.shape_ = shape;
   t.device_ = device;
@@ -105,7 +113,8 @@ size_t Tensor::capacity_bytes() const {
 }
 
 Tensor Tensor::view_as(const Shape& shape) const {
-  size_t need = static_cast<size_t>(shape_numel(shape)) * sizeof(float);
+  for (int64_t d : shape) KILN_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
+  const size_t need = shape_bytes(shape);
   KILN_CHECK(need <= capacity_bytes(),
              "view_as " << shape_str(shape) << " exceeds the storage of " << shape_str(shape_));
   Tensor t = *this;
@@ -114,7 +123,8 @@ Tensor Tensor::view_as(const Shape& shape) const {
 }
 
 void ensure(Tensor& t, const Shape& shape, Device device) {
-  size_t need = static_cast<size_t>(shape_numel(shape)) * sizeof(float);
+  for (int64_t d : shape) KILN_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
+  const size_t need = shape_bytes(shape);
   if (t.data() && t.device() == device && t.capacity_bytes() >= need) {
     if (t.shape() != shape) t = t.view_as(shape);
     return;

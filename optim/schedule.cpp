@@ -249,8 +249,12 @@ class PlateauLR : public Schedule {
     in.imbue(std::locale::classic());
     std::string tag, lr, best;
     int bad = -1, cd = -1;
-    in >> tag >> lr >> best >> bad >> cd;
-    KILN_CHECK(tag == "plateau" && bad >= 0 && cd >= 0 && !lr.empty() && !best.empty(),
+    std::string rest;
+    // every field read (a failed count reads as 0), nothing after them
+    const bool read = static_cast<bool>(in >> tag >> lr >> best >> bad >> cd) && !(in >> rest);
+    // (counts up to 2^30, as epochs: bad_ is incremented, and INT_MAX wrapped)
+    KILN_CHECK(read && tag == "plateau" && bad >= 0 && cd >= 0 && bad <= (1 << 30) &&
+                   cd <= (1 << 30) && !lr.empty() && !best.empty(),
                "plateau schedule state " << printable(s) << " is not readable");
     char *lr_end = nullptr, *best_end = nullptr;
     const double lr_read = strtod_c(lr.c_str(), &lr_end),

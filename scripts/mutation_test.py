@@ -1055,6 +1055,18 @@ MUTANTS = [
     ("schedule-file-unbounded", "optim/schedule.cpp",
      [("KILN_CHECK(text.size() <= kMax,", "KILN_CHECK(true,")],
      "a schedule file is read whatever its size (/dev/zero filled memory; until 2026-12-05)"),
+    ("early-stop-wait-unbounded", "engine/checkpoint.cpp",
+     [("wait >= 0 && wait <= kMaxEpochs &&", "wait >= 0 &&")],
+     "a checkpoint's early-stop patience count of INT_MAX loads and wraps: early stopping never fires (until 2026-12-05)"),
+    ("plateau-state-unchecked-read", "optim/schedule.cpp",
+     [("KILN_CHECK(read && tag == \"plateau\"", "KILN_CHECK(tag == \"plateau\"")],
+     "a plateau state whose counts do not parse loads them as 0 (until 2026-12-05)"),
+    ("tensor-ensure-bytes-wrap", "engine/tensor.cpp",
+     [("  const size_t need = shape_bytes(shape);\n  if (t.data()", "  const size_t need = static_cast<size_t>(shape_numel(shape)) * sizeof(float);\n  if (t.data()")],
+     "ensure() sizes {2^62+1} as 4 bytes and keeps a 16-byte buffer for it (until 2026-12-05)"),
+    ("resume-line-raw", "tuning/run_checkpoint.cpp",
+     [("\"; options changed since the checkpoint: \" + escape_controls(diffs)", "\"; options changed since the checkpoint: \" + diffs")],
+     "the resume line prints a checkpoint's recorded values raw: a newline or terminal escape from the file (until 2026-12-05)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -144,45 +144,10 @@ void expect_load_error(const std::vector<uint8_t>& bytes, const std::string& wan
 // The checksums as docs/FORMATS.md defines them, written independently of engine/checkpoint.cpp:
 // data (version 2): tensors sorted by name, each name NUL dtype NUL shape NUL bytes; metadata:
 // sorted keys, each key and value followed by NUL, meta_crc32 itself left out.
-std::string hex(uint32_t c) {
-  char b[16];
-  std::snprintf(b, sizeof b, "%08x", c);
-  return b;
-}
-std::string meta_crc_hex(std::vector<std::pair<std::string, std::string>> m) {
-  std::sort(m.begin(), m.end());
-  uint32_t c = 0;
-  for (const auto& [k, v] : m) {
-    if (k == "meta_crc32") continue;
-    c = crc32(k.data(), k.size(), c);
-    c = crc32("", 1, c);
-    c = crc32(v.data(), v.size(), c);
-    c = crc32("", 1, c);
-  }
-  return hex(c);
-}
-void set_meta(SafetensorsFile& f, const std::string& key, const std::string& value) {
-  for (auto& [k, v] : f.metadata)
-    if (k == key) v = value;
-}
-// Recomputes both checksums of a (version-2) checkpoint whose tensors were edited.
-void reseal(SafetensorsFile& f) {
-  std::vector<const StTensor*> ts;
-  for (const auto& t : f.tensors) ts.push_back(&t);
-  std::sort(ts.begin(), ts.end(),
-            [](const StTensor* a, const StTensor* b) { return a->name < b->name; });
-  uint32_t c = 0;
-  for (const StTensor* t : ts) {
-    std::string shape = "[";
-    for (size_t i = 0; i < t->shape.size(); ++i)
-      shape += (i ? "," : "") + std::to_string(t->shape[i]);
-    const std::string head = t->name + '\0' + t->dtype + '\0' + shape + "]" + '\0';
-    c = crc32(head.data(), head.size(), c);
-    c = crc32(t->data.data(), t->data.size(), c);
-  }
-  set_meta(f, "data_crc32", hex(c));
-  set_meta(f, "meta_crc32", meta_crc_hex(f.metadata));
-}
+using test::hex;
+using test::meta_crc_hex;
+using test::reseal;
+using test::set_meta;
 
 }  // namespace
 
@@ -266,6 +231,11 @@ TEST(Json, EveryControlCharacterAndShortEscapeRoundTrips) {
   for (unsigned char ch : esc) EXPECT_GE(ch, 0x20) << "raw control character in " << esc;
   EXPECT_EQ(parse_json(esc).text, all);
   EXPECT_EQ(json_escape("a\\b\tc\rd\ne\"f"), "\"a\\\\b\\tc\\rd\\ne\\\"f\"");
+  EXPECT_EQ(json_escape("\x7f"), "\"\\u007f\"");  // DEL: a terminal control, escaped too
+  // escape_controls (the apps' error line): controls and DEL escaped, the rest (UTF-8, quotes,
+  // backslashes) as is, no quotes added
+  EXPECT_EQ(escape_controls("a\tb\nc\rd\x7f\x1b[2K\xc3\xa9 \"q\" \\"),
+            "a\\tb\\nc\\rd\\u007f\\u001b[2K\xc3\xa9 \"q\" \\");
   EXPECT_EQ(parse_json("\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t\"").text, "\" \\ / \b \f \n \r \t");
   JsonObject o;
   o.add(all, all);
@@ -528,7 +498,12 @@ TEST(Checkpoint, CorruptionsFailNamingTheFile) {
            {"batch", "26", "batch 26 is past step 25"},
            {"step", "2\n\x1b[2Kkiln: all good",
             "step \"2\\n\\u001b[2Kkiln: all good\" is not a non-negative integer"},
-           {"early_stop", "0.5 x\n2", "early_stop \"0.5 x\\n2\": expected"}}) {
+           {"early_stop", "0.5 x\n2", "early_stop \"0.5 x\\n2\": expected"},
+           // a patience count of INT_MAX wrapped at its next increment: early stopping never fired
+           {"early_stop", "0.5 2147483647 1",
+            "early_stop 0.5 2147483647 1: expected 'best wait best_epoch' (counts up to 2^30)"},
+           {"optimizer", "adam\x1b[2J\nx",
+            "saved with optimizer '\"adam\\u001b[2J\\nx\"', this run uses 'adam'"}}) {
     SafetensorsFile f = decode_safetensors(good.data(), good.size(), "x");
     bool found = false;
     for (auto& kv : f.metadata)

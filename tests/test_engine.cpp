@@ -68,6 +68,12 @@ TEST(Tensor, ShapesPastTwoTo63AreErrorsNotWrappedSizes) {
   EXPECT_EQ(shape_numel({two62, 4, 0}), 0);  // nothing in it, though its first two overflow
   EXPECT_EQ(shape_numel({two62, 1}), two62);
   EXPECT_EQ(Tensor::empty({two62, 4, 0}, Device::CPU).numel(), 0);
+  // ensure() and view_as() size their storage the same way: {2^62+1} fit the 16 bytes of {4}
+  Tensor small = Tensor::zeros({4}, Device::CPU);
+  EXPECT_THROW(small.view_as({two62 + 1}), Error);
+  Tensor t = small;
+  EXPECT_THROW(ensure(t, {two62 + 1}, Device::CPU), Error);
+  EXPECT_EQ(t.numel(), 4);
 }
 
 TEST(Tensor, CudaWithoutDeviceIsAClearError) {

@@ -213,6 +213,28 @@ TEST(Schedule, PerEpochStepCountsSizeOneCycleWarmupAndCyclic) {
   for (long long t = 0; t < 21; ++t) EXPECT_EQ(a->lr(0, t), b->lr(0, t)) << t;
 }
 
+// The plateau state a checkpoint carries: counts past 2^30 are refused (bad_ is incremented, and
+// INT_MAX wrapped); the text is echoed escaped.
+TEST(Schedule, PlateauStateCountsAreBounded) {
+  ScheduleOptions o = named("plateau");
+  auto s = sched(o, 1.0f);
+  const std::string good = s->state();
+  ASSERT_EQ(good.rfind("plateau ", 0), 0u) << good;
+  s->set_state(good);
+  for (const std::string& bad :
+       {std::string("plateau 0.5 1 2147483647 0"), std::string("plateau 0.5 1 0 1073741825"),
+        std::string("plateau 0.5 1 0 x\n\x1b[2J")}) {
+    try {
+      s->set_state(bad);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.message().find('\n'), std::string::npos) << e.message();
+      EXPECT_NE(e.message().find("is not readable"), std::string::npos) << e.message();
+    }
+  }
+  s->set_state("plateau 0.5 1 1073741824 0");  // 2^30 itself is a count
+}
+
 TEST(Schedule, PlateauPatienceCooldownMinLr) {
   // factor 0.5, patience 2: a 4th epoch without improvement reduces; cooldown 1 skips counting
   // the epoch after a reduction, so the next reduction comes one epoch later.

@@ -1499,6 +1499,28 @@ TEST(TrainerCpu, ResumedRunsStopWhereTheWholeRunDidAndRefuseOtherBatches) {
   EXPECT_NE(resumed_line.find("options changed since the checkpoint: training set " + was),
             std::string::npos)
       << resumed_line;
+  // The recorded values come from the file: a crafted one with a line break and a terminal
+  // escape in them stays one escaped line (they were printed raw).
+  {
+    const std::string crafted = dir + "/crafted.safetensors";
+    SafetensorsFile f = read_checkpoint(dir + "/mid-final.safetensors");
+    test::set_meta(f, "train_data", "512 images\x1b[2K\ninjected");
+    test::set_meta(f, "meta_crc32", test::meta_crc_hex(f.metadata));
+    const std::vector<uint8_t> bytes = encode_safetensors(f);
+    write_file_atomic(crafted, bytes.data(), bytes.size());
+    m.resume = crafted;
+    logged.clear();
+    run_training(m, hooks);
+    resumed_line.clear();
+    for (const auto& l : logged)
+      if (l.rfind("resumed from", 0) == 0) resumed_line = l;
+    EXPECT_NE(resumed_line.find("training set 512 images\\u001b[2K\\ninjected -> 500 images"),
+              std::string::npos)
+        << resumed_line;
+    for (const auto& l : logged)
+      for (unsigned char c : l) EXPECT_TRUE(c >= 0x20 && c != 0x7f) << "a raw control in: " << l;
+    m.resume = dir + "/mid-final.safetensors";
+  }
   // Back on the data it trained on: nothing to say.
   m.data.data_dir = test::data_dir();
   logged.clear();

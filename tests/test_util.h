@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -15,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/checkpoint.h"
 #include "engine/device.h"
 #include "engine/parallel.h"
 #include "engine/tensor.h"
@@ -177,6 +180,48 @@ double dot(const std::vector<T>& a, const std::vector<T>& b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
   return s;
+}
+
+// Checkpoint editing for tests: a metadata value replaced, the checksums recomputed (a
+// crafted file carries valid ones).
+inline std::string hex(uint32_t c) {
+  char b[16];
+  std::snprintf(b, sizeof b, "%08x", c);
+  return b;
+}
+inline std::string meta_crc_hex(std::vector<std::pair<std::string, std::string>> m) {
+  std::sort(m.begin(), m.end());
+  uint32_t c = 0;
+  for (const auto& [k, v] : m) {
+    if (k == "meta_crc32") continue;
+    c = crc32(k.data(), k.size(), c);
+    c = crc32("", 1, c);
+    c = crc32(v.data(), v.size(), c);
+    c = crc32("", 1, c);
+  }
+  return hex(c);
+}
+inline void set_meta(SafetensorsFile& f, const std::string& key, const std::string& value) {
+  for (auto& [k, v] : f.metadata)
+    if (k == key) v = value;
+}
+// Recomputes both checksums of a (version-2) checkpoint whose tensors were edited.
+inline void reseal(SafetensorsFile& f) {
+  std::vector<const StTensor*> ts;
+  for (const auto& t : f.tensors) ts.push_back(&t);
+  std::sort(ts.begin(), ts.end(),
+            [](const StTensor* a, const StTensor* b) { return a->name < b->name; });
+  uint32_t c = 0;
+  for (const StTensor* t : ts) {
+    std::string shape = "[";
+    for (size_t i = 0; i < t->shape.size(); ++i)
+      shape += (i ? "," : "") + std::to_string(t->shape[i]);
+    const std::string head = t->name + '\0' + t->dtype + '\0' + shape + "]" + '\0';
+    c = crc32(head.data(), head.size(), c);
+    c = crc32(t->data.data(), t->data.size(), c);
+  }
+  set_meta(f, "data_crc32", hex(c));
+  set_meta(f, "meta_crc32", meta_crc_hex(f.metadata));
 }
 
 }  // namespace kiln::test

@@ -506,9 +506,11 @@ TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
       diffs += (diffs.empty() ? "" : ", ") + std::string("epochs ") + old_epochs->text + " -> " +
                std::to_string(s.cfg.train.epochs) + " (the " + s.cfg.sched.name +
                " schedule spans --epochs: its remaining lr curve now follows the new length)";
+    // (escaped: the old values and the training set come from the checkpoint's metadata)
     log("resumed from " + s.cfg.resume + " at epoch " + std::to_string(info.pos.epoch + 1) +
         " batch " + std::to_string(info.pos.batch) + " (step " + std::to_string(info.pos.step) +
-        ")" + (diffs.empty() ? "" : "; options changed since the checkpoint: " + diffs));
+        ")" +
+        (diffs.empty() ? "" : "; options changed since the checkpoint: " + escape_controls(diffs)));
     if (info.restored_epoch > 0)
       log("note: " + s.cfg.resume + " holds the weights of epoch " +
           std::to_string(info.restored_epoch) +

@@ -893,7 +893,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       os << " " << spec.metric << "=" << std::setprecision(4) << rec.metric;
     os << " (" << rec.epochs << (rec.epochs == 1 ? " epoch, " : " epochs, ") << std::fixed
        << std::setprecision(1) << rec.seconds << "s)";
-    if (!rec.message.empty()) os << " " << rec.message;
+    if (!rec.message.empty())
+      os << " " << escape_controls(rec.message);  // one line, as the error's
     log(os.str());
     stop_if_signalled();  // this trial is recorded; the next would not finish
   }
