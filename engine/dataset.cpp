@@ -102,7 +102,7 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
                       const std::string& name, int64_t limit, bool normalize,
                       const std::vector<float>& mean, const std::vector<float>& std,
                       Device device) {
-  IdxArray im = read_idx(images_path);
+  IdxArray im = read_idx(images_path, limit > 0 ? limit : -1);  // only the records it keeps
   KILN_CHECK(im.dims.size() == 3 || im.dims.size() == 4,
              images_path << ": expected an image file with dims (N, rows, cols) or (N, C, rows, "
                             "cols), found "

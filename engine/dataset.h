@@ -20,7 +20,10 @@ struct IdxArray {
   std::vector<int64_t> dims;
   std::vector<uint8_t> data;
 };
-IdxArray read_idx(const std::string& path);
+// With max_records >= 0, `data` holds at most that many of the first dimension's records (the
+// rest is still read, to check its length and the gzip CRC, but not kept): --train-limit 1000 of
+// a large file needs the memory of 1000 records.
+IdxArray read_idx(const std::string& path, int64_t max_records = -1);
 // Reads a whole file, inflating it when it is gzip (by magic, not by name).
 std::vector<uint8_t> read_file_maybe_gz(const std::string& path);
 

@@ -179,7 +179,7 @@ static uint32_t be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
 
-IdxArray read_idx(const std::string& path) {
+IdxArray read_idx(const std::string& path, int64_t max_records) {
   constexpr int64_t kMaxElements = 10000000000LL;  // 1e10: far above any IDX dataset
   DataReader r(path);
   const char* unc = r.gzip() ? " (uncompressed)" : "";
@@ -223,17 +223,29 @@ IdxArray read_idx(const std::string& path) {
                                       << "-byte header, found " << have << " (file ends at byte "
                                       << r.raw_size() << ")");
   }
+  // The bytes kept: every record, or the first max_records of them.
+  uint64_t keep = expected;
+  if (max_records >= 0 && a.dims[0] > max_records)
+    keep = static_cast<uint64_t>(max_records) * (expected / static_cast<uint64_t>(a.dims[0]));
   // Grow in chunks: a gzip file's true size is unknown until inflated.
   const uint64_t chunk = 16u << 20;
-  while (a.data.size() < expected) {
+  while (a.data.size() < keep) {
     size_t old = a.data.size();
-    size_t want = static_cast<size_t>(std::min<uint64_t>(chunk, expected - old));
+    size_t want = static_cast<size_t>(std::min<uint64_t>(chunk, keep - old));
     a.data.resize(old + want);
     size_t got = r.read(a.data.data() + old, want);
     KILN_CHECK(got == want, path << ": truncated: expected " << expected
                                  << " bytes of data after the " << header << "-byte header, found "
                                  << old + got << " (file ends at byte " << header + old + got << unc
                                  << ")");
+  }
+  // The records not kept: read past, and there must be as many bytes as the header says.
+  if (keep < expected) {
+    const uint64_t skipped = r.skip(expected - keep);
+    KILN_CHECK(skipped == expected - keep,
+               path << ": truncated: expected " << expected << " bytes of data after the " << header
+                    << "-byte header, found " << keep + skipped << " (file ends at byte "
+                    << header + keep + skipped << unc << ")");
   }
   // Reading on to the end also makes zlib verify the gzip CRC of the whole stream.
   const uint64_t extra = r.skip(64u << 20);
