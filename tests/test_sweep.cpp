@@ -463,6 +463,9 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
   EXPECT_EQ(usage_error("--- # a comment\nparameters: {lr: {values: [0.1]}}\n---\n"),
             "s.yaml: line 3: a second YAML document (---); the file is one mapping");
   parse_sweep("---\nparameters: {lr: {values: [0.1]}}\n", "s.yaml");  // one document: fine
+  // yaml-cpp's own message quotes the bad character raw (an ESC here): escaped in kiln's.
+  EXPECT_EQ(usage_error("method: \"\\\x1b\"\nparameters: {lr: {values: [0.1]}}\n"),
+            "s.yaml: not valid YAML at line 1: \"unknown escape character: \\u001b\"");
   // A directive before the document is no content (it was taken for a first document).
   parse_sweep("%YAML 1.2\n---\nparameters: {lr: {values: [0.1]}}\n", "s.yaml");
   // A range whose span is past a double's: every uniform draw was inf, reported as an 'inf'
