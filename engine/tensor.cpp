@@ -32,9 +32,10 @@ std::string shape_str(const Shape& s) {
 }
 
 namespace {
-// The bytes of a float tensor of `shape`, refused past 2^63-1 (the product wrapped: {2^62+1}
-// needed "16 bytes").
+// The bytes of a float tensor of `shape`, refused for a negative dimension and past 2^63-1
+// (the product wrapped: {2^62+1} needed "16 bytes").
 size_t shape_bytes(const Shape& shape) {
+  for (int64_t d : shape) KILN_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
   const int64_t n = shape_numel(shape);
   KILN_CHECK(n <= std::numeric_limits<int64_t>::max() / int64_t(sizeof(float)),
              "shape " << shape_str(shape) << ": " << n << " floats are more than 2^63-1 bytes");
@@ -43,7 +44,6 @@ size_t shape_bytes(const Shape& shape) {
 }  // namespace
 
 Tensor Tensor::empty(const Shape& shape, Device device) {
-  for (int64_t d : shape) KILN_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
   Tensor t;
   t.buf_ = std::make_shared<Buffer>(shape_bytes(shape), device);
   t.data_ = static_cast<float*>(t.buf_->data());
@@ -113,7 +113,6 @@ size_t Tensor::capacity_bytes() const {
 }
 
 Tensor Tensor::view_as(const Shape& shape) const {
-  for (int64_t d : shape) KILN_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
   const size_t need = shape_bytes(shape);
   KILN_CHECK(need <= capacity_bytes(),
              "view_as " << shape_str(shape) << " exceeds the storage of " << shape_str(shape_));
@@ -123,7 +122,6 @@ Tensor Tensor::view_as(const Shape& shape) const {
 }
 
 void ensure(Tensor& t, const Shape& shape, Device device) {
-  for (int64_t d : shape) KILN_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
   const size_t need = shape_bytes(shape);
   if (t.data() && t.device() == device && t.capacity_bytes() >= need) {
     if (t.shape() != shape) t = t.view_as(shape);
