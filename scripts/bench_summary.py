@@ -39,6 +39,12 @@ def load(d, name):
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         MISSING[name] = f"{name}.json is not Google Benchmark JSON (no 'benchmarks' list)"
         return None
+    return rows_of(data)
+
+
+def rows_of(data):
+    """{benchmark name without /manual_time: row} of a Google Benchmark JSON object, the median
+    aggregate preferred (bench_table.py reads bench_train's rows through this too)."""
     rows, medians = {}, {}
     for b in data["benchmarks"]:
         if not isinstance(b, dict) or "name" not in b or b.get("error_occurred"):

@@ -9,6 +9,8 @@ import json
 import re
 import sys
 
+from bench_summary import rows_of  # the median-preferred rows, as bench_summary.py reads them
+
 
 def note(msg):
     print("bench_table: " + msg, file=sys.stderr)
@@ -17,7 +19,7 @@ def note(msg):
 def kiln_rows(path):
     """{(model, batch, mode): images/s}; with --benchmark_repetitions the median aggregate (the
     other aggregates, mean/stddev/cv, are not rates), else the single run."""
-    rows, medians = {}, {}
+    rows = {}
     try:
         with open(path) as f:
             data = json.load(f)
@@ -27,19 +29,10 @@ def kiln_rows(path):
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         note(f"no kiln results: {path}: not Google Benchmark JSON (no 'benchmarks' list)")
         return rows
-    for b in data["benchmarks"]:
-        if not isinstance(b, dict) or b.get("error_occurred"):
-            continue
-        m = re.match(r"BM_TrainEpoch/(\w+)/batch:(\d+)/graphs:(\d)", str(b.get("run_name", b.get("name", ""))))
-        if not m or not isinstance(b.get("images_per_s"), (int, float)):
-            continue
-        key = (m.group(1), int(m.group(2)), "graphs" if m.group(3) == "1" else "eager")
-        if b.get("run_type") == "aggregate":
-            if b.get("aggregate_name") == "median":
-                medians[key] = float(b["images_per_s"])
-        else:
-            rows.setdefault(key, float(b["images_per_s"]))
-    rows.update(medians)
+    for name, b in rows_of(data).items():
+        m = re.match(r"BM_TrainEpoch/(\w+)/batch:(\d+)/graphs:(\d)", name)
+        if m and isinstance(b.get("images_per_s"), (int, float)):
+            rows[(m.group(1), int(m.group(2)), "graphs" if m.group(3) == "1" else "eager")] = float(b["images_per_s"])
     return rows
 
 
