@@ -46,6 +46,26 @@ size_t utf8_sequence(const unsigned char* p, size_t n) {
     if (p[i] < 0x80 || p[i] > 0xbf) return 0;
   return len;
 }
+
+// A control character (below 0x20, or DEL: a terminal control too) as its JSON escape;
+// false, appending nothing, for any other byte.
+bool append_control_escape(std::string& o, unsigned char c) {
+  switch (c) {
+    case '\n':
+      o += "\\n";
+      return true;
+    case '\r':
+      o += "\\r";
+      return true;
+    case '\t':
+      o += "\\t";
+      return true;
+    default:
+      if (c >= 0x20 && c != 0x7f) return false;
+      append_u_escape(o, c);
+      return true;
+  }
+}
 }  // namespace
 
 size_t utf8_error_offset(const std::string& s) {
@@ -60,19 +80,8 @@ size_t utf8_error_offset(const std::string& s) {
 
 std::string escape_controls(const std::string& s) {
   std::string o;
-  for (unsigned char c : s) {
-    if (c == '\n') {
-      o += "\\n";
-    } else if (c == '\r') {
-      o += "\\r";
-    } else if (c == '\t') {
-      o += "\\t";
-    } else if (c < 0x20 || c == 0x7f) {
-      append_u_escape(o, c);
-    } else {
-      o += static_cast<char>(c);
-    }
-  }
+  for (unsigned char c : s)
+    if (!append_control_escape(o, c)) o += static_cast<char>(c);
   return o;
 }
 
@@ -97,18 +106,11 @@ std::string json_escape(const std::string& s) {
       }
       continue;
     }
-    switch (c) {
-      case '"': o += "\\\""; break;
-      case '\\': o += "\\\\"; break;
-      case '\n': o += "\\n"; break;
-      case '\r': o += "\\r"; break;
-      case '\t': o += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {  // DEL too: a terminal control
-          append_u_escape(o, c);
-        } else {
-          o += static_cast<char>(c);
-        }
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += static_cast<char>(c);
+    } else if (!append_control_escape(o, c)) {
+      o += static_cast<char>(c);
     }
   }
   return o + "\"";
