@@ -923,6 +923,44 @@ TEST(NormGpu, NonFiniteInputGivesNanStatisticsAsTheReference) {
 #endif
 }
 
+// Backward after an eval-mode forward: dx = weight * invstd * dy, x does not enter it (the
+// reference's formula), so an infinite or NaN x still gets a finite dx; the parameter gradients
+// see x and are non-finite as the reference's. The device used to compute 0 * (x - mean) and
+// gave NaN there.
+TEST(NormGpu, EvalBackwardDxIgnoresNonFiniteInputAsTheReference) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  struct Restore {
+    ~Restore() { batchnorm_set_persistent(false); }
+  } restore;
+  for (NormShape s : {NormShape{2, 3, 20}, NormShape{4, 3, 64}}) {
+    const auto x = with_non_finite(s, 93, 7, 2 * s.hw + 5);  // channels 0 and 2
+    const size_t n = s.numel(), c = s.c;
+    const auto dy = random_vec(n, 94), w = random_vec(c, 95, 0.5, 1.5);
+    const auto mean = random_vec(c, 96), rv = random_vec(c, 97, 0.5, 2);
+    std::vector<float> is(c), dx(n), dw(c), db(c);
+    batchnorm_invstd_ref<float>(rv.data(), is.data(), 1e-5, s.c);
+    batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(), dx.data(),
+                             dw.data(), db.data(), false, s, nullptr);
+    for (float v : dx) ASSERT_TRUE(std::isfinite(v));
+    ASSERT_FALSE(std::isfinite(dw[0]) || std::isfinite(dw[2]) || !std::isfinite(dw[1]));
+    for (bool persistent : {false, true}) {
+      SCOPED_TRACE(testing::Message()
+                   << s.n << "x" << s.c << "x" << s.hw << (persistent ? " persistent" : ""));
+      batchnorm_set_persistent(persistent);
+      Dev gx(x), gdy(dy), gw(w), gmean(mean), gis(is), gdx(n), gdw(c), gdb(c);
+      void* ws = dev_workspace(batchnorm_workspace_bytes(s));
+      batchnorm_bwd(gx.p, gdy.p, gw.p, gmean.p, gis.p, gdx.p, gdw.p, gdb.p, false, s, ws, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_TRUE(same_nans_else_close(gdx.get(n), dx)) << "dx";
+      EXPECT_TRUE(same_nans_else_close(gdw.get(c), dw)) << "dweight";
+      EXPECT_TRUE(same_nans_else_close(gdb.get(c), db)) << "dbias";
+      cudaFree(ws);
+    }
+  }
+#endif
+}
+
 TEST(NormGpu, BitwiseDeterministicAcrossRuns) {
   // group norm on both its paths: whole groups (32 x 4) and planes (2 x 2)
   KILN_SKIP_WITHOUT_GPU();

@@ -303,13 +303,16 @@ enum class Apply { Norm, Eval, Dx };
 
 // Element-wise pass. Norm: y = (x - p0[c]) * p0[C+c] + p0[2C+c] (p0 = forward coef).
 // Eval: y = (x - p0[c]) * p2[c] / sqrt(p1[c] + eps) + p3[c] (running mean/var, weight, bias).
-// Dx: out = p0[c] * dy + p0[C+c] * (x - p1[c]) + p0[2C+c] (p0 = backward coef, p1 = mean).
+// Dx: out = p0[c] * dy + p0[C+c] * (x - p1[c]) + p0[2C+c] (p0 = backward coef, p1 = mean);
+// out = p0[c] * dy for a forward in eval mode (the reference's: x does not enter, so an
+// infinite x, or one whose x - mean overflows, gives no 0 * inf NaN).
 template <Apply MODE>
 struct ChannelOp {
   const float *p0, *p1, *p2, *p3;
   int C;
   float eps;
   bool relu = false;  // Norm/Eval: fused ReLU on the output
+  bool train = true;  // Dx: the forward normalized with batch statistics
   __device__ __forceinline__ void coef(int c, float& u, float& s, float& t, float& v) const {
     if (MODE == Apply::Norm) {
       u = p0[c], s = p0[C + c], t = p0[2 * C + c], v = 0;
@@ -324,7 +327,7 @@ struct ChannelOp {
   // `v * g + s * (x - u)` may fuse either product, differently at two call sites, and the
   // persistent kernel must give the three-kernel path's bits.
   __device__ __forceinline__ float op(float xv, float g, float u, float s, float t, float v) const {
-    if (MODE == Apply::Dx) return fmaf(s, xv - u, v * g) + t;
+    if (MODE == Apply::Dx) return train ? fmaf(s, xv - u, v * g) + t : v * g;
     const float r = fmaf(xv - u, s, t);
     return relu && r <= 0.f ? 0.f : r;
   }
@@ -519,7 +522,7 @@ __global__ void __launch_bounds__(kThreads, 4) bn_persistent_kernel(BnPersistArg
     const float u0 = coef_s[0], s = coef_s[1], t = coef_s[2], v = coef_s[3];
     __syncthreads();  // the next item's thread 0 overwrites coef_s
     const ChannelOp<BWD ? Apply::Dx : Apply::Norm> f{nullptr, nullptr, nullptr, nullptr,
-                                                     a.C,     0.f,     a.relu};
+                                                     a.C,     0.f,     a.relu,  a.train};
     for (unsigned j0 = it.begin + 4 * threadIdx.x, q0 = threadIdx.x; j0 < it.end;
          j0 += kUnroll * 4 * kThreads, q0 += kUnroll * kThreads) {
       float4 xv[kUnroll], g[kUnroll];
@@ -1138,8 +1141,9 @@ void batchnorm_bwd(const float* x, const float* dy, const float* weight, const f
       w.pb, dweight, dbias, w.coef, train);
   KILN_LAUNCH_CHECK();
   if (dx)
-    launch_apply<Apply::Dx>(x, dy, relu_y, dx,
-                            {w.coef, mean, nullptr, nullptr, static_cast<int>(s.c), 0.f}, s, stream);
+    launch_apply<Apply::Dx>(
+        x, dy, relu_y, dx,
+        {w.coef, mean, nullptr, nullptr, static_cast<int>(s.c), 0.f, false, train}, s, stream);
 }
 
 void batchnorm_set_persistent(bool on) {
