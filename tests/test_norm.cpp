@@ -230,6 +230,10 @@ TEST(NormIndexRange, ProductPastTwoTo31Minus1IsNamed) {
   EXPECT_EQ(norm_index_range_error(NormShape{2, 3, 400000000, 1}), "N*C*HW = 2*3*400000000 = 2400000000 exceeds 2^31-1");
   EXPECT_EQ(norm_index_range_error(NormShape{1 << 30, 1 << 30, int64_t(1) << 40, 1}),
             "N*C*HW = 1073741824*1073741824*1099511627776 exceeds 2^31-1");  // past int64 too
+  // batch norm's coefficients [2C + c]: a 1-D batch of two with 715,827,883 features
+  EXPECT_EQ(norm_index_range_error(NormShape{2, 715827882, 1, 1}), "");
+  EXPECT_EQ(norm_index_range_error(NormShape{2, 715827883, 1, 1}),
+            "3*C = 3*715827883 = 2147483649 exceeds 2^31-1");
 }
 
 // An empty batch (a library caller's) gives an empty output and zero parameter gradients, as

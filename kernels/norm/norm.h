@@ -25,9 +25,9 @@ struct NormShape {
   int64_t numel() const { return n * c * hw; }
 };
 
-// The CUDA kernels index with 32-bit (unsigned) ints and need n*c*hw <= 2^31-1. Returns "" when
-// `s` fits, else one line naming the product ("N*C*HW = 2*3*400000000 = 2400000000 exceeds
-// 2^31-1"). Shape level only: layers call it in setup (per sample) and per CUDA batch.
+// The CUDA kernels index with 32-bit (unsigned) ints and need n*c*hw and 3*c <= 2^31-1. Returns
+// "" when `s` fits, else one line naming the product ("N*C*HW = 2*3*400000000 = 2400000000
+// exceeds 2^31-1"). Shape level only: layers call it in setup (per sample) and per CUDA batch.
 std::string norm_index_range_error(const NormShape& s);
 
 // ---- batch norm --------------------------------------------------------------------------------

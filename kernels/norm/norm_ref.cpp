@@ -25,8 +25,10 @@ std::string norm_index_range_error(const NormShape& s) {
   // elsewhere: no statistics).
   const bool fits = s.n >= 0 && s.c > 0 && s.hw > 0 &&
                     (s.n == 0 || (s.c <= lim / s.n && s.hw <= lim / (s.n * s.c)));
-  if (fits) return "";
   std::ostringstream os;
+  // Batch norm's kernels also keep three coefficients per channel at [c], [C + c], [2C + c].
+  if (fits && s.c > lim / 3) os << "3*C = 3*" << s.c << " = " << 3 * s.c << " exceeds 2^31-1";
+  if (fits) return os.str();
   os << "N*C*HW = " << s.n << "*" << s.c << "*" << s.hw;
   if (s.n > 0 && s.c > 0 && s.hw > 0 && s.c <= INT64_MAX / s.n && s.hw <= INT64_MAX / (s.n * s.c))
     os << " = " << s.n * s.c * s.hw;
