@@ -18,6 +18,7 @@
 #include "tuning/lr_finder.h"
 #include "tuning/options.h"
 #include "tuning/run.h"
+#include "tuning/run_checkpoint.h"
 
 namespace kiln::app {
 
@@ -141,6 +142,16 @@ inline int lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig&
   std::fprintf(stderr, "%s: interrupted by %s; the curve so far is in %s\n", prog,
                r.stop_signal == SIGINT ? "SIGINT" : "SIGTERM", csv);
   return 128 + r.stop_signal;
+}
+
+// SIGINT/SIGTERM set StopSignals::flag() from here until the process exits: a run, a sweep
+// or a range test checks it, and a signal after the last check (the results written, the
+// final line printed) changes nothing, exit 0. A StopSignals in the app's scope restored the
+// default action on its way out, so a signal in the last moments killed the finished
+// process, exit 143/130 with no checkpoint message. Never destroyed, on purpose.
+inline void catch_stop_signals_until_exit() {
+  static const StopSignals* const signals = new StopSignals;
+  (void)signals;
 }
 
 inline int guarded_main(const char* prog, const std::function<int()>& body) {

@@ -28,7 +28,8 @@ static const char* kUsage =
 
 int main(int argc, char** argv) {
   return app::guarded_main("lr_find", [&] {
-    StopSignals signals;  // from the start: a signal while the data loads ends the test at step 1
+    app::catch_stop_signals_until_exit();  // from the start: a signal while the data loads ends the
+                                           // test at step 1
     RunConfig defaults = app::default_run_config();
     defaults.train.epochs = 1;
     defaults.lr_find = true;  // as train_mnist --lr-find: the notes and checks of a range test

@@ -74,7 +74,8 @@ static void print_tables(const SweepSpec& spec, const std::vector<TrialRecord>& 
 
 int main(int argc, char** argv) {
   return app::guarded_main("sweep", [&] {
-    StopSignals signals;  // from the start: also between trials and while one loads its data
+    app::catch_stop_signals_until_exit();  // from the start: also between trials and while one
+                                           // loads its data
     std::string dir, importance_dir, report_dir, worker = "0/1";
     bool resume = false, dry_run = false, worker_set = false, top_set = false;
     size_t top = 20;

@@ -20,7 +20,8 @@ namespace kiln::app {
 inline int train_main(const char* prog, const char* usage, RunConfig defaults, int argc,
                       char** argv) {
   return guarded_main(prog, [&] {
-    StopSignals signals;  // from the start: a signal while the data loads stops at the first step
+    catch_stop_signals_until_exit();  // from the start: a signal while the data loads stops at the
+                                      // first step
     RunConfig cfg = defaults;
     const OptionTable& table = run_options();
     ParsedArgs args = parse_args(cfg, argc, argv, table);

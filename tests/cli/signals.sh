@@ -79,4 +79,42 @@ grep -q '^lr_find: [0-9]* steps, stopped: interrupted by SIGTERM' lf.out || { ec
 rows=$(($(wc -l < c.csv) - 1))
 [ "$rows" -ge 20 ] || { echo "FAIL: $rows CSV rows"; exit 1; }
 echo "lr_find: stopped after $rows steps, curve written"
+# A signal once a run has finished (its final line printed, its files written) changes
+# nothing: exit 0. The apps used to put the default action back on their way out, so a signal
+# in those last milliseconds killed the finished process (exit 143/130, no message) in most
+# tries. Sent the moment the final line arrives, several times per app.
+cat > s1.yaml <<YAML
+method: grid
+metric: {name: test_acc}
+base: {model: mlp, width: 8, epochs: 1, train_limit: 64, test_limit: 64}
+parameters:
+  lr: {values: [0.01]}
+YAML
+after_last_line() {  # pattern signal cmd... ; prints the exit code
+  python3 - "$@" <<'PY'
+import re, signal, subprocess, sys
+pat, sig, cmd = re.compile(sys.argv[1]), getattr(signal, sys.argv[2]), sys.argv[3:]
+p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open("late.err", "w"), text=True)
+for line in p.stdout:
+    if pat.search(line):
+        p.send_signal(sig)
+        break
+p.stdout.read()
+rc = p.wait()
+print(rc if rc >= 0 else "killed-by-%d" % -rc)
+PY
+}
+for i in 1 2 3 4; do
+  sig=$([ $((i % 2)) = 1 ] && echo SIGTERM || echo SIGINT)
+  rm -rf late_sweep
+  for run in "^test_acc=|train_mnist|$KILN_BIN/train_mnist --model mlp --width 8 --train-limit 200 --test-limit 100 --epochs 1 --save late.safetensors" \
+             "^csv: |lr_find|$KILN_BIN/lr_find --model mlp --width 8 --train-limit 200 --num-it 20 --lr-find-csv late.csv" \
+             "^1 +0 +ok |sweep|$KILN_BIN/sweep s1.yaml --dir late_sweep"; do
+    IFS='|' read -r pat name cmd <<<"$run"
+    # shellcheck disable=SC2086
+    rc=$(after_last_line "$pat" "$sig" $cmd "${common[@]}")
+    [ "$rc" = 0 ] || { echo "FAIL: $name signalled ($sig) after its final line: exit $rc"; cat late.err; exit 1; }
+  done
+done
+echo "a signal after the final line: exit 0 (train_mnist, lr_find, sweep; 4 tries each)"
 echo PASS
