@@ -5,8 +5,8 @@
 // I64 [N], "images" F32 [N, C, H, W]) for comparison with another framework
 // (scripts/check_pytorch_interop.py, check_pytorch_training.py). The model is rebuilt from the
 // checkpoint's own config metadata, so only the data location needs to be given.
-//   kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train|val] [--test-limit N] [--device cpu]
-//             [--dump-logits FILE]
+//   kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train|val] [--test-limit N]
+//             [--device cpu|cuda|auto] [--threads N] [--dump-logits FILE]   (--help says more)
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -57,7 +57,21 @@ int main(int argc, char** argv) {
       } else if (a == "--help" || a == "-h") {
         std::printf(
             "usage: kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train|val] "
-            "[--test-limit N] [--device cpu|cuda] [--threads N] [--dump-logits FILE]\n");
+            "[--test-limit N] [--device cpu|cuda|auto] [--threads N] [--dump-logits FILE]\n"
+            "Scores a checkpoint: rebuilds its model from the options the run recorded, prints\n"
+            "'CHECKPOINT on DATASET SPLIT (N samples): acc=X'.\n"
+            "Exit codes: 0 ok, 1 runtime error (a bad file), 2 usage error.\n\noptions:\n"
+            "  --data-dir DIR        where the dataset is (default: the run's recorded data-dir)\n"
+            "  --split test|train|val  the test set (default), or the run's own training rows\n"
+            "                        (its --train-limit less any --val-split, in dataset order,\n"
+            "                        before augmentation) or validation split\n"
+            "  --test-limit N        score the first N test samples (0, the default: all)\n"
+            "  --device cpu|cuda|auto  where to run (default: cpu)\n"
+            "  --threads N           CPU threads (default: 0, every CPU this process may use)\n"
+            "  --dump-logits FILE    also write the logits, labels and the exact normalised "
+            "inputs\n"
+            "                        (safetensors: logits F32 [N, classes], labels I64 [N],\n"
+            "                        images F32 [N, C, H, W])\n");
         return 0;
       } else {
         // a misspelt flag gets a suggestion, as the training apps give

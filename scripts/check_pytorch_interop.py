@@ -2,8 +2,10 @@
 """PyTorch interop check: a kiln checkpoint loads into the equivalent torch model and gives the
 same logits on the test set.
 
-    scripts/check_pytorch_interop.py CHECKPOINT [--kiln-eval build-cpu/kiln_eval] [--data-dir data]
+    scripts/check_pytorch_interop.py CHECKPOINT [--kiln-eval build-cpu/kiln_eval] [--data-dir DIR]
                                      [--test-limit N] [--rtol 1e-4]
+
+(--data-dir: default the data directory the checkpoint's run recorded, as kiln_eval's.)
 
 kiln_eval writes kiln's logits together with the exact normalised inputs it used; the script
 rebuilds the architecture from the checkpoint's own config metadata (scripts/torch_mirror.py:

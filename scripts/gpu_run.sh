@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # (scripts/gpu_run.sh, copied into the bundle as run.sh by scripts/gpu_bundle.sh.)
-# Runs the GPU checks of the issues on the device machine. Logs go to ${KILN_LOG_DIR:-./log};
-# ${OUT:-./out} gets two files only, summary.txt and logs.tgz (the logs, the catalogue's
+# Runs the GPU checks of the issues on the device machine. Logs go to ${KILN_LOG_DIR:-log}
+# beside this script (bundle/log); ${OUT:-out} beside it (bundle/out) gets two files only, summary.txt and logs.tgz (the logs, the catalogue's
 # directory and checkpoints), rewritten every 20 s and at the end, so a call killed at its limit
 # still brings back what was done (the device tool returns at most 8 files from $OUT). Each
 # summary row is printed as it is written, and the table again last. The libraries are checked
@@ -10,13 +10,16 @@
 #   train      mlp 3 epochs (>= 98%), cnn 15 epochs (>= 99.0%), cnn + BN + dropout 0.05 15 epochs
 #              (>= 99.4%)
 #   interop    PyTorch loads the cnn checkpoint and matches kiln's logits (rtol 1e-4)
-#   memcheck racecheck initcheck synccheck
-#              compute-sanitizer over the GPU gtests, one tool per step ("sanitize": all four)
+#   memcheck racecheck
+#              compute-sanitizer over the GPU gtests, one tool per step ("sanitize": these two
+#              and initcheck, synccheck below)
 #   bench      every bench_* binary (kernels vs cuDNN/cuBLAS, copy bandwidth, optimizer floor);
 #              KILN_BENCH="conv norm ..." runs those (bench_conv, bench_norm, ...) in that order
 #   epoch      one mlp epoch on GPU vs CPU (epoch time)
 #   profile    ncu: the kernels of ~7 training steps of the default cnn, time per kernel summed
 #   resume     kill-and-resume on CUDA in --deterministic mode (tests/cli/resume.sh)
+#   initcheck synccheck
+#              the other two compute-sanitizer tools, as memcheck
 #   tta        time to 99% test accuracy, 5 seeds (scripts/time_to_acc.sh)
 #   perf       bench_train vs PyTorch (scripts/bench_compare.sh)
 #   catalogue  experiments/*.yaml on the GPU (scripts/catalogue.sh; resumes while the machine

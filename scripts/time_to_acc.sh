@@ -4,7 +4,7 @@
 # train seconds, evaluation excluded, as train_mnist reports it). Prints one line per seed and
 # the mean/min/max over the seeds that reached the target (docs/PERFORMANCE.md, 5-seed protocol).
 # Usage: scripts/time_to_acc.sh [SEEDS] [-- extra train_mnist args that override the recipe]
-#   env: KILN_BIN (dir with train_mnist), DATA_DIR (default data), TARGET (default 0.99)
+#   env: KILN_BIN (dir with train_mnist), DATA_DIR (default the repository's data/), TARGET (default 0.99)
 # Exit status: 0 when every seed reached the target, 1 when one did not (or its run failed: the
 # line names the run's last error), 2 for a bad SEEDS.
 set -uo pipefail

@@ -512,7 +512,8 @@ OptionTable build_table() {
   t.add(opt_path("resume",
                  "resume from this checkpoint; options not given take the values it recorded, "
                  "but for where the run is and what it writes (device, threads, data-dir, "
-                 "precision, save, log, the checkpoint options)",
+                 "precision, cuda-graphs, detect-anomaly, grad-report, save, log, the "
+                 "checkpoint options)",
                  [](RunConfig& c) -> std::string& { return c.resume; }),
         kInvocation);
   t.add(opt_path("checkpoint-dir", "directory for periodic checkpoints",

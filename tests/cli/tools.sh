@@ -37,8 +37,8 @@ for f in --start-lr --end-lr --num-it --lr-find-csv --lr-find-val --data-dir --b
   grep -q -- "^ *$f " out || { echo "FAIL lr_find --help lacks $f"; fail=1; }
 done
 check kiln-eval-help kiln_eval 0 'usage: kiln_eval CHECKPOINT' -- --help
-for f in --data-dir --split --test-limit --device --dump-logits; do
-  grep -q -- "\[$f" out || { echo "FAIL kiln_eval --help lacks $f"; fail=1; }
+for f in --data-dir --split --test-limit --device --threads --dump-logits; do  # usage and described
+  grep -q -- "\[$f" out && grep -q -- "^  $f " out || { echo "FAIL kiln_eval --help lacks $f"; fail=1; }
 done
 
 # A finished 4-trial sweep: --report --top 2 shows its best two rows (those of the full
