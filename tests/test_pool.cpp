@@ -108,6 +108,20 @@ TEST(PoolRef, GlobalAvgPoolIsThePlaneMean) {
   EXPECT_EQ(dx, std::vector<float>({1, 1, 1, 1, 2, 2, 2, 2}));
 }
 
+// A large plane's float mean is the double mean rounded once: the reference summed in float,
+// which stalls at 2^24 (a plane of 2^24 + 2^22 ones averaged 0.8) and drifts well before.
+TEST(PoolRef, GlobalAvgPoolOfALargePlaneIsTheRoundedMean) {
+  const int64_t big = (int64_t{1} << 24) + (int64_t{1} << 22);
+  std::vector<float> ones(static_cast<size_t>(big), 1.f), y(1);
+  global_avgpool_fwd_ref<float>(1, big, ones.data(), y.data());
+  EXPECT_EQ(y[0], 1.f);
+  const auto x = test::random_vec<float>(1000000, 41, 10, 11);
+  double sum = 0;
+  for (float v : x) sum += v;
+  global_avgpool_fwd_ref<float>(1, 1000000, x.data(), y.data());
+  EXPECT_EQ(y[0], static_cast<float>(sum / 1e6));
+}
+
 // ---- gradient checks ---------------------------------------------------------------------------
 
 TEST(PoolRef, GradientsMatchCentralDifferences) {

@@ -120,10 +120,12 @@ void avgpool2d_bwd_ref(const PoolShape& s, const T* dy, T* dx) {
 
 template <typename T>
 void global_avgpool_fwd_ref(int64_t planes, int64_t hw, const T* x, T* y) {
+  // Summed in double: a float sum drifts with the plane's size and stops growing at 2^24 (a
+  // plane of 2^24 + 2^22 ones averaged 0.8).
   for (int64_t i = 0; i < planes; ++i) {
-    T acc = 0;
+    double acc = 0;
     for (int64_t j = 0; j < hw; ++j) acc += x[i * hw + j];
-    y[i] = acc / T(hw);
+    y[i] = static_cast<T>(acc / static_cast<double>(hw));
   }
 }
 
