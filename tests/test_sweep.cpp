@@ -968,6 +968,27 @@ TEST(SweepRun, ResumeAfterKillRunsOnlyTheRest) {
   EXPECT_EQ(ids(out.results), want);
 }
 
+// A worker killed while writing its claim leaves the lock's temp file
+// (trial-<id>.lock.tmp.<boot>.<pid>); the next worker to claim a trial removes those of this
+// boot, and leaves another boot's (another machine's: its workers' flock on .reclaim may not
+// reach here) and any other file alone. They used to pile up.
+TEST(SweepRun, DeadWorkersLockTempFilesOfThisBootAreRemoved) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  SweepOptions o = killed_after_three(s, "lock-temps");
+  const std::string here = ns_and_boot(), boot = here.substr(here.find(' ') + 1);
+  const std::string dead = o.dir + "/locks/trial-5.lock.tmp." + boot + ".4242";
+  const std::vector<std::string> kept = {o.dir + "/locks/trial-5.lock.tmp.an-other-boot.4242",
+                                         o.dir + "/locks/notes.txt"};
+  std::ofstream(dead) << "4242 host 1 1 " << boot << " flock\n";
+  for (const std::string& k : kept) std::ofstream(k) << "x\n";
+  o.resume = true;
+  FakeRunner g;
+  SweepOutcome out = run_sweep(s, o, g.fn());
+  EXPECT_EQ(out.ran, 5);
+  EXPECT_NE(access(dead.c_str(), F_OK), 0) << dead;
+  for (const std::string& k : kept) EXPECT_EQ(access(k.c_str(), F_OK), 0) << k;
+}
+
 // A lock written in another PID namespace of this host (another container: its pid numbers are
 // not ours) is left alone even when no process here has that pid, and the skip says how to
 // free it; one written before this machine's last boot is stale even when its pid runs now.

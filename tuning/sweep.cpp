@@ -4,6 +4,7 @@
 // leave whole records.
 #include "tuning/sweep.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -92,6 +93,7 @@ class TrialLock {
     // claim is settled.
     if (const int err = flock_retry(m, LOCK_EX))
       KILN_FAIL(mutex_path << ": flock failed: " << std::strerror(err));
+    remove_dead_temps(dir + "/locks");
     held_ = try_create();
     if (!held_ && stale()) {
       unlink(path_.c_str());
@@ -127,7 +129,7 @@ class TrialLock {
   // kill at any point cannot leave a lock that looks live but names no process.
   // The flock is taken before the link, so the lock is never seen without it.
   bool try_create() {
-    std::string tmp = path_ + ".tmp." + std::to_string(getpid());
+    std::string tmp = path_ + ".tmp." + temp_boot_tag() + std::to_string(getpid());
     int fd = open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     KILN_CHECK(fd >= 0, tmp << ": cannot create lock: " << std::strerror(errno));
     const bool flocked = flock_retry(fd, LOCK_EX | LOCK_NB) == 0;
@@ -154,6 +156,30 @@ class TrialLock {
     close(fd);
     KILN_CHECK(err == EEXIST, path_ << ": cannot create lock: " << std::strerror(err));
     return false;
+  }
+  // A lock's temp file is named <lock>.tmp.<boot id>.<pid>: the boot id says which running
+  // kernel's processes wrote it ("" where /proc has none).
+  static std::string temp_boot_tag() {
+    const std::string b = boot_id();
+    const bool plain = b != "-" && b.find_first_not_of("0123456789abcdef-") == std::string::npos;
+    return plain ? b + "." : "";
+  }
+  // A worker holds .reclaim for as long as its temp file exists (try_create runs under it), so
+  // a temp file that a holder finds was left by a killed worker; one of this machine's boot is
+  // removed (.reclaim's flock is this kernel's, certain here; another machine's may not reach
+  // this one on every network filesystem, so its temps are left to its own workers).
+  static void remove_dead_temps(const std::string& locks) {
+    const std::string tag = temp_boot_tag();
+    if (tag.empty()) return;
+    DIR* d = opendir(locks.c_str());
+    if (!d) return;
+    const std::string mark = ".lock.tmp." + tag;
+    while (dirent* e = readdir(d)) {
+      const std::string n = e->d_name;
+      if (n.rfind("trial-", 0) == 0 && n.find(mark) != std::string::npos)
+        unlink((locks + "/" + n).c_str());
+    }
+    closedir(d);
   }
   // Whether a worker still holds the flock of the lock at path_: 1 no (or the lock is gone),
   // 0 yes, -1 this filesystem cannot tell.
