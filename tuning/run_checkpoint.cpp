@@ -382,13 +382,46 @@ std::array<std::pair<const char*, std::string>, 3> output_files(const RunConfig&
 }
 }  // namespace
 
+namespace {
+std::string base_name(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+}  // namespace
+
+std::string data_file_clash(const std::string& out, const std::vector<std::string>& files) {
+  for (const std::string& f : files) {
+    if (same_file(out, f)) return f;
+    // The names the loader looks for f under, in f's directory (find_file in dataset.cpp):
+    // raw or .gz, the IDX name with "-idx" or ".idx". A raw file there is read before f.
+    std::string raw = base_name(f);
+    if (raw.size() > 3 && raw.compare(raw.size() - 3, 3, ".gz") == 0) raw.resize(raw.size() - 3);
+    std::vector<std::string> names = {raw};
+    for (const auto& [from, to] :
+         {std::pair<const char*, const char*>{"-idx", ".idx"}, {".idx", "-idx"}})
+      if (const size_t k = raw.find(from); k != std::string::npos)
+        names.push_back(raw.substr(0, k) + to + raw.substr(k + 4));
+    const std::string b = base_name(out);
+    for (const std::string& n : names)
+      if ((b == n || b == n + ".gz") && same_file(dir_name(out), dir_name(f))) return f;
+  }
+  return "";
+}
+
 void check_outputs_spare_data(const RunConfig& cfg, const std::vector<const Dataset*>& data) {
-  for (const auto& [opt, path] : output_files(cfg))
-    for (const Dataset* d : data)
-      for (const std::string& f : d ? d->files : std::vector<std::string>{})
-        KILN_USAGE_CHECK(path.empty() || !same_file(path, f),
-                         opt << " " << path << " is " << f << ", a file of " << d->name
-                             << " the run reads; name another");
+  for (const auto& [opt, path] : output_files(cfg)) {
+    if (path.empty()) continue;
+    // (the range test's CSV.suggestions too)
+    for (const std::string& p :
+         {path, std::string(opt) == "--lr-find-csv" ? path + ".suggestions" : ""})
+      for (const Dataset* d : data) {
+        const std::string f = p.empty() || !d ? "" : data_file_clash(p, d->files);
+        KILN_USAGE_CHECK(f.empty(), opt << " " << path << (p == path ? "" : ": its " + p) << " is "
+                                        << (same_file(p, f) ? "" : "a name the loader reads for ")
+                                        << f << ", a file of " << d->name
+                                        << " the run reads; name another");
+      }
+  }
 }
 
 void check_output_paths(const RunConfig& cfg) {
@@ -409,6 +442,25 @@ void check_output_paths(const RunConfig& cfg) {
                            !same_file(path, in_path),
                        opt << " " << path << " is the " << in_opt << " file; name another");
   }
+  // The range test's second file, CSV.suggestions, spares the inputs and the other outputs too.
+  if (const std::string& csv = outs[2].second; !csv.empty()) {
+    const std::string sugg = csv + ".suggestions";
+    for (const auto& [opt, path] : {outs[0], outs[1], ins[0], ins[1], ins[2]})
+      KILN_USAGE_CHECK(path.empty() || !same_file(sugg, path),
+                       "--lr-find-csv " << csv << ": its " << sugg << " is the " << opt
+                                        << " file; name another");
+  }
+  // A periodic (or signal) checkpoint is written under its own name in the checkpoint
+  // directory, and --keep-last deletes old ones: an output of that name there would be
+  // replaced, then deleted.
+  if (!cfg.lr_find)
+    for (size_t i = 0; i < 2; ++i) {
+      const auto& [opt, path] = outs[i];
+      KILN_USAGE_CHECK(path.empty() || periodic_name(base_name(path)).first == 0 ||
+                           !same_file(dir_name(path), checkpoint_dir_for(cfg)),
+                       opt << " " << path << ": a periodic checkpoint's name in the checkpoint "
+                           << "directory " << checkpoint_dir_for(cfg) << "; name another");
+    }
   // Periodic (and SIGINT/SIGTERM) checkpoints: the directory is made when the first is written,
   // so a path that cannot become one fails now, not after the first epoch. (The LR range test
   // writes none.)

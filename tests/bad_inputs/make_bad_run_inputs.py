@@ -175,6 +175,15 @@ def main():
     case(c, "checkpoint_dir_name_too_long", ["--checkpoint-dir", "@CASE@/" + "d" * 300], 2,
          "File name too long")
     case(c, "epochs_too_many", ["--epochs", "2147483647"], 2, "--epochs 2147483647: must be <= 1000000")
+    # An output at a periodic checkpoint's name in the checkpoint directory: the checkpoint
+    # would replace it and --keep-last delete it (the log was lost with exit 0).
+    case(c, "log_at_periodic_checkpoint",
+         ["--checkpoint-every", "1", "--checkpoint-dir", "@CASE@", "--log", "@CASE@/ckpt-epoch-1.safetensors"],
+         2, "a periodic checkpoint's name in the checkpoint directory")
+    # The range test's second file, CSV.suggestions, over the run's --config (it was replaced).
+    case(c, "lr_find_suggestions_over_config",
+         ["--lr-find", "--num-it", "5", "--lr-find-csv", "@CASE@/r", "--config", "@CASE@/r.suggestions"],
+         2, "r.suggestions is the --config file; name another", files={"r.suggestions": "num_it: 5\n"})
 
 
 if __name__ == "__main__":
