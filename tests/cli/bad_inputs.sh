@@ -7,9 +7,12 @@
 set -uo pipefail
 : "${KILN_BIN:?}" "${KILN_SRC:?}" "${KILN_TEST_DATA:?}"
 tm="$KILN_BIN/train_mnist"
-corpus="$KILN_SRC/tests/bad_inputs"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# A copy (2 MB): a case whose check fails writes where it points (@CASE@/...), not into the
+# source tree, where the next run would find the case changed.
+cp -r "$KILN_SRC/tests/bad_inputs" "$tmp/corpus"
+corpus="$tmp/corpus"
 # Small and fast; each case overrides what it needs (later flags win).
 base=(--device cpu --data-dir "$KILN_TEST_DATA" --model mlp --width 8 --depth 1 --optimizer sgd
       --momentum 0.9 --epochs 1 --train-limit 100 --test-limit 50)
