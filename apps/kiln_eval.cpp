@@ -7,8 +7,10 @@
 // checkpoint's own config metadata, so only the data location needs to be given.
 //   kiln_eval CHECKPOINT [--data-dir DIR] [--split test|train|val] [--test-limit N]
 //             [--device cpu|cuda|auto] [--threads N] [--dump-logits FILE]   (--help says more)
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "apps/app_common.h"
@@ -142,7 +144,16 @@ int main(int argc, char** argv) {
                      "--split %s scores other rows than the run's\n",
                      was->c_str(), now.c_str(), split.c_str());
     }
-    auto model = make_model(cfg.model, test.sample_shape(), test.num_classes);
+    std::unique_ptr<Model> model;
+    try {
+      model = make_model(cfg.model, test.sample_shape(), test.num_classes);
+    } catch (const Error& e) {  // a recorded value this kiln refuses: the checkpoint's, no flag
+      const std::vector<std::string> named = flags_named_in(e.message());
+      if (e.kind() == ErrorKind::Usage && !named.empty() &&
+          std::find(flags.begin(), flags.end(), "--" + named[0]) == flags.end())
+        throw e.prefixed("checkpoint " + ckpt + ": its recorded options: ");
+      throw;
+    }
     model->build(dev, cfg.seed);
     Context ctx(dev, cfg.seed);
     load_checkpoint(ckpt, ctx, *model, nullptr, nullptr);

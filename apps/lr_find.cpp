@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
     defaults.lr_find = true;  // as train_mnist --lr-find: the notes and checks of a range test
     RunConfig cfg = defaults;
     ParsedArgs args = parse_args(cfg, argc, argv, run_options());
-    try {  // an error about an option the --config file set names the file and key
+    std::vector<std::string> adopted;  // what --resume took from its checkpoint
+    try {  // an error about an option the --config file (or the checkpoint) set names it
       if (args.help) {
         std::printf("%s%s", kUsage, run_options().help(&defaults, {"lr-find"}).c_str());
         return 0;
@@ -44,8 +45,8 @@ int main(int argc, char** argv) {
                        "unexpected argument '" << args.positional[0] << "'");
       KILN_USAGE_CHECK(cfg.lr_find, "--no-lr-find: lr_find always runs the LR range test");
       // Said at once: a usage error in what it took then follows the list it came from.
-      app::print_adopted_options("lr_find", cfg,
-                                 adopt_resume_options(cfg, args, kRangeTestUnused | kInvocation));
+      adopted = adopt_resume_options(cfg, args, kRangeTestUnused | kInvocation);
+      app::print_adopted_options("lr_find", cfg, adopted);
       cfg.validate();
       app::print_ignored_options("lr_find", cfg, defaults);
       if (cfg.summary) {
@@ -61,7 +62,7 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       return app::lr_find_main("lr_find", cfg, defaults);
     } catch (const Error& e) {
-      throw with_config_origin(e, args);
+      throw with_config_origin(with_resume_origin(e, args, adopted, cfg.resume), args);
     }
   });
 }

@@ -25,7 +25,8 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
     RunConfig cfg = defaults;
     const OptionTable& table = run_options();
     ParsedArgs args = parse_args(cfg, argc, argv, table);
-    try {  // an error about an option the --config file set names the file and key
+    std::vector<std::string> adopted;  // what --resume took from its checkpoint
+    try {  // an error about an option the --config file (or the checkpoint) set names it
       if (args.help) {
         std::printf("%s%s", usage, table.help(&defaults).c_str());
         return 0;
@@ -33,10 +34,9 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       KILN_USAGE_CHECK(args.positional.empty(),
                        "unexpected argument '" << args.positional[0] << "'");
       // Said at once: a usage error in what it took then follows the list it came from.
-      print_adopted_options(
-          prog, cfg,
-          adopt_resume_options(cfg, args,
-                               cfg.lr_find ? kRangeTestUnused | kInvocation : kRangeTestOnly));
+      adopted = adopt_resume_options(cfg, args,
+                                     cfg.lr_find ? kRangeTestUnused | kInvocation : kRangeTestOnly);
+      print_adopted_options(prog, cfg, adopted);
       if (cfg.train.progress < 0) cfg.train.progress = stderr_is_tty() ? 1 : 0;
       cfg.validate();
       print_ignored_options(prog, cfg, defaults);
@@ -99,7 +99,7 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
                   res.train_seconds);
       return 0;
     } catch (const Error& e) {
-      throw with_config_origin(e, args);
+      throw with_config_origin(with_resume_origin(e, args, adopted, cfg.resume), args);
     }
   });
 }

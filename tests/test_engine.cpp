@@ -831,6 +831,34 @@ TEST(Options, ConfigValueErrorsNameTheFile) {
   std::remove(path.c_str());
 }
 
+// A usage error naming options a resume took from its checkpoint says so (the file may be
+// another version's, or edited), once per option; one that also names an option given now is
+// left alone, as is a runtime error.
+TEST(Options, RecordedValueErrorsNameTheCheckpoint) {
+  const std::vector<std::string> adopted = {"init 1.5", "max-lr -1", "base-lr 0", "shuffle false"};
+  RunConfig c;
+  const char* argv[] = {"x", "--lr", "0.1"};
+  const ParsedArgs args = parse_args(c, 3, const_cast<char**>(argv), run_options());
+  auto msg = [&](const char* m, ErrorKind k = ErrorKind::Usage) {
+    return with_resume_origin(Error(k, m, "f.cpp", 1), args, adopted, "r.st").message();
+  };
+  EXPECT_EQ(
+      msg("--init: unknown init '1.5'"),
+      "--resume r.st: its recorded --init (give --init to set it): --init: unknown init '1.5'");
+  EXPECT_EQ(
+      msg("--max-lr/--base-lr must be >= 0, got -1/0 (--max-lr)"),
+      "--resume r.st: its recorded --max-lr, --base-lr (give them to set them): --max-lr/--base-lr "
+      "must be >= 0, got -1/0 (--max-lr)");
+  EXPECT_EQ(msg("--no-shuffle: x"),
+            "--resume r.st: its recorded --shuffle (give --shuffle to set it): --no-shuffle: x");
+  EXPECT_EQ(msg("--lr/--max-lr: x"), "--lr/--max-lr: x");  // --lr was given now
+  EXPECT_EQ(msg("--epochs -1: must be >= 0"), "--epochs -1: must be >= 0");
+  EXPECT_EQ(msg("--init: y", ErrorKind::Runtime), "--init: y");
+  EXPECT_EQ(
+      with_resume_origin(Error(ErrorKind::Usage, "--init: z", "f.cpp", 1), args, {}, "").message(),
+      "--init: z");
+}
+
 // A run resumed at an epoch start with another batch size keeps the steps its past epochs took,
 // so one-cycle's total is those plus the rest at the new size (not all epochs at the new size:
 // the step counter would already sit at the curve's end); a matching count changes nothing.

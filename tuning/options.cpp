@@ -849,21 +849,58 @@ void check_separate_value(const std::string& flag, const std::string& next) {
                                                   << "-- is written " << flag << "=VALUE)");
 }
 
-Error with_config_origin(const Error& e, const ParsedArgs& args) {
-  if (e.kind() != ErrorKind::Usage || args.config_keys.empty()) return e;
-  const std::string& m = e.message();
-  std::string keys;
-  int n = 0;
+std::vector<std::string> flags_named_in(const std::string& m) {
+  std::vector<std::string> names;
   for (size_t at = m.find("--"); at != std::string::npos; at = m.find("--", at + 2)) {
     if (at > 0 && m[at - 1] != ' ' && m[at - 1] != '/' && m[at - 1] != '(') continue;  // a path
     size_t end = at + 2;
     while (end < m.size() && (std::islower(static_cast<unsigned char>(m[end])) ||
                               std::isdigit(static_cast<unsigned char>(m[end])) || m[end] == '-'))
       ++end;
-    std::string name = m.substr(at + 2, end - at - 2);
+    names.push_back(m.substr(at + 2, end - at - 2));
+  }
+  return names;
+}
+
+namespace {
+bool given_as_flag(const ParsedArgs& args, const std::string& name) {
+  return std::find(args.flag_keys.begin(), args.flag_keys.end(), name) != args.flag_keys.end();
+}
+}  // namespace
+
+Error with_resume_origin(const Error& e, const ParsedArgs& args,
+                         const std::vector<std::string>& adopted, const std::string& resume) {
+  if (e.kind() != ErrorKind::Usage || adopted.empty()) return e;
+  auto taken = [&](const std::string& name) {
+    return std::any_of(adopted.begin(), adopted.end(), [&](const std::string& a) {
+      return a.compare(0, name.size(), name) == 0 &&
+             (a.size() == name.size() || a[name.size()] == ' ');
+    });
+  };
+  std::vector<std::string> names;
+  for (std::string name : flags_named_in(e.message())) {
+    if (!taken(name) && name.rfind("no-", 0) == 0) name = name.substr(3);
+    if (given_as_flag(args, name) || args.config_keys.count(name))
+      return e;  // what this invocation gave may be the culprit: the checkpoint is not to blame
+    if (taken(name) && std::find(names.begin(), names.end(), "--" + name) == names.end())
+      names.push_back("--" + name);
+  }
+  if (names.empty()) return e;
+  std::string list;
+  for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
+  const bool one = names.size() == 1;
+  return e.prefixed("--resume " + resume + ": its recorded " + list + " (give " +
+                    (one ? list : std::string("them")) + " to set " + (one ? "it" : "them") +
+                    "): ");
+}
+
+Error with_config_origin(const Error& e, const ParsedArgs& args) {
+  if (e.kind() != ErrorKind::Usage || args.config_keys.empty()) return e;
+  std::string keys;
+  int n = 0;
+  for (std::string name : flags_named_in(e.message())) {
     if (!args.config_keys.count(name) && name.rfind("no-", 0) == 0) name = name.substr(3);
-    if (std::find(args.flag_keys.begin(), args.flag_keys.end(), name) != args.flag_keys.end())
-      return e;  // a flag it names may be the culprit: the file is not to blame
+    if (given_as_flag(args, name)) return e;  // a flag it names may be the culprit, not the file
     auto it = args.config_keys.find(name);
     const std::string quoted = it == args.config_keys.end() ? "" : "'" + it->second + "'";
     if (quoted.empty() || keys.find(quoted) != std::string::npos) continue;

@@ -130,6 +130,14 @@ struct ParsedArgs {
 // any option it names was set by a flag (the flag may be the culprit), and for other errors.
 // A flag is "--name" at the start of the message or after a space, '/' or '('.
 Error with_config_origin(const Error& e, const ParsedArgs& args);
+// The option names an error message quotes as flags ("--lr", "--no-shuffle": "no-shuffle"), in
+// order; a "--" inside a path is not one.
+std::vector<std::string> flags_named_in(const std::string& message);
+// The same for the options a resume took from its checkpoint (`adopted`: adopt_resume_options'
+// "name value" list): "--resume run.st: its recorded --init (give --init to set it): ..."; the
+// file may be another version's, or edited. Unchanged when any option it names was given now.
+Error with_resume_origin(const Error& e, const ParsedArgs& args,
+                         const std::vector<std::string>& adopted, const std::string& resume);
 // A flag's value taken from the next argument: one that starts with "--" is a flag, the value
 // forgotten (`--save --no-shuffle` saved to a file named --no-shuffle; argparse refuses it too),
 // a usage error naming both; such a value is written --name=VALUE.

@@ -99,6 +99,36 @@ grep -q '^lr_find step 1/40 lr=1\.12202e+10 loss=nan smoothed=nan$' err ||
 # line, the controls escaped (the sweep file's method came out over two lines, ESC raw).
 printf 'method: "grid\\n\\e[31mall good"\nparameters: {lr: {values: [0.1]}}\n' > esc.yaml
 check escaped-controls sweep 2 "key 'method': 'grid\\\\n\\\\u001b\\[31mall good': expected grid\\|random" -- esc.yaml --dry-run
+# A value this kiln refuses recorded in a checkpoint (another version's, or edited; valid
+# checksums): the error names the checkpoint and the recorded option, not a flag never given
+# ("--init: unknown init" read as the user's --init; kiln_eval has no --init at all).
+"$KILN_BIN/train_mnist" "${common[@]}" --train-limit 100 --model mlp --width 8 --epochs 0 --save rec.st >/dev/null 2>&1
+python3 - rec.st <<'PY'
+import json, struct, sys, zlib
+p = sys.argv[1]
+b = open(p, 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+m = h['__metadata__']
+cfg = json.loads(m['config'])
+cfg['init'] = '1.5'
+m['config'] = json.dumps(cfg, separators=(',', ':'))
+c = 0
+for k in sorted(k for k in m if k != 'meta_crc32'):
+    c = zlib.crc32(k.encode() + b'\0' + m[k].encode() + b'\0', c)
+m['meta_crc32'] = '%08x' % c
+t = json.dumps(h, separators=(',', ':')).encode()
+t += b' ' * (-len(t) % 8)
+open(p, 'wb').write(struct.pack('<Q', len(t)) + t + b[8 + n:])
+PY
+check resume-recorded-init train_mnist 2 \
+  "^train_mnist: error: --resume rec.st: its recorded --init \(give --init to set it\): --init: unknown init '1\.5'" -- \
+  "${common[@]}" --resume rec.st --epochs 1
+check resume-recorded-init-given train_mnist 2 "^train_mnist: error: --init: unknown init 'x'" -- \
+  "${common[@]}" --resume rec.st --epochs 1 --init x
+check eval-recorded-init kiln_eval 2 "^kiln_eval: error: checkpoint rec.st: its recorded options: --init: unknown init '1\.5'" -- \
+  rec.st --data-dir "$KILN_TEST_DATA"
+
 # scripts/time_to_acc.sh: a bad SEEDS is a usage error (exit 2; "--" first keeps the default 5),
 # a failed run's line names its error (stderr, not the banner), and a seed short of the target
 # makes the exit status 1.
