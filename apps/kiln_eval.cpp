@@ -129,10 +129,8 @@ int main(int argc, char** argv) {
     Dataset test = split == "test"    ? load_dataset(cfg.data, split, dev)
                    : split == "train" ? tv.train
                                       : tv.val;
-    if (const std::string f = dump.empty() ? "" : data_file_clash(dump, test.files); !f.empty())
-      KILN_USAGE_FAIL("--dump-logits " << dump << " is "
-                                       << (same_file(dump, f) ? "" : "a name the loader reads for ")
-                                       << f << ", a file of " << test.name
+    if (const std::string f = dump.empty() ? "" : data_file_clash(dump, test); !f.empty())
+      KILN_USAGE_FAIL("--dump-logits " << dump << " is " << f << ", a file of " << test.name
                                        << " it reads; name another");
     if (!test.note.empty()) std::fprintf(stderr, "kiln_eval: note: %s\n", test.note.c_str());
     // The train and val splits are the run's own rows only on the data it trained on.

@@ -88,6 +88,7 @@ Dataset Dataset::to(Device d) const {
   out.black = black;
   out.note = note;
   out.files = files;
+  out.shadows = shadows;
   out.host_labels = host_labels;
   out.images = images.to(d);
   check_labels();  // copied from the buffer (what training reads)
@@ -217,6 +218,24 @@ static std::string find_file(const std::vector<std::string>& dirs, const std::st
   return "";
 }
 
+// The paths find_file(dirs, base) tries before `found` (which it returned). A split of several
+// files is taken from one directory holding them all, so a single file written in an earlier
+// directory replaces nothing there: those count only when `other_dirs` (a split of one file).
+static std::vector<std::string> read_before(const std::vector<std::string>& dirs,
+                                            const std::string& base, const std::string& found,
+                                            bool other_dirs) {
+  std::vector<std::string> out;
+  const std::string found_dir = found.substr(0, found.rfind('/'));  // a name holds no '/'
+  for (const std::string& d : dirs)
+    for (const std::string& b : name_variants(base))
+      for (const char* ext : {"", ".gz"}) {
+        const std::string p = d + "/" + b + ext;
+        if (p == found) return out;
+        if (other_dirs || d == found_dir) out.push_back(p);
+      }
+  return out;
+}
+
 static bool exists_any(const std::string& p) {  // lstat: a dangling symlink exists
   struct stat st {};
   return ::lstat(p.c_str(), &st) == 0;
@@ -293,6 +312,7 @@ Dataset slice_rows(const Dataset& ds, int64_t begin, int64_t end, const std::str
   out.black = ds.black;
   out.note = ds.note;
   out.files = ds.files;
+  out.shadows = ds.shadows;
   out.images = ds.images.rows(begin, end);
   if (static_cast<int64_t>(ds.host_labels.size()) == ds.size())
     out.host_labels.assign(ds.host_labels.begin() + begin, ds.host_labels.begin() + end);
@@ -403,9 +423,14 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
                                  "scripts/fetch_data.sh --cifar-dir DIR"
                                : "run scripts/fetch_data.sh to download it"));
   }
+  std::vector<std::pair<std::string, std::string>> shadows;
+  for (size_t i = 0; i < bases.size(); ++i)
+    for (const std::string& p : read_before(dirs, bases[i], found[i], bases.size() == 1))
+      shadows.emplace_back(p, found[i]);
   if (cifar) {
     Dataset ds = load_cifar_files(found, name, limit, opts.normalize, device);
     ds.files = found;
+    ds.shadows = shadows;
     return ds;
   }
   Dataset ds =
@@ -447,6 +472,7 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
     ds.note = os.str();
   }
   ds.files = found;
+  ds.shadows = shadows;
   return device == Device::CPU ? ds : ds.to(device);
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/buffer.h"
@@ -41,6 +42,10 @@ struct Dataset {
   std::string note;
   // The files it was read from (load_dataset fills it): a run's outputs must not name one.
   std::vector<std::string> files;
+  // Paths the loader would read before one of `files`, had they existed (raw beside .gz, the
+  // "-idx" spelling before ".idx"; for a split of one file, earlier directories too), each with
+  // the file it would replace: an output written there becomes the data of every later run.
+  std::vector<std::pair<std::string, std::string>> shadows;
   int64_t size() const { return images.ndim() ? images.dim(0) : 0; }
   Shape sample_shape() const {
     return images.ndim() ? Shape(images.shape().begin() + 1, images.shape().end()) : Shape{};

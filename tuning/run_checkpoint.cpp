@@ -389,22 +389,13 @@ std::string base_name(const std::string& path) {
 }
 }  // namespace
 
-std::string data_file_clash(const std::string& out, const std::vector<std::string>& files) {
-  for (const std::string& f : files) {
+std::string data_file_clash(const std::string& out, const Dataset& d) {
+  for (const std::string& f : d.files)
     if (same_file(out, f)) return f;
-    // The names the loader looks for f under, in f's directory (find_file in dataset.cpp):
-    // raw or .gz, the IDX name with "-idx" or ".idx". A raw file there is read before f.
-    std::string raw = base_name(f);
-    if (raw.size() > 3 && raw.compare(raw.size() - 3, 3, ".gz") == 0) raw.resize(raw.size() - 3);
-    std::vector<std::string> names = {raw};
-    for (const auto& [from, to] :
-         {std::pair<const char*, const char*>{"-idx", ".idx"}, {".idx", "-idx"}})
-      if (const size_t k = raw.find(from); k != std::string::npos)
-        names.push_back(raw.substr(0, k) + to + raw.substr(k + 4));
-    const std::string b = base_name(out);
-    for (const std::string& n : names)
-      if ((b == n || b == n + ".gz") && same_file(dir_name(out), dir_name(f))) return f;
-  }
+  // (a shadow does not exist, or the loader would have read it: compared by directory and name)
+  for (const auto& [p, f] : d.shadows)
+    if (base_name(out) == base_name(p) && same_file(dir_name(out), dir_name(p)))
+      return "a name the loader reads before " + f;
   return "";
 }
 
@@ -415,9 +406,8 @@ void check_outputs_spare_data(const RunConfig& cfg, const std::vector<const Data
     for (const std::string& p :
          {path, std::string(opt) == "--lr-find-csv" ? path + ".suggestions" : ""})
       for (const Dataset* d : data) {
-        const std::string f = p.empty() || !d ? "" : data_file_clash(p, d->files);
+        const std::string f = p.empty() || !d ? "" : data_file_clash(p, *d);
         KILN_USAGE_CHECK(f.empty(), opt << " " << path << (p == path ? "" : ": its " + p) << " is "
-                                        << (same_file(p, f) ? "" : "a name the loader reads for ")
                                         << f << ", a file of " << d->name
                                         << " the run reads; name another");
       }
@@ -450,10 +440,12 @@ void check_output_paths(const RunConfig& cfg) {
                        "--lr-find-csv " << csv << ": its " << sugg << " is the " << opt
                                         << " file; name another");
   }
-  // A periodic (or signal) checkpoint is written under its own name in the checkpoint
-  // directory, and --keep-last deletes old ones: an output of that name there would be
-  // replaced, then deleted.
-  if (!cfg.lr_find)
+  // Periodic checkpoints are written under their own names in the checkpoint directory, and
+  // --keep-last deletes old ones: an output of such a name there would be replaced, then
+  // deleted. (Without periodic checkpoints only a signal writes one, and it steps aside from a
+  // file of its name, .run-<id>, while the stopped run writes no --save: nothing to refuse,
+  // and `--resume ckpt-epoch-1.safetensors --save ckpt-epoch-1.safetensors` trains it on.)
+  if (!cfg.lr_find && (cfg.checkpoint_every > 0 || cfg.checkpoint_every_steps > 0))
     for (size_t i = 0; i < 2; ++i) {
       const auto& [opt, path] = outs[i];
       KILN_USAGE_CHECK(path.empty() || periodic_name(base_name(path)).first == 0 ||

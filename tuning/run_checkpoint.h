@@ -65,10 +65,10 @@ void check_output_paths(const RunConfig& cfg);
 // output over one of them, or at a name the loader reads for one, is a usage error (--save
 // over train-images-idx3-ubyte.gz, or at train-images-idx3-ubyte beside it).
 void check_outputs_spare_data(const RunConfig& cfg, const std::vector<const Dataset*>& data);
-// The data file (of `files`) that an output at `out` would overwrite, or shadow (a raw
-// t10k-images-idx3-ubyte beside the t10k-images-idx3-ubyte.gz read, which the loader would read
-// first from then on); "" when none.
-std::string data_file_clash(const std::string& out, const std::vector<std::string>& files);
+// What an output at `out` would clobber of `d`: the data file it is (its path), or "a name the
+// loader reads before <file>" (a raw t10k-images-idx3-ubyte beside the .gz read: every later
+// run would read the output instead); "" when neither.
+std::string data_file_clash(const std::string& out, const Dataset& d);
 // One output file `path` (named by option `opt`, for messages): its directory exists and takes a
 // new file (or, when `in_place` and the file exists, the file takes writes), the name is not
 // too long, it is not a directory, and a file replaced by rename is a regular one; with

@@ -52,6 +52,20 @@ if diff or not a:
     sys.exit('FAIL: the resumed run differs in %s' % diff[:5])
 print('resumed mid-epoch: %d tensors identical' % len(a))
 PY
+# The test split is one file, so an output at its name in a directory searched before the one
+# it is in would be read as the test set from then on: refused. A training batch's name there
+# is not (the five are taken from one directory holding them all), and the run writes it.
+mkdir -p d2 && cp -r data/cifar10 d2/cifar-10-batches-bin
+set +e
+"$KILN_BIN/train_cifar" --device cpu --data-dir d2 --epochs 0 --model mlp --width 8 --log d2/test_batch.bin > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc = 2 ] && [ ! -e d2/test_batch.bin ] &&
+  grep -q '^train_cifar: error: --log d2/test_batch.bin is a name the loader reads before d2/cifar-10-batches-bin/test_batch.bin, a file of cifar10/test the run reads; name another$' err.txt ||
+  { echo "FAIL: --log over the test split's name (rc $rc)"; cat err.txt; exit 1; }
+"$KILN_BIN/train_cifar" --device cpu --data-dir d2 --epochs 0 --model mlp --width 8 --log d2/data_batch_1.bin > /dev/null &&
+  [ -e d2/data_batch_1.bin ] && "$KILN_BIN/train_cifar" --device cpu --data-dir d2 --epochs 0 --model mlp --width 8 > /dev/null ||
+  { echo "FAIL: --log at a training batch's name in an earlier directory"; exit 1; }
 "$KILN_BIN/train_cifar" --summary | grep -q '3, 32, 32' || { echo "FAIL: --summary input shape"; exit 1; }
 set +e
 "$KILN_BIN/train_cifar" --device cpu --data-dir nowhere --epochs 1 > /dev/null 2> err.txt

@@ -63,16 +63,23 @@ cp -r "$data" "$tmp/dcopy"
   cmp -s "$tmp/dcopy/mnist/t10k-images-idx3-ubyte.gz" "$data/mnist/t10k-images-idx3-ubyte.gz" ||
   { echo "FAIL kiln_eval --dump-logits over a data file"; cat "$tmp/eval"; fail=1; }
 # ... and so is an output at a name the loader reads before that file (the raw name beside its
-# .gz, either IDX spelling): it was written, and every later run failed on it as a bad IDX file
+# .gz): it was written, and every later run failed on it as a bad IDX file
 for out in "kiln_eval $tmp/v.safetensors --dump-logits $tmp/dcopy/mnist/t10k-images-idx3-ubyte" \
-           "train_mnist --epochs 0 --save $tmp/dcopy/mnist/train-images.idx3-ubyte" \
+           "train_mnist --epochs 0 --save $tmp/dcopy/mnist/train-images-idx3-ubyte" \
            "lr_find --num-it 3 --lr-find-csv $tmp/dcopy/mnist/t10k-labels-idx1-ubyte"; do
   read -r -a words <<<"$out"
   "$KILN_BIN/${words[0]}" "${words[@]:1}" --data-dir "$tmp/dcopy" > "$tmp/eval" 2>&1
-  [ $? = 2 ] && grep -q "is a name the loader reads for $tmp/dcopy/mnist/.*-ubyte.gz, a file of mnist/t.* reads; name another" "$tmp/eval" &&
+  [ $? = 2 ] && grep -q "is a name the loader reads before $tmp/dcopy/mnist/.*-ubyte.gz, a file of mnist/t.* reads; name another" "$tmp/eval" &&
     [ "$(ls "$tmp/dcopy/mnist" | grep -vc '\.gz$')" = 0 ] ||
     { echo "FAIL: ${words[0]} wrote beside a data file: $out"; cat "$tmp/eval"; ls "$tmp/dcopy/mnist"; fail=1; }
 done
+# A name the loader tries only after the file it reads (the dotted spelling comes after
+# "-idx...gz") is an ordinary output: written, and the data still load.
+"$KILN_BIN/train_mnist" --data-dir "$tmp/dcopy" --epochs 0 --save "$tmp/dcopy/mnist/train-images.idx3-ubyte" \
+  > "$tmp/eval" 2>&1 &&
+  "$KILN_BIN/kiln_eval" "$tmp/dcopy/mnist/train-images.idx3-ubyte" --data-dir "$tmp/dcopy" >> "$tmp/eval" 2>&1 ||
+  { echo "FAIL: an output at a name read after the data"; cat "$tmp/eval"; fail=1; }
+rm -f "$tmp/dcopy/mnist/train-images.idx3-ubyte"
 # its --dump-logits says which rows it holds
 "$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$data" --split val --dump-logits "$tmp/val-dump.safetensors" > /dev/null 2>&1
 python3 - "$tmp/val-dump.safetensors" <<'PY' || { echo "FAIL: the dump's metadata"; fail=1; }
@@ -246,6 +253,15 @@ mkdir -p "$tmp/trunc/mnist"
 cp "$data"/mnist/*.gz "$tmp/trunc/mnist/"
 gunzip -c "$data/mnist/train-images-idx3-ubyte.gz" | head -c 5000 >"$tmp/trunc/mnist/train-images-idx3-ubyte"
 rm "$tmp/trunc/mnist/train-images-idx3-ubyte.gz"
+# A periodic checkpoint's name is refused for an output only where periodic checkpoints are
+# written: without checkpoint options, training a periodic checkpoint on in place works.
+mkdir -p "$tmp/pk"
+small=(--device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --test-limit 50)
+check periodic-name-refused 2 "--save $tmp/pk/ckpt-epoch-1.safetensors: a periodic checkpoint's name in the checkpoint directory $tmp/pk; name another" -- \
+  "$bin" "${small[@]}" --epochs 1 --checkpoint-every 1 --save "$tmp/pk/ckpt-epoch-1.safetensors"
+check periodic-name-saved 0 '^test_acc=' -- "$bin" "${small[@]}" --epochs 1 --save "$tmp/pk/ckpt-epoch-1.safetensors"
+check periodic-name-trained-on 0 '^test_acc=' -- \
+  "$bin" "${small[@]}" --epochs 2 --resume "$tmp/pk/ckpt-epoch-1.safetensors" --save "$tmp/pk/ckpt-epoch-1.safetensors"
 check truncated-idx 1 'train-images-idx3-ubyte.*truncated' -- "$bin" --device cpu --data-dir "$tmp/trunc"
 # Divergence: a ReLU net at lr 1 overflows to NaN within a few steps (exit 3, names a layer);
 # with global clipping the same run trains.
