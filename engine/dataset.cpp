@@ -207,14 +207,21 @@ static std::vector<std::string> name_variants(const std::string& base) {
   return v;
 }
 
-// First existing <dir>/<name>[.gz] over the candidate dirs and names, or "".
-static std::string find_file(const std::vector<std::string>& dirs, const std::string& base) {
+// Every <dir>/<name>[.gz] a file of `base` may be, in the order they are tried: the candidate
+// dirs, each name spelling, raw before .gz.
+static std::vector<std::string> search_order(const std::vector<std::string>& dirs,
+                                             const std::string& base) {
+  std::vector<std::string> out;
   for (const std::string& d : dirs)
     for (const std::string& b : name_variants(base))
-      for (const char* ext : {"", ".gz"}) {
-        std::string p = d + "/" + b + ext;
-        if (is_file(p)) return p;
-      }
+      for (const char* ext : {"", ".gz"}) out.push_back(d + "/" + b + ext);
+  return out;
+}
+
+// First existing candidate, or "".
+static std::string find_file(const std::vector<std::string>& dirs, const std::string& base) {
+  for (const std::string& p : search_order(dirs, base))
+    if (is_file(p)) return p;
   return "";
 }
 
@@ -224,15 +231,12 @@ static std::string find_file(const std::vector<std::string>& dirs, const std::st
 static std::vector<std::string> read_before(const std::vector<std::string>& dirs,
                                             const std::string& base, const std::string& found,
                                             bool other_dirs) {
+  const auto dir_of = [](const std::string& p) { return p.substr(0, p.rfind('/')); };
   std::vector<std::string> out;
-  const std::string found_dir = found.substr(0, found.rfind('/'));  // a name holds no '/'
-  for (const std::string& d : dirs)
-    for (const std::string& b : name_variants(base))
-      for (const char* ext : {"", ".gz"}) {
-        const std::string p = d + "/" + b + ext;
-        if (p == found) return out;
-        if (other_dirs || d == found_dir) out.push_back(p);
-      }
+  for (const std::string& p : search_order(dirs, base)) {
+    if (p == found) break;
+    if (other_dirs || dir_of(p) == dir_of(found)) out.push_back(p);
+  }
   return out;
 }
 

@@ -380,9 +380,7 @@ std::array<std::pair<const char*, std::string>, 3> output_files(const RunConfig&
                                                     : cfg.lr_find_csv;
   return {{{"--save", cfg.save}, {"--log", cfg.train.log_path}, {"--lr-find-csv", csv}}};
 }
-}  // namespace
 
-namespace {
 std::string base_name(const std::string& path) {
   const size_t slash = path.rfind('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
@@ -440,24 +438,24 @@ void check_output_paths(const RunConfig& cfg) {
                        "--lr-find-csv " << csv << ": its " << sugg << " is the " << opt
                                         << " file; name another");
   }
+  // The LR range test writes no checkpoints.
+  if (cfg.lr_find) return;
+  std::string dir = checkpoint_dir_for(cfg), at = dir;
   // Periodic checkpoints are written under their own names in the checkpoint directory, and
   // --keep-last deletes old ones: an output of such a name there would be replaced, then
   // deleted. (Without periodic checkpoints only a signal writes one, and it steps aside from a
   // file of its name, .run-<id>, while the stopped run writes no --save: nothing to refuse,
   // and `--resume ckpt-epoch-1.safetensors --save ckpt-epoch-1.safetensors` trains it on.)
-  if (!cfg.lr_find && (cfg.checkpoint_every > 0 || cfg.checkpoint_every_steps > 0))
+  if (cfg.checkpoint_every > 0 || cfg.checkpoint_every_steps > 0)
     for (size_t i = 0; i < 2; ++i) {
       const auto& [opt, path] = outs[i];
       KILN_USAGE_CHECK(path.empty() || periodic_name(base_name(path)).first == 0 ||
-                           !same_file(dir_name(path), checkpoint_dir_for(cfg)),
+                           !same_file(dir_name(path), dir),
                        opt << " " << path << ": a periodic checkpoint's name in the checkpoint "
-                           << "directory " << checkpoint_dir_for(cfg) << "; name another");
+                           << "directory " << dir << "; name another");
     }
   // Periodic (and SIGINT/SIGTERM) checkpoints: the directory is made when the first is written,
-  // so a path that cannot become one fails now, not after the first epoch. (The LR range test
-  // writes none.)
-  if (cfg.lr_find) return;
-  std::string dir = checkpoint_dir_for(cfg), at = dir;
+  // so a path that cannot become one fails now, not after the first epoch.
   for (int err = ::stat(at.c_str(), &st) != 0 ? errno : 0; err != 0 && at != dir_name(at);
        err = ::stat(at.c_str(), &st) != 0 ? errno : 0) {
     KILN_USAGE_CHECK(err != ENAMETOOLONG,
