@@ -261,7 +261,7 @@ int main(int argc, char** argv) {
     if (first_ok >= 0) {
       RunConfig c = trial_config(spec, base, first_ok, dir);
       c.train.log_path.clear();  // DIR/trials/, made by the sweep
-      check_output_paths(c);
+      check_output_paths(c, dir);  // (--save in DIR, which the sweep makes: checked when made)
     }
     o.spec_text = spec_text;
     o.log = [](const std::string& s) {

@@ -1105,6 +1105,12 @@ MUTANTS = [
     ("resume-line-raw", "tuning/run_checkpoint.cpp",
      [("\"; options changed since the checkpoint: \" + escape_controls(diffs)", "\"; options changed since the checkpoint: \" + diffs")],
      "the resume line prints a checkpoint's recorded values raw: a newline or terminal escape from the file (until 2026-12-05)"),
+    ("seed-repeats-counted", "tuning/sweep.cpp",
+     [("if (!seen[it->second].insert(seed).second) {", "if (false) {")],
+     "a random sweep's repeated draw of a configuration and seed counts as another seed: n, std and '#1 ahead' over copies of one run (until 2026-12-05)"),
+    ("save-in-fresh-sweep-dir", "tuning/run_checkpoint.cpp",
+     [("if (!made_later || plain_spelling(dir_name(path)) != plain_spelling(made_dir))", "if (true)")],
+     "sweep --save DIR/m.safetensors is refused on a fresh run, its directory DIR not made yet (until 2026-12-05)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

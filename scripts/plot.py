@@ -625,17 +625,18 @@ def explained(xs, ys, numeric, max_bins=4):
     """Between-bin / total variance, binned exactly as tuning/importance.cpp does (so the plot
     titles match the sweep's importance table)."""
     n = len(ys)
-    if n < 2:
-        return float("nan")
+    if n < 2 or min(ys) == max(ys):
+        return float("nan")  # every trial scored the same: nothing to explain (the mean of
+        # equal values can differ from them by rounding, and the ratio would be that noise's)
     mean = sum(ys) / n
     total = sum((y - mean) ** 2 for y in ys)
     if total <= 0:
-        return float("nan")  # every trial scored the same: nothing to explain
+        return float("nan")
     groups = {}
     for k, y in zip(bin_keys(xs, numeric, max_bins), ys):
         groups.setdefault(k, []).append(y)
     between = sum(len(g) * (sum(g) / len(g) - mean) ** 2 for g in groups.values())
-    return between / total
+    return min(1.0, between / total)  # a share: rounding must not push it past 1
 
 
 def chance(xs, numeric, max_bins=4):
@@ -913,9 +914,14 @@ def seeds(args):
     label, maximize = sweep_goal(read_spec(args.dir), args.metric)
     names = [k for k in recs[0]["params"] if k != "seed"]
     configs, by_seed, failed, pruned = {}, {}, {}, {}
-    for r in recs:
+    seen, repeats = set(), 0
+    for r in sorted(recs, key=lambda r: r["trial"] if isinstance(r.get("trial"), int) else 0):
         key = tuple(str(r["params"].get(k)) for k in names)  # exact values: %.3g only on the ticks
         configs.setdefault(key, [])
+        if (key, str(r["params"]["seed"])) in seen:  # a random sweep's repeated draw: the same
+            repeats += 1  # run again, counted once, by its first trial (as the sweep's table)
+            continue
+        seen.add((key, str(r["params"]["seed"])))
         v = as_float(r.get(metric))
         if r.get("status") == "ok" and v is not None:
             configs[key].append(v)
@@ -948,8 +954,11 @@ def seeds(args):
     ax.set_xlabel(f"configuration ({', '.join(names) or 'seed only'}), best mean first", fontsize=8)
     ax.set_ylabel(f"{label} ({'higher' if maximize else 'lower'} is better)")
     n_ok = sum(len(v) for v in configs.values())
+    if repeats:
+        note(f"seeds: {repeats} trial(s) repeat an earlier trial's configuration and seed, the same run again: "
+             "counted once, by the first")
     ax.set_title(args.title or f"{os.path.basename(os.path.normpath(args.dir))}: {label} over seeds "
-                 f"(ok {n_ok}/{len(recs)})", fontsize=9)
+                 f"(ok {n_ok}/{len(recs) - repeats})", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()

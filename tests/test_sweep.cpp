@@ -1451,6 +1451,39 @@ TEST(SeedGroups, TiesRankByTrialIdWhateverOrderTheyFinishedIn) {
   EXPECT_EQ(seed_groups(s, reversed)[0].params[0].second, "0.1");
 }
 
+TEST(SeedGroups, ARepeatedDrawOfAConfigurationAndSeedCountsOnce) {
+  // A random sweep draws with replacement: optimizer {sgd, adam} x seed {0, 1} over 7 trials
+  // repeats pairs, each the same run again. Counted once (by its first trial), so n, the std
+  // and the pairing with rank 1 are over distinct seeds (they read n 4, 12/12 before).
+  SweepSpec s = parse_sweep(
+      "method: random\nrun_cap: 7\nparameters:\n  lr: {values: [0.1, 0.01]}\n"
+      "  seed: {values: [0, 1]}\n",
+      "s.yaml");
+  std::vector<TrialRecord> rs = {
+      seed_trial(0, "0.1", 0, "ok", 0.90), seed_trial(1, "0.1", 0, "ok", 0.90),
+      seed_trial(2, "0.1", 1, "ok", 0.92), seed_trial(3, "0.01", 0, "ok", 0.80),
+      seed_trial(4, "0.1", 1, "ok", 0.92), seed_trial(5, "0.01", 1, "ok", 0.84),
+      seed_trial(6, "0.01", 0, "ok", 0.80)};
+  std::vector<SeedGroup> g = seed_groups(s, rs);
+  ASSERT_EQ(g.size(), 2u);
+  EXPECT_EQ(g[0].params[0].second, "0.1");
+  EXPECT_EQ(g[0].metrics.size(), 2u);
+  EXPECT_EQ(g[0].repeats, 2);
+  EXPECT_NEAR(g[0].stddev, 0.02 / std::sqrt(2.0), 1e-12);
+  EXPECT_EQ(g[1].metrics.size(), 2u);
+  EXPECT_EQ(g[1].repeats, 1);
+  EXPECT_EQ(g[1].paired_n, 2);
+  EXPECT_EQ(g[1].best_ahead, 2);
+  EXPECT_NEAR(g[1].paired_diff, -0.09, 1e-12);
+  const std::string t = seed_table(s, rs);
+  EXPECT_NE(t.find("2/2\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("(3 trials repeat an earlier trial's configuration and seed"), std::string::npos)
+      << t;
+  // The first trial of a pair decides, whatever order the results arrived in.
+  std::vector<TrialRecord> reversed(rs.rbegin(), rs.rend());
+  EXPECT_EQ(seed_table(s, reversed), t);
+}
+
 TEST(SeedGroups, NoTableWithoutRepeatedSeeds) {
   SweepSpec with_seed = parse_sweep(
       "method: grid\nparameters:\n  lr: {values: [0.1, 0.01]}\n  seed: {values: [0, 1]}\n",

@@ -385,6 +385,20 @@ std::string base_name(const std::string& path) {
   const size_t slash = path.rfind('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
+
+// A path spelt without "." parts and repeated or trailing slashes ("./a//b/." -> "a/b"): for
+// comparing directories that do not exist yet, which stat cannot.
+std::string plain_spelling(const std::string& p) {
+  std::string out = !p.empty() && p[0] == '/' ? "/" : "";
+  for (size_t i = 0; i < p.size();) {
+    size_t j = p.find('/', i);
+    if (j == std::string::npos) j = p.size();
+    if (j > i && p.compare(i, j - i, ".") != 0)
+      out += (out.empty() || out == "/" ? "" : "/") + p.substr(i, j - i);
+    i = j + 1;
+  }
+  return out.empty() ? "." : out;
+}
 }  // namespace
 
 std::string data_file_clash(const std::string& out, const Dataset& d) {
@@ -412,15 +426,19 @@ void check_outputs_spare_data(const RunConfig& cfg, const std::vector<const Data
   }
 }
 
-void check_output_paths(const RunConfig& cfg) {
+void check_output_paths(const RunConfig& cfg, const std::string& made_dir) {
   struct stat st;
   const auto outs = output_files(cfg);  // (the CSV with its CSV.suggestions)
   const std::pair<const char*, std::string> ins[] = {
       {"--resume", cfg.resume}, {"--config", cfg.config_path}, {"--schedule-file", cfg.sched.file}};
+  // A file directly in the directory the caller makes before the run (a sweep's --dir, still
+  // to be made) is checked when it is written; its missing directory is no error.
+  const bool made_later = !made_dir.empty() && ::stat(made_dir.c_str(), &st) != 0;
   for (size_t i = 0; i < 3; ++i) {
     const auto& [opt, path] = outs[i];
     if (path.empty()) continue;
-    check_output_file(opt, path, i == 1, i == 2 ? ".suggestions" : nullptr);
+    if (!made_later || plain_spelling(dir_name(path)) != plain_spelling(made_dir))
+      check_output_file(opt, path, i == 1, i == 2 ? ".suggestions" : nullptr);
     for (size_t j = 0; j < i; ++j)  // one would overwrite the other
       KILN_USAGE_CHECK(outs[j].second.empty() || !same_file(path, outs[j].second),
                        outs[j].first << " and " << opt << " name the same file " << path);

@@ -59,8 +59,9 @@ std::string run_id_of(const std::string& config_json);
 // Fails early (usage error), before any work, when an output (--save, --log, --lr-find-csv)
 // cannot be written: its directory is missing, it is a directory, two outputs or an output and
 // an input (--resume, --config, --schedule-file) are the same file; or when the checkpoint
-// directory cannot be made.
-void check_output_paths(const RunConfig& cfg);
+// directory cannot be made. An output directly in `made_dir`, a directory the caller makes
+// before the run when it does not exist yet (a sweep's --dir), passes without its directory.
+void check_output_paths(const RunConfig& cfg, const std::string& made_dir = "");
 // The same outputs against the data files the run has read (Dataset::files; once loaded): an
 // output over one of them, or at a name the loader reads for one, is a usage error (--save
 // over train-images-idx3-ubyte.gz, or at train-images-idx3-ubyte beside it).

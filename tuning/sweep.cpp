@@ -995,6 +995,7 @@ std::vector<SeedGroup> seed_groups(const SweepSpec& spec, const std::vector<Tria
   std::vector<SeedGroup> groups;
   if (seed_at == spec.params.size()) return groups;
   std::map<std::vector<std::pair<std::string, std::string>>, size_t> index;
+  std::vector<std::set<std::string>> seen;  // each group's seeds so far
   // Groups in the order of their first trial id (tied means keep it), not of finishing.
   std::vector<const TrialRecord*> by_id;
   for (const auto& r : rs) by_id.push_back(&r);
@@ -1009,11 +1010,17 @@ std::vector<SeedGroup> seed_groups(const SweepSpec& spec, const std::vector<Tria
       it = index.emplace(key, groups.size()).first;
       groups.push_back(SeedGroup{});
       groups.back().params = key;
+      seen.emplace_back();
     }
     SeedGroup& g = groups[it->second];
+    const std::string seed = seed_at < r.params.size() ? r.params[seed_at].second : "";
+    if (!seen[it->second].insert(seed).second) {
+      ++g.repeats;  // a second sample of one run would shrink std and double-count its pairs
+      continue;
+    }
     if (r.status == "ok" && std::isfinite(r.metric)) {
       g.metrics.push_back(r.metric);
-      g.seeds.push_back(seed_at < r.params.size() ? r.params[seed_at].second : "");
+      g.seeds.push_back(seed);
     } else
       ++g.not_ok;
   }
@@ -1099,6 +1106,12 @@ std::string seed_table(const SweepSpec& spec, const std::vector<TrialRecord>& rs
     }
     os << "\n";
   }
+  int repeats = 0;
+  for (const auto& g : groups) repeats += g.repeats;
+  if (repeats > 0)
+    os << "(" << repeats << " trial" << (repeats == 1 ? " repeats" : "s repeat")
+       << " an earlier trial's configuration and seed, the same run again: counted once, by the "
+       << "first)\n";
   return os.str();
 }
 

@@ -167,6 +167,9 @@ struct SeedGroup {
   std::vector<double> metrics;                              // ok trials with a finite metric
   std::vector<std::string> seeds;                           // the seed of each metric
   int not_ok = 0;                                           // pruned or failed trials
+  // Trials with an earlier trial's configuration and seed (a random sweep draws with
+  // replacement): the same run again, counted once, by the first.
+  int repeats = 0;
   double mean = NAN, stddev = NAN, min = NAN, max = NAN;    // over metrics; stddev needs 2
   // Against the first (best) group, over the seeds both finished: mean of (this - best), the
   // number of such seeds and on how many the best group is strictly better.

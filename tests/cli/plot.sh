@@ -51,6 +51,13 @@ printf 'method: grid\nbase: {epochs: 1, optimizer: sgd, schedule: constant}\npar
 "$KILN_BIN/sweep" s.yaml --dir seeds "${common[@]}" > /dev/null
 "$py" "$plot" seeds seeds -o seeds.png
 check seeds.png
+# A random sweep's repeated draw of a configuration and seed (here trial 0 again, as trial 4)
+# is the same run: counted once, as the sweep's own over-seeds table counts it.
+cp -r seeds seedsdup
+"$py" -c "import json,sys; r=json.loads(open(sys.argv[1]).readline()); r['trial']=4; open(sys.argv[1],'a').write(json.dumps(r)+'\n')" seedsdup/results.jsonl
+"$py" "$plot" seeds seedsdup -o seedsdup.png 2> err.txt
+check seedsdup.png
+grep -q "seeds: 1 trial(s) repeat an earlier trial's configuration and seed" err.txt || { echo "FAIL: a repeated draw was not counted once"; cat err.txt; exit 1; }
 # A sweep trial's curve is labelled with its parameters (from results.csv), and the lr panel
 # follows the step records where the run logged them: a one-cycle run's 16 steps in 2 epochs.
 "$KILN_BIN/train_mnist" "${common[@]}" --train-limit 256 --epochs 2 --log-every 1 --log oc.jsonl > /dev/null 2>&1
@@ -121,6 +128,11 @@ for p, want in table.items():
     got = "%.3f" % e if math.isfinite(e) else "-"
     print(p, "plot", got, "sweep", want)
     assert got == want, p
+# Equal scores explain nothing (the table's '-'), whatever their mean rounds to, and no share
+# passes 1: nine trials at 0.098 (a model stuck on class 0) read 4.000 before.
+assert math.isnan(plot.explained([1, 2, 3, 4, 5, 6, 7, 8, 9], [0.098] * 9, True))
+assert math.isnan(plot.explained(["a", "b", "c"] * 10, [0.1] * 30, False))
+assert plot.explained([1, 2], [0.1, 0.3], True) <= 1.0
 assert plot.sweep_goal("metric: {name: test_loss}\n") == ("test_loss", False)
 assert plot.sweep_goal("metric: {name: test_loss, goal: maximize}\n") == ("test_loss", True)
 assert plot.sweep_goal("method: grid\n") == ("test_acc", True)

@@ -173,6 +173,14 @@ for args in "--config lr.yaml" "--save missing/x.safetensors" "--checkpoint-dir 
   [ $rc -eq 2 ] && [ ! -e clash2/results.jsonl ] && [ "$(grep -c 'sweep: error:' err.txt)" -eq 1 ] ||
     { echo "FAIL: sweep $args rc=$rc"; cat err.txt; exit 1; }
 done
+# ... but a --save directly in the sweep's own --dir, which the sweep makes, is no error on a
+# fresh run ("directory does not exist" before; a rerun passed), whatever the dir's spelling.
+printf 'method: grid\nbase: {model: mlp, width: 8, epochs: 1, train_limit: 200, test_limit: 100}\nparameters:\n  lr: {values: [0.1]}\n' > one.yaml
+"$KILN_BIN/sweep" one.yaml --dir ./insd/ --save insd/m.safetensors "${common[@]}" > /dev/null 2> err.txt ||
+  { echo "FAIL: --save in a fresh --dir"; cat err.txt; exit 1; }
+[ -s insd/m.trial-0.safetensors ] || { echo "FAIL: --save in --dir wrote no model"; ls insd; exit 1; }
+usage_error "--save in a subfolder of a fresh --dir" "directory insd2/sub does not exist" one.yaml --dir insd2 --save insd2/sub/m.safetensors "${common[@]}"
+[ ! -e insd2 ] || { echo "FAIL: a refused sweep made its directory"; exit 1; }
 grep -q "lr.yaml: key 'lr': 'lr' is a parameter of s.yaml" <("$KILN_BIN/sweep" s.yaml --config lr.yaml "${common[@]}" 2>&1) ||
   { echo "FAIL: --config message"; exit 1; }
 for args in "s.yaml" "--worker 5/2" "--lr 0.1" "--importance seeds"; do
