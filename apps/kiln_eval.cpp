@@ -122,16 +122,31 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(limit >= 0, "--test-limit " << limit << ": must be >= 0");
     Device dev = resolve_device(cfg.device);
     set_num_threads(resolve_threads(threads));
+    // The dump spares the dataset's files of both splits in that directory, not only those it
+    // scores (a dump over train-images-idx3-ubyte.gz exited 0, and every later run failed).
+    for (const std::string s : {"test", "train"}) {
+      if (dump.empty()) break;
+      const Dataset where = dataset_files(cfg.data, s);
+      const bool scored = (split == "test") == (s == "test");
+      if (const std::string f = data_file_clash(dump, where); !f.empty())
+        KILN_USAGE_FAIL("--dump-logits " << dump << " is " << f << ", a file of " << where.name
+                                         << (scored ? " it reads" : ", which later runs read")
+                                         << "; name another");
+    }
     // The train and val splits come from one read of the training files, which also signs the
     // run's training rows for the note below.
     TrainValSplit tv;
-    if (split != "test") tv = load_train_val(cfg.data, dev);
-    Dataset test = split == "test"    ? load_dataset(cfg.data, split, dev)
-                   : split == "train" ? tv.train
-                                      : tv.val;
-    if (const std::string f = dump.empty() ? "" : data_file_clash(dump, test); !f.empty())
-      KILN_USAGE_FAIL("--dump-logits " << dump << " is " << f << ", a file of " << test.name
-                                       << " it reads; name another");
+    Dataset test;
+    try {
+      if (split != "test") tv = load_train_val(cfg.data, dev);
+      test = split == "test"    ? load_dataset(cfg.data, split, dev)
+             : split == "train" ? tv.train
+                                : tv.val;
+    } catch (const Error& e) {  // the directory is the run's, perhaps relative to another cwd
+      if (!data_dir.empty()) throw;
+      throw e.prefixed("checkpoint " + ckpt + "'s recorded --data-dir " + cfg.data.data_dir +
+                       " (pass --data-dir): ");
+    }
     if (!test.note.empty()) std::fprintf(stderr, "kiln_eval: note: %s\n", test.note.c_str());
     // The train and val splits are the run's own rows only on the data it trained on.
     if (const std::string* was = file.meta("train_data"); was && split != "test") {

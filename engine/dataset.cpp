@@ -283,17 +283,17 @@ static std::string missing_hint(const std::string& data_dir, const std::vector<s
         if (exists_any(d + "/" + b + ext) && !is_file(d + "/" + b + ext))
           return d + "/" + b + ext + " is a dangling symlink or not a regular file";
   *layout = true;  // from here on, the data is there in a form kiln does not read
-  const std::string& dd = data_dir;
-  if (!cifar) {
-    if (exists_any(dd + "/mnist.npz") || exists_any(dd + "/fashion-mnist.npz")) return npz_hint();
-  } else {
-    for (const std::string& d : {dd, dd + "/cifar-10-batches-py"})
-      if (exists_any(d + "/data_batch_1") || exists_any(d + "/cifar-10-batches-py"))
-        return "this is the Python (pickle) version of CIFAR-10 (torchvision, Keras); kiln reads "
-               "the binary version: cifar-10-binary.tar.gz, unpacked";
-    if (exists_any(dd + "/cifar-10-binary.tar.gz"))
-      return "unpack it first: tar xzf " + dd + "/cifar-10-binary.tar.gz -C " + dd;
-    if (exists_any(dd + "/train.bin") || exists_any(dd + "/cifar-100-binary"))
+  for (const std::string& d : dirs) {  // <data_dir>/<dataset>/ first, where fetch_data.sh puts it
+    if (!cifar) {
+      if (exists_any(d + "/mnist.npz") || exists_any(d + "/fashion-mnist.npz")) return npz_hint();
+      continue;
+    }
+    if (exists_any(d + "/data_batch_1") || exists_any(d + "/cifar-10-batches-py"))
+      return "this is the Python (pickle) version of CIFAR-10 (torchvision, Keras); kiln reads "
+             "the binary version: cifar-10-binary.tar.gz, unpacked";
+    if (exists_any(d + "/cifar-10-binary.tar.gz"))
+      return "unpack it first: tar xzf " + d + "/cifar-10-binary.tar.gz -C " + d;
+    if (exists_any(d + "/train.bin") || exists_any(d + "/cifar-100-binary"))
       return "this looks like CIFAR-100 (train.bin/test.bin, 2 label bytes a record), which "
              "kiln does not read";
   }
@@ -357,18 +357,10 @@ TrainValSplit load_train_val(const DataOptions& opts, Device device) {
   return out;
 }
 
-Dataset load_dataset(const DataOptions& opts, const std::string& split, Device device) {
-  std::vector<float> mean, std;
-  dataset_stats(opts.dataset, mean, std);
-  KILN_USAGE_CHECK(split == "train" || split == "val" || split == "test",
-                   "unknown split '" << split << "' (expected train, val or test)");
-  if (split == "val") {
-    KILN_USAGE_CHECK(opts.val_split > 0, "split val needs a validation split (--val-split > 0)");
-    return load_train_val(opts, device).val;
-  }
-  if (split == "train" && opts.val_split != 0) return load_train_val(opts, device).train;
-  const int64_t limit = split == "train" ? opts.train_limit : opts.test_limit;
-  KILN_USAGE_CHECK(limit >= 0, split << " limit must be >= 0, got " << limit);
+// Where split "train" or "test" of opts.dataset is: the files load_dataset reads (Dataset::files)
+// and the names tried before them (Dataset::shadows). Files not all there: an error naming
+// them, the directories searched and why (or, with `missing_ok`, nothing).
+static Dataset locate_split(const DataOptions& opts, const std::string& split, bool missing_ok) {
   const std::string name = opts.dataset + "/" + split;
   std::vector<std::string> dirs = {opts.data_dir + "/" + opts.dataset, opts.data_dir};
   const bool cifar = opts.dataset == "cifar10";
@@ -392,11 +384,14 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
     const std::string pre = split == "train" ? "train" : "t10k";
     bases = {pre + "-images-idx3-ubyte", pre + "-labels-idx1-ubyte"};
   }
+  Dataset out;
+  out.name = name;
   std::vector<std::string> found, missing;
   for (const std::string& b : bases) {
     std::string p = find_file(dirs, b);
     (p.empty() ? missing : found).push_back(p.empty() ? b : p);
   }
+  if (!missing.empty() && missing_ok) return out;
   // A split's files come from one directory: images of one copy with another's labels (or
   // CIFAR batches of two copies) would load without a word. The first that holds them all.
   if (missing.empty()) {
@@ -419,22 +414,45 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
   if (!missing.empty()) {
     bool layout = false;
     const std::string hint = missing_hint(opts.data_dir, dirs, missing, cifar, &layout);
+    const char* advice = layout  ? ""
+                         : cifar ? "CIFAR-10 (binary version) must be supplied: --data-dir at the "
+                                   "unpacked cifar-10-binary.tar.gz (cifar-10-batches-bin/), or "
+                                   "scripts/fetch_data.sh --cifar-dir DIR"
+                                 : "run scripts/fetch_data.sh to download it";
     KILN_FAIL(name << ": cannot find " << join(missing, ", ") << " (raw or .gz) in "
-                   << join(dirs, ", ") << "; " << (hint.empty() ? "" : hint + "; ")
-                   << (layout  ? ""
-                       : cifar ? "CIFAR-10 (binary version) must be supplied: --data-dir at the "
-                                 "unpacked cifar-10-binary.tar.gz (cifar-10-batches-bin/), or "
-                                 "scripts/fetch_data.sh --cifar-dir DIR"
-                               : "run scripts/fetch_data.sh to download it"));
+                   << join(dirs, ", ") << "; " << hint << (hint.empty() || !*advice ? "" : "; ")
+                   << advice);
   }
-  std::vector<std::pair<std::string, std::string>> shadows;
   for (size_t i = 0; i < bases.size(); ++i)
     for (const std::string& p : read_before(dirs, bases[i], found[i], bases.size() == 1))
-      shadows.emplace_back(p, found[i]);
-  if (cifar) {
+      out.shadows.emplace_back(p, found[i]);
+  out.files = found;
+  return out;
+}
+
+Dataset dataset_files(const DataOptions& opts, const std::string& split) {
+  return locate_split(opts, split == "test" ? "test" : "train", true);
+}
+
+Dataset load_dataset(const DataOptions& opts, const std::string& split, Device device) {
+  std::vector<float> mean, std;
+  dataset_stats(opts.dataset, mean, std);
+  KILN_USAGE_CHECK(split == "train" || split == "val" || split == "test",
+                   "unknown split '" << split << "' (expected train, val or test)");
+  if (split == "val") {
+    KILN_USAGE_CHECK(opts.val_split > 0, "split val needs a validation split (--val-split > 0)");
+    return load_train_val(opts, device).val;
+  }
+  if (split == "train" && opts.val_split != 0) return load_train_val(opts, device).train;
+  const int64_t limit = split == "train" ? opts.train_limit : opts.test_limit;
+  KILN_USAGE_CHECK(limit >= 0, split << " limit must be >= 0, got " << limit);
+  const Dataset where = locate_split(opts, split, false);
+  const std::string& name = where.name;
+  const std::vector<std::string>& found = where.files;
+  if (opts.dataset == "cifar10") {
     Dataset ds = load_cifar_files(found, name, limit, opts.normalize, device);
     ds.files = found;
-    ds.shadows = shadows;
+    ds.shadows = where.shadows;
     return ds;
   }
   Dataset ds =
@@ -476,7 +494,7 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
     ds.note = os.str();
   }
   ds.files = found;
-  ds.shadows = shadows;
+  ds.shadows = where.shadows;
   return device == Device::CPU ? ds : ds.to(device);
 }
 

@@ -428,13 +428,14 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
     last_step += n / b + (n % b != 0) - (epoch == from.epoch ? from.batch : 0);  // (b may be huge)
     if (opts_.step_limit > 0 && last_step > opts_.step_limit) break;
     const auto [name, layer] = model_.layer_refusing_batch(smallest);
-    KILN_USAGE_CHECK(!layer, "layer " << name << " (" << layer->describe()
-                                      << ") trains on batches of at least "
-                                      << layer->min_training_batch() << ", and epoch " << epoch + 1
-                                      << " ends in a batch of " << smallest << " (" << n
-                                      << " training images in batches of " << b << "): change "
-                                      << (bsched.empty() ? "--batch-size" : "--batch-schedule")
-                                      << " or --train-limit so none is left over");
+    KILN_USAGE_CHECK(
+        !layer, "layer " << name << " (" << layer->describe() << ") trains on batches of at least "
+                         << layer->min_training_batch() << ", and epoch " << epoch + 1
+                         << " ends in a batch of " << smallest << " (" << n
+                         << " training images in batches of " << b << "): change "
+                         << (bsched.empty() ? "--batch-size" : "--batch-schedule")
+                         << (val_set ? ", --train-limit or --val-split" : " or --train-limit")
+                         << " so none is left over");
   }
   std::vector<EpochRecord> out;
   bool tty = opts_.progress == 1;

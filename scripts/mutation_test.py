@@ -1111,6 +1111,14 @@ MUTANTS = [
     ("save-in-fresh-sweep-dir", "tuning/run_checkpoint.cpp",
      [("if (!made_later || plain_spelling(dir_name(path)) != plain_spelling(made_dir))", "if (true)")],
      "sweep --save DIR/m.safetensors is refused on a fresh run, its directory DIR not made yet (until 2026-12-05)"),
+    ("eval-dump-spares-scored-split", "apps/kiln_eval.cpp",
+     [("const Dataset where = dataset_files(cfg.data, s);",
+       "const Dataset where = dataset_files(cfg.data, split == \"test\" ? \"test\" : \"train\");")],
+     "kiln_eval --dump-logits over a training file while scoring the test set: written, and every later run fails on it (until 2026-12-05)"),
+    ("layout-hint-data-dir-only", "engine/dataset.cpp",
+     [("  for (const std::string& d : dirs) {  // <data_dir>/<dataset>/ first",
+       "  for (const std::string& d : {data_dir}) {  // <data_dir>/<dataset>/ first")],
+     "mnist.npz or CIFAR-10's pickle files in <data_dir>/<dataset>/ get the download advice, not the layout's hint (until 2026-12-05)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -446,6 +446,29 @@ TEST(LoadDataset, MissingFilesSayWhy) {
   write_file(t.file("mnist.npz"), {'P', 'K', 3, 4});
   m = why(t.path.string());
   EXPECT_FALSE(has(m, "fetch_data.sh to download")) << m;
+  // The message ends with a layout's hint (it ended in "; "), which is found in
+  // <data_dir>/<dataset>/ too, where fetch_data.sh puts the data (the usual advice came there).
+  const auto ends_with = [](const std::string& m, const std::string& tail) {
+    return m.size() >= tail.size() && m.compare(m.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  EXPECT_TRUE(ends_with(m, "(docs/FORMATS.md)")) << m;
+  fs::remove(t.file("mnist.npz"));
+  fs::create_directories(t.path / "mnist");
+  write_file(t.file("mnist/mnist.npz"), {'P', 'K', 3, 4});
+  m = why(t.path.string());
+  EXPECT_TRUE(has(m, "mnist.npz is Keras' NumPy archive, not IDX")) << m;
+  fs::create_directories(t.path / "cifar10");
+  write_file(t.file("cifar10/cifar-10-binary.tar.gz"), {0x1f, 0x8b});
+  m = why(t.path.string(), "cifar10");
+  const std::string sub = t.file("cifar10");
+  EXPECT_TRUE(
+      ends_with(m, "; unpack it first: tar xzf " + sub + "/cifar-10-binary.tar.gz -C " + sub))
+      << m;
+  fs::remove(t.file("cifar10/cifar-10-binary.tar.gz"));
+  write_file(t.file("cifar10/data_batch_1"), {0x80, 2});
+  m = why(t.path.string(), "cifar10");
+  EXPECT_TRUE(ends_with(m, "; kiln reads the binary version: cifar-10-binary.tar.gz, unpacked"))
+      << m;
 }
 
 TEST(LoadDataset, NotesFilesThatLookLikeAnotherDataset) {

@@ -413,6 +413,15 @@ TEST(TrainerCpu, ABatchNormBatchOfOneIsFoundBeforeTraining) {
                      "change --batch-size or --train-limit"),
             std::string::npos)
       << why;
+  c.data.train_limit = 258;  // with a validation split, which is what leaves the 1 over
+  c.data.val_split = 0.5;
+  const std::string held = refused();
+  EXPECT_NE(held.find("(129 training images in batches of 32): change --batch-size, "
+                      "--train-limit or --val-split so none is left over"),
+            std::string::npos)
+      << held;
+  c.data.train_limit = 129;
+  c.data.val_split = 0;
   // The LR range test stops after --num-it steps: a last batch past them is never reached.
   RunConfig lf = c;
   lf.lr_find = true;

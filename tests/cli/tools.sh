@@ -128,6 +128,12 @@ check resume-recorded-init-given train_mnist 2 "^train_mnist: error: --init: unk
   "${common[@]}" --resume rec.st --epochs 1 --init x
 check eval-recorded-init kiln_eval 2 "^kiln_eval: error: checkpoint rec.st: its recorded options: --init: unknown init '1\.5'" -- \
   rec.st --data-dir "$KILN_TEST_DATA"
+# A recorded relative --data-dir read from another directory: the error says whose it is and
+# what to pass (it advised downloading the data).
+(mkdir -p w && cd w && ln -s "$KILN_TEST_DATA" d &&
+  "$KILN_BIN/train_mnist" --device cpu --data-dir d --train-limit 100 --model mlp --width 8 --epochs 0 --save ../rel.st >/dev/null 2>&1)
+check eval-recorded-data-dir kiln_eval 1 "^kiln_eval: error: checkpoint rel.st's recorded --data-dir d \(pass --data-dir\): mnist/test: cannot find" -- rel.st
+check eval-given-data-dir kiln_eval 1 "^kiln_eval: error: mnist/test: cannot find" -- rel.st --data-dir d
 
 # scripts/time_to_acc.sh: a bad SEEDS is a usage error (exit 2; "--" first keeps the default 5),
 # a failed run's line names its error (stderr, not the banner), and a seed short of the target

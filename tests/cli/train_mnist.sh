@@ -62,14 +62,23 @@ cp -r "$data" "$tmp/dcopy"
 [ $? = 2 ] && grep -q "t10k-images-idx3-ubyte.gz, a file of mnist/test it reads; name another" "$tmp/eval" &&
   cmp -s "$tmp/dcopy/mnist/t10k-images-idx3-ubyte.gz" "$data/mnist/t10k-images-idx3-ubyte.gz" ||
   { echo "FAIL kiln_eval --dump-logits over a data file"; cat "$tmp/eval"; fail=1; }
+# ... and over one of the split it does not score: the training files when it scores the test
+# set (written, exit 0, and every later run on that directory failed)
+"$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$tmp/dcopy" \
+  --dump-logits "$tmp/dcopy/mnist/train-images-idx3-ubyte.gz" > "$tmp/eval" 2>&1
+[ $? = 2 ] && grep -q "train-images-idx3-ubyte.gz, a file of mnist/train, which later runs read; name another" "$tmp/eval" &&
+  cmp -s "$tmp/dcopy/mnist/train-images-idx3-ubyte.gz" "$data/mnist/train-images-idx3-ubyte.gz" ||
+  { echo "FAIL kiln_eval --dump-logits over a training file"; cat "$tmp/eval"; fail=1; }
 # ... and so is an output at a name the loader reads before that file (the raw name beside its
 # .gz): it was written, and every later run failed on it as a bad IDX file
 for out in "kiln_eval $tmp/v.safetensors --dump-logits $tmp/dcopy/mnist/t10k-images-idx3-ubyte" \
+           "kiln_eval $tmp/v.safetensors --dump-logits $tmp/dcopy/mnist/train-images-idx3-ubyte" \
+           "kiln_eval $tmp/v.safetensors --split val --dump-logits $tmp/dcopy/mnist/t10k-labels-idx1-ubyte" \
            "train_mnist --epochs 0 --save $tmp/dcopy/mnist/train-images-idx3-ubyte" \
            "lr_find --num-it 3 --lr-find-csv $tmp/dcopy/mnist/t10k-labels-idx1-ubyte"; do
   read -r -a words <<<"$out"
   "$KILN_BIN/${words[0]}" "${words[@]:1}" --data-dir "$tmp/dcopy" > "$tmp/eval" 2>&1
-  [ $? = 2 ] && grep -q "is a name the loader reads before $tmp/dcopy/mnist/.*-ubyte.gz, a file of mnist/t.* reads; name another" "$tmp/eval" &&
+  [ $? = 2 ] && grep -q "is a name the loader reads before $tmp/dcopy/mnist/.*-ubyte.gz, a file of mnist/t.* read.*; name another" "$tmp/eval" &&
     [ "$(ls "$tmp/dcopy/mnist" | grep -vc '\.gz$')" = 0 ] ||
     { echo "FAIL: ${words[0]} wrote beside a data file: $out"; cat "$tmp/eval"; ls "$tmp/dcopy/mnist"; fail=1; }
 done
