@@ -630,7 +630,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
     const bool held_out = val_set || test;
     const double watched_loss = r.held_out(false), watched_acc = r.held_out(true);
     const double watched = sched_.watches_accuracy() ? watched_acc : watched_loss;
-    sched_.on_epoch_end(epoch, static_cast<float>(watched));
+    sched_.on_epoch_end(epoch, watched);
     if (std::string note = sched_.take_note(); !note.empty() && log)
       log("warning: epoch " + std::to_string(epoch + 1) + ": " + note);
     if (opts_.early_stop > 0) {

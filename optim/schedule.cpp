@@ -217,8 +217,8 @@ class PlateauLR : public Schedule {
   }
   float lr(int, long long) override { return lr_; }
   bool watches_accuracy() const override { return o_.mode == "max"; }
-  void on_epoch_end(int, float metric) override {
-    double m = metric;
+  void on_epoch_end(int, double metric) override {
+    const double m = metric;
     const double t = o_.threshold;
     const bool rel = o_.threshold_mode == "rel";
     bool better = o_.mode == "max" ? m > (rel ? best_ * (1.0 + t) : best_ + t)
@@ -294,7 +294,7 @@ class ManualLR : public Schedule {
       }
     return v;
   }
-  void on_epoch_end(int, float) override {
+  void on_epoch_end(int, double) override {
     std::string why;
     try {
       std::vector<std::pair<int, float>> entries = load();
@@ -373,7 +373,7 @@ class WarmupLR : public Schedule {
     return v;
   }
   float momentum(int epoch, long long t) override { return inner_->momentum(epoch, t); }
-  void on_epoch_end(int epoch, float metric) override { inner_->on_epoch_end(epoch, metric); }
+  void on_epoch_end(int epoch, double metric) override { inner_->on_epoch_end(epoch, metric); }
   std::string take_note() override { return inner_->take_note(); }
   bool watches_accuracy() const override { return inner_->watches_accuracy(); }
   bool per_step() const override { return true; }
@@ -456,7 +456,7 @@ void ScheduleOptions::validate() const {
 }
 
 std::vector<std::string> ScheduleOptions::ignored(const ScheduleOptions& d) const {
-  auto eq = [](float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+  auto eq = [](auto a, auto b) { return a == b || (std::isnan(a) && std::isnan(b)); };
   // Each option and the schedules that read it (the warm-up options compose with any).
   struct Use {
     const char* flag;

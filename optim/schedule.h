@@ -35,7 +35,8 @@ struct ScheduleOptions {
   std::string anneal_strategy = "cos";
   float factor = 0.1f;            // plateau
   int patience = 10, cooldown = 0;
-  float min_lr = 0.0f, threshold = 1e-4f;
+  float min_lr = 0.0f;
+  double threshold = 1e-4;  // a double, as the metric it compares (torch's float is one)
   std::string threshold_mode =
       "rel";  // plateau: rel (best * (1 -+ threshold)) | abs (best -+ threshold)
   std::string mode = "min";       // plateau watches the loss (min) or the accuracy (max)
@@ -57,8 +58,9 @@ class Schedule {
   // Momentum for this step, or < 0 when the schedule does not drive momentum.
   virtual float momentum(int /*epoch*/, long long /*step*/) { return -1.0f; }
   // After each epoch with the metric the plateau schedule watches: an accuracy when
-  // watches_accuracy() (plateau mode max), else a loss.
-  virtual void on_epoch_end(int /*epoch*/, float /*metric*/) {}
+  // watches_accuracy() (plateau mode max), else a loss. In double: 0.2 -> 0.3 is no gain of
+  // more than 0.1 (torch's doubles), but it is in float (0.30000001 > 0.2f + 0.1f).
+  virtual void on_epoch_end(int /*epoch*/, double /*metric*/) {}
   // What the last on_epoch_end has to say (a manual file's re-read that failed and was not
   // taken), once, then "": the trainer logs it as a warning.
   virtual std::string take_note() { return ""; }

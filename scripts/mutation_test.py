@@ -1119,6 +1119,12 @@ MUTANTS = [
      [("  for (const std::string& d : dirs) {  // <data_dir>/<dataset>/ first",
        "  for (const std::string& d : {data_dir}) {  // <data_dir>/<dataset>/ first")],
      "mnist.npz or CIFAR-10's pickle files in <data_dir>/<dataset>/ get the download advice, not the layout's hint (until 2026-12-05)"),
+    ("plateau-float-metric", "optim/schedule.cpp",
+     [("    const double m = metric;\n", "    const double m = static_cast<float>(metric);\n")],
+     "the plateau schedule compares its metric as a float: 0.2 -> 0.3 counts as a gain of more than abs 0.1, and the lr is not cut as torch cuts it (until 2026-12-05)"),
+    ("trainer-watched-float", "engine/trainer.cpp",
+     [("    sched_.on_epoch_end(epoch, watched);", "    sched_.on_epoch_end(epoch, static_cast<float>(watched));")],
+     "the trainer hands the plateau schedule its metric rounded to float (until 2026-12-05)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -284,6 +284,27 @@ TEST(Schedule, PlateauPatienceCooldownMinLr) {
   EXPECT_THROW(o.validate(), Error);
 }
 
+TEST(Schedule, PlateauComparesInDoubleAsTorch) {
+  // torch (doubles): an accuracy going 0.2 -> 0.3 is no gain of more than abs 0.1, nor
+  // 0.5 -> 0.55 of more than rel 0.1, so patience 0 halves the lr. In float both counted as
+  // gains (0.3f = 0.30000001 > 0.2f + 0.1f; 0.55f > 0.5 * 1.1f), and the lr stayed.
+  for (const auto& [mode, a, b] : {std::tuple<const char*, double, double>{"abs", 0.2, 0.3},
+                                   std::tuple<const char*, double, double>{"rel", 0.5, 0.55}}) {
+    ScheduleOptions o = named("plateau");
+    o.mode = "max";
+    o.factor = 0.5f;
+    o.patience = 0;
+    o.threshold = 0.1;
+    o.threshold_mode = mode;
+    auto s = sched(o, 1.0f);
+    s->on_epoch_end(0, a);
+    s->on_epoch_end(1, b);
+    EXPECT_EQ(s->lr(2, 0), 0.5f) << mode;
+    s->on_epoch_end(2, b + 0.2);  // a real gain keeps it
+    EXPECT_EQ(s->lr(3, 0), 0.5f) << mode;
+  }
+}
+
 TEST(Schedule, ManualFileReReadAndErrors) {
   std::string path = test::temp_file("manual_schedule.txt");
   { std::ofstream(path) << "# epoch lr\n1 0.1\n3 0.05\n\n5 0.01  # late\n"; }

@@ -375,7 +375,7 @@ OptionTable build_table() {
         kRangeTestUnused);
   t.add(opt_float("threshold",
                   "plateau improvement threshold (relative, or absolute with --threshold-mode abs)",
-                  [](RunConfig& c) -> float& { return c.sched.threshold; }),
+                  [](RunConfig& c) -> double& { return c.sched.threshold; }),
         kRangeTestUnused);
   t.add(opt_str("threshold-mode",
                 "plateau: rel (better than best * (1 - threshold)) | abs (best - threshold), as "
