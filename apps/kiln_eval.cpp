@@ -17,6 +17,7 @@
 #include "engine/checkpoint.h"
 #include "engine/json.h"
 #include "engine/parallel.h"
+#include "kernels/loss/loss_math.h"
 #include "tuning/options.h"
 #include "tuning/run.h"
 #include "tuning/run_checkpoint.h"
@@ -188,8 +189,8 @@ int main(int argc, char** argv) {
     std::memcpy(lt.data.data(), logits.data(), lt.data.size());
     for (int64_t i = 0; i < test.size(); ++i) {
       int64_t label = test.host_labels[i], best = 0;
-      for (int64_t j = 1; j < k; ++j)
-        if (logits[i * k + j] > logits[i * k + best]) best = j;
+      for (int64_t j = 1; j < k; ++j)  // the trainer's rule (torch's argmax: a NaN wins)
+        if (argmax_better(logits[i * k + j], j, logits[i * k + best], best)) best = j;
       correct += best == label;
       const auto* p = reinterpret_cast<const uint8_t*>(&label);
       lb.data.insert(lb.data.end(), p, p + 8);

@@ -423,6 +423,9 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
   if (opt) {
     KILN_CHECK(opt->bound_to(model),
                what << ": the optimizer given steps another model's parameters");
+    KILN_USAGE_CHECK(!opt_name.empty(),
+                     what << ": saved without optimizer state (load it with no optimizer: the "
+                          << "weights alone)");
     KILN_USAGE_CHECK(opt_name == opt->options().name,
                      what << ": saved with optimizer '" << printable(opt_name)
                           << "', this run uses '" << opt->options().name << "'");
@@ -455,7 +458,12 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
     Tensor src = Tensor::from_vector(vals, dst.shape(), Device::CPU);
     dst.copy_from(src);
   }
-  if (opt) opt->set_steps_taken(opt_steps);
+  if (opt) {
+    opt->set_steps_taken(opt_steps);
+    // The saved state had no non-finite step: a flag a diverged fit left would fail the next
+    // fit at once, naming a step past the loaded ones.
+    opt->reset_nonfinite_flag(ctx);
+  }
   return info;
 }
 

@@ -6,6 +6,7 @@
 // allocation failed) exits 1 like Runtime; a sweep records that trial as failed and goes on to
 // the next (a batch size or width that does not fit is one trial's problem, not the sweep's).
 #pragma once
+#include <locale>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -42,23 +43,25 @@ std::string not_regular_file_error(const std::string& path);
 }  // namespace kiln
 
 // KILN_CHECK(cond, "message " << value): a runtime error (exit 1) when cond is false.
-#define KILN_CHECK(cond, msg)                                                            \
-  do {                                                                                   \
-    if (!(cond)) {                                                                       \
-      std::ostringstream kiln_os_;                                                       \
-      kiln_os_ << msg;                                                                   \
+#define KILN_CHECK(cond, msg)                                                              \
+  do {                                                                                     \
+    if (!(cond)) {                                                                         \
+      std::ostringstream kiln_os_;                                                         \
+      kiln_os_.imbue(std::locale::classic()); /* "1.5", whatever the global locale */      \
+      kiln_os_ << msg;                                                                     \
       ::kiln::throw_error(::kiln::ErrorKind::Runtime, kiln_os_.str(), __FILE__, __LINE__); \
-    }                                                                                    \
+    }                                                                                      \
   } while (0)
 
 // KILN_USAGE_CHECK: the same, for errors the user made (bad option, shape, config): exit 2.
-#define KILN_USAGE_CHECK(cond, msg)                                                     \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      std::ostringstream kiln_os_;                                                      \
-      kiln_os_ << msg;                                                                  \
+#define KILN_USAGE_CHECK(cond, msg)                                                      \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
+      std::ostringstream kiln_os_;                                                       \
+      kiln_os_.imbue(std::locale::classic()); /* "1.5", whatever the global locale */    \
+      kiln_os_ << msg;                                                                   \
       ::kiln::throw_error(::kiln::ErrorKind::Usage, kiln_os_.str(), __FILE__, __LINE__); \
-    }                                                                                   \
+    }                                                                                    \
   } while (0)
 
 // Unconditional forms: no `if` around the throw, so a function ending in one needs no return
@@ -66,6 +69,7 @@ std::string not_regular_file_error(const std::string& path);
 #define KILN_FAIL_KIND_(kind, msg)                                                    \
   do {                                                                                \
     std::ostringstream kiln_os_;                                                      \
+    kiln_os_.imbue(std::locale::classic()); /* "1.5", whatever the global locale */   \
     kiln_os_ << msg;                                                                  \
     ::kiln::throw_error(::kiln::ErrorKind::kind, kiln_os_.str(), __FILE__, __LINE__); \
   } while (0)

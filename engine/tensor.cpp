@@ -2,10 +2,30 @@
 
 #include <limits>
 #include <sstream>
+#include <utility>
 
 #include "engine/error.h"
 
 namespace kiln {
+
+Tensor::Tensor(Tensor&& o) noexcept
+    : buf_(std::move(o.buf_)),
+      data_(std::exchange(o.data_, nullptr)),
+      shape_(std::move(o.shape_)),
+      device_(o.device_) {
+  o.shape_.clear();
+}
+
+Tensor& Tensor::operator=(Tensor&& o) noexcept {
+  if (this != &o) {
+    buf_ = std::move(o.buf_);
+    data_ = std::exchange(o.data_, nullptr);
+    shape_ = std::move(o.shape_);
+    o.shape_.clear();
+    device_ = o.device_;
+  }
+  return *this;
+}
 
 int64_t Tensor::dim(int i) const {
   const int n = ndim();
@@ -85,6 +105,7 @@ Tensor Tensor::rows(int64_t begin, int64_t end) const {
 }
 
 Tensor Tensor::to(Device device) const {
+  if (!buf_) return Tensor();  // undefined stays so (not a 0-d tensor of garbage)
   Tensor t = empty(shape_, device);
   copy_bytes(t.data_, device, data_, device_, bytes());
   return t;

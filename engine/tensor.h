@@ -16,7 +16,14 @@ std::string shape_str(const Shape& s);  // "[128, 8, 26, 26]"
 
 class Tensor {
  public:
-  Tensor() = default;
+  Tensor() = default;  // undefined: no storage, numel() 0
+  Tensor(const Tensor&) = default;
+  Tensor& operator=(const Tensor&) = default;
+  // A moved-from tensor is undefined (the default move kept its data pointer, dangling once
+  // the storage it no longer owned was freed).
+  Tensor(Tensor&& o) noexcept;
+  Tensor& operator=(Tensor&& o) noexcept;
+  ~Tensor() = default;
   static Tensor empty(const Shape& shape, Device device);
   static Tensor zeros(const Shape& shape, Device device);
   static Tensor from_vector(const std::vector<float>& v, const Shape& shape, Device device);
@@ -25,7 +32,7 @@ class Tensor {
   const Shape& shape() const { return shape_; }
   int64_t dim(int i) const;  // i < 0 counts from the end; out of range: a kiln Error
   int ndim() const { return static_cast<int>(shape_.size()); }
-  int64_t numel() const { return shape_numel(shape_); }
+  int64_t numel() const { return buf_ ? shape_numel(shape_) : 0; }  // (shape {} alone is 1)
   size_t bytes() const { return static_cast<size_t>(numel()) * sizeof(float); }
   Device device() const { return device_; }
   float* data() const { return data_; }

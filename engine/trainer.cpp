@@ -1,5 +1,6 @@
 #include "engine/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -52,6 +53,12 @@ void TrainOptions::validate() const {
                        << " needs --early-stop N (it shapes early stopping's patience)");
   KILN_USAGE_CHECK(!restore_best || early_stop > 0,
                    "--restore-best needs --early-stop N (the best epoch is the one it watches)");
+  // (the apps' float options are finite; a library caller's NaN turned the bound off unsaid)
+  KILN_USAGE_CHECK(std::isfinite(max_loss),
+                   "--max-loss " << max_loss << ": must be finite (< 0 turns the bound off)");
+  KILN_USAGE_CHECK(progress >= -1 && progress <= 1,
+                   "progress " << progress << ": expected 1 (bar), 0 (lines) or -1 (auto)");
+  KILN_USAGE_CHECK(step_limit >= 0, "step limit " << step_limit << ": must be >= 0 (0: none)");
 }
 
 double EpochRecord::held_out(bool acc) const {
@@ -284,6 +291,9 @@ void Trainer::check_dataset(const Dataset& ds) {
 
 EvalResult Trainer::evaluate(const Dataset& ds) {
   check_dataset(ds);
+  // An empty set scores nothing: count 0, NaN loss and accuracy (fit with an empty held-out
+  // set trained an epoch, then threw from here).
+  if (ds.size() == 0) return EvalResult{NAN, NAN, 0};
   // The forward passes below replace the buffers layers hold from the last training step: a
   // captured graph would point at freed memory, and a capture must not free the evaluation's.
   if (graph_) graph_->invalidate();
@@ -320,13 +330,24 @@ EvalResult Trainer::evaluate(const Dataset& ds) {
 // (in forward order): everything up to it is cut off from the loss.
 std::string Trainer::zero_grad_weights(const StepStats& st, int* count) const {
   const auto& refs = model_.param_refs();
+  // With --l1/--l2 the norms are of g + the penalty's gradient, never 0 on nonzero weights (a
+  // dead net went unreported): then the loss's own gradients, flat_grads(), decide.
+  const OptimOptions& oo = opt_.options();
+  std::vector<float> raw;
+  if (oo.l1 > 0 || oo.l2 > 0) raw = model_.flat_grads().to_vector();
   std::string last;
   *count = 0;
-  for (size_t i = 0; i < refs.size() && i < st.tensor_grad_norms.size(); ++i)
-    if (refs[i].param->decay && st.tensor_grad_norms[i] == 0.0f) {
+  for (size_t i = 0; i < refs.size() && i < st.tensor_grad_norms.size(); ++i) {
+    if (!refs[i].param->decay) continue;
+    const float* g = raw.data() + (raw.empty() ? 0 : refs[i].param->offset);
+    const bool zero = raw.empty() ? st.tensor_grad_norms[i] == 0.0f
+                                  : std::all_of(g, g + shape_numel(refs[i].param->shape),
+                                                [](float v) { return v == 0.0f; });
+    if (zero) {
       ++*count;
       last = refs[i].name;
     }
+  }
   return last;
 }
 
@@ -372,6 +393,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
 }
 
 std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test, const TrainPosition& from) {
+  check_fit(train, test, from);
   JsonlWriter jsonl(opts_.log_path, from.epoch > 0 || from.batch > 0);
   try {
     return fit_epochs(train, test, from, jsonl);
@@ -390,6 +412,47 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
       }
     }
     throw;
+  }
+}
+
+// What fit() refuses before it opens the log (a refused fit truncated it) or takes a step.
+void Trainer::check_fit(const Dataset& train, const Dataset* test, const TrainPosition& from) {
+  KILN_USAGE_CHECK(from.epoch >= 0 && from.batch >= 0 && from.step >= from.batch,
+                   "fit: position epoch " << from.epoch << ", batch " << from.batch << ", step "
+                                          << from.step
+                                          << ": negative, or fewer steps than batches");
+  // Before the first step, so a bad held-out label does not cost an epoch of training.
+  for (const Dataset* ds : {&train, test, val_set})
+    if (ds) check_dataset(*ds);
+  KILN_CHECK(train.size() > 0, train.name << ": cannot train on an empty dataset");
+  std::vector<std::pair<int, int>> bsched;
+  if (!opts_.batch_schedule.empty()) bsched = parse_batch_schedule(opts_.batch_schedule);
+  // A batch a layer cannot train on (batch norm's batch of 1 without spatial dimensions) is
+  // found now, not when the epoch that ends in it has trained.
+  long long last_step = from.step;  // of the epoch's last batch, counting from 1
+  for (int epoch = from.epoch; epoch < opts_.epochs && train.size() > 0; ++epoch) {
+    const int64_t b = bsched.empty() ? opts_.batch_size : batch_size_at(bsched, epoch);
+    const int64_t n = train.size(), smallest = n % b != 0 ? n % b : std::min(b, n);
+    last_step += n / b + (n % b != 0) - (epoch == from.epoch ? from.batch : 0);  // (b may be huge)
+    if (opts_.step_limit > 0 && last_step > opts_.step_limit) break;
+    const auto [name, layer] = model_.layer_refusing_batch(smallest);
+    KILN_USAGE_CHECK(
+        !layer, "layer " << name << " (" << layer->describe() << ") trains on batches of at least "
+                         << layer->min_training_batch() << ", and epoch " << epoch + 1
+                         << " ends in a batch of " << smallest << " (" << n
+                         << " training images in batches of " << b << "): change "
+                         << (bsched.empty() ? "--batch-size" : "--batch-schedule")
+                         << (val_set ? ", --train-limit or --val-split" : " or --train-limit")
+                         << " so none is left over");
+  }
+  // A position past its epoch's last batch (a library caller's; a checkpoint's is checked
+  // against the run's batch options by the apps) trained nothing, then read past the data.
+  if (from.batch > 0 && from.epoch < opts_.epochs) {
+    const int64_t b = bsched.empty() ? opts_.batch_size : batch_size_at(bsched, from.epoch);
+    const int64_t batches = train.size() / b + (train.size() % b != 0);
+    KILN_USAGE_CHECK(from.batch < batches, "fit: position batch "
+                                               << from.batch << " of epoch " << from.epoch + 1
+                                               << ", which has " << batches << " batches");
   }
 }
 
@@ -413,30 +476,9 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
   auto checkpoint = [this](const char* why) {
     if (on_checkpoint) on_checkpoint(position(), why);
   };
-  // Before the first step, so a bad held-out label does not cost an epoch of training.
-  for (const Dataset* ds : {&train, test, val_set})
-    if (ds) check_dataset(*ds);
   BatchIterator it(train, opts_.batch_size, opts_.shuffle, ctx_.seed, opts_.augment);
   std::vector<std::pair<int, int>> bsched;
   if (!opts_.batch_schedule.empty()) bsched = parse_batch_schedule(opts_.batch_schedule);
-  // A batch a layer cannot train on (batch norm's batch of 1 without spatial dimensions) is
-  // found now, not when the epoch that ends in it has trained.
-  long long last_step = from.step;  // of the epoch's last batch, counting from 1
-  for (int epoch = from.epoch; epoch < opts_.epochs && train.size() > 0; ++epoch) {
-    const int64_t b = bsched.empty() ? opts_.batch_size : batch_size_at(bsched, epoch);
-    const int64_t n = train.size(), smallest = n % b != 0 ? n % b : std::min(b, n);
-    last_step += n / b + (n % b != 0) - (epoch == from.epoch ? from.batch : 0);  // (b may be huge)
-    if (opts_.step_limit > 0 && last_step > opts_.step_limit) break;
-    const auto [name, layer] = model_.layer_refusing_batch(smallest);
-    KILN_USAGE_CHECK(
-        !layer, "layer " << name << " (" << layer->describe() << ") trains on batches of at least "
-                         << layer->min_training_batch() << ", and epoch " << epoch + 1
-                         << " ends in a batch of " << smallest << " (" << n
-                         << " training images in batches of " << b << "): change "
-                         << (bsched.empty() ? "--batch-size" : "--batch-schedule")
-                         << (val_set ? ", --train-limit or --val-split" : " or --train-limit")
-                         << " so none is left over");
-  }
   std::vector<EpochRecord> out;
   bool tty = opts_.progress == 1;
   const char* watched_set = val_set ? "val" : test ? "test" : "train";

@@ -165,6 +165,7 @@ class Trainer {
   // (naming the dataset and sample) for a label outside [0, classes): the loss would read past
   // its row of logits.
   void check_dataset(const Dataset& ds);
+  void check_fit(const Dataset& train, const Dataset* test, const TrainPosition& from);
   void check_nonfinite(bool sync, int epoch);
   void check_loss_bound(double loss, int epoch, const char* what);
   std::string divergence_hint() const;  // what to try, leaving out a clipping already on

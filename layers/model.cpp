@@ -49,6 +49,7 @@ Init weight_init(InitScheme s, int64_t fan_in, int64_t fan_out) {
 
 Layer& Model::add(LayerPtr layer) {
   KILN_CHECK(!built_, "Model::add after build");
+  KILN_CHECK(layer, "Model::add: a null layer");
   layer->set_name(std::to_string(layers_.size()));
   layers_.push_back(std::move(layer));
   return *layers_.back();
@@ -78,7 +79,9 @@ int Model::check_setup() {
 }
 
 void Model::setup_layers() {
-  KILN_CHECK(!built_ && !set_up_, "Model: build or check_setup called twice");
+  KILN_CHECK(!built_ && !set_up_,
+             "Model: build or check_setup called twice (or again after one that failed: the "
+             "layers are half set up; make the model anew)");
   KILN_USAGE_CHECK(!layers_.empty(), "model has no layers");
   set_up_ = true;
   Shape s = input_shape_;

@@ -53,8 +53,8 @@ class Model {
   // gradients into flat_grads(): they are overwritten, not accumulated as torch's .grad is.
   // Layers before the first with parameters are not run, and that one computes no input
   // gradient (build() clears need_dx up to it): the result is an undefined Tensor. For
-  // d(loss)/d(input), set need_dx on each of those layers. A layer after the first with
-  // parameters whose need_dx is cleared is an error (the layers before it would keep the last
+  // d(loss)/d(input), set need_dx on each of those layers after build(). A layer after the first
+  // with parameters whose need_dx is cleared is an error (the layers before it would keep the last
   // step's gradients).
   Tensor backward(Context& ctx, const Tensor& dlogits);
 

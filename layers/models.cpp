@@ -2,6 +2,7 @@
 // models_cnn.cpp; the block tails (norm, activation, dropout) in model_blocks.cpp.
 #include "layers/models.h"
 
+#include <locale>
 #include <sstream>
 
 #include "engine/error.h"
@@ -41,6 +42,7 @@ void ModelOptions::validate() const {
 std::string ModelOptions::key() const {
   const auto& [m, w, d, act, nrm, g, pos, drop, dk, ini, pa, fu] = *this;  // every field
   std::ostringstream os;
+  os.imbue(std::locale::classic());  // a key, the same under any global locale
   os << m << '|' << w << '|' << d << '|' << act << '|' << nrm << '|' << g << '|' << pos << '|'
      << std::hexfloat << drop << '|' << dk << '|' << ini << '|' << pa << '|' << fu;
   return os.str();

@@ -2,6 +2,7 @@
 // launchers or the CPU references in kernels/norm.
 #include "layers/norm.h"
 
+#include <cmath>
 #include <sstream>
 
 #include "engine/error.h"
@@ -46,6 +47,10 @@ void* workspace_for(Tensor& ws, size_t bytes, Device d) {
 BatchNorm::BatchNorm(int64_t features, bool spatial, double momentum, double eps)
     : features_(features), spatial_(spatial), momentum_(momentum), eps_(eps) {
   KILN_USAGE_CHECK(features > 0, type() << ": features must be positive, got " << features);
+  // (a library caller's eps -1 or NaN, momentum 5, gave NaN outputs or running statistics)
+  KILN_USAGE_CHECK(std::isfinite(eps) && eps > 0, type() << ": eps must be > 0, got " << eps);
+  KILN_USAGE_CHECK(momentum >= 0 && momentum <= 1,
+                   type() << ": momentum must be in [0, 1], got " << momentum);
 }
 
 std::string BatchNorm::describe() const { return type() + "(" + std::to_string(features_) + ")"; }
@@ -149,7 +154,9 @@ Tensor BatchNorm::backward(Context& ctx, const Tensor& dy) {
 
 // ---- GroupNorm ---------------------------------------------------------------------------------
 GroupNorm::GroupNorm(int64_t groups, int64_t channels, double eps)
-    : groups_(groups), channels_(channels), eps_(eps) {}
+    : groups_(groups), channels_(channels), eps_(eps) {
+  KILN_USAGE_CHECK(std::isfinite(eps) && eps > 0, "GroupNorm: eps must be > 0, got " << eps);
+}
 
 std::string GroupNorm::describe() const {
   std::ostringstream os;

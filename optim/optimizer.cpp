@@ -32,9 +32,12 @@ void OptimOptions::validate() const {
                    "--weight-decay must be >= 0, got " << weight_decay);
   KILN_USAGE_CHECK(std::isfinite(l1) && l1 >= 0, "--l1 must be >= 0, got " << l1);
   KILN_USAGE_CHECK(std::isfinite(l2) && l2 >= 0, "--l2 must be >= 0, got " << l2);
-  KILN_USAGE_CHECK(clipnorm >= 0, "--clipnorm must be >= 0, got " << clipnorm);
-  KILN_USAGE_CHECK(global_clipnorm >= 0, "--global-clipnorm must be >= 0, got " << global_clipnorm);
-  KILN_USAGE_CHECK(clipvalue >= 0, "--clipvalue must be >= 0, got " << clipvalue);
+  KILN_USAGE_CHECK(std::isfinite(clipnorm) && clipnorm >= 0,
+                   "--clipnorm must be >= 0, got " << clipnorm);
+  KILN_USAGE_CHECK(std::isfinite(global_clipnorm) && global_clipnorm >= 0,
+                   "--global-clipnorm must be >= 0, got " << global_clipnorm);
+  KILN_USAGE_CHECK(std::isfinite(clipvalue) && clipvalue >= 0,
+                   "--clipvalue must be >= 0, got " << clipvalue);
   std::vector<std::string> set;
   if (clipnorm > 0) set.push_back("--clipnorm");
   if (global_clipnorm > 0) set.push_back("--global-clipnorm");

@@ -62,7 +62,7 @@ class Optimizer {
   // Device pointer (or host pointer on CPU) to an int flag that becomes non-zero once any
   // step has seen a non-finite gradient; the trainer reads it without stalling the stream.
   virtual const int* nonfinite_flag() const = 0;
-  virtual void reset_nonfinite_flag(Context& ctx) = 0;
+  virtual void reset_nonfinite_flag(Context& ctx) = 0;  // (load_checkpoint resets it too)
   // State for checkpoints, named "<param>.<slot>" (e.g. "0.weight.momentum_buffer").
   virtual std::vector<std::pair<std::string, Tensor>> state() = 0;
   virtual int64_t steps_taken() const = 0;

@@ -411,6 +411,21 @@ void ScheduleOptions::validate() const {
                                  "inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|"
                                  "cyclic|one-cycle|plateau|manual (lower case)");
   const ScheduleOptions r = resolved();
+  // A library caller's infinity made the lr NaN, reported as a divergence (the apps' float
+  // options are finite already). NaN means "not given" for the momentum pair and gamma.
+  for (const auto& [flag, v] : {std::pair<const char*, double>{"--gamma", r.gamma},
+                                {"--decay", decay},
+                                {"--k", k},
+                                {"--eta-min", eta_min},
+                                {"--max-lr", max_lr},
+                                {"--base-lr", base_lr},
+                                {"--pct-start", pct_start},
+                                {"--div-factor", div_factor},
+                                {"--final-div-factor", final_div_factor},
+                                {"--factor", factor},
+                                {"--min-lr", min_lr},
+                                {"--threshold", threshold}})
+    KILN_USAGE_CHECK(std::isfinite(v), flag << " must be finite, got " << v);
   KILN_USAGE_CHECK(r.gamma > 0, "--gamma must be > 0, got " << r.gamma);
   KILN_USAGE_CHECK(name != "step" || step_size > 0, "--step-size must be > 0, got " << step_size);
   for (int m : milestones) KILN_USAGE_CHECK(m >= 0, "--milestones must be >= 0, got " << m);
@@ -433,9 +448,15 @@ void ScheduleOptions::validate() const {
                         << ": give the half cycle one way");
   KILN_USAGE_CHECK(cyclic_mode == "triangular" || cyclic_mode == "triangular2" || cyclic_mode == "exp_range",
                    "unknown --cyclic-mode '" << cyclic_mode << "' (expected triangular|triangular2|exp_range)");
-  KILN_USAGE_CHECK(r.base_momentum >= 0 && r.max_momentum >= r.base_momentum && r.max_momentum < 1,
-                   "--base-momentum " << r.base_momentum << " / --max-momentum " << r.max_momentum
-                                      << ": the range must satisfy 0 <= base <= max < 1");
+  // Checked where the momentum cycles: elsewhere the two are ignored, with a note (a range
+  // refused beside --no-cycle-momentum, naming a default --base-momentum never given).
+  if ((name == "cyclic" || name == "one-cycle") && cycle_momentum)
+    KILN_USAGE_CHECK(
+        r.base_momentum >= 0 && r.max_momentum >= r.base_momentum && r.max_momentum < 1,
+        "--base-momentum " << r.base_momentum << (std::isnan(base_momentum) ? " (its default)" : "")
+                           << " / --max-momentum " << r.max_momentum
+                           << (std::isnan(max_momentum) ? " (its default)" : "")
+                           << ": the range must satisfy 0 <= base <= max < 1");
   KILN_USAGE_CHECK(pct_start > 0 && pct_start < 1, "--pct-start must be in (0, 1), got " << pct_start);
   KILN_USAGE_CHECK(div_factor > 0 && final_div_factor > 0,
                    "--div-factor/--final-div-factor must be > 0, got " << div_factor << "/" << final_div_factor);

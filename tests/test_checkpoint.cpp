@@ -261,8 +261,18 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   EXPECT_EQ(checkpoint_run_id(fifo), "");
   std::remove(fifo.c_str());
-  Rig b(16, 2);  // different init
+  Rig b(16, 2);  // different init, and an optimizer that saw a non-finite gradient (a fit
+  {              // that diverged): the load clears that flag, or the next fit failed at once
+    Tensor x = Tensor::from_vector(test::random_vec(8 * 16, 5), {8, 1, 4, 4}, b.dev);
+    b.model->train(b.ctx);
+    Tensor y = b.model->forward(b.ctx, x);
+    b.model->backward(b.ctx,
+                      Tensor::from_vector(std::vector<float>(y.numel(), NAN), y.shape(), b.dev));
+    b.opt->step(b.ctx, 0.01f);
+    ASSERT_NE(*b.opt->nonfinite_flag(), 0);
+  }
   CheckpointInfo got = load_checkpoint(path, b.ctx, *b.model, b.opt.get(), b.sched.get());
+  EXPECT_EQ(*b.opt->nonfinite_flag(), 0);
   auto sa = a.snapshot(), sb = b.snapshot();
   ASSERT_EQ(sa.size(), sb.size());
   for (size_t i = 0; i < sa.size(); ++i)

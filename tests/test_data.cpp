@@ -471,6 +471,22 @@ TEST(LoadDataset, MissingFilesSayWhy) {
       << m;
 }
 
+TEST(LoadDataset, ALimitPastTheSetIsNoted) {
+  // The committed subset holds 2,000 training and 500 test images: a limit past them takes
+  // all, and says so (a sweep over train_limit ran one trial twice under two labels).
+  DataOptions o;
+  o.data_dir = test::data_dir();
+  o.train_limit = 60000;
+  o.test_limit = 500;
+  const Dataset train = load_dataset(o, "train", Device::CPU);
+  EXPECT_EQ(train.size(), 2000);
+  EXPECT_EQ(train.note, "--train-limit 60000 is past the 2000 images of mnist/train: all are used");
+  EXPECT_EQ(load_dataset(o, "test", Device::CPU).note, "");  // exactly the set: nothing to say
+  o.test_limit = 501;
+  EXPECT_NE(load_dataset(o, "test", Device::CPU).note.find("--test-limit 501 is past the 500"),
+            std::string::npos);
+}
+
 TEST(LoadDataset, NotesFilesThatLookLikeAnotherDataset) {
   // MNIST's test files (mean pixel 0.13), bright ones (0.29, Fashion-MNIST's) and inverted
   // ones (0.87) in each split: the note names the split's images file and what it looks like.

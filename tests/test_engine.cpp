@@ -39,6 +39,32 @@ TEST(Tensor, ViewsShareStorageAndCopiesDoNot) {
   EXPECT_THROW(t.rows(2, 4), Error);
 }
 
+// An undefined tensor holds nothing (its empty shape read as a 0-d tensor of 1 element, and
+// to_vector, clone, zero_ and copy_from touched 4 bytes at null); a moved-from one is
+// undefined (the default move kept its data pointer, dangling once the storage was freed).
+TEST(Tensor, UndefinedAndMovedFromTensorsHoldNothing) {
+  Tensor u;
+  EXPECT_FALSE(u.defined());
+  EXPECT_EQ(u.numel(), 0);
+  EXPECT_EQ(u.bytes(), 0u);
+  EXPECT_TRUE(u.to_vector().empty());
+  EXPECT_FALSE(u.clone().defined());
+  u.zero_();
+  u.copy_from(Tensor());
+  EXPECT_THROW(u.reshape({1}), Error);
+  Tensor a = Tensor::from_vector({1, 2, 3, 4}, {4}, Device::CPU);
+  Tensor b = std::move(a);
+  EXPECT_FALSE(a.defined());     // NOLINT(bugprone-use-after-move): what a moved-from one is
+  EXPECT_EQ(a.numel(), 0);       // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(a.data(), nullptr);  // NOLINT(bugprone-use-after-move)
+  Tensor c;
+  c = std::move(b);
+  EXPECT_FALSE(b.defined());  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(c.to_vector(), (std::vector<float>{1, 2, 3, 4}));
+  Tensor d = c;  // copies share storage
+  EXPECT_EQ(d.data(), c.data());
+}
+
 TEST(Tensor, EnsureReusesStorageWhenLargeEnough) {
   Tensor t;
   ensure(t, {4, 8}, Device::CPU);

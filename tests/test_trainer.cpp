@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -16,9 +17,11 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <thread>
+#include <tuple>
 
 #include "apps/app_common.h"
 #include "engine/checkpoint.h"
@@ -26,6 +29,8 @@
 #include "layers/activation.h"
 #include "layers/conv.h"
 #include "layers/linear.h"
+#include "layers/model.h"
+#include "layers/norm.h"
 #include "test_util.h"
 #include "tuning/lr_finder.h"
 #include "tuning/run.h"
@@ -295,6 +300,17 @@ TEST(TrainerCpu, DeadReluRunIsFlaggedAndAHealthyOneIsNot) {
   ASSERT_FALSE(d.epochs.empty()) << "no epoch ran (stopped by a signal?)";
   EXPECT_GE(d.epochs.back().zero_grad_weights, 2);
   EXPECT_NE(log_dead.find("dead ReLUs"), std::string::npos) << log_dead;
+  // An L1 or L2 penalty's gradient is no gradient of the loss: the same dead net with a tiny
+  // penalty is flagged the same (the norms of g + penalty were never 0, and it went unsaid).
+  for (const bool l1 : {true, false}) {
+    RunConfig pen = dead;
+    (l1 ? pen.optim.l1 : pen.optim.l2) = 1e-6f;
+    std::string log_pen;
+    RunResult p = run(pen, &log_pen);
+    ASSERT_FALSE(p.epochs.empty());
+    EXPECT_EQ(p.epochs.back().zero_grad_weights, d.epochs.back().zero_grad_weights) << l1;
+    EXPECT_NE(log_pen.find("dead ReLUs"), std::string::npos) << log_pen;
+  }
   RunConfig ok = small_mlp();
   ok.train.epochs = 1;
   RunResult h = run(ok, &log_ok);
@@ -1742,4 +1758,111 @@ TEST(TrainerCpu, NonFiniteValidationLossDiverges) {
           << e.message();
     }
   }
+}
+
+// Library use the apps never make (an embedding review): an empty held-out set, the loss before
+// any step, a refused fit's log, positions a caller builds.
+TEST(TrainerCpu, EmbeddersEdgeCasesAreAnswersNotCrashes) {
+  RunConfig c = small_mlp();
+  c.data.train_limit = 64;
+  c.data.test_limit = 32;
+  c.train.epochs = 1;
+  c.train.log_path = test::temp_file("embed_log.jsonl");
+  auto s = make_session(c);
+  Trainer& tr = *s->trainer;
+  EXPECT_TRUE(std::isnan(tr.last_loss()));  // no step yet (it read 4 bytes at null)
+  const Dataset none = slice_rows(s->test, 0, 0, "none");
+  const EvalResult e = tr.evaluate(none);
+  EXPECT_EQ(e.count, 0);
+  EXPECT_TRUE(std::isnan(e.loss) && std::isnan(e.acc));
+  // An empty held-out set trains and scores nothing (it trained an epoch, then threw).
+  std::vector<EpochRecord> rs = tr.fit(s->train, &none);
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_TRUE(std::isnan(rs[0].test_acc));
+  EXPECT_TRUE(std::isfinite(tr.last_loss()));
+  const auto log_lines = [&] {
+    std::ifstream in(c.train.log_path);
+    return std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n');
+  };
+  ASSERT_EQ(log_lines(), 1);
+  // A fit refused before its first step leaves the log it would have replaced (it was
+  // truncated): a test set of another shape, positions no run reaches.
+  Dataset other = s->test;
+  other.images = other.images.reshape({32, 1, 784, 1});
+  EXPECT_THROW(tr.fit(s->train, &other), Error);
+  for (const auto& [epoch, batch, step] :
+       {std::tuple<int, int64_t, long long>{-5, 0, 0}, {0, -1, 0}, {0, 2, 1}, {0, 2, 2}}) {
+    TrainPosition p;
+    p.epoch = epoch, p.batch = batch, p.step = step;  // 64 images in batches of 32: 2 a epoch
+    try {
+      tr.fit(s->train, &s->test, p);
+      ADD_FAILURE() << "position " << epoch << " " << batch << " " << step;
+    } catch (const Error& err) {
+      EXPECT_EQ(err.kind(), ErrorKind::Usage);
+      EXPECT_NE(err.message().find("fit: position "), std::string::npos) << err.message();
+    }
+  }
+  EXPECT_EQ(log_lines(), 1);
+  TrainPosition mid;  // a real mid-epoch position still trains
+  mid.batch = 1, mid.step = 1;
+  EXPECT_EQ(tr.fit(s->train, &s->test, mid).size(), 1u);
+  std::remove(c.train.log_path.c_str());
+}
+
+TEST(TrainerCpu, OptionsALibraryCallerSetsAreCheckedAsTheFlags) {
+  // Infinite values the apps' float options refuse: from code they made the lr NaN, then a
+  // "diverged" error blamed --lr.
+  for (auto set : std::vector<std::function<void(ScheduleOptions&)>>{
+           [](ScheduleOptions& o) { o.name = "cosine", o.eta_min = INFINITY; },
+           [](ScheduleOptions& o) { o.name = "exponential", o.gamma = INFINITY; },
+           [](ScheduleOptions& o) { o.name = "plateau", o.threshold = INFINITY; },
+           [](ScheduleOptions& o) { o.name = "one-cycle", o.max_lr = INFINITY; }}) {
+    ScheduleOptions o;
+    set(o);
+    EXPECT_THROW(o.validate(), Error) << o.name;
+  }
+  for (auto set : std::vector<std::function<void(OptimOptions&)>>{
+           [](OptimOptions& o) { o.clipnorm = INFINITY; },
+           [](OptimOptions& o) { o.global_clipnorm = NAN; },
+           [](OptimOptions& o) { o.clipvalue = INFINITY; }}) {
+    OptimOptions o;
+    set(o);
+    EXPECT_THROW(o.validate(), Error);
+  }
+  for (auto set : std::vector<std::function<void(TrainOptions&)>>{
+           [](TrainOptions& o) { o.max_loss = NAN; }, [](TrainOptions& o) { o.progress = 2; },
+           [](TrainOptions& o) { o.step_limit = -1; }}) {
+    TrainOptions o;
+    set(o);
+    EXPECT_THROW(o.validate(), Error);
+  }
+  EXPECT_THROW(BatchNorm(4, false, 0.1, -1.0), Error);
+  EXPECT_THROW(BatchNorm(4, false, 5.0, 1e-5), Error);
+  EXPECT_THROW(GroupNorm(2, 4, NAN), Error);
+  Model m({4});
+  EXPECT_THROW(m.add(nullptr), Error);
+}
+
+// The momentum range is checked where the momentum cycles; elsewhere the two options are
+// ignored, with a note (refused before, naming a default --base-momentum never given).
+TEST(TrainerCpu, MomentumRangeIsCheckedWhereTheMomentumCycles) {
+  ScheduleOptions o;
+  o.name = "one-cycle";
+  o.max_momentum = 0.5f;
+  try {
+    o.validate();
+    ADD_FAILURE() << "one-cycle cycling 0.85 -> 0.5";
+  } catch (const Error& e) {
+    EXPECT_NE(
+        e.message().find("--base-momentum 0.85 (its default) / --max-momentum 0.5: the range"),
+        std::string::npos)
+        << e.message();
+  }
+  o.cycle_momentum = false;
+  EXPECT_NO_THROW(o.validate());
+  o.cycle_momentum = true;
+  o.name = "constant";
+  EXPECT_NO_THROW(o.validate());
+  o.name = "cyclic";  // CyclicLR's base default is 0.8: still above 0.5
+  EXPECT_THROW(o.validate(), Error);
 }

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "engine/device.h"
@@ -24,7 +25,11 @@ struct ConvShape {
   int64_t w_numel() const { return k * c * kh * kw; }
   int64_t y_numel() const { return n * k * p() * q(); }
   // Multiply-adds of the forward pass (backward-data and backward-filter do the same number).
-  double macs() const { return double(n) * k * p() * q() * c * kh * kw; }
+  double macs() const {  // (each factor a double: -Wconversion-clean for embedders)
+    double m = 1;
+    for (int64_t f : {n, k, p(), q(), c, kh, kw}) m *= static_cast<double>(f);
+    return m;
+  }
 };
 
 // ---- shape check --------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def main():
     case(y, "block_scalar", cfg, 2, "key 'lr': the value has a line break", {"config.yaml": "lr: |\n  0.1\n"})
     # the momentum range's error names its flags, so the file's key is named (it named neither)
     case(y, "momentum_range", cfg, 2,
-         "config.yaml: key 'base_momentum': --base-momentum 0.99 / --max-momentum 0.95: the range must satisfy",
+         "config.yaml: key 'base_momentum': --base-momentum 0.99 / --max-momentum 0.95 (its default): the range must satisfy",
          {"config.yaml": "base_momentum: 0.99\n"})
     case(y, "directory", ["--config", "@CASE@/config.yaml"], 2, "config.yaml: is a directory, not a file",
          {"config.yaml/keep": ""})
