@@ -40,10 +40,11 @@ static const char* kUsage =
     "trains 1 epoch unless the file's base, a parameter or --epochs says otherwise.\n"
     "--save FILE writes one model per trial (FILE with .trial-<id> before the extension);\n"
     "a trial's checkpoints go to DIR/trials/trial-<id>-checkpoints, or with --checkpoint-dir D\n"
-    "to D/trial-<id>; a trial stopped by SIGINT/SIGTERM checkpoints there and --resume runs\n"
-    "it again. A trial that diverges, runs out of memory or has invalid options is recorded\n"
-    "as failed and the sweep goes on; other runtime errors (data, I/O) stop it, as do 3\n"
-    "trials in a row out of memory (the last unrecorded: --resume runs it again).\n"
+    "to D/trial-<id>; a trial stopped by SIGINT/SIGTERM checkpoints there (to inspect) and\n"
+    "--resume runs it again from its start. A trial that diverges, runs out of memory or has\n"
+    "invalid options is recorded as failed and the sweep goes on; other runtime errors\n"
+    "(data, I/O) stop it, as do 3 trials in a row out of memory (the last unrecorded:\n"
+    "--resume runs it again).\n"
     "Exit codes: 0 ok, 1 runtime error or every trial failed, 2 usage error, 130/143 stopped\n"
     "by SIGINT/SIGTERM (finished trials are kept; --resume continues).\n";
 

@@ -517,7 +517,7 @@ MUTANTS = [
        "if (false && run.restored_epoch > 0 && e.epoch == run.restored_epoch) return e;")],
      "a --restore-best trial is scored on its last epoch, not the best one whose weights it ends with"),
     ("sweep-runner-drops-restored", "tuning/sweep.cpp",
-     [("return TrialRun(std::move(r.epochs), r.restored_epoch);", "return TrialRun(std::move(r.epochs));")],
+     [("TrialRun run(std::move(r.epochs), r.restored_epoch);", "TrialRun run(std::move(r.epochs));")],
      "the default trial runner drops the epoch the trainer restored: the trial is scored on its last"),
     ("run-restored-epoch", "tuning/run.cpp",
      [("  r.restored_epoch = tr.restored_epoch();\n", "")],
@@ -1156,6 +1156,9 @@ MUTANTS = [
     ("limit-past-set-unsaid", "engine/dataset.cpp",
      [("    if (limit <= ds.size()) return \"\";", "    return \"\";")],
      "--train-limit past the set's size takes all of it, unsaid (until 2026-12-05)"),
+    ("mixed-test-sets-unsaid", "tuning/sweep.cpp",
+     [("  if (by_set.size() < 2) return \"\";", "  return \"\";")],
+     "a sweep resumed with another --data-dir ranks scores of two test sets together, unsaid (until 2026-12-05)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

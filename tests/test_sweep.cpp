@@ -1451,6 +1451,42 @@ TEST(SeedGroups, TiesRankByTrialIdWhateverOrderTheyFinishedIn) {
   EXPECT_EQ(seed_groups(s, reversed)[0].params[0].second, "0.1");
 }
 
+TEST(Leaderboard, TrialsScoredOnDifferentTestSetsAreNoted) {
+  // A --resume with another --data-dir ranked scores of a 500-image subset beside full-set
+  // ones without a word: each record keeps the test set it was scored on.
+  SweepSpec s = parse_sweep("parameters:\n  lr: {values: [0.1, 0.01, 0.001]}\n", "s.yaml");
+  std::vector<TrialRecord> rs(3);
+  for (int i = 0; i < 3; ++i) {
+    rs[i].trial = i;
+    rs[i].status = "ok";
+    rs[i].metric = 0.5 + 0.1 * i;
+    rs[i].params = {{"lr", s.params[0].values[i]}};
+    rs[i].test_data =
+        i < 2 ? "500 images, labels crc32 0000aaaa" : "10000 images, labels crc32 0000bbbb";
+  }
+  TrialRecord back;
+  ASSERT_TRUE(TrialRecord::from_json(rs[2].to_json(), back));
+  EXPECT_EQ(back.test_data, rs[2].test_data);
+  const std::string want =
+      "note: these trials were scored on 2 test sets (10000 images, labels crc32 0000bbbb: trial "
+      "2; 500 images, labels crc32 0000aaaa: trials 0, 1): their scores do not compare (a "
+      "--resume or a worker with another --data-dir?)\n";
+  EXPECT_EQ(mixed_test_sets_note(s, rs), want);
+  const std::string lb = leaderboard(s, rs);
+  EXPECT_EQ(lb.substr(lb.size() - want.size()), want) << lb;
+  rs[2].test_data = rs[0].test_data;
+  EXPECT_EQ(mixed_test_sets_note(s, rs), "");
+  rs[2].test_data = "";  // a record from before the field: nothing to compare
+  EXPECT_EQ(mixed_test_sets_note(s, rs), "");
+  // A sweep over the data itself compares across test sets by design.
+  rs[2].test_data = "10000 images, labels crc32 0000bbbb";
+  SweepSpec dd = parse_sweep("parameters:\n  data_dir: {values: [a, b, c]}\n", "s.yaml");
+  EXPECT_EQ(mixed_test_sets_note(dd, rs), "");
+  SweepSpec grouped = parse_sweep(
+      "parameters:\n  v: {values: [{test_limit: 100}, {test_limit: 200}, {lr: 0.1}]}\n", "s.yaml");
+  EXPECT_EQ(mixed_test_sets_note(grouped, rs), "");
+}
+
 TEST(SeedGroups, ARepeatedDrawOfAConfigurationAndSeedCountsOnce) {
   // A random sweep draws with replacement: optimizer {sgd, adam} x seed {0, 1} over 7 trials
   // repeats pairs, each the same run again. Counted once (by its first trial), so n, the std

@@ -252,6 +252,7 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
               std::to_string(resume_at.step));
   RunResult r;
   r.device = s->device;
+  r.test_data = train_data_signature(s->test);
   r.num_params = s->model->num_params();
   // Inputs first (the resume checkpoint), outputs (log, checkpoints) only once they are good.
   TrainPosition from;

@@ -27,6 +27,7 @@ struct RunResult {
   int stop_signal = 0;          // SIGINT/SIGTERM stopped the run (after a checkpoint)
   std::string last_checkpoint;  // the newest checkpoint this run wrote (periodic or signal)
   int restored_epoch = 0;  // --restore-best loaded this epoch's weights back at the end (0: none)
+  std::string test_data;   // the test set scored: "N images, labels crc32 X" (a sweep compares)
 };
 
 // Everything a run holds, built from a config; apps that need more than run_training (the LR

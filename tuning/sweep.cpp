@@ -419,6 +419,7 @@ std::string TrialRecord::to_json() const {
       .add("seconds", seconds)
       .add_raw("curve", c)
       .add("message", message);
+  if (!test_data.empty()) j.add("test_data", test_data);
   return j.str();
 }
 
@@ -454,6 +455,7 @@ bool TrialRecord::from_json(const std::string& line, TrialRecord& r) {
   if (const JsonValue* c = v.find("curve"))
     for (const auto& x : c->items) r.curve.push_back(x.is_number() ? x.number : NAN);
   r.message = str_of(v, "message");
+  r.test_data = str_of(v, "test_data");
   return r.trial >= 0;
 }
 
@@ -700,7 +702,9 @@ TrialRunner default_trial_runner(std::optional<RunConfig> defaults,
       for (const std::string& note : option_notes(cfg, *defaults)) hooks.log("note: " + note);
     RunResult r = run_training(cfg, hooks);
     if (r.stop_signal) throw TrialInterrupted(r.stop_signal);
-    return TrialRun(std::move(r.epochs), r.restored_epoch);
+    TrialRun run(std::move(r.epochs), r.restored_epoch);
+    run.test_data = r.test_data;
+    return run;
   };
 }
 
@@ -878,6 +882,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     try {
       RunConfig cfg = trial_config(spec, o.base, i, o.dir);
       const TrialRun run = runner(cfg, on_epoch);
+      rec.test_data = run.test_data;
       rec.epochs = static_cast<int>(run.epochs.size());
       if (!run.epochs.empty()) set_scores(rec, final_epoch(run), spec.metric);
       if (rec.status.empty() && run.epochs.empty()) {  // --epochs 0: no score to rank
@@ -926,6 +931,36 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
   }
   out.results = read_results(o.dir);
   return out;
+}
+
+std::string mixed_test_sets_note(const SweepSpec& spec, const std::vector<TrialRecord>& rs) {
+  // A sweep that varies the test set itself compares no scores across it anyway.
+  const auto dashed = [](std::string s) {
+    std::replace(s.begin(), s.end(), '_', '-');
+    return s;
+  };
+  for (const SweepParam& p : spec.params) {
+    std::vector<std::string> sets = {p.name};
+    for (const auto& b : p.bundles)
+      for (const auto& kv : b) sets.push_back(kv.first);
+    for (const std::string& o : sets)
+      if (dashed(o) == "data-dir" || dashed(o) == "dataset" || dashed(o) == "test-limit") return "";
+  }
+  std::map<std::string, std::vector<int64_t>> by_set;
+  for (const TrialRecord& r : rs)
+    if (!r.test_data.empty()) by_set[r.test_data].push_back(r.trial);
+  if (by_set.size() < 2) return "";
+  std::ostringstream os;
+  os << "note: these trials were scored on " << by_set.size() << " test sets (";
+  size_t k = 0;
+  for (auto& [set, ids] : by_set) {
+    std::sort(ids.begin(), ids.end());
+    os << (k++ ? "; " : "") << set << ": trial" << (ids.size() > 1 ? "s " : " ");
+    for (size_t i = 0; i < ids.size() && i < 3; ++i) os << (i ? ", " : "") << ids[i];
+    if (ids.size() > 3) os << " and " << ids.size() - 3 << " more";
+  }
+  os << "): their scores do not compare (a --resume or a worker with another --data-dir?)\n";
+  return os.str();
 }
 
 std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size_t top) {
@@ -985,7 +1020,7 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size
        << "): choosing on the test set would claim " << std::setprecision(2)
        << 100 * (best_test->test_acc - rs[0].test_acc) << " points more\n";
   }
-  return os.str();
+  return os.str() + mixed_test_sets_note(spec, rs);
 }
 
 std::vector<SeedGroup> seed_groups(const SweepSpec& spec, const std::vector<TrialRecord>& rs) {

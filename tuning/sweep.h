@@ -68,6 +68,7 @@ struct TrialRecord {
   int epochs = 0;
   std::vector<double> curve;  // the metric after each epoch (median pruning reads it)
   std::string message;        // why it failed or was pruned
+  std::string test_data;      // the test set it was scored on (RunResult::test_data), or ""
   std::string to_json() const;
   static bool from_json(const std::string& line, TrialRecord& out);  // false: not a record
 };
@@ -86,6 +87,7 @@ struct TrialInterrupted : std::runtime_error {
 struct TrialRun {
   std::vector<EpochRecord> epochs;
   int restored_epoch = 0;
+  std::string test_data;  // RunResult::test_data ("" when the runner does not say)
   TrialRun() = default;
   TrialRun(std::vector<EpochRecord> e, int restored = 0)  // NOLINT(google-explicit-constructor)
       : epochs(std::move(e)), restored_epoch(restored) {}
@@ -176,6 +178,10 @@ struct SeedGroup {
   double paired_diff = NAN;
   int paired_n = 0, best_ahead = 0;
 };
+// A line saying the records were scored on more than one test set (TrialRecord::test_data: a
+// --resume or a worker with another --data-dir), or "" (also when a parameter sets the data
+// directory, the dataset or the test limit); leaderboard() ends with it.
+std::string mixed_test_sets_note(const SweepSpec& spec, const std::vector<TrialRecord>& results);
 std::vector<SeedGroup> seed_groups(const SweepSpec& spec, const std::vector<TrialRecord>& results);
 std::string seed_table(const SweepSpec& spec, const std::vector<TrialRecord>& results);
 // "3/8" -> (3, 8), usage errors otherwise.

@@ -43,6 +43,9 @@ cat full.txt
 grep -q '^sweep: note: trials are ranked on the test set (metric test_acc): .*metric val_acc with --val-split 0.1' full.err ||
   { echo "FAIL: no test-set note"; cat full.err; exit 1; }
 [ "$(ids full/results.jsonl)" = "0 1 2 3 4 5" ] || { echo "FAIL: results $(ids full/results.jsonl)"; exit 1; }
+# each record names the test set it was scored on (a --resume on other data is then noted)
+[ "$(grep -c '"test_data":"500 images, labels crc32 [0-9a-f]*"' full/results.jsonl)" = 6 ] ||
+  { echo "FAIL: records lack their test set"; head -2 full/results.jsonl; exit 1; }
 [ "$(grep -c '^trial,' full/results.csv)" -eq 1 ] && [ "$(wc -l < full/results.csv)" -eq 7 ] ||
   { echo "FAIL: results.csv"; cat full/results.csv; exit 1; }
 grep -q '^leaderboard' full.txt && grep -q '^parameter importance' full.txt || { echo "FAIL: tables"; exit 1; }
