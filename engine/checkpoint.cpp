@@ -155,8 +155,11 @@ std::vector<float> expect_tensor(const SafetensorsFile& f, const std::string& na
     if (s->dtype == "F32") {
       float f;
       std::memcpy(&f, s->data.data(), 4);
-      KILN_USAGE_CHECK(std::isfinite(f) && f >= 0 && f == std::floor(f),
-                       what << ": tensor " << name << " is " << f << ", not a count");
+      // The range before the cast: a float past 2^63 does not convert (undefined behaviour;
+      // INT64_MIN on x86, an abort under clang's UBSan).
+      KILN_USAGE_CHECK(std::isfinite(f) && f >= 0 && f == std::floor(f) &&
+                           f < static_cast<float>(kCounterBase * kCounterBase),
+                       what << ": tensor " << name << " is " << f << ", not a count below 2^48");
       c = static_cast<int64_t>(f);
     } else {
       std::memcpy(&c, s->data.data(), 8);

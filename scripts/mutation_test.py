@@ -1159,6 +1159,9 @@ MUTANTS = [
     ("mixed-test-sets-unsaid", "tuning/sweep.cpp",
      [("  if (by_set.size() < 2) return \"\";", "  return \"\";")],
      "a sweep resumed with another --data-dir ranks scores of two test sets together, unsaid (until 2026-12-05)"),
+    ("counter-float-cast-first", "engine/checkpoint.cpp",
+     [("                           f < static_cast<float>(kCounterBase * kCounterBase),\n", "")],
+     "a float batch count past 2^63 in a checkpoint is cast to int64 before its range check: undefined behaviour (until 2026-12-05)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -404,6 +404,35 @@ TEST(Checkpoint, BatchCounterPast2To24IsExact) {
   Rig b(16, 2);
   load_checkpoint_bytes(bytes, "checkpoint x", b.ctx, *b.model, b.opt.get(), b.sched.get());
   EXPECT_EQ(counter(*b.model).to_vector(), (std::vector<float>{5, 1}));
+  // torch may store the count as one float: a whole one below 2^48 loads, a larger one is
+  // refused before any conversion (1e30 was cast to int64 first: undefined behaviour).
+  for (const float v : {3e9f, 1e19f, 1e30f}) {
+    SafetensorsFile g = decode_safetensors(bytes.data(), bytes.size(), "x");
+    for (StTensor& st : g.tensors)
+      if (st.name == "2.num_batches_tracked") {
+        st.dtype = "F32";
+        st.shape = {};
+        st.data.assign(reinterpret_cast<const uint8_t*>(&v),
+                       reinterpret_cast<const uint8_t*>(&v) + 4);
+      }
+    test::reseal(g);
+    const std::vector<uint8_t> fb = encode_safetensors(g);
+    Rig r(16, 2);
+    if (v < 2.8e14f) {
+      load_checkpoint_bytes(fb, "checkpoint x", r.ctx, *r.model, r.opt.get(), r.sched.get());
+      EXPECT_EQ(counter(*r.model).to_vector(),
+                (std::vector<float>{3e9f - 178.0f * 16777216.0f, 178}));
+    } else {
+      try {
+        load_checkpoint_bytes(fb, "checkpoint x", r.ctx, *r.model, r.opt.get(), r.sched.get());
+        ADD_FAILURE() << v;
+      } catch (const Error& e) {
+        EXPECT_NE(e.message().find("2.num_batches_tracked is 1e+"), std::string::npos)
+            << e.message();
+        EXPECT_NE(e.message().find(", not a count below 2^48"), std::string::npos) << e.message();
+      }
+    }
+  }
 }
 
 TEST(Checkpoint, HeaderIsJsonWithTorchNames) {
