@@ -1160,7 +1160,8 @@ MUTANTS = [
      [("  if (by_set.size() < 2) return \"\";", "  return \"\";")],
      "a sweep resumed with another --data-dir ranks scores of two test sets together, unsaid (until 2026-12-05)"),
     ("counter-float-cast-first", "engine/checkpoint.cpp",
-     [("                           f < static_cast<float>(kCounterBase * kCounterBase),\n", "")],
+     [("f == std::floor(f) &&\n                           f < static_cast<float>(kCounterBase * kCounterBase),",
+       "f == std::floor(f),")],
      "a float batch count past 2^63 in a checkpoint is cast to int64 before its range check: undefined behaviour (until 2026-12-05)"),
 ]
 
