@@ -143,8 +143,10 @@ int main(int argc, char** argv) {
       test = split == "test"    ? load_dataset(cfg.data, split, dev)
              : split == "train" ? tv.train
                                 : tv.val;
-    } catch (const Error& e) {  // the directory is the run's, perhaps relative to another cwd
-      if (!data_dir.empty()) throw;
+    } catch (const Error& e) {  // the run's relative directory, from another working directory
+      if (!data_dir.empty() || cfg.data.data_dir.rfind('/', 0) == 0 ||
+          e.message().find(": cannot find ") == std::string::npos)
+        throw;
       throw e.prefixed("checkpoint " + ckpt + "'s recorded --data-dir " + cfg.data.data_dir +
                        " (pass --data-dir): ");
     }

@@ -405,9 +405,11 @@ static Dataset locate_split(const DataOptions& opts, const std::string& split, b
       }
       if (whole.size() == bases.size()) break;
     }
-    KILN_CHECK(whole.size() == bases.size(), name << ": its files are split across directories ("
-                                                  << join(found, ", ") << "); put them in one");
-    found = whole;
+    // (with missing_ok, what an output must spare: the files as found, wherever they are)
+    KILN_CHECK(whole.size() == bases.size() || missing_ok,
+               name << ": its files are split across directories (" << join(found, ", ")
+                    << "); put them in one");
+    if (whole.size() == bases.size()) found = whole;
   }
   // Name each missing file once and each directory searched once: a list of every
   // (file, dir, extension) combination is one line but no one can read it.

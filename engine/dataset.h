@@ -81,7 +81,8 @@ void dataset_stats(const std::string& dataset, std::vector<float>& mean, std::ve
 // what is wrong.
 Dataset load_dataset(const DataOptions& opts, const std::string& split, Device device);
 // Where load_dataset finds a split ("val" is the training files), nothing read: name, files
-// and shadows only; no files when they are not all there (what an output must spare).
+// and shadows only; no files when they are not all there, and those found when they are split
+// across directories (what an output must spare; no error either way).
 Dataset dataset_files(const DataOptions& opts, const std::string& split);
 // The training file read once: the "train" and "val" splits (val empty when val_split is 0).
 struct TrainValSplit {

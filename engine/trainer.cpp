@@ -121,6 +121,11 @@ void Trainer::step_batch(const Tensor& x, const Buffer& labels, int64_t n, float
     enqueue_step(x, labels, n, lr, momentum, nullptr);
   ++step_;
   ctx_.step = static_cast<uint64_t>(step_);
+  copy_flag();
+}
+
+// On CUDA: queues a copy of the optimizer's non-finite flag to the host, read once it lands.
+void Trainer::copy_flag() {
 #ifdef KILN_WITH_CUDA
   if (ctx_.cuda()) {
     KILN_CUDA_CHECK(cudaMemcpyAsync(host_flag_, opt_.nonfinite_flag(), sizeof(int),
@@ -447,12 +452,14 @@ void Trainer::check_fit(const Dataset& train, const Dataset* test, const TrainPo
   }
   // A position past its epoch's last batch (a library caller's; a checkpoint's is checked
   // against the run's batch options by the apps) trained nothing, then read past the data.
+  // At it is an epoch whose batches are all done: checkpoints before 2026-12-02 saved a step
+  // checkpoint on an epoch's last batch so, and fit_epochs finishes that epoch.
   if (from.batch > 0 && from.epoch < opts_.epochs) {
     const int64_t b = bsched.empty() ? opts_.batch_size : batch_size_at(bsched, from.epoch);
     const int64_t batches = train.size() / b + (train.size() % b != 0);
-    KILN_USAGE_CHECK(from.batch < batches, "fit: position batch "
-                                               << from.batch << " of epoch " << from.epoch + 1
-                                               << ", which has " << batches << " batches");
+    KILN_USAGE_CHECK(from.batch <= batches, "fit: position batch "
+                                                << from.batch << " of epoch " << from.epoch + 1
+                                                << ", which has " << batches << " batches");
   }
 }
 
@@ -460,6 +467,10 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
                                              const TrainPosition& from, JsonlWriter& jsonl) {
   set_step(from.step);
   pos_ = from;
+  // The flag as it is now: a checkpoint loaded since the last fit cleared it on the device,
+  // and the host copy of that fit's last step would fail this one at its first check.
+  copy_flag();
+
   // The steps each finished epoch took (one a batch), kept only while they account for every
   // step (a position without them, from an older checkpoint, or a fit() after other steps on
   // this trainer, records none).

@@ -167,6 +167,7 @@ class Trainer {
   void check_dataset(const Dataset& ds);
   void check_fit(const Dataset& train, const Dataset* test, const TrainPosition& from);
   void check_nonfinite(bool sync, int epoch);
+  void copy_flag();
   void check_loss_bound(double loss, int epoch, const char* what);
   std::string divergence_hint() const;  // what to try, leaving out a clipping already on
   std::string largest_grad_layer();

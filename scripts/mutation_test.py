@@ -782,7 +782,8 @@ MUTANTS = [
      [("  if (s.y_numel() == 0) return;  // an empty batch: a grid of 0 blocks is a launch error\n", "")],
      "an empty batch's forward launches a grid of zero blocks (a launch error on a device; until 2026-12-02)"),
     ("split-files-mixed", "engine/dataset.cpp",
-     [("    KILN_CHECK(whole.size() == bases.size(),", "    KILN_CHECK(true,"), ("    found = whole;\n", "")],
+     [("    KILN_CHECK(whole.size() == bases.size() || missing_ok,", "    KILN_CHECK(true,"),
+      ("    if (whole.size() == bases.size()) found = whole;\n", "")],
      "images of one directory load with another directory's labels (until 2026-12-02)"),
     ("diverged-unlogged", "engine/trainer.cpp",
      [("    if (e.kind() == ErrorKind::Diverged && jsonl.open()) {", "    if (false) {")],
@@ -1138,7 +1139,7 @@ MUTANTS = [
      [("    opt->reset_nonfinite_flag(ctx);\n", "")],
      "a checkpoint loaded after a diverged fit leaves the optimizer's non-finite flag: the next fit fails at once (until 2026-12-05)"),
     ("fit-position-unchecked", "engine/trainer.cpp",
-     [("    KILN_USAGE_CHECK(from.batch < batches,", "    KILN_USAGE_CHECK(true,")],
+     [("    KILN_USAGE_CHECK(from.batch <= batches,", "    KILN_USAGE_CHECK(true,")],
      "a library caller's position past its epoch's last batch trains nothing, then fails as a divergence (until 2026-12-05)"),
     ("dead-relu-penalised-norms", "engine/trainer.cpp",
      [("  if (oo.l1 > 0 || oo.l2 > 0) raw = model_.flat_grads().to_vector();", "  if (false) raw = model_.flat_grads().to_vector();")],
@@ -1163,6 +1164,12 @@ MUTANTS = [
      [("f == std::floor(f) &&\n                           f < static_cast<float>(kCounterBase * kCounterBase),",
        "f == std::floor(f),")],
      "a float batch count past 2^63 in a checkpoint is cast to int64 before its range check: undefined behaviour (until 2026-12-05)"),
+    ("fit-end-of-epoch-refused", "engine/trainer.cpp",
+     [("    KILN_USAGE_CHECK(from.batch <= batches,", "    KILN_USAGE_CHECK(from.batch < batches,")],
+     "a checkpoint from before 2026-12-02 saved on an epoch's last batch (batch = its batches) is refused on resume"),
+    ("dataset-files-split-throws", "engine/dataset.cpp",
+     [("    KILN_CHECK(whole.size() == bases.size() || missing_ok,", "    KILN_CHECK(whole.size() == bases.size(),")],
+     "kiln_eval --dump-logits fails on the split it does not score when that split's files lie in two directories"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

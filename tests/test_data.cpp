@@ -559,6 +559,12 @@ TEST(LoadDataset, ASplitsFilesComeFromOneDirectory) {
                    t.file("t10k-labels-idx1-ubyte.gz") + "); put them in one"),
             std::string::npos)
       << m;
+  // What an output must spare is no error: the files as found (kiln_eval --dump-logits, which
+  // looks at the split it does not score too, failed on it).
+  EXPECT_EQ(dataset_files(o, "test").files,
+            (std::vector<std::string>{t.file("mnist/t10k-images-idx3-ubyte.gz"),
+                                      t.file("t10k-labels-idx1-ubyte.gz")}));
+  EXPECT_TRUE(dataset_files(o, "train").files.empty());  // none there
   fs::copy_file(src / "t10k-images-idx3-ubyte.gz", t.path / "t10k-images-idx3-ubyte.gz");
   fs::resize_file(t.path / "mnist" / "t10k-images-idx3-ubyte.gz", 10);  // DIR/mnist's is broken
   EXPECT_EQ(load_dataset(o, "test", Device::CPU).size(), 10);

@@ -1791,7 +1791,7 @@ TEST(TrainerCpu, EmbeddersEdgeCasesAreAnswersNotCrashes) {
   other.images = other.images.reshape({32, 1, 784, 1});
   EXPECT_THROW(tr.fit(s->train, &other), Error);
   for (const auto& [epoch, batch, step] :
-       {std::tuple<int, int64_t, long long>{-5, 0, 0}, {0, -1, 0}, {0, 2, 1}, {0, 2, 2}}) {
+       {std::tuple<int, int64_t, long long>{-5, 0, 0}, {0, -1, 0}, {0, 2, 1}, {0, 3, 3}}) {
     TrainPosition p;
     p.epoch = epoch, p.batch = batch, p.step = step;  // 64 images in batches of 32: 2 a epoch
     try {
@@ -1806,6 +1806,14 @@ TEST(TrainerCpu, EmbeddersEdgeCasesAreAnswersNotCrashes) {
   TrainPosition mid;  // a real mid-epoch position still trains
   mid.batch = 1, mid.step = 1;
   EXPECT_EQ(tr.fit(s->train, &s->test, mid).size(), 1u);
+  // ... and so does an epoch whose batches are all done (older checkpoints' step checkpoint
+  // on an epoch's last batch): the epoch is finished, not refused
+  TrainPosition done;
+  done.batch = 2, done.step = 2;
+  done.train_sums[0] = 64 * 2.0, done.train_sums[1] = 20, done.train_sums[2] = 64;  // its sums
+  const std::vector<EpochRecord> finished = tr.fit(s->train, &s->test, done);
+  ASSERT_EQ(finished.size(), 1u);
+  EXPECT_DOUBLE_EQ(finished[0].train_loss, 2.0);
   std::remove(c.train.log_path.c_str());
 }
 

@@ -16,7 +16,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 
+#include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "kernels/norm/norm.h"
 #include "test_util.h"
@@ -187,6 +189,45 @@ TEST(TrainerGpu, DivergenceNamesTheSameFirstBadStepAsTheCpu) {
         EXPECT_NE(gpu.find("at step 16 (the latest)"), std::string::npos) << gpu;
 #endif
     }
+  }
+}
+
+// A fit that diverged, then a good checkpoint loaded into the same objects: the next fit on the
+// same Trainer trains (the load cleared the device's flag, but the host copy of the diverged
+// fit's last step answered the first check, as on a GPU that has caught up: "ready").
+TEST(TrainerGpu, AFitAfterReloadingAGoodCheckpointTrains) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (const char* events : {"late", "ready"}) {
+    test::ScopedEnv env("KILN_EMU_EVENTS", events);
+    RunConfig c;
+    c.device = "cuda";
+    c.data.data_dir = test::data_dir();
+    c.data.train_limit = 128;
+    c.data.test_limit = 64;
+    c.model.model = "mlp";
+    c.model.width = 16;
+    c.optim.name = "sgd";
+    c.sched.name = "constant";
+    c.train.epochs = 1;
+    c.train.batch_size = 32;
+    c.train.progress = 0;
+    auto s = make_session(c);
+    Trainer& tr = *s->trainer;
+    ASSERT_EQ(tr.fit(s->train, &s->test).size(), 1u);
+    const std::string path = test::temp_file("reload_after_divergence.safetensors");
+    CheckpointInfo info;
+    info.config = "{}";
+    save_checkpoint(path, *s->ctx, *s->model, s->opt.get(), s->sched.get(), info);
+    Dataset bad = s->train.to(Device::CPU);
+    bad.images = Tensor::from_vector(std::vector<float>(bad.images.numel(), NAN),
+                                     bad.images.shape(), Device::CPU);
+    bad = bad.to(Device::CUDA);
+    EXPECT_THROW(tr.fit(bad, &s->test), Error) << events;
+    load_checkpoint(path, *s->ctx, *s->model, s->opt.get(), s->sched.get());
+    std::vector<EpochRecord> again;
+    EXPECT_NO_THROW(again = tr.fit(s->train, &s->test)) << events;
+    EXPECT_EQ(again.size(), 1u) << events;
+    std::remove(path.c_str());
   }
 }
 

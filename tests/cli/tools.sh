@@ -152,6 +152,12 @@ check eval-nan-logit kiln_eval 0 "acc=$threes\$" -- nanb.st --data-dir "$KILN_TE
   "$KILN_BIN/train_mnist" --device cpu --data-dir d --train-limit 100 --model mlp --width 8 --epochs 0 --save ../rel.st >/dev/null 2>&1)
 check eval-recorded-data-dir kiln_eval 1 "^kiln_eval: error: checkpoint rel.st's recorded --data-dir d \(pass --data-dir\): mnist/test: cannot find" -- rel.st
 check eval-given-data-dir kiln_eval 1 "^kiln_eval: error: mnist/test: cannot find" -- rel.st --data-dir d
+# ... but an absolute one, or an error other than a missing file, is left as it is (the prefix
+# pointed at the directory for a truncated file in the right one)
+mkdir -p abs/mnist && cp "$KILN_TEST_DATA"/mnist/* abs/mnist/
+"$KILN_BIN/train_mnist" --device cpu --data-dir "$PWD/abs" --train-limit 100 --model mlp --width 8 --epochs 0 --save abs.st >/dev/null 2>&1
+head -c 1000 "$KILN_TEST_DATA/mnist/t10k-images-idx3-ubyte.gz" > abs/mnist/t10k-images-idx3-ubyte.gz
+check eval-recorded-abs-data-dir kiln_eval 1 "^kiln_eval: error: $PWD/abs/mnist/t10k-images-idx3-ubyte.gz: " -- abs.st
 
 # scripts/time_to_acc.sh: a bad SEEDS is a usage error (exit 2; "--" first keeps the default 5),
 # a failed run's line names its error (stderr, not the banner), and a seed short of the target
