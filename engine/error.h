@@ -42,37 +42,30 @@ std::string not_regular_file_error(const std::string& path);
 
 }  // namespace kiln
 
+// KILN_FAIL_KIND_(Kind, "message " << value): throws an Error of that kind. The message is
+// built in the classic locale ("1.5", whatever the global locale).
+#define KILN_FAIL_KIND_(kind, msg)                                                    \
+  do {                                                                                \
+    std::ostringstream kiln_os_;                                                      \
+    kiln_os_.imbue(std::locale::classic());                                           \
+    kiln_os_ << msg;                                                                  \
+    ::kiln::throw_error(::kiln::ErrorKind::kind, kiln_os_.str(), __FILE__, __LINE__); \
+  } while (0)
+
 // KILN_CHECK(cond, "message " << value): a runtime error (exit 1) when cond is false.
-#define KILN_CHECK(cond, msg)                                                              \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      std::ostringstream kiln_os_;                                                         \
-      kiln_os_.imbue(std::locale::classic()); /* "1.5", whatever the global locale */      \
-      kiln_os_ << msg;                                                                     \
-      ::kiln::throw_error(::kiln::ErrorKind::Runtime, kiln_os_.str(), __FILE__, __LINE__); \
-    }                                                                                      \
+#define KILN_CHECK(cond, msg)                   \
+  do {                                          \
+    if (!(cond)) KILN_FAIL_KIND_(Runtime, msg); \
   } while (0)
 
 // KILN_USAGE_CHECK: the same, for errors the user made (bad option, shape, config): exit 2.
-#define KILN_USAGE_CHECK(cond, msg)                                                      \
-  do {                                                                                   \
-    if (!(cond)) {                                                                       \
-      std::ostringstream kiln_os_;                                                       \
-      kiln_os_.imbue(std::locale::classic()); /* "1.5", whatever the global locale */    \
-      kiln_os_ << msg;                                                                   \
-      ::kiln::throw_error(::kiln::ErrorKind::Usage, kiln_os_.str(), __FILE__, __LINE__); \
-    }                                                                                    \
+#define KILN_USAGE_CHECK(cond, msg)           \
+  do {                                        \
+    if (!(cond)) KILN_FAIL_KIND_(Usage, msg); \
   } while (0)
 
 // Unconditional forms: no `if` around the throw, so a function ending in one needs no return
 // after it (GCC's -Wreturn-type at -O0 does not fold `if (!(false))`).
-#define KILN_FAIL_KIND_(kind, msg)                                                    \
-  do {                                                                                \
-    std::ostringstream kiln_os_;                                                      \
-    kiln_os_.imbue(std::locale::classic()); /* "1.5", whatever the global locale */   \
-    kiln_os_ << msg;                                                                  \
-    ::kiln::throw_error(::kiln::ErrorKind::kind, kiln_os_.str(), __FILE__, __LINE__); \
-  } while (0)
 #define KILN_FAIL(msg) KILN_FAIL_KIND_(Runtime, msg)
 #define KILN_USAGE_FAIL(msg) KILN_FAIL_KIND_(Usage, msg)
 #define KILN_OUT_OF_MEMORY(msg) KILN_FAIL_KIND_(OutOfMemory, msg)

@@ -342,13 +342,13 @@ std::string Trainer::zero_grad_weights(const StepStats& st, int* count) const {
   if (oo.l1 > 0 || oo.l2 > 0) raw = model_.flat_grads().to_vector();
   std::string last;
   *count = 0;
+  const auto raw_zero = [&raw](const Param& p) {
+    const float* g = raw.data() + p.offset;
+    return std::all_of(g, g + shape_numel(p.shape), [](float v) { return v == 0.0f; });
+  };
   for (size_t i = 0; i < refs.size() && i < st.tensor_grad_norms.size(); ++i) {
     if (!refs[i].param->decay) continue;
-    const float* g = raw.data() + (raw.empty() ? 0 : refs[i].param->offset);
-    const bool zero = raw.empty() ? st.tensor_grad_norms[i] == 0.0f
-                                  : std::all_of(g, g + shape_numel(refs[i].param->shape),
-                                                [](float v) { return v == 0.0f; });
-    if (zero) {
+    if (raw.empty() ? st.tensor_grad_norms[i] == 0.0f : raw_zero(*refs[i].param)) {
       ++*count;
       last = refs[i].name;
     }
@@ -435,10 +435,18 @@ void Trainer::check_fit(const Dataset& train, const Dataset* test, const TrainPo
   // A batch a layer cannot train on (batch norm's batch of 1 without spatial dimensions) is
   // found now, not when the epoch that ends in it has trained.
   long long last_step = from.step;  // of the epoch's last batch, counting from 1
-  for (int epoch = from.epoch; epoch < opts_.epochs && train.size() > 0; ++epoch) {
+  for (int epoch = from.epoch; epoch < opts_.epochs; ++epoch) {
     const int64_t b = bsched.empty() ? opts_.batch_size : batch_size_at(bsched, epoch);
-    const int64_t n = train.size(), smallest = n % b != 0 ? n % b : std::min(b, n);
-    last_step += n / b + (n % b != 0) - (epoch == from.epoch ? from.batch : 0);  // (b may be huge)
+    const int64_t n = train.size(), batches = n / b + (n % b != 0),  // (b may be huge)
+        smallest = n % b != 0 ? n % b : std::min(b, n);
+    // A position past its epoch's last batch (a library caller's; a checkpoint's is checked
+    // against the run's batch options by the apps) trained nothing, then read past the data.
+    // At it is an epoch whose batches are all done: checkpoints before 2026-12-02 saved a step
+    // checkpoint on an epoch's last batch so, and fit_epochs finishes that epoch.
+    KILN_USAGE_CHECK(epoch != from.epoch || from.batch <= batches,
+                     "fit: position batch " << from.batch << " of epoch " << from.epoch + 1
+                                            << ", which has " << batches << " batches");
+    last_step += batches - (epoch == from.epoch ? from.batch : 0);
     if (opts_.step_limit > 0 && last_step > opts_.step_limit) break;
     const auto [name, layer] = model_.layer_refusing_batch(smallest);
     KILN_USAGE_CHECK(
@@ -449,17 +457,6 @@ void Trainer::check_fit(const Dataset& train, const Dataset* test, const TrainPo
                          << (bsched.empty() ? "--batch-size" : "--batch-schedule")
                          << (val_set ? ", --train-limit or --val-split" : " or --train-limit")
                          << " so none is left over");
-  }
-  // A position past its epoch's last batch (a library caller's; a checkpoint's is checked
-  // against the run's batch options by the apps) trained nothing, then read past the data.
-  // At it is an epoch whose batches are all done: checkpoints before 2026-12-02 saved a step
-  // checkpoint on an epoch's last batch so, and fit_epochs finishes that epoch.
-  if (from.batch > 0 && from.epoch < opts_.epochs) {
-    const int64_t b = bsched.empty() ? opts_.batch_size : batch_size_at(bsched, from.epoch);
-    const int64_t batches = train.size() / b + (train.size() % b != 0);
-    KILN_USAGE_CHECK(from.batch <= batches, "fit: position batch "
-                                                << from.batch << " of epoch " << from.epoch + 1
-                                                << ", which has " << batches << " batches");
   }
 }
 

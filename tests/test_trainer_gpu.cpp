@@ -138,25 +138,33 @@ TEST(TrainerGpu, ValidationSplitEarlyStopAndRestoreBestOnTheDevice) {
   EXPECT_EQ(stopped, one);
 }
 
+namespace {
+// A small mlp run on `device` with plain SGD at a constant lr (the two tests below).
+RunConfig small_sgd_mlp(const std::string& device, int64_t train_limit, int epochs) {
+  RunConfig c;
+  c.device = device;
+  c.data.data_dir = test::data_dir();
+  c.data.train_limit = train_limit;
+  c.data.test_limit = 64;
+  c.model.model = "mlp";
+  c.model.width = 16;
+  c.optim.name = "sgd";
+  c.sched.name = "constant";
+  c.train.epochs = epochs;
+  c.train.batch_size = 32;
+  c.train.progress = 0;
+  return c;
+}
+}  // namespace
+
 TEST(TrainerGpu, DivergenceNamesTheSameFirstBadStepAsTheCpu) {
   // The device's non-finite flag is read without stalling, so it may be seen steps late (on the
   // emulator at the epoch's end); the flag holds the first bad step's count, and the message
   // names that step as the CPU run does, eager and through a CUDA graph.
   KILN_SKIP_WITHOUT_GPU();
   auto message = [](const std::string& device, bool graphs) {
-    RunConfig c;
-    c.device = device;
-    c.data.data_dir = test::data_dir();
-    c.data.train_limit = 512;
-    c.data.test_limit = 64;
-    c.model.model = "mlp";
-    c.model.width = 16;
-    c.optim.name = "sgd";
+    RunConfig c = small_sgd_mlp(device, 512, 2);
     c.optim.lr = 1e10f;
-    c.sched.name = "constant";
-    c.train.epochs = 2;
-    c.train.batch_size = 32;
-    c.train.progress = 0;
     c.train.cuda_graphs = graphs;
     try {
       run_training(c, {});
@@ -199,19 +207,7 @@ TEST(TrainerGpu, AFitAfterReloadingAGoodCheckpointTrains) {
   KILN_SKIP_WITHOUT_GPU();
   for (const char* events : {"late", "ready"}) {
     test::ScopedEnv env("KILN_EMU_EVENTS", events);
-    RunConfig c;
-    c.device = "cuda";
-    c.data.data_dir = test::data_dir();
-    c.data.train_limit = 128;
-    c.data.test_limit = 64;
-    c.model.model = "mlp";
-    c.model.width = 16;
-    c.optim.name = "sgd";
-    c.sched.name = "constant";
-    c.train.epochs = 1;
-    c.train.batch_size = 32;
-    c.train.progress = 0;
-    auto s = make_session(c);
+    auto s = make_session(small_sgd_mlp("cuda", 128, 1));
     Trainer& tr = *s->trainer;
     ASSERT_EQ(tr.fit(s->train, &s->test).size(), 1u);
     const std::string path = test::temp_file("reload_after_divergence.safetensors");

@@ -934,17 +934,14 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
 }
 
 std::string mixed_test_sets_note(const SweepSpec& spec, const std::vector<TrialRecord>& rs) {
-  // A sweep that varies the test set itself compares no scores across it anyway.
-  const auto dashed = [](std::string s) {
-    std::replace(s.begin(), s.end(), '_', '-');
-    return s;
-  };
+  // A sweep that varies the test set itself compares no scores across it anyway. (Parameter
+  // and group option names are canonical: data_dir in the file is "data-dir".)
   for (const SweepParam& p : spec.params) {
     std::vector<std::string> sets = {p.name};
     for (const auto& b : p.bundles)
       for (const auto& kv : b) sets.push_back(kv.first);
     for (const std::string& o : sets)
-      if (dashed(o) == "data-dir" || dashed(o) == "dataset" || dashed(o) == "test-limit") return "";
+      if (o == "data-dir" || o == "dataset" || o == "test-limit") return "";
   }
   std::map<std::string, std::vector<int64_t>> by_set;
   for (const TrialRecord& r : rs)
