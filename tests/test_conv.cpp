@@ -174,6 +174,24 @@ TEST(ConvRef, BackwardFilterWithoutBiasLeavesBiasAlone) {
   EXPECT_TRUE(test::all_close(dw, dw2, 0, 0));  // overwritten, not accumulated
 }
 
+// The bias gradient of a large plane is its double sum rounded once: the reference summed each
+// image's plane in float, which stalls at 2^24 (2^24 + 2^22 ones summed to 2^24) and drifts
+// well before, as the global average pool did.
+TEST(ConvRef, BiasGradientOfALargePlaneIsTheRoundedSum) {
+  const int64_t big = (int64_t{1} << 24) + (int64_t{1} << 22);
+  ConvShape s = conv_shape(1, 1, 4096, big / 4096, 1, 1, 1, 1, 0);
+  std::vector<float> x(static_cast<size_t>(big), 0.f), ones(static_cast<size_t>(big), 1.f);
+  std::vector<float> dw(1), db(1, std::numeric_limits<float>::quiet_NaN());
+  conv2d_bwd_filter_ref<float>(s, x.data(), ones.data(), dw.data(), db.data());
+  EXPECT_EQ(db[0], static_cast<float>(big));
+  s = conv_shape(1, 1, 1000, 1000, 1, 1, 1, 1, 0);
+  const auto dy = test::random_vec<float>(1000000, 43, 10, 11);
+  double sum = 0;
+  for (float v : dy) sum += v;
+  conv2d_bwd_filter_ref<float>(s, x.data(), dy.data(), dw.data(), db.data());
+  EXPECT_EQ(db[0], static_cast<float>(sum));
+}
+
 // The reference splits images over threads (engine/parallel.h) and sums the filter gradient
 // over fixed groups of images: every output is bit-identical whatever the thread count, also
 // for batches that leave threads without work or groups part-filled, with the fused ReLU's

@@ -200,9 +200,10 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
                     CRS);
         if (gb)
           for (int64_t m = 0; m < s.k; ++m) {
-            T acc = 0;
+            // in double, as the global average pool: a float sum drifts on big planes
+            double acc = 0;
             for (int64_t j = 0; j < PQ; ++j) acc += dyn[m * PQ + j];
-            gb[m] += acc;
+            gb[m] += static_cast<T>(acc);
           }
       }
     }
