@@ -168,7 +168,8 @@ python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/src" > r
 grep -q '^| lr=0.2 | 1 of 2 | 0.9000 | - |$' report-part.md && grep -q '^| lr=0.1 | 2 of 2 | 0.9100 |' report-part.md ||
   { echo "FAIL: seeds of an unfinished sweep"; cat report-part.md; exit 1; }
 # --src without experiments/: one line, exit 1
-if python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/part" > /dev/null 2> err.txt ||
+python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/part" > /dev/null 2> err.txt && rc=0 || rc=$?
+if [ "$rc" != 1 ] ||
     [ "$(cat err.txt)" != "catalogue_report.py: --src $tmp/part: no experiments/ directory there" ]; then
   echo "FAIL: --src without experiments/"; cat err.txt; exit 1
 fi

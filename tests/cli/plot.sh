@@ -90,7 +90,8 @@ set +e
 "$py" "$plot" seeds grid -o x.png 2> err.txt  # no seed parameter
 rc=$?
 set -e
-[ $rc -ne 0 ] && grep -q "no 'seed' parameter" err.txt || { echo "FAIL: seeds without a seed rc=$rc"; cat err.txt; exit 1; }
+[ $rc -eq 1 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q "^plot.py: seeds: grid has no 'seed' parameter" err.txt ||
+  { echo "FAIL: seeds without a seed rc=$rc"; cat err.txt; exit 1; }
 # Directories that swept different parameters: the shared one (lr) is plotted, the rest named.
 "$py" "$plot" sweep seeds random -o mixed.png > out.txt
 check mixed.png
@@ -100,7 +101,8 @@ set +e
 "$py" "$plot" lr-find missing.csv -o x.png 2> err.txt
 rc=$?
 set -e
-[ $rc -ne 0 ] && grep -q "missing.csv" err.txt || { echo "FAIL: missing input rc=$rc"; cat err.txt; exit 1; }
+[ $rc -eq 1 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q "^plot.py: lr-find: .*missing.csv" err.txt ||
+  { echo "FAIL: missing input rc=$rc"; cat err.txt; exit 1; }
 
 # A CSV whose last row was cut (a copy taken mid-write) plots the rows before it.
 head -c 1500 lr.csv > torn.csv

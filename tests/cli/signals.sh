@@ -41,7 +41,7 @@ print(rc if rc >= 0 else "killed-by-%d" % -rc)
 PY
 }
 
-stopped=0
+stopped=0 stopped_SIGTERM=0 stopped_SIGINT=0
 for delay in 0.05 0.1 0.15 0.25; do
   for sig in SIGTERM SIGINT; do
     want=$([ "$sig" = SIGTERM ] && echo 143 || echo 130)
@@ -51,6 +51,7 @@ for delay in 0.05 0.1 0.15 0.25; do
     [ "$rc" = "$want" ] && grep -q "^sweep: interrupted by $sig" err.txt ||
       { echo "FAIL: $sig after ${delay}s: exit $rc"; cat err.txt; exit 1; }
     stopped=$((stopped + 1))
+    eval "stopped_$sig=\$((stopped_$sig + 1))"
     # --resume finishes the sweep with every trial recorded once.
     "$KILN_BIN/sweep" s.yaml --dir "d_$delay" --resume "${common[@]}" > resumed.txt
     n=$(python3 -c "import json,sys; print(len({json.loads(l)['trial'] for l in open(sys.argv[1]) if l.strip()}))" "d_$delay/results.jsonl")
@@ -59,6 +60,9 @@ for delay in 0.05 0.1 0.15 0.25; do
   done
 done
 [ "$stopped" -ge 4 ] || { echo "FAIL: only $stopped of 8 signals landed before the sweep ended"; exit 1; }
+# each kind at least once: a sweep that ignored one of them would finish, and pass as "ended before"
+[ "$stopped_SIGTERM" -ge 1 ] && [ "$stopped_SIGINT" -ge 1 ] ||
+  { echo "FAIL: SIGTERM stopped $stopped_SIGTERM runs, SIGINT $stopped_SIGINT (each must stop one)"; exit 1; }
 echo "sweep: $stopped signals, each stopped with its message"
 
 # lr_find: a long ramp, stopped once it has logged step 20.
@@ -95,13 +99,16 @@ after_last_line() {  # pattern signal cmd... ; prints the exit code
 import re, signal, subprocess, sys
 pat, sig, cmd = re.compile(sys.argv[1]), getattr(signal, sys.argv[2]), sys.argv[3:]
 p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open("late.err", "w"), text=True)
+sent = False
 for line in p.stdout:
     if pat.search(line):
         p.send_signal(sig)
+        sent = True
         break
 p.stdout.read()
 rc = p.wait()
-print(rc if rc >= 0 else "killed-by-%d" % -rc)
+# a final line the pattern no longer matches sends no signal: that is a failure, not a pass
+print((rc if rc >= 0 else "killed-by-%d" % -rc) if sent else "no-final-line")
 PY
 }
 for i in 1 2 3 4; do

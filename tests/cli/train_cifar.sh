@@ -71,6 +71,6 @@ set +e
 "$KILN_BIN/train_cifar" --device cpu --data-dir nowhere --epochs 1 > /dev/null 2> err.txt
 rc=$?
 set -e
-[ $rc -ne 0 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q 'train_cifar: error:' err.txt ||
+[ $rc -eq 1 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q 'train_cifar: error:' err.txt ||
   { echo "FAIL: missing data rc=$rc"; cat err.txt; exit 1; }
 echo "PASS"
