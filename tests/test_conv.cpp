@@ -786,6 +786,21 @@ TEST(ConvGpu, StridesPastThePaddedImageMatchReference) {
 #endif
 }
 
+// The CUDA bias gradient sums in double too: two 512 x 512 planes of 0.1 (two image splits, so
+// the combine kernel adds them) give the reference's bits, 2^19 * 0.1f rounded once (a float sum
+// per thread was 1e-5 off).
+TEST(ConvGpu, BiasGradientOfALargePlaneIsTheRoundedSum) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  const ConvShape s = conv_shape(2, 1, 512, 512, 1, 1, 1, 1, 0);
+  const std::vector<float> x(static_cast<size_t>(s.x_numel()), 0.f), w(1, 0.5f), b(1, 0.f);
+  const std::vector<float> g(static_cast<size_t>(s.y_numel()), 0.1f);
+  const RefResults want = reference(s, x, w, b, g);
+  ASSERT_EQ(want.db[0], static_cast<float>(524288 * static_cast<double>(0.1f)));
+  EXPECT_EQ(ConvOnDevice(s, x, w, b, g).run().db, want.db);
+#endif
+}
+
 TEST(Conv2dLayerGpu, ModelForwardBackwardMatchCpu) {
   KILN_SKIP_WITHOUT_GPU();
   // the same model, same seed, on both devices: outputs and every gradient agree

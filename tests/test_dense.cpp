@@ -178,6 +178,20 @@ TEST(GemmRefBlocks, EveryCutAndTransposeMatchesTheDefinition) {
   }
 }
 
+// The bias gradient of a large batch is its double sum rounded once: the reference's float
+// running sum stalled at 2^24 (2^24 + 2^22 rows of 1 summed to 2^24) and drifted well before.
+TEST(DenseRef, BiasGradOfALargeBatchIsTheRoundedSum) {
+  const int64_t big = (int64_t{1} << 24) + (int64_t{1} << 22);
+  std::vector<float> ones(static_cast<size_t>(big), 1.f), db(2, std::nanf(""));
+  bias_grad_ref<float>(ones.data(), db.data(), big, 1);
+  EXPECT_EQ(db[0], static_cast<float>(big));
+  const auto dy = random_vec<float>(1000000, 15, 10, 11);  // 500,000 rows, 2 columns
+  double sum[2] = {0, 0};
+  for (size_t i = 0; i < dy.size(); ++i) sum[i % 2] += dy[i];
+  bias_grad_ref<float>(dy.data(), db.data(), 500000, 2);
+  EXPECT_EQ(db, (std::vector<float>{static_cast<float>(sum[0]), static_cast<float>(sum[1])}));
+}
+
 TEST(LinearRef, GradCheckDouble) {
   const int n = 3, in = 4, out = 5;
   auto x = random_vec<double>(n * in, 11), w = random_vec<double>(out * in, 12), b = random_vec<double>(out, 13);
@@ -227,6 +241,22 @@ TEST(LinearLayer, CpuLayerMatchesReferenceAndSkipsDxForFirstLayer) {
 
 // ---- GPU vs reference -------------------------------------------------------------------------
 #ifdef KILN_WITH_CUDA
+// The CUDA bias gradient sums in double too: 60,000 rows of 0.1 (a full MNIST batch) give the
+// reference's bits, 60,000 * 0.1f rounded once (a float sum per thread was 7e-5 off).
+TEST(DenseGpu, BiasGradOfALargeBatchIsTheRoundedSum) {
+  KILN_SKIP_WITHOUT_GPU();
+  Context ctx(Device::CUDA, 0);
+  const int64_t rows = 60000, cols = 10;
+  std::vector<float> y(static_cast<size_t>(rows * cols), 0.1f), want(cols);
+  bias_grad_ref<float>(y.data(), want.data(), rows, cols);
+  EXPECT_EQ(want[0], static_cast<float>(60000 * static_cast<double>(0.1f)));
+  Tensor src = Tensor::from_vector(y, {rows * cols}, Device::CUDA),
+         out = test::poisoned({cols}, Device::CUDA);
+  bias_grad(src.data(), out.data(), rows, cols, ctx.stream());
+  ctx.sync();
+  EXPECT_EQ(out.to_vector(), want);
+}
+
 // cuBLAS's sizes are int: past 2^31-1 the call is refused before cuBLAS sees it (it wrapped).
 TEST(DenseGpu, GemmRefusesSizesPastInt) {
   const int64_t big = (int64_t{1} << 32) + 5;

@@ -122,6 +122,22 @@ TEST(PoolRef, GlobalAvgPoolOfALargePlaneIsTheRoundedMean) {
   EXPECT_EQ(y[0], static_cast<float>(sum / 1e6));
 }
 
+// The CUDA global average pool sums in double too: a 1024 x 1024 plane of 0.1 averages to 0.1f
+// exactly, as the reference (a lane's float sum was 2.6e-4 off).
+TEST(GlobalPoolGpu, ALargePlaneAveragesToTheRoundedMean) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  const int64_t hw = 1024 * 1024;
+  const std::vector<float> x(static_cast<size_t>(2 * hw), 0.1f);
+  std::vector<float> want(2);
+  global_avgpool_fwd_ref<float>(2, hw, x.data(), want.data());
+  ASSERT_EQ(want, (std::vector<float>{0.1f, 0.1f}));
+  Tensor X = Tensor::from_vector(x, {2 * hw}, Device::CUDA), Y = test::poisoned({2}, Device::CUDA);
+  global_avgpool_fwd(2, hw, X.data(), Y.data(), nullptr);
+  EXPECT_EQ(Y.to_vector(), want);
+#endif
+}
+
 // ---- gradient checks ---------------------------------------------------------------------------
 
 TEST(PoolRef, GradientsMatchCentralDifferences) {

@@ -451,10 +451,12 @@ BiasPlan plan_bias_split(const ConvShape& s) {
 
 __global__ void bias_grad_kernel(const float* __restrict__ dy, const float* __restrict__ ymask,
                                  int n, int K, int PQ, int per, float* __restrict__ out) {
-  __shared__ float part[NT];
+  // Double sums, as the reference: a thread's float sum drifted with the plane (6e-4 relative
+  // on a 4096 x 4096 plane of one value).
+  __shared__ double part[NT];
   const int m = blockIdx.x, z = blockIdx.y;
   const int img_end = min(n, (z + 1) * per);  // (z + 1) * per <= 64 * ceil(n / 64) < 2^31
-  float s = 0.f;
+  double s = 0;
   for (int img = z * per; img < img_end; ++img) {
     const int64_t base = (int64_t(img) * K + m) * PQ;
     // 64-bit: i steps up to NT - 1 past PQ, which may lie within NT of 2^31
@@ -466,16 +468,16 @@ __global__ void bias_grad_kernel(const float* __restrict__ dy, const float* __re
     if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
     __syncthreads();
   }
-  if (threadIdx.x == 0) out[int64_t(m) * gridDim.y + z] = part[0];
+  if (threadIdx.x == 0) out[int64_t(m) * gridDim.y + z] = float(part[0]);
 }
 
 __global__ void bias_combine_kernel(const float* __restrict__ partial, int splits, int K,
                                     float* __restrict__ db) {
   const int m = blockIdx.x * blockDim.x + threadIdx.x;
   if (m >= K) return;
-  float s = 0.f;
+  double s = 0;
   for (int z = 0; z < splits; ++z) s += partial[int64_t(m) * splits + z];  // fixed order
-  db[m] = s;
+  db[m] = float(s);
 }
 
 // Layers reject these shapes with a usage error first; this guards direct callers.
