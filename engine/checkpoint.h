@@ -58,7 +58,13 @@ std::string read_safetensors_header(const std::string& path);
 // write, fsync, rename over `path`, fsync the directory. On failure the temp file is removed,
 // `path` is untouched, and a runtime Error names `path`. Temp files for `path` that a killed
 // process of this machine left behind are removed first.
+// A symbolic link at `path` is written through, as open() and torch.save do: the file it leads
+// to is replaced, the link stays.
 void write_file_atomic(const std::string& path, const void* data, size_t size);
+// Where a write to `path` lands: `path`, or where the symbolic links at its last component lead
+// (a dangling link gives its missing target; relative targets are taken from the link's
+// directory). "" when 40 links do not end (a loop), where open() fails with ELOOP.
+std::string link_target(const std::string& path);
 // Whether directory entry `name` is a write_file_atomic temp file of a process of this machine
 // that no longer runs (another machine's, on a shared directory, is never stale here).
 bool is_stale_temp_file(const std::string& name);

@@ -274,9 +274,14 @@ static std::string missing_hint(const std::string& data_dir, const std::vector<s
   }
   if (::access(data_dir.c_str(), R_OK | X_OK) != 0 && errno == EACCES)
     return data_dir + " cannot be read (permission denied)";
-  for (const std::string& d : dirs)
+  for (const std::string& d : dirs) {
+    // (access() answers EACCES for a file without x too: <data_dir>/mnist as a file is no
+    // permission matter)
+    if (::stat(d.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+      return d + " is a file, not the directory holding the files";
     if (::access(d.c_str(), R_OK | X_OK) != 0 && errno == EACCES)
       return d + " cannot be read (permission denied)";
+  }
   for (const std::string& d : dirs)
     for (const std::string& b : missing)
       for (const char* ext : {"", ".gz"})

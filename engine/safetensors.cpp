@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <vector>
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
@@ -287,8 +288,25 @@ std::string atomic_temp_name(const std::string& path, long pid, unsigned k) {
   return temp_stem(path) + temp_tag() + std::to_string(pid) + "." + std::to_string(k);
 }
 
-void write_file_atomic(const std::string& path, const void* data, size_t size) {
+std::string link_target(const std::string& path) {
+  std::string at = path;
+  struct stat st;
+  for (int links = 0; links <= 40; ++links) {
+    if (::lstat(at.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return at;
+    std::vector<char> buf(static_cast<size_t>(st.st_size > 0 ? st.st_size : 255) + 1);
+    const ssize_t n = ::readlink(at.c_str(), buf.data(), buf.size());
+    if (n < 0 || static_cast<size_t>(n) >= buf.size()) return at;  // (changed meanwhile)
+    const std::string to(buf.data(), static_cast<size_t>(n));
+    at = to[0] == '/' || at.find('/') == std::string::npos ? to : dir_of(at) + "/" + to;
+  }
+  return "";
+}
+
+void write_file_atomic(const std::string& user_path, const void* data, size_t size) {
   static std::atomic<unsigned> counter{0};
+  // The file behind a link is replaced, not the link.
+  const std::string path = link_target(user_path);
+  KILN_CHECK(!path.empty(), user_path << ": " << std::strerror(ELOOP));
   std::string dir = dir_of(path);
   const std::string stem = temp_stem(path), prefix = stem.substr(stem.rfind('/') + 1) + temp_tag();
   if (DIR* d = ::opendir(dir.c_str())) {  // what a writer killed mid-write left for this file
@@ -304,7 +322,7 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   // a directory must stay what it is.
   struct stat existing;
   KILN_CHECK(::stat(path.c_str(), &existing) != 0 || S_ISREG(existing.st_mode),
-             path << ": exists and is not a regular file; not replacing it");
+             user_path << ": exists and is not a regular file; not replacing it");
   // A name taken already is another process's of the same pid (a restarted container's
   // leftover, its pid alive again as this one): the next counter.
   std::string tmp;
@@ -314,14 +332,15 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0 && errno != EEXIST) break;
   }
-  KILN_CHECK(fd >= 0, path << ": cannot create a temporary file in " << dir << ": " << std::strerror(errno));
+  KILN_CHECK(fd >= 0, user_path << ": cannot create a temporary file in " << dir << ": "
+                                << std::strerror(errno));
   int err = write_all(fd, data, size);
   if (!err) err = fsync_retry(fd);
   if (::close(fd) != 0 && !err) err = errno;
   if (!err && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
   if (err) {
     ::unlink(tmp.c_str());
-    KILN_FAIL(path << ": write failed, previous file left untouched: " << std::strerror(err));
+    KILN_FAIL(user_path << ": write failed, previous file left untouched: " << std::strerror(err));
   }
   // The rename is durable only once the directory entry is on disk.
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -65,8 +65,31 @@ def note(msg):
     print(f"plot.py: {msg}", file=sys.stderr)
 
 
+def output_path(out):
+    """The file -o names: matplotlib adds .png to a name without a suffix."""
+    return out if os.path.splitext(out)[1] else out + ".png"
+
+
 def save(fig, args):
-    fig.savefig(args.output, dpi=args.dpi, bbox_inches="tight")  # legends outside the axes too
+    """Writes a temp file beside the output and renames it over it, so a full disk or a kill
+    leaves the previous PNG whole (as kiln writes its files); a link is written through."""
+    out = output_path(args.output)
+    path = os.path.realpath(out)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    try:
+        fig.savefig(tmp, format=os.path.splitext(path)[1][1:].lower(), dpi=args.dpi,
+                    bbox_inches="tight")  # legends outside the axes too
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):  # named as given (ENOSPC names no file, a rename the temp)
+            raise OSError(e.errno, e.strerror, out) from e
+        raise
 
 
 def read_csv(path):
@@ -1019,7 +1042,7 @@ def main():
         {"lr-find": lr_find, "curves": curves, "sweep": sweep, "seeds": seeds}[args.cmd](args)
     except (OSError, KeyError, ValueError, TypeError) as e:  # TypeError: a field of the wrong type
         sys.exit(f"plot.py: {args.cmd}: {e}")
-    print(f"wrote {args.output}")
+    print(f"wrote {output_path(args.output)}")
 
 
 if __name__ == "__main__":

@@ -426,6 +426,12 @@ TEST(LoadDataset, MissingFilesSayWhy) {
   m = why(t.path.string());
   EXPECT_TRUE(has(m, t.file("t10k-images-idx3-ubyte.gz") + " is a dangling symlink")) << m;
   fs::remove(t.file("t10k-images-idx3-ubyte.gz"));
+  // <data_dir>/mnist a file (access() answered EACCES for it: "permission denied")
+  write_file(t.file("mnist"), {'x'});
+  m = why(t.path.string());
+  EXPECT_TRUE(has(m, t.file("mnist") + " is a file, not the directory holding the files")) << m;
+  EXPECT_FALSE(has(m, "permission denied")) << m;
+  fs::remove(t.file("mnist"));
   fs::create_directories(t.path / "cifar-10-batches-py");
   write_file(t.file("cifar-10-batches-py/data_batch_1"), {0x80, 2});
   m = why(t.path.string(), "cifar10");

@@ -16,6 +16,7 @@
 #include <locale>
 #include <sstream>
 
+#include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "tuning/run_checkpoint.h"
 
@@ -372,12 +373,24 @@ void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
     if (s.ok())
       g << s.method << "," << s.lr << "," << r.points[static_cast<size_t>(s.index)].step << "\n";
   const std::string a = f.str(), b = g.str();
-  // The old suggestions go first: a write that fails between the two files must not leave
-  // this curve beside another run's suggestions.
-  KILN_CHECK(::unlink((path + ".suggestions").c_str()) == 0 || errno == ENOENT,
-             path << ".suggestions: cannot remove the previous run's: " << std::strerror(errno));
-  write_file_atomic(path, a.data(), a.size());
-  write_file_atomic(path + ".suggestions", b.data(), b.size());
+  // The old suggestions step aside (under a temp file's name) while the curve is written: a
+  // failed curve puts them back beside the old curve; after a new curve they are removed, so a
+  // suggestions write that fails, or a kill, never leaves this curve beside another run's
+  // suggestions (a killed run's aside file is removed by the next write, as its temp files).
+  const std::string sugg = path + ".suggestions", file = link_target(sugg);
+  KILN_CHECK(!file.empty(), sugg << ": " << std::strerror(ELOOP));
+  const std::string aside = atomic_temp_name(file, ::getpid(), ~0u);
+  const bool moved = ::rename(file.c_str(), aside.c_str()) == 0;
+  KILN_CHECK(moved || errno == ENOENT,
+             sugg << ": cannot move the previous run's aside: " << std::strerror(errno));
+  try {
+    write_file_atomic(path, a.data(), a.size());
+  } catch (...) {
+    if (moved) (void)::rename(aside.c_str(), file.c_str());
+    throw;
+  }
+  if (moved) (void)::unlink(aside.c_str());
+  write_file_atomic(sugg, b.data(), b.size());
 }
 
 std::string lr_find_report(const LrFindResult& r) {

@@ -21,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/json.h"
 #include "engine/numtext.h"
@@ -344,9 +345,13 @@ static std::string cannot_create_in(const std::string& d) {
 void check_output_file(const char* opt, const std::string& path, bool in_place,
                        const char* companion) {
   struct stat st;
-  const std::string d = dir_name(path);
+  // A link is written through (write_file_atomic, open()): its target's directory takes the file.
+  const std::string target = link_target(path);
+  KILN_USAGE_CHECK(!target.empty(), opt << " " << path << ": " << std::strerror(ELOOP));
+  const std::string d = dir_name(target);
   KILN_USAGE_CHECK(::stat(d.c_str(), &st) == 0,
-                   opt << " " << path << ": directory " << d << " does not exist");
+                   opt << " " << path << (target == path ? "" : " (a link to " + target + ")")
+                       << ": directory " << d << " does not exist");
   KILN_USAGE_CHECK(S_ISDIR(st.st_mode), opt << " " << path << ": " << d << " is not a directory");
   const bool exists = ::stat(path.c_str(), &st) == 0;
   const int stat_errno = exists ? 0 : errno;
@@ -365,10 +370,17 @@ void check_output_file(const char* opt, const std::string& path, bool in_place,
     KILN_USAGE_CHECK(err == 0, opt << " " << path << ": " << std::strerror(err));
   } else if (const std::string why = cannot_create_in(d); !why.empty())
     KILN_USAGE_FAIL(opt << " " << path << ": cannot create a file in " << d << ": " << why);
-  if (companion)  // a second file next to it (CSV.suggestions): a longer name
+  if (companion) {  // a second file next to it (CSV.suggestions), replaced by a rename too
+    const std::string second = path + companion;
+    const bool there = ::stat(second.c_str(), &st) == 0;
+    KILN_USAGE_CHECK(there || errno != ENAMETOOLONG,
+                     opt << " " << path << ": " << second << ": " << std::strerror(ENAMETOOLONG));
     KILN_USAGE_CHECK(
-        ::stat((path + companion).c_str(), &st) == 0 || errno != ENAMETOOLONG,
-        opt << " " << path << ": " << path << companion << ": " << std::strerror(ENAMETOOLONG));
+        !there || S_ISREG(st.st_mode),
+        opt << " " << path << ": " << second
+            << (S_ISDIR(st.st_mode) ? " is a directory" : " exists and is not a regular file")
+            << "; not replacing it");
+  }
 }
 
 namespace {
@@ -478,6 +490,15 @@ void check_output_paths(const RunConfig& cfg, const std::string& made_dir) {
        err = ::stat(at.c_str(), &st) != 0 ? errno : 0) {
     KILN_USAGE_CHECK(err != ENAMETOOLONG,
                      "checkpoint directory " << dir << ": " << std::strerror(ENAMETOOLONG));
+    // (mkdir cannot make a directory where a link stands: as os.makedirs, refused)
+    if (::lstat(at.c_str(), &st) == 0) {
+      const std::string to = link_target(at);
+      KILN_USAGE_FAIL("checkpoint directory "
+                      << dir << ": " << at
+                      << (to.empty() ? " is a loop of symbolic links"
+                                     : " is a symbolic link to " + to + ", which does not exist")
+                      << "; make its target or name another directory");
+    }
     at = dir_name(at);
   }
   KILN_USAGE_CHECK(::stat(at.c_str(), &st) != 0 || S_ISDIR(st.st_mode),

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # I/O failures, injected with strace (-P FILE: only that file's calls count) and a file-size
-# limit: a call interrupted by a signal handler (EINTR; kiln's SIGINT/SIGTERM handlers have no
-# SA_RESTART) is retried and the run's outputs are byte-identical; a read error (EIO) names the
-# file and is not taken for a corrupt file; a short write past `ulimit -f` fails cleanly (no
+# limit: a call interrupted by a signal handler (EINTR, injected: kiln's SIGINT/SIGTERM handlers
+# now restart calls, another program's need not) is retried and the outputs are byte-identical;
+# a read error (EIO) names the file and is not taken for a corrupt file; a short write past `ulimit -f` fails cleanly (no
 # SIGXFSZ kill, no torn JSONL record, no temp file); a sweep whose results.jsonl cannot be
 # read fails instead of rewriting results.csv without its rows; a failed lr_find write leaves
-# no other run's suggestions beside the new curve.
+# the old curve with its suggestions, or the new curve without any (never another run's).
 set -u
 : "${KILN_BIN:?}" "${KILN_TEST_DATA:?}"
 command -v strace >/dev/null || { echo "SKIP: no strace (scripts/install_deps.sh installs it)"; exit 77; }
@@ -79,11 +79,19 @@ rc=$?
   [ "$(wc -l <sd/results.csv)" = 4 ] && [ "$(wc -l <sd/results.jsonl)" = 3 ] &&
   ok sweep-resume-after || bad sweep-resume-after err sd/results.csv
 
-# lr_find: the suggestions' write fails after the curve's: no earlier run's suggestions left.
+# lr_find: its renames are the old suggestions aside (1), the curve (2), the suggestions (3).
+# The curve's write fails: the old curve and its suggestions are both left as they were.
 lf=("$KILN_BIN/lr_find" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 300 --num-it 20 --lr-find-csv lr.csv)
 "${lf[@]}" >/dev/null 2>&1 && [ -f lr.csv.suggestions ] || bad "lr_find reference"
 echo stale >lr.csv.suggestions
+cp lr.csv lr.csv.before
 inject -e trace=rename -e inject=rename:error=EIO:when=2 "${lf[@]}" >/dev/null 2>err
+[ $? = 1 ] && grep -q "lr.csv: write failed, previous file left untouched: Input/output error" err &&
+  [ "$(cat lr.csv.suggestions)" = stale ] && cmp -s lr.csv lr.csv.before && [ "$(ls -A | grep -c '[.]tmp[.]')" = 0 ] &&
+  ok lr-find-curve-fails || bad "lr-find-curve-fails (suggestions: $(cat lr.csv.suggestions 2>&1))" err
+# The suggestions' write fails after the curve's: no earlier run's suggestions left beside it.
+inject -e trace=rename -e inject=rename:error=EIO:when=3 "${lf[@]}" --seed 7 >/dev/null 2>err  # (another curve)
 [ $? = 1 ] && grep -q "lr.csv.suggestions: write failed, previous file left untouched: Input/output error" err &&
-  [ ! -e lr.csv.suggestions ] && ok lr-find-pair || bad "lr-find-pair (suggestions: $(cat lr.csv.suggestions 2>&1))" err
+  [ ! -e lr.csv.suggestions ] && ! cmp -s lr.csv lr.csv.before && [ "$(ls -A | grep -c '[.]tmp[.]')" = 0 ] &&
+  ok lr-find-pair || bad "lr-find-pair (suggestions: $(cat lr.csv.suggestions 2>&1))" err
 exit $fail

@@ -127,6 +127,21 @@ rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q "$long.suggestions: File name too long" err.txt && [ ! -e "$long" ] ||
   { echo "FAIL: long CSV name rc=$rc"; cat err.txt; exit 1; }
+# CSV.suggestions a directory or a FIFO: refused before the test (a directory failed after it,
+# the curve unwritten; a FIFO was replaced by a file), as the CSV itself is.
+for kind in dir fifo; do
+  rm -rf odd.csv odd.csv.suggestions
+  if [ $kind = dir ]; then mkdir odd.csv.suggestions; else mkfifo odd.csv.suggestions; fi
+  set +e
+  "$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 256 --model mlp --width 16 \
+    --num-it 5 --lr-find-csv odd.csv >/dev/null 2>err.txt
+  rc=$?
+  set -e
+  [ $rc -eq 2 ] && [ "$(wc -l < err.txt)" -eq 1 ] &&
+    grep -Eq "odd.csv: odd.csv.suggestions (is a directory|exists and is not a regular file); not replacing it" err.txt &&
+    [ ! -e odd.csv ] && { [ $kind = dir ] && [ -d odd.csv.suggestions ] || [ -p odd.csv.suggestions ]; } ||
+    { echo "FAIL: CSV.suggestions a $kind rc=$rc"; cat err.txt; exit 1; }
+done
 mkdir -p csvdir
 "$KILN_BIN/train_mnist" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 128 --test-limit 64 \
   --model mlp --width 16 --epochs 1 --checkpoint-dir ck --lr-find-csv csvdir >/dev/null 2>err.txt ||

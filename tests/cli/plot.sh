@@ -104,6 +104,28 @@ set -e
 [ $rc -eq 1 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q "^plot.py: lr-find: .*missing.csv" err.txt ||
   { echo "FAIL: missing input rc=$rc"; cat err.txt; exit 1; }
 
+# The PNG is written beside its name and renamed over it: a failed write (the rename fails,
+# EIO) leaves the previous PNG as it was and no temp file, and names the file.
+if strace -qq -o /dev/null true 2>/dev/null; then
+  cp lr.png lr.before
+  set +e
+  strace -f -qq -o /dev/null -e trace=rename,renameat,renameat2 -e inject=rename,renameat,renameat2:error=EIO \
+    "$py" "$plot" lr-find lr.csv --title other -o lr.png > /dev/null 2> err.txt
+  rc=$?
+  set -e
+  [ $rc -eq 1 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q "^plot.py: lr-find: .*Input/output error: 'lr.png'" err.txt &&
+    cmp -s lr.png lr.before && [ -z "$(ls -A | grep '[.]tmp[.]' || true)" ] ||
+    { echo "FAIL: a failed PNG write rc=$rc"; cat err.txt; ls -A; exit 1; }
+else
+  echo "skip: the failed-write check (strace cannot trace here)"
+fi
+# A name without a suffix gets matplotlib's .png, and the line says so; a link is written through.
+"$py" "$plot" lr-find lr.csv -o nosuffix > out.txt
+check nosuffix.png
+grep -qx "wrote nosuffix.png" out.txt || { echo "FAIL: -o nosuffix"; cat out.txt; exit 1; }
+ln -s linked-target.png link.png
+"$py" "$plot" lr-find lr.csv -o link.png > /dev/null
+[ -L link.png ] && check linked-target.png || { echo "FAIL: -o link.png"; ls -l link.png; exit 1; }
 # A CSV whose last row was cut (a copy taken mid-write) plots the rows before it.
 head -c 1500 lr.csv > torn.csv
 "$py" "$plot" lr-find torn.csv -o torn.png 2> err.txt || { echo "FAIL: torn CSV"; cat err.txt; exit 1; }

@@ -121,6 +121,35 @@ rc=$?
 [ $rc = 2 ] && grep -q "kiln_eval: error: --test-limit: '5x' is not an integer" "$tmp/eval" ||
   { echo "FAIL kiln_eval --test-limit 5x: rc=$rc"; cat "$tmp/eval"; fail=1; }
 grep -Eq '^test_acc=[0-9.]+ test_loss=[0-9.]+ seconds=[0-9.]+$' "$tmp/out" || { echo "FAIL val-split final line"; fail=1; }
+# --log a FIFO no process reads: refused at once (the open blocked, past SIGTERM); with a
+# reader it takes the records.
+mkfifo "$tmp/fifo"
+check log-fifo-unread 1 'fifo: a FIFO no process reads' -- \
+  timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --test-limit 100 --epochs 1 --log "$tmp/fifo"
+cat "$tmp/fifo" > "$tmp/fifo.got" &
+reader=$!
+check log-fifo-read 0 '^test_acc=' -- \
+  timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --test-limit 100 --epochs 1 --log "$tmp/fifo"
+wait $reader
+grep -q '"type":"epoch","epoch":1,' "$tmp/fifo.got" || { echo "FAIL log-fifo-read: no record"; fail=1; }
+# Outputs at symbolic links are written through (as torch.save, open()): --save replaces the
+# file a link leads to and keeps the link; a link into a missing directory (--log), and a
+# --checkpoint-dir that is a link to nothing, are refused before training (the directory one
+# failed after the first epoch).
+"$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --test-limit 100 --epochs 1 \
+  --save "$tmp/target.st" > /dev/null
+cp "$tmp/target.st" "$tmp/target.before"
+ln -s target.st "$tmp/link.st"
+check save-through-link 0 '^test_acc=' -- \
+  "$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --test-limit 100 --epochs 1 --seed 9 --save "$tmp/link.st"
+[ -L "$tmp/link.st" ] && [ -s "$tmp/target.st" ] && ! cmp -s "$tmp/target.st" "$tmp/target.before" ||
+  { echo "FAIL save-through-link: the link replaced or its file not written"; ls -l "$tmp"/link.st "$tmp"/target.st; fail=1; }
+ln -s nowhere/x.jsonl "$tmp/loglink"
+check log-link-missing-dir 2 'loglink \(a link to .*nowhere/x.jsonl\): directory .*nowhere does not exist' -- \
+  "$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --epochs 1 --log "$tmp/loglink"
+ln -s nowhere/ck "$tmp/cklink"
+check ckpt-dir-link-to-nothing 2 'cklink is a symbolic link to .*nowhere/ck, which does not exist' -- \
+  "$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --epochs 2 --checkpoint-every 1 --checkpoint-dir "$tmp/cklink"
 grep -q '"step":57,.*"val_loss":[0-9.]*,"val_acc":[0-9.]*' "$tmp/v.jsonl" || { echo "FAIL val-split jsonl"; cat "$tmp/v.jsonl"; fail=1; }
 # --early-stop 1 with a delta no loss change reaches: epoch 1 sets the best, epoch 2 does not
 # improve on it, so the run stops before epoch 3 and says so (stderr and a JSONL record).
