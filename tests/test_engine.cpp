@@ -733,6 +733,12 @@ TEST(Options, CliFlagsBoolsAndErrors) {
             "--eps: '1e-50' is too small for a float (|x| >= 1.2e-38, or 0)");
   EXPECT_EQ(usage_msg({"--val-split", "1e-50"}), "no error");  // a double field
   EXPECT_EQ(usage_msg({"--epochs", "0x10"}), "--epochs: '0x10' is not an integer");
+  // Exponent forms: exact integers up to 2^53 (a sweep passes its int_uniform bound 2^53 - 2
+  // on as 9.00719925474099e+15, refused below 9e15 as "not an integer"); past it, said so.
+  EXPECT_EQ(usage_msg({"--seed", "9.00719925474099e+15"}), "no error");
+  EXPECT_EQ(usage_msg({"--epochs", "1e18"}),
+            "--epochs: '1e18' is past 2^53 in exponent form, where a double skips integers "
+            "(write it in digits)");
   EXPECT_EQ(usage_msg({"--lr", "0x1p3"}), "--lr: '0x1p3' is not a finite number");
   EXPECT_EQ(usage_msg({"--milestones", "2,4294967297"}),
             "--milestones: '4294967297' is out of range (at most 2147483647)");

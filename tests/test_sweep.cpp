@@ -418,6 +418,13 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
   EXPECT_NE(m.find("int_uniform bounds must lie within +-2^53 (got 1e+20, 1e+20)"),
             std::string::npos)
       << m;
+  // ...and bounds within it are taken on an integer option (2^53 - 2 was passed on as
+  // 9.00719925474099e+15, then refused as "not an integer")
+  EXPECT_NO_THROW(
+      parse_sweep("method: random\nrun_cap: 3\nparameters: {seed: {min: "
+                  "9007199254740990, max: 9007199254740992, distribution: "
+                  "int_uniform}}\n",
+                  "s.yaml"));
   m = usage_error(
       "method: random\nrun_cap: 3\nparameters: {width: {min: 8, max: 64.5, distribution: "
       "uniform}}\n");
@@ -724,6 +731,26 @@ TEST(SweepRun, OutOfMemoryFailsThatTrialAndTheSweepGoesOn) {
   o.resume = true;
   EXPECT_EQ(run_sweep(s, o, short_of_memory).ran, 4);  // 4 to 7, the third trial included
   EXPECT_EQ(ids(read_results(o.dir)), range_ids(8));
+  // A std::bad_alloc (a host vector's allocation: Model::build's) counts as out of memory too:
+  // it was recorded, the streak reset, and the sweep ran on.
+  o.dir = fresh_dir("oom_streak_bad_alloc");
+  o.resume = false;
+  FakeRunner h;
+  std::atomic<int> bad_allocs{3};
+  TrialRunner host_short = [&](const RunConfig& cfg,
+                               const std::function<bool(const EpochRecord&)>& on_epoch) {
+    if (cfg.optim.lr < 0.2f && bad_allocs-- > 0) throw std::bad_alloc();
+    return h.fn()(cfg, on_epoch);
+  };
+  try {
+    run_sweep(s, o, host_short);
+    FAIL() << "ran on through 3 trials in a row of std::bad_alloc";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("trial 4: out of memory (3 trials in a row out of memory"),
+              std::string::npos)
+        << e.message();
+  }
+  EXPECT_EQ(ids(read_results(o.dir)), (std::multiset<int64_t>{0, 1, 2, 3}));
   // ...and a trial that runs ends the streak: out of memory twice, then fine, then twice more.
   o.dir = fresh_dir("oom_no_streak");
   o.resume = false;

@@ -63,8 +63,13 @@ long long parse_int(const std::string& v, const std::string& origin) {
   if (end && *end != 0) {  // accept 1e3-style integers from YAML/sweeps when exact
     char* fend = nullptr;
     double d = strtod_c(v.c_str(), &fend);
-    KILN_USAGE_CHECK(fend && *fend == 0 && std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15,
+    KILN_USAGE_CHECK(fend && *fend == 0 && std::isfinite(d) && d == std::floor(d),
                      origin << ": '" << v << "' is not an integer");
+    // (up to 2^53 every integer is a double; a sweep's int_uniform bounds reach it)
+    KILN_USAGE_CHECK(std::fabs(d) <= 9007199254740992.0,
+                     origin << ": '" << v
+                            << "' is past 2^53 in exponent form, where a double skips integers "
+                               "(write it in digits)");
     return static_cast<long long>(d);
   }
   KILN_USAGE_CHECK(!v.empty() && errno == 0, origin << ": '" << v << "' is not an integer");

@@ -879,6 +879,22 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     };
     const auto t0 = std::chrono::steady_clock::now();
     bool out_of_memory = false;
+    const auto failed = [&](ErrorKind kind, const std::string& message) {
+      out_of_memory = kind == ErrorKind::OutOfMemory;
+      if (out_of_memory && ++oom_streak >= kOomStreak)
+        KILN_FAIL("trial " << i << ": " << message << " (" << kOomStreak
+                           << " trials in a row out of memory: the device is short of memory, "
+                              "not each trial too large; this one is not recorded, --resume "
+                              "runs it again)");
+      rec.status = "failed";
+      rec.message = (kind == ErrorKind::Diverged ? "diverged: "
+                     : kind == ErrorKind::Usage  ? "usage: "
+                                                 : "") +
+                    message;
+      rec.epochs = static_cast<int>(rec.curve.size());
+      // The scores of the last epoch it finished (a divergence in epoch 3 keeps epoch 2's).
+      if (!finished.empty()) set_scores(rec, finished.back(), spec.metric);
+    };
     try {
       RunConfig cfg = trial_config(spec, o.base, i, o.dir);
       const TrialRun run = runner(cfg, on_epoch);
@@ -895,23 +911,9 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       // allocation that failed is this trial's size (its message says "out of memory"), unless
       // the trials before it failed so too.
       if (e.kind() == ErrorKind::Runtime) throw;
-      out_of_memory = e.kind() == ErrorKind::OutOfMemory;
-      if (out_of_memory && ++oom_streak >= kOomStreak)
-        KILN_FAIL("trial " << i << ": " << e.message() << " (" << kOomStreak
-                           << " trials in a row out of memory: the device is short of memory, "
-                              "not each trial too large; this one is not recorded, --resume "
-                              "runs it again)");
-      rec.status = "failed";
-      rec.message = (e.kind() == ErrorKind::Diverged ? "diverged: "
-                     : e.kind() == ErrorKind::Usage  ? "usage: "
-                                                     : "") +
-                    e.message();
-      rec.epochs = static_cast<int>(rec.curve.size());
-      // The scores of the last epoch it finished (a divergence in epoch 3 keeps epoch 2's).
-      if (!finished.empty()) set_scores(rec, finished.back(), spec.metric);
-    } catch (const std::bad_alloc&) {
-      rec.status = "failed";
-      rec.message = "out of memory";
+      failed(e.kind(), e.message());
+    } catch (const std::bad_alloc&) {  // (a host container's allocation: counted as kiln's)
+      failed(ErrorKind::OutOfMemory, "out of memory");
     }
     if (!out_of_memory) oom_streak = 0;
     // Wall time, failed trials included (a divergence at step 8 of a long epoch still cost time).
