@@ -334,17 +334,29 @@ Dataset slice_rows(const Dataset& ds, int64_t begin, int64_t end, const std::str
   return out;
 }
 
+static Dataset load_dataset_impl(const DataOptions& opts, const std::string& split, Device device);
+
+static TrainValSplit load_train_val_impl(const DataOptions& opts, Device device);
+
 TrainValSplit load_train_val(const DataOptions& opts, Device device) {
+  return with_memory_context(
+      [&] {
+        return "loading " + opts.dataset + (opts.val_split > 0 ? " train and val" : " train");
+      },
+      [&] { return load_train_val_impl(opts, device); });
+}
+
+static TrainValSplit load_train_val_impl(const DataOptions& opts, Device device) {
   const double f = opts.val_split;
   KILN_USAGE_CHECK(f >= 0 && f < 1, "--val-split " << f << ": must be in [0, 1)");
   TrainValSplit out;
   if (f == 0) {
-    out.train = load_dataset(opts, "train", device);
+    out.train = load_dataset_impl(opts, "train", device);
     return out;
   }
   DataOptions whole = opts;
   whole.val_split = 0;
-  Dataset all = load_dataset(whole, "train", Device::CPU);
+  Dataset all = load_dataset_impl(whole, "train", Device::CPU);
   const int64_t n = all.size();
   // Keras: split_at = int(n * (1 - validation_split)), in double precision.
   const auto at = static_cast<int64_t>(static_cast<double>(n) * (1.0 - f));
@@ -442,15 +454,20 @@ Dataset dataset_files(const DataOptions& opts, const std::string& split) {
 }
 
 Dataset load_dataset(const DataOptions& opts, const std::string& split, Device device) {
+  return with_memory_context([&] { return "loading " + opts.dataset + " " + split; },
+                             [&] { return load_dataset_impl(opts, split, device); });
+}
+
+static Dataset load_dataset_impl(const DataOptions& opts, const std::string& split, Device device) {
   std::vector<float> mean, std;
   dataset_stats(opts.dataset, mean, std);
   KILN_USAGE_CHECK(split == "train" || split == "val" || split == "test",
                    "unknown split '" << split << "' (expected train, val or test)");
   if (split == "val") {
     KILN_USAGE_CHECK(opts.val_split > 0, "split val needs a validation split (--val-split > 0)");
-    return load_train_val(opts, device).val;
+    return load_train_val_impl(opts, device).val;
   }
-  if (split == "train" && opts.val_split != 0) return load_train_val(opts, device).train;
+  if (split == "train" && opts.val_split != 0) return load_train_val_impl(opts, device).train;
   const int64_t limit = split == "train" ? opts.train_limit : opts.test_limit;
   KILN_USAGE_CHECK(limit >= 0, split << " limit must be >= 0, got " << limit);
   const Dataset where = locate_split(opts, split, false);

@@ -69,3 +69,22 @@ std::string not_regular_file_error(const std::string& path);
 #define KILN_FAIL(msg) KILN_FAIL_KIND_(Runtime, msg)
 #define KILN_USAGE_FAIL(msg) KILN_FAIL_KIND_(Usage, msg)
 #define KILN_OUT_OF_MEMORY(msg) KILN_FAIL_KIND_(OutOfMemory, msg)
+
+#include <new>
+
+namespace kiln {
+// Runs f(); an allocation that fails inside it (kiln's OutOfMemory Error, or a container's
+// std::bad_alloc) comes out as OutOfMemory with what() in front, so the one-line error says
+// what ran out: "evaluating mnist test at --eval-batch-size 10000: out of memory: ...".
+template <class What, class F>
+auto with_memory_context(What what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::OutOfMemory) throw;
+    throw e.prefixed(what() + ": ");
+  } catch (const std::bad_alloc&) {
+    KILN_OUT_OF_MEMORY(what() << ": out of memory");
+  }
+}
+}  // namespace kiln

@@ -295,6 +295,15 @@ void Trainer::check_dataset(const Dataset& ds) {
 }
 
 EvalResult Trainer::evaluate(const Dataset& ds) {
+  return with_memory_context(
+      [&] {
+        return "evaluating " + ds.name + " at --eval-batch-size " +
+               std::to_string(std::min(opts_.eval_batch_size, ds.size()));
+      },
+      [&] { return evaluate_impl(ds); });
+}
+
+EvalResult Trainer::evaluate_impl(const Dataset& ds) {
   check_dataset(ds);
   // An empty set scores nothing: count 0, NaN loss and accuracy (fit with an empty held-out
   // set trained an epoch, then threw from here).
@@ -576,7 +585,9 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
       check_nonfinite(opts_.detect_anomaly, epoch);
       lr = sched_.lr(epoch, step_) * lr_scale;
       mom = sched_.momentum(epoch, step_);
-      step_batch(batch_x_, batch_y_, n, lr, mom);
+      with_memory_context(
+          [&] { return "a training step of " + std::to_string(n) + " images (--batch-size)"; },
+          [&] { step_batch(batch_x_, batch_y_, n, lr, mom); });
       seen += n;
       if (opts_.detect_anomaly) {
         float l = last_loss();

@@ -158,6 +158,7 @@ class Trainer {
   std::vector<EpochRecord> fit_epochs(const Dataset& train, const Dataset* test,
                                       const TrainPosition& from, JsonlWriter& jsonl);
   void step_batch(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum);
+  EvalResult evaluate_impl(const Dataset& ds);
   // Forward..optimizer step; dev: the optimizer reads its step arguments there (graph capture).
   void enqueue_step(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum,
                     const OptimStepArgs* dev);

@@ -104,6 +104,12 @@ void Model::setup_layers() {
 }
 
 void Model::build(Device device, uint64_t seed) {
+  with_memory_context(
+      [&] { return "building the model (" + std::to_string(num_params_) + " parameters)"; },
+      [&] { build_impl(device, seed); });
+}
+
+void Model::build_impl(Device device, uint64_t seed) {
   KILN_CHECK(!built_, "Model::build called twice");
   device_ = device;
   // 1. shapes, parameters declared, receptive field

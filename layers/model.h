@@ -82,6 +82,7 @@ class Model {
   std::string summary_table() const;
 
  private:
+  void build_impl(Device device, uint64_t seed);
   void collect(Layer* l, const std::string& prefix);
   void setup_layers();  // shapes, parameters declared, receptive fields, the fusion pass
   void fuse_layers();

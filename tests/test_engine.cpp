@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <limits>
 
 #include "engine/buffer.h"
@@ -132,6 +133,31 @@ TEST(Buffer, FailedHostAllocationIsOutOfMemory) {
           << e.message();
     }
   }
+}
+
+// with_memory_context names what ran out (the data, the model, the evaluation, a training step:
+// a bare "out of memory" or "cannot allocate N bytes" said neither): kiln's OutOfMemory and a
+// container's std::bad_alloc come out as OutOfMemory with the context in front; other errors and
+// results pass through untouched.
+TEST(Buffer, MemoryContextNamesWhatRanOut) {
+  const auto what = [] { return std::string("loading mnist train"); };
+  const auto message_of = [&](const std::function<void()>& f) {
+    try {
+      with_memory_context(what, f);
+    } catch (const Error& e) {
+      return std::to_string(static_cast<int>(e.kind())) + " " + e.message();
+    }
+    return std::string("no error");
+  };
+  const std::string oom = std::to_string(static_cast<int>(ErrorKind::OutOfMemory));
+  EXPECT_EQ(message_of([] { Buffer b(SIZE_MAX, Device::CPU); }),
+            oom + " loading mnist train: out of memory: cannot allocate " +
+                std::to_string(SIZE_MAX) + " bytes of host memory");
+  EXPECT_EQ(message_of([] { throw std::bad_alloc(); }),
+            oom + " loading mnist train: out of memory");
+  EXPECT_EQ(message_of([] { KILN_USAGE_FAIL("--width 0"); }),
+            std::to_string(static_cast<int>(ErrorKind::Usage)) + " --width 0");
+  EXPECT_EQ(with_memory_context(what, [] { return 7; }), 7);
 }
 
 // The same on the device (a petabyte): OutOfMemory, and the failed cudaMalloc leaves no error
