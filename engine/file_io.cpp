@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -37,8 +38,52 @@ int flock_retry(int fd, int op) {
 
 // (std::istreambuf_iterator let libstdc++'s ios_base::failure escape with no file name:
 // "basic_filebuf::underflow error reading the file"; fread reads an error as the file's end.)
+int open_for_reading(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISFIFO(st.st_mode))
+    return ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd >= 0) (void)::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);  // reads wait
+  return fd;
+}
+
+int read_text_file(const std::string& path, size_t max, std::string& out, std::string& why) {
+  const int fd = open_for_reading(path);
+  if (fd < 0) {
+    const int err = errno;
+    why = std::string("cannot open: ") + std::strerror(err);
+    return err;
+  }
+  out.clear();
+  char buf[1 << 14];
+  int err = 0;
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      err = errno;
+      why = std::string("read failed: ") + std::strerror(err);
+      break;
+    }
+    if (r == 0) break;
+    out.append(buf, static_cast<size_t>(r));
+    if (out.size() > max) {
+      err = EFBIG;
+      why = "more than " + std::to_string(max) + " bytes";
+      break;
+    }
+  }
+  struct stat st;
+  if (!err && out.empty() && ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) {
+    err = ENODATA;
+    why = "a FIFO no process writes (start its writer first)";
+  }
+  ::close(fd);
+  return err;
+}
+
 int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = open_for_reading(path);
   if (fd < 0) {
     const int err = errno;
     why = std::string("cannot open: ") + std::strerror(err);

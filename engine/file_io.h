@@ -21,5 +21,13 @@ int flock_retry(int fd, int op);
 // The whole of `path` into `out`: 0, or the errno of the failure with `why` ("cannot open:
 // ...", "read failed: Input/output error").
 int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why);
+// open(2) for reading that never waits: a FIFO is opened without waiting for a writer (one no
+// process writes then reads as empty), where open(2) would block, past SIGINT/SIGTERM, whose
+// handlers restart it. The descriptor, or -1 with errno set.
+int open_for_reading(const std::string& path);
+// A text file read whole (a config, a schedule), at most `max` bytes, into `out`: 0, or an errno
+// with `why` ("cannot open: ...", "read failed: ...", "more than N bytes" as EFBIG, and for a
+// FIFO that gave nothing "a FIFO no process writes (start its writer first)" as ENODATA).
+int read_text_file(const std::string& path, size_t max, std::string& out, std::string& why);
 
 }  // namespace kiln

@@ -4,15 +4,16 @@
 #include "optim/schedule.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <limits>
 #include <locale>
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/file_io.h"
 #include "engine/json.h"
 #include "engine/numtext.h"
 
@@ -315,19 +316,15 @@ class ManualLR : public Schedule {
   std::vector<std::pair<int, float>> load() const {
     const std::string dir = directory_error(file_);
     KILN_CHECK(dir.empty(), "schedule file " << file_ << ": " << dir);
-    std::ifstream f(file_, std::ios::binary);
-    KILN_CHECK(f, "schedule file " << file_ << ": cannot open");
     // Read whole, and at most 16 MiB, as a YAML file (about a million 'epoch lr' lines):
-    // /dev/zero, or a large file named by mistake, filled memory.
-    constexpr size_t kMax = size_t{16} << 20;
-    std::string text;
-    char buf[1 << 14];
-    while (f.read(buf, sizeof buf) || f.gcount() > 0) {
-      text.append(buf, static_cast<size_t>(f.gcount()));
-      KILN_CHECK(text.size() <= kMax,
-                 "schedule file " << file_ << ": more than 16 MiB: not a schedule file");
-    }
-    KILN_CHECK(!f.bad(), "schedule file " << file_ << ": read failed");
+    // /dev/zero, or a large file named by mistake, filled memory. A FIFO is not waited on.
+    std::string text, why;
+    const int err = read_text_file(file_, size_t{16} << 20, text, why);
+    KILN_CHECK(err == 0, "schedule file "
+                             << file_ << ": "
+                             << (err == EFBIG ? "more than 16 MiB: not a schedule file"
+                                 : why.rfind("cannot open", 0) == 0 ? std::string("cannot open")
+                                                                    : why));
     std::istringstream in(text);
     std::vector<std::pair<int, float>> entries;
     std::string line;

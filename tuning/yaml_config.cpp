@@ -1,10 +1,11 @@
 // YAML run configs: a flat mapping of option: value, the same names as the flags (hyphens or
 // underscores). Lists are accepted for list options (milestones: [30, 60]).
-#include <fstream>
+#include <cerrno>
 #include <sstream>
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/file_io.h"
 #include "engine/json.h"
 #include "tuning/options.h"
 #include "tuning/yaml_util.h"
@@ -19,16 +20,14 @@ namespace kiln {
 std::string read_yaml_text(const std::string& path, const char* what) {
   const std::string dir = directory_error(path);
   KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (a " << what << " is one YAML file)");
-  std::ifstream f(path, std::ios::binary);
-  KILN_USAGE_CHECK(f.good(), path << ": cannot open " << what << " file");
-  constexpr size_t kMax = size_t{16} << 20;
-  std::string text;
-  char buf[1 << 16];
-  while (f.read(buf, sizeof buf) || f.gcount() > 0) {
-    text.append(buf, static_cast<size_t>(f.gcount()));
-    KILN_USAGE_CHECK(text.size() <= kMax, path << ": more than 16 MiB: not a " << what << " file");
-  }
-  KILN_CHECK(!f.bad(), path << ": read failed");
+  std::string text, why;  // (a FIFO is not waited on: see read_text_file)
+  const int err = read_text_file(path, size_t{16} << 20, text, why);
+  KILN_USAGE_CHECK(err == 0 || why.rfind("read failed", 0) == 0,
+                   path << ": "
+                        << (err == EFBIG ? "more than 16 MiB: not a " + std::string(what) + " file"
+                            : err == ENODATA ? why
+                                             : "cannot open " + std::string(what) + " file"));
+  KILN_CHECK(err == 0, path << ": read failed");
   return text;
 }
 

@@ -132,6 +132,20 @@ check log-fifo-read 0 '^test_acc=' -- \
   timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --test-limit 100 --epochs 1 --log "$tmp/fifo"
 wait $reader
 grep -q '"type":"epoch","epoch":1,' "$tmp/fifo.got" || { echo "FAIL log-fifo-read: no record"; fail=1; }
+# Inputs read whole (--config, --schedule-file, a sweep file) at a FIFO no process writes: refused
+# at once (the open blocked, past SIGTERM); a pipe with a writer (--config <(...)) is read.
+check config-fifo-unwritten 2 'fifo: a FIFO no process writes' -- \
+  timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --config "$tmp/fifo"
+check schedule-fifo-unwritten 1 'schedule file .*fifo: a FIFO no process writes' -- \
+  timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --test-limit 100 \
+  --epochs 1 --schedule manual --schedule-file "$tmp/fifo"
+timeout -k 5 60 "$KILN_BIN/sweep" "$tmp/fifo" --dry-run > "$tmp/out" 2> "$tmp/err"
+rc=$?
+[ $rc = 2 ] && grep -q 'fifo: a FIFO no process writes' "$tmp/err" ||
+  { echo "FAIL sweep-fifo-unwritten: exit $rc"; cat "$tmp/err"; fail=1; }
+check config-process-substitution 0 '^test_acc=' -- \
+  timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --train-limit 100 --test-limit 100 \
+  --config <(printf 'model: mlp\nwidth: 8\nepochs: 1\n')
 # Outputs at symbolic links are written through (as torch.save, open()): --save replaces the
 # file a link leads to and keeps the link; a link into a missing directory (--log), and a
 # --checkpoint-dir that is a link to nothing, are refused before training (the directory one
