@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 namespace kiln {
@@ -47,7 +48,11 @@ int open_for_reading(const std::string& path) {
   return fd;
 }
 
-int read_text_file(const std::string& path, size_t max, std::string& out, std::string& why) {
+namespace {
+// `path` opened (open_for_reading) and read whole into `out`, to at most `max` bytes: 0, or the
+// errno with `why` (EFBIG past `max`); a FIFO that gave nothing is ENODATA.
+template <class Out>
+int read_into(const std::string& path, size_t max, Out& out, std::string& why) {
   const int fd = open_for_reading(path);
   if (fd < 0) {
     const int err = errno;
@@ -55,10 +60,10 @@ int read_text_file(const std::string& path, size_t max, std::string& out, std::s
     return err;
   }
   out.clear();
-  char buf[1 << 14];
+  std::vector<char> buf(1 << 16);
   int err = 0;
   for (;;) {
-    const ssize_t r = ::read(fd, buf, sizeof buf);
+    const ssize_t r = ::read(fd, buf.data(), buf.size());
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
       err = errno;
@@ -66,7 +71,7 @@ int read_text_file(const std::string& path, size_t max, std::string& out, std::s
       break;
     }
     if (r == 0) break;
-    out.append(buf, static_cast<size_t>(r));
+    out.insert(out.end(), buf.data(), buf.data() + r);
     if (out.size() > max) {
       err = EFBIG;
       why = "more than " + std::to_string(max) + " bytes";
@@ -81,30 +86,14 @@ int read_text_file(const std::string& path, size_t max, std::string& out, std::s
   ::close(fd);
   return err;
 }
+}  // namespace
+
+int read_text_file(const std::string& path, size_t max, std::string& out, std::string& why) {
+  return read_into(path, max, out, why);
+}
 
 int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why) {
-  const int fd = open_for_reading(path);
-  if (fd < 0) {
-    const int err = errno;
-    why = std::string("cannot open: ") + std::strerror(err);
-    return err;
-  }
-  out.clear();
-  std::vector<uint8_t> buf(1 << 16);
-  for (;;) {
-    const ssize_t r = ::read(fd, buf.data(), buf.size());
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      const int err = errno;
-      why = std::string("read failed: ") + std::strerror(err);
-      ::close(fd);
-      return err;
-    }
-    if (r == 0) break;
-    out.insert(out.end(), buf.data(), buf.data() + r);
-  }
-  ::close(fd);
-  return 0;
+  return read_into(path, SIZE_MAX, out, why);
 }
 
 }  // namespace kiln

@@ -19,7 +19,7 @@ int fsync_retry(int fd);
 // flock(2) with `op` (LOCK_EX: waits until the lock is free): 0, or the errno of the failure.
 int flock_retry(int fd, int op);
 // The whole of `path` into `out`: 0, or the errno of the failure with `why` ("cannot open:
-// ...", "read failed: Input/output error").
+// ...", "read failed: Input/output error"; opened and read as read_text_file, without a bound).
 int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why);
 // open(2) for reading that never waits: a FIFO is opened without waiting for a writer (one no
 // process writes then reads as empty), where open(2) would block, past SIGINT/SIGTERM, whose
