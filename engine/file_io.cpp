@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -49,6 +50,8 @@ int open_for_reading(const std::string& path) {
 }
 
 namespace {
+constexpr long kPipeFsMagic = 0x50495045;  // statfs f_type of pipes (linux/magic.h PIPEFS_MAGIC)
+
 // `path` opened (open_for_reading) and read whole into `out`, to at most `max` bytes: 0, or the
 // errno with `why` (EFBIG past `max`); a FIFO that gave nothing is ENODATA.
 template <class Out>
@@ -78,10 +81,14 @@ int read_into(const std::string& path, size_t max, Out& out, std::string& why) {
       break;
     }
   }
+  // A named FIFO that gave nothing had no writer (or one that wrote nothing); a pipe (--config
+  // <(...), /dev/stdin) may be empty, as a file may.
   struct stat st;
-  if (!err && out.empty() && ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) {
+  struct statfs fs;
+  if (!err && out.empty() && ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) &&
+      ::fstatfs(fd, &fs) == 0 && fs.f_type != kPipeFsMagic) {
     err = ENODATA;
-    why = "a FIFO no process writes (start its writer first)";
+    why = "a FIFO that gave nothing (no process writes it? start its writer first)";
   }
   ::close(fd);
   return err;

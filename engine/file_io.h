@@ -27,7 +27,8 @@ int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::str
 int open_for_reading(const std::string& path);
 // A text file read whole (a config, a schedule), at most `max` bytes, into `out`: 0, or an errno
 // with `why` ("cannot open: ...", "read failed: ...", "more than N bytes" as EFBIG, and for a
-// FIFO that gave nothing "a FIFO no process writes (start its writer first)" as ENODATA).
+// named FIFO that gave nothing "a FIFO that gave nothing (...)" as ENODATA; an empty pipe is
+// an empty text).
 int read_text_file(const std::string& path, size_t max, std::string& out, std::string& why);
 
 }  // namespace kiln

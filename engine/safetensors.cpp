@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -293,7 +294,8 @@ std::string link_target(const std::string& path) {
   struct stat st;
   for (int links = 0; links <= 40; ++links) {
     if (::lstat(at.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return at;
-    std::vector<char> buf(static_cast<size_t>(st.st_size > 0 ? st.st_size : 255) + 1);
+    // (st_size is no guide: /proc/self/fd links report 64 whatever their length)
+    std::vector<char> buf(std::max<size_t>(static_cast<size_t>(st.st_size), PATH_MAX) + 1);
     const ssize_t n = ::readlink(at.c_str(), buf.data(), buf.size());
     if (n < 0 || static_cast<size_t>(n) >= buf.size()) return at;  // (changed meanwhile)
     const std::string to(buf.data(), static_cast<size_t>(n));

@@ -38,6 +38,7 @@ field exits 2 (listing the valid ones).
 """
 import argparse
 import csv
+import errno
 import json
 import math
 import os
@@ -74,10 +75,12 @@ def save(fig, args):
     """Writes a temp file beside the output and renames it over it, so a full disk or a kill
     leaves the previous PNG whole (as kiln writes its files); a link is written through."""
     out = output_path(args.output)
-    path = os.path.realpath(out)
+    path = os.path.realpath(out)  # (the format is the name's, as matplotlib takes it)
+    if os.path.islink(path):  # a loop of links: realpath gives up and returns it
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), out)
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.{os.getpid()}")
     try:
-        fig.savefig(tmp, format=os.path.splitext(path)[1][1:].lower(), dpi=args.dpi,
+        fig.savefig(tmp, format=os.path.splitext(out)[1][1:].lower(), dpi=args.dpi,
                     bbox_inches="tight")  # legends outside the axes too
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())

@@ -763,8 +763,11 @@ TEST(Options, CliFlagsBoolsAndErrors) {
   // on as 9.00719925474099e+15, refused below 9e15 as "not an integer"); past it, said so.
   EXPECT_EQ(usage_msg({"--seed", "9.00719925474099e+15"}), "no error");
   EXPECT_EQ(usage_msg({"--epochs", "1e18"}),
-            "--epochs: '1e18' is past 2^53 in exponent form, where a double skips integers "
-            "(write it in digits)");
+            "--epochs: '1e18' is not an integer a double holds exactly (from 2^53 on, write "
+            "integers in plain digits)");
+  EXPECT_EQ(usage_msg({"--seed", "9007199254740992.5"}),
+            "--seed: '9007199254740992.5' is not an integer a double holds exactly (from 2^53 "
+            "on, write integers in plain digits)");
   EXPECT_EQ(usage_msg({"--lr", "0x1p3"}), "--lr: '0x1p3' is not a finite number");
   EXPECT_EQ(usage_msg({"--milestones", "2,4294967297"}),
             "--milestones: '4294967297' is out of range (at most 2147483647)");

@@ -65,11 +65,12 @@ long long parse_int(const std::string& v, const std::string& origin) {
     double d = strtod_c(v.c_str(), &fend);
     KILN_USAGE_CHECK(fend && *fend == 0 && std::isfinite(d) && d == std::floor(d),
                      origin << ": '" << v << "' is not an integer");
-    // (up to 2^53 every integer is a double; a sweep's int_uniform bounds reach it)
-    KILN_USAGE_CHECK(std::fabs(d) <= 9007199254740992.0,
+    // (below 2^53 every integer and no fraction rounds to one: a sweep's int_uniform bounds,
+    // written shortest, reach 2^53 - 2 as 9.00719925474099e+15; 2^53 comes as digits)
+    KILN_USAGE_CHECK(std::fabs(d) < 9007199254740992.0,
                      origin << ": '" << v
-                            << "' is past 2^53 in exponent form, where a double skips integers "
-                               "(write it in digits)");
+                            << "' is not an integer a double holds exactly (from 2^53 on, write "
+                               "integers in plain digits)");
     return static_cast<long long>(d);
   }
   KILN_USAGE_CHECK(!v.empty() && errno == 0, origin << ": '" << v << "' is not an integer");

@@ -372,6 +372,13 @@ void check_output_file(const char* opt, const std::string& path, bool in_place,
     KILN_USAGE_FAIL(opt << " " << path << ": cannot create a file in " << d << ": " << why);
   if (companion) {  // a second file next to it (CSV.suggestions), replaced by a rename too
     const std::string second = path + companion;
+    // Links would part the pair (the curve written where a link leads, the suggestions beside
+    // the link's name): both are plain files here.
+    for (const std::string& p : {path, second})
+      KILN_USAGE_CHECK(::lstat(p.c_str(), &st) != 0 || !S_ISLNK(st.st_mode),
+                       opt << " " << path << ": " << p
+                           << " is a symbolic link; name the file itself (the curve and its "
+                           << (companion + 1) << " are written side by side)");
     const bool there = ::stat(second.c_str(), &st) == 0;
     KILN_USAGE_CHECK(there || errno != ENAMETOOLONG,
                      opt << " " << path << ": " << second << ": " << std::strerror(ENAMETOOLONG));

@@ -142,6 +142,19 @@ for kind in dir fifo; do
     [ ! -e odd.csv ] && { [ $kind = dir ] && [ -d odd.csv.suggestions ] || [ -p odd.csv.suggestions ]; } ||
     { echo "FAIL: CSV.suggestions a $kind rc=$rc"; cat err.txt; exit 1; }
 done
+# A link at the CSV or at CSV.suggestions: refused before the test (the curve went where the link
+# led, the suggestions beside the link's name: another run's could sit beside it).
+for at in odd.csv odd.csv.suggestions; do
+  rm -rf odd.csv odd.csv.suggestions elsewhere.csv
+  ln -s elsewhere.csv "$at"
+  set +e
+  "$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 256 --model mlp --width 16 \
+    --num-it 5 --lr-find-csv odd.csv >/dev/null 2>err.txt
+  rc=$?
+  set -e
+  [ $rc -eq 2 ] && grep -q "odd.csv: $at is a symbolic link; name the file itself" err.txt && [ ! -e elsewhere.csv ] ||
+    { echo "FAIL: a link at $at rc=$rc"; cat err.txt; exit 1; }
+done
 mkdir -p csvdir
 "$KILN_BIN/train_mnist" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 128 --test-limit 64 \
   --model mlp --width 16 --epochs 1 --checkpoint-dir ck --lr-find-csv csvdir >/dev/null 2>err.txt ||

@@ -123,9 +123,16 @@ fi
 "$py" "$plot" lr-find lr.csv -o nosuffix > out.txt
 check nosuffix.png
 grep -qx "wrote nosuffix.png" out.txt || { echo "FAIL: -o nosuffix"; cat out.txt; exit 1; }
-ln -s linked-target.png link.png
+ln -s linked-target link.png  # (the format is the name's: PNG, whatever the target's name)
 "$py" "$plot" lr-find lr.csv -o link.png > /dev/null
-[ -L link.png ] && check linked-target.png || { echo "FAIL: -o link.png"; ls -l link.png; exit 1; }
+[ -L link.png ] && check linked-target || { echo "FAIL: -o link.png"; ls -l link.png; exit 1; }
+ln -s loop.png loop.png
+set +e
+"$py" "$plot" lr-find lr.csv -o loop.png > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc -eq 1 ] && [ -L loop.png ] && grep -q "^plot.py: lr-find: .*Too many levels of symbolic links: 'loop.png'" err.txt ||
+  { echo "FAIL: -o at a loop of links rc=$rc"; cat err.txt; exit 1; }
 # A CSV whose last row was cut (a copy taken mid-write) plots the rows before it.
 head -c 1500 lr.csv > torn.csv
 "$py" "$plot" lr-find torn.csv -o torn.png 2> err.txt || { echo "FAIL: torn CSV"; cat err.txt; exit 1; }

@@ -126,7 +126,7 @@ grep -Eq '^test_acc=[0-9.]+ test_loss=[0-9.]+ seconds=[0-9.]+$' "$tmp/out" || { 
 mkfifo "$tmp/fifo"
 check log-fifo-unread 1 'fifo: a FIFO no process reads' -- \
   timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --test-limit 100 --epochs 1 --log "$tmp/fifo"
-cat "$tmp/fifo" > "$tmp/fifo.got" &
+timeout 120 cat "$tmp/fifo" > "$tmp/fifo.got" &  # (bounded: were the run first, no writer would come)
 reader=$!
 check log-fifo-read 0 '^test_acc=' -- \
   timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --test-limit 100 --epochs 1 --log "$tmp/fifo"
@@ -134,18 +134,21 @@ wait $reader
 grep -q '"type":"epoch","epoch":1,' "$tmp/fifo.got" || { echo "FAIL log-fifo-read: no record"; fail=1; }
 # Inputs read whole (--config, --schedule-file, a sweep file) at a FIFO no process writes: refused
 # at once (the open blocked, past SIGTERM); a pipe with a writer (--config <(...)) is read.
-check config-fifo-unwritten 2 'fifo: a FIFO no process writes' -- \
+check config-fifo-unwritten 2 'fifo: a FIFO that gave nothing' -- \
   timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --config "$tmp/fifo"
-check schedule-fifo-unwritten 1 'schedule file .*fifo: a FIFO no process writes' -- \
+check schedule-fifo-unwritten 1 'schedule file .*fifo: a FIFO that gave nothing' -- \
   timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 --test-limit 100 \
   --epochs 1 --schedule manual --schedule-file "$tmp/fifo"
 timeout -k 5 60 "$KILN_BIN/sweep" "$tmp/fifo" --dry-run > "$tmp/out" 2> "$tmp/err"
 rc=$?
-[ $rc = 2 ] && grep -q 'fifo: a FIFO no process writes' "$tmp/err" ||
+[ $rc = 2 ] && grep -q 'fifo: a FIFO that gave nothing' "$tmp/err" ||
   { echo "FAIL sweep-fifo-unwritten: exit $rc"; cat "$tmp/err"; fail=1; }
 check config-process-substitution 0 '^test_acc=' -- \
   timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --train-limit 100 --test-limit 100 \
   --config <(printf 'model: mlp\nwidth: 8\nepochs: 1\n')
+check config-empty-pipe 0 '^test_acc=' -- \
+  timeout -k 5 60 "$bin" --device cpu --data-dir "$data" --model mlp --width 8 --train-limit 100 \
+  --test-limit 100 --epochs 1 --config <(true)
 # Outputs at symbolic links are written through (as torch.save, open()): --save replaces the
 # file a link leads to and keeps the link; a link into a missing directory (--log), and a
 # --checkpoint-dir that is a link to nothing, are refused before training (the directory one
