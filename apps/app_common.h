@@ -66,11 +66,14 @@ inline std::string flag_value(const FlagArg& f, int argc, char** argv, int& i) {
   return argv[++i];
 }
 
-// --summary: the model's per-layer table (no data is loaded).
+// --summary: the model's per-layer table. No data is loaded and no weights are made: the
+// layers are set up only, so a model too large to train here is still shown (the size check
+// that refuses it is Model::build's).
 inline void print_summary(const RunConfig& cfg) {
-  auto s = make_session(cfg, /*load_data=*/false);
+  auto model = make_model(cfg.model, cfg.input_shape(), 10);
+  model->check_setup();
   std::printf("model %s on %s input %s\n%s", cfg.model.model.c_str(), cfg.data.dataset.c_str(),
-              shape_str(s->model->input_shape()).c_str(), s->model->summary_table().c_str());
+              shape_str(model->input_shape()).c_str(), model->summary_table().c_str());
 }
 
 // "1 thread", "2 threads": the CPU thread count of the apps' device lines.

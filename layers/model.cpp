@@ -293,7 +293,9 @@ std::string Model::summary_table() const {
        << (r.rf.whole ? std::string("all") : std::to_string(r.rf.size)) << std::setw(7) << r.rf.jump
        << "\n";
   }
-  os << "total parameters: " << num_params_ << "\n";
+  int64_t total = 0;  // (each row counts its layer's parameters: also before build())
+  for (const auto& r : summary_) total += r.params;
+  os << "total parameters: " << total << "\n";
   return os.str();
 }
 

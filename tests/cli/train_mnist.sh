@@ -185,6 +185,9 @@ awk -v a="$want" -v b="$got" 'BEGIN { exit !(a - b < 5e-5 && b - a < 5e-5) }' ||
   { echo "FAIL restore-best: final test_acc $got, restored $want"; fail=1; }
 check train-cnn 0 '^test_acc=' -- "$bin" --device cpu --data-dir "$data" --train-limit 256 --test-limit 100 --epochs 1
 check summary 0 'total parameters: [0-9]+' -- "$bin" --summary
+# A model too large to train here is still shown (449 GiB to train: --summary made its weights,
+# and the size check refused it)
+check summary-huge 0 '^total parameters: 30117330954$' -- "$bin" --summary --model mlp --width 65536 --depth 8
 # A batch larger than the dataset is one batch (PyTorch's DataLoader); 2^62 wrapped the label
 # buffer's size to 0 (SIGSEGV) and 2^63-1 overflowed the batch count (a NaN "divergence").
 for b in 4611686018427387904 9223372036854775807; do
@@ -285,9 +288,10 @@ printf 'method: grid\nmetric: {name: test_acc, goal: maximize}\nbase: {model: ml
   [ "$(grep -c '^sweep: note: .*train-images-idx3-ubyte.gz: mean pixel' "$tmp/err")" = 1 ] ||
   { echo "FAIL: sweep's notes (the train and test files', once each)"; cat "$tmp/err"; fail=1; }
 # A model past the machine's memory is a usage error naming its largest layer, not an OOM kill
-# (1000 layers of 65536x65536: ~69 TB of weights, gradients and moments, past any machine).
+# (1000 layers of 65536x65536: ~69 TB of weights, gradients and moments, past any machine;
+# refused before any weight is made).
 check model-too-big 2 'training needs about [0-9.]+ GiB .*the largest is layer 3 \(Linear\(65536 -> 65536\)' -- \
-  "$bin" --summary --device cpu --model mlp --width 65536 --depth 1000
+  "$bin" --device cpu --data-dir "$data" --train-limit 64 --test-limit 64 --epochs 1 --model mlp --width 65536 --depth 1000
 check help 0 '--batch-size' -- "$bin" --help
 # The epoch and result lines may be a run's only record: a stdout that cannot take them (a full
 # disk) fails the run (exit 1, said on stderr) instead of exiting 0.
