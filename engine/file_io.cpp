@@ -40,23 +40,23 @@ int flock_retry(int fd, int op) {
 
 // (std::istreambuf_iterator let libstdc++'s ios_base::failure escape with no file name:
 // "basic_filebuf::underflow error reading the file"; fread reads an error as the file's end.)
-int open_for_reading(const std::string& path) {
+int open_without_waiting(const std::string& path, int flags, mode_t mode) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0 || !S_ISFIFO(st.st_mode))
-    return ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd >= 0) (void)::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);  // reads wait
+    return ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  const int fd = ::open(path.c_str(), flags | O_NONBLOCK | O_CLOEXEC, mode);
+  if (fd >= 0) (void)::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);  // I/O waits
   return fd;
 }
 
 namespace {
 constexpr long kPipeFsMagic = 0x50495045;  // statfs f_type of pipes (linux/magic.h PIPEFS_MAGIC)
 
-// `path` opened (open_for_reading) and read whole into `out`, to at most `max` bytes: 0, or the
+// `path` opened (open_without_waiting) and read whole into `out`, to at most `max` bytes: 0, or the
 // errno with `why` (EFBIG past `max`); a FIFO that gave nothing is ENODATA.
 template <class Out>
 int read_into(const std::string& path, size_t max, Out& out, std::string& why) {
-  const int fd = open_for_reading(path);
+  const int fd = open_without_waiting(path, O_RDONLY);
   if (fd < 0) {
     const int err = errno;
     why = std::string("cannot open: ") + std::strerror(err);

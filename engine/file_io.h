@@ -4,6 +4,8 @@
 // errno. (kiln's own SIGINT/SIGTERM handlers have SA_RESTART since 2026-12-03.)
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -21,10 +23,11 @@ int flock_retry(int fd, int op);
 // The whole of `path` into `out`: 0, or the errno of the failure with `why` ("cannot open:
 // ...", "read failed: Input/output error"; opened and read as read_text_file, without a bound).
 int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why);
-// open(2) for reading that never waits: a FIFO is opened without waiting for a writer (one no
-// process writes then reads as empty), where open(2) would block, past SIGINT/SIGTERM, whose
-// handlers restart it. The descriptor, or -1 with errno set.
-int open_for_reading(const std::string& path);
+// open(2) (with O_CLOEXEC added) that never waits on a FIFO's other end, where open(2) would
+// block, past SIGINT/SIGTERM, whose handlers restart it: read, a FIFO no process writes then
+// reads as empty; write, one no process reads fails with ENXIO. Its reads and writes wait as
+// usual. The descriptor, or -1 with errno set.
+int open_without_waiting(const std::string& path, int flags, mode_t mode = 0);
 // A text file read whole (a config, a schedule), at most `max` bytes, into `out`: 0, or an errno
 // with `why` ("cannot open: ...", "read failed: ...", "more than N bytes" as EFBIG, and for a
 // named FIFO that gave nothing "a FIFO that gave nothing (...)" as ENODATA; an empty pipe is

@@ -152,21 +152,12 @@ JsonObject& JsonObject::add_raw(const std::string& k, const std::string& j) { ke
 
 JsonlWriter::JsonlWriter(const std::string& path, bool append) : path_(path) {
   if (path.empty()) return;
-  struct stat fifo {};
-  if (::stat(path.c_str(), &fifo) == 0 && S_ISFIFO(fifo.st_mode)) {
-    // Opening a FIFO no process reads would block, and SIGINT/SIGTERM would not end the wait
-    // (their handlers restart the call): refused at once instead.
-    const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    KILN_CHECK(fd >= 0, path << ": "
-                             << (errno == ENXIO ? "a FIFO no process reads (start its reader first)"
-                                                : "cannot open for writing: " +
-                                                      std::string(std::strerror(errno))));
-    (void)::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    f_ = ::fdopen(fd, "w");
-    if (!f_) ::close(fd);
-  } else {
-    f_ = std::fopen(path.c_str(), append ? "a" : "w");
-  }
+  // fopen's "a"/"w", but a FIFO no process reads is refused at once (ENXIO) instead of blocking
+  const int fd =
+      open_without_waiting(path, O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0666);
+  KILN_CHECK(fd >= 0 || errno != ENXIO,
+             path << ": a FIFO no process reads (start its reader first)");
+  if (fd >= 0 && !(f_ = ::fdopen(fd, append ? "a" : "w"))) ::close(fd);
   KILN_CHECK(f_, path << ": cannot open for writing: " << std::strerror(errno));
   if (append) {  // a torn last line (a run that failed or was killed mid-record)
     const int fd = fileno(f_);
