@@ -28,8 +28,8 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
   const std::string dir = not_regular_file_error(path);
   KILN_CHECK(dir.empty(), "checkpoint " << path << ": " << dir);
   std::vector<uint8_t> bytes;
-  std::string why;
-  KILN_CHECK(read_whole_file(path, bytes, why) == 0, "checkpoint " << path << ": " << why);
+  const FileRead r = read_whole_file(path, bytes);
+  KILN_CHECK(r.err == 0, "checkpoint " << path << ": " << r.why);
   return bytes;
 }
 

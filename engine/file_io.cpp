@@ -52,19 +52,22 @@ int open_without_waiting(const std::string& path, int flags, mode_t mode) {
 namespace {
 constexpr long kPipeFsMagic = 0x50495045;  // statfs f_type of pipes (linux/magic.h PIPEFS_MAGIC)
 
-// `path` opened (open_without_waiting) and read whole into `out`, to at most `max` bytes: 0, or the
-// errno with `why` (EFBIG past `max`); a FIFO that gave nothing is ENODATA.
+// `path` opened (open_without_waiting) and read whole into `out`, to at most `max` bytes
+// (EFBIG past it); a FIFO that gave nothing is ENODATA.
 template <class Out>
-int read_into(const std::string& path, size_t max, Out& out, std::string& why) {
+FileRead read_into(const std::string& path, size_t max, Out& out) {
+  FileRead res;
   const int fd = open_without_waiting(path, O_RDONLY);
   if (fd < 0) {
-    const int err = errno;
-    why = std::string("cannot open: ") + std::strerror(err);
-    return err;
+    res.err = errno;
+    res.why = std::string("cannot open: ") + std::strerror(res.err);
+    return res;
   }
+  res.opened = true;
   out.clear();
   std::vector<char> buf(1 << 16);
-  int err = 0;
+  int& err = res.err;
+  std::string& why = res.why;
   for (;;) {
     const ssize_t r = ::read(fd, buf.data(), buf.size());
     if (r < 0 && errno == EINTR) continue;
@@ -91,16 +94,16 @@ int read_into(const std::string& path, size_t max, Out& out, std::string& why) {
     why = "a FIFO that gave nothing (no process writes it? start its writer first)";
   }
   ::close(fd);
-  return err;
+  return res;
 }
 }  // namespace
 
-int read_text_file(const std::string& path, size_t max, std::string& out, std::string& why) {
-  return read_into(path, max, out, why);
+FileRead read_text_file(const std::string& path, size_t max, std::string& out) {
+  return read_into(path, max, out);
 }
 
-int read_whole_file(const std::string& path, std::vector<uint8_t>& out, std::string& why) {
-  return read_into(path, SIZE_MAX, out, why);
+FileRead read_whole_file(const std::string& path, std::vector<uint8_t>& out) {
+  return read_into(path, SIZE_MAX, out);
 }
 
 }  // namespace kiln

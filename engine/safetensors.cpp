@@ -265,8 +265,8 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const std::string dir = not_regular_file_error(path);
   KILN_CHECK(dir.empty(), "checkpoint " << path << ": " << dir);
   std::vector<uint8_t> bytes;
-  std::string why;
-  KILN_CHECK(read_whole_file(path, bytes, why) == 0, "checkpoint " << path << ": " << why);
+  const FileRead r = read_whole_file(path, bytes);
+  KILN_CHECK(r.err == 0, "checkpoint " << path << ": " << r.why);
   return decode_safetensors(bytes.data(), bytes.size(), "checkpoint " + path);
 }
 

@@ -318,13 +318,12 @@ class ManualLR : public Schedule {
     KILN_CHECK(dir.empty(), "schedule file " << file_ << ": " << dir);
     // Read whole, and at most 16 MiB, as a YAML file (about a million 'epoch lr' lines):
     // /dev/zero, or a large file named by mistake, filled memory. A FIFO is not waited on.
-    std::string text, why;
-    const int err = read_text_file(file_, size_t{16} << 20, text, why);
-    KILN_CHECK(err == 0, "schedule file "
-                             << file_ << ": "
-                             << (err == EFBIG ? "more than 16 MiB: not a schedule file"
-                                 : why.rfind("cannot open", 0) == 0 ? std::string("cannot open")
-                                                                    : why));
+    std::string text;
+    const FileRead r = read_text_file(file_, size_t{16} << 20, text);
+    KILN_CHECK(r.err == 0, "schedule file " << file_ << ": "
+                                            << (r.err == EFBIG ? "more than 16 MiB: not a schedule file"
+                                                : !r.opened    ? std::string("cannot open")
+                                                               : r.why));
     std::istringstream in(text);
     std::vector<std::pair<int, float>> entries;
     std::string line;

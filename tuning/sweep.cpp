@@ -59,10 +59,9 @@ void make_dir(const std::string& d) {  // mkdir -p
 // run_options.json not "JSON at offset 0").
 std::string read_text(const std::string& path) {
   std::vector<uint8_t> bytes;
-  std::string why;
-  const int err = read_whole_file(path, bytes, why);
-  if (err == ENOENT) return "";
-  KILN_CHECK(err == 0, path << ": " << why);
+  const FileRead r = read_whole_file(path, bytes);
+  if (r.err == ENOENT) return "";
+  KILN_CHECK(r.err == 0, path << ": " << r.why);
   return std::string(bytes.begin(), bytes.end());
 }
 

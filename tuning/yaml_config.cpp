@@ -20,14 +20,16 @@ namespace kiln {
 std::string read_yaml_text(const std::string& path, const char* what) {
   const std::string dir = directory_error(path);
   KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (a " << what << " is one YAML file)");
-  std::string text, why;  // (a FIFO is not waited on: see read_text_file)
-  const int err = read_text_file(path, size_t{16} << 20, text, why);
-  KILN_USAGE_CHECK(err == 0 || why.rfind("read failed", 0) == 0,
+  std::string text;  // (a FIFO is not waited on: see read_text_file)
+  const FileRead r = read_text_file(path, size_t{16} << 20, text);
+  // Usage errors: a file that is not there or not a config; a read that fails is runtime's.
+  const bool read_failed = r.opened && r.err != EFBIG && r.err != ENODATA;
+  KILN_USAGE_CHECK(r.err == 0 || read_failed,
                    path << ": "
-                        << (err == EFBIG ? "more than 16 MiB: not a " + std::string(what) + " file"
-                            : err == ENODATA ? why
-                                             : "cannot open " + std::string(what) + " file"));
-  KILN_CHECK(err == 0, path << ": read failed");
+                        << (r.err == EFBIG     ? "more than 16 MiB: not a " + std::string(what) + " file"
+                            : r.err == ENODATA ? r.why
+                                               : "cannot open " + std::string(what) + " file"));
+  KILN_CHECK(r.err == 0, path << ": read failed");
   return text;
 }
 

@@ -54,6 +54,19 @@ inject -P "$data/mnist/train-images-idx3-ubyte.gz" -e trace=read -e inject=read:
   "$KILN_BIN/train_mnist" "${T[@]}" >/dev/null 2>err
 [ $? = 1 ] && grep -q "error: $data/mnist/train-images-idx3-ubyte.gz: read failed: Input/output error$" err &&
   ok eio-data || bad eio-data err
+# A config or schedule file that opens but cannot be read is a runtime failure (exit 1, "read
+# failed"), not a usage error, nor "cannot open" (the readers tell the two by FileRead::opened).
+printf 'epochs: 1\n' >cfg.yaml
+inject -P "$tmp/cfg.yaml" -e trace=read -e inject=read:error=EIO:when=1 \
+  "$KILN_BIN/train_mnist" "${T[@]}" --config "$tmp/cfg.yaml" >/dev/null 2>err
+[ $? = 1 ] && [ "$(wc -l <err)" = 1 ] && grep -q "error: $tmp/cfg.yaml: read failed$" err &&
+  ok eio-config || bad eio-config err
+printf '0 0.1\n' >lr.txt
+inject -P "$tmp/lr.txt" -e trace=read -e inject=read:error=EIO:when=1 \
+  "$KILN_BIN/train_mnist" "${T[@]}" --schedule manual --schedule-file "$tmp/lr.txt" >/dev/null 2>err
+[ $? = 1 ] && [ "$(wc -l <err)" = 1 ] &&
+  grep -q "error: schedule file $tmp/lr.txt: read failed: Input/output error$" err &&
+  ok eio-schedule-file || bad eio-schedule-file err
 
 # A file-size limit: the write that crosses it is short, then EFBIG (SIGXFSZ was a kill).
 (ulimit -f 4 && exec "$KILN_BIN/train_mnist" "${T[@]}" --log big.jsonl --log-every 1 >/dev/null 2>err)
