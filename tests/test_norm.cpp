@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -804,6 +805,61 @@ TEST(NormGpu, BackwardWithoutDxGivesParameterGradientsOnly) {
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
   EXPECT_TRUE(std::isnan(invstd.get(1)[0]));
+#endif
+}
+
+// The launchers hold double partial sums in the workspace: a null one, or one not 8-byte
+// aligned (which faults on a GPU; UBSan aborts the emulator build), is refused by name before
+// anything is launched or written.
+TEST(NormGpu, LaunchersRefuseAMissingOrMisalignedWorkspace) {
+  KILN_SKIP_WITHOUT_GPU();
+#ifdef KILN_WITH_CUDA
+  const NormShape bs{2, 3, 40, 1}, gs{2, 4, 36, 2};  // gs: group norm's per-plane path
+  ASSERT_TRUE(groupnorm_splits_planes(gs));
+  const size_t n = 2 * 4 * 40;
+  Dev x(random_vec(n, 71)), dy(random_vec(n, 72)), w(std::vector<float>(4, 1.f)),
+      b(std::vector<float>(4, 0.f)), y(n), mean(4), is(4), rm(std::vector<float>(4, 0.f)),
+      rv(std::vector<float>(4, 1.f)), nbt(std::vector<float>(2, 0.f)), dx(n), dw(4), db(4);
+  char* ws = static_cast<char*>(dev_workspace(
+      std::max(batchnorm_workspace_bytes(bs), groupnorm_workspace_bytes(gs)) + 16));
+  auto refused = [](const char* what, const std::function<void()>& call, const std::string& want) {
+    SCOPED_TRACE(what);
+    try {
+      call();
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(e.message().find(want), std::string::npos) << e.message();
+    }
+  };
+  for (void* bad : {static_cast<void*>(nullptr), static_cast<void*>(ws + 4)}) {
+    const std::string want =
+        bad ? "the workspace must be 8-byte aligned (it holds doubles)" : "needs a workspace of";
+    refused("batchnorm_fwd_train", [&] {
+      batchnorm_fwd_train(x.p, w.p, b.p, y.p, mean.p, is.p, rm.p, rv.p, nbt.p, 0.1, 1e-5, bs, bad,
+                          nullptr);
+    }, "batchnorm_fwd_train: " + want);
+    refused("batchnorm_bwd", [&] {
+      batchnorm_bwd(x.p, dy.p, w.p, mean.p, is.p, dx.p, dw.p, db.p, true, bs, bad, nullptr);
+    }, "batchnorm_bwd: " + want);
+    refused("groupnorm_fwd", [&] {
+      groupnorm_fwd(x.p, w.p, b.p, y.p, mean.p, is.p, 1e-5, gs, bad, nullptr);
+    }, "groupnorm_fwd: " + want);
+    refused("groupnorm_bwd", [&] {
+      groupnorm_bwd(x.p, dy.p, w.p, mean.p, is.p, dx.p, dw.p, db.p, gs, bad, nullptr);
+    }, "groupnorm_bwd: " + want);
+  }
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  for (float v : y.get(n)) ASSERT_TRUE(std::isnan(v)) << "y written";
+  for (float v : dx.get(n)) ASSERT_TRUE(std::isnan(v)) << "dx written";
+  EXPECT_EQ(rm.get(4), std::vector<float>(4, 0.f));
+  EXPECT_EQ(nbt.get(2), std::vector<float>(2, 0.f));
+  // Any 8-byte aligned pointer into a larger block will do.
+  batchnorm_fwd_train(x.p, w.p, b.p, y.p, mean.p, is.p, rm.p, rv.p, nbt.p, 0.1, 1e-5, bs, ws + 8,
+                      nullptr);
+  groupnorm_bwd(x.p, dy.p, w.p, mean.p, is.p, dx.p, dw.p, db.p, gs, ws + 8, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(nbt.get(2)[0], 1.f);
+  cudaFree(ws);
 #endif
 }
 

@@ -78,6 +78,15 @@ __device__ __forceinline__ float4 relu_mask4(float4 g, float4 yv) {
 
 bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// The workspace holds double partial sums: a null one would be written through, and one that is
+// not 8-byte aligned faults on a GPU ("misaligned address"; UBSan names it in the emulator build).
+// cudaMalloc's memory is 256-byte aligned; a direct caller may pass a pointer into a larger block.
+void check_workspace(const void* ws, size_t bytes, const char* op) {
+  KILN_CHECK(ws, op << ": needs a workspace of " << bytes << " bytes");
+  KILN_CHECK(reinterpret_cast<uintptr_t>(ws) % alignof(double) == 0,
+             op << ": the workspace must be 8-byte aligned (it holds doubles)");
+}
+
 unsigned grid_for(int64_t work) {
   return static_cast<unsigned>(std::clamp<int64_t>((work + kThreads - 1) / kThreads, 1, 1 << 16));
 }
@@ -1084,6 +1093,7 @@ void batchnorm_fwd_train(const float* x, const float* weight, const float* bias,
                          bool relu) {
   check_shape(s, "batchnorm_fwd_train");
   KILN_CHECK(s.n > 0, "batchnorm_fwd_train: an empty batch (n=0) has no batch statistics");
+  check_workspace(workspace, batchnorm_workspace_bytes(s), "batchnorm_fwd_train");
   const BnWorkspace w = bn_workspace(workspace, s);
   const bool vec = bn_sums_vec(s, x, nullptr, nullptr);
   const BnPersistPlan plan = bn_persistent_plan<false>(s, w, vec && aligned16(y));
@@ -1126,6 +1136,7 @@ void batchnorm_bwd(const float* x, const float* dy, const float* weight, const f
     zero_channels(dweight, dbias, s.c, stream);
     return;
   }
+  check_workspace(workspace, batchnorm_workspace_bytes(s), "batchnorm_bwd");
   const BnWorkspace w = bn_workspace(workspace, s);
   const bool vec = bn_sums_vec(s, x, dy, relu_y);
   const BnPersistPlan plan = bn_persistent_plan<true>(s, w, vec && dx && aligned16(dx));
@@ -1181,8 +1192,7 @@ void groupnorm_fwd(const float* x, const float* weight, const float* bias, float
   if (s.n == 0) return;  // an empty batch: nothing to write
   const unsigned cpg = static_cast<unsigned>(s.c / s.groups), hw = static_cast<unsigned>(s.hw);
   if (groupnorm_splits_planes(s)) {
-    KILN_CHECK(workspace,
-               "groupnorm_fwd: needs a workspace of " << groupnorm_workspace_bytes(s) << " bytes");
+    check_workspace(workspace, groupnorm_workspace_bytes(s), "groupnorm_fwd");
     const GnWorkspace w = gn_workspace(workspace, s);
     const int C = static_cast<int>(s.c), G = static_cast<int>(s.groups),
               NG = static_cast<int>(s.n * s.groups);
@@ -1226,8 +1236,7 @@ void groupnorm_bwd(const float* x, const float* dy, const float* weight, const f
     zero_channels(dweight, dbias, s.c, stream);
     return;
   }
-  KILN_CHECK(workspace,
-             "groupnorm_bwd: needs a workspace of " << groupnorm_workspace_bytes(s) << " bytes");
+  check_workspace(workspace, groupnorm_workspace_bytes(s), "groupnorm_bwd");
   const GnWorkspace w = gn_workspace(workspace, s);
   if (groupnorm_splits_planes(s)) {
     const int C = static_cast<int>(s.c), G = static_cast<int>(s.groups),
