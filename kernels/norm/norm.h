@@ -88,7 +88,8 @@ size_t batchnorm_workspace_bytes(const NormShape& s);
 // on, the device launches cooperatively, hw % 4 == 0 and the pointers take float4 loads (else,
 // and when the grid does not fit at once after all, the three kernels run). Outputs must not
 // alias inputs (as everywhere here: y == x is not supported). Off by default. Process-wide, for
-// benchmarks and tests.
+// benchmarks and tests. Under stream capture (CUDA graphs) the fallback is not tested: a grid
+// that does not fit may fail when the graph is instantiated or launched, not at this launch.
 void batchnorm_set_persistent(bool on);
 bool batchnorm_persistent();
 // Test hooks: at most max_blocks blocks (0: as many as fit; negative: exactly -max_blocks, fit or
