@@ -42,30 +42,41 @@ void bias_add(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t
   KILN_LAUNCH_CHECK();
 }
 
-// Block of 32x8 threads per 32 columns: thread (x, y) sums rows y, y+8, ... of column x, then
-// the 8 partials are added in a fixed order. Reads are coalesced along the columns. Sums in
-// double, as the reference: a float running sum over the batch drifted (7e-5 relative at 60,000
-// rows of one value; torch's pairwise sum 2e-7).
-static __global__ void bias_grad_kernel(const float* __restrict__ dy, float* __restrict__ db,
-                                        int64_t rows, int64_t cols) {
-  __shared__ double part[8][33];
-  int64_t c = blockIdx.x * 32 + threadIdx.x;
-  double s = 0;
+// Block of 32x8 threads per 32 columns: thread (x, y) sums rows y, y+8, ... of column x (of a,
+// and of b when given), then the 8 partials are added in a fixed order. Reads are coalesced along
+// the columns. Sums in double, as the reference: a float running sum over the batch drifted
+// (7e-5 relative at 60,000 rows of one value; torch's pairwise sum 2e-7).
+static __global__ void column_sums_kernel(const float* __restrict__ a, float* __restrict__ sa,
+                                          const float* __restrict__ b, float* __restrict__ sb,
+                                          int64_t rows, int64_t cols) {
+  __shared__ double part[2][8][33];
+  const int64_t c = blockIdx.x * 32 + threadIdx.x;
+  double s = 0, t = 0;
   if (c < cols)
-    for (int64_t r = threadIdx.y; r < rows; r += 8) s += dy[r * cols + c];
-  part[threadIdx.y][threadIdx.x] = s;
+    for (int64_t r = threadIdx.y; r < rows; r += 8) {
+      s += a[r * cols + c];
+      if (b) t += b[r * cols + c];
+    }
+  part[0][threadIdx.y][threadIdx.x] = s;
+  part[1][threadIdx.y][threadIdx.x] = t;
   __syncthreads();
   if (threadIdx.y == 0 && c < cols) {
-    double t = 0;
-    for (int k = 0; k < 8; ++k) t += part[k][threadIdx.x];
-    db[c] = float(t);
+    double u = 0, v = 0;
+    for (int k = 0; k < 8; ++k) u += part[0][k][threadIdx.x], v += part[1][k][threadIdx.x];
+    sa[c] = float(u);
+    if (b) sb[c] = float(v);
   }
 }
 
-void bias_grad(const float* dy, float* db, int64_t rows, int64_t cols, cudaStream_t stream) {
+void column_sums(const float* a, float* sa, const float* b, float* sb, int64_t rows, int64_t cols,
+                 cudaStream_t stream) {
   if (cols == 0) return;
-  bias_grad_kernel<<<ceil_div(cols, 32), dim3(32, 8), 0, stream>>>(dy, db, rows, cols);
+  column_sums_kernel<<<ceil_div(cols, 32), dim3(32, 8), 0, stream>>>(a, sa, b, sb, rows, cols);
   KILN_LAUNCH_CHECK();
+}
+
+void bias_grad(const float* dy, float* db, int64_t rows, int64_t cols, cudaStream_t stream) {
+  column_sums(dy, db, nullptr, nullptr, rows, cols, stream);
 }
 
 }  // namespace kiln

@@ -45,5 +45,11 @@ void bias_add(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t
 template <typename T>
 void bias_grad_ref(const T* dy, T* db, int64_t rows, int64_t cols);
 void bias_grad(const float* dy, float* db, int64_t rows, int64_t cols, cudaStream_t stream);
+// The CUDA column sums behind bias_grad, of one or two rows x cols row-major matrices at once:
+// sa[c] = sum_r a[r, c], and sb from b unless b is null; in double in a fixed order (8 row
+// stripes, then the stripes in order), rounded once. Group norm's parameter gradients sum its
+// per-sample terms with it.
+void column_sums(const float* a, float* sa, const float* b, float* sb, int64_t rows, int64_t cols,
+                 cudaStream_t stream);
 
 }  // namespace kiln

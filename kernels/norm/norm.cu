@@ -21,6 +21,7 @@
 #include "engine/cooperative.h"
 #include "engine/cuda_check.h"
 #include "engine/fast_div.h"
+#include "kernels/dense/dense.h"
 #include "kernels/norm/norm.h"
 
 namespace kiln {
@@ -976,7 +977,7 @@ __global__ void gn_plane_finalize_fwd_kernel(const float* __restrict__ x,
 }
 
 // One thread per (sample, group): per-channel dbias and dweight terms to the workspace (for
-// gn_param_grad_kernel), and the group's dx coefficients sum(w dy)/len, sum(w dy xhat)/len.
+// column_sums), and the group's dx coefficients sum(w dy)/len, sum(w dy xhat)/len.
 __global__ void gn_plane_finalize_bwd_kernel(const float* __restrict__ w,
                                              const float* __restrict__ invstd,
                                              const double* __restrict__ pa,
@@ -1037,20 +1038,6 @@ GnWorkspace gn_workspace(void* ws, const NormShape& s) {
   w.pb = w.pa + s.n * s.c;
   w.gcoef = reinterpret_cast<float*>(w.pb + s.n * s.c);
   return w;
-}
-
-// One thread per channel: dweight/dbias summed over the samples in order.
-__global__ void gn_param_grad_kernel(const float* __restrict__ ws_dw, const float* __restrict__ ws_db,
-                                     float* dweight, float* dbias, int N, int C) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  double a = 0, b = 0;
-  for (int n = 0; n < N; ++n) {
-    a += ws_dw[static_cast<int64_t>(n) * C + c];
-    b += ws_db[static_cast<int64_t>(n) * C + c];
-  }
-  dweight[c] = static_cast<float>(a);
-  dbias[c] = static_cast<float>(b);
 }
 
 __global__ void bn_invstd_kernel(const float* var, float* invstd, double eps, int C) {
@@ -1254,9 +1241,7 @@ void groupnorm_bwd(const float* x, const float* dy, const float* weight, const f
           x, dy, weight, nullptr, mean, invstd, w.gcoef, dx, C, G, hw, cpg, total);
       KILN_LAUNCH_CHECK();
     }
-    gn_param_grad_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(w.ws_dw, w.ws_db, dweight, dbias,
-                                                                  static_cast<int>(s.n), C);
-    KILN_LAUNCH_CHECK();
+    column_sums(w.ws_dw, dweight, w.ws_db, dbias, s.n, s.c, stream);
     return;
   }
   // The cached kernel reduces each channel with the whole block, as gn_bwd_kernel does from 32
@@ -1275,9 +1260,9 @@ void groupnorm_bwd(const float* x, const float* dy, const float* weight, const f
     gn_bwd_kernel<<<blocks, kThreads, 0, stream>>>(x, dy, weight, mean, invstd, dx, w.ws_dw,
                                                    w.ws_db, C, G, hw, cpg);
   KILN_LAUNCH_CHECK();
-  gn_param_grad_kernel<<<channel_blocks(s.c), 128, 0, stream>>>(
-      w.ws_dw, w.ws_db, dweight, dbias, static_cast<int>(s.n), static_cast<int>(s.c));
-  KILN_LAUNCH_CHECK();
+  // dweight/dbias: the per-sample terms summed over the samples (the dense bias gradient's
+  // column sums: a stripe of samples a thread, then the stripes in order).
+  column_sums(w.ws_dw, dweight, w.ws_db, dbias, s.n, s.c, stream);
 }
 
 }  // namespace kiln
