@@ -73,6 +73,7 @@ FileRead read_into(const std::string& path, size_t max, Out& out) {
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
       err = errno;
+      res.read_failed = true;
       why = std::string("read failed: ") + std::strerror(err);
       break;
     }

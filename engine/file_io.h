@@ -26,7 +26,8 @@ int flock_retry(int fd, int op);
 struct FileRead {
   int err = 0;
   bool opened = false;
-  std::string why;  // "cannot open: ...", "read failed: ...", "more than N bytes", ...
+  bool read_failed = false;  // read(2) failed (whatever its errno: EFBIG and ENODATA too)
+  std::string why;           // "cannot open: ...", "read failed: ...", "more than N bytes", ...
 };
 // The whole of `path` into `out` (opened and read as read_text_file, without a bound).
 FileRead read_whole_file(const std::string& path, std::vector<uint8_t>& out);

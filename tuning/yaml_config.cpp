@@ -22,9 +22,9 @@ std::string read_yaml_text(const std::string& path, const char* what) {
   KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (a " << what << " is one YAML file)");
   std::string text;  // (a FIFO is not waited on: see read_text_file)
   const FileRead r = read_text_file(path, size_t{16} << 20, text);
-  // Usage errors: a file that is not there or not a config; a read that fails is runtime's.
-  const bool read_failed = r.opened && r.err != EFBIG && r.err != ENODATA;
-  KILN_USAGE_CHECK(r.err == 0 || read_failed,
+  // Usage errors: a file that is not there or not a config; a read that fails is runtime's
+  // (whatever its errno: a FUSE file system may give EFBIG or ENODATA).
+  KILN_USAGE_CHECK(r.err == 0 || r.read_failed,
                    path << ": "
                         << (r.err == EFBIG     ? "more than 16 MiB: not a " + std::string(what) + " file"
                             : r.err == ENODATA ? r.why

@@ -1,6 +1,6 @@
 // CUDA side of the dense family: cuBLAS GEMM in row-major form, bias add and a deterministic
-// bias gradient (column sums with a fixed order: one warp-strided pass per column block, then
-// a fixed tree inside the block).
+// bias gradient (column sums with a fixed order: 8 row stripes per column, then the stripes
+// added in order; column_sums, which group norm's parameter gradients use too).
 #include <climits>
 
 #include "engine/cublas_api.h"

@@ -3,8 +3,8 @@
 // signature per op. All reductions are deterministic: the CUDA kernels reduce per channel (or
 // per sample and group) in a fixed order, with partial sums kept in double, and never use float
 // atomics. The workspace is scratch device memory of *_workspace_bytes(shape) bytes, 8-byte
-// aligned (cudaMalloc's is; the launchers refuse a null or misaligned one); the CPU references
-// ignore it and may be given nullptr.
+// aligned (cudaMalloc's is; a launcher that uses it refuses a null or misaligned one, also where
+// its path stores floats only); the CPU references ignore it and may be given nullptr.
 // Batch norm takes an opt-in fused ReLU (defaulted trailing arguments, so unfused callers are
 // unchanged): the forwards with relu = true write y = relu(bn(x)) (v <= 0 ? 0 : v, as the ReLU
 // kernel: NaN stays NaN); batchnorm_bwd given relu_y (that fused forward's output) reads every
