@@ -662,7 +662,7 @@ MUTANTS = [
      [("  res.opened = true;\n", "")],
      "a schedule file that opens but fails to read is reported as 'cannot open' (cli.faults)"),
     ("config-read-failure-usage", "tuning/yaml_config.cpp",
-     [("  KILN_USAGE_CHECK(r.err == 0 || r.read_failed,", "  KILN_USAGE_CHECK(r.err == 0,")],
+     [("      r.err == 0 || r.read_failed,", "      r.err == 0,")],
      "a config that opens but fails to read exits 2 as a usage error, and an EFBIG from read(2) says 'more than 16 MiB' (cli.faults)"),
     ("data-subdir-file-as-permission", "engine/dataset.cpp",
      [("    if (::stat(d.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))", "    if (false)")],

@@ -24,11 +24,12 @@ std::string read_yaml_text(const std::string& path, const char* what) {
   const FileRead r = read_text_file(path, size_t{16} << 20, text);
   // Usage errors: a file that is not there or not a config; a read that fails is runtime's
   // (whatever its errno: a FUSE file system may give EFBIG or ENODATA).
-  KILN_USAGE_CHECK(r.err == 0 || r.read_failed,
-                   path << ": "
-                        << (r.err == EFBIG     ? "more than 16 MiB: not a " + std::string(what) + " file"
-                            : r.err == ENODATA ? r.why
-                                               : "cannot open " + std::string(what) + " file"));
+  KILN_USAGE_CHECK(
+      r.err == 0 || r.read_failed,
+      path << ": "
+           << (r.err == EFBIG     ? "more than 16 MiB: not a " + std::string(what) + " file"
+               : r.err == ENODATA ? r.why
+                                  : "cannot open " + std::string(what) + " file"));
   KILN_CHECK(r.err == 0, path << ": read failed");
   return text;
 }
