@@ -204,16 +204,20 @@ TEST(Parallel, AForkedChildStartsThreadsOfItsOwn) {
 
 // Another thread's loop holds the pool while this one forks: the child, which has neither
 // that thread nor the workers, still gets threads of its own and can change the count.
+// The fork waits until both pieces run, the worker's too: a thread still starting up may hold
+// a lock of the C library's or a sanitizer's thread bookkeeping, which the child would then never
+// get (ASan's hung the child's thread creation here, once in ~1000 runs under load).
 TEST(Parallel, AForkWhileAnotherThreadsLoopRunsLeavesTheChildAPoolOfItsOwn) {
   ThreadCount tc(2);
-  std::atomic<bool> inside{false}, release{false};
+  std::atomic<int> inside{0};
+  std::atomic<bool> release{false};
   std::thread busy([&] {
-    parallel_for(2, [&](int64_t b, int64_t) {
-      if (b == 0) inside = true;
+    parallel_for(2, [&](int64_t, int64_t) {
+      ++inside;
       while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     });
   });
-  while (!inside) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (inside < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   expect_child_passes([] {
     set_num_threads(3);
     return cover(3).threads == 3 ? 0 : 1;
