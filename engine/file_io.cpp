@@ -52,36 +52,30 @@ int open_without_waiting(const std::string& path, int flags, mode_t mode) {
 namespace {
 constexpr long kPipeFsMagic = 0x50495045;  // statfs f_type of pipes (linux/magic.h PIPEFS_MAGIC)
 
-// `path` opened (open_without_waiting) and read whole into `out`, to at most `max` bytes
-// (EFBIG past it); a FIFO that gave nothing is ENODATA.
+// `path` opened (open_without_waiting) and read whole into `out`, to at most `max` bytes.
 template <class Out>
 FileRead read_into(const std::string& path, size_t max, Out& out) {
   FileRead res;
   const int fd = open_without_waiting(path, O_RDONLY);
   if (fd < 0) {
-    res.err = errno;
+    res = {FileRead::kOpen, errno, ""};
     res.why = std::string("cannot open: ") + std::strerror(res.err);
     return res;
   }
-  res.opened = true;
   out.clear();
   std::vector<char> buf(1 << 16);
-  int& err = res.err;
-  std::string& why = res.why;
   for (;;) {
     const ssize_t r = ::read(fd, buf.data(), buf.size());
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
-      err = errno;
-      res.read_failed = true;
-      why = std::string("read failed: ") + std::strerror(err);
+      res = {FileRead::kRead, errno, ""};
+      res.why = std::string("read failed: ") + std::strerror(res.err);
       break;
     }
     if (r == 0) break;
     out.insert(out.end(), buf.data(), buf.data() + r);
     if (out.size() > max) {
-      err = EFBIG;
-      why = "more than " + std::to_string(max) + " bytes";
+      res = {FileRead::kTooLarge, EFBIG, "more than " + std::to_string(max) + " bytes"};
       break;
     }
   }
@@ -89,11 +83,10 @@ FileRead read_into(const std::string& path, size_t max, Out& out) {
   // <(...), /dev/stdin) may be empty, as a file may.
   struct stat st;
   struct statfs fs;
-  if (!err && out.empty() && ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) &&
-      ::fstatfs(fd, &fs) == 0 && fs.f_type != kPipeFsMagic) {
-    err = ENODATA;
-    why = "a FIFO that gave nothing (no process writes it? start its writer first)";
-  }
+  if (res.failure == FileRead::kNone && out.empty() && ::fstat(fd, &st) == 0 &&
+      S_ISFIFO(st.st_mode) && ::fstatfs(fd, &fs) == 0 && fs.f_type != kPipeFsMagic)
+    res = {FileRead::kEmptyFifo, ENODATA,
+           "a FIFO that gave nothing (no process writes it? start its writer first)"};
   ::close(fd);
   return res;
 }

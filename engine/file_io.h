@@ -20,14 +20,20 @@ int write_all(int fd, const void* data, size_t size);
 int fsync_retry(int fd);
 // flock(2) with `op` (LOCK_EX: waits until the lock is free): 0, or the errno of the failure.
 int flock_retry(int fd, int op);
-// What a whole-file read came to: err 0, or the errno of the failure with `why`, and whether
-// the file opened (a failure after the open is the read's: an unreadable file is not a missing
-// one).
+// What a whole-file read came to: which step failed, if any, its errno and `why`. Callers tell
+// the failures apart by the step, not the errno: read(2) itself may fail with EFBIG or ENODATA
+// (a FUSE file system), and an unreadable file is not a missing one.
 struct FileRead {
+  enum Failure {
+    kNone,
+    kOpen,       // "cannot open: ..."
+    kRead,       // "read failed: ..."
+    kTooLarge,   // "more than N bytes" (err EFBIG)
+    kEmptyFifo,  // "a FIFO that gave nothing (...)" (err ENODATA)
+  };
+  Failure failure = kNone;
   int err = 0;
-  bool opened = false;
-  bool read_failed = false;  // read(2) failed (whatever its errno: EFBIG and ENODATA too)
-  std::string why;           // "cannot open: ...", "read failed: ...", "more than N bytes", ...
+  std::string why;
 };
 // The whole of `path` into `out` (opened and read as read_text_file, without a bound).
 FileRead read_whole_file(const std::string& path, std::vector<uint8_t>& out);
@@ -36,10 +42,8 @@ FileRead read_whole_file(const std::string& path, std::vector<uint8_t>& out);
 // reads as empty; write, one no process reads fails with ENXIO. Its reads and writes wait as
 // usual. The descriptor, or -1 with errno set.
 int open_without_waiting(const std::string& path, int flags, mode_t mode = 0);
-// A text file read whole (a config, a schedule), at most `max` bytes, into `out`. Failures:
-// "cannot open: ..." (opened false), "read failed: ...", "more than N bytes" as EFBIG, and for a
-// named FIFO that gave nothing "a FIFO that gave nothing (...)" as ENODATA; an empty pipe is an
-// empty text.
+// A text file read whole (a config, a schedule), at most `max` bytes, into `out`; a named FIFO
+// that gave nothing is a failure (kEmptyFifo), an empty pipe an empty text.
 FileRead read_text_file(const std::string& path, size_t max, std::string& out);
 
 }  // namespace kiln

@@ -320,10 +320,12 @@ class ManualLR : public Schedule {
     // /dev/zero, or a large file named by mistake, filled memory. A FIFO is not waited on.
     std::string text;
     const FileRead r = read_text_file(file_, size_t{16} << 20, text);
-    KILN_CHECK(r.err == 0, "schedule file " << file_ << ": "
-                                            << (r.err == EFBIG ? "more than 16 MiB: not a schedule file"
-                                                : !r.opened    ? std::string("cannot open")
-                                                               : r.why));
+    KILN_CHECK(r.failure == FileRead::kNone,
+               "schedule file " << file_ << ": "
+                                << (r.failure == FileRead::kTooLarge
+                                        ? "more than 16 MiB: not a schedule file"
+                                    : r.failure == FileRead::kOpen ? std::string("cannot open")
+                                                                   : r.why));
     std::istringstream in(text);
     std::vector<std::pair<int, float>> entries;
     std::string line;

@@ -22,15 +22,15 @@ std::string read_yaml_text(const std::string& path, const char* what) {
   KILN_USAGE_CHECK(dir.empty(), path << ": " << dir << " (a " << what << " is one YAML file)");
   std::string text;  // (a FIFO is not waited on: see read_text_file)
   const FileRead r = read_text_file(path, size_t{16} << 20, text);
-  // Usage errors: a file that is not there or not a config; a read that fails is runtime's
-  // (whatever its errno: a FUSE file system may give EFBIG or ENODATA).
+  // Usage errors: a file that is not there or not a config; a read that fails is runtime's.
   KILN_USAGE_CHECK(
-      r.err == 0 || r.read_failed,
+      r.failure == FileRead::kNone || r.failure == FileRead::kRead,
       path << ": "
-           << (r.err == EFBIG     ? "more than 16 MiB: not a " + std::string(what) + " file"
-               : r.err == ENODATA ? r.why
-                                  : "cannot open " + std::string(what) + " file"));
-  KILN_CHECK(r.err == 0, path << ": read failed");
+           << (r.failure == FileRead::kTooLarge
+                   ? "more than 16 MiB: not a " + std::string(what) + " file"
+               : r.failure == FileRead::kEmptyFifo ? r.why
+                                                   : "cannot open " + std::string(what) + " file"));
+  KILN_CHECK(r.failure == FileRead::kNone, path << ": read failed");
   return text;
 }
 

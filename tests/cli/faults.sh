@@ -65,11 +65,13 @@ for e in EIO ENODATA EFBIG; do
     ok "read-error-config-$e" || bad "read-error-config-$e" err
 done
 printf '0 0.1\n' >lr.txt
-inject -P "$tmp/lr.txt" -e trace=read -e inject=read:error=EIO:when=1 \
-  "$KILN_BIN/train_mnist" "${T[@]}" --schedule manual --schedule-file "$tmp/lr.txt" >/dev/null 2>err
-[ $? = 1 ] && [ "$(wc -l <err)" = 1 ] &&
-  grep -q "error: schedule file $tmp/lr.txt: read failed: Input/output error$" err &&
-  ok eio-schedule-file || bad eio-schedule-file err
+for e in "EIO:Input/output error" "EFBIG:File too large"; do
+  inject -P "$tmp/lr.txt" -e trace=read -e inject=read:error=${e%%:*}:when=1 \
+    "$KILN_BIN/train_mnist" "${T[@]}" --schedule manual --schedule-file "$tmp/lr.txt" >/dev/null 2>err
+  [ $? = 1 ] && [ "$(wc -l <err)" = 1 ] &&
+    grep -q "error: schedule file $tmp/lr.txt: read failed: ${e#*:}$" err &&
+    ok "read-error-schedule-file-${e%%:*}" || bad "read-error-schedule-file-${e%%:*}" err
+done
 
 # A file-size limit: the write that crosses it is short, then EFBIG (SIGXFSZ was a kill).
 (ulimit -f 4 && exec "$KILN_BIN/train_mnist" "${T[@]}" --log big.jsonl --log-every 1 >/dev/null 2>err)
