@@ -295,12 +295,31 @@ void Trainer::check_dataset(const Dataset& ds) {
 }
 
 EvalResult Trainer::evaluate(const Dataset& ds) {
-  return with_memory_context(
-      [&] {
-        return "evaluating " + ds.name + " at --eval-batch-size " +
-               std::to_string(std::min(opts_.eval_batch_size, ds.size()));
-      },
-      [&] { return evaluate_impl(ds); });
+  // The evaluation batch only sets how many samples go through at once (the sums are the same
+  // samples'), so one that runs out of memory, host or device, is halved and the evaluation
+  // starts over, down to batches of 1, rather than failing a run whose epoch has trained (as
+  // Hugging Face Accelerate's find_executable_batch_size does for its batches). The layers'
+  // buffers, grown to the failed batch as far as it got, are freed first. The smaller size
+  // stays for this trainer's later evaluations; log says so each time.
+  for (;;) {
+    const int64_t batch = std::min(opts_.eval_batch_size, ds.size());
+    try {
+      return with_memory_context(
+          [&] {
+            return "evaluating " + ds.name + " at --eval-batch-size " + std::to_string(batch);
+          },
+          [&] { return evaluate_impl(ds); });
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::OutOfMemory || batch <= 1) throw;
+      model_.release_scratch();
+      sample_loss_ = Tensor();
+      sample_correct_ = Tensor();
+      opts_.eval_batch_size = batch / 2;
+      if (log)
+        log("note: " + e.message() + "; evaluating at --eval-batch-size " +
+            std::to_string(opts_.eval_batch_size) + " from here on");
+    }
+  }
 }
 
 EvalResult Trainer::evaluate_impl(const Dataset& ds) {

@@ -16,6 +16,7 @@ class Activation : public Layer {
   Shape setup(const Shape& in) override { return in; }
   Tensor forward(Context& ctx, const Tensor& x) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  void release_scratch() override { release({&y_, &dx_}); }
 
   Act act() const { return act_; }
   // The fusion pass: layer `owner` now applies this activation; forward returns its input and

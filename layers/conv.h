@@ -23,6 +23,7 @@ class Conv2d : public Layer {
   Shape setup(const Shape& in) override;
   Tensor forward(Context& ctx, const Tensor& x) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  void release_scratch() override { release({&x_, &y_, &dx_, &ws_, &dy_masked_}); }
   ReceptiveField receptive_field(ReceptiveField in) const override;
   // Writes max(0, conv + b) in the forward kernel's epilogue (conv.h). Backward on CUDA masks
   // dy by (y > 0) once into a buffer that both backward kernels read (masking on each load

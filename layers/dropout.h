@@ -17,6 +17,7 @@ class Dropout : public Layer {
   Shape setup(const Shape& in) override;
   Tensor forward(Context& ctx, const Tensor& x) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  void release_scratch() override { release({&out_, &dx_}); }
 
   double p() const { return p_; }
   uint64_t salt() const { return salt_; }

@@ -4,6 +4,7 @@
 // the tensors it is given, dispatching to the CPU reference or to the CUDA launchers.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <utility>
@@ -87,6 +88,10 @@ class Layer {
   virtual std::vector<std::pair<std::string, Layer*>> children() { return {}; }
   // Non-trainable state saved in checkpoints under PyTorch's names (running_mean, ...).
   virtual std::vector<std::pair<std::string, Tensor>> buffers() { return {}; }
+  // Lets go of what the layer keeps between calls (its output, saved input, dx, workspaces; not
+  // parameters or buffers()), so that memory can be freed: buffers grow to the largest batch
+  // seen and are kept. The next forward allocates again; backward needs a forward after this.
+  virtual void release_scratch() {}
 
   std::vector<Param>& params() { return params_; }
   const std::string& name() const { return name_; }
@@ -101,6 +106,9 @@ class Layer {
   // Index lookups stay valid after Model::build binds the views.
   Tensor& value(size_t i) { return params_[i].value; }
   Tensor& grad(size_t i) { return params_[i].grad; }
+  static void release(std::initializer_list<Tensor*> ts) {
+    for (Tensor* t : ts) *t = Tensor();
+  }
 
  private:
   std::vector<Param> params_;

@@ -12,6 +12,7 @@ class Linear : public Layer {
   Shape setup(const Shape& in) override;
   Tensor forward(Context& ctx, const Tensor& x) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  void release_scratch() override { release({&x_, &y_, &dx_}); }
   // Each output mixes every input feature, so it sees the whole input image.
   ReceptiveField receptive_field(ReceptiveField in) const override {
     in.whole = true;

@@ -227,6 +227,11 @@ Tensor Model::forward(Context& ctx, const Tensor& x) {
   return h;
 }
 
+void Model::release_scratch() {
+  for (auto& named : all_layers_) named.second->release_scratch();
+  last_batch_ = -1;
+}
+
 Tensor Model::backward(Context& ctx, const Tensor& dlogits) {
   KILN_CHECK(built_, "Model::backward before build");
   KILN_CHECK(last_batch_ >= 0, "Model::backward before a forward (it differentiates the last one)");

@@ -57,6 +57,10 @@ class Model {
   // with parameters whose need_dx is cleared is an error (the layers before it would keep the last
   // step's gradients).
   Tensor backward(Context& ctx, const Tensor& dlogits);
+  // Frees what the layers keep between calls (Layer::release_scratch: outputs, saved inputs,
+  // workspaces), grown to the largest batch run so far. Parameters, gradients and buffers stay;
+  // the next forward allocates again, and backward needs a forward after this.
+  void release_scratch();
 
   void train(Context& ctx) { ctx.training = true; }
   void eval(Context& ctx) { ctx.training = false; }

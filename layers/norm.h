@@ -16,6 +16,7 @@ class BatchNorm : public Layer {
   void bind(Device device) override;
   Tensor forward(Context& ctx, const Tensor& x) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  void release_scratch() override { release({&x_, &out_, &dx_, &mean_, &invstd_, &workspace_}); }
   std::vector<std::pair<std::string, Tensor>> buffers() override;
   // Writes max(0, bn(x)) and masks dy by (y > 0) inside the kernels (norm.h).
   bool fuse_relu() override {
@@ -48,6 +49,7 @@ class GroupNorm : public Layer {
   Shape setup(const Shape& in) override;
   Tensor forward(Context& ctx, const Tensor& x) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  void release_scratch() override { release({&x_, &out_, &dx_, &mean_, &invstd_, &workspace_}); }
 
  private:
   int64_t groups_, channels_;

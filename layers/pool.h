@@ -18,6 +18,7 @@ class Pool2dBase : public Layer {
   Shape setup(const Shape& in) override;
   ReceptiveField receptive_field(ReceptiveField in) const override;
   PoolShape pool_shape(int64_t n) const;
+  void release_scratch() override { release({&y_, &dx_}); }
 
  protected:
   void check_input(const Tensor& x) const;
@@ -33,6 +34,7 @@ class MaxPool2d : public Pool2dBase {
   std::string type() const override { return "MaxPool2d"; }
   Tensor forward(Context& ctx, const Tensor& x) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  void release_scratch() override { release({&y_, &dx_, &argmax_}); }
 
  private:
   Tensor argmax_;  // int32 indices stored in a float tensor's storage (same size, stable)
@@ -57,6 +59,7 @@ class GlobalAvgPool : public Layer {
   Shape setup(const Shape& in) override;
   Tensor forward(Context& ctx, const Tensor& x) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
+  void release_scratch() override { release({&y_, &dx_}); }
   // Every output sees the whole input: the field grows to cover it.
   ReceptiveField receptive_field(ReceptiveField in) const override;
 

@@ -1248,6 +1248,22 @@ MUTANTS = [
     ("dataset-files-split-throws", "engine/dataset.cpp",
      [("    KILN_CHECK(whole.size() == bases.size() || missing_ok,", "    KILN_CHECK(whole.size() == bases.size(),")],
      "kiln_eval --dump-logits fails on the split it does not score when that split's files lie in two directories"),
+    # ---- session 34 (2026-12-06): evaluation out of memory
+    ("eval-oom-not-halved", "engine/trainer.cpp",
+     [("      if (e.kind() != ErrorKind::OutOfMemory || batch <= 1) throw;", "      throw;")],
+     "an evaluation out of memory fails the run after its epoch trained, instead of halving --eval-batch-size (until 2026-12-06)"),
+    ("eval-oom-keeps-scratch", "engine/trainer.cpp",
+     [("      model_.release_scratch();\n", "")],
+     "the retry after an evaluation out of memory keeps the layers' buffers grown to the failed batch: it runs out sooner"),
+    ("release-scratch-skips-layers", "layers/model.cpp",
+     [("  for (auto& named : all_layers_) named.second->release_scratch();\n", "")],
+     "Model::release_scratch frees nothing"),
+    ("conv-release-keeps-output", "layers/conv.h",
+     [("release({&x_, &y_, &dx_, &ws_, &dy_masked_})", "release({&x_, &dx_, &ws_, &dy_masked_})")],
+     "Conv2d::release_scratch keeps its output buffer"),
+    ("maxpool-release-keeps-dx", "layers/pool.h",
+     [("release({&y_, &dx_, &argmax_})", "release({&y_, &argmax_})")],
+     "MaxPool2d::release_scratch keeps its dx buffer"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -17,8 +17,11 @@
 #include "engine/trainer.h"
 #include "layers/activation.h"
 #include "layers/conv.h"
+#include "layers/dropout.h"
 #include "layers/linear.h"
 #include "layers/models.h"
+#include "layers/norm.h"
+#include "layers/pool.h"
 #include "test_util.h"
 #include "tuning/options.h"
 #include "tuning/run.h"
@@ -498,6 +501,71 @@ TEST(Model, NoInputGradientUpToTheFirstLayerWithParameters) {
                      "(need_dx is false), but layer 1 before it has parameters"),
             std::string::npos)
       << msg;
+}
+
+TEST(Model, ReleaseScratchFreesWhatTheLayersGrewTo) {
+  // A layer's buffers grow to the largest batch it has run and stay (ensure); release_scratch
+  // lets them go: after a batch of 8 and a release, a batch of 2's output and dx take a batch
+  // of 2's bytes. Every layer type that keeps buffers.
+  struct Case {
+    std::function<LayerPtr()> make;
+    Shape in;
+  };
+  const std::vector<Case> cases = {
+      {[] { return std::make_unique<Activation>(Act::Tanh); }, {3, 4, 4}},
+      {[] { return std::make_unique<Conv2d>(3, 4, 3, 1, 1); }, {3, 5, 5}},
+      {[] { return std::make_unique<Dropout>(0.5); }, {3, 4, 4}},
+      {[] { return std::make_unique<Linear>(6, 5); }, {6}},
+      {[] { return std::make_unique<BatchNorm>(3, true); }, {3, 4, 4}},
+      {[] { return std::make_unique<GroupNorm>(1, 3); }, {3, 4, 4}},
+      {[] { return std::make_unique<MaxPool2d>(2); }, {3, 4, 4}},
+      {[] { return std::make_unique<AvgPool2d>(2); }, {3, 4, 4}},
+      {[] { return std::make_unique<GlobalAvgPool>(); }, {3, 4, 4}},
+  };
+  for (const Case& c : cases) {
+    Model m(c.in);
+    m.add(c.make());
+    m.build(Device::CPU, 1);
+    Layer* l = m.layers()[0];
+    SCOPED_TRACE(l->describe());
+    l->need_dx = true;
+    Context ctx(Device::CPU, 1);
+    ctx.training = true;
+    int64_t out_numel = 0;  // per sample
+    auto run = [&](int64_t n) {
+      Shape xs = c.in;
+      xs.insert(xs.begin(), n);
+      const Tensor x =
+          Tensor::from_vector(test::random_vec(n * shape_numel(c.in), 3), xs, Device::CPU);
+      const Tensor y = l->forward(ctx, x);
+      out_numel = y.numel() / n;
+      const Tensor dx = l->backward(
+          ctx, Tensor::from_vector(test::random_vec(y.numel(), 4), y.shape(), Device::CPU));
+      return std::make_pair(y.capacity_bytes(), dx.capacity_bytes());
+    };
+    const auto big = run(8);
+    EXPECT_EQ(run(2), big) << "a smaller batch reuses the larger buffers";
+    m.release_scratch();
+    const auto small = run(2);
+    EXPECT_EQ(small.first, 2 * out_numel * sizeof(float));
+    EXPECT_EQ(small.second, 2 * shape_numel(c.in) * sizeof(float));
+    EXPECT_LT(small.first, big.first);
+  }
+  // After a release there is no forward to differentiate.
+  ModelOptions o;
+  o.model = "mlp";
+  o.width = 4;
+  auto m = make_model(o, {1, 3, 3}, 3);
+  m->build(Device::CPU, 1);
+  Context ctx(Device::CPU, 1);
+  m->forward(ctx, Tensor::zeros({2, 1, 3, 3}, Device::CPU));
+  m->release_scratch();
+  try {
+    m->backward(ctx, Tensor::zeros({2, 3}, Device::CPU));
+    FAIL() << "backward after release_scratch";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("before a forward"), std::string::npos) << e.message();
+  }
 }
 
 TEST(Model, MisuseFromCppIsAnErrorNotACrash) {

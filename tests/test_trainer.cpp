@@ -31,6 +31,7 @@
 #include "layers/linear.h"
 #include "layers/model.h"
 #include "layers/norm.h"
+#include "oom_layer.h"
 #include "test_util.h"
 #include "tuning/lr_finder.h"
 #include "tuning/run.h"
@@ -1322,6 +1323,82 @@ TEST(TrainerCpu, HeldOutSetOfAnotherShapeIsRefusedBeforeTrainingAndEvaluateKeeps
   t2.ctx.training = false;  // and a caller in eval mode stays there
   EXPECT_THROW(t2.tr->evaluate(train), Error);
   EXPECT_FALSE(t2.ctx.training);
+}
+
+// Out of memory in evaluation (a large --eval-batch-size): the batch is halved and the
+// evaluation starts over, down to batches of 1, with a note each time; the result is the
+// smaller batch's, bit for bit, and later evaluations start from it. Other errors are not
+// retried.
+TEST(TrainerCpu, EvaluationOutOfMemoryHalvesTheBatchUntilItFits) {
+  const Dataset train = three_class_noise("noise/train"),
+                test_set = three_class_noise("noise/test");
+  struct Run {
+    Model model{{1, 4, 4}};
+    std::vector<int64_t> seen;
+    std::vector<std::string> notes;
+    std::unique_ptr<SgdTrainer> t;
+    std::unique_ptr<Trainer> tr;
+    Run(int64_t fits, int64_t eval_batch) {
+      model.add(std::make_unique<Flatten>());
+      model.add(std::make_unique<Linear>(16, 16));  // runs before the failure: grows its buffer
+      model.add(std::make_unique<test::OomPastBatch>(fits, &seen));
+      model.add(std::make_unique<Linear>(16, 3));
+      model.build(Device::CPU, 5);
+      t = std::make_unique<SgdTrainer>(model);
+      TrainOptions to = t->to;
+      to.eval_batch_size = eval_batch;
+      to.epochs = 2;
+      tr = std::make_unique<Trainer>(model, *t->opt, *t->sched, t->ctx, to);
+      tr->log = [this](const std::string& l) { notes.push_back(l); };
+    }
+  };
+  // 16 samples at --eval-batch-size 1000: 16, 8 and 4 run out, 2 fits.
+  Run r(3, 1000), ref(1000, 2);
+  const EvalResult e = r.tr->evaluate(test_set), want = ref.tr->evaluate(test_set);
+  EXPECT_EQ(e.count, 16);
+  EXPECT_EQ(e.loss, want.loss);
+  EXPECT_EQ(e.acc, want.acc);
+  ASSERT_EQ(r.notes.size(), 3u);
+  EXPECT_EQ(
+      r.notes[0],
+      "note: evaluating noise/test at --eval-batch-size 16: out of memory: cannot allocate 16 "
+      "samples; evaluating at --eval-batch-size 8 from here on");
+  EXPECT_NE(r.notes[2].find("at --eval-batch-size 4: out of memory"), std::string::npos)
+      << r.notes[2];
+  EXPECT_NE(r.notes[2].find("evaluating at --eval-batch-size 2 from here on"), std::string::npos);
+  // A batch that ran out of memory is the last of its try: each try starts over.
+  EXPECT_EQ(r.seen, (std::vector<int64_t>{16, 8, 4, 2, 2, 2, 2, 2, 2, 2, 2}));
+  // Each try started with the layers' buffers freed: the first Linear's output, grown to 16
+  // rows by the first, is now as large as 2 rows (a smaller batch keeps the larger buffer).
+  const Tensor one = Tensor::zeros({1, 16}, Device::CPU);
+  EXPECT_EQ(r.model.layers()[1]->forward(r.t->ctx, one).capacity_bytes(), 2 * 16 * sizeof(float));
+  // Later evaluations, a fit's included, start at 2: no more notes, the epochs' records score
+  // the test set as the reference run does, and the two runs train the same weights.
+  r.seen.clear();
+  const std::vector<EpochRecord> got = r.tr->fit(train, &test_set),
+                                 exp = ref.tr->fit(train, &test_set);
+  EXPECT_EQ(r.notes.size(), 3u);
+  EXPECT_EQ(r.seen, std::vector<int64_t>(16, 2));  // 8 batches of 2, two epochs
+  ASSERT_EQ(got.size(), 2u);
+  ASSERT_EQ(exp.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(got[i].test_loss, exp[i].test_loss);
+    EXPECT_EQ(got[i].test_acc, exp[i].test_acc);
+  }
+  EXPECT_EQ(r.model.flat_params().to_vector(), ref.model.flat_params().to_vector());
+  // Nothing fits: the error of batches of 1 goes out, after a note for every halving.
+  Run none(0, 5);
+  try {
+    none.tr->evaluate(test_set);
+    FAIL() << "evaluated with no memory";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.kind(), ErrorKind::OutOfMemory);
+    EXPECT_EQ(
+        err.message(),
+        "evaluating noise/test at --eval-batch-size 1: out of memory: cannot allocate 1 samples");
+  }
+  EXPECT_EQ(none.seen, (std::vector<int64_t>{5, 2, 1}));
+  EXPECT_EQ(none.notes.size(), 2u);
 }
 
 TEST(TrainerCpu, LabelsOutsideTheClassesAndNonVectorOutputsAreRefusedBeforeTraining) {

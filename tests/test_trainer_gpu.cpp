@@ -21,6 +21,11 @@
 #include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "kernels/norm/norm.h"
+#include "layers/activation.h"
+#include "layers/conv.h"
+#include "layers/linear.h"
+#include "layers/norm.h"
+#include "oom_layer.h"
 #include "test_util.h"
 #include "tuning/run.h"
 
@@ -260,4 +265,70 @@ TEST(TrainerGpu, PersistentBatchNormTrainsToTheSameBits) {
   }
   EXPECT_TRUE(test::all_close(persistent.weights, three.weights, 0, 0));
 #endif
+}
+
+// Out of memory in an evaluation on the device (a layer after the conv stands in for cudaMalloc
+// failing, once the conv has grown its buffers to the batch): the layers' device buffers are
+// freed, the batch halved and the evaluation started over. With CUDA graphs on, the epochs go
+// on to the bits of a run that evaluated at the smaller batch from the start.
+TEST(TrainerGpu, EvaluationOutOfMemoryHalvesTheBatchWithGraphsOn) {
+  KILN_SKIP_WITHOUT_GPU();
+  Dataset host;
+  host.name = "noise";
+  host.images =
+      Tensor::from_vector(test::random_vec(16 * 2 * 6 * 6, 31), {16, 2, 6, 6}, Device::CPU);
+  for (int i = 0; i < 16; ++i) host.host_labels.push_back(i % 3);
+  host.labels = std::make_shared<Buffer>(16 * sizeof(int32_t), Device::CPU);
+  copy_bytes(host.labels->data(), Device::CPU, host.host_labels.data(), Device::CPU,
+             16 * sizeof(int32_t));
+  host.num_classes = 3;
+  const Dataset ds = host.to(Device::CUDA);
+  struct Run {
+    Model model{{2, 6, 6}};
+    std::vector<int64_t> seen;
+    std::vector<std::string> notes;
+    Context ctx{Device::CUDA, 5};
+    std::unique_ptr<Optimizer> opt;
+    std::unique_ptr<Schedule> sched;
+    std::unique_ptr<Trainer> tr;
+    Run(int64_t fits, int64_t eval_batch) {
+      model.add(std::make_unique<Conv2d>(2, 4, 3));
+      model.add(std::make_unique<test::OomPastBatch>(fits, &seen));
+      model.add(std::make_unique<BatchNorm>(4, true));
+      model.add(std::make_unique<Activation>(Act::ReLU));
+      model.add(std::make_unique<Flatten>());
+      model.add(std::make_unique<Linear>(64, 3));
+      model.build(Device::CUDA, 5);
+      ctx.deterministic = true;
+      OptimOptions oo;
+      oo.name = "sgd";
+      oo.lr = 0.05f;
+      oo.momentum = 0.9f;
+      opt = make_optimizer(oo, model);
+      sched = make_schedule(ScheduleOptions{}, oo.lr, 2, 2);
+      TrainOptions to;
+      to.epochs = 2;
+      to.batch_size = 8;
+      to.eval_batch_size = eval_batch;
+      to.progress = 0;
+      to.cuda_graphs = true;
+      tr = std::make_unique<Trainer>(model, *opt, *sched, ctx, to);
+      tr->log = [this](const std::string& l) { notes.push_back(l); };
+    }
+  };
+  Run r(3, 1000), ref(1000, 2);
+  const std::vector<EpochRecord> got = r.tr->fit(ds, &ds), want = ref.tr->fit(ds, &ds);
+  ASSERT_EQ(r.notes.size(), 3u);  // 16, 8 and 4 ran out in epoch 1's evaluation
+  EXPECT_NE(r.notes[2].find("evaluating at --eval-batch-size 2 from here on"), std::string::npos)
+      << r.notes[2];
+  EXPECT_EQ(r.seen.size(), 3u + 16u);  // the three failed tries, then 8 batches an epoch
+  ASSERT_EQ(got.size(), 2u);
+  ASSERT_EQ(want.size(), 2u);
+  for (size_t e = 0; e < 2; ++e) {
+    EXPECT_EQ(got[e].test_loss, want[e].test_loss) << "epoch " << e + 1;
+    EXPECT_EQ(got[e].test_acc, want[e].test_acc) << "epoch " << e + 1;
+    EXPECT_EQ(got[e].train_loss, want[e].train_loss) << "epoch " << e + 1;
+  }
+  EXPECT_EQ(r.model.flat_params().to_vector(), ref.model.flat_params().to_vector());
+  ASSERT_NE(r.tr->step_graph(), nullptr);
 }

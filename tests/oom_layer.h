@@ -1,0 +1,34 @@
+// A pass-through layer that stands in for an allocation failing in evaluation (a cudaMalloc or
+// host allocation past the memory left): in eval mode a batch of more than `fits` samples
+// throws kiln's OutOfMemory error, as Buffer does; it records every eval batch it sees.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "layers/layer.h"
+
+namespace kiln::test {
+
+class OomPastBatch : public Layer {
+ public:
+  OomPastBatch(int64_t fits, std::vector<int64_t>* seen) : fits_(fits), seen_(seen) {}
+  std::string type() const override { return "OomPastBatch"; }
+  Shape setup(const Shape& in) override { return in; }
+  Tensor forward(Context& c, const Tensor& x) override {
+    if (!c.training) {
+      seen_->push_back(x.dim(0));
+      if (x.dim(0) > fits_)
+        KILN_OUT_OF_MEMORY("out of memory: cannot allocate " << x.dim(0) << " samples");
+    }
+    return x;
+  }
+  Tensor backward(Context&, const Tensor& dy) override { return dy; }
+
+ private:
+  int64_t fits_;
+  std::vector<int64_t>* seen_;
+};
+
+}  // namespace kiln::test
