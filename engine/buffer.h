@@ -21,6 +21,9 @@ class Buffer {
   void* data() const { return ptr_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
+  // Bytes the process's live Buffers hold on `device` (torch.cuda.memory_allocated, and the
+  // host's too): what a model, a trainer or a layer's scratch keeps.
+  static size_t live_bytes(Device device);
 
  private:
   void release() noexcept;

@@ -1,5 +1,6 @@
 // Device queries and memory primitives. The CUDA calls are compiled only with KILN_WITH_CUDA;
 // a CPU-only build reports no GPU and refuses CUDA memory with a clear error.
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -70,6 +71,17 @@ std::string cuda_device_description() {
 #endif
 
 // ---- Buffer -----------------------------------------------------------------------------------
+namespace {
+std::atomic<size_t> g_live_bytes[2];  // host, CUDA
+std::atomic<size_t>& live_counter(Device d) {
+  return g_live_bytes[d == Device::CPU ? 0 : 1];
+}
+}  // namespace
+
+size_t Buffer::live_bytes(Device device) {
+  return live_counter(device).load();
+}
+
 Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (bytes == 0) return;
   if (device == Device::CPU) {
@@ -93,12 +105,14 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
     no_cuda();
 #endif
   }
+  live_counter(device) += bytes;
 }
 
 Buffer::~Buffer() { release(); }
 
 void Buffer::release() noexcept {
   if (!ptr_) return;
+  live_counter(device_) -= bytes_;
   if (device_ == Device::CPU) {
     std::free(ptr_);
   } else {

@@ -29,6 +29,13 @@ Error Error::prefixed(const std::string& prefix) const {
   return e;
 }
 
+Error Error::suffixed(const std::string& suffix) const {
+  Error e = *this;
+  static_cast<std::runtime_error&>(e) = std::runtime_error(what() + suffix);
+  e.message_ = message_ + suffix;
+  return e;
+}
+
 std::string not_regular_file_error(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return "";  // (a missing file: the open says so)

@@ -24,6 +24,8 @@ class Error : public std::runtime_error {
   const std::string& where() const { return where_; }      // "engine/tensor.cpp:42"
   // The same error (kind, place) with `prefix` in front of its message.
   Error prefixed(const std::string& prefix) const;
+  // ... and with `suffix` after it.
+  Error suffixed(const std::string& suffix) const;
 
  private:
   ErrorKind kind_;

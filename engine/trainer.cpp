@@ -87,8 +87,14 @@ std::string EpochRecord::to_json() const {
   return j.str();
 }
 
-Trainer::Trainer(Model& model, Optimizer& opt, Schedule& sched, Context& ctx, const TrainOptions& opts)
-    : model_(model), opt_(opt), sched_(sched), ctx_(ctx), opts_(opts) {
+Trainer::Trainer(Model& model, Optimizer& opt, Schedule& sched, Context& ctx,
+                 const TrainOptions& opts)
+    : model_(model),
+      opt_(opt),
+      sched_(sched),
+      ctx_(ctx),
+      opts_(opts),
+      eval_batch_asked_(opts.eval_batch_size) {
   opts_.validate();
   KILN_CHECK(opt.bound_to(model),
              "trainer: the optimizer steps another model's parameters "
@@ -300,17 +306,26 @@ EvalResult Trainer::evaluate(const Dataset& ds) {
   // starts over, down to batches of 1, rather than failing a run whose epoch has trained (as
   // Hugging Face Accelerate's find_executable_batch_size does for its batches). The layers'
   // buffers, grown to the failed batch as far as it got, are freed first. The smaller size
-  // stays for this trainer's later evaluations; log says so each time.
+  // stays for this trainer's later evaluations; log says so each time. Only the batches'
+  // allocations are retried: the dataset's checks and the sample order (one index a sample)
+  // need as much memory at any batch.
   for (;;) {
     const int64_t batch = std::min(opts_.eval_batch_size, ds.size());
+    bool batching = false;
     try {
       return with_memory_context(
           [&] {
             return "evaluating " + ds.name + " at --eval-batch-size " + std::to_string(batch);
           },
-          [&] { return evaluate_impl(ds); });
+          [&] { return evaluate_impl(ds, &batching); });
     } catch (const Error& e) {
-      if (e.kind() != ErrorKind::OutOfMemory || batch <= 1) throw;
+      if (e.kind() != ErrorKind::OutOfMemory || !batching) throw;
+      if (batch <= 1) {
+        if (eval_batch_asked_ <= 1) throw;
+        throw e.suffixed(" (--eval-batch-size " + std::to_string(eval_batch_asked_) +
+                         " was halved down to 1)");
+      }
+      if (graph_) graph_->invalidate();  // it may point into the buffers freed below
       model_.release_scratch();
       sample_loss_ = Tensor();
       sample_correct_ = Tensor();
@@ -322,7 +337,7 @@ EvalResult Trainer::evaluate(const Dataset& ds) {
   }
 }
 
-EvalResult Trainer::evaluate_impl(const Dataset& ds) {
+EvalResult Trainer::evaluate_impl(const Dataset& ds, bool* batching) {
   check_dataset(ds);
   // An empty set scores nothing: count 0, NaN loss and accuracy (fit with an empty held-out
   // set trained an epoch, then threw from here).
@@ -342,6 +357,7 @@ EvalResult Trainer::evaluate_impl(const Dataset& ds) {
   zero_bytes(acc.data(), ctx_.device(), acc.bytes(), ctx_.stream());
   BatchIterator it(ds, opts_.eval_batch_size, false, 0);
   it.start_epoch(0, ctx_.stream());
+  *batching = true;  // from here on, memory runs out for the batch's size
   Tensor x;
   Buffer y;
   int64_t n = 0;

@@ -158,7 +158,8 @@ class Trainer {
   std::vector<EpochRecord> fit_epochs(const Dataset& train, const Dataset* test,
                                       const TrainPosition& from, JsonlWriter& jsonl);
   void step_batch(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum);
-  EvalResult evaluate_impl(const Dataset& ds);
+  // *batching turns true once the batches start (their allocations are the ones to retry).
+  EvalResult evaluate_impl(const Dataset& ds, bool* batching);
   // Forward..optimizer step; dev: the optimizer reads its step arguments there (graph capture).
   void enqueue_step(const Tensor& x, const Buffer& labels, int64_t n, float lr, float momentum,
                     const OptimStepArgs* dev);
@@ -183,6 +184,7 @@ class Trainer {
   Schedule& sched_;
   Context& ctx_;
   TrainOptions opts_;
+  int64_t eval_batch_asked_;  // --eval-batch-size as given (evaluate() halves opts_'s)
   long long step_ = 0;
   Tensor batch_x_;
   Buffer batch_y_;

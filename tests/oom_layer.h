@@ -1,6 +1,7 @@
 // A pass-through layer that stands in for an allocation failing in evaluation (a cudaMalloc or
 // host allocation past the memory left): in eval mode a batch of more than `fits` samples
-// throws kiln's OutOfMemory error, as Buffer does; it records every eval batch it sees.
+// throws kiln's OutOfMemory error, as Buffer does (or another kind, `kind`); it records every
+// eval batch it sees.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -13,14 +14,17 @@ namespace kiln::test {
 
 class OomPastBatch : public Layer {
  public:
-  OomPastBatch(int64_t fits, std::vector<int64_t>* seen) : fits_(fits), seen_(seen) {}
+  OomPastBatch(int64_t fits, std::vector<int64_t>* seen, ErrorKind kind = ErrorKind::OutOfMemory)
+      : fits_(fits), seen_(seen), kind_(kind) {}
   std::string type() const override { return "OomPastBatch"; }
   Shape setup(const Shape& in) override { return in; }
   Tensor forward(Context& c, const Tensor& x) override {
     if (!c.training) {
       seen_->push_back(x.dim(0));
       if (x.dim(0) > fits_)
-        KILN_OUT_OF_MEMORY("out of memory: cannot allocate " << x.dim(0) << " samples");
+        throw Error(kind_,
+                    "out of memory: cannot allocate " + std::to_string(x.dim(0)) + " samples",
+                    __FILE__, __LINE__);
     }
     return x;
   }
@@ -29,6 +33,7 @@ class OomPastBatch : public Layer {
  private:
   int64_t fits_;
   std::vector<int64_t>* seen_;
+  ErrorKind kind_;
 };
 
 }  // namespace kiln::test

@@ -506,7 +506,9 @@ TEST(Model, NoInputGradientUpToTheFirstLayerWithParameters) {
 TEST(Model, ReleaseScratchFreesWhatTheLayersGrewTo) {
   // A layer's buffers grow to the largest batch it has run and stay (ensure); release_scratch
   // lets them go: after a batch of 8 and a release, a batch of 2's output and dx take a batch
-  // of 2's bytes. Every layer type that keeps buffers.
+  // of 2's bytes, and after the last release the process holds what it held before the first
+  // forward (Buffer::live_bytes: the saved input and every workspace and index buffer too).
+  // Every layer type that keeps buffers.
   struct Case {
     std::function<LayerPtr()> make;
     Shape in;
@@ -532,6 +534,7 @@ TEST(Model, ReleaseScratchFreesWhatTheLayersGrewTo) {
     Context ctx(Device::CPU, 1);
     ctx.training = true;
     int64_t out_numel = 0;  // per sample
+    const size_t before = Buffer::live_bytes(Device::CPU);
     auto run = [&](int64_t n) {
       Shape xs = c.in;
       xs.insert(xs.begin(), n);
@@ -550,6 +553,9 @@ TEST(Model, ReleaseScratchFreesWhatTheLayersGrewTo) {
     EXPECT_EQ(small.first, 2 * out_numel * sizeof(float));
     EXPECT_EQ(small.second, 2 * shape_numel(c.in) * sizeof(float));
     EXPECT_LT(small.first, big.first);
+    EXPECT_GT(Buffer::live_bytes(Device::CPU), before);
+    m.release_scratch();
+    EXPECT_EQ(Buffer::live_bytes(Device::CPU), before);
   }
   // After a release there is no forward to differentiate.
   ModelOptions o;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1338,10 +1339,10 @@ TEST(TrainerCpu, EvaluationOutOfMemoryHalvesTheBatchUntilItFits) {
     std::vector<std::string> notes;
     std::unique_ptr<SgdTrainer> t;
     std::unique_ptr<Trainer> tr;
-    Run(int64_t fits, int64_t eval_batch) {
+    Run(int64_t fits, int64_t eval_batch, ErrorKind kind = ErrorKind::OutOfMemory) {
       model.add(std::make_unique<Flatten>());
       model.add(std::make_unique<Linear>(16, 16));  // runs before the failure: grows its buffer
-      model.add(std::make_unique<test::OomPastBatch>(fits, &seen));
+      model.add(std::make_unique<test::OomPastBatch>(fits, &seen, kind));
       model.add(std::make_unique<Linear>(16, 3));
       model.build(Device::CPU, 5);
       t = std::make_unique<SgdTrainer>(model);
@@ -1395,10 +1396,68 @@ TEST(TrainerCpu, EvaluationOutOfMemoryHalvesTheBatchUntilItFits) {
     EXPECT_EQ(err.kind(), ErrorKind::OutOfMemory);
     EXPECT_EQ(
         err.message(),
-        "evaluating noise/test at --eval-batch-size 1: out of memory: cannot allocate 1 samples");
+        "evaluating noise/test at --eval-batch-size 1: out of memory: cannot allocate 1 samples "
+        "(--eval-batch-size 5 was halved down to 1)");
   }
   EXPECT_EQ(none.seen, (std::vector<int64_t>{5, 2, 1}));
   EXPECT_EQ(none.notes.size(), 2u);
+  // Another kind of error is not retried: one try, no note, the batch size kept.
+  Run other(3, 8, ErrorKind::Runtime);
+  EXPECT_THROW(other.tr->evaluate(test_set), Error);
+  EXPECT_EQ(other.seen, std::vector<int64_t>{8});
+  EXPECT_TRUE(other.notes.empty());
+  other.seen.clear();
+  EXPECT_THROW(other.tr->evaluate(test_set), Error);
+  EXPECT_EQ(other.seen, std::vector<int64_t>{8});
+}
+
+// Memory that runs out for the dataset's size, not the batch's (the label copy, the sample
+// order: one entry a sample) is not retried with smaller batches, which would need as much: a
+// real allocation failure under an address-space cap, in a child process.
+TEST(TrainerCpu, EvaluationOutOfMemoryOfTheWholeSetIsNotRetried) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "ASan's shadow memory does not run under an address-space cap";
+#endif
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // 80 MB of labels to copy, 160 MB of sample order: past the cap's 8 MB, and past glibc's
+    // largest mmap threshold (32 MB), so no free heap left by earlier tests can serve them.
+    const int64_t n = 20000000;
+    Dataset ds;
+    ds.name = "big";
+    ds.images = Tensor::zeros({n, 1}, Device::CPU);
+    ds.labels = std::make_shared<Buffer>(n * sizeof(int32_t), Device::CPU);
+    zero_bytes(ds.labels->data(), Device::CPU, ds.labels->bytes());
+    ds.num_classes = 3;
+    Model m({1});
+    m.add(std::make_unique<Linear>(1, 3));
+    m.build(Device::CPU, 1);
+    SgdTrainer t(m);
+    TrainOptions to = t.to;
+    to.eval_batch_size = 1024;
+    Trainer tr(m, *t.opt, *t.sched, t.ctx, to);
+    int notes = 0;
+    tr.log = [&notes](const std::string&) { ++notes; };
+    long pages = 0;
+    std::ifstream("/proc/self/statm") >> pages;
+    const rlimit cap{static_cast<rlim_t>(pages * ::sysconf(_SC_PAGESIZE) + (8L << 20)),
+                     RLIM_INFINITY};
+    if (pages <= 0 || ::setrlimit(RLIMIT_AS, &cap) != 0) ::_exit(20);
+    try {
+      tr.evaluate(ds);
+      ::_exit(21);  // it fit after all
+    } catch (const Error& e) {
+      const bool first_try = e.message().find("at --eval-batch-size 1024: ") != std::string::npos;
+      ::_exit(e.kind() != ErrorKind::OutOfMemory ? 22 : notes != 0 ? 23 : first_try ? 0 : 24);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "20: no cap, 21: evaluated, 22: another error, 23: retried with smaller batches, 24: "
+         "the error named another batch size";
 }
 
 TEST(TrainerCpu, LabelsOutsideTheClassesAndNonVectorOutputsAreRefusedBeforeTraining) {

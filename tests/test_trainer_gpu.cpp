@@ -20,6 +20,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
+#include "engine/step_graph.h"
 #include "kernels/norm/norm.h"
 #include "layers/activation.h"
 #include "layers/conv.h"
@@ -276,11 +277,11 @@ TEST(TrainerGpu, EvaluationOutOfMemoryHalvesTheBatchWithGraphsOn) {
   Dataset host;
   host.name = "noise";
   host.images =
-      Tensor::from_vector(test::random_vec(16 * 2 * 6 * 6, 31), {16, 2, 6, 6}, Device::CPU);
-  for (int i = 0; i < 16; ++i) host.host_labels.push_back(i % 3);
-  host.labels = std::make_shared<Buffer>(16 * sizeof(int32_t), Device::CPU);
+      Tensor::from_vector(test::random_vec(32 * 2 * 6 * 6, 31), {32, 2, 6, 6}, Device::CPU);
+  for (int i = 0; i < 32; ++i) host.host_labels.push_back(i % 3);
+  host.labels = std::make_shared<Buffer>(32 * sizeof(int32_t), Device::CPU);
   copy_bytes(host.labels->data(), Device::CPU, host.host_labels.data(), Device::CPU,
-             16 * sizeof(int32_t));
+             32 * sizeof(int32_t));
   host.num_classes = 3;
   const Dataset ds = host.to(Device::CUDA);
   struct Run {
@@ -318,10 +319,10 @@ TEST(TrainerGpu, EvaluationOutOfMemoryHalvesTheBatchWithGraphsOn) {
   };
   Run r(3, 1000), ref(1000, 2);
   const std::vector<EpochRecord> got = r.tr->fit(ds, &ds), want = ref.tr->fit(ds, &ds);
-  ASSERT_EQ(r.notes.size(), 3u);  // 16, 8 and 4 ran out in epoch 1's evaluation
-  EXPECT_NE(r.notes[2].find("evaluating at --eval-batch-size 2 from here on"), std::string::npos)
-      << r.notes[2];
-  EXPECT_EQ(r.seen.size(), 3u + 16u);  // the three failed tries, then 8 batches an epoch
+  ASSERT_EQ(r.notes.size(), 4u);  // 32, 16, 8 and 4 ran out in epoch 1's evaluation
+  EXPECT_NE(r.notes[3].find("evaluating at --eval-batch-size 2 from here on"), std::string::npos)
+      << r.notes[3];
+  EXPECT_EQ(r.seen.size(), 4u + 32u);  // the four failed tries, then 16 batches an epoch
   ASSERT_EQ(got.size(), 2u);
   ASSERT_EQ(want.size(), 2u);
   for (size_t e = 0; e < 2; ++e) {
@@ -330,5 +331,16 @@ TEST(TrainerGpu, EvaluationOutOfMemoryHalvesTheBatchWithGraphsOn) {
     EXPECT_EQ(got[e].train_loss, want[e].train_loss) << "epoch " << e + 1;
   }
   EXPECT_EQ(r.model.flat_params().to_vector(), ref.model.flat_params().to_vector());
+  // Four steps an epoch: captured after an evaluation moved the buffers, then replayed.
   ASSERT_NE(r.tr->step_graph(), nullptr);
+  EXPECT_GT(r.tr->step_graph()->replays(), 0);
+  EXPECT_EQ(r.tr->step_graph()->replays(), ref.tr->step_graph()->replays());
+  // The device memory the layers hold is what the reference run's layers hold: freeing them
+  // before each try left nothing of the larger batches.
+  const size_t both = Buffer::live_bytes(Device::CUDA);
+  r.model.release_scratch();
+  const size_t ref_only = Buffer::live_bytes(Device::CUDA);
+  ref.model.release_scratch();
+  EXPECT_EQ(both - ref_only, ref_only - Buffer::live_bytes(Device::CUDA));
+  EXPECT_GT(both, ref_only);
 }

@@ -255,6 +255,12 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   if (o.restore) snap.take(s);
   RampSchedule ramp(o.start_lr, o.end_lr, span);
   Trainer tr(*s.model, *s.opt, ramp, *s.ctx, topts);
+  // The trainer's notes (an evaluation that ran out of memory and halved its batch) reach the
+  // user; its epoch lines and warnings are the training run's, not the range test's.
+  if (log)
+    tr.log = [&log](const std::string& l) {
+      if (l.rfind("note: ", 0) == 0) log("lr_find: " + l);
+    };
   LrFindResult res;
   res.planned = n;
   if (o.use_val) res.held_out = s.val.size() > 0 ? "val" : "test";

@@ -415,7 +415,8 @@ OptionTable build_table() {
   t.add(opt_int("batch-size", "mini-batch size",
                 [](RunConfig& c) -> int64_t& { return c.train.batch_size; }),
         kBatchOrder);
-  t.add(opt_int("eval-batch-size", "batch size for evaluation", [](RunConfig& c) -> int64_t& { return c.train.eval_batch_size; }));
+  t.add(opt_int("eval-batch-size", "batch size for evaluation (halved while it runs out of memory)",
+                [](RunConfig& c) -> int64_t& { return c.train.eval_batch_size; }));
   t.add(opt_bool("shuffle", "shuffle the training set every epoch",
                  [](RunConfig& c) -> bool& { return c.train.shuffle; }),
         kBatchOrder);
