@@ -321,7 +321,7 @@ EvalResult Trainer::evaluate(const Dataset& ds) {
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::OutOfMemory || !batching) throw;
       if (batch <= 1) {
-        if (eval_batch_asked_ <= 1) throw;
+        if (opts_.eval_batch_size >= eval_batch_asked_) throw;  // not halved: a set of 1
         throw e.suffixed(" (--eval-batch-size " + std::to_string(eval_batch_asked_) +
                          " was halved down to 1)");
       }

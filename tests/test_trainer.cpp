@@ -1401,6 +1401,17 @@ TEST(TrainerCpu, EvaluationOutOfMemoryHalvesTheBatchUntilItFits) {
   }
   EXPECT_EQ(none.seen, (std::vector<int64_t>{5, 2, 1}));
   EXPECT_EQ(none.notes.size(), 2u);
+  // A set of one sample that does not fit was not halved: the error says nothing of halving.
+  Run single(0, 1000);
+  try {
+    single.tr->evaluate(slice_rows(test_set, 0, 1, "noise/one"));
+    FAIL() << "evaluated with no memory";
+  } catch (const Error& err) {
+    EXPECT_EQ(
+        err.message(),
+        "evaluating noise/one at --eval-batch-size 1: out of memory: cannot allocate 1 samples");
+  }
+  EXPECT_TRUE(single.notes.empty());
   // Another kind of error is not retried: one try, no note, the batch size kept.
   Run other(3, 8, ErrorKind::Runtime);
   EXPECT_THROW(other.tr->evaluate(test_set), Error);
