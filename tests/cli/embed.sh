@@ -11,7 +11,7 @@ cmake --install "$KILN_BIN" --prefix "$tmp/prefix" > "$tmp/install.log"
 lib=$(find "$tmp/prefix" -name libkiln.a | head -1)
 [ -n "$lib" ] || { echo "FAIL: libkiln.a not installed"; exit 1; }
 [ -f "$tmp/prefix/include/kiln/engine/trainer.h" ] || { echo "FAIL: headers not installed"; exit 1; }
-find "$tmp/prefix" -name kilnConfig.cmake | grep -q . || { echo "FAIL: no kilnConfig.cmake"; exit 1; }
+find "$tmp/prefix" -name kilnConfig.cmake | grep . >/dev/null || { echo "FAIL: no kilnConfig.cmake"; exit 1; }
 if grep -rln '^\s*using namespace' "$tmp/prefix/include/kiln"; then
   echo "FAIL: installed headers above contain 'using namespace'"; exit 1
 fi

@@ -40,7 +40,7 @@ EOF
 chmod +x "$tmp/bin"/*
 export PATH="$tmp/bin:$PATH" KILN_SHIM_LOG="$tmp/apt.log" KILN_SHIM_CMAKE="$tmp/cmake_version"
 unset KILN_SKIP_TORCH
-has() { tr ' ' '\n' < "$tmp/apt.log" | grep -qx "$1"; }
+has() { tr ' ' '\n' < "$tmp/apt.log" | grep -x "$1" >/dev/null; }
 
 # train_mnist.sh: stops at the (shim) configure, after installing.
 rc=0

@@ -25,18 +25,18 @@ grep -q '^valley,' curve.csv.suggestions || { echo "FAIL: no suggestions file"; 
 "$KILN_BIN/lr_find" --help > help.txt
 grep -q -- '--lr-find-csv' help.txt && ! grep -q -E -- '(-|\])lr-find( |$)' help.txt ||
   { echo "FAIL: lr_find --help"; grep -- 'lr-find' help.txt; exit 1; }
-"$KILN_BIN/train_mnist" --help | grep -q -- '--lr-find ' || { echo "FAIL: train_mnist --help lost --lr-find"; exit 1; }
+"$KILN_BIN/train_mnist" --help | grep -- '--lr-find ' >/dev/null || { echo "FAIL: train_mnist --help lost --lr-find"; exit 1; }
 
 # A range that misses the interesting part says so: one whose loss never rises (lrs far too
 # low), one over at its second step (--start-lr too high); a good range says neither.
-echo "$out" | grep -q 'note:' && { echo "FAIL: a note on a good range"; echo "$out"; exit 1; }
+grep -q 'note:' <<<"$out" && { echo "FAIL: a note on a good range"; echo "$out"; exit 1; }
 low=$("$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 500 --num-it 50 --model mlp \
       --width 16 --start-lr 1e-7 --end-lr 1e-5 --lr-find-csv low.csv 2>/dev/null)
-echo "$low" | grep -q '^lr_find: note: the smoothed loss had not begun to rise by the end of the range (lr 9.*e-06, .*try a higher --end-lr$' ||
+grep -q '^lr_find: note: the smoothed loss had not begun to rise by the end of the range (lr 9.*e-06, .*try a higher --end-lr$' <<<"$low" ||
   { echo "FAIL: no note on a range that never rises"; echo "$low"; exit 1; }
 high=$("$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 500 --num-it 50 --model mlp \
        --width 16 --start-lr 5 --lr-find-csv high.csv 2>/dev/null)
-echo "$high" | grep -q '^lr_find: note: stopped after [1-5] of 50 steps: --start-lr may already be too high (lr 5 at the first step)' ||
+grep -q '^lr_find: note: stopped after [1-5] of 50 steps: --start-lr may already be too high (lr 5 at the first step)' <<<"$high" ||
   { echo "FAIL: no note on a range over at once"; echo "$high"; exit 1; }
 # --lr-find-val without a validation split reads the test set: said.
 "$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 300 --num-it 20 --model mlp --width 16 \
@@ -55,13 +55,13 @@ grep -q 'does not use --epochs (with --num-it 10)' err.txt || { echo "FAIL: --ep
 # The default model (cnn) and the train_mnist entry point.
 out=$("$KILN_BIN/train_mnist" --lr-find --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 \
       --num-it 40 --lr-find-csv tm.csv 2>/dev/null)
-echo "$out" | grep -q '^suggestion valley' || { echo "FAIL: train_mnist --lr-find printed no suggestion"; exit 1; }
+grep -q '^suggestion valley' <<<"$out" || { echo "FAIL: train_mnist --lr-find printed no suggestion"; exit 1; }
 [ -s tm.csv ] || { echo "FAIL: train_mnist --lr-find wrote no CSV"; exit 1; }
 
 # keras_lr_finder's find(x, y, 1e-5, 1, batch_size=512, epochs=5): 2000/512 -> 4 steps/epoch.
 out=$("$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 --model mlp --width 32 \
       --start-lr 1e-5 --end-lr 1 --batch-size 512 --epochs 5 --num-it 0 --lr-find-csv k.csv 2>/dev/null)
-echo "$out" | grep -q '^lr_find: 20 steps' || { echo "FAIL: epoch mode: $out"; exit 1; }
+grep -q '^lr_find: 20 steps' <<<"$out" || { echo "FAIL: epoch mode: $out"; exit 1; }
 last=$(tail -1 k.csv | cut -d, -f2)
 # keras_lr_finder: lr_mult = (1/1e-5)^(1/num_batches), num_batches = 5 * 2000 / 512 = 19.53125;
 # the last of the 20 steps trains at 1e-5 * lr_mult^19.
@@ -73,14 +73,14 @@ python3 -c "import sys; sys.exit(0 if abs(float('$last') / (1e-5 * 1e5 ** (19 / 
 out=$("$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 --model mlp --width 32 \
       --start-lr 1e-5 --end-lr 1 --batch-size 512 --epochs 3 --num-it 0 --early-stop 1 \
       --early-stop-baseline 0 --restore-best --lr 0.5 --save never.safetensors --lr-find-csv e.csv 2>err.txt)
-echo "$out" | grep -q '^lr_find: 12 steps' || { echo "FAIL: early stopping cut the ramp: $out"; exit 1; }
+grep -q '^lr_find: 12 steps' <<<"$out" || { echo "FAIL: early stopping cut the ramp: $out"; exit 1; }
 grep -q 'note: the LR range test does not use --lr --early-stop --restore-best --early-stop-baseline --save' err.txt ||
   { echo "FAIL: no note for unused options"; cat err.txt; exit 1; }
 [ ! -e never.safetensors ] || { echo "FAIL: lr_find wrote --save"; exit 1; }
 
 # --summary prints the table and exits; --resume starts from the checkpoint's weights, so the
 # first loss is the trained model's, well below a fresh one's ln(10).
-"$KILN_BIN/lr_find" --summary --model mlp --width 32 | grep -q 'Linear(784 -> 32)' ||
+"$KILN_BIN/lr_find" --summary --model mlp --width 32 | grep 'Linear(784 -> 32)' >/dev/null ||
   { echo "FAIL: lr_find --summary"; exit 1; }
 "$KILN_BIN/train_mnist" --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 --test-limit 200 \
   --model mlp --width 32 --epochs 2 --save trained.safetensors >/dev/null 2>&1

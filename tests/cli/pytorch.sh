@@ -47,7 +47,7 @@ while read -r dataset args; do
   out=$("$py" "$KILN_SRC/scripts/check_pytorch_interop.py" "m$i.safetensors" --kiln-eval "$KILN_BIN/kiln_eval" \
         --data-dir "$dir")
   echo "$dataset $args: ${out##*: max}"
-  echo "$out" | grep -q ': OK$' || { echo "FAIL: interop $dataset $args"; exit 1; }
+  grep -q ': OK$' <<<"$out" || { echo "FAIL: interop $dataset $args"; exit 1; }
 done <<'EOF'
 mnist --model mlp --depth 3 --width 64 --activation tanh --norm batch
 mnist --model mlp --activation sigmoid --norm group --groups 4 --dropout 0.2
@@ -72,6 +72,6 @@ set -e
 out=$("$py" "$KILN_SRC/benchmarks/pytorch_cpu_reference.py" --bin "$KILN_BIN" --data-dir "$KILN_TEST_DATA" \
       --epochs 1 --json ref.jsonl -- --model mlp --width 32 --train-limit 500 --test-limit 200)
 echo "$out"
-echo "$out" | grep -q '^epoch 1: kiln test_acc 0\.[0-9]* .* torch test_acc 0\.[0-9]*' && [ "$(wc -l < ref.jsonl)" -eq 1 ] ||
+grep -q '^epoch 1: kiln test_acc 0\.[0-9]* .* torch test_acc 0\.[0-9]*' <<<"$out" && [ "$(wc -l < ref.jsonl)" -eq 1 ] ||
   { echo "FAIL: pytorch_cpu_reference.py"; exit 1; }
 echo "PASS"

@@ -116,7 +116,7 @@ grep -q 'ran 3 trials here' w0.txt && grep -q 'ran 3 trials here' w1.txt || { ec
 [ -z "$(ls shared/locks)" ] || { echo "FAIL: locks left: $(ls shared/locks)"; exit 1; }
 
 # 4. importance and the report of a finished sweep, and usage errors
-"$KILN_BIN/sweep" --importance full | grep -q '^lr ' || { echo "FAIL: --importance"; exit 1; }
+"$KILN_BIN/sweep" --importance full | grep '^lr ' >/dev/null || { echo "FAIL: --importance"; exit 1; }
 "$KILN_BIN/sweep" --report full > report.txt
 grep -q '^leaderboard' report.txt && grep -q '^parameter importance' report.txt &&
   ! grep -q '^over seeds' report.txt || { echo "FAIL: --report of a random sweep"; cat report.txt; exit 1; }

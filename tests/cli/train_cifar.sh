@@ -26,7 +26,7 @@ batch("test_batch.bin", 50)
 PY
 out=$("$KILN_BIN/train_cifar" --device cpu --data-dir data --epochs 1 --batch-size 20 2>&1)
 echo "$out"
-echo "$out" | grep -q '^epoch 1: ' && echo "$out" | grep -q '^test_acc=' || { echo "FAIL: no training output"; exit 1; }
+grep -q '^epoch 1: ' <<<"$out" && grep -q '^test_acc=' <<<"$out" || { echo "FAIL: no training output"; exit 1; }
 # train_cifar augments by default: without it the same run trains on other batches and ends
 # with another test loss (augmentation once never reached the trainer).
 plain=$("$KILN_BIN/train_cifar" --device cpu --data-dir data --epochs 1 --batch-size 20 --no-augment 2>&1)
@@ -66,7 +66,7 @@ set -e
 "$KILN_BIN/train_cifar" --device cpu --data-dir d2 --epochs 0 --model mlp --width 8 --log d2/data_batch_1.bin > /dev/null &&
   [ -e d2/data_batch_1.bin ] && "$KILN_BIN/train_cifar" --device cpu --data-dir d2 --epochs 0 --model mlp --width 8 > /dev/null ||
   { echo "FAIL: --log at a training batch's name in an earlier directory"; exit 1; }
-"$KILN_BIN/train_cifar" --summary | grep -q '3, 32, 32' || { echo "FAIL: --summary input shape"; exit 1; }
+"$KILN_BIN/train_cifar" --summary | grep '3, 32, 32' >/dev/null || { echo "FAIL: --summary input shape"; exit 1; }
 set +e
 "$KILN_BIN/train_cifar" --device cpu --data-dir nowhere --epochs 1 > /dev/null 2> err.txt
 rc=$?
