@@ -321,7 +321,8 @@ EvalResult Trainer::evaluate(const Dataset& ds) {
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::OutOfMemory || !batching) throw;
       if (batch <= 1) {
-        if (opts_.eval_batch_size >= eval_batch_asked_) throw;  // not halved: a set of 1
+        // (not when asked for 1, nor for a set of one sample at a larger size)
+        if (opts_.eval_batch_size > 1 || eval_batch_asked_ <= 1) throw;
         throw e.suffixed(" (--eval-batch-size " + std::to_string(eval_batch_asked_) +
                          " was halved down to 1)");
       }

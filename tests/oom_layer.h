@@ -17,6 +17,7 @@ class OomPastBatch : public Layer {
   OomPastBatch(int64_t fits, std::vector<int64_t>* seen, ErrorKind kind = ErrorKind::OutOfMemory)
       : fits_(fits), seen_(seen), kind_(kind) {}
   std::string type() const override { return "OomPastBatch"; }
+  void set_fits(int64_t fits) { fits_ = fits; }
   Shape setup(const Shape& in) override { return in; }
   Tensor forward(Context& c, const Tensor& x) override {
     if (!c.training) {
