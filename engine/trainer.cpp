@@ -326,8 +326,7 @@ EvalResult Trainer::evaluate(const Dataset& ds) {
         throw e.suffixed(" (--eval-batch-size " + std::to_string(eval_batch_asked_) +
                          " was halved down to 1)");
       }
-      if (graph_) graph_->invalidate();  // it may point into the buffers freed below
-      model_.release_scratch();
+      model_.release_scratch();  // (evaluate_impl invalidated the graph before any batch)
       sample_loss_ = Tensor();
       sample_correct_ = Tensor();
       opts_.eval_batch_size = batch / 2;

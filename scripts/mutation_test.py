@@ -1266,7 +1266,7 @@ MUTANTS = [
      [("release({&x_, &y_, &dx_})", "release({&y_, &dx_})")],
      "Linear::release_scratch keeps its saved input: the layer before it stays at the largest batch"),
     ("eval-oom-keeps-scratch", "engine/trainer.cpp",
-     [("      model_.release_scratch();\n", "")],
+     [("      model_.release_scratch();  // (evaluate_impl invalidated the graph before any batch)\n", "")],
      "the retry after an evaluation out of memory keeps the layers' buffers grown to the failed batch: it runs out sooner"),
     ("release-scratch-skips-layers", "layers/model.cpp",
      [("  for (auto& named : all_layers_) named.second->release_scratch();\n", "")],

@@ -1390,30 +1390,31 @@ TEST(TrainerCpu, EvaluationOutOfMemoryHalvesTheBatchUntilItFits) {
     EXPECT_EQ(got[i].test_acc, exp[i].test_acc);
   }
   EXPECT_EQ(r.model.flat_params().to_vector(), ref.model.flat_params().to_vector());
+  // The out-of-memory error of an evaluation that cannot fit.
+  auto oom_message = [](Run& run, const Dataset& ds) {
+    try {
+      run.tr->evaluate(ds);
+    } catch (const Error& err) {
+      EXPECT_EQ(err.kind(), ErrorKind::OutOfMemory);
+      return err.message();
+    }
+    ADD_FAILURE() << "evaluated with no memory";
+    return std::string();
+  };
   // Nothing fits: the error of batches of 1 goes out, after a note for every halving.
   Run none(0, 5);
-  try {
-    none.tr->evaluate(test_set);
-    FAIL() << "evaluated with no memory";
-  } catch (const Error& err) {
-    EXPECT_EQ(err.kind(), ErrorKind::OutOfMemory);
-    EXPECT_EQ(
-        err.message(),
-        "evaluating noise/test at --eval-batch-size 1: out of memory: cannot allocate 1 samples "
-        "(--eval-batch-size 5 was halved down to 1)");
-  }
+  EXPECT_EQ(
+      oom_message(none, test_set),
+      "evaluating noise/test at --eval-batch-size 1: out of memory: cannot allocate 1 samples "
+      "(--eval-batch-size 5 was halved down to 1)");
   EXPECT_EQ(none.seen, (std::vector<int64_t>{5, 2, 1}));
   EXPECT_EQ(none.notes.size(), 2u);
   // A set of one sample that does not fit was not halved: the error says nothing of halving.
+  const Dataset one_sample = slice_rows(test_set, 0, 1, "noise/one");
+  const std::string one_fails =
+      "evaluating noise/one at --eval-batch-size 1: out of memory: cannot allocate 1 samples";
   Run single(0, 1000);
-  try {
-    single.tr->evaluate(slice_rows(test_set, 0, 1, "noise/one"));
-    FAIL() << "evaluated with no memory";
-  } catch (const Error& err) {
-    EXPECT_EQ(
-        err.message(),
-        "evaluating noise/one at --eval-batch-size 1: out of memory: cannot allocate 1 samples");
-  }
+  EXPECT_EQ(oom_message(single, one_sample), one_fails);
   EXPECT_TRUE(single.notes.empty());
   // Nor after an earlier set halved the size from 8 to 2: a later set of one sample that runs
   // out was not halved.
@@ -1421,14 +1422,7 @@ TEST(TrainerCpu, EvaluationOutOfMemoryHalvesTheBatchUntilItFits) {
   later.tr->evaluate(test_set);  // 8 and 4 run out, 2 fits
   ASSERT_EQ(later.notes.size(), 2u);
   later.oom->set_fits(0);
-  try {
-    later.tr->evaluate(slice_rows(test_set, 0, 1, "noise/one"));
-    FAIL() << "evaluated with no memory";
-  } catch (const Error& err) {
-    EXPECT_EQ(
-        err.message(),
-        "evaluating noise/one at --eval-batch-size 1: out of memory: cannot allocate 1 samples");
-  }
+  EXPECT_EQ(oom_message(later, one_sample), one_fails);
   // Another kind of error is not retried: one try, no note, the batch size kept.
   Run other(3, 8, ErrorKind::Runtime);
   EXPECT_THROW(other.tr->evaluate(test_set), Error);
