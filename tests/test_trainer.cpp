@@ -927,12 +927,13 @@ TEST(TrainerCpu, AResumeTakesTheOptionsItsCommandLineLeavesOutFromTheCheckpoint)
   c.train.epochs = 1;
   c.data.train_limit = 200;
   c.data.test_limit = 100;
-  c.save = test::temp_file("adopt_cyclic.safetensors");
+  test::RemoveAtExit files;
+  c.save = files.add(test::temp_file("adopt_cyclic.safetensors"));
   run_training(c, {});
   RunConfig exp = c;  // a schedule with a gamma the run gave
   exp.sched.name = "exponential";
   exp.sched.gamma = 0.5f;
-  exp.save = test::temp_file("adopt_exponential.safetensors");
+  exp.save = files.add(test::temp_file("adopt_exponential.safetensors"));
   run_training(exp, {});
 
   auto resumed = [](const std::string& file, const ParsedArgs& args, RunConfig now,
@@ -1002,10 +1003,11 @@ TEST(TrainerCpu, AResumeLeavesOutputsAndPrecisionAndNamesARecordItCannotTake) {
   RunConfig c = small_mlp();
   c.data.train_limit = 200;
   auto s = make_session(c);
+  test::RemoveAtExit files;
   auto with_config = [&](const std::string& name, const std::string& config) {
     CheckpointInfo info;
     info.config = config;
-    const std::string path = test::temp_file(name);
+    const std::string path = files.add(test::temp_file(name));
     save_checkpoint(path, *s->ctx, *s->model, s->opt.get(), s->sched.get(), info);
     return path;
   };

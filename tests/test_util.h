@@ -55,6 +55,18 @@ inline std::string temp_file(const std::string& name) {
   return ::testing::TempDir() + "kiln_" + std::to_string(::getpid()) + "_" + name;
 }
 
+// Removes the files it holds when the scope ends, an ASSERT's early return included.
+struct RemoveAtExit {
+  std::vector<std::string> paths;
+  std::string add(const std::string& path) {
+    paths.push_back(path);
+    return path;
+  }
+  ~RemoveAtExit() {
+    for (const std::string& p : paths) std::remove(p.c_str());
+  }
+};
+
 // Sets an environment variable for a scope and restores its previous value (or its absence).
 class ScopedEnv {
  public:
