@@ -1385,6 +1385,9 @@ def main():
             cache = f.read()
     except OSError:
         cache = ""
+    if "KILN_GPU_TESTS_ONLY:BOOL=ON" in cache:  # scripts/test.sh's emulator stage sets it
+        sys.exit(f"mutation_test.py: {build} builds only the GPU test files (KILN_GPU_TESTS_ONLY=ON); "
+                 "reconfigure it with -DKILN_GPU_TESTS_ONLY=OFF so every test can kill a mutant")
     emulated = "KILN_CUDA_EMU:BOOL=ON" in cache
     cuda_build = emulated or "KILN_CUDA:BOOL=ON" in cache
     signal.signal(signal.SIGINT, on_signal)

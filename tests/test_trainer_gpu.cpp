@@ -39,7 +39,8 @@ struct Trained {
   std::vector<EpochRecord> epochs;
 };
 
-Trained train(const std::string& device, const std::string& model, bool gpu_switches) {
+Trained train(const std::string& device, const std::string& model, bool gpu_switches,
+              int epochs = 2) {
   RunConfig c;
   c.device = device;
   c.seed = 23;
@@ -54,7 +55,7 @@ Trained train(const std::string& device, const std::string& model, bool gpu_swit
   c.optim.name = "sgd";
   c.optim.lr = 0.02f;
   c.optim.momentum = 0.9f;
-  c.train.epochs = 2;
+  c.train.epochs = epochs;
   c.train.batch_size = 32;
   c.train.progress = 0;
   c.train.cuda_graphs = gpu_switches;
@@ -245,14 +246,16 @@ TEST(TrainerGpu, PersistentBatchNormTrainsToTheSameBits) {
       batchnorm_persistent_limits(0, SIZE_MAX);
     }
   } restore;
+  int epochs = 2;
 #ifdef KILN_CUDA_EMU
   batchnorm_persistent_limits(8,
                               SIZE_MAX);  // the emulator runs a cooperative grid's fibers at once
+  epochs = 1;  // eager, captured and replayed steps and an evaluation; 50 s a run emulated
 #endif
-  const Trained three = train("cuda", "cnn", true);
+  const Trained three = train("cuda", "cnn", true, epochs);
   batchnorm_set_persistent(true);
   const BnPersistentCounts before = batchnorm_persistent_counts();
-  const Trained persistent = train("cuda", "cnn", true);
+  const Trained persistent = train("cuda", "cnn", true, epochs);
   // The cnn's batch norms on 26x26, 24x24 and 22x22 maps take it (rows of a multiple of four),
   // those on 9x9, 7x7 and 5x5 the three kernels; forward and backward every step, eager and
   // captured.
