@@ -3,14 +3,11 @@
 // caller holds the pool, passes exceptions on, survives fork(); and training on the CPU gives
 // the same bits whatever the thread count.
 #include <gtest/gtest.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <fstream>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -176,27 +173,11 @@ Coverage cover(int64_t n) {
   return c;
 }
 
-// Runs `body` in a forked child, whose exit status is its result (0: passed); 20 s to end, a
-// hang fails through SIGALRM.
-void expect_child_passes(const std::function<int()>& body, const char* codes = "") {
-  fflush(nullptr);
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    alarm(20);
-    _exit(body());
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 0) << codes;
-}
-
 // The parent's workers do not exist in a child of fork(): waiting for them would hang.
 TEST(Parallel, AForkedChildStartsThreadsOfItsOwn) {
   ThreadCount tc(3);
   ASSERT_EQ(cover(3).threads, 3u);  // the pool is up
-  expect_child_passes([] {
+  test::expect_child_passes([] {
     const Coverage c = cover(3);
     return c.covered == 3 && c.threads == 3 ? 0 : 1;
   });
@@ -218,7 +199,7 @@ TEST(Parallel, AForkWhileAnotherThreadsLoopRunsLeavesTheChildAPoolOfItsOwn) {
     });
   });
   while (inside < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  expect_child_passes([] {
+  test::expect_child_passes([] {
     set_num_threads(3);
     return cover(3).threads == 3 ? 0 : 1;
   });
@@ -240,20 +221,15 @@ TEST(Parallel, ThreadsTheSystemRefusesAreDoneWithout) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "sanitizers reserve address space an RLIMIT_AS would take from them";
 #else
-  expect_child_passes(
+  test::expect_child_passes(
       [] {
-        long pages = 0;
-        std::ifstream("/proc/self/statm") >> pages;
-        const rlim_t cap = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE)) +
-                           (48u << 20);  // room for a few 8 MiB stacks, not 63
-        const rlimit lim{cap, cap};
-        if (setrlimit(RLIMIT_AS, &lim) != 0) return 3;
+        if (!test::cap_address_space(48u << 20)) return 3;  // room for a few 8 MiB stacks, not 63
         set_num_threads(64);
         const Coverage c = cover(6400);
         if (c.threads >= 64) return 2;
         return c.covered == 6400 && c.threads > 1 ? 0 : 1;
       },
-      "1: range or thread count wrong, 2: no limit hit, 3: setrlimit");
+      "1: range or thread count wrong, 2: no limit hit, 3: no cap set");
 #endif
 }
 

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <pthread.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1446,49 +1445,43 @@ TEST(TrainerCpu, EvaluationOutOfMemoryOfTheWholeSetIsNotRetried) {
   GTEST_SKIP() << "a sanitizer's shadow memory does not run under an address-space cap";
 #endif
 #endif
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::alarm(60);  // a cap that does not bite must not hang the suite (OpenBLAS, see README)
-    // 80 MB of labels to copy, 160 MB of sample order: past the cap's 8 MB, and past glibc's
-    // largest mmap threshold (32 MB), so no free heap left by earlier tests can serve them.
-    const int64_t n = 20000000;
-    Dataset ds;
-    ds.name = "big";
-    ds.images = Tensor::zeros({n, 1}, Device::CPU);
-    ds.labels = std::make_shared<Buffer>(n * sizeof(int32_t), Device::CPU);
-    zero_bytes(ds.labels->data(), Device::CPU, ds.labels->bytes());
-    ds.num_classes = 3;
-    Model m({1});
-    m.add(std::make_unique<Linear>(1, 3));
-    m.build(Device::CPU, 1);
-    SgdTrainer t(m);
-    TrainOptions to = t.to;
-    to.eval_batch_size = 1024;
-    Trainer tr(m, *t.opt, *t.sched, t.ctx, to);
-    int notes = 0;
-    tr.log = [&notes](const std::string&) { ++notes; };
-    long pages = 0;
-    std::ifstream("/proc/self/statm") >> pages;
-    const rlimit cap{static_cast<rlim_t>(pages * ::sysconf(_SC_PAGESIZE) + (8L << 20)),
-                     RLIM_INFINITY};
-    if (pages <= 0 || ::setrlimit(RLIMIT_AS, &cap) != 0) ::_exit(20);
-    try {
-      tr.evaluate(ds);
-      ::_exit(21);  // it fit after all
-    } catch (const Error& e) {
-      const bool first_try = e.message().find("at --eval-batch-size 1024: ") != std::string::npos;
-      ::_exit(e.kind() != ErrorKind::OutOfMemory ? 22 : notes != 0 ? 23 : first_try ? 0 : 24);
-    } catch (...) {
-      ::_exit(25);
-    }
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 0)
-      << "20: no cap, 21: evaluated, 22: another error, 23: retried with smaller batches, 24: "
-         "the error named another batch size, 25: not a kiln error";
+  // 60 s: a cap that does not bite must not hang the suite (OpenBLAS, see README).
+  test::expect_child_passes(
+      [] {
+        // 80 MB of labels to copy, 160 MB of sample order: past the cap's 8 MB, and past
+        // glibc's largest mmap threshold (32 MB), so no free heap left by earlier tests can
+        // serve them.
+        const int64_t n = 20000000;
+        Dataset ds;
+        ds.name = "big";
+        ds.images = Tensor::zeros({n, 1}, Device::CPU);
+        ds.labels = std::make_shared<Buffer>(n * sizeof(int32_t), Device::CPU);
+        zero_bytes(ds.labels->data(), Device::CPU, ds.labels->bytes());
+        ds.num_classes = 3;
+        Model m({1});
+        m.add(std::make_unique<Linear>(1, 3));
+        m.build(Device::CPU, 1);
+        SgdTrainer t(m);
+        TrainOptions to = t.to;
+        to.eval_batch_size = 1024;
+        Trainer tr(m, *t.opt, *t.sched, t.ctx, to);
+        int notes = 0;
+        tr.log = [&notes](const std::string&) { ++notes; };
+        if (!test::cap_address_space(8L << 20)) return 20;
+        try {
+          tr.evaluate(ds);
+          return 21;  // it fit after all
+        } catch (const Error& e) {
+          const bool first_try =
+              e.message().find("at --eval-batch-size 1024: ") != std::string::npos;
+          return e.kind() != ErrorKind::OutOfMemory ? 22 : notes != 0 ? 23 : first_try ? 0 : 24;
+        } catch (...) {
+          return 25;
+        }
+      },
+      "20: no cap, 21: evaluated, 22: another error, 23: retried with smaller batches, 24: the "
+      "error named another batch size, 25: not a kiln error",
+      60);
 }
 
 TEST(TrainerCpu, LabelsOutsideTheClassesAndNonVectorOutputsAreRefusedBeforeTraining) {

@@ -3,6 +3,8 @@
 // skip used by every GPU test on a machine without a device.
 #pragma once
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <random>
@@ -66,6 +69,35 @@ struct RemoveAtExit {
     for (const std::string& p : paths) std::remove(p.c_str());
   }
 };
+
+// Runs `body` in a forked child, whose exit status is its result (0: passed; `codes` says what
+// the others mean); `seconds` to end, a hang fails through SIGALRM.
+inline void expect_child_passes(const std::function<int()>& body, const char* codes = "",
+                                unsigned seconds = 20) {
+  std::fflush(nullptr);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::alarm(seconds);
+    ::_exit(body());
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << codes;
+}
+
+// Caps this process's address space (RLIMIT_AS) at what it maps now plus `slack` bytes, so an
+// allocation past them fails; false when that cannot be set. For a child of
+// expect_child_passes: the cap cannot be raised again.
+inline bool cap_address_space(size_t slack) {
+  long pages = 0;
+  std::ifstream("/proc/self/statm") >> pages;
+  const rlim_t cap =
+      static_cast<rlim_t>(pages) * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE)) + slack;
+  const rlimit lim{cap, cap};
+  return pages > 0 && ::setrlimit(RLIMIT_AS, &lim) == 0;
+}
 
 // Sets an environment variable for a scope and restores its previous value (or its absence).
 class ScopedEnv {
