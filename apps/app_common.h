@@ -97,18 +97,21 @@ inline std::string shell_word(const std::string& v) {
 }
 
 // " --device cpu --data-dir D --save F ..." for where `cfg` computes (device, precision, CUDA
-// graphs), its data, its outputs and its --threads, where they differ from the app's defaults:
-// a --resume takes the run's recipe from its checkpoint but not these, so the interrupted run's
-// message spells them out, as shell words (without --device, a cpu run's pasted command
-// resumed on a GPU where there is one).
+// graphs), its data, its outputs, its --threads and its diagnostics, where they differ from the
+// app's defaults: a --resume takes the run's recipe from its checkpoint but not these (the
+// kSideEffect options, the precision and --log), so the interrupted run's message spells them
+// out, as shell words (without --device, a cpu run's pasted command resumed on a GPU where there
+// is one). In the option table's order; a bool is a bare --NAME or --no-NAME.
 inline std::string output_options(const RunConfig& cfg, const RunConfig& defaults) {
   std::string out;
-  for (const char* name :
-       {"device", "precision", "cuda-graphs", "data-dir", "checkpoint-dir", "checkpoint-every",
-        "checkpoint-every-steps", "keep-last", "save", "log", "threads"}) {
-    const OptionSpec* o = run_options().find(name);
-    const std::string v = o->get(cfg);
-    if (!v.empty() && v != o->get(defaults)) out += " --" + std::string(name) + " " + shell_word(v);
+  for (const OptionSpec& o : run_options().specs()) {
+    if (!(o.traits & kSideEffect) && o.name != "precision" && o.name != "log") continue;
+    const std::string v = o.get(cfg);
+    if (v.empty() || v == o.get(defaults)) continue;
+    if (o.type == "bool")
+      out += (v == "true" ? " --" : " --no-") + o.name;
+    else
+      out += " --" + o.name + " " + shell_word(v);
   }
   return out;
 }

@@ -95,6 +95,11 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(
         limit == 0 || split == "test",
         "--test-limit applies to --split test (the train and val splits are the run's own)");
+    // (the training apps' rules and words; before the checkpoint is read, so a bad flag is a
+    // usage error whatever the file)
+    KILN_USAGE_CHECK(device == "auto" || device == "cpu" || device == "cuda",
+                     "--device " << device << ": expected auto|cpu|cuda");
+    KILN_USAGE_CHECK(limit >= 0, "--test-limit " << limit << ": must be >= 0");
     const SafetensorsFile file = read_checkpoint(ckpt);  // checksums verified first
     const JsonValue stored = checkpoint_config(file, "checkpoint " + ckpt);
     // A library caller's checkpoint may carry no run options ("{}"): the model cannot be
@@ -116,11 +121,8 @@ int main(int argc, char** argv) {
     cfg.device = device;
     if (split == "test") cfg.data.test_limit = limit;
     if (!data_dir.empty()) cfg.data.data_dir = data_dir;
-    // (the training apps' rules and words; the recorded options are not re-validated: a GPU
-    // run's --precision tf32 must not stop its checkpoint being scored on the CPU)
-    KILN_USAGE_CHECK(device == "auto" || device == "cpu" || device == "cuda",
-                     "--device " << device << ": expected auto|cpu|cuda");
-    KILN_USAGE_CHECK(limit >= 0, "--test-limit " << limit << ": must be >= 0");
+    // (the recorded options are not re-validated: a GPU run's --precision tf32 must not stop
+    // its checkpoint being scored on the CPU)
     Device dev = resolve_device(cfg.device);
     set_num_threads(resolve_threads(threads));
     // The dump spares the dataset's files of both splits in that directory, not only those it

@@ -349,17 +349,26 @@ std::vector<long long> parse_epoch_steps(const std::string& text, const TrainPos
 }
 }  // namespace
 
-std::string checkpoint_run_id(const std::string& path) {
+CheckpointTag checkpoint_tag(const std::string& path) {
+  CheckpointTag tag;
   const std::string header = read_safetensors_header(path);
-  if (header.empty()) return "";
+  if (header.empty()) return tag;
   try {
     const JsonValue h = parse_json(header);
     const JsonValue* meta = h.find("__metadata__");
     const JsonValue* id = meta ? meta->find("run_id") : nullptr;
-    return id && id->is_string() ? id->text : "";
+    const JsonValue* step = meta ? meta->find("step") : nullptr;
+    if (id && id->is_string()) tag.run_id = id->text;
+    if (step && step->is_string() && !step->text.empty() && step->text.size() <= 18 &&
+        step->text.find_first_not_of("0123456789") == std::string::npos)
+      tag.step = std::stoll(step->text);
   } catch (const Error&) {
-    return "";
   }
+  return tag;
+}
+
+std::string checkpoint_run_id(const std::string& path) {
+  return checkpoint_tag(path).run_id;
 }
 
 TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& what) {

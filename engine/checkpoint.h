@@ -177,8 +177,14 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
                                     Model& model, Optimizer* opt, Schedule* sched);
 // The position's epoch, batch and step from a verified checkpoint's metadata.
 TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& what);
-// The run_id in the __metadata__ of the checkpoint at `path`, reading its header only (no
-// checksum is verified); "" when the file has none or is no readable safetensors file.
-std::string checkpoint_run_id(const std::string& path);
+// The run_id and step in the __metadata__ of the checkpoint at `path`, reading its header only
+// (no checksum is verified); "" and -1 for what the file lacks or when it is no readable
+// safetensors file.
+struct CheckpointTag {
+  std::string run_id;
+  long long step = -1;
+};
+CheckpointTag checkpoint_tag(const std::string& path);
+std::string checkpoint_run_id(const std::string& path);  // checkpoint_tag(path).run_id
 
 }  // namespace kiln

@@ -146,8 +146,10 @@ Dataset load_cifar_files(const std::vector<std::string>& paths, const std::strin
   std::vector<uint8_t> pixels;
   std::vector<int32_t> labels;
   std::vector<uint8_t> rec(kRecord);
+  // Every record of every file is read and checked, as read_idx checks a whole file whatever
+  // the limit (a corrupt set must not pass under --train-limit); the first `limit` are kept.
+  auto full = [&] { return limit > 0 && static_cast<int64_t>(labels.size()) >= limit; };
   for (const std::string& path : paths) {
-    if (limit > 0 && static_cast<int64_t>(labels.size()) >= limit) break;
     DataReader r(path);
     const int64_t size = r.raw_size();
     KILN_CHECK(size != 0, path << ": empty file (expected 3073-byte CIFAR-10 records)");
@@ -160,13 +162,13 @@ Dataset load_cifar_files(const std::vector<std::string>& paths, const std::strin
       KILN_CHECK(size / kRecord <= kMaxRecordsPerFile,  // before reserving memory for them all
                  path << ": " << size / kRecord << " records, more than " << kMaxRecordsPerFile
                       << "; not a CIFAR-10 batch");
-      int64_t records = size / kRecord;  // only what --train-limit/--test-limit will read
+      int64_t records = size / kRecord;  // only what --train-limit/--test-limit will keep
       if (limit > 0)
-        records = std::min<int64_t>(records, limit - static_cast<int64_t>(labels.size()));
+        records = std::min<int64_t>(
+            records, std::max<int64_t>(0, limit - static_cast<int64_t>(labels.size())));
       pixels.reserve(pixels.size() + static_cast<size_t>(records) * kPixels);
     }
     for (int64_t i = 0;; ++i) {
-      if (limit > 0 && static_cast<int64_t>(labels.size()) >= limit) break;
       size_t got = r.read(rec.data(), kRecord);
       if (got == 0) {
         KILN_CHECK(i > 0, path << ": empty file (expected 3073-byte CIFAR-10 records)");
@@ -180,6 +182,7 @@ Dataset load_cifar_files(const std::vector<std::string>& paths, const std::strin
                  path << ": more than " << kMaxRecordsPerFile << " records; not a CIFAR-10 batch");
       KILN_CHECK(rec[0] < 10, path << ": record " << i << " (at byte " << i * kRecord
                                    << ") has label " << int(rec[0]) << ", expected 0..9");
+      if (full()) continue;
       labels.push_back(rec[0]);
       pixels.insert(pixels.end(), rec.begin() + 1, rec.end());
     }

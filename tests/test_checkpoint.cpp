@@ -256,7 +256,9 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   in.run_id = "0123456789abcdef";
   save_checkpoint(path, a.ctx, *a.model, a.opt.get(), a.sched.get(), in);
   EXPECT_EQ(checkpoint_run_id(path), in.run_id);
+  EXPECT_EQ(checkpoint_tag(path).step, in.pos.step);
   EXPECT_EQ(checkpoint_run_id(path + ".missing"), "");
+  EXPECT_EQ(checkpoint_tag(path + ".missing").step, -1);
   const std::string fifo = path + ".fifo";  // a FIFO of a checkpoint's name: no blocking open
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   EXPECT_EQ(checkpoint_run_id(fifo), "");
@@ -929,6 +931,33 @@ TEST(Checkpoint, AtomicWriteRemovesStaleTempFilesOfDeadWriters) {
   ::rmdir(dir.c_str());
 }
 
+// Two outputs of a run name the same file when they are one inode, or, not there yet, the same
+// name in the same directory however either is spelt (--save a --log ./a replaced the log with
+// the checkpoint: only the same text was caught).
+TEST(Checkpoint, SameFileKnowsANameSpeltTwoWays) {
+  const std::string dir = temp_path("same");
+  test::RemoveAtExit cleanup;  // (in this order: the files, then the directories)
+  const std::string f = cleanup.add(dir + "/f"), link = cleanup.add(dir + "/link");
+  cleanup.add(dir + "/sub");
+  cleanup.add(dir);
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((dir + "/sub").c_str(), 0755), 0);
+  EXPECT_TRUE(same_file(dir + "/x", dir + "/x"));
+  EXPECT_TRUE(same_file(dir + "/x", dir + "/./x"));
+  EXPECT_TRUE(same_file(dir + "/x", dir + "/sub/../x"));
+  EXPECT_TRUE(same_file(dir + "//x", dir + "/x"));
+  EXPECT_FALSE(same_file(dir + "/x", dir + "/y"));
+  EXPECT_FALSE(same_file(dir + "/x", dir + "/sub/x"));
+  // Directories that do not exist either: compared by their spelling ("." parts dropped)
+  EXPECT_TRUE(same_file(dir + "/no/x", dir + "/./no/x"));
+  EXPECT_FALSE(same_file(dir + "/no/x", dir + "/other/x"));
+  // Existing files: by inode (a link is its target); one there and one not: two files
+  std::ofstream(f) << "f";
+  ASSERT_EQ(::symlink(f.c_str(), link.c_str()), 0);
+  EXPECT_TRUE(same_file(link, dir + "/sub/../f"));
+  EXPECT_FALSE(same_file(f, dir + "/x"));
+}
+
 // Pruning periodic checkpoints also removes their dead writers' temp files: this kiln's
 // (tagged) and an older kiln's (<name>.tmp.<pid>.<k>), but not another machine's tagged one.
 TEST(Checkpoint, PruneRemovesDeadWritersTempFilesOldAndNew) {
@@ -977,7 +1006,26 @@ TEST(Checkpoint, PruneRemovesDeadWritersTempFilesOldAndNew) {
   EXPECT_FALSE(exists(dir + "/ckpt-step-100.safetensors"));  // the others are still pruned
   EXPECT_TRUE(exists(dir + "/ckpt-step-101.safetensors"));
   ::rmdir(stuck.c_str());
-  std::remove((dir + "/ckpt-step-101.safetensors").c_str());
+  // On such a clock an epoch checkpoint sorts by the step in its metadata, not before every
+  // step checkpoint: epoch 9 ended at step 104, after ckpt-step-102 (and -101).
+  for (const auto& [n, step] :
+       {std::pair<std::string, std::string>{"ckpt-step-102", "102"}, {"ckpt-epoch-9", "104"}}) {
+    const std::string f = dir + "/" + n + ".safetensors";
+    const std::string header = "{\"__metadata__\":{\"step\":\"" + step + "\"}}";
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[i] = char((header.size() >> (8 * i)) & 0xff);
+    std::ofstream(f, std::ios::binary) << bytes << header;
+    EXPECT_EQ(checkpoint_tag(f).step, std::stoll(step));
+    const struct timespec same[2] = {{1700000001, 0}, {1700000001, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, f.c_str(), same, 0), 0);
+  }
+  upto.epoch = 9;
+  upto.step = 106;  // (batch 3: ckpt-step-106 just written, kept whatever its time)
+  EXPECT_EQ(prune_checkpoints(dir, 2, upto), "");
+  EXPECT_FALSE(exists(dir + "/ckpt-step-101.safetensors"));
+  EXPECT_FALSE(exists(dir + "/ckpt-step-102.safetensors"));
+  EXPECT_TRUE(exists(dir + "/ckpt-epoch-9.safetensors"));
+  std::remove((dir + "/ckpt-epoch-9.safetensors").c_str());
   ::rmdir(dir.c_str());
 }
 

@@ -704,6 +704,10 @@ TEST(CifarBadInputs, EveryCaseNamesFileAndRecord) {
     SCOPED_TRACE(entry.path().filename().string() + ": " + m);
     EXPECT_NE(m.find(expect), std::string::npos);
     EXPECT_NE(m.find("data_batch_"), std::string::npos);
+    // The same under --train-limit 1: every record is checked, not only those kept (a limit
+    // passed over a corrupt record, a short gzip stream or a bad later file).
+    o.train_limit = 1;
+    EXPECT_EQ(error_of([&] { load_dataset(o, "train", Device::CPU); }), m);
     EXPECT_EQ(load_dataset(o, "test", Device::CPU).size(), 1);
   }
   EXPECT_GE(cases, 4);

@@ -874,6 +874,7 @@ TEST(Options, TraitsSayWhatResumeSweepsAndTheRangeTestMayIgnore) {
   EXPECT_TRUE(option_has("epochs", kInvocation));
   EXPECT_TRUE(option_has("warmup-steps", kRangeTestUnused));
   EXPECT_FALSE(option_has("start-lr", kRangeTestUnused));
+  EXPECT_TRUE(option_has("sparsity-threshold", kRangeTestUnused));  // it reports no sparsity
   EXPECT_TRUE(option_has("start-lr", kRangeTestOnly));  // training names it when set
   EXPECT_FALSE(option_has("lr", kRangeTestOnly));
   EXPECT_FALSE(option_has("no-such-option", ~0u));

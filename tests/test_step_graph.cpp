@@ -53,6 +53,15 @@ TEST(PerfOptions, CudaGraphsOnOffParsesAndMaybeIsAUsageError) {
   EXPECT_EQ(usage_msg({"--cuda-graphs=off"}, &c), "no error");
   EXPECT_FALSE(c.train.cuda_graphs);
   EXPECT_EQ(usage_msg({"--cuda-graphs", "maybe"}), "--cuda-graphs: 'maybe' is not on|off");
+  // YAML 1.1's booleans, as every bool option takes them (yes/no were refused here)
+  for (const auto& [word, on] : {std::pair<const char*, bool>{"Yes", true},
+                                 {"no", false},
+                                 {"TRUE", true},
+                                 {"ON", true},
+                                 {"0", false}}) {
+    EXPECT_EQ(usage_msg({"--cuda-graphs", word}, &c), "no error") << word;
+    EXPECT_EQ(c.train.cuda_graphs, on) << word;
+  }
   EXPECT_EQ(usage_msg({"--cuda-graphs"}), "--cuda-graphs needs a value (on|off)");
   EXPECT_EQ(run_options().find("cuda_graphs")->get(c), "off");
 }

@@ -1066,15 +1066,35 @@ TEST(TrainerCpu, TheResumeCommandOfAnInterruptedRunIsShellWords) {
   c.save = "S.safetensors";
   c.model.width = 7;  // the recipe: the checkpoint's to give
   EXPECT_EQ(app::output_options(c, defaults),
-            " --checkpoint-dir 'sp ace/ck' --checkpoint-every-steps 25 --save S.safetensors");
+            " --save S.safetensors --checkpoint-dir 'sp ace/ck' --checkpoint-every-steps 25");
   c.threads = 1;  // how the run ran, not the recipe: not in the checkpoint's options to take
   EXPECT_EQ(app::output_options(c, defaults),
-            " --checkpoint-dir 'sp ace/ck' --checkpoint-every-steps 25 --save S.safetensors "
-            "--threads 1");
+            " --threads 1 --save S.safetensors --checkpoint-dir 'sp ace/ck' "
+            "--checkpoint-every-steps 25");
   c.data.data_dir = "/d/mnist";  // where its data is: a resume from elsewhere reads ./data
   EXPECT_EQ(app::output_options(c, defaults),
-            " --data-dir /d/mnist --checkpoint-dir 'sp ace/ck' --checkpoint-every-steps 25 --save "
-            "S.safetensors --threads 1");
+            " --data-dir /d/mnist --threads 1 --save S.safetensors --checkpoint-dir 'sp ace/ck' "
+            "--checkpoint-every-steps 25");
+  // Diagnostics a resume does not take either (they were dropped from the command it printed)
+  c.train.detect_anomaly = true;
+  c.train.grad_report = true;
+  c.train.log_path = "m.jsonl";
+  EXPECT_EQ(app::output_options(c, defaults),
+            " --data-dir /d/mnist --detect-anomaly --grad-report --log m.jsonl --threads 1 --save "
+            "S.safetensors --checkpoint-dir 'sp ace/ck' --checkpoint-every-steps 25");
+  // Every option a resume leaves to the command line is one the message can give.
+  for (const OptionSpec& o : run_options().specs())
+    if (o.traits & kSideEffect) {
+      RunConfig one;
+      run_options().set(one, o.name,
+                        o.type == "bool"     ? (o.get(defaults) == "true" ? "false" : "true")
+                        : o.type == "on|off" ? (o.get(defaults) == "on" ? "off" : "on")
+                        : o.type == "int"    ? "7"
+                                             : "x7",
+                        "--" + o.name);
+      EXPECT_NE(app::output_options(one, defaults).find("--" + o.name), std::string::npos)
+          << o.name;
+    }
 }
 
 namespace {
@@ -1727,6 +1747,15 @@ TEST(StopSignals, NestedScopesKeepASignalThatCameBefore) {
     EXPECT_EQ(*StopSignals::flag(), SIGTERM);
   }
   EXPECT_EQ(*StopSignals::flag(), SIGTERM);
+}
+
+TEST(StopSignals, TheLastScopeOutClearsTheFlag) {
+  {
+    StopSignals scope;
+    std::raise(SIGTERM);
+    EXPECT_EQ(*StopSignals::flag(), SIGTERM);
+  }
+  EXPECT_EQ(*StopSignals::flag(), 0) << "a stop pending with no handler of ours in place";
 }
 
 TEST(StopSignals, TheSameStopTwiceIsOneAndALaterSecondSignalKills) {

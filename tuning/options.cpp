@@ -77,13 +77,20 @@ long long parse_int(const std::string& v, const std::string& origin) {
   return x;
 }
 
-// on|off switches (YAML booleans accepted too).
-bool parse_on_off(const std::string& v) {
+// 1 or 0 for a word YAML 1.1 reads as a boolean (any case), -1 for anything else.
+int bool_word(const std::string& v) {
   std::string s = v;
   std::transform(s.begin(), s.end(), s.begin(), ::tolower);
-  if (s == "on" || s == "true" || s == "1") return true;
-  if (s == "off" || s == "false" || s == "0") return false;
-  KILN_USAGE_FAIL(": '" << v << "' is not on|off");
+  if (s == "true" || s == "1" || s == "yes" || s == "on") return 1;
+  if (s == "false" || s == "0" || s == "no" || s == "off") return 0;
+  return -1;
+}
+
+// on|off switches (YAML 1.1 booleans accepted too: true/false, yes/no, 1/0, any case).
+bool parse_on_off(const std::string& v) {
+  const int b = bool_word(v);
+  KILN_USAGE_CHECK(b >= 0, ": '" << v << "' is not on|off");
+  return b == 1;
 }
 
 std::string fmt(double v) {
@@ -436,7 +443,10 @@ OptionTable build_table() {
   t.add(opt_bool("grad-report", "per-layer gradient/weight norm table after each epoch",
                  [](RunConfig& c) -> bool& { return c.train.grad_report; }),
         kSideEffect | kRangeTestUnused);
-  t.add(opt_float("sparsity-threshold", "|w| below which a weight counts as zero in weight_sparsity", [](RunConfig& c) -> float& { return c.train.sparsity_threshold; }));
+  t.add(
+      opt_float("sparsity-threshold", "|w| below which a weight counts as zero in weight_sparsity",
+                [](RunConfig& c) -> float& { return c.train.sparsity_threshold; }),
+      kRangeTestUnused);  // (the range test reports no sparsity)
   t.add(opt_float("target-acc",
                   "stop once the validation (--val-split) or else the test accuracy reaches this",
                   [](RunConfig& c) -> double& { return c.train.target_acc; }),
@@ -557,15 +567,6 @@ OptionTable build_table() {
 }
 
 }  // namespace
-
-// 1 or 0 for a word YAML 1.1 reads as a boolean (any case), -1 for anything else.
-static int bool_word(const std::string& v) {
-  std::string s = v;
-  std::transform(s.begin(), s.end(), s.begin(), ::tolower);
-  if (s == "true" || s == "1" || s == "yes" || s == "on") return 1;
-  if (s == "false" || s == "0" || s == "no" || s == "off") return 0;
-  return -1;
-}
 
 // argparse's habit, "--shuffle false": the word is not this flag's value.
 void check_bool_flag_next(const std::string& flag, const std::string& name,

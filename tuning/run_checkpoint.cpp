@@ -273,9 +273,10 @@ std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosit
   if (keep <= 0) return "";
   DIR* d = ::opendir(dir.c_str());
   if (!d) return dir + ": cannot list: " + std::strerror(errno);
-  // mtime s, ns, kind, number, name: the number (not the name's text, where step-100 sorts
-  // before step-99) breaks ties of coarse timestamps (1 s on NFSv3, FAT).
-  std::vector<std::tuple<long long, long long, char, long long, std::string>> files;
+  // mtime s, ns, step, name: the training step (in an epoch checkpoint's metadata; not the
+  // name's text, where step-100 sorts before step-99, nor its number, an epoch's or a step's)
+  // breaks ties of coarse timestamps (1 s on NFSv3, FAT).
+  std::vector<std::tuple<long long, long long, long long, std::string>> files;
   const std::string just_written = checkpoint_name(upto);
   while (dirent* e = ::readdir(d)) {
     std::string n = e->d_name;
@@ -292,26 +293,38 @@ std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosit
     struct stat st;
     if (n == just_written) continue;  // the newest whatever the clock says: always kept
     if (::stat((dir + "/" + n).c_str(), &st) != 0) continue;
+    const CheckpointTag tag = checkpoint_tag(dir + "/" + n);
     // Another run's (or an older kiln's, which recorded no run): not this run's to delete.
-    if (!run_id.empty() && checkpoint_run_id(dir + "/" + n) != run_id) continue;
-    files.emplace_back(st.st_mtim.tv_sec, st.st_mtim.tv_nsec, kind, number, n);
+    if (!run_id.empty() && tag.run_id != run_id) continue;
+    files.emplace_back(st.st_mtim.tv_sec, st.st_mtim.tv_nsec, kind == 's' ? number : tag.step, n);
   }
   ::closedir(d);
   std::sort(files.begin(), files.end());
   std::string failed;
   for (size_t i = 0; i + static_cast<size_t>(keep) < files.size() + 1; ++i) {
-    const std::string f = dir + "/" + std::get<4>(files[i]);
+    const std::string f = dir + "/" + std::get<3>(files[i]);
     if (::unlink(f.c_str()) != 0 && errno != ENOENT)  // ENOENT: another process removed it
       failed += (failed.empty() ? "" : ", ") + f + ": " + std::strerror(errno);
   }
   return failed;
 }
 
+namespace {
+std::string base_name(const std::string& path);
+std::string plain_spelling(const std::string& p);
+}  // namespace
+
 bool same_file(const std::string& a, const std::string& b) {
   struct stat sa, sb;  // the same inode, whatever the spelling (./x, a link)
-  if (::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0)
+  const bool has_a = ::stat(a.c_str(), &sa) == 0, has_b = ::stat(b.c_str(), &sb) == 0;
+  if (has_a && has_b) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  if (has_a != has_b) return false;
+  // Neither exists yet (two outputs of one run): the same name in the same directory, however
+  // either is spelt (x, ./x, $PWD/x, d/../x); text only where a directory is missing too.
+  if (base_name(a) != base_name(b)) return false;
+  if (::stat(dir_name(a).c_str(), &sa) == 0 && ::stat(dir_name(b).c_str(), &sb) == 0)
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-  return a == b;
+  return plain_spelling(a) == plain_spelling(b);
 }
 
 // Why a file cannot be created in the existing directory d, or "" when it can: the run writes
@@ -491,6 +504,12 @@ void check_output_paths(const RunConfig& cfg, const std::string& made_dir) {
                        opt << " " << path << ": a periodic checkpoint's name in the checkpoint "
                            << "directory " << dir << "; name another");
     }
+  // The checkpoint directory matters only when checkpoints are asked for: a run without them
+  // (in a read-only working directory, a daemon in /, beside a file named "checkpoints")
+  // writes none unless stopped by a signal.
+  const bool asked =
+      cfg.checkpoint_every > 0 || cfg.checkpoint_every_steps > 0 || !cfg.checkpoint_dir.empty();
+  if (!asked) return;
   // Periodic (and SIGINT/SIGTERM) checkpoints: the directory is made when the first is written,
   // so a path that cannot become one fails now, not after the first epoch.
   for (int err = ::stat(at.c_str(), &st) != 0 ? errno : 0; err != 0 && at != dir_name(at);
@@ -520,11 +539,7 @@ void check_output_paths(const RunConfig& cfg, const std::string& made_dir) {
                                              << " bytes is longer than the file system allows ("
                                              << name_max << ")");
   }
-  // Whether it takes files only when checkpoints are asked for: a run without them (in a
-  // read-only working directory, a daemon in /) writes none unless stopped by a signal.
-  const bool asked =
-      cfg.checkpoint_every > 0 || cfg.checkpoint_every_steps > 0 || !cfg.checkpoint_dir.empty();
-  if (const std::string why = asked ? cannot_create_in(at) : ""; !why.empty())
+  if (const std::string why = cannot_create_in(at); !why.empty())
     KILN_USAGE_FAIL("checkpoint directory " << dir << ": cannot create it in " << at << ": "
                                             << why);
 }
@@ -674,6 +689,8 @@ StopSignals::~StopSignals() {
   if (--g_stop_depth > 0) return;
   ::sigaction(SIGINT, &g_old_int, nullptr);
   ::sigaction(SIGTERM, &g_old_term, nullptr);
+  g_stop_signal = 0;  // (after the handlers: none of ours can set it again)
+  g_stop_first_ns = 0;
 }
 
 const volatile std::sig_atomic_t* StopSignals::flag() {

@@ -76,7 +76,8 @@ std::string data_file_clash(const std::string& out, const Dataset& d);
 // `companion`, path + companion is not too long either. Usage errors.
 void check_output_file(const char* opt, const std::string& path, bool in_place = false,
                        const char* companion = nullptr);
-// Whether two paths name the same existing file (same inode), or are the same text.
+// Whether two paths name the same existing file (same inode), or, neither existing yet, the
+// same name in the same directory however spelt (./x, d/../x).
 bool same_file(const std::string& a, const std::string& b);
 // A note for a run that starts fresh in a checkpoint directory already holding periodic
 // checkpoints (another run's, whose same-named files it will replace), or "".
@@ -106,6 +107,8 @@ std::string write_periodic_checkpoint(RunSession& s, const TrainPosition& p,
 // otherwise fail with EINTR and lose its text). Objects nest: only the outermost installs
 // the handlers and clears the flag, so an app that holds one from its start (data loading,
 // between sweep trials) keeps a signal that lands outside a training loop for the next check.
+// The last out clears it too: once the previous handlers are back, no stop is pending (a
+// library caller's next run_sweep stopped at once on an earlier run's signal).
 // Signals are the process's: objects in several threads share the handlers (the first in
 // installs them, the last out restores them) and one signal stops every run in the process.
 class StopSignals {

@@ -161,6 +161,9 @@ def main():
     case(c, "epochs_wraps", ["--epochs", "4294967297"], 2, "--epochs: '4294967297' is out of range")
     case(c, "save_is_directory", ["--save", "@CASE@"], 2, "is a directory; name a file")
     case(c, "save_equals_log", ["--save", "@CASE@/x", "--log", "@CASE@/x"], 2, "--save and --log name the same file")
+    # spelt two ways, the file not there yet (only the same text was refused)
+    case(c, "save_equals_log_spelt", ["--save", "@CASE@/x", "--log", "@CASE@/./x"], 2,
+         "--save and --log name the same file")
     case(c, "resume_directory", ["--resume", "@CASE@"], 1, "is a directory, not a file")
     # a device is read whole no more than a directory (/dev/zero never ends: memory ran out)
     case(c, "resume_device", ["--resume", "/dev/zero"], 1,

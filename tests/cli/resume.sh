@@ -130,7 +130,7 @@ for sig in TERM INT; do
     "$tm" "${long[@]}" --checkpoint-dir "$dir" --resume "$ck" --save S.safetensors > s.out 2> s.err
   else  # as the message says: the checkpoint gives the recipe, the message the outputs
     said=$(sed -n 's/.*(continue with \(--resume .*\))$/\1/p' s.err.sig)
-    [ "$said" = "--resume $ck --device $device --data-dir $KILN_TEST_DATA --checkpoint-dir $dir --checkpoint-every-steps 25 --keep-last 2 --save S.safetensors" ] ||
+    [ "$said" = "--resume $ck --data-dir $KILN_TEST_DATA --device $device --save S.safetensors --checkpoint-dir $dir --checkpoint-every-steps 25 --keep-last 2" ] ||
       { echo "FAIL: the message's command: $said"; cat s.err.sig; exit 1; }
     # shellcheck disable=SC2086  # the message's words, as a user pastes them
     "$tm" $said > s.out 2> s.err

@@ -145,6 +145,10 @@ check eval-recorded-init kiln_eval 2 "^kiln_eval: error: checkpoint rec.st: its 
 edit_st nanb.st "o = h['5.bias']['data_offsets'][0] + 12; d[o:o + 4] = struct.pack('<f', float('nan'))"
 threes=$(python3 -c "import gzip; d = gzip.open('$KILN_TEST_DATA/mnist/t10k-labels-idx1-ubyte.gz').read()[8:208]; print('%.4f' % (d.count(3) / 200))")
 check eval-nan-logit kiln_eval 0 "acc=$threes\$" -- nanb.st --data-dir "$KILN_TEST_DATA" --test-limit 200
+# A bad flag is a usage error (2) naming it, whatever the checkpoint (they were checked after
+# reading it: a missing file said "cannot open", exit 1).
+check eval-bad-device kiln_eval 2 '--device gpu: expected auto\|cpu\|cuda' -- missing.st --device gpu
+check eval-negative-limit kiln_eval 2 '--test-limit -5: must be >= 0' -- missing.st --test-limit -5
 
 # A recorded relative --data-dir read from another directory: the error says whose it is and
 # what to pass (it advised downloading the data).

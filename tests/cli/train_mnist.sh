@@ -245,6 +245,17 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
   [ $? = 2 ] && grep -q 'checkpoint directory checkpoints: cannot create it in .: Permission denied' "$tmp/err" ||
     { echo "FAIL: --checkpoint-every in a read-only directory"; cat "$tmp/err"; fail=1; }
 fi
+# Nor does a file, or a dangling link, named like the default checkpoint directory ("checkpoints
+# is not a directory" refused such a run, exit 2).
+for what in file link; do
+  rm -rf "$tmp/cf" && mkdir -p "$tmp/cf"
+  if [ $what = file ]; then echo notes > "$tmp/cf/checkpoints"; else ln -s /nonexistent/kiln-mnt "$tmp/cf/checkpoints"; fi
+  ( cd "$tmp/cf" && "$bin" "${small[@]}" --epochs 1 ) >"$tmp/out" 2>"$tmp/err" && grep -q '^test_acc=' "$tmp/out" ||
+    { echo "FAIL: a run without checkpoints beside a $what named checkpoints"; cat "$tmp/err"; fail=1; }
+done
+rm -f "$tmp/cf/checkpoints" && echo notes > "$tmp/cf/checkpoints"  # asked for: refused before training
+check checkpoint-dir-is-file 2 'checkpoint directory checkpoints: checkpoints is not a directory' -- \
+  bash -c 'cd "$1" && shift && exec "$@"' _ "$tmp/cf" "$bin" "${small[@]}" --epochs 1 --checkpoint-every 1
 # Early stopping's shape without early stopping: said (a sweep of early_stop over [0, 3] keeps it).
 check early-stop-delta-alone 0 'note: --early-stop-delta is ignored without --early-stop N' -- \
   "$bin" "${small[@]}" --epochs 1 --early-stop-delta 0.5
