@@ -96,9 +96,16 @@ int main(int argc, char** argv) {
         return 0;
       } else if (flag == "--dir")
         dir = value("--dir");
-      else if (a == "--resume")
+      else if (a == "--resume") {
         resume = true;
-      else if (flag == "--resume")  // --resume=F: not the run option (each trial from F)
+        // "--resume ck.safetensors": not a second sweep file, and not the run option either
+        const std::string next = i + 1 < argc ? argv[i + 1] : "";
+        KILN_USAGE_CHECK(
+            next.size() <= 12 || next.compare(next.size() - 12, 12, ".safetensors") != 0,
+            "sweep's --resume takes no value (it continues the sweep in --dir); to "
+            "start every trial from "
+                << next << ", put resume: " << next << " under the sweep file's base");
+      } else if (flag == "--resume")  // --resume=F: not the run option (each trial from F)
         KILN_USAGE_FAIL(
             "sweep's --resume takes no value (it continues the sweep in --dir); to "
             "start every trial from a checkpoint, put resume: "
@@ -123,9 +130,11 @@ int main(int argc, char** argv) {
             "--top '" << v << "': expected a number of rows");
         top = static_cast<size_t>(std::stoul(v));
         top_set = true;
-      } else if (a.rfind("--", 0) != 0)
+      } else if (a.rfind("--", 0) != 0) {
+        KILN_USAGE_CHECK(a.size() < 2 || a[0] != '-',
+                         "unknown option '" << a << "' (options are --name, see --help)");
         files.push_back(a);
-      else {
+      } else {
         KILN_USAGE_CHECK(a != "--", "a bare '--': options are --name value (or --name=value)");
         rest.push_back(argv[i]);
         // A run option's value travels with it (bool flags have none). An unknown one is an
@@ -136,6 +145,10 @@ int main(int argc, char** argv) {
           RunConfig scratch;
           run_options().set(scratch, name, "", flag);  // throws: unknown, with a suggestion
         }
+        // argparse's "--shuffle false": refused as train_mnist refuses it (it was read as a
+        // second sweep file)
+        if (s && s->type == "bool" && !f.inline_value && i + 1 < argc)
+          check_bool_flag_next(flag, s->name, argv[i + 1]);
         if ((name == "config" || (s && s->type != "bool")) && !f.inline_value && i + 1 < argc) {
           check_separate_value(flag, argv[i + 1]);
           rest.push_back(argv[++i]);
@@ -205,6 +218,13 @@ int main(int argc, char** argv) {
     for (const auto& [name, key] : args.config_keys)
       check_not_swept(name, args.config_path + ": key '" + key + "'", "in a --config file");
 
+    // A signal before the first trial (a dry run's listing, the checks of a million trials)
+    // stops at once; it was acted on only after the sweep directory was written, or not at all.
+    auto stopped = [](int sig, const char* when) {
+      std::fprintf(stderr, "sweep: interrupted by %s %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                   when);
+      return 128 + sig;
+    };
     if (dry_run) {
       check_param_names(spec);
       check_val_metric(spec, base);
@@ -214,6 +234,7 @@ int main(int argc, char** argv) {
                   static_cast<long long>(n), spec.metric.c_str(),
                   spec.maximize ? "maximize" : "minimize");
       for (int64_t i = 0; i < n; ++i) {
+        if (const int sig = *StopSignals::flag()) return stopped(sig, "in the dry run");
         RunConfig c = trial_config(spec, base, i, "dry-run");
         try {  // a bad combination shows here (a real run records it as a failed trial)
           c.validate();
@@ -236,6 +257,8 @@ int main(int argc, char** argv) {
       first_ok = check_sweep_trials(spec, base);
     } catch (const Error& e) {
       throw with_config_origin(e, args);  // a --config file's value is named as the file's key
+    } catch (const TrialInterrupted& e) {
+      return stopped(e.signal, "before the first trial; nothing was written");
     }
     // Options some trial never reads (a swept --momentum under adam): once here, per trial in
     // its trial-<id>.log.
@@ -248,6 +271,8 @@ int main(int argc, char** argv) {
                    "held-out split\n",
                    spec.median_stop ? " and pruned" : "", spec.metric.c_str(),
                    spec.metric.c_str() + 5);
+    if (const int sig = *StopSignals::flag())
+      return stopped(sig, "before the first trial; nothing was written");
     SweepOptions o;
     std::tie(o.worker, o.num_workers) = parse_worker(worker);
     o.resume = resume;

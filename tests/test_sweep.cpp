@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +24,7 @@
 
 #include "engine/error.h"
 #include "tuning/importance.h"
+#include "tuning/run_checkpoint.h"
 #include "tuning/sweep.h"
 
 namespace kiln {
@@ -74,6 +76,16 @@ TEST(SweepSpec, GridIsCartesianProductLastParameterFastest) {
   SweepSpec capped = parse_sweep(
       "method: grid\nrun_cap: 4\nparameters:\n  lr: {values: [1, 2, 3, 4, 5, 6]}\n", "s.yaml");
   EXPECT_EQ(num_trials(capped), 4);
+  // run_cap takes the first points of a grid of any size: 8^14 = 2^42 points here ("the grid has
+  // more than 2^40 points" refused it, though the file's check had let it through for its cap).
+  std::string huge = "method: grid\nrun_cap: 3\nparameters:\n";
+  for (const char* name : {"lr", "momentum", "width", "depth", "epochs", "seed", "t-max", "l1",
+                           "l2", "weight-decay", "dropout", "batch-size", "gamma", "step-size"})
+    huge += std::string("  ") + name + ": {values: [1, 2, 3, 4, 5, 6, 7, 8]}\n";
+  SweepSpec big = parse_sweep(huge, "s.yaml");
+  EXPECT_EQ(num_trials(big), 3);
+  EXPECT_EQ(trial_params(big, 2).back().second, "3");
+  EXPECT_EQ(trial_params(big, 2).front().second, "1");
 }
 
 TEST(SweepSpec, MetricGoalDefaultsFollowTheMetric) {
@@ -762,6 +774,85 @@ TEST(SweepRun, OutOfMemoryFailsThatTrialAndTheSweepGoesOn) {
     return g.fn()(cfg, on_epoch);
   };
   EXPECT_EQ(run_sweep(s, o, sometimes).ran, 8);
+  // A grid's value too large fails its trials in a row (the last parameter varies fastest):
+  // they share width 999, which no trial that fitted had, so they are recorded and the sweep
+  // goes on (it stopped at the third, blaming the device, and width 16 never ran).
+  SweepSpec wide = parse_sweep(
+      "method: grid\nparameters:\n  width: {values: [8, 999, 16]}\n  lr: {values: [0.1, 0.01, "
+      "0.001]}\n",
+      "w.yaml");
+  o.dir = fresh_dir("oom_one_value");
+  FakeRunner w;
+  TrialRunner too_wide = [&](const RunConfig& cfg,
+                             const std::function<bool(const EpochRecord&)>& on_epoch) {
+    if (cfg.model.width == 999) KILN_OUT_OF_MEMORY("out of memory: (simulated)");
+    return w.fn()(cfg, on_epoch);
+  };
+  EXPECT_EQ(run_sweep(wide, o, too_wide).ran, 9);
+  for (const TrialRecord& r : read_results(o.dir))
+    EXPECT_EQ(r.status, r.trial >= 3 && r.trial <= 5 ? "failed" : "ok") << r.trial;
+  // A streak that shares no such value is still the device's: trial 0 fitted, then every
+  // allocation fails (trials 1 and 2 width 8, trial 3 width 999, no common lr).
+  o.dir = fresh_dir("oom_device_short");
+  std::atomic<int> runs{0};
+  TrialRunner device_short = [&](const RunConfig& cfg,
+                                 const std::function<bool(const EpochRecord&)>& on_epoch) {
+    if (runs++ > 0) KILN_OUT_OF_MEMORY("out of memory: (simulated)");
+    return w.fn()(cfg, on_epoch);
+  };
+  // The sweep stops at trial 3 (not recorded), blaming the device.
+  auto stops_at_trial_3 = [&](const SweepSpec& spec) {
+    try {
+      run_sweep(spec, o, device_short);
+      ADD_FAILURE() << "ran on through a device short of memory";
+    } catch (const Error& e) {
+      EXPECT_NE(e.message().find("trial 3: out of memory: (simulated) (3 trials in a row"),
+                std::string::npos)
+          << e.message();
+    }
+    EXPECT_EQ(ids(read_results(o.dir)), (std::multiset<int64_t>{0, 1, 2}));
+  };
+  stops_at_trial_3(wide);
+  // ...and so is one whose shared value fitted before: width 8 ran (trial 0), then trials 1-3
+  // (width 8 beside other lrs) do not.
+  SweepSpec narrow = parse_sweep(
+      "method: grid\nparameters:\n  width: {values: [8, 16]}\n  lr: {values: [0.1, 0.01, 0.001, "
+      "0.0001]}\n",
+      "n.yaml");
+  o.dir = fresh_dir("oom_device_short_shared");
+  runs = 0;
+  stops_at_trial_3(narrow);
+}
+
+// A SIGTERM outside a trial's training loop (here: while a trial's runner finishes) stops the
+// sweep before its next trial, with that trial recorded; in the last trial it ends a finished
+// sweep (it threw TrialInterrupted, exit 130, with every trial recorded and no leaderboard).
+TEST(SweepRun, ASignalStopsBeforeTheNextTrialNotAfterTheLast) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  for (const int at : {3, 7}) {
+    StopSignals scope;  // the app's: the handler records the signal
+    SweepOptions o;
+    o.dir = fresh_dir("signal_at_" + std::to_string(at));
+    FakeRunner f;
+    std::atomic<int> calls{0};
+    TrialRunner signalled = [&](const RunConfig& cfg,
+                                const std::function<bool(const EpochRecord&)>& on_epoch) {
+      TrialRun r = f.fn()(cfg, on_epoch);
+      if (calls++ == at) std::raise(SIGTERM);
+      return r;
+    };
+    if (at == 7) {
+      EXPECT_EQ(run_sweep(s, o, signalled).ran, 8);
+    } else {
+      try {
+        run_sweep(s, o, signalled);
+        ADD_FAILURE() << "ran on after the signal";
+      } catch (const TrialInterrupted& e) {
+        EXPECT_EQ(e.signal, SIGTERM);
+      }
+    }
+    EXPECT_EQ(ids(read_results(o.dir)), range_ids(at + 1)) << at;
+  }
 }
 
 TEST(SweepRun, WritesResultsAndLeaderboardRanksByMetric) {
@@ -1478,6 +1569,31 @@ TEST(SeedGroups, TiesRankByTrialIdWhateverOrderTheyFinishedIn) {
   EXPECT_EQ(seed_groups(s, reversed)[0].params[0].second, "0.1");
 }
 
+// A diverged loss (3e24) or a ten-digit rank keeps its column apart from the next: they were
+// printed as "3190237842883721562161152.00001000" (the metric, then the lr).
+TEST(Leaderboard, ALongValueDoesNotRunIntoTheNextColumn) {
+  SweepSpec s = parse_sweep(
+      "metric: {name: test_loss}\nparameters:\n  lr: {values: [1000, 0.1]}\n  seed: {values: "
+      "[0, 1]}\n",
+      "s.yaml");
+  std::vector<TrialRecord> rs;
+  for (int i = 0; i < 4; ++i) {
+    TrialRecord r;
+    r.trial = i;
+    r.status = "ok";
+    r.metric = i < 2 ? 3.19e24 + i : 0.25 + i;
+    r.params = {{"lr", i < 2 ? "1000" : "0.1"}, {"seed", std::to_string(i % 2)}};
+    rs.push_back(r);
+  }
+  const std::string lb = leaderboard(s, rs);
+  EXPECT_NE(lb.find("\n3    0      ok      3.19e+24   1000"), std::string::npos) << lb;
+  EXPECT_NE(lb.find("\n1    2      ok      2.2500     0.1"), std::string::npos) << lb;
+  const std::string st = seed_table(s, rs);
+  EXPECT_NE(st.find(" 3.19e+24 "), std::string::npos) << st;
+  EXPECT_EQ(st.find("e+24-"), std::string::npos) << st;
+  EXPECT_EQ(st.find("e+243"), std::string::npos) << st;
+}
+
 TEST(Leaderboard, TrialsScoredOnDifferentTestSetsAreNoted) {
   // A --resume with another --data-dir ranked scores of a 500-image subset beside full-set
   // ones without a word: each record keeps the test set it was scored on.
@@ -1605,6 +1721,11 @@ TEST(Importance, TheParameterThatDrivesTheMetricRanksFirst) {
   EXPECT_NE(t.find(" 0.051   "), std::string::npos) << t;  // 3/59
   EXPECT_NE(t.find(" 0.017   "), std::string::npos) << t;  // 1/59
   EXPECT_NE(t.find("(chance: "), std::string::npos) << t;
+  // A name longer than the column widens it (a bundle's name ran into its number).
+  imp[0].name = "optimizer_and_momentum_variant";
+  t = importance_table(imp, "test_acc");
+  EXPECT_NE(t.find("\noptimizer_and_momentum_variant  0.9"), std::string::npos) << t;
+  EXPECT_NE(t.find("\nparameter                       explained"), std::string::npos) << t;
 }
 
 // Every trial with the same score leaves nothing to explain ("-"), whatever the rounding of

@@ -139,7 +139,12 @@ std::string importance_table(const std::vector<ParamImportance>& imp, const std:
   std::ostringstream os;
   os << "parameter importance for " << metric << " (" << (imp.empty() ? 0 : imp[0].trials)
      << " finished trials; explained = between-bin / total variance)\n";
-  os << std::left << std::setw(20) << "parameter" << std::setw(11) << "explained" << std::setw(8)
+  // The name column fits the longest name (a bundle's "optimizer_and_momentum_variant" ran into
+  // its number).
+  size_t name_w = 20;
+  for (const auto& p : imp) name_w = std::max(name_w, p.name.size() + 2);
+  const int nw = static_cast<int>(name_w);
+  os << std::left << std::setw(nw) << "parameter" << std::setw(11) << "explained" << std::setw(8)
      << "chance" << std::setw(10) << "spearman"
      << "bins\n";
   for (const auto& p : imp) {
@@ -155,7 +160,7 @@ std::string importance_table(const std::vector<ParamImportance>& imp, const std:
     // trials (the expected eta squared of noise). Large from few trials; 0 for a single bin.
     const double chance =
         p.trials > 1 && p.bins > 0 ? double(p.bins - 1) / double(p.trials - 1) : NAN;
-    os << std::setw(20) << p.name << std::setw(11) << f(p.explained) << std::setw(8) << f(chance)
+    os << std::setw(nw) << p.name << std::setw(11) << f(p.explained) << std::setw(8) << f(chance)
        << std::setw(10) << (p.numeric ? f(p.spearman) : "n/a") << p.bins << "\n";
   }
   if (!imp.empty())

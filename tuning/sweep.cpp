@@ -624,6 +624,8 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
   std::string first;
   const int64_t n = std::min(num_trials(spec), max_trials);
   for (int64_t i = 0; i < n; ++i) {
+    // (a million trials take seconds: a signal meanwhile stops here, before anything is written)
+    if (const int sig = *StopSignals::flag()) throw TrialInterrupted(sig);
     std::string err;
     try {
       trial_config(spec, base, i, "check").validate();
@@ -811,12 +813,25 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
   // Trials in a row this process saw run out of memory: past kOomStreak the device is short of
   // memory (another process holds it, or the data itself no longer fits), not each trial too
   // large, and the sweep stops with that trial unrecorded (--resume runs it again) instead of
-  // failing every trial left in seconds.
+  // failing every trial left in seconds. Unless the streak's trials all share a parameter value
+  // that no trial that fitted here had: a grid varies its last parameter fastest, so one width
+  // too large fails several trials in a row, and those are that value's size (recorded; the
+  // sweep goes on). With no trial fitted yet nothing tells the two apart: the sweep stops.
   constexpr int kOomStreak = 3;
-  int oom_streak = 0;
+  std::vector<std::vector<std::pair<std::string, std::string>>> oom_streak;  // their parameters
+  std::set<std::pair<std::string, std::string>> fitted;  // (parameter, value) of trials that fit
+  auto one_value_too_large = [&] {
+    if (fitted.empty()) return false;
+    for (size_t k = 0; k < oom_streak[0].size(); ++k) {
+      const auto& pv = oom_streak[0][k];
+      if (!fitted.count(pv) && std::all_of(oom_streak.begin(), oom_streak.end(),
+                                           [&](const auto& p) { return p[k] == pv; }))
+        return true;
+    }
+    return false;
+  };
   for (int64_t i = 0; i < n; ++i) {
     if (i % o.num_workers != o.worker) continue;
-    stop_if_signalled();
     auto is_done = [&](const std::vector<TrialRecord>& rs) {
       return std::any_of(rs.begin(), rs.end(), [&](const TrialRecord& r) { return r.trial == i; });
     };
@@ -824,6 +839,10 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       ++out.skipped_done;
       continue;
     }
+    // Before a trial starts, not after the last one: a signal in the last trial's final
+    // evaluation (the trial recorded, none left) ends the sweep as a finished one, as a run's
+    // last epoch completes.
+    stop_if_signalled();
     TrialLock lock(o.dir, i);
     if (!lock.held()) {  // another live process has it
       ++out.skipped_other;
@@ -877,11 +896,13 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       return false;
     };
     const auto t0 = std::chrono::steady_clock::now();
-    bool out_of_memory = false;
+    bool out_of_memory = false, refused = false;
     const auto failed = [&](ErrorKind kind, const std::string& message) {
       out_of_memory = kind == ErrorKind::OutOfMemory;
-      if (out_of_memory && ++oom_streak >= kOomStreak)
-        KILN_FAIL("trial " << i << ": " << message << " (" << kOomStreak
+      refused = kind == ErrorKind::Usage;  // options that never ran: no size to learn from
+      if (out_of_memory) oom_streak.push_back(rec.params);
+      if (out_of_memory && oom_streak.size() >= size_t(kOomStreak) && !one_value_too_large())
+        KILN_FAIL("trial " << i << ": " << message << " (" << oom_streak.size()
                            << " trials in a row out of memory: the device is short of memory, "
                               "not each trial too large; this one is not recorded, --resume "
                               "runs it again)");
@@ -914,7 +935,10 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     } catch (const std::bad_alloc&) {  // (a host container's allocation: counted as kiln's)
       failed(ErrorKind::OutOfMemory, "out of memory");
     }
-    if (!out_of_memory) oom_streak = 0;
+    if (!out_of_memory) {
+      oom_streak.clear();
+      if (!refused) fitted.insert(rec.params.begin(), rec.params.end());
+    }
     // Wall time, failed trials included (a divergence at step 8 of a long epoch still cost time).
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     record_locked(o.dir, spec, rec.to_json(), &o, i);
@@ -928,7 +952,6 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     if (!rec.message.empty())
       os << " " << escape_controls(rec.message);  // one line, as the error's
     log(os.str());
-    stop_if_signalled();  // this trial is recorded; the next would not finish
   }
   out.results = read_results(o.dir);
   return out;
@@ -961,6 +984,27 @@ std::string mixed_test_sets_note(const SweepSpec& spec, const std::vector<TrialR
   return os.str();
 }
 
+namespace {
+// A score in a table: four decimals (0.8400 above 0.8880 reads as a column), four significant
+// digits from a million on (a diverged loss of 3e24 filled its column and ran into the next);
+// "-" when not finite. With `sign`, a leading + on positive values.
+std::string score_text(double v, bool sign = false) {
+  if (!std::isfinite(v)) return "-";
+  std::ostringstream m;
+  if (sign) m << std::showpos;
+  if (std::fabs(v) < 1e6)
+    m << std::fixed << std::setprecision(4) << v;
+  else
+    m << std::setprecision(4) << v;
+  return m.str();
+}
+// `s` padded to `w`, and one space after it however long it is: a column's value never runs
+// into the next column's.
+std::string cell(const std::string& s, size_t w) {
+  return s.size() < w ? s + std::string(w - s.size(), ' ') : s + " ";
+}
+}  // namespace
+
 std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size_t top) {
   auto rank = [](const std::string& s) { return s == "ok" ? 0 : s == "pruned" ? 1 : 2; };
   std::stable_sort(rs.begin(), rs.end(), [&](const TrialRecord& a, const TrialRecord& b) {
@@ -990,15 +1034,9 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size
   os << "epochs_run\n";  // not "epochs": that may be a parameter's column
   for (size_t k = 0; k < rs.size() && k < top; ++k) {
     const auto& r = rs[k];
-    std::ostringstream m;  // fixed decimals: 0.8400 above 0.8880 reads as a column
-    m << std::fixed << std::setprecision(4) << r.metric;
-    os << std::setw(5) << k + 1 << std::setw(7) << r.trial << std::setw(8) << r.status
-       << std::setw(11) << (std::isfinite(r.metric) ? m.str() : "-");
-    if (by_val) {
-      std::ostringstream t;
-      t << std::fixed << std::setprecision(4) << r.test_acc;
-      os << std::setw(10) << (std::isfinite(r.test_acc) ? t.str() : "-");
-    }
+    os << cell(std::to_string(k + 1), 5) << cell(std::to_string(r.trial), 7) << cell(r.status, 8)
+       << cell(score_text(r.metric), 11);
+    if (by_val) os << cell(score_text(r.test_acc), 10);
     for (size_t j = 0; j < spec.params.size(); ++j)
       os << std::setw(width[j]) << (j < r.params.size() ? r.params[j].second : "?");
     os << r.epochs << "\n";
@@ -1107,12 +1145,7 @@ std::string seed_table(const SweepSpec& spec, const std::vector<TrialRecord>& rs
       if (j < g.params.size()) w = std::max(w, g.params[j].second.size());
     width.push_back(static_cast<int>(w) + 2);
   }
-  auto num = [](double v) {
-    if (!std::isfinite(v)) return std::string("-");
-    std::ostringstream m;
-    m << std::fixed << std::setprecision(4) << v;
-    return m.str();
-  };
+  auto num = [](double v) { return cell(score_text(v), 9); };
   std::ostringstream os;
   os << "over seeds (" << spec.metric << " of ok trials, ranked by the mean; std: sample standard "
      << "deviation; vs #1: mean difference to rank 1 on the same seeds, #1 ahead: on how many)\n"
@@ -1123,16 +1156,13 @@ std::string seed_table(const SweepSpec& spec, const std::vector<TrialRecord>& rs
      << "#1 ahead\n";
   for (size_t k = 0; k < groups.size(); ++k) {
     const SeedGroup& g = groups[k];
-    os << std::setw(5) << k + 1;
+    os << cell(std::to_string(k + 1), 5);
     for (size_t j = 0; j < names.size(); ++j)
       os << std::setw(width[j]) << (j < g.params.size() ? g.params[j].second : "?");
-    os << std::setw(4) << g.metrics.size() << std::setw(9) << num(g.mean) << std::setw(9)
-       << num(g.stddev) << std::setw(9) << num(g.min) << std::setw(9) << num(g.max) << std::setw(8)
-       << g.not_ok;
+    os << cell(std::to_string(g.metrics.size()), 4) << num(g.mean) << num(g.stddev) << num(g.min)
+       << num(g.max) << cell(std::to_string(g.not_ok), 8);
     if (g.paired_n > 0) {
-      std::ostringstream d;
-      d << std::showpos << std::fixed << std::setprecision(4) << g.paired_diff;
-      os << std::setw(9) << d.str() << g.best_ahead << "/" << g.paired_n;
+      os << cell(score_text(g.paired_diff, true), 9) << g.best_ahead << "/" << g.paired_n;
     } else {
       os << std::setw(9) << "-"
          << "-";

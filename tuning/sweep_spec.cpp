@@ -433,8 +433,16 @@ int64_t grid_size(const SweepSpec& spec) {
 
 int64_t num_trials(const SweepSpec& spec) {
   if (spec.method == "random") return spec.run_cap;
-  int64_t g = grid_size(spec);
-  return spec.run_cap > 0 ? std::min(g, spec.run_cap) : g;
+  if (spec.run_cap <= 0) return grid_size(spec);
+  // The first run_cap points of a grid of any size (past 2^40 too: trial_params needs no
+  // product of the counts).
+  int64_t n = 1;
+  for (const auto& p : spec.params) {
+    const int64_t k = p.is_range() ? 1 : static_cast<int64_t>(p.values.size());
+    if (n > spec.run_cap / k) return spec.run_cap;  // n * k > run_cap
+    n *= k;
+  }
+  return std::min(n, spec.run_cap);
 }
 
 std::vector<std::pair<std::string, std::string>> trial_params(const SweepSpec& spec, int64_t i) {

@@ -271,6 +271,11 @@ set -e
 usage_error "--dry-run=maybe" "^sweep: error: --dry-run: 'maybe' is not a boolean" s.yaml --dry-run=maybe
 usage_error "--dry-run false" "^sweep: error: --dry-run takes no value (it got 'false'): write --dry-run or --no-dry-run, or --dry-run=false" \
   s.yaml --dry-run false
+usage_error "--resume ck.safetensors" "^sweep: error: sweep's --resume takes no value .*put resume: ck.safetensors under the sweep file's base" \
+  s.yaml --resume ck.safetensors
+usage_error "-v" "^sweep: error: unknown option '-v'" s.yaml -v
+usage_error "--shuffle false" "^sweep: error: --shuffle takes no value (it got 'false'): write --shuffle or --no-shuffle, or --shuffle=false" \
+  s.yaml --shuffle false
 # --no-dry-run turns it off (--report refuses --dry-run): it was an unknown option
 "$KILN_BIN/sweep" --report full --dry-run --no-dry-run > /dev/null 2> err.txt || { echo "FAIL: --no-dry-run"; cat err.txt; exit 1; }
 # --dry-run refuses what a run refuses: a bundle named like a column of the results.
