@@ -13,8 +13,9 @@ struct ScheduleOptions {
                                   // exponential-step|inverse-time-step|
                                   // inverse-sqrt-epoch|inverse-sqrt-step|cosine|cosine-restarts|
                                   // cyclic|one-cycle|plateau|manual
-  // NaN (not given): the schedule's PyTorch default, filled by resolved(): 0.1 (StepLR,
-  // MultiStepLR, and exponential), 1.0 for cyclic (CyclicLR's exp_range gamma).
+  // NaN (not given): filled by resolved(): 0.1 for step and multistep (StepLR's and
+  // MultiStepLR's default) and for exponential (ExponentialLR has no default: the run notes it
+  // and suggests 0.95), 1.0 for cyclic (CyclicLR's exp_range gamma).
   float gamma = NAN;              // step/multistep/exponential/exp_range factor
   int step_size = 10;             // StepLR period in epochs
   std::vector<int> milestones;    // MultiStepLR epochs
