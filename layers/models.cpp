@@ -60,15 +60,23 @@ std::vector<std::string> ModelOptions::ignored(const ModelOptions& d) const {
     out.push_back("--pool-after " + std::to_string(pool_after) +
                   " is ignored: it places the cnn's maxpool; the " + model +
                   (model == "mlp" ? " has no pooling" : " net has its own pooling"));
-  if (model == "mlp" && depth == 0) {  // one Linear layer: no hidden block to shape
+  // One Linear layer: no hidden block to shape. Everything that shapes one is named here
+  // (--groups, --norm-position and --dropout-kind were dropped without a word, or said to be
+  // ignored for another reason); the notes below are for the models that have blocks.
+  const bool one_linear = model == "mlp" && depth == 0;
+  if (one_linear) {
     std::string given;
     if (width != d.width) given += " --width";
     if (activation != d.activation) given += " --activation";
     if (norm != d.norm) given += " --norm";
+    if (groups != d.groups) given += " --groups";
+    if (norm_position != d.norm_position) given += " --norm-position";
     if (dropout != d.dropout) given += " --dropout";
+    if (dropout_kind != d.dropout_kind) given += " --dropout-kind";
     if (!given.empty())
       out.push_back(given.substr(1) + (given.find(' ', 1) == std::string::npos ? " is" : " are") +
                     " ignored: --depth 0 makes the mlp one Linear layer, with no hidden block");
+    return out;
   }
   if (norm != "group" && groups != d.groups)
     out.push_back("--groups " + std::to_string(groups) + " is ignored without --norm group");

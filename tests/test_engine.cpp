@@ -252,6 +252,17 @@ TEST(Model, OptionsTheModelNeverReadsAreNamed) {
   EXPECT_EQ(notes[0],
             "--norm --dropout are ignored: --depth 0 makes the mlp one Linear layer, "
             "with no hidden block");
+  // ...and so are the norm's and the dropout's own settings, in the same one note (--groups and
+  // --norm-position went unsaid; --dropout-kind was "ignored: the mlp has no channels")
+  o.norm = "group";
+  o.groups = 4;
+  o.norm_position = "after";
+  o.dropout_kind = "channel";
+  notes = o.ignored();
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_EQ(notes[0],
+            "--norm --groups --norm-position --dropout --dropout-kind are ignored: --depth 0 makes "
+            "the mlp one Linear layer, with no hidden block");
 }
 
 // The layers' own checks run in RunConfig::validate (on a model set up, never built), so a
