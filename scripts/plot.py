@@ -145,7 +145,9 @@ def lr_find(args):
         y = loss_at(lr, smooth, at)
         if y > top:  # on the blow-up: at the top edge
             y, label = top, label + " (off the top)"
-        ax.plot(at, y, m, color=color, ms=7, clip_on=False, zorder=5, label=label)
+        # valley, the default, on top: a suggestion at the same lr (slide often is) hid it
+        ax.plot(at, y, m, color=color, ms=7, clip_on=False, zorder=6 if s["method"] == "valley" else 5,
+                label=label)
     lr_find_axes(ax, [raw, smooth], args.title or f"LR range test ({os.path.basename(path)})",
                  curve_loss(path)[1])
     fig.tight_layout()
@@ -366,6 +368,29 @@ def steps_lr(steps, recs, default_len=None):
     return [epoch_x(r["epoch"], r["step"], ends, default_len) for r in steps], [num(r["lr"]) for r in steps]
 
 
+# The record fields the curves read as numbers.
+NUMBER_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc", "lr",
+                 "loss", "momentum", "grad_norm", "weight_sparsity", "l1_penalty", "l2_penalty")
+
+
+def distinct_labels(runs):
+    """Runs whose labels collide (runs/a/log.jsonl and runs/b/log.jsonl, both 'log') are
+    labelled with the shortest end of their directory that no other such run shares ('a/log')."""
+    by_label = {}
+    for run in runs:
+        by_label.setdefault(run["label"], []).append(run)
+    for label, same in by_label.items():
+        if len(same) < 2:
+            continue
+        dirs = [os.path.abspath(os.path.dirname(run["path"])).split(os.sep) for run in same]
+        for i, run in enumerate(same):
+            for k in range(1, len(dirs[i]) + 1):
+                tail = "/".join(dirs[i][-k:])
+                if all("/".join(d[-k:]) != tail for j, d in enumerate(dirs) if j != i):
+                    break
+            run["label"] = f"{tail}/{label}"
+
+
 def load_run(path):
     """A --log JSONL as a dict: epoch records (the last of a repeated epoch: a resume writes one
     again), step records, the diverged record (or None), and its legend label."""
@@ -374,6 +399,10 @@ def load_run(path):
         for k in ("epoch", "step"):
             if k in r and (not isinstance(r[k], int) or isinstance(r[k], bool)):
                 raise ValueError(f"{path}: {k} {json.dumps(r[k])} is not an integer")
+        for k in NUMBER_FIELDS:  # (null is a non-finite number: kiln writes NaN so)
+            v = r.get(k)
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                raise ValueError(f"{path}: {k} {json.dumps(v)} is not a number")
     epochs = {}
     for r in recs:
         if r.get("type", "epoch") == "epoch" and "train_loss" in r and "epoch" in r:
@@ -433,6 +462,7 @@ def curves(args):
         runs.append(run)
     if not any(run.get("drawn") for run in runs):
         sys.exit(f"plot.py: curves: no records in {', '.join(args.jsonl)}")
+    distinct_labels(runs)
     # A run that finished no epoch shows its step losses, its x from the other runs' first epoch.
     firsts = sorted(r["epochs"][0]["step"] for r in runs if r["epochs"] and "step" in r["epochs"][0])
     epoch_len = firsts[len(firsts) // 2] if firsts else None
@@ -753,7 +783,7 @@ def sweep(args):
     if not shared:
         sys.exit("plot.py: sweep: the directories share no parameter")
     if left_out:
-        print(f"plot.py: sweep: not in every directory, left out: {', '.join(left_out)}")
+        note(f"sweep: not in every directory, left out: {', '.join(left_out)}")
     params = [p for p in shared if p != "seed"] or shared
     if "seed" in shared and params != ["seed"]:
         note("sweep: seed is not a hyperparameter: the trials of every seed are pooled (plot.py seeds "

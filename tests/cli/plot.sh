@@ -93,9 +93,11 @@ set -e
 [ $rc -eq 1 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q "^plot.py: seeds: grid has no 'seed' parameter" err.txt ||
   { echo "FAIL: seeds without a seed rc=$rc"; cat err.txt; exit 1; }
 # Directories that swept different parameters: the shared one (lr) is plotted, the rest named.
-"$py" "$plot" sweep seeds random -o mixed.png > out.txt
+"$py" "$plot" sweep seeds random -o mixed.png > out.txt 2> err.txt
 check mixed.png
-grep -q "left out: batch-size, seed" out.txt || { echo "FAIL: mixed sweeps"; cat out.txt; exit 1; }
+# (a note: on stderr with the others, not on stdout)
+grep -q "^plot.py: sweep: not in every directory, left out: batch-size, seed" err.txt &&
+  ! grep -q "left out" out.txt || { echo "FAIL: mixed sweeps"; cat out.txt err.txt; exit 1; }
 
 set +e
 "$py" "$plot" lr-find missing.csv -o x.png 2> err.txt
@@ -235,7 +237,9 @@ for cmd in "seeds failing" "sweep failing grid"; do
   "$py" "$plot" $cmd --metric test_ac -o x.png 2> err.txt
   rc=$?
   set -e
-  [ $rc -eq 2 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q "test_ac: not a results field (valid: metric, test_acc" err.txt ||
+  # (one line besides the note on what grid and failing do not share)
+  [ $rc -eq 2 ] && [ "$(grep -vc 'not in every directory, left out' err.txt)" -eq 1 ] &&
+    grep -q "test_ac: not a results field (valid: metric, test_acc" err.txt ||
     { echo "FAIL: $cmd --metric test_ac rc=$rc"; cat err.txt; exit 1; }
 done
 
@@ -336,5 +340,39 @@ assert not plot.log_axis("batch-size", [d], [32, 128]) and plot.log_axis("batch-
 assert plot.importance_title("seed", []).startswith("seed (not a hyperparameter")
 # Few trials: the chance share is what noise would explain (2 trials, 2 bins: all of it).
 assert plot.chance([0.1, 0.2], True) == 1.0
+# Runs in their own directories under one file name: each label says whose (both read "log").
+import os
+for d in ("ra", "rb", "x/ra"):
+    os.makedirs(d, exist_ok=True)
+    with open(d + "/log.jsonl", "w") as f:
+        f.write('{"type":"epoch","epoch":1,"step":5,"train_loss":1.0,"test_loss":1.1,"test_acc":0.5}\n')
+runs = [plot.load_run(p) for p in ("ra/log.jsonl", "rb/log.jsonl", "x/ra/log.jsonl", "rb.jsonl")]
+plot.distinct_labels(runs)
+labels = [r["label"] for r in runs]
+assert labels[1] == "rb/log" and labels[3] == "rb" and len(set(labels)) == 4, labels
+assert labels[0].endswith("/ra/log") and labels[2] == "x/ra/log", labels
+# A field of the wrong type names the file and the field (a bare ValueError named neither).
+with open("strloss.jsonl", "w") as f:
+    f.write('{"epoch": 1, "train_loss": "abc"}\n')
+try:
+    plot.load_run("strloss.jsonl")
+    raise AssertionError("a string loss was read")
+except ValueError as e:
+    assert str(e) == 'strloss.jsonl: train_loss "abc" is not a number', e
+PY
+# The lr-find plot draws the default suggestion (valley) over any other at the same lr.
+"$py" - "$KILN_SRC/scripts" <<'PY' || { echo "FAIL: valley under another suggestion"; exit 1; }
+import sys
+sys.path.insert(0, sys.argv[1])
+import plot
+import matplotlib.pyplot as plt
+saved = []
+plot.save = lambda fig, args: saved.append(fig)
+class A:  # the lr-find subcommand's arguments
+    csv, title, out = ["lr.csv"], None, "unused.png"
+plot.lr_find(A())
+lines = saved[0].axes[0].get_lines()
+z = {l.get_label().split(":")[0]: l.get_zorder() for l in lines if ":" in l.get_label()}
+assert z["valley"] > max(v for k, v in z.items() if k != "valley"), z
 PY
 echo "PASS"
