@@ -73,6 +73,13 @@ static void print_tables(const SweepSpec& spec, const std::vector<TrialRecord>& 
   std::printf("%s%s", leaderboard(spec, results, top).c_str(), seed_table(spec, results).c_str());
 }
 
+// sweep's --resume continues the sweep; a checkpoint `file` for every trial goes in the file.
+static std::string resume_takes_no_value(const std::string& file) {
+  return "sweep's --resume takes no value (it continues the sweep in --dir); to start every "
+         "trial from a checkpoint, put resume: " +
+         file + " under the sweep file's base";
+}
+
 int main(int argc, char** argv) {
   return app::guarded_main("sweep", [&] {
     app::catch_stop_signals_until_exit();  // from the start: also between trials and while one
@@ -102,14 +109,9 @@ int main(int argc, char** argv) {
         const std::string next = i + 1 < argc ? argv[i + 1] : "";
         KILN_USAGE_CHECK(
             next.size() <= 12 || next.compare(next.size() - 12, 12, ".safetensors") != 0,
-            "sweep's --resume takes no value (it continues the sweep in --dir); to "
-            "start every trial from "
-                << next << ", put resume: " << next << " under the sweep file's base");
+            resume_takes_no_value(next));
       } else if (flag == "--resume")  // --resume=F: not the run option (each trial from F)
-        KILN_USAGE_FAIL(
-            "sweep's --resume takes no value (it continues the sweep in --dir); to "
-            "start every trial from a checkpoint, put resume: "
-            << f.value << " under the sweep file's base");
+        KILN_USAGE_FAIL(resume_takes_no_value(f.value));
       else if (flag == "--dry-run") {  // as the run options' bool flags: =true|false, --no-dry-run
         if (!f.inline_value && i + 1 < argc)
           check_bool_flag_next("--dry-run", "dry-run", argv[i + 1]);
@@ -218,13 +220,15 @@ int main(int argc, char** argv) {
     for (const auto& [name, key] : args.config_keys)
       check_not_swept(name, args.config_path + ": key '" + key + "'", "in a --config file");
 
-    // A signal before the first trial (a dry run's listing, the checks of a million trials)
-    // stops at once; it was acted on only after the sweep directory was written, or not at all.
-    auto stopped = [](int sig, const char* when) {
-      std::fprintf(stderr, "sweep: interrupted by %s %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                   when);
+    // "sweep: interrupted by SIGINT<rest>", and the exit code. A signal before the first trial
+    // (a dry run's listing, the checks of a million trials) stops at once; it was acted on only
+    // after the sweep directory was written, or not at all.
+    auto stopped = [](int sig, const std::string& rest) {
+      std::fprintf(stderr, "sweep: interrupted by %s%s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                   rest.c_str());
       return 128 + sig;
     };
+    const std::string before_first = " before the first trial; nothing was written";
     if (dry_run) {
       check_param_names(spec);
       check_val_metric(spec, base);
@@ -234,7 +238,7 @@ int main(int argc, char** argv) {
                   static_cast<long long>(n), spec.metric.c_str(),
                   spec.maximize ? "maximize" : "minimize");
       for (int64_t i = 0; i < n; ++i) {
-        if (const int sig = *StopSignals::flag()) return stopped(sig, "in the dry run");
+        if (const int sig = *StopSignals::flag()) return stopped(sig, " in the dry run");
         RunConfig c = trial_config(spec, base, i, "dry-run");
         try {  // a bad combination shows here (a real run records it as a failed trial)
           c.validate();
@@ -258,7 +262,7 @@ int main(int argc, char** argv) {
     } catch (const Error& e) {
       throw with_config_origin(e, args);  // a --config file's value is named as the file's key
     } catch (const TrialInterrupted& e) {
-      return stopped(e.signal, "before the first trial; nothing was written");
+      return stopped(e.signal, before_first);
     }
     // Options some trial never reads (a swept --momentum under adam): once here, per trial in
     // its trial-<id>.log.
@@ -271,8 +275,7 @@ int main(int argc, char** argv) {
                    "held-out split\n",
                    spec.median_stop ? " and pruned" : "", spec.metric.c_str(),
                    spec.metric.c_str() + 5);
-    if (const int sig = *StopSignals::flag())
-      return stopped(sig, "before the first trial; nothing was written");
+    if (const int sig = *StopSignals::flag()) return stopped(sig, before_first);
     SweepOptions o;
     std::tie(o.worker, o.num_workers) = parse_worker(worker);
     o.resume = resume;
@@ -306,10 +309,7 @@ int main(int argc, char** argv) {
                         std::fprintf(stderr, "sweep: note: %s\n", note.c_str());
                       }));
     } catch (const TrialInterrupted& e) {
-      std::fprintf(stderr,
-                   "sweep: interrupted by %s; finished trials are in %s (continue with --resume)\n",
-                   e.signal == SIGINT ? "SIGINT" : "SIGTERM", dir.c_str());
-      return 128 + e.signal;
+      return stopped(e.signal, "; finished trials are in " + dir + " (continue with --resume)");
     }
     std::printf("ran %lld trials here; %lld already done, %lld claimed by other workers\n",
                 static_cast<long long>(out.ran), static_cast<long long>(out.skipped_done),

@@ -63,8 +63,7 @@ std::vector<std::string> ModelOptions::ignored(const ModelOptions& d) const {
   // One Linear layer: no hidden block to shape. Everything that shapes one is named here
   // (--groups, --norm-position and --dropout-kind were dropped without a word, or said to be
   // ignored for another reason); the notes below are for the models that have blocks.
-  const bool one_linear = model == "mlp" && depth == 0;
-  if (one_linear) {
+  if (model == "mlp" && depth == 0) {
     std::string given;
     if (width != d.width) given += " --width";
     if (activation != d.activation) given += " --activation";

@@ -293,7 +293,9 @@ std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosit
     struct stat st;
     if (n == just_written) continue;  // the newest whatever the clock says: always kept
     if (::stat((dir + "/" + n).c_str(), &st) != 0) continue;
-    const CheckpointTag tag = checkpoint_tag(dir + "/" + n);
+    // (its header read only for what it tells: the run, an epoch checkpoint's step)
+    const CheckpointTag tag =
+        !run_id.empty() || kind == 'e' ? checkpoint_tag(dir + "/" + n) : CheckpointTag{};
     // Another run's (or an older kiln's, which recorded no run): not this run's to delete.
     if (!run_id.empty() && tag.run_id != run_id) continue;
     files.emplace_back(st.st_mtim.tv_sec, st.st_mtim.tv_nsec, kind == 's' ? number : tag.step, n);
@@ -310,8 +312,24 @@ std::string prune_checkpoints(const std::string& dir, int keep, const TrainPosit
 }
 
 namespace {
-std::string base_name(const std::string& path);
-std::string plain_spelling(const std::string& p);
+std::string base_name(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// A path spelt without "." parts and repeated or trailing slashes ("./a//b/." -> "a/b"): for
+// comparing directories that do not exist yet, which stat cannot.
+std::string plain_spelling(const std::string& p) {
+  std::string out = !p.empty() && p[0] == '/' ? "/" : "";
+  for (size_t i = 0; i < p.size();) {
+    size_t j = p.find('/', i);
+    if (j == std::string::npos) j = p.size();
+    if (j > i && p.compare(i, j - i, ".") != 0)
+      out += (out.empty() || out == "/" ? "" : "/") + p.substr(i, j - i);
+    i = j + 1;
+  }
+  return out.empty() ? "." : out;
+}
 }  // namespace
 
 bool same_file(const std::string& a, const std::string& b) {
@@ -411,25 +429,6 @@ std::array<std::pair<const char*, std::string>, 3> output_files(const RunConfig&
                           : cfg.lr_find_csv.empty() ? "lr_find.csv"
                                                     : cfg.lr_find_csv;
   return {{{"--save", cfg.save}, {"--log", cfg.train.log_path}, {"--lr-find-csv", csv}}};
-}
-
-std::string base_name(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-// A path spelt without "." parts and repeated or trailing slashes ("./a//b/." -> "a/b"): for
-// comparing directories that do not exist yet, which stat cannot.
-std::string plain_spelling(const std::string& p) {
-  std::string out = !p.empty() && p[0] == '/' ? "/" : "";
-  for (size_t i = 0; i < p.size();) {
-    size_t j = p.find('/', i);
-    if (j == std::string::npos) j = p.size();
-    if (j > i && p.compare(i, j - i, ".") != 0)
-      out += (out.empty() || out == "/" ? "" : "/") + p.substr(i, j - i);
-    i = j + 1;
-  }
-  return out.empty() ? "." : out;
 }
 }  // namespace
 
