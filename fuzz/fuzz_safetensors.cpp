@@ -8,6 +8,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
+#include "fuzz/fuzz_util.h"
 #include "layers/models.h"
 #include "optim/schedule.h"
 #include "tuning/options.h"
@@ -43,17 +44,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     std::vector<uint8_t> bytes(data, data + size);
     kiln::load_checkpoint_bytes(bytes, "fuzz", rig.ctx, *rig.model, rig.opt.get(), nullptr);
-  } catch (const kiln::Error&) {
+  } catch (const kiln::Error& e) {
+    kiln::fuzz::check_message(e);
   }
   kiln::SafetensorsFile f;
   try {
     f = kiln::decode_safetensors(data, size, "fuzz");
-  } catch (const kiln::Error&) {
+  } catch (const kiln::Error& e) {
+    kiln::fuzz::check_message(e);
     return 0;
   }
   try {  // past the checksums: every metadata reader, the schedule's state included
     kiln::load_checkpoint_file(f, "fuzz", rig.ctx, *rig.model, rig.opt.get(), rig.sched.get());
-  } catch (const kiln::Error&) {
+  } catch (const kiln::Error& e) {
+    kiln::fuzz::check_message(e);
   }
   try {  // kiln_eval and --resume take the recorded options
     const kiln::JsonValue stored = kiln::checkpoint_config(f, "fuzz");
@@ -62,7 +66,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto& [k, v] : stored.members)
       if (v.is_string() && table.find(k)) table.set(cfg, k, v.text, "fuzz");
     kiln::make_model(cfg.model, cfg.input_shape(), 10)->check_setup();
-  } catch (const kiln::Error&) {
+  } catch (const kiln::Error& e) {
+    kiln::fuzz::check_message(e);
   }
   try {  // a resume sizes its schedule from the position before any tensor is read
     const kiln::TrainPosition pos = kiln::checkpoint_position(f, "fuzz");
@@ -74,7 +79,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     kiln::ScheduleOptions so;
     so.name = "one-cycle";
     kiln::make_schedule(so, 0.1f, kiln::schedule_steps(200, t, &pos));
-  } catch (const kiln::Error&) {
+  } catch (const kiln::Error& e) {
+    kiln::fuzz::check_message(e);
   }
   return 0;
 }

@@ -33,11 +33,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const int64_t n = kiln::num_trials(spec);
       kiln::RunConfig base;
       kiln::apply_sweep_base(spec, base);
-      for (int64_t i = 0; i < n && i < 4; ++i) {
+      for (int64_t i = 0; i < n && i < 16; ++i) {
         kiln::trial_params(spec, i);
         try {
           kiln::trial_config(spec, base, i, "fuzz").validate();
-        } catch (const kiln::Error&) {
+        } catch (const kiln::Error& e) {
+          kiln::fuzz::check_message(e);
         }
       }
     } else {
@@ -51,7 +52,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       kiln::seed_table(spec, rs);
       kiln::importance_table(kiln::param_importance(names(spec), rs), spec.metric);
     }
-  } catch (const kiln::Error&) {
+  } catch (const kiln::Error& e) {
+    kiln::fuzz::check_message(e);
   }
   return 0;
 }

@@ -1,14 +1,20 @@
 // Shared by the libFuzzer targets: the readers under test take paths, so each input is written
 // to one per-process temp file (in /dev/shm when present) and the reader is pointed at it.
-// kiln::Error is the expected outcome for bad input; anything else (a crash, a sanitizer
-// report, another exception type escaping) is a finding.
+// kiln::Error is the expected outcome for bad input, and its message must be one printable
+// line (the apps print it after "error: "); anything else (a crash, a sanitizer report,
+// another exception type escaping, a message that is empty or holds a line break or another
+// control character) is a finding.
 #pragma once
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <vector>
+
+#include "engine/error.h"
 
 namespace kiln::fuzz {
 
@@ -20,6 +26,39 @@ inline std::string temp_file(const char* tag, const uint8_t* data, size_t size) 
   if (size) std::fwrite(data, 1, size, f);
   std::fclose(f);
   return path;
+}
+
+// Aborts (a libFuzzer finding) unless e's message is one non-empty line of printable text;
+// bytes from 0x80 up pass (UTF-8 in a path or a key).
+inline void check_message(const kiln::Error& e) {
+  const std::string& m = e.message();
+  bool ok = !m.empty();
+  for (unsigned char c : m) ok = ok && (c >= 0x20 || c == '\t') && c != 0x7f;
+  if (ok) return;
+  std::fprintf(stderr, "kiln fuzz: error message is not one printable line (%s):\n",
+               e.where().c_str());
+  for (unsigned char c : m) {
+    if (c >= 0x20 && c != 0x7f)
+      std::fputc(c, stderr);
+    else
+      std::fprintf(stderr, "\\x%02x", c);
+  }
+  std::fprintf(stderr, "\n");
+  std::abort();
+}
+
+// The parts of an input that holds `marker` between them ("A<marker>B" -> {A, B}); the whole
+// input alone when it holds none. Lets one input carry several files (images and labels, two
+// CIFAR batches) without a leading selector byte that every seed would have to carry.
+inline std::vector<std::string> split_files(const uint8_t* data, size_t size,
+                                            const std::string& marker) {
+  const std::string all(reinterpret_cast<const char*>(data), size);
+  std::vector<std::string> parts;
+  size_t begin = 0;
+  for (size_t at; (at = all.find(marker, begin)) != std::string::npos; begin = at + marker.size())
+    parts.push_back(all.substr(begin, at - begin));
+  parts.push_back(all.substr(begin));
+  return parts;
 }
 
 }  // namespace kiln::fuzz

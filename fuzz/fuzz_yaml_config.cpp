@@ -11,7 +11,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     kiln::RunConfig cfg;
     kiln::apply_yaml_config(cfg, path);
     cfg.validate();
-  } catch (const kiln::Error&) {
+  } catch (const kiln::Error& e) {
+    kiln::fuzz::check_message(e);
   }
   return 0;
 }

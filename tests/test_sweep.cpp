@@ -499,6 +499,13 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
             "s.yaml: key 'method': expected grid|random");
   EXPECT_EQ(usage_error("parameters:\n  ? \"l\\nr\"\n  : {values: [0.1]}\n"),
             "s.yaml in parameters: line 2: key \"l\\nr\" has a line break or control character");
+  // DEL is a terminal control too, and a name that is not UTF-8 is escaped: both were echoed
+  // raw (found by fuzz_sweep's one-line check).
+  EXPECT_EQ(usage_error("base: {\"l\x7fr\": 0.1}\nparameters: {lr: {values: [0.1]}}\n"),
+            "s.yaml in base: line 1: key \"l\\u007fr\" has a line break or control character");
+  EXPECT_EQ(usage_error("base: {\"l\xffr\": 0.1}\nparameters: {lr: {values: [0.1]}}\n"),
+            "s.yaml: base key '\"l\\u00ffr\"' is not a run option (did you mean 'lr'?); see "
+            "train_mnist --help for the list");
 }
 
 TEST(SweepSpec, TrialConfigAppliesParameters) {

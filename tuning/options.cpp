@@ -648,7 +648,7 @@ void OptionTable::set(RunConfig& cfg, const std::string& key, const std::string&
                            << (near.empty() ? "" : " (did you mean '" + near + "'?)"));
   }
   for (unsigned char ch : value)  // one-line errors: a YAML block scalar ("lr: |") ends in \n
-    KILN_USAGE_CHECK(ch >= 0x20 || ch == '\t',
+    KILN_USAGE_CHECK((ch >= 0x20 || ch == '\t') && ch != 0x7f,  // (DEL too)
                      origin << ": the value has a line break or control character ("
                             << printable(value) << "); write it on one line");
   try {

@@ -63,7 +63,7 @@ const OptionSpec& option_for(const std::string& path, const std::string& section
   const OptionSpec* s = t.find(key);
   if (!s) {
     std::string near = t.closest(key);
-    KILN_USAGE_FAIL(path << ": " << section << " '" << key << "' is not a run option"
+    KILN_USAGE_FAIL(path << ": " << section << " '" << printable(key) << "' is not a run option"
                          << (near.empty() ? "" : " (did you mean '" + near + "'?)")
                          << "; see train_mnist --help for the list");
   }

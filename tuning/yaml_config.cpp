@@ -78,8 +78,9 @@ void check_unique_keys(const YAML::Node& map, const std::string& path, const std
                      path << where << ": line " << line << ": keys must be plain words");
     const std::string key = kv.first.as<std::string>();
     for (unsigned char ch : key)  // one-line errors: a key is echoed in every message about it
-      KILN_USAGE_CHECK(ch >= 0x20, path << where << ": line " << line << ": key " << printable(key)
-                                        << " has a line break or control character");
+      KILN_USAGE_CHECK(ch >= 0x20 && ch != 0x7f, path << where << ": line " << line << ": key "
+                                                      << printable(key)
+                                                      << " has a line break or control character");
     const std::string norm = normalize_key(key);
     for (const auto& [k, l] : seen)
       KILN_USAGE_CHECK(k != norm, path << where << ": key '" << printable(key) << "' (line " << line

@@ -119,6 +119,9 @@ def main():
     case(y, "document_end", cfg, 2, "config.yaml: line 3: text after the end of the YAML document",
          {"config.yaml": "epochs: 1\n...\nlr: 100\n"})
     case(y, "block_scalar", cfg, 2, "key 'lr': the value has a line break", {"config.yaml": "lr: |\n  0.1\n"})
+    # DEL is a terminal control too: it was echoed raw in the error (found by fuzz_yaml_config)
+    case(y, "delete_character", cfg, 2, "key 'shuffle': the value has a line break or control character",
+         {"config.yaml": "shuffle: true\x7f\n"})
     # the momentum range's error names its flags, so the file's key is named (it named neither)
     case(y, "momentum_range", cfg, 2,
          "config.yaml: key 'base_momentum': --base-momentum 0.99 / --max-momentum 0.95 (its default): the range must satisfy",

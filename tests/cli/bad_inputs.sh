@@ -39,6 +39,8 @@ run_case() {  # run_case NAME CASE_DIR ARGS...
   elif [ "$rc" -ne "$code" ]; then problem="exit $rc, expected $code"
   elif [ "$errors" -ne 1 ]; then problem="$errors error lines, expected 1"
   elif [[ "$msg" != *"$want"* ]]; then problem="message lacks '$want'"
+  elif LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$tmp/stderr"; then
+    problem="a control character in stderr (a file's bytes echoed raw)"
   elif [ "$sums_before" != "$sums_after" ]; then problem="a pre-existing output file was changed"
   fi
   count=$((count + 1))
