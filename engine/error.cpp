@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "engine/json.h"
+
 namespace kiln {
 
 namespace {
@@ -18,21 +20,25 @@ std::string short_path(const char* file) {
 }
 }  // namespace
 
+// Every message is one line: a control character that a caller's text brought in (a path or a
+// name with a line break, a file's bytes echoed) is written as its JSON escape.
 Error::Error(ErrorKind kind, const std::string& msg, const char* file, int line)
-    : std::runtime_error(msg), kind_(kind), message_(msg),
+    : std::runtime_error(escape_controls(msg)),
+      kind_(kind),
+      message_(std::runtime_error::what()),
       where_(short_path(file) + ":" + std::to_string(line)) {}
 
 Error Error::prefixed(const std::string& prefix) const {
   Error e = *this;
-  static_cast<std::runtime_error&>(e) = std::runtime_error(prefix + what());
-  e.message_ = prefix + message_;
+  e.message_ = escape_controls(prefix) + message_;
+  static_cast<std::runtime_error&>(e) = std::runtime_error(e.message_);
   return e;
 }
 
 Error Error::suffixed(const std::string& suffix) const {
   Error e = *this;
-  static_cast<std::runtime_error&>(e) = std::runtime_error(what() + suffix);
-  e.message_ = message_ + suffix;
+  e.message_ = message_ + escape_controls(suffix);
+  static_cast<std::runtime_error&>(e) = std::runtime_error(e.message_);
   return e;
 }
 

@@ -1,6 +1,7 @@
 // kiln::Error: the one exception type of the library. It carries the kind (a runtime failure,
 // exit 1, or a usage error such as a bad option or a shape mismatch, exit 2) and where it was
-// raised. A library never exits or prints; apps catch Error and print what() on one line.
+// raised. A library never exits or prints; apps catch Error and print what() on one line: the
+// message is one line whatever text it echoes (control characters become JSON escapes, "\n").
 // Exit codes used by the apps: Runtime 1, Usage 2, Diverged 3 (a non-finite loss, like
 // Keras TerminateOnNaN), Interrupted 130/143 by signal. OutOfMemory (a host or device
 // allocation failed) exits 1 like Runtime; a sweep records that trial as failed and goes on to

@@ -160,7 +160,13 @@ uint64_t DataReader::skip(uint64_t limit) {
 }
 
 // ---- whole files ------------------------------------------------------------------------------
-std::vector<uint8_t> read_file_maybe_gz(const std::string& path) {
+// A library caller gets OutOfMemory naming the file, not std::bad_alloc (the apps' loaders add
+// what they were loading in front).
+static std::string reading(const std::string& path) {
+  return "reading " + path;
+}
+
+static std::vector<uint8_t> read_file_maybe_gz_impl(const std::string& path) {
   DataReader r(path);
   std::vector<uint8_t> out;
   const size_t chunk = 1 << 20;
@@ -174,12 +180,24 @@ std::vector<uint8_t> read_file_maybe_gz(const std::string& path) {
   return out;
 }
 
+std::vector<uint8_t> read_file_maybe_gz(const std::string& path) {
+  return with_memory_context([&] { return reading(path); },
+                             [&] { return read_file_maybe_gz_impl(path); });
+}
+
 // ---- IDX --------------------------------------------------------------------------------------
 static uint32_t be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
 
+static IdxArray read_idx_impl(const std::string& path, int64_t max_records);
+
 IdxArray read_idx(const std::string& path, int64_t max_records) {
+  return with_memory_context([&] { return reading(path); },
+                             [&] { return read_idx_impl(path, max_records); });
+}
+
+static IdxArray read_idx_impl(const std::string& path, int64_t max_records) {
   constexpr int64_t kMaxElements = 10000000000LL;  // 1e10: far above any IDX dataset
   DataReader r(path);
   const char* unc = r.gzip() ? " (uncompressed)" : "";

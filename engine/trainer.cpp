@@ -539,6 +539,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
   // to an earlier "best" epoch (by the early-stopping metric) that missed the target (Keras 3's
   // EarlyStopping would restore it whatever stopped the run; the target is the run's goal).
   bool reached_target = false;
+  bool step_said_stop = false;  // on_step returned false: the epoch ends there, the run too
   // --restore-best has weights to load back: the last epoch was not the best (every way out of
   // the loop but a signal leaves pos_ at the start of the next epoch).
   auto best_is_earlier = [&] {
@@ -662,7 +663,10 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
         return out;
       }
       if (step_due && last) epoch_end_checkpoint = true;
-      if (on_step && !on_step(step_, lr)) break;
+      if (on_step && !on_step(step_, lr)) {
+        step_said_stop = true;
+        break;
+      }
       if (tty && log && (b % 20 == 0 || b + 1 == nb)) {
         double el = seconds_since(t0);
         double ips = seen / std::max(el, 1e-9);
@@ -753,7 +757,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
     // reached, early stopping, on_epoch's no: a sweep's pruning): then the run finishes as it
     // would have, exit 0 and its --save (a pruned trial is recorded as such).
     const bool target_reached = opts_.target_acc > 0 && held_out && watched_acc >= opts_.target_acc;
-    const bool ends = epoch + 1 >= opts_.epochs || target_reached || !go_on ||
+    const bool ends = epoch + 1 >= opts_.epochs || target_reached || !go_on || step_said_stop ||
                       pos_.early_stop.stops(opts_.early_stop, epoch + 1);
     bool stop = stop_requested() && !ends;
     if (stop || epoch_end_checkpoint ||
@@ -774,7 +778,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
       }
       break;
     }
-    if (!go_on) break;
+    if (!go_on || step_said_stop) break;
   }
   // --restore-best: load the best epoch's weights back unless the last epoch was the best.
   if (!reached_target && best_is_earlier()) {

@@ -206,6 +206,12 @@ class FlatOptimizer final : public Optimizer {
 
  private:
   OptimHyper hyper(float lr, float momentum) const {
+    // A caller's own training loop passes these each step (make_optimizer checked --lr once):
+    // a NaN lr made every weight NaN with no error and no non-finite flag.
+    KILN_USAGE_CHECK(std::isfinite(lr) && lr >= 0,
+                     "optimizer step: lr " << lr << ": must be finite and >= 0");
+    KILN_USAGE_CHECK(std::isfinite(momentum),
+                     "optimizer step: momentum " << momentum << ": must be finite");
     OptimHyper h;
     h.kind = kind_;
     h.lr = lr;

@@ -164,6 +164,50 @@ TEST(Idx, RoundTripRawAndGz) {
   }
 }
 
+// A file larger than the memory left is OutOfMemory naming it, from every public reader of
+// data files: the one exception type a library caller catches. Until 2026-12-06 read_idx,
+// read_file_maybe_gz, load_idx_pair and load_cifar_files let std::bad_alloc out (the apps'
+// load_dataset wrapped it, naming no file). A child caps its address space 24 MiB above what
+// it maps and reads 96 MiB gzips of zeros.
+TEST(Idx, AFileLargerThanTheMemoryLeftIsOutOfMemoryNamingIt) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "sanitizers reserve address space an RLIMIT_AS would take from them";
+#else
+  TempDir t;
+  const int64_t n = 96 << 20;
+  write_file(t.file("big.idx.gz"),
+             gzip_bytes(make_idx({static_cast<uint32_t>(n)}, std::vector<uint8_t>(n))));
+  const int64_t records = n / 3073 + 1;
+  write_file(t.file("big.bin.gz"), gzip_bytes(std::vector<uint8_t>(records * 3073)));
+  const std::string big = t.file("big.idx.gz"), cifar = t.file("big.bin.gz");
+  test::expect_child_passes(
+      [&] {
+        if (!test::cap_address_space(24u << 20)) return 9;
+        auto oom_naming = [](const std::string& path, const auto& f) {
+          try {
+            f();
+          } catch (const Error& e) {
+            return e.kind() == ErrorKind::OutOfMemory &&
+                   e.message() == "reading " + path + ": out of memory";
+          } catch (...) {
+          }
+          return false;
+        };
+        if (!oom_naming(big, [&] { read_idx(big); })) return 1;
+        if (!oom_naming(big, [&] { read_file_maybe_gz(big); })) return 2;
+        const std::vector<float> mean{0}, sd{1};
+        if (!oom_naming(big,
+                        [&] { load_idx_pair(big, big, "pair", 0, false, mean, sd, Device::CPU); }))
+          return 3;
+        if (!oom_naming(cifar, [&] { load_cifar_files({cifar}, "c", 0, false, Device::CPU); }))
+          return 4;
+        return 0;
+      },
+      "1: read_idx, 2: read_file_maybe_gz, 3: load_idx_pair, 4: load_cifar_files did not give "
+      "OutOfMemory 'reading FILE: out of memory'; 9: no cap set");
+#endif
+}
+
 // A record limit keeps only the first records (--train-limit of a large file needed the whole
 // file's memory: a 9.7 MB gzip of zeros declaring 12.7M images asked for ~50 GB), while the rest
 // is still read: its length, trailing bytes and gzip CRC are checked as before.

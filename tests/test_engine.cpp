@@ -191,6 +191,35 @@ TEST(Error, CarriesKindAndLocation) {
   EXPECT_EQ(exit_code(ErrorKind::Diverged), 3);
 }
 
+// Every message is one line, whatever a caller's text brings in: a library caller's path or
+// name with a line break (the apps refuse such values up front) gave a multi-line what() until
+// 2026-12-06, and a file's DEL byte was echoed raw.
+TEST(Error, MessagesAreOneLineWhateverTheyEcho) {
+  auto message_of = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      EXPECT_STREQ(e.what(), e.message().c_str());
+      return e.message();
+    }
+    ADD_FAILURE() << "no error";
+    return "";
+  };
+  EXPECT_EQ(message_of([] { KILN_CHECK(false, "x\ny\rz\tw\x7f\x1b[31m"); }),
+            "x\\ny\\rz\\tw\\u007f\\u001b[31m");
+  EXPECT_EQ(message_of([] { KILN_CHECK(false, "caf\xc3\xa9 \xff"); }), "caf\xc3\xa9 \xff")
+      << "UTF-8 and other bytes from 0x80 up are kept";
+  const Error e(ErrorKind::Usage, "b", "f.cpp", 1);
+  EXPECT_EQ(e.prefixed("a\n").message(), "a\\nb");
+  EXPECT_EQ(e.suffixed("\nc").message(), "b\\nc");
+  EXPECT_STREQ(e.suffixed("\nc").what(), "b\\nc");
+  ModelOptions mo;
+  mo.model = "ml\np";
+  const std::string m = message_of([&] { make_model(mo, {1, 28, 28}, 10); });
+  EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  EXPECT_NE(m.find("ml\\np"), std::string::npos) << m;
+}
+
 TEST(Model, OptionsTheModelNeverReadsAreNamed) {
   ModelOptions o;  // defaults: nothing to say
   EXPECT_TRUE(o.ignored().empty());
@@ -641,6 +670,23 @@ TEST(Model, MisuseFromCppIsAnErrorNotACrash) {
   } catch (const Error& e) {
     EXPECT_EQ(e.message(), "save_checkpoint: the optimizer given steps another model's parameters");
   }
+  // A caller's own loop passes the lr each step: a NaN or negative one is refused, the weights
+  // and the step count left as they were (a NaN lr made every weight NaN, silently).
+  const std::vector<float> before = m->flat_params().to_vector();
+  for (float lr : {NAN, INFINITY, -0.1f}) {
+    try {
+      opt->step(ctx, lr);
+      FAIL() << "stepped at lr " << lr;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_NE(e.message().find("optimizer step: lr "), std::string::npos) << e.message();
+    }
+  }
+  EXPECT_THROW(opt->step(ctx, 0.1f, NAN), Error);
+  EXPECT_EQ(opt->steps_taken(), 0);
+  EXPECT_EQ(m->flat_params().to_vector(), before);
+  opt->step(ctx, 0.0f);
+  EXPECT_EQ(opt->steps_taken(), 1) << "lr 0 is a step";
   // Tensor::dim out of range is a kiln Error (the one exception type), not std::out_of_range.
   EXPECT_THROW(g.dim(2), Error);
   EXPECT_THROW(g.dim(-3), Error);

@@ -1296,6 +1296,37 @@ TEST(TrainerCpu, TrainingsInThreadsGiveTheBitsEachGivesAlone) {
 // in the first epoch's evaluation, after the epoch had trained); and an evaluate() that throws
 // gives the context back in the mode it found (it stayed in eval mode: a caller's next step ran
 // without dropout and with batch norm's running statistics).
+// Returning false from on_step stops the run after that step, as Keras's stop_training set in
+// on_train_batch_end: the epoch ends there (its record counts the steps run, on_epoch sees it)
+// and no later epoch starts. Until 2026-12-06 only the epoch ended and the next ones ran.
+TEST(TrainerCpu, OnStepFalseStopsTheRunAfterThatStep) {
+  const Dataset train = three_class_noise("noise/train");  // 16 samples: 4 steps of 4 an epoch
+  ModelOptions mo;
+  mo.model = "mlp";
+  mo.width = 8;
+  auto m = make_model(mo, {1, 4, 4}, 3);
+  m->build(Device::CPU, 3);
+  SgdTrainer s(*m);
+  s.to.epochs = 4;
+  s.to.batch_size = 4;
+  s.sched = make_schedule(ScheduleOptions{}, s.oo.lr, 4, 4);
+  Trainer tr(*m, *s.opt, *s.sched, s.ctx, s.to);
+  std::vector<long long> steps;
+  int epochs_seen = 0;
+  tr.on_step = [&](long long step, float) {
+    steps.push_back(step);
+    return step != 6;  // the second epoch's second step
+  };
+  tr.on_epoch = [&](const EpochRecord&) { return ++epochs_seen > 0; };
+  const std::vector<EpochRecord> out = tr.fit(train, nullptr);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(epochs_seen, 2);
+  EXPECT_EQ(steps, (std::vector<long long>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(tr.step(), 6);
+  EXPECT_EQ(tr.position().epoch, 2);
+  EXPECT_FALSE(tr.stopped()) << "stopped() is for signals";
+}
+
 TEST(TrainerCpu, HeldOutSetOfAnotherShapeIsRefusedBeforeTrainingAndEvaluateKeepsTheMode) {
   const Dataset train = three_class_noise("noise/train");
   Dataset wide = three_class_noise("noise/wide");
