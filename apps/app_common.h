@@ -179,9 +179,9 @@ inline int guarded_main(const char* prog, const std::function<int()>& body) {
     }
     return rc;
   } catch (const Error& e) {
-    // One line whatever a file or flag put in the message (a newline, a terminal escape).
+    // One line whatever a file or flag put in the message: Error escapes its control characters.
     std::fprintf(stderr, "%s%s: error: %s\n", stderr_is_tty() ? "\n" : "", prog,
-                 escape_controls(e.message()).c_str());
+                 e.message().c_str());
     return exit_code(e.kind());
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "%s: error: out of memory\n", prog);
