@@ -137,21 +137,8 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
 }
 
 // ---- CIFAR-10 ---------------------------------------------------------------------------------
-static Dataset load_cifar_files_impl(const std::vector<std::string>& paths, const std::string& name,
-                                     int64_t limit, bool normalize, Device device,
-                                     std::string& reading);
-
 Dataset load_cifar_files(const std::vector<std::string>& paths, const std::string& name,
                          int64_t limit, bool normalize, Device device) {
-  std::string reading = name;  // the file being read when memory runs out
-  return with_memory_context(
-      [&] { return "reading " + reading; },
-      [&] { return load_cifar_files_impl(paths, name, limit, normalize, device, reading); });
-}
-
-static Dataset load_cifar_files_impl(const std::vector<std::string>& paths, const std::string& name,
-                                     int64_t limit, bool normalize, Device device,
-                                     std::string& reading) {
   constexpr int64_t kRecord = 3073, kPixels = 3072;
   // Real batches hold 10000 records; the cap keeps a hostile .gz from filling memory.
   constexpr int64_t kMaxRecordsPerFile = 1000000;
@@ -162,8 +149,9 @@ static Dataset load_cifar_files_impl(const std::vector<std::string>& paths, cons
   // Every record of every file is read and checked, as read_idx checks a whole file whatever
   // the limit (a corrupt set must not pass under --train-limit); the first `limit` are kept.
   auto full = [&] { return limit > 0 && static_cast<int64_t>(labels.size()) >= limit; };
-  for (const std::string& path : paths) {
-    reading = path;
+  // A library caller gets OutOfMemory naming the file being read, not std::bad_alloc (the
+  // apps' load_dataset adds what it was loading in front).
+  auto read_file = [&](const std::string& path) {
     DataReader r(path);
     const int64_t size = r.raw_size();
     KILN_CHECK(size != 0, path << ": empty file (expected 3073-byte CIFAR-10 records)");
@@ -200,8 +188,9 @@ static Dataset load_cifar_files_impl(const std::vector<std::string>& paths, cons
       labels.push_back(rec[0]);
       pixels.insert(pixels.end(), rec.begin() + 1, rec.end());
     }
-  }
-  reading = name;
+  };
+  for (const std::string& path : paths)
+    with_memory_context([&] { return "reading " + path; }, [&] { read_file(path); });
   std::vector<float> mean, std;
   dataset_stats("cifar10", mean, std);
   const int64_t n = static_cast<int64_t>(labels.size());

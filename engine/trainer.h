@@ -124,8 +124,8 @@ class Trainer {
   std::function<void(const std::string&)> log;
   // Called after every optimizer step (the LR finder records losses through it; it may sync).
   // Return false to stop the run after this step, as Keras's stop_training set in
-  // on_train_batch_end: the epoch ends there (its record, on_epoch and checkpoint cover the
-  // steps run) and no later epoch starts.
+  // on_train_batch_end: the epoch ends there (its record and on_epoch count the steps run; a
+  // checkpoint then marks the epoch done, so a resume starts the next) and no later one starts.
   std::function<bool(long long step, float lr)> on_step;
   // Loss of the last step, read synchronously (for per-step users such as the LR finder).
   float last_loss();

@@ -207,11 +207,14 @@ class FlatOptimizer final : public Optimizer {
  private:
   OptimHyper hyper(float lr, float momentum) const {
     // A caller's own training loop passes these each step (make_optimizer checked --lr once):
-    // a NaN lr made every weight NaN with no error and no non-finite flag.
-    KILN_USAGE_CHECK(std::isfinite(lr) && lr >= 0,
-                     "optimizer step: lr " << lr << ": must be finite and >= 0");
-    KILN_USAGE_CHECK(std::isfinite(momentum),
-                     "optimizer step: momentum " << momentum << ": must be finite");
+    // a NaN lr made every weight NaN with no error and no non-finite flag. Not finite is a
+    // divergence, as a non-finite loss is (a schedule's gamma > 1 can carry the lr past a
+    // float: that run diverged before, and still does); a negative lr is a usage error.
+    if (!std::isfinite(lr) || !std::isfinite(momentum))
+      KILN_FAIL_KIND_(Diverged, "optimizer step: " << (std::isfinite(lr) ? "momentum " : "lr ")
+                                                   << (std::isfinite(lr) ? momentum : lr)
+                                                   << " is not finite");
+    KILN_USAGE_CHECK(lr >= 0, "optimizer step: lr " << lr << ": must be >= 0");
     OptimHyper h;
     h.kind = kind_;
     h.lr = lr;

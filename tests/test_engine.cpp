@@ -677,12 +677,17 @@ TEST(Model, MisuseFromCppIsAnErrorNotACrash) {
     try {
       opt->step(ctx, lr);
       FAIL() << "stepped at lr " << lr;
-    } catch (const Error& e) {
-      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    } catch (const Error& e) {  // not finite: diverged, as a non-finite loss (exit 3)
+      EXPECT_EQ(e.kind(), lr < 0 ? ErrorKind::Usage : ErrorKind::Diverged) << e.message();
       EXPECT_NE(e.message().find("optimizer step: lr "), std::string::npos) << e.message();
     }
   }
-  EXPECT_THROW(opt->step(ctx, 0.1f, NAN), Error);
+  try {
+    opt->step(ctx, 0.1f, NAN);
+    FAIL() << "stepped at momentum nan";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "optimizer step: momentum nan is not finite");
+  }
   EXPECT_EQ(opt->steps_taken(), 0);
   EXPECT_EQ(m->flat_params().to_vector(), before);
   opt->step(ctx, 0.0f);
@@ -979,6 +984,27 @@ TEST(Options, YamlConfigThenFlagsOverride) {
 
 // A value the file set that validation refuses names the file and key; a flag that overrode
 // the file's value is the flag's error alone.
+// A value with a line break or another control character is refused (its error says so, and
+// would otherwise echo it); DEL too since 2026-12-06 (fuzz_yaml_config: 'shuffle: true<DEL>'
+// was "'true\x7f' is not a boolean").
+TEST(Options, ValuesWithControlCharactersAreRefused) {
+  for (const char* v : {"sgd\n", "sgd\x7f", "s\x1bgd"}) {
+    RunConfig c;
+    try {
+      run_options().set(c, "optimizer", v, "f.yaml: key 'optimizer'");
+      ADD_FAILURE() << "took " << printable(v);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.message(),
+                "f.yaml: key 'optimizer': the value has a line break or control "
+                "character (" +
+                    printable(v) + "); write it on one line");
+    }
+  }
+  RunConfig c;
+  run_options().set(c, "save", "a\tb.st", "x");  // a tab is a character a name may hold
+  EXPECT_EQ(c.save, "a\tb.st");
+}
+
 TEST(Options, ConfigValueErrorsNameTheFile) {
   std::string path = test::temp_file("cfg_origin.yaml");
   std::ofstream(path) << "lr: -3\nmax_lr: -1\nbase_lr: 0\nschedule: cyclic\n";

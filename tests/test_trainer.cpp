@@ -1292,13 +1292,9 @@ TEST(TrainerCpu, TrainingsInThreadsGiveTheBitsEachGivesAlone) {
   EXPECT_NE(alone[0], alone[1]);  // the jobs differ: a mix-up would show
 }
 
-// A held-out set of another sample shape is refused before the first step, by name (it failed
-// in the first epoch's evaluation, after the epoch had trained); and an evaluate() that throws
-// gives the context back in the mode it found (it stayed in eval mode: a caller's next step ran
-// without dropout and with batch norm's running statistics).
 // Returning false from on_step stops the run after that step, as Keras's stop_training set in
-// on_train_batch_end: the epoch ends there (its record counts the steps run, on_epoch sees it)
-// and no later epoch starts. Until 2026-12-06 only the epoch ended and the next ones ran.
+// on_train_batch_end: the epoch ends there (its record comes at the step it stopped at, on_epoch
+// sees it) and no later epoch starts. Until 2026-12-06 only the epoch ended and the next ran.
 TEST(TrainerCpu, OnStepFalseStopsTheRunAfterThatStep) {
   const Dataset train = three_class_noise("noise/train");  // 16 samples: 4 steps of 4 an epoch
   ModelOptions mo;
@@ -1320,6 +1316,8 @@ TEST(TrainerCpu, OnStepFalseStopsTheRunAfterThatStep) {
   tr.on_epoch = [&](const EpochRecord&) { return ++epochs_seen > 0; };
   const std::vector<EpochRecord> out = tr.fit(train, nullptr);
   ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].step, 4);
+  EXPECT_EQ(out[1].step, 6) << "the second epoch ends at the step on_step stopped";
   EXPECT_EQ(epochs_seen, 2);
   EXPECT_EQ(steps, (std::vector<long long>{1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(tr.step(), 6);
@@ -1327,6 +1325,10 @@ TEST(TrainerCpu, OnStepFalseStopsTheRunAfterThatStep) {
   EXPECT_FALSE(tr.stopped()) << "stopped() is for signals";
 }
 
+// A held-out set of another sample shape is refused before the first step, by name (it failed
+// in the first epoch's evaluation, after the epoch had trained); and an evaluate() that throws
+// gives the context back in the mode it found (it stayed in eval mode: a caller's next step ran
+// without dropout and with batch norm's running statistics).
 TEST(TrainerCpu, HeldOutSetOfAnotherShapeIsRefusedBeforeTrainingAndEvaluateKeepsTheMode) {
   const Dataset train = three_class_noise("noise/train");
   Dataset wide = three_class_noise("noise/wide");
