@@ -10,11 +10,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<std::string> parts = kiln::fuzz::split_files(data, size, "\nKILN-NEXT-BATCH\n");
   if (parts.size() > 8) return 0;
   std::vector<std::string> paths;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    const std::string tag = "cifar" + std::to_string(i);
-    paths.push_back(kiln::fuzz::temp_file(
-        tag.c_str(), reinterpret_cast<const uint8_t*>(parts[i].data()), parts[i].size()));
-  }
+  for (size_t i = 0; i < parts.size(); ++i)
+    paths.push_back(kiln::fuzz::temp_file(("cifar" + std::to_string(i)).c_str(), parts[i]));
   for (int64_t limit : {int64_t{0}, int64_t{2}}) {
     try {
       kiln::Dataset ds = kiln::load_cifar_files(paths, "fuzz", limit, true, kiln::Device::CPU);

@@ -25,9 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     expect_error_or_success([&] { (void)kiln::read_idx(path, 1); });
     return 0;
   }
-  auto bytes = [](const std::string& s) { return reinterpret_cast<const uint8_t*>(s.data()); };
-  const std::string images = kiln::fuzz::temp_file("idx_images", bytes(parts[0]), parts[0].size());
-  const std::string labels = kiln::fuzz::temp_file("idx_labels", bytes(parts[1]), parts[1].size());
+  const std::string images = kiln::fuzz::temp_file("idx_images", parts[0]);
+  const std::string labels = kiln::fuzz::temp_file("idx_labels", parts[1]);
   std::vector<float> mean, std;
   kiln::dataset_stats("mnist", mean, std);
   for (int64_t limit : {int64_t{2}, int64_t{0}})

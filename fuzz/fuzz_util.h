@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/json.h"
 
 namespace kiln::fuzz {
 
@@ -27,6 +28,9 @@ inline std::string temp_file(const char* tag, const uint8_t* data, size_t size) 
   std::fclose(f);
   return path;
 }
+inline std::string temp_file(const char* tag, const std::string& bytes) {
+  return temp_file(tag, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+}
 
 // Aborts (a libFuzzer finding) unless e's message is one non-empty line of printable text (no
 // byte below 0x20, tab included, nor DEL; bytes from 0x80 up pass: UTF-8 in a path or a key).
@@ -34,18 +38,10 @@ inline std::string temp_file(const char* tag, const uint8_t* data, size_t size) 
 // (without it, these targets found three messages echoing a file's bytes raw within minutes).
 inline void check_message(const kiln::Error& e) {
   const std::string& m = e.message();
-  bool ok = !m.empty();
-  for (unsigned char c : m) ok = ok && c >= 0x20 && c != 0x7f;
-  if (ok) return;
-  std::fprintf(stderr, "kiln fuzz: error message is not one printable line (%s):\n",
-               e.where().c_str());
-  for (unsigned char c : m) {
-    if (c >= 0x20 && c != 0x7f)
-      std::fputc(c, stderr);
-    else
-      std::fprintf(stderr, "\\x%02x", c);
-  }
-  std::fprintf(stderr, "\n");
+  const std::string escaped = kiln::escape_controls(m);  // (escapes exactly those bytes)
+  if (!m.empty() && escaped == m) return;
+  std::fprintf(stderr, "kiln fuzz: error message is not one printable line (%s): '%s'\n",
+               e.where().c_str(), escaped.c_str());
   std::abort();
 }
 

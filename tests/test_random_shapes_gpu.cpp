@@ -106,6 +106,12 @@ struct Offsets {
     list += std::to_string(o) + " ";
     return o;
   }
+  // After a configuration: true, naming it and the offsets, when it failed (the test stops).
+  bool failed(const std::string& config) const {
+    if (!::testing::Test::HasFailure()) return false;
+    ADD_FAILURE() << "first failing config: " << config << " (view offsets " << list << ")";
+    return true;
+  }
 };
 
 std::vector<float> to_f(const std::vector<double>& v) {
@@ -341,10 +347,7 @@ TEST(RandomShapesGpu, PoolMatchesReference) {
     EXPECT_TRUE(test::all_close(DXA.get(), dxa, 1e-6, 1e-6)) << "avgpool backward";
     for (const View* v : {&Y, &A, &DX, &YA, &DXA}) EXPECT_TRUE(v->guards_intact());
     ++run;
-    if (::testing::Test::HasFailure()) {
-      ADD_FAILURE() << "first failing config: " << nm.str() << " (view offsets " << O.list << ")";
-      break;
-    }
+    if (O.failed(nm.str())) break;
   }
   std::printf("pool: %d configs\n", run);
 }
@@ -501,10 +504,7 @@ void bn_random(uint32_t seed, int total, bool long_channels, bool wide = false) 
     cudaFree(ws);
     ++run;
     persistent_runs += persistent && batchnorm_persistent_grid(s, false) > 0;
-    if (::testing::Test::HasFailure()) {
-      ADD_FAILURE() << "first failing config: " << nm.str() << " (view offsets " << O.list << ")";
-      break;
-    }
+    if (O.failed(nm.str())) break;
   }
   std::printf("batch norm%s: %d configs (%d could take the persistent kernel)\n",
               long_channels ? " (long channels)" : "", run, persistent_runs);
@@ -582,10 +582,7 @@ TEST(RandomShapesGpu, GroupNormMatchesReference) {
     cudaFree(ws);
     ++run;
     planes += groupnorm_splits_planes(s);
-    if (::testing::Test::HasFailure()) {
-      ADD_FAILURE() << "first failing config: " << nm.str() << " (view offsets " << O.list << ")";
-      break;
-    }
+    if (O.failed(nm.str())) break;
   }
   std::printf("group norm: %d configs (%d on the planes path)\n", run, planes);
 }
@@ -639,10 +636,7 @@ TEST(RandomShapesGpu, DropoutMasksBitIdenticalToCpu) {
       dropout_fwd_ref<float>(x.data(), y2.data(), prm, s);
       EXPECT_TRUE(test::bitwise_equal(y2, y)) << "step_ptr reference vs key";
     }
-    if (::testing::Test::HasFailure()) {
-      ADD_FAILURE() << "first failing config: " << nm.str() << " (view offsets " << O.list << ")";
-      break;
-    }
+    if (O.failed(nm.str())) break;
   }
 }
 

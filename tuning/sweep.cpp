@@ -949,8 +949,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       os << " " << spec.metric << "=" << std::setprecision(4) << rec.metric;
     os << " (" << rec.epochs << (rec.epochs == 1 ? " epoch, " : " epochs, ") << std::fixed
        << std::setprecision(1) << rec.seconds << "s)";
-    if (!rec.message.empty())
-      os << " " << escape_controls(rec.message);  // one line, as the error's
+    if (!rec.message.empty())  // one line: an Error's message, or the sweep's own text
+      os << " " << rec.message;
     log(os.str());
   }
   out.results = read_results(o.dir);
