@@ -2,7 +2,8 @@
 // Google Benchmark). BM_CpuEpoch times one epoch of Trainer::fit on the CPU over 2,048
 // synthetic MNIST-shaped images with the apps' default recipe (Adam + one-cycle, Kaiming init,
 // batch 32): gather, forward, loss, backward, optimizer step. BM_CpuConv times the conv
-// reference's three passes on each of the default cnn's conv shapes at batch 32, BM_CpuPool
+// reference's three passes on each of the default cnn's conv shapes at batch 32 (im2col + GEMM
+// and the direct path; BM_CpuEpoch's cnn also runs both), BM_CpuPool
 // its max pooling, BM_CpuOptimStep the optimizer step, BM_CpuLinear a wide Linear layer's GEMMs,
 // BM_CpuDropout the mask loop of each instruction set this CPU runs, BM_CpuPoolLoop one small
 // parallel_for on as many threads as CPUs, alone or beside other busy threads.
@@ -62,7 +63,9 @@ void BM_CpuEpoch(benchmark::State& state, const std::string& model) {
   const Dataset& ds = synthetic_mnist();
   const bool fuse = state.range(1) != 0;
   const int threads = static_cast<int>(state.range(2));
+  const bool direct = state.range(3) != 0 && conv_ref_direct_available();
   set_num_threads(threads);
+  set_conv_ref_direct(direct);
   const bool wide = model == "mlp-wide";
   bench::Recipe r =
       bench::default_recipe(wide ? "mlp" : model, fuse, ds.sample_shape(), Device::CPU, ds.size(),
@@ -74,8 +77,10 @@ void BM_CpuEpoch(benchmark::State& state, const std::string& model) {
   state.counters["images_per_s"] = benchmark::Counter(
       static_cast<double>(ds.size()), benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(model + " batch " + std::to_string(batch) + (fuse ? " fused" : "") + ", " +
-                 app::thread_count(threads));
+                 app::thread_count(threads) +
+                 (model == "cnn" ? direct ? ", direct" : ", im2col" : ""));
   set_num_threads(1);
+  set_conv_ref_direct(true);
 }
 
 // n values from a standard normal distribution.
@@ -105,6 +110,9 @@ ConvShape cnn_conv(int layer) {
 void BM_CpuConv(benchmark::State& state) {
   const ConvShape s = cnn_conv(static_cast<int>(state.range(0)));
   const int pass = static_cast<int>(state.range(1));  // 0 fwd, 1 bwd-data, 2 bwd-filter
+  // the direct path where it takes the shape (stride 1, not 1x1, AVX-512F), else im2col + GEMM
+  const bool direct = state.range(2) != 0 && conv_ref_direct_available() && !s.is_1x1();
+  set_conv_ref_direct(direct);
   std::mt19937 g(2);
   auto fill = [&](int64_t n) { return normal_values(n, g); };
   std::vector<float> x = fill(s.x_numel()), w = fill(s.w_numel()), b = fill(s.k),
@@ -124,7 +132,9 @@ void BM_CpuConv(benchmark::State& state) {
       2 * s.macs(), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
   static const char* names[] = {"fwd", "bwd_data", "bwd_filter"};
   state.SetLabel(std::to_string(s.c) + "->" + std::to_string(s.k) + " k" + std::to_string(s.kh) +
-                 " " + std::to_string(s.h) + "x" + std::to_string(s.w) + " " + names[pass]);
+                 " " + std::to_string(s.h) + "x" + std::to_string(s.w) + " " + names[pass] +
+                 (direct ? " direct" : " im2col"));
+  set_conv_ref_direct(true);
 }
 
 void BM_CpuMaxPool(benchmark::State& state) {
@@ -294,27 +304,30 @@ void BM_CpuPoolLoop(benchmark::State& state) {
 
 // Wall-clock time: with threads, the process's CPU time is not the epoch's.
 BENCHMARK_CAPTURE(BM_CpuEpoch, mlp, std::string("mlp"))
-    ->ArgNames({"batch", "fuse", "threads"})
-    ->Args({32, 0, 1})
-    ->Args({32, 0, 2})
+    ->ArgNames({"batch", "fuse", "threads", "direct"})
+    ->Args({32, 0, 1, 1})
+    ->Args({32, 0, 2, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_CpuEpoch, mlp_wide, std::string("mlp-wide"))
-    ->ArgNames({"batch", "fuse", "threads"})
-    ->Args({32, 0, 1})
-    ->Args({32, 0, 2})
+    ->ArgNames({"batch", "fuse", "threads", "direct"})
+    ->Args({32, 0, 1, 1})
+    ->Args({32, 0, 2, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_CpuEpoch, cnn, std::string("cnn"))
-    ->ArgNames({"batch", "fuse", "threads"})
-    ->Args({32, 0, 1})
-    ->Args({32, 1, 1})
-    ->Args({32, 0, 2})
+BENCHMARK_CAPTURE(BM_CpuEpoch, cnn, std::string("cnn"))  // direct: 0 im2col + GEMM, 1 direct conv
+    ->ArgNames({"batch", "fuse", "threads", "direct"})
+    ->Args({32, 0, 1, 0})
+    ->Args({32, 0, 1, 1})
+    ->Args({32, 1, 1, 1})
+    ->Args({32, 0, 2, 0})
+    ->Args({32, 0, 2, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CpuConv)
-    ->ArgNames({"layer", "pass"})
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2}})
+    ->ArgNames({"layer", "pass", "direct"})
+    ->ArgsProduct({{0, 1, 2, 4, 5, 6}, {0, 1, 2}, {0, 1}})
+    ->ArgsProduct({{3, 7}, {0, 1, 2}, {0}})  // the 1x1 layers: GEMM only
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CpuMaxPool)->ArgName("bwd")->DenseRange(0, 1)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CpuOptimStep)

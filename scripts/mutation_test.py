@@ -775,7 +775,7 @@ MUTANTS = [
        "    T acc = 0;\n    for (int64_t j = 0; j < hw; ++j) acc += x[i * hw + j];")],
      "the CPU global average pool sums a plane in float: a plane of 2^24 + 2^22 ones averages 0.8 (until 2026-12-05)"),
     ("conv-bias-ref-float-sum", "kernels/conv/conv_ref.cpp",
-     [("            double acc = 0;", "            T acc = 0;")],
+     [("  double lane[8] = {};", "  T lane[8] = {};")],
      "the CPU conv bias gradient sums an image's plane in float: 2^24 + 2^22 ones sum to 2^24 (until 2026-12-05)"),
     ("norm-range-coef", "kernels/norm/norm_ref.cpp",
      [("if (fits && s.c > lim / 3)", "if (fits && s.c > lim)")],
@@ -1347,6 +1347,41 @@ MUTANTS = [
     ("maxpool-release-keeps-dx", "layers/pool.h",
      [("release({&y_, &dx_, &argmax_})", "release({&y_, &argmax_})")],
      "MaxPool2d::release_scratch keeps its dx buffer"),
+    # ---- session 38 (2026-12-06): the direct CPU convolution (kernels/conv/conv_direct_cpu.cpp)
+    ("direct-tail-mask-short", "kernels/conv/conv_direct_cpu.cpp",
+     [("static_cast<__mmask16>((1u << rem) - 1);", "static_cast<__mmask16>((1u << (rem - 1)) - 1);")],
+     "the last partial vector of positions drops its last element"),
+    ("direct-pack-tail-stride", "kernels/conv/conv_direct_cpu.cpp",
+     [("wt[k0 * taps + t * kb + kk] = get(k0 + kk, t);", "wt[k0 * taps + t * kFwdKb + kk] = get(k0 + kk, t);")],
+     "a last block of fewer than 8 output channels is packed with the full block's stride"),
+    ("direct-bwd-data-no-flip", "kernels/conv/conv_direct_cpu.cpp",
+     [("return w[((k * s.c + c) * s.kh + (s.kh - 1 - r)) * s.kw + (s.kw - 1 - q)];",
+       "return w[((k * s.c + c) * s.kh + r) * s.kw + q];")],
+     "backward-data correlates with the kernel unflipped"),
+    ("direct-bwd-data-wide-pad", "kernels/conv/conv_direct_cpu.cpp",
+     [("s.pad > s.kh - 1 || s.pad > s.kw - 1", "s.pad > s.kh || s.pad > s.kw")],
+     "backward-data takes a padding equal to the kernel size: its flipped padding is -1"),
+    ("direct-flt-offset-no-wrap", "kernels/conv/conv_direct_cpu.cpp",
+     [("if (++t == g.kw) t = 0, ++r;", "if (++t == g.kw) t = 0;")],
+     "the filter gradient's taps past the first kernel row read the first row"),
+    ("direct-flt-straddle-unzeroed", "kernels/conv/conv_direct_cpu.cpp",
+     [("    std::fill(d, d + s.k * L, 0.f);\n", "")],
+     "the wide dy keeps old scratch values at the positions that straddle a row's end"),
+    ("direct-pad-unzeroed", "kernels/conv/conv_direct_cpu.cpp",
+     [("  if (ph || pw) std::fill(dst, dst + ch * hp * wp, 0.f);", "")],
+     "a padded image keeps old scratch values in its border"),
+    ("direct-lane-sum-half", "kernels/conv/conv_direct_cpu.cpp",
+     [("  v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, all, v, v, _MM_SHUFFLE(1, 0, 3, 2)));\n", "")],
+     "the filter gradient adds 8 of its 16 lanes"),
+    ("direct-narrow-row-stride", "kernels/conv/conv_direct_cpu.cpp",
+     [("const float* src = wide + k * L + p * g.wp;", "const float* src = wide + k * L + p * Q;")],
+     "the wide output is read back with the output's row length, not the padded input's"),
+    ("direct-relu-mask-dropped", "kernels/conv/conv_direct_cpu.cpp",
+     [("          d[k * L + p * g.wp + q] = ry && ry[o] <= 0.f ? 0.f : v;", "          d[k * L + p * g.wp + q] = v;")],
+     "the filter gradient ignores the fused ReLU's mask"),
+    ("direct-ref-not-dispatched", "kernels/conv/conv_ref.cpp",
+     [("    if (conv_direct::forward(s, x, w, b, y, relu)) return;", "    if (false) return;")],
+     "conv2d_fwd_ref<float> never takes the direct path"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -1387,6 +1422,8 @@ def run(cmd, timeout, env=None):
 # Mutants in code that only some CPUs run: the /proc/cpuinfo flag each needs. Without it the
 # mutated code never runs, so the mutant is skipped, not counted as a survivor.
 CPU_FLAG_NEEDED = {"dropout-ref-isa-counter": "avx2"}
+CPU_FLAG_NEEDED.update({m[0]: "avx512f" for m in MUTANTS
+                        if m[1] == "kernels/conv/conv_direct_cpu.cpp" or m[0] == "direct-ref-not-dispatched"})
 # Host-code mutants in a CUDA-only branch (a CPU build does not compile them) or that only a GPU
 # test can see: skipped on a CPU build (run them with --build on an emu or CUDA build).
 NEEDS_CUDA_BUILD = {"conv-layer-fused-unmasked", "session-precision-unset"}

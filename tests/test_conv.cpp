@@ -16,6 +16,7 @@
 #include "engine/fast_div.h"
 #include "engine/parallel.h"
 #include "kernels/conv/conv.h"
+#include "kernels/conv/conv_direct_cpu.h"
 #include "layers/conv.h"
 #include "layers/model.h"
 #include "layers/models.h"
@@ -244,6 +245,124 @@ void expect_same_bits_for_any_thread_count(uint64_t seed) {
 TEST(ConvRef, ThreadCountDoesNotChangeABit) {
   expect_same_bits_for_any_thread_count<float>(300);
   expect_same_bits_for_any_thread_count<double>(400);
+}
+
+// ---- the float references' direct path (conv_direct_cpu.cpp) ------------------------------------
+
+std::vector<double> as_double(const std::vector<float>& v, bool absolute = false) {
+  std::vector<double> d(v.size());
+  for (size_t i = 0; i < v.size(); ++i) d[i] = absolute ? std::fabs(double(v[i])) : double(v[i]);
+  return d;
+}
+
+// |got - want| <= rel * bound element by element, bound being the same computation over absolute
+// values (the sum of |terms|, the scale of float rounding): a dropped or misplaced term is
+// 1/(number of terms) of the bound, orders past `rel`. NaN (an unwritten element of a poisoned
+// buffer) fails.
+::testing::AssertionResult within_rounding(const std::vector<float>& got,
+                                           const std::vector<double>& want,
+                                           const std::vector<double>& bound, double rel) {
+  if (got.size() != want.size()) return ::testing::AssertionFailure() << "sizes differ";
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!(std::fabs(double(got[i]) - want[i]) <= rel * bound[i] + 1e-30))
+      return ::testing::AssertionFailure() << "element " << i << ": " << got[i] << " vs " << want[i]
+                                           << " (bound " << bound[i] << ")";
+  return ::testing::AssertionSuccess();
+}
+
+struct DirectOff {  // the im2col path for this scope
+  DirectOff() { set_conv_ref_direct(false); }
+  ~DirectOff() { set_conv_ref_direct(true); }
+};
+
+// 80 seeded random stride-1 shapes (kernels 1x2 to 5x5, padding below the kernel, 1 to 19
+// channels each way for every tail of the 8- and 2-channel tiles, planes from 1 position to 20
+// x 20 for every tail of the 48-position tiles): the three passes on the direct path, each with
+// and without the fused ReLU's mask, against the double reference; conv2d_*_ref<float> give the
+// direct path's bits, and after set_conv_ref_direct(false) im2col's, also within rounding.
+TEST(ConvDirect, MatchesTheDoubleReferenceOnRandomShapes) {
+  if (!conv_ref_direct_available()) GTEST_SKIP() << "this CPU has no AVX-512F: no direct path";
+  test::SeededInts ri(77);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int i = 0; i < 80; ++i) {
+    const int64_t kh = ri(1, 5), kw = ri(kh == 1 ? 2 : 1, 5),
+                  pad = ri(0, int(std::min(kh, kw)) - 1);
+    const int64_t ih = ri(int(std::max<int64_t>(1, kh - 2 * pad)), 20);
+    const int64_t iw = ri(int(std::max<int64_t>(1, kw - 2 * pad)), 20);
+    const ConvShape s = conv_shape(ri(1, 5), ri(1, 19), ih, iw, ri(1, 19), kh, kw, 1, pad);
+    const bool relu = ri(0, 1) == 1;
+    SCOPED_TRACE("shape " + std::to_string(i) + ": n " + std::to_string(s.n) + " c " +
+                 std::to_string(s.c) + " " + std::to_string(ih) + "x" + std::to_string(iw) + " k " +
+                 std::to_string(s.k) + " kernel " + std::to_string(kh) + "x" + std::to_string(kw) +
+                 " pad " + std::to_string(pad) + (relu ? " relu" : ""));
+    const uint64_t seed = 1000 + 10 * static_cast<uint64_t>(i);
+    const auto x = test::random_vec<float>(s.x_numel(), seed),
+               w = test::random_vec<float>(s.w_numel(), seed + 1);
+    const auto b = test::random_vec<float>(s.k, seed + 2),
+               dy = test::random_vec<float>(s.y_numel(), seed + 3);
+    const auto ry = test::random_vec<float>(s.y_numel(), seed + 4);  // about half <= 0
+    const float* mask = relu ? ry.data() : nullptr;
+    const double* mask_d = nullptr;
+    const std::vector<double> ryd = as_double(ry);
+    if (relu) mask_d = ryd.data();
+    const auto xd = as_double(x), wd = as_double(w), bd = as_double(b), dyd = as_double(dy);
+    const auto xa = as_double(x, true), wa = as_double(w, true), ba = as_double(b, true),
+               dya = as_double(dy, true);
+
+    std::vector<double> want(s.y_numel()), bound(s.y_numel());
+    conv2d_fwd_ref<double>(s, xd.data(), wd.data(), bd.data(), want.data(), relu);
+    conv2d_fwd_ref<double>(s, xa.data(), wa.data(), ba.data(), bound.data());
+    std::vector<float> got(s.y_numel(), nan), ref(s.y_numel(), nan), im2col(s.y_numel(), nan);
+    ASSERT_TRUE(conv_direct::forward(s, x.data(), w.data(), b.data(), got.data(), relu));
+    EXPECT_TRUE(within_rounding(got, want, bound, 2e-5)) << "forward";
+    conv2d_fwd_ref<float>(s, x.data(), w.data(), b.data(), ref.data(), relu);
+    EXPECT_TRUE(test::bitwise_equal(ref, got)) << "conv2d_fwd_ref<float> is not the direct path";
+    {
+      DirectOff off;
+      EXPECT_FALSE(conv_direct::forward(s, x.data(), w.data(), b.data(), im2col.data(), relu));
+      conv2d_fwd_ref<float>(s, x.data(), w.data(), b.data(), im2col.data(), relu);
+    }
+    EXPECT_TRUE(within_rounding(im2col, want, bound, 2e-5)) << "forward, im2col";
+
+    want.assign(s.x_numel(), 0), bound.assign(s.x_numel(), 0);
+    conv2d_bwd_data_ref<double>(s, dyd.data(), wd.data(), want.data(), mask_d);
+    conv2d_bwd_data_ref<double>(s, dya.data(), wa.data(), bound.data(), mask_d);
+    got.assign(s.x_numel(), nan), ref.assign(s.x_numel(), nan);
+    ASSERT_TRUE(conv_direct::backward_data(s, dy.data(), w.data(), got.data(), mask));
+    EXPECT_TRUE(within_rounding(got, want, bound, 2e-5)) << "backward-data";
+    conv2d_bwd_data_ref<float>(s, dy.data(), w.data(), ref.data(), mask);
+    EXPECT_TRUE(test::bitwise_equal(ref, got))
+        << "conv2d_bwd_data_ref<float> is not the direct path";
+
+    want.assign(s.w_numel(), 0), bound.assign(s.w_numel(), 0);
+    conv2d_bwd_filter_ref<double>(s, xd.data(), dyd.data(), want.data(), nullptr, mask_d);
+    conv2d_bwd_filter_ref<double>(s, xa.data(), dya.data(), bound.data(), nullptr, mask_d);
+    got.assign(s.w_numel(), nan);
+    ASSERT_TRUE(conv_direct::takes_filter(s));
+    conv_direct::backward_filter_group(s, x.data(), dy.data(), mask, 0, s.n, got.data());
+    EXPECT_TRUE(within_rounding(got, want, bound, 3e-5)) << "backward-filter";
+    {
+      DirectOff off;
+      EXPECT_FALSE(conv_direct::takes_filter(s));
+    }
+  }
+}
+
+// What the direct path leaves to im2col: strides past 1, the 1x1/stride 1/pad 0 GEMM, and (for
+// backward-data, whose flipped kernel would need a negative padding) padding past the kernel.
+TEST(ConvDirect, LeavesStridesOneByOneAndWidePaddingToIm2col) {
+  const ConvShape strided = conv_shape(2, 3, 9, 9, 4, 3, 3, 2, 1);
+  const ConvShape one = conv_shape(2, 3, 9, 9, 4, 1, 1, 1, 0);
+  const ConvShape wide = conv_shape(2, 3, 9, 9, 4, 3, 3, 1, 3);
+  std::vector<float> x(2 * 3 * 9 * 9, 1.f), w(4 * 3 * 9, 1.f), y(2 * 4 * 15 * 15);
+  for (const ConvShape& s : {strided, one}) {
+    EXPECT_FALSE(conv_direct::forward(s, x.data(), w.data(), nullptr, y.data(), false));
+    EXPECT_FALSE(conv_direct::backward_data(s, y.data(), w.data(), x.data(), nullptr));
+    EXPECT_FALSE(conv_direct::takes_filter(s));
+  }
+  EXPECT_FALSE(conv_direct::backward_data(wide, y.data(), w.data(), x.data(), nullptr));
+  EXPECT_EQ(conv_direct::forward(wide, x.data(), w.data(), nullptr, y.data(), false),
+            conv_ref_direct_available());
 }
 
 // ---- Conv2d layer ------------------------------------------------------------------------------

@@ -57,6 +57,15 @@ template <typename T>
 void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T* db,
                            const T* relu_y = nullptr);
 
+// The float references compute stride-1 shapes larger than 1x1 by direct convolution where this
+// build is for x86-64 and the CPU has AVX-512F (conv_direct_cpu.cpp: backward-data needs a
+// padding below the kernel size too); every other shape, every double call, and every call after
+// set_conv_ref_direct(false) takes im2col + GEMM. The two sum in different orders and agree to
+// rounding; each gives the same bits on any thread count. Process-wide, default on: tests compare
+// the paths, bench_cpu times both.
+bool conv_ref_direct_available();
+void set_conv_ref_direct(bool on);
+
 // ---- index range of the CUDA kernels ------------------------------------------------------------
 // The CUDA kernels index with 32-bit ints: tensor offsets (input N*C*H*W, output N*K*P*Q, weight
 // K*C*kh*kw), the implicit-GEMM coordinates (N*P*Q, N*H*W: at most the tensor sizes) and

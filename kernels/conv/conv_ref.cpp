@@ -1,14 +1,18 @@
 // CPU reference convolution: im2col + GEMM, one image at a time, through the dense family's
 // gemm_ref (OpenBLAS when present), because CPU training of the MNIST cnn runs on these
 // references. The 1x1/stride 1/pad 0 case skips im2col (the image is its own column matrix).
+// Float stride-1 shapes take the direct convolution (conv_direct_cpu.cpp) where the CPU has
+// AVX-512F.
 #include <algorithm>
 #include <cstdint>
 #include <sstream>
+#include <type_traits>
 #include <vector>
 
 #include "engine/error.h"
 #include "engine/parallel.h"
 #include "kernels/conv/conv.h"
+#include "kernels/conv/conv_direct_cpu.h"
 #include "kernels/dense/dense.h"
 
 namespace kiln {
@@ -114,6 +118,19 @@ const T* masked_dy(const T* dy, const T* relu_y, int64_t len) {
   return buf;
 }
 
+// v[0] + ... + v[n-1] in double, as the global average pool's (a float sum drifts on big
+// planes), over 8 interleaved partial sums added in a fixed order at the end: one chain of
+// dependent adds was most of the bias gradient's time, and of the small layers' filter passes.
+template <typename T>
+double sum_in_double(const T* v, int64_t n) {
+  double lane[8] = {};
+  const int64_t full = n / 8 * 8;
+  for (int64_t j = 0; j < full; j += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += static_cast<double>(v[j + l]);
+  for (int64_t j = full; j < n; ++j) lane[j - full] += static_cast<double>(v[j]);
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
 }  // namespace
 
 // Images are independent in the forward and backward-data passes: threads (engine/parallel.h)
@@ -122,6 +139,8 @@ const T* masked_dy(const T* dy, const T* relu_y, int64_t len) {
 template <typename T>
 void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y, bool relu) {
   check_conv_shape(s, "conv2d_fwd_ref");
+  if constexpr (std::is_same_v<T, float>)
+    if (conv_direct::forward(s, x, w, b, y, relu)) return;
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
   parallel_for(s.n, [&](int64_t n0, int64_t n1) {
     T* col = s.is_1x1() ? nullptr : scratch<T>(0, CRS * PQ);
@@ -147,6 +166,8 @@ void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y
 template <typename T>
 void conv2d_bwd_data_ref(const ConvShape& s, const T* dy, const T* w, T* dx, const T* relu_y) {
   check_conv_shape(s, "conv2d_bwd_data_ref");
+  if constexpr (std::is_same_v<T, float>)
+    if (conv_direct::backward_data(s, dy, w, dx, relu_y)) return;
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
   parallel_for(s.n, [&](int64_t n0, int64_t n1) {
     T* dcol = s.is_1x1() ? nullptr : scratch<T>(1, CRS * PQ);
@@ -178,33 +199,36 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
   }
   const int64_t per = std::max<int64_t>(4, (s.n + 15) / 16);
   const int64_t groups = (s.n + per - 1) / per;
+  bool direct = false;  // the filter gradient by direct convolution (float only)
+  if constexpr (std::is_same_v<T, float>) direct = conv_direct::takes_filter(s);
   // Group 0 sums into dw/db themselves, group g > 0 into partial g - 1.
   std::vector<T> partial(static_cast<size_t>((groups - 1) * (WN + s.k)));
   parallel_for(groups, [&](int64_t g0, int64_t g1) {
-    T* col = s.is_1x1() ? nullptr : scratch<T>(0, CRS * PQ);
+    T* col = s.is_1x1() || direct ? nullptr : scratch<T>(0, CRS * PQ);
     for (int64_t g = g0; g < g1; ++g) {
       T* gw = g == 0 ? dw : partial.data() + (g - 1) * (WN + s.k);
       T* gb = g == 0 ? db : gw + WN;
       if (gb) std::fill(gb, gb + s.k, T(0));
       const int64_t first = g * per, last = std::min(s.n, first + per);
+      if constexpr (std::is_same_v<T, float>)
+        if (direct) conv_direct::backward_filter_group(s, x, dy, relu_y, first, last, gw);
       for (int64_t n = first; n < last; ++n) {
-        const T* cn = x + n * s.c * s.h * s.w;
-        if (!s.is_1x1()) {
-          im2col(s, cn, col);
-          cn = col;
-        }
         const int64_t off = n * s.k * PQ;
+        if (direct && !gb) continue;  // nothing more for this image
         const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ);
-        // gw[K, CRS] (+)= dy[K, PQ] * col[CRS, PQ]^T; the group's first image overwrites
-        gemm_ref<T>(false, true, s.k, CRS, PQ, T(1), dyn, PQ, cn, PQ, n == first ? T(0) : T(1), gw,
-                    CRS);
-        if (gb)
-          for (int64_t m = 0; m < s.k; ++m) {
-            // in double, as the global average pool: a float sum drifts on big planes
-            double acc = 0;
-            for (int64_t j = 0; j < PQ; ++j) acc += dyn[m * PQ + j];
-            gb[m] += static_cast<T>(acc);
+        if (!direct) {
+          const T* cn = x + n * s.c * s.h * s.w;
+          if (!s.is_1x1()) {
+            im2col(s, cn, col);
+            cn = col;
           }
+          // gw[K, CRS] (+)= dy[K, PQ] * col[CRS, PQ]^T; the group's first image overwrites
+          gemm_ref<T>(false, true, s.k, CRS, PQ, T(1), dyn, PQ, cn, PQ, n == first ? T(0) : T(1),
+                      gw, CRS);
+        }
+        if (gb)
+          for (int64_t m = 0; m < s.k; ++m)
+            gb[m] += static_cast<T>(sum_in_double(dyn + m * PQ, PQ));
       }
     }
   });
