@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/lanes.h"
 #include "engine/parallel.h"
 #include "kernels/conv/conv.h"
 #include "kernels/conv/conv_direct_cpu.h"
@@ -119,16 +120,13 @@ const T* masked_dy(const T* dy, const T* relu_y, int64_t len) {
 }
 
 // v[0] + ... + v[n-1] in double, as the global average pool's (a float sum drifts on big
-// planes), over 8 interleaved partial sums added in a fixed order at the end: one chain of
-// dependent adds was most of the bias gradient's time, and of the small layers' filter passes.
+// planes), over Lanes: one chain of dependent adds was most of the bias gradient's time, and of
+// the small layers' filter passes.
 template <typename T>
 double sum_in_double(const T* v, int64_t n) {
-  double lane[8] = {};
-  const int64_t full = n / 8 * 8;
-  for (int64_t j = 0; j < full; j += 8)
-    for (int l = 0; l < 8; ++l) lane[l] += static_cast<double>(v[j + l]);
-  for (int64_t j = full; j < n; ++j) lane[j - full] += static_cast<double>(v[j]);
-  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  Lanes lanes;
+  lanes.add(n, [&](int64_t j) { return static_cast<double>(v[j]); });
+  return lanes.total();
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/lanes.h"
 #include "engine/parallel.h"
 #include "kernels/norm/norm.h"
 
@@ -73,16 +74,22 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
       s.c,
       [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
-          double sum = 0;
-          for (int64_t n = 0; n < s.n; ++n)
-            for (int64_t k = 0; k < s.hw; ++k) sum += x[at(s, n, c, k)];
-          const double mean = sum / m;
-          double sq = 0;
-          for (int64_t n = 0; n < s.n; ++n)
-            for (int64_t k = 0; k < s.hw; ++k) {
-              double d = x[at(s, n, c, k)] - mean;
-              sq += d * d;
-            }
+          // (sums over Lanes, plane by plane: one dependent add per element was most of a
+          // CPU epoch with batch norm)
+          Lanes sum, sq_lanes;
+          for (int64_t n = 0; n < s.n; ++n) {
+            const T* xp = x + at(s, n, c, 0);
+            sum.add(s.hw, [&](int64_t k) { return static_cast<double>(xp[k]); });
+          }
+          const double mean = sum.total() / m;
+          for (int64_t n = 0; n < s.n; ++n) {
+            const T* xp = x + at(s, n, c, 0);
+            sq_lanes.add(s.hw, [&](int64_t k) {
+              const double d = xp[k] - mean;
+              return d * d;
+            });
+          }
+          const double sq = sq_lanes.total();
           const double var = sq / m;
           const double invstd = 1.0 / std::sqrt(var + eps);
           const double w = weight[c], b = bias[c];
@@ -135,30 +142,35 @@ void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, 
                        void* /*workspace*/, const T* relu_y) {
   const double m = static_cast<double>(s.n * s.hw);
   // dy behind the fused ReLU (the ReLU kernel's rule: y <= 0 ? 0 : dy, NaN passing dy as torch)
-  auto g_at = [&](int64_t i) { return relu_y && relu_y[i] <= T(0) ? T(0) : dy[i]; };
+  // (dy loaded first: a select, not a branch around the load)
+  auto g_at = [&](int64_t i) {
+    const T d = dy[i];
+    return relu_y && relu_y[i] <= T(0) ? T(0) : d;
+  };
   parallel_for(
       s.c,
       [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           const double mu = mean[c], is = invstd[c], w = weight[c];
-          double sdy = 0, sdyx = 0;
-          for (int64_t n = 0; n < s.n; ++n)
-            for (int64_t k = 0; k < s.hw; ++k) {
-              int64_t i = at(s, n, c, k);
-              const T gi = g_at(i);
-              sdy += gi;
-              sdyx += gi * (x[i] - mu) * is;
-            }
+          Lanes sdy_lanes, sdyx_lanes;  // (as the forward's sums)
+          for (int64_t n = 0; n < s.n; ++n) {
+            const int64_t i0 = at(s, n, c, 0);
+            sdy_lanes.add(s.hw, [&](int64_t k) { return static_cast<double>(g_at(i0 + k)); });
+            sdyx_lanes.add(s.hw, [&](int64_t k) { return g_at(i0 + k) * (x[i0 + k] - mu) * is; });
+          }
+          const double sdy = sdy_lanes.total(), sdyx = sdyx_lanes.total();
           dweight[c] = static_cast<T>(sdyx);
           dbias[c] = static_cast<T>(sdy);
           if (!dx) continue;
-          for (int64_t n = 0; n < s.n; ++n)
-            for (int64_t k = 0; k < s.hw; ++k) {
-              int64_t i = at(s, n, c, k);
-              double g = g_at(i);
-              if (train) g -= (sdy + (x[i] - mu) * is * sdyx) / m;
-              dx[i] = static_cast<T>(w * is * g);
-            }
+          // dx = w*is*(g - (sdy + (x - mu)*is*sdyx)/m) (train; w*is*g in eval) through three
+          // per-channel coefficients: a division per element was most of the pass
+          const double a = w * is, b = train ? -a * is * sdyx / m : 0.0,
+                       c0 = train ? -a * sdy / m : 0.0;
+          for (int64_t n = 0; n < s.n; ++n) {
+            const int64_t i0 = at(s, n, c, 0);
+            for (int64_t k = 0; k < s.hw; ++k)
+              dx[i0 + k] = static_cast<T>(a * g_at(i0 + k) + (b * (x[i0 + k] - mu) + c0));
+          }
         }
       },
       row_grain(s.n * s.hw));
