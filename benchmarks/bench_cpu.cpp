@@ -3,7 +3,7 @@
 // synthetic MNIST-shaped images with the apps' default recipe (Adam + one-cycle, Kaiming init,
 // batch 32): gather, forward, loss, backward, optimizer step. BM_CpuConv times the conv
 // reference's three passes on each of the default cnn's conv shapes at batch 32 (im2col + GEMM
-// and the direct path; BM_CpuEpoch's cnn also runs both), BM_CpuPool
+// and each direct path; BM_CpuEpoch's cnn also runs each), BM_CpuPool
 // its max pooling, BM_CpuOptimStep the optimizer step, BM_CpuLinear a wide Linear layer's GEMMs,
 // BM_CpuDropout the mask loop of each instruction set this CPU runs, BM_CpuPoolLoop one small
 // parallel_for on as many threads as CPUs, alone or beside other busy threads.
@@ -11,6 +11,7 @@
 //   bench_cpu --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <random>
@@ -56,6 +57,16 @@ const Dataset& synthetic_mnist() {
   return ds;
 }
 
+// The conv paths by number (bench arguments): 0 im2col + GEMM, 1 AVX2, 2 AVX-512 direct.
+std::string conv_path_arg(int64_t i) {
+  static const char* names[] = {"im2col", "avx2", "avx512"};
+  return names[i];
+}
+bool has_conv_path(const std::string& name) {
+  const std::vector<std::string> p = conv_ref_paths();
+  return std::find(p.begin(), p.end(), name) != p.end();
+}
+
 // model "mlp-wide": the mlp with three hidden layers of 1024 (2.9M parameters), where the CPU
 // epoch is the dense layers' GEMMs and the optimizer step.
 void BM_CpuEpoch(benchmark::State& state, const std::string& model) {
@@ -63,9 +74,10 @@ void BM_CpuEpoch(benchmark::State& state, const std::string& model) {
   const Dataset& ds = synthetic_mnist();
   const bool fuse = state.range(1) != 0;
   const int threads = static_cast<int>(state.range(2));
-  const bool direct = state.range(3) != 0 && conv_ref_direct_available();
+  const std::string path = conv_path_arg(state.range(3));
+  if (!has_conv_path(path)) return state.SkipWithError("this CPU does not run that conv path");
   set_num_threads(threads);
-  set_conv_ref_direct(direct);
+  set_conv_ref_path(path);
   const bool wide = model == "mlp-wide";
   bench::Recipe r =
       bench::default_recipe(wide ? "mlp" : model, fuse, ds.sample_shape(), Device::CPU, ds.size(),
@@ -77,10 +89,9 @@ void BM_CpuEpoch(benchmark::State& state, const std::string& model) {
   state.counters["images_per_s"] = benchmark::Counter(
       static_cast<double>(ds.size()), benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(model + " batch " + std::to_string(batch) + (fuse ? " fused" : "") + ", " +
-                 app::thread_count(threads) +
-                 (model == "cnn" ? direct ? ", direct" : ", im2col" : ""));
+                 app::thread_count(threads) + (model == "cnn" ? ", conv " + path : ""));
   set_num_threads(1);
-  set_conv_ref_direct(true);
+  set_conv_ref_path("");
 }
 
 // n values from a standard normal distribution.
@@ -110,9 +121,9 @@ ConvShape cnn_conv(int layer) {
 void BM_CpuConv(benchmark::State& state) {
   const ConvShape s = cnn_conv(static_cast<int>(state.range(0)));
   const int pass = static_cast<int>(state.range(1));  // 0 fwd, 1 bwd-data, 2 bwd-filter
-  // the direct path where it takes the shape (stride 1, not 1x1, AVX-512F), else im2col + GEMM
-  const bool direct = state.range(2) != 0 && conv_ref_direct_available() && !s.is_1x1();
-  set_conv_ref_direct(direct);
+  const std::string path = conv_path_arg(state.range(2));
+  if (!has_conv_path(path)) return state.SkipWithError("this CPU does not run that conv path");
+  set_conv_ref_path(path);
   std::mt19937 g(2);
   auto fill = [&](int64_t n) { return normal_values(n, g); };
   std::vector<float> x = fill(s.x_numel()), w = fill(s.w_numel()), b = fill(s.k),
@@ -132,9 +143,9 @@ void BM_CpuConv(benchmark::State& state) {
       2 * s.macs(), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
   static const char* names[] = {"fwd", "bwd_data", "bwd_filter"};
   state.SetLabel(std::to_string(s.c) + "->" + std::to_string(s.k) + " k" + std::to_string(s.kh) +
-                 " " + std::to_string(s.h) + "x" + std::to_string(s.w) + " " + names[pass] +
-                 (direct ? " direct" : " im2col"));
-  set_conv_ref_direct(true);
+                 " " + std::to_string(s.h) + "x" + std::to_string(s.w) + " " + names[pass] + " " +
+                 path);
+  set_conv_ref_path("");
 }
 
 void BM_CpuMaxPool(benchmark::State& state) {
@@ -304,29 +315,26 @@ void BM_CpuPoolLoop(benchmark::State& state) {
 
 // Wall-clock time: with threads, the process's CPU time is not the epoch's.
 BENCHMARK_CAPTURE(BM_CpuEpoch, mlp, std::string("mlp"))
-    ->ArgNames({"batch", "fuse", "threads", "direct"})
-    ->Args({32, 0, 1, 1})
-    ->Args({32, 0, 2, 1})
+    ->ArgNames({"batch", "fuse", "threads", "conv"})
+    ->Args({32, 0, 1, 0})
+    ->Args({32, 0, 2, 0})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_CpuEpoch, mlp_wide, std::string("mlp-wide"))
-    ->ArgNames({"batch", "fuse", "threads", "direct"})
-    ->Args({32, 0, 1, 1})
-    ->Args({32, 0, 2, 1})
+    ->ArgNames({"batch", "fuse", "threads", "conv"})
+    ->Args({32, 0, 1, 0})
+    ->Args({32, 0, 2, 0})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_CpuEpoch, cnn, std::string("cnn"))  // direct: 0 im2col + GEMM, 1 direct conv
-    ->ArgNames({"batch", "fuse", "threads", "direct"})
-    ->Args({32, 0, 1, 0})
-    ->Args({32, 0, 1, 1})
-    ->Args({32, 1, 1, 1})
-    ->Args({32, 0, 2, 0})
-    ->Args({32, 0, 2, 1})
+BENCHMARK_CAPTURE(BM_CpuEpoch, cnn, std::string("cnn"))  // conv: conv_path_arg
+    ->ArgNames({"batch", "fuse", "threads", "conv"})
+    ->ArgsProduct({{32}, {0}, {1, 2}, {0, 1, 2}})
+    ->Args({32, 1, 1, 2})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CpuConv)
-    ->ArgNames({"layer", "pass", "direct"})
-    ->ArgsProduct({{0, 1, 2, 4, 5, 6}, {0, 1, 2}, {0, 1}})
+    ->ArgNames({"layer", "pass", "conv"})
+    ->ArgsProduct({{0, 1, 2, 4, 5, 6}, {0, 1, 2}, {0, 1, 2}})
     ->ArgsProduct({{3, 7}, {0, 1, 2}, {0}})  // the 1x1 layers: GEMM only
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CpuMaxPool)->ArgName("bwd")->DenseRange(0, 1)->Unit(benchmark::kMicrosecond);

@@ -1349,11 +1349,14 @@ MUTANTS = [
      [("release({&y_, &dx_, &argmax_})", "release({&y_, &argmax_})")],
      "MaxPool2d::release_scratch keeps its dx buffer"),
     # ---- session 38 (2026-12-06): the direct CPU convolution (kernels/conv/conv_direct_cpu.cpp)
-    ("direct-tail-mask-short", "kernels/conv/conv_direct_cpu.cpp",
-     [("static_cast<__mmask16>((1u << rem) - 1);", "static_cast<__mmask16>((1u << (rem - 1)) - 1);")],
-     "the last partial vector of positions drops its last element"),
+    ("direct-tail-mask-short", "kernels/conv/conv_direct_tiles.inc",
+     [(": static_cast<Mask>((1u << rem) - 1);", ": static_cast<Mask>((1u << (rem - 1)) - 1);")],
+     "the AVX-512 tiles' last partial vector of positions drops its last element"),
+    ("direct-avx2-tail-mask-long", "kernels/conv/conv_direct_tiles.inc",
+     [("_mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15)", "_mm256_setr_epi32(7, 9, 10, 11, 12, 13, 14, 15)")],
+     "the AVX2 tiles' last partial vector of 8 positions loads a ninth"),
     ("direct-pack-tail-stride", "kernels/conv/conv_direct_cpu.cpp",
-     [("wt[k0 * taps + t * kb + kk] = get(k0 + kk, t);", "wt[k0 * taps + t * kFwdKb + kk] = get(k0 + kk, t);")],
+     [("wt[k0 * taps + t * kb + kk] = get(k0 + kk, t);", "wt[k0 * taps + t * block_kb + kk] = get(k0 + kk, t);")],
      "a last block of fewer than 8 output channels is packed with the full block's stride"),
     ("direct-bwd-data-no-flip", "kernels/conv/conv_direct_cpu.cpp",
      [("return w[((k * s.c + c) * s.kh + (s.kh - 1 - r)) * s.kw + (s.kw - 1 - q)];",
@@ -1362,7 +1365,7 @@ MUTANTS = [
     ("direct-bwd-data-wide-pad", "kernels/conv/conv_direct_cpu.cpp",
      [("s.pad > s.kh - 1 || s.pad > s.kw - 1", "s.pad > s.kh || s.pad > s.kw")],
      "backward-data takes a padding equal to the kernel size: its flipped padding is -1"),
-    ("direct-flt-offset-no-wrap", "kernels/conv/conv_direct_cpu.cpp",
+    ("direct-flt-offset-no-wrap", "kernels/conv/conv_direct_tiles.inc",
      [("if (++t == g.kw) t = 0, ++r;", "if (++t == g.kw) t = 0;")],
      "the filter gradient's taps past the first kernel row read the first row"),
     ("direct-flt-straddle-unzeroed", "kernels/conv/conv_direct_cpu.cpp",
@@ -1371,9 +1374,9 @@ MUTANTS = [
     ("direct-pad-unzeroed", "kernels/conv/conv_direct_cpu.cpp",
      [("  if (ph || pw) std::fill(dst, dst + ch * hp * wp, 0.f);", "")],
      "a padded image keeps old scratch values in its border"),
-    ("direct-lane-sum-half", "kernels/conv/conv_direct_cpu.cpp",
+    ("direct-lane-sum-half", "kernels/conv/conv_direct_tiles.inc",
      [("  v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, all, v, v, _MM_SHUFFLE(1, 0, 3, 2)));\n", "")],
-     "the filter gradient adds 8 of its 16 lanes"),
+     "the AVX-512 filter gradient adds 8 of its 16 lanes"),
     ("direct-narrow-row-stride", "kernels/conv/conv_direct_cpu.cpp",
      [("const float* src = wide + k * L + p * g.wp;", "const float* src = wide + k * L + p * Q;")],
      "the wide output is read back with the output's row length, not the padded input's"),
@@ -1430,8 +1433,11 @@ def run(cmd, timeout, env=None):
 # Mutants in code that only some CPUs run: the /proc/cpuinfo flag each needs. Without it the
 # mutated code never runs, so the mutant is skipped, not counted as a survivor.
 CPU_FLAG_NEEDED = {"dropout-ref-isa-counter": "avx2"}
-CPU_FLAG_NEEDED.update({m[0]: "avx512f" for m in MUTANTS
-                        if m[1] == "kernels/conv/conv_direct_cpu.cpp" or m[0] == "direct-ref-not-dispatched"})
+# The direct convolution runs on AVX2 + FMA or AVX-512F: its shared code needs the former, the
+# AVX-512 tiles' own lines the latter.
+CPU_FLAG_NEEDED.update({m[0]: "avx2" for m in MUTANTS if m[1].startswith("kernels/conv/conv_direct")
+                        or m[0] == "direct-ref-not-dispatched"})
+CPU_FLAG_NEEDED.update({"direct-tail-mask-short": "avx512f", "direct-lane-sum-half": "avx512f"})
 # Host-code mutants in a CUDA-only branch (a CPU build does not compile them) or that only a GPU
 # test can see: skipped on a CPU build (run them with --build on an emu or CUDA build).
 NEEDS_CUDA_BUILD = {"conv-layer-fused-unmasked", "session-precision-unset"}

@@ -270,18 +270,29 @@ std::vector<double> as_double(const std::vector<float>& v, bool absolute = false
   return ::testing::AssertionSuccess();
 }
 
-struct DirectOff {  // the im2col path for this scope
-  DirectOff() { set_conv_ref_direct(false); }
-  ~DirectOff() { set_conv_ref_direct(true); }
+struct PathScope {  // one conv path for this scope
+  explicit PathScope(const std::string& name) { set_conv_ref_path(name); }
+  ~PathScope() { set_conv_ref_path(""); }
 };
 
+// The direct paths (instruction sets) this CPU runs.
+std::vector<std::string> direct_paths() {
+  std::vector<std::string> v = conv_ref_paths();
+  v.pop_back();  // im2col, always last
+  return v;
+}
+
 // 80 seeded random stride-1 shapes (kernels 1x2 to 5x5, padding below the kernel, 1 to 19
-// channels each way for every tail of the 8- and 2-channel tiles, planes from 1 position to 20
-// x 20 for every tail of the 48-position tiles): the three passes on the direct path, each with
-// and without the fused ReLU's mask, against the double reference; conv2d_*_ref<float> give the
-// direct path's bits, and after set_conv_ref_direct(false) im2col's, also within rounding.
+// channels each way for every tail of the channel tiles, planes from 1 position to 20 x 20 for
+// every tail of the position tiles): the three passes on each direct path, each with and without
+// the fused ReLU's mask. The first path against the double reference; every other path gives its
+// bits (the same float operations in the same order, in other registers); conv2d_*_ref<float>
+// give the default path's bits (the filter gradient where the batch is one group of images), and
+// on the im2col path are also within rounding.
 TEST(ConvDirect, MatchesTheDoubleReferenceOnRandomShapes) {
-  if (!conv_ref_direct_available()) GTEST_SKIP() << "this CPU has no AVX-512F: no direct path";
+  const std::vector<std::string> paths = direct_paths();
+  if (paths.empty()) GTEST_SKIP() << "this CPU has neither AVX-512F nor AVX2 + FMA";
+  ASSERT_EQ(conv_ref_path(), paths[0]);  // the default: the best
   test::SeededInts ri(77);
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (int i = 0; i < 80; ++i) {
@@ -302,50 +313,87 @@ TEST(ConvDirect, MatchesTheDoubleReferenceOnRandomShapes) {
                dy = test::random_vec<float>(s.y_numel(), seed + 3);
     const auto ry = test::random_vec<float>(s.y_numel(), seed + 4);  // about half <= 0
     const float* mask = relu ? ry.data() : nullptr;
-    const double* mask_d = nullptr;
     const std::vector<double> ryd = as_double(ry);
-    if (relu) mask_d = ryd.data();
+    const double* mask_d = relu ? ryd.data() : nullptr;
     const auto xd = as_double(x), wd = as_double(w), bd = as_double(b), dyd = as_double(dy);
     const auto xa = as_double(x, true), wa = as_double(w, true), ba = as_double(b, true),
                dya = as_double(dy, true);
 
-    std::vector<double> want(s.y_numel()), bound(s.y_numel());
-    conv2d_fwd_ref<double>(s, xd.data(), wd.data(), bd.data(), want.data(), relu);
-    conv2d_fwd_ref<double>(s, xa.data(), wa.data(), ba.data(), bound.data());
-    std::vector<float> got(s.y_numel(), nan), ref(s.y_numel(), nan), im2col(s.y_numel(), nan);
-    ASSERT_TRUE(conv_direct::forward(s, x.data(), w.data(), b.data(), got.data(), relu));
-    EXPECT_TRUE(within_rounding(got, want, bound, 2e-5)) << "forward";
-    conv2d_fwd_ref<float>(s, x.data(), w.data(), b.data(), ref.data(), relu);
-    EXPECT_TRUE(test::bitwise_equal(ref, got)) << "conv2d_fwd_ref<float> is not the direct path";
-    {
-      DirectOff off;
-      EXPECT_FALSE(conv_direct::forward(s, x.data(), w.data(), b.data(), im2col.data(), relu));
-      conv2d_fwd_ref<float>(s, x.data(), w.data(), b.data(), im2col.data(), relu);
-    }
-    EXPECT_TRUE(within_rounding(im2col, want, bound, 2e-5)) << "forward, im2col";
+    // the double reference, and the sums of magnitudes that bound float rounding
+    std::vector<double> y_want(s.y_numel()), y_bound(s.y_numel()), dx_want(s.x_numel()),
+        dx_bound(s.x_numel()), dw_want(s.w_numel()), dw_bound(s.w_numel());
+    conv2d_fwd_ref<double>(s, xd.data(), wd.data(), bd.data(), y_want.data(), relu);
+    conv2d_fwd_ref<double>(s, xa.data(), wa.data(), ba.data(), y_bound.data());
+    conv2d_bwd_data_ref<double>(s, dyd.data(), wd.data(), dx_want.data(), mask_d);
+    conv2d_bwd_data_ref<double>(s, dya.data(), wa.data(), dx_bound.data(), mask_d);
+    conv2d_bwd_filter_ref<double>(s, xd.data(), dyd.data(), dw_want.data(), nullptr, mask_d);
+    conv2d_bwd_filter_ref<double>(s, xa.data(), dya.data(), dw_bound.data(), nullptr, mask_d);
 
-    want.assign(s.x_numel(), 0), bound.assign(s.x_numel(), 0);
-    conv2d_bwd_data_ref<double>(s, dyd.data(), wd.data(), want.data(), mask_d);
-    conv2d_bwd_data_ref<double>(s, dya.data(), wa.data(), bound.data(), mask_d);
-    got.assign(s.x_numel(), nan), ref.assign(s.x_numel(), nan);
-    ASSERT_TRUE(conv_direct::backward_data(s, dy.data(), w.data(), got.data(), mask));
-    EXPECT_TRUE(within_rounding(got, want, bound, 2e-5)) << "backward-data";
-    conv2d_bwd_data_ref<float>(s, dy.data(), w.data(), ref.data(), mask);
-    EXPECT_TRUE(test::bitwise_equal(ref, got))
-        << "conv2d_bwd_data_ref<float> is not the direct path";
-
-    want.assign(s.w_numel(), 0), bound.assign(s.w_numel(), 0);
-    conv2d_bwd_filter_ref<double>(s, xd.data(), dyd.data(), want.data(), nullptr, mask_d);
-    conv2d_bwd_filter_ref<double>(s, xa.data(), dya.data(), bound.data(), nullptr, mask_d);
-    got.assign(s.w_numel(), nan);
-    ASSERT_TRUE(conv_direct::takes_filter(s));
-    conv_direct::backward_filter_group(s, x.data(), dy.data(), mask, 0, s.n, got.data());
-    EXPECT_TRUE(within_rounding(got, want, bound, 3e-5)) << "backward-filter";
-    {
-      DirectOff off;
-      EXPECT_FALSE(conv_direct::takes_filter(s));
+    struct Out {
+      std::vector<float> y, dx, dw;
+    };
+    auto run = [&](const std::string& path, bool direct) {
+      PathScope scope(path);
+      Out o{std::vector<float>(s.y_numel(), nan), std::vector<float>(s.x_numel(), nan),
+            std::vector<float>(s.w_numel(), nan)};
+      if (direct) {
+        EXPECT_TRUE(conv_direct::forward(s, x.data(), w.data(), b.data(), o.y.data(), relu));
+        EXPECT_TRUE(conv_direct::backward_data(s, dy.data(), w.data(), o.dx.data(), mask));
+        EXPECT_TRUE(conv_direct::takes_filter(s));
+        conv_direct::backward_filter_group(s, x.data(), dy.data(), mask, 0, s.n, o.dw.data());
+      } else {
+        EXPECT_EQ(conv_direct::takes_filter(s), path != "im2col");
+        conv2d_fwd_ref<float>(s, x.data(), w.data(), b.data(), o.y.data(), relu);
+        conv2d_bwd_data_ref<float>(s, dy.data(), w.data(), o.dx.data(), mask);
+        conv2d_bwd_filter_ref<float>(s, x.data(), dy.data(), o.dw.data(), nullptr, mask);
+      }
+      return o;
+    };
+    const Out first = run(paths[0], true);
+    EXPECT_TRUE(within_rounding(first.y, y_want, y_bound, 2e-5)) << "forward, " << paths[0];
+    EXPECT_TRUE(within_rounding(first.dx, dx_want, dx_bound, 2e-5))
+        << "backward-data, " << paths[0];
+    EXPECT_TRUE(within_rounding(first.dw, dw_want, dw_bound, 3e-5))
+        << "backward-filter, " << paths[0];
+    for (size_t p = 1; p < paths.size(); ++p) {
+      const Out o = run(paths[p], true);
+      EXPECT_TRUE(test::bitwise_equal(o.y, first.y)) << "forward, " << paths[p];
+      EXPECT_TRUE(test::bitwise_equal(o.dx, first.dx)) << "backward-data, " << paths[p];
+      EXPECT_TRUE(test::bitwise_equal(o.dw, first.dw)) << "backward-filter, " << paths[p];
     }
+    const Out by_ref = run("", false);
+    EXPECT_TRUE(test::bitwise_equal(by_ref.y, first.y)) << "conv2d_fwd_ref<float>";
+    EXPECT_TRUE(test::bitwise_equal(by_ref.dx, first.dx)) << "conv2d_bwd_data_ref<float>";
+    if (s.n <= 4)  // one group of images (the reference adds groups of 4 afterwards)
+      EXPECT_TRUE(test::bitwise_equal(by_ref.dw, first.dw)) << "conv2d_bwd_filter_ref<float>";
+    else
+      EXPECT_TRUE(within_rounding(by_ref.dw, dw_want, dw_bound, 3e-5))
+          << "conv2d_bwd_filter_ref<float>";
+    const Out im2col = run("im2col", false);
+    EXPECT_TRUE(within_rounding(im2col.y, y_want, y_bound, 2e-5)) << "forward, im2col";
+    EXPECT_TRUE(within_rounding(im2col.dx, dx_want, dx_bound, 2e-5)) << "backward-data, im2col";
+    EXPECT_TRUE(within_rounding(im2col.dw, dw_want, dw_bound, 3e-5)) << "backward-filter, im2col";
   }
+}
+
+TEST(ConvDirect, PathsAreListedBestFirstAndChosenByName) {
+  const std::vector<std::string> paths = conv_ref_paths();
+  ASSERT_FALSE(paths.empty());
+  EXPECT_EQ(paths.back(), "im2col");
+  EXPECT_EQ(conv_ref_path(), paths.front());
+  for (const std::string& p : paths) {
+    PathScope scope(p);
+    EXPECT_EQ(conv_ref_path(), p);
+  }
+  EXPECT_EQ(conv_ref_path(), paths.front());
+  try {
+    set_conv_ref_path("sse9");
+    ADD_FAILURE() << "an unknown path was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("'sse9'"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("im2col"), std::string::npos) << e.message();
+  }
+  EXPECT_EQ(conv_ref_path(), paths.front());
 }
 
 // What the direct path leaves to im2col: strides past 1, the 1x1/stride 1/pad 0 GEMM, and (for
@@ -362,7 +410,7 @@ TEST(ConvDirect, LeavesStridesOneByOneAndWidePaddingToIm2col) {
   }
   EXPECT_FALSE(conv_direct::backward_data(wide, y.data(), w.data(), x.data(), nullptr));
   EXPECT_EQ(conv_direct::forward(wide, x.data(), w.data(), nullptr, y.data(), false),
-            conv_ref_direct_available());
+            conv_ref_path() != "im2col");
 }
 
 // ---- Conv2d layer ------------------------------------------------------------------------------

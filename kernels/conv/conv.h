@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "engine/device.h"
 
@@ -57,14 +58,17 @@ template <typename T>
 void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T* db,
                            const T* relu_y = nullptr);
 
-// The float references compute stride-1 shapes larger than 1x1 by direct convolution where this
-// build is for x86-64 and the CPU has AVX-512F (conv_direct_cpu.cpp: backward-data needs a
-// padding below the kernel size too); every other shape, every double call, and every call after
-// set_conv_ref_direct(false) takes im2col + GEMM. The two sum in different orders and agree to
-// rounding; each gives the same bits on any thread count. Process-wide, default on: tests compare
-// the paths, bench_cpu times both.
-bool conv_ref_direct_available();
-void set_conv_ref_direct(bool on);
+// The float references compute stride-1 shapes larger than 1x1 by direct convolution on x86-64
+// CPUs with AVX-512F or AVX2 + FMA (conv_direct_cpu.cpp; backward-data also needs a padding
+// below the kernel size); every other shape, and every double call, takes im2col + GEMM. The
+// paths sum in different orders and agree to rounding; each gives the same bits on any thread
+// count, and the two instruction sets give the same bits as each other. conv_ref_paths() lists
+// what this CPU runs, best first ("avx512", "avx2", "im2col"); set_conv_ref_path(name) makes
+// every later float call take one ("" restores the default, the first; an unknown name or one
+// this CPU lacks is an error). Process-wide: tests compare the paths, bench_cpu times them.
+std::vector<std::string> conv_ref_paths();
+void set_conv_ref_path(const std::string& name);
+std::string conv_ref_path();
 
 // ---- index range of the CUDA kernels ------------------------------------------------------------
 // The CUDA kernels index with 32-bit ints: tensor offsets (input N*C*H*W, output N*K*P*Q, weight
