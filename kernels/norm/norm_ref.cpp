@@ -193,15 +193,22 @@ void groupnorm_fwd_ref(const T* x, const T* weight, const T* bias, T* y, T* save
         for (int64_t ng = ng0; ng < ng1; ++ng) {
           const int64_t n = ng / s.groups, g = ng % s.groups;
           const int64_t base = (n * s.c + g * cpg) * s.hw;  // a group is contiguous in NCHW
-          double sum = 0;
-          for (int64_t i = 0; i < len; ++i) sum += x[base + i];
-          const double mean = sum / len;
-          double sq = 0;
-          for (int64_t i = 0; i < len; ++i) sq += (x[base + i] - mean) * (x[base + i] - mean);
-          const double invstd = 1.0 / std::sqrt(sq / len + eps);
-          for (int64_t i = 0; i < len; ++i) {
-            const int64_t c = g * cpg + i / s.hw;
-            y[base + i] = static_cast<T>((x[base + i] - mean) * invstd * weight[c] + bias[c]);
+          const T* xg = x + base;
+          Lanes sum, sq;  // (as batch norm's)
+          sum.add(len, [&](int64_t i) { return static_cast<double>(xg[i]); });
+          const double mean = sum.total() / len;
+          sq.add(len, [&](int64_t i) {
+            const double d = xg[i] - mean;
+            return d * d;
+          });
+          const double invstd = 1.0 / std::sqrt(sq.total() / len + eps);
+          for (int64_t ci = 0; ci < cpg; ++ci) {  // (a channel a row: no division per element)
+            const int64_t c = g * cpg + ci;
+            const double w = weight[c], b = bias[c];
+            for (int64_t k = 0; k < s.hw; ++k) {
+              const int64_t i = base + ci * s.hw + k;
+              y[i] = static_cast<T>((x[i] - mean) * invstd * w + b);
+            }
           }
           save_mean[ng] = static_cast<T>(mean);
           save_invstd[ng] = static_cast<T>(invstd);
@@ -225,20 +232,24 @@ void groupnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, 
             const int64_t n = ng / s.groups, g = ng % s.groups;
             const double mu = mean[ng], is = invstd[ng];
             // sums over the group of dxhat = dy * weight and of dxhat * xhat
-            double sg = 0, sgx = 0;
-            for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c)
-              for (int64_t k = 0; k < s.hw; ++k) {
-                int64_t i = at(s, n, c, k);
-                const double xh = (x[i] - mu) * is;
-                sg += dy[i] * weight[c];
-                sgx += dy[i] * weight[c] * xh;
-              }
-            for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c)
-              for (int64_t k = 0; k < s.hw; ++k) {
-                int64_t i = at(s, n, c, k);
-                const double xh = (x[i] - mu) * is;
-                dx[i] = static_cast<T>(is * (dy[i] * weight[c] - (sg + xh * sgx) / len));
-              }
+            Lanes sg_lanes, sgx_lanes;
+            for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+              const int64_t i0 = at(s, n, c, 0);
+              const double w = weight[c];
+              sg_lanes.add(s.hw, [&](int64_t k) { return dy[i0 + k] * w; });
+              sgx_lanes.add(s.hw,
+                            [&](int64_t k) { return dy[i0 + k] * w * ((x[i0 + k] - mu) * is); });
+            }
+            const double sg = sg_lanes.total(), sgx = sgx_lanes.total();
+            // dx = is*(dy*w - (sg + xhat*sgx)/len) through per-group coefficients (no division
+            // per element)
+            const double a = -is * sg / len, b = -is * is * sgx / len;
+            for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+              const int64_t i0 = at(s, n, c, 0);
+              const double iw = is * weight[c];
+              for (int64_t k = 0; k < s.hw; ++k)
+                dx[i0 + k] = static_cast<T>(iw * dy[i0 + k] + (b * (x[i0 + k] - mu) + a));
+            }
           }
         },
         row_grain(cpg * s.hw));
@@ -247,17 +258,15 @@ void groupnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, 
       [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t g = c / cpg;
-          double dw = 0, db = 0;
+          Lanes dw, db;
           for (int64_t n = 0; n < s.n; ++n) {
             const double mu = mean[n * s.groups + g], is = invstd[n * s.groups + g];
-            for (int64_t k = 0; k < s.hw; ++k) {
-              int64_t i = at(s, n, c, k);
-              dw += dy[i] * ((x[i] - mu) * is);
-              db += dy[i];
-            }
+            const int64_t i0 = at(s, n, c, 0);
+            dw.add(s.hw, [&](int64_t k) { return dy[i0 + k] * ((x[i0 + k] - mu) * is); });
+            db.add(s.hw, [&](int64_t k) { return static_cast<double>(dy[i0 + k]); });
           }
-          dweight[c] = static_cast<T>(dw);
-          dbias[c] = static_cast<T>(db);
+          dweight[c] = static_cast<T>(dw.total());
+          dbias[c] = static_cast<T>(db.total());
         }
       },
       row_grain(s.n * s.hw));
