@@ -146,6 +146,32 @@ void check_grads(Op op, NormShape s, uint64_t seed) {
   EXPECT_TRUE(test::grad_check([&](const std::vector<double>& v) { return loss(x, w, v); }, b, db));
 }
 
+// Eval mode's dx is w * invstd * dy: it reads no x, so an inf or NaN in x reaches dweight (as in
+// torch) but not dx, nor the sign of a zero dx (the CUDA kernel's rule, NormGpu.EvalBackward*).
+TEST(BatchNormRef, EvalBackwardDxReadsNoInput) {
+  const NormShape s{2, 3, 5};
+  std::vector<float> x = random_vec(s.numel(), 31);
+  x[1] = std::numeric_limits<float>::infinity();
+  x[2 * s.hw + 3] = std::numeric_limits<float>::quiet_NaN();  // channel 2
+  std::vector<float> dy = random_vec(s.numel(), 32), w = random_vec(s.c, 33, -1.5, -0.5);
+  dy[4] = 0.f;  // w < 0: dx must be -0, as w * is * 0
+  const std::vector<float> mean = random_vec(s.c, 34), is = random_vec(s.c, 35, 0.5, 2);
+  std::vector<float> dx(s.numel()), dw(s.c), db(s.c);
+  batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(), dx.data(),
+                           dw.data(), db.data(), false, s, nullptr);
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t c = 0; c < s.c; ++c)
+      for (int64_t k = 0; k < s.hw; ++k) {
+        const size_t i = static_cast<size_t>((n * s.c + c) * s.hw + k);
+        const float want = static_cast<float>(double(w[c]) * double(is[c]) * double(dy[i]));
+        EXPECT_EQ(dx[i], want) << "element " << i;
+        EXPECT_EQ(std::signbit(dx[i]), std::signbit(want)) << "element " << i;
+      }
+  EXPECT_FALSE(std::isfinite(dw[0]));
+  EXPECT_TRUE(std::isfinite(dw[1]));
+  EXPECT_FALSE(std::isfinite(dw[2]));
+}
+
 TEST(BatchNormRef, GradCheckTrain1d) { check_grads(Op::BnTrain, {5, 3, 1, 1}, 11); }
 TEST(BatchNormRef, GradCheckTrain2d) { check_grads(Op::BnTrain, {2, 3, 6, 1}, 12); }
 TEST(BatchNormRef, GradCheckTrain2dN1) { check_grads(Op::BnTrain, {1, 2, 7, 1}, 13); }

@@ -73,15 +73,20 @@ struct Wide {
 #undef KILN_ISA_TARGET
 #undef KILN_ISA_NS
 
-struct DirectIsa {
+}  // namespace
+namespace conv_direct {
+struct Isa {
   const char* name;
   bool (*runs)();
   int64_t fwd_kb;  // the forward tile's output channels: the weights' packing
   void (*fwd_image)(const Wide&, int64_t, const float*, const float*, float*);
   void (*flt_group)(const Wide&, int64_t, const float*, const float*, int64_t, float*);
 };
+}  // namespace conv_direct
+namespace {
+using conv_direct::Isa;
 // Best first. A constant table: nothing to construct or destroy.
-const DirectIsa kIsas[] = {
+const Isa kIsas[] = {
     {"avx512", [] { return static_cast<bool>(__builtin_cpu_supports("avx512f")); }, avx512::kFwdKb,
      avx512::fwd_image, avx512::flt_group},
     {"avx2", [] { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); },
@@ -89,7 +94,11 @@ const DirectIsa kIsas[] = {
 };
 constexpr int kNumIsas = static_cast<int>(sizeof(kIsas) / sizeof(kIsas[0]));
 #else
-struct DirectIsa {};
+}  // namespace
+namespace conv_direct {
+struct Isa {};
+}  // namespace conv_direct
+namespace {
 constexpr int kNumIsas = 0;
 #endif
 
@@ -113,7 +122,7 @@ int path_index() {
 }
 
 // The instruction set a float call of shape s takes, or null for im2col.
-const DirectIsa* direct_isa(const ConvShape& s) {
+const Isa* direct_isa(const ConvShape& s) {
   const int p = path_index();
   if (p >= kNumIsas || s.stride != 1 || s.is_1x1() || s.n == 0) return nullptr;
   return &kIsas[p];
@@ -185,7 +194,7 @@ void narrow(const Wide& g, int64_t K, const float* wide, const float* b, bool re
 std::vector<std::string> conv_ref_paths() {
   std::vector<std::string> names;
 #ifdef KILN_CONV_DIRECT
-  for (const DirectIsa& isa : kIsas)
+  for (const Isa& isa : kIsas)
     if (isa.runs()) names.emplace_back(isa.name);
 #endif
   names.emplace_back("im2col");
@@ -219,7 +228,7 @@ namespace conv_direct {
 #ifdef KILN_CONV_DIRECT
 bool forward(const ConvShape& s, const float* x, const float* w, const float* b, float* y,
              bool relu) {
-  const DirectIsa* isa = direct_isa(s);
+  const Isa* isa = direct_isa(s);
   if (!isa) return false;
   const Wide g{s.c, s.h + 2 * s.pad, s.w + 2 * s.pad, s.kh, s.kw};
   const int64_t taps = g.taps(), in_n = s.c * s.h * s.w, out_n = s.k * g.p() * g.q();
@@ -241,7 +250,7 @@ bool forward(const ConvShape& s, const float* x, const float* w, const float* b,
 // kw-1-s']; a padding past kh-1 would need a negative one, and takes im2col.
 bool backward_data(const ConvShape& s, const float* dy, const float* w, float* dx,
                    const float* relu_y) {
-  const DirectIsa* isa = direct_isa(s);
+  const Isa* isa = direct_isa(s);
   if (!isa || s.pad > s.kh - 1 || s.pad > s.kw - 1) return false;
   const int64_t P = s.p(), Q = s.q(), ph = s.kh - 1 - s.pad, pw = s.kw - 1 - s.pad;
   const Wide g{s.k, P + 2 * ph, Q + 2 * pw, s.kh, s.kw};  // g.p() == h, g.q() == w
@@ -262,14 +271,13 @@ bool backward_data(const ConvShape& s, const float* dy, const float* w, float* d
   return true;
 }
 
-bool takes_filter(const ConvShape& s) {
-  return direct_isa(s) != nullptr;
+const Isa* filter_isa(const ConvShape& s) {
+  return direct_isa(s);
 }
 
-void backward_filter_group(const ConvShape& s, const float* x, const float* dy, const float* relu_y,
-                           int64_t first, int64_t last, float* dw) {
-  const DirectIsa* isa = direct_isa(s);
-  KILN_CHECK(isa, "conv_direct::backward_filter_group: shape or path not taken (takes_filter)");
+void backward_filter_group(const Isa* isa, const ConvShape& s, const float* x, const float* dy,
+                           const float* relu_y, int64_t first, int64_t last, float* dw) {
+  KILN_CHECK(isa, "conv_direct::backward_filter_group: no instruction set (filter_isa)");
   const Wide g{s.c, s.h + 2 * s.pad, s.w + 2 * s.pad, s.kh, s.kw};
   const int64_t images = last - first, P = g.p(), Q = g.q(), L = g.len();
   const int64_t in_n = s.c * s.h * s.w, dy_n = s.k * P * Q;
@@ -301,11 +309,11 @@ bool forward(const ConvShape&, const float*, const float*, const float*, float*,
 bool backward_data(const ConvShape&, const float*, const float*, float*, const float*) {
   return false;
 }
-bool takes_filter(const ConvShape&) {
-  return false;
+const Isa* filter_isa(const ConvShape&) {
+  return nullptr;
 }
-void backward_filter_group(const ConvShape&, const float*, const float*, const float*, int64_t,
-                           int64_t, float*) {}
+void backward_filter_group(const Isa*, const ConvShape&, const float*, const float*, const float*,
+                           int64_t, int64_t, float*) {}
 #endif
 
 }  // namespace conv_direct

@@ -2,7 +2,7 @@
 // gemm_ref (OpenBLAS when present), because CPU training of the MNIST cnn runs on these
 // references. The 1x1/stride 1/pad 0 case skips im2col (the image is its own column matrix).
 // Float stride-1 shapes take the direct convolution (conv_direct_cpu.cpp) where the CPU has
-// AVX-512F.
+// AVX-512F or AVX2 + FMA.
 #include <algorithm>
 #include <cstdint>
 #include <sstream>
@@ -197,8 +197,9 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
   }
   const int64_t per = std::max<int64_t>(4, (s.n + 15) / 16);
   const int64_t groups = (s.n + per - 1) / per;
-  bool direct = false;  // the filter gradient by direct convolution (float only)
-  if constexpr (std::is_same_v<T, float>) direct = conv_direct::takes_filter(s);
+  const conv_direct::Isa* isa = nullptr;  // the filter gradient by direct convolution (float only)
+  if constexpr (std::is_same_v<T, float>) isa = conv_direct::filter_isa(s);
+  const bool direct = isa != nullptr;
   // Group 0 sums into dw/db themselves, group g > 0 into partial g - 1.
   std::vector<T> partial(static_cast<size_t>((groups - 1) * (WN + s.k)));
   parallel_for(groups, [&](int64_t g0, int64_t g1) {
@@ -209,7 +210,7 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
       if (gb) std::fill(gb, gb + s.k, T(0));
       const int64_t first = g * per, last = std::min(s.n, first + per);
       if constexpr (std::is_same_v<T, float>)
-        if (direct) conv_direct::backward_filter_group(s, x, dy, relu_y, first, last, gw);
+        if (direct) conv_direct::backward_filter_group(isa, s, x, dy, relu_y, first, last, gw);
       for (int64_t n = first; n < last; ++n) {
         const int64_t off = n * s.k * PQ;
         if (direct && !gb) continue;  // nothing more for this image

@@ -162,10 +162,18 @@ void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, 
           dweight[c] = static_cast<T>(sdyx);
           dbias[c] = static_cast<T>(sdy);
           if (!dx) continue;
-          // dx = w*is*(g - (sdy + (x - mu)*is*sdyx)/m) (train; w*is*g in eval) through three
-          // per-channel coefficients: a division per element was most of the pass
-          const double a = w * is, b = train ? -a * is * sdyx / m : 0.0,
-                       c0 = train ? -a * sdy / m : 0.0;
+          // dx = w*is*(g - (sdy + (x - mu)*is*sdyx)/m) in training through three per-channel
+          // coefficients (a division per element was most of the pass); w*is*g in eval, which
+          // reads no x (an inf or NaN in x stays out of dx, as on the GPU)
+          const double a = w * is;
+          if (!train) {
+            for (int64_t n = 0; n < s.n; ++n) {
+              const int64_t i0 = at(s, n, c, 0);
+              for (int64_t k = 0; k < s.hw; ++k) dx[i0 + k] = static_cast<T>(a * g_at(i0 + k));
+            }
+            continue;
+          }
+          const double b = -a * is * sdyx / m, c0 = -a * sdy / m;
           for (int64_t n = 0; n < s.n; ++n) {
             const int64_t i0 = at(s, n, c, 0);
             for (int64_t k = 0; k < s.hw; ++k)
