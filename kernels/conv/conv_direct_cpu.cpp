@@ -19,8 +19,8 @@
 //
 // Every output is a fixed sequence of float FMAs (taps in order; for the filter gradient
 // positions and images in order, then a fixed pairwise tree over 16 lanes), so a result depends on
-// the shape alone, not on the thread count. It is not the im2col path's order: the two agree to
-// rounding (tests/test_conv.cpp compares both with the double reference).
+// the shape alone: not on the thread count, nor on the instruction set. It is not the im2col path's
+// order: the two agree to rounding (tests/test_conv.cpp compares both with the double reference).
 #include "kernels/conv/conv_direct_cpu.h"
 
 #include <algorithm>
