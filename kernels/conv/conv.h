@@ -58,7 +58,7 @@ template <typename T>
 void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T* db,
                            const T* relu_y = nullptr);
 
-// The float references compute stride-1 shapes larger than 1x1 by direct convolution on x86-64
+// The float references compute stride-1 shapes but the 1x1 GEMM's by direct convolution on x86-64
 // CPUs with AVX-512F or AVX2 + FMA (conv_direct_cpu.cpp; backward-data also needs a padding
 // below the kernel size); every other shape, and every double call, takes im2col + GEMM. The
 // paths sum in different orders and agree to rounding; each gives the same bits on any thread

@@ -1,5 +1,5 @@
 // Direct convolution for the float CPU references, on x86-64 CPUs with AVX-512F or AVX2 + FMA:
-// stride-1 shapes with a kernel larger than 1x1 (the cnn's and the cifar net's 3x3 layers),
+// stride-1 shapes but the 1x1 GEMM (1x1 without padding): the cnn's and the cifar net's 3x3 layers,
 // where im2col + OpenBLAS spent most of a CPU epoch (16 or 24 output channels make a GEMM too
 // thin to run near the FMA units' rate, and im2col writes and reads kh*kw copies of the image).
 // The tiles are conv_direct_tiles.inc, compiled once per instruction set; the best one the CPU
