@@ -42,14 +42,6 @@ namespace kiln {
 namespace {
 
 #ifdef KILN_CONV_DIRECT
-// Per-thread scratch that only grows (as conv_ref.cpp's).
-float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> bufs[2];
-  std::vector<float>& b = bufs[slot];
-  if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
-  return b.data();
-}
-
 // An image [ch, hp, wp], already padded, convolved with a kh x kw kernel at stride 1.
 struct Wide {
   int64_t ch, hp, wp, kh, kw;
@@ -166,7 +158,7 @@ void pad_into(const float* src, const float* relu_y, int64_t ch, int64_t h, int6
 const float* padded(const float* src, const float* relu_y, int64_t ch, int64_t h, int64_t w,
                     int64_t ph, int64_t pw, int slot) {
   if (ph == 0 && pw == 0 && !relu_y) return src;
-  float* dst = scratch(slot, ch * (h + 2 * ph) * (w + 2 * pw));
+  float* dst = conv_scratch<float>(slot, ch * (h + 2 * ph) * (w + 2 * pw));
   pad_into(src, relu_y, ch, h, w, ph, pw, dst);
   return dst;
 }
@@ -237,7 +229,7 @@ bool forward(const ConvShape& s, const float* x, const float* w, const float* b,
   parallel_for(s.n, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
       const float* in = padded(x + n * in_n, nullptr, s.c, s.h, s.w, s.pad, s.pad, 0);
-      float* wide = scratch(1, s.k * g.len());
+      float* wide = conv_scratch<float>(1, s.k * g.len());
       isa->fwd_image(g, s.k, in, wt.data(), wide);
       narrow(g, s.k, wide, b, relu, y + n * out_n);
     }
@@ -263,7 +255,7 @@ bool backward_data(const ConvShape& s, const float* dy, const float* w, float* d
     for (int64_t n = n0; n < n1; ++n) {
       const float* in =
           padded(dy + n * dy_n, relu_y ? relu_y + n * dy_n : nullptr, s.k, P, Q, ph, pw, 0);
-      float* wide = scratch(1, s.c * g.len());
+      float* wide = conv_scratch<float>(1, s.c * g.len());
       isa->fwd_image(g, s.c, in, wt.data(), wide);
       narrow(g, s.c, wide, nullptr, false, dx + n * dx_n);
     }
@@ -283,8 +275,8 @@ void backward_filter_group(const Isa* isa, const ConvShape& s, const float* x, c
   const int64_t in_n = s.c * s.h * s.w, dy_n = s.k * P * Q;
   // The group's images padded, and its dy in wide rows (masked by the ReLU's output, zero at
   // the straddling positions).
-  float* xs = scratch(0, images * s.c * g.plane());
-  float* dys = scratch(1, images * s.k * L);
+  float* xs = conv_scratch<float>(0, images * s.c * g.plane());
+  float* dys = conv_scratch<float>(1, images * s.k * L);
   for (int64_t i = 0; i < images; ++i) {
     const int64_t n = first + i;
     pad_into(x + n * in_n, nullptr, s.c, s.h, s.w, s.pad, s.pad, xs + i * s.c * g.plane());

@@ -2,10 +2,24 @@
 // these first and takes im2col + GEMM where they return false.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "kernels/conv/conv.h"
 
 namespace kiln {
+
+// Per-thread scratch of the CPU conv that only grows: a fresh std::vector per call zero-filled
+// (and, past the allocator's mmap threshold, page-faulted in) a whole column matrix on every
+// layer call. Slot 0: im2col's columns, or the direct path's padded input; slot 1: col2im's
+// columns, or its wide output; slot 2: a masked dy. A call takes one path, so they never overlap.
+template <typename T>
+T* conv_scratch(int slot, int64_t n) {
+  thread_local std::vector<T> bufs[3];
+  std::vector<T>& b = bufs[slot];
+  if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
+  return b.data();
+}
+
 namespace conv_direct {
 
 // y = conv(x, w) (+ b) (then ReLU), all images; false: not this path's shape, or turned off.

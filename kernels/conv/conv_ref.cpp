@@ -95,23 +95,13 @@ KILN_INLINE_COPIES void col2im(const ConvShape& s, const T* __restrict dcol, T* 
       }
 }
 
-// Per-thread scratch that only grows: a fresh std::vector per call zero-filled (and, past the
-// allocator's mmap threshold, page-faulted in) a whole column matrix on every layer call.
-template <typename T>
-T* scratch(int slot, int64_t n) {
-  thread_local std::vector<T> bufs[3];
-  std::vector<T>& b = bufs[slot];
-  if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
-  return b.data();
-}
-
 // One image's dy [K, PQ], masked by the fused ReLU's output when relu_y is set: the masked copy
 // goes to a scratch buffer (the reference may take an extra pass; the CUDA kernels mask while
 // loading).
 template <typename T>
 const T* masked_dy(const T* dy, const T* relu_y, int64_t len) {
   if (!relu_y) return dy;
-  T* buf = scratch<T>(2, len);
+  T* buf = conv_scratch<T>(2, len);
   for (int64_t i = 0; i < len; ++i) {
     const T g = dy[i];  // loaded unconditionally, so the select needs no branch
     buf[i] = relu_y[i] <= T(0) ? T(0) : g;
@@ -141,7 +131,7 @@ void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y
     if (conv_direct::forward(s, x, w, b, y, relu)) return;
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
   parallel_for(s.n, [&](int64_t n0, int64_t n1) {
-    T* col = s.is_1x1() ? nullptr : scratch<T>(0, CRS * PQ);
+    T* col = s.is_1x1() ? nullptr : conv_scratch<T>(0, CRS * PQ);
     for (int64_t n = n0; n < n1; ++n) {
       const T* xn = x + n * s.c * s.h * s.w;
       T* yn = y + n * s.k * PQ;
@@ -168,7 +158,7 @@ void conv2d_bwd_data_ref(const ConvShape& s, const T* dy, const T* w, T* dx, con
     if (conv_direct::backward_data(s, dy, w, dx, relu_y)) return;
   const int64_t PQ = s.p() * s.q(), CRS = s.c * s.kh * s.kw;
   parallel_for(s.n, [&](int64_t n0, int64_t n1) {
-    T* dcol = s.is_1x1() ? nullptr : scratch<T>(1, CRS * PQ);
+    T* dcol = s.is_1x1() ? nullptr : conv_scratch<T>(1, CRS * PQ);
     for (int64_t n = n0; n < n1; ++n) {
       T* dxn = dx + n * s.c * s.h * s.w;
       T* dc = s.is_1x1() ? dxn : dcol;
@@ -203,7 +193,7 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
   // Group 0 sums into dw/db themselves, group g > 0 into partial g - 1.
   std::vector<T> partial(static_cast<size_t>((groups - 1) * (WN + s.k)));
   parallel_for(groups, [&](int64_t g0, int64_t g1) {
-    T* col = s.is_1x1() || direct ? nullptr : scratch<T>(0, CRS * PQ);
+    T* col = s.is_1x1() || direct ? nullptr : conv_scratch<T>(0, CRS * PQ);
     for (int64_t g = g0; g < g1; ++g) {
       T* gw = g == 0 ? dw : partial.data() + (g - 1) * (WN + s.k);
       T* gb = g == 0 ? db : gw + WN;
