@@ -1396,6 +1396,15 @@ MUTANTS = [
     ("direct-ref-not-dispatched", "kernels/conv/conv_ref.cpp",
      [("    if (conv_direct::forward(s, x, w, b, y, relu)) return;", "    if (false) return;")],
      "conv2d_fwd_ref<float> never takes the direct path"),
+    ("maxpool-unpadded-tie-last", "kernels/pool/pool_ref.cpp",
+     [("const bool take = (v > best) | (v != v);", "const bool take = (v >= best) | (v != v);")],
+     "the unpadded max-pool loop gives a tie to the last tap, not the first (the CUDA kernel's rule)"),
+    ("maxpool-unpadded-nan-lost", "kernels/pool/pool_ref.cpp",
+     [("const bool take = (v > best) | (v != v);", "const bool take = v > best;")],
+     "the unpadded max-pool loop lets a NaN go unless it comes first in the window"),
+    ("maxpool-unpadded-stride-2-for-all", "kernels/pool/pool_ref.cpp",
+     [("            if (s.stride == 2)\n", "            if (s.stride >= 2)\n")],
+     "every stride past 1 runs the loop compiled for stride 2"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,6 +15,7 @@
 
 #include "engine/error.h"
 #include "kernels/pool/pool.h"
+#include "kernels/pool/pool_window.h"
 #include "layers/model.h"
 #include "layers/pool.h"
 #include "tests/test_util.h"
@@ -469,6 +470,56 @@ TEST(PoolRef, MaxPoolNanAnywhereInTheWindowPropagates) {
   EXPECT_EQ(arg, (std::vector<int32_t>{1, 5, 6, 11}));
   maxpool2d_bwd_ref<float>(s, dy.data(), arg.data(), dx.data());
   EXPECT_EQ(dx, (std::vector<float>{0, 10, 0, 0, 0, 20, 30, 0, 0, 0, 0, 40}));
+}
+
+// Unpadded planes take their own loop (branch-free selects over a row of outputs, stride 2
+// compiled apart). It must give window_max's values and argmax bit for bit: values drawn from
+// a few levels (ties everywhere), NaNs and infinities sprinkled in, float and double, strides
+// below, at and above the window, odd planes, and a padded shape (the window_max loop) too.
+template <typename T>
+void expect_maxpool_matches_window_max(const PoolShape& s, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::vector<T> x(static_cast<size_t>(s.x_numel()));
+  for (auto& v : x) {
+    const uint64_t u = g() % 64;
+    v = u == 0   ? std::numeric_limits<T>::quiet_NaN()
+        : u == 1 ? std::numeric_limits<T>::infinity()
+        : u == 2 ? -std::numeric_limits<T>::infinity()
+                 : static_cast<T>(static_cast<int>(g() % 5) - 2) * T(0.5);
+  }
+  const int64_t P = s.p(), Q = s.q(), n = s.y_numel();
+  std::vector<T> y(static_cast<size_t>(n), T(-7)), want(y.size());
+  std::vector<int32_t> arg(y.size(), -7), want_arg(y.size());
+  maxpool2d_fwd_ref<T>(s, x.data(), y.data(), arg.data());
+  for (int64_t pl = 0; pl < s.n * s.c; ++pl)
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t q = 0; q < Q; ++q) {
+        const size_t o = static_cast<size_t>((pl * P + p) * Q + q);
+        want[o] = pool_detail::window_max(s, x.data() + pl * s.h * s.w, p, q, &want_arg[o]);
+      }
+  EXPECT_EQ(arg, want_arg);
+  for (size_t i = 0; i < y.size(); ++i)
+    ASSERT_EQ(std::memcmp(&y[i], &want[i], sizeof(T)), 0)
+        << "output " << i << ": " << y[i] << " vs " << want[i];
+}
+
+TEST(PoolRef, MaxPoolUnpaddedLoopMatchesWindowMax) {
+  const PoolShape shapes[] = {
+      make_pool(3, 5, 22, 22, 2, 2, 0),   // the cnn's pool
+      make_pool(2, 3, 9, 11, 2, 2, 0),    // odd plane: the last row and column unread
+      make_pool(2, 3, 9, 8, 3, 2, 0),     // overlapping windows, stride 2
+      make_pool(1, 4, 7, 10, 3, 1, 0),    // stride 1
+      make_pool(2, 2, 11, 10, 2, 3, 0),   // stride past the window
+      make_pool(1, 3, 8, 9, 2, 2, 0, 3),  // 2x3 windows
+      make_pool(2, 3, 9, 8, 3, 2, 1),     // padded: window_max itself
+  };
+  uint64_t seed = 11;
+  for (const PoolShape& s : shapes) {
+    SCOPED_TRACE(::testing::Message() << s.h << "x" << s.w << " k" << s.kh << "x" << s.kw << " s"
+                                      << s.stride << " p" << s.pad);
+    expect_maxpool_matches_window_max<float>(s, seed++);
+    expect_maxpool_matches_window_max<double>(s, seed++);
+  }
 }
 
 TEST(PoolGpuNan, MaxPoolNanAnywhereInTheWindowMatchesReference) {
