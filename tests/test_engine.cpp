@@ -335,7 +335,7 @@ TEST(Model, ValidateRunsTheLayersChecksAndFusionIsCounted) {
     EXPECT_EQ(e.message(), "--activation: unknown activation 'gelu' (expected relu|sigmoid|tanh)");
   }
   c = RunConfig{};
-  c.model.fuse = true;
+  c.fuse = "on";
   EXPECT_EQ(c.check_model(), 7) << "the cnn's seven conv blocks fold their ReLUs";
   c.model.activation = "tanh";
   EXPECT_EQ(c.check_model(), 0);
@@ -354,6 +354,10 @@ TEST(Model, ValidateRunsTheLayersChecksAndFusionIsCounted) {
                        "layer that could apply it (--activation relu, --norm none before)"),
             std::string::npos)
       << notes;
+  c.fuse = "auto";  // the default says nothing: it asked for no fusion in particular
+  notes.clear();
+  for (const auto& n : option_notes(c, RunConfig{})) notes += n + "\n";
+  EXPECT_EQ(notes.find("--fuse"), std::string::npos) << notes;
 }
 
 TEST(Model, ExponentialScheduleWithoutGammaIsNoted) {
@@ -828,7 +832,7 @@ TEST(Options, ConfigDiffsCompareOptionsAnOlderFileLacksWithTheirDefaults) {
   // same value now is no change, another value is one, and a skipped key stays skipped.
   auto skip_none = [](const std::string&) { return false; };
   const std::string def = run_options().find("fuse")->get(RunConfig{});
-  ASSERT_EQ(def, "off");
+  ASSERT_EQ(def, "auto");
   const JsonValue was = parse_json("{\"lr\":\"0.1\"}");
   EXPECT_EQ(
       config_diffs(was, parse_json("{\"lr\":\"0.1\",\"fuse\":\"" + def + "\"}"), skip_none, "--"),

@@ -24,6 +24,7 @@
 #include "tests/conv_shapes.h"
 #include "tests/test_util.h"
 #include "tuning/options.h"
+#include "tuning/run.h"
 
 namespace kiln {
 namespace {
@@ -291,19 +292,23 @@ std::vector<ModelCase> model_cases() {
           {"cifar", "none", "before", 6}};
 }
 
+// On the CPU the fused layers do the same arithmetic in the same order, on every conv path this
+// CPU runs: the same bits, which is what lets the apps fuse there by default (--fuse auto).
 TEST(FusionModel, SameLogitsGradientsAndStateFusedOrNot) {
-  for (const ModelCase& c : model_cases()) {
-    SCOPED_TRACE(c.model + " norm=" + c.norm + " " + c.pos);
-    const ModelRun u = run_model(model_opts(c.model, c.norm, c.pos, false), Device::CPU);
-    const ModelRun f = run_model(model_opts(c.model, c.norm, c.pos, true), Device::CPU);
-    EXPECT_EQ(u.fused, 0);
-    EXPECT_EQ(f.fused, c.want_fused);
-    // the same arithmetic in the same order: equal up to BLAS rounding (in practice bit-equal)
-    EXPECT_TRUE(test::all_close(f.logits, u.logits, 1e-6, 1e-6)) << "logits";
-    EXPECT_TRUE(test::all_close(f.grads, u.grads, 1e-6, 1e-6)) << "gradients";
-    EXPECT_TRUE(test::all_close(f.state, u.state, 1e-6, 1e-6)) << "state dict";
-    EXPECT_TRUE(test::all_close(f.eval_logits, u.eval_logits, 1e-6, 1e-6)) << "eval logits";
-  }
+  for (const std::string& path : conv_ref_paths())
+    for (const ModelCase& c : model_cases()) {
+      SCOPED_TRACE(c.model + " norm=" + c.norm + " " + c.pos + ", conv " + path);
+      set_conv_ref_path(path);
+      const ModelRun u = run_model(model_opts(c.model, c.norm, c.pos, false), Device::CPU);
+      const ModelRun f = run_model(model_opts(c.model, c.norm, c.pos, true), Device::CPU);
+      set_conv_ref_path("");
+      EXPECT_EQ(u.fused, 0);
+      EXPECT_EQ(f.fused, c.want_fused);
+      EXPECT_TRUE(test::all_close(f.logits, u.logits, 0, 0)) << "logits";
+      EXPECT_TRUE(test::all_close(f.grads, u.grads, 0, 0)) << "gradients";
+      EXPECT_TRUE(test::all_close(f.state, u.state, 0, 0)) << "state dict";
+      EXPECT_TRUE(test::all_close(f.eval_logits, u.eval_logits, 0, 0)) << "eval logits";
+    }
 }
 
 // The fused kernels on the device: the same model fused and unfused agrees (the kernels do the
@@ -395,17 +400,39 @@ TEST(FusionModel, CheckpointsLoadAcrossFusion) {
   }
 }
 
-TEST(FusionModel, OptionDefaultsOffAndParsesOnOff) {
+// --fuse auto (the default) folds the ReLUs on the CPU, where SameLogitsGradientsAndStateFusedOrNot
+// shows the same bits, and not on CUDA, whose fused kernels no GPU run has timed yet.
+TEST(FusionModel, OptionDefaultsToAutoFusedOnTheCpuOnly) {
   RunConfig cfg;
-  EXPECT_FALSE(cfg.model.fuse);
+  EXPECT_EQ(cfg.fuse, "auto");
+  EXPECT_FALSE(cfg.model.fuse);  // the library's ModelOptions: off unless asked
+  EXPECT_TRUE(cfg.fuse_on(Device::CPU));
+  EXPECT_FALSE(cfg.fuse_on(Device::CUDA));
   const OptionSpec* o = run_options().find("fuse");
   ASSERT_NE(o, nullptr);
+  EXPECT_EQ(o->get(cfg), "auto");
   o->set(cfg, "on");
-  EXPECT_TRUE(cfg.model.fuse);
   EXPECT_EQ(o->get(cfg), "on");
-  o->set(cfg, "off");
-  EXPECT_FALSE(cfg.model.fuse);
-  EXPECT_THROW(o->set(cfg, "maybe"), Error);
+  EXPECT_TRUE(cfg.fuse_on(Device::CPU));
+  EXPECT_TRUE(cfg.fuse_on(Device::CUDA));
+  o->set(cfg, "false");  // YAML 1.1 booleans, as every on|off option
+  EXPECT_EQ(o->get(cfg), "off");
+  EXPECT_FALSE(cfg.fuse_on(Device::CPU));
+  EXPECT_FALSE(cfg.fuse_on(Device::CUDA));
+  o->set(cfg, "auto");
+  EXPECT_EQ(o->get(cfg), "auto");
+  try {
+    o->set(cfg, "maybe");
+    ADD_FAILURE() << "--fuse maybe was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("'maybe' is not auto|on|off"), std::string::npos) << e.message();
+  }
+  // A run on the CPU builds its model fused by default.
+  RunConfig run;
+  run.device = "cpu";
+  EXPECT_EQ(make_session(run, false)->model->fused_layers(), 7);
+  run.fuse = "off";
+  EXPECT_EQ(make_session(run, false)->model->fused_layers(), 0);
   Model m({1, 4, 4});
   m.add(std::make_unique<Conv2d>(1, 2, 3));
   m.build(Device::CPU, 1);

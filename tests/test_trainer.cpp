@@ -1087,10 +1087,11 @@ TEST(TrainerCpu, TheResumeCommandOfAnInterruptedRunIsShellWords) {
     if (o.traits & kSideEffect) {
       RunConfig one;
       run_options().set(one, o.name,
-                        o.type == "bool"     ? (o.get(defaults) == "true" ? "false" : "true")
-                        : o.type == "on|off" ? (o.get(defaults) == "on" ? "off" : "on")
-                        : o.type == "int"    ? "7"
-                                             : "x7",
+                        o.type == "bool"          ? (o.get(defaults) == "true" ? "false" : "true")
+                        : o.type == "on|off"      ? (o.get(defaults) == "on" ? "off" : "on")
+                        : o.type == "auto|on|off" ? (o.get(defaults) == "off" ? "on" : "off")
+                        : o.type == "int"         ? "7"
+                                                  : "x7",
                         "--" + o.name);
       EXPECT_NE(app::output_options(one, defaults).find("--" + o.name), std::string::npos)
           << o.name;

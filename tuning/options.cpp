@@ -518,7 +518,17 @@ OptionTable build_table() {
          [](RunConfig& c, const std::string& v) { c.train.cuda_graphs = parse_on_off(v); },
          [](const RunConfig& c) { return std::string(c.train.cuda_graphs ? "on" : "off"); }},
         kSideEffect);
-  t.add({"fuse", "on|off", "fold a ReLU into the Conv2d/BatchNorm before it (default off until a GPU run measures and checks it, see docs/PERFORMANCE.md)", [](RunConfig& c, const std::string& v) { c.model.fuse = parse_on_off(v); }, [](const RunConfig& c) { return std::string(c.model.fuse ? "on" : "off"); }});
+  t.add({"fuse", "auto|on|off",
+         "fold a ReLU into the Conv2d/BatchNorm before it (auto: on the CPU, where the results "
+         "are the same bits and the epoch shorter; not on CUDA until a GPU run measures it, see "
+         "docs/PERFORMANCE.md)",
+         [](RunConfig& c, const std::string& v) {
+           const int b = bool_word(v);
+           KILN_USAGE_CHECK(b >= 0 || v == "auto", ": '" << v << "' is not auto|on|off");
+           c.fuse = b < 0 ? "auto" : b ? "on" : "off";
+         },
+         [](const RunConfig& c) { return c.fuse; }},
+        kSideEffect);  // the same arithmetic (on the CPU the same bits: FusionModel.*)
   t.add(opt_str("precision", "fp32 | tf32 (TF32 tensor cores for the dense layers' cuBLAS GEMMs; convs stay fp32)", [](RunConfig& c) -> std::string& { return c.precision; }));
   t.add(opt_bool("summary", "print the per-layer table (shapes, params, receptive field) and exit",
                  [](RunConfig& c) -> bool& { return c.summary; }),
@@ -756,7 +766,9 @@ int RunConfig::check_model() const {
   static std::mutex mu;
   static std::map<std::string, Verdict> seen;
   const Shape in = input_shape();
-  const std::string key = model.key() + '|' + shape_str(in);
+  ModelOptions m = model;
+  m.fuse = fuse != "off";  // (what --fuse on would fold: run.cpp's note)
+  const std::string key = m.key() + '|' + shape_str(in);
   {
     std::lock_guard<std::mutex> lock(mu);
     if (auto it = seen.find(key); it != seen.end()) {
@@ -766,7 +778,7 @@ int RunConfig::check_model() const {
   }
   Verdict v;
   try {
-    v.fused = make_model(model, in, 10)->check_setup();
+    v.fused = make_model(m, in, 10)->check_setup();
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::Usage) throw;
     v.error = e;

@@ -28,6 +28,10 @@ struct RunConfig {
   bool deterministic = false;
   int threads = 0;  // CPU path threads (0: every CPU this process may use); results do not change
   std::string precision = "fp32";  // fp32 | tf32 (cuBLAS TF32 tensor cores for dense layers)
+  // auto | on | off: ReLUs folded into the conv/norm before them (ModelOptions::fuse). auto
+  // folds them on the CPU, where the results are the same bits and the epoch is shorter, and
+  // not on CUDA, until a GPU run measures the fused kernels (docs/PERFORMANCE.md).
+  std::string fuse = "auto";
   bool summary = false;         // print the per-layer table and exit
   // Checkpoints
   std::string save;             // final checkpoint path
@@ -51,6 +55,8 @@ struct RunConfig {
   // The model these options build, set up but never built (Model::check_setup): its layers'
   // shape checks have run; returns the number of ReLUs --fuse folds.
   int check_model() const;
+  // Whether the model is built fused on device d (--fuse, auto resolved).
+  bool fuse_on(Device d) const { return fuse == "on" || (fuse == "auto" && d == Device::CPU); }
 };
 
 // What an option means to the tools that compare or ignore options; each row of the table

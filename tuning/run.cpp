@@ -58,7 +58,7 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
     notes.push_back(
         "--log-every is ignored without --log (it sets how often steps are written "
         "to the JSONL log)");
-  if (cfg.model.fuse && cfg.check_model() == 0)
+  if (cfg.fuse == "on" && cfg.check_model() == 0)
     notes.push_back(
         "--fuse on is ignored: no ReLU in this model follows a conv or batch norm "
         "layer that could apply it (--activation " +
@@ -190,7 +190,8 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data,
     s->test = load_dataset(cfg.data, "test", s->device);
     in = s->train.sample_shape();
   }
-  s->model = make_model(cfg.model, in, 10);
+  s->cfg.model.fuse = cfg.fuse_on(s->device);
+  s->model = make_model(s->cfg.model, in, 10);
   s->model->build(s->device, cfg.seed);
   if (!load_data) return s;
   s->ctx = std::make_unique<Context>(s->device, cfg.seed);

@@ -218,6 +218,16 @@ check plateau-early-stop-later 0 'total parameters' -- "$bin" --summary --schedu
 grep -q 'ends the run before --schedule plateau' "$tmp/err" && { echo "FAIL: --early-stop 4 with --patience 2 was noted"; fail=1; }
 check channel-dropout 0 'Dropout2d' -- "$bin" --summary --dropout 0.1 --dropout-kind channel
 [ "$(grep -c 'Dropout2d' "$tmp/out")" = 7 ] || { echo "FAIL channel dropout: want 7 Dropout2d layers"; cat "$tmp/out"; fail=1; }
+# --fuse: the table shows the model as the run builds it; auto folds the ReLUs on the CPU only
+check summary-fuse-on 0 '^7 +ReLU \(fused into layer 6\)' -- "$bin" --summary --fuse on --device cpu
+check summary-fuse-auto-cpu 0 '^7 +ReLU \(fused into layer 6\)' -- "$bin" --summary --device cpu
+check summary-fuse-off 0 'total parameters' -- "$bin" --summary --fuse off --device cpu
+grep -q 'fused into' "$tmp/out" && { echo "FAIL summary-fuse-off: a ReLU is fused"; fail=1; }
+# (a CUDA build: --device cuda sets up without a GPU; a CPU-only build refuses it, exit 2)
+if "$bin" --summary --device cuda > "$tmp/out" 2>&1; then
+  grep -q 'fused into' "$tmp/out" && { echo "FAIL summary-fuse-auto-cuda: a ReLU is fused"; fail=1; }
+  echo "ok   summary-fuse-auto-cuda"
+fi
 check channel-dropout-mlp 0 'note: --dropout-kind channel is ignored: the mlp has no channels' -- \
   "$bin" --summary --model mlp --dropout 0.1 --dropout-kind channel
 # Two runs sharing a checkpoint directory: the second is told, and its --keep-last prunes only
