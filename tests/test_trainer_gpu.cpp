@@ -51,7 +51,7 @@ Trained train(const std::string& device, const std::string& model, bool gpu_swit
   c.model.model = model;
   c.model.norm = "batch";
   c.model.dropout = 0.1f;
-  c.model.fuse = gpu_switches;
+  c.fuse = gpu_switches ? "on" : "off";
   c.optim.name = "sgd";
   c.optim.lr = 0.02f;
   c.optim.momentum = 0.9f;

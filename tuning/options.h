@@ -30,7 +30,8 @@ struct RunConfig {
   std::string precision = "fp32";  // fp32 | tf32 (cuBLAS TF32 tensor cores for dense layers)
   // auto | on | off: ReLUs folded into the conv/norm before them (ModelOptions::fuse). auto
   // folds them on the CPU, where the results are the same bits and the epoch is shorter, and
-  // not on CUDA, until a GPU run measures the fused kernels (docs/PERFORMANCE.md).
+  // not on CUDA, until a GPU run measures the fused kernels (docs/PERFORMANCE.md). A
+  // model.fuse set true in code fuses whatever this says.
   std::string fuse = "auto";
   bool summary = false;         // print the per-layer table and exit
   // Checkpoints
