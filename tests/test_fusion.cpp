@@ -419,7 +419,7 @@ TEST(FusionModel, OptionDefaultsToAutoFusedOnTheCpuOnly) {
   EXPECT_EQ(o->get(cfg), "off");
   EXPECT_FALSE(cfg.fuse_on(Device::CPU));
   EXPECT_FALSE(cfg.fuse_on(Device::CUDA));
-  o->set(cfg, "auto");
+  o->set(cfg, "Auto");  // any case, as on|off
   EXPECT_EQ(o->get(cfg), "auto");
   try {
     o->set(cfg, "maybe");

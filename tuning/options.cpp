@@ -523,8 +523,12 @@ OptionTable build_table() {
          "are the same bits and the epoch shorter; not on CUDA until a GPU run measures it, see "
          "docs/PERFORMANCE.md)",
          [](RunConfig& c, const std::string& v) {
-           const int b = bool_word(v);
-           KILN_USAGE_CHECK(b >= 0 || v == "auto", ": '" << v << "' is not auto|on|off");
+           const int b = bool_word(v);  // (any case, as the bool words)
+           const bool is_auto =
+               v.size() == 4 && std::equal(v.begin(), v.end(), "auto", [](char a, char c) {
+                 return std::tolower(static_cast<unsigned char>(a)) == c;
+               });
+           KILN_USAGE_CHECK(b >= 0 || is_auto, ": '" << v << "' is not auto|on|off");
            c.fuse = b < 0 ? "auto" : b ? "on" : "off";
          },
          [](const RunConfig& c) { return c.fuse; }},
