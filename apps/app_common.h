@@ -70,9 +70,7 @@ inline std::string flag_value(const FlagArg& f, int argc, char** argv, int& i) {
 // layers are set up only, so a model too large to train here is still shown (the size check
 // that refuses it is Model::build's).
 inline void print_summary(const RunConfig& cfg) {
-  ModelOptions mo = cfg.model;
-  mo.fuse = mo.fuse || cfg.fuse_on(resolve_device(cfg.device));  // as the run builds it
-  auto model = make_model(mo, cfg.input_shape(), 10);
+  auto model = make_model(cfg.model_on(resolve_device(cfg.device)), cfg.input_shape(), 10);
   model->check_setup();
   std::printf("model %s on %s input %s\n%s", cfg.model.model.c_str(), cfg.data.dataset.c_str(),
               shape_str(model->input_shape()).c_str(), model->summary_table().c_str());

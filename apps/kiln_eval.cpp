@@ -164,9 +164,7 @@ int main(int argc, char** argv) {
     }
     std::unique_ptr<Model> model;
     try {
-      ModelOptions mo = cfg.model;
-      mo.fuse = mo.fuse || cfg.fuse_on(dev);
-      model = make_model(mo, test.sample_shape(), test.num_classes);
+      model = make_model(cfg.model_on(dev), test.sample_shape(), test.num_classes);
     } catch (const Error& e) {  // a recorded value this kiln refuses: the checkpoint's, no flag
       const std::vector<std::string> named = flags_named_in(e.message());
       if (e.kind() == ErrorKind::Usage && !named.empty() &&

@@ -31,7 +31,7 @@ struct RunConfig {
   // auto | on | off: ReLUs folded into the conv/norm before them (ModelOptions::fuse). auto
   // folds them on the CPU, where the results are the same bits and the epoch is shorter, and
   // not on CUDA, until a GPU run measures the fused kernels (docs/PERFORMANCE.md). A
-  // model.fuse set true in code fuses whatever this says.
+  // model.fuse set true in code fuses whatever this says (model_on).
   std::string fuse = "auto";
   bool summary = false;         // print the per-layer table and exit
   // Checkpoints
@@ -58,6 +58,13 @@ struct RunConfig {
   int check_model() const;
   // Whether the model is built fused on device d (--fuse, auto resolved).
   bool fuse_on(Device d) const { return fuse == "on" || (fuse == "auto" && d == Device::CPU); }
+  // The model options a run on device d builds: `model` with --fuse resolved (a model.fuse set
+  // true in code stays). make_session, --summary and kiln_eval all build from it.
+  ModelOptions model_on(Device d) const {
+    ModelOptions m = model;
+    m.fuse = m.fuse || fuse_on(d);
+    return m;
+  }
 };
 
 // What an option means to the tools that compare or ignore options; each row of the table

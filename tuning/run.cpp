@@ -190,7 +190,7 @@ std::unique_ptr<RunSession> make_session(const RunConfig& cfg, bool load_data,
     s->test = load_dataset(cfg.data, "test", s->device);
     in = s->train.sample_shape();
   }
-  s->cfg.model.fuse = cfg.model.fuse || cfg.fuse_on(s->device);  // (set in code: kept)
+  s->cfg.model = cfg.model_on(s->device);
   s->model = make_model(s->cfg.model, in, 10);
   s->model->build(s->device, cfg.seed);
   if (!load_data) return s;
