@@ -77,10 +77,14 @@ long long parse_int(const std::string& v, const std::string& origin) {
   return x;
 }
 
+std::string lowercase(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+  return s;
+}
+
 // 1 or 0 for a word YAML 1.1 reads as a boolean (any case), -1 for anything else.
 int bool_word(const std::string& v) {
-  std::string s = v;
-  std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+  const std::string s = lowercase(v);
   if (s == "true" || s == "1" || s == "yes" || s == "on") return 1;
   if (s == "false" || s == "0" || s == "no" || s == "off") return 0;
   return -1;
@@ -524,11 +528,7 @@ OptionTable build_table() {
          "docs/PERFORMANCE.md)",
          [](RunConfig& c, const std::string& v) {
            const int b = bool_word(v);  // (any case, as the bool words)
-           const bool is_auto =
-               v.size() == 4 && std::equal(v.begin(), v.end(), "auto", [](char a, char c) {
-                 return std::tolower(static_cast<unsigned char>(a)) == c;
-               });
-           KILN_USAGE_CHECK(b >= 0 || is_auto, ": '" << v << "' is not auto|on|off");
+           KILN_USAGE_CHECK(b >= 0 || lowercase(v) == "auto", ": '" << v << "' is not auto|on|off");
            c.fuse = b < 0 ? "auto" : b ? "on" : "off";
          },
          [](const RunConfig& c) { return c.fuse; }},
