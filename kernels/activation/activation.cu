@@ -2,6 +2,7 @@
 // resolved at compile time.
 #include "engine/cuda_check.h"
 #include "kernels/activation/activation.h"
+#include "kernels/activation/relu_rule.h"
 
 namespace kiln {
 
@@ -9,7 +10,7 @@ template <Act A>
 static __global__ void act_fwd_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     float v = x[i];
-    if (A == Act::ReLU) y[i] = v <= 0.f ? 0.f : v;
+    if (A == Act::ReLU) y[i] = relu_fwd(v);
     if (A == Act::Sigmoid) y[i] = 1.f / (1.f + expf(-v));
     if (A == Act::Tanh) y[i] = tanhf(v);
   }
@@ -20,7 +21,7 @@ static __global__ void act_bwd_kernel(const float* __restrict__ y, const float* 
                                       float* __restrict__ dx, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     float v = y[i], g = dy[i];
-    if (A == Act::ReLU) dx[i] = v <= 0.f ? 0.f : g;
+    if (A == Act::ReLU) dx[i] = relu_bwd(v, g);
     if (A == Act::Sigmoid) dx[i] = g * v * (1.f - v);
     if (A == Act::Tanh) dx[i] = g * (1.f - v * v);
   }

@@ -3,6 +3,7 @@
 #include "engine/error.h"
 #include "engine/parallel.h"
 #include "kernels/activation/activation.h"
+#include "kernels/activation/relu_rule.h"
 
 namespace kiln {
 
@@ -30,8 +31,7 @@ void activation_fwd_ref(Act a, const T* x, T* y, int64_t n) {
       [=](int64_t b, int64_t e) {
         switch (a) {
           case Act::ReLU:
-            for (int64_t i = b; i < e; ++i)
-              y[i] = x[i] <= T(0) ? T(0) : x[i];  // NaN stays NaN (torch)
+            for (int64_t i = b; i < e; ++i) y[i] = relu_fwd(x[i]);
             break;
           case Act::Sigmoid:
             for (int64_t i = b; i < e; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
@@ -56,7 +56,7 @@ void activation_bwd_ref(Act a, const T* y, const T* dy, T* dx, int64_t n) {
             // the elements.
             for (int64_t i = b; i < e; ++i) {
               const T g = dy[i];
-              dx[i] = y[i] <= T(0) ? T(0) : g;  // torch's threshold_backward: NaN passes dy
+              dx[i] = relu_bwd(y[i], g);
             }
             break;
           case Act::Sigmoid:

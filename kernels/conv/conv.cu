@@ -18,8 +18,8 @@
 // Backward-filter's long reduction is split into a fixed number of chunks written to a
 // workspace and summed in a fixed order by a second pass; the bias gradient is a fixed-shape
 // tree reduction: all results are deterministic.
-// Fused ReLU (opt-in): the forward stores apply v <= 0 ? 0 : v after the bias (NaN stays NaN, as
-// torch.relu); in the backward every gatherer (and the bias reduction) that reads dy reads it
+// Fused ReLU (opt-in): the forward stores apply the ReLU rule (kernels/activation/relu_rule.h)
+// after the bias; in the backward every gatherer (and the bias reduction) that reads dy reads it
 // through load_dy, which returns 0 where the fused forward's output y is <= 0, so the mask costs
 // one extra load of y per dy load and no pass or tensor of its own. (Conv2d's backward masks dy
 // once into a buffer instead: per load it made backward-filter 1.3-1.5x slower on an H200.)
@@ -29,6 +29,7 @@
 
 #include "engine/cuda_check.h"
 #include "engine/fast_div.h"
+#include "kernels/activation/relu_rule.h"
 #include "kernels/conv/conv.h"
 
 namespace kiln {
@@ -170,14 +171,15 @@ struct Dims {
 __device__ __forceinline__ bool inside(int i, int n) { return static_cast<unsigned>(i) < static_cast<unsigned>(n); }
 
 // dy[i], or 0 where the fused ReLU's output y[i] is <= 0 (y null: no fused ReLU).
-// Same rule as the ReLU kernel's backward (y <= 0 ? 0 : dy), so fused and unfused agree exactly.
+// The ReLU kernel's rule (kernels/activation/relu_rule.h), so fused and unfused agree exactly;
+// dy is not read where the mask stops it.
 __device__ __forceinline__ float load_dy(const float* __restrict__ dy, const float* __restrict__ y,
                                          int64_t i) {
-  if (y && y[i] <= 0.f) return 0.f;
+  if (y && relu_stops(y[i])) return 0.f;
   return dy[i];
 }
 __device__ __forceinline__ float relu_if(bool relu, float v) {
-  return relu && v <= 0.f ? 0.f : v;
+  return relu ? relu_fwd(v) : v;
 }
 
 // Forward: A[m][r] = w[m][r]; B[r=(c,u,v)][col=(img,p,q)] = x[img][c][p*s-pad+u][q*s-pad+v].

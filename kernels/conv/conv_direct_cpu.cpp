@@ -32,6 +32,7 @@
 
 #include "engine/error.h"
 #include "engine/parallel.h"
+#include "kernels/activation/relu_rule.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define KILN_CONV_DIRECT 1
@@ -146,7 +147,7 @@ void pad_into(const float* src, const float* relu_y, int64_t ch, int64_t h, int6
       if (relu_y) {
         for (int64_t j = 0; j < w; ++j) {
           const float v = src[o + j];  // loaded first: a select, not a branch
-          d[j] = relu_y[o + j] <= 0.f ? 0.f : v;
+          d[j] = relu_bwd(relu_y[o + j], v);
         }
       } else {
         std::copy(src + o, src + o + w, d);
@@ -173,7 +174,7 @@ void narrow(const Wide& g, int64_t K, const float* wide, const float* b, bool re
       for (int64_t q = 0; q < Q; ++q) {
         float v = src[q];
         if (b) v += b[k];
-        if (relu) v = v <= 0.f ? 0.f : v;
+        if (relu) v = relu_fwd(v);
         d[q] = v;
       }
     }
@@ -289,7 +290,7 @@ void backward_filter_group(const Isa* isa, const ConvShape& s, const float* x, c
         for (int64_t q = 0; q < Q; ++q) {
           const int64_t o = (k * P + p) * Q + q;
           const float v = src[o];
-          d[k * L + p * g.wp + q] = ry && ry[o] <= 0.f ? 0.f : v;
+          d[k * L + p * g.wp + q] = ry ? relu_bwd(ry[o], v) : v;
         }
   }
   isa->flt_group(g, images, xs, dys, s.k, dw);

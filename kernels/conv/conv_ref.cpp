@@ -12,6 +12,7 @@
 #include "engine/error.h"
 #include "engine/lanes.h"
 #include "engine/parallel.h"
+#include "kernels/activation/relu_rule.h"
 #include "kernels/conv/conv.h"
 #include "kernels/conv/conv_direct_cpu.h"
 #include "kernels/dense/dense.h"
@@ -104,7 +105,7 @@ const T* masked_dy(const T* dy, const T* relu_y, int64_t len) {
   T* buf = conv_scratch<T>(2, len);
   for (int64_t i = 0; i < len; ++i) {
     const T g = dy[i];  // loaded unconditionally, so the select needs no branch
-    buf[i] = relu_y[i] <= T(0) ? T(0) : g;
+    buf[i] = relu_bwd(relu_y[i], g);
   }
   return buf;
 }
@@ -146,7 +147,7 @@ void conv2d_fwd_ref(const ConvShape& s, const T* x, const T* w, const T* b, T* y
         for (int64_t m = 0; m < s.k; ++m)
           for (int64_t j = 0; j < PQ; ++j) yn[m * PQ + j] += b[m];
       if (relu)
-        for (int64_t j = 0; j < s.k * PQ; ++j) yn[j] = yn[j] <= T(0) ? T(0) : yn[j];
+        for (int64_t j = 0; j < s.k * PQ; ++j) yn[j] = relu_fwd(yn[j]);
     }
   });
 }

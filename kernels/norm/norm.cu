@@ -21,6 +21,7 @@
 #include "engine/cooperative.h"
 #include "engine/cuda_check.h"
 #include "engine/fast_div.h"
+#include "kernels/activation/relu_rule.h"
 #include "kernels/dense/dense.h"
 #include "kernels/norm/norm.h"
 
@@ -69,9 +70,9 @@ __device__ __forceinline__ Sum2 block_sum2(double a, double b) {
 __device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 __device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 
-// dy behind a fused ReLU whose output is yv (the ReLU kernel's rule: y <= 0 ? 0 : dy).
+// dy behind a fused ReLU whose output is yv (kernels/activation/relu_rule.h).
 __device__ __forceinline__ float relu_mask(float g, float yv) {
-  return yv <= 0.f ? 0.f : g;
+  return relu_bwd(yv, g);
 }
 __device__ __forceinline__ float4 relu_mask4(float4 g, float4 yv) {
   return make_float4(relu_mask(g.x, yv.x), relu_mask(g.y, yv.y), relu_mask(g.z, yv.z), relu_mask(g.w, yv.w));
@@ -339,7 +340,7 @@ struct ChannelOp {
   __device__ __forceinline__ float op(float xv, float g, float u, float s, float t, float v) const {
     if (MODE == Apply::Dx) return train ? fmaf(s, xv - u, v * g) + t : v * g;
     const float r = fmaf(xv - u, s, t);
-    return relu && r <= 0.f ? 0.f : r;
+    return relu ? relu_fwd(r) : r;
   }
 };
 

@@ -6,10 +6,10 @@
 // aligned (cudaMalloc's is; a launcher that uses it refuses a null or misaligned one, also where
 // its path stores floats only); the CPU references ignore it and may be given nullptr.
 // Batch norm takes an opt-in fused ReLU (defaulted trailing arguments, so unfused callers are
-// unchanged): the forwards with relu = true write y = relu(bn(x)) (v <= 0 ? 0 : v, as the ReLU
-// kernel: NaN stays NaN); batchnorm_bwd given relu_y (that fused forward's output) reads every
-// dy element as y <= 0 ? 0 : dy inside its reductions and its element-wise dx pass (no mask tensor,
-// no pass).
+// unchanged): the forwards with relu = true write y = relu(bn(x)) (the ReLU kernel's rule,
+// kernels/activation/relu_rule.h); batchnorm_bwd given relu_y (that fused forward's output) reads
+// every dy element as y <= 0 ? 0 : dy inside its reductions and its element-wise dx pass (no mask
+// tensor, no pass).
 #pragma once
 #include <cstddef>
 #include <cstdint>

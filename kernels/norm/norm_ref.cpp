@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "engine/lanes.h"
 #include "engine/parallel.h"
+#include "kernels/activation/relu_rule.h"
 #include "kernels/norm/norm.h"
 
 namespace kiln {
@@ -97,7 +98,7 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
             for (int64_t k = 0; k < s.hw; ++k) {
               int64_t i = at(s, n, c, k);
               const T v = static_cast<T>((x[i] - mean) * invstd * w + b);
-              y[i] = relu && v <= T(0) ? T(0) : v;
+              y[i] = relu ? relu_fwd(v) : v;
             }
           save_mean[c] = static_cast<T>(mean);
           save_invstd[c] = static_cast<T>(invstd);
@@ -129,7 +130,7 @@ void batchnorm_fwd_eval_ref(const T* x, const T* weight, const T* bias, const T*
             for (int64_t k = 0; k < s.hw; ++k) {
               int64_t i = at(s, n, c, k);
               const T v = static_cast<T>(x[i] * scale + shift);
-              y[i] = relu && v <= T(0) ? T(0) : v;
+              y[i] = relu ? relu_fwd(v) : v;
             }
         }
       },
@@ -141,11 +142,11 @@ void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, 
                        T* dx, T* dweight, T* dbias, bool train, const NormShape& s,
                        void* /*workspace*/, const T* relu_y) {
   const double m = static_cast<double>(s.n * s.hw);
-  // dy behind the fused ReLU (the ReLU kernel's rule: y <= 0 ? 0 : dy, NaN passing dy as torch)
+  // dy behind the fused ReLU (kernels/activation/relu_rule.h)
   // (dy loaded first: a select, not a branch around the load)
   auto g_at = [&](int64_t i) {
     const T d = dy[i];
-    return relu_y && relu_y[i] <= T(0) ? T(0) : d;
+    return relu_y ? relu_bwd(relu_y[i], d) : d;
   };
   parallel_for(
       s.c,
