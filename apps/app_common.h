@@ -118,14 +118,15 @@ inline std::string output_options(const RunConfig& cfg, const RunConfig& default
 
 // The note for the options a --resume took from its checkpoint (adopt_resume_options).
 inline void print_adopted_options(const char* prog, const RunConfig& cfg,
-                                  const std::vector<std::string>& adopted) {
+                                  const std::vector<std::string>& adopted,
+                                  const char* who = "this command line") {
   if (adopted.empty()) return;
   std::string list;
   for (const std::string& o : adopted) list += (list.empty() ? "" : ", ") + o;
   std::fprintf(stderr,
-               "%s: note: continuing %s's run with the options it recorded that this command "
-               "line leaves out: %s\n",
-               prog, cfg.resume.c_str(), list.c_str());
+               "%s: note: continuing %s's run with the options it recorded that %s leaves out: "
+               "%s\n",
+               prog, cfg.resume.c_str(), who, list.c_str());
 }
 
 // The LR range test of lr_find and train_mnist --lr-find: one note naming the options it does

@@ -219,6 +219,26 @@ int main(int argc, char** argv) {
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
     for (const auto& [name, key] : args.config_keys)
       check_not_swept(name, args.config_path + ": key '" + key + "'", "in a --config file");
+    // resume: FILE in the base (or a --config file): every trial starts from that checkpoint,
+    // and the options that neither the sweep file, a --config file nor a flag sets take the
+    // values it recorded, as train_mnist --resume's do (the trials ran the apps' defaults, on
+    // all the data, until 2026-12-07: another recipe, said only in each trial's log).
+    if (!base.resume.empty()) {
+      ParsedArgs given = args;
+      auto add = [&given](const std::string& key) {
+        const std::string k = normalize_key(key);
+        given.flag_keys.push_back(k);
+        if (k.rfind("no-", 0) == 0) given.flag_keys.push_back(k.substr(3));
+      };
+      for (const auto& kv : spec.base) add(kv.first);
+      for (const auto& p : spec.params) {
+        add(p.name);
+        for (const auto& bundle : p.bundles)
+          for (const auto& kv : bundle) add(kv.first);
+      }
+      app::print_adopted_options("sweep", base, adopt_resume_options(base, given, kRangeTestOnly),
+                                 "the sweep");
+    }
 
     // "sweep: interrupted by SIGINT<rest>", and the exit code. A signal before the first trial
     // (a dry run's listing, the checks of a million trials) stops at once; it was acted on only

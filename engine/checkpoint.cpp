@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <set>
 
 #include "engine/error.h"
 #include "engine/json.h"
@@ -383,6 +384,21 @@ TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& w
   return p;
 }
 
+void check_checkpoint_model(const SafetensorsFile& f, const std::string& what, Model& model) {
+  KILN_CHECK(model.built(), what << ": the model to check is not built (build it first)");
+  std::set<std::string> names;
+  for (const auto& [name, t] : model.state_dict()) {
+    expect_tensor(f, name, t, what, "model");
+    names.insert(name);
+  }
+  for (const auto& t : f.tensors)
+    KILN_USAGE_CHECK(names.count(t.name) || t.name.rfind("optimizer.", 0) == 0 ||
+                         t.name.rfind(kBestPrefix, 0) == 0,
+                     what << ": unexpected tensor " << printable(t.name) << " "
+                          << shape_str(t.shape)
+                          << ": the model has no such tensor (saved from a different model?)");
+}
+
 CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const std::string& what,
                                      Context& ctx, Model& model, Optimizer* opt, Schedule* sched) {
   KILN_CHECK(model.built(), what << ": the model to load into is not built (build it first)");
@@ -397,10 +413,24 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
   info.config = meta_or_fail(f, "config", what);
   TrainPosition& p = info.pos;
   p = checkpoint_position(f, what);
-  info.seed = static_cast<uint64_t>(meta_int(f, "seed", what));
+  {
+    // (written from a uint64_t: every value of one reads back, 2^63 and up included)
+    const std::string& text = meta_or_fail(f, "seed", what);
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+    KILN_CHECK(!text.empty() && text[0] >= '0' && text[0] <= '9' && *end == 0 && errno == 0,
+               what << ": __metadata__ seed " << printable(text)
+                    << " is not a non-negative integer below 2^64");
+    info.seed = static_cast<uint64_t>(v);
+  }
   long long opt_steps = meta_int(f, "optimizer_steps", what, kMaxCount);
   p.last_lr = static_cast<float>(meta_double(meta_or_fail(f, "last_lr", what), "last_lr", what));
   p.last_momentum = static_cast<float>(meta_double(meta_or_fail(f, "last_momentum", what), "last_momentum", what));
+  // (an optimizer step refuses any other lr; the momentum is -1 where no schedule drives it)
+  KILN_CHECK(std::isfinite(p.last_lr) && p.last_lr >= 0 && std::isfinite(p.last_momentum),
+             what << ": __metadata__ last_lr " << p.last_lr << ", last_momentum " << p.last_momentum
+                  << ": not an lr >= 0 and a finite momentum");
   std::string sums_text = meta_or_fail(f, "train_sums", what);
   JsonValue sums;
   try {
@@ -409,13 +439,33 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
     KILN_FAIL(what << ": __metadata__ train_sums: " << e.message());
   }
   KILN_CHECK(sums.is_array() && sums.items.size() == 3, what << ": __metadata__ train_sums must be [loss, correct, count]");
-  for (int i = 0; i < 3; ++i) p.train_sums[i] = sums.items[i].is_number() ? sums.items[i].number : NAN;
+  // The loss sum is null where it was not finite (a diverging epoch stopped by a signal); the
+  // counts are whole numbers, correct <= count (anything else trained on as NaN sums until
+  // 2026-12-07, then failed as a divergence).
+  const JsonValue& loss = sums.items[0];
+  const JsonValue &correct = sums.items[1], &count = sums.items[2];
+  auto whole = [](const JsonValue& v) {
+    return v.is_number() && v.number >= 0 && v.number <= 9007199254740992.0 &&
+           v.number == std::floor(v.number);
+  };
+  KILN_CHECK(
+      (loss.type == JsonValue::Type::Null || (loss.is_number() && std::isfinite(loss.number))) &&
+          whole(correct) && whole(count) && correct.number <= count.number,
+      what << ": __metadata__ train_sums " << printable(sums_text)
+           << ": expected [loss, correct, count], finite, with whole counts");
+  p.train_sums[0] = loss.is_number() ? loss.number : NAN;
+  p.train_sums[1] = correct.number;
+  p.train_sums[2] = count.number;
   std::string opt_name = meta_or_fail(f, "optimizer", what);
   std::string sched_state = meta_or_fail(f, "schedule_state", what);
   if (const std::string* es = f.meta("early_stop"))  // absent in checkpoints before 2026-12-01
     p.early_stop = parse_early_stop(*es, what);
   if (const std::string* wa = f.meta("watched_acc"))  // optional (2026-12-02)
+  {
     p.watched_acc = meta_double(*wa, "watched_acc", what);
+    KILN_CHECK(p.watched_acc >= 0 && p.watched_acc <= 1,
+               what << ": __metadata__ watched_acc " << printable(*wa) << " is not an accuracy");
+  }
   if (const std::string* td = f.meta("train_data"))  // optional (2026-12-04)
     info.train_data = *td;
   if (const std::string* id = f.meta("run_id"))  // optional (2026-12-05)
@@ -463,7 +513,13 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
                           << shape_str(t.shape)
                           << ": the model has no such tensor (saved from a different model?)");
   }
-  if (sched && !sched_state.empty()) sched->set_state(sched_state);
+  if (sched && !sched_state.empty()) {
+    try {
+      sched->set_state(sched_state);
+    } catch (const Error& e) {
+      KILN_FAIL(what << ": __metadata__ schedule_state: " << e.message());
+    }
+  }
 
   ctx.sync();  // nothing may still be reading the tensors we overwrite
   for (auto& [dst, vals] : restore) {

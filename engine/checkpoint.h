@@ -175,6 +175,10 @@ CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const st
 // reads its position first, to size the schedule, and the file only once).
 CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string& what, Context& ctx,
                                     Model& model, Optimizer* opt, Schedule* sched);
+// The model's tensors against a verified checkpoint's, before anything loads (a sweep checks
+// each trial's model before its first trial): each present with the model's shape, and no model
+// tensor the model lacks. Usage errors, as load_checkpoint's.
+void check_checkpoint_model(const SafetensorsFile& f, const std::string& what, Model& model);
 // The position's epoch, batch and step from a verified checkpoint's metadata.
 TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& what);
 // The run_id and step in the __metadata__ of the checkpoint at `path`, reading its header only

@@ -559,8 +559,10 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
       break;
     }
     // Early stopping is decided after an epoch and acted on before the next, so a run resumed
-    // from the checkpoint of its stopping epoch stops too.
-    if (pos_.early_stop.stops(opts_.early_stop, epoch)) {
+    // from the checkpoint of its stopping epoch stops too. One resumed inside an epoch (with a
+    // smaller --early-stop than the run had) finishes that epoch first.
+    if (!(epoch == from.epoch && from.batch > 0) &&
+        pos_.early_stop.stops(opts_.early_stop, epoch)) {
       if (log) {
         const EarlyStopState& es = pos_.early_stop;
         const EarlyStopRule rule = opts_.early_stop_rule();

@@ -262,10 +262,17 @@ class PlateauLR : public Schedule {
                  best_read = strtod_c(best.c_str(), &best_end);
     KILN_CHECK(*lr_end == 0 && *best_end == 0 && std::isfinite(lr_read),
                "plateau schedule state " << printable(s) << " is not readable");
+    KILN_CHECK(lr_read >= 0 && std::isfinite(static_cast<float>(lr_read)),
+               "plateau schedule state " << printable(s) << ": lr " << lr_read
+                                         << " is not a float lr >= 0");
     lr_ = static_cast<float>(lr_read);
     best_ = best_read;
     bad_ = bad;
     cooldown_left_ = cd;
+  }
+  double rescale_lr(double ratio) override {
+    lr_ = std::max(static_cast<float>(lr_ * ratio), o_.min_lr);
+    return lr_;
   }
 
  private:
@@ -377,6 +384,7 @@ class WarmupLR : public Schedule {
   bool per_step() const override { return true; }
   std::string state() const override { return inner_->state(); }
   void set_state(const std::string& s) override { inner_->set_state(s); }
+  double rescale_lr(double ratio) override { return inner_->rescale_lr(ratio); }
 
  private:
   std::unique_ptr<Schedule> inner_;

@@ -72,6 +72,10 @@ class Schedule {
   // set_state() takes what state() returned and throws on text it cannot read.
   virtual std::string state() const { return ""; }
   virtual void set_state(const std::string& /*s*/) {}
+  // A run resumed with another --lr: the schedules that compute their lr from it follow it; one
+  // that keeps its lr in its state (plateau, after its cuts) scales that lr by new / old instead,
+  // so its cuts carry over. Returns the lr it now holds, or < 0 where it holds none.
+  virtual double rescale_lr(double /*ratio*/) { return -1.0; }
 };
 
 // base_lr: the optimizer's lr; steps: the optimizer steps of each epoch of the run (they differ

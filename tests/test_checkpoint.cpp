@@ -114,7 +114,8 @@ CheckpointInfo sample_info() {
   info.pos.last_lr = 0.1f / 3.0f;
   info.pos.last_momentum = 0.9f;
   info.pos.epoch_steps = {12, 8};  // + 5 batches of epoch 3 = step 25
-  info.seed = 1234567890123ull;
+  info.seed =
+      18446744073709551615ull;  // 2^64 - 1: a library caller's seed reads back (from 2026-12-07)
   info.config = "{\"model\":\"mlp\"}";
   return info;
 }
@@ -544,7 +545,26 @@ TEST(Checkpoint, CorruptionsFailNamingTheFile) {
            {"early_stop", "0.5 2147483647 1",
             "early_stop 0.5 2147483647 1: expected 'best wait best_epoch' (counts up to 2^30)"},
            {"optimizer", "adam\x1b[2J\nx",
-            "saved with optimizer '\"adam\\u001b[2J\\nx\"', this run uses 'adam'"}}) {
+            "saved with optimizer '\"adam\\u001b[2J\\nx\"', this run uses 'adam'"},
+           // Sums and values that trained on as NaN, or failed later without the file's name
+           // (until 2026-12-07).
+           {"train_sums", "[\"a\",null,{}]",
+            ": expected [loss, correct, count], finite, with whole counts"},
+           {"train_sums", "[1.5,3,2]", "[1.5,3,2]: expected [loss, correct, count]"},
+           {"train_sums", "[1.5,2.5,3]", "[1.5,2.5,3]: expected [loss, correct, count]"},
+           {"train_sums", "[1e999,1,2]", "train_sums"},
+           {"last_lr", "nan",
+            "last_lr nan, last_momentum 0.9: not an lr >= 0 and a finite momentum"},
+           {"last_lr", "-0.5", "not an lr >= 0"},
+           {"watched_acc", "1e999", "watched_acc 1e999 is not an accuracy"},
+           {"seed", "18446744073709551616",
+            "seed 18446744073709551616 is not a non-negative integer below 2^64"},
+           {"seed", "-1", "seed -1 is not a non-negative integer"},
+           {"schedule_state", "plateau zz 0x1p0 1 1",
+            "__metadata__ schedule_state: plateau schedule state plateau zz 0x1p0 1 1 is not "
+            "readable"},
+           {"schedule_state", "plateau -0x1p-1 0x1p0 1 1", "lr -0.5 is not a float lr >= 0"},
+           {"schedule_state", "plateau 0x1p200 0x1p0 1 1", "is not a float lr >= 0"}}) {
     SafetensorsFile f = decode_safetensors(good.data(), good.size(), "x");
     bool found = false;
     for (auto& kv : f.metadata)

@@ -360,14 +360,18 @@ TEST(Model, ValidateRunsTheLayersChecksAndFusionIsCounted) {
   EXPECT_EQ(notes.find("--fuse"), std::string::npos) << notes;
 }
 
+namespace {
+// Every note option_notes gives for c against the defaults, a line each.
+std::string notes_of(const RunConfig& c) {
+  std::string s;
+  for (const auto& n : option_notes(c, RunConfig{})) s += n + "\n";
+  return s;
+}
+}  // namespace
+
 TEST(Model, ExponentialScheduleWithoutGammaIsNoted) {
   // --gamma left at StepLR's 0.1: per step the lr is gone after a few steps, silently until
   // 2026-12-04; a given --gamma (even 0.1) is not noted.
-  auto notes_of = [](const RunConfig& c) {
-    std::string s;
-    for (const auto& n : option_notes(c, RunConfig{})) s += n + "\n";
-    return s;
-  };
   RunConfig c;
   c.sched.name = "exponential-step";
   EXPECT_NE(notes_of(c).find("--schedule exponential-step multiplies the lr by --gamma every "
@@ -383,16 +387,40 @@ TEST(Model, ExponentialScheduleWithoutGammaIsNoted) {
   EXPECT_EQ(notes_of(c).find("--gamma was not given"), std::string::npos) << notes_of(c);
 }
 
+TEST(Model, InverseTimeWithoutDecayAndKeepLastWithoutPeriodicCheckpointsAreNoted) {
+  // Both were silent until 2026-12-07: inverse-time with the default --decay 0 trained at a
+  // constant lr, and --keep-last alone pruned nothing.
+  RunConfig c;
+  c.sched.name = "inverse-time";
+  EXPECT_NE(notes_of(c).find("--schedule inverse-time divides --lr by 1 + --decay * t (t the "
+                             "epoch), and --decay is 0: the lr stays --lr"),
+            std::string::npos)
+      << notes_of(c);
+  c.sched.name = "inverse-time-step";
+  EXPECT_NE(notes_of(c).find("(t the optimizer step), and --decay is 0"), std::string::npos);
+  c.sched.decay = 0.5;
+  EXPECT_EQ(notes_of(c).find("--decay is 0"), std::string::npos) << notes_of(c);
+  c.sched.decay = 0;
+  c.sched.name = "constant";
+  EXPECT_EQ(notes_of(c).find("--decay is 0"), std::string::npos) << notes_of(c);
+  c.keep_last = 3;
+  EXPECT_NE(notes_of(c).find("--keep-last 3 has nothing to prune without --checkpoint-every or "
+                             "--checkpoint-every-steps"),
+            std::string::npos)
+      << notes_of(c);
+  RunConfig d = c;
+  d.checkpoint_every = 1;
+  EXPECT_EQ(notes_of(d).find("--keep-last"), std::string::npos) << notes_of(d);
+  d = c;
+  d.checkpoint_every_steps = 100;
+  EXPECT_EQ(notes_of(d).find("--keep-last"), std::string::npos) << notes_of(d);
+}
+
 // Options a schedule overrides are said, not silently dropped: adam's --beta1 under a cycling
 // momentum (the apps' default one-cycle; a sweep over beta1 gave identical trials), --lr beside
 // one-cycle's --max-lr or cyclic's --base-lr, the momentum range with --no-cycle-momentum, and
 // sgd's --dampening without a momentum. Each is quiet where the option is read.
 TEST(Model, OptionsTheScheduleOverridesAreNoted) {
-  auto notes_of = [](const RunConfig& c) {
-    std::string s;
-    for (const auto& n : option_notes(c, RunConfig{})) s += n + "\n";
-    return s;
-  };
   auto has = [&](const RunConfig& c, const std::string& what) {
     return notes_of(c).find(what) != std::string::npos;
   };

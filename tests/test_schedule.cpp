@@ -284,6 +284,35 @@ TEST(Schedule, PlateauPatienceCooldownMinLr) {
   EXPECT_THROW(o.validate(), Error);
 }
 
+TEST(Schedule, RescaledLrReachesPlateausStateOnlyAndKeepsMinLr) {
+  // A resume with another --lr scales the lr plateau's state holds (its cuts carry over), also
+  // behind a warm-up; the closed-form schedules hold none (they follow --lr itself).
+  ScheduleOptions o = named("plateau");
+  o.factor = 0.5f;
+  o.patience = 0;
+  o.min_lr = 0.05f;
+  auto s = sched(o, 1.0f);
+  for (int e = 0; e < 3; ++e) s->on_epoch_end(e, 1.0);  // e1, e2 cut: 0.25
+  ASSERT_EQ(s->lr(3, 0), 0.25f);
+  const std::string st = s->state();
+  auto t = sched(o, 2.0f);
+  t->set_state(st);
+  EXPECT_EQ(t->rescale_lr(2.0), 0.5);
+  EXPECT_EQ(t->lr(3, 0), 0.5f);
+  t->set_state(st);
+  EXPECT_EQ(t->rescale_lr(0.1), 0.05f);  // 0.025 is under min_lr
+  o.warmup_steps = 10;
+  t = sched(o, 1.0f);
+  t->set_state(st);
+  EXPECT_EQ(t->rescale_lr(2.0), 0.5);
+  EXPECT_EQ(t->lr(3, 100), 0.5f);
+  for (const char* name : {"constant", "step", "cosine"}) {
+    auto c = sched(named(name), 1.0f);
+    EXPECT_LT(c->rescale_lr(2.0), 0.0) << name;
+    EXPECT_EQ(c->lr(0, 0), 1.0f) << name;
+  }
+}
+
 TEST(Schedule, PlateauComparesInDoubleAsTorch) {
   // torch (doubles): an accuracy going 0.2 -> 0.3 is no gain of more than abs 0.1, nor
   // 0.5 -> 0.55 of more than rel 0.1, so patience 0 halves the lr. In float both counted as

@@ -856,6 +856,71 @@ TEST(TrainerCpu, EarlyStopAfterPatienceEpochsAndAResumedRunStopsAlike) {
   std::system(("rm -rf '" + dir + "'").c_str());
 }
 
+TEST(TrainerCpu, APlateauRunResumedWithAnotherLrScalesTheLrItsCutsLeft) {
+  // Every epoch after the first is "not better" (abs threshold 100), so patience 0 halves the lr
+  // after epoch 2: epoch 3 would run at 0.05. Resumed with --lr 0.2 (twice 0.1) it runs at 0.1,
+  // as a step schedule's lr follows the new --lr; the saved 0.05 was kept before (the log said
+  // the lr had changed).
+  const std::string dir = ::testing::TempDir() + "kiln_plateau_lr_" + std::to_string(getpid());
+  ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+  RunConfig c = small_mlp();
+  c.data.train_limit = 128;
+  c.data.test_limit = 64;
+  c.optim.lr = 0.1f;
+  c.sched.name = "plateau";
+  c.sched.patience = 0;
+  c.sched.factor = 0.5f;
+  c.sched.threshold = 100;
+  c.sched.threshold_mode = "abs";
+  c.save = dir + "/p.safetensors";
+  RunResult first = run_training(c, {});
+  ASSERT_EQ(first.epochs.size(), 2u);
+  EXPECT_EQ(first.epochs[1].lr, 0.1f);
+  RunConfig r = c;
+  r.save.clear();
+  r.resume = c.save;
+  r.train.epochs = 3;
+  ASSERT_EQ(run_training(r, {}).epochs.at(0).lr, 0.05f);  // the same --lr: the cut kept
+  r.optim.lr = 0.2f;
+  std::vector<std::string> logged;
+  RunHooks hooks;
+  hooks.log = [&](const std::string& l) { logged.push_back(l); };
+  RunResult resumed = run_training(r, hooks);
+  ASSERT_EQ(resumed.epochs.size(), 1u);
+  EXPECT_EQ(resumed.epochs[0].lr, 0.1f);
+  bool said = false;
+  for (const auto& l : logged)
+    said |= l.find(
+                "note: --schedule plateau goes on from the lr its state holds scaled by the "
+                "new --lr / 0.1: 0.1 (its cuts carry over") != std::string::npos;
+  EXPECT_TRUE(said) << ::testing::PrintToString(logged);
+  std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+TEST(TrainerCpu, AMidEpochResumeWithASmallerPatienceFinishesItsEpochBeforeStopping) {
+  // Patience 3 stops after epoch 4 (6 steps an epoch); resumed at epoch 4's batch 2 with
+  // patience 2, whose stop was due before epoch 4, the run finishes epoch 4 and stops there. It
+  // stopped at once until 2026-12-07: test_acc and --save then held two batches of epoch 4.
+  std::string dir = ::testing::TempDir() + "kiln_early_stop_mid_" + std::to_string(getpid());
+  RunConfig c = early_stop_run(dir);
+  c.train.early_stop = 3;
+  c.checkpoint_every = 0;
+  c.checkpoint_every_steps = 1;
+  ASSERT_EQ(run_training(c, {}).epochs.size(), 4u);
+  RunConfig r = c;
+  r.checkpoint_every_steps = 0;
+  r.train.early_stop = 2;
+  r.resume = dir + "/ckpt-step-20.safetensors";
+  r.save = dir + "/final.safetensors";
+  RunResult resumed = run_training(r, {});
+  ASSERT_EQ(resumed.epochs.size(), 1u);
+  EXPECT_EQ(resumed.epochs[0].epoch, 4);
+  const TrainPosition saved = checkpoint_position(read_checkpoint(r.save), r.save);
+  EXPECT_EQ(saved.epoch, 4);
+  EXPECT_EQ(saved.batch, 0);
+  std::system(("rm -rf '" + dir + "'").c_str());
+}
+
 TEST(TrainerCpu, EarlyStopBaselineAndStartFromEpochShapeThePatience) {
   std::string dir = ::testing::TempDir() + "kiln_early_stop_b_" + std::to_string(getpid());
   RunConfig c = early_stop_run(dir);  // patience 2, delta 10: only the first watched epoch counts

@@ -126,6 +126,17 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
         (per_step ? "leaves 1e-10 of --lr after 10 steps" : "cuts it tenfold per epoch") +
         "; set it, e.g. --gamma " + (per_step ? "0.999" : "0.95") + " (0.95^t)");
   }
+  // --decay left at 0: Keras' InverseTimeDecay takes decay_rate explicitly; 0 is a constant lr.
+  if ((sc.name == "inverse-time" || sc.name == "inverse-time-step") && sc.decay == 0)
+    notes.push_back("--schedule " + sc.name + " divides --lr by 1 + --decay * t (t the " +
+                    (sc.name == "inverse-time" ? "epoch" : "optimizer step") +
+                    "), and --decay is 0: the lr stays --lr; set it, e.g. --decay " +
+                    (sc.name == "inverse-time" ? "0.5" : "0.001"));
+  if (cfg.keep_last != defaults.keep_last && cfg.checkpoint_every == 0 &&
+      cfg.checkpoint_every_steps == 0)
+    notes.push_back("--keep-last " + std::to_string(cfg.keep_last) +
+                    " has nothing to prune without --checkpoint-every or --checkpoint-every-steps "
+                    "(only a stopping signal writes a checkpoint then)");
   // Plateau cuts after patience+1 epochs without improvement (torch), early stopping after
   // early_stop (Keras): unless early stopping waits longer, the run ends before the cut helps.
   if (sc.name == "plateau" && cfg.train.early_stop > 0 && cfg.train.early_stop <= sc.patience + 1)
@@ -215,19 +226,7 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   if (!cfg.resume.empty()) {
     resume_file = read_checkpoint(cfg.resume);
     resume_at = checkpoint_position(resume_file, "checkpoint " + cfg.resume);
-    // --epochs counts the whole run, as Keras's fit(epochs=, initial_epoch=) does: below what
-    // the checkpoint has done there is nothing to train (and the schedule would be sized for
-    // a run that cannot happen).
-    const int done = resume_at.epoch + (resume_at.batch > 0 ? 1 : 0);
-    KILN_USAGE_CHECK(
-        cfg.train.epochs >= done,
-        "--epochs " << cfg.train.epochs << " with --resume " << cfg.resume << ": the checkpoint "
-                    << (resume_at.batch > 0 ? "is in epoch " + std::to_string(done) + " (batch " +
-                                                  std::to_string(resume_at.batch) + ")"
-                                            : "has done " + std::to_string(done) + " epoch" +
-                                                  (done == 1 ? "" : "s"))
-                    << " and --epochs counts the whole run: give --epochs " << done
-                    << (resume_at.batch > 0 ? " or more" : " to evaluate it, more to train on"));
+    check_resume_epochs(cfg, resume_at);
   }
   auto s = make_session(cfg, true, cfg.resume.empty() ? nullptr : &resume_at);
   check_outputs_spare_data(cfg, {&s->train, &s->val, &s->test});

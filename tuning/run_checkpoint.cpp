@@ -557,6 +557,30 @@ std::string existing_checkpoints_note(const RunConfig& cfg) {
          "--checkpoint-dir DIR keeps them apart";
 }
 
+void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at) {
+  // --epochs counts the whole run, as Keras's fit(epochs=, initial_epoch=) does: below what the
+  // checkpoint has done there is nothing to train (and the schedule would be sized for a run
+  // that cannot happen).
+  const int done = at.epoch + (at.batch > 0 ? 1 : 0);
+  KILN_USAGE_CHECK(
+      cfg.train.epochs >= done,
+      "--epochs " << cfg.train.epochs << " with --resume " << cfg.resume << ": the checkpoint "
+                  << (at.batch > 0
+                          ? "is in epoch " + std::to_string(done) + " (batch " +
+                                std::to_string(at.batch) + ")"
+                          : "has done " + std::to_string(done) + " epoch" + (done == 1 ? "" : "s"))
+                  << " and --epochs counts the whole run: give --epochs " << done
+                  << (at.batch > 0 ? " or more" : " to evaluate it, more to train on"));
+}
+
+void check_resume_fits(const RunConfig& cfg, const SafetensorsFile& file, const TrainPosition& at) {
+  check_resume_epochs(cfg, at);
+  cfg.validate();
+  auto model = make_model(cfg.model_on(Device::CPU), cfg.input_shape(), 10);  // the shapes alone
+  model->build(Device::CPU, cfg.seed);
+  check_checkpoint_model(file, "checkpoint " + cfg.resume, *model);
+}
+
 TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
                              const std::function<void(const std::string&)>& log) {
   CheckpointInfo info = load_checkpoint_file(file, "checkpoint " + s.cfg.resume, *s.ctx, *s.model,
@@ -591,6 +615,21 @@ TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
   }
   s.trainer->set_step(info.pos.step);
   s.trainer->set_best_snapshot(std::move(info.early_stop_best));
+  // Another --lr: a schedule that holds its lr in its state (plateau) would go on at the saved
+  // lr; it scales it as the schedules that compute their lr from --lr follow the new one.
+  std::string lr_note;
+  const JsonValue* old_lr = saved.find("lr");
+  if (old_lr && old_lr->is_string() && s.sched) {
+    char* end = nullptr;
+    const double was = strtod_c(old_lr->text.c_str(), &end);
+    if (*end == 0 && std::isfinite(was) && was > 0 && static_cast<float>(was) != s.cfg.optim.lr) {
+      const double held = s.sched->rescale_lr(double(s.cfg.optim.lr) / was);
+      if (held >= 0)
+        lr_note = "note: --schedule " + s.cfg.sched.name + " goes on from the lr its state holds" +
+                  " scaled by the new --lr / " + old_lr->text + ": " + format_c("%.6g", held) +
+                  " (its cuts carry over, as the other schedules' do)";
+    }
+  }
   if (log) {
     // Name the options that differ, so a resume with another seed or batch size is visible.
     std::string diffs = config_diffs(saved, now, run_control_option);
@@ -613,6 +652,7 @@ TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
         " batch " + std::to_string(info.pos.batch) + " (step " + std::to_string(info.pos.step) +
         ")" +
         (diffs.empty() ? "" : "; options changed since the checkpoint: " + escape_controls(diffs)));
+    if (!lr_note.empty()) log(escape_controls(lr_note));
     if (info.restored_epoch > 0)
       log("note: " + s.cfg.resume + " holds the weights of epoch " +
           std::to_string(info.restored_epoch) +

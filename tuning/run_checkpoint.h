@@ -86,6 +86,13 @@ std::string existing_checkpoints_note(const RunConfig& cfg);
 // "N images, labels crc32 XXXXXXXX" (just "N images" without host labels): the training set a
 // checkpoint records (CheckpointInfo::train_data) and a resume compares.
 std::string train_data_signature(const Dataset& d);
+// --epochs against where the --resume checkpoint is (`at`, its position): it counts the whole
+// run, so it must cover what the checkpoint has done. A usage error.
+void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at);
+// A trial's options against the --resume checkpoint every trial of a sweep starts from (`file`,
+// verified, at `at`), before any trial runs: --epochs, and the model its options build (the
+// tensors' names and shapes). Usage errors.
+void check_resume_fits(const RunConfig& cfg, const SafetensorsFile& file, const TrainPosition& at);
 // Restores the session from cfg.resume (model, optimizer, schedule, step), given as `file`
 // (read_checkpoint(cfg.resume)); returns where to continue. Differences between the
 // checkpoint's config and this run are reported via `log`.

@@ -623,12 +623,41 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
   int64_t first_ok = -1;
   std::string first;
   const int64_t n = std::min(num_trials(spec), max_trials);
+  // A trial that resumes a checkpoint: --epochs and its model against the file, read once; a
+  // model's check is cached by its options and input (trials of one model check it once).
+  std::map<std::string, std::pair<SafetensorsFile, TrainPosition>> resumes;
+  std::map<std::string, std::string> fits;  // path + model key -> the error, or ""
+  auto check_resume = [&](const RunConfig& c) {
+    if (c.resume.empty()) return;
+    auto it = resumes.find(c.resume);
+    if (it == resumes.end()) {
+      SafetensorsFile f = read_checkpoint(c.resume);
+      const TrainPosition at = checkpoint_position(f, "checkpoint " + c.resume);
+      it = resumes.emplace(c.resume, std::make_pair(std::move(f), at)).first;
+    }
+    check_resume_epochs(c, it->second.second);
+    const std::string key = c.resume + "\n" + c.model.key() + "\n" + shape_str(c.input_shape());
+    auto fit = fits.find(key);
+    if (fit == fits.end()) {
+      std::string why;
+      try {
+        check_resume_fits(c, it->second.first, it->second.second);
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::Usage) throw;
+        why = e.message();
+      }
+      fit = fits.emplace(key, why).first;
+    }
+    KILN_USAGE_CHECK(fit->second.empty(), fit->second);
+  };
   for (int64_t i = 0; i < n; ++i) {
     // (a million trials take seconds: a signal meanwhile stops here, before anything is written)
     if (const int sig = *StopSignals::flag()) throw TrialInterrupted(sig);
     std::string err;
     try {
-      trial_config(spec, base, i, "check").validate();
+      const RunConfig c = trial_config(spec, base, i, "check");
+      c.validate();
+      check_resume(c);
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::Usage) throw;
       err = e.message();

@@ -343,4 +343,24 @@ if p.returncode != 130 or [r["trial"] for r in recs] != [0]:
     print("FAIL: SIGINT during the results lock: exit %d, trials %s\n%s" % (p.returncode, [r["trial"] for r in recs], err))
     sys.exit(1)
 PY
+
+# resume: FILE in the base: every trial continues the checkpoint's recipe (the options the sweep
+# leaves out, as train_mnist --resume takes them); it ran the apps' defaults on all the data
+# until 2026-12-07. A model or --epochs the checkpoint cannot continue exits 2 before any trial.
+"$KILN_BIN/train_mnist" "${common[@]}" --train-limit 200 --test-limit 100 --model mlp --width 16 \
+  --batch-size 50 --epochs 2 --schedule constant --lr 0.1 --optimizer sgd --save k.safetensors > /dev/null 2>&1
+printf 'method: grid\nbase: {resume: k.safetensors, epochs: 3}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs.yaml
+"$KILN_BIN/sweep" rs.yaml --dir rs "${common[@]}" > rs.txt 2> rs.err &&
+  grep -q "^sweep: note: continuing k.safetensors's run with the options it recorded that the sweep leaves out: train-limit 200, test-limit 100, model mlp, width 16, optimizer sgd, lr 0.1, schedule constant, batch-size 50$" rs.err &&
+  [ "$(grep -c ': ok test_acc=' rs.txt)" = 2 ] && ! grep -q "options changed" rs/trials/trial-0.log &&
+  grep -q "options changed since the checkpoint: momentum 0 -> 0.5$" rs/trials/trial-1.log ||
+  { echo "FAIL: a sweep resuming a checkpoint"; cat rs.txt rs.err rs/trials/trial-0.log; exit 1; }
+printf 'method: grid\nbase: {resume: k.safetensors, epochs: 3, model: cnn}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-cnn.yaml
+usage_error "a sweep resuming another model's checkpoint" \
+  "every trial of rs-cnn.yaml has invalid options .*first: checkpoint k.safetensors: missing tensor 0.weight" rs-cnn.yaml --dir rs-cnn "${common[@]}"
+printf 'method: grid\nbase: {resume: k.safetensors, epochs: 1}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-done.yaml
+usage_error "a sweep resuming a checkpoint with --epochs below it" \
+  "first: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs and --epochs counts the whole run" \
+  rs-done.yaml --dir rs-done "${common[@]}"
+[ ! -e rs-cnn ] && [ ! -e rs-done ] || { echo "FAIL: a refused sweep wrote its directory"; exit 1; }
 echo "PASS"
