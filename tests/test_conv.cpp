@@ -403,6 +403,60 @@ TEST(ConvDirect, MatchesTheDoubleReferenceOnRandomShapes) {
   }
 }
 
+// A non-finite input reaches the filter gradient's taps that multiply it and no others, on every
+// path, as in the double reference (the CUDA kernels' rule): the direct sums also multiply dy's
+// zeros past each row's end by the x there, so an Inf or NaN at a row's start or end made every
+// tap NaN (until 2026-12-07; such a group is now summed again by im2col). With and without a
+// bias gradient, one image group and several.
+TEST(ConvDirect, AFilterGradientHasNaNOnlyWhereANonFiniteInputReaches) {
+  const float inf = std::numeric_limits<float>::infinity(),
+              nan = std::numeric_limits<float>::quiet_NaN();
+  struct Case {
+    ConvShape s;
+    int64_t at;  // the input element made non-finite
+    float v;
+  };
+  const std::vector<Case> cases = {
+      {conv_shape(1, 1, 5, 5, 1, 3, 3, 1, 1), 2 * 5 + 0, nan},  // a row's first column, pad 1
+      {conv_shape(1, 1, 4, 4, 1, 3, 3, 1, 0), 1 * 4 + 3, inf},  // a row's last column, no pad
+      {conv_shape(9, 3, 6, 7, 4, 3, 3, 1, 1), 5 * 126 + 2 * 42 + 3 * 7 + 6, -inf},  // image 5
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const ConvShape& s = cases[i].s;
+    SCOPED_TRACE("case " + std::to_string(i));
+    auto x = test::random_vec<float>(s.x_numel(), 500 + i);
+    x[static_cast<size_t>(cases[i].at)] = cases[i].v;
+    const auto dy = test::random_vec<float>(s.y_numel(), 600 + i);
+    std::vector<double> want(s.w_numel()), want_b(s.k);
+    conv2d_bwd_filter_ref<double>(s, as_double(x).data(), as_double(dy).data(), want.data(),
+                                  want_b.data(), nullptr);
+    int bad = 0;
+    for (double v : want) bad += !std::isfinite(v);
+    ASSERT_GT(bad, 0);
+    ASSERT_LT(bad, s.w_numel());  // some taps never meet the element
+    for (const std::string& path : conv_ref_paths())
+      for (bool bias : {true, false}) {
+        SCOPED_TRACE(path + (bias ? " with bias" : ""));
+        PathScope scope(path);
+        std::vector<float> dw(s.w_numel(), 7.f), db(s.k, 7.f);
+        conv2d_bwd_filter_ref<float>(s, x.data(), dy.data(), dw.data(), bias ? db.data() : nullptr,
+                                     nullptr);
+        for (int64_t j = 0; j < s.w_numel(); ++j) {
+          if (std::isnan(want[j])) {
+            EXPECT_TRUE(std::isnan(dw[j])) << "tap " << j;
+          } else if (std::isinf(want[j])) {
+            EXPECT_EQ(double(dw[j]), want[j]) << "tap " << j;
+          } else {
+            EXPECT_NEAR(dw[j], want[j], 1e-4 * (1 + std::fabs(want[j]))) << "tap " << j;
+          }
+        }
+        if (bias)
+          for (int64_t k = 0; k < s.k; ++k)
+            EXPECT_NEAR(db[k], want_b[k], 1e-4 * (1 + std::fabs(want_b[k])));
+      }
+  }
+}
+
 TEST(ConvDirect, PathsAreListedBestFirstAndChosenByName) {
   const std::vector<std::string> paths = conv_ref_paths();
   ASSERT_FALSE(paths.empty());

@@ -62,7 +62,10 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
 // CPUs with AVX-512F or AVX2 + FMA (conv_direct_cpu.cpp; backward-data also needs a padding
 // below the kernel size); every other shape, and every double call, takes im2col + GEMM. The
 // paths sum in different orders and agree to rounding; each gives the same bits on any thread
-// count, and the two instruction sets give the same bits as each other. conv_ref_paths() lists
+// count, and the two instruction sets give the same bits as each other (NaN payloads aside: which
+// NaN survives a sum is the compiler's choice). A non-finite input gives NaN in the same places
+// on every path (the direct filter gradient sums a group again by im2col when its own sums, which
+// also multiply zeros by the x past each row's end, are not all finite). conv_ref_paths() lists
 // what this CPU runs, best first ("avx512", "avx2", "im2col"); set_conv_ref_path(name) makes
 // every later float call take one ("" restores the default, the first; an unknown name or one
 // this CPU lacks is an error). Process-wide: tests compare the paths, bench_cpu times them.

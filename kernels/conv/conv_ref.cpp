@@ -4,6 +4,7 @@
 // Float stride-1 shapes take the direct convolution (conv_direct_cpu.cpp) where the CPU has
 // AVX-512F or AVX2 + FMA.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <sstream>
 #include <type_traits>
@@ -194,19 +195,27 @@ void conv2d_bwd_filter_ref(const ConvShape& s, const T* x, const T* dy, T* dw, T
   // Group 0 sums into dw/db themselves, group g > 0 into partial g - 1.
   std::vector<T> partial(static_cast<size_t>((groups - 1) * (WN + s.k)));
   parallel_for(groups, [&](int64_t g0, int64_t g1) {
-    T* col = s.is_1x1() || direct ? nullptr : conv_scratch<T>(0, CRS * PQ);
     for (int64_t g = g0; g < g1; ++g) {
       T* gw = g == 0 ? dw : partial.data() + (g - 1) * (WN + s.k);
-      T* gb = g == 0 ? db : gw + WN;
+      T* gb = !db ? nullptr : g == 0 ? db : gw + WN;  // (no bias: no partial sums of one)
       if (gb) std::fill(gb, gb + s.k, T(0));
       const int64_t first = g * per, last = std::min(s.n, first + per);
+      // The direct sums also multiply dy's zeros past each row's end by the x there: a
+      // non-finite x makes NaN where im2col (and CUDA) sum the real terms only. A group whose
+      // direct sums are not all finite is summed again by im2col (a cost of diverged runs only).
+      bool by_direct = false;
       if constexpr (std::is_same_v<T, float>)
-        if (direct) conv_direct::backward_filter_group(isa, s, x, dy, relu_y, first, last, gw);
+        if (direct) {
+          conv_direct::backward_filter_group(isa, s, x, dy, relu_y, first, last, gw);
+          by_direct = std::all_of(gw, gw + WN, [](float v) { return std::isfinite(v); });
+        }
+      // (after the direct sums: they take slot 0 too, and may grow it)
+      T* col = s.is_1x1() || by_direct ? nullptr : conv_scratch<T>(0, CRS * PQ);
       for (int64_t n = first; n < last; ++n) {
         const int64_t off = n * s.k * PQ;
-        if (direct && !gb) continue;  // nothing more for this image
+        if (by_direct && !gb) continue;  // nothing more for this image
         const T* dyn = masked_dy(dy + off, relu_y ? relu_y + off : nullptr, s.k * PQ);
-        if (!direct) {
+        if (!by_direct) {
           const T* cn = x + n * s.c * s.h * s.w;
           if (!s.is_1x1()) {
             im2col(s, cn, col);

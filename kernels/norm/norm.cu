@@ -225,14 +225,16 @@ __global__ void __launch_bounds__(kThreads)
 // coefficients (mean, scale, bias) in u, s, t.
 __device__ __forceinline__ void bn_finalize_fwd_channel(
     int c, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-    unsigned hw, unsigned m, int splits, const double* __restrict__ pa,
-    const double* __restrict__ pb, float* save_mean, float* save_invstd, float* running_mean,
-    float* running_var, float* nbt, double momentum, double eps, bool write, float& u, float& s,
-    float& t) {
+    unsigned hw, unsigned m, int splits, const double* pa, const double* pb, float* save_mean,
+    float* save_invstd, float* running_mean, float* running_var, float* nbt, double momentum,
+    double eps, bool write, float& u, float& s, float& t) {
+  // pa, pb: not __restrict__, and read through L2 (__ldcg): the persistent kernel wrote them in
+  // the same launch, on other SMs, before its grid barrier (a read-only load, ld.global.nc,
+  // would be allowed to serve a stale copy).
   double a = 0, b = 0;
   for (int sp = 0; sp < splits; ++sp) {
-    a += pa[static_cast<int64_t>(c) * splits + sp];
-    b += pb[static_cast<int64_t>(c) * splits + sp];
+    a += __ldcg(pa + static_cast<int64_t>(c) * splits + sp);
+    b += __ldcg(pb + static_cast<int64_t>(c) * splits + sp);
   }
   const double dm = a / m;
   const double mean = static_cast<double>(x[static_cast<int64_t>(c) * hw]) + dm;
@@ -277,14 +279,16 @@ __global__ void bn_finalize_fwd_kernel(const float* __restrict__ x, const float*
 
 // Channel c's backward sums (in split order): writes dweight and dbias (when dweight is not
 // null) and returns (k1, k2, k3) with dx = k1 * dy + k2 * (x - mean) + k3.
-__device__ __forceinline__ void bn_finalize_bwd_channel(
-    int c, const float* __restrict__ w, const float* __restrict__ invstd, unsigned m, int splits,
-    const double* __restrict__ pa, const double* __restrict__ pb, float* dweight, float* dbias,
-    bool train, float& k1f, float& k2f, float& k3f) {
+__device__ __forceinline__ void bn_finalize_bwd_channel(int c, const float* __restrict__ w,
+                                                        const float* __restrict__ invstd,
+                                                        unsigned m, int splits, const double* pa,
+                                                        const double* pb, float* dweight,
+                                                        float* dbias, bool train, float& k1f,
+                                                        float& k2f, float& k3f) {
   double sdy = 0, sdyx = 0;
-  for (int sp = 0; sp < splits; ++sp) {
-    sdy += pa[static_cast<int64_t>(c) * splits + sp];
-    sdyx += pb[static_cast<int64_t>(c) * splits + sp];
+  for (int sp = 0; sp < splits; ++sp) {  // (through L2, as bn_finalize_fwd_channel's)
+    sdy += __ldcg(pa + static_cast<int64_t>(c) * splits + sp);
+    sdyx += __ldcg(pb + static_cast<int64_t>(c) * splits + sp);
   }
   const double is = invstd[c];
   const double dw = sdyx * is;
