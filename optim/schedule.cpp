@@ -243,16 +243,20 @@ class PlateauLR : public Schedule {
   }
   // Hex floats: exact round trip, and inf (the initial best) reads back.
   std::string state() const override {
-    return format_c("plateau %a %a %d %d", static_cast<double>(lr_), best_, bad_, cooldown_left_);
+    // (+ the mode, from 2026-12-07: a best of the other mode is no best of this one)
+    return format_c("plateau %a %a %d %d %s", static_cast<double>(lr_), best_, bad_, cooldown_left_,
+                    o_.mode.c_str());
   }
   void set_state(const std::string& s) override {
     std::istringstream in(s);
     in.imbue(std::locale::classic());
-    std::string tag, lr, best;
+    std::string tag, lr, best, mode;
     int bad = -1, cd = -1;
     std::string rest;
-    // every field read (a failed count reads as 0), nothing after them
-    const bool read = static_cast<bool>(in >> tag >> lr >> best >> bad >> cd) && !(in >> rest);
+    // every field read (a failed count reads as 0), then the mode or nothing (older states),
+    // nothing after them
+    const bool read = static_cast<bool>(in >> tag >> lr >> best >> bad >> cd) &&
+                      (!(in >> mode) || ((mode == "min" || mode == "max") && !(in >> rest)));
     // (counts up to 2^30, as epochs: bad_ is incremented, and INT_MAX wrapped)
     KILN_CHECK(read && tag == "plateau" && bad >= 0 && cd >= 0 && bad <= (1 << 30) &&
                    cd <= (1 << 30) && !lr.empty() && !best.empty(),
@@ -269,6 +273,12 @@ class PlateauLR : public Schedule {
     best_ = best_read;
     bad_ = bad;
     cooldown_left_ = cd;
+    // Resumed with the other --plateau-mode: a loss is no best accuracy (an accuracy of 0.9
+    // under a best loss of 2.3 counted as a bad epoch); the lr and cooldown carry over.
+    if (!mode.empty() && mode != o_.mode) {
+      best_ = o_.mode == "max" ? -INFINITY : INFINITY;
+      bad_ = 0;
+    }
   }
   double rescale_lr(double ratio) override {
     lr_ = std::max(static_cast<float>(lr_ * ratio), o_.min_lr);

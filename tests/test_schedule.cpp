@@ -223,7 +223,8 @@ TEST(Schedule, PlateauStateCountsAreBounded) {
   s->set_state(good);
   for (const std::string& bad :
        {std::string("plateau 0.5 1 2147483647 0"), std::string("plateau 0.5 1 0 1073741825"),
-        std::string("plateau 0.5 1 0 x\n\x1b[2J")}) {
+        std::string("plateau 0.5 1 0 x\n\x1b[2J"), std::string("plateau 0.5 1 0 0 mode"),
+        std::string("plateau 0.5 1 0 0 min x")}) {
     try {
       s->set_state(bad);
       ADD_FAILURE() << bad << " was taken";
@@ -233,6 +234,33 @@ TEST(Schedule, PlateauStateCountsAreBounded) {
     }
   }
   s->set_state("plateau 0.5 1 1073741824 0");  // 2^30 itself is a count
+}
+
+TEST(Schedule, PlateauResumedInTheOtherModeStartsItsBestOver) {
+  // A best loss of 2.3 is no best accuracy: resumed with --plateau-mode max, an accuracy of 0.9
+  // (below 2.3) counted as a bad epoch and patience 0 cut the lr (until 2026-12-07). The state
+  // names its mode; one without (older checkpoints) keeps its best.
+  ScheduleOptions o = named("plateau");
+  o.patience = 0;
+  o.factor = 0.5f;
+  auto s = sched(o, 1.0f);
+  s->on_epoch_end(0, 2.3);
+  const std::string st = s->state();
+  ASSERT_EQ(st.substr(st.size() - 4), " min") << st;
+  o.mode = "max";
+  auto t = sched(o, 1.0f);
+  t->set_state(st);
+  t->on_epoch_end(1, 0.9);
+  EXPECT_EQ(t->lr(2, 0), 1.0f);
+  t = sched(o, 1.0f);
+  t->set_state(st.substr(0, st.size() - 4));  // an older state: its best stands
+  t->on_epoch_end(1, 0.9);
+  EXPECT_EQ(t->lr(2, 0), 0.5f);
+  o.mode = "min";  // the same mode keeps it too: 2.4 is no better than 2.3
+  t = sched(o, 1.0f);
+  t->set_state(st);
+  t->on_epoch_end(1, 2.4);
+  EXPECT_EQ(t->lr(2, 0), 0.5f);
 }
 
 TEST(Schedule, PlateauPatienceCooldownMinLr) {
