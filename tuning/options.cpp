@@ -502,7 +502,7 @@ OptionTable build_table() {
   t.add(
       opt_str("device", "auto | cpu | cuda", [](RunConfig& c) -> std::string& { return c.device; }),
       kSideEffect);
-  t.add(opt_int("seed", "seed for init, shuffling and dropout",
+  t.add(opt_int("seed", "seed for init, shuffling, augmentation and dropout",
                 [](RunConfig& c) -> uint64_t& { return c.seed; }),
         kBatchOrder);
   t.add(opt_bool("deterministic",
