@@ -30,7 +30,7 @@ struct OptimOptions {
   bool decay_all = false;    // also decay biases and norm parameters
   // Clipping: at most one of these is > 0 (checked in validate()).
   float clipnorm = 0.0f;         // per tensor (Keras clipnorm)
-  float global_clipnorm = 0.0f;  // all tensors together (clip_grad_norm_, Keras global_clipnorm)
+  float global_clipnorm = 0.0f;  // all tensors together (torch's clip_grad_norm_: c / (G + 1e-6))
   float clipvalue = 0.0f;        // element-wise
   // Penalties added to the loss and the gradient (weights only unless penalize_all).
   float l1 = 0.0f, l2 = 0.0f;

@@ -1043,6 +1043,30 @@ TEST(TrainerCpu, AResumeTakesTheOptionsItsCommandLineLeavesOutFromTheCheckpoint)
   EXPECT_FLOAT_EQ(b.sched.resolved().gamma, 0.1f);
   EXPECT_FLOAT_EQ(b.sched.resolved().base_momentum, 0.85f);
 
+  // One of a set of options a run sets one of (a clipping mode, a warm-up length) given now
+  // replaces the recorded other: resumed with --clipnorm, a --global-clipnorm run was refused
+  // as setting both (until 2026-12-07).
+  RunConfig clip = c;
+  clip.optim.global_clipnorm = 1.0f;
+  clip.sched.warmup_epochs = 1;
+  clip.save = files.add(test::temp_file("adopt_clip.safetensors"));
+  run_training(clip, {});
+  auto [kept, unused4] = resumed(clip.save, {}, defaults);
+  EXPECT_FLOAT_EQ(kept.optim.global_clipnorm, 1.0f);
+  EXPECT_EQ(kept.sched.warmup_epochs, 1);
+  RunConfig other = defaults;
+  other.optim.clipnorm = 0.5f;
+  other.sched.warmup_steps = 10;
+  ParsedArgs swapped;
+  swapped.flag_keys = {"clipnorm"};
+  swapped.config_keys = {{"warmup-steps", "warmup_steps"}};
+  auto [sw, unused5] = resumed(clip.save, swapped, other);
+  EXPECT_FLOAT_EQ(sw.optim.clipnorm, 0.5f);
+  EXPECT_EQ(sw.optim.global_clipnorm, 0.0f);
+  EXPECT_EQ(sw.sched.warmup_steps, 10);
+  EXPECT_EQ(sw.sched.warmup_epochs, 0);
+  EXPECT_NO_THROW(sw.validate());
+
   // A value the run gave is kept, even where this kiln's default would give another.
   auto [e, unused2] = resumed(exp.save, {}, defaults);
   EXPECT_EQ(e.sched.name, "exponential");

@@ -154,9 +154,21 @@ std::vector<std::string> adopt_resume_options(RunConfig& cfg, const ParsedArgs& 
   static const std::set<std::string> kNotTaken = {"precision", "summary", "resume",
                                                   "lr-find",   "log",     "lr-find-csv"};
   const OptionTable& table = run_options();
+  auto named = [&](const std::string& name) {
+    return args.config_keys.count(name) ||
+           std::find(args.flag_keys.begin(), args.flag_keys.end(), name) != args.flag_keys.end();
+  };
+  // Options of which a run sets one: giving one now replaces the recorded other (a run of
+  // --global-clipnorm 1 resumed with --clipnorm 0.5 was refused as setting both).
+  static const std::vector<std::vector<std::string>> kOneOf = {
+      {"clipnorm", "global-clipnorm", "clipvalue"}, {"warmup-steps", "warmup-epochs"}};
   auto given = [&](const OptionSpec& o) {
-    return args.config_keys.count(o.name) ||
-           std::find(args.flag_keys.begin(), args.flag_keys.end(), o.name) != args.flag_keys.end();
+    if (named(o.name)) return true;
+    for (const auto& group : kOneOf)
+      if (std::find(group.begin(), group.end(), o.name) != group.end())
+        for (const std::string& other : group)
+          if (named(other)) return true;
+    return false;
   };
   auto taken = [&](const OptionSpec& o) {
     return !kNotTaken.count(o.name) && !(o.traits & (kSideEffect | skip_traits)) && !given(o);

@@ -19,8 +19,11 @@
 // Step count: OptimHyper::step is the 1-based count of step() calls made by the host, also for
 // steps the device skipped (the host cannot know without a sync). Adam's bias corrections and
 // the "first step: momentum buffer = g" rule use it, identically on CPU and GPU. So after a
-// skipped first step, a later step uses the (zero) buffer as if it had been initialised; this
-// differs from PyTorch only when dampening != 0. The same holds for a resume that gives
+// skipped step, a later step uses the (zero) buffer as if it had been initialised, which
+// differs from PyTorch when dampening != 0, and Adam's bias corrections count the skipped step
+// (after a skipped first step the first update is about 0.74 lr where torch's is lr). The
+// trainer never gets there (a skipped step ends its run, exit 3); a library caller's own loop
+// that steps on after a skip does. The same holds for a resume that gives
 // --momentum to a checkpoint of a momentum-0 SGD run: its buffers are zeros, not absent, so with
 // dampening d the first momentum step stores (1-d)*g where torch stores g.
 #pragma once
