@@ -1422,7 +1422,7 @@ MUTANTS = [
      [("    if (!mode.empty() && mode != o_.mode) {", "    if (false) {")],
      "a plateau run resumed in the other --plateau-mode compares accuracies with a best loss (until 2026-12-07)"),
     ("resume-one-of-both", "tuning/run_checkpoint.cpp",
-     [("          if (named(other)) return true;\n", "")],
+     [("          if (named(other)) return true;\n", "          if (false) return true;\n")],
      "a --global-clipnorm run resumed with --clipnorm is refused as setting both (until 2026-12-07)"),
     ("early-stop-mid-epoch", "engine/trainer.cpp",
      [("    if (!(epoch == from.epoch && from.batch > 0) &&\n", "    if (\n")],
