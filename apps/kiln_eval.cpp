@@ -174,7 +174,9 @@ int main(int argc, char** argv) {
     }
     model->build(dev, cfg.seed);
     Context ctx(dev, cfg.seed);
-    load_checkpoint(ckpt, ctx, *model, nullptr, nullptr);
+    // (the file read above, once: one replaced meanwhile, by --keep-last or a running job,
+    // would have given this model another file's weights, or a confusing error)
+    load_checkpoint_file(file, "checkpoint " + ckpt, ctx, *model, nullptr, nullptr);
     model->eval(ctx);
     BatchIterator it(test, 500, false, 0);
     it.start_epoch(0, ctx.stream());
