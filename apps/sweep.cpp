@@ -225,10 +225,10 @@ int main(int argc, char** argv) {
     // all the data, until 2026-12-07: another recipe, said only in each trial's log).
     if (!base.resume.empty()) {
       ParsedArgs given = args;
-      auto add = [&given](const std::string& key) {
-        const std::string k = normalize_key(key);
-        given.flag_keys.push_back(k);
-        if (k.rfind("no-", 0) == 0) given.flag_keys.push_back(k.substr(3));
+      auto add = [&given](const std::string& key) {  // (a key as written: its option's name)
+        const OptionSpec* o = run_options().find(key);
+        if (!o) o = run_options().negated_bool(key);
+        if (o) given.flag_keys.push_back(o->name);
       };
       for (const auto& kv : spec.base) add(kv.first);
       for (const auto& p : spec.params) {

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <set>
 
@@ -177,6 +178,16 @@ std::vector<float> expect_tensor(const SafetensorsFile& f, const std::string& na
                                                << ", the " << owner << " expects " << shape_str(t.shape()));
   if (!out.empty()) std::memcpy(out.data(), s->data.data(), s->data.size());
   return out;
+}
+
+// Every tensor of f that `known` does not claim is refused: a model of another shape saved it.
+void refuse_unknown_tensors(const SafetensorsFile& f, const std::string& what,
+                            const std::function<bool(const std::string&)>& known) {
+  for (const auto& t : f.tensors)
+    KILN_USAGE_CHECK(known(t.name),
+                     what << ": unexpected tensor " << printable(t.name) << " "
+                          << shape_str(t.shape)
+                          << ": the model has no such tensor (saved from a different model?)");
 }
 
 }  // namespace
@@ -391,12 +402,9 @@ void check_checkpoint_model(const SafetensorsFile& f, const std::string& what, M
     expect_tensor(f, name, t, what, "model");
     names.insert(name);
   }
-  for (const auto& t : f.tensors)
-    KILN_USAGE_CHECK(names.count(t.name) || t.name.rfind("optimizer.", 0) == 0 ||
-                         t.name.rfind(kBestPrefix, 0) == 0,
-                     what << ": unexpected tensor " << printable(t.name) << " "
-                          << shape_str(t.shape)
-                          << ": the model has no such tensor (saved from a different model?)");
+  refuse_unknown_tensors(f, what, [&](const std::string& n) {
+    return names.count(n) || n.rfind("optimizer.", 0) == 0 || n.rfind(kBestPrefix, 0) == 0;
+  });
 }
 
 CheckpointInfo load_checkpoint_bytes(const std::vector<uint8_t>& bytes, const std::string& what,
@@ -460,8 +468,7 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
   std::string sched_state = meta_or_fail(f, "schedule_state", what);
   if (const std::string* es = f.meta("early_stop"))  // absent in checkpoints before 2026-12-01
     p.early_stop = parse_early_stop(*es, what);
-  if (const std::string* wa = f.meta("watched_acc"))  // optional (2026-12-02)
-  {
+  if (const std::string* wa = f.meta("watched_acc")) {  // optional (2026-12-02)
     p.watched_acc = meta_double(*wa, "watched_acc", what);
     KILN_CHECK(p.watched_acc >= 0 && p.watched_acc <= 1,
                what << ": __metadata__ watched_acc " << printable(*wa) << " is not an accuracy");
@@ -505,14 +512,10 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
       used.push_back(kBestPrefix + name);
     }
   }
-  for (const auto& t : f.tensors) {
-    bool known = std::find(used.begin(), used.end(), t.name) != used.end();
-    bool skipped_opt = !opt && t.name.rfind("optimizer.", 0) == 0;
-    KILN_USAGE_CHECK(known || skipped_opt,
-                     what << ": unexpected tensor " << printable(t.name) << " "
-                          << shape_str(t.shape)
-                          << ": the model has no such tensor (saved from a different model?)");
-  }
+  refuse_unknown_tensors(f, what, [&](const std::string& n) {
+    return std::find(used.begin(), used.end(), n) != used.end() ||
+           (!opt && n.rfind("optimizer.", 0) == 0);
+  });
   if (sched && !sched_state.empty()) {
     try {
       sched->set_state(sched_state);

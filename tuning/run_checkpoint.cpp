@@ -215,17 +215,21 @@ std::vector<std::string> adopt_resume_options(RunConfig& cfg, const ParsedArgs& 
   return changed;
 }
 
+namespace {
+// Whether a recorded option's text is the value `now` has. Before 2026-12-03 a float option was
+// recorded to 6 significant digits: such a text is the same option as the exact one it rounds
+// (the old file cannot tell more).
+bool same_option_text(const std::string& old, const std::string& now) {
+  if (old == now) return true;
+  char* end = nullptr;
+  const double x = strtod_c(now.c_str(), &end);
+  return !now.empty() && *end == 0 && format_c("%.6g", x) == old;
+}
+}  // namespace
+
 std::string config_diffs(const JsonValue& was, const JsonValue& now,
                          const std::function<bool(const std::string&)>& skip,
                          const std::string& prefix) {
-  // Before 2026-12-03 a float option was recorded to 6 significant digits: such a text is the
-  // same option as the exact one it rounds (the old file cannot tell more).
-  auto same = [](const std::string& old, const std::string& now) {
-    if (old == now) return true;
-    char* end = nullptr;
-    const double x = strtod_c(now.c_str(), &end);
-    return !now.empty() && *end == 0 && format_c("%.6g", x) == old;
-  };
   // An option a later kiln added is missing from an older file; that kiln behaved as the
   // option's default does (a new option's default keeps the old behaviour).
   static const JsonValue defaults = parse_json(run_config_json(RunConfig{}));
@@ -235,7 +239,7 @@ std::string config_diffs(const JsonValue& was, const JsonValue& now,
     const JsonValue* old = was.find(k);
     std::string old_text;
     if (old) {
-      if (old->is_string() && same(old->text, v.text)) continue;
+      if (old->is_string() && same_option_text(old->text, v.text)) continue;
       old_text = old->is_string() ? old->text : std::string("?");
     } else {
       const JsonValue* d = defaults.find(k);
@@ -585,9 +589,7 @@ void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at) {
                   << (at.batch > 0 ? " or more" : " to evaluate it, more to train on"));
 }
 
-void check_resume_fits(const RunConfig& cfg, const SafetensorsFile& file, const TrainPosition& at) {
-  check_resume_epochs(cfg, at);
-  cfg.validate();
+void check_resume_model(const RunConfig& cfg, const SafetensorsFile& file) {
   auto model = make_model(cfg.model_on(Device::CPU), cfg.input_shape(), 10);  // the shapes alone
   model->build(Device::CPU, cfg.seed);
   check_checkpoint_model(file, "checkpoint " + cfg.resume, *model);
@@ -630,11 +632,13 @@ TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
   // Another --lr: a schedule that holds its lr in its state (plateau) would go on at the saved
   // lr; it scales it as the schedules that compute their lr from --lr follow the new one.
   std::string lr_note;
-  const JsonValue* old_lr = saved.find("lr");
-  if (old_lr && old_lr->is_string() && s.sched) {
+  // (another --lr as the log line's diffs count one: a 6-digit text of an older file is its lr)
+  const JsonValue *old_lr = saved.find("lr"), *now_lr = now.find("lr");
+  if (old_lr && old_lr->is_string() && now_lr && s.sched &&
+      !same_option_text(old_lr->text, now_lr->text)) {
     char* end = nullptr;
     const double was = strtod_c(old_lr->text.c_str(), &end);
-    if (*end == 0 && std::isfinite(was) && was > 0 && static_cast<float>(was) != s.cfg.optim.lr) {
+    if (*end == 0 && std::isfinite(was) && was > 0) {
       const double held = s.sched->rescale_lr(double(s.cfg.optim.lr) / was);
       if (held >= 0)
         lr_note = "note: --schedule " + s.cfg.sched.name + " goes on from the lr its state holds" +

@@ -89,10 +89,10 @@ std::string train_data_signature(const Dataset& d);
 // --epochs against where the --resume checkpoint is (`at`, its position): it counts the whole
 // run, so it must cover what the checkpoint has done. A usage error.
 void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at);
-// A trial's options against the --resume checkpoint every trial of a sweep starts from (`file`,
-// verified, at `at`), before any trial runs: --epochs, and the model its options build (the
-// tensors' names and shapes). Usage errors.
-void check_resume_fits(const RunConfig& cfg, const SafetensorsFile& file, const TrainPosition& at);
+// The model cfg's options build (cfg validated) against the --resume checkpoint `file`
+// (verified): the tensors' names and shapes, before anything loads (a sweep checks its trials
+// before the first runs). Usage errors.
+void check_resume_model(const RunConfig& cfg, const SafetensorsFile& file);
 // Restores the session from cfg.resume (model, optimizer, schedule, step), given as `file`
 // (read_checkpoint(cfg.resume)); returns where to continue. Differences between the
 // checkpoint's config and this run are reported via `log`.

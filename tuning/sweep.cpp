@@ -641,7 +641,7 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
     if (fit == fits.end()) {
       std::string why;
       try {
-        check_resume_fits(c, it->second.first, it->second.second);
+        check_resume_model(c, it->second.first);
       } catch (const Error& e) {
         if (e.kind() != ErrorKind::Usage) throw;
         why = e.message();
