@@ -101,21 +101,41 @@ Dataset Dataset::to(Device d) const {
 // ---- IDX pairs --------------------------------------------------------------------------------
 Dataset load_idx_pair(const std::string& images_path, const std::string& labels_path,
                       const std::string& name, int64_t limit, bool normalize,
-                      const std::vector<float>& mean, const std::vector<float>& std,
-                      Device device) {
-  IdxArray im = read_idx(images_path, limit > 0 ? limit : -1);  // only the records it keeps
-  KILN_CHECK(im.dims.size() == 3 || im.dims.size() == 4,
-             images_path << ": expected an image file with dims (N, rows, cols) or (N, C, rows, "
-                            "cols), found "
-                         << shape_str(im.dims));
-  IdxArray lb = read_idx(labels_path);
-  KILN_CHECK(lb.dims.size() == 1,
-             labels_path << ": expected a label file with dims (N), found " << shape_str(lb.dims));
-  const int64_t n_all = im.dims[0];
-  KILN_CHECK(n_all == lb.dims[0], images_path << " holds " << n_all << " images but " << labels_path
-                                              << " holds " << lb.dims[0] << " labels");
-  KILN_CHECK(n_all > 0, images_path << ": holds no images");
-  KILN_CHECK(n_all <= INT32_MAX, images_path << ": " << n_all << " images exceed int32 indices");
+                      const std::vector<float>& mean, const std::vector<float>& std, Device device,
+                      const std::vector<int64_t>& sample_shape) {
+  // Both headers are checked, and agree, before any data is read: a small gzip that inflates to
+  // gigabytes is refused by what its header says.
+  const auto check_labels = [&](const std::vector<int64_t>& dims) {
+    KILN_CHECK(dims.size() == 1,
+               labels_path << ": expected a label file with dims (N), found " << shape_str(dims));
+  };
+  const std::vector<int64_t> label_dims = read_idx_dims(labels_path);
+  check_labels(label_dims);
+  int64_t n_all = 0;
+  const auto check_images = [&](const std::vector<int64_t>& dims) {
+    KILN_CHECK(dims.size() == 3 || dims.size() == 4,
+               images_path << ": expected an image file with dims (N, rows, cols) or (N, C, rows, "
+                              "cols), found "
+                           << shape_str(dims));
+    n_all = dims[0];
+    KILN_CHECK(n_all == label_dims[0], images_path << " holds " << n_all << " images but "
+                                                   << labels_path << " holds " << label_dims[0]
+                                                   << " labels");
+    KILN_CHECK(n_all > 0, images_path << ": holds no images");
+    KILN_CHECK(n_all <= INT32_MAX, images_path << ": " << n_all << " images exceed int32 indices");
+    const std::vector<int64_t> sample = {dims.size() == 4 ? dims[1] : 1, dims[dims.size() - 2],
+                                         dims.back()};
+    KILN_CHECK(sample_shape.empty() || sample == sample_shape,
+               images_path << ": images are " << shape_str(sample) << ", expected "
+                           << shape_str(sample_shape) << " for " << name);
+  };
+  IdxArray im = read_idx(images_path, limit > 0 ? limit : -1, check_images);  // only those kept
+  // Read again in full: the file may have changed since its header was read.
+  IdxArray lb = read_idx(labels_path, -1, [&](const std::vector<int64_t>& dims) {
+    check_labels(dims);
+    KILN_CHECK(dims[0] == n_all, images_path << " holds " << n_all << " images but " << labels_path
+                                             << " holds " << dims[0] << " labels");
+  });
   for (int64_t i = 0; i < n_all; ++i)
     KILN_CHECK(lb.data[i] < 10, labels_path << ": label " << int(lb.data[i]) << " of record " << i
                                             << " (byte " << 8 + i << ") is outside 0..9");
@@ -494,11 +514,8 @@ static Dataset load_dataset_impl(const DataOptions& opts, const std::string& spl
     ds.note = past_limit(ds);
     return ds;
   }
-  Dataset ds =
-      load_idx_pair(found[0], found[1], name, limit, opts.normalize, mean, std, Device::CPU);
-  KILN_CHECK(ds.images.dim(1) == 1 && ds.images.dim(2) == 28 && ds.images.dim(3) == 28,
-             found[0] << ": images are " << shape_str(ds.sample_shape())
-                      << ", expected [1, 28, 28] for " << opts.dataset);
+  Dataset ds = load_idx_pair(found[0], found[1], name, limit, opts.normalize, mean, std,
+                             Device::CPU, {1, 28, 28});
   // MNIST and Fashion-MNIST share their file names, so a data directory of one read as the
   // other trains without complaint; their mean pixels (0.131 and 0.286) tell them apart.
   // Every block of 100 images of either set (train and test) averages 0.10-0.20 (MNIST) or

@@ -3,6 +3,7 @@
 // device through a permutation (no per-batch host copies).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -24,7 +25,14 @@ struct IdxArray {
 // With max_records >= 0, `data` holds at most that many of the first dimension's records (the
 // rest is still read, to check its length and the gzip CRC, but not kept): --train-limit 1000 of
 // a large file needs the memory of 1000 records.
-IdxArray read_idx(const std::string& path, int64_t max_records = -1);
+// check, when given, sees the dims once the header has passed its own checks, before any data
+// is read or allocated: a caller that knows what it wants refuses a file by its header (a gzip
+// of a few megabytes can inflate to gigabytes).
+using IdxHeaderCheck = std::function<void(const std::vector<int64_t>& dims)>;
+IdxArray read_idx(const std::string& path, int64_t max_records = -1,
+                  const IdxHeaderCheck& check = {});
+// The dims alone, from the header (checked as read_idx checks it); no data is read.
+std::vector<int64_t> read_idx_dims(const std::string& path);
 // Reads a whole file, inflating it when it is gzip (by magic, not by name).
 std::vector<uint8_t> read_file_maybe_gz(const std::string& path);
 
@@ -92,10 +100,13 @@ TrainValSplit load_train_val(const DataOptions& opts, Device device);
 // Rows [begin, end) as a dataset of their own (images shared with ds, labels copied).
 Dataset slice_rows(const Dataset& ds, int64_t begin, int64_t end, const std::string& name);
 
-// MNIST-style pair of IDX files -> Dataset (N,1,H,W).
+// MNIST-style pair of IDX files -> Dataset (N,1,H,W). A non-empty sample_shape ({C, H, W}) is
+// the image shape required; the counts and shapes are checked from the two headers before any
+// pixel is read.
 Dataset load_idx_pair(const std::string& images_path, const std::string& labels_path,
                       const std::string& name, int64_t limit, bool normalize,
-                      const std::vector<float>& mean, const std::vector<float>& std, Device device);
+                      const std::vector<float>& mean, const std::vector<float>& std, Device device,
+                      const std::vector<int64_t>& sample_shape = {});
 // CIFAR-10 binary batch files (each record: 1 label byte + 3072 pixel bytes) -> (N,3,32,32).
 Dataset load_cifar_files(const std::vector<std::string>& paths, const std::string& name,
                          int64_t limit, bool normalize, Device device);

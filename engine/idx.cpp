@@ -190,16 +190,17 @@ static uint32_t be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
 
-static IdxArray read_idx_impl(const std::string& path, int64_t max_records);
+static IdxArray read_idx_impl(const std::string& path, int64_t max_records,
+                              const IdxHeaderCheck& check);
 
-IdxArray read_idx(const std::string& path, int64_t max_records) {
+IdxArray read_idx(const std::string& path, int64_t max_records, const IdxHeaderCheck& check) {
   return with_memory_context([&] { return reading(path); },
-                             [&] { return read_idx_impl(path, max_records); });
+                             [&] { return read_idx_impl(path, max_records, check); });
 }
 
-static IdxArray read_idx_impl(const std::string& path, int64_t max_records) {
+// The magic and the dims, checked; the reader is left at the first data byte.
+static std::vector<int64_t> read_idx_header(DataReader& r, const std::string& path) {
   constexpr int64_t kMaxElements = 10000000000LL;  // 1e10: far above any IDX dataset
-  DataReader r(path);
   const char* unc = r.gzip() ? " (uncompressed)" : "";
   uint8_t head[4 + 4 * 4];
   size_t n = r.read(head, 4);
@@ -219,20 +220,39 @@ static IdxArray read_idx_impl(const std::string& path, int64_t max_records) {
   KILN_CHECK(n == 4u * ndim, path << ": header truncated: file ends at byte " << 4 + n << unc
                                   << ", a " << ndim << "-dimensional IDX header is " << header
                                   << " bytes");
-  IdxArray a;
+  std::vector<int64_t> dims;
   int64_t elems = 1;
   for (int k = 0; k < ndim; ++k) {
     uint32_t v = be32(head + 4 + 4 * k);
     KILN_CHECK(v <= 0x7FFFFFFFu, path << ": dimension " << k << " at byte " << 4 + 4 * k << " is "
                                       << v << " (larger than a signed 32-bit size)");
-    a.dims.push_back(v);
+    dims.push_back(v);
     // Checked before multiplying, so the product can neither overflow nor pass the limit.
     KILN_CHECK(v == 0 || elems <= kMaxElements / static_cast<int64_t>(v),
                path << ": dimension " << k << " at byte " << 4 + 4 * k << " (" << v
                     << ") brings the element count past 1e10; not a plausible IDX file");
     elems *= v;
   }
-  const uint64_t expected = static_cast<uint64_t>(elems);
+  return dims;
+}
+
+std::vector<int64_t> read_idx_dims(const std::string& path) {
+  DataReader r(path);
+  return read_idx_header(r, path);
+}
+
+static IdxArray read_idx_impl(const std::string& path, int64_t max_records,
+                              const IdxHeaderCheck& check) {
+  DataReader r(path);
+  const char* unc = r.gzip() ? " (uncompressed)" : "";
+  IdxArray a;
+  a.dims = read_idx_header(r, path);
+  // The caller's checks come before any data is read or allocated: a gzip of a few megabytes
+  // can inflate to gigabytes.
+  if (check) check(a.dims);
+  const size_t header = 4 + 4 * a.dims.size();
+  uint64_t expected = 1;
+  for (int64_t v : a.dims) expected *= static_cast<uint64_t>(v);
   if (r.raw_size() >= 0) {
     // Raw file: size known, so a lying header is caught before any allocation.
     uint64_t have = static_cast<uint64_t>(r.raw_size()) - header;

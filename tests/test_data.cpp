@@ -168,7 +168,9 @@ TEST(Idx, RoundTripRawAndGz) {
 // data files: the one exception type a library caller catches. Until 2026-12-06 read_idx,
 // read_file_maybe_gz, load_idx_pair and load_cifar_files let std::bad_alloc out (the apps'
 // load_dataset wrapped it, naming no file). A child caps its address space 24 MiB above what
-// it maps and reads 96 MiB gzips of zeros.
+// it maps and reads 96 MiB gzips of zeros. An image file whose header disagrees with its labels
+// or with the shape asked for is refused by its header under the same cap: before 2026-12-07 a
+// 100 KB gzip was inflated (to gigabytes, for a bigger one) before its shape was looked at.
 TEST(Idx, AFileLargerThanTheMemoryLeftIsOutOfMemoryNamingIt) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "sanitizers reserve address space an RLIMIT_AS would take from them";
@@ -179,7 +181,13 @@ TEST(Idx, AFileLargerThanTheMemoryLeftIsOutOfMemoryNamingIt) {
              gzip_bytes(make_idx({static_cast<uint32_t>(n)}, std::vector<uint8_t>(n))));
   const int64_t records = n / 3073 + 1;
   write_file(t.file("big.bin.gz"), gzip_bytes(std::vector<uint8_t>(records * 3073)));
+  const uint32_t images = n / 784 + 1;
+  write_file(t.file("img.idx.gz"),
+             gzip_bytes(make_idx({images, 28, 28}, std::vector<uint8_t>(images * 784u))));
+  write_file(t.file("lbl.idx"), make_idx({images}, std::vector<uint8_t>(images)));
+  write_file(t.file("ten.idx"), make_idx({10}, std::vector<uint8_t>(10)));
   const std::string big = t.file("big.idx.gz"), cifar = t.file("big.bin.gz");
+  const std::string img = t.file("img.idx.gz"), lbl = t.file("lbl.idx"), ten = t.file("ten.idx");
   test::expect_child_passes(
       [&] {
         if (!test::cap_address_space(24u << 20)) return 9;
@@ -193,18 +201,40 @@ TEST(Idx, AFileLargerThanTheMemoryLeftIsOutOfMemoryNamingIt) {
           }
           return false;
         };
+        auto refused = [](const std::string& text, const auto& f) {
+          try {
+            f();
+          } catch (const Error& e) {
+            return e.kind() == ErrorKind::Runtime && e.message().find(text) != std::string::npos;
+          } catch (...) {
+          }
+          return false;
+        };
         if (!oom_naming(big, [&] { read_idx(big); })) return 1;
         if (!oom_naming(big, [&] { read_file_maybe_gz(big); })) return 2;
         const std::vector<float> mean{0}, sd{1};
-        if (!oom_naming(big,
-                        [&] { load_idx_pair(big, big, "pair", 0, false, mean, sd, Device::CPU); }))
+        if (!oom_naming(img,
+                        [&] { load_idx_pair(img, lbl, "pair", 0, false, mean, sd, Device::CPU); }))
           return 3;
         if (!oom_naming(cifar, [&] { load_cifar_files({cifar}, "c", 0, false, Device::CPU); }))
           return 4;
+        if (!refused(img + " holds " + std::to_string(images) + " images but " + ten +
+                         " holds 10 labels",
+                     [&] { load_idx_pair(img, ten, "pair", 0, false, mean, sd, Device::CPU); }))
+          return 5;
+        if (!refused(img + ": images are [1, 28, 28], expected [1, 27, 28] for pair", [&] {
+              load_idx_pair(img, lbl, "pair", 0, false, mean, sd, Device::CPU, {1, 27, 28});
+            }))
+          return 6;
+        if (!refused("stop", [&] {
+              read_idx(big, -1, [](const std::vector<int64_t>&) { KILN_FAIL("stop"); });
+            }))
+          return 7;
         return 0;
       },
       "1: read_idx, 2: read_file_maybe_gz, 3: load_idx_pair, 4: load_cifar_files did not give "
-      "OutOfMemory 'reading FILE: out of memory'; 9: no cap set");
+      "OutOfMemory 'reading FILE: out of memory'; 5: a label count, 6: a sample shape, 7: "
+      "read_idx's header check did not refuse before the data; 9: no cap set");
 #endif
 }
 

@@ -51,9 +51,14 @@ IDX_CASES = {
     "wrong_rank": ("train-images-idx3-ubyte", idx([N, 784]), "expected an image file"),
     "wrong_count": ("train-labels-idx1-ubyte", idx([N - 1], bytes([1, 2])), "holds 2 labels"),
     "bad_label": ("train-labels-idx1-ubyte", idx([N], bytes([1, 10, 3])), "label 10 of record 1"),
-    # Header claims 2e9 x 1 x 1 bytes; the loader must fail without allocating them.
+    # Header claims 2e9 x 1 x 1 bytes; the loader must fail without allocating them (the labels'
+    # header refuses it before its length is looked at).
     "oversized_header": ("train-images-idx3-ubyte", idx([2000000000, 1, 1], payload=b"\0" * 64),
-                         "truncated: expected 2000000000 bytes"),
+                         "holds 2000000000 images but"),
+    # A gzip's length says nothing of what it inflates to: its header is refused before any
+    # data is read (the old loader read on and said "truncated: expected 23520000 bytes").
+    "gz_header_before_data": ("train-images-idx3-ubyte.gz", gz(idx([N, 2800, 2800], payload=b"\0" * 64)),
+                              "images are [1, 2800, 2800], expected [1, 28, 28]"),
     "absurd_dims": ("train-images-idx3-ubyte", idx([0x7FFFFFFF, 0x7FFFFFFF, 28], payload=b""),
                     "dimension 1 at byte 8 (2147483647) brings the element count past 1e10"),
     "huge_dim": ("train-images-idx3-ubyte", struct.pack(">IIII", 0x803, 0xFFFFFFFF, 28, 28),
