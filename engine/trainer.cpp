@@ -545,19 +545,19 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
   auto best_is_earlier = [&] {
     return opts_.restore_best && !best_.empty() && pos_.early_stop.best_epoch != pos_.epoch;
   };
-  for (int epoch = from.epoch; epoch < opts_.epochs; ++epoch) {
-    // A run resumed from the checkpoint of the epoch that reached --target-acc stops there too.
-    if (epoch == from.epoch && from.batch == 0 && opts_.target_acc > 0 &&
-        from.watched_acc >= opts_.target_acc) {
-      if (log) {
-        std::ostringstream os;
-        os << "target accuracy " << opts_.target_acc << " was reached before epoch " << epoch + 1
-           << " (" << watched_set << "_acc " << from.watched_acc << "): nothing to train";
-        log(os.str());
-      }
-      reached_target = true;
-      break;
+  // A run resumed from the checkpoint of the epoch that reached --target-acc stops there too,
+  // and keeps that epoch's weights as the uninterrupted run did, also when it was the last epoch
+  // (no epoch left to train: until 2026-12-07 such a resume restored an earlier "best" epoch).
+  if (from.batch == 0 && opts_.target_acc > 0 && from.watched_acc >= opts_.target_acc) {
+    if (log && from.epoch < opts_.epochs) {
+      std::ostringstream os;
+      os << "target accuracy " << opts_.target_acc << " was reached before epoch " << from.epoch + 1
+         << " (" << watched_set << "_acc " << from.watched_acc << "): nothing to train";
+      log(os.str());
     }
+    reached_target = true;
+  }
+  for (int epoch = from.epoch; !reached_target && epoch < opts_.epochs; ++epoch) {
     // Early stopping is decided after an epoch and acted on before the next, so a run resumed
     // from the checkpoint of its stopping epoch stops too. One resumed inside an epoch (with a
     // smaller --early-stop than the run had) finishes that epoch first.

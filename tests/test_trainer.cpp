@@ -1293,6 +1293,29 @@ TEST(TrainerCpu, ARunTargetAccStopsKeepsThatEpochsWeightsUnderRestoreBest) {
   ASSERT_EQ(trial.epochs.size(), k + 1);
   c.train.target_acc = 0;
   EXPECT_EQ(default_trial_runner()(c, [](const EpochRecord&) { return true; }).restored_epoch, 1);
+  // The same when the epoch that reaches the target is the last one: a run resumed from its
+  // checkpoint, or from the final --save, keeps that epoch's weights too (until 2026-12-07 it
+  // had no epoch left in which to see the target reached, and restored epoch 1's).
+  c.train.target_acc = static_cast<float>(whole.epochs[k].val_acc) - 1e-4f;
+  c.train.epochs = static_cast<int>(k) + 1;
+  c.checkpoint_every = 1;
+  c.checkpoint_dir = dir + "/last";
+  c.save = dir + "/last.safetensors";
+  const RunResult last = run_training(c, {});
+  ASSERT_EQ(last.epochs.size(), k + 1);
+  ASSERT_EQ(last.restored_epoch, 0);
+  for (const std::string& from :
+       {c.checkpoint_dir + "/ckpt-epoch-" + std::to_string(k + 1) + ".safetensors", c.save}) {
+    RunConfig r = c;
+    r.checkpoint_every = 0;
+    r.resume = from;
+    r.save = dir + "/resumed.safetensors";
+    const RunResult res = run_training(r, {});
+    EXPECT_EQ(res.restored_epoch, 0) << from;
+    EXPECT_EQ(res.test_acc, last.test_acc) << from;
+    EXPECT_EQ(model_tensors(r.save), model_tensors(c.save)) << from;
+    EXPECT_EQ(read_checkpoint(r.save).meta("restored_epoch"), nullptr) << from;
+  }
   std::system(("rm -rf '" + dir + "'").c_str());
 }
 
