@@ -13,9 +13,10 @@ the same epoch/batch/step and restored_epoch, and print the same final test line
     scripts/resume_fuzz.py --bin build-cpu/train_mnist --data tests/data [--recipes N] [--seed S]
 
 Exit 0 when every resume matched, 1 at the first mismatch (its two command lines printed),
-2 for a bad argument. Fixed seeds give the same recipes: the ctest (cli.resume_fuzz) runs a
-few; run more by hand with other seeds (a session's 16,000 resumes found the --target-acc
-defect its test now covers, TrainerCpu.ARunTargetAccStopsKeepsThatEpochsWeightsUnderRestoreBest).
+2 for a bad argument. Fixed seeds give the same recipes: the ctest (cli.resume_fuzz) runs 20
+recipes x 3 resumes; run more by hand with other seeds (a session's 16,000 resumes found the
+--target-acc defect that TrainerCpu.ARunTargetAccStopsKeepsThatEpochsWeightsUnderRestoreBest
+now covers).
 """
 import argparse
 import json
