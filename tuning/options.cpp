@@ -441,7 +441,10 @@ OptionTable build_table() {
                 [](RunConfig& c) -> int& { return c.train.log_every; }),
         kRangeTestUnused);
   t.add(
-      opt_bool("detect-anomaly", "stop at the first non-finite loss or gradient, naming the layer",
+      opt_bool("detect-anomaly",
+               "stop at the first non-finite loss or gradient, naming the layer; also holds each "
+               "step's loss to --max-loss (without it, the epoch's mean train loss), so a run with "
+               "one step past the bound stops there, diverged",
                [](RunConfig& c) -> bool& { return c.train.detect_anomaly; }),
       kSideEffect | kRangeTestUnused);
   t.add(opt_bool("grad-report", "per-layer gradient/weight norm table after each epoch",
