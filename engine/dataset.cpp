@@ -112,15 +112,17 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
   const std::vector<int64_t> label_dims = read_idx_dims(labels_path);
   check_labels(label_dims);
   int64_t n_all = 0;
+  const auto check_count = [&](int64_t labels) {
+    KILN_CHECK(n_all == labels, images_path << " holds " << n_all << " images but " << labels_path
+                                            << " holds " << labels << " labels");
+  };
   const auto check_images = [&](const std::vector<int64_t>& dims) {
     KILN_CHECK(dims.size() == 3 || dims.size() == 4,
                images_path << ": expected an image file with dims (N, rows, cols) or (N, C, rows, "
                               "cols), found "
                            << shape_str(dims));
     n_all = dims[0];
-    KILN_CHECK(n_all == label_dims[0], images_path << " holds " << n_all << " images but "
-                                                   << labels_path << " holds " << label_dims[0]
-                                                   << " labels");
+    check_count(label_dims[0]);
     KILN_CHECK(n_all > 0, images_path << ": holds no images");
     KILN_CHECK(n_all <= INT32_MAX, images_path << ": " << n_all << " images exceed int32 indices");
     const std::vector<int64_t> sample = {dims.size() == 4 ? dims[1] : 1, dims[dims.size() - 2],
@@ -133,8 +135,7 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
   // Read again in full: the file may have changed since its header was read.
   IdxArray lb = read_idx(labels_path, -1, [&](const std::vector<int64_t>& dims) {
     check_labels(dims);
-    KILN_CHECK(dims[0] == n_all, images_path << " holds " << n_all << " images but " << labels_path
-                                             << " holds " << dims[0] << " labels");
+    check_count(dims[0]);
   });
   for (int64_t i = 0; i < n_all; ++i)
     KILN_CHECK(lb.data[i] < 10, labels_path << ": label " << int(lb.data[i]) << " of record " << i

@@ -19,30 +19,19 @@ recipes x 3 resumes; run more by hand with other seeds (a session's 16,000 resum
 now covers).
 """
 import argparse
-import json
 import os
 import random
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 
-
-def tensors_and_meta(path):
-    with open(path, 'rb') as f:
-        b = f.read()
-    n = struct.unpack('<Q', b[:8])[0]
-    head = json.loads(b[8:8 + n])
-    meta = head.pop('__metadata__', {})
-    body = b[8 + n:]
-    t = {k: (v['dtype'], v['shape'], body[v['data_offsets'][0]:v['data_offsets'][1]])
-         for k, v in head.items()}
-    return t, {k: meta.get(k) for k in ('epoch', 'batch', 'step', 'restored_epoch')}
+from safetensors_file import read_safetensors
 
 
 def differences(a_path, b_path):
-    (a, ma), (b, mb) = tensors_and_meta(a_path), tensors_and_meta(b_path)
+    (a, ma), (b, mb) = read_safetensors(a_path), read_safetensors(b_path)
+    ma, mb = ({k: m.get(k) for k in ('epoch', 'batch', 'step', 'restored_epoch')} for m in (ma, mb))
     out = ['tensor %s' % k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     out += ['metadata %s: %s vs %s' % (k, ma[k], mb[k]) for k in ma if ma[k] != mb[k]]
     return out

@@ -8,26 +8,15 @@ Importing this module needs torch; callers check for it first.
 import json
 import math
 import os
-import struct
 import subprocess
 import tempfile
 
 import torch
 from torch import nn
 
+from safetensors_file import read_safetensors  # noqa: F401 (tm.read_safetensors too)
+
 DTYPES = {"F32": torch.float32, "I64": torch.int64, "F64": torch.float64, "I32": torch.int32}
-
-
-def read_safetensors(path):
-    """name -> (dtype, shape, raw bytes), metadata."""
-    with open(path, "rb") as f:
-        b = f.read()
-    n = struct.unpack("<Q", b[:8])[0]
-    header = json.loads(b[8:8 + n])
-    meta = header.pop("__metadata__", {})
-    base = 8 + n
-    return {k: (v["dtype"], v["shape"], b[base + v["data_offsets"][0]:base + v["data_offsets"][1]])
-            for k, v in header.items()}, meta
 
 
 def to_torch(entry):
