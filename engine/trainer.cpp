@@ -248,23 +248,36 @@ std::string Trainer::largest_grad_layer() {
   return os.str();
 }
 
-void Trainer::check_loss_bound(double loss, int epoch, const char* what) {
+double Trainer::loss_bound() const {
   double k = model_.output_shape().empty() ? 10.0 : static_cast<double>(model_.output_shape()[0]);
-  double bound = opts_.max_loss > 0 ? opts_.max_loss : 100.0 * std::log(std::max(k, 2.0));
+  return opts_.max_loss > 0 ? opts_.max_loss : 100.0 * std::log(std::max(k, 2.0));
+}
+
+bool Trainer::within_loss_bound(double loss) const {
   // --max-loss < 0 turns off the bound on a finite loss; a non-finite one always diverged.
-  if (std::isfinite(loss) && (opts_.max_loss < 0 || loss <= bound)) return;
+  return std::isfinite(loss) && (opts_.max_loss < 0 || loss <= loss_bound());
+}
+
+std::string Trainer::loss_bound_text(double loss, int epoch, const char* what) {
   std::ostringstream os;
-  os << "training diverged: " << what << " ";
+  os << what << " ";
   if (std::isnan(loss))
     os << "nan";  // not the stream's "-nan" of a negative-signed NaN
   else
     os << loss;
   os << " in epoch " << epoch + 1 << " (step " << step_ << ")"
-     << (std::isfinite(loss) ? " exceeds the divergence bound " + format_c("%g", bound) +
+     << (std::isfinite(loss) ? " exceeds the divergence bound " + format_c("%g", loss_bound()) +
                                    " (--max-loss; default 100x the chance-level loss)"
                              : "")
-     << largest_grad_layer() << divergence_hint();
-  throw_error(ErrorKind::Diverged, os.str(), __FILE__, __LINE__);
+     << largest_grad_layer();
+  return os.str();
+}
+
+void Trainer::check_loss_bound(double loss, int epoch, const char* what) {
+  if (within_loss_bound(loss)) return;
+  throw_error(ErrorKind::Diverged,
+              "training diverged: " + loss_bound_text(loss, epoch, what) + divergence_hint(),
+              __FILE__, __LINE__);
 }
 
 void Trainer::check_dataset(const Dataset& ds) {
@@ -619,6 +632,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
     pos_ = TrainPosition{epoch, first, step_, {0, 0, 0}, lr, mom, pos_.early_stop};
     pos_.epoch_steps = epoch_steps;
     const long long epoch_first_step = step_ - first;  // one optimizer step a batch
+    bool warned_bound = false;  // --detect-anomaly named a step past --max-loss this epoch
     for (int64_t b = first; it.batch(b, batch_x_, batch_y_, n, ctx_.stream()); ++b) {
       check_nonfinite(opts_.detect_anomaly, epoch);
       lr = sched_.lr(epoch, step_) * lr_scale;
@@ -627,10 +641,20 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
           [&] { return "a training step of " + std::to_string(n) + " images (--batch-size)"; },
           [&] { step_batch(batch_x_, batch_y_, n, lr, mom); });
       seen += n;
+      // --detect-anomaly stops at a non-finite step, as a run without it does (later, at the
+      // next step or the epoch end). A finite step past --max-loss is only named, once an epoch:
+      // the epoch's mean train loss decides, with or without the flag, so a diagnostic option
+      // never changes a run's outcome (until 2026-12-07 such a step stopped the run).
       if (opts_.detect_anomaly) {
         float l = last_loss();
         check_nonfinite(true, epoch);
-        check_loss_bound(l, epoch, "loss");
+        if (!std::isfinite(l)) check_loss_bound(l, epoch, "loss");
+        if (!warned_bound && !within_loss_bound(l)) {
+          warned_bound = true;
+          if (log)
+            log("warning: " + loss_bound_text(l, epoch, "loss") +
+                "; the epoch's mean train loss decides whether the run stops");
+        }
       }
       if (opts_.log_every > 0 && step_ % opts_.log_every == 0 && jsonl.open()) {
         StepStats st = opt_.stats(ctx_);

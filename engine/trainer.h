@@ -42,7 +42,8 @@ struct TrainOptions {
   // The caller stops the run after this many steps (the LR range test's --num-it; 0: none):
   // batches past it are not checked before training (min_training_batch).
   long long step_limit = 0;
-  bool detect_anomaly = false;   // check every step; name the first non-finite layer
+  bool detect_anomaly = false;   // check every step; name the first non-finite layer, and
+                                 // warn (to the log) at an epoch's first step past max_loss
   bool grad_report = false;      // per-layer gradient/weight norm table after each epoch
   double target_acc = 0.0;       // stop once val (else test) accuracy reaches it (0: off;
                                  // a double: as a float, 0.86 lay above 86 of 100)
@@ -174,6 +175,9 @@ class Trainer {
   void check_nonfinite(bool sync, int epoch);
   void copy_flag();
   void check_loss_bound(double loss, int epoch, const char* what);
+  double loss_bound() const;
+  bool within_loss_bound(double loss) const;
+  std::string loss_bound_text(double loss, int epoch, const char* what);
   std::string divergence_hint() const;  // what to try, leaving out a clipping already on
   std::string largest_grad_layer();
   void loss_and_metrics(const Tensor& logits, const Buffer& labels, int64_t n, float grad_scale,

@@ -440,13 +440,13 @@ OptionTable build_table() {
   t.add(opt_int("log-every", "write per-step records (per-layer norms) every N steps",
                 [](RunConfig& c) -> int& { return c.train.log_every; }),
         kRangeTestUnused);
-  t.add(
-      opt_bool("detect-anomaly",
-               "stop at the first non-finite loss or gradient, naming the layer; also holds each "
-               "step's loss to --max-loss (without it, the epoch's mean train loss), so a run with "
-               "one step past the bound stops there, diverged",
-               [](RunConfig& c) -> bool& { return c.train.detect_anomaly; }),
-      kSideEffect | kRangeTestUnused);
+  t.add(opt_bool("detect-anomaly",
+                 "check every step: stop at the first non-finite loss or gradient, naming the "
+                 "layer (a run without it stops there too, a step later), and warn at each epoch's "
+                 "first step whose loss exceeds --max-loss, naming the layer with the largest "
+                 "gradient (the epoch's mean train loss still decides)",
+                 [](RunConfig& c) -> bool& { return c.train.detect_anomaly; }),
+        kSideEffect | kRangeTestUnused);
   t.add(opt_bool("grad-report", "per-layer gradient/weight norm table after each epoch",
                  [](RunConfig& c) -> bool& { return c.train.grad_report; }),
         kSideEffect | kRangeTestUnused);
