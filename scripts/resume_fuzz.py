@@ -8,7 +8,9 @@ batch schedules, clipping, penalties, norms, dropout, mlp and cnn). The recipe r
 uninterrupted, writing a checkpoint every few steps and at every epoch's end, then again from
 some of those checkpoints and from its final --save with `--resume` alone (the checkpoint
 supplies the recipe). Every resumed run must end with the same tensors (bytes, dtype, shape),
-the same epoch/batch/step and restored_epoch, and print the same final test line.
+the same epoch/batch/step and restored_epoch, and print the same final test line; every record
+its --log JSONL holds (epoch, early_stop, restore_best) must be the uninterrupted run's record of
+that type and epoch, timings aside.
 
     scripts/resume_fuzz.py --bin build-cpu/train_mnist --data tests/data [--recipes N] [--seed S]
 
@@ -19,6 +21,7 @@ recipes x 3 resumes; run more by hand with other seeds (a session's 16,000 resum
 now covers).
 """
 import argparse
+import json
 import os
 import random
 import shutil
@@ -34,6 +37,30 @@ def differences(a_path, b_path):
     ma, mb = ({k: m.get(k) for k in ('epoch', 'batch', 'step', 'restored_epoch')} for m in (ma, mb))
     out = ['tensor %s' % k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     out += ['metadata %s: %s vs %s' % (k, ma[k], mb[k]) for k in ma if ma[k] != mb[k]]
+    return out
+
+
+TIMINGS = ('seconds', 'images_per_s')
+
+
+def log_differences(a_path, b_path):
+    """Records of the resumed run's log that the uninterrupted run's log lacks (timings aside)."""
+    def records(path):
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]
+    a = records(a_path)
+    out = []
+    for r in records(b_path):
+        if r in a:
+            continue
+        twin = [x for x in a if x.get('type') == r.get('type') and x.get('epoch') == r.get('epoch')]
+        where = 'log %s record of epoch %s' % (r.get('type'), r.get('epoch'))
+        if not twin:
+            out.append(where + ': not in the uninterrupted run\'s log')
+            continue
+        out += ['%s: %s %s vs %s' % (where, k, twin[0].get(k), r.get(k))
+                for k in sorted(set(r) | set(twin[0])) if r.get(k) != twin[0].get(k)]
     return out
 
 
@@ -132,7 +159,8 @@ def main():
             os.makedirs(d)
             k = rng.randint(2, 7)
             whole = recipe + ['--checkpoint-dir', 'ck', '--checkpoint-every', '1',
-                              '--checkpoint-every-steps', str(k), '--save', 'A.safetensors']
+                              '--checkpoint-every-steps', str(k), '--save', 'A.safetensors',
+                              '--log', 'A.jsonl']
             rc, line_a, err = train(whole, d)
             if rc == 3:  # diverged: nothing to resume to the end
                 counts['diverged'] += 1
@@ -145,11 +173,12 @@ def main():
             points = sorted(os.path.join('ck', f) for f in os.listdir(os.path.join(d, 'ck')))
             points.append('A.safetensors')
             for j, start in enumerate(rng.sample(points, min(args.resumes, len(points)))):
-                out = 'B%d.safetensors' % j
-                resumed = ['--resume', start, '--save', out]
+                out, log = 'B%d.safetensors' % j, 'B%d.jsonl' % j
+                resumed = ['--resume', start, '--save', out, '--log', log]
                 rc, line_b, err = train(resumed, d)
                 diff = ['exit %d: %s' % (rc, err)] if rc != 0 else differences(
-                    os.path.join(d, 'A.safetensors'), os.path.join(d, out))
+                    os.path.join(d, 'A.safetensors'), os.path.join(d, out)) + log_differences(
+                    os.path.join(d, 'A.jsonl'), os.path.join(d, log))
                 if rc == 0 and line_b != line_a:
                     diff.append('final line %r vs %r' % (line_a, line_b))
                 if diff:
