@@ -259,9 +259,9 @@ void BM_CpuLinear(benchmark::State& state) {
                  app::thread_count(threads));
 }
 
-// Element-wise dropout (p 0.05) over the cnn's first activation at batch 32 ([32, 32, 26, 26],
-// 692,224 elements), one thread, with the mask loop of instruction set `isa` (an index into
-// dropout_ref_isas(); skipped where this CPU has fewer).
+// Element-wise dropout (p 0.05) over a [32, 32, 26, 26] tensor (692,224 elements, twice the
+// cnn's first activation at batch 32), one thread, with the mask loop of instruction set `isa` (an
+// index into dropout_ref_isas(); skipped where this CPU has fewer).
 void BM_CpuDropout(benchmark::State& state) {
   const auto isas = dropout_ref_isas();
   const size_t k = static_cast<size_t>(state.range(0));

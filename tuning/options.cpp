@@ -511,7 +511,8 @@ OptionTable build_table() {
   t.add(opt_bool("deterministic",
                  "accepted for scripts that pass it: kiln is always deterministic (no "
                  "order-dependent atomics, fixed algorithms, one cuBLAS workspace; on a GPU "
-                 "checked on the emulator only, see docs/FORMATS.md)",
+                 "checked by a bitwise resume on an H200 and on the emulator, see "
+                 "docs/FORMATS.md)",
                  [](RunConfig& c) -> bool& { return c.deterministic; }));
   // performance (docs/PERFORMANCE.md)
   t.add(opt_int("threads",
