@@ -226,7 +226,7 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   if (!cfg.resume.empty()) {
     resume_file = read_checkpoint(cfg.resume);
     resume_at = checkpoint_position(resume_file, "checkpoint " + cfg.resume);
-    check_resume_epochs(cfg, resume_at);
+    check_resume_epochs(cfg, resume_at, hooks.must_train);
   }
   auto s = make_session(cfg, true, cfg.resume.empty() ? nullptr : &resume_at);
   check_outputs_spare_data(cfg, {&s->train, &s->val, &s->test});

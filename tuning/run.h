@@ -17,6 +17,8 @@ struct RunHooks {
   // What the data files look like against --dataset (Dataset::note, e.g. Fashion-MNIST's files
   // read as MNIST); when unset these go to `log` with the other notes.
   std::function<void(const std::string&)> data_note;
+  // A sweep's trial: a --resume that leaves no epoch to train is a usage error (nothing to score).
+  bool must_train = false;
 };
 
 struct RunResult {

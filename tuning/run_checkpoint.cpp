@@ -573,7 +573,7 @@ std::string existing_checkpoints_note(const RunConfig& cfg) {
          "--checkpoint-dir DIR keeps them apart";
 }
 
-void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at) {
+void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at, bool must_train) {
   // --epochs counts the whole run, as Keras's fit(epochs=, initial_epoch=) does: below what the
   // checkpoint has done there is nothing to train (and the schedule would be sized for a run
   // that cannot happen).
@@ -587,6 +587,16 @@ void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at) {
                           : "has done " + std::to_string(done) + " epoch" + (done == 1 ? "" : "s"))
                   << " and --epochs counts the whole run: give --epochs " << done
                   << (at.batch > 0 ? " or more" : " to evaluate it, more to train on"));
+  // A checkpoint at an epoch's end with --epochs equal to its epochs trains nothing: train_mnist
+  // evaluates it, a sweep's trial would have no epoch to score (until 2026-12-07 each such trial
+  // ran and failed, "no epoch ran", and the sweep exited 1 instead of refusing it up front).
+  KILN_USAGE_CHECK(!must_train || cfg.train.epochs > at.epoch,
+                   "--epochs " << cfg.train.epochs << " with --resume " << cfg.resume
+                               << ": the checkpoint has done " << done << " epoch"
+                               << (done == 1 ? "" : "s")
+                               << ", and a sweep's trial is scored by the epochs it trains: give "
+                                  "--epochs "
+                               << done + 1 << " or more");
 }
 
 void check_resume_model(const RunConfig& cfg, const SafetensorsFile& file) {

@@ -87,8 +87,9 @@ std::string existing_checkpoints_note(const RunConfig& cfg);
 // checkpoint records (CheckpointInfo::train_data) and a resume compares.
 std::string train_data_signature(const Dataset& d);
 // --epochs against where the --resume checkpoint is (`at`, its position): it counts the whole
-// run, so it must cover what the checkpoint has done. A usage error.
-void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at);
+// run, so it must cover what the checkpoint has done; with `must_train` (a sweep's trial, which
+// is scored by the epochs it runs) it must also leave an epoch to train. A usage error.
+void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at, bool must_train = false);
 // The model cfg's options build (cfg validated) against the --resume checkpoint `file`
 // (verified): the tensors' names and shapes, before anything loads (a sweep checks its trials
 // before the first runs). Usage errors.

@@ -635,7 +635,7 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
       const TrainPosition at = checkpoint_position(f, "checkpoint " + c.resume);
       it = resumes.emplace(c.resume, std::make_pair(std::move(f), at)).first;
     }
-    check_resume_epochs(c, it->second.second);
+    check_resume_epochs(c, it->second.second, true);
     const std::string key = c.resume + "\n" + c.model.key() + "\n" + shape_str(c.input_shape());
     auto fit = fits.find(key);
     if (fit == fits.end()) {
@@ -730,6 +730,7 @@ TrialRunner default_trial_runner(std::optional<RunConfig> defaults,
     };
     if (defaults && hooks.log)
       for (const std::string& note : option_notes(cfg, *defaults)) hooks.log("note: " + note);
+    hooks.must_train = true;
     RunResult r = run_training(cfg, hooks);
     if (r.stop_signal) throw TrialInterrupted(r.stop_signal);
     TrialRun run(std::move(r.epochs), r.restored_epoch);
@@ -950,9 +951,13 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       rec.test_data = run.test_data;
       rec.epochs = static_cast<int>(run.epochs.size());
       if (!run.epochs.empty()) set_scores(rec, final_epoch(run), spec.metric);
-      if (rec.status.empty() && run.epochs.empty()) {  // --epochs 0: no score to rank
+      if (rec.status.empty() && run.epochs.empty()) {  // no score to rank
         rec.status = "failed";
-        rec.message = "no epoch ran (epochs 0): nothing to score";
+        rec.message = cfg.train.epochs == 0 ? "no epoch ran (epochs 0): nothing to score"
+                      : !cfg.resume.empty() ? "no epoch ran (the --resume checkpoint's run had "
+                                              "stopped: early stopping or --target-acc): "
+                                              "nothing to score"
+                                            : "no epoch ran: nothing to score";
       }
       if (rec.status.empty()) rec.status = "ok";
     } catch (const Error& e) {

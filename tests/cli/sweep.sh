@@ -362,5 +362,20 @@ printf 'method: grid\nbase: {resume: k.safetensors, epochs: 1}\nparameters:\n  m
 usage_error "a sweep resuming a checkpoint with --epochs below it" \
   "first: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs and --epochs counts the whole run" \
   rs-done.yaml --dir rs-done "${common[@]}"
-[ ! -e rs-cnn ] && [ ! -e rs-done ] || { echo "FAIL: a refused sweep wrote its directory"; exit 1; }
+# --epochs equal to the checkpoint's leaves no epoch to score: refused up front too (each trial
+# ran and failed, "no epoch ran (epochs 0)", and the sweep exited 1, until 2026-12-07); with the
+# epochs a parameter, only the trials of the value that cannot train fail, saying why.
+printf 'method: grid\nbase: {resume: k.safetensors, epochs: 2}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-equal.yaml
+usage_error "a sweep resuming a checkpoint with --epochs equal to it" \
+  "first: --epochs 2 with --resume k.safetensors: the checkpoint has done 2 epochs, and a sweep's trial is scored by the epochs it trains: give --epochs 3 or more" \
+  rs-equal.yaml --dir rs-equal "${common[@]}"
+[ ! -e rs-cnn ] && [ ! -e rs-done ] && [ ! -e rs-equal ] || { echo "FAIL: a refused sweep wrote its directory"; exit 1; }
+printf 'method: grid\nbase: {resume: k.safetensors}\nparameters:\n  epochs: {values: [2, 3]}\n' > rs-mixed.yaml
+"$KILN_BIN/sweep" rs-mixed.yaml --dir rs-mixed "${common[@]}" > rs-mixed.txt 2> rs-mixed.err &&
+  python3 - <<'PY' || { echo "FAIL: a sweep whose epochs parameter has a value equal to the checkpoint's"; cat rs-mixed.txt rs-mixed.err; exit 1; }
+import json
+r = {x["trial"]: x for x in map(json.loads, open("rs-mixed/results.jsonl"))}
+assert r[0]["status"] == "failed" and "a sweep's trial is scored by the epochs it trains" in r[0]["message"], r[0]
+assert r[1]["status"] == "ok" and r[1]["epochs"] == 1, r[1]
+PY
 echo "PASS"
