@@ -8,11 +8,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -1757,6 +1759,40 @@ TEST(Importance, EqualScoresExplainNothing) {
     EXPECT_GE(e, 0.0) << m;
     EXPECT_LE(e, 1.0) << m;
   }
+}
+
+// The same records give the same table whatever order results.jsonl holds them in (workers and
+// resumes finish trials in other orders; the sums ran in file order until 2026-12-07, so four
+// workers printed another last digit than one process).
+TEST(Importance, DoesNotDependOnTheOrderTrialsFinishedIn) {
+  std::vector<TrialRecord> rs;
+  uint64_t x = 777;
+  auto rnd = [&] {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    return static_cast<double>(x % 1000000) / 1e6;
+  };
+  for (int i = 0; i < 40; ++i) {
+    TrialRecord r;
+    r.trial = i;
+    r.status = "ok";
+    const double lr = std::pow(10.0, -4 + 3 * rnd());
+    r.params = {{"lr", std::to_string(lr)}, {"act", rnd() < 0.5 ? "tanh" : "sigmoid"}};
+    r.metric = 0.9 + 0.01 * std::log10(lr) + 0.1 * rnd();
+    rs.push_back(r);
+  }
+  const auto a = param_importance({"lr", "act"}, rs);
+  std::vector<TrialRecord> shuffled = rs;
+  std::reverse(shuffled.begin(), shuffled.end());
+  std::rotate(shuffled.begin(), shuffled.begin() + 7, shuffled.end());
+  const auto b = param_importance({"lr", "act"}, shuffled);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t k = 0; k < a.size(); ++k) {
+    EXPECT_EQ(a[k].name, b[k].name);
+    EXPECT_EQ(std::memcmp(&a[k].explained, &b[k].explained, sizeof(double)), 0)
+        << a[k].name << " " << a[k].explained << " vs " << b[k].explained;
+    EXPECT_EQ(std::memcmp(&a[k].spearman, &b[k].spearman, sizeof(double)), 0) << a[k].name;
+  }
+  EXPECT_EQ(importance_table(a, "test_acc"), importance_table(b, "test_acc"));
 }
 
 TEST(Importance, SpearmanWithTies) {

@@ -77,6 +77,10 @@ std::vector<ParamImportance> param_importance(const std::vector<std::string>& pa
   std::vector<const TrialRecord*> use;
   for (const auto& r : results)
     if (r.status == "ok" && std::isfinite(r.metric)) use.push_back(&r);
+  // In trial order, not results.jsonl's (the order trials finished in, which workers and resumes
+  // change): the sums, and so the last digits, are the same for the same records.
+  std::stable_sort(use.begin(), use.end(),
+                   [](const TrialRecord* a, const TrialRecord* b) { return a->trial < b->trial; });
   std::vector<double> y;
   for (const auto* r : use) y.push_back(r->metric);
   std::vector<ParamImportance> out;

@@ -19,7 +19,8 @@ struct ParamImportance {
   double spearman = NAN;   // numeric parameters only
 };
 
-// Uses finished ("ok") trials with a finite metric. Numeric parameters with more distinct
+// Uses finished ("ok") trials with a finite metric, in trial order (whatever order `results`
+// holds them in). Numeric parameters with more distinct
 // values than max_bins are cut into equal-count quantile bins (at most trials/3 bins, so each
 // bin averages several trials); ties always share a bin. Sorted by explained variance.
 std::vector<ParamImportance> param_importance(const std::vector<std::string>& params,
