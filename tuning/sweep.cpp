@@ -867,6 +867,11 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     };
     if (is_done(prior)) {
       ++out.skipped_done;
+      // A worker killed between appending its record and unlinking its claim leaves the lock of
+      // a recorded trial behind, which no later worker claimed (until 2026-12-07): one whose
+      // worker is gone is taken and dropped here; a live worker's is left to it.
+      if (access((o.dir + "/locks/trial-" + std::to_string(i) + ".lock").c_str(), F_OK) == 0)
+        TrialLock stale(o.dir, i);  // dropped at once: unlinked if it was taken
       continue;
     }
     // Before a trial starts, not after the last one: a signal in the last trial's final
