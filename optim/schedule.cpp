@@ -3,6 +3,8 @@
 // `epoch` is 0-based; `step` counts optimizer steps since the start of the run (0-based).
 #include "optim/schedule.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -301,7 +303,13 @@ class PlateauLR : public Schedule {
 // edited never ends a run that was training well.
 class ManualLR : public Schedule {
  public:
-  ManualLR(std::string file, float lr0) : file_(std::move(file)), lr0_(lr0) { entries_ = load(); }
+  ManualLR(std::string file, float lr0) : file_(std::move(file)), lr0_(lr0) {
+    // A pipe (--schedule-file <(...)) gives its lines once: re-reading it found it empty and
+    // warned after every epoch (until 2026-12-07). Only a regular file is read again.
+    struct stat st;
+    reread_ = stat(file_.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+    entries_ = load();
+  }
   float lr(int epoch, long long) override {
     float v = lr0_;
     int best = -1;
@@ -313,6 +321,7 @@ class ManualLR : public Schedule {
     return v;
   }
   void on_epoch_end(int, double) override {
+    if (!reread_) return;
     std::string why;
     try {
       std::vector<std::pair<int, float>> entries = load();
@@ -372,6 +381,7 @@ class ManualLR : public Schedule {
     return entries;
   }
   std::string file_;
+  bool reread_ = true;  // a regular file: read again after each epoch
   float lr0_;
   std::vector<std::pair<int, float>> entries_;
   std::string note_;

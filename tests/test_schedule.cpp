@@ -2,6 +2,7 @@
 // semantics), momentum cycling, plateau patience/cooldown, manual file re-read, warm-up
 // composition; batch-size schedules and linear LR scaling.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -360,6 +361,25 @@ TEST(Schedule, PlateauComparesInDoubleAsTorch) {
     s->on_epoch_end(2, b + 0.2);  // a real gain keeps it
     EXPECT_EQ(s->lr(3, 0), 0.5f) << mode;
   }
+}
+
+// A pipe (--schedule-file <(printf ...)) gives its lines once and is not read again: the re-read
+// found it drained and warned "no 'epoch lr' line" after every epoch (until 2026-12-07).
+TEST(Schedule, ManualFileFromAPipeIsReadOnce) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const std::string text = "0 0.1\n2 0.02\n";
+  ASSERT_EQ(write(fds[1], text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  close(fds[1]);
+  ScheduleOptions o = named("manual");
+  o.file = "/dev/fd/" + std::to_string(fds[0]);
+  auto s = sched(o, 0.5f);
+  for (int e = 0; e < 4; ++e) {
+    EXPECT_NEAR(s->lr(e, 0), e < 2 ? 0.1 : 0.02, 1e-7) << e;
+    s->on_epoch_end(e, 0);
+    EXPECT_EQ(s->take_note(), "") << e;
+  }
+  close(fds[0]);
 }
 
 TEST(Schedule, ManualFileReReadAndErrors) {
