@@ -1258,6 +1258,10 @@ TEST(SweepRun, RecordedTrialsFixTheSweepFileAndRunOptions) {
     FAIL() << "resumed with another sweep file";
   } catch (const Error& e) {
     EXPECT_NE(e.message().find("holds a different sweep"), std::string::npos) << e.message();
+    // naming where they part (the copy's first line, then the new file's)
+    EXPECT_NE(e.message().find(" at line 1: '"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("' -> 'yet another file'); use another --dir"), std::string::npos)
+        << e.message();
   }
   // Nor with the directory's copy gone (or never written): whose results they are is unknown.
   std::filesystem::rename(o.dir + "/sweep.yaml", o.dir + "/sweep.yaml.moved");

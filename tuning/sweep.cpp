@@ -46,6 +46,31 @@ std::string str_of(const JsonValue& o, const char* k) {
   return v && v->is_string() ? v->text : "";
 }
 
+// Where two sweep files first differ, for a refusal that names the change: "line 4: 'lr: ...'
+// -> 'lr: ...'" (each side cut at 60 characters, control characters escaped).
+std::string first_difference(const std::string& a, const std::string& b) {
+  auto line_of = [](const std::string& s, size_t& pos, std::string& out) {
+    if (pos > s.size()) return false;
+    const size_t end = std::min(s.find('\n', pos), s.size());
+    out = s.substr(pos, end - pos);
+    pos = end + 1;
+    return true;
+  };
+  auto show = [](const std::string& l, bool there) {
+    if (!there) return std::string("the end of the file");
+    if (l.empty()) return std::string("an empty line");
+    return "'" + printable(l.size() > 60 ? l.substr(0, 57) + "..." : l) + "'";
+  };
+  size_t pa = 0, pb = 0;
+  for (int n = 1;; ++n) {
+    std::string la, lb;
+    const bool ga = line_of(a, pa, la), gb = line_of(b, pb, lb);
+    if (!ga && !gb) return "";
+    if (ga != gb || la != lb)
+      return "line " + std::to_string(n) + ": " + show(la, ga) + " -> " + show(lb, gb);
+  }
+}
+
 // ---- files ------------------------------------------------------------------------------------
 void make_dir(const std::string& d) {  // mkdir -p
   for (size_t pos = d.find('/', 1); pos != std::string::npos; pos = d.find('/', pos + 1))
@@ -821,7 +846,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
                              << ": which sweep they belong to is unknown; use another --dir");
       KILN_USAGE_CHECK(old == o.spec_text || prior.empty(),
                        o.dir << " holds a different sweep (" << copy << " differs from "
-                             << spec.path << "); use another --dir");
+                             << spec.path << " at " << first_difference(old, o.spec_text)
+                             << "); use another --dir");
       // temp + rename: a concurrent worker never reads half a file
       if (old != o.spec_text) write_file_atomic(copy, o.spec_text.data(), o.spec_text.size());
     }
