@@ -10,7 +10,8 @@ some of those checkpoints and from its final --save with `--resume` alone (the c
 supplies the recipe). Every resumed run must end with the same tensors (bytes, dtype, shape),
 the same epoch/batch/step and restored_epoch, and print the same final test line; every record
 its --log JSONL holds (epoch, early_stop, restore_best) must be the uninterrupted run's record of
-that type and epoch, timings aside.
+that type and epoch, timings aside, and its epoch records must be the uninterrupted run's from
+the checkpoint's epoch on, in order, none missing or repeated.
 
     scripts/resume_fuzz.py --bin build-cpu/train_mnist --data tests/data [--recipes N] [--seed S]
 
@@ -43,15 +44,20 @@ def differences(a_path, b_path):
 TIMINGS = ('seconds', 'images_per_s')
 
 
-def log_differences(a_path, b_path):
-    """Records of the resumed run's log that the uninterrupted run's log lacks (timings aside)."""
+def log_differences(a_path, b_path, first_epoch):
+    """Records of the resumed run's log that the uninterrupted run's log lacks (timings aside),
+    and whether its epoch records are the uninterrupted run's from `first_epoch` (1-based) on,
+    in order, none missing or repeated."""
     def records(path):
         with open(path) as f:
             rows = [json.loads(line) for line in f if line.strip()]
         return [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]
     a = records(a_path)
-    out = []
-    for r in records(b_path):
+    b = records(b_path)
+    want = [r['epoch'] for r in a if r.get('type') == 'epoch' and r['epoch'] >= first_epoch]
+    got = [r['epoch'] for r in b if r.get('type') == 'epoch']
+    out = [] if got == want else ['log epoch records %s, the uninterrupted run has %s' % (got, want)]
+    for r in b:
         if r in a:
             continue
         twin = [x for x in a if x.get('type') == r.get('type') and x.get('epoch') == r.get('epoch')]
@@ -176,9 +182,12 @@ def main():
                 out, log = 'B%d.safetensors' % j, 'B%d.jsonl' % j
                 resumed = ['--resume', start, '--save', out, '--log', log]
                 rc, line_b, err = train(resumed, d)
+                # the resumed run's first epoch record is that of the epoch after the
+                # checkpoint's position (epoch: finished epochs, or the one in progress)
+                first = int(read_safetensors(os.path.join(d, start))[1]['epoch']) + 1
                 diff = ['exit %d: %s' % (rc, err)] if rc != 0 else differences(
                     os.path.join(d, 'A.safetensors'), os.path.join(d, out)) + log_differences(
-                    os.path.join(d, 'A.jsonl'), os.path.join(d, log))
+                    os.path.join(d, 'A.jsonl'), os.path.join(d, log), first)
                 if rc == 0 and line_b != line_a:
                     diff.append('final line %r vs %r' % (line_a, line_b))
                 if diff:

@@ -585,8 +585,10 @@ void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at, bool mus
                           ? "is in epoch " + std::to_string(done) + " (batch " +
                                 std::to_string(at.batch) + ")"
                           : "has done " + std::to_string(done) + " epoch" + (done == 1 ? "" : "s"))
-                  << " and --epochs counts the whole run: give --epochs " << done
-                  << (at.batch > 0 ? " or more" : " to evaluate it, more to train on"));
+                  << " and --epochs counts the whole run: give --epochs "
+                  << (at.batch == 0 && must_train ? done + 1 : done)
+                  << (at.batch > 0 || must_train ? " or more"
+                                                 : " to evaluate it, more to train on"));
   // A checkpoint at an epoch's end with --epochs equal to its epochs trains nothing: train_mnist
   // evaluates it, a sweep's trial would have no epoch to score (until 2026-12-07 each such trial
   // ran and failed, "no epoch ran", and the sweep exited 1 instead of refusing it up front).

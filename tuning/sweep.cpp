@@ -47,28 +47,38 @@ std::string str_of(const JsonValue& o, const char* k) {
 }
 
 // Where two sweep files first differ, for a refusal that names the change: "line 4: 'lr: ...'
-// -> 'lr: ...'" (each side cut at 60 characters, control characters escaped).
+// -> 'lr: ...'", each side from a little before the first column that differs (a change at the
+// end of a long line stays visible), at most 60 characters, control characters escaped; a
+// newline ends a line (it does not start an empty one). "" for equal texts.
 std::string first_difference(const std::string& a, const std::string& b) {
-  auto line_of = [](const std::string& s, size_t& pos, std::string& out) {
-    if (pos > s.size()) return false;
-    const size_t end = std::min(s.find('\n', pos), s.size());
-    out = s.substr(pos, end - pos);
-    pos = end + 1;
-    return true;
+  if (a == b) return "";
+  auto lines = [](const std::string& s) {
+    std::vector<std::string> out;
+    for (size_t pos = 0; pos < s.size();) {
+      const size_t end = std::min(s.find('\n', pos), s.size());
+      out.push_back(s.substr(pos, end - pos));
+      pos = end + 1;
+    }
+    return out;
   };
-  auto show = [](const std::string& l, bool there) {
-    if (!there) return std::string("the end of the file");
-    if (l.empty()) return std::string("an empty line");
-    return "'" + printable(l.size() > 60 ? l.substr(0, 57) + "..." : l) + "'";
-  };
-  size_t pa = 0, pb = 0;
-  for (int n = 1;; ++n) {
-    std::string la, lb;
-    const bool ga = line_of(a, pa, la), gb = line_of(b, pb, lb);
-    if (!ga && !gb) return "";
-    if (ga != gb || la != lb)
-      return "line " + std::to_string(n) + ": " + show(la, ga) + " -> " + show(lb, gb);
+  const std::vector<std::string> la = lines(a), lb = lines(b);
+  for (size_t i = 0; i < std::max(la.size(), lb.size()); ++i) {
+    const bool ha = i < la.size(), hb = i < lb.size();
+    if (ha && hb && la[i] == lb[i]) continue;
+    size_t col = 0;
+    if (ha && hb)
+      while (col < la[i].size() && col < lb[i].size() && la[i][col] == lb[i][col]) ++col;
+    const size_t from = col > 40 ? col - 20 : 0;
+    auto show = [from](const std::vector<std::string>& l, size_t k) {
+      if (k >= l.size()) return std::string("the end of the file");
+      if (l[k].empty()) return std::string("an empty line");
+      return "'" + std::string(from > 0 ? "..." : "") + printable(l[k].substr(from, 60)) +
+             (from + 60 < l[k].size() ? "..." : "") + "'";
+    };
+    return "line " + std::to_string(i + 1) + ": " + show(la, i) + " -> " + show(lb, i);
   }
+  return std::string("the end of the file: ") +
+         (!a.empty() && a.back() == '\n' ? "a final newline -> none" : "no final newline -> one");
 }
 
 // ---- files ------------------------------------------------------------------------------------
@@ -985,10 +995,11 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       if (rec.status.empty() && run.epochs.empty()) {  // no score to rank
         rec.status = "failed";
         rec.message = cfg.train.epochs == 0 ? "no epoch ran (epochs 0): nothing to score"
-                      : !cfg.resume.empty() ? "no epoch ran (the --resume checkpoint's run had "
-                                              "stopped: early stopping or --target-acc): "
-                                              "nothing to score"
-                                            : "no epoch ran: nothing to score";
+                      : !cfg.resume.empty()
+                          ? "no epoch ran (the trial's --target-acc or --early-stop held "
+                            "already against the --resume checkpoint's state; its log says "
+                            "which): nothing to score"
+                          : "no epoch ran: nothing to score";
       }
       if (rec.status.empty()) rec.status = "ok";
     } catch (const Error& e) {

@@ -82,6 +82,19 @@ rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q -- 'holds trials run with other options (--epochs 1 -> 2)' err.txt ||
   { echo "FAIL: resume with other options: rc=$rc"; cat err.txt; exit 1; }
+# Another sweep file is refused naming where it parts from the directory's copy: a change at the
+# end of a long line is shown (both sides were cut at 57 characters, the same text), and a line
+# added at the end, or the final newline gone, is named as such.
+sed 's/momentum: 0.9}/momentum: 0.5}/' s.yaml > s-long.yaml
+usage_error "--resume with a long line changed" \
+  "differs from s-long.yaml at line 6: '\.\.\.[^']*momentum: 0\.9}' -> '\.\.\.[^']*momentum: 0\.5}')" \
+  s-long.yaml --dir killed --resume "${common[@]}"
+{ cat s.yaml; echo; } > s-blank.yaml
+usage_error "--resume with a blank line added" "differs from s-blank.yaml at line 10: the end of the file -> an empty line)" \
+  s-blank.yaml --dir killed --resume "${common[@]}"
+printf '%s' "$(cat s.yaml)" > s-nonl.yaml
+usage_error "--resume with the final newline gone" "differs from s-nonl.yaml at the end of the file: a final newline -> none)" \
+  s-nonl.yaml --dir killed --resume "${common[@]}"
 
 # 2b. "every trial failed" judges the whole sweep: a worker whose shard failed while the other's
 # trials are unrecorded exits 0 with a note (it exited 1); the worker that records the last
@@ -360,7 +373,7 @@ usage_error "a sweep resuming another model's checkpoint" \
   "every trial of rs-cnn.yaml has invalid options .*first: checkpoint k.safetensors: missing tensor 0.weight" rs-cnn.yaml --dir rs-cnn "${common[@]}"
 printf 'method: grid\nbase: {resume: k.safetensors, epochs: 1}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-done.yaml
 usage_error "a sweep resuming a checkpoint with --epochs below it" \
-  "first: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs and --epochs counts the whole run" \
+  "first: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs and --epochs counts the whole run: give --epochs 3 or more" \
   rs-done.yaml --dir rs-done "${common[@]}"
 # --epochs equal to the checkpoint's leaves no epoch to score: refused up front too (each trial
 # ran and failed, "no epoch ran (epochs 0)", and the sweep exited 1, until 2026-12-07); with the
@@ -378,6 +391,18 @@ r = {x["trial"]: x for x in map(json.loads, open("rs-mixed/results.jsonl"))}
 assert r[0]["status"] == "failed" and "a sweep's trial is scored by the epochs it trains" in r[0]["message"], r[0]
 assert r[1]["status"] == "ok" and r[1]["epochs"] == 1, r[1]
 PY
+# A trial whose own --target-acc already holds against the checkpoint's state trains nothing and
+# says why (its message blamed the checkpoint's run until 2026-12-07).
+printf 'method: grid\nbase: {resume: k.safetensors, epochs: 3}\nparameters:\n  target_acc: {values: [0.05, 0.999]}\n' > rs-target.yaml
+"$KILN_BIN/sweep" rs-target.yaml --dir rs-target "${common[@]}" > rs-target.txt 2>&1 &&
+  python3 - <<'PY' || { echo "FAIL: a resumed trial that trains nothing"; cat rs-target.txt; exit 1; }
+import json
+r = {x["trial"]: x for x in map(json.loads, open("rs-target/results.jsonl"))}
+assert r[0]["status"] == "failed" and "the trial's --target-acc or --early-stop held already" in r[0]["message"], r[0]
+assert r[1]["status"] == "ok" and r[1]["epochs"] == 1, r[1]
+PY
+grep -q "target accuracy 0.05 was reached before epoch 3" rs-target/trials/trial-0.log ||
+  { echo "FAIL: the trial's log does not say which"; cat rs-target/trials/trial-0.log; exit 1; }
 # A worker killed between a trial's record and its lock's unlink leaves the lock of a recorded
 # trial; the next --resume drops it when its flock is free (until 2026-12-07 it stayed for good).
 cp -r full stale-lock
