@@ -114,8 +114,15 @@ std::string read_text(const std::string& path) {
 // cannot both reclaim the same lock.
 class TrialLock {
  public:
-  TrialLock(const std::string& dir, int64_t id)
-      : path_(dir + "/locks/trial-" + std::to_string(id) + ".lock") {
+  static std::string path_of(const std::string& dir, int64_t id) {
+    return dir + "/locks/trial-" + std::to_string(id) + ".lock";
+  }
+  // A recorded trial's lock left by a worker killed between its record and the unlink: taken
+  // and dropped at once when it is stale (a live worker's is left to it).
+  static void drop_stale(const std::string& dir, int64_t id) {
+    if (access(path_of(dir, id).c_str(), F_OK) == 0) const TrialLock taken(dir, id);
+  }
+  TrialLock(const std::string& dir, int64_t id) : path_(path_of(dir, id)) {
     std::string mutex_path = dir + "/locks/.reclaim";
     const int m = open(mutex_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     KILN_CHECK(m >= 0, mutex_path << ": cannot open: " << std::strerror(errno));
@@ -903,11 +910,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     };
     if (is_done(prior)) {
       ++out.skipped_done;
-      // A worker killed between appending its record and unlinking its claim leaves the lock of
-      // a recorded trial behind, which no later worker claimed (until 2026-12-07): one whose
-      // worker is gone is taken and dropped here; a live worker's is left to it.
-      if (access((o.dir + "/locks/trial-" + std::to_string(i) + ".lock").c_str(), F_OK) == 0)
-        TrialLock stale(o.dir, i);  // dropped at once: unlinked if it was taken
+      // (no later worker claimed a recorded trial, so its leftover lock stayed until 2026-12-07)
+      TrialLock::drop_stale(o.dir, i);
       continue;
     }
     // Before a trial starts, not after the last one: a signal in the last trial's final
