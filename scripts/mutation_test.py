@@ -1012,8 +1012,8 @@ MUTANTS = [
      [("std::fill(dx + pl0 * HW, dx + pl1 * HW, T(0));", "std::fill(dx, dx + (pl1 - pl0) * HW, T(0));")],
      "each thread zeroes the first planes of dx, not its own: the others keep old gradients"),
     ("bn-ref-train-piece-from-zero", "kernels/norm/norm_ref.cpp",
-     [("        for (int64_t c = c0; c < c1; ++c) {\n          // (sums over Lanes",
-       "        for (int64_t c = 0; c < c1; ++c) {\n          // (sums over Lanes")],
+     [("  for (int64_t c = c0; c < c1; ++c) {\n    // (sums over Lanes",
+       "  for (int64_t c = 0; c < c1; ++c) {\n    // (sums over Lanes")],
      "each thread's batch-norm piece starts at channel 0: lower channels' running statistics move twice"),
     ("gn-ref-bwd-param-group", "kernels/norm/norm_ref.cpp",
      [("          const int64_t g = c / cpg;", "          const int64_t g = c % s.groups;")],
@@ -1409,8 +1409,25 @@ MUTANTS = [
      [("          d[k * L + p * g.wp + q] = ry ? relu_bwd(ry[o], v) : v;", "          d[k * L + p * g.wp + q] = v;")],
      "the filter gradient ignores the fused ReLU's mask"),
     ("bn-ref-dx-coef-uncentred", "kernels/norm/norm_ref.cpp",
-     [("(b * (x[i0 + k] - mu) + c0)", "(b * x[i0 + k] + c0)")],
+     [("(cb * (xp[k] - mu) + cc)", "(cb * xp[k] + cc)")],
      "the CPU batch-norm dx coefficient multiplies x, not x - mean"),
+    ("bn-isa-pass-mixup", "kernels/norm/norm_ref.cpp",
+     [("    return bn_isa().*which;", "    return bn_isa().fwd_eval;")],
+     "every float batch-norm pass runs the chosen instruction set's eval forward"),
+    ("bn-ref-chunk-mask-dropped", "kernels/norm/norm_ref.cpp",
+     [("for (int64_t k = 0; k < len; ++k) g[k] = relu_bwd(ry[k], d[k]);",
+       "for (int64_t k = 0; k < len; ++k) g[k] = d[k];")],
+     "the CPU batch-norm backward's chunks of dy miss the fused ReLU's mask"),
+    ("bn-ref-chunk-restarts", "kernels/norm/norm_ref.cpp",
+     [("const int64_t i0 = at(s, n, c, k0), len = std::min(kBnChunk, s.hw - k0);\n"
+       "        const T* g = bn_masked_dy(a, i0, len, gbuf);\n"
+       "        const T* xp = a.x + i0;\n"
+       "        sdy_lanes",
+       "const int64_t i0 = at(s, n, c, 0), len = std::min(kBnChunk, s.hw - k0);\n"
+       "        const T* g = bn_masked_dy(a, i0, len, gbuf);\n"
+       "        const T* xp = a.x + i0;\n"
+       "        sdy_lanes")],
+     "the CPU batch-norm backward's sums read every chunk of a plane from the plane's start"),
     ("lanes-tail-dropped", "engine/lanes.h",
      [("for (int64_t k = full; k < len; ++k) v[k - full] += f(k);",
        "for (int64_t k = full + 1; k < len; ++k) v[k - full] += f(k);")],

@@ -172,6 +172,112 @@ TEST(BatchNormRef, EvalBackwardDxReadsNoInput) {
   EXPECT_FALSE(std::isfinite(dw[2]));
 }
 
+// The backward reads planes in chunks of 512 with dy masked by the fused ReLU first (its sums
+// must still add every element once, in its lane): planes of 1100 and 1031 values (two whole
+// chunks and a tail, one not a multiple of 8) against the formula summed plainly, with a ReLU
+// output that stops about half the gradient and without one, in training and in eval mode.
+TEST(BatchNormRef, BackwardOfPlanesLongerThanAChunkMatchesTheFormula) {
+  for (const NormShape s : {NormShape{2, 3, 1100}, NormShape{3, 2, 1031}})
+    for (bool train : {true, false})
+      for (bool relu : {true, false}) {
+        SCOPED_TRACE(testing::Message() << "hw=" << s.hw << (train ? " train" : " eval")
+                                        << (relu ? " relu" : ""));
+        const size_t n = static_cast<size_t>(s.numel()), c = static_cast<size_t>(s.c);
+        const auto x = random_vec<double>(n, 61, -2, 2), dy = random_vec<double>(n, 62);
+        const auto ry = random_vec<double>(n, 63), w = random_vec<double>(c, 64, 0.5, 1.5);
+        const auto mean = random_vec<double>(c, 65, -0.3, 0.3);
+        const auto is = random_vec<double>(c, 66, 0.5, 2);
+        std::vector<double> dx(n), dw(c), db(c);
+        batchnorm_bwd_ref<double>(x.data(), dy.data(), w.data(), mean.data(), is.data(), dx.data(),
+                                  dw.data(), db.data(), train, s, nullptr,
+                                  relu ? ry.data() : nullptr);
+        const double m = static_cast<double>(s.n * s.hw);
+        for (int64_t ch = 0; ch < s.c; ++ch) {
+          auto g = [&](size_t i) { return relu && ry[i] <= 0 ? 0.0 : dy[i]; };
+          double sdy = 0, sdyx = 0, stopped = 0;
+          for (int64_t b = 0; b < s.n; ++b)
+            for (int64_t k = 0; k < s.hw; ++k) {
+              const size_t i = static_cast<size_t>((b * s.c + ch) * s.hw + k);
+              sdy += g(i);
+              sdyx += g(i) * (x[i] - mean[ch]) * is[ch];
+              stopped += relu && ry[i] <= 0;
+            }
+          if (relu) EXPECT_GT(stopped, m / 3) << "channel " << ch;  // (the mask matters)
+          EXPECT_NEAR(db[ch], sdy, 1e-9 * (1 + std::abs(sdy))) << "channel " << ch;
+          EXPECT_NEAR(dw[ch], sdyx, 1e-9 * (1 + std::abs(sdyx))) << "channel " << ch;
+          const double a = w[ch] * is[ch];
+          for (int64_t b = 0; b < s.n; ++b)
+            for (int64_t k = 0; k < s.hw; ++k) {
+              const size_t i = static_cast<size_t>((b * s.c + ch) * s.hw + k);
+              const double want = train ? a * (g(i) - (sdy + (x[i] - mean[ch]) * is[ch] * sdyx) / m)
+                                        : a * g(i);
+              ASSERT_NEAR(dx[i], want, 1e-9) << "image " << b << " channel " << ch << " k " << k;
+            }
+        }
+      }
+}
+
+// The float batch-norm passes are compiled for several instruction sets (AVX-512 and AVX2 on
+// x86-64, and the build's own): each one this CPU runs must write the generic loop's bits in
+// every output (forward in training with the running statistics, and in eval; backward in both
+// modes, with and without the fused ReLU's output, with and without dx), on shapes with planes
+// of 1, odd lengths and more than a backward chunk, 1 and 3 threads, NaN and inf in x and dy.
+TEST(BatchNormRef, EveryInstructionSetWritesTheSameBits) {
+  struct Restore {
+    ~Restore() { set_norm_ref_isa(""); }
+  } restore;
+  const auto isas = norm_ref_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.back(), "generic");
+  EXPECT_THROW(set_norm_ref_isa("sse9"), Error);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const NormShape s : {NormShape{5, 3, 1}, NormShape{3, 4, 13}, NormShape{2, 3, 1031}})
+    for (int threads : {1, 3}) {
+      test::ThreadCount tc(threads);
+      const size_t n = static_cast<size_t>(s.numel()), c = static_cast<size_t>(s.c);
+      auto x = random_vec(n, 71, -2, 2), dy = random_vec(n, 72);
+      x[n / 2] = nan;  // (non-finite values in x and in dy)
+      dy[n - 2] = inf;
+      const auto w = random_vec(c, 73, 0.5, 1.5), b = random_vec(c, 74);
+      const auto rm = random_vec(c, 75), rv = random_vec(c, 76, 0.5, 2);
+      // every output of every pass, in order, as bytes
+      auto run = [&](const std::string& isa) {
+        set_norm_ref_isa(isa);
+        std::vector<float> out;
+        auto keep = [&](const std::vector<float>& v) { out.insert(out.end(), v.begin(), v.end()); };
+        for (bool relu : {false, true}) {
+          std::vector<float> y(n, -77.f), mean(c, -77.f), is(c, -77.f), run_m = rm, run_v = rv;
+          float nbt[2] = {0, 0};
+          batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(),
+                                         is.data(), run_m.data(), run_v.data(), nbt, 0.1, 1e-5, s,
+                                         nullptr, relu);
+          keep(y), keep(mean), keep(is), keep(run_m), keep(run_v);
+          for (bool train : {true, false})
+            for (bool with_dx : {true, false}) {
+              std::vector<float> dx(n, -77.f), dw(c, -77.f), db(c, -77.f);
+              batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(),
+                                       with_dx ? dx.data() : nullptr, dw.data(), db.data(), train,
+                                       s, nullptr, relu ? y.data() : nullptr);
+              keep(dx), keep(dw), keep(db);
+            }
+          std::vector<float> ye(n, -77.f);
+          batchnorm_fwd_eval_ref<float>(x.data(), w.data(), b.data(), rm.data(), rv.data(),
+                                        ye.data(), 1e-5, s, relu);
+          keep(ye);
+        }
+        return out;
+      };
+      const std::vector<float> want = run("generic");
+      for (const std::string& isa : isas) {
+        const std::vector<float> got = run(isa);
+        ASSERT_EQ(got.size(), want.size());
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+            << isa << ", " << s.n << "x" << s.c << "x" << s.hw << ", " << threads << " threads";
+      }
+    }
+}
+
 TEST(BatchNormRef, GradCheckTrain1d) { check_grads(Op::BnTrain, {5, 3, 1, 1}, 11); }
 TEST(BatchNormRef, GradCheckTrain2d) { check_grads(Op::BnTrain, {2, 3, 6, 1}, 12); }
 TEST(BatchNormRef, GradCheckTrain2dN1) { check_grads(Op::BnTrain, {1, 2, 7, 1}, 13); }

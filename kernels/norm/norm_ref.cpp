@@ -1,9 +1,13 @@
 // CPU references for batch norm and group norm (float and double). Straightforward loops with
 // double accumulation; the double instantiation is what the gradient checks differentiate.
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <sstream>
+#include <string>
+#include <type_traits>
+#include <vector>
 
 #include "engine/error.h"
 #include "engine/lanes.h"
@@ -64,52 +68,261 @@ size_t groupnorm_workspace_bytes(const NormShape& s) {
 }
 
 // ---- batch norm --------------------------------------------------------------------------------
+namespace {
+
+#if defined(__GNUC__)
+#define KILN_NORM_INLINE __attribute__((always_inline)) inline
+#else
+#define KILN_NORM_INLINE inline
+#endif
+
+// One call's arguments; each pass below runs over the channels [c0, c1).
+template <typename T>
+struct BnArgs {
+  const T *x = nullptr, *dy = nullptr, *weight = nullptr, *bias = nullptr;
+  const T *mean = nullptr, *invstd = nullptr, *relu_y = nullptr;  // backward; eval forward's
+  const T *eval_mean = nullptr, *eval_var = nullptr;              // running statistics
+  T *y = nullptr, *dx = nullptr, *dweight = nullptr, *dbias = nullptr;
+  T *save_mean = nullptr, *save_invstd = nullptr, *running_mean = nullptr, *running_var = nullptr;
+  double momentum = 0, eps = 0;
+  bool train = true, relu = false;
+  NormShape s;
+};
+
+template <typename T>
+KILN_NORM_INLINE void bn_fwd_train_channels(const BnArgs<T>& a, int64_t c0, int64_t c1) {
+  const NormShape& s = a.s;
+  const T* x = a.x;
+  const double m = static_cast<double>(s.n * s.hw);
+  for (int64_t c = c0; c < c1; ++c) {
+    // (sums over Lanes, plane by plane: one dependent add per element was most of a CPU epoch
+    // with batch norm)
+    Lanes sum, sq_lanes;
+    for (int64_t n = 0; n < s.n; ++n) {
+      const T* xp = x + at(s, n, c, 0);
+      sum.add(s.hw, [&](int64_t k) { return static_cast<double>(xp[k]); });
+    }
+    const double mean = sum.total() / m;
+    for (int64_t n = 0; n < s.n; ++n) {
+      const T* xp = x + at(s, n, c, 0);
+      sq_lanes.add(s.hw, [&](int64_t k) {
+        const double d = xp[k] - mean;
+        return d * d;
+      });
+    }
+    const double sq = sq_lanes.total();
+    const double var = sq / m;
+    const double invstd = 1.0 / std::sqrt(var + a.eps);
+    const double w = a.weight[c], b = a.bias[c];
+    for (int64_t n = 0; n < s.n; ++n) {
+      const T* xp = x + at(s, n, c, 0);
+      T* yp = a.y + at(s, n, c, 0);
+      if (a.relu)
+        for (int64_t k = 0; k < s.hw; ++k)
+          yp[k] = relu_fwd(static_cast<T>((xp[k] - mean) * invstd * w + b));
+      else
+        for (int64_t k = 0; k < s.hw; ++k) yp[k] = static_cast<T>((xp[k] - mean) * invstd * w + b);
+    }
+    a.save_mean[c] = static_cast<T>(mean);
+    a.save_invstd[c] = static_cast<T>(invstd);
+    if (a.running_mean) {
+      const double unbiased = m > 1 ? sq / (m - 1) : var;
+      a.running_mean[c] = static_cast<T>((1 - a.momentum) * a.running_mean[c] + a.momentum * mean);
+      a.running_var[c] =
+          static_cast<T>((1 - a.momentum) * a.running_var[c] + a.momentum * unbiased);
+    }
+  }
+}
+
+template <typename T>
+KILN_NORM_INLINE void bn_fwd_eval_channels(const BnArgs<T>& a, int64_t c0, int64_t c1) {
+  const NormShape& s = a.s;
+  for (int64_t c = c0; c < c1; ++c) {
+    const double scale = a.weight[c] / std::sqrt(static_cast<double>(a.eval_var[c]) + a.eps);
+    const double shift = a.bias[c] - a.eval_mean[c] * scale;
+    for (int64_t n = 0; n < s.n; ++n) {
+      const T* xp = a.x + at(s, n, c, 0);
+      T* yp = a.y + at(s, n, c, 0);
+      if (a.relu)
+        for (int64_t k = 0; k < s.hw; ++k) yp[k] = relu_fwd(static_cast<T>(xp[k] * scale + shift));
+      else
+        for (int64_t k = 0; k < s.hw; ++k) yp[k] = static_cast<T>(xp[k] * scale + shift);
+    }
+  }
+}
+
+// The backward reads each plane in chunks of dy masked by the fused ReLU's rule
+// (kernels/activation/relu_rule.h) into a local buffer, in a loop of its own: a select per
+// element there vectorizes, where the rule inside the sums was a branch that mispredicted on
+// every other element (3-5x the backward's time behind a ReLU). Chunks are a multiple of 8
+// long, so every element lands in the lane it did with the plane added whole: the same sums.
+constexpr int64_t kBnChunk = 512;
+static_assert(kBnChunk % 8 == 0, "a chunk must keep each element's lane");
+
+template <typename T>
+KILN_NORM_INLINE const T* bn_masked_dy(const BnArgs<T>& a, int64_t i0, int64_t len, T* g) {
+  if (!a.relu_y) return a.dy + i0;
+  const T* d = a.dy + i0;
+  const T* ry = a.relu_y + i0;
+  for (int64_t k = 0; k < len; ++k) g[k] = relu_bwd(ry[k], d[k]);
+  return g;
+}
+
+template <typename T>
+KILN_NORM_INLINE void bn_bwd_channels(const BnArgs<T>& a, int64_t c0, int64_t c1) {
+  const NormShape& s = a.s;
+  const double m = static_cast<double>(s.n * s.hw);
+  T gbuf[kBnChunk];
+  for (int64_t c = c0; c < c1; ++c) {
+    const double mu = a.mean[c], is = a.invstd[c], w = a.weight[c];
+    Lanes sdy_lanes, sdyx_lanes;  // (as the forward's sums)
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t k0 = 0; k0 < s.hw; k0 += kBnChunk) {
+        const int64_t i0 = at(s, n, c, k0), len = std::min(kBnChunk, s.hw - k0);
+        const T* g = bn_masked_dy(a, i0, len, gbuf);
+        const T* xp = a.x + i0;
+        sdy_lanes.add(len, [&](int64_t k) { return static_cast<double>(g[k]); });
+        sdyx_lanes.add(len, [&](int64_t k) { return g[k] * (xp[k] - mu) * is; });
+      }
+    const double sdy = sdy_lanes.total(), sdyx = sdyx_lanes.total();
+    a.dweight[c] = static_cast<T>(sdyx);
+    a.dbias[c] = static_cast<T>(sdy);
+    if (!a.dx) continue;
+    // dx = w*is*(g - (sdy + (x - mu)*is*sdyx)/m) in training through three per-channel
+    // coefficients (a division per element was most of the pass); w*is*g in eval, which reads
+    // no x (an inf or NaN in x stays out of dx, as on the GPU)
+    const double ca = w * is;
+    const double cb = -ca * is * sdyx / m, cc = -ca * sdy / m;
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t k0 = 0; k0 < s.hw; k0 += kBnChunk) {
+        const int64_t i0 = at(s, n, c, k0), len = std::min(kBnChunk, s.hw - k0);
+        const T* g = bn_masked_dy(a, i0, len, gbuf);
+        const T* xp = a.x + i0;
+        T* out = a.dx + i0;
+        if (!a.train)
+          for (int64_t k = 0; k < len; ++k) out[k] = static_cast<T>(ca * g[k]);
+        else
+          for (int64_t k = 0; k < len; ++k)
+            out[k] = static_cast<T>(ca * g[k] + (cb * (xp[k] - mu) + cc));
+      }
+  }
+}
+
+// The float passes are also compiled for AVX2 and AVX-512 (4 or 8 of the Lanes' double sums
+// per instruction instead of 2), picked once at run time as dropout's mask loop is. This file
+// is compiled with -ffp-contract=off (CMakeLists.txt): no multiply-add is fused, so each
+// version does the same double operations in the same order and writes the same bits. (A fused
+// one would change a double result in its last bit, which the float output hides but for about
+// one element in 2^29: BatchNormRef.EveryInstructionSetWritesTheSameBits checks that each
+// version runs the same passes, and cannot see that; the flag is what rules it out.)
+template <typename T>
+using BnPass = void (*)(const BnArgs<T>&, int64_t, int64_t);
+
+struct BnIsa {
+  const char* name;
+  bool (*runs)();
+  BnPass<float> fwd_train, fwd_eval, bwd;
+};
+
+template <typename T>
+void bn_fwd_train_generic(const BnArgs<T>& a, int64_t c0, int64_t c1) {
+  bn_fwd_train_channels(a, c0, c1);
+}
+template <typename T>
+void bn_fwd_eval_generic(const BnArgs<T>& a, int64_t c0, int64_t c1) {
+  bn_fwd_eval_channels(a, c0, c1);
+}
+template <typename T>
+void bn_bwd_generic(const BnArgs<T>& a, int64_t c0, int64_t c1) {
+  bn_bwd_channels(a, c0, c1);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define KILN_NORM_X86 1
+#define KILN_NORM_ISA_PASSES(suffix, isa)                                                     \
+  __attribute__((target(isa))) void bn_fwd_train_##suffix(const BnArgs<float>& a, int64_t c0, \
+                                                          int64_t c1) {                       \
+    bn_fwd_train_channels(a, c0, c1);                                                         \
+  }                                                                                           \
+  __attribute__((target(isa))) void bn_fwd_eval_##suffix(const BnArgs<float>& a, int64_t c0,  \
+                                                         int64_t c1) {                        \
+    bn_fwd_eval_channels(a, c0, c1);                                                          \
+  }                                                                                           \
+  __attribute__((target(isa))) void bn_bwd_##suffix(const BnArgs<float>& a, int64_t c0,       \
+                                                    int64_t c1) {                             \
+    bn_bwd_channels(a, c0, c1);                                                               \
+  }
+KILN_NORM_ISA_PASSES(avx512, "avx512f")
+KILN_NORM_ISA_PASSES(avx2, "avx2")
+#undef KILN_NORM_ISA_PASSES
+#endif
+
+// Best first; a constant table, as dropout's.
+const BnIsa kBnIsas[] = {
+#ifdef KILN_NORM_X86
+    {"avx512", [] { return static_cast<bool>(__builtin_cpu_supports("avx512f")); },
+     bn_fwd_train_avx512, bn_fwd_eval_avx512, bn_bwd_avx512},
+    {"avx2", [] { return static_cast<bool>(__builtin_cpu_supports("avx2")); }, bn_fwd_train_avx2,
+     bn_fwd_eval_avx2, bn_bwd_avx2},
+#endif
+    {"generic", [] { return true; }, bn_fwd_train_generic<float>, bn_fwd_eval_generic<float>,
+     bn_bwd_generic<float>},
+};
+
+const BnIsa& find_bn_isa(const std::string& name) {
+  for (const BnIsa& b : kBnIsas)
+    if ((name.empty() || name == b.name) && b.runs()) return b;
+  KILN_FAIL("batch norm: no CPU loop for instruction set '" << name << "' on this CPU");
+}
+
+std::atomic<const BnIsa*> g_bn_isa{nullptr};  // set_norm_ref_isa's choice; null: the best
+
+const BnIsa& bn_isa() {
+  static const BnIsa& best = find_bn_isa("");
+  const BnIsa* chosen = g_bn_isa.load(std::memory_order_relaxed);
+  return chosen ? *chosen : best;
+}
+
+// The pass for T: float takes the chosen instruction set's, double (the gradient checks') the
+// generic loop.
+template <typename T>
+BnPass<T> bn_pass(BnPass<float> BnIsa::*which, BnPass<T> generic) {
+  if constexpr (std::is_same_v<T, float>)
+    return bn_isa().*which;
+  else
+    return generic;
+}
+
+template <typename T>
+void run_channels(BnPass<T> pass, const BnArgs<T>& a) {
+  parallel_for(
+      a.s.c, [&](int64_t c0, int64_t c1) { pass(a, c0, c1); }, row_grain(a.s.n * a.s.hw));
+}
+
+}  // namespace
+
+std::vector<std::string> norm_ref_isas() {
+  std::vector<std::string> names;
+  for (const BnIsa& b : kBnIsas)
+    if (b.runs()) names.emplace_back(b.name);
+  return names;
+}
+
+void set_norm_ref_isa(const std::string& name) {
+  g_bn_isa.store(name.empty() ? nullptr : &find_bn_isa(name), std::memory_order_relaxed);
+}
+
 template <typename T>
 void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
                              T* save_invstd, T* running_mean, T* running_var,
                              T* num_batches_tracked, double momentum, double eps,
                              const NormShape& s, void* /*workspace*/, bool relu) {
   KILN_CHECK(s.n > 0, "batchnorm_fwd_train_ref: an empty batch (n=0) has no batch statistics");
-  const double m = static_cast<double>(s.n * s.hw);
-  parallel_for(
-      s.c,
-      [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          // (sums over Lanes, plane by plane: one dependent add per element was most of a
-          // CPU epoch with batch norm)
-          Lanes sum, sq_lanes;
-          for (int64_t n = 0; n < s.n; ++n) {
-            const T* xp = x + at(s, n, c, 0);
-            sum.add(s.hw, [&](int64_t k) { return static_cast<double>(xp[k]); });
-          }
-          const double mean = sum.total() / m;
-          for (int64_t n = 0; n < s.n; ++n) {
-            const T* xp = x + at(s, n, c, 0);
-            sq_lanes.add(s.hw, [&](int64_t k) {
-              const double d = xp[k] - mean;
-              return d * d;
-            });
-          }
-          const double sq = sq_lanes.total();
-          const double var = sq / m;
-          const double invstd = 1.0 / std::sqrt(var + eps);
-          const double w = weight[c], b = bias[c];
-          for (int64_t n = 0; n < s.n; ++n)
-            for (int64_t k = 0; k < s.hw; ++k) {
-              int64_t i = at(s, n, c, k);
-              const T v = static_cast<T>((x[i] - mean) * invstd * w + b);
-              y[i] = relu ? relu_fwd(v) : v;
-            }
-          save_mean[c] = static_cast<T>(mean);
-          save_invstd[c] = static_cast<T>(invstd);
-          if (running_mean) {
-            const double unbiased = m > 1 ? sq / (m - 1) : var;
-            running_mean[c] = static_cast<T>((1 - momentum) * running_mean[c] + momentum * mean);
-            running_var[c] = static_cast<T>((1 - momentum) * running_var[c] + momentum * unbiased);
-          }
-        }
-      },
-      row_grain(s.n * s.hw));
+  BnArgs<T> a;
+  a.x = x, a.weight = weight, a.bias = bias, a.y = y, a.save_mean = save_mean;
+  a.save_invstd = save_invstd, a.running_mean = running_mean, a.running_var = running_var;
+  a.momentum = momentum, a.eps = eps, a.relu = relu, a.s = s;
+  run_channels(bn_pass<T>(&BnIsa::fwd_train, bn_fwd_train_generic<T>), a);
   if (num_batches_tracked) {  // [count mod 2^24, count / 2^24], as the CUDA kernel keeps it
     const T lo = num_batches_tracked[0] + T(1);
     num_batches_tracked[0] = lo < T(16777216) ? lo : T(0);
@@ -120,69 +333,20 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
 template <typename T>
 void batchnorm_fwd_eval_ref(const T* x, const T* weight, const T* bias, const T* running_mean,
                             const T* running_var, T* y, double eps, const NormShape& s, bool relu) {
-  parallel_for(
-      s.c,
-      [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          const double scale = weight[c] / std::sqrt(static_cast<double>(running_var[c]) + eps);
-          const double shift = bias[c] - running_mean[c] * scale;
-          for (int64_t n = 0; n < s.n; ++n)
-            for (int64_t k = 0; k < s.hw; ++k) {
-              int64_t i = at(s, n, c, k);
-              const T v = static_cast<T>(x[i] * scale + shift);
-              y[i] = relu ? relu_fwd(v) : v;
-            }
-        }
-      },
-      row_grain(s.n * s.hw));
+  BnArgs<T> a;
+  a.x = x, a.weight = weight, a.bias = bias, a.eval_mean = running_mean;
+  a.eval_var = running_var, a.y = y, a.eps = eps, a.relu = relu, a.s = s;
+  run_channels(bn_pass<T>(&BnIsa::fwd_eval, bn_fwd_eval_generic<T>), a);
 }
 
 template <typename T>
 void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, const T* invstd,
                        T* dx, T* dweight, T* dbias, bool train, const NormShape& s,
                        void* /*workspace*/, const T* relu_y) {
-  const double m = static_cast<double>(s.n * s.hw);
-  // dy behind the fused ReLU (kernels/activation/relu_rule.h)
-  // (dy loaded first: a select, not a branch around the load)
-  auto g_at = [&](int64_t i) {
-    const T d = dy[i];
-    return relu_y ? relu_bwd(relu_y[i], d) : d;
-  };
-  parallel_for(
-      s.c,
-      [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          const double mu = mean[c], is = invstd[c], w = weight[c];
-          Lanes sdy_lanes, sdyx_lanes;  // (as the forward's sums)
-          for (int64_t n = 0; n < s.n; ++n) {
-            const int64_t i0 = at(s, n, c, 0);
-            sdy_lanes.add(s.hw, [&](int64_t k) { return static_cast<double>(g_at(i0 + k)); });
-            sdyx_lanes.add(s.hw, [&](int64_t k) { return g_at(i0 + k) * (x[i0 + k] - mu) * is; });
-          }
-          const double sdy = sdy_lanes.total(), sdyx = sdyx_lanes.total();
-          dweight[c] = static_cast<T>(sdyx);
-          dbias[c] = static_cast<T>(sdy);
-          if (!dx) continue;
-          // dx = w*is*(g - (sdy + (x - mu)*is*sdyx)/m) in training through three per-channel
-          // coefficients (a division per element was most of the pass); w*is*g in eval, which
-          // reads no x (an inf or NaN in x stays out of dx, as on the GPU)
-          const double a = w * is;
-          if (!train) {
-            for (int64_t n = 0; n < s.n; ++n) {
-              const int64_t i0 = at(s, n, c, 0);
-              for (int64_t k = 0; k < s.hw; ++k) dx[i0 + k] = static_cast<T>(a * g_at(i0 + k));
-            }
-            continue;
-          }
-          const double b = -a * is * sdyx / m, c0 = -a * sdy / m;
-          for (int64_t n = 0; n < s.n; ++n) {
-            const int64_t i0 = at(s, n, c, 0);
-            for (int64_t k = 0; k < s.hw; ++k)
-              dx[i0 + k] = static_cast<T>(a * g_at(i0 + k) + (b * (x[i0 + k] - mu) + c0));
-          }
-        }
-      },
-      row_grain(s.n * s.hw));
+  BnArgs<T> a;
+  a.x = x, a.dy = dy, a.weight = weight, a.mean = mean, a.invstd = invstd, a.relu_y = relu_y;
+  a.dx = dx, a.dweight = dweight, a.dbias = dbias, a.train = train, a.s = s;
+  run_channels(bn_pass<T>(&BnIsa::bwd, bn_bwd_generic<T>), a);
 }
 
 template <typename T>
