@@ -5,7 +5,8 @@
 // reference's three passes on each of the default cnn's conv shapes at batch 32 (im2col + GEMM
 // and each direct path; BM_CpuEpoch's cnn also runs each), BM_CpuPool
 // its max pooling, BM_CpuOptimStep the optimizer step, BM_CpuLinear a wide Linear layer's GEMMs,
-// BM_CpuDropout the mask loop of each instruction set this CPU runs, BM_CpuPoolLoop one small
+// BM_CpuDropout the mask loop of each instruction set this CPU runs, BM_CpuBatchNorm the batch
+// norm's passes with each, BM_CpuPoolLoop one small
 // parallel_for on as many threads as CPUs, alone or beside other busy threads.
 // Wall-clock time, one warm-up epoch or call first; report medians:
 //   bench_cpu --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
@@ -28,6 +29,7 @@
 #include "kernels/dense/dense.h"
 #include "kernels/dropout/dropout.h"
 #include "kernels/dropout/hash.h"
+#include "kernels/norm/norm.h"
 #include "kernels/optim/optim.h"
 #include "kernels/pool/pool.h"
 
@@ -281,6 +283,47 @@ void BM_CpuDropout(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * s.numel() * 2 * static_cast<int64_t>(sizeof(float)));
 }
 
+// Batch norm with the fused ReLU on the cnn's first activation at batch 32 ([32, 8, 26, 26]),
+// one thread, with the loops of instruction set `isa` (an index into norm_ref_isas(); skipped
+// where this CPU has fewer): pass 0 the training forward (statistics, running statistics, y),
+// 1 the backward behind the ReLU (dx, dweight, dbias), 2 the eval forward.
+void BM_CpuBatchNorm(benchmark::State& state) {
+  const auto isas = norm_ref_isas();
+  const size_t k = static_cast<size_t>(state.range(0));
+  const int pass = static_cast<int>(state.range(1));
+  if (k >= isas.size()) return state.SkipWithError("this CPU runs fewer batch-norm loops");
+  set_num_threads(1);
+  set_norm_ref_isa(isas[k]);
+  const NormShape s{32, 8, 26 * 26};
+  std::mt19937 g(6);
+  const std::vector<float> x = normal_values(s.numel(), g), dy = normal_values(s.numel(), g);
+  std::vector<float> y(x.size()), dx(x.size()), w(8, 1.f), b(8, 0.1f), mean(8), is(8), rm(8, 0.f),
+      rv(8, 1.f), dw(8), db(8);
+  float nbt[2] = {0, 0};
+  auto train_fwd = [&] {
+    batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(),
+                                   rm.data(), rv.data(), nbt, 0.1, 1e-5, s, nullptr, true);
+  };
+  auto run = [&] {
+    if (pass == 0) return train_fwd();
+    if (pass == 1)
+      return batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(),
+                                      dx.data(), dw.data(), db.data(), true, s, nullptr, y.data());
+    batchnorm_fwd_eval_ref<float>(x.data(), w.data(), b.data(), rm.data(), rv.data(), y.data(),
+                                  1e-5, s, true);
+  };
+  train_fwd();  // (the statistics and ReLU output the backward reads)
+  run();
+  for (auto _ : state) {
+    run();
+    benchmark::ClobberMemory();
+  }
+  set_norm_ref_isa("");
+  static const char* names[] = {"train_fwd", "bwd_relu", "eval_fwd"};
+  state.SetLabel(isas[k] + " " + names[pass]);
+  state.SetItemsProcessed(state.iterations() * s.numel());
+}
+
 // One parallel_for of a few microseconds' work per piece on as many threads as this process
 // has CPUs, back to back, with `busy` other threads spinning beside it the whole time (0: the
 // machine to itself; 1: as under another process's job, or a compile). A waiting pool thread
@@ -351,6 +394,10 @@ BENCHMARK(BM_CpuLinear)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CpuDropout)->ArgName("isa")->DenseRange(0, 2)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CpuBatchNorm)
+    ->ArgNames({"isa", "pass"})
+    ->ArgsProduct({{0, 1, 2}, {0, 1, 2}})
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CpuPoolLoop)
     ->ArgName("busy")
     ->DenseRange(0, 1)
