@@ -5,8 +5,8 @@
 // reference's three passes on each of the default cnn's conv shapes at batch 32 (im2col + GEMM
 // and each direct path; BM_CpuEpoch's cnn also runs each), BM_CpuPool
 // its max pooling, BM_CpuOptimStep the optimizer step, BM_CpuLinear a wide Linear layer's GEMMs,
-// BM_CpuDropout the mask loop of each instruction set this CPU runs, BM_CpuBatchNorm the batch
-// norm's passes with each, BM_CpuPoolLoop one small
+// BM_CpuDropout the mask loop of each instruction set this CPU runs, BM_CpuNorm the batch and
+// group norm's passes with each, BM_CpuPoolLoop one small
 // parallel_for on as many threads as CPUs, alone or beside other busy threads.
 // Wall-clock time, one warm-up epoch or call first; report medians:
 //   bench_cpu --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
@@ -283,43 +283,61 @@ void BM_CpuDropout(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * s.numel() * 2 * static_cast<int64_t>(sizeof(float)));
 }
 
-// Batch norm with the fused ReLU on the cnn's first activation at batch 32 ([32, 8, 26, 26]),
-// one thread, with the loops of instruction set `isa` (an index into norm_ref_isas(); skipped
-// where this CPU has fewer): pass 0 the training forward (statistics, running statistics, y),
-// 1 the backward behind the ReLU (dx, dweight, dbias), 2 the eval forward.
-void BM_CpuBatchNorm(benchmark::State& state) {
+// Batch norm (with the fused ReLU) and group norm (2 groups) on the cnn's first activation at
+// batch 32 ([32, 8, 26, 26]), one thread, with the loops of instruction set `isa` (an index into
+// norm_ref_isas(); skipped where this CPU has fewer): pass 0 batch norm's training forward
+// (statistics, running statistics, y), 1 its backward behind the ReLU (dx, dweight, dbias), 2 its
+// eval forward, 3 group norm's forward, 4 its backward.
+void BM_CpuNorm(benchmark::State& state) {
   const auto isas = norm_ref_isas();
   const size_t k = static_cast<size_t>(state.range(0));
   const int pass = static_cast<int>(state.range(1));
-  if (k >= isas.size()) return state.SkipWithError("this CPU runs fewer batch-norm loops");
+  if (k >= isas.size()) return state.SkipWithError("this CPU runs fewer norm loops");
   set_num_threads(1);
   set_norm_ref_isa(isas[k]);
-  const NormShape s{32, 8, 26 * 26};
+  const NormShape s{32, 8, 26 * 26, 2};
   std::mt19937 g(6);
   const std::vector<float> x = normal_values(s.numel(), g), dy = normal_values(s.numel(), g);
-  std::vector<float> y(x.size()), dx(x.size()), w(8, 1.f), b(8, 0.1f), mean(8), is(8), rm(8, 0.f),
+  std::vector<float> y(x.size()), dx(x.size()), w(8, 1.f), b(8, 0.1f), mean(64), is(64), rm(8, 0.f),
       rv(8, 1.f), dw(8), db(8);
   float nbt[2] = {0, 0};
-  auto train_fwd = [&] {
+  auto bn_train = [&] {
     batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(),
                                    rm.data(), rv.data(), nbt, 0.1, 1e-5, s, nullptr, true);
   };
-  auto run = [&] {
-    if (pass == 0) return train_fwd();
-    if (pass == 1)
-      return batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(),
-                                      dx.data(), dw.data(), db.data(), true, s, nullptr, y.data());
-    batchnorm_fwd_eval_ref<float>(x.data(), w.data(), b.data(), rm.data(), rv.data(), y.data(),
-                                  1e-5, s, true);
+  auto gn_fwd = [&] {
+    groupnorm_fwd_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(), 1e-5,
+                             s);
   };
-  train_fwd();  // (the statistics and ReLU output the backward reads)
+  auto run = [&] {
+    switch (pass) {
+      case 0:
+        return bn_train();
+      case 1:
+        return batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(),
+                                        dx.data(), dw.data(), db.data(), true, s, nullptr,
+                                        y.data());
+      case 2:
+        return batchnorm_fwd_eval_ref<float>(x.data(), w.data(), b.data(), rm.data(), rv.data(),
+                                             y.data(), 1e-5, s, true);
+      case 3:
+        return gn_fwd();
+      default:
+        return groupnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(),
+                                        dx.data(), dw.data(), db.data(), s, nullptr);
+    }
+  };
+  if (pass < 3)
+    bn_train();
+  else
+    gn_fwd();  // (the statistics and output the backward reads)
   run();
   for (auto _ : state) {
     run();
     benchmark::ClobberMemory();
   }
   set_norm_ref_isa("");
-  static const char* names[] = {"train_fwd", "bwd_relu", "eval_fwd"};
+  static const char* names[] = {"bn_train_fwd", "bn_bwd_relu", "bn_eval_fwd", "gn_fwd", "gn_bwd"};
   state.SetLabel(isas[k] + " " + names[pass]);
   state.SetItemsProcessed(state.iterations() * s.numel());
 }
@@ -394,9 +412,9 @@ BENCHMARK(BM_CpuLinear)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CpuDropout)->ArgName("isa")->DenseRange(0, 2)->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_CpuBatchNorm)
+BENCHMARK(BM_CpuNorm)
     ->ArgNames({"isa", "pass"})
-    ->ArgsProduct({{0, 1, 2}, {0, 1, 2}})
+    ->ArgsProduct({{0, 1, 2}, {0, 1, 2, 3, 4}})
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CpuPoolLoop)
     ->ArgName("busy")

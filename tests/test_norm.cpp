@@ -217,12 +217,13 @@ TEST(BatchNormRef, BackwardOfPlanesLongerThanAChunkMatchesTheFormula) {
       }
 }
 
-// The float batch-norm passes are compiled for several instruction sets (AVX-512 and AVX2 on
-// x86-64, and the build's own): each one this CPU runs must write the generic loop's bits in
-// every output (forward in training with the running statistics, and in eval; backward in both
-// modes, with and without the fused ReLU's output, with and without dx), on shapes with planes
+// The float batch- and group-norm passes are compiled for several instruction sets (AVX-512 and
+// AVX2 on x86-64, and the build's own): each one this CPU runs must write the generic loop's bits
+// in every output (batch norm forward in training with the running statistics, and in eval;
+// backward in both modes, with and without the fused ReLU's output, with and without dx; group
+// norm with one group and with a group per channel, with and without dx), on shapes with planes
 // of 1, odd lengths and more than a backward chunk, 1 and 3 threads, NaN and inf in x and dy.
-TEST(BatchNormRef, EveryInstructionSetWritesTheSameBits) {
+TEST(NormRef, EveryInstructionSetWritesTheSameBits) {
   struct Restore {
     ~Restore() { set_norm_ref_isa(""); }
   } restore;
@@ -265,6 +266,22 @@ TEST(BatchNormRef, EveryInstructionSetWritesTheSameBits) {
           batchnorm_fwd_eval_ref<float>(x.data(), w.data(), b.data(), rm.data(), rv.data(),
                                         ye.data(), 1e-5, s, relu);
           keep(ye);
+        }
+        for (int64_t groups : {int64_t{1}, s.c}) {
+          NormShape gs = s;
+          gs.groups = groups;
+          const size_t stats = static_cast<size_t>(s.n * groups);
+          std::vector<float> y(n, -77.f), mean(stats, -77.f), is(stats, -77.f);
+          groupnorm_fwd_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(),
+                                   1e-5, gs);
+          keep(y), keep(mean), keep(is);
+          for (bool with_dx : {true, false}) {
+            std::vector<float> dx(n, -77.f), dw(c, -77.f), db(c, -77.f);
+            groupnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(),
+                                     with_dx ? dx.data() : nullptr, dw.data(), db.data(), gs,
+                                     nullptr);
+            keep(dx), keep(dw), keep(db);
+          }
         }
         return out;
       };

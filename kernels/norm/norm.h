@@ -32,11 +32,11 @@ struct NormShape {
 // exceeds 2^31-1"). Shape level only: layers call it in setup (per sample) and per CUDA batch.
 std::string norm_index_range_error(const NormShape& s);
 
-// The float batch-norm references run loops compiled for the best instruction set this CPU has
-// ("avx512", "avx2", then "generic", the build's own; the same bits under each). norm_ref_isas()
-// lists the ones this CPU runs, best first; set_norm_ref_isa(name) makes every later call use
-// that one ("" restores the best; tests compare their bits, bench_cpu their speed). An unknown
-// or unavailable name is an error.
+// The float batch- and group-norm references run loops compiled for the best instruction set
+// this CPU has ("avx512", "avx2", then "generic", the build's own; the same bits under each).
+// norm_ref_isas() lists the ones this CPU runs, best first; set_norm_ref_isa(name) makes every
+// later call use that one ("" restores the best; tests compare their bits, bench_cpu their
+// speed). An unknown or unavailable name is an error.
 std::vector<std::string> norm_ref_isas();
 void set_norm_ref_isa(const std::string& name);
 

@@ -78,7 +78,7 @@ namespace {
 
 // One call's arguments; each pass below runs over the channels [c0, c1).
 template <typename T>
-struct BnArgs {
+struct NormArgs {
   const T *x = nullptr, *dy = nullptr, *weight = nullptr, *bias = nullptr;
   const T *mean = nullptr, *invstd = nullptr, *relu_y = nullptr;  // backward; eval forward's
   const T *eval_mean = nullptr, *eval_var = nullptr;              // running statistics
@@ -90,7 +90,7 @@ struct BnArgs {
 };
 
 template <typename T>
-KILN_NORM_INLINE void bn_fwd_train_channels(const BnArgs<T>& a, int64_t c0, int64_t c1) {
+KILN_NORM_INLINE void bn_fwd_train_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
   const NormShape& s = a.s;
   const T* x = a.x;
   const double m = static_cast<double>(s.n * s.hw);
@@ -135,7 +135,7 @@ KILN_NORM_INLINE void bn_fwd_train_channels(const BnArgs<T>& a, int64_t c0, int6
 }
 
 template <typename T>
-KILN_NORM_INLINE void bn_fwd_eval_channels(const BnArgs<T>& a, int64_t c0, int64_t c1) {
+KILN_NORM_INLINE void bn_fwd_eval_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
   const NormShape& s = a.s;
   for (int64_t c = c0; c < c1; ++c) {
     const double scale = a.weight[c] / std::sqrt(static_cast<double>(a.eval_var[c]) + a.eps);
@@ -160,7 +160,7 @@ constexpr int64_t kBnChunk = 512;
 static_assert(kBnChunk % 8 == 0, "a chunk must keep each element's lane");
 
 template <typename T>
-KILN_NORM_INLINE const T* bn_masked_dy(const BnArgs<T>& a, int64_t i0, int64_t len, T* g) {
+KILN_NORM_INLINE const T* bn_masked_dy(const NormArgs<T>& a, int64_t i0, int64_t len, T* g) {
   if (!a.relu_y) return a.dy + i0;
   const T* d = a.dy + i0;
   const T* ry = a.relu_y + i0;
@@ -169,7 +169,7 @@ KILN_NORM_INLINE const T* bn_masked_dy(const BnArgs<T>& a, int64_t i0, int64_t l
 }
 
 template <typename T>
-KILN_NORM_INLINE void bn_bwd_channels(const BnArgs<T>& a, int64_t c0, int64_t c1) {
+KILN_NORM_INLINE void bn_bwd_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
   const NormShape& s = a.s;
   const double m = static_cast<double>(s.n * s.hw);
   T gbuf[kBnChunk];
@@ -208,108 +208,205 @@ KILN_NORM_INLINE void bn_bwd_channels(const BnArgs<T>& a, int64_t c0, int64_t c1
   }
 }
 
-// The float passes are also compiled for AVX2 and AVX-512 (4 or 8 of the Lanes' double sums
-// per instruction instead of 2), picked once at run time as dropout's mask loop is. This file
-// is compiled with -ffp-contract=off (CMakeLists.txt): no multiply-add is fused, so each
-// version does the same double operations in the same order and writes the same bits. (A fused
+// ---- group norm passes: the forward and dx over (image, group) pairs [b, e), the parameter
+// gradients over channels [b, e)
+template <typename T>
+KILN_NORM_INLINE void gn_fwd_groups(const NormArgs<T>& a, int64_t ng0, int64_t ng1) {
+  const NormShape& s = a.s;
+  const int64_t cpg = s.c / s.groups, len = cpg * s.hw;
+  for (int64_t ng = ng0; ng < ng1; ++ng) {
+    const int64_t g = ng % s.groups;
+    const int64_t base = ng * len;  // a group is contiguous in NCHW
+    const T* xg = a.x + base;
+    Lanes sum, sq;  // (as batch norm's)
+    sum.add(len, [&](int64_t i) { return static_cast<double>(xg[i]); });
+    const double mean = sum.total() / len;
+    sq.add(len, [&](int64_t i) {
+      const double d = xg[i] - mean;
+      return d * d;
+    });
+    const double invstd = 1.0 / std::sqrt(sq.total() / len + a.eps);
+    for (int64_t ci = 0; ci < cpg; ++ci) {  // (a channel a row: no division per element)
+      const int64_t c = g * cpg + ci;
+      const double w = a.weight[c], b = a.bias[c];
+      const T* xp = xg + ci * s.hw;
+      T* yp = a.y + base + ci * s.hw;
+      for (int64_t k = 0; k < s.hw; ++k) yp[k] = static_cast<T>((xp[k] - mean) * invstd * w + b);
+    }
+    a.save_mean[ng] = static_cast<T>(mean);
+    a.save_invstd[ng] = static_cast<T>(invstd);
+  }
+}
+
+template <typename T>
+KILN_NORM_INLINE void gn_bwd_dx_groups(const NormArgs<T>& a, int64_t ng0, int64_t ng1) {
+  const NormShape& s = a.s;
+  const int64_t cpg = s.c / s.groups;
+  const double len = static_cast<double>(cpg * s.hw);
+  for (int64_t ng = ng0; ng < ng1; ++ng) {
+    const int64_t n = ng / s.groups, g = ng % s.groups;
+    const double mu = a.mean[ng], is = a.invstd[ng];
+    // sums over the group of dxhat = dy * weight and of dxhat * xhat
+    Lanes sg_lanes, sgx_lanes;
+    for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+      const int64_t i0 = at(s, n, c, 0);
+      const T *dyp = a.dy + i0, *xp = a.x + i0;
+      const double w = a.weight[c];
+      sg_lanes.add(s.hw, [&](int64_t k) { return dyp[k] * w; });
+      sgx_lanes.add(s.hw, [&](int64_t k) { return dyp[k] * w * ((xp[k] - mu) * is); });
+    }
+    const double sg = sg_lanes.total(), sgx = sgx_lanes.total();
+    // dx = is*(dy*w - (sg + xhat*sgx)/len) through per-group coefficients (no division per
+    // element)
+    const double ca = -is * sg / len, cb = -is * is * sgx / len;
+    for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+      const int64_t i0 = at(s, n, c, 0);
+      const T *dyp = a.dy + i0, *xp = a.x + i0;
+      T* out = a.dx + i0;
+      const double iw = is * a.weight[c];
+      for (int64_t k = 0; k < s.hw; ++k)
+        out[k] = static_cast<T>(iw * dyp[k] + (cb * (xp[k] - mu) + ca));
+    }
+  }
+}
+
+template <typename T>
+KILN_NORM_INLINE void gn_bwd_params_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
+  const NormShape& s = a.s;
+  const int64_t cpg = s.c / s.groups;
+  for (int64_t c = c0; c < c1; ++c) {
+    const int64_t g = c / cpg;
+    Lanes dw, db;
+    for (int64_t n = 0; n < s.n; ++n) {
+      const double mu = a.mean[n * s.groups + g], is = a.invstd[n * s.groups + g];
+      const int64_t i0 = at(s, n, c, 0);
+      const T *dyp = a.dy + i0, *xp = a.x + i0;
+      dw.add(s.hw, [&](int64_t k) { return dyp[k] * ((xp[k] - mu) * is); });
+      db.add(s.hw, [&](int64_t k) { return static_cast<double>(dyp[k]); });
+    }
+    a.dweight[c] = static_cast<T>(dw.total());
+    a.dbias[c] = static_cast<T>(db.total());
+  }
+}
+
+// The float passes (batch and group norm) are also compiled for AVX2 and AVX-512 (4 or 8 of the
+// Lanes' double sums per instruction instead of 2), picked once at run time as dropout's mask loop
+// is. This file is compiled with -ffp-contract=off (CMakeLists.txt): no multiply-add is fused, so
+// each version does the same double operations in the same order and writes the same bits. (A fused
 // one would change a double result in its last bit, which the float output hides but for about
-// one element in 2^29: BatchNormRef.EveryInstructionSetWritesTheSameBits checks that each
+// one element in 2^29: NormRef.EveryInstructionSetWritesTheSameBits checks that each
 // version runs the same passes, and cannot see that; the flag is what rules it out.)
 template <typename T>
-using BnPass = void (*)(const BnArgs<T>&, int64_t, int64_t);
+using NormPass = void (*)(const NormArgs<T>&, int64_t, int64_t);
 
-struct BnIsa {
+// Every pass, as X(name, body): one generic instantiation and, on x86-64, one per instruction set.
+#define KILN_NORM_PASSES(X)              \
+  X(bn_fwd_train, bn_fwd_train_channels) \
+  X(bn_fwd_eval, bn_fwd_eval_channels)   \
+  X(bn_bwd, bn_bwd_channels)             \
+  X(gn_fwd, gn_fwd_groups)               \
+  X(gn_bwd_dx, gn_bwd_dx_groups)         \
+  X(gn_bwd_params, gn_bwd_params_channels)
+
+struct NormIsa {
   const char* name;
   bool (*runs)();
-  BnPass<float> fwd_train, fwd_eval, bwd;
+#define KILN_NORM_FIELD(pass, body) NormPass<float> pass;
+  KILN_NORM_PASSES(KILN_NORM_FIELD)
+#undef KILN_NORM_FIELD
 };
 
-template <typename T>
-void bn_fwd_train_generic(const BnArgs<T>& a, int64_t c0, int64_t c1) {
-  bn_fwd_train_channels(a, c0, c1);
-}
-template <typename T>
-void bn_fwd_eval_generic(const BnArgs<T>& a, int64_t c0, int64_t c1) {
-  bn_fwd_eval_channels(a, c0, c1);
-}
-template <typename T>
-void bn_bwd_generic(const BnArgs<T>& a, int64_t c0, int64_t c1) {
-  bn_bwd_channels(a, c0, c1);
-}
+#define KILN_NORM_GENERIC(pass, body)                               \
+  template <typename T>                                             \
+  void pass##_generic(const NormArgs<T>& a, int64_t b, int64_t e) { \
+    body(a, b, e);                                                  \
+  }
+KILN_NORM_PASSES(KILN_NORM_GENERIC)
+#undef KILN_NORM_GENERIC
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define KILN_NORM_X86 1
-#define KILN_NORM_ISA_PASSES(suffix, isa)                                                     \
-  __attribute__((target(isa))) void bn_fwd_train_##suffix(const BnArgs<float>& a, int64_t c0, \
-                                                          int64_t c1) {                       \
-    bn_fwd_train_channels(a, c0, c1);                                                         \
-  }                                                                                           \
-  __attribute__((target(isa))) void bn_fwd_eval_##suffix(const BnArgs<float>& a, int64_t c0,  \
-                                                         int64_t c1) {                        \
-    bn_fwd_eval_channels(a, c0, c1);                                                          \
-  }                                                                                           \
-  __attribute__((target(isa))) void bn_bwd_##suffix(const BnArgs<float>& a, int64_t c0,       \
-                                                    int64_t c1) {                             \
-    bn_bwd_channels(a, c0, c1);                                                               \
+#define KILN_NORM_AVX512(pass, body)                                                         \
+  __attribute__((target("avx512f"))) void pass##_avx512(const NormArgs<float>& a, int64_t b, \
+                                                        int64_t e) {                         \
+    body(a, b, e);                                                                           \
   }
-KILN_NORM_ISA_PASSES(avx512, "avx512f")
-KILN_NORM_ISA_PASSES(avx2, "avx2")
-#undef KILN_NORM_ISA_PASSES
+#define KILN_NORM_AVX2(pass, body)                                                      \
+  __attribute__((target("avx2"))) void pass##_avx2(const NormArgs<float>& a, int64_t b, \
+                                                   int64_t e) {                         \
+    body(a, b, e);                                                                      \
+  }
+KILN_NORM_PASSES(KILN_NORM_AVX512)
+KILN_NORM_PASSES(KILN_NORM_AVX2)
+#undef KILN_NORM_AVX512
+#undef KILN_NORM_AVX2
 #endif
 
+#define KILN_NORM_ENTRY_AVX512(pass, body) pass##_avx512,
+#define KILN_NORM_ENTRY_AVX2(pass, body) pass##_avx2,
+#define KILN_NORM_ENTRY_GENERIC(pass, body) pass##_generic<float>,
 // Best first; a constant table, as dropout's.
-const BnIsa kBnIsas[] = {
+const NormIsa kNormIsas[] = {
 #ifdef KILN_NORM_X86
     {"avx512", [] { return static_cast<bool>(__builtin_cpu_supports("avx512f")); },
-     bn_fwd_train_avx512, bn_fwd_eval_avx512, bn_bwd_avx512},
-    {"avx2", [] { return static_cast<bool>(__builtin_cpu_supports("avx2")); }, bn_fwd_train_avx2,
-     bn_fwd_eval_avx2, bn_bwd_avx2},
+     KILN_NORM_PASSES(KILN_NORM_ENTRY_AVX512)},
+    {"avx2", [] { return static_cast<bool>(__builtin_cpu_supports("avx2")); },
+     KILN_NORM_PASSES(KILN_NORM_ENTRY_AVX2)},
 #endif
-    {"generic", [] { return true; }, bn_fwd_train_generic<float>, bn_fwd_eval_generic<float>,
-     bn_bwd_generic<float>},
+    {"generic", [] { return true; }, KILN_NORM_PASSES(KILN_NORM_ENTRY_GENERIC)},
 };
+#undef KILN_NORM_ENTRY_AVX512
+#undef KILN_NORM_ENTRY_AVX2
+#undef KILN_NORM_ENTRY_GENERIC
+#undef KILN_NORM_PASSES
 
-const BnIsa& find_bn_isa(const std::string& name) {
-  for (const BnIsa& b : kBnIsas)
+const NormIsa& find_norm_isa(const std::string& name) {
+  for (const NormIsa& b : kNormIsas)
     if ((name.empty() || name == b.name) && b.runs()) return b;
-  KILN_FAIL("batch norm: no CPU loop for instruction set '" << name << "' on this CPU");
+  KILN_FAIL("batch/group norm: no CPU loop for instruction set '" << name << "' on this CPU");
 }
 
-std::atomic<const BnIsa*> g_bn_isa{nullptr};  // set_norm_ref_isa's choice; null: the best
+std::atomic<const NormIsa*> g_norm_isa{nullptr};  // set_norm_ref_isa's choice; null: the best
 
-const BnIsa& bn_isa() {
-  static const BnIsa& best = find_bn_isa("");
-  const BnIsa* chosen = g_bn_isa.load(std::memory_order_relaxed);
+const NormIsa& norm_isa() {
+  static const NormIsa& best = find_norm_isa("");
+  const NormIsa* chosen = g_norm_isa.load(std::memory_order_relaxed);
   return chosen ? *chosen : best;
 }
 
 // The pass for T: float takes the chosen instruction set's, double (the gradient checks') the
 // generic loop.
 template <typename T>
-BnPass<T> bn_pass(BnPass<float> BnIsa::*which, BnPass<T> generic) {
+NormPass<T> norm_pass(NormPass<float> NormIsa::*which, NormPass<T> generic) {
   if constexpr (std::is_same_v<T, float>)
-    return bn_isa().*which;
+    return norm_isa().*which;
   else
     return generic;
 }
 
+// pass over [0, count) split over threads in pieces of at least `grain` elements' work
 template <typename T>
-void run_channels(BnPass<T> pass, const BnArgs<T>& a) {
+void run_pass(NormPass<T> pass, const NormArgs<T>& a, int64_t count, int64_t grain) {
   parallel_for(
-      a.s.c, [&](int64_t c0, int64_t c1) { pass(a, c0, c1); }, row_grain(a.s.n * a.s.hw));
+      count, [&](int64_t b, int64_t e) { pass(a, b, e); }, grain);
+}
+
+template <typename T>
+void run_channels(NormPass<T> pass, const NormArgs<T>& a) {
+  run_pass(pass, a, a.s.c, row_grain(a.s.n * a.s.hw));
 }
 
 }  // namespace
 
 std::vector<std::string> norm_ref_isas() {
   std::vector<std::string> names;
-  for (const BnIsa& b : kBnIsas)
+  for (const NormIsa& b : kNormIsas)
     if (b.runs()) names.emplace_back(b.name);
   return names;
 }
 
 void set_norm_ref_isa(const std::string& name) {
-  g_bn_isa.store(name.empty() ? nullptr : &find_bn_isa(name), std::memory_order_relaxed);
+  g_norm_isa.store(name.empty() ? nullptr : &find_norm_isa(name), std::memory_order_relaxed);
 }
 
 template <typename T>
@@ -318,11 +415,11 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
                              T* num_batches_tracked, double momentum, double eps,
                              const NormShape& s, void* /*workspace*/, bool relu) {
   KILN_CHECK(s.n > 0, "batchnorm_fwd_train_ref: an empty batch (n=0) has no batch statistics");
-  BnArgs<T> a;
+  NormArgs<T> a;
   a.x = x, a.weight = weight, a.bias = bias, a.y = y, a.save_mean = save_mean;
   a.save_invstd = save_invstd, a.running_mean = running_mean, a.running_var = running_var;
   a.momentum = momentum, a.eps = eps, a.relu = relu, a.s = s;
-  run_channels(bn_pass<T>(&BnIsa::fwd_train, bn_fwd_train_generic<T>), a);
+  run_channels(norm_pass<T>(&NormIsa::bn_fwd_train, bn_fwd_train_generic<T>), a);
   if (num_batches_tracked) {  // [count mod 2^24, count / 2^24], as the CUDA kernel keeps it
     const T lo = num_batches_tracked[0] + T(1);
     num_batches_tracked[0] = lo < T(16777216) ? lo : T(0);
@@ -333,20 +430,20 @@ void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T
 template <typename T>
 void batchnorm_fwd_eval_ref(const T* x, const T* weight, const T* bias, const T* running_mean,
                             const T* running_var, T* y, double eps, const NormShape& s, bool relu) {
-  BnArgs<T> a;
+  NormArgs<T> a;
   a.x = x, a.weight = weight, a.bias = bias, a.eval_mean = running_mean;
   a.eval_var = running_var, a.y = y, a.eps = eps, a.relu = relu, a.s = s;
-  run_channels(bn_pass<T>(&BnIsa::fwd_eval, bn_fwd_eval_generic<T>), a);
+  run_channels(norm_pass<T>(&NormIsa::bn_fwd_eval, bn_fwd_eval_generic<T>), a);
 }
 
 template <typename T>
 void batchnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, const T* invstd,
                        T* dx, T* dweight, T* dbias, bool train, const NormShape& s,
                        void* /*workspace*/, const T* relu_y) {
-  BnArgs<T> a;
+  NormArgs<T> a;
   a.x = x, a.dy = dy, a.weight = weight, a.mean = mean, a.invstd = invstd, a.relu_y = relu_y;
   a.dx = dx, a.dweight = dweight, a.dbias = dbias, a.train = train, a.s = s;
-  run_channels(bn_pass<T>(&BnIsa::bwd, bn_bwd_generic<T>), a);
+  run_channels(norm_pass<T>(&NormIsa::bn_bwd, bn_bwd_generic<T>), a);
 }
 
 template <typename T>
@@ -355,94 +452,28 @@ void batchnorm_invstd_ref(const T* var, T* invstd, double eps, int64_t c) {
     invstd[i] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(var[i]) + eps));
 }
 
-// ---- group norm --------------------------------------------------------------------------------
 template <typename T>
 void groupnorm_fwd_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
                        T* save_invstd, double eps, const NormShape& s) {
-  const int64_t cpg = s.c / s.groups, len = cpg * s.hw;
-  parallel_for(
-      s.n * s.groups,
-      [&](int64_t ng0, int64_t ng1) {
-        for (int64_t ng = ng0; ng < ng1; ++ng) {
-          const int64_t n = ng / s.groups, g = ng % s.groups;
-          const int64_t base = (n * s.c + g * cpg) * s.hw;  // a group is contiguous in NCHW
-          const T* xg = x + base;
-          Lanes sum, sq;  // (as batch norm's)
-          sum.add(len, [&](int64_t i) { return static_cast<double>(xg[i]); });
-          const double mean = sum.total() / len;
-          sq.add(len, [&](int64_t i) {
-            const double d = xg[i] - mean;
-            return d * d;
-          });
-          const double invstd = 1.0 / std::sqrt(sq.total() / len + eps);
-          for (int64_t ci = 0; ci < cpg; ++ci) {  // (a channel a row: no division per element)
-            const int64_t c = g * cpg + ci;
-            const double w = weight[c], b = bias[c];
-            for (int64_t k = 0; k < s.hw; ++k) {
-              const int64_t i = base + ci * s.hw + k;
-              y[i] = static_cast<T>((x[i] - mean) * invstd * w + b);
-            }
-          }
-          save_mean[ng] = static_cast<T>(mean);
-          save_invstd[ng] = static_cast<T>(invstd);
-        }
-      },
-      row_grain(len));
+  NormArgs<T> a;
+  a.x = x, a.weight = weight, a.bias = bias, a.y = y, a.save_mean = save_mean;
+  a.save_invstd = save_invstd, a.eps = eps, a.s = s;
+  run_pass(norm_pass<T>(&NormIsa::gn_fwd, gn_fwd_generic<T>), a, s.n * s.groups,
+           row_grain(s.c / s.groups * s.hw));
 }
 
 template <typename T>
 void groupnorm_bwd_ref(const T* x, const T* dy, const T* weight, const T* mean, const T* invstd,
                        T* dx, T* dweight, T* dbias, const NormShape& s, void* /*workspace*/) {
-  const int64_t cpg = s.c / s.groups;
-  const double len = static_cast<double>(cpg * s.hw);
+  NormArgs<T> a;
+  a.x = x, a.dy = dy, a.weight = weight, a.mean = mean, a.invstd = invstd, a.dx = dx;
+  a.dweight = dweight, a.dbias = dbias, a.s = s;
   // dx: each (image, group) on its own; the parameter gradients: each channel over the images
   // in order. Both split over threads without changing a sum.
   if (dx)
-    parallel_for(
-        s.n * s.groups,
-        [&](int64_t ng0, int64_t ng1) {
-          for (int64_t ng = ng0; ng < ng1; ++ng) {
-            const int64_t n = ng / s.groups, g = ng % s.groups;
-            const double mu = mean[ng], is = invstd[ng];
-            // sums over the group of dxhat = dy * weight and of dxhat * xhat
-            Lanes sg_lanes, sgx_lanes;
-            for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-              const int64_t i0 = at(s, n, c, 0);
-              const double w = weight[c];
-              sg_lanes.add(s.hw, [&](int64_t k) { return dy[i0 + k] * w; });
-              sgx_lanes.add(s.hw,
-                            [&](int64_t k) { return dy[i0 + k] * w * ((x[i0 + k] - mu) * is); });
-            }
-            const double sg = sg_lanes.total(), sgx = sgx_lanes.total();
-            // dx = is*(dy*w - (sg + xhat*sgx)/len) through per-group coefficients (no division
-            // per element)
-            const double a = -is * sg / len, b = -is * is * sgx / len;
-            for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-              const int64_t i0 = at(s, n, c, 0);
-              const double iw = is * weight[c];
-              for (int64_t k = 0; k < s.hw; ++k)
-                dx[i0 + k] = static_cast<T>(iw * dy[i0 + k] + (b * (x[i0 + k] - mu) + a));
-            }
-          }
-        },
-        row_grain(cpg * s.hw));
-  parallel_for(
-      s.c,
-      [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          const int64_t g = c / cpg;
-          Lanes dw, db;
-          for (int64_t n = 0; n < s.n; ++n) {
-            const double mu = mean[n * s.groups + g], is = invstd[n * s.groups + g];
-            const int64_t i0 = at(s, n, c, 0);
-            dw.add(s.hw, [&](int64_t k) { return dy[i0 + k] * ((x[i0 + k] - mu) * is); });
-            db.add(s.hw, [&](int64_t k) { return static_cast<double>(dy[i0 + k]); });
-          }
-          dweight[c] = static_cast<T>(dw.total());
-          dbias[c] = static_cast<T>(db.total());
-        }
-      },
-      row_grain(s.n * s.hw));
+    run_pass(norm_pass<T>(&NormIsa::gn_bwd_dx, gn_bwd_dx_generic<T>), a, s.n * s.groups,
+             row_grain(s.c / s.groups * s.hw));
+  run_channels(norm_pass<T>(&NormIsa::gn_bwd_params, gn_bwd_params_generic<T>), a);
 }
 
 #define KILN_NORM_INSTANTIATE(T)                                                                   \
