@@ -231,6 +231,11 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   topts.grad_report = false;
   topts.target_acc = 0;
   topts.detect_anomaly = false;
+  // The test's own rules end it (the smoothed loss past o.diverge x its best, or non-finite):
+  // the trainer's bound on an epoch's mean train loss (--max-loss) called a test that had
+  // completed "diverged" when the ramp's last epoch averaged past it (the loss being tested
+  // the held-out one), and cut a longer ramp at its first epoch's end, too early to suggest.
+  topts.max_loss = -1;
   // Early stopping would watch the ramp's rising train loss and end the test after an epoch
   // (reported as completed); --restore-best would load weights back mid-ramp.
   const TrainOptions plain;
@@ -293,7 +298,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
       res.stop_reason = os.str();
       stop = true;
     } else if (i + 1 >= n) {
-      res.stop_reason = "completed " + std::to_string(n) + " steps";
+      res.stop_reason = "completed " + std::to_string(n) + (n == 1 ? " step" : " steps");
       stop = true;
     }
     best = std::min(best, p.smoothed);
@@ -320,7 +325,8 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
       res.stop_reason = "diverged: " + e.message();
   }
   if (res.stop_reason.empty())
-    res.stop_reason = "completed " + std::to_string(res.points.size()) + " steps";
+    res.stop_reason = "completed " + std::to_string(res.points.size()) +
+                      (res.points.size() == 1 ? " step" : " steps");
   if (o.restore) snap.restore(s);
   res.suggestions = suggest_all(res.points, n, o);
   return res;
@@ -401,7 +407,8 @@ void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
 
 std::string lr_find_report(const LrFindResult& r) {
   std::ostringstream os;
-  os << "lr_find: " << r.points.size() << " steps, stopped: " << r.stop_reason << "\n";
+  os << "lr_find: " << r.points.size() << (r.points.size() == 1 ? " step" : " steps")
+     << ", stopped: " << r.stop_reason << "\n";
   bool first = true;
   for (const auto& s : r.suggestions) {
     os << "suggestion " << std::left << std::setw(8) << s.method << " ";

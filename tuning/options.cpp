@@ -497,7 +497,8 @@ OptionTable build_table() {
   t.add(opt_float("max-loss",
                   "a finite train loss above this counts as divergence (0: 100x chance level, <0: "
                   "no bound; a non-finite loss always does)",
-                  [](RunConfig& c) -> float& { return c.train.max_loss; }));
+                  [](RunConfig& c) -> float& { return c.train.max_loss; }),
+        kRangeTestUnused);  // (the range test stops on its own rules)
   t.add(opt_path("log", "JSONL metrics file",
                  [](RunConfig& c) -> std::string& { return c.train.log_path; }),
         kInvocation | kRangeTestUnused);
