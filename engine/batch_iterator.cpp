@@ -19,7 +19,11 @@ BatchIterator::BatchIterator(const Dataset& ds, int64_t batch_size, bool shuffle
   KILN_USAGE_CHECK(batch_size > 0, ds.name << ": batch size must be > 0, got " << batch_size);
   KILN_CHECK(ds.size() > 0 && ds.labels, ds.name << ": cannot iterate over an empty dataset");
   KILN_CHECK(ds.size() <= INT32_MAX, ds.name << ": too many samples for int32 indices");
-  KILN_USAGE_CHECK(!augment || ds.sample_shape() == Shape({3, 32, 32}),
+  if (augment) check_augmentable(ds);
+}
+
+void check_augmentable(const Dataset& ds) {
+  KILN_USAGE_CHECK(ds.sample_shape() == Shape({3, 32, 32}),
                    ds.name << ": --augment (random crop + flip; on by default in train_cifar, off "
                               "with --no-augment) needs 3x32x32 images (CIFAR-10), got "
                            << shape_str(ds.sample_shape()));

@@ -12,6 +12,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <iomanip>
 #include <random>
 #include <sstream>
@@ -253,17 +254,20 @@ static std::string find_file(const std::vector<std::string>& dirs, const std::st
   return "";
 }
 
-// The paths find_file(dirs, base) tries before `found` (which it returned). A split of several
-// files is taken from one directory holding them all, so a single file written in an earlier
-// directory replaces nothing there: those count only when `other_dirs` (a split of one file).
-static std::vector<std::string> read_before(const std::vector<std::string>& dirs,
-                                            const std::string& base, const std::string& found,
-                                            bool other_dirs) {
+// The paths find_file(dirs, base) tries before `found` (which it returned) that a file written
+// there would be read instead of it: those in found's own directory, and in an earlier one when
+// `completes(dir)`. A split of several files is taken from the first directory holding them all,
+// so a file written in an earlier directory replaces nothing there unless that directory holds
+// every other file of the split (with the one written, later runs read that directory); a split
+// of one file is always completed.
+static std::vector<std::string> read_before(
+    const std::vector<std::string>& dirs, const std::string& base, const std::string& found,
+    const std::function<bool(const std::string&)>& completes) {
   const auto dir_of = [](const std::string& p) { return p.substr(0, p.rfind('/')); };
   std::vector<std::string> out;
   for (const std::string& p : search_order(dirs, base)) {
     if (p == found) break;
-    if (other_dirs || dir_of(p) == dir_of(found)) out.push_back(p);
+    if (dir_of(p) == dir_of(found) || completes(dir_of(p))) out.push_back(p);
   }
   return out;
 }
@@ -470,9 +474,17 @@ static Dataset locate_split(const DataOptions& opts, const std::string& split, b
                    << join(dirs, ", ") << "; " << hint << (hint.empty() || !*advice ? "" : "; ")
                    << advice);
   }
-  for (size_t i = 0; i < bases.size(); ++i)
-    for (const std::string& p : read_before(dirs, bases[i], found[i], bases.size() == 1))
+  for (size_t i = 0; i < bases.size(); ++i) {
+    // (an earlier directory holding the split's other files but this one: until 2026-12-07 an
+    // output there, --save at data_batch_1.bin beside batches 2-5, completed it and was read)
+    const auto completes = [&](const std::string& dir) {
+      for (size_t j = 0; j < bases.size(); ++j)
+        if (j != i && find_file({dir}, bases[j]).empty()) return false;
+      return true;
+    };
+    for (const std::string& p : read_before(dirs, bases[i], found[i], completes))
       out.shadows.emplace_back(p, found[i]);
+  }
   out.files = found;
   return out;
 }

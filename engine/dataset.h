@@ -111,6 +111,10 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
 Dataset load_cifar_files(const std::vector<std::string>& paths, const std::string& name,
                          int64_t limit, bool normalize, Device device);
 
+// --augment's random crop + flip takes 3x32x32 samples (CIFAR-10): a usage error naming ds and
+// its shape otherwise. BatchIterator checks it, and Trainer::fit before it opens its log.
+void check_augmentable(const Dataset& ds);
+
 // Batches in a seeded random (or sequential) order. The permutation lives on the dataset's
 // device; next() gathers one batch of images and labels into reusable tensors on the device.
 class BatchIterator {

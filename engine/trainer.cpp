@@ -487,6 +487,8 @@ void Trainer::check_fit(const Dataset& train, const Dataset* test, const TrainPo
   for (const Dataset* ds : {&train, test, val_set})
     if (ds) check_dataset(*ds);
   KILN_CHECK(train.size() > 0, train.name << ": cannot train on an empty dataset");
+  // (refused by its batches' iterator, after the log was opened and emptied, until 2026-12-07)
+  if (opts_.augment) check_augmentable(train);
   std::vector<std::pair<int, int>> bsched;
   if (!opts_.batch_schedule.empty()) bsched = parse_batch_schedule(opts_.batch_schedule);
   // A batch a layer cannot train on (batch norm's batch of 1 without spatial dimensions) is

@@ -66,6 +66,26 @@ set -e
 "$KILN_BIN/train_cifar" --device cpu --data-dir d2 --epochs 0 --model mlp --width 8 --log d2/data_batch_1.bin > /dev/null &&
   [ -e d2/data_batch_1.bin ] && "$KILN_BIN/train_cifar" --device cpu --data-dir d2 --epochs 0 --model mlp --width 8 > /dev/null ||
   { echo "FAIL: --log at a training batch's name in an earlier directory"; exit 1; }
+# ...unless that directory holds the other four: the output would complete its set and be read
+# as data_batch_1 from then on (a run after it failed on the checkpoint until 2026-12-07).
+mkdir -p d3 && cp -r data/cifar10 d3/cifar-10-batches-bin && cp data/cifar10/data_batch_[2-5].bin d3/
+set +e
+"$KILN_BIN/train_cifar" --device cpu --data-dir d3 --epochs 1 --model mlp --width 8 --save d3/data_batch_1.bin > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc = 2 ] && [ ! -e d3/data_batch_1.bin ] &&
+  grep -q '^train_cifar: error: --save d3/data_batch_1.bin is a name the loader reads before d3/cifar-10-batches-bin/data_batch_1.bin, a file of cifar10/train the run reads; name another$' err.txt ||
+  { echo "FAIL: --save completing an earlier directory's batches (rc $rc)"; cat err.txt; exit 1; }
+# --augment on images it cannot crop is refused before the log is opened (it was emptied)
+echo '{"type":"epoch","epoch":1}' > keep.jsonl
+set +e
+"$KILN_BIN/train_cifar" --device cpu --dataset mnist --data-dir "$KILN_TEST_DATA" --model mlp --width 8 --epochs 1 \
+  --log keep.jsonl > /dev/null 2> err.txt
+rc=$?
+set -e
+[ $rc = 2 ] && grep -q 'needs 3x32x32 images (CIFAR-10), got \[1, 28, 28\]' err.txt &&
+  [ "$(cat keep.jsonl)" = '{"type":"epoch","epoch":1}' ] ||
+  { echo "FAIL: a refused --augment (rc $rc) or the log it left: $(cat keep.jsonl)"; cat err.txt; exit 1; }
 "$KILN_BIN/train_cifar" --summary | grep '3, 32, 32' >/dev/null || { echo "FAIL: --summary input shape"; exit 1; }
 set +e
 "$KILN_BIN/train_cifar" --device cpu --data-dir nowhere --epochs 1 > /dev/null 2> err.txt
