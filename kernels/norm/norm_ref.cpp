@@ -67,7 +67,7 @@ size_t groupnorm_workspace_bytes(const NormShape& s) {
   return bytes;
 }
 
-// ---- batch norm --------------------------------------------------------------------------------
+// ---- batch and group norm ----------------------------------------------------------------------
 namespace {
 
 #if defined(__GNUC__)
@@ -76,7 +76,8 @@ namespace {
 #define KILN_NORM_INLINE inline
 #endif
 
-// One call's arguments; each pass below runs over the channels [c0, c1).
+// One call's arguments. Each pass below runs over a range [b, e): of channels (batch norm, group
+// norm's parameter gradients) or of (image, group) pairs (group norm's forward and dx).
 template <typename T>
 struct NormArgs {
   const T *x = nullptr, *dy = nullptr, *weight = nullptr, *bias = nullptr;
