@@ -71,6 +71,11 @@ out=$("$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --model mlp 
       --num-it 1 --lr-find-csv one.csv 2>/dev/null)
 grep -q '^lr_find: 1 step, stopped: completed 1 step$' <<<"$out" || { echo "FAIL: one step"; echo "$out"; exit 1; }
 
+# The library's message names the range test; lr_find does not name itself twice.
+"$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --num-it 0 --epochs 0 > /dev/null 2> err.txt &&
+  { echo "FAIL: --num-it 0 --epochs 0 ran"; exit 1; }
+[ "$(cat err.txt)" = 'lr_find: error: --num-it 0 needs --epochs >= 1' ] || { echo "FAIL: $(cat err.txt)"; exit 1; }
+
 # The default model (cnn) and the train_mnist entry point.
 out=$("$KILN_BIN/train_mnist" --lr-find --device cpu --data-dir "$KILN_TEST_DATA" --train-limit 2000 \
       --num-it 40 --lr-find-csv tm.csv 2>/dev/null)
