@@ -42,6 +42,10 @@ std::vector<double> debiased_ema(const std::vector<double>& raw, double beta) {
 
 namespace {
 
+std::string steps_text(long long n) {
+  return std::to_string(n) + (n == 1 ? " step" : " steps");
+}
+
 LrSuggestion none(const char* method) {
   LrSuggestion s;
   s.method = method;
@@ -298,7 +302,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
       res.stop_reason = os.str();
       stop = true;
     } else if (i + 1 >= n) {
-      res.stop_reason = "completed " + std::to_string(n) + (n == 1 ? " step" : " steps");
+      res.stop_reason = "completed " + steps_text(n);
       stop = true;
     }
     best = std::min(best, p.smoothed);
@@ -325,8 +329,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
       res.stop_reason = "diverged: " + e.message();
   }
   if (res.stop_reason.empty())
-    res.stop_reason = "completed " + std::to_string(res.points.size()) +
-                      (res.points.size() == 1 ? " step" : " steps");
+    res.stop_reason = "completed " + steps_text(static_cast<long long>(res.points.size()));
   if (o.restore) snap.restore(s);
   res.suggestions = suggest_all(res.points, n, o);
   return res;
@@ -407,7 +410,7 @@ void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
 
 std::string lr_find_report(const LrFindResult& r) {
   std::ostringstream os;
-  os << "lr_find: " << r.points.size() << (r.points.size() == 1 ? " step" : " steps")
+  os << "lr_find: " << steps_text(static_cast<long long>(r.points.size()))
      << ", stopped: " << r.stop_reason << "\n";
   bool first = true;
   for (const auto& s : r.suggestions) {

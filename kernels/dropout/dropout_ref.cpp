@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "engine/parallel.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/dropout/dropout.h"
 #include "kernels/dropout/hash.h"
 
@@ -17,12 +18,6 @@ namespace {
 // loop here; AVX2 emulates them: about 2x), so x86-64 builds also compile it for those and pick
 // at run time. Integer work and one multiply by scale or 0 per element (nothing to contract or
 // reorder): every version writes the same bits.
-#if defined(__GNUC__)
-#define KILN_ALWAYS_INLINE __attribute__((always_inline)) inline
-#else
-#define KILN_ALWAYS_INLINE inline
-#endif
-
 template <typename T>
 KILN_ALWAYS_INLINE void mask_elements(const T* in, T* out, int64_t b, int64_t e, uint64_t key,
                                       uint32_t threshold, T scale) {
@@ -76,15 +71,13 @@ const MaskIsa kMaskIsas[] = {
     {"generic", [] { return true; }, mask_generic<float>, mask_generic<double>},
 };
 
-const MaskIsa& find_isa(const std::string& name) {
-  for (const MaskIsa& m : kMaskIsas)
-    if ((name.empty() || name == m.name) && m.runs()) return m;
-  KILN_FAIL("dropout: no mask loop for instruction set '" << name << "' on this CPU");
+const MaskIsa& find_mask_isa(const std::string& name) {
+  return find_isa(kMaskIsas, name, "dropout: no mask loop");
 }
 
 // The best this CPU runs, found once for the entry points.
 const MaskIsa& best_isa() {
-  static const MaskIsa& best = find_isa("");
+  static const MaskIsa& best = find_mask_isa("");
   return best;
 }
 
@@ -122,10 +115,7 @@ void apply_mask(const MaskIsa& isa, const T* in, T* out, const DropoutParams& p,
 }  // namespace
 
 std::vector<std::string> dropout_ref_isas() {
-  std::vector<std::string> names;
-  for (const MaskIsa& m : kMaskIsas)
-    if (m.runs()) names.emplace_back(m.name);
-  return names;
+  return isa_names(kMaskIsas);
 }
 
 template <typename T>
@@ -141,7 +131,7 @@ void dropout_bwd_ref(const T* dy, T* dx, const DropoutParams& p, const DropoutSh
 template <typename T>
 void dropout_ref_isa(const std::string& isa, const T* x, T* y, const DropoutParams& p,
                      const DropoutShape& s) {
-  apply_mask(find_isa(isa), x, y, p, s);
+  apply_mask(find_mask_isa(isa), x, y, p, s);
 }
 
 template void dropout_fwd_ref<float>(const float*, float*, const DropoutParams&,

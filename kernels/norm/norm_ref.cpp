@@ -13,6 +13,7 @@
 #include "engine/lanes.h"
 #include "engine/parallel.h"
 #include "kernels/activation/relu_rule.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/norm/norm.h"
 
 namespace kiln {
@@ -70,12 +71,6 @@ size_t groupnorm_workspace_bytes(const NormShape& s) {
 // ---- batch and group norm ----------------------------------------------------------------------
 namespace {
 
-#if defined(__GNUC__)
-#define KILN_NORM_INLINE __attribute__((always_inline)) inline
-#else
-#define KILN_NORM_INLINE inline
-#endif
-
 // One call's arguments. Each pass below runs over a range [b, e): of channels (batch norm, group
 // norm's parameter gradients) or of (image, group) pairs (group norm's forward and dx).
 template <typename T>
@@ -91,7 +86,7 @@ struct NormArgs {
 };
 
 template <typename T>
-KILN_NORM_INLINE void bn_fwd_train_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
+KILN_ALWAYS_INLINE void bn_fwd_train_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
   const NormShape& s = a.s;
   const T* x = a.x;
   const double m = static_cast<double>(s.n * s.hw);
@@ -136,7 +131,7 @@ KILN_NORM_INLINE void bn_fwd_train_channels(const NormArgs<T>& a, int64_t c0, in
 }
 
 template <typename T>
-KILN_NORM_INLINE void bn_fwd_eval_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
+KILN_ALWAYS_INLINE void bn_fwd_eval_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
   const NormShape& s = a.s;
   for (int64_t c = c0; c < c1; ++c) {
     const double scale = a.weight[c] / std::sqrt(static_cast<double>(a.eval_var[c]) + a.eps);
@@ -161,7 +156,7 @@ constexpr int64_t kBnChunk = 512;
 static_assert(kBnChunk % 8 == 0, "a chunk must keep each element's lane");
 
 template <typename T>
-KILN_NORM_INLINE const T* bn_masked_dy(const NormArgs<T>& a, int64_t i0, int64_t len, T* g) {
+KILN_ALWAYS_INLINE const T* bn_masked_dy(const NormArgs<T>& a, int64_t i0, int64_t len, T* g) {
   if (!a.relu_y) return a.dy + i0;
   const T* d = a.dy + i0;
   const T* ry = a.relu_y + i0;
@@ -170,7 +165,7 @@ KILN_NORM_INLINE const T* bn_masked_dy(const NormArgs<T>& a, int64_t i0, int64_t
 }
 
 template <typename T>
-KILN_NORM_INLINE void bn_bwd_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
+KILN_ALWAYS_INLINE void bn_bwd_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
   const NormShape& s = a.s;
   const double m = static_cast<double>(s.n * s.hw);
   T gbuf[kBnChunk];
@@ -212,7 +207,7 @@ KILN_NORM_INLINE void bn_bwd_channels(const NormArgs<T>& a, int64_t c0, int64_t 
 // ---- group norm passes: the forward and dx over (image, group) pairs [b, e), the parameter
 // gradients over channels [b, e)
 template <typename T>
-KILN_NORM_INLINE void gn_fwd_groups(const NormArgs<T>& a, int64_t ng0, int64_t ng1) {
+KILN_ALWAYS_INLINE void gn_fwd_groups(const NormArgs<T>& a, int64_t ng0, int64_t ng1) {
   const NormShape& s = a.s;
   const int64_t cpg = s.c / s.groups, len = cpg * s.hw;
   for (int64_t ng = ng0; ng < ng1; ++ng) {
@@ -240,7 +235,7 @@ KILN_NORM_INLINE void gn_fwd_groups(const NormArgs<T>& a, int64_t ng0, int64_t n
 }
 
 template <typename T>
-KILN_NORM_INLINE void gn_bwd_dx_groups(const NormArgs<T>& a, int64_t ng0, int64_t ng1) {
+KILN_ALWAYS_INLINE void gn_bwd_dx_groups(const NormArgs<T>& a, int64_t ng0, int64_t ng1) {
   const NormShape& s = a.s;
   const int64_t cpg = s.c / s.groups;
   const double len = static_cast<double>(cpg * s.hw);
@@ -272,7 +267,7 @@ KILN_NORM_INLINE void gn_bwd_dx_groups(const NormArgs<T>& a, int64_t ng0, int64_
 }
 
 template <typename T>
-KILN_NORM_INLINE void gn_bwd_params_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
+KILN_ALWAYS_INLINE void gn_bwd_params_channels(const NormArgs<T>& a, int64_t c0, int64_t c1) {
   const NormShape& s = a.s;
   const int64_t cpg = s.c / s.groups;
   for (int64_t c = c0; c < c1; ++c) {
@@ -362,9 +357,7 @@ const NormIsa kNormIsas[] = {
 #undef KILN_NORM_PASSES
 
 const NormIsa& find_norm_isa(const std::string& name) {
-  for (const NormIsa& b : kNormIsas)
-    if ((name.empty() || name == b.name) && b.runs()) return b;
-  KILN_FAIL("batch/group norm: no CPU loop for instruction set '" << name << "' on this CPU");
+  return find_isa(kNormIsas, name, "batch/group norm: no CPU loop");
 }
 
 std::atomic<const NormIsa*> g_norm_isa{nullptr};  // set_norm_ref_isa's choice; null: the best
@@ -400,10 +393,7 @@ void run_channels(NormPass<T> pass, const NormArgs<T>& a) {
 }  // namespace
 
 std::vector<std::string> norm_ref_isas() {
-  std::vector<std::string> names;
-  for (const NormIsa& b : kNormIsas)
-    if (b.runs()) names.emplace_back(b.name);
-  return names;
+  return isa_names(kNormIsas);
 }
 
 void set_norm_ref_isa(const std::string& name) {
