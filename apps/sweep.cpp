@@ -80,133 +80,239 @@ static std::string resume_takes_no_value(const std::string& file) {
          file + " under the sweep file's base";
 }
 
+// The command line: sweep's own flags, the sweep file, and the run options passed on to trials.
+struct SweepArgs {
+  std::string dir, importance_dir, report_dir, worker = "0/1";
+  bool help = false, resume = false, dry_run = false, worker_set = false, top_set = false;
+  size_t top = 20;
+  std::vector<char*> rest;  // argv[0] and the run options, for parse_args
+  std::vector<std::string> files;
+};
+
+static SweepArgs parse_sweep_args(int argc, char** argv) {
+  SweepArgs s;
+  s.rest = {argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const app::FlagArg f = app::split_flag(a);
+    const std::string& flag = f.flag;
+    auto value = [&](const char* name) -> std::string {
+      std::string v = app::flag_value(f, argc, argv, i);
+      KILN_USAGE_CHECK(!v.empty(), name << ": an empty value");
+      return v;
+    };
+    if (a == "--help" || a == "-h") {
+      s.help = true;
+      return s;
+    } else if (flag == "--dir")
+      s.dir = value("--dir");
+    else if (a == "--resume") {
+      s.resume = true;
+      // "--resume ck.safetensors": not a second sweep file, and not the run option either
+      const std::string next = i + 1 < argc ? argv[i + 1] : "";
+      KILN_USAGE_CHECK(next.size() <= 12 || next.compare(next.size() - 12, 12, ".safetensors") != 0,
+                       resume_takes_no_value(next));
+    } else if (flag == "--resume")  // --resume=F: not the run option (each trial from F)
+      KILN_USAGE_FAIL(resume_takes_no_value(f.value));
+    else if (flag == "--dry-run") {  // as the run options' bool flags: =true|false, --no-dry-run
+      if (!f.inline_value && i + 1 < argc)
+        check_bool_flag_next("--dry-run", "dry-run", argv[i + 1]);
+      s.dry_run = !f.inline_value || parse_bool(f.value, "--dry-run");
+    } else if (a == "--no-dry-run")
+      s.dry_run = false;
+    else if (flag == "--worker") {
+      s.worker = value("--worker");
+      s.worker_set = true;
+    } else if (flag == "--importance")
+      s.importance_dir = value("--importance");
+    else if (flag == "--report")
+      s.report_dir = value("--report");
+    else if (flag == "--top") {
+      std::string v = value("--top");
+      KILN_USAGE_CHECK(
+          !v.empty() && v.size() <= 9 && v.find_first_not_of("0123456789") == std::string::npos,
+          "--top '" << v << "': expected a number of rows");
+      s.top = static_cast<size_t>(std::stoul(v));
+      s.top_set = true;
+    } else if (a.rfind("--", 0) != 0) {
+      KILN_USAGE_CHECK(a.size() < 2 || a[0] != '-',
+                       "unknown option '" << a << "' (options are --name, see --help)");
+      s.files.push_back(a);
+    } else {
+      KILN_USAGE_CHECK(a != "--", "a bare '--': options are --name value (or --name=value)");
+      s.rest.push_back(argv[i]);
+      // A run option's value travels with it (bool flags have none). An unknown one is an
+      // error here: its value would otherwise be taken for a second sweep file.
+      const std::string name = flag.substr(2);
+      const OptionSpec* o = run_options().find(name);
+      if (!o && name != "config" && !run_options().negated_bool(name)) {
+        RunConfig scratch;
+        run_options().set(scratch, name, "", flag);  // throws: unknown, with a suggestion
+      }
+      // argparse's "--shuffle false": refused as train_mnist refuses it (it was read as a
+      // second sweep file)
+      if (o && o->type == "bool" && !f.inline_value && i + 1 < argc)
+        check_bool_flag_next(flag, o->name, argv[i + 1]);
+      if ((name == "config" || (o && o->type != "bool")) && !f.inline_value && i + 1 < argc) {
+        check_separate_value(flag, argv[i + 1]);
+        s.rest.push_back(argv[++i]);
+      }
+    }
+  }
+  return s;
+}
+
+// --report DIR / --importance DIR: read a finished sweep directory, run nothing.
+static int report(const SweepArgs& s) {
+  const char* mode = s.report_dir.empty() ? "--importance" : "--report";
+  KILN_USAGE_CHECK(s.report_dir.empty() || s.importance_dir.empty(),
+                   "--report and --importance: give one (--report prints the importance too)");
+  KILN_USAGE_CHECK(s.files.empty() && s.rest.size() == 1 && s.dir.empty() && !s.resume &&
+                       !s.dry_run && !s.worker_set && (!s.report_dir.empty() || !s.top_set),
+                   mode << " DIR reads a finished sweep and runs nothing; it takes no sweep "
+                           "file or other option"
+                        << (s.report_dir.empty() ? "" : " (but --top)"));
+  if (!s.report_dir.empty()) {
+    auto [spec, results] = load_sweep_dir(s.report_dir);
+    print_tables(spec, results, s.top);
+    if (spec.method == "random") print_importance(spec, results);
+  } else {
+    auto [spec, results] = load_sweep_dir(s.importance_dir);
+    print_importance(spec, results);
+  }
+  return 0;
+}
+
+// Flags (and a --config file's keys) may not fight the sweep over a swept option, alone or in a
+// grouped parameter: the trial's value would silently win. `what` names the setting.
+static void check_not_swept(const SweepSpec& spec, const std::string& file, const std::string& key,
+                            const std::string& what, const char* where) {
+  const std::string why = sweep_refused_option(key);
+  KILN_USAGE_CHECK(why.empty(), what << ": " << why);
+  for (const auto& p : spec.params) {
+    KILN_USAGE_CHECK(p.name != key && "no-" + p.name != key,
+                     what << ": '" << p.name << "' is a parameter of " << file
+                          << "; it cannot also be set " << where);
+    for (const auto& bundle : p.bundles)
+      for (const auto& kv : bundle) {
+        const std::string k = normalize_key(kv.first);
+        KILN_USAGE_CHECK(k != key && "no-" + k != key,
+                         what << ": '" << k << "' is set by parameter '" << p.name << "' of "
+                              << file << "; it cannot also be set " << where);
+      }
+  }
+}
+
+// resume: FILE in the base (or a --config file): every trial starts from that checkpoint, and
+// the options that neither the sweep file, a --config file nor a flag sets take the values it
+// recorded, as train_mnist --resume's do (the trials ran the apps' defaults, on all the data,
+// until 2026-12-07: another recipe, said only in each trial's log).
+static void adopt_base_resume_options(const SweepSpec& spec, const ParsedArgs& args,
+                                      RunConfig& base) {
+  ParsedArgs given = args;
+  auto add = [&given](const std::string& key) {  // (a key as written: its option's name)
+    const OptionSpec* o = run_options().find(key);
+    if (!o) o = run_options().negated_bool(key);
+    if (o) given.flag_keys.push_back(o->name);
+  };
+  for (const auto& kv : spec.base) add(kv.first);
+  for (const auto& p : spec.params) {
+    add(p.name);
+    for (const auto& bundle : p.bundles)
+      for (const auto& kv : bundle) add(kv.first);
+  }
+  app::print_adopted_options("sweep", base, adopt_resume_options(base, given, kRangeTestOnly),
+                             "the sweep");
+}
+
+// "sweep: interrupted by SIGINT<rest>", and the exit code. A signal before the first trial (a
+// dry run's listing, the checks of a million trials) stops at once; it was acted on only after
+// the sweep directory was written, or not at all.
+static int stopped(int sig, const std::string& rest) {
+  std::fprintf(stderr, "sweep: interrupted by %s%s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+               rest.c_str());
+  return 128 + sig;
+}
+
+// --dry-run: the file and options checked, and the trials listed, as a real run would draw them.
+static int dry_run(const SweepSpec& spec, const SweepArgs& s, const RunConfig& base,
+                   const ParsedArgs& args) {
+  const std::string& file = s.files[0];
+  check_param_names(spec);
+  check_val_metric(spec, base);
+  parse_worker(s.worker);  // refused as a real run would
+  int64_t n = num_trials(spec);
+  std::printf("%s: %s, %lld trials, metric %s (%s)\n", file.c_str(), spec.method.c_str(),
+              static_cast<long long>(n), spec.metric.c_str(),
+              spec.maximize ? "maximize" : "minimize");
+  for (int64_t i = 0; i < n; ++i) {
+    if (const int sig = *StopSignals::flag()) return stopped(sig, " in the dry run");
+    RunConfig c = trial_config(spec, base, i, "dry-run");
+    try {  // a bad combination shows here (a real run records it as a failed trial)
+      c.validate();
+    } catch (const Error& e) {
+      // Context, not blame: the bad value may be the file's or a flag's.
+      throw with_config_origin(e.prefixed("trial " + std::to_string(i) + " of " + file + ": "),
+                               args);
+    }
+    std::string line;
+    for (const auto& kv : trial_params(spec, i)) line += " " + kv.first + "=" + kv.second;
+    std::printf("trial %lld:%s\n", static_cast<long long>(i), line.c_str());
+  }
+  return 0;
+}
+
+// The tables after the trials, and the exit status: 1 when every trial of the sweep failed.
+static int finish(const SweepSpec& spec, const SweepOutcome& out, int64_t n, size_t top) {
+  std::printf("ran %lld trials here; %lld already done, %lld claimed by other workers\n",
+              static_cast<long long>(out.ran), static_cast<long long>(out.skipped_done),
+              static_cast<long long>(out.skipped_other));
+  print_tables(spec, out.results, top);
+  bool all_done = static_cast<int64_t>(out.results.size()) >= n;
+  if (spec.method == "random" && all_done) print_importance(spec, out.results);
+  int ok = 0;
+  for (const auto& r : out.results) ok += r.status != "failed";
+  // "Every trial failed" is a verdict on the whole sweep: a worker that ends while trials are
+  // still unrecorded (others' shards running) only notes it, and the one that records the last
+  // trial judges. (A worker whose one trial failed exited 1 beside a good sweep.)
+  if (!all_done && !out.results.empty() && ok == 0) {
+    std::fprintf(stderr,
+                 "sweep: note: the %lld trials recorded so far all failed; %lld of %lld are not "
+                 "recorded yet\n",
+                 static_cast<long long>(out.results.size()),
+                 static_cast<long long>(n - static_cast<int64_t>(out.results.size())),
+                 static_cast<long long>(n));
+    return 0;
+  }
+  KILN_CHECK(
+      out.results.empty() || ok > 0,
+      "all " << out.results.size() << " trials failed; first: " << out.results.front().message);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   return app::guarded_main("sweep", [&] {
     app::catch_stop_signals_until_exit();  // from the start: also between trials and while one
                                            // loads its data
-    std::string dir, importance_dir, report_dir, worker = "0/1";
-    bool resume = false, dry_run = false, worker_set = false, top_set = false;
-    size_t top = 20;
-    std::vector<char*> rest = {argv[0]};
-    std::vector<std::string> files;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      const app::FlagArg f = app::split_flag(a);
-      const std::string& flag = f.flag;
-      auto value = [&](const char* name) -> std::string {
-        std::string v = app::flag_value(f, argc, argv, i);
-        KILN_USAGE_CHECK(!v.empty(), name << ": an empty value");
-        return v;
-      };
-      if (a == "--help" || a == "-h") {
-        std::printf("%s", kUsage);
-        return 0;
-      } else if (flag == "--dir")
-        dir = value("--dir");
-      else if (a == "--resume") {
-        resume = true;
-        // "--resume ck.safetensors": not a second sweep file, and not the run option either
-        const std::string next = i + 1 < argc ? argv[i + 1] : "";
-        KILN_USAGE_CHECK(
-            next.size() <= 12 || next.compare(next.size() - 12, 12, ".safetensors") != 0,
-            resume_takes_no_value(next));
-      } else if (flag == "--resume")  // --resume=F: not the run option (each trial from F)
-        KILN_USAGE_FAIL(resume_takes_no_value(f.value));
-      else if (flag == "--dry-run") {  // as the run options' bool flags: =true|false, --no-dry-run
-        if (!f.inline_value && i + 1 < argc)
-          check_bool_flag_next("--dry-run", "dry-run", argv[i + 1]);
-        dry_run = !f.inline_value || parse_bool(f.value, "--dry-run");
-      } else if (a == "--no-dry-run")
-        dry_run = false;
-      else if (flag == "--worker") {
-        worker = value("--worker");
-        worker_set = true;
-      } else if (flag == "--importance")
-        importance_dir = value("--importance");
-      else if (flag == "--report")
-        report_dir = value("--report");
-      else if (flag == "--top") {
-        std::string v = value("--top");
-        KILN_USAGE_CHECK(
-            !v.empty() && v.size() <= 9 && v.find_first_not_of("0123456789") == std::string::npos,
-            "--top '" << v << "': expected a number of rows");
-        top = static_cast<size_t>(std::stoul(v));
-        top_set = true;
-      } else if (a.rfind("--", 0) != 0) {
-        KILN_USAGE_CHECK(a.size() < 2 || a[0] != '-',
-                         "unknown option '" << a << "' (options are --name, see --help)");
-        files.push_back(a);
-      } else {
-        KILN_USAGE_CHECK(a != "--", "a bare '--': options are --name value (or --name=value)");
-        rest.push_back(argv[i]);
-        // A run option's value travels with it (bool flags have none). An unknown one is an
-        // error here: its value would otherwise be taken for a second sweep file.
-        const std::string name = flag.substr(2);
-        const OptionSpec* s = run_options().find(name);
-        if (!s && name != "config" && !run_options().negated_bool(name)) {
-          RunConfig scratch;
-          run_options().set(scratch, name, "", flag);  // throws: unknown, with a suggestion
-        }
-        // argparse's "--shuffle false": refused as train_mnist refuses it (it was read as a
-        // second sweep file)
-        if (s && s->type == "bool" && !f.inline_value && i + 1 < argc)
-          check_bool_flag_next(flag, s->name, argv[i + 1]);
-        if ((name == "config" || (s && s->type != "bool")) && !f.inline_value && i + 1 < argc) {
-          check_separate_value(flag, argv[i + 1]);
-          rest.push_back(argv[++i]);
-        }
-      }
-    }
-    if (!report_dir.empty() || !importance_dir.empty()) {  // read a sweep directory, run nothing
-      const char* mode = report_dir.empty() ? "--importance" : "--report";
-      KILN_USAGE_CHECK(report_dir.empty() || importance_dir.empty(),
-                       "--report and --importance: give one (--report prints the importance too)");
-      KILN_USAGE_CHECK(files.empty() && rest.size() == 1 && dir.empty() && !resume && !dry_run &&
-                           !worker_set && (!report_dir.empty() || !top_set),
-                       mode << " DIR reads a finished sweep and runs nothing; it takes no sweep "
-                               "file or other option"
-                            << (report_dir.empty() ? "" : " (but --top)"));
-    }
-    if (!report_dir.empty()) {
-      auto [spec, results] = load_sweep_dir(report_dir);
-      print_tables(spec, results, top);
-      if (spec.method == "random") print_importance(spec, results);
+    SweepArgs s = parse_sweep_args(argc, argv);
+    if (s.help) {
+      std::printf("%s", kUsage);
       return 0;
     }
-    if (!importance_dir.empty()) {
-      auto [spec, results] = load_sweep_dir(importance_dir);
-      print_importance(spec, results);
-      return 0;
-    }
-    KILN_USAGE_CHECK(files.size() == 1,
-                     (files.empty() ? "missing the sweep YAML file" : "more than one sweep file")
+    if (!s.report_dir.empty() || !s.importance_dir.empty()) return report(s);
+    KILN_USAGE_CHECK(s.files.size() == 1,
+                     (s.files.empty() ? "missing the sweep YAML file" : "more than one sweep file")
                          << " (usage: sweep SWEEP.yaml [--dir DIR] ...)");
+    const std::string& file = s.files[0];
     std::string spec_text;  // kept as DIR/sweep.yaml: the text parsed, not a second read
-    SweepSpec spec = load_sweep(files[0], &spec_text);
+    SweepSpec spec = load_sweep(file, &spec_text);
     for (const std::string& note : spec.notes)
-      std::fprintf(stderr, "sweep: note: %s: %s\n", files[0].c_str(), note.c_str());
-    // Flags (and a --config file's keys) may not fight the sweep over a swept option, alone or in
-    // a grouped parameter: the trial's value would silently win. `what` names the setting.
-    auto check_not_swept = [&](const std::string& key, const std::string& what, const char* where) {
-      const std::string why = sweep_refused_option(key);
-      KILN_USAGE_CHECK(why.empty(), what << ": " << why);
-      for (const auto& p : spec.params) {
-        KILN_USAGE_CHECK(p.name != key && "no-" + p.name != key,
-                         what << ": '" << p.name << "' is a parameter of " << files[0]
-                              << "; it cannot also be set " << where);
-        for (const auto& bundle : p.bundles)
-          for (const auto& kv : bundle) {
-            const std::string k = normalize_key(kv.first);
-            KILN_USAGE_CHECK(k != key && "no-" + k != key,
-                             what << ": '" << k << "' is set by parameter '" << p.name << "' of "
-                                  << files[0] << "; it cannot also be set " << where);
-          }
-      }
-    };
-    for (size_t i = 1; i < rest.size(); ++i) {
-      std::string a = rest[i];
+      std::fprintf(stderr, "sweep: note: %s: %s\n", file.c_str(), note.c_str());
+    for (size_t i = 1; i < s.rest.size(); ++i) {
+      std::string a = s.rest[i];
       if (a.rfind("--", 0) != 0) continue;
       check_not_swept(
+          spec, file,
           normalize_key(
               a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2)),
           a, "on the command line");
@@ -215,64 +321,16 @@ int main(int argc, char** argv) {
     defaults.train.epochs = 1;
     RunConfig base = defaults;
     apply_sweep_base(spec, base);
-    ParsedArgs args = parse_args(base, static_cast<int>(rest.size()), rest.data(), run_options());
+    ParsedArgs args =
+        parse_args(base, static_cast<int>(s.rest.size()), s.rest.data(), run_options());
     KILN_USAGE_CHECK(args.positional.empty(), "unexpected argument '" << args.positional[0] << "'");
     for (const auto& [name, key] : args.config_keys)
-      check_not_swept(name, args.config_path + ": key '" + key + "'", "in a --config file");
-    // resume: FILE in the base (or a --config file): every trial starts from that checkpoint,
-    // and the options that neither the sweep file, a --config file nor a flag sets take the
-    // values it recorded, as train_mnist --resume's do (the trials ran the apps' defaults, on
-    // all the data, until 2026-12-07: another recipe, said only in each trial's log).
-    if (!base.resume.empty()) {
-      ParsedArgs given = args;
-      auto add = [&given](const std::string& key) {  // (a key as written: its option's name)
-        const OptionSpec* o = run_options().find(key);
-        if (!o) o = run_options().negated_bool(key);
-        if (o) given.flag_keys.push_back(o->name);
-      };
-      for (const auto& kv : spec.base) add(kv.first);
-      for (const auto& p : spec.params) {
-        add(p.name);
-        for (const auto& bundle : p.bundles)
-          for (const auto& kv : bundle) add(kv.first);
-      }
-      app::print_adopted_options("sweep", base, adopt_resume_options(base, given, kRangeTestOnly),
-                                 "the sweep");
-    }
+      check_not_swept(spec, file, name, args.config_path + ": key '" + key + "'",
+                      "in a --config file");
+    if (!base.resume.empty()) adopt_base_resume_options(spec, args, base);
 
-    // "sweep: interrupted by SIGINT<rest>", and the exit code. A signal before the first trial
-    // (a dry run's listing, the checks of a million trials) stops at once; it was acted on only
-    // after the sweep directory was written, or not at all.
-    auto stopped = [](int sig, const std::string& rest) {
-      std::fprintf(stderr, "sweep: interrupted by %s%s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                   rest.c_str());
-      return 128 + sig;
-    };
     const std::string before_first = " before the first trial; nothing was written";
-    if (dry_run) {
-      check_param_names(spec);
-      check_val_metric(spec, base);
-      parse_worker(worker);  // refused as a real run would
-      int64_t n = num_trials(spec);
-      std::printf("%s: %s, %lld trials, metric %s (%s)\n", files[0].c_str(), spec.method.c_str(),
-                  static_cast<long long>(n), spec.metric.c_str(),
-                  spec.maximize ? "maximize" : "minimize");
-      for (int64_t i = 0; i < n; ++i) {
-        if (const int sig = *StopSignals::flag()) return stopped(sig, " in the dry run");
-        RunConfig c = trial_config(spec, base, i, "dry-run");
-        try {  // a bad combination shows here (a real run records it as a failed trial)
-          c.validate();
-        } catch (const Error& e) {
-          // Context, not blame: the bad value may be the file's or a flag's.
-          throw with_config_origin(
-              e.prefixed("trial " + std::to_string(i) + " of " + files[0] + ": "), args);
-        }
-        std::string line;
-        for (const auto& kv : trial_params(spec, i)) line += " " + kv.first + "=" + kv.second;
-        std::printf("trial %lld:%s\n", static_cast<long long>(i), line.c_str());
-      }
-      return 0;
-    }
+    if (s.dry_run) return dry_run(spec, s, base, args);
     // Options no trial can run with (--width 0 for every trial, optimizer 'adamm') are a usage
     // error now, not a sweep of failed trials; a combination only some trials hit stays a
     // failed trial.
@@ -297,10 +355,11 @@ int main(int argc, char** argv) {
                    spec.metric.c_str() + 5);
     if (const int sig = *StopSignals::flag()) return stopped(sig, before_first);
     SweepOptions o;
-    std::tie(o.worker, o.num_workers) = parse_worker(worker);
-    o.resume = resume;
+    std::tie(o.worker, o.num_workers) = parse_worker(s.worker);
+    o.resume = s.resume;
+    std::string dir = s.dir;
     if (dir.empty()) {
-      std::string stem = files[0].substr(files[0].find_last_of('/') + 1);
+      std::string stem = file.substr(file.find_last_of('/') + 1);
       dir = "sweeps/" + stem.substr(0, stem.find_last_of('.'));
     }
     o.dir = dir;
@@ -313,15 +372,14 @@ int main(int argc, char** argv) {
       check_output_paths(c, dir);  // (--save in DIR, which the sweep makes: checked when made)
     }
     o.spec_text = spec_text;
-    o.log = [](const std::string& s) {
-      std::printf("%s\n", s.c_str());
+    o.log = [](const std::string& line) {
+      std::printf("%s\n", line.c_str());
       std::fflush(stdout);
     };
     int64_t n = num_trials(spec);
-    std::printf("sweep %s: %s, %lld trials, metric %s (%s), dir %s, worker %d/%d\n",
-                files[0].c_str(), spec.method.c_str(), static_cast<long long>(n),
-                spec.metric.c_str(), spec.maximize ? "maximize" : "minimize", dir.c_str(), o.worker,
-                o.num_workers);
+    std::printf("sweep %s: %s, %lld trials, metric %s (%s), dir %s, worker %d/%d\n", file.c_str(),
+                spec.method.c_str(), static_cast<long long>(n), spec.metric.c_str(),
+                spec.maximize ? "maximize" : "minimize", dir.c_str(), o.worker, o.num_workers);
     std::fflush(stdout);
     SweepOutcome out;
     try {
@@ -331,29 +389,6 @@ int main(int argc, char** argv) {
     } catch (const TrialInterrupted& e) {
       return stopped(e.signal, "; finished trials are in " + dir + " (continue with --resume)");
     }
-    std::printf("ran %lld trials here; %lld already done, %lld claimed by other workers\n",
-                static_cast<long long>(out.ran), static_cast<long long>(out.skipped_done),
-                static_cast<long long>(out.skipped_other));
-    print_tables(spec, out.results, top);
-    bool all_done = static_cast<int64_t>(out.results.size()) >= n;
-    if (spec.method == "random" && all_done) print_importance(spec, out.results);
-    int ok = 0;
-    for (const auto& r : out.results) ok += r.status != "failed";
-    // "Every trial failed" is a verdict on the whole sweep: a worker that ends while trials are
-    // still unrecorded (others' shards running) only notes it, and the one that records the last
-    // trial judges. (A worker whose one trial failed exited 1 beside a good sweep.)
-    if (!all_done && !out.results.empty() && ok == 0) {
-      std::fprintf(stderr,
-                   "sweep: note: the %lld trials recorded so far all failed; %lld of %lld are not "
-                   "recorded yet\n",
-                   static_cast<long long>(out.results.size()),
-                   static_cast<long long>(n - static_cast<int64_t>(out.results.size())),
-                   static_cast<long long>(n));
-      return 0;
-    }
-    KILN_CHECK(
-        out.results.empty() || ok > 0,
-        "all " << out.results.size() << " trials failed; first: " << out.results.front().message);
-    return 0;
+    return finish(spec, out, n, s.top);
   });
 }
