@@ -181,11 +181,12 @@ inline int guarded_main(const char* prog, const std::function<int()>& body) {
     return rc;
   } catch (const Error& e) {
     // One line whatever a file or flag put in the message: Error escapes its control characters.
-    // A library message that names this program already ("lr_find: --num-it 0 needs ...") is
-    // not prefixed twice.
+    // A library message that names this program before an option ("lr_find: --num-it 0 needs
+    // ...", the range test's) is not prefixed twice; one naming a file that has the program's
+    // name ("sweep: not valid YAML", a sweep file called sweep) keeps it.
     std::string m = e.message();
-    const std::string own = std::string(prog) + ": ";
-    if (m.rfind(own, 0) == 0) m.erase(0, own.size());
+    const std::string own = std::string(prog) + ": --";
+    if (m.rfind(own, 0) == 0) m.erase(0, own.size() - 2);
     std::fprintf(stderr, "%s%s: error: %s\n", stderr_is_tty() ? "\n" : "", prog, m.c_str());
     return exit_code(e.kind());
   } catch (const std::bad_alloc&) {

@@ -114,9 +114,8 @@ std::string meta_or_fail(const SafetensorsFile& f, const std::string& key, const
   return *v;
 }
 
-// Step and batch counts past this are refused (as epoch_steps' entries are): the counters they
-// seed are incremented and summed, and 2^63-1 wrapped negative a step later.
-constexpr long long kMaxCount = 1000000000000000LL;  // 1e15
+// Step and batch counts past this are refused (as epoch_steps' entries are).
+constexpr long long kMaxCount = kMaxStepCount;
 
 long long meta_int(const SafetensorsFile& f, const std::string& key, const std::string& what,
                    long long max = std::numeric_limits<long long>::max()) {
@@ -346,7 +345,7 @@ std::vector<long long> parse_epoch_steps(const std::string& text, const TrainPos
   long long sum = 0;
   for (const JsonValue& s : v.items) {
     KILN_CHECK(
-        s.is_number() && s.number >= 0 && s.number <= 1e15 && s.number == std::floor(s.number),
+        s.is_number() && s.number >= 0 && s.number <= kMaxCount && s.number == std::floor(s.number),
         what << ": __metadata__ epoch_steps: expected whole step counts");
     steps.push_back(static_cast<long long>(s.number));
     sum += steps.back();

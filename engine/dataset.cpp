@@ -19,6 +19,7 @@
 
 #include "engine/data_reader.h"
 #include "engine/error.h"
+#include "engine/numtext.h"
 #include "kernels/data/data.h"
 
 namespace kiln {
@@ -339,7 +340,7 @@ static std::string missing_hint(const std::string& data_dir, const std::vector<s
 }
 
 static std::string join(const std::vector<std::string>& v, const char* sep) {
-  std::ostringstream os;
+  ClassicOStringStream os;
   for (size_t i = 0; i < v.size(); ++i) os << (i ? sep : "") << v[i];
   return os.str();
 }
@@ -546,7 +547,7 @@ static Dataset load_dataset_impl(const DataOptions& opts, const std::string& spl
     if (opts.normalize) m = m * std[0] + mean[0];  // back to raw [0, 1] pixels
     const bool mnist_like = m >= 0.09 && m <= 0.21;
     const bool fashion_like = m > 0.21 && m <= 0.36;
-    std::ostringstream os;
+    ClassicOStringStream os;
     os << found[0] << ": mean pixel " << std::setprecision(3) << m;
     if (!mnist_like && !fashion_like)
       os << " is neither MNIST's (0.131) nor Fashion-MNIST's (0.286): inverted or other images? "

@@ -8,6 +8,7 @@
 #include "engine/buffer.h"
 #include "engine/context.h"
 #include "engine/error.h"
+#include "engine/numtext.h"
 
 #ifdef KILN_WITH_CUDA
 #include "engine/cublas_api.h"
@@ -44,7 +45,7 @@ const char* device_name(Device d) { return d == Device::CUDA ? "cuda" : "cpu"; }
 
 Device parse_device(const std::string& s) {
   if (s == "cpu") return Device::CPU;
-  if (s == "cuda" || s == "gpu") return Device::CUDA;
+  if (s == "cuda") return Device::CUDA;
   KILN_USAGE_FAIL("unknown device '" << s << "' (expected cpu or cuda)");
 }
 
@@ -55,7 +56,7 @@ std::string cuda_device_description() {
   cudaDeviceProp p{};
   if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return "";
   cudaDriverGetVersion(&driver);
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << p.name << ", sm_" << p.major << p.minor << ", driver " << driver / 1000 << "."
      << (driver % 1000) / 10;
   return os.str();

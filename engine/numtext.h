@@ -5,6 +5,8 @@
 // thread (only it: uselocale) to "C" for the call. Streams that read or write numbers are
 // imbued with std::locale::classic() instead.
 #pragma once
+#include <locale>
+#include <sstream>
 #include <string>
 
 namespace kiln {
@@ -27,5 +29,11 @@ std::string format_c(const char* fmt, ...) __attribute__((format(printf, 1, 2)))
 // std::strtod in the "C" locale (same contract: *end past the number read; errno is ERANGE
 // after an overflow, else 0).
 double strtod_c(const char* s, char** end);
+
+// A std::ostringstream in the classic locale: messages and names built with it read the same
+// whatever the host's global locale ("1234567", "0.5"; a German one gave "1.234.567", "0,5").
+struct ClassicOStringStream : std::ostringstream {
+  ClassicOStringStream() { imbue(std::locale::classic()); }
+};
 
 }  // namespace kiln

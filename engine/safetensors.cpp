@@ -306,6 +306,7 @@ std::string link_target(const std::string& path) {
 
 void write_file_atomic(const std::string& user_path, const void* data, size_t size) {
   static std::atomic<unsigned> counter{0};
+  KILN_USAGE_CHECK(!user_path.empty(), "cannot write a file with an empty name");
   // The file behind a link is replaced, not the link.
   const std::string path = link_target(user_path);
   KILN_CHECK(!path.empty(), user_path << ": " << std::strerror(ELOOP));

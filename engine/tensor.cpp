@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "engine/error.h"
+#include "engine/numtext.h"
 
 namespace kiln {
 
@@ -44,7 +45,7 @@ int64_t shape_numel(const Shape& s) {
 }
 
 std::string shape_str(const Shape& s) {
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << "[";
   for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
   os << "]";
@@ -87,6 +88,9 @@ Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& shape, Devi
 }
 
 Tensor Tensor::reshape(const Shape& shape) const {
+  for (int64_t d : shape)
+    KILN_CHECK(d >= 0, "reshape " << shape_str(shape_) << " -> " << shape_str(shape)
+                                  << ": negative dimension");
   KILN_CHECK(shape_numel(shape) == numel(),
              "reshape " << shape_str(shape_) << " -> " << shape_str(shape) << ": sizes differ");
   Tensor t = *this;

@@ -242,7 +242,7 @@ std::string Trainer::largest_grad_layer() {
   for (size_t i = 0; i < refs.size() && i < st.tensor_grad_norms.size(); ++i)
     if (best == refs.size() || st.tensor_grad_norms[i] > st.tensor_grad_norms[best]) best = i;
   if (best == refs.size()) return "";
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << "; largest gradient norm: layer " << refs[best].layer << " (" << refs[best].layer_type << ") "
      << refs[best].name << " = " << st.tensor_grad_norms[best];
   return os.str();
@@ -259,7 +259,7 @@ bool Trainer::within_loss_bound(double loss) const {
 }
 
 std::string Trainer::loss_bound_text(double loss, int epoch, const char* what) {
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << what << " ";
   if (std::isnan(loss))
     os << "nan";  // not the stream's "-nan" of a negative-signed NaN
@@ -414,7 +414,7 @@ std::string Trainer::zero_grad_weights(const StepStats& st, int* count) const {
 }
 
 std::string dead_gradient_warning(int epoch, int count, const std::string& last) {
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << "warning: epoch " << epoch << ": the gradient of " << count << " weight tensor"
      << (count == 1 ? "" : "s") << " (up to " << last
      << ") was exactly 0 at the last step: dead ReLUs (every activation <= 0) cut them off from "
@@ -424,7 +424,7 @@ std::string dead_gradient_warning(int epoch, int count, const std::string& last)
 
 std::string Trainer::grad_report() const {
   StepStats st = opt_.stats(ctx_);
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << "  per-layer norms (last step):\n  " << std::left << std::setw(24) << "tensor" << std::right
      << std::setw(14) << "grad_norm" << std::setw(14) << "weight_norm" << "\n";
   const auto& refs = model_.param_refs();
@@ -479,10 +479,10 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
 
 // What fit() refuses before it opens the log (a refused fit truncated it) or takes a step.
 void Trainer::check_fit(const Dataset& train, const Dataset* test, const TrainPosition& from) {
-  KILN_USAGE_CHECK(from.epoch >= 0 && from.batch >= 0 && from.step >= from.batch,
-                   "fit: position epoch " << from.epoch << ", batch " << from.batch << ", step "
-                                          << from.step
-                                          << ": negative, or fewer steps than batches");
+  KILN_USAGE_CHECK(
+      from.epoch >= 0 && from.batch >= 0 && from.step >= from.batch && from.step <= kMaxStepCount,
+      "fit: position epoch " << from.epoch << ", batch " << from.batch << ", step " << from.step
+                             << ": negative, fewer steps than batches, or past 1e15");
   // Before the first step, so a bad held-out label does not cost an epoch of training.
   for (const Dataset* ds : {&train, test, val_set})
     if (ds) check_dataset(*ds);
@@ -530,11 +530,15 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
   // The steps each finished epoch took (one a batch), kept only while they account for every
   // step (a position without them, from an older checkpoint, or a fit() after other steps on
   // this trainer, records none).
+  // (a library caller's entries may be anything: added only while they stay within the step)
   std::vector<long long> epoch_steps = from.epoch_steps;
   long long counted = from.batch;
-  for (long long s : epoch_steps) counted += s;
-  const bool steps_known =
-      epoch_steps.size() == static_cast<size_t>(from.epoch) && counted == from.step;
+  bool steps_known = epoch_steps.size() == static_cast<size_t>(from.epoch);
+  for (long long s : epoch_steps) {
+    steps_known = steps_known && s >= 0 && s <= from.step - counted;
+    if (steps_known) counted += s;
+  }
+  steps_known = steps_known && counted == from.step;
   if (!steps_known) epoch_steps.clear();
   pos_.epoch_steps = epoch_steps;
   acc_epoch_ = -1;
@@ -565,7 +569,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
   // (no epoch left to train: until 2026-12-07 such a resume restored an earlier "best" epoch).
   if (from.batch == 0 && opts_.target_acc > 0 && from.watched_acc >= opts_.target_acc) {
     if (log && from.epoch < opts_.epochs) {
-      std::ostringstream os;
+      ClassicOStringStream os;
       os << "target accuracy " << opts_.target_acc << " was reached before epoch " << from.epoch + 1
          << " (" << watched_set << "_acc " << from.watched_acc << "): nothing to train";
       log(os.str());
@@ -582,7 +586,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
         const EarlyStopState& es = pos_.early_stop;
         const EarlyStopRule rule = opts_.early_stop_rule();
         const char* epochs = es.wait == 1 ? " epoch" : " epochs";
-        std::ostringstream os;
+        ClassicOStringStream os;
         os << "early stopping before epoch " << epoch + 1 << ": " << watched_set << "_"
            << opts_.early_stop_metric;
         if (!std::isnan(rule.baseline) && !rule.beats(es.best, rule.baseline))
@@ -700,7 +704,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
         double ips = seen / std::max(el, 1e-9);
         double eta = (nb - b - 1) * el / (b + 1 - first);  // this run's batches took el
         int w = 30, filled = static_cast<int>(w * (b + 1) / nb);
-        std::ostringstream os;
+        ClassicOStringStream os;
         os << "\repoch " << epoch + 1 << "/" << opts_.epochs << " [" << std::string(filled, '=')
            << std::string(w - filled, ' ') << "] " << b + 1 << "/" << nb << "  " << std::fixed
            << std::setprecision(0) << ips << " img/s  ETA " << std::setprecision(1) << eta << "s";
@@ -798,7 +802,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
     if (target_reached) {
       reached_target = true;
       if (log) {
-        std::ostringstream os;
+        ClassicOStringStream os;
         os << "target accuracy " << opts_.target_acc << " reached at epoch " << epoch + 1 << " ("
            << watched_set << "_acc " << watched_acc << "): stopping"
            << (best_is_earlier() ? " with this epoch's weights (--restore-best keeps them)" : "");
@@ -821,7 +825,7 @@ std::vector<EpochRecord> Trainer::fit_epochs(const Dataset& train, const Dataset
     restored_epoch_ = pos_.early_stop.best_epoch;
     JsonObject j;
     j.add("type", "restore_best").add("epoch", restored_epoch_).add("best", pos_.early_stop.best);
-    std::ostringstream os;
+    ClassicOStringStream os;
     os << "restored the weights of epoch " << restored_epoch_ << " (" << watched_set << "_"
        << opts_.early_stop_metric << " " << pos_.early_stop.best << ")";
     if (test) {

@@ -26,6 +26,7 @@ Tensor Activation::forward(Context& ctx, const Tensor& x) {
 Tensor Activation::backward(Context& ctx, const Tensor& dy) {
   if (!need_dx) return Tensor();
   if (fused()) return dy;
+  check_matching_forward(y_, dy, y_.shape());
   ensure(dx_, dy.shape(), dy.device());
   if (dy.device() == Device::CUDA) {
 #ifdef KILN_WITH_CUDA

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/numtext.h"
 #include "kernels/activation/activation.h"
 #ifdef KILN_WITH_CUDA
 #include "engine/cuda_check.h"
@@ -23,7 +24,7 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kh, int64_t kw
 }
 
 std::string Conv2d::describe() const {
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << "Conv2d(" << cin_ << "->" << cout_ << ", k";
   if (kh_ == kw_) os << kh_; else os << kh_ << "x" << kw_;
   os << " s" << stride_ << " p" << pad_ << (bias_ ? "" : ", no bias") << ")";
@@ -98,11 +99,8 @@ Tensor Conv2d::forward(Context& ctx, const Tensor& x) {
 }
 
 Tensor Conv2d::backward(Context& ctx, const Tensor& dy) {
+  check_matching_forward(x_, dy, y_.shape());
   const ConvShape s = conv_shape(x_.dim(0));
-  KILN_CHECK(dy.shape() == Shape({s.n, s.k, s.p(), s.q()}),
-             "layer " << name() << " (" << describe() << "): gradient " << shape_str(dy.shape())
-                      << " does not match the output [" << s.n << ", " << s.k << ", " << s.p()
-                      << ", " << s.q() << "]");
   float* db = bias_ ? grad(1).data() : nullptr;
   if (need_dx) ensure(dx_, x_.shape(), x_.device());
   if (dy.device() == Device::CUDA) {

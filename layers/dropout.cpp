@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/numtext.h"
 #include "kernels/dropout/hash.h"
 
 namespace kiln {
@@ -31,7 +32,7 @@ Dropout::Dropout(double p, bool channelwise, uint64_t salt)
     : p_(p), channelwise_(channelwise), salt_(salt) {}
 
 std::string Dropout::describe() const {
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << type() << "(p=" << p_ << ")";
   return os.str();
 }

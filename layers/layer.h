@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/context.h"
+#include "engine/error.h"
 #include "engine/tensor.h"
 
 namespace kiln {
@@ -108,6 +109,19 @@ class Layer {
   Tensor& grad(size_t i) { return params_[i].grad; }
   static void release(std::initializer_list<Tensor*> ts) {
     for (Tensor* t : ts) *t = Tensor();
+  }
+  // A backward's check of what its forward kept (`saved`: its input or output) and of dy against
+  // that forward's output shape `want`: a backward with no forward since the layer was built or
+  // since release_scratch(), or for another batch, is an error naming the layer, not a read of
+  // freed or foreign memory.
+  void check_matching_forward(const Tensor& saved, const Tensor& dy, const Shape& want) const {
+    KILN_CHECK(saved.defined(), "layer " << name() << " (" << describe()
+                                         << "): backward without a matching forward (none since "
+                                            "the layer was built or since release_scratch())");
+    KILN_CHECK(dy.shape() == want, "layer " << name() << " (" << describe() << "): gradient "
+                                            << shape_str(dy.shape())
+                                            << " does not match the output " << shape_str(want)
+                                            << " of its last forward");
   }
 
  private:

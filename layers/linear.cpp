@@ -26,6 +26,9 @@ Shape Linear::setup(const Shape& in) {
 }
 
 Tensor Linear::forward(Context& ctx, const Tensor& x) {
+  KILN_CHECK(x.ndim() == 2 && x.dim(1) == in_,
+             "layer " << name() << " (" << describe() << "): input " << shape_str(x.shape())
+                      << " does not match setup [N, " << in_ << "]");
   int64_t n = x.dim(0);
   x_ = x;
   ensure(y_, {n, out_}, x.device());
@@ -46,6 +49,7 @@ Tensor Linear::forward(Context& ctx, const Tensor& x) {
 }
 
 Tensor Linear::backward(Context& ctx, const Tensor& dy) {
+  check_matching_forward(x_, dy, y_.shape());
   int64_t n = dy.dim(0);
   const float* w = value(0).data();
   float* dw = grad(0).data();

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/numtext.h"
 #include "layers/activation.h"
 
 namespace kiln {
@@ -83,6 +84,9 @@ void Model::setup_layers() {
              "Model: build or check_setup called twice (or again after one that failed: the "
              "layers are half set up; make the model anew)");
   KILN_USAGE_CHECK(!layers_.empty(), "model has no layers");
+  for (int64_t d : input_shape_)
+    KILN_USAGE_CHECK(d > 0, "model input shape " << shape_str(input_shape_)
+                                                 << ": every dimension must be positive");
   set_up_ = true;
   Shape s = input_shape_;
   ReceptiveField rf;
@@ -286,7 +290,7 @@ double Model::weight_sparsity(float threshold) const {
 }
 
 std::string Model::summary_table() const {
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << std::left << std::setw(6) << "layer" << std::setw(40) << "type" << std::setw(18) << "output"
      << std::right << std::setw(10) << "params" << std::setw(8) << "RF" << std::setw(7) << "jump" << "\n";
   os << std::left << std::setw(6) << "input" << std::setw(40) << "" << std::setw(18)

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/numtext.h"
 #include "kernels/activation/activation.h"
 #include "layers/activation.h"
 #include "layers/linear.h"
@@ -41,8 +42,7 @@ void ModelOptions::validate() const {
 
 std::string ModelOptions::key() const {
   const auto& [m, w, d, act, nrm, g, pos, drop, dk, ini, pa, fu] = *this;  // every field
-  std::ostringstream os;
-  os.imbue(std::locale::classic());  // a key, the same under any global locale
+  ClassicOStringStream os;
   os << m << '|' << w << '|' << d << '|' << act << '|' << nrm << '|' << g << '|' << pos << '|'
      << std::hexfloat << drop << '|' << dk << '|' << ini << '|' << pa << '|' << fu;
   return os.str();

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/numtext.h"
 #include "kernels/norm/norm.h"
 
 namespace kiln {
@@ -124,8 +125,7 @@ Tensor BatchNorm::forward(Context& ctx, const Tensor& x) {
 Tensor BatchNorm::backward(Context& ctx, const Tensor& dy) {
   const Device d = dy.device();
   const NormShape s{dy.dim(0), features_, hw_, 1};
-  KILN_CHECK(x_.defined() && x_.shape() == dy.shape(),
-             "layer " << name() << " (" << describe() << "): backward without a matching forward");
+  check_matching_forward(x_, dy, x_.shape());
   float* dx = nullptr;
   if (need_dx) {
     ensure(dx_, dy.shape(), d);
@@ -159,7 +159,7 @@ GroupNorm::GroupNorm(int64_t groups, int64_t channels, double eps)
 }
 
 std::string GroupNorm::describe() const {
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << "GroupNorm(" << groups_ << " groups, " << channels_ << " channels)";
   return os.str();
 }
@@ -209,8 +209,7 @@ Tensor GroupNorm::forward(Context& ctx, const Tensor& x) {
 Tensor GroupNorm::backward(Context& ctx, const Tensor& dy) {
   const Device d = dy.device();
   const NormShape s{dy.dim(0), channels_, hw_, groups_};
-  KILN_CHECK(x_.defined() && x_.shape() == dy.shape(),
-             "layer " << name() << " (" << describe() << "): backward without a matching forward");
+  check_matching_forward(x_, dy, x_.shape());
   float* dx = nullptr;
   if (need_dx) {
     ensure(dx_, dy.shape(), d);

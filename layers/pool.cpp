@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/numtext.h"
 
 namespace kiln {
 
@@ -12,7 +13,7 @@ Pool2dBase::Pool2dBase(int64_t kernel, int64_t stride, int64_t pad)
     : k_(kernel), stride_(stride == 0 ? kernel : stride), pad_(pad) {}
 
 std::string Pool2dBase::describe() const {
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << type() << "(k" << k_ << " s" << stride_ << " p" << pad_ << ")";
   return os.str();
 }
@@ -64,12 +65,6 @@ void Pool2dBase::check_input(const Tensor& x) const {
                       << " does not match setup [N, " << c_ << ", " << h_ << ", " << w_ << "]");
 }
 
-static void check_grad(const Layer& l, const Tensor& dy, const Shape& want) {
-  KILN_CHECK(dy.shape() == want, "layer " << l.name() << " (" << l.describe() << "): gradient "
-                                          << shape_str(dy.shape()) << " does not match the output "
-                                          << shape_str(want));
-}
-
 Tensor MaxPool2d::forward(Context& ctx, const Tensor& x) {
   check_input(x);
   n_ = x.dim(0);
@@ -90,7 +85,7 @@ Tensor MaxPool2d::forward(Context& ctx, const Tensor& x) {
 
 Tensor MaxPool2d::backward(Context& ctx, const Tensor& dy) {
   const PoolShape s = pool_shape(n_);
-  check_grad(*this, dy, y_.shape());
+  check_matching_forward(y_, dy, y_.shape());
   if (!need_dx) return Tensor();
   ensure(dx_, {s.n, s.c, s.h, s.w}, dy.device());
   const auto* arg = reinterpret_cast<const int32_t*>(argmax_.data());
@@ -123,7 +118,7 @@ Tensor AvgPool2d::forward(Context& ctx, const Tensor& x) {
 
 Tensor AvgPool2d::backward(Context& ctx, const Tensor& dy) {
   const PoolShape s = pool_shape(n_);
-  check_grad(*this, dy, y_.shape());
+  check_matching_forward(y_, dy, y_.shape());
   if (!need_dx) return Tensor();
   ensure(dx_, {s.n, s.c, s.h, s.w}, dy.device());
   if (dy.device() == Device::CUDA) {
@@ -170,7 +165,7 @@ Tensor GlobalAvgPool::forward(Context& ctx, const Tensor& x) {
 }
 
 Tensor GlobalAvgPool::backward(Context& ctx, const Tensor& dy) {
-  check_grad(*this, dy, {n_, c_});
+  check_matching_forward(y_, dy, y_.shape());
   if (!need_dx) return Tensor();
   ensure(dx_, {n_, c_, h_, w_}, dy.device());
   if (dy.device() == Device::CUDA) {

@@ -1,6 +1,7 @@
 // Batch-size schedule parsing and lookup, and linear LR scaling.
 #include "optim/batch_schedule.h"
 
+#include <algorithm>
 #include <locale>
 #include <sstream>
 
@@ -10,9 +11,11 @@ namespace kiln {
 
 std::vector<std::pair<int, int>> parse_batch_schedule(const std::string& text) {
   std::vector<std::pair<int, int>> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
+  // Split at every comma: a trailing one is an empty entry, as a leading one is.
+  for (size_t start = 0; !text.empty() && start <= text.size();) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, comma - start);
+    start = comma + 1;
     auto colon = item.find(':');
     long long e = -1, b = -1;
     bool ok = colon != std::string::npos;

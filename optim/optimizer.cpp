@@ -2,15 +2,17 @@
 // table (decay / penalty flags), state buffers laid out like the parameters, and dispatch to
 // the CPU reference or the fused two-launch CUDA step (kernels/optim). All four optimizers are
 // one class: they differ only in OptimHyper::kind and in which state buffers they name.
+#include "optim/optimizer.h"
+
 #include <cmath>
 #include <cstring>
 #include <sstream>
 
 #include "engine/buffer.h"
 #include "engine/error.h"
+#include "engine/numtext.h"
 #include "kernels/optim/optim.h"
 #include "kernels/optim/optim_math.h"
-#include "optim/optimizer.h"
 
 namespace kiln {
 
@@ -43,7 +45,7 @@ void OptimOptions::validate() const {
   if (global_clipnorm > 0) set.push_back("--global-clipnorm");
   if (clipvalue > 0) set.push_back("--clipvalue");
   if (set.size() > 1) {
-    std::ostringstream os;
+    ClassicOStringStream os;
     for (size_t i = 0; i < set.size(); ++i)
       os << (i == 0 ? "" : (i + 1 == set.size() ? " and " : ", ")) << set[i];
     KILN_USAGE_FAIL(os.str() << " are mutually exclusive: choose one clipping mode");
@@ -202,7 +204,12 @@ class FlatOptimizer final : public Optimizer {
   }
 
   int64_t steps_taken() const override { return steps_; }
-  void set_steps_taken(int64_t t) override { steps_ = t; }
+  void set_steps_taken(int64_t t) override {
+    // (Adam's bias correction at a negative step made every weight NaN, with no error)
+    KILN_USAGE_CHECK(t >= 0 && t <= kMaxStepCount,
+                     "optimizer set_steps_taken(" << t << "): must be in [0, 1e15]");
+    steps_ = t;
+  }
 
  private:
   OptimHyper hyper(float lr, float momentum) const {
@@ -231,8 +238,12 @@ class FlatOptimizer final : public Optimizer {
     // A schedule's momentum drives SGD/RMSprop momentum and Adam's beta1 (as OneCycleLR and
     // CyclicLR do in PyTorch).
     if (momentum >= 0) {
-      if (kind_ == OptimKind::Adam || kind_ == OptimKind::AdamW) h.beta1 = momentum;
-      else h.momentum = momentum;
+      const bool adam = kind_ == OptimKind::Adam || kind_ == OptimKind::AdamW;
+      // (beta1 >= 1 made every weight NaN, with no error, as a NaN lr did)
+      KILN_USAGE_CHECK(!adam || momentum < 1, "optimizer step: momentum "
+                                                  << momentum
+                                                  << " is Adam's beta1 here: must be in [0, 1)");
+      (adam ? h.beta1 : h.momentum) = momentum;
     }
     if (opts_.clipvalue > 0) {
       h.clip = ClipMode::Value;
@@ -280,7 +291,7 @@ OptimOptions OptimOptions::resolved() const {
 std::vector<std::string> OptimOptions::ignored(const OptimOptions& d) const {
   std::vector<std::string> out;
   auto num = [](float v) {
-    std::ostringstream os;
+    ClassicOStringStream os;
     os << v;
     return os.str();
   };

@@ -16,6 +16,11 @@ namespace kiln {
 
 struct OptimStepArgs;  // kernels/optim/optim_math.h
 
+// Step and batch counts past this are refused (a checkpoint's, a Trainer::fit position's, an
+// optimizer's step count): the counters they seed are incremented and summed, and 2^63-1
+// wrapped negative a step later.
+constexpr long long kMaxStepCount = 1000000000000000LL;  // 1e15
+
 struct OptimOptions {
   std::string name = "sgd";  // sgd | adam | adamw | rmsprop
   float lr = 0.01f;

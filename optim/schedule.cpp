@@ -18,6 +18,7 @@
 #include "engine/file_io.h"
 #include "engine/json.h"
 #include "engine/numtext.h"
+#include "optim/optimizer.h"
 
 namespace kiln {
 
@@ -568,6 +569,9 @@ std::vector<std::string> ScheduleOptions::ignored(const ScheduleOptions& d) cons
 
 std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& o, float base_lr, long long steps_per_epoch,
                                         int epochs) {
+  KILN_USAGE_CHECK(steps_per_epoch >= 0 && epochs >= 0,
+                   "make_schedule: " << epochs << " epochs of " << steps_per_epoch
+                                     << " steps: must not be negative");
   return make_schedule(o, base_lr,
                        std::vector<long long>(static_cast<size_t>(std::max(epochs, 1)),
                                               std::max<long long>(steps_per_epoch, 1)));
@@ -592,7 +596,13 @@ std::unique_ptr<Schedule> make_schedule(const ScheduleOptions& opts, float base_
   const long long spe = steps.empty() ? 1 : std::max<long long>(steps.front(), 1);
   const int run_epochs = std::max(static_cast<int>(steps.size()), 1);
   long long total = 0;
-  for (long long n : steps) total += n;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    KILN_USAGE_CHECK(steps[i] >= 0 && steps[i] <= kMaxStepCount - total,
+                     "make_schedule: epoch " << i + 1 << " of " << steps.size() << " takes "
+                                             << steps[i]
+                                             << " steps: negative, or the run past 1e15 steps");
+    total += steps[i];
+  }
   total = std::max(total, 1LL);
   // Steps in the first e epochs (past the run: its last epoch's count repeated).
   auto steps_in = [&](int e) {

@@ -33,6 +33,7 @@
 #include "engine/json.h"
 #include "engine/numtext.h"
 #include "engine/trainer.h"
+#include "layers/dropout.h"
 #include "layers/models.h"
 #include "tests/test_util.h"
 #include "tuning/lr_finder.h"
@@ -1245,6 +1246,16 @@ TEST(Locale, FilesKeepDotDecimalsUnderACommaLocale) {
     EXPECT_EQ(json_number(0.5), "0.5");
     EXPECT_EQ(json_number(0.0123f), "0.0123");
     EXPECT_EQ(format_c("%.3f", 2.5), "2.500");
+    // messages and layer names (error.h builds messages in the classic locale): "[1.234.567, 3]"
+    // and "Dropout(p=0,5)" until 2026-12-07 (the embedding harness)
+    EXPECT_EQ(shape_str({1234567, 3}), "[1234567, 3]");
+    EXPECT_EQ(Dropout(0.5).describe(), "Dropout(p=0.5)");
+    try {
+      Tensor::zeros({1234567, 3}, Device::CPU).reshape({1000, 3});
+      ADD_FAILURE() << "reshape to fewer elements";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.message(), "reshape [1234567, 3] -> [1000, 3]: sizes differ");
+    }
     JsonValue v = parse_json("{\"lr\":0.0123,\"e\":2.5e-3}");
     ASSERT_TRUE(v.find("lr") && v.find("e"));
     EXPECT_EQ(v.find("lr")->number, 0.0123);

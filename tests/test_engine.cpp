@@ -575,17 +575,13 @@ TEST(Model, NoInputGradientUpToTheFirstLayerWithParameters) {
       << msg;
 }
 
-TEST(Model, ReleaseScratchFreesWhatTheLayersGrewTo) {
-  // A layer's buffers grow to the largest batch it has run and stay (ensure); release_scratch
-  // lets them go: after a batch of 8 and a release, a batch of 2's output and dx take a batch
-  // of 2's bytes, and after the last release the process holds what it held before the first
-  // forward (Buffer::live_bytes: the saved input and every workspace and index buffer too).
-  // Every layer type that keeps buffers.
-  struct Case {
-    std::function<LayerPtr()> make;
-    Shape in;
-  };
-  const std::vector<Case> cases = {
+// Every layer type that keeps buffers, with an input shape (per sample) it takes.
+struct LayerCase {
+  std::function<LayerPtr()> make;
+  Shape in;
+};
+std::vector<LayerCase> buffered_layer_cases() {
+  return {
       {[] { return std::make_unique<Activation>(Act::Tanh); }, {3, 4, 4}},
       {[] { return std::make_unique<Conv2d>(3, 4, 3, 1, 1); }, {3, 5, 5}},
       {[] { return std::make_unique<Dropout>(0.5); }, {3, 4, 4}},
@@ -596,7 +592,14 @@ TEST(Model, ReleaseScratchFreesWhatTheLayersGrewTo) {
       {[] { return std::make_unique<AvgPool2d>(2); }, {3, 4, 4}},
       {[] { return std::make_unique<GlobalAvgPool>(); }, {3, 4, 4}},
   };
-  for (const Case& c : cases) {
+}
+
+TEST(Model, ReleaseScratchFreesWhatTheLayersGrewTo) {
+  // A layer's buffers grow to the largest batch it has run and stay (ensure); release_scratch
+  // lets them go: after a batch of 8 and a release, a batch of 2's output and dx take a batch
+  // of 2's bytes, and after the last release the process holds what it held before the first
+  // forward (Buffer::live_bytes: the saved input and every workspace and index buffer too).
+  for (const LayerCase& c : buffered_layer_cases()) {
     Model m(c.in);
     m.add(c.make());
     m.build(Device::CPU, 1);
@@ -643,6 +646,61 @@ TEST(Model, ReleaseScratchFreesWhatTheLayersGrewTo) {
     FAIL() << "backward after release_scratch";
   } catch (const Error& e) {
     EXPECT_NE(e.message().find("before a forward"), std::string::npos) << e.message();
+  }
+}
+
+// A layer's backward reads what its forward kept: with no forward yet, after the layer's own
+// release_scratch(), or with a gradient of another batch, it is an Error naming the layer (an
+// embedding harness, 2026-12-07: the activation read a null pointer and the Linear layer's GEMM
+// segfaulted). Dropout keeps nothing its backward needs.
+TEST(Model, LayerBackwardWithoutItsForwardIsAnError) {
+  for (const LayerCase& c : buffered_layer_cases()) {
+    Model m(c.in);
+    m.add(c.make());
+    m.build(Device::CPU, 1);
+    Layer* l = m.layers()[0];
+    if (l->type() == "Dropout") continue;
+    SCOPED_TRACE(l->describe());
+    l->need_dx = true;
+    Context ctx(Device::CPU, 1);
+    ctx.training = true;
+    Shape xs = c.in;
+    xs.insert(xs.begin(), 4);
+    const Tensor x = Tensor::from_vector(test::random_vec(shape_numel(xs), 3), xs, Device::CPU);
+    auto backward_fails = [&](const Tensor& dy, const std::string& why) {
+      try {
+        l->backward(ctx, dy);
+        ADD_FAILURE() << "backward ran: " << why;
+      } catch (const Error& e) {
+        EXPECT_EQ(e.message().rfind("layer 0 (" + l->describe() + "): ", 0), 0u) << e.message();
+        EXPECT_NE(e.message().find(why), std::string::npos) << e.message();
+      }
+    };
+    const Shape ys = m.forward(ctx, x).shape();  // (the shapes of a forward, then none kept)
+    m.release_scratch();
+    const Tensor dy = Tensor::from_vector(test::random_vec(shape_numel(ys), 4), ys, Device::CPU);
+    backward_fails(dy, "backward without a matching forward");
+    l->forward(ctx, x);
+    l->release_scratch();
+    backward_fails(dy, "backward without a matching forward");
+    l->forward(ctx, x);
+    Shape half = ys;
+    half[0] = 2;
+    backward_fails(Tensor::zeros(half, Device::CPU), "gradient " + shape_str(half) +
+                                                         " does not match the output " +
+                                                         shape_str(ys) + " of its last forward");
+    EXPECT_NO_THROW(l->backward(ctx, dy));
+  }
+  // Linear checks its input as Conv2d and the pools do (a narrower one read past it).
+  Model m({6});
+  m.add(std::make_unique<Linear>(6, 5));
+  m.build(Device::CPU, 1);
+  Context ctx(Device::CPU, 1);
+  try {
+    m.layers()[0]->forward(ctx, Tensor::zeros({2, 4}, Device::CPU));
+    FAIL() << "Linear(6 -> 5) took [2, 4]";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "layer 0 (Linear(6 -> 5)): input [2, 4] does not match setup [N, 6]");
   }
 }
 
@@ -724,6 +782,41 @@ TEST(Model, MisuseFromCppIsAnErrorNotACrash) {
   EXPECT_EQ(m->flat_params().to_vector(), before);
   opt->step(ctx, 0.0f);
   EXPECT_EQ(opt->steps_taken(), 1) << "lr 0 is a step";
+  // A negative step count, or a momentum of 1 or more that Adam takes as beta1: every weight
+  // NaN, with no error (until 2026-12-07, the embedding harness).
+  EXPECT_THROW(opt->set_steps_taken(-5), Error);
+  EXPECT_EQ(opt->steps_taken(), 1);
+  OptimOptions ao;
+  ao.name = "adam";
+  auto adam = make_optimizer(ao, *m);
+  const std::vector<float> w0 = m->flat_params().to_vector();
+  try {
+    adam->step(ctx, 0.01f, 1.0f);
+    FAIL() << "adam stepped at beta1 1";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_EQ(e.message(), "optimizer step: momentum 1 is Adam's beta1 here: must be in [0, 1)");
+  }
+  EXPECT_EQ(m->flat_params().to_vector(), w0);
+  EXPECT_EQ(adam->steps_taken(), 0);
+  // Shapes: a model input or a reshape with a negative dimension is refused (an mlp on [-2, -3]
+  // had built, 43 parameters).
+  auto neg = make_model(o, {-2, -3}, 3);
+  try {
+    neg->build(Device::CPU, 1);
+    FAIL() << "a model on input [-2, -3] built";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "model input shape [-2, -3]: every dimension must be positive");
+  }
+  EXPECT_THROW(Tensor::zeros({6}, Device::CPU).reshape({2, -1, -3}), Error);
+  // An empty output name is named as such (it read "Too many levels of symbolic links").
+  try {
+    save_checkpoint("", ctx, *m, nullptr, nullptr, CheckpointInfo{});
+    FAIL() << "saved to ''";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "cannot write a file with an empty name");
+  }
+  EXPECT_THROW(parse_device("gpu"), Error);  // torch.device("gpu") is refused too
   // Tensor::dim out of range is a kiln Error (the one exception type), not std::out_of_range.
   EXPECT_THROW(g.dim(2), Error);
   EXPECT_THROW(g.dim(-3), Error);

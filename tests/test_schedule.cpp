@@ -11,6 +11,7 @@
 
 #include "engine/error.h"
 #include "optim/batch_schedule.h"
+#include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "tests/test_util.h"
 
@@ -503,6 +504,24 @@ TEST(Schedule, ValidateRejectsBadOptions) {
     EXPECT_EQ(e.kind(), ErrorKind::Usage);
     EXPECT_NE(e.message().find("linear-ish"), std::string::npos);
   }
+  // Negative sizes (a library caller's; one-cycle sized so started at 0.0994 or 4e-07). An
+  // empty run (0 epochs) still builds one, as a checkpoint of it holds its state.
+  const ScheduleOptions oc = named("one-cycle");
+  for (auto [spe, epochs] : {std::pair<long long, int>{-1, 3}, {4, -1}})
+    EXPECT_THROW(make_schedule(oc, 0.1f, spe, epochs), Error) << spe << " x " << epochs;
+  for (const std::vector<long long>& steps :
+       {std::vector<long long>{-5}, {10, -3}, {kMaxStepCount, 1}}) {
+    try {
+      make_schedule(oc, 0.1f, steps);
+      ADD_FAILURE() << "sized by " << steps.size() << " epochs";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_NE(e.message().find("negative, or the run past 1e15 steps"), std::string::npos)
+          << e.message();
+    }
+  }
+  EXPECT_NO_THROW(make_schedule(oc, 0.1f, std::vector<long long>{}));
+  EXPECT_NO_THROW(make_schedule(oc, 0.1f, 4, 0));
 }
 
 TEST(BatchSchedule, ParseLookupAndLinearScaling) {
@@ -519,7 +538,9 @@ TEST(BatchSchedule, ParseLookupAndLinearScaling) {
   EXPECT_EQ(steps_per_epoch(130, 32, "0:64,1:32", 3), (std::vector<long long>{3, 5, 5}));
   EXPECT_EQ(steps_per_epoch(128, 32, "", 2), (std::vector<long long>{4, 4}));
   EXPECT_TRUE(steps_per_epoch(128, 32, "", 0).empty());
-  for (const char* bad : {"5:256", "0:512,0:256", "0:x", "0:0", "0:512,,5:2", "0:512;5:256", ""}) {
+  // (a trailing comma is an empty entry as a leading one is: it passed until 2026-12-07)
+  for (const char* bad : {"5:256", "0:512,0:256", "0:x", "0:0", "0:512,,5:2", "0:512;5:256", "",
+                          ",0:5", "0:5,", "0:5,3:2,", ","}) {
     try {
       parse_batch_schedule(bad);
       ADD_FAILURE() << "accepted '" << bad << "'";

@@ -19,6 +19,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <thread>
 #include <tuple>
@@ -2126,7 +2127,11 @@ TEST(TrainerCpu, EmbeddersEdgeCasesAreAnswersNotCrashes) {
   other.images = other.images.reshape({32, 1, 784, 1});
   EXPECT_THROW(tr.fit(s->train, &other), Error);
   for (const auto& [epoch, batch, step] :
-       {std::tuple<int, int64_t, long long>{-5, 0, 0}, {0, -1, 0}, {0, 2, 1}, {0, 3, 3}}) {
+       {std::tuple<int, int64_t, long long>{-5, 0, 0},
+        {0, -1, 0},
+        {0, 2, 1},
+        {0, 3, 3},
+        {0, 0, std::numeric_limits<long long>::max()}}) {  // (the step count overflowed)
     TrainPosition p;
     p.epoch = epoch, p.batch = batch, p.step = step;  // 64 images in batches of 32: 2 a epoch
     try {
@@ -2141,6 +2146,14 @@ TEST(TrainerCpu, EmbeddersEdgeCasesAreAnswersNotCrashes) {
   TrainPosition mid;  // a real mid-epoch position still trains
   mid.batch = 1, mid.step = 1;
   EXPECT_EQ(tr.fit(s->train, &s->test, mid).size(), 1u);
+  // Per-epoch step counts that do not add up to the position are not used (their sum
+  // overflowed): the run trains, as from a position without them.
+  TrainPosition odd;
+  odd.epoch = 2, odd.step = 4;
+  odd.epoch_steps = {std::numeric_limits<long long>::max(), std::numeric_limits<long long>::max()};
+  c.train.epochs = 3;
+  auto s3 = make_session(c);
+  EXPECT_EQ(s3->trainer->fit(s3->train, &s3->test, odd).size(), 1u);
   // ... and so does an epoch whose batches are all done (older checkpoints' step checkpoint
   // on an epoch's last batch): the epoch is finished, not refused
   TrainPosition done;

@@ -140,7 +140,7 @@ std::vector<ParamImportance> param_importance(const std::vector<std::string>& pa
 }
 
 std::string importance_table(const std::vector<ParamImportance>& imp, const std::string& metric) {
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << "parameter importance for " << metric << " (" << (imp.empty() ? 0 : imp[0].trials)
      << " finished trials; explained = between-bin / total variance)\n";
   // The name column fits the longest name (a bundle's "optimizer_and_momentum_variant" ran into
@@ -153,7 +153,7 @@ std::string importance_table(const std::vector<ParamImportance>& imp, const std:
      << "bins\n";
   for (const auto& p : imp) {
     auto f = [](double v) {
-      std::ostringstream s;
+      ClassicOStringStream s;
       if (std::isfinite(v))
         s << std::fixed << std::setprecision(3) << v;
       else

@@ -18,6 +18,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
+#include "engine/numtext.h"
 #include "tuning/run_checkpoint.h"
 
 namespace kiln {
@@ -292,12 +293,12 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
       res.stop_reason = sig == SIGINT ? "interrupted by SIGINT" : "interrupted by SIGTERM";
       stop = true;
     } else if (!std::isfinite(loss) || !std::isfinite(p.smoothed)) {
-      std::ostringstream os;
+      ClassicOStringStream os;
       os << "non-finite loss at lr " << lr;
       res.stop_reason = os.str();
       stop = true;
     } else if (i > 0 && p.smoothed > o.diverge * best) {
-      std::ostringstream os;
+      ClassicOStringStream os;
       os << "smoothed loss exceeded " << o.diverge << "x the best at lr " << lr;
       res.stop_reason = os.str();
       stop = true;
@@ -307,7 +308,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
     }
     best = std::min(best, p.smoothed);
     if (log && (i % 20 == 0 || stop)) {
-      std::ostringstream os;
+      ClassicOStringStream os;
       auto num = [&os](double v) -> std::ostream& { return std::isnan(v) ? os << "nan" : os << v; };
       os << "lr_find step " << i << "/" << n << " lr=" << lr << " loss=";
       num(loss) << " smoothed=";
@@ -409,7 +410,7 @@ void write_lr_find_csv(const std::string& path, const LrFindResult& r) {
 }
 
 std::string lr_find_report(const LrFindResult& r) {
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << "lr_find: " << steps_text(static_cast<long long>(r.points.size()))
      << ", stopped: " << r.stop_reason << "\n";
   bool first = true;

@@ -98,8 +98,7 @@ bool parse_on_off(const std::string& v) {
 }
 
 std::string fmt(double v) {
-  std::ostringstream os;
-  os.imbue(std::locale::classic());
+  ClassicOStringStream os;
   os << v;
   return os.str();
 }
@@ -682,7 +681,7 @@ void OptionTable::set(RunConfig& cfg, const std::string& key, const std::string&
 
 std::string OptionTable::help(const RunConfig* defaults,
                               const std::vector<std::string>& hide) const {
-  std::ostringstream os;
+  ClassicOStringStream os;
   for (const auto& s : specs_) {
     if (std::find(hide.begin(), hide.end(), s.name) != hide.end()) continue;
     const bool is_bool = s.type == "bool";

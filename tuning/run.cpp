@@ -7,6 +7,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
+#include "engine/numtext.h"
 #include "engine/parallel.h"
 #include "engine/precision.h"
 #include "optim/batch_schedule.h"
@@ -77,13 +78,13 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
   // "between 0.85 and 0.95 (as torch's OneCycleLR does)"
   auto cycle_range = [&sc] {
     const ScheduleOptions r = sc.resolved();
-    std::ostringstream os;
+    ClassicOStringStream os;
     os << "between " << r.base_momentum << " and " << r.max_momentum << " (as torch's "
        << (sc.name == "cyclic" ? "CyclicLR" : "OneCycleLR") << " does)";
     return os.str();
   };
   if (cycles && !asked && (cfg.optim.name == "sgd" || cfg.optim.name == "rmsprop")) {
-    std::ostringstream os;
+    ClassicOStringStream os;
     os << "--schedule " << sc.name << " cycles the momentum " << cycle_range() << ": "
        << cfg.optim.name << " trains with it";
     if (cfg.optim.momentum != 0) os << ", not --momentum " << cfg.optim.momentum;
@@ -94,7 +95,7 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
   // also where the momentum range was given.
   const bool adam = cfg.optim.name == "adam" || cfg.optim.name == "adamw";
   if (cycles && adam && cfg.optim.beta1 != defaults.optim.beta1) {
-    std::ostringstream os;
+    ClassicOStringStream os;
     os << "--beta1 " << cfg.optim.beta1 << " is ignored: --schedule " << sc.name << " cycles "
        << cfg.optim.name << "'s beta1 " << cycle_range() << "; --no-cycle-momentum keeps --beta1";
     notes.push_back(os.str());
@@ -102,7 +103,7 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
   // sgd without momentum has nothing to dampen, unless a cycling schedule supplies a momentum.
   if (cfg.optim.name == "sgd" && cfg.optim.momentum == 0 && !cycles &&
       cfg.optim.dampening != defaults.optim.dampening) {
-    std::ostringstream os;
+    ClassicOStringStream os;
     os << "--dampening " << cfg.optim.dampening
        << " is ignored: sgd's momentum is 0 (--momentum sets it)";
     notes.push_back(os.str());

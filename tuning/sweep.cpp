@@ -29,6 +29,7 @@
 #include "engine/error.h"
 #include "engine/file_io.h"
 #include "engine/json.h"
+#include "engine/numtext.h"
 #include "engine/process.h"
 #include "tuning/run.h"
 #include "tuning/run_checkpoint.h"
@@ -335,8 +336,7 @@ std::string csv_header(const SweepSpec& spec) {
 }
 
 std::string csv_row(const TrialRecord& r) {
-  std::ostringstream os;
-  os.imbue(std::locale::classic());  // no digit grouping whatever the host's locale
+  ClassicOStringStream os;
   os << r.trial << "," << r.status << "," << json_number(r.metric);
   for (const auto& p : r.params) os << "," << csv_field(p.second);
   os << "," << r.epochs << "," << json_number(r.val_acc) << "," << json_number(r.val_loss) << ","
@@ -962,7 +962,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       size_t h = peers.size() / 2;
       double med = peers.size() % 2 ? peers[h] : 0.5 * (peers[h - 1] + peers[h]);
       if (!better(med, best, spec.maximize)) return true;
-      std::ostringstream os;
+      ClassicOStringStream os;
       os << "pruned at epoch " << e << ": best " << spec.metric << " so far " << best
          << " worse than the median " << med << " of " << peers.size()
          << " finished trials at that epoch";
@@ -1023,7 +1023,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     record_locked(o.dir, spec, rec.to_json(), &o, i);
     ++out.ran;
-    std::ostringstream os;
+    ClassicOStringStream os;
     os << head << ": " << rec.status;
     if (rec.status != "failed")
       os << " " << spec.metric << "=" << std::setprecision(4) << rec.metric;
@@ -1051,7 +1051,7 @@ std::string mixed_test_sets_note(const SweepSpec& spec, const std::vector<TrialR
   for (const TrialRecord& r : rs)
     if (!r.test_data.empty()) by_set[r.test_data].push_back(r.trial);
   if (by_set.size() < 2) return "";
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << "note: these trials were scored on " << by_set.size() << " test sets (";
   size_t k = 0;
   for (auto& [set, ids] : by_set) {
@@ -1070,7 +1070,7 @@ namespace {
 // "-" when not finite. With `sign`, a leading + on positive values.
 std::string score_text(double v, bool sign = false) {
   if (!std::isfinite(v)) return "-";
-  std::ostringstream m;
+  ClassicOStringStream m;
   if (sign) m << std::showpos;
   if (std::fabs(v) < 1e6)
     m << std::fixed << std::setprecision(4) << v;
@@ -1097,7 +1097,7 @@ std::string leaderboard(const SweepSpec& spec, std::vector<TrialRecord> rs, size
   });
   // Chosen on a validation split: each trial's test score is shown next to it.
   const bool by_val = spec.metric.rfind("val_", 0) == 0;
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << "leaderboard (" << spec.metric << ", " << (spec.maximize ? "higher" : "lower")
      << " is better; " << rs.size() << " trials)\n";
   os << std::left << std::setw(5) << "rank" << std::setw(7) << "trial" << std::setw(8) << "status"
@@ -1226,7 +1226,7 @@ std::string seed_table(const SweepSpec& spec, const std::vector<TrialRecord>& rs
     width.push_back(static_cast<int>(w) + 2);
   }
   auto num = [](double v) { return cell(score_text(v), 9); };
-  std::ostringstream os;
+  ClassicOStringStream os;
   os << "over seeds (" << spec.metric << " of ok trials, ranked by the mean; std: sample standard "
      << "deviation; vs #1: mean difference to rank 1 on the same seeds, #1 ahead: on how many)\n"
      << std::left << std::setw(5) << "rank";

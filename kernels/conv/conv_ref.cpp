@@ -12,6 +12,7 @@
 
 #include "engine/error.h"
 #include "engine/lanes.h"
+#include "engine/numtext.h"
 #include "engine/parallel.h"
 #include "kernels/activation/relu_rule.h"
 #include "kernels/conv/conv.h"
@@ -287,7 +288,7 @@ std::string conv_index_range_error(const ConvShape& s) {
       {"output", "N*K*P*Q", {s.n, s.k, P, Q}},  // also bounds N*P*Q, the GEMM's long axis
       {"weight", "K*C*kh*kw", {s.k, s.c, s.kh, s.kw}},
   };
-  std::ostringstream os;
+  ClassicOStringStream os;
   for (const Product& p : products) {
     int64_t v = 1;
     for (int64_t x : p.f) v = mul_sat(v, x);

@@ -11,6 +11,7 @@
 
 #include "engine/error.h"
 #include "engine/lanes.h"
+#include "engine/numtext.h"
 #include "engine/parallel.h"
 #include "kernels/activation/relu_rule.h"
 #include "kernels/cpu_isa.h"
@@ -32,7 +33,7 @@ std::string norm_index_range_error(const NormShape& s) {
   // elsewhere: no statistics).
   const bool fits = s.n >= 0 && s.c > 0 && s.hw > 0 &&
                     (s.n == 0 || (s.c <= lim / s.n && s.hw <= lim / (s.n * s.c)));
-  std::ostringstream os;
+  ClassicOStringStream os;
   // Batch norm's kernels also keep three coefficients per channel at [c], [C + c], [2C + c].
   if (fits && s.c > lim / 3) os << "3*C = 3*" << s.c << " = " << 3 * s.c << " exceeds 2^31-1";
   if (fits) return os.str();
@@ -288,10 +289,11 @@ KILN_ALWAYS_INLINE void gn_bwd_params_channels(const NormArgs<T>& a, int64_t c0,
 // The float passes (batch and group norm) are also compiled for AVX2 and AVX-512 (4 or 8 of the
 // Lanes' double sums per instruction instead of 2), picked once at run time as dropout's mask loop
 // is. This file is compiled with -ffp-contract=off (CMakeLists.txt): no multiply-add is fused, so
-// each version does the same double operations in the same order and writes the same bits. (A fused
-// one would change a double result in its last bit, which the float output hides but for about
-// one element in 2^29: NormRef.EveryInstructionSetWritesTheSameBits checks that each
-// version runs the same passes, and cannot see that; the flag is what rules it out.)
+// each version does the same double operations in the same order and writes the same bits. (GCC
+// fuses inside target("avx512f") functions even under -std=c++17; then
+// NormRef.EveryInstructionSetWritesTheSameBits fails on group norm's dx of one-element groups,
+// where the terms cancel to 0 exactly and a fused one leaves about 1e-14: the mutant
+// norm-ref-fp-contract.)
 template <typename T>
 using NormPass = void (*)(const NormArgs<T>&, int64_t, int64_t);
 
