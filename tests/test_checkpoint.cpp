@@ -1312,3 +1312,36 @@ TEST(Locale, FilesKeepDotDecimalsUnderACommaLocale) {
     unsetenv("LOCPATH");
   }
 }
+
+// Sweep workers started together: one makes DIR/trials while another checks the checkpoint
+// directory below it. A part of the path made between two looks at it was taken for a broken
+// symbolic link (stat saw it missing, lstat then present: a worker exited 2 and its trials
+// stayed unrecorded; the sweep harness, 2026-12-07). Here a thread makes directories while the
+// check aims at the next one to be made, thousands of times.
+TEST(CheckpointDir, APartMadeMeanwhileIsNoBrokenLink) {
+  const std::string base = ::testing::TempDir() + "kiln_ckdir_race_" + std::to_string(getpid());
+  std::filesystem::create_directories(base);
+  constexpr int kDirs = 3000;
+  std::atomic<int> made{0};
+  std::thread maker([&] {
+    for (int i = 0; i < kDirs; ++i) {
+      ::mkdir((base + "/d" + std::to_string(i)).c_str(), 0755);
+      made.store(i + 1);
+    }
+  });
+  RunConfig c;
+  c.checkpoint_every = 1;
+  int checks = 0, errors = 0;
+  std::string first;
+  for (int k; (k = made.load()) < kDirs; ++checks) {
+    c.checkpoint_dir = base + "/d" + std::to_string(k) + "/sub";
+    try {
+      check_output_paths(c);
+    } catch (const Error& e) {
+      if (errors++ == 0) first = e.message();
+    }
+  }
+  maker.join();
+  EXPECT_EQ(errors, 0) << "of " << checks << " checks; first: " << first;
+  std::filesystem::remove_all(base);
+}

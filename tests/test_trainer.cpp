@@ -2222,3 +2222,34 @@ TEST(TrainerCpu, MomentumRangeIsCheckedWhereTheMomentumCycles) {
   o.name = "cyclic";  // CyclicLR's base default is 0.8: still above 0.5
   EXPECT_THROW(o.validate(), Error);
 }
+
+// A sweep trial runs from its start, its JSONL too: a trial continuing a checkpoint (resume: in
+// the sweep's base) appended to the records of its stopped attempt, as train_mnist --resume
+// appends (epochs 2 2 3; the sweep harness, 2026-12-07).
+TEST(TrainerCpu, ASweepTrialContinuingACheckpointLogsOnlyItsOwnEpochs) {
+  RunConfig c = small_mlp();
+  c.train.epochs = 1;
+  c.save = test::temp_file("trial_base.safetensors");
+  run_training(c, {});
+  RunConfig t = c;
+  t.save.clear();
+  t.resume = c.save;
+  t.train.epochs = 3;
+  t.train.log_path = test::temp_file("trial-0.jsonl");
+  {
+    std::ofstream stopped(t.train.log_path);  // the stopped attempt's first epoch
+    stopped << "{\"type\":\"epoch\",\"epoch\":2}\n";
+  }
+  const TrialRun run =
+      default_trial_runner(std::nullopt, nullptr)(t, [](const EpochRecord&) { return true; });
+  ASSERT_EQ(run.epochs.size(), 2u);
+  std::ifstream in(t.train.log_path);
+  std::vector<int> epochs;
+  for (std::string line; std::getline(in, line);)
+    if (line.find("\"type\":\"epoch\"") != std::string::npos)
+      epochs.push_back(static_cast<int>(parse_json(line).find("epoch")->number));
+  EXPECT_EQ(epochs, (std::vector<int>{2, 3}));
+  for (const std::string& f :
+       {c.save, t.train.log_path, t.train.log_path.substr(0, t.train.log_path.size() - 6) + ".log"})
+    std::remove(f.c_str());
+}

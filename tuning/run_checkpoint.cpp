@@ -527,12 +527,13 @@ void check_output_paths(const RunConfig& cfg, const std::string& made_dir) {
   if (!asked) return;
   // Periodic (and SIGINT/SIGTERM) checkpoints: the directory is made when the first is written,
   // so a path that cannot become one fails now, not after the first epoch.
-  for (int err = ::stat(at.c_str(), &st) != 0 ? errno : 0; err != 0 && at != dir_name(at);
-       err = ::stat(at.c_str(), &st) != 0 ? errno : 0) {
-    KILN_USAGE_CHECK(err != ENAMETOOLONG,
-                     "checkpoint directory " << dir << ": " << std::strerror(ENAMETOOLONG));
-    // (mkdir cannot make a directory where a link stands: as os.makedirs, refused)
+  // The first existing part of the path, looked at with lstat first: a part that another
+  // process makes meanwhile (a sweep worker's mkdir of DIR/trials) is found, not taken for a
+  // broken link (stat, then lstat, saw it missing and then present: a worker exited 2).
+  while (at != dir_name(at)) {
     if (::lstat(at.c_str(), &st) == 0) {
+      if (!S_ISLNK(st.st_mode) || ::stat(at.c_str(), &st) == 0) break;
+      // (mkdir cannot make a directory where a link stands: as os.makedirs, refused)
       const std::string to = link_target(at);
       KILN_USAGE_FAIL("checkpoint directory "
                       << dir << ": " << at
@@ -540,6 +541,8 @@ void check_output_paths(const RunConfig& cfg, const std::string& made_dir) {
                                      : " is a symbolic link to " + to + ", which does not exist")
                       << "; make its target or name another directory");
     }
+    KILN_USAGE_CHECK(errno != ENAMETOOLONG,
+                     "checkpoint directory " << dir << ": " << std::strerror(ENAMETOOLONG));
     at = dir_name(at);
   }
   KILN_USAGE_CHECK(::stat(at.c_str(), &st) != 0 || S_ISDIR(st.st_mode),

@@ -657,6 +657,30 @@ bool runs_in_some_company(const SweepSpec& spec, const RunConfig& base, size_t k
 }
 }  // namespace
 
+void TrialResumeChecks::check(const RunConfig& c) {
+  if (c.resume.empty()) return;
+  auto it = files_.find(c.resume);
+  if (it == files_.end()) {
+    SafetensorsFile f = read_checkpoint(c.resume);
+    const TrainPosition at = checkpoint_position(f, "checkpoint " + c.resume);
+    it = files_.emplace(c.resume, std::make_pair(std::move(f), at)).first;
+  }
+  check_resume_epochs(c, it->second.second, true);
+  const std::string key = c.resume + "\n" + c.model.key() + "\n" + shape_str(c.input_shape());
+  auto fit = fits_.find(key);
+  if (fit == fits_.end()) {
+    std::string why;
+    try {
+      check_resume_model(c, it->second.first);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::Usage) throw;
+      why = e.message();
+    }
+    fit = fits_.emplace(key, why).first;
+  }
+  KILN_USAGE_CHECK(fit->second.empty(), fit->second);
+}
+
 int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t max_trials) {
   struct Seen {
     int64_t ok = 0, bad = 0;
@@ -665,33 +689,7 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
   int64_t first_ok = -1;
   std::string first;
   const int64_t n = std::min(num_trials(spec), max_trials);
-  // A trial that resumes a checkpoint: --epochs and its model against the file, read once; a
-  // model's check is cached by its options and input (trials of one model check it once).
-  std::map<std::string, std::pair<SafetensorsFile, TrainPosition>> resumes;
-  std::map<std::string, std::string> fits;  // path + model key -> the error, or ""
-  auto check_resume = [&](const RunConfig& c) {
-    if (c.resume.empty()) return;
-    auto it = resumes.find(c.resume);
-    if (it == resumes.end()) {
-      SafetensorsFile f = read_checkpoint(c.resume);
-      const TrainPosition at = checkpoint_position(f, "checkpoint " + c.resume);
-      it = resumes.emplace(c.resume, std::make_pair(std::move(f), at)).first;
-    }
-    check_resume_epochs(c, it->second.second, true);
-    const std::string key = c.resume + "\n" + c.model.key() + "\n" + shape_str(c.input_shape());
-    auto fit = fits.find(key);
-    if (fit == fits.end()) {
-      std::string why;
-      try {
-        check_resume_model(c, it->second.first);
-      } catch (const Error& e) {
-        if (e.kind() != ErrorKind::Usage) throw;
-        why = e.message();
-      }
-      fit = fits.emplace(key, why).first;
-    }
-    KILN_USAGE_CHECK(fit->second.empty(), fit->second);
-  };
+  TrialResumeChecks resume_checks;
   for (int64_t i = 0; i < n; ++i) {
     // (a million trials take seconds: a signal meanwhile stops here, before anything is written)
     if (const int sig = *StopSignals::flag()) throw TrialInterrupted(sig);
@@ -699,7 +697,7 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
     try {
       const RunConfig c = trial_config(spec, base, i, "check");
       c.validate();
-      check_resume(c);
+      resume_checks.check(c);
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::Usage) throw;
       err = e.message();
@@ -772,6 +770,13 @@ TrialRunner default_trial_runner(std::optional<RunConfig> defaults,
     };
     if (defaults && hooks.log)
       for (const std::string& note : option_notes(cfg, *defaults)) hooks.log("note: " + note);
+    // A trial runs from its start, so its JSONL starts anew, as its .log does: a trial that
+    // continues a checkpoint (resume: in the base) appended to its stopped attempt's records,
+    // as train_mnist --resume appends (epochs 2 2 3 4 5 6, until 2026-12-07).
+    if (!jl.empty() && !cfg.resume.empty()) {
+      std::ofstream anew(jl, std::ios::trunc);
+      KILN_CHECK(anew, jl << ": cannot open for writing: " << std::strerror(errno));
+    }
     hooks.must_train = true;
     RunResult r = run_training(cfg, hooks);
     if (r.stop_signal) throw TrialInterrupted(r.stop_signal);

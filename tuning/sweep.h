@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -131,6 +132,18 @@ RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
 // 4 of 4 trials]"). Reads at most `max_trials` trials.
 std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConfig& base,
                                             const RunConfig& defaults, int64_t max_trials = 10000);
+
+// The checks of a trial that continues a checkpoint (resume: FILE in the sweep's base), made
+// before any trial runs (check_sweep_trials; --dry-run for each trial it lists): --epochs and
+// the model against the file, each file read once and each model checked once.
+class TrialResumeChecks {
+ public:
+  void check(const RunConfig& c);  // a usage error when the trial cannot continue c.resume
+
+ private:
+  std::map<std::string, std::pair<SafetensorsFile, TrainPosition>> files_;
+  std::map<std::string, std::string> fits_;  // path + model key -> the error, or ""
+};
 
 // Validates the trials (at most max_trials) before any runs and returns the first valid one's
 // index (-1 for an empty sweep). Usage errors, either of which would fill the directory with

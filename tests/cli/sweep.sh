@@ -382,6 +382,13 @@ printf 'method: grid\nbase: {resume: k.safetensors, epochs: 2}\nparameters:\n  m
 usage_error "a sweep resuming a checkpoint with --epochs equal to it" \
   "first: --epochs 2 with --resume k.safetensors: the checkpoint has done 2 epochs, and a sweep's trial is scored by the epochs it trains: give --epochs 3 or more" \
   rs-equal.yaml --dir rs-equal "${common[@]}"
+# --dry-run makes the same checks, stopping at the first trial (it listed these, exit 0, until
+# 2026-12-07).
+usage_error "a dry run of a sweep resuming another model's checkpoint" \
+  "trial 0 of rs-cnn.yaml: checkpoint k.safetensors: missing tensor 0.weight" rs-cnn.yaml --dry-run "${common[@]}"
+usage_error "a dry run of a sweep resuming a checkpoint with --epochs below it" \
+  "trial 0 of rs-done.yaml: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs" \
+  rs-done.yaml --dry-run "${common[@]}"
 [ ! -e rs-cnn ] && [ ! -e rs-done ] && [ ! -e rs-equal ] || { echo "FAIL: a refused sweep wrote its directory"; exit 1; }
 printf 'method: grid\nbase: {resume: k.safetensors}\nparameters:\n  epochs: {values: [2, 3]}\n' > rs-mixed.yaml
 "$KILN_BIN/sweep" rs-mixed.yaml --dir rs-mixed "${common[@]}" > rs-mixed.txt 2> rs-mixed.err &&
