@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/context.h"
+#include "engine/error.h"  // (what the functions below throw)
 #include "engine/file_io.h"
 #include "engine/tensor.h"
 #include "layers/model.h"

@@ -967,9 +967,13 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       size_t h = peers.size() / 2;
       double med = peers.size() % 2 ? peers[h] : 0.5 * (peers[h - 1] + peers[h]);
       if (!better(med, best, spec.maximize)) return true;
+      // (with the digits that tell the two apart: "2.09475 worse than the median 2.09475")
+      int digits = 6;
+      while (digits < 17 && format_c("%.*g", digits, best) == format_c("%.*g", digits, med))
+        ++digits;
       ClassicOStringStream os;
-      os << "pruned at epoch " << e << ": best " << spec.metric << " so far " << best
-         << " worse than the median " << med << " of " << peers.size()
+      os << std::setprecision(digits) << "pruned at epoch " << e << ": best " << spec.metric
+         << " so far " << best << " worse than the median " << med << " of " << peers.size()
          << " finished trials at that epoch";
       rec.status = "pruned";
       rec.message = os.str();
