@@ -808,6 +808,13 @@ void count_alarm(int) {
 // Runs `work` on this thread while a 1 ms timer's SIGALRM handler, installed without
 // SA_RESTART (as an embedding program's or a profiler's may be), interrupts it, and `helper`
 // in a thread that never takes the signal; returns how often the handler ran during `work`.
+// The helper's wait until the work has been interrupted more than 5 times (at most 5 s): a fixed
+// sleep saw fewer alarms on a loaded machine, whose scheduler merges the pending ones.
+void until_interrupted_often() {
+  for (int i = 0; i < 5000 && g_alarms.load() <= 5; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
 int interrupted_every_ms(const std::function<void()>& work, const std::function<void()>& helper) {
   sigset_t alrm, old_mask;
   sigemptyset(&alrm);
@@ -855,6 +862,7 @@ TEST(FileIo, WriteAllSurvivesSignalsAndShortWritesAndReportsErrno) {
         std::vector<uint8_t> buf(4096);
         std::this_thread::sleep_for(
             std::chrono::milliseconds(20));  // the pipe fills, the writer waits
+        until_interrupted_often();
         for (;;) {
           const ssize_t r = read(fds[0], buf.data(), buf.size());
           if (r < 0 && errno == EINTR) continue;
@@ -894,6 +902,7 @@ TEST(FileIo, FlockRetryWaitsThroughSignals) {
       interrupted_every_ms([&] { err = kiln::flock_retry(waiter, LOCK_EX); },
                            [&] {
                              std::this_thread::sleep_for(std::chrono::milliseconds(40));
+                             until_interrupted_often();
                              kiln::flock_retry(holder, LOCK_UN);
                            });
   EXPECT_EQ(err, 0) << std::strerror(err);
