@@ -114,9 +114,6 @@ std::string meta_or_fail(const SafetensorsFile& f, const std::string& key, const
   return *v;
 }
 
-// Step and batch counts past this are refused (as epoch_steps' entries are).
-constexpr long long kMaxCount = kMaxStepCount;
-
 long long meta_int(const SafetensorsFile& f, const std::string& key, const std::string& what,
                    long long max = std::numeric_limits<long long>::max()) {
   std::string v = meta_or_fail(f, key, what);
@@ -344,9 +341,9 @@ std::vector<long long> parse_epoch_steps(const std::string& text, const TrainPos
   std::vector<long long> steps;
   long long sum = 0;
   for (const JsonValue& s : v.items) {
-    KILN_CHECK(
-        s.is_number() && s.number >= 0 && s.number <= kMaxCount && s.number == std::floor(s.number),
-        what << ": __metadata__ epoch_steps: expected whole step counts");
+    KILN_CHECK(s.is_number() && s.number >= 0 && s.number <= kMaxStepCount &&
+                   s.number == std::floor(s.number),
+               what << ": __metadata__ epoch_steps: expected whole step counts");
     steps.push_back(static_cast<long long>(s.number));
     sum += steps.back();
     KILN_CHECK(sum <= p.step, what << ": __metadata__ epoch_steps add up to more than the "
@@ -385,8 +382,8 @@ std::string checkpoint_run_id(const std::string& path) {
 TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& what) {
   TrainPosition p;
   p.epoch = static_cast<int>(std::min<long long>(meta_int(f, "epoch", what), 1 << 30));
-  p.batch = meta_int(f, "batch", what, kMaxCount);
-  p.step = meta_int(f, "step", what, kMaxCount);
+  p.batch = meta_int(f, "batch", what, kMaxStepCount);
+  p.step = meta_int(f, "step", what, kMaxStepCount);
   KILN_CHECK(p.batch <= p.step, what << ": __metadata__ batch " << p.batch << " is past step "
                                      << p.step << " (a batch is a step)");
   if (const std::string* es = f.meta("epoch_steps"))  // optional (2026-12-05)
@@ -431,7 +428,7 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
                     << " is not a non-negative integer below 2^64");
     info.seed = static_cast<uint64_t>(v);
   }
-  long long opt_steps = meta_int(f, "optimizer_steps", what, kMaxCount);
+  long long opt_steps = meta_int(f, "optimizer_steps", what, kMaxStepCount);
   p.last_lr = static_cast<float>(meta_double(meta_or_fail(f, "last_lr", what), "last_lr", what));
   p.last_momentum = static_cast<float>(meta_double(meta_or_fail(f, "last_momentum", what), "last_momentum", what));
   // (an optimizer step refuses any other lr; the momentum is -1 where no schedule drives it)

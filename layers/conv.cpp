@@ -74,9 +74,7 @@ ReceptiveField Conv2d::receptive_field(ReceptiveField in) const {
 }
 
 Tensor Conv2d::forward(Context& ctx, const Tensor& x) {
-  KILN_CHECK(x.ndim() == 4 && x.dim(1) == cin_ && x.dim(2) == h_ && x.dim(3) == w_,
-             "layer " << name() << " (" << describe() << "): input " << shape_str(x.shape())
-                      << " does not match setup [N, " << cin_ << ", " << h_ << ", " << w_ << "]");
+  check_forward_input(x, {cin_, h_, w_});
   const ConvShape s = conv_shape(x.dim(0));
   if (x.device() == Device::CUDA) {
     const std::string range = conv_index_range_error(s);

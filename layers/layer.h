@@ -110,6 +110,20 @@ class Layer {
   static void release(std::initializer_list<Tensor*> ts) {
     for (Tensor* t : ts) *t = Tensor();
   }
+  // A forward's check of its input x against the per-sample shape setup() was given: an error
+  // naming the layer and both shapes, not a read past a narrower input.
+  void check_forward_input(const Tensor& x, const Shape& per_sample) const {
+    bool ok = x.ndim() == static_cast<int>(per_sample.size()) + 1;
+    for (size_t i = 0; ok && i < per_sample.size(); ++i)
+      ok = x.dim(static_cast<int>(i) + 1) == per_sample[i];
+    if (ok) return;
+    Shape want{0};
+    want.insert(want.end(), per_sample.begin(), per_sample.end());
+    std::string setup = shape_str(want);
+    setup.replace(1, 1, "N");  // "[N, 6]"
+    KILN_FAIL("layer " << name() << " (" << describe() << "): input " << shape_str(x.shape())
+                       << " does not match setup " << setup);
+  }
   // A backward's check of what its forward kept (`saved`: its input or output) and of dy against
   // that forward's output shape `want`: a backward with no forward since the layer was built or
   // since release_scratch(), or for another batch, is an error naming the layer, not a read of

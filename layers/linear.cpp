@@ -26,9 +26,7 @@ Shape Linear::setup(const Shape& in) {
 }
 
 Tensor Linear::forward(Context& ctx, const Tensor& x) {
-  KILN_CHECK(x.ndim() == 2 && x.dim(1) == in_,
-             "layer " << name() << " (" << describe() << "): input " << shape_str(x.shape())
-                      << " does not match setup [N, " << in_ << "]");
+  check_forward_input(x, {in_});
   int64_t n = x.dim(0);
   x_ = x;
   ensure(y_, {n, out_}, x.device());

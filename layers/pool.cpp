@@ -59,14 +59,8 @@ ReceptiveField Pool2dBase::receptive_field(ReceptiveField in) const {
   return in;
 }
 
-void Pool2dBase::check_input(const Tensor& x) const {
-  KILN_CHECK(x.ndim() == 4 && x.dim(1) == c_ && x.dim(2) == h_ && x.dim(3) == w_,
-             "layer " << name() << " (" << describe() << "): input " << shape_str(x.shape())
-                      << " does not match setup [N, " << c_ << ", " << h_ << ", " << w_ << "]");
-}
-
 Tensor MaxPool2d::forward(Context& ctx, const Tensor& x) {
-  check_input(x);
+  check_forward_input(x, {c_, h_, w_});
   n_ = x.dim(0);
   const PoolShape s = pool_shape(n_);
   ensure(y_, {s.n, s.c, s.p(), s.q()}, x.device());
@@ -101,7 +95,7 @@ Tensor MaxPool2d::backward(Context& ctx, const Tensor& dy) {
 }
 
 Tensor AvgPool2d::forward(Context& ctx, const Tensor& x) {
-  check_input(x);
+  check_forward_input(x, {c_, h_, w_});
   n_ = x.dim(0);
   const PoolShape s = pool_shape(n_);
   ensure(y_, {s.n, s.c, s.p(), s.q()}, x.device());
@@ -148,9 +142,7 @@ ReceptiveField GlobalAvgPool::receptive_field(ReceptiveField in) const {
 }
 
 Tensor GlobalAvgPool::forward(Context& ctx, const Tensor& x) {
-  KILN_CHECK(x.ndim() == 4 && x.dim(1) == c_ && x.dim(2) == h_ && x.dim(3) == w_,
-             "layer " << name() << " (" << describe() << "): input " << shape_str(x.shape())
-                      << " does not match setup [N, " << c_ << ", " << h_ << ", " << w_ << "]");
+  check_forward_input(x, {c_, h_, w_});
   n_ = x.dim(0);
   ensure(y_, {n_, c_}, x.device());
   if (x.device() == Device::CUDA) {

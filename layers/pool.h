@@ -21,7 +21,6 @@ class Pool2dBase : public Layer {
   void release_scratch() override { release({&y_, &dx_}); }
 
  protected:
-  void check_input(const Tensor& x) const;
   int64_t k_, stride_, pad_;
   int64_t c_ = 0, h_ = 0, w_ = 0;
   Tensor y_, dx_;

@@ -691,17 +691,59 @@ TEST(Model, LayerBackwardWithoutItsForwardIsAnError) {
                                                          shape_str(ys) + " of its last forward");
     EXPECT_NO_THROW(l->backward(ctx, dy));
   }
-  // Linear checks its input as Conv2d and the pools do (a narrower one read past it).
-  Model m({6});
-  m.add(std::make_unique<Linear>(6, 5));
-  m.build(Device::CPU, 1);
-  Context ctx(Device::CPU, 1);
-  try {
-    m.layers()[0]->forward(ctx, Tensor::zeros({2, 4}, Device::CPU));
-    FAIL() << "Linear(6 -> 5) took [2, 4]";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.message(), "layer 0 (Linear(6 -> 5)): input [2, 4] does not match setup [N, 6]");
+}
+
+// A forward given an input other than the per-sample shape its setup saw (a library caller's
+// mistake: Model::forward checks its own input) is an error naming the layer and both shapes;
+// a narrower input was read past (Linear, until 2026-12-07). Layers that map any shape
+// elementwise (activations, dropout) take any; the norms check theirs in check_batch.
+TEST(Model, LayerForwardOnAnotherInputShapeIsAnError) {
+  int checked = 0;
+  for (const LayerCase& c : buffered_layer_cases()) {
+    Model m(c.in);
+    m.add(c.make());
+    m.build(Device::CPU, 1);
+    Layer* l = m.layers()[0];
+    const std::string type = l->type();
+    if (type != "Conv2d" && type != "Linear" && type != "MaxPool2d" && type != "AvgPool2d" &&
+        type != "GlobalAvgPool")
+      continue;
+    SCOPED_TRACE(l->describe());
+    Context ctx(Device::CPU, 1);
+    Shape setup = c.in;
+    std::string want = "[N";
+    for (int64_t d : setup) want += ", " + std::to_string(d);
+    want += "]";
+    std::vector<Shape> wrong;
+    for (size_t i = 0; i < setup.size(); ++i) {  // each dimension one narrower and one wider
+      for (int64_t delta : {-1, 1}) {
+        Shape s = setup;
+        s[i] += delta;
+        wrong.push_back(s);
+      }
+    }
+    Shape flat{shape_numel(setup)};  // the same values, another rank
+    if (flat != setup) wrong.push_back(flat);
+    Shape more = setup;
+    more.push_back(1);
+    wrong.push_back(more);
+    for (Shape s : wrong) {
+      s.insert(s.begin(), 2);
+      const Tensor x = Tensor::zeros(s, Device::CPU);
+      try {
+        l->forward(ctx, x);
+        ADD_FAILURE() << "took " << shape_str(s);
+      } catch (const Error& e) {
+        EXPECT_EQ(e.message(), "layer 0 (" + l->describe() + "): input " + shape_str(s) +
+                                   " does not match setup " + want);
+      }
+    }
+    Shape ok = setup;
+    ok.insert(ok.begin(), 2);
+    EXPECT_NO_THROW(l->forward(ctx, Tensor::zeros(ok, Device::CPU)));
+    ++checked;
   }
+  EXPECT_EQ(checked, 5);  // Conv2d, Linear, MaxPool2d, AvgPool2d, GlobalAvgPool
 }
 
 TEST(Model, MisuseFromCppIsAnErrorNotACrash) {
