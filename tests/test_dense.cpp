@@ -97,6 +97,21 @@ TEST(GemmRef, LeadingDimensionsPastIntRangeAreComputed) {
   munmap(c, c_bytes);
 }
 
+TEST(GemmRef, KernelNoteOnlyWhenOpenBlasChoseOlderKernelsByItself) {
+  // OpenBLAS 0.3.21 on 2026-12-07's Xeon (AVX-512) fell back to Prescott: kiln's mlp trained
+  // 1.5x slower than with OPENBLAS_CORETYPE=SkylakeX. The device line says so, and only then.
+  EXPECT_EQ(gemm_kernel_note("Prescott", false, true, true),
+            "older than this CPU, which this OpenBLAS does not know: "
+            "OPENBLAS_CORETYPE=SkylakeX or Haswell is faster, with another rounding");
+  EXPECT_NE(gemm_kernel_note("NEHALEM", false, true, false).find("OPENBLAS_CORETYPE=Haswell "),
+            std::string::npos);
+  EXPECT_NE(gemm_kernel_note("Sandybridge", false, true, false), "");
+  EXPECT_EQ(gemm_kernel_note("Prescott", true, true, true), "");     // the user chose them
+  EXPECT_EQ(gemm_kernel_note("Prescott", false, false, false), "");  // the CPU's own
+  for (const char* own : {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"})
+    EXPECT_EQ(gemm_kernel_note(own, false, true, true), "") << own;
+}
+
 TEST(GemmRef, BetaAccumulates) {
   std::vector<float> A{1, 2}, B{3, 4}, C{10};
   gemm_ref<float>(false, false, 1, 1, 2, 2.0f, A.data(), 2, B.data(), 1, 0.5f, C.data(), 1);

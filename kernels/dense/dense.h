@@ -29,9 +29,18 @@ void gemm_ref_blocks(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
 int64_t gemm_blocks(int64_t M, int64_t N, int64_t K);
 // What multiplies the CPU path's matrices, for the apps' device lines: "OpenBLAS Cooperlake"
 // (the kernels OpenBLAS runs; "OpenBLAS Haswell (OPENBLAS_CORETYPE=Haswell)" when that
-// variable is set, which OpenBLAS obeys where it knows the name), "loops" in a build without
+// variable is set, which OpenBLAS obeys where it knows the name; gemm_kernel_note's hint in
+// parentheses where OpenBLAS chose kernels older than the CPU), "loops" in a build without
 // CBLAS.
 std::string cpu_gemm_description();
+// What the description adds in parentheses when OpenBLAS chose, by itself, kernels without
+// AVX2 on a CPU with AVX2 and FMA (this OpenBLAS does not know the CPU: OpenBLAS 0.3.21 on
+// 2026-12-07's Xeon ran its SSE3 Prescott kernels, and kiln's mlp trained 1.5x slower than
+// with OPENBLAS_CORETYPE=SkylakeX), naming the OPENBLAS_CORETYPE that selects the CPU's own;
+// "" otherwise (the variable set, kernels with AVX2, a CPU without AVX2 and FMA). `core` as
+// openblas_get_corename() names it.
+std::string gemm_kernel_note(const std::string& core, bool coretype_set, bool avx2_fma,
+                             bool avx512f);
 // The same through cuBLAS on the handle's stream (float; TF32 off: exact fp32).
 void gemm_cuda(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                float alpha, const float* A, int64_t lda, const float* B, int64_t ldb, float beta,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -18,13 +19,36 @@ extern "C" char* openblas_get_corename(void);
 
 namespace kiln {
 
+std::string gemm_kernel_note(const std::string& core, bool coretype_set, bool avx2_fma,
+                             bool avx512f) {
+  if (coretype_set || !avx2_fma) return "";
+  // OpenBLAS's x86 kernel sets without AVX2 (its gotoblas core names, lower case).
+  static const char* const kOld[] = {
+      "prescott", "core2",      "penryn",     "dunnington",  "nehalem", "sandybridge",  "atom",
+      "katmai",   "coppermine", "northwood",  "banias",      "opteron", "opteron_sse3", "barcelona",
+      "bobcat",   "bulldozer",  "piledriver", "steamroller", "nano",    "generic",      "unknown"};
+  std::string lower;
+  for (char c : core) lower += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  if (std::find(std::begin(kOld), std::end(kOld), lower) == std::end(kOld)) return "";
+  return std::string(
+             "older than this CPU, which this OpenBLAS does not know: "
+             "OPENBLAS_CORETYPE=") +
+         (avx512f ? "SkylakeX or Haswell" : "Haswell") + " is faster, with another rounding";
+}
+
 std::string cpu_gemm_description() {
 #ifdef KILN_HAVE_CBLAS
   // OpenBLAS picks its kernels for the CPU when it loads, or takes them from OPENBLAS_CORETYPE
   // (a dynamic-architecture build, when it knows the name): the variable is shown as it is.
   const char* env = std::getenv("OPENBLAS_CORETYPE");
-  return std::string("OpenBLAS ") + openblas_get_corename() +
-         (env && *env ? std::string(" (OPENBLAS_CORETYPE=") + env + ")" : "");
+  const std::string core = openblas_get_corename();
+  const std::string note = gemm_kernel_note(
+      core, env && *env, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
+      __builtin_cpu_supports("avx512f"));
+  return "OpenBLAS " + core +
+         (env && *env    ? std::string(" (OPENBLAS_CORETYPE=") + env + ")"
+          : note.empty() ? ""
+                         : " (" + note + ")");
 #else
   return "loops";
 #endif
