@@ -93,6 +93,9 @@ start_experiment() {  # E: its directory, and its jobs at the head of the queue
   local e=$1 d=$dir/${names[$1]} k=1 i
   mkdir -p "$d"
   rm -f "$d/failed" "$d"/out.*.txt "$d"/log.*.txt
+  # The run options after --, NUL-separated, for catalogue_report.py's command line (a sweep
+  # resumed with other options is refused by the sweep itself).
+  printf '%s\0' "${runopts[@]}" >"$d/options"
   t0[$e]=$(date +%s.%N)
   # A sweep's trial count, from its first --dry-run line ("FILE: grid, K trials, ..."); when that
   # fails, one job (whose log then says why).

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import statistics
 import sys
 
@@ -172,6 +173,9 @@ def main():
         is_sweep = re.search(r"^parameters:", spec, re.M) is not None
         metric = metric_goal(spec)[0]
         cmd = ("sweep experiments/%s" % f) if is_sweep else ("lr_find --config experiments/%s" % f)
+        opts = os.path.join(d, "options")  # the run options catalogue.sh passed (since 2026-12-07)
+        if os.path.exists(opts):
+            cmd += "".join(" " + shlex.quote(a) for a in open(opts).read().split("\0") if a)
         failed = os.path.join(d, "failed")
         state = ("" if done else " (failed, exit %s)" % open(failed).read().strip() if os.path.exists(failed)
                  else " (unfinished)")

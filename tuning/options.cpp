@@ -430,7 +430,9 @@ OptionTable build_table() {
   t.add(opt_bool("shuffle", "shuffle the training set every epoch",
                  [](RunConfig& c) -> bool& { return c.train.shuffle; }),
         kBatchOrder);
-  t.add(opt_str("batch-schedule", "epoch:batch list, e.g. 0:512,5:256,10:128",
+  t.add(opt_str("batch-schedule",
+                "epoch:batch list, epochs from 0 as in the lr schedules: 0:512,5:256 trains the "
+                "first 5 epochs at 512, then 256",
                 [](RunConfig& c) -> std::string& { return c.train.batch_schedule; }),
         kBatchOrder | kRangeTestUnused);
   t.add(opt_bool("scale-lr", "scale lr linearly with the batch size of the batch schedule",

@@ -81,11 +81,14 @@ PY
 # suggestions; an unfinished experiment marked so.
 rep=$KILN_SRC/scripts/catalogue_report.py
 python3 "$rep" "$tmp/own" --src "$tmp/src" --device "this CPU" > report.md
-python3 - report.md "$tmp/own" <<'PY' || { echo "FAIL: catalogue_report.py"; cat report.md; exit 1; }
+python3 - report.md "$tmp/own" "$KILN_TEST_DATA" <<'PY' || { echo "FAIL: catalogue_report.py"; cat report.md; exit 1; }
 import json, statistics, sys
 text = open(sys.argv[1]).read()
 assert "### diverges (failed, exit 1)" in text and "### seeded\n" in text, text
-assert "Command: `sweep experiments/seeded.yaml` (via `scripts/catalogue.sh`); measured on this CPU" in text
+# the command with the run options the catalogue passed (the data directory's name quoted if need be)
+import shlex
+cmd = "sweep experiments/seeded.yaml --device cpu --data-dir " + shlex.quote(sys.argv[3])
+assert "Command: `%s` (via `scripts/catalogue.sh`); measured on this CPU" % cmd in text, text
 assert "| trial | lr | seed | status | test_acc | train_acc | weight_sparsity | epochs | seconds |" in text, text
 rs = sorted((json.loads(l) for l in open(sys.argv[2] + "/seeded/results.jsonl") if l.strip()), key=lambda r: r["trial"])
 rows = [l for l in text.splitlines() if l.startswith("| ") and l.split(" | ")[0][2:].isdigit()]
