@@ -242,7 +242,7 @@ static int dry_run(const SweepSpec& spec, const SweepArgs& s, const RunConfig& b
   check_val_metric(spec, base);
   parse_worker(s.worker);  // refused as a real run would
   int64_t n = num_trials(spec);
-  TrialResumeChecks resume_checks;  // (resume: in the base: --epochs and the model, as a run)
+  TrialChecks trial_checks;  // (--epochs, and a resume: in the base, as a run)
   std::printf("%s: %s, %lld trials, metric %s (%s)\n", file.c_str(), spec.method.c_str(),
               static_cast<long long>(n), spec.metric.c_str(),
               spec.maximize ? "maximize" : "minimize");
@@ -251,7 +251,7 @@ static int dry_run(const SweepSpec& spec, const SweepArgs& s, const RunConfig& b
     RunConfig c = trial_config(spec, base, i, "dry-run");
     try {  // a bad combination shows here (a real run records it as a failed trial)
       c.validate();
-      resume_checks.check(c);
+      trial_checks.check(c);
     } catch (const Error& e) {
       // Context, not blame: the bad value may be the file's or a flag's.
       throw with_config_origin(e.prefixed("trial " + std::to_string(i) + " of " + file + ": "),

@@ -657,7 +657,12 @@ bool runs_in_some_company(const SweepSpec& spec, const RunConfig& base, size_t k
 }
 }  // namespace
 
-void TrialResumeChecks::check(const RunConfig& c) {
+void TrialChecks::check(const RunConfig& c) {
+  // (a sweep of such trials recorded each as failed, "no epoch ran", and exited 1 while its dry
+  // run listed them, until 2026-12-07)
+  KILN_USAGE_CHECK(c.train.epochs > 0,
+                   "--epochs 0: a sweep's trial is scored by the epochs it "
+                   "trains; give --epochs 1 or more");
   if (c.resume.empty()) return;
   auto it = files_.find(c.resume);
   if (it == files_.end()) {
@@ -689,7 +694,7 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
   int64_t first_ok = -1;
   std::string first;
   const int64_t n = std::min(num_trials(spec), max_trials);
-  TrialResumeChecks resume_checks;
+  TrialChecks trial_checks;
   for (int64_t i = 0; i < n; ++i) {
     // (a million trials take seconds: a signal meanwhile stops here, before anything is written)
     if (const int sig = *StopSignals::flag()) throw TrialInterrupted(sig);
@@ -697,7 +702,7 @@ int64_t check_sweep_trials(const SweepSpec& spec, const RunConfig& base, int64_t
     try {
       const RunConfig c = trial_config(spec, base, i, "check");
       c.validate();
-      resume_checks.check(c);
+      trial_checks.check(c);
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::Usage) throw;
       err = e.message();

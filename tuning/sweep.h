@@ -133,12 +133,15 @@ RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
 std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConfig& base,
                                             const RunConfig& defaults, int64_t max_trials = 10000);
 
-// The checks of a trial that continues a checkpoint (resume: FILE in the sweep's base), made
-// before any trial runs (check_sweep_trials; --dry-run for each trial it lists): --epochs and
-// the model against the file, each file read once and each model checked once.
-class TrialResumeChecks {
+// The checks of a trial's options that RunConfig::validate does not make, made before any trial
+// runs (check_sweep_trials; --dry-run for each trial it lists): it trains an epoch to be scored
+// by, and one that continues a checkpoint (resume: FILE in the sweep's base) has --epochs and a
+// model that fit the file, each file read once and each model checked once.
+class TrialChecks {
  public:
-  void check(const RunConfig& c);  // a usage error when the trial cannot continue c.resume
+  // A usage error when the trial trains no epoch to be scored by (--epochs 0) or cannot
+  // continue c.resume.
+  void check(const RunConfig& c);
 
  private:
   std::map<std::string, std::pair<SafetensorsFile, TrainPosition>> files_;

@@ -75,6 +75,12 @@ grep -q '^lr_find: 1 step, stopped: completed 1 step$' <<<"$out" || { echo "FAIL
 "$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --num-it 0 --epochs 0 > /dev/null 2> err.txt &&
   { echo "FAIL: --num-it 0 --epochs 0 ran"; exit 1; }
 [ "$(cat err.txt)" = 'lr_find: error: --num-it 0 needs --epochs >= 1' ] || { echo "FAIL: $(cat err.txt)"; exit 1; }
+# Nor behind the --config file's keys that set the options.
+printf 'num_it: 0\nepochs: 0\n' > c0.yaml
+"$KILN_BIN/lr_find" --device cpu --data-dir "$KILN_TEST_DATA" --config c0.yaml > /dev/null 2> err.txt &&
+  { echo "FAIL: num_it 0, epochs 0 ran"; exit 1; }
+[ "$(cat err.txt)" = "lr_find: error: c0.yaml: keys 'num_it', 'epochs': --num-it 0 needs --epochs >= 1" ] ||
+  { echo "FAIL: $(cat err.txt)"; exit 1; }
 # ... but a file named after the program keeps its name in the message (a config file 'lr_find').
 "$KILN_BIN/lr_find" --device cpu --config lr_find > /dev/null 2> err.txt && { echo "FAIL: --config lr_find ran"; exit 1; }
 [ "$(cat err.txt)" = 'lr_find: error: lr_find: cannot open config file' ] || { echo "FAIL: $(cat err.txt)"; exit 1; }

@@ -382,6 +382,15 @@ printf 'method: grid\nbase: {resume: k.safetensors, epochs: 2}\nparameters:\n  m
 usage_error "a sweep resuming a checkpoint with --epochs equal to it" \
   "first: --epochs 2 with --resume k.safetensors: the checkpoint has done 2 epochs, and a sweep's trial is scored by the epochs it trains: give --epochs 3 or more" \
   rs-equal.yaml --dir rs-equal "${common[@]}"
+# --epochs 0 scores no trial: refused before the sweep starts, and by --dry-run (each trial ran
+# and failed, "no epoch ran", and the sweep exited 1 while its dry run listed them, until
+# 2026-12-07).
+usage_error "a sweep of --epochs 0" \
+  "first: --epochs 0: a sweep's trial is scored by the epochs it trains; give --epochs 1 or more" \
+  rs-done.yaml --dir rs-zero "${common[@]}" --epochs 0
+usage_error "a dry run of --epochs 0" \
+  "trial 0 of rs-done.yaml: --epochs 0: a sweep's trial is scored by the epochs it trains" \
+  rs-done.yaml --dry-run "${common[@]}" --epochs 0
 # --dry-run makes the same checks, stopping at the first trial (it listed these, exit 0, until
 # 2026-12-07).
 usage_error "a dry run of a sweep resuming another model's checkpoint" \
@@ -389,7 +398,7 @@ usage_error "a dry run of a sweep resuming another model's checkpoint" \
 usage_error "a dry run of a sweep resuming a checkpoint with --epochs below it" \
   "trial 0 of rs-done.yaml: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs" \
   rs-done.yaml --dry-run "${common[@]}"
-[ ! -e rs-cnn ] && [ ! -e rs-done ] && [ ! -e rs-equal ] || { echo "FAIL: a refused sweep wrote its directory"; exit 1; }
+[ ! -e rs-cnn ] && [ ! -e rs-done ] && [ ! -e rs-equal ] && [ ! -e rs-zero ] || { echo "FAIL: a refused sweep wrote its directory"; exit 1; }
 printf 'method: grid\nbase: {resume: k.safetensors}\nparameters:\n  epochs: {values: [2, 3]}\n' > rs-mixed.yaml
 "$KILN_BIN/sweep" rs-mixed.yaml --dir rs-mixed "${common[@]}" > rs-mixed.txt 2> rs-mixed.err &&
   python3 - <<'PY' || { echo "FAIL: a sweep whose epochs parameter has a value equal to the checkpoint's"; cat rs-mixed.txt rs-mixed.err; exit 1; }
