@@ -820,6 +820,9 @@ int interrupted_every_ms(const std::function<void()>& work, const std::function<
   sigemptyset(&alrm);
   sigaddset(&alrm, SIGALRM);
   EXPECT_EQ(pthread_sigmask(SIG_BLOCK, &alrm, &old_mask), 0);  // the helper inherits the block
+  // Counted from 0 before the helper starts: it waits for this run's alarms, not the count the
+  // previous test left (> 5; a main thread preempted after the start let it go on at once).
+  g_alarms = 0;
   std::thread other(helper);
   struct sigaction sa = {};
   struct sigaction old_sa = {};
@@ -828,7 +831,6 @@ int interrupted_every_ms(const std::function<void()>& work, const std::function<
   sa.sa_flags = 0;  // no SA_RESTART
   EXPECT_EQ(sigaction(SIGALRM, &sa, &old_sa), 0);
   EXPECT_EQ(pthread_sigmask(SIG_UNBLOCK, &alrm, nullptr), 0);
-  g_alarms = 0;
   struct itimerval tick = {};
   struct itimerval off = {};
   tick.it_interval.tv_usec = tick.it_value.tv_usec = 1000;
