@@ -1562,7 +1562,9 @@ MUTANTS = [
      "save_checkpoint('') says 'Too many levels of symbolic links' (until 2026-12-07)"),
     ("ckdir-stat-then-lstat", "tuning/run_checkpoint.cpp",
      [("    if (::lstat(at.c_str(), &st) == 0) {\n      if (!S_ISLNK(st.st_mode) || ::stat(at.c_str(), &st) == 0) break;",
-       "    if (::stat(at.c_str(), &st) == 0) break;\n    if (::lstat(at.c_str(), &st) == 0) {")],
+       "    if (::stat(at.c_str(), &st) == 0) break;\n"
+       "    if (detail::checkpoint_dir_part_missing) detail::checkpoint_dir_part_missing(at);\n"
+       "    if (::lstat(at.c_str(), &st) == 0) {")],
      "a checkpoint directory part made between stat and lstat (a sweep worker's mkdir) is taken for a broken link: the worker exits 2 (until 2026-12-07)"),
     ("sweep-trial-log-appended", "tuning/sweep.cpp",
      [("    if (!jl.empty() && !cfg.resume.empty()) {", "    if (false) {")],

@@ -1353,6 +1353,37 @@ TEST(CheckpointDir, APartMadeMeanwhileIsNoBrokenLink) {
     }
   }
   maker.join();
+  EXPECT_GT(checks, 0) << "the maker finished before any check ran";
   EXPECT_EQ(errors, 0) << "of " << checks << " checks; first: " << first;
+  std::filesystem::remove_all(base);
+}
+
+// The same, every time: the walk's seam (detail::checkpoint_dir_part_missing) makes each part
+// the moment a look finds it missing, so the old order's second look (lstat after stat) always
+// finds it present. The race above caught that order only sometimes on a loaded machine.
+TEST(CheckpointDir, APartMadeRightAfterItsLookIsNoBrokenLink) {
+  const std::string base = ::testing::TempDir() + "kiln_ckdir_seam_" + std::to_string(getpid());
+  std::filesystem::remove_all(base);
+  std::filesystem::create_directories(base);
+  static int missed, made;
+  missed = made = 0;
+  detail::checkpoint_dir_part_missing = [](const std::string& part) {
+    ++missed;
+    made += ::mkdir(part.c_str(), 0755) == 0;  // (a part below one still missing: ENOENT)
+  };
+  RunConfig c;
+  c.checkpoint_every = 1;
+  c.checkpoint_dir = base + "/trials/sub";
+  std::string error;
+  try {
+    check_output_paths(c);
+  } catch (const Error& e) {
+    error = e.message();
+  }
+  detail::checkpoint_dir_part_missing = nullptr;
+  EXPECT_EQ(error, "");
+  EXPECT_GT(missed, 0) << "the walk never found a part missing";
+  EXPECT_GT(made, 0) << "no part was made between the walk's looks";
+  EXPECT_TRUE(std::filesystem::is_directory(base + "/trials"));
   std::filesystem::remove_all(base);
 }

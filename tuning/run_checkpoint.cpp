@@ -473,6 +473,8 @@ void check_outputs_spare_data(const RunConfig& cfg, const std::vector<const Data
   }
 }
 
+void (*detail::checkpoint_dir_part_missing)(const std::string& part) = nullptr;
+
 void check_output_paths(const RunConfig& cfg, const std::string& made_dir) {
   struct stat st;
   const auto outs = output_files(cfg);  // (the CSV with its CSV.suggestions)
@@ -541,7 +543,9 @@ void check_output_paths(const RunConfig& cfg, const std::string& made_dir) {
                                      : " is a symbolic link to " + to + ", which does not exist")
                       << "; make its target or name another directory");
     }
-    KILN_USAGE_CHECK(errno != ENAMETOOLONG,
+    const int missing = errno;
+    if (detail::checkpoint_dir_part_missing) detail::checkpoint_dir_part_missing(at);
+    KILN_USAGE_CHECK(missing != ENAMETOOLONG,
                      "checkpoint directory " << dir << ": " << std::strerror(ENAMETOOLONG));
     at = dir_name(at);
   }
