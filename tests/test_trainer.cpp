@@ -2165,6 +2165,50 @@ TEST(TrainerCpu, EmbeddersEdgeCasesAreAnswersNotCrashes) {
   std::remove(c.train.log_path.c_str());
 }
 
+// A library caller's per-epoch step counts that add up to the position's step only with a
+// negative entry, or only once their sum wraps, are no record: fit drops them and trains as from a
+// position without them. Kept (until 2026-12-07), they went into the run's checkpoints, which
+// then failed to load ("epoch_steps: expected whole step counts").
+TEST(TrainerCpu, ACallersEpochStepsThatDoNotCountTheStepsAreDroppedAndItsCheckpointsLoad) {
+  constexpr long long kMax = std::numeric_limits<long long>::max();
+  for (const auto& [epoch, steps] :
+       {std::pair<int, std::vector<long long>>{2, {5, -1}},  // 5 - 1 = 4
+        {3, {kMax, kMax, 6}}}) {                             // wraps to 4
+    SCOPED_TRACE("epoch " + std::to_string(epoch) + ", " + std::to_string(steps[0]) + ", ...");
+    RunConfig c = small_mlp();
+    c.data.train_limit = 64;  // 2 batches of 32 an epoch
+    c.data.test_limit = 32;
+    c.train.epochs = epoch + 1;
+    auto s = make_session(c);
+    TrainPosition from;
+    from.epoch = epoch, from.step = 4, from.epoch_steps = steps;
+    std::vector<std::pair<TrainPosition, std::vector<uint8_t>>> written;
+    s->trainer->checkpoint_every_steps = 1;
+    s->trainer->on_checkpoint = [&](const TrainPosition& p, const std::string&) {
+      CheckpointInfo info;
+      info.pos = p;
+      written.emplace_back(
+          p, encode_checkpoint(*s->ctx, *s->model, s->opt.get(), s->sched.get(), info));
+    };
+    EXPECT_EQ(s->trainer->fit(s->train, &s->test, from).size(), 1u);
+    EXPECT_EQ(s->trainer->position().epoch_steps, std::vector<long long>{});
+    ASSERT_FALSE(written.empty());
+    auto back = make_session(c);
+    for (const auto& [p, bytes] : written) {
+      EXPECT_EQ(p.epoch_steps, std::vector<long long>{}) << "at step " << p.step;
+      try {
+        const CheckpointInfo got =
+            load_checkpoint_bytes(bytes, "step " + std::to_string(p.step), *back->ctx, *back->model,
+                                  back->opt.get(), back->sched.get());
+        EXPECT_EQ(got.pos.step, p.step);
+        EXPECT_EQ(got.pos.epoch_steps, std::vector<long long>{});
+      } catch (const Error& e) {
+        ADD_FAILURE() << e.message();
+      }
+    }
+  }
+}
+
 TEST(TrainerCpu, OptionsALibraryCallerSetsAreCheckedAsTheFlags) {
   // Infinite values the apps' float options refuse: from code they made the lr NaN, then a
   // "diverged" error blamed --lr.
