@@ -88,6 +88,26 @@ grep -E -q '^ +400.0 +39.6%  void act_fwd_kernel<0> +300x1x1 +100 +4.00$' <<<"$n
 # a template argument in parentheses (an enum value) stays in the name: only the parameter list goes
 grep -E -q '^ +10.0 +1.0%  void kiln::act_fwd_kernel<\(kiln::Act\)1> +30x1x1 +10 +1.00$' <<<"$n" ||
   { echo "FAIL: ncu name with (kiln::Act)1"; echo "$n"; exit 1; }
+# grouping commas (1,234.00) are read, not a silently dropped kernel; a header with no duration
+# line is named on stderr (after the table: run.sh reads line 2 of both together)
+cat > "$tmp/ncu2.txt" <<'NCU'
+  k1(float *) (1, 1, 1)x(32, 1, 1), Context 1, Stream 7, Device 0, CC 9.0, Invocations 2
+    gpu__time_duration.sum        usecond     1,000.00     1,468.00     1,234.00
+  k2(float *) (2, 1, 1)x(32, 1, 1), Context 1, Stream 7, Device 0, CC 9.0, Invocations 1
+    gpu__time_duration.sum        usecond        32.00        32.00        32.00
+  k3(float *) (3, 1, 1)x(32, 1, 1), Context 1, Stream 7, Device 0, CC 9.0, Invocations 5
+NCU
+n=$(python3 "$KILN_SRC/scripts/ncu_summary.py" "$tmp/ncu2.txt" 2>&1)
+[ "$(sed -n 2p <<<"$n")" = "top: k1 (grid 1x1x1) 98.7% of the time, 2 launches of 1234.00 us" ] &&
+  grep -q '^3 launches, 2500.0 us of kernel time' <<<"$n" &&
+  [ "$(tail -n 1 <<<"$n")" = "ncu_summary.py: 1 kernels without a gpu__time_duration.sum line, left out: k3 (grid 3x1x1)" ] ||
+  { echo "FAIL: ncu_summary.py with grouping commas / a header without durations"; echo "$n"; exit 1; }
+# every duration 0 (ncu's resolution on tiny kernels): shares are '-', not a ZeroDivisionError
+printf '%s\n' '  k1(float*) (1, 1, 1)x(32, 1, 1), Context 1, Stream 7, Device 0, CC 9.0, Invocations 3' \
+  '    gpu__time_duration.sum        usecond         0.00         0.00         0.00' > "$tmp/ncu0.txt"
+n=$(python3 "$KILN_SRC/scripts/ncu_summary.py" "$tmp/ncu0.txt" 2>&1) &&
+  [ "$(sed -n 2p <<<"$n")" = "top: k1 (grid 1x1x1) - of the time, 3 launches of 0.00 us" ] &&
+  grep -E -q '^ +0.0 +-  k1 +1x1x1 +3 +0.00$' <<<"$n" || { echo "FAIL: ncu_summary.py with every duration 0"; echo "$n"; exit 1; }
 # a missing file: one line on stderr, exit 1 (a traceback before)
 if python3 "$KILN_SRC/scripts/ncu_summary.py" "$tmp/none.txt" >"$tmp/o" 2>"$tmp/e" ||
     [ -s "$tmp/o" ] || [ "$(wc -l <"$tmp/e")" != 1 ] || ! grep -q "^ncu_summary.py: $tmp/none.txt: No such file" "$tmp/e"; then
