@@ -4,10 +4,12 @@ Benchmark JSON) that run.sh bench writes into one directory:
 
   ceilings  copy bandwidth, SGEMM fp32 / tf32 rates
   conv      per model and batch: kiln / cuDNN time summed over the net's layers for forward,
-            backward-data, backward-filter and all three (issue 3: within 1.5x, goal 1.2x);
-            the worst layer; 1x1 kiln / cuBLAS; fused / separate ReLU
+            backward-data, backward-filter and all three (issue 3: within 1.5x, goal 1.2x), over
+            the layers timed on both sides (those on one side only are named); the worst layer;
+            1x1 kiln / cuBLAS; fused / separate ReLU
   pool, norm, dropout   achieved GB/s as a fraction of the copy bandwidth (issues 3, 4, 8)
-  optim     fused step: measured time / bandwidth floor, launches per step (issue 5)
+  optim     fused step: measured time / bandwidth floor, launches per step (issue 5); by kind and
+            parameter count, names without /<kind>/<params> last
   linear    kiln / cuBLAS
 
 With --benchmark_repetitions the median aggregate is used, else the single run. A family whose
@@ -102,15 +104,23 @@ def conv(d):
             t[(model, int(batch), f"{layer} {shape}", op, impl)] = r
     out = []
     groups = sorted({(k[0], k[1]) for k in t})
-    summary, worst_rows = [], []
+    summary, worst_rows, partial = [], [], []
     for model, batch in groups:
         layers = sorted({k[2] for k in t if k[:2] == (model, batch)})
         cells = [f"{model} b{batch}"]
         for op in ("fwd", "bwd_data", "bwd_filter", "fwd+bwd"):
-            kiln = sum(t[(model, batch, l, op, i)]["real_time"] for l in layers for i in ("kiln", "kiln_1x1")
-                       if (model, batch, l, op, i) in t)
-            base = sum(t[(model, batch, l, op, "cudnn")]["real_time"] for l in layers
-                       if (model, batch, l, op, "cudnn") in t)
+            # only the layers timed on both sides (a row missing or with error_occurred on one side
+            # would weigh the other side's layers against nothing); the rest are named below
+            kilns = {l: [t[(model, batch, l, op, i)]["real_time"] for i in ("kiln", "kiln_1x1")
+                         if (model, batch, l, op, i) in t] for l in layers}
+            both = [l for l in layers if kilns[l] and (model, batch, l, op, "cudnn") in t]
+            one = [l for l in layers if l not in both and (kilns[l] or (model, batch, l, op, "cudnn") in t)]
+            # a build without cuDNN has no cudnn rows at all: '-', nothing to name
+            if one and any(kilns.values()) and any((model, batch, l, op, "cudnn") in t for l in layers):
+                partial.append(f"{model} b{batch} {op}: " + ", ".join(
+                    f"{l} ({'no cuDNN' if kilns[l] else 'no kiln'} row)" for l in one))
+            kiln = sum(x for l in both for x in kilns[l])
+            base = sum(t[(model, batch, l, op, "cudnn")]["real_time"] for l in both)
             cells.append(fmt(kiln / base if base else float("nan")))
         step = [(t[(model, batch, l, "fwd+bwd", i)].get("kiln/cuDNN"), l) for l in layers for i in ("kiln", "kiln_1x1")
                 if (model, batch, l, "fwd+bwd", i) in t]
@@ -130,6 +140,9 @@ def conv(d):
                      ["model", "fwd", "bwd_data", "bwd_filter", "fwd+bwd", "1x1 kiln/cuBLAS", "fused/separate ReLU",
                       "tiles auto/small"],
                      summary))
+    if partial:
+        out.append("conv: layers left out of those sums, timed on one side only (missing or error_occurred)\n"
+                   + "".join(f"  {p}\n" for p in partial))
     out.append(table("conv: the layer with the worst fwd+bwd ratio", ["model", "layer", "kiln/cuDNN"], worst_rows))
     return "\n".join(out)
 
@@ -189,7 +202,10 @@ def optim(d):
     if rows is None:
         return "optim: " + MISSING["bench_optim"] + "\n"
     out = []
-    for k in sorted(rows, key=lambda k: (k.split("/")[1], int(k.split("/")[2]))):
+    def order(k):  # by kind, then parameter count; a name without /<kind>/<params> last, by name
+        p = k.split("/")
+        return (0, p[1], int(p[2])) if len(p) > 2 and p[2].isdigit() else (1, k)
+    for k in sorted(rows, key=order):
         r = rows[k]
         ff = r.get("floor_frac")
         out.append([k, fmt(r.get("GB/s"), ".0f"), fmt(1 / ff if ff else None), fmt(r.get("launches_per_step"), ".1f")])

@@ -53,6 +53,32 @@ grep -E -q '^  BM_BatchNormFwdTrain/256/128/1/1 +persistent +8[.]00 +8[.]10 +[(]
 if grep -E -q '^  BM_GroupNormFwd/8/64/56/56/1 +two_pass|^  BM_BatchNormReluFwdTrain.* fused ' <<<"$s"; then
   echo "FAIL: a variant without its default row was paired"; exit 1
 fi
+# A layer timed on one side only (its cuDNN row missing, its kiln row with error_occurred) is left
+# out of both sums and named (it was summed on the side that had it); an optim name without
+# /<kind>/<params> sorts last (an IndexError before).
+mkdir "$tmp/part"
+cat > "$tmp/part/bench_conv.json" <<'JSON'
+{"benchmarks": [
+ {"name": "conv/cnn.0/1->16_k3s1p0_28x28/b128/fwd/kiln/manual_time", "run_type": "iteration", "real_time": 30.0},
+ {"name": "conv/cnn.0/1->16_k3s1p0_28x28/b128/fwd/cudnn/manual_time", "run_type": "iteration", "real_time": 10.0},
+ {"name": "conv/cnn.2/16->16_k3s1p0_26x26/b128/fwd/kiln/manual_time", "run_type": "iteration", "real_time": 500.0},
+ {"name": "conv/cnn.4/16->32_k3s1p0_24x24/b128/fwd/kiln/manual_time", "run_type": "iteration", "real_time": 0, "error_occurred": true},
+ {"name": "conv/cnn.4/16->32_k3s1p0_24x24/b128/fwd/cudnn/manual_time", "run_type": "iteration", "real_time": 70.0}
+]}
+JSON
+cat > "$tmp/part/bench_optim.json" <<'JSON'
+{"benchmarks": [{"name": "BM_OptimStep/sgd/1000/2/manual_time", "run_type": "iteration", "real_time": 1.0, "floor_frac": 0.5},
+ {"name": "BM_OptimOther/manual_time", "run_type": "iteration", "real_time": 1.0},
+ {"name": "BM_OptimStep/adam/100000000/100/manual_time", "run_type": "iteration", "real_time": 1.0, "floor_frac": 0.8}]}
+JSON
+p=$(python3 "$KILN_SRC/scripts/bench_summary.py" "$tmp/part" 2>&1) || { echo "FAIL: bench_summary on partial rows"; echo "$p"; exit 1; }
+# fwd: 30 / 10 (cnn.2 has no cuDNN row, cnn.4's kiln row failed)
+grep -E -q '^  cnn b128 +3[.]00 +- +- +- ' <<<"$p" &&
+  grep -q '^  cnn b128 fwd: 2 16->16_k3s1p0_26x26 (no cuDNN row), 4 16->32_k3s1p0_24x24 (no kiln row)$' <<<"$p" ||
+  { echo "FAIL: conv ratio over layers timed on one side only"; echo "$p"; exit 1; }
+[ "$(grep '^  BM_Optim' <<<"$p" | cut -d' ' -f3 | tr '\n' ' ')" = "BM_OptimStep/adam/100000000/100 BM_OptimStep/sgd/1000/2 BM_OptimOther " ] ||
+  { echo "FAIL: optim order"; echo "$p"; exit 1; }
+if grep -q 'left out of those sums' <<<"$s"; then echo "FAIL: a note on complete conv rows"; echo "$s"; exit 1; fi
 # scripts/ncu_summary.py on ncu's per-kernel summary (the layout of ncu 2025): totals are
 # invocations x average, in us whatever unit a row uses, sorted, with shares of the whole.
 cat > "$tmp/ncu.txt" <<'NCU'
