@@ -6,8 +6,11 @@
 One section per experiment that has a directory under DIR, in file order: the question (the
 file's leading comment), the command, and the measured table. A sweep's table has a row per
 trial in trial order (its parameters, status, the metric, train/validation/test accuracy and
-the share of zero weights where recorded, epochs run and seconds); a sweep with a `seed` parameter also gets one row per setting (mean +- sample std of
-the metric over its seeds that finished, and how many did). The LR range test gives its
+the share of zero weights where recorded, epochs run and seconds); a sweep with a `seed`
+parameter also gets one row per setting (mean +- sample std of the metric over its seeds that
+finished, and how many did). A trial that repeats an earlier one's setting and seed (a random
+sweep's draw) is counted once there, by the first, and the repeats are named, as in the
+sweep's own over-seeds table (`sweep --report`). The LR range test gives its
 suggestions. Nothing is computed that the run did not record: a trial that failed or was pruned
 says so, an unfinished experiment is marked unfinished. --device goes into each section's
 "measured on" line (e.g. "NVIDIA H200, full MNIST").
@@ -78,12 +81,23 @@ def ok_metric(r):
     return r.get("status") == "ok" and isinstance(r.get("metric"), (int, float))
 
 
-def seed_groups(recs):
+def seed_groups(recs, repeats=None):
     """Records by setting (every parameter but the seed, as (name, value) pairs), in the order
-    of each setting's first record (recs in trial order: its first trial)."""
-    groups = {}
+    of each setting's first record (recs in trial order: its first trial). A random sweep can
+    draw a setting and seed again, the same run twice: only its first trial is kept (as the
+    sweep's over-seeds table does; a second sample would shrink std and inflate the count),
+    the later ones go to the list `repeats` where one is given."""
+    groups, seen = {}, set()
     for r in recs:
-        groups.setdefault(tuple((k, v) for k, v in r.get("params", {}).items() if k != "seed"), []).append(r)
+        p = r.get("params", {})
+        key = tuple((k, v) for k, v in p.items() if k != "seed")
+        if "seed" in p:
+            if (key, p["seed"]) in seen:
+                if repeats is not None:
+                    repeats.append(r)
+                continue
+            seen.add((key, p["seed"]))
+        groups.setdefault(key, []).append(r)
     return groups
 
 
@@ -129,7 +143,8 @@ def sweep_section(name, d, spec, metric):
     if "seed" in keys:
         out += ["", "Over seeds (mean +- sample std of %s over the seeds that finished):" % metric, "",
                 "| setting | seeds ok | mean | std |", "|---|---|---|---|"]
-        groups = seed_groups(recs)
+        repeats = []
+        groups = seed_groups(recs, repeats)
         n = expected_seeds(spec, groups)
         for key, rs in groups.items():
             vals = [r["metric"] for r in rs if ok_metric(r)]
@@ -137,6 +152,11 @@ def sweep_section(name, d, spec, metric):
             std = num(statistics.stdev(vals)) if len(vals) > 1 else "-"
             label = " ".join("%s=%s" % kv for kv in key)
             out.append("| %s | %d of %d | %s | %s |" % (cell(label or "(all)"), len(vals), max(n, len(rs)), mean, std))
+        if repeats:
+            out += ["", "(%d trial%s an earlier trial's setting and seed, the same run again: counted once, by "
+                    "the first; trial%s %s)" % (len(repeats), " repeats" if len(repeats) == 1 else "s repeat",
+                                                "" if len(repeats) == 1 else "s",
+                                                ", ".join(str(r.get("trial")) for r in repeats))]
     return out
 
 

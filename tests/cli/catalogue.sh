@@ -261,6 +261,29 @@ set -e
 [ $rc -eq 3 ] && [ ! -f "$tmp/stopw/steady/done" ] || { echo "FAIL: --workers 2 --budget 1 rc=$rc"; exit 1; }
 own "$tmp/stopw" --only steady --workers 2 -- "${cpu[@]}" > /dev/null
 once "$tmp/stopw/steady" 8 && [ -f "$tmp/stopw/steady/done" ] || { echo "FAIL: the rerun after a SIGTERM"; exit 1; }
+# A random sweep draws a setting and seed again (8 draws of 4): the same run twice, counted once
+# by its first trial, as `sweep --report` counts it, with the repeats named (the report said
+# "4 of 4" with a smaller std, catalogue.md "mean of 4 seeds").
+printf 'method: random\nseed: 1\nrun_cap: 8\nbase: %s\nparameters:\n  lr: {values: [0.05, 0.1]}\n  seed: {values: [0, 1]}\n' \
+  "${base/epochs: 5, train_limit: 300/epochs: 1, train_limit: 200}" > src/experiments/rseeds.yaml
+own "$tmp/rep" --only rseeds -- "${cpu[@]}" > /dev/null
+python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/rep" --src "$tmp/src" > report-rep.md
+"$KILN_BIN/sweep" --report "$tmp/rep/rseeds" > sweep-rep.txt
+python3 - report-rep.md sweep-rep.txt "$tmp/rep/catalogue.md" <<'PY' || { echo "FAIL: repeated (setting, seed) trials"; cat report-rep.md sweep-rep.txt; exit 1; }
+import re, sys
+rep, sw, cat = (open(f).read() for f in sys.argv[1:4])
+table = sw.split("\nover seeds (")[1]
+want = {m.group(1): (int(m.group(2)), m.group(3), m.group(4))  # lr: n, mean, std
+        for m in re.finditer(r"^\d+ +(\S+) +(\d+) +(\S+) +(\S+) ", table, re.M)}
+got = {m.group(1): (int(m.group(2)), m.group(4), m.group(5))
+       for m in re.finditer(r"^\| lr=(\S+) \| (\d+) of (2) \| (\S+) \| (\S+) \|$", rep, re.M)}
+assert len(want) == 2 and got == want, (got, want)
+repeats = re.search(r"^\((\d+) trials? repeats? an earlier trial's configuration and seed", table, re.M)
+assert repeats and int(repeats.group(1)) > 0, table
+assert re.search(r"^\(%s trials repeat an earlier trial's setting and seed, the same run again: counted once, by "
+                 r"the first; trials \d+(, \d+)*\)$" % repeats.group(1), rep, re.M), rep
+assert re.search(r"^\| rseeds \| 8 \| lr=\S+ \| test_acc \S+ \+- \S+ \(mean of 2 seeds\) \|", cat, re.M), cat
+PY
 for bad in "--workers 0" "--workers x" "--workers" "--budget x" "--budget 08" "--budget" "--only"; do
   read -r -a args <<<"$bad"
   set +e
