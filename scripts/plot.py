@@ -26,7 +26,9 @@
                                                importance, and the coverage of the two most
                                                important parameters, one marker per DIR (e.g. a
                                                grid and a random sweep of the same budget); a
-                                               "seed" parameter is pooled, not plotted
+                                               "seed" parameter is pooled, not plotted. The metric
+                                               and goal come from DIR/sweep.yaml (as YAML, else
+                                               by pattern where YAML cannot read it)
   plot.py seeds DIR -o s.png                   a sweep with a "seed" parameter: one column per
                                                configuration (ranked by the mean), one line per
                                                seed across them (paired), mean +- std in black
@@ -946,17 +948,34 @@ def sweep_goal(spec, metric_arg=None):
     sweep maximizes the accuracies and minimizes the losses (docs/FORMATS.md)."""
     if metric_arg and metric_arg != "metric":
         return metric_arg, "acc" in metric_arg
-    name = goal = None
+    metric = None
     try:  # the file as YAML (flow or block style)
         import yaml
-        metric = (yaml.safe_load(spec) or {}).get("metric") or {}
-        name, goal = metric.get("name"), metric.get("goal")
-    except ImportError:  # no PyYAML: the flow style kiln's examples use
-        m = re.search(r"metric:\s*\{[^}]*\bname:\s*(\w+)", spec)
-        g = re.search(r"\bgoal:\s*(\w+)", spec)
-        name, goal = m and m.group(1), g and g.group(1)
-    name = name or "test_acc"
+        doc = yaml.safe_load(spec)
+        metric = doc.get("metric") if isinstance(doc, dict) else None
+    except ImportError:  # no PyYAML: the patterns below
+        pass
+    except yaml.YAMLError:  # one kiln's sweep reads (a tab before a comment) or a copy cut mid-write
+        pass
+    if isinstance(metric, str):  # metric: test_acc (the name alone)
+        metric = {"name": metric}
+    if not isinstance(metric, dict):
+        metric = spec_metric(spec)
+    name, goal = metric.get("name"), metric.get("goal")
+    name = str(name) if name else "test_acc"
     return name, goal == "maximize" if goal else "acc" in name
+
+
+def spec_metric(spec):
+    """{'name', 'goal'} of a sweep file's metric by pattern, where YAML cannot read the file:
+    flow ({name: x, goal: y}), block (indented lines under metric:) or the name alone."""
+    plain = re.search(r"^metric:[ \t]*['\"]?(\w+)['\"]?[ \t]*(?:#.*)?$", spec, re.M)
+    if plain:
+        return {"name": plain.group(1)}
+    inline = re.search(r"^metric:[ \t]*\{([^}\n]*)", spec, re.M)
+    block = re.search(r"^metric:[ \t]*(?:#.*)?\n((?:[ \t]+\S.*(?:\n|$))+)", spec, re.M)
+    body = inline.group(1) if inline else block.group(1) if block else ""
+    return dict(re.findall(r"\b(name|goal)[ \t]*:[ \t]*['\"]?(\w+)", body))
 
 
 def seeds(args):

@@ -51,6 +51,21 @@ printf 'method: grid\nbase: {epochs: 1, optimizer: sgd, schedule: constant}\npar
 "$KILN_BIN/sweep" s.yaml --dir seeds "${common[@]}" > /dev/null
 "$py" "$plot" seeds seeds -o seeds.png
 check seeds.png
+# A file kiln's sweep reads that YAML does not (a tab before a comment, and inside the metric's
+# braces), its copy cut mid-write, and a metric given by its name alone: plotted, the metric read
+# by pattern (a ScannerError, ParserError or AttributeError traceback before).
+printf 'method: grid\nmetric: {name: test_acc,\tgoal: maximize}\nbase: {epochs: 1, optimizer: sgd, schedule: constant}\nparameters:\n  lr: {values: [0.003, 0.3]}\t# a comment\n  seed: {values: [0, 1]}\n' > t.yaml
+"$KILN_BIN/sweep" t.yaml --dir seedstab "${common[@]}" > /dev/null
+for spec in '' 'method: grid\nparameters:\n  lr: {values: [0.003,' 'method: grid\nmetric: test_acc\nparameters:\n  lr: {values: [0.003, 0.3]}\n'; do
+  rm -rf seedsy
+  cp -r seedstab seedsy
+  [ -z "$spec" ] || printf "$spec" > seedsy/sweep.yaml  # ('': the sweep's own copy, tabs and all)
+  for cmd in seeds sweep; do
+    "$py" "$plot" $cmd seedsy -o yaml.png 2> err.txt || { echo "FAIL: $cmd of a sweep.yaml YAML does not read: $spec"; cat err.txt; exit 1; }
+    check yaml.png
+    rm yaml.png
+  done
+done
 # A random sweep's repeated draw of a configuration and seed (here trial 0 again, as trial 4)
 # is the same run: counted once, as the sweep's own over-seeds table counts it.
 cp -r seeds seedsdup
@@ -171,6 +186,15 @@ assert plot.sweep_goal("metric: {name: test_loss, goal: maximize}\n") == ("test_
 assert plot.sweep_goal("method: grid\n") == ("test_acc", True)
 assert plot.sweep_goal("metric: {name: test_acc}\n", "val_loss") == ("val_loss", False)
 assert plot.sweep_goal("metric:\n  name: test_loss\nmethod: grid\n") == ("test_loss", False)  # block style
+# What YAML does not read (a tab before a comment: kiln's sweep reads it; a copy cut mid-write),
+# a metric named alone, a document that is no mapping: the patterns' reading, defaults otherwise.
+assert plot.sweep_goal("metric: {name: test_loss}\nparameters:\n  lr: {values: [0.05]}\t# a comment\n") == ("test_loss", False)
+assert plot.sweep_goal("metric: {name: test_loss,\tgoal: maximize}\n") == ("test_loss", True)
+assert plot.sweep_goal("metric: {name: val_loss, goal: maximize}\nparameters:\n  lr: {values: [0.05,\n") == ("val_loss", True)
+assert plot.sweep_goal("metric:\n  name: val_acc\n  goal: minimize\nparameters:\n  lr: {values: [1,\n") == ("val_acc", False)
+assert plot.sweep_goal("method: grid\nmetric: test_loss\n") == ("test_loss", False)
+assert plot.sweep_goal("method: grid\nparameters:\n  lr: {values: [0.05,\n") == ("test_acc", True)
+assert plot.sweep_goal("- a\n- b\n") == ("test_acc", True)
 PY
 
 # A run that diverged in epoch 1 (exit 3) ends its log with a 'diverged' record: plotted (its step
