@@ -18,7 +18,8 @@
                                                far above the rest are drawn as a triangle at the
                                                top edge; the lr panel follows the step records when
                                                the run logged them (--log-every), else each
-                                               epoch's last step
+                                               epoch's last step (log scale; an lr of 0 there: a
+                                               triangle at the bottom edge)
   plot.py sweep DIR [DIR2 ...] -o s.png        metric vs each parameter (log-x for log_uniform
                                                parameters, and for value lists spanning >= 2
                                                decades; failed trials as a red x at the worst
@@ -478,7 +479,7 @@ def curves(args):
         style = dict(color=f"C{i % 10}", marker=MARKERS[(i // 10) % len(MARKERS)], ms=3)
         label = run["label"] + draw_run(axes, run, style, cap, epoch_len, penalised, kinds, xs)
         handles.append(Line2D([], [], ls="-", label=label, **style))
-    curves_axes(axes, runs, cap, xs, lr_title(kinds))
+    curves_axes(axes, runs, cap, xs, lr_title(kinds), kinds)
     handles += style_handles(kinds, cap)
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 0.93), fontsize=7,
                ncol=1 + len(handles) // 26, title="solid: train, dashed: test" +
@@ -562,7 +563,7 @@ def lr_title(kinds):
     return "learning rate (logged steps)" if "lr-steps" in kinds else "learning rate (last step of epoch)"
 
 
-def curves_axes(axes, runs, cap, xs, lr_title_text):
+def curves_axes(axes, runs, cap, xs, lr_title_text, kinds=None):
     titles = ["loss", "accuracy", lr_title_text, "weight sparsity\n(" + sparsity_threshold(runs) + ")"]
     ylabels = ["loss (log scale)", "accuracy", "learning rate (log scale)", "fraction of weights"]
     for ax, t, yl in zip(axes, titles, ylabels):
@@ -590,6 +591,17 @@ def curves_axes(axes, runs, cap, xs, lr_title_text):
         axes[1].set_ylim(0, 1)  # nothing but the x: not -0.05..0.05
     if has_positive(axes[2]):
         axes[2].set_yscale("log")
+        # An lr of 0 (--lr 0, a manual schedule's frozen epochs) has no place on a log axis (the
+        # run vanished): a triangle at the bottom edge where it is, in the run's colour.
+        for line in list(axes[2].get_lines()):
+            if line.get_transform() != axes[2].transData:
+                continue
+            zero = [x for x, y in zip(line.get_xdata(), line.get_ydata()) if math.isfinite(float(y)) and float(y) <= 0]
+            if zero:
+                edge_marks(axes[2], zero[::max(1, len(zero) // 40)], 0, marker="v", color=line.get_color(),
+                           ms=6, ls="none")
+                if kinds is not None:
+                    kinds.add("lr-zero")
     else:
         axes[2].set_ylabel("learning rate")
     if log_loss:
@@ -645,6 +657,9 @@ def style_handles(kinds, cap):
     if "restored" in kinds:
         out.append(Line2D([], [], color="0.3", marker="*", ms=10, ls="none",
                           label="star: --restore-best's weights (the result)"))
+    if "lr-zero" in kinds:
+        out.append(Line2D([], [], color="0.3", marker="v", ls="none",
+                          label="triangle at the lr panel's bottom: lr 0 (off the log scale)"))
     return out
 
 

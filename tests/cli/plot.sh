@@ -399,4 +399,24 @@ lines = saved[0].axes[0].get_lines()
 z = {l.get_label().split(":")[0]: l.get_zorder() for l in lines if ":" in l.get_label()}
 assert z["valley"] > max(v for k, v in z.items() if k != "valley"), z
 PY
+# A run at lr 0 (--lr 0) beside one at lr > 0: a triangle at the log lr panel's bottom edge in its
+# colour, named in the legend (it vanished: a log axis has no 0); positive lrs alone get none.
+"$KILN_BIN/train_mnist" "${common[@]}" --epochs 2 --optimizer sgd --schedule constant --lr 0 --log z.jsonl > /dev/null 2>&1
+"$py" - "$KILN_SRC/scripts" <<'PY' || { echo "FAIL: lr 0 on the log lr panel"; exit 1; }
+import sys, types
+sys.path.insert(0, sys.argv[1])
+import plot
+figs = []
+plot.save = lambda fig, args: figs.append(fig)
+for files in (["b.jsonl", "z.jsonl"], ["a.jsonl", "b.jsonl"]):
+    plot.curves(types.SimpleNamespace(jsonl=files, title=None, output="x.png"))
+ax = figs[0].axes[2]
+z = [l for l in ax.get_lines() if l.get_marker() == "v"]
+assert ax.get_yscale() == "log" and len(z) == 1, (ax.get_yscale(), z)
+assert list(z[0].get_xdata()) == [1, 2] and z[0].get_color() == "C1", (z[0].get_xydata(), z[0].get_color())
+legend = [t.get_text() for t in figs[0].legends[0].get_texts()]
+assert "triangle at the lr panel's bottom: lr 0 (off the log scale)" in legend, legend
+assert not [l for l in figs[1].axes[2].get_lines() if l.get_marker() == "v"], "a triangle without an lr 0"
+assert not any("lr 0" in t.get_text() for t in figs[1].legends[0].get_texts())
+PY
 echo "PASS"
