@@ -6,8 +6,10 @@
                                                marked at the lr it suggests (minimum: also the
                                                lowest loss, whose lr/10 it is); several CSVs (e.g.
                                                one per seed): the smoothed curves overlaid, each
-                                               valley marked. The y range covers every drawn
-                                               curve; what lies above it is counted in the legend
+                                               valley marked, each named by its file (and, where
+                                               names repeat, its directory: mnist/lr_find). The y
+                                               range covers every drawn curve; what lies above it
+                                               is counted in the legend
   plot.py curves A.jsonl [B.jsonl ...] -o c.png  train/test loss, accuracy and lr vs epoch, one
                                                legend entry per file (the file name, and for a
                                                sweep's trials/trial-<id>.jsonl the trial's
@@ -26,7 +28,8 @@
                                                edge, pruned ones hollow) with each directory's
                                                importance, and the coverage of the two most
                                                important parameters, one marker per DIR (e.g. a
-                                               grid and a random sweep of the same budget); a
+                                               grid and a random sweep of the same budget; DIRs
+                                               of one name are told apart by their parents); a
                                                "seed" parameter is pooled, not plotted. The metric
                                                and goal come from DIR/sweep.yaml (as YAML, else
                                                by pattern where YAML cannot read it)
@@ -256,11 +259,14 @@ def lr_find_overlay(args):
     """Several range tests (e.g. one per seed): each smoothed curve with its valley marked."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     drawn = []
+    # mnist/lr_find.csv and fashion/lr_find.csv: 'mnist/lr_find' and 'fashion/lr_find'
+    names = [dict(label=os.path.splitext(os.path.basename(p))[0], path=p) for p in args.csv]
+    distinct_labels(names)
     for i, path in enumerate(args.csv):
         lr, _, smooth = read_curve(path)
         drawn.append(smooth)
         valley = [(step, at) for s, step, at in suggestions(path, lr) if s["method"] == "valley"]
-        label = os.path.splitext(os.path.basename(path))[0]
+        label = names[i]["label"]
         if valley:
             label += f" (valley {valley[0][1]:.2g}" + (", past the CSV's end)" if valley[0][0] is None else ")")
         ax.plot(lr, smooth, color=f"C{i % 10}", ls="-" if i < 10 else "--", lw=1.3, label=label)
@@ -378,7 +384,8 @@ NUMBER_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss",
 
 def distinct_labels(runs):
     """Runs whose labels collide (runs/a/log.jsonl and runs/b/log.jsonl, both 'log') are
-    labelled with the shortest end of their directory that no other such run shares ('a/log')."""
+    labelled with the shortest end of their directory that no other such run shares ('a/log');
+    the same file given twice is numbered. (Also lr-find's CSVs and sweep's directories.)"""
     by_label = {}
     for run in runs:
         by_label.setdefault(run["label"], []).append(run)
@@ -386,12 +393,19 @@ def distinct_labels(runs):
         if len(same) < 2:
             continue
         dirs = [os.path.abspath(os.path.dirname(run["path"])).split(os.sep) for run in same]
-        for i, run in enumerate(same):
-            for k in range(1, len(dirs[i]) + 1):
-                tail = "/".join(dirs[i][-k:])
-                if all("/".join(d[-k:]) != tail for j, d in enumerate(dirs) if j != i):
-                    break
-            run["label"] = f"{tail}/{label}"
+        if any(d != dirs[0] for d in dirs):
+            for i, run in enumerate(same):
+                for k in range(1, len(dirs[i]) + 1):
+                    tail = "/".join(dirs[i][-k:])
+                    if all("/".join(d[-k:]) != tail for d in dirs if d != dirs[i]):
+                        break
+                run["label"] = f"{tail}/{label}"
+        twice = {}  # one file given twice (or its link): numbered, 'log (1)' and 'log (2)'
+        for run in same:
+            twice.setdefault(run["label"], []).append(run)
+        for runs_of in twice.values():
+            for i, run in enumerate(runs_of if len(runs_of) > 1 else []):
+                run["label"] += f" ({i + 1})"
 
 
 def load_run(path):
@@ -793,6 +807,11 @@ def sweep(args):
         spec = read_spec(d)
         sweeps.append(dict(name=os.path.basename(os.path.normpath(d)), dir=d, recs=recs,
                            dists=param_distributions(spec), goal=sweep_goal(spec)))
+    # A/grid and B/grid: named 'A/grid' and 'B/grid' in the titles and the legend
+    names = [dict(label=s["name"], path=os.path.normpath(s["dir"])) for s in sweeps]
+    distinct_labels(names)
+    for s, n in zip(sweeps, names):
+        s["name"] = n["label"]
     # The parameters every directory swept (a grid over seeds next to random sweeps without a
     # seed parameter: plot lr and momentum, say what is left out). A seed is no hyperparameter.
     shared = [p for p in sweeps[0]["recs"][0]["params"] if all(p in s["recs"][0]["params"] for s in sweeps)]

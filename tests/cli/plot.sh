@@ -419,4 +419,28 @@ assert "triangle at the lr panel's bottom: lr 0 (off the log scale)" in legend, 
 assert not [l for l in figs[1].axes[2].get_lines() if l.get_marker() == "v"], "a triangle without an lr 0"
 assert not any("lr 0" in t.get_text() for t in figs[1].legends[0].get_texts())
 PY
+# Inputs under one name in different directories are told apart, as curves' runs are, and one file
+# given twice is numbered: lr-find's CSVs (two 'lr (valley ...)' before) and sweep's directories
+# (two 'grid' in the titles and the legend).
+mkdir -p mn fa A B
+cp lr.csv lr.csv.suggestions mn/
+cp lr1.csv fa/lr.csv
+cp lr1.csv.suggestions fa/lr.csv.suggestions
+cp -r grid A/grid
+cp -r grid B/grid
+"$py" - "$KILN_SRC/scripts" <<'PY' || { echo "FAIL: labels of inputs under one name"; exit 1; }
+import sys, types
+sys.path.insert(0, sys.argv[1])
+import plot
+figs = [None, None]
+plot.save = lambda fig, args: figs.append(fig)
+plot.lr_find(types.SimpleNamespace(csv=["mn/lr.csv", "fa/lr.csv", "mn/lr.csv"], title=None, output="x.png"))
+labels = [l.get_label() for l in figs[2].axes[0].get_lines() if not l.get_label().startswith("_")][:3]
+assert [l.split(" (valley")[0] for l in labels] == ["mn/lr (1)", "fa/lr", "mn/lr (2)"], labels
+plot.sweep(types.SimpleNamespace(dirs=["A/grid", "B/grid/"], title=None, output="x.png", metric=None))
+legend = [t.get_text() for t in figs[3].legends[0].get_texts()]
+assert legend[0].startswith("A/grid: ok ") and legend[1].startswith("B/grid: ok "), legend
+assert figs[3]._suptitle.get_text().startswith("A/grid: ok ") and "; B/grid: ok " in figs[3]._suptitle.get_text()
+assert "\nA/grid " in figs[3].axes[0].get_title() and "\nB/grid " in figs[3].axes[0].get_title(), figs[3].axes[0].get_title()
+PY
 echo "PASS"
