@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -30,7 +31,8 @@ static const char* kUsage =
     "  --resume        skip trials already in DIR/results.jsonl\n"
     "  --worker i/N    run only trials with id % N == i (several processes may share DIR)\n"
     "  --top K         leaderboard rows (default 20)\n"
-    "  --dry-run       validate the file and list the trials without running them\n"
+    "  --dry-run       validate the file and list the trials without running them (with\n"
+    "                  --worker, its share; with --resume, the recorded ones marked)\n"
     "  --report DIR    print the leaderboard, the over-seeds table (when 'seed' is a\n"
     "                  parameter) and, for a random sweep, the importance table of a sweep\n"
     "                  directory, and exit\n"
@@ -234,20 +236,56 @@ static int stopped(int sig, const std::string& rest) {
   return 128 + sig;
 }
 
-// --dry-run: the file and options checked, and the trials listed, as a real run would draw them.
+// The sweep directory: --dir, else sweeps/<the file's name without its extension>.
+static std::string sweep_dir(const SweepArgs& s) {
+  if (!s.dir.empty()) return s.dir;
+  const std::string& file = s.files[0];
+  const std::string stem = file.substr(file.find_last_of('/') + 1);
+  return "sweeps/" + stem.substr(0, stem.find_last_of('.'));
+}
+
+// --dry-run: the file and options checked, and the trials listed, as a real run would draw them:
+// with --worker i/N only that worker's share, and with --resume the trials the directory has
+// recorded marked (and not checked: the run skips them). The first line's form is kept
+// (catalogue.sh reads the trial count from it).
 static int dry_run(const SweepSpec& spec, const SweepArgs& s, const RunConfig& base,
-                   const ParsedArgs& args) {
+                   const ParsedArgs& args, const std::string& spec_text) {
   const std::string& file = s.files[0];
   check_param_names(spec);
   check_val_metric(spec, base);
-  parse_worker(s.worker);  // refused as a real run would
+  const auto [worker, workers] = parse_worker(s.worker);  // refused as a real run would
   int64_t n = num_trials(spec);
+  std::map<int64_t, std::string> recorded;  // trial -> status
+  const std::string dir = sweep_dir(s);
+  if (s.resume) {
+    const std::vector<TrialRecord> prior = read_results(dir);  // none where DIR is not there yet
+    check_sweep_copy(spec, dir, spec_text, prior.size());
+    for (const TrialRecord& r : prior) recorded.emplace(r.trial, r.status);
+  }
   TrialChecks trial_checks;  // (--epochs, and a resume: in the base, as a run)
   std::printf("%s: %s, %lld trials, metric %s (%s)\n", file.c_str(), spec.method.c_str(),
               static_cast<long long>(n), spec.metric.c_str(),
               spec.maximize ? "maximize" : "minimize");
-  for (int64_t i = 0; i < n; ++i) {
+  const int64_t share = n / workers + (worker < n % workers ? 1 : 0);
+  if (workers > 1)
+    std::printf("worker %d/%d: the trials whose id %% %d is %d, %lld of them\n", worker, workers,
+                workers, worker, static_cast<long long>(share));
+  if (s.resume) {
+    int64_t mine = 0;
+    for (const auto& kv : recorded) mine += kv.first < n && kv.first % workers == worker;
+    std::printf("%s: %lld of them recorded, which --resume skips\n", dir.c_str(),
+                static_cast<long long>(mine));
+  }
+  for (int64_t i = worker; i < n; i += workers) {
     if (const int sig = *StopSignals::flag()) return stopped(sig, " in the dry run");
+    std::string line;
+    for (const auto& kv : trial_params(spec, i)) line += " " + kv.first + "=" + kv.second;
+    const auto done = recorded.find(i);
+    if (done != recorded.end()) {
+      std::printf("trial %lld:%s (recorded: %s)\n", static_cast<long long>(i), line.c_str(),
+                  done->second.c_str());
+      continue;
+    }
     RunConfig c = trial_config(spec, base, i, "dry-run");
     try {  // a bad combination shows here (a real run records it as a failed trial)
       c.validate();
@@ -257,8 +295,6 @@ static int dry_run(const SweepSpec& spec, const SweepArgs& s, const RunConfig& b
       throw with_config_origin(e.prefixed("trial " + std::to_string(i) + " of " + file + ": "),
                                args);
     }
-    std::string line;
-    for (const auto& kv : trial_params(spec, i)) line += " " + kv.first + "=" + kv.second;
     std::printf("trial %lld:%s\n", static_cast<long long>(i), line.c_str());
   }
   return 0;
@@ -332,7 +368,7 @@ int main(int argc, char** argv) {
     if (!base.resume.empty()) adopt_base_resume_options(spec, args, base);
 
     const std::string before_first = " before the first trial; nothing was written";
-    if (s.dry_run) return dry_run(spec, s, base, args);
+    if (s.dry_run) return dry_run(spec, s, base, args, spec_text);
     // Options no trial can run with (--width 0 for every trial, optimizer 'adamm') are a usage
     // error now, not a sweep of failed trials; a combination only some trials hit stays a
     // failed trial.
@@ -359,11 +395,7 @@ int main(int argc, char** argv) {
     SweepOptions o;
     std::tie(o.worker, o.num_workers) = parse_worker(s.worker);
     o.resume = s.resume;
-    std::string dir = s.dir;
-    if (dir.empty()) {
-      std::string stem = file.substr(file.find_last_of('/') + 1);
-      dir = "sweeps/" + stem.substr(0, stem.find_last_of('.'));
-    }
+    const std::string dir = sweep_dir(s);
     o.dir = dir;
     o.base = base;
     // What every trial writes (--save's directory, --checkpoint-dir) is checked once, now: a path

@@ -848,6 +848,19 @@ void check_val_metric(const SweepSpec& spec, const RunConfig& base) {
   }
 }
 
+bool check_sweep_copy(const SweepSpec& spec, const std::string& dir, const std::string& spec_text,
+                      size_t results) {
+  if (spec_text.empty()) return true;
+  const std::string copy = dir + "/sweep.yaml", old = read_text(copy);
+  KILN_USAGE_CHECK(!old.empty() || results == 0,
+                   dir << " holds " << results << " results but no " << copy
+                       << ": which sweep they belong to is unknown; use another --dir");
+  KILN_USAGE_CHECK(old == spec_text || results == 0,
+                   dir << " holds a different sweep (" << copy << " differs from " << spec.path
+                       << " at " << first_difference(old, spec_text) << "); use another --dir");
+  return old == spec_text;
+}
+
 SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const TrialRunner& runner) {
   KILN_USAGE_CHECK(!o.dir.empty(), "sweep: no output directory");
   KILN_USAGE_CHECK(o.num_workers >= 1 && o.worker >= 0 && o.worker < o.num_workers,
@@ -866,18 +879,9 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
     // whose files were replaced that way refuses its records, check_still_ours).
     ResultsLock lock(o.dir);
     prior = read_results(o.dir);
-    if (!o.spec_text.empty()) {
-      std::string copy = o.dir + "/sweep.yaml", old = read_text(copy);
-      KILN_USAGE_CHECK(!old.empty() || prior.empty(),
-                       o.dir << " holds " << prior.size() << " results but no " << copy
-                             << ": which sweep they belong to is unknown; use another --dir");
-      KILN_USAGE_CHECK(old == o.spec_text || prior.empty(),
-                       o.dir << " holds a different sweep (" << copy << " differs from "
-                             << spec.path << " at " << first_difference(old, o.spec_text)
-                             << "); use another --dir");
-      // temp + rename: a concurrent worker never reads half a file
-      if (old != o.spec_text) write_file_atomic(copy, o.spec_text.data(), o.spec_text.size());
-    }
+    // temp + rename: a concurrent worker never reads half a file
+    if (!check_sweep_copy(spec, o.dir, o.spec_text, prior.size()))
+      write_file_atomic(o.dir + "/sweep.yaml", o.spec_text.data(), o.spec_text.size());
     check_run_options(o, !prior.empty());
   }
   KILN_USAGE_CHECK(prior.empty() || o.resume || o.num_workers > 1,

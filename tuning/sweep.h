@@ -169,6 +169,11 @@ void check_param_names(const SweepSpec& spec);
 // (run_sweep and --dry-run check it before anything is written).
 void check_val_metric(const SweepSpec& spec, const RunConfig& base);
 
+// Whether DIR/sweep.yaml holds `spec_text` (true also when spec_text is empty: nothing to keep);
+// a usage error when DIR holds `results` recorded trials and no copy, or another sweep's.
+// run_sweep writes the copy when this is false; sweep --dry-run --resume only checks.
+bool check_sweep_copy(const SweepSpec& spec, const std::string& dir, const std::string& spec_text,
+                      size_t results);
 // results.jsonl of a sweep directory (unparseable lines, e.g. a torn last line, are skipped).
 std::vector<TrialRecord> read_results(const std::string& dir);
 // Ranked table: ok trials by the metric, then pruned, then failed.

@@ -62,6 +62,17 @@ kill -9 "$pid" 2>/dev/null || { echo "FAIL: the sweep finished before it could b
 wait "$pid" 2>/dev/null || true
 before=$(grep -c . killed/results.jsonl)
 [ "$before" -ge 1 ] && [ "$before" -lt 6 ] || { echo "FAIL: $before results when killed"; exit 1; }
+# --dry-run --resume marks the trials the directory has recorded (the run skips them; it listed
+# them as any other until 2026-12-07), and with --worker i/N lists that worker's share only.
+"$KILN_BIN/sweep" s.yaml --dir killed --resume --dry-run "${common[@]}" > dr.txt
+[ "$(grep -c '^trial [0-9]*:.* (recorded: [a-z]*)$' dr.txt)" = "$before" ] && [ "$(grep -c '^trial ' dr.txt)" = 6 ] &&
+  grep -q "^killed: $before of them recorded, which --resume skips$" dr.txt ||
+  { echo "FAIL: --dry-run --resume"; cat dr.txt; exit 1; }
+"$KILN_BIN/sweep" s.yaml --dir killed --resume --dry-run --worker 1/2 "${common[@]}" > dr2.txt
+[ "$(grep '^trial ' dr2.txt | cut -d: -f1 | tr '\n' ,)" = "trial 1,trial 3,trial 5," ] &&
+  grep -q '^worker 1/2: the trials whose id % 2 is 1, 3 of them$' dr2.txt ||
+  { echo "FAIL: --dry-run --worker 1/2"; cat dr2.txt; exit 1; }
+[ "$(grep -c . killed/results.jsonl)" = "$before" ] || { echo "FAIL: a dry run recorded a trial"; exit 1; }
 "$KILN_BIN/sweep" s.yaml --dir killed --resume "${common[@]}" > resumed.txt
 cat resumed.txt
 grep -q "ran $((6 - before)) trials here; $before already done" resumed.txt || { echo "FAIL: resume counts"; exit 1; }
@@ -92,6 +103,8 @@ usage_error "--resume with a long line changed" \
 { cat s.yaml; echo; } > s-blank.yaml
 usage_error "--resume with a blank line added" "differs from s-blank.yaml at line 10: the end of the file -> an empty line)" \
   s-blank.yaml --dir killed --resume "${common[@]}"
+usage_error "--dry-run --resume with another sweep file" "killed holds a different sweep .*differs from s-long.yaml" \
+  s-long.yaml --dir killed --resume --dry-run "${common[@]}"
 printf '%s' "$(cat s.yaml)" > s-nonl.yaml
 usage_error "--resume with the final newline gone" "differs from s-nonl.yaml at the end of the file: a final newline -> none)" \
   s-nonl.yaml --dir killed --resume "${common[@]}"
