@@ -181,17 +181,11 @@ inline int guarded_main(const char* prog, const std::function<int()>& body) {
     return rc;
   } catch (const Error& e) {
     // One line whatever a file or flag put in the message: Error escapes its control characters.
-    // A library message that names this program before an option ("lr_find: --num-it 0 needs
-    // ...", the range test's) is not prefixed twice, also behind the --config file's key that
-    // set the option ("c.yaml: keys 'num_it', 'epochs': lr_find: --num-it 0 ..."); one naming a
-    // file that has the program's name ("sweep: not valid YAML", a sweep file called sweep)
-    // keeps it.
-    std::string m = e.message();
-    const std::string own = std::string(prog) + ": --";
-    if (m.rfind(own, 0) == 0) m.erase(0, own.size() - 2);
-    const size_t behind = m.find(": " + own);
-    if (behind != std::string::npos) m.erase(behind + 2, own.size() - 2);
-    std::fprintf(stderr, "%s%s: error: %s\n", stderr_is_tty() ? "\n" : "", prog, m.c_str());
+    // The message is printed as the library wrote it (no library message names a program since
+    // 2026-12-07: stripping "lr_find: " from the range test's also cut it from file names and
+    // values that held it).
+    std::fprintf(stderr, "%s%s: error: %s\n", stderr_is_tty() ? "\n" : "", prog,
+                 e.message().c_str());
     return exit_code(e.kind());
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "%s: error: out of memory\n", prog);

@@ -32,7 +32,8 @@ static const char* kUsage =
     "  --worker i/N    run only trials with id % N == i (several processes may share DIR)\n"
     "  --top K         leaderboard rows (default 20)\n"
     "  --dry-run       validate the file and list the trials without running them (with\n"
-    "                  --worker, its share; with --resume, the recorded ones marked)\n"
+    "                  --worker, its share; with --resume or --worker, the recorded ones\n"
+    "                  marked)\n"
     "  --report DIR    print the leaderboard, the over-seeds table (when 'seed' is a\n"
     "                  parameter) and, for a random sweep, the importance table of a sweep\n"
     "                  directory, and exit\n"
@@ -245,8 +246,9 @@ static std::string sweep_dir(const SweepArgs& s) {
 }
 
 // --dry-run: the file and options checked, and the trials listed, as a real run would draw them:
-// with --worker i/N only that worker's share, and with --resume the trials the directory has
-// recorded marked (and not checked: the run skips them). The first line's form is kept
+// with --worker i/N only that worker's share, and with --resume or --worker the trials the
+// directory has recorded marked (and not checked: the run skips them), after the checks the
+// run makes of the directory (its sweep file and run options). The first line's form is kept
 // (catalogue.sh reads the trial count from it).
 static int dry_run(const SweepSpec& spec, const SweepArgs& s, const RunConfig& base,
                    const ParsedArgs& args, const std::string& spec_text) {
@@ -257,10 +259,13 @@ static int dry_run(const SweepSpec& spec, const SweepArgs& s, const RunConfig& b
   int64_t n = num_trials(spec);
   std::map<int64_t, std::string> recorded;  // trial -> status
   const std::string dir = sweep_dir(s);
-  if (s.resume) {
-    const std::vector<TrialRecord> prior = read_results(dir);  // none where DIR is not there yet
-    check_sweep_copy(spec, dir, spec_text, prior.size());
-    for (const TrialRecord& r : prior) recorded.emplace(r.trial, r.status);
+  const bool reads_dir = s.resume || workers > 1;  // (alone, a run refuses a DIR with results)
+  if (reads_dir) {
+    SweepOptions o;
+    o.dir = dir;
+    o.base = base;
+    o.spec_text = spec_text;
+    for (const TrialRecord& r : check_sweep_dir(spec, o)) recorded.emplace(r.trial, r.status);
   }
   TrialChecks trial_checks;  // (--epochs, and a resume: in the base, as a run)
   std::printf("%s: %s, %lld trials, metric %s (%s)\n", file.c_str(), spec.method.c_str(),
@@ -270,10 +275,10 @@ static int dry_run(const SweepSpec& spec, const SweepArgs& s, const RunConfig& b
   if (workers > 1)
     std::printf("worker %d/%d: the trials whose id %% %d is %d, %lld of them\n", worker, workers,
                 workers, worker, static_cast<long long>(share));
-  if (s.resume) {
+  if (reads_dir) {
     int64_t mine = 0;
     for (const auto& kv : recorded) mine += kv.first < n && kv.first % workers == worker;
-    std::printf("%s: %lld of them recorded, which --resume skips\n", dir.c_str(),
+    std::printf("%s: %lld of them recorded, which the run skips\n", dir.c_str(),
                 static_cast<long long>(mine));
   }
   for (int64_t i = worker; i < n; i += workers) {

@@ -1002,14 +1002,22 @@ def sweep_goal(spec, metric_arg=None):
 
 def spec_metric(spec):
     """{'name', 'goal'} of a sweep file's metric by pattern, where YAML cannot read the file:
-    flow ({name: x, goal: y}), block (indented lines under metric:) or the name alone."""
-    plain = re.search(r"^metric:[ \t]*['\"]?(\w+)['\"]?[ \t]*(?:#.*)?$", spec, re.M)
+    flow ({name: x, goal: y}, also over several lines), block (indented lines under metric:) or
+    the name alone. Comments (a '#' at a line's start or after a blank) and blank lines are
+    dropped first: 'name: val_acc  # not name: test_loss' names val_acc, and a blank line
+    inside the block does not end it."""
+    lines = [re.sub(r"(^|[ \t])#.*$", "", line).rstrip() for line in spec.splitlines()]
+    text = "\n".join(line for line in lines if line.strip())
+    plain = re.search(r"^metric:[ \t]*['\"]?(\w+)['\"]?$", text, re.M)
     if plain:
         return {"name": plain.group(1)}
-    inline = re.search(r"^metric:[ \t]*\{([^}\n]*)", spec, re.M)
-    block = re.search(r"^metric:[ \t]*(?:#.*)?\n((?:[ \t]+\S.*(?:\n|$))+)", spec, re.M)
+    inline = re.search(r"^metric:[ \t]*\{([^}]*)", text, re.M)
+    block = re.search(r"^metric:[ \t]*\n((?:[ \t]+\S.*(?:\n|$))+)", text, re.M)
     body = inline.group(1) if inline else block.group(1) if block else ""
-    return dict(re.findall(r"\b(name|goal)[ \t]*:[ \t]*['\"]?(\w+)", body))
+    found = {}
+    for key, value in re.findall(r"\b(name|goal)[ \t]*:[ \t]*['\"]?(\w+)", body):
+        found.setdefault(key, value)  # the first, as YAML would refuse a repeated key
+    return found
 
 
 def seeds(args):

@@ -100,16 +100,19 @@ TEST(GemmRef, LeadingDimensionsPastIntRangeAreComputed) {
 TEST(GemmRef, KernelNoteOnlyWhenOpenBlasChoseOlderKernelsByItself) {
   // OpenBLAS 0.3.21 on 2026-12-07's Xeon (AVX-512) fell back to Prescott: kiln's mlp trained
   // 1.5x slower than with OPENBLAS_CORETYPE=SkylakeX. The device line says so, and only then.
-  EXPECT_EQ(gemm_kernel_note("Prescott", false, true, true),
+  EXPECT_EQ(gemm_kernel_note("Prescott", false, true, true, true),
             "older than this CPU, which this OpenBLAS does not know: "
             "OPENBLAS_CORETYPE=SkylakeX or Haswell is faster, with another rounding");
-  EXPECT_NE(gemm_kernel_note("NEHALEM", false, true, false).find("OPENBLAS_CORETYPE=Haswell "),
-            std::string::npos);
-  EXPECT_NE(gemm_kernel_note("Sandybridge", false, true, false), "");
-  EXPECT_EQ(gemm_kernel_note("Prescott", true, true, true), "");     // the user chose them
-  EXPECT_EQ(gemm_kernel_note("Prescott", false, false, false), "");  // the CPU's own
+  EXPECT_NE(
+      gemm_kernel_note("NEHALEM", false, true, true, false).find("OPENBLAS_CORETYPE=Haswell "),
+      std::string::npos);
+  for (const char* old : {"Sandybridge", "Athlon", "YONAH", "SSE_GENERIC", "Core2", "Generic"})
+    EXPECT_NE(gemm_kernel_note(old, false, true, true, false), "") << old;
+  EXPECT_EQ(gemm_kernel_note("Prescott", true, true, true, true), "");     // the user chose them
+  EXPECT_EQ(gemm_kernel_note("Prescott", false, false, true, true), "");   // no choice to make
+  EXPECT_EQ(gemm_kernel_note("Prescott", false, true, false, false), "");  // the CPU's own
   for (const char* own : {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"})
-    EXPECT_EQ(gemm_kernel_note(own, false, true, true), "") << own;
+    EXPECT_EQ(gemm_kernel_note(own, false, true, true, true), "") << own;
 }
 
 TEST(GemmRef, BetaAccumulates) {

@@ -210,11 +210,11 @@ LrFindOptions lr_find_options(const RunConfig& cfg) {
 
 LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
                      const std::function<void(const std::string&)>& log) {
-  KILN_USAGE_CHECK(o.start_lr > 0 && o.end_lr > o.start_lr,
-                   "lr_find: --start-lr " << o.start_lr << " / --end-lr " << o.end_lr
-                                          << ": need 0 < start < end");
-  KILN_USAGE_CHECK(o.num_it > 0 || o.epochs > 0, "lr_find: --num-it 0 needs --epochs >= 1");
-  KILN_CHECK(s.trainer && s.train.size() > 0, "lr_find: the session has no training data");
+  KILN_USAGE_CHECK(
+      o.start_lr > 0 && o.end_lr > o.start_lr,
+      "--start-lr " << o.start_lr << " / --end-lr " << o.end_lr << ": need 0 < start < end");
+  KILN_USAGE_CHECK(o.num_it > 0 || o.epochs > 0, "--num-it 0 needs --epochs >= 1");
+  KILN_CHECK(s.trainer && s.train.size() > 0, "the LR range test's session has no training data");
   TrainOptions topts = s.cfg.train;
   const long long rows = s.train.size(), b = topts.batch_size;
   long long spe = rows / b + (rows % b != 0);  // not (rows + b - 1) / b: overflows near 2^63
@@ -225,9 +225,9 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
                           : static_cast<double>(o.epochs) * static_cast<double>(s.train.size()) /
                                 static_cast<double>(topts.batch_size);
   const long long ramp_epochs = (n + spe - 1) / spe;
-  KILN_USAGE_CHECK(ramp_epochs <= 1000000, "lr_find: --num-it " << n << " spans " << ramp_epochs
-                                                                << " epochs of " << rows
-                                                                << " samples; at most 1000000");
+  KILN_USAGE_CHECK(ramp_epochs <= 1000000, "--num-it " << n << " spans " << ramp_epochs
+                                                       << " epochs of " << rows
+                                                       << " samples; at most 1000000");
   topts.epochs = static_cast<int>(ramp_epochs);
   topts.step_limit = n;          // the test stops after n steps (batches past them never run)
   topts.batch_schedule.clear();  // the ramp is over steps of one batch size
@@ -256,7 +256,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
     // The validation split when the run has one (tuning on the test set leaks it), else the
     // test set; its first val_size samples.
     const Dataset& held = s.val.size() > 0 ? s.val : s.test;
-    KILN_USAGE_CHECK(held.size() > 0, "lr_find: --lr-find-val needs a validation or test set");
+    KILN_USAGE_CHECK(held.size() > 0, "--lr-find-val needs a validation or test set");
     int64_t m = std::min<int64_t>(o.val_size, held.size());
     val = slice_rows(held, 0, m, held.name + "[:" + std::to_string(m) + "]");
   }

@@ -473,7 +473,15 @@ void check_outputs_spare_data(const RunConfig& cfg, const std::vector<const Data
   }
 }
 
-void (*detail::checkpoint_dir_part_missing)(const std::string& part) = nullptr;
+void (*detail::checkpoint_dir_before_look)(const std::string& part) = nullptr;
+
+namespace {
+// The checkpoint-directory walk's look at a part: lstat, or stat (`follow`), after the test seam.
+int look_at(const std::string& part, bool follow, struct stat* st) {
+  if (detail::checkpoint_dir_before_look) detail::checkpoint_dir_before_look(part);
+  return follow ? ::stat(part.c_str(), st) : ::lstat(part.c_str(), st);
+}
+}  // namespace
 
 void check_output_paths(const RunConfig& cfg, const std::string& made_dir) {
   struct stat st;
@@ -533,8 +541,8 @@ void check_output_paths(const RunConfig& cfg, const std::string& made_dir) {
   // process makes meanwhile (a sweep worker's mkdir of DIR/trials) is found, not taken for a
   // broken link (stat, then lstat, saw it missing and then present: a worker exited 2).
   while (at != dir_name(at)) {
-    if (::lstat(at.c_str(), &st) == 0) {
-      if (!S_ISLNK(st.st_mode) || ::stat(at.c_str(), &st) == 0) break;
+    if (look_at(at, false, &st) == 0) {
+      if (!S_ISLNK(st.st_mode) || look_at(at, true, &st) == 0) break;
       // (mkdir cannot make a directory where a link stands: as os.makedirs, refused)
       const std::string to = link_target(at);
       KILN_USAGE_FAIL("checkpoint directory "
@@ -543,9 +551,7 @@ void check_output_paths(const RunConfig& cfg, const std::string& made_dir) {
                                      : " is a symbolic link to " + to + ", which does not exist")
                       << "; make its target or name another directory");
     }
-    const int missing = errno;
-    if (detail::checkpoint_dir_part_missing) detail::checkpoint_dir_part_missing(at);
-    KILN_USAGE_CHECK(missing != ENAMETOOLONG,
+    KILN_USAGE_CHECK(errno != ENAMETOOLONG,
                      "checkpoint directory " << dir << ": " << std::strerror(ENAMETOOLONG));
     at = dir_name(at);
   }

@@ -63,11 +63,11 @@ std::string run_id_of(const std::string& config_json);
 // before the run when it does not exist yet (a sweep's --dir), passes without its directory.
 void check_output_paths(const RunConfig& cfg, const std::string& made_dir = "");
 namespace detail {
-// Test seam, null outside tests: check_output_paths calls it with each part of the checkpoint
-// directory's path that its walk found missing, right after that look and before any other
-// (a test makes the part there, as a sweep worker's mkdir can, to show the walk takes it for
-// no broken link).
-extern void (*checkpoint_dir_part_missing)(const std::string& part);
+// Test seam, null outside tests: check_output_paths calls it before each look (lstat or stat)
+// at a part of the checkpoint directory's path, with that part (a test makes the part before a
+// second look at it, as a sweep worker's mkdir can, to show the walk takes no part made
+// meanwhile for a broken link, whatever the order of its looks).
+extern void (*checkpoint_dir_before_look)(const std::string& part);
 }  // namespace detail
 // The same outputs against the data files the run has read (Dataset::files; once loaded): an
 // output over one of them, or at a name the loader reads for one, is a usage error (--save

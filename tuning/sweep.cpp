@@ -799,12 +799,14 @@ namespace {
 // (re)written, so fixing a usage error or rerunning a sweep stopped before any trial finished
 // is not refused.
 // Runs under the results lock (ResultsLock), like every append: a worker starting now cannot
-// slip its files in between another's check and its record.
-void check_run_options(const SweepOptions& o, bool have_results) {
+// slip its files in between another's check and its record. `write` false (a dry run): only
+// the check.
+void check_run_options(const SweepOptions& o, bool have_results, bool write = true) {
   const std::string path = o.dir + "/run_options.json", now = run_config_json(o.base) + "\n";
   const std::string old = read_text(path);
   if (old == now) return;
   if (old.empty() || !have_results) {
+    if (!write) return;
     // Results without the file: a directory of a kiln from before run_options.json (2026-12-02),
     // whose trials' options cannot be checked; say so rather than start a record silently.
     if (have_results && o.log)
@@ -819,7 +821,35 @@ void check_run_options(const SweepOptions& o, bool have_results) {
   KILN_USAGE_CHECK(diffs.empty(), o.dir << " holds trials run with other options (" << diffs
                                         << "); pass the same options, or use another --dir");
 }
+
+// Whether DIR/sweep.yaml holds `spec_text` (true also when spec_text is empty: nothing to keep);
+// a usage error when DIR holds `results` recorded trials and no copy, or another sweep's.
+bool check_sweep_copy(const SweepSpec& spec, const std::string& dir, const std::string& spec_text,
+                      size_t results) {
+  if (spec_text.empty()) return true;
+  const std::string copy = dir + "/sweep.yaml", old = read_text(copy);
+  KILN_USAGE_CHECK(!old.empty() || results == 0,
+                   dir << " holds " << results << " results but no " << copy
+                       << ": which sweep they belong to is unknown; use another --dir");
+  KILN_USAGE_CHECK(old == spec_text || results == 0,
+                   dir << " holds a different sweep (" << copy << " differs from " << spec.path
+                       << " at " << first_difference(old, spec_text) << "); use another --dir");
+  return old == spec_text;
+}
 }  // namespace
+
+std::vector<TrialRecord> check_sweep_dir(const SweepSpec& spec, const SweepOptions& o) {
+  struct stat st;
+  if (::stat(o.dir.c_str(), &st) != 0) {
+    KILN_USAGE_CHECK(errno == ENOENT, o.dir << ": " << std::strerror(errno));
+    return {};  // made by the run
+  }
+  KILN_USAGE_CHECK(S_ISDIR(st.st_mode), o.dir << ": not a directory (the sweep's --dir)");
+  std::vector<TrialRecord> prior = read_results(o.dir);
+  check_sweep_copy(spec, o.dir, o.spec_text, prior.size());
+  check_run_options(o, !prior.empty(), false);
+  return prior;
+}
 
 void check_param_names(const SweepSpec& spec) {
   for (const SweepParam& p : spec.params)
@@ -846,19 +876,6 @@ void check_val_metric(const SweepSpec& spec, const RunConfig& base) {
                                       << " has val_split 0 (set val_split in base or parameters, "
                                       << "or pass --val-split)");
   }
-}
-
-bool check_sweep_copy(const SweepSpec& spec, const std::string& dir, const std::string& spec_text,
-                      size_t results) {
-  if (spec_text.empty()) return true;
-  const std::string copy = dir + "/sweep.yaml", old = read_text(copy);
-  KILN_USAGE_CHECK(!old.empty() || results == 0,
-                   dir << " holds " << results << " results but no " << copy
-                       << ": which sweep they belong to is unknown; use another --dir");
-  KILN_USAGE_CHECK(old == spec_text || results == 0,
-                   dir << " holds a different sweep (" << copy << " differs from " << spec.path
-                       << " at " << first_difference(old, spec_text) << "); use another --dir");
-  return old == spec_text;
 }
 
 SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const TrialRunner& runner) {

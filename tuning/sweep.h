@@ -169,11 +169,10 @@ void check_param_names(const SweepSpec& spec);
 // (run_sweep and --dry-run check it before anything is written).
 void check_val_metric(const SweepSpec& spec, const RunConfig& base);
 
-// Whether DIR/sweep.yaml holds `spec_text` (true also when spec_text is empty: nothing to keep);
-// a usage error when DIR holds `results` recorded trials and no copy, or another sweep's.
-// run_sweep writes the copy when this is false; sweep --dry-run --resume only checks.
-bool check_sweep_copy(const SweepSpec& spec, const std::string& dir, const std::string& spec_text,
-                      size_t results);
+// For sweep --dry-run with --resume or --worker: what run_sweep checks of o.dir before its
+// first trial, writing nothing: a directory (or none yet), and where it holds recorded trials,
+// this sweep's file (o.spec_text) and these run options (o.base). Returns those trials.
+std::vector<TrialRecord> check_sweep_dir(const SweepSpec& spec, const SweepOptions& o);
 // results.jsonl of a sweep directory (unparseable lines, e.g. a torn last line, are skipped).
 std::vector<TrialRecord> read_results(const std::string& dir);
 // Ranked table: ok trials by the metric, then pruned, then failed.

@@ -37,10 +37,11 @@ std::string cpu_gemm_description();
 // AVX2 on a CPU with AVX2 and FMA (this OpenBLAS does not know the CPU: OpenBLAS 0.3.21 on
 // 2026-12-07's Xeon ran its SSE3 Prescott kernels, and kiln's mlp trained 1.5x slower than
 // with OPENBLAS_CORETYPE=SkylakeX), naming the OPENBLAS_CORETYPE that selects the CPU's own;
-// "" otherwise (the variable set, kernels with AVX2, a CPU without AVX2 and FMA). `core` as
-// openblas_get_corename() names it.
-std::string gemm_kernel_note(const std::string& core, bool coretype_set, bool avx2_fma,
-                             bool avx512f);
+// "" otherwise (the variable set; an OpenBLAS built for one target, no DYNAMIC_ARCH in
+// openblas_get_config(), which ignores the variable; kernels with AVX2; a CPU without AVX2 and
+// FMA). `core` as openblas_get_corename() names it.
+std::string gemm_kernel_note(const std::string& core, bool coretype_set, bool dynamic_arch,
+                             bool avx2_fma, bool avx512f);
 // The same through cuBLAS on the handle's stream (float; TF32 off: exact fp32).
 void gemm_cuda(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                float alpha, const float* A, int64_t lda, const float* B, int64_t ldb, float beta,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <iterator>
 #include <string>
 #include <vector>
@@ -15,18 +16,23 @@
 // OpenBLAS's own (its cblas.h declares them; a cblas.h of another CBLAS would not).
 extern "C" void openblas_set_num_threads(int num_threads);
 extern "C" char* openblas_get_corename(void);
+extern "C" char* openblas_get_config(void);
 #endif
 
 namespace kiln {
 
-std::string gemm_kernel_note(const std::string& core, bool coretype_set, bool avx2_fma,
-                             bool avx512f) {
-  if (coretype_set || !avx2_fma) return "";
-  // OpenBLAS's x86 kernel sets without AVX2 (its gotoblas core names, lower case).
+std::string gemm_kernel_note(const std::string& core, bool coretype_set, bool dynamic_arch,
+                             bool avx2_fma, bool avx512f) {
+  // (a build for one target, without DYNAMIC_ARCH, ignores OPENBLAS_CORETYPE)
+  if (coretype_set || !dynamic_arch || !avx2_fma) return "";
+  // OpenBLAS's x86 kernel sets without AVX2: its DYNAMIC_ARCH core names and its TargetList's
+  // older targets, lower case.
   static const char* const kOld[] = {
-      "prescott", "core2",      "penryn",     "dunnington",  "nehalem", "sandybridge",  "atom",
-      "katmai",   "coppermine", "northwood",  "banias",      "opteron", "opteron_sse3", "barcelona",
-      "bobcat",   "bulldozer",  "piledriver", "steamroller", "nano",    "generic",      "unknown"};
+      "prescott",     "core2",     "penryn",     "dunnington", "nehalem",    "sandybridge",
+      "atom",         "katmai",    "coppermine", "northwood",  "banias",     "opteron",
+      "opteron_sse3", "barcelona", "bobcat",     "bulldozer",  "piledriver", "steamroller",
+      "nano",         "generic",   "unknown",    "athlon",     "yonah",      "sse_generic",
+      "shanghai",     "istanbul",  "viac3",      "p2"};
   std::string lower;
   for (char c : core) lower += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
   if (std::find(std::begin(kOld), std::end(kOld), lower) == std::end(kOld)) return "";
@@ -43,7 +49,8 @@ std::string cpu_gemm_description() {
   const char* env = std::getenv("OPENBLAS_CORETYPE");
   const std::string core = openblas_get_corename();
   const std::string note = gemm_kernel_note(
-      core, env && *env, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
+      core, env && *env, std::strstr(openblas_get_config(), "DYNAMIC_ARCH") != nullptr,
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
       __builtin_cpu_supports("avx512f"));
   return "OpenBLAS " + core +
          (env && *env    ? std::string(" (OPENBLAS_CORETYPE=") + env + ")"

@@ -193,6 +193,12 @@ assert plot.sweep_goal("metric: {name: test_loss,\tgoal: maximize}\n") == ("test
 assert plot.sweep_goal("metric: {name: val_loss, goal: maximize}\nparameters:\n  lr: {values: [0.05,\n") == ("val_loss", True)
 assert plot.sweep_goal("metric:\n  name: val_acc\n  goal: minimize\nparameters:\n  lr: {values: [1,\n") == ("val_acc", False)
 assert plot.sweep_goal("method: grid\nmetric: test_loss\n") == ("test_loss", False)
+# ... with comments and blank lines in the block, and a flow mapping over two lines (a tab
+# elsewhere keeps YAML from reading each; the pattern took a comment's name, and ended the
+# block at a blank line, until the session's review)
+assert plot.sweep_goal("metric:\n  name: val_acc   # not name: test_loss\n  goal: maximize\nbase: {a: 1}\t# c\n") == ("val_acc", True)
+assert plot.sweep_goal("metric:\n  name: val_loss\n\n  goal: maximize\nbase: {a: 1}\t# c\n") == ("val_loss", True)
+assert plot.sweep_goal("metric: {goal: minimize,\n name: val_acc}\nbase: {a: 1}\t# c\n") == ("val_acc", False)
 assert plot.sweep_goal("method: grid\nparameters:\n  lr: {values: [0.05,\n") == ("test_acc", True)
 assert plot.sweep_goal("- a\n- b\n") == ("test_acc", True)
 PY

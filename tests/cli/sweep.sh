@@ -66,12 +66,23 @@ before=$(grep -c . killed/results.jsonl)
 # them as any other until 2026-12-07), and with --worker i/N lists that worker's share only.
 "$KILN_BIN/sweep" s.yaml --dir killed --resume --dry-run "${common[@]}" > dr.txt
 [ "$(grep -c '^trial [0-9]*:.* (recorded: [a-z]*)$' dr.txt)" = "$before" ] && [ "$(grep -c '^trial ' dr.txt)" = 6 ] &&
-  grep -q "^killed: $before of them recorded, which --resume skips$" dr.txt ||
+  grep -q "^killed: $before of them recorded, which the run skips$" dr.txt ||
   { echo "FAIL: --dry-run --resume"; cat dr.txt; exit 1; }
 "$KILN_BIN/sweep" s.yaml --dir killed --resume --dry-run --worker 1/2 "${common[@]}" > dr2.txt
 [ "$(grep '^trial ' dr2.txt | cut -d: -f1 | tr '\n' ,)" = "trial 1,trial 3,trial 5," ] &&
   grep -q '^worker 1/2: the trials whose id % 2 is 1, 3 of them$' dr2.txt ||
   { echo "FAIL: --dry-run --worker 1/2"; cat dr2.txt; exit 1; }
+# A worker skips recorded trials without --resume too; and the dry run refuses what the run
+# refuses of DIR: other run options, a file where DIR should be.
+"$KILN_BIN/sweep" s.yaml --dir killed --dry-run --worker 0/1 "${common[@]}" > dr3.txt
+! grep -q 'recorded' dr3.txt || { echo "FAIL: a dry run with neither flag read DIR"; cat dr3.txt; exit 1; }
+"$KILN_BIN/sweep" s.yaml --dir killed --dry-run --worker 0/2 "${common[@]}" > dr3.txt
+[ "$(grep -c '(recorded: [a-z]*)$' dr3.txt)" = "$(python3 -c "import json,sys; print(sum(json.loads(l)['trial'] % 2 == 0 for l in open('killed/results.jsonl') if l.strip()))")" ] ||
+  { echo "FAIL: --dry-run --worker 0/2 without --resume"; cat dr3.txt; exit 1; }
+usage_error "--dry-run --resume with other run options" "killed holds trials run with other options (--epochs 1 -> 2)" \
+  s.yaml --dir killed --resume --dry-run --epochs 2 "${common[@]}"
+: > afile
+usage_error "--dry-run --resume with a file as DIR" "afile: not a directory" s.yaml --dir afile --resume --dry-run "${common[@]}"
 [ "$(grep -c . killed/results.jsonl)" = "$before" ] || { echo "FAIL: a dry run recorded a trial"; exit 1; }
 "$KILN_BIN/sweep" s.yaml --dir killed --resume "${common[@]}" > resumed.txt
 cat resumed.txt
