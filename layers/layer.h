@@ -117,10 +117,9 @@ class Layer {
     for (size_t i = 0; ok && i < per_sample.size(); ++i)
       ok = x.dim(static_cast<int>(i) + 1) == per_sample[i];
     if (ok) return;
-    Shape want{0};
-    want.insert(want.end(), per_sample.begin(), per_sample.end());
-    std::string setup = shape_str(want);
-    setup.replace(1, 1, "N");  // "[N, 6]"
+    std::string setup = "[N";  // "[N, 6]"
+    for (int64_t d : per_sample) setup += ", " + std::to_string(d);
+    setup += "]";
     KILN_FAIL("layer " << name() << " (" << describe() << "): input " << shape_str(x.shape())
                        << " does not match setup " << setup);
   }

@@ -113,10 +113,11 @@ def conv(d):
             # would weigh the other side's layers against nothing); the rest are named below
             kilns = {l: [t[(model, batch, l, op, i)]["real_time"] for i in ("kiln", "kiln_1x1")
                          if (model, batch, l, op, i) in t] for l in layers}
-            both = [l for l in layers if kilns[l] and (model, batch, l, op, "cudnn") in t]
-            one = [l for l in layers if l not in both and (kilns[l] or (model, batch, l, op, "cudnn") in t)]
+            cudnn = {l for l in layers if (model, batch, l, op, "cudnn") in t}
+            both = [l for l in layers if kilns[l] and l in cudnn]
+            one = [l for l in layers if l not in both and (kilns[l] or l in cudnn)]
             # a build without cuDNN has no cudnn rows at all: '-', nothing to name
-            if one and any(kilns.values()) and any((model, batch, l, op, "cudnn") in t for l in layers):
+            if one and any(kilns.values()) and cudnn:
                 partial.append(f"{model} b{batch} {op}: " + ", ".join(
                     f"{l} ({'no cuDNN' if kilns[l] else 'no kiln'} row)" for l in one))
             kiln = sum(x for l in both for x in kilns[l])

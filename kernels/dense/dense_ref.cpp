@@ -47,13 +47,15 @@ std::string cpu_gemm_description() {
   // OpenBLAS picks its kernels for the CPU when it loads, or takes them from OPENBLAS_CORETYPE
   // (a dynamic-architecture build, when it knows the name): the variable is shown as it is.
   const char* env = std::getenv("OPENBLAS_CORETYPE");
+  const bool chosen = env && *env;
   const std::string core = openblas_get_corename();
-  const std::string note = gemm_kernel_note(
-      core, env && *env, std::strstr(openblas_get_config(), "DYNAMIC_ARCH") != nullptr,
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
-      __builtin_cpu_supports("avx512f"));
+  const std::string note =
+      gemm_kernel_note(core, chosen, std::strstr(openblas_get_config(), "DYNAMIC_ARCH") != nullptr,
+                       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
+                       __builtin_cpu_supports("avx512f"));
+  // (the variable when it chose the kernels, else the hint, if any)
   return "OpenBLAS " + core +
-         (env && *env    ? std::string(" (OPENBLAS_CORETYPE=") + env + ")"
+         (chosen         ? " (OPENBLAS_CORETYPE=" + std::string(env) + ")"
           : note.empty() ? ""
                          : " (" + note + ")");
 #else
