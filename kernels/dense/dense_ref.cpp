@@ -45,9 +45,11 @@ std::string gemm_kernel_note(const std::string& core, bool coretype_set, bool dy
 std::string cpu_gemm_description() {
 #ifdef KILN_HAVE_CBLAS
   // OpenBLAS picks its kernels for the CPU when it loads, or takes them from OPENBLAS_CORETYPE
-  // (a dynamic-architecture build, when it knows the name): the variable is shown as it is.
+  // (a dynamic-architecture build, when it knows the name): the variable is shown as it is, set
+  // but empty too (OpenBLAS 0.3.21 then took Cooperlake on 2026-12-07's Xeon, not the Prescott
+  // it takes with the variable unset).
   const char* env = std::getenv("OPENBLAS_CORETYPE");
-  const bool chosen = env && *env;
+  const bool chosen = env != nullptr;
   const std::string core = openblas_get_corename();
   const std::string note =
       gemm_kernel_note(core, chosen, std::strstr(openblas_get_config(), "DYNAMIC_ARCH") != nullptr,
@@ -55,7 +57,7 @@ std::string cpu_gemm_description() {
                        __builtin_cpu_supports("avx512f"));
   // (the variable when it chose the kernels, else the hint, if any)
   return "OpenBLAS " + core +
-         (chosen         ? " (OPENBLAS_CORETYPE=" + std::string(env) + ")"
+         (chosen         ? " (OPENBLAS_CORETYPE=" + std::string(*env ? env : "\"\"") + ")"
           : note.empty() ? ""
                          : " (" + note + ")");
 #else

@@ -34,6 +34,12 @@ OPENBLAS_CORETYPE=Haswell "$bin" --device cpu --data-dir "$data" --train-limit 6
   --epochs 1 --threads 1 > "$tmp/dev.out" 2>&1
 grep -Eq '^device: cpu, 1 thread, (OpenBLAS [^ ]+ \(OPENBLAS_CORETYPE=Haswell\)|loops)$' "$tmp/dev.out" ||
   { echo "FAIL device line with OPENBLAS_CORETYPE: $(head -1 "$tmp/dev.out")"; fail=1; }
+# Set but empty, the variable still chooses (OpenBLAS 0.3.21 on 2026-12-07's Xeon took Cooperlake
+# so, and Prescott with it unset): it is shown.
+OPENBLAS_CORETYPE= "$bin" --device cpu --data-dir "$data" --train-limit 64 --test-limit 64 \
+  --epochs 1 --threads 1 > "$tmp/dev.out" 2>&1
+grep -Eq '^device: cpu, 1 thread, (OpenBLAS [^ ]+ \(OPENBLAS_CORETYPE=""\)|loops)$' "$tmp/dev.out" ||
+  { echo "FAIL device line with OPENBLAS_CORETYPE empty: $(head -1 "$tmp/dev.out")"; fail=1; }
 env -u OPENBLAS_CORETYPE "$bin" --device cpu --data-dir "$data" --train-limit 64 --test-limit 64 \
   --epochs 1 --threads 1 > "$tmp/dev.out" 2>&1
 grep -Eq '^device: cpu, 1 thread, (OpenBLAS [^ ]+( \(older than this CPU, .*\))?|loops)$' "$tmp/dev.out" ||
