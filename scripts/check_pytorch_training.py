@@ -128,6 +128,10 @@ RECIPES = [
     ("cnn-groupnorm-adamw", ["--model", "cnn", "--norm", "group", "--groups", "4", "--optimizer", "adamw",
                              "--lr", "0.003", "--weight-decay", "0.01", "--schedule", "one-cycle",
                              "--anneal-strategy", "linear", "--pct-start", "0.5"]),
+    # 8 groups: the 1x1 conv's 8 channels one a group (its bias is left out, as before a batch
+    # norm), the 16 and 24 channel layers' several a group (their biases are compared)
+    ("cnn-groupnorm-per-channel-adam", ["--model", "cnn", "--norm", "group", "--groups", "8",
+                                        "--optimizer", "adam", "--lr", "0.003", "--schedule", "constant"]),
     ("mlp-dropout-sgd", MLP + ["--dropout", "0.3", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
                                "--schedule", "constant"]),
     # the issue's 99.4% recipe: batch norm, dropout 0.05, Adam one-cycle
@@ -362,14 +366,22 @@ def evaluate(torch, net, x, y, mode):
 
 
 def redundant_biases(net):
-    """Biases of a Linear/Conv2d that feeds a BatchNorm directly: batch norm subtracts the batch
-    mean, so their gradient is zero up to rounding, and an adaptive optimizer turns that noise
-    into steps of +-lr whose signs no two frameworks share. They are left out of the comparison."""
+    """Biases of a Linear/Conv2d that feeds a BatchNorm directly, or a Conv2d that feeds a
+    GroupNorm of one channel per group: the norm subtracts a mean that holds the bias (the
+    batch's per channel; the image's per channel), so their gradient is zero up to rounding, and
+    an adaptive optimizer turns that noise into steps of +-lr whose signs no two frameworks share.
+    They are left out of the comparison. (A group of several channels mixes their biases into one
+    mean: their gradients are not zero.)"""
     from torch import nn
+
+    def removes_bias(m):
+        return isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) or (
+            isinstance(m, nn.GroupNorm) and m.num_groups == m.num_channels)
+
     mods = list(net)
     return {"%d.bias" % i for i in range(len(mods) - 1)
             if isinstance(mods[i], (nn.Linear, nn.Conv2d)) and mods[i].bias is not None
-            and isinstance(mods[i + 1], (nn.BatchNorm1d, nn.BatchNorm2d))}
+            and removes_bias(mods[i + 1])}
 
 
 def compare(torch, net, opt, ckpt_path, lr, momentum, tm, rtol, kink_rtol, skip):
@@ -676,7 +688,7 @@ def main():
         steps, worst, median, failures, skip, above = result
         bad += bool(failures)
         notes = (["step %s above rtol" % ",".join(map(str, above))] if above and not failures else []) + \
-            (["not compared: %d biases feeding batch norm" % len(skip)] if skip else [])
+            (["not compared: %d biases feeding a norm that removes them" % len(skip)] if skip else [])
         note = " (%s)" % "; ".join(notes) if notes else ""
         print("%-36s %5d %10.2g %10.2g  %s%s" % (name, steps, median, worst, "MISMATCH" if failures else "ok", note),
               flush=True)
