@@ -260,12 +260,18 @@ static int dry_run(const SweepSpec& spec, const SweepArgs& s, const RunConfig& b
   std::map<int64_t, std::string> recorded;  // trial -> status
   const std::string dir = sweep_dir(s);
   const bool reads_dir = s.resume || workers > 1;  // (alone, a run refuses a DIR with results)
-  if (reads_dir) {
+  {
     SweepOptions o;
     o.dir = dir;
     o.base = base;
     o.spec_text = spec_text;
-    for (const TrialRecord& r : check_sweep_dir(spec, o)) recorded.emplace(r.trial, r.status);
+    const std::vector<TrialRecord> prior = check_sweep_dir(spec, o);
+    // As run_sweep refuses it: without --resume or workers, a directory that holds results.
+    KILN_USAGE_CHECK(prior.empty() || reads_dir,
+                     dir << " already holds " << prior.size()
+                         << " results; pass --resume to continue that "
+                         << "sweep or choose another --dir");
+    for (const TrialRecord& r : prior) recorded.emplace(r.trial, r.status);
   }
   TrialChecks trial_checks;  // (--epochs, and a resume: in the base, as a run)
   std::printf("%s: %s, %lld trials, metric %s (%s)\n", file.c_str(), spec.method.c_str(),

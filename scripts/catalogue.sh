@@ -100,7 +100,8 @@ start_experiment() {  # E: its directory, and its jobs at the head of the queue
   # A sweep's trial count, from its first --dry-run line ("FILE: grid, K trials, ..."); when that
   # fails, one job (whose log then says why).
   if [ "$workers" -gt 1 ] && grep -q '^parameters:' "${files[$e]}"; then
-    k=$("$bin/sweep" "${files[$e]}" --dry-run "${runopts[@]}" 2>/dev/null |
+    # (--dir and --resume: the dry run checks DIR, and refuses one with results without --resume)
+    k=$("$bin/sweep" "${files[$e]}" --dir "$d" --resume --dry-run "${runopts[@]}" 2>/dev/null |
           sed -n '1s/^.*: [a-z]*, \([0-9]*\) trials, .*$/\1/p')
     k=${k:-1}
   fi

@@ -21,6 +21,7 @@ parameters:
   batch_size: {values: [32, 64]}
 YAML
 common=(--device cpu --data-dir "$KILN_TEST_DATA")
+sed 's/seed: 3/seed: 4/' s.yaml > s-other.yaml
 
 # usage_error WHAT PATTERN ARGS...: sweep ARGS exits 2 with PATTERN (grep) on stderr
 usage_error() {
@@ -74,8 +75,14 @@ before=$(grep -c . killed/results.jsonl)
   { echo "FAIL: --dry-run --worker 1/2"; cat dr2.txt; exit 1; }
 # A worker skips recorded trials without --resume too; and the dry run refuses what the run
 # refuses of DIR: other run options, a file where DIR should be.
-"$KILN_BIN/sweep" s.yaml --dir killed --dry-run --worker 0/1 "${common[@]}" > dr3.txt
-! grep -q 'recorded' dr3.txt || { echo "FAIL: a dry run with neither flag read DIR"; cat dr3.txt; exit 1; }
+# Neither flag: the run refuses a DIR that holds results, and so does the dry run (it listed every
+# trial, exit 0, until 2026-12-07), as it refuses a file at DIR or another sweep's DIR.
+usage_error "--dry-run of a DIR with results, without --resume" \
+  "killed already holds $before results; pass --resume" s.yaml --dir killed --dry-run --worker 0/1 "${common[@]}"
+usage_error "--dry-run without --resume, another sweep file" "killed holds a different sweep .*differs from s-other.yaml" \
+  s-other.yaml --dir killed --dry-run "${common[@]}"
+: > afile0
+usage_error "--dry-run with a file as DIR" "afile0: not a directory" s.yaml --dir afile0 --dry-run "${common[@]}"
 "$KILN_BIN/sweep" s.yaml --dir killed --dry-run --worker 0/2 "${common[@]}" > dr3.txt
 [ "$(grep -c '(recorded: [a-z]*)$' dr3.txt)" = "$(python3 -c "import json,sys; print(sum(json.loads(l)['trial'] % 2 == 0 for l in open('killed/results.jsonl') if l.strip()))")" ] ||
   { echo "FAIL: --dry-run --worker 0/2 without --resume"; cat dr3.txt; exit 1; }
