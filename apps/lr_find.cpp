@@ -55,6 +55,8 @@ int main(int argc, char** argv) {
       }
       if (cfg.train.progress < 0) cfg.train.progress = 0;
       const Device dev = resolve_device(cfg.device);
+      // before the device line, which would otherwise say "device: cuda" and then fail
+      KILN_CHECK(dev == Device::CPU || cuda_available(), "no CUDA device answers; use --device cpu");
       if (dev == Device::CPU)
         std::printf("device: %s\n", app::cpu_device_line(resolve_threads(cfg.threads)).c_str());
       else

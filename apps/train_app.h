@@ -47,6 +47,8 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       if (cfg.lr_find)  // the LR range test instead of training (lr_find does the same)
         return lr_find_main(prog, cfg, defaults);
       Device dev = resolve_device(cfg.device);
+      // Said before the device line, which would otherwise read "device: cuda: " (no name)
+      KILN_CHECK(dev == Device::CPU || cuda_available(), "no CUDA device answers; use --device cpu");
       std::string why = cfg.device == "auto" ? (dev == Device::CUDA ? " (a GPU answers)"
                                                                     : " (no CUDA device answers)")
                                              : "";

@@ -245,6 +245,19 @@ if "$bin" --summary --device cuda > "$tmp/out" 2>&1; then
   grep -q 'fused into' "$tmp/out" && { echo "FAIL summary-fuse-auto-cuda: a ReLU is fused"; fail=1; }
   echo "ok   summary-fuse-auto-cuda"
 fi
+# A CUDA build with no GPU: --device cuda fails (exit 1) before a device line; it printed
+# "device: cuda: " with no device name, then the error (lr_find: "device: cuda").
+if ! "$bin" --device cuda --data-dir "$data" --epochs 1 \
+    --train-limit 64 --test-limit 64 > "$tmp/out" 2> "$tmp/err"; then
+  if grep -q 'no CUDA device answers' "$tmp/err"; then
+    ! grep -q '^device:' "$tmp/out" || { echo "FAIL cuda-no-gpu: a device line before the error"; cat "$tmp/out"; fail=1; }
+    if [ -x "$KILN_BIN/lr_find" ]; then
+      "$KILN_BIN/lr_find" --device cuda --data-dir "$data" --train-limit 64 --num-it 2 > "$tmp/out" 2> /dev/null
+      ! grep -q '^device:' "$tmp/out" || { echo "FAIL cuda-no-gpu lr_find: a device line before the error"; cat "$tmp/out"; fail=1; }
+    fi
+    echo "ok   cuda-no-gpu"
+  fi
+fi
 check channel-dropout-mlp 0 'note: --dropout-kind channel is ignored: the mlp has no channels' -- \
   "$bin" --summary --model mlp --dropout 0.1 --dropout-kind channel
 # Two runs sharing a checkpoint directory: the second is told, and its --keep-last prunes only
