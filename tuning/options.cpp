@@ -553,7 +553,9 @@ OptionTable build_table() {
                  "checkpoint options)",
                  [](RunConfig& c) -> std::string& { return c.resume; }),
         kInvocation);
-  t.add(opt_path("checkpoint-dir", "directory for periodic checkpoints",
+  t.add(opt_path("checkpoint-dir",
+                 "directory for periodic checkpoints and the one a SIGINT/SIGTERM writes "
+                 "(default: the directory of --save, else checkpoints)",
                  [](RunConfig& c) -> std::string& { return c.checkpoint_dir; }),
         kSideEffect | kRangeTestUnused);
   t.add(opt_int("checkpoint-every", "write a checkpoint every N epochs",
