@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/device.h"
 #include "engine/error.h"
 #include "engine/json.h"
 #include "kernels/dense/dense.h"
@@ -84,6 +85,20 @@ inline std::string thread_count(int n) {
 // "cpu, 2 threads, OpenBLAS Haswell" (`why` after "cpu"): the apps' device line on the CPU.
 inline std::string cpu_device_line(int threads, const std::string& why = "") {
   return "cpu" + why + ", " + thread_count(threads) + ", " + cpu_gemm_description();
+}
+
+// The apps' "device: ..." line (train_mnist, train_cifar, their --lr-find, lr_find): the CPU's
+// with its threads and GEMM kernels, or the GPU's name; "(a GPU answers)" / "(no CUDA device
+// answers)" when --device auto chose. A --device cuda that no GPU answers fails here, before
+// the line (it read "device: cuda: ", no name, then the error).
+inline std::string device_line(const RunConfig& cfg) {
+  const Device dev = resolve_device(cfg.device);
+  KILN_CHECK(dev == Device::CPU || cuda_available(), "no CUDA device answers; use --device cpu");
+  const std::string why = cfg.device == "auto" ? (dev == Device::CUDA ? " (a GPU answers)"
+                                                                      : " (no CUDA device answers)")
+                                               : "";
+  return dev == Device::CUDA ? "cuda" + why + ": " + cuda_device_description()
+                             : cpu_device_line(resolve_threads(cfg.threads), why);
 }
 
 // `v` as one shell word: as is when plain, else single-quoted.

@@ -54,13 +54,7 @@ int main(int argc, char** argv) {
         return 0;
       }
       if (cfg.train.progress < 0) cfg.train.progress = 0;
-      const Device dev = resolve_device(cfg.device);
-      // before the device line, which would otherwise say "device: cuda" and then fail
-      KILN_CHECK(dev == Device::CPU || cuda_available(), "no CUDA device answers; use --device cpu");
-      if (dev == Device::CPU)
-        std::printf("device: %s\n", app::cpu_device_line(resolve_threads(cfg.threads)).c_str());
-      else
-        std::printf("device: %s\n", device_name(dev));
+      std::printf("device: %s\n", app::device_line(cfg).c_str());  // as train_mnist's
       std::fflush(stdout);
       return app::lr_find_main("lr_find", cfg, defaults);
     } catch (const Error& e) {

@@ -44,18 +44,10 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
         print_summary(cfg);
         return 0;
       }
+      std::printf("device: %s\n", device_line(cfg).c_str());
+      std::fflush(stdout);
       if (cfg.lr_find)  // the LR range test instead of training (lr_find does the same)
         return lr_find_main(prog, cfg, defaults);
-      Device dev = resolve_device(cfg.device);
-      // Said before the device line, which would otherwise read "device: cuda: " (no name)
-      KILN_CHECK(dev == Device::CPU || cuda_available(), "no CUDA device answers; use --device cpu");
-      std::string why = cfg.device == "auto" ? (dev == Device::CUDA ? " (a GPU answers)"
-                                                                    : " (no CUDA device answers)")
-                                             : "";
-      std::string line = dev == Device::CUDA ? "cuda" + why + ": " + cuda_device_description()
-                                             : cpu_device_line(resolve_threads(cfg.threads), why);
-      std::printf("device: %s\n", line.c_str());
-      std::fflush(stdout);
       RunHooks hooks;
       bool tty = cfg.train.progress == 1;
       // A progress bar ('\r' lines, no newline) is cleared before any other line, which would

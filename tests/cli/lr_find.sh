@@ -27,6 +27,17 @@ grep -q -- '--lr-find-csv' help.txt && ! grep -q -E -- '(-|\])lr-find( |$)' help
   { echo "FAIL: lr_find --help"; grep -- 'lr-find' help.txt; exit 1; }
 "$KILN_BIN/train_mnist" --help | grep -- '--lr-find ' >/dev/null || { echo "FAIL: train_mnist --help lost --lr-find"; exit 1; }
 
+# train_mnist --lr-find prints the device line lr_find prints (it printed none until 2026-12-07;
+# lr_find's lacked the "(no CUDA device answers)" of --device auto): which GEMM kernels ran
+# decides the curve's bits.
+for app in lr_find train_mnist; do
+  extra=(); [ "$app" = train_mnist ] && extra=(--lr-find)
+  "$KILN_BIN/$app" "${extra[@]}" --data-dir "$KILN_TEST_DATA" --train-limit 200 --num-it 5 --model mlp \
+    --width 8 --lr-find-csv dev.csv > "dev.$app" 2>/dev/null
+done
+[ "$(grep -c '^device: ' dev.train_mnist)" = 1 ] && [ "$(head -1 dev.lr_find)" = "$(head -1 dev.train_mnist)" ] ||
+  { echo "FAIL: device lines: lr_find '$(head -1 dev.lr_find)', train_mnist --lr-find '$(head -1 dev.train_mnist)'"; exit 1; }
+
 # A range that misses the interesting part says so: one whose loss never rises (lrs far too
 # low), one over at its second step (--start-lr too high); a good range says neither.
 grep -q 'note:' <<<"$out" && { echo "FAIL: a note on a good range"; echo "$out"; exit 1; }
