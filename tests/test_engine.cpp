@@ -1042,6 +1042,20 @@ TEST(Options, CliFlagsBoolsAndErrors) {
   EXPECT_EQ(usage_msg({"--lr", "abc"}), "--lr: 'abc' is not a finite number");
   EXPECT_EQ(usage_msg({"--epochs", "2.5"}), "--epochs: '2.5' is not an integer");
   EXPECT_EQ(usage_msg({"--batch-sise", "3"}), "--batch-sise: unknown option 'batch-sise' (did you mean 'batch-size'?)");
+  // A short name is not "corrected" into an unrelated one (--wd and --bs were 'lr', --gpu and
+  // --cpu 'eps'); PyTorch's and Keras's names for kiln's options are suggested by name, and a
+  // unique prefix by its option.
+  EXPECT_EQ(usage_msg({"--wd", "0.1"}), "--wd: unknown option 'wd' (did you mean 'weight-decay'?)");
+  EXPECT_EQ(usage_msg({"--bs", "8"}), "--bs: unknown option 'bs' (did you mean 'batch-size'?)");
+  EXPECT_EQ(usage_msg({"--gpu"}), "--gpu: unknown option 'gpu' (did you mean 'device'?)");
+  EXPECT_EQ(usage_msg({"--learning_rate", "0.1"}),
+            "--learning_rate: unknown option 'learning_rate' (did you mean 'lr'?)");
+  EXPECT_EQ(usage_msg({"--num-epochs", "3"}), "--num-epochs: unknown option 'num-epochs' (did you mean 'epochs'?)");
+  EXPECT_EQ(usage_msg({"--optim", "sgd"}), "--optim: unknown option 'optim' (did you mean 'optimizer'?)");
+  EXPECT_EQ(usage_msg({"--verbose"}), "--verbose: unknown option 'verbose'");
+  EXPECT_EQ(usage_msg({"--x", "1"}), "--x: unknown option 'x'");
+  EXPECT_EQ(usage_msg({"--check", "1"}), "--check: unknown option 'check'");  // three options begin so
+  EXPECT_EQ(usage_msg({"--modle", "mlp"}), "--modle: unknown option 'modle' (did you mean 'model'?)");
   EXPECT_EQ(usage_msg({"--lr"}), "--lr needs a value (float)");
   // An empty path would silently mean "not set": no checkpoint, no log.
   EXPECT_EQ(usage_msg({"--save", ""}), "--save: an empty path (leave --save out instead)");

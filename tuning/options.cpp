@@ -636,15 +636,26 @@ const OptionSpec* OptionTable::find(const std::string& name) const {
 }
 
 std::string closest_name(const std::string& k, const std::vector<std::string>& names) {
+  // Near misses only: fewer than 3 edits, and at most half the name (one for a short one) and
+  // fewer than its length, so a short name is not "corrected" into an unrelated one (--wd and
+  // --bs were "did you mean 'lr'?", --gpu and --cpu 'eps', --x 'k').
+  const size_t limit = std::min<size_t>(2, std::max<size_t>(1, k.size() / 2));
   std::string best;
-  size_t bd = 3;  // suggest only near misses
+  size_t bd = limit + 1;
   for (const auto& n : names) {
     const size_t d = edit_distance(k, n);
-    if (d < bd) {
+    if (d < bd && d < k.size()) {
       bd = d;
       best = n;
     }
   }
+  if (!best.empty() || k.size() < 3) return best;
+  // Else the one name that begins with k (--optim: 'optimizer').
+  for (const auto& n : names)
+    if (n.size() > k.size() && n.compare(0, k.size(), k) == 0) {
+      if (!best.empty()) return "";  // (several: none)
+      best = n;
+    }
   return best;
 }
 
@@ -656,9 +667,31 @@ const OptionSpec* OptionTable::negated_bool(const std::string& name) const {
 }
 
 std::string OptionTable::closest(const std::string& name) const {
+  // PyTorch/Keras/argparse names for kiln's options, which no edit distance finds.
+  static const std::pair<const char*, const char*> kAliases[] = {
+      {"learning-rate", "lr"},          {"learningrate", "lr"},
+      {"wd", "weight-decay"},           {"bs", "batch-size"},
+      {"batch", "batch-size"},          {"num-epochs", "epochs"},
+      {"n-epochs", "epochs"},           {"max-epochs", "epochs"},
+      {"nb-epoch", "epochs"},           {"scheduler", "schedule"},
+      {"lr-scheduler", "schedule"},     {"lr-schedule", "schedule"},
+      {"gpu", "device"},                {"cuda", "device"},
+      {"cpu", "device"},                {"no-cuda", "device"},
+      {"validation-split", "val-split"}, {"grad-clip", "global-clipnorm"},
+      {"clip-grad-norm", "global-clipnorm"}, {"max-grad-norm", "global-clipnorm"},
+      {"gradient-clip-val", "clipvalue"}, {"epsilon", "eps"},
+      {"rho", "alpha"},                 {"dropout-rate", "dropout"},
+      {"initializer", "init"},          {"kernel-initializer", "init"},
+      {"weight-init", "init"},          {"min-delta", "early-stop-delta"},
+      {"restore-best-weights", "restore-best"}, {"start-from-epoch", "early-stop-start"},
+      {"test-batch-size", "eval-batch-size"}, {"val-batch-size", "eval-batch-size"},
+      {"log-interval", "log-every"}};
+  const std::string key = normalize_key(name);
+  for (const auto& a : kAliases)
+    if (key == a.first && find(a.second)) return a.second;
   std::vector<std::string> names;
   for (const auto& s : specs_) names.push_back(s.name);
-  return closest_name(normalize_key(name), names);
+  return closest_name(key, names);
 }
 
 void OptionTable::set(RunConfig& cfg, const std::string& key, const std::string& value,

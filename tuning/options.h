@@ -122,7 +122,8 @@ const OptionTable& run_options();
 bool option_has(const std::string& name, unsigned traits);
 std::string normalize_key(const std::string& k);  // "batch_size" -> "batch-size"
 size_t edit_distance(const std::string& a, const std::string& b);  // Levenshtein
-// The name in `names` nearest to k (edit distance below 3), for "did you mean", or "".
+// The name in `names` nearest to k, for "did you mean", or "": within 2 edits and half k's
+// length (one for a short k), else the one name k begins with (k of 3 or more characters).
 std::string closest_name(const std::string& k, const std::vector<std::string>& names);
 
 // Applies a flat YAML mapping of option: value (lists allowed for list options). Unknown keys,

@@ -382,6 +382,9 @@ fi
 grep -Eq -- '--lr <float> .*\[default 0\.003\]$' "$tmp/out" && grep -Eq -- '--\[no-\]shuffle .*\[default on\]$' "$tmp/out" &&
   grep -Eq -- '--norm <string> .*\[default none\]$' "$tmp/out" || { echo "FAIL: help defaults"; fail=1; }
 check bad-flag 2 "unknown option 'batch-sise' \(did you mean 'batch-size'\?\)" -- "$bin" --batch-sise 3
+# PyTorch's names get kiln's (the edit distance alone said 'lr' for --wd and 'eps' for --gpu)
+check bad-flag-wd 2 "unknown option 'wd' \(did you mean 'weight-decay'\?\)" -- "$bin" --wd 0.01
+check bad-flag-gpu 2 "unknown option 'gpu' \(did you mean 'device'\?\)" -- "$bin" --gpu
 check bad-value 2 "--lr: 'x' is not a finite number" -- "$bin" --lr x
 check neg-lr 2 'lr' -- "$bin" --lr -1 --data-dir "$data"
 check batch-0 2 'batch-size 0' -- "$bin" --batch-size 0 --data-dir "$data"
