@@ -52,6 +52,9 @@ import re
 import sys
 import textwrap
 
+# Without matplotlib, --help still answers; a plot then exits 1 naming the interpreter that
+# lacks it (apt's python3-matplotlib is /usr/bin/python3's, not a pyenv's or a venv's).
+NO_MATPLOTLIB = None
 try:
     import matplotlib
 
@@ -60,8 +63,9 @@ try:
     import matplotlib.transforms as mtransforms
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, MaxNLocator
-except ImportError:  # the CLI test skips on this exit code's message
-    sys.exit("plot.py: matplotlib is not installed (apt-get install python3-matplotlib)")
+except ImportError:
+    NO_MATPLOTLIB = (f"plot.py: matplotlib is not installed for {sys.executable} (apt-get install "
+                     "python3-matplotlib for /usr/bin/python3, or pip install matplotlib)")
 
 # A failed (diverged) trial: a red x on an axis edge, where its score would be.
 FAILED = dict(marker="x", color="red", ms=7, mew=1.8, ls="none")
@@ -1132,6 +1136,8 @@ def main():
         p.add_argument("--title")
         p.add_argument("--dpi", type=int, default=90)
     args = ap.parse_args()
+    if NO_MATPLOTLIB:
+        sys.exit(NO_MATPLOTLIB)
     try:
         {"lr-find": lr_find, "curves": curves, "sweep": sweep, "seeds": seeds}[args.cmd](args)
     except (OSError, KeyError, ValueError, TypeError) as e:  # TypeError: a field of the wrong type

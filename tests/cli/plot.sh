@@ -9,6 +9,28 @@ py=""
 for c in python3 /usr/bin/python3; do
   if command -v "$c" >/dev/null && "$c" -c "import matplotlib" 2>/dev/null; then py=$c; break; fi
 done
+# Without matplotlib (a python3 of pyenv or a venv, where apt's python3-matplotlib is not):
+# --help answers, and a plot exits 1 naming that interpreter (--help exited 1 too, saying
+# "apt-get install python3-matplotlib", which does not reach such a python3).
+nompl() {
+  python3 - "$KILN_SRC/scripts/plot.py" "$@" <<'PY'
+import runpy, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError("blocked")
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+PY
+}
+out=$(nompl --help 2>&1) && grep -q '^usage: plot.py' <<<"$out" || { echo "FAIL: --help without matplotlib: $out"; exit 1; }
+set +e
+out=$(nompl curves none.jsonl -o none.png 2>&1)
+rc=$?
+set -e
+[ $rc -eq 1 ] && grep -q "^plot.py: matplotlib is not installed for /.*python" <<<"$out" ||
+  { echo "FAIL: a plot without matplotlib rc=$rc: $out"; exit 1; }
 [ -n "$py" ] || { echo "SKIP: matplotlib is not installed (apt-get install python3-matplotlib)"; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
