@@ -425,6 +425,9 @@ int main(int argc, char** argv) {
     std::printf("sweep %s: %s, %lld trials, metric %s (%s), dir %s, worker %d/%d\n", file.c_str(),
                 spec.method.c_str(), static_cast<long long>(n), spec.metric.c_str(),
                 spec.maximize ? "maximize" : "minimize", dir.c_str(), o.worker, o.num_workers);
+    // The trials' device and, on the CPU, the GEMM kernels that decide their bits (as
+    // train_mnist's line; a sweep said neither)
+    std::printf("device: %s\n", app::device_line(base).c_str());
     std::fflush(stdout);
     SweepOutcome out;
     try {

@@ -44,6 +44,9 @@ cat full.txt
 grep -q '^sweep: note: trials are ranked on the test set (metric test_acc): .*metric val_acc with --val-split 0.1' full.err ||
   { echo "FAIL: no test-set note"; cat full.err; exit 1; }
 [ "$(ids full/results.jsonl)" = "0 1 2 3 4 5" ] || { echo "FAIL: results $(ids full/results.jsonl)"; exit 1; }
+# the trials' device line, as train_mnist prints it (a sweep printed none)
+[ "$(sed -n 2p full.txt)" = "$("$KILN_BIN/train_mnist" "${common[@]}" --model mlp --width 8 --epochs 0 --train-limit 10 --test-limit 10 2>/dev/null | head -1)" ] &&
+  grep -q '^device: cpu, ' full.txt || { echo "FAIL: sweep device line: $(sed -n 2p full.txt)"; exit 1; }
 # each record names the test set it was scored on (a --resume on other data is then noted)
 [ "$(grep -c '"test_data":"500 images, labels crc32 [0-9a-f]*"' full/results.jsonl)" = 6 ] ||
   { echo "FAIL: records lack their test set"; head -2 full/results.jsonl; exit 1; }
