@@ -508,6 +508,22 @@ void Trainer::check_fit(const Dataset& train, const Dataset* test, const TrainPo
     last_step += batches - (epoch == from.epoch ? from.batch : 0);
     if (opts_.step_limit > 0 && last_step > opts_.step_limit) break;
     const auto [name, layer] = model_.layer_refusing_batch(smallest);
+    // Every batch too small (--batch-size 1, or a training set that small): no limit or split
+    // leaves none over, so the leftover advice below would not help (it was given for those too).
+    KILN_USAGE_CHECK(!layer || std::min(b, n) >= layer->min_training_batch(),
+                     "layer " << name << " (" << layer->describe()
+                              << ") trains on batches of at least "
+                              << layer->min_training_batch() << ", and epoch " << epoch + 1
+                              << "'s are of " << std::min(b, n) << " ("
+                              << (b <= n ? std::string(bsched.empty() ? "--batch-size "
+                                                                      : "--batch-schedule's ") +
+                                               std::to_string(b)
+                                         : std::to_string(n) + (n == 1 ? " training image"
+                                                                       : " training images"))
+                              << "): "
+                              << (b <= n ? std::string(bsched.empty() ? "raise --batch-size"
+                                                                      : "raise its batch size")
+                                         : std::string("train on more images")));
     KILN_USAGE_CHECK(
         !layer, "layer " << name << " (" << layer->describe() << ") trains on batches of at least "
                          << layer->min_training_batch() << ", and epoch " << epoch + 1

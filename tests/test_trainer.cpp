@@ -438,8 +438,17 @@ TEST(TrainerCpu, ABatchNormBatchOfOneIsFoundBeforeTraining) {
                       "--train-limit or --val-split so none is left over"),
             std::string::npos)
       << held;
-  c.data.train_limit = 129;
+  // Batches all of 1: raise the batch size (the leftover advice above does not apply).
   c.data.val_split = 0;
+  c.train.batch_size = 1;
+  c.data.train_limit = 10;
+  EXPECT_EQ(refused(), "layer 2 (BatchNorm1d(32)) trains on batches of at least 2, and epoch 1's "
+                       "are of 1 (--batch-size 1): raise --batch-size");
+  c.train.batch_size = 32;
+  c.data.train_limit = 1;  // one image in all
+  EXPECT_EQ(refused(), "layer 2 (BatchNorm1d(32)) trains on batches of at least 2, and epoch 1's "
+                       "are of 1 (1 training image): train on more images");
+  c.data.train_limit = 129;
   // The LR range test stops after --num-it steps: a last batch past them is never reached.
   RunConfig lf = c;
   lf.lr_find = true;
