@@ -259,19 +259,15 @@ static int dry_run(const SweepSpec& spec, const SweepArgs& s, const RunConfig& b
   int64_t n = num_trials(spec);
   std::map<int64_t, std::string> recorded;  // trial -> status
   const std::string dir = sweep_dir(s);
-  const bool reads_dir = s.resume || workers > 1;  // (alone, a run refuses a DIR with results)
   {
     SweepOptions o;
     o.dir = dir;
     o.base = base;
     o.spec_text = spec_text;
-    const std::vector<TrialRecord> prior = check_sweep_dir(spec, o);
-    // As run_sweep refuses it: without --resume or workers, a directory that holds results.
-    KILN_USAGE_CHECK(prior.empty() || reads_dir,
-                     dir << " already holds " << prior.size()
-                         << " results; pass --resume to continue that "
-                         << "sweep or choose another --dir");
-    for (const TrialRecord& r : prior) recorded.emplace(r.trial, r.status);
+    o.resume = s.resume;  // (alone, a run refuses a DIR with results)
+    o.worker = worker;
+    o.num_workers = workers;
+    for (const TrialRecord& r : check_sweep_dir(spec, o)) recorded.emplace(r.trial, r.status);
   }
   TrialChecks trial_checks;  // (--epochs, and a resume: in the base, as a run)
   std::printf("%s: %s, %lld trials, metric %s (%s)\n", file.c_str(), spec.method.c_str(),
@@ -281,7 +277,7 @@ static int dry_run(const SweepSpec& spec, const SweepArgs& s, const RunConfig& b
   if (workers > 1)
     std::printf("worker %d/%d: the trials whose id %% %d is %d, %lld of them\n", worker, workers,
                 workers, worker, static_cast<long long>(share));
-  if (reads_dir) {
+  if (s.resume || workers > 1) {  // (else the DIR holds none: refused above)
     int64_t mine = 0;
     for (const auto& kv : recorded) mine += kv.first < n && kv.first % workers == worker;
     std::printf("%s: %lld of them recorded, which the run skips\n", dir.c_str(),

@@ -838,6 +838,15 @@ bool check_sweep_copy(const SweepSpec& spec, const std::string& dir, const std::
 }
 }  // namespace
 
+// A directory that holds results is another run's unless this one continues it (--resume) or
+// shares it with other workers.
+static void check_results_taken_up(const SweepOptions& o, size_t recorded) {
+  KILN_USAGE_CHECK(recorded == 0 || o.resume || o.num_workers > 1,
+                   o.dir << " already holds " << recorded
+                         << " results; pass --resume to continue that "
+                         << "sweep or choose another --dir");
+}
+
 std::vector<TrialRecord> check_sweep_dir(const SweepSpec& spec, const SweepOptions& o) {
   struct stat st;
   if (::stat(o.dir.c_str(), &st) != 0) {
@@ -848,6 +857,7 @@ std::vector<TrialRecord> check_sweep_dir(const SweepSpec& spec, const SweepOptio
   std::vector<TrialRecord> prior = read_results(o.dir);
   check_sweep_copy(spec, o.dir, o.spec_text, prior.size());
   check_run_options(o, !prior.empty(), false);
+  check_results_taken_up(o, prior.size());
   return prior;
 }
 
@@ -901,10 +911,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
       write_file_atomic(o.dir + "/sweep.yaml", o.spec_text.data(), o.spec_text.size());
     check_run_options(o, !prior.empty());
   }
-  KILN_USAGE_CHECK(prior.empty() || o.resume || o.num_workers > 1,
-                   o.dir << " already holds " << prior.size()
-                         << " results; pass --resume to continue that "
-                         << "sweep or choose another --dir");
+  check_results_taken_up(o, prior.size());
   if (!prior.empty()) record_locked(o.dir, spec, "");  // repair a CSV a kill left short
   auto log = [&](const std::string& s) {
     if (o.log) o.log(s);

@@ -169,9 +169,10 @@ void check_param_names(const SweepSpec& spec);
 // (run_sweep and --dry-run check it before anything is written).
 void check_val_metric(const SweepSpec& spec, const RunConfig& base);
 
-// For sweep --dry-run with --resume or --worker: what run_sweep checks of o.dir before its
-// first trial, writing nothing: a directory (or none yet), and where it holds recorded trials,
-// this sweep's file (o.spec_text) and these run options (o.base). Returns those trials.
+// For sweep --dry-run: what run_sweep checks of o.dir before its first trial, writing nothing:
+// a directory (or none yet), and where it holds recorded trials, this sweep's file
+// (o.spec_text), these run options (o.base), and that the run continues them (o.resume) or
+// shares them (o.num_workers > 1). Returns those trials.
 std::vector<TrialRecord> check_sweep_dir(const SweepSpec& spec, const SweepOptions& o);
 // results.jsonl of a sweep directory (unparseable lines, e.g. a torn last line, are skipped).
 std::vector<TrialRecord> read_results(const std::string& dir);
