@@ -89,7 +89,14 @@ EvalArgs parse_eval_args(int argc, char** argv) {
       return e;
     } else {
       // a misspelt flag gets a suggestion, as the training apps give
-      const std::string near = a.rfind("--", 0) == 0 ? closest_name(a, kFlags) : "";
+      // (the names without their dashes, as the training apps match them: "--s" is no "--split")
+      std::string near;
+      if (a.rfind("--", 0) == 0) {
+        std::vector<std::string> names;
+        for (const std::string& f : kFlags) names.push_back(f.substr(2));
+        near = closest_name(normalize_key(a.substr(2)), names);
+        if (!near.empty()) near = "--" + near;
+      }
       KILN_USAGE_CHECK(a.rfind("--", 0) != 0 && e.ckpt.empty(),
                        "unexpected argument '"
                            << a << "'" << (near.empty() ? "" : " (did you mean '" + near + "'?)"));

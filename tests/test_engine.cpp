@@ -403,6 +403,18 @@ TEST(Model, InverseTimeWithoutDecayAndKeepLastWithoutPeriodicCheckpointsAreNoted
   c.sched.decay = 0;
   c.sched.name = "constant";
   EXPECT_EQ(notes_of(c).find("--decay is 0"), std::string::npos) << notes_of(c);
+  {  // --early-stop-start at or past --epochs: nothing watched (no note until 2026-12-07)
+    RunConfig e = c;
+    e.train.early_stop = 1;
+    e.train.epochs = 2;
+    e.train.early_stop_start = 2;
+    EXPECT_NE(notes_of(e).find("--early-stop-start 2 is not below --epochs 2: early stopping "
+                               "watches no epoch and never stops this run"),
+              std::string::npos)
+        << notes_of(e);
+    e.train.early_stop_start = 1;  // epoch 2 is watched
+    EXPECT_EQ(notes_of(e).find("--early-stop-start"), std::string::npos) << notes_of(e);
+  }
   c.keep_last = 3;
   EXPECT_NE(notes_of(c).find("--keep-last 3 has nothing to prune without --checkpoint-every or "
                              "--checkpoint-every-steps"),
@@ -1056,6 +1068,14 @@ TEST(Options, CliFlagsBoolsAndErrors) {
   EXPECT_EQ(usage_msg({"--x", "1"}), "--x: unknown option 'x'");
   EXPECT_EQ(usage_msg({"--check", "1"}), "--check: unknown option 'check'");  // three options begin so
   EXPECT_EQ(usage_msg({"--modle", "mlp"}), "--modle: unknown option 'modle' (did you mean 'model'?)");
+  // Two neighbours swapped are one edit: a short name's slip is still found.
+  EXPECT_EQ(usage_msg({"--esp", "1e-7"}), "--esp: unknown option 'esp' (did you mean 'eps'?)");
+  EXPECT_EQ(edit_distance("esp", "eps"), 1u);
+  EXPECT_EQ(edit_distance("ab", "ba"), 1u);
+  EXPECT_EQ(edit_distance("abc", "cba"), 2u);
+  EXPECT_EQ(edit_distance("ca", "abc"), 3u);  // (no edit of a swapped pair: not 2)
+  EXPECT_EQ(edit_distance("", "lr"), 2u);
+  EXPECT_EQ(edit_distance("kitten", "sitting"), 3u);
   EXPECT_EQ(usage_msg({"--lr"}), "--lr needs a value (float)");
   // An empty path would silently mean "not set": no checkpoint, no log.
   EXPECT_EQ(usage_msg({"--save", ""}), "--save: an empty path (leave --save out instead)");
@@ -1088,6 +1108,12 @@ TEST(Options, CliFlagsBoolsAndErrors) {
   EXPECT_EQ(usage_msg({"--lr", "0x1p3"}), "--lr: '0x1p3' is not a finite number");
   EXPECT_EQ(usage_msg({"--milestones", "2,4294967297"}),
             "--milestones: '4294967297' is out of range (at most 2147483647)");
+  for (const char* v : {"1,,2", "1,2,", ",1", ","})  // (dropped, until 2026-12-07)
+    EXPECT_EQ(
+        usage_msg({"--milestones", v}),
+        std::string("--milestones: '") + v + "' has an empty item (epochs and commas, e.g. 30,60)")
+        << v;
+  EXPECT_EQ(usage_msg({"--milestones", ""}), "no error");  // none
   EXPECT_EQ(usage_msg({"--seed", "18446744073709551615"}),
             "--seed: '18446744073709551615' is out of range (at most 9223372036854775807)");
   // --device cuda without CUDA in the build: refused by validate, before any data loads (a

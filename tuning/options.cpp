@@ -297,11 +297,14 @@ OptionTable build_table() {
         kRangeTestUnused);
   t.add({"milestones", "list", "MultiStepLR epochs, e.g. 30,60",
          [](RunConfig& c, const std::string& v) {
+           // ("" is none; an empty item, "1,,2" or "30,", is a slip: it was dropped)
+           KILN_USAGE_CHECK(v.empty() || (v.front() != ',' && v.back() != ',' &&
+                                          v.find(",,") == std::string::npos),
+                            ": '" << v << "' has an empty item (epochs and commas, e.g. 30,60)");
            c.sched.milestones.clear();
            std::stringstream ss(v);
            std::string item;
            while (std::getline(ss, item, ',')) {
-             if (item.empty()) continue;
              const long long m = parse_int(item, "");  // an int: 2^32 + 1 wrapped to 1
              KILN_USAGE_CHECK(m >= INT_MIN && m <= INT_MAX,
                               ": '" << item << "' is out of range (at most 2147483647)");
@@ -605,13 +608,19 @@ bool parse_bool(const std::string& v, const std::string& origin) {
 }
 
 size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  // Rows i-2, i-1 and i of the table (optimal string alignment: Levenshtein's insert, delete
+  // and change, and a swap of two neighbouring characters as one edit: "esp" is one from "eps").
+  std::vector<size_t> before(b.size() + 1), prev(b.size() + 1), cur(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
     cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j)
+    for (size_t j = 1; j <= b.size(); ++j) {
       cur[j] =
           std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        cur[j] = std::min(cur[j], before[j - 2] + 1);
+    }
+    std::swap(before, prev);  // (before: row i-1; prev, then cur: free)
     std::swap(prev, cur);
   }
   return prev[b.size()];

@@ -121,7 +121,8 @@ const OptionTable& run_options();
 // false for a name the table does not have.
 bool option_has(const std::string& name, unsigned traits);
 std::string normalize_key(const std::string& k);  // "batch_size" -> "batch-size"
-size_t edit_distance(const std::string& a, const std::string& b);  // Levenshtein
+// Levenshtein, with a swap of two neighbours as one edit (optimal string alignment)
+size_t edit_distance(const std::string& a, const std::string& b);
 // The name in `names` nearest to k, for "did you mean", or "": within 2 edits and half k's
 // length (one for a short k), else the one name k begins with (k of 3 or more characters).
 std::string closest_name(const std::string& k, const std::vector<std::string>& names);

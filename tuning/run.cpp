@@ -138,6 +138,12 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
     notes.push_back("--keep-last " + std::to_string(cfg.keep_last) +
                     " has nothing to prune without --checkpoint-every or --checkpoint-every-steps "
                     "(only a stopping signal writes a checkpoint then)");
+  // Keras' start_from_epoch: epochs 1..N are not watched, so N >= --epochs watches none.
+  if (cfg.train.early_stop > 0 && cfg.train.early_stop_start >= cfg.train.epochs &&
+      cfg.train.epochs > 0)
+    notes.push_back("--early-stop-start " + std::to_string(cfg.train.early_stop_start) +
+                    " is not below --epochs " + std::to_string(cfg.train.epochs) +
+                    ": early stopping watches no epoch and never stops this run");
   // Plateau cuts after patience+1 epochs without improvement (torch), early stopping after
   // early_stop (Keras): unless early stopping waits longer, the run ends before the cut helps.
   if (sc.name == "plateau" && cfg.train.early_stop > 0 && cfg.train.early_stop <= sc.patience + 1)

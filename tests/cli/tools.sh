@@ -149,6 +149,10 @@ check eval-nan-logit kiln_eval 0 "acc=$threes\$" -- nanb.st --data-dir "$KILN_TE
 # reading it: a missing file said "cannot open", exit 1).
 check eval-bad-device kiln_eval 2 '--device gpu: expected auto\|cpu\|cuda' -- missing.st --device gpu
 check eval-negative-limit kiln_eval 2 '--test-limit -5: must be >= 0' -- missing.st --test-limit -5
+# A misspelt flag gets the training apps' suggestion: near misses of the name without its
+# dashes ('--s' was "did you mean '--split'?", its dashes counted as letters; until 2026-12-07).
+check eval-flag-near kiln_eval 2 "unexpected argument '--splt' \(did you mean '--split'\?\)" -- missing.st --splt test
+check eval-flag-short kiln_eval 2 "unexpected argument '--s'\$" -- missing.st --s test
 
 # A recorded relative --data-dir read from another directory: the error says whose it is and
 # what to pass (it advised downloading the data).
