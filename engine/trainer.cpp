@@ -505,8 +505,9 @@ void Trainer::check_fit(const Dataset& train, const Dataset* test, const TrainPo
     KILN_USAGE_CHECK(epoch != from.epoch || from.batch <= batches,
                      "fit: position batch " << from.batch << " of epoch " << from.epoch + 1
                                             << ", which has " << batches << " batches");
+    const long long first_step = last_step + 1;  // (the epoch's first step to train)
     last_step += batches - (epoch == from.epoch ? from.batch : 0);
-    if (opts_.step_limit > 0 && last_step > opts_.step_limit) break;
+    if (opts_.step_limit > 0 && first_step > opts_.step_limit) break;
     const auto [name, layer] = model_.layer_refusing_batch(smallest);
     // Every batch too small (--batch-size 1, or a training set that small): no limit or split
     // leaves none over, so the leftover advice below would not help (it was given for those too).
@@ -524,6 +525,8 @@ void Trainer::check_fit(const Dataset& train, const Dataset* test, const TrainPo
                               << (b <= n ? std::string(bsched.empty() ? "raise --batch-size"
                                                                       : "raise its batch size")
                                          : std::string("train on more images")));
+    // (a step limit, the LR range test's, may stop before the epoch's last batch)
+    if (opts_.step_limit > 0 && last_step > opts_.step_limit) break;
     KILN_USAGE_CHECK(
         !layer, "layer " << name << " (" << layer->describe() << ") trains on batches of at least "
                          << layer->min_training_batch() << ", and epoch " << epoch + 1

@@ -456,6 +456,18 @@ TEST(TrainerCpu, ABatchNormBatchOfOneIsFoundBeforeTraining) {
   EXPECT_EQ(lr_find(*make_session(lf), lr_find_options(lf)).points.size(), 4u);
   lf.num_it = 5;  // the fifth step is the batch of 1
   EXPECT_THROW(lr_find(*make_session(lf), lr_find_options(lf)), Error);
+  // Batches all of 1 within --num-it: refused before the first step with the advice that
+  // helps (it reached the layer, whose error said to leave no partial batch over).
+  lf.train.batch_size = 1;
+  lf.num_it = 3;
+  try {
+    lr_find(*make_session(lf), lr_find_options(lf));
+    ADD_FAILURE() << "a batch of 1 reached batch norm";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(),
+              "layer 2 (BatchNorm1d(32)) trains on batches of at least 2, and epoch "
+              "1's are of 1 (--batch-size 1): raise --batch-size");
+  }
   c.model.model = "cnn";  // a batch of 1 image still has 26x26 values per channel
   c.train.epochs = 2;
   c.data.train_limit = 97;
