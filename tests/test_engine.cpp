@@ -1064,6 +1064,11 @@ TEST(Options, CliFlagsBoolsAndErrors) {
             "--learning_rate: unknown option 'learning_rate' (did you mean 'lr'?)");
   EXPECT_EQ(usage_msg({"--num-epochs", "3"}), "--num-epochs: unknown option 'num-epochs' (did you mean 'epochs'?)");
   EXPECT_EQ(usage_msg({"--optim", "sgd"}), "--optim: unknown option 'optim' (did you mean 'optimizer'?)");
+  // Lightning's gradient_clip_val clips the global norm (its gradient_clip_algorithm defaults to
+  // "norm"), not each element
+  EXPECT_EQ(
+      usage_msg({"--gradient_clip_val", "1"}),
+      "--gradient_clip_val: unknown option 'gradient_clip_val' (did you mean 'global-clipnorm'?)");
   EXPECT_EQ(usage_msg({"--verbose"}), "--verbose: unknown option 'verbose'");
   EXPECT_EQ(usage_msg({"--x", "1"}), "--x: unknown option 'x'");
   EXPECT_EQ(usage_msg({"--check", "1"}), "--check: unknown option 'check'");  // three options begin so
