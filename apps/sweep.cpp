@@ -237,6 +237,17 @@ static int stopped(int sig, const std::string& rest) {
   return 128 + sig;
 }
 
+// The parameter of spec that sets option `opt` per trial (named so, or in a bundle), or "".
+static std::string swept_by(const SweepSpec& spec, const std::string& opt) {
+  for (const SweepParam& p : spec.params) {
+    if (p.name == opt) return p.name;
+    for (const auto& bundle : p.bundles)
+      for (const auto& kv : bundle)
+        if (kv.first == opt) return p.name;
+  }
+  return "";
+}
+
 // The sweep directory: --dir, else sweeps/<the file's name without its extension>.
 static std::string sweep_dir(const SweepArgs& s) {
   if (!s.dir.empty()) return s.dir;
@@ -423,7 +434,15 @@ int main(int argc, char** argv) {
                 spec.maximize ? "maximize" : "minimize", dir.c_str(), o.worker, o.num_workers);
     // The trials' device and, on the CPU, the GEMM kernels that decide their bits (as
     // train_mnist's line; a sweep said neither)
-    std::printf("device: %s\n", app::device_line(base).c_str());
+    // (a parameter that sets the device or the threads per trial is named: the line is the
+    // base's, which those trials do not run with)
+    RunConfig shown = base;
+    if (!swept_by(spec, "device").empty()) shown.device = "auto";  // (the base's is not used)
+    std::string device = app::device_line(shown);
+    for (const char* opt : {"device", "threads"})
+      if (const std::string by = swept_by(spec, opt); !by.empty())
+        device += "; parameter '" + by + "' sets " + opt + " per trial";
+    std::printf("device: %s\n", device.c_str());
     std::fflush(stdout);
     SweepOutcome out;
     try {

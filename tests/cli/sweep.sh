@@ -47,6 +47,18 @@ grep -q '^sweep: note: trials are ranked on the test set (metric test_acc): .*me
 # the trials' device line, as train_mnist prints it (a sweep printed none)
 [ "$(sed -n 2p full.txt)" = "$("$KILN_BIN/train_mnist" "${common[@]}" --model mlp --width 8 --epochs 0 --train-limit 10 --test-limit 10 2>/dev/null | head -1)" ] &&
   grep -q '^device: cpu, ' full.txt || { echo "FAIL: sweep device line: $(sed -n 2p full.txt)"; exit 1; }
+# A parameter that sets the threads (or the device) per trial is named: the line's are the
+# base's, which those trials do not run with (it said '2 threads' for trials of 1).
+cat > th.yaml <<YAML
+method: grid
+metric: {name: test_acc, goal: maximize}
+base: {model: mlp, width: 8, epochs: 1, train_limit: 64, test_limit: 64}
+parameters:
+  threads: {values: [1]}
+YAML
+"$KILN_BIN/sweep" th.yaml --dir th "${common[@]}" > th.txt 2>/dev/null
+grep -q "^device: cpu, .*; parameter 'threads' sets threads per trial$" th.txt ||
+  { echo "FAIL: sweep device line with threads swept: $(sed -n 2p th.txt)"; exit 1; }
 # each record names the test set it was scored on (a --resume on other data is then noted)
 [ "$(grep -c '"test_data":"500 images, labels crc32 [0-9a-f]*"' full/results.jsonl)" = 6 ] ||
   { echo "FAIL: records lack their test set"; head -2 full/results.jsonl; exit 1; }
