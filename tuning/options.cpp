@@ -709,8 +709,8 @@ std::string OptionTable::closest(const std::string& name) const {
       {"restore-best-weights", "restore-best"},
       {"start-from-epoch", "early-stop-start"},
       {"test-batch-size", "eval-batch-size"},
-      {"val-batch-size", "eval-batch-size"},
-      {"log-interval", "log-every"}};
+      // (not log-interval: in torch's examples it prints; --log-every writes records to --log)
+      {"val-batch-size", "eval-batch-size"}};
   const std::string key = normalize_key(name);
   for (const auto& a : kAliases)
     if (key == a.first && find(a.second)) return a.second;
