@@ -260,6 +260,9 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
       double d = number(v, origin);  // (past 2^53 the cast below would be undefined)
       KILN_USAGE_CHECK(d >= 0 && d == std::floor(d) && d <= 9007199254740992.0,
                        origin << ": expected a non-negative integer (at most 2^53)");
+      // (run_cap 0 ran a whole grid as if left out, and a random sweep said it was missing)
+      KILN_USAGE_CHECK(k == "seed" || d >= 1,
+                       origin << ": 0 trials (leave run_cap out to run the whole grid)");
       if (k == "seed")
         s.seed = static_cast<uint64_t>(d);
       else
