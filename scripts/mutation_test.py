@@ -585,7 +585,10 @@ MUTANTS = [
      [("  if (cfg.train.early_stop > 0 && cfg.train.early_stop_start >= cfg.train.epochs &&", "  if (cfg.train.early_stop > 0 && cfg.train.early_stop_start > cfg.train.epochs &&")],
      "--early-stop-start equal to --epochs watches no epoch, unsaid (until 2026-12-07)"),
     ("milestones-empty-item-dropped", "tuning/options.cpp",
-     [("           KILN_USAGE_CHECK(v.empty() || (v.front() != ',' && v.back() != ',' &&", "           KILN_USAGE_CHECK(true || (v.front() != ',' && v.back() != ',' &&")],
+     [("           KILN_USAGE_CHECK(v.empty() || (v.front() != ',' && v.back() != ',' &&", "           KILN_USAGE_CHECK(true || (v.front() != ',' && v.back() != ',' &&"),
+      # (and the skip the check replaced: without it 1,,2 met parse_int's "'' is not an integer")
+      ("           while (std::getline(ss, item, ',')) {\n",
+       "           while (std::getline(ss, item, ',')) {\n             if (item.empty()) continue;\n")],
      "--milestones 1,,2 (or 30,) drops the empty item: a slip runs as another schedule (until 2026-12-07)"),
     ("int-option-wraps", "tuning/options.cpp",
      [("                fits, \": '\" << v", "                true || fits, \": '\" << v")],
