@@ -398,10 +398,13 @@ TEST(SweepSpec, YamlErrorsNameFileAndKey) {
   EXPECT_NE(m.find("grid search needs values"), std::string::npos) << m;
   m = usage_error("method: random\nparameters: {lr: {values: [0.1]}}\n");
   EXPECT_NE(m.find("run_cap"), std::string::npos) << m;
-  for (const char* method : {"grid", "random"})  // (a grid ran whole: no cap; until 2026-12-07)
-    EXPECT_EQ(usage_error(std::string("method: ") + method +
-                          "\nrun_cap: 0\nparameters: {lr: {values: [0.1, 0.2]}}\n"),
-              "s.yaml: key 'run_cap': 0 trials (leave run_cap out to run the whole grid)")
+  // (a grid ran whole: no cap; until 2026-12-07). A random sweep needs run_cap: the advice to
+  // leave it out was a grid's only.
+  for (const char* method : {"grid", "random"})
+    EXPECT_EQ(
+        usage_error(std::string("method: ") + method +
+                    "\nrun_cap: 0\nparameters: {lr: {values: [0.1, 0.2]}}\n"),
+        "s.yaml: key 'run_cap': expected 1 or more trials (a grid without run_cap runs whole)")
         << method;
   // A typo's 10^11 trials (--dry-run printed them forever) and a grid past a million points.
   m = usage_error("method: random\nrun_cap: 99999999999\nparameters: {lr: {values: [0.1]}}\n");

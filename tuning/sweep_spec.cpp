@@ -262,7 +262,7 @@ SweepSpec parse_sweep(const std::string& text, const std::string& path) {
                        origin << ": expected a non-negative integer (at most 2^53)");
       // (run_cap 0 ran a whole grid as if left out, and a random sweep said it was missing)
       KILN_USAGE_CHECK(k == "seed" || d >= 1,
-                       origin << ": 0 trials (leave run_cap out to run the whole grid)");
+                       origin << ": expected 1 or more trials (a grid without run_cap runs whole)");
       if (k == "seed")
         s.seed = static_cast<uint64_t>(d);
       else
