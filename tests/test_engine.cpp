@@ -1075,6 +1075,8 @@ TEST(Options, CliFlagsBoolsAndErrors) {
   EXPECT_EQ(usage_msg({"--modle", "mlp"}), "--modle: unknown option 'modle' (did you mean 'model'?)");
   // Two neighbours swapped are one edit: a short name's slip is still found.
   EXPECT_EQ(usage_msg({"--esp", "1e-7"}), "--esp: unknown option 'esp' (did you mean 'eps'?)");
+  // (not --log-every: torch's examples' --log-interval sets how often to print)
+  EXPECT_EQ(usage_msg({"--log-interval", "10"}), "--log-interval: unknown option 'log-interval'");
   EXPECT_EQ(edit_distance("esp", "eps"), 1u);
   EXPECT_EQ(edit_distance("ab", "ba"), 1u);
   EXPECT_EQ(edit_distance("abc", "cba"), 2u);
