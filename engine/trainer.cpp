@@ -509,32 +509,28 @@ void Trainer::check_fit(const Dataset& train, const Dataset* test, const TrainPo
     last_step += batches - (epoch == from.epoch ? from.batch : 0);
     if (opts_.step_limit > 0 && first_step > opts_.step_limit) break;
     const auto [name, layer] = model_.layer_refusing_batch(smallest);
-    // Every batch too small (--batch-size 1, or a training set that small): no limit or split
-    // leaves none over, so the leftover advice below would not help (it was given for those too).
-    KILN_USAGE_CHECK(!layer || std::min(b, n) >= layer->min_training_batch(),
-                     "layer " << name << " (" << layer->describe()
-                              << ") trains on batches of at least "
-                              << layer->min_training_batch() << ", and epoch " << epoch + 1
-                              << "'s are of " << std::min(b, n) << " ("
-                              << (b <= n ? std::string(bsched.empty() ? "--batch-size "
-                                                                      : "--batch-schedule's ") +
-                                               std::to_string(b)
-                                         : std::to_string(n) + (n == 1 ? " training image"
-                                                                       : " training images"))
-                              << "): "
-                              << (b <= n ? std::string(bsched.empty() ? "raise --batch-size"
-                                                                      : "raise its batch size")
-                                         : std::string("train on more images")));
-    // (a step limit, the LR range test's, may stop before the epoch's last batch)
-    if (opts_.step_limit > 0 && last_step > opts_.step_limit) break;
+    // Every batch too small (--batch-size 1, or a training set that small) is refused whatever
+    // the step limit, with advice to raise the batch (no limit or split leaves none over); only
+    // a last, partial batch too small can lie past the limit (the LR range test's) and be taken.
+    const bool all_too_small = layer && std::min(b, n) < layer->min_training_batch();
+    if (!all_too_small && opts_.step_limit > 0 && last_step > opts_.step_limit) break;
+    const auto why = [&] {
+      if (all_too_small)
+        return "'s are of " + std::to_string(std::min(b, n)) + " (" +
+               (b <= n ? (bsched.empty() ? "--batch-size " : "--batch-schedule's ") +
+                             std::to_string(b) + "): " +
+                             (bsched.empty() ? "raise --batch-size" : "raise its batch size")
+                       : std::to_string(n) + (n == 1 ? " training image" : " training images") +
+                             "): train on more images");
+      return " ends in a batch of " + std::to_string(smallest) + " (" + std::to_string(n) +
+             " training images in batches of " + std::to_string(b) + "): change " +
+             (bsched.empty() ? "--batch-size" : "--batch-schedule") +
+             (val_set ? ", --train-limit or --val-split" : " or --train-limit") +
+             " so none is left over";
+    };
     KILN_USAGE_CHECK(
         !layer, "layer " << name << " (" << layer->describe() << ") trains on batches of at least "
-                         << layer->min_training_batch() << ", and epoch " << epoch + 1
-                         << " ends in a batch of " << smallest << " (" << n
-                         << " training images in batches of " << b << "): change "
-                         << (bsched.empty() ? "--batch-size" : "--batch-schedule")
-                         << (val_set ? ", --train-limit or --val-split" : " or --train-limit")
-                         << " so none is left over");
+                         << layer->min_training_batch() << ", and epoch " << epoch + 1 << why());
   }
 }
 

@@ -1096,7 +1096,7 @@ MUTANTS = [
      [("    KILN_USAGE_CHECK(alone.empty(),", "    KILN_USAGE_CHECK(false,")],
      "a value drawn only beside its one bad partner refuses the whole random sweep"),
     ("bn-check-past-step-limit", "engine/trainer.cpp",
-     [("    if (opts_.step_limit > 0 && last_step > opts_.step_limit) break;\n", "")],
+     [("    if (!all_too_small && opts_.step_limit > 0 && last_step > opts_.step_limit) break;\n", "")],
      "lr_find refuses a run whose partial batch of 1 lies past its last step"),
     ("output-over-data-file", "tuning/run.cpp",
      [("  check_outputs_spare_data(cfg, {&s->train, &s->val, &s->test});\n", "")],
