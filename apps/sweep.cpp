@@ -237,17 +237,6 @@ static int stopped(int sig, const std::string& rest) {
   return 128 + sig;
 }
 
-// The parameter of spec that sets option `opt` per trial (named so, or in a bundle), or "".
-static std::string swept_by(const SweepSpec& spec, const std::string& opt) {
-  for (const SweepParam& p : spec.params) {
-    if (p.name == opt) return p.name;
-    for (const auto& bundle : p.bundles)
-      for (const auto& kv : bundle)
-        if (kv.first == opt) return p.name;
-  }
-  return "";
-}
-
 // The sweep directory: --dir, else sweeps/<the file's name without its extension>.
 static std::string sweep_dir(const SweepArgs& s) {
   if (!s.dir.empty()) return s.dir;

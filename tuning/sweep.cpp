@@ -1082,13 +1082,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const SweepOptions& o, const Trial
 std::string mixed_test_sets_note(const SweepSpec& spec, const std::vector<TrialRecord>& rs) {
   // A sweep that varies the test set itself compares no scores across it anyway. (Parameter
   // and group option names are canonical: data_dir in the file is "data-dir".)
-  for (const SweepParam& p : spec.params) {
-    std::vector<std::string> sets = {p.name};
-    for (const auto& b : p.bundles)
-      for (const auto& kv : b) sets.push_back(kv.first);
-    for (const std::string& o : sets)
-      if (o == "data-dir" || o == "dataset" || o == "test-limit") return "";
-  }
+  for (const char* o : {"data-dir", "dataset", "test-limit"})
+    if (!swept_by(spec, o).empty()) return "";
   std::map<std::string, std::vector<int64_t>> by_set;
   for (const TrialRecord& r : rs)
     if (!r.test_data.empty()) by_set[r.test_data].push_back(r.trial);

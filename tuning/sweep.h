@@ -52,6 +52,9 @@ SweepSpec load_sweep(const std::string& path, std::string* text = nullptr);
 constexpr int64_t kMaxTrials = 1000000;  // run_cap and grid sizes above it are usage errors
 SweepSpec parse_sweep(const std::string& yaml_text, const std::string& path);
 
+// The parameter that sets option `opt` (canonical, "data-dir") per trial: named so, or setting it
+// in its bundles; "" when none does.
+std::string swept_by(const SweepSpec& spec, const std::string& opt);
 int64_t grid_size(const SweepSpec& spec);   // product of the value counts
 int64_t num_trials(const SweepSpec& spec);  // grid: min(grid size, run_cap); random: run_cap
 // Parameters of trial i (name, value as text), in YAML order.

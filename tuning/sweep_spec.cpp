@@ -423,6 +423,16 @@ SweepSpec load_sweep(const std::string& path, std::string* text) {
 #endif
 }
 
+std::string swept_by(const SweepSpec& spec, const std::string& opt) {
+  for (const SweepParam& p : spec.params) {
+    if (p.name == opt) return p.name;
+    for (const auto& bundle : p.bundles)
+      for (const auto& kv : bundle)
+        if (kv.first == opt) return p.name;
+  }
+  return "";
+}
+
 int64_t grid_size(const SweepSpec& spec) {
   int64_t n = 1;
   for (const auto& p : spec.params) {
