@@ -584,6 +584,13 @@ MUTANTS = [
     ("early-stop-start-past-run-unsaid", "tuning/run.cpp",
      [("  if (cfg.train.early_stop > 0 && cfg.train.early_stop_start >= cfg.train.epochs &&", "  if (cfg.train.early_stop > 0 && cfg.train.early_stop_start > cfg.train.epochs &&")],
      "--early-stop-start equal to --epochs watches no epoch, unsaid (until 2026-12-07)"),
+    ("early-stop-too-few-epochs-unsaid", "tuning/run.cpp",
+     [("    if (soonest > t.epochs)\n", "    if (soonest > t.epochs + 1)\n")],
+     "--early-stop 10 --epochs 10 can never stop (the first watched epoch sets the best), unsaid (until 2026-12-08)"),
+    ("sweep-lock-naming-no-worker-unexplained", "tuning/sweep.cpp",
+     [("      return path_ +\n             \": names no worker (not a lock kiln writes); if no worker runs this sweep, \"\n             \"delete it\";\n",
+       "      return path_;\n")],
+     "an empty or foreign trial lock's skip line names only its path, not what to do (until 2026-12-08)"),
     ("milestones-empty-item-dropped", "tuning/options.cpp",
      [("           KILN_USAGE_CHECK(v.empty() || (v.front() != ',' && v.back() != ',' &&", "           KILN_USAGE_CHECK(true || (v.front() != ',' && v.back() != ',' &&"),
       # (and the skip the check replaced: without it 1,,2 met parse_int's "'' is not an integer")

@@ -412,8 +412,48 @@ TEST(Model, InverseTimeWithoutDecayAndKeepLastWithoutPeriodicCheckpointsAreNoted
                                "watches no epoch and never stops this run"),
               std::string::npos)
         << notes_of(e);
-    e.train.early_stop_start = 1;  // epoch 2 is watched
-    EXPECT_EQ(notes_of(e).find("--early-stop-start"), std::string::npos) << notes_of(e);
+    // Epoch 2 is watched, but the first watched epoch sets the best: a stop needs epoch 3.
+    e.train.early_stop_start = 1;
+    EXPECT_NE(notes_of(e).find("--early-stop 1 never stops this run: it stops after 1 watched "
+                               "epochs without improvement, and the first watched epoch sets "
+                               "the best: epoch 3 at the soonest, and --epochs is 2 "
+                               "(--early-stop-start 1)"),
+              std::string::npos)
+        << notes_of(e);
+    EXPECT_EQ(notes_of(e).find("watches no epoch"), std::string::npos) << notes_of(e);
+    e.train.epochs = 3;  // epoch 3 can stop it
+    EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
+    // --early-stop 10 --epochs 10 (no start): 11 at the soonest (silent until 2026-12-08).
+    e.train.early_stop_start = 0;
+    e.train.early_stop = 10;
+    e.train.epochs = 10;
+    EXPECT_NE(notes_of(e).find("--early-stop 10 never stops this run: it stops after 10 watched "
+                               "epochs without improvement, and the first watched epoch sets "
+                               "the best: epoch 11 at the soonest, and --epochs is 10\n"),
+              std::string::npos)
+        << notes_of(e);
+    e.train.epochs = 11;
+    EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
+    // A baseline can start the wait at the first watched epoch: 10 epochs can stop it.
+    e.train.early_stop_baseline = 0.5;
+    e.train.epochs = 9;
+    EXPECT_NE(notes_of(e).find("--early-stop 10 never stops this run: it stops after 10 watched "
+                               "epochs without improvement on --early-stop-baseline: epoch 10 "
+                               "at the soonest, and --epochs is 9"),
+              std::string::npos)
+        << notes_of(e);
+    e.train.epochs = 10;
+    EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
+    e.train.early_stop = 1;  // no stop follows epoch 1
+    e.train.epochs = 1;
+    EXPECT_NE(notes_of(e).find("epoch 2 at the soonest, and --epochs is 1"), std::string::npos)
+        << notes_of(e);
+    e.train.epochs = 2;
+    EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
+    // Resumed: the checkpoint's wait may end it sooner; nothing is claimed.
+    e.train.epochs = 1;
+    e.resume = "ckpt";
+    EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
   }
   c.keep_last = 3;
   EXPECT_NE(notes_of(c).find("--keep-last 3 has nothing to prune without --checkpoint-every or "

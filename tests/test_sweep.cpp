@@ -1159,6 +1159,33 @@ TEST(SweepRun, LocksOfOtherPidNamespacesStayAndOfEarlierBootsGo) {
   EXPECT_TRUE(named);
 }
 
+// A lock file that names no worker (empty, or text kiln never writes) is not kiln's: it stays,
+// as its trial, and the skip line says what to do (it named the path alone until 2026-12-08).
+TEST(SweepRun, LocksNamingNoWorkerStayAndTheSkipLineSaysSo) {
+  SweepSpec s = parse_sweep(kGrid8, "s.yaml");
+  SweepOptions o = killed_after_three(s, "foreign");
+  std::ofstream(o.dir + "/locks/trial-3.lock").flush();
+  std::ofstream(o.dir + "/locks/trial-4.lock") << "claimed by hand\n";
+  std::vector<std::string> lines;
+  o.log = [&](const std::string& l) { lines.push_back(l); };
+  o.resume = true;
+  FakeRunner g;
+  SweepOutcome out = run_sweep(s, o, g.fn());
+  EXPECT_EQ(out.ran, 3);  // 5, 6, 7
+  EXPECT_EQ(out.skipped_other, 2);
+  for (int i : {3, 4}) {
+    const std::string lock = "trial-" + std::to_string(i) + ".lock";
+    std::string skip;
+    for (const std::string& l : lines)
+      if (l.rfind("trial " + std::to_string(i) + ": claimed by another worker", 0) == 0) skip = l;
+    EXPECT_NE(skip.find(lock + ": names no worker (not a lock kiln writes); if no worker runs "
+                               "this sweep, delete it), skipping"),
+              std::string::npos)
+        << skip;
+    EXPECT_TRUE(std::filesystem::exists(o.dir + "/locks/" + lock)) << lock;
+  }
+}
+
 // A worker holds its claim's lock under an flock for the trial's whole run and marks the lock
 // so; a marked lock is then judged by its flock alone, from any container or machine: a killed
 // worker's (the kernel dropped its flock) is reclaimed, a live worker's is not, whatever its pid

@@ -144,6 +144,28 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
     notes.push_back("--early-stop-start " + std::to_string(cfg.train.early_stop_start) +
                     " is not below --epochs " + std::to_string(cfg.train.epochs) +
                     ": early stopping watches no epoch and never stops this run");
+  // Fewer watched epochs than a stop takes (a fresh run; a resumed one carries its wait). The
+  // first watched epoch sets the best and, without a baseline, starts the wait over: the stop
+  // comes early_stop epochs after it at the soonest (the held-out loss is finite, or the run
+  // fails). With a baseline the wait can start at the first; no stop follows epoch 1.
+  else if (cfg.train.early_stop > 0 && cfg.train.epochs > 0 && cfg.resume.empty()) {
+    const TrainOptions& t = cfg.train;
+    const int soonest = std::isnan(t.early_stop_baseline)
+                            ? t.early_stop_start + t.early_stop + 1
+                            : std::max(t.early_stop_start + t.early_stop, 2);
+    if (soonest > t.epochs)
+      notes.push_back("--early-stop " + std::to_string(t.early_stop) +
+                      " never stops this run: it stops after " + std::to_string(t.early_stop) +
+                      " watched epochs without improvement" +
+                      (std::isnan(t.early_stop_baseline)
+                           ? ", and the first watched epoch sets the best"
+                           : " on --early-stop-baseline") +
+                      ": epoch " + std::to_string(soonest) + " at the soonest, and --epochs is " +
+                      std::to_string(t.epochs) +
+                      (t.early_stop_start > 0
+                           ? " (--early-stop-start " + std::to_string(t.early_stop_start) + ")"
+                           : std::string()));
+  }
   // Plateau cuts after patience+1 epochs without improvement (torch), early stopping after
   // early_stop (Keras): unless early stopping waits longer, the run ends before the cut helps.
   if (sc.name == "plateau" && cfg.train.early_stop > 0 && cfg.train.early_stop <= sc.patience + 1)

@@ -155,7 +155,11 @@ class TrialLock {
   // namespace what to do if no worker runs there.
   std::string holder() const {
     const Owner o = owner();
-    if (!o.read) return path_;
+    // Not "pid host": a file no kiln worker wrote (a kiln lock is whole before it appears).
+    if (!o.read)
+      return path_ +
+             ": names no worker (not a lock kiln writes); if no worker runs this sweep, "
+             "delete it";
     std::string out = path_ + ": pid " + std::to_string(o.pid) + " on " + o.host;
     // A lock without an flock from a process this one cannot see: a person must judge it.
     if (!o.flocked && (o.other_namespace() || !o.here()))
