@@ -573,15 +573,17 @@ void bn_gpu_vs_ref(NormShape s, uint64_t seed, double offset = 0, float scale = 
   batchnorm_invstd_ref<float>(rv.data(), ise.data(), 1e-5, s.c);
   batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), rm.data(), ise.data(), dx.data(),
                            dw.data(), db.data(), false, s, nullptr);
-  Dev grm0(rm), grv0(rv), gye(n), gise(c), gdxe(n);
+  // (fresh poisoned gradients: the bias gradient is sum(dy) in both modes, so training's left in
+  // place would pass for an eval pass that never wrote it)
+  Dev grm0(rm), grv0(rv), gye(n), gise(c), gdxe(n), gdwe(c), gdbe(c);
   batchnorm_fwd_eval(gx.p, gw.p, gb.p, grm0.p, grv0.p, gye.p, 1e-5, s, nullptr);
   batchnorm_invstd(grv0.p, gise.p, 1e-5, s.c, nullptr);
-  batchnorm_bwd(gx.p, gdy.p, gw.p, grm0.p, gise.p, gdxe.p, gdw.p, gdb.p, false, s, ws, nullptr);
+  batchnorm_bwd(gx.p, gdy.p, gw.p, grm0.p, gise.p, gdxe.p, gdwe.p, gdbe.p, false, s, ws, nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_TRUE(test::all_close(gye.get(n), ye, 1e-5, 1e-5));
   EXPECT_TRUE(test::all_close(gdxe.get(n), dx, 1e-5, 1e-5));
-  EXPECT_TRUE(test::all_close(gdw.get(c), dw, std::max(1e-5, 1e-6 * m), 1e-4));
-  EXPECT_TRUE(test::all_close(gdb.get(c), db, std::max(1e-5, 1e-6 * m), 1e-4));
+  EXPECT_TRUE(test::all_close(gdwe.get(c), dw, std::max(1e-5, 1e-6 * m), 1e-4));
+  EXPECT_TRUE(test::all_close(gdbe.get(c), db, std::max(1e-5, 1e-6 * m), 1e-4));
   cudaFree(ws);
 }
 
