@@ -910,10 +910,14 @@ TEST(NormGpu, BackwardWithoutDxGivesParameterGradientsOnly) {
     std::vector<float> y(n), mean(c), is(c), rm(c, 0.f), rv2 = rv, nbt = {0, 0};
     batchnorm_fwd_train_ref<float>(x.data(), w.data(), b.data(), y.data(), mean.data(), is.data(),
                                    rm.data(), rv2.data(), nbt.data(), 0.1, 1e-5, s, nullptr);
-    Dev gx(x), gw(w), gdy(dy), gmean(mean), gis(is), gdw(c), gdb(c), gdx(n);
+    Dev gx(x), gw(w), gdy(dy), gmean(mean), gis(is), gdx(n);
     void* ws = dev_workspace(batchnorm_workspace_bytes(s));
     const double m = static_cast<double>(s.n * s.hw);
     for (bool train : {true, false}) {
+      // Fresh poisoned gradients for each mode: given the batch's mean and invstd, the eval
+      // gradients equal training's, so the training pass's left in place would pass for an eval
+      // pass that wrote nothing.
+      Dev gdw(c), gdb(c);
       std::vector<float> dw(c), db(c);
       batchnorm_bwd_ref<float>(x.data(), dy.data(), w.data(), mean.data(), is.data(), nullptr,
                                dw.data(), db.data(), train, s, nullptr);
