@@ -39,6 +39,7 @@ std::string norm_index_range_error(const NormShape& s);
 // speed). An unknown or unavailable name is an error.
 std::vector<std::string> norm_ref_isas();
 void set_norm_ref_isa(const std::string& name);
+std::string norm_ref_isa();  // the one the float passes run now
 
 // ---- batch norm --------------------------------------------------------------------------------
 // Training forward: normalises with the batch statistics (biased variance), writes the per-channel

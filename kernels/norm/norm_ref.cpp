@@ -402,6 +402,10 @@ void set_norm_ref_isa(const std::string& name) {
   g_norm_isa.store(name.empty() ? nullptr : &find_norm_isa(name), std::memory_order_relaxed);
 }
 
+std::string norm_ref_isa() {
+  return norm_isa().name;
+}
+
 template <typename T>
 void batchnorm_fwd_train_ref(const T* x, const T* weight, const T* bias, T* y, T* save_mean,
                              T* save_invstd, T* running_mean, T* running_var,
