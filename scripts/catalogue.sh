@@ -195,10 +195,11 @@ for e in "${!names[@]}"; do [ -z "${t0[$e]:-}" ] || close "$e"; done  # started,
 [ $got -eq 0 ] || status=$got
 trap - INT TERM
 python3 - "$dir" "$src" "$here" <<'EOF'
-import os, re, statistics, sys
+import os, re, sys
 root, src = sys.argv[1], sys.argv[2]
 sys.path.insert(0, sys.argv[3])
-from catalogue_report import expected_seeds, metric_goal, ok_metric, read_records, seed_groups  # (scripts/catalogue_report.py)
+from catalogue_report import metric_goal, read_records  # (scripts/catalogue_report.py)
+from kiln_records import expected_seeds, mean_std, score, seed_groups  # (scripts/kiln_records.py)
 rows = ["| experiment | trials | best | metric | wall s |", "|---|---|---|---|---|"]
 for f in sorted(os.listdir(os.path.join(src, "experiments"))):
     name = f[:-5]
@@ -217,8 +218,8 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
         # the sweep's leaderboard, whatever order --workers wrote them in; torn lines skipped
         recs = read_records(res)
         metric, goal = metric_goal(spec)
-        ok = [r for r in recs if ok_metric(r)]
-        pick = max if goal == "maximize" else min
+        maximize = goal == "maximize"
+        ok = [r for r in recs if score(r) is not None]
         if ok and any("seed" in r.get("params", {}) for r in ok):
             # A seed parameter: the best setting by its mean over seeds (the best single seed is
             # the selection bias the over-seeds table is there to avoid). A setting whose every
@@ -226,22 +227,21 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
             # (an unfinished sweep): a mean over the lucky survivors would flatter it. The seeds
             # expected: the file's seed values, else the most any setting has.
             by_setting = seed_groups(recs)  # setting -> its trials so far
-            groups = {k: [r["metric"] for r in rs if ok_metric(r)] for k, rs in by_setting.items()}
+            groups = {k: [v for v in map(score, rs) if v is not None] for k, rs in by_setting.items()}
             n = expected_seeds(spec, by_setting)
-            sign = 1 if goal == "maximize" else -1
+            sign = 1 if maximize else -1
             key, vals = max(((k, g) for k, g in groups.items() if g),
-                            key=lambda kv: (len(kv[1]) >= n, sign * statistics.mean(kv[1])))
-            mean = statistics.mean(vals)
-            std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                            key=lambda kv: (len(kv[1]) >= n, sign * mean_std(kv[1])[0]))
+            mean, std = mean_std(vals)
             params = " ".join("%s=%s" % kv for kv in key)
             seeds = ("%d seeds" % len(vals) if len(vals) >= n else
                      "%d of %d seeds; the others failed, were pruned or have not run" % (len(vals), n))
             rows.append("| %s | %d%s | %s | %s %.4f +- %.4f (mean of %s) | %s |"
                         % (name, len(recs), state, params, metric, mean, std, seeds, secs))
         elif ok:
-            best = pick(ok, key=lambda r: r["metric"])
+            best = (max if maximize else min)(ok, key=score)
             params = " ".join("%s=%s" % kv for kv in best.get("params", {}).items())
-            rows.append("| %s | %d%s | %s | %s %.4f | %s |" % (name, len(recs), state, params, metric, best["metric"], secs))
+            rows.append("| %s | %d%s | %s | %s %.4f | %s |" % (name, len(recs), state, params, metric, score(best), secs))
         else:
             rows.append("| %s | %d%s | (no finished trial) | - | %s |" % (name, len(recs), state, secs))
     else:

@@ -16,12 +16,12 @@ says so, an unfinished experiment is marked unfinished. --device goes into each 
 "measured on" line (e.g. "NVIDIA H200, full MNIST").
 """
 import argparse
-import json
 import os
 import re
 import shlex
-import statistics
 import sys
+
+from kiln_records import expected_seeds, mean_std, read_jsonl, score, seed_groups
 
 
 def question(spec):
@@ -42,20 +42,11 @@ def num(v, spec=".4f"):
 
 
 def read_records(path):
-    """A sweep's results.jsonl in trial order. A line that does not parse (a writer killed
-    mid-line leaves one, which the sweep skips and seals with a newline) is skipped here too."""
-    out = []
-    if os.path.exists(path):
-        # bytes that are not UTF-8 (a line cut inside a character) are replaced, not fatal
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(r, dict) and "trial" in r:
-                    out.append(r)
-    return sorted(out, key=lambda r: r.get("trial", 0))
+    """A sweep's results.jsonl in trial order, none when it does not exist. A line that does not
+    parse (a writer killed mid-line leaves one, which the sweep skips and seals with a newline)
+    is skipped here too."""
+    recs = read_jsonl(path)[0] if os.path.exists(path) else []
+    return sorted((r for r in recs if "trial" in r), key=lambda r: r.get("trial", 0))
 
 
 def metric_goal(spec):
@@ -74,40 +65,6 @@ def metric_goal(spec):
         m = dict(re.findall(r"\b(name|goal)[ \t]*:[ \t]*['\"]?(\w+)", body))
     name = str(m.get("name") or "test_acc")
     return name, str(m.get("goal") or ("minimize" if "loss" in name else "maximize"))
-
-
-def ok_metric(r):
-    """A finished trial with a numeric metric (failed and pruned ones have none to rank)."""
-    return r.get("status") == "ok" and isinstance(r.get("metric"), (int, float))
-
-
-def seed_groups(recs, repeats=None):
-    """Records by setting (every parameter but the seed, as (name, value) pairs), in the order
-    of each setting's first record (recs in trial order: its first trial). A random sweep can
-    draw a setting and seed again, the same run twice: only its first trial is kept (as the
-    sweep's over-seeds table does; a second sample would shrink std and inflate the count),
-    the later ones go to the list `repeats` where one is given."""
-    groups, seen = {}, set()
-    for r in recs:
-        p = r.get("params", {})
-        key = tuple((k, v) for k, v in p.items() if k != "seed")
-        if "seed" in p:
-            if (key, p["seed"]) in seen:
-                if repeats is not None:
-                    repeats.append(r)
-                continue
-            seen.add((key, p["seed"]))
-        groups.setdefault(key, []).append(r)
-    return groups
-
-
-def expected_seeds(spec, groups):
-    """How many seeds a setting should have: the sweep file's seed values, else the most any
-    setting has so far (groups: seed_groups' result)."""
-    sv = re.search(r"^\s*seed:\s*\{\s*values:\s*\[([^\]]*)\]", spec, re.M)
-    if sv:
-        return len([v for v in sv.group(1).split(",") if v.strip()])
-    return max(map(len, groups.values())) if groups else 0
 
 
 def cell(v):
@@ -147,9 +104,9 @@ def sweep_section(name, d, spec, metric):
         groups = seed_groups(recs, repeats)
         n = expected_seeds(spec, groups)
         for key, rs in groups.items():
-            vals = [r["metric"] for r in rs if ok_metric(r)]
-            mean = num(statistics.mean(vals)) if vals else "-"
-            std = num(statistics.stdev(vals)) if len(vals) > 1 else "-"
+            vals = [v for v in map(score, rs) if v is not None]
+            mean, std = mean_std(vals)
+            mean, std = num(mean) if vals else "-", num(std) if len(vals) > 1 else "-"
             label = " ".join("%s=%s" % kv for kv in key)
             out.append("| %s | %d of %d | %s | %s |" % (cell(label or "(all)"), len(vals), max(n, len(rs)), mean, std))
         if repeats:

@@ -52,6 +52,11 @@ import re
 import sys
 import textwrap
 
+# kiln_records.py lies beside this file: found also when plot.py is not run as a script (runpy)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kiln_records  # noqa: E402
+from kiln_records import as_float, mean_std, score, seed_groups  # noqa: E402
+
 # Without matplotlib, --help still answers; a plot then exits 1 naming the interpreter that
 # lacks it (apt's python3-matplotlib is /usr/bin/python3's, not a pyenv's or a venv's).
 NO_MATPLOTLIB = None
@@ -108,14 +113,6 @@ def save(fig, args):
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def as_float(s):
-    try:
-        v = float(s)
-        return v if math.isfinite(v) else None
-    except (TypeError, ValueError):
-        return None
 
 
 def fmt(v):
@@ -286,21 +283,7 @@ def lr_find_overlay(args):
 def read_jsonl(path):
     """The JSON objects of a JSONL file; unreadable lines (a torn last line from a killed run,
     or not JSON at all) are skipped and counted on stderr."""
-    out, torn = [], 0
-    with open(path, encoding="utf-8", errors="replace") as f:  # a line cut inside a character too
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                torn += 1
-                continue
-            if isinstance(r, dict):
-                out.append(r)
-            else:
-                torn += 1
+    out, torn = kiln_records.read_jsonl(path)
     if torn:
         note(f"{path}: {torn} unreadable line{'s' if torn > 1 else ''} skipped (torn, or not JSON)")
     return out
@@ -796,7 +779,7 @@ def log_axis(p, dists, values):
 
 def classify(recs, field):
     """(ok, pruned, failed) trials: ok ones scored (finite field), the rest by status."""
-    ok = [r for r in recs if r.get("status") == "ok" and as_float(r.get(field)) is not None]
+    ok = [r for r in recs if score(r, field) is not None]
     pruned = [r for r in recs if r.get("status") == "pruned"]
     failed = [r for r in recs if r not in ok and r not in pruned]
     return ok, pruned, failed
@@ -1034,52 +1017,42 @@ def seeds(args):
     check_metric("seeds", metric, recs)
     label, maximize = sweep_goal(read_spec(args.dir), args.metric)
     names = [k for k in recs[0]["params"] if k != "seed"]
+    repeats = []  # a random sweep's repeated draws: the same run again, counted once (seed_groups)
+    groups = seed_groups(sorted(recs, key=lambda r: r["trial"] if isinstance(r.get("trial"), int) else 0), repeats)
     configs, by_seed, failed, pruned = {}, {}, {}, {}
-    seen, repeats = set(), 0
-    for r in sorted(recs, key=lambda r: r["trial"] if isinstance(r.get("trial"), int) else 0):
-        key = tuple(str(r["params"].get(k)) for k in names)  # exact values: %.3g only on the ticks
-        configs.setdefault(key, [])
-        if (key, str(r["params"]["seed"])) in seen:  # a random sweep's repeated draw: the same
-            repeats += 1  # run again, counted once, by its first trial (as the sweep's table)
-            continue
-        seen.add((key, str(r["params"]["seed"])))
-        v = as_float(r.get(metric))
-        if r.get("status") == "ok" and v is not None:
-            configs[key].append(v)
-            by_seed.setdefault(r["params"]["seed"], {})[key] = v
-        elif r.get("status") == "pruned" and v is not None:
-            pruned.setdefault(key, []).append(v)
-        else:
-            failed[key] = failed.get(key, 0) + 1
+    for key, rs in groups.items():  # key: (name, value) pairs, exact values (%.3g only on the ticks)
+        configs[key] = []
+        for r in rs:
+            v = as_float(r.get(metric))
+            if r.get("status") == "ok" and v is not None:
+                configs[key].append(v)
+                by_seed.setdefault(r["params"]["seed"], {})[key] = v
+            elif r.get("status") == "pruned" and v is not None:
+                pruned.setdefault(key, []).append(v)
+            else:
+                failed[key] = failed.get(key, 0) + 1
 
-    def stats(v):
-        if not v:
-            return float("nan"), 0.0
-        m = sum(v) / len(v)
-        sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-        return m, sd
-
-    order = sorted(configs, key=lambda k: (not configs[k], -stats(configs[k])[0] if maximize else stats(configs[k])[0]))
+    order = sorted(configs, key=lambda k: (not configs[k], mean_std(configs[k])[0] * (-1 if maximize else 1)))
     x = {k: i for i, k in enumerate(order)}
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(order) + 1.5), 4.6))
     for j, (seed, vals) in enumerate(sorted(by_seed.items(), key=lambda kv: str(kv[0]))):
         pts = sorted((x[k], v) for k, v in vals.items())
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{j % 10}", alpha=0.55, lw=1, ms=4,
                 label=f"seed {seed}")
-    seeds_marks(ax, order, x, configs, stats, failed, pruned, maximize)
+    seeds_marks(ax, order, x, configs, failed, pruned, maximize)
     ax.set_xticks(range(len(order)))
     total = {k: len(configs[k]) + failed.get(k, 0) + len(pruned.get(k, [])) for k in order}
-    ticks = ["\n".join(seeds_tick(n, v) for n, v in zip(names, k)) or "(one configuration)" for k in order]
+    ticks = ["\n".join(seeds_tick(n, v) for n, v in k) or "(one configuration)" for k in order]
     ax.set_xticklabels([f"{t}\n{len(configs[k])}/{total[k]} ok" for t, k in zip(ticks, order)], fontsize=7)
     ax.set_xlim(-0.5, len(order) - 0.5)
     ax.set_xlabel(f"configuration ({', '.join(names) or 'seed only'}), best mean first", fontsize=8)
     ax.set_ylabel(f"{label} ({'higher' if maximize else 'lower'} is better)")
     n_ok = sum(len(v) for v in configs.values())
     if repeats:
-        note(f"seeds: {repeats} trial(s) repeat an earlier trial's configuration and seed, the same run again: "
+        note(f"seeds: {len(repeats)} trial(s) repeat an earlier trial's configuration and seed, the same run again: "
              "counted once, by the first")
     ax.set_title(args.title or f"{os.path.basename(os.path.normpath(args.dir))}: {label} over seeds "
-                 f"(ok {n_ok}/{len(recs) - repeats})", fontsize=9)
+                 f"(ok {n_ok}/{len(recs) - len(repeats)})", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -1094,12 +1067,12 @@ def seeds_tick(name, value):
     return t if len(t) <= 15 else f"{name}=\n" + textwrap.fill(fmt(value), 15)
 
 
-def seeds_marks(ax, order, x, configs, stats, failed, pruned, maximize):
+def seeds_marks(ax, order, x, configs, failed, pruned, maximize):
     """Per configuration: mean +- std of its ok seeds (the mean alone from one), pruned seeds
     hollow, failed ones as red x's at the worst edge (bottom when higher is better)."""
     one = False
     for k in order:
-        m, sd = stats(configs[k])
+        m, sd = mean_std(configs[k])
         if len(configs[k]) >= 2:
             ax.errorbar([x[k]], [m], yerr=[sd], fmt="_", color="black", ms=18, capsize=4, lw=1.5)
         elif configs[k]:

@@ -1,0 +1,86 @@
+"""kiln's JSONL records as the scripts read them (plot.py, catalogue_report.py, catalogue.sh):
+one reader for any JSONL file, and a sweep's trials' scores and its over-seeds groups as
+`sweep --report` forms them (tuning/sweep.cpp seed_groups): trials that differ only in the
+seed form a setting; a trial that repeats an earlier trial's setting and seed
+(a random sweep's draw) is the same run again, counted once, by the first; a setting's score is
+the mean +- sample standard deviation over its seeds that finished.
+"""
+import json
+import math
+import re
+import statistics
+
+
+def read_jsonl(path):
+    """(the JSON objects of a JSONL file, how many lines were unreadable). A line that is not
+    JSON (a torn last line from a killed writer, which the sweep skips and seals with a newline)
+    or not an object is skipped and counted; blank lines are not counted. Bytes that are not
+    UTF-8 (a line cut inside a character) are replaced, not fatal. OSError when the file cannot
+    be read."""
+    out, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except ValueError:
+                bad += 1
+                continue
+            if isinstance(r, dict):
+                out.append(r)
+            else:
+                bad += 1
+    return out, bad
+
+
+def as_float(s):
+    """A number or numeric text as a finite float, else None."""
+    try:
+        v = float(s)
+        return v if math.isfinite(v) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def score(r, field="metric"):
+    """A trial's `field` as a finite float when it finished (status ok), else None: a failed or
+    pruned trial, or one without the field, has no score to rank or average (as the sweep)."""
+    return as_float(r.get(field)) if r.get("status") == "ok" else None
+
+
+def seed_groups(recs, repeats=None):
+    """Records by setting: every parameter but the seed, as (name, value text) pairs (the
+    sweep's records hold each value as text), in the order of each setting's first record (recs
+    in trial order: its first trial). A random sweep can draw a setting and seed again, the same
+    run twice: only its first trial is kept (a second sample would shrink std and inflate the
+    count), the later ones go to the list `repeats` where one is given."""
+    groups, seen = {}, set()
+    for r in recs:
+        p = r.get("params", {})
+        key = tuple((k, str(v)) for k, v in p.items() if k != "seed")
+        if "seed" in p:
+            if (key, str(p["seed"])) in seen:
+                if repeats is not None:
+                    repeats.append(r)
+                continue
+            seen.add((key, str(p["seed"])))
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
+def expected_seeds(spec, groups):
+    """How many seeds a setting should have: the sweep file's seed values, else the
+    most any setting has so far (groups: seed_groups' result)."""
+    sv = re.search(r"^\s*seed:\s*\{\s*values:\s*\[([^\]]*)\]", spec, re.M)
+    if sv:
+        return len([v for v in sv.group(1).split(",") if v.strip()])
+    return max(map(len, groups.values())) if groups else 0
+
+
+def mean_std(vals):
+    """(mean, sample standard deviation) of a setting's scores over its seeds: std 0 from one
+    seed, (nan, 0) from none."""
+    if not vals:
+        return float("nan"), 0.0
+    return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
