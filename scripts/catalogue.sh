@@ -198,8 +198,8 @@ python3 - "$dir" "$src" "$here" <<'EOF'
 import os, re, sys
 root, src = sys.argv[1], sys.argv[2]
 sys.path.insert(0, sys.argv[3])
-from catalogue_report import metric_goal, read_records  # (scripts/catalogue_report.py)
-from kiln_records import expected_seeds, mean_std, score, seed_groups  # (scripts/kiln_records.py)
+from catalogue_report import read_records  # (scripts/catalogue_report.py)
+from kiln_records import expected_seeds, mean_std, score, seed_groups, spec_metric  # (scripts/kiln_records.py)
 rows = ["| experiment | trials | best | metric | wall s |", "|---|---|---|---|---|"]
 for f in sorted(os.listdir(os.path.join(src, "experiments"))):
     name = f[:-5]
@@ -217,8 +217,7 @@ for f in sorted(os.listdir(os.path.join(src, "experiments"))):
         # in trial order, so ties go to the lowest trial id (or first trial of a setting), as in
         # the sweep's leaderboard, whatever order --workers wrote them in; torn lines skipped
         recs = read_records(res)
-        metric, goal = metric_goal(spec)
-        maximize = goal == "maximize"
+        metric, maximize = spec_metric(spec)
         ok = [r for r in recs if score(r) is not None]
         if ok and any("seed" in r.get("params", {}) for r in ok):
             # A seed parameter: the best setting by its mean over seeds (the best single seed is

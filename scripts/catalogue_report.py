@@ -21,7 +21,7 @@ import re
 import shlex
 import sys
 
-from kiln_records import expected_seeds, mean_std, read_jsonl, score, seed_groups
+from kiln_records import expected_seeds, mean_std, read_jsonl, score, seed_groups, spec_metric
 
 
 def question(spec):
@@ -47,24 +47,6 @@ def read_records(path):
     is skipped here too."""
     recs = read_jsonl(path)[0] if os.path.exists(path) else []
     return sorted((r for r in recs if "trial" in r), key=lambda r: r.get("trial", 0))
-
-
-def metric_goal(spec):
-    """(name, goal) of a sweep file's metric: inline or block mapping, keys in any order;
-    defaults test_acc, and minimize for a loss."""
-    m = None
-    try:
-        import yaml  # python3-yaml, where installed
-        m = (yaml.safe_load(spec) or {}).get("metric")
-    except Exception:
-        m = None
-    if not isinstance(m, dict):
-        inline = re.search(r"^metric:[ \t]*\{([^}]*)\}", spec, re.M)
-        block = re.search(r"^metric:[ \t]*\n((?:[ \t]+\S.*(?:\n|$))+)", spec, re.M)
-        body = inline.group(1) if inline else block.group(1) if block else ""
-        m = dict(re.findall(r"\b(name|goal)[ \t]*:[ \t]*['\"]?(\w+)", body))
-    name = str(m.get("name") or "test_acc")
-    return name, str(m.get("goal") or ("minimize" if "loss" in name else "maximize"))
 
 
 def cell(v):
@@ -148,7 +130,7 @@ def main():
         done = os.path.exists(os.path.join(d, "done"))
         secs = open(os.path.join(d, "seconds")).read().strip() if os.path.exists(os.path.join(d, "seconds")) else "-"
         is_sweep = re.search(r"^parameters:", spec, re.M) is not None
-        metric = metric_goal(spec)[0]
+        metric = spec_metric(spec)[0]
         cmd = ("sweep experiments/%s" % f) if is_sweep else ("lr_find --config experiments/%s" % f)
         opts = os.path.join(d, "options")  # the run options catalogue.sh passed (since 2026-12-07)
         if os.path.exists(opts):

@@ -1,7 +1,7 @@
 """kiln's JSONL records as the scripts read them (plot.py, catalogue_report.py, catalogue.sh):
-one reader for any JSONL file, and a sweep's trials' scores and its over-seeds groups as
-`sweep --report` forms them (tuning/sweep.cpp seed_groups): trials that differ only in the
-seed form a setting; a trial that repeats an earlier trial's setting and seed
+one reader for any JSONL file, and a sweep's metric, its trials' scores and its over-seeds
+groups as `sweep --report` forms them (tuning/sweep.cpp seed_groups): trials that differ only
+in the seed form a setting; a trial that repeats an earlier trial's setting and seed
 (a random sweep's draw) is the same run again, counted once, by the first; a setting's score is
 the mean +- sample standard deviation over its seeds that finished.
 """
@@ -47,6 +47,49 @@ def score(r, field="metric"):
     """A trial's `field` as a finite float when it finished (status ok), else None: a failed or
     pruned trial, or one without the field, has no score to rank or average (as the sweep)."""
     return as_float(r.get(field)) if r.get("status") == "ok" else None
+
+
+def spec_metric(spec):
+    """(name, maximize) of a sweep file's metric, as the sweep ranks by it: the file as YAML
+    (flow or block style), else by pattern where YAML cannot read it (metric_by_pattern); the
+    name test_acc by default, and without a goal the accuracies maximized and the losses
+    minimized (docs/FORMATS.md)."""
+    metric = None
+    try:  # PyYAML, where installed
+        import yaml
+        doc = yaml.safe_load(spec)
+        metric = doc.get("metric") if isinstance(doc, dict) else None
+    except ImportError:  # no PyYAML: the patterns below
+        pass
+    except yaml.YAMLError:  # one kiln's sweep reads (a tab before a comment) or a copy cut mid-write
+        pass
+    if isinstance(metric, str):  # metric: test_acc (the name alone)
+        metric = {"name": metric}
+    if not isinstance(metric, dict):
+        metric = metric_by_pattern(spec)
+    name, goal = metric.get("name"), metric.get("goal")
+    name = str(name) if name else "test_acc"
+    return name, goal == "maximize" if goal else "acc" in name
+
+
+def metric_by_pattern(spec):
+    """{'name', 'goal'} of a sweep file's metric by pattern, where YAML cannot read the file:
+    flow ({name: x, goal: y}, also over several lines), block (indented lines under metric:) or
+    the name alone. Comments (a '#' at a line's start or after a blank) and blank lines are
+    dropped first: 'name: val_acc  # not name: test_loss' names val_acc, and a blank line
+    inside the block does not end it."""
+    lines = [re.sub(r"(^|[ \t])#.*$", "", line).rstrip() for line in spec.splitlines()]
+    text = "\n".join(line for line in lines if line.strip())
+    plain = re.search(r"^metric:[ \t]*['\"]?(\w+)['\"]?$", text, re.M)
+    if plain:
+        return {"name": plain.group(1)}
+    inline = re.search(r"^metric:[ \t]*\{([^}]*)", text, re.M)
+    block = re.search(r"^metric:[ \t]*\n((?:[ \t]+\S.*(?:\n|$))+)", text, re.M)
+    body = inline.group(1) if inline else block.group(1) if block else ""
+    found = {}
+    for key, value in re.findall(r"\b(name|goal)[ \t]*:[ \t]*['\"]?(\w+)", body):
+        found.setdefault(key, value)  # the first, as YAML would refuse a repeated key
+    return found
 
 
 def seed_groups(recs, repeats=None):

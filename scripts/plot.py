@@ -55,7 +55,7 @@ import textwrap
 # kiln_records.py lies beside this file: found also when plot.py is not run as a script (runpy)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kiln_records  # noqa: E402
-from kiln_records import as_float, mean_std, score, seed_groups  # noqa: E402
+from kiln_records import as_float, mean_std, score, seed_groups, spec_metric  # noqa: E402
 
 # Without matplotlib, --help still answers; a plot then exits 1 naming the interpreter that
 # lacks it (apt's python3-matplotlib is /usr/bin/python3's, not a pyenv's or a venv's).
@@ -965,46 +965,10 @@ def coverage_panel(ax, sweeps, px, py, numeric):
 
 def sweep_goal(spec, metric_arg=None):
     """(label, maximize) for ranking a sweep's configurations: the metric named on the command
-    line (ranked by its own kind), else the sweep file's metric and goal; without a goal the
-    sweep maximizes the accuracies and minimizes the losses (docs/FORMATS.md)."""
+    line (ranked by its own kind), else the sweep file's metric and goal (spec_metric)."""
     if metric_arg and metric_arg != "metric":
         return metric_arg, "acc" in metric_arg
-    metric = None
-    try:  # the file as YAML (flow or block style)
-        import yaml
-        doc = yaml.safe_load(spec)
-        metric = doc.get("metric") if isinstance(doc, dict) else None
-    except ImportError:  # no PyYAML: the patterns below
-        pass
-    except yaml.YAMLError:  # one kiln's sweep reads (a tab before a comment) or a copy cut mid-write
-        pass
-    if isinstance(metric, str):  # metric: test_acc (the name alone)
-        metric = {"name": metric}
-    if not isinstance(metric, dict):
-        metric = spec_metric(spec)
-    name, goal = metric.get("name"), metric.get("goal")
-    name = str(name) if name else "test_acc"
-    return name, goal == "maximize" if goal else "acc" in name
-
-
-def spec_metric(spec):
-    """{'name', 'goal'} of a sweep file's metric by pattern, where YAML cannot read the file:
-    flow ({name: x, goal: y}, also over several lines), block (indented lines under metric:) or
-    the name alone. Comments (a '#' at a line's start or after a blank) and blank lines are
-    dropped first: 'name: val_acc  # not name: test_loss' names val_acc, and a blank line
-    inside the block does not end it."""
-    lines = [re.sub(r"(^|[ \t])#.*$", "", line).rstrip() for line in spec.splitlines()]
-    text = "\n".join(line for line in lines if line.strip())
-    plain = re.search(r"^metric:[ \t]*['\"]?(\w+)['\"]?$", text, re.M)
-    if plain:
-        return {"name": plain.group(1)}
-    inline = re.search(r"^metric:[ \t]*\{([^}]*)", text, re.M)
-    block = re.search(r"^metric:[ \t]*\n((?:[ \t]+\S.*(?:\n|$))+)", text, re.M)
-    body = inline.group(1) if inline else block.group(1) if block else ""
-    found = {}
-    for key, value in re.findall(r"\b(name|goal)[ \t]*:[ \t]*['\"]?(\w+)", body):
-        found.setdefault(key, value)  # the first, as YAML would refuse a repeated key
-    return found
+    return spec_metric(spec)
 
 
 def seeds(args):

@@ -170,6 +170,22 @@ grep -v '"trial": 3,' "$tmp/part/tiedseeds/results.jsonl" > "$tmp/part/partseeds
 python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/src" > report-part.md
 grep -q '^| lr=0.2 | 1 of 2 | 0.9000 | - |$' report-part.md && grep -q '^| lr=0.1 | 2 of 2 | 0.9100 |' report-part.md ||
   { echo "FAIL: seeds of an unfinished sweep"; cat report-part.md; exit 1; }
+# A sweep file YAML does not read (a tab before a comment, which kiln's sweep reads) with
+# comments in its metric block: its metric is the sweep's (val_loss, minimized). The pattern
+# took the block's last 'name:' and 'goal:', comments included: catalogue.md gave the worse
+# trial as 'test_acc 0.5000' and the report headed the metric column test_acc.
+printf 'method: grid\nmetric:\n  name: val_loss  # was name: test_acc\n  goal: minimize  # not goal: maximize\nbase: {val_split: 0.1}\nparameters:\n  lr: {values: [0.1, 0.2]}\t# a tab\n' \
+  > src/experiments/commented.yaml
+"$KILN_BIN/sweep" src/experiments/commented.yaml --dir dry --dry-run > /dev/null || { echo "FAIL: sweep refuses commented.yaml"; exit 1; }
+mkdir -p "$tmp/part/commented"
+touch "$tmp/part/commented/done"
+printf '%s\n' '{"trial": 0, "status": "ok", "metric": 0.3, "params": {"lr": "0.1"}, "val_loss": 0.3}' \
+  '{"trial": 1, "status": "ok", "metric": 0.5, "params": {"lr": "0.2"}, "val_loss": 0.5}' > "$tmp/part/commented/results.jsonl"
+own "$tmp/part" --only commented > /dev/null
+python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/src" > report-commented.md
+grep -q '^| commented | 2 | lr=0.1 | val_loss 0.3000 |' "$tmp/part/catalogue.md" &&
+  grep -q '^| trial | lr | status | val_loss | epochs | seconds |$' report-commented.md ||
+  { echo "FAIL: the metric of a commented sweep file"; cat "$tmp/part/catalogue.md" report-commented.md; exit 1; }
 # --src without experiments/: one line, exit 1
 python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/part" > /dev/null 2> err.txt && rc=0 || rc=$?
 if [ "$rc" != 1 ] ||
