@@ -113,9 +113,16 @@ def seed_groups(recs, repeats=None):
 
 
 def expected_seeds(spec, groups):
-    """How many seeds a setting should have: the sweep file's seed values, else the
-    most any setting has so far (groups: seed_groups' result)."""
-    sv = re.search(r"^\s*seed:\s*\{\s*values:\s*\[([^\]]*)\]", spec, re.M)
+    """How many seeds a setting should have: the sweep file's seed values (flow or block style),
+    else the most any setting has so far (groups: seed_groups' result)."""
+    try:  # as YAML, where PyYAML is installed and reads the file
+        import yaml
+        seed = yaml.safe_load(spec)["parameters"]["seed"]["values"]
+        if isinstance(seed, list):
+            return len(seed)
+    except Exception:  # noqa: BLE001 (no PyYAML, a file it cannot read, no seed values: the pattern)
+        pass
+    sv = re.search(r"^\s*seed:\s*\{?\s*values:\s*\[([^\]]*)\]", spec, re.M)  # flow, or a block of a flow list
     if sv:
         return len([v for v in sv.group(1).split(",") if v.strip()])
     return max(map(len, groups.values())) if groups else 0

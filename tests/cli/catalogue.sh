@@ -186,6 +186,22 @@ python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/src" > r
 grep -q '^| commented | 2 | lr=0.1 | val_loss 0.3000 |' "$tmp/part/catalogue.md" &&
   grep -q '^| trial | lr | status | val_loss | epochs | seconds |$' report-commented.md ||
   { echo "FAIL: the metric of a commented sweep file"; cat "$tmp/part/catalogue.md" report-commented.md; exit 1; }
+# Seeds given in block style count as in flow style: lr=0.1 has run 2 of its 3 seeds, lr=0.2 1
+# of 3 (the file's seeds were read from flow style only: '2 of 2', and catalogue.md called
+# lr=0.1's mean over 2 seeds complete).
+printf 'method: grid\nparameters:\n  lr:\n    values: [0.1, 0.2]\n  seed:\n    values:\n      - 0\n      - 1\n      - 2\n' > src/experiments/blockseeds.yaml
+"$KILN_BIN/sweep" src/experiments/blockseeds.yaml --dir dry --dry-run > /dev/null || { echo "FAIL: sweep refuses blockseeds.yaml"; exit 1; }
+mkdir -p "$tmp/part/blockseeds"
+for t in 0:0.1:0:0.9 1:0.1:1:0.92 2:0.2:0:0.85; do
+  IFS=: read -r i lr seed m <<<"$t"
+  echo "{\"trial\": $i, \"status\": \"ok\", \"metric\": $m, \"params\": {\"lr\": \"$lr\", \"seed\": \"$seed\"}}"
+done > "$tmp/part/blockseeds/results.jsonl"
+touch "$tmp/part/blockseeds/done"
+own "$tmp/part" --only blockseeds > /dev/null
+python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/src" > report-block.md
+grep -q '^| lr=0.1 | 2 of 3 | 0.9100 | 0.0141 |$' report-block.md && grep -q '^| lr=0.2 | 1 of 3 | 0.8500 | - |$' report-block.md &&
+  grep -q '^| blockseeds | 3 | lr=0.1 | test_acc 0.9100 +- 0.0141 (mean of 2 of 3 seeds; ' "$tmp/part/catalogue.md" ||
+  { echo "FAIL: seeds in block style"; cat "$tmp/part/catalogue.md" report-block.md; exit 1; }
 # --src without experiments/: one line, exit 1
 python3 "$KILN_SRC/scripts/catalogue_report.py" "$tmp/part" --src "$tmp/part" > /dev/null 2> err.txt && rc=0 || rc=$?
 if [ "$rc" != 1 ] ||
