@@ -10,6 +10,7 @@ import re
 import sys
 
 from bench_summary import rows_of  # the median-preferred rows, as bench_summary.py reads them
+from kiln_records import read_jsonl
 
 
 def note(msg):
@@ -37,24 +38,20 @@ def kiln_rows(path):
 
 
 def torch_rows(path):
-    rows, notes, bad = {}, [], 0
+    rows, notes = {}, []
     try:
-        with open(path, errors="replace") as f:
-            lines = f.read().splitlines()
+        recs, bad = read_jsonl(path)  # lines that are not JSON objects skipped and counted
     except OSError as e:
         note(f"no PyTorch results: {path}: {e.strerror or e}")
         return rows, notes
-    for line in lines:
+    for r in recs:
         try:
-            r = json.loads(line)
-            if not isinstance(r, dict):
-                raise TypeError("not an object")
             if "images_per_s" in r:
                 rows[(str(r["model"]), int(r["batch"]), str(r["mode"]))] = float(r["images_per_s"])
             elif "error" in r:
                 notes.append(f"pytorch {r['model']} batch {r['batch']} {r['mode']}: {r['error']}")
         except (ValueError, TypeError, KeyError):
-            bad += line.strip() != ""
+            bad += 1
     if bad:
         note(f"{path}: {bad} unreadable line{'s' if bad > 1 else ''} skipped")
     return rows, notes

@@ -1,9 +1,9 @@
-"""kiln's JSONL records as the scripts read them (plot.py, catalogue_report.py, catalogue.sh):
-one reader for any JSONL file, and a sweep's metric, its trials' scores and its over-seeds
-groups as `sweep --report` forms them (tuning/sweep.cpp seed_groups): trials that differ only
-in the seed form a setting; a trial that repeats an earlier trial's setting and seed
-(a random sweep's draw) is the same run again, counted once, by the first; a setting's score is
-the mean +- sample standard deviation over its seeds that finished.
+"""kiln's JSONL records as the scripts read them (plot.py, catalogue_report.py, catalogue.sh,
+bench_table.py): one reader for any JSONL file, and a sweep's metric, its trials' scores and
+its over-seeds groups as `sweep --report` forms them (tuning/sweep.cpp seed_groups): trials
+that differ only in the seed form a setting; a trial that repeats an earlier trial's setting
+and seed (a random sweep's draw) is the same run again, counted once, by the first; a
+setting's score is the mean +- sample standard deviation over its seeds that finished.
 """
 import json
 import math
