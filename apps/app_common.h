@@ -41,6 +41,17 @@ inline RunConfig default_run_config() {
   return cfg;
 }
 
+// A line the library logs during a run, as the app prints it: a "note: " or "warning: " line
+// named by the program ("train_mnist: note: ..."), as the notes before the run are; any other
+// (progress, "resumed from ...", the range test's steps) as it is. The one place the apps prefix
+// what the trainer, the run and the range test say (the range test's notes said "lr_find: note:"
+// also under train_mnist --lr-find, the trainer's none).
+inline std::string program_line(const char* prog, const std::string& line) {
+  for (const char* head : {"note: ", "warning: "})
+    if (line.rfind(head, 0) == 0) return std::string(prog) + ": " + line;
+  return line;
+}
+
 // A "note:" line on stderr for each of the run's option_notes.
 inline void print_ignored_options(const char* prog, const RunConfig& cfg,
                                   const RunConfig& defaults) {
@@ -156,8 +167,9 @@ inline int lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig&
                  "%s: note: the LR range test does not use %s (the lr ramps from --start-lr to "
                  "--end-lr; it writes only --lr-find-csv)\n",
                  prog, unused.c_str());
-  LrFindResult r =
-      run_lr_find(cfg, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
+  LrFindResult r = run_lr_find(cfg, [prog](const std::string& l) {
+    std::fprintf(stderr, "%s\n", program_line(prog, l).c_str());
+  });
   const char* csv = cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str();
   std::printf("%scsv: %s\n", lr_find_report(r).c_str(), csv);
   if (r.stop_signal == 0) return 0;

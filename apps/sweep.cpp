@@ -413,9 +413,13 @@ int main(int argc, char** argv) {
       check_output_paths(c, dir);  // (--save in DIR, which the sweep makes: checked when made)
     }
     o.spec_text = spec_text;
+    // The trials' lines on stdout; a note on stderr with the sweep's others (it was on stdout,
+    // unnamed)
     o.log = [](const std::string& line) {
-      std::printf("%s\n", line.c_str());
-      std::fflush(stdout);
+      const std::string named = app::program_line("sweep", line);
+      std::FILE* to = named == line ? stdout : stderr;
+      std::fprintf(to, "%s\n", named.c_str());
+      std::fflush(to);
     };
     int64_t n = num_trials(spec);
     std::printf("sweep %s: %s, %lld trials, metric %s (%s), dir %s, worker %d/%d\n", file.c_str(),

@@ -53,10 +53,10 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
       // A progress bar ('\r' lines, no newline) is cleared before any other line, which would
       // otherwise be glued to it.
       auto bar = std::make_shared<bool>(false);
-      hooks.log = [tty, bar](const std::string& line) {
+      hooks.log = [prog, tty, bar](const std::string& line) {
         const bool progress = tty && !line.empty() && line[0] == '\r';
         if (*bar && !progress) std::fprintf(stderr, "\r\033[K");
-        std::fprintf(stderr, "%s%s", line.c_str(), progress ? "" : "\n");
+        std::fprintf(stderr, "%s%s", program_line(prog, line).c_str(), progress ? "" : "\n");
         *bar = progress;
         std::fflush(stderr);
       };

@@ -1621,6 +1621,9 @@ MUTANTS = [
     ("sweep-resume-unchecked", "tuning/sweep.cpp",
      [("      trial_checks.check(c);\n", "")],
      "a sweep whose every trial cannot continue its checkpoint runs and fails them all (exit 1) (until 2026-12-07; --cli)"),
+    ("run-notes-unnamed", "apps/train_app.h",
+     [("std::fprintf(stderr, \"%s%s\", program_line(prog, line).c_str(),", "std::fprintf(stderr, \"%s%s\", line.c_str(),")],
+     "the notes and warnings of a run (the trainer's, the data's, a resume's) print without the program's name that the notes before it have (until 2026-12-07; --cli)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

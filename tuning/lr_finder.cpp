@@ -269,7 +269,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   // user; its epoch lines and warnings are the training run's, not the range test's.
   if (log)
     tr.log = [&log](const std::string& l) {
-      if (l.rfind("note: ", 0) == 0) log("lr_find: " + l);
+      if (l.rfind("note: ", 0) == 0) log(l);
     };
   LrFindResult res;
   res.planned = n;
@@ -355,7 +355,7 @@ LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const st
   check_output_paths(outputs);  // --lr-find-csv: before the range test, not after
   auto s = make_session(cfg);
   check_outputs_spare_data(outputs, {&s->train, &s->val, &s->test});
-  if (log && !s->train.note.empty()) log("lr_find: note: " + s->train.note);
+  if (log && !s->train.note.empty()) log("note: " + s->train.note);
   if (!cfg.resume.empty()) {  // the weights (and norm buffers) only: a fresh optimizer ramps
     load_checkpoint(cfg.resume, *s->ctx, *s->model, nullptr, nullptr);
     if (log)

@@ -70,6 +70,12 @@ check yaml-syntax sweep 2 '^sweep: error: broken.yaml: not valid YAML at line 3:
 cp -r g gc
 printf '{"lr":' > gc/run_options.json
 check resume-corrupt-options sweep 1 '^sweep: error: gc/run_options.json: ' -- g.yaml --dir gc --resume "${common[@]}"
+# ... and one without it (a kiln's from before the file): a note on stderr, named, as the
+# sweep's others (it was on stdout, "note: ...")
+cp -r g gn && rm gn/run_options.json
+check resume-options-unknown sweep 0 '^sweep: note: gn holds trials recorded before kiln kept gn/run_options.json' -- \
+  g.yaml --dir gn --resume "${common[@]}"
+! grep -q 'note:' out || { echo "FAIL resume-options-unknown: a note on stdout"; cat out; fail=1; }
 # ... and one that lacks a key a later kiln added: nothing to compare it with, so not a change
 # (the other keys still are: --epochs 2 is refused by name).
 cp -r g gk

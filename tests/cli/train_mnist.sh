@@ -264,7 +264,7 @@ check channel-dropout-mlp 0 'note: --dropout-kind channel is ignored: the mlp ha
 # the names it reached (it deleted the first run's ckpt-epoch-2 and -3).
 small=(--device cpu --data-dir "$data" --model mlp --width 8 --epochs 3 --train-limit 128 --test-limit 64)
 "$bin" "${small[@]}" --checkpoint-every 1 --checkpoint-dir "$tmp/ck" >/dev/null 2>&1
-check shared-ckpt-dir 0 "note: checkpoint directory $tmp/ck already holds 3 periodic checkpoints" -- \
+check shared-ckpt-dir 0 "^train_mnist: note: checkpoint directory $tmp/ck already holds 3 periodic checkpoints" -- \
   "$bin" "${small[@]}" --epochs 1 --checkpoint-every 1 --checkpoint-dir "$tmp/ck" --keep-last 1 --optimizer sgd
 [ "$(ls "$tmp/ck" | tr '\n' ' ')" = "ckpt-epoch-1.safetensors ckpt-epoch-2.safetensors ckpt-epoch-3.safetensors " ] ||
   { echo "FAIL: keep-last pruned another run's checkpoints: $(ls "$tmp/ck")"; fail=1; }
@@ -319,12 +319,12 @@ out=$("$KILN_BIN/kiln_eval" "$tmp/ck/ckpt-epoch-1.safetensors" --data-dir "$data
 [ $? = 2 ] && [ -z "$out" ] && grep -q 'kiln_eval: error: --dump-logits .*: directory .* does not exist' "$tmp/err" ||
   { echo "FAIL: kiln_eval --dump-logits into a missing directory: $out"; cat "$tmp/err"; fail=1; }
 # MNIST read as Fashion-MNIST (same file names; the data dir itself is searched too): said.
-check mnist-as-fashion 0 'note: .*t10k-images-idx3-ubyte.gz: mean pixel 0.121 is MNIST.s .*is --dataset mnist meant' -- \
+check mnist-as-fashion 0 '^train_mnist: note: .*t10k-images-idx3-ubyte.gz: mean pixel 0.121 is MNIST.s .*is --dataset mnist meant' -- \
   "$bin" --device cpu --dataset fashion-mnist --data-dir "$data/mnist" --model mlp --width 8 --epochs 1 --train-limit 200 \
   --save "$tmp/fashion.safetensors"
 # ... the training split too (it was only the test split's), and by the other apps: kiln_eval
 # and lr_find said nothing, a sweep only in each trial's log (now once on the terminal).
-grep -q 'note: .*train-images-idx3-ubyte.gz: mean pixel 0.1[0-9]* is MNIST.s' "$tmp/out" "$tmp/err" ||
+grep -q '^train_mnist: note: .*train-images-idx3-ubyte.gz: mean pixel 0.1[0-9]* is MNIST.s' "$tmp/err" ||
   { echo "FAIL: no note on the training files"; cat "$tmp/out" "$tmp/err"; fail=1; }
 "$KILN_BIN/kiln_eval" "$tmp/fashion.safetensors" --device cpu --data-dir "$data/mnist" >/dev/null 2>"$tmp/err" &&
   grep -q '^kiln_eval: note: .*t10k-images-idx3-ubyte.gz: mean pixel 0.121 is MNIST.s' "$tmp/err" ||
@@ -333,6 +333,11 @@ grep -q 'note: .*train-images-idx3-ubyte.gz: mean pixel 0.1[0-9]* is MNIST.s' "$
   --train-limit 200 --num-it 5 --lr-find-csv "$tmp/lrf.csv" >"$tmp/out" 2>&1 &&
   grep -q '^lr_find: note: .*train-images-idx3-ubyte.gz: mean pixel 0.1[0-9]* is MNIST.s' "$tmp/out" ||
   { echo "FAIL: lr_find's note"; cat "$tmp/out"; fail=1; }
+# ... named by the program that prints it: train_mnist --lr-find's said "lr_find: note:"
+"$bin" --lr-find --device cpu --dataset fashion-mnist --data-dir "$data/mnist" --model mlp --width 8 \
+  --train-limit 200 --num-it 5 --lr-find-csv "$tmp/lrf.csv" >"$tmp/out" 2>&1 &&
+  grep -q '^train_mnist: note: .*train-images-idx3-ubyte.gz: mean pixel 0.1[0-9]* is MNIST.s' "$tmp/out" ||
+  { echo "FAIL: train_mnist --lr-find's note"; cat "$tmp/out"; fail=1; }
 printf 'method: grid\nmetric: {name: test_acc, goal: maximize}\nbase: {model: mlp, width: 8, train_limit: 200, test_limit: 100, dataset: fashion-mnist}\nparameters:\n  lr: {values: [0.01, 0.02]}\n' >"$tmp/fs.yaml"
 "$KILN_BIN/sweep" "$tmp/fs.yaml" --dir "$tmp/fs" --device cpu --data-dir "$data/mnist" >/dev/null 2>"$tmp/err" &&
   [ "$(grep -c '^sweep: note: .*mean pixel .* is MNIST.s' "$tmp/err")" = 2 ] &&
@@ -360,7 +365,7 @@ if [ "$small_rc" != 0 ] && grep -q AddressSanitizer "$tmp/cap-small.err"; then
   echo "skip eval-oom-halves: ASan cannot run under an address-space cap"
 elif [ "$small_rc" = 0 ] && ! grep -q note "$tmp/cap-small.err" &&
   capped --eval-batch-size 1500 >"$tmp/cap-big" 2>"$tmp/cap-big.err" &&
-  grep -q '^note: evaluating mnist/val .* at --eval-batch-size 1500: out of memory: .*; evaluating at --eval-batch-size 750 from here on$' "$tmp/cap-big.err" &&
+  grep -q '^train_mnist: note: evaluating mnist/val .* at --eval-batch-size 1500: out of memory: .*; evaluating at --eval-batch-size 750 from here on$' "$tmp/cap-big.err" &&
   [ -n "$(scores "$tmp/cap-small")" ] && [ "$(scores "$tmp/cap-big")" = "$(scores "$tmp/cap-small")" ]; then
   echo "ok   eval-oom-halves"
 else
@@ -436,19 +441,19 @@ check resume-restarts 0 'epochs 1 -> 3 \(the cosine-restarts schedule spans --ep
 sig=(--device cpu --data-dir "$data" --model mlp --depth 20 --activation sigmoid --lr 10 --epochs 1)
 check anomaly-off 3 'training diverged: train loss [0-9.e+]+ in epoch 1 \(step 63\) exceeds the divergence bound' -- "$bin" "${sig[@]}"
 cp "$tmp/err" "$tmp/sig-off"
-check anomaly-loss 3 '^warning: loss [0-9.e+]+ in epoch 1 \(step [0-9]+\) exceeds the divergence bound .*; largest gradient norm: layer [0-9]+ .*; the epoch.s mean train loss decides' -- \
+check anomaly-loss 3 '^train_mnist: warning: loss [0-9.e+]+ in epoch 1 \(step [0-9]+\) exceeds the divergence bound .*; largest gradient norm: layer [0-9]+ .*; the epoch.s mean train loss decides' -- \
   "$bin" "${sig[@]}" --detect-anomaly
-at=$(grep -o '^warning: loss [^ ]* in epoch 1 (step [0-9]*)' "$tmp/err" | grep -o '[0-9]*)$' | tr -d ')')
-[ -n "$at" ] && [ "$at" -lt 63 ] && [ "$(grep -c '^warning: loss' "$tmp/err")" = 1 ] ||
+at=$(grep -o '^train_mnist: warning: loss [^ ]* in epoch 1 (step [0-9]*)' "$tmp/err" | grep -o '[0-9]*)$' | tr -d ')')
+[ -n "$at" ] && [ "$at" -lt 63 ] && [ "$(grep -c '^train_mnist: warning: loss' "$tmp/err")" = 1 ] ||
   { echo "FAIL anomaly-loss: step '$at', want one warning, before the epoch's last step (63)"; cat "$tmp/err"; fail=1; }
-grep -v '^warning: loss' "$tmp/err" | cmp -s "$tmp/sig-off" - ||
+grep -v '^train_mnist: warning: loss' "$tmp/err" | cmp -s "$tmp/sig-off" - ||
   { echo "FAIL anomaly-loss: another outcome than without the flag"; cat "$tmp/sig-off" "$tmp/err"; fail=1; }
 # (Its step 2 loss, finite, is already past the bound; step 3's is NaN.)
 nan=(--device cpu --data-dir "$data" --model mlp --depth 20 --optimizer sgd --schedule constant --lr 1 --epochs 1)
 "$bin" "${nan[@]}" >/dev/null 2>"$tmp/nan-bound-off"
-check anomaly-nan-bound 3 '^warning: loss [0-9.e+]+ in epoch 1 \(step 2\) exceeds the divergence bound' -- \
+check anomaly-nan-bound 3 '^train_mnist: warning: loss [0-9.e+]+ in epoch 1 \(step 2\) exceeds the divergence bound' -- \
   "$bin" "${nan[@]}" --detect-anomaly
-grep -v '^warning: loss' "$tmp/err" | cmp -s "$tmp/nan-bound-off" - ||
+grep -v '^train_mnist: warning: loss' "$tmp/err" | cmp -s "$tmp/nan-bound-off" - ||
   { echo "FAIL anomaly-nan-bound: another outcome than without the flag"; cat "$tmp/nan-bound-off" "$tmp/err"; fail=1; }
 "$bin" "${nan[@]}" --max-loss -1 >/dev/null 2>"$tmp/nan-off"
 check anomaly-nan 3 'training diverged: non-finite loss/gradient at epoch 1 step 3; first non-finite gradient in backward order: layer [0-9]+ \(Linear\) [^ ]+ \(' -- \
@@ -457,7 +462,7 @@ cmp -s "$tmp/nan-off" "$tmp/err" || { echo "FAIL anomaly-nan: another step or la
 healthy=(--device cpu --data-dir "$data" --model mlp --width 16 --epochs 2 --train-limit 300 --test-limit 100 --max-loss 3)
 "$bin" "${healthy[@]}" --save "$tmp/h0.safetensors" >"$tmp/h0" 2>&1
 check anomaly-healthy 0 '^test_acc=' -- "$bin" "${healthy[@]}" --detect-anomaly --save "$tmp/h1.safetensors"
-[ "$(grep -c diverged "$tmp/err")" = 0 ] && grep -q '^warning: loss [0-9.]* in epoch 1 (step 1) exceeds the divergence bound 3 ' "$tmp/err" &&
+[ "$(grep -c diverged "$tmp/err")" = 0 ] && grep -q '^train_mnist: warning: loss [0-9.]* in epoch 1 (step 1) exceeds the divergence bound 3 ' "$tmp/err" &&
   [ "$(grep -v '^saved' "$tmp/out" | sed -e 's/ [0-9.]*s .*//' -e 's/ seconds=.*//')" = "$(grep -v '^saved' "$tmp/h0" | sed -e 's/ [0-9.]*s .*//' -e 's/ seconds=.*//')" ] ||
   { echo "FAIL anomaly-healthy: another result than without, or no warning at step 1"; cat "$tmp/h0" "$tmp/out" "$tmp/err"; fail=1; }
 # A JSONL log that cannot be written (a full disk) fails the run: exit 1, one line naming the
@@ -580,9 +585,9 @@ done
 if command -v script > /dev/null; then
   script -qc "'$bin' --data-dir '$data' --device cpu --model mlp --width 16 --train-limit 1000 \
     --test-limit 100 --epochs 2 --optimizer sgd --lr 0.5" "$tmp/tty.out" > /dev/null 2>&1
-  if ! grep -aq 'ETA [0-9.]*s' "$tmp/tty.out" || ! grep -aq 'warning: epoch' "$tmp/tty.out"; then
+  if ! grep -aq 'ETA [0-9.]*s' "$tmp/tty.out" || ! grep -aq 'train_mnist: warning: epoch' "$tmp/tty.out"; then
     echo "FAIL tty: no progress bar or no warning"; cat -v "$tmp/tty.out" | head -5; fail=1
-  elif grep -aq 'ETA [0-9.]*swarning' "$tmp/tty.out"; then
+  elif grep -aEq 'ETA [0-9.]*s(train_mnist: )?warning' "$tmp/tty.out"; then
     echo "FAIL tty: a warning glued to the progress bar"; grep -a warning "$tmp/tty.out" | cat -v; fail=1
   else
     echo "ok   tty-warning-after-bar"
