@@ -98,6 +98,14 @@ inline std::string cpu_device_line(int threads, const std::string& why = "") {
   return "cpu" + why + ", " + thread_count(threads) + ", " + cpu_gemm_description();
 }
 
+// Prints the device line (device_line's text) on stdout: from the run's ready hook, once its
+// outputs, data and checkpoint are checked, so an error knowable before training comes first,
+// without the line (it came after it, as the first thing the run printed).
+inline void print_device_line(const std::string& device) {
+  std::printf("device: %s\n", device.c_str());
+  std::fflush(stdout);
+}
+
 // The apps' "device: ..." line (train_mnist, train_cifar, their --lr-find, lr_find): the CPU's
 // with its threads and GEMM kernels, or the GPU's name; "(a GPU answers)" / "(no CUDA device
 // answers)" when --device auto chose. A --device cuda that no GPU answers fails here, before
@@ -156,9 +164,11 @@ inline void print_adopted_options(const char* prog, const RunConfig& cfg,
 }
 
 // The LR range test of lr_find and train_mnist --lr-find: one note naming the options it does
-// not read, the test, the report on stdout. Returns the exit code: 0, or 128 + the signal when
-// SIGINT/SIGTERM stopped the test (the curve so far is written and reported).
+// not read, the device line once the test's inputs and outputs are checked, the test, the report
+// on stdout. Returns the exit code: 0, or 128 + the signal when SIGINT/SIGTERM stopped the test
+// (the curve so far is written and reported).
 inline int lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig& defaults) {
+  const std::string device = device_line(cfg);  // (no CUDA device: refused before the data loads)
   std::string unused;
   for (const std::string& o : lr_find_unused_options(cfg, defaults))
     unused += (unused.empty() ? "" : " ") + o;
@@ -167,9 +177,10 @@ inline int lr_find_main(const char* prog, const RunConfig& cfg, const RunConfig&
                  "%s: note: the LR range test does not use %s (the lr ramps from --start-lr to "
                  "--end-lr; it writes only --lr-find-csv)\n",
                  prog, unused.c_str());
-  LrFindResult r = run_lr_find(cfg, [prog](const std::string& l) {
-    std::fprintf(stderr, "%s\n", program_line(prog, l).c_str());
-  });
+  LrFindResult r = run_lr_find(
+      cfg,
+      [prog](const std::string& l) { std::fprintf(stderr, "%s\n", program_line(prog, l).c_str()); },
+      [&device] { print_device_line(device); });
   const char* csv = cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv.c_str();
   std::printf("%scsv: %s\n", lr_find_report(r).c_str(), csv);
   if (r.stop_signal == 0) return 0;

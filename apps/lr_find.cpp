@@ -54,8 +54,6 @@ int main(int argc, char** argv) {
         return 0;
       }
       if (cfg.train.progress < 0) cfg.train.progress = 0;
-      std::printf("device: %s\n", app::device_line(cfg).c_str());  // as train_mnist's
-      std::fflush(stdout);
       return app::lr_find_main("lr_find", cfg, defaults);
     } catch (const Error& e) {
       throw with_config_origin(with_resume_origin(e, args, adopted, cfg.resume), args);

@@ -407,12 +407,20 @@ int main(int argc, char** argv) {
     o.base = base;
     // What every trial writes (--save's directory, --checkpoint-dir) is checked once, now: a path
     // no trial can write is a usage error, not a sweep of failed trials that --resume then skips.
+    // And the data files are found (a missing one stops the sweep): both before the header and
+    // device lines, as the training apps refuse them before theirs. (A truncated file shows
+    // only when the first trial reads it.)
     if (first_ok >= 0) {
       RunConfig c = trial_config(spec, base, first_ok, dir);
       c.train.log_path.clear();  // DIR/trials/, made by the sweep
       check_output_paths(c, dir);  // (--save in DIR, which the sweep makes: checked when made)
+      check_dataset_files(c.data);
     }
     o.spec_text = spec_text;
+    // The directory's checks (another sweep's file or options, results without --resume), as
+    // the dry run makes them: refused before the header and device lines too. (The run makes
+    // them again under its lock, where another worker may have changed it.)
+    check_sweep_dir(spec, o);
     // The trials' lines on stdout; a note on stderr with the sweep's others (it was on stdout,
     // unnamed)
     o.log = [](const std::string& line) {

@@ -44,11 +44,12 @@ inline int train_main(const char* prog, const char* usage, RunConfig defaults, i
         print_summary(cfg);
         return 0;
       }
-      std::printf("device: %s\n", device_line(cfg).c_str());
-      std::fflush(stdout);
       if (cfg.lr_find)  // the LR range test instead of training (lr_find does the same)
         return lr_find_main(prog, cfg, defaults);
       RunHooks hooks;
+      // (its CUDA check now, before the data loads; printed once the run's inputs and outputs
+      // are checked)
+      hooks.ready = [device = device_line(cfg)] { print_device_line(device); };
       bool tty = cfg.train.progress == 1;
       // A progress bar ('\r' lines, no newline) is cleared before any other line, which would
       // otherwise be glued to it.

@@ -494,6 +494,10 @@ Dataset dataset_files(const DataOptions& opts, const std::string& split) {
   return locate_split(opts, split == "test" ? "test" : "train", true);
 }
 
+void check_dataset_files(const DataOptions& opts) {
+  for (const char* split : {"train", "test"}) locate_split(opts, split, false);
+}
+
 Dataset load_dataset(const DataOptions& opts, const std::string& split, Device device) {
   return with_memory_context([&] { return "loading " + opts.dataset + " " + split; },
                              [&] { return load_dataset_impl(opts, split, device); });

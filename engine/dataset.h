@@ -92,6 +92,9 @@ Dataset load_dataset(const DataOptions& opts, const std::string& split, Device d
 // and shadows only; no files when they are not all there, and those found when they are split
 // across directories (what an output must spare; no error either way).
 Dataset dataset_files(const DataOptions& opts, const std::string& split);
+// Finds the training and test files as load_dataset does, nothing read, with its error for
+// files missing or split across directories: the data refused before a sweep starts.
+void check_dataset_files(const DataOptions& opts);
 // The training file read once: the "train" and "val" splits (val empty when val_split is 0).
 struct TrainValSplit {
   Dataset train, val;

@@ -457,6 +457,7 @@ std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test,
 std::vector<EpochRecord> Trainer::fit(const Dataset& train, const Dataset* test, const TrainPosition& from) {
   check_fit(train, test, from);
   JsonlWriter jsonl(opts_.log_path, from.epoch > 0 || from.batch > 0);
+  if (on_start) on_start();
   try {
     return fit_epochs(train, test, from, jsonl);
   } catch (const Error& e) {

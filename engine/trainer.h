@@ -128,6 +128,10 @@ class Trainer {
   // on_train_batch_end: the epoch ends there (its record and on_epoch count the steps run; a
   // checkpoint then marks the epoch done, so a resume starts the next) and no later one starts.
   std::function<bool(long long step, float lr)> on_step;
+  // Called by fit() once what it refuses before training is checked (the data against the
+  // model, the batches, --log opened), before the first step: the apps print their device line
+  // here, so an error knowable before training is not preceded by it.
+  std::function<void()> on_start;
   // Loss of the last step, read synchronously (for per-step users such as the LR finder).
   float last_loss();
   long long step() const { return step_; }

@@ -1624,6 +1624,11 @@ MUTANTS = [
     ("run-notes-unnamed", "apps/train_app.h",
      [("std::fprintf(stderr, \"%s%s\", program_line(prog, line).c_str(),", "std::fprintf(stderr, \"%s%s\", line.c_str(),")],
      "the notes and warnings of a run (the trainer's, the data's, a resume's) print without the program's name that the notes before it have (until 2026-12-07; --cli)"),
+    ("device-line-before-checks", "tuning/run.cpp",
+     [("  check_output_paths(cfg);  // before hours of training, not after\n",
+       "  if (hooks.ready) hooks.ready();\n  check_output_paths(cfg);  // before hours of training, not after\n"),
+      ("  tr.on_start = hooks.ready;\n", "")],
+     "the device line is printed before the run's outputs and data are checked: a --checkpoint-dir that is a file or a missing data file is refused after it (until 2026-12-07; --cli)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -209,7 +209,8 @@ LrFindOptions lr_find_options(const RunConfig& cfg) {
 }
 
 LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
-                     const std::function<void(const std::string&)>& log) {
+                     const std::function<void(const std::string&)>& log,
+                     const std::function<void()>& ready) {
   KILN_USAGE_CHECK(
       o.start_lr > 0 && o.end_lr > o.start_lr,
       "--start-lr " << o.start_lr << " / --end-lr " << o.end_lr << ": need 0 < start < end");
@@ -265,6 +266,7 @@ LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
   if (o.restore) snap.take(s);
   RampSchedule ramp(o.start_lr, o.end_lr, span);
   Trainer tr(*s.model, *s.opt, ramp, *s.ctx, topts);
+  tr.on_start = ready;
   // The trainer's notes (an evaluation that ran out of memory and halved its batch) reach the
   // user; its epoch lines and warnings are the training run's, not the range test's.
   if (log)
@@ -347,7 +349,8 @@ std::vector<std::string> lr_find_unused_options(const RunConfig& cfg, const RunC
   return out;
 }
 
-LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const std::string&)>& log) {
+LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const std::string&)>& log,
+                         const std::function<void()>& ready) {
   RunConfig outputs = cfg;  // only the CSV is written: --save and --log are not used
   outputs.save.clear();
   outputs.train.log_path.clear();
@@ -361,7 +364,7 @@ LrFindResult run_lr_find(const RunConfig& cfg, const std::function<void(const st
     if (log)
       log("lr_find: starting from the weights in " + cfg.resume + " (fresh optimizer state)");
   }
-  LrFindResult r = lr_find(*s, lr_find_options(cfg), log);
+  LrFindResult r = lr_find(*s, lr_find_options(cfg), log, ready);
   write_lr_find_csv(cfg.lr_find_csv.empty() ? "lr_find.csv" : cfg.lr_find_csv, r);
   return r;
 }

@@ -80,8 +80,10 @@ std::vector<LrSuggestion> suggest_all(const std::vector<LrFindPoint>& pts, long 
 LrFindOptions lr_find_options(const RunConfig& cfg);
 
 // Runs the test on a session built by make_session (its schedule is not used).
+// `ready`: the trainer's on_start (the apps' device line, after the checks before the ramp).
 LrFindResult lr_find(RunSession& s, const LrFindOptions& o,
-                     const std::function<void(const std::string&)>& log = {});
+                     const std::function<void(const std::string&)>& log = {},
+                     const std::function<void()>& ready = {});
 
 // The run options the test never reads (the ramp replaces --lr and the schedule; no
 // checkpoint, log, early stopping) that cfg sets away from `defaults`, as "--name".
@@ -89,9 +91,11 @@ std::vector<std::string> lr_find_unused_options(const RunConfig& cfg, const RunC
 
 // The whole command: builds the session from cfg (with --resume, the checkpoint's weights and
 // a fresh optimizer), runs the test, writes cfg.lr_find_csv (default lr_find.csv) and its
-// .suggestions companion.
+// .suggestions companion. `ready`: called once the outputs, data and checkpoint are checked,
+// before the first step (the apps' device line).
 LrFindResult run_lr_find(const RunConfig& cfg,
-                         const std::function<void(const std::string&)>& log = {});
+                         const std::function<void(const std::string&)>& log = {},
+                         const std::function<void()>& ready = {});
 
 void write_lr_find_csv(const std::string& path, const LrFindResult& r);
 // Human-readable lines: the stop reason and one line per suggestion.

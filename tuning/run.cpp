@@ -306,6 +306,7 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   tr.checkpoint_every_epochs = cfg.checkpoint_every;
   tr.checkpoint_every_steps = cfg.checkpoint_every_steps;
   tr.stop_flag = StopSignals::flag();
+  tr.on_start = hooks.ready;
   bool prune_noted = false;  // said once: every later checkpoint would repeat it
   tr.on_checkpoint = [&](const TrainPosition& p, const std::string&) {
     std::string prune_failed;

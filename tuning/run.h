@@ -17,6 +17,9 @@ struct RunHooks {
   // What the data files look like against --dataset (Dataset::note, e.g. Fashion-MNIST's files
   // read as MNIST); when unset these go to `log` with the other notes.
   std::function<void(const std::string&)> data_note;
+  // Called once the run's outputs, data, resume checkpoint and fit are checked, before the first
+  // step (Trainer::on_start): the apps print their device line here, after any such error.
+  std::function<void()> ready;
   // A sweep's trial: a --resume that leaves no epoch to train is a usage error (nothing to score).
   bool must_train = false;
 };

@@ -23,6 +23,10 @@ check() {  # check NAME TOOL EXPECTED_EXIT PATTERN -- args...: a failure says on
   if [ "$want" != 0 ] && [ "$(grep -c "^$tool: error:" err)" != 1 -o "$(grep -vc "^$tool: note:" err)" != 1 ]; then
     echo "FAIL $name: want exactly one error line (and notes)"; cat err; fail=1; return
   fi
+  # (errors known before the range test or the trials start come without the device line)
+  if { [ "$want" = 1 ] || [ "$want" = 2 ]; } && grep -q '^device:' out; then
+    echo "FAIL $name: a device line before the error"; cat out err; fail=1; return
+  fi
   echo "ok   $name"
 }
 common=(--device cpu --data-dir "$KILN_TEST_DATA")
@@ -60,6 +64,15 @@ check report-top-0 sweep 0 '^\(4 more in results.csv\)$' -- --report g --top=0
 check report-top-bad sweep 2 "--top '2x': expected a number of rows" -- --report g --top 2x
 check importance-top sweep 2 '--importance DIR reads a finished sweep and runs nothing; it takes no sweep file or other option$' -- \
   --importance g --top 2
+
+# Data that is not there, or an output the range test cannot write, is refused before the
+# device line (in a sweep also before its header and directory): it came after them.
+check lr-find-missing-data lr_find 1 '^lr_find: error: mnist/train: cannot find ' -- \
+  --device cpu --data-dir nowhere --num-it 2 --lr-find-csv m.csv
+check lr-find-csv-missing-dir lr_find 2 '^lr_find: error: --lr-find-csv nowhere/x.csv: directory nowhere does not exist$' -- \
+  "${common[@]}" --num-it 2 --lr-find-csv nowhere/x.csv
+check sweep-missing-data sweep 1 '^sweep: error: mnist/train: cannot find ' -- g.yaml --dir gm --device cpu --data-dir nowhere
+[ ! -e gm ] && ! grep -q '^sweep g.yaml' out || { echo "FAIL sweep-missing-data: its header or directory first"; cat out; fail=1; }
 
 # A sweep file that is not YAML: exit 2, one line naming the file and the line.
 printf 'base: {model: mlp}\nmethod: [grid\n' > broken.yaml

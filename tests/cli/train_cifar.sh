@@ -88,9 +88,10 @@ set -e
   { echo "FAIL: a refused --augment (rc $rc) or the log it left: $(cat keep.jsonl)"; cat err.txt; exit 1; }
 "$KILN_BIN/train_cifar" --summary | grep '3, 32, 32' >/dev/null || { echo "FAIL: --summary input shape"; exit 1; }
 set +e
-"$KILN_BIN/train_cifar" --device cpu --data-dir nowhere --epochs 1 > /dev/null 2> err.txt
+"$KILN_BIN/train_cifar" --device cpu --data-dir nowhere --epochs 1 > out.txt 2> err.txt
 rc=$?
 set -e
-[ $rc -eq 1 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q 'train_cifar: error:' err.txt ||
-  { echo "FAIL: missing data rc=$rc"; cat err.txt; exit 1; }
+# (without the device line, which came first)
+[ $rc -eq 1 ] && [ "$(wc -l < err.txt)" -eq 1 ] && grep -q 'train_cifar: error:' err.txt && [ ! -s out.txt ] ||
+  { echo "FAIL: missing data rc=$rc"; cat out.txt err.txt; exit 1; }
 echo "PASS"
