@@ -88,13 +88,13 @@ EvalArgs parse_eval_args(int argc, char** argv) {
       e.help = true;
       return e;
     } else {
-      // a misspelt flag gets a suggestion, as the training apps give
+      // a misspelt flag, or PyTorch's name for one (--gpu), gets the training apps' suggestion
       // (the names without their dashes, as the training apps match them: "--s" is no "--split")
       std::string near;
       if (a.rfind("--", 0) == 0) {
         std::vector<std::string> names;
         for (const std::string& f : kFlags) names.push_back(f.substr(2));
-        near = closest_name(normalize_key(a.substr(2)), names);
+        near = closest_option(a.substr(2), names);
         if (!near.empty()) near = "--" + near;
       }
       KILN_USAGE_CHECK(a.rfind("--", 0) != 0 && e.ckpt.empty(),

@@ -1629,6 +1629,9 @@ MUTANTS = [
        "  if (hooks.ready) hooks.ready();\n  check_output_paths(cfg);  // before hours of training, not after\n"),
       ("  tr.on_start = hooks.ready;\n", "")],
      "the device line is printed before the run's outputs and data are checked: a --checkpoint-dir that is a file or a missing data file is refused after it (until 2026-12-07; --cli)"),
+    ("eval-flag-no-aliases", "apps/kiln_eval.cpp",
+     [("        near = closest_option(a.substr(2), names);", "        near = closest_name(normalize_key(a.substr(2)), names);")],
+     "kiln_eval suggests near misses only, not the training apps' PyTorch/Keras names: --gpu gets no 'did you mean --device' (until 2026-12-07; --cli)"),
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1117,6 +1117,14 @@ TEST(Options, CliFlagsBoolsAndErrors) {
   EXPECT_EQ(usage_msg({"--esp", "1e-7"}), "--esp: unknown option 'esp' (did you mean 'eps'?)");
   // (not --log-every: torch's examples' --log-interval sets how often to print)
   EXPECT_EQ(usage_msg({"--log-interval", "10"}), "--log-interval: unknown option 'log-interval'");
+  EXPECT_EQ(usage_msg({"--data-path", "d"}),
+            "--data-path: unknown option 'data-path' (did you mean 'data-dir'?)");
+  EXPECT_EQ(usage_msg({"--num_threads", "2"}),
+            "--num_threads: unknown option 'num_threads' (did you mean 'threads'?)");
+  // The same table for another app's flags (kiln_eval's): an alias only where its option is one.
+  EXPECT_EQ(closest_option("gpu", {"device", "split"}), "device");
+  EXPECT_EQ(closest_option("learning_rate", {"device", "split"}), "");
+  EXPECT_EQ(closest_option("splt", {"device", "split"}), "split");
   EXPECT_EQ(edit_distance("esp", "eps"), 1u);
   EXPECT_EQ(edit_distance("ab", "ba"), 1u);
   EXPECT_EQ(edit_distance("abc", "cba"), 2u);

@@ -675,8 +675,9 @@ const OptionSpec* OptionTable::negated_bool(const std::string& name) const {
   return b && b->type == "bool" ? b : nullptr;
 }
 
-std::string OptionTable::closest(const std::string& name) const {
-  // PyTorch/Keras/argparse names for kiln's options, which no edit distance finds.
+std::string closest_option(const std::string& name, const std::vector<std::string>& names) {
+  // PyTorch/Keras/argparse names for kiln's options, which no edit distance finds (each where
+  // `names` has its option: kiln_eval's --gpu is 'device' too).
   static const std::pair<const char*, const char*> kAliases[] = {
       {"learning-rate", "lr"},
       {"learningrate", "lr"},
@@ -690,6 +691,9 @@ std::string OptionTable::closest(const std::string& name) const {
       {"scheduler", "schedule"},
       {"lr-scheduler", "schedule"},
       {"lr-schedule", "schedule"},
+      {"data-path", "data-dir"},   // (torchvision's references)
+      {"dataroot", "data-dir"},    // (pytorch/examples' dcgan)
+      {"num-threads", "threads"},  // (torch.set_num_threads)
       {"gpu", "device"},
       {"cuda", "device"},
       {"cpu", "device"},
@@ -713,10 +717,15 @@ std::string OptionTable::closest(const std::string& name) const {
       {"val-batch-size", "eval-batch-size"}};
   const std::string key = normalize_key(name);
   for (const auto& a : kAliases)
-    if (key == a.first && find(a.second)) return a.second;
+    if (key == a.first && std::find(names.begin(), names.end(), a.second) != names.end())
+      return a.second;
+  return closest_name(key, names);
+}
+
+std::string OptionTable::closest(const std::string& name) const {
   std::vector<std::string> names;
   for (const auto& s : specs_) names.push_back(s.name);
-  return closest_name(key, names);
+  return closest_option(name, names);
 }
 
 void OptionTable::set(RunConfig& cfg, const std::string& key, const std::string& value,

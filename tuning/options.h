@@ -126,6 +126,10 @@ size_t edit_distance(const std::string& a, const std::string& b);
 // The name in `names` nearest to k, for "did you mean", or "": within 2 edits and half k's
 // length (one for a short k), else the one name k begins with (k of 3 or more characters).
 std::string closest_name(const std::string& k, const std::vector<std::string>& names);
+// The suggestion for an unknown option `name` among `names` (an app's flags without their
+// dashes): a PyTorch/Keras name's option where `names` has it (--learning-rate: 'lr', --gpu:
+// 'device'), else closest_name. OptionTable::closest is this over the run options.
+std::string closest_option(const std::string& name, const std::vector<std::string>& names);
 
 // Applies a flat YAML mapping of option: value (lists allowed for list options). Unknown keys,
 // wrong types and unreadable files are errors naming the file and the key. With `keys`, records

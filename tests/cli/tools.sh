@@ -172,6 +172,10 @@ check eval-negative-limit kiln_eval 2 '--test-limit -5: must be >= 0' -- missing
 # dashes ('--s' was "did you mean '--split'?", its dashes counted as letters; until 2026-12-07).
 check eval-flag-near kiln_eval 2 "unexpected argument '--splt' \(did you mean '--split'\?\)" -- missing.st --splt test
 check eval-flag-short kiln_eval 2 "unexpected argument '--s'\$" -- missing.st --s test
+# ... and PyTorch's names for its flags, from the training apps' table (it had none: --gpu no
+# suggestion)
+check eval-flag-gpu kiln_eval 2 "unexpected argument '--gpu' \(did you mean '--device'\?\)" -- missing.st --gpu
+check eval-flag-data-path kiln_eval 2 "unexpected argument '--data-path' \(did you mean '--data-dir'\?\)" -- missing.st --data-path d
 
 # A recorded relative --data-dir read from another directory: the error says whose it is and
 # what to pass (it advised downloading the data).
