@@ -415,7 +415,7 @@ TEST(Model, InverseTimeWithoutDecayAndKeepLastWithoutPeriodicCheckpointsAreNoted
     // Epoch 2 is watched, but the first watched epoch sets the best: a stop needs epoch 3.
     e.train.early_stop_start = 1;
     EXPECT_NE(notes_of(e).find("--early-stop 1 never stops this run: it stops after 1 watched "
-                               "epochs without improvement, and the first watched epoch sets "
+                               "epoch without improvement, and the first watched epoch sets "
                                "the best: epoch 3 at the soonest, and --epochs is 2 "
                                "(--early-stop-start 1)"),
               std::string::npos)
@@ -423,7 +423,7 @@ TEST(Model, InverseTimeWithoutDecayAndKeepLastWithoutPeriodicCheckpointsAreNoted
     EXPECT_EQ(notes_of(e).find("watches no epoch"), std::string::npos) << notes_of(e);
     e.train.epochs = 3;  // epoch 3 can stop it
     EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
-    // --early-stop 10 --epochs 10 (no start): 11 at the soonest (silent until 2026-12-08).
+    // --early-stop 10 --epochs 10 (no start): 11 at the soonest (silent until 2026-12-07).
     e.train.early_stop_start = 0;
     e.train.early_stop = 10;
     e.train.epochs = 10;

@@ -233,7 +233,7 @@ TEST(NormRef, EveryInstructionSetWritesTheSameBits) {
   EXPECT_EQ(norm_ref_isa(), isas.front());
   EXPECT_THROW(set_norm_ref_isa("sse9"), Error);
   // The outputs cannot tell the loops apart (they are the same bits): the choice is asked, so a
-  // selector that ignored it (every run the best's) fails here (until 2026-12-08 it passed).
+  // selector that ignored it (every run the best's) fails here (until 2026-12-07 it passed).
   for (const std::string& isa : isas) {
     set_norm_ref_isa(isa);
     EXPECT_EQ(norm_ref_isa(), isa);

@@ -1160,7 +1160,7 @@ TEST(SweepRun, LocksOfOtherPidNamespacesStayAndOfEarlierBootsGo) {
 }
 
 // A lock file that names no worker (empty, or text kiln never writes) is not kiln's: it stays,
-// as its trial, and the skip line says what to do (it named the path alone until 2026-12-08).
+// as its trial, and the skip line says what to do (it named the path alone until 2026-12-07).
 TEST(SweepRun, LocksNamingNoWorkerStayAndTheSkipLineSaysSo) {
   SweepSpec s = parse_sweep(kGrid8, "s.yaml");
   SweepOptions o = killed_after_three(s, "foreign");

@@ -154,17 +154,17 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
                             ? t.early_stop_start + t.early_stop + 1
                             : std::max(t.early_stop_start + t.early_stop, 2);
     if (soonest > t.epochs)
-      notes.push_back("--early-stop " + std::to_string(t.early_stop) +
-                      " never stops this run: it stops after " + std::to_string(t.early_stop) +
-                      " watched epochs without improvement" +
-                      (std::isnan(t.early_stop_baseline)
-                           ? ", and the first watched epoch sets the best"
-                           : " on --early-stop-baseline") +
-                      ": epoch " + std::to_string(soonest) + " at the soonest, and --epochs is " +
-                      std::to_string(t.epochs) +
-                      (t.early_stop_start > 0
-                           ? " (--early-stop-start " + std::to_string(t.early_stop_start) + ")"
-                           : std::string()));
+      notes.push_back(
+          "--early-stop " + std::to_string(t.early_stop) +
+          " never stops this run: it stops after " + std::to_string(t.early_stop) +
+          (t.early_stop == 1 ? " watched epoch" : " watched epochs") + " without improvement" +
+          (std::isnan(t.early_stop_baseline) ? ", and the first watched epoch sets the best"
+                                             : " on --early-stop-baseline") +
+          ": epoch " + std::to_string(soonest) + " at the soonest, and --epochs is " +
+          std::to_string(t.epochs) +
+          (t.early_stop_start > 0
+               ? " (--early-stop-start " + std::to_string(t.early_stop_start) + ")"
+               : std::string()));
   }
   // Plateau cuts after patience+1 epochs without improvement (torch), early stopping after
   // early_stop (Keras): unless early stopping waits longer, the run ends before the cut helps.
