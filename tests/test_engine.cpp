@@ -412,44 +412,63 @@ TEST(Model, InverseTimeWithoutDecayAndKeepLastWithoutPeriodicCheckpointsAreNoted
                                "watches no epoch and never stops this run"),
               std::string::npos)
         << notes_of(e);
-    // Epoch 2 is watched, but the first watched epoch sets the best: a stop needs epoch 3.
+    // Epoch 2 is watched, but the first watched epoch sets the best: the soonest stop follows
+    // epoch 3, and a stop after the last epoch skips nothing (a run of 3 epochs trains them all:
+    // the note was missing for --epochs equal to that epoch until 2026-12-08).
     e.train.early_stop_start = 1;
     EXPECT_NE(notes_of(e).find("--early-stop 1 never stops this run: it stops after 1 watched "
                                "epoch without improvement, and the first watched epoch sets "
-                               "the best: epoch 3 at the soonest, and --epochs is 2 "
+                               "the best: the first epoch it can skip is 4, and --epochs is 2 "
                                "(--early-stop-start 1)"),
               std::string::npos)
         << notes_of(e);
     EXPECT_EQ(notes_of(e).find("watches no epoch"), std::string::npos) << notes_of(e);
-    e.train.epochs = 3;  // epoch 3 can stop it
+    e.train.epochs = 3;  // trains epochs 1-3 whatever the loss does
+    EXPECT_NE(notes_of(e).find("the first epoch it can skip is 4, and --epochs is 3"),
+              std::string::npos)
+        << notes_of(e);
+    e.train.epochs = 4;  // epoch 4 can be skipped
     EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
-    // --early-stop 10 --epochs 10 (no start): 11 at the soonest (silent until 2026-12-07).
+    // --early-stop 10 --epochs 10 and 11 (no start): it can skip epoch 12 at the soonest.
     e.train.early_stop_start = 0;
     e.train.early_stop = 10;
+    for (int epochs : {10, 11}) {
+      e.train.epochs = epochs;
+      EXPECT_NE(notes_of(e).find("--early-stop 10 never stops this run: it stops after 10 "
+                                 "watched epochs without improvement, and the first watched "
+                                 "epoch sets the best: the first epoch it can skip is 12, and "
+                                 "--epochs is " +
+                                 std::to_string(epochs) + "\n"),
+                std::string::npos)
+          << notes_of(e);
+    }
+    e.train.epochs = 12;
+    EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
+    // A baseline can start the wait at the first watched epoch: the stop can follow epoch 10.
+    e.train.early_stop_baseline = 0.5;
     e.train.epochs = 10;
     EXPECT_NE(notes_of(e).find("--early-stop 10 never stops this run: it stops after 10 watched "
-                               "epochs without improvement, and the first watched epoch sets "
-                               "the best: epoch 11 at the soonest, and --epochs is 10\n"),
+                               "epochs without improvement on --early-stop-baseline, and the "
+                               "first watched epoch sets the best: the first epoch it can skip "
+                               "is 11, and --epochs is 10"),
               std::string::npos)
         << notes_of(e);
     e.train.epochs = 11;
     EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
-    // A baseline can start the wait at the first watched epoch: 10 epochs can stop it.
-    e.train.early_stop_baseline = 0.5;
-    e.train.epochs = 9;
-    EXPECT_NE(notes_of(e).find("--early-stop 10 never stops this run: it stops after 10 watched "
-                               "epochs without improvement on --early-stop-baseline: epoch 10 "
-                               "at the soonest, and --epochs is 9"),
-              std::string::npos)
-        << notes_of(e);
-    e.train.epochs = 10;
-    EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
-    e.train.early_stop = 1;  // no stop follows epoch 1
-    e.train.epochs = 1;
-    EXPECT_NE(notes_of(e).find("epoch 2 at the soonest, and --epochs is 1"), std::string::npos)
-        << notes_of(e);
-    e.train.epochs = 2;
-    EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
+    // ... but not after the first watched epoch, which set the best: --early-stop 1 needs two
+    // (the note was missing with --early-stop-start until 2026-12-08)
+    e.train.early_stop = 1;
+    for (int start : {0, 3}) {
+      e.train.early_stop_start = start;
+      e.train.epochs = start + 2;
+      EXPECT_NE(notes_of(e).find("the first epoch it can skip is " + std::to_string(start + 3) +
+                                 ", and --epochs is " + std::to_string(start + 2)),
+                std::string::npos)
+          << notes_of(e);
+      e.train.epochs = start + 3;
+      EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
+    }
+    e.train.early_stop_start = 0;
     // Resumed: the checkpoint's wait may end it sooner; nothing is claimed.
     e.train.epochs = 1;
     e.resume = "ckpt";

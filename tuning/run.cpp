@@ -145,26 +145,28 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
                     " is not below --epochs " + std::to_string(cfg.train.epochs) +
                     ": early stopping watches no epoch and never stops this run");
   // Fewer watched epochs than a stop takes (a fresh run; a resumed one carries its wait). The
-  // first watched epoch sets the best and, without a baseline, starts the wait over: the stop
-  // comes early_stop epochs after it at the soonest (the held-out loss is finite, or the run
-  // fails). With a baseline the wait can start at the first; no stop follows epoch 1.
+  // first watched epoch sets the best (the held-out loss is finite, or the run fails), and no
+  // stop follows an epoch that set it: without a baseline the wait starts over there, so the
+  // soonest stop follows epoch start+P+1; with one the wait can start at the first watched epoch,
+  // but the stop follows epoch start+P, and start+2 at the soonest. A stop after the last epoch
+  // skips nothing: early stopping ends this run only if that epoch comes before --epochs.
   else if (cfg.train.early_stop > 0 && cfg.train.epochs > 0 && cfg.resume.empty()) {
     const TrainOptions& t = cfg.train;
-    const int soonest = std::isnan(t.early_stop_baseline)
-                            ? t.early_stop_start + t.early_stop + 1
-                            : std::max(t.early_stop_start + t.early_stop, 2);
-    if (soonest > t.epochs)
-      notes.push_back(
-          "--early-stop " + std::to_string(t.early_stop) +
-          " never stops this run: it stops after " + std::to_string(t.early_stop) +
-          (t.early_stop == 1 ? " watched epoch" : " watched epochs") + " without improvement" +
-          (std::isnan(t.early_stop_baseline) ? ", and the first watched epoch sets the best"
-                                             : " on --early-stop-baseline") +
-          ": epoch " + std::to_string(soonest) + " at the soonest, and --epochs is " +
-          std::to_string(t.epochs) +
-          (t.early_stop_start > 0
-               ? " (--early-stop-start " + std::to_string(t.early_stop_start) + ")"
-               : std::string()));
+    const bool baseline = !std::isnan(t.early_stop_baseline);
+    const int after = baseline ? t.early_stop_start + std::max(t.early_stop, 2)
+                               : t.early_stop_start + t.early_stop + 1;
+    if (after >= t.epochs)
+      notes.push_back("--early-stop " + std::to_string(t.early_stop) +
+                      " never stops this run: it stops after " + std::to_string(t.early_stop) +
+                      " watched epoch" + (t.early_stop == 1 ? "" : "s") + " without improvement" +
+                      (baseline ? " on --early-stop-baseline" : "") +
+                      ", and the first watched epoch sets the best: the first epoch it can skip "
+                      "is " +
+                      std::to_string(after + 1) + ", and --epochs is " +
+                      std::to_string(t.epochs) +
+                      (t.early_stop_start > 0
+                           ? " (--early-stop-start " + std::to_string(t.early_stop_start) + ")"
+                           : std::string()));
   }
   // Plateau cuts after patience+1 epochs without improvement (torch), early stopping after
   // early_stop (Keras): unless early stopping waits longer, the run ends before the cut helps.
