@@ -570,6 +570,35 @@ TEST(SweepSpec, BundleParameterSetsSeveralOptionsTogether) {
   EXPECT_NE(m.find("also a parameter"), std::string::npos) << m;
 }
 
+// The console's option notes: one line per note the trials share (numbers aside), counting
+// trials. An option with two notes (--early-stop on the test set, and too few epochs to stop)
+// showed as one line, the other note lost, counted per note: "[trial 0; 4 of 2 trials]" (until
+// 2026-12-08).
+TEST(SweepSpec, OptionNotesAreOneLinePerNoteCountingTrials) {
+  SweepSpec s = parse_sweep(
+      "base: {epochs: 1, early_stop: 1, optimizer: adam}\nparameters:\n"
+      "  momentum: {values: [0.5, 0.9]}\n  seed: {values: [0, 1]}\n",
+      "s.yaml");
+  RunConfig base;
+  apply_sweep_base(s, base);
+  const std::vector<std::string> notes = sweep_option_notes(s, base, RunConfig{});
+  std::string all;
+  for (const std::string& n : notes) all += n + "\n";
+  const auto line_of = [&](const std::string& part) {
+    for (const std::string& n : notes)
+      if (n.find(part) != std::string::npos) return n;
+    return std::string();
+  };
+  EXPECT_EQ(notes.size(), 3u) << all;
+  const std::string stop = line_of("--early-stop 1 never stops this run");
+  const std::string test = line_of("--early-stop watches the test set");
+  const std::string momentum = line_of("--momentum 0.5 is ignored");
+  for (const std::string& n : {stop, test, momentum}) {
+    EXPECT_NE(n.find(" [trial 0; 4 of 4 trials]"), std::string::npos) << all;
+    EXPECT_EQ(n.find('\n'), std::string::npos) << all;
+  }
+}
+
 TEST(SweepResults, JsonRoundTripKeepsNaNAndEscapes) {
   TrialRecord r;
   r.trial = 12;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -599,7 +600,7 @@ std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConf
                                             const RunConfig& defaults, int64_t max_trials) {
   struct Seen {
     std::string first;  // the first trial's note
-    int64_t trial = 0, count = 0;
+    int64_t trial = 0, count = 0, last = -1;
   };
   std::vector<std::pair<std::string, Seen>> by_flag;  // in the order first seen
   const int64_t n = std::min(num_trials(spec), max_trials);
@@ -611,11 +612,26 @@ std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConf
       continue;  // a trial whose options are invalid fails on its own, with its message
     }
     for (const std::string& note : notes) {
-      const std::string flag = note.substr(0, note.find(' '));
+      // One line per note the trials share, its numbers aside (--momentum 0.9 and 0.5 are one):
+      // an option can have several notes (--early-stop's on the test set and on too few
+      // epochs), which keyed by the option alone showed as one, counted once per note ("4 of 2
+      // trials"), until 2026-12-08.
+      std::string key;
+      for (size_t k = 0; k < note.size();) {
+        if (!std::isdigit(static_cast<unsigned char>(note[k]))) {
+          key += note[k++];
+          continue;
+        }
+        while (k < note.size() && (std::isalnum(static_cast<unsigned char>(note[k])) ||
+                                   note[k] == '.' || note[k] == '-' || note[k] == '+'))
+          ++k;
+        key += '#';
+      }
       auto it = std::find_if(by_flag.begin(), by_flag.end(),
-                             [&](const auto& f) { return f.first == flag; });
-      if (it == by_flag.end()) it = by_flag.insert(by_flag.end(), {flag, Seen{note, i, 0}});
-      ++it->second.count;
+                             [&](const auto& f) { return f.first == key; });
+      if (it == by_flag.end()) it = by_flag.insert(by_flag.end(), {key, Seen{note, i, 0}});
+      if (it->second.last != i) ++it->second.count;  // trials, not notes
+      it->second.last = i;
     }
   }
   std::vector<std::string> out;

@@ -130,9 +130,9 @@ void apply_sweep_base(const SweepSpec& spec, RunConfig& cfg);
 // parameters; per-trial metrics go to DIR/trials/trial-<id>.jsonl.
 RunConfig trial_config(const SweepSpec& spec, const RunConfig& base, int64_t i,
                        const std::string& dir);
-// The trials' option_notes against `defaults`, one line per option noted, for the console: the
-// first trial's note with the number of trials that have one for that option ("... [trial 0;
-// 4 of 4 trials]"). Reads at most `max_trials` trials.
+// The trials' option_notes against `defaults`, one line per note (notes that differ only in
+// their numbers are one), for the console: the first trial's note with the number of trials
+// that have it ("... [trial 0; 4 of 4 trials]"). Reads at most `max_trials` trials.
 std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConfig& base,
                                             const RunConfig& defaults, int64_t max_trials = 10000);
 
