@@ -409,12 +409,15 @@ int main(int argc, char** argv) {
     // no trial can write is a usage error, not a sweep of failed trials that --resume then skips.
     // And the data files are found (a missing one stops the sweep): both before the header and
     // device lines, as the training apps refuse them before theirs. (A truncated file shows
-    // only when the first trial reads it.)
+    // only when the first trial reads it.) Not where a parameter sets the data: the first
+    // trial's are not this worker's (--worker 1/2, or a --resume that skips it), and each trial
+    // finds its own when it starts.
     if (first_ok >= 0) {
       RunConfig c = trial_config(spec, base, first_ok, dir);
       c.train.log_path.clear();  // DIR/trials/, made by the sweep
       check_output_paths(c, dir);  // (--save in DIR, which the sweep makes: checked when made)
-      check_dataset_files(c.data);
+      if (swept_by(spec, "data-dir").empty() && swept_by(spec, "dataset").empty())
+        check_dataset_files(c.data);
     }
     o.spec_text = spec_text;
     // The directory's checks (another sweep's file or options, results without --resume), as
