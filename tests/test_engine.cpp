@@ -469,6 +469,13 @@ TEST(Model, InverseTimeWithoutDecayAndKeepLastWithoutPeriodicCheckpointsAreNoted
       EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
     }
     e.train.early_stop_start = 0;
+    // The largest patience: no int overflow (--early-stop 2147483647 went unnoted)
+    e.train.early_stop = std::numeric_limits<int>::max();
+    e.train.early_stop_baseline = NAN;
+    EXPECT_NE(notes_of(e).find("the first epoch it can skip is 2147483649, and --epochs is"),
+              std::string::npos)
+        << notes_of(e);
+    e.train.early_stop = 1;
     // Resumed: the checkpoint's wait may end it sooner; nothing is claimed.
     e.train.epochs = 1;
     e.resume = "ckpt";

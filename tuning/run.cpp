@@ -153,8 +153,9 @@ std::vector<std::string> option_notes(const RunConfig& cfg, const RunConfig& def
   else if (cfg.train.early_stop > 0 && cfg.train.epochs > 0 && cfg.resume.empty()) {
     const TrainOptions& t = cfg.train;
     const bool baseline = !std::isnan(t.early_stop_baseline);
-    const int after = baseline ? t.early_stop_start + std::max(t.early_stop, 2)
-                               : t.early_stop_start + t.early_stop + 1;
+    // (in long long: --early-stop 2147483647 overflowed int and went unnoted)
+    const long long start = t.early_stop_start, patience = t.early_stop;
+    const long long after = baseline ? start + std::max(patience, 2LL) : start + patience + 1;
     if (after >= t.epochs)
       notes.push_back("--early-stop " + std::to_string(t.early_stop) +
                       " never stops this run: it stops after " + std::to_string(t.early_stop) +
