@@ -414,7 +414,7 @@ TEST(Model, InverseTimeWithoutDecayAndKeepLastWithoutPeriodicCheckpointsAreNoted
         << notes_of(e);
     // Epoch 2 is watched, but the first watched epoch sets the best: the soonest stop follows
     // epoch 3, and a stop after the last epoch skips nothing (a run of 3 epochs trains them all:
-    // the note was missing for --epochs equal to that epoch until 2026-12-08).
+    // the note was missing for --epochs equal to that epoch until 2026-12-07).
     e.train.early_stop_start = 1;
     EXPECT_NE(notes_of(e).find("--early-stop 1 never stops this run: it stops after 1 watched "
                                "epoch without improvement, and the first watched epoch sets "
@@ -456,7 +456,7 @@ TEST(Model, InverseTimeWithoutDecayAndKeepLastWithoutPeriodicCheckpointsAreNoted
     e.train.epochs = 11;
     EXPECT_EQ(notes_of(e).find("never stops"), std::string::npos) << notes_of(e);
     // ... but not after the first watched epoch, which set the best: --early-stop 1 needs two
-    // (the note was missing with --early-stop-start until 2026-12-08)
+    // (the note was missing with --early-stop-start until 2026-12-07)
     e.train.early_stop = 1;
     for (int start : {0, 3}) {
       e.train.early_stop_start = start;

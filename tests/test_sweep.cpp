@@ -573,7 +573,7 @@ TEST(SweepSpec, BundleParameterSetsSeveralOptionsTogether) {
 // The console's option notes: one line per note the trials share (numbers aside), counting
 // trials. An option with two notes (--early-stop on the test set, and too few epochs to stop)
 // showed as one line, the other note lost, counted per note: "[trial 0; 4 of 2 trials]" (until
-// 2026-12-08).
+// 2026-12-07).
 TEST(SweepSpec, OptionNotesAreOneLinePerNoteCountingTrials) {
   SweepSpec s = parse_sweep(
       "base: {epochs: 1, early_stop: 1, optimizer: adam}\nparameters:\n"

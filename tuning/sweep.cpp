@@ -615,7 +615,7 @@ std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConf
       // One line per note the trials share, its numbers aside (--momentum 0.9 and 0.5 are one):
       // an option can have several notes (--early-stop's on the test set and on too few
       // epochs), which keyed by the option alone showed as one, counted once per note ("4 of 2
-      // trials"), until 2026-12-08.
+      // trials"), until 2026-12-07.
       std::string key;
       for (size_t k = 0; k < note.size();) {
         if (!std::isdigit(static_cast<unsigned char>(note[k]))) {

@@ -75,7 +75,7 @@ check sweep-missing-data sweep 1 '^sweep: error: mnist/train: cannot find ' -- g
 [ ! -e gm ] && ! grep -q '^sweep g.yaml' out || { echo "FAIL sweep-missing-data: its header or directory first"; cat out; fail=1; }
 # ... but where a parameter sets the data, each trial finds its own: a worker whose trials have
 # theirs runs (the first trial's were checked for every worker, and refused this one until
-# 2026-12-08)
+# 2026-12-07)
 printf 'method: grid\nbase: {model: mlp, width: 8, epochs: 1, train_limit: 100, test_limit: 50}\nparameters:\n  data_dir: {values: [nowhere, %s]}\n' "$KILN_TEST_DATA" > dd.yaml
 check sweep-swept-data-dir sweep 0 '^trial 1/2 \[.*\]: ok ' -- dd.yaml --dir dd --device cpu --worker 1/2
 
