@@ -1293,6 +1293,35 @@ TEST(Options, ValuesWithControlCharactersAreRefused) {
   EXPECT_EQ(c.save, "a\tb.st");
 }
 
+// A --data-dir or --schedule-file that is not UTF-8 text (a Latin-1 name, byte 0xff) is refused:
+// the checkpoint recorded it as JSON text, U+00FF, read back as "\xc3\xbf", so kiln_eval looked
+// for the data and a --resume for its adopted schedule file under another name (exit 1 and 2,
+// naming a path that does not exist). Valid UTF-8 (the same "\xc3\xbf") and the paths no later
+// run reads back (--save) are taken as before.
+TEST(Options, RecordedPathsThatAreNotUtf8AreRefused) {
+  for (const char* opt : {"data-dir", "schedule-file"}) {
+    RunConfig c;
+    try {
+      run_options().set(c, opt, "/tmp/d\xff/x", std::string("--") + opt);
+      ADD_FAILURE() << "--" << opt << " took a byte 0xff";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_EQ(e.message().rfind(std::string("--") + opt +
+                                      ": \"/tmp/d\\u00ff/x\" is not UTF-8 text (byte 0xff at "
+                                      "offset 6): a checkpoint records it as JSON text",
+                                  0),
+                0u)
+          << e.message();
+    }
+    run_options().set(c, opt, "/tmp/d\xc3\xbf/x", "x");
+  }
+  RunConfig c;
+  run_options().set(c, "data-dir", "/tmp/d\xc3\xbf", "x");
+  EXPECT_EQ(c.data.data_dir, "/tmp/d\xc3\xbf");
+  run_options().set(c, "save", "/tmp/d\xff.st", "x");
+  EXPECT_EQ(c.save, "/tmp/d\xff.st");
+}
+
 TEST(Options, ConfigValueErrorsNameTheFile) {
   std::string path = test::temp_file("cfg_origin.yaml");
   std::ofstream(path) << "lr: -3\nmax_lr: -1\nbase_lr: 0\nschedule: cyclic\n";

@@ -187,13 +187,30 @@ OptionSpec opt_str(const std::string& name, const std::string& help, F field) {
 }
 
 // A file or directory name: an empty one would silently mean "not set" (no checkpoint, no
-// log), so it is a usage error; leave the option out instead.
+// log), so it is a usage error; leave the option out instead. `read_back` names the later run
+// that opens the path a checkpoint recorded (kiln_eval's default data-dir, the --schedule-file a
+// --resume adopts): such a path must be UTF-8 text, since the checkpoint records options as
+// JSON text, which cannot hold a byte such as 0xff (a Latin-1 name): it was written as U+00FF
+// and read back as "\xc3\xbf", another path, which the later run then failed to open.
 template <typename F>
-OptionSpec opt_path(const std::string& name, const std::string& help, F field) {
+OptionSpec opt_path(const std::string& name, const std::string& help, F field,
+                    const char* read_back = nullptr) {
   OptionSpec o = opt_str(name, help, field);
   auto set = o.set;
-  o.set = [set, name](RunConfig& c, const std::string& v) {
+  o.set = [set, name, read_back](RunConfig& c, const std::string& v) {
     KILN_USAGE_CHECK(!v.empty(), "an empty path (leave --" << name << " out instead)");
+    if (read_back) {
+      const size_t bad = utf8_error_offset(v);
+      if (bad != std::string::npos) {
+        char byte[8];
+        std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned char>(v[bad]));
+        KILN_USAGE_FAIL(printable(v)
+                        << " is not UTF-8 text (byte " << byte << " at offset " << bad
+                        << "): a checkpoint records it as JSON text, which cannot "
+                           "hold that byte, and "
+                        << read_back << " would read back another path; rename it or use a link");
+      }
+    }
     set(c, v);
   };
   return o;
@@ -205,8 +222,10 @@ OptionTable build_table() {
   t.add(opt_str("dataset", "mnist | fashion-mnist | cifar10",
                 [](RunConfig& c) -> std::string& { return c.data.dataset; }),
         kBatchOrder);
-  t.add(opt_path("data-dir", "directory holding the datasets (scripts/fetch_data.sh fills data/)",
-                 [](RunConfig& c) -> std::string& { return c.data.data_dir; }),
+  t.add(opt_path(
+            "data-dir", "directory holding the datasets (scripts/fetch_data.sh fills data/)",
+            [](RunConfig& c) -> std::string& { return c.data.data_dir; },
+            "kiln_eval (without --data-dir)"),
         kSideEffect);
   t.add(opt_bool("normalize", "per-dataset mean/std input normalisation", [](RunConfig& c) -> bool& { return c.data.normalize; }));
   t.add(opt_int("train-limit", "use only the first N training samples (0: all)",
@@ -406,10 +425,12 @@ OptionTable build_table() {
                 "accuracy (max)",
                 [](RunConfig& c) -> std::string& { return c.sched.mode; }),
         kRangeTestUnused);
-  t.add(opt_path("schedule-file",
-                 "manual schedule: 'epoch lr' lines, epochs from 0 (Keras LearningRateScheduler), "
-                 "re-read after each epoch",
-                 [](RunConfig& c) -> std::string& { return c.sched.file; }),
+  t.add(opt_path(
+            "schedule-file",
+            "manual schedule: 'epoch lr' lines, epochs from 0 (Keras LearningRateScheduler), "
+            "re-read after each epoch",
+            [](RunConfig& c) -> std::string& { return c.sched.file; },
+            "a --resume (without --schedule-file)"),
         kRangeTestUnused);
   t.add(
       opt_int(
