@@ -156,6 +156,9 @@ static SweepArgs parse_sweep_args(int argc, char** argv) {
       // second sweep file)
       if (o && o->type == "bool" && !f.inline_value && i + 1 < argc)
         check_bool_flag_next(flag, o->name, argv[i + 1]);
+      if (const OptionSpec* b = o ? nullptr : run_options().negated_bool(name);
+          b && !f.inline_value && i + 1 < argc)
+        check_negated_bool_value(flag, b->name, argv[i + 1], false);  // (=V: parse_args')
       if ((name == "config" || (o && o->type != "bool")) && !f.inline_value && i + 1 < argc) {
         check_separate_value(flag, argv[i + 1]);
         s.rest.push_back(argv[++i]);

@@ -1118,6 +1118,20 @@ TEST(Options, CliFlagsBoolsAndErrors) {
     return std::string("no error");
   };
   EXPECT_EQ(usage_msg({"--lr", "abc"}), "--lr: 'abc' is not a finite number");
+  // A negated bool with a value is said as such: "--no-shuffle false" was "unexpected argument
+  // 'false'", "--no-shuffle=false" "unknown option 'no-shuffle'" (as "--shuffle false" is).
+  EXPECT_EQ(usage_msg({"--no-shuffle", "false"}),
+            "--no-shuffle takes no value (it got 'false'): write --no-shuffle or --shuffle, or "
+            "--shuffle=true|false");
+  EXPECT_EQ(usage_msg({"--no_nesterov=true"}),
+            "--no_nesterov takes no value (it got 'true'): write --no-nesterov or --nesterov, or "
+            "--nesterov=true|false");
+  EXPECT_EQ(usage_msg({"--no-shuffle="}),
+            "--no-shuffle takes no value (it got ''): write --no-shuffle or --shuffle, or "
+            "--shuffle=true|false");
+  EXPECT_EQ(usage_msg({"--no-shuffle", "--lr", "0.1"}), "no error");
+  EXPECT_EQ(usage_msg({"--no-shuffle", "mnist"}),
+            "no error");  // (a positional: the app's to refuse)
   EXPECT_EQ(usage_msg({"--epochs", "2.5"}), "--epochs: '2.5' is not an integer");
   EXPECT_EQ(usage_msg({"--batch-sise", "3"}), "--batch-sise: unknown option 'batch-sise' (did you mean 'batch-size'?)");
   // A short name is not "corrected" into an unrelated one (--wd and --bs were 'lr', --gpu and

@@ -622,6 +622,17 @@ void check_bool_flag_next(const std::string& flag, const std::string& name,
                                              << ", or --" << name << "=" << next);
 }
 
+// "--no-shuffle false" and "--no-shuffle=false": the negated form takes no value either. The
+// first was "unexpected argument 'false'" (sweep: "more than one sweep file"), the second
+// "unknown option 'no-shuffle'". Whether "--no-shuffle false" meant off or on is unclear, so the
+// error gives the forms, not a guess.
+void check_negated_bool_value(const std::string& flag, const std::string& name,
+                              const std::string& value, bool inline_value) {
+  KILN_USAGE_CHECK(!inline_value && bool_word(value) < 0,
+                   flag << " takes no value (it got '" << value << "'): write --no-" << name
+                        << " or --" << name << ", or --" << name << "=true|false");
+}
+
 bool parse_bool(const std::string& v, const std::string& origin) {
   const int b = bool_word(v);
   KILN_USAGE_CHECK(b >= 0, origin << ": '" << v << "' is not a boolean (true|false)");
@@ -941,7 +952,9 @@ ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& 
       has_value = true;
     }
     const OptionSpec* s = table.find(key);
-    if (const OptionSpec* b = table.negated_bool(key); b && !has_value) {
+    if (const OptionSpec* b = table.negated_bool(key)) {
+      if (has_value || i + 1 < args.size())
+        check_negated_bool_value("--" + key, b->name, has_value ? value : args[i + 1], has_value);
       table.set(cfg, b->name, "false", "--" + key);
       out.flag_keys.push_back(b->name);
       continue;

@@ -172,6 +172,11 @@ bool parse_bool(const std::string& v, const std::string& origin);
 // ("--shuffle false", argparse's habit): a usage error saying how to write it.
 void check_bool_flag_next(const std::string& flag, const std::string& name,
                           const std::string& next);
+// A negated bool flag (`flag` as typed, "--no-shuffle"; `name` canonical, "shuffle") given a
+// value: after '=' (`inline_value`, always refused) or as the next argument when that is a
+// boolean word. A usage error saying how to write it.
+void check_negated_bool_value(const std::string& flag, const std::string& name,
+                              const std::string& value, bool inline_value);
 // --key value, --key=value, --flag / --no-flag for bools; --config FILE applied first so
 // flags override it. Unknown flags are usage errors with a suggestion.
 ParsedArgs parse_args(RunConfig& cfg, int argc, char** argv, const OptionTable& table);

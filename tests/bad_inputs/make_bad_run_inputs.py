@@ -150,6 +150,12 @@ def main():
     # argparse's "--flag false": said as such (it was "unexpected argument 'false'")
     case(c, "bool_with_value", ["--shuffle", "false"], 2,
          "--shuffle takes no value (it got 'false'): write --shuffle or --no-shuffle, or --shuffle=false")
+    # and "--no-shuffle false" ("unexpected argument 'false'"), "--no-shuffle=false" ("unknown
+    # option 'no-shuffle'")
+    case(c, "negated_bool_with_value", ["--no-shuffle", "false"], 2,
+         "--no-shuffle takes no value (it got 'false'): write --no-shuffle or --shuffle, or --shuffle=true|false")
+    case(c, "negated_bool_equals", ["--no-shuffle=false"], 2,
+         "--no-shuffle takes no value (it got 'false'): write --no-shuffle or --shuffle, or --shuffle=true|false")
     # both ends of the range ("at most 9223372036854775807" read as a number too large)
     case(c, "seed_negative", ["--seed", "-1"], 2, "--seed: '-1' is out of range (0 to 9223372036854775807)")
     case(c, "positional", ["mnist"], 2, "unexpected argument 'mnist'")

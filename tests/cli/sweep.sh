@@ -335,6 +335,12 @@ usage_error "--resume ck.safetensors" "^sweep: error: sweep's --resume takes no 
 usage_error "-v" "^sweep: error: unknown option '-v'" s.yaml -v
 usage_error "--shuffle false" "^sweep: error: --shuffle takes no value (it got 'false'): write --shuffle or --no-shuffle, or --shuffle=false" \
   s.yaml --shuffle false
+# and its negated form ("--no-shuffle false" was "more than one sweep file", "=false" an unknown
+# option)
+usage_error "--no-shuffle false" "^sweep: error: --no-shuffle takes no value (it got 'false'): write --no-shuffle or --shuffle, or --shuffle=true|false" \
+  s.yaml --no-shuffle false
+usage_error "--no-shuffle=false" "^sweep: error: --no-shuffle takes no value (it got 'false'): write --no-shuffle or --shuffle, or --shuffle=true|false" \
+  s.yaml --no-shuffle=false
 # --no-dry-run turns it off (--report refuses --dry-run): it was an unknown option
 "$KILN_BIN/sweep" --report full --dry-run --no-dry-run > /dev/null 2> err.txt || { echo "FAIL: --no-dry-run"; cat err.txt; exit 1; }
 # --dry-run refuses what a run refuses: a bundle named like a column of the results.
