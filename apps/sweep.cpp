@@ -83,6 +83,25 @@ static std::string resume_takes_no_value(const std::string& file) {
          file + " under the sweep file's base";
 }
 
+// true|false, yes|no, on|off, 1|0 (any case): the words parse_bool takes.
+static bool is_bool_word(const std::string& v) {
+  try {
+    parse_bool(v, "");
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// argparse's "--resume false" (read as a second sweep file) and "--resume=true" (read as a
+// checkpoint to put under the base): sweep's --resume is a bare flag.
+static void check_resume_word(const std::string& v) {
+  KILN_USAGE_CHECK(!is_bool_word(v), "sweep's --resume takes no value (it got '"
+                                         << v
+                                         << "'): give --resume to continue the sweep in --dir, "
+                                            "or leave it out");
+}
+
 // The command line: sweep's own flags, the sweep file, and the run options passed on to trials.
 struct SweepArgs {
   std::string dir, importance_dir, report_dir, worker = "0/1";
@@ -113,17 +132,22 @@ static SweepArgs parse_sweep_args(int argc, char** argv) {
       s.resume = true;
       // "--resume ck.safetensors": not a second sweep file, and not the run option either
       const std::string next = i + 1 < argc ? argv[i + 1] : "";
+      if (i + 1 < argc) check_resume_word(next);
       KILN_USAGE_CHECK(next.size() <= 12 || next.compare(next.size() - 12, 12, ".safetensors") != 0,
                        resume_takes_no_value(next));
-    } else if (flag == "--resume")  // --resume=F: not the run option (each trial from F)
+    } else if (flag == "--resume") {  // --resume=F: not the run option (each trial from F)
+      check_resume_word(f.value);
       KILN_USAGE_FAIL(resume_takes_no_value(f.value));
-    else if (flag == "--dry-run") {  // as the run options' bool flags: =true|false, --no-dry-run
+    } else if (flag == "--dry-run") {  // as the run options' bool flags: =true|false, --no-dry-run
       if (!f.inline_value && i + 1 < argc)
         check_bool_flag_next("--dry-run", "dry-run", argv[i + 1]);
       s.dry_run = !f.inline_value || parse_bool(f.value, "--dry-run");
-    } else if (a == "--no-dry-run")
+    } else if (flag == "--no-dry-run") {  // "--no-dry-run false", "=false": as a run option's
+      if (f.inline_value || i + 1 < argc)
+        check_negated_bool_value("--no-dry-run", "dry-run", f.inline_value ? f.value : argv[i + 1],
+                                 f.inline_value);
       s.dry_run = false;
-    else if (flag == "--worker") {
+    } else if (flag == "--worker") {
       s.worker = value("--worker");
       s.worker_set = true;
     } else if (flag == "--importance")

@@ -341,6 +341,16 @@ usage_error "--no-shuffle false" "^sweep: error: --no-shuffle takes no value (it
   s.yaml --no-shuffle false
 usage_error "--no-shuffle=false" "^sweep: error: --no-shuffle takes no value (it got 'false'): write --no-shuffle or --shuffle, or --shuffle=true|false" \
   s.yaml --no-shuffle=false
+# sweep's own flags alike: "--no-dry-run false" and "--resume false" were "more than one sweep
+# file", "--no-dry-run=true" an unknown option, "--resume=true" a checkpoint for the base
+usage_error "--no-dry-run false" "^sweep: error: --no-dry-run takes no value (it got 'false'): write --no-dry-run or --dry-run, or --dry-run=true|false" \
+  s.yaml --no-dry-run false
+usage_error "--no-dry-run=true" "^sweep: error: --no-dry-run takes no value (it got 'true'): write --no-dry-run or --dry-run, or --dry-run=true|false" \
+  s.yaml --no-dry-run=true
+usage_error "--resume false" "^sweep: error: sweep's --resume takes no value (it got 'false'): give --resume to continue the sweep in --dir, or leave it out" \
+  s.yaml --resume false
+usage_error "--resume=true" "^sweep: error: sweep's --resume takes no value (it got 'true'): give --resume to continue the sweep in --dir, or leave it out" \
+  s.yaml --resume=true
 # --no-dry-run turns it off (--report refuses --dry-run): it was an unknown option
 "$KILN_BIN/sweep" --report full --dry-run --no-dry-run > /dev/null 2> err.txt || { echo "FAIL: --no-dry-run"; cat err.txt; exit 1; }
 # --dry-run refuses what a run refuses: a bundle named like a column of the results.
