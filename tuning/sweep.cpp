@@ -691,6 +691,14 @@ void TrialChecks::check(const RunConfig& c) {
     it = files_.emplace(c.resume, std::make_pair(std::move(f), at)).first;
   }
   check_resume_epochs(c, it->second.second, true);
+  // Another optimizer than the file's: every such trial failed when it loaded the file ("saved
+  // with optimizer 'sgd', this run uses 'adam'") and a sweep of only such trials exited 1 after
+  // running them all, where the docs promise exit 2 when no trial can continue FILE (as for
+  // another model). Said as the load says it.
+  const std::string* saved_opt = it->second.first.meta("optimizer");
+  KILN_USAGE_CHECK(!saved_opt || saved_opt->empty() || *saved_opt == c.optim.name,
+                   "checkpoint " << c.resume << ": saved with optimizer '" << printable(*saved_opt)
+                                 << "', this run uses '" << c.optim.name << "'");
   const std::string key = c.resume + "\n" + c.model.key() + "\n" + shape_str(c.input_shape());
   auto fit = fits_.find(key);
   if (fit == fits_.end()) {

@@ -433,6 +433,23 @@ printf 'method: grid\nbase: {resume: k.safetensors, epochs: 3}\nparameters:\n  m
 printf 'method: grid\nbase: {resume: k.safetensors, epochs: 3, model: cnn}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-cnn.yaml
 usage_error "a sweep resuming another model's checkpoint" \
   "every trial of rs-cnn.yaml has invalid options .*first: checkpoint k.safetensors: missing tensor 0.weight" rs-cnn.yaml --dir rs-cnn "${common[@]}"
+# another optimizer than the checkpoint's alike (each trial failed loading it and the sweep
+# exited 1 after running them all); beside the file's own, that value's trials fail saying why
+printf 'method: grid\nbase: {resume: k.safetensors, epochs: 3}\nparameters:\n  optimizer: {values: [adam, rmsprop]}\n' > rs-opt.yaml
+usage_error "a sweep resuming a checkpoint with another optimizer" \
+  "every trial of rs-opt.yaml has invalid options .*first: checkpoint k.safetensors: saved with optimizer 'sgd', this run uses 'adam'" \
+  rs-opt.yaml --dir rs-opt "${common[@]}"
+usage_error "a dry run of a sweep resuming a checkpoint with another optimizer" \
+  "trial 0 of rs-opt.yaml: checkpoint k.safetensors: saved with optimizer 'sgd', this run uses 'adam'" \
+  rs-opt.yaml --dry-run "${common[@]}"
+printf 'method: grid\nbase: {resume: k.safetensors, epochs: 3}\nparameters:\n  optimizer: {values: [sgd, adam]}\n' > rs-opt2.yaml
+"$KILN_BIN/sweep" rs-opt2.yaml --dir rs-opt2 "${common[@]}" > rs-opt2.txt 2>&1 &&
+  python3 - <<'PY' || { echo "FAIL: a sweep listing an optimizer the checkpoint cannot continue"; cat rs-opt2.txt; exit 1; }
+import json
+r = {x["trial"]: x for x in map(json.loads, open("rs-opt2/results.jsonl"))}
+assert r[0]["status"] == "ok", r[0]
+assert r[1]["status"] == "failed" and "saved with optimizer 'sgd', this run uses 'adam'" in r[1]["message"], r[1]
+PY
 printf 'method: grid\nbase: {resume: k.safetensors, epochs: 1}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-done.yaml
 usage_error "a sweep resuming a checkpoint with --epochs below it" \
   "first: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs and --epochs counts the whole run: give --epochs 3 or more" \
@@ -460,7 +477,7 @@ usage_error "a dry run of a sweep resuming another model's checkpoint" \
 usage_error "a dry run of a sweep resuming a checkpoint with --epochs below it" \
   "trial 0 of rs-done.yaml: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs" \
   rs-done.yaml --dry-run "${common[@]}"
-[ ! -e rs-cnn ] && [ ! -e rs-done ] && [ ! -e rs-equal ] && [ ! -e rs-zero ] || { echo "FAIL: a refused sweep wrote its directory"; exit 1; }
+[ ! -e rs-cnn ] && [ ! -e rs-done ] && [ ! -e rs-equal ] && [ ! -e rs-zero ] && [ ! -e rs-opt ] || { echo "FAIL: a refused sweep wrote its directory"; exit 1; }
 printf 'method: grid\nbase: {resume: k.safetensors}\nparameters:\n  epochs: {values: [2, 3]}\n' > rs-mixed.yaml
 "$KILN_BIN/sweep" rs-mixed.yaml --dir rs-mixed "${common[@]}" > rs-mixed.txt 2> rs-mixed.err &&
   python3 - <<'PY' || { echo "FAIL: a sweep whose epochs parameter has a value equal to the checkpoint's"; cat rs-mixed.txt rs-mixed.err; exit 1; }
