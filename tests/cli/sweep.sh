@@ -450,6 +450,21 @@ r = {x["trial"]: x for x in map(json.loads, open("rs-opt2/results.jsonl"))}
 assert r[0]["status"] == "ok", r[0]
 assert r[1]["status"] == "failed" and "saved with optimizer 'sgd', this run uses 'adam'" in r[1]["message"], r[1]
 PY
+# a mid-epoch checkpoint with other batches alike (a sweep of --batch-size values ran each trial,
+# which failed loading it, and exited 1)
+"$KILN_BIN/train_mnist" "${common[@]}" --train-limit 200 --test-limit 100 --model mlp --width 16 \
+  --batch-size 50 --epochs 2 --optimizer sgd --checkpoint-every-steps 3 --checkpoint-dir rs-mid-ck > /dev/null 2>&1
+printf 'method: grid\nbase: {resume: rs-mid-ck/ckpt-step-3.safetensors, epochs: 2}\nparameters:\n  batch_size: {values: [16, 64]}\n' > rs-mid.yaml
+usage_error "a sweep resuming a mid-epoch checkpoint with other batches" \
+  "every trial of rs-mid.yaml has invalid options .*first: --resume rs-mid-ck/ckpt-step-3.safetensors: a mid-epoch checkpoint (epoch 1, batch 3) continues only with the batches it was cut from: --batch-size 50 -> 16" \
+  rs-mid.yaml --dir rs-mid "${common[@]}"
+usage_error "a dry run of a sweep resuming a mid-epoch checkpoint with other batches" \
+  "trial 0 of rs-mid.yaml: --resume rs-mid-ck/ckpt-step-3.safetensors: a mid-epoch checkpoint" \
+  rs-mid.yaml --dry-run "${common[@]}"
+printf 'method: grid\nbase: {resume: rs-mid-ck/ckpt-step-3.safetensors, epochs: 2}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-mid-ok.yaml
+"$KILN_BIN/sweep" rs-mid-ok.yaml --dir rs-mid-ok "${common[@]}" > rs-mid-ok.txt 2>&1 &&
+  [ "$(grep -c ': ok test_acc=' rs-mid-ok.txt)" = 2 ] ||
+  { echo "FAIL: a sweep continuing a mid-epoch checkpoint with its batches"; cat rs-mid-ok.txt; exit 1; }
 printf 'method: grid\nbase: {resume: k.safetensors, epochs: 1}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-done.yaml
 usage_error "a sweep resuming a checkpoint with --epochs below it" \
   "first: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs and --epochs counts the whole run: give --epochs 3 or more" \
@@ -477,7 +492,7 @@ usage_error "a dry run of a sweep resuming another model's checkpoint" \
 usage_error "a dry run of a sweep resuming a checkpoint with --epochs below it" \
   "trial 0 of rs-done.yaml: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs" \
   rs-done.yaml --dry-run "${common[@]}"
-[ ! -e rs-cnn ] && [ ! -e rs-done ] && [ ! -e rs-equal ] && [ ! -e rs-zero ] && [ ! -e rs-opt ] || { echo "FAIL: a refused sweep wrote its directory"; exit 1; }
+[ ! -e rs-cnn ] && [ ! -e rs-done ] && [ ! -e rs-equal ] && [ ! -e rs-zero ] && [ ! -e rs-opt ] && [ ! -e rs-mid ] || { echo "FAIL: a refused sweep wrote its directory"; exit 1; }
 printf 'method: grid\nbase: {resume: k.safetensors}\nparameters:\n  epochs: {values: [2, 3]}\n' > rs-mixed.yaml
 "$KILN_BIN/sweep" rs-mixed.yaml --dir rs-mixed "${common[@]}" > rs-mixed.txt 2> rs-mixed.err &&
   python3 - <<'PY' || { echo "FAIL: a sweep whose epochs parameter has a value equal to the checkpoint's"; cat rs-mixed.txt rs-mixed.err; exit 1; }
