@@ -138,8 +138,9 @@ std::vector<std::string> sweep_option_notes(const SweepSpec& spec, const RunConf
 
 // The checks of a trial's options that RunConfig::validate does not make, made before any trial
 // runs (check_sweep_trials; --dry-run for each trial it lists): it trains an epoch to be scored
-// by, and one that continues a checkpoint (resume: FILE in the sweep's base) has --epochs and a
-// model that fit the file, each file read once and each model checked once.
+// by, and one that continues a checkpoint (resume: FILE in the sweep's base) has --epochs, a
+// model and an optimizer that fit the file, and, from a mid-epoch file, its batch-order options,
+// each file read once and each model checked once.
 class TrialChecks {
  public:
   // A usage error when the trial trains no epoch to be scored by (--epochs 0) or cannot
