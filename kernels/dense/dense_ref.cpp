@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/json.h"
 #include "engine/parallel.h"
 #include "kernels/dense/dense.h"
 
@@ -55,9 +56,10 @@ std::string cpu_gemm_description() {
       gemm_kernel_note(core, chosen, std::strstr(openblas_get_config(), "DYNAMIC_ARCH") != nullptr,
                        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
                        __builtin_cpu_supports("avx512f"));
-  // (the variable when it chose the kernels, else the hint, if any)
+  // (the variable when it chose the kernels, else the hint, if any; its control characters
+  // escaped: a line break split the device line in two, an ESC reached the terminal)
   return "OpenBLAS " + core +
-         (chosen         ? " (OPENBLAS_CORETYPE=" + std::string(*env ? env : "\"\"") + ")"
+         (chosen         ? " (OPENBLAS_CORETYPE=" + (*env ? escape_controls(env) : "\"\"") + ")"
           : note.empty() ? ""
                          : " (" + note + ")");
 #else

@@ -46,6 +46,13 @@ OPENBLAS_CORETYPE= "$bin" --device cpu --data-dir "$data" --train-limit 64 --tes
   --epochs 1 --threads 1 > "$tmp/dev.out" 2>&1
 grep -Eq '^device: cpu, 1 thread, (OpenBLAS [^ ]+ \(OPENBLAS_CORETYPE=""\)|loops)$' "$tmp/dev.out" ||
   { echo "FAIL device line with OPENBLAS_CORETYPE empty: $(head -1 "$tmp/dev.out")"; fail=1; }
+# Its control characters escaped: a line break split the device line in two, an ESC reached the
+# terminal.
+OPENBLAS_CORETYPE=$'Has\nwell\x1b' "$bin" --device cpu --data-dir "$data" --train-limit 64 --test-limit 64 \
+  --epochs 1 --threads 1 > "$tmp/dev.out" 2>&1
+grep -Eq '^device: cpu, 1 thread, (OpenBLAS [^ ]+ \(OPENBLAS_CORETYPE=Has\\nwell\\u001b\)|loops)$' "$tmp/dev.out" &&
+  [ "$(grep -c '^epoch 1:' "$tmp/dev.out")" = 1 ] && ! LC_ALL=C grep -q $'\x1b' "$tmp/dev.out" ||
+  { echo "FAIL device line with control characters in OPENBLAS_CORETYPE: $(head -2 "$tmp/dev.out")"; fail=1; }
 env -u OPENBLAS_CORETYPE "$bin" --device cpu --data-dir "$data" --train-limit 64 --test-limit 64 \
   --epochs 1 --threads 1 > "$tmp/dev.out" 2>&1
 grep -Eq '^device: cpu, 1 thread, (OpenBLAS [^ ]+( \(older than this CPU, .*\))?|loops)$' "$tmp/dev.out" ||
