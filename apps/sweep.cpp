@@ -4,6 +4,7 @@
 // for random sweeps; --report DIR prints all of it again for a sweep directory.
 #include "tuning/sweep.h"
 
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -190,6 +191,36 @@ static SweepArgs parse_sweep_args(int argc, char** argv) {
     }
   }
   return s;
+}
+
+// --save FILE gives trial <id> FILE.trial-<id>.EXT (trial_config). One that names the sweep file
+// or the checkpoint a resume: base continues replaced it: trial 0 of `sweep x.trial-0.yaml --save
+// x.yaml` wrote its model over the sweep file (a --resume then read a checkpoint as YAML), and
+// with resume: m.trial-0.safetensors, --save m.safetensors, the later trials continued trial 0's
+// model (the train_mnist rule that --save may replace the --resume file is for one run). A usage
+// error before any trial, and in the dry run.
+static void check_trial_saves(const SweepSpec& spec, const RunConfig& base,
+                              const std::string& file) {
+  if (base.save.empty()) return;
+  const int64_t n = num_trials(spec);
+  const std::pair<const char*, std::string> ins[] = {
+      {"the sweep file", file}, {"the resume: file every trial continues", base.resume}};
+  for (const auto& [what, path] : ins) {
+    if (path.empty()) continue;
+    const std::string name = path.substr(path.find_last_of('/') + 1);  // (npos + 1: all of it)
+    for (size_t at = name.find(".trial-"); at != std::string::npos;
+         at = name.find(".trial-", at + 1)) {
+      size_t end = at + 7;
+      while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
+      if (end == at + 7 || end - at - 7 > 18) continue;
+      const int64_t id = std::stoll(name.substr(at + 7, end - at - 7));
+      if (id >= n) continue;
+      const std::string save = trial_config(spec, base, id, "check").save;
+      KILN_USAGE_CHECK(!same_file(save, path), "--save " << base.save << ": trial " << id
+                                                         << " would write " << save << ", " << what
+                                                         << "; name another");
+    }
+  }
 }
 
 // --report DIR / --importance DIR: read a finished sweep directory, run nothing.
@@ -402,6 +433,7 @@ int main(int argc, char** argv) {
     if (!base.resume.empty()) adopt_base_resume_options(spec, args, base);
 
     const std::string before_first = " before the first trial; nothing was written";
+    check_trial_saves(spec, base, file);
     if (s.dry_run) return dry_run(spec, s, base, args, spec_text);
     // Options no trial can run with (--width 0 for every trial, optimizer 'adamm') are a usage
     // error now, not a sweep of failed trials; a combination only some trials hit stays a

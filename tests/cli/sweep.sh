@@ -465,6 +465,23 @@ printf 'method: grid\nbase: {resume: rs-mid-ck/ckpt-step-3.safetensors, epochs: 
 "$KILN_BIN/sweep" rs-mid-ok.yaml --dir rs-mid-ok "${common[@]}" > rs-mid-ok.txt 2>&1 &&
   [ "$(grep -c ': ok test_acc=' rs-mid-ok.txt)" = 2 ] ||
   { echo "FAIL: a sweep continuing a mid-epoch checkpoint with its batches"; cat rs-mid-ok.txt; exit 1; }
+# --save FILE gives each trial FILE.trial-<id>.EXT: one that names the sweep file or the resume:
+# checkpoint is refused before any trial, and by the dry run (trial 0 wrote its model over the
+# sweep file, and trial 1 over the checkpoint the later trials then continued).
+cp s.yaml x.trial-0.yaml
+usage_error "--save over the sweep file" \
+  "^sweep: error: --save x.yaml: trial 0 would write x.trial-0.yaml, the sweep file; name another" \
+  x.trial-0.yaml --dir xsave --save x.yaml "${common[@]}"
+usage_error "a dry run with --save over the sweep file" \
+  "^sweep: error: --save x.yaml: trial 0 would write x.trial-0.yaml, the sweep file" \
+  x.trial-0.yaml --dry-run --save x.yaml "${common[@]}"
+cp k.safetensors m.trial-1.safetensors
+printf 'method: grid\nbase: {resume: m.trial-1.safetensors, epochs: 3}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-save.yaml
+usage_error "--save over the resume: checkpoint" \
+  "^sweep: error: --save m.safetensors: trial 1 would write m.trial-1.safetensors, the resume: file every trial continues; name another" \
+  rs-save.yaml --dir rs-save --save m.safetensors "${common[@]}"
+cmp -s s.yaml x.trial-0.yaml && cmp -s k.safetensors m.trial-1.safetensors && [ ! -e xsave ] && [ ! -e rs-save ] ||
+  { echo "FAIL: a trial's --save replaced the sweep file or the resume: checkpoint"; exit 1; }
 printf 'method: grid\nbase: {resume: k.safetensors, epochs: 1}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-done.yaml
 usage_error "a sweep resuming a checkpoint with --epochs below it" \
   "first: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs and --epochs counts the whole run: give --epochs 3 or more" \
