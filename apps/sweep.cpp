@@ -223,6 +223,36 @@ static void check_trial_saves(const SweepSpec& spec, const RunConfig& base,
   }
 }
 
+// --keep-last K prunes the periodic checkpoints of the run a trial continues (a resumed run keeps
+// its run id): with the resume: file itself a periodic checkpoint in trial <id>'s checkpoint
+// directory (--checkpoint-dir D: D/trial-<id>; else DIR/trials/trial-<id>-checkpoints), trial
+// <id> deleted it once it had written K newer ones, and every later trial failed "cannot open"
+// (exit 1): `resume: D/trial-0/ckpt-epoch-1.safetensors` with --checkpoint-dir D --keep-last 1.
+// A usage error before any trial, and in the dry run.
+static void check_trial_pruning(const SweepSpec& spec, const RunConfig& base,
+                                const std::string& dir) {
+  if (base.keep_last <= 0 || base.resume.empty() ||
+      (base.checkpoint_every <= 0 && base.checkpoint_every_steps <= 0))
+    return;
+  const size_t slash = base.resume.find_last_of('/');
+  const std::string name = base.resume.substr(slash + 1);  // (npos + 1: all of it)
+  if (name.rfind("ckpt-", 0) != 0) return;  // (not a periodic checkpoint's name: never pruned)
+  const std::string parent = slash == std::string::npos ? "." : base.resume.substr(0, slash);
+  const std::string leaf = parent.substr(parent.find_last_of('/') + 1);
+  if (leaf.rfind("trial-", 0) != 0) return;
+  size_t end = 6;
+  while (end < leaf.size() && std::isdigit(static_cast<unsigned char>(leaf[end]))) ++end;
+  if (end == 6 || end - 6 > 18) return;
+  const int64_t id = std::stoll(leaf.substr(6, end - 6));
+  if (id >= num_trials(spec)) return;
+  const std::string ckdir = trial_config(spec, base, id, dir).checkpoint_dir;
+  KILN_USAGE_CHECK(
+      !same_file(ckdir, parent),
+      "--keep-last " << base.keep_last << ": trial " << id << " keeps its periodic checkpoints in "
+                     << ckdir << ", which holds the resume: file every trial continues ("
+                     << base.resume << "), and would delete it; name another --checkpoint-dir");
+}
+
 // --report DIR / --importance DIR: read a finished sweep directory, run nothing.
 static int report(const SweepArgs& s) {
   const char* mode = s.report_dir.empty() ? "--importance" : "--report";
@@ -434,6 +464,7 @@ int main(int argc, char** argv) {
 
     const std::string before_first = " before the first trial; nothing was written";
     check_trial_saves(spec, base, file);
+    check_trial_pruning(spec, base, sweep_dir(s));
     if (s.dry_run) return dry_run(spec, s, base, args, spec_text);
     // Options no trial can run with (--width 0 for every trial, optimizer 'adamm') are a usage
     // error now, not a sweep of failed trials; a combination only some trials hit stays a

@@ -482,6 +482,16 @@ usage_error "--save over the resume: checkpoint" \
   rs-save.yaml --dir rs-save --save m.safetensors "${common[@]}"
 cmp -s s.yaml x.trial-0.yaml && cmp -s k.safetensors m.trial-1.safetensors && [ ! -e xsave ] && [ ! -e rs-save ] ||
   { echo "FAIL: a trial's --save replaced the sweep file or the resume: checkpoint"; exit 1; }
+# --keep-last prunes the run a trial continues: with the resume: file a periodic checkpoint in
+# trial 0's checkpoint directory, trial 0 deleted it and trial 1 failed "cannot open" (exit 1).
+"$KILN_BIN/train_mnist" "${common[@]}" --train-limit 200 --test-limit 100 --model mlp --width 16 \
+  --epochs 1 --optimizer sgd --checkpoint-every 1 --checkpoint-dir rs-keep-ck/trial-0 > /dev/null 2>&1
+printf 'method: grid\nbase: {resume: rs-keep-ck/trial-0/ckpt-epoch-1.safetensors, epochs: 3}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-keep.yaml
+usage_error "--keep-last pruning the resume: checkpoint" \
+  "^sweep: error: --keep-last 1: trial 0 keeps its periodic checkpoints in rs-keep-ck/trial-0, which holds the resume: file every trial continues (rs-keep-ck/trial-0/ckpt-epoch-1.safetensors), and would delete it; name another --checkpoint-dir" \
+  rs-keep.yaml --dir rs-keep --checkpoint-dir rs-keep-ck --checkpoint-every 1 --keep-last 1 "${common[@]}"
+[ -e rs-keep-ck/trial-0/ckpt-epoch-1.safetensors ] && [ ! -e rs-keep ] ||
+  { echo "FAIL: --keep-last deleted the resume: checkpoint"; ls rs-keep-ck/trial-0; exit 1; }
 printf 'method: grid\nbase: {resume: k.safetensors, epochs: 1}\nparameters:\n  momentum: {values: [0.0, 0.5]}\n' > rs-done.yaml
 usage_error "a sweep resuming a checkpoint with --epochs below it" \
   "first: --epochs 1 with --resume k.safetensors: the checkpoint has done 2 epochs and --epochs counts the whole run: give --epochs 3 or more" \
