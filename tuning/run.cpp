@@ -262,6 +262,9 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   }
   auto s = make_session(cfg, true, cfg.resume.empty() ? nullptr : &resume_at);
   check_outputs_spare_data(cfg, {&s->train, &s->val, &s->test});
+  // --augment on images it cannot crop (MNIST's): refused now, as the trainer would, before a
+  // resume's "resumed from ..." line (which came first, so the refused run read as resumed).
+  if (cfg.train.augment) check_augmentable(s->train);
   s->trainer->log = hooks.log;
   s->trainer->on_epoch = hooks.on_epoch;
   for (const std::string* note : {&s->train.note, &s->test.note})

@@ -77,6 +77,14 @@ done
 check val-split 0 '^epoch 1: train_loss=[0-9.]+ train_acc=[0-9.]+ val_loss=[0-9.]+ val_acc=[0-9.]+ test_loss=' -- \
   "$bin" --device cpu --data-dir "$data" --model mlp --width 32 --epochs 1 --val-split 0.1 --log "$tmp/v.jsonl" \
   --save "$tmp/v.safetensors"
+# --augment on MNIST's images continuing a checkpoint: refused (exit 2) with its one error line,
+# before the "resumed from ..." line (it came first, so the refused run read as resumed).
+"$bin" --device cpu --data-dir "$data" --resume "$tmp/v.safetensors" --epochs 2 --augment \
+  > "$tmp/aug.out" 2> "$tmp/aug.err"
+rc=$?
+[ $rc = 2 ] && [ "$(grep -c '^train_mnist: error: mnist/train.*: --augment' "$tmp/aug.err")" = 1 ] &&
+  ! grep -qv '^train_mnist: \(note\|warning\|error\):' "$tmp/aug.err" ||
+  { echo "FAIL --augment refused after a resume's first lines: rc=$rc"; cat "$tmp/aug.err"; fail=1; }
 # kiln_eval --split val rebuilds the same 200 rows from the checkpoint's config
 val_acc=$(grep -o 'val_acc=[0-9.]*' "$tmp/out" | cut -d= -f2)
 "$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$data" --split val > "$tmp/eval" 2>&1
