@@ -292,8 +292,13 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   // Inputs first (the resume checkpoint), outputs (log, checkpoints) only once they are good.
   TrainPosition from;
   from.step = s->trainer->step();
+  std::vector<std::string> resume_lines;
   if (!cfg.resume.empty()) {
-    from = resume_session(*s, resume_file, hooks.log);
+    // Its lines ("resumed from ...") are said once the trainer's checks pass (on_start): a
+    // refused run (a batch norm's batch of 1, --augment on MNIST) printed them before its usage
+    // error and read as resumed.
+    from = resume_session(*s, resume_file,
+                          [&resume_lines](const std::string& l) { resume_lines.push_back(l); });
     // A checkpoint without the steps of each past epoch (an older kiln's): this run records the
     // ones its schedule was sized with, so its own checkpoints resume it as it runs.
     if (from.epoch > 0 && from.epoch_steps.empty()) {
@@ -312,7 +317,11 @@ RunResult run_training(const RunConfig& cfg, const RunHooks& hooks) {
   tr.checkpoint_every_epochs = cfg.checkpoint_every;
   tr.checkpoint_every_steps = cfg.checkpoint_every_steps;
   tr.stop_flag = StopSignals::flag();
-  tr.on_start = hooks.ready;
+  tr.on_start = [&resume_lines, &hooks] {
+    if (hooks.log)
+      for (const std::string& l : resume_lines) hooks.log(l);
+    if (hooks.ready) hooks.ready();
+  };
   bool prune_noted = false;  // said once: every later checkpoint would repeat it
   tr.on_checkpoint = [&](const TrainPosition& p, const std::string&) {
     std::string prune_failed;

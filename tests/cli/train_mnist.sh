@@ -85,6 +85,15 @@ rc=$?
 [ $rc = 2 ] && [ "$(grep -c '^train_mnist: error: mnist/train.*: --augment' "$tmp/aug.err")" = 1 ] &&
   ! grep -qv '^train_mnist: \(note\|warning\|error\):' "$tmp/aug.err" ||
   { echo "FAIL --augment refused after a resume's first lines: rc=$rc"; cat "$tmp/aug.err"; fail=1; }
+# and any refusal of the trainer's checks alike: a batch norm's last batch of 1
+"$bin" --device cpu --data-dir "$data" --model mlp --width 8 --norm batch --epochs 1 --train-limit 64 \
+  --save "$tmp/bn.safetensors" > /dev/null 2>&1
+"$bin" --device cpu --data-dir "$data" --resume "$tmp/bn.safetensors" --epochs 2 --train-limit 65 \
+  > "$tmp/aug.out" 2> "$tmp/aug.err"
+rc=$?
+[ $rc = 2 ] && [ "$(grep -c '^train_mnist: error: layer 2 (BatchNorm1d(8)) trains on batches of at least 2' "$tmp/aug.err")" = 1 ] &&
+  ! grep -qv '^train_mnist: \(note\|warning\|error\):' "$tmp/aug.err" ||
+  { echo "FAIL a batch of 1 refused after a resume's first lines: rc=$rc"; cat "$tmp/aug.err"; fail=1; }
 # kiln_eval --split val rebuilds the same 200 rows from the checkpoint's config
 val_acc=$(grep -o 'val_acc=[0-9.]*' "$tmp/out" | cut -d= -f2)
 "$KILN_BIN/kiln_eval" "$tmp/v.safetensors" --data-dir "$data" --split val > "$tmp/eval" 2>&1
