@@ -1638,7 +1638,7 @@ MUTANTS = [
     ("device-line-before-checks", "tuning/run.cpp",
      [("  check_output_paths(cfg);  // before hours of training, not after\n",
        "  if (hooks.ready) hooks.ready();\n  check_output_paths(cfg);  // before hours of training, not after\n"),
-      ("  tr.on_start = hooks.ready;\n", "")],
+      ("    if (hooks.ready) hooks.ready();\n  };\n  bool prune_noted", "  };\n  bool prune_noted")],
      "the device line is printed before the run's outputs and data are checked: a --checkpoint-dir that is a file or a missing data file is refused after it (until 2026-12-07; --cli)"),
     ("tty-interrupt-bar-kept", "apps/train_app.h",
      [("if (*bar) std::fprintf(stderr, \"\\r\\033[K\");  // a signal mid-epoch", "if (false) std::fprintf(stderr, \"\\r\\033[K\");  // a signal mid-epoch")],
