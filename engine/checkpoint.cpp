@@ -391,6 +391,13 @@ TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& w
   return p;
 }
 
+void check_checkpoint_optimizer(const std::string& saved, const std::string& what,
+                                const std::string& name) {
+  KILN_USAGE_CHECK(saved.empty() || saved == name, what << ": saved with optimizer '"
+                                                        << printable(saved) << "', this run uses '"
+                                                        << name << "'");
+}
+
 void check_checkpoint_model(const SafetensorsFile& f, const std::string& what, Model& model) {
   KILN_CHECK(model.built(), what << ": the model to check is not built (build it first)");
   std::set<std::string> names;
@@ -491,9 +498,7 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
     KILN_USAGE_CHECK(!opt_name.empty(),
                      what << ": saved without optimizer state (load it with no optimizer: the "
                           << "weights alone)");
-    KILN_USAGE_CHECK(opt_name == opt->options().name,
-                     what << ": saved with optimizer '" << printable(opt_name)
-                          << "', this run uses '" << opt->options().name << "'");
+    check_checkpoint_optimizer(opt_name, what, opt->options().name);
     for (auto& [name, t] : opt->state()) {
       restore.emplace_back(t, expect_tensor(f, "optimizer." + name, t, what, "optimizer"));
       used.push_back("optimizer." + name);

@@ -180,6 +180,11 @@ CheckpointInfo load_checkpoint_file(const SafetensorsFile& f, const std::string&
 // each trial's model before its first trial): each present with the model's shape, and no model
 // tensor the model lacks. Usage errors, as load_checkpoint's.
 void check_checkpoint_model(const SafetensorsFile& f, const std::string& what, Model& model);
+// The optimizer a checkpoint was saved with (its __metadata__ "optimizer", `saved`; "" for one
+// saved without optimizer state) against this run's `name`: a usage error when one was saved
+// and it is another (load_checkpoint's check; a sweep makes it for each trial before the first).
+void check_checkpoint_optimizer(const std::string& saved, const std::string& what,
+                                const std::string& name);
 // The position's epoch, batch and step from a verified checkpoint's metadata.
 TrainPosition checkpoint_position(const SafetensorsFile& f, const std::string& what);
 // The run_id and step in the __metadata__ of the checkpoint at `path`, reading its header only

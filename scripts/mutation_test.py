@@ -649,7 +649,7 @@ MUTANTS = [
      [("      const bool last = b + 1 == nb;", "      const bool last = false;")],
      "a step checkpoint after an epoch's last batch resumes into an epoch of no batches, whose record loses the last step's statistics"),
     ("mid-epoch-resume-other-batches", "tuning/run_checkpoint.cpp",
-     [("    KILN_USAGE_CHECK(cut.empty(),", "    KILN_USAGE_CHECK(true || cut.empty(),")],
+     [("  KILN_USAGE_CHECK(cut.empty(), \"--resume \"", "  KILN_USAGE_CHECK(true || cut.empty(), \"--resume \"")],
      "a mid-epoch checkpoint resumes with another batch size and skips other samples than it trained on"),
     ("stop-signals-not-nested", "tuning/run_checkpoint.cpp",
      [("  if (g_stop_depth++ > 0) return;", "  g_stop_depth++;")],

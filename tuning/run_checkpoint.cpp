@@ -614,6 +614,18 @@ void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at, bool mus
                                << done + 1 << " or more");
 }
 
+void check_resume_batches(const std::string& resume, const TrainPosition& at,
+                          const JsonValue& saved, const JsonValue& now) {
+  if (at.batch == 0) return;
+  const std::string cut = config_diffs(
+      saved, now, [](const std::string& k) { return !option_has(k, kBatchOrder); }, "--");
+  KILN_USAGE_CHECK(cut.empty(), "--resume " << resume << ": a mid-epoch checkpoint (epoch "
+                                            << at.epoch + 1 << ", batch " << at.batch
+                                            << ") continues only with the batches it was cut "
+                                               "from: "
+                                            << cut << " (resume an epoch checkpoint to change it)");
+}
+
 void check_resume_model(const RunConfig& cfg, const SafetensorsFile& file) {
   auto model = make_model(cfg.model_on(Device::CPU), cfg.input_shape(), 10);  // the shapes alone
   model->build(Device::CPU, cfg.seed);
@@ -639,13 +651,7 @@ TrainPosition resume_session(RunSession& s, const SafetensorsFile& file,
                                     : "training set " + info.train_data + " -> " + data_now;
   if (info.pos.batch > 0) {  // a usage error leaves the loaded session unused
     // The epoch's remaining batches are found by position in its permutation of its rows.
-    const std::string cut = config_diffs(
-        saved, now, [](const std::string& k) { return !option_has(k, kBatchOrder); }, "--");
-    KILN_USAGE_CHECK(cut.empty(),
-                     "--resume " << s.cfg.resume << ": a mid-epoch checkpoint (epoch "
-                                 << info.pos.epoch + 1 << ", batch " << info.pos.batch
-                                 << ") continues only with the batches it was cut from: " << cut
-                                 << " (resume an epoch checkpoint to change it)");
+    check_resume_batches(s.cfg.resume, info.pos, saved, now);
     KILN_USAGE_CHECK(data_diff.empty(),
                      "--resume " << s.cfg.resume << ": a mid-epoch checkpoint (epoch "
                                  << info.pos.epoch + 1 << ", batch " << info.pos.batch

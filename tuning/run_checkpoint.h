@@ -97,6 +97,12 @@ std::string train_data_signature(const Dataset& d);
 // run, so it must cover what the checkpoint has done; with `must_train` (a sweep's trial, which
 // is scored by the epochs it runs) it must also leave an epoch to train. A usage error.
 void check_resume_epochs(const RunConfig& cfg, const TrainPosition& at, bool must_train = false);
+// A mid-epoch checkpoint (`at`, its position; nothing to check at an epoch's end) continues
+// only with the batch-order options it was cut from: its recorded config `saved` against this
+// run's `now` (run_config_json). A usage error naming the differences (resume_session's check;
+// a sweep makes it for each trial before the first).
+void check_resume_batches(const std::string& resume, const TrainPosition& at,
+                          const JsonValue& saved, const JsonValue& now);
 // The model cfg's options build (cfg validated) against the --resume checkpoint `file`
 // (verified): the tensors' names and shapes, before anything loads (a sweep checks its trials
 // before the first runs). Usage errors.

@@ -695,25 +695,15 @@ void TrialChecks::check(const RunConfig& c) {
   // with optimizer 'sgd', this run uses 'adam'") and a sweep of only such trials exited 1 after
   // running them all, where the docs promise exit 2 when no trial can continue FILE (as for
   // another model). Said as the load says it.
-  const std::string* saved_opt = it->second.first.meta("optimizer");
-  KILN_USAGE_CHECK(!saved_opt || saved_opt->empty() || *saved_opt == c.optim.name,
-                   "checkpoint " << c.resume << ": saved with optimizer '" << printable(*saved_opt)
-                                 << "', this run uses '" << c.optim.name << "'");
+  if (const std::string* saved_opt = it->second.first.meta("optimizer"))
+    check_checkpoint_optimizer(*saved_opt, "checkpoint " + c.resume, c.optim.name);
   // A mid-epoch FILE with other batches (--batch-size, --seed, ...): each such trial failed
   // loading it, and a sweep of only such trials exited 1 after running them all. Said as the load
   // says it.
-  if (const TrainPosition& at = it->second.second; at.batch > 0) {
-    const std::string cut = config_diffs(
-        checkpoint_config(it->second.first, "checkpoint " + c.resume),
-        parse_json(run_config_json(c)),
-        [](const std::string& k) { return !option_has(k, kBatchOrder); }, "--");
-    KILN_USAGE_CHECK(cut.empty(), "--resume " << c.resume << ": a mid-epoch checkpoint (epoch "
-                                              << at.epoch + 1 << ", batch " << at.batch
-                                              << ") continues only with the batches it was cut "
-                                                 "from: "
-                                              << cut
-                                              << " (resume an epoch checkpoint to change it)");
-  }
+  if (const TrainPosition& at = it->second.second; at.batch > 0)
+    check_resume_batches(c.resume, at,
+                         checkpoint_config(it->second.first, "checkpoint " + c.resume),
+                         parse_json(run_config_json(c)));
   const std::string key = c.resume + "\n" + c.model.key() + "\n" + shape_str(c.input_shape());
   auto fit = fits_.find(key);
   if (fit == fits_.end()) {
