@@ -193,6 +193,14 @@ static SweepArgs parse_sweep_args(int argc, char** argv) {
   return s;
 }
 
+// The trial id whose digits start at `at` in `name` (1 to 18 of them, whatever follows), or -1.
+static int64_t trial_id_at(const std::string& name, size_t at) {
+  size_t end = at;
+  while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
+  if (end == at || end - at > 18) return -1;
+  return std::stoll(name.substr(at, end - at));
+}
+
 // --save FILE gives trial <id> FILE.trial-<id>.EXT (trial_config). One that names the sweep file
 // or the checkpoint a resume: base continues replaced it: trial 0 of `sweep x.trial-0.yaml --save
 // x.yaml` wrote its model over the sweep file (a --resume then read a checkpoint as YAML), and
@@ -210,11 +218,8 @@ static void check_trial_saves(const SweepSpec& spec, const RunConfig& base,
     const std::string name = path.substr(path.find_last_of('/') + 1);  // (npos + 1: all of it)
     for (size_t at = name.find(".trial-"); at != std::string::npos;
          at = name.find(".trial-", at + 1)) {
-      size_t end = at + 7;
-      while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
-      if (end == at + 7 || end - at - 7 > 18) continue;
-      const int64_t id = std::stoll(name.substr(at + 7, end - at - 7));
-      if (id >= n) continue;
+      const int64_t id = trial_id_at(name, at + 7);
+      if (id < 0 || id >= n) continue;
       const std::string save = trial_config(spec, base, id, "check").save;
       KILN_USAGE_CHECK(!same_file(save, path), "--save " << base.save << ": trial " << id
                                                          << " would write " << save << ", " << what
@@ -240,11 +245,8 @@ static void check_trial_pruning(const SweepSpec& spec, const RunConfig& base,
   const std::string parent = slash == std::string::npos ? "." : base.resume.substr(0, slash);
   const std::string leaf = parent.substr(parent.find_last_of('/') + 1);
   if (leaf.rfind("trial-", 0) != 0) return;
-  size_t end = 6;
-  while (end < leaf.size() && std::isdigit(static_cast<unsigned char>(leaf[end]))) ++end;
-  if (end == 6 || end - 6 > 18) return;
-  const int64_t id = std::stoll(leaf.substr(6, end - 6));
-  if (id >= num_trials(spec)) return;
+  const int64_t id = trial_id_at(leaf, 6);
+  if (id < 0 || id >= num_trials(spec)) return;
   const std::string ckdir = trial_config(spec, base, id, dir).checkpoint_dir;
   KILN_USAGE_CHECK(
       !same_file(ckdir, parent),
