@@ -84,20 +84,10 @@ static std::string resume_takes_no_value(const std::string& file) {
          file + " under the sweep file's base";
 }
 
-// true|false, yes|no, on|off, 1|0 (any case): the words parse_bool takes.
-static bool is_bool_word(const std::string& v) {
-  try {
-    parse_bool(v, "");
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
 // argparse's "--resume false" (read as a second sweep file) and "--resume=true" (read as a
 // checkpoint to put under the base): sweep's --resume is a bare flag.
 static void check_resume_word(const std::string& v) {
-  KILN_USAGE_CHECK(!is_bool_word(v), "sweep's --resume takes no value (it got '"
+  KILN_USAGE_CHECK(bool_word(v) < 0, "sweep's --resume takes no value (it got '"
                                          << v
                                          << "'): give --resume to continue the sweep in --dir, "
                                             "or leave it out");

@@ -82,6 +82,8 @@ std::string lowercase(std::string s) {
   return s;
 }
 
+}  // namespace
+
 // 1 or 0 for a word YAML 1.1 reads as a boolean (any case), -1 for anything else.
 int bool_word(const std::string& v) {
   const std::string s = lowercase(v);
@@ -89,6 +91,8 @@ int bool_word(const std::string& v) {
   if (s == "false" || s == "0" || s == "no" || s == "off") return 0;
   return -1;
 }
+
+namespace {
 
 // on|off switches (YAML 1.1 booleans accepted too: true/false, yes/no, 1/0, any case).
 bool parse_on_off(const std::string& v) {

@@ -168,6 +168,8 @@ double parse_float(const std::string& v, const std::string& origin);
 // true|false, yes|no, on|off, 1|0 in any case (the words YAML 1.1 reads as booleans); anything
 // else is a usage error naming `origin`.
 bool parse_bool(const std::string& v, const std::string& origin);
+// 1 or 0 for a word parse_bool takes, -1 for anything else (no error).
+int bool_word(const std::string& v);
 // A bool flag given without '=' (`flag`, as typed; `name`, canonical) followed by a boolean word
 // ("--shuffle false", argparse's habit): a usage error saying how to write it.
 void check_bool_flag_next(const std::string& flag, const std::string& name,
